@@ -1,0 +1,361 @@
+"""A fast mock OpenAI upstream on raw asyncio (no framework, so it is never the bottleneck).
+
+Used by the benchmark and by the end-to-end tests. Routes (OpenAI wire format):
+  POST /v1/chat/completions   JSON, or SSE when "stream": true (usage chunk if include_usage)
+  POST /v1/responses          JSON, or Responses API SSE events
+  POST /v1/embeddings, GET /v1/models
+  POST /v1/images/generations and /v1/images/edits   b64_json PNG
+  POST /v1/audio/speech       audio/mpeg bytes (x-mock-size)
+  GET  /bin?size=N            N bytes of application/octet-stream, streamed
+  POST /upload                reads the body, answers its size
+Request headers steer it: x-mock-status (error status), x-mock-events / x-mock-delay-ms (SSE),
+x-mock-gzip (gzip the JSON answer), x-mock-tool-call, x-mock-fault (close-mid-stream,
+stall, reset, bad-json, wrong-length).
+
+Run alone: python bench/mock_upstream.py --port 9100
+"""
+
+import argparse
+import asyncio
+import base64
+import gzip
+import hashlib
+import json
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+CHUNK = 64 * 1024
+BLOCK = bytes(range(256)) * 256  # 64 KiB of deterministic binary
+
+
+def png_bytes(width: int = 2, height: int = 2) -> bytes:
+    """A small valid PNG image."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+PNG = png_bytes()
+
+
+@dataclass
+class Received:
+    """What the mock saw of one request."""
+
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    size: int
+    sha256: str
+
+    def header(self, name: str) -> str | None:
+        """First value of a header, case-insensitively."""
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+
+@dataclass
+class MockUpstream:
+    """The server; `received` lists every request it saw (bodies over 8 MiB kept as size+hash)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    received: list[Received] = field(default_factory=list)
+    record: bool = True
+
+    async def start(self) -> None:
+        """Listen (port 0 picks a free one)."""
+        self.server = await asyncio.start_server(self._conn, self.host, self.port, backlog=1024)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        """Base URL of the mock."""
+        return f"http://{self.host}:{self.port}"
+
+    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = lines[0].split(" ", 2)
+                headers = []
+                for line in lines[1:]:
+                    if line:
+                        k, _, v = line.partition(":")
+                        headers.append((k.strip(), v.strip()))
+                hmap = {k.lower(): v for k, v in headers}
+                digest, size, keep = hashlib.sha256(), 0, []
+                if "chunked" in hmap.get("transfer-encoding", "").lower():
+                    while True:
+                        n = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+                        if n == 0:
+                            await reader.readline()
+                            break
+                        data = await reader.readexactly(n)
+                        await reader.readexactly(2)
+                        size += n
+                        digest.update(data)
+                        if size <= 8 << 20:
+                            keep.append(data)
+                else:
+                    left = int(hmap.get("content-length", "0") or 0)
+                    while left:
+                        data = await reader.read(min(left, 1 << 20))
+                        if not data:
+                            raise ConnectionError
+                        left -= len(data)
+                        size += len(data)
+                        digest.update(data)
+                        if size <= 8 << 20:
+                            keep.append(data)
+                path, _, query = target.partition("?")
+                req = Received(method, path, query, headers, b"".join(keep) if size <= 8 << 20 else b"",
+                               size, digest.hexdigest())
+                if self.record:
+                    self.received.append(req)
+                keep_open = await self._answer(req, hmap, writer)
+                if not keep_open or hmap.get("connection", "").lower() == "close":
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def _send(self, writer, status: int, body: bytes, ctype: str = "application/json",
+                    extra: list[tuple[str, str]] | None = None, length: int | None = None) -> None:
+        head = [f"HTTP/1.1 {status} X", f"content-type: {ctype}",
+                f"content-length: {len(body) if length is None else length}", "x-request-id: mock-req-1"]
+        head += [f"{k}: {v}" for k, v in extra or []]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+
+    async def _answer(self, req: Received, h: dict[str, str], writer) -> bool:
+        """Write the answer; False to close the connection."""
+        fault = h.get("x-mock-fault", "")
+        if fault == "stall":
+            await asyncio.sleep(float(h.get("x-mock-stall-s", "30")))
+        if fault == "reset":
+            writer.transport.abort()
+            return False
+        if "x-mock-status" in h:
+            status = int(h["x-mock-status"])
+            body = json.dumps({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                                         "param": None, "code": "invalid_api_key"}}).encode()
+            await self._send(writer, status, body)
+            return True
+        payload = {}
+        if req.body and h.get("content-type", "").startswith("application/json"):
+            try:
+                payload = json.loads(req.body)
+            except ValueError:
+                payload = {}
+        p = req.path
+        if p.endswith("/chat/completions") or p.endswith("/completions"):
+            if payload.get("stream"):
+                return await self._sse(writer, self._chat_events(payload, h), h, fault)
+            return await self._json(writer, self._chat(payload, h), h, fault)
+        if p.endswith("/responses"):
+            if payload.get("stream"):
+                return await self._sse(writer, self._responses_events(payload, h), h, fault)
+            return await self._json(writer, self._response_obj(payload, "hello from responses"), h, fault)
+        if p.endswith("/embeddings"):
+            return await self._json(writer, {"object": "list", "model": payload.get("model", "text-embedding-3-small"),
+                                             "data": [{"object": "embedding", "index": 0,
+                                                       "embedding": [0.1, 0.2, 0.3]}],
+                                             "usage": {"prompt_tokens": 3, "total_tokens": 3}}, h, fault)
+        if p.endswith("/models"):
+            return await self._json(writer, {"object": "list", "data": [
+                {"id": "gpt-4o-mini", "object": "model", "created": 1, "owned_by": "openai"}]}, h, fault)
+        if p.endswith("/images/generations") or p.endswith("/images/edits") or p.endswith("/images/variations"):
+            n = int(payload.get("n", 1) or 1)
+            data = [{"b64_json": base64.b64encode(PNG).decode(), "revised_prompt": "a red square"}] * n
+            return await self._json(writer, {"created": int(time.time()), "data": data,
+                                             "usage": {"input_tokens": 5, "output_tokens": 10,
+                                                       "total_tokens": 15}}, h, fault)
+        if p.endswith("/audio/speech"):
+            size = int(h.get("x-mock-size", "4096"))
+            return await self._binary(writer, size, "audio/mpeg", fault)
+        if p == "/bin":
+            size = int(parse_qs(req.query).get("size", ["1048576"])[0])
+            return await self._binary(writer, size, "application/octet-stream", fault)
+        if p == "/upload":
+            return await self._json(writer, {"size": req.size, "sha256": req.sha256}, h, fault)
+        await self._send(writer, 404, json.dumps({"error": {"message": f"mock: no route {p}"}}).encode())
+        return True
+
+    async def _json(self, writer, obj: dict, h: dict[str, str], fault: str) -> bool:
+        body = json.dumps(obj).encode()
+        if fault == "bad-json":
+            body = body[: len(body) // 2]
+        extra = []
+        if h.get("x-mock-gzip") and "gzip" in h.get("accept-encoding", ""):
+            body = gzip.compress(body)
+            extra.append(("content-encoding", "gzip"))
+        if fault == "wrong-length":
+            await self._send(writer, 200, body, extra=extra, length=len(body) + 100)
+            return False
+        await self._send(writer, 200, body, extra=extra)
+        return True
+
+    async def _binary(self, writer, size: int, ctype: str, fault: str) -> bool:
+        writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {size}\r\n\r\n".encode())
+        sent = 0
+        while sent < size:
+            part = BLOCK[: min(CHUNK, size - sent)]
+            writer.write(part)
+            sent += len(part)
+            await writer.drain()
+            if fault == "close-mid-stream" and sent >= size // 2:
+                writer.transport.abort()
+                return False
+        return True
+
+    async def _sse(self, writer, events: list[str], h: dict[str, str], fault: str) -> bool:
+        delay = float(h.get("x-mock-delay-ms", "0")) / 1000
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
+                     b"cache-control: no-cache\r\n\r\n")
+        for i, ev in enumerate(events):
+            if fault == "close-mid-stream" and i == len(events) // 2:
+                await writer.drain()
+                writer.transport.abort()
+                return False
+            data = ev.encode()
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            await writer.drain()
+            if delay:
+                await asyncio.sleep(delay)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    def _chat(self, payload: dict, h: dict[str, str]) -> dict:
+        msg: dict = {"role": "assistant", "content": "Hello! How can I help you today?", "refusal": None}
+        finish = "stop"
+        if h.get("x-mock-tool-call"):
+            msg = {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}
+            finish = "tool_calls"
+        return {"id": "chatcmpl-mock", "object": "chat.completion", "created": int(time.time()),
+                "model": payload.get("model", "gpt-4o-mini") + "-2024-07-18",
+                "choices": [{"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21,
+                          "prompt_tokens_details": {"cached_tokens": 0},
+                          "completion_tokens_details": {"reasoning_tokens": 0}}}
+
+    def _chat_events(self, payload: dict, h: dict[str, str]) -> list[str]:
+        n = int(h.get("x-mock-events", "5"))
+        model = payload.get("model", "gpt-4o-mini") + "-2024-07-18"
+        base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                        "finish_reason": None}]}]
+        if h.get("x-mock-tool-call"):
+            events.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 0, "id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": ""}}]}, "finish_reason": None}]})
+            for piece in ("{\"city\"", ": \"Paris\"}"):
+                events.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [
+                    {"index": 0, "function": {"arguments": piece}}]}, "finish_reason": None}]})
+            finish = "tool_calls"
+        else:
+            for i in range(n):
+                events.append({**base, "choices": [{"index": 0, "delta": {"content": f"tok{i} "},
+                                                    "finish_reason": None}]})
+            finish = "stop"
+        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        if (payload.get("stream_options") or {}).get("include_usage"):
+            events.append({**base, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": n,
+                                                            "total_tokens": 12 + n}})
+        return [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]
+
+    def _response_obj(self, payload: dict, text: str, status: str = "completed") -> dict:
+        return {"id": "resp_mock", "object": "response", "created_at": int(time.time()), "status": status,
+                "model": payload.get("model", "gpt-4o-mini") + "-2024-07-18",
+                "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                            "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+                "usage": {"input_tokens": 8, "output_tokens": 4, "total_tokens": 12,
+                          "input_tokens_details": {"cached_tokens": 0},
+                          "output_tokens_details": {"reasoning_tokens": 0}}}
+
+    def _responses_events(self, payload: dict, h: dict[str, str]) -> list[str]:
+        n = int(h.get("x-mock-events", "3"))
+        pieces = [f"part{i} " for i in range(n)]
+        seq = 0
+        out = []
+
+        def ev(kind: str, **data) -> None:
+            nonlocal seq
+            out.append(f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': seq, **data})}\n\n")
+            seq += 1
+        text = "".join(pieces)
+        item = {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}
+        ev("response.created", response=self._response_obj(payload, "", status="in_progress") | {"output": []})
+        ev("response.output_item.added", output_index=0, item=item)
+        ev("response.content_part.added", item_id="msg_1", output_index=0, content_index=0,
+           part={"type": "output_text", "text": "", "annotations": []})
+        for piece in pieces:
+            ev("response.output_text.delta", item_id="msg_1", output_index=0, content_index=0, delta=piece)
+        ev("response.output_text.done", item_id="msg_1", output_index=0, content_index=0, text=text)
+        done = self._response_obj(payload, text)
+        ev("response.output_item.done", output_index=0, item=done["output"][0])
+        ev("response.completed", response=done)
+        return out
+
+
+class MockUpstreamThread:
+    """Runs a MockUpstream on its own event loop in a thread (for tests)."""
+
+    def __init__(self) -> None:
+        self.mock = MockUpstream()
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.mock.start())
+            ready.set()
+            self.loop.run_forever()
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the mock."""
+        return self.mock.url
+
+    def stop(self) -> None:
+        """Stop the loop."""
+        self.loop.call_soon_threadsafe(self.mock.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+async def _main(port: int) -> None:
+    mock = MockUpstream(port=port, record=False)
+    await mock.start()
+    print(f"mock upstream on {mock.url}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=9100)
+    args = parser.parse_args()
+    try:
+        import uvloop  # faster loop when installed (uvicorn[standard] brings it)
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_main(args.port))

@@ -1,0 +1,18 @@
+"""URL map: admin, health, static files for the admin, and the proxy catch-all."""
+
+from django.contrib import admin
+from django.contrib.staticfiles.views import serve as static_serve
+from django.urls import path, re_path
+
+from proxy.views import health_view, proxy_view
+
+handler404 = "proxy.views.not_found_json"
+handler500 = "proxy.views.server_error_json"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("health", health_view),
+    # The admin's CSS/JS, served from the installed apps so no collectstatic step is needed.
+    re_path(r"^static/(?P<path>.*)$", static_serve, {"insecure": True}),
+    re_path(r"^(?P<path>.*)$", proxy_view),
+]

@@ -1,0 +1,128 @@
+"""The audit log tables: one request, its response and the binary files of the exchange."""
+
+import uuid
+
+from django.core.files.storage import storages
+from django.db import models
+
+
+def payload_storage():
+    """Storage backend for binary payloads (STORAGES["payloads"], rooted at FILE_STORAGE_PATH)."""
+    return storages["payloads"]
+
+
+def payload_upload_to(instance: "BinaryFile", filename: str) -> str:
+    """Files are named by the gateway itself ({provider}/{date}/{uuid}.{ext}); keep that name."""
+    return filename
+
+
+class Outcome(models.TextChoices):
+    COMPLETED = "completed"
+    UPSTREAM_ERROR = "upstream_error"
+    CLIENT_ABORTED = "client_aborted"
+    GATEWAY_ERROR = "gateway_error"
+    INTERRUPTED = "interrupted"
+
+
+class Request(models.Model):
+    """What the client sent, as received (credentials masked)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    provider = models.CharField(max_length=64, db_index=True)
+    endpoint = models.CharField(max_length=1024)
+    method = models.CharField(max_length=16)
+    query_string = models.TextField(blank=True, default="")
+    headers = models.JSONField(default=dict)
+    body = models.TextField(null=True, blank=True)
+    body_size = models.BigIntegerField(default=0)
+    content_type = models.CharField(max_length=255, blank=True, default="")
+    client_addr = models.CharField(max_length=64, blank=True, default="")
+    model = models.CharField(max_length=255, null=True, blank=True, db_index=True)
+    stream_requested = models.BooleanField(default=False)
+    key_fingerprint = models.CharField(max_length=32, blank=True, default="", db_index=True)
+    instance = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "requests"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.endpoint} ({self.id})"
+
+
+class Response(models.Model):
+    """What the upstream answered and how the exchange ended."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    request = models.OneToOneField(
+        Request, on_delete=models.CASCADE, related_name="response", db_column="request_id"
+    )
+    status_code = models.IntegerField(null=True, blank=True, db_index=True)
+    headers = models.JSONField(default=dict)
+    body = models.TextField(null=True, blank=True)
+    body_size = models.BigIntegerField(default=0)
+    content_type = models.CharField(max_length=255, blank=True, default="")
+    is_stream = models.BooleanField(default=False, db_index=True)
+    stream_result = models.JSONField(null=True, blank=True)
+    event_offsets_ms = models.JSONField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    ttfb_ms = models.FloatField(null=True, blank=True)
+    is_error = models.BooleanField(default=False, db_index=True)
+    error_message = models.TextField(blank=True, default="")
+    outcome = models.CharField(max_length=32, choices=Outcome.choices, db_index=True)
+    model = models.CharField(max_length=255, null=True, blank=True)
+    input_tokens = models.IntegerField(null=True, blank=True)
+    output_tokens = models.IntegerField(null=True, blank=True)
+    cached_tokens = models.IntegerField(null=True, blank=True)
+    reasoning_tokens = models.IntegerField(null=True, blank=True)
+    total_tokens = models.IntegerField(null=True, blank=True)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    usage_injected = models.BooleanField(default=False)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "responses"
+
+    def __str__(self) -> str:
+        return f"{self.status_code} for {self.request_id}"
+
+
+class BinaryFile(models.Model):
+    """A binary payload (or an oversized body) kept on the payload storage."""
+
+    class Role(models.TextChoices):
+        REQUEST_PART = "request_part"
+        REQUEST_BODY = "request_body"
+        RESPONSE_BODY = "response_body"
+        RESPONSE_IMAGE = "response_image"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    request = models.ForeignKey(
+        Request, on_delete=models.CASCADE, related_name="files", db_column="request_id"
+    )
+    response = models.ForeignKey(
+        Response,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="files",
+        db_column="response_id",
+    )
+    file = models.FileField(
+        storage=payload_storage, upload_to=payload_upload_to, max_length=512, db_column="file_path"
+    )
+    role = models.CharField(max_length=32, choices=Role.choices)
+    field_name = models.CharField(max_length=255, blank=True, default="")
+    filename = models.CharField(max_length=255, blank=True, default="")
+    content_type = models.CharField(max_length=255, blank=True, default="")
+    size = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "binary_files"
+
+    def __str__(self) -> str:
+        return self.file.name

@@ -1,0 +1,263 @@
+"""Writes to the log: turns journal records into rows, files and parsed results."""
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from logs.capture import extension_for, payload_open
+from logs.models import BinaryFile, Outcome, Request, Response
+from logs.multipart import multipart_boundary, multipart_split, part_copy, part_read
+from logs.streams import stream_reassemble, usage_read
+
+log = logging.getLogger(__name__)
+
+JSON_PARSE_MAX_BYTES = 64 * 1024 * 1024
+FORM_FIELD_INLINE_MAX = 64 * 1024
+
+
+def _when(ts: float) -> datetime:
+    """Epoch seconds to an aware datetime."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def _file_id(owner: str, label: str) -> uuid.UUID:
+    """A stable id for a file derived from its owner, so a replayed record makes no duplicate."""
+    return uuid.uuid5(uuid.UUID(owner), label)
+
+
+def _derived_name(provider: str, owner: str, label: str, content_type: str, ts: float) -> str:
+    """Stable payload path {provider}/{YYYY-MM-DD}/{uuid}.{ext} for a file cut out of a body."""
+    day = _when(ts).strftime("%Y-%m-%d")
+    return f"{provider}/{day}/{_file_id(owner, label).hex}{extension_for(content_type)}"
+
+
+def _payload_path(name: str) -> Path:
+    """Absolute path of a payload file."""
+    return Path(settings.FILE_STORAGE_PATH) / name
+
+
+def _file_row(*, file_id: uuid.UUID, request_id: str, response_id: str | None, name: str,
+              role: str, content_type: str, size: int, sha256: str, ts: float,
+              field_name: str = "", filename: str = "") -> BinaryFile:
+    """An unsaved BinaryFile row."""
+    return BinaryFile(id=file_id, request_id=request_id, response_id=response_id, file=name,
+                      role=role, content_type=content_type, size=size, sha256=sha256,
+                      field_name=field_name, filename=filename or "", created_at=_when(ts))
+
+
+def _json_load(text: str | None) -> Any:
+    """Parse JSON text, None when it is not JSON."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _multipart_rows(rec: dict, request: Request, files: list[BinaryFile]) -> None:
+    """Split a multipart request body into file rows and a readable JSON body."""
+    spill = rec["body_file"]
+    source = _payload_path(spill["name"])
+    boundary = multipart_boundary(rec.get("content_type", ""))
+    parts, complete = multipart_split(source, boundary) if boundary else ([], False)
+    fields: dict[str, Any] = {}
+    described = []
+    for idx, part in enumerate(parts):
+        size = part.end - part.start
+        if part.filename is None and size <= FORM_FIELD_INLINE_MAX:
+            raw = part_read(source, part)
+            try:
+                fields[part.name] = raw.decode("utf-8")
+                continue
+            except UnicodeDecodeError:
+                pass
+        name = _derived_name(rec["provider"], rec["id"], f"part{idx}", part.content_type, rec["created"])
+        digest = hashlib.sha256()
+        with payload_open(name) as dest:
+            part_copy(source, part, _HashingWriter(dest, digest))
+        fid = _file_id(rec["id"], f"part{idx}")
+        files.append(_file_row(file_id=fid, request_id=rec["id"], response_id=None, name=name,
+                               role=BinaryFile.Role.REQUEST_PART, content_type=part.content_type,
+                               size=size, sha256=digest.hexdigest(), ts=rec["created"],
+                               field_name=part.name, filename=part.filename or ""))
+        described.append({"field": part.name, "filename": part.filename, "content_type": part.content_type,
+                          "size": size, "file": name})
+    request.body = json.dumps({"fields": fields, "files": described, "complete": complete}, indent=None)
+    if complete:
+        source.unlink(missing_ok=True)
+    else:  # keep the raw bytes: a truncated body is evidence too
+        files.append(_file_row(file_id=_file_id(rec["id"], "raw"), request_id=rec["id"], response_id=None,
+                               name=spill["name"], role=BinaryFile.Role.REQUEST_BODY,
+                               content_type=rec.get("content_type", ""), size=spill["size"],
+                               sha256=spill.get("sha256", ""), ts=rec["created"]))
+    m = fields.get("model")
+    request.model = m if isinstance(m, str) else None
+
+
+class _HashingWriter:
+    """File wrapper that hashes what is written through it."""
+
+    def __init__(self, dest, digest) -> None:
+        self.dest, self.digest = dest, digest
+
+    def write(self, data: bytes) -> None:
+        """Write and hash."""
+        self.digest.update(data)
+        self.dest.write(data)
+
+
+def request_row(rec: dict, files: list[BinaryFile]) -> Request:
+    """Build the Request row (and its files) from a journal record."""
+    req = Request(
+        id=rec["id"], provider=rec["provider"], endpoint=rec["endpoint"], method=rec["method"],
+        query_string=rec.get("query", ""), headers=rec.get("headers", []), body=rec.get("body"),
+        body_size=rec.get("body_size", 0), content_type=rec.get("content_type", "")[:255],
+        client_addr=rec.get("client", ""), key_fingerprint=rec.get("key_fp", ""),
+        instance=rec.get("instance", ""), created_at=_when(rec["created"]),
+    )
+    spill = rec.get("body_file")
+    if spill and multipart_boundary(rec.get("content_type", "")):
+        _multipart_rows(rec, req, files)
+    elif spill:
+        files.append(_file_row(file_id=_file_id(rec["id"], "body"), request_id=rec["id"], response_id=None,
+                               name=spill["name"], role=BinaryFile.Role.REQUEST_BODY,
+                               content_type=rec.get("content_type", ""), size=spill["size"],
+                               sha256=spill.get("sha256", ""), ts=rec["created"]))
+    payload = _json_load(req.body) if "json" in req.content_type or req.body else None
+    if isinstance(payload, dict):
+        if isinstance(payload.get("model"), str):
+            req.model = payload["model"][:255]
+        req.stream_requested = payload.get("stream") is True
+    return req
+
+
+def _b64_images_extract(rec: dict, payload: dict, files: list[BinaryFile]) -> bool:
+    """Move b64_json images out of a JSON answer into files; True when any was moved."""
+    items = payload.get("data")
+    if not isinstance(items, list):
+        return False
+    moved = False
+    fmt = payload.get("output_format") or "png"
+    ctype = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}.get(
+        fmt, "image/png")
+    for idx, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("b64_json"), str):
+            continue
+        try:
+            raw = base64.b64decode(item["b64_json"], validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        name = _derived_name(rec["provider"], rec["id"], f"image{idx}", ctype, rec["created"])
+        with payload_open(name) as f:
+            f.write(raw)
+        fid = _file_id(rec["id"], f"image{idx}")
+        files.append(_file_row(file_id=fid, request_id=rec["request_id"], response_id=rec["id"], name=name,
+                               role=BinaryFile.Role.RESPONSE_IMAGE, content_type=ctype, size=len(raw),
+                               sha256=hashlib.sha256(raw).hexdigest(), ts=rec["created"]))
+        item["b64_json"] = {"$gateway_file": name, "binary_file_id": str(fid), "bytes": len(raw)}
+        moved = True
+    return moved
+
+
+def response_row(rec: dict, files: list[BinaryFile]) -> Response:
+    """Build the Response row (and its files) from a journal record."""
+    resp = Response(
+        id=rec["id"], request_id=rec["request_id"], status_code=rec.get("status"),
+        headers=rec.get("headers", []), body=rec.get("body"), body_size=rec.get("body_size", 0),
+        content_type=rec.get("content_type", "")[:255], is_stream=rec.get("is_stream", False),
+        event_offsets_ms=rec.get("event_offsets_ms"), duration_ms=rec.get("duration_ms"),
+        ttfb_ms=rec.get("ttfb_ms"), outcome=rec.get("outcome", Outcome.COMPLETED),
+        error_message=rec.get("error", ""), created_at=_when(rec["created"]),
+    )
+    resp.is_error = bool(rec.get("error")) or resp.outcome != Outcome.COMPLETED or (
+        resp.status_code is not None and resp.status_code >= 400)
+    spill = rec.get("body_file")
+    text = resp.body
+    if spill and "json" in resp.content_type and spill["size"] <= JSON_PARSE_MAX_BYTES and not spill.get("error"):
+        try:  # a big JSON answer (usually base64 images): parse it to cut the images out
+            text = _payload_path(spill["name"]).read_text("utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = None
+    parsed: Any = None
+    if resp.is_stream and text is not None:
+        resp.stream_result = stream_reassemble(text)
+        parsed = resp.stream_result.get("result")
+    elif text is not None:
+        parsed = _json_load(text)
+        if isinstance(parsed, dict) and _b64_images_extract(rec, parsed, files):
+            resp.body = json.dumps(parsed)
+            if spill:
+                _payload_path(spill["name"]).unlink(missing_ok=True)
+                spill = None
+    if isinstance(parsed, dict):
+        if isinstance(parsed.get("model"), str):
+            resp.model = parsed["model"][:255]
+        for key, value in usage_read(parsed).items():
+            setattr(resp, key, value if isinstance(value, int) else None)
+    if spill:
+        if spill.get("error"):
+            resp.error_message = "; ".join(filter(None, [resp.error_message, spill["error"]]))
+        files.append(_file_row(file_id=_file_id(rec["id"], "body"), request_id=rec["request_id"],
+                               response_id=rec["id"], name=spill["name"], role=BinaryFile.Role.RESPONSE_BODY,
+                               content_type=spill.get("content_type") or resp.content_type,
+                               size=spill["size"], sha256=spill.get("sha256", ""), ts=rec["created"]))
+    if rec.get("capture_error"):
+        resp.error_message = "; ".join(filter(None, [resp.error_message, rec["capture_error"]]))
+    return resp
+
+
+def exchange_records_write(records: Iterable[dict]) -> None:
+    """Write a batch of journal records in one transaction; idempotent on replay."""
+    requests, responses, files = [], [], []
+    for rec in records:
+        try:
+            if rec.get("t") == "req":
+                requests.append(request_row(rec, files))
+            elif rec.get("t") == "resp":
+                responses.append(response_row(rec, files))
+        except Exception:  # one bad record must not cost the batch
+            log.exception("skipping unreadable log record %s", rec.get("id"))
+    with transaction.atomic():
+        Request.objects.bulk_create(requests, ignore_conflicts=True)
+        Response.objects.bulk_create(responses, ignore_conflicts=True)
+        BinaryFile.objects.bulk_create(files, ignore_conflicts=True)
+
+
+def interrupted_mark(instance: str) -> int:
+    """Give every request of a dead gateway process that has no response an 'interrupted' one."""
+    now = datetime.now(timezone.utc)
+    orphans = Request.objects.filter(instance=instance, response__isnull=True).values_list("id", flat=True)
+    rows = [Response(request_id=rid, outcome=Outcome.INTERRUPTED, is_error=True,
+                     error_message="the gateway process stopped before this exchange ended",
+                     created_at=now) for rid in orphans]
+    Response.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def orphans_recover(directory: Path, orphans: Callable, reader: Callable, batch: int = 500) -> int:
+    """Replay the journals of dead processes into the database, then remove them."""
+    import os
+
+    replayed = 0
+    for instance, path, fd in orphans(directory):
+        try:
+            records = reader(path)
+            for i in range(0, len(records), batch):
+                exchange_records_write(records[i:i + batch])
+            interrupted_mark(instance)
+            replayed += len(records)
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return replayed

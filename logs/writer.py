@@ -1,0 +1,136 @@
+"""The background log writer: journal first, then batched database writes off the event loop."""
+
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+
+from logs.journal import Journal, journal_orphans, journal_records
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 500
+
+
+class LogWriter:
+    """Owns this process's journal and a thread that moves its records into the database."""
+
+    def __init__(self) -> None:
+        self.instance = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.journal = Journal(settings.JOURNAL_DIR, self.instance, fsync=settings.JOURNAL_FSYNC)
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._idle = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._stopping = False
+        self.open_exchanges = 0  # requests logged whose response record has not come yet
+        self.last_error = ""
+        self._thread.start()
+
+    def submit(self, record: dict[str, Any]) -> None:
+        """Make a record durable (journal) and queue it for the database."""
+        self.journal.append(record)
+        kind = record.get("t")
+        if kind == "req":
+            self.open_exchanges += 1
+        elif kind == "resp":
+            self.open_exchanges -= 1
+        self._queue.put(record)
+
+    @property
+    def pending(self) -> int:
+        """Records not yet in the database."""
+        return self.journal.pending
+
+    def flush(self, timeout: float = 10.0, *, exchanges: bool = True) -> bool:
+        """Wait until open exchanges have ended and their records are in the database."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self.journal.pending or (exchanges and self.open_exchanges > 0):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.05))
+        return True
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Let open exchanges end, drain the queue, stop the thread and release the journal."""
+        self.flush(timeout)
+        drained = self.flush(5.0, exchanges=False)
+        self._stopping = True
+        self._queue.put(None)
+        self._thread.join(timeout=2.0)
+        self.journal.close(remove=drained)
+        return drained
+
+    def _run(self) -> None:
+        """Thread body: recover orphaned journals, then write batches forever."""
+        from logs.services import exchange_records_write, orphans_recover
+
+        self._retry(lambda: orphans_recover(settings.JOURNAL_DIR, journal_orphans, journal_records))
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < BATCH_MAX:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._stopping = True
+                    break
+                batch.append(item)
+            self._retry(lambda: exchange_records_write(batch))
+            self.journal.commit(len(batch))
+            with self._idle:
+                self._idle.notify_all()
+            if self._stopping:
+                break
+        connection.close()
+
+    def _retry(self, work) -> None:
+        """Run a database write until it succeeds; the journal keeps the records meanwhile."""
+        delay = 0.05
+        while True:
+            try:
+                work()
+                self.last_error = ""
+                return
+            except DatabaseError as exc:
+                self.last_error = str(exc)
+                log.warning("log store unavailable, retrying in %.2fs: %s", delay, exc)
+                connection.close()
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:  # a malformed record must not stop the writer for good
+                log.exception("log record could not be written; skipped")
+                return
+
+
+_writer: LogWriter | None = None
+_writer_lock = threading.Lock()
+
+
+def writer_get() -> LogWriter:
+    """The process's log writer, started on first use."""
+    global _writer
+    if _writer is None:
+        with _writer_lock:
+            if _writer is None:
+                _writer = LogWriter()
+    return _writer
+
+
+def writer_stop(timeout: float = 10.0) -> bool:
+    """Flush and stop the process's writer, if it was started."""
+    global _writer
+    with _writer_lock:
+        writer, _writer = _writer, None
+    return writer.stop(timeout) if writer else True

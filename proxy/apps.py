@@ -1,0 +1,8 @@
+"""App config for the forwarding side."""
+
+from django.apps import AppConfig
+
+
+class ProxyConfig(AppConfig):
+    name = "proxy"
+    verbose_name = "Gateway proxy"

@@ -1,0 +1,208 @@
+"""One exchange end to end: record the request, call the upstream, relay and log the answer."""
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from logs.capture import BodyCapture, content_type_is_text, payload_name, payload_open
+from logs.models import Outcome
+from logs.redact import headers_mask, key_fingerprint, query_mask
+from logs.writer import writer_get
+from proxy.paths import PathRefused, path_normalise
+from proxy.providers import Provider, openai_error, provider_match, provider_prefixes
+from proxy.relay import Exchange, relay_stream
+from proxy.upstream import client_get, headers_forward
+
+REQUEST_ID_HEADER = "X-Gateway-Request-Id"
+BODY_CHUNK = 64 * 1024
+
+
+def json_error(status: int, body: bytes, request_id: str | None = None) -> HttpResponse:
+    """A JSON error answer, tagged with the request id when there is one."""
+    resp = HttpResponse(body, status=status, content_type="application/json")
+    if request_id:
+        resp[REQUEST_ID_HEADER] = request_id
+    return resp
+
+
+def _scope_headers(request: HttpRequest) -> list[tuple[str, str]]:
+    """The request headers exactly as received (order, case, repeats)."""
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope.get("headers", [])]
+
+
+def _credential(provider: Provider, pairs: list[tuple[str, str]]) -> str:
+    """The client's credential for the provider, used only to compute a fingerprint."""
+    for k, v in pairs:
+        if k.lower() in provider.credential_headers:
+            return v.split(" ", 1)[-1].strip()
+    return ""
+
+
+def _body_file(request: HttpRequest):
+    """Django's spooled copy of the request body (ASGIRequest keeps it as _stream)."""
+    return request._stream
+
+
+def _body_size(request: HttpRequest) -> int:
+    """Size of the received body."""
+    f = _body_file(request)
+    f.seek(0, 2)
+    size = f.tell()
+    f.seek(0)
+    return size
+
+
+async def _file_chunks(name: str) -> AsyncIterator[bytes]:
+    """Stream a stored body to the upstream without holding it in memory."""
+    with open(settings.FILE_STORAGE_PATH / name, "rb") as f:
+        while chunk := f.read(BODY_CHUNK):
+            yield chunk
+
+
+def _spool_copy(request: HttpRequest, name: str) -> str:
+    """Copy the spooled request body into the payload store; returns its sha256."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    src = _body_file(request)
+    src.seek(0)
+    with payload_open(name) as dest:
+        while chunk := src.read(1 << 20):
+            digest.update(chunk)
+            dest.write(chunk)
+    return digest.hexdigest()
+
+
+async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """Forward one request to its provider and stream the answer back, logging both."""
+    raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.path
+    try:
+        path = path_normalise(raw_path)
+    except PathRefused as exc:
+        return json_error(400, openai_error(f"Refused path: {exc}", kind="invalid_request_error"))
+    match = provider_match(path)
+    if match is None:
+        known = ", ".join(provider_prefixes())
+        return json_error(404, openai_error(f"No provider serves {path}. Known prefixes: {known}",
+                                            kind="not_found"))
+    provider, upstream_path = match
+    rid = uuid.uuid4().hex
+    exchange = Exchange(rid)
+    pairs = _scope_headers(request)
+    content_type = request.META.get("CONTENT_TYPE", "")
+    size = _body_size(request)
+    query = request.META.get("QUERY_STRING", "")
+    record = {
+        "t": "req", "id": rid, "provider": provider.name, "endpoint": path, "method": request.method,
+        "query": query_mask(query), "headers": headers_mask(pairs), "body": None, "body_size": size,
+        "content_type": content_type, "client": request.META.get("REMOTE_ADDR", ""),
+        "created": exchange.started_wall, "instance": writer_get().instance,
+        "key_fp": key_fingerprint(_credential(provider, pairs)),
+    }
+    writer = writer_get()
+    if size > settings.MAX_REQUEST_BODY_BYTES:
+        writer.submit(record)
+        msg = f"Request body of {size} bytes exceeds MAX_REQUEST_BODY_BYTES ({settings.MAX_REQUEST_BODY_BYTES})."
+        return _answer_gateway_error(413, msg, provider, exchange, writer, kind="invalid_request_error")
+    content: bytes | AsyncIterator[bytes] = b""
+    if size and (size > settings.LOG_BODY_INLINE_MAX_BYTES or not content_type_is_text(content_type)
+                 or content_type.lower().startswith("multipart/")):
+        name = payload_name(provider.name, content_type)
+        sha = await asyncio.to_thread(_spool_copy, request, name)
+        record["body_file"] = {"name": name, "size": size, "sha256": sha}
+        content = _file_chunks(name)
+    elif size:
+        content = request.read()
+        try:
+            record["body"] = content.decode("utf-8")
+        except UnicodeDecodeError:
+            name = payload_name(provider.name, "application/octet-stream")
+            with payload_open(name) as f:
+                f.write(content)
+            record["body_file"] = {"name": name, "size": size, "sha256": ""}
+    writer.submit(record)  # durable before the upstream sees anything
+
+    headers = headers_forward(pairs, request=True)
+    if size:
+        headers.append(("Content-Length", str(size)))
+    url = provider.upstream_url + upstream_path + (f"?{query}" if query else "")
+    client = client_get()
+    try:
+        # A bare httpx.Request: client.build_request would add httpx's own default headers.
+        upstream_req = httpx.Request(request.method, url, headers=headers, content=content,
+                                     extensions={"timeout": client.timeout.as_dict()})
+        upstream = await client.send(upstream_req, stream=True)
+    except asyncio.CancelledError:
+        exchange.outcome, exchange.error = Outcome.CLIENT_ABORTED, "client disconnected while waiting for upstream"
+        _response_log(writer, provider, exchange, None, None, None)
+        raise
+    except httpx.TimeoutException as exc:
+        return _answer_gateway_error(504, f"Upstream timed out: {type(exc).__name__}", provider, exchange, writer)
+    except httpx.HTTPError as exc:
+        return _answer_gateway_error(502, f"Upstream unreachable: {type(exc).__name__}: {exc}", provider,
+                                     exchange, writer)
+
+    resp_headers = headers_forward([(k.decode("latin-1"), v.decode("latin-1"))
+                                    for k, v in upstream.headers.raw], request=False)
+    resp_type = upstream.headers.get("content-type", "")
+    is_sse = resp_type.lower().startswith("text/event-stream")
+    capture = BodyCapture(provider=provider.name, content_type=resp_type,
+                          content_encoding=upstream.headers.get("content-encoding", ""), stream=is_sse)
+
+    def on_end() -> None:
+        _response_log(writer, provider, exchange, upstream, resp_headers, capture)
+
+    response = StreamingHttpResponse(
+        relay_stream(upstream, exchange, capture, on_end, is_sse=is_sse), status=upstream.status_code,
+    )
+    headers_apply(response, resp_headers)
+    response[REQUEST_ID_HEADER] = rid
+    return response
+
+
+def headers_apply(response: HttpResponse | StreamingHttpResponse, pairs: list[tuple[str, str]]) -> None:
+    """Copy upstream headers onto a Django response (repeats joined, Set-Cookie: first kept)."""
+    del response["Content-Type"]  # Django's default; the upstream's own (if any) replaces it
+    for k, v in pairs:
+        if k in response.headers and k.lower() != "set-cookie":
+            response.headers[k] = f"{response.headers[k]}, {v}"
+        elif k not in response.headers:
+            response.headers[k] = v
+
+
+def _response_log(writer, provider: Provider, exchange: Exchange, upstream: httpx.Response | None,
+                  resp_headers: list[tuple[str, str]] | None, capture: BodyCapture | None) -> None:
+    """Submit the response record for an exchange, however it ended."""
+    record = {
+        "t": "resp", "id": uuid.uuid4().hex, "request_id": exchange.request_id, "provider": provider.name,
+        "status": upstream.status_code if upstream is not None else None,
+        "headers": headers_mask(resp_headers or []),
+        "content_type": upstream.headers.get("content-type", "") if upstream is not None else "",
+        "is_stream": bool(capture and capture.stream), "duration_ms": exchange.elapsed_ms(),
+        "ttfb_ms": exchange.ttfb_ms, "outcome": exchange.outcome, "error": exchange.error,
+        "created": exchange.started_wall,
+    }
+    if capture is not None:
+        record.update(capture.finish())
+    writer.submit(record)
+
+
+def _answer_gateway_error(status: int, message: str, provider: Provider, exchange: Exchange, writer,
+                          *, kind: str = "gateway_error") -> HttpResponse:
+    """Answer and log an exchange the gateway itself ended."""
+    body = provider.error_body(message, kind=kind)
+    exchange.outcome = Outcome.GATEWAY_ERROR if status != 504 and status != 502 else Outcome.UPSTREAM_ERROR
+    exchange.error = message
+    record = {
+        "t": "resp", "id": uuid.uuid4().hex, "request_id": exchange.request_id, "provider": provider.name,
+        "status": status, "headers": [["Content-Type", "application/json"]], "content_type": "application/json",
+        "body": body.decode(), "body_size": len(body), "duration_ms": exchange.elapsed_ms(),
+        "outcome": exchange.outcome, "error": message, "created": exchange.started_wall,
+    }
+    writer.submit(record)
+    return json_error(status, body, exchange.request_id)

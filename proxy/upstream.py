@@ -1,0 +1,57 @@
+"""The shared upstream client and the header rules for what crosses the gateway."""
+
+import httpx
+from django.conf import settings
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus framing the gateway recomputes.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer",
+    "transfer-encoding", "upgrade", "host", "content-length",
+})
+GATEWAY_HEADERS = frozenset({"x-gateway-key"})
+
+_client: httpx.AsyncClient | None = None
+
+
+def client_build() -> httpx.AsyncClient:
+    """A client with the configured timeouts and pool; no default headers of its own."""
+    timeout = httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT,
+                            pool=settings.UPSTREAM_CONNECT_TIMEOUT)
+    limits = httpx.Limits(max_connections=settings.UPSTREAM_MAX_CONNECTIONS,
+                          max_keepalive_connections=settings.UPSTREAM_MAX_KEEPALIVE, keepalive_expiry=30)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False)
+
+
+def client_get() -> httpx.AsyncClient:
+    """The process's shared client (opened by the ASGI lifespan, or lazily)."""
+    global _client
+    if _client is None or _client.is_closed:
+        _client = client_build()
+    return _client
+
+
+async def client_close() -> None:
+    """Close the shared client and its connections."""
+    global _client
+    client, _client = _client, None
+    if client is not None:
+        await client.aclose()
+
+
+def _connection_tokens(pairs: list[tuple[str, str]]) -> set[str]:
+    """Header names listed in Connection, which are hop-by-hop too."""
+    names = set()
+    for k, v in pairs:
+        if k.lower() == "connection":
+            names.update(t.strip().lower() for t in v.split(",") if t.strip())
+    return names
+
+
+def headers_forward(pairs: list[tuple[str, str]], *, request: bool) -> list[tuple[str, str]]:
+    """Headers to pass on: everything but hop-by-hop ones (and gateway-only ones on requests)."""
+    drop = HOP_BY_HOP | _connection_tokens(pairs)
+    if request:
+        drop = drop | GATEWAY_HEADERS
+    else:
+        drop = drop - {"content-length"}
+    return [(k, v) for k, v in pairs if k.lower() not in drop]

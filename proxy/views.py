@@ -1,0 +1,46 @@
+"""HTTP entry points: the proxy catch-all, health, and JSON error handlers."""
+
+import json
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from logs.writer import writer_get
+from proxy.forward import exchange_forward
+
+
+@csrf_exempt
+async def proxy_view(request: HttpRequest, path: str = "") -> HttpResponse:
+    """Forward any method on a provider path; everything happens in exchange_forward."""
+    return await exchange_forward(request)
+
+
+def _db_ping() -> None:
+    """Run a trivial query on the log database."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+async def health_view(request: HttpRequest) -> JsonResponse:
+    """200 when the log database answers, 503 with the reason when it does not."""
+    pending = writer_get().pending
+    try:
+        await sync_to_async(_db_ping)()
+    except Exception as exc:
+        return JsonResponse({"status": "error", "detail": str(exc), "pending_log_records": pending},
+                            status=503)
+    return JsonResponse({"status": "ok", "pending_log_records": pending})
+
+
+def not_found_json(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """JSON 404 instead of Django's HTML page."""
+    body = {"error": {"message": f"Not found: {request.path}", "type": "not_found"}}
+    return HttpResponse(json.dumps(body), status=404, content_type="application/json")
+
+
+def server_error_json(request: HttpRequest) -> HttpResponse:
+    """JSON 500 without a stack trace."""
+    body = {"error": {"message": "Internal gateway error", "type": "gateway_error"}}
+    return HttpResponse(json.dumps(body), status=500, content_type="application/json")
