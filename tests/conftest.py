@@ -27,6 +27,12 @@ def payload_dir(tmp_path, settings):
 
 
 @pytest.fixture
+def anyio_backend():
+    """Async tests run on asyncio (the loop uvicorn uses)."""
+    return "asyncio"
+
+
+@pytest.fixture
 def log_flush():
     """Wait until every submitted log record is in the database."""
     def flush() -> None:

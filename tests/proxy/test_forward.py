@@ -1,0 +1,132 @@
+"""Forwarding rules, checked with respx in place of the upstream."""
+
+import gzip
+import json
+
+import httpx
+import pytest
+import respx
+from django.test import AsyncClient
+
+from logs.models import Request, Response
+from proxy.upstream import client_close
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.anyio]
+
+UP = "http://upstream.test"
+
+
+@pytest.fixture
+def up(settings):
+    """respx router standing in for the OpenAI upstream."""
+    settings.OPENAI_UPSTREAM_URL = UP
+    with respx.mock(base_url=UP, assert_all_called=False) as router:
+        yield router
+
+
+async def _body(resp) -> bytes:
+    return b"".join([chunk async for chunk in resp.streaming_content])
+
+
+@pytest.fixture(autouse=True)
+async def fresh_client():
+    """The shared client belongs to one event loop; each test's loop gets its own."""
+    yield
+    await client_close()
+
+
+async def test_request_forwarded_untouched(up, log_flush):
+    route = up.post("/v1/chat/completions").respond(200, json={"ok": True})
+    body = b'{"model": "gpt-4o", "messages": []}'
+    resp = await AsyncClient().post(
+        "/v1/chat/completions?api-version=2&x=1", data=body, content_type="application/json",
+        headers={"Authorization": "Bearer sk-abc", "X-Custom": "kept", "Connection": "keep-alive, X-Drop",
+                 "X-Drop": "hop", "Keep-Alive": "timeout=5", "TE": "trailers"})
+    assert resp.status_code == 200 and json.loads(await _body(resp)) == {"ok": True}
+    sent = route.calls.last.request
+    assert sent.method == "POST" and sent.url.path == "/v1/chat/completions"
+    assert sent.url.query == b"api-version=2&x=1"
+    assert sent.content == body
+    assert sent.headers["authorization"] == "Bearer sk-abc" and sent.headers["x-custom"] == "kept"
+    for hop in ("x-drop", "keep-alive", "te", "connection"):
+        assert hop not in sent.headers, hop
+    assert sent.headers["host"] == "upstream.test"
+    assert sent.headers["content-length"] == str(len(body))
+    assert "user-agent" not in sent.headers  # the gateway adds nothing of its own
+
+
+async def test_response_relayed_with_request_id(up, log_flush):
+    up.get("/v1/models").respond(503, json={"error": {"message": "overloaded"}},
+                                 headers={"x-ratelimit-remaining": "7", "Transfer-Encoding": "chunked"})
+    resp = await AsyncClient().get("/openai/v1/models")
+    assert resp.status_code == 503
+    assert json.loads(await _body(resp))["error"]["message"] == "overloaded"
+    assert resp["x-ratelimit-remaining"] == "7"
+    assert "transfer-encoding" not in resp
+    rid = resp["X-Gateway-Request-Id"]
+    await _flush(log_flush)
+    row = await Response.objects.aget(request_id=rid)
+    assert row.status_code == 503 and row.is_error and row.outcome == "completed"
+
+
+async def _flush(log_flush) -> None:
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(log_flush)()
+
+
+async def test_gzip_relayed_compressed_logged_decoded(up, log_flush):
+    raw = json.dumps({"data": "x" * 500}).encode()
+    up.post("/v1/embeddings").respond(200, content=gzip.compress(raw),
+                                      headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    resp = await AsyncClient().post("/v1/embeddings", data=b"{}", content_type="application/json")
+    wire = await _body(resp)
+    assert resp["Content-Encoding"] == "gzip" and gzip.decompress(wire) == raw
+    await _flush(log_flush)
+    row = await Response.objects.aget(request_id=resp["X-Gateway-Request-Id"])
+    assert row.body == raw.decode() and row.body_size == len(raw)
+
+
+async def test_connect_error_is_a_json_502(up, log_flush):
+    up.post("/v1/chat/completions").mock(side_effect=httpx.ConnectError("refused"))
+    resp = await AsyncClient().post("/v1/chat/completions", data=b"{}", content_type="application/json")
+    assert resp.status_code == 502
+    assert "Upstream unreachable" in json.loads(resp.content)["error"]["message"]
+    await _flush(log_flush)
+    row = await Response.objects.aget(request_id=resp["X-Gateway-Request-Id"])
+    assert row.status_code == 502 and row.is_error and row.outcome == "upstream_error"
+
+
+async def test_read_timeout_is_a_json_504(up, log_flush):
+    up.get("/v1/models").mock(side_effect=httpx.ReadTimeout("slow"))
+    resp = await AsyncClient().get("/v1/models")
+    assert resp.status_code == 504 and json.loads(resp.content)["error"]["type"] == "gateway_error"
+
+
+async def test_body_over_limit_is_a_json_413_and_logged(up, settings, log_flush):
+    settings.MAX_REQUEST_BODY_BYTES = 10
+    route = up.post("/v1/chat/completions").respond(200, json={})
+    resp = await AsyncClient().post("/v1/chat/completions", data=b"x" * 11, content_type="application/json")
+    assert resp.status_code == 413 and "10" in json.loads(resp.content)["error"]["message"]
+    assert not route.called
+    await _flush(log_flush)
+    req = await Request.objects.aget(id=resp["X-Gateway-Request-Id"])
+    assert req.body_size == 11 and (await Response.objects.aget(request=req)).status_code == 413
+
+
+async def test_unknown_prefix_json_404(up):
+    resp = await AsyncClient().get("/v2/models")
+    assert resp.status_code == 404 and "/v1/" in json.loads(resp.content)["error"]["message"]
+
+
+async def test_non_text_request_body_goes_to_a_file(up, log_flush, payload_dir):
+    route = up.post("/v1/files").respond(200, json={"id": "file-1"})
+    data = bytes(range(256)) * 10
+    resp = await AsyncClient().post("/v1/files", data=data, content_type="application/octet-stream")
+    assert resp.status_code == 200 and json.loads(await _body(resp)) == {"id": "file-1"}
+    assert route.calls.last.request.content == data
+    await _flush(log_flush)
+    req = await Request.objects.aget(id=resp["X-Gateway-Request-Id"])
+    assert req.body is None and req.body_size == len(data)
+    f = await req.files.aget()
+    assert (payload_dir / f.file.name).read_bytes() == data and f.role == "request_body"
