@@ -63,9 +63,9 @@ def _body_size(request: HttpRequest) -> int:
     return int(request.META.get("CONTENT_LENGTH") or 0)
 
 
-async def _file_chunks(name: str) -> AsyncIterator[bytes]:
+async def _file_chunks(f) -> AsyncIterator[bytes]:
     """Stream a stored body to the upstream without holding it in memory."""
-    with open(settings.FILE_STORAGE_PATH / name, "rb") as f:
+    with f:
         while chunk := f.read(BODY_CHUNK):
             yield chunk
 
@@ -120,7 +120,8 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
         name = payload_name(provider.name, content_type)
         sha = await asyncio.to_thread(_spool_copy, request, name)
         record["body_file"] = {"name": name, "size": size, "sha256": sha}
-        content = _file_chunks(name)
+        # Opened now: the log writer may split and remove the stored copy while it streams.
+        content = _file_chunks(open(settings.FILE_STORAGE_PATH / name, "rb"))
     elif size:
         content = request.read()
         try:
