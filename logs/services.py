@@ -202,7 +202,8 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
         resp.stream_result = wire.stream_reassemble(text)
         parsed = resp.stream_result.get("result")
         if not _content_encoded(resp.headers):  # offsets count raw bytes: only plain ones map to events
-            resp.ttft_ms = ttft_compute(wire, text, rec.get("event_offsets_ms"), rec.get("offsets_base_ms"))
+            resp.ttft_ms = ttft_compute(wire, text, rec.get("event_offsets_ms"), rec.get("offsets_base_ms"),
+                                        resp.ttfb_ms)
     elif text is not None:
         parsed = _json_load(text)
         if isinstance(parsed, dict) and _b64_images_extract(rec, parsed, files):

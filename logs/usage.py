@@ -158,7 +158,8 @@ def wire_get(name: str | None) -> Wire:
     return WIRES.get(name or "openai", WIRES["openai"])
 
 
-def ttft_compute(wire: Wire, text: str, offsets: list[float] | None, base_ms: float | None) -> float | None:
+def ttft_compute(wire: Wire, text: str, offsets: list[float] | None, base_ms: float | None,
+                 ttfb_ms: float | None = None) -> float | None:
     """Milliseconds from the request to the first event that carries content.
 
     The capture stamps every blank-line event terminator it sees in the raw bytes, so the
@@ -166,11 +167,13 @@ def ttft_compute(wire: Wire, text: str, offsets: list[float] | None, base_ms: fl
     """
     if not offsets or base_ms is None:
         return None
-    for i, block in enumerate(text.split("\n\n")[: len(offsets)]):
+    blocks = text.replace("\r\n", "\n").split("\n\n")  # the capture counts CRLF terminators too
+    for i, block in enumerate(blocks[: len(offsets)]):
         for event in sse_parse(block):
             payload = _json_or_none(event.get("data"))
             if wire.event_has_content(event.get("event"), payload):
-                return round(base_ms + offsets[i], 2)
+                # Offsets are rounded to 0.1 ms: never report content before the first byte.
+                return max(round(base_ms + offsets[i], 2), ttfb_ms or 0.0)
     return None
 
 
