@@ -115,6 +115,10 @@ REPLICATE_UPSTREAM_URL = env.str("REPLICATE_UPSTREAM_URL", default="https://api.
 GATEWAY_PROVIDERS = env.list("GATEWAY_PROVIDERS", default=[])
 # "inject": ask OpenAI streams for usage even when the client did not, and hide it from that client.
 STREAM_USAGE = env.str("STREAM_USAGE", default="off").strip().lower()
+if STREAM_USAGE not in ("off", "inject"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"STREAM_USAGE must be 'off' or 'inject', not {STREAM_USAGE!r}")
 # A JSON file of extra or corrected prices (same shape as logs/prices.json); empty: shipped table only.
 PRICE_TABLE_PATH = env.str("PRICE_TABLE_PATH", default="")
 # Replicate prediction outputs on these hosts are saved into the file store (once per URL).
