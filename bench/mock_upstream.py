@@ -6,6 +6,7 @@ Used by the benchmark and by the end-to-end tests. Routes (OpenAI wire format):
   POST /v1/embeddings, GET /v1/models
   POST /v1/images/generations and /v1/images/edits   b64_json PNG
   POST /v1/audio/speech       audio/mpeg bytes (x-mock-size)
+  Anthropic, Gemini and Replicate routes: see bench/mock_providers.py
   GET  /bin?size=N            N bytes of application/octet-stream, streamed
   POST /upload                reads the body, answers its size
 Request headers steer it: x-mock-status (error status), x-mock-events / x-mock-delay-ms (SSE),
@@ -160,6 +161,11 @@ class MockUpstream:
                 payload = json.loads(req.body)
             except ValueError:
                 payload = {}
+        from bench.mock_providers import provider_answer  # Anthropic, Gemini, Replicate routes
+
+        answered = await provider_answer(self, req, h, payload, writer)
+        if answered is not None:
+            return answered
         p = req.path
         if p.endswith("/chat/completions") or p.endswith("/completions"):
             if payload.get("stream"):
@@ -258,6 +264,8 @@ class MockUpstream:
         n = int(h.get("x-mock-events", "5"))
         model = payload.get("model", "gpt-4o-mini") + "-2024-07-18"
         base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        if (payload.get("stream_options") or {}).get("include_usage"):
+            base["usage"] = None  # as OpenAI does: every chunk carries usage: null, the last one the counts
         events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                         "finish_reason": None}]}]
         if h.get("x-mock-tool-call"):

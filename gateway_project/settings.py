@@ -108,6 +108,22 @@ STATIC_ROOT = DATA_DIR / "static"
 
 # --- Gateway --------------------------------------------------------------------------
 OPENAI_UPSTREAM_URL = env.str("OPENAI_UPSTREAM_URL", default="https://api.openai.com")
+ANTHROPIC_UPSTREAM_URL = env.str("ANTHROPIC_UPSTREAM_URL", default="https://api.anthropic.com")
+GEMINI_UPSTREAM_URL = env.str("GEMINI_UPSTREAM_URL", default="https://generativelanguage.googleapis.com")
+REPLICATE_UPSTREAM_URL = env.str("REPLICATE_UPSTREAM_URL", default="https://api.replicate.com")
+# OpenAI-compatible servers mounted at /{name}/v1/*: "groq=https://api.groq.com/openai,ollama=http://127.0.0.1:11434"
+GATEWAY_PROVIDERS = env.list("GATEWAY_PROVIDERS", default=[])
+# "inject": ask OpenAI streams for usage even when the client did not, and hide it from that client.
+STREAM_USAGE = env.str("STREAM_USAGE", default="off").strip().lower()
+if STREAM_USAGE not in ("off", "inject"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"STREAM_USAGE must be 'off' or 'inject', not {STREAM_USAGE!r}")
+# A JSON file of extra or corrected prices (same shape as logs/prices.json); empty: shipped table only.
+PRICE_TABLE_PATH = env.str("PRICE_TABLE_PATH", default="")
+# Replicate prediction outputs on these hosts are saved into the file store (once per URL).
+REPLICATE_FILE_HOSTS = env.list("REPLICATE_FILE_HOSTS", default=["replicate.delivery", "pbxt.replicate.delivery"])
+REPLICATE_FILE_MAX_BYTES = env.int("REPLICATE_FILE_MAX_BYTES", default=100 * 1024 * 1024)
 UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=10.0)
 UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=600.0)
 UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)

@@ -92,7 +92,7 @@ class BodyCapture:
     def feed(self, chunk: bytes) -> None:
         """Take one chunk as it passes; never raises into the relay."""
         if self.event_offsets is not None:
-            n = chunk.count(b"\n\n")
+            n = chunk.count(b"\n\n") + chunk.count(b"\r\n\r\n")  # Google frames events with CRLF
             if n:
                 at = round((time.monotonic() - self.started) * 1000, 1)
                 self.event_offsets.extend([at] * n)

@@ -17,7 +17,8 @@ from django.db import transaction
 from logs.capture import extension_for, payload_open
 from logs.models import BinaryFile, Outcome, Request, Response
 from logs.multipart import multipart_boundary, multipart_split, part_copy, part_read
-from logs.streams import stream_reassemble, usage_read
+from logs.replicate_files import replicate_downloads_schedule, replicate_output_urls
+from logs.usage import ttft_compute, usage_fill, wire_get
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,12 @@ class _HashingWriter:
         self.dest.write(data)
 
 
+def _content_encoded(headers: list) -> bool:
+    """True when the answer came compressed (Content-Encoding other than identity)."""
+    return any(k.lower() == "content-encoding" and v.strip().lower() not in ("", "identity")
+               for k, v in headers or [])
+
+
 def request_row(rec: dict, files: list[BinaryFile]) -> Request:
     """Build the Request row (and its files) from a journal record."""
     req = Request(
@@ -135,10 +142,9 @@ def request_row(rec: dict, files: list[BinaryFile]) -> Request:
                                content_type=rec.get("content_type", ""), size=spill["size"],
                                sha256=spill.get("sha256", ""), ts=rec["created"]))
     payload = _json_load(req.body) if "json" in req.content_type or req.body else None
-    if isinstance(payload, dict):
-        if isinstance(payload.get("model"), str):
-            req.model = payload["model"][:255]
-        req.stream_requested = payload.get("stream") is True
+    wire = wire_get(rec.get("wire"))
+    req.model = wire.request_model(req.endpoint, payload) or req.model
+    req.stream_requested = wire.stream_requested(req.endpoint, payload)
     return req
 
 
@@ -179,7 +185,9 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
         event_offsets_ms=rec.get("event_offsets_ms"), duration_ms=rec.get("duration_ms"),
         ttfb_ms=rec.get("ttfb_ms"), outcome=rec.get("outcome", Outcome.COMPLETED),
         error_message=rec.get("error", ""), created_at=_when(rec["created"]),
+        usage_injected=bool(rec.get("usage_injected")),
     )
+    wire = wire_get(rec.get("wire"))
     resp.is_error = bool(rec.get("error")) or resp.outcome != Outcome.COMPLETED or (
         resp.status_code is not None and resp.status_code >= 400)
     spill = rec.get("body_file")
@@ -191,8 +199,11 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
             text = None
     parsed: Any = None
     if resp.is_stream and text is not None:
-        resp.stream_result = stream_reassemble(text)
+        resp.stream_result = wire.stream_reassemble(text)
         parsed = resp.stream_result.get("result")
+        if not _content_encoded(resp.headers):  # offsets count raw bytes: only plain ones map to events
+            resp.ttft_ms = ttft_compute(wire, text, rec.get("event_offsets_ms"), rec.get("offsets_base_ms"),
+                                        resp.ttfb_ms)
     elif text is not None:
         parsed = _json_load(text)
         if isinstance(parsed, dict) and _b64_images_extract(rec, parsed, files):
@@ -201,10 +212,9 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
                 _payload_path(spill["name"]).unlink(missing_ok=True)
                 spill = None
     if isinstance(parsed, dict):
-        if isinstance(parsed.get("model"), str):
-            resp.model = parsed["model"][:255]
-        for key, value in usage_read(parsed).items():
-            setattr(resp, key, value if isinstance(value, int) else None)
+        usage_fill(resp, wire, rec["provider"], parsed)
+        if wire.name == "replicate":
+            resp.output_urls = replicate_output_urls(parsed)
     if spill:
         if spill.get("error"):
             resp.error_message = "; ".join(filter(None, [resp.error_message, spill["error"]]))
@@ -232,6 +242,7 @@ def exchange_records_write(records: Iterable[dict]) -> None:
         Request.objects.bulk_create(requests, ignore_conflicts=True)
         Response.objects.bulk_create(responses, ignore_conflicts=True)
         BinaryFile.objects.bulk_create(files, ignore_conflicts=True)
+    replicate_downloads_schedule(responses)
 
 
 def interrupted_mark(instance: str) -> int:

@@ -16,6 +16,7 @@ from logs.writer import writer_get
 from proxy.paths import PathRefused, path_normalise
 from proxy.providers import Provider, openai_error, provider_match, provider_prefixes
 from proxy.relay import Exchange, relay_stream
+from proxy.stream_usage import UsageChunkFilter, body_usage_inject, usage_inject_wanted
 from proxy.upstream import client_get, headers_forward
 
 REQUEST_ID_HEADER = "X-Gateway-Request-Id"
@@ -35,11 +36,17 @@ def _scope_headers(request: HttpRequest) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope.get("headers", [])]
 
 
-def _credential(provider: Provider, pairs: list[tuple[str, str]]) -> str:
+def _credential(provider: Provider, pairs: list[tuple[str, str]], query: str = "") -> str:
     """The client's credential for the provider, used only to compute a fingerprint."""
     for k, v in pairs:
         if k.lower() in provider.credential_headers:
             return v.split(" ", 1)[-1].strip()
+    if provider.credential_query and query:  # Gemini also accepts ?key=
+        from urllib.parse import parse_qsl
+
+        for k, v in parse_qsl(query):
+            if k in provider.credential_query:
+                return v
     return ""
 
 
@@ -107,7 +114,7 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
         "query": query_mask(query), "headers": headers_mask(pairs), "body": None, "body_size": size,
         "content_type": content_type, "client": request.META.get("REMOTE_ADDR", ""),
         "created": exchange.started_wall, "instance": writer_get().instance,
-        "key_fp": key_fingerprint(_credential(provider, pairs)),
+        "key_fp": key_fingerprint(_credential(provider, pairs, query)), "wire": provider.wire,
     }
     writer = writer_get()
     if size > settings.MAX_REQUEST_BODY_BYTES:
@@ -134,6 +141,14 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
     writer.submit(record)  # durable before the upstream sees anything
 
     headers = headers_forward(pairs, request=True)
+    if isinstance(content, bytes) and size and provider.wire == "openai" and usage_inject_wanted(
+            request.method, upstream_path):
+        injected = body_usage_inject(content)
+        if injected is not None:  # the log keeps what the client sent; the flag says what changed
+            content, size, exchange.usage_injected = injected, len(injected), True
+            # The usage chunk is cut out of the plain text stream: ask for it uncompressed.
+            headers = [(k, v) for k, v in headers if k.lower() != "accept-encoding"]
+            headers.append(("Accept-Encoding", "identity"))
     if size:
         headers.append(("Content-Length", str(size)))
     url = provider.upstream_url + upstream_path + (f"?{query}" if query else "")
@@ -163,8 +178,10 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
     def on_end() -> None:
         _response_log(writer, provider, exchange, upstream, resp_headers, capture)
 
+    chunk_filter = UsageChunkFilter() if exchange.usage_injected and is_sse else None
     response = StreamingHttpResponse(
-        relay_stream(upstream, exchange, capture, on_end, is_sse=is_sse), status=upstream.status_code,
+        relay_stream(upstream, exchange, capture, on_end, is_sse=is_sse, chunk_filter=chunk_filter),
+        status=upstream.status_code,
     )
     headers_apply(response, resp_headers)
     response[REQUEST_ID_HEADER] = rid
@@ -191,9 +208,11 @@ def _response_log(writer, provider: Provider, exchange: Exchange, upstream: http
         "content_type": upstream.headers.get("content-type", "") if upstream is not None else "",
         "is_stream": bool(capture and capture.stream), "duration_ms": exchange.elapsed_ms(),
         "ttfb_ms": exchange.ttfb_ms, "outcome": exchange.outcome, "error": exchange.error,
-        "created": exchange.started_wall,
+        "created": exchange.started_wall, "wire": provider.wire, "usage_injected": exchange.usage_injected,
     }
     if capture is not None:
+        # Stream event offsets count from the capture's start; this places them on the exchange clock.
+        record["offsets_base_ms"] = round((capture.started - exchange.started) * 1000, 2)
         record.update(capture.finish())
     writer.submit(record)
 
@@ -201,7 +220,7 @@ def _response_log(writer, provider: Provider, exchange: Exchange, upstream: http
 def _answer_gateway_error(status: int, message: str, provider: Provider, exchange: Exchange, writer,
                           *, kind: str = "gateway_error") -> HttpResponse:
     """Answer and log an exchange the gateway itself ended."""
-    body = provider.error_body(message, kind=kind)
+    body = provider.error_body(message, kind=kind, status=status)
     exchange.outcome = Outcome.GATEWAY_ERROR if status != 504 and status != 502 else Outcome.UPSTREAM_ERROR
     exchange.error = message
     record = {
@@ -209,6 +228,7 @@ def _answer_gateway_error(status: int, message: str, provider: Provider, exchang
         "status": status, "headers": [["Content-Type", "application/json"]], "content_type": "application/json",
         "body": body.decode(), "body_size": len(body), "duration_ms": exchange.elapsed_ms(),
         "outcome": exchange.outcome, "error": message, "created": exchange.started_wall,
+        "wire": provider.wire, "usage_injected": exchange.usage_injected,
     }
     writer.submit(record)
     return json_error(status, body, exchange.request_id)

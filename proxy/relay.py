@@ -21,6 +21,7 @@ class Exchange:
         self.ttfb_ms: float | None = None
         self.outcome = Outcome.COMPLETED
         self.error = ""
+        self.usage_injected = False  # STREAM_USAGE=inject rewrote the request
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the exchange started."""
@@ -40,14 +41,25 @@ async def relay_stream(
     on_end: Callable[[], None],
     *,
     is_sse: bool,
+    chunk_filter=None,
 ) -> AsyncIterator[bytes]:
-    """Yield upstream bytes unchanged, teeing them into the capture; log however it ends."""
+    """Yield upstream bytes unchanged, teeing them into the capture; log however it ends.
+
+    chunk_filter (STREAM_USAGE=inject only) drops the usage chunk the client did not ask for;
+    the capture still sees every upstream byte.
+    """
     try:
         async for chunk in upstream.aiter_raw():
             if exchange.ttfb_ms is None:
                 exchange.ttfb_ms = exchange.elapsed_ms()
             capture.feed(chunk)
+            if chunk_filter is not None:
+                chunk = chunk_filter.feed(chunk)
+                if not chunk:
+                    continue
             yield chunk
+        if chunk_filter is not None and (rest := chunk_filter.flush()):
+            yield rest
     except asyncio.CancelledError:
         # Django 5 cancels the response task when the client goes away.
         exchange.outcome = Outcome.CLIENT_ABORTED

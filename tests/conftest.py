@@ -52,7 +52,8 @@ def mock_upstream():
 def upstream(mock_upstream, settings):
     """The mock upstream, configured as every provider's upstream, with its record cleared."""
     mock_upstream.mock.received.clear()
-    settings.OPENAI_UPSTREAM_URL = mock_upstream.url
+    for name in ("OPENAI_UPSTREAM_URL", "ANTHROPIC_UPSTREAM_URL", "GEMINI_UPSTREAM_URL", "REPLICATE_UPSTREAM_URL"):
+        setattr(settings, name, mock_upstream.url)
     return mock_upstream.mock
 
 
