@@ -28,7 +28,7 @@ def test_request_model_and_stream_flag_read_from_body():
 
 def test_replay_is_idempotent():
     rec = _req()
-    resp = {"t": "resp", "id": uuid.uuid4().hex, "request_id": rec["id"], "status": 200, "body": "{}",
+    resp = {"t": "resp", "id": uuid.uuid4().hex, "request_id": rec["id"], "provider": "openai", "status": 200, "body": "{}",
             "content_type": "application/json", "created": time.time()}
     exchange_records_write([rec, resp])
     exchange_records_write([rec, resp])
@@ -39,7 +39,7 @@ def test_dead_process_journal_replayed_and_unfinished_marked_interrupted(tmp_pat
     journal = Journal(tmp_path, "deadproc")
     done, open_ = _req(instance="deadproc"), _req(instance="deadproc")
     journal.append(done)
-    journal.append({"t": "resp", "id": uuid.uuid4().hex, "request_id": done["id"], "status": 200,
+    journal.append({"t": "resp", "id": uuid.uuid4().hex, "request_id": done["id"], "provider": "openai", "status": 200,
                     "body": "{}", "content_type": "application/json", "created": time.time()})
     journal.append(open_)
     with open(journal.path, "ab") as f:
