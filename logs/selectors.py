@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from logs.models import BinaryFile, Outcome, Request
+from logs.models import BinaryFile, Outcome, Request, Response
 
 # Columns the exchange list never needs: they can hold megabytes per row.
 LIST_DEFERRED = (
@@ -36,6 +36,18 @@ def pending_log_records() -> int:
     return writer_get().pending
 
 
+def _answered(q: Q | None = None, negate: bool = False) -> Q:
+    """EXISTS (a response for this request matching q).
+
+    A correlated EXISTS instead of a join condition keeps the list's "newest first" walk on the
+    created_at index: the database checks rows in order and stops after one page, rather than
+    collecting every matching response and sorting them.
+    """
+    answers = Response.objects.filter(request_id=OuterRef("pk"))
+    exists = Exists(answers.filter(q) if q is not None else answers)
+    return ~Q(exists) if negate else Q(exists)
+
+
 def status_q(value: str) -> Q:
     """A filter for a status: "200", a class such as "4xx", or "gateway_error"/"aborted"/...
 
@@ -43,26 +55,27 @@ def status_q(value: str) -> Q:
     """
     value = value.strip().lower()
     if value.isdigit():
-        return Q(response__status_code=int(value))
+        return _answered(Q(status_code=int(value)))
     if len(value) == 3 and value[0] in "12345" and value[1:] == "xx":
         low = int(value[0]) * 100
         # Answers the gateway made itself (413, 502 unreachable, 504 timeout) or streams cut
         # by the upstream are "gateway error", not the provider's own status class.
-        return (Q(response__status_code__gte=low, response__status_code__lt=low + 100)
-                & ~Q(response__outcome__in=GATEWAY_OUTCOMES))
-    if value in ("gateway_error", "gateway-error", "gateway"):
-        return Q(response__outcome__in=GATEWAY_OUTCOMES)
-    if value in ("aborted", "client_aborted"):
-        return Q(response__outcome=Outcome.CLIENT_ABORTED)
-    if value == "interrupted":
-        return Q(response__outcome=Outcome.INTERRUPTED)
-    if value == "upstream_error":
-        return Q(response__outcome=Outcome.UPSTREAM_ERROR)
+        return _answered(Q(status_code__gte=low, status_code__lt=low + 100) & ~Q(outcome__in=GATEWAY_OUTCOMES))
+    outcomes = {"gateway_error": GATEWAY_OUTCOMES, "gateway-error": GATEWAY_OUTCOMES, "gateway": GATEWAY_OUTCOMES,
+                "aborted": (Outcome.CLIENT_ABORTED,), "client_aborted": (Outcome.CLIENT_ABORTED,),
+                "interrupted": (Outcome.INTERRUPTED,), "upstream_error": (Outcome.UPSTREAM_ERROR,)}
+    if value in outcomes:
+        return _answered(Q(outcome__in=outcomes[value]))
     if value == "pending":
-        return Q(response__isnull=True)
+        return _answered(negate=True)
     if value == "error":
-        return Q(response__is_error=True)
+        return _answered(Q(is_error=True))
     raise ValueError(f"unknown status {value!r}: use e.g. 200, 4xx, 5xx, gateway_error, aborted")
+
+
+def streamed_q(streamed: bool) -> Q:
+    """Exchanges whose answer was (or was not) an event stream."""
+    return _answered(Q(is_stream=streamed))
 
 
 def has_files_annotate(qs: QuerySet) -> QuerySet:
@@ -136,6 +149,28 @@ def exchanges_for_export(filters: ExportFilters, qs: QuerySet | None = None,
         qs = qs.filter(status_q(filters.status))
     qs = qs.select_related("response").prefetch_related("files").order_by("created_at", "pk")
     return qs if bodies else qs.defer(*BODY_FIELDS)
+
+
+def distinct_values(qs: QuerySet, field: str, limit: int = 200) -> list[str]:
+    """Distinct non-null values of an indexed column by index seeks (one per value), not a scan.
+
+    SQLite answers SELECT DISTINCT by walking the whole index; asking "smallest value above
+    the last one" repeatedly costs one seek per value instead (a loose index scan).
+    """
+    base = qs.exclude(**{f"{field}__isnull": True}).order_by(field).values_list(field, flat=True)
+    values: list[str] = []
+    while len(values) < limit:
+        nxt = (base.filter(**{f"{field}__gt": values[-1]}) if values else base).first()
+        if nxt is None:
+            break
+        values.append(nxt)
+    return values
+
+
+def date_bounds(qs: QuerySet, field: str) -> tuple[datetime | None, datetime | None]:
+    """Oldest and newest value of an indexed datetime: two index seeks (MIN and MAX together scan)."""
+    values = qs.order_by().values_list(field, flat=True)
+    return values.order_by(field).first(), values.order_by(f"-{field}").first()
 
 
 def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "callable") -> list[datetime]:

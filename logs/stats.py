@@ -3,6 +3,7 @@
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 from django.db.models import Case, CharField, Count, F, Func, IntegerField, Q, Sum, Value, When
 
@@ -23,11 +24,19 @@ class HourBucket(Func):
 
     output_field = CharField()
     template = "SUBSTR(%(expressions)s, 1, 13)"  # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
+    pg_format = "YYYY-MM-DD HH24"
 
     def as_postgresql(self, compiler, connection, **extra):
         """PostgreSQL: format the timestamp in UTC."""
         return self.as_sql(compiler, connection,
-                           template="TO_CHAR(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')", **extra)
+                           template=f"TO_CHAR(%(expressions)s AT TIME ZONE 'UTC', '{self.pg_format}')", **extra)
+
+
+class DayBucket(HourBucket):
+    """'YYYY-MM-DD' of a UTC datetime."""
+
+    template = "SUBSTR(%(expressions)s, 1, 10)"
+    pg_format = "YYYY-MM-DD"
 
 
 class IntPart(Func):
@@ -100,20 +109,39 @@ class Dashboard:
     errors: int = 0
 
 
-def _bucket_start(hour: str, start: datetime, width: timedelta) -> int:
-    """Index of the bucket an 'YYYY-MM-DD HH' hour falls in."""
-    when = datetime.strptime(hour, "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
-    return int((when - start) // width)
+@lru_cache(maxsize=4096)
+def _parse_bucket(text: str) -> datetime:
+    """'YYYY-MM-DD HH' or 'YYYY-MM-DD' as an aware UTC datetime."""
+    fmt = "%Y-%m-%d %H" if len(text) > 10 else "%Y-%m-%d"
+    return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
 
 
-def _histograms(qs, column: str, start: datetime, width: timedelta, n: int) -> list[dict[int, int]]:
-    """Per-bucket histograms of a timing column, grouped in SQL by (hour, bin)."""
+def _bucket_index(text: str, start: datetime, width: timedelta) -> int:
+    """Index of the bucket an SQL-made hour or day label falls in."""
+    return int((_parse_bucket(text) - start) // width)
+
+
+def _histograms(qs, column: str, start: datetime, width: timedelta, n: int,
+                counts: list[int] | None = None, errors: list[int] | None = None) -> list[dict[int, int]]:
+    """Per-bucket histograms of a timing column, grouped in SQL by (bucket, bin).
+
+    When counts/errors are given they are filled too (rows without a timing land in bin NULL),
+    which saves the separate scan a count query would need.
+    """
     hists: list[dict[int, int]] = [defaultdict(int) for _ in range(n)]
-    rows = (qs.filter(**{f"{column}__isnull": False}).annotate(h=HourBucket("created_at"), b=bin_expression(column))
-            .values("h", "b").annotate(n=Count("pk")).order_by())
+    bucket = DayBucket("created_at") if width >= timedelta(days=1) else HourBucket("created_at")
+    if counts is None:
+        qs = qs.filter(**{f"{column}__isnull": False})
+    rows = (qs.annotate(h=bucket, b=bin_expression(column)).values("h", "b")
+            .annotate(n=Count("pk"), e=Count("pk", filter=Q(is_error=True))).order_by())
     for row in rows:
-        idx = _bucket_start(row["h"], start, width)
-        if 0 <= idx < n:
+        idx = _bucket_index(row["h"], start, width)
+        if not 0 <= idx < n:
+            continue
+        if counts is not None and errors is not None:
+            counts[idx] += row["n"]
+            errors[idx] += row["e"]
+        if row["b"] is not None:
             hists[idx][row["b"]] += row["n"]
     return hists
 
@@ -122,26 +150,23 @@ def dashboard_build(window: str, now: datetime | None = None) -> Dashboard:
     """The dashboard's numbers for a window ('24h', '7d' or '30d')."""
     span, width = WINDOWS[window]
     now = now or datetime.now(timezone.utc)
-    hour_now = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    start = hour_now - span
+    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    if width >= timedelta(days=1):  # day buckets come from SQL as dates: align on midnight
+        end = end.replace(hour=0) + timedelta(days=1) if end.hour else end
+    start = end - span
     n = int(span // width)
     dash = Dashboard(window=window)
     dash.labels = [(start + width * i).strftime("%m-%d %H:00" if width < timedelta(days=1) else "%Y-%m-%d")
                    for i in range(n)]
     qs = Response.objects.filter(created_at__gte=start)
     counts, errors = [0] * n, [0] * n
-    for row in (qs.annotate(h=HourBucket("created_at")).values("h")
-                .annotate(n=Count("pk"), e=Count("pk", filter=Q(is_error=True))).order_by()):
-        idx = _bucket_start(row["h"], start, width)
-        if 0 <= idx < n:
-            counts[idx] += row["n"]
-            errors[idx] += row["e"]
+    latency = _histograms(qs, "duration_ms", start, width, n, counts, errors)
+    ttfb = _histograms(qs, "ttfb_ms", start, width, n)
     hours = width / timedelta(hours=1)
     dash.per_hour = [round(c / hours, 1) for c in counts]
     dash.error_rate = [round(100 * e / c, 2) if c else None for c, e in zip(counts, errors)]
     dash.total, dash.errors = sum(counts), sum(errors)
-    for name, column, target in (("latency", "duration_ms", dash.latency), ("ttfb", "ttfb_ms", dash.ttfb)):
-        hists = _histograms(qs, column, start, width, n)
+    for hists, target in ((latency, dash.latency), (ttfb, dash.ttfb)):
         target["p50"] = [percentile(h, 0.5) for h in hists]
         target["p95"] = [percentile(h, 0.95) for h in hists]
     dash.models = list(

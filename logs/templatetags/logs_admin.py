@@ -4,11 +4,10 @@ import calendar
 from datetime import datetime
 
 from django import template
-from django.db.models import Max, Min
 from django.utils import formats, timezone
 from django.utils.text import capfirst
 
-from logs.selectors import date_choices, period_next
+from logs.selectors import date_bounds, date_choices, period_next
 
 register = template.Library()
 
@@ -32,12 +31,12 @@ def logs_date_hierarchy(cl) -> dict:
         return cl.get_query_string(filters, [f"{field}__"])
 
     ykey, mkey, dkey = f"{field}__year", f"{field}__month", f"{field}__day"
-    qs = cl.queryset.order_by()
+    qs = getattr(cl, "undated_queryset", cl.queryset).order_by()
     if not year:
-        bounds = qs.aggregate(first=Min(field), last=Max(field))
-        if not bounds["first"]:
+        first, last = date_bounds(qs, field)
+        if first is None or last is None:
             return {"show": False}
-        first, last = (timezone.localtime(bounds[k]) for k in ("first", "last"))
+        first, last = timezone.localtime(first), timezone.localtime(last)
         if first.year != last.year:
             years = date_choices(qs, field, [_start(y) for y in range(first.year, last.year + 1)],
                                  lambda s: period_next(s, "year"))
