@@ -27,7 +27,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  deleted {r.exchanges} exchanges, {r.files} files so far")
 
         try:
-            result = prune(age, dry_run=dry_run, batch=batch, progress=progress if self.verbosity > 1 else None)
+            result = prune(age, dry_run=dry_run, batch=batch, progress=progress if options["verbosity"] > 1 else None)
         except PruneBusy as exc:
             raise CommandError(str(exc)) from None
         verb = "would delete" if dry_run else "deleted"
