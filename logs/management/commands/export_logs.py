@@ -1,0 +1,62 @@
+"""python manage.py export_logs: write exchanges as JSONL, JSON or CSV, streaming."""
+
+import sys
+from datetime import datetime, time, timezone
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.dateparse import parse_date, parse_datetime
+
+from logs.export import FORMATS, export_write
+from logs.selectors import ExportFilters, exchanges_for_export, status_q
+
+
+def moment_parse(text: str) -> datetime:
+    """An ISO date or datetime; dates mean midnight UTC, naive datetimes are UTC."""
+    try:
+        value = parse_datetime(text)
+        if value is None:
+            day = parse_date(text)
+            value = datetime.combine(day, time.min) if day else None
+    except ValueError:
+        value = None
+    if value is None:
+        raise CommandError(f"not an ISO date or datetime: {text!r} (e.g. 2025-01-31 or 2025-01-31T12:00:00Z)")
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class Command(BaseCommand):
+    help = "Export exchanges (request, response, file references), one record per exchange, oldest first."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """Options."""
+        parser.add_argument("--format", choices=FORMATS, default="jsonl", help="jsonl (default), json or csv")
+        parser.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+        parser.add_argument("--since", help="from this ISO date/datetime on (inclusive)")
+        parser.add_argument("--until", help="before this ISO date/datetime (exclusive)")
+        parser.add_argument("--provider", help="provider name, e.g. openai")
+        parser.add_argument("--endpoint", help="endpoint contains this text, e.g. /chat/completions")
+        parser.add_argument("--status", help="200, 4xx, 5xx, gateway_error, aborted, interrupted, error")
+        parser.add_argument("--model", help="requested or answering model, exactly")
+        parser.add_argument("--no-bodies", action="store_true", help="leave request/response bodies out")
+
+    def handle(self, *args, **opts) -> None:
+        """Build the filters, stream the export, report the count on stderr."""
+        if opts["status"]:
+            try:
+                status_q(opts["status"])
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+        filters = ExportFilters(
+            since=moment_parse(opts["since"]) if opts["since"] else None,
+            until=moment_parse(opts["until"]) if opts["until"] else None,
+            provider=opts["provider"], endpoint=opts["endpoint"], status=opts["status"], model=opts["model"])
+        bodies = not opts["no_bodies"]
+        qs = exchanges_for_export(filters, bodies=bodies)
+        if opts["output"] == "-":
+            count = export_write(qs, opts["format"], sys.stdout, bodies)
+            sys.stdout.flush()
+        else:
+            newline = "" if opts["format"] == "csv" else None  # csv writes its own CRLF
+            with open(opts["output"], "w", encoding="utf-8", newline=newline) as out:
+                count = export_write(qs, opts["format"], out, bodies)
+        self.stderr.write(f"exported {count} exchanges")

@@ -1,0 +1,35 @@
+"""python manage.py prune_logs --older-than 30d [--dry-run]: delete old exchanges and their files."""
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from logs.retention import PruneBusy, PruneResult, age_parse, prune
+
+
+class Command(BaseCommand):
+    help = "Delete exchanges older than an age (with their stored files), in batches."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """Options."""
+        parser.add_argument("--older-than", required=True, help="age such as 30d, 12h, 2w, 90m")
+        parser.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+        parser.add_argument("--batch", type=int, default=1000, help="exchanges per transaction (1000)")
+
+    def handle(self, *args, older_than: str, dry_run: bool, batch: int, **options) -> None:
+        """Parse, prune, report."""
+        try:
+            age = age_parse(older_than)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if batch < 1:
+            raise CommandError("--batch must be positive")
+
+        def progress(r: PruneResult) -> None:
+            self.stdout.write(f"  deleted {r.exchanges} exchanges, {r.files} files so far")
+
+        try:
+            result = prune(age, dry_run=dry_run, batch=batch, progress=progress if options["verbosity"] > 1 else None)
+        except PruneBusy as exc:
+            raise CommandError(str(exc)) from None
+        verb = "would delete" if dry_run else "deleted"
+        self.stdout.write(f"{verb} {result.exchanges} exchanges and {result.files} files "
+                          f"({result.file_bytes} bytes) created before {result.cutoff.isoformat()}")

@@ -1,0 +1,36 @@
+"""python manage.py seed_logs N: fill the log with N realistic fake exchanges."""
+
+import time
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from logs.seed import exchanges_seed
+
+
+class Command(BaseCommand):
+    help = "Insert N realistic fake exchanges (for trying the admin at scale). Never run it on a real log."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """Options."""
+        parser.add_argument("count", type=int, help="how many exchanges")
+        parser.add_argument("--days", type=float, default=30.0, help="spread over the last N days (30)")
+        parser.add_argument("--batch", type=int, default=5000, help="rows per transaction (5000)")
+        parser.add_argument("--no-files", action="store_true", help="no image/audio files or file rows")
+        parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable data")
+
+    def handle(self, *args, count: int, days: float, batch: int, no_files: bool, seed: int | None,
+               **options) -> None:
+        """Seed and report progress."""
+        if count < 1 or batch < 1 or days <= 0:
+            self.stderr.write("count, --batch and --days must be positive")
+            raise SystemExit(2)
+        started = time.monotonic()
+        step = max(count // 10, batch)
+
+        def progress(done: int) -> None:
+            if done % step < batch or done == count:
+                self.stdout.write(f"{done}/{count} exchanges")
+
+        exchanges_seed(count, days=days, batch=batch, files=not no_files, seed=seed, progress=progress)
+        self.stdout.write(self.style.SUCCESS(
+            f"seeded {count} exchanges in {time.monotonic() - started:.1f}s"))

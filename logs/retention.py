@@ -1,0 +1,127 @@
+"""Deleting exchanges with their files: the admin's delete and prune_logs, in batches, one at a time."""
+
+import fcntl
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, QuerySet, Sum
+
+from logs.models import BinaryFile, Request, Response
+
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class PruneBusy(Exception):
+    """Another prune holds the lock."""
+
+
+@dataclass
+class PruneResult:
+    """What a prune deleted (or, in a dry run, would delete)."""
+
+    cutoff: datetime
+    exchanges: int = 0
+    files: int = 0
+    file_bytes: int = 0
+    dry_run: bool = False
+
+
+def age_parse(text: str) -> timedelta:
+    """'30d', '12h', '2w', '90m', '45s' as a timedelta; ValueError otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text or "")
+    if not match:
+        raise ValueError(f"not an age: {text!r} (use e.g. 30d, 12h, 2w)")
+    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+
+
+def files_remove(names: list[str]) -> None:
+    """Delete payload files (already gone is fine)."""
+    root = Path(settings.FILE_STORAGE_PATH)
+    for name in names:
+        (root / name).unlink(missing_ok=True)
+
+
+def exchanges_delete(request_ids: list) -> tuple[int, int]:
+    """Delete exchanges by id in one transaction; their files go once it has committed.
+
+    Files are removed only after the commit: a rolled back delete must not lose evidence, and a
+    crash between the two leaves orphan files (harmless) rather than rows pointing nowhere.
+    """
+    with transaction.atomic():
+        files = list(BinaryFile.objects.filter(request_id__in=request_ids).values_list("file", flat=True))
+        # Children first, and only primary keys loaded: the collector never reads the bodies.
+        BinaryFile.objects.filter(request_id__in=request_ids).delete()
+        Response.objects.filter(request_id__in=request_ids).only("pk").delete()
+        _, per_model = Request.objects.filter(pk__in=request_ids).only("pk").delete()
+        deleted = per_model.get(Request._meta.label, 0)
+        transaction.on_commit(lambda: files_remove(files))
+    return deleted, len(files)
+
+
+def queryset_delete(qs: QuerySet, batch: int = 1000) -> tuple[int, int]:
+    """Delete every exchange of a queryset (the admin's delete action), in batches."""
+    total = total_files = 0
+    for ids in _id_batches(qs, batch):
+        n, f = exchanges_delete(ids)
+        total, total_files = total + n, total_files + f
+    return total, total_files
+
+
+def _id_batches(qs: QuerySet, batch: int) -> Iterator[list]:
+    """Ids of a queryset, a batch at a time, re-queried after each delete so nothing is skipped."""
+    seen_last = None
+    base = qs.order_by("pk").values_list("pk", flat=True)
+    while True:
+        page = base.filter(pk__gt=seen_last) if seen_last is not None else base
+        ids = list(page[:batch])
+        if not ids:
+            return
+        yield ids
+        seen_last = ids[-1]
+
+
+@contextmanager
+def prune_lock() -> Iterator[None]:
+    """An exclusive lock file under DATA_DIR, so two prunes on this host never overlap."""
+    path = Path(settings.DATA_DIR) / "prune.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PruneBusy(f"another prune_logs is running (lock {path})") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def prune(older_than: timedelta, *, dry_run: bool = False, batch: int = 1000,
+          now: datetime | None = None, progress: Callable[[PruneResult], None] | None = None) -> PruneResult:
+    """Delete exchanges that started before now - older_than, with their files, batch by batch."""
+    cutoff = (now or datetime.now(timezone.utc)) - older_than
+    result = PruneResult(cutoff=cutoff, dry_run=dry_run)
+    old = Request.objects.filter(created_at__lt=cutoff)
+    with prune_lock():
+        if dry_run:
+            result.exchanges = old.count()
+            agg = BinaryFile.objects.filter(request__created_at__lt=cutoff).aggregate(n=Count("pk"), b=Sum("size"))
+            result.files, result.file_bytes = agg["n"], agg["b"] or 0
+            return result
+        while True:
+            # Oldest first: a prune stopped half-way leaves a clean, shorter log.
+            ids = list(old.order_by("created_at").values_list("pk", flat=True)[:batch])
+            if not ids:
+                break
+            result.file_bytes += BinaryFile.objects.filter(request_id__in=ids).aggregate(b=Sum("size"))["b"] or 0
+            n, f = exchanges_delete(ids)
+            result.exchanges, result.files = result.exchanges + n, result.files + f
+            if progress:
+                progress(result)
+    return result

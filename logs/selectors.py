@@ -1,0 +1,187 @@
+"""Reads of the log for the admin, the dashboard and the exports (no writes here)."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
+
+from logs.models import BinaryFile, Outcome, Request, Response
+
+# Columns the exchange list never needs: they can hold megabytes per row.
+LIST_DEFERRED = (
+    "body", "headers", "query_string",
+    "response__body", "response__headers", "response__stream_result", "response__event_offsets_ms",
+    "response__error_message",
+)
+BODY_FIELDS = ("body", "response__body", "response__stream_result")
+
+GATEWAY_OUTCOMES = (Outcome.GATEWAY_ERROR, Outcome.UPSTREAM_ERROR)
+STATUS_CLASSES = {
+    "2xx": "2xx success",
+    "3xx": "3xx redirect",
+    "4xx": "4xx client error",
+    "5xx": "5xx upstream error",
+    "gateway_error": "gateway error",
+    "aborted": "client aborted",
+    "interrupted": "interrupted",
+    "pending": "no response yet",
+}
+
+
+def pending_log_records() -> int:
+    """Log records accepted by this process but not yet written to the database."""
+    from logs.writer import writer_get
+
+    return writer_get().pending
+
+
+def _answered(q: Q | None = None, negate: bool = False) -> Q:
+    """EXISTS (a response for this request matching q).
+
+    A correlated EXISTS instead of a join condition keeps the list's "newest first" walk on the
+    created_at index: the database checks rows in order and stops after one page, rather than
+    collecting every matching response and sorting them.
+    """
+    answers = Response.objects.filter(request_id=OuterRef("pk"))
+    exists = Exists(answers.filter(q) if q is not None else answers)
+    return ~Q(exists) if negate else Q(exists)
+
+
+def status_q(value: str) -> Q:
+    """A filter for a status: "200", a class such as "4xx", or "gateway_error"/"aborted"/...
+
+    Raises ValueError for anything else, so commands and views can answer clearly.
+    """
+    value = value.strip().lower()
+    if value.isdigit():
+        return _answered(Q(status_code=int(value)))
+    if len(value) == 3 and value[0] in "12345" and value[1:] == "xx":
+        low = int(value[0]) * 100
+        # Answers the gateway made itself (413, 502 unreachable, 504 timeout) or streams cut
+        # by the upstream are "gateway error", not the provider's own status class.
+        return _answered(Q(status_code__gte=low, status_code__lt=low + 100) & ~Q(outcome__in=GATEWAY_OUTCOMES))
+    outcomes = {"gateway_error": GATEWAY_OUTCOMES, "gateway-error": GATEWAY_OUTCOMES, "gateway": GATEWAY_OUTCOMES,
+                "aborted": (Outcome.CLIENT_ABORTED,), "client_aborted": (Outcome.CLIENT_ABORTED,),
+                "interrupted": (Outcome.INTERRUPTED,), "upstream_error": (Outcome.UPSTREAM_ERROR,)}
+    if value in outcomes:
+        return _answered(Q(outcome__in=outcomes[value]))
+    if value == "pending":
+        return _answered(negate=True)
+    if value == "error":
+        return _answered(Q(is_error=True))
+    raise ValueError(f"unknown status {value!r}: use e.g. 200, 4xx, 5xx, gateway_error, aborted")
+
+
+def streamed_q(streamed: bool) -> Q:
+    """Exchanges whose answer was (or was not) an event stream."""
+    return _answered(Q(is_stream=streamed))
+
+
+def has_files_annotate(qs: QuerySet) -> QuerySet:
+    """Add has_files (EXISTS on binary_files, an index probe per row)."""
+    return qs.annotate(has_files=Exists(BinaryFile.objects.filter(request_id=OuterRef("pk"))))
+
+
+def exchange_list(qs: QuerySet | None = None) -> QuerySet:
+    """Exchanges for a list: response joined, body columns left out."""
+    qs = Request.objects.all() if qs is None else qs
+    return qs.select_related("response").defer(*LIST_DEFERRED)
+
+
+def search_q(term: str) -> Q:
+    """What a search term matches: an exact request id, else endpoint, model or body text."""
+    term = term.strip()
+    try:
+        return Q(pk=uuid.UUID(term))
+    except ValueError:
+        pass
+    return (Q(endpoint__icontains=term) | Q(model__icontains=term) | Q(response__model__icontains=term)
+            | Q(body__icontains=term) | Q(response__body__icontains=term))
+
+
+def exchange_detail(request_id: str) -> Request | None:
+    """One exchange with its response and files, or None."""
+    try:
+        rid = uuid.UUID(str(request_id))
+    except ValueError:
+        return None
+    return (Request.objects.select_related("response").prefetch_related("files")
+            .filter(pk=rid).first())
+
+
+def binary_file_get(file_id: str) -> BinaryFile | None:
+    """A stored file's row, or None."""
+    try:
+        fid = uuid.UUID(str(file_id))
+    except ValueError:
+        return None
+    return BinaryFile.objects.filter(pk=fid).first()
+
+
+@dataclass
+class ExportFilters:
+    """What export_logs and the export action select."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    provider: str | None = None
+    endpoint: str | None = None
+    status: str | None = None
+    model: str | None = None
+
+
+def exchanges_for_export(filters: ExportFilters, qs: QuerySet | None = None,
+                         bodies: bool = True) -> QuerySet:
+    """Exchanges matching export filters, oldest first, with response and files prefetched."""
+    qs = Request.objects.all() if qs is None else qs
+    if filters.since:
+        qs = qs.filter(created_at__gte=filters.since)
+    if filters.until:
+        qs = qs.filter(created_at__lt=filters.until)
+    if filters.provider:
+        qs = qs.filter(provider=filters.provider)
+    if filters.endpoint:
+        qs = qs.filter(endpoint__contains=filters.endpoint)
+    if filters.model:
+        qs = qs.filter(Q(model=filters.model) | Q(response__model=filters.model))
+    if filters.status:
+        qs = qs.filter(status_q(filters.status))
+    qs = qs.select_related("response").prefetch_related("files").order_by("created_at", "pk")
+    return qs if bodies else qs.defer(*BODY_FIELDS)
+
+
+def distinct_values(qs: QuerySet, field: str, limit: int = 200) -> list[str]:
+    """Distinct non-null values of an indexed column by index seeks (one per value), not a scan.
+
+    SQLite answers SELECT DISTINCT by walking the whole index; asking "smallest value above
+    the last one" repeatedly costs one seek per value instead (a loose index scan).
+    """
+    base = qs.exclude(**{f"{field}__isnull": True}).order_by(field).values_list(field, flat=True)
+    values: list[str] = []
+    while len(values) < limit:
+        nxt = (base.filter(**{f"{field}__gt": values[-1]}) if values else base).first()
+        if nxt is None:
+            break
+        values.append(nxt)
+    return values
+
+
+def date_bounds(qs: QuerySet, field: str) -> tuple[datetime | None, datetime | None]:
+    """Oldest and newest value of an indexed datetime: two index seeks (MIN and MAX together scan)."""
+    values = qs.order_by().values_list(field, flat=True)
+    return values.order_by(field).first(), values.order_by(f"-{field}").first()
+
+
+def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "callable") -> list[datetime]:
+    """The period starts that hold at least one row: one index probe (EXISTS) per period."""
+    return [s for s in starts if qs.filter(**{f"{field}__gte": s, f"{field}__lt": width(s)}).exists()]
+
+
+def period_next(start: datetime, level: str) -> datetime:
+    """Start of the following year, month or day."""
+    if level == "year":
+        return start.replace(year=start.year + 1)
+    if level == "month":
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    return start + timedelta(days=1)

@@ -1,0 +1,62 @@
+"""Template tags of the log browser."""
+
+import calendar
+from datetime import datetime
+
+from django import template
+from django.utils import formats, timezone
+from django.utils.text import capfirst
+
+from logs.selectors import date_bounds, date_choices, period_next
+
+register = template.Library()
+
+
+def _start(year: int, month: int = 1, day: int = 1) -> datetime:
+    """An aware datetime in the current time zone."""
+    return timezone.make_aware(datetime(year, month, day))
+
+
+@register.inclusion_tag("admin/date_hierarchy.html")
+def logs_date_hierarchy(cl) -> dict:
+    """Django's date drill-down, with choices found by indexed EXISTS probes, never a DISTINCT scan."""
+    field = cl.date_hierarchy
+    params = {k: cl.params.get(f"{field}__{k}") for k in ("year", "month", "day")}
+    try:
+        year, month, day = (int(params[k]) if params[k] else None for k in ("year", "month", "day"))
+    except (TypeError, ValueError):
+        return {"show": False}
+
+    def link(filters: dict) -> str:
+        return cl.get_query_string(filters, [f"{field}__"])
+
+    ykey, mkey, dkey = f"{field}__year", f"{field}__month", f"{field}__day"
+    qs = getattr(cl, "undated_queryset", cl.queryset).order_by()
+    if not year:
+        first, last = date_bounds(qs, field)
+        if first is None or last is None:
+            return {"show": False}
+        first, last = timezone.localtime(first), timezone.localtime(last)
+        if first.year != last.year:
+            years = date_choices(qs, field, [_start(y) for y in range(first.year, last.year + 1)],
+                                 lambda s: period_next(s, "year"))
+            return {"show": True, "choices": [{"link": link({ykey: s.year}), "title": str(s.year)} for s in years]}
+        year = first.year
+        if first.month == last.month:
+            month = first.month
+    if year and month and day:
+        when = datetime(year, month, day)
+        return {"show": True, "back": {"link": link({ykey: year, mkey: month}),
+                                       "title": capfirst(formats.date_format(when, "YEAR_MONTH_FORMAT"))},
+                "choices": [{"title": capfirst(formats.date_format(when, "MONTH_DAY_FORMAT"))}]}
+    if year and month:
+        days = date_choices(qs, field, [_start(year, month, d) for d in
+                                        range(1, calendar.monthrange(year, month)[1] + 1)],
+                            lambda s: period_next(s, "day"))
+        return {"show": True, "back": {"link": link({ykey: year}), "title": str(year)},
+                "choices": [{"link": link({ykey: year, mkey: month, dkey: s.day}),
+                             "title": capfirst(formats.date_format(s, "MONTH_DAY_FORMAT"))} for s in days]}
+    months = date_choices(qs, field, [_start(year, m) for m in range(1, 13)], lambda s: period_next(s, "month"))
+    return {"show": True, "back": {"link": link({}), "title": "All dates"},
+            "choices": [{"link": link({ykey: year, mkey: s.month}),
+                         "title": capfirst(formats.date_format(s, "YEAR_MONTH_FORMAT"))} for s in months]}

@@ -1,0 +1,111 @@
+"""export_logs and the export service: formats, filters, bodies, file references."""
+
+import csv
+import io
+import json
+from datetime import datetime, timezone
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from logs.models import Outcome
+from tests.logs.factory import PNG, exchange_make, file_attach, streamed_chat
+
+pytestmark = pytest.mark.django_db
+TRICKY = 'line one, with "quotes"\nline two;\ttab, =SUM(A1)'
+
+
+def _export(tmp_path, *args) -> str:
+    out = tmp_path / "out"
+    call_command("export_logs", "--output", str(out), *args)
+    return out.read_text("utf-8")
+
+
+@pytest.fixture
+def log():
+    """Three exchanges: a chat with an image file, a streamed chat, a 429 on another model."""
+    chat = exchange_make(when=datetime(2025, 5, 1, 12, tzinfo=timezone.utc),
+                         resp_body={"choices": [{"message": {"content": TRICKY}}]}, tokens=(5, 7))
+    img = file_attach(chat, PNG, "image/png", ".png")
+    stream = streamed_chat(when=datetime(2025, 5, 2, 12, tzinfo=timezone.utc))
+    limited = exchange_make(when=datetime(2025, 5, 3, 12, tzinfo=timezone.utc), status=429, model="gpt-4o",
+                            endpoint="/v1/responses")
+    return {"chat": chat, "img": img, "stream": stream, "limited": limited}
+
+
+def test_jsonl_round_trip(tmp_path, log):
+    lines = _export(tmp_path, "--format", "jsonl").splitlines()
+    records = [json.loads(x) for x in lines]
+    assert [r["request"]["id"] for r in records] == [log[k].pk.hex for k in ("chat", "stream", "limited")]
+    chat = records[0]
+    assert json.loads(chat["response"]["body"])["choices"][0]["message"]["content"] == TRICKY
+    assert json.loads(chat["request"]["body"])["messages"][0]["content"] == "hello there"
+    assert chat["response"]["input_tokens"] == 5 and chat["response"]["status_code"] == 200
+    assert chat["files"] == [{"id": log["img"].pk.hex, "role": "response_image", "file_path": log["img"].file.name,
+                              "content_type": "image/png", "size": len(PNG), "sha256": "", "field_name": "",
+                              "filename": "", "response_id": chat["response"]["id"]}]
+    assert ["Authorization", "Bearer sk-…9f2c"] in chat["request"]["headers"]
+    assert records[1]["response"]["stream_result"]["result"]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_json_is_one_array(tmp_path, log):
+    data = json.loads(_export(tmp_path, "--format", "json"))
+    assert isinstance(data, list) and len(data) == 3
+    assert json.loads(_export(tmp_path, "--format", "json", "--provider", "nobody")) == []
+
+
+def test_csv_parses_with_bodies_intact(tmp_path, log):
+    text = _export(tmp_path, "--format", "csv")
+    assert text.startswith("\ufeff")  # spreadsheets read it as UTF-8
+    rows = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline="")))
+    assert len(rows) == 3
+    assert json.loads(rows[0]["response_body"])["choices"][0]["message"]["content"] == TRICKY
+    assert rows[0]["request_id"] == log["chat"].pk.hex and rows[0]["status_code"] == "200"
+    assert json.loads(rows[0]["files"]) == [log["img"].file.name]
+    assert json.loads(rows[0]["request_headers"])[0] == ["Authorization", "Bearer sk-…9f2c"]
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--since", "2025-05-02"], ["stream", "limited"]),
+    (["--until", "2025-05-02"], ["chat"]),
+    (["--since", "2025-05-01T13:00:00Z", "--until", "2025-05-03T00:00:00+00:00"], ["stream"]),
+    (["--endpoint", "/responses"], ["limited"]),
+    (["--status", "4xx"], ["limited"]),
+    (["--status", "200"], ["chat", "stream"]),
+    (["--model", "gpt-4o"], ["limited"]),
+    (["--provider", "openai"], ["chat", "stream", "limited"]),
+])
+def test_filters(tmp_path, log, args, expected):
+    lines = _export(tmp_path, *args).splitlines()
+    assert [json.loads(x)["request"]["id"] for x in lines] == [log[k].pk.hex for k in expected]
+
+
+def test_no_bodies(tmp_path, log):
+    rec = json.loads(_export(tmp_path, "--no-bodies").splitlines()[0])
+    assert "body" not in rec["request"] and "body" not in rec["response"]
+    assert rec["response"]["duration_ms"] == 120.5 and rec["files"]
+
+
+def test_status_outcomes_and_pending(tmp_path):
+    gw = exchange_make(status=502, outcome=Outcome.UPSTREAM_ERROR)
+    open_ = exchange_make(response=False)
+    assert [json.loads(x)["request"]["id"] for x in _export(tmp_path, "--status", "gateway_error").splitlines()] \
+        == [gw.pk.hex]
+    pending = [json.loads(x) for x in _export(tmp_path, "--status", "pending").splitlines()]
+    assert [p["request"]["id"] for p in pending] == [open_.pk.hex] and pending[0]["response"] is None
+
+
+def test_stdout_and_bad_input(capsys, log):
+    call_command("export_logs", "--format", "jsonl", "--model", "gpt-4o")
+    out = capsys.readouterr()
+    assert json.loads(out.out)["request"]["id"] == log["limited"].pk.hex and "exported 1" in out.err
+    with pytest.raises(CommandError, match="unknown status"):
+        call_command("export_logs", "--status", "teapot")
+    with pytest.raises(CommandError, match="not an ISO date"):
+        call_command("export_logs", "--since", "yesterday")
+
+
+def test_unmasked_header_in_an_old_row_is_masked_in_export(tmp_path):
+    exchange_make(headers=[["Authorization", "Bearer sk-proj-abcdefghijklmnop1234"]])
+    text = _export(tmp_path)
+    assert "sk-proj-abcdefghijklmnop1234" not in text and "…1234" in text
