@@ -217,6 +217,22 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
     return resp
 
 
+def _fallback_row(rec: dict, exc: Exception) -> Request | Response:
+    """A row holding only a record's plain fields, for a record whose parsing failed."""
+    note = f"log parsing failed ({type(exc).__name__}); raw body kept in the file store if any"
+    if rec.get("t") == "req":
+        return Request(id=rec["id"], provider=rec["provider"], endpoint=rec["endpoint"], method=rec["method"],
+                       query_string=rec.get("query", ""), headers=rec.get("headers", []),
+                       body_size=rec.get("body_size", 0), key_fingerprint=rec.get("key_fp", ""),
+                       instance=rec.get("instance", ""), created_at=_when(rec["created"]))
+    status = rec.get("status")
+    return Response(id=rec["id"], request_id=rec["request_id"],
+                    status_code=status if isinstance(status, int) else None, headers=rec.get("headers", []),
+                    body_size=rec.get("body_size", 0), outcome=rec.get("outcome", Outcome.GATEWAY_ERROR),
+                    is_error=True, error_message="; ".join(filter(None, [rec.get("error", ""), note])),
+                    created_at=_when(rec["created"]))
+
+
 def exchange_records_write(records: Iterable[dict]) -> None:
     """Write a batch of journal records in one transaction; idempotent on replay."""
     requests, responses, files = [], [], []
@@ -226,8 +242,12 @@ def exchange_records_write(records: Iterable[dict]) -> None:
                 requests.append(request_row(rec, files))
             elif rec.get("t") == "resp":
                 responses.append(response_row(rec, files))
-        except Exception:  # one bad record must not cost the batch
-            log.exception("skipping unreadable log record %s", rec.get("id"))
+        except Exception as exc:  # one bad record must not cost the batch, nor its exchange its row
+            log.exception("log record %s could not be parsed; storing it without parsing", rec.get("id"))
+            try:
+                (requests if rec.get("t") == "req" else responses).append(_fallback_row(rec, exc))
+            except Exception:
+                log.exception("skipping unreadable log record %s", rec.get("id"))
     with transaction.atomic():
         Request.objects.bulk_create(requests, ignore_conflicts=True)
         Response.objects.bulk_create(responses, ignore_conflicts=True)
