@@ -50,10 +50,12 @@ class RequestGuard:
         """The 413 message, naming the limit."""
         return f"Request body of {size} bytes exceeds MAX_REQUEST_BODY_BYTES ({self.limit})."
 
-    def refuse(self, status: int, message: str, outcome: str = "gateway_error") -> None:
+    def refuse(self, status: int, message: str, outcome: str = "gateway_error", *,
+               body_size: int | None = None) -> None:
         """Record why this request is refused (the first reason wins)."""
+        size = body_size if body_size is not None else (self.declared or self.received)
         self.scope.setdefault(REFUSAL_KEY, {"status": status, "message": message, "outcome": outcome,
-                                            "body_size": self.declared or self.received})
+                                            "body_size": size})
 
     def _end(self) -> dict:
         """End the body as Django sees it."""
@@ -63,7 +65,8 @@ class RequestGuard:
     async def receive(self) -> dict:
         """The next ASGI message, with the limits applied."""
         if self.disconnected:
-            return {"type": "http.disconnect"}
+            # The view still runs to log the aborted request; Django cancels this wait when done.
+            await asyncio.get_running_loop().create_future()
         if self.body_done:
             while True:  # the unread rest of a refused body is dropped, not spooled
                 message = await self._receive()
@@ -77,15 +80,15 @@ class RequestGuard:
         except TimeoutError:
             expected = self.declared if self.declared is not None else "an unknown number of"
             self.refuse(408, f"Request body incomplete: got {self.received} of {expected} bytes, then "
-                             f"nothing for {self.timeout:g} s (REQUEST_BODY_TIMEOUT).")
+                             f"nothing for {self.timeout:g} s (REQUEST_BODY_TIMEOUT).", body_size=self.received)
             return self._end()
         if message["type"] == "http.disconnect":
-            self.disconnected = True
             if not self.body_expected:
                 return message
+            self.disconnected = True
             expected = self.declared if self.declared is not None else "an unknown number of"
             self.refuse(400, f"Client closed the connection after {self.received} of {expected} body bytes.",
-                        outcome="client_aborted")
+                        outcome="client_aborted", body_size=self.received)
             return self._end()
         self.received += len(message.get("body", b""))
         if self.received > self.limit:

@@ -135,7 +135,7 @@ def text_scrub(text: str, secrets: list[str]) -> str:
     """Replace every occurrence of the given secrets in a text by their masked form."""
     for secret in secrets:
         if secret in text:
-            text = text.replace(secret, token_mask(secret))
+            text = text.replace(secret, value_mask(secret))
     return text
 
 

@@ -64,9 +64,9 @@ def _body_size(request: HttpRequest) -> int:
     return size
 
 
-async def _file_chunks(name: str) -> AsyncIterator[bytes]:
+async def _file_chunks(f) -> AsyncIterator[bytes]:
     """Stream a stored body to the upstream without holding it in memory."""
-    with open(settings.FILE_STORAGE_PATH / name, "rb") as f:
+    with f:
         while chunk := f.read(BODY_CHUNK):
             yield chunk
 
@@ -140,7 +140,8 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
         name = payload_name(provider.name, content_type)
         sha = await asyncio.to_thread(_spool_copy, request, name)
         record["body_file"] = {"name": name, "size": size, "sha256": sha}
-        content = _file_chunks(name)
+        # Opened now: the log writer may remove the spool (multipart split) while we still send it.
+        content = _file_chunks(open(settings.FILE_STORAGE_PATH / name, "rb"))
     elif size:
         content = request.read()
         try:
