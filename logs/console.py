@@ -36,7 +36,8 @@ def _arg_redact(arg: Any) -> Any:
         text = str(arg)
     except Exception:  # an object that cannot print itself is left for logging to report
         return arg
-    clean = text_redact(text)
+    # CR/LF inside an argument (a path with %0d%0a) would forge extra log lines.
+    clean = text_redact(text).replace("\r", "\\r").replace("\n", "\\n")
     return arg if clean == text else clean
 
 

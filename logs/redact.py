@@ -31,7 +31,7 @@ AUTH_SCHEMES = frozenset({
 })
 MASK = "…"
 SCRUB_MIN_LEN = 8  # shorter values are too likely to match ordinary text
-_PREFIX = re.compile(r"^[A-Za-z]{1,8}[-_]")  # sk-, gsk_, xai-: tells the key's kind, not the key
+_PREFIX = re.compile(r"^[A-Za-z]{1,3}[-_]")  # sk-, gsk_, xai-: tells the key's kind, not the key
 
 
 def secret_headers() -> frozenset[str]:
@@ -51,7 +51,7 @@ def token_mask(token: str) -> str:
     n = len(token)
     tail = token[-4:] if n >= 12 else ""
     head = ""
-    if n >= 16 and (m := _PREFIX.match(token)) and len(m.group(0)) + 4 <= n // 2:
+    if n >= 20 and (m := _PREFIX.match(token)):  # at most 8 of 20+ characters shown
         head = m.group(0)
     return f"{head}{MASK}{tail}"
 

@@ -10,9 +10,9 @@ import httpx
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from gateway_project.limits import REFUSAL_KEY
 from logs.capture import BodyCapture, content_type_is_text, payload_name, payload_open
 from logs.models import Outcome
-from gateway_project.limits import REFUSAL_KEY
 from logs.redact import ScrubbingWriter, credentials_collect, headers_mask, key_fingerprint, query_mask, text_scrub
 from logs.writer import writer_get
 from proxy.access import AccessDenied, access_check, headers_label

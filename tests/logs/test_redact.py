@@ -114,6 +114,13 @@ def test_console_records_keep_their_format_args():
     assert KEY not in record.getMessage() and "key=sk-…9f2c" in record.getMessage()
 
 
+def test_console_arguments_cannot_forge_log_lines():
+    record = logging.LogRecord("django.request", logging.WARNING, __file__, 1, "Not Found: %s",
+                               ("/v1/models\r\nINFO fake line",), None)
+    record_redact(record)
+    assert record.getMessage() == "Not Found: /v1/models\\r\\nINFO fake line"
+
+
 def test_console_tracebacks_are_scrubbed(caplog):
     log = logging.getLogger("tests.redact")
     try:
@@ -138,7 +145,7 @@ def test_property_no_credential_survives_header_masking(name, scheme, token, upp
     (_, masked), = headers_mask([(header, value)])
     revealed = masked.split("…")
     # At most a short kind prefix and the last 4 characters stay; never the whole secret.
-    assert len(masked.replace(scheme.strip(), "", 1)) <= len("session=") + 1 + 8 + 4
+    assert len(masked.replace(scheme.strip(), "", 1)) <= len("session=") + 1 + 4 + 4
     if len(token) >= 8:
         assert token not in masked
     assert len(revealed) == 2 and len(revealed[1].split(";")[0]) <= 4
