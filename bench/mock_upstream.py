@@ -11,7 +11,9 @@ Used by the benchmark and by the end-to-end tests. Routes (OpenAI wire format):
   POST /upload                reads the body, answers its size
 Request headers steer it: x-mock-status (error status), x-mock-events / x-mock-delay-ms (SSE),
 x-mock-gzip (gzip the JSON answer), x-mock-tool-call, x-mock-fault (close-mid-stream,
-stall, reset, bad-json, wrong-length).
+stall, reset, bad-json, wrong-length, bad-sse: broken SSE framing, echo-auth: a 401 whose body
+and headers echo the request's credentials), x-mock-content-type (label the answer with this
+content type instead of the right one).
 
 Run alone: python bench/mock_upstream.py --port 9100
 """
@@ -43,6 +45,19 @@ def png_bytes(width: int = 2, height: int = 2) -> bytes:
 
 
 PNG = png_bytes()
+# Every framing mistake a stream can make: missing blank lines, bad JSON, wrong types, bare CRs,
+# a field without colon, an unterminated last event.
+BROKEN_SSE = [
+    'data: {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "a"}}]}\n',
+    "data: {not json}\n\n",
+    "event: \n:comment only\r\n\r\n",
+    'data: {"object": "chat.completion.chunk", "choices": [{"index": "zero", "delta": 5}, 7, null]}\n\n',
+    'data: {"choices": {"index": 0}, "usage": "many"}\n\n',
+    'event: response.completed\ndata: {"type": "response.completed", "response": [1, 2]}\n\n',
+    "\r\r\n\nfieldwithoutcolon\n\n",
+    'data: {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": -1}, 3]}}]}\n\n',
+    "retry: abc\n\ndata: [DONE]",
+]
 
 
 @dataclass
@@ -149,6 +164,13 @@ class MockUpstream:
         if fault == "reset":
             writer.transport.abort()
             return False
+        if fault == "echo-auth":  # a careless upstream that repeats the credential back
+            auth = h.get("authorization", "") or h.get("x-api-key", "")
+            body = json.dumps({"error": {"message": f"Incorrect API key provided: {auth}",
+                                         "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
+            await self._send(writer, 401, body, extra=[("x-echo-auth", auth),
+                                                       ("set-cookie", f"sess={auth[-20:]}; Path=/; HttpOnly")])
+            return True
         if "x-mock-status" in h:
             status = int(h["x-mock-status"])
             body = json.dumps({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
@@ -191,7 +213,7 @@ class MockUpstream:
                                                        "total_tokens": 15}}, h, fault)
         if p.endswith("/audio/speech"):
             size = int(h.get("x-mock-size", "4096"))
-            return await self._binary(writer, size, "audio/mpeg", fault)
+            return await self._binary(writer, size, h.get("x-mock-content-type", "audio/mpeg"), fault)
         if p == "/bin":
             size = int(parse_qs(req.query).get("size", ["1048576"])[0])
             return await self._binary(writer, size, "application/octet-stream", fault)
@@ -208,10 +230,11 @@ class MockUpstream:
         if h.get("x-mock-gzip") and "gzip" in h.get("accept-encoding", ""):
             body = gzip.compress(body)
             extra.append(("content-encoding", "gzip"))
+        ctype = h.get("x-mock-content-type", "application/json")
         if fault == "wrong-length":
-            await self._send(writer, 200, body, extra=extra, length=len(body) + 100)
+            await self._send(writer, 200, body, ctype, extra=extra, length=len(body) + 100)
             return False
-        await self._send(writer, 200, body, extra=extra)
+        await self._send(writer, 200, body, ctype, extra=extra)
         return True
 
     async def _binary(self, writer, size: int, ctype: str, fault: str) -> bool:
@@ -229,7 +252,10 @@ class MockUpstream:
 
     async def _sse(self, writer, events: list[str], h: dict[str, str], fault: str) -> bool:
         delay = float(h.get("x-mock-delay-ms", "0")) / 1000
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
+        if fault == "bad-sse":
+            events = BROKEN_SSE
+        ctype = h.get("x-mock-content-type", "text/event-stream").encode("latin-1")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: " + ctype + b"\r\ntransfer-encoding: chunked\r\n"
                      b"cache-control: no-cache\r\n\r\n")
         for i, ev in enumerate(events):
             if fault == "close-mid-stream" and i == len(events) // 2:

@@ -10,6 +10,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_app = get_asgi_application()
 
+from gateway_project.limits import RequestGuard  # noqa: E402
 from logs.writer import writer_get, writer_stop  # noqa: E402
 from proxy.upstream import client_close, client_get  # noqa: E402
 
@@ -33,5 +34,8 @@ async def application(scope, receive, send) -> None:
     """Route lifespan events here and HTTP to Django."""
     if scope["type"] == "lifespan":
         await lifespan_run(receive, send)
+    elif scope["type"] == "http":
+        # Size and idle limits apply while the body is read, before Django spools it to disk.
+        await django_app(scope, RequestGuard(scope, receive).receive, send)
     else:
         await django_app(scope, receive, send)

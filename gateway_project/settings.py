@@ -53,8 +53,10 @@ ADMIN_MIDDLEWARE = [
 ]
 ADMIN_PATH_PREFIXES = ("/admin", "/static")
 # The admin's checks look for its middleware in MIDDLEWARE; it is in ADMIN_MIDDLEWARE instead,
-# applied to every admin path by AdminStackMiddleware.
-SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
+# applied to every admin path by AdminStackMiddleware. proxy/checks.py re-runs the security
+# checks these gate (HSTS, SSL redirect, CSRF cookie...) against ADMIN_MIDDLEWARE.
+SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410",
+                          "security.W001", "security.W002", "security.W003"]
 
 ROOT_URLCONF = "gateway_project.urls"
 ASGI_APPLICATION = "gateway_project.asgi.application"
@@ -132,6 +134,12 @@ MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=100 * 1024 * 
 # Text bodies above this size go to a file instead of the TEXT column.
 LOG_BODY_INLINE_MAX_BYTES = env.int("LOG_BODY_INLINE_MAX_BYTES", default=1024 * 1024)
 LOG_REDACT_HEADERS = env.list("LOG_REDACT_HEADERS", default=[])
+LOG_REDACT_QUERY_PARAMS = env.list("LOG_REDACT_QUERY_PARAMS", default=[])
+# Optional access keys for the proxy (`name:key` or `key`, comma-separated); empty = open.
+GATEWAY_API_KEYS = env.list("GATEWAY_API_KEYS", default=[])
+MAX_REQUEST_HEADER_BYTES = env.int("MAX_REQUEST_HEADER_BYTES", default=64 * 1024)
+# Longest silence allowed while a request body is being received (slow or lying clients).
+REQUEST_BODY_TIMEOUT = env.float("REQUEST_BODY_TIMEOUT", default=60.0)
 JOURNAL_DIR = DATA_DIR / "journal"
 JOURNAL_FSYNC = env.bool("JOURNAL_FSYNC", default=False)
 SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
@@ -150,6 +158,14 @@ CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# HTTPS hardening for the admin (the proxy path runs through no middleware; see README).
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Behind a TLS-terminating reverse proxy that sets X-Forwarded-Proto (and strips the client's).
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -7,3 +7,9 @@ class LogsConfig(AppConfig):
     name = "logs"
     verbose_name = "Gateway logs"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Scrub credentials from console log lines in every process that loads Django."""
+        from logs.console import console_redaction_install
+
+        console_redaction_install()

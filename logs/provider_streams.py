@@ -132,7 +132,9 @@ def openai_event_has_content(name: str | None, payload: Any) -> bool:
     for choice in payload.get("choices") or []:
         if not isinstance(choice, dict):
             continue
-        delta = choice.get("delta") or {}
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            delta = {}
         if delta.get("content") or delta.get("refusal") or delta.get("tool_calls") or choice.get("text"):
             return True
     return False

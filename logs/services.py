@@ -176,6 +176,15 @@ def _b64_images_extract(rec: dict, payload: dict, files: list[BinaryFile]) -> bo
     return moved
 
 
+def _untrusted(parse: Callable, *args: Any) -> Any:
+    """Run a parser over upstream data; a malformed answer leaves the derived fields NULL."""
+    try:
+        return parse(*args)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError):
+        log.warning("could not read %s from an upstream answer; left empty", parse.__name__)
+        return None
+
+
 def response_row(rec: dict, files: list[BinaryFile]) -> Response:
     """Build the Response row (and its files) from a journal record."""
     resp = Response(
@@ -199,11 +208,11 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
             text = None
     parsed: Any = None
     if resp.is_stream and text is not None:
-        resp.stream_result = wire.stream_reassemble(text)
+        resp.stream_result = _untrusted(wire.stream_reassemble, text) or {"result": None}
         parsed = resp.stream_result.get("result")
         if not _content_encoded(resp.headers):  # offsets count raw bytes: only plain ones map to events
-            resp.ttft_ms = ttft_compute(wire, text, rec.get("event_offsets_ms"), rec.get("offsets_base_ms"),
-                                        resp.ttfb_ms)
+            resp.ttft_ms = _untrusted(ttft_compute, wire, text, rec.get("event_offsets_ms"),
+                                      rec.get("offsets_base_ms"), resp.ttfb_ms)
     elif text is not None:
         parsed = _json_load(text)
         if isinstance(parsed, dict) and _b64_images_extract(rec, parsed, files):
@@ -212,7 +221,7 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
                 _payload_path(spill["name"]).unlink(missing_ok=True)
                 spill = None
     if isinstance(parsed, dict):
-        usage_fill(resp, wire, rec["provider"], parsed)
+        _untrusted(usage_fill, resp, wire, rec["provider"], parsed)
         if wire.name == "replicate":
             resp.output_urls = replicate_output_urls(parsed)
     if spill:
@@ -227,6 +236,22 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
     return resp
 
 
+def _fallback_row(rec: dict, exc: Exception) -> Request | Response:
+    """A row holding only a record's plain fields, for a record whose parsing failed."""
+    note = f"log parsing failed ({type(exc).__name__}); raw body kept in the file store if any"
+    if rec.get("t") == "req":
+        return Request(id=rec["id"], provider=rec["provider"], endpoint=rec["endpoint"], method=rec["method"],
+                       query_string=rec.get("query", ""), headers=rec.get("headers", []),
+                       body_size=rec.get("body_size", 0), key_fingerprint=rec.get("key_fp", ""),
+                       instance=rec.get("instance", ""), created_at=_when(rec["created"]))
+    status = rec.get("status")
+    return Response(id=rec["id"], request_id=rec["request_id"],
+                    status_code=status if isinstance(status, int) else None, headers=rec.get("headers", []),
+                    body_size=rec.get("body_size", 0), outcome=rec.get("outcome", Outcome.GATEWAY_ERROR),
+                    is_error=True, error_message="; ".join(filter(None, [rec.get("error", ""), note])),
+                    created_at=_when(rec["created"]))
+
+
 def exchange_records_write(records: Iterable[dict]) -> None:
     """Write a batch of journal records in one transaction; idempotent on replay."""
     requests, responses, files = [], [], []
@@ -236,8 +261,12 @@ def exchange_records_write(records: Iterable[dict]) -> None:
                 requests.append(request_row(rec, files))
             elif rec.get("t") == "resp":
                 responses.append(response_row(rec, files))
-        except Exception:  # one bad record must not cost the batch
-            log.exception("skipping unreadable log record %s", rec.get("id"))
+        except Exception as exc:  # one bad record must not cost the batch, nor its exchange its row
+            log.exception("log record %s could not be parsed; storing it without parsing", rec.get("id"))
+            try:
+                (requests if rec.get("t") == "req" else responses).append(_fallback_row(rec, exc))
+            except Exception:
+                log.exception("skipping unreadable log record %s", rec.get("id"))
     with transaction.atomic():
         Request.objects.bulk_create(requests, ignore_conflicts=True)
         Response.objects.bulk_create(responses, ignore_conflicts=True)

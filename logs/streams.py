@@ -3,6 +3,8 @@
 import json
 from typing import Any
 
+MAX_TOOL_CALLS = 256  # a tool-call index is untrusted input: never grow a list to its size
+
 
 def sse_parse(text: str) -> list[dict[str, str]]:
     """Split raw SSE text into events ({"event", "data", "id"}); tolerant of broken framing."""
@@ -49,24 +51,34 @@ def chat_chunks_reassemble(payloads: list[dict]) -> dict[str, Any]:
                 result[key] = chunk[key]
         if chunk.get("usage"):
             result["usage"] = chunk["usage"]
-        for choice in chunk.get("choices") or []:
+        choice_list = chunk.get("choices")
+        for choice in choice_list if isinstance(choice_list, list) else []:
+            if not isinstance(choice, dict):  # broken upstreams: skip what is not a choice
+                continue
             idx = choice.get("index", 0)
+            idx = idx if isinstance(idx, int) else 0
             acc = choices.setdefault(
                 idx, {"index": idx, "message": {"role": "assistant", "content": None},
                       "finish_reason": None})
-            delta = choice.get("delta") or {}
+            delta = choice.get("delta")
+            delta = delta if isinstance(delta, dict) else {}
             msg = acc["message"]
-            if delta.get("role"):
+            if isinstance(delta.get("role"), str) and delta["role"]:
                 msg["role"] = delta["role"]
-            if delta.get("content") is not None:
+            if isinstance(delta.get("content"), str):
                 msg["content"] = (msg["content"] or "") + delta["content"]
-            if delta.get("refusal") is not None:
+            if isinstance(delta.get("refusal"), str):
                 msg["refusal"] = (msg.get("refusal") or "") + delta["refusal"]
-            if "text" in choice:  # legacy /v1/completions
-                acc["text"] = acc.get("text", "") + (choice.get("text") or "")
-            for call in delta.get("tool_calls") or []:
+            if isinstance(choice.get("text"), str):  # legacy /v1/completions
+                acc["text"] = acc.get("text", "") + choice["text"]
+            tool_calls = delta.get("tool_calls")
+            for call in tool_calls if isinstance(tool_calls, list) else []:
+                if not isinstance(call, dict):
+                    continue
                 calls = msg.setdefault("tool_calls", [])
                 cidx = call.get("index", len(calls))
+                if not isinstance(cidx, int) or not 0 <= cidx < MAX_TOOL_CALLS:
+                    continue
                 while len(calls) <= cidx:
                     calls.append({"id": None, "type": "function",
                                   "function": {"name": "", "arguments": ""}})
@@ -75,9 +87,10 @@ def chat_chunks_reassemble(payloads: list[dict]) -> dict[str, Any]:
                     slot["id"] = call["id"]
                 if call.get("type"):
                     slot["type"] = call["type"]
-                fn = call.get("function") or {}
-                slot["function"]["name"] += fn.get("name") or ""
-                slot["function"]["arguments"] += fn.get("arguments") or ""
+                fn = call.get("function")
+                fn = fn if isinstance(fn, dict) else {}
+                slot["function"]["name"] += fn["name"] if isinstance(fn.get("name"), str) else ""
+                slot["function"]["arguments"] += fn["arguments"] if isinstance(fn.get("arguments"), str) else ""
             if choice.get("finish_reason"):
                 acc["finish_reason"] = choice["finish_reason"]
     result["choices"] = [choices[i] for i in sorted(choices)]
@@ -94,11 +107,12 @@ def stream_reassemble(text: str) -> dict[str, Any]:
         if not isinstance(payload, dict):
             continue
         kind = payload.get("type") or name or ""
+        kind = kind if isinstance(kind, str) else ""
         if kind in ("response.completed", "response.failed", "response.incomplete") and isinstance(
             payload.get("response"), dict
         ):
             final = payload["response"]
-        elif "choices" in payload or payload.get("object", "").endswith("chunk"):
+        elif "choices" in payload or str(payload.get("object", "")).endswith("chunk"):
             chunks.append(payload)
     out: dict[str, Any] = {"events": len(events)}
     if final is not None:

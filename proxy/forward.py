@@ -1,6 +1,7 @@
 """One exchange end to end: record the request, call the upstream, relay and log the answer."""
 
 import asyncio
+import logging
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -9,10 +10,12 @@ import httpx
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from gateway_project.limits import REFUSAL_KEY
 from logs.capture import BodyCapture, content_type_is_text, payload_name, payload_open
 from logs.models import Outcome
-from logs.redact import headers_mask, key_fingerprint, query_mask
+from logs.redact import ScrubbingWriter, credentials_collect, headers_mask, key_fingerprint, query_mask, text_scrub
 from logs.writer import writer_get
+from proxy.access import AccessDenied, access_check, headers_label
 from proxy.paths import PathRefused, path_normalise
 from proxy.providers import Provider, openai_error, provider_match, provider_prefixes
 from proxy.relay import Exchange, relay_stream
@@ -21,6 +24,10 @@ from proxy.upstream import client_get, headers_forward
 
 REQUEST_ID_HEADER = "X-Gateway-Request-Id"
 BODY_CHUNK = 64 * 1024
+# TRACE would echo credentials back, CONNECT would open a tunnel: neither is an API call.
+PROXY_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+log = logging.getLogger(__name__)
 
 
 def json_error(status: int, body: bytes, request_id: str | None = None) -> HttpResponse:
@@ -109,18 +116,36 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
     content_type = request.META.get("CONTENT_TYPE", "")
     size = _body_size(request)
     query = request.META.get("QUERY_STRING", "")
+    refusal = request.scope.get(REFUSAL_KEY)  # set by gateway_project/limits.py while reading
+    try:
+        gateway_key = access_check(pairs)
+    except AccessDenied as exc:
+        gateway_key = None
+        refusal = refusal or {"status": 401, "message": str(exc), "kind": "authentication_error"}
     record = {
         "t": "req", "id": rid, "provider": provider.name, "endpoint": path, "method": request.method,
-        "query": query_mask(query), "headers": headers_mask(pairs), "body": None, "body_size": size,
-        "content_type": content_type, "client": request.META.get("REMOTE_ADDR", ""),
+        "query": query_mask(query), "headers": headers_label(headers_mask(pairs), gateway_key), "body": None,
+        "body_size": size, "content_type": content_type, "client": request.META.get("REMOTE_ADDR", ""),
         "created": exchange.started_wall, "instance": writer_get().instance,
         "key_fp": key_fingerprint(_credential(provider, pairs, query)), "wire": provider.wire,
+        "gateway_key": gateway_key.label if gateway_key else "",
     }
-    writer = writer_get()
-    if size > settings.MAX_REQUEST_BODY_BYTES:
+    # Every record of this exchange loses the request's credentials, wherever they echo.
+    writer = ScrubbingWriter(writer_get(), credentials_collect(pairs, query))
+    if refusal is None and request.method not in PROXY_METHODS:
+        refusal = {"status": 405, "message": f"Method {request.method} is not supported by the gateway."}
+    if refusal is None and size > settings.MAX_REQUEST_BODY_BYTES:
+        refusal = {"status": 413, "message": f"Request body of {size} bytes exceeds MAX_REQUEST_BODY_BYTES "
+                                             f"({settings.MAX_REQUEST_BODY_BYTES})."}
+    if refusal is not None:  # logged without its body, answered in the provider's error shape
+        record["body_size"] = refusal.get("body_size", size)
         writer.submit(record)
-        msg = f"Request body of {size} bytes exceeds MAX_REQUEST_BODY_BYTES ({settings.MAX_REQUEST_BODY_BYTES})."
-        return _answer_gateway_error(413, msg, provider, exchange, writer, kind="invalid_request_error")
+        resp = _answer_gateway_error(refusal["status"], refusal["message"], provider, exchange, writer,
+                                     kind=refusal.get("kind", "invalid_request_error"),
+                                     outcome=refusal.get("outcome"))
+        if refusal["status"] == 405:
+            resp["Allow"] = ", ".join(sorted(PROXY_METHODS))
+        return resp
     content: bytes | AsyncIterator[bytes] = b""
     if size and (size > settings.LOG_BODY_INLINE_MAX_BYTES or not content_type_is_text(content_type)
                  or content_type.lower().startswith("multipart/")):
@@ -167,6 +192,10 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
     except httpx.HTTPError as exc:
         return _answer_gateway_error(502, f"Upstream unreachable: {type(exc).__name__}: {exc}", provider,
                                      exchange, writer)
+    except Exception as exc:  # e.g. httpx.InvalidURL: a JSON answer and a response row, never a trace
+        log.exception("exchange %s could not be sent upstream", rid)
+        return _answer_gateway_error(500, f"Gateway could not send the request: {type(exc).__name__}",
+                                     provider, exchange, writer)
 
     resp_headers = headers_forward([(k.decode("latin-1"), v.decode("latin-1"))
                                     for k, v in upstream.headers.raw], request=False)
@@ -218,10 +247,12 @@ def _response_log(writer, provider: Provider, exchange: Exchange, upstream: http
 
 
 def _answer_gateway_error(status: int, message: str, provider: Provider, exchange: Exchange, writer,
-                          *, kind: str = "gateway_error") -> HttpResponse:
+                          *, kind: str = "gateway_error", outcome: str | None = None) -> HttpResponse:
     """Answer and log an exchange the gateway itself ended."""
+    message = text_scrub(message, getattr(writer, "secrets", []))
     body = provider.error_body(message, kind=kind, status=status)
-    exchange.outcome = Outcome.GATEWAY_ERROR if status != 504 and status != 502 else Outcome.UPSTREAM_ERROR
+    exchange.outcome = outcome or (
+        Outcome.GATEWAY_ERROR if status != 504 and status != 502 else Outcome.UPSTREAM_ERROR)
     exchange.error = message
     record = {
         "t": "resp", "id": uuid.uuid4().hex, "request_id": exchange.request_id, "provider": provider.name,

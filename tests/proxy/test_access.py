@@ -1,0 +1,79 @@
+"""Gateway access keys: required when configured, removed before forwarding, logged by name."""
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from logs.models import Request, Response
+from logs.redact import key_fingerprint
+from proxy.access import AccessDenied, access_check, headers_label
+
+TEAM_KEY = "gk-" + "team" + "0123456789abcdefghij"
+BARE_KEY = "gk-" + "bare" + "abcdefghij0123456789"
+PROVIDER_KEY = "sk-" + "acc" + "0123456789abcdefghijklmn"
+
+
+@pytest.fixture
+def access_keys(settings):
+    settings.GATEWAY_API_KEYS = [f"team-a:{TEAM_KEY}", BARE_KEY]
+
+
+def test_open_when_no_keys_configured(settings):
+    settings.GATEWAY_API_KEYS = []
+    assert access_check([("Authorization", "Bearer x")]) is None
+
+
+def test_named_and_bare_keys(access_keys):
+    assert access_check([("X-Gateway-Key", TEAM_KEY)]).name == "team-a"
+    bare = access_check([("x-gateway-key", f" {BARE_KEY} ")])
+    assert bare.name == f"key-{key_fingerprint(BARE_KEY)}"
+    with pytest.raises(AccessDenied, match="requires an access key"):
+        access_check([("Authorization", f"Bearer {TEAM_KEY}")])
+    with pytest.raises(AccessDenied, match="Invalid"):
+        access_check([("X-Gateway-Key", TEAM_KEY + "x")])
+
+
+def test_label_replaces_the_logged_header(access_keys):
+    key = access_check([("X-Gateway-Key", TEAM_KEY)])
+    labelled = headers_label([("X-Gateway-Key", "…ghij"), ("A", "b")], key)
+    assert labelled == [("X-Gateway-Key", f"team-a (fp {key_fingerprint(TEAM_KEY)})"), ("A", "b")]
+
+
+pytestmark_live = pytest.mark.django_db(transaction=True)
+
+
+@pytestmark_live
+@pytest.mark.parametrize("headers,message", [
+    ({}, "requires an access key"),
+    ({"X-Gateway-Key": "gk-wrong-0000000000000000"}, "Invalid gateway access key"),
+])
+def test_live_missing_or_wrong_key_is_a_json_401(gateway, upstream, log_flush, access_keys, headers, message):
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "m", "messages": []},
+                   headers={"Authorization": f"Bearer {PROVIDER_KEY}", **headers})
+    assert r.status_code == 401
+    err = r.json()["error"]
+    assert message in err["message"] and err["type"] == "authentication_error"
+    assert upstream.received == []  # the upstream never saw it
+    log_flush()
+    req = Request.objects.get(id=r.headers["x-gateway-request-id"])
+    resp = Response.objects.get(request=req)
+    assert resp.status_code == 401 and resp.outcome == "gateway_error" and req.body is None
+    assert PROVIDER_KEY not in json.dumps(req.headers)
+
+
+@pytestmark_live
+def test_live_good_key_passes_and_is_stripped(gateway, upstream, log_flush, access_keys):
+    client = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                           default_headers={"X-Gateway-Key": TEAM_KEY})
+    assert client.models.list().data[0].id == "gpt-4o-mini"
+    got = upstream.received[-1]
+    assert got.header("x-gateway-key") is None  # removed before forwarding
+    assert got.header("authorization") == f"Bearer {PROVIDER_KEY}"  # provider key untouched
+    log_flush()
+    req = Request.objects.get(endpoint="/v1/models")
+    logged = {k.lower(): v for k, v in req.headers}
+    assert logged["x-gateway-key"] == f"team-a (fp {key_fingerprint(TEAM_KEY)})"
+    assert req.key_fingerprint == key_fingerprint(PROVIDER_KEY)
+    assert Response.objects.get(request=req).status_code == 200
