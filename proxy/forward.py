@@ -64,6 +64,14 @@ async def _file_chunks(name: str) -> AsyncIterator[bytes]:
             yield chunk
 
 
+async def _spooled_chunks(request: HttpRequest) -> AsyncIterator[bytes]:
+    """Stream the request body from Django's own spool (fallback when the payload store is full)."""
+    src = _body_file(request)
+    src.seek(0)
+    while chunk := src.read(BODY_CHUNK):
+        yield chunk
+
+
 def _spool_copy(request: HttpRequest, name: str) -> str:
     """Copy the spooled request body into the payload store; returns its sha256."""
     import hashlib
@@ -113,18 +121,27 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
     if size and (size > settings.LOG_BODY_INLINE_MAX_BYTES or not content_type_is_text(content_type)
                  or content_type.lower().startswith("multipart/")):
         name = payload_name(provider.name, content_type)
-        sha = await asyncio.to_thread(_spool_copy, request, name)
-        record["body_file"] = {"name": name, "size": size, "sha256": sha}
-        content = _file_chunks(name)
+        try:
+            sha = await asyncio.to_thread(_spool_copy, request, name)
+            record["body_file"] = {"name": name, "size": size, "sha256": sha}
+            content = _file_chunks(name)
+        except OSError as exc:  # payload store full or unwritable: forward anyway, say so in the log
+            await asyncio.to_thread(_payload_discard, name)
+            exchange.notes.append(f"request body file not saved: {exc}")
+            content = _spooled_chunks(request)
     elif size:
         content = request.read()
         try:
             record["body"] = content.decode("utf-8")
         except UnicodeDecodeError:
             name = payload_name(provider.name, "application/octet-stream")
-            with payload_open(name) as f:
-                f.write(content)
-            record["body_file"] = {"name": name, "size": size, "sha256": ""}
+            try:
+                with payload_open(name) as f:
+                    f.write(content)
+                record["body_file"] = {"name": name, "size": size, "sha256": ""}
+            except OSError as exc:
+                _payload_discard(name)
+                exchange.notes.append(f"request body file not saved: {exc}")
     writer.submit(record)  # durable before the upstream sees anything
 
     headers = headers_forward(pairs, request=True)
@@ -138,11 +155,12 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
                                      extensions={"timeout": client.timeout.as_dict()})
         upstream = await client.send(upstream_req, stream=True)
     except asyncio.CancelledError:
-        exchange.outcome, exchange.error = Outcome.CLIENT_ABORTED, "client disconnected while waiting for upstream"
+        # Django cancels the view task when the client goes away; httpx closes the upstream socket.
+        exchange.cancelled_mark("while waiting for the upstream")
         _response_log(writer, provider, exchange, None, None, None)
         raise
     except httpx.TimeoutException as exc:
-        return _answer_gateway_error(504, f"Upstream timed out: {type(exc).__name__}", provider, exchange, writer)
+        return _answer_gateway_error(504, _timeout_message(exc), provider, exchange, writer)
     except httpx.HTTPError as exc:
         return _answer_gateway_error(502, f"Upstream unreachable: {type(exc).__name__}: {exc}", provider,
                                      exchange, writer)
@@ -158,7 +176,9 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
         _response_log(writer, provider, exchange, upstream, resp_headers, capture)
 
     response = StreamingHttpResponse(
-        relay_stream(upstream, exchange, capture, on_end, is_sse=is_sse), status=upstream.status_code,
+        relay_stream(upstream, exchange, capture, on_end, is_sse=is_sse,
+                     idle_timeout=settings.STREAM_IDLE_TIMEOUT),
+        status=upstream.status_code,
     )
     headers_apply(response, resp_headers)
     response[REQUEST_ID_HEADER] = rid
@@ -189,7 +209,30 @@ def _response_log(writer, provider: Provider, exchange: Exchange, upstream: http
     }
     if capture is not None:
         record.update(capture.finish())
+    notes = [n for n in [*exchange.notes, record.get("capture_error", "")] if n]
+    if notes:
+        record["capture_error"] = "; ".join(notes)
     writer.submit(record)
+    exchange.end()
+
+
+def _timeout_message(exc: httpx.TimeoutException) -> str:
+    """Name the timeout that fired and the setting behind it."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"Upstream connect timed out after {settings.UPSTREAM_CONNECT_TIMEOUT:g} s (UPSTREAM_CONNECT_TIMEOUT)"
+    if isinstance(exc, httpx.PoolTimeout):
+        return f"No free upstream connection within {settings.UPSTREAM_CONNECT_TIMEOUT:g} s (UPSTREAM_MAX_CONNECTIONS)"
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"Upstream sent no answer within {settings.UPSTREAM_READ_TIMEOUT:g} s (UPSTREAM_READ_TIMEOUT)"
+    return f"Upstream timed out: {type(exc).__name__}"
+
+
+def _payload_discard(name: str) -> None:
+    """Remove a partly written payload file (it has no row and would be an orphan)."""
+    try:
+        (settings.FILE_STORAGE_PATH / name).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _answer_gateway_error(status: int, message: str, provider: Provider, exchange: Exchange, writer,
@@ -198,11 +241,15 @@ def _answer_gateway_error(status: int, message: str, provider: Provider, exchang
     body = provider.error_body(message, kind=kind)
     exchange.outcome = Outcome.GATEWAY_ERROR if status != 504 and status != 502 else Outcome.UPSTREAM_ERROR
     exchange.error = message
+    exchange.clock_stop()
     record = {
         "t": "resp", "id": uuid.uuid4().hex, "request_id": exchange.request_id, "provider": provider.name,
         "status": status, "headers": [["Content-Type", "application/json"]], "content_type": "application/json",
         "body": body.decode(), "body_size": len(body), "duration_ms": exchange.elapsed_ms(),
         "outcome": exchange.outcome, "error": message, "created": exchange.started_wall,
     }
+    if exchange.notes:
+        record["capture_error"] = "; ".join(exchange.notes)
     writer.submit(record)
+    exchange.end()
     return json_error(status, body, exchange.request_id)
