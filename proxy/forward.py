@@ -57,13 +57,6 @@ def _body_size(request: HttpRequest) -> int:
     return size
 
 
-async def _file_chunks(name: str) -> AsyncIterator[bytes]:
-    """Stream a stored body to the upstream without holding it in memory."""
-    with open(settings.FILE_STORAGE_PATH / name, "rb") as f:
-        while chunk := f.read(BODY_CHUNK):
-            yield chunk
-
-
 async def _spooled_chunks(request: HttpRequest) -> AsyncIterator[bytes]:
     """Stream the request body from Django's own spool (fallback when the payload store is full)."""
     src = _body_file(request)
@@ -124,7 +117,9 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
         try:
             sha = await asyncio.to_thread(_spool_copy, request, name)
             record["body_file"] = {"name": name, "size": size, "sha256": sha}
-            content = _file_chunks(name)
+            # From Django's spool, not the payload copy: the log writer may move or delete that
+            # copy (multipart split) while the upstream is still reading.
+            content = _spooled_chunks(request)
         except OSError as exc:  # payload store full or unwritable: forward anyway, say so in the log
             await asyncio.to_thread(_payload_discard, name)
             exchange.notes.append(f"request body file not saved: {exc}")
