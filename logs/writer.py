@@ -76,7 +76,7 @@ class LogWriter:
     def stop(self, timeout: float = 10.0) -> bool:
         """Let open exchanges end, drain the queue, stop the thread and release the journal."""
         self.flush(timeout)
-        drained = self.flush(5.0, exchanges=False)
+        drained = self.flush(min(5.0, max(timeout, 0.5)), exchanges=False)
         if not drained:
             self._abandon = True
             log.warning("log store still unavailable at shutdown; %d record(s) stay in %s for the next start",
