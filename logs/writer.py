@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, IntegrityError, connection
 
 from logs.journal import Journal, journal_counters_prune, journal_orphans, journal_pending_total, journal_records
 
@@ -108,7 +108,7 @@ class LogWriter:
                     break
                 batch.append(item)
             records = [rec for rec, _ in batch]
-            if not self._retry(lambda: exchange_records_write(records)):
+            if not self._retry(lambda: self._batch_write(exchange_records_write, records)):
                 break  # abandoned at shutdown: the journal file keeps these for the next start
             try:
                 self.journal.commit(sum(1 for _, journaled in batch if journaled))
@@ -121,6 +121,23 @@ class LogWriter:
             if self._stopping:
                 break
         connection.close()
+
+    @staticmethod
+    def _batch_write(write, records: list[dict[str, Any]]) -> None:
+        """Write a batch; if the database rejects one record, write the others one by one.
+
+        A constraint violation never goes away by retrying: without this, one bad record
+        would hold every later record in the journal forever.
+        """
+        try:
+            write(records)
+        except IntegrityError:
+            connection.close()
+            for rec in records:
+                try:
+                    write([rec])
+                except IntegrityError as exc:
+                    log.error("log record %s rejected by the database, skipped: %s", rec.get("id"), exc)
 
     def _retry(self, work) -> bool:
         """Run a database write until it succeeds (True); the journal keeps the records meanwhile."""

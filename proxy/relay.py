@@ -143,10 +143,14 @@ async def relay_stream(
     finally:
         if not finished:  # closed unfinished (GeneratorExit) or any other escape: the client left
             exchange.cancelled_mark("before the response ended")
-        # Stop the upstream at once (no more tokens spent) before writing the log.
-        await asyncio.shield(upstream.aclose())
-        on_end()
-        exchange.end()
+        try:
+            # Stop the upstream at once (no more tokens spent) before writing the log.
+            await asyncio.shield(upstream.aclose())
+        finally:  # logged even if a second cancellation lands while the upstream closes
+            try:
+                on_end()
+            finally:
+                exchange.end()
     if broken:
         if _error_tail_allowed(upstream, is_sse):
             yield sse_error_event(exchange.error)

@@ -88,3 +88,12 @@ def test_shutdown_while_database_down_keeps_records_for_next_start(monkeypatch, 
         assert not journal.exists()
     finally:
         nxt.stop(5)
+
+
+def test_record_rejected_by_the_database_does_not_block_the_others():
+    writer = writer_get()
+    orphan = _pair(0)[1] | {"request_id": uuid.uuid4().hex}  # a response whose request never existed
+    for rec in [*_pair(1), orphan, *_pair(2)]:
+        writer.submit(rec)
+    assert writer.flush(10)
+    assert Request.objects.count() == 2 and Response.objects.count() == 2
