@@ -1,6 +1,7 @@
 """One exchange end to end: record the request, call the upstream, relay and log the answer."""
 
 import asyncio
+import logging
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,8 @@ from proxy.paths import PathRefused, path_normalise
 from proxy.providers import Provider, openai_error, provider_match, provider_prefixes
 from proxy.relay import Exchange, relay_stream
 from proxy.upstream import client_get, headers_forward
+
+log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Gateway-Request-Id"
 BODY_CHUNK = 64 * 1024
@@ -159,6 +162,10 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
     except httpx.HTTPError as exc:
         return _answer_gateway_error(502, f"Upstream unreachable: {type(exc).__name__}: {exc}", provider,
                                      exchange, writer)
+    except Exception as exc:  # anything else still ends in a clear answer and a finished log entry
+        log.exception("exchange %s failed before the upstream answered", rid)
+        return _answer_gateway_error(500, f"Gateway failed to forward the request: {type(exc).__name__}: {exc}",
+                                     provider, exchange, writer)
 
     resp_headers = headers_forward([(k.decode("latin-1"), v.decode("latin-1"))
                                     for k, v in upstream.headers.raw], request=False)

@@ -181,3 +181,18 @@ def test_healthy_stream_still_completes(fast_gateway, log_flush):
     assert lines[-2] == "data: [DONE]"
     _, resp = exchange_get(log_flush, r.headers["x-gateway-request-id"])
     assert resp.outcome == "completed" and not resp.is_error
+
+
+def test_unexpected_failure_while_forwarding_still_ends_the_log_entry(fast_gateway, log_flush, monkeypatch):
+    import proxy.forward
+
+    async def unreadable(request):
+        raise OSError(5, "Input/output error")
+        yield b""  # pragma: no cover - makes this an async generator
+
+    monkeypatch.setattr(proxy.forward, "_spooled_chunks", unreadable)
+    r = httpx.post(f"{fast_gateway.url}/v1/images/edits", headers=AUTH, timeout=10,
+                   files={"image": ("a.png", b"\x89PNG" + b"\x00" * 100, "image/png")}, data={"prompt": "x"})
+    err = _assert_gateway_error(r, 500)
+    assert "Input/output error" in err["message"]
+    _assert_logged_error(log_flush, r, 500, "gateway_error", "Input/output error")
