@@ -61,7 +61,7 @@ def _body_size(request: HttpRequest) -> int:
 
 
 async def _spooled_chunks(request: HttpRequest) -> AsyncIterator[bytes]:
-    """Stream the request body from Django's own spool (fallback when the payload store is full)."""
+    """Stream the request body to the upstream from Django's own spool, never held whole in memory."""
     src = _body_file(request)
     src.seek(0)
     while chunk := src.read(BODY_CHUNK):
