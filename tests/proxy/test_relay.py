@@ -71,7 +71,7 @@ def test_idle_stream_gets_a_final_error_event():
     assert out[0] == b"data: 1\n\n" and out[-1].startswith(b"event: error\ndata: {")
     assert b"STREAM_IDLE_TIMEOUT" in out[-1] and len(out) == 2
     assert exchange.outcome == "upstream_error" and ended[0]["body"] == "data: 1\n\n" and body.closed
-    assert 150 < exchange.elapsed_ms() < 1500
+    assert 150 < exchange.elapsed_ms() < 1900  # before the next chunk (2 s)
 
 
 def test_broken_plain_body_cuts_the_client():
@@ -125,7 +125,7 @@ def test_cancelled_task_is_client_aborted_and_duration_stops_there():
         return holder["ex"]
 
     ex = asyncio.run(run())
-    assert ex.outcome == "client_aborted" and body.closed and 150 < ex.elapsed_ms() < 1000
+    assert ex.outcome == "client_aborted" and body.closed and 150 < ex.elapsed_ms() < 4000  # not 5 s
 
 
 def test_shutdown_interrupt_marks_interrupted():
