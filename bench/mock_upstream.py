@@ -12,8 +12,10 @@ Used by the benchmark and by the end-to-end tests. Routes (OpenAI wire format):
 Request headers steer it: x-mock-status (error status), x-mock-events / x-mock-delay-ms (SSE),
 x-mock-gzip (gzip the JSON answer), x-mock-tool-call, x-mock-fault (close-mid-stream,
 stall, reset, bad-json, wrong-length, bad-sse: broken SSE framing, echo-auth: a 401 whose body
-and headers echo the request's credentials), x-mock-content-type (label the answer with this
-content type instead of the right one).
+and headers echo the request's credentials, stall-body: half the JSON body, then x-mock-stall-s
+of silence, then the rest), x-mock-content-type (label the answer with this content type
+instead of the right one). Stalls and SSE delays watch the socket: when the gateway closes the
+connection, `Received.peer_closed_at` is set (time.monotonic()) and the answer stops.
 
 Run alone: python bench/mock_upstream.py --port 9100
 """
@@ -21,6 +23,7 @@ Run alone: python bench/mock_upstream.py --port 9100
 import argparse
 import asyncio
 import base64
+import contextvars
 import gzip
 import hashlib
 import json
@@ -60,6 +63,13 @@ BROKEN_SSE = [
 ]
 
 
+_conn_reader: contextvars.ContextVar[asyncio.StreamReader] = contextvars.ContextVar("conn_reader")
+
+
+class _PeerGone(Exception):
+    """The gateway closed the connection while the mock was still answering."""
+
+
 @dataclass
 class Received:
     """What the mock saw of one request."""
@@ -71,6 +81,7 @@ class Received:
     body: bytes
     size: int
     sha256: str
+    peer_closed_at: float | None = None  # when the gateway hung up before the answer ended
 
     def header(self, name: str) -> str | None:
         """First value of a header, case-insensitively."""
@@ -100,6 +111,7 @@ class MockUpstream:
         return f"http://{self.host}:{self.port}"
 
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        current: Received | None = None
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -140,13 +152,31 @@ class MockUpstream:
                                size, digest.hexdigest())
                 if self.record:
                     self.received.append(req)
+                _conn_reader.set(reader)  # per connection task, for _pause
+                current = req
                 keep_open = await self._answer(req, hmap, writer)
                 if not keep_open or hmap.get("connection", "").lower() == "close":
                     break
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        except _PeerGone:
+            if current is not None and current.peer_closed_at is None:
+                current.peer_closed_at = time.monotonic()
+        except ConnectionError:
+            if current is not None and current.peer_closed_at is None:
+                current.peer_closed_at = time.monotonic()
+        except (asyncio.IncompleteReadError, ValueError):
             pass
         finally:
             writer.close()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but stop at once (raising _PeerGone) if the gateway closes the connection."""
+        reader = _conn_reader.get()
+        try:
+            data = await asyncio.wait_for(reader.read(1), timeout=seconds)
+        except asyncio.TimeoutError:
+            return
+        if not data:
+            raise _PeerGone
 
     async def _send(self, writer, status: int, body: bytes, ctype: str = "application/json",
                     extra: list[tuple[str, str]] | None = None, length: int | None = None) -> None:
@@ -160,7 +190,7 @@ class MockUpstream:
         """Write the answer; False to close the connection."""
         fault = h.get("x-mock-fault", "")
         if fault == "stall":
-            await asyncio.sleep(float(h.get("x-mock-stall-s", "30")))
+            await self._pause(float(h.get("x-mock-stall-s", "30")))
         if fault == "reset":
             writer.transport.abort()
             return False
@@ -234,6 +264,13 @@ class MockUpstream:
         if fault == "wrong-length":
             await self._send(writer, 200, body, ctype, extra=extra, length=len(body) + 100)
             return False
+        if fault == "stall-body":
+            half = len(body) // 2
+            await self._send(writer, 200, body[:half], ctype, extra=extra, length=len(body))
+            await self._pause(float(h.get("x-mock-stall-s", "30")))
+            writer.write(body[half:])
+            await writer.drain()
+            return True
         await self._send(writer, 200, body, ctype, extra=extra)
         return True
 
@@ -266,7 +303,7 @@ class MockUpstream:
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             await writer.drain()
             if delay:
-                await asyncio.sleep(delay)
+                await self._pause(delay)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True

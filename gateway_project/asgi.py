@@ -1,7 +1,15 @@
-"""ASGI entry point: Django plus the lifespan events Django lacks (shared client, log flush)."""
+"""ASGI entry point: Django plus the lifespan events Django lacks (shared client, log flush).
+
+Shutdown (SIGTERM/SIGINT under uvicorn): the server stops accepting connections and waits for
+in-flight exchanges; SHUTDOWN_GRACE_SECONDS after the signal, exchanges still running are
+cancelled and logged `interrupted`; then the lifespan shutdown flushes every pending log write.
+"""
 
 import asyncio
+import logging
 import os
+import signal
+import threading
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 
@@ -12,7 +20,47 @@ django_app = get_asgi_application()
 
 from gateway_project.limits import RequestGuard  # noqa: E402
 from logs.writer import writer_get, writer_stop  # noqa: E402
+from proxy.relay import UpstreamBroken, exchanges_inflight, exchanges_interrupt  # noqa: E402
 from proxy.upstream import client_close, client_get  # noqa: E402
+
+log = logging.getLogger(__name__)
+_grace: dict[str, asyncio.TimerHandle | None] = {"timer": None}
+
+
+def _grace_over() -> None:
+    """The shutdown grace period ran out: end what is still in flight (each logs itself)."""
+    count = exchanges_interrupt()
+    if count:
+        log.warning("shutdown grace of %g s over: %d exchange(s) interrupted", settings.SHUTDOWN_GRACE_SECONDS,
+                    count)
+
+
+def _grace_start(loop: asyncio.AbstractEventLoop) -> None:
+    """Start the grace clock once, at the first stop signal."""
+    if _grace["timer"] is None:
+        log.warning("shutting down: %d exchange(s) in flight get %g s to finish", exchanges_inflight(),
+                    settings.SHUTDOWN_GRACE_SECONDS)
+        _grace["timer"] = loop.call_later(settings.SHUTDOWN_GRACE_SECONDS, _grace_over)
+
+
+def shutdown_signals_watch(loop: asyncio.AbstractEventLoop) -> None:
+    """Chain onto the server's own SIGTERM/SIGINT handlers to learn when shutdown begins.
+
+    The ASGI lifespan only hears of shutdown after every connection has closed, too late to
+    bound in-flight exchanges; uvicorn restores its handlers (dropping ours) when it exits.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):  # not under a server that handles the signal itself
+            continue
+
+        def handler(signum, frame, previous=previous) -> None:
+            loop.call_soon_threadsafe(_grace_start, loop)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
 
 
 async def lifespan_run(receive, send) -> None:
@@ -22,6 +70,7 @@ async def lifespan_run(receive, send) -> None:
         if message["type"] == "lifespan.startup":
             client_get()
             writer_get()
+            shutdown_signals_watch(asyncio.get_running_loop())
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await client_close()
@@ -34,8 +83,13 @@ async def application(scope, receive, send) -> None:
     """Route lifespan events here and HTTP to Django."""
     if scope["type"] == "lifespan":
         await lifespan_run(receive, send)
-    elif scope["type"] == "http":
+        return
+    if scope["type"] == "http":
         # Size and idle limits apply while the body is read, before Django spools it to disk.
-        await django_app(scope, RequestGuard(scope, receive).receive, send)
-    else:
+        receive = RequestGuard(scope, receive).receive
+    try:
         await django_app(scope, receive, send)
+    except UpstreamBroken:
+        # Already logged. Returning with the response unfinished makes the server drop the
+        # connection, so the client sees a broken body instead of a truncated "complete" one.
+        return

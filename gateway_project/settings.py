@@ -128,6 +128,8 @@ REPLICATE_FILE_HOSTS = env.list("REPLICATE_FILE_HOSTS", default=["replicate.deli
 REPLICATE_FILE_MAX_BYTES = env.int("REPLICATE_FILE_MAX_BYTES", default=100 * 1024 * 1024)
 UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=10.0)
 UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=600.0)
+# Longest silence allowed between two chunks of an answer body once it started (0: no limit).
+STREAM_IDLE_TIMEOUT = env.float("STREAM_IDLE_TIMEOUT", default=300.0)
 UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)
 UPSTREAM_MAX_KEEPALIVE = env.int("UPSTREAM_MAX_KEEPALIVE", default=100)
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=100 * 1024 * 1024)

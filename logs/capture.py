@@ -88,6 +88,7 @@ class BodyCapture:
         self.event_offsets: list[float] | None = [] if stream else None
         self.started = time.monotonic()
         self.write_error = ""
+        self.discarded = False
 
     def feed(self, chunk: bytes) -> None:
         """Take one chunk as it passes; never raises into the relay."""
@@ -126,7 +127,18 @@ class BodyCapture:
             self.file.write(data)
             self.sha.update(data)
         except OSError as exc:  # disk full etc.: the client still gets its answer
-            self.write_error = f"file not saved: {exc}"
+            self.write_error = f"response body file not saved: {exc}"
+            self._file_discard()
+
+    def _file_discard(self) -> None:
+        """Drop a partly written file: a truncated copy is no evidence, and frees the disk."""
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+            (Path(settings.FILE_STORAGE_PATH) / self.file_name).unlink(missing_ok=True)
+        self.file, self.file_name, self.parts, self.discarded = None, "", [], True
 
     def finish(self) -> dict[str, Any]:
         """Close any file and describe the captured body for the log record."""
@@ -138,11 +150,17 @@ class BodyCapture:
         out: dict[str, Any] = {"body_size": self.size}
         if self.event_offsets is not None:
             out["event_offsets_ms"] = self.event_offsets
+        if self.discarded:
+            out["capture_error"] = self.write_error
+            return out
         if self.file is not None:
             try:
                 self.file.close()
             except OSError as exc:
-                self.write_error = f"file not saved: {exc}"
+                self.write_error = f"response body file not saved: {exc}"
+                self._file_discard()
+                out["capture_error"] = self.write_error
+                return out
             out["body_file"] = {"name": self.file_name, "size": self.size,
                                 "sha256": self.sha.hexdigest() if self.sha else "",
                                 "content_type": self.content_type, "error": self.write_error}
@@ -154,6 +172,9 @@ class BodyCapture:
             # Not text after all: raw bytes never go into a TEXT column.
             self.is_text = False
             self._keep_file_now(data)
+            if self.discarded:
+                out["capture_error"] = self.write_error
+                return out
             out["body_file"] = {"name": self.file_name, "size": self.size,
                                 "sha256": self.sha.hexdigest() if self.sha else "",
                                 "content_type": self.content_type, "error": self.write_error}

@@ -30,10 +30,10 @@ STATUS_CLASSES = {
 
 
 def pending_log_records() -> int:
-    """Log records accepted by this process but not yet written to the database."""
-    from logs.writer import writer_get
+    """Log records waiting for the database, over every gateway process's journal."""
+    from logs.writer import log_pending_count
 
-    return writer_get().pending
+    return log_pending_count()
 
 
 def _answered(q: Q | None = None, negate: bool = False) -> Q:

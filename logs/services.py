@@ -5,6 +5,7 @@ import binascii
 import hashlib
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -24,6 +25,18 @@ log = logging.getLogger(__name__)
 
 JSON_PARSE_MAX_BYTES = 64 * 1024 * 1024
 FORM_FIELD_INLINE_MAX = 64 * 1024
+
+
+_pending_unlinks = threading.local()
+
+
+def _unlink_after_write(path: Path) -> None:
+    """Delete a source file only once its rows are committed: a retried batch still needs it."""
+    pending = getattr(_pending_unlinks, "paths", None)
+    if pending is None:
+        path.unlink(missing_ok=True)
+    else:
+        pending.append(path)
 
 
 def _when(ts: float) -> datetime:
@@ -96,7 +109,7 @@ def _multipart_rows(rec: dict, request: Request, files: list[BinaryFile]) -> Non
                           "size": size, "file": name})
     request.body = json.dumps({"fields": fields, "files": described, "complete": complete}, indent=None)
     if complete:
-        source.unlink(missing_ok=True)
+        _unlink_after_write(source)
     else:  # keep the raw bytes: a truncated body is evidence too
         files.append(_file_row(file_id=_file_id(rec["id"], "raw"), request_id=rec["id"], response_id=None,
                                name=spill["name"], role=BinaryFile.Role.REQUEST_BODY,
@@ -218,7 +231,7 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
         if isinstance(parsed, dict) and _b64_images_extract(rec, parsed, files):
             resp.body = json.dumps(parsed)
             if spill:
-                _payload_path(spill["name"]).unlink(missing_ok=True)
+                _unlink_after_write(_payload_path(spill["name"]))
                 spill = None
     if isinstance(parsed, dict):
         _untrusted(usage_fill, resp, wire, rec["provider"], parsed)
@@ -236,42 +249,58 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
     return resp
 
 
-def _fallback_row(rec: dict, exc: Exception) -> Request | Response:
-    """A row holding only a record's plain fields, for a record whose parsing failed."""
-    note = f"log parsing failed ({type(exc).__name__}); raw body kept in the file store if any"
-    if rec.get("t") == "req":
-        return Request(id=rec["id"], provider=rec["provider"], endpoint=rec["endpoint"], method=rec["method"],
-                       query_string=rec.get("query", ""), headers=rec.get("headers", []),
-                       body_size=rec.get("body_size", 0), key_fingerprint=rec.get("key_fp", ""),
-                       instance=rec.get("instance", ""), created_at=_when(rec["created"]))
-    status = rec.get("status")
-    return Response(id=rec["id"], request_id=rec["request_id"],
-                    status_code=status if isinstance(status, int) else None, headers=rec.get("headers", []),
-                    body_size=rec.get("body_size", 0), outcome=rec.get("outcome", Outcome.GATEWAY_ERROR),
-                    is_error=True, error_message="; ".join(filter(None, [rec.get("error", ""), note])),
-                    created_at=_when(rec["created"]))
-
-
 def exchange_records_write(records: Iterable[dict]) -> None:
     """Write a batch of journal records in one transaction; idempotent on replay."""
     requests, responses, files = [], [], []
-    for rec in records:
-        try:
-            if rec.get("t") == "req":
-                requests.append(request_row(rec, files))
-            elif rec.get("t") == "resp":
-                responses.append(response_row(rec, files))
-        except Exception as exc:  # one bad record must not cost the batch, nor its exchange its row
-            log.exception("log record %s could not be parsed; storing it without parsing", rec.get("id"))
+    _pending_unlinks.paths = []
+    try:
+        for rec in records:
             try:
-                (requests if rec.get("t") == "req" else responses).append(_fallback_row(rec, exc))
-            except Exception:
-                log.exception("skipping unreadable log record %s", rec.get("id"))
-    with transaction.atomic():
-        Request.objects.bulk_create(requests, ignore_conflicts=True)
-        Response.objects.bulk_create(responses, ignore_conflicts=True)
-        BinaryFile.objects.bulk_create(files, ignore_conflicts=True)
+                if rec.get("t") == "req":
+                    requests.append(request_row(rec, files))
+                elif rec.get("t") == "resp":
+                    responses.append(response_row(rec, files))
+            except Exception as exc:  # one bad record must not cost the batch (nor leave a gap)
+                log.exception("log record %s could not be processed; kept without its body", rec.get("id"))
+                row = _row_minimal(rec, exc)
+                if row is not None:
+                    (requests if isinstance(row, Request) else responses).append(row)
+        with transaction.atomic():
+            Request.objects.bulk_create(requests, ignore_conflicts=True)
+            Response.objects.bulk_create(responses, ignore_conflicts=True)
+            BinaryFile.objects.bulk_create(files, ignore_conflicts=True)
+        for path in _pending_unlinks.paths:
+            path.unlink(missing_ok=True)
+    finally:
+        _pending_unlinks.paths = None
     replicate_downloads_schedule(responses)
+
+
+def _row_minimal(rec: dict, exc: Exception) -> Request | Response | None:
+    """A row with only the plain fields of a record whose body could not be processed.
+
+    Keeps the exchange visible, and keeps the response's foreign key valid (a missing request
+    row would make every later write of the batch fail).
+    """
+    try:
+        if rec.get("t") == "req":
+            return Request(id=rec["id"], provider=rec.get("provider", ""), endpoint=rec.get("endpoint", ""),
+                           method=rec.get("method", ""), query_string=rec.get("query", ""),
+                           headers=rec.get("headers", []), body_size=rec.get("body_size", 0),
+                           key_fingerprint=rec.get("key_fp", ""), instance=rec.get("instance", ""),
+                           content_type=rec.get("content_type", "")[:255], created_at=_when(rec["created"]))
+        if rec.get("t") == "resp":
+            status = rec.get("status")
+            note = f"log record could not be processed: {type(exc).__name__}: {exc}"
+            return Response(id=rec["id"], request_id=rec["request_id"],
+                            status_code=status if isinstance(status, int) else None,
+                            headers=rec.get("headers", []), outcome=rec.get("outcome", Outcome.COMPLETED),
+                            is_error=True, duration_ms=rec.get("duration_ms"), body_size=rec.get("body_size", 0),
+                            error_message="; ".join(filter(None, [rec.get("error", ""), note])),
+                            created_at=_when(rec["created"]))
+    except Exception:
+        log.exception("log record %s unusable", rec.get("id"))
+    return None
 
 
 def interrupted_mark(instance: str) -> int:

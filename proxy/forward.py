@@ -1,6 +1,7 @@
 """One exchange end to end: record the request, call the upstream, relay and log the answer."""
 
 import asyncio
+import io
 import logging
 import shutil
 import uuid
@@ -21,6 +22,8 @@ from proxy.providers import Provider, openai_error, provider_match, provider_pre
 from proxy.relay import Exchange, relay_stream
 from proxy.stream_usage import UsageChunkFilter, body_usage_inject, usage_inject_wanted
 from proxy.upstream import client_get, headers_forward
+
+log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Gateway-Request-Id"
 BODY_CHUNK = 64 * 1024
@@ -58,30 +61,29 @@ def _credential(provider: Provider, pairs: list[tuple[str, str]], query: str = "
 
 
 def _body_file(request: HttpRequest):
-    """A readable body at its start: Django's spooled file under ASGI (kept as _stream)."""
-    f = request._stream
-    if getattr(f, "seekable", lambda: False)():
-        f.seek(0)
-        return f
-    return request  # e.g. the test client's payload: read once, in order
+    """The received body as a seekable file at its start (Django's spool under ASGI)."""
+    f = request._stream  # ASGIRequest keeps its spooled body file here
+    if not getattr(f, "seekable", lambda: False)():
+        # Only the test client's payload is not seekable; its bodies are small.
+        f = request._stream = io.BytesIO(request.read())
+    f.seek(0)
+    return f
 
 
 def _body_size(request: HttpRequest) -> int:
     """Size of the received body (measured: Content-Length may be absent or wrong)."""
-    f = request._stream
-    if getattr(f, "seekable", lambda: False)():
-        f.seek(0, 2)
-        size = f.tell()
-        f.seek(0)
-        return size
-    return int(request.META.get("CONTENT_LENGTH") or 0)
+    f = _body_file(request)
+    f.seek(0, 2)
+    size = f.tell()
+    f.seek(0)
+    return size
 
 
-async def _file_chunks(f) -> AsyncIterator[bytes]:
-    """Stream a stored body to the upstream without holding it in memory."""
-    with f:
-        while chunk := f.read(BODY_CHUNK):
-            yield chunk
+async def _spooled_chunks(request: HttpRequest) -> AsyncIterator[bytes]:
+    """Stream the request body to the upstream from Django's own spool, never held whole in memory."""
+    src = _body_file(request)
+    while chunk := src.read(BODY_CHUNK):
+        yield chunk
 
 
 def _spool_copy(request: HttpRequest, name: str) -> str:
@@ -150,19 +152,29 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
     if size and (size > settings.LOG_BODY_INLINE_MAX_BYTES or not content_type_is_text(content_type)
                  or content_type.lower().startswith("multipart/")):
         name = payload_name(provider.name, content_type)
-        sha = await asyncio.to_thread(_spool_copy, request, name)
-        record["body_file"] = {"name": name, "size": size, "sha256": sha}
-        # Opened now: the log writer may split and remove the stored copy while it streams.
-        content = _file_chunks(open(settings.FILE_STORAGE_PATH / name, "rb"))
+        try:
+            sha = await asyncio.to_thread(_spool_copy, request, name)
+            record["body_file"] = {"name": name, "size": size, "sha256": sha}
+            # From Django's spool, not the payload copy: the log writer may move or delete that
+            # copy (multipart split) while the upstream is still reading.
+            content = _spooled_chunks(request)
+        except OSError as exc:  # payload store full or unwritable: forward anyway, say so in the log
+            await asyncio.to_thread(_payload_discard, name)
+            exchange.notes.append(f"request body file not saved: {exc}")
+            content = _spooled_chunks(request)
     elif size:
         content = request.read()
         try:
             record["body"] = content.decode("utf-8")
         except UnicodeDecodeError:
             name = payload_name(provider.name, "application/octet-stream")
-            with payload_open(name) as f:
-                f.write(content)
-            record["body_file"] = {"name": name, "size": size, "sha256": ""}
+            try:
+                with payload_open(name) as f:
+                    f.write(content)
+                record["body_file"] = {"name": name, "size": size, "sha256": ""}
+            except OSError as exc:
+                _payload_discard(name)
+                exchange.notes.append(f"request body file not saved: {exc}")
     writer.submit(record)  # durable before the upstream sees anything
 
     headers = headers_forward(pairs, request=True)
@@ -184,17 +196,18 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
                                      extensions={"timeout": client.timeout.as_dict()})
         upstream = await client.send(upstream_req, stream=True)
     except asyncio.CancelledError:
-        exchange.outcome, exchange.error = Outcome.CLIENT_ABORTED, "client disconnected while waiting for upstream"
+        # Django cancels the view task when the client goes away; httpx closes the upstream socket.
+        exchange.cancelled_mark("while waiting for the upstream")
         _response_log(writer, provider, exchange, None, None, None)
         raise
     except httpx.TimeoutException as exc:
-        return _answer_gateway_error(504, f"Upstream timed out: {type(exc).__name__}", provider, exchange, writer)
+        return _answer_gateway_error(504, _timeout_message(exc), provider, exchange, writer)
     except httpx.HTTPError as exc:
         return _answer_gateway_error(502, f"Upstream unreachable: {type(exc).__name__}: {exc}", provider,
                                      exchange, writer)
-    except Exception as exc:  # e.g. httpx.InvalidURL: a JSON answer and a response row, never a trace
-        log.exception("exchange %s could not be sent upstream", rid)
-        return _answer_gateway_error(500, f"Gateway could not send the request: {type(exc).__name__}",
+    except Exception as exc:  # anything else still ends in a clear answer and a finished log entry
+        log.exception("exchange %s failed before the upstream answered", rid)
+        return _answer_gateway_error(500, f"Gateway failed to forward the request: {type(exc).__name__}: {exc}",
                                      provider, exchange, writer)
 
     resp_headers = headers_forward([(k.decode("latin-1"), v.decode("latin-1"))
@@ -209,7 +222,8 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
 
     chunk_filter = UsageChunkFilter() if exchange.usage_injected and is_sse else None
     response = StreamingHttpResponse(
-        relay_stream(upstream, exchange, capture, on_end, is_sse=is_sse, chunk_filter=chunk_filter),
+        relay_stream(upstream, exchange, capture, on_end, is_sse=is_sse, chunk_filter=chunk_filter,
+                     idle_timeout=settings.STREAM_IDLE_TIMEOUT),
         status=upstream.status_code,
     )
     headers_apply(response, resp_headers)
@@ -243,7 +257,30 @@ def _response_log(writer, provider: Provider, exchange: Exchange, upstream: http
         # Stream event offsets count from the capture's start; this places them on the exchange clock.
         record["offsets_base_ms"] = round((capture.started - exchange.started) * 1000, 2)
         record.update(capture.finish())
+    notes = [n for n in [*exchange.notes, record.get("capture_error", "")] if n]
+    if notes:
+        record["capture_error"] = "; ".join(notes)
     writer.submit(record)
+    exchange.end()
+
+
+def _timeout_message(exc: httpx.TimeoutException) -> str:
+    """Name the timeout that fired and the setting behind it."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"Upstream connect timed out after {settings.UPSTREAM_CONNECT_TIMEOUT:g} s (UPSTREAM_CONNECT_TIMEOUT)"
+    if isinstance(exc, httpx.PoolTimeout):
+        return f"No free upstream connection within {settings.UPSTREAM_CONNECT_TIMEOUT:g} s (UPSTREAM_MAX_CONNECTIONS)"
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"Upstream sent no answer within {settings.UPSTREAM_READ_TIMEOUT:g} s (UPSTREAM_READ_TIMEOUT)"
+    return f"Upstream timed out: {type(exc).__name__}"
+
+
+def _payload_discard(name: str) -> None:
+    """Remove a partly written payload file (it has no row and would be an orphan)."""
+    try:
+        (settings.FILE_STORAGE_PATH / name).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _answer_gateway_error(status: int, message: str, provider: Provider, exchange: Exchange, writer,
@@ -254,6 +291,7 @@ def _answer_gateway_error(status: int, message: str, provider: Provider, exchang
     exchange.outcome = outcome or (
         Outcome.GATEWAY_ERROR if status != 504 and status != 502 else Outcome.UPSTREAM_ERROR)
     exchange.error = message
+    exchange.clock_stop()
     record = {
         "t": "resp", "id": uuid.uuid4().hex, "request_id": exchange.request_id, "provider": provider.name,
         "status": status, "headers": [["Content-Type", "application/json"]], "content_type": "application/json",
@@ -261,5 +299,8 @@ def _answer_gateway_error(status: int, message: str, provider: Provider, exchang
         "outcome": exchange.outcome, "error": message, "created": exchange.started_wall,
         "wire": provider.wire, "usage_injected": exchange.usage_injected,
     }
+    if exchange.notes:
+        record["capture_error"] = "; ".join(exchange.notes)
     writer.submit(record)
+    exchange.end()
     return json_error(status, body, exchange.request_id)

@@ -7,7 +7,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from logs.writer import writer_get
+from logs.writer import log_pending_count
 from proxy.forward import exchange_forward
 
 
@@ -25,7 +25,7 @@ def _db_ping() -> None:
 
 async def health_view(request: HttpRequest) -> JsonResponse:
     """200 when the log database answers, 503 with the reason when it does not."""
-    pending = writer_get().pending
+    pending = await sync_to_async(log_pending_count)()  # every worker's journal, not just ours
     try:
         await sync_to_async(_db_ping)()
     except Exception as exc:

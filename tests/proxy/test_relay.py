@@ -1,0 +1,150 @@
+"""relay_stream: every way a relayed body can end, and what the exchange records for each."""
+
+import asyncio
+
+import httpx
+import pytest
+
+from logs.capture import BodyCapture
+from proxy.relay import Exchange, UpstreamBroken, exchanges_inflight, exchanges_interrupt, relay_stream
+
+
+@pytest.fixture(autouse=True)
+def inflight_clear():
+    """Exchanges made by a test and never ended must not leak into the next one."""
+    yield
+    import proxy.relay
+
+    proxy.relay._INFLIGHT.clear()
+
+
+class Scripted(httpx.AsyncByteStream):
+    """An upstream body played from a script: bytes, pauses (floats) and exceptions."""
+
+    def __init__(self, *steps) -> None:
+        self.steps = steps
+        self.closed = False
+
+    async def __aiter__(self):
+        for step in self.steps:
+            if isinstance(step, bytes):
+                yield step
+            elif isinstance(step, float):
+                await asyncio.sleep(step)
+            else:
+                raise step
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _setup(*steps, ctype="text/event-stream", headers=None):
+    body = Scripted(*steps)
+    upstream = httpx.Response(200, headers={"content-type": ctype, **(headers or {})}, stream=body)
+    exchange = Exchange("0" * 32)
+    capture = BodyCapture(provider="openai", content_type=ctype, stream=ctype == "text/event-stream")
+    ended = []
+    return body, upstream, exchange, capture, ended
+
+
+async def _drain(gen) -> list[bytes]:
+    return [chunk async for chunk in gen]
+
+
+def _relay(upstream, exchange, capture, ended, *, idle=None):
+    return relay_stream(upstream, exchange, capture, lambda: ended.append(capture.finish()),
+                        is_sse=capture.stream, idle_timeout=idle)
+
+
+def test_complete_body_is_relayed_and_logged_once():
+    body, upstream, exchange, capture, ended = _setup(b"data: 1\n\n", b"data: [DONE]\n\n")
+    out = asyncio.run(_drain(_relay(upstream, exchange, capture, ended)))
+    assert out == [b"data: 1\n\n", b"data: [DONE]\n\n"]
+    assert exchange.outcome == "completed" and len(ended) == 1 and body.closed
+    assert ended[0]["body"] == "data: 1\n\ndata: [DONE]\n\n"
+    assert exchanges_inflight() == 0
+
+
+def test_idle_stream_gets_a_final_error_event():
+    body, upstream, exchange, capture, ended = _setup(b"data: 1\n\n", 2.0, b"data: 2\n\n")
+    out = asyncio.run(_drain(_relay(upstream, exchange, capture, ended, idle=0.2)))
+    assert out[0] == b"data: 1\n\n" and out[-1].startswith(b"event: error\ndata: {")
+    assert b"STREAM_IDLE_TIMEOUT" in out[-1] and len(out) == 2
+    assert exchange.outcome == "upstream_error" and ended[0]["body"] == "data: 1\n\n" and body.closed
+    assert 150 < exchange.elapsed_ms() < 1900  # before the next chunk (2 s)
+
+
+def test_broken_plain_body_cuts_the_client():
+    body, upstream, exchange, capture, ended = _setup(b'{"a": ', httpx.RemoteProtocolError("peer closed"),
+                                                      ctype="application/json")
+    got = []
+
+    async def run():
+        async for chunk in _relay(upstream, exchange, capture, ended):
+            got.append(chunk)
+
+    with pytest.raises(UpstreamBroken):
+        asyncio.run(run())
+    assert got == [b'{"a": '] and exchange.outcome == "upstream_error" and "peer closed" in exchange.error
+    assert ended[0]["body"] == '{"a": '
+
+
+def test_compressed_stream_gets_no_plain_error_event():
+    _, upstream, exchange, capture, ended = _setup(httpx.ReadError("reset"), headers={"content-encoding": "gzip"})
+    with pytest.raises(UpstreamBroken):
+        asyncio.run(_drain(_relay(upstream, exchange, capture, ended)))
+
+
+def test_client_closing_early_is_client_aborted_and_stops_upstream():
+    body, upstream, exchange, capture, ended = _setup(b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n")
+
+    async def run():
+        gen = _relay(upstream, exchange, capture, ended)
+        assert await anext(gen) == b"data: 1\n\n"
+        await gen.aclose()  # what a consumer does when it stops reading
+
+    asyncio.run(run())
+    assert exchange.outcome == "client_aborted" and body.closed and ended[0]["body"] == "data: 1\n\n"
+
+
+def test_cancelled_task_is_client_aborted_and_duration_stops_there():
+    body, upstream, _, capture, ended = _setup(b"data: 1\n\n", 5.0, b"data: 2\n\n")
+
+    async def run():
+        holder = {}
+
+        async def view():
+            holder["ex"] = ex = Exchange("1" * 32)
+            await _drain(_relay(upstream, ex, capture, ended))
+
+        task = asyncio.create_task(view())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return holder["ex"]
+
+    ex = asyncio.run(run())
+    assert ex.outcome == "client_aborted" and body.closed and 150 < ex.elapsed_ms() < 4000  # not 5 s
+
+
+def test_shutdown_interrupt_marks_interrupted():
+    body, upstream, _, capture, ended = _setup(b"data: 1\n\n", 5.0, b"data: 2\n\n")
+
+    async def run():
+        holder = {}
+
+        async def view():
+            holder["ex"] = ex = Exchange("2" * 32)
+            await _drain(_relay(upstream, ex, capture, ended))
+
+        task = asyncio.create_task(view())
+        await asyncio.sleep(0.2)
+        assert exchanges_interrupt() >= 1
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return holder["ex"]
+
+    ex = asyncio.run(run())
+    assert ex.outcome == "interrupted" and "SHUTDOWN_GRACE_SECONDS" in ex.error and body.closed
+    assert ended[0]["body"] == "data: 1\n\n"
