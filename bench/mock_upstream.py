@@ -9,6 +9,7 @@ Used by the benchmark and by the end-to-end tests. Routes (OpenAI wire format):
   Anthropic, Gemini and Replicate routes: see bench/mock_providers.py
   GET  /bin?size=N            N bytes of application/octet-stream, streamed
   POST /upload                reads the body, answers its size
+  POST /v1/files              reads the body, answers a file object with its size (bytes) and sha256
 Request headers steer it: x-mock-status (error status), x-mock-events / x-mock-delay-ms (SSE),
 x-mock-gzip (gzip the JSON answer), x-mock-tool-call, x-mock-fault (close-mid-stream,
 stall, reset, bad-json, wrong-length, bad-sse: broken SSE framing, echo-auth: a 401 whose body
@@ -249,6 +250,10 @@ class MockUpstream:
             return await self._binary(writer, size, "application/octet-stream", fault)
         if p == "/upload":
             return await self._json(writer, {"size": req.size, "sha256": req.sha256}, h, fault)
+        if p.endswith("/files") and req.method == "POST":  # a file object; the body is only counted
+            return await self._json(writer, {"id": "file-mock", "object": "file", "bytes": req.size,
+                                             "created_at": int(time.time()), "filename": "upload",
+                                             "purpose": "assistants", "sha256": req.sha256}, h, fault)
         await self._send(writer, 404, json.dumps({"error": {"message": f"mock: no route {p}"}}).encode())
         return True
 

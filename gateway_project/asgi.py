@@ -20,6 +20,7 @@ django_app = get_asgi_application()
 
 from gateway_project.limits import RequestGuard  # noqa: E402
 from logs.writer import writer_get, writer_stop  # noqa: E402
+from proxy.fastpath import fastpath_applies, proxy_asgi  # noqa: E402
 from proxy.relay import UpstreamBroken, exchanges_inflight, exchanges_interrupt  # noqa: E402
 from proxy.upstream import client_close, client_get  # noqa: E402
 
@@ -80,7 +81,7 @@ async def lifespan_run(receive, send) -> None:
 
 
 async def application(scope, receive, send) -> None:
-    """Route lifespan events here and HTTP to Django."""
+    """Route lifespan events here, proxied calls to the fast path and the rest to Django."""
     if scope["type"] == "lifespan":
         await lifespan_run(receive, send)
         return
@@ -88,6 +89,9 @@ async def application(scope, receive, send) -> None:
         # Size and idle limits apply while the body is read, before Django spools it to disk.
         receive = RequestGuard(scope, receive).receive
     try:
+        if scope["type"] == "http" and fastpath_applies(scope):
+            await proxy_asgi(scope, receive, send)
+            return
         await django_app(scope, receive, send)
     except UpstreamBroken:
         # Already logged. Returning with the response unfinished makes the server drop the

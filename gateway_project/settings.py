@@ -132,6 +132,14 @@ UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=600.0)
 STREAM_IDLE_TIMEOUT = env.float("STREAM_IDLE_TIMEOUT", default=300.0)
 UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)
 UPSTREAM_MAX_KEEPALIVE = env.int("UPSTREAM_MAX_KEEPALIVE", default=100)
+# "aiohttp": httpx API on aiohttp's connection pool (much faster under concurrency, see the
+# README's Benchmark); "httpx": httpx's own transport.
+UPSTREAM_TRANSPORT = env.str("UPSTREAM_TRANSPORT", default="aiohttp")
+if UPSTREAM_TRANSPORT not in ("aiohttp", "httpx"):
+    raise ValueError(f"UPSTREAM_TRANSPORT must be 'aiohttp' or 'httpx', not {UPSTREAM_TRANSPORT!r}")
+# Proxied calls skip Django's per-request handler (thread hops, middleware) but run the same
+# view code; see proxy/fastpath.py. Off: every request goes through Django's ASGIHandler.
+PROXY_FAST_PATH = env.bool("PROXY_FAST_PATH", default=True)
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=100 * 1024 * 1024)
 # Text bodies above this size go to a file instead of the TEXT column.
 LOG_BODY_INLINE_MAX_BYTES = env.int("LOG_BODY_INLINE_MAX_BYTES", default=1024 * 1024)

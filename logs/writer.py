@@ -16,6 +16,10 @@ from logs.journal import Journal, journal_counters_prune, journal_orphans, journ
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 500
+# After the first record of a batch, wait this long for more: at low request rates one
+# transaction per record would cost the event loop more (GIL) than the records themselves.
+# Durability does not wait for it: the journal already holds every record.
+BATCH_LINGER = 0.02
 
 
 class LogWriter:
@@ -98,9 +102,10 @@ class LogWriter:
             if first is None:
                 break
             batch = [first]
+            linger_end = time.monotonic() + BATCH_LINGER
             while len(batch) < BATCH_MAX:
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(0.0, linger_end - time.monotonic()))
                 except queue.Empty:
                     break
                 if item is None:

@@ -14,12 +14,18 @@ _client: httpx.AsyncClient | None = None
 
 
 def client_build() -> httpx.AsyncClient:
-    """A client with the configured timeouts and pool; no default headers of its own."""
+    """A client with the configured timeouts, pool and transport; no default headers of its own."""
     timeout = httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT,
                             pool=settings.UPSTREAM_CONNECT_TIMEOUT)
     limits = httpx.Limits(max_connections=settings.UPSTREAM_MAX_CONNECTIONS,
                           max_keepalive_connections=settings.UPSTREAM_MAX_KEEPALIVE, keepalive_expiry=30)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False)
+    transport = None
+    if settings.UPSTREAM_TRANSPORT == "aiohttp":
+        from proxy.aiohttp_transport import AiohttpTransport
+
+        transport = AiohttpTransport(limits)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False,
+                             transport=transport)
 
 
 def client_get() -> httpx.AsyncClient:

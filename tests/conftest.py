@@ -94,8 +94,9 @@ class LiveGateway:
 
 
 @pytest.fixture
-def gateway(upstream, transactional_db, log_flush):
-    """A live gateway in front of the mock upstream; its log is flushed after the test."""
+def gateway(upstream, transactional_db, log_flush, settings):
+    """A live gateway in front of the mock upstream, on the production transport; log flushed after."""
+    settings.UPSTREAM_TRANSPORT = "aiohttp"
     live = LiveGateway()
     yield live
     log_flush()

@@ -5,5 +5,8 @@ import tempfile
 
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="gateway-test-"))
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+# respx intercepts only httpx's own transport; live-gateway tests switch to the default
+# (aiohttp) transport in the `gateway` fixture.
+os.environ.setdefault("UPSTREAM_TRANSPORT", "httpx")
 
 from gateway_project.settings import *  # noqa: E402,F401,F403

@@ -1,0 +1,72 @@
+"""Log-write probe: how many exchanges per second the log store absorbs.
+
+Submits N synthetic chat exchanges (request + response records shaped exactly like the
+gateway's) to a LogWriter and times until every one is committed to the database. Run with a
+gateway environment (DATA_DIR with a migrated database): python -m bench.logprobe --n 5000
+Prints one JSON line.
+"""
+
+import argparse
+import json
+import os
+import time
+import uuid
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from logs.writer import LogWriter  # noqa: E402
+
+HEADERS = [["host", "127.0.0.1:8080"], ["user-agent", "OpenAI/Python 1.50.0"], ["content-type", "application/json"],
+           ["authorization", "Bearer sk-…mnop"], ["accept", "application/json"], ["content-length", "180"]]
+REQ_BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]})
+RESP_BODY = json.dumps({"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"},
+                                     "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}})
+
+
+def exchange_records(instance: str) -> tuple[dict, dict]:
+    """One request record and its response record, as proxy/forward.py submits them."""
+    rid, now = uuid.uuid4().hex, time.time()
+    req = {"t": "req", "id": rid, "provider": "openai", "endpoint": "/v1/chat/completions", "method": "POST",
+           "query": "", "headers": HEADERS, "body": REQ_BODY, "body_size": len(REQ_BODY),
+           "content_type": "application/json", "client": "127.0.0.1", "created": now, "instance": instance,
+           "key_fp": "abc123"}
+    resp = {"t": "resp", "id": uuid.uuid4().hex, "request_id": rid, "provider": "openai", "status": 200,
+            "headers": [["content-type", "application/json"], ["x-request-id", "mock"]],
+            "content_type": "application/json", "is_stream": False, "duration_ms": 1.5, "ttfb_ms": 1.2,
+            "outcome": "completed", "error": "", "created": now, "body": RESP_BODY, "body_size": len(RESP_BODY)}
+    return req, resp
+
+
+def logprobe_run(n: int) -> dict:
+    """Submit n exchanges, wait until they are in the database; exchanges/s and submit cost."""
+    writer = LogWriter()
+    writer.flush(30)  # let orphan recovery finish first
+    records = [exchange_records(writer.instance) for _ in range(n)]
+    start = time.perf_counter()
+    submit_time = 0.0
+    for req, resp in records:
+        t = time.perf_counter()
+        writer.submit(req)
+        writer.submit(resp)
+        submit_time += time.perf_counter() - t
+    ok = writer.flush(120)
+    elapsed = time.perf_counter() - start
+    writer.stop(10)
+    from logs.models import Request, Response
+
+    return {"exchanges": n, "seconds": elapsed, "exchanges_per_s": n / elapsed, "drained": ok,
+            "submit_us_per_exchange": submit_time / n * 1e6,
+            "rows": [Request.objects.filter(instance=writer.instance).count(),
+                     Response.objects.filter(request__instance=writer.instance).count()]}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=5000)
+    print(json.dumps(logprobe_run(parser.parse_args().n)))

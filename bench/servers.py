@@ -1,0 +1,144 @@
+"""Starts and stops the processes the benchmark measures: mock, references, gateway."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def port_free() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_wait(port: int, timeout: float = 30.0) -> None:
+    """Block until something accepts connections on the port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
+@dataclass
+class Server:
+    """One started process and the URL it answers on."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """Process id (the uvicorn worker itself when run with one worker)."""
+        return self.proc.pid
+
+    def stop(self) -> None:
+        """SIGINT (graceful: lifespan shutdown drains the log), then kill if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str], port: int) -> Server:
+    """Start a process in the project root and wait for its port."""
+    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE if name != "mock" else subprocess.DEVNULL)
+    try:
+        port_wait(port)
+    except RuntimeError:
+        proc.kill()
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        raise RuntimeError(f"{name} did not start:\n{err[-2000:]}")
+    return Server(name, port, proc)
+
+
+def _uvicorn(app: str, port: int, workers: int = 1) -> list[str]:
+    """uvicorn command line: no access log (the gateway's audit log is the record)."""
+    return [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+            "--no-access-log", "--log-level", "warning", "--lifespan", "on"]
+
+
+def mock_start() -> Server:
+    """The raw-asyncio mock upstream."""
+    port = port_free()
+    return _spawn("mock", [PYTHON, "bench/mock_upstream.py", "--port", str(port)], {}, port)
+
+
+def passthrough_start(upstream: str, transport: str = "httpx") -> Server:
+    """The no-logging raw-ASGI httpx pass-through."""
+    port = port_free()
+    return _spawn("passthrough", _uvicorn("bench.passthrough:app", port),
+                  {"BENCH_UPSTREAM": upstream, "BENCH_TRANSPORT": transport}, port)
+
+
+def hello_start() -> Server:
+    """The Django async hello-world view."""
+    port = port_free()
+    args = _uvicorn("bench.hello_project.asgi:application", port)
+    args[args.index("--lifespan") + 1] = "off"
+    return _spawn("django-hello", args, {"DJANGO_SETTINGS_MODULE": "bench.hello_project.settings"}, port)
+
+
+def gateway_env(data_dir: Path, upstream: str, transport: str | None) -> dict[str, str]:
+    """Environment of a gateway on a fresh SQLite database under data_dir."""
+    env = {"DATA_DIR": str(data_dir), "OPENAI_UPSTREAM_URL": upstream,
+           "DJANGO_SETTINGS_MODULE": "gateway_project.settings", "DATABASE_URL": "", "DB_PATH": "",
+           "FILE_STORAGE_PATH": "", "LOG_LEVEL": "WARNING"}
+    if transport:
+        env["UPSTREAM_TRANSPORT"] = transport
+    return env
+
+
+def gateway_prepare(upstream: str, transport: str | None) -> tuple[Path, dict[str, str]]:
+    """A temp DATA_DIR with a migrated SQLite database."""
+    data_dir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    env = gateway_env(data_dir, upstream, transport)
+    full = {k: v for k, v in {**os.environ, **env}.items() if v != ""}
+    for k in ("DATABASE_URL", "DB_PATH", "FILE_STORAGE_PATH"):
+        if not env.get(k):
+            full.pop(k, None)
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=full, check=True)
+    return data_dir, full
+
+
+def gateway_start(env: dict[str, str], workers: int = 1) -> Server:
+    """The gateway with full logging (env from gateway_prepare)."""
+    port = port_free()
+    proc = subprocess.Popen(_uvicorn("gateway_project.asgi:application", port, workers), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        port_wait(port)
+    except RuntimeError:
+        proc.kill()
+        raise RuntimeError(f"gateway did not start:\n{proc.stderr.read().decode(errors='replace')[-2000:]}")
+    return Server(f"gateway x{workers}", port, proc)
+
+
+def data_dir_remove(data_dir: Path) -> None:
+    """Delete a temp DATA_DIR."""
+    shutil.rmtree(data_dir, ignore_errors=True)
