@@ -148,3 +148,37 @@ def test_shutdown_interrupt_marks_interrupted():
     ex = asyncio.run(run())
     assert ex.outcome == "interrupted" and "SHUTDOWN_GRACE_SECONDS" in ex.error and body.closed
     assert ended[0]["body"] == "data: 1\n\n"
+
+
+class _SignallingStream(httpx.AsyncByteStream):
+    """An upstream body that says when it is being closed."""
+
+    def __init__(self) -> None:
+        self.closing = asyncio.Event()
+
+    async def __aiter__(self):
+        yield b'{"ok": true}'
+
+    async def aclose(self) -> None:
+        self.closing.set()
+
+
+def test_cancel_while_closing_the_upstream_still_logs():
+    async def run() -> list:
+        stream = _SignallingStream()
+        upstream = httpx.Response(200, stream=stream, headers={"content-type": "application/json"})
+        ended = []
+        capture = BodyCapture(provider="openai", content_type="application/json")
+
+        async def consume() -> None:
+            async for _ in relay_stream(upstream, Exchange("1" * 32), capture, lambda: ended.append(True),
+                                        is_sse=False):
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await stream.closing.wait()
+        task.cancel()  # lands while relay_stream awaits the upstream's release in its finally
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return ended
+    assert asyncio.run(run()) == [True]
