@@ -23,6 +23,10 @@ from bench.probes import memory_probe, stream_probe  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHAT = {"chat c1", "chat c16", "chat c64"}
+VARIANT_SCENARIOS = {"chat c1", "chat c64"}
+# --variants: the gateway with one optimisation turned off, to show what each is worth.
+VARIANTS = {"gateway (django handler)": {"PROXY_FAST_PATH": "false"},
+            "gateway (httpx transport)": {"UPSTREAM_TRANSPORT": "httpx"}}
 
 
 def _load_line() -> str:
@@ -37,6 +41,8 @@ def _drive(targets: dict[str, str], duration: float) -> dict[str, dict[str, dict
         table[sc.name] = {}
         for name, url in targets.items():
             if name.startswith("django-hello") and sc.name not in CHAT:
+                continue
+            if name.startswith("gateway ") and sc.name not in VARIANT_SCENARIOS:
                 continue
             wrk_run(url, sc, 1)  # warm-up: connections, lazy imports, caches
             table[sc.name][name] = wrk_run(url, sc, duration)
@@ -92,7 +98,7 @@ def _log_rows(data_dir: Path) -> tuple[int, int]:
                 db.execute("SELECT count(*) FROM responses").fetchone()[0])
 
 
-def bench_run(duration: float, transport: str | None, scaling: bool) -> dict:
+def bench_run(duration: float, transport: str | None, scaling: bool, variants: bool = False) -> dict:
     """Everything, in order; returns the results."""
     wrk_require()
     started = time.monotonic()
@@ -112,15 +118,23 @@ def bench_run(duration: float, transport: str | None, scaling: bool) -> dict:
         running += [passthrough, passthrough_aio, hello, gateway]
         targets = {"direct": mock.url, "passthrough": passthrough.url, "passthrough-aiohttp": passthrough_aio.url,
                    "django-hello": hello.url, "gateway": gateway.url}
+        for name, extra in (VARIANTS.items() if variants else ()):
+            v_dir, v_env = servers.gateway_prepare(mock.url, transport)
+            data_dirs.append(v_dir)
+            variant = servers.gateway_start({**v_env, **extra})
+            running.append(variant)
+            targets[name] = variant.url
         idle_rss = memory_probe_idle(gateway.pid)
         table = _drive(targets, duration)
         results["table"], results["ratios"] = table, _ratios(table)
-        for s in (passthrough, passthrough_aio, hello):
-            s.stop()
+        for s in running[1:]:
+            if s is not gateway:
+                s.stop()
         results["stream"] = {"direct": stream_probe(mock.url), "gateway": stream_probe(gateway.url)}
         results["memory"] = {"idle_mib": idle_rss, **memory_probe(gateway.url, gateway.pid, duration)}
         results["memory"]["idle_mib"] = idle_rss
-        gateway.stop()
+        results["gateway_stop_s"] = gateway.stop()
+        results["gateway_stderr"] = gateway.stderr_tail()
         results["log_rows_after_load"] = _log_rows(data_dir)
         out = subprocess.run([servers.PYTHON, "-m", "bench.logprobe", "--n", "5000"], cwd=servers.ROOT, env=env,
                              capture_output=True, text=True, check=True)
@@ -186,7 +200,10 @@ def report_print(res: dict) -> None:
     print(f"\nLog-write probe: {lw['exchanges']} exchanges in {lw['seconds']:.2f}s = {lw['exchanges_per_s']:.0f}"
           f" exchanges/s on SQLite; submit() on the event loop {lw['submit_us_per_exchange']:.0f} us/exchange;"
           f" rows {lw['rows']}")
-    print(f"Log rows after the load runs (requests, responses): {res['log_rows_after_load']}")
+    print(f"Log rows after the load runs (requests, responses): {res['log_rows_after_load']};"
+          f" graceful stop took {res['gateway_stop_s']:.1f}s")
+    if res["gateway_stderr"].strip():
+        print(f"Gateway stderr (tail):\n{res['gateway_stderr']}")
     if "scaling" in res:
         sc = res["scaling"]
         print(f"\nWorkers (chat c64, SQLite WAL): 1 worker {sc['one_worker_rps']:.0f} req/s, 2 workers"
@@ -203,9 +220,11 @@ def main() -> None:
     parser.add_argument("--transport", choices=["httpx", "aiohttp"], default=None,
                         help="gateway UPSTREAM_TRANSPORT (default: the gateway's own default)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the 2-worker run")
+    parser.add_argument("--variants", action="store_true",
+                        help="also run the gateway without the fast path / on httpx's transport (chat c1, c64)")
     parser.add_argument("--json", action="store_true", help="also write bench/results/<time>.json")
     args = parser.parse_args()
-    res = bench_run(args.duration, args.transport, not args.no_scaling)
+    res = bench_run(args.duration, args.transport, not args.no_scaling, args.variants)
     report_print(res)
     if args.json:
         RESULTS.mkdir(exist_ok=True)

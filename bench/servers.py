@@ -53,8 +53,9 @@ class Server:
         """Process id (the uvicorn worker itself when run with one worker)."""
         return self.proc.pid
 
-    def stop(self) -> None:
-        """SIGINT (graceful: lifespan shutdown drains the log), then kill if it hangs."""
+    def stop(self) -> float:
+        """SIGINT (graceful: lifespan shutdown drains the log), then kill if it hangs; seconds taken."""
+        started = time.monotonic()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -62,19 +63,29 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        return time.monotonic() - started
+
+    def stderr_tail(self, size: int = 2000) -> str:
+        """The end of what the process wrote to stderr."""
+        err = self.extra.get("stderr")
+        if err is None:
+            return ""
+        err.seek(0)
+        return err.read().decode(errors="replace")[-size:]
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str], port: int) -> Server:
-    """Start a process in the project root and wait for its port."""
-    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE if name != "mock" else subprocess.DEVNULL)
+    """Start a process in the project root and wait for its port (stderr kept in a temp file)."""
+    err = tempfile.TemporaryFile()  # a file, not a pipe: a chatty server must never block on it
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
         port_wait(port)
     except RuntimeError:
         proc.kill()
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        raise RuntimeError(f"{name} did not start:\n{err[-2000:]}")
-    return Server(name, port, proc)
+        proc.wait(5)
+        err.seek(0)
+        raise RuntimeError(f"{name} did not start:\n{err.read().decode(errors='replace')[-2000:]}")
+    return Server(name, port, proc, {"stderr": err})
 
 
 def _uvicorn(app: str, port: int, workers: int = 1) -> list[str]:
@@ -86,14 +97,14 @@ def _uvicorn(app: str, port: int, workers: int = 1) -> list[str]:
 def mock_start() -> Server:
     """The raw-asyncio mock upstream."""
     port = port_free()
-    return _spawn("mock", [PYTHON, "bench/mock_upstream.py", "--port", str(port)], {}, port)
+    return _spawn("mock", [PYTHON, "bench/mock_upstream.py", "--port", str(port)], dict(os.environ), port)
 
 
 def passthrough_start(upstream: str, transport: str = "httpx") -> Server:
     """The no-logging raw-ASGI httpx pass-through."""
     port = port_free()
-    return _spawn("passthrough", _uvicorn("bench.passthrough:app", port),
-                  {"BENCH_UPSTREAM": upstream, "BENCH_TRANSPORT": transport}, port)
+    return _spawn(f"passthrough ({transport})", _uvicorn("bench.passthrough:app", port),
+                  {**os.environ, "BENCH_UPSTREAM": upstream, "BENCH_TRANSPORT": transport}, port)
 
 
 def hello_start() -> Server:
@@ -101,7 +112,7 @@ def hello_start() -> Server:
     port = port_free()
     args = _uvicorn("bench.hello_project.asgi:application", port)
     args[args.index("--lifespan") + 1] = "off"
-    return _spawn("django-hello", args, {"DJANGO_SETTINGS_MODULE": "bench.hello_project.settings"}, port)
+    return _spawn("django-hello", args, {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.hello_project.settings"}, port)
 
 
 def gateway_env(data_dir: Path, upstream: str, transport: str | None) -> dict[str, str]:
@@ -129,14 +140,7 @@ def gateway_prepare(upstream: str, transport: str | None) -> tuple[Path, dict[st
 def gateway_start(env: dict[str, str], workers: int = 1) -> Server:
     """The gateway with full logging (env from gateway_prepare)."""
     port = port_free()
-    proc = subprocess.Popen(_uvicorn("gateway_project.asgi:application", port, workers), cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        port_wait(port)
-    except RuntimeError:
-        proc.kill()
-        raise RuntimeError(f"gateway did not start:\n{proc.stderr.read().decode(errors='replace')[-2000:]}")
-    return Server(f"gateway x{workers}", port, proc)
+    return _spawn(f"gateway x{workers}", _uvicorn("gateway_project.asgi:application", port, workers), env, port)
 
 
 def data_dir_remove(data_dir: Path) -> None:

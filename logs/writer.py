@@ -102,10 +102,11 @@ class LogWriter:
             if first is None:
                 break
             batch = [first]
-            linger_end = time.monotonic() + BATCH_LINGER
+            if self._queue.qsize() < BATCH_MAX:
+                time.sleep(BATCH_LINGER)  # sleep, not get(timeout): no wake-up per record
             while len(batch) < BATCH_MAX:
                 try:
-                    item = self._queue.get(timeout=max(0.0, linger_end - time.monotonic()))
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
