@@ -76,7 +76,7 @@ def main() -> None:
     finally:
         gw.stop()
         mock.stop()
-        servers.data_dir_remove(data_dir)
+        servers.gateway_cleanup(data_dir, env)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ and prints a table. Ratios against the references are the headline: absolute num
 import argparse
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -86,23 +85,19 @@ def _targets_print(table: dict, ratios: dict, stream: dict, memory: dict, logw: 
     line("relaying 200 MB grows RSS < 32 MiB", f"+{memory['download_growth_mib']:.1f} MiB",
          memory["download_growth_mib"] < 32 and memory["download_200mb_ok"])
     line("100 MB upload accepted", f"status {memory['upload_100mb_status']}", memory["upload_100mb_status"] == 200)
-    line("log store >= 2000 exchanges/s (SQLite)", f"{logw['exchanges_per_s']:.0f}/s", logw["exchanges_per_s"] >= 2000)
+    line(f"log store >= 2000 exchanges/s ({logw['database']})", f"{logw['exchanges_per_s']:.0f}/s",
+         logw["exchanges_per_s"] >= 2000)
     errs = sum(r["errors"] for rows in table.values() for r in rows.values())
     line("no errors in any load run", f"{errs}", errs == 0)
 
 
-def _log_rows(data_dir: Path) -> tuple[int, int]:
-    """Rows in the gateway's log after it stopped (every exchange must be there)."""
-    with sqlite3.connect(data_dir / "gateway.db") as db:
-        return (db.execute("SELECT count(*) FROM requests").fetchone()[0],
-                db.execute("SELECT count(*) FROM responses").fetchone()[0])
-
-
-def bench_run(duration: float, transport: str | None, scaling: bool, variants: bool = False) -> dict:
+def bench_run(duration: float, transport: str | None, scaling: bool, variants: bool = False,
+              database_url: str | None = None) -> dict:
     """Everything, in order; returns the results."""
     wrk_require()
     started = time.monotonic()
     results: dict = {"load_before": _load_line(), "duration_s": duration,
+                     "database": "PostgreSQL" if database_url else "SQLite (WAL)",
                      "gateway_transport": transport or os.environ.get("UPSTREAM_TRANSPORT", "default")}
     print(f"bench: {results['load_before']}; {duration}s per wrk run")
     mock = servers.mock_start()
@@ -112,15 +107,15 @@ def bench_run(duration: float, transport: str | None, scaling: bool, variants: b
         passthrough = servers.passthrough_start(mock.url)
         passthrough_aio = servers.passthrough_start(mock.url, "aiohttp")
         hello = servers.hello_start()
-        data_dir, env = servers.gateway_prepare(mock.url, transport)
-        data_dirs.append(data_dir)
+        data_dir, env = servers.gateway_prepare(mock.url, transport, database_url)
+        data_dirs.append((data_dir, env))
         gateway = servers.gateway_start(env)
         running += [passthrough, passthrough_aio, hello, gateway]
         targets = {"direct": mock.url, "passthrough": passthrough.url, "passthrough-aiohttp": passthrough_aio.url,
                    "django-hello": hello.url, "gateway": gateway.url}
         for name, extra in (VARIANTS.items() if variants else ()):
-            v_dir, v_env = servers.gateway_prepare(mock.url, transport)
-            data_dirs.append(v_dir)
+            v_dir, v_env = servers.gateway_prepare(mock.url, transport, database_url)
+            data_dirs.append((v_dir, v_env))
             variant = servers.gateway_start({**v_env, **extra})
             running.append(variant)
             targets[name] = variant.url
@@ -135,17 +130,19 @@ def bench_run(duration: float, transport: str | None, scaling: bool, variants: b
         results["memory"]["idle_mib"] = idle_rss
         results["gateway_stop_s"] = gateway.stop()
         results["gateway_stderr"] = gateway.stderr_tail()
-        results["log_rows_after_load"] = _log_rows(data_dir)
+        results["log_rows_after_load"] = servers.log_rows(env)
         out = subprocess.run([servers.PYTHON, "-m", "bench.logprobe", "--n", "5000"], cwd=servers.ROOT, env=env,
                              capture_output=True, text=True, check=True)
         results["log_write"] = json.loads(out.stdout.strip().splitlines()[-1])
+        results["log_write"]["database"] = results["database"]
         if scaling:
-            results["scaling"] = _scaling(mock.url, transport, duration, table["chat c64"]["gateway"], data_dirs)
+            results["scaling"] = _scaling(mock.url, transport, duration, table["chat c64"]["gateway"], data_dirs,
+                                          database_url)
     finally:
         for s in reversed(running):
             s.stop()
-        for d in data_dirs:
-            servers.data_dir_remove(d)
+        for d, e in data_dirs:
+            servers.gateway_cleanup(d, e)
     results["load_after"] = _load_line()
     results["total_s"] = time.monotonic() - started
     return results
@@ -159,12 +156,13 @@ def memory_probe_idle(pid: int) -> float:
     return RssSampler(pid).rss() / MIB
 
 
-def _scaling(upstream: str, transport: str | None, duration: float, one: dict, data_dirs: list) -> dict:
-    """Chat c64 on 2 workers sharing one SQLite database (WAL), against 1 worker."""
+def _scaling(upstream: str, transport: str | None, duration: float, one: dict, data_dirs: list,
+             database_url: str | None) -> dict:
+    """Chat c64 on 2 workers sharing one database (SQLite in WAL mode, or PostgreSQL), against 1 worker."""
     from bench.load import SCENARIOS as S
 
-    data_dir, env = servers.gateway_prepare(upstream, transport)
-    data_dirs.append(data_dir)
+    data_dir, env = servers.gateway_prepare(upstream, transport, database_url)
+    data_dirs.append((data_dir, env))
     gw2 = servers.gateway_start(env, workers=2)
     try:
         time.sleep(1.0)  # both workers up
@@ -173,7 +171,7 @@ def _scaling(upstream: str, transport: str | None, duration: float, one: dict, d
         two = wrk_run(gw2.url, c64, duration)
     finally:
         gw2.stop()
-    rows = _log_rows(data_dir)
+    rows = servers.log_rows(env)
     return {"one_worker_rps": one["rps"], "two_workers_rps": two["rps"], "speedup": two["rps"] / one["rps"],
             "two_workers_errors": two["errors"], "log_rows": rows}
 
@@ -198,7 +196,7 @@ def report_print(res: dict) -> None:
           f" {m['upload_100mb_answer']}")
     lw = res["log_write"]
     print(f"\nLog-write probe: {lw['exchanges']} exchanges in {lw['seconds']:.2f}s = {lw['exchanges_per_s']:.0f}"
-          f" exchanges/s on SQLite; submit() on the event loop {lw['submit_us_per_exchange']:.0f} us/exchange;"
+          f" exchanges/s on {lw['database']}; submit() on the event loop {lw['submit_us_per_exchange']:.0f} us/exchange;"
           f" rows {lw['rows']}")
     print(f"Log rows after the load runs (requests, responses): {res['log_rows_after_load']};"
           f" graceful stop took {res['gateway_stop_s']:.1f}s")
@@ -206,7 +204,7 @@ def report_print(res: dict) -> None:
         print(f"Gateway stderr (tail):\n{res['gateway_stderr']}")
     if "scaling" in res:
         sc = res["scaling"]
-        print(f"\nWorkers (chat c64, SQLite WAL): 1 worker {sc['one_worker_rps']:.0f} req/s, 2 workers"
+        print(f"\nWorkers (chat c64, {res['database']}): 1 worker {sc['one_worker_rps']:.0f} req/s, 2 workers"
               f" {sc['two_workers_rps']:.0f} req/s = {sc['speedup']:.2f}x; errors {sc['two_workers_errors']};"
               f" log rows {sc['log_rows']}")
     _targets_print(res["table"], res["ratios"], res["stream"], res["memory"], res["log_write"])
@@ -222,9 +220,12 @@ def main() -> None:
     parser.add_argument("--no-scaling", action="store_true", help="skip the 2-worker run")
     parser.add_argument("--variants", action="store_true",
                         help="also run the gateway without the fast path / on httpx's transport (chat c1, c64)")
+    parser.add_argument("--database-url", default=None,
+                        help="postgres://user@host:port/db: log into new PostgreSQL databases made (and dropped)"
+                             " next to this one instead of SQLite")
     parser.add_argument("--json", action="store_true", help="also write bench/results/<time>.json")
     args = parser.parse_args()
-    res = bench_run(args.duration, args.transport, not args.no_scaling, args.variants)
+    res = bench_run(args.duration, args.transport, not args.no_scaling, args.variants, args.database_url)
     report_print(res)
     if args.json:
         RESULTS.mkdir(exist_ok=True)

@@ -125,10 +125,33 @@ def gateway_env(data_dir: Path, upstream: str, transport: str | None) -> dict[st
     return env
 
 
-def gateway_prepare(upstream: str, transport: str | None) -> tuple[Path, dict[str, str]]:
-    """A temp DATA_DIR with a migrated SQLite database."""
+def pg_database_create(base_url: str) -> str:
+    """A new empty PostgreSQL database next to base_url's; returns its URL."""
+    import psycopg
+
+    head, _, _name = base_url.rpartition("/")
+    name = f"gw_bench_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    with psycopg.connect(f"{head}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{head}/{name}"
+
+
+def pg_database_drop(url: str) -> None:
+    """Drop a database made by pg_database_create."""
+    import psycopg
+
+    head, _, name = url.rpartition("/")
+    with psycopg.connect(f"{head}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def gateway_prepare(upstream: str, transport: str | None,
+                    database_url: str | None = None) -> tuple[Path, dict[str, str]]:
+    """A temp DATA_DIR with a migrated database: SQLite in it, or a new PostgreSQL database."""
     data_dir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     env = gateway_env(data_dir, upstream, transport)
+    if database_url:
+        env["DATABASE_URL"] = pg_database_create(database_url)
     full = {k: v for k, v in {**os.environ, **env}.items() if v != ""}
     for k in ("DATABASE_URL", "DB_PATH", "FILE_STORAGE_PATH"):
         if not env.get(k):
@@ -143,6 +166,17 @@ def gateway_start(env: dict[str, str], workers: int = 1) -> Server:
     return _spawn(f"gateway x{workers}", _uvicorn("gateway_project.asgi:application", port, workers), env, port)
 
 
-def data_dir_remove(data_dir: Path) -> None:
-    """Delete a temp DATA_DIR."""
+def log_rows(env: dict[str, str]) -> tuple[int, int]:
+    """(requests, responses) rows in a gateway's log database."""
+    code = ("import django; django.setup(); from logs.models import Request, Response; "
+            "print(Request.objects.count(), Response.objects.count())")
+    out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    req, resp = out.stdout.split()
+    return int(req), int(resp)
+
+
+def gateway_cleanup(data_dir: Path, env: dict[str, str]) -> None:
+    """Delete a temp DATA_DIR (and the PostgreSQL database made for it)."""
     shutil.rmtree(data_dir, ignore_errors=True)
+    if env.get("DATABASE_URL", "").startswith("postgres"):
+        pg_database_drop(env["DATABASE_URL"])
