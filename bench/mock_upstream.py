@@ -426,6 +426,11 @@ async def _main(port: int) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    # Run as a script, the project root is not on sys.path; the provider routes import bench.*.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=9100)
     args = parser.parse_args()
