@@ -22,7 +22,7 @@ def test_read_timeout_is_a_504(short_read_timeout, gateway, log_flush):
                    headers={"x-mock-fault": "stall", "x-mock-stall-s": "0.5"}, timeout=10)
     assert r.status_code == 504
     log_flush()
-    assert "ReadTimeout" in Response.objects.get().error_message
+    assert "UPSTREAM_READ_TIMEOUT" in Response.objects.get().error_message  # a read timeout, not a connect one
 
 
 def test_request_headers_reach_upstream_exactly(gateway, upstream, log_flush):
