@@ -131,6 +131,7 @@ def request_row(rec: dict, files: list[BinaryFile]) -> Request:
         query_string=rec.get("query", ""), headers=rec.get("headers", []), body=rec.get("body"),
         body_size=rec.get("body_size", 0), content_type=rec.get("content_type", "")[:255],
         client_addr=rec.get("client", ""), key_fingerprint=rec.get("key_fp", ""),
+        gateway_key=(rec.get("gateway_key") or "")[:160],
         instance=rec.get("instance", ""), created_at=_when(rec["created"]),
     )
     spill = rec.get("body_file")
@@ -243,7 +244,7 @@ def _fallback_row(rec: dict, exc: Exception) -> Request | Response:
         return Request(id=rec["id"], provider=rec["provider"], endpoint=rec["endpoint"], method=rec["method"],
                        query_string=rec.get("query", ""), headers=rec.get("headers", []),
                        body_size=rec.get("body_size", 0), key_fingerprint=rec.get("key_fp", ""),
-                       instance=rec.get("instance", ""), created_at=_when(rec["created"]))
+                       gateway_key=str(rec.get("gateway_key") or "")[:160], instance=rec.get("instance", ""), created_at=_when(rec["created"]))
     status = rec.get("status")
     return Response(id=rec["id"], request_id=rec["request_id"],
                     status_code=status if isinstance(status, int) else None, headers=rec.get("headers", []),

@@ -5,6 +5,7 @@ import io
 import json
 import re
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -51,17 +52,31 @@ def test_anonymous_is_sent_to_login(client):
 
 
 def test_list_newest_first_with_columns_and_no_count(admin_client):
-    old = exchange_make(when=datetime.now(timezone.utc) - timedelta(hours=2), tokens=(12, 9))
+    old = exchange_make(when=datetime.now(timezone.utc) - timedelta(hours=2), tokens=(1200, 9), cached_tokens=1024,
+                        reasoning_tokens=7, cost_usd=Decimal("0.0012345"), model="gpt-4o",
+                        key_fp="1a2b3c4d5e6f", gateway_key="team-a (fp 0123456789ab)")
+    old.response.model = "gpt-4o-2024-08-06"
+    old.response.save()
     new = exchange_make(endpoint="/v1/embeddings", model="text-embedding-3-small", tokens=(3, 0))
     with CaptureQueriesContext(connection) as queries:
         r = admin_client.get(LIST)
     assert r.status_code == 200
     assert _ids(r) == [new.pk.hex, old.pk.hex]
     html = r.content.decode()
-    for header in ("time", "provider", "method", "endpoint", "model", "status", "duration", "TTFB",
-                   "tokens in/out", "stream", "bodies", "files", "ended"):
-        assert f">{header}<" in html or f">{header.capitalize()}<" in html, header
-    assert "12 / 9" in html and "120 ms" in html and "40 ms" in html
+    for header in ("time", "provider", "method", "endpoint", "model", "answered by", "status", "duration", "TTFB",
+                   "input", "output", "cached", "reasoning", "total", "cost (USD)", "stream", "bodies", "files",
+                   "ended", "key"):
+        assert f">{header}<" in html or f">{header[0].upper()}{header[1:]}<" in html, header
+    assert "120 ms" in html and "40 ms" in html
+    row = html.split(f'/admin/logs/request/{old.pk}/change/')[1].split("</tr>")[0]
+    cells = dict(re.findall(r'<td class="field-(\w+)[^"]*">(.*?)</td>', row, re.S))
+    assert (cells["model_name"], cells["answer_model"]) == ("gpt-4o", "gpt-4o-2024-08-06")
+    assert (cells["input_tokens"], cells["output_tokens"], cells["cached_tokens"], cells["reasoning_tokens"],
+            cells["total_tokens"], cells["cost"]) == ("1,200", "9", "1,024", "7", "1,209", "$0.0012345")
+    assert ">1a2b3c4d5e6f</code>" in cells["key"] and ">team-a</small>" in cells["key"]  # full label on hover
+    row = html.split(f'/admin/logs/request/{new.pk}/change/')[1].split("</tr>")[0]
+    cells = dict(re.findall(r'<td class="field-(\w+)[^"]*">(.*?)</td>', row, re.S))
+    assert (cells["cached_tokens"], cells["reasoning_tokens"], cells["cost"]) == ("", "", "")  # unknown, not 0
     sql = " ".join(q["sql"] for q in queries.captured_queries)
     assert "__count" not in sql  # no queryset.count(): the page never counts the log
     page_sql = next(q["sql"] for q in queries.captured_queries if 'FROM "requests" LEFT OUTER JOIN' in q["sql"])
