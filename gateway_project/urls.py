@@ -1,9 +1,9 @@
 """URL map: admin, health, static files for the admin, and the proxy catch-all."""
 
 from django.contrib import admin
-from django.contrib.staticfiles.views import serve as static_serve
 from django.urls import path, re_path
 
+from gateway_project.static_view import static_file_view
 from proxy.views import health_view, proxy_view
 
 handler404 = "proxy.views.not_found_json"
@@ -13,6 +13,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", health_view),
     # The admin's CSS/JS, served from the installed apps so no collectstatic step is needed.
-    re_path(r"^static/(?P<path>.*)$", static_serve, {"insecure": True}),
+    re_path(r"^static/(?P<path>.*)$", static_file_view),
     re_path(r"^(?P<path>.*)$", proxy_view),
 ]

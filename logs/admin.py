@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.admin.utils import build_q_object_from_lookup_parameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.urls import path
@@ -13,10 +13,21 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from logs import admin_views
+from logs.admin_filters import (AnswerModelFilter, CostFilter, FilesFilter, GatewayKeyFilter, KeyFilter,
+                                ModelFilter, ProviderFilter, StatusFilter, StreamedFilter)
 from logs.models import BinaryFile, Request
 from logs.retention import queryset_delete
-from logs.selectors import (STATUS_CLASSES, distinct_values, exchange_list, has_files_annotate, search_q,
-                            status_q, streamed_q)
+from logs.selectors import exchange_list, search_q
+
+# Sortable columns whose value can be unknown: sorting by one lists the exchanges where it is
+# known, so the database walks that column's index (both directions, SQLite and PostgreSQL)
+# instead of sorting every row (~4 s at a million on SQLite). Value: how the note names it.
+SORT_KNOWN_ONLY = {
+    "model": "requested model", "response__model": "answering model", "response__input_tokens": "input tokens",
+    "response__output_tokens": "output tokens", "response__cached_tokens": "cached input tokens",
+    "response__reasoning_tokens": "reasoning tokens", "response__total_tokens": "total tokens",
+    "response__cost_usd": "cost",
+}
 
 
 class NoCountPaginator(Paginator):
@@ -50,85 +61,14 @@ class NoCountPaginator(Paginator):
         return super().page(number)
 
 
-class _ChoiceFilter(admin.SimpleListFilter):
-    """A list filter whose choices come from a cheap query and whose value maps to a Q."""
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        """Apply the chosen value."""
-        value = self.value()
-        return queryset.filter(self.q(value)) if value else queryset
-
-    def q(self, value: str) -> Q:
-        """The condition for a value."""
-        raise NotImplementedError
-
-
-class ProviderFilter(_ChoiceFilter):
-    title, parameter_name = "provider", "provider"
-
-    def lookups(self, request, model_admin):
-        """Providers present in the log (DISTINCT over an index)."""
-        return [(n, n) for n in distinct_values(Request.objects.all(), "provider")]
-
-    def q(self, value: str) -> Q:
-        """Exact provider."""
-        return Q(provider=value)
-
-
-class StatusFilter(_ChoiceFilter):
-    title, parameter_name = "status", "status"
-
-    def lookups(self, request, model_admin):
-        """Status classes and ways an exchange can end."""
-        return list(STATUS_CLASSES.items())
-
-    def q(self, value: str) -> Q:
-        """See selectors.status_q (shared with export_logs --status)."""
-        return status_q(value) if value in STATUS_CLASSES else Q()
-
-
-class ModelFilter(_ChoiceFilter):
-    title, parameter_name = "model", "model"
-
-    def lookups(self, request, model_admin):
-        """Requested models present in the log (DISTINCT over an index)."""
-        return [(n, n) for n in distinct_values(Request.objects.all(), "model")]
-
-    def q(self, value: str) -> Q:
-        """Requested model."""
-        return Q(model=value)
-
-
-class StreamedFilter(_ChoiceFilter):
-    title, parameter_name = "streamed", "streamed"
-
-    def lookups(self, request, model_admin):
-        """Yes or no."""
-        return [("yes", "streamed"), ("no", "not streamed")]
-
-    def q(self, value: str) -> Q:
-        """Response was an event stream."""
-        return streamed_q(value == "yes")
-
-
-class FilesFilter(_ChoiceFilter):
-    title, parameter_name = "files", "files"
-
-    def lookups(self, request, model_admin):
-        """Yes or no."""
-        return [("yes", "has files"), ("no", "no files")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        """EXISTS on binary_files (index probe per row)."""
-        value = self.value()
-        if value not in ("yes", "no"):
-            return queryset
-        return has_files_annotate(queryset).filter(has_files=(value == "yes"))
-
-
 def _ms(value: float | None) -> str:
     """Milliseconds for a column."""
     return "" if value is None else f"{value:,.0f} ms"
+
+
+def _count(value: int | None) -> str:
+    """A token count for a column; blank when unknown (unknown is not 0)."""
+    return "" if value is None else f"{value:,}"
 
 
 def _size(n: int) -> str:
@@ -142,17 +82,21 @@ def _size(n: int) -> str:
 
 @admin.register(Request)
 class RequestAdmin(admin.ModelAdmin):
-    list_display = ("time", "provider", "method", "endpoint_short", "model_name", "status", "duration",
-                    "ttfb", "tokens", "streamed", "body_size_total", "files_n", "ended")
+    list_display = ("time", "provider", "method", "endpoint_short", "model_name", "answer_model", "status",
+                    "duration", "ttfb", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens",
+                    "total_tokens", "cost", "streamed", "body_size_total", "files_n", "ended", "key")
     list_display_links = ("time",)
-    list_filter = (ProviderFilter, StatusFilter, ModelFilter, StreamedFilter, FilesFilter)
+    list_filter = (ProviderFilter, StatusFilter, ModelFilter, AnswerModelFilter, CostFilter, StreamedFilter,
+                   FilesFilter, KeyFilter, GatewayKeyFilter)
     date_hierarchy = "created_at"
     search_fields = ("=id", "endpoint", "model", "body")  # shown as help; get_search_results decides
-    search_help_text = "Request id (exact), or text in the endpoint, model, request or response body."
+    search_help_text = ("Request id or key fingerprint (exact; key:<fingerprint> forces it), "
+                        "or text in the endpoint, model, request or response body.")
     ordering = ("-created_at",)
-    # Only time sorts: ordering a million rows by a joined column takes seconds (measured ~4 s on
-    # SQLite); filter first, or export, to rank by duration or tokens.
-    sortable_by = ("time",)
+    # Time, models, tokens and cost sort on an index (see SORT_KNOWN_ONLY). Duration and TTFB do
+    # not: ordering a million rows by an unindexed joined column takes seconds (~4 s on SQLite).
+    sortable_by = ("time", "model_name", "answer_model", "input_tokens", "output_tokens", "cached_tokens",
+                   "reasoning_tokens", "total_tokens", "cost")
     list_per_page = 100
     list_max_show_all = 0  # "show all" of a million rows is never what anyone wants
     show_full_result_count = False
@@ -206,11 +150,16 @@ class RequestAdmin(admin.ModelAdmin):
         """The endpoint, shortened for the table."""
         return format_html('<span title="{}">{}</span>', obj.endpoint, Truncator(obj.endpoint).chars(48))
 
-    @admin.display(description="model")
+    @admin.display(description="model", ordering="model")
     def model_name(self, obj: Request) -> str:
-        """Requested model, else the answering one."""
+        """The model the client asked for."""
+        return obj.model or ""
+
+    @admin.display(description="answered by", ordering="response__model")
+    def answer_model(self, obj: Request) -> str:
+        """The model the provider reported (often a dated version of the requested one)."""
         resp = _resp(obj)
-        return obj.model or (resp.model if resp else "") or ""
+        return (resp.model if resp else "") or ""
 
     @admin.display(description="status", ordering="response__status_code")
     def status(self, obj: Request):
@@ -234,14 +183,36 @@ class RequestAdmin(admin.ModelAdmin):
         resp = _resp(obj)
         return _ms(resp.ttfb_ms) if resp else ""
 
-    @admin.display(description="tokens in/out", ordering="response__total_tokens")
-    def tokens(self, obj: Request) -> str:
-        """Input/output tokens where the answer said."""
-        resp = _resp(obj)
-        if resp is None or (resp.input_tokens is None and resp.output_tokens is None):
-            return ""
-        return f"{resp.input_tokens if resp.input_tokens is not None else '?'} / " \
-               f"{resp.output_tokens if resp.output_tokens is not None else '?'}"
+    @admin.display(description="input", ordering="response__input_tokens")
+    def input_tokens(self, obj: Request) -> str:
+        """Input tokens (including cached ones)."""
+        return _count(getattr(_resp(obj), "input_tokens", None))
+
+    @admin.display(description="output", ordering="response__output_tokens")
+    def output_tokens(self, obj: Request) -> str:
+        """Output tokens (including reasoning ones)."""
+        return _count(getattr(_resp(obj), "output_tokens", None))
+
+    @admin.display(description="cached", ordering="response__cached_tokens")
+    def cached_tokens(self, obj: Request) -> str:
+        """Input tokens served from the provider's prompt cache."""
+        return _count(getattr(_resp(obj), "cached_tokens", None))
+
+    @admin.display(description="reasoning", ordering="response__reasoning_tokens")
+    def reasoning_tokens(self, obj: Request) -> str:
+        """Reasoning (thinking) tokens."""
+        return _count(getattr(_resp(obj), "reasoning_tokens", None))
+
+    @admin.display(description="total", ordering="response__total_tokens")
+    def total_tokens(self, obj: Request) -> str:
+        """Total tokens."""
+        return _count(getattr(_resp(obj), "total_tokens", None))
+
+    @admin.display(description="cost (USD)", ordering="response__cost_usd")
+    def cost(self, obj: Request) -> str:
+        """Cost from the price table, at its stored precision (cents are rare); blank when unknown."""
+        value = getattr(_resp(obj), "cost_usd", None)
+        return "" if value is None else f"${value.normalize():f}"
 
     @admin.display(description="stream", boolean=True)
     def streamed(self, obj: Request) -> bool | None:
@@ -266,6 +237,13 @@ class RequestAdmin(admin.ModelAdmin):
         resp = _resp(obj)
         outcome = resp.outcome if resp else "pending"
         return format_html('<span class="oc oc-{}">{}</span>', outcome, outcome.replace("_", " "))
+
+    @admin.display(description="key")
+    def key(self, obj: Request):
+        """Provider key fingerprint, and the gateway access key's name when one was presented."""
+        name = obj.gateway_key.rsplit(" (fp ", 1)[0] if obj.gateway_key else ""
+        return format_html('<code title="provider key fingerprint">{}</code>{}', obj.key_fingerprint or "",
+                           format_html('<br><small title="{}">{}</small>', obj.gateway_key, name) if name else "")
 
     def get_changelist(self, request: HttpRequest, **kwargs):
         """A ChangeList that reuses the paginator's rows instead of querying again."""
@@ -338,11 +316,28 @@ class ExchangeChangeList(ChangeList):
         self.date_range = {k: lookups.pop(k) for k in keys if k in lookups}
         return specs, has_filters, lookups, duplicates, active
 
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet) -> list:
+        """As Django's, except that a sort on one SORT_KNOWN_ONLY column leaves ties in the
+        order of that column's index (SQLite: rowid; PostgreSQL 12+: heap position), stable
+        from page to page. Django's added "-pk" tie-breaker would make the database sort every
+        tie: most rows, for cached tokens = 0."""
+        ordering = super().get_ordering(request, queryset)
+        first = str(ordering[0]) if ordering else ""
+        rest = {str(o).lstrip("-") for o in ordering[1:]}  # the admin's default -created_at, -pk
+        if first.lstrip("-") in SORT_KNOWN_ONLY and rest <= {"created_at", "pk"}:
+            same = "-created_at" if first.startswith("-") else "created_at"  # (model, created_at) index
+            return [first, same] if first.lstrip("-") == "model" else [first]
+        return ordering
+
     def get_queryset(self, request: HttpRequest, *args, **kwargs) -> QuerySet:
         """Keep the queryset without the date range, so the date drill-down can probe single days
         (two ranges on one column make SQLite seek on the wider one and scan the rest)."""
         qs = super().get_queryset(request, *args, **kwargs)
-        self.undated_queryset = qs
+        self.undated_queryset = qs  # before the sort's condition: date probes stay on created_at alone
+        first = next((str(f).lstrip("-") for f in qs.query.order_by), "")
+        self.sorted_known_only = SORT_KNOWN_ONLY.get(first)
+        if self.sorted_known_only:  # see SORT_KNOWN_ONLY: the index holds only known values
+            qs = qs.filter(**{f"{first}__isnull": False})
         return qs.filter(build_q_object_from_lookup_parameters(self.date_range)) if self.date_range else qs
 
     def get_results(self, request: HttpRequest) -> None:

@@ -68,6 +68,7 @@ def exchange_context(req: Request, request: HttpRequest) -> dict:
         "events": sse_events(resp.body, resp.event_offsets_ms) if resp and resp.is_stream else [],
         "conversation": conversation_build(req.endpoint, json_parse(req.body), answer),
         "files": files,
+        "output_files": [f for f in files if f["row"].role == BinaryFile.Role.RESPONSE_OUTPUT],
         "curl": curl_command(req, request.build_absolute_uri("/")),
     }
 

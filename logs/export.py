@@ -17,7 +17,7 @@ CONTENT_TYPES = {"jsonl": "application/x-ndjson", "json": "application/json", "c
 
 CSV_COLUMNS = [
     "request_id", "created_at", "provider", "method", "endpoint", "query_string", "model", "stream_requested",
-    "client_addr", "key_fingerprint", "request_content_type", "request_body_size", "request_headers",
+    "client_addr", "key_fingerprint", "gateway_key", "request_content_type", "request_body_size", "request_headers",
     "request_body", "response_id", "status_code", "outcome", "is_error", "error_message", "response_model",
     "is_stream", "duration_ms", "ttfb_ms", "input_tokens", "output_tokens", "cached_tokens",
     "reasoning_tokens", "total_tokens", "cost_usd", "response_content_type", "response_body_size",
@@ -62,7 +62,7 @@ def exchange_record(req: Request, bodies: bool = True) -> dict[str, Any]:
             "id": req.id.hex, "created_at": _when(req.created_at), "provider": req.provider,
             "method": req.method, "endpoint": req.endpoint, "query_string": req.query_string,
             "model": req.model, "stream_requested": req.stream_requested, "client_addr": req.client_addr,
-            "key_fingerprint": req.key_fingerprint, "content_type": req.content_type,
+            "key_fingerprint": req.key_fingerprint, "gateway_key": req.gateway_key, "content_type": req.content_type,
             "body_size": req.body_size, "headers": headers_safe(req.headers),
         },
         "response": _response(resp, bodies),
@@ -81,7 +81,8 @@ def _csv_row(rec: dict[str, Any]) -> list[Any]:
     as_json = lambda v: json.dumps(v, ensure_ascii=False) if v is not None else ""  # noqa: E731
     return [
         req["id"], req["created_at"], req["provider"], req["method"], req["endpoint"], req["query_string"],
-        req["model"], req["stream_requested"], req["client_addr"], req["key_fingerprint"], req["content_type"],
+        req["model"], req["stream_requested"], req["client_addr"], req["key_fingerprint"], req["gateway_key"],
+        req["content_type"],
         req["body_size"], as_json(req["headers"]), req.get("body"), resp.get("id"), resp.get("status_code"),
         resp.get("outcome"), resp.get("is_error"), resp.get("error_message"), resp.get("model"),
         resp.get("is_stream"), resp.get("duration_ms"), resp.get("ttfb_ms"), resp.get("input_tokens"),

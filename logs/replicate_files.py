@@ -25,7 +25,7 @@ from logs.capture import extension_for, payload_open
 
 log = logging.getLogger(__name__)
 
-OUTPUT_ROLE = "response_output"  # a file the answer pointed to (not in Role choices: no migration)
+OUTPUT_ROLE = "response_output"  # BinaryFile.Role.RESPONSE_OUTPUT: a file the answer pointed to
 MEDIA_TYPES = ("image/", "audio/", "video/")
 URL_WALK_MAX = 1000  # outputs are lists of a few URLs; bound the walk of odd shapes
 

@@ -13,7 +13,9 @@ from django.db import transaction
 
 from bench.mock_upstream import png_bytes
 from logs.models import BinaryFile, Outcome, Request, Response
+from logs.pricing import cost_compute
 
+GATEWAY_KEYS = ["", "team-a (fp 5f1d0c3e9a21)", "batch-jobs (fp 0b77e2c4d1f8)"]
 CHAT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "o4-mini"]
 WORDS = ("the quick brown fox jumps over lazy dogs while engineers debug streaming proxies "
          "tokens latency invoice weather paris summary translate refactor python test").split()
@@ -71,7 +73,8 @@ class _Seeder:
         req = Request(id=rid, provider="openai", endpoint=endpoint, method="GET" if body is None else "POST",
                       headers=headers, body=body, body_size=len(body or ""), content_type="application/json",
                       client_addr=f"10.0.0.{rng.randint(2, 250)}", model=model, stream_requested=stream,
-                      key_fingerprint=f"{rng.randint(0, 7):012x}", created_at=when)
+                      key_fingerprint=f"{rng.randint(0, 7):012x}", created_at=when,
+                      gateway_key=rng.choice(GATEWAY_KEYS))
         if outcome == Outcome.INTERRUPTED and rng.random() < 0.3:
             return req, None, []  # still in flight or lost: no response row
         duration = round(rng.lognormvariate(6.5, 0.9), 2)
@@ -114,6 +117,10 @@ class _Seeder:
         if ep in ("/v1/chat/completions", "/v1/responses", "/v1/embeddings"):
             resp.input_tokens, resp.output_tokens = inp, (0 if "embeddings" in ep else out)
             resp.total_tokens = resp.input_tokens + resp.output_tokens
+            resp.cached_tokens = rng.choice((0, 0, 0, inp // 2))
+            resp.reasoning_tokens = rng.choice((0, out // 3)) if (req.model or "").startswith("o") else 0
+            resp.cost_usd = cost_compute("openai", req.model, resp.input_tokens, resp.output_tokens,
+                                         resp.cached_tokens)
         if ep == "/v1/chat/completions" and stream:
             words = reply.split(" ")
             events = [json.dumps({"object": "chat.completion.chunk", "model": req.model,

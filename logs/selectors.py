@@ -1,5 +1,6 @@
 """Reads of the log for the admin, the dashboard and the exports (no writes here)."""
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -78,6 +79,16 @@ def streamed_q(streamed: bool) -> Q:
     return _answered(Q(is_stream=streamed))
 
 
+def answer_model_q(model: str) -> Q:
+    """Exchanges answered by a model (the model the provider reported, not the one asked for)."""
+    return _answered(Q(model=model))
+
+
+def cost_known_q(known: bool) -> Q:
+    """Exchanges whose cost is known (or unknown: unpriced model, no usage, or no answer yet)."""
+    return _answered(Q(cost_usd__isnull=False), negate=not known)
+
+
 def has_files_annotate(qs: QuerySet) -> QuerySet:
     """Add has_files (EXISTS on binary_files, an index probe per row)."""
     return qs.annotate(has_files=Exists(BinaryFile.objects.filter(request_id=OuterRef("pk"))))
@@ -89,13 +100,34 @@ def exchange_list(qs: QuerySet | None = None) -> QuerySet:
     return qs.select_related("response").defer(*LIST_DEFERRED)
 
 
+# A key fingerprint as typed in the search box: "key:1a2b3c4d5e6f", or the 12 hex digits alone.
+FINGERPRINT_TERM = re.compile(r"(?i)(key:|fp:)?([0-9a-f]{4,32})")
+
+
+def fingerprint_term(term: str) -> str | None:
+    """The key fingerprint a search term names: any "key:<hex>", or 12 bare hex digits that some
+    request's key has (one index probe); None when the term is ordinary text."""
+    match = FINGERPRINT_TERM.fullmatch(term)
+    if match is None:
+        return None
+    fp = match.group(2).lower()
+    if match.group(1):
+        return fp
+    if len(fp) == 12 and Request.objects.filter(key_fingerprint=fp).exists():
+        return fp
+    return None
+
+
 def search_q(term: str) -> Q:
-    """What a search term matches: an exact request id, else endpoint, model or body text."""
+    """What a search term matches: an exact request id or key fingerprint, else endpoint, model or body text."""
     term = term.strip()
     try:
         return Q(pk=uuid.UUID(term))
     except ValueError:
         pass
+    fp = fingerprint_term(term)
+    if fp is not None:  # exact, on the (key_fingerprint, created_at) index: no body scan
+        return Q(key_fingerprint=fp)
     return (Q(endpoint__icontains=term) | Q(model__icontains=term) | Q(response__model__icontains=term)
             | Q(body__icontains=term) | Q(response__body__icontains=term))
 

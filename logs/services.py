@@ -144,6 +144,7 @@ def request_row(rec: dict, files: list[BinaryFile]) -> Request:
         query_string=rec.get("query", ""), headers=rec.get("headers", []), body=rec.get("body"),
         body_size=rec.get("body_size", 0), content_type=rec.get("content_type", "")[:255],
         client_addr=rec.get("client", ""), key_fingerprint=rec.get("key_fp", ""),
+        gateway_key=(rec.get("gateway_key") or "")[:160],
         instance=rec.get("instance", ""), created_at=_when(rec["created"]),
     )
     spill = rec.get("body_file")
@@ -288,6 +289,7 @@ def _row_minimal(rec: dict, exc: Exception) -> Request | Response | None:
                            method=rec.get("method", ""), query_string=rec.get("query", ""),
                            headers=rec.get("headers", []), body_size=rec.get("body_size", 0),
                            key_fingerprint=rec.get("key_fp", ""), instance=rec.get("instance", ""),
+                           gateway_key=str(rec.get("gateway_key") or "")[:160],
                            content_type=rec.get("content_type", "")[:255], created_at=_when(rec["created"]))
         if rec.get("t") == "resp":
             status = rec.get("status")

@@ -124,12 +124,33 @@ def _db_bytes() -> bytes:
     return blob
 
 
+def _exports_bytes(tmp_path: Path) -> dict[str, bytes]:
+    """export_logs in every format, and the admin's export actions over every exchange."""
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.test import Client
+
+    out: dict[str, bytes] = {}
+    for fmt in ("jsonl", "json", "csv"):
+        target = tmp_path / f"export.{fmt}"
+        call_command("export_logs", "--format", fmt, "--output", str(target))
+        out[f"export_logs --format {fmt}"] = target.read_bytes()
+    client = Client()
+    client.force_login(User.objects.create_superuser("scan-admin", "scan@example.invalid", "pw"))
+    ids = list(Request.objects.values_list("pk", flat=True))
+    for action in ("export_jsonl", "export_csv"):
+        r = client.post("/admin/logs/request/", {"action": action, "_selected_action": ids})
+        assert r.status_code == 200 and "attachment" in r["Content-Disposition"], action
+        out[f"admin action {action}"] = b"".join(r.streaming_content)
+    return out
+
+
 def _tree_bytes(root: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()) if root.exists() else b""
 
 
 def test_key_is_nowhere_in_clear(verbose_gateway, upstream, log_flush, payload_dir, journal_lines, capfd, caplog,
-                                 settings):
+                                 settings, tmp_path):
     _traffic(verbose_gateway, settings)
     log_flush()
     # The upstream received the real credential unchanged.
@@ -143,6 +164,8 @@ def test_key_is_nowhere_in_clear(verbose_gateway, upstream, log_flush, payload_d
         "journal (every line written)": "\n".join(journal_lines).encode(),
         "journal folder": _tree_bytes(Path(dj_settings.JOURNAL_DIR)),
     }
+    exports = _exports_bytes(tmp_path)
+    stores.update(exports)
     out, err = capfd.readouterr()
     stores["console"] = (out + err + caplog.text).encode()
     leaks = {name: [n.decode() for n in NEEDLES if n in data] for name, data in stores.items()}
@@ -156,3 +179,8 @@ def test_key_is_nowhere_in_clear(verbose_gateway, upstream, log_flush, payload_d
     assert b'"GET /v1/models?key=' in stores["console"]  # uvicorn's access log was captured
     assert b"HTTP Request: " in stores["console"]  # and httpx's request log
     assert len(stores["file store"]) > len(PNG)
+    n = Request.objects.count()
+    for name, data in exports.items():  # every export holds every exchange, with the masked key
+        assert masked.encode() in data, name
+    assert len(json.loads(exports["export_logs --format json"])) == n
+    assert len(exports["admin action export_jsonl"].splitlines()) == n

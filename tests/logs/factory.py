@@ -20,8 +20,11 @@ def exchange_make(*, endpoint: str = "/v1/chat/completions", model: str | None =
                   body: dict | str | None = None, resp_body: dict | str | None = None, when: datetime | None = None,
                   stream: bool = False, stream_result: dict | None = None, offsets: list | None = None,
                   response: bool = True, headers: list | None = None, tokens: tuple[int, int] | None = None,
-                  method: str = "POST") -> Request:
-    """One exchange: a request row and (unless response=False) its response row."""
+                  method: str = "POST", key_fp: str = "", gateway_key: str = "", **usage) -> Request:
+    """One exchange: a request row and (unless response=False) its response row.
+
+    `usage` sets further response fields (answering model, cached/reasoning tokens, cost_usd...).
+    """
     when = when or datetime.now(timezone.utc)
     if body is None:
         body = {"model": model, "messages": [{"role": "user", "content": "hello there"}]}
@@ -29,22 +32,23 @@ def exchange_make(*, endpoint: str = "/v1/chat/completions", model: str | None =
     req = Request.objects.create(
         id=uuid.uuid4(), provider=provider, endpoint=endpoint, method=method, headers=headers or AUTH,
         body=text, body_size=len(text or ""), content_type="application/json", model=model,
-        stream_requested=stream, created_at=when)
+        stream_requested=stream, created_at=when, key_fingerprint=key_fp, gateway_key=gateway_key)
     if response:
         rtext = resp_body if isinstance(resp_body, str) or resp_body is None else json.dumps(resp_body)
         is_error = outcome != Outcome.COMPLETED or (status or 0) >= 400
-        Response.objects.create(
+        fields = dict(
             request=req, status_code=status, outcome=outcome, is_error=is_error, body=rtext,
             body_size=len(rtext or ""), is_stream=stream, stream_result=stream_result, event_offsets_ms=offsets,
             duration_ms=120.5, ttfb_ms=40.2, model=model, headers=[["content-type", "application/json"]],
             content_type="text/event-stream" if stream else "application/json",
             input_tokens=tokens[0] if tokens else None, output_tokens=tokens[1] if tokens else None,
             total_tokens=sum(tokens) if tokens else None, created_at=when + timedelta(milliseconds=120))
+        Response.objects.create(**{**fields, **usage})
     return Request.objects.select_related("response").get(pk=req.pk)
 
 
 def file_attach(req: Request, data: bytes, content_type: str, ext: str, *, to_response: bool = True,
-                filename: str = "") -> BinaryFile:
+                filename: str = "", role: str | None = None) -> BinaryFile:
     """Store bytes in the payload folder and add their binary_files row."""
     name = f"{req.provider}/{req.created_at:%Y-%m-%d}/{uuid.uuid4().hex}{ext}"
     path = Path(settings.FILE_STORAGE_PATH) / name
@@ -53,7 +57,7 @@ def file_attach(req: Request, data: bytes, content_type: str, ext: str, *, to_re
     resp = getattr(req, "response", None) if to_response else None
     return BinaryFile.objects.create(
         request=req, response=resp, file=name, content_type=content_type, size=len(data), filename=filename,
-        role=BinaryFile.Role.RESPONSE_IMAGE if to_response else BinaryFile.Role.REQUEST_PART,
+        role=role or (BinaryFile.Role.RESPONSE_IMAGE if to_response else BinaryFile.Role.REQUEST_PART),
         created_at=req.created_at)
 
 

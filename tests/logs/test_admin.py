@@ -5,6 +5,7 @@ import io
 import json
 import re
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -51,17 +52,33 @@ def test_anonymous_is_sent_to_login(client):
 
 
 def test_list_newest_first_with_columns_and_no_count(admin_client):
-    old = exchange_make(when=datetime.now(timezone.utc) - timedelta(hours=2), tokens=(12, 9))
+    old = exchange_make(when=datetime.now(timezone.utc) - timedelta(hours=2), tokens=(1200, 9), cached_tokens=1024,
+                        reasoning_tokens=7, cost_usd=Decimal("0.0012345"), model="gpt-4o",
+                        key_fp="1a2b3c4d5e6f", gateway_key="team-a (fp 0123456789ab)")
+    old.response.model = "gpt-4o-2024-08-06"
+    old.response.save()
     new = exchange_make(endpoint="/v1/embeddings", model="text-embedding-3-small", tokens=(3, 0))
     with CaptureQueriesContext(connection) as queries:
         r = admin_client.get(LIST)
     assert r.status_code == 200
     assert _ids(r) == [new.pk.hex, old.pk.hex]
     html = r.content.decode()
-    for header in ("time", "provider", "method", "endpoint", "model", "status", "duration", "TTFB",
-                   "tokens in/out", "stream", "bodies", "files", "ended"):
-        assert f">{header}<" in html or f">{header.capitalize()}<" in html, header
-    assert "12 / 9" in html and "120 ms" in html and "40 ms" in html
+    for header in ("time", "provider", "method", "endpoint", "model", "answered by", "status", "duration", "TTFB",
+                   "input", "output", "cached", "reasoning", "total", "cost (USD)", "stream", "bodies", "files",
+                   "ended", "key"):
+        assert f">{header}<" in html or f">{header[0].upper()}{header[1:]}<" in html, header
+    assert "120 ms" in html and "40 ms" in html
+    row = html.split(f'/admin/logs/request/{old.pk}/change/')[1].split("</tr>")[0]
+    cells = dict(re.findall(r'<td class="field-(\w+)[^"]*">(.*?)</td>', row, re.S))
+    assert (cells["model_name"], cells["answer_model"]) == ("gpt-4o", "gpt-4o-2024-08-06")
+    assert (cells["input_tokens"], cells["output_tokens"], cells["cached_tokens"], cells["reasoning_tokens"],
+            cells["total_tokens"], cells["cost"]) == ("1,200", "9", "1,024", "7", "1,209", "$0.0012345")
+    assert ">1a2b3c4d5e6f</code>" in cells["key"] and ">team-a</small>" in cells["key"]  # full label on hover
+    row = html.split(f'/admin/logs/request/{new.pk}/change/')[1].split("</tr>")[0]
+    cells = dict(re.findall(r'<td class="field-(\w+)[^"]*">(.*?)</td>', row, re.S))
+    # Unknown shows the admin's empty mark, a known zero shows 0.
+    assert (cells["output_tokens"], cells["cached_tokens"], cells["reasoning_tokens"], cells["cost"]) == (
+        "0", "-", "-", "-")
     sql = " ".join(q["sql"] for q in queries.captured_queries)
     assert "__count" not in sql  # no queryset.count(): the page never counts the log
     page_sql = next(q["sql"] for q in queries.captured_queries if 'FROM "requests" LEFT OUTER JOIN' in q["sql"])
@@ -289,3 +306,114 @@ def test_pending_count_on_list(admin_client, monkeypatch):
 def test_unknown_exchange_is_404(admin_client):
     assert admin_client.get(f"{LIST}{'0' * 32}/change/").status_code == 404
     assert isinstance(Path(__file__), Path)
+
+
+def _sort_param(column: str, descending: bool) -> str:
+    """The changelist's o= value for sorting by a list_display column."""
+    from logs.admin import RequestAdmin
+
+    index = RequestAdmin.list_display.index(column) + 1  # 0 is the action checkbox
+    return f"{'-' if descending else ''}{index}"
+
+
+SORTS = {  # column -> (field set on the exchange, values for three exchanges, ascending)
+    "input_tokens": ("input_tokens", [50, 7, 900]), "output_tokens": ("output_tokens", [3, 40, 1]),
+    "cached_tokens": ("cached_tokens", [0, 64, 32]), "reasoning_tokens": ("reasoning_tokens", [128, 0, 9]),
+    "total_tokens": ("total_tokens", [77, 5, 60]),
+    "cost": ("cost_usd", [Decimal("0.5"), Decimal("0.00001"), Decimal("2.25")]),
+    "answer_model": ("model", ["o3-2025-04-16", "gpt-4o-2024-08-06", "claude-sonnet-4"]),
+}
+
+
+@pytest.mark.parametrize("column", [*SORTS, "model_name"])
+@pytest.mark.parametrize("descending", [True, False])
+def test_sort_by_usage_columns_lists_known_values(admin_client, column, descending):
+    base = datetime.now(timezone.utc)
+    if column == "model_name":
+        values = ["gpt-4o", "claude-3-5-haiku", "o4-mini"]
+        made = [exchange_make(model=v, when=base - timedelta(minutes=i)) for i, v in enumerate(values)]
+        unknown = exchange_make(model=None, endpoint="/v1/models", body="")
+    else:
+        field, values = SORTS[column]
+        made = [exchange_make(when=base - timedelta(minutes=i), **{field: v}) for i, v in enumerate(values)]
+        unknown = exchange_make(**{field: None})
+    pending = exchange_make(response=False, model=None, body="")
+    r = admin_client.get(LIST, {"o": _sort_param(column, descending)})
+    order = sorted(range(3), key=lambda i: values[i], reverse=descending)
+    assert _ids(r) == [made[i].pk.hex for i in order]  # unknown values (and open exchanges) left out
+    assert unknown.pk.hex not in _ids(r) and pending.pk.hex not in _ids(r)
+    assert "only exchanges where it is known are listed" in r.content.decode()
+
+
+def test_sort_uses_the_index_not_a_full_sort(admin_client):
+    if connection.vendor != "sqlite":
+        pytest.skip("reads SQLite's query plan")
+    exchange_make(cached_tokens=3, cost_usd=Decimal("0.1"))
+    for column in ("cached_tokens", "cost", "model_name"):
+        with CaptureQueriesContext(connection) as queries:
+            admin_client.get(LIST, {"o": _sort_param(column, False)})
+        page_sql = next(q["sql"] for q in queries.captured_queries if "LIMIT 101" in q["sql"])
+        with connection.cursor() as cur:
+            cur.execute("EXPLAIN QUERY PLAN " + page_sql)
+            plan = " | ".join(str(row[-1]) for row in cur.fetchall())
+        assert "USING INDEX" in plan and "ORDER BY" not in plan, (column, plan)  # no sort step
+
+
+def test_usage_and_key_filters(admin_client):
+    gk = "team-a (fp 0123456789ab)"
+    made = {
+        "priced": exchange_make(cost_usd=Decimal("0.01"), key_fp="aaaaaaaaaaaa", gateway_key=gk),
+        "dated": exchange_make(model="gpt-4o", key_fp="bbbbbbbbbbbb"),
+        "unpriced": exchange_make(),
+        "open": exchange_make(response=False),
+    }
+    made["dated"].response.model = "gpt-4o-2024-08-06"
+    made["dated"].response.save()
+    html = admin_client.get(LIST).content.decode()
+    assert "?answered_by=gpt-4o-2024-08-06" in html and "?key=aaaaaaaaaaaa" in html
+    assert "?gateway_key=team-a+%28fp+0123456789ab%29" in html
+    for query, expected in [("answered_by=gpt-4o-2024-08-06", {"dated"}), ("cost=known", {"priced"}),
+                            ("cost=unknown", {"dated", "unpriced", "open"}), ("key=bbbbbbbbbbbb", {"dated"}),
+                            ("gateway_key=team-a+%28fp+0123456789ab%29", {"priced"})]:
+        r = admin_client.get(f"{LIST}?{query}")
+        assert set(_ids(r)) == {made[k].pk.hex for k in expected}, query
+
+
+def test_gateway_key_filter_hidden_without_gateway_keys(admin_client):
+    exchange_make(key_fp="aaaaaaaaaaaa")
+    html = admin_client.get(LIST).content.decode()
+    assert "By gateway key" not in html and "By API key (fingerprint)" in html
+
+
+@pytest.mark.parametrize("term", ["1a2b3c4d5e6f", "key:1a2b3c4d5e6f", "KEY:1A2B3C4D5E6F"])
+def test_search_by_key_fingerprint_is_exact(admin_client, term):
+    mine = exchange_make(key_fp="1a2b3c4d5e6f")
+    exchange_make(key_fp="1a2b3c4d5e60")
+    exchange_make(body={"note": "1a2b3c4d5e6f appears in this body"})  # text, not the key: not a match
+    assert _ids(admin_client.get(LIST, {"q": term})) == [mine.pk.hex]
+
+
+def test_search_for_hex_that_is_no_fingerprint_searches_text(admin_client):
+    exchange_make(key_fp="1a2b3c4d5e6f")
+    body = exchange_make(body={"note": "abcdefabcdef in a body"})
+    assert _ids(admin_client.get(LIST, {"q": "abcdefabcdef"})) == [body.pk.hex]
+
+
+def test_detail_shows_key_fingerprint_and_gateway_key_with_links(admin_client):
+    req = exchange_make(key_fp="1a2b3c4d5e6f", gateway_key="team-a (fp 0123456789ab)")
+    html = _detail(admin_client, req)
+    assert 'href="/admin/logs/request/?key=1a2b3c4d5e6f"' in html and "<code>1a2b3c4d5e6f</code>" in html
+    assert 'href="/admin/logs/request/?gateway_key=team-a%20%28fp%200123456789ab%29"' in html
+    assert "gateway key" in html and "team-a (fp 0123456789ab)" in html
+
+
+def test_detail_shows_saved_replicate_output_file(admin_client, payload_dir):
+    req = exchange_make(provider="replicate", endpoint="/replicate/v1/predictions/abc", model=None, method="GET",
+                        body="", resp_body={"status": "succeeded", "output": ["https://replicate.delivery/x/out.png"]})
+    out = file_attach(req, PNG, "image/png", ".png", filename="out.png", role=BinaryFile.Role.RESPONSE_OUTPUT)
+    html = _detail(admin_client, req)
+    url = f"{LIST}file/{out.pk.hex}/"
+    assert f'<img src="{url}"' in html and f'href="{url}?download=1"' in html
+    assert "Response Output" in html  # the role's label
+    assert f'Output files saved by the gateway: <a href="#file-{out.pk.hex}">out.png</a>' in html
+    assert b"".join(admin_client.get(url).streaming_content) == PNG

@@ -109,3 +109,18 @@ def test_unmasked_header_in_an_old_row_is_masked_in_export(tmp_path):
     exchange_make(headers=[["Authorization", "Bearer sk-proj-abcdefghijklmnop1234"]])
     text = _export(tmp_path)
     assert "sk-proj-abcdefghijklmnop1234" not in text and "…1234" in text
+
+
+def test_key_fingerprint_gateway_key_and_usage_exported(tmp_path):
+    from decimal import Decimal
+
+    exchange_make(key_fp="1a2b3c4d5e6f", gateway_key="team-a (fp 0123456789ab)", tokens=(100, 20),
+                  cached_tokens=64, reasoning_tokens=8, cost_usd=Decimal("0.0004"))
+    rec = json.loads(_export(tmp_path, "--format", "jsonl"))
+    assert rec["request"]["key_fingerprint"] == "1a2b3c4d5e6f"
+    assert rec["request"]["gateway_key"] == "team-a (fp 0123456789ab)"
+    assert (rec["response"]["cached_tokens"], rec["response"]["reasoning_tokens"], rec["response"]["cost_usd"]) == (
+        64, 8, "0.00040000")
+    row = next(csv.DictReader(io.StringIO(_export(tmp_path, "--format", "csv").lstrip("\ufeff"), newline="")))
+    assert (row["key_fingerprint"], row["gateway_key"], row["total_tokens"]) == (
+        "1a2b3c4d5e6f", "team-a (fp 0123456789ab)", "120")

@@ -57,3 +57,11 @@ def test_live_journal_is_not_taken_as_orphan(tmp_path):
     live = Journal(tmp_path, "alive")
     assert list(journal_orphans(tmp_path)) == []
     live.close(remove=True)
+
+
+def test_gateway_key_label_and_key_fingerprint_stored():
+    rec = _req(key_fp="1a2b3c4d5e6f", gateway_key="team-a (fp 0123456789ab)")
+    exchange_records_write([rec, _req()])
+    row = Request.objects.get(id=rec["id"])
+    assert (row.key_fingerprint, row.gateway_key) == ("1a2b3c4d5e6f", "team-a (fp 0123456789ab)")
+    assert Request.objects.exclude(id=rec["id"]).get().gateway_key == ""  # no gateway key presented
