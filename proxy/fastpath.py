@@ -5,7 +5,7 @@ response.close(), both run through sync_to_async), a fresh executor thread
 (ThreadSensitiveContext), URL resolution and the middleware chain. On the proxy path none of it
 does anything (no database access on the event loop, no middleware applies), and it is most of
 the gateway's overhead at low concurrency (see the README's "Benchmark"). This module builds
-the same ASGIRequest Django would, calls the same `exchange_forward`, and sends the response the
+the same ASGIRequest Django would, calls the same `proxy_view`, and sends the response the
 way Django does, including cancelling the exchange when the client disconnects (which is how
 relay_stream learns of an abort). Anything it does not serve goes to Django unchanged.
 """
@@ -20,7 +20,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponseBase
 from django.urls import Resolver404, get_resolver
 
-from proxy.forward import exchange_forward, json_error
+from proxy.forward import json_error
 from proxy.providers import openai_error
 from proxy.views import proxy_view, server_error_json
 
@@ -72,7 +72,7 @@ async def _response_send(response: HttpResponseBase, send) -> None:
 async def _exchange_run(request: ASGIRequest, send) -> None:
     """Forward and answer; an unexpected error becomes the JSON 500, never a stack trace."""
     try:
-        response = await exchange_forward(request)
+        response = await proxy_view(request)  # the same Django async view the URLconf routes to
     except Exception:
         log.exception("Internal error on %s", request.path)
         response = server_error_json(request)
