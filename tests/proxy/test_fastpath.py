@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from logs.models import Request, Response
-from proxy import fastpath
+from proxy import views
 from proxy.fastpath import fastpath_applies
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -73,7 +73,7 @@ def test_client_leaving_mid_stream_is_logged_as_aborted(either_path, gateway, lo
 def test_unexpected_error_is_a_json_500(gateway, monkeypatch, log_flush):
     async def broken(request):
         raise RuntimeError("boom secret detail")
-    monkeypatch.setattr(fastpath, "proxy_view", broken)
+    monkeypatch.setattr(views, "exchange_forward", broken)
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json={})
     assert r.status_code == 500
     assert r.json()["error"]["type"] == "gateway_error" and "boom" not in r.text
