@@ -20,7 +20,8 @@ from logs.conversation import conversation_build
 from logs.curl import curl_command
 from logs.export import CONTENT_TYPES, export_chunks
 from logs.models import BinaryFile, Request
-from logs.present import body_render, headers_safe, json_parse, json_pretty, sse_events
+from logs.present import body_render, headers_safe, json_pretty, sse_events
+from logs.streams import json_or_none
 from logs.selectors import ExportFilters, binary_file_get, exchange_detail, exchanges_for_export, pending_log_records
 from logs.stats import WINDOWS, dashboard_build
 
@@ -53,7 +54,7 @@ def exchange_context(req: Request, request: HttpRequest) -> dict:
     """Everything the exchange page shows, ready for the template."""
     resp = getattr(req, "response", None) if hasattr(req, "response") else None
     stream_result = resp.stream_result if resp and isinstance(resp.stream_result, dict) else None
-    answer = stream_result.get("result") if stream_result else (json_parse(resp.body) if resp else None)
+    answer = stream_result.get("result") if stream_result else (json_or_none(resp.body) if resp else None)
     files = [{"row": f, "url": _file_url(f.id.hex), "kind": _file_kind(f.content_type)}
              for f in sorted(req.files.all(), key=lambda f: (f.role, f.created_at))]
     return {
@@ -66,7 +67,7 @@ def exchange_context(req: Request, request: HttpRequest) -> dict:
         "response_body": body_render(resp.body, _file_url) if resp else None,
         "stream_result": json_pretty(stream_result.get("result")) if stream_result else None,
         "events": sse_events(resp.body, resp.event_offsets_ms) if resp and resp.is_stream else [],
-        "conversation": conversation_build(req.endpoint, json_parse(req.body), answer),
+        "conversation": conversation_build(req.endpoint, json_or_none(req.body), answer),
         "files": files,
         "output_files": [f for f in files if f["row"].role == BinaryFile.Role.RESPONSE_OUTPUT],
         "curl": curl_command(req, request.build_absolute_uri("/")),

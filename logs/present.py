@@ -8,7 +8,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from logs.redact import MASK, secret_headers, value_mask
-from logs.streams import sse_parse
+from logs.streams import sse_parse, json_or_none
 
 # Bodies longer than this start folded; JSON with more nodes than this is shown as indented
 # text rather than a tree of <details> (a tree of 100,000 nodes is slower to read, not faster).
@@ -33,15 +33,6 @@ def headers_safe(pairs: Any) -> list[tuple[str, str]]:
         out.append((name, value))
     return out
 
-
-def json_parse(text: str | None) -> Any:
-    """JSON from text, or None when it is not JSON."""
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
 
 
 def _nodes(obj: Any, limit: int) -> int:
@@ -88,7 +79,7 @@ def body_render(text: str | None, file_url: FileUrl) -> dict[str, Any]:
     """How to show a body: a JSON tree, indented JSON, or plain text; folded when long."""
     if text is None or text == "":
         return {"kind": "empty", "html": "", "chars": 0, "folded": False}
-    parsed = json_parse(text)
+    parsed = json_or_none(text)
     folded = len(text) > FOLD_CHARS
     if parsed is None or not isinstance(parsed, (dict, list)):
         return {"kind": "text", "html": format_html("<pre>{}</pre>", text), "chars": len(text), "folded": folded}
@@ -112,7 +103,7 @@ def sse_events(body: str | None, offsets: list | None) -> list[dict[str, Any]]:
     out = []
     for idx, event in enumerate(sse_parse(body)):
         data = event.get("data", "")
-        parsed = json_parse(data)
+        parsed = json_or_none(data)
         out.append({
             "index": idx,
             "offset_ms": offsets[idx] if idx < len(offsets) else None,

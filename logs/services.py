@@ -20,6 +20,7 @@ from logs.models import BinaryFile, Outcome, Request, Response
 from logs.multipart import multipart_boundary, multipart_split, part_copy, part_read
 from logs.replicate_files import replicate_downloads_schedule, replicate_output_urls
 from logs.usage import ttft_compute, usage_fill, wire_get
+from logs.streams import json_or_none
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +69,6 @@ def _file_row(*, file_id: uuid.UUID, request_id: str, response_id: str | None, n
                       role=role, content_type=content_type, size=size, sha256=sha256,
                       field_name=field_name, filename=filename or "", created_at=_when(ts))
 
-
-def _json_load(text: str | None) -> Any:
-    """Parse JSON text, None when it is not JSON."""
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
 
 
 def _multipart_rows(rec: dict, request: Request, files: list[BinaryFile]) -> None:
@@ -155,7 +147,7 @@ def request_row(rec: dict, files: list[BinaryFile]) -> Request:
                                name=spill["name"], role=BinaryFile.Role.REQUEST_BODY,
                                content_type=rec.get("content_type", ""), size=spill["size"],
                                sha256=spill.get("sha256", ""), ts=rec["created"]))
-    payload = _json_load(req.body) if "json" in req.content_type or req.body else None
+    payload = json_or_none(req.body) if "json" in req.content_type or req.body else None
     wire = wire_get(rec.get("wire"))
     req.model = wire.request_model(req.endpoint, payload) or req.model
     req.stream_requested = wire.stream_requested(req.endpoint, payload)
@@ -228,7 +220,7 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
             resp.ttft_ms = _untrusted(ttft_compute, wire, text, rec.get("event_offsets_ms"),
                                       rec.get("offsets_base_ms"), resp.ttfb_ms)
     elif text is not None:
-        parsed = _json_load(text)
+        parsed = json_or_none(text)
         if isinstance(parsed, dict) and _b64_images_extract(rec, parsed, files):
             resp.body = json.dumps(parsed)
             if spill:

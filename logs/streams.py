@@ -31,8 +31,8 @@ def sse_parse(text: str) -> list[dict[str, str]]:
     return events
 
 
-def _json(data: str | None) -> Any:
-    """Parse an event's data as JSON; None when it is not JSON (e.g. [DONE])."""
+def json_or_none(data: str | None) -> Any:
+    """Parse text as JSON; None when it is empty or not JSON (e.g. an SSE [DONE])."""
     if not data:
         return None
     try:
@@ -100,7 +100,7 @@ def chat_chunks_reassemble(payloads: list[dict]) -> dict[str, Any]:
 def stream_reassemble(text: str) -> dict[str, Any]:
     """Reassemble an SSE body: chat/completions chunks or the Responses API's final object."""
     events = sse_parse(text)
-    payloads = [(e.get("event"), _json(e.get("data"))) for e in events]
+    payloads = [(e.get("event"), json_or_none(e.get("data"))) for e in events]
     final = None
     chunks = []
     for name, payload in payloads:

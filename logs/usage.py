@@ -9,7 +9,6 @@ Every wire format reads the same six things, with one meaning across providers:
 Anything the provider did not report stays None (NULL), never 0.
 """
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 from logs.provider_streams import (anthropic_event_has_content, anthropic_reassemble,
                                    gemini_event_has_content, gemini_reassemble,
                                    openai_event_has_content)
-from logs.streams import sse_parse, stream_reassemble
+from logs.streams import sse_parse, stream_reassemble, json_or_none
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")
 GEMINI_MODEL_RE = re.compile(r"/(?:models|tunedModels)/([^/:]+)")
@@ -170,21 +169,12 @@ def ttft_compute(wire: Wire, text: str, offsets: list[float] | None, base_ms: fl
     blocks = text.replace("\r\n", "\n").split("\n\n")  # the capture counts CRLF terminators too
     for i, block in enumerate(blocks[: len(offsets)]):
         for event in sse_parse(block):
-            payload = _json_or_none(event.get("data"))
+            payload = json_or_none(event.get("data"))
             if wire.event_has_content(event.get("event"), payload):
                 # Offsets are rounded to 0.1 ms: never report content before the first byte.
                 return max(round(base_ms + offsets[i], 2), ttfb_ms or 0.0)
     return None
 
-
-def _json_or_none(data: str | None) -> Any:
-    """An event's data as JSON, None when it is not JSON."""
-    if not data:
-        return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
 
 
 def usage_fill(resp: Any, wire: Wire, provider: str, parsed: Any) -> None:

@@ -3,7 +3,6 @@
 import asyncio
 import io
 import logging
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 
