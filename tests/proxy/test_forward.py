@@ -6,6 +6,8 @@ import json
 import httpx
 import pytest
 import respx
+from asgiref.sync import sync_to_async
+from django.db import connections
 from django.test import AsyncClient
 
 from logs.models import Request, Response
@@ -33,6 +35,9 @@ async def fresh_client():
     """The shared client belongs to one event loop; each test's loop gets its own."""
     yield
     await client_close()
+    # The async ORM calls ran on asgiref's executor thread: close its connection too, or
+    # PostgreSQL cannot drop the test database at the end of the session.
+    await sync_to_async(connections.close_all)()
 
 
 async def test_request_forwarded_untouched(up, log_flush):
@@ -70,8 +75,7 @@ async def test_response_relayed_with_request_id(up, log_flush):
 
 
 async def _flush(log_flush) -> None:
-    from asgiref.sync import sync_to_async
-
+    """Wait for the log writer without blocking the event loop."""
     await sync_to_async(log_flush)()
 
 
