@@ -146,13 +146,3 @@ def exchanges_read(db: Path) -> dict[str, dict]:
             "body_size": size, "duration_ms": duration}}
     return out
 
-
-def wait_for(check, timeout: float, step: float = 0.1):
-    """Poll until check() is truthy; its value (None on timeout)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(step)
-    return None

@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from tests.faults import AUTH, CHAT
-from tests.procs import GatewayProcess, exchanges_read, migrated_copy, sqlite_only, wait_for
+from tests.procs import GatewayProcess, exchanges_read, migrated_copy, sqlite_only
+from tests.faults import wait_until
 
 pytestmark = sqlite_only
 
@@ -45,7 +46,7 @@ def test_sigterm_lets_inflight_finish_within_grace(tmp_path, tmp_path_factory, m
         streamed = Call(url, {"x-mock-events": "8", "x-mock-delay-ms": "150"}, {**CHAT, "stream": True})  # ~1.4 s
         slow = Call(url, {"x-mock-fault": "stall", "x-mock-stall-s": "1.5"}, CHAT)
         endless = Call(url, {"x-mock-events": "100", "x-mock-delay-ms": "150"}, {**CHAT, "stream": True})  # 15 s
-        assert wait_for(lambda: len(mock_upstream.mock.received) == 3, 10), "exchanges did not start"
+        assert wait_until(lambda: len(mock_upstream.mock.received) == 3, 10), "exchanges did not start"
         time.sleep(0.3)
         signalled = time.monotonic()
         gw.signal(signal.SIGTERM)
@@ -88,9 +89,9 @@ def test_sigkill_midflight_marked_interrupted_at_next_start(tmp_path, tmp_path_f
         done.join(10)
         stalled = Call(url, {"x-mock-fault": "stall", "x-mock-stall-s": "20"}, CHAT)
         streaming = Call(url, {"x-mock-events": "100", "x-mock-delay-ms": "100"}, {**CHAT, "stream": True})
-        assert wait_for(lambda: len(mock_upstream.mock.received) == 3, 10)
+        assert wait_until(lambda: len(mock_upstream.mock.received) == 3, 10)
         # Both requests are durable before the upstream answers (here: already rows).
-        assert wait_for(lambda: len(exchanges_read(db)) == 3, 10)
+        assert wait_until(lambda: len(exchanges_read(db)) == 3, 10)
         time.sleep(0.3)
     finally:
         gw.kill()
@@ -104,7 +105,7 @@ def test_sigkill_midflight_marked_interrupted_at_next_start(tmp_path, tmp_path_f
 
     again = GatewayProcess(data, mock_upstream.url)
     try:
-        after = wait_for(lambda: (lambda rows: rows if all(r["response"] for r in rows.values()) else None)(
+        after = wait_until(lambda: (lambda rows: rows if all(r["response"] for r in rows.values()) else None)(
             exchanges_read(db)), 15)
         assert after, "unfinished requests were not marked at the next start"
         outcomes = sorted(row["response"]["outcome"] for row in after.values())
@@ -114,7 +115,7 @@ def test_sigkill_midflight_marked_interrupted_at_next_start(tmp_path, tmp_path_f
                 assert row["response"]["is_error"] and "stopped before this exchange ended" in row["response"]["error"]
         assert len(after) == 3  # the replayed journal made no duplicates
         # The dead process's journal is gone; only the new process's own remains.
-        assert wait_for(lambda: len(list((data / "journal").glob("*.jsonl"))) == 1, 5)
+        assert wait_until(lambda: len(list((data / "journal").glob("*.jsonl"))) == 1, 5)
         assert httpx.post(url.replace(gw.url, again.url), json=CHAT, headers=AUTH, timeout=10).status_code == 200
     finally:
         again.stop()

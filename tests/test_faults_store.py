@@ -12,7 +12,8 @@ import pytest
 
 from bench.mock_upstream import PNG
 from tests.faults import AUTH, CHAT, exchange_get, fast_gateway, response_files  # noqa: F401
-from tests.procs import GatewayProcess, db_rows, exchanges_read, migrated_copy, sqlite_only, wait_for
+from tests.procs import GatewayProcess, db_rows, exchanges_read, migrated_copy, sqlite_only
+from tests.faults import wait_until
 
 LOCKER = """
 import sqlite3, sys, time
@@ -47,7 +48,7 @@ def test_database_locked_by_another_process(tmp_path, tmp_path_factory, mock_ups
     gw = GatewayProcess(tmp_path / "data", mock_upstream.url, SQLITE_BUSY_TIMEOUT="1")
     try:
         first = _exchange_send(gw.url, "plain")
-        assert wait_for(lambda: exchanges_read(db).get(first.headers["x-gateway-request-id"], {}).get("response"), 10)
+        assert wait_until(lambda: exchanges_read(db).get(first.headers["x-gateway-request-id"], {}).get("response"), 10)
 
         locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), "10"], stdout=subprocess.PIPE, text=True)
         try:
@@ -70,14 +71,14 @@ def test_database_locked_by_another_process(tmp_path, tmp_path_factory, mock_ups
             locker.kill()
 
         # Written once the lock is gone: every exchange, with its response, in the order sent.
-        done = wait_for(lambda: (lambda rows: rows if all((rows.get(i) or {}).get("response") for i in ids)
+        done = wait_until(lambda: (lambda rows: rows if all((rows.get(i) or {}).get("response") for i in ids)
                                  else None)(exchanges_read(db)), 20)
         assert done, f"records not written after the lock was released:\n{gw.stderr()[-3000:]}"
         assert [done[i]["rowid"] for i in ids] == sorted(done[i]["rowid"] for i in ids)
         assert len(done) == len(kinds) + 1  # exactly once (ids are primary keys; no extra rows)
         assert all(done[i]["response"]["outcome"] == "completed" for i in ids)
         assert db_rows(db, "SELECT count(*) FROM responses")[0][0] == len(kinds) + 1
-        health = wait_for(lambda: (lambda h: h if h["pending_log_records"] == 0 else None)(
+        health = wait_until(lambda: (lambda h: h if h["pending_log_records"] == 0 else None)(
             httpx.get(f"{gw.url}/health", timeout=10).json()), 5)
         assert health, "pending count did not go back to 0"
         # The derived files (upload parts, the cut-out image, the audio) exist and each has its row.

@@ -7,7 +7,8 @@ import httpx
 
 from bench.mock_upstream import PNG
 from tests.faults import AUTH, CHAT
-from tests.procs import GatewayProcess, db_rows, exchanges_read, migrated_copy, sqlite_only, wait_for
+from tests.procs import GatewayProcess, db_rows, exchanges_read, migrated_copy, sqlite_only
+from tests.faults import wait_until
 
 pytestmark = sqlite_only
 
@@ -49,10 +50,10 @@ def test_200_concurrent_mixed_exchanges_two_workers(tmp_path, tmp_path_factory, 
     db = migrated_copy(data, tmp_path_factory)
     gw = GatewayProcess(data, mock_upstream.url, workers=2)
     try:
-        sent = asyncio.run(asyncio.wait_for(_burst(gw.url), 90))
+        sent = asyncio.run(asyncio.wait_until(_burst(gw.url), 90))
         ids = [rid for _, rid in sent]
         assert len(set(ids)) == COUNT
-        logged = wait_for(lambda: (lambda rows: rows if len(rows) == COUNT and all(
+        logged = wait_until(lambda: (lambda rows: rows if len(rows) == COUNT and all(
             r["response"] for r in rows.values()) else None)(exchanges_read(db)), 30)
         assert logged, f"not every exchange reached the log:\n{gw.stderr()[-3000:]}"
     finally:
