@@ -50,7 +50,7 @@ def test_200_concurrent_mixed_exchanges_two_workers(tmp_path, tmp_path_factory, 
     db = migrated_copy(data, tmp_path_factory)
     gw = GatewayProcess(data, mock_upstream.url, workers=2)
     try:
-        sent = asyncio.run(asyncio.wait_until(_burst(gw.url), 90))
+        sent = asyncio.run(asyncio.wait_for(_burst(gw.url), 90))
         ids = [rid for _, rid in sent]
         assert len(set(ids)) == COUNT
         logged = wait_until(lambda: (lambda rows: rows if len(rows) == COUNT and all(
