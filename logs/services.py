@@ -1,23 +1,18 @@
 """Writes to the log: turns journal records into rows, files and parsed results."""
 
-import base64
-import binascii
-import hashlib
 import json
 import logging
-import threading
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 
-from logs.capture import extension_for, payload_open
 from logs.models import BinaryFile, Outcome, Request, Response
-from logs.multipart import multipart_boundary, multipart_split, part_copy, part_read
+from logs.payloads import (b64_images_extract, epoch_datetime, file_id_derive, file_row_build, multipart_rows_build,
+                           payload_path, unlink_after_commit, unlinks_deferred)
+from logs.multipart import multipart_boundary
 from logs.replicate_files import replicate_downloads_schedule, replicate_output_urls
 from logs.usage import ttft_compute, usage_fill, wire_get
 from logs.streams import json_or_none
@@ -25,102 +20,6 @@ from logs.streams import json_or_none
 log = logging.getLogger(__name__)
 
 JSON_PARSE_MAX_BYTES = 64 * 1024 * 1024
-FORM_FIELD_INLINE_MAX = 64 * 1024
-
-
-_pending_unlinks = threading.local()
-
-
-def _unlink_after_write(path: Path) -> None:
-    """Delete a source file only once its rows are committed: a retried batch still needs it."""
-    pending = getattr(_pending_unlinks, "paths", None)
-    if pending is None:
-        path.unlink(missing_ok=True)
-    else:
-        pending.append(path)
-
-
-def _when(ts: float) -> datetime:
-    """Epoch seconds to an aware datetime."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
-
-
-def _file_id(owner: str, label: str) -> uuid.UUID:
-    """A stable id for a file derived from its owner, so a replayed record makes no duplicate."""
-    return uuid.uuid5(uuid.UUID(owner), label)
-
-
-def _derived_name(provider: str, owner: str, label: str, content_type: str, ts: float) -> str:
-    """Stable payload path {provider}/{YYYY-MM-DD}/{uuid}.{ext} for a file cut out of a body."""
-    day = _when(ts).strftime("%Y-%m-%d")
-    return f"{provider}/{day}/{_file_id(owner, label).hex}{extension_for(content_type)}"
-
-
-def _payload_path(name: str) -> Path:
-    """Absolute path of a payload file."""
-    return Path(settings.FILE_STORAGE_PATH) / name
-
-
-def _file_row(*, file_id: uuid.UUID, request_id: str, response_id: str | None, name: str,
-              role: str, content_type: str, size: int, sha256: str, ts: float,
-              field_name: str = "", filename: str = "") -> BinaryFile:
-    """An unsaved BinaryFile row."""
-    return BinaryFile(id=file_id, request_id=request_id, response_id=response_id, file=name,
-                      role=role, content_type=content_type, size=size, sha256=sha256,
-                      field_name=field_name, filename=filename or "", created_at=_when(ts))
-
-
-
-def _multipart_rows(rec: dict, request: Request, files: list[BinaryFile]) -> None:
-    """Split a multipart request body into file rows and a readable JSON body."""
-    spill = rec["body_file"]
-    source = _payload_path(spill["name"])
-    boundary = multipart_boundary(rec.get("content_type", ""))
-    parts, complete = multipart_split(source, boundary) if boundary else ([], False)
-    fields: dict[str, Any] = {}
-    described = []
-    for idx, part in enumerate(parts):
-        size = part.end - part.start
-        if part.filename is None and size <= FORM_FIELD_INLINE_MAX:
-            raw = part_read(source, part)
-            try:
-                fields[part.name] = raw.decode("utf-8")
-                continue
-            except UnicodeDecodeError:
-                pass
-        name = _derived_name(rec["provider"], rec["id"], f"part{idx}", part.content_type, rec["created"])
-        digest = hashlib.sha256()
-        with payload_open(name) as dest:
-            part_copy(source, part, _HashingWriter(dest, digest))
-        fid = _file_id(rec["id"], f"part{idx}")
-        files.append(_file_row(file_id=fid, request_id=rec["id"], response_id=None, name=name,
-                               role=BinaryFile.Role.REQUEST_PART, content_type=part.content_type,
-                               size=size, sha256=digest.hexdigest(), ts=rec["created"],
-                               field_name=part.name, filename=part.filename or ""))
-        described.append({"field": part.name, "filename": part.filename, "content_type": part.content_type,
-                          "size": size, "file": name})
-    request.body = json.dumps({"fields": fields, "files": described, "complete": complete}, indent=None)
-    if complete:
-        _unlink_after_write(source)
-    else:  # keep the raw bytes: a truncated body is evidence too
-        files.append(_file_row(file_id=_file_id(rec["id"], "raw"), request_id=rec["id"], response_id=None,
-                               name=spill["name"], role=BinaryFile.Role.REQUEST_BODY,
-                               content_type=rec.get("content_type", ""), size=spill["size"],
-                               sha256=spill.get("sha256", ""), ts=rec["created"]))
-    m = fields.get("model")
-    request.model = m if isinstance(m, str) else None
-
-
-class _HashingWriter:
-    """File wrapper that hashes what is written through it."""
-
-    def __init__(self, dest, digest) -> None:
-        self.dest, self.digest = dest, digest
-
-    def write(self, data: bytes) -> None:
-        """Write and hash."""
-        self.digest.update(data)
-        self.dest.write(data)
 
 
 def _content_encoded(headers: list) -> bool:
@@ -137,13 +36,13 @@ def request_row(rec: dict, files: list[BinaryFile]) -> Request:
         body_size=rec.get("body_size", 0), content_type=rec.get("content_type", "")[:255],
         client_addr=rec.get("client", ""), key_fingerprint=rec.get("key_fp", ""),
         gateway_key=(rec.get("gateway_key") or "")[:160],
-        instance=rec.get("instance", ""), created_at=_when(rec["created"]),
+        instance=rec.get("instance", ""), created_at=epoch_datetime(rec["created"]),
     )
     spill = rec.get("body_file")
     if spill and multipart_boundary(rec.get("content_type", "")):
-        _multipart_rows(rec, req, files)
+        multipart_rows_build(rec, req, files)
     elif spill:
-        files.append(_file_row(file_id=_file_id(rec["id"], "body"), request_id=rec["id"], response_id=None,
+        files.append(file_row_build(file_id=file_id_derive(rec["id"], "body"), request_id=rec["id"], response_id=None,
                                name=spill["name"], role=BinaryFile.Role.REQUEST_BODY,
                                content_type=rec.get("content_type", ""), size=spill["size"],
                                sha256=spill.get("sha256", ""), ts=rec["created"]))
@@ -152,34 +51,6 @@ def request_row(rec: dict, files: list[BinaryFile]) -> Request:
     req.model = wire.request_model(req.endpoint, payload) or req.model
     req.stream_requested = wire.stream_requested(req.endpoint, payload)
     return req
-
-
-def _b64_images_extract(rec: dict, payload: dict, files: list[BinaryFile]) -> bool:
-    """Move b64_json images out of a JSON answer into files; True when any was moved."""
-    items = payload.get("data")
-    if not isinstance(items, list):
-        return False
-    moved = False
-    fmt = payload.get("output_format") or "png"
-    ctype = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}.get(
-        fmt, "image/png")
-    for idx, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("b64_json"), str):
-            continue
-        try:
-            raw = base64.b64decode(item["b64_json"], validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        name = _derived_name(rec["provider"], rec["id"], f"image{idx}", ctype, rec["created"])
-        with payload_open(name) as f:
-            f.write(raw)
-        fid = _file_id(rec["id"], f"image{idx}")
-        files.append(_file_row(file_id=fid, request_id=rec["request_id"], response_id=rec["id"], name=name,
-                               role=BinaryFile.Role.RESPONSE_IMAGE, content_type=ctype, size=len(raw),
-                               sha256=hashlib.sha256(raw).hexdigest(), ts=rec["created"]))
-        item["b64_json"] = {"$gateway_file": name, "binary_file_id": str(fid), "bytes": len(raw)}
-        moved = True
-    return moved
 
 
 def _untrusted(parse: Callable, *args: Any) -> Any:
@@ -199,7 +70,7 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
         content_type=rec.get("content_type", "")[:255], is_stream=rec.get("is_stream", False),
         event_offsets_ms=rec.get("event_offsets_ms"), duration_ms=rec.get("duration_ms"),
         ttfb_ms=rec.get("ttfb_ms"), outcome=rec.get("outcome", Outcome.COMPLETED),
-        error_message=rec.get("error", ""), created_at=_when(rec["created"]),
+        error_message=rec.get("error", ""), created_at=epoch_datetime(rec["created"]),
         usage_injected=bool(rec.get("usage_injected")),
     )
     wire = wire_get(rec.get("wire"))
@@ -209,7 +80,7 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
     text = resp.body
     if spill and "json" in resp.content_type and spill["size"] <= JSON_PARSE_MAX_BYTES and not spill.get("error"):
         try:  # a big JSON answer (usually base64 images): parse it to cut the images out
-            text = _payload_path(spill["name"]).read_text("utf-8")
+            text = payload_path(spill["name"]).read_text("utf-8")
         except (OSError, UnicodeDecodeError):
             text = None
     parsed: Any = None
@@ -221,10 +92,10 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
                                       rec.get("offsets_base_ms"), resp.ttfb_ms)
     elif text is not None:
         parsed = json_or_none(text)
-        if isinstance(parsed, dict) and _b64_images_extract(rec, parsed, files):
+        if isinstance(parsed, dict) and b64_images_extract(rec, parsed, files):
             resp.body = json.dumps(parsed)
             if spill:
-                _unlink_after_write(_payload_path(spill["name"]))
+                unlink_after_commit(payload_path(spill["name"]))
                 spill = None
     if isinstance(parsed, dict):
         _untrusted(usage_fill, resp, wire, rec["provider"], parsed)
@@ -233,7 +104,7 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
     if spill:
         if spill.get("error"):
             resp.error_message = "; ".join(filter(None, [resp.error_message, spill["error"]]))
-        files.append(_file_row(file_id=_file_id(rec["id"], "body"), request_id=rec["request_id"],
+        files.append(file_row_build(file_id=file_id_derive(rec["id"], "body"), request_id=rec["request_id"],
                                response_id=rec["id"], name=spill["name"], role=BinaryFile.Role.RESPONSE_BODY,
                                content_type=spill.get("content_type") or resp.content_type,
                                size=spill["size"], sha256=spill.get("sha256", ""), ts=rec["created"]))
@@ -245,8 +116,7 @@ def response_row(rec: dict, files: list[BinaryFile]) -> Response:
 def exchange_records_write(records: Iterable[dict]) -> None:
     """Write a batch of journal records in one transaction; idempotent on replay."""
     requests, responses, files = [], [], []
-    _pending_unlinks.paths = []
-    try:
+    with unlinks_deferred():
         for rec in records:
             try:
                 if rec.get("t") == "req":
@@ -262,10 +132,6 @@ def exchange_records_write(records: Iterable[dict]) -> None:
             Request.objects.bulk_create(requests, ignore_conflicts=True)
             Response.objects.bulk_create(responses, ignore_conflicts=True)
             BinaryFile.objects.bulk_create(files, ignore_conflicts=True)
-        for path in _pending_unlinks.paths:
-            path.unlink(missing_ok=True)
-    finally:
-        _pending_unlinks.paths = None
     replicate_downloads_schedule(responses)
 
 
@@ -282,7 +148,7 @@ def _row_minimal(rec: dict, exc: Exception) -> Request | Response | None:
                            headers=rec.get("headers", []), body_size=rec.get("body_size", 0),
                            key_fingerprint=rec.get("key_fp", ""), instance=rec.get("instance", ""),
                            gateway_key=str(rec.get("gateway_key") or "")[:160],
-                           content_type=rec.get("content_type", "")[:255], created_at=_when(rec["created"]))
+                           content_type=rec.get("content_type", "")[:255], created_at=epoch_datetime(rec["created"]))
         if rec.get("t") == "resp":
             status = rec.get("status")
             note = f"log record could not be processed: {type(exc).__name__}: {exc}"
@@ -291,7 +157,7 @@ def _row_minimal(rec: dict, exc: Exception) -> Request | Response | None:
                             headers=rec.get("headers", []), outcome=rec.get("outcome", Outcome.COMPLETED),
                             is_error=True, duration_ms=rec.get("duration_ms"), body_size=rec.get("body_size", 0),
                             error_message="; ".join(filter(None, [rec.get("error", ""), note])),
-                            created_at=_when(rec["created"]))
+                            created_at=epoch_datetime(rec["created"]))
     except Exception:
         log.exception("log record %s unusable", rec.get("id"))
     return None
