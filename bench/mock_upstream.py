@@ -6,7 +6,7 @@ Used by the benchmark and by the end-to-end tests. Routes (OpenAI wire format):
   POST /v1/embeddings, GET /v1/models
   POST /v1/images/generations and /v1/images/edits   b64_json PNG
   POST /v1/audio/speech       audio/mpeg bytes (x-mock-size)
-  Anthropic, Gemini and Replicate routes: see bench/mock_providers.py
+  Anthropic, Gemini and Replicate routes: see bench/mock_providers.py; OpenAI bodies: bench/mock_openai.py
   GET  /bin?size=N            N bytes of application/octet-stream, streamed
   POST /upload                reads the body, answers its size
   POST /v1/files              reads the body, answers a file object with its size (bytes) and sha256
@@ -214,6 +214,8 @@ class MockUpstream:
                 payload = json.loads(req.body)
             except ValueError:
                 payload = {}
+        # Imported here: run as a script, bench/ is on sys.path only once __main__ has set it.
+        from bench.mock_openai import openai_chat, openai_chat_events, openai_response, openai_responses_events
         from bench.mock_providers import provider_answer  # Anthropic, Gemini, Replicate routes
 
         answered = await provider_answer(self, req, h, payload, writer)
@@ -222,12 +224,12 @@ class MockUpstream:
         p = req.path
         if p.endswith("/chat/completions") or p.endswith("/completions"):
             if payload.get("stream"):
-                return await self._sse(writer, self._chat_events(payload, h), h, fault)
-            return await self._json(writer, self._chat(payload, h), h, fault)
+                return await self._sse(writer, openai_chat_events(payload, h), h, fault)
+            return await self._json(writer, openai_chat(payload, h), h, fault)
         if p.endswith("/responses"):
             if payload.get("stream"):
-                return await self._sse(writer, self._responses_events(payload, h), h, fault)
-            return await self._json(writer, self._response_obj(payload, "hello from responses"), h, fault)
+                return await self._sse(writer, openai_responses_events(payload, h), h, fault)
+            return await self._json(writer, openai_response(payload, "hello from responses"), h, fault)
         if p.endswith("/embeddings"):
             return await self._json(writer, {"object": "list", "model": payload.get("model", "text-embedding-3-small"),
                                              "data": [{"object": "embedding", "index": 0,
@@ -312,81 +314,6 @@ class MockUpstream:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
-
-    def _chat(self, payload: dict, h: dict[str, str]) -> dict:
-        msg: dict = {"role": "assistant", "content": "Hello! How can I help you today?", "refusal": None}
-        finish = "stop"
-        if h.get("x-mock-tool-call"):
-            msg = {"role": "assistant", "content": None, "tool_calls": [{
-                "id": "call_1", "type": "function",
-                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}
-            finish = "tool_calls"
-        return {"id": "chatcmpl-mock", "object": "chat.completion", "created": int(time.time()),
-                "model": payload.get("model", "gpt-4o-mini") + "-2024-07-18",
-                "choices": [{"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}],
-                "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21,
-                          "prompt_tokens_details": {"cached_tokens": 0},
-                          "completion_tokens_details": {"reasoning_tokens": 0}}}
-
-    def _chat_events(self, payload: dict, h: dict[str, str]) -> list[str]:
-        n = int(h.get("x-mock-events", "5"))
-        model = payload.get("model", "gpt-4o-mini") + "-2024-07-18"
-        base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
-        if (payload.get("stream_options") or {}).get("include_usage"):
-            base["usage"] = None  # as OpenAI does: every chunk carries usage: null, the last one the counts
-        events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                        "finish_reason": None}]}]
-        if h.get("x-mock-tool-call"):
-            events.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [
-                {"index": 0, "id": "call_1", "type": "function",
-                 "function": {"name": "get_weather", "arguments": ""}}]}, "finish_reason": None}]})
-            for piece in ("{\"city\"", ": \"Paris\"}"):
-                events.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [
-                    {"index": 0, "function": {"arguments": piece}}]}, "finish_reason": None}]})
-            finish = "tool_calls"
-        else:
-            for i in range(n):
-                events.append({**base, "choices": [{"index": 0, "delta": {"content": f"tok{i} "},
-                                                    "finish_reason": None}]})
-            finish = "stop"
-        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
-        if (payload.get("stream_options") or {}).get("include_usage"):
-            events.append({**base, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": n,
-                                                            "total_tokens": 12 + n}})
-        return [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]
-
-    def _response_obj(self, payload: dict, text: str, status: str = "completed") -> dict:
-        return {"id": "resp_mock", "object": "response", "created_at": int(time.time()), "status": status,
-                "model": payload.get("model", "gpt-4o-mini") + "-2024-07-18",
-                "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
-                            "content": [{"type": "output_text", "text": text, "annotations": []}]}],
-                "usage": {"input_tokens": 8, "output_tokens": 4, "total_tokens": 12,
-                          "input_tokens_details": {"cached_tokens": 0},
-                          "output_tokens_details": {"reasoning_tokens": 0}}}
-
-    def _responses_events(self, payload: dict, h: dict[str, str]) -> list[str]:
-        n = int(h.get("x-mock-events", "3"))
-        pieces = [f"part{i} " for i in range(n)]
-        seq = 0
-        out = []
-
-        def ev(kind: str, **data) -> None:
-            nonlocal seq
-            out.append(f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': seq, **data})}\n\n")
-            seq += 1
-        text = "".join(pieces)
-        item = {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}
-        ev("response.created", response=self._response_obj(payload, "", status="in_progress") | {"output": []})
-        ev("response.output_item.added", output_index=0, item=item)
-        ev("response.content_part.added", item_id="msg_1", output_index=0, content_index=0,
-           part={"type": "output_text", "text": "", "annotations": []})
-        for piece in pieces:
-            ev("response.output_text.delta", item_id="msg_1", output_index=0, content_index=0, delta=piece)
-        ev("response.output_text.done", item_id="msg_1", output_index=0, content_index=0, text=text)
-        done = self._response_obj(payload, text)
-        ev("response.output_item.done", output_index=0, item=done["output"][0])
-        ev("response.completed", response=done)
-        return out
 
 
 class MockUpstreamThread:
