@@ -78,8 +78,10 @@ def test_login_filter_open_exchange_with_image(seeded, browser_page):
 
     rows.first.locator("th a").click()
     page.wait_for_selector("#files img")
-    loaded = page.eval_on_selector("#files img", "img => img.complete && img.naturalWidth")
-    assert loaded == 4  # the 4x4 PNG really came through the staff-only file view
+    # The <img> is in the DOM before its bytes arrive: wait for the load to finish (or fail).
+    page.wait_for_function("() => document.querySelector('#files img').complete")
+    width = page.eval_on_selector("#files img", "img => img.naturalWidth")
+    assert width == 4  # the 4x4 PNG really came through the staff-only file view
     assert "a red square" in page.inner_text("#request")
     page.screenshot(path=str(ARTIFACTS / "03-exchange-with-image.png"), full_page=True)
 
