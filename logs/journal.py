@@ -18,6 +18,11 @@ COMMITTED_SUFFIX = ".committed"
 _COUNT_WIDTH = 20  # fixed-width counter: rewritten in place with one pwrite, never torn
 
 
+def record_line(record: dict[str, Any]) -> bytes:
+    """A record as one journal line."""
+    return (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+
+
 class Journal:
     """One process's journal file; truncated whenever everything in it is in the database."""
 
@@ -34,12 +39,12 @@ class Journal:
         self.committed = 0  # of those, lines already in the database
         self._count_write()
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: dict[str, Any]) -> bytes:
         """Write one record as a JSON line (one write() call, so a crash leaves whole lines).
 
-        Raises OSError (disk full...) without counting the record: the caller decides.
+        Returns the line. Raises OSError (disk full...) without counting the record: the caller decides.
         """
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        line = record_line(record)
         with self._lock:
             written = os.write(self._fd, line)
             if written != len(line):  # a short write on a full disk: cut it off, report it
@@ -48,6 +53,7 @@ class Journal:
             if self.fsync:
                 os.fsync(self._fd)
             self.appended += 1
+        return line
 
     def commit(self, count: int) -> None:
         """Note that `count` more records are in the database; empty the file when all are."""

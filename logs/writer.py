@@ -1,4 +1,4 @@
-"""The background log writer: journal first, then batched database writes off the event loop."""
+"""The log writer: journal first, then batched database writes off the event loop (and off the process)."""
 
 import logging
 import os
@@ -9,9 +9,11 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection
+from django.db import connection
 
-from logs.journal import Journal, journal_counters_prune, journal_orphans, journal_pending_total, journal_records
+from logs.ingest import batch_write, write_retry
+from logs.journal import (Journal, journal_counters_prune, journal_orphans, journal_pending_total, journal_records,
+                          record_line)
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +25,18 @@ BATCH_LINGER = 0.02
 
 
 class LogWriter:
-    """Owns this process's journal and a thread that moves its records into the database."""
+    """Owns this process's journal and moves its records into the database.
+
+    LOG_WRITER=thread (default): a thread of this process writes them.
+    LOG_WRITER=process: a thread pipes the journal lines to a separate ingest process
+    (logs/ingest.py), which writes them; the proxy's process then does no SQL at all.
+    """
 
     def __init__(self) -> None:
         self.instance = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.journal = Journal(settings.JOURNAL_DIR, self.instance, fsync=settings.JOURNAL_FSYNC)
-        self._queue: queue.SimpleQueue[tuple[dict[str, Any], bool] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[dict[str, Any], bytes | None, bool] | None] = queue.SimpleQueue()
         self._idle = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._stopping = False
         self._abandon = False  # shutdown gave up on the database: the journal keeps the rest
         self._count_lock = threading.Lock()
@@ -38,12 +44,22 @@ class LogWriter:
         self.journal_errors = 0
         self.open_exchanges = 0  # requests logged whose response record has not come yet
         self.last_error = ""
+        self.pipe = None
+        if settings.LOG_WRITER == "process":
+            from logs.ingest_pipe import IngestPipe
+
+            self.pipe = IngestPipe(self._batch_done, self._error_note)
+            body = self._run_pipe
+        else:
+            body = self._run_thread
+        self._thread = threading.Thread(target=body, name="log-writer", daemon=True)
         self._thread.start()
 
     def submit(self, record: dict[str, Any]) -> None:
         """Make a record durable (journal) and queue it for the database; never raises."""
+        line = None
         try:
-            self.journal.append(record)
+            line = self.journal.append(record)
             journaled = True
         except (OSError, TypeError, ValueError) as exc:
             # A full disk must not fail the exchange: the record still goes to the database,
@@ -52,6 +68,12 @@ class LogWriter:
             self.journal_errors += 1
             self.last_error = f"journal write failed: {exc}"
             log.warning("log journal write failed, record kept in memory only: %s", exc)
+        if self.pipe is not None and line is None:
+            try:
+                line = record_line(record)
+            except (TypeError, ValueError):
+                log.exception("log record %s cannot be serialised; dropped", record.get("id"))
+                return
         with self._count_lock:
             self._unwritten += 1
         kind = record.get("t")
@@ -59,7 +81,7 @@ class LogWriter:
             self.open_exchanges += 1
         elif kind == "resp":
             self.open_exchanges -= 1
-        self._queue.put((record, journaled))
+        self._queue.put((record, line, journaled))
 
     @property
     def pending(self) -> int:
@@ -78,7 +100,7 @@ class LogWriter:
         return True
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Let open exchanges end, drain the queue, stop the thread and release the journal."""
+        """Let open exchanges end, drain the queue, stop the writer and release the journal."""
         self.flush(timeout)
         drained = self.flush(min(5.0, max(timeout, 0.5)), exchanges=False)
         if not drained:
@@ -88,82 +110,65 @@ class LogWriter:
         self._stopping = True
         self._queue.put(None)
         self._thread.join(timeout=2.0)
+        if self.pipe is not None:
+            self.pipe.close(abandon=not drained)
         self.journal.close(remove=drained)
         return drained
 
-    def _run(self) -> None:
-        """Thread body: recover orphaned journals, then write batches forever."""
+    def _batch_done(self, journaled: list[bool]) -> None:
+        """Records are in the database: release them from the journal and the counters."""
+        try:
+            self.journal.commit(sum(journaled))
+        except OSError as exc:  # journal released by a shutdown that gave up: replay covers it
+            log.warning("log journal commit failed: %s", exc)
+        self.last_error = ""
+        with self._count_lock:
+            self._unwritten -= len(journaled)
+        with self._idle:
+            self._idle.notify_all()
+
+    def _error_note(self, message: str) -> None:
+        """The database refused a write (it is retried): shown by the admin until one succeeds."""
+        self.last_error = message
+
+    def _batch_take(self) -> list[tuple[dict[str, Any], bytes | None, bool]] | None:
+        """Wait for a record, linger for more, return them (None once told to stop)."""
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        if self._queue.qsize() < BATCH_MAX:
+            time.sleep(BATCH_LINGER)  # sleep, not get(timeout): no wake-up per record
+        while len(batch) < BATCH_MAX:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._stopping = True
+                break
+            batch.append(item)
+        return batch
+
+    def _run_pipe(self) -> None:
+        """Thread body (process mode): hand batches of journal lines to the ingest process."""
+        while not self._stopping and (batch := self._batch_take()) is not None:
+            self.pipe.send([(line, journaled) for _, line, journaled in batch])
+
+    def _run_thread(self) -> None:
+        """Thread body (thread mode): recover orphaned journals, then write batches forever."""
         from logs.services import exchange_records_write, orphans_recover
 
-        self._retry(lambda: orphans_recover(settings.JOURNAL_DIR, journal_orphans, journal_records))
+        write_retry(lambda: orphans_recover(settings.JOURNAL_DIR, journal_orphans, journal_records),
+                    self._error_note, lambda: self._abandon)
         journal_counters_prune(settings.JOURNAL_DIR)
-        while True:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            if self._queue.qsize() < BATCH_MAX:
-                time.sleep(BATCH_LINGER)  # sleep, not get(timeout): no wake-up per record
-            while len(batch) < BATCH_MAX:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._stopping = True
-                    break
-                batch.append(item)
-            records = [rec for rec, _ in batch]
-            if not self._retry(lambda: self._batch_write(exchange_records_write, records)):
+        while not self._stopping and (batch := self._batch_take()) is not None:
+            records = [rec for rec, _, _ in batch]
+            if not write_retry(lambda: batch_write(exchange_records_write, records), self._error_note,
+                               lambda: self._abandon):
                 break  # abandoned at shutdown: the journal file keeps these for the next start
-            try:
-                self.journal.commit(sum(1 for _, journaled in batch if journaled))
-            except OSError as exc:  # journal released by a shutdown that gave up: replay covers it
-                log.warning("log journal commit failed: %s", exc)
-            with self._count_lock:
-                self._unwritten -= len(batch)
-            with self._idle:
-                self._idle.notify_all()
-            if self._stopping:
-                break
+            self._batch_done([journaled for _, _, journaled in batch])
         connection.close()
-
-    @staticmethod
-    def _batch_write(write, records: list[dict[str, Any]]) -> None:
-        """Write a batch; if the database rejects one record, write the others one by one.
-
-        A constraint violation never goes away by retrying: without this, one bad record
-        would hold every later record in the journal forever.
-        """
-        try:
-            write(records)
-        except IntegrityError:
-            connection.close()
-            for rec in records:
-                try:
-                    write([rec])
-                except IntegrityError as exc:
-                    log.error("log record %s rejected by the database, skipped: %s", rec.get("id"), exc)
-
-    def _retry(self, work) -> bool:
-        """Run a database write until it succeeds (True); the journal keeps the records meanwhile."""
-        delay = 0.05
-        while True:
-            if self._abandon:
-                return False
-            try:
-                work()
-                self.last_error = ""
-                return True
-            except DatabaseError as exc:
-                self.last_error = str(exc)
-                log.warning("log store unavailable, retrying in %.2fs: %s", delay, exc)
-                connection.close()
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except Exception:  # a malformed record must not stop the writer for good
-                log.exception("log record could not be written; skipped")
-                return True
 
 
 _writer: LogWriter | None = None

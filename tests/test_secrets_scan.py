@@ -34,7 +34,7 @@ def journal_lines(monkeypatch):
 
     def spy(self, record):
         lines.append(json.dumps(record, default=str))
-        real(self, record)
+        return real(self, record)
     monkeypatch.setattr(Journal, "append", spy)
     return lines
 

@@ -1,0 +1,95 @@
+"""LOG_WRITER=process: the ingest process writes what its worker pipes it, and survives its faults."""
+
+import io
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+
+import httpx
+import psutil
+import pytest
+
+from logs.ingest import ingest_run
+from logs.models import Request, Response
+from tests.faults import AUTH, CHAT, wait_until
+from tests.procs import GatewayProcess, db_rows, exchanges_read, migrated_copy, sqlite_only
+
+
+def _pair(n: int) -> list[dict]:
+    """A request record and its response record."""
+    rid = uuid.uuid4().hex
+    return [{"t": "req", "id": rid, "provider": "openai", "endpoint": f"/v1/n{n}", "method": "POST",
+             "headers": [], "body": "{}", "created": time.time(), "instance": "test"},
+            {"t": "resp", "id": uuid.uuid4().hex, "request_id": rid, "status": 200, "headers": [],
+             "body": "{}", "outcome": "completed", "created": time.time()}]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingest_run_writes_every_line_and_acks_each_one_once():
+    read_fd, write_fd = os.pipe()
+    acks = io.BytesIO()
+    worker = threading.Thread(target=ingest_run, args=(read_fd, acks))
+    worker.start()
+    records = [rec for n in range(3) for rec in _pair(n)]
+    os.write(write_fd, b"".join(json.dumps(r).encode() + b"\n" for r in records[:4]))
+    os.write(write_fd, b"not a record\n" + json.dumps(records[4]).encode())  # the last line comes in two writes
+    time.sleep(0.1)
+    os.write(write_fd, b"\n" + json.dumps(records[5]).encode() + b"\n")
+    os.close(write_fd)  # the worker closed its end: write everything, then return
+    worker.join(10)
+    os.close(read_fd)
+    assert not worker.is_alive()
+    answers = acks.getvalue().decode().splitlines()
+    assert answers[0] == "R"
+    assert sum(int(a[2:]) for a in answers if a.startswith("A ")) == 7  # 6 records + the unreadable line
+    assert Request.objects.count() == 3 and Response.objects.count() == 3
+
+
+def _ingest_children(gw: GatewayProcess) -> list[psutil.Process]:
+    """The ingest processes under the gateway's uvicorn."""
+    return [p for p in psutil.Process(gw.proc.pid).children(recursive=True)
+            if "logs.ingest" in " ".join(p.cmdline())]
+
+
+def _chat(url: str) -> str:
+    """One chat exchange through the gateway; its request id."""
+    r = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=AUTH, timeout=10)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+    return r.headers["x-gateway-request-id"]
+
+
+@sqlite_only
+def test_process_mode_logs_everything_through_an_ingest_crash_and_a_group_sigterm(
+        tmp_path, tmp_path_factory, mock_upstream):
+    data = tmp_path / "data"
+    db = migrated_copy(data, tmp_path_factory)
+    gw = GatewayProcess(data, mock_upstream.url, LOG_WRITER="process")
+    try:
+        first = [_chat(gw.url) for _ in range(5)]
+        assert wait_until(lambda: len(exchanges_read(db)) == 5, 10), "the ingest process wrote nothing"
+        (ingest,) = _ingest_children(gw)
+        ingest.suspend()  # stuck: the next records reach its pipe but not the database...
+        second = [_chat(gw.url) for _ in range(5)]
+        time.sleep(0.2)
+        assert len(exchanges_read(db)) == 5
+        ingest.kill()  # ...then it dies: the worker starts a new one and sends it what was unwritten
+        assert wait_until(lambda: sum(1 for row in exchanges_read(db).values() if row["response"]) == 10, 15)
+        (restarted,) = _ingest_children(gw)
+        assert restarted.pid != ingest.pid
+        # A service manager stops the whole group: the ingest process ignores SIGTERM and exits
+        # only once its worker has flushed.
+        third = [_chat(gw.url) for _ in range(3)]
+        os.killpg(gw.proc.pid, signal.SIGTERM)
+        assert gw.wait(timeout=20) in (0, -signal.SIGTERM)
+    finally:
+        gw.stop()
+    logged = exchanges_read(db)
+    assert set(logged) == set(first + second + third)  # every exchange, once
+    assert all(row["response"]["outcome"] == "completed" for row in logged.values())
+    assert db_rows(db, "SELECT COUNT(*) FROM responses") == [(13,)]
+    assert list((data / "journal").glob("*.jsonl")) == []
+    assert wait_until(lambda: not psutil.pid_exists(restarted.pid) or restarted.status() == psutil.STATUS_ZOMBIE, 5)
+    assert "Traceback" not in gw.stderr()
