@@ -12,12 +12,16 @@ from pathlib import Path
 
 from django.conf import settings
 
-from logs.ingest import DB_NAME_ENV
+from logs.ingest import DB_NAME_ENV, IDLE_ENV
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESTART_DELAY = 0.5
+# Lines sent and not yet written past which the idle-priority process counts as starved (a
+# machine busy all the time): it is replaced by one at normal priority, for good.
+BACKLOG_BOOST = 5000
+COMMAND = [sys.executable, "-m", "logs.ingest"]
 
 
 class IngestPipe:
@@ -30,17 +34,18 @@ class IngestPipe:
         self._inflight_lock = threading.Lock()
         self._pipe_lock = threading.Lock()  # one writer at a time, and no write during a restart
         self._closing = False
+        self._boosting = False
+        self.idle = True  # the process runs at idle CPU priority (until it falls behind)
         self.restarts = 0
         self._proc = self._spawn()
         self._reader = threading.Thread(target=self._acks_read, name="log-ingest-acks", daemon=True)
         self._reader.start()
 
-    @staticmethod
-    def _spawn() -> subprocess.Popen:
+    def _spawn(self) -> subprocess.Popen:
         """Start `python -m logs.ingest` with this process's settings and database."""
-        env = {**os.environ, DB_NAME_ENV: str(settings.DATABASES["default"]["NAME"])}
-        return subprocess.Popen([sys.executable, "-m", "logs.ingest"], cwd=ROOT, env=env,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        env = {**os.environ, DB_NAME_ENV: str(settings.DATABASES["default"]["NAME"]),
+               IDLE_ENV: "1" if self.idle else "0"}
+        return subprocess.Popen(COMMAND, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     @property
     def pid(self) -> int:
@@ -52,11 +57,21 @@ class IngestPipe:
         with self._pipe_lock:
             with self._inflight_lock:
                 self._inflight.extend(items)
+                backlog = len(self._inflight)
+            if self.idle and backlog > BACKLOG_BOOST:
+                self._boost(backlog)
             try:
                 self._proc.stdin.write(b"".join(line for line, _ in items))
                 self._proc.stdin.flush()
             except (OSError, ValueError):
                 pass  # the process is gone: the ack reader restarts it and sends everything again
+
+    def _boost(self, backlog: int) -> None:
+        """Replace the starved idle-priority process by one at normal priority (caller holds the pipe)."""
+        log.warning("log ingest at idle priority is %d records behind; restarting it at normal priority", backlog)
+        self.idle = False
+        self._boosting = True
+        self._proc.kill()  # the ack reader starts the new one and resends what was not written
 
     def _acks_read(self) -> None:
         """Thread body: count acks; if the process dies, start a new one and resend what it lost."""
@@ -73,7 +88,9 @@ class IngestPipe:
             proc.wait()
             if self._closing:
                 return
-            log.error("log ingest process exited with code %s; starting a new one", proc.returncode)
+            if not self._boosting:
+                log.error("log ingest process exited with code %s; starting a new one", proc.returncode)
+            self._boosting = False
             time.sleep(RESTART_DELAY)
             with self._pipe_lock:
                 if self._closing:

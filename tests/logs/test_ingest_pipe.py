@@ -1,0 +1,42 @@
+"""The worker's end of the ingest process: idle priority first, normal priority once it falls behind."""
+
+import sys
+import textwrap
+
+import logs.ingest_pipe
+from logs.ingest_pipe import IngestPipe
+from tests.faults import wait_until
+
+# Stands in for `python -m logs.ingest`: never acks (as if starved of CPU), notes its priority
+# setting at start and, once its input closes, every line it received.
+FAKE_INGEST = textwrap.dedent("""
+    import os, sys
+    out = sys.argv[1]
+    with open(out, "a") as f:
+        f.write("start idle=" + os.environ["GATEWAY_INGEST_IDLE"] + "\\n")
+    data = sys.stdin.buffer.read()
+    with open(out, "a") as f:
+        f.write(data.decode())
+""")
+
+
+def test_a_starved_idle_ingest_process_is_replaced_at_normal_priority_and_loses_nothing(tmp_path, monkeypatch):
+    notes = tmp_path / "ingest.txt"
+    monkeypatch.setattr(logs.ingest_pipe, "COMMAND", [sys.executable, "-c", FAKE_INGEST, str(notes)])
+    monkeypatch.setattr(logs.ingest_pipe, "BACKLOG_BOOST", 3)
+    acked: list[bool] = []
+    pipe = IngestPipe(acked.extend, lambda message: None)
+    try:
+        pipe.send([(b'{"n": 1}\n', True), (b'{"n": 2}\n', True)])
+        assert wait_until(lambda: notes.exists() and "start" in notes.read_text(), 10)
+        assert pipe.idle
+        pipe.send([(b'{"n": 3}\n', True), (b'{"n": 4}\n', False)])  # 4 waiting > 3: replaced
+        assert not pipe.idle
+        assert wait_until(lambda: notes.exists() and notes.read_text().count("start") == 2, 10)
+    finally:
+        pipe.close(abandon=False)
+    lines = notes.read_text().splitlines()
+    assert lines[0] == "start idle=1" and "start idle=0" in lines
+    # The replacement received every line the first one never acked, in order.
+    assert lines[-4:] == ['{"n": 1}', '{"n": 2}', '{"n": 3}', '{"n": 4}']
+    assert acked == []
