@@ -121,6 +121,9 @@ def bench_run(duration: float, transport: str | None, scaling: bool, variants: b
             running.append(variant)
             targets[name] = variant.url
         idle_rss = memory_probe_idle(gateway.pid)
+        # Worker plus its child processes (LOG_WRITER=process adds the ingest process).
+        results["variant_idle_mib"] = {name: memory_probe_idle(s.pid) for name, s in
+                                       zip(list(targets)[5:], running[5:])}
         table = _drive(targets, duration)
         results["table"], results["ratios"] = table, _ratios(table)
         for s in running[1:]:
@@ -195,6 +198,8 @@ def report_print(res: dict) -> None:
     print(f"  relaying a 200 MB answer: +{m['download_growth_mib']:.1f} MiB (complete: {m['download_200mb_ok']})")
     print(f"  100 MB upload: +{m['upload_growth_mib']:.1f} MiB, status {m['upload_100mb_status']}"
           f" {m['upload_100mb_answer']}")
+    for name, mib in res.get("variant_idle_mib", {}).items():
+        print(f"  {name}: idle {mib:.1f} MiB (the worker and its child processes)")
     lw = res["log_write"]
     print(f"\nLog-write probe: {lw['exchanges']} exchanges in {lw['seconds']:.2f}s = {lw['exchanges_per_s']:.0f}"
           f" exchanges/s on {lw['database']}; submit() on the event loop {lw['submit_us_per_exchange']:.0f} us/exchange;"

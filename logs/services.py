@@ -1,5 +1,6 @@
 """Writes to the log: turns journal records into rows, files and parsed results."""
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -135,16 +136,26 @@ def exchange_records_write(records: Iterable[dict]) -> None:
     replicate_downloads_schedule(responses)
 
 
-_INSERT_SQL: dict[tuple[str, str], str] = {}
 _CONFLICT_IGNORED = {"sqlite": ("INSERT OR IGNORE INTO", ""), "postgresql": ("INSERT INTO", " ON CONFLICT DO NOTHING")}
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(model: type[models.Model], vendor: str, quote: Callable[[str], str], rows: int) -> str:
+    """INSERT of `rows` rows that skips rows already there (cached: batches repeat their sizes)."""
+    verb, tail = _CONFLICT_IGNORED[vendor]
+    columns = ", ".join(quote(f.column) for f in model._meta.concrete_fields)
+    row = f"({', '.join(['%s'] * len(model._meta.concrete_fields))})"
+    return f"{verb} {quote(model._meta.db_table)} ({columns}) VALUES {', '.join([row] * rows)}{tail}"
 
 
 def rows_insert(model: type[models.Model], rows: list[models.Model]) -> None:
     """Insert rows, skipping any already there (a replayed journal): bulk_create(ignore_conflicts=True), cheaper.
 
-    One cached statement run with executemany, values converted by each field as Django would;
-    bulk_create's per-value SQL compilation was most of the log writer's CPU time (see the
-    README's "Benchmark"). Other databases get bulk_create itself.
+    Cached multi-row statements, values converted by each field as Django would; bulk_create's
+    per-value SQL compilation was most of the log writer's CPU time (see the README's
+    "Benchmark"). Not executemany: SQLite would release and retake the GIL for every row, and
+    a busy event loop keeps the writer thread waiting for it each time. Other databases get
+    bulk_create itself.
     """
     if not rows:
         return
@@ -153,17 +164,13 @@ def rows_insert(model: type[models.Model], rows: list[models.Model]) -> None:
         model.objects.bulk_create(rows, ignore_conflicts=True)
         return
     fields = model._meta.concrete_fields
-    key = (model._meta.db_table, connection.vendor)
-    sql = _INSERT_SQL.get(key)
-    if sql is None:
-        verb, tail = _CONFLICT_IGNORED[connection.vendor]
-        quote = connection.ops.quote_name
-        sql = (f"{verb} {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-               f"VALUES ({', '.join(['%s'] * len(fields))}){tail}")
-        _INSERT_SQL[key] = sql
-    params = [[f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] for row in rows]
+    size = max(1, connection.ops.bulk_batch_size(fields, rows))
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        for i in range(0, len(rows), size):
+            chunk = rows[i:i + size]
+            sql = _insert_sql(model, connection.vendor, connection.ops.quote_name, len(chunk))
+            cursor.execute(sql, [f.get_db_prep_save(getattr(row, f.attname), connection)
+                                 for row in chunk for f in fields])
 
 
 def _row_minimal(rec: dict, exc: Exception) -> Request | Response | None:
