@@ -1,6 +1,6 @@
 """The log-ingest process: turns journal lines into database rows, away from the proxy's GIL.
 
-Each gateway worker starts one (`LOG_WRITER=process`, the default) and pipes it the JSON lines
+With `LOG_WRITER=process`, each gateway worker starts one and pipes it the JSON lines
 it has just appended to its journal. This process parses them, builds the rows and writes them
 in batches, then answers `A <n>` once n more lines are in the database (`E <message>` while
 the database refuses them). In the worker the proxy then spends no time on SQL: at low
@@ -91,6 +91,17 @@ def write_retry(work: Callable[[], None], on_error: Callable[[str], None],
             return True
 
 
+def journals_recover(on_error: Callable[[str], None], abandoned: Callable[[], bool] = lambda: False) -> None:
+    """Replay the journals of dead gateway processes (retrying while the database refuses)."""
+    from django.conf import settings
+
+    from logs.journal import journal_counters_prune, journal_orphans, journal_records
+    from logs.services import orphans_recover
+
+    write_retry(lambda: orphans_recover(settings.JOURNAL_DIR, journal_orphans, journal_records), on_error, abandoned)
+    journal_counters_prune(settings.JOURNAL_DIR)
+
+
 def _lines_read(fd: int, pending: bytes) -> tuple[list[bytes], bytes, bool]:
     """Block for input, then take whatever else is already there: (complete lines, rest, eof)."""
     chunks, size, eof = [pending], 0, False
@@ -121,11 +132,9 @@ def _records_parse(lines: list[bytes]) -> list[dict[str, Any] | None]:
 
 def ingest_run(fd_in: int, out: BinaryIO) -> None:
     """Recover dead journals, then write what arrives on fd_in until it closes."""
-    from django.conf import settings
     from django.db import connection
 
-    from logs.journal import journal_counters_prune, journal_orphans, journal_records
-    from logs.services import exchange_records_write, orphans_recover
+    from logs.services import exchange_records_write
 
     def answer(line: str) -> None:
         out.write(line.encode("utf-8", "replace") + b"\n")
@@ -134,8 +143,7 @@ def ingest_run(fd_in: int, out: BinaryIO) -> None:
     def report(message: str) -> None:
         answer("E " + " ".join(message.split())[:500])
 
-    write_retry(lambda: orphans_recover(settings.JOURNAL_DIR, journal_orphans, journal_records), report)
-    journal_counters_prune(settings.JOURNAL_DIR)
+    journals_recover(report)
     answer("R")  # ready: recovery done
     pending, eof = b"", False
     while not eof:

@@ -36,7 +36,6 @@ class IngestPipe:
         self._closing = False
         self._boosting = False
         self.idle = True  # the process runs at idle CPU priority (until it falls behind)
-        self.restarts = 0
         self._proc = self._spawn()
         self._reader = threading.Thread(target=self._acks_read, name="log-ingest-acks", daemon=True)
         self._reader.start()
@@ -46,11 +45,6 @@ class IngestPipe:
         env = {**os.environ, DB_NAME_ENV: str(settings.DATABASES["default"]["NAME"]),
                IDLE_ENV: "1" if self.idle else "0"}
         return subprocess.Popen(COMMAND, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-    @property
-    def pid(self) -> int:
-        """The ingest process's pid (for tests and the benchmark's memory probe)."""
-        return self._proc.pid
 
     def send(self, items: list[tuple[bytes, bool]]) -> None:
         """Pass lines on; blocks while the process is busy (never called on the event loop)."""
@@ -96,7 +90,6 @@ class IngestPipe:
                 if self._closing:
                     return
                 self._proc = self._spawn()
-                self.restarts += 1
                 with self._inflight_lock:
                     lost = b"".join(line for line, _ in self._inflight)
                 try:  # written again: the database ignores rows it already has

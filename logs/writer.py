@@ -11,13 +11,11 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from logs.ingest import batch_write, write_retry
-from logs.journal import (Journal, journal_counters_prune, journal_orphans, journal_pending_total, journal_records,
-                          record_line)
+from logs.ingest import BATCH_MAX, batch_write, journals_recover, write_retry
+from logs.journal import Journal, journal_pending_total, record_line
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 500
 # After the first record of a batch, wait this long for more: at low request rates one
 # transaction per record would cost the event loop more (GIL) than the records themselves.
 # Durability does not wait for it: the journal already holds every record.
@@ -157,11 +155,9 @@ class LogWriter:
 
     def _run_thread(self) -> None:
         """Thread body (thread mode): recover orphaned journals, then write batches forever."""
-        from logs.services import exchange_records_write, orphans_recover
+        from logs.services import exchange_records_write
 
-        write_retry(lambda: orphans_recover(settings.JOURNAL_DIR, journal_orphans, journal_records),
-                    self._error_note, lambda: self._abandon)
-        journal_counters_prune(settings.JOURNAL_DIR)
+        journals_recover(self._error_note, lambda: self._abandon)
         while not self._stopping and (batch := self._batch_take()) is not None:
             records = [rec for rec, _, _ in batch]
             if not write_retry(lambda: batch_write(exchange_records_write, records), self._error_note,
