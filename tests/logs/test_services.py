@@ -8,7 +8,7 @@ import pytest
 
 from logs.journal import Journal, journal_orphans, journal_records
 from logs.models import Request, Response
-from logs.services import exchange_records_write, orphans_recover
+from logs.services import exchange_records_write, orphans_recover, request_row, response_row, row_new, row_values
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,3 +65,46 @@ def test_gateway_key_label_and_key_fingerprint_stored():
     row = Request.objects.get(id=rec["id"])
     assert (row.key_fingerprint, row.gateway_key) == ("1a2b3c4d5e6f", "team-a (fp 0123456789ab)")
     assert Request.objects.exclude(id=rec["id"]).get().gateway_key == ""  # no gateway key presented
+
+
+def _resp(req: dict, **extra) -> dict:
+    return {"t": "resp", "id": uuid.uuid4().hex, "request_id": req["id"], "provider": "openai", "status": 200,
+            "headers": [["content-type", "application/json"]], "content_type": "application/json",
+            "is_stream": False, "duration_ms": 12.5, "ttfb_ms": 3.25, "outcome": "completed", "error": "",
+            "created": time.time(), **extra}
+
+
+USAGE_BODY = json.dumps({"model": "gpt-4o-mini-2024-07-18", "choices": [{"message": {"content": "hé"}}],
+                         "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}})
+
+
+@pytest.mark.parametrize("req_extra, resp_extra", [
+    ({"body": json.dumps({"model": "gpt-4o-mini"}), "query": "a=1"}, {"body": USAGE_BODY}),
+    ({"body": None, "gateway_key": "ci (fp 1a2b3c4d5e6f)"},
+     {"status": None, "outcome": "client_aborted", "error": "client disconnected", "body": None}),
+    ({"body": "plain text é"}, {"is_stream": True, "event_offsets_ms": [1.5, 2.0], "duration_ms": 7,  # an int
+                                "body": "data: {}\n\n", "content_type": "text/event-stream"}),
+])
+def test_row_values_are_what_django_itself_would_send(req_extra, resp_extra):
+    """The fast conversion gives the database exactly what get_db_prep_save gives (this backend)."""
+    from django.db import connection
+
+    req = _req(**req_extra)
+    rows = [request_row(req, []), response_row(_resp(req, **resp_extra), [])]
+    for row in rows:
+        fields = type(row)._meta.concrete_fields
+        expected = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
+        # Same values of the same types (psycopg's Int4 equals an int); Jsonb wrappers compared by content.
+        typed = lambda values: [(type(v), getattr(v, "obj", v)) for v in values]  # noqa: E731
+        assert typed(row_values([row], connection)) == typed(expected)
+    exchange_records_write([req, _resp(req, **resp_extra)])
+    assert Response.objects.get(request_id=req["id"]).duration_ms == resp_extra.get("duration_ms", 12.5)
+
+
+def test_row_new_equals_keyword_construction():
+    values = {"id": uuid.uuid4().hex, "provider": "openai", "endpoint": "/v1/x", "method": "GET",
+              "created_at": Request._meta.get_field("created_at").to_python("2026-01-02T03:04:05Z")}
+    fast, slow = row_new(Request, values), Request(**values)
+    assert {k: v for k, v in vars(fast).items() if k != "_state"} == \
+           {k: v for k, v in vars(slow).items() if k != "_state"}
+    assert fast.headers == {} and fast.headers is not row_new(Request, values).headers  # fresh defaults
