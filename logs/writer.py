@@ -16,10 +16,10 @@ from logs.journal import Journal, journal_pending_total, record_line
 
 log = logging.getLogger(__name__)
 
-# After the first record of a batch, wait this long for more: at low request rates one
-# transaction per record would cost the event loop more (GIL) than the records themselves.
-# Durability does not wait for it: the journal already holds every record.
-BATCH_LINGER = 0.02
+# After the first record of a batch, wait this long for more: every transaction has a fixed
+# cost (the commit, one statement per table) that the event loop pays too, in GIL time.
+# Durability does not wait for it: the journal already holds every record. flush() cuts it short.
+BATCH_LINGER = 0.05
 
 
 class LogWriter:
@@ -35,6 +35,7 @@ class LogWriter:
         self.journal = Journal(settings.JOURNAL_DIR, self.instance, fsync=settings.JOURNAL_FSYNC)
         self._queue: queue.SimpleQueue[tuple[dict[str, Any], bytes | None, bool] | None] = queue.SimpleQueue()
         self._idle = threading.Condition()
+        self._hurry = threading.Event()  # set by flush/stop: write what is queued now
         self._stopping = False
         self._abandon = False  # shutdown gave up on the database: the journal keeps the rest
         self._count_lock = threading.Lock()
@@ -53,11 +54,13 @@ class LogWriter:
         self._thread = threading.Thread(target=body, name="log-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, record: dict[str, Any]) -> None:
-        """Make a record durable (journal) and queue it for the database; never raises."""
-        line = None
+    def submit(self, record: dict[str, Any], line: bytes | None = None) -> None:
+        """Make a record durable (journal) and queue it for the database; never raises.
+
+        line: the record already serialised by record_line, if the caller has it.
+        """
         try:
-            line = self.journal.append(record)
+            line = self.journal.append(record, line)
             journaled = True
         except (OSError, TypeError, ValueError) as exc:
             # A full disk must not fail the exchange: the record still goes to the database,
@@ -91,6 +94,7 @@ class LogWriter:
         deadline = time.monotonic() + timeout
         with self._idle:
             while self._unwritten or (exchanges and self.open_exchanges > 0):
+                self._hurry.set()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -107,6 +111,7 @@ class LogWriter:
                         self._unwritten, self.journal.path)
         self._stopping = True
         self._queue.put(None)
+        self._hurry.set()
         self._thread.join(timeout=2.0)
         if self.pipe is not None:
             self.pipe.close(abandon=not drained)
@@ -135,8 +140,9 @@ class LogWriter:
         if first is None:
             return None
         batch = [first]
-        if self._queue.qsize() < BATCH_MAX:
-            time.sleep(BATCH_LINGER)  # sleep, not get(timeout): no wake-up per record
+        if self._queue.qsize() < BATCH_MAX and not self._hurry.is_set():
+            self._hurry.wait(BATCH_LINGER)  # not get(timeout): no wake-up per record
+        self._hurry.clear()
         while len(batch) < BATCH_MAX:
             try:
                 item = self._queue.get_nowait()
