@@ -11,7 +11,7 @@ from django.db import connections
 from django.test import AsyncClient
 
 from logs.models import Request, Response
-from proxy.upstream import client_close
+from proxy.upstream import client_close, client_get
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.anyio]
 
@@ -58,6 +58,21 @@ async def test_request_forwarded_untouched(up, log_flush):
     assert sent.headers["host"] == "upstream.test"
     assert sent.headers["content-length"] == str(len(body))
     assert "user-agent" not in sent.headers  # the gateway adds nothing of its own
+
+
+async def test_upstream_cookies_go_to_the_client_and_are_never_kept(up, log_flush):
+    route = up.get("/v1/models").respond(200, json={"data": []},
+                                         headers={"Set-Cookie": "__cf_bm=user-a-session; path=/; HttpOnly"})
+    first = await AsyncClient().get("/v1/models", headers={"Authorization": "Bearer sk-user-a"})
+    await _body(first)
+    assert "__cf_bm=user-a-session" in first["Set-Cookie"]  # relayed to the caller it was meant for
+    assert not client_get().cookies  # the shared client kept nothing
+    second = await AsyncClient().get("/v1/models", headers={"Authorization": "Bearer sk-user-b"})
+    await _body(second)
+    assert "user-a-session" not in route.calls.last.request.headers.get("cookie", "")  # nor does another caller
+    with pytest.raises(AttributeError):
+        client_get().cookies = {"a": "b"}
+    await _flush(log_flush)
 
 
 async def test_response_relayed_with_request_id(up, log_flush):
