@@ -13,7 +13,6 @@ the whole process group cannot cut off the final flush.
 Run by the worker as: python -m logs.ingest   (never by hand)
 """
 
-import json
 import logging
 import os
 import select
@@ -22,6 +21,8 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
+
+from logs.journal import line_parse
 
 log = logging.getLogger("logs.ingest")
 
@@ -123,7 +124,7 @@ def _records_parse(lines: list[bytes]) -> list[dict[str, Any] | None]:
     out: list[dict[str, Any] | None] = []
     for line in lines:
         try:
-            out.append(json.loads(line))
+            out.append(line_parse(line))
         except ValueError:
             log.error("unreadable log line skipped (%d bytes)", len(line))
             out.append(None)

@@ -14,13 +14,36 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 COMMITTED_SUFFIX = ".committed"
 _COUNT_WIDTH = 20  # fixed-width counter: rewritten in place with one pwrite, never torn
 
 
 def record_line(record: dict[str, Any]) -> bytes:
-    """A record as one journal line."""
-    return (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+    """A record as one journal line (orjson: a tenth of json.dumps's time, on the event loop)."""
+    try:
+        return orjson.dumps(record, default=str) + b"\n"
+    except orjson.JSONEncodeError:  # what orjson refuses (a lone surrogate, a huge int) json escapes
+        return (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+
+
+def line_parse(line: bytes) -> Any:
+    """A journal line back as a record; raises ValueError if it is not one."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:  # a lone surrogate escaped by the json fallback above
+        return json.loads(line)
+
+
+def text_forms(text: str) -> set[bytes]:
+    """Every way a string can appear inside a journal line: raw UTF-8, and JSON-escaped either way."""
+    forms = {text.encode("utf-8", "surrogatepass"), json.dumps(text)[1:-1].encode()}
+    try:
+        forms.add(orjson.dumps(text)[1:-1])
+    except orjson.JSONEncodeError:
+        pass
+    return forms
 
 
 class Journal:
@@ -39,12 +62,14 @@ class Journal:
         self.committed = 0  # of those, lines already in the database
         self._count_write()
 
-    def append(self, record: dict[str, Any]) -> bytes:
+    def append(self, record: dict[str, Any], line: bytes | None = None) -> bytes:
         """Write one record as a JSON line (one write() call, so a crash leaves whole lines).
 
-        Returns the line. Raises OSError (disk full...) without counting the record: the caller decides.
+        line: record_line(record) if the caller already made it. Returns the line. Raises
+        OSError (disk full...) without counting the record: the caller decides.
         """
-        line = record_line(record)
+        if line is None:
+            line = record_line(record)
         with self._lock:
             written = os.write(self._fd, line)
             if written != len(line):  # a short write on a full disk: cut it off, report it
@@ -111,7 +136,7 @@ def journal_records(path: Path) -> list[dict[str, Any]]:
             if not line.endswith(b"\n"):
                 break
             try:
-                records.append(json.loads(line))
+                records.append(line_parse(line))
             except ValueError:
                 continue
     return records

@@ -1,5 +1,6 @@
 """Masks credentials in headers, query strings and free text before anything is written anywhere."""
 
+import functools
 import hashlib
 import hmac
 import re
@@ -7,6 +8,8 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from django.conf import settings
+
+from logs.journal import record_line, text_forms
 
 SECRET_HEADERS = frozenset(
     {
@@ -158,15 +161,34 @@ class ScrubbingWriter:
     def __init__(self, writer: Any, secrets: list[str]) -> None:
         self.writer, self.secrets = writer, secrets
         self.instance = writer.instance
+        # Each secret as it would appear in a journal line: raw, and JSON-escaped.
+        self._needles = {form for secret in secrets for form in text_forms(secret)}
 
     def submit(self, record: dict[str, Any]) -> None:
-        """Scrub, then journal and queue."""
-        self.writer.submit(record_scrub(record, self.secrets))
+        """Scrub, then journal and queue.
+
+        The record is serialised first and walked only if a secret shows up in that line
+        (rarely: a body echoing the key): copying every record to scrub it cost more than
+        writing it.
+        """
+        try:
+            line = record_line(record)
+        except (TypeError, ValueError):
+            line = None
+        if line is None or any(needle in line for needle in self._needles):
+            record = record_scrub(record, self.secrets)
+            line = None
+        self.writer.submit(record, line)
 
 
 def key_fingerprint(credential: str) -> str:
     """A keyed hash of a credential: groups requests by key without revealing it."""
     if not credential:
         return ""
-    digest = hmac.new(settings.SECRET_KEY.encode(), credential.encode(), hashlib.sha256)
-    return digest.hexdigest()[:12]
+    return _fingerprint(settings.SECRET_KEY, credential)
+
+
+@functools.lru_cache(maxsize=256)
+def _fingerprint(secret_key: str, credential: str) -> str:
+    """The HMAC behind key_fingerprint (cached: the same few keys call all day)."""
+    return hmac.new(secret_key.encode(), credential.encode(), hashlib.sha256).hexdigest()[:12]

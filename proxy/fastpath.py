@@ -11,6 +11,7 @@ relay_stream learns of an abort). Anything it does not serve goes to Django unch
 """
 
 import asyncio
+import functools
 import logging
 import tempfile
 from contextlib import aclosing
@@ -18,7 +19,7 @@ from contextlib import aclosing
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponseBase
-from django.urls import Resolver404, get_resolver
+from django.urls import Resolver404, URLResolver, get_resolver
 
 from proxy.forward import json_error
 from proxy.providers import openai_error
@@ -34,8 +35,14 @@ def fastpath_applies(scope: dict) -> bool:
     """True when Django would route this request to proxy_view with no middleware in the way."""
     if not settings.PROXY_FAST_PATH or settings.MIDDLEWARE != SKIPPABLE_MIDDLEWARE:
         return False
+    return _routes_to_proxy(get_resolver(), scope["path"])
+
+
+@functools.lru_cache(maxsize=1024)
+def _routes_to_proxy(resolver: URLResolver, path: str) -> bool:
+    """Whether the URLconf sends this path to proxy_view (cached: resolving costs ~2% of a request)."""
     try:
-        return get_resolver().resolve(scope["path"]).func is proxy_view
+        return resolver.resolve(path).func is proxy_view
     except Resolver404:
         return False
 

@@ -1,5 +1,6 @@
 """Credential masking: headers, cookies, query strings, echoes in text, and console log lines."""
 
+import json
 import logging
 import string
 
@@ -7,6 +8,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from logs.console import record_redact, text_redact
+from logs.journal import record_line
 from logs.redact import (
     SECRET_HEADERS, ScrubbingWriter, credentials_collect, headers_mask, key_fingerprint, query_mask,
     record_scrub, text_scrub, value_mask,
@@ -70,19 +72,45 @@ def test_echoed_credentials_are_scrubbed_from_any_text():
     assert KEY not in clean and "AIzaSyD-0123456789abcdefghij" not in clean and "sk-…9f2c" in clean
 
 
+class _Sink:
+    """Stands in for the log writer: keeps what it is handed."""
+
+    instance = "i1"
+
+    def __init__(self) -> None:
+        self.got: list[tuple[dict, bytes | None]] = []
+
+    def submit(self, record: dict, line: bytes | None = None) -> None:
+        self.got.append((record, line))
+
+
+def _sink() -> tuple[list, _Sink]:
+    sink = _Sink()
+    return sink.got, sink
+
+
 def test_scrubbing_writer_cleans_nested_records():
-    got = []
-
-    class Sink:
-        instance = "i1"
-
-        def submit(self, record):
-            got.append(record)
-
-    writer = ScrubbingWriter(Sink(), credentials_collect([("x-api-key", KEY)]))
+    got, sink = _sink()
+    writer = ScrubbingWriter(sink, credentials_collect([("x-api-key", KEY)]))
     writer.submit({"t": "resp", "body": f'{{"echo": "{KEY}"}}', "headers": [["X-Echo", KEY]], "n": 3})
-    assert KEY not in repr(got) and got[0]["n"] == 3 and writer.instance == "i1"
+    record, line = got[0]
+    assert KEY not in repr(record) and record["n"] == 3 and writer.instance == "i1"
+    assert line is None or KEY.encode() not in line  # a line handed on is the scrubbed record's
     assert record_scrub({"a": KEY}, []) == {"a": KEY}  # nothing to scrub: untouched
+
+
+def test_scrubbing_writer_hands_on_the_line_it_made_and_finds_escaped_keys():
+    got, sink = _sink()
+    odd_key = 'k"ey-\\with-é-0123456789'  # quote, backslashes, non-ASCII: escaped in JSON
+    writer = ScrubbingWriter(sink, credentials_collect([("x-api-key", KEY), ("api-key", odd_key)]))
+    clean = {"t": "req", "body": "hello", "headers": [["x-api-key", "sk-…x"]]}
+    writer.submit(clean)
+    writer.submit({"t": "req", "body": f"echo {odd_key}!"})
+    assert got[0] == (clean, record_line(clean))  # nothing to scrub: serialised once, unchanged
+    record, line = got[1]
+    assert odd_key not in record["body"] and record["body"].startswith("echo ")
+    if line is not None:
+        assert json.loads(line) == record
 
 
 def test_fingerprint_is_keyed_and_short(settings):
