@@ -65,6 +65,7 @@ class GatewayProcess:
 
     def __init__(self, data_dir: Path, upstream_url: str, *, workers: int = 1, **extra: str) -> None:
         self.data_dir = data_dir
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stderr_path = data_dir / f"uvicorn-{self.port}.stderr"
@@ -83,7 +84,9 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited at start:\n{self.stderr()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                # /health answers once one worker is up; every worker opens its journal at startup.
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200 and (
+                        self.workers == 1 or len(list((self.data_dir / "journal").glob("*.jsonl"))) >= self.workers):
                     return
             except httpx.HTTPError:
                 pass
