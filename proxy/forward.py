@@ -1,6 +1,7 @@
 """One exchange end to end: record the request, call the upstream, relay and log the answer."""
 
 import asyncio
+import functools
 import io
 import logging
 import uuid
@@ -29,7 +30,14 @@ BODY_CHUNK = 64 * 1024
 # TRACE would echo credentials back, CONNECT would open a tunnel: neither is an API call.
 PROXY_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
-log = logging.getLogger(__name__)
+
+@functools.lru_cache(maxsize=512)
+def _url_parse(url: str) -> httpx.URL:
+    """An upstream URL without a query, parsed once (httpx's parsing was ~4% of a request's CPU).
+
+    URLs with a query are not cached: theirs may hold a credential (Gemini's ?key=).
+    """
+    return httpx.URL(url)
 
 
 def json_error(status: int, body: bytes, request_id: str | None = None) -> HttpResponse:
@@ -191,7 +199,8 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
     client = client_get()
     try:
         # A bare httpx.Request: client.build_request would add httpx's own default headers.
-        upstream_req = httpx.Request(request.method, url, headers=headers, content=content,
+        upstream_req = httpx.Request(request.method, httpx.URL(url) if query else _url_parse(url),
+                                     headers=headers, content=content,
                                      extensions={"timeout": client.timeout.as_dict()})
         upstream = await client.send(upstream_req, stream=True)
     except asyncio.CancelledError:
