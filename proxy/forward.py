@@ -19,7 +19,7 @@ from logs.writer import writer_get
 from proxy.access import AccessDenied, access_check, headers_label
 from proxy.paths import PathRefused, path_normalise
 from proxy.providers import Provider, openai_error, provider_match, provider_prefixes
-from proxy.relay import Exchange, relay_stream
+from proxy.relay import SMALL_BODY_MAX, Exchange, chunks_replay, relay_collect, relay_stream
 from proxy.stream_usage import UsageChunkFilter, body_usage_inject, usage_inject_wanted
 from proxy.upstream import client_get, headers_forward
 
@@ -229,11 +229,17 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
         _response_log(writer, provider, exchange, upstream, resp_headers, capture)
 
     chunk_filter = UsageChunkFilter() if exchange.usage_injected and is_sse else None
-    response = StreamingHttpResponse(
-        relay_stream(upstream, exchange, capture, on_end, is_sse=is_sse, chunk_filter=chunk_filter,
-                     idle_timeout=settings.STREAM_IDLE_TIMEOUT),
-        status=upstream.status_code,
-    )
+    relay = relay_stream(upstream, exchange, capture, on_end, is_sse=is_sse, chunk_filter=chunk_filter,
+                         idle_timeout=settings.STREAM_IDLE_TIMEOUT)
+    length = upstream.headers.get("content-length", "")
+    if not is_sse and length.isdigit() and int(length) <= SMALL_BODY_MAX:
+        # A small framed answer goes out in one piece once it is all here (it came in one or two
+        # reads anyway): the per-chunk streaming machinery was ~9% of a chat call's CPU.
+        chunks, broken = await relay_collect(relay)
+        response = (HttpResponse(b"".join(chunks), status=upstream.status_code) if broken is None
+                    else StreamingHttpResponse(chunks_replay(chunks, broken), status=upstream.status_code))
+    else:
+        response = StreamingHttpResponse(relay, status=upstream.status_code)
     headers_apply(response, resp_headers)
     response[REQUEST_ID_HEADER] = rid
     return response

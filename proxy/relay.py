@@ -11,6 +11,10 @@ from logs.capture import BodyCapture
 from logs.models import Outcome
 
 
+# Framed (Content-Length) answers up to this size are read whole, then sent in one piece.
+SMALL_BODY_MAX = 64 * 1024
+
+
 class UpstreamBroken(Exception):
     """Raised (after logging) when an upstream body broke off: the client connection must be cut.
 
@@ -166,3 +170,21 @@ async def relay_stream(
             yield sse_error_event(exchange.error)
         else:
             raise UpstreamBroken(exchange.error)
+
+
+async def relay_collect(relay: AsyncIterator[bytes]) -> tuple[list[bytes], UpstreamBroken | None]:
+    """Run a relay to its end (a small body): its chunks, and how the upstream broke off, if it did."""
+    chunks: list[bytes] = []
+    try:
+        async for chunk in relay:
+            chunks.append(chunk)
+    except UpstreamBroken as exc:
+        return chunks, exc
+    return chunks, None
+
+
+async def chunks_replay(chunks: list[bytes], broken: UpstreamBroken) -> AsyncIterator[bytes]:
+    """What relay_collect read, as a stream that breaks off where the upstream's did."""
+    for chunk in chunks:
+        yield chunk
+    raise broken

@@ -178,12 +178,19 @@ def test_client_leaving_mid_body_is_logged_as_aborted(gateway, upstream, log_flu
 
 
 def test_upstream_wrong_content_length_ends_as_upstream_error(gateway, upstream, log_flush, no_orphans):
+    """A small framed answer is read whole before it is sent; cut short, the client is cut the same way."""
+    got = bytearray()
     with pytest.raises(httpx.RemoteProtocolError):
-        httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "m"},
-                   headers={**AUTH, "x-mock-fault": "wrong-length"})
+        with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json={"model": "m"},
+                          headers={**AUTH, "x-mock-fault": "wrong-length"}) as r:
+            assert r.status_code == 200 and r.headers["x-gateway-request-id"]
+            for part in r.iter_raw():
+                got += part
+    assert int(r.headers["content-length"]) == len(got) + 100  # every byte the upstream did send
     log_flush()
     resp = Response.objects.get(request__endpoint="/v1/chat/completions")
     assert resp.outcome == "upstream_error" and resp.is_error and "upstream failed" in resp.error_message
+    assert resp.body == got.decode() and resp.status_code == 200
 
 
 def test_upstream_invalid_json_is_relayed_and_stored_as_is(gateway, upstream, log_flush, no_orphans):

@@ -27,6 +27,9 @@ def up(settings):
 
 
 async def _body(resp) -> bytes:
+    """The body the client got: small framed answers come whole, the rest streamed."""
+    if not resp.streaming:
+        return resp.content
     return b"".join([chunk async for chunk in resp.streaming_content])
 
 

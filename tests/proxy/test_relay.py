@@ -6,7 +6,8 @@ import httpx
 import pytest
 
 from logs.capture import BodyCapture
-from proxy.relay import Exchange, UpstreamBroken, exchanges_inflight, exchanges_interrupt, relay_stream
+from proxy.relay import (Exchange, UpstreamBroken, chunks_replay, exchanges_inflight, exchanges_interrupt,
+                         relay_collect, relay_stream)
 
 
 @pytest.fixture(autouse=True)
@@ -87,6 +88,25 @@ def test_broken_plain_body_cuts_the_client():
         asyncio.run(run())
     assert got == [b'{"a": '] and exchange.outcome == "upstream_error" and "peer closed" in exchange.error
     assert ended[0]["body"] == '{"a": '
+
+
+def test_collected_small_body_breaks_off_where_the_upstream_did():
+    _, upstream, exchange, capture, ended = _setup(b'{"a": ', b"1, ", httpx.RemoteProtocolError("peer closed"),
+                                                   ctype="application/json")
+    chunks, broken = asyncio.run(relay_collect(_relay(upstream, exchange, capture, ended)))
+    assert chunks == [b'{"a": ', b"1, "] and isinstance(broken, UpstreamBroken)
+    assert exchange.outcome == "upstream_error" and ended[0]["body"] == '{"a": 1, '  # logged once, already
+    replayed = []
+
+    async def replay():
+        async for chunk in chunks_replay(chunks, broken):
+            replayed.append(chunk)
+
+    with pytest.raises(UpstreamBroken):
+        asyncio.run(replay())
+    assert replayed == chunks and len(ended) == 1
+    _, upstream, exchange, capture, ended = _setup(b'{"a": 1}', ctype="application/json")
+    assert asyncio.run(relay_collect(_relay(upstream, exchange, capture, ended))) == ([b'{"a": 1}'], None)
 
 
 def test_compressed_stream_gets_no_plain_error_event():
