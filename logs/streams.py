@@ -3,6 +3,8 @@
 import json
 from typing import Any
 
+import orjson
+
 MAX_TOOL_CALLS = 256  # a tool-call index is untrusted input: never grow a list to its size
 
 
@@ -36,6 +38,10 @@ def json_or_none(data: str | None) -> Any:
     if not data:
         return None
     try:
+        return orjson.loads(data)  # a fifth of json.loads's time, for every body and SSE event logged
+    except orjson.JSONDecodeError:
+        pass
+    try:  # what orjson refuses but json reads: NaN, integers over 64 bits, escaped lone surrogates
         return json.loads(data)
     except ValueError:
         return None

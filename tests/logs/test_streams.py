@@ -54,3 +54,15 @@ def test_responses_stream_keeps_the_final_response_object():
 def test_unknown_or_broken_stream_gives_no_result_and_no_error():
     assert stream_reassemble("data: {not json\n\ndata")["result"] is None
     assert stream_reassemble("")["events"] == 0
+
+
+def test_json_or_none_reads_what_python_json_reads():
+    from logs.streams import json_or_none
+
+    big = 2**70
+    assert json_or_none('{"a": [1, 2.5, "é"], "b": null}') == {"a": [1, 2.5, "é"], "b": None}
+    assert json_or_none(f'{{"n": {big}}}') == {"n": big}  # over 64 bits: json takes over
+    nan = json_or_none('{"x": NaN}')["x"]
+    assert nan != nan
+    assert json_or_none('"\\ud800"') == "\ud800"
+    assert json_or_none("[DONE]") is None and json_or_none("") is None and json_or_none("{") is None
