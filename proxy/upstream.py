@@ -1,5 +1,7 @@
 """The shared upstream client and the header rules for what crosses the gateway."""
 
+import functools
+
 import httpx
 from django.conf import settings
 
@@ -71,6 +73,18 @@ async def client_close() -> None:
     client, _client = _client, None
     if client is not None:
         await client.aclose()
+
+
+def url_parse(url: str) -> httpx.URL:
+    """An upstream URL as httpx.URL; parsed once per distinct URL when it has no query."""
+    # URLs with a query are not cached: theirs may hold a credential (Gemini's ?key=).
+    return httpx.URL(url) if "?" in url else _url_parse_cached(url)
+
+
+@functools.lru_cache(maxsize=512)
+def _url_parse_cached(url: str) -> httpx.URL:
+    """httpx's URL parsing was ~4% of a chat call's CPU, and the same few paths repeat."""
+    return httpx.URL(url)
 
 
 def _connection_tokens(pairs: list[tuple[str, str]]) -> set[str]:
