@@ -1,9 +1,11 @@
 """Deploy checks for the admin stack, which lives in ADMIN_MIDDLEWARE rather than MIDDLEWARE."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from django.conf import settings
 from django.core.checks import CheckMessage, Tags, register
 from django.core.checks.security import base, csrf
-from django.test.utils import override_settings
 
 # Django's own checks whose logic is gated on a middleware being in MIDDLEWARE.
 _MIDDLEWARE_GATED = (
@@ -20,7 +22,20 @@ def admin_stack_check(app_configs=None, **kwargs) -> list[CheckMessage]:
     found: list[CheckMessage] = []
     # Silencing security.W001-W003 (middleware "missing" from MIDDLEWARE) would also skip the HSTS,
     # SSL-redirect and cookie checks behind them; evaluating them here keeps them honest.
-    with override_settings(MIDDLEWARE=list(settings.ADMIN_MIDDLEWARE)):
+    with _middleware_as(list(settings.ADMIN_MIDDLEWARE)):
         for check in _MIDDLEWARE_GATED:
             found.extend(check(app_configs))
     return found
+
+
+@contextmanager
+def _middleware_as(stack: list[str]) -> Iterator[None]:
+    """MIDDLEWARE set to stack for the duration."""
+    # Not django.test's override_settings: importing it loads the test framework into every
+    # worker (~2 MiB of RSS).
+    saved = settings.MIDDLEWARE
+    settings.MIDDLEWARE = stack
+    try:
+        yield
+    finally:
+        settings.MIDDLEWARE = saved
