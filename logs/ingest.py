@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from logs.journal import line_parse
+from logs.journal import json_parse
 
 log = logging.getLogger("logs.ingest")
 
@@ -124,7 +124,7 @@ def _records_parse(lines: list[bytes]) -> list[dict[str, Any] | None]:
     out: list[dict[str, Any] | None] = []
     for line in lines:
         try:
-            out.append(line_parse(line))
+            out.append(json_parse(line))
         except ValueError:
             log.error("unreadable log line skipped (%d bytes)", len(line))
             out.append(None)

@@ -56,7 +56,7 @@ def client_build() -> UpstreamClient:
 
         transport = AiohttpTransport(limits)
     return UpstreamClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False,
-                             transport=transport)
+                          transport=transport)
 
 
 def client_get() -> httpx.AsyncClient:
