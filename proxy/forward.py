@@ -3,7 +3,6 @@
 import asyncio
 import io
 import logging
-import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from gateway_project.limits import REFUSAL_KEY
 from logs.capture import BodyCapture, content_type_is_text, payload_name, payload_open
+from logs.ids import exchange_id_new
 from logs.models import Outcome
 from logs.redact import ScrubbingWriter, credentials_collect, headers_mask, key_fingerprint, query_mask, text_scrub
 from logs.writer import writer_get
@@ -109,7 +109,7 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
         return json_error(404, openai_error(f"No provider serves {path}. Known prefixes: {known}",
                                             kind="not_found"))
     provider, upstream_path = match
-    rid = uuid.uuid4().hex
+    rid = exchange_id_new()
     exchange = Exchange(rid)
     pairs = _scope_headers(request)
     content_type = request.META.get("CONTENT_TYPE", "")
@@ -249,7 +249,7 @@ def _response_log(writer, provider: Provider, exchange: Exchange, upstream: http
                   resp_headers: list[tuple[str, str]] | None, capture: BodyCapture | None) -> None:
     """Submit the response record for an exchange, however it ended."""
     record = {
-        "t": "resp", "id": uuid.uuid4().hex, "request_id": exchange.request_id, "provider": provider.name,
+        "t": "resp", "id": exchange_id_new(), "request_id": exchange.request_id, "provider": provider.name,
         "status": upstream.status_code if upstream is not None else None,
         "headers": headers_mask(resp_headers or []),
         "content_type": upstream.headers.get("content-type", "") if upstream is not None else "",
@@ -297,7 +297,7 @@ def _answer_gateway_error(status: int, message: str, provider: Provider, exchang
     exchange.error = message
     exchange.clock_stop()
     record = {
-        "t": "resp", "id": uuid.uuid4().hex, "request_id": exchange.request_id, "provider": provider.name,
+        "t": "resp", "id": exchange_id_new(), "request_id": exchange.request_id, "provider": provider.name,
         "status": status, "headers": [["Content-Type", "application/json"]], "content_type": "application/json",
         "body": body.decode(), "body_size": len(body), "duration_ms": exchange.elapsed_ms(),
         "outcome": exchange.outcome, "error": message, "created": exchange.started_wall,
