@@ -8,7 +8,8 @@ import pytest
 
 from logs.journal import Journal, journal_orphans, journal_records
 from logs.models import Request, Response
-from logs.services import exchange_records_write, orphans_recover, request_row, response_row, row_new, row_values
+from logs.services import (chunk_sizes, exchange_records_write, orphans_recover, request_row, response_row, row_new,
+                           row_values)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,6 +34,26 @@ def test_replay_is_idempotent():
     exchange_records_write([rec, resp])
     exchange_records_write([rec, resp])
     assert Request.objects.count() == 1 and Response.objects.count() == 1
+
+
+@pytest.mark.parametrize("count,cap", [(1, 256), (77, 256), (256, 256), (600, 256), (1000, 999), (9, 3), (0, 256)])
+def test_chunk_sizes_cover_every_row_in_few_distinct_statement_sizes(count, cap):
+    sizes = chunk_sizes(count, cap)
+    assert sum(sizes) == count
+    assert all(size <= cap and size & (size - 1) == 0 for size in sizes)  # powers of two within the cap
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) <= cap.bit_length()
+
+
+def test_a_batch_of_odd_size_is_written_whole_and_once():
+    records = []
+    for _ in range(301):  # 256 + 32 + 8 + 4 + 1 rows per table
+        rec = _req()
+        records += [rec, {"t": "resp", "id": uuid.uuid4().hex, "request_id": rec["id"], "provider": "openai",
+                          "status": 200, "body": "{}", "content_type": "application/json", "created": time.time()}]
+    exchange_records_write(records)
+    exchange_records_write(records[:77])  # a replay of part of it adds nothing
+    assert Request.objects.count() == 301 and Response.objects.count() == 301
+    assert set(Response.objects.values_list("request_id", flat=True)) == set(Request.objects.values_list("id", flat=True))
 
 
 def test_dead_process_journal_replayed_and_unfinished_marked_interrupted(tmp_path):
