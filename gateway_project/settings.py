@@ -152,13 +152,19 @@ MAX_REQUEST_HEADER_BYTES = env.int("MAX_REQUEST_HEADER_BYTES", default=64 * 1024
 REQUEST_BODY_TIMEOUT = env.float("REQUEST_BODY_TIMEOUT", default=60.0)
 JOURNAL_DIR = DATA_DIR / "journal"
 JOURNAL_FSYNC = env.bool("JOURNAL_FSYNC", default=False)
-# Who writes log rows: "thread" (a thread of each worker) or "process" (a separate ingest
-# process per worker: SQL never competes with the proxy for the GIL; about 45 MiB more each).
-LOG_WRITER = env.str("LOG_WRITER", default="thread")
+# Who writes log rows: "process" (a separate ingest process per worker: SQL never competes
+# with the proxy for the GIL) or "thread" (a thread of each worker: one process, slower).
+LOG_WRITER = env.str("LOG_WRITER", default="process")
 if LOG_WRITER not in ("process", "thread"):
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured(f"LOG_WRITER must be 'process' or 'thread', not {LOG_WRITER!r}")
+# An ingest process with nothing to write for this long exits; the next record starts another.
+LOG_INGEST_IDLE_SECONDS = env.float("LOG_INGEST_IDLE_SECONDS", default=60.0)
+if not LOG_INGEST_IDLE_SECONDS > 0:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"LOG_INGEST_IDLE_SECONDS must be above 0, not {LOG_INGEST_IDLE_SECONDS}")
 SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
 
 # Django reads the body before the view; the proxy streams it from the spooled file, so

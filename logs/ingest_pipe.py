@@ -25,9 +25,15 @@ COMMAND = [sys.executable, "-m", "logs.ingest"]
 
 
 class IngestPipe:
-    """Owns the ingest process; every line sent stays here until the process acks it."""
+    """Owns the ingest process; every line sent stays here until the process acks it.
 
-    def __init__(self, on_acked: Callable[[list[bool]], None], on_error: Callable[[str], None]) -> None:
+    The process runs only while there is something to write: it starts with the first lines
+    (or at once, to replay journals a dead worker left), and retires after
+    LOG_INGEST_IDLE_SECONDS without any, so an idle worker costs no second process.
+    """
+
+    def __init__(self, on_acked: Callable[[list[bool]], None], on_error: Callable[[str], None], *,
+                 start: bool = False) -> None:
         self._on_acked = on_acked
         self._on_error = on_error
         self._inflight: deque[tuple[bytes, bool]] = deque()  # (line, journaled), oldest first
@@ -36,14 +42,30 @@ class IngestPipe:
         self._closing = False
         self._boosting = False
         self.idle = True  # the process runs at idle CPU priority (until it falls behind)
+        self._proc: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+        self.started = 0  # processes started so far (retired, restarted or running)
+        if start:
+            with self._pipe_lock:
+                self._start()
+
+    def _start(self) -> None:
+        """Start a process and its ack reader (the caller holds the pipe lock)."""
         self._proc = self._spawn()
-        self._reader = threading.Thread(target=self._acks_read, name="log-ingest-acks", daemon=True)
+        self._reader = threading.Thread(target=self._acks_read, args=(self._proc,), name="log-ingest-acks",
+                                        daemon=True)
         self._reader.start()
+
+    @property
+    def running(self) -> bool:
+        """True while an ingest process is working for this worker."""
+        return self._proc is not None
 
     def _spawn(self) -> subprocess.Popen:
         """Start `python -m logs.ingest` with this process's settings and database."""
         env = {**os.environ, DB_NAME_ENV: str(settings.DATABASES["default"]["NAME"]),
                IDLE_ENV: "1" if self.idle else "0"}
+        self.started += 1
         return subprocess.Popen(COMMAND, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def send(self, items: list[tuple[bytes, bool]]) -> None:
@@ -52,7 +74,9 @@ class IngestPipe:
             with self._inflight_lock:
                 self._inflight.extend(items)
                 backlog = len(self._inflight)
-            if self.idle and backlog > BACKLOG_BOOST:
+            if self._proc is None:
+                self._start()
+            elif self.idle and backlog > BACKLOG_BOOST:
                 self._boost(backlog)
             try:
                 self._proc.stdin.write(b"".join(line for line, _ in items))
@@ -67,10 +91,22 @@ class IngestPipe:
         self._boosting = True
         self._proc.kill()  # the ack reader starts the new one and resends what was not written
 
-    def _acks_read(self) -> None:
+    def retire_if_idle(self) -> bool:
+        """Let the process exit if everything sent to it is written; True if it was told to."""
+        with self._pipe_lock:
+            proc = self._proc
+            if proc is None or self._inflight:
+                return False
+            self._proc = None  # from here on its reader only waits for it to exit
+            try:
+                proc.stdin.close()  # it has nothing left to write: it exits at once
+            except (OSError, ValueError):
+                pass
+            return True
+
+    def _acks_read(self, proc: subprocess.Popen) -> None:
         """Thread body: count acks; if the process dies, start a new one and resend what it lost."""
         while True:
-            proc = self._proc
             for line in proc.stdout:
                 if line.startswith(b"A "):
                     count = int(line[2:])
@@ -80,21 +116,21 @@ class IngestPipe:
                 elif line.startswith(b"E "):
                     self._on_error(line[2:].decode("utf-8", "replace").strip())
             proc.wait()
-            if self._closing:
+            if self._closing or proc is not self._proc:  # closed, or retired while idle
                 return
             if not self._boosting:
                 log.error("log ingest process exited with code %s; starting a new one", proc.returncode)
             self._boosting = False
             time.sleep(RESTART_DELAY)
             with self._pipe_lock:
-                if self._closing:
+                if self._closing or proc is not self._proc:
                     return
-                self._proc = self._spawn()
+                self._proc = proc = self._spawn()
                 with self._inflight_lock:
                     lost = b"".join(line for line, _ in self._inflight)
                 try:  # written again: the database ignores rows it already has
-                    self._proc.stdin.write(lost)
-                    self._proc.stdin.flush()
+                    proc.stdin.write(lost)
+                    proc.stdin.flush()
                 except (OSError, ValueError):
                     pass
 
@@ -102,16 +138,20 @@ class IngestPipe:
         """Let the process write what it has and exit; with abandon, stop it at once."""
         self._closing = True
         with self._pipe_lock:
+            proc = self._proc
+            if proc is None:
+                return
             if abandon:
-                self._proc.kill()
+                proc.kill()
             else:
                 try:
-                    self._proc.stdin.close()
+                    proc.stdin.close()
                 except (OSError, ValueError):
                     pass
         try:
-            self._proc.wait(timeout)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._reader.join(2.0)
+            proc.kill()
+            proc.wait()
+        if self._reader is not None:
+            self._reader.join(2.0)

@@ -132,6 +132,14 @@ def journal_orphans(directory: Path) -> Iterator[tuple[str, Path, int]]:
         yield path.stem, path, fd
 
 
+def journal_orphans_exist(directory: Path) -> bool:
+    """True if a journal whose owner is gone is waiting to be replayed."""
+    for _instance, _path, fd in journal_orphans(directory):
+        os.close(fd)
+        return True
+    return False
+
+
 def journal_records(path: Path) -> list[dict[str, Any]]:
     """Read a journal's complete lines; a torn last line (crash mid-write) is skipped."""
     records = []

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection
 
 from logs.ingest import BATCH_MAX, batch_write, journals_recover, write_retry
-from logs.journal import Journal, journal_pending_total, record_line
+from logs.journal import Journal, journal_orphans_exist, journal_pending_total, record_line
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,9 @@ BATCH_LINGER = 0.05
 class LogWriter:
     """Owns this process's journal and moves its records into the database.
 
-    LOG_WRITER=thread (default): a thread of this process writes them.
-    LOG_WRITER=process: a thread pipes the journal lines to a separate ingest process
+    LOG_WRITER=process (default): a thread pipes the journal lines to a separate ingest process
     (logs/ingest.py), which writes them; the proxy's process then does no SQL at all.
+    LOG_WRITER=thread: a thread of this process writes them.
     """
 
     def __init__(self) -> None:
@@ -47,7 +47,9 @@ class LogWriter:
         if settings.LOG_WRITER == "process":
             from logs.ingest_pipe import IngestPipe
 
-            self.pipe = IngestPipe(self._batch_done, self._error_note)
+            # At once only if a dead process left records to replay; otherwise with the first record.
+            self.pipe = IngestPipe(self._batch_done, self._error_note,
+                                   start=journal_orphans_exist(settings.JOURNAL_DIR))
             body = self._run_pipe
         else:
             body = self._run_thread
@@ -134,9 +136,12 @@ class LogWriter:
         """The database refused a write (it is retried): shown by the admin until one succeeds."""
         self.last_error = message
 
-    def _batch_take(self) -> list[tuple[dict[str, Any], bytes | None, bool]] | None:
-        """Wait for a record, linger for more, return them (None once told to stop)."""
-        first = self._queue.get()
+    def _batch_take(self, idle: float | None = None) -> list[tuple[dict[str, Any], bytes | None, bool]] | None:
+        """Wait for a record, linger for more, return them (None once told to stop, [] after idle seconds)."""
+        try:
+            first = self._queue.get(timeout=idle)
+        except queue.Empty:
+            return []
         if first is None:
             return None
         batch = [first]
@@ -156,8 +161,11 @@ class LogWriter:
 
     def _run_pipe(self) -> None:
         """Thread body (process mode): hand batches of journal lines to the ingest process."""
-        while not self._stopping and (batch := self._batch_take()) is not None:
-            self.pipe.send([(line, journaled) for _, line, journaled in batch])
+        while not self._stopping and (batch := self._batch_take(settings.LOG_INGEST_IDLE_SECONDS)) is not None:
+            if batch:
+                self.pipe.send([(line, journaled) for _, line, journaled in batch])
+            else:
+                self.pipe.retire_if_idle()
 
     def _run_thread(self) -> None:
         """Thread body (thread mode): recover orphaned journals, then write batches forever."""

@@ -78,10 +78,11 @@ def test_sigterm_lets_inflight_finish_within_grace(tmp_path, tmp_path_factory, m
     assert "Traceback" not in gw.stderr()
 
 
-def test_sigkill_midflight_marked_interrupted_at_next_start(tmp_path, tmp_path_factory, mock_upstream):
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_sigkill_midflight_marked_interrupted_at_next_start(tmp_path, tmp_path_factory, mock_upstream, writer):
     data = tmp_path / "data"
     db = migrated_copy(data, tmp_path_factory)
-    gw = GatewayProcess(data, mock_upstream.url)
+    gw = GatewayProcess(data, mock_upstream.url, LOG_WRITER=writer)
     url = f"{gw.url}/v1/chat/completions"
     mock_upstream.mock.received.clear()
     try:
@@ -103,7 +104,7 @@ def test_sigkill_midflight_marked_interrupted_at_next_start(tmp_path, tmp_path_f
     assert sum(1 for row in before.values() if row["response"] is None) == 2  # left pending by the crash
     assert len(list((data / "journal").glob("*.jsonl"))) == 1
 
-    again = GatewayProcess(data, mock_upstream.url)
+    again = GatewayProcess(data, mock_upstream.url, LOG_WRITER=writer)
     try:
         after = wait_until(lambda: (lambda rows: rows if all(r["response"] for r in rows.values()) else None)(
             exchanges_read(db)), 15)

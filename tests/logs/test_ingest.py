@@ -94,3 +94,26 @@ def test_process_mode_logs_everything_through_an_ingest_crash_and_a_group_sigter
     assert list((data / "journal").glob("*.jsonl")) == []
     assert wait_until(lambda: not psutil.pid_exists(restarted.pid) or restarted.status() == psutil.STATUS_ZOMBIE, 5)
     assert "Traceback" not in gw.stderr()
+
+
+@sqlite_only
+def test_process_mode_runs_an_ingest_process_only_while_there_is_something_to_write(
+        tmp_path, tmp_path_factory, mock_upstream):
+    data = tmp_path / "data"
+    db = migrated_copy(data, tmp_path_factory)
+    gw = GatewayProcess(data, mock_upstream.url, LOG_INGEST_IDLE_SECONDS="1")  # process mode is the default
+    try:
+        assert _ingest_children(gw) == []  # nothing to write yet: no second process
+        first = _chat(gw.url)
+        assert wait_until(lambda: first in exchanges_read(db) and exchanges_read(db)[first]["response"], 10)
+        (ingest,) = _ingest_children(gw)
+        assert wait_until(lambda: _ingest_children(gw) == [], 10), "the idle ingest process did not exit"
+        second = _chat(gw.url)  # the next record starts a new one
+        assert wait_until(lambda: second in exchanges_read(db) and exchanges_read(db)[second]["response"], 10)
+        (again,) = _ingest_children(gw)
+        assert again.pid != ingest.pid
+    finally:
+        assert gw.stop() in (0, -signal.SIGTERM)
+    assert set(exchanges_read(db)) == {first, second}
+    assert list((data / "journal").glob("*.jsonl")) == []
+    assert "Traceback" not in gw.stderr() and "exited with code" not in gw.stderr()
