@@ -58,9 +58,12 @@ def logprobe_run(n: int) -> dict:
     ok = writer.flush(120)
     elapsed = time.perf_counter() - start
     writer.stop(10)
+    from django.conf import settings
+
     from logs.models import Request, Response
 
-    return {"exchanges": n, "seconds": elapsed, "exchanges_per_s": n / elapsed, "drained": ok,
+    return {"exchanges": n, "writer": settings.LOG_WRITER, "seconds": elapsed, "exchanges_per_s": n / elapsed,
+            "drained": ok,
             "submit_us_per_exchange": submit_time / n * 1e6,
             "rows": [Request.objects.filter(instance=writer.instance).count(),
                      Response.objects.filter(request__instance=writer.instance).count()]}

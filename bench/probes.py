@@ -124,4 +124,5 @@ def memory_probe(url: str, pid: int, duration: float) -> dict:
     out["upload_100mb_answer"] = answer
     out["upload_growth_mib"] = (s.peak - before) / MIB
     out["after_mib"] = sampler.rss() / MIB
+    out["after_processes"] = 1 + len(sampler.proc.children(recursive=True))
     return out
