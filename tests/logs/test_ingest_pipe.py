@@ -2,6 +2,7 @@
 
 import sys
 import textwrap
+import time
 
 import logs.ingest_pipe
 from logs.ingest_pipe import IngestPipe
@@ -24,13 +25,17 @@ def test_a_starved_idle_ingest_process_is_replaced_at_normal_priority_and_loses_
     notes = tmp_path / "ingest.txt"
     monkeypatch.setattr(logs.ingest_pipe, "COMMAND", [sys.executable, "-c", FAKE_INGEST, str(notes)])
     monkeypatch.setattr(logs.ingest_pipe, "BACKLOG_BOOST", 3)
+    monkeypatch.setattr(logs.ingest_pipe, "STARVED_SECONDS", 0.2)
     acked: list[bool] = []
     pipe = IngestPipe(acked.extend, lambda message: None)
     try:
         pipe.send([(b'{"n": 1}\n', True), (b'{"n": 2}\n', True)])
         assert wait_until(lambda: notes.exists() and "start" in notes.read_text(), 10)
         assert pipe.idle
-        pipe.send([(b'{"n": 3}\n', True), (b'{"n": 4}\n', False)])  # 4 waiting > 3: replaced
+        pipe.send([(b'{"n": 3}\n', True), (b'{"n": 4}\n', False)])  # 4 waiting > 3...
+        assert pipe.idle
+        time.sleep(0.3)
+        pipe.send([])  # ...and still more than 3 after STARVED_SECONDS: replaced
         assert not pipe.idle
         assert wait_until(lambda: notes.exists() and notes.read_text().count("start") == 2, 10)
     finally:
@@ -40,3 +45,33 @@ def test_a_starved_idle_ingest_process_is_replaced_at_normal_priority_and_loses_
     # The replacement received every line the first one never acked, in order.
     assert lines[-4:] == ['{"n": 1}', '{"n": 2}', '{"n": 3}', '{"n": 4}']
     assert acked == []
+
+
+# Acks each line as it comes, as a real ingest process with CPU to spare does.
+ACKING_INGEST = textwrap.dedent("""
+    import os, sys
+    with open(sys.argv[1], "a") as f:
+        f.write("start\\n")
+    for line in sys.stdin.buffer:
+        sys.stdout.write("A 1\\n")
+        sys.stdout.flush()
+""")
+
+
+def test_a_burst_the_ingest_process_works_through_does_not_replace_it(tmp_path, monkeypatch):
+    notes = tmp_path / "ingest.txt"
+    monkeypatch.setattr(logs.ingest_pipe, "COMMAND", [sys.executable, "-c", ACKING_INGEST, str(notes)])
+    monkeypatch.setattr(logs.ingest_pipe, "BACKLOG_BOOST", 3)
+    monkeypatch.setattr(logs.ingest_pipe, "STARVED_SECONDS", 0.2)
+    acked: list[bool] = []
+    pipe = IngestPipe(acked.extend, lambda message: None)
+    try:
+        pipe.send([(b'{"n": %d}\n' % n, True) for n in range(10)])  # 10 waiting > 3, for a moment
+        assert wait_until(lambda: len(acked) == 10, 10)
+        time.sleep(0.3)
+        pipe.send([(b'{"n": 10}\n', True)])
+        assert wait_until(lambda: len(acked) == 11, 10)
+        assert pipe.idle  # still the idle-priority process
+    finally:
+        pipe.close(abandon=False)
+    assert notes.read_text().splitlines() == ["start"]
