@@ -223,7 +223,7 @@ def report_print(res: dict) -> None:
         print(f"  {name}: idle {mib:.1f} MiB (the worker and its child processes)")
     lw = res["log_write"]
     print(f"\nLog-write probe: {lw['exchanges']} exchanges in {lw['seconds']:.2f}s = {lw['exchanges_per_s']:.0f}"
-          f" exchanges/s on {lw['database']} (LOG_WRITER={lw['writer']}, its start included);"
+          f" exchanges/s on {lw['database']} (LOG_WRITER={lw['writer']});"
           f" submit() on the event loop {lw['submit_us_per_exchange']:.0f} us/exchange; rows {lw['rows']}")
     print(f"Log rows after the load runs (requests, responses): {res['log_rows_after_load']};"
           f" graceful stop took {res['gateway_stop_s']:.1f}s")
