@@ -1,7 +1,6 @@
 """One exchange end to end: record the request, call the upstream, relay and log the answer."""
 
 import asyncio
-import io
 import logging
 from collections.abc import AsyncIterator
 
@@ -19,13 +18,13 @@ from proxy.access import AccessDenied, access_check, headers_label
 from proxy.paths import PathRefused, path_normalise
 from proxy.providers import Provider, openai_error, provider_match, provider_prefixes
 from proxy.relay import SMALL_BODY_MAX, Exchange, chunks_replay, relay_collect, relay_stream
+from proxy.request_body import body_chunks, body_copy, body_size
 from proxy.stream_usage import UsageChunkFilter, body_usage_inject, usage_inject_wanted
 from proxy.upstream import client_get, headers_forward, url_parse
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Gateway-Request-Id"
-BODY_CHUNK = 64 * 1024
 # TRACE would echo credentials back, CONNECT would open a tunnel: neither is an API call.
 PROXY_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
@@ -57,45 +56,6 @@ def _credential(provider: Provider, pairs: list[tuple[str, str]], query: str = "
     return ""
 
 
-def _body_file(request: HttpRequest):
-    """The received body as a seekable file at its start (Django's spool under ASGI)."""
-    f = request._stream  # ASGIRequest keeps its spooled body file here
-    if not getattr(f, "seekable", lambda: False)():
-        # Only the test client's payload is not seekable; its bodies are small.
-        f = request._stream = io.BytesIO(request.read())
-    f.seek(0)
-    return f
-
-
-def _body_size(request: HttpRequest) -> int:
-    """Size of the received body (measured: Content-Length may be absent or wrong)."""
-    f = _body_file(request)
-    f.seek(0, 2)
-    size = f.tell()
-    f.seek(0)
-    return size
-
-
-async def _spooled_chunks(request: HttpRequest) -> AsyncIterator[bytes]:
-    """Stream the request body to the upstream from Django's own spool, never held whole in memory."""
-    src = _body_file(request)
-    while chunk := src.read(BODY_CHUNK):
-        yield chunk
-
-
-def _spool_copy(request: HttpRequest, name: str) -> str:
-    """Copy the spooled request body into the payload store; returns its sha256."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    src = _body_file(request)
-    with payload_open(name) as dest:
-        while chunk := src.read(1 << 20):
-            digest.update(chunk)
-            dest.write(chunk)
-    return digest.hexdigest()
-
-
 async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     """Forward one request to its provider and stream the answer back, logging both."""
     raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.path
@@ -113,7 +73,7 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
     exchange = Exchange(rid)
     pairs = _scope_headers(request)
     content_type = request.META.get("CONTENT_TYPE", "")
-    size = _body_size(request)
+    size = body_size(request)
     query = request.META.get("QUERY_STRING", "")
     refusal = request.scope.get(REFUSAL_KEY)  # set by gateway_project/limits.py while reading
     try:
@@ -150,15 +110,15 @@ async def exchange_forward(request: HttpRequest) -> HttpResponse | StreamingHttp
                  or content_type.lower().startswith("multipart/")):
         name = payload_name(provider.name, content_type)
         try:
-            sha = await asyncio.to_thread(_spool_copy, request, name)
+            sha = await asyncio.to_thread(body_copy, request, name)
             record["body_file"] = {"name": name, "size": size, "sha256": sha}
             # From Django's spool, not the payload copy: the log writer may move or delete that
             # copy (multipart split) while the upstream is still reading.
-            content = _spooled_chunks(request)
+            content = body_chunks(request)
         except OSError as exc:  # payload store full or unwritable: forward anyway, say so in the log
             await asyncio.to_thread(_payload_discard, name)
             exchange.notes.append(f"request body file not saved: {exc}")
-            content = _spooled_chunks(request)
+            content = body_chunks(request)
     elif size:
         content = request.read()
         try:

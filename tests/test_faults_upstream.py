@@ -190,7 +190,7 @@ def test_unexpected_failure_while_forwarding_still_ends_the_log_entry(fast_gatew
         raise OSError(5, "Input/output error")
         yield b""  # pragma: no cover - makes this an async generator
 
-    monkeypatch.setattr(proxy.forward, "_spooled_chunks", unreadable)
+    monkeypatch.setattr(proxy.forward, "body_chunks", unreadable)
     r = httpx.post(f"{fast_gateway.url}/v1/images/edits", headers=AUTH, timeout=10,
                    files={"image": ("a.png", b"\x89PNG" + b"\x00" * 100, "image/png")}, data={"prompt": "x"})
     err = _assert_gateway_error(r, 500)
