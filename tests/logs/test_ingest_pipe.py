@@ -21,13 +21,18 @@ FAKE_INGEST = textwrap.dedent("""
 """)
 
 
-def test_a_starved_idle_ingest_process_is_replaced_at_normal_priority_and_loses_nothing(tmp_path, monkeypatch):
-    notes = tmp_path / "ingest.txt"
-    monkeypatch.setattr(logs.ingest_pipe, "COMMAND", [sys.executable, "-c", FAKE_INGEST, str(notes)])
+def _pipe_started(monkeypatch, script: str, notes) -> tuple[IngestPipe, list[bool]]:
+    """An IngestPipe running `script` as its ingest process: starved past 3 lines for 0.2 s."""
+    monkeypatch.setattr(logs.ingest_pipe, "COMMAND", [sys.executable, "-c", script, str(notes)])
     monkeypatch.setattr(logs.ingest_pipe, "BACKLOG_BOOST", 3)
     monkeypatch.setattr(logs.ingest_pipe, "STARVED_SECONDS", 0.2)
     acked: list[bool] = []
-    pipe = IngestPipe(acked.extend, lambda message: None)
+    return IngestPipe(acked.extend, lambda message: None), acked
+
+
+def test_a_starved_idle_ingest_process_is_replaced_at_normal_priority_and_loses_nothing(tmp_path, monkeypatch):
+    notes = tmp_path / "ingest.txt"
+    pipe, acked = _pipe_started(monkeypatch, FAKE_INGEST, notes)
     try:
         pipe.send([(b'{"n": 1}\n', True), (b'{"n": 2}\n', True)])
         assert wait_until(lambda: notes.exists() and "start" in notes.read_text(), 10)
@@ -60,11 +65,7 @@ ACKING_INGEST = textwrap.dedent("""
 
 def test_a_burst_the_ingest_process_works_through_does_not_replace_it(tmp_path, monkeypatch):
     notes = tmp_path / "ingest.txt"
-    monkeypatch.setattr(logs.ingest_pipe, "COMMAND", [sys.executable, "-c", ACKING_INGEST, str(notes)])
-    monkeypatch.setattr(logs.ingest_pipe, "BACKLOG_BOOST", 3)
-    monkeypatch.setattr(logs.ingest_pipe, "STARVED_SECONDS", 0.2)
-    acked: list[bool] = []
-    pipe = IngestPipe(acked.extend, lambda message: None)
+    pipe, acked = _pipe_started(monkeypatch, ACKING_INGEST, notes)
     try:
         pipe.send([(b'{"n": %d}\n' % n, True) for n in range(10)])  # 10 waiting > 3, for a moment
         assert wait_until(lambda: len(acked) == 10, 10)
