@@ -48,29 +48,39 @@ class IngestPipe:
         self._behind_since = 0.0  # monotonic time the backlog went over BACKLOG_BOOST (0: it is not)
         self._proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
-        self.started = 0  # processes started so far (retired, restarted or running)
         if start:
             with self._pipe_lock:
                 self._start()
 
     def _start(self) -> None:
-        """Start a process and its ack reader (the caller holds the pipe lock)."""
-        self._proc = self._spawn()
-        self._reader = threading.Thread(target=self._acks_read, args=(self._proc,), name="log-ingest-acks",
-                                        daemon=True)
-        self._reader.start()
+        """Start a process and its ack reader, and send it every line in flight (caller holds the pipe).
 
-    @property
-    def running(self) -> bool:
-        """True while an ingest process is working for this worker."""
-        return self._proc is not None
-
-    def _spawn(self) -> subprocess.Popen:
-        """Start `python -m logs.ingest` with this process's settings and database."""
+        If it cannot start, the lines stay in flight (and in the journal) for the next try.
+        """
         env = {**os.environ, DB_NAME_ENV: str(settings.DATABASES["default"]["NAME"]),
                IDLE_ENV: "1" if self.idle else "0"}
-        self.started += 1
-        return subprocess.Popen(COMMAND, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            proc = subprocess.Popen(COMMAND, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        except OSError as exc:
+            log.error("log ingest process could not start, records wait in the journal: %s", exc)
+            self._on_error(f"log ingest process could not start: {exc}")
+            return
+        self._proc = proc
+        self._reader = threading.Thread(target=self._acks_read, args=(proc,), name="log-ingest-acks", daemon=True)
+        self._reader.start()
+        with self._inflight_lock:
+            pending = b"".join(line for line, _ in self._inflight)
+        self._write(pending)
+
+    def _write(self, data: bytes) -> None:
+        """Write to the process's input (caller holds the pipe)."""
+        if not data:
+            return
+        try:
+            self._proc.stdin.write(data)
+            self._proc.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the process is gone: the ack reader starts another and sends everything again
 
     def send(self, items: list[tuple[bytes, bool]]) -> None:
         """Pass lines on; blocks while the process is busy (never called on the event loop)."""
@@ -79,19 +89,16 @@ class IngestPipe:
                 self._inflight.extend(items)
                 backlog = len(self._inflight)
             if self._proc is None:
-                self._start()
-            elif self.idle and backlog > BACKLOG_BOOST:
+                self._start()  # sends these lines with any still in flight
+                return
+            if self.idle and backlog > BACKLOG_BOOST:
                 now = time.monotonic()
                 self._behind_since = self._behind_since or now
                 if now - self._behind_since >= STARVED_SECONDS:
                     self._boost(backlog)
             else:
                 self._behind_since = 0.0
-            try:
-                self._proc.stdin.write(b"".join(line for line, _ in items))
-                self._proc.stdin.flush()
-            except (OSError, ValueError):
-                pass  # the process is gone: the ack reader restarts it and sends everything again
+            self._write(b"".join(line for line, _ in items))
 
     def _boost(self, backlog: int) -> None:
         """Replace the starved idle-priority process by one at normal priority (caller holds the pipe)."""
@@ -115,33 +122,26 @@ class IngestPipe:
 
     def _acks_read(self, proc: subprocess.Popen) -> None:
         """Thread body: count acks; if the process dies, start a new one and resend what it lost."""
-        while True:
-            for line in proc.stdout:
-                if line.startswith(b"A "):
-                    count = int(line[2:])
-                    with self._inflight_lock:
-                        done = [self._inflight.popleft()[1] for _ in range(min(count, len(self._inflight)))]
-                    self._on_acked(done)
-                elif line.startswith(b"E "):
-                    self._on_error(line[2:].decode("utf-8", "replace").strip())
-            proc.wait()
-            if self._closing or proc is not self._proc:  # closed, or retired while idle
-                return
-            if not self._boosting:
-                log.error("log ingest process exited with code %s; starting a new one", proc.returncode)
-            self._boosting = False
-            time.sleep(RESTART_DELAY)
-            with self._pipe_lock:
-                if self._closing or proc is not self._proc:
-                    return
-                self._proc = proc = self._spawn()
+        for line in proc.stdout:
+            if line.startswith(b"A "):
+                count = int(line[2:])
                 with self._inflight_lock:
-                    lost = b"".join(line for line, _ in self._inflight)
-                try:  # written again: the database ignores rows it already has
-                    proc.stdin.write(lost)
-                    proc.stdin.flush()
-                except (OSError, ValueError):
-                    pass
+                    done = [self._inflight.popleft()[1] for _ in range(min(count, len(self._inflight)))]
+                self._on_acked(done)
+            elif line.startswith(b"E "):
+                self._on_error(line[2:].decode("utf-8", "replace").strip())
+        proc.wait()
+        if self._closing or proc is not self._proc:  # closed, or retired while idle
+            return
+        if not self._boosting:
+            log.error("log ingest process exited with code %s; starting a new one", proc.returncode)
+        self._boosting = False
+        time.sleep(RESTART_DELAY)
+        with self._pipe_lock:
+            if self._closing or proc is not self._proc:
+                return
+            self._proc = None
+            self._start()  # rows already written are skipped by the database
 
     def close(self, *, abandon: bool, timeout: float = 10.0) -> None:
         """Let the process write what it has and exit; with abandon, stop it at once."""

@@ -21,13 +21,13 @@ FAKE_INGEST = textwrap.dedent("""
 """)
 
 
-def _pipe_started(monkeypatch, script: str, notes) -> tuple[IngestPipe, list[bool]]:
+def _pipe_started(monkeypatch, script: str, notes, errors: list[str] | None = None) -> tuple[IngestPipe, list[bool]]:
     """An IngestPipe running `script` as its ingest process: starved past 3 lines for 0.2 s."""
     monkeypatch.setattr(logs.ingest_pipe, "COMMAND", [sys.executable, "-c", script, str(notes)])
     monkeypatch.setattr(logs.ingest_pipe, "BACKLOG_BOOST", 3)
     monkeypatch.setattr(logs.ingest_pipe, "STARVED_SECONDS", 0.2)
     acked: list[bool] = []
-    return IngestPipe(acked.extend, lambda message: None), acked
+    return IngestPipe(acked.extend, (errors if errors is not None else []).append), acked
 
 
 def test_a_starved_idle_ingest_process_is_replaced_at_normal_priority_and_loses_nothing(tmp_path, monkeypatch):
@@ -73,6 +73,21 @@ def test_a_burst_the_ingest_process_works_through_does_not_replace_it(tmp_path, 
         pipe.send([(b'{"n": 10}\n', True)])
         assert wait_until(lambda: len(acked) == 11, 10)
         assert pipe.idle  # still the idle-priority process
+    finally:
+        pipe.close(abandon=False)
+    assert notes.read_text().splitlines() == ["start"]
+
+
+def test_an_ingest_process_that_cannot_start_loses_nothing_once_one_can(tmp_path, monkeypatch):
+    notes, errors = tmp_path / "ingest.txt", []
+    pipe, acked = _pipe_started(monkeypatch, ACKING_INGEST, notes, errors)
+    monkeypatch.setattr(logs.ingest_pipe, "COMMAND", [str(tmp_path / "no-such-python")])
+    try:
+        pipe.send([(b'{"n": 1}\n', True), (b'{"n": 2}\n', True)])  # no process: kept, reported, no exception
+        assert errors and "could not start" in errors[0] and acked == []
+        monkeypatch.setattr(logs.ingest_pipe, "COMMAND", [sys.executable, "-c", ACKING_INGEST, str(notes)])
+        pipe.send([(b'{"n": 3}\n', True)])  # the next lines start one, which gets all three
+        assert wait_until(lambda: len(acked) == 3, 10)
     finally:
         pipe.close(abandon=False)
     assert notes.read_text().splitlines() == ["start"]
