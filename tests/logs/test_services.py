@@ -8,8 +8,8 @@ import pytest
 
 from logs.journal import Journal, journal_orphans, journal_records
 from logs.models import Request, Response
-from logs.services import (chunk_sizes, exchange_records_write, orphans_recover, request_row, response_row, row_new,
-                           row_values)
+from logs.rows import chunk_sizes, row_new, row_values
+from logs.services import exchange_records_write, orphans_recover, request_row, response_row
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
