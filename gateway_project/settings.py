@@ -4,6 +4,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -118,8 +119,6 @@ GATEWAY_PROVIDERS = env.list("GATEWAY_PROVIDERS", default=[])
 # "inject": ask OpenAI streams for usage even when the client did not, and hide it from that client.
 STREAM_USAGE = env.str("STREAM_USAGE", default="off").strip().lower()
 if STREAM_USAGE not in ("off", "inject"):
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(f"STREAM_USAGE must be 'off' or 'inject', not {STREAM_USAGE!r}")
 # A JSON file of extra or corrected prices (same shape as logs/prices.json); empty: shipped table only.
 PRICE_TABLE_PATH = env.str("PRICE_TABLE_PATH", default="")
@@ -156,14 +155,10 @@ JOURNAL_FSYNC = env.bool("JOURNAL_FSYNC", default=False)
 # with the proxy for the GIL) or "thread" (a thread of each worker: one process, slower).
 LOG_WRITER = env.str("LOG_WRITER", default="process")
 if LOG_WRITER not in ("process", "thread"):
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(f"LOG_WRITER must be 'process' or 'thread', not {LOG_WRITER!r}")
 # An ingest process with nothing to write for this long exits; the next record starts another.
 LOG_INGEST_IDLE_SECONDS = env.float("LOG_INGEST_IDLE_SECONDS", default=60.0)
 if not LOG_INGEST_IDLE_SECONDS > 0:
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(f"LOG_INGEST_IDLE_SECONDS must be above 0, not {LOG_INGEST_IDLE_SECONDS}")
 SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
 

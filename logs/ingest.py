@@ -1,10 +1,11 @@
 """The log-ingest process: turns journal lines into database rows, away from the proxy's GIL.
 
 With `LOG_WRITER=process` (the default), each gateway worker starts one when it has something
-to write and pipes it the JSON lines it has just appended to its journal. This process parses them, builds the rows and writes them
-in batches, then answers `A <n>` once n more lines are in the database (`E <message>` while
-the database refuses them). In the worker the proxy then spends no time on SQL: at low
-concurrency that work, though on another thread, held the GIL the event loop needed.
+to write and pipes it the JSON lines it has just appended to its journal. This process parses
+them, builds the rows and writes them in batches, then answers `A <n>` once n more lines are in
+the database (`E <message>` while the database refuses them). In the worker the proxy then
+spends no time on SQL: at low concurrency that work, though on another thread, held the GIL
+the event loop needed.
 
 It exits when its input closes, after writing everything it was sent (the worker closes it at
 shutdown, or after LOG_INGEST_IDLE_SECONDS with nothing to write). It ignores SIGINT and
