@@ -17,6 +17,8 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
+
 from logs.ids import exchange_id_new  # noqa: E402
 from logs.writer import LogWriter  # noqa: E402
 
@@ -60,8 +62,6 @@ def logprobe_run(n: int) -> dict:
     ok = writer.flush(120)
     elapsed = time.perf_counter() - start
     writer.stop(10)
-    from django.conf import settings
-
     from logs.models import Request, Response
 
     return {"exchanges": n, "writer": settings.LOG_WRITER, "seconds": elapsed, "exchanges_per_s": n / elapsed,

@@ -79,6 +79,11 @@ class RssSampler:
         self._thread.join()
 
 
+def process_count(pid: int) -> int:
+    """The process and its children (a gateway worker's ingest process, while it runs)."""
+    return 1 + len(psutil.Process(pid).children(recursive=True))
+
+
 def _download(url: str, size: int) -> int:
     """Fetch a binary answer of `size` bytes through url, discarding it; returns bytes read."""
     got = 0
@@ -124,5 +129,5 @@ def memory_probe(url: str, pid: int, duration: float) -> dict:
     out["upload_100mb_answer"] = answer
     out["upload_growth_mib"] = (s.peak - before) / MIB
     out["after_mib"] = sampler.rss() / MIB
-    out["after_processes"] = 1 + len(sampler.proc.children(recursive=True))
+    out["after_processes"] = process_count(pid)
     return out

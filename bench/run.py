@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import servers  # noqa: E402
 from bench.load import SCENARIOS, wrk_require, wrk_run  # noqa: E402
-from bench.probes import memory_probe, stream_probe  # noqa: E402
+from bench.probes import memory_probe, process_count, stream_probe  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHAT = {"chat c1", "chat c16", "chat c64"}
@@ -144,7 +144,7 @@ def bench_run(duration: float, transport: str | None, scaling: bool, variants: b
             variant = servers.gateway_start({**v_env, **extra})
             running.append(variant)
             targets[name] = variant.url
-        idle_rss, idle_procs = memory_probe_idle(gateway.pid), servers.process_count(gateway.pid)
+        idle_rss, idle_procs = memory_probe_idle(gateway.pid), process_count(gateway.pid)
         # Worker plus its child processes (an ingest process, while it has something to write).
         results["variant_idle_mib"] = {name: memory_probe_idle(s.pid) for name, s in
                                        zip(list(targets)[5:], running[5:])}

@@ -175,13 +175,6 @@ def log_rows(env: dict[str, str]) -> tuple[int, int]:
     return int(req), int(resp)
 
 
-def process_count(pid: int) -> int:
-    """The process and its children (a gateway worker's ingest process)."""
-    import psutil
-
-    return 1 + len(psutil.Process(pid).children(recursive=True))
-
-
 def gateway_cleanup(data_dir: Path, env: dict[str, str]) -> None:
     """Delete a temp DATA_DIR (and the PostgreSQL database made for it)."""
     shutil.rmtree(data_dir, ignore_errors=True)

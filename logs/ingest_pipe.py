@@ -107,18 +107,17 @@ class IngestPipe:
         self._boosting = True
         self._proc.kill()  # the ack reader starts the new one and resends what was not written
 
-    def retire_if_idle(self) -> bool:
-        """Let the process exit if everything sent to it is written; True if it was told to."""
+    def retire_if_idle(self) -> None:
+        """Let the process exit if everything sent to it is written."""
         with self._pipe_lock:
             proc = self._proc
             if proc is None or self._inflight:
-                return False
+                return
             self._proc = None  # from here on its reader only waits for it to exit
             try:
                 proc.stdin.close()  # it has nothing left to write: it exits at once
             except (OSError, ValueError):
                 pass
-            return True
 
     def _acks_read(self, proc: subprocess.Popen) -> None:
         """Thread body: count acks; if the process dies, start a new one and resend what it lost."""
