@@ -17,10 +17,9 @@ import django  # noqa: E402
 
 django.setup()
 
-from django.conf import settings  # noqa: E402
-
 from logs.ids import exchange_id_new  # noqa: E402
-from logs.writer import LogWriter  # noqa: E402
+from logs.pipeline.writer import LogWriter  # noqa: E402
+from logs.records import RequestRecord, ResponseRecord, record_line  # noqa: E402
 
 HEADERS = [["host", "127.0.0.1:8080"], ["user-agent", "OpenAI/Python 1.50.0"], ["content-type", "application/json"],
            ["authorization", "Bearer sk-…mnop"], ["accept", "application/json"], ["content-length", "180"]]
@@ -31,40 +30,39 @@ RESP_BODY = json.dumps({"id": "chatcmpl-x", "object": "chat.completion", "create
                         "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}})
 
 
-def exchange_records(instance: str) -> tuple[dict, dict]:
-    """One request record and its response record, as proxy/forward.py submits them."""
+def exchange_lines(instance: str) -> tuple[bytes, bytes]:
+    """One request record's line and its response record's, as the proxy journals them."""
     rid, now = exchange_id_new(), time.time()
-    req = {"t": "req", "id": rid, "provider": "openai", "endpoint": "/v1/chat/completions", "method": "POST",
-           "query": "", "headers": HEADERS, "body": REQ_BODY, "body_size": len(REQ_BODY),
-           "content_type": "application/json", "client": "127.0.0.1", "created": now, "instance": instance,
-           "key_fp": "abc123"}
-    resp = {"t": "resp", "id": exchange_id_new(), "request_id": rid, "provider": "openai", "status": 200,
-            "headers": [["content-type", "application/json"], ["x-request-id", "mock"]],
-            "content_type": "application/json", "is_stream": False, "duration_ms": 1.5, "ttfb_ms": 1.2,
-            "outcome": "completed", "error": "", "created": now, "body": RESP_BODY, "body_size": len(RESP_BODY)}
-    return req, resp
+    req = RequestRecord(id=rid, provider="openai", endpoint="/v1/chat/completions", method="POST", headers=HEADERS,
+                        body=REQ_BODY, body_size=len(REQ_BODY), content_type="application/json", client="127.0.0.1",
+                        created=now, instance=instance, key_fp="abc123")
+    resp = ResponseRecord(id=exchange_id_new(), request_id=rid, provider="openai", status=200,
+                          headers=[["content-type", "application/json"], ["x-request-id", "mock"]],
+                          content_type="application/json", duration_ms=1.5, ttfb_ms=1.2, created=now,
+                          body=RESP_BODY, body_size=len(RESP_BODY))
+    return record_line(req), record_line(resp)
 
 
 def logprobe_run(n: int) -> dict:
     """Submit n exchanges, wait until they are in the database; exchanges/s and submit cost."""
     writer = LogWriter()
-    for record in exchange_records("logprobe-warm-up"):  # the ingest process starts with the first record
-        writer.submit(record)
+    for line, kind in zip(exchange_lines("logprobe-warm-up"), ("req", "resp")):  # starts the ingest process
+        writer.submit(line, kind)
     writer.flush(30)  # started (and any orphan recovery done): time the writing only
-    records = [exchange_records(writer.instance) for _ in range(n)]
+    records = [exchange_lines(writer.instance) for _ in range(n)]
     start = time.perf_counter()
     submit_time = 0.0
     for req, resp in records:
         t = time.perf_counter()
-        writer.submit(req)
-        writer.submit(resp)
+        writer.submit(req, "req")
+        writer.submit(resp, "resp")
         submit_time += time.perf_counter() - t
     ok = writer.flush(120)
     elapsed = time.perf_counter() - start
     writer.stop(10)
     from logs.models import Request, Response
 
-    return {"exchanges": n, "writer": settings.LOG_WRITER, "seconds": elapsed, "exchanges_per_s": n / elapsed,
+    return {"exchanges": n, "seconds": elapsed, "exchanges_per_s": n / elapsed,
             "drained": ok,
             "submit_us_per_exchange": submit_time / n * 1e6,
             "rows": [Request.objects.filter(instance=writer.instance).count(),

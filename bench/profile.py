@@ -1,6 +1,6 @@
 """Profile the gateway under load: py-spy samples the uvicorn worker while wrk drives chat c64.
 
-Usage: python bench/profile.py [--seconds 8] [--scenario "chat c64"] [--transport aiohttp]
+Usage: python bench/profile.py [--seconds 8] [--scenario "chat c64"]
 Needs py-spy (pip install py-spy; may need ptrace rights, e.g. run as root or with
 CAP_SYS_PTRACE). Prints the top functions by own time and by total time, and writes a
 flamegraph SVG under bench/results/.
@@ -42,7 +42,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--scenario", default="chat c64")
-    parser.add_argument("--transport", choices=["httpx", "aiohttp"], default=None)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL (CPU use)")
     args = parser.parse_args()
@@ -50,7 +49,7 @@ def main() -> None:
         sys.exit("bench: py-spy is not installed: pip install py-spy")
     RESULTS.mkdir(exist_ok=True)
     mock = servers.mock_start()
-    data_dir, env = servers.gateway_prepare(mock.url, args.transport)
+    data_dir, env = servers.gateway_prepare(mock.url)
     gw = servers.gateway_start(env)
     sc = next(s for s in SCENARIOS if s.name == args.scenario)
     try:

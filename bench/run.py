@@ -1,4 +1,4 @@
-"""The benchmark, one command: python bench/run.py  (needs wrk; see the README's "Benchmark").
+"""The benchmark, one command: python bench/run.py  (needs wrk; see docs/benchmark.md).
 
 Starts the mock upstream, the two references (raw-ASGI httpx pass-through, Django async
 hello-world) and the gateway (uvicorn, 1 worker, full logging on a fresh SQLite database), drives
@@ -22,11 +22,6 @@ from bench.probes import memory_probe, process_count, stream_probe  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHAT = {"chat c1", "chat c16", "chat c64"}
-VARIANT_SCENARIOS = {"chat c1", "chat c64"}
-# --variants: the gateway with one setting changed, to show what each choice is worth.
-VARIANTS = {"gateway (django handler)": {"PROXY_FAST_PATH": "false"},
-            "gateway (httpx transport)": {"UPSTREAM_TRANSPORT": "httpx"},
-            "gateway (writer thread)": {"LOG_WRITER": "thread"}}
 # Chat c1 is the figure other load on the machine moves most (one process busy all the time):
 # it is measured in rounds alternating the pass-through and the gateway, and each one's fastest
 # round counts (interference only ever slows a round down); the median of the paired ratios is
@@ -46,8 +41,6 @@ def _drive(targets: dict[str, str], duration: float) -> dict[str, dict[str, dict
         table[sc.name] = {}
         for name, url in targets.items():
             if name.startswith("django-hello") and sc.name not in CHAT:
-                continue
-            if name.startswith("gateway ") and sc.name not in VARIANT_SCENARIOS:
                 continue
             wrk_run(url, sc, 1)  # warm-up: connections, lazy imports, caches
             table[sc.name][name] = wrk_run(url, sc, duration)
@@ -116,14 +109,12 @@ def _targets_print(table: dict, ratios: dict, stream: dict, memory: dict, logw: 
     line("no errors in any load run", f"{errs}", errs == 0)
 
 
-def bench_run(duration: float, transport: str | None, scaling: bool, variants: bool = False,
-              database_url: str | None = None) -> dict:
+def bench_run(duration: float, scaling: bool, database_url: str | None = None) -> dict:
     """Everything, in order; returns the results."""
     wrk_require()
     started = time.monotonic()
     results: dict = {"load_before": _load_line(), "duration_s": duration,
-                     "database": "PostgreSQL" if database_url else "SQLite (WAL)",
-                     "gateway_transport": transport or os.environ.get("UPSTREAM_TRANSPORT", "default")}
+                     "database": "PostgreSQL" if database_url else "SQLite (WAL)"}
     print(f"bench: {results['load_before']}; {duration}s per wrk run")
     mock = servers.mock_start()
     running = [mock]
@@ -132,22 +123,13 @@ def bench_run(duration: float, transport: str | None, scaling: bool, variants: b
         passthrough = servers.passthrough_start(mock.url)
         passthrough_aio = servers.passthrough_start(mock.url, "aiohttp")
         hello = servers.hello_start()
-        data_dir, env = servers.gateway_prepare(mock.url, transport, database_url)
+        data_dir, env = servers.gateway_prepare(mock.url, database_url)
         data_dirs.append((data_dir, env))
         gateway = servers.gateway_start(env)
         running += [passthrough, passthrough_aio, hello, gateway]
         targets = {"direct": mock.url, "passthrough": passthrough.url, "passthrough-aiohttp": passthrough_aio.url,
                    "django-hello": hello.url, "gateway": gateway.url}
-        for name, extra in (VARIANTS.items() if variants else ()):
-            v_dir, v_env = servers.gateway_prepare(mock.url, transport, database_url)
-            data_dirs.append((v_dir, v_env))
-            variant = servers.gateway_start({**v_env, **extra})
-            running.append(variant)
-            targets[name] = variant.url
         idle_rss, idle_procs = memory_probe_idle(gateway.pid), process_count(gateway.pid)
-        # Worker plus its child processes (an ingest process, while it has something to write).
-        results["variant_idle_mib"] = {name: memory_probe_idle(s.pid) for name, s in
-                                       zip(list(targets)[5:], running[5:])}
         table = _drive(targets, duration)
         results["table"], results["ratios"] = table, _ratios(table)
         for s in running[1:]:
@@ -164,8 +146,7 @@ def bench_run(duration: float, transport: str | None, scaling: bool, variants: b
         results["log_write"] = json.loads(out.stdout.strip().splitlines()[-1])
         results["log_write"]["database"] = results["database"]
         if scaling:
-            results["scaling"] = _scaling(mock.url, transport, duration, table["chat c64"]["gateway"], data_dirs,
-                                          database_url)
+            results["scaling"] = _scaling(mock.url, duration, table["chat c64"]["gateway"], data_dirs, database_url)
     finally:
         for s in reversed(running):
             s.stop()
@@ -184,12 +165,11 @@ def memory_probe_idle(pid: int) -> float:
     return RssSampler(pid).rss() / MIB
 
 
-def _scaling(upstream: str, transport: str | None, duration: float, one: dict, data_dirs: list,
-             database_url: str | None) -> dict:
+def _scaling(upstream: str, duration: float, one: dict, data_dirs: list, database_url: str | None) -> dict:
     """Chat c64 on 2 workers sharing one database (SQLite in WAL mode, or PostgreSQL), against 1 worker."""
     from bench.load import SCENARIOS as S
 
-    data_dir, env = servers.gateway_prepare(upstream, transport, database_url)
+    data_dir, env = servers.gateway_prepare(upstream, database_url)
     data_dirs.append((data_dir, env))
     gw2 = servers.gateway_start(env, workers=2)
     try:
@@ -223,11 +203,9 @@ def report_print(res: dict) -> None:
     print(f"  relaying a 200 MB answer: +{m['download_growth_mib']:.1f} MiB (complete: {m['download_200mb_ok']})")
     print(f"  100 MB upload: +{m['upload_growth_mib']:.1f} MiB, status {m['upload_100mb_status']}"
           f" {m['upload_100mb_answer']}")
-    for name, mib in res.get("variant_idle_mib", {}).items():
-        print(f"  {name}: idle {mib:.1f} MiB (the worker and its child processes)")
     lw = res["log_write"]
     print(f"\nLog-write probe: {lw['exchanges']} exchanges in {lw['seconds']:.2f}s = {lw['exchanges_per_s']:.0f}"
-          f" exchanges/s on {lw['database']} (LOG_WRITER={lw['writer']});"
+          f" exchanges/s on {lw['database']};"
           f" submit() on the event loop {lw['submit_us_per_exchange']:.0f} us/exchange; rows {lw['rows']}")
     print(f"Log rows after the load runs (requests, responses): {res['log_rows_after_load']};"
           f" graceful stop took {res['gateway_stop_s']:.1f}s")
@@ -246,18 +224,13 @@ def main() -> None:
     """Parse flags, run, print, save JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run (default 3)")
-    parser.add_argument("--transport", choices=["httpx", "aiohttp"], default=None,
-                        help="gateway UPSTREAM_TRANSPORT (default: the gateway's own default)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the 2-worker run")
-    parser.add_argument("--variants", action="store_true",
-                        help="also run the gateway without the fast path / on httpx's transport / with the writer"
-                             " thread (chat c1, c64)")
     parser.add_argument("--database-url", default=None,
                         help="postgres://user@host:port/db: log into new PostgreSQL databases made (and dropped)"
                              " next to this one instead of SQLite")
     parser.add_argument("--json", action="store_true", help="also write bench/results/<time>.json")
     args = parser.parse_args()
-    res = bench_run(args.duration, args.transport, not args.no_scaling, args.variants, args.database_url)
+    res = bench_run(args.duration, not args.no_scaling, args.database_url)
     report_print(res)
     if args.json:
         RESULTS.mkdir(exist_ok=True)

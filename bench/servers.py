@@ -97,7 +97,7 @@ def _uvicorn(app: str, port: int, workers: int = 1) -> list[str]:
 def mock_start() -> Server:
     """The raw-asyncio mock upstream."""
     port = port_free()
-    return _spawn("mock", [PYTHON, "bench/mock_upstream.py", "--port", str(port)], dict(os.environ), port)
+    return _spawn("mock", [PYTHON, "-m", "testing.mock_upstream", "--port", str(port)], dict(os.environ), port)
 
 
 def passthrough_start(upstream: str, transport: str = "httpx") -> Server:
@@ -115,14 +115,11 @@ def hello_start() -> Server:
     return _spawn("django-hello", args, {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.hello_project.settings"}, port)
 
 
-def gateway_env(data_dir: Path, upstream: str, transport: str | None) -> dict[str, str]:
+def gateway_env(data_dir: Path, upstream: str) -> dict[str, str]:
     """Environment of a gateway on a fresh SQLite database under data_dir."""
-    env = {"DATA_DIR": str(data_dir), "OPENAI_UPSTREAM_URL": upstream,
-           "DJANGO_SETTINGS_MODULE": "gateway_project.settings", "DATABASE_URL": "", "DB_PATH": "",
-           "FILE_STORAGE_PATH": "", "LOG_LEVEL": "WARNING"}
-    if transport:
-        env["UPSTREAM_TRANSPORT"] = transport
-    return env
+    return {"DATA_DIR": str(data_dir), "OPENAI_UPSTREAM_URL": upstream,
+            "DJANGO_SETTINGS_MODULE": "gateway_project.settings", "DATABASE_URL": "", "DB_PATH": "",
+            "FILE_STORAGE_PATH": "", "LOG_LEVEL": "WARNING"}
 
 
 def pg_database_create(base_url: str) -> str:
@@ -145,11 +142,10 @@ def pg_database_drop(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def gateway_prepare(upstream: str, transport: str | None,
-                    database_url: str | None = None) -> tuple[Path, dict[str, str]]:
+def gateway_prepare(upstream: str, database_url: str | None = None) -> tuple[Path, dict[str, str]]:
     """A temp DATA_DIR with a migrated database: SQLite in it, or a new PostgreSQL database."""
     data_dir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
-    env = gateway_env(data_dir, upstream, transport)
+    env = gateway_env(data_dir, upstream)
     if database_url:
         env["DATABASE_URL"] = pg_database_create(database_url)
     full = {k: v for k, v in {**os.environ, **env}.items() if v != ""}

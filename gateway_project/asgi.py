@@ -1,4 +1,9 @@
-"""ASGI entry point: Django plus the lifespan events Django lacks (shared client, log flush).
+"""ASGI entry point: one router in front of two apps, plus the lifespan events Django lacks.
+
+  lifespan                   -> lifespan_run (shared upstream client, log writer, shutdown grace)
+  /admin, /static, /health   -> Django's ASGI handler, with the stock middleware in MIDDLEWARE
+  everything else            -> the proxy's ASGI adapter (proxy/asgi.py), which calls the Django
+                                async view proxy_view and sends its StreamingHttpResponse
 
 Shutdown (SIGTERM/SIGINT under uvicorn): the server stops accepting connections and waits for
 in-flight exchanges; SHUTDOWN_GRACE_SECONDS after the signal, exchanges still running are
@@ -19,14 +24,20 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_app = get_asgi_application()
 
-from gateway_project.limits import RequestGuard  # noqa: E402
-from logs.writer import writer_get, writer_stop  # noqa: E402
-from proxy.fastpath import fastpath_applies, proxy_asgi  # noqa: E402
-from proxy.relay import UpstreamBroken, exchanges_inflight, exchanges_interrupt  # noqa: E402
+from logs.pipeline.writer import writer_get, writer_stop  # noqa: E402
+from proxy.asgi import proxy_app  # noqa: E402
+from proxy.exchange import exchanges_inflight, exchanges_interrupt  # noqa: E402
 from proxy.upstream import client_close, client_get  # noqa: E402
 
 log = logging.getLogger(__name__)
+DJANGO_PREFIXES = ("/admin/", "/static/")
+DJANGO_PATHS = frozenset({"/admin", "/static", "/health"})
 _grace: dict[str, asyncio.TimerHandle | None] = {"timer": None}
+
+
+def serves_django(path: str) -> bool:
+    """Whether Django serves this path (its own pages) rather than the proxy."""
+    return path in DJANGO_PATHS or path.startswith(DJANGO_PREFIXES)
 
 
 def _grace_over() -> None:
@@ -74,7 +85,7 @@ async def lifespan_run(receive, send) -> None:
             writer_get()
             shutdown_signals_watch(asyncio.get_running_loop())
             # Everything loaded so far lives for the whole process: keep it out of the cyclic
-            # GC's full collections, which otherwise stall requests (p99 at concurrency 1: ~15 ms -> ~6 ms).
+            # GC's full collections, which otherwise stall requests (docs/benchmark.md).
             gc.freeze()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
@@ -85,19 +96,10 @@ async def lifespan_run(receive, send) -> None:
 
 
 async def application(scope, receive, send) -> None:
-    """Route lifespan events here, proxied calls to the fast path and the rest to Django."""
+    """Route by scope: lifespan, Django's own pages, or the proxy."""
     if scope["type"] == "lifespan":
         await lifespan_run(receive, send)
-        return
-    if scope["type"] == "http":
-        # Size and idle limits apply while the body is read, before Django spools it to disk.
-        receive = RequestGuard(scope, receive).receive
-    try:
-        if scope["type"] == "http" and fastpath_applies(scope):
-            await proxy_asgi(scope, receive, send)
-            return
+    elif serves_django(scope["path"]):
         await django_app(scope, receive, send)
-    except UpstreamBroken:
-        # Already logged. Returning with the response unfinished makes the server drop the
-        # connection, so the client sees a broken body instead of a truncated "complete" one.
-        return
+    else:
+        await proxy_app(scope, receive, send)

@@ -6,6 +6,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+import providers
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -27,7 +29,6 @@ def _secret_key_load() -> str:
 SECRET_KEY = env.str("SECRET_KEY", default="") or _secret_key_load()
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
-PORT = env.int("PORT", default=8080)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -40,10 +41,9 @@ INSTALLED_APPS = [
     "proxy",
 ]
 
-# The proxy path runs through no middleware at all (each sync-style middleware costs a
-# thread hop per request under ASGI); the admin stack only wraps /admin.
-MIDDLEWARE = ["gateway_project.middleware.AdminStackMiddleware"]
-ADMIN_MIDDLEWARE = [
+# Django's stock stack, for the pages Django serves (/admin, /static, /health). Proxied calls
+# never reach it: gateway_project/asgi.py routes them to the proxy's own ASGI adapter.
+MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -52,12 +52,6 @@ ADMIN_MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
-ADMIN_PATH_PREFIXES = ("/admin", "/static")
-# The admin's checks look for its middleware in MIDDLEWARE; it is in ADMIN_MIDDLEWARE instead,
-# applied to every admin path by AdminStackMiddleware. proxy/checks.py re-runs the security
-# checks these gate (HSTS, SSL redirect, CSRF cookie...) against ADMIN_MIDDLEWARE.
-SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410",
-                          "security.W001", "security.W002", "security.W003"]
 
 ROOT_URLCONF = "gateway_project.urls"
 ASGI_APPLICATION = "gateway_project.asgi.application"
@@ -110,19 +104,21 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 
 # --- Gateway --------------------------------------------------------------------------
-OPENAI_UPSTREAM_URL = env.str("OPENAI_UPSTREAM_URL", default="https://api.openai.com")
-ANTHROPIC_UPSTREAM_URL = env.str("ANTHROPIC_UPSTREAM_URL", default="https://api.anthropic.com")
-GEMINI_UPSTREAM_URL = env.str("GEMINI_UPSTREAM_URL", default="https://generativelanguage.googleapis.com")
-REPLICATE_UPSTREAM_URL = env.str("REPLICATE_UPSTREAM_URL", default="https://api.replicate.com")
+# Each built-in provider's upstream base URL, from the variable its module names (upstream_env).
+UPSTREAM_URLS = {p.name: env.str(p.upstream_env, default=p.upstream_default) for p in providers.builtin()}
 # OpenAI-compatible servers mounted at /{name}/v1/*: "groq=https://api.groq.com/openai,ollama=http://127.0.0.1:11434"
 GATEWAY_PROVIDERS = env.list("GATEWAY_PROVIDERS", default=[])
+try:
+    providers.registry(GATEWAY_PROVIDERS)
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 # "inject": ask OpenAI streams for usage even when the client did not, and hide it from that client.
 STREAM_USAGE = env.str("STREAM_USAGE", default="off").strip().lower()
 if STREAM_USAGE not in ("off", "inject"):
     raise ImproperlyConfigured(f"STREAM_USAGE must be 'off' or 'inject', not {STREAM_USAGE!r}")
-# A JSON file of extra or corrected prices (same shape as logs/prices.json); empty: shipped table only.
+# A JSON file of extra or corrected prices (same shape as logs/pricing/prices.json); empty: shipped table only.
 PRICE_TABLE_PATH = env.str("PRICE_TABLE_PATH", default="")
-# Replicate prediction outputs on these hosts are saved into the file store (once per URL).
+# Files that answers point to (Replicate outputs) are saved from these hosts only.
 REPLICATE_FILE_HOSTS = env.list("REPLICATE_FILE_HOSTS", default=["replicate.delivery", "pbxt.replicate.delivery"])
 REPLICATE_FILE_MAX_BYTES = env.int("REPLICATE_FILE_MAX_BYTES", default=100 * 1024 * 1024)
 UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=10.0)
@@ -130,15 +126,6 @@ UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=600.0)
 # Longest silence allowed between two chunks of an answer body once it started (0: no limit).
 STREAM_IDLE_TIMEOUT = env.float("STREAM_IDLE_TIMEOUT", default=300.0)
 UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)
-UPSTREAM_MAX_KEEPALIVE = env.int("UPSTREAM_MAX_KEEPALIVE", default=100)
-# "aiohttp": httpx API on aiohttp's connection pool (much faster under concurrency, see the
-# README's Benchmark); "httpx": httpx's own transport.
-UPSTREAM_TRANSPORT = env.str("UPSTREAM_TRANSPORT", default="aiohttp")
-if UPSTREAM_TRANSPORT not in ("aiohttp", "httpx"):
-    raise ValueError(f"UPSTREAM_TRANSPORT must be 'aiohttp' or 'httpx', not {UPSTREAM_TRANSPORT!r}")
-# Proxied calls skip Django's per-request handler (thread hops, middleware) but run the same
-# view code; see proxy/fastpath.py. Off: every request goes through Django's ASGIHandler.
-PROXY_FAST_PATH = env.bool("PROXY_FAST_PATH", default=True)
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=100 * 1024 * 1024)
 # Text bodies above this size go to a file instead of the TEXT column.
 LOG_BODY_INLINE_MAX_BYTES = env.int("LOG_BODY_INLINE_MAX_BYTES", default=1024 * 1024)
@@ -150,21 +137,18 @@ MAX_REQUEST_HEADER_BYTES = env.int("MAX_REQUEST_HEADER_BYTES", default=64 * 1024
 # Longest silence allowed while a request body is being received (slow or lying clients).
 REQUEST_BODY_TIMEOUT = env.float("REQUEST_BODY_TIMEOUT", default=60.0)
 JOURNAL_DIR = DATA_DIR / "journal"
+# Bodies the log keeps as files wait here (local disk) until the ingest process stores them.
+SPOOL_DIR = DATA_DIR / "spool"
 JOURNAL_FSYNC = env.bool("JOURNAL_FSYNC", default=False)
-# Who writes log rows: "process" (a separate ingest process per worker: SQL never competes
-# with the proxy for the GIL) or "thread" (a thread of each worker: one process, slower).
-LOG_WRITER = env.str("LOG_WRITER", default="process")
-if LOG_WRITER not in ("process", "thread"):
-    raise ImproperlyConfigured(f"LOG_WRITER must be 'process' or 'thread', not {LOG_WRITER!r}")
 # An ingest process with nothing to write for this long exits; the next record starts another.
 LOG_INGEST_IDLE_SECONDS = env.float("LOG_INGEST_IDLE_SECONDS", default=60.0)
 if not LOG_INGEST_IDLE_SECONDS > 0:
     raise ImproperlyConfigured(f"LOG_INGEST_IDLE_SECONDS must be above 0, not {LOG_INGEST_IDLE_SECONDS}")
 SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
 
-# Django reads the body before the view; the proxy streams it from the spooled file, so
-# the in-memory cap only guards form parsing in the admin.
+# The proxy reads bodies itself (MAX_REQUEST_BODY_BYTES); this caps only form posts to the admin.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=10 * 1024 * 1024)
+# Request bodies above this size are received into a spool file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 # --- Security -------------------------------------------------------------------------
@@ -176,11 +160,13 @@ CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-# HTTPS hardening for the admin (the proxy path runs through no middleware; see README).
+# HTTPS hardening for the pages Django serves (the admin); see docs/security.md.
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Load balancers probe /health over plain HTTP inside the network: never redirect it.
+SECURE_REDIRECT_EXEMPT = [r"^health$"]
 # Behind a TLS-terminating reverse proxy that sets X-Forwarded-Proto (and strips the client's).
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -10,6 +10,6 @@ class LogsConfig(AppConfig):
 
     def ready(self) -> None:
         """Scrub credentials from console log lines in every process that loads Django."""
-        from logs.console import console_redaction_install
+        from logs.redaction.console import console_redaction_install
 
         console_redaction_install()

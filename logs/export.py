@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from logs.models import Request, Response
-from logs.present import headers_safe
+from logs.redaction.redact import headers_safe
 
 FORMATS = ("jsonl", "json", "csv")
 CHUNK_ROWS = 500  # rows fetched (and files prefetched) per database round trip

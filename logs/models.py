@@ -1,27 +1,17 @@
 """The audit log tables: one request, its response and the binary files of the exchange."""
 
-import uuid
-
-from django.core.files.storage import storages
 from django.db import models
 
+from logs.ids import uuid7
+from logs.outcomes import Outcome
+from logs.storage import payload_storage
 
-def payload_storage():
-    """Storage backend for binary payloads (STORAGES["payloads"], rooted at FILE_STORAGE_PATH)."""
-    return storages["payloads"]
+OUTCOME_CHOICES = [(o.value, o.value.replace("_", " ")) for o in Outcome]
 
 
 def payload_upload_to(instance: "BinaryFile", filename: str) -> str:
-    """Files are named by the gateway itself ({provider}/{date}/{uuid}.{ext}); keep that name."""
+    """Files are named by the gateway itself (logs/storage.py payload_name); keep that name."""
     return filename
-
-
-class Outcome(models.TextChoices):
-    COMPLETED = "completed"
-    UPSTREAM_ERROR = "upstream_error"
-    CLIENT_ABORTED = "client_aborted"
-    GATEWAY_ERROR = "gateway_error"
-    INTERRUPTED = "interrupted"
 
 
 # Response columns the admin list sorts by (each has a partial index, see Response.Meta).
@@ -31,7 +21,7 @@ USAGE_SORT_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "reasonin
 class Request(models.Model):
     """What the client sent, as received (credentials masked)."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     provider = models.CharField(max_length=64, db_index=True)
     endpoint = models.CharField(max_length=1024)
     method = models.CharField(max_length=16)
@@ -69,7 +59,7 @@ class Request(models.Model):
 class Response(models.Model):
     """What the upstream answered and how the exchange ended."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     request = models.OneToOneField(
         Request, on_delete=models.CASCADE, related_name="response", db_column="request_id"
     )
@@ -85,7 +75,7 @@ class Response(models.Model):
     ttfb_ms = models.FloatField(null=True, blank=True)
     is_error = models.BooleanField(default=False, db_index=True)
     error_message = models.TextField(blank=True, default="")
-    outcome = models.CharField(max_length=32, choices=Outcome.choices, db_index=True)
+    outcome = models.CharField(max_length=32, choices=OUTCOME_CHOICES, db_index=True)
     model = models.CharField(max_length=255, null=True, blank=True)
     input_tokens = models.IntegerField(null=True, blank=True)
     output_tokens = models.IntegerField(null=True, blank=True)
@@ -102,7 +92,7 @@ class Response(models.Model):
         # Behind the admin's sortable columns: sorting lists the rows where the value is known
         # (IS NOT NULL), which these partial indexes serve in both directions on SQLite and
         # PostgreSQL without sorting; rows without usage cost nothing to write. Single-column
-        # on purpose: (value, id) made log writes ~25% slower. The model index also gives the
+        # on purpose: (value, id) made log writes slower (docs/benchmark.md). The model index also gives the
         # "answering model" filter its choices.
         indexes = [
             models.Index(fields=[f], name=f"responses_{f.split('_')[0]}_sort_idx",
@@ -124,7 +114,7 @@ class BinaryFile(models.Model):
         RESPONSE_IMAGE = "response_image"
         RESPONSE_OUTPUT = "response_output"  # a file the answer pointed to (Replicate outputs), saved by the gateway
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     request = models.ForeignKey(
         Request, on_delete=models.CASCADE, related_name="files", db_column="request_id"
     )

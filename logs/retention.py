@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Count, QuerySet, Sum
 
 from logs.models import BinaryFile, Request, Response
+from logs.storage import payloads_delete
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -41,13 +42,6 @@ def age_parse(text: str) -> timedelta:
     return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
 
 
-def files_remove(names: list[str]) -> None:
-    """Delete payload files (already gone is fine)."""
-    root = Path(settings.FILE_STORAGE_PATH)
-    for name in names:
-        (root / name).unlink(missing_ok=True)
-
-
 def exchanges_delete(request_ids: list) -> tuple[int, int]:
     """Delete exchanges by id in one transaction; their files go once it has committed.
 
@@ -61,7 +55,7 @@ def exchanges_delete(request_ids: list) -> tuple[int, int]:
         Response.objects.filter(request_id__in=request_ids).only("pk").delete()
         _, per_model = Request.objects.filter(pk__in=request_ids).only("pk").delete()
         deleted = per_model.get(Request._meta.label, 0)
-        transaction.on_commit(lambda: files_remove(files))
+        transaction.on_commit(lambda: payloads_delete(files))
     return deleted, len(files)
 
 
@@ -102,18 +96,31 @@ def prune_lock() -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def prune(older_than: timedelta, *, dry_run: bool = False, batch: int = 1000,
-          now: datetime | None = None, progress: Callable[[PruneResult], None] | None = None) -> PruneResult:
-    """Delete exchanges that started before now - older_than, with their files, batch by batch."""
+def prune_plan(cutoff: datetime) -> PruneResult:
+    """What a prune at this cutoff would delete: exchanges, files and their bytes."""
+    result = PruneResult(cutoff=cutoff, dry_run=True)
+    result.exchanges = Request.objects.filter(created_at__lt=cutoff).count()
+    agg = BinaryFile.objects.filter(request__created_at__lt=cutoff).aggregate(n=Count("pk"), b=Sum("size"))
+    result.files, result.file_bytes = agg["n"], agg["b"] or 0
+    return result
+
+
+def prune(older_than: timedelta, *, dry_run: bool = False, batch: int = 1000, now: datetime | None = None,
+          announce: Callable[[PruneResult], None] | None = None,
+          progress: Callable[[PruneResult], None] | None = None) -> PruneResult:
+    """Delete exchanges that started before now - older_than, with their files, batch by batch.
+
+    announce hears what will be deleted before anything is (a dry run stops there).
+    """
     cutoff = (now or datetime.now(timezone.utc)) - older_than
-    result = PruneResult(cutoff=cutoff, dry_run=dry_run)
-    old = Request.objects.filter(created_at__lt=cutoff)
     with prune_lock():
+        plan = prune_plan(cutoff)
+        if announce:
+            announce(plan)
         if dry_run:
-            result.exchanges = old.count()
-            agg = BinaryFile.objects.filter(request__created_at__lt=cutoff).aggregate(n=Count("pk"), b=Sum("size"))
-            result.files, result.file_bytes = agg["n"], agg["b"] or 0
-            return result
+            return plan
+        result = PruneResult(cutoff=cutoff)
+        old = Request.objects.filter(created_at__lt=cutoff)
         while True:
             # Oldest first: a prune stopped half-way leaves a clean, shorter log.
             ids = list(old.order_by("created_at").values_list("pk", flat=True)[:batch])

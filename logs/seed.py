@@ -1,19 +1,19 @@
 """Fills the log with realistic fake exchanges, fast, so the admin can be checked at scale."""
 
-import io
 import json
 import random
-import uuid
-import wave
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from django.conf import settings
 from django.db import transaction
 
-from bench.mock_upstream import png_bytes
-from logs.models import BinaryFile, Outcome, Request, Response
+from logs.ids import uuid7
+from logs.models import BinaryFile, Request, Response
+from logs.outcomes import Outcome
 from logs.pricing import cost_compute
+from logs.storage import payload_name, payload_save_bytes
+from providers import registry
+from testing.media import png_bytes, wav_bytes
 
 GATEWAY_KEYS = ["", "team-a (fp 5f1d0c3e9a21)", "batch-jobs (fp 0b77e2c4d1f8)"]
 CHAT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "o4-mini"]
@@ -35,21 +35,12 @@ def _sentence(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
 
 
-def _wav() -> bytes:
-    """A tenth of a second of silence: a playable audio file."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
-        w.writeframes(b"\x00\x00" * 800)
-    return buf.getvalue()
-
-
 class _Seeder:
     """Builds one exchange's rows at a time."""
 
     def __init__(self, rng: random.Random, files: bool) -> None:
         self.rng, self.files = rng, files
-        self.png, self.wav = png_bytes(8, 8), _wav()
+        self.png, self.wav = png_bytes(8, 8), wav_bytes()
         self.endpoints = [e for e, _ in ENDPOINTS]
         self.endpoint_w = [w for _, w in ENDPOINTS]
         self.statuses = [(s, o) for s, o, _ in STATUSES]
@@ -58,7 +49,7 @@ class _Seeder:
     def exchange(self, when: datetime) -> tuple[Request, Response | None, list[BinaryFile]]:
         """Rows of one fake exchange at a given time."""
         rng = self.rng
-        rid, sid = uuid.uuid4(), uuid.uuid4()
+        rid, sid = uuid7(when.timestamp()), uuid7(when.timestamp())
         endpoint = rng.choices(self.endpoints, self.endpoint_w)[0]
         status, outcome = rng.choices(self.statuses, self.status_w)[0]
         model = "text-embedding-3-small" if "embeddings" in endpoint else (
@@ -119,7 +110,7 @@ class _Seeder:
             resp.total_tokens = resp.input_tokens + resp.output_tokens
             resp.cached_tokens = rng.choice((0, 0, 0, inp // 2))
             resp.reasoning_tokens = rng.choice((0, out // 3)) if (req.model or "").startswith("o") else 0
-            resp.cost_usd = cost_compute("openai", req.model, resp.input_tokens, resp.output_tokens,
+            resp.cost_usd = cost_compute(registry().get("openai"), req.model, resp.input_tokens, resp.output_tokens,
                                          resp.cached_tokens)
         if ep == "/v1/chat/completions" and stream:
             words = reply.split(" ")
@@ -163,12 +154,10 @@ class _Seeder:
     def _file_add(self, req: Request, resp: Response, files: list[BinaryFile], ctype: str, data: bytes,
                   role: str) -> str:
         """A file row (and, unless disabled, the file itself); returns the JSON body referencing it."""
-        fid = uuid.uuid4()
-        name = f"openai/{req.created_at:%Y-%m-%d}/{fid.hex}{'.png' if 'png' in ctype else '.wav'}"
+        fid = uuid7(req.created_at.timestamp())
+        name = payload_name("openai", req.created_at.timestamp(), fid.hex, ctype)
         if self.files:
-            path = settings.FILE_STORAGE_PATH / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            name = payload_save_bytes(name, data)
             files.append(BinaryFile(id=fid, request_id=req.id, response_id=resp.id, file=name, role=role,
                                     content_type=ctype, size=len(data), created_at=resp.created_at))
         return json.dumps({"data": [{"b64_json": {"$gateway_file": name, "binary_file_id": str(fid),

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from logs.models import BinaryFile, Outcome, Request, Response
+from logs.models import BinaryFile, Request, Response
+from logs.outcomes import Outcome
 
 # Columns the exchange list never needs: they can hold megabytes per row.
 LIST_DEFERRED = (
@@ -32,7 +33,7 @@ STATUS_CLASSES = {
 
 def pending_log_records() -> int:
     """Log records waiting for the database, over every gateway process's journal."""
-    from logs.writer import log_pending_count
+    from logs.pipeline.writer import log_pending_count
 
     return log_pending_count()
 

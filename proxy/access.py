@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from django.conf import settings
 
-from logs.redact import key_fingerprint
+from logs.redaction.redact import key_fingerprint
 
 ACCESS_HEADER = "x-gateway-key"
 
@@ -26,6 +26,10 @@ class AccessKey:
     def label(self) -> str:
         """What the log shows instead of the key: its name and fingerprint."""
         return f"{self.name} (fp {key_fingerprint(self.secret)})"
+
+    def headers_label(self, masked: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The logged headers with this key shown by name and fingerprint."""
+        return [(k, self.label if k.lower() == ACCESS_HEADER else v) for k, v in masked]
 
 
 @lru_cache(maxsize=8)
@@ -63,10 +67,3 @@ def access_check(pairs: list[tuple[str, str]]) -> AccessKey | None:
     if match is None:
         raise AccessDenied("Invalid gateway access key in X-Gateway-Key.")
     return match
-
-
-def headers_label(masked: list[tuple[str, str]], key: AccessKey | None) -> list[tuple[str, str]]:
-    """Show the matched gateway key by name and fingerprint in the logged headers."""
-    if key is None:
-        return masked
-    return [(k, key.label if k.lower() == ACCESS_HEADER else v) for k, v in masked]

@@ -1,9 +1,14 @@
-"""Path normalisation: a proxied path may never step outside its provider's prefix."""
+"""Where a request goes: its path normalised (never outside its provider's prefix) and matched to a provider."""
 
 import posixpath
 import re
 import unicodedata
+from dataclasses import dataclass
 from urllib.parse import unquote
+
+from django.conf import settings
+
+from providers import Provider, registry
 
 
 class PathRefused(ValueError):
@@ -53,3 +58,33 @@ def path_normalise(raw_path: str) -> str:
     if posixpath.normpath(decoded) != decoded.rstrip("/") and decoded != "/":
         raise PathRefused("path is not in normal form")
     return decoded
+
+
+class NoRoute(LookupError):
+    """No provider serves the path."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A request's provider and where it goes upstream."""
+
+    provider: Provider
+    path: str  # the gateway path, normalised
+    upstream_path: str
+    upstream_base: str  # the provider's upstream base URL, without a trailing slash
+
+
+def upstream_base(provider: Provider) -> str:
+    """A provider's upstream base URL: its setting (UPSTREAM_URLS, from its upstream_env), else its own."""
+    return (settings.UPSTREAM_URLS.get(provider.name) or provider.upstream_default).rstrip("/")
+
+
+def route_find(raw_path: str) -> Route:
+    """The route for a raw request path; PathRefused for an unsafe path, NoRoute when nobody serves it."""
+    path = path_normalise(raw_path)
+    providers = registry(settings.GATEWAY_PROVIDERS)
+    found = providers.match(path)
+    if found is None:
+        raise NoRoute(f"No provider serves {path}. Known prefixes: {', '.join(providers.prefixes())}")
+    provider, upstream_path = found
+    return Route(provider, path, upstream_path, upstream_base(provider))

@@ -1,94 +1,31 @@
-"""The streaming tee: relays upstream chunks to the client as they arrive and feeds the log."""
+"""The answer's way back: relays upstream chunks to the client as they arrive, tees them into the log."""
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 
 import httpx
+from django.conf import settings
+from django.http import HttpResponse, StreamingHttpResponse
 
-from logs.capture import BodyCapture
-from logs.models import Outcome
-
+from logs.outcomes import Outcome
+from logs.pipeline.capture import BodyCapture
+from proxy.exchange import REQUEST_ID_HEADER, Exchange
+from proxy.upstream import headers_forward
+from wire.sse import EventFilter
 
 # Framed (Content-Length) answers up to this size are read whole, then sent in one piece.
 SMALL_BODY_MAX = 64 * 1024
+
+ChunkFilter = Callable[[bytes], bytes]
 
 
 class UpstreamBroken(Exception):
     """Raised (after logging) when an upstream body broke off: the client connection must be cut.
 
-    A body that simply ended would look complete to the client; the ASGI entry point catches
+    A body that simply ended would look complete to the client; the proxy's ASGI adapter catches
     this and returns without finishing the response, so the server drops the connection.
     """
-
-
-class Exchange:
-    """Timing and outcome of one proxied exchange, filled in as it runs."""
-
-    def __init__(self, request_id: str) -> None:
-        self.request_id = request_id
-        self.started = time.monotonic()
-        self.started_wall = time.time()
-        self.ttfb_ms: float | None = None
-        self.ended_ms: float | None = None
-        self.outcome = Outcome.COMPLETED
-        self.error = ""
-        self.usage_injected = False  # STREAM_USAGE=inject rewrote the request
-        self.notes: list[str] = []  # log-side problems (e.g. a payload file not saved)
-        self.shutting_down = False
-        try:
-            self.task: asyncio.Task | None = asyncio.current_task()
-        except RuntimeError:
-            self.task = None
-        _INFLIGHT.add(self)
-
-    def elapsed_ms(self) -> float:
-        """Milliseconds since the exchange started (frozen once its end was seen)."""
-        if self.ended_ms is not None:
-            return self.ended_ms
-        return round((time.monotonic() - self.started) * 1000, 2)
-
-    def clock_stop(self) -> None:
-        """Freeze the duration at the moment the end (or the fault) was seen."""
-        if self.ended_ms is None:
-            self.ended_ms = self.elapsed_ms()
-
-    def fail(self, outcome: str, error: str) -> None:
-        """Record how the exchange broke (the first cause wins)."""
-        self.clock_stop()
-        if self.outcome == Outcome.COMPLETED:
-            self.outcome, self.error = outcome, error
-
-    def cancelled_mark(self, where: str) -> None:
-        """The exchange's task was cancelled: a client disconnect, or the shutdown grace ran out."""
-        if self.shutting_down:
-            self.fail(Outcome.INTERRUPTED, f"gateway shut down {where} (SHUTDOWN_GRACE_SECONDS ran out)")
-        else:
-            self.fail(Outcome.CLIENT_ABORTED, f"client disconnected {where}")
-
-    def end(self) -> None:
-        """The exchange's response record is submitted: it is no longer in flight."""
-        _INFLIGHT.discard(self)
-
-
-_INFLIGHT: set[Exchange] = set()
-
-
-def exchanges_inflight() -> int:
-    """How many exchanges of this process have not yet logged their response."""
-    return len(_INFLIGHT)
-
-
-def exchanges_interrupt() -> int:
-    """Cancel every exchange still in flight (shutdown grace over); each logs itself interrupted."""
-    count = 0
-    for exchange in list(_INFLIGHT):
-        exchange.shutting_down = True
-        if exchange.task is not None and not exchange.task.done():
-            exchange.task.cancel()
-            count += 1
-    return count
 
 
 def sse_error_event(message: str) -> bytes:
@@ -103,50 +40,43 @@ def _error_tail_allowed(upstream: httpx.Response, is_sse: bool) -> bool:
     return is_sse and "content-length" not in upstream.headers and encoding in ("", "identity")
 
 
-async def relay_stream(
-    upstream: httpx.Response,
-    exchange: Exchange,
-    capture: BodyCapture,
-    on_end: Callable[[], None],
-    *,
-    is_sse: bool,
-    chunk_filter=None,
-    idle_timeout: float | None = None,
-) -> AsyncIterator[bytes]:
+async def _chunk_next(chunks: AsyncIterator[bytes], idle_timeout: float | None) -> bytes | None:
+    """The next upstream chunk, None at the end; TimeoutError after idle_timeout seconds of silence."""
+    try:
+        async with asyncio.timeout(idle_timeout or None):
+            return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+
+
+async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: BodyCapture, on_end: Callable[[], None],
+                       *, is_sse: bool, chunk_filter: EventFilter | None = None,
+                       idle_timeout: float | None = None) -> AsyncIterator[bytes]:
     """Yield upstream bytes unchanged, teeing them into the capture; log however it ends.
 
     Ends: completed; upstream error (reset, early close, read or idle timeout: SSE clients get a
     final `event: error`, other bodies have their connection cut via UpstreamBroken); client gone
-    (CancelledError in the iterator, or the iterator closed unfinished). chunk_filter
-    (STREAM_USAGE=inject only) drops the usage chunk the client did not ask for; the capture
-    still sees every upstream byte.
+    (CancelledError in the iterator, or the iterator closed unfinished). A chunk_filter (a step's)
+    changes what the client gets; the capture still sees every upstream byte.
     """
     chunks = upstream.aiter_raw()
     finished = broken = False
     try:
-        while True:
-            try:
-                async with asyncio.timeout(idle_timeout or None):
-                    chunk = await anext(chunks)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                exchange.fail(Outcome.UPSTREAM_ERROR,
-                              f"upstream sent nothing for {idle_timeout:g} s (STREAM_IDLE_TIMEOUT)")
-                broken = True
-                break
+        while (chunk := await _chunk_next(chunks, idle_timeout)) is not None:
             if exchange.ttfb_ms is None:
                 exchange.ttfb_ms = exchange.elapsed_ms()
             capture.feed(chunk)
             if chunk_filter is not None:
-                chunk = chunk_filter.feed(chunk)
-                if not chunk:
-                    continue
-            yield chunk
-        if chunk_filter is not None and (rest := chunk_filter.flush()):
+                chunk = chunk_filter(chunk)
+            if chunk:
+                yield chunk
+        if chunk_filter is not None and (rest := chunk_filter.rest()):
             yield rest
         finished = True
         exchange.clock_stop()
+    except TimeoutError:
+        exchange.fail(Outcome.UPSTREAM_ERROR, f"upstream sent nothing for {idle_timeout:g} s (STREAM_IDLE_TIMEOUT)")
+        finished = broken = True
     except asyncio.CancelledError:
         # Django 5 cancels the response task when the client goes away.
         exchange.cancelled_mark("before the response ended")
@@ -188,3 +118,46 @@ async def chunks_replay(chunks: list[bytes], broken: UpstreamBroken) -> AsyncIte
     for chunk in chunks:
         yield chunk
     raise broken
+
+
+def headers_apply(response: HttpResponse | StreamingHttpResponse, pairs: list[tuple[str, str]]) -> None:
+    """Copy upstream headers onto a Django response (repeats joined, Set-Cookie: first kept)."""
+    del response["Content-Type"]  # Django's default; the upstream's own (if any) replaces it
+    for k, v in pairs:
+        if k in response.headers and k.lower() != "set-cookie":
+            response.headers[k] = f"{response.headers[k]}, {v}"
+        elif k not in response.headers:
+            response.headers[k] = v
+
+
+async def relay_response(x: Exchange, upstream: httpx.Response,
+                         filter_for: Callable[[bool], EventFilter | None]) -> HttpResponse | StreamingHttpResponse:
+    """The client's answer: the upstream's status, headers and body as they come; logged when it ends."""
+    headers = headers_forward([(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.headers.raw],
+                              request=False)
+    content_type = upstream.headers.get("content-type", "")
+    is_sse = content_type.lower().startswith("text/event-stream")
+    capture = BodyCapture(spool_name=f"{x.request_id}.response", content_type=content_type,
+                          content_encoding=upstream.headers.get("content-encoding", ""), stream=is_sse,
+                          started=x.started)
+
+    def on_end() -> None:
+        record = x.response_record(status=upstream.status_code, headers=headers, content_type=content_type,
+                                   is_stream=is_sse)
+        capture.finish(record)
+        x.response_log(record)
+
+    relay = relay_stream(upstream, x, capture, on_end, is_sse=is_sse, chunk_filter=filter_for(is_sse),
+                         idle_timeout=settings.STREAM_IDLE_TIMEOUT)
+    length = upstream.headers.get("content-length", "")
+    if not is_sse and length.isdigit() and int(length) <= SMALL_BODY_MAX:
+        # A small framed answer goes out in one piece once it is all here (it came in one or two
+        # reads anyway): the per-chunk streaming machinery costs more (docs/benchmark.md).
+        chunks, broken = await relay_collect(relay)
+        response = (HttpResponse(b"".join(chunks), status=upstream.status_code) if broken is None
+                    else StreamingHttpResponse(chunks_replay(chunks, broken), status=upstream.status_code))
+    else:
+        response = StreamingHttpResponse(relay, status=upstream.status_code)
+    headers_apply(response, headers)
+    response[REQUEST_ID_HEADER] = x.request_id
+    return response

@@ -1,48 +1,177 @@
-"""The received request body: Django's spooled file, read back for the upstream and the log."""
+"""The request body as received: read from ASGI with the size and idle limits, kept for the upstream and the log.
 
+A small body stays in memory; past FILE_UPLOAD_MAX_MEMORY_SIZE it rolls over into a spool file,
+which is also the file the log keeps when it keeps the body as a file (no second copy). The
+upstream reads it through its own file handle, so the ingest process may move the file into
+the payload store while the upstream is still reading.
+"""
+
+import asyncio
 import hashlib
 import io
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
-from django.http import HttpRequest
+from django.conf import settings
 
-from logs.capture import payload_open
+from logs.pipeline.spool import spool_dir, spool_discard, spool_path
+from logs.records import FileRef
 
-BODY_CHUNK = 64 * 1024
-
-
-def body_file(request: HttpRequest):
-    """The received body as a seekable file at its start (Django's spool under ASGI)."""
-    f = request._stream  # ASGIRequest keeps its spooled body file here
-    if not getattr(f, "seekable", lambda: False)():
-        # Only the test client's payload is not seekable; its bodies are small.
-        f = request._stream = io.BytesIO(request.read())
-    f.seek(0)
-    return f
+CHUNK = 64 * 1024
 
 
-def body_size(request: HttpRequest) -> int:
-    """Size of the received body (measured: Content-Length may be absent or wrong)."""
-    f = body_file(request)
-    f.seek(0, 2)
-    size = f.tell()
-    f.seek(0)
-    return size
+@dataclass(frozen=True)
+class Refusal:
+    """Why the gateway answers a request itself instead of forwarding it."""
+
+    status: int
+    message: str
+    kind: str = "invalid_request_error"  # the error type in the provider's error body
+    outcome: str = "gateway_error"
+    body_size: int | None = None  # what was received when the refusal came mid-body
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-async def body_chunks(request: HttpRequest) -> AsyncIterator[bytes]:
-    """Stream the request body to the upstream from Django's own spool, never held whole in memory."""
-    src = body_file(request)
-    while chunk := src.read(BODY_CHUNK):
-        yield chunk
+class BodySpool:
+    """A body being received: bytes in memory, rolled over into a named spool file when large."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # the spool file's name, should it need one
+        self.size = 0
+        self._memory: io.BytesIO | None = io.BytesIO()
+        self._file = None
+        self.kept = False  # handed to the log: the ingest process owns the file now
+        self.spool_error = ""  # why the body could not be spooled to disk (it stayed in memory)
+
+    def write(self, data: bytes) -> None:
+        """Append received bytes (rolling over to a file past the in-memory limit)."""
+        self.size += len(data)
+        if self._memory is not None and self.size > settings.FILE_UPLOAD_MAX_MEMORY_SIZE and not self.spool_error:
+            try:
+                self._rollover()
+            except OSError as exc:  # spool disk full: keep receiving in memory (bounded by MAX_REQUEST_BODY_BYTES)
+                self.spool_error = str(exc)
+        (self._memory if self._memory is not None else self._file).write(data)
+
+    def _rollover(self) -> None:
+        try:
+            self._file = open(spool_dir() / self.name, "xb")  # noqa: SIM115 (closed by close/keep)
+            self._file.write(self._memory.getvalue())
+        except OSError:
+            self._discard_file()
+            raise
+        self._memory = None
+
+    def _discard_file(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+        spool_discard(self.name)
+
+    def in_memory(self) -> bytes | None:
+        """The whole body when it is held in memory, else None."""
+        return self._memory.getvalue() if self._memory is not None else None
+
+    def keep(self, content_type: str) -> FileRef:
+        """Make the body a finished spool file for the log (blocking: run it off the event loop).
+
+        OSError when it cannot be written (the body is still forwarded from memory).
+        """
+        if self.spool_error:
+            raise OSError(self.spool_error)
+        if self._memory is not None:
+            self._rollover()
+        self._file.close()
+        digest = hashlib.sha256()
+        with open(spool_path(self.name), "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        self.kept = True
+        return FileRef(spool=self.name, size=self.size, sha256=digest.hexdigest(), content_type=content_type)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body for the upstream, streamed from memory or from its file (its own handle)."""
+        data = self.in_memory()
+        if data is not None:
+            yield data
+            return
+        if not self.kept:
+            self._file.flush()
+        with open(spool_path(self.name), "rb") as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+
+    def close(self) -> None:
+        """Release the body; its file goes unless the log kept it."""
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+        if self._file is not None and not self.kept:
+            self._discard_file()
 
 
-def body_copy(request: HttpRequest, name: str) -> str:
-    """Copy the spooled request body into the payload store; returns its sha256."""
-    digest = hashlib.sha256()
-    src = body_file(request)
-    with payload_open(name) as dest:
-        while chunk := src.read(1 << 20):
-            digest.update(chunk)
-            dest.write(chunk)
-    return digest.hexdigest()
+def _header(scope: dict, name: bytes) -> bytes | None:
+    """First value of a request header in an ASGI scope."""
+    for k, v in scope.get("headers", []):
+        if k.lower() == name:
+            return v
+    return None
+
+
+def _declared_length(scope: dict) -> int | None:
+    value = _header(scope, b"content-length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _too_large(size: int, counted: bool = False) -> Refusal:
+    limit = settings.MAX_REQUEST_BODY_BYTES
+    tail = " (counted while reading)" if counted else ""
+    return Refusal(413, f"Request body of {size} bytes exceeds MAX_REQUEST_BODY_BYTES ({limit}).{tail}",
+                   body_size=size)
+
+
+def refusal_before_body(scope: dict) -> Refusal | None:
+    """Limits that apply before any body byte is read: header block size, declared body size."""
+    header_bytes = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", []))
+    if header_bytes > settings.MAX_REQUEST_HEADER_BYTES:
+        return Refusal(431, f"Request headers of {header_bytes} bytes exceed MAX_REQUEST_HEADER_BYTES "
+                            f"({settings.MAX_REQUEST_HEADER_BYTES}).", body_size=0)
+    declared = _declared_length(scope)
+    if declared is not None and declared > settings.MAX_REQUEST_BODY_BYTES:
+        return _too_large(declared)
+    return None
+
+
+async def body_receive(scope: dict, receive, spool: BodySpool) -> Refusal | None:
+    """Read the whole body into the spool, enforcing the size limit and the idle timeout.
+
+    Returns why the request must be refused (too large, too slow, client gone), or None.
+    """
+    declared = _declared_length(scope)
+    chunked = b"chunked" in (_header(scope, b"transfer-encoding") or b"").lower()
+    expected = declared if declared is not None else "an unknown number of"
+    while True:
+        try:
+            async with asyncio.timeout(settings.REQUEST_BODY_TIMEOUT):
+                message = await receive()
+        except TimeoutError:
+            return Refusal(408, f"Request body incomplete: got {spool.size} of {expected} bytes, then nothing "
+                                f"for {settings.REQUEST_BODY_TIMEOUT:g} s (REQUEST_BODY_TIMEOUT).",
+                           body_size=spool.size)
+        if message["type"] == "http.disconnect":
+            if not declared and not chunked:
+                return None  # nothing was expected: a client that left is noticed later
+            return Refusal(400, f"Client closed the connection after {spool.size} of {expected} body bytes.",
+                           outcome="client_aborted", body_size=spool.size)
+        data = message.get("body", b"")
+        if spool.size + len(data) > settings.MAX_REQUEST_BODY_BYTES:
+            return _too_large(spool.size + len(data), counted=True)
+        if data:
+            spool.write(data)
+        if not message.get("more_body", False):
+            return None

@@ -1,9 +1,17 @@
-"""The shared upstream client and the header rules for what crosses the gateway."""
+"""Calling the upstream: the shared client, the header rules for what crosses the gateway, and its failures."""
 
+import asyncio
 import functools
+import logging
 
 import httpx
 from django.conf import settings
+from django.http import HttpResponse
+
+from proxy.exchange import Exchange
+from proxy.transport import AiohttpTransport
+
+log = logging.getLogger(__name__)
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus framing the gateway recomputes.
 HOP_BY_HOP = frozenset({
@@ -30,7 +38,7 @@ class UpstreamClient(httpx.AsyncClient):
 
     The client is shared by every caller of the gateway: a jar would collect each upstream's
     Set-Cookie values from all of them (never sent, since redirects are not followed), and
-    filling it cost ~5% of the proxy's CPU per request.
+    filling it cost a measurable share of each request's CPU (docs/benchmark.md).
     """
 
     @property
@@ -44,19 +52,18 @@ class UpstreamClient(httpx.AsyncClient):
         raise AttributeError("the upstream client keeps no cookies")
 
 
+def transport_build(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    """The transport under the shared client (tests put a fake upstream here)."""
+    return AiohttpTransport(limits)
+
+
 def client_build() -> UpstreamClient:
-    """A client with the configured timeouts, pool and transport; no default headers of its own."""
+    """A client with the configured timeouts and pool; no default headers of its own."""
     timeout = httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT,
                             pool=settings.UPSTREAM_CONNECT_TIMEOUT)
-    limits = httpx.Limits(max_connections=settings.UPSTREAM_MAX_CONNECTIONS,
-                          max_keepalive_connections=settings.UPSTREAM_MAX_KEEPALIVE, keepalive_expiry=30)
-    transport = None
-    if settings.UPSTREAM_TRANSPORT == "aiohttp":
-        from proxy.aiohttp_transport import AiohttpTransport
-
-        transport = AiohttpTransport(limits)
+    limits = httpx.Limits(max_connections=settings.UPSTREAM_MAX_CONNECTIONS, keepalive_expiry=30)
     return UpstreamClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False,
-                          transport=transport)
+                          transport=transport_build(limits))
 
 
 def client_get() -> httpx.AsyncClient:
@@ -83,7 +90,7 @@ def url_parse(url: str) -> httpx.URL:
 
 @functools.lru_cache(maxsize=512)
 def _url_parse_cached(url: str) -> httpx.URL:
-    """httpx's URL parsing was ~4% of a chat call's CPU, and the same few paths repeat."""
+    """httpx's URL parsing shows in a chat call's profile, and the same few paths repeat."""
     return httpx.URL(url)
 
 
@@ -104,3 +111,51 @@ def headers_forward(pairs: list[tuple[str, str]], *, request: bool) -> list[tupl
     else:
         drop = drop - {"content-length"}
     return [(k, v) for k, v in pairs if k.lower() not in drop]
+
+
+async def upstream_call(x: Exchange) -> httpx.Response:
+    """Send the request as the steps left it; the answer's body is still to be read. Raises httpx errors."""
+    headers = list(x.forward_headers)
+    if x.forward_body is not None:
+        content, size = x.forward_body, len(x.forward_body)
+    else:
+        size = x.body.size
+        content = (x.body.in_memory() if x.body.in_memory() is not None else x.body.chunks()) if size else b""
+    if size:
+        headers.append(("Content-Length", str(size)))
+    route = x.route
+    url = route.upstream_base + route.upstream_path + (f"?{x.query}" if x.query else "")
+    client = client_get()
+    # A bare httpx.Request: client.build_request would add httpx's own default headers.
+    request = httpx.Request(x.method, url_parse(url), headers=headers, content=content,
+                            extensions={"timeout": client.timeout.as_dict()})
+    try:
+        return await client.send(request, stream=True)
+    except asyncio.CancelledError:
+        # The client went away (or shutdown): the upstream socket is closed by httpx.
+        x.cancelled_mark("while waiting for the upstream")
+        record = x.response_record(status=None, headers=[], content_type="")
+        record.duration_ms = x.elapsed_ms()
+        x.response_log(record)
+        raise
+
+
+def _timeout_message(exc: httpx.TimeoutException) -> str:
+    """Name the timeout that fired and the setting behind it."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"Upstream connect timed out after {settings.UPSTREAM_CONNECT_TIMEOUT:g} s (UPSTREAM_CONNECT_TIMEOUT)"
+    if isinstance(exc, httpx.PoolTimeout):
+        return f"No free upstream connection within {settings.UPSTREAM_CONNECT_TIMEOUT:g} s (UPSTREAM_MAX_CONNECTIONS)"
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"Upstream sent no answer within {settings.UPSTREAM_READ_TIMEOUT:g} s (UPSTREAM_READ_TIMEOUT)"
+    return f"Upstream timed out: {type(exc).__name__}"
+
+
+def upstream_failure_answer(x: Exchange, exc: Exception) -> HttpResponse:
+    """The answer (and log entry) for an upstream that could not be reached or did not answer in time."""
+    if isinstance(exc, httpx.TimeoutException):
+        return x.gateway_answer(504, _timeout_message(exc))
+    if isinstance(exc, httpx.HTTPError):
+        return x.gateway_answer(502, f"Upstream unreachable: {type(exc).__name__}: {exc}")
+    log.exception("exchange %s failed before the upstream answered", x.request_id, exc_info=exc)
+    return x.gateway_answer(500, f"Gateway failed to forward the request: {type(exc).__name__}: {exc}")

@@ -1,19 +1,19 @@
-"""HTTP entry points: the proxy catch-all, health, and JSON error handlers."""
+"""HTTP views: the proxy view (called by proxy/asgi.py), health, and JSON error handlers."""
 
 import json
 
 from asgiref.sync import sync_to_async
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from logs.writer import log_pending_count
+from logs.pipeline.writer import log_pending_count
 from proxy.forward import exchange_forward
 
 
 @csrf_exempt
-async def proxy_view(request: HttpRequest, path: str = "") -> HttpResponse:
-    """Forward any method on a provider path; everything happens in exchange_forward."""
+async def proxy_view(request: HttpRequest) -> HttpResponseBase:
+    """Forward any method on a provider path; the stages are in proxy/forward.py."""
     return await exchange_forward(request)
 
 

@@ -1,16 +1,98 @@
 """Shared fixtures: temporary payload store, the log writer, a mock upstream, a live gateway."""
 
 import asyncio
+import os
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 import uvicorn
+from hypothesis import settings as hypothesis_settings
 from django.conf import settings
 
-from bench.mock_upstream import MockUpstreamThread
-from logs.writer import writer_get, writer_stop
+import logs.pipeline.pipe
+from logs.pipeline.ingest import ingest_run
+from logs.pipeline.writer import writer_get, writer_stop
+from testing.mock_upstream import MockUpstreamThread
+
+
+class IngestThread:
+    """The ingest process's loop run in a thread of the test process, behind the same pipes.
+
+    Only the test process knows the test database and each test's settings (payload store,
+    prices...), so in-process gateways hand their lines to this instead of a child process;
+    everything else (journal, pipe, acks, restarts) is the production code. Real gateway
+    processes (tests/procs.py) run the real child process.
+    """
+
+    def __init__(self, idle: bool) -> None:
+        read_in, write_in = os.pipe()
+        read_out, write_out = os.pipe()
+        self.stdin = os.fdopen(write_in, "wb")
+        self.stdout = os.fdopen(read_out, "rb")
+        self.returncode: int | None = None
+        self._thread = threading.Thread(target=self._run, args=(read_in, os.fdopen(write_out, "wb")),
+                                        name="ingest-thread", daemon=True)
+        self._thread.start()
+
+    def _run(self, fd_in: int, out) -> None:
+        from django.db import connection
+
+        try:
+            ingest_run(fd_in, out)
+            self.returncode = 0
+        except Exception:
+            self.returncode = 1
+            raise
+        finally:
+            connection.close()
+            out.close()
+            os.close(fd_in)
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise subprocess.TimeoutExpired("ingest-thread", timeout)
+        return self.returncode
+
+    def kill(self) -> None:
+        """A thread cannot be killed: closing its input ends it once it has written what it read."""
+        try:
+            self.stdin.close()
+        except OSError:
+            pass
+
+
+# Hypothesis: few examples by default (the README's test command, CI); HYPOTHESIS_PROFILE=deep for many.
+hypothesis_settings.register_profile("ci", max_examples=40, deadline=None)
+hypothesis_settings.register_profile("deep", max_examples=2000, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup", "live_server"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark every test that touches the database, so the PostgreSQL pass runs exactly those."""
+    for item in items:
+        if item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.database)
+
+
+# The production spawner (a real child process), for tests that need one in this process.
+REAL_INGEST_SPAWN = logs.pipeline.pipe.ingest_spawn
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ingest_in_process():
+    """In-process gateways write their log through IngestThread."""
+    logs.pipeline.pipe.ingest_spawn = IngestThread
+    yield
+    logs.pipeline.pipe.ingest_spawn = REAL_INGEST_SPAWN
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +104,7 @@ def payload_dir(tmp_path, settings):
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(settings.FILE_STORAGE_PATH), "base_url": None}}}
     settings.JOURNAL_DIR = tmp_path / "journal"
+    settings.SPOOL_DIR = tmp_path / "spool"
     yield settings.FILE_STORAGE_PATH
     writer_stop(timeout=10)
 
@@ -52,8 +135,7 @@ def mock_upstream():
 def upstream(mock_upstream, settings):
     """The mock upstream, configured as every provider's upstream, with its record cleared."""
     mock_upstream.mock.received.clear()
-    for name in ("OPENAI_UPSTREAM_URL", "ANTHROPIC_UPSTREAM_URL", "GEMINI_UPSTREAM_URL", "REPLICATE_UPSTREAM_URL"):
-        setattr(settings, name, mock_upstream.url)
+    settings.UPSTREAM_URLS = {name: mock_upstream.url for name in settings.UPSTREAM_URLS}
     return mock_upstream.mock
 
 
@@ -94,9 +176,8 @@ class LiveGateway:
 
 
 @pytest.fixture
-def gateway(upstream, transactional_db, log_flush, settings):
-    """A live gateway in front of the mock upstream, on the production transport; log flushed after."""
-    settings.UPSTREAM_TRANSPORT = "aiohttp"
+def gateway(upstream, transactional_db, log_flush):
+    """A live gateway in front of the mock upstream; log flushed after."""
     live = LiveGateway()
     yield live
     log_flush()

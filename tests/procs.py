@@ -18,7 +18,7 @@ import pytest
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
-_DROP = ("DATABASE_URL", "DB_PATH", "FILE_STORAGE_PATH", "DJANGO_SETTINGS_MODULE", "PYTEST_CURRENT_TEST", "LOG_WRITER")
+_DROP = ("DATABASE_URL", "DB_PATH", "FILE_STORAGE_PATH", "DJANGO_SETTINGS_MODULE", "PYTEST_CURRENT_TEST")
 
 sqlite_only = pytest.mark.skipif(
     settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3",

@@ -1,14 +1,15 @@
 """Builds logged exchanges (rows and files) directly, for admin, export and retention tests."""
 
 import json
-import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-from django.conf import settings
+from django.core.files.storage import storages
 
-from bench.mock_upstream import png_bytes
-from logs.models import BinaryFile, Outcome, Request, Response
+from logs.ids import uuid7
+from logs.models import BinaryFile, Request, Response
+from logs.outcomes import Outcome
+from logs.storage import extension_for, payload_name, payload_save_bytes
+from testing.media import png_bytes
 
 PNG = png_bytes(4, 4)
 WAV = b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00@\x1f\x00\x00\x80>\x00\x00\x02\x00\x10\x00data\x00\x00\x00\x00"
@@ -30,7 +31,7 @@ def exchange_make(*, endpoint: str = "/v1/chat/completions", model: str | None =
         body = {"model": model, "messages": [{"role": "user", "content": "hello there"}]}
     text = body if isinstance(body, str) or body is None else json.dumps(body)
     req = Request.objects.create(
-        id=uuid.uuid4(), provider=provider, endpoint=endpoint, method=method, headers=headers or AUTH,
+        id=uuid7(when.timestamp()), provider=provider, endpoint=endpoint, method=method, headers=headers or AUTH,
         body=text, body_size=len(text or ""), content_type="application/json", model=model,
         stream_requested=stream, created_at=when, key_fingerprint=key_fp, gateway_key=gateway_key)
     if response:
@@ -49,14 +50,14 @@ def exchange_make(*, endpoint: str = "/v1/chat/completions", model: str | None =
 
 def file_attach(req: Request, data: bytes, content_type: str, ext: str, *, to_response: bool = True,
                 filename: str = "", role: str | None = None) -> BinaryFile:
-    """Store bytes in the payload folder and add their binary_files row."""
-    name = f"{req.provider}/{req.created_at:%Y-%m-%d}/{uuid.uuid4().hex}{ext}"
-    path = Path(settings.FILE_STORAGE_PATH) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    """Store bytes in the payload store (named as the ingest names files) and add their binary_files row."""
+    file_id = uuid7(req.created_at.timestamp())
+    name = payload_name(req.provider, req.created_at.timestamp(), file_id.hex, content_type)
+    name = payload_save_bytes(name.removesuffix(extension_for(content_type)) + ext, data)
     resp = getattr(req, "response", None) if to_response else None
     return BinaryFile.objects.create(
-        request=req, response=resp, file=name, content_type=content_type, size=len(data), filename=filename,
+        id=file_id, request=req, response=resp, file=name, content_type=content_type, size=len(data),
+        filename=filename,
         role=role or (BinaryFile.Role.RESPONSE_IMAGE if to_response else BinaryFile.Role.REQUEST_PART),
         created_at=req.created_at)
 
@@ -79,3 +80,12 @@ def streamed_chat(when: datetime | None = None) -> Request:
                          body={"model": "gpt-4o-mini", "stream": True, "messages": [
                              {"role": "system", "content": "Be brief."},
                              {"role": "user", "content": "Weather in Paris?"}]})
+
+
+def stored(name: str) -> bytes | None:
+    """A file's bytes read back through the payload store (None when the store does not have it)."""
+    store = storages["payloads"]
+    if not store.exists(name):
+        return None
+    with store.open(name, "rb") as f:
+        return f.read()

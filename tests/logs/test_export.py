@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from django.core.management import CommandError, call_command
 
-from logs.models import Outcome
+from logs.outcomes import Outcome
 from tests.logs.factory import PNG, exchange_make, file_attach, streamed_chat
 
 pytestmark = pytest.mark.django_db

@@ -1,9 +1,9 @@
-"""Exchange ids: valid UUIDv7, unique, and in the order they were made."""
+"""Row ids: valid UUIDv7, unique, in the order they were made; file ids derived from their owner."""
 
 import time
 import uuid
 
-from logs.ids import exchange_id_new
+from logs.ids import derive, exchange_id_new, uuid7
 
 
 def test_exchange_ids_are_uuid7_hex_carrying_the_time_they_were_made():
@@ -23,3 +23,18 @@ def test_exchange_ids_are_unique_and_sort_by_creation_time():
     assert len(set(first + later)) == 10000
     assert max(first) < min(later)  # a later millisecond always sorts after
     assert len({rid[12:] for rid in first}) == 5000  # the 74 bits after the time are random
+
+
+def test_derived_ids_are_fixed_by_owner_and_label_and_sort_with_their_owner():
+    owner = exchange_id_new()
+    first = derive(owner, "part0")
+    assert derive(uuid.UUID(owner), "part0") == first  # the same file on every replay of the journal
+    assert len({first, derive(owner, "part1"), derive(owner, "body"), derive(exchange_id_new(), "part0")}) == 4
+    assert first.version == 7 and first.variant == uuid.RFC_4122
+    assert first.int >> 80 == uuid.UUID(owner).int >> 80  # the owner's millisecond
+
+
+def test_uuid7_at_a_given_time():
+    at = 1_700_000_000.123
+    made = uuid7(at)
+    assert made.version == 7 and made.int >> 80 == int(at * 1000) and made != uuid7(at)

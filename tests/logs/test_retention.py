@@ -7,19 +7,20 @@ from django.core.management import CommandError, call_command
 
 from logs.models import BinaryFile, Request, Response
 from logs.retention import PruneBusy, age_parse, prune, prune_lock
-from tests.logs.factory import PNG, exchange_make, file_attach
+from tests.logs.factory import PNG, exchange_make, file_attach, stored
 
 pytestmark = pytest.mark.django_db(transaction=True)  # deletes commit, so files are removed
 NOW = datetime.now(timezone.utc)
 
 
 @pytest.fixture
-def aged(payload_dir):
-    """Five exchanges 40 days old with a file each, two recent ones (one with a file)."""
+def aged():
+    """Five exchanges 40 days old with a file each, two recent ones (one with a file): stored names."""
     old = [exchange_make(when=NOW - timedelta(days=40, minutes=i)) for i in range(5)]
-    old_files = [payload_dir / file_attach(r, PNG, "image/png", ".png").file.name for r in old]
+    old_files = [file_attach(r, PNG, "image/png", ".png").file.name for r in old]
     new = [exchange_make(when=NOW - timedelta(days=1)), exchange_make(when=NOW)]
-    new_file = payload_dir / file_attach(new[0], PNG, "image/png", ".png").file.name
+    new_file = file_attach(new[0], PNG, "image/png", ".png").file.name
+    assert all(stored(name) == PNG for name in [*old_files, new_file])
     return {"old": old, "old_files": old_files, "new": new, "new_file": new_file}
 
 
@@ -28,14 +29,14 @@ def test_prune_deletes_old_exchanges_and_files(aged, capsys):
     assert "deleted 5 exchanges and 5 files" in capsys.readouterr().out
     assert set(Request.objects.values_list("pk", flat=True)) == {r.pk for r in aged["new"]}
     assert Response.objects.count() == 2 and BinaryFile.objects.count() == 1
-    assert not any(p.exists() for p in aged["old_files"]) and aged["new_file"].exists()
+    assert all(stored(name) is None for name in aged["old_files"]) and stored(aged["new_file"]) == PNG
 
 
 def test_dry_run_deletes_nothing(aged, capsys):
     call_command("prune_logs", "--older-than", "30d", "--dry-run")
     out = capsys.readouterr().out
     assert f"would delete 5 exchanges and 5 files ({5 * len(PNG)} bytes)" in out
-    assert Request.objects.count() == 7 and all(p.exists() for p in aged["old_files"])
+    assert Request.objects.count() == 7 and all(stored(name) == PNG for name in aged["old_files"])
 
 
 def test_a_second_run_waits_its_turn(aged):
@@ -55,6 +56,6 @@ def test_age_parse_and_bad_age():
         call_command("prune_logs", "--older-than", "thirty days")
 
 
-def test_exchanges_without_response_are_pruned(payload_dir):
+def test_exchanges_without_response_are_pruned():
     exchange_make(when=NOW - timedelta(days=50), response=False)
     assert prune(timedelta(days=30)).exchanges == 1 and not Request.objects.exists()

@@ -7,8 +7,8 @@ import openai
 import pytest
 
 from logs.models import Request, Response
-from logs.redact import key_fingerprint
-from proxy.access import AccessDenied, access_check, headers_label
+from logs.redaction.redact import key_fingerprint
+from proxy.access import AccessDenied, access_check
 
 TEAM_KEY = "gk-" + "team" + "0123456789abcdefghij"
 BARE_KEY = "gk-" + "bare" + "abcdefghij0123456789"
@@ -37,7 +37,8 @@ def test_named_and_bare_keys(access_keys):
 
 def test_label_replaces_the_logged_header(access_keys):
     key = access_check([("X-Gateway-Key", TEAM_KEY)])
-    labelled = headers_label([("X-Gateway-Key", "…ghij"), ("A", "b")], key)
+    assert key.label == f"team-a (fp {key_fingerprint(TEAM_KEY)})"
+    labelled = key.headers_label([("X-Gateway-Key", "…ghij"), ("A", "b")])
     assert labelled == [("X-Gateway-Key", f"team-a (fp {key_fingerprint(TEAM_KEY)})"), ("A", "b")]
 
 

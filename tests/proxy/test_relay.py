@@ -1,22 +1,43 @@
 """relay_stream: every way a relayed body can end, and what the exchange records for each."""
 
 import asyncio
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
-from logs.capture import BodyCapture
-from proxy.relay import (Exchange, UpstreamBroken, chunks_replay, exchanges_inflight, exchanges_interrupt,
-                         relay_collect, relay_stream)
+import proxy.exchange
+from logs.pipeline.capture import BodyCapture
+from logs.records import record_parse
+from providers import registry
+from proxy.exchange import Exchange, exchanges_inflight, exchanges_interrupt
+from proxy.paths import Route
+from proxy.relay import UpstreamBroken, chunks_replay, relay_collect, relay_stream
+from proxy.request_body import BodySpool
 
 
 @pytest.fixture(autouse=True)
 def inflight_clear():
     """Exchanges made by a test and never ended must not leak into the next one."""
     yield
-    import proxy.relay
+    proxy.exchange._INFLIGHT.clear()
 
-    proxy.relay._INFLIGHT.clear()
+
+@pytest.fixture(autouse=True)
+def journal(monkeypatch):
+    """The records the exchanges journal (a stand-in log writer: no database, no pipe)."""
+    records = []
+    writer = SimpleNamespace(instance="test", submit=lambda line, kind: records.append(record_parse(line)))
+    monkeypatch.setattr(proxy.exchange, "writer_get", lambda: writer)
+    return records
+
+
+def _exchange() -> Exchange:
+    """An exchange for a bodiless POST to OpenAI, as the ASGI adapter would hand it over."""
+    request = SimpleNamespace(method="POST", META={"QUERY_STRING": "", "CONTENT_TYPE": "", "REMOTE_ADDR": "127.0.0.1"},
+                              scope={"headers": []}, gateway_body=BodySpool("test.request"), gateway_refusal=None)
+    route = Route(registry().get("openai"), "/v1/chat/completions", "/v1/chat/completions", "http://upstream.test")
+    return Exchange(request, route)
 
 
 class Scripted(httpx.AsyncByteStream):
@@ -42,8 +63,9 @@ class Scripted(httpx.AsyncByteStream):
 def _setup(*steps, ctype="text/event-stream", headers=None):
     body = Scripted(*steps)
     upstream = httpx.Response(200, headers={"content-type": ctype, **(headers or {})}, stream=body)
-    exchange = Exchange("0" * 32)
-    capture = BodyCapture(provider="openai", content_type=ctype, stream=ctype == "text/event-stream")
+    exchange = _exchange()
+    capture = BodyCapture(spool_name=f"{exchange.request_id}.response", content_type=ctype,
+                          stream=ctype == "text/event-stream", started=exchange.started)
     ended = []
     return body, upstream, exchange, capture, ended
 
@@ -53,16 +75,25 @@ async def _drain(gen) -> list[bytes]:
 
 
 def _relay(upstream, exchange, capture, ended, *, idle=None):
-    return relay_stream(upstream, exchange, capture, lambda: ended.append(capture.finish()),
-                        is_sse=capture.stream, idle_timeout=idle)
+    """relay_stream, ending the way relay_response ends it: the capture fills the response record, logged."""
+    is_sse = capture.framer is not None
+
+    def on_end() -> None:
+        record = exchange.response_record(status=upstream.status_code, headers=[],
+                                          content_type=capture.content_type, is_stream=is_sse)
+        capture.finish(record)
+        exchange.response_log(record)
+        ended.append(record)
+
+    return relay_stream(upstream, exchange, capture, on_end, is_sse=is_sse, idle_timeout=idle)
 
 
-def test_complete_body_is_relayed_and_logged_once():
+def test_complete_body_is_relayed_and_logged_once(journal):
     body, upstream, exchange, capture, ended = _setup(b"data: 1\n\n", b"data: [DONE]\n\n")
     out = asyncio.run(_drain(_relay(upstream, exchange, capture, ended)))
     assert out == [b"data: 1\n\n", b"data: [DONE]\n\n"]
     assert exchange.outcome == "completed" and len(ended) == 1 and body.closed
-    assert ended[0]["body"] == "data: 1\n\ndata: [DONE]\n\n"
+    assert ended[0].body == "data: 1\n\ndata: [DONE]\n\n" and journal == ended
     assert exchanges_inflight() == 0
 
 
@@ -71,7 +102,7 @@ def test_idle_stream_gets_a_final_error_event():
     out = asyncio.run(_drain(_relay(upstream, exchange, capture, ended, idle=0.2)))
     assert out[0] == b"data: 1\n\n" and out[-1].startswith(b"event: error\ndata: {")
     assert b"STREAM_IDLE_TIMEOUT" in out[-1] and len(out) == 2
-    assert exchange.outcome == "upstream_error" and ended[0]["body"] == "data: 1\n\n" and body.closed
+    assert exchange.outcome == "upstream_error" and ended[0].body == "data: 1\n\n" and body.closed
     assert 150 < exchange.elapsed_ms() < 1900  # before the next chunk (2 s)
 
 
@@ -87,7 +118,7 @@ def test_broken_plain_body_cuts_the_client():
     with pytest.raises(UpstreamBroken):
         asyncio.run(run())
     assert got == [b'{"a": '] and exchange.outcome == "upstream_error" and "peer closed" in exchange.error
-    assert ended[0]["body"] == '{"a": '
+    assert ended[0].body == '{"a": '
 
 
 def test_collected_small_body_breaks_off_where_the_upstream_did():
@@ -95,7 +126,7 @@ def test_collected_small_body_breaks_off_where_the_upstream_did():
                                                    ctype="application/json")
     chunks, broken = asyncio.run(relay_collect(_relay(upstream, exchange, capture, ended)))
     assert chunks == [b'{"a": ', b"1, "] and isinstance(broken, UpstreamBroken)
-    assert exchange.outcome == "upstream_error" and ended[0]["body"] == '{"a": 1, '  # logged once, already
+    assert exchange.outcome == "upstream_error" and ended[0].body == '{"a": 1, '  # logged once, already
     replayed = []
 
     async def replay():
@@ -124,7 +155,7 @@ def test_client_closing_early_is_client_aborted_and_stops_upstream():
         await gen.aclose()  # what a consumer does when it stops reading
 
     asyncio.run(run())
-    assert exchange.outcome == "client_aborted" and body.closed and ended[0]["body"] == "data: 1\n\n"
+    assert exchange.outcome == "client_aborted" and body.closed and ended[0].body == "data: 1\n\n"
 
 
 def test_cancelled_task_is_client_aborted_and_duration_stops_there():
@@ -134,7 +165,7 @@ def test_cancelled_task_is_client_aborted_and_duration_stops_there():
         holder = {}
 
         async def view():
-            holder["ex"] = ex = Exchange("1" * 32)
+            holder["ex"] = ex = _exchange()
             await _drain(_relay(upstream, ex, capture, ended))
 
         task = asyncio.create_task(view())
@@ -155,7 +186,7 @@ def test_shutdown_interrupt_marks_interrupted():
         holder = {}
 
         async def view():
-            holder["ex"] = ex = Exchange("2" * 32)
+            holder["ex"] = ex = _exchange()
             await _drain(_relay(upstream, ex, capture, ended))
 
         task = asyncio.create_task(view())
@@ -167,7 +198,7 @@ def test_shutdown_interrupt_marks_interrupted():
 
     ex = asyncio.run(run())
     assert ex.outcome == "interrupted" and "SHUTDOWN_GRACE_SECONDS" in ex.error and body.closed
-    assert ended[0]["body"] == "data: 1\n\n"
+    assert ended[0].body == "data: 1\n\n"
 
 
 class _SignallingStream(httpx.AsyncByteStream):
@@ -188,10 +219,10 @@ def test_cancel_while_closing_the_upstream_still_logs():
         stream = _SignallingStream()
         upstream = httpx.Response(200, stream=stream, headers={"content-type": "application/json"})
         ended = []
-        capture = BodyCapture(provider="openai", content_type="application/json")
+        capture = BodyCapture(spool_name="cancel.response", content_type="application/json")
 
         async def consume() -> None:
-            async for _ in relay_stream(upstream, Exchange("1" * 32), capture, lambda: ended.append(True),
+            async for _ in relay_stream(upstream, _exchange(), capture, lambda: ended.append(True),
                                         is_sse=False):
                 pass
 

@@ -23,13 +23,19 @@ class Command(BaseCommand):
         if batch < 1:
             raise CommandError("--batch must be positive")
 
+        def announce(plan: PruneResult) -> None:
+            verb = "would delete" if dry_run else "deleting"
+            self.stdout.write(f"{verb} {plan.exchanges} exchanges and {plan.files} files ({plan.file_bytes} bytes) "
+                              f"created before {plan.cutoff.isoformat()}")
+
         def progress(r: PruneResult) -> None:
             self.stdout.write(f"  deleted {r.exchanges} exchanges, {r.files} files so far")
 
         try:
-            result = prune(age, dry_run=dry_run, batch=batch, progress=progress if options["verbosity"] > 1 else None)
+            result = prune(age, dry_run=dry_run, batch=batch, announce=announce,
+                           progress=progress if options["verbosity"] > 1 else None)
         except PruneBusy as exc:
             raise CommandError(str(exc)) from None
-        verb = "would delete" if dry_run else "deleted"
-        self.stdout.write(f"{verb} {result.exchanges} exchanges and {result.files} files "
-                          f"({result.file_bytes} bytes) created before {result.cutoff.isoformat()}")
+        if not dry_run:
+            self.stdout.write(f"deleted {result.exchanges} exchanges and {result.files} files "
+                              f"({result.file_bytes} bytes)")

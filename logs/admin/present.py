@@ -1,0 +1,96 @@
+"""Turns stored exchanges into what a reader sees: masked headers, readable bodies, SSE events."""
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+
+from wire.jsonutil import json_or_none
+from wire.sse import sse_events
+
+# Bodies longer than this start folded; JSON with more nodes than this is shown as indented
+# text rather than a tree of <details> (a tree of 100,000 nodes is slower to read, not faster).
+FOLD_CHARS = 4000
+TREE_MAX_NODES = 3000
+
+FileUrl = Callable[[str], str | None]
+
+
+def _nodes(obj: Any, limit: int) -> int:
+    """Count containers and leaves, stopping once above limit."""
+    count, stack = 0, [obj]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def _leaf_html(value: Any) -> SafeString:
+    """One JSON scalar, typed by CSS class."""
+    kind = "null" if value is None else "bool" if isinstance(value, bool) else (
+        "num" if isinstance(value, (int, float)) else "str")
+    return format_html('<span class="j-{}">{}</span>', kind, json.dumps(value, ensure_ascii=False))
+
+
+def _tree_html(obj: Any, file_url: FileUrl, depth: int) -> SafeString:
+    """A JSON value as nested <details> (objects and arrays fold, the outer levels start open)."""
+    if isinstance(obj, dict) and isinstance(obj.get("$gateway_file"), str):
+        url = file_url(str(obj.get("binary_file_id", "")))
+        link = format_html(' <a href="{}">open file</a>', url) if url else ""
+        return format_html('<span class="j-file">stored file {}{}</span>', obj["$gateway_file"], link)
+    if isinstance(obj, (dict, list)) and obj:
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        brackets = "{}" if isinstance(obj, dict) else "[]"
+        rows = format_html_join("", '<li><span class="j-key">{}</span>: {}</li>', (
+            (json.dumps(k, ensure_ascii=False) if isinstance(obj, dict) else k, _tree_html(v, file_url, depth + 1))
+            for k, v in items))
+        return format_html('<details class="j"{}><summary>{} {} {}</summary><ul>{}</ul>{}</details>',
+                           mark_safe(" open") if depth < 3 else "", brackets[0], len(obj),
+                           "keys" if isinstance(obj, dict) else "items", rows, brackets[1])
+    if isinstance(obj, (dict, list)):
+        return format_html('<span class="j-empty">{}</span>', json.dumps(obj))
+    return _leaf_html(obj)
+
+
+def body_render(text: str | None, file_url: FileUrl) -> dict[str, Any]:
+    """How to show a body: a JSON tree, indented JSON, or plain text; folded when long."""
+    if text is None or text == "":
+        return {"kind": "empty", "html": "", "chars": 0, "folded": False}
+    parsed = json_or_none(text)
+    folded = len(text) > FOLD_CHARS
+    if parsed is None or not isinstance(parsed, (dict, list)):
+        return {"kind": "text", "html": format_html("<pre>{}</pre>", text), "chars": len(text), "folded": folded}
+    if _nodes(parsed, TREE_MAX_NODES) <= TREE_MAX_NODES:
+        html = format_html('<div class="json-tree">{}</div>', _tree_html(parsed, file_url, 0))
+        return {"kind": "json", "html": html, "chars": len(text), "folded": folded}
+    pretty = json.dumps(parsed, indent=2, ensure_ascii=False)
+    return {"kind": "json", "html": format_html("<pre>{}</pre>", pretty), "chars": len(text), "folded": True}
+
+
+def json_pretty(obj: Any) -> str:
+    """Indented JSON text."""
+    return json.dumps(obj, indent=2, ensure_ascii=False)
+
+
+def events_shown(body: str | None, offsets: list | None) -> list[dict[str, Any]]:
+    """The raw events of a stream, each with its arrival offset (ms) when it was recorded."""
+    if not body:
+        return []
+    offsets = offsets if isinstance(offsets, list) else []
+    out = []
+    for idx, event in enumerate(sse_events(body)):
+        data = event.data or ""
+        parsed = json_or_none(data)
+        out.append({
+            "index": idx,
+            "offset_ms": offsets[idx] if idx < len(offsets) else None,
+            "event": event.name or "",
+            "data": json.dumps(parsed, ensure_ascii=False) if parsed is not None else data,
+        })
+    return out

@@ -1,0 +1,70 @@
+"""One exchange on one page: request and response, conversation, stream events, files, Copy as cURL."""
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from logs.admin.curl import curl_command
+from logs.admin.present import body_render, events_shown, json_pretty
+from logs.admin.views import page_context
+from logs.models import BinaryFile, Request
+from logs.redaction.redact import headers_safe
+from logs.selectors import exchange_detail
+from providers import registry
+from wire.jsonutil import json_or_none
+
+# Shown in <img>/<audio>/<video> on the page; see files.INLINE_TYPES for what the file view serves inline.
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+def file_url(file_id: str) -> str | None:
+    """Admin URL of a stored file."""
+    return reverse("admin:logs_binaryfile_download", args=[file_id]) if file_id else None
+
+
+def _file_kind(content_type: str) -> str:
+    """How a file is shown: image, audio, video or a plain download."""
+    ct = content_type.split(";")[0].strip().lower()
+    if ct.startswith(IMAGE_TYPES):
+        return "image"
+    return ct.split("/")[0] if ct.startswith(("audio/", "video/")) else "download"
+
+
+def exchange_context(req: Request, request: HttpRequest) -> dict:
+    """Everything the exchange page shows, ready for the template."""
+    resp = getattr(req, "response", None) if hasattr(req, "response") else None
+    stream_result = resp.stream_result if resp and isinstance(resp.stream_result, dict) else None
+    answer = stream_result.get("result") if stream_result else (json_or_none(resp.body) if resp else None)
+    files = [{"row": f, "url": file_url(f.id.hex), "kind": _file_kind(f.content_type)}
+             for f in sorted(req.files.all(), key=lambda f: (f.role, f.created_at))]
+    provider = registry(settings.GATEWAY_PROVIDERS).get(req.provider)
+    return {
+        "req": req,
+        "resp": resp,
+        "url": req.endpoint + (f"?{req.query_string}" if req.query_string else ""),
+        "request_headers": headers_safe(req.headers),
+        "response_headers": headers_safe(resp.headers) if resp else [],
+        "request_body": body_render(req.body, file_url),
+        "response_body": body_render(resp.body, file_url) if resp else None,
+        "stream_result": json_pretty(stream_result.get("result")) if stream_result else None,
+        "events": events_shown(resp.body, resp.event_offsets_ms) if resp and resp.is_stream else [],
+        "conversation": provider.conversation(req.endpoint, json_or_none(req.body), answer),
+        "files": files,
+        "output_files": [f for f in files if f["row"].role == BinaryFile.Role.RESPONSE_OUTPUT],
+        "curl": curl_command(req, request.build_absolute_uri("/")),
+    }
+
+
+def exchange_view(model_admin, request: HttpRequest, object_id: str) -> TemplateResponse:
+    """One exchange: request and response together."""
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    req = exchange_detail(object_id)
+    if req is None:
+        raise Http404("No exchange with this id.")
+    context = page_context(model_admin, request, f"{req.method} {req.endpoint}", subtitle=req.id.hex,
+                           x=exchange_context(req, request),
+                           has_delete_permission=model_admin.has_delete_permission(request, req))
+    return TemplateResponse(request, "admin/logs/request/exchange.html", context)

@@ -1,0 +1,118 @@
+"""Log rows in bulk: built positionally, inserted with cached multi-row statements that skip rows already there."""
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db.backends.base.operations import BaseDatabaseOperations
+
+M = TypeVar("M", bound=models.Model)
+INSERT_ROWS_MAX = 256  # rows per INSERT statement at most; see chunk_sizes
+
+
+@functools.lru_cache(maxsize=8)
+def _attnames(model: type[models.Model]) -> tuple[tuple[str, models.Field], ...]:
+    """(attname, field) of each concrete field, in the order Model() takes them positionally."""
+    return tuple((f.attname, f) for f in model._meta.concrete_fields)
+
+
+def row_new(model: type[M], values: dict[str, Any]) -> M:
+    """A model instance from attname -> value, defaults for the rest.
+
+    Positional: Model(**kwargs) costs more (it checks every name for a relation or
+    a property), which the log writer pays for every row.
+    """
+    return model(*[values[a] if a in values else f.get_default() for a, f in _attnames(model)])
+
+
+_CONFLICT_IGNORED = {"sqlite": ("INSERT OR IGNORE INTO", ""), "postgresql": ("INSERT INTO", " ON CONFLICT DO NOTHING")}
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(model: type[models.Model], vendor: str, quote: Callable[[str], str], rows: int) -> str:
+    """INSERT of `rows` rows that skips rows already there (cached: batches repeat their sizes)."""
+    verb, tail = _CONFLICT_IGNORED[vendor]
+    columns = ", ".join(quote(f.column) for f in model._meta.concrete_fields)
+    row = f"({', '.join(['%s'] * len(model._meta.concrete_fields))})"
+    return f"{verb} {quote(model._meta.db_table)} ({columns}) VALUES {', '.join([row] * rows)}{tail}"
+
+
+# Fields whose value Django passes to the database unchanged when it has this exact type
+# (get_prep_value is str(), float() or bool() of it and no adapter applies); integers too
+# where the backend does not wrap them (PostgreSQL's psycopg gets typed Int4/Int8).
+_PLAIN_TYPES: dict[type[models.Field], type] = {
+    models.CharField: str, models.TextField: str, models.BooleanField: bool, models.FloatField: float,
+}
+_PLAIN_INTEGERS: dict[type[models.Field], type] = {models.IntegerField: int, models.BigIntegerField: int}
+
+
+@functools.lru_cache(maxsize=64)
+def _field_plans(model: type[models.Model], ops_class: type) -> tuple[tuple[str, type | None, models.Field], ...]:
+    """(attname, plain type or None, field) for each concrete field, in column order."""
+    plain = dict(_PLAIN_TYPES)
+    if ops_class.adapt_integerfield_value is BaseDatabaseOperations.adapt_integerfield_value:
+        plain.update(_PLAIN_INTEGERS)
+    return tuple((f.attname, plain.get(type(f)), f) for f in model._meta.concrete_fields)
+
+
+def row_values(rows: list[models.Model], connection) -> list[Any]:
+    """The rows' column values as Django would send them (get_db_prep_save), flattened.
+
+    Plain values (a str for a CharField, an int for an IntegerField, None) pass through
+    untouched; only the rest (JSON, dates, UUIDs, decimals) go through their field. Calling
+    get_db_prep_save on every value was half of the log writer's CPU time.
+    """
+    plans = _field_plans(type(rows[0]), type(connection.ops))
+    values: list[Any] = []
+    append = values.append
+    for row in rows:
+        data = row.__dict__
+        for attname, plain, field in plans:
+            value = data[attname]
+            if plain is not None and (value is None or type(value) is plain):
+                append(value)
+            else:
+                append(field.get_db_prep_save(value, connection))
+    return values
+
+
+def rows_insert(model: type[models.Model], rows: list[models.Model]) -> None:
+    """Insert rows, skipping any already there (a replayed journal): bulk_create(ignore_conflicts=True), cheaper.
+
+    Cached multi-row statements, values converted by row_values; bulk_create's per-value SQL
+    compilation was most of the log writer's CPU time (see docs/benchmark.md). Not
+    executemany: SQLite would release and retake the GIL for every row, and a busy event loop
+    keeps the writer thread waiting for it each time. Other databases get bulk_create itself.
+    """
+    if not rows:
+        return
+    connection = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: no proxy lookup per value
+    if connection.vendor not in _CONFLICT_IGNORED:
+        model.objects.bulk_create(rows, ignore_conflicts=True)
+        return
+    size = max(1, connection.ops.bulk_batch_size(model._meta.concrete_fields, rows))
+    with connection.cursor() as cursor:
+        i = 0
+        for count in chunk_sizes(len(rows), min(size, INSERT_ROWS_MAX)):
+            chunk = rows[i:i + count]
+            i += count
+            sql = _insert_sql(model, connection.vendor, connection.ops.quote_name, count)
+            cursor.execute(sql, row_values(chunk, connection))
+
+
+def chunk_sizes(count: int, cap: int) -> list[int]:
+    """Split count rows into powers of two no larger than cap, largest first.
+
+    Every distinct row count is a statement of its own in the caches (ours and SQLite's
+    prepared statements, large for a few hundred rows): with any count up to the batch size,
+    the ingest process held more memory under load (docs/benchmark.md). Powers of two keep it to a few.
+    """
+    cap = 1 << (max(cap, 1).bit_length() - 1)
+    sizes = [cap] * (count // cap)
+    rest = count % cap
+    while rest:
+        part = 1 << (rest.bit_length() - 1)
+        sizes.append(part)
+        rest -= part
+    return sizes

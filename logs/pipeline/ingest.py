@@ -1,0 +1,175 @@
+"""The log-ingest process: turns journal lines into database rows, away from the proxy's GIL.
+
+Each gateway worker starts one when it has something
+to write and pipes it the JSON lines it has just appended to its journal. This process parses
+them, builds the rows and writes them in batches, then answers `A <n>` once n more lines are in
+the database (`E <message>` while the database refuses them). In the worker the proxy then
+spends no time on SQL: at low concurrency that work, though on another thread, held the GIL
+the event loop needed.
+
+It exits when its input closes, after writing everything it was sent (the worker closes it at
+shutdown, or after LOG_INGEST_IDLE_SECONDS with nothing to write). It ignores SIGINT and
+SIGTERM: its worker decides when it stops, so that a Ctrl-C or a service manager's SIGTERM to
+the whole process group cannot cut off the final flush.
+
+Run by the worker as: python -m logs.pipeline.ingest   (never by hand)
+"""
+
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import BinaryIO
+
+from logs.records import Record, lines_parse
+
+log = logging.getLogger("logs.ingest")
+
+BATCH_MAX = 500
+READ_SIZE = 1 << 20
+# Django settings the worker may have changed at run time (a test database): passed on so that
+# this process writes where its worker reads.
+DB_NAME_ENV = "GATEWAY_INGEST_DB_NAME"
+INGEST_APPS = ("django.contrib.contenttypes", "logs")
+IDLE_ENV = "GATEWAY_INGEST_IDLE"
+
+
+def cpu_idle_enter() -> bool:
+    """Run only on CPU time nobody else wants (Linux SCHED_IDLE); False where unsupported.
+
+    At low concurrency the inserts otherwise take a core just when the worker, the client or
+    the upstream wakes up, and requests wait for the scheduler (the p99 at concurrency 1, see
+    docs/benchmark.md). nice does not help: the kernel lets the
+    running task finish its time slice first.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
+def batch_write(write: Callable[[list[Record]], None], records: list[Record]) -> None:
+    """Write a batch; if the database rejects one record, write the others one by one.
+
+    A constraint violation never goes away by retrying: without this, one bad record
+    would hold every later record in the journal forever.
+    """
+    from django.db import IntegrityError, connection
+
+    try:
+        write(records)
+    except IntegrityError:
+        connection.close()
+        for rec in records:
+            try:
+                write([rec])
+            except IntegrityError as exc:
+                log.error("log record %s rejected by the database, skipped: %s", rec.id, exc)
+
+
+def write_retry(work: Callable[[], None], on_error: Callable[[str], None],
+                abandoned: Callable[[], bool] = lambda: False) -> bool:
+    """Run a database write until it succeeds (True), or until abandoned (False)."""
+    from django.db import DatabaseError, connection
+
+    delay = 0.05
+    while True:
+        if abandoned():
+            return False
+        try:
+            work()
+            return True
+        except DatabaseError as exc:
+            on_error(str(exc))
+            log.warning("log store unavailable, retrying in %.2fs: %s", delay, exc)
+            connection.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        except Exception:  # a malformed record must not stop the writer for good
+            log.exception("log record could not be written; skipped")
+            return True
+
+
+def journals_recover(on_error: Callable[[str], None], abandoned: Callable[[], bool] = lambda: False) -> None:
+    """Replay the journals of dead gateway processes (retrying while the database refuses)."""
+    from django.conf import settings
+
+    from logs.pipeline.journal import journal_counters_prune
+    from logs.pipeline.recovery import orphans_recover
+
+    write_retry(lambda: orphans_recover(settings.JOURNAL_DIR), on_error, abandoned)
+    journal_counters_prune(settings.JOURNAL_DIR)
+
+
+def _lines_read(fd: int, pending: bytes) -> tuple[list[bytes], bytes, bool]:
+    """Block for input, then take whatever else is already there: (complete lines, rest, eof)."""
+    chunks, size, eof = [pending], 0, False
+    while True:
+        data = os.read(fd, READ_SIZE)
+        if not data:
+            eof = True
+            break
+        chunks.append(data)
+        size += len(data)
+        if size >= 8 * READ_SIZE or not select.select([fd], [], [], 0)[0]:
+            break
+    *lines, rest = b"".join(chunks).split(b"\n")
+    return lines, rest, eof
+
+
+def ingest_run(fd_in: int, out: BinaryIO) -> None:
+    """Recover dead journals, then write what arrives on fd_in until it closes."""
+    from django.db import connection
+
+    from logs.pipeline.rows import records_write
+
+    def answer(line: str) -> None:
+        out.write(line.encode("utf-8", "replace") + b"\n")
+        out.flush()
+
+    def report(message: str) -> None:
+        answer("E " + " ".join(message.split())[:500])
+
+    journals_recover(report)
+    answer("R")  # ready: recovery done
+    pending, eof = b"", False
+    while not eof:
+        lines, pending, eof = _lines_read(fd_in, pending)
+        entries = lines_parse(lines)
+        for i in range(0, len(entries), BATCH_MAX):
+            chunk = entries[i:i + BATCH_MAX]
+            records = [rec for rec in chunk if rec is not None]
+            if records:
+                write_retry(lambda: batch_write(records_write, records), report)
+            answer(f"A {len(chunk)}")
+    connection.close()
+
+
+def main() -> None:
+    """Entry point of the child process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.environ.get(IDLE_ENV) == "1":
+        cpu_idle_enter()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Acks go out on the original stdout; anything else printed goes to stderr instead.
+    acks = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+    import django
+    from django.conf import settings
+
+    # Only what writing rows needs: without the admin, auth and templates this process is
+    # smaller (docs/benchmark.md).
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app in INGEST_APPS]
+    django.setup()
+    if os.environ.get(DB_NAME_ENV):
+        settings.DATABASES["default"]["NAME"] = os.environ[DB_NAME_ENV]
+    ingest_run(sys.stdin.buffer.fileno(), acks)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Turns journal records into log rows: parsed bodies, usage, cost, stream results and files.
+
+Runs in the ingest process, never on the proxy's event loop. What a provider's traffic means
+comes from its module in `providers`; this module only applies it.
+"""
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from logs.models import BinaryFile, Request, Response
+from logs.outcomes import Outcome
+from logs.pipeline.bulk import row_new, rows_insert
+from logs.pipeline.output_files import output_files_schedule
+from logs.pipeline.payloads import (embedded_store, epoch_datetime, file_row, multipart_store, raw_store,
+                                    spooled_store, spooled_text, unlink_after_commit, unlinks_deferred)
+from logs.pipeline.spool import spool_path
+from logs.pricing import cost_compute
+from logs.records import Record, RequestRecord, ResponseRecord
+from providers import USAGE_FIELDS, Provider, registry
+from wire.jsonutil import json_or_none
+from wire.multipart import multipart_boundary
+from wire.sse import sse_events
+
+log = logging.getLogger(__name__)
+
+JSON_PARSE_MAX_BYTES = 64 * 1024 * 1024  # a larger JSON answer is stored as a file without being parsed
+
+
+def _notes_join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def _untrusted(parse: Callable, *args: Any) -> Any:
+    """Run a provider's reader over upstream data; a malformed answer leaves the derived fields NULL."""
+    try:
+        return parse(*args)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError, RecursionError):
+        log.warning("could not read %s from an upstream answer; left empty", getattr(parse, "__name__", parse))
+        return None
+
+
+def request_row(rec: RequestRecord, provider: Provider, files: list[BinaryFile]) -> Request:
+    """The Request row (and its files) of a request record."""
+    req = row_new(Request, {
+        "id": rec.id, "provider": rec.provider, "endpoint": rec.endpoint, "method": rec.method,
+        "query_string": rec.query, "headers": rec.headers, "body": rec.body, "body_size": rec.body_size,
+        "content_type": rec.content_type[:255], "client_addr": rec.client[:64], "key_fingerprint": rec.key_fp,
+        "gateway_key": rec.gateway_key[:160], "instance": rec.instance, "created_at": epoch_datetime(rec.created),
+    })
+    if rec.body_file is not None and multipart_boundary(rec.content_type):
+        req.body = multipart_store(rec, files)
+    elif rec.body_file is not None:
+        missing = raw_store(rec, files)
+        if missing:
+            log.warning("request %s: %s", rec.id, missing)
+    payload = json_or_none(req.body) if req.body else None
+    if isinstance(payload, dict) and isinstance(payload.get("fields"), dict) and rec.body_file is not None:
+        payload = payload["fields"]  # a multipart form: its fields name the model
+    req.model = _untrusted(provider.request_model, rec.endpoint, payload)
+    req.stream_requested = bool(_untrusted(provider.stream_requested, rec.endpoint, payload))
+    return req
+
+
+def _stream_read(resp: Response, provider: Provider, text: str, offsets: list | None) -> Any:
+    """Reassemble a stream into resp.stream_result and time its first content event; the result."""
+    events = [(e.name, json_or_none(e.data)) for e in sse_events(text)]
+    result = _untrusted(provider.stream_reassemble, events)
+    resp.stream_result = {"events": len(events), "result": result}
+    for i, (name, payload) in enumerate(events[: len(offsets or [])]):
+        if _untrusted(provider.event_has_content, name, payload):
+            # Offsets are rounded: never report content before the first byte.
+            resp.ttft_ms = max(float(offsets[i]), resp.ttfb_ms or 0.0)
+            break
+    return result
+
+
+def _usage_fill(resp: Response, provider: Provider, answer: Any) -> None:
+    """The answering model, token counts and cost, from a parsed answer."""
+    usage = _untrusted(provider.usage, answer)
+    if usage is None:
+        return
+    resp.model = usage.model
+    for name in USAGE_FIELDS:
+        setattr(resp, name, getattr(usage, name))
+    resp.cost_usd = cost_compute(provider, resp.model, resp.input_tokens, resp.output_tokens, resp.cached_tokens)
+
+
+def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile]) -> Response:
+    """The Response row (and its files) of a response record."""
+    resp = row_new(Response, {
+        "id": rec.id, "request_id": rec.request_id, "status_code": rec.status, "headers": rec.headers,
+        "body": rec.body, "body_size": rec.body_size, "content_type": rec.content_type[:255],
+        "is_stream": rec.is_stream, "event_offsets_ms": rec.event_offsets_ms, "duration_ms": rec.duration_ms,
+        "ttfb_ms": rec.ttfb_ms, "outcome": rec.outcome, "error_message": _notes_join(rec.error, rec.notes),
+        "created_at": epoch_datetime(rec.created), "usage_injected": rec.usage_injected,
+    })
+    resp.is_error = bool(rec.error) or rec.outcome != Outcome.COMPLETED or (rec.status or 0) >= 400
+    ref = rec.body_file
+    text = resp.body
+    if ref is not None and "json" in resp.content_type and ref.size <= JSON_PARSE_MAX_BYTES and not ref.error:
+        text = spooled_text(ref)  # a big JSON answer (usually base64 images): read to cut the images out
+    answer: Any = None
+    if resp.is_stream and text is not None:
+        answer = _stream_read(resp, provider, text, rec.event_offsets_ms)
+    elif text is not None:
+        answer = json_or_none(text)
+        found = _untrusted(provider.embedded_files, answer) or []
+        if found:
+            embedded_store(found, provider=rec.provider, owner=rec.id, request_id=rec.request_id,
+                           created=rec.created, files=files)
+            resp.body = json.dumps(answer)
+            if ref is not None:
+                unlink_after_commit(spool_path(ref.spool))
+                ref = None
+    if isinstance(answer, dict):
+        _usage_fill(resp, provider, answer)
+        resp.output_urls = _untrusted(provider.output_urls, answer) or []
+        resp.output_provider = rec.provider
+    if ref is not None:
+        name, missing = spooled_store(ref, provider=rec.provider, owner=rec.id, label="body", created=rec.created,
+                                      content_type=ref.content_type or resp.content_type)
+        if name:
+            files.append(file_row(owner=rec.id, label="body", request_id=rec.request_id, response_id=rec.id,
+                                  name=name, role=BinaryFile.Role.RESPONSE_BODY,
+                                  content_type=ref.content_type or resp.content_type, size=ref.size,
+                                  sha256=ref.sha256, created=rec.created))
+        resp.error_message = _notes_join(resp.error_message, ref.error, missing)
+    return resp
+
+
+def _row_minimal(rec: Record, exc: Exception) -> Request | Response:
+    """A row with only the plain fields of a record whose body could not be processed.
+
+    Keeps the exchange visible, and keeps the response's foreign key valid (a missing request
+    row would make every later write of the batch fail).
+    """
+    note = f"log record could not be processed: {type(exc).__name__}: {exc}"
+    if isinstance(rec, RequestRecord):
+        return Request(id=rec.id, provider=rec.provider, endpoint=rec.endpoint[:1024], method=rec.method[:16],
+                       query_string=rec.query, headers=rec.headers, body_size=rec.body_size,
+                       key_fingerprint=rec.key_fp, instance=rec.instance, gateway_key=rec.gateway_key[:160],
+                       content_type=rec.content_type[:255], created_at=epoch_datetime(rec.created))
+    return Response(id=rec.id, request_id=rec.request_id, status_code=rec.status, headers=rec.headers,
+                    outcome=rec.outcome, is_error=True, duration_ms=rec.duration_ms, body_size=rec.body_size,
+                    error_message=_notes_join(rec.error, rec.notes, note), created_at=epoch_datetime(rec.created))
+
+
+def records_write(records: list[Record]) -> None:
+    """Write a batch of journal records in one transaction; idempotent on replay."""
+    requests, responses, files = [], [], []
+    providers = registry(settings.GATEWAY_PROVIDERS)
+    with unlinks_deferred():
+        for rec in records:
+            provider = providers.get(rec.provider)
+            try:
+                if isinstance(rec, RequestRecord):
+                    requests.append(request_row(rec, provider, files))
+                else:
+                    responses.append(response_row(rec, provider, files))
+            except Exception as exc:  # one bad record must not cost the batch (nor leave a gap)
+                log.exception("log record %s could not be processed; kept without its body", rec.id)
+                (requests if isinstance(rec, RequestRecord) else responses).append(_row_minimal(rec, exc))
+        with transaction.atomic():
+            rows_insert(Request, requests)
+            rows_insert(Response, responses)
+            rows_insert(BinaryFile, files)
+    output_files_schedule(responses)

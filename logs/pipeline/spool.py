@@ -1,0 +1,66 @@
+"""Spool files: bodies the proxy keeps as files, in a local folder, until the ingest stores them.
+
+The proxy writes here as bytes pass (request bodies it must keep whole, large or binary
+answers); the journal record names the file (records.FileRef); the ingest process moves it into
+the payload store (logs/storage.py) and removes it. So the event loop only ever writes local
+files, and a slow or unreachable payload store costs nothing but a delay in the log.
+"""
+
+import hashlib
+import os
+from pathlib import Path
+
+from django.conf import settings
+
+from logs.records import FileRef
+
+
+def spool_dir() -> Path:
+    """The spool folder (created on first use)."""
+    path = Path(settings.SPOOL_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def spool_path(name: str) -> Path:
+    """Where a spool file lives; the name is ours (an id and a label), never a client's."""
+    return Path(settings.SPOOL_DIR) / os.path.basename(name)
+
+
+def spool_discard(name: str) -> None:
+    """Remove a spool file nobody will store (already gone is fine)."""
+    try:
+        spool_path(name).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+class SpoolWriter:
+    """A new spool file written in pieces, hashed as it goes."""
+
+    def __init__(self, name: str, content_type: str = "") -> None:
+        self.name = name
+        self.content_type = content_type
+        self.size = 0
+        self._sha = hashlib.sha256()
+        self._file = open(spool_dir() / name, "xb")  # noqa: SIM115 (closed by close/discard)
+
+    def write(self, data: bytes) -> None:
+        """Append bytes (OSError on a full disk: the caller decides)."""
+        self._file.write(data)
+        self._sha.update(data)
+        self.size += len(data)
+
+    def close(self, error: str = "") -> FileRef:
+        """Finish the file and describe it for the journal record."""
+        self._file.close()
+        return FileRef(spool=self.name, size=self.size, sha256=self._sha.hexdigest(),
+                       content_type=self.content_type, error=error)
+
+    def discard(self) -> None:
+        """Drop a file that cannot be finished (a truncated copy is no evidence, and frees the disk)."""
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        spool_discard(self.name)

@@ -1,0 +1,119 @@
+"""The journal records: what the proxy hands the log, one JSON line each. No Django here.
+
+The proxy builds these, the journal stores their lines, the ingest process reads them back
+(record_parse) and turns them into rows. Every field is declared here, with its default: a line
+from an older gateway (or with fields this one does not know) still reads.
+"""
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from wire.jsonutil import json_line, json_parse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class FileRef:
+    """A body kept as a file in the spool folder until the ingest moves it into the payload store."""
+
+    spool: str  # file name inside the spool folder
+    size: int = 0
+    sha256: str = ""
+    content_type: str = ""
+    error: str = ""  # why the file is incomplete, when it is
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """A request as received (credentials masked): written before anything goes upstream."""
+
+    kind: ClassVar[str] = "req"
+    id: str
+    provider: str = ""
+    endpoint: str = ""  # the gateway path as the client sent it
+    method: str = ""
+    query: str = ""
+    headers: list = field(default_factory=list)  # [[name, value], ...] in order, masked
+    body: str | None = None  # text bodies up to LOG_BODY_INLINE_MAX_BYTES; otherwise body_file
+    body_size: int = 0
+    body_file: FileRef | None = None
+    content_type: str = ""
+    client: str = ""
+    created: float = 0.0  # epoch seconds
+    instance: str = ""  # the worker process that journaled it (for replay after a crash)
+    key_fp: str = ""
+    gateway_key: str = ""
+
+
+@dataclass(slots=True)
+class ResponseRecord:
+    """How an exchange ended: the upstream's answer as relayed, or the gateway's own."""
+
+    kind: ClassVar[str] = "resp"
+    id: str
+    request_id: str = ""
+    provider: str = ""
+    status: int | None = None
+    headers: list = field(default_factory=list)
+    content_type: str = ""
+    body: str | None = None
+    body_size: int = 0
+    body_file: FileRef | None = None
+    is_stream: bool = False
+    event_offsets_ms: list | None = None  # each event's arrival, ms since the request arrived
+    duration_ms: float | None = None
+    ttfb_ms: float | None = None
+    outcome: str = "completed"
+    error: str = ""
+    notes: str = ""  # what the log could not keep (a file not saved, a body not decoded)
+    created: float = 0.0
+    usage_injected: bool = False
+
+
+Record = RequestRecord | ResponseRecord
+KINDS: dict[str, type] = {"req": RequestRecord, "resp": ResponseRecord}
+_FIELDS = {cls: frozenset(f.name for f in dataclasses.fields(cls)) for cls in (RequestRecord, ResponseRecord, FileRef)}
+
+
+def record_line(record: Record) -> bytes:
+    """A record as one journal line."""
+    data = {"t": record.kind}
+    data.update({name: getattr(record, name) for name in record.__slots__})
+    if record.body_file is not None:
+        data["body_file"] = {name: getattr(record.body_file, name) for name in FileRef.__slots__}
+    return json_line(data)
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """A dataclass from a dict, ignoring keys it does not declare."""
+    known = _FIELDS[cls]
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def record_parse(line: bytes | str) -> Record:
+    """A journal line back as its record; ValueError when it is not one."""
+    data = json_parse(line)
+    if not isinstance(data, dict) or data.get("t") not in KINDS or not isinstance(data.get("id"), str):
+        raise ValueError("not a journal record")
+    cls = KINDS[data.pop("t")]
+    body_file = data.get("body_file")
+    data["body_file"] = _build(FileRef, body_file) if isinstance(body_file, dict) and "spool" in body_file else None
+    try:
+        return _build(cls, data)
+    except TypeError as exc:
+        raise ValueError(f"malformed journal record: {exc}") from None
+
+
+def lines_parse(lines: list[bytes]) -> list[Record | None]:
+    """One entry per journal line: its record, or None for a line that is not one (logged, still counted)."""
+    out: list[Record | None] = []
+    for line in lines:
+        try:
+            out.append(record_parse(line))
+        except ValueError:
+            log.error("unreadable log line skipped (%d bytes)", len(line))
+            out.append(None)
+    return out

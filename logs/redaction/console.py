@@ -1,0 +1,78 @@
+"""Scrubs credentials from every console log line (ours, Django's, uvicorn's access log, httpx's)."""
+
+import logging
+import re
+from typing import Any
+from urllib.parse import unquote_plus
+
+from logs.redaction.redact import SECRET_HEADERS, SECRET_QUERY_PARAMS, token_mask, value_mask
+
+
+def _alternation(names: frozenset[str]) -> str:
+    """A regex alternation of names, longest first so `set-cookie` wins over `cookie`."""
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+_PARAM = re.compile(rf"(?i)(?<![\w-])((?:{_alternation(SECRET_QUERY_PARAMS)})=)([^&\s\"'#;,]+)")
+_HEADER = re.compile(
+    rf"(?i)(?<![\w-])((?:{_alternation(SECRET_HEADERS)})[\"']?\s*[:=]\s*[\"']?)([^\"'\r\n,}}\]]+)")
+_SCHEME = re.compile(r"(?i)\b((?:bearer|basic|token)\s+)([A-Za-z0-9._~+/=-]{8,})")
+_SHAPES = re.compile(r"(?<![\w-])(sk-[A-Za-z0-9_-]{12,}|AIza[0-9A-Za-z_-]{20,})")
+
+
+def text_redact(text: str) -> str:
+    """Mask anything that looks like a credential in a free-text line."""
+    text = _HEADER.sub(lambda m: m.group(1) + value_mask(m.group(2)), text)
+    text = _PARAM.sub(lambda m: m.group(1) + token_mask(unquote_plus(m.group(2))), text)
+    text = _SCHEME.sub(lambda m: m.group(1) + token_mask(m.group(2)), text)
+    return _SHAPES.sub(lambda m: token_mask(m.group(1)), text)
+
+
+def _arg_redact(arg: Any) -> Any:
+    """One %-format argument, replaced by its scrubbed text only when it held a credential."""
+    if arg is None or isinstance(arg, (int, float, bool)):
+        return arg
+    try:
+        text = str(arg)
+    except Exception:  # an object that cannot print itself is left for logging to report
+        return arg
+    # CR/LF inside an argument (a path with %0d%0a) would forge extra log lines.
+    clean = text_redact(text).replace("\r", "\\r").replace("\n", "\\n")
+    return arg if clean == text else clean
+
+
+def record_redact(record: logging.LogRecord) -> None:
+    """Scrub a log record in place: message, arguments, traceback and stack text."""
+    if isinstance(record.msg, str):
+        record.msg = text_redact(record.msg)
+    if isinstance(record.args, tuple):
+        record.args = tuple(_arg_redact(a) for a in record.args)
+    elif isinstance(record.args, dict):
+        record.args = {k: _arg_redact(v) for k, v in record.args.items()}
+    if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+        # Formatters reuse exc_text when set, so the traceback is printed scrubbed.
+        record.exc_text = text_redact(logging.Formatter().formatException(record.exc_info))
+    if record.stack_info:
+        record.stack_info = text_redact(record.stack_info)
+
+
+_installed = False
+
+
+def console_redaction_install() -> None:
+    """Scrub every log record at creation, whichever logger or handler it goes to (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            record_redact(record)
+        except Exception:  # scrubbing must never cost the log line itself
+            pass
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True

@@ -1,0 +1,112 @@
+"""Anthropic: the Messages API, its event stream and its error shape."""
+
+import json
+import re
+from typing import Any
+
+from providers import turns
+from providers.base import Payload, Provider, StreamEvent, Turn, Usage, int_of, names_without, sub, usage_make
+
+# claude-sonnet-4-20250514 and claude-3-5-haiku-latest price like claude-sonnet-4 / claude-3-5-haiku.
+VERSION_SUFFIXES = (re.compile(r"-\d{8}$"), re.compile(r"-latest$"))
+
+
+def _block_delta(block: dict[str, Any], delta: dict[str, Any]) -> None:
+    """Apply one content_block_delta to its block."""
+    kind = delta.get("type")
+    if kind == "text_delta":
+        block["text"] = block.get("text", "") + (delta.get("text") or "")
+    elif kind == "input_json_delta":
+        block["_partial_json"] = block.get("_partial_json", "") + (delta.get("partial_json") or "")
+    elif kind == "thinking_delta":
+        block["thinking"] = block.get("thinking", "") + (delta.get("thinking") or "")
+    elif kind == "signature_delta":
+        block["signature"] = delta.get("signature")
+    elif kind == "citations_delta":
+        block.setdefault("citations", []).append(delta.get("citation"))
+
+
+def _block_finish(block: dict[str, Any]) -> dict[str, Any]:
+    """Turn a tool_use block's streamed JSON fragments into its input object."""
+    partial = block.pop("_partial_json", None)
+    if partial is not None:
+        try:
+            block["input"] = json.loads(partial) if partial else {}
+        except (ValueError, RecursionError):
+            block["input_raw"] = partial  # cut-off stream: keep what arrived
+    return block
+
+
+class Anthropic(Provider):
+    name = "anthropic"
+    label = "Anthropic"
+    prefixes = ("/anthropic/v1/",)
+    upstream_env = "ANTHROPIC_UPSTREAM_URL"
+    upstream_default = "https://api.anthropic.com"
+    credential_headers = ("x-api-key", "authorization")
+
+    def error_body(self, message: str, *, kind: str = "gateway_error", status: int = 500) -> bytes:
+        """{"type": "error", "error": {type, message}}."""
+        return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+
+    def usage(self, answer: Payload) -> Usage:
+        """Anthropic's input_tokens excludes cache reads and writes: they are added back for one meaning."""
+        u = sub(answer, "usage")
+        base = int_of(u, "input_tokens")
+        read, written = int_of(u, "cache_read_input_tokens"), int_of(u, "cache_creation_input_tokens")
+        inp = base + (read or 0) + (written or 0) if base is not None else None
+        return usage_make(sub(answer, "model"), inp, int_of(u, "output_tokens"), read)
+
+    def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
+        """A Message rebuilt from message_start / content_block_* / message_delta events."""
+        message: dict[str, Any] | None = None
+        blocks: dict[int, dict[str, Any]] = {}
+        for _, p in events:
+            if not isinstance(p, dict):
+                continue
+            kind = p.get("type")
+            if kind == "message_start" and isinstance(p.get("message"), dict):
+                message = {**p["message"], "content": []}
+                message["usage"] = dict(message.get("usage") or {})
+            elif kind == "content_block_start" and isinstance(p.get("content_block"), dict):
+                block = dict(p["content_block"])
+                if block.get("type") in ("tool_use", "server_tool_use"):
+                    block["_partial_json"] = ""  # the input arrives as JSON fragments
+                index = p.get("index", len(blocks))
+                blocks[index if isinstance(index, int) else len(blocks)] = block
+            elif kind == "content_block_delta" and isinstance(p.get("delta"), dict):
+                index = p.get("index", 0)
+                _block_delta(blocks.setdefault(index if isinstance(index, int) else 0, {"type": "text"}), p["delta"])
+            elif kind == "message_delta" and message is not None:
+                message.update({k: v for k, v in (sub(p, "delta") or {}).items() if v is not None})
+                # message_delta usage is cumulative: it replaces message_start's counts.
+                message["usage"].update({k: v for k, v in (sub(p, "usage") or {}).items() if v is not None})
+            elif kind == "error" and message is not None:
+                message["error"] = p.get("error")
+        if message is None:
+            return None
+        message["content"] = [_block_finish(blocks[i]) for i in sorted(blocks)]
+        return message
+
+    def event_has_content(self, name: str | None, payload: Payload) -> bool:
+        """The first content_block_delta (text, tool input JSON or thinking)."""
+        return isinstance(payload, dict) and payload.get("type") == "content_block_delta"
+
+    def conversation(self, endpoint: str, request: Payload, answer: Payload) -> list[Turn]:
+        """The Messages API: system, messages, and the reply's content blocks."""
+        if "/messages" not in endpoint:
+            return []
+        sent: list[Turn] = []
+        if isinstance(request, dict):
+            sent = turns.system_turn(request)
+            messages = request.get("messages")
+            sent += [turns.chat_message(m) for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+        reply: list[Turn] = []
+        if isinstance(answer, dict) and answer.get("type") == "message" and isinstance(answer.get("content"), list):
+            reply = [{"role": answer.get("role", "assistant"), "parts": turns.content_parts(answer["content"]),
+                      "finish": answer.get("stop_reason")}]
+        return turns.exchange_turns(sent, reply)
+
+    def price_names(self, model: str) -> list[str]:
+        """The name, then its family without the date or -latest."""
+        return names_without(model, VERSION_SUFFIXES)

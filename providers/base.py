@@ -1,0 +1,181 @@
+"""What every provider module defines: the Provider interface, with the defaults most providers share.
+
+A provider answers two kinds of question. How requests reach it: route prefixes, the upstream
+base URL, where the client puts its credential, the shape of its error bodies. How its traffic
+reads: the model a request names, whether it asked for a stream, the usage an answer reports,
+how a stream's events add up to the answer, which event first carries content, the
+conversation a payload holds, files embedded in answers or pointed to by them, and how its
+model names map onto price-table entries.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+Payload = Any  # parsed JSON: dict, list, str, number, bool or None
+StreamEvent = tuple[str | None, Payload]  # (SSE event name, its data parsed as JSON, None when not JSON)
+Turn = dict[str, Any]  # one conversation turn: {"role", "parts": [...], "reply"?, "finish"?}
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Model and token counts of one answer, with one meaning across providers.
+
+    input_tokens: every prompt token, cached ones included; cached_tokens: the part read from a
+    prompt cache; output_tokens: every generated token, reasoning included (that is how they are
+    billed); reasoning_tokens: the part spent thinking; total_tokens: as reported, else
+    input + output. Anything the provider did not report is None, never 0.
+    """
+
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")
+
+
+def usage_make(model: Any, inp: int | None, out: int | None, cached: int | None = None,
+               reasoning: int | None = None, total: int | None = None) -> Usage:
+    """A Usage, with the total filled in when both parts are known."""
+    if total is None and inp is not None and out is not None:
+        total = inp + out
+    name = model[:255] if isinstance(model, str) and model else None
+    return Usage(name, inp, out, cached, reasoning, total)
+
+
+def int_of(obj: Any, *keys: str) -> int | None:
+    """The first of `keys` holding an int in a dict (bools excluded), else None."""
+    if not isinstance(obj, dict):
+        return None
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def sub(obj: Any, key: str) -> Any:
+    """obj[key] when obj is a dict, else None."""
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+def str_of(obj: Any, key: str) -> str | None:
+    """obj[key] when it is a non-empty string (cut to 255 characters), else None."""
+    value = sub(obj, key)
+    return value[:255] if isinstance(value, str) and value else None
+
+
+@dataclass
+class EmbeddedFile:
+    """A file carried inside a JSON answer (a base64 image), to be stored apart from the body.
+
+    The log stores `data` as a file and sets holder[key] to a reference to it, so the logged
+    body keeps its shape without the base64 text.
+    """
+
+    label: str  # stable within the answer ("image0"): names the stored file on a replay too
+    content_type: str
+    data: bytes
+    holder: dict
+    key: str
+
+
+class Provider:
+    """One provider. Subclasses override what differs; everything here is OpenAI-like."""
+
+    name: str = ""
+    label: str = ""  # for people: "OpenAI"
+    prefixes: tuple[str, ...] = ()  # gateway paths it serves, e.g. ("/anthropic/v1/",)
+    upstream_prefix: str = "/v1/"  # what replaces the matched prefix upstream
+    upstream_env: str = ""  # the environment variable holding its upstream base URL
+    upstream_default: str = ""
+    credential_headers: tuple[str, ...] = ("authorization",)  # lowercase
+    credential_query: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+    # --- reaching it
+    def upstream_path(self, path: str) -> str | None:
+        """The upstream path for a gateway path, or None when no prefix of this provider claims it."""
+        for prefix in self.prefixes:
+            if path.startswith(prefix):
+                return self.upstream_prefix + path[len(prefix):]
+        return None
+
+    def credential(self, headers: list[tuple[str, str]], query: str = "") -> str:
+        """The client's credential (the token, without its scheme), or ""."""
+        for name, value in headers:
+            if name.lower() in self.credential_headers:
+                return value.split(" ", 1)[-1].strip()
+        if self.credential_query and query:
+            for name, value in parse_qsl(query):
+                if name in self.credential_query:
+                    return value
+        return ""
+
+    def error_body(self, message: str, *, kind: str = "gateway_error", status: int = 500) -> bytes:
+        """An error answer in this provider's own shape, so its SDK raises its usual exception."""
+        return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
+
+    # --- reading its requests
+    def request_model(self, endpoint: str, payload: Payload) -> str | None:
+        """The model a request asks for."""
+        return str_of(payload, "model")
+
+    def stream_requested(self, endpoint: str, payload: Payload) -> bool:
+        """Whether the request asks for an event stream."""
+        return sub(payload, "stream") is True
+
+    # --- reading its answers
+    def usage(self, answer: Payload) -> Usage:
+        """Model and token counts of a JSON answer (or of a reassembled stream's result)."""
+        return Usage()
+
+    def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
+        """The answer a stream adds up to (what the provider would have answered unstreamed), or None."""
+        return None
+
+    def event_has_content(self, name: str | None, payload: Payload) -> bool:
+        """Whether a stream event carries content (text, a tool call, thinking): time to first token."""
+        return False
+
+    def conversation(self, endpoint: str, request: Payload, answer: Payload) -> list[Turn]:
+        """The turns a request sent and its answer returned, for reading; [] when not a conversation."""
+        return []
+
+    def embedded_files(self, answer: Payload) -> list[EmbeddedFile]:
+        """Files inside a JSON answer that the log stores apart from the body."""
+        return []
+
+    def output_urls(self, answer: Payload) -> list[str]:
+        """URLs of files an answer points to that the log should copy (candidates; hosts are checked by the caller)."""
+        return []
+
+    def price_names(self, model: str) -> list[str]:
+        """Names to look a model up by in the price table, most specific first."""
+        return [model]
+
+    # --- changing what goes upstream (STREAM_USAGE=inject)
+    def usage_inject(self, method: str, upstream_path: str, body: bytes) -> bytes | None:
+        """The body asking the stream to report usage, or None when nothing needs to change."""
+        return None
+
+    def injected_event(self, payload: Payload) -> bool:
+        """True for the usage-only event that usage_inject made the upstream send (hidden from the client)."""
+        return False
+
+
+def names_without(model: str, suffixes: tuple) -> list[str]:
+    """A model name, then the names left by removing each matching version suffix (compiled regexes)."""
+    names = [model]
+    for suffix in suffixes:
+        base = suffix.sub("", model)
+        if base != model and base not in names:
+            names.append(base)
+    return names

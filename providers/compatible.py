@@ -1,0 +1,35 @@
+"""OpenAI-compatible servers (Groq, Ollama, vLLM, Together, ...), declared as GATEWAY_PROVIDERS entries."""
+
+import re
+
+from providers.openai import OpenAI
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class Compatible(OpenAI):
+    """An OpenAI-compatible server mounted at /{name}/v1/*; its base URL comes from configuration."""
+
+    upstream_env = ""
+
+    def __init__(self, name: str, base_url: str) -> None:
+        self.name = self.label = name
+        self.prefixes = (f"/{name}/v1/",)
+        self.upstream_default = base_url
+
+
+def compatible_parse(entries: tuple[str, ...], taken: frozenset[str]) -> tuple[Compatible, ...]:
+    """Providers from "name=https://host/base" entries; ValueError naming the bad entry."""
+    out: list[Compatible] = []
+    for entry in entries:
+        if not entry.strip():
+            continue
+        name, sep, url = entry.strip().partition("=")
+        name, url = name.strip().lower(), url.strip()
+        if not sep or not NAME_RE.match(name) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"GATEWAY_PROVIDERS entry {entry!r} must look like name=https://host/base "
+                             "(name: lowercase letters, digits, - or _)")
+        if name in taken or any(p.name == name for p in out):
+            raise ValueError(f"GATEWAY_PROVIDERS: the name {name!r} is already taken")
+        out.append(Compatible(name, url))
+    return tuple(out)

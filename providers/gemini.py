@@ -1,0 +1,112 @@
+"""Google Gemini (generativelanguage.googleapis.com): generateContent, its stream and Google's error shape."""
+
+import json
+import re
+from typing import Any
+
+from providers.base import Payload, Provider, StreamEvent, Usage, int_of, names_without, sub, usage_make
+
+MODEL_IN_PATH = re.compile(r"/(?:models|tunedModels)/([^/:]+)")
+# gemini-2.0-flash-001 and gemini-2.5-pro-preview-05-06 price like gemini-2.0-flash / gemini-2.5-pro.
+VERSION_SUFFIXES = (re.compile(r"-\d{3}$"), re.compile(r"-preview(-\d{2}-\d{2})?$"), re.compile(r"-latest$"))
+GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                 404: "NOT_FOUND", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
+                 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def _parts_merge(parts: list[dict[str, Any]], new: list[Any]) -> None:
+    """Append streamed parts, joining consecutive text pieces of the same kind."""
+    for part in new:
+        if not isinstance(part, dict):
+            continue
+        last = parts[-1] if parts else None
+        if ("text" in part and last is not None and "text" in last and isinstance(part["text"], str)
+                and isinstance(last["text"], str) and bool(last.get("thought")) == bool(part.get("thought"))):
+            last["text"] += part["text"]
+            if part.get("thoughtSignature"):
+                last["thoughtSignature"] = part["thoughtSignature"]
+        else:
+            parts.append(dict(part))
+
+
+class Gemini(Provider):
+    name = "gemini"
+    label = "Google Gemini"
+    # The google-genai SDK adds the API version itself (/v1beta/models/...), so the prefix is bare.
+    prefixes = ("/gemini/",)
+    upstream_prefix = "/"
+    upstream_env = "GEMINI_UPSTREAM_URL"
+    upstream_default = "https://generativelanguage.googleapis.com"
+    credential_headers = ("x-goog-api-key", "authorization")
+    credential_query = ("key",)
+
+    def error_body(self, message: str, *, kind: str = "gateway_error", status: int = 500) -> bytes:
+        """{"error": {code, message, status}}."""
+        return json.dumps({"error": {"code": status, "message": message,
+                                     "status": GOOGLE_STATUS.get(status, "INTERNAL")}}).encode()
+
+    def request_model(self, endpoint: str, payload: Payload) -> str | None:
+        """Gemini names the model in the path: /v1beta/models/{model}:generateContent."""
+        found = MODEL_IN_PATH.search(endpoint)
+        return found.group(1)[:255] if found else None
+
+    def stream_requested(self, endpoint: str, payload: Payload) -> bool:
+        """Gemini streams by method name (:streamGenerateContent)."""
+        return ":streamGenerateContent" in endpoint
+
+    def usage(self, answer: Payload) -> Usage:
+        """usageMetadata: thoughts are billed as output; tool-use prompt tokens as input."""
+        m = sub(answer, "usageMetadata")
+        prompt, tool = int_of(m, "promptTokenCount"), int_of(m, "toolUsePromptTokenCount")
+        candidates, thoughts = int_of(m, "candidatesTokenCount"), int_of(m, "thoughtsTokenCount")
+        total = int_of(m, "totalTokenCount")
+        inp = prompt + (tool or 0) if prompt is not None else None
+        out = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
+        if out is None and total is not None and inp is not None:
+            out = total - inp  # Gemini omits candidatesTokenCount when nothing was generated
+        return usage_make(sub(answer, "modelVersion"), inp, out, int_of(m, "cachedContentTokenCount"), thoughts,
+                          total)
+
+    def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
+        """A GenerateContentResponse rebuilt from streamed chunks (usageMetadata: the last one)."""
+        result: dict[str, Any] = {}
+        candidates: dict[int, dict[str, Any]] = {}
+        for _, p in events:
+            if not isinstance(p, dict):
+                continue
+            for key in ("usageMetadata", "modelVersion", "responseId", "promptFeedback"):
+                if p.get(key) is not None:
+                    result[key] = p[key]
+            cands = p.get("candidates")
+            for cand in cands if isinstance(cands, list) else []:
+                if not isinstance(cand, dict):
+                    continue
+                idx = cand.get("index", 0)
+                idx = idx if isinstance(idx, int) else 0
+                acc = candidates.setdefault(idx, {"index": idx, "content": {"role": "model", "parts": []}})
+                content = cand.get("content") if isinstance(cand.get("content"), dict) else {}
+                if content.get("role"):
+                    acc["content"]["role"] = content["role"]
+                parts = content.get("parts")
+                _parts_merge(acc["content"]["parts"], parts if isinstance(parts, list) else [])
+                for key, value in cand.items():
+                    if key not in ("content", "index") and value is not None:
+                        acc[key] = value
+        if not candidates and not result:
+            return None
+        result["candidates"] = [candidates[i] for i in sorted(candidates)]
+        return result
+
+    def event_has_content(self, name: str | None, payload: Payload) -> bool:
+        """A chunk whose candidates hold a non-empty part (text or function call)."""
+        cands = sub(payload, "candidates")
+        for cand in cands if isinstance(cands, list) else []:
+            parts = sub(sub(cand, "content"), "parts")
+            for part in parts if isinstance(parts, list) else []:
+                if isinstance(part, dict) and (part.get("text") or part.get("functionCall")):
+                    return True
+        return False
+
+    def price_names(self, model: str) -> list[str]:
+        """The name without "models/", then its family without a version or preview suffix."""
+        return names_without(model.removeprefix("models/"), VERSION_SUFFIXES)

@@ -1,0 +1,244 @@
+"""OpenAI: chat completions, Responses API, embeddings, images, audio; the wire format others copy."""
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+from providers import turns
+from providers.base import EmbeddedFile, Payload, Provider, StreamEvent, Turn, Usage, int_of, names_without, \
+    sub, usage_make
+
+MAX_TOOL_CALLS = 256  # a tool-call index is untrusted input: never grow a list to its size
+IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
+# Dated or versioned names price like their family: gpt-4o-mini-2024-07-18 -> gpt-4o-mini.
+VERSION_SUFFIXES = (re.compile(r"-\d{4}-\d{2}-\d{2}$"), re.compile(r"-latest$"),
+                    re.compile(r"-preview(-\d{2}-\d{2})?$"))
+# Streams that report usage only when asked (stream_options.include_usage).
+USAGE_INJECT_ENDPOINTS = ("/chat/completions", "/completions")
+CONVERSATION_ENDPOINTS = ("/chat/completions", "/responses", "/completions")
+
+
+def chat_chunks_reassemble(chunks: list[dict]) -> dict[str, Any]:
+    """Rebuild a chat completion (content, tool calls, finish reason, usage) from its chunks."""
+    result: dict[str, Any] = {"object": "chat.completion", "choices": []}
+    choices: dict[int, dict[str, Any]] = {}
+    for chunk in chunks:
+        for key in ("id", "model", "created", "system_fingerprint"):
+            if chunk.get(key) is not None:
+                result[key] = chunk[key]
+        if chunk.get("usage"):
+            result["usage"] = chunk["usage"]
+        choice_list = chunk.get("choices")
+        for choice in choice_list if isinstance(choice_list, list) else []:
+            if isinstance(choice, dict):  # broken upstreams: skip what is not a choice
+                _choice_add(choices, choice)
+    result["choices"] = [choices[i] for i in sorted(choices)]
+    return result
+
+
+def _choice_add(choices: dict[int, dict[str, Any]], choice: dict) -> None:
+    """Fold one streamed choice delta into its accumulated choice."""
+    idx = choice.get("index", 0)
+    idx = idx if isinstance(idx, int) else 0
+    acc = choices.setdefault(idx, {"index": idx, "message": {"role": "assistant", "content": None},
+                                   "finish_reason": None})
+    delta = choice.get("delta")
+    delta = delta if isinstance(delta, dict) else {}
+    msg = acc["message"]
+    if isinstance(delta.get("role"), str) and delta["role"]:
+        msg["role"] = delta["role"]
+    if isinstance(delta.get("content"), str):
+        msg["content"] = (msg["content"] or "") + delta["content"]
+    if isinstance(delta.get("refusal"), str):
+        msg["refusal"] = (msg.get("refusal") or "") + delta["refusal"]
+    if isinstance(choice.get("text"), str):  # legacy /v1/completions
+        acc["text"] = acc.get("text", "") + choice["text"]
+    tool_calls = delta.get("tool_calls")
+    for call in tool_calls if isinstance(tool_calls, list) else []:
+        if isinstance(call, dict):
+            _tool_call_add(msg, call)
+    if choice.get("finish_reason"):
+        acc["finish_reason"] = choice["finish_reason"]
+
+
+def _tool_call_add(msg: dict, call: dict) -> None:
+    """Fold one streamed tool-call fragment into the message's tool calls."""
+    calls = msg.setdefault("tool_calls", [])
+    cidx = call.get("index", len(calls))
+    if not isinstance(cidx, int) or not 0 <= cidx < MAX_TOOL_CALLS:
+        return
+    while len(calls) <= cidx:
+        calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+    slot = calls[cidx]
+    if call.get("id"):
+        slot["id"] = call["id"]
+    if call.get("type"):
+        slot["type"] = call["type"]
+    fn = call.get("function")
+    fn = fn if isinstance(fn, dict) else {}
+    slot["function"]["name"] += fn["name"] if isinstance(fn.get("name"), str) else ""
+    slot["function"]["arguments"] += fn["arguments"] if isinstance(fn.get("arguments"), str) else ""
+
+
+def _responses_item(item: Any) -> Turn | None:
+    """A Responses API input or output item as a turn."""
+    if isinstance(item, str):
+        return {"role": "user", "parts": [turns.part("text", text=item)]}
+    if not isinstance(item, dict):
+        return None
+    kind = item.get("type", "message")
+    if kind == "message" or "role" in item:
+        return {"role": item.get("role", "assistant"), "parts": turns.content_parts(item.get("content"))}
+    if kind == "function_call":
+        return {"role": "assistant", "parts": [turns.part("tool_call", name=item.get("name", ""),
+                                                          call_id=item.get("call_id", ""),
+                                                          text=turns.args_text(item.get("arguments", "")))]}
+    if kind == "function_call_output":
+        return {"role": "tool", "parts": [turns.part("tool_result", call_id=item.get("call_id", ""),
+                                                     text=str(item.get("output", "")))]}
+    if kind == "reasoning":
+        summary = " ".join(s.get("text", "") for s in item.get("summary") or [] if isinstance(s, dict))
+        return {"role": "assistant", "parts": [turns.part("reasoning", text=summary or "(reasoning)")]}
+    return {"role": "assistant", "parts": [turns.part("json", text=turns.args_text(item))]}
+
+
+def _request_turns(payload: dict) -> list[Turn]:
+    """The conversation a chat, Responses or completions request sent."""
+    sent = turns.system_turn(payload)
+    if isinstance(payload.get("messages"), list):
+        sent += [turns.chat_message(m) for m in payload["messages"] if isinstance(m, dict)]
+    elif "input" in payload:
+        items = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
+        sent += [t for t in (_responses_item(i) for i in items) if t]
+    elif isinstance(payload.get("prompt"), str):
+        sent.append({"role": "user", "parts": [turns.part("text", text=payload["prompt"])]})
+    return sent
+
+
+def _answer_turns(answer: Payload) -> list[Turn]:
+    """The reply of a chat completion or a Responses object."""
+    if not isinstance(answer, dict):
+        return []
+    if isinstance(answer.get("choices"), list):
+        out = []
+        for choice in answer["choices"]:
+            if not isinstance(choice, dict):
+                continue
+            if isinstance(choice.get("message"), dict):
+                turn = turns.chat_message(choice["message"])
+            else:
+                turn = {"role": "assistant", "parts": [turns.part("text", text=str(choice.get("text", "")))]}
+            turn["finish"] = choice.get("finish_reason")
+            out.append(turn)
+        return out
+    if isinstance(answer.get("output"), list):
+        out = [t for t in (_responses_item(i) for i in answer["output"]) if t]
+        if out:
+            out[-1]["finish"] = answer.get("status")
+        return out
+    return []
+
+
+class OpenAI(Provider):
+    name = "openai"
+    label = "OpenAI"
+    # /openai/v1/x and /v1/x both go to {upstream}/v1/x.
+    prefixes = ("/openai/v1/", "/v1/")
+    upstream_env = "OPENAI_UPSTREAM_URL"
+    upstream_default = "https://api.openai.com"
+
+    def usage(self, answer: Payload) -> Usage:
+        """Chat/completions naming (prompt/completion) and Responses API naming (input/output)."""
+        u = sub(answer, "usage")
+        details_in = sub(u, "prompt_tokens_details") or sub(u, "input_tokens_details")
+        details_out = sub(u, "completion_tokens_details") or sub(u, "output_tokens_details")
+        return usage_make(sub(answer, "model"), int_of(u, "prompt_tokens", "input_tokens"),
+                          int_of(u, "completion_tokens", "output_tokens"), int_of(details_in, "cached_tokens"),
+                          int_of(details_out, "reasoning_tokens"), int_of(u, "total_tokens"))
+
+    def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
+        """Chat/completions chunks rebuilt into a completion, or the Responses API's final object."""
+        final, chunks = None, []
+        for name, payload in events:
+            if not isinstance(payload, dict):
+                continue
+            kind = payload.get("type") or name or ""
+            kind = kind if isinstance(kind, str) else ""
+            if kind in ("response.completed", "response.failed", "response.incomplete") and isinstance(
+                    payload.get("response"), dict):
+                final = payload["response"]
+            elif "choices" in payload or str(payload.get("object", "")).endswith("chunk"):
+                chunks.append(payload)
+        if final is not None:
+            return final
+        return chat_chunks_reassemble(chunks) if chunks else None
+
+    def event_has_content(self, name: str | None, payload: Payload) -> bool:
+        """A chat/completions delta with text, refusal or a tool call; Responses API *.delta events."""
+        if not isinstance(payload, dict):
+            return False
+        kind = payload.get("type") or name or ""
+        if isinstance(kind, str) and kind.startswith("response.") and kind.endswith(".delta"):
+            return True
+        choices = payload.get("choices")
+        for choice in choices if isinstance(choices, list) else []:
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            delta = delta if isinstance(delta, dict) else {}
+            if delta.get("content") or delta.get("refusal") or delta.get("tool_calls") or choice.get("text"):
+                return True
+        return False
+
+    def conversation(self, endpoint: str, request: Payload, answer: Payload) -> list[Turn]:
+        """Chat completions, Responses and legacy completions."""
+        if not any(p in endpoint for p in CONVERSATION_ENDPOINTS):
+            return []
+        sent = _request_turns(request) if isinstance(request, dict) else []
+        return turns.exchange_turns(sent, _answer_turns(answer))
+
+    def embedded_files(self, answer: Payload) -> list[EmbeddedFile]:
+        """b64_json images of an images answer (generations, edits, variations)."""
+        items = sub(answer, "data")
+        if not isinstance(items, list):
+            return []
+        fmt = answer.get("output_format") or "png"
+        ctype = IMAGE_TYPES.get(fmt, "image/png") if isinstance(fmt, str) else "image/png"
+        found = []
+        for idx, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("b64_json"), str):
+                continue
+            try:
+                data = base64.b64decode(item["b64_json"], validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            found.append(EmbeddedFile(f"image{idx}", ctype, data, item, "b64_json"))
+        return found
+
+    def price_names(self, model: str) -> list[str]:
+        """The name, then its family without a date or -latest / -preview suffix."""
+        return names_without(model, VERSION_SUFFIXES)
+
+    def usage_inject(self, method: str, upstream_path: str, body: bytes) -> bytes | None:
+        """A streamed chat/completions body with stream_options.include_usage set, when it was not."""
+        if method != "POST" or not upstream_path.rstrip("/").endswith(USAGE_INJECT_ENDPOINTS):
+            return None
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None
+        if not isinstance(payload, dict) or payload.get("stream") is not True:
+            return None
+        options = payload.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            return None  # malformed: let the upstream answer it unchanged
+        if (options or {}).get("include_usage"):
+            return None  # the client asked: it gets the usage chunk
+        payload["stream_options"] = {**(options or {}), "include_usage": True}
+        return json.dumps(payload, ensure_ascii=False).encode()
+
+    def injected_event(self, payload: Payload) -> bool:
+        """The usage-only chunk: no choices, a usage object."""
+        return isinstance(payload, dict) and payload.get("choices") == [] and isinstance(payload.get("usage"), dict)

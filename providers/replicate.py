@@ -1,0 +1,56 @@
+"""Replicate: predictions (create, poll), their problem+json errors and the output files they point to."""
+
+import json
+import re
+
+from providers.base import Payload, Provider, Usage, int_of, str_of, sub, usage_make
+
+MODEL_IN_PATH = re.compile(r"/(?:models|deployments)/([^/]+/[^/]+)/predictions")
+URL_WALK_MAX = 1000  # outputs are lists of a few URLs; bound the walk of odd shapes
+
+
+class Replicate(Provider):
+    name = "replicate"
+    label = "Replicate"
+    prefixes = ("/replicate/v1/",)
+    upstream_env = "REPLICATE_UPSTREAM_URL"
+    upstream_default = "https://api.replicate.com"
+
+    def error_body(self, message: str, *, kind: str = "gateway_error", status: int = 500) -> bytes:
+        """problem+json: {"title", "detail", "status"}."""
+        return json.dumps({"title": kind, "detail": message, "status": status}).encode()
+
+    def request_model(self, endpoint: str, payload: Payload) -> str | None:
+        """/v1/models/{owner}/{name}/predictions, else the body's version ("owner/name:hash" or a hash)."""
+        found = MODEL_IN_PATH.search(endpoint)
+        if found:
+            return found.group(1)[:255]
+        version = str_of(payload, "version")
+        if version:
+            return version.split(":", 1)[0][:255]
+        return str_of(payload, "model")
+
+    def usage(self, answer: Payload) -> Usage:
+        """A prediction: language models report token counts in metrics."""
+        m = sub(answer, "metrics")
+        return usage_make(sub(answer, "model") or None, int_of(m, "input_token_count"), int_of(m, "output_token_count"))
+
+    def output_urls(self, answer: Payload) -> list[str]:
+        """http(s) URLs in a prediction's output (a string, or lists and dicts of them).
+
+        Replicate deletes outputs after an hour, so the log keeps a copy of each.
+        """
+        found: list[str] = []
+        stack = [sub(answer, "output")]
+        steps = 0
+        while stack and steps < URL_WALK_MAX:
+            steps += 1
+            item = stack.pop()
+            if isinstance(item, str):
+                if item.startswith(("http://", "https://")) and item not in found:
+                    found.append(item)
+            elif isinstance(item, list):
+                stack.extend(reversed(item))
+            elif isinstance(item, dict):
+                stack.extend(reversed(list(item.values())))
+        return found

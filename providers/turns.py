@@ -1,0 +1,91 @@
+"""Pieces of a readable conversation that several providers' payloads share (content blocks, tool calls)."""
+
+import json
+from typing import Any
+
+from providers.base import Turn
+
+
+def part(kind: str, **fields: Any) -> dict[str, Any]:
+    """One piece of a message: text, image, media, tool_call, tool_result, reasoning or json."""
+    return {"kind": kind, **fields}
+
+
+def args_text(value: Any) -> str:
+    """Tool-call arguments as indented JSON when they parse, else as sent."""
+    if isinstance(value, str):
+        try:
+            return json.dumps(json.loads(value), indent=2, ensure_ascii=False)
+        except ValueError:
+            return value
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def content_parts(content: Any) -> list[dict[str, Any]]:
+    """Parts of a message content: a string, or a list of typed blocks (OpenAI chat, Responses, Anthropic)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [part("text", text=content)]
+    if not isinstance(content, list):
+        return [part("json", text=args_text(content))]
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(part("text", text=block))
+        elif isinstance(block, dict):
+            parts.append(_block_part(block))
+    return parts
+
+
+def _block_part(block: dict) -> dict[str, Any]:
+    """One typed content block."""
+    kind = block.get("type", "")
+    if kind in ("text", "input_text", "output_text") or (not kind and "text" in block):
+        return part("text", text=str(block.get("text", "")))
+    if kind == "refusal":
+        return part("text", text=f"(refusal) {block.get('refusal', '')}")
+    if kind in ("image_url", "input_image", "image"):
+        src = block.get("image_url") or block.get("source") or {}
+        url = src.get("url") if isinstance(src, dict) else src
+        return part("image", text=str(url or "")[:200] or "(inline image)")
+    if kind in ("input_audio", "audio"):
+        return part("media", text="(audio input)")
+    if kind == "tool_use":  # Anthropic Messages
+        return part("tool_call", name=block.get("name", ""), call_id=block.get("id", ""),
+                    text=args_text(block.get("input")))
+    if kind == "tool_result":
+        return part("tool_result", call_id=block.get("tool_use_id", ""), text=flatten(block.get("content")))
+    return part("json", text=args_text(block))
+
+
+def flatten(content: Any) -> str:
+    """Text of a tool result's content."""
+    return "\n".join(p.get("text", "") for p in content_parts(content))
+
+
+def chat_message(msg: dict) -> Turn:
+    """A chat.completions message (Anthropic's Messages share the shape)."""
+    parts = content_parts(msg.get("content"))
+    for call in msg.get("tool_calls") or []:
+        if not isinstance(call, dict):
+            continue
+        fn = call.get("function") or {}
+        parts.append(part("tool_call", name=fn.get("name", ""), call_id=call.get("id") or "",
+                          text=args_text(fn.get("arguments", ""))))
+    if msg.get("role") == "tool":
+        parts = [part("tool_result", call_id=msg.get("tool_call_id", ""), text=flatten(msg.get("content")))]
+    return {"role": msg.get("role", "?"), "parts": parts}
+
+
+def system_turn(payload: dict) -> list[Turn]:
+    """The system prompt or instructions, as a turn of its own when there are any."""
+    system = payload.get("system") or payload.get("instructions")
+    return [{"role": "system", "parts": content_parts(system)}] if system else []
+
+
+def exchange_turns(sent: list[Turn], reply: list[Turn]) -> list[Turn]:
+    """What was sent, then what came back (marked as the reply)."""
+    for turn in reply:
+        turn["reply"] = True
+    return sent + reply if sent or reply else []

@@ -1,0 +1,103 @@
+"""The proxy's ASGI adapter: reads the body under the gateway's limits, calls the Django view, sends its answer.
+
+Proxied calls do not go through Django's ASGIHandler, whose per-request work (two thread hops
+for signals and response.close(), a fresh executor thread, URL resolution, middleware) does
+nothing for them and was most of the gateway's overhead at low concurrency (docs/benchmark.md).
+This adapter builds the same ASGIRequest, calls the same async view Django would, and sends
+the response the way Django does, including cancelling the exchange when the client
+disconnects (which is how the relay learns of an abort).
+"""
+
+import asyncio
+import io
+import logging
+from contextlib import aclosing
+
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpResponse, HttpResponseBase
+
+from logs.ids import exchange_id_new
+from proxy.relay import UpstreamBroken
+from proxy.request_body import BodySpool, body_receive, refusal_before_body
+from proxy.views import proxy_view, server_error_json
+
+log = logging.getLogger("django.request")
+
+
+async def _response_send(response: HttpResponseBase, send) -> None:
+    """Send a Django response over ASGI, streaming ones chunk by chunk as they come."""
+    headers = [(k.encode("ascii"), v.encode("latin-1")) for k, v in response.items()]
+    headers += [(b"Set-Cookie", c.output(header="").encode("ascii").strip()) for c in response.cookies.values()]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    if response.streaming:
+        async with aclosing(aiter(response)) as content:
+            async for chunk in content:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body"})
+    else:
+        await send({"type": "http.response.body", "body": response.content})
+
+
+async def _exchange_run(request: ASGIRequest, send) -> None:
+    """Forward and answer; an unexpected error becomes the JSON 500, never a stack trace."""
+    try:
+        response = await proxy_view(request)
+    except Exception:
+        log.exception("Internal error on %s", request.path)
+        response = server_error_json(request)
+    await _response_send(response, send)
+
+
+async def _disconnect_wait(receive) -> None:
+    """Return when the client disconnects (the only message left after the body)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _run_until_disconnect(request: ASGIRequest, receive, send) -> None:
+    """Run the exchange; cancel it if the client goes away first (the relay logs the abort)."""
+    exchange = asyncio.ensure_future(_exchange_run(request, send))
+    watcher = asyncio.ensure_future(_disconnect_wait(receive))
+    try:
+        await asyncio.wait((exchange, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (watcher, exchange):
+            if not task.done():
+                task.cancel()
+        for task in (watcher, exchange):
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+
+async def _websocket_refuse(receive, send) -> None:
+    """WebSocket upgrades on proxy paths are not relayed: refuse the handshake (403), no traceback."""
+    if (await receive())["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1008, "reason": "WebSocket relaying is not supported"})
+
+
+async def proxy_app(scope: dict, receive, send) -> None:
+    """One proxied call: read the body under the limits, then run the exchange."""
+    if scope["type"] == "websocket":
+        await _websocket_refuse(receive, send)
+        return
+    spool = BodySpool(f"{exchange_id_new()}.request")
+    try:
+        refusal = refusal_before_body(scope) or await body_receive(scope, receive, spool)
+        try:
+            # Django's own body stream stays empty: the body is the spool, read by the gateway only.
+            request = ASGIRequest(scope, io.BytesIO())
+        except UnicodeDecodeError:
+            await _response_send(HttpResponse(b'{"error": {"message": "Request path is not valid UTF-8", '
+                                              b'"type": "invalid_request_error"}}', status=400,
+                                              content_type="application/json"), send)
+            return
+        request.gateway_body, request.gateway_refusal = spool, refusal
+        await _run_until_disconnect(request, receive, send)
+    except UpstreamBroken:
+        # Already logged. Returning with the response unfinished makes the server drop the
+        # connection, so the client sees a broken body instead of a truncated "complete" one.
+        return
+    finally:
+        spool.close()

@@ -1,0 +1,165 @@
+"""One proxied exchange as it runs: what was asked, what the steps did, how it ends, and the log records it writes.
+
+Every stage of the request path (proxy/forward.py) reads and fills this one object; it is also
+what the policy steps see. It writes exactly two journal records: the request, before anything
+goes upstream, and the response, however the exchange ends.
+"""
+
+import asyncio
+import time
+
+from django.http import HttpRequest, HttpResponse
+
+from logs.ids import exchange_id_new
+from logs.outcomes import Outcome
+from logs.pipeline.writer import writer_get
+from logs.records import RequestRecord, ResponseRecord, record_line
+from logs.redaction.redact import (credentials_collect, headers_mask, key_fingerprint, line_scrub, query_mask,
+                                   secret_needles, text_scrub)
+from proxy.paths import Route
+
+REQUEST_ID_HEADER = "X-Gateway-Request-Id"
+
+_INFLIGHT: set["Exchange"] = set()
+
+
+def exchanges_inflight() -> int:
+    """How many exchanges of this process have not yet logged their response."""
+    return len(_INFLIGHT)
+
+
+def exchanges_interrupt() -> int:
+    """Cancel every exchange still in flight (shutdown grace over); each logs itself interrupted."""
+    count = 0
+    for exchange in list(_INFLIGHT):
+        exchange.shutting_down = True
+        if exchange.task is not None and not exchange.task.done():
+            exchange.task.cancel()
+            count += 1
+    return count
+
+
+def json_error(status: int, body: bytes, request_id: str | None = None) -> HttpResponse:
+    """A JSON error answer, tagged with the request id when there is one."""
+    resp = HttpResponse(body, status=status, content_type="application/json")
+    if request_id:
+        resp[REQUEST_ID_HEADER] = request_id
+    return resp
+
+
+class Exchange:
+    """State of one exchange, filled in as it runs."""
+
+    def __init__(self, request: HttpRequest, route: Route) -> None:
+        self.request_id = exchange_id_new()
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.route = route
+        self.provider = route.provider
+        self.method = request.method or ""
+        self.query = request.META.get("QUERY_STRING", "")
+        # The request headers exactly as received (order, case, repeats).
+        self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope.get("headers", [])]
+        self.content_type = request.META.get("CONTENT_TYPE", "")
+        self.client = request.META.get("REMOTE_ADDR", "")
+        self.body = request.gateway_body  # proxy/request_body.BodySpool
+        self.refusal = request.gateway_refusal
+        # What goes upstream; the steps may change it (the log keeps what was received).
+        self.forward_headers: list[tuple[str, str]] = []
+        self.forward_body: bytes | None = None  # set by a step that rewrote the body
+        self.usage_injected = False
+        self.gateway_key = None  # proxy/access.AccessKey, once checked
+        # Every record of this exchange loses the request's credentials, wherever they echo.
+        self.secrets = credentials_collect(self.headers, self.query)
+        self._needles = secret_needles(self.secrets)
+        self.ttfb_ms: float | None = None
+        self.ended_ms: float | None = None
+        self.outcome = Outcome.COMPLETED
+        self.error = ""
+        self.notes: list[str] = []  # what the log could not keep (a file not saved)
+        self.shutting_down = False
+        try:
+            self.task: asyncio.Task | None = asyncio.current_task()
+        except RuntimeError:
+            self.task = None
+        _INFLIGHT.add(self)
+
+    # --- the clock and the outcome
+    def elapsed_ms(self) -> float:
+        """Milliseconds since the exchange started (frozen once its end was seen)."""
+        if self.ended_ms is not None:
+            return self.ended_ms
+        return round((time.monotonic() - self.started) * 1000, 2)
+
+    def clock_stop(self) -> None:
+        """Freeze the duration at the moment the end (or the fault) was seen."""
+        if self.ended_ms is None:
+            self.ended_ms = self.elapsed_ms()
+
+    def fail(self, outcome: str, error: str) -> None:
+        """Record how the exchange broke (the first cause wins)."""
+        self.clock_stop()
+        if self.outcome == Outcome.COMPLETED:
+            self.outcome, self.error = outcome, error
+
+    def cancelled_mark(self, where: str) -> None:
+        """The exchange's task was cancelled: a client disconnect, or the shutdown grace ran out."""
+        if self.shutting_down:
+            self.fail(Outcome.INTERRUPTED, f"gateway shut down {where} (SHUTDOWN_GRACE_SECONDS ran out)")
+        else:
+            self.fail(Outcome.CLIENT_ABORTED, f"client disconnected {where}")
+
+    # --- the log
+    def _submit(self, record: RequestRecord | ResponseRecord) -> None:
+        """Journal a record, the request's credentials masked wherever they show up in it."""
+        writer_get().submit(line_scrub(record_line(record), self.secrets, self._needles), record.kind)
+
+    def request_record(self) -> RequestRecord:
+        """The request as received, credentials masked (the caller adds its body)."""
+        headers = headers_mask(self.headers)
+        if self.gateway_key is not None:
+            headers = self.gateway_key.headers_label(headers)
+        return RequestRecord(
+            id=self.request_id, provider=self.provider.name, endpoint=self.route.path, method=self.method,
+            query=query_mask(self.query), headers=headers, body_size=self.body.size, content_type=self.content_type,
+            client=self.client, created=self.started_wall, instance=writer_get().instance,
+            key_fp=key_fingerprint(self.provider.credential(self.headers, self.query)),
+            gateway_key=self.gateway_key.label if self.gateway_key else "")
+
+    def request_log(self, record: RequestRecord) -> None:
+        """Journal the request: durable before the upstream sees anything."""
+        self._submit(record)
+
+    def response_record(self, *, status: int | None, headers: list[tuple[str, str]], content_type: str,
+                        is_stream: bool = False) -> ResponseRecord:
+        """The response record as the exchange stands now (the caller adds the body)."""
+        return ResponseRecord(
+            id=exchange_id_new(), request_id=self.request_id, provider=self.provider.name, status=status,
+            headers=headers_mask(headers), content_type=content_type, is_stream=is_stream,
+            duration_ms=self.elapsed_ms(), ttfb_ms=self.ttfb_ms, outcome=self.outcome, error=self.error,
+            notes="; ".join(self.notes), created=self.started_wall, usage_injected=self.usage_injected)
+
+    def response_log(self, record: ResponseRecord) -> None:
+        """Journal the response: the exchange is over as far as this process is concerned."""
+        try:
+            self._submit(record)
+        finally:
+            self.end()
+
+    def end(self) -> None:
+        """No longer in flight (shutdown stops waiting for it)."""
+        _INFLIGHT.discard(self)
+
+    def gateway_answer(self, status: int, message: str, *, kind: str = "gateway_error",
+                       outcome: str | None = None) -> HttpResponse:
+        """End the exchange with the gateway's own error answer, in the provider's shape, and log it."""
+        message = text_scrub(message, self.secrets)
+        body = self.provider.error_body(message, kind=kind, status=status)
+        self.outcome = outcome or (Outcome.UPSTREAM_ERROR if status in (502, 504) else Outcome.GATEWAY_ERROR)
+        self.error = message
+        self.clock_stop()
+        record = self.response_record(status=status, headers=[("Content-Type", "application/json")],
+                                      content_type="application/json")
+        record.body, record.body_size = body.decode(), len(body)
+        self.response_log(record)
+        return json_error(status, body, self.request_id)

@@ -1,0 +1,86 @@
+"""The policy steps: an ordered list run on every exchange between recording the request and calling the upstream.
+
+A step may change what goes upstream (Exchange.forward_headers / forward_body), answer the
+request itself (return a response: the exchange then ends without an upstream call), and filter
+what the client gets back. Each step says when it is on, so a step that is off costs nothing.
+Every change a step makes is visible in the log: the request record keeps what was received.
+"""
+
+from django.conf import settings
+from django.http import HttpResponseBase
+
+from proxy.exchange import Exchange
+from wire.sse import EventFilter
+
+
+class Step:
+    """One policy step (subclasses override what they use)."""
+
+    name = ""
+
+    def enabled(self) -> bool:
+        """Whether the step runs at all with the current settings."""
+        return True
+
+    async def request(self, x: Exchange) -> HttpResponseBase | None:
+        """Look at (and maybe change) the request; a response answers it instead of the upstream."""
+        return None
+
+    def relay_filter(self, x: Exchange, is_sse: bool) -> EventFilter | None:
+        """A filter for the answer's bytes on their way to the client, or None."""
+        return None
+
+
+class StreamUsageStep(Step):
+    """STREAM_USAGE=inject: ask streams for usage the client did not ask for, and hide it from that client.
+
+    OpenAI reports a stream's usage only in a final chunk the client must ask for
+    (stream_options.include_usage). The provider module rewrites the body; this step forwards it
+    with an uncompressed stream (its usage event is cut out of the plain text), and drops that
+    one event on its way to the client. The log keeps the body the client sent and every byte
+    the upstream answered; `usage_injected` says the body was changed.
+    """
+
+    name = "stream_usage"
+
+    def enabled(self) -> bool:
+        return settings.STREAM_USAGE == "inject"
+
+    async def request(self, x: Exchange) -> None:
+        body = x.body.in_memory()
+        injected = x.provider.usage_inject(x.method, x.route.upstream_path, body) if body else None
+        if injected is None:
+            return None
+        x.forward_body, x.usage_injected = injected, True
+        x.forward_headers = [(k, v) for k, v in x.forward_headers if k.lower() != "accept-encoding"]
+        x.forward_headers.append(("Accept-Encoding", "identity"))
+        return None
+
+    def relay_filter(self, x: Exchange, is_sse: bool) -> EventFilter | None:
+        return EventFilter(x.provider.injected_event) if x.usage_injected and is_sse else None
+
+
+STEPS: list[Step] = [StreamUsageStep()]
+
+
+def steps_active() -> list[Step]:
+    """The steps that are on, in order."""
+    return [step for step in STEPS if step.enabled()]
+
+
+async def steps_run(x: Exchange, steps: list[Step]) -> HttpResponseBase | None:
+    """Run the request side of each step in order; the first answer ends the exchange."""
+    for step in steps:
+        answer = await step.request(x)
+        if answer is not None:
+            return answer
+    return None
+
+
+def relay_filter(x: Exchange, steps: list[Step], is_sse: bool) -> EventFilter | None:
+    """The filter the steps put on the answer (at most one today)."""
+    for step in steps:
+        found = step.relay_filter(x, is_sse)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,103 @@
+"""The upstream transport: the httpx API on aiohttp's connection pool.
+
+httpx's own pool (httpcore) checks every pooled connection's socket on each request, which
+costs more than the request itself at 64 concurrent calls (see docs/benchmark.md).
+aiohttp's pool does not. The gateway keeps the httpx API (requests, responses, exceptions);
+only the wire layer changes. Built on the `httpx-aiohttp` package's response stream, with our
+own session so that nothing is added to what the client sent (no User-Agent, Accept,
+Accept-Encoding or Content-Type of aiohttp's own, no cookie jar) and header names, order and
+repeats go upstream exactly as received.
+"""
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Iterator
+
+import aiohttp
+import httpx
+from httpx_aiohttp.transport import AiohttpResponseStream
+from multidict import CIMultiDict
+
+# Headers aiohttp would add by itself; the gateway forwards only what the client sent.
+AUTO_HEADERS_SKIPPED = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+
+@contextlib.contextmanager
+def errors_map() -> Iterator[None]:
+    """Raise aiohttp's failures as the httpx exceptions the proxy already handles."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx.ConnectTimeout(str(exc) or "connect timed out") from exc
+    except (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+        raise httpx.ReadTimeout(str(exc) or "read timed out") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise httpx.ConnectError(str(exc)) from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
+    except aiohttp.ClientResponseError as exc:  # malformed answer (bad status line, headers)
+        raise httpx.RemoteProtocolError(str(exc)) from exc
+    except (aiohttp.ClientError, OSError) as exc:  # reset, broken pipe, ...
+        raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+
+
+class _ResponseStream(AiohttpResponseStream):
+    """httpx-aiohttp's body stream, with aiohttp errors mapped like ours."""
+
+    async def __aiter__(self):
+        with errors_map():
+            async for chunk in self._aiohttp_response.content.iter_any():
+                yield chunk
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """Sends httpx requests over one aiohttp ClientSession (created on the running loop)."""
+
+    def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.limits = limits
+        self.ssl_context = ssl_context or httpx.create_ssl_context(trust_env=False)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _session_get(self) -> aiohttp.ClientSession:
+        """The session, made on first use because aiohttp binds it to the running loop."""
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.limits.max_connections or 0, limit_per_host=0,
+                keepalive_timeout=self.limits.keepalive_expiry or 30, ssl=self.ssl_context,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, skip_auto_headers=AUTO_HEADERS_SKIPPED, auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send one request; the body streams back through httpx's Response."""
+        # Raw pairs keep the client's header names, order and repeats.
+        headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw)
+        try:
+            data = request.content or None
+        except httpx.RequestNotRead:  # a streamed body (large uploads)
+            data = request.stream
+            headers.popall("Transfer-Encoding", None)  # aiohttp frames it itself
+        timeout = request.extensions.get("timeout", {})
+        with errors_map():
+            response = await self._session_get().request(
+                request.method, str(request.url), headers=headers, data=data, allow_redirects=False,
+                compress=None, auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(total=None, connect=timeout.get("pool"),
+                                              sock_connect=timeout.get("connect"),
+                                              sock_read=timeout.get("read")),
+            ).__aenter__()
+        extensions = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
+        return httpx.Response(status_code=response.status, headers=response.raw_headers,
+                              stream=_ResponseStream(response), request=request, extensions=extensions)
+
+    async def aclose(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,101 @@
+"""End to end: the official anthropic SDK through a live gateway to a mock Anthropic upstream."""
+
+import json
+from decimal import Decimal
+
+import anthropic
+import pytest
+
+from logs.models import Request, Response
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "sk-ant-" + "e2eTESTkey0123456789abcdefXYZ7"  # fake; split so no key-like literal
+TOOLS = [{"name": "get_weather", "description": "Weather for a city",
+          "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+# claude-sonnet-4 in logs/pricing/prices.json: $3 input, $15 output, $0.30 cache reads per million tokens.
+# The mock answers 25 uncached + 10 cache-read input tokens and 15 output tokens.
+EXPECTED_COST = (Decimal(25) * 3 + Decimal(10) * Decimal("0.30") + Decimal(15) * 15) / 1_000_000
+
+
+@pytest.fixture
+def client(gateway):
+    """An Anthropic SDK client whose only change is the base URL."""
+    return anthropic.Anthropic(api_key=KEY, base_url=f"{gateway.url}/anthropic", max_retries=0)
+
+
+def _only_exchange(log_flush) -> tuple[Request, Response]:
+    log_flush()
+    req = Request.objects.get(endpoint="/anthropic/v1/messages")
+    return req, Response.objects.get(request=req)
+
+
+def _assert_usage_logged(resp: Response) -> None:
+    assert resp.model == "claude-sonnet-4-20250514"
+    # input_tokens counts every prompt token (Anthropic reports cache reads apart); cached is the subset.
+    assert (resp.input_tokens, resp.cached_tokens, resp.output_tokens, resp.total_tokens) == (35, 10, 15, 50)
+    assert resp.reasoning_tokens is None  # not reported: unknown, not 0
+    assert resp.cost_usd == EXPECTED_COST.quantize(Decimal("0.00000001"))
+
+
+def test_message_plain(client, upstream, log_flush):
+    msg = client.messages.create(model="claude-sonnet-4", max_tokens=100,
+                                 messages=[{"role": "user", "content": "hi"}])
+    assert msg.content[0].text == "Hello from Claude!" and msg.usage.output_tokens == 15
+
+    req, resp = _only_exchange(log_flush)
+    assert req.provider == "anthropic" and req.model == "claude-sonnet-4" and not req.stream_requested
+    assert upstream.received[-1].path == "/v1/messages"
+    # Depending on its version the SDK sends the key as x-api-key or as a Bearer token: both pass.
+    sent = upstream.received[-1].header("x-api-key") or upstream.received[-1].header("authorization")
+    assert sent.endswith(KEY)
+    logged = {k.lower(): v for k, v in req.headers}
+    assert KEY not in json.dumps(req.headers) and req.key_fingerprint
+    assert (logged.get("x-api-key") or logged["authorization"]).endswith(KEY[-4:])
+    assert resp.status_code == 200 and not resp.is_stream and resp.ttft_ms is None
+    _assert_usage_logged(resp)
+
+
+def test_message_streamed(client, log_flush):
+    with client.messages.stream(model="claude-sonnet-4", max_tokens=100,
+                                messages=[{"role": "user", "content": "hi"}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello from Claude!" and final.stop_reason == "end_turn"
+
+    req, resp = _only_exchange(log_flush)
+    assert req.stream_requested and resp.is_stream
+    assert "event: message_start" in resp.body and "event: message_delta" in resp.body
+    result = resp.stream_result["result"]
+    assert result["content"] == [{"type": "text", "text": text}] and result["stop_reason"] == "end_turn"
+    _assert_usage_logged(resp)
+    assert resp.ttft_ms is not None and resp.ttfb_ms <= resp.ttft_ms <= resp.duration_ms
+
+
+def test_tool_use_streamed(client, log_flush):
+    with client.messages.stream(model="claude-sonnet-4", max_tokens=100, tools=TOOLS,
+                                messages=[{"role": "user", "content": "weather in Paris?"}]) as stream:
+        final = stream.get_final_message()
+    call = [b for b in final.content if b.type == "tool_use"][0]
+    assert (call.name, call.input, final.stop_reason) == ("get_weather", {"city": "Paris"}, "tool_use")
+
+    _, resp = _only_exchange(log_flush)
+    blocks = resp.stream_result["result"]["content"]
+    assert blocks[1] == {"type": "tool_use", "id": "toolu_mock1", "name": "get_weather", "input": {"city": "Paris"}}
+    _assert_usage_logged(resp)
+
+
+def test_tool_use_plain(client, log_flush):
+    msg = client.messages.create(model="claude-sonnet-4", max_tokens=100, tools=TOOLS,
+                                 messages=[{"role": "user", "content": "weather in Paris?"}])
+    assert msg.content[1].type == "tool_use" and msg.content[1].input == {"city": "Paris"}
+    req, resp = _only_exchange(log_flush)
+    assert json.loads(req.body)["tools"][0]["name"] == "get_weather"
+    _assert_usage_logged(resp)
+
+
+def test_unpriced_model_has_null_cost(client, log_flush):
+    client.messages.create(model="claude-imaginary-9", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    _, resp = _only_exchange(log_flush)
+    assert resp.model == "claude-imaginary-9-20250514" and resp.input_tokens == 35
+    assert resp.cost_usd is None

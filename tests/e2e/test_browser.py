@@ -1,0 +1,90 @@
+"""A real browser (Playwright + Debian's Chromium) logs in, filters the list and opens an exchange."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+pytestmark = [
+    pytest.mark.skipif(sync_playwright is None, reason="the playwright Python package is not installed"),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+@pytest.fixture
+def browser_page():
+    """A Chromium page that may only reach 127.0.0.1."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        # Tests never reach the network: anything not on 127.0.0.1 is refused.
+        context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("http://127.0.0.1")
+                      else route.abort())
+        page = context.new_page()
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def seeded(gateway):
+    """A superuser and six exchanges, one of them with an image (made before the browser starts:
+    Playwright's sync API runs an event loop in this thread, where Django refuses DB calls)."""
+    from django.contrib.auth.models import User
+
+    from tests.logs.factory import PNG, exchange_make, file_attach, streamed_chat
+
+    User.objects.create_superuser("admin", "admin@example.com", "correct horse battery")
+    for _ in range(3):
+        exchange_make(tokens=(120, 80))
+    streamed_chat()
+    exchange_make(status=429, model="gpt-4o", tokens=(40, 0))
+    image = exchange_make(endpoint="/v1/images/generations", model="gpt-image-1",
+                          body={"model": "gpt-image-1", "prompt": "a red square", "response_format": "b64_json"},
+                          resp_body={"created": 1, "data": [{"b64_json": {"$gateway_file": "see files"}}]})
+    file_attach(image, PNG, "image/png", ".png")
+    return gateway
+
+
+def test_login_filter_open_exchange_with_image(seeded, browser_page):
+    gateway = seeded
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser_page
+
+    page.goto(f"{gateway.url}/admin/logs/request/")
+    assert "/admin/login/" in page.url  # anonymous users are sent to the login page
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "correct horse battery")
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/logs/request/")
+    assert page.locator("#result_list tbody tr").count() == 6
+    page.screenshot(path=str(ARTIFACTS / "01-exchange-list.png"), full_page=True)
+
+    page.click("#changelist-filter a[href*='files=yes']")
+    page.wait_for_url("**files=yes**")
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() == 1 and "images/generations" in rows.first.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "02-filtered-has-files.png"), full_page=True)
+
+    rows.first.locator("th a").click()
+    page.wait_for_selector("#files img")
+    # The <img> is in the DOM before its bytes arrive: wait for the load to finish (or fail).
+    page.wait_for_function("() => document.querySelector('#files img').complete")
+    width = page.eval_on_selector("#files img", "img => img.naturalWidth")
+    assert width == 4  # the 4x4 PNG really came through the staff-only file view
+    assert "a red square" in page.inner_text("#request")
+    page.screenshot(path=str(ARTIFACTS / "03-exchange-with-image.png"), full_page=True)
+
+    page.goto(f"{gateway.url}/admin/logs/request/dashboard/?window=24h")
+    assert page.locator("figure.chart svg").count() == 5
+    page.screenshot(path=str(ARTIFACTS / "04-dashboard.png"), full_page=True)

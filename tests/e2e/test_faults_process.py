@@ -1,0 +1,129 @@
+"""Process faults on a real uvicorn: SIGTERM (graceful, bounded by SHUTDOWN_GRACE_SECONDS) and SIGKILL."""
+
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.e2e.faults import AUTH, CHAT
+from tests.procs import GatewayProcess, exchanges_read, migrated_copy, sqlite_only
+from tests.e2e.faults import wait_until
+
+pytestmark = sqlite_only
+
+
+class Call(threading.Thread):
+    """One client exchange running in the background; keeps what it got."""
+
+    def __init__(self, url: str, headers: dict, body: dict) -> None:
+        super().__init__(daemon=True)
+        self.url, self.headers, self.body = url, headers, body
+        self.status: int | None = None
+        self.request_id = ""
+        self.text = ""
+        self.error: Exception | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            with httpx.stream("POST", self.url, json=self.body, headers={**AUTH, **self.headers}, timeout=30) as r:
+                self.status, self.request_id = r.status_code, r.headers["x-gateway-request-id"]
+                for text in r.iter_text():
+                    self.text += text
+        except httpx.HTTPError as exc:
+            self.error = exc
+
+
+def _refused(url: str) -> bool:
+    """True once a new connection to the gateway is refused."""
+    try:
+        httpx.post(url, json=CHAT, headers=AUTH, timeout=5)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
+def test_sigterm_lets_inflight_finish_within_grace(tmp_path, tmp_path_factory, mock_upstream):
+    data = tmp_path / "data"
+    db = migrated_copy(data, tmp_path_factory)
+    gw = GatewayProcess(data, mock_upstream.url, SHUTDOWN_GRACE_SECONDS="3")
+    url = f"{gw.url}/v1/chat/completions"
+    mock_upstream.mock.received.clear()
+    try:
+        streamed = Call(url, {"x-mock-events": "8", "x-mock-delay-ms": "150"}, {**CHAT, "stream": True})  # ~1.4 s
+        slow = Call(url, {"x-mock-fault": "stall", "x-mock-stall-s": "1.5"}, CHAT)
+        endless = Call(url, {"x-mock-events": "100", "x-mock-delay-ms": "150"}, {**CHAT, "stream": True})  # 15 s
+        assert wait_until(lambda: len(mock_upstream.mock.received) == 3, 10), "exchanges did not start"
+        signalled = time.monotonic()
+        gw.signal(signal.SIGTERM)
+        # No new requests once shutdown began: the listening socket closes.
+        assert wait_until(lambda: _refused(url), 5), "the gateway still accepts connections after SIGTERM"
+        code = gw.wait(timeout=20)
+        exited = time.monotonic() - signalled
+    finally:
+        gw.stop()
+    for call in (streamed, slow, endless):
+        call.join(10)
+    assert code in (0, -signal.SIGTERM), gw.stderr()
+    assert exited < 3 + 4, f"shutdown took {exited:.1f} s"  # grace, then a prompt exit
+    # In-flight exchanges that fit in the grace finished normally.
+    assert streamed.error is None and streamed.status == 200 and streamed.text.rstrip().endswith("data: [DONE]")
+    assert slow.error is None and slow.status == 200 and "Hello!" in slow.text
+    # The one that did not was cut at the end of the grace period.
+    assert endless.status == 200 and "[DONE]" not in endless.text
+    # Every log write was flushed before exit: the database holds all three, with their end (and
+    # a probe that got in before the listening socket closed, if one did, complete too).
+    logged = exchanges_read(db)
+    outcomes = {rid: row["response"] and row["response"]["outcome"] for rid, row in logged.items()}
+    ours = {streamed.request_id: "completed", slow.request_id: "completed", endless.request_id: "interrupted"}
+    assert {rid: outcomes.get(rid) for rid in ours} == ours
+    assert all(outcomes[rid] == "completed" for rid in set(outcomes) - set(ours))
+    interrupted = logged[endless.request_id]["response"]
+    assert "SHUTDOWN_GRACE_SECONDS" in interrupted["error"] and 2500 < interrupted["duration_ms"] < 6000
+    assert list((data / "journal").glob("*.jsonl")) == []  # nothing left waiting
+    assert "Traceback" not in gw.stderr()
+
+
+def test_sigkill_midflight_marked_interrupted_at_next_start(tmp_path, tmp_path_factory, mock_upstream):
+    data = tmp_path / "data"
+    db = migrated_copy(data, tmp_path_factory)
+    gw = GatewayProcess(data, mock_upstream.url)
+    url = f"{gw.url}/v1/chat/completions"
+    mock_upstream.mock.received.clear()
+    try:
+        done = Call(url, {}, CHAT)
+        done.join(10)
+        stalled = Call(url, {"x-mock-fault": "stall", "x-mock-stall-s": "20"}, CHAT)
+        streaming = Call(url, {"x-mock-events": "100", "x-mock-delay-ms": "100"}, {**CHAT, "stream": True})
+        assert wait_until(lambda: len(mock_upstream.mock.received) == 3, 10)
+        # Both requests are durable before the upstream answers (here: already rows).
+        assert wait_until(lambda: len(exchanges_read(db)) == 3, 10)
+        time.sleep(0.3)
+    finally:
+        gw.kill()
+    stalled.join(10)
+    streaming.join(10)
+    assert stalled.error is not None and streaming.error is not None  # their connections died
+    before = exchanges_read(db)
+    assert before[done.request_id]["response"]["outcome"] == "completed"
+    assert sum(1 for row in before.values() if row["response"] is None) == 2  # left pending by the crash
+    assert len(list((data / "journal").glob("*.jsonl"))) == 1
+
+    again = GatewayProcess(data, mock_upstream.url)
+    try:
+        after = wait_until(lambda: (lambda rows: rows if all(r["response"] for r in rows.values()) else None)(
+            exchanges_read(db)), 15)
+        assert after, "unfinished requests were not marked at the next start"
+        outcomes = sorted(row["response"]["outcome"] for row in after.values())
+        assert outcomes == ["completed", "interrupted", "interrupted"]
+        for row in after.values():
+            if row["response"]["outcome"] == "interrupted":
+                assert row["response"]["is_error"] and "stopped before this exchange ended" in row["response"]["error"]
+        assert len(after) == 3  # the replayed journal made no duplicates
+        # The dead process's journal is gone; only the new process's own remains.
+        assert wait_until(lambda: len(list((data / "journal").glob("*.jsonl"))) == 1, 5)
+        assert httpx.post(url.replace(gw.url, again.url), json=CHAT, headers=AUTH, timeout=10).status_code == 200
+    finally:
+        again.stop()

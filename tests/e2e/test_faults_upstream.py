@@ -1,0 +1,197 @@
+"""Upstream faults, made to happen for real against the mock: what the client gets, what the log holds."""
+
+import json
+import socket
+import time
+
+import httpx
+import openai
+import pytest
+
+from testing.mock_upstream import BLOCK
+from tests.e2e.faults import AUTH, CHAT, KEY, closed_port, exchange_get, only_exchange, response_files, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _assert_gateway_error(r: httpx.Response, status: int) -> dict:
+    """The client got an OpenAI-shaped JSON error with the request id header."""
+    assert r.status_code == status
+    assert r.headers["content-type"] == "application/json"
+    assert len(r.headers["x-gateway-request-id"]) == 32
+    err = r.json()["error"]
+    assert set(err) >= {"message", "type", "param", "code"} and err["type"] == "gateway_error"
+    return err
+
+
+def _assert_logged_error(log_flush, r: httpx.Response, status: int, outcome: str, words: str):
+    """The log holds the same status, flagged as an error, with the reason."""
+    _, resp = exchange_get(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.status_code == status and resp.is_error and resp.outcome == outcome
+    assert words in resp.error_message
+    return resp
+
+
+def test_connection_refused_is_502(fast_gateway, settings, log_flush):
+    settings.UPSTREAM_URLS = {**settings.UPSTREAM_URLS, "openai": f"http://127.0.0.1:{closed_port()}"}
+    r = httpx.post(f"{fast_gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH, timeout=10)
+    err = _assert_gateway_error(r, 502)
+    assert "unreachable" in err["message"]
+    resp = _assert_logged_error(log_flush, r, 502, "upstream_error", "ConnectError")
+    assert json.loads(resp.body)["error"]["message"] == err["message"]  # the log has what the client got
+
+
+def test_dns_failure_is_502(fast_gateway, settings, log_flush, monkeypatch):
+    real = socket.getaddrinfo
+
+    def no_such_host(host, *args, **kwargs):
+        if host == "upstream.invalid":  # fail here: a real lookup would leave the machine
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    settings.UPSTREAM_URLS = {**settings.UPSTREAM_URLS, "openai": "http://upstream.invalid:9"}
+    r = httpx.post(f"{fast_gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH, timeout=10)
+    _assert_gateway_error(r, 502)
+    _assert_logged_error(log_flush, r, 502, "upstream_error", "Name or service not known")
+
+
+def test_connect_timeout_is_504(fast_gateway, settings, log_flush):
+    # A listening socket that never accepts, its backlog filled: further SYNs go unanswered.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    fillers = []
+    port = server.getsockname()[1]
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        time.sleep(0.1)
+        settings.UPSTREAM_URLS = {**settings.UPSTREAM_URLS, "openai": f"http://127.0.0.1:{port}"}
+        r = httpx.post(f"{fast_gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH, timeout=10)
+    finally:
+        for s in fillers:
+            s.close()
+        server.close()
+    if r.status_code == 502:
+        pytest.skip("this kernel refuses connections to a full backlog instead of dropping them")
+    err = _assert_gateway_error(r, 504)
+    assert "UPSTREAM_CONNECT_TIMEOUT" in err["message"]
+    _assert_logged_error(log_flush, r, 504, "upstream_error", "UPSTREAM_CONNECT_TIMEOUT")
+
+
+def test_read_timeout_is_504_and_upstream_closed(fast_gateway, upstream, log_flush):
+    started = time.monotonic()
+    r = httpx.post(f"{fast_gateway.url}/v1/chat/completions", json=CHAT, timeout=10,
+                   headers={**AUTH, "x-mock-fault": "stall", "x-mock-stall-s": "8"})
+    err = _assert_gateway_error(r, 504)
+    assert "UPSTREAM_READ_TIMEOUT" in err["message"]
+    resp = _assert_logged_error(log_flush, r, 504, "upstream_error", "UPSTREAM_READ_TIMEOUT")
+    assert 1400 <= resp.duration_ms < 5000
+    # The gateway hung up on the upstream (no answer is being paid for any more).
+    assert wait_until(lambda: upstream.received[-1].peer_closed_at, 2)
+    assert upstream.received[-1].peer_closed_at - started < 4
+
+
+def test_upstream_reset_before_answer_is_502(fast_gateway, log_flush):
+    r = httpx.post(f"{fast_gateway.url}/v1/chat/completions", json=CHAT, timeout=10,
+                   headers={**AUTH, "x-mock-fault": "reset"})
+    _assert_gateway_error(r, 502)
+    _assert_logged_error(log_flush, r, 502, "upstream_error", "Upstream unreachable")
+
+
+def _sse_read(url: str, headers: dict, body: dict) -> tuple[httpx.Response, list[str]]:
+    """Read an SSE answer line by line until the server ends it."""
+    lines = []
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=10) as r:
+        for line in r.iter_lines():
+            lines.append(line)
+    return r, lines
+
+
+def test_stream_idle_timeout_ends_with_error_event(fast_gateway, upstream, log_flush):
+    body = {**CHAT, "stream": True}
+    r, lines = _sse_read(f"{fast_gateway.url}/v1/chat/completions", {**AUTH, "x-mock-delay-ms": "3000"}, body)
+    assert r.status_code == 200
+    data = [ln for ln in lines if ln.startswith("data: ")]
+    assert json.loads(data[0][6:])["object"] == "chat.completion.chunk"  # what had arrived
+    assert lines[-3] == "event: error" and "STREAM_IDLE_TIMEOUT" in json.loads(data[-1][6:])["error"]["message"]
+    _, resp = exchange_get(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.status_code == 200 and resp.is_error and resp.outcome == "upstream_error"
+    assert "STREAM_IDLE_TIMEOUT" in resp.error_message
+    assert resp.body == data[0] + "\n\n"  # the partial upstream body, without the gateway's event
+    assert 500 <= resp.duration_ms < 2900  # cut by the idle timeout, before the next event (3 s)
+    assert wait_until(lambda: upstream.received[-1].peer_closed_at, 2)
+
+
+def test_upstream_closes_mid_stream_sdk_sees_error(fast_gateway, log_flush):
+    client = openai.OpenAI(api_key=KEY, base_url=f"{fast_gateway.url}/v1", max_retries=0,
+                           default_headers={"x-mock-fault": "close-mid-stream", "x-mock-events": "6"})
+    received = []
+    with pytest.raises(openai.APIError) as err:
+        for chunk in client.chat.completions.create(**CHAT, stream=True):
+            received.append(chunk.choices[0].delta.content if chunk.choices else None)
+    assert "upstream failed mid-response" in str(err.value)
+    assert received == ["", "tok0 ", "tok1 ", "tok2 "]  # everything before the break arrived
+    _, resp = only_exchange(log_flush)
+    assert resp.outcome == "upstream_error" and resp.is_error and resp.status_code == 200
+    assert "RemoteProtocolError" in resp.error_message
+    assert resp.body.count("data: ") == 4 and "[DONE]" not in resp.body
+    assert resp.stream_result["result"]["choices"][0]["message"]["content"] == "tok0 tok1 tok2 "
+
+
+def test_upstream_closes_mid_binary_body_cuts_the_client(fast_gateway, log_flush, payload_dir):
+    size = 1 << 20
+    got = bytearray()
+    with pytest.raises(httpx.RemoteProtocolError):
+        with httpx.stream("POST", f"{fast_gateway.url}/v1/audio/speech", timeout=10,
+                          json={"model": "tts-1", "input": "x", "voice": "alloy"},
+                          headers={**AUTH, "x-mock-fault": "close-mid-stream", "x-mock-size": str(size)}) as r:
+            assert r.status_code == 200 and r.headers["content-length"] == str(size)
+            rid = r.headers["x-gateway-request-id"]
+            for part in r.iter_raw():
+                got += part
+    assert size // 2 <= len(got) < size and bytes(got) == (BLOCK * 16)[: len(got)]
+    _, resp = exchange_get(log_flush, rid)
+    assert resp.outcome == "upstream_error" and resp.is_error and "RemoteProtocolError" in resp.error_message
+    assert resp.body_size == len(got)
+    [f] = response_files(resp)  # the partial body is kept, byte for byte
+    assert f.size == len(got) and (payload_dir / f.file.name).read_bytes() == bytes(got)
+
+
+def test_upstream_stalls_mid_json_body_cuts_the_client(fast_gateway, upstream, log_flush):
+    with pytest.raises(httpx.RemoteProtocolError):
+        with httpx.stream("POST", f"{fast_gateway.url}/v1/chat/completions", json=CHAT, timeout=10,
+                          headers={**AUTH, "x-mock-fault": "stall-body", "x-mock-stall-s": "8"}) as r:
+            rid = r.headers["x-gateway-request-id"]
+            r.read()
+    _, resp = exchange_get(log_flush, rid)
+    assert resp.outcome == "upstream_error" and "STREAM_IDLE_TIMEOUT" in resp.error_message
+    assert resp.body.startswith('{"id": "chatcmpl-mock"') and 0 < resp.body_size < 600
+    assert wait_until(lambda: upstream.received[-1].peer_closed_at, 2)
+
+
+def test_healthy_stream_still_completes(fast_gateway, log_flush):
+    """The idle timeout only trips on silence: slow but steady events pass."""
+    body = {**CHAT, "stream": True}
+    r, lines = _sse_read(f"{fast_gateway.url}/v1/chat/completions", {**AUTH, "x-mock-delay-ms": "200"}, body)
+    assert lines[-2] == "data: [DONE]"
+    _, resp = exchange_get(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.outcome == "completed" and not resp.is_error
+
+
+def test_unexpected_failure_while_forwarding_still_ends_the_log_entry(fast_gateway, log_flush, monkeypatch):
+    import proxy.upstream
+
+    def unreadable(url):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(proxy.upstream, "url_parse", unreadable)
+    r = httpx.post(f"{fast_gateway.url}/v1/images/edits", headers=AUTH, timeout=10,
+                   files={"image": ("a.png", b"\x89PNG" + b"\x00" * 100, "image/png")}, data={"prompt": "x"})
+    err = _assert_gateway_error(r, 500)
+    assert "Input/output error" in err["message"]
+    _assert_logged_error(log_flush, r, 500, "gateway_error", "Input/output error")

@@ -1,0 +1,89 @@
+"""End to end: the official google-genai SDK through a live gateway to a mock Gemini upstream."""
+
+import re
+from decimal import Decimal
+
+import httpx
+import pytest
+from google import genai
+from google.genai import types
+
+from logs.models import Request, Response
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "AIza" + "E2ETESTkey0123456789abcdefXYZ5"  # fake; split so no key-like literal
+# gemini-2.5-flash in logs/pricing/prices.json: $0.30 input, $2.50 output (thoughts included), $0.075 cached.
+# The mock answers 8 prompt tokens (4 of them cached), 5 candidate + 7 thought tokens.
+EXPECTED_COST = ((Decimal(4) * Decimal("0.30") + Decimal(4) * Decimal("0.075") + Decimal(12) * Decimal("2.50"))
+                 / 1_000_000).quantize(Decimal("0.00000001"))
+
+
+@pytest.fixture
+def client(gateway):
+    """A genai client whose only change is the base URL."""
+    return genai.Client(api_key=KEY, http_options=types.HttpOptions(base_url=f"{gateway.url}/gemini"))
+
+
+def _only_exchange(log_flush) -> tuple[Request, Response]:
+    log_flush()
+    req = Request.objects.get()
+    return req, Response.objects.get(request=req)
+
+
+def _assert_usage_logged(resp: Response) -> None:
+    assert resp.model == "gemini-2.5-flash"
+    assert (resp.input_tokens, resp.cached_tokens, resp.output_tokens, resp.reasoning_tokens,
+            resp.total_tokens) == (8, 4, 12, 7, 20)
+    assert resp.cost_usd == EXPECTED_COST
+
+
+def test_generate_content_plain(client, upstream, log_flush):
+    answer = client.models.generate_content(model="gemini-2.5-flash", contents="hi")
+    assert answer.text == "Hello from Gemini!"
+    assert answer.usage_metadata.total_token_count == 20
+
+    req, resp = _only_exchange(log_flush)
+    # The SDK picks the API version (v1 or v1beta, by release); the gateway passes its path on as is.
+    sent_path = upstream.received[-1].path
+    assert re.fullmatch(r"/v1(beta)?/models/gemini-2\.5-flash:generateContent", sent_path)
+    assert req.provider == "gemini" and req.endpoint == "/gemini" + sent_path
+    assert req.model == "gemini-2.5-flash" and not req.stream_requested
+    assert upstream.received[-1].header("x-goog-api-key") == KEY
+    assert KEY not in str(req.headers) and req.key_fingerprint
+    _assert_usage_logged(resp)
+
+
+def test_generate_content_streamed(client, upstream, log_flush):
+    pieces = [c.text for c in client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")]
+    assert "".join(pieces) == "Hello from Gemini!"
+
+    req, resp = _only_exchange(log_flush)
+    assert upstream.received[-1].query == "alt=sse"
+    assert req.stream_requested and req.query_string == "alt=sse" and resp.is_stream
+    result = resp.stream_result["result"]
+    assert result["candidates"][0]["content"]["parts"] == [{"text": "Hello from Gemini!"}]
+    assert result["candidates"][0]["finishReason"] == "STOP" and resp.stream_result["events"] == 3
+    _assert_usage_logged(resp)
+    assert len(resp.event_offsets_ms) == 3  # CRLF-framed events are timed too
+    assert resp.ttft_ms is not None and resp.ttfb_ms <= resp.ttft_ms <= resp.duration_ms
+
+
+def test_key_query_parameter_is_a_masked_credential(gateway, upstream, log_flush):
+    url = f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:generateContent?key={KEY}"
+    r = httpx.post(url, json={"contents": [{"parts": [{"text": "hi"}]}]})
+    assert r.status_code == 200 and r.json()["modelVersion"] == "gemini-2.5-flash"
+    assert upstream.received[-1].query == f"key={KEY}"  # the upstream still gets the key
+
+    req, resp = _only_exchange(log_flush)
+    assert KEY not in req.query_string and req.query_string.endswith(KEY[-4:])
+    assert req.key_fingerprint  # requests with this key can be grouped without storing it
+    _assert_usage_logged(resp)
+
+
+def test_gateway_error_uses_google_error_shape(gateway, settings):
+    settings.UPSTREAM_URLS = {**settings.UPSTREAM_URLS, "gemini": "http://127.0.0.1:9"}  # nothing listens there
+    r = httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:generateContent", json={})
+    assert r.status_code == 502
+    err = r.json()["error"]
+    assert err["code"] == 502 and err["status"] == "UNAVAILABLE" and "unreachable" in err["message"]

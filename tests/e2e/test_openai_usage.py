@@ -1,0 +1,109 @@
+"""End to end: usage, cost and STREAM_USAGE=inject with the official openai SDK."""
+
+import json
+from decimal import Decimal
+
+import openai
+import pytest
+
+from logs.models import Request, Response
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "sk-" + "e2eTESTkey0123456789abcdefXYZ9"  # fake; split so no key-like literal
+MESSAGES = [{"role": "user", "content": "count"}]
+
+
+def _cost(inp: int, out: int) -> Decimal:
+    """gpt-4o-mini in logs/pricing/prices.json: $0.15 input, $0.60 output per million tokens."""
+    return ((Decimal(inp) * Decimal("0.15") + Decimal(out) * Decimal("0.60")) / 1_000_000).quantize(
+        Decimal("0.00000001"))
+
+
+@pytest.fixture
+def client(gateway):
+    return openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0)
+
+
+def _only_exchange(log_flush) -> tuple[Request, Response]:
+    log_flush()
+    req = Request.objects.get()
+    return req, Response.objects.get(request=req)
+
+
+def test_plain_usage_and_cost(client, log_flush):
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    req, resp = _only_exchange(log_flush)
+    assert req.model == "gpt-4o-mini" and resp.model == "gpt-4o-mini-2024-07-18"
+    assert (resp.input_tokens, resp.output_tokens, resp.total_tokens) == (12, 9, 21)
+    assert (resp.cached_tokens, resp.reasoning_tokens) == (0, 0)  # reported as zero by the upstream
+    assert resp.cost_usd == _cost(12, 9)
+    assert resp.ttft_ms is None and resp.usage_injected is False  # not a stream
+
+
+def test_streamed_usage_when_client_asks(client, log_flush):
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 5
+    _, resp = _only_exchange(log_flush)
+    assert (resp.input_tokens, resp.output_tokens, resp.total_tokens) == (12, 5, 17)
+    assert resp.cost_usd == _cost(12, 5) and resp.usage_injected is False
+    assert resp.ttft_ms is not None and resp.ttfb_ms <= resp.ttft_ms <= resp.duration_ms
+
+
+def test_streamed_without_usage_stays_unknown(client, log_flush):
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    _, resp = _only_exchange(log_flush)
+    assert resp.model == "gpt-4o-mini-2024-07-18"
+    assert (resp.input_tokens, resp.output_tokens, resp.total_tokens, resp.cost_usd) == (None, None, None, None)
+
+
+def test_stream_usage_inject(client, upstream, settings, log_flush):
+    settings.STREAM_USAGE = "inject"
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    # The client gets the stream it asked for: content chunks only, no usage chunk.
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "tok0 tok1 tok2 tok3 tok4 "
+    assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
+    sent = json.loads(upstream.received[-1].body)
+    assert sent["stream_options"] == {"include_usage": True}
+
+    req, resp = _only_exchange(log_flush)
+    assert "stream_options" not in json.loads(req.body)  # the log shows what the client sent
+    assert resp.usage_injected is True
+    assert (resp.input_tokens, resp.output_tokens) == (12, 5) and resp.cost_usd == _cost(12, 5)
+    # The raw upstream bytes in the log keep the usage chunk the client never saw.
+    events = [e for e in resp.body.split("\n\n") if e.startswith("data: {")]
+    last = json.loads(events[-1][len("data: "):])
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] == 5
+    assert len(events) == len(chunks) + 1 and resp.body.rstrip().endswith("data: [DONE]")
+
+
+def test_stream_usage_inject_leaves_a_client_that_asked_alone(client, upstream, settings, log_flush):
+    settings.STREAM_USAGE = "inject"
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[-1].usage.prompt_tokens == 12  # it asked, it gets the chunk
+    _, resp = _only_exchange(log_flush)
+    assert resp.usage_injected is False and resp.output_tokens == 5
+
+
+def test_stream_usage_inject_off_by_default(client, upstream, log_flush):
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    assert "stream_options" not in json.loads(upstream.received[-1].body)
+
+
+def test_ttft_is_the_first_content_event_not_the_first_byte(gateway, log_flush):
+    c = openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                      default_headers={"x-mock-events": "2", "x-mock-delay-ms": "200"})
+    list(c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    _, resp = _only_exchange(log_flush)
+    # The first event (role only, empty content) is followed 200 ms later by the first token.
+    assert resp.ttft_ms - resp.ttfb_ms >= 150
+    assert resp.ttft_ms < resp.duration_ms
+
+
+def test_responses_api_cost(client, log_flush):
+    client.responses.create(model="gpt-4o-mini", input="hi")
+    _, resp = _only_exchange(log_flush)
+    assert (resp.input_tokens, resp.output_tokens, resp.cached_tokens, resp.reasoning_tokens) == (8, 4, 0, 0)
+    assert resp.cost_usd == _cost(8, 4)

@@ -1,0 +1,99 @@
+"""End to end: Replicate's HTTP API through a live gateway (httpx), outputs saved once."""
+
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from testing.media import PNG
+from logs.models import BinaryFile, Request, Response
+from logs.pipeline.output_files import output_files_reset, output_files_wait
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOKEN = "r8_E2ETESTtoken0123456789abcdefXYZ3"
+
+
+@pytest.fixture
+def replicate(gateway, settings):
+    """An httpx client on the gateway's Replicate prefix; the mock is an allowed delivery host."""
+    settings.REPLICATE_FILE_HOSTS = ["127.0.0.1"]
+    output_files_reset()
+    with httpx.Client(base_url=f"{gateway.url}/replicate/v1",
+                      headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        yield client
+    output_files_wait()
+
+
+def _settle(log_flush) -> None:
+    log_flush()
+    assert output_files_wait(timeout=20)
+
+
+def test_image_prediction_polled_output_saved_once(replicate, upstream, log_flush, payload_dir):
+    created = replicate.post("/models/black-forest-labs/flux-schnell/predictions",
+                             json={"input": {"prompt": "a red square"}})
+    assert created.status_code == 201 and created.json()["status"] == "starting"
+    pid = created.json()["id"]
+    polls = [replicate.get(f"/predictions/{pid}").json() for _ in range(3)]
+    assert [p["status"] for p in polls] == ["processing", "succeeded", "succeeded"]
+    url = polls[-1]["output"][0]
+    assert url.startswith(upstream.url)  # the client still gets the delivery URL unchanged
+    _settle(log_flush)
+
+    create_req = Request.objects.get(method="POST")
+    assert create_req.provider == "replicate" and create_req.model == "black-forest-labs/flux-schnell"
+    assert upstream.received[0].header("authorization") == f"Bearer {TOKEN}"
+    assert TOKEN not in str(create_req.headers)
+    # Two polls named the same URL: it was fetched once and stored once.
+    fetched = [r for r in upstream.received if r.path.startswith("/replicate-files/")]
+    assert len(fetched) == 1 and fetched[0].header("authorization") is None  # no token to the file host
+    saved = BinaryFile.objects.get()
+    assert saved.content_type == "image/png" and saved.size == len(PNG) and len(saved.sha256) == 64
+    assert (payload_dir / saved.file.name).read_bytes() == PNG
+    assert saved.file.name.startswith("replicate/") and saved.file.name.endswith(".png")
+    first_success = Response.objects.filter(request__method="GET", body__contains="succeeded").earliest("created_at")
+    assert saved.response_id == first_success.id
+    for resp in Response.objects.all():
+        assert resp.model == "black-forest-labs/flux-schnell"
+        assert resp.input_tokens is None and resp.cost_usd is None  # image models report no tokens
+
+
+def test_language_model_tokens_and_cost(replicate, log_flush):
+    r = replicate.post("/models/meta/meta-llama-3-8b-instruct/predictions", json={"input": {"prompt": "hi"}},
+                       headers={"Prefer": "wait"})
+    assert r.json()["status"] == "succeeded" and "".join(r.json()["output"]) == "Hello from Llama"
+    _settle(log_flush)
+    resp = Response.objects.get()
+    assert resp.model == "meta/meta-llama-3-8b-instruct"
+    assert (resp.input_tokens, resp.output_tokens, resp.total_tokens) == (11, 3, 14)
+    # logs/pricing/prices.json: $0.05 input, $0.25 output per million tokens.
+    assert resp.cost_usd == (Decimal(11) * Decimal("0.05") + Decimal(3) * Decimal("0.25")) / 1_000_000
+    assert not BinaryFile.objects.exists()  # text outputs are no files
+
+
+def test_output_on_a_host_not_allowed_is_not_fetched(replicate, upstream, settings, log_flush):
+    settings.REPLICATE_FILE_HOSTS = ["replicate.delivery"]
+    r = replicate.post("/models/black-forest-labs/flux-schnell/predictions", json={"input": {}},
+                       headers={"Prefer": "wait"})
+    assert r.json()["output"][0].startswith("http://127.0.0.1")
+    _settle(log_flush)
+    assert not any(x.path.startswith("/replicate-files/") for x in upstream.received)
+    assert not BinaryFile.objects.exists()
+
+
+def test_output_over_the_size_cap_is_not_kept(replicate, settings, log_flush, payload_dir):
+    settings.REPLICATE_FILE_MAX_BYTES = 10
+    replicate.post("/models/black-forest-labs/flux-schnell/predictions", json={"input": {}},
+                   headers={"Prefer": "wait"})
+    _settle(log_flush)
+    assert not BinaryFile.objects.exists()
+    assert not list(payload_dir.rglob("*.png"))  # the partial download was removed
+
+
+def test_audio_output_saved(replicate, log_flush, payload_dir):
+    replicate.post("/models/meta/musicgen/predictions", json={"input": {}}, headers={"Prefer": "wait"})
+    _settle(log_flush)
+    saved = BinaryFile.objects.get()
+    assert saved.content_type == "audio/mpeg" and saved.file.name.endswith(".mp3")
+    assert (payload_dir / saved.file.name).read_bytes()[:3] == b"ID3"

@@ -1,0 +1,189 @@
+"""A distinctive key sent through every path and feature must not be stored anywhere in clear."""
+
+import json
+import logging
+import secrets
+import socket
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from django.conf import settings as dj_settings
+from django.db import connection
+
+from testing.media import PNG
+from logs.pipeline.journal import Journal
+from logs.models import Request, Response
+from tests.conftest import LiveGateway
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Built at runtime so no key-like literal is committed; hex keeps it identical in every encoding.
+KEY = "sk-" + "scan" + secrets.token_hex(15)
+MIDDLE = KEY[3:-4]  # what masking must hide: everything but the kind prefix and the last 4
+NEEDLES = (KEY.encode(), MIDDLE.encode())
+
+
+@pytest.fixture
+def journal_lines(monkeypatch):
+    """Every journal line written (the journal is truncated once in the DB, so spy on writes)."""
+    lines: list[str] = []
+    real = Journal.append
+
+    def spy(self, line: bytes):
+        lines.append(line.decode("utf-8", "surrogateescape"))
+        return real(self, line)
+    monkeypatch.setattr(Journal, "append", spy)
+    return lines
+
+
+@pytest.fixture
+def verbose_gateway(upstream, transactional_db, log_flush, monkeypatch, caplog):
+    """A live gateway with uvicorn's access log and INFO logging on (httpx logs URLs at INFO)."""
+    real = uvicorn.Config
+    monkeypatch.setattr(uvicorn, "Config", lambda app, **kw: real(app, **{**kw, "log_level": "info"}))
+    live = LiveGateway()
+    caplog.set_level(logging.INFO)  # after uvicorn has configured logging, which resets the root level
+    yield live
+    log_flush()
+    live.stop()
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(data)
+        s.settimeout(5)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except socket.timeout:
+            pass
+        return out
+
+
+def _traffic(gw: LiveGateway, settings) -> None:
+    """Send KEY through every provider path and feature the gateway has."""
+    base = f"{gw.url}/v1"
+    sdk = openai.OpenAI(api_key=KEY, base_url=base, max_retries=0,
+                        default_headers={"x-api-key": KEY, "Cookie": f"session={KEY}"})
+    sdk.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    list(sdk.chat.completions.create(model="gpt-4o-mini", messages=[], stream=True,
+                                     stream_options={"include_usage": True}))
+    with sdk.responses.stream(model="gpt-4o-mini", input="hello") as stream:
+        stream.get_final_response()
+    sdk.images.edit(model="gpt-image-1", image=("in.png", PNG, "image/png"), prompt="bluer")
+    sdk.images.generate(model="gpt-image-1", prompt="red", response_format="b64_json")
+    sdk.audio.speech.create(model="tts-1", voice="alloy", input="hello").read()
+    auth = {"Authorization": f"Bearer {KEY}"}
+    # Query-string credentials (Gemini style), percent-encoded or not.
+    httpx.post(f"{base}/embeddings?key={KEY}&alt=json", json={"model": "e", "input": "x"}, headers=auth)
+    # Upstream errors: a plain 401, a careless upstream echoing the key in body and headers,
+    # a stream cut in the middle.
+    httpx.get(f"{base}/models", headers={**auth, "x-mock-status": "401"})
+    echoed = httpx.get(f"{base}/models", headers={**auth, "x-mock-fault": "echo-auth"})
+    assert KEY in echoed.text  # the client still gets the upstream's answer unchanged
+    httpx.post(f"{base}/chat/completions", json={"model": "m", "stream": True},
+               headers={**auth, "x-mock-fault": "close-mid-stream"})
+    # The key inside the path (and the mock's 404 echoing that path).
+    httpx.get(f"{base}/files/{KEY}/content", headers=auth)
+    # Gateway errors: wrong gateway key, bad method, refused path, 413, upstream down.
+    settings.GATEWAY_API_KEYS = ["ops:gk-" + secrets.token_hex(16)]
+    httpx.get(f"{base}/models", headers={**auth, "X-Gateway-Key": KEY})
+    settings.GATEWAY_API_KEYS = []
+    _raw(gw.port, f"TRACE /v1/models?key={KEY} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                  f"Connection: close\r\n\r\n".encode())
+    _raw(gw.port, f"GET /v1/%2e%2e/{KEY} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    settings.MAX_REQUEST_BODY_BYTES = 10
+    httpx.post(f"{base}/chat/completions?api_key={KEY}", content=b"x" * 100, headers=auth)
+    settings.MAX_REQUEST_BODY_BYTES = 100 * 1024 * 1024
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    settings.UPSTREAM_URLS = {**settings.UPSTREAM_URLS, "openai": f"http://127.0.0.1:{dead}"}
+    httpx.get(f"{base}/models?key={KEY}", headers=auth)
+
+
+def _db_bytes() -> bytes:
+    """The whole database: the SQLite image (file or in-memory) plus every table's text."""
+    connection.ensure_connection()
+    blob = b""
+    if connection.vendor == "sqlite":
+        name = str(connection.settings_dict["NAME"])
+        path = Path(name)
+        if path.is_file():
+            blob += path.read_bytes() + (Path(name + "-wal").read_bytes() if Path(name + "-wal").exists() else b"")
+        else:  # pytest-django's in-memory test database: serialize() is its file image
+            blob += connection.connection.serialize()
+    with connection.cursor() as cur:
+        for table in connection.introspection.table_names(cur):
+            cur.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")
+            blob += repr(cur.fetchall()).encode()
+    return blob
+
+
+def _exports_bytes(tmp_path: Path) -> dict[str, bytes]:
+    """export_logs in every format, and the admin's export actions over every exchange."""
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.test import Client
+
+    out: dict[str, bytes] = {}
+    for fmt in ("jsonl", "json", "csv"):
+        target = tmp_path / f"export.{fmt}"
+        call_command("export_logs", "--format", fmt, "--output", str(target))
+        out[f"export_logs --format {fmt}"] = target.read_bytes()
+    client = Client()
+    client.force_login(User.objects.create_superuser("scan-admin", "scan@example.invalid", "pw"))
+    ids = list(Request.objects.values_list("pk", flat=True))
+    for action in ("export_jsonl", "export_csv"):
+        r = client.post("/admin/logs/request/", {"action": action, "_selected_action": ids})
+        assert r.status_code == 200 and "attachment" in r["Content-Disposition"], action
+        out[f"admin action {action}"] = b"".join(r.streaming_content)
+    return out
+
+
+def _tree_bytes(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()) if root.exists() else b""
+
+
+def test_key_is_nowhere_in_clear(verbose_gateway, upstream, log_flush, payload_dir, journal_lines, capfd, caplog,
+                                 settings, tmp_path):
+    _traffic(verbose_gateway, settings)
+    log_flush()
+    # The upstream received the real credential unchanged.
+    assert any(r.header("authorization") == f"Bearer {KEY}" for r in upstream.received)
+    assert any(KEY in r.query for r in upstream.received)
+    verbose_gateway.stop()
+
+    stores = {
+        "database": _db_bytes(),
+        "file store": _tree_bytes(payload_dir),
+        "journal (every line written)": "\n".join(journal_lines).encode(),
+        "journal folder": _tree_bytes(Path(dj_settings.JOURNAL_DIR)),
+    }
+    exports = _exports_bytes(tmp_path)
+    stores.update(exports)
+    out, err = capfd.readouterr()
+    stores["console"] = (out + err + caplog.text).encode()
+    leaks = {name: [n.decode() for n in NEEDLES if n in data] for name, data in stores.items()}
+    assert leaks == {name: [] for name in stores}
+
+    # Positive controls: the scan looked at real data, and what it saw is the masked form.
+    masked = f"sk-…{KEY[-4:]}"
+    assert masked.encode() in stores["database"]
+    assert Request.objects.count() >= 14 and not Request.objects.filter(response__isnull=True).exists()
+    assert Response.objects.filter(status_code=401, body__contains=masked).exists()  # echo scrubbed
+    assert b'"GET /v1/models?key=' in stores["console"]  # uvicorn's access log was captured
+    assert b"HTTP Request: " in stores["console"]  # and httpx's request log
+    assert len(stores["file store"]) > len(PNG)
+    # The journal spy saw every record (a request and a response per exchange), key masked.
+    assert len(journal_lines) >= 2 * Request.objects.count()
+    assert masked.encode() in stores["journal (every line written)"]
+    n = Request.objects.count()
+    for name, data in exports.items():  # every export holds every exchange, with the masked key
+        assert masked.encode() in data, name
+    assert len(json.loads(exports["export_logs --format json"])) == n
+    assert len(exports["admin action export_jsonl"].splitlines()) == n

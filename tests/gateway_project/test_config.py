@@ -1,0 +1,90 @@
+"""A bad setting stops the start with a message naming it and the values it takes."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.procs import ROOT
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("GATEWAY_PROVIDERS", "openai=https://x", "GATEWAY_PROVIDERS: the name 'openai' is already taken"),
+    ("LOG_INGEST_IDLE_SECONDS", "0", "LOG_INGEST_IDLE_SECONDS must be above 0, not 0.0"),
+    ("STREAM_USAGE", "always", "STREAM_USAGE must be 'off' or 'inject', not 'always'"),
+])
+def test_bad_setting_is_refused_by_name(tmp_path, name, value, message):
+    env = {**os.environ, "DATA_DIR": str(tmp_path), name: value}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run([sys.executable, "-c", "import gateway_project.settings"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"ImproperlyConfigured: {message}" in done.stderr
+
+
+RECORDER = """
+import json, sys
+import environ
+seen = {}
+real = environ.Env.get_value
+def record(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+    seen.setdefault(var, None if default is environ.Env.NOTSET else default)
+    return real(self, var, cast=cast, default=default, parse_default=parse_default)
+environ.Env.get_value = record
+import gateway_project.settings
+print(json.dumps(seen))
+"""
+
+
+def _settings_read(tmp_path) -> dict:
+    """Every variable settings.py reads, with the default it passes, from a clean start."""
+    env = {"PATH": os.environ.get("PATH", ""), "DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", RECORDER], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _example_lines() -> dict[str, tuple[str, bool]]:
+    """NAME -> (value, commented) for each variable line of .env.example."""
+    out = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        commented = line.startswith("#")
+        body = line.lstrip("# ").split("  #", 1)[0].strip()
+        match = re.fullmatch(r"([A-Z][A-Z0-9_]+)=(.*)", body)
+        if match:
+            out[match.group(1)] = (match.group(2).strip(), commented)
+    return out
+
+
+def _same(default, shown: str) -> bool:
+    """Whether an .env.example value is the default settings.py uses."""
+    if isinstance(default, bool):
+        return shown == str(default).lower()
+    if isinstance(default, (int, float)):
+        return float(shown) == float(default)
+    if isinstance(default, list):
+        return shown == ",".join(default)
+    if isinstance(default, str) and default.startswith(str(ROOT)):
+        return (ROOT / shown).resolve() == Path(default).resolve()
+    return shown == default
+
+
+def test_every_setting_is_documented_with_its_true_default(tmp_path):
+    read = _settings_read(tmp_path)
+    assert {"DATA_DIR", "OPENAI_UPSTREAM_URL", "LOG_INGEST_IDLE_SECONDS"} <= set(read)  # the recorder saw settings.py
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", (ROOT / "docs" / "configuration.md").read_text(), re.M))
+    example = _example_lines()
+    assert sorted(set(read) - documented) == [], "read by settings.py, missing from docs/configuration.md"
+    assert sorted(set(read) - set(example)) == [], "read by settings.py, missing from .env.example"
+    assert sorted((documented | set(example)) - set(read)) == [], "documented but not read by settings.py"
+    wrong = {name: (shown, read[name]) for name, (shown, commented) in example.items()
+             if not commented and not _same(read[name], shown)}
+    assert wrong == {}, ".env.example values that are not the defaults"
+    commented = sorted(name for name, (_, c) in example.items() if c)
+    # Only variables whose default is computed at start are shown commented out.
+    assert commented == ["DATABASE_URL", "DB_PATH", "FILE_STORAGE_PATH", "SECRET_KEY"]

@@ -1,0 +1,420 @@
+"""The log browser in the admin, driven with Django's test client."""
+
+import csv
+import io
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from logs.models import BinaryFile, Request, Response
+from logs.outcomes import Outcome
+from tests.logs.factory import PNG, WAV, exchange_make, file_attach, stored, streamed_chat
+
+pytestmark = pytest.mark.django_db
+LIST = "/admin/logs/request/"
+
+
+def _ids(response) -> list[str]:
+    """Request ids linked from a changelist page, in page order."""
+    found = re.findall(r'href="/admin/logs/request/([0-9a-f-]{32,36})/change/', response.content.decode())
+    return [f.replace("-", "") for f in found]
+
+
+def _detail(client, req: Request) -> str:
+    """The exchange page's HTML."""
+    r = client.get(f"{LIST}{req.pk.hex}/change/")
+    assert r.status_code == 200
+    return r.content.decode()
+
+
+@pytest.fixture
+def viewer(client):
+    """A logged-in staff user who may view (not delete) the log."""
+    user = User.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_request"))
+    client.force_login(user)
+    return client
+
+
+def test_anonymous_is_sent_to_login(client):
+    req = exchange_make()
+    f = file_attach(req, PNG, "image/png", ".png")
+    for url in (LIST, f"{LIST}{req.pk.hex}/change/", f"{LIST}file/{f.pk.hex}/", f"{LIST}dashboard/"):
+        r = client.get(url)
+        assert r.status_code == 302 and r["Location"].startswith("/admin/login/"), url
+
+
+def test_list_newest_first_with_columns_and_no_count(admin_client):
+    old = exchange_make(when=datetime.now(timezone.utc) - timedelta(hours=2), tokens=(1200, 9), cached_tokens=1024,
+                        reasoning_tokens=7, cost_usd=Decimal("0.0012345"), model="gpt-4o",
+                        key_fp="1a2b3c4d5e6f", gateway_key="team-a (fp 0123456789ab)")
+    old.response.model = "gpt-4o-2024-08-06"
+    old.response.save()
+    new = exchange_make(endpoint="/v1/embeddings", model="text-embedding-3-small", tokens=(3, 0))
+    with CaptureQueriesContext(connection) as queries:
+        r = admin_client.get(LIST)
+    assert r.status_code == 200
+    assert _ids(r) == [new.pk.hex, old.pk.hex]
+    html = r.content.decode()
+    for header in ("time", "provider", "method", "endpoint", "model", "answered by", "status", "duration", "TTFB",
+                   "input", "output", "cached", "reasoning", "total", "cost (USD)", "stream", "bodies", "files",
+                   "ended", "key"):
+        assert f">{header}<" in html or f">{header[0].upper()}{header[1:]}<" in html, header
+    assert "120 ms" in html and "40 ms" in html
+    row = html.split(f'/admin/logs/request/{old.pk}/change/')[1].split("</tr>")[0]
+    cells = dict(re.findall(r'<td class="field-(\w+)[^"]*">(.*?)</td>', row, re.S))
+    assert (cells["model_name"], cells["answer_model"]) == ("gpt-4o", "gpt-4o-2024-08-06")
+    assert (cells["input_tokens"], cells["output_tokens"], cells["cached_tokens"], cells["reasoning_tokens"],
+            cells["total_tokens"], cells["cost"]) == ("1,200", "9", "1,024", "7", "1,209", "$0.0012345")
+    assert ">1a2b3c4d5e6f</code>" in cells["key"] and ">team-a</small>" in cells["key"]  # full label on hover
+    row = html.split(f'/admin/logs/request/{new.pk}/change/')[1].split("</tr>")[0]
+    cells = dict(re.findall(r'<td class="field-(\w+)[^"]*">(.*?)</td>', row, re.S))
+    # Unknown shows the admin's empty mark, a known zero shows 0.
+    assert (cells["output_tokens"], cells["cached_tokens"], cells["reasoning_tokens"], cells["cost"]) == (
+        "0", "-", "-", "-")
+    sql = " ".join(q["sql"] for q in queries.captured_queries)
+    assert "__count" not in sql  # no queryset.count(): the page never counts the log
+    page_sql = next(q["sql"] for q in queries.captured_queries if 'FROM "requests" LEFT OUTER JOIN' in q["sql"])
+    assert '"requests"."body"' not in page_sql and '"responses"."body"' not in page_sql
+
+
+def test_paging_without_count(admin_client, monkeypatch):
+    from logs.admin import RequestAdmin
+
+    monkeypatch.setattr(RequestAdmin, "list_per_page", 2)
+    base = datetime.now(timezone.utc)
+    made = [exchange_make(when=base - timedelta(minutes=i)) for i in range(5)]
+    first = admin_client.get(LIST)
+    assert _ids(first) == [m.pk.hex for m in made[:2]] and "older" in first.content.decode()
+    third = admin_client.get(LIST + "?p=3")
+    assert _ids(third) == [made[4].pk.hex]
+    assert "newer" in third.content.decode() and "older &rsaquo;" not in third.content.decode()
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("status=2xx", {"ok", "gone", "claude", "stream"}), ("status=4xx", {"rate"}), ("status=5xx", {"boom"}),
+    ("status=gateway_error", {"gw"}), ("status=aborted", {"gone"}),
+    ("provider=anthropic", {"claude"}), ("model=gpt-4o", {"rate"}),
+    ("streamed=yes", {"stream"}), ("streamed=no", {"ok", "rate", "boom", "gw", "gone", "claude"}),
+    ("files=yes", {"ok"}), ("files=no", {"rate", "boom", "gw", "gone", "claude", "stream"}),
+])
+def test_each_list_filter(admin_client, query, expected):
+    made = {
+        "ok": exchange_make(),
+        "rate": exchange_make(status=429, model="gpt-4o"),
+        "boom": exchange_make(status=500),
+        "gw": exchange_make(status=502, outcome=Outcome.UPSTREAM_ERROR),
+        "gone": exchange_make(status=200, outcome=Outcome.CLIENT_ABORTED),
+        "claude": exchange_make(provider="anthropic", model="claude-3-5-haiku", endpoint="/anthropic/v1/messages"),
+        "stream": streamed_chat(),
+    }
+    file_attach(made["ok"], PNG, "image/png", ".png")
+    r = admin_client.get(f"{LIST}?{query}")
+    assert r.status_code == 200
+    assert set(_ids(r)) == {made[k].pk.hex for k in expected}
+
+
+def test_filter_choices_come_from_the_log(admin_client):
+    exchange_make(provider="anthropic", model="claude-3-5-haiku")
+    exchange_make(model="gpt-4.1")
+    html = admin_client.get(LIST).content.decode()
+    assert "?provider=anthropic" in html and "?provider=openai" in html
+    assert "?model=claude-3-5-haiku" in html and "?model=gpt-4.1" in html
+
+
+def test_date_hierarchy(admin_client):
+    jan = exchange_make(when=datetime(2025, 1, 15, 10, tzinfo=timezone.utc))
+    mar = exchange_make(when=datetime(2025, 3, 2, 10, tzinfo=timezone.utc))
+    html = admin_client.get(LIST).content.decode()
+    assert "created_at__month=1" in html and "created_at__month=3" in html and "created_at__month=2" not in html
+    r = admin_client.get(f"{LIST}?created_at__year=2025&created_at__month=3")
+    assert _ids(r) == [mar.pk.hex] and "created_at__day=2" in r.content.decode()
+    r = admin_client.get(f"{LIST}?created_at__year=2025&created_at__month=1&created_at__day=15")
+    assert _ids(r) == [jan.pk.hex]
+
+
+@pytest.mark.parametrize("term_of", [
+    lambda r: r.pk.hex, lambda r: str(r.pk), lambda r: "embeddings", lambda r: "text-embedding-3",
+    lambda r: "zebra-crossing", lambda r: "answer-in-the-response",
+])
+def test_search(admin_client, term_of):
+    target = exchange_make(endpoint="/v1/embeddings", model="text-embedding-3-small",
+                           body={"input": "a zebra-crossing at night"},
+                           resp_body={"note": "answer-in-the-response"})
+    exchange_make()
+    r = admin_client.get(LIST, {"q": term_of(target)})
+    assert _ids(r) == [target.pk.hex]
+
+
+def test_rows_are_read_only(viewer, admin_client):
+    req = exchange_make()
+    assert admin_client.get(f"{LIST}add/").status_code == 403
+    html = _detail(admin_client, req)
+    assert "<form" not in html.split('id="content-main"')[1].split("</section>")[0]  # no edit form
+    # A viewer sees no delete link and cannot delete.
+    assert "Delete exchange" not in _detail(viewer, req)
+    assert viewer.post(f"{LIST}{req.pk.hex}/delete/", {"post": "yes"}).status_code == 403
+    assert Request.objects.filter(pk=req.pk).exists()
+
+
+def test_superuser_delete_removes_files(admin_client, django_capture_on_commit_callbacks):
+    req = exchange_make()
+    f = file_attach(req, PNG, "image/png", ".png")
+    assert stored(f.file.name) == PNG
+    with django_capture_on_commit_callbacks(execute=True):  # files go once the delete commits
+        r = admin_client.post(f"{LIST}{req.pk.hex}/delete/", {"post": "yes"})
+    assert r.status_code == 302
+    assert not Request.objects.filter(pk=req.pk).exists() and not BinaryFile.objects.exists()
+    assert not Response.objects.exists() and stored(f.file.name) is None
+
+
+def test_bulk_delete_action(admin_client, django_capture_on_commit_callbacks):
+    keep = exchange_make()
+    gone = [exchange_make() for _ in range(3)]
+    names = [file_attach(g, PNG, "image/png", ".png").file.name for g in gone]
+    assert all(stored(name) == PNG for name in names)
+    confirm = admin_client.post(LIST, {"action": "delete_selected", "_selected_action": [g.pk for g in gone]})
+    assert "3 exchange(s)" in confirm.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(LIST, {"action": "delete_selected", "post": "yes",
+                                 "_selected_action": [g.pk for g in gone]})
+    assert list(Request.objects.values_list("pk", flat=True)) == [keep.pk]
+    assert all(stored(name) is None for name in names)
+
+
+def test_detail_plain_chat(admin_client):
+    req = exchange_make(resp_body={"object": "chat.completion", "model": "gpt-4o-mini", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi! How can I help?"}, "finish_reason": "stop"}]},
+        tokens=(12, 9), headers=[["Authorization", "Bearer sk-proj-abcdefghijklmnop1234"],
+                                 ["Content-Type", "application/json"]])
+    html = _detail(admin_client, req)
+    assert "sk-proj-abcdefghijklmnop1234" not in html  # an unmasked key in old rows is masked on display
+    assert "Bearer sk-…1234" in html
+    assert 'class="turn role-user"' in html and "hello there" in html
+    assert 'class="turn role-assistant"' in html and "Hi! How can I help?" in html
+    assert '<details class="j" open>' in html and "j-key" in html  # JSON tree, collapsible
+    assert 'href="#response"' in html and 'href="#files"' in html
+
+
+def test_detail_streamed_with_tool_call_and_events(admin_client):
+    req = streamed_chat()
+    html = _detail(admin_client, req)
+    assert "Let me check the weather." in html  # reassembled reply
+    assert "tool call <b>get_weather</b>" in html and "call_7" in html and "&quot;city&quot;: &quot;Paris&quot;" in html
+    assert "Stream events (4)" in html
+    for offset in ("41.0 ms", "55.5 ms", "80.25 ms", "90.0 ms"):
+        assert offset in html
+    assert "[DONE]" in html
+
+
+def test_detail_image_and_audio_files(admin_client):
+    req = exchange_make(endpoint="/v1/images/generations", model="gpt-image-1")
+    img = file_attach(req, PNG, "image/png", ".png")
+    audio = file_attach(req, WAV, "audio/wav", ".wav")
+    html = _detail(admin_client, req)
+    img_url, audio_url = f"{LIST}file/{img.pk.hex}/", f"{LIST}file/{audio.pk.hex}/"
+    assert f'<img src="{img_url}"' in html and f'<audio controls preload="none" src="{audio_url}"' in html
+    assert f'href="{img_url}?download=1"' in html and "image/png" in html and f"({len(PNG)} bytes)" in html
+    r = admin_client.get(img_url)
+    assert r.status_code == 200 and r["Content-Type"] == "image/png"
+    assert b"".join(r.streaming_content) == PNG
+    r = admin_client.get(img_url + "?download=1")
+    assert r["Content-Disposition"].startswith("attachment")
+
+
+def test_file_of_unsafe_type_is_only_downloaded(admin_client):
+    req = exchange_make()
+    f = file_attach(req, b"<script>alert(1)</script>", "text/html", ".html")
+    r = admin_client.get(f"{LIST}file/{f.pk.hex}/")
+    assert r["Content-Type"] == "application/octet-stream" and r["Content-Disposition"].startswith("attachment")
+    assert r["X-Content-Type-Options"] == "nosniff"
+
+
+def test_file_view_needs_view_permission(client):
+    req = exchange_make()
+    f = file_attach(req, PNG, "image/png", ".png")
+    client.force_login(User.objects.create_user("staff", password="pw", is_staff=True))
+    assert client.get(f"{LIST}file/{f.pk.hex}/").status_code == 403
+    assert client.get(f"{LIST}file/not-a-uuid/").status_code in (403, 404)
+
+
+def test_copy_as_curl_masks_secrets(admin_client):
+    req = exchange_make(headers=[["Authorization", "Bearer sk-…9f2c"], ["Content-Type", "application/json"],
+                                 ["Host", "localhost:8080"], ["x-api-key", "sk-live-secretsecret1234"]])
+    html = _detail(admin_client, req)
+    curl = re.search(r'<pre id="curl-text">(.*?)</pre>', html, re.S).group(1)
+    assert "curl -X POST" in curl and "/v1/chat/completions" in curl
+    assert "Authorization: Bearer $API_KEY" in curl and "x-api-key: $API_KEY" in curl
+    assert "secretsecret" not in curl and "9f2c" not in curl and "Host:" not in curl
+    assert "hello there" in curl
+
+
+def test_export_action_jsonl_and_csv(admin_client):
+    a = exchange_make(resp_body={"text": 'has "quotes", commas\nand newlines'})
+    exchange_make()
+    r = admin_client.post(LIST, {"action": "export_jsonl", "_selected_action": [a.pk]})
+    assert r.status_code == 200 and "attachment" in r["Content-Disposition"]
+    lines = b"".join(r.streaming_content).decode().splitlines()
+    assert [json.loads(x)["request"]["id"] for x in lines] == [a.pk.hex]
+    r = admin_client.post(LIST, {"action": "export_csv", "_selected_action": [a.pk]})
+    rows = list(csv.DictReader(io.StringIO(b"".join(r.streaming_content).decode("utf-8-sig"))))
+    assert len(rows) == 1 and json.loads(rows[0]["response_body"])["text"] == 'has "quotes", commas\nand newlines'
+
+
+def test_dashboard_charts_and_pending_count(admin_client):
+    cache.clear()
+    now = datetime.now(timezone.utc)
+    exchange_make(when=now - timedelta(minutes=5), tokens=(100, 50))
+    exchange_make(when=now - timedelta(minutes=3), status=500, tokens=(10, 0), model="gpt-4o")
+    for window in ("24h", "7d", "30d"):
+        r = admin_client.get(f"{LIST}dashboard/", {"window": window})
+        html = r.content.decode()
+        assert r.status_code == 200 and html.count('<svg viewBox') == 5, window
+        assert "2 exchanges ended" in html and "1 with an error" in html
+        assert not re.search(r'(src|href)="https?://', html)  # nothing from outside hosts
+        assert "log records waiting" in html or "log record waiting" in html
+    assert "gpt-4o-mini" in html and "50.0%" in html  # tokens by model, error rate tooltip
+
+
+def test_dashboard_percentiles():
+    from logs.stats import bin_expression, bin_value, percentile  # noqa: F401
+
+    hist = {}
+    from logs.stats import _bin_offsets
+    for ms in (5, 50, 120, 130, 900, 2500):
+        for low, width, first in reversed(_bin_offsets()):
+            if ms >= low:
+                idx = first + int((ms - low) // width)
+                hist[idx] = hist.get(idx, 0) + 1
+                break
+    assert abs(percentile(hist, 0.5) - 125) <= 10
+    assert abs(percentile(hist, 0.95) - 2500) <= 2500 * 0.05
+
+
+def test_pending_count_on_list(admin_client, monkeypatch):
+    monkeypatch.setattr("logs.admin.views.pending_log_records", lambda: 7)
+    assert "7 log records waiting" in admin_client.get(LIST).content.decode()
+
+
+def test_unknown_exchange_is_404(admin_client):
+    assert admin_client.get(f"{LIST}{'0' * 32}/change/").status_code == 404
+    assert isinstance(Path(__file__), Path)
+
+
+def _sort_param(column: str, descending: bool) -> str:
+    """The changelist's o= value for sorting by a list_display column."""
+    from logs.admin import RequestAdmin
+
+    index = RequestAdmin.list_display.index(column) + 1  # 0 is the action checkbox
+    return f"{'-' if descending else ''}{index}"
+
+
+SORTS = {  # column -> (field set on the exchange, values for three exchanges, ascending)
+    "input_tokens": ("input_tokens", [50, 7, 900]), "output_tokens": ("output_tokens", [3, 40, 1]),
+    "cached_tokens": ("cached_tokens", [0, 64, 32]), "reasoning_tokens": ("reasoning_tokens", [128, 0, 9]),
+    "total_tokens": ("total_tokens", [77, 5, 60]),
+    "cost": ("cost_usd", [Decimal("0.5"), Decimal("0.00001"), Decimal("2.25")]),
+    "answer_model": ("model", ["o3-2025-04-16", "gpt-4o-2024-08-06", "claude-sonnet-4"]),
+}
+
+
+@pytest.mark.parametrize("column", [*SORTS, "model_name"])
+@pytest.mark.parametrize("descending", [True, False])
+def test_sort_by_usage_columns_lists_known_values(admin_client, column, descending):
+    base = datetime.now(timezone.utc)
+    if column == "model_name":
+        values = ["gpt-4o", "claude-3-5-haiku", "o4-mini"]
+        made = [exchange_make(model=v, when=base - timedelta(minutes=i)) for i, v in enumerate(values)]
+        unknown = exchange_make(model=None, endpoint="/v1/models", body="")
+    else:
+        field, values = SORTS[column]
+        made = [exchange_make(when=base - timedelta(minutes=i), **{field: v}) for i, v in enumerate(values)]
+        unknown = exchange_make(**{field: None})
+    pending = exchange_make(response=False, model=None, body="")
+    r = admin_client.get(LIST, {"o": _sort_param(column, descending)})
+    order = sorted(range(3), key=lambda i: values[i], reverse=descending)
+    assert _ids(r) == [made[i].pk.hex for i in order]  # unknown values (and open exchanges) left out
+    assert unknown.pk.hex not in _ids(r) and pending.pk.hex not in _ids(r)
+    assert "only exchanges where it is known are listed" in r.content.decode()
+
+
+def test_sort_uses_the_index_not_a_full_sort(admin_client):
+    if connection.vendor != "sqlite":
+        pytest.skip("reads SQLite's query plan")
+    exchange_make(cached_tokens=3, cost_usd=Decimal("0.1"))
+    for column in ("cached_tokens", "cost", "model_name"):
+        with CaptureQueriesContext(connection) as queries:
+            admin_client.get(LIST, {"o": _sort_param(column, False)})
+        page_sql = next(q["sql"] for q in queries.captured_queries if "LIMIT 101" in q["sql"])
+        with connection.cursor() as cur:
+            cur.execute("EXPLAIN QUERY PLAN " + page_sql)
+            plan = " | ".join(str(row[-1]) for row in cur.fetchall())
+        assert "USING INDEX" in plan and "ORDER BY" not in plan, (column, plan)  # no sort step
+
+
+def test_usage_and_key_filters(admin_client):
+    gk = "team-a (fp 0123456789ab)"
+    made = {
+        "priced": exchange_make(cost_usd=Decimal("0.01"), key_fp="aaaaaaaaaaaa", gateway_key=gk),
+        "dated": exchange_make(model="gpt-4o", key_fp="bbbbbbbbbbbb"),
+        "unpriced": exchange_make(),
+        "open": exchange_make(response=False),
+    }
+    made["dated"].response.model = "gpt-4o-2024-08-06"
+    made["dated"].response.save()
+    html = admin_client.get(LIST).content.decode()
+    assert "?answered_by=gpt-4o-2024-08-06" in html and "?key=aaaaaaaaaaaa" in html
+    assert "?gateway_key=team-a+%28fp+0123456789ab%29" in html
+    for query, expected in [("answered_by=gpt-4o-2024-08-06", {"dated"}), ("cost=known", {"priced"}),
+                            ("cost=unknown", {"dated", "unpriced", "open"}), ("key=bbbbbbbbbbbb", {"dated"}),
+                            ("gateway_key=team-a+%28fp+0123456789ab%29", {"priced"})]:
+        r = admin_client.get(f"{LIST}?{query}")
+        assert set(_ids(r)) == {made[k].pk.hex for k in expected}, query
+
+
+def test_gateway_key_filter_hidden_without_gateway_keys(admin_client):
+    exchange_make(key_fp="aaaaaaaaaaaa")
+    html = admin_client.get(LIST).content.decode()
+    assert "By gateway key" not in html and "By API key (fingerprint)" in html
+
+
+@pytest.mark.parametrize("term", ["1a2b3c4d5e6f", "key:1a2b3c4d5e6f", "KEY:1A2B3C4D5E6F"])
+def test_search_by_key_fingerprint_is_exact(admin_client, term):
+    mine = exchange_make(key_fp="1a2b3c4d5e6f")
+    exchange_make(key_fp="1a2b3c4d5e60")
+    exchange_make(body={"note": "1a2b3c4d5e6f appears in this body"})  # text, not the key: not a match
+    assert _ids(admin_client.get(LIST, {"q": term})) == [mine.pk.hex]
+
+
+def test_search_for_hex_that_is_no_fingerprint_searches_text(admin_client):
+    exchange_make(key_fp="1a2b3c4d5e6f")
+    body = exchange_make(body={"note": "abcdefabcdef in a body"})
+    assert _ids(admin_client.get(LIST, {"q": "abcdefabcdef"})) == [body.pk.hex]
+
+
+def test_detail_shows_key_fingerprint_and_gateway_key_with_links(admin_client):
+    req = exchange_make(key_fp="1a2b3c4d5e6f", gateway_key="team-a (fp 0123456789ab)")
+    html = _detail(admin_client, req)
+    assert 'href="/admin/logs/request/?key=1a2b3c4d5e6f"' in html and "<code>1a2b3c4d5e6f</code>" in html
+    assert 'href="/admin/logs/request/?gateway_key=team-a%20%28fp%200123456789ab%29"' in html
+    assert "gateway key" in html and "team-a (fp 0123456789ab)" in html
+
+
+def test_detail_shows_saved_replicate_output_file(admin_client):
+    req = exchange_make(provider="replicate", endpoint="/replicate/v1/predictions/abc", model=None, method="GET",
+                        body="", resp_body={"status": "succeeded", "output": ["https://replicate.delivery/x/out.png"]})
+    out = file_attach(req, PNG, "image/png", ".png", filename="out.png", role=BinaryFile.Role.RESPONSE_OUTPUT)
+    html = _detail(admin_client, req)
+    url = f"{LIST}file/{out.pk.hex}/"
+    assert f'<img src="{url}"' in html and f'href="{url}?download=1"' in html
+    assert "Response Output" in html  # the role's label
+    assert f'Output files saved by the gateway: <a href="#file-{out.pk.hex}">out.png</a>' in html
+    assert b"".join(admin_client.get(url).streaming_content) == PNG

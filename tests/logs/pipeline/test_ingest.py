@@ -1,0 +1,124 @@
+"""The ingest process writes what its worker pipes it, and survives its faults."""
+
+import io
+import os
+import signal
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from logs.ids import exchange_id_new
+from logs.models import Request, Response
+from logs.pipeline.ingest import ingest_run
+from logs.pipeline.pipe import COMMAND
+from logs.records import RequestRecord, ResponseRecord, record_line
+from tests.e2e.faults import AUTH, CHAT, wait_until
+from tests.procs import GatewayProcess, db_rows, exchanges_read, migrated_copy, sqlite_only
+
+
+def _pair(n: int) -> list[bytes]:
+    """A request record's line and its response record's."""
+    rid = exchange_id_new()
+    return [record_line(RequestRecord(id=rid, provider="openai", endpoint=f"/v1/n{n}", method="POST", body="{}",
+                                      created=time.time(), instance="test")),
+            record_line(ResponseRecord(id=exchange_id_new(), request_id=rid, provider="openai", status=200,
+                                       body="{}", outcome="completed", created=time.time()))]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingest_run_writes_every_line_and_acks_each_one_once():
+    read_fd, write_fd = os.pipe()
+    acks = io.BytesIO()
+    worker = threading.Thread(target=ingest_run, args=(read_fd, acks))
+    worker.start()
+    lines = [line for n in range(3) for line in _pair(n)]
+    os.write(write_fd, b"".join(lines[:4]))
+    os.write(write_fd, b"not a record\n" + lines[4][:-1])  # the last line comes in two writes
+    time.sleep(0.1)
+    os.write(write_fd, b"\n" + lines[5])
+    os.close(write_fd)  # the worker closed its end: write everything, then return
+    worker.join(10)
+    os.close(read_fd)
+    assert not worker.is_alive()
+    answers = acks.getvalue().decode().splitlines()
+    assert answers[0] == "R"
+    assert sum(int(a[2:]) for a in answers if a.startswith("A ")) == 7  # 6 records + the unreadable line
+    assert Request.objects.count() == 3 and Response.objects.count() == 3
+
+
+def _ingest_children(gw: GatewayProcess) -> list[psutil.Process]:
+    """The live ingest processes under the gateway's uvicorn (python -m logs.pipeline.ingest)."""
+    found = []
+    for p in psutil.Process(gw.proc.pid).children(recursive=True):
+        try:
+            if p.cmdline()[-2:] == COMMAND[-2:]:
+                found.append(p)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):  # exited, not reaped yet (or gone)
+            pass
+    return found
+
+
+def _chat(url: str) -> str:
+    """One chat exchange through the gateway; its request id."""
+    r = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=AUTH, timeout=10)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+    return r.headers["x-gateway-request-id"]
+
+
+@sqlite_only
+def test_logs_everything_through_an_ingest_crash_and_a_group_sigterm(tmp_path, tmp_path_factory, mock_upstream):
+    data = tmp_path / "data"
+    db = migrated_copy(data, tmp_path_factory)
+    gw = GatewayProcess(data, mock_upstream.url)
+    try:
+        first = [_chat(gw.url) for _ in range(5)]
+        assert wait_until(lambda: len(exchanges_read(db)) == 5, 10), "the ingest process wrote nothing"
+        (ingest,) = _ingest_children(gw)
+        assert os.sched_getscheduler(ingest.pid) == os.SCHED_IDLE  # it only takes CPU time nobody wants
+        ingest.suspend()  # stuck: the next records reach its pipe but not the database...
+        second = [_chat(gw.url) for _ in range(5)]
+        time.sleep(0.2)
+        assert len(exchanges_read(db)) == 5
+        ingest.kill()  # ...then it dies: the worker starts a new one and sends it what was unwritten
+        assert wait_until(lambda: sum(1 for row in exchanges_read(db).values() if row["response"]) == 10, 15)
+        (restarted,) = _ingest_children(gw)
+        assert restarted.pid != ingest.pid
+        # A service manager stops the whole group: the ingest process ignores SIGTERM and exits
+        # only once its worker has flushed.
+        third = [_chat(gw.url) for _ in range(3)]
+        os.killpg(gw.proc.pid, signal.SIGTERM)
+        assert gw.wait(timeout=20) in (0, -signal.SIGTERM)
+    finally:
+        gw.stop()
+    logged = exchanges_read(db)
+    assert set(logged) == set(first + second + third)  # every exchange, once
+    assert all(row["response"]["outcome"] == "completed" for row in logged.values())
+    assert db_rows(db, "SELECT COUNT(*) FROM responses") == [(13,)]
+    assert list((data / "journal").glob("*.jsonl")) == []
+    assert wait_until(lambda: not psutil.pid_exists(restarted.pid) or restarted.status() == psutil.STATUS_ZOMBIE, 5)
+    assert "Traceback" not in gw.stderr()
+
+
+@sqlite_only
+def test_an_ingest_process_runs_only_while_there_is_something_to_write(tmp_path, tmp_path_factory, mock_upstream):
+    data = tmp_path / "data"
+    db = migrated_copy(data, tmp_path_factory)
+    gw = GatewayProcess(data, mock_upstream.url, LOG_INGEST_IDLE_SECONDS="1")
+    try:
+        assert _ingest_children(gw) == []  # nothing to write yet: no second process
+        first = _chat(gw.url)
+        assert wait_until(lambda: first in exchanges_read(db) and exchanges_read(db)[first]["response"], 10)
+        (ingest,) = _ingest_children(gw)
+        assert wait_until(lambda: _ingest_children(gw) == [], 10), "the idle ingest process did not exit"
+        second = _chat(gw.url)  # the next record starts a new one
+        assert wait_until(lambda: second in exchanges_read(db) and exchanges_read(db)[second]["response"], 10)
+        (again,) = _ingest_children(gw)
+        assert again.pid != ingest.pid
+    finally:
+        assert gw.stop() in (0, -signal.SIGTERM)
+    assert set(exchanges_read(db)) == {first, second}
+    assert list((data / "journal").glob("*.jsonl")) == []
+    assert "Traceback" not in gw.stderr() and "exited with code" not in gw.stderr()

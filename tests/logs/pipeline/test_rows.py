@@ -1,0 +1,139 @@
+"""Turning journal records into rows; replaying a dead process's journal."""
+
+import json
+import time
+import uuid
+
+import pytest
+
+from logs.ids import exchange_id_new
+from logs.models import Request, Response
+from logs.pipeline.bulk import chunk_sizes, row_new, row_values
+from logs.pipeline.journal import Journal, journal_orphans
+from logs.pipeline.recovery import orphans_recover
+from logs.pipeline.rows import records_write, request_row, response_row
+from logs.records import RequestRecord, ResponseRecord, record_line
+from providers import registry
+
+pytestmark = pytest.mark.django_db(transaction=True)
+OPENAI = registry().get("openai")
+
+
+def _req(**extra) -> RequestRecord:
+    fields = {"endpoint": "/v1/chat/completions", "method": "POST", "headers": [["Authorization", "Bearer sk-…abcd"]],
+              "body": None, "body_size": 0, "content_type": "application/json", "created": time.time(), **extra}
+    return RequestRecord(id=exchange_id_new(), provider="openai", **fields)
+
+
+def _done(req: RequestRecord) -> ResponseRecord:
+    """A plain 200 answer to a request."""
+    return ResponseRecord(id=exchange_id_new(), request_id=req.id, provider="openai", status=200, body="{}",
+                          content_type="application/json", created=time.time())
+
+
+def test_request_model_and_stream_flag_read_from_body():
+    rec = _req(body=json.dumps({"model": "gpt-4o", "stream": True}))
+    records_write([rec])
+    row = Request.objects.get(id=rec.id)
+    assert row.model == "gpt-4o" and row.stream_requested
+
+
+def test_replay_is_idempotent():
+    rec = _req()
+    resp = _done(rec)
+    records_write([rec, resp])
+    records_write([rec, resp])
+    assert Request.objects.count() == 1 and Response.objects.count() == 1
+
+
+@pytest.mark.parametrize("count,cap", [(1, 256), (77, 256), (256, 256), (600, 256), (1000, 999), (9, 3), (0, 256)])
+def test_chunk_sizes_cover_every_row_in_few_distinct_statement_sizes(count, cap):
+    sizes = chunk_sizes(count, cap)
+    assert sum(sizes) == count
+    assert all(size <= cap and size & (size - 1) == 0 for size in sizes)  # powers of two within the cap
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) <= cap.bit_length()
+
+
+def test_a_batch_of_odd_size_is_written_whole_and_once():
+    records = []
+    for _ in range(301):  # 256 + 32 + 8 + 4 + 1 rows per table
+        rec = _req()
+        records += [rec, _done(rec)]
+    records_write(records)
+    records_write(records[:77])  # a replay of part of it adds nothing
+    assert Request.objects.count() == 301 and Response.objects.count() == 301
+    assert set(Response.objects.values_list("request_id", flat=True)) == set(Request.objects.values_list("id", flat=True))
+
+
+def test_dead_process_journal_replayed_and_unfinished_marked_interrupted(tmp_path):
+    journal = Journal(tmp_path, "deadproc")
+    done, open_ = _req(instance="deadproc"), _req(instance="deadproc")
+    journal.append(record_line(done))
+    journal.append(record_line(_done(done)))
+    journal.append(record_line(open_))
+    with open(journal.path, "ab") as f:
+        f.write(b'{"t": "req", "id": "torn')  # a crash mid-write leaves a partial line
+    journal.close(remove=False)  # the lock goes with the process
+
+    assert orphans_recover(tmp_path) == 3
+    assert Response.objects.get(request_id=done.id).outcome == "completed"
+    interrupted = Response.objects.get(request_id=open_.id)
+    assert interrupted.outcome == "interrupted" and interrupted.is_error
+    assert not journal.path.exists()
+
+
+def test_live_journal_is_not_taken_as_orphan(tmp_path):
+    live = Journal(tmp_path, "alive")
+    assert list(journal_orphans(tmp_path)) == []
+    live.close(remove=True)
+
+
+def test_gateway_key_label_and_key_fingerprint_stored():
+    rec = _req(key_fp="1a2b3c4d5e6f", gateway_key="team-a (fp 0123456789ab)")
+    records_write([rec, _req()])
+    row = Request.objects.get(id=rec.id)
+    assert (row.key_fingerprint, row.gateway_key) == ("1a2b3c4d5e6f", "team-a (fp 0123456789ab)")
+    assert Request.objects.exclude(id=rec.id).get().gateway_key == ""  # no gateway key presented
+
+
+def _resp(req: RequestRecord, **extra) -> ResponseRecord:
+    fields = {"status": 200, "headers": [["content-type", "application/json"]], "content_type": "application/json",
+              "is_stream": False, "duration_ms": 12.5, "ttfb_ms": 3.25, "outcome": "completed", "error": "",
+              "created": time.time(), **extra}
+    return ResponseRecord(id=exchange_id_new(), request_id=req.id, provider="openai", **fields)
+
+
+USAGE_BODY = json.dumps({"model": "gpt-4o-mini-2024-07-18", "choices": [{"message": {"content": "hé"}}],
+                         "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}})
+
+
+@pytest.mark.parametrize("req_extra, resp_extra", [
+    ({"body": json.dumps({"model": "gpt-4o-mini"}), "query": "a=1"}, {"body": USAGE_BODY}),
+    ({"body": None, "gateway_key": "ci (fp 1a2b3c4d5e6f)"},
+     {"status": None, "outcome": "client_aborted", "error": "client disconnected", "body": None}),
+    ({"body": "plain text é"}, {"is_stream": True, "event_offsets_ms": [1.5, 2.0], "duration_ms": 7,  # an int
+                                "body": "data: {}\n\n", "content_type": "text/event-stream"}),
+])
+def test_row_values_are_what_django_itself_would_send(req_extra, resp_extra):
+    """The fast conversion gives the database exactly what get_db_prep_save gives (this backend)."""
+    from django.db import connection
+
+    req = _req(**req_extra)
+    rows = [request_row(req, OPENAI, []), response_row(_resp(req, **resp_extra), OPENAI, [])]
+    for row in rows:
+        fields = type(row)._meta.concrete_fields
+        expected = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
+        # Same values of the same types (psycopg's Int4 equals an int); Jsonb wrappers compared by content.
+        typed = lambda values: [(type(v), getattr(v, "obj", v)) for v in values]  # noqa: E731
+        assert typed(row_values([row], connection)) == typed(expected)
+    records_write([req, _resp(req, **resp_extra)])
+    assert Response.objects.get(request_id=req.id).duration_ms == resp_extra.get("duration_ms", 12.5)
+
+
+def test_row_new_equals_keyword_construction():
+    values = {"id": uuid.uuid4().hex, "provider": "openai", "endpoint": "/v1/x", "method": "GET",
+              "created_at": Request._meta.get_field("created_at").to_python("2026-01-02T03:04:05Z")}
+    fast, slow = row_new(Request, values), Request(**values)
+    assert {k: v for k, v in vars(fast).items() if k != "_state"} == \
+           {k: v for k, v in vars(slow).items() if k != "_state"}
+    assert fast.headers == {} and fast.headers is not row_new(Request, values).headers  # fresh defaults

@@ -1,0 +1,195 @@
+"""Credential masking: headers, cookies, query strings, echoes in text, and console log lines."""
+
+import dataclasses
+import logging
+import string
+
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from logs.records import RequestRecord, ResponseRecord, record_line, record_parse
+from logs.redaction.console import record_redact, text_redact
+from logs.redaction.redact import (
+    SECRET_HEADERS, credentials_collect, headers_mask, key_fingerprint, line_scrub, query_mask, record_scrub,
+    secret_needles, text_scrub, value_mask,
+)
+
+KEY = "sk-" + "proj" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4" + "9f2c"
+TOKEN_CHARS = string.ascii_letters + string.digits + "-_.~+/="
+
+
+def test_bearer_keeps_scheme_kind_and_last_four():
+    assert value_mask(f"Bearer {KEY}") == "Bearer sk-…9f2c"
+
+
+@pytest.mark.parametrize("name", sorted(SECRET_HEADERS - {"cookie", "set-cookie"}))
+def test_every_credential_header_is_masked(name):
+    masked = dict(headers_mask([(name.title(), KEY), ("Content-Type", "application/json")]))
+    assert masked[name.title()] == "sk-…9f2c"
+    assert masked["Content-Type"] == "application/json"
+
+
+def test_short_secret_reveals_nothing():
+    assert value_mask("Bearer abc123") == "Bearer …"
+    assert value_mask("abcdefghijk") == "…"
+
+
+def test_unknown_first_word_is_not_taken_for_a_scheme():
+    masked = value_mask("hunter2secretword rest-of-the-secret")
+    assert "hunter2" not in masked and masked.endswith("cret")
+
+
+def test_cookies_keep_names_and_attributes(settings):
+    pairs = [("Cookie", f"theme=dark; session={KEY}"), ("Set-Cookie", f"sid={KEY}; Path=/; HttpOnly; Secure")]
+    masked = dict(headers_mask(pairs))
+    assert masked["Cookie"] == "theme=…; session=sk-…9f2c"
+    assert masked["Set-Cookie"] == "sid=sk-…9f2c; Path=/; HttpOnly; Secure"
+
+
+def test_log_redact_headers_extends_the_set(settings):
+    settings.LOG_REDACT_HEADERS = ["X-Tenant-Secret"]
+    masked = dict(headers_mask([("x-tenant-secret", KEY), ("x-other", KEY)]))
+    assert masked["x-tenant-secret"] == "sk-…9f2c" and masked["x-other"] == KEY
+
+
+def test_query_mask_touches_only_credentials(settings):
+    q = f"a=1&key={KEY}&b=%20x+y&api_key={KEY}&empty="
+    assert query_mask(q) == "a=1&key=sk-…9f2c&b=%20x+y&api_key=sk-…9f2c&empty="
+    settings.LOG_REDACT_QUERY_PARAMS = ["session"]
+    assert query_mask(f"session={KEY}") == "session=sk-…9f2c"
+    assert query_mask("") == "" and query_mask("novalue&&x") == "novalue&&x"
+
+
+def test_query_mask_sees_through_percent_encoding():
+    masked = query_mask("k%65y=" + KEY.replace("-", "%2D"))
+    assert KEY not in masked and "2D" not in masked
+
+
+def test_echoed_credentials_are_scrubbed_from_any_text():
+    secrets = credentials_collect([("Authorization", f"Bearer {KEY}")], "key=AIzaSyD-0123456789abcdefghij")
+    text = f'upstream said: bad key {KEY} (from Bearer {KEY}) url=?key=AIzaSyD-0123456789abcdefghij'
+    clean = text_scrub(text, secrets)
+    assert KEY not in clean and "AIzaSyD-0123456789abcdefghij" not in clean and "sk-…9f2c" in clean
+
+
+def _scrub(record: RequestRecord | ResponseRecord, secrets: list[str]) -> bytes:
+    """A record's journal line as an exchange submits it: its request's secrets masked."""
+    return line_scrub(record_line(record), secrets, secret_needles(secrets))
+
+
+def test_line_scrub_cleans_nested_records():
+    secrets = credentials_collect([("x-api-key", KEY)])
+    record = ResponseRecord(id="r1", body=f'{{"echo": "{KEY}"}}', headers=[["X-Echo", KEY]], status=3,
+                            error=f"upstream said {KEY}")
+    line = _scrub(record, secrets)
+    assert KEY.encode() not in line
+    scrubbed = record_parse(line)
+    assert scrubbed.headers == [["X-Echo", "sk-…9f2c"]] and scrubbed.body == '{"echo": "sk-…9f2c"}'
+    assert scrubbed == dataclasses.replace(record, body=scrubbed.body, headers=scrubbed.headers,
+                                           error="upstream said sk-…9f2c")  # the rest untouched
+    assert record_scrub({"a": KEY}, []) == {"a": KEY}  # nothing to scrub: untouched
+
+
+def test_line_scrub_hands_on_a_clean_line_as_is_and_finds_escaped_keys():
+    odd_key = 'k"ey-\\with-é-0123456789'  # quote, backslashes, non-ASCII: escaped in JSON
+    secrets = credentials_collect([("x-api-key", KEY), ("api-key", odd_key)])
+    needles = secret_needles(secrets)
+    clean = record_line(RequestRecord(id="r1", body="hello", headers=[["x-api-key", "sk-…x"]]))
+    assert line_scrub(clean, secrets, needles) is clean  # nothing to scrub: the line goes on unchanged
+    # orjson writes é as is; a line json had to write (a lone surrogate) has it as \u00e9.
+    for body in (f"echo {odd_key}!", f"echo {odd_key}! \ud800"):
+        record = RequestRecord(id="r2", body=body)
+        scrubbed = record_parse(line_scrub(record_line(record), secrets, needles))
+        assert odd_key not in scrubbed.body and scrubbed.body.startswith("echo ") and scrubbed.body.endswith(body[-1])
+        assert scrubbed == dataclasses.replace(record, body=scrubbed.body)
+
+
+def test_fingerprint_is_keyed_and_short(settings):
+    fp = key_fingerprint(KEY)
+    assert len(fp) == 12 and fp == key_fingerprint(KEY) and fp not in KEY
+    settings.SECRET_KEY = "another-secret-key-for-this-test-only-0123456789abcdef"
+    assert key_fingerprint(KEY) != fp
+    assert key_fingerprint("") == ""
+
+
+@pytest.mark.parametrize("line", [
+    f'127.0.0.1:5000 - "GET /v1/models?key={KEY}&x=1 HTTP/1.1" 200',
+    f"HTTP Request: POST http://up/v1/x?api_key={KEY} \"HTTP/1.1 200 OK\"",
+    f"headers={{'authorization': 'Bearer {KEY}'}}",
+    f"Authorization: Bearer {KEY}",
+    f"failed for {KEY}",
+    f"X-Api-Key={KEY}",
+])
+def test_console_lines_are_scrubbed(line):
+    assert KEY not in text_redact(line)
+
+
+def test_console_records_keep_their_format_args():
+    # uvicorn's access formatter unpacks record.args: they must stay a tuple of the same length.
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:1", "GET", f"/v1/models?key={KEY}", "1.1", 200), None)
+    record_redact(record)
+    assert len(record.args) == 5 and record.args[4] == 200
+    assert KEY not in record.getMessage() and "key=sk-…9f2c" in record.getMessage()
+
+
+def test_console_arguments_cannot_forge_log_lines():
+    record = logging.LogRecord("django.request", logging.WARNING, __file__, 1, "Not Found: %s",
+                               ("/v1/models\r\nINFO fake line",), None)
+    record_redact(record)
+    assert record.getMessage() == "Not Found: /v1/models\\r\\nINFO fake line"
+
+
+def test_console_tracebacks_are_scrubbed(caplog):
+    log = logging.getLogger("tests.redact")
+    try:
+        raise ValueError(f"bad url http://up/v1?key={KEY}")
+    except ValueError:
+        log.exception("while calling with %s", f"Bearer {KEY}")
+    assert caplog.records and KEY not in caplog.text
+
+
+# --- properties -------------------------------------------------------------------------
+
+tokens = st.text(alphabet=TOKEN_CHARS, min_size=1, max_size=80)
+schemes = st.sampled_from(["", "Bearer ", "Basic ", "bearer ", "Token "])
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(sorted(SECRET_HEADERS)), scheme=schemes, token=tokens,
+       upper=st.booleans())
+def test_property_no_credential_survives_header_masking(name, scheme, token, upper):
+    header = name.upper() if upper else name
+    value = f"session={token}" if "cookie" in name else scheme + token
+    (_, masked), = headers_mask([(header, value)])
+    revealed = masked.split("…")
+    # At most a short kind prefix and the last 4 characters stay; never the whole secret.
+    assert len(masked.replace(scheme.strip(), "", 1)) <= len("session=") + 1 + 4 + 4
+    if len(token) >= 8:
+        assert token not in masked
+    assert len(revealed) == 2 and len(revealed[1].split(";")[0]) <= 4
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(pairs=st.lists(st.tuples(st.text(max_size=30), st.text(max_size=200)), max_size=8),
+       query=st.text(max_size=200))
+def test_property_masking_never_raises_on_any_input(pairs, query):
+    masked = headers_mask(pairs)
+    assert [k for k, _ in masked] == [k for k, _ in pairs]
+    assert all(v == pv for (k, v), (_, pv) in zip(masked, pairs) if k.lower() not in SECRET_HEADERS)
+    query_mask(query)
+    text_redact(query)
+    secrets = credentials_collect(pairs, query)
+    for s in secrets:
+        assert s not in text_scrub(f"x {s} y", secrets)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(param=st.sampled_from(["key", "api_key", "token", "access_token", "KEY"]), token=tokens,
+       before=st.text(alphabet=string.ascii_lowercase + "=&", max_size=20))
+def test_property_no_credential_survives_query_masking(param, token, before):
+    query = f"{before}&{param}={token}" if before else f"{param}={token}"
+    masked = query_mask(query)
+    assert f"{param}={token}" not in masked or len(token) < 1
+    if len(token) >= 8:
+        assert token not in masked.split("&")[-1]

@@ -1,0 +1,79 @@
+"""SSE parsing and reassembly of chat, completions and Responses API streams."""
+
+import json
+
+from providers.openai import OpenAI
+from wire.jsonutil import json_or_none
+from wire.sse import SSEEvent, sse_events
+
+OPENAI = OpenAI()
+
+
+def _sse(*payloads) -> str:
+    return "".join(f"data: {json.dumps(p)}\n\n" for p in payloads) + "data: [DONE]\n\n"
+
+
+def _events(text: str) -> list:
+    """(event name, parsed data) of every event, as the ingest hands them to a provider."""
+    return [(e.name, json_or_none(e.data)) for e in sse_events(text)]
+
+
+def test_parse_handles_crlf_comments_and_multiline_data():
+    text = ": keep-alive\r\n\r\nevent: delta\r\ndata: a\r\ndata: b\r\n\r\nid: 7\ndata: c\n\n"
+    # The comment-only block is an event too (no fields), so event i matches arrival offset i.
+    assert sse_events(text) == [SSEEvent(), SSEEvent("delta", "a\nb"), SSEEvent(None, "c", "7")]
+
+
+def test_chat_stream_reassembles_content_tools_finish_and_usage():
+    base = {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o"}
+    text = _sse(
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]},
+        {**base, "choices": [{"index": 0, "delta": {"content": "lo"}}]},
+        {**base, "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_9", "type": "function", "function": {"name": "f", "arguments": "{\"a\""}}]}}]},
+        {**base, "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": ": 1}"}}]}}]},
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {**base, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}},
+    )
+    events = _events(text)
+    assert len(events) == 7
+    result = OPENAI.stream_reassemble(events)
+    msg = result["choices"][0]["message"]
+    assert msg["content"] == "Hello"
+    assert msg["tool_calls"] == [{"id": "call_9", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]
+    assert result["choices"][0]["finish_reason"] == "tool_calls"
+    usage = OPENAI.usage(result)
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (3, 4, 7)
+
+
+def test_legacy_completions_text_is_joined():
+    text = _sse({"object": "text_completion", "choices": [{"index": 0, "text": "a"}]},
+                {"object": "text_completion", "choices": [{"index": 0, "text": "b", "finish_reason": "stop"}]})
+    assert OPENAI.stream_reassemble(_events(text))["choices"][0]["text"] == "ab"
+
+
+def test_responses_stream_keeps_the_final_response_object():
+    final = {"id": "resp_1", "output": [{"type": "message", "content": [{"type": "output_text", "text": "hi"}]}],
+             "usage": {"input_tokens": 2, "output_tokens": 1, "total_tokens": 3}}
+    text = (f"event: response.output_text.delta\ndata: {json.dumps({'type': 'response.output_text.delta', 'delta': 'hi'})}\n\n"
+            f"event: response.completed\ndata: {json.dumps({'type': 'response.completed', 'response': final})}\n\n")
+    assert OPENAI.stream_reassemble(_events(text)) == final
+    assert OPENAI.usage(final).output_tokens == 1
+
+
+def test_unknown_or_broken_stream_gives_no_result_and_no_error():
+    text = "data: {not json\n\ndata"
+    assert sse_events(text) == [SSEEvent(None, "{not json"), SSEEvent(None, "")]  # the unterminated tail is kept
+    assert OPENAI.stream_reassemble(_events(text)) is None
+    assert sse_events("") == [] and OPENAI.stream_reassemble(_events("")) is None
+
+
+def test_json_or_none_reads_what_python_json_reads():
+    big = 2**70
+    assert json_or_none('{"a": [1, 2.5, "é"], "b": null}') == {"a": [1, 2.5, "é"], "b": None}
+    assert json_or_none(f'{{"n": {big}}}') == {"n": big}  # over 64 bits: json takes over
+    nan = json_or_none('{"x": NaN}')["x"]
+    assert nan != nan
+    assert json_or_none('"\\ud800"') == "\ud800"
+    assert json_or_none("[DONE]") is None and json_or_none("") is None and json_or_none("{") is None

@@ -1,0 +1,210 @@
+"""Usage, model, stream reassembly and time to first token per provider (the ingest's parsing)."""
+
+import json
+from dataclasses import asdict
+from types import SimpleNamespace
+
+import pytest
+
+from logs.pipeline.rows import _stream_read
+from providers import Provider, registry
+from providers.openai import OpenAI
+from wire.jsonutil import json_or_none
+from wire.sse import sse_events
+
+
+def get(name: str) -> Provider:
+    return registry().get(name)
+
+
+def events_of(text: str) -> list:
+    """(event name, parsed data) of every event of a raw SSE text, as the ingest hands them to providers."""
+    return [(e.name, json_or_none(e.data)) for e in sse_events(text)]
+
+
+def sse(*events: tuple[str | None, dict], sep: str = "\n\n") -> str:
+    """Raw SSE text of (event name, data) pairs."""
+    out = []
+    for name, data in events:
+        head = f"event: {name}\n" if name else ""
+        out.append(f"{head}data: {json.dumps(data)}{sep}")
+    return "".join(out)
+
+
+def test_openai_chat_usage_with_details():
+    usage = get("openai").usage({"model": "gpt-4o-2024-08-06", "usage": {
+        "prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150,
+        "prompt_tokens_details": {"cached_tokens": 60}, "completion_tokens_details": {"reasoning_tokens": 20}}})
+    assert asdict(usage) == {"model": "gpt-4o-2024-08-06", "input_tokens": 100, "output_tokens": 50,
+                             "cached_tokens": 60, "reasoning_tokens": 20, "total_tokens": 150}
+
+
+def test_openai_embeddings_have_no_output_count():
+    usage = get("openai").usage({"model": "text-embedding-3-small", "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+    assert (usage.input_tokens, usage.output_tokens, usage.cached_tokens) == (3, None, None)
+
+
+def test_missing_usage_is_none_not_zero():
+    usage = get("openai").usage({"model": "m"})
+    assert all(getattr(usage, k) is None for k in ("input_tokens", "output_tokens", "total_tokens", "cached_tokens"))
+    assert get("anthropic").usage({"usage": {"input_tokens": True}}).input_tokens is None
+
+
+def test_anthropic_usage_adds_cache_reads_and_writes_to_input():
+    usage = get("anthropic").usage({"model": "claude-sonnet-4-20250514", "usage": {
+        "input_tokens": 20, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 300, "output_tokens": 7}})
+    assert (usage.input_tokens, usage.cached_tokens, usage.output_tokens, usage.total_tokens) == (
+        420, 300, 7, 427)
+
+
+def test_gemini_usage_counts_thoughts_as_output():
+    usage = get("gemini").usage({"modelVersion": "gemini-2.5-pro", "usageMetadata": {
+        "promptTokenCount": 10, "candidatesTokenCount": 4, "thoughtsTokenCount": 30, "totalTokenCount": 44}})
+    assert (usage.model, usage.input_tokens, usage.output_tokens, usage.reasoning_tokens,
+            usage.total_tokens, usage.cached_tokens) == ("gemini-2.5-pro", 10, 34, 30, 44, None)
+
+
+def test_gemini_usage_without_candidates_count():
+    usage = get("gemini").usage({"usageMetadata": {"promptTokenCount": 10, "totalTokenCount": 10}})
+    assert usage.output_tokens == 0 and usage.model is None
+
+
+def test_replicate_usage_from_metrics():
+    usage = get("replicate").usage({"model": "meta/meta-llama-3-8b-instruct", "metrics": {
+        "input_token_count": 11, "output_token_count": 3, "predict_time": 0.5}})
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (11, 3, 14)
+
+
+@pytest.mark.parametrize("name, endpoint, body, model, stream", [
+    ("openai", "/v1/chat/completions", {"model": "gpt-4o", "stream": True}, "gpt-4o", True),
+    ("anthropic", "/anthropic/v1/messages", {"model": "claude-sonnet-4"}, "claude-sonnet-4", False),
+    ("gemini", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent", None, "gemini-2.5-flash", True),
+    ("gemini", "/gemini/v1/tunedModels/my-tune:generateContent", {}, "my-tune", False),
+    ("replicate", "/replicate/v1/models/black-forest-labs/flux-schnell/predictions", {"input": {}},
+     "black-forest-labs/flux-schnell", False),
+    ("replicate", "/replicate/v1/predictions", {"version": "meta/llama:5599ed", "stream": True}, "meta/llama", True),
+    ("replicate", "/replicate/v1/predictions", {"version": "5599ed30"}, "5599ed30", False),
+    ("openai", "/v1/models", None, None, False),
+])
+def test_request_model_and_stream(name, endpoint, body, model, stream):
+    p = get(name)
+    assert (p.request_model(endpoint, body), p.stream_requested(endpoint, body)) == (model, stream)
+
+
+def test_anthropic_stream_reassembled_with_thinking_and_tool_use():
+    text = sse(
+        ("message_start", {"type": "message_start", "message": {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-opus-4-1-20250805",
+            "content": [], "stop_reason": None,
+            "usage": {"input_tokens": 5, "cache_read_input_tokens": 0, "output_tokens": 1}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "thinking", "thinking": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "thinking_delta", "thinking": "Hmm"}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "signature_delta", "signature": "sig"}}),
+        ("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
+            "type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "input_json_delta", "partial_json": '{"a": '}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "input_json_delta", "partial_json": "[1, 2]}"}}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                           "usage": {"output_tokens": 42}}),
+        ("message_stop", {"type": "message_stop"}),
+    )
+    events = events_of(text)
+    msg = get("anthropic").stream_reassemble(events)
+    assert len(events) == 9 and msg["stop_reason"] == "tool_use"
+    assert msg["content"] == [{"type": "thinking", "thinking": "Hmm", "signature": "sig"},
+                              {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": [1, 2]}}]
+    usage = get("anthropic").usage(msg)
+    assert (usage.input_tokens, usage.output_tokens, usage.model) == (5, 42, "claude-opus-4-1-20250805")
+
+
+def test_anthropic_cut_stream_keeps_partial_tool_input():
+    text = sse(("message_start", {"type": "message_start", "message": {"model": "m", "usage": {"input_tokens": 3}}}),
+               ("content_block_start", {"type": "content_block_start", "index": 0,
+                                        "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}}}),
+               ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                        "delta": {"type": "input_json_delta", "partial_json": '{"a": '}}))
+    msg = get("anthropic").stream_reassemble(events_of(text))
+    assert msg["content"][0]["input_raw"] == '{"a": '
+    assert get("anthropic").usage(msg).output_tokens is None
+
+
+def test_gemini_stream_reassembled_with_function_call():
+    chunk = {"modelVersion": "gemini-2.5-flash"}
+    text = sse((None, {**chunk, "candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}}],
+                       "usageMetadata": {"promptTokenCount": 3}}),
+               (None, {**chunk, "candidates": [{"content": {"role": "model", "parts": [{"text": "lo"}]}}]}),
+               (None, {**chunk, "candidates": [{"content": {"role": "model", "parts": [
+                   {"functionCall": {"name": "f", "args": {"x": 1}}}]}, "finishReason": "STOP"}],
+                       "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 4, "totalTokenCount": 7}}),
+               sep="\r\n\r\n")
+    result = get("gemini").stream_reassemble(events_of(text))
+    assert result["candidates"][0]["content"]["parts"] == [{"text": "Hello"},
+                                                           {"functionCall": {"name": "f", "args": {"x": 1}}}]
+    assert result["candidates"][0]["finishReason"] == "STOP"
+    assert get("gemini").usage(result).total_tokens == 7
+
+
+def ttft(provider: Provider, text: str, offsets: list[float] | None, ttfb_ms: float | None = None) -> float | None:
+    """The ingest's TTFT for a stream whose i-th event ended offsets[i] ms after the exchange began."""
+    resp = SimpleNamespace(ttfb_ms=ttfb_ms, ttft_ms=None, stream_result=None)
+    _stream_read(resp, provider, text, offsets)
+    assert resp.stream_result["events"] == len(sse_events(text))
+    return resp.ttft_ms
+
+
+def first_content(provider: Provider, text: str) -> int | None:
+    """Index of the first event the provider says carries content."""
+    return next((i for i, (name, payload) in enumerate(events_of(text)) if provider.event_has_content(name, payload)),
+                None)
+
+
+def test_ttft_is_the_first_content_event():
+    text = sse((None, {"choices": [{"delta": {"role": "assistant", "content": ""}}]}),
+               (None, {"choices": [{"delta": {"content": "Hi"}}]}),
+               (None, {"choices": [{"delta": {}, "finish_reason": "stop"}]})) + "data: [DONE]\n\n"
+    assert first_content(get("openai"), text) == 1
+    assert ttft(get("openai"), text, [11.0, 60.0, 70.0, 71.0]) == 60.0
+    assert ttft(get("openai"), text, [11.0, 60.0, 70.0, 71.0], ttfb_ms=70.0) == 70.0  # never before the first byte
+    assert ttft(get("openai"), text, None) is None
+    no_content = sse((None, {"choices": [{"delta": {"role": "assistant"}}]}))
+    assert first_content(get("openai"), no_content) is None
+    assert ttft(get("openai"), no_content, [1.0]) is None
+
+
+def test_ttft_for_crlf_framed_gemini_and_anthropic_events():
+    gem = sse((None, {"candidates": [{"content": {"parts": [{"text": ""}]}}]}),
+              (None, {"candidates": [{"content": {"parts": [{"text": "x"}]}}]}), sep="\r\n\r\n")
+    assert first_content(get("gemini"), gem) == 1
+    assert ttft(get("gemini"), gem, [6.0, 10.0]) == 10.0
+    for sep in ("\n\n", "\r\n\r\n"):
+        ant = sse(("message_start", {"type": "message_start", "message": {}}), ("ping", {"type": "ping"}),
+                  ("content_block_delta", {"type": "content_block_delta",
+                                           "delta": {"type": "text_delta", "text": "a"}}), sep=sep)
+        assert first_content(get("anthropic"), ant) == 2
+        assert ttft(get("anthropic"), ant, [1.0, 2.0, 3.0]) == 3.0
+
+
+def test_ttft_counts_comment_events_so_offsets_stay_aligned():
+    text = ": keep-alive\n\n" + sse((None, {"choices": [{"delta": {"content": "Hi"}}]}))
+    assert first_content(get("openai"), text) == 1
+    assert ttft(get("openai"), text, [5.0, 40.0]) == 40.0
+
+
+def test_responses_api_delta_counts_as_content():
+    text = sse(("response.created", {"type": "response.created"}),
+               ("response.output_text.delta", {"type": "response.output_text.delta", "delta": "a"}))
+    assert first_content(get("openai"), text) == 1
+    assert ttft(get("openai"), text, [1.0, 2.0]) == 2.0
+
+
+def test_unknown_provider_reads_as_openai():
+    for name in ("nope", "", None):
+        provider = registry().get(name)
+        assert isinstance(provider, OpenAI)
+        assert provider.usage({"usage": {"prompt_tokens": 1, "completion_tokens": 2}}).total_tokens == 3
+    assert registry().get("").name == "unknown"

@@ -1,0 +1,65 @@
+"""The proxy's ASGI entry (gateway_project/asgi.py -> proxy/asgi.py): routing, answers and log, aborts, errors."""
+
+import re
+import socket
+import time
+
+import httpx
+import pytest
+
+from gateway_project.asgi import serves_django
+from logs.models import Request, Response
+from proxy import views
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_only_proxied_paths_reach_the_proxy():
+    assert not serves_django("/v1/chat/completions")
+    assert not serves_django("/nowhere")  # the proxy view answers its JSON 404
+    assert serves_django("/health")
+    assert serves_django("/admin/")
+    assert serves_django("/static/admin/css/base.css")
+
+
+def test_answer_and_log(gateway, upstream, log_flush):
+    r = httpx.post(f"{gateway.url}/v1/chat/completions?x=1", json={"model": "gpt-4o-mini", "messages": []},
+                   headers={"Authorization": "Bearer sk-fastpath-0123456789"})
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion"
+    assert r.headers["x-request-id"] == "mock-req-1" and r.headers["content-type"] == "application/json"
+    assert upstream.received[-1].query == "x=1"
+    log_flush()
+    req = Request.objects.get()
+    assert req.id.hex == r.headers["x-gateway-request-id"] and req.query_string == "x=1"
+    assert Response.objects.get(request=req).outcome == "completed"
+
+
+def test_client_leaving_mid_stream_is_logged_as_aborted(gateway, log_flush):
+    body = b'{"model": "m", "stream": true, "messages": []}'
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"x-mock-events: 50\r\nx-mock-delay-ms: 50\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(head + body)
+        got = b""
+        while b"data: " not in got:
+            chunk = s.recv(65536)
+            assert chunk, f"connection closed before the first event: {got!r}"  # else this loop would spin
+            got += chunk
+    # This exchange's row, by its id: a record another test left in flight must not be taken for it.
+    rid = re.search(rb"x-gateway-request-id: (\w+)", got, re.IGNORECASE).group(1).decode()
+    deadline = time.monotonic() + 5
+    while not Response.objects.filter(request_id=rid).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log_flush()
+    resp = Response.objects.get(request_id=rid)
+    assert resp.outcome == "client_aborted" and resp.duration_ms < 2000
+    assert resp.body.startswith("data: ")
+
+
+def test_unexpected_error_is_a_json_500(gateway, monkeypatch, log_flush):
+    async def broken(request):
+        raise RuntimeError("boom secret detail")
+    monkeypatch.setattr(views, "exchange_forward", broken)
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={})
+    assert r.status_code == 500
+    assert r.json()["error"]["type"] == "gateway_error" and "boom" not in r.text

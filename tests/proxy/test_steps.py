@@ -1,0 +1,121 @@
+"""STREAM_USAGE=inject: the request rewrite (provider.usage_inject, StreamUsageStep) and the usage-event filter."""
+
+import asyncio
+import json
+from types import SimpleNamespace
+
+import pytest
+
+import proxy.exchange
+from providers import registry
+from proxy.exchange import Exchange
+from proxy.paths import Route
+from proxy.request_body import BodySpool
+from proxy.steps import StreamUsageStep, relay_filter, steps_active, steps_run
+from wire.sse import EventFilter
+
+CHUNK = 'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'
+USAGE = 'data: {"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n\n'
+DONE = "data: [DONE]\n\n"
+
+OPENAI = registry().get("openai")
+
+
+@pytest.fixture(autouse=True)
+def inflight_clear():
+    """Exchanges made by a test (never logged) must not leak into the next one."""
+    yield
+    proxy.exchange._INFLIGHT.clear()
+
+
+def _exchange(body: bytes, *, method: str = "POST", path: str = "/v1/chat/completions",
+              headers: list[tuple[str, str]] | None = None) -> Exchange:
+    """An exchange for a request as the ASGI adapter hands it over (body read into its spool)."""
+    spool = BodySpool("test.request")
+    spool.write(body)
+    request = SimpleNamespace(method=method, META={"QUERY_STRING": "", "CONTENT_TYPE": "application/json",
+                                                   "REMOTE_ADDR": "127.0.0.1"},
+                              scope={"headers": []}, gateway_body=spool, gateway_refusal=None)
+    provider, upstream_path = registry().match(path)
+    x = Exchange(request, Route(provider, path, upstream_path, "http://upstream.test"))
+    x.forward_headers = list(headers or [])
+    return x
+
+
+def test_wanted_only_when_on_and_for_chunked_endpoints(settings):
+    body = b'{"model": "m", "stream": true}'
+    assert not StreamUsageStep().enabled() and steps_active() == []
+    settings.STREAM_USAGE = "inject"
+    assert StreamUsageStep().enabled() and [s.name for s in steps_active()] == ["stream_usage"]
+    assert OPENAI.usage_inject("POST", "/v1/chat/completions", body) is not None
+    assert OPENAI.usage_inject("POST", "/v1/completions", body) is not None
+    assert OPENAI.usage_inject("POST", "/v1/responses", body) is None
+    assert OPENAI.usage_inject("GET", "/v1/chat/completions", body) is None
+
+
+@pytest.mark.parametrize("body, expected", [
+    ({"model": "m", "stream": True}, {"include_usage": True}),
+    ({"model": "m", "stream": True, "stream_options": {"x": 1}}, {"x": 1, "include_usage": True}),
+    ({"model": "m", "stream": True, "stream_options": {"include_usage": False}}, {"include_usage": True}),
+])
+def test_body_rewritten(body, expected):
+    out = json.loads(OPENAI.usage_inject("POST", "/v1/chat/completions", json.dumps(body).encode()))
+    assert out["stream_options"] == expected and out["model"] == "m"
+
+
+@pytest.mark.parametrize("body", [b'{"model": "m"}', b'{"stream": true, "stream_options": {"include_usage": true}}',
+                                  b"not json", b"[1]", b'{"stream": true, "stream_options": "x"}'])
+def test_body_left_alone(body):
+    assert OPENAI.usage_inject("POST", "/v1/chat/completions", body) is None
+
+
+def test_step_forwards_the_rewritten_body_uncompressed_and_filters_the_stream(settings):
+    settings.STREAM_USAGE = "inject"
+    body = b'{"model": "m", "stream": true}'
+    x = _exchange(body, headers=[("Authorization", "Bearer sk-x"), ("accept-encoding", "gzip, br")])
+    assert asyncio.run(steps_run(x, steps_active())) is None  # the step never answers itself
+    assert x.usage_injected and json.loads(x.forward_body)["stream_options"] == {"include_usage": True}
+    assert x.forward_headers == [("Authorization", "Bearer sk-x"), ("Accept-Encoding", "identity")]
+    assert x.body.in_memory() == body  # the log keeps what the client sent
+    assert isinstance(relay_filter(x, steps_active(), True), EventFilter)
+    assert relay_filter(x, steps_active(), False) is None  # only event streams are filtered
+
+
+@pytest.mark.parametrize("body, path", [
+    (b'{"model": "m", "stream": true, "stream_options": {"include_usage": true}}', "/v1/chat/completions"),
+    (b'{"model": "m", "stream": true}', "/v1/responses"),
+])
+def test_step_leaves_other_requests_alone(settings, body, path):
+    settings.STREAM_USAGE = "inject"
+    x = _exchange(body, path=path, headers=[("accept-encoding", "gzip")])
+    assert asyncio.run(steps_run(x, steps_active())) is None
+    assert not x.usage_injected and x.forward_body is None and x.forward_headers == [("accept-encoding", "gzip")]
+    assert relay_filter(x, steps_active(), True) is None
+
+
+def _run(pieces: list[bytes]) -> bytes:
+    f = EventFilter(OPENAI.injected_event)
+    return b"".join(f(p) for p in pieces) + f.rest()
+
+
+def test_filter_drops_only_the_usage_chunk():
+    raw = (CHUNK + CHUNK + USAGE + DONE).encode()
+    assert _run([raw]) == (CHUNK + CHUNK + DONE).encode()
+
+
+def test_filter_works_across_any_chunk_boundary():
+    raw = (CHUNK + USAGE + DONE).encode()
+    for cut in range(1, len(raw)):
+        assert _run([raw[:cut], raw[cut:]]) == (CHUNK + DONE).encode(), cut
+    assert _run([bytes([b]) for b in raw]) == (CHUNK + DONE).encode()
+
+
+def test_filter_never_holds_a_complete_event_back():
+    f = EventFilter(OPENAI.injected_event)
+    assert f(CHUNK.encode()) == CHUNK.encode()
+    assert f(b'data: {"partial') == b""
+
+
+def test_filter_passes_crlf_framing_through_untouched():
+    raw = CHUNK.replace("\n", "\r\n").encode()
+    assert _run([raw]) == raw

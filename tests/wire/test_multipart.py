@@ -1,0 +1,40 @@
+"""Splitting multipart bodies kept in files."""
+
+import hashlib
+
+from wire.multipart import header_params, multipart_boundary, multipart_split, part_read, part_sha256
+
+
+def _body(boundary: str, parts: list[tuple[str, str | None, str, bytes]], close: bool = True) -> bytes:
+    out = b""
+    for name, filename, ctype, data in parts:
+        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disp}\r\nContent-Type: {ctype}\r\n\r\n".encode()
+        out += data + b"\r\n"
+    return out + (f"--{boundary}--\r\n".encode() if close else b"")
+
+
+def test_split_finds_fields_and_files_with_binary_content(tmp_path):
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) + b"\r\n--notboundary"
+    path = tmp_path / "body"
+    path.write_bytes(_body("xyz", [("prompt", None, "text/plain", b"bluer"), ("image", "a b.png", "image/png", png)]))
+    parts, complete = multipart_split(path, "xyz")
+    assert complete
+    assert [(p.name, p.filename, p.content_type) for p in parts] == [
+        ("prompt", None, "text/plain"), ("image", "a b.png", "image/png")]
+    assert part_read(path, parts[0]) == b"bluer" and part_read(path, parts[1]) == png
+    assert part_sha256(path, parts[1]) == hashlib.sha256(png).hexdigest()
+
+
+def test_truncated_body_is_reported_incomplete(tmp_path):
+    path = tmp_path / "body"
+    whole = _body("b1", [("file", "x.bin", "application/octet-stream", b"0123456789" * 10)])
+    path.write_bytes(whole[: len(whole) // 2])
+    parts, complete = multipart_split(path, "b1")
+    assert not complete and parts == []
+
+
+def test_boundary_and_params_parsing():
+    assert multipart_boundary('multipart/form-data; boundary="a;b"') == "a;b"
+    assert multipart_boundary("application/json") is None
+    assert header_params('form-data; name="f"; filename="q\\"x.png"') == {"name": "f", "filename": 'q"x.png'}

@@ -1,0 +1,94 @@
+"""Splits a multipart/form-data body (kept in a file) into its fields and file parts."""
+
+import hashlib
+import mmap
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_PARAM = re.compile(r';\s*([\w*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+
+
+@dataclass
+class Part:
+    """One part: its headers, name, filename, and where its bytes lie in the source file."""
+
+    name: str
+    filename: str | None
+    content_type: str
+    start: int
+    end: int
+
+
+def header_params(value: str) -> dict[str, str]:
+    """Parameters of a header like Content-Disposition or Content-Type."""
+    params = {}
+    for key, raw in _PARAM.findall(value):
+        raw = raw.strip()
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = raw[1:-1].replace('\\"', '"')
+        params[key.lower()] = raw
+    return params
+
+
+def multipart_boundary(content_type: str) -> str | None:
+    """The boundary of a multipart Content-Type, or None."""
+    if not content_type.lower().startswith("multipart/"):
+        return None
+    return header_params(content_type).get("boundary") or None
+
+
+def multipart_split(path: Path, boundary: str) -> tuple[list[Part], bool]:
+    """Locate the parts of a multipart body without loading it; (parts, complete)."""
+    parts: list[Part] = []
+    delim = b"--" + boundary.encode("latin-1")
+    if path.stat().st_size == 0:
+        return parts, False
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        pos = m.find(delim)
+        if pos < 0:
+            return parts, False
+        while True:
+            pos += len(delim)
+            if m[pos:pos + 2] == b"--":
+                return parts, True
+            head_end = m.find(b"\r\n\r\n", pos)
+            if head_end < 0:
+                return parts, False
+            headers = m[pos:head_end].decode("latin-1").strip("\r\n").split("\r\n")
+            start = head_end + 4
+            nxt = m.find(b"\r\n" + delim, start)
+            if nxt < 0:
+                return parts, False
+            disposition, ctype = "", "text/plain"
+            for h in headers:
+                key, _, value = h.partition(":")
+                if key.strip().lower() == "content-disposition":
+                    disposition = value
+                elif key.strip().lower() == "content-type":
+                    ctype = value.strip()
+            params = header_params(disposition)
+            parts.append(Part(params.get("name", ""), params.get("filename"), ctype, start, nxt))
+            pos = nxt + 2
+
+
+def part_read(path: Path, part: Part) -> bytes:
+    """The bytes of one (small) part."""
+    with open(path, "rb") as f:
+        f.seek(part.start)
+        return f.read(part.end - part.start)
+
+
+def part_sha256(path: Path, part: Part) -> str:
+    """The sha256 of one part's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(part.start)
+        left = part.end - part.start
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
