@@ -74,10 +74,10 @@ class Server:
         return err.read().decode(errors="replace")[-size:]
 
 
-def _spawn(name: str, args: list[str], env: dict[str, str], port: int) -> Server:
+def _spawn(name: str, args: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> Server:
     """Start a process in the project root and wait for its port (stderr kept in a temp file)."""
     err = tempfile.TemporaryFile()  # a file, not a pipe: a chatty server must never block on it
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
         port_wait(port)
     except RuntimeError:
@@ -142,7 +142,7 @@ def pg_database_drop(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def gateway_prepare(upstream: str, database_url: str | None = None) -> tuple[Path, dict[str, str]]:
+def gateway_prepare(upstream: str, database_url: str | None = None, root: Path = ROOT) -> tuple[Path, dict[str, str]]:
     """A temp DATA_DIR with a migrated database: SQLite in it, or a new PostgreSQL database."""
     data_dir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     env = gateway_env(data_dir, upstream)
@@ -152,14 +152,15 @@ def gateway_prepare(upstream: str, database_url: str | None = None) -> tuple[Pat
     for k in ("DATABASE_URL", "DB_PATH", "FILE_STORAGE_PATH"):
         if not env.get(k):
             full.pop(k, None)
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=full, check=True)
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=root, env=full, check=True)
     return data_dir, full
 
 
-def gateway_start(env: dict[str, str], workers: int = 1) -> Server:
-    """The gateway with full logging (env from gateway_prepare)."""
+def gateway_start(env: dict[str, str], workers: int = 1, root: Path = ROOT) -> Server:
+    """The gateway with full logging (env from gateway_prepare), from this checkout or another."""
     port = port_free()
-    return _spawn(f"gateway x{workers}", _uvicorn("gateway_project.asgi:application", port, workers), env, port)
+    return _spawn(f"gateway x{workers}", _uvicorn("gateway_project.asgi:application", port, workers), env, port,
+                  cwd=root)
 
 
 def log_rows(env: dict[str, str]) -> tuple[int, int]:

@@ -1,0 +1,59 @@
+"""Two checkouts of the gateway side by side: python bench/compare.py OTHER_CHECKOUT ["chat c1" ...]
+
+Starts the mock upstream, this checkout's gateway and the other one's (each on a fresh SQLite
+database, 1 worker), and drives them with wrk in alternating 3 s rounds, so that whatever else
+the machine does hits both alike. Prints each round and the median of the paired ratios
+(this checkout over the other). Use it to measure a change: a `git worktree` of the commit
+before it is the other checkout.
+"""
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import servers  # noqa: E402
+from bench.load import SCENARIOS, wrk_require, wrk_run  # noqa: E402
+
+ROUNDS = 5
+
+
+def main() -> None:
+    """Parse, start both gateways, alternate rounds, print the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("other", type=Path, help="the other checkout (a git worktree)")
+    parser.add_argument("scenarios", nargs="*", default=["chat c1", "chat c64", "stream c16"])
+    parser.add_argument("--duration", type=float, default=3.0)
+    args = parser.parse_args()
+    wrk_require()
+    mock = servers.mock_start()
+    running, dirs = [mock], []
+    try:
+        gateways = {}
+        for label, root in (("other", args.other.resolve()), ("this", servers.ROOT)):
+            data_dir, env = servers.gateway_prepare(mock.url, root=root)
+            dirs.append((data_dir, env))
+            gateways[label] = servers.gateway_start(env, root=root)
+            running.append(gateways[label])
+        for name in args.scenarios:
+            sc = next(s for s in SCENARIOS if s.name == name)
+            for gw in gateways.values():
+                wrk_run(gw.url, sc, 1)  # warm-up
+            other, this = [], []
+            for _ in range(ROUNDS):
+                other.append(wrk_run(gateways["other"].url, sc, args.duration)["rps"])
+                this.append(wrk_run(gateways["this"].url, sc, args.duration)["rps"])
+            ratios = [t / o for o, t in zip(other, this)]
+            print(f"{name}: other {[round(x) for x in other]} req/s, this {[round(x) for x in this]} req/s; "
+                  f"this/other median {statistics.median(ratios):.2f}x (rounds {[round(r, 2) for r in ratios]})")
+    finally:
+        for s in reversed(running):
+            s.stop()
+        for d, e in dirs:
+            servers.gateway_cleanup(d, e)
+
+
+if __name__ == "__main__":
+    main()
