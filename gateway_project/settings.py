@@ -129,6 +129,10 @@ UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=100 * 1024 * 1024)
 # Text bodies above this size go to a file instead of the TEXT column.
 LOG_BODY_INLINE_MAX_BYTES = env.int("LOG_BODY_INLINE_MAX_BYTES", default=1024 * 1024)
+# A compressed answer that decodes to more than this is kept as received (a decompression bomb).
+LOG_DECODE_MAX_BYTES = env.int("LOG_DECODE_MAX_BYTES", default=64 * 1024 * 1024)
+# A multipart body of more parts than this is kept whole, not split into a file per part.
+LOG_MULTIPART_MAX_PARTS = env.int("LOG_MULTIPART_MAX_PARTS", default=1000)
 LOG_REDACT_HEADERS = env.list("LOG_REDACT_HEADERS", default=[])
 LOG_REDACT_QUERY_PARAMS = env.list("LOG_REDACT_QUERY_PARAMS", default=[])
 # Optional access keys for the proxy (`name:key` or `key`, comma-separated); empty = open.

@@ -14,8 +14,8 @@ from logs.ids import exchange_id_new
 from logs.outcomes import Outcome
 from logs.pipeline.writer import writer_get
 from logs.records import RequestRecord, ResponseRecord, record_line
-from logs.redaction.redact import (credentials_collect, headers_mask, key_fingerprint, line_scrub, query_mask,
-                                   secret_needles, text_scrub)
+from logs.redaction.redact import credentials_collect, headers_mask, key_fingerprint, query_mask
+from logs.redaction.scrub import Scrubber, text_scrub
 from proxy.paths import Route
 
 REQUEST_ID_HEADER = "X-Gateway-Request-Id"
@@ -69,9 +69,8 @@ class Exchange:
         self.forward_body: bytes | None = None  # set by a step that rewrote the body
         self.usage_injected = False
         self.gateway_key = None  # proxy/access.AccessKey, once checked
-        # Every record of this exchange loses the request's credentials, wherever they echo.
-        self.secrets = credentials_collect(self.headers, self.query)
-        self._needles = secret_needles(self.secrets)
+        # Every record and body file of this exchange loses the request's credentials, wherever they echo.
+        self.scrubber = Scrubber(credentials_collect(self.headers, self.query))
         self.ttfb_ms: float | None = None
         self.ended_ms: float | None = None
         self.outcome = Outcome.COMPLETED
@@ -112,7 +111,7 @@ class Exchange:
     # --- the log
     def _submit(self, record: RequestRecord | ResponseRecord) -> None:
         """Journal a record, the request's credentials masked wherever they show up in it."""
-        writer_get().submit(line_scrub(record_line(record), self.secrets, self._needles), record.kind)
+        writer_get().submit(self.scrubber.line(record_line(record)), record.kind)
 
     def request_record(self) -> RequestRecord:
         """The request as received, credentials masked (the caller adds its body)."""
@@ -153,7 +152,7 @@ class Exchange:
     def gateway_answer(self, status: int, message: str, *, kind: str = "gateway_error",
                        outcome: str | None = None) -> HttpResponse:
         """End the exchange with the gateway's own error answer, in the provider's shape, and log it."""
-        message = text_scrub(message, self.secrets)
+        message = text_scrub(message, self.scrubber.secrets)
         body = self.provider.error_body(message, kind=kind, status=status)
         self.outcome = outcome or (Outcome.UPSTREAM_ERROR if status in (502, 504) else Outcome.GATEWAY_ERROR)
         self.error = message

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from logs.pipeline.capture import content_type_is_text
 from logs.records import RequestRecord
+from logs.redaction.scrub import Masked
 from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error
 from proxy.paths import NoRoute, PathRefused, Route, route_find
 from proxy.refusals import refusal_find
@@ -77,19 +78,25 @@ def _body_as_file(x: Exchange) -> bool:
 
 
 async def request_record(x: Exchange) -> None:
-    """Journal the request as received, before anything goes upstream; its body inline or as a spool file."""
+    """Journal the request as received (credentials masked), before anything goes upstream.
+
+    Its body inline, or as a spool file (large, binary or multipart bodies).
+    """
     record: RequestRecord = x.request_record()
     data = x.body.in_memory()
+    masked = Masked()
     if data is not None and not _body_as_file(x):
         try:
-            record.body = data.decode("utf-8")
+            record.body = x.scrubber.text(data.decode("utf-8"), x.content_type, answer=False, masked=masked)
         except UnicodeDecodeError:  # raw bytes never go into a TEXT column
             pass
     if x.body.size and record.body is None:
         try:
-            record.body_file = await asyncio.to_thread(x.body.keep, x.content_type)
+            record.body_file = await asyncio.to_thread(x.body.keep, x.content_type, x.scrubber, masked)
         except OSError as exc:  # spool folder full or unwritable: forward anyway, say so in the log
             x.notes.append(f"request body file not saved: {exc}")
+    if note := masked.note("request body (stored copy; the upstream got it as sent)"):
+        x.notes.append(note)
     x.request_log(record)
 
 

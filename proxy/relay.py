@@ -2,7 +2,7 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from django.conf import settings
@@ -49,7 +49,8 @@ async def _chunk_next(chunks: AsyncIterator[bytes], idle_timeout: float | None) 
         return None
 
 
-async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: BodyCapture, on_end: Callable[[], None],
+async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: BodyCapture,
+                       on_end: Callable[[], Awaitable[None]],
                        *, is_sse: bool, chunk_filter: EventFilter | None = None,
                        idle_timeout: float | None = None) -> AsyncIterator[bytes]:
     """Yield upstream bytes unchanged, teeing them into the capture; log however it ends.
@@ -91,10 +92,7 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
             # Stop the upstream at once (no more tokens spent) before writing the log.
             await asyncio.shield(upstream.aclose())
         finally:  # logged even if a second cancellation lands while the upstream closes
-            try:
-                on_end()
-            finally:
-                exchange.end()
+            await asyncio.shield(on_end())
     if broken:
         if _error_tail_allowed(upstream, is_sse):
             yield sse_error_event(exchange.error)
@@ -141,11 +139,17 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
                           content_encoding=upstream.headers.get("content-encoding", ""), stream=is_sse,
                           started=x.started)
 
-    def on_end() -> None:
+    async def on_end() -> None:
+        """Finish the captured body (decoding and masking it off the event loop when it is big) and log."""
         record = x.response_record(status=upstream.status_code, headers=headers, content_type=content_type,
                                    is_stream=is_sse)
-        capture.finish(record)
-        x.response_log(record)
+        try:
+            if capture.blocking():
+                await asyncio.to_thread(capture.finish, record, x.scrubber)
+            else:
+                capture.finish(record, x.scrubber)
+        finally:
+            x.response_log(record)
 
     relay = relay_stream(upstream, x, capture, on_end, is_sse=is_sse, chunk_filter=filter_for(is_sse),
                          idle_timeout=settings.STREAM_IDLE_TIMEOUT)

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from logs.pipeline.spool import spool_dir, spool_discard, spool_path
 from logs.records import FileRef
+from logs.redaction.scrub import Masked, Scrubber
 
 CHUNK = 64 * 1024
 
@@ -75,22 +76,30 @@ class BodySpool:
         """The whole body when it is held in memory, else None."""
         return self._memory.getvalue() if self._memory is not None else None
 
-    def keep(self, content_type: str) -> FileRef:
-        """Make the body a finished spool file for the log (blocking: run it off the event loop).
+    def keep(self, content_type: str, scrubber: Scrubber, masked: Masked) -> FileRef:
+        """The spool file the log keeps of this body (blocking: run it off the event loop).
 
-        OSError when it cannot be written (the body is still forwarded from memory).
+        The body's own file, unless credentials had to be masked: then a masked copy, and the
+        original stays for the upstream. OSError when it cannot be written (the body is still
+        forwarded, from memory).
         """
         if self.spool_error:
             raise OSError(self.spool_error)
         if self._memory is not None:
             self._rollover()
         self._file.close()
-        digest = hashlib.sha256()
-        with open(spool_path(self.name), "rb") as f:
+        source = spool_path(self.name)
+        copy = source.with_name(self.name + ".log")
+        if scrubber.masked_copy(source, copy, content_type, answer=False, masked=masked):
+            name = copy.name
+        else:
+            name, self.kept = self.name, True
+        digest, size = hashlib.sha256(), 0
+        with open(spool_path(name), "rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
-        self.kept = True
-        return FileRef(spool=self.name, size=self.size, sha256=digest.hexdigest(), content_type=content_type)
+                size += len(chunk)
+        return FileRef(spool=name, size=size, sha256=digest.hexdigest(), content_type=content_type)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body for the upstream, streamed from memory or from its file (its own handle)."""

@@ -13,9 +13,11 @@ from hypothesis import settings as hypothesis_settings
 from django.conf import settings
 
 import logs.pipeline.pipe
+import proxy.upstream
 from logs.pipeline.ingest import ingest_run
 from logs.pipeline.writer import writer_get, writer_stop
 from testing.mock_upstream import MockUpstreamThread
+from testing.scripted import ScriptedTransport
 
 
 class IngestThread:
@@ -69,7 +71,7 @@ class IngestThread:
 
 
 # Hypothesis: few examples by default (the README's test command, CI); HYPOTHESIS_PROFILE=deep for many.
-hypothesis_settings.register_profile("ci", max_examples=40, deadline=None)
+hypothesis_settings.register_profile("ci", max_examples=100, deadline=None)
 hypothesis_settings.register_profile("deep", max_examples=2000, deadline=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
@@ -173,6 +175,14 @@ class LiveGateway:
         """Shut down uvicorn (runs the lifespan shutdown: client closed, log flushed)."""
         self.server.should_exit = True
         self.thread.join(15)
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """Put a scripted upstream under the gateway: set `.answer`; list `.requests` (ask for it before `gateway`)."""
+    transport = ScriptedTransport(lambda request: (200, [("content-type", "application/json")], b"{}"))
+    monkeypatch.setattr(proxy.upstream, "transport_build", lambda limits: transport)
+    return transport
 
 
 @pytest.fixture

@@ -38,3 +38,21 @@ def json_line(obj: Any) -> bytes:
         return orjson.dumps(obj, default=str) + b"\n"
     except orjson.JSONEncodeError:  # what orjson refuses (a lone surrogate, a huge int) json escapes
         return (json.dumps(obj, separators=(",", ":"), default=str) + "\n").encode()
+
+
+def json_depth(obj: Any, limit: int) -> int:
+    """How deeply a parsed JSON value nests (containers), counted without recursion; stops above limit."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest

@@ -38,8 +38,16 @@ def multipart_boundary(content_type: str) -> str | None:
     return header_params(content_type).get("boundary") or None
 
 
-def multipart_split(path: Path, boundary: str) -> tuple[list[Part], bool]:
-    """Locate the parts of a multipart body without loading it; (parts, complete)."""
+class TooManyParts(ValueError):
+    """The body has more parts than the caller will handle."""
+
+
+def multipart_split(path: Path, boundary: str, max_parts: int = 0) -> tuple[list[Part], bool]:
+    """Locate the parts of a multipart body without loading it; (parts, complete).
+
+    With max_parts, a body of more parts raises TooManyParts (a flood of tiny parts must not
+    cost a file and a row each).
+    """
     parts: list[Part] = []
     delim = b"--" + boundary.encode("latin-1")
     if path.stat().st_size == 0:
@@ -69,6 +77,8 @@ def multipart_split(path: Path, boundary: str) -> tuple[list[Part], bool]:
                     ctype = value.strip()
             params = header_params(disposition)
             parts.append(Part(params.get("name", ""), params.get("filename"), ctype, start, nxt))
+            if max_parts and len(parts) > max_parts:
+                raise TooManyParts(f"more than {max_parts} parts")
             pos = nxt + 2
 
 

@@ -7,13 +7,16 @@ from typing import Any
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from wire.jsonutil import json_or_none
+from wire.jsonutil import json_depth, json_or_none
 from wire.sse import sse_events
 
 # Bodies longer than this start folded; JSON with more nodes than this is shown as indented
 # text rather than a tree of <details> (a tree of 100,000 nodes is slower to read, not faster).
 FOLD_CHARS = 4000
 TREE_MAX_NODES = 3000
+# JSON nested deeper than this is shown as the text it arrived as: a tree (or indented text)
+# of hundreds of levels is unreadable, and building it would recurse once per level.
+TREE_MAX_DEPTH = 32
 
 FileUrl = Callable[[str], str | None]
 
@@ -64,6 +67,9 @@ def body_render(text: str | None, file_url: FileUrl) -> dict[str, Any]:
         return {"kind": "empty", "html": "", "chars": 0, "folded": False}
     parsed = json_or_none(text)
     folded = len(text) > FOLD_CHARS
+    if isinstance(parsed, (dict, list)) and json_depth(parsed, TREE_MAX_DEPTH) > TREE_MAX_DEPTH:
+        note = format_html('<p class="help">JSON nested more than {} levels deep: shown as sent.</p>', TREE_MAX_DEPTH)
+        return {"kind": "text", "html": note + format_html("<pre>{}</pre>", text), "chars": len(text), "folded": True}
     if parsed is None or not isinstance(parsed, (dict, list)):
         return {"kind": "text", "html": format_html("<pre>{}</pre>", text), "chars": len(text), "folded": folded}
     if _nodes(parsed, TREE_MAX_NODES) <= TREE_MAX_NODES:
@@ -74,7 +80,9 @@ def body_render(text: str | None, file_url: FileUrl) -> dict[str, Any]:
 
 
 def json_pretty(obj: Any) -> str:
-    """Indented JSON text."""
+    """Indented JSON text (compact past TREE_MAX_DEPTH levels, where indenting would recurse too deep)."""
+    if json_depth(obj, TREE_MAX_DEPTH) > TREE_MAX_DEPTH:
+        return json.dumps(obj, ensure_ascii=False)  # the C encoder: no per-level Python frames
     return json.dumps(obj, indent=2, ensure_ascii=False)
 
 
@@ -91,6 +99,7 @@ def events_shown(body: str | None, offsets: list | None) -> list[dict[str, Any]]
             "index": idx,
             "offset_ms": offsets[idx] if idx < len(offsets) else None,
             "event": event.name or "",
-            "data": json.dumps(parsed, ensure_ascii=False) if parsed is not None else data,
+            "data": data if parsed is None or json_depth(parsed, TREE_MAX_DEPTH) > TREE_MAX_DEPTH
+            else json.dumps(parsed, ensure_ascii=False),
         })
     return out

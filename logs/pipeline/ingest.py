@@ -53,22 +53,36 @@ def cpu_idle_enter() -> bool:
 
 
 def batch_write(write: Callable[[list[Record]], None], records: list[Record]) -> None:
-    """Write a batch; if the database rejects one record, write the others one by one.
+    """Write a batch; if the database or a value rejects one record, write the others one by one.
 
-    A constraint violation never goes away by retrying: without this, one bad record
-    would hold every later record in the journal forever.
+    A constraint violation or a value that cannot be stored never goes away by retrying: without
+    this, one bad record would hold every later record in the journal forever, or (a value that
+    fails to serialise) cost the whole batch. A record that fails alone is written with its plain
+    fields only, so the exchange is never missing from the log.
     """
-    from django.db import IntegrityError, connection
+    from django.db import DatabaseError, IntegrityError, connection
+
+    from logs.pipeline.rows import records_write_minimal
 
     try:
         write(records)
+        return
     except IntegrityError:
         connection.close()
-        for rec in records:
-            try:
-                write([rec])
-            except IntegrityError as exc:
-                log.error("log record %s rejected by the database, skipped: %s", rec.id, exc)
+    except DatabaseError:
+        raise  # the database is down or locked: retried by write_retry
+    except Exception:
+        log.exception("a batch of %d log records could not be written; writing them one by one", len(records))
+    for rec in records:
+        try:
+            write([rec])
+        except IntegrityError as exc:
+            log.error("log record %s rejected by the database, skipped: %s", rec.id, exc)
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            log.exception("log record %s could not be written whole; kept without its body", rec.id)
+            records_write_minimal([rec], exc)
 
 
 def write_retry(work: Callable[[], None], on_error: Callable[[str], None],

@@ -14,13 +14,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+
 from logs.ids import derive
 from logs.models import BinaryFile
 from logs.pipeline.spool import spool_path
 from logs.records import FileRef, RequestRecord
 from logs.storage import payload_exists, payload_move_in, payload_name, payload_save_bytes, payload_save_range
 from providers import EmbeddedFile
-from wire.multipart import multipart_boundary, multipart_split, part_read, part_sha256
+from wire.multipart import TooManyParts, multipart_boundary, multipart_split, part_read, part_sha256
 
 FORM_FIELD_INLINE_MAX = 64 * 1024
 
@@ -95,7 +97,13 @@ def multipart_store(rec: RequestRecord, files: list[BinaryFile]) -> str:
     ref = rec.body_file
     source = spool_path(ref.spool)
     boundary = multipart_boundary(rec.content_type)
-    parts, complete = multipart_split(source, boundary) if boundary and source.exists() else ([], False)
+    limit = settings.LOG_MULTIPART_MAX_PARTS
+    try:
+        parts, complete = multipart_split(source, boundary, limit) if boundary and source.exists() else ([], False)
+    except TooManyParts:
+        raw_store(rec, files, label="raw")
+        return json.dumps({"fields": {}, "files": [], "complete": False,
+                           "note": f"more than {limit} parts: kept whole, not split (LOG_MULTIPART_MAX_PARTS)"})
     fields: dict[str, Any] = {}
     described = []
     for idx, part in enumerate(parts):

@@ -22,13 +22,16 @@ from logs.pipeline.spool import spool_path
 from logs.pricing import cost_compute
 from logs.records import Record, RequestRecord, ResponseRecord
 from providers import USAGE_FIELDS, Provider, registry
-from wire.jsonutil import json_or_none
+from wire.jsonutil import json_depth, json_or_none
 from wire.multipart import multipart_boundary
 from wire.sse import sse_events
 
 log = logging.getLogger(__name__)
 
 JSON_PARSE_MAX_BYTES = 64 * 1024 * 1024  # a larger JSON answer is stored as a file without being parsed
+# Parsed values nested deeper than this are not stored as JSON (the stream result, a rewritten
+# answer): every reader would have to recurse through them. The text they came from is kept.
+JSON_STORE_DEPTH = 64
 
 
 def _notes_join(*notes: str) -> str:
@@ -70,7 +73,12 @@ def _stream_read(resp: Response, provider: Provider, text: str, offsets: list | 
     """Reassemble a stream into resp.stream_result and time its first content event; the result."""
     events = [(e.name, json_or_none(e.data)) for e in sse_events(text)]
     result = _untrusted(provider.stream_reassemble, events)
-    resp.stream_result = {"events": len(events), "result": result}
+    if json_depth(result, JSON_STORE_DEPTH) > JSON_STORE_DEPTH:
+        resp.stream_result = {"events": len(events), "result": None,
+                              "note": f"the reassembled answer nests deeper than {JSON_STORE_DEPTH} levels: not stored "
+                                      "(every event is in the body)"}
+    else:
+        resp.stream_result = {"events": len(events), "result": result}
     for i, (name, payload) in enumerate(events[: len(offsets or [])]):
         if _untrusted(provider.event_has_content, name, payload):
             # Offsets are rounded: never report content before the first byte.
@@ -110,6 +118,9 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
     elif text is not None:
         answer = json_or_none(text)
         found = _untrusted(provider.embedded_files, answer) or []
+        if found and json_depth(answer, JSON_STORE_DEPTH) > JSON_STORE_DEPTH:
+            found = []  # rewriting it would mean recursing through it: the answer is stored as it came
+            resp.error_message = _notes_join(resp.error_message, "embedded files left in place: answer nested too deep")
         if found:
             embedded_store(found, provider=rec.provider, owner=rec.id, request_id=rec.request_id,
                            created=rec.created, files=files)
@@ -148,6 +159,14 @@ def _row_minimal(rec: Record, exc: Exception) -> Request | Response:
     return Response(id=rec.id, request_id=rec.request_id, status_code=rec.status, headers=rec.headers,
                     outcome=rec.outcome, is_error=True, duration_ms=rec.duration_ms, body_size=rec.body_size,
                     error_message=_notes_join(rec.error, rec.notes, note), created_at=epoch_datetime(rec.created))
+
+
+def records_write_minimal(records: list[Record], exc: Exception) -> None:
+    """Write records with only their plain fields (their bodies could not be stored)."""
+    rows = [_row_minimal(rec, exc) for rec in records]
+    with transaction.atomic():
+        rows_insert(Request, [r for r in rows if isinstance(r, Request)])
+        rows_insert(Response, [r for r in rows if isinstance(r, Response)])
 
 
 def records_write(records: list[Record]) -> None:

@@ -5,25 +5,35 @@ import re
 from typing import Any
 from urllib.parse import unquote_plus
 
-from logs.redaction.redact import SECRET_HEADERS, SECRET_QUERY_PARAMS, token_mask, value_mask
+from logs.redaction.redact import MASK, header_is_secret, param_is_secret, token_mask, value_mask
 
-
-def _alternation(names: frozenset[str]) -> str:
-    """A regex alternation of names, longest first so `set-cookie` wins over `cookie`."""
-    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-
-
-_PARAM = re.compile(rf"(?i)(?<![\w-])((?:{_alternation(SECRET_QUERY_PARAMS)})=)([^&\s\"'#;,]+)")
-_HEADER = re.compile(
-    rf"(?i)(?<![\w-])((?:{_alternation(SECRET_HEADERS)})[\"']?\s*[:=]\s*[\"']?)([^\"'\r\n,}}\]]+)")
+# A query parameter (its name possibly percent-encoded: api%5Fkey), and a "name: value" or
+# "name=value" pair as headers and dicts print; each counts when its name says it is a secret
+# (the same rules as the log's: built-in names, LOG_REDACT_*, providers' own, secret-like words).
+_PARAM = re.compile(r"(?<=[?&])([\w%.~+-]{1,96})=([^&\s\"'#;,]+)")
+_PAIR = re.compile(r"(?<![\w%-])([A-Za-z][\w.-]{0,63})([\"']?\s*[:=]\s*[\"']?)([^\"'\r\n,}\]&]+)")
 _SCHEME = re.compile(r"(?i)\b((?:bearer|basic|token)\s+)([A-Za-z0-9._~+/=-]{8,})")
 _SHAPES = re.compile(r"(?<![\w-])(sk-[A-Za-z0-9_-]{12,}|AIza[0-9A-Za-z_-]{20,})")
 
 
+def _param(match: re.Match) -> str:
+    name, value = match.group(1), match.group(2)
+    if MASK in value or not param_is_secret(name):
+        return match.group(0)
+    return f"{name}={token_mask(unquote_plus(value))}"
+
+
+def _pair(match: re.Match) -> str:
+    name = match.group(1)
+    if MASK in match.group(3) or (not header_is_secret(name) and not param_is_secret(name)):
+        return match.group(0)
+    return match.group(1) + match.group(2) + value_mask(match.group(3))
+
+
 def text_redact(text: str) -> str:
     """Mask anything that looks like a credential in a free-text line."""
-    text = _HEADER.sub(lambda m: m.group(1) + value_mask(m.group(2)), text)
-    text = _PARAM.sub(lambda m: m.group(1) + token_mask(unquote_plus(m.group(2))), text)
+    text = _PARAM.sub(_param, text)
+    text = _PAIR.sub(_pair, text)
     text = _SCHEME.sub(lambda m: m.group(1) + token_mask(m.group(2)), text)
     return _SHAPES.sub(lambda m: token_mask(m.group(1)), text)
 

@@ -1,35 +1,39 @@
-"""Masks credentials in headers, query strings and free text before anything is written anywhere."""
+"""What counts as a credential, and its masked form: headers, query parameters, fields; fingerprints.
+
+A name says it holds a secret when it is on a built-in list, named by a provider module
+(its credential headers and query parameters), configured (LOG_REDACT_HEADERS,
+LOG_REDACT_QUERY_PARAMS), or made of words that say so (X-Custom-Api-Key, client_secret,
+accessToken, session-token) — but not words that only look alike (x-ratelimit-remaining-tokens).
+"""
 
 import functools
 import hashlib
 import hmac
-import json
 import re
 from typing import Any
 from urllib.parse import unquote_plus
 
-import orjson
 from django.conf import settings
 
 from providers import Registry, registry
-from wire.jsonutil import json_line, json_parse
 
-SECRET_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "api-key",
-        "x-api-key",
-        "x-goog-api-key",
-        "cookie",
-        "set-cookie",
-        "x-gateway-key",
-    }
-)
+SECRET_HEADERS = frozenset({
+    "authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "cookie", "set-cookie",
+    "x-gateway-key",
+})
 SECRET_QUERY_PARAMS = frozenset({
     "key", "api_key", "api-key", "apikey", "x-api-key", "x-goog-api-key", "access_token", "token",
     "auth", "secret", "client_secret", "password", "sig",
 })
+# Words that make a name a secret's name, once split at -, _, . and camelCase humps.
+SECRET_WORDS = frozenset({
+    "apikey", "key", "token", "secret", "password", "passwd", "pwd", "auth", "authorization", "credential",
+    "credentials", "cookie", "signature", "sig", "session", "bearer", "privatekey",
+})
+# Names made of those words that hold no credential and are worth reading in the log.
+NOT_SECRET = frozenset({"idempotency-key", "idempotency_key", "idempotencykey", "key-id", "keyid", "session-id",
+                        "sessionid", "session_id", "x-gateway-session-id", "prompt_cache_key", "max_tokens",
+                        "cache_key"})
 # Auth schemes kept in clear; any other first word is treated as part of the secret.
 AUTH_SCHEMES = frozenset({
     "basic", "bearer", "digest", "token", "bot", "key", "apikey", "hmac", "negotiate", "ntlm",
@@ -38,6 +42,39 @@ AUTH_SCHEMES = frozenset({
 MASK = "…"
 SCRUB_MIN_LEN = 8  # shorter values are too likely to match ordinary text
 _PREFIX = re.compile(r"^[A-Za-z]{1,3}[-_]")  # sk-, gsk_, xai-: tells the key's kind, not the key
+_WORD_SPLIT = re.compile(r"[-_.\s]+|(?<=[a-z0-9])(?=[A-Z])")
+_SCHEME = re.compile(r"^\s*(\S+)\s+(\S.*?)\s*$", re.S)  # "Bearer<TAB>key", "Bearer  key"
+
+
+@functools.lru_cache(maxsize=4096)
+def name_is_secret(name: str) -> bool:
+    """Whether a header, parameter or field name says its value is a credential (by its words)."""
+    if name.lower() in NOT_SECRET:
+        return False
+    words = [w.lower() for w in _WORD_SPLIT.split(name) if w]
+    joined = "".join(words)
+    return joined in SECRET_WORDS or any(w in SECRET_WORDS for w in words) or joined.endswith(("apikey", "secret"))
+
+
+# Body fields (JSON, forms) holding a credential, by their name with case and separators removed.
+SECRET_FIELDS = frozenset({
+    "apikey", "xapikey", "apisecret", "accesskey", "secretkey", "secretaccesskey", "privatekey", "accesstoken",
+    "refreshtoken", "idtoken", "authtoken", "sessiontoken", "bearertoken", "token", "secret", "clientsecret",
+    "password", "passwd", "credential", "credentials", "auth",
+})
+SECRET_FIELD_ENDINGS = ("apikey", "secret", "password", "token")
+
+
+@functools.lru_cache(maxsize=4096)
+def field_is_secret(name: str, *, answer: bool = False) -> bool:
+    """Whether a JSON or form field's value is a credential, by its name (apiKey, client_secret...).
+
+    In answers a field named just "token" is content (OpenAI's logprobs), not a credential.
+    """
+    norm = re.sub(r"[-_.\s]", "", name).lower()
+    if answer and norm == "token":
+        return False
+    return norm in SECRET_FIELDS or norm.endswith(SECRET_FIELD_ENDINGS)
 
 
 @functools.lru_cache(maxsize=16)
@@ -48,15 +85,27 @@ def _names(base: frozenset[str], extra: tuple[str, ...], providers_: Registry, a
 
 
 def secret_headers() -> frozenset[str]:
-    """Header names to mask: the built-in set, LOG_REDACT_HEADERS and each provider's credential headers."""
+    """Header names always masked: the built-in set, LOG_REDACT_HEADERS, each provider's credential headers."""
     return _names(SECRET_HEADERS, tuple(settings.LOG_REDACT_HEADERS), registry(settings.GATEWAY_PROVIDERS),
                   "credential_headers")
 
 
 def secret_params() -> frozenset[str]:
-    """Query parameters to mask: the built-in set, LOG_REDACT_QUERY_PARAMS and each provider's credential ones."""
+    """Query parameters always masked: the built-in set, LOG_REDACT_QUERY_PARAMS, each provider's own."""
     return _names(SECRET_QUERY_PARAMS, tuple(settings.LOG_REDACT_QUERY_PARAMS), registry(settings.GATEWAY_PROVIDERS),
                   "credential_query")
+
+
+def header_is_secret(name: str) -> bool:
+    """Whether a header's value is masked."""
+    lname = name.lower()
+    return lname in secret_headers() or name_is_secret(lname)
+
+
+def param_is_secret(raw_name: str) -> bool:
+    """Whether a query or form parameter's value is masked (its name percent-decoded first)."""
+    name = unquote_plus(raw_name).strip()
+    return name.lower() in secret_params() or name_is_secret(name)
 
 
 def token_mask(token: str) -> str:
@@ -69,12 +118,18 @@ def token_mask(token: str) -> str:
     return f"{head}{MASK}{tail}"
 
 
+def scheme_split(value: str) -> tuple[str, str]:
+    """(auth scheme, token) of a credential value, whatever whitespace separates them; ("", value) if none."""
+    match = _SCHEME.match(value)
+    if match and match.group(1).lower() in AUTH_SCHEMES:
+        return match.group(1), match.group(2)
+    return "", value.strip()
+
+
 def value_mask(value: str) -> str:
-    """Mask a credential header value, keeping a known auth scheme (`Bearer sk-…9f2c`)."""
-    scheme, sep, token = value.strip().partition(" ")
-    if sep and scheme.lower() in AUTH_SCHEMES:
-        return f"{scheme} {token_mask(token.strip())}"
-    return token_mask(value.strip())
+    """Mask a credential value, keeping a known auth scheme (`Bearer sk-…9f2c`)."""
+    scheme, token = scheme_split(value)
+    return f"{scheme} {token_mask(token)}" if scheme else token_mask(token)
 
 
 def cookie_mask(value: str, *, set_cookie: bool = False) -> str:
@@ -103,19 +158,17 @@ def header_value_mask(name: str, value: str) -> str:
 
 def headers_mask(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Mask the values of credential headers in a list of (name, value) pairs."""
-    names = secret_headers()
-    return [(k, header_value_mask(k, v) if k.lower() in names else v) for k, v in pairs]
+    return [(k, header_value_mask(k, v) if header_is_secret(k) else v) for k, v in pairs]
 
 
 def query_mask(query: str) -> str:
     """Mask credential parameters such as key= in a query string; everything else stays as sent."""
     if not query:
         return ""
-    names = secret_params()
     out = []
     for piece in query.split("&"):
         name, eq, val = piece.partition("=")
-        if eq and unquote_plus(name).lower() in names:
+        if eq and param_is_secret(name):
             piece = f"{name}={token_mask(unquote_plus(val))}"
         out.append(piece)
     return "&".join(out)
@@ -125,13 +178,12 @@ def headers_safe(pairs: Any) -> list[tuple[str, str]]:
     """Header pairs for display or export, masking any credential that is not masked yet."""
     if isinstance(pairs, dict):
         pairs = list(pairs.items())
-    names = secret_headers()
     out = []
     for item in pairs or []:
         if not isinstance(item, (list, tuple)) or len(item) != 2:
             continue
         name, value = str(item[0]), str(item[1])
-        if name.lower() in names and MASK not in value:
+        if header_is_secret(name) and MASK not in value:
             value = value_mask(value)
         out.append((name, value))
     return out
@@ -139,72 +191,23 @@ def headers_safe(pairs: Any) -> list[tuple[str, str]]:
 
 def credentials_collect(pairs: list[tuple[str, str]], query: str = "") -> list[str]:
     """Every credential value a request carries (headers and query), to scrub them anywhere else."""
-    names, found = secret_headers(), set()
+    found = set()
     for k, v in pairs:
         lname = k.lower()
-        if lname not in names:
+        if not header_is_secret(lname):
             continue
         if lname in ("cookie", "set-cookie"):
             found.update(p.partition("=")[2].strip() for p in v.split(";"))
         else:
             found.add(v.strip())
-            scheme, sep, token = v.strip().partition(" ")
-            if sep:
-                found.add(token.strip())
-    params = secret_params()
+            found.add(scheme_split(v)[1])
+            found.update(v.split())  # every whitespace-separated piece of an unknown scheme
     for piece in query.split("&") if query else []:
         name, eq, val = piece.partition("=")
-        if eq and unquote_plus(name).lower() in params:
+        if eq and param_is_secret(name):
             found.update((val, unquote_plus(val)))
     # Longest first, so a full "Bearer x" is replaced before its token "x".
     return sorted((s for s in found if len(s) >= SCRUB_MIN_LEN), key=len, reverse=True)
-
-
-def text_scrub(text: str, secrets: list[str]) -> str:
-    """Replace every occurrence of the given secrets in a text by their masked form."""
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, value_mask(secret))
-    return text
-
-
-def record_scrub(obj: Any, secrets: list[str]) -> Any:
-    """A copy of a log record (nested dicts/lists/strings) with the secrets masked everywhere."""
-    if not secrets:
-        return obj
-    if isinstance(obj, str):
-        return text_scrub(obj, secrets)
-    if isinstance(obj, dict):
-        return {k: record_scrub(v, secrets) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [record_scrub(v, secrets) for v in obj]
-    return obj
-
-
-def text_forms(text: str) -> set[bytes]:
-    """Every way a string can appear inside a JSON line: raw UTF-8, and JSON-escaped either way."""
-    forms = {text.encode("utf-8", "surrogatepass"), json.dumps(text)[1:-1].encode()}
-    try:
-        forms.add(orjson.dumps(text)[1:-1])
-    except orjson.JSONEncodeError:
-        pass
-    return forms
-
-
-def secret_needles(secrets: list[str]) -> frozenset[bytes]:
-    """Each secret as it could appear in a journal line."""
-    return frozenset(form for secret in secrets for form in text_forms(secret))
-
-
-def line_scrub(line: bytes, secrets: list[str], needles: frozenset[bytes]) -> bytes:
-    """A journal line with the request's secrets masked wherever they echo (a body, an error).
-
-    The line is searched first and rebuilt only when a secret shows up (rarely: a body echoing
-    the key): walking every record to scrub it cost more than writing it.
-    """
-    if not any(needle in line for needle in needles):
-        return line
-    return json_line(record_scrub(json_parse(line), secrets))
 
 
 def key_fingerprint(credential: str) -> str:

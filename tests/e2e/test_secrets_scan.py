@@ -22,8 +22,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # Built at runtime so no key-like literal is committed; hex keeps it identical in every encoding.
 KEY = "sk-" + "scan" + secrets.token_hex(15)
-MIDDLE = KEY[3:-4]  # what masking must hide: everything but the kind prefix and the last 4
-NEEDLES = (KEY.encode(), MIDDLE.encode())
+# Credentials that are not the request's own key: found by the name of what holds them.
+OTHER = {kind: "sk-" + kind + secrets.token_hex(12) for kind in ("header", "field", "nested", "form", "param")}
+# What masking must hide of each: everything but the kind prefix and the last 4 characters.
+NEEDLES = tuple(n for s in (KEY, *OTHER.values()) for n in (s.encode(), s[3:-4].encode()))
 
 
 @pytest.fixture
@@ -102,8 +104,34 @@ def _traffic(gw: LiveGateway, settings) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
+    live_url = settings.UPSTREAM_URLS["openai"]
     settings.UPSTREAM_URLS = {**settings.UPSTREAM_URLS, "openai": f"http://127.0.0.1:{dead}"}
     httpx.get(f"{base}/models?key={KEY}", headers=auth)
+    settings.UPSTREAM_URLS = {**settings.UPSTREAM_URLS, "openai": live_url}
+    _traffic_bodies(gw, settings, auth)
+
+
+def _traffic_bodies(gw: LiveGateway, settings, auth: dict) -> None:
+    """Credentials inside bodies, in odd headers and separators, in percent-encoded names."""
+    base = f"{gw.url}/v1"
+    # JSON fields named like secrets, at any depth, and a header named like one.
+    httpx.post(f"{base}/chat/completions", headers={**auth, "X-Custom-Api-Key": OTHER["header"]},
+               json={"model": "m", "messages": [], "api_key": OTHER["field"],
+                     "tools": [{"auth": {"clientSecret": OTHER["nested"]}}]})
+    # A multipart form echoing the request's key and holding another secret in a password field.
+    httpx.post(f"{base}/images/edits", headers=auth, files={"image": ("a.png", PNG, "image/png")},
+               data={"prompt": "x", "api_key": KEY, "password": OTHER["form"]})
+    # A text body over the inline limit (a file), and an octet-stream body, both carrying the key.
+    big = {"model": "m", "messages": [{"role": "user", "content": "y" * (1 << 20) + KEY}]}
+    httpx.post(f"{base}/chat/completions", json=big, headers=auth)
+    httpx.post(f"{base}/files", content=b"\x00\x01" + KEY.encode() + b"\xff" * 100,
+               headers={**auth, "content-type": "application/octet-stream"})
+    # A tab after the scheme, a percent-encoded parameter name, a configured parameter name.
+    _raw(gw.port, f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\t{KEY}\r\n"
+                  f"Connection: close\r\n\r\n".encode())
+    httpx.get(f"{base}/models?api%5Fkey={KEY}", headers=auth)
+    settings.LOG_REDACT_QUERY_PARAMS = ["session_ref"]
+    httpx.get(f"{base}/models?session_ref={OTHER['param']}", headers=auth)
 
 
 def _db_bytes() -> bytes:
@@ -161,6 +189,7 @@ def test_key_is_nowhere_in_clear(verbose_gateway, upstream, log_flush, payload_d
     stores = {
         "database": _db_bytes(),
         "file store": _tree_bytes(payload_dir),
+        "spool folder": _tree_bytes(Path(dj_settings.SPOOL_DIR)),
         "journal (every line written)": "\n".join(journal_lines).encode(),
         "journal folder": _tree_bytes(Path(dj_settings.JOURNAL_DIR)),
     }
@@ -174,6 +203,10 @@ def test_key_is_nowhere_in_clear(verbose_gateway, upstream, log_flush, payload_d
     # Positive controls: the scan looked at real data, and what it saw is the masked form.
     masked = f"sk-…{KEY[-4:]}"
     assert masked.encode() in stores["database"]
+    for kind, secret in OTHER.items():  # each other credential is there, masked (JSON columns escape the …)
+        assert any(f"sk-{dots}{secret[-4:]}".encode() in stores["database"] for dots in ("…", "\\u2026")), kind
+    assert stores["file store"].count(masked.encode()) >= 2  # the big body and the octet-stream, masked
+    assert Response.objects.filter(error_message__contains="fields named like credentials").count() >= 2
     assert Request.objects.count() >= 14 and not Request.objects.filter(response__isnull=True).exists()
     assert Response.objects.filter(status_code=401, body__contains=masked).exists()  # echo scrubbed
     assert b'"GET /v1/models?key=' in stores["console"]  # uvicorn's access log was captured

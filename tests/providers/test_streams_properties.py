@@ -38,7 +38,7 @@ lines = st.one_of(
 separators = st.sampled_from(["\n", "\n\n", "\r\n", "\r\n\r\n", "\r", ""])
 
 
-@hsettings(max_examples=400, deadline=None)
+@hsettings(deadline=None)
 @given(text=st.text(max_size=300))
 def test_property_sse_parse_takes_any_text(text):
     events = sse_events(text)
@@ -46,7 +46,7 @@ def test_property_sse_parse_takes_any_text(text):
     assert all(f is None or isinstance(f, str) for e in events for f in (e.name, e.data, e.id))
 
 
-@hsettings(max_examples=400, deadline=None)
+@hsettings(deadline=None)
 @given(parts=st.lists(st.tuples(lines, separators), max_size=12))
 def test_property_reassembly_never_raises_and_stays_json(parts):
     text = "".join(line + sep for line, sep in parts)
@@ -63,7 +63,7 @@ def test_property_reassembly_never_raises_and_stays_json(parts):
         OPENAI.event_has_content(name, payload)
 
 
-@hsettings(max_examples=300, deadline=None)
+@hsettings(deadline=None)
 @given(chunks=st.lists(chunk_like, max_size=6))
 def test_property_chat_reassembly_bounded(chunks):
     result = chat_chunks_reassemble(chunks)

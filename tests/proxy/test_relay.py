@@ -78,10 +78,10 @@ def _relay(upstream, exchange, capture, ended, *, idle=None):
     """relay_stream, ending the way relay_response ends it: the capture fills the response record, logged."""
     is_sse = capture.framer is not None
 
-    def on_end() -> None:
+    async def on_end() -> None:
         record = exchange.response_record(status=upstream.status_code, headers=[],
                                           content_type=capture.content_type, is_stream=is_sse)
-        capture.finish(record)
+        capture.finish(record, exchange.scrubber)
         exchange.response_log(record)
         ended.append(record)
 
@@ -222,8 +222,10 @@ def test_cancel_while_closing_the_upstream_still_logs():
         capture = BodyCapture(spool_name="cancel.response", content_type="application/json")
 
         async def consume() -> None:
-            async for _ in relay_stream(upstream, _exchange(), capture, lambda: ended.append(True),
-                                        is_sse=False):
+            async def on_end() -> None:
+                ended.append(True)
+
+            async for _ in relay_stream(upstream, _exchange(), capture, on_end, is_sse=False):
                 pass
 
         task = asyncio.ensure_future(consume())

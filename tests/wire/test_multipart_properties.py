@@ -21,7 +21,7 @@ pieces = st.sampled_from([b"--XyZ", b"--XyZ--", b"\r\n", b"\r\n\r\n", b"Content-
                           b"Content-Type: x", b"\x00\xff", b"data", b";filename=\"", b"--"])
 
 
-@hsettings(max_examples=400, deadline=None)
+@hsettings(deadline=None)
 @given(body=st.one_of(st.binary(max_size=300), st.lists(pieces, max_size=20).map(b"".join)))
 def test_property_split_takes_any_bytes(tmp_path_factory, body):
     path = tmp_path_factory.mktemp("mp") / "body"
@@ -34,7 +34,7 @@ def test_property_split_takes_any_bytes(tmp_path_factory, body):
         assert part_sha256(path, part) == hashlib.sha256(body[part.start:part.end]).hexdigest()
 
 
-@hsettings(max_examples=200, deadline=None)
+@hsettings(deadline=None)
 @given(parts=st.lists(st.tuples(st.text(alphabet="abcdef_", min_size=1, max_size=8),
                                 st.binary(max_size=200).filter(lambda b: b"--XyZ" not in b)), max_size=4),
        cut=st.integers(min_value=0, max_value=2000))
@@ -50,7 +50,7 @@ def test_property_well_formed_bodies_round_trip_and_truncation_is_detected(tmp_p
         assert not complete
 
 
-@hsettings(max_examples=300, deadline=None)
+@hsettings(deadline=None)
 @given(value=st.text(max_size=120))
 def test_property_header_params_take_any_text(value):
     assert isinstance(header_params(value), dict)

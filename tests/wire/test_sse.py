@@ -227,7 +227,7 @@ def _chunk_of(chunks: list[bytes], pos: int) -> int:
     raise AssertionError(f"byte {pos} is in no chunk")
 
 
-@hsettings(max_examples=200, deadline=None)
+@hsettings(deadline=None)
 @given(case=chunked())
 def test_property_any_chunking_gives_the_same_events_at_the_right_chunk(case):
     stream, chunks = case
@@ -243,7 +243,7 @@ def test_property_any_chunking_gives_the_same_events_at_the_right_chunk(case):
     assert parsed == sse_events(stream)
 
 
-@hsettings(max_examples=200, deadline=None)
+@hsettings(deadline=None)
 @given(case=chunked())
 def test_property_filter_removes_exactly_the_dropped_events(case):
     stream, chunks = case

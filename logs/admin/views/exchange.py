@@ -7,13 +7,13 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from logs.admin.curl import curl_command
-from logs.admin.present import body_render, events_shown, json_pretty
+from logs.admin.present import TREE_MAX_DEPTH, body_render, events_shown, json_pretty
 from logs.admin.views import page_context
 from logs.models import BinaryFile, Request
 from logs.redaction.redact import headers_safe
 from logs.selectors import exchange_detail
 from providers import registry
-from wire.jsonutil import json_or_none
+from wire.jsonutil import json_depth, json_or_none
 
 # Shown in <img>/<audio>/<video> on the page; see files.INLINE_TYPES for what the file view serves inline.
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
@@ -30,6 +30,14 @@ def _file_kind(content_type: str) -> str:
     if ct.startswith(IMAGE_TYPES):
         return "image"
     return ct.split("/")[0] if ct.startswith(("audio/", "video/")) else "download"
+
+
+def _conversation(provider, req: Request, answer) -> list:
+    """The provider's conversation view; none for payloads too deep to walk."""
+    sent = json_or_none(req.body)
+    if json_depth(sent, TREE_MAX_DEPTH) > TREE_MAX_DEPTH or json_depth(answer, TREE_MAX_DEPTH) > TREE_MAX_DEPTH:
+        return []
+    return provider.conversation(req.endpoint, sent, answer)
 
 
 def exchange_context(req: Request, request: HttpRequest) -> dict:
@@ -50,7 +58,7 @@ def exchange_context(req: Request, request: HttpRequest) -> dict:
         "response_body": body_render(resp.body, file_url) if resp else None,
         "stream_result": json_pretty(stream_result.get("result")) if stream_result else None,
         "events": events_shown(resp.body, resp.event_offsets_ms) if resp and resp.is_stream else [],
-        "conversation": provider.conversation(req.endpoint, json_or_none(req.body), answer),
+        "conversation": _conversation(provider, req, answer),
         "files": files,
         "output_files": [f for f in files if f["row"].role == BinaryFile.Role.RESPONSE_OUTPUT],
         "curl": curl_command(req, request.build_absolute_uri("/")),

@@ -5,6 +5,7 @@ import hashlib
 import time
 
 from logs.ids import exchange_id_new
+from logs.redaction.scrub import Scrubber
 from logs.pipeline.capture import BodyCapture, content_type_is_text
 from logs.pipeline.payloads import spooled_store
 from logs.pipeline.spool import spool_path
@@ -20,7 +21,7 @@ def _capture(content_type: str, **kwargs) -> BodyCapture:
 def _finish(cap: BodyCapture) -> ResponseRecord:
     """The response record the capture fills in."""
     record = ResponseRecord(id=exchange_id_new(), provider="openai")
-    cap.finish(record)
+    cap.finish(record, Scrubber([]))
     return record
 
 
@@ -91,3 +92,52 @@ def test_sse_event_offsets_recorded():
     offsets = _finish(cap).event_offsets_ms
     assert len(offsets) == 3
     assert all(1000 <= ms <= (time.monotonic() - started) * 1000 for ms in offsets)  # ms since `started`
+
+
+def _fed(cap: BodyCapture, data: bytes, size: int = 4096) -> BodyCapture:
+    for i in range(0, len(data), size):
+        cap.feed(data[i:i + size])
+    return cap
+
+
+def test_large_gzip_answer_is_decoded_into_a_file(settings):
+    settings.LOG_BODY_INLINE_MAX_BYTES = 1000
+    text = b'{"data": "' + b"z" * 50_000 + b'"}'
+    cap = _fed(_capture("application/json", content_encoding="gzip"), gzip.compress(text))
+    assert cap.blocking()  # a file and a decode: finished off the event loop
+    record = _finish(cap)
+    assert record.body is None and record.body_size == len(text) and not record.notes
+    assert spool_path(record.body_file.spool).read_bytes() == text
+    assert record.body_file.sha256 == hashlib.sha256(text).hexdigest()
+
+
+def test_a_bomb_past_the_decode_cap_is_kept_as_received(settings):
+    settings.LOG_DECODE_MAX_BYTES = 100_000
+    bomb = gzip.compress(b"\0" * 5_000_000)
+    record = _finish(_fed(_capture("application/json", content_encoding="gzip"), bomb))
+    assert record.body is None and "LOG_DECODE_MAX_BYTES" in record.notes and record.body_size == len(bomb)
+    assert record.body_file.content_type == "application/gzip"
+    assert spool_path(record.body_file.spool).read_bytes() == bomb  # exactly the bytes relayed
+    assert not list(spool_path("x").parent.glob("*.decoded"))  # no partial decoded copy left
+
+
+def test_a_compressed_stream_gets_its_event_times():
+    events = b"".join(b'data: {"n": %d}\n\n' % i for i in range(5))
+    encoded = gzip.compress(events)
+    cap = _capture("text/event-stream", content_encoding="gzip", stream=True, started=time.monotonic())
+    for i in range(0, len(encoded), 7):
+        cap.feed(encoded[i:i + 7])
+    record = _finish(cap)
+    assert len(record.event_offsets_ms) == 5 and record.body == events.decode()
+
+
+def test_a_spooled_answer_echoing_the_key_is_masked_in_the_stored_copy(settings):
+    settings.LOG_BODY_INLINE_MAX_BYTES = 100
+    key = "sk-" + "captureTEST0123456789abcdef"
+    data = b"\x00\xff" * 200 + key.encode() + b"\x01" * 200
+    cap = _fed(_capture("application/octet-stream"), data, size=37)
+    record = ResponseRecord(id=exchange_id_new(), provider="openai")
+    cap.finish(record, Scrubber([key]))
+    stored_copy = spool_path(record.body_file.spool).read_bytes()
+    assert key.encode() not in stored_copy and "credentials" in record.notes
+    assert record.body_file.sha256 == hashlib.sha256(stored_copy).hexdigest() and record.body_size == len(data)

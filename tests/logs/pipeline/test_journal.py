@@ -8,7 +8,7 @@ import pytest
 from logs.pipeline.journal import (Journal, journal_counters_prune, journal_lines, journal_orphans,
                                    journal_pending_total)
 from logs.records import RequestRecord, record_line, record_parse
-from logs.redaction.redact import text_forms
+from logs.redaction.scrub import text_forms
 from wire.jsonutil import json_line
 
 

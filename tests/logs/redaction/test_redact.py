@@ -9,10 +9,8 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from logs.records import RequestRecord, ResponseRecord, record_line, record_parse
 from logs.redaction.console import record_redact, text_redact
-from logs.redaction.redact import (
-    SECRET_HEADERS, credentials_collect, headers_mask, key_fingerprint, line_scrub, query_mask, record_scrub,
-    secret_needles, text_scrub, value_mask,
-)
+from logs.redaction.redact import SECRET_HEADERS, credentials_collect, header_is_secret, headers_mask, key_fingerprint, query_mask, value_mask
+from logs.redaction.scrub import line_scrub, record_scrub, secret_needles, text_scrub
 
 KEY = "sk-" + "proj" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4" + "9f2c"
 TOKEN_CHARS = string.ascii_letters + string.digits + "-_.~+/="
@@ -155,7 +153,7 @@ tokens = st.text(alphabet=TOKEN_CHARS, min_size=1, max_size=80)
 schemes = st.sampled_from(["", "Bearer ", "Basic ", "bearer ", "Token "])
 
 
-@hsettings(max_examples=300, deadline=None)
+@hsettings(deadline=None)
 @given(name=st.sampled_from(sorted(SECRET_HEADERS)), scheme=schemes, token=tokens,
        upper=st.booleans())
 def test_property_no_credential_survives_header_masking(name, scheme, token, upper):
@@ -170,13 +168,13 @@ def test_property_no_credential_survives_header_masking(name, scheme, token, upp
     assert len(revealed) == 2 and len(revealed[1].split(";")[0]) <= 4
 
 
-@hsettings(max_examples=300, deadline=None)
+@hsettings(deadline=None)
 @given(pairs=st.lists(st.tuples(st.text(max_size=30), st.text(max_size=200)), max_size=8),
        query=st.text(max_size=200))
 def test_property_masking_never_raises_on_any_input(pairs, query):
     masked = headers_mask(pairs)
     assert [k for k, _ in masked] == [k for k, _ in pairs]
-    assert all(v == pv for (k, v), (_, pv) in zip(masked, pairs) if k.lower() not in SECRET_HEADERS)
+    assert all(v == pv for (k, v), (_, pv) in zip(masked, pairs) if not header_is_secret(k))
     query_mask(query)
     text_redact(query)
     secrets = credentials_collect(pairs, query)
@@ -184,7 +182,7 @@ def test_property_masking_never_raises_on_any_input(pairs, query):
         assert s not in text_scrub(f"x {s} y", secrets)
 
 
-@hsettings(max_examples=200, deadline=None)
+@hsettings(deadline=None)
 @given(param=st.sampled_from(["key", "api_key", "token", "access_token", "KEY"]), token=tokens,
        before=st.text(alphabet=string.ascii_lowercase + "=&", max_size=20))
 def test_property_no_credential_survives_query_masking(param, token, before):

@@ -1,0 +1,252 @@
+"""Credentials inside what the log keeps: the request's own keys wherever they echo, and fields named like secrets.
+
+Two kinds of masking, for journal lines, inline bodies and body files alike:
+- the exchange's own credentials (from its headers and query, redact.credentials_collect), found
+  by their bytes in any encoding a body might carry them in (raw, JSON-escaped, URL-encoded);
+- values of fields whose name says they hold a credential (`"api_key": "..."` in JSON,
+  `password=...` in a form, a multipart field `client_secret`), whoever's they are.
+The upstream always gets the bytes the client sent; only the logged copy is masked, and the
+exchange's notes say what was masked.
+"""
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus, unquote_plus
+
+import orjson
+from django.conf import settings
+
+from logs.redaction.redact import MASK, field_is_secret, token_mask, value_mask
+from wire.jsonutil import json_line, json_parse
+from wire.multipart import TooManyParts, multipart_boundary, multipart_split
+
+CHUNK = 1 << 20
+# JSON files larger than this are searched for the request's own credentials only; their fields are
+# not parsed (reading them whole would cost the worker their size in memory).
+FIELD_SCAN_MAX_BYTES = 16 * 1024 * 1024
+FORM_FIELD_MAX = 64 * 1024  # multipart text fields above this are files, not fields
+# "name": "value" in JSON text (escapes included); names are short.
+_JSON_FIELD = re.compile(rb'"((?:[^"\\\r\n]|\\.){1,128})"(\s*:\s*)"((?:[^"\\]|\\.)*)"')
+
+
+def text_scrub(text: str, secrets: list[str]) -> str:
+    """Replace every occurrence of the given secrets in a text by their masked form."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, value_mask(secret))
+    return text
+
+
+def record_scrub(obj: Any, secrets: list[str]) -> Any:
+    """A copy of a log record (nested dicts/lists/strings) with the secrets masked everywhere."""
+    if not secrets:
+        return obj
+    if isinstance(obj, str):
+        return text_scrub(obj, secrets)
+    if isinstance(obj, dict):
+        return {k: record_scrub(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [record_scrub(v, secrets) for v in obj]
+    return obj
+
+
+def text_forms(text: str) -> set[bytes]:
+    """Every way a string can appear inside a JSON line: raw UTF-8, and JSON-escaped either way."""
+    forms = {text.encode("utf-8", "surrogatepass"), json.dumps(text)[1:-1].encode()}
+    try:
+        forms.add(orjson.dumps(text)[1:-1])
+    except orjson.JSONEncodeError:
+        pass
+    return forms
+
+
+def secret_needles(secrets: list[str]) -> frozenset[bytes]:
+    """Each secret as it could appear in a journal line."""
+    return frozenset(form for secret in secrets for form in text_forms(secret))
+
+
+def line_scrub(line: bytes, secrets: list[str], needles: frozenset[bytes]) -> bytes:
+    """A journal line with the request's secrets masked wherever they echo (a body, an error).
+
+    The line is searched first and rebuilt only when a secret shows up (rarely: a body echoing
+    the key): walking every record to scrub it cost more than writing it.
+    """
+    if not any(needle in line for needle in needles):
+        return line
+    return json_line(record_scrub(json_parse(line), secrets))
+
+
+def byte_replacements(secrets: list[str]) -> dict[bytes, bytes]:
+    """Each secret in every form a body may carry it (raw, JSON-escaped, URL-encoded) -> its masked form."""
+    out: dict[bytes, bytes] = {}
+    for secret in secrets:
+        masked = value_mask(secret)
+        for form in text_forms(secret) | {quote(secret, safe="").encode(), quote_plus(secret).encode()}:
+            out.setdefault(form, masked.encode())
+    return out
+
+
+class Masked:
+    """What was masked in one body, for the exchange's notes."""
+
+    def __init__(self) -> None:
+        self.echoes = 0
+        self.fields: dict[str, int] = {}
+        self.unchecked = ""  # why some fields could not be looked at
+
+    def __bool__(self) -> bool:
+        return bool(self.echoes or self.fields)
+
+    def note(self, what: str) -> str:
+        """A line for the log: what was masked in `what` (e.g. "request body"), or ""."""
+        parts = []
+        if self.echoes:
+            parts.append(f"masked {self.echoes} copy(ies) of the request's credentials")
+        if self.fields:
+            names = ", ".join(f"{k} ({n})" if n > 1 else k for k, n in sorted(self.fields.items()))
+            parts.append(f"masked the values of fields named like credentials: {names}")
+        if self.unchecked:
+            parts.append(self.unchecked)
+        return f"{what}: " + "; ".join(parts) if parts else ""
+
+
+def _field_mask(match: re.Match, answer: bool, masked: Masked) -> bytes:
+    """One "name": "value" pair, its value masked when the name says it is a credential."""
+    try:
+        name = json.loads(b'"' + match.group(1) + b'"')
+    except ValueError:
+        return match.group(0)
+    if not field_is_secret(name, answer=answer) or MASK.encode() in match.group(3):
+        return match.group(0)
+    try:
+        value = json.loads(b'"' + match.group(3) + b'"')
+    except ValueError:
+        value = match.group(3).decode("utf-8", "replace")
+    masked.fields[name] = masked.fields.get(name, 0) + 1
+    return b'"' + match.group(1) + b'"' + match.group(2) + json.dumps(token_mask(value), ensure_ascii=False).encode()
+
+
+def _form_mask(data: bytes, answer: bool, masked: Masked) -> bytes:
+    """An x-www-form-urlencoded body with the values of credential-named fields masked."""
+    out = []
+    for piece in data.split(b"&"):
+        name, eq, value = piece.partition(b"=")
+        field = unquote_plus(name.decode("utf-8", "replace"))
+        if eq and field_is_secret(field, answer=answer) and MASK.encode() not in value:
+            masked.fields[field] = masked.fields.get(field, 0) + 1
+            piece = name + b"=" + quote_plus(token_mask(unquote_plus(value.decode("utf-8", "replace")))).encode()
+        out.append(piece)
+    return b"&".join(out)
+
+
+def fields_mask(data: bytes, content_type: str, *, answer: bool, masked: Masked) -> bytes:
+    """A JSON or form body with the values of fields named like credentials masked."""
+    ct = content_type.split(";", 1)[0].strip().lower()
+    if ct == "application/x-www-form-urlencoded":
+        return _form_mask(data, answer, masked)
+    if "json" in ct or data[:1] in (b"{", b"["):
+        return _JSON_FIELD.sub(lambda m: _field_mask(m, answer, masked), data)
+    return data
+
+
+class Scrubber:
+    """Masks one exchange's credentials, and credential-named fields, in what its log keeps."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        self.secrets = secrets
+        self.needles = secret_needles(secrets)
+        self.replacements = byte_replacements(secrets)
+        self._pattern = re.compile(b"|".join(re.escape(k) for k in sorted(self.replacements, key=len, reverse=True))
+                                   ) if self.replacements else None
+
+    def line(self, line: bytes) -> bytes:
+        """A journal line, the exchange's credentials masked."""
+        return line_scrub(line, self.secrets, self.needles) if self.needles else line
+
+    def text(self, text: str, content_type: str, *, answer: bool, masked: Masked) -> str:
+        """An inline body: credential-named fields masked (the line scrub catches the echoes)."""
+        data = text.encode("utf-8", "surrogatepass")
+        out = fields_mask(data, content_type, answer=answer, masked=masked)
+        return text if out is data else out.decode("utf-8", "surrogatepass")
+
+    def _echoes_copy(self, src, dst, masked: Masked) -> None:
+        """Copy src to dst with every form of the credentials replaced, across chunk boundaries."""
+        overlap = max(len(k) for k in self.replacements) - 1
+        carry = b""
+        while True:
+            chunk = src.read(CHUNK)
+            data = carry + chunk
+            cut = len(data) if not chunk else len(data) - overlap
+            pos = 0
+            for m in self._pattern.finditer(data):
+                if m.start() >= cut:
+                    break
+                dst.write(data[pos:m.start()])
+                dst.write(self.replacements[m.group()])
+                masked.echoes += 1
+                pos = m.end()
+            if not chunk:
+                dst.write(data[pos:])
+                return
+            dst.write(data[pos:max(pos, cut)])
+            carry = data[max(pos, cut):]
+
+    def masked_copy(self, src: Path, dst: Path, content_type: str, *, answer: bool, masked: Masked) -> bool:
+        """Write src to dst with credentials masked; True (dst kept) when anything was, else dst is removed."""
+        size = src.stat().st_size
+        with open(src, "rb") as fin, open(dst, "wb") as fout:
+            if self._pattern is not None:
+                self._echoes_copy(fin, fout, masked)
+            else:
+                while block := fin.read(CHUNK):
+                    fout.write(block)
+        ct = content_type.split(";", 1)[0].strip().lower()
+        if size <= FIELD_SCAN_MAX_BYTES and ("json" in ct or ct == "application/x-www-form-urlencoded"):
+            data = dst.read_bytes()
+            out = fields_mask(data, content_type, answer=answer, masked=masked)
+            if out is not data:
+                dst.write_bytes(out)
+        elif boundary := multipart_boundary(content_type):
+            _multipart_fields_mask(dst, boundary, answer, masked)
+        if not masked:
+            dst.unlink()
+            return False
+        return True
+
+    def file(self, path: Path, content_type: str, *, answer: bool, masked: Masked) -> bool:
+        """Mask a body file in place (a masked copy renamed over it); True when anything changed."""
+        tmp = path.with_name(path.name + ".scrub")
+        if self.masked_copy(path, tmp, content_type, answer=answer, masked=masked):
+            os.replace(tmp, path)
+            return True
+        return False
+
+
+def _multipart_fields_mask(path: Path, boundary: str, answer: bool, masked: Masked) -> None:
+    """Rewrite the text parts of a multipart body whose field name says they hold a credential."""
+    try:
+        parts, _complete = multipart_split(path, boundary, settings.LOG_MULTIPART_MAX_PARTS)
+    except TooManyParts:
+        masked.unchecked = f"fields not checked: more than {settings.LOG_MULTIPART_MAX_PARTS} parts"
+        return
+    spans = [p for p in parts if p.filename is None and p.end - p.start <= FORM_FIELD_MAX
+             and field_is_secret(p.name, answer=answer)]
+    if not spans:
+        return
+    tmp = path.with_name(path.name + ".fields")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        pos = 0
+        for part in spans:
+            dst.write(src.read(part.start - pos))
+            value = src.read(part.end - part.start).decode("utf-8", "replace")
+            if MASK not in value:
+                masked.fields[part.name] = masked.fields.get(part.name, 0) + 1
+                value = token_mask(value)
+            dst.write(value.encode())
+            pos = part.end
+        while block := src.read(CHUNK):
+            dst.write(block)
+    os.replace(tmp, path)
