@@ -86,7 +86,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response = await self._session_get().request(
                 request.method, str(request.url), headers=headers, data=data, allow_redirects=False,
                 compress=None, auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(total=None, connect=timeout.get("pool"),
+                # No pool wait left to time (the gateway limits requests per provider, proxy/slots.py):
+                # "connect" covers the name lookup and the connection.
+                timeout=aiohttp.ClientTimeout(total=None, connect=timeout.get("connect"),
                                               sock_connect=timeout.get("connect"),
                                               sock_read=timeout.get("read")),
             ).__aenter__()
