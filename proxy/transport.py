@@ -5,8 +5,9 @@ costs more than the request itself at 64 concurrent calls (see docs/benchmark.md
 aiohttp's pool does not. The gateway keeps the httpx API (requests, responses, exceptions);
 only the wire layer changes. Built on the `httpx-aiohttp` package's response stream, with our
 own session so that nothing is added to what the client sent (no User-Agent, Accept,
-Accept-Encoding or Content-Type of aiohttp's own, no cookie jar) and header names, order and
-repeats go upstream exactly as received.
+Accept-Encoding or Content-Type of aiohttp's own, no cookie jar), header names, order and
+repeats go upstream exactly as received, and so does the request target (httpx's "target"
+extension, never re-encoded).
 """
 
 import asyncio
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import httpx
+import yarl
 from httpx_aiohttp.transport import AiohttpResponseStream
 from multidict import CIMultiDict
 
@@ -51,6 +53,15 @@ class _ResponseStream(AiohttpResponseStream):
                 yield chunk
 
 
+def _url(request: httpx.Request) -> yarl.URL:
+    """The URL aiohttp requests, its target exactly as given (yarl would re-encode it otherwise)."""
+    target = request.extensions.get("target")
+    if target is None:
+        return yarl.URL(str(request.url), encoded=True)
+    origin = f"{request.url.scheme}://{request.url.netloc.decode('ascii')}"
+    return yarl.URL(origin + target.decode("ascii"), encoded=True)
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Sends httpx requests over one aiohttp ClientSession (created on the running loop)."""
 
@@ -84,7 +95,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeout = request.extensions.get("timeout", {})
         with errors_map():
             response = await self._session_get().request(
-                request.method, str(request.url), headers=headers, data=data, allow_redirects=False,
+                request.method, _url(request), headers=headers, data=data, allow_redirects=False,
                 compress=None, auto_decompress=False,
                 # No pool wait left to time (the gateway limits requests per provider, proxy/slots.py):
                 # "connect" covers the name lookup and the connection.

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.http import HttpResponse
 
 from proxy.exchange import Exchange
+from proxy.paths import Route
 from proxy.slots import ProviderSlots, SlotReturningStream, SlotWaitTimeout
 from proxy.transport import AiohttpTransport
 
@@ -122,6 +123,16 @@ def headers_forward(pairs: list[tuple[str, str]], *, request: bool) -> list[tupl
     return [(k, v) for k, v in pairs if k.lower() not in drop]
 
 
+def upstream_target(route: Route, query: str) -> bytes:
+    """The request target upstream, byte for byte: the base URL's path, the path and query as sent.
+
+    Carried in httpx's "target" extension because httpx.URL and yarl re-encode some characters
+    (`{`, `"`, `%2A` and the like), which would change what the upstream reads.
+    """
+    base_path = url_parse(route.upstream_base).raw_path.rstrip(b"/")
+    return base_path + route.upstream_path.encode("ascii") + (b"?" + query.encode("ascii") if query else b"")
+
+
 async def upstream_call(x: Exchange) -> httpx.Response:
     """Send the request as the steps left it; the answer's body is still to be read. Raises httpx errors."""
     headers = list(x.forward_headers)
@@ -137,7 +148,7 @@ async def upstream_call(x: Exchange) -> httpx.Response:
     client = client_get()
     # A bare httpx.Request: client.build_request would add httpx's own default headers.
     request = httpx.Request(x.method, url_parse(url), headers=headers, content=content,
-                            extensions={"timeout": client.timeout.as_dict()})
+                            extensions={"timeout": client.timeout.as_dict(), "target": upstream_target(route, x.query)})
     try:
         give_back = await client.slots.take(x.provider.name)
         try:
