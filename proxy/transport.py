@@ -5,9 +5,9 @@ costs more than the request itself at 64 concurrent calls (see docs/benchmark.md
 aiohttp's pool does not. The gateway keeps the httpx API (requests, responses, exceptions);
 only the wire layer changes. Built on the `httpx-aiohttp` package's response stream, with our
 own session so that nothing is added to what the client sent (no User-Agent, Accept,
-Accept-Encoding or Content-Type of aiohttp's own, no cookie jar), header names, order and
-repeats go upstream exactly as received, and so does the request target (httpx's "target"
-extension, never re-encoded).
+Accept-Encoding or Content-Type of aiohttp's own, no Content-Length on a bodiless request, no
+cookie jar), header names, order and repeats go upstream exactly as received, and so does the
+request target (httpx's "target" extension, never re-encoded).
 """
 
 import asyncio
@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import aiohttp
 import httpx
 import yarl
+from aiohttp import hdrs
 from httpx_aiohttp.transport import AiohttpResponseStream
 from multidict import CIMultiDict
 
@@ -53,6 +54,17 @@ class _ResponseStream(AiohttpResponseStream):
                 yield chunk
 
 
+class _ExactRequest(aiohttp.ClientRequest):
+    """aiohttp's request, without the `Content-Length: 0` it gives a bodiless DELETE, POST, PUT or PATCH."""
+
+    def update_body_from_data(self, body, *args, **kwargs) -> None:
+        """As aiohttp's, except that no body means no framing header (one the client sent stays)."""
+        framed = hdrs.CONTENT_LENGTH in self.headers
+        super().update_body_from_data(body, *args, **kwargs)
+        if body is None and not framed:
+            self.headers.popall(hdrs.CONTENT_LENGTH, None)
+
+
 def _url(request: httpx.Request) -> yarl.URL:
     """The URL aiohttp requests, its target exactly as given (yarl would re-encode it otherwise)."""
     target = request.extensions.get("target")
@@ -79,7 +91,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, skip_auto_headers=AUTO_HEADERS_SKIPPED, auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(), trust_env=False, request_class=_ExactRequest,
             )
         return self._session
 

@@ -123,6 +123,11 @@ def headers_forward(pairs: list[tuple[str, str]], *, request: bool) -> list[tupl
     return [(k, v) for k, v in pairs if k.lower() not in drop]
 
 
+def _body_framed(pairs: list[tuple[str, str]]) -> bool:
+    """Whether the client framed a body (Content-Length or Transfer-Encoding), be it empty."""
+    return any(k.lower() in ("content-length", "transfer-encoding") for k, _ in pairs)
+
+
 def upstream_target(route: Route, query: str) -> bytes:
     """The request target upstream, byte for byte: the base URL's path, the path and query as sent.
 
@@ -141,7 +146,8 @@ async def upstream_call(x: Exchange) -> httpx.Response:
     else:
         size = x.body.size
         content = (x.body.in_memory() if x.body.in_memory() is not None else x.body.chunks()) if size else b""
-    if size:
+    if size or x.forward_body is not None or _body_framed(x.headers):
+        # Framing only when there is a body to frame: a bodiless request gets no Content-Length.
         headers.append(("Content-Length", str(size)))
     route = x.route
     url = route.upstream_base + route.upstream_path + (f"?{x.query}" if x.query else "")
