@@ -30,11 +30,14 @@ class ProviderSlots:
         semaphore = self._semaphores.get(provider)
         if semaphore is None:
             semaphore = self._semaphores[provider] = asyncio.Semaphore(self.size)
-        try:
-            async with asyncio.timeout(self.wait):
-                await semaphore.acquire()
-        except TimeoutError:
-            raise SlotWaitTimeout(f"no free slot for {provider}") from None
+        if not semaphore.locked():
+            await semaphore.acquire()  # free: taken at once, no timer to arm (most calls)
+        else:
+            try:
+                async with asyncio.timeout(self.wait):
+                    await semaphore.acquire()
+            except TimeoutError:
+                raise SlotWaitTimeout(f"no free slot for {provider}") from None
         given_back = False
 
         def give_back() -> None:

@@ -1,5 +1,6 @@
 """Each provider's upstream slots: one provider with every slot busy cannot delay another."""
 
+import asyncio
 import json
 import socket
 
@@ -7,9 +8,9 @@ import httpx
 import pytest
 
 from logs.models import Response
+from proxy.slots import ProviderSlots, SlotWaitTimeout
 from tests.e2e.faults import wait_until
 
-pytestmark = pytest.mark.django_db(transaction=True)
 
 STALL = {"x-mock-fault": "stall", "x-mock-stall-s": "60"}  # held until the test hangs up
 
@@ -33,6 +34,7 @@ def _stalled_chat(gateway) -> socket.socket:
     return sock
 
 
+@pytest.mark.django_db(transaction=True)
 def test_busy_provider_does_not_delay_another(two_slots, gateway, upstream, log_flush):
     stalled = [_stalled_chat(gateway) for _ in range(2)]
     try:
@@ -57,3 +59,16 @@ def test_busy_provider_does_not_delay_another(two_slots, gateway, upstream, log_
     assert wait_until(lambda: log_flush() or Response.objects.filter(outcome="client_aborted").count() == 2)
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": []}, timeout=30)
     assert r.status_code == 200
+
+
+def test_a_slot_given_back_twice_is_freed_once():
+    async def run() -> None:
+        slots = ProviderSlots(1, 0.05)
+        give_back = await slots.take("a")
+        await slots.take("b")  # another provider's slots are its own
+        give_back()
+        give_back()  # a second call changes nothing...
+        await slots.take("a")
+        with pytest.raises(SlotWaitTimeout):  # ...so "a" has no slot left
+            await slots.take("a")
+    asyncio.run(run())
