@@ -8,6 +8,7 @@ UPSTREAM_POOL_TIMEOUT for one.
 """
 
 import asyncio
+import weakref
 from collections.abc import Callable
 
 import httpx
@@ -54,6 +55,9 @@ class SlotReturningStream(httpx.AsyncByteStream):
     def __init__(self, stream: httpx.AsyncByteStream, give_back: Callable[[], None]) -> None:
         self._stream = stream
         self._give_back = give_back
+        # An answer dropped unclosed (a relay that never started) must not keep its slot for good:
+        # it is given back when the stream is collected, as aiohttp frees a dropped response's connection.
+        weakref.finalize(self, give_back)
 
     def __aiter__(self):
         # The inner iterator itself: no extra generator layer on every chunk.

@@ -1,6 +1,7 @@
 """Each provider's upstream slots: one provider with every slot busy cannot delay another."""
 
 import asyncio
+import gc
 import json
 import socket
 
@@ -8,7 +9,7 @@ import httpx
 import pytest
 
 from logs.models import Response
-from proxy.slots import ProviderSlots, SlotWaitTimeout
+from proxy.slots import ProviderSlots, SlotReturningStream, SlotWaitTimeout
 from tests.e2e.faults import wait_until
 
 
@@ -71,4 +72,16 @@ def test_a_slot_given_back_twice_is_freed_once():
         await slots.take("a")
         with pytest.raises(SlotWaitTimeout):  # ...so "a" has no slot left
             await slots.take("a")
+    asyncio.run(run())
+
+
+def test_an_answer_dropped_unclosed_gives_its_slot_back():
+    async def run() -> None:
+        slots = ProviderSlots(1, 0.05)
+        stream = SlotReturningStream(httpx.ByteStream(b"answer"), await slots.take("a"))
+        with pytest.raises(SlotWaitTimeout):
+            await slots.take("a")
+        del stream  # never closed, e.g. the client left before the relay started
+        gc.collect()
+        await slots.take("a")
     asyncio.run(run())
