@@ -1,6 +1,7 @@
 """ASGI entry point: one router in front of two apps, plus the lifespan events Django lacks.
 
   lifespan                   -> lifespan_run (shared upstream client, log writer, shutdown grace)
+  websocket (any path)       -> websocket_refuse: the handshake answered 403, nothing relayed or logged
   /admin, /static, /health   -> Django's ASGI handler, with the stock middleware in MIDDLEWARE
   everything else            -> the proxy's ASGI adapter (proxy/asgi.py), which calls the Django
                                 async view proxy_view and sends its StreamingHttpResponse
@@ -95,10 +96,22 @@ async def lifespan_run(receive, send) -> None:
             return
 
 
+async def websocket_refuse(receive, send) -> None:
+    """Refuse a WebSocket handshake (the server answers 403).
+
+    Neither the proxy nor Django relays WebSockets; Django would raise on the scope, and the
+    server would answer 500 with a traceback on its console.
+    """
+    if (await receive())["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1008, "reason": "WebSocket is not supported"})
+
+
 async def application(scope, receive, send) -> None:
-    """Route by scope: lifespan, Django's own pages, or the proxy."""
+    """Route by scope: lifespan, WebSocket upgrades, Django's own pages, or the proxy."""
     if scope["type"] == "lifespan":
         await lifespan_run(receive, send)
+    elif scope["type"] == "websocket":
+        await websocket_refuse(receive, send)
     elif serves_django(scope["path"]):
         await django_app(scope, receive, send)
     else:

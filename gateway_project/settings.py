@@ -129,7 +129,12 @@ UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=10.0)
 UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=600.0)
 # Longest silence allowed between two chunks of an answer body once it started (0: no limit).
 STREAM_IDLE_TIMEOUT = env.float("STREAM_IDLE_TIMEOUT", default=300.0)
+# Requests in flight to each provider, per worker (one provider's slow answers never hold up another's).
 UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)
+if UPSTREAM_MAX_CONNECTIONS < 1:
+    raise ImproperlyConfigured(f"UPSTREAM_MAX_CONNECTIONS must be at least 1, not {UPSTREAM_MAX_CONNECTIONS}")
+# Longest wait for one of them when all are taken; then a 504 naming both settings.
+UPSTREAM_POOL_TIMEOUT = env.float("UPSTREAM_POOL_TIMEOUT", default=10.0)
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=100 * 1024 * 1024)
 # Text bodies above this size go to a file instead of the TEXT column.
 LOG_BODY_INLINE_MAX_BYTES = env.int("LOG_BODY_INLINE_MAX_BYTES", default=1024 * 1024)
@@ -189,7 +194,7 @@ ADMIN_LOGIN_COOLOFF_MINUTES = env.int("ADMIN_LOGIN_COOLOFF_MINUTES", default=15)
 for _name, _value in (("ADMIN_LOGIN_FAILURE_LIMIT", ADMIN_LOGIN_FAILURE_LIMIT),
                       ("ADMIN_LOGIN_COOLOFF_MINUTES", ADMIN_LOGIN_COOLOFF_MINUTES)):
     if _value < 1:
-        raise ImproperlyConfigured(f"{_name} must be 1 or more, not {_value}")
+        raise ImproperlyConfigured(f"{_name} must be at least 1, not {_value}")
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before any password check
     "django.contrib.auth.backends.ModelBackend",

@@ -101,12 +101,17 @@ class Provider:
         return f"<{type(self).__name__} {self.name}>"
 
     # --- reaching it
-    def upstream_path(self, path: str) -> str | None:
-        """The upstream path for a gateway path, or None when no prefix of this provider claims it."""
+    def prefix_of(self, path: str) -> str | None:
+        """The prefix of this provider that claims a gateway path, or None."""
         for prefix in self.prefixes:
             if path.startswith(prefix):
-                return self.upstream_prefix + path[len(prefix):]
+                return prefix
         return None
+
+    def upstream_path(self, path: str) -> str | None:
+        """The upstream path for a gateway path, or None when no prefix of this provider claims it."""
+        prefix = self.prefix_of(path)
+        return None if prefix is None else self.upstream_prefix + path[len(prefix):]
 
     def credential(self, headers: list[tuple[str, str]], query: str = "") -> str:
         """The client's credential (the token, without its scheme), or ""."""

@@ -71,17 +71,8 @@ async def _run_until_disconnect(request: ASGIRequest, receive, send) -> None:
                 pass
 
 
-async def _websocket_refuse(receive, send) -> None:
-    """WebSocket upgrades on proxy paths are not relayed: refuse the handshake (403), no traceback."""
-    if (await receive())["type"] == "websocket.connect":
-        await send({"type": "websocket.close", "code": 1008, "reason": "WebSocket relaying is not supported"})
-
-
 async def proxy_app(scope: dict, receive, send) -> None:
     """One proxied call: read the body under the limits, then run the exchange."""
-    if scope["type"] == "websocket":
-        await _websocket_refuse(receive, send)
-        return
     spool = BodySpool(f"{exchange_id_new()}.request")
     try:
         refusal = refusal_before_body(scope) or await body_receive(scope, receive, spool)

@@ -1,6 +1,12 @@
-"""Where a request goes: its path normalised (never outside its provider's prefix) and matched to a provider."""
+"""Where a request goes: its path checked (never outside its provider's prefix, whatever decodes it) and matched.
 
-import posixpath
+The path goes upstream as the client sent it, still percent-encoded: decoding it here would
+change what the upstream reads (an id holding "%41" or an encoded slash names another
+resource once decoded). Decoding is only used to decide: every layer of percent-decoding a
+server might apply is checked, and a path that would climb out of its prefix at any of them is
+refused.
+"""
+
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -17,21 +23,8 @@ class PathRefused(ValueError):
 
 MAX_DECODE_ROUNDS = 4  # %252e%252e is two layers; more than this is only ever an attack
 MAX_PATH_CHARS = 8192
-_ENCODED_SEPARATOR = re.compile(r"%(2f|5c)", re.IGNORECASE)
 _IIS_UNICODE = re.compile(r"%u[0-9a-f]{4}", re.IGNORECASE)
-
-
-def _layers_decode(raw_path: str) -> str:
-    """Percent-decode until stable, refusing an encoded slash at any layer."""
-    layer = raw_path
-    for _ in range(MAX_DECODE_ROUNDS + 1):
-        if _ENCODED_SEPARATOR.search(layer) or _IIS_UNICODE.search(layer):
-            raise PathRefused("encoded slashes are not allowed")
-        decoded = unquote(layer)
-        if decoded == layer:
-            return layer
-        layer = decoded
-    raise PathRefused("too many layers of percent-encoding")
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]*")
 
 
 def _segment_is_dots(segment: str) -> bool:
@@ -40,24 +33,43 @@ def _segment_is_dots(segment: str) -> bool:
     return bool(core) and set(core) == {"."}
 
 
-def path_normalise(raw_path: str) -> str:
-    """Return the path to route on, refusing dot segments, empty segments and encoded slashes."""
+def _layer_check(layer: str) -> None:
+    """Refuse one decoding of the path if, read by a server, it could leave its prefix or hide its structure."""
+    if _IIS_UNICODE.search(layer):
+        raise PathRefused("%u encodings are not allowed")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in layer) or "\ufffd" in layer:
+        raise PathRefused("control characters and invalid UTF-8 are not allowed")
+    if "?" in layer or "#" in layer:
+        raise PathRefused("encoded '?' and '#' are not allowed")
+    if "\\" in layer:  # some servers read it as a slash
+        raise PathRefused("backslashes are not allowed")
+    segments = layer.split("/")[1:]  # [0] is the empty text before the leading "/"
+    if "" in segments[:-1]:  # a trailing slash is fine
+        raise PathRefused("empty path segments are not allowed")
+    if any(_segment_is_dots(s) for s in segments):
+        raise PathRefused("dot segments are not allowed")
+
+
+def path_check(raw_path: str) -> str:
+    """The decoded path to route on; PathRefused if any layer of decoding could leave the prefix.
+
+    Encoded slashes are allowed (model ids hold them: `meta-llama%2FLlama-3-8b`), as long as
+    no decoding of the path has a dot or empty segment.
+    """
     if len(raw_path) > MAX_PATH_CHARS:
         raise PathRefused(f"path longer than {MAX_PATH_CHARS} characters")
     if not raw_path.startswith("/") or raw_path.startswith("//"):
         raise PathRefused("path must be absolute and name no host")
-    decoded = _layers_decode(raw_path)
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded) or "\ufffd" in decoded:
-        raise PathRefused("control characters and invalid UTF-8 are not allowed")
-    if "\\" in decoded or "//" in decoded:
-        raise PathRefused("empty path segments and backslashes are not allowed")
-    if "?" in decoded or "#" in decoded:
-        raise PathRefused("encoded '?' and '#' are not allowed")
-    if any(_segment_is_dots(s) for s in decoded.split("/")):
-        raise PathRefused("dot segments are not allowed")
-    if posixpath.normpath(decoded) != decoded.rstrip("/") and decoded != "/":
-        raise PathRefused("path is not in normal form")
-    return decoded
+    if not _VISIBLE_ASCII.fullmatch(raw_path):
+        raise PathRefused("path must be visible ASCII, anything else percent-encoded")
+    layer = raw_path
+    for _ in range(MAX_DECODE_ROUNDS + 1):
+        _layer_check(layer)
+        decoded = unquote(layer)
+        if decoded == layer:
+            return layer
+        layer = decoded
+    raise PathRefused("too many layers of percent-encoding")
 
 
 class NoRoute(LookupError):
@@ -69,8 +81,8 @@ class Route:
     """A request's provider and where it goes upstream."""
 
     provider: Provider
-    path: str  # the gateway path, normalised
-    upstream_path: str
+    path: str  # the gateway path as the client sent it (still percent-encoded)
+    upstream_path: str  # the same, under the provider's upstream prefix
     upstream_base: str  # the provider's upstream base URL, without a trailing slash
 
 
@@ -81,10 +93,13 @@ def upstream_base(provider: Provider) -> str:
 
 def route_find(raw_path: str) -> Route:
     """The route for a raw request path; PathRefused for an unsafe path, NoRoute when nobody serves it."""
-    path = path_normalise(raw_path)
+    path = path_check(raw_path)
     providers = registry(settings.GATEWAY_PROVIDERS)
     found = providers.match(path)
     if found is None:
         raise NoRoute(f"No provider serves {path}. Known prefixes: {', '.join(providers.prefixes())}")
-    provider, upstream_path = found
-    return Route(provider, path, upstream_path, upstream_base(provider))
+    provider = found[0]
+    # The prefix is matched on the decoded path but replaced in the raw one: it must be there as is.
+    if provider.prefix_of(raw_path) != provider.prefix_of(path):
+        raise PathRefused(f"the prefix {provider.prefix_of(path)} must be sent as is, not percent-encoded")
+    return Route(provider, raw_path, provider.upstream_path(raw_path), upstream_base(provider))

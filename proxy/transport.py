@@ -5,8 +5,9 @@ costs more than the request itself at 64 concurrent calls (see docs/benchmark.md
 aiohttp's pool does not. The gateway keeps the httpx API (requests, responses, exceptions);
 only the wire layer changes. Built on the `httpx-aiohttp` package's response stream, with our
 own session so that nothing is added to what the client sent (no User-Agent, Accept,
-Accept-Encoding or Content-Type of aiohttp's own, no cookie jar) and header names, order and
-repeats go upstream exactly as received.
+Accept-Encoding or Content-Type of aiohttp's own, no Content-Length on a bodiless request, no
+cookie jar), header names, order and repeats go upstream exactly as received, and so does the
+request target (httpx's "target" extension, never re-encoded).
 """
 
 import asyncio
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 
 import aiohttp
 import httpx
+import yarl
+from aiohttp import hdrs
 from httpx_aiohttp.transport import AiohttpResponseStream
 from multidict import CIMultiDict
 
@@ -51,6 +54,26 @@ class _ResponseStream(AiohttpResponseStream):
                 yield chunk
 
 
+class _ExactRequest(aiohttp.ClientRequest):
+    """aiohttp's request, without the `Content-Length: 0` it gives a bodiless DELETE, POST, PUT or PATCH."""
+
+    def update_body_from_data(self, body, *args, **kwargs) -> None:
+        """As aiohttp's, except that no body means no framing header (one the client sent stays)."""
+        framed = hdrs.CONTENT_LENGTH in self.headers
+        super().update_body_from_data(body, *args, **kwargs)
+        if body is None and not framed:
+            self.headers.popall(hdrs.CONTENT_LENGTH, None)
+
+
+def _url(request: httpx.Request) -> yarl.URL:
+    """The URL aiohttp requests, its target exactly as given (yarl would re-encode it otherwise)."""
+    target = request.extensions.get("target")
+    if target is None:
+        return yarl.URL(str(request.url), encoded=True)
+    origin = f"{request.url.scheme}://{request.url.netloc.decode('ascii')}"
+    return yarl.URL(origin + target.decode("ascii"), encoded=True)
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Sends httpx requests over one aiohttp ClientSession (created on the running loop)."""
 
@@ -68,7 +91,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, skip_auto_headers=AUTO_HEADERS_SKIPPED, auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(), trust_env=False, request_class=_ExactRequest,
             )
         return self._session
 
@@ -84,9 +107,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeout = request.extensions.get("timeout", {})
         with errors_map():
             response = await self._session_get().request(
-                request.method, str(request.url), headers=headers, data=data, allow_redirects=False,
+                request.method, _url(request), headers=headers, data=data, allow_redirects=False,
                 compress=None, auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(total=None, connect=timeout.get("pool"),
+                # No pool wait left to time (the gateway limits requests per provider, proxy/slots.py):
+                # "connect" covers the name lookup and the connection.
+                timeout=aiohttp.ClientTimeout(total=None, connect=timeout.get("connect"),
                                               sock_connect=timeout.get("connect"),
                                               sock_read=timeout.get("read")),
             ).__aenter__()

@@ -9,6 +9,8 @@ from django.conf import settings
 from django.http import HttpResponse
 
 from proxy.exchange import Exchange
+from proxy.paths import Route
+from proxy.slots import ProviderSlots, SlotReturningStream, SlotWaitTimeout
 from proxy.transport import AiohttpTransport
 
 log = logging.getLogger(__name__)
@@ -34,12 +36,16 @@ _NO_COOKIES = _NoCookies()
 
 
 class UpstreamClient(httpx.AsyncClient):
-    """httpx.AsyncClient without a cookie jar.
+    """httpx.AsyncClient without a cookie jar, with each provider's slots (proxy/slots.py).
 
     The client is shared by every caller of the gateway: a jar would collect each upstream's
     Set-Cookie values from all of them (never sent, since redirects are not followed), and
     filling it cost a measurable share of each request's CPU (docs/benchmark.md).
     """
+
+    def __init__(self, *, slots: ProviderSlots, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.slots = slots
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -58,15 +64,19 @@ def transport_build(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
 
 
 def client_build() -> UpstreamClient:
-    """A client with the configured timeouts and pool; no default headers of its own."""
-    timeout = httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT,
-                            pool=settings.UPSTREAM_CONNECT_TIMEOUT)
-    limits = httpx.Limits(max_connections=settings.UPSTREAM_MAX_CONNECTIONS, keepalive_expiry=30)
+    """A client with the configured timeouts; no default headers of its own.
+
+    Its pool has no total limit: each provider's requests in flight are limited by its own slots,
+    so one provider's slow answers never hold up another's (proxy/slots.py).
+    """
+    timeout = httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT, pool=None)
+    limits = httpx.Limits(max_connections=None, keepalive_expiry=30)
     return UpstreamClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False,
-                          transport=transport_build(limits))
+                          transport=transport_build(limits),
+                          slots=ProviderSlots(settings.UPSTREAM_MAX_CONNECTIONS, settings.UPSTREAM_POOL_TIMEOUT))
 
 
-def client_get() -> httpx.AsyncClient:
+def client_get() -> UpstreamClient:
     """The process's shared client (opened by the ASGI lifespan, or lazily)."""
     global _client
     if _client is None or _client.is_closed:
@@ -113,6 +123,21 @@ def headers_forward(pairs: list[tuple[str, str]], *, request: bool) -> list[tupl
     return [(k, v) for k, v in pairs if k.lower() not in drop]
 
 
+def _body_framed(pairs: list[tuple[str, str]]) -> bool:
+    """Whether the client framed a body (Content-Length or Transfer-Encoding), be it empty."""
+    return any(k.lower() in ("content-length", "transfer-encoding") for k, _ in pairs)
+
+
+def upstream_target(route: Route, query: str) -> bytes:
+    """The request target upstream, byte for byte: the base URL's path, the path and query as sent.
+
+    Carried in httpx's "target" extension because httpx.URL and yarl re-encode some characters
+    (`{`, `"`, `%2A` and the like), which would change what the upstream reads.
+    """
+    base_path = url_parse(route.upstream_base).raw_path.rstrip(b"/")
+    return base_path + route.upstream_path.encode("ascii") + (b"?" + query.encode("ascii") if query else b"")
+
+
 async def upstream_call(x: Exchange) -> httpx.Response:
     """Send the request as the steps left it; the answer's body is still to be read. Raises httpx errors."""
     headers = list(x.forward_headers)
@@ -121,16 +146,22 @@ async def upstream_call(x: Exchange) -> httpx.Response:
     else:
         size = x.body.size
         content = (x.body.in_memory() if x.body.in_memory() is not None else x.body.chunks()) if size else b""
-    if size:
+    if size or x.forward_body is not None or _body_framed(x.headers):
+        # Framing only when there is a body to frame: a bodiless request gets no Content-Length.
         headers.append(("Content-Length", str(size)))
     route = x.route
     url = route.upstream_base + route.upstream_path + (f"?{x.query}" if x.query else "")
     client = client_get()
     # A bare httpx.Request: client.build_request would add httpx's own default headers.
     request = httpx.Request(x.method, url_parse(url), headers=headers, content=content,
-                            extensions={"timeout": client.timeout.as_dict()})
+                            extensions={"timeout": client.timeout.as_dict(), "target": upstream_target(route, x.query)})
     try:
-        return await client.send(request, stream=True)
+        give_back = await client.slots.take(x.provider.name)
+        try:
+            response = await client.send(request, stream=True)
+        except BaseException:
+            give_back()
+            raise
     except asyncio.CancelledError:
         # The client went away (or shutdown): the upstream socket is closed by httpx.
         x.cancelled_mark("while waiting for the upstream")
@@ -138,14 +169,18 @@ async def upstream_call(x: Exchange) -> httpx.Response:
         record.duration_ms = x.elapsed_ms()
         x.response_log(record)
         raise
+    # The slot is held until the answer is closed: a streamed answer keeps its connection busy.
+    response.stream = SlotReturningStream(response.stream, give_back)
+    return response
 
 
-def _timeout_message(exc: httpx.TimeoutException) -> str:
+def _timeout_message(exc: httpx.TimeoutException, provider: str) -> str:
     """Name the timeout that fired and the setting behind it."""
     if isinstance(exc, httpx.ConnectTimeout):
         return f"Upstream connect timed out after {settings.UPSTREAM_CONNECT_TIMEOUT:g} s (UPSTREAM_CONNECT_TIMEOUT)"
-    if isinstance(exc, httpx.PoolTimeout):
-        return f"No free upstream connection within {settings.UPSTREAM_CONNECT_TIMEOUT:g} s (UPSTREAM_MAX_CONNECTIONS)"
+    if isinstance(exc, SlotWaitTimeout):
+        return (f"No free upstream connection for {provider} within {settings.UPSTREAM_POOL_TIMEOUT:g} s "
+                "(UPSTREAM_MAX_CONNECTIONS per provider, UPSTREAM_POOL_TIMEOUT)")
     if isinstance(exc, httpx.ReadTimeout):
         return f"Upstream sent no answer within {settings.UPSTREAM_READ_TIMEOUT:g} s (UPSTREAM_READ_TIMEOUT)"
     return f"Upstream timed out: {type(exc).__name__}"
@@ -154,7 +189,7 @@ def _timeout_message(exc: httpx.TimeoutException) -> str:
 def upstream_failure_answer(x: Exchange, exc: Exception) -> HttpResponse:
     """The answer (and log entry) for an upstream that could not be reached or did not answer in time."""
     if isinstance(exc, httpx.TimeoutException):
-        return x.gateway_answer(504, _timeout_message(exc))
+        return x.gateway_answer(504, _timeout_message(exc, x.provider.name))
     if isinstance(exc, httpx.HTTPError):
         return x.gateway_answer(502, f"Upstream unreachable: {type(exc).__name__}: {exc}")
     log.exception("exchange %s failed before the upstream answered", x.request_id, exc_info=exc)

@@ -4,6 +4,7 @@ Used by the tests, the benchmark and seed data. Routes (OpenAI wire format):
   POST /v1/chat/completions   JSON, or SSE when "stream": true (usage chunk if include_usage)
   POST /v1/responses          JSON, or Responses API SSE events
   POST /v1/embeddings, GET /v1/models
+  GET, DELETE /v1/models/{id}  a model object, a deletion (the id percent-decoded once, as servers do)
   POST /v1/images/generations and /v1/images/edits   b64_json PNG
   POST /v1/audio/speech       audio/mpeg bytes (x-mock-size)
   Anthropic, Gemini and Replicate routes: see testing/mock_providers.py; OpenAI bodies: testing/mock_openai.py
@@ -17,6 +18,8 @@ and headers echo the request's credentials, stall-body: half the JSON body, then
 of silence, then the rest), x-mock-content-type (label the answer with this content type
 instead of the right one). Stalls and SSE delays watch the socket: when the gateway closes the
 connection, `Received.peer_closed_at` is set (time.monotonic()) and the answer stops.
+Answers to HEAD have no body. Nothing received is decoded: `Received.head` is the request line
+and headers byte for byte, `target`, `path` and `query` are as they came on the wire.
 
 Run alone: python -m testing.mock_upstream --port 9100
 """
@@ -31,7 +34,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from testing.media import PNG
 from testing.mock_openai import openai_chat, openai_chat_events, openai_response, openai_responses_events
@@ -57,6 +60,7 @@ BROKEN_SSE = [
 
 
 _conn_reader: contextvars.ContextVar[asyncio.StreamReader] = contextvars.ContextVar("conn_reader")
+_conn_method: contextvars.ContextVar[str] = contextvars.ContextVar("conn_method", default="")
 
 
 class _PeerGone(Exception):
@@ -68,13 +72,15 @@ class Received:
     """What the mock saw of one request."""
 
     method: str
-    path: str
-    query: str
+    path: str  # the request target before its "?", as sent (still percent-encoded)
+    query: str  # after the "?", as sent
     headers: list[tuple[str, str]]
     body: bytes
     size: int
     sha256: str
     peer_closed_at: float | None = None  # when the gateway hung up before the answer ended
+    target: str = ""  # the request target as sent
+    head: bytes = b""  # the request line and headers, byte for byte (blank line included)
 
     def header(self, name: str) -> str | None:
         """First value of a header, case-insensitively."""
@@ -142,10 +148,11 @@ class MockUpstream:
                             keep.append(data)
                 path, _, query = target.partition("?")
                 req = Received(method, path, query, headers, b"".join(keep) if size <= 8 << 20 else b"",
-                               size, digest.hexdigest())
+                               size, digest.hexdigest(), target=target, head=head)
                 if self.record:
                     self.received.append(req)
                 _conn_reader.set(reader)  # per connection task, for _pause
+                _conn_method.set(method)  # for _send: no body in answers to HEAD
                 current = req
                 keep_open = await self._answer(req, hmap, writer)
                 if not keep_open or hmap.get("connection", "").lower() == "close":
@@ -176,7 +183,7 @@ class MockUpstream:
         head = [f"HTTP/1.1 {status} X", f"content-type: {ctype}",
                 f"content-length: {len(body) if length is None else length}", "x-request-id: mock-req-1"]
         head += [f"{k}: {v}" for k, v in extra or []]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + (b"" if _conn_method.get() == "HEAD" else body))
         await writer.drain()
 
     async def _answer(self, req: Received, h: dict[str, str], writer) -> bool:
@@ -227,6 +234,12 @@ class MockUpstream:
                                              "data": [{"object": "embedding", "index": 0,
                                                        "embedding": [0.1, 0.2, 0.3]}],
                                              "usage": {"prompt_tokens": 3, "total_tokens": 3}}, h, fault)
+        if p.startswith("/v1/models/") and req.method in ("GET", "DELETE"):
+            model = unquote(p.removeprefix("/v1/models/"))
+            if req.method == "DELETE":
+                return await self._json(writer, {"id": model, "object": "model", "deleted": True}, h, fault)
+            return await self._json(writer, {"id": model, "object": "model", "created": 1, "owned_by": "mock"},
+                                    h, fault)
         if p.endswith("/models"):
             return await self._json(writer, {"object": "list", "data": [
                 {"id": "gpt-4o-mini", "object": "model", "created": 1, "owned_by": "openai"}]}, h, fault)

@@ -61,16 +61,25 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    """`uvicorn gateway_project.asgi:application` in a subprocess; stderr kept in a file."""
+    """`uvicorn gateway_project.asgi:application` in a subprocess; stderr kept in a file.
 
-    def __init__(self, data_dir: Path, upstream_url: str, *, workers: int = 1, **extra: str) -> None:
+    `command` runs a documented command line instead (one with `--port`; its port is replaced
+    by a free one, so tests never collide with a gateway already running there).
+    """
+
+    def __init__(self, data_dir: Path, upstream_url: str, *, workers: int = 1, command: list[str] | None = None,
+                 **extra: str) -> None:
         self.data_dir = data_dir
         self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stderr_path = data_dir / f"uvicorn-{self.port}.stderr"
-        args = [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--host", "127.0.0.1",
-                "--port", str(self.port), "--log-level", "warning", "--no-access-log"]
+        if command is not None:
+            args = list(command)
+            args[args.index("--port") + 1] = str(self.port)
+        else:
+            args = [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--host", "127.0.0.1",
+                    "--port", str(self.port), "--log-level", "warning", "--no-access-log"]
         if workers > 1:
             args += ["--workers", str(workers)]
         self._stderr = open(self.stderr_path, "wb")

@@ -16,8 +16,9 @@ from tests.procs import ROOT
     ("GATEWAY_PROVIDERS", "openai=https://x", "GATEWAY_PROVIDERS: the name 'openai' is already taken"),
     ("LOG_INGEST_IDLE_SECONDS", "0", "LOG_INGEST_IDLE_SECONDS must be above 0, not 0.0"),
     ("STREAM_USAGE", "always", "STREAM_USAGE must be 'off' or 'inject', not 'always'"),
-    ("ADMIN_LOGIN_FAILURE_LIMIT", "0", "ADMIN_LOGIN_FAILURE_LIMIT must be 1 or more, not 0"),
-    ("ADMIN_LOGIN_COOLOFF_MINUTES", "0", "ADMIN_LOGIN_COOLOFF_MINUTES must be 1 or more, not 0"),
+    ("ADMIN_LOGIN_FAILURE_LIMIT", "0", "ADMIN_LOGIN_FAILURE_LIMIT must be at least 1, not 0"),
+    ("ADMIN_LOGIN_COOLOFF_MINUTES", "0", "ADMIN_LOGIN_COOLOFF_MINUTES must be at least 1, not 0"),
+    ("UPSTREAM_MAX_CONNECTIONS", "0", "UPSTREAM_MAX_CONNECTIONS must be at least 1, not 0"),
 ])
 def test_bad_setting_is_refused_by_name(tmp_path, name, value, message):
     env = {**os.environ, "DATA_DIR": str(tmp_path), name: value}

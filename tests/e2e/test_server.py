@@ -1,0 +1,77 @@
+"""The real server (uvicorn in a subprocess), started as the README says: what it adds to answers, WebSockets."""
+
+import re
+import shlex
+import sys
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from tests.procs import ROOT, GatewayProcess, db_rows, migrated_copy, sqlite_only
+
+pytestmark = sqlite_only
+
+
+@pytest.fixture
+def served(tmp_path, tmp_path_factory, mock_upstream):
+    """A gateway process in front of the mock upstream, and its database file."""
+    data = tmp_path / "data"
+    db = migrated_copy(data, tmp_path_factory)
+    gw = GatewayProcess(data, mock_upstream.url)
+    yield gw, db
+    gw.stop()
+
+
+# Proxy paths (served, unknown, refused) and the gateway's own pages, which Django serves.
+WS_PATHS = ["/v1/realtime?model=gpt-4o-realtime-preview", "/anthropic/v1/messages", "/nobody/serves/this",
+            "/v1/../admin/", "/admin/", "/health", "/static/admin/css/base.css"]
+
+
+def test_websocket_upgrade_is_refused_cleanly(served):
+    gw, db = served
+    for path in WS_PATHS:
+        with pytest.raises(InvalidStatus) as refused:
+            with connect(f"ws://127.0.0.1:{gw.port}{path}", open_timeout=10):
+                pass
+        assert refused.value.response.status_code == 403, path
+    assert "Traceback" not in gw.stderr() and "Exception in ASGI application" not in gw.stderr()
+    assert db_rows(db, "SELECT count(*) FROM requests") == [(0,)]  # not relayed, so nothing to log
+
+
+def readme_server_command() -> list[str]:
+    """The `uvicorn …` step of the README's quick-start command, with this environment's uvicorn."""
+    quick_start = (ROOT / "README.md").read_text().split("## Quick start", 1)[1]
+    block = re.search(r"```bash\n(.*?)\n```", quick_start, re.S).group(1)
+    command = next(step for step in map(shlex.split, block.split("&&")) if step[0] == "uvicorn")
+    return [str(Path(sys.executable).parent / "uvicorn"), *command[1:]]
+
+
+def _header_list(response: httpx.Response) -> Counter:
+    """Every header of an answer as sent, repeats counted."""
+    return Counter((k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw)
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("GET", "/v1/models", None),
+    ("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [], "stream": True}),
+])
+def test_readme_server_adds_only_the_request_id(tmp_path, tmp_path_factory, mock_upstream, method, path, body):
+    command = readme_server_command()
+    assert command[1:3] == ["gateway_project.asgi:application", "--port"]  # the README's, parsed
+    data = tmp_path / "data"
+    migrated_copy(data, tmp_path_factory)
+    gw = GatewayProcess(data, mock_upstream.url, command=command)
+    try:
+        with httpx.Client(timeout=10) as client:
+            direct = client.request(method, f"{mock_upstream.url}{path}", json=body)
+            proxied = client.request(method, f"{gw.url}{path}", json=body)
+    finally:
+        gw.stop()
+    assert proxied.status_code == direct.status_code == 200 and proxied.content == direct.content
+    added = _header_list(proxied) - _header_list(direct)
+    assert _header_list(direct) - _header_list(proxied) == Counter()  # nothing the upstream sent is lost
+    assert list(added) == [("x-gateway-request-id", proxied.headers["x-gateway-request-id"])] and added.total() == 1
