@@ -89,9 +89,10 @@ def _spawn(name: str, args: list[str], env: dict[str, str], port: int, cwd: Path
 
 
 def _uvicorn(app: str, port: int, workers: int = 1) -> list[str]:
-    """uvicorn command line: no access log (the gateway's audit log is the record)."""
+    """uvicorn command line as the README runs the gateway (no access log: the audit log is the record;
+    no server or date header of uvicorn's own), for the references too, so they do the same work."""
     return [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-            "--no-access-log", "--log-level", "warning", "--lifespan", "on"]
+            "--no-access-log", "--no-server-header", "--no-date-header", "--log-level", "warning", "--lifespan", "on"]
 
 
 def mock_start() -> Server:

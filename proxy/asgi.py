@@ -26,8 +26,11 @@ log = logging.getLogger("django.request")
 
 async def _response_send(response: HttpResponseBase, send) -> None:
     """Send a Django response over ASGI, streaming ones chunk by chunk as they come."""
-    headers = [(k.encode("ascii"), v.encode("latin-1")) for k, v in response.items()]
-    headers += [(b"Set-Cookie", c.output(header="").encode("ascii").strip()) for c in response.cookies.values()]
+    pairs = getattr(response, "gateway_headers", None)  # a relayed answer: the upstream's headers exactly
+    if pairs is None:
+        pairs = list(response.items()) + [("Set-Cookie", c.output(header="").strip())
+                                          for c in response.cookies.values()]
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     if response.streaming:
         async with aclosing(aiter(response)) as content:
@@ -45,7 +48,12 @@ async def _exchange_run(request: ASGIRequest, send) -> None:
     except Exception:
         log.exception("Internal error on %s", request.path)
         response = server_error_json(request)
-    await _response_send(response, send)
+    try:
+        await _response_send(response, send)
+    finally:
+        abandon = getattr(response, "gateway_abandon", None)
+        if abandon is not None:
+            await abandon()  # nothing to do unless the client left before the relay started
 
 
 async def _disconnect_wait(receive) -> None:

@@ -1,6 +1,7 @@
 """The answer's way back: relays upstream chunks to the client as they arrive, tees them into the log."""
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -49,8 +50,27 @@ async def _chunk_next(chunks: AsyncIterator[bytes], idle_timeout: float | None) 
         return None
 
 
-async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: BodyCapture,
-                       on_end: Callable[[], Awaitable[None]],
+class RelayEnd:
+    """The end of one relay, done once however the relay ends (or if it never starts):
+    the upstream is closed at once (no more tokens spent), then the exchange is logged."""
+
+    def __init__(self, upstream: httpx.Response, exchange: Exchange, log: Callable[[], Awaitable[None]]) -> None:
+        self.upstream, self.exchange, self.log = upstream, exchange, log
+        self.done = False
+
+    async def __call__(self, finished: bool, where: str = "before the response ended") -> None:
+        if self.done:
+            return
+        self.done = True
+        if not finished:  # closed unfinished, cancelled, or never started: the client left
+            self.exchange.cancelled_mark(where)
+        try:
+            await asyncio.shield(self.upstream.aclose())
+        finally:  # logged even if a second cancellation lands while the upstream closes
+            await asyncio.shield(self.log())
+
+
+async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: BodyCapture, end: RelayEnd,
                        *, is_sse: bool, chunk_filter: EventFilter | None = None,
                        idle_timeout: float | None = None) -> AsyncIterator[bytes]:
     """Yield upstream bytes unchanged, teeing them into the capture; log however it ends.
@@ -86,13 +106,7 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
         exchange.fail(Outcome.UPSTREAM_ERROR, f"upstream failed mid-response: {type(exc).__name__}: {exc}".strip())
         finished = broken = True
     finally:
-        if not finished:  # closed unfinished (GeneratorExit) or any other escape: the client left
-            exchange.cancelled_mark("before the response ended")
-        try:
-            # Stop the upstream at once (no more tokens spent) before writing the log.
-            await asyncio.shield(upstream.aclose())
-        finally:  # logged even if a second cancellation lands while the upstream closes
-            await asyncio.shield(on_end())
+        await end(finished)
     if broken:
         if _error_tail_allowed(upstream, is_sse):
             yield sse_error_event(exchange.error)
@@ -118,16 +132,6 @@ async def chunks_replay(chunks: list[bytes], broken: UpstreamBroken) -> AsyncIte
     raise broken
 
 
-def headers_apply(response: HttpResponse | StreamingHttpResponse, pairs: list[tuple[str, str]]) -> None:
-    """Copy upstream headers onto a Django response (repeats joined, Set-Cookie: first kept)."""
-    del response["Content-Type"]  # Django's default; the upstream's own (if any) replaces it
-    for k, v in pairs:
-        if k in response.headers and k.lower() != "set-cookie":
-            response.headers[k] = f"{response.headers[k]}, {v}"
-        elif k not in response.headers:
-            response.headers[k] = v
-
-
 async def relay_response(x: Exchange, upstream: httpx.Response,
                          filter_for: Callable[[bool], EventFilter | None]) -> HttpResponse | StreamingHttpResponse:
     """The client's answer: the upstream's status, headers and body as they come; logged when it ends."""
@@ -139,7 +143,7 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
                           content_encoding=upstream.headers.get("content-encoding", ""), stream=is_sse,
                           started=x.started)
 
-    async def on_end() -> None:
+    async def log() -> None:
         """Finish the captured body (decoding and masking it off the event loop when it is big) and log."""
         record = x.response_record(status=upstream.status_code, headers=headers, content_type=content_type,
                                    is_stream=is_sse)
@@ -151,7 +155,8 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
         finally:
             x.response_log(record)
 
-    relay = relay_stream(upstream, x, capture, on_end, is_sse=is_sse, chunk_filter=filter_for(is_sse),
+    end = RelayEnd(upstream, x, log)
+    relay = relay_stream(upstream, x, capture, end, is_sse=is_sse, chunk_filter=filter_for(is_sse),
                          idle_timeout=settings.STREAM_IDLE_TIMEOUT)
     length = upstream.headers.get("content-length", "")
     if not is_sse and length.isdigit() and int(length) <= SMALL_BODY_MAX:
@@ -162,6 +167,10 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
                     else StreamingHttpResponse(chunks_replay(chunks, broken), status=upstream.status_code))
     else:
         response = StreamingHttpResponse(relay, status=upstream.status_code)
-    headers_apply(response, headers)
-    response[REQUEST_ID_HEADER] = x.request_id
+        # If the client leaves before the first byte is sent, the relay never starts: the ASGI
+        # adapter ends it this way instead, so the upstream closes and the exchange is logged.
+        response.gateway_abandon = functools.partial(end, False, "before the response started")
+    # The upstream's headers exactly, repeats and order kept (Django's header dict would join
+    # repeats and keep one Set-Cookie): the ASGI adapter sends these.
+    response.gateway_headers = [*headers, (REQUEST_ID_HEADER, x.request_id)]
     return response

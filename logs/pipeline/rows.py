@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 from django.conf import settings
 from django.db import transaction
@@ -64,8 +65,9 @@ def request_row(rec: RequestRecord, provider: Provider, files: list[BinaryFile])
     payload = json_or_none(req.body) if req.body else None
     if isinstance(payload, dict) and isinstance(payload.get("fields"), dict) and rec.body_file is not None:
         payload = payload["fields"]  # a multipart form: its fields name the model
-    req.model = _untrusted(provider.request_model, rec.endpoint, payload)
-    req.stream_requested = bool(_untrusted(provider.stream_requested, rec.endpoint, payload))
+    path = unquote(rec.endpoint)  # stored as sent; read decoded (a client may encode the ":" of :generateContent)
+    req.model = _untrusted(provider.request_model, path, payload)
+    req.stream_requested = bool(_untrusted(provider.stream_requested, path, payload))
     return req
 
 

@@ -59,3 +59,70 @@ def test_unexpected_error_is_a_json_500(gateway, monkeypatch, log_flush):
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json={})
     assert r.status_code == 500
     assert r.json()["error"]["type"] == "gateway_error" and "boom" not in r.text
+
+
+def test_repeated_upstream_headers_reach_the_client_as_sent(scripted, gateway, log_flush):
+    headers = [("content-type", "application/json"), ("set-cookie", "a=1; Path=/"), ("x-dup", "one"),
+               ("set-cookie", "b=2; Path=/"), ("x-dup", "two")]
+    scripted.answer = lambda request: (200, headers, b'{"ok": true}')
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    head = raw.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")[1:]
+    got = [tuple(line.split(": ", 1)) for line in head]
+    assert [(k, v) for k, v in got if k in ("set-cookie", "x-dup")] == headers[1:]  # both cookies, in order
+
+
+def test_client_gone_before_the_first_byte_still_ends_the_exchange(scripted, transactional_db, log_flush):
+    """The answer's start is where the client's disconnect lands: the relay never starts, yet the
+    upstream is closed and the exchange is logged as aborted."""
+    import asyncio
+
+    from gateway_project.asgi import application
+    from proxy.upstream import client_close
+
+    closed = []
+
+    class Body(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            yield b"data: {}\n\n"
+
+        async def aclose(self):
+            closed.append(True)
+
+    scripted.answer = lambda request: (200, [("content-type", "text/event-stream")], b"")
+    real_handle = scripted.handle_async_request
+
+    async def handle(request):
+        answer = await real_handle(request)
+        return httpx.Response(answer.status_code, headers=answer.headers, stream=Body(), request=request)
+    scripted.handle_async_request = handle
+
+    async def run() -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+                 "query_string": b"", "root_path": "", "headers": [(b"host", b"x"), (b"content-length", b"2")],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
+
+        async def receive():
+            if messages:
+                return messages.pop(0)
+            await asyncio.Event().wait()  # the client is still there, as far as receive knows
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                raise asyncio.CancelledError  # the disconnect lands while the answer's start is sent
+
+        try:
+            await application(scope, receive, send)
+        except asyncio.CancelledError:
+            pass
+        await client_close()
+    asyncio.run(run())
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.outcome == "client_aborted" and "before the response started" in resp.error_message
+    assert closed == [True]

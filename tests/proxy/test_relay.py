@@ -12,7 +12,7 @@ from logs.records import record_parse
 from providers import registry
 from proxy.exchange import Exchange, exchanges_inflight, exchanges_interrupt
 from proxy.paths import Route
-from proxy.relay import UpstreamBroken, chunks_replay, relay_collect, relay_stream
+from proxy.relay import RelayEnd, UpstreamBroken, chunks_replay, relay_collect, relay_stream
 from proxy.request_body import BodySpool
 
 
@@ -85,7 +85,8 @@ def _relay(upstream, exchange, capture, ended, *, idle=None):
         exchange.response_log(record)
         ended.append(record)
 
-    return relay_stream(upstream, exchange, capture, on_end, is_sse=is_sse, idle_timeout=idle)
+    return relay_stream(upstream, exchange, capture, RelayEnd(upstream, exchange, on_end), is_sse=is_sse,
+                        idle_timeout=idle)
 
 
 def test_complete_body_is_relayed_and_logged_once(journal):
@@ -225,7 +226,8 @@ def test_cancel_while_closing_the_upstream_still_logs():
             async def on_end() -> None:
                 ended.append(True)
 
-            async for _ in relay_stream(upstream, _exchange(), capture, on_end, is_sse=False):
+            x = _exchange()
+            async for _ in relay_stream(upstream, x, capture, RelayEnd(upstream, x, on_end), is_sse=False):
                 pass
 
         task = asyncio.ensure_future(consume())
