@@ -3,10 +3,8 @@
 from django.db import models
 
 from logs.ids import uuid7
-from logs.outcomes import Outcome
 from logs.storage import payload_storage
 
-OUTCOME_CHOICES = [(o.value, o.value.replace("_", " ")) for o in Outcome]
 
 
 def payload_upload_to(instance: "BinaryFile", filename: str) -> str:
@@ -75,7 +73,8 @@ class Response(models.Model):
     ttfb_ms = models.FloatField(null=True, blank=True)
     is_error = models.BooleanField(default=False, db_index=True)
     error_message = models.TextField(blank=True, default="")
-    outcome = models.CharField(max_length=32, choices=OUTCOME_CHOICES, db_index=True)
+    # Values from logs/outcomes.py Outcome (no choices here: a new outcome needs no migration).
+    outcome = models.CharField(max_length=32, db_index=True)
     model = models.CharField(max_length=255, null=True, blank=True)
     input_tokens = models.IntegerField(null=True, blank=True)
     output_tokens = models.IntegerField(null=True, blank=True)
@@ -85,6 +84,20 @@ class Response(models.Model):
     cost_usd = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     ttft_ms = models.FloatField(null=True, blank=True)
     usage_injected = models.BooleanField(default=False)
+    # What the policy steps did (proxy/steps.py), in order: [{"step": name, "decision": ..., ...}];
+    # NULL when no step acted. The request row keeps what the client sent; this says who changed
+    # or answered it, and `forwarded` what went upstream instead (method, path, query, headers, body).
+    steps = models.JSONField(null=True, blank=True)
+    forwarded = models.JSONField(null=True, blank=True)
+    # The response cache: True for an answer served from it (cache_source: the exchange it replays,
+    # cost_saved_usd: what that one cost), False for an answer stored into it; NULL otherwise.
+    cache_hit = models.BooleanField(null=True, blank=True, db_index=True)
+    cache_source = models.UUIDField(null=True, blank=True)
+    cost_saved_usd = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    # Which price table priced cost_usd (e.g. "genai-prices 0.2.3", "PRICE_TABLE_PATH").
+    price_source = models.CharField(max_length=64, null=True, blank=True)
+    # How long the request waited in the hold queue (not part of the upstream latency).
+    held_ms = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:
@@ -113,6 +126,7 @@ class BinaryFile(models.Model):
         RESPONSE_BODY = "response_body"
         RESPONSE_IMAGE = "response_image"
         RESPONSE_OUTPUT = "response_output"  # a file the answer pointed to (Replicate outputs), saved by the gateway
+        FORWARDED_BODY = "forwarded_body"  # the body a policy step sent upstream instead of the client's
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     request = models.ForeignKey(

@@ -71,6 +71,11 @@ class ResponseRecord:
     notes: str = ""  # what the log could not keep (a file not saved, a body not decoded)
     created: float = 0.0
     usage_injected: bool = False
+    steps: list | None = None  # what the policy steps did: [{"step": name, "decision": ..., ...}]
+    forwarded: dict | None = None  # what went upstream when a step changed the request
+    cache_hit: bool | None = None  # served from the response cache (True) or stored into it (False)
+    cache_source: str = ""  # the exchange a cache hit replays
+    held_ms: float | None = None  # time spent in the hold queue
 
 
 Record = RequestRecord | ResponseRecord

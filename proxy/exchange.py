@@ -68,6 +68,14 @@ class Exchange:
         self.forward_headers: list[tuple[str, str]] = []
         self.forward_body: bytes | None = None  # set by a step that rewrote the body
         self.usage_injected = False
+        # What the policy steps did, for the log ({"step": name, "decision": ..., ...} each), and
+        # headers they add to the client's answer, whoever answers (RateLimit-*, X-Gateway-Cache).
+        self.decisions: list[dict] = []
+        self.answer_headers: list[tuple[str, str]] = []
+        self.forwarded: dict | None = None  # what went upstream, when a step changed the request
+        self.cache_hit: bool | None = None
+        self.cache_source = ""
+        self.held_ms: float | None = None
         self.gateway_key = None  # proxy/access.AccessKey, once checked
         # Every record and body file of this exchange loses the request's credentials, wherever they echo.
         self.scrubber = Scrubber(credentials_collect(self.headers, self.query))
@@ -136,7 +144,9 @@ class Exchange:
             id=exchange_id_new(), request_id=self.request_id, provider=self.provider.name, status=status,
             headers=headers_mask(headers), content_type=content_type, is_stream=is_stream,
             duration_ms=self.elapsed_ms(), ttfb_ms=self.ttfb_ms, outcome=self.outcome, error=self.error,
-            notes="; ".join(self.notes), created=self.started_wall, usage_injected=self.usage_injected)
+            notes="; ".join(self.notes), created=self.started_wall, usage_injected=self.usage_injected,
+            steps=self.decisions or None, forwarded=self.forwarded, cache_hit=self.cache_hit,
+            cache_source=self.cache_source, held_ms=self.held_ms)
 
     def response_log(self, record: ResponseRecord) -> None:
         """Journal the response: the exchange is over as far as this process is concerned."""
@@ -161,4 +171,7 @@ class Exchange:
                                       content_type="application/json")
         record.body, record.body_size = body.decode(), len(body)
         self.response_log(record)
-        return json_error(status, body, self.request_id)
+        response = json_error(status, body, self.request_id)
+        for name, value in self.answer_headers:
+            response[name] = value
+        return response

@@ -109,5 +109,7 @@ def step_answered(x: Exchange, answer: HttpResponseBase) -> HttpResponseBase:
         record.body_size = len(answer.content)
         record.body = answer.content.decode("utf-8", "replace")
     x.response_log(record)
+    for name, value in x.answer_headers:
+        answer[name] = value
     answer[REQUEST_ID_HEADER] = x.request_id
     return answer

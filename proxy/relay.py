@@ -172,5 +172,5 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
         response.gateway_abandon = functools.partial(end, False, "before the response started")
     # The upstream's headers exactly, repeats and order kept (Django's header dict would join
     # repeats and keep one Set-Cookie): the ASGI adapter sends these.
-    response.gateway_headers = [*headers, (REQUEST_ID_HEADER, x.request_id)]
+    response.gateway_headers = [*headers, *x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
     return response

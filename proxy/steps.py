@@ -1,9 +1,12 @@
 """The policy steps: an ordered list run on every exchange between recording the request and calling the upstream.
 
 A step may change what goes upstream (Exchange.forward_headers / forward_body), answer the
-request itself (return a response: the exchange then ends without an upstream call), and filter
-what the client gets back. Each step says when it is on, so a step that is off costs nothing.
-Every change a step makes is visible in the log: the request record keeps what was received.
+request itself (return a response: the exchange then ends without an upstream call, logged as
+its response), add headers to the client's answer (Exchange.answer_headers, on every answer),
+and filter what the client gets back. Each step says when it is on, so a step that is off costs
+nothing. Every change a step makes is visible in the log: the request row keeps what was
+received, and the step records its decision (Exchange.decisions -> responses.steps) and, when it
+changed the request, what went upstream (Exchange.forwarded -> responses.forwarded).
 """
 
 from django.conf import settings
@@ -54,6 +57,8 @@ class StreamUsageStep(Step):
         x.forward_body, x.usage_injected = injected, True
         x.forward_headers = [(k, v) for k, v in x.forward_headers if k.lower() != "accept-encoding"]
         x.forward_headers.append(("Accept-Encoding", "identity"))
+        x.decisions.append({"step": self.name, "decision": "asked the stream for usage",
+                            "changed": ["body: stream_options.include_usage = true", "Accept-Encoding: identity"]})
         return None
 
     def relay_filter(self, x: Exchange, is_sse: bool) -> EventFilter | None:

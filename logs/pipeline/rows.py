@@ -107,7 +107,9 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
         "body": rec.body, "body_size": rec.body_size, "content_type": rec.content_type[:255],
         "is_stream": rec.is_stream, "event_offsets_ms": rec.event_offsets_ms, "duration_ms": rec.duration_ms,
         "ttfb_ms": rec.ttfb_ms, "outcome": rec.outcome, "error_message": _notes_join(rec.error, rec.notes),
-        "created_at": epoch_datetime(rec.created), "usage_injected": rec.usage_injected,
+        "created_at": epoch_datetime(rec.created), "usage_injected": rec.usage_injected, "steps": rec.steps,
+        "forwarded": rec.forwarded, "cache_hit": rec.cache_hit, "cache_source": rec.cache_source or None,
+        "held_ms": rec.held_ms,
     })
     resp.is_error = bool(rec.error) or rec.outcome != Outcome.COMPLETED or (rec.status or 0) >= 400
     ref = rec.body_file

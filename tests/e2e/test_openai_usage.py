@@ -70,6 +70,7 @@ def test_stream_usage_inject(client, upstream, settings, log_flush):
     req, resp = _only_exchange(log_flush)
     assert "stream_options" not in json.loads(req.body)  # the log shows what the client sent
     assert resp.usage_injected is True
+    assert [d["step"] for d in resp.steps] == ["stream_usage"]  # which step changed what went upstream
     assert (resp.input_tokens, resp.output_tokens) == (12, 5) and resp.cost_usd == _cost(12, 5)
     # The raw upstream bytes in the log keep the usage chunk the client never saw.
     events = [e for e in resp.body.split("\n\n") if e.startswith("data: {")]
