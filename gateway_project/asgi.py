@@ -1,7 +1,8 @@
 """ASGI entry point: one router in front of two apps, plus the lifespan events Django lacks.
 
   lifespan                   -> lifespan_run (shared upstream client, log writer, shutdown grace)
-  websocket (any path)       -> websocket_refuse: the handshake answered 403, nothing relayed or logged
+  websocket on a proxy path  -> proxy/websocket.py: the session relayed to the provider and logged
+  websocket elsewhere        -> websocket_refuse: the handshake answered 403
   /admin, /static, /health   -> Django's ASGI handler, with the stock middleware in MIDDLEWARE
   everything else            -> the proxy's ASGI adapter (proxy/asgi.py), which calls the Django
                                 async view proxy_view and sends its StreamingHttpResponse
@@ -27,6 +28,7 @@ django_app = get_asgi_application()
 
 from logs.pipeline.writer import writer_get, writer_stop  # noqa: E402
 from proxy.asgi import proxy_app  # noqa: E402
+from proxy.websocket import websocket_app  # noqa: E402
 from proxy.exchange import exchanges_inflight, exchanges_interrupt  # noqa: E402
 from proxy.upstream import client_close, client_get  # noqa: E402
 
@@ -97,10 +99,10 @@ async def lifespan_run(receive, send) -> None:
 
 
 async def websocket_refuse(receive, send) -> None:
-    """Refuse a WebSocket handshake (the server answers 403).
+    """Refuse a WebSocket handshake on Django's own pages (the server answers 403).
 
-    Neither the proxy nor Django relays WebSockets; Django would raise on the scope, and the
-    server would answer 500 with a traceback on its console.
+    Django does not serve WebSockets: it would raise on the scope, and the server would answer
+    500 with a traceback on its console.
     """
     if (await receive())["type"] == "websocket.connect":
         await send({"type": "websocket.close", "code": 1008, "reason": "WebSocket is not supported"})
@@ -111,7 +113,10 @@ async def application(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         await lifespan_run(receive, send)
     elif scope["type"] == "websocket":
-        await websocket_refuse(receive, send)
+        if serves_django(scope["path"]):
+            await websocket_refuse(receive, send)
+        else:
+            await websocket_app(scope, receive, send)
     elif serves_django(scope["path"]):
         await django_app(scope, receive, send)
     else:

@@ -127,6 +127,8 @@ class BinaryFile(models.Model):
         RESPONSE_IMAGE = "response_image"
         RESPONSE_OUTPUT = "response_output"  # a file the answer pointed to (Replicate outputs), saved by the gateway
         FORWARDED_BODY = "forwarded_body"  # the body a policy step sent upstream instead of the client's
+        SESSION_AUDIO = "session_audio"  # a realtime session's audio, one file per track and turn
+        SESSION_FRAMES = "session_frames"  # a realtime session's binary frames, one file per direction
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     request = models.ForeignKey(
@@ -156,3 +158,29 @@ class BinaryFile(models.Model):
 
     def __str__(self) -> str:
         return self.file.name
+
+
+class Frame(models.Model):
+    """One message of a realtime (WebSocket) session: the session is an exchange, these are its frames."""
+
+    id = models.BigAutoField(primary_key=True)
+    request = models.ForeignKey(Request, on_delete=models.CASCADE, related_name="frames", db_column="request_id")
+    seq = models.IntegerField()  # order in the session, both directions together
+    direction = models.CharField(max_length=8)  # "client" or "upstream"
+    offset_ms = models.FloatField()  # since the session's request arrived
+    kind = models.CharField(max_length=8)  # "text" or "binary"
+    event_type = models.CharField(max_length=128, blank=True, default="")  # a JSON event's "type"
+    size = models.IntegerField()  # bytes on the wire
+    # The text as sent, base64 audio replaced by {"$gateway_audio": {"track", "offset", "bytes"}}
+    # (the track is the BinaryFile of this request with that field_name); a binary frame's bytes
+    # are in the file named by file_key, from file_offset on (`size` bytes).
+    text = models.TextField(null=True, blank=True)
+    file_key = models.CharField(max_length=64, blank=True, default="")
+    file_offset = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "frames"
+        constraints = [models.UniqueConstraint(fields=["request", "seq"], name="frames_request_seq_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.direction} #{self.seq} of {self.request_id}"

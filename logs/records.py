@@ -76,19 +76,52 @@ class ResponseRecord:
     cache_hit: bool | None = None  # served from the response cache (True) or stored into it (False)
     cache_source: str = ""  # the exchange a cache hit replays
     held_ms: float | None = None  # time spent in the hold queue
+    usage: dict | None = None  # a realtime session: its responses' usage, summed ({"model", "input_tokens", ...})
 
 
-Record = RequestRecord | ResponseRecord
-KINDS: dict[str, type] = {"req": RequestRecord, "resp": ResponseRecord}
-_FIELDS = {cls: frozenset(f.name for f in dataclasses.fields(cls)) for cls in (RequestRecord, ResponseRecord, FileRef)}
+@dataclass(slots=True)
+class FrameRecord:
+    """One WebSocket message of a realtime session, as it passed (the session's request id is `id`)."""
+
+    kind: ClassVar[str] = "frame"
+    id: str
+    seq: int = 0  # the frame's place in the session, both directions counted together
+    direction: str = ""  # "client" (towards the upstream) or "upstream" (towards the client)
+    at_ms: float = 0.0  # ms since the session's request arrived
+    text: str | None = None  # a text frame, base64 audio replaced by {"$gateway_audio": {track, offset, bytes}}
+    file_key: str = ""  # a binary frame: the session file its bytes were appended to...
+    file_offset: int | None = None  # ...and where they start in it
+    size: int = 0  # bytes on the wire
+    provider: str = ""
+    created: float = 0.0  # the session's start (epoch seconds)
+
+
+@dataclass(slots=True)
+class FileRecord:
+    """A file a realtime session produced (a track of audio, its binary frames), complete in the spool."""
+
+    kind: ClassVar[str] = "file"
+    id: str  # the session's request id
+    key: str = ""  # "output-1", "input-2", "binary-upstream": the frames name it
+    file: FileRef | None = None
+    provider: str = ""
+    created: float = 0.0
+
+
+Record = RequestRecord | ResponseRecord | FrameRecord | FileRecord
+KINDS: dict[str, type] = {"req": RequestRecord, "resp": ResponseRecord, "frame": FrameRecord, "file": FileRecord}
+_FIELDS = {cls: frozenset(f.name for f in dataclasses.fields(cls))
+           for cls in (RequestRecord, ResponseRecord, FrameRecord, FileRecord, FileRef)}
 
 
 def record_line(record: Record) -> bytes:
     """A record as one journal line."""
     data = {"t": record.kind}
     data.update({name: getattr(record, name) for name in record.__slots__})
-    if record.body_file is not None:
-        data["body_file"] = {name: getattr(record.body_file, name) for name in FileRef.__slots__}
+    for name in ("body_file", "file"):
+        ref = getattr(record, name, None)
+        if ref is not None:
+            data[name] = {slot: getattr(ref, slot) for slot in FileRef.__slots__}
     return json_line(data)
 
 
@@ -104,8 +137,9 @@ def record_parse(line: bytes | str) -> Record:
     if not isinstance(data, dict) or data.get("t") not in KINDS or not isinstance(data.get("id"), str):
         raise ValueError("not a journal record")
     cls = KINDS[data.pop("t")]
-    body_file = data.get("body_file")
-    data["body_file"] = _build(FileRef, body_file) if isinstance(body_file, dict) and "spool" in body_file else None
+    for name in ("body_file", "file"):
+        ref = data.get(name)
+        data[name] = _build(FileRef, ref) if isinstance(ref, dict) and "spool" in ref else None
     try:
         return _build(cls, data)
     except TypeError as exc:

@@ -9,7 +9,7 @@ model names map onto price-table entries.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -83,6 +83,26 @@ class EmbeddedFile:
     data: bytes
     holder: dict
     key: str
+
+
+@dataclass
+class AudioChunk:
+    """Base64 audio inside a realtime event; the log stores it in a file and leaves a reference."""
+
+    track: str  # "input" (what the client speaks) or "output" (what the model speaks)
+    holder: dict
+    key: str  # holder[key] is the base64 text
+
+
+@dataclass
+class RealtimeRead:
+    """What one realtime (WebSocket) event means for the log."""
+
+    audio: list[AudioChunk] = field(default_factory=list)
+    ends: list[str] = field(default_factory=list)  # tracks whose current audio file this event completes
+    formats: dict[str, tuple[str, int]] = field(default_factory=dict)  # track -> (codec, sample rate)
+    usage: "Usage | None" = None  # a completed response's usage
+    model: str | None = None
 
 
 class Provider:
@@ -165,6 +185,11 @@ class Provider:
     def price_names(self, model: str) -> list[str]:
         """Names to look a model up by in the price table, most specific first."""
         return [model]
+
+    # --- realtime sessions (WebSocket)
+    def realtime_read(self, direction: str, event: Payload) -> RealtimeRead:
+        """Audio, turn ends, formats and usage in one event of a realtime session ("client"/"upstream")."""
+        return RealtimeRead()
 
     # --- changing what goes upstream (STREAM_USAGE=inject)
     def usage_inject(self, method: str, upstream_path: str, body: bytes) -> bytes | None:

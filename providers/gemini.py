@@ -4,11 +4,13 @@ import json
 import re
 from typing import Any
 
-from providers.base import Payload, Provider, StreamEvent, Usage, int_of, names_without, sub, usage_make
+from providers.base import AudioChunk, Payload, Provider, RealtimeRead, StreamEvent, Usage, int_of, names_without, \
+    sub, usage_make
 
 MODEL_IN_PATH = re.compile(r"/(?:models|tunedModels)/([^/:]+)")
 # gemini-2.0-flash-001 and gemini-2.5-pro-preview-05-06 price like gemini-2.0-flash / gemini-2.5-pro.
 VERSION_SUFFIXES = (re.compile(r"-\d{3}$"), re.compile(r"-preview(-\d{2}-\d{2})?$"), re.compile(r"-latest$"))
+RATE_IN_MIME = re.compile(r"rate=(\d+)")
 GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                  404: "NOT_FOUND", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
                  502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
@@ -106,6 +108,37 @@ class Gemini(Provider):
                 if isinstance(part, dict) and (part.get("text") or part.get("functionCall")):
                     return True
         return False
+
+    def realtime_read(self, direction: str, event: Payload) -> RealtimeRead:
+        """The Live API (BidiGenerateContent): realtimeInput audio, modelTurn inlineData, turnComplete, usage."""
+        read = RealtimeRead()
+        if direction == "client":
+            realtime = sub(event, "realtimeInput")
+            blobs = [sub(realtime, "audio"), *(sub(realtime, "mediaChunks") or [])]
+            self._audio_blobs(read, "input", [b for b in blobs if isinstance(b, dict)])
+            return read
+        content = sub(event, "serverContent")
+        parts = sub(sub(content, "modelTurn"), "parts")
+        self._audio_blobs(read, "output", [sub(p, "inlineData") for p in parts if isinstance(sub(p, "inlineData"), dict)]
+                          if isinstance(parts, list) else [])
+        if sub(content, "turnComplete") is True:
+            read.ends += ["input", "output"]
+        meta = sub(event, "usageMetadata")
+        if isinstance(meta, dict):
+            read.usage = usage_make(None, int_of(meta, "promptTokenCount"), int_of(meta, "responseTokenCount"),
+                                    int_of(meta, "cachedContentTokenCount"), int_of(meta, "thoughtsTokenCount"),
+                                    int_of(meta, "totalTokenCount"))
+        return read
+
+    @staticmethod
+    def _audio_blobs(read: RealtimeRead, track: str, blobs: list[dict]) -> None:
+        """Base64 PCM blobs ({"mimeType": "audio/pcm;rate=16000", "data": ...}) of one track."""
+        for blob in blobs:
+            mime = str(blob.get("mimeType", ""))
+            if mime.startswith("audio/pcm") and isinstance(blob.get("data"), str):
+                rate = RATE_IN_MIME.search(mime)
+                read.formats[track] = ("pcm16", int(rate.group(1)) if rate else 16000 if track == "input" else 24000)
+                read.audio.append(AudioChunk(track, blob, "data"))
 
     def price_names(self, model: str) -> list[str]:
         """The name without "models/", then its family without a version or preview suffix."""

@@ -7,8 +7,8 @@ import re
 from typing import Any
 
 from providers import turns
-from providers.base import EmbeddedFile, Payload, Provider, StreamEvent, Turn, Usage, int_of, names_without, \
-    sub, usage_make
+from providers.base import AudioChunk, EmbeddedFile, Payload, Provider, RealtimeRead, StreamEvent, Turn, Usage, \
+    int_of, names_without, sub, usage_make
 
 MAX_TOOL_CALLS = 256  # a tool-call index is untrusted input: never grow a list to its size
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
@@ -18,6 +18,10 @@ VERSION_SUFFIXES = (re.compile(r"-\d{4}-\d{2}-\d{2}$"), re.compile(r"-latest$"),
 # Streams that report usage only when asked (stream_options.include_usage).
 USAGE_INJECT_ENDPOINTS = ("/chat/completions", "/completions")
 CONVERSATION_ENDPOINTS = ("/chat/completions", "/responses", "/completions")
+# Realtime API: audio formats by their session names (beta: "pcm16"; GA: {"type": "audio/pcm", "rate": 24000}).
+REALTIME_CODECS = {"pcm16": "pcm16", "audio/pcm": "pcm16", "g711_ulaw": "ulaw", "audio/pcmu": "ulaw",
+                   "g711_alaw": "alaw", "audio/pcma": "alaw"}
+REALTIME_OUTPUT_AUDIO = ("response.output_audio.delta", "response.audio.delta")
 
 
 def chat_chunks_reassemble(chunks: list[dict]) -> dict[str, Any]:
@@ -80,6 +84,20 @@ def _tool_call_add(msg: dict, call: dict) -> None:
     fn = fn if isinstance(fn, dict) else {}
     slot["function"]["name"] += fn["name"] if isinstance(fn.get("name"), str) else ""
     slot["function"]["arguments"] += fn["arguments"] if isinstance(fn.get("arguments"), str) else ""
+
+
+def _realtime_formats(session: Any) -> dict[str, tuple[str, int]]:
+    """Audio formats a Realtime session declares, per track (beta and GA shapes)."""
+    out = {}
+    for track in ("input", "output"):
+        fmt = sub(sub(sub(session, "audio"), track), "format")  # GA: audio.input.format {type, rate}
+        if isinstance(fmt, dict) and REALTIME_CODECS.get(str(fmt.get("type"))):
+            rate = fmt.get("rate") if isinstance(fmt.get("rate"), int) else 24000
+            out[track] = (REALTIME_CODECS[str(fmt["type"])], rate)
+        beta = sub(session, f"{track}_audio_format")  # beta: "pcm16", "g711_ulaw"...
+        if isinstance(beta, str) and beta in REALTIME_CODECS:
+            out[track] = (REALTIME_CODECS[beta], 24000 if REALTIME_CODECS[beta] == "pcm16" else 8000)
+    return out
 
 
 def _responses_item(item: Any) -> Turn | None:
@@ -220,6 +238,30 @@ class OpenAI(Provider):
     def price_names(self, model: str) -> list[str]:
         """The name, then its family without a date or -latest / -preview suffix."""
         return names_without(model, VERSION_SUFFIXES)
+
+    def realtime_read(self, direction: str, event: Payload) -> RealtimeRead:
+        """The Realtime API: audio appends and deltas, turn ends, session formats, response.done usage."""
+        read = RealtimeRead()
+        kind = sub(event, "type")
+        if direction == "client" and kind == "input_audio_buffer.append" and isinstance(sub(event, "audio"), str):
+            read.audio.append(AudioChunk("input", event, "audio"))
+        elif kind in REALTIME_OUTPUT_AUDIO and isinstance(sub(event, "delta"), str):
+            read.audio.append(AudioChunk("output", event, "delta"))
+        elif kind in ("input_audio_buffer.commit", "input_audio_buffer.committed"):
+            read.ends.append("input")
+        elif kind == "response.done":
+            read.ends.append("output")
+            response = sub(event, "response")
+            usage = sub(response, "usage")
+            if isinstance(usage, dict):
+                read.usage = usage_make(None, int_of(usage, "input_tokens"), int_of(usage, "output_tokens"),
+                                        int_of(sub(usage, "input_token_details"), "cached_tokens"), None,
+                                        int_of(usage, "total_tokens"))
+        elif kind in ("session.created", "session.updated"):
+            session = sub(event, "session")
+            read.model = sub(session, "model") if isinstance(sub(session, "model"), str) else None
+            read.formats = _realtime_formats(session)
+        return read
 
     def usage_inject(self, method: str, upstream_path: str, body: bytes) -> bytes | None:
         """A streamed chat/completions body with stream_options.include_usage set, when it was not."""

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from logs.ids import exchange_id_new
 from logs.outcomes import Outcome
 from logs.pipeline.writer import writer_get
-from logs.records import RequestRecord, ResponseRecord, record_line
+from logs.records import FileRecord, FrameRecord, RequestRecord, ResponseRecord, record_line
 from logs.redaction.redact import credentials_collect, headers_mask, key_fingerprint, query_mask
 from logs.redaction.scrub import Scrubber, text_scrub
 from proxy.paths import Route
@@ -117,7 +117,15 @@ class Exchange:
             self.fail(Outcome.CLIENT_ABORTED, f"client disconnected {where}")
 
     # --- the log
-    def _submit(self, record: RequestRecord | ResponseRecord) -> None:
+    def frame_log(self, record: FrameRecord) -> None:
+        """Journal one frame of a realtime session as it passes."""
+        self._submit(record)
+
+    def file_log(self, record: FileRecord) -> None:
+        """Journal a file a realtime session completed."""
+        self._submit(record)
+
+    def _submit(self, record: RequestRecord | ResponseRecord | FrameRecord | FileRecord) -> None:
         """Journal a record, the request's credentials masked wherever they show up in it."""
         writer_get().submit(self.scrubber.line(record_line(record)), record.kind)
 

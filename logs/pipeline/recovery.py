@@ -1,25 +1,54 @@
 """After a crash: replay the journals dead gateway processes left, and close their unfinished exchanges."""
 
+import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from logs.models import Request, Response
+from django.db import transaction
+
+from logs.models import BinaryFile, Request, Response
 from logs.outcomes import Outcome
 from logs.pipeline.journal import journal_lines, journal_orphans
-from logs.pipeline.rows import records_write
-from logs.records import lines_parse
+from logs.pipeline.rows import records_write, session_file_row
+from logs.pipeline.tracks import unfinished_tracks, wav_sizes_fix
+from logs.records import FileRecord, FileRef, lines_parse
 
 
 def interrupted_mark(instance: str) -> int:
-    """Give every request of a dead gateway process that has no response an 'interrupted' one."""
+    """Give every request of a dead gateway process that has no response an 'interrupted' one.
+
+    A realtime session it was relaying also gets the files it had not finished (the audio of the
+    turn under way), as far as they were written.
+    """
     now = datetime.now(timezone.utc)
-    orphans = Request.objects.filter(instance=instance, response__isnull=True).values_list("id", flat=True)
+    orphans = list(Request.objects.filter(instance=instance, response__isnull=True).values_list("id", "provider",
+                                                                                               "created_at"))
     rows = [Response(request_id=rid, outcome=Outcome.INTERRUPTED, is_error=True,
                      error_message="the gateway process stopped before this exchange ended",
-                     created_at=now) for rid in orphans]
-    Response.objects.bulk_create(rows, ignore_conflicts=True)
+                     created_at=now) for rid, _, _ in orphans]
+    files: list[BinaryFile] = []
+    for rid, provider, created in orphans:
+        tracks_recover(rid.hex, provider, created.timestamp(), files)
+    with transaction.atomic():
+        Response.objects.bulk_create(rows, ignore_conflicts=True)
+        BinaryFile.objects.bulk_create(files, ignore_conflicts=True)
     return len(rows)
+
+
+def tracks_recover(session_id: str, provider: str, created: float, files: list[BinaryFile]) -> None:
+    """Store the files of a session a crash left unfinished in the spool folder."""
+    for key, path in unfinished_tracks(session_id):
+        wav = path.read_bytes()[:4] == b"RIFF"
+        if wav:
+            wav_sizes_fix(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        ref = FileRef(spool=path.name, size=path.stat().st_size, sha256=digest.hexdigest(),
+                      content_type="audio/wav" if wav else "application/octet-stream")
+        session_file_row(FileRecord(id=session_id, key=key, file=ref, provider=provider, created=created), files)
 
 
 def orphans_recover(directory: Path, batch: int = 500) -> int:

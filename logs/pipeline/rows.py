@@ -13,7 +13,7 @@ from urllib.parse import unquote
 from django.conf import settings
 from django.db import transaction
 
-from logs.models import BinaryFile, Request, Response
+from logs.models import BinaryFile, Frame, Request, Response
 from logs.outcomes import Outcome
 from logs.pipeline.bulk import row_new, rows_insert
 from logs.pipeline.output_files import output_files_schedule
@@ -21,7 +21,7 @@ from logs.pipeline.payloads import (embedded_store, epoch_datetime, file_row, mu
                                     spooled_store, spooled_text, unlink_after_commit, unlinks_deferred)
 from logs.pipeline.spool import spool_path
 from logs.pricing import cost_compute
-from logs.records import Record, RequestRecord, ResponseRecord
+from logs.records import FileRecord, FrameRecord, Record, RequestRecord, ResponseRecord
 from providers import USAGE_FIELDS, Provider, registry
 from wire.jsonutil import json_depth, json_or_none
 from wire.multipart import multipart_boundary
@@ -132,6 +132,13 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
             if ref is not None:
                 unlink_after_commit(spool_path(ref.spool))
                 ref = None
+    if rec.usage:  # a realtime session: its responses' usage, summed as they passed
+        model = rec.usage.get("model")
+        resp.model = model[:255] if isinstance(model, str) else None
+        for name in USAGE_FIELDS:
+            value = rec.usage.get(name)
+            setattr(resp, name, value if isinstance(value, int) else None)
+        resp.cost_usd = cost_compute(provider, resp.model, resp.input_tokens, resp.output_tokens, resp.cached_tokens)
     if isinstance(answer, dict):
         _usage_fill(resp, provider, answer)
         resp.output_urls = _untrusted(provider.output_urls, answer) or []
@@ -167,15 +174,40 @@ def _row_minimal(rec: Record, exc: Exception) -> Request | Response:
 
 def records_write_minimal(records: list[Record], exc: Exception) -> None:
     """Write records with only their plain fields (their bodies could not be stored)."""
-    rows = [_row_minimal(rec, exc) for rec in records]
+    rows = [_row_minimal(rec, exc) for rec in records if isinstance(rec, (RequestRecord, ResponseRecord))]
     with transaction.atomic():
         rows_insert(Request, [r for r in rows if isinstance(r, Request)])
         rows_insert(Response, [r for r in rows if isinstance(r, Response)])
 
 
+def frame_row(rec: FrameRecord) -> Frame:
+    """The row of one realtime frame (its audio and binary bytes are in the session's files)."""
+    event = json_or_none(rec.text) if rec.text and rec.text[:1] == "{" else None
+    kind = event.get("type") if isinstance(event, dict) else None
+    return row_new(Frame, {
+        "request_id": rec.id, "seq": rec.seq, "direction": rec.direction[:8], "offset_ms": rec.at_ms,
+        "kind": "text" if rec.text is not None else "binary", "event_type": kind[:128] if isinstance(kind, str) else "",
+        "size": rec.size, "text": rec.text, "file_key": rec.file_key[:64], "file_offset": rec.file_offset,
+    })
+
+
+def session_file_row(rec: FileRecord, files: list[BinaryFile]) -> None:
+    """A file a realtime session completed (an audio track, its binary frames), moved into the store."""
+    ref = rec.file
+    name, missing = spooled_store(ref, provider=rec.provider, owner=rec.id, label=rec.key, created=rec.created,
+                                  content_type=ref.content_type)
+    if not name:
+        log.warning("session %s: %s", rec.id, missing)
+        return
+    role = BinaryFile.Role.SESSION_FRAMES if rec.key.startswith("binary-") else BinaryFile.Role.SESSION_AUDIO
+    files.append(file_row(owner=rec.id, label=rec.key, request_id=rec.id, response_id=None, name=name, role=role,
+                          content_type=ref.content_type, size=ref.size, sha256=ref.sha256, created=rec.created,
+                          field_name=rec.key, filename=f"{rec.key}.wav" if ref.content_type == "audio/wav" else ""))
+
+
 def records_write(records: list[Record]) -> None:
     """Write a batch of journal records in one transaction; idempotent on replay."""
-    requests, responses, files = [], [], []
+    requests, responses, files, frames = [], [], [], []
     providers = registry(settings.GATEWAY_PROVIDERS)
     with unlinks_deferred():
         for rec in records:
@@ -183,13 +215,19 @@ def records_write(records: list[Record]) -> None:
             try:
                 if isinstance(rec, RequestRecord):
                     requests.append(request_row(rec, provider, files))
-                else:
+                elif isinstance(rec, ResponseRecord):
                     responses.append(response_row(rec, provider, files))
+                elif isinstance(rec, FrameRecord):
+                    frames.append(frame_row(rec))
+                else:
+                    session_file_row(rec, files)
             except Exception as exc:  # one bad record must not cost the batch (nor leave a gap)
                 log.exception("log record %s could not be processed; kept without its body", rec.id)
-                (requests if isinstance(rec, RequestRecord) else responses).append(_row_minimal(rec, exc))
+                if isinstance(rec, (RequestRecord, ResponseRecord)):
+                    (requests if isinstance(rec, RequestRecord) else responses).append(_row_minimal(rec, exc))
         with transaction.atomic():
             rows_insert(Request, requests)
             rows_insert(Response, responses)
             rows_insert(BinaryFile, files)
+            rows_insert(Frame, frames)
     output_files_schedule(responses)

@@ -11,6 +11,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from tests.e2e.faults import wait_until
 from tests.procs import ROOT, GatewayProcess, db_rows, migrated_copy, sqlite_only
 
 pytestmark = sqlite_only
@@ -27,19 +28,27 @@ def served(tmp_path, tmp_path_factory, mock_upstream):
 
 
 # Proxy paths (served, unknown, refused) and the gateway's own pages, which Django serves.
-WS_PATHS = ["/v1/realtime?model=gpt-4o-realtime-preview", "/anthropic/v1/messages", "/nobody/serves/this",
-            "/v1/../admin/", "/admin/", "/health", "/static/admin/css/base.css"]
+# Path -> the HTTP status the handshake gets: the gateway's own pages refuse WebSockets (403); a
+# provider path is relayed: this HTTP-only mock upstream answers the upgrade with its 404, and
+# Anthropic's upstream is unreachable here (502); a path no provider serves, or one escaping its
+# prefix, is refused before anything is relayed.
+WS_PATHS = {"/v1/realtime?model=gpt-4o-realtime-preview": 404, "/anthropic/v1/messages": 502,
+            "/nobody/serves/this": 404, "/v1/../admin/": 400, "/admin/": 403, "/health": 403,
+            "/static/admin/css/base.css": 403}
 
 
 def test_websocket_upgrade_is_refused_cleanly(served):
     gw, db = served
-    for path in WS_PATHS:
+    for path, status in WS_PATHS.items():
         with pytest.raises(InvalidStatus) as refused:
             with connect(f"ws://127.0.0.1:{gw.port}{path}", open_timeout=10):
                 pass
-        assert refused.value.response.status_code == 403, path
+        assert refused.value.response.status_code == status, path
     assert "Traceback" not in gw.stderr() and "Exception in ASGI application" not in gw.stderr()
-    assert db_rows(db, "SELECT count(*) FROM requests") == [(0,)]  # not relayed, so nothing to log
+    # The two relayed upgrades are logged with the upstream's answer; the refused ones are not.
+    assert wait_until(lambda: db_rows(db, "SELECT r.endpoint, s.status_code FROM requests r JOIN responses s "
+                                          "ON s.request_id = r.id ORDER BY r.endpoint") ==
+                      [("/anthropic/v1/messages", 502), ("/v1/realtime", 404)], 10)
 
 
 def readme_server_command() -> list[str]:

@@ -15,6 +15,7 @@ from logs.selectors import exchange_detail
 from providers import registry
 from wire.jsonutil import json_depth, json_or_none
 
+FRAMES_SHOWN = 1000  # a realtime session's first frames on the page (all are in the frames table)
 # Shown in <img>/<audio>/<video> on the page; see files.INLINE_TYPES for what the file view serves inline.
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
@@ -62,6 +63,8 @@ def exchange_context(req: Request, request: HttpRequest) -> dict:
         "files": files,
         "output_files": [f for f in files if f["row"].role == BinaryFile.Role.RESPONSE_OUTPUT],
         "curl": curl_command(req, request.build_absolute_uri("/")),
+        "frames": list(req.frames.order_by("seq")[:FRAMES_SHOWN]),
+        "frames_total": req.frames.count(),
     }
 
 

@@ -1,0 +1,294 @@
+"""Realtime sessions: a WebSocket upgrade on a provider prefix, relayed to the provider and logged frame by frame.
+
+The upgrade goes through the same stages as any request (route, refuse, record, policy steps), so
+gateway keys, limits and the hold queue apply before the handshake; a refused upgrade gets an HTTP
+answer in the provider's error shape. Then the session is relayed both ways as messages come (each
+side's send waits for the other side to take it: back-pressure), close codes pass through, and
+every frame is journaled as it passes (logs/records.py FrameRecord), so a session of any length is
+never held in memory and a crash keeps what was received. The session is one exchange: the upgrade
+request, and a response with status 101 written when it ends, saying how.
+"""
+
+import asyncio
+import base64
+import binascii
+import io
+import logging
+
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpResponse, HttpResponseBase
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from logs.ids import exchange_id_new
+from logs.outcomes import Outcome
+from logs.pipeline.tracks import Track
+from logs.records import FileRecord, FrameRecord
+from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error
+from proxy.forward import NO_PROVIDER, refuse, request_record, step_answered
+from proxy.paths import NoRoute, PathRefused, Route, route_find
+from proxy.refusals import refusal_find
+from proxy.request_body import BodySpool
+from proxy.steps import steps_active, steps_run
+from proxy.upstream import headers_forward
+from providers import USAGE_FIELDS
+from wire.jsonutil import json_line, json_or_none
+
+log = logging.getLogger(__name__)
+
+# The handshake's own headers: the upstream connection makes its own.
+HANDSHAKE_HEADERS = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+                               "sec-websocket-protocol", "sec-websocket-accept"})
+# Close codes that may be sent in a close frame (RFC 6455 §7.4): others end as a normal close.
+SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+# Normal ends. A client that vanishes without a close frame is reported by the server as 1005 or
+# 1006: that is an abort, not a close.
+NORMAL_UPSTREAM = frozenset({1000, 1001, 1005})
+NORMAL_CLIENT = frozenset({1000, 1001})
+
+
+def _sendable(code: int | None) -> int:
+    return code if code in SENDABLE or (code is not None and 3000 <= code <= 4999) else 1000
+
+
+async def _deny(scope: dict, send, response: HttpResponseBase) -> None:
+    """Answer the upgrade with an HTTP response (the ASGI denial extension), or a bare 403."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
+    await send({"type": "websocket.http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": response.content if not response.streaming else b""})
+
+
+def upstream_ws_url(route: Route, query: str) -> str:
+    """ws(s):// of the provider's upstream base, then the path and query as the client sent them."""
+    base = route.upstream_base
+    base = "wss://" + base[len("https://"):] if base.startswith("https://") else "ws://" + base.split("://", 1)[-1]
+    return base + route.upstream_path + (f"?{query}" if query else "")
+
+
+class Session:
+    """One relayed realtime session: frames journaled as they pass, its files, its usage, how it ended."""
+
+    def __init__(self, x: Exchange) -> None:
+        self.x = x
+        self.seq = 0
+        self.ended_by = ""  # "client" or "upstream"
+        self.code: int | None = None
+        self.reason = ""
+        self.tracks: dict[str, Track] = {}  # open files: "input", "output", "binary-client"...
+        self.turns = {"input": 0, "output": 0}
+        self.formats: dict[str, tuple[str, int]] = {}
+        self.usage: dict[str, int] = {}
+        self.model: str | None = None
+
+    def frame(self, direction: str, data: str | bytes) -> None:
+        """Journal one frame as it passes: text with its audio moved to the session's tracks, binary to a file."""
+        self.seq += 1
+        at = self.x.elapsed_ms()
+        if direction == "upstream" and self.x.ttfb_ms is None:
+            self.x.ttfb_ms = at
+        record = FrameRecord(id=self.x.request_id, seq=self.seq, direction=direction, at_ms=at,
+                             provider=self.x.provider.name, created=self.x.started_wall)
+        if isinstance(data, str):
+            record.size = len(data.encode("utf-8", "surrogatepass"))
+            record.text = self._event_read(direction, data)
+        else:
+            record.size = len(data)
+            key = f"binary-{direction}"
+            record.file_key, record.file_offset = key, self._track(key).append(data)
+        self.x.frame_log(record)
+
+    def _event_read(self, direction: str, text: str) -> str:
+        """What a text frame means for the log; its text with base64 audio replaced by a reference."""
+        event = json_or_none(text) if text[:1] == "{" else None
+        if not isinstance(event, dict):
+            return text
+        try:
+            read = self.x.provider.realtime_read(direction, event)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            return text
+        self.formats.update(read.formats)
+        self.model = read.model or self.model
+        if read.usage is not None:
+            for name in USAGE_FIELDS:
+                value = getattr(read.usage, name)
+                if value is not None:
+                    self.usage[name] = self.usage.get(name, 0) + value
+        for chunk in read.audio:
+            try:
+                audio = base64.b64decode(chunk.holder[chunk.key], validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            track = self._audio_track(chunk.track)
+            chunk.holder[chunk.key] = {"$gateway_audio": {"track": track.key, "offset": track.append(audio),
+                                                          "bytes": len(audio)}}
+        for name in read.ends:
+            self._track_end(name)
+        return json_line(event).decode().rstrip("\n") if read.audio else text
+
+    def _audio_track(self, track: str) -> Track:
+        if track not in self.tracks:
+            self.turns[track] += 1
+            codec, rate = self.formats.get(track, ("pcm16", 24000))
+            self.tracks[track] = Track(self.x.request_id, f"{track}-{self.turns[track]}", codec, rate)
+        return self.tracks[track]
+
+    def _track(self, key: str) -> Track:
+        if key not in self.tracks:
+            self.tracks[key] = Track(self.x.request_id, key)
+        return self.tracks[key]
+
+    def _track_end(self, name: str) -> None:
+        """A turn (or the session) ended: its file is complete, for the ingest process to store."""
+        track = self.tracks.pop(name, None)
+        if track is not None:
+            self.x.file_log(FileRecord(id=self.x.request_id, key=track.key, file=track.finish(),
+                                       provider=self.x.provider.name, created=self.x.started_wall))
+
+    def tracks_end(self) -> None:
+        for name in list(self.tracks):
+            self._track_end(name)
+
+    async def client_to_upstream(self, receive, upstream: ClientConnection) -> None:
+        """Client messages to the upstream, until the client closes."""
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                data = message.get("text")
+                data = data if data is not None else message.get("bytes") or b""
+                self.frame("client", data)
+                try:
+                    await upstream.send(data)
+                except ConnectionClosed:
+                    return  # the upstream is gone: the other direction tells how
+            elif message["type"] == "websocket.disconnect":
+                self.ended_by = self.ended_by or "client"
+                self.code, self.reason = message.get("code", 1005), message.get("reason") or ""
+                await upstream.close(_sendable(self.code), self.reason)
+                return
+
+    async def upstream_to_client(self, upstream: ClientConnection, send) -> None:
+        """Upstream messages to the client, until the upstream closes; its close code passes on."""
+        try:
+            async for data in upstream:
+                self.frame("upstream", data)
+                key = "text" if isinstance(data, str) else "bytes"
+                await send({"type": "websocket.send", key: data})
+        except ConnectionClosed:
+            pass
+        if not self.ended_by:
+            self.ended_by = "upstream"
+            close = upstream.protocol.close_rcvd  # what the upstream sent (None: it just went away)
+            self.code, self.reason = (close.code, close.reason) if close else (1006, "")
+            await send({"type": "websocket.close", "code": _sendable(self.code), "reason": self.reason})
+
+    def end(self) -> None:
+        """Decide the outcome from how the session ended; store its last files."""
+        try:
+            self.tracks_end()
+        except OSError as exc:
+            self.x.notes.append(f"session files not saved: {exc}")
+        desc = f"{self.ended_by} closed the session with code {self.code}" + (f": {self.reason}" if self.reason else "")
+        if self.ended_by == "upstream" and self.code not in NORMAL_UPSTREAM:
+            self.x.fail(Outcome.UPSTREAM_ERROR, f"upstream closed the session with code {self.code}"
+                        + (f": {self.reason}" if self.reason else ""))
+        elif self.ended_by == "client" and self.code not in NORMAL_CLIENT:
+            self.x.fail(Outcome.CLIENT_ABORTED, desc)
+        else:
+            self.x.notes.append(desc)
+        self.x.clock_stop()
+
+
+async def _upstream_open(x: Exchange, scope: dict) -> ClientConnection | HttpResponseBase:
+    """Connect to the provider's WebSocket; an HTTP answer instead when it refuses or cannot be reached."""
+    headers = [(k, v) for k, v in x.forward_headers if k.lower() not in HANDSHAKE_HEADERS]
+    try:
+        return await connect(upstream_ws_url(x.route, x.query), additional_headers=headers,
+                             subprotocols=scope.get("subprotocols") or None, user_agent_header=None,
+                             open_timeout=settings.UPSTREAM_CONNECT_TIMEOUT, max_size=None, compression=None)
+    except InvalidStatus as exc:  # the upstream answered the upgrade with an HTTP error: pass it on
+        answer = exc.response
+        response = HttpResponse(answer.body or b"", status=answer.status_code)
+        del response["Content-Type"]
+        for k, v in answer.headers.raw_items():
+            if k.lower() not in ("content-length", "connection", "transfer-encoding"):
+                response[k] = v
+        return step_answered(x, response)
+    except (TimeoutError, asyncio.TimeoutError):
+        return x.gateway_answer(504, f"Upstream WebSocket did not open within {settings.UPSTREAM_CONNECT_TIMEOUT:g} s "
+                                     "(UPSTREAM_CONNECT_TIMEOUT)")
+    except (OSError, InvalidHandshake) as exc:
+        return x.gateway_answer(502, f"Upstream WebSocket unreachable: {type(exc).__name__}: {exc}")
+
+
+async def _relay(x: Exchange, session: Session, upstream: ClientConnection, receive, send) -> None:
+    """Both directions at once; when one ends, the other is finished off."""
+    tasks = [asyncio.ensure_future(session.client_to_upstream(receive, upstream)),
+             asyncio.ensure_future(session.upstream_to_client(upstream, send))]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if tasks[0] in done:  # the client left: the upstream's own close ends the other direction
+            await asyncio.wait_for(asyncio.shield(tasks[1]), timeout=5)
+    except asyncio.CancelledError:
+        if x.shutting_down:
+            x.fail(Outcome.INTERRUPTED, "gateway shut down during the session (SHUTDOWN_GRACE_SECONDS ran out)")
+            await send({"type": "websocket.close", "code": 1001, "reason": "gateway shutting down"})
+        else:
+            x.cancelled_mark("during the session")
+        raise
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.shield(upstream.close())
+
+
+def _exchange(scope: dict, route: Route) -> Exchange:
+    """The exchange of an upgrade: a Django request made of the handshake (it has no body)."""
+    request = ASGIRequest({**scope, "type": "http", "method": "GET"}, io.BytesIO())
+    request.gateway_body, request.gateway_refusal = BodySpool(f"{exchange_id_new()}.request"), None
+    return Exchange(request, route)
+
+
+async def websocket_app(scope: dict, receive, send) -> None:
+    """One WebSocket upgrade on a proxy path: refuse it with an HTTP answer, or relay and log the session."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    raw_path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+    try:
+        route = route_find(raw_path)
+    except PathRefused as exc:
+        await _deny(scope, send, json_error(400, NO_PROVIDER.error_body(f"Refused path: {exc}", status=400)))
+        return
+    except NoRoute as exc:
+        await _deny(scope, send, json_error(404, NO_PROVIDER.error_body(str(exc), kind="not_found", status=404)))
+        return
+    x = _exchange(scope, route)
+    if (refusal := refusal_find(x)) is not None:
+        await _deny(scope, send, refuse(x, refusal))
+        return
+    await request_record(x)
+    x.forward_headers = headers_forward(x.headers, request=True)
+    answer = await steps_run(x, steps_active())
+    if answer is not None:
+        await _deny(scope, send, step_answered(x, answer))
+        return
+    upstream = await _upstream_open(x, scope)
+    if isinstance(upstream, HttpResponseBase):
+        await _deny(scope, send, upstream)
+        return
+    await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol,
+                "headers": [(REQUEST_ID_HEADER.lower().encode(), x.request_id.encode())]})
+    session = Session(x)
+    try:
+        await _relay(x, session, upstream, receive, send)
+    finally:
+        session.end()
+        record = x.response_record(status=101, headers=[(k, v) for k, v in upstream.response.headers.raw_items()],
+                                   content_type="")
+        record.usage = {**session.usage, "model": session.model} if session.usage or session.model else None
+        x.response_log(record)

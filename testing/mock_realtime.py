@@ -1,0 +1,152 @@
+"""A mock realtime upstream (WebSocket): OpenAI's Realtime event protocol, Gemini Live's, and an echo.
+
+  /v1/realtime?model=...        OpenAI Realtime: session.created at once; session.update ->
+                                session.updated; input_audio_buffer.commit -> .committed;
+                                response.create -> response.created, text deltas, audio deltas
+                                (base64 PCM16), response.done with usage. A client event
+                                {"type": "mock.close", "code": 1011, "reason": "..."} makes the
+                                mock close the session with that code.
+  /ws/...BidiGenerateContent    Gemini Live: setup -> setupComplete; realtimeInput audio;
+                                clientContent turnComplete -> modelTurn audio + turnComplete, usage.
+  /echo                         every message sent back as it came (text or binary).
+Every connection's handshake headers and received messages are kept in `sessions`.
+"""
+
+import asyncio
+import base64
+import json
+import struct
+import threading
+from dataclasses import dataclass, field
+
+from websockets.asyncio.server import ServerConnection, serve
+
+PCM_CHUNK = struct.pack("<240h", *([1000, -1000] * 120))  # 10 ms of a 24 kHz square wave, PCM16
+
+
+@dataclass
+class MockSession:
+    """What the mock saw of one WebSocket session."""
+
+    path: str
+    headers: list[tuple[str, str]]
+    subprotocol: str | None
+    received: list[str | bytes] = field(default_factory=list)
+    closed_code: int | None = None
+
+
+class MockRealtime:
+    """The server; `sessions` lists every session it saw."""
+
+    def __init__(self) -> None:
+        self.sessions: list[MockSession] = []
+        self.port = 0
+        self.audio_chunks = 3  # audio deltas per response
+
+    async def start(self) -> None:
+        self.server = await serve(self._session, "127.0.0.1", 0, max_size=None, compression=None)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _session(self, ws: ServerConnection) -> None:
+        request = ws.request
+        session = MockSession(request.path, list(request.headers.raw_items()), ws.subprotocol)
+        self.sessions.append(session)
+        try:
+            if "echo" in request.path:
+                async for message in ws:
+                    session.received.append(message)
+                    await ws.send(message)
+            elif "BidiGenerateContent" in request.path:
+                await self._gemini(ws, session)
+            else:
+                await self._openai(ws, session)
+        finally:
+            session.closed_code = ws.close_code
+
+    async def _send(self, ws: ServerConnection, event: dict) -> None:
+        await ws.send(json.dumps(event))
+
+    async def _openai(self, ws: ServerConnection, session: MockSession) -> None:
+        model = request_model = ws.request.path.partition("model=")[2] or "gpt-realtime"
+        fmt = {"type": "audio/pcm", "rate": 24000}
+        await self._send(ws, {"type": "session.created", "event_id": "ev_0", "session": {
+            "id": "sess_1", "object": "realtime.session", "model": request_model,
+            "audio": {"input": {"format": fmt}, "output": {"format": fmt}}}})
+        responses = 0
+        async for message in ws:
+            session.received.append(message)
+            event = json.loads(message)
+            kind = event.get("type")
+            if kind == "mock.close":
+                await ws.close(event.get("code", 1011), event.get("reason", ""))
+                return
+            if kind == "session.update":
+                await self._send(ws, {"type": "session.updated", "session": {**event.get("session", {}),
+                                                                              "model": model}})
+            elif kind == "input_audio_buffer.commit":
+                await self._send(ws, {"type": "input_audio_buffer.committed", "item_id": "item_in"})
+            elif kind == "response.create":
+                responses += 1
+                await self._response(ws, f"resp_{responses}")
+
+    async def _response(self, ws: ServerConnection, rid: str) -> None:
+        await self._send(ws, {"type": "response.created", "response": {"id": rid, "status": "in_progress"}})
+        for piece in ("Hello", " there"):
+            await self._send(ws, {"type": "response.output_text.delta", "response_id": rid, "delta": piece})
+        for _ in range(self.audio_chunks):
+            await self._send(ws, {"type": "response.output_audio.delta", "response_id": rid,
+                                  "delta": base64.b64encode(PCM_CHUNK).decode()})
+        await self._send(ws, {"type": "response.done", "response": {
+            "id": rid, "object": "realtime.response", "status": "completed",
+            "usage": {"total_tokens": 30, "input_tokens": 12, "output_tokens": 18,
+                      "input_token_details": {"cached_tokens": 4, "text_tokens": 8, "audio_tokens": 4},
+                      "output_token_details": {"text_tokens": 6, "audio_tokens": 12}}}})
+
+    async def _gemini(self, ws: ServerConnection, session: MockSession) -> None:
+        async for message in ws:
+            session.received.append(message)
+            event = json.loads(message)
+            if "setup" in event:
+                await self._send(ws, {"setupComplete": {}})
+            elif (event.get("clientContent") or {}).get("turnComplete") or "realtimeInput" in event and (
+                    event["realtimeInput"].get("audioStreamEnd")):
+                parts = [{"inlineData": {"mimeType": "audio/pcm;rate=24000",
+                                         "data": base64.b64encode(PCM_CHUNK).decode()}}]
+                await self._send(ws, {"serverContent": {"modelTurn": {"parts": parts}}})
+                await self._send(ws, {"serverContent": {"turnComplete": True},
+                                      "usageMetadata": {"promptTokenCount": 9, "responseTokenCount": 11,
+                                                        "totalTokenCount": 20}})
+
+
+class MockRealtimeThread:
+    """Runs a MockRealtime on its own event loop in a thread (for tests and the benchmark)."""
+
+    def __init__(self) -> None:
+        self.mock = MockRealtime()
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.mock.start())
+            ready.set()
+            self.loop.run_forever()
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    @property
+    def url(self) -> str:
+        return self.mock.url
+
+    def stop(self) -> None:
+        async def close() -> None:
+            self.mock.server.close()
+            await self.mock.server.wait_closed()
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)

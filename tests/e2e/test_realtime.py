@@ -1,0 +1,207 @@
+"""Realtime sessions over WebSocket: relayed both ways as they come, and logged frame by frame."""
+
+import asyncio
+import base64
+import json
+import wave
+from io import BytesIO
+
+import openai
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.core.files.storage import storages
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from logs.models import BinaryFile, Frame, Request, Response
+from testing.mock_realtime import PCM_CHUNK, MockRealtimeThread
+from tests.e2e.faults import wait_until
+from tests.procs import GatewayProcess, db_rows, migrated_copy, sqlite_only
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "sk-" + "realtimeTEST0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def realtime_mock():
+    mock = MockRealtimeThread()
+    yield mock
+    mock.stop()
+
+
+@pytest.fixture
+def rt(realtime_mock, gateway, settings):
+    """A live gateway whose OpenAI and Gemini upstreams are the realtime mock."""
+    realtime_mock.mock.sessions.clear()
+    settings.UPSTREAM_URLS = {**settings.UPSTREAM_URLS, "openai": realtime_mock.url, "gemini": realtime_mock.url}
+    return gateway
+
+
+async def _openai_session(url: str) -> list:
+    client = openai.AsyncOpenAI(api_key=KEY, base_url=f"{url}/v1", max_retries=0)
+    events = []
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "instructions": "be brief"})
+        for _ in range(4):
+            await conn.input_audio_buffer.append(audio=base64.b64encode(PCM_CHUNK).decode())
+        await conn.input_audio_buffer.commit()
+        await conn.response.create()
+        async for event in conn:
+            events.append(event)
+            if event.type == "response.done":
+                break
+    return events
+
+
+def test_openai_sdk_session_is_relayed_and_logged(rt, realtime_mock, log_flush):
+    events = asyncio.run(_openai_session(rt.url))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "session.created" and kinds[-1] == "response.done"
+    assert kinds.count("response.output_audio.delta") == 3 and "input_audio_buffer.committed" in kinds
+    mock = realtime_mock.mock.sessions[-1]
+    assert mock.path == "/v1/realtime?model=gpt-realtime"
+    assert dict((k.lower(), v) for k, v in mock.headers)["authorization"] == f"Bearer {KEY}"  # real key upstream
+
+    log_flush()
+    req = Request.objects.get()
+    resp = Response.objects.get(request=req)
+    assert req.endpoint == "/v1/realtime" and req.query_string == "model=gpt-realtime"
+    assert KEY not in json.dumps(req.headers)
+    assert resp.status_code == 101 and resp.outcome == "completed" and "client closed" in resp.error_message
+    # Usage from response.done, and its cost.
+    assert (resp.input_tokens, resp.output_tokens, resp.cached_tokens, resp.total_tokens) == (12, 18, 4, 30)
+    assert resp.model == "gpt-realtime"
+
+    frames = list(Frame.objects.filter(request=req).order_by("seq"))
+    client_sent = [f for f in frames if f.direction == "client"]
+    upstream_sent = [f for f in frames if f.direction == "upstream"]
+    assert len(client_sent) == len(mock.received) and len(upstream_sent) == len(events)
+    assert [f.event_type for f in upstream_sent] == kinds  # every frame, in order
+    assert all(b.offset_ms >= a.offset_ms for a, b in zip(frames, frames[1:]))
+    audio_frame = next(f for f in upstream_sent if f.event_type == "response.output_audio.delta")
+    ref = json.loads(audio_frame.text)["delta"]["$gateway_audio"]
+    assert ref == {"track": "output-1", "offset": 0, "bytes": len(PCM_CHUNK)}  # no base64 kept in the row
+
+    tracks = {f.field_name: f for f in BinaryFile.objects.filter(request=req, role="session_audio")}
+    assert set(tracks) == {"input-1", "output-1"}
+    for name, chunks in (("input-1", 4), ("output-1", 3)):
+        with storages["payloads"].open(tracks[name].file.name, "rb") as f:
+            with wave.open(BytesIO(f.read())) as w:
+                assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 24000)
+                assert w.readframes(w.getnframes()) == PCM_CHUNK * chunks  # playable, every sample
+
+    admin = Client()
+    admin.force_login(User.objects.create_superuser("rt", "rt@example.invalid", "pw"))
+    page = admin.get(f"/admin/logs/request/{req.id.hex}/change/").content.decode()
+    assert f"{len(frames)} frames" in page and "response.output_audio.delta" in page
+    assert page.count("<audio") == 2  # both tracks playable on the exchange page
+
+
+async def _close_by_upstream(url: str) -> tuple[int, str]:
+    async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model=m",
+                       additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+        await ws.recv()  # session.created
+        await ws.send(json.dumps({"type": "mock.close", "code": 1011, "reason": "upstream exploded"}))
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        return ws.close_code, ws.close_reason
+
+
+def test_upstream_close_code_reaches_the_client_and_the_log(rt, log_flush):
+    code, reason = asyncio.run(_close_by_upstream(rt.url))
+    assert (code, reason) == (1011, "upstream exploded")
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.outcome == "upstream_error" and "1011" in resp.error_message and "upstream exploded" in resp.error_message
+
+
+async def _client_leaves(url: str) -> None:
+    ws = await connect(f"{url.replace('http', 'ws')}/v1/realtime?model=m",
+                       additional_headers={"Authorization": f"Bearer {KEY}"})
+    await ws.recv()
+    ws.transport.abort()  # no close frame: the client just goes away
+
+
+def test_client_disconnect_is_logged_and_the_upstream_closed(rt, realtime_mock, log_flush):
+    asyncio.run(_client_leaves(rt.url))
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.outcome == "client_aborted" and "client closed the session with code 100" in resp.error_message
+    assert realtime_mock.mock.sessions[-1].closed_code is not None  # the gateway closed its upstream session
+
+
+async def _refused(url: str) -> InvalidStatus:
+    with pytest.raises(InvalidStatus) as caught:
+        async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model=m"):
+            pass
+    return caught.value
+
+
+def test_refused_upgrade_gets_an_http_error_before_the_handshake(rt, settings, log_flush):
+    settings.GATEWAY_API_KEYS = ["ops:gk-realtime-0123456789abcdef"]
+    refused = asyncio.run(_refused(rt.url))
+    assert refused.response.status_code == 401 and b"X-Gateway-Key" in refused.response.body
+    log_flush()
+    assert Response.objects.get().status_code == 401
+
+
+async def _gemini_live(url: str) -> list:
+    async with connect(f"{url.replace('http', 'ws')}/gemini/ws/google.ai.generativelanguage.v1beta."
+                       "GenerativeService.BidiGenerateContent?key=AIza" + "TESTgeminiKEY0123456789") as ws:
+        await ws.send(json.dumps({"setup": {"model": "models/gemini-live-2.5-flash"}}))
+        got = [json.loads(await ws.recv())]
+        await ws.send(json.dumps({"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000",
+                                                              "data": base64.b64encode(PCM_CHUNK).decode()}}}))
+        await ws.send(json.dumps({"clientContent": {"turnComplete": True}}))
+        got += [json.loads(await ws.recv()), json.loads(await ws.recv())]
+        return got
+
+
+def test_gemini_live_session_over_a_raw_websocket(rt, log_flush):
+    got = asyncio.run(_gemini_live(rt.url))
+    assert "setupComplete" in got[0] and got[-1]["serverContent"]["turnComplete"] is True
+    log_flush()
+    req = Request.objects.get()
+    resp = Response.objects.get(request=req)
+    assert req.provider == "gemini" and "AIza" + "TESTgeminiKEY0123456789" not in req.query_string
+    assert (resp.input_tokens, resp.output_tokens) == (9, 11)
+    tracks = {f.field_name: f.size for f in BinaryFile.objects.filter(request=req, role="session_audio")}
+    assert tracks == {"input-1": 44 + len(PCM_CHUNK), "output-1": 44 + len(PCM_CHUNK)}
+
+
+async def _session_then_hang(url: str, appended: int) -> None:
+    ws = await connect(f"{url.replace('http', 'ws')}/v1/realtime?model=m",
+                       additional_headers={"Authorization": f"Bearer {KEY}"})
+    await ws.recv()
+    for _ in range(appended):
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(PCM_CHUNK).decode()}))
+    await ws.send(json.dumps({"type": "session.update", "session": {}}))
+    await ws.recv()  # session.updated: everything before it passed through the gateway
+    return ws
+
+
+@sqlite_only
+def test_a_crash_mid_session_keeps_every_frame_and_the_audio_so_far(tmp_path, tmp_path_factory, realtime_mock):
+    data = tmp_path / "data"
+    db = migrated_copy(data, tmp_path_factory)
+    gw = GatewayProcess(data, realtime_mock.url)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_session_then_hang(gw.url, appended=5))
+        assert wait_until(lambda: db_rows(db, "SELECT count(*) FROM frames")[0][0] >= 8, 10)
+    finally:
+        gw.kill()  # SIGKILL mid-session: no response record, the input track unfinished
+        loop.close()
+    again = GatewayProcess(data, realtime_mock.url)
+    try:
+        assert wait_until(lambda: db_rows(db, "SELECT outcome FROM responses") == [("interrupted",)], 15)
+        frames = db_rows(db, "SELECT direction, event_type FROM frames ORDER BY seq")
+        assert [e for d, e in frames if d == "client"] == ["input_audio_buffer.append"] * 5 + ["session.update"]
+        track = db_rows(db, "SELECT field_name, size, file_path FROM binary_files WHERE role = 'session_audio'")
+        assert [(name, size) for name, size, _ in track] == [("input-1", 44 + 5 * len(PCM_CHUNK))]
+        with wave.open(str(data / "files" / track[0][2])) as w:  # a playable file, header sizes fixed
+            assert w.getnframes() == 5 * len(PCM_CHUNK) // 2
+    finally:
+        again.stop()
