@@ -26,6 +26,13 @@ def row_new(model: type[M], values: dict[str, Any]) -> M:
     return model(*[values[a] if a in values else f.get_default() for a, f in _attnames(model)])
 
 
+@functools.lru_cache(maxsize=16)
+def insert_fields(model: type[models.Model]) -> tuple[models.Field, ...]:
+    """The columns an insert names: every concrete field but an auto-incrementing key (the database numbers it;
+    PostgreSQL refuses an explicit NULL for an identity column)."""
+    return tuple(f for f in model._meta.concrete_fields if not (f.primary_key and isinstance(f, models.AutoField)))
+
+
 _CONFLICT_IGNORED = {"sqlite": ("INSERT OR IGNORE INTO", ""), "postgresql": ("INSERT INTO", " ON CONFLICT DO NOTHING")}
 
 
@@ -33,8 +40,9 @@ _CONFLICT_IGNORED = {"sqlite": ("INSERT OR IGNORE INTO", ""), "postgresql": ("IN
 def _insert_sql(model: type[models.Model], vendor: str, quote: Callable[[str], str], rows: int) -> str:
     """INSERT of `rows` rows that skips rows already there (cached: batches repeat their sizes)."""
     verb, tail = _CONFLICT_IGNORED[vendor]
-    columns = ", ".join(quote(f.column) for f in model._meta.concrete_fields)
-    row = f"({', '.join(['%s'] * len(model._meta.concrete_fields))})"
+    fields = insert_fields(model)
+    columns = ", ".join(quote(f.column) for f in fields)
+    row = f"({', '.join(['%s'] * len(fields))})"
     return f"{verb} {quote(model._meta.db_table)} ({columns}) VALUES {', '.join([row] * rows)}{tail}"
 
 
@@ -53,7 +61,7 @@ def _field_plans(model: type[models.Model], ops_class: type) -> tuple[tuple[str,
     plain = dict(_PLAIN_TYPES)
     if ops_class.adapt_integerfield_value is BaseDatabaseOperations.adapt_integerfield_value:
         plain.update(_PLAIN_INTEGERS)
-    return tuple((f.attname, plain.get(type(f)), f) for f in model._meta.concrete_fields)
+    return tuple((f.attname, plain.get(type(f)), f) for f in insert_fields(model))
 
 
 def row_values(rows: list[models.Model], connection) -> list[Any]:
@@ -91,7 +99,7 @@ def rows_insert(model: type[models.Model], rows: list[models.Model]) -> None:
     if connection.vendor not in _CONFLICT_IGNORED:
         model.objects.bulk_create(rows, ignore_conflicts=True)
         return
-    size = max(1, connection.ops.bulk_batch_size(model._meta.concrete_fields, rows))
+    size = max(1, connection.ops.bulk_batch_size(insert_fields(model), rows))
     with connection.cursor() as cursor:
         i = 0
         for count in chunk_sizes(len(rows), min(size, INSERT_ROWS_MAX)):
