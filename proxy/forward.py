@@ -14,6 +14,7 @@ from logs.pipeline.capture import content_type_is_text
 from logs.records import RequestRecord
 from logs.redaction.scrub import Masked
 from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error
+from proxy.forwarded import forwarded_note
 from proxy.paths import NoRoute, PathRefused, Route, route_find
 from proxy.refusals import refusal_find
 from proxy.relay import relay_response
@@ -40,6 +41,8 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
     answer = await steps_run(x, steps)
     if answer is not None:
         return step_answered(x, answer)
+    if x.request_changed:
+        await forwarded_note(x)
     try:
         upstream = await upstream_call(x)
     except Exception as exc:  # CancelledError is not an Exception: it was logged and goes on up
