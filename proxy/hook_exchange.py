@@ -9,6 +9,8 @@ import json
 from typing import Any
 from urllib.parse import unquote
 
+from django.http import HttpResponse
+
 from proxy.exchange import Exchange
 
 _UNSET = object()
@@ -75,6 +77,11 @@ class HookExchange:
     def model(self) -> str | None:
         """The model the request names (in its body or path, as the provider puts it)."""
         return self._x.provider.request_model(unquote(self.path), self.json)
+
+    def error_answer(self, status: int, message: str, *, kind: str = "invalid_request_error") -> HttpResponse:
+        """An error answer in the provider's own shape (its SDK raises its usual error): return it from on_request."""
+        body = self._x.provider.error_body(message, kind=kind, status=status)
+        return HttpResponse(body, status=status, content_type="application/json")
 
     # --- the answer (on_response)
     @property
