@@ -12,7 +12,7 @@
   const muted = () => localStorage.getItem('holdMuted') === '1';
 
   function muteShow() {
-    mute.textContent = muted() ? '\u{1F515}' : '\u{1F514}';
+    mute.textContent = muted() ? 'Sound: off' : 'Sound: on';
     mute.title = muted() ? 'Sound off: click to beep when a request starts waiting' : 'Sound on: click to mute';
     mute.setAttribute('aria-pressed', String(muted()));
   }
