@@ -2,6 +2,9 @@
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -11,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from logs.models import BinaryFile, Request, Response
 from proxy.hooks import hooks_loaded
+from tests.procs import ROOT
 from tests.proxy import sample_hooks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -186,3 +190,12 @@ def test_bad_hooks_are_refused_by_name(settings, paths, skip, message):
     with pytest.raises(ImproperlyConfigured) as exc:
         hooks_loaded()
     assert str(exc.value).startswith(message)
+
+
+def test_a_bad_hook_stops_the_start(tmp_path):
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "GATEWAY_HOOKS": "gateway_hooks.pii.PiiMask,nope.hooks.Hook"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert "ImproperlyConfigured: GATEWAY_HOOKS: cannot import 'nope.hooks.Hook'" in done.stderr
