@@ -4,7 +4,9 @@ Starts the mock upstream, this checkout's gateway and the other one's (each on a
 database, 1 worker), and drives them with wrk in alternating 3 s rounds, so that whatever else
 the machine does hits both alike. Prints each round and the median of the paired ratios
 (this checkout over the other). Use it to measure a change: a `git worktree` of the commit
-before it is the other checkout.
+before it is the other checkout. `--this-env NAME=VALUE` (repeatable) sets a variable for this
+checkout's gateway only: with `.` as the other checkout it measures a setting, e.g. one no-op
+request hook: `python bench/compare.py . "chat c1" --this-env GATEWAY_HOOKS=bench.noop_hook.Noop`.
 """
 
 import argparse
@@ -26,7 +28,10 @@ def main() -> None:
     parser.add_argument("other", type=Path, help="the other checkout (a git worktree)")
     parser.add_argument("scenarios", nargs="*", default=["chat c1", "chat c64", "stream c16"])
     parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--this-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a variable for this checkout's gateway only (repeatable)")
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.this_env)
     wrk_require()
     mock = servers.mock_start()
     running, dirs = [mock], []
@@ -35,7 +40,7 @@ def main() -> None:
         for label, root in (("other", args.other.resolve()), ("this", servers.ROOT)):
             data_dir, env = servers.gateway_prepare(mock.url, root=root)
             dirs.append((data_dir, env))
-            gateways[label] = servers.gateway_start(env, root=root)
+            gateways[label] = servers.gateway_start({**env, **extra} if label == "this" else env, root=root)
             running.append(gateways[label])
         for name in args.scenarios:
             sc = next(s for s in SCENARIOS if s.name == name)

@@ -18,6 +18,8 @@ TOP_LEVEL_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 class ModelPolicy:
     """The hook: reads its settings on every call, so tests and reloads see the current values."""
 
+    blocking = False  # CPU work only: runs on the event loop, no thread hop
+
     def on_request(self, exchange) -> HttpResponse | None:
         allowed = settings.MODEL_POLICY_ALLOW
         model = exchange.model

@@ -77,6 +77,8 @@ class Masker:
 class PiiMask:
     """The hook: masks the JSON body's prompts; logs which placeholders stand for what."""
 
+    blocking = False  # CPU work only: runs on the event loop, no thread hop
+
     def on_request(self, exchange) -> None:
         payload = exchange.json
         if payload is None:

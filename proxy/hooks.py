@@ -3,7 +3,8 @@
 Each entry is a dotted path to an object (an instance, a class built with no arguments, or a
 module) with `on_request(exchange)` and/or `on_response(exchange)`, sync or async. They are
 loaded once, at start (a bad one stops the start with ImproperlyConfigured naming it). Sync
-hooks run in a worker thread, so a slow one never blocks the event loop. The hooks share one
+hooks run in a worker thread, so a slow one never blocks the event loop; one that says it never
+waits on I/O (`blocking = False`) runs on the loop and saves the thread hop. The hooks share one
 proxy/hook_exchange.HookExchange per request; what they changed is applied to the Exchange
 and logged once they have all run (see docs/hooks.md).
 """
@@ -45,11 +46,15 @@ class Hook:
     on_request: Callable | None
     on_response: Callable | None
     skip_on_error: bool  # GATEWAY_HOOKS_SKIP_ON_ERROR: a failure is logged and the hook skipped
+    blocking: bool = True  # False: its sync methods never wait on I/O, so they run on the event loop
 
     async def call(self, method: Callable, hx: HookExchange) -> Any:
-        """Run one of its methods: a coroutine function awaited, a plain one in a thread."""
+        """Run one of its methods: a coroutine function awaited; a plain one in a thread, unless it
+        declared itself non-blocking (the thread hop is most of a no-op hook's cost, docs/benchmark.md)."""
         if inspect.iscoroutinefunction(method):
             return await method(hx)
+        if not self.blocking:
+            return method(hx)
         return await asyncio.to_thread(method, hx)
 
 
@@ -78,8 +83,11 @@ def hook_load(path: str, skip_on_error: bool = False) -> Hook:
     if not callable(on_request) and not callable(on_response):
         kind = "module" if isinstance(target, ModuleType) else type(target).__name__
         raise ImproperlyConfigured(f"GATEWAY_HOOKS: {path!r} ({kind}) has neither on_request nor on_response")
+    blocking = getattr(target, "blocking", True)
+    if not isinstance(blocking, bool):
+        raise ImproperlyConfigured(f"GATEWAY_HOOKS: {path!r} has blocking = {blocking!r}; it must be True or False")
     return Hook(path, on_request if callable(on_request) else None, on_response if callable(on_response) else None,
-                skip_on_error)
+                skip_on_error, blocking)
 
 
 @lru_cache(maxsize=8)

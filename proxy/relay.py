@@ -171,7 +171,7 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
                           started=x.started)
 
     observer = x.answer_observer
-    observed = _Observed()
+    observed = _Observed() if observer is not None else None
 
     async def log() -> None:
         """Finish the captured body (decoding and masking it off the event loop when it is big) and log."""

@@ -85,3 +85,17 @@ class NoMethods:
 class Noop:
     def on_request(self, exchange):
         return None
+
+
+class Inline:
+    blocking = False
+
+    def on_request(self, exchange):
+        calls.append(("inline", threading.current_thread().name))
+
+
+class BadBlocking:
+    blocking = "no"
+
+    def on_request(self, exchange):
+        return None

@@ -132,6 +132,13 @@ def test_a_slow_sync_hook_does_not_block_other_requests(settings, upstream, gate
     assert all(name != "MainThread" for _, name in sample_hooks.calls)
 
 
+def test_a_hook_declared_non_blocking_runs_on_the_event_loop(settings, upstream, gateway):
+    settings.GATEWAY_HOOKS = [H + "Inline", H + "Slow"]
+    assert httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH).status_code == 200
+    (_, inline_thread), (_, slow_thread) = sample_hooks.calls
+    assert inline_thread == gateway.thread.name and slow_thread != gateway.thread.name
+
+
 def test_on_response_replaces_a_whole_answer_and_observes_a_stream(settings, upstream, gateway, log_flush):
     settings.GATEWAY_HOOKS = [H + "Shout"]
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
@@ -184,6 +191,7 @@ def test_without_hooks_nothing_is_marked_changed(settings, upstream, gateway, lo
     (["no_such_package.hooks.Hook"], [], "GATEWAY_HOOKS: cannot import 'no_such_package.hooks.Hook'"),
     ([H + "NoMethods"], [], f"GATEWAY_HOOKS: '{H}NoMethods' (NoMethods) has neither on_request nor on_response"),
     ([H + "Noop"], [H + "Boom"], f"GATEWAY_HOOKS_SKIP_ON_ERROR names hooks not in GATEWAY_HOOKS: {H}Boom"),
+    ([H + "BadBlocking"], [], f"GATEWAY_HOOKS: '{H}BadBlocking' has blocking = 'no'; it must be True or False"),
 ])
 def test_bad_hooks_are_refused_by_name(settings, paths, skip, message):
     settings.GATEWAY_HOOKS, settings.GATEWAY_HOOKS_SKIP_ON_ERROR = paths, skip
