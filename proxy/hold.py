@@ -101,6 +101,28 @@ def watch_get() -> HoldWatch:
     return _watch
 
 
+async def watch_stop() -> None:
+    """Stop this loop's watch and close the database connection it used (the lifespan's shutdown)."""
+    global _watch
+    watch = _watch
+    if watch is None or watch.loop is not asyncio.get_running_loop():
+        return
+    _watch = None
+    watch.task.cancel()
+    try:
+        await watch.task
+    except asyncio.CancelledError:
+        pass
+    try:
+        await _db(_connection_close)()
+    except Exception as exc:  # shutdown goes on whatever the database says
+        log.warning("hold queue: closing its database connection failed: %s", exc)
+
+
+def _connection_close() -> None:
+    connection.close()  # looked up in the thread that runs it: that thread's connection
+
+
 def hold_may_apply() -> bool:
     """False only when the switch is known to be off (the step then costs nothing), or outside an event loop."""
     try:
