@@ -45,7 +45,7 @@ def _logged(log_flush, rid: str) -> Response:
     return Response.objects.get(request_id=rid)
 
 
-def test_approve_releases_the_request_with_its_held_id(upstream, gateway, log_flush):
+def test_approve_releases_the_request_with_its_held_id(upstream, gateway, log_flush, admin_client):
     switch_set(on=True, by="test")
     call = _post(gateway)
     [rid] = _held()
@@ -64,6 +64,8 @@ def test_approve_releases_the_request_with_its_held_id(upstream, gateway, log_fl
     assert resp.ttfb_ms is not None and resp.ttfb_ms <= resp.duration_ms
     row.refresh_from_db()
     assert row.state == "released" and row.held_ms == resp.held_ms
+    page = admin_client.get(f"/admin/logs/request/{rid}/change/").content.decode()
+    assert f"Held {resp.held_ms} ms in the hold queue" in page and "hold: approve by alice" in page
 
 
 def test_approve_with_an_edited_body(upstream, gateway, log_flush):

@@ -37,7 +37,7 @@ def _exchange(log_flush, rid: str) -> tuple[Request, Response]:
     return req, Response.objects.get(request=req)
 
 
-def test_changes_go_upstream_and_both_versions_are_logged(settings, upstream, gateway, log_flush):
+def test_changes_go_upstream_and_both_versions_are_logged(settings, upstream, gateway, log_flush, admin_client):
     settings.GATEWAY_HOOKS = [H + "Rewrite", H + "AsyncTag"]
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
     assert r.status_code == 200
@@ -58,6 +58,9 @@ def test_changes_go_upstream_and_both_versions_are_logged(settings, upstream, ga
     # on_response saw the whole answer (not streamed) and left it alone
     assert sample_hooks.seen[0]["status"] == 200 and not sample_hooks.seen[0]["streamed"]
     assert json.loads(sample_hooks.seen[0]["body"]) == r.json()
+    page = admin_client.get(f"/admin/logs/request/{req.id.hex}/change/").content.decode()
+    assert "Policy steps" in page and f"<code>{H}Rewrite</code>: changed" in page
+    assert "As forwarded: <code>POST /v1/chat/completions</code>" in page and "added by a hook" in page
 
 
 def test_a_hook_may_move_the_request_to_another_path(settings, upstream, gateway, log_flush):
