@@ -3,7 +3,7 @@
 import json
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from hold.models import Decision, HeldRequest, HoldSwitch
@@ -39,7 +39,10 @@ def held_create(*, request_id: str, provider: str, method: str, path: str, model
     HeldRequest.objects.create(id=request_id, provider=provider, method=method, path=path[:1024],
                                model=(model or "")[:255], gateway_key=(gateway_key or "")[:160], body=body,
                                body_size=body_size, instance=instance[:64], held_at=now, deadline=deadline)
-    HeldRequest.objects.filter(decided_at__lt=now - DECIDED_KEEP).delete()
+    try:  # pruning is housekeeping: a failure must not make the caller create the row again
+        HeldRequest.objects.filter(decided_at__lt=now - DECIDED_KEEP).delete()
+    except DatabaseError:
+        pass
     return deadline
 
 

@@ -38,7 +38,12 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
     await request_record(x)
     steps = steps_active()
     x.forward_headers = headers_forward(x.headers, request=True)
-    answer = await steps_run(x, steps)
+    try:
+        answer = await steps_run(x, steps)
+    except asyncio.CancelledError:  # the client left while a step waited (a hook's thread, the hold queue)
+        x.cancelled_mark("during the policy steps")  # unless the step said where first
+        x.response_log(x.response_record(status=None, headers=[], content_type=""))
+        raise
     if answer is not None:
         return step_answered(x, answer)
     if x.request_changed:

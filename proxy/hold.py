@@ -15,8 +15,9 @@ from urllib.parse import unquote
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, OperationalError, connection
 from django.http import HttpResponse, HttpResponseBase
+from django.utils import timezone
 
 from hold.models import Decision
 from hold.selectors import held_decisions, switch_read
@@ -36,14 +37,24 @@ SWITCH_REFRESH = 0.5
 REJECT_STATUS = {Decision.REJECT_400: 400, Decision.REJECT_500: 500}
 
 
+DB_TRIES = 3  # a lock held a moment too long by another writer is tried again (SQLite)
+
+
 def _db(fn):
-    """An ORM call off the event loop; a broken connection is dropped so the next call opens a new one."""
+    """An ORM call off the event loop, tried again on a passing lock; a broken connection is dropped
+    so the next call opens a new one."""
     def call(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except DatabaseError:
-            connection.close()
-            raise
+        for attempt in range(DB_TRIES):
+            try:
+                return fn(*args, **kwargs)
+            except OperationalError as exc:
+                if "locked" not in str(exc) or attempt == DB_TRIES - 1:
+                    connection.close()
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+            except DatabaseError:
+                connection.close()
+                raise
     return sync_to_async(call, thread_sensitive=True)
 
 
@@ -114,7 +125,7 @@ async def watch_stop() -> None:
     except asyncio.CancelledError:
         pass
     try:
-        await _db(_connection_close)()
+        await asyncio.wait_for(_db(_connection_close)(), 5)
     except Exception as exc:  # shutdown goes on whatever the database says
         log.warning("hold queue: closing its database connection failed: %s", exc)
 
@@ -176,19 +187,27 @@ async def hold_request(x: Exchange) -> HttpResponseBase | None:
     model = x.provider.request_model(unquote(x.route.path), _payload(body)) if switch.model or body else None
     if not _matches(switch, x, model):
         return None
-    fut = watch.loop.create_future()
-    watch.waiters[x.request_id] = fut
     held_from = time.monotonic()
     timeout = settings.HOLD_TIMEOUT_SECONDS
     try:
-        await _db(held_create)(request_id=x.request_id, provider=x.provider.name, method=x.method,
-                               path=x.route.path, model=model or "", gateway_key=getattr(x.gateway_key, "name", ""),
-                               body=_body_for_operator(x, body), body_size=len(body) if body is not None else x.body.size,
-                               instance=writer_get().instance, timeout=timeout)
         try:
-            decided = await asyncio.wait_for(asyncio.shield(fut), timeout)
+            await _db(held_create)(request_id=x.request_id, provider=x.provider.name, method=x.method,
+                                   path=x.route.path, model=model or "",
+                                   gateway_key=getattr(x.gateway_key, "name", None) or "",
+                                   body=_body_for_operator(x, body),
+                                   body_size=len(body) if body is not None else x.body.size,
+                                   instance=writer_get().instance, timeout=timeout)
+        except DatabaseError as exc:  # the queue never stops traffic by itself: not held
+            log.warning("hold queue: request %s not held, the database refused it: %s", x.request_id, exc)
+            x.notes.append(f"not held: the hold queue's database refused it ({exc})")
+            return None
+        # Waited for once its row exists: a decision taken before this is found by the next poll.
+        fut = watch.loop.create_future()
+        watch.waiters[x.request_id] = fut
+        try:
+            decided = await asyncio.wait_for(asyncio.shield(fut), max(0.0, timeout - (time.monotonic() - held_from)))
         except TimeoutError:
-            decided = await _db(held_timeout)(x.request_id, settings.HOLD_TIMEOUT_ACTION)
+            decided = await _timeout_decide(x)
     except asyncio.CancelledError:
         held_ms = _held_ms(held_from)
         await _aborted(x, held_ms)
@@ -209,17 +228,25 @@ async def hold_request(x: Exchange) -> HttpResponseBase | None:
     return _carry_out(x, decided, body)
 
 
+async def _timeout_decide(x: Exchange) -> Decided:
+    """HOLD_TIMEOUT_ACTION, unless an operator decided in the meantime (then theirs stands)."""
+    action = settings.HOLD_TIMEOUT_ACTION
+    try:
+        return await _db(held_timeout)(x.request_id, action)
+    except DatabaseError as exc:  # carried out all the same; the admin row stays "waiting" until it is pruned
+        x.notes.append(f"hold queue row not updated: {exc}")
+        return Decided(action, "timeout", timezone.now())
+
+
 def _held_ms(since: float) -> float:
     return round((time.monotonic() - since) * 1000, 2)
 
 
 async def _aborted(x: Exchange, held_ms: float) -> None:
-    """The client went away while held: logged client_aborted, never forwarded."""
+    """The client went away while held: marked client_aborted (never forwarded), the queue's row too."""
     x.held_ms = held_ms
     x.decisions.append({"step": STEP, "decision": "client disconnected while held", "held_ms": held_ms})
-    x.cancelled_mark("while held")
-    record = x.response_record(status=None, headers=[], content_type="")
-    x.response_log(record)
+    x.cancelled_mark("while held")  # proxy/forward.py logs the exchange
     try:
         await asyncio.shield(_db(held_end)(x.request_id, aborted=True, held_ms=held_ms))
     except (DatabaseError, asyncio.CancelledError):

@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -210,3 +211,22 @@ def test_a_bad_hook_stops_the_start(tmp_path):
                           timeout=60)
     assert done.returncode != 0
     assert "ImproperlyConfigured: GATEWAY_HOOKS: cannot import 'nope.hooks.Hook'" in done.stderr
+
+
+def test_a_client_leaving_while_a_hook_runs_is_logged(settings, upstream, gateway, log_flush):
+    settings.GATEWAY_HOOKS = [H + "Slow"]
+    sample_hooks.slow_started.clear()
+    body = json.dumps({**CHAT, "model": "slow"}).encode()
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    assert sample_hooks.slow_started.wait(5)
+    sock.close()
+    log_flush()
+    deadline = time.monotonic() + 5
+    while not Response.objects.filter(outcome="client_aborted").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        log_flush()
+    resp = Response.objects.get()
+    assert resp.outcome == "client_aborted" and "during the policy steps" in resp.error_message
+    assert upstream.received == []
