@@ -195,3 +195,18 @@ def test_command(upstream, gateway, capsys, tmp_path):
         call_command("hold", "decide", ids[1], "reject-500", "--body-file", str(edited))
     call_command("hold", "off")
     assert capsys.readouterr().out.strip().endswith("hold: off")
+
+
+def test_gemini_streamed_content_policy_is_its_blocked_event(upstream, gateway, log_flush):
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key="AIza" + "s" * 35, http_options=types.HttpOptions(base_url=f"{gateway.url}/gemini"))
+    switch_set(on=True, by="test")
+    call = Background(lambda: list(client.models.generate_content_stream(model="gemini-2.0-flash", contents="hi")))
+    [rid] = _held(gateway)
+    held_decide(rid, "content-policy", by="dave")
+    chunks = call.wait()
+    assert call.error is None, call.error
+    assert [c.prompt_feedback.block_reason for c in chunks] == [types.BlockedReason.SAFETY]
+    assert chunks[0].text is None and upstream.received == []
