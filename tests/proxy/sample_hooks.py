@@ -99,3 +99,16 @@ class BadBlocking:
 
     def on_request(self, exchange):
         return None
+
+
+class Reput:
+    """Changes the method and the query string."""
+
+    def on_request(self, exchange):
+        exchange.method = "put"
+        exchange.query = "dry_run=1"
+
+
+class BadPath:
+    def on_request(self, exchange):
+        exchange.path = "/v1/../admin/"

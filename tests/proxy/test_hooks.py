@@ -73,6 +73,24 @@ def test_a_hook_may_move_the_request_to_another_path(settings, upstream, gateway
     assert req.endpoint == "/v1/chat/completions" and resp.forwarded["path"] == "/v1/embeddings"
 
 
+def test_a_hook_may_change_the_method_and_query(settings, upstream, gateway, log_flush):
+    settings.GATEWAY_HOOKS = [H + "Reput"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    got = upstream.received[-1]
+    assert (got.method, got.path, got.query) == ("PUT", "/v1/chat/completions", "dry_run=1")
+    req, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert (req.method, req.query_string) == ("POST", "")
+    assert (resp.forwarded["method"], resp.forwarded["query"], resp.forwarded["body_unchanged"]) == ("PUT", "dry_run=1",
+                                                                                                       True)
+
+
+def test_a_path_a_hook_sets_is_checked_like_a_clients(settings, upstream, gateway):
+    settings.GATEWAY_HOOKS = [H + "BadPath"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 500 and "dot segments are not allowed" in r.json()["error"]["message"]
+    assert upstream.received == []
+
+
 def test_a_hook_answers_itself_and_nothing_goes_upstream(settings, upstream, gateway, log_flush):
     settings.GATEWAY_HOOKS = [H + "Rewrite", "tests.proxy.sample_hooks"]
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": "canned"}, headers=AUTH)
