@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("other", type=Path, help="the other checkout (a git worktree)")
     parser.add_argument("scenarios", nargs="*", default=["chat c1", "chat c64", "stream c16"])
     parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"paired rounds per scenario ({ROUNDS})")
     parser.add_argument("--this-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a variable for this checkout's gateway only (repeatable)")
     args = parser.parse_args()
@@ -47,7 +48,7 @@ def main() -> None:
             for gw in gateways.values():
                 wrk_run(gw.url, sc, 1)  # warm-up
             other, this = [], []
-            for _ in range(ROUNDS):
+            for _ in range(args.rounds):
                 other.append(wrk_run(gateways["other"].url, sc, args.duration)["rps"])
                 this.append(wrk_run(gateways["this"].url, sc, args.duration)["rps"])
             ratios = [t / o for o, t in zip(other, this)]
