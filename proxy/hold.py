@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 STEP = "hold"
 POLL_SECONDS = 0.2
 SWITCH_REFRESH = 0.5
+WARN_EVERY = 60.0
 REJECT_STATUS = {Decision.REJECT_400: 400, Decision.REJECT_500: 500}
 
 
@@ -66,6 +67,7 @@ class HoldWatch:
         self.switch: SwitchState | None = None  # None until first read
         self.switch_read_at = 0.0
         self.waiters: dict[str, asyncio.Future] = {}
+        self.warned_at = -WARN_EVERY
         self.task = loop.create_task(self._run())
 
     async def switch_current(self) -> SwitchState:
@@ -96,7 +98,9 @@ class HoldWatch:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database is away: keep the last switch, try again
-                log.warning("hold queue: could not read the database: %s: %s", type(exc).__name__, exc)
+                if time.monotonic() - self.warned_at > WARN_EVERY:  # once a minute, not five times a second
+                    self.warned_at = time.monotonic()
+                    log.warning("hold queue: could not read the database: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(POLL_SECONDS)
 
 
