@@ -139,6 +139,9 @@
     if (await decide(editing, 'approve', text)) editorClose();
   });
   editor.querySelector('.cancel').addEventListener('click', editorClose);
+  editor.querySelector('textarea').addEventListener('input', function () {
+    editor.querySelector('.error').textContent = '';
+  });
   const on = form.querySelector('.turn-on');
   if (on) {
     on.addEventListener('click', async function () {
