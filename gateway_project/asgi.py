@@ -30,6 +30,7 @@ from logs.pipeline.writer import writer_get, writer_stop  # noqa: E402
 from proxy.asgi import proxy_app  # noqa: E402
 from proxy.websocket import websocket_app  # noqa: E402
 from proxy.exchange import exchanges_inflight, exchanges_interrupt  # noqa: E402
+from proxy.hold import watch_stop  # noqa: E402
 from proxy.upstream import client_close, client_get  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ async def lifespan_run(receive, send) -> None:
             gc.freeze()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await watch_stop()
             await client_close()
             await asyncio.to_thread(writer_stop, settings.SHUTDOWN_GRACE_SECONDS)
             await send({"type": "lifespan.shutdown.complete"})

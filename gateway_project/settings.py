@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "axes",
     "logs",
+    "hold",
     "proxy",
 ]
 
@@ -158,6 +159,28 @@ LOG_INGEST_IDLE_SECONDS = env.float("LOG_INGEST_IDLE_SECONDS", default=60.0)
 if not LOG_INGEST_IDLE_SECONDS > 0:
     raise ImproperlyConfigured(f"LOG_INGEST_IDLE_SECONDS must be above 0, not {LOG_INGEST_IDLE_SECONDS}")
 SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
+
+# Request hooks (docs/hooks.md): dotted paths, run in order; loaded and checked at start (proxy/apps.py).
+GATEWAY_HOOKS = env.list("GATEWAY_HOOKS", default=[])
+# Hooks (of GATEWAY_HOOKS) whose failure is logged and skipped instead of answering 500.
+GATEWAY_HOOKS_SKIP_ON_ERROR = env.list("GATEWAY_HOOKS_SKIP_ON_ERROR", default=[])
+# Answers up to this size are collected whole for on_response hooks (larger ones: observe only).
+HOOKS_RESPONSE_MAX_BYTES = env.int("HOOKS_RESPONSE_MAX_BYTES", default=10 * 1024 * 1024)
+if HOOKS_RESPONSE_MAX_BYTES < 1:
+    raise ImproperlyConfigured(f"HOOKS_RESPONSE_MAX_BYTES must be at least 1, not {HOOKS_RESPONSE_MAX_BYTES}")
+# The shipped gateway_hooks.model_policy.ModelPolicy hook: models allowed (empty: any), max_tokens ceiling (0: none).
+MODEL_POLICY_ALLOW = env.list("MODEL_POLICY_ALLOW", default=[])
+MODEL_POLICY_MAX_TOKENS = env.int("MODEL_POLICY_MAX_TOKENS", default=0)
+if MODEL_POLICY_MAX_TOKENS < 0:
+    raise ImproperlyConfigured(f"MODEL_POLICY_MAX_TOKENS must be at least 0, not {MODEL_POLICY_MAX_TOKENS}")
+# The hold queue (docs/hold.md): how long a held request waits for a decision, and what then happens.
+HOLD_TIMEOUT_SECONDS = env.float("HOLD_TIMEOUT_SECONDS", default=60.0)
+if not HOLD_TIMEOUT_SECONDS > 0:
+    raise ImproperlyConfigured(f"HOLD_TIMEOUT_SECONDS must be above 0, not {HOLD_TIMEOUT_SECONDS}")
+HOLD_TIMEOUT_ACTION = env.str("HOLD_TIMEOUT_ACTION", default="approve").strip().lower()
+if HOLD_TIMEOUT_ACTION not in ("approve", "reject-400", "reject-500", "content-policy"):
+    raise ImproperlyConfigured("HOLD_TIMEOUT_ACTION must be approve, reject-400, reject-500 or content-policy, "
+                               f"not {HOLD_TIMEOUT_ACTION!r}")
 
 # The proxy reads bodies itself (MAX_REQUEST_BODY_BYTES); this caps only form posts to the admin.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=10 * 1024 * 1024)

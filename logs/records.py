@@ -73,6 +73,7 @@ class ResponseRecord:
     usage_injected: bool = False
     steps: list | None = None  # what the policy steps did: [{"step": name, "decision": ..., ...}]
     forwarded: dict | None = None  # what went upstream when a step changed the request
+    forwarded_body_file: FileRef | None = None  # that body, when it is kept as a file (large or binary)
     cache_hit: bool | None = None  # served from the response cache (True) or stored into it (False)
     cache_source: str = ""  # the exchange a cache hit replays
     held_ms: float | None = None  # time spent in the hold queue
@@ -110,6 +111,7 @@ class FileRecord:
 
 Record = RequestRecord | ResponseRecord | FrameRecord | FileRecord
 KINDS: dict[str, type] = {"req": RequestRecord, "resp": ResponseRecord, "frame": FrameRecord, "file": FileRecord}
+_FILE_FIELDS = ("body_file", "forwarded_body_file", "file")  # FileRef fields, as nested objects in a line
 _FIELDS = {cls: frozenset(f.name for f in dataclasses.fields(cls))
            for cls in (RequestRecord, ResponseRecord, FrameRecord, FileRecord, FileRef)}
 
@@ -118,8 +120,8 @@ def record_line(record: Record) -> bytes:
     """A record as one journal line."""
     data = {"t": record.kind}
     data.update({name: getattr(record, name) for name in record.__slots__})
-    for name in ("body_file", "file"):
-        ref = getattr(record, name, None)
+    for name in _FILE_FIELDS:
+        ref = data.get(name)
         if ref is not None:
             data[name] = {slot: getattr(ref, slot) for slot in FileRef.__slots__}
     return json_line(data)
@@ -137,7 +139,7 @@ def record_parse(line: bytes | str) -> Record:
     if not isinstance(data, dict) or data.get("t") not in KINDS or not isinstance(data.get("id"), str):
         raise ValueError("not a journal record")
     cls = KINDS[data.pop("t")]
-    for name in ("body_file", "file"):
+    for name in _FILE_FIELDS:
         ref = data.get(name)
         data[name] = _build(FileRef, ref) if isinstance(ref, dict) and "spool" in ref else None
     try:

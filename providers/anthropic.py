@@ -49,6 +49,15 @@ class Anthropic(Provider):
         """{"type": "error", "error": {type, message}}."""
         return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
 
+    def error_kind(self, status: int) -> str:
+        """Anthropic calls its 500 api_error."""
+        return "api_error" if status >= 500 else "invalid_request_error"
+
+    def content_policy_answer(self, endpoint: str, query: str, payload: Payload) -> tuple[int, str, bytes]:
+        """Anthropic's refusal by its content filter: a 400 invalid_request_error (the SDK raises BadRequestError)."""
+        return 400, "application/json", self.error_body("Output blocked by content filtering policy",
+                                                        kind="invalid_request_error", status=400)
+
     def usage(self, answer: Payload) -> Usage:
         """Anthropic's input_tokens excludes cache reads and writes: they are added back for one meaning."""
         u = sub(answer, "usage")

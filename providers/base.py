@@ -148,6 +148,20 @@ class Provider:
         """An error answer in this provider's own shape, so its SDK raises its usual exception."""
         return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
 
+    def error_kind(self, status: int) -> str:
+        """The error type this provider gives a status of its own (its SDK raises by status)."""
+        return "server_error" if status >= 500 else "invalid_request_error"
+
+    def content_policy_answer(self, endpoint: str, query: str, payload: Payload) -> tuple[int, str, bytes]:
+        """What the provider answers when its safety system refuses a prompt: (status, content type, body).
+
+        OpenAI's: a 400 whose code is content_policy_violation (its SDK raises BadRequestError).
+        """
+        body = {"error": {"message": "Your request was rejected as a result of our safety system. Your prompt may "
+                                     "contain text that is not allowed by our safety system.",
+                          "type": "invalid_request_error", "param": None, "code": "content_policy_violation"}}
+        return 400, "application/json", json.dumps(body).encode()
+
     # --- reading its requests
     def request_model(self, endpoint: str, payload: Payload) -> str | None:
         """The model a request asks for."""

@@ -47,6 +47,27 @@ class Gemini(Provider):
         return json.dumps({"error": {"code": status, "message": message,
                                      "status": GOOGLE_STATUS.get(status, "INTERNAL")}}).encode()
 
+    def content_policy_answer(self, endpoint: str, query: str, payload: Payload) -> tuple[int, str, bytes]:
+        """A prompt Gemini's safety filter blocks: a 200 with no candidates and promptFeedback.blockReason.
+
+        The SDK raises nothing: the answer's text is empty and prompt_feedback says why. Streamed
+        (:streamGenerateContent), it is the stream's only event (alt=sse) or a one-element array.
+        """
+        answer = {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": [
+            {"category": "HARM_CATEGORY_SEXUALLY_EXPLICIT", "probability": "NEGLIGIBLE"},
+            {"category": "HARM_CATEGORY_HATE_SPEECH", "probability": "HIGH", "blocked": True},
+            {"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"},
+            {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "NEGLIGIBLE"}]},
+            "usageMetadata": {"promptTokenCount": 0, "totalTokenCount": 0}}
+        model = self.request_model(endpoint, payload)
+        if model:
+            answer["modelVersion"] = model
+        if not self.stream_requested(endpoint, payload):
+            return 200, "application/json; charset=UTF-8", json.dumps(answer).encode()
+        if "alt=sse" in query:
+            return 200, "text/event-stream", b"data: " + json.dumps(answer).encode() + b"\r\n\r\n"
+        return 200, "application/json; charset=UTF-8", json.dumps([answer]).encode()
+
     def request_model(self, endpoint: str, payload: Payload) -> str | None:
         """Gemini names the model in the path: /v1beta/models/{model}:generateContent."""
         found = MODEL_IN_PATH.search(endpoint)

@@ -2,6 +2,8 @@
 
 import json
 import re
+import secrets
+from datetime import datetime, timezone
 
 from providers.base import Payload, Provider, Usage, int_of, str_of, sub, usage_make
 
@@ -19,6 +21,21 @@ class Replicate(Provider):
     def error_body(self, message: str, *, kind: str = "gateway_error", status: int = 500) -> bytes:
         """problem+json: {"title", "detail", "status"}."""
         return json.dumps({"title": kind, "detail": message, "status": status}).encode()
+
+    def content_policy_answer(self, endpoint: str, query: str, payload: Payload) -> tuple[int, str, bytes]:
+        """Replicate's safety checker: the prediction is created (201) and has failed, its error saying why."""
+        now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        pid = secrets.token_hex(13)[:26]
+        version = str_of(payload, "version") or ""
+        prediction = {
+            "id": pid, "model": self.request_model(endpoint, payload) or "", "version": version.split(":")[-1],
+            "input": sub(payload, "input") or {}, "logs": "", "output": None, "data_removed": False,
+            "error": "The input or output was flagged as sensitive. Please try again with different inputs. (E005)",
+            "status": "failed", "created_at": now, "started_at": now, "completed_at": now, "metrics": {},
+            "urls": {"cancel": f"https://api.replicate.com/v1/predictions/{pid}/cancel",
+                     "get": f"https://api.replicate.com/v1/predictions/{pid}",
+                     "web": f"https://replicate.com/p/{pid}"}}
+        return 201, "application/json", json.dumps(prediction).encode()
 
     def request_model(self, endpoint: str, payload: Payload) -> str | None:
         """/v1/models/{owner}/{name}/predictions, else the body's version ("owner/name:hash" or a hash)."""

@@ -73,6 +73,11 @@ class Exchange:
         self.decisions: list[dict] = []
         self.answer_headers: list[tuple[str, str]] = []
         self.forwarded: dict | None = None  # what went upstream, when a step changed the request
+        self.request_changed = False  # a step changed method, path, query, headers or body: log x.forwarded
+        self.forwarded_body_file = None  # that body as a spool file (logs.records.FileRef), when large or binary
+        # Called with the answer before it is logged (request hooks' on_response): may replace a
+        # whole answer's body, or answer instead. None: the relay never waits for a whole body.
+        self.answer_observer = None
         self.cache_hit: bool | None = None
         self.cache_source = ""
         self.held_ms: float | None = None
@@ -154,7 +159,7 @@ class Exchange:
             duration_ms=self.elapsed_ms(), ttfb_ms=self.ttfb_ms, outcome=self.outcome, error=self.error,
             notes="; ".join(self.notes), created=self.started_wall, usage_injected=self.usage_injected,
             steps=self.decisions or None, forwarded=self.forwarded, cache_hit=self.cache_hit,
-            cache_source=self.cache_source, held_ms=self.held_ms)
+            cache_source=self.cache_source, held_ms=self.held_ms, forwarded_body_file=self.forwarded_body_file)
 
     def response_log(self, record: ResponseRecord) -> None:
         """Journal the response: the exchange is over as far as this process is concerned."""

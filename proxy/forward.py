@@ -14,6 +14,7 @@ from logs.pipeline.capture import content_type_is_text
 from logs.records import RequestRecord
 from logs.redaction.scrub import Masked
 from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error
+from proxy.forwarded import forwarded_note
 from proxy.paths import NoRoute, PathRefused, Route, route_find
 from proxy.refusals import refusal_find
 from proxy.relay import relay_response
@@ -37,9 +38,16 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
     await request_record(x)
     steps = steps_active()
     x.forward_headers = headers_forward(x.headers, request=True)
-    answer = await steps_run(x, steps)
+    try:
+        answer = await steps_run(x, steps)
+    except asyncio.CancelledError:  # the client left while a step waited (a hook's thread, the hold queue)
+        x.cancelled_mark("during the policy steps")  # unless the step said where first
+        x.response_log(x.response_record(status=None, headers=[], content_type=""))
+        raise
     if answer is not None:
         return step_answered(x, answer)
+    if x.request_changed:
+        await forwarded_note(x)
     try:
         upstream = await upstream_call(x)
     except Exception as exc:  # CancelledError is not an Exception: it was logged and goes on up

@@ -3,17 +3,20 @@
 import asyncio
 import functools
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from django.conf import settings
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
 from proxy.exchange import REQUEST_ID_HEADER, Exchange
 from proxy.upstream import headers_forward
 from wire.sse import EventFilter
+
+logger = logging.getLogger(__name__)
 
 # Framed (Content-Length) answers up to this size are read whole, then sent in one piece.
 SMALL_BODY_MAX = 64 * 1024
@@ -125,6 +128,30 @@ async def relay_collect(relay: AsyncIterator[bytes]) -> tuple[list[bytes], Upstr
     return chunks, None
 
 
+async def relay_collect_upto(relay: AsyncIterator[bytes], chunks: list[bytes],
+                             cap: int) -> tuple[bool, UpstreamBroken | None]:
+    """Run a relay into `chunks` until it ends (True) or holds more than cap bytes (False, relay left running)."""
+    size = 0
+    try:
+        async for chunk in relay:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                return False, None
+    except UpstreamBroken as exc:
+        return True, exc
+    return True, None
+
+
+async def chunks_then(chunks: list[bytes], relay: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """What was collected, then the rest of the relay."""
+    for chunk in chunks:
+        yield chunk
+    chunks.clear()
+    async for chunk in relay:
+        yield chunk
+
+
 async def chunks_replay(chunks: list[bytes], broken: UpstreamBroken) -> AsyncIterator[bytes]:
     """What relay_collect read, as a stream that breaks off where the upstream's did."""
     for chunk in chunks:
@@ -143,8 +170,13 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
                           content_encoding=upstream.headers.get("content-encoding", ""), stream=is_sse,
                           started=x.started)
 
+    observer = x.answer_observer
+    observed = _Observed() if observer is not None else None
+
     async def log() -> None:
         """Finish the captured body (decoding and masking it off the event loop when it is big) and log."""
+        if observer is not None:
+            await observed.run(observer, x, upstream.status_code, headers)
         record = x.response_record(status=upstream.status_code, headers=headers, content_type=content_type,
                                    is_stream=is_sse)
         try:
@@ -159,7 +191,9 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     relay = relay_stream(upstream, x, capture, end, is_sse=is_sse, chunk_filter=filter_for(is_sse),
                          idle_timeout=settings.STREAM_IDLE_TIMEOUT)
     length = upstream.headers.get("content-length", "")
-    if not is_sse and length.isdigit() and int(length) <= SMALL_BODY_MAX:
+    if observer is not None and not is_sse and (not length.isdigit() or int(length) <= settings.HOOKS_RESPONSE_MAX_BYTES):
+        response = await _relay_observed(x, upstream, relay, end, observed, headers)
+    elif not is_sse and length.isdigit() and int(length) <= SMALL_BODY_MAX:
         # A small framed answer goes out in one piece once it is all here (it came in one or two
         # reads anyway): the per-chunk streaming machinery costs more (docs/benchmark.md).
         chunks, broken = await relay_collect(relay)
@@ -172,5 +206,53 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
         response.gateway_abandon = functools.partial(end, False, "before the response started")
     # The upstream's headers exactly, repeats and order kept (Django's header dict would join
     # repeats and keep one Set-Cookie): the ASGI adapter sends these.
-    response.gateway_headers = [*headers, *x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
+    if getattr(response, "gateway_headers", None) is None:
+        response.gateway_headers = [*headers, *x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
+    return response
+
+
+class _Observed:
+    """An answer collected whole for the exchange's answer observer (request hooks' on_response)."""
+
+    def __init__(self) -> None:
+        self.collecting = False
+        self.chunks: list[bytes] = []
+        self.result: bytes | HttpResponseBase | None = None
+
+    async def run(self, observer, x: Exchange, status: int, headers: list[tuple[str, str]]) -> None:
+        """Show the observer the answer: its whole body if it was collected and complete, else None."""
+        body = b"".join(self.chunks) if self.collecting and x.outcome == Outcome.COMPLETED else None
+        try:
+            self.result = await observer(status, headers, body)
+        except Exception:  # the observer reports its own failures; this is a bug in it
+            logger.exception("answer observer failed on %s", x.request_id)
+
+
+async def _relay_observed(x: Exchange, upstream: httpx.Response, relay: AsyncIterator[bytes], end: RelayEnd,
+                          observed: _Observed, headers: list[tuple[str, str]]) -> HttpResponseBase:
+    """An answer an observer wants whole: collected up to HOOKS_RESPONSE_MAX_BYTES, then maybe replaced.
+
+    Past the cap it is streamed on (the observer then sees it at its end, without a body).
+    """
+    observed.collecting = True
+    complete, broken = await relay_collect_upto(relay, observed.chunks, settings.HOOKS_RESPONSE_MAX_BYTES)
+    if not complete:
+        observed.collecting = False
+        response = StreamingHttpResponse(chunks_then(observed.chunks, relay), status=upstream.status_code)
+        response.gateway_abandon = functools.partial(end, False, "before the response started")
+        return response
+    if broken is not None:
+        return StreamingHttpResponse(chunks_replay(observed.chunks, broken), status=upstream.status_code)
+    result = observed.result
+    if isinstance(result, HttpResponseBase):  # a hook failed on the answer: its 500 instead
+        for name, value in x.answer_headers:
+            result[name] = value
+        return result
+    if result is None:
+        return HttpResponse(b"".join(observed.chunks), status=upstream.status_code)
+    response = HttpResponse(result, status=upstream.status_code)
+    # The new body goes out as it is: the upstream's encoding and length no longer describe it.
+    kept = [(k, v) for k, v in headers if k.lower() not in ("content-length", "content-encoding")]
+    response.gateway_headers = [*kept, ("Content-Length", str(len(result))), *x.answer_headers,
+                                (REQUEST_ID_HEADER, x.request_id)]
     return response

@@ -101,6 +101,15 @@ class BodySpool:
                 size += len(chunk)
         return FileRef(spool=name, size=size, sha256=digest.hexdigest(), content_type=content_type)
 
+    def read_all(self) -> bytes:
+        """The whole body as bytes, from memory or from its file (blocking when it is a file)."""
+        data = self.in_memory()
+        if data is not None:
+            return data
+        if not self.kept:
+            self._file.flush()
+        return spool_path(self.name).read_bytes()
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body for the upstream, streamed from memory or from its file (its own handle)."""
         data = self.in_memory()

@@ -13,6 +13,8 @@ from django.conf import settings
 from django.http import HttpResponseBase
 
 from proxy.exchange import Exchange
+from proxy.hold import hold_may_apply, hold_request
+from proxy.hooks import hooks_loaded, hooks_request
 from wire.sse import EventFilter
 
 
@@ -32,6 +34,33 @@ class Step:
     def relay_filter(self, x: Exchange, is_sse: bool) -> EventFilter | None:
         """A filter for the answer's bytes on their way to the client, or None."""
         return None
+
+
+class HooksStep(Step):
+    """GATEWAY_HOOKS: the user's request hooks (proxy/hooks.py); off, and free, when none are configured."""
+
+    name = "hooks"
+
+    def enabled(self) -> bool:
+        return bool(settings.GATEWAY_HOOKS)
+
+    async def request(self, x: Exchange) -> HttpResponseBase | None:
+        return await hooks_request(x, hooks_loaded())
+
+
+class HoldStep(Step):
+    """The hold queue (proxy/hold.py): a matching request waits for an operator's decision.
+
+    Off (an attribute read) while the switch, read from the database at most a second ago, is off.
+    """
+
+    name = "hold"
+
+    def enabled(self) -> bool:
+        return hold_may_apply()
+
+    async def request(self, x: Exchange) -> HttpResponseBase | None:
+        return await hold_request(x)
 
 
 class StreamUsageStep(Step):
@@ -65,7 +94,7 @@ class StreamUsageStep(Step):
         return EventFilter(x.provider.injected_event) if x.usage_injected and is_sse else None
 
 
-STEPS: list[Step] = [StreamUsageStep()]
+STEPS: list[Step] = [HooksStep(), HoldStep(), StreamUsageStep()]
 
 
 def steps_active() -> list[Step]:

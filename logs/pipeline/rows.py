@@ -152,7 +152,21 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
                                   content_type=ref.content_type or resp.content_type, size=ref.size,
                                   sha256=ref.sha256, created=rec.created))
         resp.error_message = _notes_join(resp.error_message, ref.error, missing)
+    if rec.forwarded_body_file is not None:
+        _forwarded_store(rec, resp, files)
     return resp
+
+
+def _forwarded_store(rec: ResponseRecord, resp: Response, files: list[BinaryFile]) -> None:
+    """The body a policy step sent upstream instead of the client's, kept as a FORWARDED_BODY file."""
+    ref = rec.forwarded_body_file
+    name, missing = spooled_store(ref, provider=rec.provider, owner=rec.id, label="forwarded", created=rec.created,
+                                  content_type=ref.content_type)
+    if name:
+        files.append(file_row(owner=rec.id, label="forwarded", request_id=rec.request_id, response_id=rec.id,
+                              name=name, role=BinaryFile.Role.FORWARDED_BODY, content_type=ref.content_type,
+                              size=ref.size, sha256=ref.sha256, created=rec.created))
+    resp.error_message = _notes_join(resp.error_message, ref.error, missing)
 
 
 def _row_minimal(rec: Record, exc: Exception) -> Request | Response:

@@ -19,6 +19,11 @@ from tests.procs import ROOT
     ("ADMIN_LOGIN_FAILURE_LIMIT", "0", "ADMIN_LOGIN_FAILURE_LIMIT must be at least 1, not 0"),
     ("ADMIN_LOGIN_COOLOFF_MINUTES", "0", "ADMIN_LOGIN_COOLOFF_MINUTES must be at least 1, not 0"),
     ("UPSTREAM_MAX_CONNECTIONS", "0", "UPSTREAM_MAX_CONNECTIONS must be at least 1, not 0"),
+    ("HOOKS_RESPONSE_MAX_BYTES", "0", "HOOKS_RESPONSE_MAX_BYTES must be at least 1, not 0"),
+    ("MODEL_POLICY_MAX_TOKENS", "-1", "MODEL_POLICY_MAX_TOKENS must be at least 0, not -1"),
+    ("HOLD_TIMEOUT_SECONDS", "0", "HOLD_TIMEOUT_SECONDS must be above 0, not 0.0"),
+    ("HOLD_TIMEOUT_ACTION", "deny", "HOLD_TIMEOUT_ACTION must be approve, reject-400, reject-500 or content-policy, "
+                                    "not 'deny'"),
 ])
 def test_bad_setting_is_refused_by_name(tmp_path, name, value, message):
     env = {**os.environ, "DATA_DIR": str(tmp_path), name: value}

@@ -65,7 +65,20 @@ def exchange_context(req: Request, request: HttpRequest) -> dict:
         "curl": curl_command(req, request.build_absolute_uri("/")),
         "frames": list(req.frames.order_by("seq")[:FRAMES_SHOWN]),
         "frames_total": req.frames.count(),
+        "steps": [{"entry": s, "text": json_pretty(s)} for s in (resp.steps or [])] if resp else [],
+        "forwarded": _forwarded(resp.forwarded, files) if resp and isinstance(resp.forwarded, dict) else None,
     }
+
+
+def _forwarded(forwarded: dict, files: list) -> dict:
+    """What went upstream when a policy step changed the request, for the page."""
+    body = forwarded.get("body")
+    kept = next((f for f in files if f["row"].role == BinaryFile.Role.FORWARDED_BODY), None)
+    return {"line": f"{forwarded.get('method', '')} {forwarded.get('path', '')}"
+                    + (f"?{forwarded['query']}" if forwarded.get("query") else ""),
+            "headers": headers_safe(forwarded.get("headers")),
+            "body": json_pretty(json_or_none(body)) if isinstance(body, str) and json_or_none(body) is not None else body,
+            "unchanged": bool(forwarded.get("body_unchanged")), "file": kept}
 
 
 def exchange_view(model_admin, request: HttpRequest, object_id: str) -> TemplateResponse:

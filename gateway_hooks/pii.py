@@ -1,0 +1,90 @@
+"""Masks e-mail addresses, phone numbers and card numbers in prompts before they go upstream.
+
+Only the text a person wrote is searched: string values under the keys prompts use across the
+providers (messages' content, Gemini's parts' text, instructions, system, input, prompt), never
+ids, URLs or base64 data. Each distinct value becomes a placeholder such as [EMAIL_1]; the
+placeholder-to-value mapping goes into the exchange's metadata, which only the log keeps
+(responses.steps). The answer keeps the placeholders: the model never saw the values, and the
+client reads them back from its own prompt.
+"""
+
+import re
+from typing import Any
+
+TEXT_KEYS = frozenset({"content", "text", "prompt", "input", "system", "instructions", "system_prompt",
+                       "negative_prompt", "query"})
+EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?![\w-])")
+# 13 to 19 digits, optionally in groups split by single spaces or dashes; must pass the Luhn check.
+CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
+# An optional +country code, then 9 to 15 digits in groups split by spaces, dots, dashes or parentheses.
+PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,4}(?![\w])")
+PHONE_DIGITS = (9, 15)
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn checksum every payment card number passes."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+class Masker:
+    """Replaces sensitive values with numbered placeholders, the same value always with the same one."""
+
+    def __init__(self) -> None:
+        self.mapping: dict[str, str] = {}  # placeholder -> original
+        self._by_value: dict[tuple[str, str], str] = {}
+        self._counts: dict[str, int] = {}
+
+    def _placeholder(self, kind: str, value: str) -> str:
+        key = (kind, value)
+        if key not in self._by_value:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+            name = f"[{kind}_{self._counts[kind]}]"
+            self._by_value[key], self.mapping[name] = name, value
+        return self._by_value[key]
+
+    def _card(self, match: re.Match) -> str:
+        digits = re.sub(r"\D", "", match.group(0))
+        return self._placeholder("CARD", match.group(0)) if luhn_ok(digits) else match.group(0)
+
+    def _phone(self, match: re.Match) -> str:
+        digits = re.sub(r"\D", "", match.group(0))
+        low, high = PHONE_DIGITS
+        return self._placeholder("PHONE", match.group(0)) if low <= len(digits) <= high else match.group(0)
+
+    def text(self, text: str) -> str:
+        """One text with its e-mail addresses, card numbers and phone numbers masked (in that order)."""
+        text = EMAIL.sub(lambda m: self._placeholder("EMAIL", m.group(0)), text)
+        text = CARD.sub(self._card, text)
+        return PHONE.sub(self._phone, text)
+
+    def walk(self, value: Any, key: str | None = None) -> Any:
+        """The JSON value with the prompt texts in it masked."""
+        if isinstance(value, str):
+            return self.text(value) if key in TEXT_KEYS else value
+        if isinstance(value, list):
+            return [self.walk(item, key) for item in value]
+        if isinstance(value, dict):
+            return {k: self.walk(v, k if isinstance(k, str) else None) for k, v in value.items()}
+        return value
+
+
+class PiiMask:
+    """The hook: masks the JSON body's prompts; logs which placeholders stand for what."""
+
+    blocking = False  # CPU work only: runs on the event loop, no thread hop
+
+    def on_request(self, exchange) -> None:
+        payload = exchange.json
+        if payload is None:
+            return
+        masker = Masker()
+        masked = masker.walk(payload)
+        if masker.mapping:
+            exchange.json = masked
+            exchange.metadata["pii_masked"] = masker.mapping

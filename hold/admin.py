@@ -1,0 +1,96 @@
+"""The "Held requests" page, its JSON state (polled every second by the page and by every admin page's badge),
+the switch, and the decision buttons. Thin views: parse, call hold/services.py, answer."""
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from hold.models import Decision, HeldRequest
+from hold.selectors import held_recent, held_waiting, switch_read
+from hold.services import HoldError, held_decide, switch_set
+
+BODY_PREVIEW_MAX = 256 * 1024  # larger bodies are not sent to the page (nor editable there)
+
+
+def _held_json(row: HeldRequest, now) -> dict:
+    return {"id": row.id, "provider": row.provider, "method": row.method, "path": row.path, "model": row.model,
+            "key": row.gateway_key, "body": row.body if row.body is not None and len(row.body) <= BODY_PREVIEW_MAX
+            else None, "body_size": row.body_size, "held_at": row.held_at.isoformat(),
+            "waited_s": round((now - row.held_at).total_seconds(), 1),
+            "left_s": max(0.0, round((row.deadline - now).total_seconds(), 1)),
+            "log_url": reverse("admin:logs_request_change", args=[row.id])}
+
+
+def _decided_json(row: HeldRequest) -> dict:
+    return {"id": row.id, "method": row.method, "path": row.path, "model": row.model, "decision": row.decision,
+            "edited": row.edited_body is not None, "by": row.decided_by,
+            "at": row.decided_at.isoformat() if row.decided_at else None, "state": row.state,
+            "held_ms": row.held_ms, "log_url": reverse("admin:logs_request_change", args=[row.id])}
+
+
+@admin.register(HeldRequest)
+class HeldRequestAdmin(admin.ModelAdmin):
+    """No add or change forms: the page lists what waits, and its buttons decide."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("state.json", wrap(self.state_view), name="hold_heldrequest_state"),
+            path("switch/", wrap(require_POST(self.switch_view)), name="hold_heldrequest_switch"),
+            path("decide/", wrap(require_POST(self.decide_view)), name="hold_heldrequest_decide"),
+            path("", wrap(self.changelist_view), name="hold_heldrequest_changelist"),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        """The held-requests page (it fills itself from state.json)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "title": "Held requests", "opts": self.model._meta,
+                   "decisions": Decision.choices, "can_decide": self.has_change_permission(request)}
+        return TemplateResponse(request, "admin/hold/heldrequest/held.html", context)
+
+    def state_view(self, request: HttpRequest) -> JsonResponse:
+        """The switch and the waiting requests (?brief=1: the count only, for the badge)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        switch = switch_read()
+        waiting = held_waiting()
+        state = {"on": switch.on, "filters": switch.filters(), "count": waiting.count()}
+        if not request.GET.get("brief"):
+            now = timezone.now()
+            state["waiting"] = [_held_json(row, now) for row in waiting[:200]]
+            state["recent"] = [_decided_json(row) for row in held_recent()]
+        return JsonResponse(state)
+
+    def switch_view(self, request: HttpRequest) -> JsonResponse:
+        """Turn holding on (with the posted filters) or off."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        on = request.POST.get("on") == "1"
+        state = switch_set(on=on, by=request.user.get_username(), provider=request.POST.get("provider", "").strip(),
+                           model=request.POST.get("model", "").strip(), gateway_key=request.POST.get("key", "").strip(),
+                           path=request.POST.get("path", "").strip())
+        return JsonResponse({"on": state.on, "filters": state.filters()})
+
+    def decide_view(self, request: HttpRequest) -> JsonResponse:
+        """Decide one waiting request; 400 with the reason when it cannot be."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        body = request.POST.get("body")
+        try:
+            decided = held_decide(request.POST.get("id", ""), request.POST.get("decision", ""),
+                                  by=request.user.get_username(), body=body if body not in (None, "") else None)
+        except HoldError as exc:
+            return JsonResponse({"error": str(exc)}, status=400)
+        return JsonResponse({"decision": decided.decision, "by": decided.by, "edited": decided.edited_body is not None})
+

@@ -1,0 +1,93 @@
+"""Writes of the hold queue: the switch, a held request, a decision (by an operator or the timeout), its end."""
+
+import json
+from datetime import datetime, timedelta
+
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from hold.models import Decision, HeldRequest, HoldSwitch
+from hold.selectors import held_waiting
+from hold.types import Decided, SwitchState
+
+DECIDED_KEEP = timedelta(days=7)  # decided rows older than this go when a new request is held
+
+
+class HoldError(ValueError):
+    """A decision that cannot be taken (unknown or already decided request, invalid edited body)."""
+
+
+def switch_set(*, on: bool, by: str, provider: str = "", model: str = "", gateway_key: str = "",
+               path: str = "") -> SwitchState:
+    """Turn holding on (with its filters) or off; off approves every request still waiting."""
+    with transaction.atomic():
+        HoldSwitch.objects.update_or_create(pk=1, defaults={
+            "on": on, "provider": provider if on else "", "model": model if on else "",
+            "gateway_key": gateway_key if on else "", "path": path if on else "", "changed_at": timezone.now(),
+            "changed_by": by[:150]})
+        if not on:
+            held_waiting().update(decision=Decision.APPROVE, decided_by=f"hold off ({by})"[:150],
+                                  decided_at=timezone.now())
+    return SwitchState(on, provider, model, gateway_key, path) if on else SwitchState()
+
+
+def held_create(*, request_id: str, provider: str, method: str, path: str, model: str, gateway_key: str,
+                body: str | None, body_size: int, instance: str, timeout: float) -> datetime:
+    """Record a request as held; its deadline."""
+    now = timezone.now()
+    deadline = now + timedelta(seconds=timeout)
+    HeldRequest.objects.create(id=request_id, provider=provider, method=method, path=path[:1024],
+                               model=(model or "")[:255], gateway_key=(gateway_key or "")[:160], body=body,
+                               body_size=body_size, instance=instance[:64], held_at=now, deadline=deadline)
+    try:  # pruning is housekeeping: a failure must not make the caller create the row again
+        HeldRequest.objects.filter(decided_at__lt=now - DECIDED_KEEP).delete()
+    except DatabaseError:
+        pass
+    return deadline
+
+
+def edited_body_check(text: str) -> str:
+    """An edited body must be JSON (an object or an array); HoldError saying where it is not."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise HoldError(f"the edited body is not valid JSON: {exc}") from None
+    if not isinstance(value, (dict, list)):
+        raise HoldError("the edited body must be a JSON object or array")
+    return text
+
+
+def held_decide(request_id: str, decision: str, *, by: str, body: str | None = None) -> Decided:
+    """Decide a waiting request (the worker holding it carries it out within a second)."""
+    if decision not in Decision.values:
+        raise HoldError(f"unknown decision {decision!r}: use one of {', '.join(Decision.values)}")
+    if body is not None:
+        if decision != Decision.APPROVE:
+            raise HoldError("an edited body goes only with approve")
+        body = edited_body_check(body)
+    now = timezone.now()
+    done = HeldRequest.objects.filter(pk=request_id, state=HeldRequest.State.WAITING, decision="").update(
+        decision=decision, decided_by=by[:150], decided_at=now, edited_body=body)
+    if not done:
+        row = HeldRequest.objects.filter(pk=request_id).first()
+        if row is None:
+            raise HoldError(f"no held request {request_id}")
+        raise HoldError(f"request {request_id} is no longer waiting: {row.decision or row.state}"
+                        + (f" by {row.decided_by}" if row.decided_by else ""))
+    return Decided(decision, by, now, body)
+
+
+def held_timeout(request_id: str, action: str) -> Decided:
+    """The timeout decides, unless an operator did in the meantime: the decision that stands."""
+    now = timezone.now()
+    HeldRequest.objects.filter(pk=request_id, decision="").update(decision=action, decided_by="timeout",
+                                                                  decided_at=now)
+    row = HeldRequest.objects.get(pk=request_id)
+    return Decided(row.decision, row.decided_by, row.decided_at, row.edited_body)
+
+
+def held_end(request_id: str, *, aborted: bool, held_ms: float) -> None:
+    """The held request left the queue: released (its decision carried out) or aborted by its client."""
+    HeldRequest.objects.filter(pk=request_id).update(
+        state=HeldRequest.State.ABORTED if aborted else HeldRequest.State.RELEASED, released_at=timezone.now(),
+        held_ms=held_ms)

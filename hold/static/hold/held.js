@@ -1,0 +1,160 @@
+// The held-requests page: polls the state every second, lists what waits (time waited, time left) with
+// its decision buttons, edits a body to approve (checked as JSON here and by the server), lists recent decisions.
+(function () {
+  const page = document.getElementById('held-page');
+  const list = document.querySelector('#held-list tbody');
+  const recent = document.querySelector('#held-recent tbody');
+  const editor = document.getElementById('held-editor');
+  const form = document.getElementById('held-switch');
+  const canDecide = page.dataset.canDecide === '1';
+  const bodies = {};
+  let editing = null;
+
+  function cell(tr, text, cls) {
+    const td = document.createElement('td');
+    if (cls) td.className = cls;
+    td.textContent = text;
+    tr.appendChild(td);
+    return td;
+  }
+
+  function button(td, label, decision, id, cls) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = label;
+    b.className = 'decide ' + (cls || '');
+    b.dataset.decision = decision;
+    b.dataset.id = id;
+    td.appendChild(b);
+  }
+
+  function render(state) {
+    form.querySelector('.state').textContent = state.on ? 'on' : 'off';
+    form.classList.toggle('on', state.on);
+    const f = Object.entries(state.filters).map(([k, v]) => k + '=' + v).join(', ');
+    form.querySelector('.filters').textContent = state.on ? '(' + (f || 'every request') + ')' : '';
+    document.querySelector('.waiting-count').textContent = state.count;
+    document.querySelector('#held-page .empty').hidden = state.waiting.length > 0;
+    list.textContent = '';
+    for (const h of state.waiting) {
+      bodies[h.id] = h.body;
+      const tr = document.createElement('tr');
+      tr.dataset.id = h.id;
+      const first = cell(tr, '');
+      const a = document.createElement('a');
+      a.href = h.log_url;
+      a.textContent = h.method + ' ' + h.path;
+      first.appendChild(a);
+      const code = document.createElement('div');
+      code.className = 'rid';
+      code.textContent = h.id;
+      first.appendChild(code);
+      cell(tr, h.provider);
+      cell(tr, h.model);
+      cell(tr, h.key);
+      cell(tr, h.waited_s.toFixed(1) + ' s', 'waited');
+      cell(tr, h.left_s.toFixed(1) + ' s', 'left');
+      const td = cell(tr, '');
+      if (canDecide) {
+        button(td, 'Approve', 'approve', h.id, 'approve');
+        if (h.body !== null) button(td, 'Edit…', 'edit', h.id);
+        button(td, 'Reject 400', 'reject-400', h.id);
+        button(td, 'Reject 500', 'reject-500', h.id);
+        button(td, 'Content policy', 'content-policy', h.id);
+      }
+      list.appendChild(tr);
+    }
+    if (editing && !state.waiting.some((h) => h.id === editing)) editorClose();
+    recent.textContent = '';
+    for (const d of state.recent) {
+      const tr = document.createElement('tr');
+      const first = cell(tr, '');
+      const a = document.createElement('a');
+      a.href = d.log_url;
+      a.textContent = d.method + ' ' + d.path;
+      first.appendChild(a);
+      cell(tr, d.decision + (d.edited ? ' (edited body)' : '') + (d.state === 'aborted' ? ' — client left' : ''));
+      cell(tr, d.by);
+      cell(tr, d.at ? new Date(d.at).toLocaleTimeString() : '');
+      cell(tr, d.held_ms === null ? '' : (d.held_ms / 1000).toFixed(1) + ' s');
+      recent.appendChild(tr);
+    }
+  }
+
+  async function refresh() {
+    try {
+      const r = await fetch(page.dataset.stateUrl, {credentials: 'same-origin', cache: 'no-store'});
+      if (r.ok) {
+        const state = await r.json();
+        render(state);
+        document.dispatchEvent(new CustomEvent('hold-state', {detail: state}));
+      }
+    } catch (e) { /* the server is restarting: try again */ }
+  }
+
+  async function poll() {
+    await refresh();
+    setTimeout(poll, 1000);
+  }
+
+  async function decide(id, decision, body) {
+    const fields = {id: id, decision: decision};
+    if (body !== undefined) fields.body = body;
+    const res = await window.holdPost(page.dataset.decideUrl, fields);
+    if (!res.ok) alert(res.data.error || 'The decision was not taken');
+    await refresh();
+    return res.ok;
+  }
+
+  function editorOpen(id) {
+    editing = id;
+    editor.hidden = false;
+    editor.querySelector('.rid').textContent = id;
+    let text = bodies[id] || '';
+    try { text = JSON.stringify(JSON.parse(text), null, 2); } catch (e) { /* shown as it came */ }
+    editor.querySelector('textarea').value = text;
+    editor.querySelector('.error').textContent = '';
+  }
+
+  function editorClose() {
+    editing = null;
+    editor.hidden = true;
+  }
+
+  list.addEventListener('click', function (e) {
+    const b = e.target.closest('button.decide');
+    if (!b) return;
+    if (b.dataset.decision === 'edit') editorOpen(b.dataset.id);
+    else decide(b.dataset.id, b.dataset.decision);
+  });
+  editor.querySelector('.send').addEventListener('click', async function () {
+    const text = editor.querySelector('textarea').value;
+    try {
+      const value = JSON.parse(text);
+      if (value === null || typeof value !== 'object') throw new Error('the body must be a JSON object or array');
+    } catch (err) {
+      editor.querySelector('.error').textContent = 'Not valid JSON: ' + err.message;
+      return;
+    }
+    if (await decide(editing, 'approve', text)) editorClose();
+  });
+  editor.querySelector('.cancel').addEventListener('click', editorClose);
+  editor.querySelector('textarea').addEventListener('input', function () {
+    editor.querySelector('.error').textContent = '';
+  });
+  const on = form.querySelector('.turn-on');
+  if (on) {
+    on.addEventListener('click', async function () {
+      const fields = {on: '1'};
+      for (const name of ['provider', 'model', 'key', 'path']) fields[name] = form.elements[name].value.trim();
+      await window.holdPost(page.dataset.switchUrl, fields);
+      await refresh();
+    });
+    form.querySelector('.turn-off').addEventListener('click', async function () {
+      await window.holdPost(page.dataset.switchUrl, {on: '0'});
+      await refresh();
+    });
+  }
+  document.addEventListener('hold-refresh', refresh);
+  poll();
+})();

@@ -1,0 +1,278 @@
+"""The hold queue on the request path: a matching request waits, connection open, for a decision.
+
+The switch and the decisions live in the database (the `hold` app), so a decision taken on any
+worker or host reaches the worker holding the request. Each worker reads them in one
+background task per event loop: the switch every SWITCH_REFRESH seconds (a request sees it at
+most about a second old), and, while it holds anything, the decisions of everything it holds
+every POLL_SECONDS, in one query. With the switch off, HoldStep.enabled() is an attribute read.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from urllib.parse import unquote
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, OperationalError, connection
+from django.http import HttpResponse, HttpResponseBase
+from django.utils import timezone
+
+from hold.models import Decision
+from hold.selectors import held_decisions, switch_read
+from hold.services import held_create, held_end, held_timeout
+from hold.types import Decided, SwitchState
+from logs.outcomes import Outcome
+from logs.pipeline.capture import content_type_is_text
+from logs.pipeline.writer import writer_get
+from logs.redaction.scrub import Masked
+from proxy.exchange import Exchange, json_error
+
+log = logging.getLogger(__name__)
+
+STEP = "hold"
+POLL_SECONDS = 0.2
+SWITCH_REFRESH = 0.5
+WARN_EVERY = 60.0
+REJECT_STATUS = {Decision.REJECT_400: 400, Decision.REJECT_500: 500}
+
+
+DB_TRIES = 3  # a lock held a moment too long by another writer is tried again (SQLite)
+
+
+def _db(fn):
+    """An ORM call off the event loop, tried again on a passing lock; a broken connection is dropped
+    so the next call opens a new one."""
+    def call(*args, **kwargs):
+        for attempt in range(DB_TRIES):
+            try:
+                return fn(*args, **kwargs)
+            except OperationalError as exc:
+                if "locked" not in str(exc) or attempt == DB_TRIES - 1:
+                    connection.close()
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+            except DatabaseError:
+                connection.close()
+                raise
+    return sync_to_async(call, thread_sensitive=True)
+
+
+class HoldWatch:
+    """One event loop's view of the hold queue: the switch as last read, and its held requests' waits."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.switch: SwitchState | None = None  # None until first read
+        self.switch_read_at = 0.0
+        self.waiters: dict[str, asyncio.Future] = {}
+        self.warned_at = -WARN_EVERY
+        self.task = loop.create_task(self._run())
+
+    async def switch_current(self) -> SwitchState:
+        """The switch, read now if it never was (or is older than a second)."""
+        if self.switch is None or time.monotonic() - self.switch_read_at > 1.0:
+            try:
+                await self._switch_refresh()
+            except Exception as exc:  # no database: nothing is held (requests are never stopped by the queue)
+                log.warning("hold queue: switch not readable, taken as off: %s: %s", type(exc).__name__, exc)
+                self.switch, self.switch_read_at = SwitchState(), time.monotonic()
+        return self.switch
+
+    async def _switch_refresh(self) -> None:
+        self.switch = await _db(switch_read)()
+        self.switch_read_at = time.monotonic()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if time.monotonic() - self.switch_read_at >= SWITCH_REFRESH:
+                    await self._switch_refresh()
+                if self.waiters:
+                    found = await _db(held_decisions)(list(self.waiters))
+                    for rid, decided in found.items():
+                        fut = self.waiters.get(rid)
+                        if fut is not None and not fut.done():
+                            fut.set_result(decided)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: keep the last switch, try again
+                if time.monotonic() - self.warned_at > WARN_EVERY:  # once a minute, not five times a second
+                    self.warned_at = time.monotonic()
+                    log.warning("hold queue: could not read the database: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(POLL_SECONDS)
+
+
+_watch: HoldWatch | None = None
+
+
+def watch_get() -> HoldWatch:
+    """This event loop's watch (started on first use; a new loop, in tests, gets a new one)."""
+    global _watch
+    loop = asyncio.get_running_loop()
+    if _watch is None or _watch.loop is not loop or _watch.task.done():
+        _watch = HoldWatch(loop)
+    return _watch
+
+
+async def watch_stop() -> None:
+    """Stop this loop's watch and close the database connection it used (the lifespan's shutdown)."""
+    global _watch
+    watch = _watch
+    if watch is None or watch.loop is not asyncio.get_running_loop():
+        return
+    _watch = None
+    watch.task.cancel()
+    try:
+        await watch.task
+    except asyncio.CancelledError:
+        pass
+    try:
+        await asyncio.wait_for(_db(_connection_close)(), 5)
+    except Exception as exc:  # shutdown goes on whatever the database says
+        log.warning("hold queue: closing its database connection failed: %s", exc)
+
+
+def _connection_close() -> None:
+    connection.close()  # looked up in the thread that runs it: that thread's connection
+
+
+def hold_may_apply() -> bool:
+    """False only when the switch is known to be off (the step then costs nothing), or outside an event loop."""
+    try:
+        switch = watch_get().switch
+    except RuntimeError:  # no running loop: nothing is being proxied here
+        return False
+    return switch is None or switch.on
+
+
+def _payload(body: bytes | None) -> object:
+    try:
+        return json.loads(body) if body else None
+    except (ValueError, RecursionError):
+        return None
+
+
+def _body_now(x: Exchange) -> bytes | None:
+    """The body that would go upstream, when it is in memory."""
+    return x.forward_body if x.forward_body is not None else x.body.in_memory()
+
+
+def _matches(switch: SwitchState, x: Exchange, model: str | None) -> bool:
+    """Whether a request is held under the switch's filters."""
+    if switch.provider and switch.provider != x.provider.name:
+        return False
+    if switch.path and not x.route.path.startswith(switch.path):
+        return False
+    if switch.gateway_key and switch.gateway_key != getattr(x.gateway_key, "name", None):
+        return False
+    return not switch.model or switch.model == model
+
+
+def _body_for_operator(x: Exchange, body: bytes | None) -> str | None:
+    """The body as the admin shows it (credentials masked); None when large or not text."""
+    content_type = next((v for k, v in x.forward_headers if k.lower() == "content-type"), x.content_type)
+    if body is None or len(body) > settings.LOG_BODY_INLINE_MAX_BYTES or not content_type_is_text(content_type):
+        return None
+    try:
+        return x.scrubber.text(body.decode("utf-8"), content_type, answer=False, masked=Masked())
+    except UnicodeDecodeError:
+        return None
+
+
+async def hold_request(x: Exchange) -> HttpResponseBase | None:
+    """Hold a matching request until it is decided (or times out); carry the decision out."""
+    watch = watch_get()
+    switch = await watch.switch_current()
+    if not switch.on:
+        return None
+    body = _body_now(x)
+    model = x.provider.request_model(unquote(x.route.path), _payload(body)) if switch.model or body else None
+    if not _matches(switch, x, model):
+        return None
+    held_from = time.monotonic()
+    timeout = settings.HOLD_TIMEOUT_SECONDS
+    try:
+        try:
+            await _db(held_create)(request_id=x.request_id, provider=x.provider.name, method=x.method,
+                                   path=x.route.path, model=model or "",
+                                   gateway_key=getattr(x.gateway_key, "name", None) or "",
+                                   body=_body_for_operator(x, body),
+                                   body_size=len(body) if body is not None else x.body.size,
+                                   instance=writer_get().instance, timeout=timeout)
+        except DatabaseError as exc:  # the queue never stops traffic by itself: not held
+            log.warning("hold queue: request %s not held, the database refused it: %s", x.request_id, exc)
+            x.notes.append(f"not held: the hold queue's database refused it ({exc})")
+            return None
+        # Waited for once its row exists: a decision taken before this is found by the next poll.
+        fut = watch.loop.create_future()
+        watch.waiters[x.request_id] = fut
+        try:
+            decided = await asyncio.wait_for(asyncio.shield(fut), max(0.0, timeout - (time.monotonic() - held_from)))
+        except TimeoutError:
+            decided = await _timeout_decide(x)
+    except asyncio.CancelledError:
+        held_ms = _held_ms(held_from)
+        await _aborted(x, held_ms)
+        raise
+    finally:
+        watch.waiters.pop(x.request_id, None)
+    held_ms = _held_ms(held_from)
+    x.held_ms = held_ms
+    # The upstream's clock starts after the hold: duration and TTFB measure the upstream, not the wait.
+    x.started += held_ms / 1000
+    try:
+        await _db(held_end)(x.request_id, aborted=False, held_ms=held_ms)
+    except DatabaseError as exc:  # the decision is carried out anyway; the admin row stays "waiting"
+        x.notes.append(f"hold queue row not updated: {exc}")
+    x.decisions.append({"step": STEP, "decision": decided.decision, "by": decided.by,
+                        "at": decided.at.isoformat() if decided.at else None, "held_ms": held_ms,
+                        **({"edited_body": True} if decided.edited_body is not None else {})})
+    return _carry_out(x, decided, body)
+
+
+async def _timeout_decide(x: Exchange) -> Decided:
+    """HOLD_TIMEOUT_ACTION, unless an operator decided in the meantime (then theirs stands)."""
+    action = settings.HOLD_TIMEOUT_ACTION
+    try:
+        return await _db(held_timeout)(x.request_id, action)
+    except DatabaseError as exc:  # carried out all the same; the admin row stays "waiting" until it is pruned
+        x.notes.append(f"hold queue row not updated: {exc}")
+        return Decided(action, "timeout", timezone.now())
+
+
+def _held_ms(since: float) -> float:
+    return round((time.monotonic() - since) * 1000, 2)
+
+
+async def _aborted(x: Exchange, held_ms: float) -> None:
+    """The client went away while held: marked client_aborted (never forwarded), the queue's row too."""
+    x.held_ms = held_ms
+    x.decisions.append({"step": STEP, "decision": "client disconnected while held", "held_ms": held_ms})
+    x.cancelled_mark("while held")  # proxy/forward.py logs the exchange
+    try:
+        await asyncio.shield(_db(held_end)(x.request_id, aborted=True, held_ms=held_ms))
+    except (DatabaseError, asyncio.CancelledError):
+        pass
+
+
+def _carry_out(x: Exchange, decided: Decided, body: bytes | None) -> HttpResponseBase | None:
+    """Approve (maybe with the edited body), or answer with the chosen rejection in the provider's shape."""
+    if decided.decision == Decision.APPROVE:
+        if decided.edited_body is not None:
+            x.forward_body = decided.edited_body.encode("utf-8")
+            x.request_changed = True
+        return None
+    who = "the timeout (HOLD_TIMEOUT_ACTION)" if decided.by == "timeout" else decided.by
+    x.outcome = Outcome.GATEWAY_ERROR
+    if decided.decision in REJECT_STATUS:
+        status = REJECT_STATUS[decided.decision]
+        x.error = f"held request rejected with {status} by {who}"
+        message = f"Request rejected with {status} by the gateway's hold queue ({who})"
+        return json_error(status, x.provider.error_body(message, kind=x.provider.error_kind(status), status=status),
+                          x.request_id)
+    status, content_type, answer = x.provider.content_policy_answer(unquote(x.route.upstream_path), x.query,
+                                                                    _payload(body))
+    x.error = f"held request answered with the provider's content-policy refusal by {who}"
+    return HttpResponse(answer, status=status, content_type=content_type)

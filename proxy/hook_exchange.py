@@ -1,0 +1,105 @@
+"""What a request hook sees (GATEWAY_HOOKS): one request on its way upstream, and later its answer.
+
+A plain object with the fields the hook API documents (docs/hooks.md). It is built from the
+Exchange but never is one: hooks change copies, and proxy/hooks.py applies what changed (and
+logs it) once the hooks have run. The body is read and parsed only when a hook asks for it.
+"""
+
+import json
+from typing import Any
+from urllib.parse import unquote
+
+from django.http import HttpResponse
+
+from proxy.exchange import Exchange
+
+_UNSET = object()
+
+
+class HookExchange:
+    """One exchange as hooks see it; every request field is assignable, the answer's body too."""
+
+    def __init__(self, x: Exchange) -> None:
+        self._x = x
+        self.request_id: str = x.request_id
+        self.provider: str = x.provider.name
+        self.method: str = x.method
+        self.path: str = x.route.upstream_path  # the path upstream, still percent-encoded
+        self.query: str = x.query
+        # What goes upstream (hop-by-hop headers and the gateway key already left out).
+        self.headers: list[tuple[str, str]] = list(x.forward_headers)
+        key = x.gateway_key
+        self.gateway_key: str | None = getattr(key, "name", None) if key is not None else None
+        self.metadata: dict[str, Any] = {}
+        self._body: Any = _UNSET
+        self._json: Any = _UNSET
+        self.body_changed = False
+        # The answer (on_response only).
+        self.status: int | None = None
+        self.response_headers: list[tuple[str, str]] = []
+        self.streamed = False
+        self._response_body: bytes | None = None
+        self.response_body_changed = False
+
+    # --- the request body, read on first use
+    @property
+    def body(self) -> bytes:
+        """The body that goes upstream (bytes); assign bytes to replace it."""
+        if self._body is _UNSET:
+            x = self._x
+            self._body = x.forward_body if x.forward_body is not None else (x.body.read_all() if x.body.size else b"")
+        return self._body
+
+    @body.setter
+    def body(self, value: bytes | bytearray | str) -> None:
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        if not isinstance(value, (bytes, bytearray)):
+            raise TypeError(f"body must be bytes, not {type(value).__name__}")
+        self._body, self._json, self.body_changed = bytes(value), _UNSET, True
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON, or None when it is not JSON; assigning replaces the body."""
+        if self._json is _UNSET:
+            try:
+                self._json = json.loads(self.body) if self.body else None
+            except (ValueError, RecursionError):
+                self._json = None
+        return self._json
+
+    @json.setter
+    def json(self, value: Any) -> None:
+        self.body = json.dumps(value, ensure_ascii=False).encode("utf-8")
+        self._json = value
+
+    @property
+    def model(self) -> str | None:
+        """The model the request names (in its body or path, as the provider puts it)."""
+        return self._x.provider.request_model(unquote(self.path), self.json)
+
+    def error_answer(self, status: int, message: str, *, kind: str = "invalid_request_error") -> HttpResponse:
+        """An error answer in the provider's own shape (its SDK raises its usual error): return it from on_request."""
+        body = self._x.provider.error_body(message, kind=kind, status=status)
+        return HttpResponse(body, status=status, content_type="application/json")
+
+    # --- the answer (on_response)
+    @property
+    def response_body(self) -> bytes | None:
+        """The answer's body (decoded) when it was not streamed, else None; assign bytes to replace it."""
+        return self._response_body
+
+    @response_body.setter
+    def response_body(self, value: bytes | bytearray | str) -> None:
+        if self.streamed or self._response_body is None:
+            raise ValueError("a streamed answer (or one over HOOKS_RESPONSE_MAX_BYTES) cannot be replaced")
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        if not isinstance(value, (bytes, bytearray)):
+            raise TypeError(f"response_body must be bytes, not {type(value).__name__}")
+        self._response_body, self.response_body_changed = bytes(value), True
+
+    def answer_set(self, status: int, headers: list[tuple[str, str]], body: bytes | None) -> None:
+        """Fill in the answer before on_response runs (body None: streamed, observe only)."""
+        self.status, self.response_headers = status, list(headers)
+        self.streamed, self._response_body = body is None, body

@@ -1,0 +1,271 @@
+"""Request hooks (GATEWAY_HOOKS): the user's code, run on every request before it goes upstream and on its answer.
+
+Each entry is a dotted path to an object (an instance, a class built with no arguments, or a
+module) with `on_request(exchange)` and/or `on_response(exchange)`, sync or async. They are
+loaded once, at start (a bad one stops the start with ImproperlyConfigured naming it). Sync
+hooks run in a worker thread, so a slow one never blocks the event loop; one that says it never
+waits on I/O (`blocking = False`) runs on the loop and saves the thread hop. The hooks share one
+proxy/hook_exchange.HookExchange per request; what they changed is applied to the Exchange
+and logged once they have all run (see docs/hooks.md).
+"""
+
+import asyncio
+import dataclasses
+import inspect
+import json
+import logging
+import traceback
+from collections.abc import Callable
+from functools import lru_cache
+from types import ModuleType
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpResponseBase
+from django.utils.module_loading import import_string
+
+from logs.outcomes import Outcome
+from logs.redaction.scrub import text_scrub
+from proxy.exchange import Exchange, json_error
+from proxy.hook_exchange import HookExchange
+from proxy.paths import PathRefused, path_check
+from wire.encoding import DecodeError, decode_pieces, encoding_name
+
+log = logging.getLogger(__name__)
+
+STEP = "hooks"
+LOGGED_BODY_MAX = 64 * 1024  # a replaced answer body longer than this is logged by size and hash only
+
+
+@dataclasses.dataclass(frozen=True)
+class Hook:
+    """One loaded hook: its dotted path (its name in logs and errors) and its two methods."""
+
+    path: str
+    on_request: Callable | None
+    on_response: Callable | None
+    skip_on_error: bool  # GATEWAY_HOOKS_SKIP_ON_ERROR: a failure is logged and the hook skipped
+    blocking: bool = True  # False: its sync methods never wait on I/O, so they run on the event loop
+
+    async def call(self, method: Callable, hx: HookExchange) -> Any:
+        """Run one of its methods: a coroutine function awaited; a plain one in a thread, unless it
+        declared itself non-blocking (the thread hop is most of a no-op hook's cost, docs/benchmark.md)."""
+        if inspect.iscoroutinefunction(method):
+            return await method(hx)
+        if not self.blocking:
+            return method(hx)
+        return await asyncio.to_thread(method, hx)
+
+
+class HookFailed(Exception):
+    """A hook raised, or returned something it may not; the message names it."""
+
+    def __init__(self, hook: Hook, message: str, trace: str) -> None:
+        super().__init__(message)
+        self.hook, self.trace = hook, trace
+
+
+def hook_load(path: str, skip_on_error: bool = False) -> Hook:
+    """Import one hook; ImproperlyConfigured naming it when it cannot be imported or has no hook method."""
+    try:
+        target = import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"GATEWAY_HOOKS: cannot import {path!r}: {exc}") from None
+    if inspect.isclass(target):
+        try:
+            target = target()
+        except Exception as exc:
+            raise ImproperlyConfigured(f"GATEWAY_HOOKS: {path!r} could not be built with no arguments: "
+                                       f"{type(exc).__name__}: {exc}") from None
+    on_request = getattr(target, "on_request", None)
+    on_response = getattr(target, "on_response", None)
+    if not callable(on_request) and not callable(on_response):
+        kind = "module" if isinstance(target, ModuleType) else type(target).__name__
+        raise ImproperlyConfigured(f"GATEWAY_HOOKS: {path!r} ({kind}) has neither on_request nor on_response")
+    blocking = getattr(target, "blocking", True)
+    if not isinstance(blocking, bool):
+        raise ImproperlyConfigured(f"GATEWAY_HOOKS: {path!r} has blocking = {blocking!r}; it must be True or False")
+    return Hook(path, on_request if callable(on_request) else None, on_response if callable(on_response) else None,
+                skip_on_error, blocking)
+
+
+@lru_cache(maxsize=8)
+def _hooks_load(paths: tuple[str, ...], skip: tuple[str, ...]) -> tuple[Hook, ...]:
+    unknown = [p for p in skip if p not in paths]
+    if unknown:
+        raise ImproperlyConfigured(f"GATEWAY_HOOKS_SKIP_ON_ERROR names hooks not in GATEWAY_HOOKS: {', '.join(unknown)}")
+    return tuple(hook_load(p, p in skip) for p in paths)
+
+
+def hooks_loaded() -> tuple[Hook, ...]:
+    """The configured hooks, in order (loaded once per setting value)."""
+    paths = settings.GATEWAY_HOOKS
+    if not paths:
+        return ()
+    return _hooks_load(tuple(paths), tuple(settings.GATEWAY_HOOKS_SKIP_ON_ERROR))
+
+
+def _failure(hook: Hook, what: str, exc: BaseException, secrets: list[str]) -> HookFailed:
+    """A hook's exception as HookFailed, its traceback scrubbed of the exchange's secrets."""
+    trace = text_scrub("".join(traceback.format_exception(exc)), secrets)
+    message = text_scrub(f"Hook {hook.path} failed in {what}: {type(exc).__name__}: {exc}", secrets)
+    return HookFailed(hook, message, trace)
+
+
+def _failed_decision(failure: HookFailed, skipped: bool) -> dict:
+    return {"step": STEP, "hook": failure.hook.path, "decision": "skipped after an error" if skipped else "error",
+            "error": str(failure), "traceback": failure.trace}
+
+
+def _failed_answer(x: Exchange, failure: HookFailed) -> HttpResponseBase:
+    """The 500 naming the hook, in the provider's error shape (logged by the caller as the step's answer)."""
+    x.outcome, x.error = Outcome.GATEWAY_ERROR, str(failure)
+    return json_error(500, x.provider.error_body(str(failure), kind="hook_error", status=500), x.request_id)
+
+
+def _snapshot(hx: HookExchange) -> tuple:
+    return hx.method, hx.path, hx.query, list(hx.headers)
+
+
+def _changes(before: tuple, hx: HookExchange) -> list[str]:
+    """What a hook changed in the request."""
+    method, path, query, headers = before
+    changed = [name for name, old, new in (("method", method, hx.method), ("path", path, hx.path),
+                                           ("query", query, hx.query), ("headers", headers, hx.headers))
+               if old != new]
+    if hx.body_changed:
+        changed.append("body")
+        hx.body_changed = False
+    return changed
+
+
+def _apply(x: Exchange, hx: HookExchange, changed: set[str]) -> None:
+    """Make the request what the hooks left (checked: a bad value is the last hook's fault)."""
+    if "method" in changed:
+        if not isinstance(hx.method, str) or not hx.method.isalpha():
+            raise ValueError(f"method must be a word like POST, not {hx.method!r}")
+        x.method = hx.method.upper()
+    if "path" in changed:
+        if not isinstance(hx.path, str):
+            raise ValueError(f"path must be a str, not {type(hx.path).__name__}")
+        try:
+            path_check(hx.path)
+        except PathRefused as exc:
+            raise ValueError(f"path {hx.path!r} refused: {exc}") from None
+        x.route = dataclasses.replace(x.route, upstream_path=hx.path)
+    if "query" in changed:
+        if not isinstance(hx.query, str) or not hx.query.isascii() or any(c in hx.query for c in " #\r\n"):
+            raise ValueError(f"query must be an encoded query string, not {hx.query!r}")
+        x.query = hx.query
+    if "headers" in changed:
+        pairs = [(str(k), str(v)) for k, v in hx.headers]
+        if any("\n" in k + v or "\r" in k + v or not k for k, v in pairs):
+            raise ValueError("header names must be non-empty and no name or value may hold CR or LF")
+        x.forward_headers = pairs
+    if "body" in changed:
+        x.forward_body = hx.body
+
+
+def _metadata_note(x: Exchange, hx: HookExchange) -> None:
+    """The hooks' metadata, logged as a decision of its own (kept up to date until the log is written)."""
+    if not hx.metadata:
+        return
+    try:
+        data = json.loads(json.dumps(hx.metadata, default=str))
+    except (TypeError, ValueError, RecursionError) as exc:
+        data = {"unloggable": f"{type(exc).__name__}: {exc}"}
+    for entry in x.decisions:
+        if entry.get("step") == STEP and entry.get("decision") == "metadata":
+            entry["metadata"] = data
+            return
+    x.decisions.append({"step": STEP, "decision": "metadata", "metadata": data})
+
+
+async def hooks_request(x: Exchange, hooks: tuple[Hook, ...]) -> HttpResponseBase | None:
+    """Run each hook's on_request; apply and log what they changed, or the answer one gave."""
+    hx = HookExchange(x)
+    changed: set[str] = set()
+    answer = None
+    for hook in hooks:
+        if hook.on_request is None:
+            continue
+        before = _snapshot(hx)
+        try:
+            answer = await hook.call(hook.on_request, hx)
+            if answer is not None and not isinstance(answer, HttpResponseBase):
+                raise TypeError(f"on_request returned {type(answer).__name__}; return None or an HttpResponse")
+            hook_changed = _changes(before, hx)
+            _apply(x, hx, set(hook_changed))
+        except Exception as exc:
+            failure = _failure(hook, "on_request", exc, x.scrubber.secrets)
+            log.error("%s\n%s", failure, failure.trace)
+            x.decisions.append(_failed_decision(failure, hook.skip_on_error))
+            if hook.skip_on_error:
+                answer = None
+                continue
+            answer = _failed_answer(x, failure)
+            break
+        if hook_changed:
+            changed.update(hook_changed)
+            x.decisions.append({"step": STEP, "hook": hook.path, "decision": "changed", "changed": hook_changed})
+        if answer is not None:
+            x.decisions.append({"step": STEP, "hook": hook.path, "decision": "answered", "status": answer.status_code})
+            if answer.status_code >= 400:
+                x.outcome, x.error = Outcome.GATEWAY_ERROR, f"answered {answer.status_code} by hook {hook.path}"
+            break
+    _metadata_note(x, hx)
+    if changed:
+        x.request_changed = True  # proxy/forward.py logs what goes upstream once every step has run
+    if answer is None and any(h.on_response is not None for h in hooks):
+        x.answer_observer = lambda status, headers, body: hooks_response(x, hx, hooks, status, headers, body)
+    return answer
+
+
+def _body_decoded(headers: list[tuple[str, str]], body: bytes) -> bytes | None:
+    """The answer's body with its Content-Encoding undone (None when it cannot be)."""
+    encoding = next((v for k, v in headers if k.lower() == "content-encoding"), "")
+    try:
+        name = encoding_name(encoding)
+        if not name:
+            return body
+        out, size = [], 0
+        for piece in decode_pieces(name, [body]):
+            size += len(piece)
+            if size > settings.HOOKS_RESPONSE_MAX_BYTES:
+                return None
+            out.append(piece)
+        return b"".join(out)
+    except DecodeError:
+        return None
+
+
+async def hooks_response(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...], status: int,
+                         headers: list[tuple[str, str]], body: bytes | None) -> bytes | HttpResponseBase | None:
+    """Run each hook's on_response: the new body (a replacement), a 500 naming a failed hook, or None."""
+    decoded = _body_decoded(headers, body) if body is not None else None
+    hx.answer_set(status, headers, decoded)
+    try:
+        for hook in hooks:
+            if hook.on_response is None:
+                continue
+            try:
+                await hook.call(hook.on_response, hx)
+            except Exception as exc:
+                failure = _failure(hook, "on_response", exc, x.scrubber.secrets)
+                log.error("%s\n%s", failure, failure.trace)
+                x.decisions.append(_failed_decision(failure, hook.skip_on_error))
+                if hook.skip_on_error or body is None:  # a streamed answer is already with the client
+                    continue
+                return _failed_answer(x, failure)
+            if hx.response_body_changed:
+                hx.response_body_changed = False
+                new = hx.response_body
+                entry = {"step": STEP, "hook": hook.path, "decision": "changed", "changed": ["response body"],
+                         "response_body_size": len(new)}
+                if len(new) <= LOGGED_BODY_MAX:
+                    entry["response_body"] = new.decode("utf-8", "replace")
+                x.decisions.append(entry)
+    finally:
+        _metadata_note(x, hx)
+    return hx.response_body if body is not None and hx.response_body is not decoded else None

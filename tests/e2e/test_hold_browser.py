@@ -1,0 +1,129 @@
+"""A real browser on a two-worker server: the hold switch on the exchange list, the badge, the Held requests
+page updating itself, a click that approves, an edited body (checked as JSON), a content-policy click.
+
+Screenshots go to test-artifacts/. Needs real seconds: two worker processes start, and the page polls
+every second.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.e2e.test_browser import ARGS, ARTIFACTS, CHROMIUM, sync_playwright
+from tests.hold.conftest import Background, until
+from tests.procs import ROOT, GatewayProcess, db_rows, migrated_copy, proc_env, sqlite_only
+
+pytestmark = [
+    sqlite_only,
+    pytest.mark.skipif(sync_playwright is None, reason="the playwright Python package is not installed"),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+]
+
+PASSWORD = "correct horse battery"
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+AUTH = {"Authorization": "Bearer sk-" + "browserHOLDkey0123456789abc"}
+
+
+@pytest.fixture
+def server(tmp_path, tmp_path_factory, mock_upstream):
+    data = tmp_path / "data"
+    db = migrated_copy(data, tmp_path_factory)
+    env = {**proc_env(data, mock_upstream.url), "DJANGO_SUPERUSER_PASSWORD": PASSWORD}
+    subprocess.run([sys.executable, "manage.py", "createsuperuser", "--noinput", "--username", "admin",
+                    "--email", "admin@example.com"], cwd=ROOT, env=env, check=True, timeout=60, capture_output=True)
+    gw = GatewayProcess(data, mock_upstream.url, workers=2)
+    mock_upstream.mock.received.clear()
+    yield gw, db
+    gw.stop()
+
+
+@pytest.fixture
+def page():
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("http://127.0.0.1")
+                      else route.abort())
+        yield context.new_page()
+        browser.close()
+
+
+def _post(gw, body=CHAT) -> Background:
+    return Background(lambda: httpx.post(f"{gw.url}/v1/chat/completions", json=body, headers=AUTH, timeout=30))
+
+
+def test_switch_badge_page_and_decisions_by_click(server, page, mock_upstream):
+    gw, db = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(f"{gw.url}/admin/logs/request/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/logs/request/")
+
+    # The switch on the exchange list (it is on every admin page).
+    page.wait_for_function("document.querySelector('#hold-switch .state').textContent === 'off'")
+    page.click("#hold-switch")
+    page.wait_for_function("document.querySelector('#hold-switch .state').textContent === 'on'")
+    assert db_rows(db, "SELECT \"on\", changed_by FROM hold_switch") == [(1, "admin")]
+
+    # A request arrives: the badge counts it (and pulses) within about a second, and beeps.
+    first = _post(gw)
+    page.wait_for_function("document.querySelector('#hold-badge .count').textContent === '1'", timeout=5000)
+    assert "busy" in page.get_attribute("#hold-badge", "class")
+    page.wait_for_function("document.body.dataset.holdBeeps === '1'")
+    page.screenshot(path=str(ARTIFACTS / "hold-01-badge-on-exchange-list.png"))
+
+    # The Held requests page lists it, with the time waited and the time left, and updates itself.
+    page.click("#hold-badge")
+    page.wait_for_selector("#held-list tbody tr")
+    second = _post(gw, {**CHAT, "messages": [{"role": "user", "content": "edit me"}]})
+    page.wait_for_function("document.querySelectorAll('#held-list tbody tr').length === 2", timeout=5000)
+    row = page.locator("#held-list tbody tr").first
+    waited, left = float(row.locator("td.waited").inner_text().split()[0]), float(
+        row.locator("td.left").inner_text().split()[0])
+    assert waited >= 0 and 0 < left <= 60
+    page.wait_for_function(f"parseFloat(document.querySelector('#held-list tbody tr td.waited').textContent) > {waited}")
+    page.screenshot(path=str(ARTIFACTS / "hold-02-held-requests-page.png"), full_page=True)
+
+    # A click approves the first; its client gets the upstream's answer.
+    page.locator("#held-list tbody tr").first.locator("button[data-decision=approve]").click()
+    r = first.wait()
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+    page.wait_for_function("document.querySelectorAll('#held-list tbody tr').length === 1", timeout=5000)
+
+    # Edit: invalid JSON is refused in the page; a valid body is forwarded instead.
+    page.locator("#held-list tbody tr").first.locator("button[data-decision=edit]").click()
+    page.fill("#held-editor textarea", "{not json")
+    page.click("#held-editor .send")
+    assert "Not valid JSON" in page.inner_text("#held-editor .error")
+    edited = {**CHAT, "messages": [{"role": "user", "content": "edited in the browser"}]}
+    page.fill("#held-editor textarea", json.dumps(edited, indent=2))
+    page.screenshot(path=str(ARTIFACTS / "hold-03-edit-body.png"), full_page=True)
+    page.click("#held-editor .send")
+    assert second.wait().status_code == 200
+    assert json.loads(mock_upstream.mock.received[-1].body) == edited
+
+    # The provider's content-policy answer, by click.
+    third = _post(gw)
+    page.wait_for_function("document.querySelectorAll('#held-list tbody tr').length === 1", timeout=5000)
+    page.locator("#held-list tbody tr").first.locator("button[data-decision=content-policy]").click()
+    r = third.wait()
+    assert r.status_code == 400 and r.json()["error"]["code"] == "content_policy_violation"
+    page.wait_for_function("document.querySelectorAll('#held-recent tbody tr').length === 3", timeout=5000)
+    assert "admin" in page.inner_text("#held-recent")
+    page.wait_for_function("document.querySelector('#hold-badge .count').textContent === '0'")
+
+    # Muting is remembered; turning hold off from the page.
+    page.click("#hold-mute")
+    assert page.evaluate("localStorage.getItem('holdMuted')") == "1"
+    page.click("#held-switch .turn-off")
+    page.wait_for_function("document.querySelector('#held-switch .state').textContent === 'off'")
+    page.screenshot(path=str(ARTIFACTS / "hold-04-decided.png"), full_page=True)
+    decided = db_rows(db, "SELECT decision, decided_by, edited_body IS NOT NULL FROM hold_requests ORDER BY held_at")
+    assert decided == [("approve", "admin", 0), ("approve", "admin", 1), ("content-policy", "admin", 0)]
+    until(lambda: len(db_rows(db, "SELECT id FROM responses")) == 3, what="three exchanges logged")

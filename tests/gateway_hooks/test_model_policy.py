@@ -1,0 +1,60 @@
+"""The shipped model policy hook: models outside the allow-list refused as the provider would, max_tokens capped."""
+
+import json
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from logs.models import Response
+
+pytestmark = pytest.mark.django_db(transaction=True)
+POLICY = "gateway_hooks.model_policy.ModelPolicy"
+KEY = "sk-" + "policyTESTkey0123456789abcdef"
+
+
+@pytest.fixture
+def policy(settings):
+    settings.GATEWAY_HOOKS = [POLICY]
+    settings.MODEL_POLICY_ALLOW = ["gpt-4o-mini", "claude-3-5-haiku*"]
+    settings.MODEL_POLICY_MAX_TOKENS = 100
+
+
+def test_a_model_outside_the_list_is_refused_in_the_providers_shape(policy, upstream, gateway, log_flush):
+    client = anthropic.Anthropic(api_key=KEY, base_url=f"{gateway.url}/anthropic", max_retries=0)
+    with pytest.raises(anthropic.PermissionDeniedError) as exc:
+        client.messages.create(model="claude-opus-4", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert "not allowed by this gateway" in str(exc.value)
+    oa = openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        oa.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert upstream.received == []
+    log_flush()
+    resp = Response.objects.get(request__model="gpt-4o")
+    assert resp.status_code == 403 and resp.outcome == "gateway_error"
+    assert resp.steps[0] == {"step": "hooks", "hook": POLICY, "decision": "answered", "status": 403}
+
+
+def test_max_tokens_is_lowered_to_the_ceiling(policy, upstream, gateway, log_flush):
+    client = anthropic.Anthropic(api_key=KEY, base_url=f"{gateway.url}/anthropic", max_retries=0)
+    client.messages.create(model="claude-3-5-haiku-latest", max_tokens=4000,
+                           messages=[{"role": "user", "content": "hi"}])
+    assert json.loads(upstream.received[-1].body)["max_tokens"] == 100
+    oa = openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0)
+    oa.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=50)
+    assert json.loads(upstream.received[-1].body)["max_tokens"] == 50  # under the ceiling: untouched
+    log_flush()
+    lowered = Response.objects.get(request__model="claude-3-5-haiku-latest")
+    assert next(s for s in lowered.steps if s["decision"] == "metadata")["metadata"] == {
+        "max_tokens_lowered": {"max_tokens": 4000}}
+    assert Response.objects.get(request__model="gpt-4o-mini").forwarded is None
+
+
+def test_gemini_output_limit(policy, settings, upstream, gateway):
+    settings.MODEL_POLICY_ALLOW = []
+    body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 999}}
+    r = httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.0-flash:generateContent", json=body,
+                   headers={"x-goog-api-key": "AIza" + "y" * 35})
+    assert r.status_code == 200
+    assert json.loads(upstream.received[-1].body)["generationConfig"]["maxOutputTokens"] == 100

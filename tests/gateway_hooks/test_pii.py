@@ -1,0 +1,63 @@
+"""The shipped PII hook: e-mail addresses, phone numbers and card numbers never leave; the log keeps the mapping."""
+
+import json
+
+import httpx
+import pytest
+
+from gateway_hooks.pii import Masker, luhn_ok
+from logs.models import Request, Response
+
+PII = "gateway_hooks.pii.PiiMask"
+
+
+@pytest.mark.parametrize("text,masked", [
+    ("mail jane.doe+x@example.co.uk now", "mail [EMAIL_1] now"),
+    ("card 4111 1111 1111 1111 ok", "card [CARD_1] ok"),
+    ("card 4111-1111-1111-1111", "card [CARD_1]"),
+    ("call +44 20 7946 0958 or (555) 123-4567", "call [PHONE_1] or [PHONE_2]"),
+    ("order 4111 1111 1111 1112 is not a card", "order 4111 1111 1111 1112 is not a card"),  # fails Luhn
+    ("version 1.2.3 in 2024, id 12345", "version 1.2.3 in 2024, id 12345"),
+    ("a@b.io and a@b.io again", "[EMAIL_1] and [EMAIL_1] again"),
+])
+def test_masker_text(text, masked):
+    assert Masker().text(text) == masked
+
+
+def test_luhn():
+    assert luhn_ok("4111111111111111") and luhn_ok("378282246310005") and not luhn_ok("4111111111111112")
+
+
+def test_only_prompt_text_is_searched():
+    payload = {"model": "gpt-4o", "user": "jane@example.com",
+               "messages": [{"role": "user", "content": [
+                   {"type": "text", "text": "I am jane@example.com"},
+                   {"type": "image_url", "image_url": {"url": "data:image/png;base64,4111111111111111"}}]}]}
+    masker = Masker()
+    out = masker.walk(payload)
+    assert out["user"] == "jane@example.com"  # not a prompt
+    assert out["messages"][0]["content"][0]["text"] == "I am [EMAIL_1]"
+    assert out["messages"][0]["content"][1] == payload["messages"][0]["content"][1]
+    assert masker.mapping == {"[EMAIL_1]": "jane@example.com"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_values_never_go_upstream_and_the_log_maps_them(settings, upstream, gateway, log_flush):
+    settings.GATEWAY_HOOKS = [PII]
+    prompt = "I am jane@example.com, card 4111 1111 1111 1111, phone +1 415 555 0100."
+    gemini = {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}
+    r = httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.0-flash:generateContent", json=gemini,
+                   headers={"x-goog-api-key": "AIza" + "x" * 35})
+    assert r.status_code == 200
+    sent = upstream.received[-1].body.decode()
+    for value in ("jane@example.com", "4111 1111 1111 1111", "415 555 0100"):
+        assert value not in sent
+    assert json.loads(sent)["contents"][0]["parts"][0]["text"] == "I am [EMAIL_1], card [CARD_1], phone [PHONE_1]."
+    log_flush()
+    req = Request.objects.get(pk=r.headers["x-gateway-request-id"])
+    resp = Response.objects.get(request=req)
+    assert prompt in req.body  # the request as received
+    meta = next(s for s in resp.steps if s["decision"] == "metadata")["metadata"]
+    assert meta["pii_masked"] == {"[EMAIL_1]": "jane@example.com", "[CARD_1]": "4111 1111 1111 1111",
+                                  "[PHONE_1]": "+1 415 555 0100"}
+    assert "jane@example.com" not in json.dumps(resp.forwarded)

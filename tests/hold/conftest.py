@@ -1,0 +1,51 @@
+"""Helpers for hold tests: a call run in the background, and waiting for it to be held."""
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+
+class Background:
+    """A blocking call (an SDK call, an HTTP request) run in a thread; its result or exception kept."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done_at: float | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self.result = fn()
+        except BaseException as exc:  # the test inspects it
+            self.error = exc
+        self.done_at = time.monotonic()
+
+    def wait(self, timeout: float = 15) -> Any:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the call did not finish"
+        return self.result
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+
+def until(check: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
+    """Poll check() until it returns something truthy; its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def background():
+    return Background

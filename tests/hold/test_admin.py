@@ -1,0 +1,72 @@
+"""The hold queue's admin endpoints: who may see and decide, and what they answer."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.utils import timezone
+
+from hold.models import HeldRequest
+from hold.services import switch_set
+
+pytestmark = pytest.mark.django_db
+
+STATE, SWITCH, DECIDE = "/admin/hold/heldrequest/state.json", "/admin/hold/heldrequest/switch/", \
+    "/admin/hold/heldrequest/decide/"
+
+
+def _held(rid="a" * 32, body='{"model": "m"}', **kw) -> HeldRequest:
+    now = timezone.now()
+    return HeldRequest.objects.create(id=rid, provider="openai", method="POST", path="/v1/chat/completions",
+                                      model="m", body=body, body_size=len(body or ""), held_at=now - timedelta(seconds=3),
+                                      deadline=now + timedelta(seconds=57), **kw)
+
+
+def _staff(client, *perms: str):
+    user = User.objects.create_user("op", password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=perms))
+    client.force_login(user)
+    return client
+
+
+def test_state_lists_waiting_requests_with_time_waited_and_left(admin_client):
+    switch_set(on=True, by="t", model="m")
+    _held()
+    _held("b" * 32, decision="approve", decided_by="x", decided_at=timezone.now())
+    state = admin_client.get(STATE).json()
+    assert state["on"] and state["filters"] == {"model": "m"} and state["count"] == 1
+    [w] = state["waiting"]
+    assert w["id"] == "a" * 32 and 2.5 <= w["waited_s"] <= 10 and 50 <= w["left_s"] <= 57.5
+    assert [d["id"] for d in state["recent"]] == ["b" * 32]
+    assert admin_client.get(STATE + "?brief=1").json() == {"on": True, "filters": {"model": "m"}, "count": 1}
+
+
+def test_decide_validates_the_edited_body(admin_client):
+    _held()
+    r = admin_client.post(DECIDE, {"id": "a" * 32, "decision": "approve", "body": "[1, 2"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    r = admin_client.post(DECIDE, {"id": "a" * 32, "decision": "approve", "body": json.dumps({"model": "x"})})
+    assert r.status_code == 200 and r.json() == {"decision": "approve", "by": "admin", "edited": True}
+    assert admin_client.post(DECIDE, {"id": "a" * 32, "decision": "reject-400"}).status_code == 400
+
+
+def test_view_only_staff_may_look_but_not_decide_or_switch(client):
+    _held()
+    staff = _staff(client, "view_heldrequest")
+    assert staff.get(STATE).status_code == 200
+    assert staff.get("/admin/hold/heldrequest/").status_code == 200
+    assert staff.post(DECIDE, {"id": "a" * 32, "decision": "approve"}).status_code == 403
+    assert staff.post(SWITCH, {"on": "1"}).status_code == 403
+    assert HeldRequest.objects.get().decision == ""
+
+
+def test_staff_without_the_permission_see_nothing(client):
+    staff = _staff(client)
+    assert staff.get(STATE).status_code == 403
+    assert "hold-badge" not in staff.get("/admin/").content.decode()
+
+
+def test_the_badge_and_switch_are_on_every_admin_page(admin_client):
+    page = admin_client.get("/admin/logs/request/").content.decode()
+    assert 'id="hold-badge"' in page and 'id="hold-switch"' in page

@@ -1,0 +1,212 @@
+"""The hold queue through a live gateway: requests wait for a decision, and each decision is carried out and logged."""
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+import proxy.hold
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from hold.models import HeldRequest
+from hold.services import HoldError, held_decide, switch_set
+from logs.models import Request, Response
+from tests.hold.conftest import Background, until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "sk-" + "holdTESTkey0123456789abcdefXYZ"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _switch(**kwargs) -> None:
+    """Set the switch and wait until the in-process gateway's worker has read it (bounded: see the test below)."""
+    state = switch_set(by="test", **kwargs)
+    watch = proxy.hold._watch  # a watch of an earlier test's loop is replaced on the first request
+    until(lambda: watch is None or watch.loop.is_closed() or watch.switch == state, timeout=3, what="the switch read")
+
+
+def _held(gateway, n: int = 1) -> list[str]:
+    """The ids of the requests the in-process gateway holds, once there are n (oldest first).
+
+    Read from the gateway's own waits, not by polling the table: the test database is SQLite in
+    memory with a shared cache, where a read racing the gateway's insert fails with "table is locked".
+    """
+    def ids() -> list[str]:
+        watch = proxy.hold._watch
+        # This test's gateway's watch only (an earlier test's gateway may still be shutting down).
+        ours = watch is not None and getattr(watch.loop, "_thread_id", None) == gateway.thread.ident
+        waiting = list(watch.waiters) if ours else []
+        return waiting if len(waiting) >= n else []
+    return until(ids, what=f"{n} held request(s)")
+
+
+def _post(gateway, body=CHAT, path="/v1/chat/completions", headers=AUTH) -> Background:
+    return Background(lambda: httpx.post(f"{gateway.url}{path}", json=body, headers=headers, timeout=30))
+
+
+def _logged(log_flush, rid: str) -> Response:
+    log_flush()
+    return Response.objects.get(request_id=rid)
+
+
+def test_approve_releases_the_request_with_its_held_id(upstream, gateway, log_flush, admin_client):
+    switch_set(on=True, by="test")
+    call = _post(gateway)
+    [rid] = _held(gateway)
+    row = HeldRequest.objects.get(pk=rid)
+    assert row.model == "gpt-4o-mini" and json.loads(row.body) == CHAT and row.provider == "openai"
+    time.sleep(0.3)  # held a measurable while: the log must not count it as upstream time
+    assert not call.done and upstream.received == []  # nothing sent either way while held
+    held_decide(rid, "approve", by="alice")
+    r = call.wait()
+    assert r.status_code == 200 and r.headers["x-gateway-request-id"] == rid
+    resp = _logged(log_flush, rid)
+    step = resp.steps[-1]
+    assert step["step"] == "hold" and step["decision"] == "approve" and step["by"] == "alice" and step["at"]
+    assert resp.held_ms >= 300 and resp.outcome == "completed"
+    assert resp.duration_ms < resp.held_ms  # the hold is not upstream latency
+    assert resp.ttfb_ms is not None and resp.ttfb_ms <= resp.duration_ms
+    row.refresh_from_db()
+    assert row.state == "released" and row.held_ms == resp.held_ms
+    page = admin_client.get(f"/admin/logs/request/{rid}/change/").content.decode()
+    assert f"Held {resp.held_ms} ms in the hold queue" in page and "hold: approve by alice" in page
+
+
+def test_approve_with_an_edited_body(upstream, gateway, log_flush):
+    switch_set(on=True, by="test")
+    call = _post(gateway)
+    [rid] = _held(gateway)
+    with pytest.raises(HoldError, match="not valid JSON"):
+        held_decide(rid, "approve", by="bob", body="{nope")
+    edited = {**CHAT, "messages": [{"role": "user", "content": "edited by an operator"}]}
+    held_decide(rid, "approve", by="bob", body=json.dumps(edited))
+    assert call.wait().status_code == 200
+    assert json.loads(upstream.received[-1].body) == edited
+    resp = _logged(log_flush, rid)
+    assert json.loads(Request.objects.get(pk=rid).body) == CHAT
+    assert json.loads(resp.forwarded["body"]) == edited and resp.steps[-1]["edited_body"] is True
+
+
+@pytest.mark.parametrize("decision,status", [("reject-400", 400), ("reject-500", 500), ("content-policy", 400)])
+def test_rejections_answer_without_calling_upstream(upstream, gateway, log_flush, decision, status):
+    switch_set(on=True, by="test")
+    call = _post(gateway)
+    [rid] = _held(gateway)
+    held_decide(rid, decision, by="carol")
+    r = call.wait()
+    assert r.status_code == status and r.headers["x-gateway-request-id"] == rid
+    assert upstream.received == []
+    if decision == "content-policy":
+        assert r.json()["error"]["code"] == "content_policy_violation"
+    else:
+        assert "carol" in r.json()["error"]["message"]
+    resp = _logged(log_flush, rid)
+    assert resp.status_code == status and resp.outcome == "gateway_error" and "carol" in resp.error_message
+    assert resp.steps[-1]["decision"] == decision
+
+
+def test_the_timeout_applies_its_action(settings, upstream, gateway, log_flush):
+    settings.HOLD_TIMEOUT_SECONDS = 0.5
+    switch_set(on=True, by="test")
+    r = _post(gateway).wait()
+    assert r.status_code == 200
+    resp = _logged(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.steps[-1]["decision"] == "approve" and resp.steps[-1]["by"] == "timeout"
+    assert resp.held_ms >= 500
+    settings.HOLD_TIMEOUT_ACTION = "reject-500"
+    r = _post(gateway).wait()
+    assert r.status_code == 500 and "the timeout (HOLD_TIMEOUT_ACTION)" in r.json()["error"]["message"]
+
+
+def test_a_client_that_leaves_while_held_is_logged_and_never_forwarded(upstream, gateway, log_flush):
+    switch_set(on=True, by="test")
+    body = json.dumps(CHAT).encode()
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    [rid] = _held(gateway)
+    sock.close()
+    row = until(lambda: HeldRequest.objects.filter(pk=rid, state="aborted").first(), what="the abort")
+    log_flush()
+    resp = Response.objects.get(request_id=rid)
+    assert resp.outcome == "client_aborted" and "while held" in resp.error_message and resp.status_code is None
+    assert resp.steps[-1]["decision"] == "client disconnected while held" and row.held_ms > 0
+    with pytest.raises(HoldError, match="no longer waiting"):
+        held_decide(rid, "approve", by="late")
+    assert upstream.received == []
+
+
+def test_filters_hold_only_matching_requests(upstream, gateway):
+    _switch(on=True, provider="anthropic")
+    assert _post(gateway).wait().status_code == 200  # openai: not held
+    _switch(on=True, model="gpt-4o")
+    r = _post(gateway).wait()  # gpt-4o-mini: not held
+    assert r.status_code == 200
+    call = _post(gateway, {**CHAT, "model": "gpt-4o"})
+    [rid] = _held(gateway)
+    switch_set(on=False, by="test")  # off approves whatever waits
+    assert call.wait().status_code == 200
+    assert HeldRequest.objects.get(pk=rid).decided_by == "hold off (test)"
+
+
+def test_the_switch_takes_effect_within_a_second(upstream, gateway):
+    assert _post(gateway).wait().status_code == 200  # the worker has read the switch: off
+    switch_set(on=True, by="test")
+    turned_on = time.monotonic()
+
+    def held_now() -> bool:  # a request sent now is held (its id shows up) or goes through
+        call = _post(gateway)
+        time.sleep(0.1)
+        if proxy.hold._watch is not None and proxy.hold._watch.waiters:
+            return call
+        call.wait()
+        return False
+
+    call = until(held_now, timeout=5, what="a held request")
+    assert time.monotonic() - turned_on < 2.0  # the 1 s bound, plus the probe requests on a busy machine
+    switch_set(on=False, by="test")
+    assert call.wait().status_code == 200
+
+
+def test_command(upstream, gateway, capsys, tmp_path):
+    call_command("hold", "on", "--provider", "openai")
+    assert capsys.readouterr().out.strip() == "hold: on (provider=openai); 0 waiting"
+    first, second = _post(gateway), _post(gateway)
+    ids = _held(gateway, 2)
+    call_command("hold", "list")
+    assert capsys.readouterr().out.split() == ids
+    call_command("hold", "status")
+    assert capsys.readouterr().out.strip() == "hold: on (provider=openai); 2 waiting"
+    edited = tmp_path / "body.json"
+    edited.write_text(json.dumps({**CHAT, "max_tokens": 5}))
+    call_command("hold", "decide", ids[0], "approve", "--body-file", str(edited))
+    call_command("hold", "decide", ids[1], "reject-400")
+    by_id = {first.wait().headers["x-gateway-request-id"]: first.result.status_code,
+             second.wait().headers["x-gateway-request-id"]: second.result.status_code}
+    assert by_id == {ids[0]: 200, ids[1]: 400}
+    assert json.loads(upstream.received[-1].body)["max_tokens"] == 5
+    with pytest.raises(CommandError, match="no longer waiting"):
+        call_command("hold", "decide", ids[1], "approve")
+    with pytest.raises(CommandError, match="an edited body goes only with approve"):
+        call_command("hold", "decide", ids[1], "reject-500", "--body-file", str(edited))
+    call_command("hold", "off")
+    assert capsys.readouterr().out.strip().endswith("hold: off")
+
+
+def test_gemini_streamed_content_policy_is_its_blocked_event(upstream, gateway, log_flush):
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key="AIza" + "s" * 35, http_options=types.HttpOptions(base_url=f"{gateway.url}/gemini"))
+    switch_set(on=True, by="test")
+    call = Background(lambda: list(client.models.generate_content_stream(model="gemini-2.0-flash", contents="hi")))
+    [rid] = _held(gateway)
+    held_decide(rid, "content-policy", by="dave")
+    chunks = call.wait()
+    assert call.error is None, call.error
+    assert [c.prompt_feedback.block_reason for c in chunks] == [types.BlockedReason.SAFETY]
+    assert chunks[0].text is None and upstream.received == []

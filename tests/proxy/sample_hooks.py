@@ -1,0 +1,114 @@
+"""Hooks the hook tests load by dotted path (GATEWAY_HOOKS=tests.proxy.sample_hooks.NAME)."""
+
+import asyncio
+import threading
+import time
+
+from django.http import JsonResponse
+
+calls: list[tuple[str, str]] = []  # (hook, request id), in the order they ran
+seen: list[dict] = []  # what on_response saw
+slow_started = threading.Event()
+
+
+class Rewrite:
+    """Changes every part of the request it may: method stays, path, header, body (through json)."""
+
+    def on_request(self, exchange):
+        calls.append(("rewrite", exchange.request_id))
+        payload = exchange.json
+        payload["messages"].append({"role": "system", "content": "added by a hook"})
+        exchange.json = payload
+        exchange.headers.append(("X-Hooked", "yes"))
+        exchange.metadata["by"] = "rewrite"
+
+
+def on_request(exchange):
+    """A module is a hook too: this one answers requests for the model "canned" itself."""
+    if exchange.model == "canned":
+        return JsonResponse({"canned": True, "model": exchange.model, "key": exchange.gateway_key}, status=200)
+    return None
+
+
+class Boom:
+    def on_request(self, exchange):
+        secret = dict((k.lower(), v) for k, v in exchange.headers)["authorization"]
+        raise RuntimeError(f"cannot handle this request ({secret})")
+
+
+class Slow:
+    """A sync hook that blocks its thread for a while on requests that ask for it."""
+
+    def on_request(self, exchange):
+        if exchange.model == "slow":
+            slow_started.set()
+            time.sleep(0.8)
+        calls.append(("slow", threading.current_thread().name))
+
+
+class AsyncTag:
+    async def on_request(self, exchange):
+        await asyncio.sleep(0)
+        exchange.headers.append(("X-Async-Hook", "1"))
+
+    async def on_response(self, exchange):
+        seen.append({"status": exchange.status, "streamed": exchange.streamed,
+                     "body": exchange.response_body})
+
+
+class Shout:
+    """Replaces a non-streamed answer's body."""
+
+    def on_response(self, exchange):
+        seen.append({"status": exchange.status, "streamed": exchange.streamed})
+        if not exchange.streamed:
+            exchange.response_body = exchange.response_body.replace(b"Hello!", b"HELLO FROM A HOOK!")
+
+
+class Repath:
+    """Sends the request to another path (the embeddings endpoint) with another method body."""
+
+    def on_request(self, exchange):
+        exchange.path = "/v1/embeddings"
+        exchange.json = {"model": "text-embedding-3-small", "input": "moved"}
+
+
+class BadReturn:
+    def on_request(self, exchange):
+        return {"not": "a response"}
+
+
+class NoMethods:
+    pass
+
+
+class Noop:
+    def on_request(self, exchange):
+        return None
+
+
+class Inline:
+    blocking = False
+
+    def on_request(self, exchange):
+        calls.append(("inline", threading.current_thread().name))
+
+
+class BadBlocking:
+    blocking = "no"
+
+    def on_request(self, exchange):
+        return None
+
+
+class Reput:
+    """Changes the method and the query string."""
+
+    def on_request(self, exchange):
+        exchange.method = "put"
+        exchange.query = "dry_run=1"
+
+
+class BadPath:
+    def on_request(self, exchange):
+        exchange.path = "/v1/../admin/"

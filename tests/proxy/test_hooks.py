@@ -1,0 +1,250 @@
+"""Request hooks through a live gateway: what they change goes upstream and into the log; their answers and failures."""
+
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from logs.models import BinaryFile, Request, Response
+from proxy.hooks import hooks_loaded
+from tests.procs import ROOT
+from tests.proxy import sample_hooks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "sk-" + "hookTESTkey0123456789abcdefXYZ"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+H = "tests.proxy.sample_hooks."
+
+
+@pytest.fixture(autouse=True)
+def _clear():
+    sample_hooks.calls.clear()
+    sample_hooks.seen.clear()
+
+
+def _exchange(log_flush, rid: str) -> tuple[Request, Response]:
+    log_flush()
+    req = Request.objects.get(pk=rid)
+    return req, Response.objects.get(request=req)
+
+
+def test_changes_go_upstream_and_both_versions_are_logged(settings, upstream, gateway, log_flush, admin_client):
+    settings.GATEWAY_HOOKS = [H + "Rewrite", H + "AsyncTag"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 200
+    got = upstream.received[-1]
+    sent = json.loads(got.body)
+    assert sent["messages"][-1] == {"role": "system", "content": "added by a hook"}
+    assert got.header("x-hooked") == "yes" and got.header("x-async-hook") == "1"
+    assert got.header("content-length") == str(len(got.body))
+
+    req, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert json.loads(req.body) == CHAT  # as received
+    assert json.loads(resp.forwarded["body"]) == sent  # as forwarded
+    assert ["X-Hooked", "yes"] in resp.forwarded["headers"]
+    assert KEY not in json.dumps(resp.forwarded)  # the credential is masked there too
+    changed = [(s["hook"], s["changed"]) for s in resp.steps if s.get("decision") == "changed"]
+    assert changed == [(H + "Rewrite", ["headers", "body"]), (H + "AsyncTag", ["headers"])]
+    assert {"step": "hooks", "decision": "metadata", "metadata": {"by": "rewrite"}} in resp.steps
+    # on_response saw the whole answer (not streamed) and left it alone
+    assert sample_hooks.seen[0]["status"] == 200 and not sample_hooks.seen[0]["streamed"]
+    assert json.loads(sample_hooks.seen[0]["body"]) == r.json()
+    page = admin_client.get(f"/admin/logs/request/{req.id.hex}/change/").content.decode()
+    assert "Policy steps" in page and f"<code>{H}Rewrite</code>: changed" in page
+    assert "As forwarded: <code>POST /v1/chat/completions</code>" in page and "added by a hook" in page
+
+
+def test_a_hook_may_move_the_request_to_another_path(settings, upstream, gateway, log_flush):
+    settings.GATEWAY_HOOKS = [H + "Repath"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 200 and r.json()["object"] == "list"  # the embeddings answer
+    assert upstream.received[-1].path == "/v1/embeddings"
+    req, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert req.endpoint == "/v1/chat/completions" and resp.forwarded["path"] == "/v1/embeddings"
+
+
+def test_a_hook_may_change_the_method_and_query(settings, upstream, gateway, log_flush):
+    settings.GATEWAY_HOOKS = [H + "Reput"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    got = upstream.received[-1]
+    assert (got.method, got.path, got.query) == ("PUT", "/v1/chat/completions", "dry_run=1")
+    req, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert (req.method, req.query_string) == ("POST", "")
+    assert (resp.forwarded["method"], resp.forwarded["query"], resp.forwarded["body_unchanged"]) == ("PUT", "dry_run=1",
+                                                                                                       True)
+
+
+def test_a_path_a_hook_sets_is_checked_like_a_clients(settings, upstream, gateway):
+    settings.GATEWAY_HOOKS = [H + "BadPath"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 500 and "dot segments are not allowed" in r.json()["error"]["message"]
+    assert upstream.received == []
+
+
+def test_a_hook_answers_itself_and_nothing_goes_upstream(settings, upstream, gateway, log_flush):
+    settings.GATEWAY_HOOKS = [H + "Rewrite", "tests.proxy.sample_hooks"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": "canned"}, headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"canned": True, "model": "canned", "key": None}
+    assert upstream.received == []
+    req, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert json.loads(resp.body) == r.json() and resp.outcome == "completed"
+    assert {"step": "hooks", "hook": "tests.proxy.sample_hooks", "decision": "answered", "status": 200} in resp.steps
+
+
+def test_a_failing_hook_gives_a_500_naming_it_with_its_traceback_logged_without_secrets(
+        settings, upstream, gateway, log_flush):
+    settings.GATEWAY_HOOKS = [H + "Boom"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 500
+    message = r.json()["error"]["message"]
+    assert message.startswith(f"Hook {H}Boom failed in on_request: RuntimeError: cannot handle this request")
+    assert KEY not in r.text and upstream.received == []
+    req, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.outcome == "gateway_error" and resp.status_code == 500
+    step = resp.steps[0]
+    assert step["decision"] == "error" and "Traceback" in step["traceback"] and "raise RuntimeError" in step["traceback"]
+    assert KEY not in json.dumps(resp.steps) and KEY[-4:] in step["traceback"]  # masked, not dropped
+
+
+def test_a_failing_hook_set_to_skip_is_logged_and_skipped(settings, upstream, gateway, log_flush):
+    settings.GATEWAY_HOOKS = [H + "Boom", H + "AsyncTag"]
+    settings.GATEWAY_HOOKS_SKIP_ON_ERROR = [H + "Boom"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 200 and upstream.received[-1].header("x-async-hook") == "1"
+    req, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.steps[0]["decision"] == "skipped after an error" and resp.steps[0]["hook"] == H + "Boom"
+
+
+def test_a_hook_returning_something_else_than_a_response_is_a_failure(settings, upstream, gateway):
+    settings.GATEWAY_HOOKS = [H + "BadReturn"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 500 and "return None or an HttpResponse" in r.json()["error"]["message"]
+
+
+def test_a_slow_sync_hook_does_not_block_other_requests(settings, upstream, gateway):
+    """Needs real time: the slow hook blocks its thread for 0.8 s while another request completes."""
+    settings.GATEWAY_HOOKS = [H + "Slow"]
+    done = {}
+
+    def slow() -> None:
+        httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": "slow"}, headers=AUTH, timeout=10)
+        done["slow"] = time.monotonic()
+
+    sample_hooks.slow_started.clear()
+    thread = threading.Thread(target=slow)
+    thread.start()
+    assert sample_hooks.slow_started.wait(5)
+    started = time.monotonic()
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH, timeout=10)
+    fast_done = time.monotonic()
+    thread.join(10)
+    assert r.status_code == 200
+    assert fast_done < done["slow"], "the fast request waited for the slow hook"
+    assert fast_done - started < 0.6
+    assert all(name != "MainThread" for _, name in sample_hooks.calls)
+
+
+def test_a_hook_declared_non_blocking_runs_on_the_event_loop(settings, upstream, gateway):
+    settings.GATEWAY_HOOKS = [H + "Inline", H + "Slow"]
+    assert httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH).status_code == 200
+    (_, inline_thread), (_, slow_thread) = sample_hooks.calls
+    assert inline_thread == gateway.thread.name and slow_thread != gateway.thread.name
+
+
+def test_on_response_replaces_a_whole_answer_and_observes_a_stream(settings, upstream, gateway, log_flush):
+    settings.GATEWAY_HOOKS = [H + "Shout"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 200
+    assert r.json()["choices"][0]["message"]["content"].startswith("HELLO FROM A HOOK!")
+    assert r.headers["content-length"] == str(len(r.content))
+    req, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert b"HELLO FROM A HOOK!" not in resp.body.encode()  # the log keeps what the upstream said
+    step = resp.steps[0]
+    assert step["changed"] == ["response body"] and "HELLO FROM A HOOK!" in step["response_body"]
+
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json={**CHAT, "stream": True},
+                      headers=AUTH) as s:
+        text = s.read()
+    assert b"data: [DONE]" in text
+    assert sample_hooks.seen[-1] == {"status": 200, "streamed": True}
+
+
+def test_on_response_sees_a_compressed_answer_decoded_and_replacing_it_drops_the_encoding(
+        settings, scripted, upstream, gateway):
+    answer = {"choices": [{"message": {"content": "Hello! there"}}]}
+    scripted.answer = lambda request: (200, [("content-type", "application/json"), ("content-encoding", "gzip")],
+                                       gzip.compress(json.dumps(answer).encode()))
+    settings.GATEWAY_HOOKS = [H + "Shout"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert "content-encoding" not in r.headers
+    assert r.json()["choices"][0]["message"]["content"] == "HELLO FROM A HOOK! there"
+
+
+def test_a_large_forwarded_body_is_kept_as_a_file(settings, upstream, gateway, log_flush, payload_dir):
+    settings.GATEWAY_HOOKS = [H + "Rewrite"]
+    settings.LOG_BODY_INLINE_MAX_BYTES = 1000
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=big, headers=AUTH)
+    assert r.status_code == 200
+    req, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.forwarded["body"] is None and resp.forwarded["body_size"] == len(upstream.received[-1].body)
+    kept = BinaryFile.objects.get(request=req, role=BinaryFile.Role.FORWARDED_BODY)
+    assert (payload_dir / kept.file.name).read_bytes() == upstream.received[-1].body
+
+
+def test_without_hooks_nothing_is_marked_changed(settings, upstream, gateway, log_flush):
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    req, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.steps is None and resp.forwarded is None
+
+
+@pytest.mark.parametrize("paths,skip,message", [
+    (["tests.proxy.sample_hooks.Missing"], [], "GATEWAY_HOOKS: cannot import 'tests.proxy.sample_hooks.Missing'"),
+    (["no_such_package.hooks.Hook"], [], "GATEWAY_HOOKS: cannot import 'no_such_package.hooks.Hook'"),
+    ([H + "NoMethods"], [], f"GATEWAY_HOOKS: '{H}NoMethods' (NoMethods) has neither on_request nor on_response"),
+    ([H + "Noop"], [H + "Boom"], f"GATEWAY_HOOKS_SKIP_ON_ERROR names hooks not in GATEWAY_HOOKS: {H}Boom"),
+    ([H + "BadBlocking"], [], f"GATEWAY_HOOKS: '{H}BadBlocking' has blocking = 'no'; it must be True or False"),
+])
+def test_bad_hooks_are_refused_by_name(settings, paths, skip, message):
+    settings.GATEWAY_HOOKS, settings.GATEWAY_HOOKS_SKIP_ON_ERROR = paths, skip
+    with pytest.raises(ImproperlyConfigured) as exc:
+        hooks_loaded()
+    assert str(exc.value).startswith(message)
+
+
+def test_a_bad_hook_stops_the_start(tmp_path):
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "GATEWAY_HOOKS": "gateway_hooks.pii.PiiMask,nope.hooks.Hook"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert "ImproperlyConfigured: GATEWAY_HOOKS: cannot import 'nope.hooks.Hook'" in done.stderr
+
+
+def test_a_client_leaving_while_a_hook_runs_is_logged(settings, upstream, gateway, log_flush):
+    settings.GATEWAY_HOOKS = [H + "Slow"]
+    sample_hooks.slow_started.clear()
+    body = json.dumps({**CHAT, "model": "slow"}).encode()
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    assert sample_hooks.slow_started.wait(5)
+    sock.close()
+    log_flush()
+    deadline = time.monotonic() + 5
+    while not Response.objects.filter(outcome="client_aborted").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        log_flush()
+    resp = Response.objects.get()
+    assert resp.outcome == "client_aborted" and "during the policy steps" in resp.error_message
+    assert upstream.received == []
