@@ -16,7 +16,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from logs.models import BinaryFile, Frame, Request, Response
 from testing.mock_realtime import PCM_CHUNK, MockRealtimeThread
+from hold.services import held_decide, switch_set
 from tests.e2e.faults import wait_until
+from tests.hold.conftest import Background, held_ids
 from tests.procs import GatewayProcess, db_rows, migrated_copy, sqlite_only
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -205,3 +207,34 @@ def test_a_crash_mid_session_keeps_every_frame_and_the_audio_so_far(tmp_path, tm
             assert w.getnframes() == 5 * len(PCM_CHUNK) // 2
     finally:
         again.stop()
+
+
+async def _upgrade(url: str) -> str | InvalidStatus:
+    """The first event of a session, or the HTTP answer that refused the upgrade."""
+    try:
+        async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
+                           additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+            return json.loads(await ws.recv())["type"]
+    except InvalidStatus as refused:
+        return refused
+
+
+def test_the_hold_queue_applies_at_the_upgrade(rt, realtime_mock, log_flush):
+    switch_set(on=True, by="test")
+    approved = Background(lambda: asyncio.run(_upgrade(rt.url)))
+    [rid] = held_ids(rt)
+    assert not approved.done and realtime_mock.mock.sessions == []  # no handshake either way while held
+    held_decide(rid, "approve", by="alice")
+    assert approved.wait() == "session.created"
+
+    rejected = Background(lambda: asyncio.run(_upgrade(rt.url)))
+    [rid2] = held_ids(rt)  # the first one is no longer waiting
+    held_decide(rid2, "reject-400", by="bob")
+    refused = rejected.wait()
+    assert isinstance(refused, InvalidStatus) and refused.response.status_code == 400
+    assert len(realtime_mock.mock.sessions) == 1  # the rejected upgrade never reached the upstream
+    switch_set(on=False, by="test")
+    log_flush()
+    first, second = Response.objects.get(request_id=rid), Response.objects.get(request_id=rid2)
+    assert first.status_code == 101 and first.steps[-1]["decision"] == "approve" and first.held_ms > 0
+    assert second.status_code == 400 and second.steps[-1] == {**second.steps[-1], "step": "hold", "by": "bob"}

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import proxy.hold
 
 
 class Background:
@@ -44,6 +45,21 @@ def until(check: Callable[[], Any], timeout: float = 10, what: str = "condition"
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def held_ids(gateway, n: int = 1) -> list[str]:
+    """The ids of the requests the in-process gateway holds, once there are n (oldest first).
+
+    Read from the gateway's own waits, not by polling the table: the test database is SQLite in
+    memory with a shared cache, where a read racing the gateway's insert fails with "table is locked".
+    """
+    def ids() -> list[str]:
+        watch = proxy.hold._watch
+        # This test's gateway's watch only (an earlier test's gateway may still be shutting down).
+        ours = watch is not None and getattr(watch.loop, "_thread_id", None) == gateway.thread.ident
+        waiting = list(watch.waiters) if ours else []
+        return waiting if len(waiting) >= n else []
+    return until(ids, what=f"{n} held request(s)")
 
 
 @pytest.fixture

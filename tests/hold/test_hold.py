@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from hold.models import HeldRequest
 from hold.services import HoldError, held_decide, switch_set
 from logs.models import Request, Response
-from tests.hold.conftest import Background, until
+from tests.hold.conftest import Background, held_ids, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,21 +29,6 @@ def _switch(**kwargs) -> None:
     until(lambda: watch is None or watch.loop.is_closed() or watch.switch == state, timeout=3, what="the switch read")
 
 
-def _held(gateway, n: int = 1) -> list[str]:
-    """The ids of the requests the in-process gateway holds, once there are n (oldest first).
-
-    Read from the gateway's own waits, not by polling the table: the test database is SQLite in
-    memory with a shared cache, where a read racing the gateway's insert fails with "table is locked".
-    """
-    def ids() -> list[str]:
-        watch = proxy.hold._watch
-        # This test's gateway's watch only (an earlier test's gateway may still be shutting down).
-        ours = watch is not None and getattr(watch.loop, "_thread_id", None) == gateway.thread.ident
-        waiting = list(watch.waiters) if ours else []
-        return waiting if len(waiting) >= n else []
-    return until(ids, what=f"{n} held request(s)")
-
-
 def _post(gateway, body=CHAT, path="/v1/chat/completions", headers=AUTH) -> Background:
     return Background(lambda: httpx.post(f"{gateway.url}{path}", json=body, headers=headers, timeout=30))
 
@@ -56,7 +41,7 @@ def _logged(log_flush, rid: str) -> Response:
 def test_approve_releases_the_request_with_its_held_id(upstream, gateway, log_flush, admin_client):
     switch_set(on=True, by="test")
     call = _post(gateway)
-    [rid] = _held(gateway)
+    [rid] = held_ids(gateway)
     row = HeldRequest.objects.get(pk=rid)
     assert row.model == "gpt-4o-mini" and json.loads(row.body) == CHAT and row.provider == "openai"
     time.sleep(0.3)  # held a measurable while: the log must not count it as upstream time
@@ -79,7 +64,7 @@ def test_approve_releases_the_request_with_its_held_id(upstream, gateway, log_fl
 def test_approve_with_an_edited_body(upstream, gateway, log_flush):
     switch_set(on=True, by="test")
     call = _post(gateway)
-    [rid] = _held(gateway)
+    [rid] = held_ids(gateway)
     with pytest.raises(HoldError, match="not valid JSON"):
         held_decide(rid, "approve", by="bob", body="{nope")
     edited = {**CHAT, "messages": [{"role": "user", "content": "edited by an operator"}]}
@@ -95,7 +80,7 @@ def test_approve_with_an_edited_body(upstream, gateway, log_flush):
 def test_rejections_answer_without_calling_upstream(upstream, gateway, log_flush, decision, status):
     switch_set(on=True, by="test")
     call = _post(gateway)
-    [rid] = _held(gateway)
+    [rid] = held_ids(gateway)
     held_decide(rid, decision, by="carol")
     r = call.wait()
     assert r.status_code == status and r.headers["x-gateway-request-id"] == rid
@@ -128,7 +113,7 @@ def test_a_client_that_leaves_while_held_is_logged_and_never_forwarded(upstream,
     sock = socket.create_connection(("127.0.0.1", gateway.port))
     sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-    [rid] = _held(gateway)
+    [rid] = held_ids(gateway)
     sock.close()
     row = until(lambda: HeldRequest.objects.filter(pk=rid, state="aborted").first(), what="the abort")
     log_flush()
@@ -147,7 +132,7 @@ def test_filters_hold_only_matching_requests(upstream, gateway):
     r = _post(gateway).wait()  # gpt-4o-mini: not held
     assert r.status_code == 200
     call = _post(gateway, {**CHAT, "model": "gpt-4o"})
-    [rid] = _held(gateway)
+    [rid] = held_ids(gateway)
     switch_set(on=False, by="test")  # off approves whatever waits
     assert call.wait().status_code == 200
     assert HeldRequest.objects.get(pk=rid).decided_by == "hold off (test)"
@@ -176,7 +161,7 @@ def test_command(upstream, gateway, capsys, tmp_path):
     call_command("hold", "on", "--provider", "openai")
     assert capsys.readouterr().out.strip() == "hold: on (provider=openai); 0 waiting"
     first, second = _post(gateway), _post(gateway)
-    ids = _held(gateway, 2)
+    ids = held_ids(gateway, 2)
     call_command("hold", "list")
     assert capsys.readouterr().out.split() == ids
     call_command("hold", "status")
@@ -204,7 +189,7 @@ def test_gemini_streamed_content_policy_is_its_blocked_event(upstream, gateway, 
     client = genai.Client(api_key="AIza" + "s" * 35, http_options=types.HttpOptions(base_url=f"{gateway.url}/gemini"))
     switch_set(on=True, by="test")
     call = Background(lambda: list(client.models.generate_content_stream(model="gemini-2.0-flash", contents="hi")))
-    [rid] = _held(gateway)
+    [rid] = held_ids(gateway)
     held_decide(rid, "content-policy", by="dave")
     chunks = call.wait()
     assert call.error is None, call.error
