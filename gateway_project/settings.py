@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "axes",
     "logs",
+    "keys",
     "hold",
     "proxy",
 ]
@@ -121,7 +122,7 @@ except ValueError as exc:
 STREAM_USAGE = env.str("STREAM_USAGE", default="off").strip().lower()
 if STREAM_USAGE not in ("off", "inject"):
     raise ImproperlyConfigured(f"STREAM_USAGE must be 'off' or 'inject', not {STREAM_USAGE!r}")
-# A JSON file of extra or corrected prices (same shape as logs/pricing/prices.json); empty: shipped table only.
+# A JSON file of private or negotiated prices, over genai-prices entry by entry (logs/pricing); empty: genai-prices only.
 PRICE_TABLE_PATH = env.str("PRICE_TABLE_PATH", default="")
 # Files that answers point to (Replicate outputs) are saved from these hosts only.
 REPLICATE_FILE_HOSTS = env.list("REPLICATE_FILE_HOSTS", default=["replicate.delivery", "pbxt.replicate.delivery"])
@@ -147,6 +148,16 @@ LOG_REDACT_HEADERS = env.list("LOG_REDACT_HEADERS", default=[])
 LOG_REDACT_QUERY_PARAMS = env.list("LOG_REDACT_QUERY_PARAMS", default=[])
 # Optional access keys for the proxy (`name:key` or `key`, comma-separated); empty = open.
 GATEWAY_API_KEYS = env.list("GATEWAY_API_KEYS", default=[])
+# With keys (GATEWAY_API_KEYS or any gateway key), also forward requests that present none (no limits apply).
+GATEWAY_ALLOW_UNKEYED = env.bool("GATEWAY_ALLOW_UNKEYED", default=False)
+# The shared store behind gateway keys' request limits: Redis for several hosts; empty: the database
+# (keys/store.py says why). Django's cache framework reads it: redis://127.0.0.1:6379/0.
+CACHE_URL = env.str("CACHE_URL", default="")
+if CACHE_URL:
+    try:
+        CACHES = {"default": env.cache_url_config(CACHE_URL)}
+    except Exception as exc:  # django-environ raises ImproperlyConfigured or KeyError on an unknown scheme
+        raise ImproperlyConfigured(f"CACHE_URL is not a cache URL Django knows ({exc}): {CACHE_URL!r}") from None
 MAX_REQUEST_HEADER_BYTES = env.int("MAX_REQUEST_HEADER_BYTES", default=64 * 1024)
 # Longest silence allowed while a request body is being received (slow or lying clients).
 REQUEST_BODY_TIMEOUT = env.float("REQUEST_BODY_TIMEOUT", default=60.0)

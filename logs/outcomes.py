@@ -9,3 +9,4 @@ class Outcome(StrEnum):
     CLIENT_ABORTED = "client_aborted"  # the client went away first
     GATEWAY_ERROR = "gateway_error"  # the gateway answered itself (413, 405, 401, a step's refusal...)
     INTERRUPTED = "interrupted"  # the gateway stopped (shutdown grace over, or a crash) mid-exchange
+    RATE_LIMITED = "rate_limited"  # a gateway key over a limit (requests, tokens or budget): refused, not forwarded

@@ -12,7 +12,7 @@ from logs.models import BinaryFile, Request, Response
 from logs.outcomes import Outcome
 from logs.pricing import cost_compute
 from logs.storage import payload_name, payload_save_bytes
-from providers import registry
+from providers import Usage, registry
 from testing.media import png_bytes, wav_bytes
 
 GATEWAY_KEYS = ["", "team-a (fp 5f1d0c3e9a21)", "batch-jobs (fp 0b77e2c4d1f8)"]
@@ -110,8 +110,10 @@ class _Seeder:
             resp.total_tokens = resp.input_tokens + resp.output_tokens
             resp.cached_tokens = rng.choice((0, 0, 0, inp // 2))
             resp.reasoning_tokens = rng.choice((0, out // 3)) if (req.model or "").startswith("o") else 0
-            resp.cost_usd = cost_compute(registry().get("openai"), req.model, resp.input_tokens, resp.output_tokens,
-                                         resp.cached_tokens)
+            price = cost_compute(registry().get("openai"),
+                                 Usage(req.model, resp.input_tokens, resp.output_tokens, resp.cached_tokens),
+                                 at=resp.created_at)
+            resp.cost_usd, resp.price_source = price.cost, price.source
         if ep == "/v1/chat/completions" and stream:
             words = reply.split(" ")
             events = [json.dumps({"object": "chat.completion.chunk", "model": req.model,

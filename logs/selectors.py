@@ -25,6 +25,7 @@ STATUS_CLASSES = {
     "4xx": "4xx client error",
     "5xx": "5xx upstream error",
     "gateway_error": "gateway error",
+    "rate_limited": "rate limited (gateway key)",
     "aborted": "client aborted",
     "interrupted": "interrupted",
     "pending": "no response yet",
@@ -62,17 +63,19 @@ def status_q(value: str) -> Q:
         low = int(value[0]) * 100
         # Answers the gateway made itself (413, 502 unreachable, 504 timeout) or streams cut
         # by the upstream are "gateway error", not the provider's own status class.
-        return _answered(Q(status_code__gte=low, status_code__lt=low + 100) & ~Q(outcome__in=GATEWAY_OUTCOMES))
+        return _answered(Q(status_code__gte=low, status_code__lt=low + 100)
+                         & ~Q(outcome__in=(*GATEWAY_OUTCOMES, Outcome.RATE_LIMITED)))
     outcomes = {"gateway_error": GATEWAY_OUTCOMES, "gateway-error": GATEWAY_OUTCOMES, "gateway": GATEWAY_OUTCOMES,
                 "aborted": (Outcome.CLIENT_ABORTED,), "client_aborted": (Outcome.CLIENT_ABORTED,),
-                "interrupted": (Outcome.INTERRUPTED,), "upstream_error": (Outcome.UPSTREAM_ERROR,)}
+                "interrupted": (Outcome.INTERRUPTED,), "upstream_error": (Outcome.UPSTREAM_ERROR,),
+                "rate_limited": (Outcome.RATE_LIMITED,), "rate-limited": (Outcome.RATE_LIMITED,)}
     if value in outcomes:
         return _answered(Q(outcome__in=outcomes[value]))
     if value == "pending":
         return _answered(negate=True)
     if value == "error":
         return _answered(Q(is_error=True))
-    raise ValueError(f"unknown status {value!r}: use e.g. 200, 4xx, 5xx, gateway_error, aborted")
+    raise ValueError(f"unknown status {value!r}: use e.g. 200, 4xx, 5xx, gateway_error, rate_limited, aborted")
 
 
 def streamed_q(streamed: bool) -> Q:

@@ -43,7 +43,12 @@ class Anthropic(Provider):
     prefixes = ("/anthropic/v1/",)
     upstream_env = "ANTHROPIC_UPSTREAM_URL"
     upstream_default = "https://api.anthropic.com"
+    prices_id = "anthropic"
     credential_headers = ("x-api-key", "authorization")
+
+    def credential_pair(self, credential: str) -> tuple[str, str]:
+        """Its SDK's own header."""
+        return "x-api-key", credential
 
     def error_body(self, message: str, *, kind: str = "gateway_error", status: int = 500) -> bytes:
         """{"type": "error", "error": {type, message}}."""
@@ -64,7 +69,12 @@ class Anthropic(Provider):
         base = int_of(u, "input_tokens")
         read, written = int_of(u, "cache_read_input_tokens"), int_of(u, "cache_creation_input_tokens")
         inp = base + (read or 0) + (written or 0) if base is not None else None
-        return usage_make(sub(answer, "model"), inp, int_of(u, "output_tokens"), read)
+        # Batch results say service_tier "batch" (half price); "priority" has its own prices.
+        tier = sub(u, "service_tier")
+        context = (("processing", "batch"),) if tier == "batch" else (
+            (("service_tier", tier),) if isinstance(tier, str) and tier and tier != "standard" else ())
+        return usage_make(sub(answer, "model"), inp, int_of(u, "output_tokens"), read, cache_write=written,
+                          price_context=context)
 
     def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
         """A Message rebuilt from message_start / content_block_* / message_delta events."""

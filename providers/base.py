@@ -26,6 +26,9 @@ class Usage:
     prompt cache; output_tokens: every generated token, reasoning included (that is how they are
     billed); reasoning_tokens: the part spent thinking; total_tokens: as reported, else
     input + output. Anything the provider did not report is None, never 0.
+    For pricing only (not columns of the log): cache_write_tokens, the part of the input written
+    to a prompt cache (billed at a premium), and price_context, what selects a price variant in
+    genai-prices (("service_tier", "flex"), ("processing", "batch")).
     """
 
     model: str | None = None
@@ -34,18 +37,21 @@ class Usage:
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     total_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    price_context: tuple[tuple[str, str], ...] = ()
 
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")
 
 
 def usage_make(model: Any, inp: int | None, out: int | None, cached: int | None = None,
-               reasoning: int | None = None, total: int | None = None) -> Usage:
+               reasoning: int | None = None, total: int | None = None, *, cache_write: int | None = None,
+               price_context: tuple[tuple[str, str], ...] = ()) -> Usage:
     """A Usage, with the total filled in when both parts are known."""
     if total is None and inp is not None and out is not None:
         total = inp + out
     name = model[:255] if isinstance(model, str) and model else None
-    return Usage(name, inp, out, cached, reasoning, total)
+    return Usage(name, inp, out, cached, reasoning, total, cache_write, price_context)
 
 
 def int_of(obj: Any, *keys: str) -> int | None:
@@ -116,6 +122,7 @@ class Provider:
     upstream_default: str = ""
     credential_headers: tuple[str, ...] = ("authorization",)  # lowercase
     credential_query: tuple[str, ...] = ()
+    prices_id: str | None = None  # its provider id in the genai-prices library; None: not priced there
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -143,6 +150,10 @@ class Provider:
                 if name in self.credential_query:
                     return value
         return ""
+
+    def credential_pair(self, credential: str) -> tuple[str, str]:
+        """The header that carries a credential to this provider (a gateway key's stored one)."""
+        return "Authorization", f"Bearer {credential}"
 
     def error_body(self, message: str, *, kind: str = "gateway_error", status: int = 500) -> bytes:
         """An error answer in this provider's own shape, so its SDK raises its usual exception."""
@@ -197,7 +208,7 @@ class Provider:
         return []
 
     def price_names(self, model: str) -> list[str]:
-        """Names to look a model up by in the price table, most specific first."""
+        """Names to look a model up by in a price table (PRICE_TABLE_PATH, genai-prices), most specific first."""
         return [model]
 
     # --- realtime sessions (WebSocket)

@@ -14,6 +14,8 @@ class Compatible(OpenAI):
 
     def __init__(self, name: str, base_url: str) -> None:
         self.name = self.label = name
+        # Priced by genai-prices when the name is one of its providers (groq, together, mistral...).
+        self.prices_id = name
         self.prefixes = (f"/{name}/v1/",)
         self.upstream_default = base_url
 

@@ -39,8 +39,13 @@ class Gemini(Provider):
     upstream_prefix = "/"
     upstream_env = "GEMINI_UPSTREAM_URL"
     upstream_default = "https://generativelanguage.googleapis.com"
+    prices_id = "google"
     credential_headers = ("x-goog-api-key", "authorization")
     credential_query = ("key",)
+
+    def credential_pair(self, credential: str) -> tuple[str, str]:
+        """Its SDK's own header."""
+        return "x-goog-api-key", credential
 
     def error_body(self, message: str, *, kind: str = "gateway_error", status: int = 500) -> bytes:
         """{"error": {code, message, status}}."""
@@ -134,6 +139,9 @@ class Gemini(Provider):
         """The Live API (BidiGenerateContent): realtimeInput audio, modelTurn inlineData, turnComplete, usage."""
         read = RealtimeRead()
         if direction == "client":
+            model = sub(sub(event, "setup"), "model")  # the session's first message names its model
+            if isinstance(model, str):
+                read.model = model.removeprefix("models/")
             realtime = sub(event, "realtimeInput")
             blobs = [sub(realtime, "audio"), *(sub(realtime, "mediaChunks") or [])]
             self._audio_blobs(read, "input", [b for b in blobs if isinstance(b, dict)])

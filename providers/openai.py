@@ -166,15 +166,18 @@ class OpenAI(Provider):
     prefixes = ("/openai/v1/", "/v1/")
     upstream_env = "OPENAI_UPSTREAM_URL"
     upstream_default = "https://api.openai.com"
+    prices_id = "openai"
 
     def usage(self, answer: Payload) -> Usage:
         """Chat/completions naming (prompt/completion) and Responses API naming (input/output)."""
         u = sub(answer, "usage")
         details_in = sub(u, "prompt_tokens_details") or sub(u, "input_tokens_details")
         details_out = sub(u, "completion_tokens_details") or sub(u, "output_tokens_details")
+        tier = sub(answer, "service_tier")  # default, flex, priority, scale: each priced apart
         return usage_make(sub(answer, "model"), int_of(u, "prompt_tokens", "input_tokens"),
                           int_of(u, "completion_tokens", "output_tokens"), int_of(details_in, "cached_tokens"),
-                          int_of(details_out, "reasoning_tokens"), int_of(u, "total_tokens"))
+                          int_of(details_out, "reasoning_tokens"), int_of(u, "total_tokens"),
+                          price_context=(("service_tier", tier),) if isinstance(tier, str) and tier else ())
 
     def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
         """Chat/completions chunks rebuilt into a completion, or the Responses API's final object."""

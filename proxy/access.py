@@ -1,12 +1,23 @@
-"""Optional gateway access keys: when GATEWAY_API_KEYS is set, proxied calls must present one."""
+"""Which gateway key a request presents: GATEWAY_API_KEYS (keys without limits) or a key of the keys app.
+
+Identified before the request is logged, so the log shows the key's name and fingerprint
+instead of its secret; its permissions and limits are applied by the first policy step
+(proxy/key_step.py).
+"""
 
 import hmac
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import lru_cache
 
 from django.conf import settings
 
+from keys.models import GatewayKey
+from keys.refresh import refreshed
+from keys.selectors import key_cached, key_find, keys_exist, keys_exist_cached
+from keys.tokens import secret_hash, secret_like
 from logs.redaction.redact import key_fingerprint
+from providers import Provider
 
 ACCESS_HEADER = "x-gateway-key"
 
@@ -53,17 +64,113 @@ def access_keys() -> tuple[AccessKey, ...]:
 
 
 def access_check(pairs: list[tuple[str, str]]) -> AccessKey | None:
-    """The gateway key a request presents; None when access keys are off; AccessDenied if bad."""
+    """The GATEWAY_API_KEYS key a request presents in X-Gateway-Key; None when that list is empty; AccessDenied if bad."""
     keys = access_keys()
     if not keys:
         return None
     presented = next((v.strip() for k, v in pairs if k.lower() == ACCESS_HEADER), None)
     if not presented:
         raise AccessDenied("This gateway requires an access key: send it in the X-Gateway-Key header.")
+    match = _static_match(keys, presented)
+    if match is None:
+        raise AccessDenied("Invalid gateway key in X-Gateway-Key.")
+    return match
+
+
+def _static_match(keys: tuple[AccessKey, ...], presented: str) -> AccessKey | None:
     match = None
     for key in keys:  # compare against every key, in constant time each
         if hmac.compare_digest(presented.encode(), key.secret.encode()):
             match = key
-    if match is None:
-        raise AccessDenied("Invalid gateway access key in X-Gateway-Key.")
     return match
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    """A gateway key from the database (keys app) a request presented, and where it presented it."""
+
+    key: GatewayKey
+    carrier: str  # the header that carried the secret (lowercase): x-gateway-key or a provider credential header
+
+    @property
+    def label(self) -> str:
+        return self.key.label
+
+    @property
+    def in_provider_header(self) -> bool:
+        """The secret came where the provider key goes: the key's stored credential replaces it upstream."""
+        return self.carrier != ACCESS_HEADER
+
+    def headers_label(self, masked: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The logged headers with the header that carried the secret showing the key's name and fingerprint."""
+        return [(k, self.label if k.lower() == self.carrier else v) for k, v in masked]
+
+
+async def _key_find(secret: str) -> GatewayKey | None:
+    """The key from this process's cache, or from the database in a thread (at most once a second per secret)."""
+    found, key = key_cached(secret)
+    return key if found else await refreshed(("key", secret_hash(secret)), key_find, secret)
+
+
+async def _keys_exist() -> bool:
+    known = keys_exist_cached()
+    return known if known is not None else await refreshed("keys_exist", keys_exist)
+
+
+def _presented(headers: list[tuple[str, str]], query: str, provider: Provider) -> tuple[str, str]:
+    """(secret, header) of the gateway key a request presents: X-Gateway-Key, else a gk- provider credential."""
+    for k, v in headers:
+        if k.lower() == ACCESS_HEADER and v.strip():
+            return v.strip(), ACCESS_HEADER
+    for k, v in headers:
+        name = k.lower()
+        if name in provider.credential_headers:
+            token = v.split(" ", 1)[-1].strip()
+            if secret_like(token):
+                return token, name
+    if query and provider.credential_query and secret_like(provider.credential(headers, query)):
+        raise AccessDenied("Send the gateway key in a header (X-Gateway-Key, or where the provider key goes), "
+                           "not in the query string.")
+    return "", ""
+
+
+def _grant(key: GatewayKey | None, carrier: str) -> KeyGrant:
+    """The grant for a key found by its secret, or AccessDenied saying why it is refused."""
+    if key is None:
+        where = "X-Gateway-Key" if carrier == ACCESS_HEADER else f"the {carrier} header"
+        raise AccessDenied(f"Invalid gateway key in {where}.")
+    if not key.active:
+        raise AccessDenied(f"Gateway key '{key.name}' has been revoked.")
+    if key.expires_at is not None and key.expires_at <= datetime.now(timezone.utc):
+        raise AccessDenied(f"Gateway key '{key.name}' expired at {key.expires_at:%Y-%m-%d %H:%M} UTC.")
+    if carrier != ACCESS_HEADER and not key.provider_credential:
+        raise AccessDenied(f"Gateway key '{key.name}' holds no provider credential: send it in X-Gateway-Key "
+                           "and the provider key where the provider key goes.")
+    return KeyGrant(key, carrier)
+
+
+async def access_identify(headers: list[tuple[str, str]], query: str,
+                          provider: Provider) -> AccessKey | KeyGrant | None:
+    """The key a request presents (GATEWAY_API_KEYS or the database); None when none is needed; AccessDenied.
+
+    Keys are required once GATEWAY_API_KEYS is set or any gateway key exists (revoked ones
+    included: revoking the last key must not open the gateway), unless GATEWAY_ALLOW_UNKEYED.
+    A key that is presented is always checked, even where unkeyed traffic is allowed.
+    """
+    static = access_keys()
+    secret, carrier = _presented(headers, query, provider)
+    # Asked on every request (cached for a second), GATEWAY_API_KEYS or not: KeyStep.enabled() reads it.
+    exist = await _keys_exist()
+    if not static and not exist:
+        return None  # no keys at all: the gateway is open, and a gk- value is nobody's secret here
+    if not secret:
+        if settings.GATEWAY_ALLOW_UNKEYED:
+            return None
+        raise AccessDenied("This gateway requires an access key: send it in the X-Gateway-Key header.")
+    if carrier == ACCESS_HEADER and static:
+        match = _static_match(static, secret)
+        if match is not None:
+            return match
+    if not secret_like(secret):
+        raise AccessDenied("Invalid gateway key in X-Gateway-Key.")
+    return _grant(await _key_find(secret), carrier)

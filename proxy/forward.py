@@ -32,7 +32,7 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
     if not isinstance(route, Route):
         return route
     x = Exchange(request, route)
-    refusal = refusal_find(x)
+    refusal = await refusal_find(x)
     if refusal is not None:
         return refuse(x, refusal)
     await request_record(x)

@@ -1,6 +1,8 @@
 """Requests the gateway answers itself, before anything is logged as forwarded: bad method, limits, access."""
 
-from proxy.access import AccessDenied, access_check
+import asyncio
+
+from proxy.access import AccessDenied, access_check, access_identify
 from proxy.exchange import Exchange
 from proxy.request_body import Refusal
 
@@ -8,13 +10,26 @@ from proxy.request_body import Refusal
 PROXY_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
-def refusal_find(x: Exchange) -> Refusal | None:
+async def refusal_find(x: Exchange) -> Refusal | None:
     """Why this request must not go upstream, or None. Also learns which gateway key it presented."""
     refusal = x.refusal  # a limit hit while the body was read (size, time, client gone)
+    if refusal is not None:
+        # Refused anyway: name a GATEWAY_API_KEYS key in the log if there is one, without waiting
+        # on a lookup (a client already gone would cancel the wait before the refusal is logged).
+        try:
+            x.gateway_key = access_check(x.headers)
+        except AccessDenied:
+            pass
+        return refusal
     try:
-        x.gateway_key = access_check(x.headers)
+        x.gateway_key = await access_identify(x.headers, x.query, x.provider)
     except AccessDenied as exc:
-        refusal = refusal or Refusal(401, str(exc), kind="authentication_error")
+        refusal = Refusal(401, str(exc), kind="authentication_error")
+    except asyncio.CancelledError:  # the client left while its key was looked up: still logged
+        x.request_log(x.request_record())
+        x.cancelled_mark("while its gateway key was looked up")
+        x.response_log(x.response_record(status=None, headers=[], content_type=""))
+        raise
     if refusal is None and x.method not in PROXY_METHODS:
         refusal = Refusal(405, f"Method {x.method} is not supported by the gateway.",
                           headers=(("Allow", ", ".join(sorted(PROXY_METHODS))),))

@@ -94,7 +94,14 @@ class StreamUsageStep(Step):
         return EventFilter(x.provider.injected_event) if x.usage_injected and is_sse else None
 
 
-STEPS: list[Step] = [HooksStep(), HoldStep(), StreamUsageStep()]
+def _steps_build() -> list[Step]:
+    """The steps in order. Imported here: each step module imports Step from this one."""
+    from proxy.key_step import KeyStep
+
+    return [KeyStep(), HooksStep(), HoldStep(), StreamUsageStep()]
+
+
+STEPS: list[Step] = _steps_build()
 
 
 def steps_active() -> list[Step]:

@@ -268,7 +268,7 @@ async def websocket_app(scope: dict, receive, send) -> None:
         await _deny(scope, send, json_error(404, NO_PROVIDER.error_body(str(exc), kind="not_found", status=404)))
         return
     x = _exchange(scope, route)
-    if (refusal := refusal_find(x)) is not None:
+    if (refusal := await refusal_find(x)) is not None:
         await _deny(scope, send, refuse(x, refusal))
         return
     await request_record(x)

@@ -22,7 +22,7 @@ from logs.pipeline.payloads import (embedded_store, epoch_datetime, file_row, mu
 from logs.pipeline.spool import spool_path
 from logs.pricing import cost_compute
 from logs.records import FileRecord, FrameRecord, Record, RequestRecord, ResponseRecord
-from providers import USAGE_FIELDS, Provider, registry
+from providers import USAGE_FIELDS, Provider, Usage, registry
 from wire.jsonutil import json_depth, json_or_none
 from wire.multipart import multipart_boundary
 from wire.sse import sse_events
@@ -90,14 +90,19 @@ def _stream_read(resp: Response, provider: Provider, text: str, offsets: list | 
 
 
 def _usage_fill(resp: Response, provider: Provider, answer: Any) -> None:
-    """The answering model, token counts and cost, from a parsed answer."""
+    """The answering model, token counts and cost (priced as of the exchange's start), from a parsed answer."""
     usage = _untrusted(provider.usage, answer)
-    if usage is None:
-        return
+    if usage is not None:
+        _usage_set(resp, provider, usage)
+
+
+def _usage_set(resp: Response, provider: Provider, usage: Usage) -> None:
+    """Model, token counts and cost (priced as of the exchange's start) on the row."""
     resp.model = usage.model
     for name in USAGE_FIELDS:
         setattr(resp, name, getattr(usage, name))
-    resp.cost_usd = cost_compute(provider, resp.model, resp.input_tokens, resp.output_tokens, resp.cached_tokens)
+    price = cost_compute(provider, usage, at=resp.created_at)
+    resp.cost_usd, resp.price_source = price.cost, price.source
 
 
 def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile]) -> Response:
@@ -134,11 +139,9 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
                 ref = None
     if rec.usage:  # a realtime session: its responses' usage, summed as they passed
         model = rec.usage.get("model")
-        resp.model = model[:255] if isinstance(model, str) else None
-        for name in USAGE_FIELDS:
-            value = rec.usage.get(name)
-            setattr(resp, name, value if isinstance(value, int) else None)
-        resp.cost_usd = cost_compute(provider, resp.model, resp.input_tokens, resp.output_tokens, resp.cached_tokens)
+        counts = {name: rec.usage.get(name) for name in USAGE_FIELDS}
+        _usage_set(resp, provider, Usage(model[:255] if isinstance(model, str) else None,
+                                         **{k: v if isinstance(v, int) else None for k, v in counts.items()}))
     if isinstance(answer, dict):
         _usage_fill(resp, provider, answer)
         resp.output_urls = _untrusted(provider.output_urls, answer) or []

@@ -1,27 +1,50 @@
-"""Cost of an exchange from its token counts and the price table (prices.json here + PRICE_TABLE_PATH).
+"""Cost of an exchange: the genai-prices library, overridden entry by entry by PRICE_TABLE_PATH.
 
-The table is keyed by provider name, then model: USD per million input, output and cached
-input tokens. A user file named in PRICE_TABLE_PATH has the same shape and wins entry by entry;
-it is re-read when it changes, so prices can be fixed without a restart.
+genai-prices (pydantic's maintained price data, installed with the gateway) knows each
+provider's prices over time, cache read and write prices, long-context tiers and service tiers
+(flex, priority, batch); an exchange is priced as of the day it was made. A JSON file named in
+PRICE_TABLE_PATH holds private or negotiated prices: an entry there wins over the library for
+its provider and model. Each priced exchange records which of the two priced it
+(responses.price_source); `manage.py reprice_logs` prices stored exchanges again after an update.
+
+PRICE_TABLE_PATH's shape, USD per million tokens (cached_input and cache_write_input optional,
+defaulting to input):
+  {"openai": {"gpt-4o": {"input": 2.5, "output": 10, "cached_input": 1.25}}}
+It is re-read when it changes, so prices can be fixed without a restart.
 """
 
 import json
 import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import genai_prices
 from django.conf import settings
 
-from providers import Provider
+from providers import Provider, Usage
 
 log = logging.getLogger(__name__)
 
-SHIPPED_TABLE = Path(__file__).with_name("prices.json")
 MILLION = Decimal(1_000_000)
 COST_PLACES = Decimal("0.00000001")  # Response.cost_usd has 8 decimal places
+LIBRARY_SOURCE = f"genai-prices {genai_prices.__version__}"
+USER_SOURCE = "PRICE_TABLE_PATH"
 PriceTable = dict[str, dict[str, dict[str, Decimal]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """An exchange's cost and what priced it; both None when it could not be priced."""
+
+    cost: Decimal | None = None
+    source: str | None = None
+
+
+UNPRICED = Price()
 
 
 def _price(value: Any) -> Decimal | None:
@@ -52,46 +75,38 @@ def price_table_parse(raw: Any, source: str) -> PriceTable:
                 log.warning("price table %s: %s/%s needs numeric input and output; skipped",
                             source, provider, model)
                 continue
-            cached = _price(entry.get("cached_input"))
+            cached, written = _price(entry.get("cached_input")), _price(entry.get("cache_write_input"))
             table.setdefault(provider, {})[model] = {"input": inp, "output": out,
-                                                     "cached_input": inp if cached is None else cached}
+                                                     "cached_input": inp if cached is None else cached,
+                                                     "cache_write_input": inp if written is None else written}
     return table
 
 
-def _file_read(path: Path) -> PriceTable:
-    """One table file, parsed; empty when it cannot be read."""
+@lru_cache(maxsize=4)
+def _user_table(path: str, mtime: int) -> PriceTable:
+    """The user's table (cached until the file changes)."""
     try:
-        return price_table_parse(json.loads(path.read_text("utf-8")), str(path))
+        return price_table_parse(json.loads(Path(path).read_text("utf-8")), path)
     except (OSError, ValueError) as exc:
         log.warning("price table %s could not be read: %s", path, exc)
         return {}
 
 
-@lru_cache(maxsize=4)
-def _tables_merge(user_path: str, user_mtime: int) -> PriceTable:
-    """Shipped table overlaid with the user's (cached until the user file changes)."""
-    merged = {provider: dict(models) for provider, models in _file_read(SHIPPED_TABLE).items()}
-    if user_path:
-        for provider, models in _file_read(Path(user_path)).items():
-            merged.setdefault(provider, {}).update(models)
-    return merged
-
-
 def price_table() -> PriceTable:
-    """The price table in force now."""
-    user_path = str(settings.PRICE_TABLE_PATH or "")
-    mtime = 0
-    if user_path:
-        try:
-            mtime = Path(user_path).stat().st_mtime_ns
-        except OSError:
-            log.warning("PRICE_TABLE_PATH %s does not exist; using the shipped table only", user_path)
-            user_path = ""
-    return _tables_merge(user_path, mtime)
+    """The PRICE_TABLE_PATH table in force now (empty when unset)."""
+    path = str(settings.PRICE_TABLE_PATH or "")
+    if not path:
+        return {}
+    try:
+        mtime = Path(path).stat().st_mtime_ns
+    except OSError:
+        log.warning("PRICE_TABLE_PATH %s does not exist; genai-prices only", path)
+        return {}
+    return _user_table(path, mtime)
 
 
 def price_find(provider: Provider, model: str | None) -> dict[str, Decimal] | None:
-    """Prices for a provider's model: the first of its price names (exact, then family) in the table."""
+    """PRICE_TABLE_PATH's prices for a provider's model: the first of its price names there."""
     if not model:
         return None
     models = price_table().get(provider.name) or {}
@@ -101,15 +116,51 @@ def price_find(provider: Provider, model: str | None) -> dict[str, Decimal] | No
     return None
 
 
-def cost_compute(provider: Provider, model: str | None, input_tokens: int | None, output_tokens: int | None,
-                 cached_tokens: int | None) -> Decimal | None:
-    """USD cost of one exchange; None when the model is not priced or the counts are unknown."""
-    prices = price_find(provider, model)
-    if prices is None or input_tokens is None:
-        return None
-    if output_tokens is None and prices["output"] != 0:
-        return None  # an answer without output counts (e.g. a cut stream) has no knowable cost
-    cached = min(cached_tokens or 0, input_tokens)
-    total = ((input_tokens - cached) * prices["input"] + cached * prices["cached_input"]
-             + (output_tokens or 0) * prices["output"]) / MILLION
+def _table_cost(prices: dict[str, Decimal], usage: Usage) -> Decimal:
+    inp = usage.input_tokens or 0
+    cached = min(usage.cached_tokens or 0, inp)
+    written = min(usage.cache_write_tokens or 0, inp - cached)
+    total = ((inp - cached - written) * prices["input"] + cached * prices["cached_input"]
+             + written * prices["cache_write_input"] + (usage.output_tokens or 0) * prices["output"]) / MILLION
     return total.quantize(COST_PLACES)
+
+
+def _library_cost(provider: Provider, usage: Usage, at: datetime) -> Decimal | None:
+    """genai-prices' price for the usage, trying the provider's price names in turn; None when unknown."""
+    counts = genai_prices.Usage(input_tokens=usage.input_tokens or 0, output_tokens=usage.output_tokens or 0,
+                                cache_read_tokens=usage.cached_tokens or 0,
+                                cache_write_tokens=usage.cache_write_tokens or 0)
+    context = dict(usage.price_context) or None
+    for name in provider.price_names(usage.model):
+        try:
+            calc = genai_prices.calc_price(counts, name, provider_id=provider.prices_id,
+                                           genai_request_timestamp=at, price_context=context)
+        except LookupError:
+            continue
+        return calc.total_price.quantize(COST_PLACES)
+    return None
+
+
+def cost_compute(provider: Provider, usage: Usage, *, at: datetime | None = None) -> Price:
+    """USD cost of one exchange as of `at` (its start; now when None), and what priced it.
+
+    Unpriced when the model is unknown to both sources or the counts are: an answer without its
+    output count (a cut stream) has no knowable cost.
+    """
+    if not usage.model or usage.input_tokens is None:
+        return UNPRICED
+    prices = price_find(provider, usage.model)
+    if prices is not None:
+        if usage.output_tokens is None and prices["output"] != 0:
+            return UNPRICED
+        return Price(_table_cost(prices, usage), USER_SOURCE)
+    if provider.prices_id is None or usage.output_tokens is None and not _output_free(provider, usage, at):
+        return UNPRICED
+    cost = _library_cost(provider, usage, at or datetime.now(timezone.utc))
+    return UNPRICED if cost is None else Price(cost, LIBRARY_SOURCE)
+
+
+def _output_free(provider: Provider, usage: Usage, at: datetime | None) -> bool:
+    """Whether the model's output costs nothing (embeddings): then a missing output count is no obstacle."""
+    probe = Usage(usage.model, 0, 1_000_000, price_context=usage.price_context)
+    return _library_cost(provider, probe, at or datetime.now(timezone.utc)) == 0

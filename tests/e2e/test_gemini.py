@@ -13,9 +13,10 @@ from logs.models import Request, Response
 pytestmark = pytest.mark.django_db(transaction=True)
 
 KEY = "AIza" + "E2ETESTkey0123456789abcdefXYZ5"  # fake; split so no key-like literal
-# gemini-2.5-flash in logs/pricing/prices.json: $0.30 input, $2.50 output (thoughts included), $0.075 cached.
-# The mock answers 8 prompt tokens (4 of them cached), 5 candidate + 7 thought tokens.
-EXPECTED_COST = ((Decimal(4) * Decimal("0.30") + Decimal(4) * Decimal("0.075") + Decimal(12) * Decimal("2.50"))
+# gemini-2.5-flash in genai-prices: $0.30 input, $2.50 output (thoughts included), $0.03 cache read (the
+# hand-typed table this replaced said $0.075). The mock answers 8 prompt tokens (4 of them cached), 5
+# candidate + 7 thought tokens.
+EXPECTED_COST = ((Decimal(4) * Decimal("0.30") + Decimal(4) * Decimal("0.03") + Decimal(12) * Decimal("2.50"))
                  / 1_000_000).quantize(Decimal("0.00000001"))
 
 

@@ -75,6 +75,7 @@ def test_openai_sdk_session_is_relayed_and_logged(rt, realtime_mock, log_flush):
     # Usage from response.done, and its cost.
     assert (resp.input_tokens, resp.output_tokens, resp.cached_tokens, resp.total_tokens) == (12, 18, 4, 30)
     assert resp.model == "gpt-realtime"
+    assert resp.cost_usd > 0 and resp.price_source.startswith("genai-prices")  # priced like any exchange
 
     frames = list(Frame.objects.filter(request=req).order_by("seq"))
     client_sent = [f for f in frames if f.direction == "client"]
@@ -169,6 +170,7 @@ def test_gemini_live_session_over_a_raw_websocket(rt, log_flush):
     resp = Response.objects.get(request=req)
     assert req.provider == "gemini" and "AIza" + "TESTgeminiKEY0123456789" not in req.query_string
     assert (resp.input_tokens, resp.output_tokens) == (9, 11)
+    assert resp.model == "gemini-live-2.5-flash" and resp.cost_usd > 0  # named by the setup message
     tracks = {f.field_name: f.size for f in BinaryFile.objects.filter(request=req, role="session_audio")}
     assert tracks == {"input-1": 44 + len(PCM_CHUNK), "output-1": 44 + len(PCM_CHUNK)}
 

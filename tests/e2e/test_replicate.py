@@ -59,7 +59,11 @@ def test_image_prediction_polled_output_saved_once(replicate, upstream, log_flus
         assert resp.input_tokens is None and resp.cost_usd is None  # image models report no tokens
 
 
-def test_language_model_tokens_and_cost(replicate, log_flush):
+def test_language_model_tokens_and_cost(replicate, log_flush, tmp_path, settings):
+    """genai-prices has no Replicate prices: a PRICE_TABLE_PATH entry prices its models."""
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"replicate": {"meta/meta-llama-3-8b-instruct": {"input": 0.05, "output": 0.25}}}')
+    settings.PRICE_TABLE_PATH = str(prices)
     r = replicate.post("/models/meta/meta-llama-3-8b-instruct/predictions", json={"input": {"prompt": "hi"}},
                        headers={"Prefer": "wait"})
     assert r.json()["status"] == "succeeded" and "".join(r.json()["output"]) == "Hello from Llama"
@@ -67,8 +71,8 @@ def test_language_model_tokens_and_cost(replicate, log_flush):
     resp = Response.objects.get()
     assert resp.model == "meta/meta-llama-3-8b-instruct"
     assert (resp.input_tokens, resp.output_tokens, resp.total_tokens) == (11, 3, 14)
-    # logs/pricing/prices.json: $0.05 input, $0.25 output per million tokens.
     assert resp.cost_usd == (Decimal(11) * Decimal("0.05") + Decimal(3) * Decimal("0.25")) / 1_000_000
+    assert resp.price_source == "PRICE_TABLE_PATH"
     assert not BinaryFile.objects.exists()  # text outputs are no files
 
 

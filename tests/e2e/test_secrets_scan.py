@@ -148,7 +148,10 @@ def _db_bytes() -> bytes:
     with connection.cursor() as cur:
         for table in connection.introspection.table_names(cur):
             cur.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")
-            blob += repr(cur.fetchall()).encode()
+            # Each value as stored (repr would double the backslash of a JSON escape such as \u2026).
+            for row in cur.fetchall():
+                blob += b"\t".join(bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode()
+                                    for v in row) + b"\n"
     return blob
 
 

@@ -1,6 +1,7 @@
 """The provider registry: routes, upstream URLs, configured providers, credentials, error shapes."""
 
 import json
+from decimal import Decimal
 
 import httpx
 import openai
@@ -117,7 +118,8 @@ def test_configured_provider_end_to_end(gateway, upstream, settings, log_flush):
     resp = Response.objects.get(request=req)
     assert req.provider == "groq" and req.endpoint == "/groq/v1/chat/completions"
     assert (resp.input_tokens, resp.output_tokens) == (12, 9)
-    assert resp.cost_usd is None  # no groq prices shipped: unknown, not 0
+    # Named like its genai-prices provider, a compatible server is priced: $0.59 in, $0.79 out per million.
+    assert resp.cost_usd == Decimal("0.00001419") and resp.price_source.startswith("genai-prices ")
     assert req.key_fingerprint == key_fingerprint("gsk_TESTkey0123456789abcdef")
 
 

@@ -36,7 +36,8 @@ def test_openai_chat_usage_with_details():
         "prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150,
         "prompt_tokens_details": {"cached_tokens": 60}, "completion_tokens_details": {"reasoning_tokens": 20}}})
     assert asdict(usage) == {"model": "gpt-4o-2024-08-06", "input_tokens": 100, "output_tokens": 50,
-                             "cached_tokens": 60, "reasoning_tokens": 20, "total_tokens": 150}
+                             "cached_tokens": 60, "reasoning_tokens": 20, "total_tokens": 150,
+                             "cache_write_tokens": None, "price_context": ()}
 
 
 def test_openai_embeddings_have_no_output_count():

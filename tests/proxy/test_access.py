@@ -48,7 +48,7 @@ pytestmark_live = pytest.mark.django_db(transaction=True)
 @pytestmark_live
 @pytest.mark.parametrize("headers,message", [
     ({}, "requires an access key"),
-    ({"X-Gateway-Key": "gk-wrong-0000000000000000"}, "Invalid gateway access key"),
+    ({"X-Gateway-Key": "gk-wrong-0000000000000000"}, "Invalid gateway key"),
 ])
 def test_live_missing_or_wrong_key_is_a_json_401(gateway, upstream, log_flush, access_keys, headers, message):
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "m", "messages": []},

@@ -1,46 +1,26 @@
-"""The price table and cost computation."""
+"""Cost: genai-prices (as of the exchange's date, cache reads and writes, service tiers), PRICE_TABLE_PATH over it."""
 
 import json
 import os
+from datetime import datetime, timezone
 from decimal import Decimal
 
+import genai_prices
 import pytest
 
-from logs.pricing import SHIPPED_TABLE, cost_compute, price_find, price_table
-from providers import registry
+from logs.pricing import LIBRARY_SOURCE, USER_SOURCE, Price, cost_compute, price_find
+from providers import Usage, registry
 
 M = Decimal(1_000_000)
 OPENAI = registry().get("openai")
-
-
+ANTHROPIC = registry().get("anthropic")
+GEMINI = registry().get("gemini")
 GROQ = registry(["groq=https://api.groq.com/openai"]).get("groq")
+OLLAMA = registry(["ollama=http://127.0.0.1:11434"]).get("ollama")
 
 
 def _p(name: str):
-    """A built-in provider by name."""
     return registry().get(name)
-
-
-def test_shipped_table_is_valid_and_dated():
-    raw = json.loads(SHIPPED_TABLE.read_text())
-    for provider in ("openai", "anthropic", "gemini"):
-        for model, entry in raw[provider].items():
-            assert entry["input"] >= 0 and entry["output"] >= 0, model
-            assert len(entry["checked"]) == 10 and entry["checked"][4] == "-", model  # YYYY-MM-DD
-    assert len(price_table()["openai"]) == len(raw["openai"])  # nothing was dropped as invalid
-
-
-@pytest.mark.parametrize("provider, model, base", [
-    ("openai", "gpt-4o-mini", "gpt-4o-mini"),
-    ("openai", "gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
-    ("openai", "gpt-4o-2024-08-06", "gpt-4o"),
-    ("anthropic", "claude-sonnet-4-20250514", "claude-sonnet-4"),
-    ("anthropic", "claude-3-5-haiku-latest", "claude-3-5-haiku"),
-    ("gemini", "gemini-2.0-flash-001", "gemini-2.0-flash"),
-    ("gemini", "models/gemini-2.5-flash", "gemini-2.5-flash"),
-])
-def test_versioned_names_price_like_their_family(provider, model, base):
-    assert price_find(_p(provider), model) is price_table()[provider][base]
 
 
 @pytest.mark.parametrize("provider, model, names", [
@@ -53,38 +33,75 @@ def test_price_names_are_the_name_then_its_family(provider, model, names):
     assert _p(provider).price_names(model) == names
 
 
-def test_unknown_model_or_provider_has_no_price():
-    assert price_find(OPENAI, "gpt-imaginary") is None
-    assert price_find(GROQ, "gpt-4o-mini") is None  # prices are per provider
-    assert price_find(OPENAI, None) is None
-    assert cost_compute(OPENAI, "gpt-imaginary", 10, 10, 0) is None
+def test_library_prices_with_cached_tokens():
+    """gpt-4o-mini in genai-prices: $0.15 input, $0.075 cached input, $0.60 output per million."""
+    price = cost_compute(OPENAI, Usage("gpt-4o-mini-2024-07-18", 1000, 200, 600))
+    assert price == Price((400 * Decimal("0.15") + 600 * Decimal("0.075") + 200 * Decimal("0.6")) / M, LIBRARY_SOURCE)
+    assert LIBRARY_SOURCE == f"genai-prices {genai_prices.__version__}"
 
 
-def test_cost_with_cached_tokens():
-    # gpt-4o: $2.50 input, $1.25 cached input, $10 output per million.
-    cost = cost_compute(OPENAI, "gpt-4o", 1000, 200, 600)
-    assert cost == (400 * Decimal("2.5") + 600 * Decimal("1.25") + 200 * 10) / M
+def test_cache_writes_cost_a_premium():
+    """Anthropic bills prompt-cache writes above input (claude-sonnet-4-5: $3 in, $3.75 write, $0.30 read)."""
+    plain = cost_compute(ANTHROPIC, Usage("claude-sonnet-4-5", 1000, 0, 0)).cost
+    written = cost_compute(ANTHROPIC, Usage("claude-sonnet-4-5", 1000, 0, 0, cache_write_tokens=1000)).cost
+    read = cost_compute(ANTHROPIC, Usage("claude-sonnet-4-5", 1000, 0, 1000)).cost
+    assert plain == Decimal("0.003") and written == Decimal("0.00375") and read == Decimal("0.0003")
 
 
-def test_cost_needs_the_counts():
-    assert cost_compute(OPENAI, "gpt-4o", None, 5, None) is None
-    assert cost_compute(OPENAI, "gpt-4o", 5, None, None) is None  # output unknown: cost unknown
+def test_service_tiers_and_batch_have_their_own_prices():
+    counts = ("gpt-5", 1000, 100)
+    default = cost_compute(OPENAI, Usage(*counts)).cost
+    flex = cost_compute(OPENAI, Usage(*counts, price_context=(("service_tier", "flex"),))).cost
+    priority = cost_compute(OPENAI, Usage(*counts, price_context=(("service_tier", "priority"),))).cost
+    assert flex < default < priority
+    standard = cost_compute(ANTHROPIC, Usage("claude-sonnet-4-5", 1000, 100)).cost
+    batch = cost_compute(ANTHROPIC, Usage("claude-sonnet-4-5", 1000, 100, price_context=(("processing", "batch"),)))
+    assert batch.cost == standard / 2
+
+
+def test_providers_report_what_selects_the_price():
+    answer = {"model": "gpt-5", "service_tier": "flex", "usage": {"prompt_tokens": 10, "completion_tokens": 2}}
+    assert OPENAI.usage(answer).price_context == (("service_tier", "flex"),)
+    message = {"model": "claude-sonnet-4-5", "usage": {"input_tokens": 5, "cache_creation_input_tokens": 100,
+                                                       "cache_read_input_tokens": 50, "output_tokens": 3,
+                                                       "service_tier": "batch"}}
+    usage = ANTHROPIC.usage(message)
+    assert (usage.input_tokens, usage.cached_tokens, usage.cache_write_tokens) == (155, 50, 100)
+    assert usage.price_context == (("processing", "batch"),)
+
+
+def test_priced_as_of_the_exchange_date_with_long_context_tiers():
+    """claude-opus-4-6 charged long prompts (over 200k tokens) double until 2026-03-13, a flat price after."""
+    usage = Usage("claude-opus-4-6", 300_000, 0)
+    before = cost_compute(ANTHROPIC, usage, at=datetime(2026, 3, 1, tzinfo=timezone.utc)).cost
+    after = cost_compute(ANTHROPIC, usage, at=datetime(2026, 3, 20, tzinfo=timezone.utc)).cost
+    assert after == 300_000 * 5 / M and before > after
+
+
+def test_unknown_models_and_missing_counts_are_unpriced():
+    assert cost_compute(OPENAI, Usage("gpt-imaginary", 10, 10)) == Price()
+    assert cost_compute(OLLAMA, Usage("llama3", 10, 10)) == Price()  # not a genai-prices provider
+    assert cost_compute(OPENAI, Usage(None, 10, 10)) == Price()
+    assert cost_compute(OPENAI, Usage("gpt-4o", None, 5)) == Price()
+    assert cost_compute(OPENAI, Usage("gpt-4o", 5, None)) == Price()  # output unknown: cost unknown
     # Embeddings have no output; their price has none either.
-    assert cost_compute(OPENAI, "text-embedding-3-small", 1_000_000, None, None) == Decimal("0.02")
+    assert cost_compute(OPENAI, Usage("text-embedding-3-small", 1_000_000, None)).cost == Decimal("0.02")
+    assert cost_compute(GROQ, Usage("llama-3.3-70b-versatile", 1000, 1000)).source == LIBRARY_SOURCE
+    assert cost_compute(GEMINI, Usage("gemini-2.0-flash-001", 1000, 1000)).source == LIBRARY_SOURCE
 
 
-def test_user_table_extends_and_overrides(tmp_path, settings):
+def test_user_table_overrides_entry_by_entry(tmp_path, settings):
     user = tmp_path / "prices.json"
     user.write_text(json.dumps({
-        "groq": {"llama-3.3-70b-versatile": {"input": 0.59, "output": 0.79, "checked": "2026-01-01"}},
-        "openai": {"gpt-4o": {"input": 1, "output": 2}},
+        "ollama": {"llama3": {"input": 0.5, "output": 1}},
+        "openai": {"gpt-4o": {"input": 1, "output": 2, "cache_write_input": 4}},
     }))
     settings.PRICE_TABLE_PATH = str(user)
-    assert cost_compute(GROQ, "llama-3.3-70b-versatile", 100, 100, None) == (
-        100 * Decimal("0.59") + 100 * Decimal("0.79")) / M
-    # An override without cached_input prices cached tokens as input.
-    assert cost_compute(OPENAI, "gpt-4o", 100, 0, 50) == 100 / M
-    assert price_find(OPENAI, "gpt-4o-mini") is not None  # the rest of the shipped table stays
+    assert cost_compute(OLLAMA, Usage("llama3", 100, 100)) == Price((50 + 100) / M, USER_SOURCE)
+    # Without cached_input, cached tokens price as input; cache writes at their own price.
+    assert cost_compute(OPENAI, Usage("gpt-4o", 100, 0, 50)).cost == 100 / M
+    assert cost_compute(OPENAI, Usage("gpt-4o", 100, 0, 0, cache_write_tokens=100)).cost == 400 / M
+    assert cost_compute(OPENAI, Usage("gpt-4o-mini", 100, 100)).source == LIBRARY_SOURCE  # the rest: the library
 
 
 def test_user_table_change_is_picked_up(tmp_path, settings):
@@ -98,14 +115,14 @@ def test_user_table_change_is_picked_up(tmp_path, settings):
     assert price_find(OPENAI, "gpt-4o")["input"] == 3
 
 
-def test_bad_user_table_falls_back_to_shipped(tmp_path, settings, caplog):
+def test_bad_user_table_falls_back_to_the_library(tmp_path, settings, caplog):
     user = tmp_path / "prices.json"
     user.write_text("{not json")
     settings.PRICE_TABLE_PATH = str(user)
-    assert price_find(OPENAI, "gpt-4o")["input"] == Decimal("2.5")
+    assert cost_compute(OPENAI, Usage("gpt-4o", 10, 10)).source == LIBRARY_SOURCE
     assert "could not be read" in caplog.text
     user.write_text(json.dumps({"openai": {"gpt-4o": {"input": "cheap", "output": 1}, "x": {"input": -1, "output": 1}}}))
     os.utime(user, ns=(user.stat().st_atime_ns, user.stat().st_mtime_ns + 2_000_000_000))
-    assert price_find(OPENAI, "gpt-4o")["input"] == Decimal("2.5") and price_find(OPENAI, "x") is None
+    assert price_find(OPENAI, "gpt-4o") is None and price_find(OPENAI, "x") is None
     settings.PRICE_TABLE_PATH = str(tmp_path / "missing.json")
-    assert price_find(OPENAI, "gpt-4o") is not None
+    assert price_find(OPENAI, "gpt-4o") is None

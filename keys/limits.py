@@ -1,0 +1,180 @@
+"""A limited key's verdict for one request: its budget, its tokens per minute, then its requests per minute.
+
+Awaited on the event loop: what needs the database or Redis runs in a thread (usage at most
+every selectors.USAGE_TTL per key and process, the window take when the store is remote); a
+window on this machine's file is taken in place. The answer carries the IETF RateLimit
+fields (draft-ietf-httpapi-ratelimit-headers) for every limit the key has, refused or not:
+
+  RateLimit-Policy: "requests";q=60;w=60, "tokens";q=100000;qu="tokens";w=60,
+                    "budget";q=5000000;qu="usd-micros";w=2592000
+  RateLimit: "requests";r=59;t=60, "tokens";r=99000;t=60, "budget";r=4990000;t=1209600
+
+q is the quota, w the window in seconds (the current calendar period for a budget; none for a
+total budget), r what is left, t the seconds until usage leaves the window (for requests: the
+oldest admitted one; for tokens: an upper bound, except on a refusal where it is exact; for a
+budget: the period's end). Budgets are counted in millionths of a dollar (qu="usd-micros"), as
+the fields take integers.
+"""
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import ROUND_FLOOR, Decimal
+
+from keys.models import GatewayKey
+from keys.periods import period_end, period_start, period_words
+from keys.refresh import in_thread, refresh_start, refreshed
+from keys.selectors import TOKENS_WINDOW, KeyUsage, key_usage, key_usage_cached, tokens_free_in
+from keys.store import store_blocks, window_take
+
+REQUESTS_WINDOW = 60
+MICROS = Decimal(1_000_000)
+
+
+@dataclass
+class Verdict:
+    """Admitted (refusal empty) or refused, and the headers every answer to this key carries."""
+
+    refusal: str = ""
+    limit: str = ""  # which limit refused: requests, tokens or budget
+    retry_after: int | None = None
+    policies: list[str] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
+    remaining: dict[str, int | str] = field(default_factory=dict)  # for the log
+
+    def headers(self) -> list[tuple[str, str]]:
+        out = [("RateLimit-Policy", ", ".join(self.policies)), ("RateLimit", ", ".join(self.states))]
+        if self.retry_after is not None:
+            out.append(("Retry-After", str(self.retry_after)))
+        return out
+
+
+def _seconds(value: float) -> int:
+    """Whole seconds, rounded up (a client waiting that long finds the slot free)."""
+    return max(math.ceil(value), 0)
+
+
+def _money(value: Decimal) -> str:
+    """USD for people: cents, or more places for small amounts (never loses what was set)."""
+    text = format(value.normalize(), "f")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{(frac + '00')[:max(2, len(frac))]}"
+
+
+# The budget's fields and refusal change only with the key, its spend and the second: computed once
+# for all the requests of that second (Decimal and calendar arithmetic cost more than the rest).
+_budget_memo: dict[tuple, tuple[str, str, str, str, int | None]] = {}
+
+
+def _budget(key: GatewayKey, spend: Decimal, now: datetime, v: Verdict) -> None:
+    memo_key = (key.pk, key.updated_at, spend, int(now.timestamp()))
+    found = _budget_memo.get(memo_key)
+    if found is None:
+        if len(_budget_memo) > 1000:
+            _budget_memo.clear()
+        found = _budget_memo[memo_key] = _budget_compute(key, spend, now)
+    policy, state, left, refusal, retry_after = found
+    v.policies.append(policy)
+    v.states.append(state)
+    v.remaining["budget_usd"] = left
+    if refusal and not v.refusal:
+        v.refusal, v.retry_after, v.limit = refusal, retry_after, "budget"
+
+
+def _budget_compute(key: GatewayKey, spend: Decimal, now: datetime) -> tuple[str, str, str, str, int | None]:
+    """(RateLimit-Policy item, RateLimit item, what is left, refusal or "", Retry-After)."""
+    budget = key.budget_usd
+    end = period_end(key.budget_period, now)
+    left = max(budget - spend, Decimal(0))
+    policy = f'"budget";q={int(budget * MICROS)};qu="usd-micros"'
+    if end is not None:
+        policy += f";w={int((end - period_start(key.budget_period, now)).total_seconds())}"
+    state = f'"budget";r={int((left * MICROS).to_integral_value(ROUND_FLOOR))}'
+    if end is not None:
+        state += f";t={_seconds((end - now).total_seconds())}"
+    refusal, retry_after = "", None
+    if spend >= budget:
+        spent = f"{_money(spend)} spent"
+        if end is None:
+            refusal = (f"Gateway key '{key.name}' has used its budget of {_money(budget)} in total ({spent}). "
+                       "A total budget does not reset: an administrator can raise it.")
+        else:
+            refusal = (f"Gateway key '{key.name}' has used its budget of {_money(budget)} "
+                       f"{period_words(key.budget_period)} ({spent}). It resets at "
+                       f"{end.strftime('%Y-%m-%d %H:%M')} UTC, in {_seconds((end - now).total_seconds())} s.")
+            retry_after = _seconds((end - now).total_seconds())
+    return policy, state, str(left), refusal, retry_after
+
+
+async def _tokens(key: GatewayKey, used: int, v: Verdict) -> None:
+    v.policies.append(f'"tokens";q={key.tpm};qu="tokens";w={int(TOKENS_WINDOW)}')
+    left = max(key.tpm - used, 0)
+    reset = TOKENS_WINDOW if used else 0.0
+    if used >= key.tpm and not v.refusal:
+        reset = await in_thread(tokens_free_in, key, used - key.tpm + 1)
+        v.refusal = (f"Gateway key '{key.name}' is over its limit of {key.tpm} tokens per minute "
+                     f"({used} in the last minute). Retry in {_seconds(reset)} s.")
+        v.retry_after, v.limit = _seconds(reset), "tokens"
+    v.states.append(f'"tokens";r={left};t={_seconds(reset)}')
+    v.remaining["tokens"] = left
+
+
+def key_bucket(key: GatewayKey) -> str:
+    """The key's request window in the store: named by its secret's hash, unique across databases sharing a Redis."""
+    return f"rpm:{key.secret_hash[:24]}"
+
+
+async def _requests(key: GatewayKey, v: Verdict) -> None:
+    v.policies.append(f'"requests";q={key.rpm};w={REQUESTS_WINDOW}')
+    if v.refusal:  # refused already: this request takes no slot (and its state is not read)
+        return
+    if store_blocks():
+        take = await in_thread(window_take, key_bucket(key), key.rpm, REQUESTS_WINDOW)
+    else:
+        take = window_take(key_bucket(key), key.rpm, REQUESTS_WINDOW)
+    left = max(key.rpm - take.used, 0)
+    v.states.append(f'"requests";r={left};t={_seconds(take.reset)}')
+    v.remaining["requests"] = left
+    if not take.allowed:
+        v.refusal = (f"Gateway key '{key.name}' is over its limit of {key.rpm} requests per minute. "
+                     f"Retry in {_seconds(take.reset)} s.")
+        v.retry_after, v.limit = _seconds(take.reset), "requests"
+
+
+def policies(key: GatewayKey) -> list[tuple[str, str]]:
+    """The RateLimit-Policy field alone, for an answer that took nothing from the limits (a 403)."""
+    items = []
+    if key.budget_usd is not None:
+        now = datetime.now(timezone.utc)
+        items.append(_budget_compute(key, Decimal(0), now)[0])
+    if key.tpm is not None:
+        items.append(f'"tokens";q={key.tpm};qu="tokens";w={int(TOKENS_WINDOW)}')
+    if key.rpm is not None:
+        items.append(f'"requests";q={key.rpm};w={REQUESTS_WINDOW}')
+    return [("RateLimit-Policy", ", ".join(items))]
+
+
+async def limits_apply(key: GatewayKey) -> Verdict:
+    """Check the key's limits and, when it is admitted, take one request from its per-minute window.
+
+    Raises store.StoreUnavailable when the window cannot be reached.
+    """
+    v = Verdict()
+    usage: KeyUsage | None = None
+    if key.tpm is not None or key.budget_usd is not None:
+        usage, fresh = key_usage_cached(key)
+        if not fresh:
+            # One read per key at a time; meanwhile the others go on with the last value (at most
+            # USAGE_TTL plus one read old), or wait for the read when there is none yet.
+            if usage is None:
+                usage = await refreshed(("usage", key.pk), key_usage, key)
+            else:
+                refresh_start(("usage", key.pk), key_usage, key)
+    if key.budget_usd is not None:
+        _budget(key, usage.spend, datetime.now(timezone.utc), v)
+    if key.tpm is not None:
+        await _tokens(key, usage.tokens, v)
+    if key.rpm is not None:
+        await _requests(key, v)
+    return v
+

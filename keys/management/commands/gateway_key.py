@@ -1,0 +1,120 @@
+"""python manage.py gateway_key create|list|revoke: manage gateway keys from scripts.
+
+The last line `create` prints is the secret alone, so `secret=$(manage.py gateway_key create x | tail -n1)`.
+"""
+
+import sys
+from datetime import datetime, time, timezone
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from keys.models import BudgetPeriod, GatewayKey
+from keys.selectors import key_activity
+from keys.services import KeyLimits, budget_parse, key_create, key_revoke
+
+
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def _expiry(text: str | None) -> datetime | None:
+    """A date (midnight UTC) or an ISO date-time (UTC when it names no zone)."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"--expires must be a date such as 2027-01-01, not {text!r}") from None
+    if len(text) == 10:
+        value = datetime.combine(value.date(), time.min)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class Command(BaseCommand):
+    help = "Create, list or revoke gateway keys."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """Subcommands and their options."""
+        sub = parser.add_subparsers(dest="action", required=True)
+        create = sub.add_parser("create", help="create a key; its secret is printed once, on the last line")
+        create.add_argument("name")
+        create.add_argument("--rpm", type=int, help="requests per minute")
+        create.add_argument("--tpm", type=int, help="tokens per minute")
+        create.add_argument("--budget-usd", help="spend limit in USD per budget period")
+        create.add_argument("--budget-period", choices=BudgetPeriod.values, default=BudgetPeriod.MONTH)
+        create.add_argument("--providers", help="allowed providers, comma-separated (default: all)")
+        create.add_argument("--models", help="allowed models, comma-separated (default: all)")
+        create.add_argument("--expires", help="refused from this date (UTC), e.g. 2027-01-01")
+        create.add_argument("--provider-credential-stdin", action="store_true",
+                            help="read a provider key from standard input and keep it in the key (encrypted); "
+                                 "clients then send the gateway key where the provider key goes")
+        sub.add_parser("list", help="every key, its limits and this period's use")
+        revoke = sub.add_parser("revoke", help="revoke a key (refused within a second, history kept)")
+        revoke.add_argument("name")
+
+    def handle(self, *args, action: str, **options) -> None:
+        """Delegate to the action."""
+        getattr(self, f"_{action}")(**options)
+
+    def _create(self, *, name: str, rpm, tpm, budget_usd, budget_period, providers, models, expires,
+                provider_credential_stdin: bool, **_) -> None:
+        credential = sys.stdin.readline().strip() if provider_credential_stdin else ""
+        if provider_credential_stdin and not credential:
+            raise CommandError("--provider-credential-stdin: nothing was read from standard input")
+        try:
+            limits = KeyLimits(rpm=rpm, tpm=tpm, budget_usd=budget_parse(budget_usd) if budget_usd else None,
+                               budget_period=budget_period, providers=_names(providers), models=_names(models),
+                               expires_at=_expiry(expires))
+            key, secret = key_create(name=name, limits=limits, provider_credential=credential)
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from None
+        self.stdout.write(f"created gateway key '{key.name}' ({_limits_text(key)}). "
+                          "Its secret is on the next line; it is shown only now:")
+        self.stdout.write(secret)
+
+    def _list(self, **_) -> None:
+        keys = list(GatewayKey.objects.all())
+        if not keys:
+            self.stdout.write("no gateway keys")
+            return
+        for key in keys:
+            use = key_activity(key)
+            state = _state(key)
+            spent = f"{use.spend:.6f}"
+            last = use.last_used.strftime("%Y-%m-%d %H:%M") if use.last_used else "never"
+            self.stdout.write(f"{key.name}\t{key.secret_hint}\t{state}\t{_limits_text(key)}\t"
+                              f"{use.requests} requests, ${spent} this {key.budget_period}\tlast used {last}")
+
+    def _revoke(self, *, name: str, **_) -> None:
+        try:
+            key = key_revoke(name=name)
+        except GatewayKey.DoesNotExist:
+            raise CommandError(f"no gateway key named {name!r}") from None
+        self.stdout.write(f"revoked gateway key '{key.name}': refused on every worker within a second")
+
+
+def _state(key: GatewayKey) -> str:
+    if not key.active:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= datetime.now(timezone.utc):
+        return "expired"
+    return f"active until {key.expires_at:%Y-%m-%d}" if key.expires_at else "active"
+
+
+def _limits_text(key: GatewayKey) -> str:
+    parts = []
+    if key.rpm is not None:
+        parts.append(f"{key.rpm} requests/min")
+    if key.tpm is not None:
+        parts.append(f"{key.tpm} tokens/min")
+    if key.budget_usd is not None:
+        parts.append(f"${key.budget_usd.normalize():f} per {key.budget_period}" if key.budget_period != "total"
+                     else f"${key.budget_usd.normalize():f} in total")
+    if key.allowed_providers:
+        parts.append("providers " + ",".join(key.allowed_providers))
+    if key.allowed_models:
+        parts.append("models " + ",".join(key.allowed_models))
+    if key.provider_credential:
+        parts.append("holds a provider credential")
+    return "; ".join(parts) or "no limits"

@@ -1,0 +1,233 @@
+"""Reads: a key by its secret (cached for at most a second), and a key's tokens and spend from the log.
+
+Tokens and spend are read from the log tables (responses joined to requests on the key's label,
+indexed on requests (gateway_key, created_at)), which the ingest process fills as exchanges
+end: the log is the one record of usage, and nothing on the request path has to count tokens.
+Each process keeps what it read for USAGE_TTL seconds.
+"""
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from django.db import connection
+from django.db.models import Count, Max, Sum
+
+from keys.models import GatewayKey
+from keys.periods import period_start
+from keys.tokens import secret_hash
+from logs.models import Request, Response
+
+# How long a process trusts what it read. Key lookups: a revoked or changed key is refused on
+# every worker and host within this (plus the lookup itself). Usage: an exchange's tokens and
+# cost count within this after the ingest process has written them.
+KEY_TTL = 1.0
+USAGE_TTL = 1.0
+TOKENS_WINDOW = 60.0
+# Tokens per minute count exchanges that ended in the last minute and started at most this long
+# before it (longer exchanges count toward the budget only): bounds the rows each check reads.
+TOKENS_LOOKBACK = timedelta(minutes=15)
+
+_keys: dict[str, tuple[float, GatewayKey | None]] = {}
+_any: list[float | bool] = [0.0, False]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUsage:
+    """What a key used: tokens in the last minute and spend in its budget period."""
+
+    tokens: int
+    spend: Decimal
+
+
+_usage: dict[int, tuple[float, KeyUsage]] = {}
+
+
+def keys_exist() -> bool:
+    """Whether any gateway key exists in the database (re-read at most once a second)."""
+    now = time.monotonic()
+    if now >= _any[0]:
+        _any[:] = [now + KEY_TTL, GatewayKey.objects.exists()]
+    return bool(_any[1])
+
+
+def keys_exist_cached() -> bool | None:
+    """keys_exist() as last read, or None when that is more than KEY_TTL old (no database access)."""
+    return bool(_any[1]) if time.monotonic() < _any[0] else None
+
+
+def keys_exist_known() -> bool:
+    """keys_exist() as last read, however long ago (False before the first read). No database."""
+    return bool(_any[1])
+
+
+def key_cached(secret: str) -> tuple[bool, GatewayKey | None]:
+    """(True, key or None) when this process read the secret's key less than KEY_TTL ago, else (False, None)."""
+    hit = _keys.get(secret_hash(secret))
+    if hit is not None and time.monotonic() < hit[0]:
+        return True, hit[1]
+    return False, None
+
+
+def key_find(secret: str) -> GatewayKey | None:
+    """The key with this secret, active or not (re-read at most once a second per secret)."""
+    found, key = key_cached(secret)
+    if found:
+        return key
+    digest = secret_hash(secret)
+    now = time.monotonic()
+    key = GatewayKey.objects.filter(secret_hash=digest).first()
+    if len(_keys) > 10_000:  # unknown secrets are cached too: do not let a flood of them grow this
+        _keys.clear()
+    _keys[digest] = (now + KEY_TTL, key)
+    return key
+
+
+def caches_clear() -> None:
+    """Forget every cached read (tests; a command that changed a key in this process)."""
+    _keys.clear()
+    _usage.clear()
+    _settled.clear()
+    _any[:] = [0.0, False]
+
+
+def _uuid7_floor(at: float) -> uuid.UUID:
+    """The smallest UUIDv7 of the millisecond `at`: responses' ids are made as the exchange ends."""
+    return uuid.UUID(int=int(at * 1000) << 80)
+
+
+def _dt(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+def _tokens_rows(key: GatewayKey, now: float):
+    return Response.objects.filter(request__gateway_key=key.label,
+                                   request__created_at__gte=_dt(now - TOKENS_WINDOW) - TOKENS_LOOKBACK,
+                                   id__gte=_uuid7_floor(now - TOKENS_WINDOW), total_tokens__isnull=False)
+
+
+# SQLite would walk the key's requests of the whole lookback (its index on (gateway_key,
+# created_at)) and look each response up; responses ended in the last minute are fewer: CROSS
+# JOIN makes SQLite scan those by primary key (UUIDv7: time-ordered) and check each one's key.
+_TOKENS_SQLITE = ('SELECT SUM(r.total_tokens) FROM responses r CROSS JOIN requests q ON q.id = r.request_id '
+                  'WHERE r.id >= %s AND r.total_tokens IS NOT NULL AND q.gateway_key = %s AND q.created_at >= %s')
+
+
+def _tokens_sum(key: GatewayKey, now: float) -> int:
+    if connection.vendor != "sqlite":
+        return _tokens_rows(key, now).aggregate(t=Sum("total_tokens"))["t"] or 0
+    since = _dt(now - TOKENS_WINDOW) - TOKENS_LOOKBACK
+    params = [_uuid7_floor(now - TOKENS_WINDOW).hex, key.label, since.strftime("%Y-%m-%d %H:%M:%S.%f")]
+    with connection.cursor() as cur:
+        cur.execute(_TOKENS_SQLITE, params)
+        return cur.fetchone()[0] or 0
+
+
+def key_spend(key: GatewayKey, since: datetime | None) -> Decimal:
+    """USD spent by a key's exchanges that started since `since` (ever when None)."""
+    rows = Response.objects.filter(request__gateway_key=key.label, cost_usd__isnull=False)
+    if since is not None:
+        rows = rows.filter(request__created_at__gte=since)
+    return rows.aggregate(s=Sum("cost_usd"))["s"] or Decimal(0)
+
+
+def key_usage_cached(key: GatewayKey) -> tuple[KeyUsage | None, bool]:
+    """(key_usage() as this process last read it or None, whether that is less than USAGE_TTL old). No database."""
+    hit = _usage.get(key.pk)
+    return (hit[1], time.monotonic() < hit[0]) if hit is not None else (None, False)
+
+
+# A budget's spend is the settled part, exchanges that started more than SETTLED_AFTER before a
+# boundary of SETTLED_STEP, summed once per boundary, plus the recent part, summed at each read:
+# a check reads about an hour of the key's exchanges, not its whole month. An exchange lasting
+# longer than SETTLED_AFTER counts once the boundary moves (within SETTLED_STEP of its end).
+SETTLED_AFTER = timedelta(hours=1)
+SETTLED_STEP = 600
+_settled: dict[tuple[int, datetime | None, datetime], Decimal] = {}
+
+
+def _spend_period(key: GatewayKey, since: datetime | None, now: float) -> Decimal:
+    boundary = _dt(now - now % SETTLED_STEP) - SETTLED_AFTER
+    if since is not None and boundary <= since:
+        return key_spend(key, since)
+    memo = (key.pk, since, boundary)
+    settled = _settled.get(memo)
+    if settled is None:
+        rows = Response.objects.filter(request__gateway_key=key.label, cost_usd__isnull=False,
+                                       request__created_at__lt=boundary)
+        if since is not None:
+            rows = rows.filter(request__created_at__gte=since)
+        settled = rows.aggregate(s=Sum("cost_usd"))["s"] or Decimal(0)
+        if len(_settled) > 1000:
+            _settled.clear()
+        _settled[memo] = settled
+    return settled + key_spend(key, boundary)
+
+
+def key_usage(key: GatewayKey) -> KeyUsage:
+    """A key's tokens in the last minute and spend this period (re-read at most every USAGE_TTL)."""
+    mono = time.monotonic()
+    hit = _usage.get(key.pk)
+    if hit is not None and mono < hit[0]:
+        return hit[1]
+    now = time.time()
+    tokens = 0
+    if key.tpm is not None:
+        tokens = _tokens_sum(key, now)
+    spend = Decimal(0)
+    if key.budget_usd is not None:
+        spend = _spend_period(key, period_start(key.budget_period, _dt(now)), now)
+    usage = KeyUsage(int(tokens), spend)
+    _usage[key.pk] = (mono + USAGE_TTL, usage)
+    return usage
+
+
+def tokens_free_in(key: GatewayKey, over_by: int) -> float:
+    """Seconds until enough of the last minute's tokens leave the window to bring the key under its limit."""
+    now = time.time()
+    freed = 0
+    for rid, tokens in _tokens_rows(key, now).order_by("id").values_list("id", "total_tokens"):
+        freed += tokens
+        if freed >= over_by:
+            ended = (uuid.UUID(str(rid)).int >> 80) / 1000
+            return max(ended + TOKENS_WINDOW - now, 0.0)
+    return TOKENS_WINDOW
+
+
+@dataclass(frozen=True, slots=True)
+class KeyActivity:
+    """A key's activity for the admin: this period's requests and spend, last use."""
+
+    requests: int
+    spend: Decimal
+    last_used: datetime | None
+
+
+def key_activity(key: GatewayKey, now: datetime | None = None) -> KeyActivity:
+    """Requests and spend in the key's current budget period, and when it was last used."""
+    now = now or datetime.now(timezone.utc)
+    since = period_start(key.budget_period, now)
+    requests = Request.objects.filter(gateway_key=key.label)
+    last = requests.aggregate(m=Max("created_at"))["m"]
+    if since is not None:
+        requests = requests.filter(created_at__gte=since)
+    return KeyActivity(requests.aggregate(n=Count("id"))["n"], key_spend(key, since), last)
+
+
+def key_history(key: GatewayKey, days: int = 30, now: datetime | None = None) -> list[dict]:
+    """Requests, tokens and spend per UTC day over the last `days` days, oldest first (days without use included)."""
+    now = now or datetime.now(timezone.utc)
+    first = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    out = {(first + timedelta(days=i)).date(): {"day": (first + timedelta(days=i)).date(), "requests": 0,
+                                                "tokens": 0, "spend": Decimal(0)} for i in range(days)}
+    rows = (Request.objects.filter(gateway_key=key.label, created_at__gte=first)
+            .values_list("created_at", "response__total_tokens", "response__cost_usd"))
+    for created, tokens, cost in rows.iterator():
+        day = out.get(created.astimezone(timezone.utc).date())
+        if day is not None:
+            day["requests"] += 1
+            day["tokens"] += tokens or 0
+            day["spend"] += cost or 0
+    return list(out.values())

@@ -1,0 +1,265 @@
+"""The limit store: a sliding window shared by every worker (and host), with an atomic check-and-take.
+
+A request limit of N per W seconds counts admitted requests in one-second buckets: a request is
+admitted when the buckets of the last W seconds, the current one included (W+1 buckets), hold
+fewer than N. Any span of W seconds lies within such W+1 buckets, so no span of W seconds ever
+holds more than N admitted requests: a fixed window lets 2N through across its boundary, and
+GCRA (a token bucket) lets a full burst follow another within W. The price of the one-second
+buckets: a slot frees between W and W+1 seconds after its request. The check and the take are
+one atomic step, so no two workers can both take the last slot.
+
+Three backends, chosen once per process from the settings (docs/keys.md says which to use):
+- Redis (CACHE_URL=redis://…, through Django's RedisCache and its redis-py client): a hash of
+  buckets per key, read, trimmed and incremented by one Lua script, which Redis runs atomically;
+  the clock is Redis's own (TIME), so hosts need not agree on the time. For several hosts.
+- PostgreSQL (DATABASE_URL=postgres://… and no CACHE_URL): rows of gateway_key_hits in the
+  database, in one transaction holding a transaction-scoped advisory lock on the key: hosts
+  sharing the database share the limit (their clocks must agree, as NTP keeps them).
+- a file of this machine (the default, with SQLite): one small file per key under
+  DATA_DIR/limits, read and written under an exclusive flock(2). The workers of one machine share
+  it exactly; the lock is held for a few microseconds and the kernel wakes a waiter when it is
+  released, so the check runs on the event loop without a thread. SQLite keeps the log on one
+  machine anyway; the log database itself is not used, because SQLite lets one writer at a time
+  in, and the log's ingest process is that writer most of the time.
+"""
+
+import fcntl
+import hashlib
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.signals import setting_changed
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.dispatch import receiver
+
+REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
+
+
+@dataclass(frozen=True, slots=True)
+class Take:
+    """The outcome of one check-and-take on a window."""
+
+    allowed: bool
+    used: int  # admitted requests in the window, this one included when allowed
+    reset: float  # seconds until a slot frees (refused) or the oldest counted request leaves (admitted)
+
+
+class StoreUnavailable(Exception):
+    """The limit store could not be reached: requests of limited keys are refused (503)."""
+
+
+_kind: list[str] = []  # read once per process: settings are read on every request otherwise
+
+
+def store_kind() -> str:
+    """'redis', 'database' (PostgreSQL) or 'file' (this machine), from CACHE_URL and DATABASE_URL."""
+    if not _kind:
+        if settings.CACHES["default"]["BACKEND"] == REDIS_BACKEND:
+            _kind.append("redis")
+        elif settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+            _kind.append("database")
+        else:
+            _kind.append("file")
+    return _kind[0]
+
+
+@receiver(setting_changed)
+def _settings_changed(*, setting: str, **kwargs) -> None:
+    """Tests change settings: choose again (and reopen the files under the new DATA_DIR)."""
+    if setting in ("CACHES", "DATABASES", "DATA_DIR"):
+        _kind.clear()
+        _folder.clear()
+
+
+def store_blocks() -> bool:
+    """Whether a take waits on the network (run it in a thread) rather than a local lock."""
+    return store_kind() != "file"
+
+
+def _decide(buckets, now: int, limit: int, window: int) -> tuple[Take, bool]:
+    """The verdict from the buckets (second, count) in the window; and whether to add one at `now`."""
+    floor = now - window
+    live = [(second, count) for second, count in buckets if second >= floor and count > 0]
+    used = sum(count for _, count in live)
+    allowed = used < limit
+    if allowed:  # the oldest counted request (this one if none) leaves the window first
+        used += 1
+        reset = min((second for second, _ in live), default=now) + window + 1 - now
+        return Take(True, used, float(reset)), True
+    need = used - limit + 1  # requests that must leave before the next one fits
+    freed, reset = 0, 0
+    for second, count in sorted(live):
+        freed += count
+        if freed >= need:
+            reset = second + window + 1 - now
+            break
+    return Take(False, used, float(max(reset, 0))), False
+
+
+# --- Redis
+_LUA = """
+local now = tonumber(redis.call('TIME')[1])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local h = redis.call('HGETALL', KEYS[1])
+local buckets = {}
+local used = 0
+for i = 1, #h, 2 do
+  local s = tonumber(h[i])
+  local c = tonumber(h[i + 1])
+  if s < now - window then
+    redis.call('HDEL', KEYS[1], h[i])
+  else
+    used = used + c
+    table.insert(buckets, {s, c})
+  end
+end
+local allowed = 0
+if used < limit then
+  redis.call('HINCRBY', KEYS[1], now, 1)
+  used = used + 1
+  allowed = 1
+  table.insert(buckets, {now, 1})
+end
+redis.call('EXPIRE', KEYS[1], window + 2)
+table.sort(buckets, function(a, b) return a[1] < b[1] end)
+local need = used - limit + 1
+if allowed == 1 then need = 1 end
+local freed = 0
+local reset = 0
+for _, b in ipairs(buckets) do
+  freed = freed + b[2]
+  if freed >= need then
+    reset = b[1] + window + 1 - now
+    break
+  end
+end
+return {allowed, used, reset}
+"""
+_script = None
+
+
+def _redis_take(bucket: str, limit: int, window: int) -> Take:
+    global _script
+    cache = caches["default"]
+    key = cache.make_and_validate_key(f"gateway-key-window:{bucket}")
+    try:
+        client = cache._cache.get_client(key, write=True)  # Django's RedisCache: the redis-py client
+        if _script is None:
+            _script = client.register_script(_LUA)
+        allowed, used, reset = _script(keys=[key], args=[limit, window], client=client)
+    except Exception as exc:  # redis.exceptions.* (connection refused, timeout): the store is down
+        raise StoreUnavailable(f"Redis limit store unavailable: {type(exc).__name__}: {exc}") from None
+    return Take(bool(allowed), int(used), float(max(int(reset), 0)))
+
+
+# --- PostgreSQL
+def _lock_id(bucket: str) -> int:
+    """A signed 64-bit id for PostgreSQL's advisory lock on this bucket."""
+    return int.from_bytes(hashlib.sha256(bucket.encode()).digest()[:8], "big", signed=True)
+
+
+def _database_take_once(bucket: str, limit: int, window: int) -> Take:
+    now = int(time.time())
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_id(bucket)])
+            cur.execute("DELETE FROM gateway_key_hits WHERE bucket = %s AND second < %s", [bucket, now - window])
+            cur.execute("SELECT second, count FROM gateway_key_hits WHERE bucket = %s", [bucket])
+            take, add = _decide(cur.fetchall(), now, limit, window)
+            if add:
+                cur.execute("INSERT INTO gateway_key_hits (bucket, second, count) VALUES (%s, %s, 1) "
+                            "ON CONFLICT (bucket, second) DO UPDATE SET count = gateway_key_hits.count + 1",
+                            [bucket, now])
+    return take
+
+
+def _database_take(bucket: str, limit: int, window: int) -> Take:
+    try:
+        return _database_take_once(bucket, limit, window)
+    except (OperationalError, InterfaceError):
+        connection.close()  # a broken or stale connection of this thread: one more try on a new one
+        try:
+            return _database_take_once(bucket, limit, window)
+        except (OperationalError, InterfaceError) as exc:
+            raise StoreUnavailable(f"database limit store unavailable: {exc}") from None
+
+
+# --- a file of this machine
+_SLOT = struct.Struct("<qq")  # (second, count)
+_files: dict[tuple[str, str], int] = {}
+_folder: list[str] = []
+_files_lock = threading.Lock()
+# flock(2) excludes other processes, not other threads of this one (they share the open file):
+# threads of one process are excluded by this lock first. The event loop's thread is the usual caller.
+_take_lock = threading.Lock()
+
+
+def _file_fd(bucket: str) -> int:
+    if not _folder:
+        _folder.append(str(Path(settings.DATA_DIR) / "limits"))
+    folder = _folder[0]
+    fd = _files.get((folder, bucket))
+    if fd is None:
+        with _files_lock:
+            fd = _files.get((folder, bucket))
+            if fd is None:
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+                name = hashlib.sha256(bucket.encode()).hexdigest()[:32]
+                fd = _files[(folder, bucket)] = os.open(os.path.join(folder, name), os.O_RDWR | os.O_CREAT, 0o600)
+    return fd
+
+
+def _file_take(bucket: str, limit: int, window: int) -> Take:
+    slots = window + 1  # bucket of second s lives in slot s % slots
+    try:
+        fd = _file_fd(bucket)
+        with _take_lock:
+            return _file_take_locked(fd, limit, window, slots)
+    except OSError as exc:
+        raise StoreUnavailable(f"limit file under {settings.DATA_DIR}/limits unusable: {exc}") from None
+
+
+def _file_take_locked(fd: int, limit: int, window: int, slots: int) -> Take:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        now = int(time.time())
+        raw = os.pread(fd, _SLOT.size * slots, 0).ljust(_SLOT.size * slots, b"\0")
+        take, add = _decide(_SLOT.iter_unpack(raw), now, limit, window)
+        if add:
+            second, count = _SLOT.unpack_from(raw, _SLOT.size * (now % slots))
+            os.pwrite(fd, _SLOT.pack(now, count + 1 if second == now else 1), _SLOT.size * (now % slots))
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    return take
+
+
+def window_take(bucket: str, limit: int, window: int) -> Take:
+    """Admit one request into `bucket`'s window if fewer than `limit` are in it.
+
+    Blocking on Redis and PostgreSQL (run it in a thread: store_blocks()); microseconds on a file.
+    """
+    kind = store_kind()
+    if kind == "redis":
+        return _redis_take(bucket, limit, window)
+    if kind == "database":
+        return _database_take(bucket, limit, window)
+    return _file_take(bucket, limit, window)
+
+
+def window_clear(bucket: str) -> None:
+    """Forget a bucket's window (tests)."""
+    kind = store_kind()
+    if kind == "redis":
+        caches["default"].delete(f"gateway-key-window:{bucket}")
+    elif kind == "database":
+        with connection.cursor() as cur:
+            cur.execute("DELETE FROM gateway_key_hits WHERE bucket = %s", [bucket])
+    else:
+        os.ftruncate(_file_fd(bucket), 0)

@@ -1,0 +1,101 @@
+"""KeyStep, the first policy step: what a gateway key of the keys app may do, and its limits.
+
+The key was identified before the request was logged (proxy/access.py). This step refuses a
+provider or model the key does not allow (403), applies its limits (budget, tokens and requests
+per minute; 429 with Retry-After), puts the RateLimit fields on every answer to a limited key,
+and swaps the key's stored provider credential in upstream. Each refusal is an exchange of the
+log with no upstream call; a refusal by a limit has the outcome `rate_limited`.
+"""
+
+from django.http import HttpResponse
+
+from keys.crypto import CredentialUnreadable, credential_decrypt
+from keys.limits import Verdict, limits_apply, policies
+from keys.selectors import keys_exist_known
+from keys.store import StoreUnavailable
+from logs.outcomes import Outcome
+from logs.redaction.redact import headers_mask
+from logs.redaction.scrub import Scrubber
+from proxy.access import KeyGrant
+from proxy.exchange import Exchange, json_error
+from proxy.steps import Step
+from wire.jsonutil import json_or_none
+
+
+class KeyStep(Step):
+    """Permissions, limits and the stored provider credential of database gateway keys."""
+
+    name = "gateway_key"
+
+    def enabled(self) -> bool:
+        # As the request's own key lookup left it (proxy/access.py asks on every request, at most
+        # once a second from the database): no database here, and no expiry between the two.
+        return keys_exist_known()
+
+    async def request(self, x: Exchange) -> HttpResponse | None:
+        grant = x.gateway_key
+        if not isinstance(grant, KeyGrant):
+            return None  # unkeyed (GATEWAY_ALLOW_UNKEYED) or a GATEWAY_API_KEYS key: no limits
+        key = grant.key
+        refused = _permission_refusal(x, grant)
+        if refused:
+            if key.limited:  # every answer to a limited key says its limits (this one took nothing from them)
+                x.answer_headers.extend(policies(key))
+            return _refuse(x, 403, refused, kind="permission_error", outcome=Outcome.GATEWAY_ERROR)
+        if key.limited:
+            try:
+                verdict: Verdict = await limits_apply(key)
+            except StoreUnavailable as exc:
+                return _refuse(x, 503, f"Gateway key limits cannot be checked: {exc}", kind="api_error",
+                               outcome=Outcome.GATEWAY_ERROR)
+            x.answer_headers.extend(verdict.headers())
+            if verdict.refusal:
+                # Admitted requests are not noted (one JSON value fewer to write per exchange): their
+                # key is on the request row, and what it had left is in the answer's RateLimit field.
+                x.decisions.append({"step": self.name, "decision": "refused", "limit": verdict.limit,
+                                    "key": key.name, "remaining": verdict.remaining})
+                return _refuse(x, 429, verdict.refusal, kind="rate_limit_error", outcome=Outcome.RATE_LIMITED)
+        if key.provider_credential:
+            try:
+                _credential_swap(x, grant, credential_decrypt(key.provider_credential))
+            except CredentialUnreadable as exc:
+                return _refuse(x, 500, f"Gateway key '{key.name}': {exc}", kind="api_error",
+                               outcome=Outcome.GATEWAY_ERROR)
+        return None
+
+
+def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
+    """Why the key may not make this request (provider or model not allowed), or ""."""
+    key = grant.key
+    if key.allowed_providers and x.provider.name not in key.allowed_providers:
+        return (f"Gateway key '{key.name}' may not call provider '{x.provider.name}' "
+                f"(allowed: {', '.join(key.allowed_providers)}).")
+    if key.allowed_models:
+        body = x.body.in_memory()
+        payload = json_or_none(body.decode("utf-8", "replace")) if body else None
+        model = x.provider.request_model(x.route.upstream_path, payload)
+        if model is None and x.body.size and body is None:
+            return f"Gateway key '{key.name}' is limited to some models, and this request's body is too large to read its model."
+        if model is not None and model not in key.allowed_models:
+            return f"Gateway key '{key.name}' may not use model '{model}' (allowed: {', '.join(key.allowed_models)})."
+    return ""
+
+
+def _refuse(x: Exchange, status: int, message: str, *, kind: str, outcome: str) -> HttpResponse:
+    """The step's own answer, in the provider's error shape; step_answered logs it (no upstream call)."""
+    x.outcome, x.error = outcome, message
+    return json_error(status, x.provider.error_body(message, kind=kind, status=status))
+
+
+def _credential_swap(x: Exchange, grant: KeyGrant, credential: str) -> None:
+    """Send the key's stored provider credential upstream instead of whatever the client put there."""
+    provider = x.provider
+    x.scrubber = Scrubber([*x.scrubber.secrets, credential])  # an upstream echoing it must not put it in the log
+    kept = [(k, v) for k, v in x.forward_headers if k.lower() not in provider.credential_headers]
+    name, value = provider.credential_pair(credential)
+    x.forward_headers = [*kept, (name, value)]
+    x.forwarded = {**(x.forwarded or {}), "headers": headers_mask(x.forward_headers)}
+    where = "X-Gateway-Key" if not grant.in_provider_header else grant.carrier
+    x.decisions.append({"step": "gateway_key", "decision": "provider credential swapped in",
+                        "changed": [f"{name}: the key's stored provider credential (the key came in {where})"]})
+

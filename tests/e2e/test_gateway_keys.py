@@ -1,0 +1,225 @@
+"""Gateway keys end to end: who is refused (401, 403, 429), what the client and the log see, SDK errors."""
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from keys.selectors import caches_clear
+from keys.services import key_revoke
+from logs.models import Request, Response
+from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+PROVIDER_KEY = "sk-" + "prov" + "0123456789abcdefghijklmn"
+
+
+def _chat(gateway, secret: str | None, **headers) -> httpx.Response:
+    if secret is not None:
+        headers["X-Gateway-Key"] = secret
+    return httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT,
+                      headers={"Authorization": f"Bearer {PROVIDER_KEY}", **headers}, timeout=10)
+
+
+def _logged(log_flush, response: httpx.Response) -> tuple[Request, Response]:
+    log_flush()
+    req = Request.objects.get(id=response.headers["x-gateway-request-id"])
+    return req, Response.objects.get(request=req)
+
+
+def test_keys_required_once_one_exists(gateway, upstream, log_flush, make_key):
+    assert _chat(gateway, None).status_code == 200  # no key yet: open
+    key, secret = make_key("team-a")
+    missing = _chat(gateway, None)
+    assert missing.status_code == 401 and "requires an access key" in missing.json()["error"]["message"]
+    unknown = _chat(gateway, "gk-" + "x" * 43)
+    assert unknown.status_code == 401 and "Invalid gateway key" in unknown.json()["error"]["message"]
+    ok = _chat(gateway, secret)
+    assert ok.status_code == 200
+    assert len(upstream.received) == 2  # the open call and the good one; refusals never went upstream
+    assert upstream.received[-1].header("x-gateway-key") is None
+    req, resp = _logged(log_flush, ok)
+    assert req.gateway_key == key.label == f"team-a (fp {key.fingerprint})"
+    assert secret not in json.dumps(req.headers) and secret not in (req.body or "")
+    _, refused = _logged(log_flush, missing)
+    assert refused.status_code == 401 and refused.outcome == "gateway_error"
+
+
+def test_revoked_and_expired_keys_are_refused(gateway, upstream, log_flush, make_key):
+    _, secret = make_key("old", expires_at=datetime.now(timezone.utc) - timedelta(days=1))
+    r = _chat(gateway, secret)
+    assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
+    _, secret = make_key("gone")
+    assert _chat(gateway, secret).status_code == 200
+    key_revoke(name="gone")
+    caches_clear()  # what a second does on every worker (tests/e2e/test_gateway_keys_procs.py waits for it)
+    r = _chat(gateway, secret)
+    assert r.status_code == 401 and "'gone' has been revoked" in r.json()["error"]["message"]
+    assert len(upstream.received) == 1
+
+
+def test_allow_unkeyed_keeps_unkeyed_traffic(gateway, upstream, settings, make_key):
+    make_key("team-a")
+    settings.GATEWAY_ALLOW_UNKEYED = True
+    assert _chat(gateway, None).status_code == 200
+    assert _chat(gateway, "gk-" + "y" * 43).status_code == 401  # a key presented is still checked
+
+
+def test_static_keys_keep_working_without_limits(gateway, upstream, settings, make_key):
+    settings.GATEWAY_API_KEYS = ["ops:gk-static-0123456789abcdef"]
+    _, secret = make_key("team-a", rpm=1)
+    for _ in range(3):
+        r = _chat(gateway, "gk-static-0123456789abcdef")
+        assert r.status_code == 200 and "ratelimit" not in r.headers
+    caches_clear()  # a second later: what this worker knew about keys is stale, the limits still hold
+    assert _chat(gateway, secret).status_code == 200
+    assert _chat(gateway, secret).status_code == 429
+
+
+def test_provider_and_model_allow_lists(gateway, upstream, log_flush, make_key):
+    _, secret = make_key("narrow", providers=["anthropic"], rpm=5)
+    r = _chat(gateway, secret)
+    assert r.status_code == 403 and "may not call provider 'openai'" in r.json()["error"]["message"]
+    assert r.headers["ratelimit-policy"] == '"requests";q=5;w=60'  # a limited key's answers all say so
+    _, secret = make_key("mini", models=["gpt-4o-mini"])
+    assert _chat(gateway, secret).status_code == 200
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": "gpt-4o"},
+                   headers={"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}"})
+    assert r.status_code == 403 and "may not use model 'gpt-4o'" in r.json()["error"]["message"]
+    assert len(upstream.received) == 1
+    _, resp = _logged(log_flush, r)
+    assert resp.status_code == 403 and resp.outcome == "gateway_error"
+
+
+def test_rpm_refusal_with_the_sdks(gateway, upstream, log_flush, make_key):
+    """The official SDKs raise RateLimitError; every answer to the key carries the RateLimit fields."""
+    _, secret = make_key("two-a-minute", rpm=2)
+    client = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                           default_headers={"X-Gateway-Key": secret})
+    raw = client.chat.completions.with_raw_response.create(**CHAT)
+    assert raw.headers["ratelimit-policy"] == '"requests";q=2;w=60'
+    assert raw.headers["ratelimit"].startswith('"requests";r=1;t=')
+    client.chat.completions.create(**CHAT)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(**CHAT)
+    headers = caught.value.response.headers
+    assert 59 <= int(headers["retry-after"]) <= 61  # the one-second buckets: a slot frees 60 to 61 s on
+    assert headers["ratelimit-policy"] == '"requests";q=2;w=60'
+    assert headers["ratelimit"].startswith('"requests";r=0;t=')
+    assert "over its limit of 2 requests per minute" in caught.value.message
+    assert len(upstream.received) == 2
+    log_flush()
+    refused = Response.objects.get(request_id=caught.value.response.headers["x-gateway-request-id"])
+    assert refused.outcome == "rate_limited" and refused.status_code == 429
+    assert refused.steps[0]["decision"] == "refused" and refused.steps[0]["limit"] == "requests"
+
+    _, secret = make_key("claude-once", rpm=1)
+    claude = anthropic.Anthropic(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/anthropic", max_retries=0,
+                                 default_headers={"X-Gateway-Key": secret})
+    message = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    claude.messages.create(**message)
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        claude.messages.create(**message)
+    assert caught.value.body["error"]["type"] == "rate_limit_error"
+    assert caught.value.response.headers["retry-after"] and caught.value.response.headers["ratelimit"]
+
+
+def test_budget_spent_by_a_streamed_exchange_refuses_the_next(gateway, upstream, log_flush, make_key):
+    """Within 2 s of the stream's end (its usage logged, the key's cached spend re-read), the next call is refused."""
+    _, secret = make_key("tiny", budget_usd=Decimal("0.000001"), budget_period="day")
+    client = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                           default_headers={"X-Gateway-Key": secret})
+    stream = client.chat.completions.create(**CHAT, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    ended = time.monotonic()
+    assert chunks[-1].usage.total_tokens > 0
+    caught = None
+    while caught is None and time.monotonic() - ended < 5:
+        try:
+            client.chat.completions.create(**CHAT)
+        except openai.RateLimitError as exc:
+            caught = exc
+    assert caught is not None and time.monotonic() - ended < 2.0
+    log_flush()
+    first = Response.objects.filter(request__gateway_key__startswith="tiny (").order_by("created_at").first()
+    assert first.is_stream and first.cost_usd > Decimal("0.000001") and first.price_source.startswith("genai-prices")
+    message = caught.message
+    assert "used its budget of $0.000001 per day" in message and "resets at" in message
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%d 00:00")
+    assert tomorrow in message
+    headers = caught.response.headers
+    assert '"budget";q=1;qu="usd-micros";w=86400' in headers["ratelimit-policy"]
+    assert '"budget";r=0;t=' in headers["ratelimit"]
+    assert 0 < int(headers["retry-after"]) <= 86400
+
+
+def test_tokens_per_minute(gateway, upstream, log_flush, make_key):
+    _, secret = make_key("tokens", tpm=30)
+    first = _chat(gateway, secret)  # the mock answers 21 tokens
+    assert first.headers["ratelimit"] == '"tokens";r=30;t=0'
+    log_flush()
+    caches_clear()
+    assert _chat(gateway, secret).headers["ratelimit"] == '"tokens";r=9;t=60'
+    log_flush()
+    caches_clear()
+    r = _chat(gateway, secret)
+    assert r.status_code == 429 and "limit of 30 tokens per minute (42 in the last minute)" in r.json()["error"]["message"]
+    assert 55 <= int(r.headers["retry-after"]) <= 60
+
+
+def test_key_holding_the_provider_credential(gateway, upstream, log_flush, make_key):
+    """The client sends the gateway key as its api_key; the provider key never leaves the server."""
+    stored = "sk-" + "stored" + "abcdefghijklmnopqrstuv"
+    _, secret = make_key("wrapped", credential=stored)
+    client = openai.OpenAI(api_key=secret, base_url=f"{gateway.url}/v1", max_retries=0)
+    assert client.chat.completions.create(**CHAT).choices
+    got = upstream.received[-1]
+    assert got.header("authorization") == f"Bearer {stored}"
+    assert secret.encode() not in got.head
+    claude = anthropic.Anthropic(api_key=secret, base_url=f"{gateway.url}/anthropic", max_retries=0)
+    claude.messages.create(model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    got = upstream.received[-1]
+    assert got.header("x-api-key") == stored and secret.encode() not in got.head
+    log_flush()
+    for req in Request.objects.filter(gateway_key__startswith="wrapped ("):
+        resp = Response.objects.get(request=req)
+        dumped = json.dumps([req.headers, req.body, resp.headers, resp.body, resp.steps, resp.forwarded])
+        assert secret not in dumped and stored not in dumped
+        assert resp.steps[-1]["decision"] == "provider credential swapped in"
+    # An upstream that echoes the credential back does not put it in the log either.
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT,
+                   headers={"Authorization": f"Bearer {secret}", "x-mock-fault": "echo-auth"})
+    assert r.status_code == 401 and stored in r.text  # the upstream's answer reaches the client as sent
+    _, resp = _logged(log_flush, r)
+    assert stored not in json.dumps([resp.headers, resp.body]) and "Incorrect API key" in resp.body
+
+
+def test_a_gateway_key_without_credential_in_the_provider_header(gateway, upstream, make_key):
+    _, secret = make_key("plain")
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {secret}"})
+    assert r.status_code == 401 and "holds no provider credential" in r.json()["error"]["message"]
+    assert upstream.received == []
+
+
+def test_a_gateway_key_in_the_query_string_is_refused_not_forwarded(gateway, upstream, make_key):
+    _, secret = make_key("query")
+    r = httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:generateContent?key={secret}",
+                   json={"contents": []})
+    assert r.status_code == 401 and "not in the query string" in r.json()["error"]["message"]
+    assert r.json()["error"]["status"] == "UNAUTHENTICATED"  # Gemini's own error shape
+    assert upstream.received == []
+
+
+def test_a_stored_credential_that_no_longer_decrypts(gateway, upstream, settings, make_key):
+    _, secret = make_key("rotated", credential="sk-" + "old" + "0123456789abcdefghijkl")
+    settings.SECRET_KEY = "rotated-secret-key"
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {secret}"})
+    assert r.status_code == 500 and "SECRET_KEY changed" in r.json()["error"]["message"]
+    assert upstream.received == []

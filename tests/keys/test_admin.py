@@ -1,0 +1,66 @@
+"""The keys admin: a secret shown once and stored as a hash, the list with this period's use, a key's page."""
+
+from decimal import Decimal
+
+import pytest
+
+from keys.models import GatewayKey
+from keys.tokens import secret_hash
+from logs.models import Request
+from tests.logs.factory import exchange_make
+
+pytestmark = pytest.mark.django_db
+LIST = "/admin/keys/gatewaykey/"
+
+
+def test_create_in_the_admin_shows_the_secret_once(admin_client):
+    r = admin_client.post(f"{LIST}add/", {
+        "name": "team-x", "active": "on", "allowed_providers": "openai, anthropic", "allowed_models": "",
+        "rpm": "60", "tpm": "", "budget_usd": "12.345678", "budget_period": "week",
+        "new_provider_credential": "sk-" + "admin" + "0123456789abcdefghijk"})
+    assert r.status_code == 200 and "no-store" in r["Cache-Control"]
+    page = r.content.decode()
+    secret = page.split('id="gateway-key-secret" type="text" readonly value="')[1].split('"')[0]
+    assert secret.startswith("gk-") and len(secret) >= 3 + 22  # 128 bits in base64 at least
+    key = GatewayKey.objects.get(name="team-x")
+    assert key.secret_hash == secret_hash(secret) and key.allowed_providers == ["openai", "anthropic"]
+    assert key.budget_usd == Decimal("12.345678") and key.budget_period == "week" and key.rpm == 60
+    assert key.provider_credential and "sk-admin" not in key.provider_credential  # encrypted
+    follow = admin_client.get(f"{LIST}{key.pk}/change/").content.decode()
+    assert secret not in follow and "sk-admin" not in follow and key.secret_hint in admin_client.get(LIST).content.decode()
+
+
+def test_bad_limits_are_refused_with_the_field_named(admin_client):
+    r = admin_client.post(f"{LIST}add/", {"name": "bad", "active": "on", "allowed_providers": "openia",
+                                          "budget_period": "month"})
+    assert r.status_code == 200 and "unknown provider openia" in r.content.decode()
+    assert not GatewayKey.objects.filter(name="bad").exists()
+
+
+def test_list_and_page_show_this_period_use(admin_client, make_key):
+    key, _ = make_key("spender", budget_usd=Decimal("1"), budget_period="total")
+    for cost in ("0.25", "0.125"):
+        exchange_make(gateway_key=key.label, tokens=(10, 5), cost_usd=Decimal(cost))
+    exchange_make(gateway_key="someone else (fp 000000000000)", cost_usd=Decimal("5"))
+    page = admin_client.get(LIST).content.decode()
+    assert "$0.375000" in page and "$0.625000" in page  # spent, remaining
+    assert f"?gateway_key={key.label.replace(' ', '+').replace('(', '%28').replace(')', '%29')}" in page
+    detail = admin_client.get(f"{LIST}{key.pk}/change/").content.decode()
+    assert "2 requests" in detail and "Requests per day" in detail and "<svg" in detail
+    assert Request.objects.filter(gateway_key=key.label).count() == 2
+
+
+def test_revoke_action(admin_client, make_key):
+    key, _ = make_key("to-revoke")
+    admin_client.post(LIST, {"action": "revoke", "_selected_action": [key.pk]})
+    key.refresh_from_db()
+    assert not key.active and key.revoked_at is not None
+
+
+def test_exchange_list_filters_by_the_rate_limited_outcome(admin_client):
+    exchange_make(status=429, outcome="rate_limited", gateway_key="k (fp 1)")
+    exchange_make(status=429)
+    page = admin_client.get("/admin/logs/request/?status=rate_limited").content.decode()
+    assert page.count("rate_limited") >= 1 and "rate limited (gateway key)" in page
+    page4 = admin_client.get("/admin/logs/request/?status=4xx")
+    assert page4.status_code == 200

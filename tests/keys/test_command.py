@@ -1,0 +1,70 @@
+"""manage.py gateway_key create|list|revoke, as a script uses it."""
+
+import io
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from keys.crypto import credential_decrypt
+from keys.models import GatewayKey
+from keys.tokens import secret_hash
+
+pytestmark = pytest.mark.django_db
+
+
+def _run(*args, stdin: str = "") -> str:
+    out = io.StringIO()
+    old = __import__("sys").stdin
+    __import__("sys").stdin = io.StringIO(stdin)
+    try:
+        call_command("gateway_key", *args, stdout=out)
+    finally:
+        __import__("sys").stdin = old
+    return out.getvalue()
+
+
+def test_create_prints_the_secret_alone_on_the_last_line():
+    out = _run("create", "ci-bot", "--rpm", "30", "--tpm", "10000", "--budget-usd", "25.123456",
+               "--providers", "openai,anthropic", "--models", "gpt-4o-mini", "--expires", "2027-01-01")
+    secret = out.rstrip("\n").splitlines()[-1]
+    assert secret.startswith("gk-") and secret.strip() == secret and " " not in secret
+    key = GatewayKey.objects.get(name="ci-bot")
+    assert key.secret_hash == secret_hash(secret) and secret not in str(key.__dict__)
+    assert (key.rpm, key.tpm, key.budget_usd, key.budget_period) == (30, 10000, Decimal("25.123456"), "month")
+    assert key.allowed_providers == ["openai", "anthropic"] and key.allowed_models == ["gpt-4o-mini"]
+    assert key.expires_at == datetime(2027, 1, 1, tzinfo=timezone.utc)
+
+
+def test_create_can_hold_a_provider_credential_from_stdin():
+    _run("create", "wrapped", "--provider-credential-stdin", stdin="sk-from-stdin-0123456789\n")
+    key = GatewayKey.objects.get(name="wrapped")
+    assert "sk-from-stdin" not in key.provider_credential
+    assert credential_decrypt(key.provider_credential) == "sk-from-stdin-0123456789"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rpm", "0"], "rpm must be at least 1, not 0"),
+    (["--budget-usd", "ten"], "budget must be a number of USD"),
+    (["--budget-usd", "0.000000001"], "more than 8 decimal places"),
+    (["--providers", "opnai"], "unknown provider opnai"),
+    (["--expires", "next year"], "--expires must be a date"),
+])
+def test_bad_values_are_named(args, message):
+    with pytest.raises(CommandError, match=message):
+        _run("create", "bad", *args)
+    assert not GatewayKey.objects.exists()
+
+
+def test_list_and_revoke():
+    _run("create", "a", "--budget-usd", "5", "--budget-period", "day")
+    _run("create", "b")
+    listed = _run("list")
+    assert "a\tgk-" in listed and "$5 per day" in listed and "0 requests, $0.000000 this day" in listed
+    assert "revoked gateway key 'b'" in _run("revoke", "b")
+    assert "revoked" in _run("list").splitlines()[1]
+    with pytest.raises(CommandError, match="no gateway key named 'zz'"):
+        _run("revoke", "zz")
+    with pytest.raises(CommandError, match="already exists"):
+        _run("create", "a")

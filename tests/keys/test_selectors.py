@@ -1,0 +1,64 @@
+"""A key's tokens in the last minute and spend this period, read from the log."""
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from keys import selectors
+from keys.selectors import caches_clear, key_history, key_usage
+from logs.ids import uuid7
+from logs.models import Request, Response
+
+pytestmark = pytest.mark.django_db
+
+
+def _exchange(key, *, started: datetime, ended: datetime, tokens: int | None = None, cost: str | None = None):
+    req = Request.objects.create(id=uuid7(started.timestamp()), provider="openai", endpoint="/v1/chat/completions",
+                                 method="POST", created_at=started, gateway_key=key.label)
+    Response.objects.create(id=uuid7(ended.timestamp()), request=req, status_code=200, outcome="completed",
+                            created_at=started, total_tokens=tokens, cost_usd=None if cost is None else Decimal(cost))
+
+
+def test_tokens_count_the_exchanges_that_ended_in_the_last_minute(make_key):
+    key, _ = make_key("t", tpm=1000)
+    now = datetime.now(timezone.utc)
+    _exchange(key, started=now - timedelta(minutes=5), ended=now - timedelta(seconds=10), tokens=300)  # long stream
+    _exchange(key, started=now - timedelta(seconds=20), ended=now - timedelta(seconds=19), tokens=200)
+    _exchange(key, started=now - timedelta(minutes=3), ended=now - timedelta(minutes=2), tokens=999)  # out
+    _exchange(key, started=now - timedelta(seconds=5), ended=now - timedelta(seconds=4))  # usage unknown
+    assert key_usage(key).tokens == 500
+
+
+def test_spend_this_period_settled_and_recent(make_key):
+    key, _ = make_key("s", budget_usd=Decimal("10"), budget_period="total")
+    now = datetime.now(timezone.utc)
+    _exchange(key, started=now - timedelta(days=40), ended=now - timedelta(days=40), cost="1.25")
+    _exchange(key, started=now - timedelta(minutes=2), ended=now - timedelta(minutes=1), cost="0.000001")
+    assert key_usage(key).spend == Decimal("1.250001")
+    # The settled part is summed once per boundary: an exchange of three hours ago logged only now
+    # counts when the boundary moves (or, here, the cache is cleared).
+    _exchange(key, started=now - timedelta(hours=3), ended=now, cost="2")
+    selectors._usage.clear()
+    assert key_usage(key).spend == Decimal("1.250001")
+    caches_clear()
+    assert key_usage(key).spend == Decimal("3.250001")
+
+
+def test_monthly_spend_starts_with_the_month(make_key):
+    key, _ = make_key("m", budget_usd=Decimal("10"))
+    now = datetime.now(timezone.utc)
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    _exchange(key, started=month - timedelta(seconds=1), ended=month, cost="5")
+    _exchange(key, started=month + timedelta(seconds=1), ended=month + timedelta(seconds=2), cost="0.5")
+    assert key_usage(key).spend == Decimal("0.5")
+
+
+def test_history_per_day(make_key):
+    key, _ = make_key("h")
+    now = datetime.now(timezone.utc)
+    _exchange(key, started=now - timedelta(days=1), ended=now - timedelta(days=1), tokens=10, cost="0.1")
+    _exchange(key, started=now - timedelta(days=1), ended=now - timedelta(days=1), tokens=5, cost="0.2")
+    days = key_history(key, days=3, now=now)
+    assert [d["requests"] for d in days] == [0, 2, 0]
+    assert days[1]["tokens"] == 15 and days[1]["spend"] == Decimal("0.3")

@@ -1,0 +1,112 @@
+"""The limit store: a sliding window of one-second buckets, exact when many take at once, on each backend."""
+
+import multiprocessing
+import threading
+import uuid
+
+import pytest
+from django.db import connection
+
+from keys import store
+from keys.store import Take, _decide, window_clear, window_take
+
+NOW = 1_800_000_000
+
+
+def _redis_up() -> bool:
+    try:
+        import redis
+
+        redis.Redis.from_url("redis://127.0.0.1:6379/15", socket_connect_timeout=1).ping()
+        return True
+    except Exception:
+        return False
+
+
+def test_at_most_n_in_any_window_and_when_a_slot_frees():
+    # Two admitted 60 s and 30 s ago, limit 2: refused; the older one leaves in 1 s.
+    assert _decide([(NOW - 60, 1), (NOW - 30, 1)], NOW, 2, 60) == (Take(False, 2, 1.0), False)
+    # A second later it has left: admitted, and the oldest still counted leaves 30 s after that.
+    assert _decide([(NOW - 60, 1), (NOW - 30, 1)], NOW + 1, 2, 60) == (Take(True, 2, 30.0), True)
+    # A fixed window that began at NOW - 59 would have let a second burst in; this one does not.
+    assert _decide([(NOW - 59, 2)], NOW, 2, 60)[0].allowed is False
+    # Emptied slots and stale buckets (a file's leftovers) do not count.
+    assert _decide([(NOW - 61, 5), (0, 0)], NOW, 1, 60) == (Take(True, 1, 61.0), True)
+    # Limit lowered below what the window holds: wait until enough have left.
+    assert _decide([(NOW - 50, 3), (NOW - 10, 3)], NOW, 2, 60) == (Take(False, 6, 51.0), False)
+
+
+@pytest.fixture(params=["file", pytest.param("redis", marks=pytest.mark.skipif(
+    not _redis_up(), reason="no Redis at 127.0.0.1:6379")), "database"])
+def kind(request, settings, tmp_path):
+    if request.param == "redis":
+        settings.CACHES = {"default": {"BACKEND": store.REDIS_BACKEND, "LOCATION": "redis://127.0.0.1:6379/15"}}
+    if request.param == "file" and connection.vendor != "sqlite":
+        pytest.skip("the file store is the one SQLite deployments use: covered by the SQLite pass")
+    if request.param == "database":
+        if connection.vendor != "postgresql":
+            pytest.skip("the database store is PostgreSQL's (run with DATABASE_URL=postgres://...)")
+        request.getfixturevalue("transactional_db")
+    settings.DATA_DIR = tmp_path
+    assert store.store_kind() == request.param
+    return request.param
+
+
+def test_window_admits_up_to_the_limit_then_says_when_a_slot_frees(kind):
+    bucket = f"t:{uuid.uuid4().hex}"
+    takes = [window_take(bucket, 3, 60) for _ in range(4)]
+    assert [t.allowed for t in takes] == [True, True, True, False]
+    assert [t.used for t in takes] == [1, 2, 3, 3]
+    assert 59 <= takes[-1].reset <= 61
+    window_clear(bucket)
+    assert window_take(bucket, 3, 60).used == 1
+
+
+def test_threads_taking_at_once_get_exactly_the_limit(kind):
+    bucket = f"t:{uuid.uuid4().hex}"
+    results: list[bool] = []
+    start = threading.Barrier(12)
+
+    def take() -> None:
+        start.wait()
+        try:
+            results.append(window_take(bucket, 5, 60).allowed)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=take) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == [False] * 7 + [True] * 5
+
+
+def _hammer(data_dir: str, bucket: str, count: int, out) -> None:
+    from django.conf import settings
+
+    settings.DATA_DIR = data_dir
+    out.put(sum(window_take(bucket, 25, 60).allowed for _ in range(count)))
+
+
+def test_processes_sharing_the_file_get_exactly_the_limit(tmp_path, settings):
+    """What the workers of one machine do: four processes, one file, flock(2)."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the file store is the one SQLite deployments use: covered by the SQLite pass")
+    settings.DATA_DIR = tmp_path
+    bucket = f"t:{uuid.uuid4().hex}"
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_hammer, args=(str(tmp_path), bucket, 20, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    admitted = [out.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join(10)
+    assert sum(admitted) == 25
+
+
+def test_an_unreachable_redis_is_reported(settings):
+    settings.CACHES = {"default": {"BACKEND": store.REDIS_BACKEND, "LOCATION": "redis://127.0.0.1:9/0"}}
+    with pytest.raises(store.StoreUnavailable, match="Redis limit store unavailable"):
+        window_take("t:down", 1, 60)
