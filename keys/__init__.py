@@ -2,6 +2,6 @@
 
 The model and its admin, the secrets (hashes only) and stored provider credentials (encrypted),
 the limit store shared by every worker and host, and the limits themselves. The proxy asks this
-app (proxy/access.py, proxy/key_step.py); this app reads the log (logs.models) for tokens and
+app (proxy/access.py, proxy/key_policy.py); this app reads the log (logs.models) for tokens and
 spend, and never imports the proxy.
 """

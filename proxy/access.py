@@ -2,7 +2,7 @@
 
 Identified before the request is logged, so the log shows the key's name and fingerprint
 instead of its secret; its permissions and limits are applied by the first policy step
-(proxy/key_step.py).
+(proxy/key_policy.py).
 """
 
 import hmac

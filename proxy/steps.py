@@ -12,9 +12,11 @@ changed the request, what went upstream (Exchange.forwarded -> responses.forward
 from django.conf import settings
 from django.http import HttpResponseBase
 
+from keys.selectors import keys_exist_known
 from proxy.exchange import Exchange
 from proxy.hold import hold_may_apply, hold_request
 from proxy.hooks import hooks_loaded, hooks_request
+from proxy.key_policy import key_request
 from wire.sse import EventFilter
 
 
@@ -34,6 +36,20 @@ class Step:
     def relay_filter(self, x: Exchange, is_sse: bool) -> EventFilter | None:
         """A filter for the answer's bytes on their way to the client, or None."""
         return None
+
+
+class KeyStep(Step):
+    """Gateway keys of the keys app (proxy/key_policy.py): permissions, limits, stored provider credential."""
+
+    name = "gateway_key"
+
+    def enabled(self) -> bool:
+        # As the request's own key lookup left it (proxy/access.py asks on every request, at most
+        # once a second from the database): no database here, and no expiry between the two.
+        return keys_exist_known()
+
+    async def request(self, x: Exchange) -> HttpResponseBase | None:
+        return await key_request(x)
 
 
 class HooksStep(Step):
@@ -94,14 +110,7 @@ class StreamUsageStep(Step):
         return EventFilter(x.provider.injected_event) if x.usage_injected and is_sse else None
 
 
-def _steps_build() -> list[Step]:
-    """The steps in order. Imported here: each step module imports Step from this one."""
-    from proxy.key_step import KeyStep
-
-    return [KeyStep(), HooksStep(), HoldStep(), StreamUsageStep()]
-
-
-STEPS: list[Step] = _steps_build()
+STEPS: list[Step] = [KeyStep(), HooksStep(), HoldStep(), StreamUsageStep()]
 
 
 def steps_active() -> list[Step]:

@@ -1,4 +1,4 @@
-"""KeyStep, the first policy step: what a gateway key of the keys app may do, and its limits.
+"""The gateway-key step's work (KeyStep in proxy/steps.py): what a key of the keys app may do, and its limits.
 
 The key was identified before the request was logged (proxy/access.py). This step refuses a
 provider or model the key does not allow (403), applies its limits (budget, tokens and requests
@@ -18,50 +18,43 @@ from logs.redaction.redact import headers_mask
 from logs.redaction.scrub import Scrubber
 from proxy.access import KeyGrant
 from proxy.exchange import Exchange, json_error
-from proxy.steps import Step
 from wire.jsonutil import json_or_none
 
 
-class KeyStep(Step):
-    """Permissions, limits and the stored provider credential of database gateway keys."""
+STEP = "gateway_key"
 
-    name = "gateway_key"
 
-    def enabled(self) -> bool:
-        # As the request's own key lookup left it (proxy/access.py asks on every request, at most
-        # once a second from the database): no database here, and no expiry between the two.
-        return keys_exist_known()
-
-    async def request(self, x: Exchange) -> HttpResponse | None:
-        grant = x.gateway_key
-        if not isinstance(grant, KeyGrant):
-            return None  # unkeyed (GATEWAY_ALLOW_UNKEYED) or a GATEWAY_API_KEYS key: no limits
-        key = grant.key
-        refused = _permission_refusal(x, grant)
-        if refused:
-            if key.limited:  # every answer to a limited key says its limits (this one took nothing from them)
-                x.answer_headers.extend(policies(key))
-            return _refuse(x, 403, refused, kind="permission_error", outcome=Outcome.GATEWAY_ERROR)
-        if key.limited:
-            try:
-                verdict: Verdict = await limits_apply(key)
-            except StoreUnavailable as exc:
-                return _refuse(x, 503, f"Gateway key limits cannot be checked: {exc}", kind="api_error",
-                               outcome=Outcome.GATEWAY_ERROR)
-            x.answer_headers.extend(verdict.headers())
-            if verdict.refusal:
-                # Admitted requests are not noted (one JSON value fewer to write per exchange): their
-                # key is on the request row, and what it had left is in the answer's RateLimit field.
-                x.decisions.append({"step": self.name, "decision": "refused", "limit": verdict.limit,
-                                    "key": key.name, "remaining": verdict.remaining})
-                return _refuse(x, 429, verdict.refusal, kind="rate_limit_error", outcome=Outcome.RATE_LIMITED)
-        if key.provider_credential:
-            try:
-                _credential_swap(x, grant, credential_decrypt(key.provider_credential))
-            except CredentialUnreadable as exc:
-                return _refuse(x, 500, f"Gateway key '{key.name}': {exc}", kind="api_error",
-                               outcome=Outcome.GATEWAY_ERROR)
-        return None
+async def key_request(x: Exchange) -> HttpResponse | None:
+    """Refuse what the key may not do or has no room left for; otherwise swap in its provider credential."""
+    grant = x.gateway_key
+    if not isinstance(grant, KeyGrant):
+        return None  # unkeyed (GATEWAY_ALLOW_UNKEYED) or a GATEWAY_API_KEYS key: no limits
+    key = grant.key
+    refused = _permission_refusal(x, grant)
+    if refused:
+        if key.limited:  # every answer to a limited key says its limits (this one took nothing from them)
+            x.answer_headers.extend(policies(key))
+        return _refuse(x, 403, refused, kind="permission_error", outcome=Outcome.GATEWAY_ERROR)
+    if key.limited:
+        try:
+            verdict: Verdict = await limits_apply(key)
+        except StoreUnavailable as exc:
+            return _refuse(x, 503, f"Gateway key limits cannot be checked: {exc}", kind="api_error",
+                           outcome=Outcome.GATEWAY_ERROR)
+        x.answer_headers.extend(verdict.headers())
+        if verdict.refusal:
+            # Admitted requests are not noted (one JSON value fewer to write per exchange): their
+            # key is on the request row, and what it had left is in the answer's RateLimit field.
+            x.decisions.append({"step": STEP, "decision": "refused", "limit": verdict.limit,
+                                "key": key.name, "remaining": verdict.remaining})
+            return _refuse(x, 429, verdict.refusal, kind="rate_limit_error", outcome=Outcome.RATE_LIMITED)
+    if key.provider_credential:
+        try:
+            _credential_swap(x, grant, credential_decrypt(key.provider_credential))
+        except CredentialUnreadable as exc:
+            return _refuse(x, 500, f"Gateway key '{key.name}': {exc}", kind="api_error",
+                           outcome=Outcome.GATEWAY_ERROR)
+    return None
 
 
 def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
@@ -96,6 +89,6 @@ def _credential_swap(x: Exchange, grant: KeyGrant, credential: str) -> None:
     x.forward_headers = [*kept, (name, value)]
     x.forwarded = {**(x.forwarded or {}), "headers": headers_mask(x.forward_headers)}
     where = "X-Gateway-Key" if not grant.in_provider_header else grant.carrier
-    x.decisions.append({"step": "gateway_key", "decision": "provider credential swapped in",
+    x.decisions.append({"step": STEP, "decision": "provider credential swapped in",
                         "changed": [f"{name}: the key's stored provider credential (the key came in {where})"]})
 
