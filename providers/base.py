@@ -212,6 +212,10 @@ class Provider:
         return [model]
 
     # --- realtime sessions (WebSocket)
+    def realtime_model(self, endpoint: str, query: str) -> str | None:
+        """The model a WebSocket upgrade asks for, or None when only the session's messages name it."""
+        return None
+
     def realtime_read(self, direction: str, event: Payload) -> RealtimeRead:
         """Audio, turn ends, formats and usage in one event of a realtime session ("client"/"upstream")."""
         return RealtimeRead()

@@ -5,6 +5,7 @@ import binascii
 import json
 import re
 from typing import Any
+from urllib.parse import parse_qs
 
 from providers import turns
 from providers.base import AudioChunk, EmbeddedFile, Payload, Provider, RealtimeRead, StreamEvent, Turn, Usage, \
@@ -241,6 +242,11 @@ class OpenAI(Provider):
     def price_names(self, model: str) -> list[str]:
         """The name, then its family without a date or -latest / -preview suffix."""
         return names_without(model, VERSION_SUFFIXES)
+
+    def realtime_model(self, endpoint: str, query: str) -> str | None:
+        """The Realtime API names the model in the upgrade's query: /v1/realtime?model=..."""
+        found = parse_qs(query).get("model")
+        return found[0][:255] if found else None
 
     def realtime_read(self, direction: str, event: Payload) -> RealtimeRead:
         """The Realtime API: audio appends and deltas, turn ends, session formats, response.done usage."""

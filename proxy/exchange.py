@@ -63,6 +63,7 @@ class Exchange:
         self.content_type = request.META.get("CONTENT_TYPE", "")
         self.client = request.META.get("REMOTE_ADDR", "")
         self.body = request.gateway_body  # proxy/request_body.BodySpool
+        self.websocket = False  # a WebSocket upgrade (proxy/websocket.py): a realtime session, no body
         self.refusal = request.gateway_refusal
         # What goes upstream; the steps may change it (the log keeps what was received).
         self.forward_headers: list[tuple[str, str]] = []

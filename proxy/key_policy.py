@@ -64,14 +64,23 @@ def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
         return (f"Gateway key '{key.name}' may not call provider '{x.provider.name}' "
                 f"(allowed: {', '.join(key.allowed_providers)}).")
     if key.allowed_models:
-        body = x.body.in_memory()
-        payload = json_or_none(body.decode("utf-8", "replace")) if body else None
-        model = x.provider.request_model(x.route.upstream_path, payload)
-        if model is None and x.body.size and body is None:
-            return f"Gateway key '{key.name}' is limited to some models, and this request's body is too large to read its model."
+        model, unread = _model_asked(x)
+        if model is None and unread:
+            return f"Gateway key '{key.name}' is limited to some models, and {unread}."
         if model is not None and model not in key.allowed_models:
             return f"Gateway key '{key.name}' may not use model '{model}' (allowed: {', '.join(key.allowed_models)})."
     return ""
+
+
+def _model_asked(x: Exchange) -> tuple[str | None, str]:
+    """The model the request asks for, or None and why it cannot be read ("" when it names none)."""
+    if x.websocket:  # Gemini Live names its model in the first message, after the handshake
+        model = x.provider.realtime_model(x.route.upstream_path, x.query)
+        return model, "" if model else "this session's model is not named in its upgrade request"
+    body = x.body.in_memory()
+    payload = json_or_none(body.decode("utf-8", "replace")) if body else None
+    model = x.provider.request_model(x.route.upstream_path, payload)
+    return model, "this request's body is too large to read its model" if x.body.size and body is None else ""
 
 
 def _refuse(x: Exchange, status: int, message: str, *, kind: str, outcome: str) -> HttpResponse:

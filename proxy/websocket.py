@@ -251,7 +251,9 @@ def _exchange(scope: dict, route: Route) -> Exchange:
     """The exchange of an upgrade: a Django request made of the handshake (it has no body)."""
     request = ASGIRequest({**scope, "type": "http", "method": "GET"}, io.BytesIO())
     request.gateway_body, request.gateway_refusal = BodySpool(f"{exchange_id_new()}.request"), None
-    return Exchange(request, route)
+    x = Exchange(request, route)
+    x.websocket = True
+    return x
 
 
 async def websocket_app(scope: dict, receive, send) -> None:

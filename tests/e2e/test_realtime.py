@@ -19,6 +19,7 @@ from testing.mock_realtime import PCM_CHUNK, MockRealtimeThread
 from hold.services import held_decide, switch_set
 from tests.e2e.faults import wait_until
 from tests.hold.conftest import Background, held_ids
+from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
 from tests.procs import GatewayProcess, db_rows, migrated_copy, sqlite_only
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -135,11 +136,22 @@ def test_client_disconnect_is_logged_and_the_upstream_closed(rt, realtime_mock, 
     assert realtime_mock.mock.sessions[-1].closed_code is not None  # the gateway closed its upstream session
 
 
-async def _refused(url: str) -> InvalidStatus:
+async def _refused(url: str, headers: dict | None = None, model: str = "m") -> InvalidStatus:
     with pytest.raises(InvalidStatus) as caught:
-        async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model=m"):
+        async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model={model}", additional_headers=headers):
             pass
     return caught.value
+
+
+async def _open(url: str, headers: dict) -> None:
+    async with connect(url, additional_headers=headers):
+        pass
+
+
+async def _keyed_session(url: str, secret: str) -> str:
+    async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
+                       additional_headers={"Authorization": f"Bearer {KEY}", "X-Gateway-Key": secret}) as ws:
+        return json.loads(await ws.recv())["type"]
 
 
 def test_refused_upgrade_gets_an_http_error_before_the_handshake(rt, settings, log_flush):
@@ -148,6 +160,26 @@ def test_refused_upgrade_gets_an_http_error_before_the_handshake(rt, settings, l
     assert refused.response.status_code == 401 and b"X-Gateway-Key" in refused.response.body
     log_flush()
     assert Response.objects.get().status_code == 401
+
+
+def test_gateway_key_limits_and_models_apply_at_the_upgrade(rt, realtime_mock, log_flush, make_key):
+    _, secret = make_key("voice", rpm=1, models=["gpt-realtime"])
+    headers = {"Authorization": f"Bearer {KEY}", "X-Gateway-Key": secret}
+    assert asyncio.run(_keyed_session(rt.url, secret)) == "session.created"  # the minute's one session
+    limited = asyncio.run(_refused(rt.url, headers, model="gpt-realtime"))
+    assert limited.response.status_code == 429 and limited.response.headers.get("retry-after")
+    assert b"rate_limit_error" in limited.response.body
+    other_model = asyncio.run(_refused(rt.url, headers, model="gpt-4o-realtime-preview"))
+    assert other_model.response.status_code == 403 and b"may not use model" in other_model.response.body
+    # Gemini Live names its model only in the session's first message: a model-limited key is refused.
+    with pytest.raises(InvalidStatus) as gemini:
+        asyncio.run(_open(f"{rt.url.replace('http', 'ws')}/gemini/ws/google.ai.generativelanguage.v1beta."
+                          "GenerativeService.BidiGenerateContent", {"X-Gateway-Key": secret}))
+    assert gemini.value.response.status_code == 403 and b"not named in its upgrade request" in gemini.value.response.body
+    assert len(realtime_mock.mock.sessions) == 1  # no refusal reached the upstream
+    log_flush()
+    assert sorted(r.status_code for r in Response.objects.all()) == [101, 403, 403, 429]
+    assert Response.objects.get(status_code=429).outcome == "rate_limited"
 
 
 async def _gemini_live(url: str) -> list:
