@@ -145,11 +145,10 @@ def test_the_switch_takes_effect_within_a_second(upstream, gateway):
 
     def held_now() -> bool:  # a request sent now is held (its id shows up) or goes through
         call = _post(gateway)
-        time.sleep(0.1)
-        if proxy.hold._watch is not None and proxy.hold._watch.waiters:
-            return call
-        call.wait()
-        return False
+        # Either it finishes or its hold shows up (the held row is written first: slower on PostgreSQL).
+        until(lambda: call.done or (proxy.hold._watch is not None and proxy.hold._watch.waiters),
+              timeout=10, what="the request to finish or be held")
+        return False if call.done else call
 
     call = until(held_now, timeout=5, what="a held request")
     assert time.monotonic() - turned_on < 2.0  # the 1 s bound, plus the probe requests on a busy machine
