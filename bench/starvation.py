@@ -116,6 +116,7 @@ def run(root: Path, label: str, requests: int, interval: float, idle_seconds: fl
     result = {"label": label, "requests": requests, "missing": delays.count(None),
               "p50_s": round(statistics.median(seen), 3) if seen else None,
               "p99_s": round(q[98], 3) if seen else None, "max_s": round(seen[-1], 3) if seen else None,
+              "slowest_s": [round(d, 2) for d in seen[-5:]], "first_s": round(delays[0], 2) if delays[0] else None,
               "cli_runs": counts["runs"], "cli_locked": counts["locked"], "cli_other_errors": counts["other"]}
     if counts.get("last_error"):
         result["cli_last_error"] = counts["last_error"]

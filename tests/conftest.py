@@ -29,7 +29,7 @@ class IngestThread:
     processes (tests/procs.py) run the real child process.
     """
 
-    def __init__(self, idle: bool) -> None:
+    def __init__(self) -> None:
         read_in, write_in = os.pipe()
         read_out, write_out = os.pipe()
         self.stdin = os.fdopen(write_in, "wb")

@@ -34,7 +34,6 @@ READ_SIZE = 1 << 20
 # this process writes where its worker reads.
 DB_NAME_ENV = "GATEWAY_INGEST_DB_NAME"
 INGEST_APPS = ("django.contrib.contenttypes", "logs")
-IDLE_ENV = "GATEWAY_INGEST_IDLE"
 CPU_IDLE_SUPPORTED = hasattr(os, "SCHED_IDLE")  # Linux
 
 
@@ -46,7 +45,7 @@ def cpu_priority_set(pid: int, *, idle: bool) -> bool:
     the scheduler (the p99 at concurrency 1, see docs/benchmark.md). nice does not help: the
     kernel lets the running task finish its time slice first. Going back to normal needs
     CAP_SYS_NICE (or RLIMIT_NICE of 20): the worker falls back to a restart without it
-    (logs/pipeline/pipe.py). pid 0 is the calling process.
+    (logs/pipeline/pipe.py).
     """
     try:
         os.sched_setscheduler(pid, os.SCHED_IDLE if idle else os.SCHED_OTHER, os.sched_param(0))
@@ -169,8 +168,6 @@ def ingest_run(fd_in: int, out: BinaryIO) -> None:
 def main() -> None:
     """Entry point of the child process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if os.environ.get(IDLE_ENV) == "1":
-        cpu_priority_set(0, idle=True)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Acks go out on the original stdout; anything else printed goes to stderr instead.
     acks = os.fdopen(os.dup(1), "wb")

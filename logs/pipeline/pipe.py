@@ -12,7 +12,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from logs.pipeline.ingest import CPU_IDLE_SUPPORTED, DB_NAME_ENV, IDLE_ENV, cpu_priority_set
+from logs.pipeline.ingest import CPU_IDLE_SUPPORTED, DB_NAME_ENV, cpu_priority_set
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,13 @@ def ingest_priority_set(proc: subprocess.Popen, *, idle: bool) -> bool:
     return cpu_priority_set(proc.pid, idle=idle)
 
 
-def ingest_spawn(idle: bool) -> subprocess.Popen:
-    """Start an ingest process writing to this worker's database (at idle CPU priority if `idle`).
+def ingest_spawn() -> subprocess.Popen:
+    """Start an ingest process writing to this worker's database (at normal CPU priority).
 
     Tests replace this with a runner that keeps the ingest loop in the test process, where the
     test database and per-test settings live; everything else in the pipe stays the same.
     """
-    env = {**os.environ, DB_NAME_ENV: str(settings.DATABASES["default"]["NAME"]), IDLE_ENV: "1" if idle else "0"}
+    env = {**os.environ, DB_NAME_ENV: str(settings.DATABASES["default"]["NAME"])}
     return subprocess.Popen(COMMAND, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 
@@ -61,6 +61,10 @@ class IngestPipe:
     The process runs only while there is something to write: it starts with the first lines
     (or at once, to replay journals a dead worker left), and retires after
     LOG_INGEST_IDLE_SECONDS without any, so an idle worker costs no second process.
+
+    It starts at normal CPU priority (its start-up is most of its work for the first lines)
+    and drops to idle priority once it has written everything sent to it; a line that then
+    waits BOOST_AGE raises it to normal until it has caught up again.
     """
 
     def __init__(self, on_acked: Callable[[list[bool]], None], on_error: Callable[[str], None], *,
@@ -74,7 +78,7 @@ class IngestPipe:
         self._pipe_lock = threading.Lock()  # one writer at a time, and no write during a restart
         self._closing = False
         self._boosting = False
-        self.idle = CPU_IDLE_SUPPORTED  # the process runs at idle CPU priority (until a line waits too long)
+        self.idle = False  # the process runs at idle CPU priority
         # The OS refused to raise the process's priority in place (no CAP_SYS_NICE): it was
         # restarted at normal priority instead and stays there until it retires.
         self._pinned_normal = False
@@ -92,7 +96,8 @@ class IngestPipe:
         If it cannot start, the lines stay in flight (and in the journal) for the next try.
         """
         try:
-            proc = ingest_spawn(self.idle)
+            self.idle = False
+            proc = ingest_spawn()
         except OSError as exc:
             log.error("log ingest process could not start, records wait in the journal: %s", exc)
             self._on_error(f"log ingest process could not start: {exc}")
@@ -160,9 +165,9 @@ class IngestPipe:
         more than the idle priority saves).
         """
         proc = self._proc
-        if idle and self._pinned_normal:
-            return False
-        if proc is None or ingest_priority_set(proc, idle=idle):
+        if proc is None or (idle and self._pinned_normal):
+            return False  # the next process starts at normal priority anyway
+        if ingest_priority_set(proc, idle=idle):
             self.idle = idle
             return True
         if idle:
@@ -181,7 +186,6 @@ class IngestPipe:
                 return
             self._proc = None  # from here on its reader only waits for it to exit
             self._pinned_normal = False
-            self.idle = CPU_IDLE_SUPPORTED  # the next process starts at idle priority again
             try:
                 proc.stdin.close()  # it has nothing left to write: it exits at once
             except (OSError, ValueError):
