@@ -186,10 +186,23 @@ class IngestPipe:
                 return
             self._proc = None  # from here on its reader only waits for it to exit
             self._pinned_normal = False
-            try:
-                proc.stdin.close()  # it has nothing left to write: it exits at once
-            except (OSError, ValueError):
-                pass
+            self._exit_let(proc)
+
+    def _exit_let(self, proc: subprocess.Popen) -> None:
+        """Close the process's input, at normal priority: it exits once it has written everything.
+
+        Closing its database connection may be the last one to the file: SQLite then checkpoints
+        the WAL and removes it under an exclusive lock, which every reader (the admin, the
+        sqlite3 shell, export) must wait for. At idle priority on a busy machine the process
+        could hold that lock for seconds, and a reader without a busy timeout fails with
+        "database is locked". Raising it fails quietly without CAP_SYS_NICE.
+        """
+        if self.idle and ingest_priority_set(proc, idle=False):
+            self.idle = False
+        try:
+            proc.stdin.close()
+        except (OSError, ValueError):
+            pass
 
     def _acks_read(self, proc: subprocess.Popen) -> None:
         """Thread body: count acks; if the process dies, start a new one and resend what it lost."""
@@ -228,10 +241,7 @@ class IngestPipe:
             if abandon:
                 proc.kill()
             else:
-                try:
-                    proc.stdin.close()
-                except (OSError, ValueError):
-                    pass
+                self._exit_let(proc)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:

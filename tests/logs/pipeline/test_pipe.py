@@ -77,7 +77,8 @@ def test_a_starved_ingest_process_is_raised_to_normal_priority_until_it_catches_
         assert wait_until(lambda: len(acked) == 4 and pipe.idle, 10)  # caught up: idle again
     finally:
         pipe.close(abandon=False)
-    assert changes == [(proc.pid, True), (proc.pid, False), (proc.pid, True)]
+    # ...and raised again to exit: its last database connection closes at normal priority.
+    assert changes == [(proc.pid, True), (proc.pid, False), (proc.pid, True), (proc.pid, False)]
     assert notes.read_text().splitlines() == ["start", '{"n": 1}', '{"n": 2}', '{"n": 3}', '{"n": 4}']
 
 
@@ -92,8 +93,24 @@ def test_a_burst_the_ingest_process_works_through_leaves_it_at_idle_priority(tmp
         assert wait_until(lambda: len(acked) == 200, 10)
     finally:
         pipe.close(abandon=False)
-    assert pipe.idle and [idle for _, idle in changes] == [True]  # never raised
+    assert [idle for _, idle in changes] == [True, False]  # never raised for the burst, only to exit
     assert notes.read_text().splitlines()[0] == "start" and notes.read_text().count("start") == 1
+
+
+def test_an_ingest_process_retiring_at_idle_priority_is_raised_to_exit(tmp_path, monkeypatch):
+    # Its last database connection may be the file's last: closing it takes an exclusive lock
+    # that readers wait for, so it must not be starved then.
+    notes = tmp_path / "ingest.txt"
+    pipe, acked, changes = _pipe_started(monkeypatch, ACKING_INGEST, notes)
+    try:
+        pipe.send([(b'{"n": 1}\n', True)])
+        assert wait_until(lambda: len(acked) == 1 and pipe.idle, 10)
+        proc = pipe._proc
+        pipe.retire_if_idle()
+        assert proc.wait(10) == 0
+    finally:
+        pipe.close(abandon=False)
+    assert changes == [(proc.pid, True), (proc.pid, False)]
 
 
 def test_without_the_right_to_raise_it_a_starved_ingest_process_is_restarted_at_normal_priority(
