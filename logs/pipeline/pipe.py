@@ -169,6 +169,8 @@ class IngestPipe:
             return False  # the next process starts at normal priority anyway
         if ingest_priority_set(proc, idle=idle):
             self.idle = idle
+            log.debug("log ingest process at %s priority (oldest unwritten record: %s)",
+                      "idle" if idle else "normal", "none" if age is None else f"{age:.2f}s old")
             return True
         if idle:
             return False
