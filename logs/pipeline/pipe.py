@@ -151,22 +151,24 @@ class IngestPipe:
                     idle = ingest_priority(age, idle=self.idle)
                     if idle != self.idle and not refused:
                         break
-                    refused = False
                     # At idle priority with lines waiting: until the oldest is BOOST_AGE old.
-                    # Otherwise: until the first line comes or the last one is written.
-                    self._inflight_changed.wait(BOOST_AGE - age if age is not None and self.idle else None)
+                    # Otherwise, or after a change that did not take: until the first line
+                    # comes or the last one is written.
+                    timed = age is not None and self.idle and not refused
+                    refused = False
+                    self._inflight_changed.wait(BOOST_AGE - age if timed else None)
             refused = not self._priority_apply(idle, age)
 
     def _priority_apply(self, idle: bool, age: float | None) -> bool:
-        """Set the process's priority (or, with none running, the next one's); False if it did not take.
+        """Set the running process's priority; False if it did not take.
 
         Without the right to raise a process's priority in place, it is restarted at normal
         priority instead, and kept there until it retires (a restart per quiet request would cost
         more than the idle priority saves).
         """
         proc = self._proc
-        if proc is None or (idle and self._pinned_normal):
-            return False  # the next process starts at normal priority anyway
+        if proc is None or proc.poll() is not None or (idle and self._pinned_normal):
+            return False  # none running (the next one starts at normal priority), or pinned
         if ingest_priority_set(proc, idle=idle):
             self.idle = idle
             log.debug("log ingest process at %s priority (oldest unwritten record: %s)",
