@@ -1,4 +1,4 @@
-"""Does the log keep up on a busy machine? python bench/starvation.py [OTHER_CHECKOUT] [--requests N]
+"""Does the log keep up on a busy machine? python bench/starvation.py [OTHER_CHECKOUT] [--requests N] ...
 
 Starts the mock upstream and a gateway as the README runs it (uvicorn, 1 worker, fresh SQLite),
 saturates every core with busy-loop processes, then sends chat requests at a quiet rate (one
