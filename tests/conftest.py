@@ -29,7 +29,7 @@ class IngestThread:
     processes (tests/procs.py) run the real child process.
     """
 
-    def __init__(self, idle: bool) -> None:
+    def __init__(self) -> None:
         read_in, write_in = os.pipe()
         read_out, write_out = os.pipe()
         self.stdin = os.fdopen(write_in, "wb")
@@ -87,14 +87,17 @@ def pytest_collection_modifyitems(items) -> None:
 
 # The production spawner (a real child process), for tests that need one in this process.
 REAL_INGEST_SPAWN = logs.pipeline.pipe.ingest_spawn
+REAL_INGEST_PRIORITY_SET = logs.pipeline.pipe.ingest_priority_set
 
 
 @pytest.fixture(autouse=True, scope="session")
 def ingest_in_process():
-    """In-process gateways write their log through IngestThread."""
+    """In-process gateways write their log through IngestThread (a thread: its priority stays as it is)."""
     logs.pipeline.pipe.ingest_spawn = IngestThread
+    logs.pipeline.pipe.ingest_priority_set = lambda proc, *, idle: True
     yield
     logs.pipeline.pipe.ingest_spawn = REAL_INGEST_SPAWN
+    logs.pipeline.pipe.ingest_priority_set = REAL_INGEST_PRIORITY_SET
 
 
 @pytest.fixture(autouse=True)

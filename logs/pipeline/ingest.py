@@ -34,19 +34,21 @@ READ_SIZE = 1 << 20
 # this process writes where its worker reads.
 DB_NAME_ENV = "GATEWAY_INGEST_DB_NAME"
 INGEST_APPS = ("django.contrib.contenttypes", "logs")
-IDLE_ENV = "GATEWAY_INGEST_IDLE"
+CPU_IDLE_SUPPORTED = hasattr(os, "SCHED_IDLE")  # Linux
 
 
-def cpu_idle_enter() -> bool:
-    """Run only on CPU time nobody else wants (Linux SCHED_IDLE); False where unsupported.
+def cpu_priority_set(pid: int, *, idle: bool) -> bool:
+    """Put a process at idle CPU priority (Linux SCHED_IDLE) or back at normal; False if refused.
 
-    At low concurrency the inserts otherwise take a core just when the worker, the client or
-    the upstream wakes up, and requests wait for the scheduler (the p99 at concurrency 1, see
-    docs/benchmark.md). nice does not help: the kernel lets the
-    running task finish its time slice first.
+    Idle: it runs only on CPU time nobody else wants. At low concurrency the inserts otherwise
+    take a core just when the worker, the client or the upstream wakes up, and requests wait for
+    the scheduler (the p99 at concurrency 1, see docs/benchmark.md). nice does not help: the
+    kernel lets the running task finish its time slice first. Going back to normal needs
+    CAP_SYS_NICE (or RLIMIT_NICE of 20): the worker falls back to a restart without it
+    (logs/pipeline/pipe.py).
     """
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        os.sched_setscheduler(pid, os.SCHED_IDLE if idle else os.SCHED_OTHER, os.sched_param(0))
         return True
     except (AttributeError, OSError):
         return False
@@ -166,8 +168,6 @@ def ingest_run(fd_in: int, out: BinaryIO) -> None:
 def main() -> None:
     """Entry point of the child process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if os.environ.get(IDLE_ENV) == "1":
-        cpu_idle_enter()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Acks go out on the original stdout; anything else printed goes to stderr instead.
     acks = os.fdopen(os.dup(1), "wb")
