@@ -5,14 +5,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum
+from django.db.models.fields.json import HasKey, KeyTextTransform
+from django.db.models.lookups import Exact
 
 from logs.models import BinaryFile, Request, Response
 from logs.outcomes import Outcome
 
 # Columns the exchange list never needs: they can hold megabytes per row.
 LIST_DEFERRED = (
-    "body", "headers", "query_string",
+    "body", "headers", "query_string", "metadata",
     "response__body", "response__headers", "response__stream_result", "response__event_offsets_ms",
     "response__error_message",
 )
@@ -20,6 +22,7 @@ BODY_FIELDS = ("body", "response__body", "response__stream_result")
 
 GATEWAY_OUTCOMES = (Outcome.GATEWAY_ERROR, Outcome.UPSTREAM_ERROR)
 STATUS_CLASSES = {
+    "error": "any error",
     "2xx": "2xx success",
     "3xx": "3xx redirect",
     "4xx": "4xx client error",
@@ -122,6 +125,54 @@ def fingerprint_term(term: str) -> str | None:
     return None
 
 
+def user_q(user: str) -> Q:
+    """Exchanges made for an end user (the (end_user, created_at) index)."""
+    return Q(end_user=user)
+
+
+def session_q(session: str) -> Q:
+    """Exchanges of a session (the (session_id, created_at) index)."""
+    return Q(session_id=session)
+
+
+def metadata_q(pair: str) -> Q:
+    """Exchanges whose metadata has name=value ("team=search"), or the name at all ("team").
+
+    A JSON lookup: not indexed, so it narrows what the other filters and the time range found.
+    """
+    name, sep, value = (part.strip() for part in pair.partition("="))
+    if not name:
+        return Q()
+    # Expressions rather than metadata__<name>: a name may hold "__" or any character.
+    return Q(Exact(KeyTextTransform(name, "metadata"), value)) if sep else Q(HasKey(F("metadata"), name))
+
+
+# Search terms that name a tag: "user:alice", "session:abc", "meta:team=search".
+_TAG_TERMS = {"user:": user_q, "session:": session_q, "meta:": metadata_q}
+
+
+def tag_term_q(term: str) -> Q | None:
+    """The condition a user:/session:/meta: search term names, or None for other terms."""
+    for prefix, make in _TAG_TERMS.items():
+        if term.lower().startswith(prefix) and len(term) > len(prefix):
+            return make(term[len(prefix):])
+    return None
+
+
+def session_exchanges(session: str) -> QuerySet:
+    """A session's exchanges in the order they were made, response joined, bodies left out."""
+    return exchange_list(Request.objects.filter(session_q(session))).order_by("created_at", "pk")
+
+
+def exchanges_totals(qs: QuerySet) -> dict:
+    """Count, tokens, cost and latency summed over exchanges (one aggregate query)."""
+    return qs.order_by().aggregate(
+        exchanges=Count("pk"), errors=Count("pk", filter=Q(response__is_error=True)),
+        input_tokens=Sum("response__input_tokens"), output_tokens=Sum("response__output_tokens"),
+        total_tokens=Sum("response__total_tokens"), cost_usd=Sum("response__cost_usd"),
+        duration_ms=Sum("response__duration_ms"))
+
+
 def search_q(term: str) -> Q:
     """What a search term matches: an exact request id or key fingerprint, else endpoint, model or body text."""
     term = term.strip()
@@ -129,6 +180,9 @@ def search_q(term: str) -> Q:
         return Q(pk=uuid.UUID(term))
     except ValueError:
         pass
+    tagged = tag_term_q(term)
+    if tagged is not None:
+        return tagged
     fp = fingerprint_term(term)
     if fp is not None:  # exact, on the (key_fingerprint, created_at) index: no body scan
         return Q(key_fingerprint=fp)

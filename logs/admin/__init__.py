@@ -12,7 +12,8 @@ from django.utils.text import Truncator
 
 from logs.admin.changelist import ExchangeChangeList, NoCountPaginator
 from logs.admin.filters import (AnswerModelFilter, CostFilter, FilesFilter, GatewayKeyFilter, KeyFilter,
-                                ModelFilter, ProviderFilter, StatusFilter, StreamedFilter)
+                                MetadataFilter, ModelFilter, ProviderFilter, SessionFilter, StatusFilter,
+                                StreamedFilter, TimeRangeFilter, UserFilter)
 from logs.models import BinaryFile, Request
 from logs.retention import queryset_delete
 from logs.admin.views import header_context
@@ -20,6 +21,7 @@ from logs.admin.views.dashboard import dashboard_view
 from logs.admin.views.exchange import exchange_view
 from logs.admin.views.export import export_response
 from logs.admin.views.files import file_view
+from logs.admin.views.session import session_view
 from logs.selectors import exchange_list, search_q
 
 
@@ -48,12 +50,13 @@ class RequestAdmin(admin.ModelAdmin):
                     "duration", "ttfb", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens",
                     "total_tokens", "cost", "streamed", "body_size_total", "files_n", "ended", "key")
     list_display_links = ("time",)
-    list_filter = (ProviderFilter, StatusFilter, ModelFilter, AnswerModelFilter, CostFilter, StreamedFilter,
-                   FilesFilter, KeyFilter, GatewayKeyFilter)
+    list_filter = (TimeRangeFilter, StatusFilter, ModelFilter, ProviderFilter, UserFilter, SessionFilter,
+                   MetadataFilter, AnswerModelFilter, CostFilter, StreamedFilter, FilesFilter, KeyFilter,
+                   GatewayKeyFilter)
     date_hierarchy = "created_at"
     search_fields = ("=id", "endpoint", "model", "body")  # shown as help; get_search_results decides
-    search_help_text = ("Request id or key fingerprint (exact; key:<fingerprint> forces it), "
-                        "or text in the endpoint, model, request or response body.")
+    search_help_text = ("Request id or key fingerprint (exact; key:<fingerprint> forces it), user:<name>, "
+                        "session:<id>, meta:<name>=<value>, or text in the endpoint, model, request or response body.")
     ordering = ("-created_at",)
     # Time, models, tokens and cost sort on an index (see changelist.SORT_KNOWN_ONLY).
     # Duration and TTFB do not: ordering a million rows by an unindexed joined column takes
@@ -226,6 +229,7 @@ class RequestAdmin(admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("dashboard/", wrap(lambda r: dashboard_view(self, r)), name="logs_request_dashboard"),
+            path("session/", wrap(lambda r: session_view(self, r)), name="logs_request_session"),
             path("file/<str:file_id>/", wrap(lambda r, file_id: file_view(self, r, file_id)),
                  name="logs_binaryfile_download"),
         ] + super().get_urls()

@@ -1,12 +1,15 @@
 """List filters of the exchange list: each maps a value to an index-friendly condition."""
 
+from datetime import timedelta
+
 from django.contrib import admin
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from logs.models import Request, Response
 from logs.selectors import (STATUS_CLASSES, answer_model_q, cost_known_q, distinct_values, has_files_annotate,
-                            status_q, streamed_q)
+                            metadata_q, session_q, status_q, streamed_q, user_q)
 
 
 class _ChoiceFilter(admin.SimpleListFilter):
@@ -131,3 +134,64 @@ class FilesFilter(_ChoiceFilter):
         if value not in ("yes", "no"):
             return queryset
         return has_files_annotate(queryset).filter(has_files=(value == "yes"))
+
+
+# The time range picker: each is "since now minus this", applied with every other filter.
+TIME_RANGES = {"15m": ("last 15 minutes", timedelta(minutes=15)), "1h": ("last hour", timedelta(hours=1)),
+               "24h": ("last 24 hours", timedelta(hours=24)), "7d": ("last 7 days", timedelta(days=7))}
+
+
+class TimeRangeFilter(_ChoiceFilter):
+    title, parameter_name = "time range", "since"
+
+    def lookups(self, request, model_admin):
+        """The ranges up to now (a custom range is the date drill-down above the list)."""
+        return [(k, label) for k, (label, _) in TIME_RANGES.items()]
+
+    def q(self, value: str) -> Q:
+        """created_at from now minus the range (the created_at index, and every (x, created_at) one)."""
+        return Q(created_at__gte=timezone.now() - TIME_RANGES[value][1]) if value in TIME_RANGES else Q()
+
+
+class _ValueFilter(_ChoiceFilter):
+    """A filter on a value with many possible values: some known values as choices, plus the chosen one
+    (so a link from a list cell or the session page shows, and can be cleared, here)."""
+
+    field = ""
+
+    def lookups(self, request, model_admin):
+        """Up to 30 values in order (index seeks), the chosen one first when it is not among them."""
+        values = distinct_values(Request.objects.all(), self.field, limit=30)
+        current = self.value()
+        if current and current not in values:
+            values.insert(0, current)
+        return [(v, v) for v in values]
+
+
+class UserFilter(_ValueFilter):
+    title, parameter_name, field = "user", "user", "end_user"
+
+    def q(self, value: str) -> Q:
+        """Requests made for this end user (X-Gateway-User, or the provider's own user field)."""
+        return user_q(value)
+
+
+class SessionFilter(_ValueFilter):
+    title, parameter_name, field = "session", "session", "session_id"
+
+    def q(self, value: str) -> Q:
+        """Requests of this session (X-Gateway-Session-Id)."""
+        return session_q(value)
+
+
+class MetadataFilter(_ChoiceFilter):
+    title, parameter_name = "metadata", "meta"
+
+    def lookups(self, request, model_admin):
+        """Only the chosen name=value (set from an exchange's page, a link or the search box's meta:)."""
+        value = self.value()
+        return [(value, value)] if value else []
+
+    def q(self, value: str) -> Q:
+        """Metadata name=value, or the name alone."""
+        return metadata_q(value)
