@@ -185,6 +185,11 @@ class Provider:
         """An error answer in this provider's own shape, so its SDK raises its usual exception."""
         return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
 
+    def error_text(self, answer: Payload) -> str | None:
+        """The message of an error answer ({"error": {"message": ...}}, or {"error": "..."}), for the log's lists."""
+        error = sub(answer, "error")
+        return error[:500] if isinstance(error, str) and error else str_of(error, "message")
+
     def error_kind(self, status: int) -> str:
         """The error type this provider gives a status of its own (its SDK raises by status)."""
         return "server_error" if status >= 500 else "invalid_request_error"

@@ -41,12 +41,14 @@ class StatusFilter(_ChoiceFilter):
     title, parameter_name = "status", "status"
 
     def lookups(self, request, model_admin):
-        """Status classes and ways an exchange can end."""
-        return list(STATUS_CLASSES.items())
+        """Status classes and ways an exchange can end; an exact code when one was chosen (a status cell's link)."""
+        value = self.value()
+        exact = [(value, value)] if value and value.isdigit() and len(value) == 3 else []
+        return exact + list(STATUS_CLASSES.items())
 
     def q(self, value: str) -> Q:
         """See selectors.status_q (shared with export_logs --status)."""
-        return status_q(value) if value in STATUS_CLASSES else Q()
+        return status_q(value) if value in STATUS_CLASSES or (value.isdigit() and len(value) == 3) else Q()
 
 
 class ModelFilter(_ChoiceFilter):

@@ -150,6 +150,10 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
         counts = {name: rec.usage.get(name) for name in USAGE_FIELDS}
         _usage_set(resp, provider, Usage(model[:255] if isinstance(model, str) else None,
                                          **{k: v if isinstance(v, int) else None for k, v in counts.items()}))
+    if isinstance(answer, dict) and (rec.status or 0) >= 400 and not rec.error:
+        # The upstream's own error message, so a list of failures says what failed without opening each.
+        if said := _untrusted(provider.error_text, answer):
+            resp.error_message = _notes_join(said, resp.error_message)
     if isinstance(answer, dict):
         _usage_fill(resp, provider, answer)
         resp.output_urls = _untrusted(provider.output_urls, answer) or []

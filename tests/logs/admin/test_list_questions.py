@@ -1,0 +1,134 @@
+"""The exchange list answers questions in a few clicks: cells that filter, a time range, "any error"."""
+
+import re
+from datetime import datetime, timedelta, timezone
+from html import unescape
+
+import pytest
+
+from logs.outcomes import Outcome
+from tests.logs.admin.test_admin import LIST, _ids
+from tests.logs.factory import exchange_make, streamed_chat
+
+pytestmark = pytest.mark.django_db
+
+
+def _row(html: str, req) -> dict[str, str]:
+    """The cells of one exchange's row: {field name: inner HTML}."""
+    row = html.split(f"/admin/logs/request/{req.pk}/change/")[1].split("</tr>")[0]
+    return dict(re.findall(r'<td class="field-(\w+)[^"]*">(.*?)</td>', row, re.S))
+
+
+def _href(cell: str, text: str) -> str:
+    """The link in a cell around `text`."""
+    return unescape(re.search(r'href="([^"]*)"[^>]*>(?:<[^>]+>)*' + re.escape(text), cell).group(1))
+
+
+@pytest.fixture
+def made():
+    now = datetime.now(timezone.utc)
+    return {
+        "old_fail": exchange_make(when=now - timedelta(hours=3), model="gpt-4o", status=500),
+        "fail": exchange_make(when=now - timedelta(minutes=20), model="gpt-4o", status=500,
+                              end_user="alice", session_id="s-1"),
+        "ok": exchange_make(when=now - timedelta(minutes=10), model="gpt-4o", end_user="alice", session_id="s-1"),
+        "other": exchange_make(when=now - timedelta(minutes=5), model="o4-mini", status=429),
+        "gone": exchange_make(when=now - timedelta(minutes=2), model="o4-mini", outcome=Outcome.CLIENT_ABORTED),
+        "recent": exchange_make(when=now - timedelta(days=2), model="gpt-4o"),
+    }
+
+
+def _ids_of(made, *names) -> set[str]:
+    return {made[n].pk.hex for n in names}
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("since=1h", {"fail", "ok", "other", "gone"}), ("since=15m", {"ok", "other", "gone"}),
+    ("since=24h", {"old_fail", "fail", "ok", "other", "gone"}), ("since=7d", {"old_fail", "fail", "ok", "other", "gone", "recent"}),
+    ("status=error", {"old_fail", "fail", "other", "gone"}), ("status=500", {"old_fail", "fail"}),
+    # "Failed calls for model X in the last hour": three filters that combine.
+    ("since=1h&status=error&model=gpt-4o", {"fail"}),
+    ("since=24h&user=alice", {"fail", "ok"}),
+])
+def test_time_range_and_error_filters_combine(admin_client, made, query, expected):
+    r = admin_client.get(f"{LIST}?{query}")
+    assert r.status_code == 200
+    assert set(_ids(r)) == _ids_of(made, *expected)
+
+
+def test_clicking_cells_narrows_the_list_keeping_other_filters(admin_client, made):
+    html = admin_client.get(f"{LIST}?since=1h").content.decode()
+    cells = _row(html, made["fail"])
+    model_url = _href(cells["model_name"], "gpt-4o")
+    assert "model=gpt-4o" in model_url and "since=1h" in model_url
+    assert set(_ids(admin_client.get(LIST + model_url))) == _ids_of(made, "fail", "ok")
+
+    status_url = _href(cells["status"], "500")
+    assert set(_ids(admin_client.get(LIST + status_url))) == _ids_of(made, "fail")  # 500s in the last hour
+
+    user_url = _href(cells["who"], "alice")
+    assert set(_ids(admin_client.get(LIST + user_url))) == _ids_of(made, "fail", "ok")
+    session_url = _href(cells["session"], "s-1")
+    assert set(_ids(admin_client.get(LIST + session_url))) == _ids_of(made, "fail", "ok")
+    assert 'href="session/?id=s-1"' in cells["session"]  # and the session's timeline
+
+
+def test_status_cell_shows_outcome_and_error_text(admin_client):
+    failed = exchange_make(status=500)
+    failed.response.error_message = "The server had an error while processing your request."
+    failed.response.save()
+    aborted = exchange_make(outcome=Outcome.CLIENT_ABORTED)
+    fine = exchange_make()
+    html = admin_client.get(LIST).content.decode()
+    assert "The server had an error while processing your request." in _row(html, failed)["status"]
+    assert "client aborted" in _row(html, aborted)["status"]
+    assert "completed" not in _row(html, fine)["status"]
+
+
+def test_no_red_cross_for_not_streamed(admin_client):
+    plain = exchange_make()
+    streamed = streamed_chat()
+    html = admin_client.get(LIST).content.decode()
+    assert "icon-no" not in html and "icon-yes" not in html
+    assert "stream" in _row(html, streamed)["latency"] and "stream" not in _row(html, plain)["latency"]
+
+
+def test_column_chooser_adds_columns(admin_client):
+    exchange_make(tokens=(1200, 9), cached_tokens=1024)
+    html = admin_client.get(LIST).content.decode()
+    assert 'name="cols" value="cached_tokens"' in html and "field-cached_tokens" not in html
+    r = admin_client.get(LIST, {"cols": ["", "cached_tokens", "provider"], "since": "1h"})
+    assert r.status_code == 302 and r["Location"] == f"{LIST}?since=1h"
+    html = admin_client.get(LIST).content.decode()
+    assert "field-cached_tokens" in html and "field-provider" in html and ">1,024<" in html
+    admin_client.get(LIST, {"cols": [""]})  # nothing ticked: back to the default columns
+    assert "field-cached_tokens" not in admin_client.get(LIST).content.decode()
+
+
+def test_pages_name_the_gateway(admin_client):
+    exchange_make()
+    for url in ("/admin/", LIST, f"{LIST}dashboard/", f"{LIST}session/?id=x"):
+        html = admin_client.get(url).content.decode()
+        assert "Django administration" not in html and "Django site admin" not in html, url
+        assert "AI Gateway" in html, url
+
+
+def test_selection_counter_is_on_the_page(admin_client):
+    """actions.js updateCounter reads span.action-counter on every load and click: it must exist."""
+    exchange_make()
+    html = admin_client.get(LIST).content.decode()
+    assert re.search(r'<span class="action-counter" data-actions-icnt="1">0 of 1 selected</span>', html)
+
+
+def test_select_all_exports_every_matching_exchange(admin_client, monkeypatch):
+    from logs.admin import RequestAdmin
+
+    monkeypatch.setattr(RequestAdmin, "list_per_page", 2)
+    now = datetime.now(timezone.utc)
+    made = [exchange_make(when=now - timedelta(minutes=i), status=500 if i % 2 else 200) for i in range(7)]
+    html = admin_client.get(f"{LIST}?status=500").content.decode()
+    assert "Select every exchange matching the filters" in html
+    r = admin_client.post(f"{LIST}?status=500", {"action": "export_jsonl", "select_across": "1", "index": "0",
+                                                 "_selected_action": [made[1].pk.hex]})
+    lines = b"".join(r.streaming_content).decode().strip().splitlines()
+    assert len(lines) == 3  # every 500 across the pages, not only the ticked row
