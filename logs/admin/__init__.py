@@ -21,6 +21,7 @@ from logs.admin.views.exchange import exchange_view
 from logs.admin.views.export import export_response
 from logs.admin.views.files import file_view
 from logs.admin.views.session import session_view
+from logs.admin.views.spend import spend_view
 from logs.selectors import exchange_list, search_q
 
 
@@ -130,6 +131,7 @@ class RequestAdmin(ListColumns, admin.ModelAdmin):
         return [
             path("dashboard/", wrap(lambda r: dashboard_view(self, r)), name="logs_request_dashboard"),
             path("session/", wrap(lambda r: session_view(self, r)), name="logs_request_session"),
+            path("spend/", wrap(lambda r: spend_view(self, r)), name="logs_request_spend"),
             path("file/<str:file_id>/", wrap(lambda r, file_id: file_view(self, r, file_id)),
                  name="logs_binaryfile_download"),
         ] + super().get_urls()
