@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum
 from django.db.models.fields.json import HasKey, KeyTextTransform
+from django.db.models.functions import Substr
 from django.db.models.lookups import Exact
 
 from logs.models import BinaryFile, Request, Response
@@ -171,6 +172,38 @@ def exchanges_totals(qs: QuerySet) -> dict:
         input_tokens=Sum("response__input_tokens"), output_tokens=Sum("response__output_tokens"),
         total_tokens=Sum("response__total_tokens"), cost_usd=Sum("response__cost_usd"),
         duration_ms=Sum("response__duration_ms"))
+
+
+# The live tail's filters: URL parameter -> condition (the list's parameters, so a list's filters carry over).
+LIVE_FILTERS = {"model": lambda v: Q(model=v), "provider": lambda v: Q(provider=v), "user": user_q,
+                "session": session_q, "status": status_q, "gateway_key": lambda v: Q(gateway_key=v),
+                "key": lambda v: Q(key_fingerprint=v)}
+LIVE_ROWS_MAX = 200
+
+
+def live_exchanges(*, since: datetime, pending: list[str], filters: dict[str, str]) -> list[Request]:
+    """Exchanges started since `since` (newest first, at most LIVE_ROWS_MAX), plus the `pending` ones asked again.
+
+    The live tail asks for a window rather than "after the last id": with several workers a row
+    can reach the database after a newer one, and an open exchange changes when it ends.
+    """
+    q = Q()
+    for name, value in filters.items():
+        if name in LIVE_FILTERS and value:
+            q &= LIVE_FILTERS[name](value)  # status_q raises ValueError for an unknown status
+    recent = list(exchange_list(Request.objects.filter(q, created_at__gte=since))
+                  .annotate(error_short=Substr("response__error_message", 1, 200))
+                  .order_by("-created_at")[:LIVE_ROWS_MAX])
+    ids = []
+    for value in pending[:LIVE_ROWS_MAX]:
+        try:
+            ids.append(uuid.UUID(value))
+        except ValueError:
+            continue
+    seen = {r.pk for r in recent}
+    again = [r for r in exchange_list(Request.objects.filter(pk__in=ids))
+             .annotate(error_short=Substr("response__error_message", 1, 200)) if r.pk not in seen] if ids else []
+    return recent + again
 
 
 def search_q(term: str) -> Q:

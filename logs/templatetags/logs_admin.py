@@ -79,3 +79,14 @@ def count(value) -> str:
 def usd(value) -> str:
     """Dollars, readable."""
     return usd_format(value)
+
+
+@register.simple_tag
+def live_query(cl) -> str:
+    """The list's filters the live tail understands, as a query string ("" when none)."""
+    from urllib.parse import urlencode
+
+    from logs.selectors import LIVE_FILTERS
+
+    kept = {k: v for k, v in cl.params.items() if k in LIVE_FILTERS and v}
+    return f"?{urlencode(kept)}" if kept else ""
