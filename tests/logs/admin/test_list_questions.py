@@ -132,3 +132,15 @@ def test_select_all_exports_every_matching_exchange(admin_client, monkeypatch):
                                                  "_selected_action": [made[1].pk.hex]})
     lines = b"".join(r.streaming_content).decode().strip().splitlines()
     assert len(lines) == 3  # every 500 across the pages, not only the ticked row
+
+
+def test_gateway_key_header_is_shown_once_masked_with_its_name(admin_client):
+    from tests.logs.factory import AUTH
+
+    label = "team-a (fp 0123456789ab)"
+    req = exchange_make(gateway_key=label, headers=[*AUTH, ["x-gateway-key", label]])
+    other = exchange_make(headers=[*AUTH, ["x-gateway-key", "gk-unmasked-value-from-an-old-row"]])
+    html = admin_client.get(f"{LIST}{req.pk.hex}/change/").content.decode()
+    assert f"<th>x-gateway-key</th><td>{label}</td>" in html
+    html = admin_client.get(f"{LIST}{other.pk.hex}/change/").content.decode()
+    assert "gk-unmasked-value-from-an-old-row" not in html  # anything else is still masked
