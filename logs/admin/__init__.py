@@ -21,6 +21,7 @@ from logs.admin.views.exchange import exchange_view
 from logs.admin.views.export import export_response
 from logs.admin.views.files import file_view
 from logs.admin.views.live import live_feed, live_view
+from logs.admin.views.replay import replay_view
 from logs.admin.views.session import session_view
 from logs.admin.views.spend import spend_view
 from logs.selectors import exchange_list, search_q
@@ -134,6 +135,8 @@ class RequestAdmin(ListColumns, admin.ModelAdmin):
             path("session/", wrap(lambda r: session_view(self, r)), name="logs_request_session"),
             path("spend/", wrap(lambda r: spend_view(self, r)), name="logs_request_spend"),
             path("live/", wrap(lambda r: live_view(self, r)), name="logs_request_live"),
+            path("<str:object_id>/replay/", wrap(lambda r, object_id: replay_view(self, r, object_id)),
+                 name="logs_request_replay"),
             path("live/feed/", wrap(lambda r: live_feed(self, r)), name="logs_request_live_feed"),
             path("file/<str:file_id>/", wrap(lambda r, file_id: file_view(self, r, file_id)),
                  name="logs_binaryfile_download"),
