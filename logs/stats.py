@@ -105,6 +105,9 @@ class Dashboard:
     latency: dict[str, list[float | None]] = field(default_factory=dict)
     ttfb: dict[str, list[float | None]] = field(default_factory=dict)
     models: list[dict] = field(default_factory=list)
+    cost: list[float] = field(default_factory=list)  # USD per bucket (priced exchanges only)
+    starts: list[datetime] = field(default_factory=list)  # each bucket's start, for links to the list
+    width: timedelta = timedelta(hours=1)
     total: int = 0
     errors: int = 0
 
@@ -169,6 +172,14 @@ def dashboard_build(window: str, now: datetime | None = None) -> Dashboard:
     for hists, target in ((latency, dash.latency), (ttfb, dash.ttfb)):
         target["p50"] = [percentile(h, 0.5) for h in hists]
         target["p95"] = [percentile(h, 0.95) for h in hists]
+    dash.starts, dash.width = [start + width * i for i in range(n)], width
+    dash.cost = [0.0] * n
+    bucket = DayBucket("created_at") if width >= timedelta(days=1) else HourBucket("created_at")
+    for row in (qs.filter(cost_usd__isnull=False).annotate(h=bucket).values("h").annotate(c=Sum("cost_usd"))
+                .order_by()):
+        idx = _bucket_index(row["h"], start, width)
+        if 0 <= idx < n:
+            dash.cost[idx] += float(row["c"])
     dash.models = list(
         qs.exclude(total_tokens__isnull=True).values("model")
         .annotate(input=Sum("input_tokens"), output=Sum("output_tokens"), total=Sum("total_tokens"),

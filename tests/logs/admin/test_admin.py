@@ -276,7 +276,7 @@ def test_dashboard_charts_and_pending_count(admin_client):
     for window in ("24h", "7d", "30d"):
         r = admin_client.get(f"{LIST}dashboard/", {"window": window})
         html = r.content.decode()
-        assert r.status_code == 200 and html.count('<svg viewBox') == 5, window
+        assert r.status_code == 200 and html.count('<svg viewBox') == 6, window
         assert "2 exchanges ended" in html and "1 with an error" in html
         assert not re.search(r'(src|href)="https?://', html)  # nothing from outside hosts
         assert "log records waiting" in html or "log record waiting" in html

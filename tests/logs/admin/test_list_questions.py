@@ -144,3 +144,28 @@ def test_gateway_key_header_is_shown_once_masked_with_its_name(admin_client):
     assert f"<th>x-gateway-key</th><td>{label}</td>" in html
     html = admin_client.get(f"{LIST}{other.pk.hex}/change/").content.decode()
     assert "gk-unmasked-value-from-an-old-row" not in html  # anything else is still masked
+
+
+def test_dashboard_has_a_cost_chart_and_its_bars_link_to_the_list(admin_client):
+    from decimal import Decimal
+
+    from django.core.cache import cache
+
+    cache.clear()
+    now = datetime.now(timezone.utc)
+    hour = (now - timedelta(minutes=1)).replace(minute=0, second=0, microsecond=0)  # a past hour's bucket
+    paid = exchange_make(when=hour + timedelta(seconds=1), tokens=(58_000, 779), cost_usd=Decimal("0.75"),
+                         model="a-model-with-a-very-long-name-that-used-to-be-clipped-2025-01-01")
+    failed = exchange_make(when=hour + timedelta(seconds=2), status=500)
+    exchange_make(when=now - timedelta(days=3))
+    html = admin_client.get(f"{LIST}dashboard/", {"window": "24h"}).content.decode()
+    assert "<figcaption>Cost (USD)</figcaption>" in html and "0.75" in html
+    assert "58.8k" in html and "58.779k" not in html  # readable token totals
+    assert "a-model-with-a-very-long-name-that-used-to-be-clipped-2025-01-01</title>" in html  # whole on hover
+    links = {unescape(h) for h in re.findall(r'<a href="([^"]+)"><rect', html)}
+    hits = [set(_ids(admin_client.get(h))) for h in links]
+    assert {paid.pk.hex, failed.pk.hex} in hits  # the bar of the last hour lists its exchanges
+    error_links = {unescape(h) for h in re.findall(r'<a href="([^"]*status=error[^"]*)"><circle', html)}
+    assert any(set(_ids(admin_client.get(h))) == {failed.pk.hex} for h in error_links)
+    model_link = unescape(re.search(r'<a href="([^"]*answered_by=a-model[^"]*)"><text', html).group(1))
+    assert set(_ids(admin_client.get(model_link))) == {paid.pk.hex}
