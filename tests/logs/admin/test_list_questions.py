@@ -169,3 +169,27 @@ def test_dashboard_has_a_cost_chart_and_its_bars_link_to_the_list(admin_client):
     assert any(set(_ids(admin_client.get(h))) == {failed.pk.hex} for h in error_links)
     model_link = unescape(re.search(r'<a href="([^"]*answered_by=a-model[^"]*)"><text', html).group(1))
     assert set(_ids(admin_client.get(model_link))) == {paid.pk.hex}
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_vision_input_is_shown_as_an_image_not_base64_text(admin_client, provider):
+    import base64
+
+    from tests.logs.factory import PNG
+
+    data = base64.b64encode(PNG).decode()
+    if provider == "openai":
+        block = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
+        req = exchange_make(body={"model": "gpt-4o", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"}, block]}]})
+    else:
+        block = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}}
+        req = exchange_make(provider="anthropic", endpoint="/anthropic/v1/messages", model="claude-sonnet-4",
+                            body={"model": "claude-sonnet-4", "max_tokens": 10,
+                                  "messages": [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                                                            block]}]})
+    html = admin_client.get(f"{LIST}{req.pk.hex}/change/").content.decode()
+    assert f'<img class="inline-image" src="data:image/png;base64,{data}"' in html
+    svg = exchange_make(body={"model": "gpt-4o", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/svg+xml;base64,PHN2Zz48L3N2Zz4="}}]}]})
+    assert 'src="data:image/svg' not in admin_client.get(f"{LIST}{svg.pk.hex}/change/").content.decode()
