@@ -193,3 +193,23 @@ def test_vision_input_is_shown_as_an_image_not_base64_text(admin_client, provide
     svg = exchange_make(body={"model": "gpt-4o", "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "data:image/svg+xml;base64,PHN2Zz48L3N2Zz4="}}]}]})
     assert 'src="data:image/svg' not in admin_client.get(f"{LIST}{svg.pk.hex}/change/").content.decode()
+
+
+def test_gemini_exchange_has_a_conversation_view(admin_client):
+    import base64
+
+    from tests.logs.factory import PNG
+
+    data = base64.b64encode(PNG).decode()
+    req = exchange_make(provider="gemini", endpoint="/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+                        model="gemini-2.5-flash", body={
+                            "systemInstruction": {"parts": [{"text": "Answer briefly."}]},
+                            "contents": [{"role": "user", "parts": [{"text": "What is in this picture?"},
+                                                                    {"inlineData": {"mimeType": "image/png", "data": data}}]}]},
+                        resp_body={"candidates": [{"content": {"role": "model", "parts": [
+                            {"text": "thinking it over", "thought": True}, {"text": "A tiny square."},
+                            {"functionCall": {"name": "lookup", "args": {"q": "square"}}}]}, "finishReason": "STOP"}]})
+    html = admin_client.get(f"{LIST}{req.pk.hex}/change/").content.decode()
+    assert "Answer briefly." in html and "What is in this picture?" in html and "A tiny square." in html
+    assert f'src="data:image/png;base64,{data}"' in html
+    assert "reasoning: thinking it over" in html and "lookup" in html and "STOP" in html
