@@ -190,7 +190,10 @@ def live_exchanges(*, since: datetime, pending: list[str], filters: dict[str, st
     q = Q()
     for name, value in filters.items():
         if name in LIVE_FILTERS and value:
-            q &= LIVE_FILTERS[name](value)  # status_q raises ValueError for an unknown status
+            any_of = Q()
+            for one in [value] if name == "session" else [v for v in value.split(",") if v]:  # as the list's ?model=a,b
+                any_of |= LIVE_FILTERS[name](one)  # status_q raises ValueError for an unknown status
+            q &= any_of
     recent = list(exchange_list(Request.objects.filter(q, created_at__gte=since))
                   .annotate(error_short=Substr("response__error_message", 1, 200))
                   .order_by("-created_at")[:LIVE_ROWS_MAX])

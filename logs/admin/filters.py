@@ -25,7 +25,36 @@ class _ChoiceFilter(admin.SimpleListFilter):
         raise NotImplementedError
 
 
-class ProviderFilter(_ChoiceFilter):
+class _MultiFilter(_ChoiceFilter):
+    """Several values at once (?model=a,b: any of them). Clicking a choice adds it to the selection, or
+    takes it out when it is in; "All" clears it. A list cell's link still chooses one value."""
+
+    def values(self) -> list[str]:
+        """The chosen values."""
+        return [v for v in (self.value() or "").split(",") if v]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        """Any of the chosen values."""
+        q = Q()
+        for value in self.values():
+            q |= self.q(value)
+        return queryset.filter(q) if q else queryset
+
+    def choices(self, changelist):
+        """All, then each choice toggling its value in the selection (ticked when chosen)."""
+        chosen = self.values()
+        yield {"selected": not chosen, "display": "All",
+               "query_string": changelist.get_query_string(remove=[self.parameter_name])}
+        for lookup, title in self.lookup_choices:
+            lookup = str(lookup)
+            on = lookup in chosen
+            rest = [v for v in chosen if v != lookup] if on else [*chosen, lookup]
+            query = (changelist.get_query_string({self.parameter_name: ",".join(rest)}) if rest
+                     else changelist.get_query_string(remove=[self.parameter_name]))
+            yield {"selected": on, "query_string": query, "display": f"✓ {title}" if on else title}
+
+
+class ProviderFilter(_MultiFilter):
     title, parameter_name = "provider", "provider"
 
     def lookups(self, request, model_admin):
@@ -37,13 +66,12 @@ class ProviderFilter(_ChoiceFilter):
         return Q(provider=value)
 
 
-class StatusFilter(_ChoiceFilter):
+class StatusFilter(_MultiFilter):
     title, parameter_name = "status", "status"
 
     def lookups(self, request, model_admin):
         """Status classes and ways an exchange can end; an exact code when one was chosen (a status cell's link)."""
-        value = self.value()
-        exact = [(value, value)] if value and value.isdigit() and len(value) == 3 else []
+        exact = [(v, v) for v in self.values() if v.isdigit() and len(v) == 3]
         return exact + list(STATUS_CLASSES.items())
 
     def q(self, value: str) -> Q:
@@ -51,7 +79,7 @@ class StatusFilter(_ChoiceFilter):
         return status_q(value) if value in STATUS_CLASSES or (value.isdigit() and len(value) == 3) else Q()
 
 
-class ModelFilter(_ChoiceFilter):
+class ModelFilter(_MultiFilter):
     title, parameter_name = "model", "model"
 
     def lookups(self, request, model_admin):
@@ -63,7 +91,7 @@ class ModelFilter(_ChoiceFilter):
         return Q(model=value)
 
 
-class AnswerModelFilter(_ChoiceFilter):
+class AnswerModelFilter(_MultiFilter):
     title, parameter_name = "answering model", "answered_by"
 
     def lookups(self, request, model_admin):
@@ -155,7 +183,7 @@ class TimeRangeFilter(_ChoiceFilter):
         return Q(created_at__gte=timezone.now() - TIME_RANGES[value][1]) if value in TIME_RANGES else Q()
 
 
-class _ValueFilter(_ChoiceFilter):
+class _ValueFilter(_MultiFilter):
     """A filter on a value with many possible values: some known values as choices, plus the chosen one
     (so a link from a list cell or the session page shows, and can be cleared, here)."""
 
@@ -164,9 +192,7 @@ class _ValueFilter(_ChoiceFilter):
     def lookups(self, request, model_admin):
         """Up to 30 values in order (index seeks), the chosen one first when it is not among them."""
         values = distinct_values(Request.objects.all(), self.field, limit=30)
-        current = self.value()
-        if current and current not in values:
-            values.insert(0, current)
+        values = [v for v in self.values() if v not in values] + values
         return [(v, v) for v in values]
 
 
@@ -180,6 +206,10 @@ class UserFilter(_ValueFilter):
 
 class SessionFilter(_ValueFilter):
     title, parameter_name, field = "session", "session", "session_id"
+
+    def values(self) -> list[str]:
+        """One session (an id may hold a comma)."""
+        return [self.value()] if self.value() else []
 
     def q(self, value: str) -> Q:
         """Requests of this session (X-Gateway-Session-Id)."""

@@ -213,3 +213,21 @@ def test_gemini_exchange_has_a_conversation_view(admin_client):
     assert "Answer briefly." in html and "What is in this picture?" in html and "A tiny square." in html
     assert f'src="data:image/png;base64,{data}"' in html
     assert "reasoning: thinking it over" in html and "lookup" in html and "STOP" in html
+
+
+def test_multi_select_filters(admin_client, made):
+    r = admin_client.get(f"{LIST}?model=gpt-4o,o4-mini&status=429,aborted")
+    assert set(_ids(r)) == _ids_of(made, "other", "gone")
+    html = r.content.decode()
+    # Choices toggle their value in the selection: o4-mini ticked (a click takes it out), others add themselves.
+    assert "✓ o4-mini" in html and "✓ gpt-4o" in html
+    assert unescape('href="?model=gpt-4o&amp;status=429%2Caborted"') in unescape(html)
+    assert "model=gpt-4o%2Co4-mini&amp;status=429%2Caborted%2C5xx" in html
+    assert _feed_ids(admin_client, model="gpt-4o,o4-mini", status="429,aborted") == _ids_of(made, "other", "gone")
+
+
+def _feed_ids(client, **params) -> set[str]:
+    r = client.get(f"{LIST}live/feed/", {"cursor": (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat(),
+                                         **params})
+    assert r.status_code == 200, r.content
+    return {row["id"] for row in r.json()["rows"]}
