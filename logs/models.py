@@ -37,6 +37,13 @@ class Request(models.Model):
     # The gateway access key the request presented: "name (fp 1a2b3c4d5e6f)", never the key itself.
     gateway_key = models.CharField(max_length=160, blank=True, default="", db_default="")
     instance = models.CharField(max_length=64, blank=True, default="")
+    # Who the request was made for and what it belongs to (logs/tags.py): the X-Gateway-User,
+    # X-Gateway-Session-Id and X-Gateway-Meta-<Name> headers, else the provider's own body fields.
+    # Each of user and session is indexed with created_at: "this user, newest first", "this
+    # session in order" walk one index.
+    end_user = models.CharField(max_length=255, null=True, blank=True)
+    session_id = models.CharField(max_length=255, null=True, blank=True)
+    metadata = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:
@@ -48,6 +55,8 @@ class Request(models.Model):
             models.Index(fields=["model", "created_at"], name="requests_model_created_idx"),
             models.Index(fields=["key_fingerprint", "created_at"], name="requests_keyfp_created_idx"),
             models.Index(fields=["gateway_key", "created_at"], name="requests_gwkey_created_idx"),
+            models.Index(fields=["end_user", "created_at"], name="requests_user_created_idx"),
+            models.Index(fields=["session_id", "created_at"], name="requests_session_created_idx"),
         ]
 
     def __str__(self) -> str:

@@ -16,6 +16,9 @@ from providers import Usage, registry
 from testing.media import png_bytes, wav_bytes
 
 GATEWAY_KEYS = ["", "team-a (fp 5f1d0c3e9a21)", "batch-jobs (fp 0b77e2c4d1f8)"]
+# End users (None: the client named none) and how many conversations they hold (sessions of a few calls each).
+USERS = [None, None, "alice@example.com", "bob@example.com", "carol@example.com", "ci-bot"]
+SESSIONS_PER_USER = 400
 CHAT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "o4-mini"]
 WORDS = ("the quick brown fox jumps over lazy dogs while engineers debug streaming proxies "
          "tokens latency invoice weather paris summary translate refactor python test").split()
@@ -66,6 +69,10 @@ class _Seeder:
                       client_addr=f"10.0.0.{rng.randint(2, 250)}", model=model, stream_requested=stream,
                       key_fingerprint=f"{rng.randint(0, 7):012x}", created_at=when,
                       gateway_key=rng.choice(GATEWAY_KEYS))
+        req.end_user = rng.choice(USERS)
+        if req.end_user and endpoint in ("/v1/chat/completions", "/v1/responses"):
+            req.session_id = f"{req.end_user.split('@')[0]}-{rng.randint(1, SESSIONS_PER_USER)}"
+            req.metadata = {"feature": rng.choice(["search", "support", "summaries"])}
         if outcome == Outcome.INTERRUPTED and rng.random() < 0.3:
             return req, None, []  # still in flight or lost: no response row
         duration = round(rng.lognormvariate(6.5, 0.9), 2)

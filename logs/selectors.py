@@ -5,14 +5,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum
+from django.db.models.fields.json import HasKey, KeyTextTransform
+from django.db.models.functions import Substr
+from django.db.models.lookups import Exact
 
 from logs.models import BinaryFile, Request, Response
 from logs.outcomes import Outcome
 
 # Columns the exchange list never needs: they can hold megabytes per row.
 LIST_DEFERRED = (
-    "body", "headers", "query_string",
+    "body", "headers", "query_string", "metadata",
     "response__body", "response__headers", "response__stream_result", "response__event_offsets_ms",
     "response__error_message",
 )
@@ -20,6 +23,7 @@ BODY_FIELDS = ("body", "response__body", "response__stream_result")
 
 GATEWAY_OUTCOMES = (Outcome.GATEWAY_ERROR, Outcome.UPSTREAM_ERROR)
 STATUS_CLASSES = {
+    "error": "any error",
     "2xx": "2xx success",
     "3xx": "3xx redirect",
     "4xx": "4xx client error",
@@ -122,6 +126,89 @@ def fingerprint_term(term: str) -> str | None:
     return None
 
 
+def user_q(user: str) -> Q:
+    """Exchanges made for an end user (the (end_user, created_at) index)."""
+    return Q(end_user=user)
+
+
+def session_q(session: str) -> Q:
+    """Exchanges of a session (the (session_id, created_at) index)."""
+    return Q(session_id=session)
+
+
+def metadata_q(pair: str) -> Q:
+    """Exchanges whose metadata has name=value ("team=search"), or the name at all ("team").
+
+    A JSON lookup: not indexed, so it narrows what the other filters and the time range found.
+    """
+    name, sep, value = (part.strip() for part in pair.partition("="))
+    if not name:
+        return Q()
+    # Expressions rather than metadata__<name>: a name may hold "__" or any character.
+    return Q(Exact(KeyTextTransform(name, "metadata"), value)) if sep else Q(HasKey(F("metadata"), name))
+
+
+# Search terms that name a tag: "user:alice", "session:abc", "meta:team=search".
+_TAG_TERMS = {"user:": user_q, "session:": session_q, "meta:": metadata_q}
+
+
+def tag_term_q(term: str) -> Q | None:
+    """The condition a user:/session:/meta: search term names, or None for other terms."""
+    for prefix, make in _TAG_TERMS.items():
+        if term.lower().startswith(prefix) and len(term) > len(prefix):
+            return make(term[len(prefix):])
+    return None
+
+
+def session_exchanges(session: str) -> QuerySet:
+    """A session's exchanges in the order they were made, response joined, bodies left out."""
+    return exchange_list(Request.objects.filter(session_q(session))).order_by("created_at", "pk")
+
+
+def exchanges_totals(qs: QuerySet) -> dict:
+    """Count, tokens, cost and latency summed over exchanges (one aggregate query)."""
+    return qs.order_by().aggregate(
+        exchanges=Count("pk"), errors=Count("pk", filter=Q(response__is_error=True)),
+        input_tokens=Sum("response__input_tokens"), output_tokens=Sum("response__output_tokens"),
+        total_tokens=Sum("response__total_tokens"), cost_usd=Sum("response__cost_usd"),
+        duration_ms=Sum("response__duration_ms"))
+
+
+# The live tail's filters: URL parameter -> condition (the list's parameters, so a list's filters carry over).
+LIVE_FILTERS = {"model": lambda v: Q(model=v), "provider": lambda v: Q(provider=v), "user": user_q,
+                "session": session_q, "status": status_q, "gateway_key": lambda v: Q(gateway_key=v),
+                "key": lambda v: Q(key_fingerprint=v)}
+LIVE_ROWS_MAX = 200
+
+
+def live_exchanges(*, since: datetime, pending: list[str], filters: dict[str, str]) -> list[Request]:
+    """Exchanges started since `since` (newest first, at most LIVE_ROWS_MAX), plus the `pending` ones asked again.
+
+    The live tail asks for a window rather than "after the last id": with several workers a row
+    can reach the database after a newer one, and an open exchange changes when it ends.
+    """
+    q = Q()
+    for name, value in filters.items():
+        if name in LIVE_FILTERS and value:
+            any_of = Q()
+            for one in [value] if name == "session" else [v for v in value.split(",") if v]:  # as the list's ?model=a,b
+                any_of |= LIVE_FILTERS[name](one)  # status_q raises ValueError for an unknown status
+            q &= any_of
+    recent = list(exchange_list(Request.objects.filter(q, created_at__gte=since))
+                  .annotate(error_short=Substr("response__error_message", 1, 200))
+                  .order_by("-created_at")[:LIVE_ROWS_MAX])
+    ids = []
+    for value in pending[:LIVE_ROWS_MAX]:
+        try:
+            ids.append(uuid.UUID(value))
+        except ValueError:
+            continue
+    seen = {r.pk for r in recent}
+    again = [r for r in exchange_list(Request.objects.filter(pk__in=ids))
+             .annotate(error_short=Substr("response__error_message", 1, 200)) if r.pk not in seen] if ids else []
+    return recent + again
+
+
 def search_q(term: str) -> Q:
     """What a search term matches: an exact request id or key fingerprint, else endpoint, model or body text."""
     term = term.strip()
@@ -129,6 +216,9 @@ def search_q(term: str) -> Q:
         return Q(pk=uuid.UUID(term))
     except ValueError:
         pass
+    tagged = tag_term_q(term)
+    if tagged is not None:
+        return tagged
     fp = fingerprint_term(term)
     if fp is not None:  # exact, on the (key_fingerprint, created_at) index: no body scan
         return Q(key_fingerprint=fp)

@@ -1,4 +1,4 @@
-"""Dashboard reads: per-hour counts, error rate, latency percentiles and tokens, computed in SQL."""
+"""Dashboard and spend reads: per-hour counts, error rate, latency percentiles, tokens and cost, computed in SQL."""
 
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -105,6 +105,9 @@ class Dashboard:
     latency: dict[str, list[float | None]] = field(default_factory=dict)
     ttfb: dict[str, list[float | None]] = field(default_factory=dict)
     models: list[dict] = field(default_factory=list)
+    cost: list[float] = field(default_factory=list)  # USD per bucket (priced exchanges only)
+    starts: list[datetime] = field(default_factory=list)  # each bucket's start, for links to the list
+    width: timedelta = timedelta(hours=1)
     total: int = 0
     errors: int = 0
 
@@ -169,9 +172,73 @@ def dashboard_build(window: str, now: datetime | None = None) -> Dashboard:
     for hists, target in ((latency, dash.latency), (ttfb, dash.ttfb)):
         target["p50"] = [percentile(h, 0.5) for h in hists]
         target["p95"] = [percentile(h, 0.95) for h in hists]
+    dash.starts, dash.width = [start + width * i for i in range(n)], width
+    dash.cost = [0.0] * n
+    bucket = DayBucket("created_at") if width >= timedelta(days=1) else HourBucket("created_at")
+    for row in (qs.filter(cost_usd__isnull=False).annotate(h=bucket).values("h").annotate(c=Sum("cost_usd"))
+                .order_by()):
+        idx = _bucket_index(row["h"], start, width)
+        if 0 <= idx < n:
+            dash.cost[idx] += float(row["c"])
     dash.models = list(
         qs.exclude(total_tokens__isnull=True).values("model")
         .annotate(input=Sum("input_tokens"), output=Sum("output_tokens"), total=Sum("total_tokens"),
                   calls=Count("pk"))
         .order_by("-total")[:12])
     return dash
+
+
+@dataclass
+class SpendRow:
+    """Spend and tokens of one group (a day, a model, a key or a user)."""
+
+    key: str  # the group's value ("" when unknown)
+    exchanges: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost: object = None  # Decimal, None when no exchange of the group was priced
+
+
+@dataclass
+class Spend:
+    """Spend for a range [start, end): per day, model, key and user, and the totals."""
+
+    start: datetime
+    end: datetime
+    total: SpendRow
+    days: list[SpendRow] = field(default_factory=list)
+    models: list[SpendRow] = field(default_factory=list)
+    keys: list[SpendRow] = field(default_factory=list)
+    users: list[SpendRow] = field(default_factory=list)
+
+
+SPEND_GROUPS_MAX = 100  # rows per table (the biggest spenders first)
+_SPEND_SUMS = {"exchanges": Count("pk"), "input_tokens": Sum("input_tokens"), "output_tokens": Sum("output_tokens"),
+               "total_tokens": Sum("total_tokens"), "cost": Sum("cost_usd")}
+
+
+def _spend_row(key: str, values: dict) -> SpendRow:
+    return SpendRow(key=key or "", exchanges=values["exchanges"], input_tokens=values["input_tokens"] or 0,
+                    output_tokens=values["output_tokens"] or 0, total_tokens=values["total_tokens"] or 0,
+                    cost=values["cost"])
+
+
+def spend_build(start: datetime, end: datetime) -> Spend:
+    """Spend and tokens of the exchanges started in [start, end) (responses' created_at index), grouped four ways.
+
+    A key is the gateway key's label when one was presented, else the provider key's fingerprint.
+    """
+    answers = Response.objects.filter(created_at__gte=start, created_at__lt=end).order_by()
+    total = _spend_row("", answers.aggregate(**_SPEND_SUMS))
+
+    def grouped(expr) -> list[SpendRow]:
+        rows = answers.annotate(g=expr).values("g").annotate(**_SPEND_SUMS)
+        return [_spend_row(r["g"], r) for r in rows.order_by(F("cost").desc(nulls_last=True), "-total_tokens", "g")
+                [:SPEND_GROUPS_MAX]]
+
+    days = sorted(grouped(DayBucket("created_at")), key=lambda r: r.key)
+    key = Case(When(~Q(request__gateway_key=""), then=F("request__gateway_key")),
+               default=F("request__key_fingerprint"), output_field=CharField())
+    return Spend(start=start, end=end, total=total, days=days, models=grouped(F("request__model")),
+                 keys=grouped(key), users=grouped(F("request__end_user")))

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from providers.anthropic import Anthropic
-from providers.base import USAGE_FIELDS, EmbeddedFile, Provider, StreamEvent, Turn, Usage
+from providers.base import USAGE_FIELDS, EmbeddedFile, Provider, RequestTags, StreamEvent, Turn, Usage
 from providers.compatible import Compatible, compatible_parse
 from providers.gemini import Gemini
 from providers.openai import OpenAI
 from providers.replicate import Replicate
 
-__all__ = ["USAGE_FIELDS", "EmbeddedFile", "Provider", "Registry", "StreamEvent", "Turn", "Usage", "builtin",
+__all__ = ["USAGE_FIELDS", "EmbeddedFile", "Provider", "Registry", "RequestTags", "StreamEvent", "Turn", "Usage", "builtin",
            "register", "registry", "unregister"]
 
 _BUILTIN: list[Provider] = [OpenAI(), Anthropic(), Gemini(), Replicate()]

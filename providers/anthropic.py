@@ -5,7 +5,8 @@ import re
 from typing import Any
 
 from providers import turns
-from providers.base import Payload, Provider, StreamEvent, Turn, Usage, int_of, names_without, sub, usage_make
+from providers.base import (Payload, Provider, RequestTags, StreamEvent, Turn, Usage, int_of, names_without, str_of,
+                            sub, usage_make)
 
 # claude-sonnet-4-20250514 and claude-3-5-haiku-latest price like claude-sonnet-4 / claude-3-5-haiku.
 VERSION_SUFFIXES = (re.compile(r"-\d{8}$"), re.compile(r"-latest$"))
@@ -62,6 +63,10 @@ class Anthropic(Provider):
         """Anthropic's refusal by its content filter: a 400 invalid_request_error (the SDK raises BadRequestError)."""
         return 400, "application/json", self.error_body("Output blocked by content filtering policy",
                                                         kind="invalid_request_error", status=400)
+
+    def request_tags(self, endpoint: str, payload: Payload) -> RequestTags:
+        """Messages API: `metadata.user_id` names the end user (its only metadata field)."""
+        return RequestTags(user=str_of(sub(payload, "metadata"), "user_id"))
 
     def usage(self, answer: Payload) -> Usage:
         """Anthropic's input_tokens excludes cache reads and writes: they are added back for one meaning."""

@@ -76,6 +76,32 @@ def str_of(obj: Any, key: str) -> str | None:
     return value[:255] if isinstance(value, str) and value else None
 
 
+def strings_of(obj: Any, limit: int = 64) -> dict[str, str]:
+    """The string (and number) values of a dict as strings, at most `limit` of them, each cut to 255."""
+    if not isinstance(obj, dict):
+        return {}
+    out: dict[str, str] = {}
+    for key, value in obj.items():
+        if len(out) >= limit:
+            break
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(key):
+            out[str(key)[:64]] = str(value)[:255]
+    return out
+
+
+@dataclass(frozen=True)
+class RequestTags:
+    """Who a request is made for and what it belongs to: the end user, the session, free metadata.
+
+    Read from the gateway's own headers (logs/tags.py) and from what a provider's request body
+    says (Provider.request_tags); None / {} when nothing says.
+    """
+
+    user: str | None = None
+    session: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class EmbeddedFile:
     """A file carried inside a JSON answer (a base64 image), to be stored apart from the body.
@@ -159,6 +185,11 @@ class Provider:
         """An error answer in this provider's own shape, so its SDK raises its usual exception."""
         return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
 
+    def error_text(self, answer: Payload) -> str | None:
+        """The message of an error answer ({"error": {"message": ...}}, or {"error": "..."}), for the log's lists."""
+        error = sub(answer, "error")
+        return error[:500] if isinstance(error, str) and error else str_of(error, "message")
+
     def error_kind(self, status: int) -> str:
         """The error type this provider gives a status of its own (its SDK raises by status)."""
         return "server_error" if status >= 500 else "invalid_request_error"
@@ -181,6 +212,10 @@ class Provider:
     def stream_requested(self, endpoint: str, payload: Payload) -> bool:
         """Whether the request asks for an event stream."""
         return sub(payload, "stream") is True
+
+    def request_tags(self, endpoint: str, payload: Payload) -> RequestTags:
+        """The end user, session and metadata the request body names in the provider's own fields."""
+        return RequestTags()
 
     # --- reading its answers
     def usage(self, answer: Payload) -> Usage:

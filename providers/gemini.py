@@ -4,8 +4,9 @@ import json
 import re
 from typing import Any
 
-from providers.base import AudioChunk, Payload, Provider, RealtimeRead, StreamEvent, Usage, int_of, names_without, \
-    sub, usage_make
+from providers import turns
+from providers.base import AudioChunk, Payload, Provider, RealtimeRead, StreamEvent, Turn, Usage, int_of, \
+    names_without, sub, usage_make
 
 MODEL_IN_PATH = re.compile(r"/(?:models|tunedModels)/([^/:]+)")
 # gemini-2.0-flash-001 and gemini-2.5-pro-preview-05-06 price like gemini-2.0-flash / gemini-2.5-pro.
@@ -14,6 +15,35 @@ RATE_IN_MIME = re.compile(r"rate=(\d+)")
 GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                  404: "NOT_FOUND", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
                  502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def _gemini_parts(parts: Any) -> list[dict[str, Any]]:
+    """Gemini's parts as conversation pieces: text, thoughts, inline data (images shown), function calls and results."""
+    out = []
+    for p in parts if isinstance(parts, list) else []:
+        if not isinstance(p, dict):
+            continue
+        if isinstance(p.get("text"), str):
+            out.append(turns.part("reasoning" if p.get("thought") else "text", text=p["text"]))
+        elif isinstance(p.get("inlineData") or p.get("inline_data"), dict):
+            blob = p.get("inlineData") or p.get("inline_data")
+            mime, data = str(blob.get("mimeType") or blob.get("mime_type") or ""), str(blob.get("data") or "")
+            url = f"data:{mime};base64,{data}"
+            if url.lower().startswith(turns.INLINE_IMAGE_PREFIXES):
+                out.append(turns.part("image", text=f"(inline image, {len(data) * 3 // 4 // 1024:,} KB)", data_url=url))
+            else:
+                out.append(turns.part("media", text=f"({mime or 'binary'} data)"))
+        elif isinstance(p.get("functionCall"), dict):
+            call = p["functionCall"]
+            out.append(turns.part("tool_call", name=call.get("name", ""), call_id=call.get("id", ""),
+                                  text=turns.args_text(call.get("args"))))
+        elif isinstance(p.get("functionResponse"), dict):
+            result = p["functionResponse"]
+            out.append(turns.part("tool_result", call_id=result.get("name", ""),
+                                  text=turns.args_text(result.get("response"))))
+        else:
+            out.append(turns.part("json", text=turns.args_text(p)))
+    return out
 
 
 def _parts_merge(parts: list[dict[str, Any]], new: list[Any]) -> None:
@@ -124,6 +154,28 @@ class Gemini(Provider):
             return None
         result["candidates"] = [candidates[i] for i in sorted(candidates)]
         return result
+
+    def conversation(self, endpoint: str, request: Payload, answer: Payload) -> list[Turn]:
+        """generateContent / streamGenerateContent: systemInstruction, contents, and the first candidate's reply."""
+        if ":generatecontent" not in endpoint.lower() and ":streamgeneratecontent" not in endpoint.lower():
+            return []
+        sent: list[Turn] = []
+        if isinstance(request, dict):
+            system = request.get("systemInstruction") or request.get("system_instruction")
+            if isinstance(system, dict):
+                sent.append({"role": "system", "parts": _gemini_parts(system.get("parts"))})
+            contents = request.get("contents")
+            for content in contents if isinstance(contents, list) else []:
+                if isinstance(content, dict):
+                    sent.append({"role": content.get("role") or "user", "parts": _gemini_parts(content.get("parts"))})
+        reply: list[Turn] = []
+        candidates = answer.get("candidates") if isinstance(answer, dict) else None
+        if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+            content = candidates[0].get("content") if isinstance(candidates[0].get("content"), dict) else {}
+            # Gemini calls the assistant "model": shown as the assistant, as every other provider's reply.
+            reply = [{"role": "assistant", "parts": _gemini_parts(content.get("parts")),
+                      "finish": candidates[0].get("finishReason")}]
+        return turns.exchange_turns(sent, reply)
 
     def event_has_content(self, name: str | None, payload: Payload) -> bool:
         """A chunk whose candidates hold a non-empty part (text or function call)."""

@@ -8,8 +8,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from providers import turns
-from providers.base import AudioChunk, EmbeddedFile, Payload, Provider, RealtimeRead, StreamEvent, Turn, Usage, \
-    int_of, names_without, sub, usage_make
+from providers.base import AudioChunk, EmbeddedFile, Payload, Provider, RealtimeRead, RequestTags, StreamEvent, \
+    Turn, Usage, int_of, names_without, str_of, strings_of, sub, usage_make
 
 MAX_TOOL_CALLS = 256  # a tool-call index is untrusted input: never grow a list to its size
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
@@ -168,6 +168,13 @@ class OpenAI(Provider):
     upstream_env = "OPENAI_UPSTREAM_URL"
     upstream_default = "https://api.openai.com"
     prices_id = "openai"
+
+    def request_tags(self, endpoint: str, payload: Payload) -> RequestTags:
+        """`user` (chat, Responses, embeddings...), `metadata` (string pairs) and `prompt_cache_key` (kept as metadata)."""
+        metadata = strings_of(sub(payload, "metadata"))
+        if cache_key := str_of(payload, "prompt_cache_key"):
+            metadata.setdefault("prompt_cache_key", cache_key)
+        return RequestTags(user=str_of(payload, "user"), metadata=metadata)
 
     def usage(self, answer: Payload) -> Usage:
         """Chat/completions naming (prompt/completion) and Responses API naming (input/output)."""

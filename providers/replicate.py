@@ -22,6 +22,10 @@ class Replicate(Provider):
         """problem+json: {"title", "detail", "status"}."""
         return json.dumps({"title": kind, "detail": message, "status": status}).encode()
 
+    def error_text(self, answer: Payload) -> str | None:
+        """problem+json's detail (title when there is none)."""
+        return str_of(answer, "detail") or str_of(answer, "title")
+
     def content_policy_answer(self, endpoint: str, query: str, payload: Payload) -> tuple[int, str, bytes]:
         """Replicate's safety checker: the prediction is created (201) and has failed, its error saying why."""
         now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")

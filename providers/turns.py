@@ -6,6 +6,10 @@ from typing import Any
 from providers.base import Turn
 
 
+# Inline images a page may show as <img>: raster types only (an SVG is a document, not a picture).
+INLINE_IMAGE_PREFIXES = tuple(f"data:image/{t};base64," for t in ("png", "jpeg", "jpg", "gif", "webp"))
+
+
 def part(kind: str, **fields: Any) -> dict[str, Any]:
     """One piece of a message: text, image, media, tool_call, tool_result, reasoning or json."""
     return {"kind": kind, **fields}
@@ -48,7 +52,12 @@ def _block_part(block: dict) -> dict[str, Any]:
     if kind in ("image_url", "input_image", "image"):
         src = block.get("image_url") or block.get("source") or {}
         url = src.get("url") if isinstance(src, dict) else src
-        return part("image", text=str(url or "")[:200] or "(inline image)")
+        if isinstance(src, dict) and src.get("type") == "base64" and isinstance(src.get("data"), str):  # Anthropic
+            url = f"data:{src.get('media_type', '')};base64,{src['data']}"
+        url = str(url or "")
+        if url.lower().startswith(INLINE_IMAGE_PREFIXES):  # shown as the image, not as base64 text
+            return part("image", text=f"(inline image, {len(url) * 3 // 4 // 1024:,} KB)", data_url=url)
+        return part("image", text=url[:200] or "(inline image)")
     if kind in ("input_audio", "audio"):
         return part("media", text="(audio input)")
     if kind == "tool_use":  # Anthropic Messages

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.http import HttpResponseBase
 
 from keys.selectors import keys_exist_known
+from logs.tags import tag_header
 from proxy.exchange import Exchange
 from proxy.hold import hold_may_apply, hold_request
 from proxy.hooks import hooks_loaded, hooks_request
@@ -50,6 +51,26 @@ class KeyStep(Step):
 
     async def request(self, x: Exchange) -> HttpResponseBase | None:
         return await key_request(x)
+
+
+class TagsStep(Step):
+    """The gateway's tag headers (X-Gateway-User, X-Gateway-Session-Id, X-Gateway-Meta-*) stay out of the upstream request.
+
+    They are the gateway's business (logs/tags.py: the log stores them on the request row); a
+    provider could reject or echo them. Their removal is logged like any change to the request.
+    """
+
+    name = "tags"
+
+    async def request(self, x: Exchange) -> None:
+        removed = [k for k, _ in x.forward_headers if tag_header(k)]
+        if not removed:
+            return None
+        x.forward_headers = [(k, v) for k, v in x.forward_headers if not tag_header(k)]
+        x.decisions.append({"step": self.name, "decision": "kept the gateway's tag headers from the upstream",
+                            "changed": [f"removed header {k}" for k in removed]})
+        x.request_changed = True
+        return None
 
 
 class HooksStep(Step):
@@ -110,7 +131,7 @@ class StreamUsageStep(Step):
         return EventFilter(x.provider.injected_event) if x.usage_injected and is_sse else None
 
 
-STEPS: list[Step] = [KeyStep(), HooksStep(), HoldStep(), StreamUsageStep()]
+STEPS: list[Step] = [KeyStep(), TagsStep(), HooksStep(), HoldStep(), StreamUsageStep()]
 
 
 def steps_active() -> list[Step]:

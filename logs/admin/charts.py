@@ -27,12 +27,17 @@ def _n(value: float) -> str:
 
 
 def _fmt(value: float) -> str:
-    """Short axis label."""
+    """Short label: 58.8k, 1.2M, 0.25 (three significant digits at most, never 58.779k)."""
     if value >= 1_000_000:
-        return f"{value / 1_000_000:g}M"
+        return f"{value / 1_000_000:.3g}M"
     if value >= 1000:
-        return f"{value / 1000:g}k"
-    return f"{value:g}"
+        return f"{value / 1000:.3g}k"
+    return f"{value:.3g}"
+
+
+def _linked(part: SafeString, href: str | None) -> SafeString:
+    """A chart element as a link to the list of the exchanges it counts."""
+    return format_html('<a href="{}">{}</a>', href, part) if href else part
 
 
 def _frame(labels: list[str], top: float, unit: str) -> SafeString:
@@ -65,21 +70,23 @@ def _legend(names: list[str]) -> SafeString:
         "", '<span><i style="background:{}"></i>{}</span>', ((COLORS[i % len(COLORS)], n) for i, n in enumerate(names))))
 
 
-def bar_chart(title: str, labels: list[str], values: list[float], unit: str = "") -> SafeString:
-    """Vertical bars, one per label, each with a tooltip."""
+def bar_chart(title: str, labels: list[str], values: list[float], unit: str = "",
+              links: list[str] | None = None) -> SafeString:
+    """Vertical bars, one per label, each with a tooltip (and a link when `links` gives one per label)."""
     top = _nice_max(max(values, default=0))
     plot_w, plot_h = W - LEFT - RIGHT, H - TOP - BOTTOM
     n = max(len(values), 1)
     bw = plot_w / n
-    bars = format_html_join("", '<rect x="{}" y="{}" width="{}" height="{}" fill="{}">'
-                            '<title>{}: {}{}</title></rect>', (
-                                (_n(LEFT + i * bw + bw * 0.1), _n(TOP + plot_h - plot_h * v / top), _n(bw * 0.8),
-                                 _n(plot_h * v / top), COLORS[0], labels[i], v, unit) for i, v in enumerate(values)))
+    bars = mark_safe("".join(_linked(format_html(
+        '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}: {}{}</title></rect>',
+        _n(LEFT + i * bw + bw * 0.1), _n(TOP + plot_h - plot_h * v / top), _n(bw * 0.8), _n(plot_h * v / top),
+        COLORS[0], labels[i], _fmt(v) if v else v, unit), links[i] if links else None) for i, v in enumerate(values)))
     return _svg(title, mark_safe(_frame(labels, top, unit) + bars))
 
 
-def line_chart(title: str, labels: list[str], series: dict[str, list[float | None]], unit: str = "") -> SafeString:
-    """Lines (one per series) with dots; gaps where a bucket has no data."""
+def line_chart(title: str, labels: list[str], series: dict[str, list[float | None]], unit: str = "",
+               links: list[str] | None = None) -> SafeString:
+    """Lines (one per series) with dots; gaps where a bucket has no data; a dot links to `links[i]` when given."""
     values = [v for vs in series.values() for v in vs if v is not None]
     top = _nice_max(max(values, default=0))
     plot_w, plot_h = W - LEFT - RIGHT, H - TOP - BOTTOM
@@ -87,7 +94,7 @@ def line_chart(title: str, labels: list[str], series: dict[str, list[float | Non
     body = [_frame(labels, top, unit)]
     for s, (name, vs) in enumerate(series.items()):
         color = COLORS[s % len(COLORS)]
-        points = [(LEFT + plot_w * (i + 0.5) / n, TOP + plot_h - plot_h * v / top, v, labels[i])
+        points = [(LEFT + plot_w * (i + 0.5) / n, TOP + plot_h - plot_h * v / top, v, labels[i], i)
                   for i, v in enumerate(vs) if v is not None]
         segments, current = [], []
         for i, v in enumerate(vs):  # break the line where data is missing
@@ -102,22 +109,27 @@ def line_chart(title: str, labels: list[str], series: dict[str, list[float | Non
         for seg in segments:
             body.append(format_html('<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>',
                                     " ".join(seg), color))
-        body.append(format_html_join("", '<circle cx="{}" cy="{}" r="2.5" fill="{}"><title>{} {}: {}{}'
-                                     '</title></circle>', ((_n(x), _n(y), color, name, lab, v, unit)
-                                                          for x, y, v, lab in points)))
+        body.append(mark_safe("".join(_linked(format_html(
+            '<circle cx="{}" cy="{}" r="{}" fill="{}"><title>{} {}: {}{}</title></circle>', _n(x), _n(y),
+            4 if links else 2.5, color, name, lab, v, unit), links[i] if links else None)
+            for x, y, v, lab, i in points)))
     return _svg(title, mark_safe("".join(body)), _legend(list(series)))
 
 
-def hbar_chart(title: str, rows: list[tuple[str, list[float]]], names: list[str]) -> SafeString:
-    """Horizontal stacked bars, one row per label (e.g. tokens by model: input + output)."""
+def hbar_chart(title: str, rows: list[tuple[str, list[float]]], names: list[str],
+               links: list[str | None] | None = None) -> SafeString:
+    """Horizontal stacked bars, one row per label (e.g. tokens by model: input + output); a label links to
+    `links[r]` when given. Long labels are shortened, whole on hover."""
     row_h = 24
     height = TOP + row_h * max(len(rows), 1) + 10
     top = _nice_max(max((sum(v) for _, v in rows), default=0))
-    label_w, plot_w = 170, W - 170 - 80
+    label_w, plot_w = 250, W - 250 - 60
     parts = []
     for r, (label, vals) in enumerate(rows):
         y, x = TOP + r * row_h, label_w
-        parts.append(format_html('<text x="{}" y="{}" class="ylab">{}</text>', label_w - 6, y + 15, label))
+        short = label if len(label) <= 34 else label[:33] + "…"
+        parts.append(_linked(format_html('<text x="{}" y="{}" class="ylab"><title>{}</title>{}</text>', label_w - 6,
+                                         y + 15, label, short), links[r] if links else None))
         for s, v in enumerate(vals):
             w = plot_w * v / top
             parts.append(format_html('<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{} {}: {}'

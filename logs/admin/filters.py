@@ -1,12 +1,15 @@
 """List filters of the exchange list: each maps a value to an index-friendly condition."""
 
+from datetime import timedelta
+
 from django.contrib import admin
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from logs.models import Request, Response
 from logs.selectors import (STATUS_CLASSES, answer_model_q, cost_known_q, distinct_values, has_files_annotate,
-                            status_q, streamed_q)
+                            metadata_q, session_q, status_q, streamed_q, user_q)
 
 
 class _ChoiceFilter(admin.SimpleListFilter):
@@ -22,7 +25,36 @@ class _ChoiceFilter(admin.SimpleListFilter):
         raise NotImplementedError
 
 
-class ProviderFilter(_ChoiceFilter):
+class _MultiFilter(_ChoiceFilter):
+    """Several values at once (?model=a,b: any of them). Clicking a choice adds it to the selection, or
+    takes it out when it is in; "All" clears it. A list cell's link still chooses one value."""
+
+    def values(self) -> list[str]:
+        """The chosen values."""
+        return [v for v in (self.value() or "").split(",") if v]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        """Any of the chosen values."""
+        q = Q()
+        for value in self.values():
+            q |= self.q(value)
+        return queryset.filter(q) if q else queryset
+
+    def choices(self, changelist):
+        """All, then each choice toggling its value in the selection (ticked when chosen)."""
+        chosen = self.values()
+        yield {"selected": not chosen, "display": "All",
+               "query_string": changelist.get_query_string(remove=[self.parameter_name])}
+        for lookup, title in self.lookup_choices:
+            lookup = str(lookup)
+            on = lookup in chosen
+            rest = [v for v in chosen if v != lookup] if on else [*chosen, lookup]
+            query = (changelist.get_query_string({self.parameter_name: ",".join(rest)}) if rest
+                     else changelist.get_query_string(remove=[self.parameter_name]))
+            yield {"selected": on, "query_string": query, "display": f"✓ {title}" if on else title}
+
+
+class ProviderFilter(_MultiFilter):
     title, parameter_name = "provider", "provider"
 
     def lookups(self, request, model_admin):
@@ -34,19 +66,20 @@ class ProviderFilter(_ChoiceFilter):
         return Q(provider=value)
 
 
-class StatusFilter(_ChoiceFilter):
+class StatusFilter(_MultiFilter):
     title, parameter_name = "status", "status"
 
     def lookups(self, request, model_admin):
-        """Status classes and ways an exchange can end."""
-        return list(STATUS_CLASSES.items())
+        """Status classes and ways an exchange can end; an exact code when one was chosen (a status cell's link)."""
+        exact = [(v, v) for v in self.values() if v.isdigit() and len(v) == 3]
+        return exact + list(STATUS_CLASSES.items())
 
     def q(self, value: str) -> Q:
         """See selectors.status_q (shared with export_logs --status)."""
-        return status_q(value) if value in STATUS_CLASSES else Q()
+        return status_q(value) if value in STATUS_CLASSES or (value.isdigit() and len(value) == 3) else Q()
 
 
-class ModelFilter(_ChoiceFilter):
+class ModelFilter(_MultiFilter):
     title, parameter_name = "model", "model"
 
     def lookups(self, request, model_admin):
@@ -58,7 +91,7 @@ class ModelFilter(_ChoiceFilter):
         return Q(model=value)
 
 
-class AnswerModelFilter(_ChoiceFilter):
+class AnswerModelFilter(_MultiFilter):
     title, parameter_name = "answering model", "answered_by"
 
     def lookups(self, request, model_admin):
@@ -131,3 +164,66 @@ class FilesFilter(_ChoiceFilter):
         if value not in ("yes", "no"):
             return queryset
         return has_files_annotate(queryset).filter(has_files=(value == "yes"))
+
+
+# The time range picker: each is "since now minus this", applied with every other filter.
+TIME_RANGES = {"15m": ("last 15 minutes", timedelta(minutes=15)), "1h": ("last hour", timedelta(hours=1)),
+               "24h": ("last 24 hours", timedelta(hours=24)), "7d": ("last 7 days", timedelta(days=7))}
+
+
+class TimeRangeFilter(_ChoiceFilter):
+    title, parameter_name = "time range", "since"
+
+    def lookups(self, request, model_admin):
+        """The ranges up to now (a custom range is the date drill-down above the list)."""
+        return [(k, label) for k, (label, _) in TIME_RANGES.items()]
+
+    def q(self, value: str) -> Q:
+        """created_at from now minus the range (the created_at index, and every (x, created_at) one)."""
+        return Q(created_at__gte=timezone.now() - TIME_RANGES[value][1]) if value in TIME_RANGES else Q()
+
+
+class _ValueFilter(_MultiFilter):
+    """A filter on a value with many possible values: some known values as choices, plus the chosen one
+    (so a link from a list cell or the session page shows, and can be cleared, here)."""
+
+    field = ""
+
+    def lookups(self, request, model_admin):
+        """Up to 30 values in order (index seeks), the chosen one first when it is not among them."""
+        values = distinct_values(Request.objects.all(), self.field, limit=30)
+        values = [v for v in self.values() if v not in values] + values
+        return [(v, v) for v in values]
+
+
+class UserFilter(_ValueFilter):
+    title, parameter_name, field = "user", "user", "end_user"
+
+    def q(self, value: str) -> Q:
+        """Requests made for this end user (X-Gateway-User, or the provider's own user field)."""
+        return user_q(value)
+
+
+class SessionFilter(_ValueFilter):
+    title, parameter_name, field = "session", "session", "session_id"
+
+    def values(self) -> list[str]:
+        """One session (an id may hold a comma)."""
+        return [self.value()] if self.value() else []
+
+    def q(self, value: str) -> Q:
+        """Requests of this session (X-Gateway-Session-Id)."""
+        return session_q(value)
+
+
+class MetadataFilter(_ChoiceFilter):
+    title, parameter_name = "metadata", "meta"
+
+    def lookups(self, request, model_admin):
+        """Only the chosen name=value (set from an exchange's page, a link or the search box's meta:)."""
+        value = self.value()
+        return [(value, value)] if value else []
+
+    def q(self, value: str) -> Q:
+        """Metadata name=value, or the name alone."""
+        return metadata_q(value)

@@ -22,6 +22,7 @@ from logs.pipeline.payloads import (embedded_store, epoch_datetime, file_row, mu
 from logs.pipeline.spool import spool_path
 from logs.pricing import cost_compute
 from logs.records import FileRecord, FrameRecord, Record, RequestRecord, ResponseRecord
+from logs.tags import tags_from_headers, tags_merge
 from providers import USAGE_FIELDS, Provider, Usage, registry
 from wire.jsonutil import json_depth, json_or_none
 from wire.multipart import multipart_boundary
@@ -68,7 +69,14 @@ def request_row(rec: RequestRecord, provider: Provider, files: list[BinaryFile])
     path = unquote(rec.endpoint)  # stored as sent; read decoded (a client may encode the ":" of :generateContent)
     req.model = _untrusted(provider.request_model, path, payload)
     req.stream_requested = bool(_untrusted(provider.stream_requested, path, payload))
+    _tags_set(req, rec, _untrusted(provider.request_tags, path, payload))
     return req
+
+
+def _tags_set(req: Request, rec: RequestRecord, body_tags=None) -> None:
+    """End user, session and metadata: the gateway's headers, completed by the provider's body fields."""
+    tags = tags_merge(tags_from_headers(rec.headers), body_tags)
+    req.end_user, req.session_id, req.metadata = tags.user, tags.session, tags.metadata or None
 
 
 def _stream_read(resp: Response, provider: Provider, text: str, offsets: list | None) -> Any:
@@ -142,6 +150,10 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
         counts = {name: rec.usage.get(name) for name in USAGE_FIELDS}
         _usage_set(resp, provider, Usage(model[:255] if isinstance(model, str) else None,
                                          **{k: v if isinstance(v, int) else None for k, v in counts.items()}))
+    if isinstance(answer, dict) and (rec.status or 0) >= 400 and not rec.error:
+        # The upstream's own error message, so a list of failures says what failed without opening each.
+        if said := _untrusted(provider.error_text, answer):
+            resp.error_message = _notes_join(said, resp.error_message)
     if isinstance(answer, dict):
         _usage_fill(resp, provider, answer)
         resp.output_urls = _untrusted(provider.output_urls, answer) or []
@@ -180,10 +192,15 @@ def _row_minimal(rec: Record, exc: Exception) -> Request | Response:
     """
     note = f"log record could not be processed: {type(exc).__name__}: {exc}"
     if isinstance(rec, RequestRecord):
-        return Request(id=rec.id, provider=rec.provider, endpoint=rec.endpoint[:1024], method=rec.method[:16],
-                       query_string=rec.query, headers=rec.headers, body_size=rec.body_size,
-                       key_fingerprint=rec.key_fp, instance=rec.instance, gateway_key=rec.gateway_key[:160],
-                       content_type=rec.content_type[:255], created_at=epoch_datetime(rec.created))
+        req = Request(id=rec.id, provider=rec.provider, endpoint=rec.endpoint[:1024], method=rec.method[:16],
+                      query_string=rec.query, headers=rec.headers, body_size=rec.body_size,
+                      key_fingerprint=rec.key_fp, instance=rec.instance, gateway_key=rec.gateway_key[:160],
+                      content_type=rec.content_type[:255], created_at=epoch_datetime(rec.created))
+        try:
+            _tags_set(req, rec)
+        except (TypeError, ValueError, AttributeError):  # headers as odd as the body: leave the tags empty
+            pass
+        return req
     return Response(id=rec.id, request_id=rec.request_id, status_code=rec.status, headers=rec.headers,
                     outcome=rec.outcome, is_error=True, duration_ms=rec.duration_ms, body_size=rec.body_size,
                     error_message=_notes_join(rec.error, rec.notes, note), created_at=epoch_datetime(rec.created))

@@ -174,8 +174,12 @@ def query_mask(query: str) -> str:
     return "&".join(out)
 
 
-def headers_safe(pairs: Any) -> list[tuple[str, str]]:
-    """Header pairs for display or export, masking any credential that is not masked yet."""
+def headers_safe(pairs: Any, labels: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """Header pairs for display or export, masking any credential that is not masked yet.
+
+    `labels`: values known to be masked already though they hold no mask mark: the gateway key's
+    label ("name (fp 0123456789ab)") the proxy logs in place of X-Gateway-Key's secret.
+    """
     if isinstance(pairs, dict):
         pairs = list(pairs.items())
     out = []
@@ -183,7 +187,7 @@ def headers_safe(pairs: Any) -> list[tuple[str, str]]:
         if not isinstance(item, (list, tuple)) or len(item) != 2:
             continue
         name, value = str(item[0]), str(item[1])
-        if header_is_secret(name) and MASK not in value:
+        if header_is_secret(name) and MASK not in value and not (labels and value in labels):
             value = value_mask(value)
         out.append((name, value))
     return out

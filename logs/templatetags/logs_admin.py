@@ -7,6 +7,7 @@ from django import template
 from django.utils import formats, timezone
 from django.utils.text import capfirst
 
+from logs.admin.formats import count_format, ms_format, usd_format
 from logs.selectors import date_bounds, date_choices, period_next
 
 register = template.Library()
@@ -60,3 +61,32 @@ def logs_date_hierarchy(cl) -> dict:
     return {"show": True, "back": {"link": link({}), "title": "All dates"},
             "choices": [{"link": link({ykey: year, mkey: s.month}),
                          "title": capfirst(formats.date_format(s, "YEAR_MONTH_FORMAT"))} for s in months]}
+
+
+@register.filter
+def ms(value) -> str:
+    """Milliseconds, readable (logs/admin/formats.py)."""
+    return ms_format(value)
+
+
+@register.filter
+def count(value) -> str:
+    """A token count, readable."""
+    return count_format(value)
+
+
+@register.filter
+def usd(value) -> str:
+    """Dollars, readable."""
+    return usd_format(value)
+
+
+@register.simple_tag
+def live_query(cl) -> str:
+    """The list's filters the live tail understands, as a query string ("" when none)."""
+    from urllib.parse import urlencode
+
+    from logs.selectors import LIVE_FILTERS
+
+    kept = {k: v for k, v in cl.params.items() if k in LIVE_FILTERS and v}
+    return f"?{urlencode(kept)}" if kept else ""

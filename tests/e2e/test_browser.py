@@ -86,5 +86,5 @@ def test_login_filter_open_exchange_with_image(seeded, browser_page):
     page.screenshot(path=str(ARTIFACTS / "03-exchange-with-image.png"), full_page=True)
 
     page.goto(f"{gateway.url}/admin/logs/request/dashboard/?window=24h")
-    assert page.locator("figure.chart svg").count() == 5
+    assert page.locator("figure.chart svg").count() == 6
     page.screenshot(path=str(ARTIFACTS / "04-dashboard.png"), full_page=True)

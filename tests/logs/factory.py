@@ -22,7 +22,8 @@ def exchange_make(*, endpoint: str = "/v1/chat/completions", model: str | None =
                   stream: bool = False, stream_result: dict | None = None, offsets: list | None = None,
                   response: bool = True, headers: list | None = None, tokens: tuple[int, int] | None = None,
                   method: str = "POST", key_fp: str = "", gateway_key: str = "",
-                  content_type: str = "application/json", **usage) -> Request:
+                  content_type: str = "application/json", end_user: str | None = None,
+                  session_id: str | None = None, metadata: dict | None = None, **usage) -> Request:
     """One exchange: a request row and (unless response=False) its response row.
 
     `usage` sets further response fields (answering model, cached/reasoning tokens, cost_usd...).
@@ -34,7 +35,8 @@ def exchange_make(*, endpoint: str = "/v1/chat/completions", model: str | None =
     req = Request.objects.create(
         id=uuid7(when.timestamp()), provider=provider, endpoint=endpoint, method=method, headers=headers or AUTH,
         body=text, body_size=len(text or ""), content_type=content_type, model=model,
-        stream_requested=stream, created_at=when, key_fingerprint=key_fp, gateway_key=gateway_key)
+        stream_requested=stream, created_at=when, key_fingerprint=key_fp, gateway_key=gateway_key,
+        end_user=end_user, session_id=session_id, metadata=metadata)
     if response:
         rtext = resp_body if isinstance(resp_body, str) or resp_body is None else json.dumps(resp_body)
         is_error = outcome != Outcome.COMPLETED or (status or 0) >= 400

@@ -11,7 +11,7 @@ from providers import registry
 from proxy.exchange import Exchange
 from proxy.paths import Route
 from proxy.request_body import BodySpool
-from proxy.steps import StreamUsageStep, relay_filter, steps_active, steps_run
+from proxy.steps import StreamUsageStep, TagsStep, relay_filter, steps_active, steps_run
 from wire.sse import EventFilter
 
 CHUNK = 'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'
@@ -44,9 +44,10 @@ def _exchange(body: bytes, *, method: str = "POST", path: str = "/v1/chat/comple
 
 def test_wanted_only_when_on_and_for_chunked_endpoints(settings):
     body = b'{"model": "m", "stream": true}'
-    assert not StreamUsageStep().enabled() and steps_active() == []
+    # Only the tag-header step is always on (one look at the headers when none is there).
+    assert not StreamUsageStep().enabled() and [s.name for s in steps_active()] == ["tags"]
     settings.STREAM_USAGE = "inject"
-    assert StreamUsageStep().enabled() and [s.name for s in steps_active()] == ["stream_usage"]
+    assert StreamUsageStep().enabled() and [s.name for s in steps_active()] == ["tags", "stream_usage"]
     assert OPENAI.usage_inject("POST", "/v1/chat/completions", body) is not None
     assert OPENAI.usage_inject("POST", "/v1/completions", body) is not None
     assert OPENAI.usage_inject("POST", "/v1/responses", body) is None
@@ -119,3 +120,19 @@ def test_filter_never_holds_a_complete_event_back():
 def test_filter_passes_crlf_framing_through_untouched():
     raw = CHUNK.replace("\n", "\r\n").encode()
     assert _run([raw]) == raw
+
+
+def test_tags_step_removes_the_gateway_tag_headers_and_says_so():
+    x = _exchange(b"{}", headers=[("authorization", "Bearer k"), ("x-gateway-user", "u"),
+                                  ("X-Gateway-Meta-Team", "t"), ("x-gateway-metadata", "kept: not a tag header")])
+    assert asyncio.run(TagsStep().request(x)) is None
+    assert x.forward_headers == [("authorization", "Bearer k"), ("x-gateway-metadata", "kept: not a tag header")]
+    assert x.request_changed
+    assert x.decisions == [{"step": "tags", "decision": "kept the gateway's tag headers from the upstream",
+                            "changed": ["removed header x-gateway-user", "removed header X-Gateway-Meta-Team"]}]
+
+
+def test_tags_step_leaves_untagged_requests_alone():
+    x = _exchange(b"{}", headers=[("authorization", "Bearer k")])
+    assert asyncio.run(TagsStep().request(x)) is None
+    assert not x.request_changed and x.decisions == []

@@ -53,7 +53,7 @@ def exchange_context(req: Request, request: HttpRequest) -> dict:
         "req": req,
         "resp": resp,
         "url": req.endpoint + (f"?{req.query_string}" if req.query_string else ""),
-        "request_headers": headers_safe(req.headers),
+        "request_headers": headers_safe(req.headers, labels=(req.gateway_key,) if req.gateway_key else ()),
         "response_headers": headers_safe(resp.headers) if resp else [],
         "request_body": body_render(req.body, file_url),
         "response_body": body_render(resp.body, file_url) if resp else None,

@@ -137,3 +137,25 @@ def test_row_new_equals_keyword_construction():
     assert {k: v for k, v in vars(fast).items() if k != "_state"} == \
            {k: v for k, v in vars(slow).items() if k != "_state"}
     assert fast.headers == {} and fast.headers is not row_new(Request, values).headers  # fresh defaults
+
+
+@pytest.mark.parametrize(("provider", "body", "said"), [
+    ("openai", {"error": {"message": "The server had an error", "type": "server_error"}}, "The server had an error"),
+    ("anthropic", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "Overloaded"),
+    ("gemini", {"error": {"code": 400, "message": "API key not valid", "status": "INVALID_ARGUMENT"}}, "API key not valid"),
+    ("replicate", {"title": "Invalid version", "detail": "The specified version does not exist", "status": 422},
+     "The specified version does not exist"),
+])
+def test_upstream_error_message_is_kept_for_the_list(provider, body, said):
+    req = _req()
+    resp = response_row(_resp(req, status=500, body=json.dumps(body)), registry().get(provider), [])
+    assert resp.is_error and resp.error_message == said
+
+
+def test_tags_from_headers_win_over_the_body_and_are_not_in_a_success():
+    req = _req(headers=[["x-gateway-user", "carol"], ["X-Gateway-Meta-Env", "prod"]],
+               body=json.dumps({"model": "m", "user": "bob", "metadata": {"env": "dev", "ticket": "T-1"}}))
+    row = request_row(req, OPENAI, [])
+    assert (row.end_user, row.session_id, row.metadata) == ("carol", None, {"env": "prod", "ticket": "T-1"})
+    ok = response_row(_resp(req, body=json.dumps({"error": {"message": "not an error: status 200"}})), OPENAI, [])
+    assert ok.error_message == ""

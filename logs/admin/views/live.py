@@ -1,0 +1,67 @@
+"""Live tail: a page whose table fills as exchanges arrive, fed by short polling of a JSON feed.
+
+Short polling works behind any proxy and with several workers (each poll reads the database,
+where every worker's exchanges land); an exchange shows as pending from the moment its request
+row is written and is updated when its response row is.
+"""
+
+from datetime import datetime, timedelta, timezone
+
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from logs.admin.formats import count_format, ms_format, usd_format
+from logs.admin.views import page_context
+from logs.models import Request
+from logs.selectors import LIVE_FILTERS, live_exchanges
+
+WINDOW = timedelta(seconds=30)  # each poll re-reads this much before its cursor (late rows, finished ones)
+
+
+def live_view(model_admin, request: HttpRequest) -> TemplateResponse:
+    """The page; its script polls live_feed with the same filters."""
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    filters = {k: v for k, v in request.GET.items() if k in LIVE_FILTERS and v}
+    context = page_context(model_admin, request, "Live tail", filters=filters,
+                           feed_url=reverse("admin:logs_request_live_feed"))
+    return TemplateResponse(request, "admin/logs/request/live.html", context)
+
+
+def _row(req: Request) -> dict:
+    """One exchange as the page draws it (formatted here, so the script only places text)."""
+    try:
+        resp = req.response
+    except Request.response.RelatedObjectDoesNotExist:
+        resp = None
+    row = {"id": req.pk.hex, "url": reverse("admin:logs_request_change", args=[req.pk.hex]),
+           "time": req.created_at.strftime("%H:%M:%S"), "model": req.model or "", "user": req.end_user or "",
+           "session": req.session_id or "", "endpoint": req.endpoint, "pending": resp is None}
+    if resp is not None:
+        row.update(status=resp.status_code, outcome=resp.outcome, error=bool(resp.is_error),
+                   error_text=(getattr(req, "error_short", "") or "") if resp.is_error else "",
+                   latency=ms_format(resp.duration_ms), ttft=ms_format(resp.ttft_ms),
+                   tokens=count_format(resp.total_tokens), cost=usd_format(resp.cost_usd))
+    return row
+
+
+def live_feed(model_admin, request: HttpRequest) -> JsonResponse:
+    """{"rows": [...newest first], "cursor": ISO time}: exchanges since ?cursor= (less a window), and ?pending= again."""
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    now = datetime.now(timezone.utc)
+    try:
+        cursor = datetime.fromisoformat(request.GET["cursor"]) if request.GET.get("cursor") else now - WINDOW
+    except ValueError:
+        return JsonResponse({"error": "cursor is an ISO 8601 time"}, status=400)
+    if cursor.tzinfo is None:
+        cursor = cursor.replace(tzinfo=timezone.utc)
+    filters = {k: v for k, v in request.GET.items() if k in LIVE_FILTERS and v}
+    pending = [p for p in request.GET.get("pending", "").split(",") if p]
+    try:
+        rows = live_exchanges(since=min(cursor, now) - WINDOW, pending=pending, filters=filters)
+    except ValueError as exc:  # an unknown status
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse({"rows": [_row(r) for r in rows], "cursor": now.isoformat()})

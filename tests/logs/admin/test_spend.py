@@ -1,0 +1,75 @@
+"""The spend page: spend and tokens per day, model, key and user for a range, with totals and links to the list."""
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from html import unescape
+
+import pytest
+
+from tests.logs.admin.test_admin import LIST, _ids
+from tests.logs.factory import exchange_make
+
+pytestmark = pytest.mark.django_db
+SPEND = f"{LIST}spend/"
+
+
+@pytest.fixture
+def spent():
+    midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    now = midnight + timedelta(hours=3)  # "today"'s exchanges are made at 01:00 and 02:00 UTC
+    yesterday = midnight - timedelta(hours=12)
+    return {
+        "a": exchange_make(when=yesterday, model="gpt-4o", tokens=(100, 10), cost_usd=Decimal("0.25"),
+                           gateway_key="team-a (fp 0123456789ab)", end_user="alice"),
+        "b": exchange_make(when=now - timedelta(hours=2), model="gpt-4o", tokens=(200, 20), cost_usd=Decimal("0.5"),
+                           gateway_key="team-a (fp 0123456789ab)", end_user="bob"),
+        "c": exchange_make(when=now - timedelta(hours=1), model="o4-mini", tokens=(50, 5), cost_usd=Decimal("1.25"),
+                           key_fp="1a2b3c4d5e6f", end_user="alice"),
+        "unpriced": exchange_make(when=now - timedelta(hours=1), model="mystery", tokens=(7, 3)),
+        "old": exchange_make(when=now - timedelta(days=40), model="gpt-4o", tokens=(9, 9), cost_usd=Decimal("9")),
+        "day": yesterday.date().isoformat(), "today": now.date().isoformat(),
+    }
+
+
+def test_totals_and_groups_for_a_custom_range(admin_client, spent):
+    r = admin_client.get(SPEND, {"from": spent["day"], "to": spent["today"]})
+    assert r.status_code == 200
+    spend = r.context["spend"]
+    assert spend.total.exchanges == 4 and spend.total.cost == Decimal("2.00")
+    assert (spend.total.input_tokens, spend.total.output_tokens) == (357, 38)
+    assert [(d.key, d.cost) for d in spend.days] == [(spent["day"], Decimal("0.25")), (spent["today"], Decimal("1.75"))]
+    assert [(m.key, m.cost, m.total_tokens) for m in spend.models] == [
+        ("o4-mini", Decimal("1.25"), 55), ("gpt-4o", Decimal("0.75"), 330), ("mystery", None, 10)]
+    assert {k.key: k.cost for k in spend.keys} == {"1a2b3c4d5e6f": Decimal("1.25"),
+                                                   "team-a (fp 0123456789ab)": Decimal("0.75"), "": None}
+    assert {u.key: u.cost for u in spend.users} == {"alice": Decimal("1.50"), "bob": Decimal("0.5"), "": None}
+    html = r.content.decode()
+    assert "$2.00" in html and "$1.25" in html and "357" in html
+
+
+def _link(html: str, text: str) -> str:
+    return unescape(html.split(f'">{text}</a>')[0].rsplit('href="', 1)[1])
+
+
+def test_rows_link_to_the_filtered_list(admin_client, spent):
+    html = admin_client.get(SPEND, {"from": spent["day"], "to": spent["today"]}).content.decode()
+    assert set(_ids(admin_client.get(_link(html, "gpt-4o")))) == {spent["a"].pk.hex, spent["b"].pk.hex}
+    assert set(_ids(admin_client.get(_link(html, "alice")))) == {spent["a"].pk.hex, spent["c"].pk.hex}
+    assert set(_ids(admin_client.get(_link(html, "team-a (fp 0123456789ab)")))) == {spent["a"].pk.hex, spent["b"].pk.hex}
+    assert set(_ids(admin_client.get(_link(html, "1a2b3c4d5e6f")))) == {spent["c"].pk.hex}
+    assert set(_ids(admin_client.get(_link(html, spent["day"])))) == {spent["a"].pk.hex}
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"range": "today"}, 3), ({"range": "30d"}, 4), ({}, 4), ({"from": "2026-13-01"}, 4),
+])
+def test_ranges(admin_client, spent, params, expected):
+    if datetime.now(timezone.utc).hour < 2:
+        pytest.skip("the fixture's exchanges of today are made at 01:00 and 02:00 UTC")
+    r = admin_client.get(SPEND, params)
+    assert r.status_code == 200 and r.context["spend"].total.exchanges == expected
+
+
+def test_bad_custom_range_is_explained(admin_client):
+    r = admin_client.get(SPEND, {"from": "2026-01-10", "to": "2026-01-01"})
+    assert "A range is 1 to 92 days" in r.content.decode()
