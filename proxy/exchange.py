@@ -80,6 +80,7 @@ class Exchange:
         # whole answer's body, or answer instead. None: the relay never waits for a whole body.
         self.answer_observer = None
         self.cache_hit: bool | None = None
+        self.cache_fill = None  # proxy/cache.CacheFill: a cache miss's answer, stored if it ends complete
         self.cache_source = ""
         self.held_ms: float | None = None
         self.gateway_key = None  # proxy/access.AccessKey, once checked

@@ -110,7 +110,9 @@ class StreamUsageStep(Step):
         return EventFilter(x.provider.injected_event) if x.usage_injected and is_sse else None
 
 
-STEPS: list[Step] = [KeyStep(), HooksStep(), HoldStep(), StreamUsageStep()]
+from proxy.cache import CacheStep  # noqa: E402  (a subclass of Step)
+
+STEPS: list[Step] = [KeyStep(), HooksStep(), CacheStep(), HoldStep(), StreamUsageStep()]
 
 
 def steps_active() -> list[Step]:

@@ -7,6 +7,7 @@ comes from its module in `providers`; this module only applies it.
 import json
 import logging
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
 
@@ -146,6 +147,8 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
         _usage_fill(resp, provider, answer)
         resp.output_urls = _untrusted(provider.output_urls, answer) or []
         resp.output_provider = rec.provider
+    if rec.cache_hit and resp.cost_usd is not None:  # a replay: nothing was paid for; what the original cost was saved
+        resp.cost_saved_usd, resp.cost_usd = resp.cost_usd, Decimal(0)
     if ref is not None:
         name, missing = spooled_store(ref, provider=rec.provider, owner=rec.id, label="body", created=rec.created,
                                       content_type=ref.content_type or resp.content_type)

@@ -1,0 +1,231 @@
+"""The response cache step: replays a stored answer to an identical request, or stores a new one.
+
+Off unless asked for: `X-Gateway-Cache: <ttl seconds>` (or CACHE_DEFAULT_TTL) reads an answer at
+most that old and stores a new one for that long; `no-store` neither reads nor writes;
+`refresh=<ttl>` skips the read and stores. Requests match on provider, method, upstream path,
+query, the body (JSON canonically, anything else byte for byte), Accept-Encoding (a stored body
+is replayed in its stored encoding) and the scope: the provider credential that goes upstream and
+the gateway key. A hit is its own exchange of the log (cache_hit, cache_source), replaying the
+original's status, headers and body bytes, chunk by chunk; only complete 2xx answers are stored.
+The entries live in proxy/cache_store.py; docs/cache.md describes the whole contract.
+"""
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
+
+from logs.outcomes import Outcome
+from logs.pipeline.capture import BodyCapture
+from proxy.access import AccessKey, KeyGrant
+from proxy.cache_store import CacheEntry, cache_store
+from proxy.exchange import Exchange, json_error
+from proxy.steps import Step
+
+CACHE_HEADER = "x-gateway-cache"
+SOURCE_HEADER = "X-Gateway-Cache-Source"
+# Headers a replay does not repeat: they describe the moment of the original answer.
+_NOT_REPLAYED = frozenset({"date", "age"})
+
+
+@dataclass(frozen=True, slots=True)
+class Directive:
+    """What a request asks of the cache."""
+
+    read: bool
+    ttl: int  # seconds: the oldest answer it accepts, and how long a new one is kept (0: not stored)
+
+
+class DirectiveError(ValueError):
+    """An X-Gateway-Cache value the gateway does not understand."""
+
+
+def directive_parse(value: str | None, default_ttl: int) -> Directive | None:
+    """The request's directive; None when the cache is not asked for at all."""
+    if value is None:
+        return Directive(read=True, ttl=default_ttl) if default_ttl > 0 else None
+    value = value.strip().lower()
+    if value == "no-store":
+        return Directive(read=False, ttl=0)
+    read = True
+    if value.startswith("refresh="):
+        read, value = False, value.removeprefix("refresh=").strip()
+    if not value.isdigit():
+        raise DirectiveError("X-Gateway-Cache must be a number of seconds, 'no-store' or 'refresh=<seconds>', "
+                             f"not {value!r}.")
+    return Directive(read=read, ttl=int(value))
+
+
+def _scope(x: Exchange) -> str:
+    """Who may share an answer: the provider credential that goes upstream, and the gateway key."""
+    key = x.gateway_key
+    if isinstance(key, KeyGrant):
+        who = f"key:{key.key.pk}"
+    elif isinstance(key, AccessKey):
+        who = f"static:{key.name}"
+    else:
+        who = ""
+    return f"{x.provider.credential(x.forward_headers, x.query)}\0{who}"
+
+
+def _body_canonical(body: bytes, content_type: str) -> bytes:
+    """JSON bodies with sorted keys and no spaces (key order and whitespace do not matter); others as sent."""
+    if body and "json" in content_type.lower():
+        try:
+            return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        except (ValueError, RecursionError):
+            pass
+    return body
+
+
+def cache_key(x: Exchange, body: bytes) -> str:
+    """The entry's name: a hash of everything that must match (the credential only ever in it hashed)."""
+    encoding = ",".join(v.strip() for k, v in x.forward_headers if k.lower() == "accept-encoding")
+    h = hashlib.sha256()
+    for part in (x.provider.name, x.method, x.route.upstream_path, x.query, encoding, _scope(x)):
+        h.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    h.update(_body_canonical(body, x.content_type))
+    return h.hexdigest()
+
+
+class CacheFill:
+    """A miss's answer, collected as the client gets it, stored when it ends complete and 2xx."""
+
+    def __init__(self, key: str, ttl: int) -> None:
+        self.key, self.ttl = key, ttl
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.too_big = False
+
+    def feed(self, chunk: bytes) -> None:
+        """One chunk on its way to the client."""
+        if self.too_big:
+            return
+        self.size += len(chunk)
+        if self.size > settings.CACHE_MAX_ENTRY_BYTES:
+            self.too_big, self.chunks = True, []
+        else:
+            self.chunks.append(chunk)
+
+    async def finish(self, x: Exchange, status: int, headers: list[tuple[str, str]], *, is_sse: bool,
+                     replaced: bool) -> None:
+        """Store the answer if it may be stored; x.cache_hit = False says it was (the log shows it)."""
+        why = self._refusal(x, status, replaced, headers)
+        if why:
+            x.decisions.append({"step": "cache", "decision": f"not stored: {why}"})
+            return
+        now = time.time()
+        entry = CacheEntry(source=x.request_id, created=now, expires=now + self.ttl, status=status,
+                           headers=headers, is_sse=is_sse, chunks=[len(c) for c in self.chunks],
+                           body=b"".join(self.chunks))
+        try:
+            await asyncio.to_thread(cache_store().put, self.key, entry)
+        except Exception as exc:  # a full disk or an unreachable Redis: the answer was served; say so
+            x.notes.append(f"response cache: not stored: {type(exc).__name__}: {exc}")
+            return
+        x.cache_hit = False
+
+    def _refusal(self, x: Exchange, status: int, replaced: bool, headers: list[tuple[str, str]]) -> str:
+        """Why this answer is not stored, or ""."""
+        if x.outcome != Outcome.COMPLETED or x.error:
+            return "the exchange did not complete"
+        if not 200 <= status < 300:
+            return f"status {status}"
+        if replaced:
+            return "a hook replaced the answer"
+        if self.too_big:
+            return f"larger than CACHE_MAX_ENTRY_BYTES ({settings.CACHE_MAX_ENTRY_BYTES})"
+        body = b"".join(self.chunks)
+        for secret in x.scrubber.secrets:  # never keep a credential in clear, even one an upstream echoed
+            raw = secret.encode("utf-8", "ignore")
+            if raw and (raw in body or any(secret in v for _, v in headers)):
+                return "the answer echoes a credential"
+        return ""
+
+
+class CacheStep(Step):
+    """Answers from the response cache, or arranges for the answer to be stored (proxy/cache.py)."""
+
+    name = "cache"
+
+    async def request(self, x: Exchange) -> HttpResponseBase | None:
+        value = next((v for k, v in x.headers if k.lower() == CACHE_HEADER), None)
+        if value is None and settings.CACHE_DEFAULT_TTL <= 0:
+            return None  # not asked for: the answer is left as it is
+        try:
+            directive = directive_parse(value, settings.CACHE_DEFAULT_TTL)
+        except DirectiveError as exc:
+            x.outcome, x.error = Outcome.GATEWAY_ERROR, str(exc)
+            return json_error(400, x.provider.error_body(str(exc), kind="invalid_request_error", status=400))
+        body = x.forward_body if x.forward_body is not None else (x.body.in_memory() if x.body.size else b"")
+        why = _bypass_reason(x, directive, body)
+        if why:
+            x.answer_headers.append(("X-Gateway-Cache", "BYPASS"))
+            x.decisions.append({"step": self.name, "decision": f"bypass: {why}"})
+            return None
+        key = cache_key(x, body)
+        if directive.read:
+            try:
+                entry = await asyncio.to_thread(cache_store().get, key)
+            except Exception as exc:  # the store is away: forward, and say so
+                x.notes.append(f"response cache: not read: {type(exc).__name__}: {exc}")
+                entry = None
+            if entry is not None and time.time() - entry.created <= directive.ttl:
+                return await _replay(x, entry)
+        x.answer_headers.append(("X-Gateway-Cache", "MISS"))
+        x.decisions.append({"step": self.name, "decision": "miss" if directive.read else "refresh",
+                            "ttl": directive.ttl})
+        x.cache_fill = CacheFill(key, directive.ttl)
+        return None
+
+
+def _bypass_reason(x: Exchange, directive: Directive, body: bytes | None) -> str:
+    """Why the cache neither reads nor writes for this request, or ""."""
+    if directive.ttl <= 0:
+        return "no-store" if not directive.read else "ttl 0"
+    if any(k.lower() == "upgrade" for k, _ in x.headers):
+        return "a WebSocket session is not cached"
+    if body is None:
+        return "request body too large to match (kept on disk)"
+    return ""
+
+
+async def _pieces(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+async def _replay(x: Exchange, entry: CacheEntry) -> HttpResponseBase:
+    """The stored answer as this exchange's own, logged with the replayed body (step_answered journals it)."""
+    headers = [(k, v) for k, v in entry.headers if k.lower() not in _NOT_REPLAYED]
+    x.answer_headers += [("X-Gateway-Cache", "HIT"), ("Age", str(max(0, int(time.time() - entry.created)))),
+                         (SOURCE_HEADER, entry.source)]
+    x.decisions.append({"step": "cache", "decision": "hit", "source": entry.source})
+    x.cache_hit, x.cache_source = True, entry.source
+    content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
+    encoding = next((v for k, v in headers if k.lower() == "content-encoding"), "")
+    capture = BodyCapture(spool_name=f"{x.request_id}.response", content_type=content_type,
+                          content_encoding=encoding, stream=entry.is_sse, started=x.started)
+    pieces = entry.pieces()
+    for piece in pieces:
+        capture.feed(piece)
+    x.ttfb_ms = x.elapsed_ms()
+    x.clock_stop()
+    record = x.response_record(status=entry.status, headers=headers, content_type=content_type,
+                               is_stream=entry.is_sse)
+    if capture.blocking():
+        await asyncio.to_thread(capture.finish, record, x.scrubber)
+    else:
+        capture.finish(record, x.scrubber)
+    if entry.is_sse or len(pieces) > 1:
+        response: HttpResponseBase = StreamingHttpResponse(_pieces(pieces), status=entry.status)
+    else:
+        response = HttpResponse(entry.body, status=entry.status)
+    response.gateway_headers = headers
+    response.gateway_record = record
+    return response

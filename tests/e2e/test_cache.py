@@ -1,0 +1,205 @@
+"""The response cache end to end: the official openai SDK through a live gateway to the mock upstream."""
+
+import json
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+
+from logs.models import Request, Response
+from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "sk-" + "cacheTESTkey0123456789abcdefXY"  # fake; split so no key-like literal
+OTHER_KEY = "sk-" + "cacheOTHERkey0123456789abcdefX"
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, settings):
+    """Every test gets its own cache folder (the file store, the default)."""
+    settings.DATA_DIR = tmp_path / "data"
+    settings.DATA_DIR.mkdir()
+    return settings.DATA_DIR / "cache"
+
+
+@pytest.fixture
+def client(gateway):
+    return openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0)
+
+
+def _chat(client, cache: str | None = "60", **kwargs):
+    headers = {"X-Gateway-Cache": cache} if cache is not None else {}
+    return client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=kwargs.pop("messages", MESSAGES), extra_headers=headers, **kwargs)
+
+
+def _raw(gateway, body: bytes | dict, key: str = KEY, **headers) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{gateway.url}/v1/chat/completions", content=content, timeout=10,
+                      headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json", **headers})
+
+
+def _logged(log_flush, request_id: str) -> Response:
+    log_flush()
+    return Response.objects.get(request_id=request_id)
+
+
+def test_second_identical_call_is_a_hit_with_the_same_bytes(client, gateway, upstream, log_flush):
+    first = _chat(client)
+    second = _chat(client)
+    assert first.headers["x-gateway-cache"] == "MISS"
+    assert second.headers["x-gateway-cache"] == "HIT"
+    assert second.headers["x-gateway-cache-source"] == first.headers["x-gateway-request-id"]
+    assert int(second.headers["age"]) >= 0
+    assert second.http_response.content == first.http_response.content
+    assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
+    assert second.headers["x-request-id"] == first.headers["x-request-id"]  # the upstream's headers replayed
+    assert second.headers["x-gateway-request-id"] != first.headers["x-gateway-request-id"]
+    assert len(upstream.received) == 1
+    assert upstream.received[0].header("x-gateway-cache") is None  # the directive never goes upstream
+
+    original = _logged(log_flush, first.headers["x-gateway-request-id"])
+    hit = _logged(log_flush, second.headers["x-gateway-request-id"])
+    assert original.cache_hit is False and original.cost_usd and original.cost_usd > 0
+    assert hit.cache_hit is True and hit.cache_source.hex == first.headers["x-gateway-request-id"]
+    assert hit.cost_usd == Decimal(0) and hit.cost_saved_usd == original.cost_usd
+    assert hit.status_code == 200 and hit.outcome == "completed" and hit.body == original.body
+    assert (hit.input_tokens, hit.output_tokens) == (original.input_tokens, original.output_tokens)
+    assert {"step": "cache", "decision": "hit", "source": first.headers["x-gateway-request-id"]} in hit.steps
+    # The request row keeps the directive the client sent.
+    req = Request.objects.get(id=second.headers["x-gateway-request-id"])
+    assert ["x-gateway-cache", "60"] in req.headers
+
+
+def test_streamed_call_replays_the_same_events(client, gateway, upstream, log_flush):
+    def run():
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "count"}], stream=True,
+            extra_headers={"X-Gateway-Cache": "60"})
+        return raw.headers, [chunk.model_dump_json() for chunk in raw.parse()]
+
+    first_headers, first_events = run()
+    second_headers, second_events = run()
+    assert first_headers["x-gateway-cache"] == "MISS" and second_headers["x-gateway-cache"] == "HIT"
+    assert second_events == first_events and len(first_events) > 3
+    assert len(upstream.received) == 1
+    # Byte for byte too, through a plain client.
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count"}], "stream": True}
+    miss, hit = _raw(gateway, body, **{"X-Gateway-Cache": "60"}), _raw(gateway, body, **{"X-Gateway-Cache": "60"})
+    assert hit.headers["x-gateway-cache"] == "HIT" and hit.content == miss.content
+    assert hit.headers["content-type"].startswith("text/event-stream")
+    resp = _logged(log_flush, second_headers["x-gateway-request-id"])
+    assert resp.is_stream and resp.cache_hit is True and resp.stream_result["events"] == len(first_events) + 1
+
+
+def test_json_body_matches_canonically_and_a_different_body_misses(gateway, upstream):
+    first = _raw(gateway, b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}',
+                 **{"X-Gateway-Cache": "60"})
+    reordered = _raw(gateway, b'{"messages":[{"content":"hi","role":"user"}],\n "model":"gpt-4o-mini"}',
+                     **{"X-Gateway-Cache": "60"})
+    other = _raw(gateway, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "bye"}]},
+                 **{"X-Gateway-Cache": "60"})
+    assert [r.headers["x-gateway-cache"] for r in (first, reordered, other)] == ["MISS", "HIT", "MISS"]
+    assert len(upstream.received) == 2
+
+
+def test_scope_two_credentials_never_share(gateway, upstream):
+    assert _raw(gateway, {"model": "m", "messages": MESSAGES}, **{"X-Gateway-Cache": "60"}).status_code == 200
+    other = _raw(gateway, {"model": "m", "messages": MESSAGES}, key=OTHER_KEY, **{"X-Gateway-Cache": "60"})
+    assert other.headers["x-gateway-cache"] == "MISS" and len(upstream.received) == 2
+
+
+def test_scope_two_gateway_keys_never_share(gateway, upstream, make_key):
+    _, secret_a = make_key("team-a")
+    _, secret_b = make_key("team-b")
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    a1 = _raw(gateway, body, **{"X-Gateway-Cache": "60", "X-Gateway-Key": secret_a})
+    b1 = _raw(gateway, body, **{"X-Gateway-Cache": "60", "X-Gateway-Key": secret_b})
+    a2 = _raw(gateway, body, **{"X-Gateway-Cache": "60", "X-Gateway-Key": secret_a})
+    refused = _raw(gateway, body, **{"X-Gateway-Cache": "60", "X-Gateway-Key": "gk-" + "z" * 43})
+    assert [r.headers.get("x-gateway-cache") for r in (a1, b1, a2)] == ["MISS", "MISS", "HIT"]
+    assert refused.status_code == 401 and "x-gateway-cache" not in refused.headers  # a refused key gets no cached answer
+    assert len(upstream.received) == 2
+
+
+def test_no_store_and_refresh(client, upstream):
+    assert _chat(client, "no-store").headers["x-gateway-cache"] == "BYPASS"
+    assert _chat(client).headers["x-gateway-cache"] == "MISS"  # no-store stored nothing
+    refreshed = _chat(client, "refresh=60")
+    assert refreshed.headers["x-gateway-cache"] == "MISS"  # refresh never reads
+    assert len(upstream.received) == 3
+    hit = _chat(client)
+    assert hit.headers["x-gateway-cache"] == "HIT"
+    assert hit.headers["x-gateway-cache-source"] == refreshed.headers["x-gateway-request-id"]  # the refreshed answer
+    assert _chat(client, "no-store").headers["x-gateway-cache"] == "BYPASS"  # never reads either
+    assert len(upstream.received) == 4
+
+
+def test_ttl_zero_is_a_bypass(client, upstream):
+    _chat(client, "60")
+    assert _chat(client, "0").headers["x-gateway-cache"] == "BYPASS"
+    assert _chat(client, "60").headers["x-gateway-cache"] == "HIT"
+    assert len(upstream.received) == 2
+
+
+def test_expired_entry_is_a_miss(client, upstream, cache_dir):
+    _chat(client, "60")
+    for path in cache_dir.glob("*.entry"):  # age the entry past its TTL, as time would
+        head, _, body = path.read_bytes().partition(b"\n")
+        fields = json.loads(head)
+        fields["created"] -= 120
+        fields["expires"] -= 120
+        path.write_bytes(json.dumps(fields).encode() + b"\n" + body)
+    assert _chat(client, "60").headers["x-gateway-cache"] == "MISS"
+    assert len(upstream.received) == 2
+
+
+def test_errors_are_not_cached(client, gateway, upstream, log_flush):
+    with pytest.raises(openai.InternalServerError) as err:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
+                                       extra_headers={"X-Gateway-Cache": "60", "x-mock-status": "500"})
+    assert err.value.response.headers["x-gateway-cache"] == "MISS"
+    ok = _chat(client)
+    assert ok.headers["x-gateway-cache"] == "MISS"  # the error was not stored
+    assert len(upstream.received) == 2
+    failed = _logged(log_flush, err.value.response.headers["x-gateway-request-id"])
+    assert failed.cache_hit is None and any(s.get("decision") == "not stored: status 500" for s in failed.steps)
+
+
+def test_broken_stream_is_not_cached(gateway, upstream):
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count"}], "stream": True}
+    headers = {"X-Gateway-Cache": "60", "x-mock-fault": "close-mid-stream"}
+    assert b"event: error" in _raw(gateway, body, **headers).content
+    again = _raw(gateway, body, **{"X-Gateway-Cache": "60"})
+    assert again.headers["x-gateway-cache"] == "MISS"
+    assert len(upstream.received) == 2
+
+
+def test_off_by_default_and_default_ttl(client, upstream, settings):
+    plain = _chat(client, None)
+    assert "x-gateway-cache" not in plain.headers  # not asked for: the answer is untouched
+    settings.CACHE_DEFAULT_TTL = 60
+    assert _chat(client, None).headers["x-gateway-cache"] == "MISS"
+    assert _chat(client, None).headers["x-gateway-cache"] == "HIT"
+    assert len(upstream.received) == 2
+
+
+def test_bad_directive_is_a_clear_error(client, upstream):
+    with pytest.raises(openai.BadRequestError) as err:
+        _chat(client, "forever")
+    assert "X-Gateway-Cache must be a number of seconds" in err.value.message
+    assert len(upstream.received) == 0
+
+
+def test_binary_answer_replayed(gateway, upstream):
+    def speech():
+        return httpx.post(f"{gateway.url}/v1/audio/speech", timeout=10,
+                          json={"model": "tts-1", "input": "hello", "voice": "alloy"},
+                          headers={"Authorization": f"Bearer {KEY}", "X-Gateway-Cache": "60"})
+    first, second = speech(), speech()
+    assert second.headers["x-gateway-cache"] == "HIT" and second.content == first.content and len(first.content) > 0
+    assert second.headers["content-type"] == first.headers["content-type"]
+    assert len(upstream.received) == 1
