@@ -93,6 +93,11 @@ def cache_key(x: Exchange, body: bytes) -> str:
     return h.hexdigest()
 
 
+# Misses of this process whose answer is on its way, by key: an identical request waits for it
+# instead of calling the upstream too (concurrent first calls cost one upstream call per worker).
+_FILLING: dict[str, asyncio.Event] = {}
+
+
 class CacheFill:
     """A miss's answer, collected as the client gets it, stored when it ends complete and 2xx."""
 
@@ -101,6 +106,17 @@ class CacheFill:
         self.chunks: list[bytes] = []
         self.size = 0
         self.too_big = False
+        self.done: asyncio.Event | None = None
+        if key not in _FILLING:  # the first of identical misses: the others wait for its end
+            self.done = _FILLING[key] = asyncio.Event()
+
+    def release(self) -> None:
+        """The exchange ended (Exchange.end), stored or not: identical requests waiting for it go on."""
+        if self.done is not None:
+            self.done.set()
+            if _FILLING.get(self.key) is self.done:
+                del _FILLING[self.key]
+            self.done = None
 
     def feed(self, chunk: bytes) -> None:
         """One chunk on its way to the client."""
@@ -170,18 +186,31 @@ class CacheStep(Step):
             return None
         key = cache_key(x, body)
         if directive.read:
-            try:
-                entry = await asyncio.to_thread(cache_store().get, key)
-            except Exception as exc:  # the store is away: forward, and say so
-                x.notes.append(f"response cache: not read: {type(exc).__name__}: {exc}")
-                entry = None
-            if entry is not None and time.time() - entry.created <= directive.ttl:
+            entry = await _entry_read(x, key, directive.ttl)
+            if entry is None and (filling := _FILLING.get(key)) is not None:
+                # The same request is on its way upstream: its answer, once stored, serves this one too.
+                try:
+                    await asyncio.wait_for(filling.wait(), settings.UPSTREAM_READ_TIMEOUT)
+                except TimeoutError:
+                    pass
+                entry = await _entry_read(x, key, directive.ttl)
+            if entry is not None:
                 return await _replay(x, entry)
         x.answer_headers.append(("X-Gateway-Cache", "MISS"))
         x.decisions.append({"step": self.name, "decision": "miss" if directive.read else "refresh",
                             "ttl": directive.ttl})
         x.cache_fill = CacheFill(key, directive.ttl)
         return None
+
+
+async def _entry_read(x: Exchange, key: str, ttl: int) -> CacheEntry | None:
+    """The stored answer for the key if it is at most ttl seconds old; a store that is away is a miss (noted)."""
+    try:
+        entry = await asyncio.to_thread(cache_store().get, key)
+    except Exception as exc:  # the store is away: forward, and say so
+        x.notes.append(f"response cache: not read: {type(exc).__name__}: {exc}")
+        return None
+    return entry if entry is not None and time.time() - entry.created <= ttl else None
 
 
 def _bypass_reason(x: Exchange, directive: Directive, body: bytes | None) -> str:

@@ -171,8 +171,10 @@ class Exchange:
             self.end()
 
     def end(self) -> None:
-        """No longer in flight (shutdown stops waiting for it)."""
+        """No longer in flight (shutdown stops waiting for it); identical requests waiting on its cache fill go on."""
         _INFLIGHT.discard(self)
+        if self.cache_fill is not None:
+            self.cache_fill.release()
 
     def gateway_answer(self, status: int, message: str, *, kind: str = "gateway_error",
                        outcome: str | None = None) -> HttpResponse:

@@ -1,5 +1,6 @@
 """The response cache end to end: the official openai SDK through a live gateway to the mock upstream."""
 
+import asyncio
 import json
 from decimal import Decimal
 
@@ -203,3 +204,20 @@ def test_binary_answer_replayed(gateway, upstream):
     assert second.headers["x-gateway-cache"] == "HIT" and second.content == first.content and len(first.content) > 0
     assert second.headers["content-type"] == first.headers["content-type"]
     assert len(upstream.received) == 1
+
+
+def test_concurrent_identical_first_calls_share_one_upstream_call(gateway, upstream):
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count"}], "stream": True}
+    headers = {"X-Gateway-Cache": "60", "x-mock-delay-ms": "40"}  # the first answer takes a while
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=20) as http:
+            return await asyncio.gather(*[
+                http.post(f"{gateway.url}/v1/chat/completions", json=body,
+                          headers={"Authorization": f"Bearer {KEY}", **headers}) for _ in range(20)])
+
+    answers = asyncio.run(run())
+    assert all(r.status_code == 200 for r in answers)
+    assert len({r.content for r in answers}) == 1
+    assert sorted(r.headers["x-gateway-cache"] for r in answers).count("MISS") == len(upstream.received)
+    assert len(upstream.received) <= 3  # one per worker, give or take a request that came before the first

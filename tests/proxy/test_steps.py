@@ -44,9 +44,10 @@ def _exchange(body: bytes, *, method: str = "POST", path: str = "/v1/chat/comple
 
 def test_wanted_only_when_on_and_for_chunked_endpoints(settings):
     body = b'{"model": "m", "stream": true}'
-    assert not StreamUsageStep().enabled() and steps_active() == []
+    # The response cache is always listening: any request may ask for it (X-Gateway-Cache).
+    assert not StreamUsageStep().enabled() and [s.name for s in steps_active()] == ["cache"]
     settings.STREAM_USAGE = "inject"
-    assert StreamUsageStep().enabled() and [s.name for s in steps_active()] == ["stream_usage"]
+    assert StreamUsageStep().enabled() and [s.name for s in steps_active()] == ["cache", "stream_usage"]
     assert OPENAI.usage_inject("POST", "/v1/chat/completions", body) is not None
     assert OPENAI.usage_inject("POST", "/v1/completions", body) is not None
     assert OPENAI.usage_inject("POST", "/v1/responses", body) is None
