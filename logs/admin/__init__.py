@@ -11,8 +11,8 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from logs.admin.changelist import ExchangeChangeList, NoCountPaginator
-from logs.admin.filters import (AnswerModelFilter, CostFilter, FilesFilter, GatewayKeyFilter, KeyFilter,
-                                ModelFilter, ProviderFilter, StatusFilter, StreamedFilter)
+from logs.admin.filters import (AnswerModelFilter, CacheFilter, CostFilter, FilesFilter, GatewayKeyFilter,
+                                KeyFilter, ModelFilter, ProviderFilter, StatusFilter, StreamedFilter)
 from logs.models import BinaryFile, Request
 from logs.retention import queryset_delete
 from logs.admin.views import header_context
@@ -49,7 +49,7 @@ class RequestAdmin(admin.ModelAdmin):
                     "total_tokens", "cost", "streamed", "body_size_total", "files_n", "ended", "key")
     list_display_links = ("time",)
     list_filter = (ProviderFilter, StatusFilter, ModelFilter, AnswerModelFilter, CostFilter, StreamedFilter,
-                   FilesFilter, KeyFilter, GatewayKeyFilter)
+                   CacheFilter, FilesFilter, KeyFilter, GatewayKeyFilter)
     date_hierarchy = "created_at"
     search_fields = ("=id", "endpoint", "model", "body")  # shown as help; get_search_results decides
     search_help_text = ("Request id or key fingerprint (exact; key:<fingerprint> forces it), "
