@@ -171,10 +171,11 @@ class CacheStep(Step):
 
     async def request(self, x: Exchange) -> HttpResponseBase | None:
         value = next((v for k, v in x.headers if k.lower() == CACHE_HEADER), None)
-        if value is None and settings.CACHE_DEFAULT_TTL <= 0:
+        default_ttl = _default_ttl(x)
+        if value is None and default_ttl <= 0:
             return None  # not asked for: the answer is left as it is
         try:
-            directive = directive_parse(value, settings.CACHE_DEFAULT_TTL)
+            directive = directive_parse(value, default_ttl)
         except DirectiveError as exc:
             x.outcome, x.error = Outcome.GATEWAY_ERROR, str(exc)
             return json_error(400, x.provider.error_body(str(exc), kind="invalid_request_error", status=400))
@@ -201,6 +202,14 @@ class CacheStep(Step):
                             "ttl": directive.ttl})
         x.cache_fill = CacheFill(key, directive.ttl)
         return None
+
+
+def _default_ttl(x: Exchange) -> int:
+    """The TTL of a request that does not say: its gateway key's, else CACHE_DEFAULT_TTL."""
+    key = x.gateway_key
+    if isinstance(key, KeyGrant) and key.key.cache_ttl is not None:
+        return key.key.cache_ttl
+    return settings.CACHE_DEFAULT_TTL
 
 
 async def _entry_read(x: Exchange, key: str, ttl: int) -> CacheEntry | None:

@@ -221,3 +221,20 @@ def test_concurrent_identical_first_calls_share_one_upstream_call(gateway, upstr
     assert len({r.content for r in answers}) == 1
     assert sorted(r.headers["x-gateway-cache"] for r in answers).count("MISS") == len(upstream.received)
     assert len(upstream.received) <= 3  # one per worker, give or take a request that came before the first
+
+
+def test_a_gateway_keys_ttl_is_its_default(gateway, upstream, make_key):
+    from keys.selectors import caches_clear
+
+    key, secret = make_key("cached-team")
+    key.cache_ttl = 60
+    key.save()
+    _, plain_secret = make_key("plain-team")
+    caches_clear()
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    assert _raw(gateway, body, **{"X-Gateway-Key": secret}).headers["x-gateway-cache"] == "MISS"
+    assert _raw(gateway, body, **{"X-Gateway-Key": secret}).headers["x-gateway-cache"] == "HIT"
+    assert _raw(gateway, body, **{"X-Gateway-Key": secret, "X-Gateway-Cache": "no-store"}).headers[
+        "x-gateway-cache"] == "BYPASS"  # the request's own directive wins
+    assert "x-gateway-cache" not in _raw(gateway, body, **{"X-Gateway-Key": plain_secret}).headers
+    assert len(upstream.received) == 3
