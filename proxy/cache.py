@@ -28,6 +28,7 @@ from proxy.exchange import Exchange, json_error
 from proxy.steps import Step
 
 CACHE_HEADER = "x-gateway-cache"
+PACE_HEADER = "x-gateway-cache-pace"  # "original": a hit is replayed with the original's timing between chunks
 SOURCE_HEADER = "X-Gateway-Cache-Source"
 # Headers a replay does not repeat: they describe the moment of the original answer.
 _NOT_REPLAYED = frozenset({"date", "age"})
@@ -104,6 +105,7 @@ class CacheFill:
     def __init__(self, key: str, ttl: int) -> None:
         self.key, self.ttl = key, ttl
         self.chunks: list[bytes] = []
+        self.times: list[float] = []
         self.size = 0
         self.too_big = False
         self.done: asyncio.Event | None = None
@@ -127,6 +129,7 @@ class CacheFill:
             self.too_big, self.chunks = True, []
         else:
             self.chunks.append(chunk)
+            self.times.append(time.monotonic())
 
     async def finish(self, x: Exchange, status: int, headers: list[tuple[str, str]], *, is_sse: bool,
                      replaced: bool) -> None:
@@ -138,6 +141,7 @@ class CacheFill:
         now = time.time()
         entry = CacheEntry(source=x.request_id, created=now, expires=now + self.ttl, status=status,
                            headers=headers, is_sse=is_sse, chunks=[len(c) for c in self.chunks],
+                           offsets_ms=[round((t - self.times[0]) * 1000, 2) for t in self.times],
                            body=b"".join(self.chunks))
         try:
             await asyncio.to_thread(cache_store().put, self.key, entry)
@@ -233,8 +237,17 @@ def _bypass_reason(x: Exchange, directive: Directive, body: bytes | None) -> str
     return ""
 
 
-async def _pieces(pieces: list[bytes]) -> AsyncIterator[bytes]:
-    for piece in pieces:
+_sleep = asyncio.sleep  # tests count the pauses instead of waiting them
+
+
+async def _pieces(pieces: list[bytes], offsets_ms: list[float] | None) -> AsyncIterator[bytes]:
+    """The stored chunks, at once or (offsets_ms) each as long after the first as it came originally."""
+    started = time.monotonic()
+    for i, piece in enumerate(pieces):
+        if offsets_ms and i < len(offsets_ms):
+            wait = offsets_ms[i] / 1000 - (time.monotonic() - started)
+            if wait > 0:
+                await _sleep(wait)
         yield piece
 
 
@@ -243,7 +256,9 @@ async def _replay(x: Exchange, entry: CacheEntry) -> HttpResponseBase:
     headers = [(k, v) for k, v in entry.headers if k.lower() not in _NOT_REPLAYED]
     x.answer_headers += [("X-Gateway-Cache", "HIT"), ("Age", str(max(0, int(time.time() - entry.created)))),
                          (SOURCE_HEADER, entry.source)]
-    x.decisions.append({"step": "cache", "decision": "hit", "source": entry.source})
+    paced = next((v for k, v in x.headers if k.lower() == PACE_HEADER), "").strip().lower() == "original"
+    x.decisions.append({"step": "cache", "decision": "hit", "source": entry.source,
+                        **({"pace": "original"} if paced else {})})
     x.cache_hit, x.cache_source = True, entry.source
     content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
     encoding = next((v for k, v in headers if k.lower() == "content-encoding"), "")
@@ -261,7 +276,8 @@ async def _replay(x: Exchange, entry: CacheEntry) -> HttpResponseBase:
     else:
         capture.finish(record, x.scrubber)
     if entry.is_sse or len(pieces) > 1:
-        response: HttpResponseBase = StreamingHttpResponse(_pieces(pieces), status=entry.status)
+        response: HttpResponseBase = StreamingHttpResponse(_pieces(pieces, entry.offsets_ms if paced else None),
+                                                           status=entry.status)
     else:
         response = HttpResponse(entry.body, status=entry.status)
     response.gateway_headers = headers

@@ -43,6 +43,7 @@ class CacheEntry:
     headers: list[tuple[str, str]]
     is_sse: bool
     chunks: list[int] = field(default_factory=list)  # each chunk's size, to replay it as it came
+    offsets_ms: list[float] = field(default_factory=list)  # when each chunk came, since the first one
     body: bytes = b""
 
     def to_bytes(self) -> bytes:

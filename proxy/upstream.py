@@ -21,7 +21,7 @@ HOP_BY_HOP = frozenset({
     "transfer-encoding", "upgrade", "host", "content-length",
 })
 # Said to the gateway, never to the upstream: the access key, the response cache's directive.
-GATEWAY_HEADERS = frozenset({"x-gateway-key", "x-gateway-cache"})
+GATEWAY_HEADERS = frozenset({"x-gateway-key", "x-gateway-cache", "x-gateway-cache-pace"})
 
 _client: httpx.AsyncClient | None = None
 

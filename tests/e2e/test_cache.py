@@ -238,3 +238,24 @@ def test_a_gateway_keys_ttl_is_its_default(gateway, upstream, make_key):
         "x-gateway-cache"] == "BYPASS"  # the request's own directive wins
     assert "x-gateway-cache" not in _raw(gateway, body, **{"X-Gateway-Key": plain_secret}).headers
     assert len(upstream.received) == 3
+
+
+def test_paced_replay_waits_as_the_original_did(gateway, upstream, monkeypatch):
+    import proxy.cache
+
+    pauses = []
+
+    async def sleep(seconds):
+        pauses.append(seconds)
+
+    monkeypatch.setattr(proxy.cache, "_sleep", sleep)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count"}], "stream": True}
+    first = _raw(gateway, body, **{"X-Gateway-Cache": "60", "x-mock-delay-ms": "30", "X-Gateway-Cache-Pace": "original"})
+    at_once = _raw(gateway, body, **{"X-Gateway-Cache": "60"})
+    assert at_once.headers["x-gateway-cache"] == "HIT" and pauses == []  # all at once by default
+    paced = _raw(gateway, body, **{"X-Gateway-Cache": "60", "X-Gateway-Cache-Pace": "original"})
+    assert paced.headers["x-gateway-cache"] == "HIT" and paced.content == first.content
+    assert len(pauses) >= 5 and all(p > 0 for p in pauses)  # one wait before each event after the first
+    # The miss went upstream without either directive.
+    assert upstream.received[0].header("x-gateway-cache-pace") is None and len(upstream.received) == 1
+    assert upstream.received[0].header("x-gateway-cache") is None and upstream.received[0].header("x-mock-delay-ms")
