@@ -218,8 +218,15 @@ def _default_ttl(x: Exchange) -> int:
 
 async def _entry_read(x: Exchange, key: str, ttl: int) -> CacheEntry | None:
     """The stored answer for the key if it is at most ttl seconds old; a store that is away is a miss (noted)."""
+    store = cache_store()
     try:
-        entry = await asyncio.to_thread(cache_store().get, key)
+        if store.inline_max:  # a small file: read on the loop (a thread hop costs more than the read)
+            size = store.size(key)
+            if size is None:
+                return None
+            entry = store.get(key) if size <= store.inline_max else await asyncio.to_thread(store.get, key)
+        else:
+            entry = await asyncio.to_thread(store.get, key)
     except Exception as exc:  # the store is away: forward, and say so
         x.notes.append(f"response cache: not read: {type(exc).__name__}: {exc}")
         return None

@@ -11,7 +11,8 @@ Two backends, chosen once per process from the settings:
   folder past the bound deletes the expired entries, then the least recently used ones.
 - Redis (CACHE_URL=redis://…, through Django's RedisCache): shared by every host; an entry expires
   with its TTL, and Redis's own maxmemory policy (allkeys-lru) bounds it.
-Every call blocks (disk or network): the step calls them in a thread.
+Every call may block (disk or network): the step calls them in a thread, except reads of small
+entry files, which the page cache answers faster than a thread hop (`inline_max`).
 """
 
 import json
@@ -73,6 +74,12 @@ class CacheEntry:
 class CacheStore:
     """The interface both backends offer."""
 
+    inline_max = 0  # entries up to this size may be read on the event loop (size() says theirs)
+
+    def size(self, key: str) -> int | None:
+        """The stored size of an entry (None: there is none), when it costs no wait to know."""
+        raise NotImplementedError
+
     def get(self, key: str) -> CacheEntry | None:
         raise NotImplementedError
 
@@ -87,6 +94,8 @@ class CacheStore:
 class FileStore(CacheStore):
     """One file per entry under a folder of this machine, shared by its workers."""
 
+    inline_max = 256 * 1024
+
     def __init__(self, folder: Path, max_bytes: int) -> None:
         self.folder, self.max_bytes = folder, max_bytes
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -95,6 +104,12 @@ class FileStore(CacheStore):
 
     def _path(self, key: str) -> Path:
         return self.folder / f"{key}{_SUFFIX}"
+
+    def size(self, key: str) -> int | None:
+        try:
+            return os.stat(self._path(key)).st_size
+        except FileNotFoundError:
+            return None
 
     def get(self, key: str) -> CacheEntry | None:
         path = self._path(key)
