@@ -259,3 +259,33 @@ def test_paced_replay_waits_as_the_original_did(gateway, upstream, monkeypatch):
     # The miss went upstream without either directive.
     assert upstream.received[0].header("x-gateway-cache-pace") is None and len(upstream.received) == 1
     assert upstream.received[0].header("x-gateway-cache") is None and upstream.received[0].header("x-mock-delay-ms")
+
+
+def test_anthropic_stream_replayed_with_its_cost_saved(gateway, upstream, log_flush):
+    import anthropic
+
+    client = anthropic.Anthropic(api_key="sk-ant-" + "cacheTESTkey0123456789abcdef", max_retries=0,
+                                 base_url=f"{gateway.url}/anthropic", default_headers={"X-Gateway-Cache": "60"})
+
+    def run():
+        with client.messages.stream(model="claude-sonnet-4-20250514", max_tokens=50,
+                                    messages=[{"role": "user", "content": "hi"}]) as stream:
+            return stream.response.headers, [e.model_dump_json() for e in stream]
+
+    first_headers, first_events = run()
+    second_headers, second_events = run()
+    assert (first_headers["x-gateway-cache"], second_headers["x-gateway-cache"]) == ("MISS", "HIT")
+    assert second_events == first_events and len(upstream.received) == 1
+    original = _logged(log_flush, first_headers["x-gateway-request-id"])
+    hit = _logged(log_flush, second_headers["x-gateway-request-id"])
+    assert hit.cache_hit and hit.is_stream and hit.cost_usd == 0 and hit.cost_saved_usd == original.cost_usd > 0
+
+
+def test_gemini_key_in_the_query_scopes_the_cache(gateway, upstream):
+    def call(key: str) -> httpx.Response:
+        return httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:generateContent?key={key}",
+                          json={"contents": [{"parts": [{"text": "hi"}]}]}, headers={"X-Gateway-Cache": "60"},
+                          timeout=10)
+    key_a, key_b = "AIza" + "cacheA0123456789abcdefghijklmnopq", "AIza" + "cacheB0123456789abcdefghijklmnopq"
+    assert [call(k).headers["x-gateway-cache"] for k in (key_a, key_a, key_b)] == ["MISS", "HIT", "MISS"]
+    assert len(upstream.received) == 2

@@ -194,3 +194,18 @@ def test_gemini_streamed_content_policy_is_its_blocked_event(upstream, gateway, 
     assert call.error is None, call.error
     assert [c.prompt_feedback.block_reason for c in chunks] == [types.BlockedReason.SAFETY]
     assert chunks[0].text is None and upstream.received == []
+
+
+def test_a_cache_hit_is_never_held(upstream, gateway, log_flush, settings, tmp_path):
+    settings.DATA_DIR = tmp_path  # a cache folder of this test's own
+    cached = {**AUTH, "X-Gateway-Cache": "60"}
+    first = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=cached, timeout=10)
+    assert first.headers["x-gateway-cache"] == "MISS"
+    _switch(on=True)
+    hit = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=cached, timeout=10)
+    assert hit.headers["x-gateway-cache"] == "HIT" and hit.content == first.content
+    assert not HeldRequest.objects.exists() and len(upstream.received) == 1
+    miss = _post(gateway, body={**CHAT, "user": "new"}, headers=cached)  # a miss is held as usual
+    [rid] = held_ids(gateway)
+    held_decide(rid, "approve", by="alice")
+    assert miss.wait().headers["x-gateway-cache"] == "MISS"
