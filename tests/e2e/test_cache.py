@@ -289,3 +289,23 @@ def test_gemini_key_in_the_query_scopes_the_cache(gateway, upstream):
     key_a, key_b = "AIza" + "cacheA0123456789abcdefghijklmnopq", "AIza" + "cacheB0123456789abcdefghijklmnopq"
     assert [call(k).headers["x-gateway-cache"] for k in (key_a, key_a, key_b)] == ["MISS", "HIT", "MISS"]
     assert len(upstream.received) == 2
+
+
+def test_a_hit_of_a_stream_whose_usage_was_injected_saves_the_originals_cost(client, upstream, log_flush, settings):
+    settings.STREAM_USAGE = "inject"
+
+    def run():
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "count"}], stream=True,
+            extra_headers={"X-Gateway-Cache": "60"})
+        return raw.headers, [chunk for chunk in raw.parse()]
+
+    first_headers, first = run()
+    log_flush()  # the original is in the log before the hit is ingested
+    second_headers, second = run()
+    assert second_headers["x-gateway-cache"] == "HIT"
+    assert [c.model_dump_json() for c in second] == [c.model_dump_json() for c in first]
+    assert all(c.usage is None for c in second)  # the client never asked for usage: the replay has none either
+    original = _logged(log_flush, first_headers["x-gateway-request-id"])
+    hit = _logged(log_flush, second_headers["x-gateway-request-id"])
+    assert original.cost_usd > 0 and hit.cost_usd == 0 and hit.cost_saved_usd == original.cost_usd
