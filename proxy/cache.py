@@ -102,8 +102,11 @@ _FILLING: dict[str, asyncio.Event] = {}
 class CacheFill:
     """A miss's answer, collected as the client gets it, stored when it ends complete and 2xx."""
 
-    def __init__(self, key: str, ttl: int) -> None:
+    def __init__(self, x: Exchange, key: str, ttl: int) -> None:
         self.key, self.ttl = key, ttl
+        # The request as keyed: a later step that changes it (the hold queue's edit) makes the answer
+        # another request's, which must not be stored under this key.
+        self.keyed_body, self.keyed_changed = x.forward_body, x.request_changed
         self.chunks: list[bytes] = []
         self.times: list[float] = []
         self.size = 0
@@ -158,6 +161,9 @@ class CacheFill:
             return f"status {status}"
         if replaced:
             return "a hook replaced the answer"
+        if (x.request_changed and not self.keyed_changed) or (
+                x.forward_body is not self.keyed_body and not x.usage_injected):
+            return "a later step changed the request"
         if self.too_big:
             return f"larger than CACHE_MAX_ENTRY_BYTES ({settings.CACHE_MAX_ENTRY_BYTES})"
         body = b"".join(self.chunks)
@@ -204,7 +210,7 @@ class CacheStep(Step):
         x.answer_headers.append(("X-Gateway-Cache", "MISS"))
         x.decisions.append({"step": self.name, "decision": "miss" if directive.read else "refresh",
                             "ttl": directive.ttl})
-        x.cache_fill = CacheFill(key, directive.ttl)
+        x.cache_fill = CacheFill(x, key, directive.ttl)
         return None
 
 

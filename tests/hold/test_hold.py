@@ -209,3 +209,17 @@ def test_a_cache_hit_is_never_held(upstream, gateway, log_flush, settings, tmp_p
     [rid] = held_ids(gateway)
     held_decide(rid, "approve", by="alice")
     assert miss.wait().headers["x-gateway-cache"] == "MISS"
+
+
+def test_an_answer_to_an_edited_request_is_not_cached(upstream, gateway, log_flush, settings, tmp_path):
+    settings.DATA_DIR = tmp_path
+    _switch(on=True)
+    call = _post(gateway, headers={**AUTH, "X-Gateway-Cache": "60"})
+    [rid] = held_ids(gateway)
+    held_decide(rid, "approve", by="bob", body=json.dumps({**CHAT, "user": "edited"}))
+    assert call.wait().headers["x-gateway-cache"] == "MISS"
+    assert any(s.get("decision") == "not stored: a later step changed the request" for s in _logged(log_flush, rid).steps)
+    _switch(on=False)
+    again = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={**AUTH, "X-Gateway-Cache": "60"},
+                       timeout=10)
+    assert again.headers["x-gateway-cache"] == "MISS" and len(upstream.received) == 2
