@@ -4,13 +4,16 @@ An entry is the answer as the client got it (status, headers, body bytes, where 
 plus the exchange it came from; it is read back byte for byte (docs/cache.md says why the cache
 keeps its own copy instead of serving hits from the log).
 
-Two backends, chosen once per process from the settings:
-- files (the default): one file per entry under DATA_DIR/cache, written to a temporary name and
+Three backends, chosen once per process from the settings (as keys/store.py chooses its own):
+- files (the default, with SQLite): one file per entry under DATA_DIR/cache, written to a temporary name and
   renamed, so another worker sees a whole entry or none the moment the original ends; survives a
   restart. Bounded by CACHE_MAX_BYTES: a read touches the file's mtime, and a write that takes the
   folder past the bound deletes the expired entries, then the least recently used ones.
 - Redis (CACHE_URL=redis://…, through Django's RedisCache): shared by every host; an entry expires
   with its TTL, and Redis's own maxmemory policy (allkeys-lru) bounds it.
+- PostgreSQL (DATABASE_URL=postgres://… and no CACHE_URL): rows of the response_cache table,
+  shared by the hosts that share the database; bounded by CACHE_MAX_BYTES like the files (a hit
+  marks its row used at most once a minute, so hits stay reads).
 Every call may block (disk or network): the step calls them in a thread, except reads of small
 entry files, which the page cache answers faster than a thread hop (`inline_max`).
 """
@@ -26,6 +29,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.cache import caches
 from django.core.signals import setting_changed
+from django.db import close_old_connections
 from django.dispatch import receiver
 
 REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
@@ -207,14 +211,83 @@ class RedisStore(CacheStore):
         return len(names), 0
 
 
+class DatabaseStore(CacheStore):
+    """Entries in the response_cache table of the gateway's PostgreSQL database."""
+
+    USED_EVERY = 60.0  # seconds: how stale a row's last-used mark may get (LRU to the minute)
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._written = max_bytes
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> CacheEntry | None:
+        from proxy.models import CachedAnswer
+
+        now = time.time()
+        try:
+            row = CachedAnswer.objects.filter(key=key, expires__gt=now).values_list("data", "used").first()
+            if row is None:
+                return None
+            if now - row[1] > self.USED_EVERY:
+                CachedAnswer.objects.filter(key=key).update(used=now)
+            return CacheEntry.from_bytes(bytes(row[0]))
+        finally:
+            close_old_connections()  # a thread's connection, treated as a request's (keys/refresh.py)
+
+    def put(self, key: str, entry: CacheEntry) -> None:
+        from proxy.models import CachedAnswer
+
+        data = entry.to_bytes()
+        if len(data) > self.max_bytes:
+            return
+        try:
+            CachedAnswer.objects.bulk_create(
+                [CachedAnswer(key=key, data=data, size=len(data), expires=entry.expires, used=time.time())],
+                update_conflicts=True, unique_fields=["key"], update_fields=["data", "size", "expires", "used"])
+        finally:
+            close_old_connections()
+        with self._lock:
+            self._written += len(data)
+            measure = self._written * 10 >= self.max_bytes
+            if measure:
+                self._written = 0
+        if measure:
+            self.prune()
+
+    def prune(self, *, everything: bool = False) -> tuple[int, int]:
+        from django.db.models import Sum
+
+        from proxy.models import CachedAnswer
+
+        try:
+            doomed = CachedAnswer.objects.all() if everything else CachedAnswer.objects.filter(expires__lte=time.time())
+            freed = doomed.aggregate(s=Sum("size"))["s"] or 0
+            gone, _ = doomed.delete()
+            total = CachedAnswer.objects.aggregate(s=Sum("size"))["s"] or 0
+            if total > self.max_bytes:
+                evict = []
+                for key, size in CachedAnswer.objects.order_by("used").values_list("key", "size").iterator():
+                    if total <= self.max_bytes:
+                        break
+                    evict.append(key)
+                    total, freed = total - size, freed + size
+                gone += CachedAnswer.objects.filter(key__in=evict).delete()[0]
+            return gone, freed
+        finally:
+            close_old_connections()
+
+
 _store: list[CacheStore] = []
 
 
 def cache_store() -> CacheStore:
-    """The process's store (Redis when CACHE_URL names it, else files under DATA_DIR/cache)."""
+    """The process's store: Redis when CACHE_URL names it, else PostgreSQL when that is the database, else files."""
     if not _store:
         if settings.CACHES["default"]["BACKEND"] == REDIS_BACKEND:
             _store.append(RedisStore())
+        elif settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+            _store.append(DatabaseStore(settings.CACHE_MAX_BYTES))
         else:
             _store.append(FileStore(Path(settings.DATA_DIR) / "cache", settings.CACHE_MAX_BYTES))
     return _store[0]
@@ -223,5 +296,5 @@ def cache_store() -> CacheStore:
 @receiver(setting_changed)
 def _settings_changed(*, setting: str, **kwargs) -> None:
     """Tests change settings: choose again."""
-    if setting in ("CACHES", "DATA_DIR", "CACHE_MAX_BYTES"):
+    if setting in ("CACHES", "DATABASES", "DATA_DIR", "CACHE_MAX_BYTES"):
         _store.clear()

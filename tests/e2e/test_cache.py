@@ -146,14 +146,33 @@ def test_ttl_zero_is_a_bypass(client, upstream):
     assert len(upstream.received) == 2
 
 
+def _entries_age(cache_dir, seconds: float) -> int:
+    """Make every stored entry `seconds` older, as time would (files, or rows on PostgreSQL)."""
+    from proxy.cache_store import CacheEntry, DatabaseStore, cache_store
+    from proxy.models import CachedAnswer
+
+    def aged(data: bytes) -> bytes:
+        entry = CacheEntry.from_bytes(bytes(data))
+        entry.created -= seconds
+        entry.expires -= seconds
+        return entry.to_bytes()
+
+    if isinstance(cache_store(), DatabaseStore):
+        rows = list(CachedAnswer.objects.all())
+        for row in rows:
+            row.data = aged(row.data)
+            row.expires -= seconds
+            row.save()
+        return len(rows)
+    paths = list(cache_dir.glob("*.entry"))
+    for path in paths:
+        path.write_bytes(aged(path.read_bytes()))
+    return len(paths)
+
+
 def test_expired_entry_is_a_miss(client, upstream, cache_dir):
     _chat(client, "60")
-    for path in cache_dir.glob("*.entry"):  # age the entry past its TTL, as time would
-        head, _, body = path.read_bytes().partition(b"\n")
-        fields = json.loads(head)
-        fields["created"] -= 120
-        fields["expires"] -= 120
-        path.write_bytes(json.dumps(fields).encode() + b"\n" + body)
+    assert _entries_age(cache_dir, 120) == 1
     assert _chat(client, "60").headers["x-gateway-cache"] == "MISS"
     assert len(upstream.received) == 2
 

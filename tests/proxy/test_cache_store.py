@@ -6,7 +6,7 @@ import time
 import pytest
 from django.core.management import call_command
 
-from proxy.cache_store import CacheEntry, FileStore, RedisStore, cache_store
+from proxy.cache_store import CacheEntry, DatabaseStore, FileStore, RedisStore, cache_store
 
 
 def _entry(body: bytes = b'data: {"a": 1}\n\ndata: [DONE]\n\n', ttl: float = 60, source: str = "src") -> CacheEntry:
@@ -50,7 +50,7 @@ def test_file_store_evicts_least_recently_used(tmp_path):
     assert sorted(p.stem for p in tmp_path.glob("*.entry")) == ["a", "c", "d"]
 
 
-def test_prune_cache_command(settings, tmp_path, capsys):
+def test_prune_cache_command(settings, tmp_path, capsys, transactional_db):  # files, or PostgreSQL rows
     settings.DATA_DIR = tmp_path
     cache_store().put("one", _entry())
     call_command("prune_cache")
@@ -81,3 +81,31 @@ def test_redis_store(redis_cache):
     store.put("old", _entry(ttl=-1))
     assert store.get("old") is None
     assert store.prune(everything=True)[0] >= 1 and store.get("k") is None
+
+
+def test_database_store(transactional_db):
+    from proxy.models import CachedAnswer
+
+    size = len(_entry().to_bytes())
+    store = DatabaseStore(size * 3 + 50)
+    store.put("k", _entry())
+    assert DatabaseStore(10**6).get("k") == store.get("k") and store.get("k").body == _entry().body  # another worker
+    store.put("k", _entry(source="newer"))  # refresh: replaced
+    assert store.get("k").source == "newer"
+    store.put("old", _entry(ttl=-1))
+    assert store.get("old") is None
+    for i, name in enumerate(("a", "b")):
+        store.put(name, _entry())
+        CachedAnswer.objects.filter(key=name).update(used=1000 + i)
+    CachedAnswer.objects.filter(key="k").update(used=999)
+    store.get("k")  # used: marked (its mark was older than a minute)
+    store.put("c", _entry())  # past the bound: the least recently used goes ("old" expired already)
+    store.prune()
+    assert sorted(CachedAnswer.objects.values_list("key", flat=True)) == ["b", "c", "k"]
+    assert store.prune(everything=True)[0] == 3 and not CachedAnswer.objects.exists()
+
+
+def test_postgresql_is_the_shared_store_without_redis(settings):
+    settings.DATABASES = {**settings.DATABASES, "default": {**settings.DATABASES["default"],
+                                                           "ENGINE": "django.db.backends.postgresql"}}
+    assert isinstance(cache_store(), DatabaseStore)
