@@ -94,9 +94,14 @@ def cache_key(x: Exchange, body: bytes) -> str:
     return h.hexdigest()
 
 
-# Misses of this process whose answer is on its way, by key: an identical request waits for it
-# instead of calling the upstream too (concurrent first calls cost one upstream call per worker).
-_FILLING: dict[str, asyncio.Event] = {}
+# Misses of this process whose answer is on its way, by event loop and key: an identical request
+# waits for it instead of calling the upstream too (concurrent first calls cost one upstream call
+# per worker). Keyed by loop too: an event belongs to the loop it was made on.
+_FILLING: dict[tuple[int, str], asyncio.Event] = {}
+
+
+def _filling_key(key: str) -> tuple[int, str]:
+    return id(asyncio.get_running_loop()), key
 
 
 class CacheFill:
@@ -112,15 +117,16 @@ class CacheFill:
         self.size = 0
         self.too_big = False
         self.done: asyncio.Event | None = None
-        if key not in _FILLING:  # the first of identical misses: the others wait for its end
-            self.done = _FILLING[key] = asyncio.Event()
+        self.filling_key = _filling_key(key)
+        if self.filling_key not in _FILLING:  # the first of identical misses: the others wait for its end
+            self.done = _FILLING[self.filling_key] = asyncio.Event()
 
     def release(self) -> None:
         """The exchange ended (Exchange.end), stored or not: identical requests waiting for it go on."""
         if self.done is not None:
             self.done.set()
-            if _FILLING.get(self.key) is self.done:
-                del _FILLING[self.key]
+            if _FILLING.get(self.filling_key) is self.done:
+                del _FILLING[self.filling_key]
             self.done = None
 
     def feed(self, chunk: bytes) -> None:
@@ -198,7 +204,7 @@ class CacheStep(Step):
         key = cache_key(x, body)
         if directive.read:
             entry = await _entry_read(x, key, directive.ttl)
-            if entry is None and (filling := _FILLING.get(key)) is not None:
+            if entry is None and (filling := _FILLING.get(_filling_key(key))) is not None:
                 # The same request is on its way upstream: its answer, once stored, serves this one too.
                 try:
                     await asyncio.wait_for(filling.wait(), settings.UPSTREAM_READ_TIMEOUT)
