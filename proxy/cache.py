@@ -1,4 +1,4 @@
-"""The response cache step: replays a stored answer to an identical request, or stores a new one.
+"""The response cache's policy (the step, proxy/steps.py CacheStep): replay a stored answer to an identical request, or store a new one.
 
 Off unless asked for: `X-Gateway-Cache: <ttl seconds>` (or CACHE_DEFAULT_TTL) reads an answer at
 most that old and stores a new one for that long; `no-store` neither reads nor writes;
@@ -25,7 +25,6 @@ from logs.pipeline.capture import BodyCapture
 from proxy.access import AccessKey, KeyGrant
 from proxy.cache_store import CacheEntry, cache_store
 from proxy.exchange import Exchange, json_error
-from proxy.steps import Step
 
 CACHE_HEADER = "x-gateway-cache"
 PACE_HEADER = "x-gateway-cache-pace"  # "original": a hit is replayed with the original's timing between chunks
@@ -180,44 +179,40 @@ class CacheFill:
         return ""
 
 
-class CacheStep(Step):
-    """Answers from the response cache, or arranges for the answer to be stored (proxy/cache.py)."""
-
-    name = "cache"
-
-    async def request(self, x: Exchange) -> HttpResponseBase | None:
-        value = next((v for k, v in x.headers if k.lower() == CACHE_HEADER), None)
-        default_ttl = _default_ttl(x)
-        if value is None and default_ttl <= 0:
-            return None  # not asked for: the answer is left as it is
-        try:
-            directive = directive_parse(value, default_ttl)
-        except DirectiveError as exc:
-            x.outcome, x.error = Outcome.GATEWAY_ERROR, str(exc)
-            return json_error(400, x.provider.error_body(str(exc), kind="invalid_request_error", status=400))
-        body = x.forward_body if x.forward_body is not None else (x.body.in_memory() if x.body.size else b"")
-        why = _bypass_reason(x, directive, body)
-        if why:
-            x.answer_headers.append(("X-Gateway-Cache", "BYPASS"))
-            x.decisions.append({"step": self.name, "decision": f"bypass: {why}"})
-            return None
-        key = cache_key(x, body)
-        if directive.read:
-            entry = await _entry_read(x, key, directive.ttl)
-            if entry is None and (filling := _FILLING.get(_filling_key(key))) is not None:
-                # The same request is on its way upstream: its answer, once stored, serves this one too.
-                try:
-                    await asyncio.wait_for(filling.wait(), settings.UPSTREAM_READ_TIMEOUT)
-                except TimeoutError:
-                    pass
-                entry = await _entry_read(x, key, directive.ttl)
-            if entry is not None:
-                return await _replay(x, entry)
-        x.answer_headers.append(("X-Gateway-Cache", "MISS"))
-        x.decisions.append({"step": self.name, "decision": "miss" if directive.read else "refresh",
-                            "ttl": directive.ttl})
-        x.cache_fill = CacheFill(x, key, directive.ttl)
+async def cache_request(x: Exchange) -> HttpResponseBase | None:
+    """A hit's replay; or None, the request forwarded (a miss arranges for its answer to be stored)."""
+    value = next((v for k, v in x.headers if k.lower() == CACHE_HEADER), None)
+    default_ttl = _default_ttl(x)
+    if value is None and default_ttl <= 0:
+        return None  # not asked for: the answer is left as it is
+    try:
+        directive = directive_parse(value, default_ttl)
+    except DirectiveError as exc:
+        x.outcome, x.error = Outcome.GATEWAY_ERROR, str(exc)
+        return json_error(400, x.provider.error_body(str(exc), kind="invalid_request_error", status=400))
+    body = x.forward_body if x.forward_body is not None else (x.body.in_memory() if x.body.size else b"")
+    why = _bypass_reason(x, directive, body)
+    if why:
+        x.answer_headers.append(("X-Gateway-Cache", "BYPASS"))
+        x.decisions.append({"step": "cache", "decision": f"bypass: {why}"})
         return None
+    key = cache_key(x, body)
+    if directive.read:
+        entry = await _entry_read(x, key, directive.ttl)
+        if entry is None and (filling := _FILLING.get(_filling_key(key))) is not None:
+            # The same request is on its way upstream: its answer, once stored, serves this one too.
+            try:
+                await asyncio.wait_for(filling.wait(), settings.UPSTREAM_READ_TIMEOUT)
+            except TimeoutError:
+                pass
+            entry = await _entry_read(x, key, directive.ttl)
+        if entry is not None:
+            return await _replay(x, entry)
+    x.answer_headers.append(("X-Gateway-Cache", "MISS"))
+    x.decisions.append({"step": "cache", "decision": "miss" if directive.read else "refresh",
+                        "ttl": directive.ttl})
+    x.cache_fill = CacheFill(x, key, directive.ttl)
+    return None
 
 
 def _default_ttl(x: Exchange) -> int:

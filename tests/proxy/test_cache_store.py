@@ -105,7 +105,11 @@ def test_database_store(transactional_db):
     assert store.prune(everything=True)[0] == 3 and not CachedAnswer.objects.exists()
 
 
-def test_postgresql_is_the_shared_store_without_redis(settings):
-    settings.DATABASES = {**settings.DATABASES, "default": {**settings.DATABASES["default"],
-                                                           "ENGINE": "django.db.backends.postgresql"}}
+def test_postgresql_is_the_shared_store_without_redis(monkeypatch):
+    from django.conf import settings
+
+    import proxy.cache_store
+
+    monkeypatch.setattr(proxy.cache_store, "_store", [])
+    monkeypatch.setitem(settings.DATABASES["default"], "ENGINE", "django.db.backends.postgresql")
     assert isinstance(cache_store(), DatabaseStore)
