@@ -1,4 +1,4 @@
-"""The response cache's policy (the step, proxy/steps.py CacheStep): replay a stored answer to an identical request, or store a new one.
+"""The response cache's policy (CacheStep in proxy/steps.py): replay a stored answer, or store a new one.
 
 Off unless asked for: `X-Gateway-Cache: <ttl seconds>` (or CACHE_DEFAULT_TTL) reads an answer at
 most that old and stores a new one for that long; `no-store` neither reads nor writes;
