@@ -155,6 +155,13 @@ class FileStore(CacheStore):
         live: list[tuple[float, int, Path]] = []
         gone = freed = 0
         for item in os.scandir(self.folder):
+            if item.name.startswith(".tmp-"):  # a write a crash cut short (a live one is renamed within moments)
+                try:
+                    if item.stat().st_mtime < now - 3600:
+                        _unlink(item.path)
+                except OSError:
+                    pass
+                continue
             if not item.name.endswith(_SUFFIX):
                 continue
             try:

@@ -35,7 +35,11 @@ def test_file_store_expired_entries_are_not_read_and_pruned(tmp_path):
     store.put("new", _entry())  # the first write measures the folder
     store.put("old", _entry(ttl=-1))
     assert store.get("old") is None and store.get("new") is not None
+    left_over = tmp_path / ".tmp-crashed"  # a write a crash cut short, an hour ago
+    left_over.write_bytes(b"partial")
+    os.utime(left_over, (time.time() - 7200, time.time() - 7200))
     assert store.prune()[0] == 1 and sorted(p.name for p in tmp_path.glob("*.entry")) == ["new.entry"]
+    assert not left_over.exists()
 
 
 def test_file_store_evicts_least_recently_used(tmp_path):
