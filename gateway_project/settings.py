@@ -158,6 +158,11 @@ if CACHE_URL:
         CACHES = {"default": env.cache_url_config(CACHE_URL)}
     except Exception as exc:  # django-environ raises ImproperlyConfigured or KeyError on an unknown scheme
         raise ImproperlyConfigured(f"CACHE_URL is not a cache URL Django knows ({exc}): {CACHE_URL!r}") from None
+# The response cache (docs/cache.md): the TTL for requests without X-Gateway-Cache (0: off unless
+# asked for), the bound of the file store under DATA_DIR/cache, the largest answer stored.
+CACHE_DEFAULT_TTL = env.int("CACHE_DEFAULT_TTL", default=0)
+CACHE_MAX_BYTES = env.int("CACHE_MAX_BYTES", default=1024 * 1024 * 1024)
+CACHE_MAX_ENTRY_BYTES = env.int("CACHE_MAX_ENTRY_BYTES", default=16 * 1024 * 1024)
 MAX_REQUEST_HEADER_BYTES = env.int("MAX_REQUEST_HEADER_BYTES", default=64 * 1024)
 # Longest silence allowed while a request body is being received (slow or lying clients).
 REQUEST_BODY_TIMEOUT = env.float("REQUEST_BODY_TIMEOUT", default=60.0)

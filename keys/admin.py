@@ -33,6 +33,7 @@ class GatewayKeyAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "active", "expires_at")}),
         ("What it may call", {"fields": ("allowed_providers", "allowed_models")}),
         ("Limits", {"fields": ("rpm", "tpm", "budget_usd", "budget_period")}),
+        ("Response cache", {"fields": ("cache_ttl",)}),
         ("Provider credential", {"fields": ("new_provider_credential", "remove_provider_credential")}),
     )
 

@@ -37,7 +37,7 @@ class GatewayKeyForm(forms.ModelForm):
     class Meta:
         model = GatewayKey
         fields = ["name", "active", "expires_at", "allowed_providers", "allowed_models", "rpm", "tpm",
-                  "budget_usd", "budget_period"]
+                  "budget_usd", "budget_period", "cache_ttl"]
 
     def clean(self):
         data = super().clean()

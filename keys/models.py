@@ -30,6 +30,10 @@ class GatewayKey(models.Model):
     budget_usd = models.DecimalField("budget (USD)", max_digits=18, decimal_places=8, null=True, blank=True)
     budget_period = models.CharField(max_length=8, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH,
                                      help_text="Calendar periods in UTC; weeks start on Monday.")
+    cache_ttl = models.PositiveIntegerField(
+        "response cache TTL (seconds)", null=True, blank=True,
+        help_text="For this key's requests without X-Gateway-Cache: serve and store answers this many seconds "
+                  "(0: not cached). Empty: CACHE_DEFAULT_TTL.")
     # A Fernet token (keys/crypto.py); empty when the client brings its own provider key.
     provider_credential = models.TextField(blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

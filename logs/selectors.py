@@ -87,6 +87,11 @@ def streamed_q(streamed: bool) -> Q:
     return _answered(Q(is_stream=streamed))
 
 
+def cache_q(value: str) -> Q:
+    """Exchanges served from the response cache ("hit"), or whose answer was stored into it ("stored")."""
+    return _answered(Q(cache_hit=(value == "hit")))
+
+
 def answer_model_q(model: str) -> Q:
     """Exchanges answered by a model (the model the provider reported, not the one asked for)."""
     return _answered(Q(model=model))

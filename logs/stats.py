@@ -3,6 +3,7 @@
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from functools import lru_cache
 
 from django.db.models import Case, CharField, Count, F, Func, IntegerField, Q, Sum, Value, When
@@ -110,6 +111,16 @@ class Dashboard:
     width: timedelta = timedelta(hours=1)
     total: int = 0
     errors: int = 0
+    # The response cache: answers served from it, answers stored into it, what the hits did not cost.
+    cache_hits: int = 0
+    cache_fills: int = 0
+    cache_saved_usd: Decimal | None = None
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        """Hits among the requests the cache answered or filled, in percent."""
+        asked = self.cache_hits + self.cache_fills
+        return round(100 * self.cache_hits / asked, 1) if asked else None
 
 
 @lru_cache(maxsize=4096)
@@ -180,6 +191,9 @@ def dashboard_build(window: str, now: datetime | None = None) -> Dashboard:
         idx = _bucket_index(row["h"], start, width)
         if 0 <= idx < n:
             dash.cost[idx] += float(row["c"])
+    cache = qs.aggregate(hits=Count("pk", filter=Q(cache_hit=True)), fills=Count("pk", filter=Q(cache_hit=False)),
+                         saved=Sum("cost_saved_usd"))
+    dash.cache_hits, dash.cache_fills, dash.cache_saved_usd = cache["hits"], cache["fills"], cache["saved"]
     dash.models = list(
         qs.exclude(total_tokens__isnull=True).values("model")
         .annotate(input=Sum("input_tokens"), output=Sum("output_tokens"), total=Sum("total_tokens"),

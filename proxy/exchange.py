@@ -80,6 +80,7 @@ class Exchange:
         # whole answer's body, or answer instead. None: the relay never waits for a whole body.
         self.answer_observer = None
         self.cache_hit: bool | None = None
+        self.cache_fill = None  # proxy/cache.CacheFill: a cache miss's answer, stored if it ends complete
         self.cache_source = ""
         self.held_ms: float | None = None
         self.gateway_key = None  # proxy/access.AccessKey, once checked
@@ -170,8 +171,10 @@ class Exchange:
             self.end()
 
     def end(self) -> None:
-        """No longer in flight (shutdown stops waiting for it)."""
+        """No longer in flight (shutdown stops waiting for it); identical requests waiting on its cache fill go on."""
         _INFLIGHT.discard(self)
+        if self.cache_fill is not None:
+            self.cache_fill.release()
 
     def gateway_answer(self, status: int, message: str, *, kind: str = "gateway_error",
                        outcome: str | None = None) -> HttpResponse:

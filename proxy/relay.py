@@ -93,8 +93,12 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
             if chunk_filter is not None:
                 chunk = chunk_filter(chunk)
             if chunk:
+                if exchange.cache_fill is not None:
+                    exchange.cache_fill.feed(chunk)
                 yield chunk
         if chunk_filter is not None and (rest := chunk_filter.rest()):
+            if exchange.cache_fill is not None:
+                exchange.cache_fill.feed(rest)
             yield rest
         finished = True
         exchange.clock_stop()
@@ -177,6 +181,9 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
         """Finish the captured body (decoding and masking it off the event loop when it is big) and log."""
         if observer is not None:
             await observed.run(observer, x, upstream.status_code, headers)
+        if x.cache_fill is not None:  # a cache miss: stored before the exchange ends, so readable at once
+            await x.cache_fill.finish(x, upstream.status_code, headers, is_sse=is_sse,
+                                      replaced=observed is not None and observed.result is not None)
         record = x.response_record(status=upstream.status_code, headers=headers, content_type=content_type,
                                    is_stream=is_sse)
         try:

@@ -14,6 +14,7 @@ from django.http import HttpResponseBase
 
 from keys.selectors import keys_exist_known
 from logs.tags import tag_header
+from proxy.cache import cache_request
 from proxy.exchange import Exchange
 from proxy.hold import hold_may_apply, hold_request
 from proxy.hooks import hooks_loaded, hooks_request
@@ -85,6 +86,19 @@ class HooksStep(Step):
         return await hooks_request(x, hooks_loaded())
 
 
+class CacheStep(Step):
+    """The response cache (proxy/cache.py): X-Gateway-Cache asks for it, so it is always listening.
+
+    After the hooks (a hook's change is part of what is cached) and the key step (a refused key
+    never reaches it; the key scopes it), before the hold queue (a hit is never held).
+    """
+
+    name = "cache"
+
+    async def request(self, x: Exchange) -> HttpResponseBase | None:
+        return await cache_request(x)
+
+
 class HoldStep(Step):
     """The hold queue (proxy/hold.py): a matching request waits for an operator's decision.
 
@@ -131,7 +145,7 @@ class StreamUsageStep(Step):
         return EventFilter(x.provider.injected_event) if x.usage_injected and is_sse else None
 
 
-STEPS: list[Step] = [KeyStep(), TagsStep(), HooksStep(), HoldStep(), StreamUsageStep()]
+STEPS: list[Step] = [KeyStep(), TagsStep(), HooksStep(), CacheStep(), HoldStep(), StreamUsageStep()]
 
 
 def steps_active() -> list[Step]:

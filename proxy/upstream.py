@@ -20,7 +20,8 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer",
     "transfer-encoding", "upgrade", "host", "content-length",
 })
-GATEWAY_HEADERS = frozenset({"x-gateway-key"})
+# Said to the gateway, never to the upstream: the access key, the response cache's directive.
+GATEWAY_HEADERS = frozenset({"x-gateway-key", "x-gateway-cache", "x-gateway-cache-pace"})
 
 _client: httpx.AsyncClient | None = None
 

@@ -10,9 +10,9 @@ from django.urls import path
 
 from logs.admin.changelist import ExchangeChangeList, NoCountPaginator
 from logs.admin.columns import DEFAULT_COLUMNS, OPTIONAL_COLUMNS, ListColumns
-from logs.admin.filters import (AnswerModelFilter, CostFilter, FilesFilter, GatewayKeyFilter, KeyFilter,
-                                MetadataFilter, ModelFilter, ProviderFilter, SessionFilter, StatusFilter,
-                                StreamedFilter, TimeRangeFilter, UserFilter)
+from logs.admin.filters import (AnswerModelFilter, CacheFilter, CostFilter, FilesFilter, GatewayKeyFilter,
+                                KeyFilter, MetadataFilter, ModelFilter, ProviderFilter, SessionFilter,
+                                StatusFilter, StreamedFilter, TimeRangeFilter, UserFilter)
 from logs.models import BinaryFile, Request
 from logs.retention import queryset_delete
 from logs.admin.views import header_context
@@ -35,8 +35,8 @@ class RequestAdmin(ListColumns, admin.ModelAdmin):
     list_display = DEFAULT_COLUMNS  # and what the column chooser adds (get_list_display)
     list_display_links = ("time",)
     list_filter = (TimeRangeFilter, StatusFilter, ModelFilter, ProviderFilter, UserFilter, SessionFilter,
-                   MetadataFilter, AnswerModelFilter, CostFilter, StreamedFilter, FilesFilter, KeyFilter,
-                   GatewayKeyFilter)
+                   MetadataFilter, AnswerModelFilter, CostFilter, StreamedFilter, CacheFilter, FilesFilter,
+                   KeyFilter, GatewayKeyFilter)
     date_hierarchy = "created_at"
     search_fields = ("=id", "endpoint", "model", "body")  # shown as help; get_search_results decides
     search_help_text = ("Request id or key fingerprint (exact; key:<fingerprint> forces it), user:<name>, "

@@ -8,8 +8,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from logs.models import Request, Response
-from logs.selectors import (STATUS_CLASSES, answer_model_q, cost_known_q, distinct_values, has_files_annotate,
-                            metadata_q, session_q, status_q, streamed_q, user_q)
+from logs.selectors import (STATUS_CLASSES, answer_model_q, cache_q, cost_known_q, distinct_values,
+                            has_files_annotate, metadata_q, session_q, status_q, streamed_q, user_q)
 
 
 class _ChoiceFilter(admin.SimpleListFilter):
@@ -149,6 +149,18 @@ class StreamedFilter(_ChoiceFilter):
     def q(self, value: str) -> Q:
         """Response was an event stream."""
         return streamed_q(value == "yes")
+
+
+class CacheFilter(_ChoiceFilter):
+    title, parameter_name = "response cache", "cache"
+
+    def lookups(self, request, model_admin):
+        """Hits and the misses that filled the cache (responses.cache_hit is indexed)."""
+        return [("hit", "served from the cache"), ("stored", "stored into the cache")]
+
+    def q(self, value: str) -> Q:
+        """See selectors.cache_q."""
+        return cache_q(value) if value in ("hit", "stored") else Q()
 
 
 class FilesFilter(_ChoiceFilter):

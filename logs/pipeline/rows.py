@@ -7,6 +7,7 @@ comes from its module in `providers`; this module only applies it.
 import json
 import logging
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
 
@@ -158,6 +159,13 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
         _usage_fill(resp, provider, answer)
         resp.output_urls = _untrusted(provider.output_urls, answer) or []
         resp.output_provider = rec.provider
+    if rec.cache_hit:  # a replay: nothing was paid for; what the original cost was saved
+        resp.cost_saved_usd, resp.cost_usd = resp.cost_usd, Decimal(0)
+        if resp.cost_saved_usd is None and rec.cache_source:
+            # The replayed body carries no usage (a stream whose usage STREAM_USAGE=inject hid from
+            # the client): the original's row has it, once ingested (by now, unless in this batch).
+            resp.cost_saved_usd = (Response.objects.filter(request_id=rec.cache_source)
+                                   .values_list("cost_usd", flat=True).first())
     if ref is not None:
         name, missing = spooled_store(ref, provider=rec.provider, owner=rec.id, label="body", created=rec.created,
                                       content_type=ref.content_type or resp.content_type)

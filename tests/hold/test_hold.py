@@ -194,3 +194,32 @@ def test_gemini_streamed_content_policy_is_its_blocked_event(upstream, gateway, 
     assert call.error is None, call.error
     assert [c.prompt_feedback.block_reason for c in chunks] == [types.BlockedReason.SAFETY]
     assert chunks[0].text is None and upstream.received == []
+
+
+def test_a_cache_hit_is_never_held(upstream, gateway, log_flush, settings, tmp_path):
+    settings.DATA_DIR = tmp_path  # a cache folder of this test's own
+    cached = {**AUTH, "X-Gateway-Cache": "60"}
+    first = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=cached, timeout=10)
+    assert first.headers["x-gateway-cache"] == "MISS"
+    _switch(on=True)
+    hit = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=cached, timeout=10)
+    assert hit.headers["x-gateway-cache"] == "HIT" and hit.content == first.content
+    assert not HeldRequest.objects.exists() and len(upstream.received) == 1
+    miss = _post(gateway, body={**CHAT, "user": "new"}, headers=cached)  # a miss is held as usual
+    [rid] = held_ids(gateway)
+    held_decide(rid, "approve", by="alice")
+    assert miss.wait().headers["x-gateway-cache"] == "MISS"
+
+
+def test_an_answer_to_an_edited_request_is_not_cached(upstream, gateway, log_flush, settings, tmp_path):
+    settings.DATA_DIR = tmp_path
+    _switch(on=True)
+    call = _post(gateway, headers={**AUTH, "X-Gateway-Cache": "60"})
+    [rid] = held_ids(gateway)
+    held_decide(rid, "approve", by="bob", body=json.dumps({**CHAT, "user": "edited"}))
+    assert call.wait().headers["x-gateway-cache"] == "MISS"
+    assert any(s.get("decision") == "not stored: a later step changed the request" for s in _logged(log_flush, rid).steps)
+    _switch(on=False)
+    again = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={**AUTH, "X-Gateway-Cache": "60"},
+                       timeout=10)
+    assert again.headers["x-gateway-cache"] == "MISS" and len(upstream.received) == 2

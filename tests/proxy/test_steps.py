@@ -44,10 +44,11 @@ def _exchange(body: bytes, *, method: str = "POST", path: str = "/v1/chat/comple
 
 def test_wanted_only_when_on_and_for_chunked_endpoints(settings):
     body = b'{"model": "m", "stream": true}'
-    # Only the tag-header step is always on (one look at the headers when none is there).
-    assert not StreamUsageStep().enabled() and [s.name for s in steps_active()] == ["tags"]
+    # Always on: the tag-header step (one look at the headers when none is there) and the response
+    # cache, which any request may ask for (X-Gateway-Cache).
+    assert not StreamUsageStep().enabled() and [s.name for s in steps_active()] == ["tags", "cache"]
     settings.STREAM_USAGE = "inject"
-    assert StreamUsageStep().enabled() and [s.name for s in steps_active()] == ["tags", "stream_usage"]
+    assert StreamUsageStep().enabled() and [s.name for s in steps_active()] == ["tags", "cache", "stream_usage"]
     assert OPENAI.usage_inject("POST", "/v1/chat/completions", body) is not None
     assert OPENAI.usage_inject("POST", "/v1/completions", body) is not None
     assert OPENAI.usage_inject("POST", "/v1/responses", body) is None

@@ -1,0 +1,299 @@
+"""The response cache's policy (CacheStep in proxy/steps.py): replay a stored answer, or store a new one.
+
+Off unless asked for: `X-Gateway-Cache: <ttl seconds>` (or CACHE_DEFAULT_TTL) reads an answer at
+most that old and stores a new one for that long; `no-store` neither reads nor writes;
+`refresh=<ttl>` skips the read and stores. Requests match on provider, method, upstream path,
+query, the body (JSON canonically, anything else byte for byte), Accept-Encoding (a stored body
+is replayed in its stored encoding) and the scope: the provider credential that goes upstream and
+the gateway key. A hit is its own exchange of the log (cache_hit, cache_source), replaying the
+original's status, headers and body bytes, chunk by chunk; only complete 2xx answers are stored.
+The entries live in proxy/cache_store.py; docs/cache.md describes the whole contract.
+"""
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
+
+from logs.outcomes import Outcome
+from logs.pipeline.capture import BodyCapture
+from proxy.access import AccessKey, KeyGrant
+from proxy.cache_store import CacheEntry, cache_store
+from proxy.exchange import Exchange, json_error
+
+CACHE_HEADER = "x-gateway-cache"
+PACE_HEADER = "x-gateway-cache-pace"  # "original": a hit is replayed with the original's timing between chunks
+SOURCE_HEADER = "X-Gateway-Cache-Source"
+# Headers a replay does not repeat: they describe the moment of the original answer.
+_NOT_REPLAYED = frozenset({"date", "age"})
+
+
+@dataclass(frozen=True, slots=True)
+class Directive:
+    """What a request asks of the cache."""
+
+    read: bool
+    ttl: int  # seconds: the oldest answer it accepts, and how long a new one is kept (0: not stored)
+
+
+class DirectiveError(ValueError):
+    """An X-Gateway-Cache value the gateway does not understand."""
+
+
+def directive_parse(value: str | None, default_ttl: int) -> Directive | None:
+    """The request's directive; None when the cache is not asked for at all."""
+    if value is None:
+        return Directive(read=True, ttl=default_ttl) if default_ttl > 0 else None
+    value = value.strip().lower()
+    if value == "no-store":
+        return Directive(read=False, ttl=0)
+    read = True
+    if value.startswith("refresh="):
+        read, value = False, value.removeprefix("refresh=").strip()
+    if not value.isdigit():
+        raise DirectiveError("X-Gateway-Cache must be a number of seconds, 'no-store' or 'refresh=<seconds>', "
+                             f"not {value!r}.")
+    return Directive(read=read, ttl=int(value))
+
+
+def _scope(x: Exchange) -> str:
+    """Who may share an answer: the provider credential that goes upstream, and the gateway key."""
+    key = x.gateway_key
+    if isinstance(key, KeyGrant):
+        who = f"key:{key.key.pk}"
+    elif isinstance(key, AccessKey):
+        who = f"static:{key.name}"
+    else:
+        who = ""
+    return f"{x.provider.credential(x.forward_headers, x.query)}\0{who}"
+
+
+def _body_canonical(body: bytes, content_type: str) -> bytes:
+    """JSON bodies with sorted keys and no spaces (key order and whitespace do not matter); others as sent."""
+    if body and "json" in content_type.lower():
+        try:
+            return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        except (ValueError, RecursionError):
+            pass
+    return body
+
+
+def cache_key(x: Exchange, body: bytes) -> str:
+    """The entry's name: a hash of everything that must match (the credential only ever in it hashed)."""
+    encoding = ",".join(v.strip() for k, v in x.forward_headers if k.lower() == "accept-encoding")
+    h = hashlib.sha256()
+    for part in (x.provider.name, x.method, x.route.upstream_path, x.query, encoding, _scope(x)):
+        h.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    h.update(_body_canonical(body, x.content_type))
+    return h.hexdigest()
+
+
+# Misses of this process whose answer is on its way, by event loop and key: an identical request
+# waits for it instead of calling the upstream too (concurrent first calls cost one upstream call
+# per worker). Keyed by loop too: an event belongs to the loop it was made on.
+_FILLING: dict[tuple[int, str], asyncio.Event] = {}
+
+
+def _filling_key(key: str) -> tuple[int, str]:
+    return id(asyncio.get_running_loop()), key
+
+
+class CacheFill:
+    """A miss's answer, collected as the client gets it, stored when it ends complete and 2xx."""
+
+    def __init__(self, x: Exchange, key: str, ttl: int) -> None:
+        self.key, self.ttl = key, ttl
+        # The request as keyed: a later step that changes it (the hold queue's edit) makes the answer
+        # another request's, which must not be stored under this key.
+        self.keyed_body, self.keyed_changed = x.forward_body, x.request_changed
+        self.chunks: list[bytes] = []
+        self.times: list[float] = []
+        self.size = 0
+        self.too_big = False
+        self.done: asyncio.Event | None = None
+        self.filling_key = _filling_key(key)
+        if self.filling_key not in _FILLING:  # the first of identical misses: the others wait for its end
+            self.done = _FILLING[self.filling_key] = asyncio.Event()
+
+    def release(self) -> None:
+        """The exchange ended (Exchange.end), stored or not: identical requests waiting for it go on."""
+        if self.done is not None:
+            self.done.set()
+            if _FILLING.get(self.filling_key) is self.done:
+                del _FILLING[self.filling_key]
+            self.done = None
+
+    def feed(self, chunk: bytes) -> None:
+        """One chunk on its way to the client."""
+        if self.too_big:
+            return
+        self.size += len(chunk)
+        if self.size > settings.CACHE_MAX_ENTRY_BYTES:
+            self.too_big, self.chunks = True, []
+        else:
+            self.chunks.append(chunk)
+            self.times.append(time.monotonic())
+
+    async def finish(self, x: Exchange, status: int, headers: list[tuple[str, str]], *, is_sse: bool,
+                     replaced: bool) -> None:
+        """Store the answer if it may be stored; x.cache_hit = False says it was (the log shows it)."""
+        why = self._refusal(x, status, replaced, headers)
+        if why:
+            x.decisions.append({"step": "cache", "decision": f"not stored: {why}"})
+            return
+        now = time.time()
+        entry = CacheEntry(source=x.request_id, created=now, expires=now + self.ttl, status=status,
+                           headers=headers, is_sse=is_sse, chunks=[len(c) for c in self.chunks],
+                           offsets_ms=[round((t - self.times[0]) * 1000, 2) for t in self.times],
+                           body=b"".join(self.chunks))
+        try:
+            await asyncio.to_thread(cache_store().put, self.key, entry)
+        except Exception as exc:  # a full disk or an unreachable Redis: the answer was served; say so
+            x.notes.append(f"response cache: not stored: {type(exc).__name__}: {exc}")
+            return
+        x.cache_hit = False
+
+    def _refusal(self, x: Exchange, status: int, replaced: bool, headers: list[tuple[str, str]]) -> str:
+        """Why this answer is not stored, or ""."""
+        if x.outcome != Outcome.COMPLETED or x.error:
+            return "the exchange did not complete"
+        if not 200 <= status < 300:
+            return f"status {status}"
+        if replaced:
+            return "a hook replaced the answer"
+        if (x.request_changed and not self.keyed_changed) or (
+                x.forward_body is not self.keyed_body and not x.usage_injected):
+            return "a later step changed the request"
+        if self.too_big:
+            return f"larger than CACHE_MAX_ENTRY_BYTES ({settings.CACHE_MAX_ENTRY_BYTES})"
+        body = b"".join(self.chunks)
+        for secret in x.scrubber.secrets:  # never keep a credential in clear, even one an upstream echoed
+            raw = secret.encode("utf-8", "ignore")
+            if raw and (raw in body or any(secret in v for _, v in headers)):
+                return "the answer echoes a credential"
+        return ""
+
+
+async def cache_request(x: Exchange) -> HttpResponseBase | None:
+    """A hit's replay; or None, the request forwarded (a miss arranges for its answer to be stored)."""
+    value = next((v for k, v in x.headers if k.lower() == CACHE_HEADER), None)
+    default_ttl = _default_ttl(x)
+    if value is None and default_ttl <= 0:
+        return None  # not asked for: the answer is left as it is
+    try:
+        directive = directive_parse(value, default_ttl)
+    except DirectiveError as exc:
+        x.outcome, x.error = Outcome.GATEWAY_ERROR, str(exc)
+        return json_error(400, x.provider.error_body(str(exc), kind="invalid_request_error", status=400))
+    body = x.forward_body if x.forward_body is not None else (x.body.in_memory() if x.body.size else b"")
+    why = _bypass_reason(x, directive, body)
+    if why:
+        x.answer_headers.append(("X-Gateway-Cache", "BYPASS"))
+        x.decisions.append({"step": "cache", "decision": f"bypass: {why}"})
+        return None
+    key = cache_key(x, body)
+    if directive.read:
+        entry = await _entry_read(x, key, directive.ttl)
+        if entry is None and (filling := _FILLING.get(_filling_key(key))) is not None:
+            # The same request is on its way upstream: its answer, once stored, serves this one too.
+            try:
+                await asyncio.wait_for(filling.wait(), settings.UPSTREAM_READ_TIMEOUT)
+            except TimeoutError:
+                pass
+            entry = await _entry_read(x, key, directive.ttl)
+        if entry is not None:
+            return await _replay(x, entry)
+    x.answer_headers.append(("X-Gateway-Cache", "MISS"))
+    x.decisions.append({"step": "cache", "decision": "miss" if directive.read else "refresh",
+                        "ttl": directive.ttl})
+    x.cache_fill = CacheFill(x, key, directive.ttl)
+    return None
+
+
+def _default_ttl(x: Exchange) -> int:
+    """The TTL of a request that does not say: its gateway key's, else CACHE_DEFAULT_TTL."""
+    key = x.gateway_key
+    if isinstance(key, KeyGrant) and key.key.cache_ttl is not None:
+        return key.key.cache_ttl
+    return settings.CACHE_DEFAULT_TTL
+
+
+async def _entry_read(x: Exchange, key: str, ttl: int) -> CacheEntry | None:
+    """The stored answer for the key if it is at most ttl seconds old; a store that is away is a miss (noted)."""
+    store = cache_store()
+    try:
+        if store.inline_max:  # a small file: read on the loop (a thread hop costs more than the read)
+            size = store.size(key)
+            if size is None:
+                return None
+            entry = store.get(key) if size <= store.inline_max else await asyncio.to_thread(store.get, key)
+        else:
+            entry = await asyncio.to_thread(store.get, key)
+    except Exception as exc:  # the store is away: forward, and say so
+        x.notes.append(f"response cache: not read: {type(exc).__name__}: {exc}")
+        return None
+    return entry if entry is not None and time.time() - entry.created <= ttl else None
+
+
+def _bypass_reason(x: Exchange, directive: Directive, body: bytes | None) -> str:
+    """Why the cache neither reads nor writes for this request, or ""."""
+    if directive.ttl <= 0:
+        return "no-store" if not directive.read else "ttl 0"
+    if any(k.lower() == "upgrade" for k, _ in x.headers):
+        return "a WebSocket session is not cached"
+    if body is None:
+        return "request body too large to match (kept on disk)"
+    return ""
+
+
+_sleep = asyncio.sleep  # tests count the pauses instead of waiting them
+
+
+async def _pieces(pieces: list[bytes], offsets_ms: list[float] | None) -> AsyncIterator[bytes]:
+    """The stored chunks, at once or (offsets_ms) each as long after the first as it came originally."""
+    started = time.monotonic()
+    for i, piece in enumerate(pieces):
+        if offsets_ms and i < len(offsets_ms):
+            wait = offsets_ms[i] / 1000 - (time.monotonic() - started)
+            if wait > 0:
+                await _sleep(wait)
+        yield piece
+
+
+async def _replay(x: Exchange, entry: CacheEntry) -> HttpResponseBase:
+    """The stored answer as this exchange's own, logged with the replayed body (step_answered journals it)."""
+    headers = [(k, v) for k, v in entry.headers if k.lower() not in _NOT_REPLAYED]
+    x.answer_headers += [("X-Gateway-Cache", "HIT"), ("Age", str(max(0, int(time.time() - entry.created)))),
+                         (SOURCE_HEADER, entry.source)]
+    paced = next((v for k, v in x.headers if k.lower() == PACE_HEADER), "").strip().lower() == "original"
+    x.decisions.append({"step": "cache", "decision": "hit", "source": entry.source,
+                        **({"pace": "original"} if paced else {})})
+    x.cache_hit, x.cache_source = True, entry.source
+    content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
+    encoding = next((v for k, v in headers if k.lower() == "content-encoding"), "")
+    capture = BodyCapture(spool_name=f"{x.request_id}.response", content_type=content_type,
+                          content_encoding=encoding, stream=entry.is_sse, started=x.started)
+    pieces = entry.pieces()
+    for piece in pieces:
+        capture.feed(piece)
+    x.ttfb_ms = x.elapsed_ms()
+    x.clock_stop()
+    record = x.response_record(status=entry.status, headers=headers, content_type=content_type,
+                               is_stream=entry.is_sse)
+    if capture.blocking():
+        await asyncio.to_thread(capture.finish, record, x.scrubber)
+    else:
+        capture.finish(record, x.scrubber)
+    if entry.is_sse or len(pieces) > 1:
+        response: HttpResponseBase = StreamingHttpResponse(_pieces(pieces, entry.offsets_ms if paced else None),
+                                                           status=entry.status)
+    else:
+        response = HttpResponse(entry.body, status=entry.status)
+    response.gateway_headers = headers
+    response.gateway_record = record
+    return response

@@ -1,0 +1,330 @@
+"""The response cache end to end: the official openai SDK through a live gateway to the mock upstream."""
+
+import asyncio
+import json
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+
+from logs.models import Request, Response
+from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "sk-" + "cacheTESTkey0123456789abcdefXY"  # fake; split so no key-like literal
+OTHER_KEY = "sk-" + "cacheOTHERkey0123456789abcdefX"
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, settings):
+    """Every test gets its own cache folder (the file store, the default)."""
+    settings.DATA_DIR = tmp_path / "data"
+    settings.DATA_DIR.mkdir()
+    return settings.DATA_DIR / "cache"
+
+
+@pytest.fixture
+def client(gateway):
+    return openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0)
+
+
+def _chat(client, cache: str | None = "60", **kwargs):
+    headers = {"X-Gateway-Cache": cache} if cache is not None else {}
+    return client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=kwargs.pop("messages", MESSAGES), extra_headers=headers, **kwargs)
+
+
+def _raw(gateway, body: bytes | dict, key: str = KEY, **headers) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{gateway.url}/v1/chat/completions", content=content, timeout=10,
+                      headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json", **headers})
+
+
+def _logged(log_flush, request_id: str) -> Response:
+    log_flush()
+    return Response.objects.get(request_id=request_id)
+
+
+def test_second_identical_call_is_a_hit_with_the_same_bytes(client, gateway, upstream, log_flush):
+    first = _chat(client)
+    second = _chat(client)
+    assert first.headers["x-gateway-cache"] == "MISS"
+    assert second.headers["x-gateway-cache"] == "HIT"
+    assert second.headers["x-gateway-cache-source"] == first.headers["x-gateway-request-id"]
+    assert int(second.headers["age"]) >= 0
+    assert second.http_response.content == first.http_response.content
+    assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
+    assert second.headers["x-request-id"] == first.headers["x-request-id"]  # the upstream's headers replayed
+    assert second.headers["x-gateway-request-id"] != first.headers["x-gateway-request-id"]
+    assert len(upstream.received) == 1
+    assert upstream.received[0].header("x-gateway-cache") is None  # the directive never goes upstream
+
+    original = _logged(log_flush, first.headers["x-gateway-request-id"])
+    hit = _logged(log_flush, second.headers["x-gateway-request-id"])
+    assert original.cache_hit is False and original.cost_usd and original.cost_usd > 0
+    assert hit.cache_hit is True and hit.cache_source.hex == first.headers["x-gateway-request-id"]
+    assert hit.cost_usd == Decimal(0) and hit.cost_saved_usd == original.cost_usd
+    assert hit.status_code == 200 and hit.outcome == "completed" and hit.body == original.body
+    assert (hit.input_tokens, hit.output_tokens) == (original.input_tokens, original.output_tokens)
+    assert {"step": "cache", "decision": "hit", "source": first.headers["x-gateway-request-id"]} in hit.steps
+    # The request row keeps the directive the client sent.
+    req = Request.objects.get(id=second.headers["x-gateway-request-id"])
+    assert ["x-gateway-cache", "60"] in req.headers
+
+
+def test_streamed_call_replays_the_same_events(client, gateway, upstream, log_flush):
+    def run():
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "count"}], stream=True,
+            extra_headers={"X-Gateway-Cache": "60"})
+        return raw.headers, [chunk.model_dump_json() for chunk in raw.parse()]
+
+    first_headers, first_events = run()
+    second_headers, second_events = run()
+    assert first_headers["x-gateway-cache"] == "MISS" and second_headers["x-gateway-cache"] == "HIT"
+    assert second_events == first_events and len(first_events) > 3
+    assert len(upstream.received) == 1
+    # Byte for byte too, through a plain client.
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count"}], "stream": True}
+    miss, hit = _raw(gateway, body, **{"X-Gateway-Cache": "60"}), _raw(gateway, body, **{"X-Gateway-Cache": "60"})
+    assert hit.headers["x-gateway-cache"] == "HIT" and hit.content == miss.content
+    assert hit.headers["content-type"].startswith("text/event-stream")
+    resp = _logged(log_flush, second_headers["x-gateway-request-id"])
+    assert resp.is_stream and resp.cache_hit is True and resp.stream_result["events"] == len(first_events) + 1
+
+
+def test_json_body_matches_canonically_and_a_different_body_misses(gateway, upstream):
+    first = _raw(gateway, b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}',
+                 **{"X-Gateway-Cache": "60"})
+    reordered = _raw(gateway, b'{"messages":[{"content":"hi","role":"user"}],\n "model":"gpt-4o-mini"}',
+                     **{"X-Gateway-Cache": "60"})
+    other = _raw(gateway, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "bye"}]},
+                 **{"X-Gateway-Cache": "60"})
+    assert [r.headers["x-gateway-cache"] for r in (first, reordered, other)] == ["MISS", "HIT", "MISS"]
+    assert len(upstream.received) == 2
+
+
+def test_scope_two_credentials_never_share(gateway, upstream):
+    assert _raw(gateway, {"model": "m", "messages": MESSAGES}, **{"X-Gateway-Cache": "60"}).status_code == 200
+    other = _raw(gateway, {"model": "m", "messages": MESSAGES}, key=OTHER_KEY, **{"X-Gateway-Cache": "60"})
+    assert other.headers["x-gateway-cache"] == "MISS" and len(upstream.received) == 2
+
+
+def test_scope_two_gateway_keys_never_share(gateway, upstream, make_key):
+    _, secret_a = make_key("team-a")
+    _, secret_b = make_key("team-b")
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    a1 = _raw(gateway, body, **{"X-Gateway-Cache": "60", "X-Gateway-Key": secret_a})
+    b1 = _raw(gateway, body, **{"X-Gateway-Cache": "60", "X-Gateway-Key": secret_b})
+    a2 = _raw(gateway, body, **{"X-Gateway-Cache": "60", "X-Gateway-Key": secret_a})
+    refused = _raw(gateway, body, **{"X-Gateway-Cache": "60", "X-Gateway-Key": "gk-" + "z" * 43})
+    assert [r.headers.get("x-gateway-cache") for r in (a1, b1, a2)] == ["MISS", "MISS", "HIT"]
+    assert refused.status_code == 401 and "x-gateway-cache" not in refused.headers  # a refused key gets no cached answer
+    assert len(upstream.received) == 2
+
+
+def test_no_store_and_refresh(client, upstream):
+    assert _chat(client, "no-store").headers["x-gateway-cache"] == "BYPASS"
+    assert _chat(client).headers["x-gateway-cache"] == "MISS"  # no-store stored nothing
+    refreshed = _chat(client, "refresh=60")
+    assert refreshed.headers["x-gateway-cache"] == "MISS"  # refresh never reads
+    assert len(upstream.received) == 3
+    hit = _chat(client)
+    assert hit.headers["x-gateway-cache"] == "HIT"
+    assert hit.headers["x-gateway-cache-source"] == refreshed.headers["x-gateway-request-id"]  # the refreshed answer
+    assert _chat(client, "no-store").headers["x-gateway-cache"] == "BYPASS"  # never reads either
+    assert len(upstream.received) == 4
+
+
+def test_ttl_zero_is_a_bypass(client, upstream):
+    _chat(client, "60")
+    assert _chat(client, "0").headers["x-gateway-cache"] == "BYPASS"
+    assert _chat(client, "60").headers["x-gateway-cache"] == "HIT"
+    assert len(upstream.received) == 2
+
+
+def _entries_age(cache_dir, seconds: float) -> int:
+    """Make every stored entry `seconds` older, as time would (files, or rows on PostgreSQL)."""
+    from proxy.cache_store import CacheEntry, DatabaseStore, cache_store
+    from proxy.models import CachedAnswer
+
+    def aged(data: bytes) -> bytes:
+        entry = CacheEntry.from_bytes(bytes(data))
+        entry.created -= seconds
+        entry.expires -= seconds
+        return entry.to_bytes()
+
+    if isinstance(cache_store(), DatabaseStore):
+        rows = list(CachedAnswer.objects.all())
+        for row in rows:
+            row.data = aged(row.data)
+            row.expires -= seconds
+            row.save()
+        return len(rows)
+    paths = list(cache_dir.glob("*.entry"))
+    for path in paths:
+        path.write_bytes(aged(path.read_bytes()))
+    return len(paths)
+
+
+def test_expired_entry_is_a_miss(client, upstream, cache_dir):
+    _chat(client, "60")
+    assert _entries_age(cache_dir, 120) == 1
+    assert _chat(client, "60").headers["x-gateway-cache"] == "MISS"
+    assert len(upstream.received) == 2
+
+
+def test_errors_are_not_cached(client, gateway, upstream, log_flush):
+    with pytest.raises(openai.InternalServerError) as err:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
+                                       extra_headers={"X-Gateway-Cache": "60", "x-mock-status": "500"})
+    assert err.value.response.headers["x-gateway-cache"] == "MISS"
+    ok = _chat(client)
+    assert ok.headers["x-gateway-cache"] == "MISS"  # the error was not stored
+    assert len(upstream.received) == 2
+    failed = _logged(log_flush, err.value.response.headers["x-gateway-request-id"])
+    assert failed.cache_hit is None and any(s.get("decision") == "not stored: status 500" for s in failed.steps)
+
+
+def test_broken_stream_is_not_cached(gateway, upstream):
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count"}], "stream": True}
+    headers = {"X-Gateway-Cache": "60", "x-mock-fault": "close-mid-stream"}
+    assert b"event: error" in _raw(gateway, body, **headers).content
+    again = _raw(gateway, body, **{"X-Gateway-Cache": "60"})
+    assert again.headers["x-gateway-cache"] == "MISS"
+    assert len(upstream.received) == 2
+
+
+def test_off_by_default_and_default_ttl(client, upstream, settings):
+    plain = _chat(client, None)
+    assert "x-gateway-cache" not in plain.headers  # not asked for: the answer is untouched
+    settings.CACHE_DEFAULT_TTL = 60
+    assert _chat(client, None).headers["x-gateway-cache"] == "MISS"
+    assert _chat(client, None).headers["x-gateway-cache"] == "HIT"
+    assert len(upstream.received) == 2
+
+
+def test_bad_directive_is_a_clear_error(client, upstream):
+    with pytest.raises(openai.BadRequestError) as err:
+        _chat(client, "forever")
+    assert "X-Gateway-Cache must be a number of seconds" in err.value.message
+    assert len(upstream.received) == 0
+
+
+def test_binary_answer_replayed(gateway, upstream):
+    def speech():
+        return httpx.post(f"{gateway.url}/v1/audio/speech", timeout=10,
+                          json={"model": "tts-1", "input": "hello", "voice": "alloy"},
+                          headers={"Authorization": f"Bearer {KEY}", "X-Gateway-Cache": "60"})
+    first, second = speech(), speech()
+    assert second.headers["x-gateway-cache"] == "HIT" and second.content == first.content and len(first.content) > 0
+    assert second.headers["content-type"] == first.headers["content-type"]
+    assert len(upstream.received) == 1
+
+
+def test_concurrent_identical_first_calls_share_one_upstream_call(gateway, upstream):
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count"}], "stream": True}
+    headers = {"X-Gateway-Cache": "60", "x-mock-delay-ms": "40"}  # the first answer takes a while
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=20) as http:
+            return await asyncio.gather(*[
+                http.post(f"{gateway.url}/v1/chat/completions", json=body,
+                          headers={"Authorization": f"Bearer {KEY}", **headers}) for _ in range(20)])
+
+    answers = asyncio.run(run())
+    assert all(r.status_code == 200 for r in answers)
+    assert len({r.content for r in answers}) == 1
+    assert sorted(r.headers["x-gateway-cache"] for r in answers).count("MISS") == len(upstream.received)
+    assert len(upstream.received) <= 3  # one per worker, give or take a request that came before the first
+
+
+def test_a_gateway_keys_ttl_is_its_default(gateway, upstream, make_key):
+    from keys.selectors import caches_clear
+
+    key, secret = make_key("cached-team")
+    key.cache_ttl = 60
+    key.save()
+    _, plain_secret = make_key("plain-team")
+    caches_clear()
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    assert _raw(gateway, body, **{"X-Gateway-Key": secret}).headers["x-gateway-cache"] == "MISS"
+    assert _raw(gateway, body, **{"X-Gateway-Key": secret}).headers["x-gateway-cache"] == "HIT"
+    assert _raw(gateway, body, **{"X-Gateway-Key": secret, "X-Gateway-Cache": "no-store"}).headers[
+        "x-gateway-cache"] == "BYPASS"  # the request's own directive wins
+    assert "x-gateway-cache" not in _raw(gateway, body, **{"X-Gateway-Key": plain_secret}).headers
+    assert len(upstream.received) == 3
+
+
+def test_paced_replay_waits_as_the_original_did(gateway, upstream, monkeypatch):
+    import proxy.cache
+
+    pauses = []
+
+    async def sleep(seconds):
+        pauses.append(seconds)
+
+    monkeypatch.setattr(proxy.cache, "_sleep", sleep)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count"}], "stream": True}
+    first = _raw(gateway, body, **{"X-Gateway-Cache": "60", "x-mock-delay-ms": "30", "X-Gateway-Cache-Pace": "original"})
+    at_once = _raw(gateway, body, **{"X-Gateway-Cache": "60"})
+    assert at_once.headers["x-gateway-cache"] == "HIT" and pauses == []  # all at once by default
+    paced = _raw(gateway, body, **{"X-Gateway-Cache": "60", "X-Gateway-Cache-Pace": "original"})
+    assert paced.headers["x-gateway-cache"] == "HIT" and paced.content == first.content
+    assert len(pauses) >= 5 and all(p > 0 for p in pauses)  # one wait before each event after the first
+    # The miss went upstream without either directive.
+    assert upstream.received[0].header("x-gateway-cache-pace") is None and len(upstream.received) == 1
+    assert upstream.received[0].header("x-gateway-cache") is None and upstream.received[0].header("x-mock-delay-ms")
+
+
+def test_anthropic_stream_replayed_with_its_cost_saved(gateway, upstream, log_flush):
+    import anthropic
+
+    client = anthropic.Anthropic(api_key="sk-ant-" + "cacheTESTkey0123456789abcdef", max_retries=0,
+                                 base_url=f"{gateway.url}/anthropic", default_headers={"X-Gateway-Cache": "60"})
+
+    def run():
+        with client.messages.stream(model="claude-sonnet-4-20250514", max_tokens=50,
+                                    messages=[{"role": "user", "content": "hi"}]) as stream:
+            return stream.response.headers, [e.model_dump_json() for e in stream]
+
+    first_headers, first_events = run()
+    second_headers, second_events = run()
+    assert (first_headers["x-gateway-cache"], second_headers["x-gateway-cache"]) == ("MISS", "HIT")
+    assert second_events == first_events and len(upstream.received) == 1
+    original = _logged(log_flush, first_headers["x-gateway-request-id"])
+    hit = _logged(log_flush, second_headers["x-gateway-request-id"])
+    assert hit.cache_hit and hit.is_stream and hit.cost_usd == 0 and hit.cost_saved_usd == original.cost_usd > 0
+
+
+def test_gemini_key_in_the_query_scopes_the_cache(gateway, upstream):
+    def call(key: str) -> httpx.Response:
+        return httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:generateContent?key={key}",
+                          json={"contents": [{"parts": [{"text": "hi"}]}]}, headers={"X-Gateway-Cache": "60"},
+                          timeout=10)
+    key_a, key_b = "AIza" + "cacheA0123456789abcdefghijklmnopq", "AIza" + "cacheB0123456789abcdefghijklmnopq"
+    assert [call(k).headers["x-gateway-cache"] for k in (key_a, key_a, key_b)] == ["MISS", "HIT", "MISS"]
+    assert len(upstream.received) == 2
+
+
+def test_a_hit_of_a_stream_whose_usage_was_injected_saves_the_originals_cost(client, upstream, log_flush, settings):
+    settings.STREAM_USAGE = "inject"
+
+    def run():
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "count"}], stream=True,
+            extra_headers={"X-Gateway-Cache": "60"})
+        return raw.headers, [chunk for chunk in raw.parse()]
+
+    first_headers, first = run()
+    log_flush()  # the original is in the log before the hit is ingested
+    second_headers, second = run()
+    assert second_headers["x-gateway-cache"] == "HIT"
+    assert [c.model_dump_json() for c in second] == [c.model_dump_json() for c in first]
+    assert all(c.usage is None for c in second)  # the client never asked for usage: the replay has none either
+    original = _logged(log_flush, first_headers["x-gateway-request-id"])
+    hit = _logged(log_flush, second_headers["x-gateway-request-id"])
+    assert original.cost_usd > 0 and hit.cost_usd == 0 and hit.cost_saved_usd == original.cost_usd
