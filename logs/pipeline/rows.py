@@ -22,6 +22,7 @@ from logs.pipeline.payloads import (embedded_store, epoch_datetime, file_row, mu
 from logs.pipeline.spool import spool_path
 from logs.pricing import cost_compute
 from logs.records import FileRecord, FrameRecord, Record, RequestRecord, ResponseRecord
+from logs.storage import PayloadStoreUnavailable
 from providers import USAGE_FIELDS, Provider, Usage, registry
 from wire.jsonutil import json_depth, json_or_none
 from wire.multipart import multipart_boundary
@@ -238,6 +239,8 @@ def records_write(records: list[Record]) -> None:
                     frames.append(frame_row(rec))
                 else:
                     session_file_row(rec, files)
+            except PayloadStoreUnavailable:
+                raise  # nothing is wrong with the record: the whole batch waits for the store (ingest.py)
             except Exception as exc:  # one bad record must not cost the batch (nor leave a gap)
                 log.exception("log record %s could not be processed; kept without its body", rec.id)
                 if isinstance(rec, (RequestRecord, ResponseRecord)):
