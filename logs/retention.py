@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, QuerySet, Sum
 
-from logs.models import BinaryFile, Request, Response
+from logs.models import BinaryFile, Frame, Request, Response
 from logs.storage import payloads_delete
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -50,11 +50,12 @@ def exchanges_delete(request_ids: list) -> tuple[int, int]:
     """
     with transaction.atomic():
         files = list(BinaryFile.objects.filter(request_id__in=request_ids).values_list("file", flat=True))
-        # Children first, and only primary keys loaded: the collector never reads the bodies.
-        BinaryFile.objects.filter(request_id__in=request_ids).delete()
-        Response.objects.filter(request_id__in=request_ids).only("pk").delete()
-        _, per_model = Request.objects.filter(pk__in=request_ids).only("pk").delete()
-        deleted = per_model.get(Request._meta.label, 0)
+        # Children first, one DELETE per table: every child row names its request, so Django's
+        # collector (a SELECT of each table's keys, then deletes 100 ids at a time) has nothing to
+        # find, and on a big PostgreSQL log it doubled the time each batch holds its row locks.
+        for model in (BinaryFile, Frame, Response):
+            model.objects.filter(request_id__in=request_ids)._raw_delete(model.objects.db)
+        deleted = Request.objects.filter(pk__in=request_ids)._raw_delete(Request.objects.db)
         transaction.on_commit(lambda: payloads_delete(files))
     return deleted, len(files)
 
