@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, QuerySet, Sum
 
 from logs.models import BinaryFile, Frame, Request, Response
@@ -82,9 +82,14 @@ def _id_batches(qs: QuerySet, batch: int) -> Iterator[list]:
         seen_last = ids[-1]
 
 
+# pg_try_advisory_lock key of prune_logs (any constant unique to this purpose).
+PRUNE_ADVISORY_LOCK = 0x6761_7465_7072_756E  # "gateprun"
+
+
 @contextmanager
 def prune_lock() -> Iterator[None]:
-    """An exclusive lock file under DATA_DIR, so two prunes on this host never overlap."""
+    """An exclusive lock file under DATA_DIR, so two prunes on this host never overlap; on
+    PostgreSQL also an advisory lock, so two prunes on hosts sharing the database never do."""
     path = Path(settings.DATA_DIR) / "prune.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -92,9 +97,27 @@ def prune_lock() -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise PruneBusy(f"another prune_logs is running (lock {path})") from None
-        yield
+        with _database_lock():
+            yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+@contextmanager
+def _database_lock() -> Iterator[None]:
+    """A session advisory lock on PostgreSQL (held by this connection until released)."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", [PRUNE_ADVISORY_LOCK])
+        if not cur.fetchone()[0]:
+            raise PruneBusy("another prune_logs is running on a host sharing this database")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s)", [PRUNE_ADVISORY_LOCK])
 
 
 def prune_plan(cutoff: datetime) -> PruneResult:
