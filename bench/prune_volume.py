@@ -17,7 +17,7 @@ import os
 import statistics
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 
@@ -29,6 +29,9 @@ import psycopg  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 
+from django.db.models import Count  # noqa: E402
+
+from logs.models import Request, Response  # noqa: E402
 from logs.retention import prune  # noqa: E402
 from logs.seed import exchanges_seed  # noqa: E402
 
@@ -103,6 +106,15 @@ def main() -> None:
         total = cur.fetchone()[0]
     seeded_s = time.monotonic() - started
     sizes_before = _sizes()
+    # The plans of the queries that walk the log by time (the prune's batch, the admin's first page).
+    cutoff = datetime.now(timezone.utc) - timedelta(days=1)
+    plans = {
+        "prune_batch": Request.objects.filter(created_at__lt=cutoff).order_by("created_at")
+        .values_list("pk", flat=True)[:args.batch].explain(),
+        "admin_newest_page": Request.objects.order_by("-created_at")[:100].explain(),
+        "last_day_by_outcome": Response.objects.filter(created_at__gte=cutoff).values("outcome")
+        .annotate(n=Count("pk")).explain(),
+    }
 
     probe = InsertProbe()
     probe.start()
@@ -129,6 +141,7 @@ def main() -> None:
         "batch_ms_max": round(max(batch_s) * 1000, 1), "probe_inserts": len(probe.times),
         "probe_ms_median": round(statistics.median(probe.times) * 1000, 2),
         "probe_ms_max": round(max(probe.times) * 1000, 1), "sizes_before": sizes_before,
+        "plans": {name: " | ".join(line.strip() for line in plan.splitlines()) for name, plan in plans.items()},
     }))
 
 
