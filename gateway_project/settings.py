@@ -115,6 +115,10 @@ if FILE_STORAGE_URL:
     from boto3.s3.transfer import TransferConfig
 
     _s3 = urlsplit(FILE_STORAGE_URL)
+    # Multipart above 8 MiB, two parts in flight and two read ahead (s3transfer reads ten ahead by
+    # default: 80 MiB per large body), so a large body never sits in memory whole.
+    _transfer = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=2)
+    _transfer.max_in_memory_upload_chunks = 2
     if _s3.scheme != "s3" or not _s3.netloc:
         raise ImproperlyConfigured(f"FILE_STORAGE_URL must look like s3://bucket/prefix, not {FILE_STORAGE_URL!r}")
     STORAGES["payloads"] = {
@@ -127,9 +131,7 @@ if FILE_STORAGE_URL:
             "querystring_auth": False, "default_acl": None,
             # Files opened for reading spill to disk above this (the admin streams instead, logs/storage.py).
             "max_memory_size": 1 << 20,
-            # Multipart above 8 MiB, two parts in flight: a large body never sits in memory whole.
-            "transfer_config": TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20,
-                                              max_concurrency=2),
+            "transfer_config": _transfer,
         },
     }
 STATIC_URL = "static/"
