@@ -109,6 +109,8 @@ STORAGES = {
 # s3://bucket/prefix: payload files in an S3-compatible bucket (django-storages) instead of the folder.
 # Credentials, region and endpoint come from the standard AWS_* variables (boto3 reads them itself).
 FILE_STORAGE_URL = env.str("FILE_STORAGE_URL", default="")
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")  # MinIO, R2, Ceph...; empty: AWS
+AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="")
 if FILE_STORAGE_URL:
     from urllib.parse import urlsplit
 
@@ -125,8 +127,8 @@ if FILE_STORAGE_URL:
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
             "bucket_name": _s3.netloc, "location": _s3.path.strip("/"),
-            "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default="") or None,
-            "region_name": env.str("AWS_S3_REGION_NAME", default="") or None,
+            "endpoint_url": AWS_S3_ENDPOINT_URL or None,
+            "region_name": AWS_S3_REGION_NAME or None,
             "file_overwrite": True,  # names are content ids: the same name is the same bytes
             "querystring_auth": False, "default_acl": None,
             # Files opened for reading spill to disk above this (the admin streams instead, logs/storage.py).
