@@ -95,6 +95,7 @@ def write_retry(work: Callable[[], None], on_error: Callable[[str], None],
     """
     from django.db import DatabaseError, connection
 
+    from logs.pipeline.payloads import store_wait_begin, store_wait_end
     from logs.storage import PayloadStoreUnavailable
 
     delay = 0.05
@@ -103,8 +104,11 @@ def write_retry(work: Callable[[], None], on_error: Callable[[str], None],
             return False
         try:
             work()
+            store_wait_end()
             return True
         except (DatabaseError, PayloadStoreUnavailable) as exc:
+            if isinstance(exc, PayloadStoreUnavailable):
+                store_wait_begin(str(exc))
             on_error(str(exc))
             log.warning("log store unavailable, retrying in %.2fs: %s", delay, exc)
             connection.close()

@@ -121,7 +121,14 @@ def test_store_down_then_up_loses_nothing(s3_gateway, s3_server):
     by_req = wait_until(lambda: _files_logged(gw.db, ids), 30)
     assert by_req, gw.stderr()[-3000:]
     _bucket_matches(s3_server, by_req)
-    assert len(exchanges_read(gw.db)) == len(ids)  # exactly once
+    logged = exchanges_read(gw.db)
+    assert len(logged) == len(ids)  # exactly once
+    # The exchanges whose files waited say so; nothing is missing, so they are not errors.
+    for kind in ("image", "speech", "edit"):
+        note = logged[ids[kind]]["response"]["error"]
+        assert "payload store unavailable" in note and "files stored when it answered again" in note
+        assert not logged[ids[kind]]["response"]["is_error"]
+    assert not logged[ids["chat"]]["response"]["error"]
     assert not [p for p in (gw.data_dir / "spool").rglob("*") if p.is_file()]
     assert wait_until(lambda: httpx.get(f"{gw.url}/health", timeout=10).json()["pending_log_records"] == 0, 10)
 
