@@ -1,7 +1,8 @@
 """Two gateway instances as two hosts run them (each its own DATA_DIR, journal and ingest, two workers)
 sharing one PostgreSQL database, one Redis and one S3-compatible bucket (moto) behave as one gateway:
 one log holding both instances' exchanges exactly once with their files, either admin serving the
-other's files, one request limit, one hold queue.
+other's files, one request limit, one hold queue; and a SIGKILL of one instance mid-burst loses
+nothing once it is back.
 
 Runs on the PostgreSQL pass (marked `database`; skipped unless DATABASE_URL is PostgreSQL and Redis
 answers). It creates and drops a database of its own on that server.
@@ -70,7 +71,7 @@ def shared(tmp_path, mock_upstream, s3_server):
         for host in ("host-a", "host-b"):
             (tmp_path / host).mkdir()
             hosts.append(GatewayProcess(tmp_path / host, mock_upstream.url, workers=2, **env))
-        yield name, env, ops, hosts
+        yield name, env, ops, hosts  # a test that restarts an instance puts the new one in hosts
     finally:
         for h in hosts:
             h.stop()
@@ -147,3 +148,40 @@ def test_two_instances_one_log_one_limit_one_hold_queue(shared, mock_upstream, s
     _manage(ops, mock_upstream.url, env, "hold", "off")
     for host in (a, b):
         assert "Traceback" not in host.stderr()
+
+
+def test_sigkill_of_one_instance_mid_burst_loses_nothing(shared, mock_upstream):
+    from tests.e2e.faults import AUTH, CHAT
+    from tests.e2e.test_faults_process import Call
+
+    name, env, ops, (a, b) = shared
+    slow = {"x-mock-events": "20", "x-mock-delay-ms": "100"}  # two-second streams: in flight at the kill
+    calls = [Call(f"{h.url}/v1/chat/completions", slow, {**CHAT, "stream": True}) for h in (a, b) * 6]
+    until(lambda: all(c.request_id for c in calls), timeout=20, what="every stream started")
+    a.kill()
+    for c in calls:
+        c.join(30)
+    killed = {c.request_id for c in calls[0::2]}
+    survived = {c.request_id for c in calls[1::2]}
+    assert all(c.error is not None or len(c.text) < 200 for c in calls[0::2])  # cut off by the kill
+    assert all(c.error is None and "[DONE]" in c.text for c in calls[1::2])
+
+    # A's host comes back (same DATA_DIR): its journal is replayed into the shared log.
+    back = GatewayProcess(a.data_dir, mock_upstream.url, workers=2, **env)
+    shared[3][0] = back
+    try:
+        def outcomes():
+            rows = dict((rid.hex, outcome) for rid, outcome in _pg(
+                name, "SELECT r.id, resp.outcome FROM requests r JOIN responses resp ON resp.request_id = r.id"))
+            return rows if (killed | survived) <= set(rows) else None
+
+        done = until(outcomes, timeout=30, what="every exchange of both instances in the log")
+        assert {done[i] for i in survived} == {"completed"}
+        assert {done[i] for i in killed} <= {"completed", "interrupted"} and "interrupted" in {done[i] for i in killed}
+        counts = _pg(name, "SELECT count(*), count(DISTINCT request_id) FROM responses")[0]
+        assert counts[0] == counts[1]  # none twice
+        assert _pg(name, "SELECT count(*) FROM requests r LEFT JOIN responses resp ON resp.request_id = r.id "
+                         "WHERE resp.id IS NULL")[0][0] == 0  # every request has its response
+        assert "Traceback" not in back.stderr()
+    finally:
+        back.stop()
