@@ -59,15 +59,15 @@ def shared(tmp_path, mock_upstream, s3_server):
            **s3_server.env(PREFIX)}
     ops = tmp_path / "ops"  # where the operator's manage.py commands run (migrations once, keys, hold)
     ops.mkdir()
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT,
-                   env=proc_env(ops, mock_upstream.url, **env), check=True, timeout=120)
-    subprocess.run([sys.executable, "manage.py", "createsuperuser", "--noinput"], cwd=ROOT, check=True,
-                   env=proc_env(ops, mock_upstream.url, **env, **ADMIN), capture_output=True, timeout=120)
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
     hosts = []
     try:
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT,
+                       env=proc_env(ops, mock_upstream.url, **env), check=True, timeout=120)
+        subprocess.run([sys.executable, "manage.py", "createsuperuser", "--noinput"], cwd=ROOT, check=True,
+                       env=proc_env(ops, mock_upstream.url, **env, **ADMIN), capture_output=True, timeout=120)
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).flushdb()
         for host in ("host-a", "host-b"):
             (tmp_path / host).mkdir()
             hosts.append(GatewayProcess(tmp_path / host, mock_upstream.url, workers=2, **env))
