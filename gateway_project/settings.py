@@ -106,6 +106,36 @@ STORAGES = {
         "OPTIONS": {"location": str(FILE_STORAGE_PATH), "base_url": None},
     },
 }
+# s3://bucket/prefix: payload files in an S3-compatible bucket (django-storages) instead of the folder.
+# Credentials, region and endpoint come from the standard AWS_* variables (boto3 reads them itself).
+FILE_STORAGE_URL = env.str("FILE_STORAGE_URL", default="")
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")  # MinIO, R2, Ceph...; empty: AWS
+AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="")
+if FILE_STORAGE_URL:
+    from urllib.parse import urlsplit
+
+    from boto3.s3.transfer import TransferConfig
+
+    _s3 = urlsplit(FILE_STORAGE_URL)
+    # Multipart above 8 MiB, two parts in flight and two read ahead (s3transfer reads ten ahead by
+    # default: 80 MiB per large body), so a large body never sits in memory whole.
+    _transfer = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=2)
+    _transfer.max_in_memory_upload_chunks = 2
+    if _s3.scheme != "s3" or not _s3.netloc:
+        raise ImproperlyConfigured(f"FILE_STORAGE_URL must look like s3://bucket/prefix, not {FILE_STORAGE_URL!r}")
+    STORAGES["payloads"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": _s3.netloc, "location": _s3.path.strip("/"),
+            "endpoint_url": AWS_S3_ENDPOINT_URL or None,
+            "region_name": AWS_S3_REGION_NAME or None,
+            "file_overwrite": True,  # names are content ids: the same name is the same bytes
+            "querystring_auth": False, "default_acl": None,
+            # Files opened for reading spill to disk above this (the admin streams instead, logs/storage.py).
+            "max_memory_size": 1 << 20,
+            "transfer_config": _transfer,
+        },
+    }
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 

@@ -4,8 +4,15 @@ One naming scheme for every stored file: {provider}/{YYYY-MM-DD}/{file id}{.ext}
 being the BinaryFile row's id. The proxy never writes here: it writes spool files
 (logs/pipeline/spool.py) and the ingest process moves them in, so a slow or remote store never
 holds up a client.
+
+The store is a local folder or an S3-compatible bucket (FILE_STORAGE_URL, django-storages). Bytes
+always move in chunks: uploads go through the storage API from open files (multipart above the
+transfer threshold) and reads stream the object, so no body is ever held whole in memory. A remote
+store that fails raises PayloadStoreUnavailable, which the ingest retries like a database outage:
+the records wait in the journal and the bytes in the spool folder until the store answers again.
 """
 
+import io
 import mimetypes
 import os
 from collections.abc import Iterator
@@ -27,6 +34,30 @@ EXTENSIONS = {
     "text/event-stream": ".txt", "multipart/form-data": ".multipart",
 }
 READ_CHUNK = 256 * 1024
+
+
+class PayloadStoreUnavailable(Exception):
+    """The remote payload store refused or did not answer; nothing was lost, the caller retries."""
+
+
+def _remote_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of a remote store's client that mean "try again later" (none without boto3)."""
+    try:
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return ()
+    return (BotoCoreError, ClientError, Boto3Error)
+
+
+REMOTE_ERRORS = _remote_errors()
+
+
+def _object_key(storage: Storage, name: str) -> str:
+    """An S3 store's key for a stored name (its prefix joined on)."""
+    from storages.utils import clean_name
+
+    return storage._normalize_name(clean_name(name))
 
 
 def payload_storage() -> Storage:
@@ -58,26 +89,57 @@ class _LocalFile(File):
         return str(self._path)
 
 
+class _RangeReader(io.RawIOBase):
+    """Bytes [start, end) of a local file as a file of their own: a remote store's upload seeks and
+    reads it like any file, and never reads past the part."""
+
+    def __init__(self, path: Path, start: int, end: int) -> None:
+        self._f = open(path, "rb")
+        self.start, self.end, self._pos = start, end, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.end - self.start}[whence]
+        self._pos = max(0, min(base + offset, self.end - self.start))
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        want = min(len(buffer), self.end - self.start - self._pos)
+        if want <= 0:
+            return 0
+        self._f.seek(self.start + self._pos)
+        data = self._f.read(want)
+        buffer[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
 class _RangeFile(File):
     """Part of a local file (a multipart part), read in chunks."""
 
     def __init__(self, path: Path, start: int, end: int) -> None:
-        super().__init__(open(path, "rb"), name=path.name)
+        super().__init__(_RangeReader(path, start, end), name=path.name)
         self.start, self.end = start, end
-        self.file.seek(start)
 
     @property
     def size(self) -> int:
         return self.end - self.start
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        left = self.end - self.start
-        self.file.seek(self.start)
-        while left > 0:
-            data = self.file.read(min(left, chunk_size or READ_CHUNK))
-            if not data:
-                break
-            left -= len(data)
+        self.file.seek(0)
+        while data := self.file.read(chunk_size or READ_CHUNK):
             yield data
 
 
@@ -88,6 +150,8 @@ def _save(name: str, content: File) -> str:
         if storage.exists(name):
             return name
         return storage.save(name, content)
+    except REMOTE_ERRORS as exc:
+        raise PayloadStoreUnavailable(f"payload store unavailable: {type(exc).__name__}: {exc}") from exc
     finally:
         content.close()
 
@@ -111,14 +175,17 @@ def payload_save_bytes(name: str, data: bytes) -> str:
 
 def payload_exists(name: str) -> bool:
     """Whether the store holds a file of that name."""
-    return payload_storage().exists(name)
+    try:
+        return payload_storage().exists(name)
+    except REMOTE_ERRORS as exc:
+        raise PayloadStoreUnavailable(f"payload store unavailable: {type(exc).__name__}: {exc}") from exc
 
 
 def payload_size(name: str) -> int | None:
     """A stored file's size in bytes, None when the store does not have it."""
     try:
         return payload_storage().size(name) if name else None
-    except (OSError, ValueError, SuspiciousFileOperation):  # gone, or a name outside the store
+    except (OSError, ValueError, SuspiciousFileOperation, *REMOTE_ERRORS):  # gone, or a name outside the store
         return None
 
 
@@ -129,6 +196,17 @@ def payload_open(name: str) -> IO[bytes]:
 
 def payload_chunks(name: str) -> Iterator[bytes]:
     """A stored file's bytes in chunks, closed at the end."""
+    storage = payload_storage()
+    bucket = getattr(storage, "bucket", None)
+    if bucket is not None:
+        # An S3 bucket: stream the GET body. Opening it as a file (S3File) would download the
+        # whole object before the first byte.
+        body = bucket.Object(_object_key(storage, name)).get()["Body"]
+        try:
+            yield from body.iter_chunks(READ_CHUNK)
+        finally:
+            body.close()
+        return
     with payload_open(name) as f:
         while chunk := f.read(READ_CHUNK):
             yield chunk
@@ -143,6 +221,12 @@ def payload_read_text(name: str) -> str:
 def payloads_delete(names: list[str]) -> None:
     """Delete stored files (already gone is fine)."""
     storage = payload_storage()
+    bucket = getattr(storage, "bucket", None)
+    names = [name for name in names if name]
+    if bucket is not None:  # an S3 bucket: one request per 1000 objects, not one per file
+        for i in range(0, len(names), 1000):
+            keys = [{"Key": _object_key(storage, n)} for n in names[i:i + 1000]]
+            bucket.delete_objects(Delete={"Objects": keys, "Quiet": True})
+        return
     for name in names:
-        if name:
-            storage.delete(name)
+        storage.delete(name)

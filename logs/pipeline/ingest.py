@@ -65,14 +65,15 @@ def batch_write(write: Callable[[list[Record]], None], records: list[Record]) ->
     from django.db import DatabaseError, IntegrityError, connection
 
     from logs.pipeline.rows import records_write_minimal
+    from logs.storage import PayloadStoreUnavailable
 
     try:
         write(records)
         return
     except IntegrityError:
         connection.close()
-    except DatabaseError:
-        raise  # the database is down or locked: retried by write_retry
+    except (DatabaseError, PayloadStoreUnavailable):
+        raise  # the database or the payload store is down or locked: retried by write_retry
     except Exception:
         log.exception("a batch of %d log records could not be written; writing them one by one", len(records))
     for rec in records:
@@ -80,7 +81,7 @@ def batch_write(write: Callable[[list[Record]], None], records: list[Record]) ->
             write([rec])
         except IntegrityError as exc:
             log.error("log record %s rejected by the database, skipped: %s", rec.id, exc)
-        except DatabaseError:
+        except (DatabaseError, PayloadStoreUnavailable):
             raise
         except Exception as exc:
             log.exception("log record %s could not be written whole; kept without its body", rec.id)
@@ -89,8 +90,15 @@ def batch_write(write: Callable[[list[Record]], None], records: list[Record]) ->
 
 def write_retry(work: Callable[[], None], on_error: Callable[[str], None],
                 abandoned: Callable[[], bool] = lambda: False) -> bool:
-    """Run a database write until it succeeds (True), or until abandoned (False)."""
+    """Run a database write until it succeeds (True), or until abandoned (False).
+
+    A payload store that is down is waited for the same way: its records stay in the journal and
+    their bytes in the spool folder, so nothing is written without its files.
+    """
     from django.db import DatabaseError, connection
+
+    from logs.pipeline.payloads import store_wait_begin, store_wait_end
+    from logs.storage import PayloadStoreUnavailable
 
     delay = 0.05
     while True:
@@ -98,8 +106,11 @@ def write_retry(work: Callable[[], None], on_error: Callable[[str], None],
             return False
         try:
             work()
+            store_wait_end()
             return True
-        except DatabaseError as exc:
+        except (DatabaseError, PayloadStoreUnavailable) as exc:
+            if isinstance(exc, PayloadStoreUnavailable):
+                store_wait_begin(str(exc))
             on_error(str(exc))
             log.warning("log store unavailable, retrying in %.2fs: %s", delay, exc)
             connection.close()

@@ -27,6 +27,29 @@ from wire.multipart import TooManyParts, multipart_boundary, multipart_split, pa
 FORM_FIELD_INLINE_MAX = 64 * 1024
 
 _pending_unlinks = threading.local()
+# While the ingest waits for a payload store that failed (logs/pipeline/ingest.py): since when and why.
+# The exchanges written by the batch that waited say so, though none of their files is missing.
+_store_wait: dict[str, Any] = {"since": None, "error": ""}
+
+
+def store_wait_begin(error: str) -> None:
+    """The payload store failed; the batch is retried (the first failure's time is kept)."""
+    if _store_wait["since"] is None:
+        _store_wait["since"] = datetime.now(timezone.utc)
+    _store_wait["error"] = error
+
+
+def store_wait_end() -> None:
+    """A batch was written: the store answers again."""
+    _store_wait["since"], _store_wait["error"] = None, ""
+
+
+def store_wait_note() -> str:
+    """The note for exchanges whose files were stored only after the store came back ("" if none)."""
+    if _store_wait["since"] is None:
+        return ""
+    since = _store_wait["since"].isoformat(timespec="seconds")
+    return f"{_store_wait['error']} (since {since}); files stored when it answered again"
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
+from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
@@ -19,10 +20,12 @@ from logs.outcomes import Outcome
 from logs.pipeline.bulk import row_new, rows_insert
 from logs.pipeline.output_files import output_files_schedule
 from logs.pipeline.payloads import (embedded_store, epoch_datetime, file_row, multipart_store, raw_store,
-                                    spooled_store, spooled_text, unlink_after_commit, unlinks_deferred)
+                                    spooled_store, spooled_text, store_wait_note, unlink_after_commit,
+                                    unlinks_deferred)
 from logs.pipeline.spool import spool_path
 from logs.pricing import cost_compute
 from logs.records import FileRecord, FrameRecord, Record, RequestRecord, ResponseRecord
+from logs.storage import PayloadStoreUnavailable
 from logs.tags import tags_from_headers, tags_merge
 from providers import USAGE_FIELDS, Provider, Usage, registry
 from wire.jsonutil import json_depth, json_or_none
@@ -247,6 +250,16 @@ def session_file_row(rec: FileRecord, files: list[BinaryFile]) -> None:
                           field_name=rec.key, filename=f"{rec.key}.wav" if ref.content_type == "audio/wav" else ""))
 
 
+def _store_wait_noted(responses: list[Response], files: list[BinaryFile]) -> None:
+    """Exchanges with files in a batch that waited for the payload store say so in error_message."""
+    note = store_wait_note()
+    if note:
+        with_files = {UUID(str(f.request_id)) for f in files}
+        for resp in responses:
+            if UUID(str(resp.request_id)) in with_files:
+                resp.error_message = _notes_join(resp.error_message, note)
+
+
 def records_write(records: list[Record]) -> None:
     """Write a batch of journal records in one transaction; idempotent on replay."""
     requests, responses, files, frames = [], [], [], []
@@ -263,10 +276,13 @@ def records_write(records: list[Record]) -> None:
                     frames.append(frame_row(rec))
                 else:
                     session_file_row(rec, files)
+            except PayloadStoreUnavailable:
+                raise  # nothing is wrong with the record: the whole batch waits for the store (ingest.py)
             except Exception as exc:  # one bad record must not cost the batch (nor leave a gap)
                 log.exception("log record %s could not be processed; kept without its body", rec.id)
                 if isinstance(rec, (RequestRecord, ResponseRecord)):
                     (requests if isinstance(rec, RequestRecord) else responses).append(_row_minimal(rec, exc))
+        _store_wait_noted(responses, files)
         with transaction.atomic():
             rows_insert(Request, requests)
             rows_insert(Response, responses)

@@ -4,9 +4,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from logs.models import BinaryFile, Request, Response
-from logs.retention import PruneBusy, age_parse, prune, prune_lock
+from logs.retention import PRUNE_ADVISORY_LOCK, PruneBusy, age_parse, prune, prune_lock
 from tests.logs.factory import PNG, exchange_make, file_attach, stored
 
 pytestmark = pytest.mark.django_db(transaction=True)  # deletes commit, so files are removed
@@ -47,6 +48,24 @@ def test_a_second_run_waits_its_turn(aged):
             call_command("prune_logs", "--older-than", "30d")
     assert Request.objects.count() == 7
     assert prune(timedelta(days=30)).exchanges == 5  # lock released: the next run proceeds
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the advisory lock is PostgreSQL's")
+def test_a_run_on_another_host_sharing_postgresql_waits_its_turn(aged, tmp_path, settings):
+    import psycopg
+
+    db = settings.DATABASES["default"]
+    other = psycopg.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"] or None,
+                            password=db["PASSWORD"] or None, autocommit=True)
+    try:  # another host's prune: its own DATA_DIR (lock file), the same database
+        other.execute("SELECT pg_advisory_lock(%s)", [PRUNE_ADVISORY_LOCK])
+        settings.DATA_DIR = tmp_path
+        with pytest.raises(CommandError, match="another prune_logs is running on a host sharing this database"):
+            call_command("prune_logs", "--older-than", "30d")
+        assert Request.objects.count() == 7
+    finally:
+        other.close()
+    assert prune(timedelta(days=30)).exchanges == 5
 
 
 def test_age_parse_and_bad_age():
