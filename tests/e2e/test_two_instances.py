@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import openai
@@ -35,6 +36,18 @@ pytestmark = [
 ]
 REDIS_URL = "redis://127.0.0.1:6379/13"
 PREFIX = "shared"
+# Each instance's command: exactly the gateway services' command in compose.yaml (and the one in
+# docs/deploy.md; tests/test_deploy_files.py keeps them equal). Host, port and the balancer's
+# address come from uvicorn's environment (UVICORN_HOST, UVICORN_PORT, UVICORN_FORWARDED_ALLOW_IPS),
+# so the command itself has nothing that differs between a container and this test.
+INSTANCE_COMMAND = ["uvicorn", "gateway_project.asgi:application", "--workers", "2", "--no-access-log",
+                    "--no-server-header", "--no-date-header"]
+
+
+def _instance(data_dir, upstream_url: str, **env: str) -> GatewayProcess:
+    """One instance as compose.yaml runs it, with this environment's uvicorn (the image's is on PATH)."""
+    command = [str(Path(sys.executable).with_name("uvicorn")), *INSTANCE_COMMAND[1:]]
+    return GatewayProcess(data_dir, upstream_url, workers=2, command=command, **env)
 
 
 def _server_url() -> str:
@@ -71,7 +84,7 @@ def shared(tmp_path, mock_upstream, s3_server):
         redis.Redis.from_url(REDIS_URL).flushdb()
         for host in ("host-a", "host-b"):
             (tmp_path / host).mkdir()
-            hosts.append(GatewayProcess(tmp_path / host, mock_upstream.url, workers=2, **env))
+            hosts.append(_instance(tmp_path / host, mock_upstream.url, **env))
         yield name, env, ops, hosts  # a test that restarts an instance puts the new one in hosts
     finally:
         for h in hosts:
@@ -192,7 +205,7 @@ def test_sigkill_of_one_instance_mid_burst_loses_nothing(shared, mock_upstream):
     assert all(c.error is None and "[DONE]" in c.text for c in calls[1::2])
 
     # A's host comes back (same DATA_DIR): its journal is replayed into the shared log.
-    back = GatewayProcess(a.data_dir, mock_upstream.url, workers=2, **env)
+    back = _instance(a.data_dir, mock_upstream.url, **env)
     shared[3][0] = back
     try:
         def outcomes():
