@@ -37,7 +37,7 @@ pytestmark = [
 REDIS_URL = "redis://127.0.0.1:6379/13"
 PREFIX = "shared"
 # Each instance's command: exactly the gateway services' command in compose.yaml (and the one in
-# docs/deploy.md; tests/test_deploy_files.py keeps them equal). Host, port and the balancer's
+# docs/deploy.md; tests/e2e/test_deploy_files.py keeps them equal). Host, port and the balancer's
 # address come from uvicorn's environment (UVICORN_HOST, UVICORN_PORT, UVICORN_FORWARDED_ALLOW_IPS),
 # so the command itself has nothing that differs between a container and this test.
 INSTANCE_COMMAND = ["uvicorn", "gateway_project.asgi:application", "--workers", "2", "--no-access-log",
@@ -244,9 +244,9 @@ def test_store_down_during_traffic_on_both_instances_loses_nothing(shared, s3_se
 
     by_req = until(arrived, timeout=60, what="every file of both instances in the log")
     _bucket_matches(s3_server, by_req, PREFIX)
-    notes = dict((rid.hex, (error, is_error)) for rid, error, is_error in _pg(
-        name, "SELECT request_id, error_message, is_error FROM responses"))
-    assert len(notes) == len(ids)  # exactly once each
+    rows = _pg(name, "SELECT request_id, error_message, is_error FROM responses")
+    notes = {rid.hex: (error, is_error) for rid, error, is_error in rows}
+    assert len(rows) == len(notes) == len(ids)  # these exchanges, exactly once each
     for key, rid in ids.items():
         error, is_error = notes[rid]
         assert not is_error and (("payload store unavailable" in (error or "")) == (not key.endswith(":chat")))
