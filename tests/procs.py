@@ -63,8 +63,10 @@ def free_port() -> int:
 class GatewayProcess:
     """`uvicorn gateway_project.asgi:application` in a subprocess; stderr kept in a file.
 
-    `command` runs a documented command line instead (one with `--port`; its port is replaced
-    by a free one, so tests never collide with a gateway already running there).
+    `command` runs a documented command line instead, with a free port so tests never collide
+    with a gateway already running there: a `--port` in it is replaced; a command without one
+    (compose.yaml's, which leaves host and port to uvicorn's environment variables) gets them
+    as UVICORN_HOST and UVICORN_PORT.
     """
 
     def __init__(self, data_dir: Path, upstream_url: str, *, workers: int = 1, command: list[str] | None = None,
@@ -76,11 +78,14 @@ class GatewayProcess:
         self.stderr_path = data_dir / f"uvicorn-{self.port}.stderr"
         if command is not None:
             args = list(command)
-            args[args.index("--port") + 1] = str(self.port)
+            if "--port" in args:
+                args[args.index("--port") + 1] = str(self.port)
+            else:
+                extra = {"UVICORN_HOST": "127.0.0.1", "UVICORN_PORT": str(self.port), **extra}
         else:
             args = [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--host", "127.0.0.1",
                     "--port", str(self.port), "--log-level", "warning", "--no-access-log"]
-        if workers > 1:
+        if workers > 1 and "--workers" not in args:
             args += ["--workers", str(workers)]
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(args, cwd=ROOT, env=proc_env(data_dir, upstream_url, **extra),

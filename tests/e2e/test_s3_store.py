@@ -56,9 +56,9 @@ def _files_logged(db, ids: dict[str, str]) -> dict[str, list[tuple]] | None:
     return by_req
 
 
-def _bucket_matches(s3_server, by_req: dict[str, list[tuple]]) -> None:
+def _bucket_matches(s3_server, by_req: dict[str, list[tuple]], prefix: str = PREFIX) -> None:
     """Each file row's object is in the bucket with that size and sha256, and nothing else is."""
-    stored = s3_server.objects(PREFIX)
+    stored = s3_server.objects(prefix)
     rows = [row for rows in by_req.values() for row in rows]
     assert sorted(stored) == sorted(path for _, path, _, _, _ in rows)
     for _, path, _, size, sha in rows:

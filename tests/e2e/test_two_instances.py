@@ -1,8 +1,9 @@
 """Two gateway instances as two hosts run them (each its own DATA_DIR, journal and ingest, two workers)
 sharing one PostgreSQL database, one Redis and one S3-compatible bucket (moto) behave as one gateway:
 one log holding both instances' exchanges exactly once with their files, either admin serving the
-other's files, one request limit, one hold queue; and a SIGKILL of one instance mid-burst loses
-nothing once it is back.
+other's files, one response cache, one request limit, one hold queue; a SIGKILL of one instance
+mid-burst loses nothing once it is back; and the S3 server going away during traffic on both
+instances costs the clients nothing, the files arriving once it is back.
 
 Runs on the PostgreSQL pass (marked `database`; skipped unless DATABASE_URL is PostgreSQL and Redis
 answers). It creates and drops a database of its own on that server.
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import openai
@@ -21,7 +23,7 @@ import pytest
 from django.conf import settings
 
 from tests.e2e.test_gateway_keys_procs import N, _assert_exact, _burst, _key_create, needs_redis
-from tests.e2e.test_s3_store import ADMIN, _traffic
+from tests.e2e.test_s3_store import ADMIN, _bucket_matches, _traffic
 from tests.hold.conftest import Background, until
 from tests.procs import ROOT, GatewayProcess, proc_env
 
@@ -34,6 +36,18 @@ pytestmark = [
 ]
 REDIS_URL = "redis://127.0.0.1:6379/13"
 PREFIX = "shared"
+# Each instance's command: exactly the gateway services' command in compose.yaml (and the one in
+# docs/deploy.md; tests/e2e/test_deploy_files.py keeps them equal). Host, port and the balancer's
+# address come from uvicorn's environment (UVICORN_HOST, UVICORN_PORT, UVICORN_FORWARDED_ALLOW_IPS),
+# so the command itself has nothing that differs between a container and this test.
+INSTANCE_COMMAND = ["uvicorn", "gateway_project.asgi:application", "--workers", "2", "--no-access-log",
+                    "--no-server-header", "--no-date-header"]
+
+
+def _instance(data_dir, upstream_url: str, **env: str) -> GatewayProcess:
+    """One instance as compose.yaml runs it, with this environment's uvicorn (the image's is on PATH)."""
+    command = [str(Path(sys.executable).with_name("uvicorn")), *INSTANCE_COMMAND[1:]]
+    return GatewayProcess(data_dir, upstream_url, workers=2, command=command, **env)
 
 
 def _server_url() -> str:
@@ -70,7 +84,7 @@ def shared(tmp_path, mock_upstream, s3_server):
         redis.Redis.from_url(REDIS_URL).flushdb()
         for host in ("host-a", "host-b"):
             (tmp_path / host).mkdir()
-            hosts.append(GatewayProcess(tmp_path / host, mock_upstream.url, workers=2, **env))
+            hosts.append(_instance(tmp_path / host, mock_upstream.url, **env))
         yield name, env, ops, hosts  # a test that restarts an instance puts the new one in hosts
     finally:
         for h in hosts:
@@ -93,7 +107,15 @@ def _admin_get(url: str, path: str) -> httpx.Response:
         return admin.get(path)
 
 
-def test_two_instances_one_log_one_limit_one_hold_queue(shared, mock_upstream, s3_server):
+def _files(name: str) -> dict[str, list[tuple]]:
+    """{request id: [(file id, file_path, role, size, sha256)]} as logged."""
+    by_req: dict[str, list[tuple]] = {}
+    for rid, *row in _pg(name, "SELECT request_id, id, file_path, role, size, sha256 FROM binary_files"):
+        by_req.setdefault(rid.hex, []).append(tuple(row))
+    return by_req
+
+
+def test_two_instances_one_log_one_cache_one_limit_one_hold_queue(shared, mock_upstream, s3_server):
     name, env, ops, (a, b) = shared
 
     # --- one log: both instances' exchanges, each exactly once, with its files in the bucket
@@ -128,6 +150,22 @@ def test_two_instances_one_log_one_limit_one_hold_queue(shared, mock_upstream, s
         fid, path = by_request[ids[f"{writer.port}:image"]]
         served = _admin_get(viewer.url, f"/admin/logs/request/file/{fid}/")
         assert served.status_code == 200 and served.content == stored[path]
+
+    # --- one cache: an answer stored through A is a hit through B, with no second upstream call
+    question = [{"role": "user", "content": f"cached {name}"}]
+    answers = [openai.OpenAI(base_url=f"{h.url}/v1", api_key="sk-test", max_retries=0).chat.completions
+               .with_raw_response.create(model="gpt-4o-mini", messages=question,
+                                         extra_headers={"X-Gateway-Cache": "600"}) for h in (a, b)]
+    (stored_id, hit_id) = (r.headers["x-gateway-request-id"] for r in answers)
+    assert [r.headers["x-gateway-cache"] for r in answers] == ["MISS", "HIT"]
+    assert answers[1].headers["x-gateway-cache-source"] == stored_id and answers[1].content == answers[0].content
+    assert sum(f"cached {name}".encode() in r.body for r in mock_upstream.mock.received) == 1
+    cached = until(lambda: (rows := _pg(name, "SELECT r.id, resp.cache_hit, resp.cache_source FROM requests r JOIN "
+                                              "responses resp ON resp.request_id = r.id WHERE r.id IN (%s, %s)",
+                                        (stored_id, hit_id))) and len(rows) == 2 and rows,
+                   timeout=30, what="both cache exchanges logged")
+    logged = {rid.hex: (hit, source and source.hex) for rid, hit, source in cached}
+    assert logged == {stored_id: (False, None), hit_id: (True, stored_id)}
 
     # --- one limit: a key allowed N requests a minute gets exactly N across both instances
     secret = _key_create(ops, mock_upstream.url, "shared-limit", **env)
@@ -167,7 +205,7 @@ def test_sigkill_of_one_instance_mid_burst_loses_nothing(shared, mock_upstream):
     assert all(c.error is None and "[DONE]" in c.text for c in calls[1::2])
 
     # A's host comes back (same DATA_DIR): its journal is replayed into the shared log.
-    back = GatewayProcess(a.data_dir, mock_upstream.url, workers=2, **env)
+    back = _instance(a.data_dir, mock_upstream.url, **env)
     shared[3][0] = back
     try:
         def outcomes():
@@ -185,3 +223,33 @@ def test_sigkill_of_one_instance_mid_burst_loses_nothing(shared, mock_upstream):
         assert "Traceback" not in back.stderr()
     finally:
         back.stop()
+
+
+def test_store_down_during_traffic_on_both_instances_loses_nothing(shared, s3_server):
+    name, env, ops, (a, b) = shared
+    s3_server.stop()
+    # Clients are unaffected: every answer complete (asserted inside _traffic).
+    ids = {f"{h.port}:{kind}": rid for h in (a, b) for kind, rid in _traffic(h.url).items()}
+    until(lambda: all("payload store unavailable" in h.stderr() for h in (a, b)), timeout=30,
+          what="both instances waiting for the store")
+    assert _pg(name, "SELECT count(*) FROM binary_files")[0][0] == 0  # the bytes wait in each host's spool
+
+    s3_server.start()  # moto comes back empty: the bucket is new
+    expected = {"chat": 0, "image": 1, "speech": 1, "edit": 2}  # the edit: the upload part + the image
+
+    def arrived():
+        by_req = _files(name)
+        ok = all(len(by_req.get(rid, [])) == expected[key.split(":")[1]] for key, rid in ids.items())
+        return by_req if ok else None
+
+    by_req = until(arrived, timeout=60, what="every file of both instances in the log")
+    _bucket_matches(s3_server, by_req, PREFIX)
+    rows = _pg(name, "SELECT request_id, error_message, is_error FROM responses")
+    notes = {rid.hex: (error, is_error) for rid, error, is_error in rows}
+    assert len(rows) == len(notes) == len(ids)  # these exchanges, exactly once each
+    for key, rid in ids.items():
+        error, is_error = notes[rid]
+        assert not is_error and (("payload store unavailable" in (error or "")) == (not key.endswith(":chat")))
+    for host in (a, b):
+        assert not [p for p in (host.data_dir / "spool").rglob("*") if p.is_file()]
+        assert "Traceback" not in host.stderr()
