@@ -68,11 +68,11 @@ def test_prune_cache_command(settings, tmp_path, capsys, transactional_db):  # f
 def redis_cache(settings):
     redis = pytest.importorskip("redis")
     try:
-        redis.Redis(host="127.0.0.1", port=6379, db=13, socket_connect_timeout=0.5).ping()
+        redis.Redis(host="127.0.0.1", port=6379, db=12, socket_connect_timeout=0.5).ping()
     except redis.ConnectionError:
         pytest.skip("no Redis on 127.0.0.1:6379")
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                   "LOCATION": "redis://127.0.0.1:6379/13", "KEY_PREFIX": "test-cache"}}
+                                   "LOCATION": "redis://127.0.0.1:6379/12", "KEY_PREFIX": "test-cache"}}
     yield
     cache_store().prune(everything=True)
 
