@@ -282,6 +282,10 @@ MOBILE_PAGES = [
 ]
 
 
+WIDE_ELEMENTS = """[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > innerWidth)
+    .slice(-3).map(e => `${e.tagName.toLowerCase()}.${e.className}: ${Math.round(e.getBoundingClientRect().right)}`)"""
+
+
 def test_no_page_overflows_sideways_at_390px(server, browser, storage_state):
     gw, db = server
     first = _first_exchange(db)
@@ -295,8 +299,8 @@ def test_no_page_overflows_sideways_at_390px(server, browser, storage_state):
             v.go(path)
             v.page.wait_for_load_state("networkidle")
             widths = v.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-            if widths[0] > widths[1]:
-                overflowing[name] = widths
+            if widths[0] > widths[1]:  # name the widest culprits, for whoever fixes it
+                overflowing[name] = widths + v.page.evaluate(WIDE_ELEMENTS)
             v.shot(f"08-mobile-{name}")
         assert not overflowing, f"pages wider than the 390 px screen (scrollWidth, innerWidth): {overflowing}"
     finally:
