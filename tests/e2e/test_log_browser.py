@@ -226,6 +226,7 @@ def test_live_tail_shows_a_call_made_while_it_is_open(server, visit):
     visit.go("/admin/logs/request/live/?user=lena")
     visit.page.wait_for_function("document.getElementById('live-state').textContent.startsWith('updated')")
     assert visit.page.locator("#live-rows tr").count() == 0
+    visit.page.evaluate("window.sameDocument = true")  # gone if the page reloads
     raw = _sdk(gw, {"X-Gateway-User": "lena", "X-Gateway-Session-Id": "tail-1"}).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "are you there?"}])
     row = visit.page.locator(f"#live-rows tr[data-id='{raw.headers['x-gateway-request-id']}']")
@@ -233,6 +234,7 @@ def test_live_tail_shows_a_call_made_while_it_is_open(server, visit):
     visit.page.wait_for_function(  # drawn as finished (it may first show as pending)
         "document.querySelector('#live-rows tr').children[2].textContent.startsWith('200')", timeout=10000)
     text = row.inner_text()
+    assert visit.page.evaluate("window.sameDocument === true")
     assert "gpt-4o-mini" in text and "lena" in text and "tail-1" in text
     visit.shot("05-live-tail")
 
@@ -262,6 +264,25 @@ def test_replay_with_an_edited_body(server, visit):
     visit.shot("07-replay-logged-as-new-exchange")
     (meta,) = db_rows(db, "SELECT metadata FROM requests WHERE id = ?", (new_id,))[0]
     assert json.loads(meta) == {"replay-of": original}
+
+
+def test_spend_per_key_and_the_dashboard_cost_chart_lead_to_the_list(visit):
+    visit.go("/admin/logs/request/spend/?range=7d")
+    keys = visit.page.locator("section.spend-key tbody tr")
+    row = keys.filter(has_text="a1b2c3d4e5f6")
+    assert "$0.4712" in row.inner_text()  # the three priced calls of the last 24 hours
+    visit.shot("10-spend-last-7-days")
+    with visit.page.expect_navigation():
+        row.locator("a").click()
+    assert sorted(visit.column("cost")) == ["$0.0012", "$0.05", "$0.42"]
+    visit.go("/admin/logs/request/dashboard/?window=24h")
+    cost = visit.page.locator("figure.chart").filter(has=visit.page.locator("figcaption", has_text="ost"))
+    assert cost.count() >= 1
+    visit.shot("11-dashboard-24h")
+    link = cost.first.locator("a >> visible=true").last  # the newest hour with a cost (empty hours have no bar)
+    with visit.page.expect_navigation():
+        link.click()
+    assert "/admin/logs/request/?" in visit.page.url and visit.rows().count() >= 1
 
 
 def _first_exchange(db) -> str:
