@@ -311,6 +311,10 @@ def test_no_page_overflows_sideways_at_390px(server, browser, storage_state):
     gw, db = server
     first = _first_exchange(db)
     (long_id,) = db_rows(db, "SELECT id FROM requests WHERE length(body) > 3000")[0]
+    # A fresh call with long names, so the live tail has a row to fit too.
+    _sdk(gw, {"X-Gateway-User": "someone.with.a.rather.long.address@example.com",
+              "X-Gateway-Session-Id": "checkout-agent-run-" + "7" * 48}).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     v = Visit(browser, storage_state, gw.url, 390, 844)
     try:
         overflowing = {}
@@ -318,7 +322,8 @@ def test_no_page_overflows_sideways_at_390px(server, browser, storage_state):
             path = {None: f"/admin/logs/request/{first}/change/", "long": f"/admin/logs/request/{long_id}/change/",
                     "replay": f"/admin/logs/request/{first}/replay/"}.get(path, path)
             v.go(path)
-            v.page.wait_for_load_state("networkidle")
+            if name == "live":  # its rows are drawn by script: measure after the first poll
+                v.page.locator("#live-rows tr").first.wait_for()
             widths = v.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             if widths[0] > widths[1]:  # name the widest culprits, for whoever fixes it
                 overflowing[name] = widths + v.page.evaluate(WIDE_ELEMENTS)
