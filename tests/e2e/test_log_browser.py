@@ -22,6 +22,7 @@ import openai
 import pytest
 
 from tests.e2e.test_browser import ARGS, ARTIFACTS, CHROMIUM, sync_playwright
+from tests.hold.conftest import Background, until
 from tests.procs import ROOT, GatewayProcess, db_rows, migrated_copy, proc_env, sqlite_only
 
 pytestmark = [
@@ -90,7 +91,6 @@ def _sdk(gw, headers: dict | None = None) -> openai.OpenAI:
 
 
 def _until_logged(db, sql: str, params: tuple, n: int) -> None:
-    from tests.hold.conftest import until
     until(lambda: db_rows(db, sql, params)[0][0] >= n, what=f"{n} rows for {sql}")
 
 
@@ -324,10 +324,23 @@ def test_no_page_overflows_sideways_at_390px(server, browser, storage_state):
             v.go(path)
             if name == "live":  # its rows are drawn by script: measure after the first poll
                 v.page.locator("#live-rows tr").first.wait_for()
+            held = None
+            if name == "held-requests":  # with a request waiting, its decision buttons and all
+                v.page.click("#hold-switch")
+                v.page.wait_for_function("document.querySelector('#hold-switch .state').textContent === 'on'")
+                held = Background(lambda: _sdk(gw).chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "held on a phone"}]))
+                v.page.locator("#held-list tbody tr button[data-decision=approve]").wait_for(timeout=10000)
             widths = v.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             if widths[0] > widths[1]:  # name the widest culprits, for whoever fixes it
                 overflowing[name] = widths + v.page.evaluate(WIDE_ELEMENTS)
             v.shot(f"08-mobile-{name}")
+            if held is not None:
+                v.page.locator("#held-list tbody tr button[data-decision=approve]").click()
+                held_answer = held.wait()
+                assert held_answer.choices[0].message.content
+                v.page.click("#held-switch .turn-off")
+                v.page.wait_for_function("document.querySelector('#held-switch .state').textContent === 'off'")
         assert not overflowing, f"pages wider than the 390 px screen (scrollWidth, innerWidth): {overflowing}"
     finally:
         v.context.close()
