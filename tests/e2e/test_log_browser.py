@@ -46,8 +46,9 @@ SEED = textwrap.dedent("""
     ago = lambda **kw: now - timedelta(**kw)
     User.objects.create_superuser("admin", "admin@example.com", %(password)r)
     # failed calls for gpt-4o in the last hour: only the 500 of ten minutes ago
-    exchange_make(model="gpt-4o", status=500, when=ago(minutes=10), end_user="victor",
-                  error_message="The server had an error while processing your request.", resp_body={"error": {"message": "The server had an error while processing your request."}})
+    oops = "The server had an error while processing your request."
+    exchange_make(model="gpt-4o", status=500, when=ago(minutes=10), end_user="victor", error_message=oops,
+                  resp_body={"error": {"message": oops}})
     exchange_make(model="gpt-4o", status=429, when=ago(hours=3), end_user="victor",
                   error_message="Rate limit reached", resp_body={"error": {"message": "Rate limit reached"}})
     exchange_make(model="gpt-4o", status=200, when=ago(minutes=5), tokens=(10, 5), end_user="victor")
@@ -227,7 +228,8 @@ def test_live_tail_shows_a_call_made_while_it_is_open(server, visit):
     visit.page.wait_for_function("document.getElementById('live-state').textContent.startsWith('updated')")
     assert visit.page.locator("#live-rows tr").count() == 0
     visit.page.evaluate("window.sameDocument = true")  # gone if the page reloads
-    raw = _sdk(gw, {"X-Gateway-User": "lena", "X-Gateway-Session-Id": "tail-1"}).chat.completions.with_raw_response.create(
+    sdk = _sdk(gw, {"X-Gateway-User": "lena", "X-Gateway-Session-Id": "tail-1"})
+    raw = sdk.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "are you there?"}])
     row = visit.page.locator(f"#live-rows tr[data-id='{raw.headers['x-gateway-request-id']}']")
     row.wait_for(timeout=10000)  # no reload: the page polls its feed
@@ -303,6 +305,20 @@ MOBILE_PAGES = [
 ]
 
 
+def _held_call(v: Visit, gw) -> Background:
+    """An SDK call that waits on the held requests page. The proxy reads the switch at most a second
+    late, so a call made just after turning hold on may pass: then make another."""
+    approve = v.page.locator("#held-list tbody tr button[data-decision=approve]")
+    for _ in range(20):
+        call = Background(lambda: _sdk(gw).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "held on a phone"}]))
+        until(lambda: call.done or approve.count(), timeout=15, what="the call held or answered")
+        if not call.done:
+            approve.wait_for(timeout=10000)
+            return call
+    raise AssertionError("no call was held")
+
+
 WIDE_ELEMENTS = """[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > innerWidth)
     .slice(-3).map(e => `${e.tagName.toLowerCase()}.${e.className}: ${Math.round(e.getBoundingClientRect().right)}`)"""
 
@@ -328,9 +344,7 @@ def test_no_page_overflows_sideways_at_390px(server, browser, storage_state):
             if name == "held-requests":  # with a request waiting, its decision buttons and all
                 v.page.click("#hold-switch")
                 v.page.wait_for_function("document.querySelector('#hold-switch .state').textContent === 'on'")
-                held = Background(lambda: _sdk(gw).chat.completions.create(
-                    model="gpt-4o-mini", messages=[{"role": "user", "content": "held on a phone"}]))
-                v.page.locator("#held-list tbody tr button[data-decision=approve]").wait_for(timeout=10000)
+                held = _held_call(v, gw)
             widths = v.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             if widths[0] > widths[1]:  # name the widest culprits, for whoever fixes it
                 overflowing[name] = widths + v.page.evaluate(WIDE_ELEMENTS)
