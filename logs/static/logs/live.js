@@ -11,8 +11,9 @@
   var cursor = "";
   var MAX_ROWS = 500;
 
-  function cell(tr, text, cls, title) {
+  function cell(tr, text, cls, title, label) {
     var td = document.createElement("td");
+    if (label) td.setAttribute("data-label", label);  // shown before the value on a phone (no header row there)
     td.textContent = text == null ? "" : String(text);
     if (cls) td.className = cls;
     if (title) td.title = title;
@@ -35,11 +36,11 @@
       if (row.outcome !== "completed") td.textContent += " " + row.outcome.replace("_", " ");
       if (row.error_text) { var s = document.createElement("small"); s.className = "err-text"; s.textContent = " " + row.error_text; td.appendChild(s); }
     }
-    cell(tr, row.pending ? "" : row.latency + (row.ttft ? " (TTFT " + row.ttft + ")" : ""), "num");
-    cell(tr, row.pending ? "" : row.tokens, "num");
-    cell(tr, row.pending ? "" : row.cost, "num");
-    cell(tr, row.user);
-    cell(tr, row.session);
+    cell(tr, row.pending ? "" : row.latency + (row.ttft ? " (TTFT " + row.ttft + ")" : ""), "num", "", "latency");
+    cell(tr, row.pending ? "" : row.tokens, "num", "", "tokens");
+    cell(tr, row.pending ? "" : row.cost, "num", "", "cost");
+    cell(tr, row.user, "", "", "user");
+    cell(tr, row.session, "", "", "session");
     return tr;
   }
 
