@@ -12,6 +12,7 @@ from django.db.models.lookups import Exact
 
 from logs.models import BinaryFile, Request, Response
 from logs.outcomes import Outcome
+from logs.textsearch import text_match_q
 
 # Columns the exchange list never needs: they can hold megabytes per row.
 LIST_DEFERRED = (
@@ -210,7 +211,8 @@ def live_exchanges(*, since: datetime, pending: list[str], filters: dict[str, st
 
 
 def search_q(term: str) -> Q:
-    """What a search term matches: an exact request id or key fingerprint, else endpoint, model or body text."""
+    """What a search term matches: an exact request id or key fingerprint, a user:/session:/meta: tag, else a
+    model whose name contains it, or its words in an endpoint or a request or response body."""
     term = term.strip()
     try:
         return Q(pk=uuid.UUID(term))
@@ -222,8 +224,18 @@ def search_q(term: str) -> Q:
     fp = fingerprint_term(term)
     if fp is not None:  # exact, on the (key_fingerprint, created_at) index: no body scan
         return Q(key_fingerprint=fp)
-    return (Q(endpoint__icontains=term) | Q(model__icontains=term) | Q(response__model__icontains=term)
-            | Q(body__icontains=term) | Q(response__body__icontains=term))
+    # Models: the few distinct names containing the term (index seeks), then equality on the indexes.
+    # Endpoints and bodies: words, through the text index (logs/textsearch.py), never a scan.
+    needle = term.lower()
+    asked = [m for m in distinct_values(Request.objects.all(), "model", limit=1000) if needle in m.lower()]
+    answered = [m for m in distinct_values(Response.objects.filter(model__isnull=False), "model", limit=1000)
+                if needle in m.lower()]
+    q = text_match_q(term) or Q(pk__in=[])
+    if asked:
+        q |= Q(model__in=asked)
+    if answered:
+        q |= Q(pk__in=Response.objects.filter(model__in=answered).values("request_id"))
+    return q
 
 
 def exchange_detail(request_id: str) -> Request | None:
