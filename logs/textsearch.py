@@ -2,11 +2,12 @@
 
 What matches: the term's words, in order and adjacent, the last one as a word start ("invoice
 pari" finds "... invoice paris ..."); case does not matter; only the first TEXT_CHARS characters
-of a body are indexed. Words are runs of letters, digits and underscores; other characters
-separate them ("gpt-4o" is the two words "gpt" "4o"). SQLite (FTS5, unicode61) and PostgreSQL
-('simple' text search configuration) agree on ordinary words; PostgreSQL keeps an e-mail address
-or URL in a body as one word, so there "alice" does not find "alice@example.com" but the whole
-address does.
+of a body are indexed. Words are runs of letters and digits; every other character
+separates them ("gpt-4o" is the two words "gpt" "4o", so it also finds "gpt 4o"; "/v1/embeddings"
+holds "v1" and "embeddings"). SQLite (FTS5, unicode61 tokenizer) and PostgreSQL ('simple' text
+search configuration, after the SEPARATORS become spaces) split text the same way for ordinary
+text; they may differ on rare characters PostgreSQL's parser treats specially (e.g. "<tag>").
+A term made of no word character matches only models (nothing the index can look up).
 """
 
 import re
@@ -17,11 +18,14 @@ from django.db.models.expressions import RawSQL
 
 # As in logs/migrations/0008_body_text_index.py: the PostgreSQL expressions must be the indexed ones.
 TEXT_CHARS = 200000
-_PG_REQUEST_TEXT = (f"to_tsvector('simple'::regconfig, left(coalesce(endpoint, '') || ' ' || coalesce(body, ''), "
-                    f"{TEXT_CHARS}))")
-_PG_RESPONSE_TEXT = f"to_tsvector('simple'::regconfig, left(coalesce(body, ''), {TEXT_CHARS}))"
+# PostgreSQL's parser keeps paths, URLs, e-mail addresses, hosts and numbers as single words; these
+# characters become spaces first, so "/v1/embeddings" holds the word "embeddings" as with FTS5.
+SEPARATORS = "'/.@:-?=&+#~', '           '"
+_PG_REQUEST_TEXT = ("to_tsvector('simple'::regconfig, translate(left(coalesce(endpoint, '') || ' ' || "
+                    f"coalesce(body, ''), {TEXT_CHARS}), {SEPARATORS}))")
+_PG_RESPONSE_TEXT = f"to_tsvector('simple'::regconfig, translate(left(coalesce(body, ''), {TEXT_CHARS}), {SEPARATORS}))"
 
-_WORD = re.compile(r"\w+")
+_WORD = re.compile(r"[^\W_]+")
 
 
 def term_words(term: str) -> list[str]:
