@@ -34,7 +34,7 @@ SQLITE_FORWARD = [
     """CREATE TRIGGER requests_text_fts_ad AFTER DELETE ON requests BEGIN
         DELETE FROM requests_text_fts WHERE rowid = old.rowid;
     END""",
-    f"""CREATE TRIGGER requests_text_fts_au AFTER UPDATE OF endpoint, body ON requests BEGIN
+    f"""CREATE TRIGGER requests_text_fts_au AFTER UPDATE OF id, endpoint, body ON requests BEGIN
         INSERT OR REPLACE INTO requests_text_fts (rowid, request_id, endpoint, body)
         VALUES (new.rowid, new.id, new.endpoint, substr(new.body, 1, {TEXT_CHARS}));
     END""",
@@ -45,7 +45,7 @@ SQLITE_FORWARD = [
     """CREATE TRIGGER responses_text_fts_ad AFTER DELETE ON responses BEGIN
         DELETE FROM responses_text_fts WHERE rowid = old.rowid;
     END""",
-    f"""CREATE TRIGGER responses_text_fts_au AFTER UPDATE OF body ON responses BEGIN
+    f"""CREATE TRIGGER responses_text_fts_au AFTER UPDATE OF request_id, body ON responses BEGIN
         INSERT OR REPLACE INTO responses_text_fts (rowid, request_id, body)
         VALUES (new.rowid, new.request_id, substr(new.body, 1, {TEXT_CHARS}));
     END""",
