@@ -45,13 +45,24 @@ def pending_log_records() -> int:
     return log_pending_count()
 
 
+# Fewer matching responses than this count as rare (see _answered).
+RARE_ANSWERS = 2000
+
+
 def _answered(q: Q | None = None, negate: bool = False) -> Q:
-    """EXISTS (a response for this request matching q).
+    """EXISTS (a response for this request matching q), or, when few responses match, IN (their requests).
 
     A correlated EXISTS instead of a join condition keeps the list's "newest first" walk on the
     created_at index: the database checks rows in order and stops after one page, rather than
-    collecting every matching response and sorting them.
+    collecting every matching response and sorting them. That walk reads the whole log when the
+    value is rare (an answering model seen a few times, "interrupted"), so a rare value is found
+    the other way: its few responses from their index, then sorted. Which one is decided by
+    counting at most RARE_ANSWERS matching responses (every q here is on an indexed column).
     """
+    if q is not None and not negate:
+        matching = Response.objects.filter(q).order_by()
+        if matching[:RARE_ANSWERS].count() < RARE_ANSWERS:
+            return Q(pk__in=matching.values("request_id"))
     answers = Response.objects.filter(request_id=OuterRef("pk"))
     exists = Exists(answers.filter(q) if q is not None else answers)
     return ~Q(exists) if negate else Q(exists)
