@@ -313,7 +313,8 @@ def distinct_values(qs: QuerySet, field: str, limit: int = 200) -> list[str]:
     SQLite answers SELECT DISTINCT by walking the whole index; asking "smallest value above
     the last one" repeatedly costs one seek per value instead (a loose index scan).
     """
-    base = qs.exclude(**{f"{field}__isnull": True}).order_by(field).values_list(field, flat=True)
+    # IS NOT NULL (not NOT (... IS NULL)): SQLite seeks past the NULLs only for that form.
+    base = qs.filter(**{f"{field}__isnull": False}).order_by(field).values_list(field, flat=True)
     values: list[str] = []
     while len(values) < limit:
         nxt = (base.filter(**{f"{field}__gt": values[-1]}) if values else base).first()
