@@ -194,6 +194,21 @@ def child(n: int, runs: int) -> None:
                 got.append(ms)
         times[name] = got
         print(f"  {name}: {statistics.median(got):.0f} ms", file=sys.stderr, flush=True)
+    from logs.selectors import answer_model_q, exchange_list, search_q
+
+    # The same questions without the page around them: the filter or search query alone (its 101 rows).
+    for name, make in ((f"query only: search {NO_MATCH_WORD}", lambda: search_q(NO_MATCH_WORD)),
+                       (f"query only: search {RARE_WORD}", lambda: search_q(RARE_WORD)),
+                       ("query only: answered_by rare", lambda: answer_model_q(RARE_MODEL)),
+                       ("query only: answered_by gpt-4o", lambda: answer_model_q("gpt-4o"))):
+        got = []
+        for i in range(runs + 1):
+            t0 = time.perf_counter()
+            list(exchange_list(Request.objects.filter(make())).order_by("-created_at")[:101])
+            if i:
+                got.append((time.perf_counter() - t0) * 1000)
+        times[name] = got
+        print(f"  {name}: {statistics.median(got):.1f} ms", file=sys.stderr, flush=True)
     print(json.dumps({"seed_s": seed_s, "rows": Request.objects.count(), "times": times}))
 
 
@@ -245,7 +260,7 @@ def main() -> None:
     print("| page | " + " | ".join(dbs) + " |")
     print("| --- | " + " | ".join("---:" for _ in dbs) + " |")
     for name in results[dbs[0]]["times"]:
-        print(f"| {name} | " + " | ".join(f"{statistics.median(results[d]['times'][name]):.0f}" for d in dbs) + " |")
+        print(f"| {name} | " + " | ".join(f"{statistics.median(results[d]['times'][name]):.1f}" for d in dbs) + " |")
 
 
 if __name__ == "__main__":
