@@ -158,7 +158,7 @@ def _rare_rows() -> None:
                                 created_at=when + timedelta(milliseconds=300), duration_ms=300.0)
 
 
-def child(n: int, runs: int) -> None:
+def child(n: int, runs: int, skip: list[str]) -> None:
     """Migrate, seed when empty, time every page; print one JSON line."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
     import django
@@ -183,6 +183,8 @@ def child(n: int, runs: int) -> None:
     mid = Request.objects.order_by("-created_at").values_list("pk", "created_at")[n // 2: n // 2 + 1].get()
     times: dict[str, list[float]] = {}
     for name, url in _pages(session, mid[0].hex, mid[1]):
+        if any(word in name for word in skip):
+            continue
         got = []
         for i in range(runs + 1):
             t0 = time.perf_counter()
@@ -234,10 +236,11 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite,postgresql")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", default=None, help="keep the SQLite file here and the PostgreSQL database, and reuse them")
+    parser.add_argument("--skip", default="", help="leave out pages whose name holds one of these (comma-separated)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.n, args.runs)
+        return child(args.n, args.runs, [w for w in args.skip.split(",") if w])
     work = Path(args.dir or tempfile.mkdtemp(prefix="admin_volume_"))
     work.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -251,7 +254,7 @@ def main() -> None:
         print(f"{db}: {url}", file=sys.stderr, flush=True)
         env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": str(work / "data")}
         out = subprocess.run([sys.executable, "-m", "bench.admin_volume", "--child", "--n", str(args.n),
-                              "--runs", str(args.runs)], env=env, stdout=subprocess.PIPE, text=True, check=True)
+                              "--runs", str(args.runs), "--skip", args.skip], env=env, stdout=subprocess.PIPE, text=True, check=True)
         results[db] = json.loads(out.stdout.strip().splitlines()[-1])
     dbs = list(results)
     print(f"\n{args.n:,} exchanges requested; rows: " + ", ".join(f"{d} {results[d]['rows']:,}" for d in dbs)
@@ -260,7 +263,8 @@ def main() -> None:
     print("| page | " + " | ".join(dbs) + " |")
     print("| --- | " + " | ".join("---:" for _ in dbs) + " |")
     for name in results[dbs[0]]["times"]:
-        print(f"| {name} | " + " | ".join(f"{statistics.median(results[d]['times'][name]):.1f}" for d in dbs) + " |")
+        cells = [results[d]["times"].get(name) for d in dbs]
+        print(f"| {name} | " + " | ".join(f"{statistics.median(c):.1f}" if c else "-" for c in cells) + " |")
 
 
 if __name__ == "__main__":
