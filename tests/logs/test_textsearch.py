@@ -87,3 +87,19 @@ def test_the_migration_reverses_and_reapplies_and_indexes_existing_rows():
     finally:
         call_command("migrate", "logs", verbosity=0)
     assert _found("pangolin") == {before.pk, during.pk}  # rows written before the index are indexed
+
+
+@pytest.mark.parametrize("rare_below", [1000, 1])  # few matching answers: IN (their requests); many: EXISTS
+@pytest.mark.parametrize("value", ["answered_by=gpt-4o-2024-08-06", "status=interrupted", "status=5xx"])
+def test_response_filters_find_the_same_rows_for_a_rare_or_a_common_value(admin_client, monkeypatch,
+                                                                          rare_below, value):
+    import logs.selectors
+
+    monkeypatch.setattr(logs.selectors, "RARE_ANSWERS", rare_below)
+    dated = exchange_make(model="gpt-4o")
+    Response.objects.filter(request=dated).update(model="gpt-4o-2024-08-06")
+    cut = exchange_make(status=None, outcome="interrupted")
+    failed = exchange_make(status=503)
+    exchange_make()
+    expected = {"answered_by=gpt-4o-2024-08-06": dated, "status=interrupted": cut, "status=5xx": failed}[value]
+    assert _ids(admin_client.get(f"{LIST}?{value}")) == [expected.pk.hex]
