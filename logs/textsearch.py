@@ -1,7 +1,7 @@
 """Word search over request and response bodies and endpoints, through the text index of migration 0008.
 
-What matches: every word of the term anywhere in the text, the last one as a word start
-("invoice pari" finds "... paris ... invoice ..."); case does not matter; only the first TEXT_CHARS characters
+What matches: every word of the term, whole, anywhere in the text ("invoice paris" finds
+"... paris ... invoice ...", "invoice pari" does not); case does not matter; only the first TEXT_CHARS characters
 of a body are indexed. Words are runs of letters and digits; every other character
 separates them ("gpt-4o" is the two words "gpt" "4o", so it also finds "gpt 4o"; "/v1/embeddings"
 holds "v1" and "embeddings"). SQLite (FTS5, unicode61 tokenizer) and PostgreSQL ('simple' text
@@ -14,8 +14,9 @@ import re
 
 from django.db import connection
 
-# Words anywhere rather than a phrase: PostgreSQL answers a phrase (<->) by reading every candidate
-# row's body again, seconds for a common word; without one the GIN index alone answers.
+# Whole words anywhere rather than a phrase or a word start: PostgreSQL answers a phrase (<->) by
+# reading every candidate row's body again (seconds for a common word), and cannot estimate a word
+# start (:*) from its statistics, so it planned a rare word as common (a scan of the log).
 # As in logs/migrations/0008_body_text_index.py: the PostgreSQL expressions must be the indexed ones.
 TEXT_CHARS = 200000
 # PostgreSQL's parser keeps paths, URLs, e-mail addresses, hosts and numbers as single words; these
@@ -40,12 +41,12 @@ def text_match_sql(term: str) -> tuple[str, list] | None:
     if not words:
         return None
     if connection.vendor == "postgresql":
-        query = " & ".join(words) + ":*"
+        query = " & ".join(words)
         return (f"SELECT id FROM requests WHERE {_PG_REQUEST_TEXT} @@ to_tsquery('simple', %s) "
                 f"UNION SELECT request_id FROM responses WHERE {_PG_RESPONSE_TEXT} @@ to_tsquery('simple', %s)",
                 [query, query])
     if connection.vendor == "sqlite":
-        phrase = " ".join(f'"{w}"' for w in words) + "*"  # words hold no quote: no escaping needed
+        phrase = " ".join(f'"{w}"' for w in words)  # words hold no quote: no escaping needed
         return ("SELECT request_id FROM requests_text_fts WHERE requests_text_fts MATCH %s "
                 "UNION SELECT request_id FROM responses_text_fts WHERE responses_text_fts MATCH %s", [phrase, phrase])
     raise NotImplementedError(f"no text index on {connection.vendor}")  # the gateway runs on SQLite or PostgreSQL

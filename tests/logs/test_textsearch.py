@@ -38,11 +38,11 @@ def test_a_rare_word_among_many_rows_returns_exactly_its_rows():
     assert _found("xylophonist") == set()
 
 
-def test_every_word_matches_the_last_as_a_word_start_but_not_the_middle_of_a_word():
+def test_every_word_matches_whole_in_any_order():
     hit = exchange_make(body={"input": "send the invoice to paris today"})
     exchange_make(body={"input": "paris has no bill"})
     assert _found("paris invoice") == {hit.pk}  # every word, in any order
-    assert _found("invoice to par") == {hit.pk}  # the last word as a word start
+    assert _found("invoice to par") == set()  # whole words only
     assert _found("nvoice") == set()  # not a substring search
 
 
