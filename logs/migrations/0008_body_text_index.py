@@ -9,8 +9,8 @@ SQLite: two FTS5 tables (one per side), each row keyed by its source row's rowid
 request id, kept by triggers. A table rebuild of `requests` or `responses` by a later migration
 drops the triggers: such a migration must create them again (the test checks they exist).
 PostgreSQL: GIN indexes on to_tsvector('simple', ...) of the same text, paths and URLs split into
-words first (SEPARATORS); no extension needed. Building them locks writes to the two tables for the
-build's time (about a minute per million exchanges; docs/benchmark.md).
+words first (SEPARATORS); no extension needed (pg_trgm would need CREATE EXTENSION). Building them
+locks writes to the two tables while it runs (not timed on a large log).
 Both index the first TEXT_CHARS characters of a body (a tsvector has a 1 MB limit; an insert
 that exceeds it would fail the log write).
 """
