@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum
+from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import HasKey, KeyTextTransform
 from django.db.models.functions import Substr
 from django.db.models.lookups import Exact
 
 from logs.models import BinaryFile, Request, Response
 from logs.outcomes import Outcome
+from logs.textsearch import text_match_sql
 
 # Columns the exchange list never needs: they can hold megabytes per row.
 LIST_DEFERRED = (
@@ -43,13 +45,24 @@ def pending_log_records() -> int:
     return log_pending_count()
 
 
+# Fewer matching responses than this count as rare (see _answered).
+RARE_ANSWERS = 2000
+
+
 def _answered(q: Q | None = None, negate: bool = False) -> Q:
-    """EXISTS (a response for this request matching q).
+    """EXISTS (a response for this request matching q), or, when few responses match, IN (their requests).
 
     A correlated EXISTS instead of a join condition keeps the list's "newest first" walk on the
     created_at index: the database checks rows in order and stops after one page, rather than
-    collecting every matching response and sorting them.
+    collecting every matching response and sorting them. That walk reads the whole log when the
+    value is rare (an answering model seen a few times, "interrupted"), so a rare value is found
+    the other way: its few responses from their index, then sorted. Which one is decided by
+    counting at most RARE_ANSWERS matching responses (every q here is on an indexed column).
     """
+    if q is not None and not negate:
+        matching = Response.objects.filter(q).order_by()
+        if matching[:RARE_ANSWERS].count() < RARE_ANSWERS:
+            return Q(pk__in=matching.values("request_id"))
     answers = Response.objects.filter(request_id=OuterRef("pk"))
     exists = Exists(answers.filter(q) if q is not None else answers)
     return ~Q(exists) if negate else Q(exists)
@@ -215,7 +228,8 @@ def live_exchanges(*, since: datetime, pending: list[str], filters: dict[str, st
 
 
 def search_q(term: str) -> Q:
-    """What a search term matches: an exact request id or key fingerprint, else endpoint, model or body text."""
+    """What a search term matches: an exact request id or key fingerprint, a user:/session:/meta: tag, else a
+    model whose name contains it, or its words in an endpoint or a request or response body."""
     term = term.strip()
     try:
         return Q(pk=uuid.UUID(term))
@@ -227,8 +241,24 @@ def search_q(term: str) -> Q:
     fp = fingerprint_term(term)
     if fp is not None:  # exact, on the (key_fingerprint, created_at) index: no body scan
         return Q(key_fingerprint=fp)
-    return (Q(endpoint__icontains=term) | Q(model__icontains=term) | Q(response__model__icontains=term)
-            | Q(body__icontains=term) | Q(response__body__icontains=term))
+    # One id set, the union of: models whose name contains the term (the few distinct names, by index
+    # seeks, then equality on the model indexes) and the term's words in endpoints and bodies (the text
+    # index, logs/textsearch.py). One IN (... UNION ...) rather than ORs: PostgreSQL turns an OR of
+    # subqueries into a check per row.
+    needle = term.lower()
+    asked = [m for m in distinct_values(Request.objects.all(), "model", limit=1000) if needle in m.lower()]
+    answered = [m for m in distinct_values(Response.objects.filter(model__isnull=False), "model", limit=1000)
+                if needle in m.lower()]
+    parts = [text_match_sql(term)]
+    if asked:
+        parts.append(Request.objects.filter(model__in=asked).order_by().values("pk").query.sql_with_params())
+    if answered:
+        parts.append(Response.objects.filter(model__in=answered).order_by().values("request_id")
+                     .query.sql_with_params())
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return Q(pk__in=[])
+    return Q(pk__in=RawSQL(" UNION ".join(sql for sql, _ in parts), [v for _, params in parts for v in params]))
 
 
 def exchange_detail(request_id: str) -> Request | None:
@@ -288,7 +318,8 @@ def distinct_values(qs: QuerySet, field: str, limit: int = 200) -> list[str]:
     SQLite answers SELECT DISTINCT by walking the whole index; asking "smallest value above
     the last one" repeatedly costs one seek per value instead (a loose index scan).
     """
-    base = qs.exclude(**{f"{field}__isnull": True}).order_by(field).values_list(field, flat=True)
+    # IS NOT NULL (not NOT (... IS NULL)): SQLite seeks past the NULLs only for that form.
+    base = qs.filter(**{f"{field}__isnull": False}).order_by(field).values_list(field, flat=True)
     values: list[str] = []
     while len(values) < limit:
         nxt = (base.filter(**{f"{field}__gt": values[-1]}) if values else base).first()
