@@ -24,7 +24,7 @@ from logs.pipeline.payloads import (embedded_store, epoch_datetime, file_row, mu
                                     unlinks_deferred)
 from logs.pipeline.spool import spool_path
 from logs.pricing import cost_compute
-from logs.records import FileRecord, FrameRecord, Record, RequestRecord, ResponseRecord
+from logs.records import FileRecord, FileRef, FrameRecord, Record, RequestRecord, ResponseRecord
 from logs.storage import PayloadStoreUnavailable
 from logs.tags import tags_from_headers, tags_merge
 from providers import USAGE_FIELDS, Provider, Usage, registry
@@ -162,25 +162,35 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
         _usage_fill(resp, provider, answer)
         resp.output_urls = _untrusted(provider.output_urls, answer) or []
         resp.output_provider = rec.provider
-    if rec.cache_hit:  # a replay: nothing was paid for; what the original cost was saved
-        resp.cost_saved_usd, resp.cost_usd = resp.cost_usd, Decimal(0)
-        if resp.cost_saved_usd is None and rec.cache_source:
-            # The replayed body carries no usage (a stream whose usage STREAM_USAGE=inject hid from
-            # the client): the original's row has it, once ingested (by now, unless in this batch).
-            resp.cost_saved_usd = (Response.objects.filter(request_id=rec.cache_source)
-                                   .values_list("cost_usd", flat=True).first())
+    if rec.cache_hit:
+        _cache_saving(rec, resp)
     if ref is not None:
-        name, missing = spooled_store(ref, provider=rec.provider, owner=rec.id, label="body", created=rec.created,
-                                      content_type=ref.content_type or resp.content_type)
-        if name:
-            files.append(file_row(owner=rec.id, label="body", request_id=rec.request_id, response_id=rec.id,
-                                  name=name, role=BinaryFile.Role.RESPONSE_BODY,
-                                  content_type=ref.content_type or resp.content_type, size=ref.size,
-                                  sha256=ref.sha256, created=rec.created))
-        resp.error_message = _notes_join(resp.error_message, ref.error, missing)
+        _body_file_store(rec, resp, ref, files)
     if rec.forwarded_body_file is not None:
         _forwarded_store(rec, resp, files)
     return resp
+
+
+def _cache_saving(rec: ResponseRecord, resp: Response) -> None:
+    """A replay from the response cache: nothing was paid for; what the original cost was saved."""
+    resp.cost_saved_usd, resp.cost_usd = resp.cost_usd, Decimal(0)
+    if resp.cost_saved_usd is None and rec.cache_source:
+        # The replayed body carries no usage (a stream whose usage STREAM_USAGE=inject hid from
+        # the client): the original's row has it, once ingested (by now, unless in this batch).
+        resp.cost_saved_usd = (Response.objects.filter(request_id=rec.cache_source)
+                               .values_list("cost_usd", flat=True).first())
+
+
+def _body_file_store(rec: ResponseRecord, resp: Response, ref: FileRef, files: list[BinaryFile]) -> None:
+    """Move the answer's spooled body into the payload store, as a file row of the response."""
+    content_type = ref.content_type or resp.content_type
+    name, missing = spooled_store(ref, provider=rec.provider, owner=rec.id, label="body", created=rec.created,
+                                  content_type=content_type)
+    if name:
+        files.append(file_row(owner=rec.id, label="body", request_id=rec.request_id, response_id=rec.id,
+                              name=name, role=BinaryFile.Role.RESPONSE_BODY, content_type=content_type,
+                              size=ref.size, sha256=ref.sha256, created=rec.created))
+    resp.error_message = _notes_join(resp.error_message, ref.error, missing)
 
 
 def _forwarded_store(rec: ResponseRecord, resp: Response, files: list[BinaryFile]) -> None:
