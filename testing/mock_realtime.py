@@ -16,10 +16,11 @@ import asyncio
 import base64
 import json
 import struct
-import threading
 from dataclasses import dataclass, field
 
 from websockets.asyncio.server import ServerConnection, serve
+
+from testing.threads import ServerThread
 
 PCM_CHUNK = struct.pack("<240h", *([1000, -1000] * 120))  # 10 ms of a 24 kHz square wave, PCM16
 
@@ -122,31 +123,8 @@ class MockRealtime:
                                                         "totalTokenCount": 20}})
 
 
-class MockRealtimeThread:
+class MockRealtimeThread(ServerThread):
     """Runs a MockRealtime on its own event loop in a thread (for tests and the benchmark)."""
 
     def __init__(self) -> None:
-        self.mock = MockRealtime()
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.mock.start())
-            ready.set()
-            self.loop.run_forever()
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        ready.wait(10)
-
-    @property
-    def url(self) -> str:
-        return self.mock.url
-
-    def stop(self) -> None:
-        async def close() -> None:
-            self.mock.server.close()
-            await self.mock.server.wait_closed()
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        super().__init__(MockRealtime())

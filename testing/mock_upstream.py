@@ -31,7 +31,6 @@ import contextvars
 import gzip
 import hashlib
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote
@@ -39,6 +38,7 @@ from urllib.parse import parse_qs, unquote
 from testing.media import PNG
 from testing.mock_openai import openai_chat, openai_chat_events, openai_response, openai_responses_events
 from testing.mock_providers import provider_answer  # Anthropic, Gemini, Replicate routes
+from testing.threads import ServerThread
 
 CHUNK = 64 * 1024
 BLOCK = bytes(range(256)) * 256  # 64 KiB of deterministic binary
@@ -321,33 +321,11 @@ class MockUpstream:
         return True
 
 
-class MockUpstreamThread:
+class MockUpstreamThread(ServerThread):
     """Runs a MockUpstream on its own event loop in a thread (for tests)."""
 
     def __init__(self) -> None:
-        self.mock = MockUpstream()
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.mock.start())
-            ready.set()
-            self.loop.run_forever()
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        ready.wait(10)
-
-    @property
-    def url(self) -> str:
-        """Base URL of the mock."""
-        return self.mock.url
-
-    def stop(self) -> None:
-        """Stop the loop."""
-        self.loop.call_soon_threadsafe(self.mock.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        super().__init__(MockUpstream())
 
 
 async def _main(port: int) -> None:
