@@ -256,6 +256,42 @@ def _exchange(scope: dict, route: Route) -> Exchange:
     return x
 
 
+_GONE = object()
+
+
+async def _steps_unless_gone(x: Exchange, receive) -> HttpResponseBase | None | object:
+    """The policy steps' answer, or _GONE when the client left first (an upgrade held by the hold queue).
+
+    Before the handshake the client can send nothing but its departure, so the only message
+    receive() can give here is websocket.disconnect; the waiting step is cancelled (the hold
+    queue marks its row aborted) and the exchange is logged client_aborted, never forwarded.
+    """
+    steps = asyncio.ensure_future(steps_run(x, steps_active()))
+    gone = asyncio.ensure_future(receive())
+    try:
+        await asyncio.wait({steps, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the gateway is shutting down
+        gone.cancel()
+        await _steps_cancel(x, steps)
+        raise
+    if steps.done():
+        gone.cancel()
+        return steps.result()
+    await _steps_cancel(x, steps)
+    return _GONE
+
+
+async def _steps_cancel(x: Exchange, steps: asyncio.Future) -> None:
+    """Cancel the waiting steps and log the exchange as it ended (no upstream was opened)."""
+    steps.cancel()
+    try:
+        await steps
+    except asyncio.CancelledError:
+        pass
+    x.cancelled_mark("during the policy steps")  # unless the step said where first
+    x.response_log(x.response_record(status=None, headers=[], content_type=""))
+
+
 async def websocket_app(scope: dict, receive, send) -> None:
     """One WebSocket upgrade on a proxy path: refuse it with an HTTP answer, or relay and log the session."""
     if (await receive())["type"] != "websocket.connect":
@@ -275,7 +311,9 @@ async def websocket_app(scope: dict, receive, send) -> None:
         return
     await request_record(x)
     x.forward_headers = headers_forward(x.headers, request=True)
-    answer = await steps_run(x, steps_active())
+    answer = await _steps_unless_gone(x, receive)
+    if answer is _GONE:
+        return
     if answer is not None:
         await _deny(scope, send, step_answered(x, answer))
         return

@@ -16,7 +16,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from logs.models import BinaryFile, Frame, Request, Response
 from testing.mock_realtime import PCM_CHUNK, MockRealtimeThread
-from hold.services import held_decide, switch_set
+from hold.models import HeldRequest
+from hold.services import HoldError, held_decide, switch_set
 from tests.e2e.faults import wait_until
 from tests.hold.conftest import Background, held_ids
 from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
@@ -272,3 +273,29 @@ def test_the_hold_queue_applies_at_the_upgrade(rt, realtime_mock, log_flush):
     first, second = Response.objects.get(request_id=rid), Response.objects.get(request_id=rid2)
     assert first.status_code == 101 and first.steps[-1]["decision"] == "approve" and first.held_ms > 0
     assert second.status_code == 400 and second.steps[-1] == {**second.steps[-1], "step": "hold", "by": "bob"}
+
+
+async def _leave_while_held(url: str, gateway) -> str:
+    """Start an upgrade, wait until the hold queue holds it, then go away before any answer."""
+    opening = asyncio.ensure_future(connect(f"{url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
+                                            additional_headers={"Authorization": f"Bearer {KEY}"}))
+    [rid] = await asyncio.to_thread(held_ids, gateway)
+    opening.cancel()  # the client gives up: its TCP connection closes mid-handshake
+    try:
+        await opening
+    except asyncio.CancelledError:
+        pass
+    return rid
+
+
+def test_a_client_that_leaves_while_its_upgrade_is_held_is_logged_and_never_forwarded(rt, realtime_mock, log_flush):
+    switch_set(on=True, by="test")
+    rid = asyncio.run(_leave_while_held(rt.url, rt))
+    log_flush()
+    assert wait_until(lambda: Response.objects.filter(request_id=rid).exists(), 10)
+    resp = Response.objects.get(request_id=rid)
+    assert resp.outcome == "client_aborted" and "while held" in resp.error_message
+    assert HeldRequest.objects.get(id=rid).state == "aborted"
+    with pytest.raises(HoldError, match="no longer waiting"):  # no decision can open a session now
+        held_decide(rid, "approve", by="alice")
+    assert realtime_mock.mock.sessions == []
