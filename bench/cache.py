@@ -89,9 +89,7 @@ def main() -> None:
         print(f"stream TTFB (median of {args.ttfb_calls}): direct {direct:.2f} ms, pass-through {through:.2f} ms, "
               f"replayed hit {replay:.2f} ms: hit - direct {replay - direct:+.2f} ms, {verdict} (target within 2 ms)")
     finally:
-        for s in reversed(running):
-            s.stop()
-        servers.gateway_cleanup(data_dir, env)
+        servers.all_stop(running, [(data_dir, env)])
 
 
 if __name__ == "__main__":

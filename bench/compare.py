@@ -71,10 +71,7 @@ def main() -> None:
             print(f"{name}: gateway CPU per request, median: other {cpu_o:.0f} us, this {cpu_t:.0f} us; "
                   f"this/other {cpu_t / cpu_o:.2f}x")
     finally:
-        for s in reversed(running):
-            s.stop()
-        for d, e in dirs:
-            servers.gateway_cleanup(d, e)
+        servers.all_stop(running, dirs)
 
 
 if __name__ == "__main__":

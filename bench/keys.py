@@ -114,10 +114,7 @@ def main() -> None:
                   f"{statistics.median(open_cpu) * 1e6:.0f} us, keyed {statistics.median(keyed_cpu) * 1e6:.0f} us: "
                   f"open/keyed {cpu_ratio:.2f}x")
     finally:
-        for s in reversed(running):
-            s.stop()
-        for d, e in dirs:
-            servers.gateway_cleanup(d, e)
+        servers.all_stop(running, dirs)
 
 
 if __name__ == "__main__":

@@ -148,10 +148,7 @@ def bench_run(duration: float, scaling: bool, database_url: str | None = None) -
         if scaling:
             results["scaling"] = _scaling(mock.url, duration, table["chat c64"]["gateway"], data_dirs, database_url)
     finally:
-        for s in reversed(running):
-            s.stop()
-        for d, e in data_dirs:
-            servers.gateway_cleanup(d, e)
+        servers.all_stop(running, data_dirs)
     results["load_after"] = _load_line()
     results["total_s"] = time.monotonic() - started
     return results

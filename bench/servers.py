@@ -173,6 +173,14 @@ def log_rows(env: dict[str, str]) -> tuple[int, int]:
     return int(req), int(resp)
 
 
+def all_stop(running: list, data_dirs: list[tuple[Path, dict[str, str]]]) -> None:
+    """Stop the started servers, last first, then delete each gateway's temp DATA_DIR (and database)."""
+    for server in reversed(running):
+        server.stop()
+    for data_dir, env in data_dirs:
+        gateway_cleanup(data_dir, env)
+
+
 def gateway_cleanup(data_dir: Path, env: dict[str, str]) -> None:
     """Delete a temp DATA_DIR (and the PostgreSQL database made for it)."""
     shutil.rmtree(data_dir, ignore_errors=True)
