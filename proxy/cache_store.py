@@ -14,16 +14,16 @@ Three backends, chosen once per process from the settings (as keys/store.py choo
 - PostgreSQL (DATABASE_URL=postgres://… and no CACHE_URL): rows of the response_cache table,
   shared by the hosts that share the database; bounded by CACHE_MAX_BYTES like the files (a hit
   marks its row used at most once a minute, so hits stay reads).
-Every call may block (disk or network): the step calls them in a thread, except reads of small
-entry files, which the page cache answers faster than a thread hop (`inline_max`).
+Every call may block (disk or network): the step calls them in a thread, except reads and writes of
+small entry files, which the page cache serves faster than a thread hop (`inline_max`).
 """
 
+import itertools
 import json
 import os
-import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
@@ -53,8 +53,8 @@ class CacheEntry:
 
     def to_bytes(self) -> bytes:
         """One JSON line (everything but the body), then the body's bytes as they are."""
-        head = asdict(self)
-        del head["body"]
+        head = {"source": self.source, "created": self.created, "expires": self.expires, "status": self.status,
+                "headers": self.headers, "is_sse": self.is_sse, "chunks": self.chunks, "offsets_ms": self.offsets_ms}
         return json.dumps(head, separators=(",", ":")).encode() + b"\n" + self.body
 
     @classmethod
@@ -78,7 +78,7 @@ class CacheEntry:
 class CacheStore:
     """The interface both backends offer."""
 
-    inline_max = 0  # entries up to this size may be read on the event loop (size() says theirs)
+    inline_max = 0  # entries up to this size may be read and written on the event loop (size() says theirs)
 
     def size(self, key: str) -> int | None:
         """The stored size of an entry (None: there is none), when it costs no wait to know."""
@@ -105,6 +105,8 @@ class FileStore(CacheStore):
         self.folder.mkdir(parents=True, exist_ok=True)
         self._written = max_bytes  # bytes written since the folder was last measured: measure on the first write
         self._lock = threading.Lock()
+        self._names = itertools.count()
+        self._pruning = False
 
     def _path(self, key: str) -> Path:
         return self.folder / f"{key}{_SUFFIX}"
@@ -134,21 +136,34 @@ class FileStore(CacheStore):
         data = entry.to_bytes()
         if len(data) > self.max_bytes:
             return
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
+        # A name no other writer uses (this process's id and a counter: tempfile's random names cost more
+        # than the write), renamed over the entry so that readers see the whole entry or none.
+        tmp = os.path.join(self.folder, f".tmp-{os.getpid()}-{next(self._names)}")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self._path(key))  # readers see the whole entry or none
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._path(key))
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            _unlink(tmp)
             raise
         with self._lock:
             self._written += len(data)
-            measure = self._written * 10 >= self.max_bytes  # a tenth of the bound written since: measure again
+            # A tenth of the bound written since the last measure: measure again, in a thread of its
+            # own (a put may run on the event loop, and a scan of the folder must not).
+            measure = self._written * 10 >= self.max_bytes and not self._pruning
             if measure:
-                self._written = 0
+                self._written, self._pruning = 0, True
         if measure:
+            threading.Thread(target=self._prune_once, name="cache-prune", daemon=True).start()
+
+    def _prune_once(self) -> None:
+        try:
             self.prune()
+        finally:
+            self._pruning = False
 
     def prune(self, *, everything: bool = False) -> tuple[int, int]:
         now = time.time()
@@ -180,6 +195,12 @@ class FileStore(CacheStore):
                 break
             gone, freed, total = gone + _unlink(str(path)), freed + size, total - size
         return gone, freed
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _unlink(path: str) -> int:

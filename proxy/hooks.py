@@ -54,7 +54,7 @@ class Hook:
     async def call(self, method: Callable, hx: HookExchange) -> Any:
         """Run one of its methods: a coroutine function awaited; a plain one in a thread, unless it
         declared itself non-blocking (the thread hop is most of a no-op hook's cost, docs/benchmark.md)."""
-        if inspect.iscoroutinefunction(method):
+        if _is_async(method):
             return await method(hx)
         if not self.blocking:
             return method(hx)
@@ -116,6 +116,12 @@ def _settle(done: asyncio.Future, result: Any, error: BaseException | None) -> N
 
 
 _THREADS = HookThreads()
+
+
+@lru_cache(maxsize=64)
+def _is_async(method: Callable) -> bool:
+    """Whether a hook method is a coroutine function (asked once per method: inspect's answer is slow)."""
+    return inspect.iscoroutinefunction(method)
 
 
 class HookFailed(Exception):

@@ -9,6 +9,7 @@ The upstream always gets the bytes the client sent; only the logged copy is mask
 exchange's notes say what was masked.
 """
 
+import functools
 import json
 import os
 import re
@@ -113,13 +114,24 @@ class Masked:
         return f"{what}: " + "; ".join(parts) if parts else ""
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_field_name(raw: bytes, answer: bool) -> str | None:
+    """The decoded name of a JSON field (its bytes as written) when it says it holds a credential, else None.
+
+    Cached: a body's field names are nearly always the same few (role, content, model...), and
+    decoding each to ask cost more than the regex that finds them.
+    """
+    try:
+        name = json.loads(b'"' + raw + b'"')
+    except ValueError:
+        return None
+    return name if field_is_secret(name, answer=answer) else None
+
+
 def _field_mask(match: re.Match, answer: bool, masked: Masked) -> bytes:
     """One "name": "value" pair, its value masked when the name says it is a credential."""
-    try:
-        name = json.loads(b'"' + match.group(1) + b'"')
-    except ValueError:
-        return match.group(0)
-    if not field_is_secret(name, answer=answer) or MASK.encode() in match.group(3):
+    name = _secret_field_name(match.group(1), answer)
+    if name is None or MASK.encode() in match.group(3):
         return match.group(0)
     try:
         value = json.loads(b'"' + match.group(3) + b'"')
@@ -152,15 +164,25 @@ def fields_mask(data: bytes, content_type: str, *, answer: bool, masked: Masked)
     return data
 
 
+@functools.lru_cache(maxsize=256)
+def _forms(secrets: tuple[str, ...]) -> tuple[frozenset[bytes], dict[bytes, bytes], "re.Pattern[bytes] | None"]:
+    """(needles, replacements, pattern) of a set of credentials, built once per distinct set.
+
+    Most exchanges carry the same few keys: building these every request (every form of every
+    secret, a regex of them all) cost more than the scrubbing itself.
+    """
+    replacements = byte_replacements(list(secrets))
+    pattern = re.compile(b"|".join(re.escape(k) for k in sorted(replacements, key=len, reverse=True))
+                         ) if replacements else None
+    return secret_needles(list(secrets)), replacements, pattern
+
+
 class Scrubber:
     """Masks one exchange's credentials, and credential-named fields, in what its log keeps."""
 
     def __init__(self, secrets: list[str]) -> None:
         self.secrets = secrets
-        self.needles = secret_needles(secrets)
-        self.replacements = byte_replacements(secrets)
-        self._pattern = re.compile(b"|".join(re.escape(k) for k in sorted(self.replacements, key=len, reverse=True))
-                                   ) if self.replacements else None
+        self.needles, self.replacements, self._pattern = _forms(tuple(secrets))
 
     def line(self, line: bytes) -> bytes:
         """A journal line, the exchange's credentials masked."""
