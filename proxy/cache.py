@@ -151,12 +151,8 @@ class CacheFill:
                            headers=headers, is_sse=is_sse, chunks=[len(c) for c in self.chunks],
                            offsets_ms=[round((t - self.times[0]) * 1000, 2) for t in self.times],
                            body=b"".join(self.chunks))
-        store = cache_store()
         try:
-            if len(entry.body) <= store.inline_max:  # a small file: written on the loop (page cache, no thread hop)
-                store.put(self.key, entry)
-            else:
-                await asyncio.to_thread(store.put, self.key, entry)
+            await asyncio.to_thread(cache_store().put, self.key, entry)
         except Exception as exc:  # a full disk or an unreachable Redis: the answer was served; say so
             x.notes.append(f"response cache: not stored: {type(exc).__name__}: {exc}")
             return

@@ -14,8 +14,9 @@ Three backends, chosen once per process from the settings (as keys/store.py choo
 - PostgreSQL (DATABASE_URL=postgres://… and no CACHE_URL): rows of the response_cache table,
   shared by the hosts that share the database; bounded by CACHE_MAX_BYTES like the files (a hit
   marks its row used at most once a minute, so hits stay reads).
-Every call may block (disk or network): the step calls them in a thread, except reads and writes of
-small entry files, which the page cache serves faster than a thread hop (`inline_max`).
+Every call may block (disk or network): the step calls them in a thread, except reads of small
+entry files, which the page cache answers faster than a thread hop (`inline_max`). Writes always
+go to a thread: a write waits whenever the kernel throttles writers with dirty pages to flush.
 """
 
 import itertools
@@ -78,7 +79,7 @@ class CacheEntry:
 class CacheStore:
     """The interface both backends offer."""
 
-    inline_max = 0  # entries up to this size may be read and written on the event loop (size() says theirs)
+    inline_max = 0  # entries up to this size may be read on the event loop (size() says theirs)
 
     def size(self, key: str) -> int | None:
         """The stored size of an entry (None: there is none), when it costs no wait to know."""
@@ -106,7 +107,6 @@ class FileStore(CacheStore):
         self._written = max_bytes  # bytes written since the folder was last measured: measure on the first write
         self._lock = threading.Lock()
         self._names = itertools.count()
-        self._pruning = False
 
     def _path(self, key: str) -> Path:
         return self.folder / f"{key}{_SUFFIX}"
@@ -136,9 +136,10 @@ class FileStore(CacheStore):
         data = entry.to_bytes()
         if len(data) > self.max_bytes:
             return
-        # A name no other writer uses (this process's id and a counter: tempfile's random names cost more
-        # than the write), renamed over the entry so that readers see the whole entry or none.
-        tmp = os.path.join(self.folder, f".tmp-{os.getpid()}-{next(self._names)}")
+        # A name no other writer uses (process id, counter, and random bytes against a left-over of a
+        # crashed process with the same id; tempfile's way costs more than the write), renamed over the
+        # entry so that readers see the whole entry or none.
+        tmp = os.path.join(self.folder, f".tmp-{os.getpid()}-{next(self._names)}-{os.urandom(4).hex()}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -151,19 +152,11 @@ class FileStore(CacheStore):
             raise
         with self._lock:
             self._written += len(data)
-            # A tenth of the bound written since the last measure: measure again, in a thread of its
-            # own (a put may run on the event loop, and a scan of the folder must not).
-            measure = self._written * 10 >= self.max_bytes and not self._pruning
+            measure = self._written * 10 >= self.max_bytes  # a tenth of the bound written since: measure again
             if measure:
-                self._written, self._pruning = 0, True
+                self._written = 0
         if measure:
-            threading.Thread(target=self._prune_once, name="cache-prune", daemon=True).start()
-
-    def _prune_once(self) -> None:
-        try:
             self.prune()
-        finally:
-            self._pruning = False
 
     def prune(self, *, everything: bool = False) -> tuple[int, int]:
         now = time.time()
