@@ -146,7 +146,11 @@ class FileStore(CacheStore):
                 _write_all(fd, data)
             finally:
                 os.close(fd)
-            os.replace(tmp, self._path(key))
+            target = self._path(key)
+            # Unlinked first: ext4 (auto_da_alloc) flushes a file renamed over another before the
+            # rename returns, milliseconds per entry stored again. Meanwhile a reader finds a miss.
+            _unlink(str(target))
+            os.replace(tmp, target)
         except BaseException:
             _unlink(tmp)
             raise
