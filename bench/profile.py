@@ -90,9 +90,10 @@ def main() -> None:
     parser.add_argument("--scenario", default="chat c64")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL (CPU use)")
-    parser.add_argument("--controls", action="store_true",
-                        help="the request path users run (issue 20): a gateway key with rpm, tpm and a budget, one"
-                             " no-op hook, and the cache asked to store every answer (X-Gateway-Cache: refresh=60)")
+    parser.add_argument("--controls", nargs="?", const="key,hook,cache", default="",
+                        help="the request path users run (issue 20), all or some of: key (a gateway key with rpm,"
+                             " tpm and a budget), hook (one no-op sync hook), cache (X-Gateway-Cache: refresh=60:"
+                             " every answer stored), or hit (every request answered from the cache)")
     args = parser.parse_args()
     if not shutil.which("py-spy"):
         sys.exit("bench: py-spy is not installed: pip install py-spy")
@@ -100,12 +101,17 @@ def main() -> None:
     mock = servers.mock_start()
     data_dir, env = servers.gateway_prepare(mock.url)
     sc = next(s for s in SCENARIOS if s.name == args.scenario)
-    if args.controls:
+    controls = set(filter(None, args.controls.split(",")))
+    if "key" in controls:
         from bench.keys import key_create
 
+        sc = dataclasses.replace(sc, headers=(*sc.headers, f"X-Gateway-Key: {key_create(env)}"))
+    if "hook" in controls:
         env["GATEWAY_HOOKS"] = "bench.noop_hook.Noop"
-        sc = dataclasses.replace(sc, headers=(*sc.headers, f"X-Gateway-Key: {key_create(env)}",
-                                              "X-Gateway-Cache: refresh=60"))
+    if "cache" in controls:
+        sc = dataclasses.replace(sc, headers=(*sc.headers, "X-Gateway-Cache: refresh=60"))
+    if "hit" in controls:  # every request a cache hit (the warm-up stores the answer)
+        sc = dataclasses.replace(sc, headers=(*sc.headers, "X-Gateway-Cache: 3600"))
     gw = servers.gateway_start(env)
     try:
         wrk_run(gw.url, sc, 1)

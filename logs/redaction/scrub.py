@@ -114,24 +114,13 @@ class Masked:
         return f"{what}: " + "; ".join(parts) if parts else ""
 
 
-@functools.lru_cache(maxsize=4096)
-def _secret_field_name(raw: bytes, answer: bool) -> str | None:
-    """The decoded name of a JSON field (its bytes as written) when it says it holds a credential, else None.
-
-    Cached: a body's field names are nearly always the same few (role, content, model...), and
-    decoding each to ask cost more than the regex that finds them.
-    """
-    try:
-        name = json.loads(b'"' + raw + b'"')
-    except ValueError:
-        return None
-    return name if field_is_secret(name, answer=answer) else None
-
-
 def _field_mask(match: re.Match, answer: bool, masked: Masked) -> bytes:
     """One "name": "value" pair, its value masked when the name says it is a credential."""
-    name = _secret_field_name(match.group(1), answer)
-    if name is None or MASK.encode() in match.group(3):
+    try:
+        name = json.loads(b'"' + match.group(1) + b'"')
+    except ValueError:
+        return match.group(0)
+    if not _name_secret(name, answer) or MASK.encode() in match.group(3):
         return match.group(0)
     try:
         value = json.loads(b'"' + match.group(3) + b'"')
@@ -160,8 +149,40 @@ def fields_mask(data: bytes, content_type: str, *, answer: bool, masked: Masked)
     if ct == "application/x-www-form-urlencoded":
         return _form_mask(data, answer, masked)
     if "json" in ct or data[:1] in (b"{", b"["):
+        if _json_secret_free(data, answer):
+            return data
         return _JSON_FIELD.sub(lambda m: _field_mask(m, answer, masked), data)
     return data
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_secret(name: str, answer: bool) -> bool:
+    return field_is_secret(name, answer=answer)
+
+
+def _json_secret_free(data: bytes, answer: bool) -> bool:
+    """Whether a JSON text parses and none of its string fields is named like a credential.
+
+    Parsing (orjson, in C) and looking at the keys costs a fraction of running the field regex
+    over every string of the text, and nearly every body has no such field. Anything the parser
+    refuses (not JSON, nested too deep) goes through the regex.
+    """
+    try:
+        stack = [orjson.loads(data)]
+    except orjson.JSONDecodeError:
+        return False
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, str):
+                    if _name_secret(key, answer):
+                        return False
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+        else:
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return True
 
 
 @functools.lru_cache(maxsize=256)
