@@ -8,10 +8,11 @@ holds up a client.
 The store is a local folder or an S3-compatible bucket (FILE_STORAGE_URL, django-storages). Bytes
 always move in chunks, so no body is ever held whole in memory: every body goes in as a finished
 local file with its path (a folder store renames it; an S3 store uploads it from the path, reading
-each multipart part from disk as it sends it: logs/s3_storage.py), and reads stream the object or
-the byte range asked for. A remote
-store that fails raises PayloadStoreUnavailable, which the ingest retries like a database outage:
-the records wait in the journal and the bytes in the spool folder until the store answers again.
+each multipart part from disk as it sends it: logs/s3_storage.py), except bytes already held in
+memory (images cut out of JSON answers); reads stream the object or the byte range asked for. A
+remote store that fails raises PayloadStoreUnavailable, which the ingest retries like a database
+outage: the records wait in the journal and the bytes in the spool folder until the store answers
+again.
 """
 
 import mimetypes
