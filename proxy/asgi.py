@@ -17,6 +17,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, HttpResponseBase
 
 from logs.ids import exchange_id_new
+from proxy.exchange import SHUTDOWN_CANCEL
 from proxy.relay import UpstreamBroken
 from proxy.request_body import BodySpool, body_receive, refusal_before_body
 from proxy.views import proxy_view, server_error_json
@@ -75,8 +76,8 @@ async def _run_until_disconnect(request: ASGIRequest, receive, send) -> None:
     watcher = asyncio.ensure_future(watch())
     try:
         await _exchange_run(request, send)
-    except asyncio.CancelledError:
-        if not left:  # not ours (the server is shutting down): pass it on
+    except asyncio.CancelledError as exc:
+        if not (left or SHUTDOWN_CANCEL in exc.args):  # not the client's departure nor the grace's end: pass it on
             raise
         task.uncancel()
     finally:

@@ -28,13 +28,18 @@ def exchanges_inflight() -> int:
     return len(_INFLIGHT)
 
 
+# The message of the cancellation exchanges_interrupt sends: the exchange's task ends quietly
+# on it (proxy/asgi.py), as on its client's departure, instead of raising to the server.
+SHUTDOWN_CANCEL = "gateway shutting down: grace period over"
+
+
 def exchanges_interrupt() -> int:
     """Cancel every exchange still in flight (shutdown grace over); each logs itself interrupted."""
     count = 0
     for exchange in list(_INFLIGHT):
         exchange.shutting_down = True
         if exchange.task is not None and not exchange.task.done():
-            exchange.task.cancel()
+            exchange.task.cancel(SHUTDOWN_CANCEL)
             count += 1
     return count
 
