@@ -95,18 +95,22 @@ def live_query(cl) -> str:
 # Parameters that change which rows the list shows but not which exchanges match; and those of Django's list
 # that are no filter at all.
 _LIST_ONLY = {"o", "p", "e", "_to_field", "_popup"}
+_PARAM_NAMES = {"q": "search", "created_at__year": "the date drill-down", "created_at__month": "the date drill-down",
+                "created_at__day": "the date drill-down", "answered_by": "answering model", "meta": "metadata",
+                "cache": "response cache"}
 
 
 @register.simple_tag
 def list_live(cl) -> dict:
     """What the list's Live switch needs: the feed, the list's filters it applies, and why it cannot go live
     on this list ("" when it can): new rows go on top of the first page of the newest-first list only."""
-    other = sorted(k for k, v in cl.params.items() if v and k not in FEED_PARAMS and k not in _LIST_ONLY)
+    other = sorted({_PARAM_NAMES.get(k, k) for k, v in cl.params.items()
+                    if v and k not in FEED_PARAMS and k not in _LIST_ONLY})
     blocked = ""
     if other:
-        names = ", ".join("search" if k == "q" else k for k in other)
+        names = ", ".join(other)
         blocked = f"live rows cannot apply {names}: clear it to go live"
-    elif cl.params.get("o", "-1") != "-1" or cl.page_num > 1:
+    elif (cl.params.get("o") or "-1") != "-1" or cl.page_num > 1:  # "-1": time, newest first (the default)
         blocked = "live rows go on the first page of the newest-first list: sort by time, newest first"
     return {"feed": reverse("admin:logs_request_live_feed"), "params": feed_params(cl.params), "blocked": blocked}
 
