@@ -10,7 +10,7 @@ from django.utils import formats, timezone
 from django.utils.text import capfirst
 
 from logs.admin.formats import count_format, ms_format, usd_format
-from logs.admin.filters import RANGE_FROM, RANGE_TO, TimeRangeFilter
+from logs.admin.filters import RANGE_FROM, RANGE_TO, TimeRangeFilter, time_range_read
 from logs.admin.views.live import FEED_PARAMS, feed_params
 from logs.selectors import date_bounds, date_choices, period_next
 
@@ -110,6 +110,8 @@ def list_live(cl) -> dict:
     if other:
         names = ", ".join(other)
         blocked = f"live rows cannot apply {names}: clear it to go live"
+    elif time_range_read(cl.params).error:  # the feed would refuse it (400) on every poll
+        blocked = "the time range is not applied: correct it to go live"
     elif (cl.params.get("o") or "-1") != "-1" or cl.page_num > 1:  # "-1": time, newest first (the default)
         blocked = "live rows go on the first page of the newest-first list: sort by time, newest first"
     return {"feed": reverse("admin:logs_request_live_feed"), "params": feed_params(cl.params), "blocked": blocked}

@@ -116,6 +116,7 @@ def test_list_live_switch_knows_which_filters_it_applies(admin_client, made):
     assert "cannot apply the date drill-down:" in config(created_at__year="2026", created_at__month="1")["blocked"]
     assert "newest-first" in config(o="6")["blocked"] and "newest-first" in config(o="1")["blocked"]
     assert config(o="-1")["blocked"] == config(o="")["blocked"] == ""
+    assert "correct it" in config(created_at__gte="soon")["blocked"]
     # No row matches: the table is still drawn, for live rows to go in.
     assert 'id="result_list"' in admin_client.get(LIST, {"user": "nobody"}).content.decode()
 
