@@ -199,8 +199,10 @@ LIVE_FILTERS = {"model": lambda v: Q(model=v), "provider": lambda v: Q(provider=
 LIVE_ROWS_MAX = 200
 
 
-def live_exchanges(*, since: datetime, pending: list[str], filters: dict[str, str]) -> list[Request]:
-    """Exchanges started since `since` (newest first, at most LIVE_ROWS_MAX), plus the `pending` ones asked again.
+def live_exchanges(*, since: datetime, pending: list[str], filters: dict[str, str],
+                   until: datetime | None = None) -> list[Request]:
+    """Exchanges started since `since` (and before `until`; newest first, at most LIVE_ROWS_MAX), plus the
+    `pending` ones asked again.
 
     The live tail asks for a window rather than "after the last id": with several workers a row
     can reach the database after a newer one, and an open exchange changes when it ends.
@@ -212,6 +214,8 @@ def live_exchanges(*, since: datetime, pending: list[str], filters: dict[str, st
             for one in [value] if name == "session" else [v for v in value.split(",") if v]:  # as the list's ?model=a,b
                 any_of |= LIVE_FILTERS[name](one)  # status_q raises ValueError for an unknown status
             q &= any_of
+    if until is not None:
+        q &= Q(created_at__lt=until)
     recent = list(exchange_list(Request.objects.filter(q, created_at__gte=since))
                   .annotate(error_short=Substr("response__error_message", 1, 200))
                   .order_by("-created_at")[:LIVE_ROWS_MAX])

@@ -1,6 +1,7 @@
 """List filters of the exchange list: each maps a value to an index-friendly condition."""
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.contrib import admin
 from django.db.models import Q, QuerySet
@@ -181,18 +182,105 @@ class FilesFilter(_ChoiceFilter):
 # The time range picker: each is "since now minus this", applied with every other filter.
 TIME_RANGES = {"15m": ("last 15 minutes", timedelta(minutes=15)), "1h": ("last hour", timedelta(hours=1)),
                "24h": ("last 24 hours", timedelta(hours=24)), "7d": ("last 7 days", timedelta(days=7))}
+# A custom range: the created_at lookups Django's admin already takes from a URL, read (and checked) here.
+RANGE_FROM, RANGE_TO = "created_at__gte", "created_at__lt"
 
 
-class TimeRangeFilter(_ChoiceFilter):
+@dataclass(frozen=True)
+class TimeRange:
+    """A time range read from a query: its bounds (UTC), or why it was refused."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    error: str = ""
+
+
+def _utc(text: str, name: str) -> datetime:
+    """An ISO 8601 time (a date-time input's value); without an offset it is UTC."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+        return when.replace(tzinfo=dt_timezone.utc) if when.tzinfo is None else when.astimezone(dt_timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: year 1 with an offset east of UTC
+        raise ValueError(f"“{text}” is not a date and time for {name} (use 2026-01-31 14:05, UTC)") from None
+
+
+def time_range_read(params) -> TimeRange:
+    """The range a query asks for: a preset (?since=1h) and/or a custom from/to, both bounds UTC.
+
+    Shared by the list's filter and the live tail's feed, so both read a URL the same way."""
+    preset = TIME_RANGES.get(params.get(TimeRangeFilter.parameter_name) or "")
+    since = timezone.now() - preset[1] if preset else None
+    start = end = None
+    try:
+        if params.get(RANGE_FROM):
+            start = _utc(params[RANGE_FROM], "from")
+        if params.get(RANGE_TO):
+            end = _utc(params[RANGE_TO], "to")
+    except ValueError as exc:
+        return TimeRange(start=since, error=str(exc))
+    if start and end and end <= start:
+        return TimeRange(start=since, error=f"“to” ({end:%Y-%m-%d %H:%M:%S} UTC) is not after “from” "
+                                            f"({start:%Y-%m-%d %H:%M:%S} UTC)")
+    return TimeRange(max(start, since) if start and since else start or since, end)
+
+
+class TimeRangeFilter(admin.SimpleListFilter):
+    """The presets up to now, or a custom from/to (created_at__gte / created_at__lt, UTC): one filter, so
+    each replaces the other and "All" clears both. A refused custom range is not applied; the list says why."""
+
     title, parameter_name = "time range", "since"
+    template = "admin/logs/request/time_range_filter.html"
+
+    def __init__(self, request, params, model, model_admin):
+        # Taken from the params before Django reads them as field lookups (which would fail with a 500
+        # on a bad value, and could not say which bound is wrong).
+        given = {k: params.pop(k)[-1] for k in (RANGE_FROM, RANGE_TO) if k in params}
+        self.custom = {k: v for k, v in given.items() if v.strip()}  # an empty input of the form is no bound
+        super().__init__(request, params, model, model_admin)
+        self.used_parameters.update(self.custom)
+        self.range = time_range_read({**self.custom, self.parameter_name: self.value()})
+
+    def expected_parameters(self) -> list[str]:
+        """The preset and the custom bounds (so "clear all filters" clears them)."""
+        return [self.parameter_name, RANGE_FROM, RANGE_TO]
+
+    def has_output(self) -> bool:
+        """Always shown: the custom range needs no choices."""
+        return True
 
     def lookups(self, request, model_admin):
-        """The ranges up to now (a custom range is the date drill-down above the list)."""
+        """The ranges up to now."""
         return [(k, label) for k, (label, _) in TIME_RANGES.items()]
 
-    def q(self, value: str) -> Q:
-        """created_at from now minus the range (the created_at index, and every (x, created_at) one)."""
-        return Q(created_at__gte=timezone.now() - TIME_RANGES[value][1]) if value in TIME_RANGES else Q()
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        """created_at within the range (the created_at index, and every (x, created_at) one)."""
+        q = Q()
+        if self.range.start:
+            q &= Q(created_at__gte=self.range.start)
+        if self.range.end:
+            q &= Q(created_at__lt=self.range.end)
+        return queryset.filter(q)
+
+    def choices(self, changelist):
+        """All, the presets (each dropping a custom range), then the custom form's values and the
+        query it keeps (every other filter, the search and the sort)."""
+        custom = (RANGE_FROM, RANGE_TO)
+        yield {"selected": not self.value() and not self.custom, "display": "All",
+               "query_string": changelist.get_query_string(remove=[self.parameter_name, *custom])}
+        for lookup, title in self.lookup_choices:
+            yield {"selected": self.value() == lookup, "display": title,
+                   "query_string": changelist.get_query_string({self.parameter_name: lookup}, list(custom))}
+        kept = [(k, v) for k, v in changelist.params.items() if k not in (self.parameter_name, *custom, "p")]
+        yield {"custom": True, "selected": bool(self.custom), "from": _input_value(self.custom.get(RANGE_FROM, "")),
+               "to": _input_value(self.custom.get(RANGE_TO, "")), "kept": kept, "error": self.range.error}
+
+
+def _input_value(text: str) -> str:
+    """A bound as a date-time input shows it (UTC, to the second); as typed when it does not read."""
+    try:
+        return _utc(text, "").strftime("%Y-%m-%dT%H:%M:%S") if text else ""
+    except ValueError:
+        return text
 
 
 class _ValueFilter(_MultiFilter):

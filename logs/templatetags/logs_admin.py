@@ -2,12 +2,16 @@
 
 import calendar
 from datetime import datetime
+from urllib.parse import urlencode
 
 from django import template
+from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.text import capfirst
 
 from logs.admin.formats import count_format, ms_format, usd_format
+from logs.admin.filters import RANGE_FROM, RANGE_TO, TimeRangeFilter, time_range_read
+from logs.admin.views.live import FEED_PARAMS, feed_params
 from logs.selectors import date_bounds, date_choices, period_next
 
 register = template.Library()
@@ -84,9 +88,36 @@ def usd(value) -> str:
 @register.simple_tag
 def live_query(cl) -> str:
     """The list's filters the live tail understands, as a query string ("" when none)."""
-    from urllib.parse import urlencode
-
-    from logs.selectors import LIVE_FILTERS
-
-    kept = {k: v for k, v in cl.params.items() if k in LIVE_FILTERS and v}
+    kept = feed_params(cl.params)
     return f"?{urlencode(kept)}" if kept else ""
+
+
+# Parameters that change which rows the list shows but not which exchanges match; and those of Django's list
+# that are no filter at all.
+_LIST_ONLY = {"o", "p", "e", "_to_field", "_popup"}
+_PARAM_NAMES = {"q": "search", "created_at__year": "the date drill-down", "created_at__month": "the date drill-down",
+                "created_at__day": "the date drill-down", "answered_by": "answering model", "meta": "metadata",
+                "cache": "response cache"}
+
+
+@register.simple_tag
+def list_live(cl) -> dict:
+    """What the list's Live switch needs: the feed, the list's filters it applies, and why it cannot go live
+    on this list ("" when it can): new rows go on top of the first page of the newest-first list only."""
+    other = sorted({_PARAM_NAMES.get(k, k) for k, v in cl.params.items()
+                    if v and k not in FEED_PARAMS and k not in _LIST_ONLY})
+    blocked = ""
+    if other:
+        names = ", ".join(other)
+        blocked = f"live rows cannot apply {names}: clear it to go live"
+    elif time_range_read(cl.params).error:  # the feed would refuse it (400) on every poll
+        blocked = "the time range is not applied: correct it to go live"
+    elif (cl.params.get("o") or "-1") != "-1" or cl.page_num > 1:  # "-1": time, newest first (the default)
+        blocked = "live rows go on the first page of the newest-first list: sort by time, newest first"
+    return {"feed": reverse("admin:logs_request_live_feed"), "params": feed_params(cl.params), "blocked": blocked}
+
+
+@register.simple_tag
+def time_range_clear(cl) -> str:
+    """The list's query without its time range (preset or custom), every other filter kept."""
+    return cl.get_query_string(remove=[TimeRangeFilter.parameter_name, RANGE_FROM, RANGE_TO])

@@ -14,6 +14,8 @@ gateway with the official OpenAI SDK.
 import json
 import re
 import os
+import uuid
+from datetime import datetime, timedelta, timezone
 import subprocess
 import sys
 import textwrap
@@ -239,6 +241,85 @@ def test_live_tail_shows_a_call_made_while_it_is_open(server, visit):
     assert visit.page.evaluate("window.sameDocument === true")
     assert "gpt-4o-mini" in text and "lena" in text and "tail-1" in text
     visit.shot("05-live-tail")
+
+
+def _input_time(when) -> str:
+    """A time as typed in a date-time input (UTC, to the second)."""
+    return when.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def test_custom_time_range_with_a_model_filter(visit):
+    now = datetime.now(timezone.utc)
+    visit.go("/admin/logs/request/")
+    visit.filter_click("model", "gpt-4.1")
+    assert sorted(visit.column("cost")) == ["$0.0012", "$0.05", "$0.42", "$3.50"]
+    form = visit.page.locator("#changelist-filter form.time-range-form")
+    assert "UTC" in form.inner_text()
+    # From 100 minutes ago to a minute ago: the gpt-4.1 calls of 30 and 90 minutes ago, not 300 minutes or 2 days.
+    form.locator("input[name=created_at__gte]").fill(_input_time(now - timedelta(minutes=100)))
+    form.locator("input[name=created_at__lt]").fill(_input_time(now - timedelta(minutes=1)))
+    with visit.page.expect_navigation():
+        form.get_by_role("button", name="Apply").click()
+    assert "model=gpt-4.1" in visit.page.url and "created_at__gte=" in visit.page.url
+    assert sorted(visit.column("cost")) == ["$0.0012", "$0.42"]
+    assert "Custom time range from" in visit.page.inner_text("p.time-range-note")
+    assert "selected" in form.locator("xpath=..").get_attribute("class")
+    visit.shot("12-custom-range-gpt-4.1")
+    # "to" before "from": the page says so, the range is not applied, the model filter still is.
+    form.locator("input[name=created_at__lt]").fill(_input_time(now - timedelta(hours=3)))
+    with visit.page.expect_navigation():
+        form.get_by_role("button", name="Apply").click()
+    assert "is not after" in visit.page.inner_text("#changelist p.errornote")
+    assert len(visit.column("cost")) == 4
+    visit.shot("13-custom-range-refused")
+    with visit.page.expect_navigation():
+        visit.page.locator("#changelist-filter a.time-range-clear").click()
+    assert "created_at" not in visit.page.url and "model=gpt-4.1" in visit.page.url
+    assert visit.page.locator("p.time-range-note, p.errornote").count() == 0
+
+
+def test_live_switch_on_the_list(server, visit):
+    gw, db = server
+    feed_calls = []
+    visit.page.on("request", lambda r: feed_calls.append(r.url) if "/live/feed/" in r.url else None)
+    visit.go("/admin/logs/request/?user=lisa")
+    assert visit.rows().count() == 0
+    live, state = visit.page.locator("#list-live"), visit.page.locator("#list-live-state")
+    live.check()
+    visit.page.wait_for_function("document.getElementById('list-live-state').textContent.startsWith('updated')")
+    visit.page.evaluate("window.sameDocument = true")  # gone if the page reloads
+    other = _sdk(gw, {"X-Gateway-User": "not-lisa"}).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "someone else"}]).headers["x-gateway-request-id"]
+    mine = _sdk(gw, {"X-Gateway-User": "lisa", "X-Gateway-Session-Id": "list-tail"}).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "are you there?"}]).headers["x-gateway-request-id"]
+    row = visit.page.locator(f"#result_list tbody tr[data-id='{mine}']")
+    row.wait_for(timeout=10000)  # no reload: the switch polls the live tail's feed
+    visit.page.wait_for_function(  # drawn as finished (it may first show as pending)
+        f"document.querySelector(\"#result_list tr[data-id='{mine}'] td.field-status\").textContent.startsWith('200')",
+        timeout=10000)
+    assert visit.page.evaluate("window.sameDocument === true")
+    assert "gpt-4o-mini" in row.inner_text() and "lisa" in row.inner_text() and "list-tail" in row.inner_text()
+    _until_logged(db, "SELECT count(*) FROM requests WHERE id = ?", (other,), 1)
+    assert visit.page.locator(f"#result_list tr[data-id='{other}']").count() == 0  # the list's user filter applies
+    visit.shot("14-list-live-on")
+    # The switch stays on across the list's own navigation.
+    visit.filter_click("time range", "last hour")
+    assert live.is_checked()
+    visit.page.wait_for_function("document.getElementById('list-live-state').textContent.startsWith('updated')")
+    assert row.count() == 1  # now drawn by the server
+    # Off: no more polling, and a new call does not appear until the page is loaded again.
+    live.uncheck()
+    polls = len(feed_calls)
+    later = _sdk(gw, {"X-Gateway-User": "lisa"}).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "still there?"}]).headers["x-gateway-request-id"]
+    _until_logged(db, "SELECT count(*) FROM requests WHERE id = ?", (later,), 1)
+    visit.page.wait_for_timeout(2500)  # two poll periods: absence has no event to wait on
+    assert visit.page.locator(f"#result_list tr[data-id='{later}']").count() == 0 and len(feed_calls) <= polls + 1
+    assert state.inner_text() == ""
+    visit.page.reload()
+    assert not live.is_checked()
+    assert visit.page.locator(f"#result_list a[href*='{later}']").count() + visit.page.locator(
+        f"#result_list a[href*='{str(uuid.UUID(later))}']").count() == 1
 
 
 def test_replay_with_an_edited_body(server, visit):

@@ -12,19 +12,27 @@ from django.http import HttpRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from logs.admin.filters import RANGE_FROM, RANGE_TO, TimeRangeFilter, time_range_read
 from logs.admin.formats import count_format, ms_format, usd_format
 from logs.admin.views import page_context
 from logs.models import Request
 from logs.selectors import LIVE_FILTERS, live_exchanges
 
 WINDOW = timedelta(seconds=30)  # each poll re-reads this much before its cursor (late rows, finished ones)
+# The list's parameters the feed applies: the LIVE_FILTERS and the time range (preset or custom).
+FEED_PARAMS = (*LIVE_FILTERS, TimeRangeFilter.parameter_name, RANGE_FROM, RANGE_TO)
+
+
+def feed_params(params) -> dict[str, str]:
+    """The parameters of a list or page query that the feed applies (empty ones dropped)."""
+    return {k: v for k, v in params.items() if k in FEED_PARAMS and v}
 
 
 def live_view(model_admin, request: HttpRequest) -> TemplateResponse:
     """The page; its script polls live_feed with the same filters."""
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
-    filters = {k: v for k, v in request.GET.items() if k in LIVE_FILTERS and v}
+    filters = feed_params(request.GET)
     context = page_context(model_admin, request, "Live tail", filters=filters,
                            feed_url=reverse("admin:logs_request_live_feed"))
     return TemplateResponse(request, "admin/logs/request/live.html", context)
@@ -37,7 +45,8 @@ def _row(req: Request) -> dict:
     except Request.response.RelatedObjectDoesNotExist:
         resp = None
     row = {"id": req.pk.hex, "url": reverse("admin:logs_request_change", args=[req.pk.hex]),
-           "time": req.created_at.strftime("%H:%M:%S"), "model": req.model or "", "user": req.end_user or "",
+           "time": req.created_at.strftime("%H:%M:%S"),
+           "when": req.created_at.strftime("%m-%d %H:%M:%S"), "provider": req.provider, "model": req.model or "", "user": req.end_user or "",
            "session": req.session_id or "", "endpoint": req.endpoint, "pending": resp is None}
     if resp is not None:
         row.update(status=resp.status_code, outcome=resp.outcome, error=bool(resp.is_error),
@@ -48,7 +57,8 @@ def _row(req: Request) -> dict:
 
 
 def live_feed(model_admin, request: HttpRequest) -> JsonResponse:
-    """{"rows": [...newest first], "cursor": ISO time}: exchanges since ?cursor= (less a window), and ?pending= again."""
+    """{"rows": [...newest first], "cursor": ISO time}: exchanges since ?cursor= (less a window) within the
+    list's filters and time range, and ?pending= again."""
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     now = datetime.now(timezone.utc)
@@ -59,9 +69,14 @@ def live_feed(model_admin, request: HttpRequest) -> JsonResponse:
     if cursor.tzinfo is None:
         cursor = cursor.replace(tzinfo=timezone.utc)
     filters = {k: v for k, v in request.GET.items() if k in LIVE_FILTERS and v}
+    span = time_range_read(request.GET)  # as the list reads it
+    if span.error:
+        return JsonResponse({"error": span.error}, status=400)
+    since = min(cursor, now) - WINDOW
     pending = [p for p in request.GET.get("pending", "").split(",") if p]
     try:
-        rows = live_exchanges(since=min(cursor, now) - WINDOW, pending=pending, filters=filters)
+        rows = live_exchanges(since=max(since, span.start) if span.start else since, until=span.end,
+                              pending=pending, filters=filters)
     except ValueError as exc:  # an unknown status
         return JsonResponse({"error": str(exc)}, status=400)
     return JsonResponse({"rows": [_row(r) for r in rows], "cursor": now.isoformat()})

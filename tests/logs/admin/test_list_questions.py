@@ -1,5 +1,6 @@
 """The exchange list answers questions in a few clicks: cells that filter, a time range, "any error"."""
 
+import json
 import re
 from datetime import datetime, timedelta, timezone
 from html import unescape
@@ -54,6 +55,70 @@ def test_time_range_and_error_filters_combine(admin_client, made, query, expecte
     r = admin_client.get(f"{LIST}?{query}")
     assert r.status_code == 200
     assert set(_ids(r)) == _ids_of(made, *expected)
+
+
+def _at(when: datetime) -> str:
+    """A time as a date-time input sends it: no offset, to the second (UTC)."""
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def test_custom_time_range_combines_with_filters_and_search(admin_client, made):
+    now = datetime.now(timezone.utc)
+    window = {"created_at__gte": _at(now - timedelta(minutes=30)), "created_at__lt": _at(now - timedelta(minutes=3))}
+    assert set(_ids(admin_client.get(LIST, window))) == _ids_of(made, "fail", "ok", "other")
+    assert set(_ids(admin_client.get(LIST, {**window, "model": "gpt-4o"}))) == _ids_of(made, "fail", "ok")
+    assert set(_ids(admin_client.get(LIST, {**window, "status": "error", "model": "gpt-4o"}))) == _ids_of(made, "fail")
+    assert set(_ids(admin_client.get(LIST, {**window, "q": "o4-mini"}))) == _ids_of(made, "other")
+    # One bound is enough; an offset is honoured.
+    since = (now - timedelta(minutes=6)).isoformat()
+    assert set(_ids(admin_client.get(LIST, {"created_at__gte": since}))) == _ids_of(made, "other", "gone")
+
+
+def test_custom_time_range_shows_as_active_and_can_be_cleared(admin_client, made):
+    now = datetime.now(timezone.utc)
+    start, end = now - timedelta(minutes=30), now - timedelta(minutes=3)
+    html = admin_client.get(LIST, {"created_at__gte": _at(start), "created_at__lt": _at(end), "model": "gpt-4o"}
+                            ).content.decode()
+    assert f"from <strong>{start:%Y-%m-%d %H:%M:%S}</strong> to <strong>{end:%Y-%m-%d %H:%M:%S}</strong> UTC" in html
+    assert 'class="time-custom selected"' in html and f'value="{_at(start)}"' in html
+    clear = unescape(re.search(r'<a href="([^"]*)" class="time-range-clear">', html).group(1))
+    assert clear == "?model=gpt-4o"
+    # A preset replaces the custom range (one range at a time); the custom form keeps the other filters.
+    preset = unescape(re.search(r'<a href="([^"]*)">last hour</a>', html).group(1))
+    assert "since=1h" in preset and "created_at" not in preset and "model=gpt-4o" in preset
+    form = html.split('class="time-range-form"')[1].split("</form>")[0]
+    assert '<input type="hidden" name="model" value="gpt-4o">' in form and 'name="since"' not in form
+    assert 'UTC' in form
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ({"created_at__gte": "2026-05-02T10:00", "created_at__lt": "2026-05-01T10:00"}, "is not after"),
+    ({"created_at__gte": "yesterday"}, "“yesterday” is not a date and time for from"),
+    ({"created_at__lt": "2026-13-01T00:00"}, "for to"),
+    ({"created_at__gte": "0001-01-01T00:00+05:00"}, "for from"),
+])
+def test_bad_custom_range_says_why_and_is_not_applied(admin_client, made, query, message):
+    r = admin_client.get(LIST, {**query, "model": "o4-mini"})
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert "Time range not applied" in html and message in unescape(html)
+    assert set(_ids(r)) == _ids_of(made, "other", "gone")  # the other filter still applies
+
+
+def test_list_live_switch_knows_which_filters_it_applies(admin_client, made):
+    def config(**params) -> dict:
+        html = admin_client.get(LIST, params).content.decode()
+        return json.loads(re.search(r'id="list-live-config" type="application/json">(.*?)</script>', html).group(1))
+    c = config(model="gpt-4o", since="1h", status="error")
+    assert c["blocked"] == "" and c["params"] == {"model": "gpt-4o", "since": "1h", "status": "error"}
+    assert c["feed"] == f"{LIST}live/feed/"
+    assert "cannot apply search, streamed" in config(q="hello", streamed="yes")["blocked"]
+    assert "cannot apply the date drill-down:" in config(created_at__year="2026", created_at__month="1")["blocked"]
+    assert "newest-first" in config(o="6")["blocked"] and "newest-first" in config(o="1")["blocked"]
+    assert config(o="-1")["blocked"] == config(o="")["blocked"] == ""
+    assert "correct it" in config(created_at__gte="soon")["blocked"]
+    # No row matches: the table is still drawn, for live rows to go in.
+    assert 'id="result_list"' in admin_client.get(LIST, {"user": "nobody"}).content.decode()
 
 
 def test_clicking_cells_narrows_the_list_keeping_other_filters(admin_client, made):

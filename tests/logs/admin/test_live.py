@@ -56,7 +56,20 @@ def test_feed_applies_the_list_filters_and_the_cursor(admin_client):
 
 def test_page_carries_the_list_filters_and_needs_login(admin_client, client):
     html = admin_client.get(f"{LIST}?model=gpt-4o&since=1h").content.decode()
-    assert f'href="{LIST}live/?model=gpt-4o"' in html
+    assert f'href="{LIST}live/?model=gpt-4o&amp;since=1h"' in html
     page = admin_client.get(f"{LIST}live/?model=gpt-4o").content.decode()
     assert 'id="live-filters" type="application/json">{"model": "gpt-4o"}' in page and "logs/live.js" in page
     assert client.get(FEED).status_code == 302  # anonymous: sent to the login page
+
+
+def test_feed_applies_the_lists_time_range(admin_client):
+    now = datetime.now(timezone.utc)
+    a = exchange_make(when=now - timedelta(seconds=20), model="gpt-4o")
+    b = exchange_make(when=now - timedelta(seconds=2), model="gpt-4o")
+    ids = lambda **p: [r["id"] for r in _feed(admin_client, **p)["rows"]]  # noqa: E731
+    middle = (now - timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%S")  # as a date-time input sends it (UTC)
+    assert ids(created_at__gte=middle) == [b.pk.hex]
+    assert ids(created_at__lt=middle) == [a.pk.hex]
+    assert ids(since="15m", model="gpt-4o") == [b.pk.hex, a.pk.hex]
+    r = admin_client.get(FEED, {"created_at__gte": middle, "created_at__lt": "2001-01-01T00:00"})
+    assert r.status_code == 400 and "not after" in r.json()["error"]
