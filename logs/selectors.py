@@ -11,7 +11,7 @@ from django.db.models.fields.json import HasKey, KeyTextTransform
 from django.db.models.functions import Substr
 from django.db.models.lookups import Exact
 
-from logs.models import BinaryFile, Request, Response
+from logs.models import BinaryFile, PendingRequest, Request, Response
 from logs.outcomes import Outcome
 from logs.textsearch import text_match_sql
 
@@ -88,8 +88,8 @@ def status_q(value: str) -> Q:
                 "rate_limited": (Outcome.RATE_LIMITED,), "rate-limited": (Outcome.RATE_LIMITED,)}
     if value in outcomes:
         return _answered(Q(outcome__in=outcomes[value]))
-    if value == "pending":
-        return _answered(negate=True)
+    if value == "pending":  # no response row: the small requests_pending table (migration 0009), then sorted
+        return Q(pk__in=PendingRequest.objects.values("request_id"))
     if value == "error":
         return _answered(Q(is_error=True))
     raise ValueError(f"unknown status {value!r}: use e.g. 200, 4xx, 5xx, gateway_error, rate_limited, aborted")
@@ -329,14 +329,25 @@ def distinct_values(qs: QuerySet, field: str, limit: int = 200) -> list[str]:
     return values
 
 
-def date_bounds(qs: QuerySet, field: str) -> tuple[datetime | None, datetime | None]:
-    """Oldest and newest value of an indexed datetime: two index seeks (MIN and MAX together scan)."""
+def date_bounds(qs: QuerySet, field: str, known: list[datetime] | None = None) -> tuple[datetime | None, datetime | None]:
+    """Oldest and newest value of an indexed datetime: two index seeks (MIN and MAX together scan).
+
+    `known`: every matching row's value, when the caller already holds them all (a list that fit on
+    one page); then no query. A seek over a filter that matches little walks the index until it
+    meets a match: the whole log for a search that matches nothing.
+    """
+    if known is not None:
+        return (min(known), max(known)) if known else (None, None)
     values = qs.order_by().values_list(field, flat=True)
     return values.order_by(field).first(), values.order_by(f"-{field}").first()
 
 
-def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "callable") -> list[datetime]:
-    """The period starts that hold at least one row: one index probe (EXISTS) per period."""
+def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "callable",
+                 known: list[datetime] | None = None) -> list[datetime]:
+    """The period starts that hold at least one row: one index probe (EXISTS) per period, or, with `known`
+    (every matching row's value, see date_bounds), the periods those values fall in."""
+    if known is not None:
+        return [s for s in starts if any(s <= v < width(s) for v in known)]
     return [s for s in starts if qs.filter(**{f"{field}__gte": s, f"{field}__lt": width(s)}).exists()]
 
 
