@@ -5,6 +5,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db import connections
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import HasKey, KeyTextTransform
@@ -316,17 +317,25 @@ def distinct_values(qs: QuerySet, field: str, limit: int = 200) -> list[str]:
     """Distinct non-null values of an indexed column by index seeks (one per value), not a scan.
 
     SQLite answers SELECT DISTINCT by walking the whole index; asking "smallest value above
-    the last one" repeatedly costs one seek per value instead (a loose index scan).
+    the last one" repeatedly costs one seek per value instead (a loose index scan). The two
+    statements are compiled once and run with each value: the list's filters ask ~80 of these
+    per page, and building a queryset for each cost more than the seeks.
     """
     # IS NOT NULL (not NOT (... IS NULL)): SQLite seeks past the NULLs only for that form.
     base = qs.filter(**{f"{field}__isnull": False}).order_by(field).values_list(field, flat=True)
+    first_sql, first_params = base[:1].query.sql_with_params()
+    next_sql, next_params = base.filter(**{f"{field}__gt": _AFTER})[:1].query.sql_with_params()
+    at = next_params.index(_AFTER)
     values: list[str] = []
-    while len(values) < limit:
-        nxt = (base.filter(**{f"{field}__gt": values[-1]}) if values else base).first()
-        if nxt is None:
-            break
-        values.append(nxt)
+    with connections[qs.db].cursor() as cursor:
+        cursor.execute(first_sql, first_params)
+        while len(values) < limit and (row := cursor.fetchone()) is not None:
+            values.append(row[0])
+            cursor.execute(next_sql, [*next_params[:at], row[0], *next_params[at + 1:]])
     return values
+
+
+_AFTER = "distinct_values: the last value found"  # a placeholder, replaced before the statement runs
 
 
 def date_bounds(qs: QuerySet, field: str, known: list[datetime] | None = None) -> tuple[datetime | None, datetime | None]:

@@ -38,6 +38,7 @@ def logs_date_hierarchy(cl) -> dict:
     rows = getattr(cl, "rows_complete", None)
     dated = bool(getattr(cl, "date_range", None))
     known = [getattr(r, field) for r in rows] if rows is not None and (year or not dated) else None
+    first = last = None  # the bounds, when known: periods outside them hold nothing (no probe)
     if not year:
         first, last = date_bounds(qs, field, known)
         if first is None or last is None:
@@ -56,13 +57,16 @@ def logs_date_hierarchy(cl) -> dict:
                                        "title": capfirst(formats.date_format(when, "YEAR_MONTH_FORMAT"))},
                 "choices": [{"title": capfirst(formats.date_format(when, "MONTH_DAY_FORMAT"))}]}
     if year and month:
-        days = date_choices(qs, field, [_start(year, month, d) for d in
-                                        range(1, calendar.monthrange(year, month)[1] + 1)],
+        span = (first.day, last.day) if first and (first.year, first.month) == (last.year, last.month) \
+            else (1, calendar.monthrange(year, month)[1])
+        days = date_choices(qs, field, [_start(year, month, d) for d in range(span[0], span[1] + 1)],
                             lambda s: period_next(s, "day"), known)
         return {"show": True, "back": {"link": link({ykey: year}), "title": str(year)},
                 "choices": [{"link": link({ykey: year, mkey: month, dkey: s.day}),
                              "title": capfirst(formats.date_format(s, "MONTH_DAY_FORMAT"))} for s in days]}
-    months = date_choices(qs, field, [_start(year, m) for m in range(1, 13)], lambda s: period_next(s, "month"), known)
+    span = (first.month, last.month) if first else (1, 12)  # no year chosen: first and last are in `year`
+    months = date_choices(qs, field, [_start(year, m) for m in range(span[0], span[1] + 1)],
+                          lambda s: period_next(s, "month"), known)
     return {"show": True, "back": {"link": link({}), "title": "All dates"},
             "choices": [{"link": link({ykey: year, mkey: s.month}),
                          "title": capfirst(formats.date_format(s, "YEAR_MONTH_FORMAT"))} for s in months]}
