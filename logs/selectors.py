@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connections
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Sum
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import HasKey, KeyTextTransform
 from django.db.models.functions import Substr
-from django.db.models.lookups import Exact
+from django.db.models.lookups import Exact, GreaterThanOrEqual, In, LessThan
 
 from logs.models import BinaryFile, PendingRequest, Request, Response
 from logs.outcomes import Outcome
@@ -313,25 +313,34 @@ def exchanges_for_export(filters: ExportFilters, qs: QuerySet | None = None,
     return qs if bodies else qs.defer(*BODY_FIELDS)
 
 
-def distinct_values(qs: QuerySet, field: str, limit: int = 200) -> list[str]:
-    """Distinct non-null values of an indexed column by index seeks (one per value), not a scan.
+def distinct_values(qs: QuerySet, field: str, limit: int = 200, after: str | None = None) -> list[str]:
+    """Distinct non-null values of an indexed column (those above `after`, when given) by index seeks
+    (one per value), not a scan.
 
     SQLite answers SELECT DISTINCT by walking the whole index; asking "smallest value above
-    the last one" repeatedly costs one seek per value instead (a loose index scan). The two
-    statements are compiled once and run with each value: the list's filters ask ~80 of these
-    per page, and building a queryset for each cost more than the seeks.
+    the last one" repeatedly costs one seek per value instead (a loose index scan). The bound is
+    `after`, not a condition of qs: given two lower bounds on one column, SQLite seeks to one and
+    reads on from there, so every seek would start at the first value. The two statements are
+    compiled once and run with each value: the list's filters ask ~80 of these per page, and
+    building a queryset for each cost more than the seeks.
     """
     # IS NOT NULL (not NOT (... IS NULL)): SQLite seeks past the NULLs only for that form.
     base = qs.filter(**{f"{field}__isnull": False}).order_by(field).values_list(field, flat=True)
-    first_sql, first_params = base[:1].query.sql_with_params()
     next_sql, next_params = base.filter(**{f"{field}__gt": _AFTER})[:1].query.sql_with_params()
     at = next_params.index(_AFTER)
+
+    def above(value: str) -> list:
+        return [*next_params[:at], value, *next_params[at + 1:]]
+
     values: list[str] = []
     with connections[qs.db].cursor() as cursor:
-        cursor.execute(first_sql, first_params)
+        if after is None:
+            cursor.execute(*base[:1].query.sql_with_params())
+        else:
+            cursor.execute(next_sql, above(after))
         while len(values) < limit and (row := cursor.fetchone()) is not None:
             values.append(row[0])
-            cursor.execute(next_sql, [*next_params[:at], row[0], *next_params[at + 1:]])
+            cursor.execute(next_sql, above(row[0]))
     return values
 
 
@@ -347,8 +356,29 @@ def date_bounds(qs: QuerySet, field: str, known: list[datetime] | None = None) -
     """
     if known is not None:
         return (min(known), max(known)) if known else (None, None)
+    if _is_id_set(qs, field):
+        # A seek walks the index until it meets one of the set's rows, the whole log when they are all
+        # at one end (the open exchanges are the newest): MIN and MAX over the set read only its rows.
+        bounds = qs.order_by().aggregate(first=Min(field), last=Max(field))
+        return bounds["first"], bounds["last"]
     values = qs.order_by().values_list(field, flat=True)
     return values.order_by(field).first(), values.order_by(f"-{field}").first()
+
+
+def _is_id_set(qs: QuerySet, field: str) -> bool:
+    """True when qs is an id set (pk IN (...): "no response yet", a search, a rare answer), within a range of field
+    at most."""
+    where = qs.query.where
+    if where.connector != "AND" or where.negated or not where.children:
+        return False
+    ids = False
+    for cond in where.children:
+        target = getattr(getattr(cond, "lhs", None), "target", None)
+        if isinstance(cond, In) and target is qs.model._meta.pk:
+            ids = True
+        elif not (isinstance(cond, (GreaterThanOrEqual, LessThan)) and target is not None and target.name == field):
+            return False
+    return ids
 
 
 def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "callable",

@@ -120,7 +120,7 @@ class KeyFilter(_ChoiceFilter):
 
     def lookups(self, request, model_admin):
         """Key fingerprints present in the log (seeks on the (key_fingerprint, created_at) index)."""
-        return [(fp, fp) for fp in distinct_values(Request.objects.filter(key_fingerprint__gt=""), "key_fingerprint")]
+        return [(fp, fp) for fp in distinct_values(Request.objects.all(), "key_fingerprint", after="")]
 
     def q(self, value: str) -> Q:
         """Requests made with this provider key."""
@@ -132,7 +132,7 @@ class GatewayKeyFilter(_ChoiceFilter):
 
     def lookups(self, request, model_admin):
         """Gateway access keys present in the log (hidden when access keys were never used)."""
-        return [(k, k) for k in distinct_values(Request.objects.filter(gateway_key__gt=""), "gateway_key")]
+        return [(k, k) for k in distinct_values(Request.objects.all(), "gateway_key", after="")]
 
     def q(self, value: str) -> Q:
         """Requests that presented this gateway key."""
