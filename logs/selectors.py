@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connections
-from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Sum
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Sum, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import HasKey, KeyTextTransform
-from django.db.models.functions import Substr
+from django.db.models.functions import Coalesce, Substr
 from django.db.models.lookups import Exact, GreaterThanOrEqual, In, LessThan
 
 from logs.models import BinaryFile, PendingRequest, Request, Response
@@ -67,6 +67,23 @@ def _answered(q: Q | None = None, negate: bool = False) -> Q:
     answers = Response.objects.filter(request_id=OuterRef("pk"))
     exists = Exists(answers.filter(q) if q is not None else answers)
     return ~Q(exists) if negate else Q(exists)
+
+
+def any_of_q(field: str, values: list[str]) -> Q:
+    """Requests whose `field` (indexed with created_at) is one of `values`.
+
+    One value's rows lie in time order on its (field, created_at) index; several values' do not,
+    so the database collects every row of every value and sorts them (seconds for common ones).
+    When the values hold at least RARE_ANSWERS rows (counted on the index), the condition is put
+    on an expression of the column instead, which no index serves: the list then walks created_at
+    newest first and stops after a page, as _answered does for common answers.
+    """
+    if len(values) < 2:
+        return Q(**{field: values[0]}) if values else Q()
+    matching = Request.objects.filter(**{f"{field}__in": values}).order_by()
+    if matching[:RARE_ANSWERS].count() < RARE_ANSWERS:
+        return Q(**{f"{field}__in": values})
+    return Q(In(Coalesce(F(field), Value("")), values))
 
 
 def status_q(value: str) -> Q:

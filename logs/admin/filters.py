@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from logs.models import Request, Response
-from logs.selectors import (STATUS_CLASSES, answer_model_q, cache_q, cost_known_q, distinct_values,
+from logs.selectors import (STATUS_CLASSES, answer_model_q, any_of_q, cache_q, cost_known_q, distinct_values,
                             has_files_annotate, metadata_q, session_q, status_q, streamed_q, user_q)
 
 
@@ -33,10 +33,15 @@ class _MultiFilter(_ChoiceFilter):
         """The chosen values."""
         return [v for v in (self.value() or "").split(",") if v]
 
+    column = ""  # a requests column indexed with created_at, when the filter is equality on it (see any_of_q)
+
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         """Any of the chosen values."""
+        values = self.values()
+        if self.column and len(values) > 1:
+            return queryset.filter(any_of_q(self.column, values))
         q = Q()
-        for value in self.values():
+        for value in values:
             q |= self.q(value)
         return queryset.filter(q) if q else queryset
 
@@ -55,7 +60,7 @@ class _MultiFilter(_ChoiceFilter):
 
 
 class ProviderFilter(_MultiFilter):
-    title, parameter_name = "provider", "provider"
+    title, parameter_name, column = "provider", "provider", "provider"
 
     def lookups(self, request, model_admin):
         """Providers present in the log (DISTINCT over an index)."""
@@ -80,7 +85,7 @@ class StatusFilter(_MultiFilter):
 
 
 class ModelFilter(_MultiFilter):
-    title, parameter_name = "model", "model"
+    title, parameter_name, column = "model", "model", "model"
 
     def lookups(self, request, model_admin):
         """Requested models present in the log (DISTINCT over an index)."""
@@ -209,7 +214,7 @@ class _ValueFilter(_MultiFilter):
 
 
 class UserFilter(_ValueFilter):
-    title, parameter_name, field = "user", "user", "end_user"
+    title, parameter_name, field, column = "user", "user", "end_user", "end_user"
 
     def q(self, value: str) -> Q:
         """Requests made for this end user (X-Gateway-User, or the provider's own user field)."""

@@ -12,7 +12,7 @@ from logs.models import PendingRequest, Request
 from logs.pipeline.rows import records_write
 from logs.records import RequestRecord, ResponseRecord
 from logs.retention import exchanges_delete
-from logs.selectors import date_bounds, date_choices, period_next, status_q
+from logs.selectors import any_of_q, date_bounds, date_choices, period_next, status_q
 from tests.logs.factory import exchange_make
 
 pytestmark = pytest.mark.django_db
@@ -84,3 +84,13 @@ def test_date_bounds_and_choices_from_the_database():
     qs = Request.objects.all()
     assert date_bounds(qs, "created_at") == (jan.created_at, mar.created_at)
     assert date_choices(qs, "created_at", months, lambda s: period_next(s, "month")) == [months[0], months[2]]
+
+
+@pytest.mark.parametrize("rare_below", [2000, 1])  # few rows: IN on the index; many: an expression, created_at walked
+def test_any_of_several_models_finds_each_and_nothing_else(monkeypatch, rare_below):
+    monkeypatch.setattr("logs.selectors.RARE_ANSWERS", rare_below)
+    a, b = exchange_make(model="gpt-4.1"), exchange_make(model="o4-mini")
+    exchange_make(model="gpt-4o")
+    exchange_make(model=None, endpoint="/v1/models", body="")
+    got = Request.objects.filter(any_of_q("model", ["gpt-4.1", "o4-mini"])).order_by("-created_at")
+    assert list(got.values_list("pk", flat=True)) == [b.pk, a.pk]
