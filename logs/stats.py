@@ -6,7 +6,8 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import lru_cache
 
-from django.db.models import Case, CharField, Count, F, Func, IntegerField, Q, Sum, Value, When
+from django.db.models import BigIntegerField, Case, CharField, Count, F, Func, IntegerField, Q, Sum, Value, When
+from django.db.models.functions import Cast, Round
 
 from logs.models import Response, SpendDay
 
@@ -231,6 +232,9 @@ SPEND_GROUPS_MAX = 100  # rows per table (the biggest spenders first)
 # One group of the spend page's figures: (UTC day "YYYY-MM-DD", requested model, key, user); "" when unknown.
 SpendGroup = tuple[str, str, str, str]
 E8 = Decimal(100_000_000)
+# Cost in units of 1e-8 dollars (its stored precision), as spend_days keeps it: integer sums are exact (SQLite
+# stores cost_usd as a float, and a float sum over many answers is not).
+COST_E8 = Cast(Round(F("cost_usd") * Value(100_000_000)), BigIntegerField())
 
 
 @dataclass
@@ -268,9 +272,9 @@ def _log_groups(start: datetime, end: datetime) -> dict[SpendGroup, _Sums]:
             .annotate(d=DayBucket("created_at"), m=F("request__model"), k=key, u=F("request__end_user"))
             .values("d", "m", "k", "u")
             .annotate(exchanges=Count("pk"), input=Sum("input_tokens"), output=Sum("output_tokens"),
-                      total=Sum("total_tokens"), priced=Count("cost_usd"), cost=Sum("cost_usd")))
+                      total=Sum("total_tokens"), priced=Count("cost_usd"), cost_e8=Sum(COST_E8)))
     return {(r["d"], r["m"] or "", r["k"] or "", r["u"] or ""):
-            _Sums(r["exchanges"], r["input"] or 0, r["output"] or 0, r["total"] or 0, r["priced"], r["cost"] or Decimal(0))
+            _Sums(r["exchanges"], r["input"] or 0, r["output"] or 0, r["total"] or 0, r["priced"], Decimal(r["cost_e8"] or 0) / E8)
             for r in rows}
 
 

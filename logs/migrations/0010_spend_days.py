@@ -11,6 +11,8 @@ table with one grouped pass over the answers and their requests.
 
 from django.db import migrations, models
 
+from logs.migrations._vendor import vendor_sql
+
 SUMS = ("exchanges", "input_tokens", "output_tokens", "total_tokens", "priced", "cost_e8")
 GROUP = 'day, model, "key", end_user'
 COLUMNS = f"{GROUP}, {', '.join(SUMS)}"
@@ -36,10 +38,16 @@ def _add(vendor: str, sign: int, resp: str, req: str, source: str) -> str:
             f"ON CONFLICT ({GROUP}) DO UPDATE SET {updates}")
 
 
-def _backfill(vendor: str) -> str:
-    inner = ", ".join(f"{e} AS {c}" for e, c in zip(_values(vendor, 1, "p", "q"), COLUMNS.replace('"', "").split(", ")))
+def _add_grouped(vendor: str, sign: int, source: str) -> str:
+    """Add sign x the figures of many answers, grouped first: `source` joins responses `p` to their requests `q`."""
+    inner = ", ".join(f"{e} AS {c}" for e, c in zip(_values(vendor, sign, "p", "q"), COLUMNS.replace('"', "").split(", ")))
+    updates = ", ".join(f"{c} = spend_days.{c} + excluded.{c}" for c in SUMS)
     return (f"INSERT INTO spend_days ({COLUMNS}) SELECT {GROUP}, {', '.join(f'sum({c})' for c in SUMS)} "
-            f"FROM (SELECT {inner} FROM responses p JOIN requests q ON q.id = p.request_id) answers GROUP BY {GROUP}")
+            f"FROM (SELECT {inner} FROM {source}) answers GROUP BY {GROUP} ON CONFLICT ({GROUP}) DO UPDATE SET {updates}")
+
+
+def _backfill(vendor: str) -> str:
+    return _add_grouped(vendor, 1, "responses p JOIN requests q ON q.id = p.request_id")
 
 
 FIGURES = "created_at, input_tokens, output_tokens, total_tokens, cost_usd"  # an update of these moves an answer
@@ -47,7 +55,8 @@ GROUPING = "model, gateway_key, key_fingerprint, end_user"  # an update of these
 
 
 def _sides(vendor: str, row: str, new: str, old: str) -> tuple[str, str]:
-    """(subtract the old version, add the new one) of a response row (row="response") or a request's answer."""
+    """SQLite's row triggers: (subtract the old version, add the new one) of a response row (row="response") or a
+    request's answer."""
     if row == "response":
         return (_add(vendor, -1, old, "q", f"FROM requests q WHERE q.id = {old}.request_id"),
                 _add(vendor, 1, new, "q", f"FROM requests q WHERE q.id = {new}.request_id"))
@@ -68,24 +77,32 @@ def _sqlite_forward() -> list[str]:
 
 
 def _postgres_forward() -> list[str]:
-    minus, plus = _sides("postgresql", "response", "NEW", "OLD")
-    req_minus, req_plus = _sides("postgresql", "request", "NEW", "OLD")
+    """Statement-level triggers over the transition tables: one grouped upsert per INSERT or DELETE (the ingest
+    inserts up to 256 rows a statement), not one per row. A trigger with transition tables takes one event,
+    so each table has three triggers on one function; they take no column list, so any UPDATE moves the
+    updated rows' figures (requests and responses are not updated in normal use)."""
+    def add(sign: int, responses: str, requests: str) -> str:
+        return _add_grouped("postgresql", sign, f"{responses} p JOIN {requests} q ON q.id = p.request_id")
+
     return [
         f"""CREATE FUNCTION spend_days_on_response() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF TG_OP <> 'INSERT' THEN {minus}; END IF;
-            IF TG_OP <> 'DELETE' THEN {plus}; END IF;
+            IF TG_OP <> 'INSERT' THEN {add(-1, "old_rows", "requests")}; END IF;
+            IF TG_OP <> 'DELETE' THEN {add(1, "new_rows", "requests")}; END IF;
             RETURN NULL;
         END $$""",
         f"""CREATE FUNCTION spend_days_on_request() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            {req_minus}; {req_plus};
+            {add(-1, "responses", "old_rows")}; {add(1, "responses", "new_rows")};
             RETURN NULL;
         END $$""",
-        f"""CREATE TRIGGER responses_spend_keep AFTER INSERT OR DELETE OR UPDATE OF {FIGURES} ON responses
-            FOR EACH ROW EXECUTE FUNCTION spend_days_on_response()""",
-        f"""CREATE TRIGGER requests_spend_keep AFTER UPDATE OF {GROUPING} ON requests
-            FOR EACH ROW EXECUTE FUNCTION spend_days_on_request()""",
+        *(f"""CREATE TRIGGER responses_spend_{event[:3].lower()} AFTER {event} ON responses REFERENCING {tables}
+            FOR EACH STATEMENT EXECUTE FUNCTION spend_days_on_response()"""
+          for event, tables in (("INSERT", "NEW TABLE AS new_rows"), ("DELETE", "OLD TABLE AS old_rows"),
+                                ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"))),
+        """CREATE TRIGGER requests_spend_upd AFTER UPDATE ON requests
+            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION spend_days_on_request()""",
         _backfill("postgresql"),
     ]
 
@@ -93,18 +110,12 @@ def _postgres_forward() -> list[str]:
 SQLITE_BACKWARD = [f"DROP TRIGGER IF EXISTS {t}" for t in (
     "responses_spend_ai", "responses_spend_ad", "responses_spend_au", "requests_spend_au")]
 POSTGRES_BACKWARD = [
-    "DROP TRIGGER IF EXISTS responses_spend_keep ON responses",
-    "DROP TRIGGER IF EXISTS requests_spend_keep ON requests",
+    *(f"DROP TRIGGER IF EXISTS responses_spend_{event} ON responses" for event in ("ins", "del", "upd")),
+    "DROP TRIGGER IF EXISTS requests_spend_upd ON requests",
     "DROP FUNCTION IF EXISTS spend_days_on_response()",
     "DROP FUNCTION IF EXISTS spend_days_on_request()",
 ]
 
-
-def _run(statements: dict):
-    def run(apps, schema_editor):
-        for sql in statements.get(schema_editor.connection.vendor, []):
-            schema_editor.execute(sql)
-    return run
 
 
 class Migration(migrations.Migration):
@@ -132,8 +143,6 @@ class Migration(migrations.Migration):
                                                         name="spend_days_group_uniq")],
             },
         ),
-        migrations.RunPython(
-            _run({"sqlite": _sqlite_forward(), "postgresql": _postgres_forward()}),
-            _run({"sqlite": SQLITE_BACKWARD, "postgresql": POSTGRES_BACKWARD}),
-        ),
+        vendor_sql({"sqlite": _sqlite_forward(), "postgresql": _postgres_forward()},
+                   {"sqlite": SQLITE_BACKWARD, "postgresql": POSTGRES_BACKWARD}),
     ]
