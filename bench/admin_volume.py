@@ -1,6 +1,7 @@
 """The log browser at volume: every list filter, search and page timed on N exchanges, SQLite and PostgreSQL.
 
-    python -m bench.admin_volume [--n 1000000] [--db sqlite,postgresql] [--runs 3] [--dir DIR] [--pg-name NAME] [--seed-only]
+    python -m bench.admin_volume [--n 1000000] [--db sqlite,postgresql] [--runs 3] [--dir DIR]
+                                 [--pg-name NAME] [--seed-only]
 
 For each database: a fresh SQLite file under DIR (default: a temporary folder) or a fresh PostgreSQL
 database (postgres://postgres@127.0.0.1:5432/gw_volume_<n>), migrated, then seeded: BASE exchanges
@@ -8,9 +9,9 @@ from logs/seed.py (realistic variety), copied by INSERT ... SELECT with new ids 
 a little until there are N (Python would need ~25 minutes per million here), plus a few rare rows
 (a body word and an answering model that appear in RARE exchanges only). With --dir and an already
 seeded file or database, seeding is skipped (new migrations are applied to it), so each database is
-seeded once: `--seed-only` seeds and stops, later runs with the same --dir (and --pg-name) time. Then every page is fetched through Django's test
-Client as a logged-in superuser: one warm-up, then --runs timed fetches; the table shows the
-median in milliseconds. Each database runs in its own process (settings are read once).
+seeded once: `--seed-only` seeds and stops, later runs with the same --dir (and --pg-name) time.
+Then every page is fetched through Django's test Client as a logged-in superuser: one warm-up,
+then --runs timed fetches; the table shows the median in milliseconds. Each database runs in its own process (settings are read once).
 """
 
 import argparse
@@ -260,7 +261,8 @@ def main() -> None:
         print(f"{db}: {url}", file=sys.stderr, flush=True)
         env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": str(work / "data")}
         out = subprocess.run([sys.executable, "-m", "bench.admin_volume", "--child", "--n", str(args.n),
-                              "--runs", str(args.runs), "--skip", args.skip] + ["--seed-only"] * args.seed_only, env=env, stdout=subprocess.PIPE, text=True, check=True)
+                              "--runs", str(args.runs), "--skip", args.skip] + ["--seed-only"] * args.seed_only,
+                             env=env, stdout=subprocess.PIPE, text=True, check=True)
         results[db] = json.loads(out.stdout.strip().splitlines()[-1])
     dbs = list(results)
     print(f"\n{args.n:,} exchanges requested; rows: " + ", ".join(f"{d} {results[d]['rows']:,}" for d in dbs)

@@ -364,7 +364,8 @@ def distinct_values(qs: QuerySet, field: str, limit: int = 200, after: str | Non
 _AFTER = "distinct_values: the last value found"  # a placeholder, replaced before the statement runs
 
 
-def date_bounds(qs: QuerySet, field: str, known: list[datetime] | None = None) -> tuple[datetime | None, datetime | None]:
+def date_bounds(qs: QuerySet, field: str,
+                known: list[datetime] | None = None) -> tuple[datetime | None, datetime | None]:
     """Oldest and newest value of an indexed datetime: two index seeks (MIN and MAX together scan).
 
     `known`: every matching row's value, when the caller already holds them all (a list that fit on

@@ -274,7 +274,8 @@ def _log_groups(start: datetime, end: datetime) -> dict[SpendGroup, _Sums]:
             .annotate(exchanges=Count("pk"), input=Sum("input_tokens"), output=Sum("output_tokens"),
                       total=Sum("total_tokens"), priced=Count("cost_usd"), cost_e8=Sum(COST_E8)))
     return {(r["d"], r["m"] or "", r["k"] or "", r["u"] or ""):
-            _Sums(r["exchanges"], r["input"] or 0, r["output"] or 0, r["total"] or 0, r["priced"], Decimal(r["cost_e8"] or 0) / E8)
+            _Sums(r["exchanges"], r["input"] or 0, r["output"] or 0, r["total"] or 0, r["priced"],
+                  Decimal(r["cost_e8"] or 0) / E8)
             for r in rows}
 
 

@@ -73,7 +73,6 @@ POSTGRES_FORWARD = [
 POSTGRES_BACKWARD = ["DROP INDEX IF EXISTS requests_text_idx", "DROP INDEX IF EXISTS responses_text_idx"]
 
 
-
 class Migration(migrations.Migration):
     dependencies = [("logs", "0007_request_user_session_metadata")]
 

@@ -92,7 +92,6 @@ POSTGRES_BACKWARD = [
 ]
 
 
-
 class Migration(migrations.Migration):
     dependencies = [("logs", "0008_body_text_index")]
 

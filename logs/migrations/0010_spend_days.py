@@ -40,10 +40,12 @@ def _add(vendor: str, sign: int, resp: str, req: str, source: str) -> str:
 
 def _add_grouped(vendor: str, sign: int, source: str) -> str:
     """Add sign x the figures of many answers, grouped first: `source` joins responses `p` to their requests `q`."""
-    inner = ", ".join(f"{e} AS {c}" for e, c in zip(_values(vendor, sign, "p", "q"), COLUMNS.replace('"', "").split(", ")))
+    names = COLUMNS.replace('"', "").split(", ")
+    inner = ", ".join(f"{e} AS {c}" for e, c in zip(_values(vendor, sign, "p", "q"), names))
     updates = ", ".join(f"{c} = spend_days.{c} + excluded.{c}" for c in SUMS)
     return (f"INSERT INTO spend_days ({COLUMNS}) SELECT {GROUP}, {', '.join(f'sum({c})' for c in SUMS)} "
-            f"FROM (SELECT {inner} FROM {source}) answers GROUP BY {GROUP} ON CONFLICT ({GROUP}) DO UPDATE SET {updates}")
+            f"FROM (SELECT {inner} FROM {source}) answers GROUP BY {GROUP} "
+            f"ON CONFLICT ({GROUP}) DO UPDATE SET {updates}")
 
 
 def _backfill(vendor: str) -> str:
@@ -115,7 +117,6 @@ POSTGRES_BACKWARD = [
     "DROP FUNCTION IF EXISTS spend_days_on_response()",
     "DROP FUNCTION IF EXISTS spend_days_on_request()",
 ]
-
 
 
 class Migration(migrations.Migration):

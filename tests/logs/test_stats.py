@@ -104,8 +104,10 @@ def test_spend_stays_exact_when_rows_are_updated():
     with connection.cursor() as cur:  # ids renamed in place, the requests first (as bench.admin_volume's seeding does)
         if connection.vendor == "sqlite":
             cur.execute("UPDATE requests SET id = substr(id, 1, 20) || 'abcd' || substr(id, 25, 8)")
-            cur.execute("UPDATE responses SET request_id = substr(request_id, 1, 20) || 'abcd' || substr(request_id, 25, 8)")
+            cur.execute("UPDATE responses SET request_id = "
+                        "substr(request_id, 1, 20) || 'abcd' || substr(request_id, 25, 8)")
         else:
             cur.execute("UPDATE requests SET id = overlay(id::text placing 'abcd' from 25 for 4)::uuid")
-            cur.execute("UPDATE responses SET request_id = overlay(request_id::text placing 'abcd' from 25 for 4)::uuid")
+            cur.execute("UPDATE responses SET request_id = "
+                        "overlay(request_id::text placing 'abcd' from 25 for 4)::uuid")
     assert _got(start, end) == _expected(start, end)
