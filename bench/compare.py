@@ -11,6 +11,7 @@ request hook: `python bench/compare.py . "chat c1" --this-env GATEWAY_HOOKS=benc
 """
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -39,29 +40,39 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"paired rounds per scenario ({ROUNDS})")
     parser.add_argument("--this-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a variable for this checkout's gateway only (repeatable)")
+    parser.add_argument("--controls", action="store_true",
+                        help="both gateways run the request path of issue 20: every request presents a gateway key"
+                             " with rpm, tpm and a budget, one no-op hook, the cache asked to store each answer")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.this_env)
     wrk_require()
     mock = servers.mock_start()
     running, dirs = [mock], []
     try:
-        gateways = {}
+        gateways, headers = {}, {}
         for label, root in (("other", args.other.resolve()), ("this", servers.ROOT)):
             data_dir, env = servers.gateway_prepare(mock.url, root=root)
             dirs.append((data_dir, env))
+            headers[label] = ()
+            if args.controls:
+                from bench.keys import key_create
+
+                env["GATEWAY_HOOKS"] = "bench.noop_hook.Noop"
+                headers[label] = (f"X-Gateway-Key: {key_create(env)}", "X-Gateway-Cache: refresh=60")
             gateways[label] = servers.gateway_start({**env, **extra} if label == "this" else env, root=root)
             running.append(gateways[label])
         for name in args.scenarios:
-            sc = next(s for s in SCENARIOS if s.name == name)
-            for gw in gateways.values():
-                wrk_run(gw.url, sc, 1)  # warm-up
+            base = next(s for s in SCENARIOS if s.name == name)
+            scs = {label: dataclasses.replace(base, headers=(*base.headers, *headers[label])) for label in gateways}
+            for label, gw in gateways.items():
+                wrk_run(gw.url, scs[label], 1)  # warm-up
             other, this = [], []
             cpu: dict[str, list[float]] = {"other": [], "this": []}
             for _ in range(args.rounds):
                 for label, runs in (("other", other), ("this", this)):
                     gw = gateways[label]
                     before = cpu_seconds(gw.pid)
-                    result = wrk_run(gw.url, sc, args.duration)
+                    result = wrk_run(gw.url, scs[label], args.duration)
                     runs.append(result["rps"])
                     cpu[label].append((cpu_seconds(gw.pid) - before) / max(1, result["requests"]) * 1e6)
             ratios = [t / o for o, t in zip(other, this)]

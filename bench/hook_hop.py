@@ -1,7 +1,7 @@
 """CPU time of one hop to a thread and back, as a sync request hook makes it (no gateway involved).
 
 `python bench/hook_hop.py [--calls 20000] [--rounds 5]`: awaits a no-op function N times, one
-at a time, through asyncio.to_thread and through proxy/hooks.HookThreads, alternating rounds;
+at a time, through asyncio.to_thread and through proxy/threads.ParkedThreads, alternating rounds;
 prints the process CPU time per call of each (all threads), and the median over rounds.
 """
 
@@ -20,7 +20,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from proxy.hooks import HookThreads  # noqa: E402
+from proxy.threads import ParkedThreads  # noqa: E402
 
 
 def noop(_arg: object) -> None:
@@ -41,8 +41,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    threads = HookThreads()
-    hops = {"asyncio.to_thread": asyncio.to_thread, "HookThreads.run": threads.run}
+    threads = ParkedThreads("bench")
+    hops = {"asyncio.to_thread": asyncio.to_thread, "ParkedThreads.run": threads.run}
     got: dict[str, list[float]] = {name: [] for name in hops}
 
     async def run() -> None:

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,18 @@ CHAT_BODY = json.dumps({"model": "gpt-4o-mini", "messages": [
 STREAM_BODY = json.dumps({"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True},
                           "messages": [{"role": "user", "content": "Count to five."}]}).encode()
 SPEECH_BODY = json.dumps({"model": "tts-1", "voice": "alloy", "input": "hello"}).encode()
+UNIQUE = b"__N__"  # post.lua numbers the requests of a run in its place; wrk_run makes it unique to the run
+
+
+def body_unique(body: bytes) -> bytes:
+    """The body with the UNIQUE marker at the end of its last message (chat) or its input (speech):
+    every request sent differs."""
+    obj = json.loads(body)
+    if "messages" in obj:
+        obj["messages"][-1]["content"] += " " + UNIQUE.decode()
+    else:
+        obj["input"] += " " + UNIQUE.decode()
+    return json.dumps(obj).encode()
 
 
 @dataclass
@@ -52,7 +65,7 @@ def wrk_require() -> str:
 def wrk_run(base_url: str, scenario: Scenario, duration: float) -> dict:
     """Run wrk for one scenario; returns requests/s, p50/p99 in ms and error counts."""
     with tempfile.NamedTemporaryFile(suffix=".json") as body:
-        body.write(scenario.body)
+        body.write(scenario.body.replace(UNIQUE, f"{uuid.uuid4().hex}-".encode() + UNIQUE))
         body.flush()
         args = [wrk_require(), "-t1", f"-c{scenario.connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
                 "-s", str(LUA), base_url + scenario.path, "--", "POST", body.name, AUTH, *scenario.headers]

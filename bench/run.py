@@ -1,9 +1,12 @@
 """The benchmark, one command: python bench/run.py  (needs wrk; see docs/benchmark.md).
 
-Starts the mock upstream, the two references (raw-ASGI httpx pass-through, Django async
-hello-world) and the gateway (uvicorn, 1 worker, full logging on a fresh SQLite database), drives
-them with wrk, runs the stream / memory / log-write probes and the 1-vs-2-worker scaling run,
-and prints a table. Ratios against the references are the headline: absolute numbers move.
+Starts the mock upstream, the references (raw-ASGI pass-throughs on httpx and on httpx-aiohttp's
+transport, Django async hello-world), two gateways (uvicorn, 1 worker, full logging on a fresh
+SQLite database each): "gateway" with no controls and "gateway+controls" (a gateway key with rpm,
+tpm and budget limits on every request, one no-op hook, the cache asked for and missing), and
+LiteLLM's proxy when --litellm (or LITELLM_BIN) names it. Drives them with wrk in interleaved
+rounds, runs the stream / memory / slow-streams / log-write probes and the 1-vs-2-worker scaling
+run, and prints a table and issue 20's targets. Ratios are the headline: absolute numbers move.
 """
 
 import argparse
@@ -11,22 +14,39 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import servers  # noqa: E402
-from bench.load import SCENARIOS, wrk_require, wrk_run  # noqa: E402
-from bench.probes import memory_probe, process_count, stream_probe  # noqa: E402
+from bench.keys import key_create  # noqa: E402
+from bench.load import AUTH, SCENARIOS, wrk_require, wrk_run  # noqa: E402
+from bench.probes import (MIB, RssSampler, fd_limit_raise, idle_probe, memory_probe, process_count,  # noqa: E402
+                          slow_streams_probe, stream_probe)
+from bench.rounds import Spread, Target, paired, rounds_drive  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CHAT = {"chat c1", "chat c16", "chat c64"}
-# Chat c1 is the figure other load on the machine moves most (one process busy all the time):
-# it is measured in rounds alternating the pass-through and the gateway, and each one's fastest
-# round counts (interference only ever slows a round down); the median of the paired ratios is
-# printed beside it.
-C1_ROUNDS = 5
+CHAT = frozenset({"chat c1", "chat c16", "chat c64"})
+# The scenarios the targets are about run in every round; the others once, in the first.
+EVERY_ROUND = {"chat c1", "chat c64"}
+HITS = frozenset({"chat c1", "chat c64"})
+LITELLM = frozenset({"chat c64"})
+# LiteLLM is slow: the first answers of a c64 run take long enough that a shorter run undercounts it.
+LITELLM_SECONDS = 5.0
+CACHE = "X-Gateway-Cache: 3600"
+HOOK = "bench.noop_hook.Noop"  # the plain sync hook: run in a worker thread, the costlier path
+SLOW_STREAMS = 2000
+# Both bench gateways (only they) may hold that many upstream connections, for the slow-streams probe.
+POOL_ENV = {"UPSTREAM_MAX_CONNECTIONS": str(SLOW_STREAMS + 100)}
+# The ratios printed: each gateway variant's over these (the mock, "direct", is far faster than any proxy:
+# it is the limit in the table and the base of the time to first event).
+RATIOS = {"gateway": ("passthrough", "passthrough-aiohttp", "django-hello", "litellm"),
+          "gateway+controls": ("passthrough", "passthrough-aiohttp", "django-hello", "litellm", "gateway"),
+          "gateway+controls hit": ("passthrough", "passthrough-aiohttp", "gateway+controls")}
 
 
 def _load_line() -> str:
@@ -34,186 +54,233 @@ def _load_line() -> str:
     return "load average %.2f %.2f %.2f on %d cores" % (*os.getloadavg(), os.cpu_count() or 0)
 
 
-def _drive(targets: dict[str, str], duration: float) -> dict[str, dict[str, dict]]:
-    """wrk every scenario against every target (the hello view only on plain chat)."""
-    table: dict[str, dict[str, dict]] = {}
-    for sc in SCENARIOS:
-        table[sc.name] = {}
-        for name, url in targets.items():
-            if name.startswith("django-hello") and sc.name not in CHAT:
-                continue
-            wrk_run(url, sc, 1)  # warm-up: connections, lazy imports, caches
-            table[sc.name][name] = wrk_run(url, sc, duration)
-        if sc.name == "chat c1":  # before the heavier loads leave the log writer a backlog to work off
-            _c1_rounds(table, targets, duration)
-    return table
+def _rps(table: dict, scenario: str, target: str) -> list[float]:
+    return [r["rps"] for r in table.get(scenario, {}).get(target, [])]
 
 
-def _c1_rounds(table: dict[str, dict[str, dict]], targets: dict[str, str], duration: float) -> None:
-    """Chat c1, pass-through and gateway alternately C1_ROUNDS times; keep each one's fastest round."""
-    sc = next(s for s in SCENARIOS if s.name == "chat c1")
-    rounds: dict[str, list[dict]] = {name: [table[sc.name][name]] for name in ("passthrough", "gateway")}
-    for _ in range(C1_ROUNDS - 1):
-        for name in rounds:
-            rounds[name].append(wrk_run(targets[name], sc, duration))
-    for name, runs in rounds.items():
-        table[sc.name][name] = {**max(runs, key=lambda r: r["rps"]), "errors": sum(r["errors"] for r in runs),
-                                "rounds_rps": [r["rps"] for r in runs]}
-
-
-def _table_print(table: dict[str, dict[str, dict]]) -> None:
-    """The throughput table: one block per scenario."""
-    print(f"\n{'scenario':<15}{'target':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'MB/s':>9}")
-    for sc, rows in table.items():
-        for name, r in rows.items():
-            print(f"{sc:<15}{name:<22}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8}"
-                  f"{r['mb_s']:>9.1f}")
-
-
-def _ratios(table: dict[str, dict[str, dict]]) -> dict[str, float]:
-    """Gateway requests/s over each reference, per scenario."""
+def _ratios(table: dict[str, dict[str, list[dict]]]) -> dict[str, Spread]:
+    """Each gateway variant's requests/s over each reference's and over the plain gateway's, per scenario,
+    as the spread of the paired rounds."""
     out = {}
     for sc, rows in table.items():
-        gw = rows.get("gateway", {}).get("rps")
-        for ref in ("passthrough", "passthrough-aiohttp", "django-hello", "direct"):
-            if gw and rows.get(ref, {}).get("rps"):
-                out[f"{sc}: gateway / {ref}"] = gw / rows[ref]["rps"]
+        for num, dens in RATIOS.items():
+            for den in dens:
+                if num in rows and den in rows:
+                    out[f"{sc}: {num} / {den}"] = Spread.of(paired(_rps(table, sc, num), _rps(table, sc, den)))
     return out
 
 
-def _targets_print(table: dict, ratios: dict, stream: dict, memory: dict, logw: dict) -> None:
-    """The issue's targets, each with its measured value and met / NOT met."""
-    def line(label: str, value: str, ok: bool) -> None:
-        print(f"  {'met    ' if ok else 'NOT met'}  {label:<52}{value}")
-    print("\nTargets (issue 7):")
-    r = ratios.get("chat c64: gateway / passthrough", 0)
-    line("chat c64 >= 1.0x passthrough", f"{r:.2f}x", r >= 1.0)
-    r = ratios.get("chat c64: gateway / django-hello", 0)
-    line("chat c64 >= 0.6x django-hello", f"{r:.2f}x", r >= 0.6)
-    r = ratios.get("chat c1: gateway / passthrough", 0)
-    c1 = table["chat c1"]
-    paired = [g / p for g, p in zip(c1["gateway"].get("rounds_rps", []), c1["passthrough"].get("rounds_rps", []))]
-    each = ", ".join(f"{x:.2f}" for x in paired)
-    median = sorted(paired)[len(paired) // 2] if paired else 0
-    line("chat c1 >= 0.8x passthrough", f"{r:.2f}x (fastest rounds; paired rounds {each}: median {median:.2f}x)",
-         r >= 0.8)
-    d = stream["gateway"]["ttfe_ms"] - stream["direct"]["ttfe_ms"]
-    line("time to first event <= direct + 3 ms", f"+{d:.2f} ms", d <= 3.0)
-    line("idle RSS < 100 MiB", f"{memory['idle_mib']:.1f} MiB", memory["idle_mib"] < 100)
-    line("relaying 200 MB grows RSS < 32 MiB", f"+{memory['download_growth_mib']:.1f} MiB",
-         memory["download_growth_mib"] < 32 and memory["download_200mb_ok"])
-    line("100 MB upload accepted", f"status {memory['upload_100mb_status']}", memory["upload_100mb_status"] == 200)
-    line(f"log store >= 2000 exchanges/s ({logw['database']})", f"{logw['exchanges_per_s']:.0f}/s",
-         logw["exchanges_per_s"] >= 2000)
-    errs = sum(r["errors"] for rows in table.values() for r in rows.values())
-    line("no errors in any load run", f"{errs}", errs == 0)
+def _table_print(table: dict[str, dict[str, list[dict]]]) -> None:
+    """The throughput table: one block per scenario, medians of the rounds."""
+    print(f"\n{'scenario':<15}{'target':<22}{'req/s':>9}  {'range':<13}{'p50 ms':>8}{'p99 ms':>9}{'errors':>8}"
+          f"{'MB/s':>8}")
+    for sc, rows in table.items():
+        for name, runs in rows.items():
+            rps = Spread.of([r["rps"] for r in runs])
+            span = f"{rps.low:.0f}-{rps.high:.0f}" if rps.n > 1 else ""
+            p50 = Spread.of([r["p50_ms"] for r in runs]).median
+            p99 = Spread.of([r["p99_ms"] for r in runs]).median
+            mbs = Spread.of([r["mb_s"] for r in runs]).median
+            print(f"{sc:<15}{name:<22}{rps.median:>9.0f}  {span:<13}{p50:>8.2f}{p99:>9.2f}"
+                  f"{sum(r['errors'] for r in runs):>8}{mbs:>8.1f}")
 
 
-def bench_run(duration: float, scaling: bool, database_url: str | None = None) -> dict:
+def _targets(res: dict) -> list[tuple[str, str, bool]]:
+    """Issue 20's targets: (label, measured, met)."""
+    ratios, out = res["ratios"], []
+
+    def ratio(key: str, label: str, floor: float) -> None:
+        s = ratios.get(key)
+        if s is None:
+            out.append((label, "not measured", False))
+        else:
+            out.append((label, s.text(), s.median >= floor))
+    ratio("chat c64: gateway+controls / passthrough-aiohttp", "chat c64 >= 0.8x passthrough-aiohttp", 0.8)
+    if "litellm" in res:
+        ratio("chat c64: gateway+controls / litellm", "chat c64 >= 20x LiteLLM", 20.0)
+    ratio("chat c1: gateway+controls / passthrough", "chat c1 >= 1.0x passthrough (httpx)", 1.0)
+    ttfe = Spread.of([c["ttfe_ms"] - d["ttfe_ms"] for c, d in zip(res["stream"]["gateway+controls"],
+                                                                  res["stream"]["direct"])])
+    out.append(("time to first event <= direct + 1.5 ms", ttfe.text("{:+.2f}", " ms"), ttfe.median <= 1.5))
+    for sc in sorted(HITS):
+        ratio(f"{sc}: gateway+controls hit / passthrough", f"{sc} cache hit >= 2x passthrough (httpx)", 2.0)
+    ratio("chat c64: gateway+controls / gateway", "controls cost <= 10% of chat c64 (>= 0.9x)", 0.9)
+    idle = res["memory"]["idle_controls"]
+    out.append(("idle <= 80 MiB a worker (ingest included)",
+                f"{idle['mib']:.1f} MiB in {idle['processes']} processes (worker alone at start"
+                f" {idle['start_mib']:.1f})", idle["mib"] <= 80))
+    ss = res["slow_streams"]
+    out.append((f"{ss['streams']} slow streams held open <= 40 KiB each", f"{ss['kib_each']:.1f} KiB",
+                ss["kib_each"] <= 40))
+    errs = sum(r["errors"] for rows in res["table"].values() for name, runs in rows.items() if name != "litellm"
+               for r in runs)
+    out.append(("no errors in any load run of ours", f"{errs}", errs == 0))
+    return out
+
+
+def bench_run(duration: float, scaling: bool, rounds: int, litellm: str | None,
+              database_url: str | None = None) -> dict:
     """Everything, in order; returns the results."""
     wrk_require()
+    fd_limit_raise()
     started = time.monotonic()
-    results: dict = {"load_before": _load_line(), "duration_s": duration,
+    results: dict = {"load_before": _load_line(), "duration_s": duration, "rounds": rounds,
                      "database": "PostgreSQL" if database_url else "SQLite (WAL)"}
-    print(f"bench: {results['load_before']}; {duration}s per wrk run")
+    print(f"bench: {results['load_before']}; {duration}s per wrk run, {rounds} rounds")
     mock = servers.mock_start()
     running = [mock]
     data_dirs = []
+    scratch = tempfile.TemporaryDirectory(prefix="bench-run-")
     try:
         passthrough = servers.passthrough_start(mock.url)
         passthrough_aio = servers.passthrough_start(mock.url, "aiohttp")
         hello = servers.hello_start()
-        data_dir, env = servers.gateway_prepare(mock.url, database_url)
-        data_dirs.append((data_dir, env))
-        gateway = servers.gateway_start(env)
-        running += [passthrough, passthrough_aio, hello, gateway]
-        targets = {"direct": mock.url, "passthrough": passthrough.url, "passthrough-aiohttp": passthrough_aio.url,
-                   "django-hello": hello.url, "gateway": gateway.url}
-        idle_rss, idle_procs = memory_probe_idle(gateway.pid), process_count(gateway.pid)
-        table = _drive(targets, duration)
-        results["table"], results["ratios"] = table, _ratios(table)
+        running += [passthrough, passthrough_aio, hello]
+        gateways, secret = {}, ""
+        for name in ("gateway", "gateway+controls"):
+            data_dir, env = servers.gateway_prepare(mock.url, database_url)
+            data_dirs.append((data_dir, env))
+            env.update(POOL_ENV)
+            if name == "gateway+controls":
+                env["GATEWAY_HOOKS"] = HOOK
+                secret = key_create(env)
+            gateways[name] = servers.gateway_start(env)
+            running.append(gateways[name])
+        gw, gwc = gateways["gateway"], gateways["gateway+controls"]
+        controls = (f"X-Gateway-Key: {secret}", CACHE)
+        targets = [Target("direct", mock.url), Target("passthrough", passthrough.url),
+                   Target("passthrough-aiohttp", passthrough_aio.url),
+                   Target("django-hello", hello.url, scenarios=CHAT),
+                   Target("gateway", gw.url), Target("gateway+controls", gwc.url, controls, unique=True),
+                   Target("gateway+controls hit", gwc.url, controls, scenarios=HITS)]
+        if litellm:
+            ll = _litellm_start(litellm, mock.url, Path(scratch.name))
+            if isinstance(ll, str):
+                results["litellm_note"] = ll
+            else:
+                running.append(ll)
+                results["litellm"] = litellm
+                targets.append(Target("litellm", ll.url, scenarios=LITELLM, duration=LITELLM_SECONDS))
+        else:
+            results["litellm_note"] = "LiteLLM skipped: no --litellm PATH and no LITELLM_BIN"
+        control_headers = dict(h.split(": ", 1) for h in controls)
+        memory = {"idle_mib": RssSampler(gw.pid).rss() / MIB, "idle_processes": process_count(gw.pid),
+                  "idle_controls": idle_probe(gwc.url, gwc.pid, control_headers)}
+        stream: dict[str, list[dict]] = {"direct": [], "gateway": [], "gateway+controls": []}
+
+        def streams() -> None:  # paired with the round's wrk runs: the same stretch of time
+            stream["direct"].append(stream_probe(mock.url))
+            stream["gateway"].append(stream_probe(gw.url))
+            stream["gateway+controls"].append(stream_probe(gwc.url, headers=control_headers, unique=True))
+        table = rounds_drive(targets, rounds, EVERY_ROUND, duration, streams)
+        results["table"], results["stream"] = table, stream
+        results["ratios"] = _ratios(table)
+        memory["controls_after_rounds_mib"] = RssSampler(gwc.pid).rss() / MIB
+        memory["controls_after_rounds_processes"] = process_count(gwc.pid)
         for s in running[1:]:
-            if s is not gateway:
+            if s not in (gw, gwc):
                 s.stop()
-        results["stream"] = {"direct": stream_probe(mock.url), "gateway": stream_probe(gateway.url)}
-        results["memory"] = {"idle_mib": idle_rss, **memory_probe(gateway.url, gateway.pid, duration)}
-        results["memory"]["idle_mib"], results["memory"]["idle_processes"] = idle_rss, idle_procs
-        results["gateway_stop_s"] = gateway.stop()
-        results["gateway_stderr"] = gateway.stderr_tail()
-        results["log_rows_after_load"] = servers.log_rows(env)
-        out = subprocess.run([servers.PYTHON, "-m", "bench.logprobe", "--n", "5000"], cwd=servers.ROOT, env=env,
-                             capture_output=True, text=True, check=True)
+        results["slow_streams"] = slow_streams_probe(gwc.url, gwc.pid, SLOW_STREAMS, control_headers)
+        results["memory"] = {**memory, **memory_probe(gw.url, gw.pid, duration)}
+        results["memory"]["idle_mib"] = memory["idle_mib"]
+        results["gateway_stop_s"] = gw.stop()
+        results["gateway_stderr"] = gw.stderr_tail() + gwc.stderr_tail()
+        results["log_rows_after_load"] = servers.log_rows(data_dirs[0][1])
+        out = subprocess.run([servers.PYTHON, "-m", "bench.logprobe", "--n", "5000"], cwd=servers.ROOT,
+                             env=data_dirs[0][1], capture_output=True, text=True, check=True)
         results["log_write"] = json.loads(out.stdout.strip().splitlines()[-1])
         results["log_write"]["database"] = results["database"]
         if scaling:
-            results["scaling"] = _scaling(mock.url, duration, table["chat c64"]["gateway"], data_dirs, database_url)
+            one = Spread.of(_rps(table, "chat c64", "gateway")).median
+            results["scaling"] = _scaling(mock.url, duration, one, data_dirs, database_url)
     finally:
         servers.all_stop(running, data_dirs)
+        scratch.cleanup()
     results["load_after"] = _load_line()
     results["total_s"] = time.monotonic() - started
     return results
 
 
-def memory_probe_idle(pid: int) -> float:
-    """RSS of the freshly started gateway worker, before any request, in MiB."""
-    from bench.probes import MIB, RssSampler
+def _litellm_start(binary: str, upstream: str, config_dir: Path) -> servers.Server | str:
+    """LiteLLM's proxy on the mock, checked to answer a chat call; or why it could not be used."""
+    if not Path(binary).is_file():
+        return f"LiteLLM skipped: {binary} does not exist"
+    try:
+        ll = servers.litellm_start(binary, upstream, config_dir, AUTH.split("Bearer ", 1)[1])
+    except RuntimeError as exc:
+        return f"LiteLLM skipped: it did not start: {exc}"
+    r = httpx.post(f"{ll.url}/v1/chat/completions", timeout=60, headers=dict([AUTH.split(": ", 1)]),
+                   json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    if r.status_code != 200:
+        ll.stop()
+        return f"LiteLLM skipped: a chat call answered {r.status_code} {r.text[:200]}"
+    return ll
 
-    time.sleep(0.5)
-    return RssSampler(pid).rss() / MIB
 
-
-def _scaling(upstream: str, duration: float, one: dict, data_dirs: list, database_url: str | None) -> dict:
+def _scaling(upstream: str, duration: float, one_rps: float, data_dirs: list, database_url: str | None) -> dict:
     """Chat c64 on 2 workers sharing one database (SQLite in WAL mode, or PostgreSQL), against 1 worker."""
-    from bench.load import SCENARIOS as S
-
     data_dir, env = servers.gateway_prepare(upstream, database_url)
     data_dirs.append((data_dir, env))
     gw2 = servers.gateway_start(env, workers=2)
     try:
         time.sleep(1.0)  # both workers up
-        c64 = next(s for s in S if s.name == "chat c64")
+        c64 = next(s for s in SCENARIOS if s.name == "chat c64")
         wrk_run(gw2.url, c64, 1.0)
         two = wrk_run(gw2.url, c64, duration)
     finally:
         gw2.stop()
     rows = servers.log_rows(env)
-    return {"one_worker_rps": one["rps"], "two_workers_rps": two["rps"], "speedup": two["rps"] / one["rps"],
+    return {"one_worker_rps": one_rps, "two_workers_rps": two["rps"], "speedup": two["rps"] / one_rps,
             "two_workers_errors": two["errors"], "log_rows": rows}
 
 
 def report_print(res: dict) -> None:
     """Print everything bench_run measured."""
     _table_print(res["table"])
-    print("\nRatios (gateway req/s over reference req/s):")
+    print(f"\nRatios (req/s over req/s; median of {res['rounds']} paired rounds [min .. max] for chat c1 and c64,"
+          " one round for the others):")
     for k, v in res["ratios"].items():
-        print(f"  {k:<45}{v:>6.2f}x")
-    s = res["stream"]
-    print("\nStreaming probe (10 events, 20 ms apart, median of 15 streams):")
-    for name in ("direct", "gateway"):
-        print(f"  {name:<9} first event {s[name]['ttfe_ms']:7.2f} ms   gap {s[name]['gap_ms']:6.2f} ms"
-              f"   max gap {s[name]['gap_max_ms']:6.2f} ms")
+        print(f"  {k:<58}{v.text()}")
+    print(f"\n{res.get('litellm_note', 'LiteLLM: ' + res.get('litellm', ''))}")
+    print("\nStreaming probe (10 events, 20 ms apart, median of 15 streams; median [min .. max] of the rounds):")
+    for name, runs in res["stream"].items():
+        first = Spread.of([r["ttfe_ms"] for r in runs])
+        gap = Spread.of([r["gap_ms"] for r in runs])
+        print(f"  {name:<17} first event {first.text('{:.2f}', ' ms'):<26} gap {gap.text('{:.2f}', ' ms'):<26}"
+              f" max gap {max(r['gap_max_ms'] for r in runs):6.2f} ms")
     m = res["memory"]
     print("\nMemory probe (RSS of the gateway worker and its child processes):")
-    print(f"  idle {m['idle_mib']:.1f} MiB ({m['idle_processes']} process); peak under chat c64 load"
-          f" {m['load_peak_mib']:.1f} MiB; after probes {m['after_mib']:.1f} MiB ({m['after_processes']} processes:"
-          f" the ingest process retires after LOG_INGEST_IDLE_SECONDS without work)")
+    ic = m["idle_controls"]
+    print(f"  gateway idle at start {m['idle_mib']:.1f} MiB ({m['idle_processes']} process); gateway+controls idle"
+          f" at start {ic['start_mib']:.1f} MiB, idle after 20 calls {ic['mib']:.1f} MiB ({ic['processes']} processes),"
+          f" after the rounds {m['controls_after_rounds_mib']:.1f} MiB ({m['controls_after_rounds_processes']}"
+          f" processes)")
+    print(f"  gateway: peak under chat c64 load {m['load_peak_mib']:.1f} MiB;"
+          f" after probes {m['after_mib']:.1f} MiB ({m['after_processes']} processes: the ingest process retires"
+          f" after LOG_INGEST_IDLE_SECONDS without work)")
     print(f"  relaying a 200 MB answer: +{m['download_growth_mib']:.1f} MiB (complete: {m['download_200mb_ok']})")
     print(f"  100 MB upload: +{m['upload_growth_mib']:.1f} MiB, status {m['upload_100mb_status']}"
           f" {m['upload_100mb_answer']}")
+    ss = res["slow_streams"]
+    print(f"  {ss['streams']} slow streams held open through gateway+controls (opened in {ss['open_s']:.1f}s):"
+          f" worker {ss['before_mib']:.1f} -> {ss['held_mib']:.1f} MiB = {ss['kib_each']:.1f} KiB each")
     lw = res["log_write"]
     print(f"\nLog-write probe: {lw['exchanges']} exchanges in {lw['seconds']:.2f}s = {lw['exchanges_per_s']:.0f}"
           f" exchanges/s on {lw['database']};"
           f" submit() on the event loop {lw['submit_us_per_exchange']:.0f} us/exchange; rows {lw['rows']}")
-    print(f"Log rows after the load runs (requests, responses): {res['log_rows_after_load']};"
+    print(f"Log rows of the plain gateway after the load runs (requests, responses): {res['log_rows_after_load']};"
           f" graceful stop took {res['gateway_stop_s']:.1f}s")
     if res["gateway_stderr"].strip():
         print(f"Gateway stderr (tail):\n{res['gateway_stderr']}")
     if "scaling" in res:
         sc = res["scaling"]
-        print(f"\nWorkers (chat c64, {res['database']}): 1 worker {sc['one_worker_rps']:.0f} req/s, 2 workers"
+        print(f"\nWorkers (chat c64, {res['database']}): 1 worker {sc['one_worker_rps']:.0f} req/s (median), 2 workers"
               f" {sc['two_workers_rps']:.0f} req/s = {sc['speedup']:.2f}x; errors {sc['two_workers_errors']};"
               f" log rows {sc['log_rows']}")
-    _targets_print(res["table"], res["ratios"], res["stream"], res["memory"], res["log_write"])
+    print(f"\nTargets (issue 20): gateway+controls = logging, a gateway key with rpm/tpm/budget limits,"
+          f" the no-op hook, the cache on and missing; median [min .. max] of {res['rounds']} paired rounds:")
+    for label, value, ok in _targets(res):
+        print(f"  {'met    ' if ok else 'NOT met'}  {label:<48}{value}")
     print(f"\n{res['load_before']} (before), {res['load_after']} (after); total {res['total_s']:.0f}s")
 
 
@@ -221,18 +288,24 @@ def main() -> None:
     """Parse flags, run, print, save JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3, at least 1)")
+    parser.add_argument("--litellm", default=os.environ.get("LITELLM_BIN"),
+                        help="the `litellm` command of a venv where litellm[proxy] is installed (default:"
+                             " $LITELLM_BIN); without it LiteLLM is skipped")
     parser.add_argument("--no-scaling", action="store_true", help="skip the 2-worker run")
     parser.add_argument("--database-url", default=None,
                         help="postgres://user@host:port/db: log into new PostgreSQL databases made (and dropped)"
                              " next to this one instead of SQLite")
     parser.add_argument("--json", action="store_true", help="also write bench/results/<time>.json")
     args = parser.parse_args()
-    res = bench_run(args.duration, not args.no_scaling, args.database_url)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    res = bench_run(args.duration, not args.no_scaling, args.rounds, args.litellm, args.database_url)
     report_print(res)
     if args.json:
         RESULTS.mkdir(exist_ok=True)
         path = RESULTS / time.strftime("%Y%m%d-%H%M%S.json")
-        path.write_text(json.dumps(res, indent=2))
+        path.write_text(json.dumps(res, indent=2, default=lambda o: o.__dict__))
         print(f"results written to {path}")
 
 

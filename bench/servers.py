@@ -22,10 +22,12 @@ def port_free() -> int:
         return s.getsockname()[1]
 
 
-def port_wait(port: int, timeout: float = 30.0) -> None:
-    """Block until something accepts connections on the port."""
+def port_wait(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    """Block until something accepts connections on the port (or proc, the process that should, ended)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the process exited with status {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -74,12 +76,13 @@ class Server:
         return err.read().decode(errors="replace")[-size:]
 
 
-def _spawn(name: str, args: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> Server:
+def _spawn(name: str, args: list[str], env: dict[str, str], port: int, cwd: Path = ROOT,
+           timeout: float = 30.0) -> Server:
     """Start a process in the project root and wait for its port (stderr kept in a temp file)."""
     err = tempfile.TemporaryFile()  # a file, not a pipe: a chatty server must never block on it
     proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
-        port_wait(port)
+        port_wait(port, timeout, proc)
     except RuntimeError:
         proc.kill()
         proc.wait(5)
@@ -114,6 +117,23 @@ def hello_start() -> Server:
     args = _uvicorn("bench.hello_project.asgi:application", port)
     args[args.index("--lifespan") + 1] = "off"
     return _spawn("django-hello", args, {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.hello_project.settings"}, port)
+
+
+def litellm_start(binary: str, upstream: str, config_dir: Path, master_key: str) -> Server:
+    """LiteLLM's proxy (installed in a venv of its own) with one OpenAI-compatible model on the mock.
+
+    No DATABASE_URL (no spend tracking database) and the model cost map read from the package, not
+    fetched: nothing leaves the machine. Its master key is the benchmark's fake client key, so the
+    requests wrk sends are let in (LiteLLM refuses to start without one).
+    """
+    config = config_dir / "litellm.yaml"
+    config.write_text("model_list:\n  - model_name: gpt-4o-mini\n    litellm_params:\n"
+                      f"      model: openai/gpt-4o-mini\n      api_base: {upstream}/v1\n      api_key: sk-mock\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "VIRTUAL_ENV", "PYTHONPATH")}
+    env.update({"LITELLM_MASTER_KEY": master_key, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"})
+    port = port_free()
+    return _spawn("litellm", [binary, "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+                              "--num_workers", "1"], env, port, cwd=config_dir, timeout=180.0)
 
 
 def gateway_env(data_dir: Path, upstream: str) -> dict[str, str]:

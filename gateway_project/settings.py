@@ -117,14 +117,15 @@ if FILE_STORAGE_URL:
     from boto3.s3.transfer import TransferConfig
 
     _s3 = urlsplit(FILE_STORAGE_URL)
-    # Multipart above 8 MiB, two parts in flight and two read ahead (s3transfer reads ten ahead by
-    # default: 80 MiB per large body), so a large body never sits in memory whole.
+    # Multipart above 8 MiB, two parts in flight. Bodies go up from their local file, each part read
+    # from disk as it is sent (logs/s3_storage.py); bytes already in memory (an image cut out of a
+    # JSON answer) are copied part by part, at most two read ahead (s3transfer's default is ten).
     _transfer = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=2)
     _transfer.max_in_memory_upload_chunks = 2
     if _s3.scheme != "s3" or not _s3.netloc:
         raise ImproperlyConfigured(f"FILE_STORAGE_URL must look like s3://bucket/prefix, not {FILE_STORAGE_URL!r}")
     STORAGES["payloads"] = {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": "logs.s3_storage.PayloadS3Storage",
         "OPTIONS": {
             "bucket_name": _s3.netloc, "location": _s3.path.strip("/"),
             "endpoint_url": AWS_S3_ENDPOINT_URL or None,

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import random
 import time
 import uuid
 
@@ -24,8 +25,10 @@ def uuid7(at: float | None = None) -> uuid.UUID:
 
 
 def exchange_id_new() -> str:
-    """A new exchange id as 32 hex digits (the form X-Gateway-Request-Id shows)."""
-    return uuid7().hex
+    """A new exchange id as 32 hex digits (the form X-Gateway-Request-Id shows): uuid7().hex without the UUID object."""
+    # random's generator, not os.urandom: an id must be unique, not unguessable (it grants nothing),
+    # and the system call showed in a request's profile.
+    return "%032x" % _uuid7_int(time.time_ns() // 1_000_000, random.getrandbits(80))
 
 
 def derive(owner: "str | uuid.UUID", label: str) -> uuid.UUID:

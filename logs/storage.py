@@ -6,19 +6,20 @@ being the BinaryFile row's id. The proxy never writes here: it writes spool file
 holds up a client.
 
 The store is a local folder or an S3-compatible bucket (FILE_STORAGE_URL, django-storages). Bytes
-always move in chunks: uploads go through the storage API from open files (multipart above the
-transfer threshold) and reads stream the object, so no body is ever held whole in memory. A remote
-store that fails raises PayloadStoreUnavailable, which the ingest retries like a database outage:
-the records wait in the journal and the bytes in the spool folder until the store answers again.
+always move in chunks, so no body is ever held whole in memory: every body goes in as a finished
+local file with its path (a folder store renames it; an S3 store uploads it from the path, reading
+each multipart part from disk as it sends it: logs/s3_storage.py), except bytes already held in
+memory (images cut out of JSON answers); reads stream the object or the byte range asked for. A
+remote store that fails raises PayloadStoreUnavailable, which the ingest retries like a database
+outage: the records wait in the journal and the bytes in the spool folder until the store answers
+again.
 """
 
-import io
 import mimetypes
 import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
 
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
@@ -78,7 +79,8 @@ def payload_name(provider: str, created: float, file_id: str, content_type: str)
 
 
 class _LocalFile(File):
-    """A finished local file handed to the store: a folder store moves it instead of copying it."""
+    """A finished local file handed to the store with its path: a folder store moves it instead of
+    copying it, an S3 store uploads it from the path instead of from the open file."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(open(path, "rb"), name=path.name)
@@ -87,60 +89,6 @@ class _LocalFile(File):
     def temporary_file_path(self) -> str:
         """FileSystemStorage renames files that have one (file_move_safe) rather than copying them."""
         return str(self._path)
-
-
-class _RangeReader(io.RawIOBase):
-    """Bytes [start, end) of a local file as a file of their own: a remote store's upload seeks and
-    reads it like any file, and never reads past the part."""
-
-    def __init__(self, path: Path, start: int, end: int) -> None:
-        self._f = open(path, "rb")
-        self.start, self.end, self._pos = start, end, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.end - self.start}[whence]
-        self._pos = max(0, min(base + offset, self.end - self.start))
-        return self._pos
-
-    def readinto(self, buffer) -> int:
-        want = min(len(buffer), self.end - self.start - self._pos)
-        if want <= 0:
-            return 0
-        self._f.seek(self.start + self._pos)
-        data = self._f.read(want)
-        buffer[:len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-    def close(self) -> None:
-        self._f.close()
-        super().close()
-
-
-class _RangeFile(File):
-    """Part of a local file (a multipart part), read in chunks."""
-
-    def __init__(self, path: Path, start: int, end: int) -> None:
-        super().__init__(_RangeReader(path, start, end), name=path.name)
-        self.start, self.end = start, end
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start
-
-    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        self.file.seek(0)
-        while data := self.file.read(chunk_size or READ_CHUNK):
-            yield data
 
 
 def _save(name: str, content: File) -> str:
@@ -161,11 +109,6 @@ def payload_move_in(name: str, path: Path) -> str:
     stored = _save(name, _LocalFile(path))
     Path(path).unlink(missing_ok=True)  # copied (not moved) by a remote store: the local file goes
     return stored
-
-
-def payload_save_range(name: str, path: Path, start: int, end: int) -> str:
-    """Store bytes [start, end) of a local file."""
-    return _save(name, _RangeFile(path, start, end))
 
 
 def payload_save_bytes(name: str, data: bytes) -> str:
@@ -189,33 +132,29 @@ def payload_size(name: str) -> int | None:
         return None
 
 
-def payload_open(name: str) -> IO[bytes]:
-    """A stored file, opened for reading (the caller closes it)."""
-    return payload_storage().open(name, "rb")
+def payload_chunks(name: str, byte_range: tuple[int, int] | None = None) -> Iterator[bytes]:
+    """A stored file's bytes in chunks, closed at the end; only bytes [start, end) when given a range.
 
-
-def payload_chunks(name: str) -> Iterator[bytes]:
-    """A stored file's bytes in chunks, closed at the end."""
+    Only the bytes asked for are read from the store: a local file is seeked, an S3 object is
+    fetched with a ranged GET.
+    """
+    start, end = byte_range or (0, None)
     storage = payload_storage()
     bucket = getattr(storage, "bucket", None)
     if bucket is not None:
         # An S3 bucket: stream the GET body. Opening it as a file (S3File) would download the
         # whole object before the first byte.
-        body = bucket.Object(_object_key(storage, name)).get()["Body"]
+        ranged = {"Range": f"bytes={start}-{end - 1}"} if byte_range else {}
+        body = bucket.Object(_object_key(storage, name)).get(**ranged)["Body"]
         try:
             yield from body.iter_chunks(READ_CHUNK)
         finally:
             body.close()
         return
-    with payload_open(name) as f:
-        while chunk := f.read(READ_CHUNK):
+    with storage.open(name, "rb") as f:
+        f.seek(start)
+        while (want := READ_CHUNK if end is None else min(READ_CHUNK, end - f.tell())) > 0 and (chunk := f.read(want)):
             yield chunk
-
-
-def payload_read_text(name: str) -> str:
-    """A stored file as UTF-8 text (UnicodeDecodeError when it is not)."""
-    with payload_open(name) as f:
-        return f.read().decode("utf-8")
 
 
 def payloads_delete(names: list[str]) -> None:

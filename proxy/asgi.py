@@ -56,27 +56,31 @@ async def _exchange_run(request: ASGIRequest, send) -> None:
             await abandon()  # nothing to do unless the client left before the relay started
 
 
-async def _disconnect_wait(receive) -> None:
-    """Return when the client disconnects (the only message left after the body)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 async def _run_until_disconnect(request: ASGIRequest, receive, send) -> None:
-    """Run the exchange; cancel it if the client goes away first (the relay logs the abort)."""
-    exchange = asyncio.ensure_future(_exchange_run(request, send))
-    watcher = asyncio.ensure_future(_disconnect_wait(receive))
+    """Run the exchange in this task; a watcher task cancels it if the client goes away first (the relay logs the abort).
+
+    One extra task per exchange, not two and an asyncio.wait: the exchange's own task is the one
+    the server gave this call.
+    """
+    task = asyncio.current_task()
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        while (await receive())["type"] != "http.disconnect":  # the only message left after the body
+            pass
+        left = True
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((exchange, watcher), return_when=asyncio.FIRST_COMPLETED)
+        await _exchange_run(request, send)
+    except asyncio.CancelledError:
+        if not left:  # not ours (the server is shutting down): pass it on
+            raise
+        task.uncancel()
     finally:
-        for task in (watcher, exchange):
-            if not task.done():
-                task.cancel()
-        for task in (watcher, exchange):
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        watcher.cancel()
 
 
 async def proxy_app(scope: dict, receive, send) -> None:

@@ -25,6 +25,7 @@ from logs.pipeline.capture import BodyCapture
 from proxy.access import AccessKey, KeyGrant
 from proxy.cache_store import CacheEntry, cache_store
 from proxy.exchange import Exchange, json_error
+from proxy.threads import off_loop
 
 CACHE_HEADER = "x-gateway-cache"
 PACE_HEADER = "x-gateway-cache-pace"  # "original": a hit is replayed with the original's timing between chunks
@@ -152,7 +153,7 @@ class CacheFill:
                            offsets_ms=[round((t - self.times[0]) * 1000, 2) for t in self.times],
                            body=b"".join(self.chunks))
         try:
-            await asyncio.to_thread(cache_store().put, self.key, entry)
+            await off_loop(cache_store().put, self.key, entry)
         except Exception as exc:  # a full disk or an unreachable Redis: the answer was served; say so
             x.notes.append(f"response cache: not stored: {type(exc).__name__}: {exc}")
             return
@@ -231,9 +232,9 @@ async def _entry_read(x: Exchange, key: str, ttl: int) -> CacheEntry | None:
             size = store.size(key)
             if size is None:
                 return None
-            entry = store.get(key) if size <= store.inline_max else await asyncio.to_thread(store.get, key)
+            entry = store.get(key) if size <= store.inline_max else await off_loop(store.get, key)
         else:
-            entry = await asyncio.to_thread(store.get, key)
+            entry = await off_loop(store.get, key)
     except Exception as exc:  # the store is away: forward, and say so
         x.notes.append(f"response cache: not read: {type(exc).__name__}: {exc}")
         return None
@@ -286,7 +287,7 @@ async def _replay(x: Exchange, entry: CacheEntry) -> HttpResponseBase:
     record = x.response_record(status=entry.status, headers=headers, content_type=content_type,
                                is_stream=entry.is_sse)
     if capture.blocking():
-        await asyncio.to_thread(capture.finish, record, x.scrubber)
+        await off_loop(capture.finish, record, x.scrubber)
     else:
         capture.finish(record, x.scrubber)
     if entry.is_sse or len(pieces) > 1:

@@ -20,6 +20,7 @@ from proxy.refusals import refusal_find
 from proxy.relay import relay_response
 from proxy.request_body import Refusal
 from proxy.steps import relay_filter, steps_active, steps_run
+from proxy.threads import off_loop
 from proxy.upstream import headers_forward, upstream_call, upstream_failure_answer
 from providers import Provider
 
@@ -100,7 +101,7 @@ async def request_record(x: Exchange) -> None:
             pass
     if x.body.size and record.body is None:
         try:
-            record.body_file = await asyncio.to_thread(x.body.keep, x.content_type, x.scrubber, masked)
+            record.body_file = await off_loop(x.body.keep, x.content_type, x.scrubber, masked)
         except OSError as exc:  # spool folder full or unwritable: forward anyway, say so in the log
             x.notes.append(f"request body file not saved: {exc}")
     if note := masked.note("request body (stored copy; the upstream got it as sent)"):

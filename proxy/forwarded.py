@@ -5,7 +5,6 @@ path, query and headers (credentials masked) and the body, inline as text or, wh
 or not text, as a spool file the ingest stores as a FORWARDED_BODY file.
 """
 
-import asyncio
 import hashlib
 
 from django.conf import settings
@@ -16,6 +15,7 @@ from logs.records import FileRef
 from logs.redaction.redact import headers_mask, query_mask
 from logs.redaction.scrub import Masked
 from proxy.exchange import Exchange
+from proxy.threads import off_loop
 
 
 def _content_type(headers: list[tuple[str, str]]) -> str:
@@ -59,7 +59,7 @@ async def forwarded_note(x: Exchange) -> None:
         note["body"] = text
         if text is None and body:
             try:
-                x.forwarded_body_file = await asyncio.to_thread(_spool_write, x, body, content_type)
+                x.forwarded_body_file = await off_loop(_spool_write, x, body, content_type)
             except OSError as exc:
                 x.notes.append(f"forwarded body file not saved: {exc}")
     x.forwarded = note

@@ -3,20 +3,16 @@
 Each entry is a dotted path to an object (an instance, a class built with no arguments, or a
 module) with `on_request(exchange)` and/or `on_response(exchange)`, sync or async. They are
 loaded once, at start (a bad one stops the start with ImproperlyConfigured naming it). Sync
-hooks run in a worker thread (HookThreads below), so a slow one never blocks the event loop; one that says it never
+hooks run in a worker thread (proxy/threads.py), so a slow one never blocks the event loop; one that says it never
 waits on I/O (`blocking = False`) runs on the loop and saves the thread hop. The hooks share one
 proxy/hook_exchange.HookExchange per request; what they changed is applied to the Exchange
 and logged once they have all run (see docs/hooks.md).
 """
 
-import asyncio
-import contextvars
 import dataclasses
 import inspect
 import json
 import logging
-import queue
-import threading
 import traceback
 from collections.abc import Callable
 from functools import lru_cache
@@ -33,6 +29,7 @@ from logs.redaction.scrub import text_scrub
 from proxy.exchange import Exchange, json_error
 from proxy.hook_exchange import HookExchange
 from proxy.paths import PathRefused, path_check
+from proxy.threads import ParkedThreads
 from wire.encoding import DecodeError, decode_pieces, encoding_name
 
 log = logging.getLogger(__name__)
@@ -54,68 +51,20 @@ class Hook:
     async def call(self, method: Callable, hx: HookExchange) -> Any:
         """Run one of its methods: a coroutine function awaited; a plain one in a thread, unless it
         declared itself non-blocking (the thread hop is most of a no-op hook's cost, docs/benchmark.md)."""
-        if inspect.iscoroutinefunction(method):
+        if _is_async(method):
             return await method(hx)
         if not self.blocking:
             return method(hx)
         return await _THREADS.run(method, hx)
 
 
-class HookThreads:
-    """Threads that run sync hooks: a job queue and the loop's own wake-up, not an executor.
-
-    asyncio.to_thread (an executor future wrapped in an asyncio future, a copied context) cost
-    a no-op hook ~9% of a chat request's CPU; handing the call to a parked thread through a
-    SimpleQueue and waking the loop with call_soon_threadsafe costs about half of that
-    (docs/benchmark.md). Threads start as calls wait for one, up to THREADS_MAX, so a slow hook
-    holds one thread and the others go on; they are daemons, parked between calls.
-    """
-
-    THREADS_MAX = 32  # as many as asyncio's default executor has on a large machine
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0
-
-    async def run(self, fn: Callable, arg: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        with self._lock:
-            if self._idle <= 0 and self._threads < self.THREADS_MAX:
-                self._threads += 1
-                threading.Thread(target=self._work, name=f"hook-{self._threads}", daemon=True).start()
-            else:
-                self._idle -= 1
-        self._jobs.put((loop, done, contextvars.copy_context(), fn, arg))
-        return await done
-
-    def _work(self) -> None:
-        while True:
-            loop, done, ctx, fn, arg = self._jobs.get()
-            try:
-                result, error = ctx.run(fn, arg), None
-            except BaseException as exc:  # noqa: BLE001  (given back to the awaiting request)
-                result, error = None, exc
-            with self._lock:
-                self._idle += 1
-            try:
-                loop.call_soon_threadsafe(_settle, done, result, error)
-            except RuntimeError:  # the loop closed while the hook ran: nobody waits for it
-                pass
+_THREADS = ParkedThreads("hook")  # its own threads: a slow hook never delays the gateway's own file work
 
 
-def _settle(done: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if done.cancelled():  # the request went away while the hook ran
-        return
-    if error is not None:
-        done.set_exception(error)
-    else:
-        done.set_result(result)
-
-
-_THREADS = HookThreads()
+@lru_cache(maxsize=64)
+def _is_async(method: Callable) -> bool:
+    """Whether a hook method is a coroutine function (asked once per method: inspect's answer is slow)."""
+    return inspect.iscoroutinefunction(method)
 
 
 class HookFailed(Exception):

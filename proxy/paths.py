@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from providers import Provider, registry
 
@@ -91,8 +93,29 @@ def upstream_base(provider: Provider) -> str:
     return (settings.UPSTREAM_URLS.get(provider.name) or provider.upstream_default).rstrip("/")
 
 
+# Routes found, by raw path, until a setting they depend on changes (tests change them): the
+# same few paths come again and again, and checking every decoding layer showed in the profile.
+_routes: dict[str, Route] = {}
+_ROUTES_MAX = 1024
+
+
+@receiver(setting_changed)
+def _settings_changed(*, setting: str, **kwargs) -> None:
+    if setting in ("GATEWAY_PROVIDERS", "UPSTREAM_URLS"):
+        _routes.clear()
+
+
 def route_find(raw_path: str) -> Route:
     """The route for a raw request path; PathRefused for an unsafe path, NoRoute when nobody serves it."""
+    route = _routes.get(raw_path)
+    if route is None:
+        if len(_routes) >= _ROUTES_MAX:  # ids in paths (files, batches) make many: start over
+            _routes.clear()
+        route = _routes[raw_path] = _route_find(raw_path)
+    return route
+
+
+def _route_find(raw_path: str) -> Route:
     path = path_check(raw_path)
     providers = registry(settings.GATEWAY_PROVIDERS)
     found = providers.match(path)

@@ -13,6 +13,7 @@ from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
 from proxy.exchange import REQUEST_ID_HEADER, Exchange
+from proxy.threads import off_loop
 from proxy.upstream import headers_forward
 from wire.sse import EventFilter
 
@@ -188,7 +189,7 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
                                    is_stream=is_sse)
         try:
             if capture.blocking():
-                await asyncio.to_thread(capture.finish, record, x.scrubber)
+                await off_loop(capture.finish, record, x.scrubber)
             else:
                 capture.finish(record, x.scrubber)
         finally:

@@ -115,6 +115,35 @@ def payload_dir(tmp_path, settings):
 
 
 @pytest.fixture
+def s3_server():
+    """An S3-compatible server (moto) on 127.0.0.1 with an empty bucket; stopped at the end."""
+    from tests.s3 import MotoServer
+
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_store(s3_server, payload_dir, settings):
+    """This process's payload store is the moto bucket (under the prefix "t"), as FILE_STORAGE_URL makes it."""
+    from boto3.s3.transfer import TransferConfig
+    from django.core.files.storage import storages
+
+    from tests.s3 import CREDENTIALS
+
+    settings.STORAGES = {**settings.STORAGES, "payloads": {
+        "BACKEND": "logs.s3_storage.PayloadS3Storage",
+        "OPTIONS": {"bucket_name": s3_server.bucket, "location": "t", "endpoint_url": s3_server.url,
+                    "region_name": "us-east-1", "access_key": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                    "secret_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"], "file_overwrite": True,
+                    "querystring_auth": False, "default_acl": None,
+                    "transfer_config": TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20,
+                                                      max_concurrency=2)}}}
+    return storages["payloads"]
+
+
+@pytest.fixture
 def anyio_backend():
     """Async tests run on asyncio (the loop uvicorn uses)."""
     return "asyncio"

@@ -1,6 +1,5 @@
 """Splits a multipart/form-data body (kept in a file) into its fields and file parts."""
 
-import hashlib
 import mmap
 import re
 from dataclasses import dataclass
@@ -87,18 +86,3 @@ def part_read(path: Path, part: Part) -> bytes:
     with open(path, "rb") as f:
         f.seek(part.start)
         return f.read(part.end - part.start)
-
-
-def part_sha256(path: Path, part: Part) -> str:
-    """The sha256 of one part's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        f.seek(part.start)
-        left = part.end - part.start
-        while left > 0:
-            chunk = f.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            digest.update(chunk)
-            left -= len(chunk)
-    return digest.hexdigest()

@@ -18,11 +18,11 @@ from django.conf import settings
 
 from logs.ids import derive
 from logs.models import BinaryFile
-from logs.pipeline.spool import spool_path
+from logs.pipeline.spool import spool_cut, spool_discard, spool_path
 from logs.records import FileRef, RequestRecord
-from logs.storage import payload_exists, payload_move_in, payload_name, payload_save_bytes, payload_save_range
+from logs.storage import payload_exists, payload_move_in, payload_name, payload_save_bytes
 from providers import EmbeddedFile
-from wire.multipart import TooManyParts, multipart_boundary, multipart_split, part_read, part_sha256
+from wire.multipart import TooManyParts, multipart_boundary, multipart_split, part_read
 
 FORM_FIELD_INLINE_MAX = 64 * 1024
 
@@ -138,11 +138,16 @@ def multipart_store(rec: RequestRecord, files: list[BinaryFile]) -> str:
             except UnicodeDecodeError:
                 pass
         label = f"part{idx}"
-        name = payload_name(rec.provider, rec.created, derive(rec.id, label).hex, part.content_type)
-        name = payload_save_range(name, source, part.start, part.end)
+        file_id = derive(rec.id, label).hex
+        cut = spool_cut(source, part.start, part.end, f"{file_id}.part")
+        try:
+            name = payload_move_in(payload_name(rec.provider, rec.created, file_id, part.content_type),
+                                   spool_path(cut.spool))
+        finally:
+            spool_discard(cut.spool)  # stored or not, the source stays until the batch commits
         files.append(file_row(owner=rec.id, label=label, request_id=rec.id, response_id=None, name=name,
                               role=BinaryFile.Role.REQUEST_PART, content_type=part.content_type, size=size,
-                              sha256=part_sha256(source, part), created=rec.created, field_name=part.name,
+                              sha256=cut.sha256, created=rec.created, field_name=part.name,
                               filename=part.filename or ""))
         described.append({"field": part.name, "filename": part.filename, "content_type": part.content_type,
                           "size": size, "file": name})

@@ -14,6 +14,8 @@ from django.conf import settings
 
 from logs.records import FileRef
 
+CUT_CHUNK = 1 << 20
+
 
 def spool_dir() -> Path:
     """The spool folder (created on first use)."""
@@ -64,3 +66,25 @@ class SpoolWriter:
         except OSError:
             pass
         spool_discard(self.name)
+
+
+def spool_cut(source: Path, start: int, end: int, name: str) -> FileRef:
+    """Copy bytes [start, end) of a local file into a spool file of their own, in chunks.
+
+    A multipart part becomes a whole file this way, so the store receives every file as a
+    finished local file (an S3 store then uploads it from its path; logs/s3_storage.py). The name
+    is derived from the record, so a cut left behind by a crash is replaced, not collided with.
+    """
+    spool_discard(name)
+    writer = SpoolWriter(name)
+    try:
+        with open(source, "rb") as f:
+            f.seek(start)
+            left = end - start
+            while left > 0 and (chunk := f.read(min(left, CUT_CHUNK))):
+                writer.write(chunk)
+                left -= len(chunk)
+    except BaseException:
+        writer.discard()
+        raise
+    return writer.close()

@@ -14,6 +14,8 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from providers import Registry, registry
 
@@ -84,22 +86,47 @@ def _names(base: frozenset[str], extra: tuple[str, ...], providers_: Registry, a
     return base | {n.strip().lower() for n in extra if n.strip()} | {n.lower() for n in own}
 
 
+# The answers below, kept until a setting they depend on changes (tests change them; a server
+# reads them once): every header of every request and answer is asked about, several times, and
+# reading the settings for each cost a measurable share of a request.
+_memo: dict[Any, Any] = {}
+_MEMO_SETTINGS = frozenset({"LOG_REDACT_HEADERS", "LOG_REDACT_QUERY_PARAMS", "GATEWAY_PROVIDERS"})
+_MEMO_MAX = 4096
+
+
+@receiver(setting_changed)
+def _settings_changed(*, setting: str, **kwargs) -> None:
+    if setting in _MEMO_SETTINGS:
+        _memo.clear()
+
+
 def secret_headers() -> frozenset[str]:
     """Header names always masked: the built-in set, LOG_REDACT_HEADERS, each provider's credential headers."""
-    return _names(SECRET_HEADERS, tuple(settings.LOG_REDACT_HEADERS), registry(settings.GATEWAY_PROVIDERS),
-                  "credential_headers")
+    found = _memo.get("headers")
+    if found is None:
+        found = _memo["headers"] = _names(SECRET_HEADERS, tuple(settings.LOG_REDACT_HEADERS),
+                                          registry(settings.GATEWAY_PROVIDERS), "credential_headers")
+    return found
 
 
 def secret_params() -> frozenset[str]:
     """Query parameters always masked: the built-in set, LOG_REDACT_QUERY_PARAMS, each provider's own."""
-    return _names(SECRET_QUERY_PARAMS, tuple(settings.LOG_REDACT_QUERY_PARAMS), registry(settings.GATEWAY_PROVIDERS),
-                  "credential_query")
+    found = _memo.get("params")
+    if found is None:
+        found = _memo["params"] = _names(SECRET_QUERY_PARAMS, tuple(settings.LOG_REDACT_QUERY_PARAMS),
+                                         registry(settings.GATEWAY_PROVIDERS), "credential_query")
+    return found
 
 
 def header_is_secret(name: str) -> bool:
     """Whether a header's value is masked."""
-    lname = name.lower()
-    return lname in secret_headers() or name_is_secret(lname)
+    found = _memo.get(("header", name))
+    if found is None:
+        if len(_memo) > _MEMO_MAX:  # header names are few; a client sending many odd ones must not grow this
+            _memo.clear()
+        lname = name.lower()
+        found = _memo[("header", name)] = lname in secret_headers() or name_is_secret(lname)
+    return found
 
 
 def param_is_secret(raw_name: str) -> bool:

@@ -9,6 +9,7 @@ The upstream always gets the bytes the client sent; only the logged copy is mask
 exchange's notes say what was masked.
 """
 
+import functools
 import json
 import os
 import re
@@ -119,7 +120,7 @@ def _field_mask(match: re.Match, answer: bool, masked: Masked) -> bytes:
         name = json.loads(b'"' + match.group(1) + b'"')
     except ValueError:
         return match.group(0)
-    if not field_is_secret(name, answer=answer) or MASK.encode() in match.group(3):
+    if not _name_secret(name, answer) or MASK.encode() in match.group(3):
         return match.group(0)
     try:
         value = json.loads(b'"' + match.group(3) + b'"')
@@ -148,8 +149,53 @@ def fields_mask(data: bytes, content_type: str, *, answer: bool, masked: Masked)
     if ct == "application/x-www-form-urlencoded":
         return _form_mask(data, answer, masked)
     if "json" in ct or data[:1] in (b"{", b"["):
+        if _json_secret_free(data, answer):
+            return data
         return _JSON_FIELD.sub(lambda m: _field_mask(m, answer, masked), data)
     return data
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_secret(name: str, answer: bool) -> bool:
+    return field_is_secret(name, answer=answer)
+
+
+def _json_secret_free(data: bytes, answer: bool) -> bool:
+    """Whether a JSON text parses and none of its string fields is named like a credential.
+
+    Parsing (orjson, in C) and looking at the keys costs a fraction of running the field regex
+    over every string of the text, and nearly every body has no such field. Anything the parser
+    refuses (not JSON, nested too deep) goes through the regex.
+    """
+    try:
+        stack = [orjson.loads(data)]
+    except orjson.JSONDecodeError:
+        return False
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, str):
+                    if _name_secret(key, answer):
+                        return False
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+        else:
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return True
+
+
+@functools.lru_cache(maxsize=256)
+def _forms(secrets: tuple[str, ...]) -> tuple[frozenset[bytes], dict[bytes, bytes], "re.Pattern[bytes] | None"]:
+    """(needles, replacements, pattern) of a set of credentials, built once per distinct set.
+
+    Most exchanges carry the same few keys: building these every request (every form of every
+    secret, a regex of them all) cost more than the scrubbing itself.
+    """
+    replacements = byte_replacements(list(secrets))
+    pattern = re.compile(b"|".join(re.escape(k) for k in sorted(replacements, key=len, reverse=True))
+                         ) if replacements else None
+    return secret_needles(list(secrets)), replacements, pattern
 
 
 class Scrubber:
@@ -157,10 +203,7 @@ class Scrubber:
 
     def __init__(self, secrets: list[str]) -> None:
         self.secrets = secrets
-        self.needles = secret_needles(secrets)
-        self.replacements = byte_replacements(secrets)
-        self._pattern = re.compile(b"|".join(re.escape(k) for k in sorted(self.replacements, key=len, reverse=True))
-                                   ) if self.replacements else None
+        self.needles, self.replacements, self._pattern = _forms(tuple(secrets))
 
     def line(self, line: bytes) -> bytes:
         """A journal line, the exchange's credentials masked."""

@@ -15,13 +15,3 @@ def fast_gateway(upstream, transactional_db, log_flush, settings):
     yield live
     log_flush()
     live.stop()
-
-
-@pytest.fixture
-def s3_server():
-    """An S3-compatible server (moto) on 127.0.0.1 with an empty bucket; stopped at the end."""
-    from tests.s3 import MotoServer
-
-    server = MotoServer()
-    yield server
-    server.stop()

@@ -17,9 +17,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from logs.models import BinaryFile, Frame, Request, Response
 from testing.mock_realtime import PCM_CHUNK, MockRealtimeThread
 from hold.models import HeldRequest
-from hold.services import HoldError, held_decide, switch_set
+from hold.services import HoldError, switch_set
 from tests.e2e.faults import wait_until
-from tests.hold.conftest import Background, held_ids
+from tests.hold.conftest import Background, decide, held_ids
 from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
 from tests.procs import GatewayProcess, db_rows, migrated_copy, sqlite_only
 
@@ -259,12 +259,12 @@ def test_the_hold_queue_applies_at_the_upgrade(rt, realtime_mock, log_flush):
     approved = Background(lambda: asyncio.run(_upgrade(rt.url)))
     [rid] = held_ids(rt)
     assert not approved.done and realtime_mock.mock.sessions == []  # no handshake either way while held
-    held_decide(rid, "approve", by="alice")
+    decide(rid, "approve", by="alice")
     assert approved.wait() == "session.created"
 
     rejected = Background(lambda: asyncio.run(_upgrade(rt.url)))
     [rid2] = held_ids(rt)  # the first one is no longer waiting
-    held_decide(rid2, "reject-400", by="bob")
+    decide(rid2, "reject-400", by="bob")
     refused = rejected.wait()
     assert isinstance(refused, InvalidStatus) and refused.response.status_code == 400
     assert len(realtime_mock.mock.sessions) == 1  # the rejected upgrade never reached the upstream
@@ -297,5 +297,5 @@ def test_a_client_that_leaves_while_its_upgrade_is_held_is_logged_and_never_forw
     assert resp.outcome == "client_aborted" and "while held" in resp.error_message
     assert HeldRequest.objects.get(id=rid).state == "aborted"
     with pytest.raises(HoldError, match="no longer waiting"):  # no decision can open a session now
-        held_decide(rid, "approve", by="alice")
+        decide(rid, "approve", by="alice")
     assert realtime_mock.mock.sessions == []

@@ -94,8 +94,13 @@ def test_files_land_in_the_bucket_are_served_and_pruned(s3_gateway, s3_server):
         admin.post("/admin/login/", data={"username": "ops", "password": ADMIN["DJANGO_SUPERUSER_PASSWORD"],
                                           "csrfmiddlewaretoken": admin.cookies["csrftoken"], "next": "/admin/"})
         served = admin.get(f"/admin/logs/request/file/{image_id}/")
+        # ...and a byte range of the speech, as an <audio> element scrubbing it asks.
+        speech_id, speech_path = by_req[ids["speech"]][0][:2]
+        scrub = admin.get(f"/admin/logs/request/file/{speech_id}/", headers={"Range": "bytes=60000-"})
     assert served.status_code == 200 and served.content == PNG
-    assert served.headers["content-type"] == "image/png"
+    assert served.headers["content-type"] == "image/png" and served.headers["accept-ranges"] == "bytes"
+    assert scrub.status_code == 206 and scrub.headers["content-range"] == "bytes 60000-69999/70000"
+    assert scrub.content == s3_server.objects(PREFIX)[speech_path][60000:]
 
     # prune_logs deletes the objects with their rows.
     done = subprocess.run([sys.executable, "manage.py", "prune_logs", "--older-than", "0s"], cwd=ROOT, timeout=120,

@@ -11,9 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from hold.models import HeldRequest
-from hold.services import HoldError, held_decide, switch_set
+from hold.services import HoldError, switch_set
 from logs.models import Request, Response
-from tests.hold.conftest import Background, held_ids, until
+from tests.hold.conftest import Background, decide, held_ids, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,7 +46,7 @@ def test_approve_releases_the_request_with_its_held_id(upstream, gateway, log_fl
     assert row.model == "gpt-4o-mini" and json.loads(row.body) == CHAT and row.provider == "openai"
     time.sleep(0.3)  # held a measurable while: the log must not count it as upstream time
     assert not call.done and upstream.received == []  # nothing sent either way while held
-    held_decide(rid, "approve", by="alice")
+    decide(rid, "approve", by="alice")
     r = call.wait()
     assert r.status_code == 200 and r.headers["x-gateway-request-id"] == rid
     resp = _logged(log_flush, rid)
@@ -66,9 +66,9 @@ def test_approve_with_an_edited_body(upstream, gateway, log_flush):
     call = _post(gateway)
     [rid] = held_ids(gateway)
     with pytest.raises(HoldError, match="not valid JSON"):
-        held_decide(rid, "approve", by="bob", body="{nope")
+        decide(rid, "approve", by="bob", body="{nope")
     edited = {**CHAT, "messages": [{"role": "user", "content": "edited by an operator"}]}
-    held_decide(rid, "approve", by="bob", body=json.dumps(edited))
+    decide(rid, "approve", by="bob", body=json.dumps(edited))
     assert call.wait().status_code == 200
     assert json.loads(upstream.received[-1].body) == edited
     resp = _logged(log_flush, rid)
@@ -81,7 +81,7 @@ def test_rejections_answer_without_calling_upstream(upstream, gateway, log_flush
     switch_set(on=True, by="test")
     call = _post(gateway)
     [rid] = held_ids(gateway)
-    held_decide(rid, decision, by="carol")
+    decide(rid, decision, by="carol")
     r = call.wait()
     assert r.status_code == status and r.headers["x-gateway-request-id"] == rid
     assert upstream.received == []
@@ -121,7 +121,7 @@ def test_a_client_that_leaves_while_held_is_logged_and_never_forwarded(upstream,
     assert resp.outcome == "client_aborted" and "while held" in resp.error_message and resp.status_code is None
     assert resp.steps[-1]["decision"] == "client disconnected while held" and row.held_ms > 0
     with pytest.raises(HoldError, match="no longer waiting"):
-        held_decide(rid, "approve", by="late")
+        decide(rid, "approve", by="late")
     assert upstream.received == []
 
 
@@ -189,7 +189,7 @@ def test_gemini_streamed_content_policy_is_its_blocked_event(upstream, gateway, 
     switch_set(on=True, by="test")
     call = Background(lambda: list(client.models.generate_content_stream(model="gemini-2.0-flash", contents="hi")))
     [rid] = held_ids(gateway)
-    held_decide(rid, "content-policy", by="dave")
+    decide(rid, "content-policy", by="dave")
     chunks = call.wait()
     assert call.error is None, call.error
     assert [c.prompt_feedback.block_reason for c in chunks] == [types.BlockedReason.SAFETY]
@@ -207,7 +207,7 @@ def test_a_cache_hit_is_never_held(upstream, gateway, log_flush, settings, tmp_p
     assert not HeldRequest.objects.exists() and len(upstream.received) == 1
     miss = _post(gateway, body={**CHAT, "user": "new"}, headers=cached)  # a miss is held as usual
     [rid] = held_ids(gateway)
-    held_decide(rid, "approve", by="alice")
+    decide(rid, "approve", by="alice")
     assert miss.wait().headers["x-gateway-cache"] == "MISS"
 
 
@@ -216,7 +216,7 @@ def test_an_answer_to_an_edited_request_is_not_cached(upstream, gateway, log_flu
     _switch(on=True)
     call = _post(gateway, headers={**AUTH, "X-Gateway-Cache": "60"})
     [rid] = held_ids(gateway)
-    held_decide(rid, "approve", by="bob", body=json.dumps({**CHAT, "user": "edited"}))
+    decide(rid, "approve", by="bob", body=json.dumps({**CHAT, "user": "edited"}))
     assert call.wait().headers["x-gateway-cache"] == "MISS"
     assert any(s.get("decision") == "not stored: a later step changed the request" for s in _logged(log_flush, rid).steps)
     _switch(on=False)

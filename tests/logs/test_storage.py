@@ -1,8 +1,8 @@
 """Every payload file goes through Django's storage API: the file-producing flows on another backend.
 
-The payload store is switched to Django's InMemoryStorage; each flow that keeps files (images
-cut out of JSON answers, multipart uploads, binary answers, non-UTF-8 and large bodies,
-Replicate outputs) runs through a live gateway, and every file must be in that store, byte for
+The payload store is switched to Django's InMemoryStorage, then to an S3 bucket (moto); each flow
+that keeps files (images cut out of JSON answers, multipart uploads, binary answers, non-UTF-8 and
+large bodies, Replicate outputs) runs through a live gateway, and every file must be in that store, byte for
 byte, with nothing written to the local payload folder. The admin serves them from it and
 deleting the exchanges removes them from it.
 """
@@ -27,9 +27,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 KEY = "sk-" + "storageTEST0123456789abcdefXYZ"
 
 
-@pytest.fixture
-def memory_store(settings, payload_dir):
-    """Payload files in memory instead of the local folder."""
+@pytest.fixture(params=["memory", "s3"])
+def other_store(request, settings, payload_dir):
+    """Payload files in memory, or in an S3 bucket (moto), instead of the local folder."""
+    if request.param == "s3":
+        store = request.getfixturevalue("s3_store")
+        assert type(store).__name__ == "PayloadS3Storage"
+        return store
     settings.STORAGES = {**settings.STORAGES, "payloads": {"BACKEND": "django.core.files.storage.InMemoryStorage"}}
     store = storages["payloads"]
     assert type(store).__name__ == "InMemoryStorage"
@@ -55,7 +59,7 @@ def _flows(gw_url: str, settings) -> None:
     assert rep.status_code in (200, 201)
 
 
-def test_file_producing_flows_on_another_storage_backend(memory_store, gateway, upstream, log_flush, payload_dir,
+def test_file_producing_flows_on_another_storage_backend(other_store, gateway, upstream, log_flush, payload_dir,
                                                           settings):
     _flows(gateway.url, settings)
     log_flush()
@@ -64,15 +68,15 @@ def test_file_producing_flows_on_another_storage_backend(memory_store, gateway, 
     roles = sorted({f.role for f in files})
     assert roles == ["request_body", "request_part", "response_body", "response_image", "response_output"]
     for f in files:
-        with memory_store.open(f.file.name, "rb") as stored:
+        with other_store.open(f.file.name, "rb") as stored:
             data = stored.read()
         assert len(data) == f.size and hashlib.sha256(data).hexdigest() == f.sha256, f.file.name
     # Nothing reached the local folder: the store really is the in-memory one.
     assert [p for p in payload_dir.rglob("*") if p.is_file()] == []
     image = next(f for f in files if f.role == "response_image")
-    assert memory_store.open(image.file.name).read() == PNG
+    assert other_store.open(image.file.name).read() == PNG
     upload = next(f for f in files if f.role == "request_part" and f.field_name == "image")
-    assert memory_store.open(upload.file.name).read() == PNG + b"\x00" * 100
+    assert other_store.open(upload.file.name).read() == PNG + b"\x00" * 100
     assert base64.b64encode(PNG).decode() not in Request.objects.get(pk=image.request_id).response.body
 
     admin = Client()
@@ -82,4 +86,4 @@ def test_file_producing_flows_on_another_storage_backend(memory_store, gateway, 
 
     queryset_delete(Request.objects.all())
     assert not BinaryFile.objects.exists()
-    assert all(not memory_store.exists(f.file.name) for f in files)
+    assert all(not other_store.exists(f.file.name) for f in files)

@@ -50,6 +50,23 @@ def test_json_fields_masked_in_place_everything_else_byte_for_byte():
     assert json.loads(out)["text"] == "the api_key is mine"
 
 
+@pytest.mark.parametrize("text, field", [
+    ('[1, {"deep": [{"x": {"to_ken": "abcdefghijklmnop"}}]}]', "to_ken"),  # in a list, separators in the name
+    ('{"\\u0061pi_key": "abcdefghijklmnop"}', "api_key"),  # a JSON-escaped name
+    ('{"a": 1, "password": "abcdefghijklmnop"', "password"),  # cut short: not JSON, still masked
+])
+def test_json_fields_found_wherever_they_hide(text, field):
+    masked = Masked()
+    out = Scrubber([]).text(text, "application/json", answer=False, masked=masked)
+    assert "abcdefghijklmnop" not in out and "…mnop" in out and masked.fields == {field: 1}
+
+
+def test_json_without_credential_fields_is_kept_as_sent():
+    text = '{"model": "m", "messages": [{"role": "user", "content": "my password is long"}], "key": "k-0123456789"}'
+    masked = Masked()
+    assert Scrubber([]).text(text, "application/json", answer=False, masked=masked) is text and not masked
+
+
 def test_logprobs_tokens_in_an_answer_stay():
     text = '{"choices": [{"logprobs": {"content": [{"token": "Hello", "logprob": -0.1}]}}]}'
     masked = Masked()
