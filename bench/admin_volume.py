@@ -1,15 +1,17 @@
 """The log browser at volume: every list filter, search and page timed on N exchanges, SQLite and PostgreSQL.
 
     python -m bench.admin_volume [--n 1000000] [--db sqlite,postgresql] [--runs 3] [--dir DIR]
+                                 [--pg-name NAME] [--seed-only]
 
 For each database: a fresh SQLite file under DIR (default: a temporary folder) or a fresh PostgreSQL
 database (postgres://postgres@127.0.0.1:5432/gw_volume_<n>), migrated, then seeded: BASE exchanges
 from logs/seed.py (realistic variety), copied by INSERT ... SELECT with new ids and times shifted
 a little until there are N (Python would need ~25 minutes per million here), plus a few rare rows
 (a body word and an answering model that appear in RARE exchanges only). With --dir and an already
-seeded file or database, seeding is skipped. Then every page is fetched through Django's test
-Client as a logged-in superuser: one warm-up, then --runs timed fetches; the table shows the
-median in milliseconds. Each database runs in its own process (settings are read once).
+seeded file or database, seeding is skipped (new migrations are applied to it), so each database is
+seeded once: `--seed-only` seeds and stops, later runs with the same --dir (and --pg-name) time.
+Then every page is fetched through Django's test Client as a logged-in superuser: one warm-up,
+then --runs timed fetches; the table shows the median in milliseconds. Each database runs in its own process (settings are read once).
 """
 
 import argparse
@@ -158,7 +160,7 @@ def _rare_rows() -> None:
                                 created_at=when + timedelta(milliseconds=300), duration_ms=300.0)
 
 
-def child(n: int, runs: int, skip: list[str]) -> None:
+def child(n: int, runs: int, skip: list[str], seed_only: bool) -> None:
     """Migrate, seed when empty, time every page; print one JSON line."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
     import django
@@ -174,6 +176,9 @@ def child(n: int, runs: int, skip: list[str]) -> None:
     seed_s, rows = None, Request.objects.order_by().values("pk")[:1].exists()
     if not rows:
         seed_s = _seed(n, lambda done: print(f"  seeded {done}", file=sys.stderr, flush=True))
+    if seed_only:
+        print(json.dumps({"seed_s": seed_s, "rows": Request.objects.count(), "times": {}}))
+        return
     user = get_user_model().objects.filter(username="bench").first() or \
         get_user_model().objects.create_superuser("bench", "bench@example.com", "bench-volume")
     client = Client()
@@ -236,11 +241,13 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite,postgresql")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", default=None, help="keep the SQLite file here and the PostgreSQL database, and reuse them")
+    parser.add_argument("--pg-name", default=None, help="the PostgreSQL database's name (default gw_volume_<n>)")
+    parser.add_argument("--seed-only", action="store_true", help="seed (when empty) and stop; time nothing")
     parser.add_argument("--skip", default="", help="leave out pages whose name holds one of these (comma-separated)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.n, args.runs, [w for w in args.skip.split(",") if w])
+        return child(args.n, args.runs, [w for w in args.skip.split(",") if w], args.seed_only)
     work = Path(args.dir or tempfile.mkdtemp(prefix="admin_volume_"))
     work.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -248,13 +255,14 @@ def main() -> None:
         if db == "sqlite":
             url = f"sqlite:///{work / f'volume_{args.n}.db'}"
         else:
-            name = f"gw_volume_{args.n}"
+            name = args.pg_name or f"gw_volume_{args.n}"
             _pg_fresh(name, keep=args.dir is not None)
             url = f"postgres://postgres@127.0.0.1:5432/{name}"
         print(f"{db}: {url}", file=sys.stderr, flush=True)
         env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": str(work / "data")}
         out = subprocess.run([sys.executable, "-m", "bench.admin_volume", "--child", "--n", str(args.n),
-                              "--runs", str(args.runs), "--skip", args.skip], env=env, stdout=subprocess.PIPE, text=True, check=True)
+                              "--runs", str(args.runs), "--skip", args.skip] + ["--seed-only"] * args.seed_only,
+                             env=env, stdout=subprocess.PIPE, text=True, check=True)
         results[db] = json.loads(out.stdout.strip().splitlines()[-1])
     dbs = list(results)
     print(f"\n{args.n:,} exchanges requested; rows: " + ", ".join(f"{d} {results[d]['rows']:,}" for d in dbs)

@@ -126,6 +126,54 @@ class Response(models.Model):
         return f"{self.status_code} for {self.request_id}"
 
 
+class PendingRequest(models.Model):
+    """A request that has no response row (yet): an exchange in flight, or one whose answer was never logged.
+
+    Kept by database triggers on requests and responses (migration 0009), whatever writes the rows
+    (the ingest's bulk inserts, prune_logs, the admin's delete), so "no response yet" reads this
+    small table instead of checking every request for a response. A later migration that rebuilds
+    `requests` or `responses` (SQLite) drops the triggers and must create them again.
+    """
+
+    request_id = models.UUIDField(primary_key=True)
+
+    class Meta:
+        db_table = "requests_pending"
+
+    def __str__(self) -> str:
+        return f"pending {self.request_id}"
+
+
+class SpendDay(models.Model):
+    """Spend and tokens of one UTC day's answers for one (requested model, key, user): the spend page's whole days.
+
+    Kept by database triggers on responses and requests (migration 0010), whatever writes or deletes
+    the rows, so the spend page adds up a few rows per day instead of reading every exchange. The key
+    is the gateway key's label when one was presented, else the provider key's fingerprint; "" for none.
+    A row's figures drop to zero when its answers are deleted. Responses are deleted before their
+    requests (prune_logs, the admin, Django's collector): the triggers read the request's model, key
+    and user then. Cost is in units of 1e-8 dollars (cost_usd's precision): integer sums stay exact.
+    """
+
+    day = models.DateField()
+    model = models.CharField(max_length=255)
+    key = models.CharField(max_length=160)
+    end_user = models.CharField(max_length=255)
+    exchanges = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    priced = models.BigIntegerField(default=0)  # answers with a known cost (none: the group's cost is unknown)
+    cost_e8 = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "spend_days"
+        constraints = [models.UniqueConstraint(fields=["day", "model", "key", "end_user"], name="spend_days_group_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.model} {self.key} {self.end_user}"
+
+
 class BinaryFile(models.Model):
     """A binary payload (or an oversized body) kept on the payload storage."""
 

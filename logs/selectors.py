@@ -5,13 +5,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum
+from django.db import connections
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Sum, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import HasKey, KeyTextTransform
-from django.db.models.functions import Substr
-from django.db.models.lookups import Exact
+from django.db.models.functions import Coalesce, Substr
+from django.db.models.lookups import Exact, GreaterThanOrEqual, In, LessThan
 
-from logs.models import BinaryFile, Request, Response
+from logs.models import BinaryFile, PendingRequest, Request, Response
 from logs.outcomes import Outcome
 from logs.textsearch import text_match_sql
 
@@ -68,6 +69,23 @@ def _answered(q: Q | None = None, negate: bool = False) -> Q:
     return ~Q(exists) if negate else Q(exists)
 
 
+def any_of_q(field: str, values: list[str]) -> Q:
+    """Requests whose `field` (indexed with created_at) is one of `values`.
+
+    One value's rows lie in time order on its (field, created_at) index; several values' do not,
+    so the database collects every row of every value and sorts them (seconds for common ones).
+    When the values hold at least RARE_ANSWERS rows (counted on the index), the condition is put
+    on an expression of the column instead, which no index serves: the list then walks created_at
+    newest first and stops after a page, as _answered does for common answers.
+    """
+    if len(values) < 2:
+        return Q(**{field: values[0]}) if values else Q()
+    matching = Request.objects.filter(**{f"{field}__in": values}).order_by()
+    if matching[:RARE_ANSWERS].count() < RARE_ANSWERS:
+        return Q(**{f"{field}__in": values})
+    return Q(In(Coalesce(F(field), Value("")), values))
+
+
 def status_q(value: str) -> Q:
     """A filter for a status: "200", a class such as "4xx", or "gateway_error"/"aborted"/...
 
@@ -88,8 +106,8 @@ def status_q(value: str) -> Q:
                 "rate_limited": (Outcome.RATE_LIMITED,), "rate-limited": (Outcome.RATE_LIMITED,)}
     if value in outcomes:
         return _answered(Q(outcome__in=outcomes[value]))
-    if value == "pending":
-        return _answered(negate=True)
+    if value == "pending":  # no response row: the small requests_pending table (migration 0009), then sorted
+        return Q(pk__in=PendingRequest.objects.values("request_id"))
     if value == "error":
         return _answered(Q(is_error=True))
     raise ValueError(f"unknown status {value!r}: use e.g. 200, 4xx, 5xx, gateway_error, rate_limited, aborted")
@@ -316,31 +334,81 @@ def exchanges_for_export(filters: ExportFilters, qs: QuerySet | None = None,
     return qs if bodies else qs.defer(*BODY_FIELDS)
 
 
-def distinct_values(qs: QuerySet, field: str, limit: int = 200) -> list[str]:
-    """Distinct non-null values of an indexed column by index seeks (one per value), not a scan.
+def distinct_values(qs: QuerySet, field: str, limit: int = 200, after: str | None = None) -> list[str]:
+    """Distinct non-null values of an indexed column (those above `after`, when given) by index seeks
+    (one per value), not a scan.
 
     SQLite answers SELECT DISTINCT by walking the whole index; asking "smallest value above
-    the last one" repeatedly costs one seek per value instead (a loose index scan).
+    the last one" repeatedly costs one seek per value instead (a loose index scan). The bound is
+    `after`, not a condition of qs: given two lower bounds on one column, SQLite seeks to one and
+    reads on from there, so every seek would start at the first value. The two statements are
+    compiled once and run with each value: the list's filters ask ~80 of these per page, and
+    building a queryset for each cost more than the seeks.
     """
     # IS NOT NULL (not NOT (... IS NULL)): SQLite seeks past the NULLs only for that form.
     base = qs.filter(**{f"{field}__isnull": False}).order_by(field).values_list(field, flat=True)
+    next_sql, next_params = base.filter(**{f"{field}__gt": _AFTER})[:1].query.sql_with_params()
+    at = next_params.index(_AFTER)
+
+    def above(value: str) -> list:
+        return [*next_params[:at], value, *next_params[at + 1:]]
+
     values: list[str] = []
-    while len(values) < limit:
-        nxt = (base.filter(**{f"{field}__gt": values[-1]}) if values else base).first()
-        if nxt is None:
-            break
-        values.append(nxt)
+    with connections[qs.db].cursor() as cursor:
+        if after is None:
+            cursor.execute(*base[:1].query.sql_with_params())
+        else:
+            cursor.execute(next_sql, above(after))
+        while len(values) < limit and (row := cursor.fetchone()) is not None:
+            values.append(row[0])
+            cursor.execute(next_sql, above(row[0]))
     return values
 
 
-def date_bounds(qs: QuerySet, field: str) -> tuple[datetime | None, datetime | None]:
-    """Oldest and newest value of an indexed datetime: two index seeks (MIN and MAX together scan)."""
+_AFTER = "distinct_values: the last value found"  # a placeholder, replaced before the statement runs
+
+
+def date_bounds(qs: QuerySet, field: str,
+                known: list[datetime] | None = None) -> tuple[datetime | None, datetime | None]:
+    """Oldest and newest value of an indexed datetime: two index seeks (MIN and MAX together scan).
+
+    `known`: every matching row's value, when the caller already holds them all (a list that fit on
+    one page); then no query. A seek over a filter that matches little walks the index until it
+    meets a match: the whole log for a search that matches nothing.
+    """
+    if known is not None:
+        return (min(known), max(known)) if known else (None, None)
+    if _is_id_set(qs, field):
+        # A seek walks the index until it meets one of the set's rows, the whole log when they are all
+        # at one end (the open exchanges are the newest): MIN and MAX over the set read only its rows.
+        bounds = qs.order_by().aggregate(first=Min(field), last=Max(field))
+        return bounds["first"], bounds["last"]
     values = qs.order_by().values_list(field, flat=True)
     return values.order_by(field).first(), values.order_by(f"-{field}").first()
 
 
-def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "callable") -> list[datetime]:
-    """The period starts that hold at least one row: one index probe (EXISTS) per period."""
+def _is_id_set(qs: QuerySet, field: str) -> bool:
+    """True when qs is an id set (pk IN (...): "no response yet", a search, a rare answer), within a range of field
+    at most."""
+    where = qs.query.where
+    if where.connector != "AND" or where.negated or not where.children:
+        return False
+    ids = False
+    for cond in where.children:
+        target = getattr(getattr(cond, "lhs", None), "target", None)
+        if isinstance(cond, In) and target is qs.model._meta.pk:
+            ids = True
+        elif not (isinstance(cond, (GreaterThanOrEqual, LessThan)) and target is not None and target.name == field):
+            return False
+    return ids
+
+
+def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "callable",
+                 known: list[datetime] | None = None) -> list[datetime]:
+    """The period starts that hold at least one row: one index probe (EXISTS) per period, or, with `known`
+    (every matching row's value, see date_bounds), the periods those values fall in."""
+    if known is not None:
+        return [s for s in starts if any(s <= v < width(s) for v in known)]
     return [s for s in starts if qs.filter(**{f"{field}__gte": s, f"{field}__lt": width(s)}).exists()]
 
 

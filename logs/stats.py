@@ -2,13 +2,14 @@
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import lru_cache
 
-from django.db.models import Case, CharField, Count, F, Func, IntegerField, Q, Sum, Value, When
+from django.db.models import BigIntegerField, Case, CharField, Count, F, Func, IntegerField, Q, Sum, Value, When
+from django.db.models.functions import Cast, Round
 
-from logs.models import Response
+from logs.models import Response, SpendDay
 
 WINDOWS = {  # name: (span, bucket width)
     "24h": (timedelta(hours=24), timedelta(hours=1)),
@@ -228,31 +229,98 @@ class Spend:
 
 
 SPEND_GROUPS_MAX = 100  # rows per table (the biggest spenders first)
-_SPEND_SUMS = {"exchanges": Count("pk"), "input_tokens": Sum("input_tokens"), "output_tokens": Sum("output_tokens"),
-               "total_tokens": Sum("total_tokens"), "cost": Sum("cost_usd")}
+# One group of the spend page's figures: (UTC day "YYYY-MM-DD", requested model, key, user); "" when unknown.
+SpendGroup = tuple[str, str, str, str]
+E8 = Decimal(100_000_000)
+# Cost in units of 1e-8 dollars (its stored precision), as spend_days keeps it: integer sums are exact (SQLite
+# stores cost_usd as a float, and a float sum over many answers is not).
+COST_E8 = Cast(Round(F("cost_usd") * Value(100_000_000)), BigIntegerField())
 
 
-def _spend_row(key: str, values: dict) -> SpendRow:
-    return SpendRow(key=key or "", exchanges=values["exchanges"], input_tokens=values["input_tokens"] or 0,
-                    output_tokens=values["output_tokens"] or 0, total_tokens=values["total_tokens"] or 0,
-                    cost=values["cost"])
+@dataclass
+class _Sums:
+    exchanges: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    priced: int = 0
+    cost: Decimal = Decimal(0)
+
+    def add(self, other: "_Sums") -> None:
+        self.exchanges += other.exchanges
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.total_tokens += other.total_tokens
+        self.priced += other.priced
+        self.cost += other.cost
+
+    def row(self, key: str) -> SpendRow:
+        return SpendRow(key=key, exchanges=self.exchanges, input_tokens=self.input_tokens,
+                        output_tokens=self.output_tokens, total_tokens=self.total_tokens,
+                        cost=self.cost if self.priced else None)
+
+
+def _day_start(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _log_groups(start: datetime, end: datetime) -> dict[SpendGroup, _Sums]:
+    """The figures of the answers in [start, end), read from the log itself (one grouped pass)."""
+    key = Case(When(~Q(request__gateway_key=""), then=F("request__gateway_key")),
+               default=F("request__key_fingerprint"), output_field=CharField())
+    rows = (Response.objects.filter(created_at__gte=start, created_at__lt=end).order_by()
+            .annotate(d=DayBucket("created_at"), m=F("request__model"), k=key, u=F("request__end_user"))
+            .values("d", "m", "k", "u")
+            .annotate(exchanges=Count("pk"), input=Sum("input_tokens"), output=Sum("output_tokens"),
+                      total=Sum("total_tokens"), priced=Count("cost_usd"), cost_e8=Sum(COST_E8)))
+    return {(r["d"], r["m"] or "", r["k"] or "", r["u"] or ""):
+            _Sums(r["exchanges"], r["input"] or 0, r["output"] or 0, r["total"] or 0, r["priced"],
+                  Decimal(r["cost_e8"] or 0) / E8)
+            for r in rows}
+
+
+def _day_groups(first: date, last: date) -> dict[SpendGroup, _Sums]:
+    """The figures of whole UTC days first..last-1, from spend_days (kept by triggers, see SpendDay)."""
+    rows = SpendDay.objects.filter(day__gte=first, day__lt=last, exchanges__gt=0).values_list(
+        "day", "model", "key", "end_user", "exchanges", "input_tokens", "output_tokens", "total_tokens", "priced",
+        "cost_e8")
+    return {(d.isoformat(), m, k, u): _Sums(n, i, o, t, p, Decimal(c) / E8) for d, m, k, u, n, i, o, t, p, c in rows}
+
+
+def spend_groups(start: datetime, end: datetime) -> dict[SpendGroup, _Sums]:
+    """The figures of the answers in [start, end) per (day, model, key, user): the whole days from spend_days,
+    the partial days at the ends from the log (a rolling range starts mid-day; today is still being written)."""
+    first, last = _day_start(start), _day_start(end)
+    if first < start:
+        first += timedelta(days=1)
+    if last <= first:
+        return _log_groups(start, end)
+    groups = _day_groups(first.date(), last.date())
+    for lo, hi in ((start, first), (last, end)):
+        if lo < hi:
+            for group, sums in _log_groups(lo, hi).items():
+                groups.setdefault(group, _Sums()).add(sums)
+    return groups
 
 
 def spend_build(start: datetime, end: datetime) -> Spend:
-    """Spend and tokens of the exchanges started in [start, end) (responses' created_at index), grouped four ways.
+    """Spend and tokens of the answers given in [start, end) (by the response's time), grouped four ways.
 
     A key is the gateway key's label when one was presented, else the provider key's fingerprint.
     """
-    answers = Response.objects.filter(created_at__gte=start, created_at__lt=end).order_by()
-    total = _spend_row("", answers.aggregate(**_SPEND_SUMS))
+    groups = spend_groups(start, end)
+    total = _Sums()
+    ways: list[dict[str, _Sums]] = [defaultdict(_Sums) for _ in range(4)]  # day, model, key, user
+    for group, sums in groups.items():
+        total.add(sums)
+        for way, value in zip(ways, group):
+            way[value].add(sums)
 
-    def grouped(expr) -> list[SpendRow]:
-        rows = answers.annotate(g=expr).values("g").annotate(**_SPEND_SUMS)
-        return [_spend_row(r["g"], r) for r in rows.order_by(F("cost").desc(nulls_last=True), "-total_tokens", "g")
-                [:SPEND_GROUPS_MAX]]
+    def top(way: dict[str, _Sums]) -> list[SpendRow]:
+        rows = [sums.row(key) for key, sums in way.items() if sums.exchanges]
+        rows.sort(key=lambda r: (r.cost is None, -(r.cost or 0), -r.total_tokens, r.key))
+        return rows[:SPEND_GROUPS_MAX]
 
-    days = sorted(grouped(DayBucket("created_at")), key=lambda r: r.key)
-    key = Case(When(~Q(request__gateway_key=""), then=F("request__gateway_key")),
-               default=F("request__key_fingerprint"), output_field=CharField())
-    return Spend(start=start, end=end, total=total, days=days, models=grouped(F("request__model")),
-                 keys=grouped(key), users=grouped(F("request__end_user")))
+    days, models, keys, users = (top(w) for w in ways)
+    return Spend(start=start, end=end, total=total.row(""), days=sorted(days, key=lambda r: r.key),
+                 models=models, keys=keys, users=users)

@@ -3,10 +3,14 @@
 Pages beyond the list live in views/, one module each."""
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Substr
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
 
 from logs.admin.changelist import ExchangeChangeList, NoCountPaginator
 from logs.admin.columns import DEFAULT_COLUMNS, OPTIONAL_COLUMNS, ListColumns
@@ -77,6 +81,13 @@ class RequestAdmin(ListColumns, admin.ModelAdmin):
         return exchange_list(super().get_queryset(request)).annotate(
             files_n=Coalesce(Subquery(files, output_field=IntegerField()), 0),
             error_short=Substr("response__error_message", 1, 200))  # the status cell's error, not the whole notes
+
+    def action_checkbox(self, obj: Request) -> SafeString:
+        """The row's selection box, as Django's, written directly: Django renders a form widget through the
+        template engine for each row, a tenth of the list's rendering."""
+        return format_html('<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+                           helpers.ACTION_CHECKBOX_NAME, str(obj.pk),
+                           format_html(_("Select this object for an action - {}"), str(obj)))
 
     def get_list_display(self, request: HttpRequest):
         """The default columns and those the user added with the column chooser (kept in their session)."""

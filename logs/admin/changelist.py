@@ -93,6 +93,17 @@ class ExchangeChangeList(ChangeList):
             self.result_list = self.paginator.rows
 
     @property
+    def rows_complete(self) -> list | None:
+        """Every exchange the filters, search and date range match, when they all fit on the first page; else None.
+
+        The date drill-down reads its bounds and periods from these rather than probing the database
+        (a probe for a rare set walks the created_at index until it meets one of its rows)."""
+        paginator = self.paginator
+        if self.sorted_known_only or not isinstance(paginator, NoCountPaginator):
+            return None  # a sort on a known-only column left out the rows without that value
+        return paginator.rows if paginator.page_number == 1 and not paginator.has_next else None
+
+    @property
     def newer_url(self) -> str | None:
         """Link to the previous (newer) page."""
         return self.get_query_string({"p": self.page_num - 1}) if self.page_num > 1 else None

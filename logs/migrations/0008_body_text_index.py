@@ -17,6 +17,8 @@ that exceeds it would fail the log write).
 
 from django.db import migrations
 
+from logs.migrations._vendor import vendor_sql
+
 TEXT_CHARS = 200000
 # PostgreSQL's parser keeps paths, URLs, e-mail addresses, hosts and numbers as single words; these
 # characters become spaces first, so "/v1/embeddings" holds the word "embeddings" as with FTS5.
@@ -71,19 +73,10 @@ POSTGRES_FORWARD = [
 POSTGRES_BACKWARD = ["DROP INDEX IF EXISTS requests_text_idx", "DROP INDEX IF EXISTS responses_text_idx"]
 
 
-def _run(statements: dict):
-    def run(apps, schema_editor):
-        for sql in statements.get(schema_editor.connection.vendor, []):
-            schema_editor.execute(sql)
-    return run
-
-
 class Migration(migrations.Migration):
     dependencies = [("logs", "0007_request_user_session_metadata")]
 
     operations = [
-        migrations.RunPython(
-            _run({"sqlite": SQLITE_FORWARD, "postgresql": POSTGRES_FORWARD}),
-            _run({"sqlite": SQLITE_BACKWARD, "postgresql": POSTGRES_BACKWARD}),
-        ),
+        vendor_sql({"sqlite": SQLITE_FORWARD, "postgresql": POSTGRES_FORWARD},
+                   {"sqlite": SQLITE_BACKWARD, "postgresql": POSTGRES_BACKWARD}),
     ]

@@ -37,14 +37,20 @@ def logs_date_hierarchy(cl) -> dict:
 
     ykey, mkey, dkey = f"{field}__year", f"{field}__month", f"{field}__day"
     qs = getattr(cl, "undated_queryset", cl.queryset).order_by()
+    # The list's own rows, when they are every match: of the undated set when no date range applies, and of
+    # the drilled-down period, whose sub-periods are the choices, when one does.
+    rows = getattr(cl, "rows_complete", None)
+    dated = bool(getattr(cl, "date_range", None))
+    known = [getattr(r, field) for r in rows] if rows is not None and (year or not dated) else None
+    first = last = None  # the bounds, when known: periods outside them hold nothing (no probe)
     if not year:
-        first, last = date_bounds(qs, field)
+        first, last = date_bounds(qs, field, known)
         if first is None or last is None:
             return {"show": False}
         first, last = timezone.localtime(first), timezone.localtime(last)
         if first.year != last.year:
             years = date_choices(qs, field, [_start(y) for y in range(first.year, last.year + 1)],
-                                 lambda s: period_next(s, "year"))
+                                 lambda s: period_next(s, "year"), known)
             return {"show": True, "choices": [{"link": link({ykey: s.year}), "title": str(s.year)} for s in years]}
         year = first.year
         if first.month == last.month:
@@ -55,13 +61,16 @@ def logs_date_hierarchy(cl) -> dict:
                                        "title": capfirst(formats.date_format(when, "YEAR_MONTH_FORMAT"))},
                 "choices": [{"title": capfirst(formats.date_format(when, "MONTH_DAY_FORMAT"))}]}
     if year and month:
-        days = date_choices(qs, field, [_start(year, month, d) for d in
-                                        range(1, calendar.monthrange(year, month)[1] + 1)],
-                            lambda s: period_next(s, "day"))
+        span = (first.day, last.day) if first and (first.year, first.month) == (last.year, last.month) \
+            else (1, calendar.monthrange(year, month)[1])
+        days = date_choices(qs, field, [_start(year, month, d) for d in range(span[0], span[1] + 1)],
+                            lambda s: period_next(s, "day"), known)
         return {"show": True, "back": {"link": link({ykey: year}), "title": str(year)},
                 "choices": [{"link": link({ykey: year, mkey: month, dkey: s.day}),
                              "title": capfirst(formats.date_format(s, "MONTH_DAY_FORMAT"))} for s in days]}
-    months = date_choices(qs, field, [_start(year, m) for m in range(1, 13)], lambda s: period_next(s, "month"))
+    span = (first.month, last.month) if first else (1, 12)  # no year chosen: first and last are in `year`
+    months = date_choices(qs, field, [_start(year, m) for m in range(span[0], span[1] + 1)],
+                          lambda s: period_next(s, "month"), known)
     return {"show": True, "back": {"link": link({}), "title": "All dates"},
             "choices": [{"link": link({ykey: year, mkey: s.month}),
                          "title": capfirst(formats.date_format(s, "YEAR_MONTH_FORMAT"))} for s in months]}

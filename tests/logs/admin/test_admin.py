@@ -426,3 +426,20 @@ def test_detail_shows_saved_replicate_output_file(admin_client):
     assert "Response Output" in html  # the role's label
     assert f'Output files saved by the gateway: <a href="#file-{out.pk.hex}">out.png</a>' in html
     assert b"".join(admin_client.get(url).streaming_content) == PNG
+
+
+def test_date_hierarchy_of_a_search(admin_client, monkeypatch):
+    jan = exchange_make(when=datetime(2025, 1, 15, 10, tzinfo=timezone.utc), body={"input": "a rare zebra"})
+    exchange_make(when=datetime(2025, 2, 15, 10, tzinfo=timezone.utc))
+    mar = exchange_make(when=datetime(2025, 3, 2, 10, tzinfo=timezone.utc), body={"input": "zebra again"})
+    html = admin_client.get(LIST, {"q": "zebra"}).content.decode()  # both matches fit the page
+    assert "created_at__month=1" in html and "created_at__month=3" in html and "created_at__month=2" not in html
+    r = admin_client.get(LIST, {"q": "zebra", "created_at__year": 2025, "created_at__month": 3})
+    assert _ids(r) == [mar.pk.hex] and "created_at__day=2" in r.content.decode()
+    html = admin_client.get(LIST, {"q": "xylophonist"}).content.decode()  # no match: no drill-down at all
+    assert "created_at__month=" not in html and "created_at__year=" not in html
+    # A search whose matches span more than a page: the periods are probed in the database.
+    monkeypatch.setattr("logs.admin.RequestAdmin.list_per_page", 1)
+    r = admin_client.get(LIST, {"q": "zebra"})
+    assert _ids(r) == [mar.pk.hex] and "created_at__month=1" in r.content.decode()
+    assert "created_at__month=2" not in r.content.decode() and jan.pk.hex not in _ids(r)
