@@ -4,7 +4,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from django.conf import settings
@@ -182,22 +182,9 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
         """Finish the captured body (decoding and masking it off the event loop when it is big) and log."""
         if observer is not None:
             await observed.run(observer, x, upstream.status_code, headers)
-        if x.cache_fill is not None:
-            # A cache miss: its answer is stored, then the exchange logged (the log says whether it
-            # was stored), after the client has it: writing a new file waits on the file system's
-            # journal, a millisecond and more, which the client need not. The exchange stays in
-            # flight until then, so identical requests wait for the entry and shutdown for the log.
-            _after_answer(logged(replaced=observed is not None and observed.result is not None))
-            return
-        await logged(replaced=False)
-
-    async def logged(*, replaced: bool) -> None:
-        if x.cache_fill is not None:
-            try:
-                await x.cache_fill.finish(x, upstream.status_code, headers, is_sse=is_sse, replaced=replaced)
-            except Exception as exc:  # the exchange is logged whatever happened to its cache entry
-                logger.exception("exchange %s: cache store failed", x.request_id)
-                x.notes.append(f"response cache: not stored: {type(exc).__name__}: {exc}")
+        if x.cache_fill is not None:  # a cache miss: stored before the exchange ends, so readable at once
+            await x.cache_fill.finish(x, upstream.status_code, headers, is_sse=is_sse,
+                                      replaced=observed is not None and observed.result is not None)
         record = x.response_record(status=upstream.status_code, headers=headers, content_type=content_type,
                                    is_stream=is_sse)
         try:
@@ -230,17 +217,6 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     if getattr(response, "gateway_headers", None) is None:
         response.gateway_headers = [*headers, *x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
     return response
-
-
-# Work an exchange finishes after its client has the answer (a cache miss's store and log):
-# held here so that the tasks are not collected before they end.
-_AFTER_ANSWER: set[asyncio.Task] = set()
-
-
-def _after_answer(work: Coroutine) -> None:
-    task = asyncio.ensure_future(work)
-    _AFTER_ANSWER.add(task)
-    task.add_done_callback(_AFTER_ANSWER.discard)
 
 
 class _Observed:

@@ -4,6 +4,8 @@ Redis, and two gateways ("hosts", each its own DATA_DIR) sharing Redis.
 An answer stored by one worker is a hit on every other one as soon as its exchange has ended.
 """
 
+import uuid
+
 import httpx
 import pytest
 
@@ -26,7 +28,7 @@ def test_an_answer_stored_by_one_worker_is_a_hit_on_all(store, tmp_path, tmp_pat
     migrated_copy(data, tmp_path_factory)
     env = {"CACHE_URL": REDIS_URL} if store == "redis" else {}
     gw = GatewayProcess(data, mock_upstream.url, workers=4, **env)
-    nonce = f"{store}-{tmp_path.name}"  # Redis outlives the test: a body of its own
+    nonce = f"{store}-{uuid.uuid4().hex}"  # Redis outlives the test (and the run): a body of its own
     try:
         first = _call(gw.url, nonce)
         assert first.headers["x-gateway-cache"] == "MISS"
@@ -47,7 +49,7 @@ def test_two_hosts_share_answers_through_redis(tmp_path, tmp_path_factory, mock_
         for name in ("host-a", "host-b"):
             migrated_copy(tmp_path / name, tmp_path_factory)
             hosts.append(GatewayProcess(tmp_path / name, mock_upstream.url, CACHE_URL=REDIS_URL))
-        nonce = f"hosts-{tmp_path.name}"
+        nonce = f"hosts-{uuid.uuid4().hex}"  # Redis outlives the run: a name of this run only
         first = _call(hosts[0].url, nonce)
         second = _call(hosts[1].url, nonce)
         assert (first.headers["x-gateway-cache"], second.headers["x-gateway-cache"]) == ("MISS", "HIT")
