@@ -45,8 +45,10 @@ def test_cookies_keep_names_and_attributes(settings):
 
 
 def test_log_redact_headers_extends_the_set(settings):
-    assert dict(headers_mask([("x-tenant-secret", KEY)]))["x-tenant-secret"] == KEY  # asked (and kept) before...
-    settings.LOG_REDACT_HEADERS = ["X-Tenant-Secret"]  # ...the setting changes: answered anew
+    assert dict(headers_mask([("x-tenant-ref", KEY)]))["x-tenant-ref"] == KEY  # asked (and kept) before...
+    settings.LOG_REDACT_HEADERS = ["X-Tenant-Ref"]  # ...the setting changes: answered anew
+    assert dict(headers_mask([("x-tenant-ref", KEY)]))["x-tenant-ref"] == "sk-…9f2c"
+    settings.LOG_REDACT_HEADERS = ["X-Tenant-Secret"]
     masked = dict(headers_mask([("x-tenant-secret", KEY), ("x-other", KEY)]))
     assert masked["x-tenant-secret"] == "sk-…9f2c" and masked["x-other"] == KEY
 
@@ -54,7 +56,9 @@ def test_log_redact_headers_extends_the_set(settings):
 def test_query_mask_touches_only_credentials(settings):
     q = f"a=1&key={KEY}&b=%20x+y&api_key={KEY}&empty="
     assert query_mask(q) == "a=1&key=sk-…9f2c&b=%20x+y&api_key=sk-…9f2c&empty="
-    assert query_mask(f"session={KEY}") == f"session={KEY}"
+    assert query_mask(f"tenant_ref={KEY}") == f"tenant_ref={KEY}"
+    settings.LOG_REDACT_QUERY_PARAMS = ["tenant_ref"]
+    assert query_mask(f"tenant_ref={KEY}") == "tenant_ref=sk-…9f2c"
     settings.LOG_REDACT_QUERY_PARAMS = ["session"]
     assert query_mask(f"session={KEY}") == "session=sk-…9f2c"
     assert query_mask("") == "" and query_mask("novalue&&x") == "novalue&&x"
