@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import servers  # noqa: E402
 from bench.compare import cpu_seconds  # noqa: E402
-from bench.load import SCENARIOS, wrk_run  # noqa: E402
+from bench.load import SCENARIOS, Scenario, wrk_run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -83,6 +83,37 @@ def stages_count(path: Path) -> tuple[Counter, int]:
     return out, samples
 
 
+def controls_apply(sc: Scenario, env: dict[str, str], controls: set[str]) -> Scenario:
+    """The scenario (and the gateway's environment) with the asked-for controls on."""
+    if "key" in controls:
+        from bench.keys import key_create
+
+        sc = dataclasses.replace(sc, headers=(*sc.headers, f"X-Gateway-Key: {key_create(env)}"))
+    if "hook" in controls:
+        env["GATEWAY_HOOKS"] = "bench.noop_hook.Noop"
+    if "cache" in controls:
+        sc = dataclasses.replace(sc, headers=(*sc.headers, "X-Gateway-Cache: refresh=60"))
+    if "hit" in controls:  # every request a cache hit (the warm-up stores the answer)
+        sc = dataclasses.replace(sc, headers=(*sc.headers, "X-Gateway-Cache: 3600"))
+    return sc
+
+
+def report_print(raw: Path, top: int, cpu_per_request: float) -> None:
+    """The tops by own and total time, and the table by stage."""
+    own, total, samples = collapsed_top(raw, top)
+    print(f"\nTop by own time ({samples} samples, all threads):")
+    for frame, c in own:
+        print(f"  {c / samples * 100:5.1f}%  {frame}")
+    print("\nTop by total time (inclusive):")
+    for frame, c in total:
+        print(f"  {c / samples * 100:5.1f}%  {frame}")
+    stages, samples = stages_count(raw)
+    print(f"\nBy stage (innermost frame of a gateway module or library): share of samples, and of the worker's"
+          f" {cpu_per_request * 1e6:.0f} us of CPU per request while sampled (py-spy's own cost included)")
+    for stage, c in stages.most_common():
+        print(f"  {c / samples * 100:5.1f}%  {c / samples * cpu_per_request * 1e6:6.0f} us  {stage}")
+
+
 def main() -> None:
     """Start mock + gateway, record while wrk runs, print the tops."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -101,17 +132,7 @@ def main() -> None:
     mock = servers.mock_start()
     data_dir, env = servers.gateway_prepare(mock.url)
     sc = next(s for s in SCENARIOS if s.name == args.scenario)
-    controls = set(filter(None, args.controls.split(",")))
-    if "key" in controls:
-        from bench.keys import key_create
-
-        sc = dataclasses.replace(sc, headers=(*sc.headers, f"X-Gateway-Key: {key_create(env)}"))
-    if "hook" in controls:
-        env["GATEWAY_HOOKS"] = "bench.noop_hook.Noop"
-    if "cache" in controls:
-        sc = dataclasses.replace(sc, headers=(*sc.headers, "X-Gateway-Cache: refresh=60"))
-    if "hit" in controls:  # every request a cache hit (the warm-up stores the answer)
-        sc = dataclasses.replace(sc, headers=(*sc.headers, "X-Gateway-Cache: 3600"))
+    sc = controls_apply(sc, env, set(filter(None, args.controls.split(","))))
     gw = servers.gateway_start(env)
     try:
         wrk_run(gw.url, sc, 1)
@@ -128,18 +149,7 @@ def main() -> None:
         cpu_per_request = (cpu_seconds(gw.pid) - cpu_before) / max(result.get("requests", 0), 1)
         spy.wait(60)
         print(f"{sc.name} while profiling: {result.get('rps', 0):.0f} req/s (py-spy slows it down)")
-        own, total, samples = collapsed_top(raw, args.top)
-        print(f"\nTop by own time ({samples} samples, all threads):")
-        for frame, c in own:
-            print(f"  {c / samples * 100:5.1f}%  {frame}")
-        print("\nTop by total time (inclusive):")
-        for frame, c in total:
-            print(f"  {c / samples * 100:5.1f}%  {frame}")
-        stages, samples = stages_count(raw)
-        print(f"\nBy stage (innermost frame of a gateway module or library): share of samples, and of the worker's"
-              f" {cpu_per_request * 1e6:.0f} us of CPU per request while sampled (py-spy's own cost included)")
-        for stage, c in stages.most_common():
-            print(f"  {c / samples * 100:5.1f}%  {c / samples * cpu_per_request * 1e6:6.0f} us  {stage}")
+        report_print(raw, args.top, cpu_per_request)
     finally:
         gw.stop()
         mock.stop()

@@ -132,37 +132,8 @@ def bench_run(duration: float, scaling: bool, rounds: int, litellm: str | None,
     data_dirs = []
     scratch = tempfile.TemporaryDirectory(prefix="bench-run-")
     try:
-        passthrough = servers.passthrough_start(mock.url)
-        passthrough_aio = servers.passthrough_start(mock.url, "aiohttp")
-        hello = servers.hello_start()
-        running += [passthrough, passthrough_aio, hello]
-        gateways, secret = {}, ""
-        for name in ("gateway", "gateway+controls"):
-            data_dir, env = servers.gateway_prepare(mock.url, database_url)
-            data_dirs.append((data_dir, env))
-            env.update(POOL_ENV)
-            if name == "gateway+controls":
-                env["GATEWAY_HOOKS"] = HOOK
-                secret = key_create(env)
-            gateways[name] = servers.gateway_start(env)
-            running.append(gateways[name])
-        gw, gwc = gateways["gateway"], gateways["gateway+controls"]
-        controls = (f"X-Gateway-Key: {secret}", CACHE)
-        targets = [Target("direct", mock.url), Target("passthrough", passthrough.url),
-                   Target("passthrough-aiohttp", passthrough_aio.url),
-                   Target("django-hello", hello.url, scenarios=CHAT),
-                   Target("gateway", gw.url), Target("gateway+controls", gwc.url, controls, unique=True),
-                   Target("gateway+controls hit", gwc.url, controls, scenarios=HITS)]
-        if litellm:
-            ll = _litellm_start(litellm, mock.url, Path(scratch.name))
-            if isinstance(ll, str):
-                results["litellm_note"] = ll
-            else:
-                running.append(ll)
-                results["litellm"] = litellm
-                targets.append(Target("litellm", ll.url, scenarios=LITELLM, duration=LITELLM_SECONDS))
-        else:
-            results["litellm_note"] = "LiteLLM skipped: no --litellm PATH and no LITELLM_BIN"
+        gw, gwc, controls, targets = _targets_start(mock, running, data_dirs, results, litellm, database_url,
+                                                    Path(scratch.name))
         control_headers = dict(h.split(": ", 1) for h in controls)
         memory = {"idle_mib": RssSampler(gw.pid).rss() / MIB, "idle_processes": process_count(gw.pid),
                   "idle_controls": idle_probe(gwc.url, gwc.pid, control_headers)}
@@ -199,6 +170,44 @@ def bench_run(duration: float, scaling: bool, rounds: int, litellm: str | None,
     results["load_after"] = _load_line()
     results["total_s"] = time.monotonic() - started
     return results
+
+
+def _targets_start(mock: servers.Server, running: list, data_dirs: list, results: dict, litellm: str | None,
+                   database_url: str | None, scratch: Path) -> tuple:
+    """Start the references, both gateways and LiteLLM (when named); (gateway, gateway+controls, the
+    controls' headers, the targets). Started servers go on `running`, gateway folders on `data_dirs`."""
+    passthrough = servers.passthrough_start(mock.url)
+    passthrough_aio = servers.passthrough_start(mock.url, "aiohttp")
+    hello = servers.hello_start()
+    running += [passthrough, passthrough_aio, hello]
+    gateways, secret = {}, ""
+    for name in ("gateway", "gateway+controls"):
+        data_dir, env = servers.gateway_prepare(mock.url, database_url)
+        data_dirs.append((data_dir, env))
+        env.update(POOL_ENV)
+        if name == "gateway+controls":
+            env["GATEWAY_HOOKS"] = HOOK
+            secret = key_create(env)
+        gateways[name] = servers.gateway_start(env)
+        running.append(gateways[name])
+    gw, gwc = gateways["gateway"], gateways["gateway+controls"]
+    controls = (f"X-Gateway-Key: {secret}", CACHE)
+    targets = [Target("direct", mock.url), Target("passthrough", passthrough.url),
+               Target("passthrough-aiohttp", passthrough_aio.url),
+               Target("django-hello", hello.url, scenarios=CHAT),
+               Target("gateway", gw.url), Target("gateway+controls", gwc.url, controls, unique=True),
+               Target("gateway+controls hit", gwc.url, controls, scenarios=HITS)]
+    if litellm:
+        ll = _litellm_start(litellm, mock.url, scratch)
+        if isinstance(ll, str):
+            results["litellm_note"] = ll
+        else:
+            running.append(ll)
+            results["litellm"] = litellm
+            targets.append(Target("litellm", ll.url, scenarios=LITELLM, duration=LITELLM_SECONDS))
+    else:
+        results["litellm_note"] = "LiteLLM skipped: no --litellm PATH and no LITELLM_BIN"
+    return gw, gwc, controls, targets
 
 
 def _litellm_start(binary: str, upstream: str, config_dir: Path) -> servers.Server | str:
