@@ -18,7 +18,8 @@ from django.db.models import Count, Max, Sum
 from keys.models import GatewayKey
 from keys.periods import period_start
 from keys.tokens import secret_hash
-from logs.models import Request, Response
+from logs.models import Request, Response, SpendDay
+from logs.stats import E8
 
 # How long a process trusts what it read. Key lookups: a revoked or changed key is refused on
 # every worker and host within this (plus the lookup itself). Usage: an exchange's tokens and
@@ -89,7 +90,6 @@ def caches_clear() -> None:
     """Forget every cached read (tests; a command that changed a key in this process)."""
     _keys.clear()
     _usage.clear()
-    _settled.clear()
     _any[:] = [0.0, False]
 
 
@@ -139,31 +139,17 @@ def key_usage_cached(key: GatewayKey) -> tuple[KeyUsage | None, bool]:
     return (hit[1], time.monotonic() < hit[0]) if hit is not None else (None, False)
 
 
-# A budget's spend is the settled part, exchanges that started more than SETTLED_AFTER before a
-# boundary of SETTLED_STEP, summed once per boundary, plus the recent part, summed at each read:
-# a check reads about an hour of the key's exchanges, not its whole month. An exchange lasting
-# longer than SETTLED_AFTER counts once the boundary moves (within SETTLED_STEP of its end).
-SETTLED_AFTER = timedelta(hours=1)
-SETTLED_STEP = 600
-_settled: dict[tuple[int, datetime | None, datetime], Decimal] = {}
+def _spend_period(key: GatewayKey, since: datetime | None) -> Decimal:
+    """USD spent by a key's exchanges since a period's start (a UTC midnight; ever when None).
 
-
-def _spend_period(key: GatewayKey, since: datetime | None, now: float) -> Decimal:
-    boundary = _dt(now - now % SETTLED_STEP) - SETTLED_AFTER
-    if since is not None and boundary <= since:
-        return key_spend(key, since)
-    memo = (key.pk, since, boundary)
-    settled = _settled.get(memo)
-    if settled is None:
-        rows = Response.objects.filter(request__gateway_key=key.label, cost_usd__isnull=False,
-                                       request__created_at__lt=boundary)
-        if since is not None:
-            rows = rows.filter(request__created_at__gte=since)
-        settled = rows.aggregate(s=Sum("cost_usd"))["s"] or Decimal(0)
-        if len(_settled) > 1000:
-            _settled.clear()
-        _settled[memo] = settled
-    return settled + key_spend(key, boundary)
+    From logs.SpendDay, the per-day sums the log's triggers keep as answers are written: a few
+    rows per period, where summing the exchanges themselves read every one of them (an hour's
+    worth at each check, with the older part memoised).
+    """
+    rows = SpendDay.objects.filter(key=key.label)
+    if since is not None:
+        rows = rows.filter(day__gte=since.date())
+    return Decimal(rows.aggregate(s=Sum("cost_e8"))["s"] or 0) / E8
 
 
 def key_usage(key: GatewayKey) -> KeyUsage:
@@ -178,7 +164,7 @@ def key_usage(key: GatewayKey) -> KeyUsage:
         tokens = _tokens_sum(key, now)
     spend = Decimal(0)
     if key.budget_usd is not None:
-        spend = _spend_period(key, period_start(key.budget_period, _dt(now)), now)
+        spend = _spend_period(key, period_start(key.budget_period, _dt(now)))
     usage = KeyUsage(int(tokens), spend)
     _usage[key.pk] = (mono + USAGE_TTL, usage)
     return usage
