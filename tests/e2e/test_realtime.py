@@ -17,9 +17,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from logs.models import BinaryFile, Frame, Request, Response
 from testing.mock_realtime import PCM_CHUNK, MockRealtimeThread
 from hold.models import HeldRequest
-from hold.services import HoldError, switch_set
+from hold.services import HoldError
 from tests.e2e.faults import wait_until
-from tests.hold.conftest import Background, decide, held_ids
+from tests.hold.conftest import Background, decide, held_ids, switch
 from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
 from tests.procs import GatewayProcess, db_rows, migrated_copy, sqlite_only
 
@@ -255,7 +255,7 @@ async def _upgrade(url: str) -> str | InvalidStatus:
 
 
 def test_the_hold_queue_applies_at_the_upgrade(rt, realtime_mock, log_flush):
-    switch_set(on=True, by="test")
+    switch(on=True, by="test")
     approved = Background(lambda: asyncio.run(_upgrade(rt.url)))
     [rid] = held_ids(rt)
     assert not approved.done and realtime_mock.mock.sessions == []  # no handshake either way while held
@@ -268,7 +268,7 @@ def test_the_hold_queue_applies_at_the_upgrade(rt, realtime_mock, log_flush):
     refused = rejected.wait()
     assert isinstance(refused, InvalidStatus) and refused.response.status_code == 400
     assert len(realtime_mock.mock.sessions) == 1  # the rejected upgrade never reached the upstream
-    switch_set(on=False, by="test")
+    switch(on=False, by="test")
     log_flush()
     first, second = Response.objects.get(request_id=rid), Response.objects.get(request_id=rid2)
     assert first.status_code == 101 and first.steps[-1]["decision"] == "approve" and first.held_ms > 0
@@ -289,7 +289,7 @@ async def _leave_while_held(url: str, gateway) -> str:
 
 
 def test_a_client_that_leaves_while_its_upgrade_is_held_is_logged_and_never_forwarded(rt, realtime_mock, log_flush):
-    switch_set(on=True, by="test")
+    switch(on=True, by="test")
     rid = asyncio.run(_leave_while_held(rt.url, rt))
     log_flush()
     assert wait_until(lambda: Response.objects.filter(request_id=rid).exists(), 10)

@@ -9,7 +9,7 @@ import pytest
 from django.db import OperationalError
 
 import proxy.hold
-from hold.services import held_decide
+from hold.services import held_decide, switch_set
 
 
 class Background:
@@ -65,21 +65,32 @@ def held_ids(gateway, n: int = 1) -> list[str]:
     return until(ids, what=f"{n} held request(s)")
 
 
-def decide(request_id: str, decision: str, **kwargs):
-    """held_decide, retried while the in-memory test database says "table is locked".
+def locked_retry(write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A write of the test thread, retried while the in-memory test database says "table is locked".
 
-    The in-process gateway reads the held rows every moment; on SQLite in memory with a shared
-    cache (the test database) a write racing such a read fails at once instead of waiting, as
-    it would on the gateway's real database (a file in WAL mode, with a busy timeout).
+    The in-process gateway reads the hold switch and the held rows every moment; on SQLite in
+    memory with a shared cache (the test database) a write racing such a read fails at once
+    instead of waiting, as it would on the gateway's real database (a file in WAL mode, with a
+    busy timeout).
     """
     deadline = time.monotonic() + 10
     while True:
         try:
-            return held_decide(request_id, decision, **kwargs)
+            return write(*args, **kwargs)
         except OperationalError as exc:
             if "table is locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+def decide(request_id: str, decision: str, **kwargs) -> Any:
+    """held_decide from the test thread (see locked_retry)."""
+    return locked_retry(held_decide, request_id, decision, **kwargs)
+
+
+def switch(**kwargs) -> Any:
+    """switch_set from the test thread (see locked_retry)."""
+    return locked_retry(switch_set, **kwargs)
 
 
 @pytest.fixture

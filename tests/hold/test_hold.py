@@ -11,9 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from hold.models import HeldRequest
-from hold.services import HoldError, switch_set
+from hold.services import HoldError
 from logs.models import Request, Response
-from tests.hold.conftest import Background, decide, held_ids, until
+from tests.hold.conftest import Background, decide, held_ids, switch, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,7 +24,7 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 def _switch(**kwargs) -> None:
     """Set the switch and wait until the in-process gateway's worker has read it (bounded: see the test below)."""
-    state = switch_set(by="test", **kwargs)
+    state = switch(by="test", **kwargs)
     watch = proxy.hold._watch  # a watch of an earlier test's loop is replaced on the first request
     until(lambda: watch is None or watch.loop.is_closed() or watch.switch == state, timeout=3, what="the switch read")
 
@@ -39,7 +39,7 @@ def _logged(log_flush, rid: str) -> Response:
 
 
 def test_approve_releases_the_request_with_its_held_id(upstream, gateway, log_flush, admin_client):
-    switch_set(on=True, by="test")
+    switch(on=True, by="test")
     call = _post(gateway)
     [rid] = held_ids(gateway)
     row = HeldRequest.objects.get(pk=rid)
@@ -62,7 +62,7 @@ def test_approve_releases_the_request_with_its_held_id(upstream, gateway, log_fl
 
 
 def test_approve_with_an_edited_body(upstream, gateway, log_flush):
-    switch_set(on=True, by="test")
+    switch(on=True, by="test")
     call = _post(gateway)
     [rid] = held_ids(gateway)
     with pytest.raises(HoldError, match="not valid JSON"):
@@ -78,7 +78,7 @@ def test_approve_with_an_edited_body(upstream, gateway, log_flush):
 
 @pytest.mark.parametrize("decision,status", [("reject-400", 400), ("reject-500", 500), ("content-policy", 400)])
 def test_rejections_answer_without_calling_upstream(upstream, gateway, log_flush, decision, status):
-    switch_set(on=True, by="test")
+    switch(on=True, by="test")
     call = _post(gateway)
     [rid] = held_ids(gateway)
     decide(rid, decision, by="carol")
@@ -96,7 +96,7 @@ def test_rejections_answer_without_calling_upstream(upstream, gateway, log_flush
 
 def test_the_timeout_applies_its_action(settings, upstream, gateway, log_flush):
     settings.HOLD_TIMEOUT_SECONDS = 0.5
-    switch_set(on=True, by="test")
+    switch(on=True, by="test")
     r = _post(gateway).wait()
     assert r.status_code == 200
     resp = _logged(log_flush, r.headers["x-gateway-request-id"])
@@ -108,7 +108,7 @@ def test_the_timeout_applies_its_action(settings, upstream, gateway, log_flush):
 
 
 def test_a_client_that_leaves_while_held_is_logged_and_never_forwarded(upstream, gateway, log_flush):
-    switch_set(on=True, by="test")
+    switch(on=True, by="test")
     body = json.dumps(CHAT).encode()
     sock = socket.create_connection(("127.0.0.1", gateway.port))
     sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -133,14 +133,14 @@ def test_filters_hold_only_matching_requests(upstream, gateway):
     assert r.status_code == 200
     call = _post(gateway, {**CHAT, "model": "gpt-4o"})
     [rid] = held_ids(gateway)
-    switch_set(on=False, by="test")  # off approves whatever waits
+    switch(on=False, by="test")  # off approves whatever waits
     assert call.wait().status_code == 200
     assert HeldRequest.objects.get(pk=rid).decided_by == "hold off (test)"
 
 
 def test_the_switch_takes_effect_within_a_second(upstream, gateway):
     assert _post(gateway).wait().status_code == 200  # the worker has read the switch: off
-    switch_set(on=True, by="test")
+    switch(on=True, by="test")
     turned_on = time.monotonic()
 
     def held_now() -> bool:  # a request sent now is held (its id shows up) or goes through
@@ -152,7 +152,7 @@ def test_the_switch_takes_effect_within_a_second(upstream, gateway):
 
     call = until(held_now, timeout=5, what="a held request")
     assert time.monotonic() - turned_on < 2.0  # the 1 s bound, plus the probe requests on a busy machine
-    switch_set(on=False, by="test")
+    switch(on=False, by="test")
     assert call.wait().status_code == 200
 
 
@@ -186,7 +186,7 @@ def test_gemini_streamed_content_policy_is_its_blocked_event(upstream, gateway, 
     from google.genai import types
 
     client = genai.Client(api_key="AIza" + "s" * 35, http_options=types.HttpOptions(base_url=f"{gateway.url}/gemini"))
-    switch_set(on=True, by="test")
+    switch(on=True, by="test")
     call = Background(lambda: list(client.models.generate_content_stream(model="gemini-2.0-flash", contents="hi")))
     [rid] = held_ids(gateway)
     decide(rid, "content-policy", by="dave")
