@@ -40,7 +40,8 @@ def _refused(url: str) -> bool:
     """True once a new connection to the gateway is refused."""
     try:
         httpx.post(url, json=CHAT, headers=AUTH, timeout=5)
-    except httpx.ConnectError:
+    except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
+        # Refused, or (racing the listener's close) queued in its backlog and then reset unanswered.
         return True
     return False
 
