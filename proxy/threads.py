@@ -1,10 +1,10 @@
 """Blocking calls off the event loop: parked threads fed by a job queue, cheaper than asyncio.to_thread.
 
-asyncio.to_thread wraps an executor future in an asyncio future and copies the context: a
-no-op call through it cost ~120 µs at one request at a time, through a job queue read by parked
-threads and the loop's own wake-up (call_soon_threadsafe) ~65 µs (docs/benchmark.md, "Request
-hooks and the hold queue"). The gateway hands such calls over on every request it logs a hook,
-a cache entry or a large body for, so the hop is worth its own small pool.
+asyncio.to_thread wraps an executor future in an asyncio future and copies the context; a job
+queue read by parked threads, with the loop's own wake-up (call_soon_threadsafe), costs about half
+as much per call (docs/benchmark.md, "Request hooks and the hold queue"). The gateway hands such
+calls over on every request with a sync hook, a cache entry to store or a large body, so the hop
+is worth its own small pool.
 
 Each pool starts threads as calls wait for one, up to THREADS_MAX, so a slow call holds one
 thread and the others go on; they are daemons, parked between calls. Pools are separate by

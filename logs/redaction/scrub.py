@@ -120,7 +120,7 @@ def _field_mask(match: re.Match, answer: bool, masked: Masked) -> bytes:
         name = json.loads(b'"' + match.group(1) + b'"')
     except ValueError:
         return match.group(0)
-    if not _name_secret(name, answer) or MASK.encode() in match.group(3):
+    if not field_is_secret(name, answer=answer) or MASK.encode() in match.group(3):
         return match.group(0)
     try:
         value = json.loads(b'"' + match.group(3) + b'"')
@@ -155,11 +155,6 @@ def fields_mask(data: bytes, content_type: str, *, answer: bool, masked: Masked)
     return data
 
 
-@functools.lru_cache(maxsize=4096)
-def _name_secret(name: str, answer: bool) -> bool:
-    return field_is_secret(name, answer=answer)
-
-
 def _json_secret_free(data: bytes, answer: bool) -> bool:
     """Whether a JSON text parses and none of its string fields is named like a credential.
 
@@ -176,7 +171,7 @@ def _json_secret_free(data: bytes, answer: bool) -> bool:
         if isinstance(node, dict):
             for key, value in node.items():
                 if isinstance(value, str):
-                    if _name_secret(key, answer):
+                    if field_is_secret(key, answer=answer):
                         return False
                 elif isinstance(value, (dict, list)):
                     stack.append(value)
