@@ -1,24 +1,23 @@
 """Reads: a key by its secret (cached for at most a second), and a key's tokens and spend from the log.
 
-Tokens and spend are read from the log tables (responses joined to requests on the key's label,
-indexed on requests (gateway_key, created_at)), which the ingest process fills as exchanges
-end: the log is the one record of usage, and nothing on the request path has to count tokens.
-Each process keeps what it read for USAGE_TTL seconds.
+Tokens and spend are read from sums the log's triggers keep as the ingest process writes answers
+(logs.TokenSecond per key and second, logs.SpendDay per day): the log is the one record of usage,
+nothing on the request path has to count tokens, and a read costs a few rows whatever the
+traffic. Each process keeps what it read for USAGE_TTL seconds.
 """
 
+import functools
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from django.db import connection
 from django.db.models import Count, Max, Sum
 
 from keys.models import GatewayKey
 from keys.periods import period_start
 from keys.tokens import secret_hash
-from logs.models import Request, Response, SpendDay
+from logs.models import Request, Response, SpendDay, TokenSecond
 from logs.stats import E8
 
 # How long a process trusts what it read. Key lookups: a revoked or changed key is refused on
@@ -27,9 +26,6 @@ from logs.stats import E8
 KEY_TTL = 1.0
 USAGE_TTL = 1.0
 TOKENS_WINDOW = 60.0
-# Tokens per minute count exchanges that ended in the last minute and started at most this long
-# before it (longer exchanges count toward the budget only): bounds the rows each check reads.
-TOKENS_LOOKBACK = timedelta(minutes=15)
 
 _keys: dict[str, tuple[float, GatewayKey | None]] = {}
 _any: list[float | bool] = [0.0, False]
@@ -64,9 +60,15 @@ def keys_exist_known() -> bool:
     return bool(_any[1])
 
 
+@functools.lru_cache(maxsize=4096)
+def _digest(secret: str) -> str:
+    """secret_hash(secret), once per secret a process sees: every request of a key looks it up."""
+    return secret_hash(secret)
+
+
 def key_cached(secret: str) -> tuple[bool, GatewayKey | None]:
     """(True, key or None) when this process read the secret's key less than KEY_TTL ago, else (False, None)."""
-    hit = _keys.get(secret_hash(secret))
+    hit = _keys.get(_digest(secret))
     if hit is not None and time.monotonic() < hit[0]:
         return True, hit[1]
     return False, None
@@ -77,7 +79,7 @@ def key_find(secret: str) -> GatewayKey | None:
     found, key = key_cached(secret)
     if found:
         return key
-    digest = secret_hash(secret)
+    digest = _digest(secret)
     now = time.monotonic()
     key = GatewayKey.objects.filter(secret_hash=digest).first()
     if len(_keys) > 10_000:  # unknown secrets are cached too: do not let a flood of them grow this
@@ -93,36 +95,17 @@ def caches_clear() -> None:
     _any[:] = [0.0, False]
 
 
-def _uuid7_floor(at: float) -> uuid.UUID:
-    """The smallest UUIDv7 of the millisecond `at`: responses' ids are made as the exchange ends."""
-    return uuid.UUID(int=int(at * 1000) << 80)
-
-
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=timezone.utc)
 
 
-def _tokens_rows(key: GatewayKey, now: float):
-    return Response.objects.filter(request__gateway_key=key.label,
-                                   request__created_at__gte=_dt(now - TOKENS_WINDOW) - TOKENS_LOOKBACK,
-                                   id__gte=_uuid7_floor(now - TOKENS_WINDOW), total_tokens__isnull=False)
+def _token_seconds(key: GatewayKey, now: float):
+    """The key's per-second token sums (logs.TokenSecond) of the last minute: at most 61 rows.
 
-
-# SQLite would walk the key's requests of the whole lookback (its index on (gateway_key,
-# created_at)) and look each response up; responses ended in the last minute are fewer: CROSS
-# JOIN makes SQLite scan those by primary key (UUIDv7: time-ordered) and check each one's key.
-_TOKENS_SQLITE = ('SELECT SUM(r.total_tokens) FROM responses r CROSS JOIN requests q ON q.id = r.request_id '
-                  'WHERE r.id >= %s AND r.total_tokens IS NOT NULL AND q.gateway_key = %s AND q.created_at >= %s')
-
-
-def _tokens_sum(key: GatewayKey, now: float) -> int:
-    if connection.vendor != "sqlite":
-        return _tokens_rows(key, now).aggregate(t=Sum("total_tokens"))["t"] or 0
-    since = _dt(now - TOKENS_WINDOW) - TOKENS_LOOKBACK
-    params = [_uuid7_floor(now - TOKENS_WINDOW).hex, key.label, since.strftime("%Y-%m-%d %H:%M:%S.%f")]
-    with connection.cursor() as cur:
-        cur.execute(_TOKENS_SQLITE, params)
-        return cur.fetchone()[0] or 0
+    A second's bucket counts whole: the window holds the answers that ended since the start of the
+    second TOKENS_WINDOW ago, so an answer counts for up to a second longer than a minute.
+    """
+    return TokenSecond.objects.filter(key=key.label, second__gte=int(now - TOKENS_WINDOW))
 
 
 def key_spend(key: GatewayKey, since: datetime | None) -> Decimal:
@@ -161,7 +144,7 @@ def key_usage(key: GatewayKey) -> KeyUsage:
     now = time.time()
     tokens = 0
     if key.tpm is not None:
-        tokens = _tokens_sum(key, now)
+        tokens = _token_seconds(key, now).aggregate(t=Sum("tokens"))["t"] or 0
     spend = Decimal(0)
     if key.budget_usd is not None:
         spend = _spend_period(key, period_start(key.budget_period, _dt(now)))
@@ -174,11 +157,10 @@ def tokens_free_in(key: GatewayKey, over_by: int) -> float:
     """Seconds until enough of the last minute's tokens leave the window to bring the key under its limit."""
     now = time.time()
     freed = 0
-    for rid, tokens in _tokens_rows(key, now).order_by("id").values_list("id", "total_tokens"):
+    for second, tokens in _token_seconds(key, now).order_by("second").values_list("second", "tokens"):
         freed += tokens
         if freed >= over_by:
-            ended = (uuid.UUID(str(rid)).int >> 80) / 1000
-            return max(ended + TOKENS_WINDOW - now, 0.0)
+            return max(second + 1 + TOKENS_WINDOW - now, 0.0)
     return TOKENS_WINDOW
 
 

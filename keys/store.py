@@ -29,7 +29,9 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress
 from pathlib import Path
 
 from django.conf import settings
@@ -82,19 +84,21 @@ def store_blocks() -> bool:
     return store_kind() != "file"
 
 
-def _decide(buckets, now: int, limit: int, window: int) -> tuple[Take, bool]:
-    """The verdict from the buckets (second, count) in the window; and whether to add one at `now`."""
-    floor = now - window
-    live = [(second, count) for second, count in buckets if second >= floor and count > 0]
-    used = sum(count for _, count in live)
-    allowed = used < limit
-    if allowed:  # the oldest counted request (this one if none) leaves the window first
-        used += 1
-        reset = min((second for second, _ in live), default=now) + window + 1 - now
-        return Take(True, used, float(reset)), True
+def _decide(seconds: Sequence[int], counts: Sequence[int], now: int, limit: int,
+            window: int) -> tuple[Take, bool]:
+    """The verdict from the buckets (seconds[i], counts[i]) in the window; and whether to add one at `now`.
+
+    Two parallel sequences and C-level iteration (map, compress) rather than a list of pairs:
+    this runs for every request of a limited key, with W+1 buckets from a file.
+    """
+    live = list(map((now - window).__le__, seconds))  # an unused or stale bucket's second is older
+    used = sum(compress(counts, live))
+    if used < limit:  # the oldest counted request (this one if none) leaves the window first
+        reset = min(compress(seconds, live), default=now) + window + 1 - now
+        return Take(True, used + 1, float(reset)), True
     need = used - limit + 1  # requests that must leave before the next one fits
     freed, reset = 0, 0
-    for second, count in sorted(live):
+    for second, count in sorted(zip(compress(seconds, live), compress(counts, live))):
         freed += count
         if freed >= need:
             reset = second + window + 1 - now
@@ -172,7 +176,8 @@ def _database_take_once(bucket: str, limit: int, window: int) -> Take:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_id(bucket)])
             cur.execute("DELETE FROM gateway_key_hits WHERE bucket = %s AND second < %s", [bucket, now - window])
             cur.execute("SELECT second, count FROM gateway_key_hits WHERE bucket = %s", [bucket])
-            take, add = _decide(cur.fetchall(), now, limit, window)
+            rows = cur.fetchall()
+            take, add = _decide([r[0] for r in rows], [r[1] for r in rows], now, limit, window)
             if add:
                 cur.execute("INSERT INTO gateway_key_hits (bucket, second, count) VALUES (%s, %s, 1) "
                             "ON CONFLICT (bucket, second) DO UPDATE SET count = gateway_key_hits.count + 1",
@@ -193,6 +198,7 @@ def _database_take(bucket: str, limit: int, window: int) -> Take:
 
 # --- a file of this machine
 _SLOT = struct.Struct("<qq")  # (second, count)
+_layouts: dict[int, struct.Struct] = {}  # a whole file of `slots` buckets, by slots
 _files: dict[tuple[str, str], int] = {}
 _folder: list[str] = []
 _files_lock = threading.Lock()
@@ -227,14 +233,18 @@ def _file_take(bucket: str, limit: int, window: int) -> Take:
 
 
 def _file_take_locked(fd: int, limit: int, window: int, slots: int) -> Take:
+    layout = _layouts.get(slots)
+    if layout is None:
+        layout = _layouts[slots] = struct.Struct(f"<{2 * slots}q")  # slots x (second, count)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         now = int(time.time())
-        raw = os.pread(fd, _SLOT.size * slots, 0).ljust(_SLOT.size * slots, b"\0")
-        take, add = _decide(_SLOT.iter_unpack(raw), now, limit, window)
+        flat = layout.unpack(os.pread(fd, layout.size, 0).ljust(layout.size, b"\0"))
+        take, add = _decide(flat[0::2], flat[1::2], now, limit, window)
         if add:
-            second, count = _SLOT.unpack_from(raw, _SLOT.size * (now % slots))
-            os.pwrite(fd, _SLOT.pack(now, count + 1 if second == now else 1), _SLOT.size * (now % slots))
+            here = now % slots
+            second, count = flat[2 * here], flat[2 * here + 1]
+            os.pwrite(fd, _SLOT.pack(now, count + 1 if second == now else 1), _SLOT.size * here)
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
     return take

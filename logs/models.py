@@ -174,6 +174,28 @@ class SpendDay(models.Model):
         return f"{self.day} {self.model} {self.key} {self.end_user}"
 
 
+class TokenSecond(models.Model):
+    """Tokens of one second's answers for one gateway key: what its tokens-per-minute limit adds up.
+
+    Kept by database triggers on responses and requests (migration 0011), like SpendDay, so a
+    limited key's last minute is at most 61 rows to read, however busy the key. The second is the
+    answer's end (responses.created_at, the exchange's start, plus duration_ms) in whole epoch seconds. Rows over an hour old are dropped
+    as new answers are written: nothing reads them.
+    """
+
+    key = models.CharField(max_length=160)
+    second = models.BigIntegerField()
+    tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "token_seconds"
+        constraints = [models.UniqueConstraint(fields=["key", "second"], name="token_seconds_key_second_uniq")]
+        indexes = [models.Index(fields=["second"], name="token_seconds_second")]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.second}: {self.tokens}"
+
+
 class BinaryFile(models.Model):
     """A binary payload (or an oversized body) kept on the payload storage."""
 

@@ -171,7 +171,7 @@ def test_tokens_per_minute(gateway, upstream, log_flush, make_key):
     caches_clear()
     r = _chat(gateway, secret)
     assert r.status_code == 429 and "limit of 30 tokens per minute (42 in the last minute)" in r.json()["error"]["message"]
-    assert 55 <= int(r.headers["retry-after"]) <= 60
+    assert 55 <= int(r.headers["retry-after"]) <= 61  # tokens leave the window in whole seconds (docs/keys.md)
 
 
 def test_key_holding_the_provider_credential(gateway, upstream, log_flush, make_key):

@@ -8,7 +8,7 @@ import pytest
 from keys import selectors
 from keys.selectors import caches_clear, key_history, key_usage
 from logs.ids import uuid7
-from logs.models import Request, Response
+from logs.models import Request, Response, TokenSecond
 
 pytestmark = pytest.mark.django_db
 
@@ -16,8 +16,10 @@ pytestmark = pytest.mark.django_db
 def _exchange(key, *, started: datetime, ended: datetime, tokens: int | None = None, cost: str | None = None):
     req = Request.objects.create(id=uuid7(started.timestamp()), provider="openai", endpoint="/v1/chat/completions",
                                  method="POST", created_at=started, gateway_key=key.label)
+    # As the ingest writes it: created_at is the exchange's start, its id and duration_ms say when it ended.
     Response.objects.create(id=uuid7(ended.timestamp()), request=req, status_code=200, outcome="completed",
-                            created_at=started, total_tokens=tokens, cost_usd=None if cost is None else Decimal(cost))
+                            created_at=started, duration_ms=(ended - started).total_seconds() * 1000,
+                            total_tokens=tokens, cost_usd=None if cost is None else Decimal(cost))
 
 
 def test_tokens_count_the_exchanges_that_ended_in_the_last_minute(make_key):
@@ -28,6 +30,24 @@ def test_tokens_count_the_exchanges_that_ended_in_the_last_minute(make_key):
     _exchange(key, started=now - timedelta(minutes=3), ended=now - timedelta(minutes=2), tokens=999)  # out
     _exchange(key, started=now - timedelta(seconds=5), ended=now - timedelta(seconds=4))  # usage unknown
     assert key_usage(key).tokens == 500
+
+
+def test_tokens_come_from_per_second_sums_that_follow_deletes(make_key):
+    key, _ = make_key("ts", tpm=1000)
+    other, _ = make_key("other", tpm=1000)
+    now = datetime.now(timezone.utc)
+    for i in range(30):  # 30 answers in three seconds: three rows to read
+        ended = now - timedelta(seconds=10 + 10 * (i % 3))
+        _exchange(key, started=ended - timedelta(seconds=2.5), ended=ended, tokens=10)
+    _exchange(other, started=now - timedelta(seconds=3), ended=now - timedelta(seconds=2), tokens=7)  # not ours
+    assert TokenSecond.objects.filter(key=key.label).count() == 3
+    assert key_usage(key).tokens == 300
+    # Over by 101: the oldest second's 100 tokens (30 s ago) are not enough, the next second's (20 s ago)
+    # are; they leave the window 61 s after that second began: in 41-42 s (less the time this test took).
+    assert 38 <= selectors.tokens_free_in(key, 101) <= 42
+    Response.objects.filter(request__gateway_key=key.label).delete()  # pruned: no longer counted
+    caches_clear()
+    assert key_usage(key).tokens == 0 and key_usage(other).tokens == 7
 
 
 def test_spend_this_period_old_and_recent(make_key):

@@ -23,17 +23,21 @@ def _redis_up() -> bool:
         return False
 
 
+def _decide_pairs(buckets, now, limit, window):
+    return _decide([s for s, _ in buckets], [c for _, c in buckets], now, limit, window)
+
+
 def test_at_most_n_in_any_window_and_when_a_slot_frees():
     # Two admitted 60 s and 30 s ago, limit 2: refused; the older one leaves in 1 s.
-    assert _decide([(NOW - 60, 1), (NOW - 30, 1)], NOW, 2, 60) == (Take(False, 2, 1.0), False)
+    assert _decide_pairs([(NOW - 60, 1), (NOW - 30, 1)], NOW, 2, 60) == (Take(False, 2, 1.0), False)
     # A second later it has left: admitted, and the oldest still counted leaves 30 s after that.
-    assert _decide([(NOW - 60, 1), (NOW - 30, 1)], NOW + 1, 2, 60) == (Take(True, 2, 30.0), True)
+    assert _decide_pairs([(NOW - 60, 1), (NOW - 30, 1)], NOW + 1, 2, 60) == (Take(True, 2, 30.0), True)
     # A fixed window that began at NOW - 59 would have let a second burst in; this one does not.
-    assert _decide([(NOW - 59, 2)], NOW, 2, 60)[0].allowed is False
+    assert _decide_pairs([(NOW - 59, 2)], NOW, 2, 60)[0].allowed is False
     # Emptied slots and stale buckets (a file's leftovers) do not count.
-    assert _decide([(NOW - 61, 5), (0, 0)], NOW, 1, 60) == (Take(True, 1, 61.0), True)
+    assert _decide_pairs([(NOW - 61, 5), (0, 0)], NOW, 1, 60) == (Take(True, 1, 61.0), True)
     # Limit lowered below what the window holds: wait until enough have left.
-    assert _decide([(NOW - 50, 3), (NOW - 10, 3)], NOW, 2, 60) == (Take(False, 6, 51.0), False)
+    assert _decide_pairs([(NOW - 50, 3), (NOW - 10, 3)], NOW, 2, 60) == (Take(False, 6, 51.0), False)
 
 
 @pytest.fixture(params=["file", pytest.param("redis", marks=pytest.mark.skipif(
