@@ -13,10 +13,12 @@ The entries live in proxy/cache_store.py; docs/cache.md describes the whole cont
 import asyncio
 import hashlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import orjson
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 
@@ -74,12 +76,19 @@ def _scope(x: Exchange) -> str:
     return f"{x.provider.credential(x.forward_headers, x.query)}\0{who}"
 
 
+# orjson reads an integer beyond 64 bits as a float: two that differ would make one key. Such bodies go
+# through the standard library's json, which keeps every digit.
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
 def _body_canonical(body: bytes, content_type: str) -> bytes:
     """JSON bodies with sorted keys and no spaces (key order and whitespace do not matter); others as sent."""
     if body and "json" in content_type.lower():
         try:
+            if _LONG_DIGITS.search(body) is None:
+                return orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS)
             return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        except (ValueError, RecursionError):
+        except (ValueError, TypeError, RecursionError):  # not JSON, or too deep (orjson's errors are both)
             pass
     return body
 

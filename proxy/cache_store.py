@@ -8,7 +8,8 @@ Three backends, chosen once per process from the settings (as keys/store.py choo
 - files (the default, with SQLite): one file per entry under DATA_DIR/cache, written to a temporary name and
   renamed, so another worker sees a whole entry or none the moment the original ends; survives a
   restart. Bounded by CACHE_MAX_BYTES: a read touches the file's mtime, and a write that takes the
-  folder past the bound deletes the expired entries, then the least recently used ones.
+  folder past the bound deletes the expired entries, then the least recently used ones (a hit
+  touches an entry at most once a minute, so hits stay reads, as on PostgreSQL).
 - Redis (CACHE_URL=redis://…, through Django's RedisCache): shared by every host; an entry expires
   with its TTL, and Redis's own maxmemory policy (allkeys-lru) bounds it.
 - PostgreSQL (DATABASE_URL=postgres://… and no CACHE_URL): rows of the response_cache table,
@@ -20,13 +21,13 @@ go to a thread: a write waits whenever the kernel throttles writers with dirty p
 """
 
 import itertools
-import json
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from django.conf import settings
 from django.core.cache import caches
 from django.core.signals import setting_changed
@@ -36,6 +37,9 @@ from django.dispatch import receiver
 REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
 _REDIS_PREFIX = "gateway-cache:"
 _SUFFIX = ".entry"
+# A hit marks its entry used (a file's mtime, a row's used_at) when the mark is older than this:
+# least-recently-used eviction to the minute, and a hit stays a read.
+TOUCH_EVERY = 60.0
 
 
 @dataclass(slots=True)
@@ -56,12 +60,12 @@ class CacheEntry:
         """One JSON line (everything but the body), then the body's bytes as they are."""
         head = {"source": self.source, "created": self.created, "expires": self.expires, "status": self.status,
                 "headers": self.headers, "is_sse": self.is_sse, "chunks": self.chunks, "offsets_ms": self.offsets_ms}
-        return json.dumps(head, separators=(",", ":")).encode() + b"\n" + self.body
+        return orjson.dumps(head) + b"\n" + self.body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "CacheEntry":
         head, _, body = data.partition(b"\n")
-        fields = json.loads(head)
+        fields = orjson.loads(head)
         fields["headers"] = [tuple(pair) for pair in fields["headers"]]
         return cls(**fields, body=body)
 
@@ -104,12 +108,13 @@ class FileStore(CacheStore):
     def __init__(self, folder: Path, max_bytes: int) -> None:
         self.folder, self.max_bytes = folder, max_bytes
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._dir = f"{folder}{os.sep}"
         self._written = max_bytes  # bytes written since the folder was last measured: measure on the first write
         self._lock = threading.Lock()
         self._names = itertools.count()
 
-    def _path(self, key: str) -> Path:
-        return self.folder / f"{key}{_SUFFIX}"
+    def _path(self, key: str) -> str:
+        return f"{self._dir}{key}{_SUFFIX}"  # a str: pathlib's objects cost more than the read on a hit
 
     def size(self, key: str) -> int | None:
         try:
@@ -118,19 +123,25 @@ class FileStore(CacheStore):
             return None
 
     def get(self, key: str) -> CacheEntry | None:
-        path = self._path(key)
         try:
-            data = path.read_bytes()
+            fd = os.open(self._path(key), os.O_RDONLY)
         except FileNotFoundError:
             return None
-        entry = CacheEntry.from_bytes(data)
-        if entry.expires <= time.time():
-            return None
         try:
-            os.utime(path)  # recently used: eviction takes the oldest mtime first
-        except OSError:
-            pass
-        return entry
+            stat = os.fstat(fd)
+            data = _read_all(fd, stat.st_size)
+            entry = CacheEntry.from_bytes(data)
+            now = time.time()
+            if entry.expires <= now:
+                return None
+            if stat.st_mtime < now - TOUCH_EVERY:
+                try:
+                    os.utime(fd)  # recently used: eviction takes the oldest mtime first
+                except OSError:
+                    pass
+            return entry
+        finally:
+            os.close(fd)
 
     def put(self, key: str, entry: CacheEntry) -> None:
         data = entry.to_bytes()
@@ -179,7 +190,7 @@ class FileStore(CacheStore):
             try:
                 stat = item.stat()
                 with open(item.path, "rb") as f:
-                    expires = json.loads(f.readline())["expires"]
+                    expires = orjson.loads(f.readline())["expires"]
             except (OSError, ValueError, KeyError):
                 continue
             if everything or expires <= now:
@@ -192,6 +203,13 @@ class FileStore(CacheStore):
                 break
             gone, freed, total = gone + _unlink(str(path)), freed + size, total - size
         return gone, freed
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    parts = [os.read(fd, size)]
+    while len(parts[-1]) and (size := size - len(parts[-1])) > 0:
+        parts.append(os.read(fd, size))
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -239,8 +257,6 @@ class RedisStore(CacheStore):
 class DatabaseStore(CacheStore):
     """Entries in the response_cache table of the gateway's PostgreSQL database."""
 
-    USED_EVERY = 60.0  # seconds: how stale a row's last-used mark may get (LRU to the minute)
-
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._written = max_bytes
@@ -254,7 +270,7 @@ class DatabaseStore(CacheStore):
             row = CachedAnswer.objects.filter(key=key, expires__gt=now).values_list("data", "used").first()
             if row is None:
                 return None
-            if now - row[1] > self.USED_EVERY:
+            if now - row[1] > TOUCH_EVERY:
                 CachedAnswer.objects.filter(key=key).update(used=now)
             return CacheEntry.from_bytes(bytes(row[0]))
         finally:

@@ -105,6 +105,12 @@ def test_json_body_matches_canonically_and_a_different_body_misses(gateway, upst
                  **{"X-Gateway-Cache": "60"})
     assert [r.headers["x-gateway-cache"] for r in (first, reordered, other)] == ["MISS", "HIT", "MISS"]
     assert len(upstream.received) == 2
+    # Integers past 64 bits that a float would round together stay apart, in any key order.
+    seeds = [_raw(gateway, b'{"model": "gpt-4o-mini", "seed": %d, "messages": []}' % seed, **{"X-Gateway-Cache": "60"})
+             for seed in (123456789012345678901, 123456789012345678902)]
+    again = _raw(gateway, b'{"seed": 123456789012345678902, "messages": [], "model": "gpt-4o-mini"}',
+                 **{"X-Gateway-Cache": "60"})
+    assert [r.headers["x-gateway-cache"] for r in (*seeds, again)] == ["MISS", "MISS", "HIT"]
 
 
 def test_scope_two_credentials_never_share(gateway, upstream):
