@@ -28,9 +28,11 @@ log = logging.getLogger("django.request")
 async def _response_send(response: HttpResponseBase, send) -> None:
     """Send a Django response over ASGI, streaming ones chunk by chunk as they come."""
     pairs = getattr(response, "gateway_headers", None)  # a relayed answer: the upstream's headers exactly
-    if pairs is None:
+    if pairs is None:  # the gateway's own answer
         pairs = list(response.items()) + [("Set-Cookie", c.output(header="").strip())
                                           for c in response.cookies.values()]
+        if not response.streaming and not response.has_header("Content-Length"):
+            pairs.append(("Content-Length", str(len(response.content))))  # else the server sends it chunked
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     if response.streaming:

@@ -19,6 +19,8 @@ def _assert_gateway_error(r: httpx.Response, status: int) -> dict:
     assert r.status_code == status
     assert r.headers["content-type"] == "application/json"
     assert len(r.headers["x-gateway-request-id"]) == 32
+    # Sized, not chunked: a client can tell a whole error from a cut one.
+    assert r.headers["content-length"] == str(len(r.content)) and "transfer-encoding" not in r.headers
     err = r.json()["error"]
     assert set(err) >= {"message", "type", "param", "code"} and err["type"] == "gateway_error"
     return err
