@@ -26,9 +26,13 @@ from logs.stats import E8
 KEY_TTL = 1.0
 USAGE_TTL = 1.0
 TOKENS_WINDOW = 60.0
+# A key read is re-read in the background once it is this old, so that under steady traffic no
+# request waits for the database; a read KEY_TTL old is never used (the request waits for a new one).
+REFRESH_AHEAD = KEY_TTL / 2
+_NEVER = float("-inf")
 
-_keys: dict[str, tuple[float, GatewayKey | None]] = {}
-_any: list[float | bool] = [0.0, False]
+_keys: dict[str, tuple[float, GatewayKey | None]] = {}  # secret's hash -> (monotonic time of the read, key)
+_any: list[float | bool] = [_NEVER, False]  # (monotonic time of the read, whether any key exists)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +47,17 @@ _usage: dict[int, tuple[float, KeyUsage]] = {}
 
 
 def keys_exist() -> bool:
-    """Whether any gateway key exists in the database (re-read at most once a second)."""
-    now = time.monotonic()
-    if now >= _any[0]:
-        _any[:] = [now + KEY_TTL, GatewayKey.objects.exists()]
-    return bool(_any[1])
+    """Whether any gateway key exists in the database, read now (keys_exist_cached says when it is due)."""
+    at = time.monotonic()  # before the query: the age counts the read's own time
+    value = GatewayKey.objects.exists()
+    _any[:] = [at, value]
+    return value
 
 
-def keys_exist_cached() -> bool | None:
-    """keys_exist() as last read, or None when that is more than KEY_TTL old (no database access)."""
-    return bool(_any[1]) if time.monotonic() < _any[0] else None
+def keys_exist_cached() -> tuple[bool | None, bool]:
+    """(keys_exist() as last read, None when that is KEY_TTL old; whether a re-read is due). No database."""
+    age = time.monotonic() - _any[0]
+    return (bool(_any[1]) if age < KEY_TTL else None), age >= REFRESH_AHEAD
 
 
 def keys_exist_known() -> bool:
@@ -66,25 +71,25 @@ def _digest(secret: str) -> str:
     return secret_hash(secret)
 
 
-def key_cached(secret: str) -> tuple[bool, GatewayKey | None]:
-    """(True, key or None) when this process read the secret's key less than KEY_TTL ago, else (False, None)."""
+def key_cached(secret: str) -> tuple[bool, GatewayKey | None, bool]:
+    """(True, key or None, whether a re-read is due) when this process read the secret's key less than KEY_TTL
+    ago, else (False, None, True). No database."""
     hit = _keys.get(_digest(secret))
-    if hit is not None and time.monotonic() < hit[0]:
-        return True, hit[1]
-    return False, None
+    if hit is not None:
+        age = time.monotonic() - hit[0]
+        if age < KEY_TTL:
+            return True, hit[1], age >= REFRESH_AHEAD
+    return False, None, True
 
 
 def key_find(secret: str) -> GatewayKey | None:
-    """The key with this secret, active or not (re-read at most once a second per secret)."""
-    found, key = key_cached(secret)
-    if found:
-        return key
+    """The key with this secret, active or not, read now (key_cached says when it is due)."""
     digest = _digest(secret)
-    now = time.monotonic()
+    at = time.monotonic()
     key = GatewayKey.objects.filter(secret_hash=digest).first()
     if len(_keys) > 10_000:  # unknown secrets are cached too: do not let a flood of them grow this
         _keys.clear()
-    _keys[digest] = (now + KEY_TTL, key)
+    _keys[digest] = (at, key)
     return key
 
 
@@ -92,7 +97,7 @@ def caches_clear() -> None:
     """Forget every cached read (tests; a command that changed a key in this process)."""
     _keys.clear()
     _usage.clear()
-    _any[:] = [0.0, False]
+    _any[:] = [_NEVER, False]
 
 
 def _dt(epoch: float) -> datetime:

@@ -13,7 +13,7 @@ from functools import lru_cache
 from django.conf import settings
 
 from keys.models import GatewayKey
-from keys.refresh import refreshed
+from keys.refresh import refresh_start, refreshed
 from keys.selectors import key_cached, key_find, keys_exist, keys_exist_cached
 from keys.tokens import secret_hash, secret_like
 from logs.redaction.redact import key_fingerprint
@@ -107,14 +107,25 @@ class KeyGrant:
 
 
 async def _key_find(secret: str) -> GatewayKey | None:
-    """The key from this process's cache, or from the database in a thread (at most once a second per secret)."""
-    found, key = key_cached(secret)
-    return key if found else await refreshed(("key", secret_hash(secret)), key_find, secret)
+    """The key from this process's cache, or from the database in a thread (see _keys_exist for when)."""
+    found, key, due = key_cached(secret)
+    if found and not due:
+        return key
+    if found:  # re-read in the background; this request goes on with a read less than KEY_TTL old
+        refresh_start(("key", secret_hash(secret)), key_find, secret)
+        return key
+    return await refreshed(("key", secret_hash(secret)), key_find, secret)
 
 
 async def _keys_exist() -> bool:
-    known = keys_exist_cached()
-    return known if known is not None else await refreshed("keys_exist", keys_exist)
+    """Whether keys exist: re-read in the background once the last read is REFRESH_AHEAD old, so that under
+    steady traffic no request waits for the database; waited for only when it is KEY_TTL old (after a pause)."""
+    known, due = keys_exist_cached()
+    if known is None:
+        return await refreshed("keys_exist", keys_exist)
+    if due:
+        refresh_start("keys_exist", keys_exist)
+    return known
 
 
 def _presented(headers: list[tuple[str, str]], query: str, provider: Provider) -> tuple[str, str]:

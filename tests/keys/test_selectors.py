@@ -85,3 +85,29 @@ def test_history_per_day(make_key):
     days = key_history(key, days=3, now=now)
     assert [d["requests"] for d in days] == [0, 2, 0]
     assert days[1]["tokens"] == 15 and days[1]["spend"] == Decimal("0.3")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_key_reads_are_renewed_ahead_and_never_used_past_a_second(make_key):
+    """Under traffic a request never waits for the key tables; a read a second old is never used."""
+    import asyncio
+    import time
+
+    from keys import refresh
+    from proxy.access import _keys_exist
+
+    async def ask(read_age: float) -> tuple[bool, bool]:
+        selectors._any[:] = [time.monotonic() - read_age, True]  # "keys exist", read that long ago
+        answer = await _keys_exist()
+        in_flight = any(name == "keys_exist" for _, name in refresh._inflight)
+        await asyncio.sleep(0.3)  # let a background read land
+        return answer, in_flight
+
+    assert asyncio.run(ask(0.1)) == (True, False)  # fresh: no read
+    # Half a second old: this request goes on with it, a re-read runs meanwhile and finds no key.
+    assert asyncio.run(ask(0.6)) == (True, True)
+    assert selectors.keys_exist_known() is False
+    # A second old: never used, the request waits for the read.
+    assert asyncio.run(ask(1.1)) == (False, False)
+    make_key("k")
+    assert asyncio.run(ask(1.1)) == (True, False)
