@@ -11,15 +11,8 @@ import json
 import os
 import time
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
-
-import django  # noqa: E402
-
-django.setup()
-
-from logs.ids import exchange_id_new  # noqa: E402
-from logs.pipeline.writer import LogWriter  # noqa: E402
-from logs.records import RequestRecord, ResponseRecord, record_line  # noqa: E402
+from logs.ids import exchange_id_new
+from logs.records import RequestRecord, ResponseRecord, record_line
 
 HEADERS = [["host", "127.0.0.1:8080"], ["user-agent", "OpenAI/Python 1.50.0"], ["content-type", "application/json"],
            ["authorization", "Bearer sk-…mnop"], ["accept", "application/json"], ["content-length", "180"]]
@@ -45,6 +38,8 @@ def exchange_lines(instance: str) -> tuple[bytes, bytes]:
 
 def logprobe_run(n: int) -> dict:
     """Submit n exchanges, wait until they are in the database; exchanges/s and submit cost."""
+    from logs.pipeline.writer import LogWriter
+
     writer = LogWriter()
     for line, kind in zip(exchange_lines("logprobe-warm-up"), ("req", "resp")):  # starts the ingest process
         writer.submit(line, kind)
@@ -70,6 +65,10 @@ def logprobe_run(n: int) -> dict:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+    import django
+
+    django.setup()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=5000)
     print(json.dumps(logprobe_run(parser.parse_args().n)))

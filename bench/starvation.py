@@ -33,7 +33,7 @@ BUSY_LOOP = "while True: pass"
 GIVE_UP = 120.0  # seconds a row may take before it is counted as missing
 
 
-def _busy_start() -> list[subprocess.Popen]:
+def busy_start() -> list[subprocess.Popen]:
     """One busy-loop process per CPU, at normal priority (the 'other processes')."""
     return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(os.cpu_count() or 1)]
 
@@ -74,7 +74,7 @@ def run(root: Path, label: str, requests: int, interval: float, idle_seconds: fl
     env["LOG_INGEST_IDLE_SECONDS"] = str(idle_seconds)
     gateway = servers.gateway_start(env, root=root)
     db = data_dir / "gateway.db"
-    busy = _busy_start()
+    busy = busy_start()
     stop, counts = threading.Event(), {"runs": 0, "locked": 0, "other": 0}
     reader = threading.Thread(target=_cli_reader, args=(db, stop, counts), daemon=True)
     delays: list[float | None] = []

@@ -17,6 +17,7 @@ again.
 
 import mimetypes
 import os
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,17 +42,20 @@ class PayloadStoreUnavailable(Exception):
     """The remote payload store refused or did not answer; nothing was lost, the caller retries."""
 
 
-def _remote_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions of a remote store's client that mean "try again later" (none without boto3)."""
-    try:
-        from boto3.exceptions import Boto3Error
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:
-        return ()
-    return (BotoCoreError, ClientError, Boto3Error)
+def remote_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of a remote store's client that mean "try again later".
 
-
-REMOTE_ERRORS = _remote_errors()
+    Called in `except` clauses, so only once something was raised, and it looks only at the
+    clients already loaded: boto3 cannot raise anything before an S3 store has imported it, and
+    importing it just for its exceptions was a large part of every ingest process's start-up
+    with a local folder store (docs/benchmark.md).
+    """
+    errors: list[type[BaseException]] = []
+    if (botocore := sys.modules.get("botocore.exceptions")) is not None:
+        errors += [botocore.BotoCoreError, botocore.ClientError]
+    if (boto3 := sys.modules.get("boto3.exceptions")) is not None:
+        errors.append(boto3.Boto3Error)
+    return tuple(errors)
 
 
 def _object_key(storage: Storage, name: str) -> str:
@@ -98,7 +102,7 @@ def _save(name: str, content: File) -> str:
         if storage.exists(name):
             return name
         return storage.save(name, content)
-    except REMOTE_ERRORS as exc:
+    except remote_errors() as exc:
         raise PayloadStoreUnavailable(f"payload store unavailable: {type(exc).__name__}: {exc}") from exc
     finally:
         content.close()
@@ -120,7 +124,7 @@ def payload_exists(name: str) -> bool:
     """Whether the store holds a file of that name."""
     try:
         return payload_storage().exists(name)
-    except REMOTE_ERRORS as exc:
+    except remote_errors() as exc:
         raise PayloadStoreUnavailable(f"payload store unavailable: {type(exc).__name__}: {exc}") from exc
 
 
@@ -128,7 +132,7 @@ def payload_size(name: str) -> int | None:
     """A stored file's size in bytes, None when the store does not have it."""
     try:
         return payload_storage().size(name) if name else None
-    except (OSError, ValueError, SuspiciousFileOperation, *REMOTE_ERRORS):  # gone, or a name outside the store
+    except (OSError, ValueError, SuspiciousFileOperation, *remote_errors()):  # gone, or a name outside the store
         return None
 
 

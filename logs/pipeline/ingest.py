@@ -15,6 +15,7 @@ the whole process group cannot cut off the final flush.
 Run by the worker as: python -m logs.pipeline.ingest   (never by hand)
 """
 
+import gc
 import logging
 import os
 import select
@@ -33,7 +34,7 @@ READ_SIZE = 1 << 20
 # Django settings the worker may have changed at run time (a test database): passed on so that
 # this process writes where its worker reads.
 DB_NAME_ENV = "GATEWAY_INGEST_DB_NAME"
-INGEST_APPS = ("django.contrib.contenttypes", "logs")
+INGEST_APPS = ("logs",)
 CPU_IDLE_SUPPORTED = hasattr(os, "SCHED_IDLE")  # Linux
 
 
@@ -176,6 +177,33 @@ def ingest_run(fd_in: int, out: BinaryIO) -> None:
     connection.close()
 
 
+def ingest_setup() -> None:
+    """Django with only what writing rows needs, and the row builders imported.
+
+    This is the start-up the first records after a quiet spell wait for: everything that only
+    some records need (boto3 for an S3 store, httpx for Replicate's output files) is imported
+    when one comes.
+    """
+    # Nearly everything start-up creates (modules, classes, models) lives as long as the
+    # process: collecting garbage meanwhile frees nothing and costs time the first records wait
+    # for. Frozen afterwards, those objects are never scanned again (docs/benchmark.md).
+    gc.disable()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+    import django
+    from django.conf import settings
+
+    # The logs app alone: its models hold no relation to another app's. Without the admin,
+    # auth, templates and content types this process starts sooner and is smaller.
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app in INGEST_APPS]
+    django.setup()
+    if os.environ.get(DB_NAME_ENV):
+        settings.DATABASES["default"]["NAME"] = os.environ[DB_NAME_ENV]
+    import logs.pipeline.rows  # noqa: F401 -- with pricing, still without collections
+
+    gc.freeze()
+    gc.enable()
+
+
 def main() -> None:
     """Entry point of the child process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -183,16 +211,7 @@ def main() -> None:
     # Acks go out on the original stdout; anything else printed goes to stderr instead.
     acks = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
-    import django
-    from django.conf import settings
-
-    # Only what writing rows needs: without the admin, auth and templates this process is
-    # smaller (docs/benchmark.md).
-    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app in INGEST_APPS]
-    django.setup()
-    if os.environ.get(DB_NAME_ENV):
-        settings.DATABASES["default"]["NAME"] = os.environ[DB_NAME_ENV]
+    ingest_setup()
     ingest_run(sys.stdin.buffer.fileno(), acks)
 
 

@@ -17,7 +17,6 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from django.conf import settings
 from django.db import connections
 
@@ -56,6 +55,8 @@ class _TooLarge(Exception):
 
 def _download(url: str, provider: str, request_id: str, response_id: str) -> None:
     """Fetch one output (size-capped, no redirects) and record it; skip when already stored."""
+    import httpx  # here: only Replicate's answers need it, and the ingest process starts without it
+
     from logs.models import BinaryFile
 
     fid = output_file_id(url)

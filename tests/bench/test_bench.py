@@ -1,4 +1,4 @@
-"""The benchmark's own pieces: the pass-through reference, the wrk check, the log-write probe."""
+"""The benchmark's own pieces: the pass-through reference, the wrk check, the log-write probe, the ingest start."""
 
 import asyncio
 
@@ -6,6 +6,8 @@ import httpx
 import pytest
 
 from bench import load, passthrough
+from logs.pipeline.ingest import DB_NAME_ENV
+from tests.procs import ROOT, db_rows, migrated_copy, proc_env, sqlite_only
 
 
 def test_passthrough_reference_forwards_and_streams(upstream):
@@ -39,3 +41,13 @@ def test_log_write_probe_counts_committed_rows():
 
     out = logprobe_run(50)
     assert out["drained"] and out["rows"] == [50, 50] and out["exchanges_per_s"] > 0
+
+
+@sqlite_only
+def test_ingest_start_times_a_process_that_wrote_the_exchange(tmp_path, tmp_path_factory):
+    from bench.ingest_start import start_once
+
+    db = migrated_copy(tmp_path, tmp_path_factory)
+    acked, cpu, rss = start_once(ROOT, {**proc_env(tmp_path, "http://127.0.0.1:9"), DB_NAME_ENV: str(db)})
+    assert db_rows(db, "SELECT count(*) FROM responses WHERE cost_usd IS NOT NULL") == [(1,)]  # priced, written
+    assert acked > 0 and 0 < cpu and rss > 10

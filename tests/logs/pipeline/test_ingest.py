@@ -4,6 +4,8 @@ import io
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +20,7 @@ from logs.pipeline.ingest import ingest_run
 from logs.pipeline.pipe import COMMAND
 from logs.records import RequestRecord, ResponseRecord, record_line
 from tests.e2e.faults import AUTH, CHAT, wait_until
-from tests.procs import GatewayProcess, db_rows, exchanges_read, migrated_copy, sqlite_only
+from tests.procs import ROOT, GatewayProcess, db_rows, exchanges_read, migrated_copy, proc_env, sqlite_only
 
 
 def _pair(n: int) -> list[bytes]:
@@ -49,6 +51,20 @@ def test_ingest_run_writes_every_line_and_acks_each_one_once():
     assert answers[0] == "R"
     assert sum(int(a[2:]) for a in answers if a.startswith("A ")) == 7  # 6 records + the unreadable line
     assert Request.objects.count() == 3 and Response.objects.count() == 3
+
+
+def test_the_start_up_imports_only_what_every_record_needs(tmp_path):
+    """The first records after a quiet spell wait for this start-up: what only some records need
+    (boto3 for an S3 store, httpx for Replicate's output files, other apps) waits for one."""
+    probe = ("import gc, sys; from logs.pipeline.ingest import ingest_setup; ingest_setup(); "
+             "print(*(m for m in ('logs.pipeline.rows', 'genai_prices', 'boto3', 'httpx', 'django.contrib.contenttypes',"
+             " 'django.contrib.auth') if m in sys.modules), 'gc' if gc.isenabled() else 'no-gc')")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=proc_env(tmp_path, "http://127.0.0.1:9"),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    # The row builders and pricing are loaded (what the probe looks for is there to be seen),
+    # and garbage collection runs again.
+    assert out.stdout.split() == ["logs.pipeline.rows", "genai_prices", "gc"]
 
 
 def _ingest_children(gw: GatewayProcess) -> list[psutil.Process]:
