@@ -119,6 +119,12 @@ class IngestPipe:
         except (OSError, ValueError):
             pass  # the process is gone: the ack reader starts another and sends everything again
 
+    def start_if_stopped(self) -> None:
+        """Start a process now if none runs: a first line came, and it starts while its batch gathers."""
+        with self._pipe_lock:
+            if self._proc is None:
+                self._start()
+
     def send(self, items: list[tuple[bytes, bool]]) -> None:
         """Pass lines on; blocks while the process is busy (never called on the event loop)."""
         with self._pipe_lock:

@@ -126,6 +126,7 @@ class LogWriter:
         if first is None:
             return None
         batch = [first]
+        self.pipe.start_if_stopped()  # a process retired when idle starts during the linger, not after it
         if self._queue.qsize() < BATCH_MAX and not self._hurry.is_set():
             self._hurry.wait(BATCH_LINGER)  # not get(timeout): no wake-up per line
         self._hurry.clear()
