@@ -63,12 +63,17 @@ class RssSampler:
         self.proc = psutil.Process(pid)
         self.every = every
         self.peak = 0
+        self.peak_children = 0  # of the children alone (a worker's ingest process)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def rss(self) -> int:
         """Current RSS of the process tree in bytes."""
-        total = self.proc.memory_info().rss
+        return self.proc.memory_info().rss + self.rss_children()
+
+    def rss_children(self) -> int:
+        """Current RSS of the process's children in bytes."""
+        total = 0
         for child in self.proc.children(recursive=True):
             try:
                 total += child.memory_info().rss
@@ -78,11 +83,13 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
+            children = self.rss_children()
+            self.peak = max(self.peak, self.proc.memory_info().rss + children)
+            self.peak_children = max(self.peak_children, children)
             time.sleep(self.every)
 
     def __enter__(self) -> "RssSampler":
-        self.peak = self.rss()
+        self.peak, self.peak_children = self.rss(), self.rss_children()
         self._thread.start()
         return self
 

@@ -8,6 +8,9 @@ log is written. Run against an empty, migrated PostgreSQL database:
   export DATABASE_URL=postgres://postgres@127.0.0.1:5432/gw_bench DATA_DIR=/tmp/gw-bench
   python manage.py migrate && python -m bench.prune_volume --base 20000 --copies 50
 
+With `--seeded --older-than DAYS` it seeds nothing and prunes an already seeded log (e.g. one of
+bench.admin_volume, whose N exchanges span 30 days) of everything older than DAYS days.
+
 Prints one JSON line.
 """
 
@@ -69,7 +72,7 @@ class InsertProbe(threading.Thread):
         cols = _columns("requests")
         exprs = ["gen_random_uuid()" if c == "id" else "now()" if c == "created_at" else c for c in cols]
         self.sql = (f"INSERT INTO requests ({', '.join(cols)}) SELECT {', '.join(exprs)} FROM requests "
-                    f"WHERE created_at > now() - interval '1 hour' LIMIT 1")
+                    f"ORDER BY created_at DESC LIMIT 1")  # a copy of the newest row (one index step)
 
     def run(self) -> None:
         with psycopg.connect(_dsn(), autocommit=True) as conn:
@@ -92,22 +95,26 @@ def main() -> None:
     parser.add_argument("--base", type=int, default=20000, help="exchanges seeded with logs.seed (the day kept)")
     parser.add_argument("--copies", type=int, default=50, help="copies of them in the day before (the day pruned)")
     parser.add_argument("--batch", type=int, default=1000, help="prune_logs --batch")
+    parser.add_argument("--seeded", action="store_true", help="seed nothing: prune the log as it is")
+    parser.add_argument("--older-than", type=float, default=1.0, help="prune exchanges older than this many days")
     args = parser.parse_args()
     assert connection.vendor == "postgresql", "run with DATABASE_URL=postgres://..."
 
     started = time.monotonic()
-    exchanges_seed(args.base, days=0.99, batch=5000, files=False, seed=1)
-    _copy_day_before("requests", args.copies, ("id",))
-    _copy_day_before("responses", args.copies, ("id", "request_id"))
+    if not args.seeded:
+        exchanges_seed(args.base, days=0.99, batch=5000, files=False, seed=1)
+        _copy_day_before("requests", args.copies, ("id",))
+        _copy_day_before("responses", args.copies, ("id", "request_id"))
     with connection.cursor() as cur:
-        cur.execute("VACUUM ANALYZE requests")
-        cur.execute("VACUUM ANALYZE responses")
+        if not args.seeded:
+            cur.execute("VACUUM ANALYZE requests")
+            cur.execute("VACUUM ANALYZE responses")
         cur.execute("SELECT count(*) FROM requests")
         total = cur.fetchone()[0]
     seeded_s = time.monotonic() - started
     sizes_before = _sizes()
     # The plans of the queries that walk the log by time (the prune's batch, the admin's first page).
-    cutoff = datetime.now(timezone.utc) - timedelta(days=1)
+    cutoff = datetime.now(timezone.utc) - timedelta(days=args.older_than)
     plans = {
         "prune_batch": Request.objects.filter(created_at__lt=cutoff).order_by("created_at")
         .values_list("pk", flat=True)[:args.batch].explain(),
@@ -127,7 +134,7 @@ def main() -> None:
         last[0] = now
 
     started = time.perf_counter()
-    result = prune(timedelta(days=1), batch=args.batch, progress=progress)
+    result = prune(timedelta(days=args.older_than), batch=args.batch, progress=progress)
     prune_s = time.perf_counter() - started
     probe.stop.set()
     probe.join()

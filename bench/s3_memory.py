@@ -6,9 +6,11 @@ a one-worker gateway storing payload files in a local folder and one storing the
 the store's client is made), it relays a 200 MB answer down and a 100 MB upload up, and samples
 the resident memory of the worker and its ingest process from before the request until the log
 has written the exchange (its file is then in the store): the growth is what one large body
-costs. It then reads the 200 MB file back through the admin's file view, whole and as a 1 MB
-byte range near its end (as a browser scrubbing audio asks), sampling the same processes: what
-serving a large file from the store costs. Prints one JSON line per gateway and round.
+costs. The ingest process's own growth is printed apart: it is the process that talks to the
+store, where the worker's share is its relay buffers, the same for both stores. It then reads
+the 200 MB file back through the admin's file view, whole and as a 1 MB byte range near its end
+(as a browser scrubbing audio asks), sampling the same processes: what serving a large file from
+the store costs. Prints one JSON line per gateway and round.
 """
 
 import argparse
@@ -66,18 +68,19 @@ def _stored(env: dict[str, str]) -> int:
     return s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix + "/").get("KeyCount", 0)
 
 
-def _measure(url: str, pid: int, env: dict[str, str], work) -> float:
-    """Peak growth (MiB) of the worker and its children from before `work` until its file is stored
-    and the log caught up (the response record can come just after the client got the last byte)."""
+def _measure(url: str, pid: int, env: dict[str, str], work) -> tuple[float, float]:
+    """Peak growth (MiB) of the worker and its children, and of its children (the ingest process)
+    alone, from before `work` until its file is stored and the log caught up (the response record
+    can come just after the client got the last byte)."""
     sampler = RssSampler(pid)
-    before, files = sampler.rss(), _stored(env)
+    before, before_children, files = sampler.rss(), sampler.rss_children(), _stored(env)
     with RssSampler(pid) as s:
         work()
         deadline = time.monotonic() + 300
         while _stored(env) == files and time.monotonic() < deadline:
             time.sleep(0.1)
         _logged(url)
-    return (s.peak - before) / MIB
+    return (s.peak - before) / MIB, (s.peak_children - before_children) / MIB
 
 
 def _largest_file(env: dict[str, str]) -> str:
@@ -137,8 +140,10 @@ def main() -> None:
                     _admin_read(gw.url, big, "bytes=0-999")  # warm: the view's modules and the store's client
                     read = _read_growth(gw.pid, lambda: _admin_read(gw.url, big))
                     ranged = _read_growth(gw.pid, lambda: _admin_read(gw.url, big, "bytes=198000000-198999999"))
-                    print(json.dumps({"round": rnd, "store": store, "download_200mb_growth_mib": round(down, 1),
-                                      "upload_100mb_growth_mib": round(up, 1), "admin_read_200mb_growth_mib":
+                    print(json.dumps({"round": rnd, "store": store, "download_200mb_growth_mib": round(down[0], 1),
+                                      "upload_100mb_growth_mib": round(up[0], 1),
+                                      "download_200mb_ingest_growth_mib": round(down[1], 1),
+                                      "upload_100mb_ingest_growth_mib": round(up[1], 1), "admin_read_200mb_growth_mib":
                                       round(read, 1), "admin_range_1mb_growth_mib": round(ranged, 1)}), flush=True)
                 finally:
                     gw.stop()

@@ -114,14 +114,7 @@ AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="")
 if FILE_STORAGE_URL:
     from urllib.parse import urlsplit
 
-    from boto3.s3.transfer import TransferConfig
-
     _s3 = urlsplit(FILE_STORAGE_URL)
-    # Multipart above 8 MiB, two parts in flight. Bodies go up from their local file, each part read
-    # from disk as it is sent (logs/s3_storage.py); bytes already in memory (an image cut out of a
-    # JSON answer) are copied part by part, at most two read ahead (s3transfer's default is ten).
-    _transfer = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=2)
-    _transfer.max_in_memory_upload_chunks = 2
     if _s3.scheme != "s3" or not _s3.netloc:
         raise ImproperlyConfigured(f"FILE_STORAGE_URL must look like s3://bucket/prefix, not {FILE_STORAGE_URL!r}")
     STORAGES["payloads"] = {
@@ -134,7 +127,6 @@ if FILE_STORAGE_URL:
             "querystring_auth": False, "default_acl": None,
             # Files opened for reading spill to disk above this (the admin streams instead, logs/storage.py).
             "max_memory_size": 1 << 20,
-            "transfer_config": _transfer,
         },
     }
 STATIC_URL = "static/"

@@ -8,17 +8,28 @@ one: logs/pipeline/spool.py) that says where it is through temporary_file_path()
 own uploaded files, so it goes up by name. Only bytes already held in memory (images cut out of a
 JSON answer) take django-storages' own path.
 
+Uploads run one part at a time on the caller's own thread (the ingest's), with no transfer
+threads: botocore reads each part 1 MiB at a time to sign and checksum it, and each transfer
+thread's malloc arena kept those buffers once the upload was over, megabytes per thread
+(docs/benchmark.md).
+
 Settings load this module only when FILE_STORAGE_URL names a bucket, so a gateway on a local
 folder never imports boto3.
 """
 
+from boto3.s3.transfer import TransferConfig
 from django.core.files import File
 from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
 
 
 class PayloadS3Storage(S3Storage):
-    """S3Storage whose uploads of local files stream from disk."""
+    """S3Storage whose uploads of local files stream from disk, one part at a time, on the caller's thread."""
+
+    def get_default_settings(self) -> dict:
+        # Multipart above 8 MiB; OPTIONS may still override it, the settings do not.
+        return {**super().get_default_settings(), "transfer_config": TransferConfig(
+            multipart_threshold=8 << 20, multipart_chunksize=8 << 20, use_threads=False)}
 
     def _save(self, name: str, content: File) -> str:
         path = getattr(content, "temporary_file_path", None)

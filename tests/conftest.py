@@ -127,7 +127,6 @@ def s3_server():
 @pytest.fixture
 def s3_store(s3_server, payload_dir, settings):
     """This process's payload store is the moto bucket (under the prefix "t"), as FILE_STORAGE_URL makes it."""
-    from boto3.s3.transfer import TransferConfig
     from django.core.files.storage import storages
 
     from tests.s3 import CREDENTIALS
@@ -137,9 +136,7 @@ def s3_store(s3_server, payload_dir, settings):
         "OPTIONS": {"bucket_name": s3_server.bucket, "location": "t", "endpoint_url": s3_server.url,
                     "region_name": "us-east-1", "access_key": CREDENTIALS["AWS_ACCESS_KEY_ID"],
                     "secret_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"], "file_overwrite": True,
-                    "querystring_auth": False, "default_acl": None,
-                    "transfer_config": TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20,
-                                                      max_concurrency=2)}}}
+                    "querystring_auth": False, "default_acl": None}}}
     return storages["payloads"]
 
 

@@ -5,10 +5,15 @@ would reach MinIO, R2 or AWS; the tests read the bucket with boto3. moto keeps e
 memory: a stopped server comes back empty (`start` creates the bucket again).
 """
 
+import json
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -29,11 +34,13 @@ class MotoServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.recording = Path(tempfile.mkdtemp(prefix="moto-")) / "recording"  # see recorded()
         self.start()
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the server (again, on the same port) and create the bucket."""
         self.proc = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(self.port)],
+                                     env={**os.environ, "MOTO_RECORDER_FILEPATH": str(self.recording)},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -56,6 +63,20 @@ class MotoServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+
+    @contextmanager
+    def recorded(self) -> Iterator[list[tuple[str, str]]]:
+        """The requests the server gets inside the block, as (method, URL), filled in when it ends
+        (moto's recorder, on only for the block: it writes each request's body to its file)."""
+        seen: list[tuple[str, str]] = []
+        httpx.post(f"{self.url}/moto-api/recorder/reset-recording")
+        httpx.post(f"{self.url}/moto-api/recorder/start-recording")
+        try:
+            yield seen
+        finally:
+            httpx.post(f"{self.url}/moto-api/recorder/stop-recording")
+            lines = self.recording.read_text().splitlines() if self.recording.exists() else []
+            seen.extend((entry["method"], entry["url"]) for entry in map(json.loads, lines))
 
     def client(self):
         """A boto3 S3 client for the test's own reads."""

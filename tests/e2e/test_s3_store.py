@@ -97,6 +97,12 @@ def test_files_land_in_the_bucket_are_served_and_pruned(s3_gateway, s3_server):
         # ...and a byte range of the speech, as an <audio> element scrubbing it asks.
         speech_id, speech_path = by_req[ids["speech"]][0][:2]
         scrub = admin.get(f"/admin/logs/request/file/{speech_id}/", headers={"Range": "bytes=60000-"})
+        # A HEAD through the real server (uvicorn, Django's ASGI handler) asks the bucket for the size only.
+        with s3_server.recorded() as seen:
+            head = admin.head(f"/admin/logs/request/file/{speech_id}/", headers={"Range": "bytes=60000-"})
+    assert head.status_code == 206 and head.headers["content-range"] == "bytes 60000-69999/70000"
+    assert head.headers["content-length"] == "10000" and head.content == b""
+    assert [method for method, _ in seen] == ["HEAD"], seen
     assert served.status_code == 200 and served.content == PNG
     assert served.headers["content-type"] == "image/png" and served.headers["accept-ranges"] == "bytes"
     assert scrub.status_code == 206 and scrub.headers["content-range"] == "bytes 60000-69999/70000"

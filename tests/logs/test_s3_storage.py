@@ -1,8 +1,11 @@
 """An S3 payload store uploads a local file from its path: the parts are read from disk as they go
-up, never copied into memory."""
+up, never copied into memory, one at a time on the caller's own thread."""
 
 import hashlib
+import threading
 import tracemalloc
+
+from django.core.files.storage import storages
 
 from logs.storage import payload_exists, payload_move_in, payload_save_bytes
 
@@ -20,6 +23,9 @@ def test_a_local_file_goes_up_in_parts_read_from_disk(s3_store, s3_server, tmp_p
     digest = hashlib.sha256(data).hexdigest()
     del data
     assert not payload_exists("openai/2026-01-01/big.bin")  # the client made (its models loaded) before measuring
+    threads: list[int] = []
+    storages["payloads"].bucket.meta.client.meta.events.register(
+        "before-call.s3.UploadPart", lambda **_: threads.append(threading.get_ident()))
     tracemalloc.start()
     try:
         name = payload_move_in("openai/2026-01-01/big.bin", path)
@@ -29,6 +35,8 @@ def test_a_local_file_goes_up_in_parts_read_from_disk(s3_store, s3_server, tmp_p
     # A part copied into memory would cost 8 MiB by itself (s3transfer's path for open files); read
     # from disk, each part in flight holds the 1 MiB chunks its checksum and signature are read in.
     assert peak < 8 * MIB, f"{peak / MIB:.1f} MiB allocated while uploading"
+    # No transfer threads: each would keep its own malloc arena holding those chunks afterwards.
+    assert threads == [threading.get_ident()] * 3
     head = s3_server.client().head_object(Bucket=s3_server.bucket, Key=f"t/{name}")
     assert head["ETag"].strip('"').endswith("-3") and head["ContentLength"] == 20 * MIB
     assert hashlib.sha256(s3_server.objects("t")[name]).hexdigest() == digest

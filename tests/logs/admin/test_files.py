@@ -1,10 +1,13 @@
 """The admin's file view answers Range requests from the folder store and from an S3 bucket, reading
-only the asked-for bytes, so audio and video can be scrubbed in the browser."""
+only the asked-for bytes, so audio and video can be scrubbed in the browser; HEAD reads none."""
 
 import hashlib
 
 import pytest
+from django.test import RequestFactory
+from django.urls import resolve
 
+from logs.storage import payload_storage
 from tests.logs.factory import exchange_make, file_attach
 
 pytestmark = pytest.mark.django_db
@@ -27,6 +30,19 @@ def store_reads(request) -> list[int] | None:
 
 
 @pytest.fixture
+def store_calls(request, store_reads, monkeypatch) -> list[str]:
+    """What the view asks of the store: S3 operations by name, or "open" of a folder store's file."""
+    calls: list[str] = []
+    store = payload_storage()
+    if store_reads is None:
+        opened = store.open
+        monkeypatch.setattr(store, "open", lambda name, mode="rb": calls.append("open") or opened(name, mode))
+    else:
+        store.bucket.meta.client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    return calls
+
+
+@pytest.fixture
 def audio_url(store_reads) -> str:
     req = exchange_make(endpoint="/v1/audio/speech", model="tts-1")
     row = file_attach(req, AUDIO, "audio/mpeg", ".mp3")
@@ -39,6 +55,16 @@ def _get(client, url: str, **headers):
     r = client.get(url, headers=headers)
     body = b"".join(r.streaming_content) if r.streaming else r.content
     return r, body
+
+
+def _served(user, method: str, url: str, **headers):
+    """The view's answer and its body read as a server reads it. Not through the test client: it drops
+    a HEAD's streamed body unread, where Django's ASGI and WSGI handlers iterate it (reading the file)."""
+    request = getattr(RequestFactory(), method.lower())(url, headers=headers)
+    request.user = user
+    match = resolve(url)
+    r = match.func(request, *match.args, **match.kwargs)
+    return r, b"".join(r.streaming_content) if r.streaming else r.content
 
 
 def test_whole_file_says_ranges_are_accepted(admin_client, audio_url, store_reads):
@@ -90,3 +116,31 @@ def test_download_of_a_range_stays_a_download(admin_client, audio_url):
     r, body = _get(admin_client, audio_url + "?download=1", Range="bytes=5-9")
     assert r.status_code == 206 and body == AUDIO[5:10]
     assert r["Content-Type"] == "application/octet-stream" and r["Content-Disposition"].startswith("attachment")
+
+
+def test_head_reads_nothing_but_the_size(admin_user, audio_url, store_reads, store_calls):
+    head, body = _served(admin_user, "HEAD", audio_url)
+    assert head.status_code == 200 and body == b""
+    assert head["Content-Length"] == str(SIZE) and head["Accept-Ranges"] == "bytes"
+    assert head["Content-Type"] == "audio/mpeg" and head["ETag"] == f'"{hashlib.sha256(AUDIO).hexdigest()}"'
+    assert store_calls == ([] if store_reads is None else ["HeadObject"])
+    # The positive control: a GET served the same way is seen reading the file.
+    get, body = _served(admin_user, "GET", audio_url)
+    assert body == AUDIO and store_calls == (["open"] if store_reads is None else ["HeadObject", "HeadObject", "GetObject"])
+    assert {k: v for k, v in head.items()} == {k: v for k, v in get.items()}
+
+
+@pytest.mark.parametrize(("spec", "status", "length", "content_range"), [
+    ("bytes=100000-100999", 206, 1000, f"bytes 100000-100999/{SIZE}"),
+    ("bytes=-500", 206, 500, f"bytes {SIZE - 500}-{SIZE - 1}/{SIZE}"),
+    (f"bytes={SIZE}-", 416, None, f"bytes */{SIZE}"),
+    ("bytes=0-9,20-29", 200, SIZE, None),  # not understood: the whole file
+])
+def test_head_of_a_range_answers_as_a_get_would(admin_user, audio_url, store_reads, store_calls, spec, status,
+                                                 length, content_range):
+    head, body = _served(admin_user, "HEAD", audio_url, Range=spec)
+    assert head.status_code == status and body == b"" and head.get("Content-Range") == content_range
+    assert length is None or head["Content-Length"] == str(length)
+    assert store_calls == ([] if store_reads is None else ["HeadObject"])
+    get, _ = _served(admin_user, "GET", audio_url, Range=spec)
+    assert {k: v for k, v in head.items()} == {k: v for k, v in get.items()}
