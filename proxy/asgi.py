@@ -11,8 +11,7 @@ disconnects (which is how the relay learns of an abort).
 import asyncio
 import io
 import logging
-import socket
-from contextlib import aclosing, contextmanager
+from contextlib import aclosing
 
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, HttpResponseBase
@@ -24,7 +23,6 @@ from proxy.request_body import BodySpool, body_receive, refusal_before_body
 from proxy.views import proxy_view, server_error_json
 
 log = logging.getLogger("django.request")
-_CORK = getattr(socket, "TCP_CORK", None)
 
 
 async def _response_send(response: HttpResponseBase, send) -> None:
@@ -36,46 +34,14 @@ async def _response_send(response: HttpResponseBase, send) -> None:
         if not response.streaming and not response.has_header("Content-Length"):
             pairs.append(("Content-Length", str(len(response.content))))  # else the server sends it chunked
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
-    start = {"type": "http.response.start", "status": response.status_code, "headers": headers}
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     if response.streaming:
-        await send(start)
         async with aclosing(aiter(response)) as content:
             async for chunk in content:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body"})
     else:
-        with _corked(send):
-            await send(start)
-            await send({"type": "http.response.body", "body": response.content})
-
-
-@contextmanager
-def _corked(send):
-    """A whole answer's head and body leave in one TCP segment, not two.
-
-    The server writes the head as soon as it is given: a second segment wakes the client a
-    second time for the body, a cost on both sides at every request (docs/benchmark.md). With
-    TCP_CORK (Linux) the kernel holds the head until the body joins it. The socket is the
-    server's (uvicorn's response cycle, whose bound `send` this is); where there is none (a test
-    client, another server) or no TCP_CORK, nothing is held.
-    """
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None and _CORK is not None else None
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        yield
-        return
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1)
-    except OSError:  # the client is gone: nothing to hold
-        yield
-        return
-    try:
-        yield
-    finally:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, _CORK, 0)  # sends what is held
-        except OSError:
-            pass
+        await send({"type": "http.response.body", "body": response.content})
 
 
 async def _exchange_run(request: ASGIRequest, send) -> None:

@@ -1,18 +1,14 @@
 """The proxy's ASGI entry (gateway_project/asgi.py -> proxy/asgi.py): routing, answers and log, aborts, errors."""
 
-import asyncio
 import re
 import socket
-from types import SimpleNamespace
 
 import httpx
 import pytest
-from django.http import HttpResponse, StreamingHttpResponse
 
 from gateway_project.asgi import serves_django
 from logs.models import Request, Response
 from proxy import views
-from proxy.asgi import _response_send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -130,40 +126,3 @@ def test_client_gone_before_the_first_byte_still_ends_the_exchange(scripted, tra
     resp = Response.objects.get()
     assert resp.outcome == "client_aborted" and "before the response started" in resp.error_message
     assert closed == [True]
-
-
-class _CorkSocket:
-    family = socket.AF_INET
-
-    def __init__(self, events: list) -> None:
-        self.events = events
-
-    def setsockopt(self, level, option, value) -> None:
-        self.events.append(("cork", value))
-
-
-class _Cycle:
-    """Stands for uvicorn's response cycle: its bound send writes each message at once."""
-
-    def __init__(self) -> None:
-        self.events: list = []
-        self.transport = SimpleNamespace(get_extra_info=lambda name: _CorkSocket(self.events))
-
-    async def send(self, message: dict) -> None:
-        self.events.append(message["type"])
-
-
-@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux's")
-def test_a_whole_answer_is_sent_in_one_segment_and_a_stream_as_it_comes():
-    whole = _Cycle()
-    asyncio.run(_response_send(HttpResponse(b'{"ok": true}'), whole.send))
-    # The head is held until the body joins it (one segment, one wake-up of the client).
-    assert whole.events == [("cork", 1), "http.response.start", "http.response.body", ("cork", 0)]
-
-    async def chunks():
-        yield b"data: 1\n\n"
-
-    streamed = _Cycle()
-    asyncio.run(_response_send(StreamingHttpResponse(chunks()), streamed.send))
-    # A stream's head goes out at once: nothing waits for its first event.
-    assert ("cork", 1) not in streamed.events and streamed.events[0] == "http.response.start"
