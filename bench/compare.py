@@ -46,6 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.this_env)
     wrk_require()
+    split = servers.cores_split()  # wrk and the mock on one core, the gateways on the other(s)
     mock = servers.mock_start()
     running, dirs = [mock], []
     try:
@@ -59,7 +60,8 @@ def main() -> None:
 
                 env["GATEWAY_HOOKS"] = "bench.noop_hook.Noop"
                 headers[label] = (f"X-Gateway-Key: {key_create(env)}", "X-Gateway-Cache: refresh=60")
-            gateways[label] = servers.gateway_start({**env, **extra} if label == "this" else env, root=root)
+            gateways[label] = servers.gateway_start({**env, **extra} if label == "this" else env, root=root,
+                                                    cpus=split[1] if split else None)
             running.append(gateways[label])
         for name in args.scenarios:
             base = next(s for s in SCENARIOS if s.name == name)
@@ -68,8 +70,10 @@ def main() -> None:
                 wrk_run(gw.url, scs[label], 1)  # warm-up
             other, this = [], []
             cpu: dict[str, list[float]] = {"other": [], "this": []}
-            for _ in range(args.rounds):
-                for label, runs in (("other", other), ("this", this)):
+            for n in range(args.rounds):
+                # Which goes first alternates: the first one's log rows are still being written while
+                # the second runs.
+                for label, runs in (("other", other), ("this", this))[::1 if n % 2 == 0 else -1]:
                     gw = gateways[label]
                     before = cpu_seconds(gw.pid)
                     result = wrk_run(gw.url, scs[label], args.duration)

@@ -9,7 +9,8 @@ alternating rounds (open first in odd rounds, keyed first in even ones) and prin
 the paired ratios (keyed over open), with the issue's targets: chat c64 at least 0.9x, chat c1
 at least 0.85x.
 
-On a machine shared with other work, throughput moves a lot from round to round; the CPU time
+The load generator and the mock run on the first core, each gateway (its worker and ingest
+process) on the others (servers.cores_split). On a machine shared with other work, throughput moves a lot from round to round; the CPU time
 each gateway (its worker and ingest process) spends per request moves much less, so it is
 printed too, as open over keyed (the throughput ratio a CPU-bound gateway would have).
 """
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--limits", default="rpm,tpm,budget", help="which limits the key has (default: all)")
     args = parser.parse_args()
     wrk_require()
+    split = servers.cores_split()  # wrk and the mock on one core, the gateways on the other(s)
     mock = servers.mock_start()
     running, dirs = [mock], []
     try:
@@ -87,7 +89,7 @@ def main() -> None:
             dirs.append((data_dir, env))
             if label == "keyed":
                 secret = key_create(env, tuple(n for n in args.limits.split(",") if n))
-            gateways[label] = servers.gateway_start(env)
+            gateways[label] = servers.gateway_start(env, cpus=split[1] if split else None)
             running.append(gateways[label])
         met = []
         for name in args.scenarios:

@@ -77,10 +77,12 @@ class Server:
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str], port: int, cwd: Path = ROOT,
-           timeout: float = 30.0) -> Server:
-    """Start a process in the project root and wait for its port (stderr kept in a temp file)."""
+           timeout: float = 30.0, cpus: set[int] | None = None) -> Server:
+    """Start a process in the project root and wait for its port (stderr kept in a temp file); with cpus, on
+    those cores only (and so every thread and process it starts)."""
     err = tempfile.TemporaryFile()  # a file, not a pipe: a chatty server must never block on it
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=pin)
     try:
         port_wait(port, timeout, proc)
     except RuntimeError:
@@ -177,11 +179,27 @@ def gateway_prepare(upstream: str, database_url: str | None = None, root: Path =
     return data_dir, full
 
 
-def gateway_start(env: dict[str, str], workers: int = 1, root: Path = ROOT) -> Server:
-    """The gateway with full logging (env from gateway_prepare), from this checkout or another."""
+def gateway_start(env: dict[str, str], workers: int = 1, root: Path = ROOT, cpus: set[int] | None = None) -> Server:
+    """The gateway with full logging (env from gateway_prepare), from this checkout or another (on `cpus` only)."""
     port = port_free()
     return _spawn(f"gateway x{workers}", _uvicorn("gateway_project.asgi:application", port, workers), env, port,
-                  cwd=root)
+                  cwd=root, cpus=cpus)
+
+
+def cores_split() -> tuple[set[int], set[int]] | None:
+    """(the load side's cores, the servers' cores): the first core for this process and what it starts (the load
+    generator, the mock), the others for the servers under test; None on one core.
+
+    Left to the scheduler, a gateway's worker shares a core with the mock or wrk in some runs and
+    not in others, and two gateways of identical code differ by 10-20% in CPU per request for the
+    whole run (docs/benchmark.md): a comparison of two gateways then measures where they landed.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    load = {cores[0]}
+    os.sched_setaffinity(0, load)
+    return load, set(cores[1:])
 
 
 def log_rows(env: dict[str, str]) -> tuple[int, int]:
