@@ -25,7 +25,7 @@ from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
 from proxy.access import AccessKey, KeyGrant
-from proxy.cache_store import CacheEntry, cache_store
+from proxy.cache_store import CacheEntry, EntryTooBig, cache_store
 from proxy.exchange import Exchange, json_error
 from proxy.threads import off_loop
 
@@ -238,10 +238,10 @@ async def _entry_read(x: Exchange, key: str, ttl: int) -> CacheEntry | None:
     store = cache_store()
     try:
         if store.inline_max:  # a small file: read on the loop (a thread hop costs more than the read)
-            size = store.size(key)
-            if size is None:
-                return None
-            entry = store.get(key) if size <= store.inline_max else await off_loop(store.get, key)
+            try:
+                entry = store.get(key, size_max=store.inline_max)
+            except EntryTooBig:
+                entry = await off_loop(store.get, key)
         else:
             entry = await off_loop(store.get, key)
     except Exception as exc:  # the store is away: forward, and say so

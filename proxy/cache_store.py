@@ -80,16 +80,17 @@ class CacheEntry:
         return out
 
 
+class EntryTooBig(Exception):
+    """An entry bigger than a read's size_max: read it in a thread instead."""
+
+
 class CacheStore:
     """The interface both backends offer."""
 
-    inline_max = 0  # entries up to this size may be read on the event loop (size() says theirs)
+    inline_max = 0  # entries up to this size may be read on the event loop (get(key, size_max=...))
 
-    def size(self, key: str) -> int | None:
-        """The stored size of an entry (None: there is none), when it costs no wait to know."""
-        raise NotImplementedError
-
-    def get(self, key: str) -> CacheEntry | None:
+    def get(self, key: str, size_max: int | None = None) -> CacheEntry | None:
+        """The live entry or None. With size_max, a bigger one is not read: EntryTooBig (read it in a thread)."""
         raise NotImplementedError
 
     def put(self, key: str, entry: CacheEntry) -> None:
@@ -116,21 +117,16 @@ class FileStore(CacheStore):
     def _path(self, key: str) -> str:
         return f"{self._dir}{key}{_SUFFIX}"  # a str: pathlib's objects cost more than the read on a hit
 
-    def size(self, key: str) -> int | None:
-        try:
-            return os.stat(self._path(key)).st_size
-        except FileNotFoundError:
-            return None
-
-    def get(self, key: str) -> CacheEntry | None:
+    def get(self, key: str, size_max: int | None = None) -> CacheEntry | None:
         try:
             fd = os.open(self._path(key), os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
             stat = os.fstat(fd)
-            data = _read_all(fd, stat.st_size)
-            entry = CacheEntry.from_bytes(data)
+            if size_max is not None and stat.st_size > size_max:
+                raise EntryTooBig(key)
+            entry = CacheEntry.from_bytes(_read_all(fd, stat.st_size))
             now = time.time()
             if entry.expires <= now:
                 return None
@@ -232,7 +228,7 @@ class RedisStore(CacheStore):
     def __init__(self) -> None:
         self.cache = caches["default"]
 
-    def get(self, key: str) -> CacheEntry | None:
+    def get(self, key: str, size_max: int | None = None) -> CacheEntry | None:
         data = self.cache.get(_REDIS_PREFIX + key)
         if data is None:
             return None
@@ -262,7 +258,7 @@ class DatabaseStore(CacheStore):
         self._written = max_bytes
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> CacheEntry | None:
+    def get(self, key: str, size_max: int | None = None) -> CacheEntry | None:
         from proxy.models import CachedAnswer
 
         now = time.time()

@@ -6,7 +6,7 @@ import time
 import pytest
 from django.core.management import call_command
 
-from proxy.cache_store import CacheEntry, DatabaseStore, FileStore, RedisStore, cache_store
+from proxy.cache_store import CacheEntry, DatabaseStore, EntryTooBig, FileStore, RedisStore, cache_store
 
 
 def _entry(body: bytes = b'data: {"a": 1}\n\ndata: [DONE]\n\n', ttl: float = 60, source: str = "src") -> CacheEntry:
@@ -52,6 +52,21 @@ def test_file_store_evicts_least_recently_used(tmp_path):
     store.put("d", _entry())
     store.prune()
     assert sorted(p.stem for p in tmp_path.glob("*.entry")) == ["a", "c", "d"]
+
+
+def test_file_store_hits_read_small_entries_and_mark_use_once_a_minute(tmp_path):
+    store = FileStore(tmp_path, 10**6)
+    store.put("k", _entry())
+    with pytest.raises(EntryTooBig):  # the step reads a big entry in a thread instead
+        store.get("k", size_max=10)
+    assert store.get("k", size_max=10**5).body == _entry().body
+    path = tmp_path / "k.entry"
+    os.utime(path, (time.time() - 30, time.time() - 30))
+    store.get("k")  # marked 30 s ago: a hit stays a read
+    assert time.time() - path.stat().st_mtime > 25
+    os.utime(path, (time.time() - 90, time.time() - 90))
+    store.get("k")  # over a minute: marked used now
+    assert time.time() - path.stat().st_mtime < 10
 
 
 def test_prune_cache_command(settings, tmp_path, capsys, transactional_db):  # files, or PostgreSQL rows
