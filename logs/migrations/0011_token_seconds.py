@@ -34,7 +34,9 @@ def _add(vendor: str, sign: int, source: str) -> str:
 
 
 def _trim(vendor: str) -> str:
-    now = "CAST(strftime('%s', 'now') AS INTEGER)" if vendor == "sqlite" else "extract(epoch FROM now())::bigint"
+    # Not strftime('%s', ...): the migration's SQL goes through a cursor that reads %s as a parameter.
+    now = ("CAST((julianday('now') - 2440587.5) * 86400.0 AS INTEGER)" if vendor == "sqlite"
+           else "extract(epoch FROM now())::bigint")
     return f"DELETE FROM token_seconds WHERE second < {now} - {KEEP_SECONDS}"
 
 
@@ -49,8 +51,11 @@ def _sqlite_forward() -> list[str]:
                                     f"ON p.request_id = old.id")
 
     return [
-        f"CREATE TRIGGER responses_tokens_ai AFTER INSERT ON responses "
-        f"BEGIN {response('new', 1)}; {_trim('sqlite')}; END",
+        # Only answers with tokens; and the old seconds are trimmed when a key's new second starts (an
+        # upsert that adds to an existing row is an UPDATE of token_seconds), not at every answer.
+        f"CREATE TRIGGER responses_tokens_ai AFTER INSERT ON responses WHEN new.total_tokens IS NOT NULL "
+        f"BEGIN {response('new', 1)}; END",
+        f"CREATE TRIGGER token_seconds_trim AFTER INSERT ON token_seconds BEGIN {_trim('sqlite')}; END",
         f"CREATE TRIGGER responses_tokens_ad AFTER DELETE ON responses BEGIN {response('old', -1)}; END",
         f"CREATE TRIGGER responses_tokens_au AFTER UPDATE OF created_at, duration_ms, total_tokens, request_id ON responses "
         f"BEGIN {response('old', -1)}; {response('new', 1)}; END",
@@ -97,7 +102,7 @@ def _backfill(vendor: str) -> str:
 
 
 SQLITE_BACKWARD = [f"DROP TRIGGER IF EXISTS {t}" for t in (
-    "responses_tokens_ai", "responses_tokens_ad", "responses_tokens_au", "requests_tokens_au")]
+    "responses_tokens_ai", "responses_tokens_ad", "responses_tokens_au", "requests_tokens_au", "token_seconds_trim")]
 POSTGRES_BACKWARD = [
     *(f"DROP TRIGGER IF EXISTS responses_tokens_{event} ON responses" for event in ("ins", "del", "upd")),
     "DROP TRIGGER IF EXISTS requests_tokens_upd ON requests",

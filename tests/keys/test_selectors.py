@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from django.db.models import F
 
 from keys import selectors
 from keys.selectors import caches_clear, key_history, key_usage
@@ -48,6 +49,18 @@ def test_tokens_come_from_per_second_sums_that_follow_deletes(make_key):
     Response.objects.filter(request__gateway_key=key.label).delete()  # pruned: no longer counted
     caches_clear()
     assert key_usage(key).tokens == 0 and key_usage(other).tokens == 7
+
+
+def test_token_seconds_over_an_hour_old_are_dropped_as_new_ones_start(make_key):
+    key, _ = make_key("old", tpm=1000)
+    now = datetime.now(timezone.utc)
+    _exchange(key, started=now - timedelta(hours=2), ended=now - timedelta(hours=2), tokens=5)  # logged late
+    assert not TokenSecond.objects.filter(key=key.label).exists()  # nothing would read it
+    _exchange(key, started=now - timedelta(seconds=3), ended=now - timedelta(seconds=2), tokens=5)
+    TokenSecond.objects.filter(key=key.label).update(second=F("second") - 7200)  # as if two hours went by
+    _exchange(key, started=now - timedelta(seconds=2), ended=now - timedelta(seconds=1), tokens=7)  # a new second
+    assert list(TokenSecond.objects.filter(key=key.label).values_list("tokens", flat=True)) == [7]
+    assert key_usage(key).tokens == 7
 
 
 def test_spend_this_period_old_and_recent(make_key):
