@@ -1,7 +1,8 @@
 """What a response cache hit costs against the pass-through: python bench/cache.py ["chat c1" ...]
 
 Starts the mock upstream (answers at once) and one gateway of this checkout (fresh SQLite, 1
-worker, full logging). Drives it with wrk in alternating rounds: the pass-through (no
+worker, full logging); wrk and the mock run on the first core, the gateway on the others
+(servers.cores_split). Drives it with wrk in alternating rounds: the pass-through (no
 X-Gateway-Cache: every request goes upstream) and hits (X-Gateway-Cache: 3600, the answer stored
 by a warm-up request), and prints the median of the paired ratios (hit over pass-through) with
 the issue's target (at least 2x for chat c1 and c64), and each one's CPU time per request. Then
@@ -53,11 +54,12 @@ def main() -> None:
     parser.add_argument("--ttfb-calls", type=int, default=200)
     args = parser.parse_args()
     wrk_require()
+    split = servers.cores_split()  # wrk and the mock on one core, the gateway on the other(s)
     mock = servers.mock_start()
     running = [mock]
     data_dir, env = servers.gateway_prepare(mock.url)
     try:
-        gateway = servers.gateway_start(env)
+        gateway = servers.gateway_start(env, cpus=split[1] if split else None)
         running.append(gateway)
         for name in args.scenarios:
             sc = next(s for s in SCENARIOS if s.name == name)
