@@ -34,8 +34,16 @@ def refresh_start(name: Any, read: Callable, *args: Any) -> asyncio.Future:
     future = _inflight.get(key)
     if future is None:
         future = _inflight[key] = asyncio.ensure_future(in_thread(read, *args))
-        future.add_done_callback(lambda _f: _inflight.pop(key, None))
+        future.add_done_callback(lambda f: _read_done(key, f))
     return future
+
+
+def _read_done(key: tuple[int, Any], future: asyncio.Future) -> None:
+    _inflight.pop(key, None)
+    if not future.cancelled():
+        # Retrieved here: a read started ahead that nobody awaits would otherwise print "Task exception was
+        # never retrieved" with a traceback when the database is away; a request that awaits it still gets it.
+        future.exception()
 
 
 async def refreshed(name: Any, read: Callable, *args: Any) -> Any:

@@ -124,3 +124,22 @@ def test_key_reads_are_renewed_ahead_and_never_used_past_a_second(make_key):
     assert asyncio.run(ask(1.1)) == (False, False)
     make_key("k")
     assert asyncio.run(ask(1.1)) == (True, False)
+
+
+def test_a_read_ahead_that_fails_prints_no_traceback(caplog):
+    """A background re-read nobody awaits, failing (the database away), is not left for asyncio to report."""
+    import asyncio
+    import gc
+
+    from keys import refresh
+
+    def away():
+        raise RuntimeError("database away")
+
+    async def run():
+        refresh.refresh_start("away", away)
+        await asyncio.sleep(0.2)
+
+    asyncio.run(run())
+    gc.collect()
+    assert "never retrieved" not in caplog.text
