@@ -7,9 +7,9 @@ keeps its own copy instead of serving hits from the log).
 Three backends, chosen once per process from the settings (as keys/store.py chooses its own):
 - files (the default, with SQLite): one file per entry under DATA_DIR/cache, written to a temporary name and
   renamed, so another worker sees a whole entry or none the moment the original ends; survives a
-  restart. Bounded by CACHE_MAX_BYTES: a read touches the file's mtime, and a write that takes the
-  folder past the bound deletes the expired entries, then the least recently used ones (a hit
-  touches an entry at most once a minute, so hits stay reads, as on PostgreSQL).
+  restart. Bounded by CACHE_MAX_BYTES: a hit touches the file's mtime (at most once a minute, so
+  hits stay reads, as on PostgreSQL), and a write that takes the folder past the bound deletes the
+  expired entries, then the least recently used ones.
 - Redis (CACHE_URL=redis://…, through Django's RedisCache): shared by every host; an entry expires
   with its TTL, and Redis's own maxmemory policy (allkeys-lru) bounds it.
 - PostgreSQL (DATABASE_URL=postgres://… and no CACHE_URL): rows of the response_cache table,
