@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import genai_prices
+from genai_prices import data_snapshot as price_data
+from genai_prices import types as price_types
 from django.conf import settings
 
 from providers import Provider, Usage
@@ -127,18 +129,46 @@ def _table_cost(prices: dict[str, Decimal], usage: Usage) -> Decimal:
 
 def _library_cost(provider: Provider, usage: Usage, at: datetime) -> Decimal | None:
     """genai-prices' price for the usage, trying the provider's price names in turn; None when unknown."""
-    counts = genai_prices.Usage(input_tokens=usage.input_tokens or 0, output_tokens=usage.output_tokens or 0,
-                                cache_read_tokens=usage.cached_tokens or 0,
-                                cache_write_tokens=usage.cache_write_tokens or 0)
-    context = dict(usage.price_context) or None
+    counts = (usage.input_tokens or 0, usage.output_tokens or 0, usage.cached_tokens or 0,
+              usage.cache_write_tokens or 0)
+    context = tuple(sorted(dict(usage.price_context).items()))
+    snapshot = price_data.get_snapshot()
     for name in provider.price_names(usage.model):
         try:
-            calc = genai_prices.calc_price(counts, name, provider_id=provider.prices_id,
-                                           genai_request_timestamp=at, price_context=context)
+            _, model = snapshot.find_provider_model(name, None, provider.prices_id, None)
         except LookupError:
             continue
-        return calc.total_price.quantize(COST_PLACES)
+        key = (provider.prices_id, id(model), counts, context, _prices_in_force(model, at))
+        memo = _MEMO.get(key)
+        if memo is not None and memo[0] is model:
+            return memo[1]
+        calc = genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=counts[0], output_tokens=counts[1], cache_read_tokens=counts[2],
+                               cache_write_tokens=counts[3]),
+            name, provider_id=provider.prices_id, genai_request_timestamp=at, price_context=dict(context) or None)
+        cost = calc.total_price.quantize(COST_PLACES)
+        if len(_MEMO) >= MEMO_MAX:
+            _MEMO.clear()
+        _MEMO[key] = (model, cost)
+        return cost
     return None
+
+
+# genai-prices' calc_price is generic (unit registry, validation, a PriceCalculation) and was a
+# quarter of the ingest's CPU per exchange; a price depends only on the model, the counts, the
+# context and which of the model's dated or timed prices are in force, so equal inputs are priced
+# once (the provider is part of the key: a model reached through another provider's fallback
+# ignores the context). It pays off for answers replayed from the response cache (the same usage each time) and
+# for repeated calls; other exchanges are priced as before.
+MEMO_MAX = 4096
+_MEMO: dict[tuple, tuple[Any, Decimal]] = {}
+
+
+def _prices_in_force(model: Any, at: datetime) -> tuple[bool, ...]:
+    """Which of a genai-prices model's conditional prices and variants apply at `at` (empty: it has none)."""
+    conditional = () if isinstance(model.prices, price_types.ModelPrice) else model.prices
+    return tuple(c.constraint is None or c.constraint.active(at)
+                 for c in (*conditional, *(model.price_variants or ())))
 
 
 def cost_compute(provider: Provider, usage: Usage, *, at: datetime | None = None) -> Price:

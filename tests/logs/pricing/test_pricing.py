@@ -126,3 +126,20 @@ def test_bad_user_table_falls_back_to_the_library(tmp_path, settings, caplog):
     assert price_find(OPENAI, "gpt-4o") is None and price_find(OPENAI, "x") is None
     settings.PRICE_TABLE_PATH = str(tmp_path / "missing.json")
     assert price_find(OPENAI, "gpt-4o") is None
+
+
+@pytest.mark.parametrize("hours", [(3, 20), (20, 3)])
+def test_equal_counts_at_another_time_of_day_are_priced_for_that_time(hours):
+    """deepseek-chat is cheaper from 16:30 to 00:30 UTC: a price computed once for some counts (the ingest
+    remembers it) must not be reused at an hour with another price, in either order."""
+    deepseek = registry(["deepseek=https://api.deepseek.com"]).get("deepseek")
+    usage = Usage("deepseek-chat", 120_000, 30_000)
+    counts = genai_prices.Usage(input_tokens=120_000, output_tokens=30_000)
+    got = {}
+    for hour in (*hours, *hours):
+        at = datetime(2026, 11, 30, hour, tzinfo=timezone.utc)
+        expected = genai_prices.calc_price(counts, "deepseek-chat", provider_id="deepseek",
+                                           genai_request_timestamp=at).total_price
+        got.setdefault(hour, []).append(cost_compute(deepseek, usage, at=at).cost)
+        assert got[hour][-1] == expected.quantize(Decimal("0.00000001"))
+    assert got[3][0] != got[20][0]
