@@ -7,6 +7,8 @@ tpm and budget limits on every request, one no-op hook, the cache asked for and 
 LiteLLM's proxy when --litellm (or LITELLM_BIN) names it. Drives them with wrk in interleaved
 rounds, runs the stream / memory / slow-streams / log-write probes and the 1-vs-2-worker scaling
 run, and prints a table and issue 20's targets. Ratios are the headline: absolute numbers move.
+wrk, the probes and the mock run on the first core, each server under test on the others
+(servers.cores_split); the two-worker scaling run gets every core.
 """
 
 import argparse
@@ -127,13 +129,19 @@ def bench_run(duration: float, scaling: bool, rounds: int, litellm: str | None,
     results: dict = {"load_before": _load_line(), "duration_s": duration, "rounds": rounds,
                      "database": "PostgreSQL" if database_url else "SQLite (WAL)"}
     print(f"bench: {results['load_before']}; {duration}s per wrk run, {rounds} rounds")
+    # wrk, the probes and the mock on the first core; each server under test on the others (issue 20's
+    # method: "mock upstream and load generator on one core; each server alone on the other").
+    split = servers.cores_split()
+    cpus = split[1] if split else None
+    results["placement"] = (f"load and mock on core {sorted(split[0])}, servers on {sorted(split[1])}" if split
+                            else "one core: no placement")
     mock = servers.mock_start()
     running = [mock]
     data_dirs = []
     scratch = tempfile.TemporaryDirectory(prefix="bench-run-")
     try:
         gw, gwc, controls, targets = _targets_start(mock, running, data_dirs, results, litellm, database_url,
-                                                    Path(scratch.name))
+                                                    Path(scratch.name), cpus)
         control_headers = dict(h.split(": ", 1) for h in controls)
         memory = {"idle_mib": RssSampler(gw.pid).rss() / MIB, "idle_processes": process_count(gw.pid),
                   "idle_controls": idle_probe(gwc.url, gwc.pid, control_headers)}
@@ -163,7 +171,9 @@ def bench_run(duration: float, scaling: bool, rounds: int, litellm: str | None,
         results["log_write"]["database"] = results["database"]
         if scaling:
             one = Spread.of(_rps(table, "chat c64", "gateway")).median
-            results["scaling"] = _scaling(mock.url, duration, one, data_dirs, database_url)
+            # Two workers get every core (they share them with wrk and the mock, as one worker did not).
+            results["scaling"] = _scaling(mock.url, duration, one, data_dirs, database_url,
+                                          (split[0] | split[1]) if split else None)
     finally:
         servers.all_stop(running, data_dirs)
         scratch.cleanup()
@@ -173,12 +183,12 @@ def bench_run(duration: float, scaling: bool, rounds: int, litellm: str | None,
 
 
 def _targets_start(mock: servers.Server, running: list, data_dirs: list, results: dict, litellm: str | None,
-                   database_url: str | None, scratch: Path) -> tuple:
+                   database_url: str | None, scratch: Path, cpus: set[int] | None) -> tuple:
     """Start the references, both gateways and LiteLLM (when named); (gateway, gateway+controls, the
     controls' headers, the targets). Started servers go on `running`, gateway folders on `data_dirs`."""
-    passthrough = servers.passthrough_start(mock.url)
-    passthrough_aio = servers.passthrough_start(mock.url, "aiohttp")
-    hello = servers.hello_start()
+    passthrough = servers.passthrough_start(mock.url, cpus=cpus)
+    passthrough_aio = servers.passthrough_start(mock.url, "aiohttp", cpus=cpus)
+    hello = servers.hello_start(cpus=cpus)
     running += [passthrough, passthrough_aio, hello]
     gateways, secret = {}, ""
     for name in ("gateway", "gateway+controls"):
@@ -188,7 +198,7 @@ def _targets_start(mock: servers.Server, running: list, data_dirs: list, results
         if name == "gateway+controls":
             env["GATEWAY_HOOKS"] = HOOK
             secret = key_create(env)
-        gateways[name] = servers.gateway_start(env)
+        gateways[name] = servers.gateway_start(env, cpus=cpus)
         running.append(gateways[name])
     gw, gwc = gateways["gateway"], gateways["gateway+controls"]
     controls = (f"X-Gateway-Key: {secret}", CACHE)
@@ -198,7 +208,7 @@ def _targets_start(mock: servers.Server, running: list, data_dirs: list, results
                Target("gateway", gw.url), Target("gateway+controls", gwc.url, controls, unique=True),
                Target("gateway+controls hit", gwc.url, controls, scenarios=HITS)]
     if litellm:
-        ll = _litellm_start(litellm, mock.url, scratch)
+        ll = _litellm_start(litellm, mock.url, scratch, cpus)
         if isinstance(ll, str):
             results["litellm_note"] = ll
         else:
@@ -210,12 +220,12 @@ def _targets_start(mock: servers.Server, running: list, data_dirs: list, results
     return gw, gwc, controls, targets
 
 
-def _litellm_start(binary: str, upstream: str, config_dir: Path) -> servers.Server | str:
+def _litellm_start(binary: str, upstream: str, config_dir: Path, cpus: set[int] | None) -> servers.Server | str:
     """LiteLLM's proxy on the mock, checked to answer a chat call; or why it could not be used."""
     if not Path(binary).is_file():
         return f"LiteLLM skipped: {binary} does not exist"
     try:
-        ll = servers.litellm_start(binary, upstream, config_dir, AUTH.split("Bearer ", 1)[1])
+        ll = servers.litellm_start(binary, upstream, config_dir, AUTH.split("Bearer ", 1)[1], cpus)
     except RuntimeError as exc:
         return f"LiteLLM skipped: it did not start: {exc}"
     r = httpx.post(f"{ll.url}/v1/chat/completions", timeout=60, headers=dict([AUTH.split(": ", 1)]),
@@ -226,11 +236,12 @@ def _litellm_start(binary: str, upstream: str, config_dir: Path) -> servers.Serv
     return ll
 
 
-def _scaling(upstream: str, duration: float, one_rps: float, data_dirs: list, database_url: str | None) -> dict:
+def _scaling(upstream: str, duration: float, one_rps: float, data_dirs: list, database_url: str | None,
+             cpus: set[int] | None) -> dict:
     """Chat c64 on 2 workers sharing one database (SQLite in WAL mode, or PostgreSQL), against 1 worker."""
     data_dir, env = servers.gateway_prepare(upstream, database_url)
     data_dirs.append((data_dir, env))
-    gw2 = servers.gateway_start(env, workers=2)
+    gw2 = servers.gateway_start(env, workers=2, cpus=cpus)
     try:
         time.sleep(1.0)  # both workers up
         c64 = next(s for s in SCENARIOS if s.name == "chat c64")
@@ -291,6 +302,7 @@ def report_print(res: dict) -> None:
     for label, value, ok in _targets(res):
         print(f"  {'met    ' if ok else 'NOT met'}  {label:<48}{value}")
     print(f"\n{res['load_before']} (before), {res['load_after']} (after); total {res['total_s']:.0f}s")
+    print(f"placement: {res.get('placement', '')}")
 
 
 def main() -> None:

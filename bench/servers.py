@@ -106,23 +106,24 @@ def mock_start() -> Server:
     return _spawn("mock", [PYTHON, "-m", "testing.mock_upstream", "--port", str(port)], dict(os.environ), port)
 
 
-def passthrough_start(upstream: str, transport: str = "httpx") -> Server:
-    """The no-logging raw-ASGI httpx pass-through."""
+def passthrough_start(upstream: str, transport: str = "httpx", cpus: set[int] | None = None) -> Server:
+    """The no-logging raw-ASGI httpx pass-through (on `cpus` only)."""
     port = port_free()
     return _spawn(f"passthrough ({transport})", _uvicorn("bench.passthrough:app", port),
-                  {**os.environ, "BENCH_UPSTREAM": upstream, "BENCH_TRANSPORT": transport}, port)
+                  {**os.environ, "BENCH_UPSTREAM": upstream, "BENCH_TRANSPORT": transport}, port, cpus=cpus)
 
 
-def hello_start() -> Server:
-    """The Django async hello-world view."""
+def hello_start(cpus: set[int] | None = None) -> Server:
+    """The Django async hello-world view (on `cpus` only)."""
     port = port_free()
     args = _uvicorn("bench.hello_project.asgi:application", port)
     args[args.index("--lifespan") + 1] = "off"
-    return _spawn("django-hello", args, {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.hello_project.settings"}, port)
+    return _spawn("django-hello", args, {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.hello_project.settings"}, port,
+                  cpus=cpus)
 
 
-def litellm_start(binary: str, upstream: str, config_dir: Path, master_key: str) -> Server:
-    """LiteLLM's proxy (installed in a venv of its own) with one OpenAI-compatible model on the mock.
+def litellm_start(binary: str, upstream: str, config_dir: Path, master_key: str, cpus: set[int] | None = None) -> Server:
+    """LiteLLM's proxy (installed in a venv of its own) with one OpenAI-compatible model on the mock (on `cpus`).
 
     No DATABASE_URL (no spend tracking database) and the model cost map read from the package, not
     fetched: nothing leaves the machine. Its master key is the benchmark's fake client key, so the
@@ -135,7 +136,7 @@ def litellm_start(binary: str, upstream: str, config_dir: Path, master_key: str)
     env.update({"LITELLM_MASTER_KEY": master_key, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"})
     port = port_free()
     return _spawn("litellm", [binary, "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-                              "--num_workers", "1"], env, port, cwd=config_dir, timeout=180.0)
+                              "--num_workers", "1"], env, port, cwd=config_dir, timeout=180.0, cpus=cpus)
 
 
 def gateway_env(data_dir: Path, upstream: str) -> dict[str, str]:
