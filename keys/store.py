@@ -208,13 +208,13 @@ _files_lock = threading.Lock()
 # flock(2) excludes other processes, not other threads of this one (they share the open file):
 # threads of one process are excluded by this lock first. The event loop's thread is the usual caller.
 _take_lock = threading.Lock()
-# flock(2) called through ctypes.PyDLL keeps the GIL. fcntl.flock, os.pread and os.pwrite each
-# release and retake it, and on a busy worker another thread (the journal writer) takes it at
-# each release, so one take cost the loop's thread several GIL hand-offs (futex waits and
-# context switches: ~11 more futex calls per request than a gateway without keys, measured with
-# strace -c). The buckets are read and written through a shared mapping (memory, no system
-# call), and the lock is held for those few microseconds: waiting for it with the GIL held
-# stalls this process's other threads no longer than the holder's own memory accesses.
+# A take is on the request path of every limited key, on the event loop's thread. os.pread,
+# os.pwrite and fcntl.flock each release and retake the GIL, and on a busy worker another thread
+# waiting for it (the journal writer, a key refresh) takes it at each release, so the loop's
+# thread queues behind it. The buckets are read and written through a shared mapping (memory,
+# no system call), and flock(2) is called through ctypes.PyDLL, which keeps the GIL: the lock is
+# held for those few microseconds of memory access, so waiting for it with the GIL held stalls
+# this process's other threads no longer than that.
 _libc = ctypes.PyDLL(None, use_errno=True)
 _flock = _libc.flock
 _flock.argtypes, _flock.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
