@@ -114,3 +114,22 @@ def test_an_unreachable_redis_is_reported(settings):
     settings.CACHES = {"default": {"BACKEND": store.REDIS_BACKEND, "LOCATION": "redis://127.0.0.1:9/0"}}
     with pytest.raises(store.StoreUnavailable, match="Redis limit store unavailable"):
         window_take("t:down", 1, 60)
+
+
+def test_a_short_limit_file_is_grown_and_its_buckets_kept(tmp_path, settings):
+    """The window is a mapping of the key's file: an empty file (left by a crash or an older version) is grown
+    before it is mapped, never read past its end, and a longer window later grows it again keeping the counts."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the file store is the one SQLite deployments use: covered by the SQLite pass")
+    settings.DATA_DIR = tmp_path
+    bucket = f"t:{uuid.uuid4().hex}"
+    folder = tmp_path / "limits"
+    folder.mkdir()
+    path = folder / store.hashlib.sha256(bucket.encode()).hexdigest()[:32]
+    path.write_bytes(b"")
+    assert [window_take(bucket, 2, 60).allowed for _ in range(3)] == [True, True, False]
+    assert path.stat().st_size == 61 * 16
+    refused = window_take(bucket, 2, 120)  # 121 buckets now: the two admitted requests are still counted
+    assert (refused.allowed, refused.used) == (False, 2) and path.stat().st_size == 121 * 16
+    window_clear(bucket)
+    assert window_take(bucket, 2, 120).used == 1
