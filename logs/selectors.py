@@ -405,11 +405,28 @@ def _is_id_set(qs: QuerySet, field: str) -> bool:
 
 def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "callable",
                  known: list[datetime] | None = None) -> list[datetime]:
-    """The period starts that hold at least one row: one index probe (EXISTS) per period, or, with `known`
-    (every matching row's value, see date_bounds), the periods those values fall in."""
+    """The period starts that hold at least one row, or, with `known` (every matching row's value, see date_bounds),
+    the periods those values fall in.
+
+    Found by ordered seeks: the first value from a period's start on (ORDER BY field LIMIT 1) says which period
+    holds a row and that the ones before it are empty; the next seek starts after that period. Ordered, the
+    database walks the field's own index: an unordered EXISTS per period let PostgreSQL read another index that
+    holds the column, (provider, created_at), from its start (docs/benchmark.md, issue 18)."""
     if known is not None:
         return [s for s in starts if any(s <= v < width(s) for v in known)]
-    return [s for s in starts if qs.filter(**{f"{field}__gte": s, f"{field}__lt": width(s)}).exists()]
+    if not starts:
+        return []
+    values, end = qs.order_by(field).values_list(field, flat=True), width(starts[-1])
+    found, i = [], 0
+    while i < len(starts):
+        value = values.filter(**{f"{field}__gte": starts[i], f"{field}__lt": end}).first()
+        if value is None:
+            break
+        while width(starts[i]) <= value:  # periods before the value's hold nothing
+            i += 1
+        found.append(starts[i])
+        i += 1
+    return found
 
 
 def period_next(start: datetime, level: str) -> datetime:

@@ -83,7 +83,13 @@ def test_date_bounds_and_choices_from_the_database():
     months = [datetime(2025, m, 1, tzinfo=timezone.utc) for m in range(1, 13)]
     qs = Request.objects.all()
     assert date_bounds(qs, "created_at") == (jan.created_at, mar.created_at)
-    assert date_choices(qs, "created_at", months, lambda s: period_next(s, "month")) == [months[0], months[2]]
+    with CaptureQueriesContext(connection) as queries:
+        assert date_choices(qs, "created_at", months, lambda s: period_next(s, "month")) == [months[0], months[2]]
+    assert len(queries.captured_queries) == 3  # one seek per month found, and one that finds nothing more
+    assert all("ORDER BY" in q["sql"] for q in queries.captured_queries)  # walks created_at's own index
+    days = [datetime(2025, 3, d, tzinfo=timezone.utc) for d in range(1, 4)]
+    assert date_choices(qs, "created_at", days, lambda s: period_next(s, "day")) == [days[1]]
+    assert date_choices(qs.filter(model="none such"), "created_at", days, lambda s: period_next(s, "day")) == []
 
 
 @pytest.mark.parametrize("rare_below", [2000, 1])  # few rows: IN on the index; many: an expression, created_at walked
