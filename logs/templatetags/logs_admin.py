@@ -44,7 +44,7 @@ def logs_date_hierarchy(cl) -> dict:
     known = [getattr(r, field) for r in rows] if rows is not None and (year or not dated) else None
     first = last = None  # the bounds, when known: periods outside them hold nothing (no probe)
     if not year:
-        first, last = date_bounds(qs, field, known)
+        first, last = date_bounds(qs, field, known, getattr(cl, "newest", None))
         if first is None or last is None:
             return {"show": False}
         first, last = timezone.localtime(first), timezone.localtime(last)

@@ -140,6 +140,23 @@ def test_date_hierarchy(admin_client):
     assert _ids(r) == [jan.pk.hex]
 
 
+def test_date_hierarchy_takes_the_newest_from_a_newest_first_list(admin_client, monkeypatch):
+    monkeypatch.setattr("logs.admin.RequestAdmin.list_per_page", 1)  # more matches than the page holds
+    monkeypatch.setattr("logs.selectors.RARE_ANSWERS", 1)  # a common status: walked newest first, not an id set
+    for when in (datetime(2025, 1, 15, 10, tzinfo=timezone.utc), datetime(2025, 3, 2, 10, tzinfo=timezone.utc)):
+        exchange_make(when=when, status=None, outcome=Outcome.INTERRUPTED)
+        exchange_make(when=when + timedelta(hours=1))
+    with CaptureQueriesContext(connection) as queries:
+        html = admin_client.get(LIST, {"status": "interrupted"}).content.decode()
+    assert "created_at__month=1" in html and "created_at__month=3" in html and "created_at__month=2" not in html
+    # The upper bound is the page's first row: no seek newest first beside the list's own query.
+    assert not [q for q in queries.captured_queries if q["sql"].endswith("DESC LIMIT 1")]
+    with CaptureQueriesContext(connection) as queries:
+        html = admin_client.get(LIST, {"status": "interrupted", "p": 2}).content.decode()  # not the newest row
+    assert "created_at__month=1" in html and "created_at__month=3" in html and "created_at__month=2" not in html
+    assert [q for q in queries.captured_queries if q["sql"].endswith("DESC LIMIT 1")]
+
+
 @pytest.mark.parametrize("term_of", [
     lambda r: r.pk.hex, lambda r: str(r.pk), lambda r: "embeddings", lambda r: "text-embedding-3",
     lambda r: "zebra-crossing", lambda r: "answer-in-the-response",
