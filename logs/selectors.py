@@ -374,17 +374,22 @@ def date_bounds(qs: QuerySet, field: str, known: list[datetime] | None = None,
 
     `known`: every matching row's value, when the caller already holds them all (a list that fit on
     one page); then no query. `newest`: the newest value, when the caller holds it (the first row of a
-    newest-first list); then one seek. A seek over a filter that matches little walks the index until it
-    meets a match: the whole log for a search that matches nothing.
+    newest-first list). A seek over a filter that matches little walks the index until it meets a match:
+    the whole log for a search that matches nothing, a day of a 10-million-exchange log back to a rare
+    status's oldest. So for a filter (not an id set) whose newest value is given, the oldest returned is
+    the log's own (one seek): a lower bound only, which the date drill-down narrows by its probes.
     """
     if known is not None:
         return (min(known), max(known)) if known else (None, None)
-    if _is_id_set(qs, field):
+    kind = _conditions(qs, field)
+    if kind == "ids":
         # A seek walks the index until it meets one of the set's rows, the whole log when they are all
         # at one end (the open exchanges are the newest): MIN and MAX over the set read only its rows.
         bounds = qs.order_by().aggregate(first=Min(field), last=Max(field))
         return bounds["first"], bounds["last"]
     values = qs.order_by().values_list(field, flat=True)
+    if kind == "other" and newest is not None:
+        return qs.model._default_manager.order_by(field).values_list(field, flat=True).first(), newest
     return values.order_by(field).first(), newest or values.order_by(f"-{field}").first()
 
 

@@ -157,6 +157,18 @@ def test_date_hierarchy_takes_the_newest_from_a_newest_first_list(admin_client, 
     assert [q for q in queries.captured_queries if q["sql"].endswith("DESC LIMIT 1")]
 
 
+def test_date_hierarchy_of_a_filter_whose_matches_lie_in_one_month_of_a_longer_log(admin_client, monkeypatch):
+    monkeypatch.setattr("logs.admin.RequestAdmin.list_per_page", 1)
+    monkeypatch.setattr("logs.selectors.RARE_ANSWERS", 1)
+    exchange_make(when=datetime(2024, 6, 1, tzinfo=timezone.utc))  # the log starts a year earlier
+    for day in (2, 9):
+        exchange_make(when=datetime(2025, 3, day, 10, tzinfo=timezone.utc), status=None, outcome=Outcome.INTERRUPTED)
+    html = admin_client.get(LIST, {"status": "interrupted"}).content.decode()
+    # As when both bounds are known: straight to the month's days, back to its year.
+    assert "created_at__day=2" in html and "created_at__day=9" in html and "created_at__day=3" not in html
+    assert "created_at__year=2025" in html and "created_at__year=2024" not in html
+
+
 @pytest.mark.parametrize("term_of", [
     lambda r: r.pk.hex, lambda r: str(r.pk), lambda r: "embeddings", lambda r: "text-embedding-3",
     lambda r: "zebra-crossing", lambda r: "answer-in-the-response",
