@@ -389,7 +389,8 @@ def date_bounds(qs: QuerySet, field: str, known: list[datetime] | None = None,
         return bounds["first"], bounds["last"]
     values = qs.order_by().values_list(field, flat=True)
     if kind == "other" and newest is not None:
-        return qs.model._default_manager.order_by(field).values_list(field, flat=True).first(), newest
+        oldest = qs.model._default_manager.order_by(field).values_list(field, flat=True).first()
+        return max([oldest, *_range_starts(qs, field)]), newest
     return values.order_by(field).first(), newest or values.order_by(f"-{field}").first()
 
 
@@ -413,6 +414,15 @@ def _conditions(qs: QuerySet, field: str) -> str:
         elif not (isinstance(cond, (GreaterThanOrEqual, LessThan)) and target is not None and target.name == field):
             return "other"
     return "ids" if ids else "range"
+
+
+def _range_starts(qs: QuerySet, field: str) -> list[datetime]:
+    """The lower bounds qs puts on field (a time range's start)."""
+    where = qs.query.where
+    if where.connector != "AND" or where.negated:
+        return []
+    return [cond.rhs for cond in where.children if isinstance(cond, GreaterThanOrEqual)
+            and getattr(getattr(cond.lhs, "target", None), "name", None) == field and isinstance(cond.rhs, datetime)]
 
 
 def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "callable",
