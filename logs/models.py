@@ -144,18 +144,13 @@ class PendingRequest(models.Model):
         return f"pending {self.request_id}"
 
 
-class SpendDay(models.Model):
-    """Spend and tokens of one UTC day's answers for one (requested model, key, user): the spend page's whole days.
+class SpendSums(models.Model):
+    """The figures spend_days and spend_hours keep for one (requested model, key, user) of one period.
 
-    Kept by database triggers on responses and requests (migration 0010), whatever writes or deletes
-    the rows, so the spend page adds up a few rows per day instead of reading every exchange. The key
-    is the gateway key's label when one was presented, else the provider key's fingerprint; "" for none.
-    A row's figures drop to zero when its answers are deleted. Responses are deleted before their
-    requests (prune_logs, the admin, Django's collector): the triggers read the request's model, key
-    and user then. Cost is in units of 1e-8 dollars (cost_usd's precision): integer sums stay exact.
+    The key is the gateway key's label when one was presented, else the provider key's fingerprint; "" for none.
+    Cost is in units of 1e-8 dollars (cost_usd's precision): integer sums stay exact.
     """
 
-    day = models.DateField()
     model = models.CharField(max_length=255)
     key = models.CharField(max_length=160)
     end_user = models.CharField(max_length=255)
@@ -165,6 +160,22 @@ class SpendDay(models.Model):
     total_tokens = models.BigIntegerField(default=0)
     priced = models.BigIntegerField(default=0)  # answers with a known cost (none: the group's cost is unknown)
     cost_e8 = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class SpendDay(SpendSums):
+    """Spend and tokens of one UTC day's answers for one (requested model, key, user): the spend page's whole days.
+
+    Kept by database triggers on responses and requests (migration 0010), whatever writes or deletes
+    the rows, so the spend page adds up a few rows per day instead of reading every exchange.
+    A row's figures drop to zero when its answers are deleted. Responses are deleted before their
+    requests (prune_logs, the admin, Django's collector): the triggers read the request's model, key
+    and user then.
+    """
+
+    day = models.DateField()
 
     class Meta:
         db_table = "spend_days"
@@ -196,7 +207,7 @@ class TokenSecond(models.Model):
         return f"{self.key} {self.second}: {self.tokens}"
 
 
-class SpendHour(models.Model):
+class SpendHour(SpendSums):
     """SpendDay's figures for one UTC hour: the spend page's partial days (a rolling range starts mid-day).
 
     Kept by the same kind of triggers (migration 0012), so the ends of a range read at most a day of
@@ -204,15 +215,6 @@ class SpendHour(models.Model):
     """
 
     hour = models.DateTimeField()
-    model = models.CharField(max_length=255)
-    key = models.CharField(max_length=160)
-    end_user = models.CharField(max_length=255)
-    exchanges = models.BigIntegerField(default=0)
-    input_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0)
-    total_tokens = models.BigIntegerField(default=0)
-    priced = models.BigIntegerField(default=0)
-    cost_e8 = models.BigIntegerField(default=0)
 
     class Meta:
         db_table = "spend_hours"
