@@ -390,7 +390,7 @@ def date_bounds(qs: QuerySet, field: str, known: list[datetime] | None = None,
     values = qs.order_by().values_list(field, flat=True)
     if kind == "other" and newest is not None:
         oldest = qs.model._default_manager.order_by(field).values_list(field, flat=True).first()
-        return max([oldest, *_range_starts(qs, field)]), newest
+        return max([oldest, *_range_bounds(qs, field)]), newest
     return values.order_by(field).first(), newest or values.order_by(f"-{field}").first()
 
 
@@ -416,12 +416,12 @@ def _conditions(qs: QuerySet, field: str) -> str:
     return "ids" if ids else "range"
 
 
-def _range_starts(qs: QuerySet, field: str) -> list[datetime]:
-    """The lower bounds qs puts on field (a time range's start)."""
+def _range_bounds(qs: QuerySet, field: str, lookup: type = GreaterThanOrEqual) -> list[datetime]:
+    """The lower bounds qs puts on field (a time range's start), or with lookup=LessThan its upper bounds."""
     where = qs.query.where
     if where.connector != "AND" or where.negated:
         return []
-    return [cond.rhs for cond in where.children if isinstance(cond, GreaterThanOrEqual)
+    return [cond.rhs for cond in where.children if isinstance(cond, lookup)
             and getattr(getattr(cond.lhs, "target", None), "name", None) == field and isinstance(cond.rhs, datetime)]
 
 
@@ -442,10 +442,14 @@ def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "calla
         return [s for s in starts if qs.filter(**{f"{field}__gte": s, f"{field}__lt": width(s)}).exists()]
     if not starts:
         return []
-    values, end = qs.order_by(field).values_list(field, flat=True), width(starts[-1])
+    # The range's bounds and the period's as one pair: given two lower bounds on one column, SQLite seeks to
+    # one and reads on from there (see distinct_values).
+    lower, upper = _range_bounds(qs, field), _range_bounds(qs, field, LessThan)
+    values = qs.model._default_manager.order_by(field).values_list(field, flat=True)
+    end = min([width(starts[-1]), *upper])
     found, i = [], 0
     while i < len(starts):
-        value = values.filter(**{f"{field}__gte": starts[i], f"{field}__lt": end}).first()
+        value = values.filter(**{f"{field}__gte": max([starts[i], *lower]), f"{field}__lt": end}).first()
         if value is None:
             break
         while width(starts[i]) <= value:  # periods before the value's hold nothing

@@ -90,6 +90,10 @@ def test_date_bounds_and_choices_from_the_database():
     days = [datetime(2025, 3, d, tzinfo=timezone.utc) for d in range(1, 4)]
     assert date_choices(qs, "created_at", days, lambda s: period_next(s, "day")) == [days[1]]
     assert date_choices(qs.filter(model="none such"), "created_at", days, lambda s: period_next(s, "day")) == []
+    ranged = qs.filter(created_at__gte=datetime(2025, 3, 1, 12, tzinfo=timezone.utc))  # a time range's start
+    with CaptureQueriesContext(connection) as queries:
+        assert date_choices(ranged, "created_at", days, lambda s: period_next(s, "day")) == [days[1]]
+    assert all(q["sql"].count(">=") == 1 for q in queries.captured_queries)  # one lower bound a seek
 
 
 def test_date_bounds_of_a_filter_walked_newest_first_take_the_newest_given_and_a_lower_bound(monkeypatch):
