@@ -156,14 +156,15 @@ def _seed(n: int, progress) -> float:
 def _pg_copies(columns: dict[str, list[str]], copies: int, span_ms: int) -> None:
     """PostgreSQL: all copies in one INSERT ... SELECT per table, in time order, with the tables' indexes,
     constraints and triggers set aside and rebuilt afterwards (sorted index builds instead of a dozen
-    indexes kept row by row), then the trigger-kept tables (requests_pending, spend_days) filled by
-    their migrations' own backfills. The result is what the copy loop gives, built some times faster."""
+    indexes kept row by row), then the trigger-kept tables (requests_pending, spend_days, the hour rollups)
+    filled by their migrations' own backfills. The result is what the copy loop gives, built some times faster."""
     import importlib
 
     from django.db import connection
 
     pending = importlib.import_module("logs.migrations.0009_requests_pending").BACKFILL
     spend = importlib.import_module("logs.migrations.0010_spend_days")._backfill("postgresql")
+    hours = importlib.import_module("logs.migrations.0012_hour_rollups")._backfill("postgresql")
     tables = "'requests'::regclass, 'responses'::regclass"
     with connection.cursor() as cur:
         cur.execute("SET maintenance_work_mem = '1GB'")
@@ -200,7 +201,8 @@ def _pg_copies(columns: dict[str, list[str]], copies: int, span_ms: int) -> None
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(_pg_timed, [d for _, d in indexes]))
     for statement in ([f'ALTER TABLE {t} ADD CONSTRAINT "{n}" {d}' for t, n, d in reversed(constraints)]
-                      + ["TRUNCATE requests_pending, spend_days", pending, spend]):
+                      + ["TRUNCATE requests_pending, spend_days, spend_hours, answer_hours, latency_hours", pending,
+                         spend, *hours]):
         _pg_timed(statement)
 
 
@@ -210,7 +212,7 @@ def _pg_timed(statement: str) -> None:
 
     t0 = time.monotonic()
     with connection.cursor() as cur:
-        cur.execute("SET maintenance_work_mem = '512MB'")
+        cur.execute("SET maintenance_work_mem = '2GB'")  # each of the two builds at a time may use it all
         cur.execute(statement)
     print(f"  {statement[:70]}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
 

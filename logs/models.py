@@ -144,18 +144,13 @@ class PendingRequest(models.Model):
         return f"pending {self.request_id}"
 
 
-class SpendDay(models.Model):
-    """Spend and tokens of one UTC day's answers for one (requested model, key, user): the spend page's whole days.
+class SpendSums(models.Model):
+    """The figures spend_days and spend_hours keep for one (requested model, key, user) of one period.
 
-    Kept by database triggers on responses and requests (migration 0010), whatever writes or deletes
-    the rows, so the spend page adds up a few rows per day instead of reading every exchange. The key
-    is the gateway key's label when one was presented, else the provider key's fingerprint; "" for none.
-    A row's figures drop to zero when its answers are deleted. Responses are deleted before their
-    requests (prune_logs, the admin, Django's collector): the triggers read the request's model, key
-    and user then. Cost is in units of 1e-8 dollars (cost_usd's precision): integer sums stay exact.
+    The key is the gateway key's label when one was presented, else the provider key's fingerprint; "" for none.
+    Cost is in units of 1e-8 dollars (cost_usd's precision): integer sums stay exact.
     """
 
-    day = models.DateField()
     model = models.CharField(max_length=255)
     key = models.CharField(max_length=160)
     end_user = models.CharField(max_length=255)
@@ -165,6 +160,22 @@ class SpendDay(models.Model):
     total_tokens = models.BigIntegerField(default=0)
     priced = models.BigIntegerField(default=0)  # answers with a known cost (none: the group's cost is unknown)
     cost_e8 = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class SpendDay(SpendSums):
+    """Spend and tokens of one UTC day's answers for one (requested model, key, user): the spend page's whole days.
+
+    Kept by database triggers on responses and requests (migration 0010), whatever writes or deletes
+    the rows, so the spend page adds up a few rows per day instead of reading every exchange.
+    A row's figures drop to zero when its answers are deleted. Responses are deleted before their
+    requests (prune_logs, the admin, Django's collector): the triggers read the request's model, key
+    and user then.
+    """
+
+    day = models.DateField()
 
     class Meta:
         db_table = "spend_days"
@@ -194,6 +205,79 @@ class TokenSecond(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} {self.second}: {self.tokens}"
+
+
+class SpendHour(SpendSums):
+    """SpendDay's figures for one UTC hour: the spend page's partial days (a rolling range starts mid-day).
+
+    Kept by the same kind of triggers (migration 0012), so the ends of a range read at most a day of
+    hours each, and the log only for the minutes of an hour that a range leaves out.
+    """
+
+    hour = models.DateTimeField()
+
+    class Meta:
+        db_table = "spend_hours"
+        constraints = [models.UniqueConstraint(fields=["hour", "model", "key", "end_user"],
+                                               name="spend_hours_group_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.hour} {self.model} {self.key} {self.end_user}"
+
+
+class AnswerHour(models.Model):
+    """What the dashboard adds up about one UTC hour's answers from one answering model ("" when unknown).
+
+    Kept by triggers on responses (migration 0012), so the dashboard reads a few rows per hour
+    instead of every answer of its window. The hour is the response's created_at, as the dashboard
+    buckets it. Token sums are over the answers that reported total_tokens (`tokened` of them), as
+    the dashboard's "tokens by model" counts them; costs are in units of 1e-8 dollars, as in SpendDay.
+    """
+
+    hour = models.DateTimeField()
+    model = models.CharField(max_length=255)
+    exchanges = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    priced = models.BigIntegerField(default=0)
+    cost_e8 = models.BigIntegerField(default=0)
+    cache_hits = models.BigIntegerField(default=0)
+    cache_fills = models.BigIntegerField(default=0)
+    saved = models.BigIntegerField(default=0)  # answers with a known cost_saved_usd
+    saved_e8 = models.BigIntegerField(default=0)
+    tokened = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "answer_hours"
+        constraints = [models.UniqueConstraint(fields=["hour", "model"], name="answer_hours_group_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.hour} {self.model}: {self.exchanges}"
+
+
+class LatencyHour(models.Model):
+    """How many of one UTC hour's answers fell in each latency histogram bin (logs/stats.py BINS).
+
+    Kept by triggers on responses (migration 0012): the dashboard's percentiles per bucket come
+    from these counts. `metric` is 0 for duration_ms, 1 for ttfb_ms; answers without the value
+    are in no bin.
+    """
+
+    DURATION, TTFB = 0, 1
+
+    hour = models.DateTimeField()
+    metric = models.SmallIntegerField()
+    bin = models.IntegerField()
+    answers = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "latency_hours"
+        constraints = [models.UniqueConstraint(fields=["hour", "metric", "bin"], name="latency_hours_bin_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.hour} {self.metric} #{self.bin}: {self.answers}"
 
 
 class BinaryFile(models.Model):

@@ -368,48 +368,95 @@ def distinct_values(qs: QuerySet, field: str, limit: int = 200, after: str | Non
 _AFTER = "distinct_values: the last value found"  # a placeholder, replaced before the statement runs
 
 
-def date_bounds(qs: QuerySet, field: str,
-                known: list[datetime] | None = None) -> tuple[datetime | None, datetime | None]:
+def date_bounds(qs: QuerySet, field: str, known: list[datetime] | None = None,
+                newest: datetime | None = None) -> tuple[datetime | None, datetime | None]:
     """Oldest and newest value of an indexed datetime: two index seeks (MIN and MAX together scan).
 
     `known`: every matching row's value, when the caller already holds them all (a list that fit on
-    one page); then no query. A seek over a filter that matches little walks the index until it
-    meets a match: the whole log for a search that matches nothing.
+    one page); then no query. `newest`: the newest value, when the caller holds it (the first row of a
+    newest-first list). A seek over a filter that matches little walks the index until it meets a match:
+    the whole log for a search that matches nothing, a day of a 10-million-exchange log back to a rare
+    status's oldest. So for a filter (not an id set) whose newest value is given, the oldest returned is
+    the log's own (one seek): a lower bound only, which the date drill-down narrows by its probes.
     """
     if known is not None:
         return (min(known), max(known)) if known else (None, None)
-    if _is_id_set(qs, field):
+    kind = _conditions(qs, field)
+    if kind == "ids":
         # A seek walks the index until it meets one of the set's rows, the whole log when they are all
         # at one end (the open exchanges are the newest): MIN and MAX over the set read only its rows.
         bounds = qs.order_by().aggregate(first=Min(field), last=Max(field))
         return bounds["first"], bounds["last"]
     values = qs.order_by().values_list(field, flat=True)
-    return values.order_by(field).first(), values.order_by(f"-{field}").first()
+    if kind == "other" and newest is not None:
+        oldest = qs.model._default_manager.order_by(field).values_list(field, flat=True).first()
+        return max([oldest, *_range_bounds(qs, field)]), newest
+    return values.order_by(field).first(), newest or values.order_by(f"-{field}").first()
 
 
 def _is_id_set(qs: QuerySet, field: str) -> bool:
     """True when qs is an id set (pk IN (...): "no response yet", a search, a rare answer), within a range of field
     at most."""
+    return _conditions(qs, field) == "ids"
+
+
+def _conditions(qs: QuerySet, field: str) -> str:
+    """What qs's conditions are: "ids" (an id set, within a range of field at most), "range" (a range of field or
+    nothing), or "other"."""
     where = qs.query.where
-    if where.connector != "AND" or where.negated or not where.children:
-        return False
+    if where.connector != "AND" or where.negated:
+        return "other"
     ids = False
     for cond in where.children:
         target = getattr(getattr(cond, "lhs", None), "target", None)
         if isinstance(cond, In) and target is qs.model._meta.pk:
             ids = True
         elif not (isinstance(cond, (GreaterThanOrEqual, LessThan)) and target is not None and target.name == field):
-            return False
-    return ids
+            return "other"
+    return "ids" if ids else "range"
+
+
+def _range_bounds(qs: QuerySet, field: str, lookup: type = GreaterThanOrEqual) -> list[datetime]:
+    """The lower bounds qs puts on field (a time range's start), or with lookup=LessThan its upper bounds."""
+    where = qs.query.where
+    if where.connector != "AND" or where.negated:
+        return []
+    return [cond.rhs for cond in where.children if isinstance(cond, lookup)
+            and getattr(getattr(cond.lhs, "target", None), "name", None) == field and isinstance(cond.rhs, datetime)]
 
 
 def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "callable",
                  known: list[datetime] | None = None) -> list[datetime]:
-    """The period starts that hold at least one row: one index probe (EXISTS) per period, or, with `known`
-    (every matching row's value, see date_bounds), the periods those values fall in."""
+    """The period starts that hold at least one row: a probe per period, or, with `known` (every matching row's
+    value, see date_bounds), the periods those values fall in.
+
+    A time range alone (no other filter) is probed by ordered seeks: the first value from a period's start on
+    (ORDER BY field LIMIT 1) says which period holds a row, and that the ones before it are empty. Ordered, the
+    database walks the field's own index; an unordered EXISTS let PostgreSQL read another index that holds the
+    column, (provider, created_at), from its start (docs/benchmark.md, issue 18). A filtered set keeps an EXISTS
+    per period: the database picks the filter's index, and an ordered seek would walk created_at until a match,
+    far for a rare value."""
     if known is not None:
         return [s for s in starts if any(s <= v < width(s) for v in known)]
-    return [s for s in starts if qs.filter(**{f"{field}__gte": s, f"{field}__lt": width(s)}).exists()]
+    if _conditions(qs, field) != "range":
+        return [s for s in starts if qs.filter(**{f"{field}__gte": s, f"{field}__lt": width(s)}).exists()]
+    if not starts:
+        return []
+    # The range's bounds and the period's as one pair: given two lower bounds on one column, SQLite seeks to
+    # one and reads on from there (see distinct_values).
+    lower, upper = _range_bounds(qs, field), _range_bounds(qs, field, LessThan)
+    values = qs.model._default_manager.order_by(field).values_list(field, flat=True)
+    end = min([width(starts[-1]), *upper])
+    found, i = [], 0
+    while i < len(starts):
+        value = values.filter(**{f"{field}__gte": max([starts[i], *lower]), f"{field}__lt": end}).first()
+        if value is None:
+            break
+        while width(starts[i]) <= value:  # periods before the value's hold nothing
+            i += 1
+        found.append(starts[i])
+        i += 1
+    return found
 
 
 def period_next(start: datetime, level: str) -> datetime:

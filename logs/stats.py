@@ -6,10 +6,10 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import lru_cache
 
-from django.db.models import BigIntegerField, Case, CharField, Count, F, Func, IntegerField, Q, Sum, Value, When
+from django.db.models import BigIntegerField, Case, CharField, Count, F, Func, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Cast, Round
 
-from logs.models import Response, SpendDay
+from logs.models import AnswerHour, LatencyHour, Response, SpendDay, SpendHour
 
 WINDOWS = {  # name: (span, bucket width)
     "24h": (timedelta(hours=24), timedelta(hours=1)),
@@ -17,39 +17,22 @@ WINDOWS = {  # name: (span, bucket width)
     "30d": (timedelta(days=30), timedelta(days=1)),
 }
 # Latency histogram bins: (lower bound ms, bin width ms). Width grows with the decade, so a
-# percentile read from a bin is within about 5% of the exact value, whatever the scale.
+# percentile read from a bin is within about 5% of the exact value, whatever the scale. The triggers
+# of migration 0012 sort answers into these bins (latency_hours): changing them needs a migration
+# that refills that table.
 BINS = [(0, 1), (10, 2), (100, 10), (1_000, 100), (10_000, 1_000), (100_000, 10_000)]
 
 
-class HourBucket(Func):
-    """'YYYY-MM-DD HH' of a UTC datetime, without a per-row Python function on SQLite."""
+class DayBucket(Func):
+    """'YYYY-MM-DD' of a UTC datetime, without a per-row Python function on SQLite."""
 
     output_field = CharField()
-    template = "SUBSTR(%(expressions)s, 1, 13)"  # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
-    pg_format = "YYYY-MM-DD HH24"
+    template = "SUBSTR(%(expressions)s, 1, 10)"  # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
 
     def as_postgresql(self, compiler, connection, **extra):
         """PostgreSQL: format the timestamp in UTC."""
         return self.as_sql(compiler, connection,
-                           template=f"TO_CHAR(%(expressions)s AT TIME ZONE 'UTC', '{self.pg_format}')", **extra)
-
-
-class DayBucket(HourBucket):
-    """'YYYY-MM-DD' of a UTC datetime."""
-
-    template = "SUBSTR(%(expressions)s, 1, 10)"
-    pg_format = "YYYY-MM-DD"
-
-
-class IntPart(Func):
-    """Integer part of a non-negative number (CAST truncates on SQLite, rounds on PostgreSQL)."""
-
-    output_field = IntegerField()
-    template = "CAST(%(expressions)s AS INTEGER)"
-
-    def as_postgresql(self, compiler, connection, **extra):
-        """PostgreSQL: floor first, since its cast rounds."""
-        return self.as_sql(compiler, connection, template="CAST(FLOOR(%(expressions)s) AS INTEGER)", **extra)
+                           template="TO_CHAR(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD')", **extra)
 
 
 def _bin_offsets() -> list[tuple[float, float, int]]:
@@ -60,19 +43,6 @@ def _bin_offsets() -> list[tuple[float, float, int]]:
         if i + 1 < len(BINS):
             index += int((BINS[i + 1][0] - low) / width)
     return out
-
-
-def bin_expression(column: str) -> Case:
-    """SQL giving each value its histogram bin index."""
-    whens = []
-    ranges = _bin_offsets()
-    for i, (low, width, first) in enumerate(ranges[:-1]):
-        upper = ranges[i + 1][0]
-        whens.append(When(**{f"{column}__lt": upper},
-                          then=IntPart((F(column) - Value(float(low))) / Value(float(width))) + Value(first)))
-    low, width, first = ranges[-1]
-    return Case(*whens, default=IntPart((F(column) - Value(float(low))) / Value(float(width))) + Value(first),
-                output_field=IntegerField())
 
 
 def bin_value(index: int) -> float:
@@ -125,58 +95,60 @@ class Dashboard:
 
 
 @lru_cache(maxsize=4096)
-def _parse_bucket(text: str) -> datetime:
-    """'YYYY-MM-DD HH' or 'YYYY-MM-DD' as an aware UTC datetime."""
-    fmt = "%Y-%m-%d %H" if len(text) > 10 else "%Y-%m-%d"
-    return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+def _parse_day(text: str) -> datetime:
+    """'YYYY-MM-DD' as an aware UTC datetime."""
+    return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc)
 
 
-def _bucket_index(text: str, start: datetime, width: timedelta) -> int:
-    """Index of the bucket an SQL-made hour or day label falls in."""
-    return int((_parse_bucket(text) - start) // width)
+def _by_bucket(qs: QuerySet, start: datetime, width: timedelta, n: int, group: tuple[str, ...],
+               sums: tuple[str, ...]) -> list[tuple[int, dict]]:
+    """(bucket index, row) of an hour rollup's rows from `start` on, summed per bucket and `group` in SQL.
 
-
-def _histograms(qs, column: str, start: datetime, width: timedelta, n: int,
-                counts: list[int] | None = None, errors: list[int] | None = None) -> list[dict[int, int]]:
-    """Per-bucket histograms of a timing column, grouped in SQL by (bucket, bin).
-
-    When counts/errors are given they are filled too (rows without a timing land in bin NULL),
-    which saves the separate scan a count query would need.
-    """
-    hists: list[dict[int, int]] = [defaultdict(int) for _ in range(n)]
-    bucket = DayBucket("created_at") if width >= timedelta(days=1) else HourBucket("created_at")
-    if counts is None:
-        qs = qs.filter(**{f"{column}__isnull": False})
-    rows = (qs.annotate(h=bucket, b=bin_expression(column)).values("h", "b")
-            .annotate(n=Count("pk"), e=Count("pk", filter=Q(is_error=True))).order_by())
+    Day-wide buckets are added up by the database (a month of hours is many rows); hour-wide ones
+    are the rows themselves (6-hour buckets start at any hour). Rows past the last bucket are left out."""
+    day = width >= timedelta(days=1)
+    rows = (qs.filter(hour__gte=start).annotate(b=DayBucket("hour") if day else F("hour")).values("b", *group)
+            .annotate(**{f"sum_{c}": Sum(c) for c in sums}).order_by())
+    out = []
     for row in rows:
-        idx = _bucket_index(row["h"], start, width)
-        if not 0 <= idx < n:
-            continue
-        if counts is not None and errors is not None:
-            counts[idx] += row["n"]
-            errors[idx] += row["e"]
-        if row["b"] is not None:
-            hists[idx][row["b"]] += row["n"]
+        idx = int(((_parse_day(row["b"]) if day else row["b"]) - start) // width)
+        if 0 <= idx < n:
+            out.append((idx, row))
+    return out
+
+
+def _histograms(metric: int, start: datetime, width: timedelta, n: int) -> list[dict[int, int]]:
+    """Per-bucket histograms {bin: answers} of a timing (LatencyHour.DURATION or TTFB), from latency_hours."""
+    hists: list[dict[int, int]] = [defaultdict(int) for _ in range(n)]
+    for idx, row in _by_bucket(LatencyHour.objects.filter(metric=metric), start, width, n, ("bin",), ("answers",)):
+        hists[idx][row["bin"]] += row["sum_answers"]
     return hists
 
 
 def dashboard_build(window: str, now: datetime | None = None) -> Dashboard:
-    """The dashboard's numbers for a window ('24h', '7d' or '30d')."""
+    """The dashboard's numbers for a window ('24h', '7d' or '30d'), by the answers' time (responses.created_at).
+
+    The window is whole UTC hours (the last one still being written), so every figure comes from the
+    hour rollups the log's triggers keep (answer_hours, latency_hours; migration 0012), never from the
+    log itself. Answers timed after the window's end (a clock ahead) count in the totals, not the buckets.
+    """
     span, width = WINDOWS[window]
     now = now or datetime.now(timezone.utc)
     end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    if width >= timedelta(days=1):  # day buckets come from SQL as dates: align on midnight
+    if width >= timedelta(days=1):  # day buckets: align on midnight
         end = end.replace(hour=0) + timedelta(days=1) if end.hour else end
     start = end - span
     n = int(span // width)
     dash = Dashboard(window=window)
     dash.labels = [(start + width * i).strftime("%m-%d %H:00" if width < timedelta(days=1) else "%Y-%m-%d")
                    for i in range(n)]
-    qs = Response.objects.filter(created_at__gte=start)
-    counts, errors = [0] * n, [0] * n
-    latency = _histograms(qs, "duration_ms", start, width, n, counts, errors)
-    ttfb = _histograms(qs, "ttfb_ms", start, width, n)
+    counts, errors, cost_e8 = [0] * n, [0] * n, [0] * n
+    for idx, row in _by_bucket(AnswerHour.objects.all(), start, width, n, (), ("exchanges", "errors", "cost_e8")):
+        counts[idx] += row["sum_exchanges"]
+        errors[idx] += row["sum_errors"]
+        cost_e8[idx] += row["sum_cost_e8"]
+    latency = _histograms(LatencyHour.DURATION, start, width, n)
+    ttfb = _histograms(LatencyHour.TTFB, start, width, n)
     hours = width / timedelta(hours=1)
     dash.per_hour = [round(c / hours, 1) for c in counts]
     dash.error_rate = [round(100 * e / c, 2) if c else None for c, e in zip(counts, errors)]
@@ -185,21 +157,17 @@ def dashboard_build(window: str, now: datetime | None = None) -> Dashboard:
         target["p50"] = [percentile(h, 0.5) for h in hists]
         target["p95"] = [percentile(h, 0.95) for h in hists]
     dash.starts, dash.width = [start + width * i for i in range(n)], width
-    dash.cost = [0.0] * n
-    bucket = DayBucket("created_at") if width >= timedelta(days=1) else HourBucket("created_at")
-    for row in (qs.filter(cost_usd__isnull=False).annotate(h=bucket).values("h").annotate(c=Sum("cost_usd"))
-                .order_by()):
-        idx = _bucket_index(row["h"], start, width)
-        if 0 <= idx < n:
-            dash.cost[idx] += float(row["c"])
-    cache = qs.aggregate(hits=Count("pk", filter=Q(cache_hit=True)), fills=Count("pk", filter=Q(cache_hit=False)),
-                         saved=Sum("cost_saved_usd"))
-    dash.cache_hits, dash.cache_fills, dash.cache_saved_usd = cache["hits"], cache["fills"], cache["saved"]
-    dash.models = list(
-        qs.exclude(total_tokens__isnull=True).values("model")
-        .annotate(input=Sum("input_tokens"), output=Sum("output_tokens"), total=Sum("total_tokens"),
-                  calls=Count("pk"))
-        .order_by("-total")[:12])
+    dash.cost = [float(Decimal(c) / E8) for c in cost_e8]
+    answers = AnswerHour.objects.filter(hour__gte=start)
+    cache = answers.aggregate(hits=Sum("cache_hits"), fills=Sum("cache_fills"), saved=Sum("saved"),
+                              saved_e8=Sum("saved_e8"))
+    dash.cache_hits, dash.cache_fills = cache["hits"] or 0, cache["fills"] or 0
+    dash.cache_saved_usd = (Decimal(cache["saved_e8"]) / E8).quantize(E8_PLACES) if cache["saved"] else None
+    dash.models = [
+        {**m, "model": m["model"] or None} for m in
+        answers.values("model").annotate(input=Sum("input_tokens"), output=Sum("output_tokens"),
+                                         total=Sum("total_tokens"), calls=Sum("tokened"))
+        .filter(calls__gt=0).order_by("-total", "model")[:12]]
     return dash
 
 
@@ -232,6 +200,7 @@ SPEND_GROUPS_MAX = 100  # rows per table (the biggest spenders first)
 # One group of the spend page's figures: (UTC day "YYYY-MM-DD", requested model, key, user); "" when unknown.
 SpendGroup = tuple[str, str, str, str]
 E8 = Decimal(100_000_000)
+E8_PLACES = Decimal("1e-8")  # what a sum of cost_usd (8 decimal places) reads as
 # Cost in units of 1e-8 dollars (its stored precision), as spend_days keeps it: integer sums are exact (SQLite
 # stores cost_usd as a float, and a float sum over many answers is not).
 COST_E8 = Cast(Round(F("cost_usd") * Value(100_000_000)), BigIntegerField())
@@ -246,13 +215,13 @@ class _Sums:
     priced: int = 0
     cost: Decimal = Decimal(0)
 
-    def add(self, other: "_Sums") -> None:
-        self.exchanges += other.exchanges
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.total_tokens += other.total_tokens
-        self.priced += other.priced
-        self.cost += other.cost
+    def add(self, other: "_Sums", sign: int = 1) -> None:
+        self.exchanges += sign * other.exchanges
+        self.input_tokens += sign * other.input_tokens
+        self.output_tokens += sign * other.output_tokens
+        self.total_tokens += sign * other.total_tokens
+        self.priced += sign * other.priced
+        self.cost += sign * other.cost
 
     def row(self, key: str) -> SpendRow:
         return SpendRow(key=key, exchanges=self.exchanges, input_tokens=self.input_tokens,
@@ -262,6 +231,10 @@ class _Sums:
 
 def _day_start(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _hour_start(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
 def _log_groups(start: datetime, end: datetime) -> dict[SpendGroup, _Sums]:
@@ -287,18 +260,40 @@ def _day_groups(first: date, last: date) -> dict[SpendGroup, _Sums]:
     return {(d.isoformat(), m, k, u): _Sums(n, i, o, t, p, Decimal(c) / E8) for d, m, k, u, n, i, o, t, p, c in rows}
 
 
+def _hour_groups(start: datetime, end: datetime) -> dict[SpendGroup, _Sums]:
+    """The figures of the answers in [start, end) per (day, model, key, user): the hours it touches from spend_hours
+    (kept by triggers, see SpendHour), less what the log holds in those hours before `start` and from `end` on.
+
+    Less rather than plus: a range ending now leaves out only the rest of this hour, which holds no answers
+    yet, so the log is read for the minutes before a range's start at most (under an hour of answers)."""
+    first, last = _hour_start(start), _hour_start(end)
+    if last < end:
+        last += timedelta(hours=1)
+    rows = (SpendHour.objects.filter(hour__gte=first, hour__lt=last).annotate(d=DayBucket("hour"))
+            .values("d", "model", "key", "end_user")
+            .annotate(n=Sum("exchanges"), i=Sum("input_tokens"), o=Sum("output_tokens"), t=Sum("total_tokens"),
+                      p=Sum("priced"), c=Sum("cost_e8")).order_by())
+    groups = {(r["d"], r["model"], r["key"], r["end_user"]): _Sums(r["n"], r["i"], r["o"], r["t"], r["p"],
+                                                                   Decimal(r["c"]) / E8) for r in rows}
+    for lo, hi in ((first, start), (end, last)):
+        if lo < hi:
+            for group, sums in _log_groups(lo, hi).items():
+                groups.setdefault(group, _Sums()).add(sums, -1)
+    return groups
+
+
 def spend_groups(start: datetime, end: datetime) -> dict[SpendGroup, _Sums]:
     """The figures of the answers in [start, end) per (day, model, key, user): the whole days from spend_days,
-    the partial days at the ends from the log (a rolling range starts mid-day; today is still being written)."""
+    the partial days at the ends from spend_hours (a rolling range starts mid-day; today is still being written)."""
     first, last = _day_start(start), _day_start(end)
     if first < start:
         first += timedelta(days=1)
     if last <= first:
-        return _log_groups(start, end)
+        return _hour_groups(start, end)
     groups = _day_groups(first.date(), last.date())
     for lo, hi in ((start, first), (last, end)):
         if lo < hi:
-            for group, sums in _log_groups(lo, hi).items():
+            for group, sums in _hour_groups(lo, hi).items():
                 groups.setdefault(group, _Sums()).add(sums)
     return groups
 

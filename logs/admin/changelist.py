@@ -104,6 +104,20 @@ class ExchangeChangeList(ChangeList):
         return paginator.rows if paginator.page_number == 1 and not paginator.has_next else None
 
     @property
+    def newest(self):
+        """The newest matching exchange's time when this page shows it (the first page, newest first), else None.
+
+        The date drill-down's upper bound, without a query: its seek walks created_at newest first until it meets
+        a match, as far back as the newest one of a rare value."""
+        paginator = self.paginator
+        if self.sorted_known_only or self.date_range or not isinstance(paginator, NoCountPaginator):
+            return None
+        if paginator.page_number != 1 or not paginator.rows:
+            return None
+        order = [str(o) for o in self.queryset.query.order_by[:1]]
+        return paginator.rows[0].created_at if order == ["-created_at"] else None
+
+    @property
     def newer_url(self) -> str | None:
         """Link to the previous (newer) page."""
         return self.get_query_string({"p": self.page_num - 1}) if self.page_num > 1 else None

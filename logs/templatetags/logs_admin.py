@@ -44,17 +44,30 @@ def logs_date_hierarchy(cl) -> dict:
     known = [getattr(r, field) for r in rows] if rows is not None and (year or not dated) else None
     first = last = None  # the bounds, when known: periods outside them hold nothing (no probe)
     if not year:
-        first, last = date_bounds(qs, field, known)
+        # `first` may be a lower bound only (see date_bounds): a level with one period holding rows is skipped,
+        # as it is when both bounds fall in that period.
+        first, last = date_bounds(qs, field, known, getattr(cl, "newest", None))
         if first is None or last is None:
             return {"show": False}
         first, last = timezone.localtime(first), timezone.localtime(last)
+        year = last.year
         if first.year != last.year:
             years = date_choices(qs, field, [_start(y) for y in range(first.year, last.year + 1)],
                                  lambda s: period_next(s, "year"), known)
-            return {"show": True, "choices": [{"link": link({ykey: s.year}), "title": str(s.year)} for s in years]}
-        year = first.year
+            if len(years) > 1:
+                return {"show": True, "choices": [{"link": link({ykey: s.year}), "title": str(s.year)}
+                                                  for s in years]}
+            first = max(first, _start(year))
         if first.month == last.month:
             month = first.month
+        else:
+            months = date_choices(qs, field, [_start(year, m) for m in range(first.month, last.month + 1)],
+                                  lambda s: period_next(s, "month"), known)
+            if len(months) > 1:
+                return {"show": True, "back": {"link": link({}), "title": "All dates"},
+                        "choices": [{"link": link({ykey: year, mkey: s.month}),
+                                     "title": capfirst(formats.date_format(s, "YEAR_MONTH_FORMAT"))} for s in months]}
+            month, first = last.month, max(first, _start(year, last.month))
     if year and month and day:
         when = datetime(year, month, day)
         return {"show": True, "back": {"link": link({ykey: year, mkey: month}),
@@ -68,9 +81,7 @@ def logs_date_hierarchy(cl) -> dict:
         return {"show": True, "back": {"link": link({ykey: year}), "title": str(year)},
                 "choices": [{"link": link({ykey: year, mkey: month, dkey: s.day}),
                              "title": capfirst(formats.date_format(s, "MONTH_DAY_FORMAT"))} for s in days]}
-    span = (first.month, last.month) if first else (1, 12)  # no year chosen: first and last are in `year`
-    months = date_choices(qs, field, [_start(year, m) for m in range(span[0], span[1] + 1)],
-                          lambda s: period_next(s, "month"), known)
+    months = date_choices(qs, field, [_start(year, m) for m in range(1, 13)], lambda s: period_next(s, "month"), known)
     return {"show": True, "back": {"link": link({}), "title": "All dates"},
             "choices": [{"link": link({ykey: year, mkey: s.month}),
                          "title": capfirst(formats.date_format(s, "YEAR_MONTH_FORMAT"))} for s in months]}

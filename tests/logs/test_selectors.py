@@ -83,7 +83,30 @@ def test_date_bounds_and_choices_from_the_database():
     months = [datetime(2025, m, 1, tzinfo=timezone.utc) for m in range(1, 13)]
     qs = Request.objects.all()
     assert date_bounds(qs, "created_at") == (jan.created_at, mar.created_at)
-    assert date_choices(qs, "created_at", months, lambda s: period_next(s, "month")) == [months[0], months[2]]
+    with CaptureQueriesContext(connection) as queries:
+        assert date_choices(qs, "created_at", months, lambda s: period_next(s, "month")) == [months[0], months[2]]
+    assert len(queries.captured_queries) == 3  # one seek per month found, and one that finds nothing more
+    assert all("ORDER BY" in q["sql"] for q in queries.captured_queries)  # walks created_at's own index
+    days = [datetime(2025, 3, d, tzinfo=timezone.utc) for d in range(1, 4)]
+    assert date_choices(qs, "created_at", days, lambda s: period_next(s, "day")) == [days[1]]
+    assert date_choices(qs.filter(model="none such"), "created_at", days, lambda s: period_next(s, "day")) == []
+    ranged = qs.filter(created_at__gte=datetime(2025, 3, 1, 12, tzinfo=timezone.utc))  # a time range's start
+    with CaptureQueriesContext(connection) as queries:
+        assert date_choices(ranged, "created_at", days, lambda s: period_next(s, "day")) == [days[1]]
+    assert all(q["sql"].count(">=") == 1 for q in queries.captured_queries)  # one lower bound a seek
+
+
+def test_date_bounds_of_a_filter_walked_newest_first_take_the_newest_given_and_a_lower_bound(monkeypatch):
+    monkeypatch.setattr("logs.selectors.RARE_ANSWERS", 1)  # a common status: EXISTS, walked newest first
+    old = exchange_make(when=datetime(2025, 1, 15, tzinfo=timezone.utc))
+    cut = exchange_make(when=datetime(2025, 3, 2, tzinfo=timezone.utc), status=None, outcome="interrupted")
+    qs = Request.objects.filter(status_q("interrupted"))
+    with CaptureQueriesContext(connection) as queries:
+        assert date_bounds(qs, "created_at", newest=cut.created_at) == (old.created_at, cut.created_at)
+    assert len(queries.captured_queries) == 1  # the log's oldest: one seek, not a walk to the filter's oldest
+    since = datetime(2025, 2, 1, tzinfo=timezone.utc)
+    assert date_bounds(qs.filter(created_at__gte=since), "created_at", newest=cut.created_at) == (since, cut.created_at)
+    assert date_bounds(qs, "created_at") == (cut.created_at, cut.created_at)  # without the newest: both seeks
 
 
 @pytest.mark.parametrize("rare_below", [2000, 1])  # few rows: IN on the index; many: an expression, created_at walked

@@ -140,6 +140,35 @@ def test_date_hierarchy(admin_client):
     assert _ids(r) == [jan.pk.hex]
 
 
+def test_date_hierarchy_takes_the_newest_from_a_newest_first_list(admin_client, monkeypatch):
+    monkeypatch.setattr("logs.admin.RequestAdmin.list_per_page", 1)  # more matches than the page holds
+    monkeypatch.setattr("logs.selectors.RARE_ANSWERS", 1)  # a common status: walked newest first, not an id set
+    for when in (datetime(2025, 1, 15, 10, tzinfo=timezone.utc), datetime(2025, 3, 2, 10, tzinfo=timezone.utc)):
+        exchange_make(when=when, status=None, outcome=Outcome.INTERRUPTED)
+        exchange_make(when=when + timedelta(hours=1))
+    with CaptureQueriesContext(connection) as queries:
+        html = admin_client.get(LIST, {"status": "interrupted"}).content.decode()
+    assert "created_at__month=1" in html and "created_at__month=3" in html and "created_at__month=2" not in html
+    # The upper bound is the page's first row: no seek newest first beside the list's own query.
+    assert not [q for q in queries.captured_queries if q["sql"].endswith("DESC LIMIT 1")]
+    with CaptureQueriesContext(connection) as queries:
+        html = admin_client.get(LIST, {"status": "interrupted", "p": 2}).content.decode()  # not the newest row
+    assert "created_at__month=1" in html and "created_at__month=3" in html and "created_at__month=2" not in html
+    assert [q for q in queries.captured_queries if q["sql"].endswith("DESC LIMIT 1")]
+
+
+def test_date_hierarchy_of_a_filter_whose_matches_lie_in_one_month_of_a_longer_log(admin_client, monkeypatch):
+    monkeypatch.setattr("logs.admin.RequestAdmin.list_per_page", 1)
+    monkeypatch.setattr("logs.selectors.RARE_ANSWERS", 1)
+    exchange_make(when=datetime(2024, 6, 1, tzinfo=timezone.utc))  # the log starts a year earlier
+    for day in (2, 9):
+        exchange_make(when=datetime(2025, 3, day, 10, tzinfo=timezone.utc), status=None, outcome=Outcome.INTERRUPTED)
+    html = admin_client.get(LIST, {"status": "interrupted"}).content.decode()
+    # As when both bounds are known: straight to the month's days, back to its year.
+    assert "created_at__day=2" in html and "created_at__day=9" in html and "created_at__day=3" not in html
+    assert "created_at__year=2025" in html and "created_at__year=2024" not in html
+
+
 @pytest.mark.parametrize("term_of", [
     lambda r: r.pk.hex, lambda r: str(r.pk), lambda r: "embeddings", lambda r: "text-embedding-3",
     lambda r: "zebra-crossing", lambda r: "answer-in-the-response",
@@ -284,10 +313,9 @@ def test_dashboard_charts_and_pending_count(admin_client):
 
 
 def test_dashboard_percentiles():
-    from logs.stats import bin_expression, bin_value, percentile  # noqa: F401
+    from logs.stats import _bin_offsets, percentile
 
     hist = {}
-    from logs.stats import _bin_offsets
     for ms in (5, 50, 120, 130, 900, 2500):
         for low, width, first in reversed(_bin_offsets()):
             if ms >= low:
