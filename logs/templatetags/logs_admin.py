@@ -64,9 +64,7 @@ def logs_date_hierarchy(cl) -> dict:
             months = date_choices(qs, field, [_start(year, m) for m in range(first.month, last.month + 1)],
                                   lambda s: period_next(s, "month"), known)
             if len(months) > 1:
-                return {"show": True, "back": {"link": link({}), "title": "All dates"},
-                        "choices": [{"link": link({ykey: year, mkey: s.month}),
-                                     "title": capfirst(formats.date_format(s, "YEAR_MONTH_FORMAT"))} for s in months]}
+                return _months_shown(link, ykey, mkey, year, months)
             month, first = last.month, max(first, _start(year, last.month))
     if year and month and day:
         when = datetime(year, month, day)
@@ -82,6 +80,11 @@ def logs_date_hierarchy(cl) -> dict:
                 "choices": [{"link": link({ykey: year, mkey: month, dkey: s.day}),
                              "title": capfirst(formats.date_format(s, "MONTH_DAY_FORMAT"))} for s in days]}
     months = date_choices(qs, field, [_start(year, m) for m in range(1, 13)], lambda s: period_next(s, "month"), known)
+    return _months_shown(link, ykey, mkey, year, months)
+
+
+def _months_shown(link, ykey: str, mkey: str, year: int, months: list[datetime]) -> dict:
+    """The drill-down at a year's level: its months holding rows, and the way back to all dates."""
     return {"show": True, "back": {"link": link({}), "title": "All dates"},
             "choices": [{"link": link({ykey: year, mkey: s.month}),
                          "title": capfirst(formats.date_format(s, "YEAR_MONTH_FORMAT"))} for s in months]}
