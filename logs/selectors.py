@@ -394,15 +394,9 @@ def date_bounds(qs: QuerySet, field: str, known: list[datetime] | None = None,
     return values.order_by(field).first(), newest or values.order_by(f"-{field}").first()
 
 
-def _is_id_set(qs: QuerySet, field: str) -> bool:
-    """True when qs is an id set (pk IN (...): "no response yet", a search, a rare answer), within a range of field
-    at most."""
-    return _conditions(qs, field) == "ids"
-
-
 def _conditions(qs: QuerySet, field: str) -> str:
-    """What qs's conditions are: "ids" (an id set, within a range of field at most), "range" (a range of field or
-    nothing), or "other"."""
+    """What qs's conditions are: "ids" (an id set, pk IN (...): "no response yet", a search, a rare answer, within
+    a range of field at most), "range" (a range of field or nothing), or "other"."""
     where = qs.query.where
     if where.connector != "AND" or where.negated:
         return "other"
