@@ -113,6 +113,9 @@ USAGE_BODY = json.dumps({"model": "gpt-4o-mini-2024-07-18", "choices": [{"messag
      {"status": None, "outcome": "client_aborted", "error": "client disconnected", "body": None}),
     ({"body": "plain text é"}, {"is_stream": True, "event_offsets_ms": [1.5, 2.0], "duration_ms": 7,  # an int
                                 "body": "data: {}\n\n", "content_type": "text/event-stream"}),
+    ({"body": json.dumps({"model": "gpt-4o-mini"})},  # a cache hit: a source id, decisions, a saved cost
+     {"body": USAGE_BODY, "cache_hit": True, "cache_source": exchange_id_new(),
+      "steps": [{"step": "cache", "decision": "hit", "source": "x"}]}),
 ])
 def test_row_values_are_what_django_itself_would_send(req_extra, resp_extra):
     """The fast conversion gives the database exactly what get_db_prep_save gives (this backend)."""
@@ -137,6 +140,11 @@ def test_row_new_equals_keyword_construction():
     assert {k: v for k, v in vars(fast).items() if k != "_state"} == \
            {k: v for k, v in vars(slow).items() if k != "_state"}
     assert fast.headers == {} and fast.headers is not row_new(Request, values).headers  # fresh defaults
+    answer = {"id": uuid.uuid4().hex, "request_id": values["id"], "status_code": 200, "created_at": values["created_at"]}
+    fast, slow = row_new(Response, answer), Response(**answer)
+    assert {k: v for k, v in vars(fast).items() if k != "_state"} == \
+           {k: v for k, v in vars(slow).items() if k != "_state"}
+    assert fast._state.adding and fast._state.db is None  # unsaved, as Model() leaves it
 
 
 @pytest.mark.parametrize(("provider", "body", "said"), [
