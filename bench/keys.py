@@ -47,24 +47,33 @@ def key_create(env: dict[str, str], limits: tuple[str, ...] = tuple(LIMITS)) -> 
     return out.strip().splitlines()[-1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its children (the ingest process) so far."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU seconds so far of a process (the worker) and of its children (the ingest process)."""
     proc = psutil.Process(pid)
-    total = 0.0
+    worker = ingest = 0.0
     for p in [proc, *proc.children(recursive=True)]:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
         except psutil.NoSuchProcess:
-            pass
-    return total
+            continue
+        if p is proc:
+            worker = t.user + t.system
+        else:
+            ingest += t.user + t.system
+    return worker, ingest
 
 
-def measured(server, sc, duration: float) -> tuple[dict, float]:
-    """One wrk round and the gateway's CPU seconds per request in it."""
-    before = cpu_seconds(server.pid)
+def measured(server, sc, duration: float) -> tuple[dict, float, float]:
+    """One wrk round and the gateway's CPU seconds per request in it: its worker's, its ingest process's.
+
+    The ingest's figure of one round is rough (it may write the last records of a round during the
+    next one, the other gateway's); summed over all rounds it is right.
+    """
+    worker, ingest = cpu_seconds(server.pid)
     run = wrk_run(server.url, sc, duration)
-    return run, (cpu_seconds(server.pid) - before) / max(run["requests"], 1)
+    worker_after, ingest_after = cpu_seconds(server.pid)
+    n = max(run["requests"], 1)
+    return run, (worker_after - worker) / n, (ingest_after - ingest) / n
 
 
 def main() -> None:
@@ -98,11 +107,17 @@ def main() -> None:
             wrk_run(gateways["open"].url, sc, 1)  # warm-up
             wrk_run(gateways["keyed"].url, keyed, 1)
             open_rps, keyed_rps, open_cpu, keyed_cpu = [], [], [], []
+            split_cpu = {"open": [0.0, 0.0, 0], "keyed": [0.0, 0.0, 0]}  # worker s, ingest s, requests
             for n in range(args.rounds):
                 # Which goes first alternates: the first one's log rows are still being written
                 # while the second runs, and that should not weigh on the same side every round.
                 for label in ("open", "keyed") if n % 2 == 0 else ("keyed", "open"):
-                    run, cpu = measured(gateways[label], keyed if label == "keyed" else sc, args.duration)
+                    run, worker, ingest = measured(gateways[label], keyed if label == "keyed" else sc, args.duration)
+                    cpu = worker + ingest
+                    total = split_cpu[label]
+                    total[0] += worker * run["requests"]
+                    total[1] += ingest * run["requests"]
+                    total[2] += run["requests"]
                     if run["errors"] and label == "keyed":
                         raise SystemExit(f"{name}: the keyed gateway answered {run['errors']} errors (a limit hit?)")
                     (keyed_rps if label == "keyed" else open_rps).append(run["rps"])
@@ -115,7 +130,9 @@ def main() -> None:
             print(f"{name}: open {[round(x) for x in open_rps]} req/s, keyed {[round(x) for x in keyed_rps]} req/s; "
                   f"keyed/open median {ratio:.2f}x{verdict}; CPU per request open "
                   f"{statistics.median(open_cpu) * 1e6:.0f} us, keyed {statistics.median(keyed_cpu) * 1e6:.0f} us: "
-                  f"open/keyed {cpu_ratio:.2f}x")
+                  f"open/keyed {cpu_ratio:.2f}x; over all rounds, worker + ingest: "
+                  + ", ".join(f"{label} {w / max(n, 1) * 1e6:.0f} + {i / max(n, 1) * 1e6:.0f} us"
+                              for label, (w, i, n) in split_cpu.items()))
     finally:
         servers.all_stop(running, dirs)
 
