@@ -68,14 +68,14 @@ def main() -> None:
             wrk_run(gateway.url, hit, 1)  # warm-up, and the stored answer
             pass_rps, hit_rps, pass_cpu, hit_cpu = [], [], [], []
             for _ in range(args.rounds):
-                run, cpu = measured(gateway, sc, args.duration)
+                run, worker, ingest = measured(gateway, sc, args.duration)
                 pass_rps.append(run["rps"])
-                pass_cpu.append(cpu)
-                run, cpu = measured(gateway, hit, args.duration)
+                pass_cpu.append(worker + ingest)
+                run, worker, ingest = measured(gateway, hit, args.duration)
                 if run["errors"]:
                     raise SystemExit(f"{name}: {run['errors']} errors on hits")
                 hit_rps.append(run["rps"])
-                hit_cpu.append(cpu)
+                hit_cpu.append(worker + ingest)
             ratio = statistics.median(h / p for p, h in zip(pass_rps, hit_rps))
             target = TARGETS.get(name)
             verdict = "" if target is None else (" met" if ratio >= target else " NOT met") + f" (target {target}x)"
