@@ -71,10 +71,11 @@ def main() -> None:
             other, this = [], []
             cpu: dict[str, list[float]] = {"other": [], "this": []}
             for n in range(args.rounds):
-                # Which goes first alternates: the first one's log rows are still being written while
-                # the second runs.
+                # Which goes first alternates; and each round waits for both ingest processes to be
+                # quiet, so the last records of one round are not written during the next one.
                 for label, runs in (("other", other), ("this", this))[::1 if n % 2 == 0 else -1]:
                     gw = gateways[label]
+                    servers.ingest_settle([g.pid for g in gateways.values()])
                     before = cpu_seconds(gw.pid)
                     result = wrk_run(gw.url, scs[label], args.duration)
                     runs.append(result["rps"])

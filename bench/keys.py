@@ -66,11 +66,13 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 def measured(server, sc, duration: float) -> tuple[dict, float, float]:
     """One wrk round and the gateway's CPU seconds per request in it: its worker's, its ingest process's.
 
-    The ingest's figure of one round is rough (it may write the last records of a round during the
-    next one, the other gateway's); summed over all rounds it is right.
+    Each round starts and ends with the ingest process quiet (servers.ingest_settle), so the
+    records of one round are written in it, not during the next one (the other gateway's).
     """
+    servers.ingest_settle([server.pid])
     worker, ingest = cpu_seconds(server.pid)
     run = wrk_run(server.url, sc, duration)
+    servers.ingest_settle([server.pid])  # its records written: counted in this round, not the next one
     worker_after, ingest_after = cpu_seconds(server.pid)
     n = max(run["requests"], 1)
     return run, (worker_after - worker) / n, (ingest_after - ingest) / n

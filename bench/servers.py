@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -201,6 +203,34 @@ def cores_split() -> tuple[set[int], set[int]] | None:
     load = {cores[0]}
     os.sched_setaffinity(0, load)
     return load, set(cores[1:])
+
+
+def ingest_settle(pids: list[int], quiet: float = 0.2, limit: float = 5.0) -> None:
+    """Wait until the gateways' ingest processes (the children of `pids`) have used no CPU for `quiet` seconds.
+
+    A loaded round leaves the last half second or so of records for its ingest process to write
+    after wrk stops (it runs at idle priority until records wait, issue 13): without waiting, that
+    work lands in the next round, another gateway's on a shared core, or this one's other side.
+    """
+    def used() -> float:
+        total = 0.0
+        for pid in pids:
+            for child in psutil.Process(pid).children(recursive=True):
+                try:
+                    t = child.cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                total += t.user + t.system
+        return total
+
+    deadline = time.monotonic() + limit
+    last = used()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = used()
+        if now == last:
+            return
+        last = now
 
 
 def log_rows(env: dict[str, str]) -> tuple[int, int]:
