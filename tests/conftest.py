@@ -100,6 +100,22 @@ def ingest_in_process():
     logs.pipeline.pipe.ingest_priority_set = REAL_INGEST_PRIORITY_SET
 
 
+@pytest.fixture(scope="session")
+def key_readers(django_db_setup):
+    """Set up after the test databases, so torn down before them: the keys app's reader threads keep their
+    connections (keys/refresh.py), which would keep PostgreSQL from dropping a test database."""
+    yield
+    from keys.refresh import readers_stop
+
+    readers_stop()
+
+
+@pytest.fixture(autouse=True)
+def key_readers_closed_at_end(request):
+    if request.node.get_closest_marker("database"):  # pytest_collection_modifyitems marks them
+        request.getfixturevalue("key_readers")
+
+
 @pytest.fixture(autouse=True)
 def payload_dir(tmp_path, settings):
     """Every test gets its own payload store and journal folder."""
