@@ -36,7 +36,7 @@ def test_reads_reuse_their_threads_connections():
         assert all(asyncio.run(reads()))
     finally:
         connection_created.disconnect(count)
-    assert 1 <= len(opened) <= READERS
+    assert len(opened) <= READERS  # none when earlier tests' reads opened them already
 
 
 @pytest.mark.django_db(transaction=True)
