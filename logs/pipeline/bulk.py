@@ -88,8 +88,9 @@ def _sqlite_converter(field: models.Field) -> Callable[[Any, Any], Any] | None:
     target = field.target_field if field.is_relation else field
     if isinstance(target, models.UUIDField):  # stored as 32 hex digits, which the journal's ids already are
         return lambda v, c: v if v is None or (type(v) is str and _HEX32.fullmatch(v)) else prep(v, c)
-    if isinstance(field, models.DateTimeField) and settings.USE_TZ:  # naive UTC, as str() writes it
-        return lambda v, c: (str(v.replace(tzinfo=None)) if type(v) is datetime and v.tzinfo is timezone.utc
+    if isinstance(field, models.DateTimeField) and settings.USE_TZ:  # naive in the database's zone (UTC), as str()
+        return lambda v, c: (str(v.replace(tzinfo=None))
+                             if type(v) is datetime and v.tzinfo is timezone.utc and c.timezone is timezone.utc
                              else prep(v, c))
     if isinstance(field, models.JSONField) and field.encoder is None:
         return lambda v, c: json.dumps(v) if type(v) in (dict, list, str) else prep(v, c)
