@@ -22,8 +22,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import servers  # noqa: E402
@@ -47,22 +45,6 @@ def key_create(env: dict[str, str], limits: tuple[str, ...] = tuple(LIMITS)) -> 
     return out.strip().splitlines()[-1]
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """User + system CPU seconds so far of a process (the worker) and of its children (the ingest process)."""
-    proc = psutil.Process(pid)
-    worker = ingest = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        if p is proc:
-            worker = t.user + t.system
-        else:
-            ingest += t.user + t.system
-    return worker, ingest
-
-
 def measured(server, sc, duration: float) -> tuple[dict, float, float]:
     """One wrk round and the gateway's CPU seconds per request in it: its worker's, its ingest process's.
 
@@ -70,10 +52,10 @@ def measured(server, sc, duration: float) -> tuple[dict, float, float]:
     records of one round are written in it, not during the next one (the other gateway's).
     """
     servers.ingest_settle([server.pid])
-    worker, ingest = cpu_seconds(server.pid)
+    worker, ingest = servers.gateway_cpu(server.pid)
     run = wrk_run(server.url, sc, duration)
     servers.ingest_settle([server.pid])  # its records written: counted in this round, not the next one
-    worker_after, ingest_after = cpu_seconds(server.pid)
+    worker_after, ingest_after = servers.gateway_cpu(server.pid)
     n = max(run["requests"], 1)
     return run, (worker_after - worker) / n, (ingest_after - ingest) / n
 

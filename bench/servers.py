@@ -205,6 +205,22 @@ def cores_split() -> tuple[set[int], set[int]] | None:
     return load, set(cores[1:])
 
 
+def gateway_cpu(pid: int) -> tuple[float, float]:
+    """User + system CPU seconds so far of a gateway's worker (pid) and of its children (the ingest process)."""
+    proc = psutil.Process(pid)
+    worker = ingest = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        if p is proc:
+            worker = t.user + t.system
+        else:
+            ingest += t.user + t.system
+    return worker, ingest
+
+
 def ingest_settle(pids: list[int], quiet: float = 0.2, limit: float = 5.0) -> None:
     """Wait until the gateways' ingest processes (the children of `pids`) have used no CPU for `quiet` seconds.
 
@@ -213,15 +229,7 @@ def ingest_settle(pids: list[int], quiet: float = 0.2, limit: float = 5.0) -> No
     work lands in the next round, another gateway's on a shared core, or this one's other side.
     """
     def used() -> float:
-        total = 0.0
-        for pid in pids:
-            for child in psutil.Process(pid).children(recursive=True):
-                try:
-                    t = child.cpu_times()
-                except psutil.NoSuchProcess:
-                    continue
-                total += t.user + t.system
-        return total
+        return sum(gateway_cpu(pid)[1] for pid in pids)
 
     deadline = time.monotonic() + limit
     last = used()
