@@ -60,6 +60,11 @@ def keys_exist_cached() -> tuple[bool | None, bool]:
     return (bool(_any[1]) if age < KEY_TTL else None), age >= REFRESH_AHEAD
 
 
+def keys_exist_seen() -> None:
+    """A key was just read by its secret: keys exist, whatever the last keys_exist() said."""
+    _any[:] = [time.monotonic(), True]
+
+
 def keys_exist_known() -> bool:
     """keys_exist() as last read, however long ago (False before the first read). No database."""
     return bool(_any[1])

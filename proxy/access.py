@@ -14,7 +14,7 @@ from django.conf import settings
 
 from keys.models import GatewayKey
 from keys.refresh import refresh_start, refreshed
-from keys.selectors import key_cached, key_find, keys_exist, keys_exist_cached
+from keys.selectors import key_cached, key_find, keys_exist, keys_exist_cached, keys_exist_seen
 from keys.tokens import secret_hash, secret_like
 from logs.redaction.redact import key_fingerprint
 from providers import Provider
@@ -173,7 +173,15 @@ async def access_identify(headers: list[tuple[str, str]], query: str,
     # Asked on every request (cached for a second), GATEWAY_API_KEYS or not: KeyStep.enabled() reads it.
     exist = await _keys_exist()
     if not static and not exist:
-        return None  # no keys at all: the gateway is open, and a gk- value is nobody's secret here
+        if not secret_like(secret):
+            return None  # no keys at all: the gateway is open
+        # A gk- secret is looked up even so: the read that said "no keys" may be up to a second old,
+        # and a key created since must not pass unlimited through a worker that has not re-read yet.
+        key = await _key_find(secret)
+        if key is None:
+            return None  # nobody's secret here: the gateway is open
+        keys_exist_seen()  # this key proves keys exist (KeyStep.enabled() reads it)
+        return _grant(key, carrier)
     if not secret:
         if settings.GATEWAY_ALLOW_UNKEYED:
             return None

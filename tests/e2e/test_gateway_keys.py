@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from keys.selectors import caches_clear
-from keys.services import key_revoke
+from keys.services import KeyLimits, key_create, key_revoke
 from logs.models import Request, Response
 from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
 
@@ -50,6 +50,21 @@ def test_keys_required_once_one_exists(gateway, upstream, log_flush, make_key):
     assert secret not in json.dumps(req.headers) and secret not in (req.body or "")
     _, refused = _logged(log_flush, missing)
     assert refused.status_code == 401 and refused.outcome == "gateway_error"
+
+
+def test_the_first_key_is_checked_before_the_gateway_rereads_whether_keys_exist(gateway, upstream, log_flush):
+    # The gateway read "no keys" a moment ago and trusts that for up to a second; a key created
+    # since is still looked up when presented, its limits applied (CI once saw 21 of 30 admitted
+    # under rpm=10 across two instances right after `gateway_key create`).
+    assert _chat(gateway, None).status_code == 200
+    key, secret = key_create(name="first", limits=KeyLimits(rpm=1))  # no cache cleared: as another process
+    first, second = _chat(gateway, secret), _chat(gateway, secret)
+    assert first.status_code == 200 and first.headers["ratelimit"] == '"requests";r=0;t=61'
+    assert second.status_code == 429 and "limit of 1 requests per minute" in second.json()["error"]["message"]
+    assert len(upstream.received) == 2 and upstream.received[-1].header("x-gateway-key") is None
+    req, _ = _logged(log_flush, first)
+    assert req.gateway_key == key.label
+    assert _chat(gateway, "gk-" + "z" * 43).status_code == 401  # keys exist now: an unknown one is refused
 
 
 def test_revoked_and_expired_keys_are_refused(gateway, upstream, log_flush, make_key):
