@@ -1,6 +1,6 @@
 """Profile the gateway under load: py-spy samples the uvicorn worker while wrk drives chat c64.
 
-Usage: python bench/profile.py [--seconds 8] [--scenario "chat c64"]
+Usage: python bench/profile.py [--seconds 8] [--scenario "chat c64"] [--controls ...] [--ingest]
 Needs py-spy (pip install py-spy; may need ptrace rights, e.g. run as root or with
 CAP_SYS_PTRACE). Prints the top functions by own time and by total time, and writes a
 flamegraph SVG under bench/results/.
@@ -15,6 +15,8 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -108,7 +110,7 @@ def report_print(raw: Path, top: int, cpu_per_request: float) -> None:
     for frame, c in total:
         print(f"  {c / samples * 100:5.1f}%  {frame}")
     stages, samples = stages_count(raw)
-    print(f"\nBy stage (innermost frame of a gateway module or library): share of samples, and of the worker's"
+    print(f"\nBy stage (innermost frame of a gateway module or library): share of samples, and of the process's"
           f" {cpu_per_request * 1e6:.0f} us of CPU per request while sampled (py-spy's own cost included)")
     for stage, c in stages.most_common():
         print(f"  {c / samples * 100:5.1f}%  {c / samples * cpu_per_request * 1e6:6.0f} us  {stage}")
@@ -125,6 +127,8 @@ def main() -> None:
                         help="the request path users run (issue 20), all or some of: key (a gateway key with rpm,"
                              " tpm and a budget), hook (one no-op sync hook), cache (X-Gateway-Cache: refresh=60:"
                              " every answer stored), or hit (every request answered from the cache)")
+    parser.add_argument("--ingest", action="store_true",
+                        help="sample the gateway's ingest process (which writes the log) instead of its worker")
     args = parser.parse_args()
     if not shutil.which("py-spy"):
         sys.exit("bench: py-spy is not installed: pip install py-spy")
@@ -136,17 +140,21 @@ def main() -> None:
     gw = servers.gateway_start(env)
     try:
         wrk_run(gw.url, sc, 1)
+        pid = gw.pid
+        if args.ingest:  # started by the first request; the worker's only child
+            servers.ingest_settle([gw.pid])
+            pid = psutil.Process(gw.pid).children(recursive=True)[0].pid
         raw = RESULTS / "profile.collapsed"
-        spy = subprocess.Popen(["py-spy", "record", "--pid", str(gw.pid), "--duration", str(args.seconds),
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(args.seconds),
                                 "--rate", "250", *(["--gil"] if args.gil else []), "--format", "raw", "--output", str(raw), "--nonblocking"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)
         result = {}
-        cpu_before = cpu_seconds(gw.pid)
+        cpu_before = cpu_seconds(pid)
         t = threading.Thread(target=lambda: result.update(wrk_run(gw.url, sc, args.seconds - 1)))
         t.start()
         t.join()
-        cpu_per_request = (cpu_seconds(gw.pid) - cpu_before) / max(result.get("requests", 0), 1)
+        cpu_per_request = (cpu_seconds(pid) - cpu_before) / max(result.get("requests", 0), 1)
         spy.wait(60)
         print(f"{sc.name} while profiling: {result.get('rps', 0):.0f} req/s (py-spy slows it down)")
         report_print(raw, args.top, cpu_per_request)

@@ -200,8 +200,13 @@ def _database_take(bucket: str, limit: int, window: int) -> Take:
 
 
 # --- a file of this machine
+# A file: a header, then `window + 1` slots of (second, count). The header is the window as last
+# summed, (second, window, requests in it at that second, the oldest second counted): within one
+# second every take finds it current and reads and writes two records, where summing the slots
+# reads all of them (at 1,000 requests a second, they are summed once a second, not 1,000 times).
+_HEAD = struct.Struct("<qqqq")
 _SLOT = struct.Struct("<qq")  # (second, count)
-_layouts: dict[int, struct.Struct] = {}  # a whole file of `slots` buckets, by slots
+_layouts: dict[int, struct.Struct] = {}  # the slots of a file of `slots` buckets, by slots
 _files: dict[tuple[str, str], tuple[int, mmap.mmap]] = {}
 _folder: list[str] = []
 _files_lock = threading.Lock()
@@ -241,7 +246,8 @@ def _file_map(bucket: str, size: int) -> tuple[int, mmap.mmap]:
             return found
         if found is None:
             os.makedirs(folder, mode=0o700, exist_ok=True)
-            name = hashlib.sha256(bucket.encode()).hexdigest()[:32]
+            # "v2": files of the layout before the header (slots from offset 0) are left alone.
+            name = hashlib.sha256(f"v2:{bucket}".encode()).hexdigest()[:32]
             fd = os.open(os.path.join(folder, name), os.O_RDWR | os.O_CREAT, 0o600)
         else:
             fd = found[0]
@@ -261,7 +267,7 @@ def _file_take(bucket: str, limit: int, window: int) -> Take:
     if layout is None:
         layout = _layouts[slots] = struct.Struct(f"<{2 * slots}q")  # slots x (second, count)
     try:
-        fd, buckets = _file_map(bucket, layout.size)
+        fd, buckets = _file_map(bucket, _HEAD.size + layout.size)
         with _take_lock:
             _locked(fd, fcntl.LOCK_EX)
             try:
@@ -274,12 +280,23 @@ def _file_take(bucket: str, limit: int, window: int) -> Take:
 
 def _file_take_locked(buckets: mmap.mmap, layout: struct.Struct, limit: int, window: int, slots: int) -> Take:
     now = int(time.time())
-    flat = layout.unpack_from(buckets)
-    take, add = _decide(flat[0::2], flat[1::2], now, limit, window)
+    here = _HEAD.size + _SLOT.size * (now % slots)
+    summed_at, summed_window, used, oldest = _HEAD.unpack_from(buckets)
+    if summed_at == now and summed_window == window and used < limit:  # the header is this second's sum: admit without reading the slots
+        second, count = _SLOT.unpack_from(buckets, here)
+        _SLOT.pack_into(buckets, here, now, count + 1 if second == now else 1)
+        oldest = oldest if used else now
+        _HEAD.pack_into(buckets, 0, now, window, used + 1, oldest)
+        return Take(True, used + 1, float(oldest + window + 1 - now))
+    flat = layout.unpack_from(buckets, _HEAD.size)
+    seconds, counts = flat[0::2], flat[1::2]
+    take, add = _decide(seconds, counts, now, limit, window)
     if add:
-        here = now % slots
-        second, count = flat[2 * here], flat[2 * here + 1]
-        _SLOT.pack_into(buckets, _SLOT.size * here, now, count + 1 if second == now else 1)
+        second, count = _SLOT.unpack_from(buckets, here)
+        _SLOT.pack_into(buckets, here, now, count + 1 if second == now else 1)
+    live = [s for s in seconds if s >= now - window]
+    oldest = min(live, default=now) if take.used else 0
+    _HEAD.pack_into(buckets, 0, now, window, take.used, oldest)
     return take
 
 

@@ -125,11 +125,42 @@ def test_a_short_limit_file_is_grown_and_its_buckets_kept(tmp_path, settings):
     bucket = f"t:{uuid.uuid4().hex}"
     folder = tmp_path / "limits"
     folder.mkdir()
-    path = folder / store.hashlib.sha256(bucket.encode()).hexdigest()[:32]
+    path = folder / store.hashlib.sha256(f"v2:{bucket}".encode()).hexdigest()[:32]
     path.write_bytes(b"")
     assert [window_take(bucket, 2, 60).allowed for _ in range(3)] == [True, True, False]
-    assert path.stat().st_size == 61 * 16
+    assert path.stat().st_size == 32 + 61 * 16  # the header, then a slot per second
     refused = window_take(bucket, 2, 120)  # 121 buckets now: the two admitted requests are still counted
-    assert (refused.allowed, refused.used) == (False, 2) and path.stat().st_size == 121 * 16
+    assert (refused.allowed, refused.used) == (False, 2) and path.stat().st_size == 32 + 121 * 16
     window_clear(bucket)
     assert window_take(bucket, 2, 120).used == 1
+
+
+def test_the_file_window_agrees_with_the_rule_at_every_step(tmp_path, settings, monkeypatch):
+    """Takes within one second use the file's running sum, the first of a second sums the slots again:
+    over random arrivals (bursts within a second, gaps of seconds to minutes) every verdict, count and
+    reset is the one the rule (_decide over every admitted request) gives."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the file store is the one SQLite deployments use: covered by the SQLite pass")
+    import random
+
+    settings.DATA_DIR = tmp_path
+    rng = random.Random(7)
+    clock = [float(NOW)]
+    monkeypatch.setattr(store.time, "time", lambda: clock[0])
+    bucket, limit, window = f"t:{uuid.uuid4().hex}", 5, 60
+    admitted: list[int] = []  # seconds of the admitted requests
+    refused = 0
+    for _ in range(3000):
+        clock[0] += rng.choice([0, 0, 0, 0.3, 1, 7, 59, 61, 200])
+        now = int(clock[0])
+        counts: dict[int, int] = {}
+        for second in admitted:
+            counts[second] = counts.get(second, 0) + 1
+        expected, _ = _decide(list(counts), list(counts.values()), now, limit, window)
+        got = window_take(bucket, limit, window)
+        assert got == expected, (now - NOW, got, expected)
+        if got.allowed:
+            admitted.append(now)
+        else:
+            refused += 1
+    assert refused > 500 and len(admitted) > 500  # both paths were taken many times
