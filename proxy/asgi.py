@@ -33,8 +33,10 @@ async def _response_send(response: HttpResponseBase, send) -> None:
                                           for c in response.cookies.values()]
         if not response.streaming and not response.has_header("Content-Length"):
             pairs.append(("Content-Length", str(len(response.content))))  # else the server sends it chunked
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
-    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    # Built in the call: a local would hold the encoded headers for as long as a stream lasts.
+    await send({"type": "http.response.start", "status": response.status_code,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]})
+    del pairs
     if response.streaming:
         async with aclosing(aiter(response)) as content:
             async for chunk in content:

@@ -105,8 +105,8 @@ def cache_key(x: Exchange, body: bytes) -> str:
 
 # Misses of this process whose answer is on its way, by event loop and key: an identical request
 # waits for it instead of calling the upstream too (concurrent first calls cost one upstream call
-# per worker). Keyed by loop too: an event belongs to the loop it was made on.
-_FILLING: dict[tuple[int, str], asyncio.Event] = {}
+# per worker). Keyed by loop too: a future belongs to the loop it was made on.
+_FILLING: dict[tuple[int, str], "CacheFill"] = {}
 
 
 def _filling_key(key: str) -> tuple[int, str]:
@@ -125,18 +125,34 @@ class CacheFill:
         self.times: list[float] = []
         self.size = 0
         self.too_big = False
-        self.done: asyncio.Event | None = None
+        # Identical requests waiting for this one's end; made when the first comes (an asyncio.Event
+        # per miss, waited for or not, was most of a kilobyte held by every stream in flight).
+        self.waiters: list[asyncio.Future] | None = None
         self.filling_key = _filling_key(key)
-        if self.filling_key not in _FILLING:  # the first of identical misses: the others wait for its end
-            self.done = _FILLING[self.filling_key] = asyncio.Event()
+        self.first = self.filling_key not in _FILLING  # the first of identical misses: the others wait for its end
+        if self.first:
+            _FILLING[self.filling_key] = self
+
+    async def wait(self) -> None:
+        """Until this miss's exchange has ended (its answer stored or not)."""
+        if not self.first:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self.waiters is None:
+            self.waiters = []
+        self.waiters.append(waiter)
+        await waiter
 
     def release(self) -> None:
         """The exchange ended (Exchange.end), stored or not: identical requests waiting for it go on."""
-        if self.done is not None:
-            self.done.set()
-            if _FILLING.get(self.filling_key) is self.done:
+        if self.first:
+            self.first = False
+            if _FILLING.get(self.filling_key) is self:
                 del _FILLING[self.filling_key]
-            self.done = None
+            for waiter in self.waiters or ():
+                if not waiter.done():  # a waiter that timed out was cancelled
+                    waiter.set_result(None)
+            self.waiters = None
 
     def feed(self, chunk: bytes) -> None:
         """One chunk on its way to the client."""
