@@ -6,6 +6,7 @@ goes upstream, and the response, however the exchange ends.
 """
 
 import asyncio
+import sys
 import time
 
 from django.http import HttpRequest, HttpResponse
@@ -72,7 +73,9 @@ class Exchange:
         self.method = request.method or ""
         self.query = request.META.get("QUERY_STRING", "")
         # The request headers exactly as received (order, case, repeats).
-        self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope.get("headers", [])]
+        # Names interned: every request repeats the same few, and a stream holds its headers while it lasts.
+        self.headers = [(sys.intern(k.decode("latin-1")), v.decode("latin-1"))
+                        for k, v in request.scope.get("headers", [])]
         self.content_type = request.META.get("CONTENT_TYPE", "")
         self.client = request.META.get("REMOTE_ADDR", "")
         self.body = request.gateway_body  # proxy/request_body.BodySpool

@@ -13,6 +13,7 @@ request target (httpx's "target" extension, never re-encoded).
 import asyncio
 import contextlib
 import ssl
+import sys
 from collections.abc import Iterator
 
 import aiohttp
@@ -98,7 +99,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send one request; the body streams back through httpx's Response."""
         # Raw pairs keep the client's header names, order and repeats.
-        headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw)
+        # Names interned (the connection's request keeps them while the answer streams; see proxy/exchange.py).
+        headers = CIMultiDict((sys.intern(k.decode("latin-1")), v.decode("latin-1")) for k, v in request.headers.raw)
         try:
             data = request.content or None
         except httpx.RequestNotRead:  # a streamed body (large uploads)
