@@ -51,3 +51,41 @@ def test_a_failed_read_closes_its_connection_and_the_next_one_works():
         return await in_thread(_raw_connection)
 
     assert asyncio.run(run())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_in_progress_in_a_reader_thread_does_not_stop_a_write():
+    """A key read in flight on a reader thread while an operator revokes a key: the revocation goes through,
+    as it does on the gateway's databases (SQLite in WAL mode, PostgreSQL). Django's in-memory SQLite test
+    database failed it at once with "database table is locked" (one cache shared by the process's
+    connections) until tests/settings.py set read_uncommitted there: CI saw tests fail that way."""
+    import threading
+
+    from django.db import connections
+
+    from keys.models import GatewayKey
+    from keys.services import KeyLimits, key_create, key_revoke
+
+    for i in range(3):
+        key_create(name=f"k{i}", limits=KeyLimits())
+    reading, release = threading.Event(), threading.Event()
+
+    def read() -> None:
+        try:
+            with connection.cursor() as cur:
+                cur.execute("SELECT id FROM gateway_keys")
+                cur.fetchone()  # the statement still open: its table is being read
+                reading.set()
+                release.wait(5)
+        finally:
+            connections.close_all()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        assert reading.wait(5)
+        key_revoke(name="k1")
+    finally:
+        release.set()
+        reader.join()
+    assert GatewayKey.objects.get(name="k1").active is False
