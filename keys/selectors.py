@@ -50,8 +50,8 @@ _usage: dict[int, tuple[float, KeyUsage]] = {}
 # The reads every worker repeats each second while its keys are in use (keys_exist, key_find,
 # key_usage), as SQL built once: the ORM built each again on every read, five to ten times the
 # query itself (key_usage 0.77 ms, key_find 0.46 ms on SQLite), in a reader thread that holds the
-# GIL meanwhile, so a request arriving then waited for it (docs/benchmark.md, "Time to first
-# event with a key"). key_find keeps the ORM's own column list and converters.
+# GIL meanwhile, so a request arriving then waited for it (docs/benchmark.md, "The reads compiled
+# once"). key_find keeps the ORM's own column list and converters.
 _EXIST_SQL = f"SELECT 1 FROM {GatewayKey._meta.db_table} LIMIT 1"
 _TOKENS_SQL = f'SELECT SUM(tokens) FROM {TokenSecond._meta.db_table} WHERE "key" = %s AND second >= %s'
 # Spend is read from logs.SpendDay, the per-day sums the log's triggers keep as answers are

@@ -282,7 +282,8 @@ def _file_take_locked(buckets: mmap.mmap, layout: struct.Struct, limit: int, win
     now = int(time.time())
     here = _HEAD.size + _SLOT.size * (now % slots)
     summed_at, summed_window, used, oldest = _HEAD.unpack_from(buckets)
-    if summed_at == now and summed_window == window and used < limit:  # the header is this second's sum: admit without reading the slots
+    # The header is this second's sum: admit without reading the slots.
+    if summed_at == now and summed_window == window and used < limit:
         second, count = _SLOT.unpack_from(buckets, here)
         _SLOT.pack_into(buckets, here, now, count + 1 if second == now else 1)
         oldest = oldest if used else now

@@ -59,8 +59,8 @@ def errors_map() -> Iterator[None]:
 class _ResponseStream(AiohttpResponseStream):
     """httpx-aiohttp's body stream, with aiohttp errors mapped like ours.
 
-    Its own iterator, not an async generator inside errors_map(): the two generators' frames were
-    most of a kilobyte held by every stream in flight (docs/benchmark.md).
+    Its own iterator, not an async generator inside errors_map(): every stream in flight held the two
+    generators' frames (0.5 KiB a stream less measured, within that probe's spread: docs/benchmark.md).
     """
 
     def __aiter__(self) -> "_ResponseStream":
