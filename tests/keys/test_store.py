@@ -2,6 +2,7 @@
 
 import multiprocessing
 import threading
+import types
 import uuid
 
 import pytest
@@ -146,7 +147,8 @@ def test_the_file_window_agrees_with_the_rule_at_every_step(tmp_path, settings, 
     settings.DATA_DIR = tmp_path
     rng = random.Random(7)
     clock = [float(NOW)]
-    monkeypatch.setattr(store.time, "time", lambda: clock[0])
+    # The store's clock only (its `time` name), not the time module every other caller shares.
+    monkeypatch.setattr(store, "time", types.SimpleNamespace(time=lambda: clock[0]))
     bucket, limit, window = f"t:{uuid.uuid4().hex}", 5, 60
     admitted: list[int] = []  # seconds of the admitted requests
     refused = 0
