@@ -108,7 +108,9 @@ def test_switch_badge_page_and_decisions_by_click(server, page, mock_upstream):
     assert second.wait().status_code == 200
     assert json.loads(mock_upstream.mock.received[-1].body) == edited
 
-    # The provider's content-policy answer, by click.
+    # The provider's content-policy answer, by click. The list must first drop the edited request: until the
+    # page's next poll it may still show that row alone, and a click there would decide nothing.
+    page.wait_for_function("document.querySelectorAll('#held-list tbody tr').length === 0", timeout=5000)
     third = _post(gw)
     page.wait_for_function("document.querySelectorAll('#held-list tbody tr').length === 1", timeout=5000)
     page.locator("#held-list tbody tr").first.locator("button[data-decision=content-policy]").click()
