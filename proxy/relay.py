@@ -45,13 +45,63 @@ def _error_tail_allowed(upstream: httpx.Response, is_sse: bool) -> bool:
     return is_sse and "content-length" not in upstream.headers and encoding in ("", "identity")
 
 
-async def _chunk_next(chunks: AsyncIterator[bytes], idle_timeout: float | None) -> bytes | None:
-    """The next upstream chunk, None at the end; TimeoutError after idle_timeout seconds of silence."""
-    try:
-        async with asyncio.timeout(idle_timeout or None):
+class _IdleWatch:
+    """STREAM_IDLE_TIMEOUT for one relay: the wait for each upstream chunk may last at most `idle` seconds.
+
+    One timer for the stream's life, re-armed only when it fires: an asyncio.timeout around each
+    wait made and cancelled a timer (and its context manager) for every chunk, and held them while
+    the stream waited (docs/benchmark.md, "the idle timeout as one timer a stream"). When the timer
+    finds the current wait older than `idle`, it cancels the waiting task and the wait raises
+    TimeoutError; a cancellation of its own (the client left) stays a CancelledError, as with
+    asyncio.timeout, by counting the task's cancellations.
+    """
+
+    __slots__ = ("idle", "loop", "task", "since", "handle", "fired")
+
+    def __init__(self, idle: float | None) -> None:
+        self.idle = idle or None
+        self.loop = asyncio.get_running_loop()
+        self.task: asyncio.Task | None = None  # set while a chunk is awaited
+        self.since = 0.0  # when that wait began (loop time)
+        self.handle: asyncio.TimerHandle | None = None
+        self.fired = False
+
+    async def chunk_next(self, chunks: AsyncIterator[bytes]) -> bytes | None:
+        """The next upstream chunk, None at the end; TimeoutError after `idle` seconds of silence."""
+        if self.idle is None:
+            try:
+                return await anext(chunks)
+            except StopAsyncIteration:
+                return None
+        self.task, self.since = asyncio.current_task(), self.loop.time()
+        if self.handle is None:
+            self.handle = self.loop.call_at(self.since + self.idle, self._check)
+        try:
             return await anext(chunks)
-    except StopAsyncIteration:
-        return None
+        except StopAsyncIteration:
+            return None
+        except asyncio.CancelledError:
+            if self.fired and self.task is not None and self.task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self.task = None
+
+    def _check(self) -> None:
+        self.handle = None
+        if self.task is None:  # not waiting now: the next wait arms the timer again
+            return
+        due = self.since + self.idle
+        if self.loop.time() >= due - 0.001:  # a loop may run a timer slightly early
+            self.fired = True
+            self.task.cancel()
+        else:
+            self.handle = self.loop.call_at(due, self._check)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 class RelayEnd:
@@ -85,9 +135,10 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
     changes what the client gets; the capture still sees every upstream byte.
     """
     chunks = upstream.aiter_raw()
+    watch = _IdleWatch(idle_timeout)
     finished = broken = False
     try:
-        while (chunk := await _chunk_next(chunks, idle_timeout)) is not None:
+        while (chunk := await watch.chunk_next(chunks)) is not None:
             if exchange.ttfb_ms is None:
                 exchange.ttfb_ms = exchange.elapsed_ms()
             capture.feed(chunk)
@@ -114,6 +165,7 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
         exchange.fail(Outcome.UPSTREAM_ERROR, f"upstream failed mid-response: {type(exc).__name__}: {exc}".strip())
         finished = broken = True
     finally:
+        watch.close()
         await end(finished)
     if broken:
         if _error_tail_allowed(upstream, is_sse):

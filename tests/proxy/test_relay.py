@@ -12,7 +12,7 @@ from logs.records import record_parse
 from providers import registry
 from proxy.exchange import Exchange, exchanges_inflight, exchanges_interrupt
 from proxy.paths import Route
-from proxy.relay import RelayEnd, UpstreamBroken, chunks_replay, relay_collect, relay_stream
+from proxy.relay import RelayEnd, UpstreamBroken, _IdleWatch, chunks_replay, relay_collect, relay_stream
 from proxy.request_body import BodySpool
 
 
@@ -105,6 +105,62 @@ def test_idle_stream_gets_a_final_error_event():
     assert b"STREAM_IDLE_TIMEOUT" in out[-1] and len(out) == 2
     assert exchange.outcome == "upstream_error" and ended[0].body == "data: 1\n\n" and body.closed
     assert 150 < exchange.elapsed_ms() < 1900  # before the next chunk (2 s)
+
+
+def test_steady_events_slower_in_total_than_the_idle_timeout_complete():
+    """The timeout counts each silence, not the stream's length: the one timer is moved on, not fired."""
+    steps = [s for i in range(6) for s in (0.08, f"data: {i}\n\n".encode())]
+    body, upstream, exchange, capture, ended = _setup(*steps)
+    out = asyncio.run(_drain(_relay(upstream, exchange, capture, ended, idle=0.2)))
+    assert len(out) == 6 and exchange.outcome == "completed" and b"event: error" not in b"".join(out)
+
+
+def test_a_slow_client_is_not_an_idle_upstream():
+    """Time the client takes between chunks is not counted as upstream silence."""
+    body, upstream, exchange, capture, ended = _setup(b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n")
+
+    async def run():
+        got = []
+        async for chunk in _relay(upstream, exchange, capture, ended, idle=0.1):
+            got.append(chunk)
+            await asyncio.sleep(0.25)
+        return got
+
+    assert asyncio.run(run()) == [b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]
+    assert exchange.outcome == "completed"
+
+
+def test_no_timer_outlives_the_relay():
+    """A relay that ended leaves no timer behind (it would keep the exchange alive for the timeout)."""
+    body, upstream, exchange, capture, ended = _setup(b"data: 1\n\n", b"data: [DONE]\n\n")
+
+    async def run():
+        await _drain(_relay(upstream, exchange, capture, ended, idle=300.0))
+        return [h for h in asyncio.get_running_loop()._scheduled if not h.cancelled()]
+
+    assert asyncio.run(run()) == [] and exchange.outcome == "completed"
+
+
+def test_a_client_cancel_as_the_idle_timer_fires_stays_a_cancel():
+    """Both at once: the client's cancellation wins (the task is cancelled, not timed out)."""
+
+    async def forever():
+        await asyncio.Event().wait()
+        yield b""
+
+    async def run():
+        watch = _IdleWatch(10.0)
+        task = asyncio.create_task(watch.chunk_next(forever()))
+        await asyncio.sleep(0)
+        task.cancel()  # the client left
+        watch.since -= 20  # and the wait is older than the timeout when the timer runs
+        watch._check()
+        assert watch.fired
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        watch.close()
+
+    asyncio.run(run())
 
 
 def test_broken_plain_body_cuts_the_client():
