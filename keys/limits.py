@@ -17,6 +17,7 @@ the fields take integers.
 """
 
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_FLOOR, Decimal
@@ -25,7 +26,7 @@ from keys.models import GatewayKey
 from keys.periods import period_end, period_start, period_words
 from keys.refresh import in_thread, refresh_start, refreshed
 from keys.selectors import TOKENS_WINDOW, KeyUsage, key_usage, key_usage_cached, tokens_free_in
-from keys.store import store_blocks, window_take
+from keys.store import Take, store_blocks, window_take
 
 REQUESTS_WINDOW = 60
 MICROS = Decimal(1_000_000)
@@ -61,19 +62,36 @@ def _money(value: Decimal) -> str:
     return f"${whole}.{(frac + '00')[:max(2, len(frac))]}"
 
 
-# The budget's fields and refusal change only with the key, its spend and the second: computed once
-# for all the requests of that second (Decimal and calendar arithmetic cost more than the rest).
-_budget_memo: dict[tuple, tuple[str, str, str, str, int | None]] = {}
+class _Plan:
+    """What a limited key's answers say that this copy of the key fixes: read once per copy (a worker
+    reads its keys again every second), not on every request. The budget's fields and refusal change
+    only with its spend and the second: kept for the requests of that second (Decimal and calendar
+    arithmetic cost more than the rest)."""
+
+    __slots__ = ("tokens_policy", "requests_policy", "bucket", "budget_at", "budget")
+
+    def __init__(self, key: GatewayKey) -> None:
+        self.tokens_policy = f'"tokens";q={key.tpm};qu="tokens";w={int(TOKENS_WINDOW)}'
+        self.requests_policy = f'"requests";q={key.rpm};w={REQUESTS_WINDOW}'
+        self.bucket = key_bucket(key)
+        self.budget_at: tuple[int, Decimal] | None = None
+        self.budget: tuple[str, str, str, str, int | None] | None = None
 
 
-def _budget(key: GatewayKey, spend: Decimal, now: datetime, v: Verdict) -> None:
-    memo_key = (key.pk, key.updated_at, spend, int(now.timestamp()))
-    found = _budget_memo.get(memo_key)
-    if found is None:
-        if len(_budget_memo) > 1000:
-            _budget_memo.clear()
-        found = _budget_memo[memo_key] = _budget_compute(key, spend, now)
-    policy, state, left, refusal, retry_after = found
+def _plan(key: GatewayKey) -> _Plan:
+    plan = key.__dict__.get("_limits_plan")
+    if plan is None:
+        plan = key.__dict__["_limits_plan"] = _Plan(key)
+    return plan
+
+
+def _budget(key: GatewayKey, plan: _Plan, spend: Decimal, v: Verdict) -> None:
+    now = time.time()
+    at = (int(now), spend)
+    if plan.budget_at != at:
+        plan.budget = _budget_compute(key, spend, datetime.fromtimestamp(now, timezone.utc))
+        plan.budget_at = at
+    policy, state, left, refusal, retry_after = plan.budget
     v.policies.append(policy)
     v.states.append(state)
     v.remaining["budget_usd"] = left
@@ -106,12 +124,13 @@ def _budget_compute(key: GatewayKey, spend: Decimal, now: datetime) -> tuple[str
     return policy, state, str(left), refusal, retry_after
 
 
-async def _tokens(key: GatewayKey, used: int, v: Verdict) -> None:
-    v.policies.append(f'"tokens";q={key.tpm};qu="tokens";w={int(TOKENS_WINDOW)}')
+def _tokens(key: GatewayKey, plan: _Plan, used: int, free_in: float | None, v: Verdict) -> None:
+    """The tokens' fields; a refusal when the caller found the limit reached (free_in: when it frees up)."""
+    v.policies.append(plan.tokens_policy)
     left = max(key.tpm - used, 0)
     reset = TOKENS_WINDOW if used else 0.0
-    if used >= key.tpm and not v.refusal:
-        reset = await in_thread(tokens_free_in, key, used - key.tpm + 1)
+    if free_in is not None:
+        reset = free_in
         v.refusal = (f"Gateway key '{key.name}' is over its limit of {key.tpm} tokens per minute "
                      f"({used} in the last minute). Retry in {_seconds(reset)} s.")
         v.retry_after, v.limit = _seconds(reset), "tokens"
@@ -124,14 +143,7 @@ def key_bucket(key: GatewayKey) -> str:
     return f"rpm:{key.secret_hash[:24]}"
 
 
-async def _requests(key: GatewayKey, v: Verdict) -> None:
-    v.policies.append(f'"requests";q={key.rpm};w={REQUESTS_WINDOW}')
-    if v.refusal:  # refused already: this request takes no slot (and its state is not read)
-        return
-    if store_blocks():
-        take = await in_thread(window_take, key_bucket(key), key.rpm, REQUESTS_WINDOW)
-    else:
-        take = window_take(key_bucket(key), key.rpm, REQUESTS_WINDOW)
+def _requests(key: GatewayKey, take: Take, v: Verdict) -> None:
     left = max(key.rpm - take.used, 0)
     v.states.append(f'"requests";r={left};t={_seconds(take.reset)}')
     v.remaining["requests"] = left
@@ -148,9 +160,9 @@ def policies(key: GatewayKey) -> list[tuple[str, str]]:
         now = datetime.now(timezone.utc)
         items.append(_budget_compute(key, Decimal(0), now)[0])
     if key.tpm is not None:
-        items.append(f'"tokens";q={key.tpm};qu="tokens";w={int(TOKENS_WINDOW)}')
+        items.append(_plan(key).tokens_policy)
     if key.rpm is not None:
-        items.append(f'"requests";q={key.rpm};w={REQUESTS_WINDOW}')
+        items.append(_plan(key).requests_policy)
     return [("RateLimit-Policy", ", ".join(items))]
 
 
@@ -160,6 +172,7 @@ async def limits_apply(key: GatewayKey) -> Verdict:
     Raises store.StoreUnavailable when the window cannot be reached.
     """
     v = Verdict()
+    plan = _plan(key)
     usage: KeyUsage | None = None
     if key.tpm is not None or key.budget_usd is not None:
         usage, fresh = key_usage_cached(key)
@@ -171,10 +184,18 @@ async def limits_apply(key: GatewayKey) -> Verdict:
             else:
                 refresh_start(("usage", key.pk), key_usage, key)
     if key.budget_usd is not None:
-        _budget(key, usage.spend, datetime.now(timezone.utc), v)
+        _budget(key, plan, usage.spend, v)
     if key.tpm is not None:
-        await _tokens(key, usage.tokens, v)
+        free_in = None
+        if usage.tokens >= key.tpm and not v.refusal:
+            free_in = await in_thread(tokens_free_in, key, usage.tokens - key.tpm + 1)
+        _tokens(key, plan, usage.tokens, free_in, v)
     if key.rpm is not None:
-        await _requests(key, v)
+        v.policies.append(plan.requests_policy)
+        if not v.refusal:  # refused already: this request takes no slot (and its state is not read)
+            if store_blocks():
+                take = await in_thread(window_take, plan.bucket, key.rpm, REQUESTS_WINDOW)
+            else:
+                take = window_take(plan.bucket, key.rpm, REQUESTS_WINDOW)
+            _requests(key, take, v)
     return v
-
