@@ -1,13 +1,18 @@
-"""What a limited gateway key costs the worker, in process: python bench/key_cost.py [--rounds 11] [--requests 400]
+"""What a control costs the worker, in process: python bench/inprocess.py key|hook [--rounds 11] [--requests 400]
 
 Starts the mock upstream (on the first core) and, in this process (on the second), the gateway's
-own ASGI application on a fresh SQLite log, with a key that has all three limits (as bench/keys.py)
-and GATEWAY_ALLOW_UNKEYED=true, so that one worker serves both kinds of request. Sends chat calls
-to it one at a time, straight through the ASGI interface (no server, no load generator), in
-alternating rounds of keyed and unkeyed requests, and prints the worker's CPU time per request
-(process time: the event loop and its threads; the ingest process is not counted) of each, and
-the paired differences. With no wrk and no uvicorn in the figures, the difference keeps still on
-a machine whose speed drifts, where bench/keys.py's throughput ratios move by 10% between runs.
+own ASGI application on a fresh SQLite log, and sends chat calls to it one at a time, straight
+through the ASGI interface (no server, no load generator), in alternating rounds of two or three
+kinds, printing the worker's CPU time per request of each (process time: the event loop and its
+threads; the ingest process is not counted) and the paired differences:
+
+- `key`: requests presenting a key with all three limits (as bench/keys.py) against unkeyed ones,
+  one worker serving both (GATEWAY_ALLOW_UNKEYED=true);
+- `hook`: no hook, the no-op sync hook (bench.noop_hook.Noop, run in a thread) and the same hook
+  declared non-blocking (NoopInline, on the event loop), GATEWAY_HOOKS switched between rounds.
+
+With no wrk and no uvicorn in the figures, the differences keep still on a machine whose speed
+drifts, where bench/keys.py's and bench/compare.py's throughput ratios move by 10% between runs.
 """
 
 import argparse
@@ -23,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import servers  # noqa: E402
 from bench.keys import key_create  # noqa: E402
 from bench.load import AUTH, CHAT_BODY  # noqa: E402
+
+NOOP = "bench.noop_hook.Noop"
 
 
 def _scope(body: bytes, secret: str | None) -> dict:
@@ -58,7 +65,10 @@ async def _call(app, scope: dict, body: bytes) -> int:
     return status[0]
 
 
-async def _run(app, scopes: dict, body: bytes, rounds: int, requests: int) -> dict[str, list[float]]:
+async def _run(app, variants: dict, body: bytes, rounds: int, requests: int) -> dict[str, list[float]]:
+    """Each variant (its ASGI scope, its GATEWAY_HOOKS) in alternating rounds; CPU us per request of each."""
+    from django.conf import settings
+
     startup: asyncio.Queue = asyncio.Queue()
     started = asyncio.Event()
 
@@ -69,17 +79,19 @@ async def _run(app, scopes: dict, body: bytes, rounds: int, requests: int) -> di
     startup.put_nowait({"type": "lifespan.startup"})
     lifespan = asyncio.create_task(app({"type": "lifespan"}, startup.get, lifespan_send))
     await started.wait()
-    for name, scope in scopes.items():  # warm: connections, caches, the key read
+    got: dict[str, list[float]] = {name: [] for name in variants}
+    for name, (scope, hooks) in variants.items():  # warm: connections, caches, the key read, the hook's thread
+        settings.GATEWAY_HOOKS = hooks
         for _ in range(100):
             status = await _call(app, scope, body)
         if status != 200:
             raise SystemExit(f"{name} request answered {status}")
-    got: dict[str, list[float]] = {name: [] for name in scopes}
     for n in range(rounds):
-        for name in list(scopes)[:: 1 if n % 2 == 0 else -1]:
+        for name in list(variants)[:: 1 if n % 2 == 0 else -1]:
+            scope, settings.GATEWAY_HOOKS = variants[name]
             start = time.process_time()
             for _ in range(requests):
-                await _call(app, scopes[name], body)
+                await _call(app, scope, body)
             got[name].append((time.process_time() - start) / requests * 1e6)
     startup.put_nowait({"type": "lifespan.shutdown"})
     await lifespan
@@ -88,6 +100,7 @@ async def _run(app, scopes: dict, body: bytes, rounds: int, requests: int) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("control", choices=("key", "hook"))
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--requests", type=int, default=400, help="requests per round and kind")
     args = parser.parse_args()
@@ -99,28 +112,35 @@ def main() -> None:
         if len(cores) > 1:
             os.sched_setaffinity(0, {cores[1]})
         _, env = servers.gateway_prepare(mock.url)
-        env["GATEWAY_ALLOW_UNKEYED"] = "true"
-        secret = key_create(env)
+        env.pop("GATEWAY_HOOKS", None)
+        body = CHAT_BODY
+        if args.control == "key":
+            env["GATEWAY_ALLOW_UNKEYED"] = "true"
+            secret = key_create(env)
+            variants = {"unkeyed": (_scope(body, None), []), "keyed": (_scope(body, secret), [])}
+        else:
+            variants = {"no hook": (_scope(body, None), []), "sync hook": (_scope(body, None), [NOOP]),
+                        "inline hook": (_scope(body, None), [NOOP + "Inline"])}
         os.environ.update(env)
         from gateway_project.asgi import application
 
-        body = CHAT_BODY
-        scopes = {"unkeyed": _scope(body, None), "keyed": _scope(body, secret)}
         try:
             import uvloop  # what uvicorn runs on when it is installed
             runner = uvloop.run
         except ImportError:
             runner = asyncio.run
-        got = runner(_run(application, scopes, body, args.rounds, args.requests))
+        got = runner(_run(application, variants, body, args.rounds, args.requests))
     finally:
         mock.stop()
     for name, values in got.items():
-        print(f"{name:8} CPU per request: median {statistics.median(values):.0f} us "
+        print(f"{name:12} CPU per request: median {statistics.median(values):.0f} us "
               f"(rounds: {', '.join(f'{v:.0f}' for v in values)})")
-    diffs = [k - u for u, k in zip(got["unkeyed"], got["keyed"])]
-    ratios = [k / u for u, k in zip(got["unkeyed"], got["keyed"])]
-    print(f"keyed - unkeyed, paired rounds: median {statistics.median(diffs):.0f} us "
-          f"({', '.join(f'{d:.0f}' for d in diffs)}); keyed/unkeyed CPU median {statistics.median(ratios):.3f}x")
+    base, *others = got
+    for name in others:
+        diffs = [k - u for u, k in zip(got[base], got[name])]
+        ratios = [u / k for u, k in zip(got[base], got[name])]
+        print(f"{name} - {base}, paired rounds: median {statistics.median(diffs):.0f} us "
+              f"({', '.join(f'{d:.0f}' for d in diffs)}); {base}/{name} CPU median {statistics.median(ratios):.3f}x")
 
 
 if __name__ == "__main__":
