@@ -1,5 +1,6 @@
 """The hold queue through a live gateway: requests wait for a decision, and each decision is carried out and logged."""
 
+import functools
 import json
 import socket
 import time
@@ -13,7 +14,7 @@ from django.core.management.base import CommandError
 from hold.models import HeldRequest
 from hold.services import HoldError
 from logs.models import Request, Response
-from tests.hold.conftest import Background, decide, held_ids, switch, until
+from tests.hold.conftest import Background, decide, held_ids, locked_retry, switch, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -157,27 +158,30 @@ def test_the_switch_takes_effect_within_a_second(upstream, gateway):
 
 
 def test_command(upstream, gateway, capsys, tmp_path):
-    call_command("hold", "on", "--provider", "openai")
+    # The command writes from the test thread while the in-process gateway reads and writes the same rows:
+    # retried on the in-memory test database's "table is locked" (tests/hold/conftest.locked_retry).
+    hold = functools.partial(locked_retry, call_command, "hold")
+    hold("on", "--provider", "openai")
     assert capsys.readouterr().out.strip() == "hold: on (provider=openai); 0 waiting"
     first, second = _post(gateway), _post(gateway)
     ids = held_ids(gateway, 2)
-    call_command("hold", "list")
+    hold("list")
     assert capsys.readouterr().out.split() == ids
-    call_command("hold", "status")
+    hold("status")
     assert capsys.readouterr().out.strip() == "hold: on (provider=openai); 2 waiting"
     edited = tmp_path / "body.json"
     edited.write_text(json.dumps({**CHAT, "max_tokens": 5}))
-    call_command("hold", "decide", ids[0], "approve", "--body-file", str(edited))
-    call_command("hold", "decide", ids[1], "reject-400")
+    hold("decide", ids[0], "approve", "--body-file", str(edited))
+    hold("decide", ids[1], "reject-400")
     by_id = {first.wait().headers["x-gateway-request-id"]: first.result.status_code,
              second.wait().headers["x-gateway-request-id"]: second.result.status_code}
     assert by_id == {ids[0]: 200, ids[1]: 400}
     assert json.loads(upstream.received[-1].body)["max_tokens"] == 5
     with pytest.raises(CommandError, match="no longer waiting"):
-        call_command("hold", "decide", ids[1], "approve")
+        hold("decide", ids[1], "approve")
     with pytest.raises(CommandError, match="an edited body goes only with approve"):
-        call_command("hold", "decide", ids[1], "reject-500", "--body-file", str(edited))
-    call_command("hold", "off")
+        hold("decide", ids[1], "reject-500", "--body-file", str(edited))
+    hold("off")
     assert capsys.readouterr().out.strip().endswith("hold: off")
 
 
