@@ -24,6 +24,10 @@ from proxy.views import proxy_view, server_error_json
 
 log = logging.getLogger("django.request")
 
+# How long an exchange may go on after its client hung up before it is cancelled (logged aborted):
+# long enough for an upstream's end of body that trails the last event, short against a real abort.
+DEPARTURE_GRACE = 0.1
+
 
 async def _response_send(response: HttpResponseBase, send) -> None:
     """Send a Django response over ASGI, streaming ones chunk by chunk as they come."""
@@ -74,6 +78,10 @@ async def _run_until_disconnect(request: ASGIRequest, receive, send) -> None:
         nonlocal left
         while (await receive())["type"] != "http.disconnect":  # the only message left after the body
             pass
+        # A client may hang up as soon as it has a stream's last event (openai-python closes at
+        # `data: [DONE]`), a moment before the upstream's end of body reaches the relay: that moment
+        # lets such an exchange end completed (and a cache miss be stored) instead of aborted.
+        await asyncio.sleep(DEPARTURE_GRACE)
         left = True
         task.cancel()
 

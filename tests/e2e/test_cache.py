@@ -96,6 +96,22 @@ def test_streamed_call_replays_the_same_events(client, gateway, upstream, log_fl
     assert resp.is_stream and resp.cache_hit is True and resp.stream_result["events"] == len(first_events) + 1
 
 
+def test_a_stream_the_sdk_stops_reading_at_its_last_event_is_stored(client, upstream, log_flush):
+    """openai-python hangs up at `data: [DONE]`, before the upstream's end of body (20 ms behind here):
+    the exchange still completes, so its answer is stored and the next identical call is a hit."""
+    def run():
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "count slowly"}], stream=True,
+            extra_headers={"X-Gateway-Cache": "60", "x-mock-delay-ms": "20", "x-mock-events": "3"})
+        return raw.headers, [chunk.model_dump_json() for chunk in raw.parse()]
+
+    first_headers, first_events = run()
+    second_headers, second_events = run()
+    assert (first_headers["x-gateway-cache"], second_headers["x-gateway-cache"]) == ("MISS", "HIT")
+    assert second_events == first_events and len(upstream.received) == 1
+    assert _logged(log_flush, first_headers["x-gateway-request-id"]).outcome == "completed"
+
+
 def test_json_body_matches_canonically_and_a_different_body_misses(gateway, upstream):
     first = _raw(gateway, b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}',
                  **{"X-Gateway-Cache": "60"})

@@ -52,6 +52,25 @@ def test_client_leaving_mid_stream_is_logged_as_aborted(gateway, log_flush):
     assert resp.body.startswith("data: ")
 
 
+def test_client_hanging_up_at_the_last_event_is_logged_completed(gateway, log_flush):
+    """openai-python closes the connection as soon as it reads `data: [DONE]`; the upstream's end of
+    body trails that event (here by the mock's 20 ms pause): the exchange is complete, not aborted."""
+    body = b'{"model": "m", "stream": true, "messages": []}'
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"x-mock-events: 3\r\nx-mock-delay-ms: 20\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(head + body)
+        got = b""
+        while b"data: [DONE]" not in got:
+            chunk = s.recv(65536)
+            assert chunk, f"connection closed before the last event: {got!r}"
+            got += chunk
+    rid = re.search(rb"x-gateway-request-id: (\w+)", got, re.IGNORECASE).group(1).decode()
+    log_flush()
+    resp = Response.objects.get(request_id=rid)
+    assert resp.outcome == "completed" and not resp.is_error and resp.body.endswith("data: [DONE]\n\n")
+
+
 def test_unexpected_error_is_a_json_500(gateway, monkeypatch, log_flush):
     async def broken(request):
         raise RuntimeError("boom secret detail")
