@@ -33,19 +33,24 @@ def test_answer_and_log(gateway, upstream, log_flush):
     assert Response.objects.get(request=req).outcome == "completed"
 
 
-def test_client_leaving_mid_stream_is_logged_as_aborted(gateway, log_flush):
+def _stream_read_until(gateway, mark: bytes, events: int, delay_ms: int) -> tuple[bytes, str]:
+    """A streamed chat on a raw socket, read until `mark`, then the connection closed: (what came, request id)."""
     body = b'{"model": "m", "stream": true, "messages": []}'
     head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"x-mock-events: 50\r\nx-mock-delay-ms: 50\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            f"x-mock-events: {events}\r\nx-mock-delay-ms: {delay_ms}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
         s.sendall(head + body)
         got = b""
-        while b"data: " not in got:
+        while mark not in got:
             chunk = s.recv(65536)
-            assert chunk, f"connection closed before the first event: {got!r}"  # else this loop would spin
+            assert chunk, f"connection closed before {mark!r}: {got!r}"  # else this loop would spin
             got += chunk
     # This exchange's row, by its id: a record another test left in flight must not be taken for it.
-    rid = re.search(rb"x-gateway-request-id: (\w+)", got, re.IGNORECASE).group(1).decode()
+    return got, re.search(rb"x-gateway-request-id: (\w+)", got, re.IGNORECASE).group(1).decode()
+
+
+def test_client_leaving_mid_stream_is_logged_as_aborted(gateway, log_flush):
+    _, rid = _stream_read_until(gateway, b"data: ", events=50, delay_ms=50)
     log_flush()  # waits for the aborted exchange's response record, then for the database
     resp = Response.objects.get(request_id=rid)
     assert resp.outcome == "client_aborted" and resp.duration_ms < 2000
@@ -55,17 +60,7 @@ def test_client_leaving_mid_stream_is_logged_as_aborted(gateway, log_flush):
 def test_client_hanging_up_at_the_last_event_is_logged_completed(gateway, log_flush):
     """openai-python closes the connection as soon as it reads `data: [DONE]`; the upstream's end of
     body trails that event (here by the mock's 20 ms pause): the exchange is complete, not aborted."""
-    body = b'{"model": "m", "stream": true, "messages": []}'
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"x-mock-events: 3\r\nx-mock-delay-ms: 20\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
-        s.sendall(head + body)
-        got = b""
-        while b"data: [DONE]" not in got:
-            chunk = s.recv(65536)
-            assert chunk, f"connection closed before the last event: {got!r}"
-            got += chunk
-    rid = re.search(rb"x-gateway-request-id: (\w+)", got, re.IGNORECASE).group(1).decode()
+    _, rid = _stream_read_until(gateway, b"data: [DONE]", events=3, delay_ms=20)
     log_flush()
     resp = Response.objects.get(request_id=rid)
     assert resp.outcome == "completed" and not resp.is_error and resp.body.endswith("data: [DONE]\n\n")
