@@ -9,7 +9,6 @@ Pin it to one core (taskset -c 1) on a busy machine.
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import django  # noqa: E402
 
 django.setup()
 
+from bench.rounds import medians_print  # noqa: E402
 from proxy.relay import _IdleWatch  # noqa: E402
 
 
@@ -76,9 +76,7 @@ def main() -> None:
         uvloop.run(run())
     else:
         asyncio.run(run())
-    for name, values in got.items():
-        print(f"{name:26} CPU per chunk: median {statistics.median(values):.2f} us "
-              f"(rounds: {', '.join(f'{v:.2f}' for v in values)})")
+    medians_print(got, "chunk", places=2)
 
 
 if __name__ == "__main__":

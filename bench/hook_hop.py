@@ -8,7 +8,6 @@ prints the process CPU time per call of each (all threads), and the median over 
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import django  # noqa: E402
 
 django.setup()
 
+from bench.rounds import medians_print  # noqa: E402
 from proxy.threads import ParkedThreads  # noqa: E402
 
 
@@ -51,9 +51,7 @@ def main() -> None:
                 got[name].append(await _round(hop, args.calls))
 
     asyncio.run(run())
-    for name, values in got.items():
-        print(f"{name:18} CPU per call: median {statistics.median(values):.1f} us "
-              f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")
+    medians_print(got, "call")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import servers  # noqa: E402
 from bench.keys import key_create  # noqa: E402
 from bench.load import AUTH, CHAT_BODY  # noqa: E402
+from bench.rounds import medians_print  # noqa: E402
 
 NOOP = "bench.noop_hook.Noop"
 
@@ -132,9 +133,7 @@ def main() -> None:
         got = runner(_run(application, variants, body, args.rounds, args.requests))
     finally:
         mock.stop()
-    for name, values in got.items():
-        print(f"{name:12} CPU per request: median {statistics.median(values):.0f} us "
-              f"(rounds: {', '.join(f'{v:.0f}' for v in values)})")
+    medians_print(got, "request", places=0)
     base, *others = got
     for name in others:
         diffs = [k - u for u, k in zip(got[base], got[name])]

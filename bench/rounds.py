@@ -97,3 +97,11 @@ class Spread:
         if self.n == 1:
             return head
         return f"{head} [{fmt.format(self.low)} .. {fmt.format(self.high)}]"
+
+
+def medians_print(got: dict[str, list[float]], per: str, places: int = 1) -> None:
+    """Each kind's CPU time per `per` in every round, and its median: what the in-process benchmarks print."""
+    width = max(map(len, got)) + 1
+    for name, values in got.items():
+        print(f"{name:{width}} CPU per {per}: median {statistics.median(values):.{places}f} us "
+              f"(rounds: {', '.join(f'{v:.{places}f}' for v in values)})")
