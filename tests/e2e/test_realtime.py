@@ -134,7 +134,8 @@ def test_client_disconnect_is_logged_and_the_upstream_closed(rt, realtime_mock, 
     log_flush()
     resp = Response.objects.get()
     assert resp.outcome == "client_aborted" and "client closed the session with code 100" in resp.error_message
-    assert realtime_mock.mock.sessions[-1].closed_code is not None  # the gateway closed its upstream session
+    # The gateway closed its upstream session; the mock, on its own thread, notes the close a moment later.
+    assert wait_until(lambda: realtime_mock.mock.sessions[-1].closed_code is not None, 5)
 
 
 async def _refused(url: str, headers: dict | None = None, model: str = "m") -> InvalidStatus:
