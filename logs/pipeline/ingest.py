@@ -195,6 +195,15 @@ def ingest_setup() -> None:
     # The logs app alone: its models hold no relation to another app's. Without the admin,
     # auth, templates and content types this process starts sooner and is smaller.
     settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app in INGEST_APPS]
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        # A batch is written by multi-row inserts whose triggers (full text, rollups) touch many
+        # pages; SQLite keeps each statement's undo pages (its statement journal) and, past 64 KiB,
+        # spills them to a temporary file: one created and deleted per batch, written page by page
+        # (docs/benchmark.md). In memory they cost one batch's pages at most. Only this process,
+        # which runs nothing but those inserts: an admin query's sorts keep spilling to disk.
+        options = database.setdefault("OPTIONS", {})
+        options["init_command"] = f"{options.get('init_command', '')} PRAGMA temp_store=MEMORY;"
     django.setup()
     if os.environ.get(DB_NAME_ENV):
         settings.DATABASES["default"]["NAME"] = os.environ[DB_NAME_ENV]

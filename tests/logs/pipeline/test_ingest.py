@@ -67,6 +67,24 @@ def test_the_start_up_imports_only_what_every_record_needs(tmp_path):
     assert out.stdout.split() == ["logs.pipeline.rows", "genai_prices", "gc"]
 
 
+@sqlite_only
+def test_the_ingest_keeps_its_statement_journals_in_memory_and_only_it(tmp_path):
+    """Its batch inserts would otherwise spill their undo pages to a temporary file per batch;
+    the gateway's own connections (the admin's sorts) keep SQLite's default."""
+    probe = ("from logs.pipeline.ingest import ingest_setup; {setup}; from django.db import connection; "
+             "c = connection.cursor(); print(c.execute('PRAGMA temp_store').fetchone()[0], "
+             "c.execute('PRAGMA journal_mode').fetchone()[0])")
+    env = proc_env(tmp_path, "http://127.0.0.1:9")
+    seen = []
+    plain = "import os, django; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'gateway_project.settings'); django.setup()"
+    for setup in ("ingest_setup()", plain):
+        out = subprocess.run([sys.executable, "-c", probe.format(setup=setup)], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        seen.append(out.stdout.split())
+    assert seen == [["2", "wal"], ["0", "wal"]]  # 2: MEMORY; the settings' own pragmas still run
+
+
 def _ingest_children(gw: GatewayProcess) -> list[psutil.Process]:
     """The live ingest processes under the gateway's uvicorn (python -m logs.pipeline.ingest)."""
     found = []
