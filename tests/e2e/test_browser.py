@@ -1,6 +1,7 @@
 """A real browser (Playwright + Debian's Chromium) logs in, filters the list and opens an exchange."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,18 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+# Anything not on 127.0.0.1 is refused. A pattern, not a Python predicate: the browser matches it itself, so
+# the page's own requests are never held for the sync API's callback (which runs only while the test is inside a
+# Playwright call, not while it waits on a thread: a decision posted by a click then waited on, unsent).
+OFFLINE = re.compile(r"^(?!https?://127\.0\.0\.1[:/])")
+
+
+def offline(context):
+    """The browser context, refusing every request that is not to 127.0.0.1."""
+    context.route(OFFLINE, lambda route: route.abort())
+    return context
+
 
 try:
     from playwright.sync_api import sync_playwright
@@ -27,11 +40,7 @@ def browser_page():
     """A Chromium page that may only reach 127.0.0.1."""
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        # Tests never reach the network: anything not on 127.0.0.1 is refused.
-        context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("http://127.0.0.1")
-                      else route.abort())
-        page = context.new_page()
+        page = offline(browser.new_context(viewport={"width": 1400, "height": 1000})).new_page()
         yield page
         browser.close()
 
@@ -88,3 +97,13 @@ def test_login_filter_open_exchange_with_image(seeded, browser_page):
     page.goto(f"{gateway.url}/admin/logs/request/dashboard/?window=24h")
     assert page.locator("figure.chart svg").count() == 6
     page.screenshot(path=str(ARTIFACTS / "04-dashboard.png"), full_page=True)
+
+
+def test_the_browser_reaches_only_127_0_0_1(gateway, browser_page):
+    """The refusal is the route's (ERR_FAILED), not a name that did not resolve; the gateway is reached."""
+    failures = []
+    browser_page.on("requestfailed", lambda r: failures.append((r.url, r.failure)))
+    assert browser_page.goto(f"{gateway.url}/health").status == 200
+    browser_page.evaluate("fetch('http://gateway-test.invalid/x').catch(() => null)")
+    browser_page.wait_for_function("true")  # lets the failure event reach Python
+    assert failures == [("http://gateway-test.invalid/x", "net::ERR_FAILED")]

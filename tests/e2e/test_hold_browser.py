@@ -13,7 +13,7 @@ import sys
 import httpx
 import pytest
 
-from tests.e2e.test_browser import ARGS, ARTIFACTS, CHROMIUM, sync_playwright
+from tests.e2e.test_browser import ARGS, ARTIFACTS, CHROMIUM, offline, sync_playwright
 from tests.hold.conftest import Background, until
 from tests.procs import ROOT, GatewayProcess, db_rows, migrated_copy, proc_env, sqlite_only
 
@@ -45,10 +45,7 @@ def server(tmp_path, tmp_path_factory, mock_upstream):
 def page():
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("http://127.0.0.1")
-                      else route.abort())
-        yield context.new_page()
+        yield offline(browser.new_context(viewport={"width": 1400, "height": 900})).new_page()
         browser.close()
 
 

@@ -23,7 +23,7 @@ import textwrap
 import openai
 import pytest
 
-from tests.e2e.test_browser import ARGS, ARTIFACTS, CHROMIUM, sync_playwright
+from tests.e2e.test_browser import ARGS, ARTIFACTS, CHROMIUM, offline, sync_playwright
 from tests.hold.conftest import Background, until
 from tests.procs import ROOT, GatewayProcess, db_rows, migrated_copy, proc_env, sqlite_only
 
@@ -128,10 +128,8 @@ class Visit:
     def __init__(self, browser, storage_state: str, base: str, width: int, height: int = 900) -> None:
         self.base = base
         self.errors: list[str] = []
-        self.context = browser.new_context(viewport={"width": width, "height": height}, storage_state=storage_state)
-        # Tests never reach the network: anything not on 127.0.0.1 is refused.
-        self.context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("http://127.0.0.1")
-                           else route.abort())
+        self.context = offline(browser.new_context(viewport={"width": width, "height": height},
+                                                   storage_state=storage_state))
         self.page = self.context.new_page()
         self.page.on("console", lambda m: self.errors.append(f"console {m.type} on {self.page.url}: {m.text}")
                      if m.type == "error" else None)
