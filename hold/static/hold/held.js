@@ -9,6 +9,7 @@
   const canDecide = page.dataset.canDecide === '1';
   const bodies = {};
   let editing = null;
+  let recentSeen = null;
 
   function cell(tr, text, cls) {
     const td = document.createElement('td');
@@ -28,6 +29,34 @@
     td.appendChild(b);
   }
 
+  function row(h) {
+    const tr = document.createElement('tr');
+    tr.dataset.id = h.id;
+    const first = cell(tr, '');
+    const a = document.createElement('a');
+    a.href = h.log_url;
+    a.textContent = h.method + ' ' + h.path;
+    first.appendChild(a);
+    const code = document.createElement('div');
+    code.className = 'rid';
+    code.textContent = h.id;
+    first.appendChild(code);
+    cell(tr, h.provider);
+    cell(tr, h.model);
+    cell(tr, h.key);
+    cell(tr, '', 'waited');
+    cell(tr, '', 'left');
+    const td = cell(tr, '');
+    if (canDecide) {
+      button(td, 'Approve', 'approve', h.id, 'approve');
+      if (h.body !== null) button(td, 'Edit…', 'edit', h.id);
+      button(td, 'Reject 400', 'reject-400', h.id);
+      button(td, 'Reject 500', 'reject-500', h.id);
+      button(td, 'Content policy', 'content-policy', h.id);
+    }
+    return tr;
+  }
+
   function render(state) {
     form.querySelector('.state').textContent = state.on ? 'on' : 'off';
     form.classList.toggle('on', state.on);
@@ -35,36 +64,25 @@
     form.querySelector('.filters').textContent = state.on ? '(' + (f || 'every request') + ')' : '';
     document.querySelector('.waiting-count').textContent = state.count;
     document.querySelector('#held-page .empty').hidden = state.waiting.length > 0;
-    list.textContent = '';
-    for (const h of state.waiting) {
+    // Rows are kept and updated in place, never rebuilt: a row rebuilt by a poll between a button's press and
+    // its release would swallow the click (the browser fires none when the pressed element has gone).
+    const rows = new Map(Array.from(list.children, (tr) => [tr.dataset.id, tr]));
+    state.waiting.forEach((h, i) => {
       bodies[h.id] = h.body;
-      const tr = document.createElement('tr');
-      tr.dataset.id = h.id;
-      const first = cell(tr, '');
-      const a = document.createElement('a');
-      a.href = h.log_url;
-      a.textContent = h.method + ' ' + h.path;
-      first.appendChild(a);
-      const code = document.createElement('div');
-      code.className = 'rid';
-      code.textContent = h.id;
-      first.appendChild(code);
-      cell(tr, h.provider);
-      cell(tr, h.model);
-      cell(tr, h.key);
-      cell(tr, h.waited_s.toFixed(1) + ' s', 'waited');
-      cell(tr, h.left_s.toFixed(1) + ' s', 'left');
-      const td = cell(tr, '');
-      if (canDecide) {
-        button(td, 'Approve', 'approve', h.id, 'approve');
-        if (h.body !== null) button(td, 'Edit…', 'edit', h.id);
-        button(td, 'Reject 400', 'reject-400', h.id);
-        button(td, 'Reject 500', 'reject-500', h.id);
-        button(td, 'Content policy', 'content-policy', h.id);
-      }
-      list.appendChild(tr);
+      const tr = rows.get(h.id) || row(h);
+      rows.delete(h.id);
+      tr.querySelector('td.waited').textContent = h.waited_s.toFixed(1) + ' s';
+      tr.querySelector('td.left').textContent = h.left_s.toFixed(1) + ' s';
+      if (list.children[i] !== tr) list.insertBefore(tr, list.children[i] || null);
+    });
+    for (const [id, tr] of rows) {
+      tr.remove();
+      delete bodies[id];
     }
     if (editing && !state.waiting.some((h) => h.id === editing)) editorClose();
+    const seen = JSON.stringify(state.recent);  // rebuilt only when it changed, for the same reason
+    if (seen === recentSeen) return;
+    recentSeen = seen;
     recent.textContent = '';
     for (const d of state.recent) {
       const tr = document.createElement('tr');
