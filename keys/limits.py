@@ -175,10 +175,10 @@ async def limits_apply(key: GatewayKey) -> Verdict:
     plan = _plan(key)
     usage: KeyUsage | None = None
     if key.tpm is not None or key.budget_usd is not None:
-        usage, fresh = key_usage_cached(key)
-        if not fresh:
-            # One read per key at a time; meanwhile the others go on with the last value (at most
-            # USAGE_TTL plus one read old), or wait for the read when there is none yet.
+        usage, due = key_usage_cached(key)
+        if due:
+            # One read per key at a time; meanwhile the others go on with the last value while it is
+            # less than USAGE_TTL old, and wait for the read when it is older or there is none.
             if usage is None:
                 usage = await refreshed(("usage", key.pk), key_usage, key)
             else:

@@ -27,9 +27,11 @@ from logs.stats import E8
 KEY_TTL = 1.0
 USAGE_TTL = 1.0
 TOKENS_WINDOW = 60.0
-# A key read is re-read in the background once it is this old, so that under steady traffic no
-# request waits for the database; a read KEY_TTL old is never used (the request waits for a new one).
+# A read (key or usage) is re-read in the background once it is half its TTL old, so that under
+# steady traffic no request waits for the database; a read a TTL old is never used (the request
+# waits for a new one), whatever the traffic was since.
 REFRESH_AHEAD = KEY_TTL / 2
+USAGE_REFRESH_AHEAD = USAGE_TTL / 2
 _NEVER = float("-inf")
 
 _keys: dict[str, tuple[float, GatewayKey | None]] = {}  # secret's hash -> (monotonic time of the read, key)
@@ -44,7 +46,7 @@ class KeyUsage:
     spend: Decimal
 
 
-_usage: dict[int, tuple[float, KeyUsage]] = {}
+_usage: dict[int, tuple[float, KeyUsage]] = {}  # key's pk -> (monotonic time of the read, usage)
 
 
 # The reads every worker repeats each second while its keys are in use (keys_exist, key_find,
@@ -167,9 +169,13 @@ def key_spend(key: GatewayKey, since: datetime | None) -> Decimal:
 
 
 def key_usage_cached(key: GatewayKey) -> tuple[KeyUsage | None, bool]:
-    """(key_usage() as this process last read it or None, whether that is less than USAGE_TTL old). No database."""
+    """(key_usage() as this process last read it, None when that is USAGE_TTL old; whether a re-read is due).
+    No database."""
     hit = _usage.get(key.pk)
-    return (hit[1], time.monotonic() < hit[0]) if hit is not None else (None, False)
+    if hit is None:
+        return None, True
+    age = time.monotonic() - hit[0]
+    return (hit[1] if age < USAGE_TTL else None), age >= USAGE_REFRESH_AHEAD
 
 
 def _sum(sql: str, params: list) -> int:
@@ -179,11 +185,8 @@ def _sum(sql: str, params: list) -> int:
 
 
 def key_usage(key: GatewayKey) -> KeyUsage:
-    """A key's tokens in the last minute and spend this period (re-read at most every USAGE_TTL)."""
-    mono = time.monotonic()
-    hit = _usage.get(key.pk)
-    if hit is not None and mono < hit[0]:
-        return hit[1]
+    """A key's tokens in the last minute and spend this period, read now (key_usage_cached says when it is due)."""
+    at = time.monotonic()  # before the query: the age counts the read's own time
     now = time.time()
     tokens = 0
     if key.tpm is not None:  # the rows of _token_seconds
@@ -196,7 +199,7 @@ def key_usage(key: GatewayKey) -> KeyUsage:
         else:
             spend = Decimal(_sum(_SPEND_SQL + " AND day >= %s", [key.label, since.date().isoformat()])) / E8
     usage = KeyUsage(int(tokens), spend)
-    _usage[key.pk] = (mono + USAGE_TTL, usage)
+    _usage[key.pk] = (at, usage)
     return usage
 
 

@@ -175,6 +175,19 @@ def test_budget_spent_by_a_streamed_exchange_refuses_the_next(gateway, upstream,
     assert 0 < int(headers["retry-after"]) <= 86400
 
 
+def test_budget_spent_then_a_pause_refuses_the_next(gateway, upstream, log_flush, make_key):
+    """After a pause, the key's spend as read before the pause is not trusted: the first call 2 s after the
+    exchange that spent the budget is refused (a worker that had no other call of the key meanwhile)."""
+    _, secret = make_key("pause", budget_usd=Decimal("0.000001"), budget_period="day")
+    assert _chat(gateway, secret).status_code == 200  # the key's spend read (nothing) before this call went up
+    ended = time.monotonic()
+    log_flush()  # its cost is in the log
+    time.sleep(max(0.0, 2.0 - (time.monotonic() - ended)))
+    refused = _chat(gateway, secret)
+    assert refused.status_code == 429 and "used its budget of $0.000001 per day" in refused.json()["error"]["message"]
+    assert len(upstream.received) == 1
+
+
 def test_tokens_per_minute(gateway, upstream, log_flush, make_key):
     _, secret = make_key("tokens", tpm=30)
     first = _chat(gateway, secret)  # the mock answers 21 tokens
