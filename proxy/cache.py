@@ -44,6 +44,10 @@ class Directive:
     ttl: int  # seconds: the oldest answer it accepts, and how long a new one is kept (0: not stored)
 
 
+# ASCII digits only (str.isdigit() also takes "²", which int() refuses), and no more than int() reads.
+_SECONDS = re.compile(r"[0-9]{1,12}")
+
+
 class DirectiveError(ValueError):
     """An X-Gateway-Cache value the gateway does not understand."""
 
@@ -58,7 +62,7 @@ def directive_parse(value: str | None, default_ttl: int) -> Directive | None:
     read = True
     if value.startswith("refresh="):
         read, value = False, value.removeprefix("refresh=").strip()
-    if not value.isdigit():
+    if _SECONDS.fullmatch(value) is None:
         raise DirectiveError("X-Gateway-Cache must be a number of seconds, 'no-store' or 'refresh=<seconds>', "
                              f"not {value!r}.")
     return Directive(read=read, ttl=int(value))
@@ -76,9 +80,10 @@ def _scope(x: Exchange) -> str:
     return f"{x.provider.credential(x.forward_headers, x.query)}\0{who}"
 
 
-# orjson reads an integer beyond 64 bits as a float: two that differ would make one key. Such bodies go
-# through the standard library's json, which keeps every digit.
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+# orjson reads an integer beyond 64 bits as a float: two that differ would make one key. Bodies with a
+# number of 19 digits or more (below -2**63 needs only 19) go through the standard library's json, which
+# keeps every digit.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 def _body_canonical(body: bytes, content_type: str) -> bytes:
@@ -270,7 +275,7 @@ def _bypass_reason(x: Exchange, directive: Directive, body: bytes | None) -> str
     """Why the cache neither reads nor writes for this request, or ""."""
     if directive.ttl <= 0:
         return "no-store" if not directive.read else "ttl 0"
-    if any(k.lower() == "upgrade" for k, _ in x.headers):
+    if x.websocket:
         return "a WebSocket session is not cached"
     if body is None:
         return "request body too large to match (kept on disk)"

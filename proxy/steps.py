@@ -9,17 +9,24 @@ received, and the step records its decision (Exchange.decisions -> responses.ste
 changed the request, what went upstream (Exchange.forwarded -> responses.forwarded).
 """
 
+import logging
+import traceback
+
 from django.conf import settings
 from django.http import HttpResponseBase
 
 from keys.selectors import keys_exist_known
+from logs.outcomes import Outcome
+from logs.redaction.scrub import text_scrub
 from logs.tags import tag_header
 from proxy.cache import cache_request
-from proxy.exchange import Exchange
+from proxy.exchange import Exchange, json_error
 from proxy.hold import hold_may_apply, hold_request
 from proxy.hooks import hooks_loaded, hooks_request
 from proxy.key_policy import key_request
 from wire.sse import EventFilter
+
+log = logging.getLogger(__name__)
 
 
 class Step:
@@ -156,10 +163,24 @@ def steps_active() -> list[Step]:
 async def steps_run(x: Exchange, steps: list[Step]) -> HttpResponseBase | None:
     """Run the request side of each step in order; the first answer ends the exchange."""
     for step in steps:
-        answer = await step.request(x)
+        try:
+            answer = await step.request(x)
+        except Exception as exc:  # noqa: BLE001  (CancelledError is not an Exception: it goes on up)
+            return _step_failed(x, step, exc)
         if answer is not None:
             return answer
     return None
+
+
+def _step_failed(x: Exchange, step: Step, exc: Exception) -> HttpResponseBase:
+    """A step that raised (a gateway bug, its store away): a 500 in the provider's shape naming the step,
+    logged as the step's answer with its traceback (secrets scrubbed), never forwarded."""
+    message = text_scrub(f"The gateway's {step.name} step failed: {type(exc).__name__}: {exc}", x.scrubber.secrets)
+    trace = text_scrub("".join(traceback.format_exception(exc)), x.scrubber.secrets)
+    log.error("exchange %s: %s\n%s", x.request_id, message, trace)
+    x.decisions.append({"step": step.name, "decision": "error", "error": message, "traceback": trace})
+    x.outcome, x.error = Outcome.GATEWAY_ERROR, message
+    return json_error(500, x.provider.error_body(message, kind=x.provider.error_kind(500), status=500))
 
 
 def relay_filter(x: Exchange, steps: list[Step], is_sse: bool) -> EventFilter | None:

@@ -229,10 +229,46 @@ def test_off_by_default_and_default_ttl(client, upstream, settings):
     assert len(upstream.received) == 2
 
 
-def test_bad_directive_is_a_clear_error(client, upstream):
+def test_bad_directive_is_a_clear_error(client, gateway, upstream, log_flush):
     with pytest.raises(openai.BadRequestError) as err:
         _chat(client, "forever")
     assert "X-Gateway-Cache must be a number of seconds" in err.value.message
+    # Digits that are not ASCII ("²" passes str.isdigit, not int), and more digits than int() reads.
+    for value in (b"\xb2", b"refresh=\xb3", b"9" * 5000):
+        r = _raw(gateway, {"model": "gpt-4o-mini", "messages": MESSAGES}, **{"X-Gateway-Cache": value})
+        assert r.status_code == 400, r.text
+        assert "X-Gateway-Cache must be a number of seconds" in r.json()["error"]["message"]
+        assert _logged(log_flush, r.headers["x-gateway-request-id"]).status_code == 400
+    assert len(upstream.received) == 0
+
+
+def test_long_integers_and_an_h2c_upgrade_header(gateway, upstream):
+    """Integers past 64 bits (negative ones too) keep every digit in the match; a plain request that offers
+    an HTTP/2 upgrade (curl --http2) is cached like any other."""
+    def seed(value: int, **headers) -> str:
+        body = {"model": "gpt-4o-mini", "messages": MESSAGES, "seed": value}
+        return _raw(gateway, body, **{"X-Gateway-Cache": "60", **headers}).headers["x-gateway-cache"]
+
+    low = -(2**63)
+    assert [seed(low - 1), seed(low - 2), seed(low - 1)] == ["MISS", "MISS", "HIT"]
+    assert [seed(7, Upgrade="h2c"), seed(7, Upgrade="h2c")] == ["MISS", "HIT"]
+
+
+def test_a_step_that_fails_is_answered_and_logged(gateway, upstream, log_flush, monkeypatch):
+    """Any step's own failure: a 500 in the provider's shape naming the step, the exchange logged, nothing
+    forwarded, the credential scrubbed from what is said about it."""
+    def broken(x):
+        raise RuntimeError(f"store broke near {KEY}")
+
+    monkeypatch.setattr("proxy.steps.cache_request", broken)
+    r = _raw(gateway, {"model": "gpt-4o-mini", "messages": MESSAGES}, **{"X-Gateway-Cache": "60"})
+    assert r.status_code == 500
+    message = r.json()["error"]["message"]
+    assert message.startswith("The gateway's cache step failed: RuntimeError: store broke near") and KEY not in message
+    logged = _logged(log_flush, r.headers["x-gateway-request-id"])
+    assert logged.status_code == 500 and logged.outcome == "gateway_error"
+    step = next(s for s in logged.steps if s["step"] == "cache")
+    assert step["decision"] == "error" and "RuntimeError" in step["traceback"] and KEY not in json.dumps(logged.steps)
     assert len(upstream.received) == 0
 
 
