@@ -305,8 +305,10 @@ async def _relay_observed(x: Exchange, upstream: httpx.Response, relay: AsyncIte
         return StreamingHttpResponse(chunks_replay(observed.chunks, broken), status=upstream.status_code)
     result = observed.result
     if isinstance(result, HttpResponseBase):  # a hook failed on the answer: its 500 instead
-        for name, value in x.answer_headers:
-            result[name] = value
+        # With its own headers, not the upstream's: their length and encoding describe another body.
+        own = [(k, v) for k, v in result.items() if k.lower() != REQUEST_ID_HEADER.lower()]
+        result.gateway_headers = [*own, ("Content-Length", str(len(result.content))), *x.answer_headers,
+                                  (REQUEST_ID_HEADER, x.request_id)]
         return result
     if result is None:
         return HttpResponse(b"".join(observed.chunks), status=upstream.status_code)

@@ -112,3 +112,10 @@ class Reput:
 class BadPath:
     def on_request(self, exchange):
         exchange.path = "/v1/../admin/"
+
+
+class BoomOnAnswer:
+    """Fails on the answer (after the upstream answered)."""
+
+    def on_response(self, exchange):
+        raise RuntimeError("cannot handle this answer")

@@ -116,6 +116,18 @@ def test_a_failing_hook_gives_a_500_naming_it_with_its_traceback_logged_without_
     assert KEY not in json.dumps(resp.steps) and KEY[-4:] in step["traceback"]  # masked, not dropped
 
 
+def test_a_hook_failing_on_the_answer_gives_its_500_whole(settings, upstream, gateway, log_flush):
+    """The 500 goes out with its own length and type, not the upstream answer's (a client read a cut body)."""
+    settings.GATEWAY_HOOKS = [H + "BoomOnAnswer"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 500 and int(r.headers["content-length"]) == len(r.content)
+    assert r.headers["content-type"] == "application/json" and "x-request-id" not in r.headers  # the mock's
+    assert r.json()["error"]["message"].startswith(f"Hook {H}BoomOnAnswer failed in on_response: RuntimeError")
+    assert r.headers.get_list("x-gateway-request-id") == [r.headers["x-gateway-request-id"]]
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.steps[-1]["decision"] == "error" and resp.error_message.startswith(f"Hook {H}BoomOnAnswer failed")
+
+
 def test_a_failing_hook_set_to_skip_is_logged_and_skipped(settings, upstream, gateway, log_flush):
     settings.GATEWAY_HOOKS = [H + "Boom", H + "AsyncTag"]
     settings.GATEWAY_HOOKS_SKIP_ON_ERROR = [H + "Boom"]
