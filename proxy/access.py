@@ -93,6 +93,11 @@ class KeyGrant:
     carrier: str  # the header that carried the secret (lowercase): x-gateway-key or a provider credential header
 
     @property
+    def name(self) -> str:
+        """The key's name (as AccessKey.name): what the hold queue's --key and hooks' gateway_key match."""
+        return self.key.name
+
+    @property
     def label(self) -> str:
         return self.key.label
 

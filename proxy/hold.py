@@ -165,7 +165,7 @@ def _matches(switch: SwitchState, x: Exchange, model: str | None) -> bool:
         return False
     if switch.path and not x.route.path.startswith(switch.path):
         return False
-    if switch.gateway_key and switch.gateway_key != getattr(x.gateway_key, "name", None):
+    if switch.gateway_key and (x.gateway_key is None or switch.gateway_key != x.gateway_key.name):
         return False
     return not switch.model or switch.model == model
 
@@ -197,7 +197,7 @@ async def hold_request(x: Exchange) -> HttpResponseBase | None:
         try:
             await _db(held_create)(request_id=x.request_id, provider=x.provider.name, method=x.method,
                                    path=x.route.path, model=model or "",
-                                   gateway_key=getattr(x.gateway_key, "name", None) or "",
+                                   gateway_key=x.gateway_key.name if x.gateway_key is not None else "",
                                    body=_body_for_operator(x, body),
                                    body_size=len(body) if body is not None else x.body.size,
                                    instance=writer_get().instance, timeout=timeout)

@@ -29,7 +29,7 @@ class HookExchange:
         # What goes upstream (hop-by-hop headers and the gateway key already left out).
         self.headers: list[tuple[str, str]] = list(x.forward_headers)
         key = x.gateway_key
-        self.gateway_key: str | None = getattr(key, "name", None) if key is not None else None
+        self.gateway_key: str | None = key.name if key is not None else None
         self.metadata: dict[str, Any] = {}
         self._body: Any = _UNSET
         self._json: Any = _UNSET

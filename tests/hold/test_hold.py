@@ -15,6 +15,7 @@ from hold.models import HeldRequest
 from hold.services import HoldError
 from logs.models import Request, Response
 from tests.hold.conftest import Background, decide, held_ids, locked_retry, switch, until
+from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -137,6 +138,18 @@ def test_filters_hold_only_matching_requests(upstream, gateway):
     switch(on=False, by="test")  # off approves whatever waits
     assert call.wait().status_code == 200
     assert HeldRequest.objects.get(pk=rid).decided_by == "hold off (test)"
+
+
+def test_the_key_filter_matches_a_key_of_the_keys_app(upstream, gateway, make_key):
+    _, secret = make_key("tester")
+    _, other = make_key("other")
+    _switch(on=True, gateway_key="tester")
+    assert _post(gateway, headers={**AUTH, "X-Gateway-Key": other}).wait().status_code == 200  # not held
+    call = _post(gateway, headers={**AUTH, "X-Gateway-Key": secret})
+    [rid] = held_ids(gateway)
+    assert HeldRequest.objects.get(pk=rid).gateway_key == "tester"
+    decide(rid, "approve", by="test")
+    assert call.wait().status_code == 200
 
 
 def test_the_switch_takes_effect_within_a_second(upstream, gateway):

@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from logs.models import BinaryFile, Request, Response
 from proxy.hooks import hooks_loaded
 from tests.procs import ROOT
+from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
 from tests.proxy import sample_hooks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -91,13 +92,17 @@ def test_a_path_a_hook_sets_is_checked_like_a_clients(settings, upstream, gatewa
     assert upstream.received == []
 
 
-def test_a_hook_answers_itself_and_nothing_goes_upstream(settings, upstream, gateway, log_flush):
+def test_a_hook_answers_itself_and_nothing_goes_upstream(settings, upstream, gateway, log_flush, make_key):
     settings.GATEWAY_HOOKS = [H + "Rewrite", "tests.proxy.sample_hooks"]
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": "canned"}, headers=AUTH)
     assert r.status_code == 200 and r.json() == {"canned": True, "model": "canned", "key": None}
     assert upstream.received == []
     req, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
     assert json.loads(resp.body) == r.json() and resp.outcome == "completed"
+    _, secret = make_key("hooked")  # a key of the keys app: the hook sees its name
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": "canned"},
+                   headers={**AUTH, "X-Gateway-Key": secret})
+    assert r.json()["key"] == "hooked"
     assert {"step": "hooks", "hook": "tests.proxy.sample_hooks", "decision": "answered", "status": 200} in resp.steps
 
 
