@@ -9,13 +9,14 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
+from urllib.parse import parse_qsl
 
 from django.conf import settings
 
 from keys.models import GatewayKey
 from keys.refresh import refresh_start, refreshed
 from keys.selectors import key_cached, key_find, keys_exist, keys_exist_cached, keys_exist_seen
-from keys.tokens import secret_hash, secret_like
+from keys.tokens import SECRET_PREFIX, secret_hash, secret_like
 from logs.redaction.redact import key_fingerprint
 from providers import Provider
 
@@ -134,20 +135,23 @@ async def _keys_exist() -> bool:
 
 
 def _presented(headers: list[tuple[str, str]], query: str, provider: Provider) -> tuple[str, str]:
-    """(secret, header) of the gateway key a request presents: X-Gateway-Key, else a gk- provider credential."""
-    for k, v in headers:
-        if k.lower() == ACCESS_HEADER and v.strip():
-            return v.strip(), ACCESS_HEADER
+    """(secret, header) of the gateway key a request presents: X-Gateway-Key, or a gk- secret where the provider
+    key goes. A gk- secret never goes upstream: one in the query string, or one where the provider key goes
+    beside a different one in X-Gateway-Key, is refused."""
+    access = next((v.strip() for k, v in headers if k.lower() == ACCESS_HEADER and v.strip()), "")
     for k, v in headers:
         name = k.lower()
         if name in provider.credential_headers:
             token = v.split(" ", 1)[-1].strip()
             if secret_like(token):
-                return token, name
-    if query and provider.credential_query and secret_like(provider.credential(headers, query)):
+                if access and access != token:
+                    raise AccessDenied(f"Two different gateway keys: one in X-Gateway-Key, another in the {name} "
+                                       "header. Send the provider key there, or the same gateway key.")
+                return token, name  # a key that holds no provider credential is refused for it (_grant)
+    if SECRET_PREFIX in query and any(secret_like(v) for _, v in parse_qsl(query, keep_blank_values=True)):
         raise AccessDenied("Send the gateway key in a header (X-Gateway-Key, or where the provider key goes), "
                            "not in the query string.")
-    return "", ""
+    return (access, ACCESS_HEADER) if access else ("", "")
 
 
 def _grant(key: GatewayKey | None, carrier: str) -> KeyGrant:

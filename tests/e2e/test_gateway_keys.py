@@ -245,6 +245,29 @@ def test_a_gateway_key_in_the_query_string_is_refused_not_forwarded(gateway, ups
     assert upstream.received == []
 
 
+def test_a_gateway_secret_never_goes_upstream_beside_x_gateway_key(gateway, upstream, make_key):
+    """With X-Gateway-Key also sent: a gk- secret where the provider key goes, or in any query string, is refused
+    (it was forwarded as it came)."""
+    _, plain = make_key("plain")
+    _, other = make_key("other")
+    same = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=10,
+                      headers={"X-Gateway-Key": plain, "Authorization": f"Bearer {plain}"})
+    assert same.status_code == 401 and "holds no provider credential" in same.json()["error"]["message"]
+    two = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=10,
+                     headers={"X-Gateway-Key": plain, "Authorization": f"Bearer {other}"})
+    assert two.status_code == 401 and "Two different gateway keys" in two.json()["error"]["message"]
+    assert plain not in two.text and other not in two.text
+    gemini = httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:generateContent?key={other}",
+                        json={"contents": []}, headers={"X-Gateway-Key": plain}, timeout=10)
+    openai_query = httpx.get(f"{gateway.url}/v1/models?after={other}", timeout=10,
+                             headers={"X-Gateway-Key": plain, "Authorization": f"Bearer {PROVIDER_KEY}"})
+    for r in (gemini, openai_query):
+        assert r.status_code == 401 and "not in the query string" in r.json()["error"]["message"]
+    assert upstream.received == []
+    ok = _chat(gateway, plain)  # the usual way still works
+    assert ok.status_code == 200 and upstream.received[-1].header("authorization") == f"Bearer {PROVIDER_KEY}"
+
+
 def test_a_stored_credential_that_no_longer_decrypts(gateway, upstream, settings, make_key):
     _, secret = make_key("rotated", credential="sk-" + "old" + "0123456789abcdefghijkl")
     settings.SECRET_KEY = "rotated-secret-key"
