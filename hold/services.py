@@ -46,10 +46,17 @@ def held_create(*, request_id: str, provider: str, method: str, path: str, model
     return deadline
 
 
+def _not_json(name: str) -> None:
+    """NaN and Infinity: Python's json reads them, JSON (and the providers) do not."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def edited_body_check(text: str) -> str:
     """An edited body must be JSON (an object or an array); HoldError saying where it is not."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_json)
+    except RecursionError:
+        raise HoldError("the edited body is not valid JSON: nested too deeply") from None
     except ValueError as exc:
         raise HoldError(f"the edited body is not valid JSON: {exc}") from None
     if not isinstance(value, (dict, list)):

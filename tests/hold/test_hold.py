@@ -67,8 +67,9 @@ def test_approve_with_an_edited_body(upstream, gateway, log_flush):
     switch(on=True, by="test")
     call = _post(gateway)
     [rid] = held_ids(gateway)
-    with pytest.raises(HoldError, match="not valid JSON"):
-        decide(rid, "approve", by="bob", body="{nope")
+    for bad in ("{nope", '{"temperature": NaN}', "[" * 100_000 + "]" * 100_000):
+        with pytest.raises(HoldError, match="not valid JSON"):
+            decide(rid, "approve", by="bob", body=bad)
     edited = {**CHAT, "messages": [{"role": "user", "content": "edited by an operator"}]}
     decide(rid, "approve", by="bob", body=json.dumps(edited))
     assert call.wait().status_code == 200
