@@ -29,6 +29,9 @@ class KeyLimits:
     expires_at: datetime | None = None
 
 
+BUDGET_MAX = 10**10
+
+
 def budget_parse(text: str) -> Decimal:
     """A budget in USD from text: non-negative, at most 8 decimal places."""
     try:
@@ -37,6 +40,8 @@ def budget_parse(text: str) -> Decimal:
         raise ValidationError(f"budget must be a number of USD, not {text!r}") from None
     if not value.is_finite() or value < 0:
         raise ValidationError(f"budget must be 0 or more, not {text}")
+    if value >= BUDGET_MAX:  # the column's 10 digits before the point
+        raise ValidationError(f"budget must be less than {BUDGET_MAX:,} USD, not {text}")
     if value != value.quantize(Decimal("0.00000001")):
         raise ValidationError(f"budget has more than 8 decimal places: {text}")
     return value

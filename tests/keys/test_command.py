@@ -48,6 +48,7 @@ def test_create_can_hold_a_provider_credential_from_stdin():
     (["--rpm", "0"], "rpm must be at least 1, not 0"),
     (["--budget-usd", "ten"], "budget must be a number of USD"),
     (["--budget-usd", "0.000000001"], "more than 8 decimal places"),
+    (["--budget-usd", "1e30"], "budget must be less than 10,000,000,000 USD"),
     (["--providers", "opnai"], "unknown provider opnai"),
     (["--expires", "next year"], "--expires must be a date"),
 ])
