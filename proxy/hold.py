@@ -262,6 +262,8 @@ def _carry_out(x: Exchange, decided: Decided, body: bytes | None) -> HttpRespons
     if decided.decision == Decision.APPROVE:
         if decided.edited_body is not None:
             x.forward_body = decided.edited_body.encode("utf-8")
+            # The edit is plain JSON text: an encoding the client's body had no longer describes it.
+            x.forward_headers = [(k, v) for k, v in x.forward_headers if k.lower() != "content-encoding"]
             x.request_changed = True
         return None
     who = "the timeout (HOLD_TIMEOUT_ACTION)" if decided.by == "timeout" else decided.by

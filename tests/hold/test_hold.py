@@ -1,6 +1,7 @@
 """The hold queue through a live gateway: requests wait for a decision, and each decision is carried out and logged."""
 
 import functools
+import gzip
 import json
 import socket
 import time
@@ -77,6 +78,19 @@ def test_approve_with_an_edited_body(upstream, gateway, log_flush):
     resp = _logged(log_flush, rid)
     assert json.loads(Request.objects.get(pk=rid).body) == CHAT
     assert json.loads(resp.forwarded["body"]) == edited and resp.steps[-1]["edited_body"] is True
+
+
+def test_an_edited_body_replaces_a_compressed_one_without_its_encoding(upstream, gateway, log_flush):
+    switch(on=True, by="test")
+    call = Background(lambda: httpx.post(f"{gateway.url}/v1/chat/completions", content=gzip.compress(
+        json.dumps(CHAT).encode()), headers={**AUTH, "Content-Type": "application/json", "Content-Encoding": "gzip"},
+        timeout=30))
+    [rid] = held_ids(gateway)
+    edited = {**CHAT, "messages": [{"role": "user", "content": "edited"}]}
+    decide(rid, "approve", by="bob", body=json.dumps(edited))
+    assert call.wait().status_code == 200
+    got = upstream.received[-1]
+    assert got.header("content-encoding") is None and json.loads(got.body) == edited
 
 
 @pytest.mark.parametrize("decision,status", [("reject-400", 400), ("reject-500", 500), ("content-policy", 400)])
