@@ -25,7 +25,8 @@ from django.http import HttpResponseBase
 from django.utils.module_loading import import_string
 
 from logs.outcomes import Outcome
-from logs.redaction.scrub import text_scrub
+from logs.redaction.redact import credentials_collect
+from logs.redaction.scrub import Scrubber, text_scrub
 from proxy.exchange import Exchange, json_error
 from proxy.hook_exchange import HookExchange
 from proxy.paths import PathRefused, path_check
@@ -174,6 +175,10 @@ def _apply(x: Exchange, hx: HookExchange, changed: set[str]) -> None:
         x.forward_headers = pairs
     if "body" in changed:
         x.forward_body = hx.body
+    if "headers" in changed or "query" in changed:
+        added = [c for c in credentials_collect(x.forward_headers, x.query) if c not in x.scrubber.secrets]
+        if added:  # a credential a hook puts in goes upstream: an echo of it is masked in the log too
+            x.scrubber = Scrubber([*x.scrubber.secrets, *added])
 
 
 def _metadata_note(x: Exchange, hx: HookExchange) -> None:

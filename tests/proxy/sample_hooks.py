@@ -119,3 +119,14 @@ class BoomOnAnswer:
 
     def on_response(self, exchange):
         raise RuntimeError("cannot handle this answer")
+
+
+INJECTED = "sk-" + "proj-HOOKinjected0123456789abcdef"
+
+
+class InjectKey:
+    """Puts the team's provider key in, in place of the client's."""
+
+    def on_request(self, exchange):
+        exchange.headers = [(k, v) for k, v in exchange.headers if k.lower() != "authorization"]
+        exchange.headers.append(("Authorization", f"Bearer {INJECTED}"))

@@ -133,6 +133,17 @@ def test_a_hook_failing_on_the_answer_gives_its_500_whole(settings, upstream, ga
     assert resp.steps[-1]["decision"] == "error" and resp.error_message.startswith(f"Hook {H}BoomOnAnswer failed")
 
 
+def test_a_credential_a_hook_puts_in_is_masked_in_the_log(settings, upstream, gateway, log_flush):
+    settings.GATEWAY_HOOKS = [H + "InjectKey"]
+    r = httpx.get(f"{gateway.url}/v1/models", headers={**AUTH, "x-mock-fault": "echo-auth"})
+    assert r.status_code == 401 and sample_hooks.INJECTED in r.text  # the upstream echoed it to the client
+    assert upstream.received[-1].header("authorization") == f"Bearer {sample_hooks.INJECTED}"
+    req, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert "Incorrect API key provided" in resp.body and sample_hooks.INJECTED[-4:] in resp.body
+    for text in (resp.body, json.dumps(resp.headers), json.dumps(resp.forwarded), json.dumps(resp.steps)):
+        assert sample_hooks.INJECTED not in text
+
+
 def test_a_failing_hook_set_to_skip_is_logged_and_skipped(settings, upstream, gateway, log_flush):
     settings.GATEWAY_HOOKS = [H + "Boom", H + "AsyncTag"]
     settings.GATEWAY_HOOKS_SKIP_ON_ERROR = [H + "Boom"]
