@@ -8,7 +8,6 @@ every POLL_SECONDS, in one query. With the switch off, HoldStep.enabled() is an 
 """
 
 import asyncio
-import json
 import logging
 import time
 from urllib.parse import unquote
@@ -28,6 +27,7 @@ from logs.pipeline.capture import content_type_is_text
 from logs.pipeline.writer import writer_get
 from logs.redaction.scrub import Masked
 from proxy.exchange import Exchange, json_error
+from proxy.request_body import body_payload
 
 log = logging.getLogger(__name__)
 
@@ -147,13 +147,6 @@ def hold_may_apply() -> bool:
     return switch is None or switch.on
 
 
-def _payload(body: bytes | None) -> object:
-    try:
-        return json.loads(body) if body else None
-    except (ValueError, RecursionError):
-        return None
-
-
 def _body_now(x: Exchange) -> bytes | None:
     """The body that would go upstream, when it is in memory."""
     return x.forward_body if x.forward_body is not None else x.body.in_memory()
@@ -188,7 +181,8 @@ async def hold_request(x: Exchange) -> HttpResponseBase | None:
     if not switch.on:
         return None
     body = _body_now(x)
-    model = x.provider.request_model(unquote(x.route.path), _payload(body)) if switch.model or body else None
+    model = (x.provider.request_model(unquote(x.route.path), body_payload(body, x.content_type))
+             if switch.model or body else None)
     if not _matches(switch, x, model):
         return None
     held_from = time.monotonic()
@@ -275,6 +269,6 @@ def _carry_out(x: Exchange, decided: Decided, body: bytes | None) -> HttpRespons
         return json_error(status, x.provider.error_body(message, kind=x.provider.error_kind(status), status=status),
                           x.request_id)
     status, content_type, answer = x.provider.content_policy_answer(unquote(x.route.upstream_path), x.query,
-                                                                    _payload(body))
+                                                                    body_payload(body, x.content_type))
     x.error = f"held request answered with the provider's content-policy refusal by {who}"
     return HttpResponse(answer, status=status, content_type=content_type)

@@ -12,6 +12,7 @@ from urllib.parse import unquote
 from django.http import HttpResponse
 
 from proxy.exchange import Exchange
+from proxy.request_body import body_payload
 
 _UNSET = object()
 
@@ -75,8 +76,12 @@ class HookExchange:
 
     @property
     def model(self) -> str | None:
-        """The model the request names (in its body or path, as the provider puts it)."""
-        return self._x.provider.request_model(unquote(self.path), self.json)
+        """The model the request names (in its body or path, as the provider puts it; a form's model field)."""
+        payload = self.json
+        if payload is None and self.body:
+            content_type = next((v for k, v in self.headers if k.lower() == "content-type"), "")
+            payload = body_payload(self.body, content_type)
+        return self._x.provider.request_model(unquote(self.path), payload)
 
     def error_answer(self, status: int, message: str, *, kind: str = "invalid_request_error") -> HttpResponse:
         """An error answer in the provider's own shape (its SDK raises its usual error): return it from on_request."""

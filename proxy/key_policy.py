@@ -18,7 +18,7 @@ from logs.redaction.redact import headers_mask
 from logs.redaction.scrub import Scrubber
 from proxy.access import KeyGrant
 from proxy.exchange import Exchange, json_error
-from wire.jsonutil import json_or_none
+from proxy.request_body import body_payload
 
 
 STEP = "gateway_key"
@@ -78,8 +78,7 @@ def _model_asked(x: Exchange) -> tuple[str | None, str]:
         model = x.provider.realtime_model(x.route.upstream_path, x.query)
         return model, "" if model else "this session's model is not named in its upgrade request"
     body = x.body.in_memory()
-    payload = json_or_none(body.decode("utf-8", "replace")) if body else None
-    model = x.provider.request_model(x.route.upstream_path, payload)
+    model = x.provider.request_model(x.route.upstream_path, body_payload(body, x.content_type))
     return model, "this request's body is too large to read its model" if x.body.size and body is None else ""
 
 

@@ -17,8 +17,11 @@ from django.conf import settings
 from logs.pipeline.spool import spool_dir, spool_discard, spool_path
 from logs.records import FileRef
 from logs.redaction.scrub import Masked, Scrubber
+from wire.jsonutil import json_or_none
+from wire.multipart import multipart_boundary, multipart_fields
 
 CHUNK = 64 * 1024
+FORM_FIELD_MAX = 64 * 1024  # a multipart field read for what it names (the log keeps fields this small inline)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,17 @@ class Refusal:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+def body_payload(body: bytes | None, content_type: str) -> object:
+    """What a request body says, for the policy steps (its model above all), as the log reads it: JSON parsed,
+    or a multipart form's text fields; None for anything else."""
+    if not body:
+        return None
+    boundary = multipart_boundary(content_type)
+    if boundary is not None:
+        return multipart_fields(body, boundary, settings.LOG_MULTIPART_MAX_PARTS, FORM_FIELD_MAX)
+    return json_or_none(body)
+
+
 class BodySpool:
     """A body being received: bytes in memory, rolled over into a named spool file when large."""
 
@@ -40,6 +54,9 @@ class BodySpool:
         self.name = name  # the spool file's name, should it need one
         self.size = 0
         self._memory: io.BytesIO | None = io.BytesIO()
+        # A small body the log keeps as a file (binary, multipart) is still read from memory: its model,
+        # its cache key and the upstream's copy do not depend on a file the ingest process may move.
+        self._held: bytes | None = None
         self._file = None
         self.kept = False  # handed to the log: the ingest process owns the file now
         self.spool_error = ""  # why the body could not be spooled to disk (it stayed in memory)
@@ -74,7 +91,7 @@ class BodySpool:
 
     def in_memory(self) -> bytes | None:
         """The whole body when it is held in memory, else None."""
-        return self._memory.getvalue() if self._memory is not None else None
+        return self._memory.getvalue() if self._memory is not None else self._held
 
     def keep(self, content_type: str, scrubber: Scrubber, masked: Masked) -> FileRef:
         """The spool file the log keeps of this body (blocking: run it off the event loop).
@@ -86,6 +103,7 @@ class BodySpool:
         if self.spool_error:
             raise OSError(self.spool_error)
         if self._memory is not None:
+            self._held = self._memory.getvalue()
             self._rollover()
         self._file.close()
         source = spool_path(self.name)
@@ -124,6 +142,7 @@ class BodySpool:
 
     def close(self) -> None:
         """Release the body; its file goes unless the log kept it."""
+        self._held = None
         if self._file is not None and not self._file.closed:
             self._file.close()
         if self._file is not None and not self.kept:

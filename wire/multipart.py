@@ -1,4 +1,4 @@
-"""Splits a multipart/form-data body (kept in a file) into its fields and file parts."""
+"""Splits a multipart/form-data body (kept in a file, or small in memory) into its fields and file parts."""
 
 import mmap
 import re
@@ -47,38 +47,59 @@ def multipart_split(path: Path, boundary: str, max_parts: int = 0) -> tuple[list
     With max_parts, a body of more parts raises TooManyParts (a flood of tiny parts must not
     cost a file and a row each).
     """
+    if path.stat().st_size == 0:
+        return [], False
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        return _parts_locate(m, boundary, max_parts)
+
+
+def multipart_fields(body: bytes, boundary: str, max_parts: int, field_max: int) -> dict[str, str]:
+    """The small text fields of a multipart body held in memory (no file parts): what names its model."""
+    try:
+        parts, _ = _parts_locate(body, boundary, max_parts)
+    except TooManyParts:
+        return {}
+    fields = {}
+    for part in parts:
+        if part.filename is None and part.end - part.start <= field_max:
+            try:
+                fields.setdefault(part.name, body[part.start:part.end].decode("utf-8"))
+            except UnicodeDecodeError:
+                pass
+    return fields
+
+
+def _parts_locate(m, boundary: str, max_parts: int) -> tuple[list[Part], bool]:
+    """The parts of a multipart body in m (bytes, or a file's mmap); (parts, complete)."""
     parts: list[Part] = []
     delim = b"--" + boundary.encode("latin-1")
-    if path.stat().st_size == 0:
+    pos = m.find(delim)
+    if pos < 0:
         return parts, False
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        pos = m.find(delim)
-        if pos < 0:
+    while True:
+        pos += len(delim)
+        if m[pos:pos + 2] == b"--":
+            return parts, True
+        head_end = m.find(b"\r\n\r\n", pos)
+        if head_end < 0:
             return parts, False
-        while True:
-            pos += len(delim)
-            if m[pos:pos + 2] == b"--":
-                return parts, True
-            head_end = m.find(b"\r\n\r\n", pos)
-            if head_end < 0:
-                return parts, False
-            headers = m[pos:head_end].decode("latin-1").strip("\r\n").split("\r\n")
-            start = head_end + 4
-            nxt = m.find(b"\r\n" + delim, start)
-            if nxt < 0:
-                return parts, False
-            disposition, ctype = "", "text/plain"
-            for h in headers:
-                key, _, value = h.partition(":")
-                if key.strip().lower() == "content-disposition":
-                    disposition = value
-                elif key.strip().lower() == "content-type":
-                    ctype = value.strip()
-            params = header_params(disposition)
-            parts.append(Part(params.get("name", ""), params.get("filename"), ctype, start, nxt))
-            if max_parts and len(parts) > max_parts:
-                raise TooManyParts(f"more than {max_parts} parts")
-            pos = nxt + 2
+        headers = m[pos:head_end].decode("latin-1").strip("\r\n").split("\r\n")
+        start = head_end + 4
+        nxt = m.find(b"\r\n" + delim, start)
+        if nxt < 0:
+            return parts, False
+        disposition, ctype = "", "text/plain"
+        for h in headers:
+            key, _, value = h.partition(":")
+            if key.strip().lower() == "content-disposition":
+                disposition = value
+            elif key.strip().lower() == "content-type":
+                ctype = value.strip()
+        params = header_params(disposition)
+        parts.append(Part(params.get("name", ""), params.get("filename"), ctype, start, nxt))
+        if max_parts and len(parts) > max_parts:
+            raise TooManyParts(f"more than {max_parts} parts")
+        pos = nxt + 2
 
 
 def part_read(path: Path, part: Part) -> bytes:

@@ -254,6 +254,19 @@ def test_long_integers_and_an_h2c_upgrade_header(gateway, upstream):
     assert [seed(7, Upgrade="h2c"), seed(7, Upgrade="h2c")] == ["MISS", "HIT"]
 
 
+def test_a_small_form_upload_is_cached(gateway, upstream):
+    """A multipart body the log keeps as a file still matches byte for byte (it was a BYPASS: "too large")."""
+    body = (b'--XYZ\r\nContent-Disposition: form-data; name="model"\r\n\r\ndall-e-2\r\n'
+            b'--XYZ\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nred\r\n'
+            b'--XYZ\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            b'Content-Type: image/png\r\n\r\n\x89PNG\r\n\r\n--XYZ--\r\n')
+    answers = [httpx.post(f"{gateway.url}/v1/images/edits", content=body, timeout=10, headers={
+        "Authorization": f"Bearer {KEY}", "X-Gateway-Cache": "60",
+        "Content-Type": "multipart/form-data; boundary=XYZ"}) for _ in range(2)]
+    assert [r.headers["x-gateway-cache"] for r in answers] == ["MISS", "HIT"]
+    assert answers[1].content == answers[0].content and len(upstream.received) == 1
+
+
 def test_a_step_that_fails_is_answered_and_logged(gateway, upstream, log_flush, monkeypatch):
     """Any step's own failure: a 500 in the provider's shape naming the step, the exchange logged, nothing
     forwarded, the credential scrubbed from what is said about it."""

@@ -268,6 +268,18 @@ def test_a_gateway_secret_never_goes_upstream_beside_x_gateway_key(gateway, upst
     assert ok.status_code == 200 and upstream.received[-1].header("authorization") == f"Bearer {PROVIDER_KEY}"
 
 
+def test_a_key_limited_to_models_judges_a_form_upload_by_its_model_field(gateway, upstream, make_key):
+    _, secret = make_key("images", models=["dall-e-2"])
+    client = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                           default_headers={"X-Gateway-Key": secret})
+    image = ("a.png", b"\x89PNG\r\n", "image/png")
+    assert client.images.edit(model="dall-e-2", image=image, prompt="red").data  # was refused as "too large"
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        client.images.edit(model="gpt-image-1", image=image, prompt="red")
+    assert "may not use model 'gpt-image-1'" in str(exc.value)
+    assert len(upstream.received) == 1
+
+
 def test_a_stored_credential_that_no_longer_decrypts(gateway, upstream, settings, make_key):
     _, secret = make_key("rotated", credential="sk-" + "old" + "0123456789abcdefghijkl")
     settings.SECRET_KEY = "rotated-secret-key"

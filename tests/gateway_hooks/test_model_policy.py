@@ -36,6 +36,15 @@ def test_a_model_outside_the_list_is_refused_in_the_providers_shape(policy, upst
     assert resp.steps[0] == {"step": "hooks", "hook": POLICY, "decision": "answered", "status": 403}
 
 
+def test_a_form_upload_names_its_model_too(policy, upstream, gateway):
+    """A multipart request (an image edit) is judged by its model field like a JSON body."""
+    oa = openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        oa.images.edit(model="dall-e-2", image=("a.png", b"\x89PNG\r\n", "image/png"), prompt="red")
+    assert "'dall-e-2' is not allowed" in str(exc.value)
+    assert upstream.received == []
+
+
 def test_max_tokens_is_lowered_to_the_ceiling(policy, upstream, gateway, log_flush):
     client = anthropic.Anthropic(api_key=KEY, base_url=f"{gateway.url}/anthropic", max_retries=0)
     client.messages.create(model="claude-3-5-haiku-latest", max_tokens=4000,
