@@ -9,10 +9,12 @@ import json
 from typing import Any
 from urllib.parse import unquote
 
+from django.conf import settings
 from django.http import HttpResponse
 
 from proxy.exchange import Exchange
 from proxy.request_body import body_payload
+from wire.encoding import DecodeError, decode_pieces, encoding_name
 
 _UNSET = object()
 
@@ -35,6 +37,7 @@ class HookExchange:
         self._body: Any = _UNSET
         self._json: Any = _UNSET
         self.body_changed = False
+        self.body_was_decoded = False  # the body shown is the request's, its Content-Encoding undone
         # The answer (on_response only).
         self.status: int | None = None
         self.response_headers: list[tuple[str, str]] = []
@@ -48,7 +51,12 @@ class HookExchange:
         """The body that goes upstream (bytes); assign bytes to replace it."""
         if self._body is _UNSET:
             x = self._x
-            self._body = x.forward_body if x.forward_body is not None else (x.body.read_all() if x.body.size else b"")
+            raw = x.forward_body if x.forward_body is not None else (x.body.read_all() if x.body.size else b"")
+            # A compressed body is shown decoded (a hook masking a prompt must see the prompt); one that cannot
+            # be decoded is shown as it is.
+            decoded = body_decoded(self.headers, raw, settings.MAX_REQUEST_BODY_BYTES) if raw else raw
+            self._body = decoded if decoded is not None else raw
+            self.body_was_decoded = decoded is not None and decoded is not raw
         return self._body
 
     @body.setter
@@ -108,3 +116,22 @@ class HookExchange:
         """Fill in the answer before on_response runs (body None: streamed, observe only)."""
         self.status, self.response_headers = status, list(headers)
         self.streamed, self._response_body = body is None, body
+
+
+def body_decoded(headers: list[tuple[str, str]], body: bytes, size_max: int) -> bytes | None:
+    """body with the headers' Content-Encoding undone (body itself when there is none); None when it cannot
+    be: corrupt, stacked encodings, or more than size_max bytes decoded."""
+    encoding = next((v for k, v in headers if k.lower() == "content-encoding"), "")
+    try:
+        name = encoding_name(encoding)
+        if not name:
+            return body
+        out, size = [], 0
+        for piece in decode_pieces(name, [body]):
+            size += len(piece)
+            if size > size_max:
+                return None
+            out.append(piece)
+        return b"".join(out)
+    except DecodeError:
+        return None

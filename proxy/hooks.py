@@ -28,10 +28,9 @@ from logs.outcomes import Outcome
 from logs.redaction.redact import credentials_collect
 from logs.redaction.scrub import Scrubber, text_scrub
 from proxy.exchange import Exchange, json_error
-from proxy.hook_exchange import HookExchange
+from proxy.hook_exchange import HookExchange, body_decoded
 from proxy.paths import PathRefused, path_check
 from proxy.threads import ParkedThreads
-from wire.encoding import DecodeError, decode_pieces, encoding_name
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +174,10 @@ def _apply(x: Exchange, hx: HookExchange, changed: set[str]) -> None:
         x.forward_headers = pairs
     if "body" in changed:
         x.forward_body = hx.body
+        if hx.body_was_decoded:  # hooks read and write a compressed body decoded: it goes upstream as they left it
+            x.forward_headers = [(k, v) for k, v in x.forward_headers if k.lower() != "content-encoding"]
+            hx.headers[:] = [(k, v) for k, v in hx.headers if k.lower() != "content-encoding"]
+            hx.body_was_decoded = False
     if "headers" in changed or "query" in changed:
         added = [c for c in credentials_collect(x.forward_headers, x.query) if c not in x.scrubber.secrets]
         if added:  # a credential a hook puts in goes upstream: an echo of it is masked in the log too
@@ -236,28 +239,10 @@ async def hooks_request(x: Exchange, hooks: tuple[Hook, ...]) -> HttpResponseBas
     return answer
 
 
-def _body_decoded(headers: list[tuple[str, str]], body: bytes) -> bytes | None:
-    """The answer's body with its Content-Encoding undone (None when it cannot be)."""
-    encoding = next((v for k, v in headers if k.lower() == "content-encoding"), "")
-    try:
-        name = encoding_name(encoding)
-        if not name:
-            return body
-        out, size = [], 0
-        for piece in decode_pieces(name, [body]):
-            size += len(piece)
-            if size > settings.HOOKS_RESPONSE_MAX_BYTES:
-                return None
-            out.append(piece)
-        return b"".join(out)
-    except DecodeError:
-        return None
-
-
 async def hooks_response(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...], status: int,
                          headers: list[tuple[str, str]], body: bytes | None) -> bytes | HttpResponseBase | None:
     """Run each hook's on_response: the new body (a replacement), a 500 naming a failed hook, or None."""
-    decoded = _body_decoded(headers, body) if body is not None else None
+    decoded = body_decoded(headers, body, settings.HOOKS_RESPONSE_MAX_BYTES) if body is not None else None
     hx.answer_set(status, headers, decoded)
     try:
         for hook in hooks:

@@ -1,5 +1,6 @@
 """The shipped PII hook: e-mail addresses, phone numbers and card numbers never leave; the log keeps the mapping."""
 
+import gzip
 import json
 
 import httpx
@@ -61,3 +62,22 @@ def test_values_never_go_upstream_and_the_log_maps_them(settings, upstream, gate
     assert meta["pii_masked"] == {"[EMAIL_1]": "jane@example.com", "[CARD_1]": "4111 1111 1111 1111",
                                   "[PHONE_1]": "+1 415 555 0100"}
     assert "jane@example.com" not in json.dumps(resp.forwarded)
+
+
+def test_a_compressed_prompt_is_masked_too(settings, upstream, gateway):
+    """A gzip-encoded body is masked as its decoded JSON and goes upstream decoded (it went out unmasked);
+    one with nothing to mask goes as it came, encoding and all."""
+    settings.GATEWAY_HOOKS = [PII]
+    headers = {"Authorization": "Bearer sk-" + "x" * 30, "Content-Type": "application/json",
+               "Content-Encoding": "gzip"}
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "mail jane@example.com"}]}
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", content=gzip.compress(json.dumps(chat).encode()),
+                   headers=headers)
+    assert r.status_code == 200
+    got = upstream.received[-1]
+    assert got.header("content-encoding") is None
+    assert json.loads(got.body)["messages"][0]["content"] == "mail [EMAIL_1]"
+    plain = gzip.compress(json.dumps({**chat, "messages": [{"role": "user", "content": "hi"}]}).encode())
+    assert httpx.post(f"{gateway.url}/v1/chat/completions", content=plain, headers=headers).status_code == 200
+    got = upstream.received[-1]
+    assert got.header("content-encoding") == "gzip" and got.body == plain
