@@ -14,6 +14,23 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
+
+def _number(kind: type, name: str, default: float) -> float:
+    """A numeric setting, read strictly: django-environ's float() drops every character that is not a digit
+    ("1e2" read as 12.0), and its int() fails with a bare traceback."""
+    raw = env.get_value(name, cast=str, default=default)  # the default as it is, the variable as text
+    if not isinstance(raw, str):
+        return raw
+    if not raw.strip():
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        raise ImproperlyConfigured(f"{name} must be {'an integer' if kind is int else 'a number'}, not {raw!r}")
+    return value
+
 DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -89,10 +106,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             # lock up front so concurrent writers wait on busy_timeout instead of failing.
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             "transaction_mode": "IMMEDIATE",
-            "timeout": env.float("SQLITE_BUSY_TIMEOUT", default=5.0),
+            "timeout": _number(float, "SQLITE_BUSY_TIMEOUT", 5.0),
         }
     )
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+DATABASES["default"]["CONN_MAX_AGE"] = _number(int, "CONN_MAX_AGE", 0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Files ----------------------------------------------------------------------------
@@ -149,24 +166,24 @@ if STREAM_USAGE not in ("off", "inject"):
 PRICE_TABLE_PATH = env.str("PRICE_TABLE_PATH", default="")
 # Files that answers point to (Replicate outputs) are saved from these hosts only.
 REPLICATE_FILE_HOSTS = env.list("REPLICATE_FILE_HOSTS", default=["replicate.delivery", "pbxt.replicate.delivery"])
-REPLICATE_FILE_MAX_BYTES = env.int("REPLICATE_FILE_MAX_BYTES", default=100 * 1024 * 1024)
-UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=10.0)
-UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=600.0)
+REPLICATE_FILE_MAX_BYTES = _number(int, "REPLICATE_FILE_MAX_BYTES", 100 * 1024 * 1024)
+UPSTREAM_CONNECT_TIMEOUT = _number(float, "UPSTREAM_CONNECT_TIMEOUT", 10.0)
+UPSTREAM_READ_TIMEOUT = _number(float, "UPSTREAM_READ_TIMEOUT", 600.0)
 # Longest silence allowed between two chunks of an answer body once it started (0: no limit).
-STREAM_IDLE_TIMEOUT = env.float("STREAM_IDLE_TIMEOUT", default=300.0)
+STREAM_IDLE_TIMEOUT = _number(float, "STREAM_IDLE_TIMEOUT", 300.0)
 # Requests in flight to each provider, per worker (one provider's slow answers never hold up another's).
-UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)
+UPSTREAM_MAX_CONNECTIONS = _number(int, "UPSTREAM_MAX_CONNECTIONS", 200)
 if UPSTREAM_MAX_CONNECTIONS < 1:
     raise ImproperlyConfigured(f"UPSTREAM_MAX_CONNECTIONS must be at least 1, not {UPSTREAM_MAX_CONNECTIONS}")
 # Longest wait for one of them when all are taken; then a 504 naming both settings.
-UPSTREAM_POOL_TIMEOUT = env.float("UPSTREAM_POOL_TIMEOUT", default=10.0)
-MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=100 * 1024 * 1024)
+UPSTREAM_POOL_TIMEOUT = _number(float, "UPSTREAM_POOL_TIMEOUT", 10.0)
+MAX_REQUEST_BODY_BYTES = _number(int, "MAX_REQUEST_BODY_BYTES", 100 * 1024 * 1024)
 # Text bodies above this size go to a file instead of the TEXT column.
-LOG_BODY_INLINE_MAX_BYTES = env.int("LOG_BODY_INLINE_MAX_BYTES", default=1024 * 1024)
+LOG_BODY_INLINE_MAX_BYTES = _number(int, "LOG_BODY_INLINE_MAX_BYTES", 1024 * 1024)
 # A compressed answer that decodes to more than this is kept as received (a decompression bomb).
-LOG_DECODE_MAX_BYTES = env.int("LOG_DECODE_MAX_BYTES", default=64 * 1024 * 1024)
+LOG_DECODE_MAX_BYTES = _number(int, "LOG_DECODE_MAX_BYTES", 64 * 1024 * 1024)
 # A multipart body of more parts than this is kept whole, not split into a file per part.
-LOG_MULTIPART_MAX_PARTS = env.int("LOG_MULTIPART_MAX_PARTS", default=1000)
+LOG_MULTIPART_MAX_PARTS = _number(int, "LOG_MULTIPART_MAX_PARTS", 1000)
 LOG_REDACT_HEADERS = env.list("LOG_REDACT_HEADERS", default=[])
 LOG_REDACT_QUERY_PARAMS = env.list("LOG_REDACT_QUERY_PARAMS", default=[])
 # Optional access keys for the proxy (`name:key` or `key`, comma-separated); empty = open.
@@ -183,37 +200,37 @@ if CACHE_URL:
         raise ImproperlyConfigured(f"CACHE_URL is not a cache URL Django knows ({exc}): {CACHE_URL!r}") from None
 # The response cache (docs/cache.md): the TTL for requests without X-Gateway-Cache (0: off unless
 # asked for), the bound of the file store under DATA_DIR/cache, the largest answer stored.
-CACHE_DEFAULT_TTL = env.int("CACHE_DEFAULT_TTL", default=0)
-CACHE_MAX_BYTES = env.int("CACHE_MAX_BYTES", default=1024 * 1024 * 1024)
-CACHE_MAX_ENTRY_BYTES = env.int("CACHE_MAX_ENTRY_BYTES", default=16 * 1024 * 1024)
-MAX_REQUEST_HEADER_BYTES = env.int("MAX_REQUEST_HEADER_BYTES", default=64 * 1024)
+CACHE_DEFAULT_TTL = _number(int, "CACHE_DEFAULT_TTL", 0)
+CACHE_MAX_BYTES = _number(int, "CACHE_MAX_BYTES", 1024 * 1024 * 1024)
+CACHE_MAX_ENTRY_BYTES = _number(int, "CACHE_MAX_ENTRY_BYTES", 16 * 1024 * 1024)
+MAX_REQUEST_HEADER_BYTES = _number(int, "MAX_REQUEST_HEADER_BYTES", 64 * 1024)
 # Longest silence allowed while a request body is being received (slow or lying clients).
-REQUEST_BODY_TIMEOUT = env.float("REQUEST_BODY_TIMEOUT", default=60.0)
+REQUEST_BODY_TIMEOUT = _number(float, "REQUEST_BODY_TIMEOUT", 60.0)
 JOURNAL_DIR = DATA_DIR / "journal"
 # Bodies the log keeps as files wait here (local disk) until the ingest process stores them.
 SPOOL_DIR = DATA_DIR / "spool"
 JOURNAL_FSYNC = env.bool("JOURNAL_FSYNC", default=False)
 # An ingest process with nothing to write for this long exits; the next record starts another.
-LOG_INGEST_IDLE_SECONDS = env.float("LOG_INGEST_IDLE_SECONDS", default=60.0)
+LOG_INGEST_IDLE_SECONDS = _number(float, "LOG_INGEST_IDLE_SECONDS", 60.0)
 if not LOG_INGEST_IDLE_SECONDS > 0:
     raise ImproperlyConfigured(f"LOG_INGEST_IDLE_SECONDS must be above 0, not {LOG_INGEST_IDLE_SECONDS}")
-SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
+SHUTDOWN_GRACE_SECONDS = _number(float, "SHUTDOWN_GRACE_SECONDS", 10.0)
 
 # Request hooks (docs/hooks.md): dotted paths, run in order; loaded and checked at start (proxy/apps.py).
 GATEWAY_HOOKS = env.list("GATEWAY_HOOKS", default=[])
 # Hooks (of GATEWAY_HOOKS) whose failure is logged and skipped instead of answering 500.
 GATEWAY_HOOKS_SKIP_ON_ERROR = env.list("GATEWAY_HOOKS_SKIP_ON_ERROR", default=[])
 # Answers up to this size are collected whole for on_response hooks (larger ones: observe only).
-HOOKS_RESPONSE_MAX_BYTES = env.int("HOOKS_RESPONSE_MAX_BYTES", default=10 * 1024 * 1024)
+HOOKS_RESPONSE_MAX_BYTES = _number(int, "HOOKS_RESPONSE_MAX_BYTES", 10 * 1024 * 1024)
 if HOOKS_RESPONSE_MAX_BYTES < 1:
     raise ImproperlyConfigured(f"HOOKS_RESPONSE_MAX_BYTES must be at least 1, not {HOOKS_RESPONSE_MAX_BYTES}")
 # The shipped gateway_hooks.model_policy.ModelPolicy hook: models allowed (empty: any), max_tokens ceiling (0: none).
 MODEL_POLICY_ALLOW = env.list("MODEL_POLICY_ALLOW", default=[])
-MODEL_POLICY_MAX_TOKENS = env.int("MODEL_POLICY_MAX_TOKENS", default=0)
+MODEL_POLICY_MAX_TOKENS = _number(int, "MODEL_POLICY_MAX_TOKENS", 0)
 if MODEL_POLICY_MAX_TOKENS < 0:
     raise ImproperlyConfigured(f"MODEL_POLICY_MAX_TOKENS must be at least 0, not {MODEL_POLICY_MAX_TOKENS}")
 # The hold queue (docs/hold.md): how long a held request waits for a decision, and what then happens.
-HOLD_TIMEOUT_SECONDS = env.float("HOLD_TIMEOUT_SECONDS", default=60.0)
+HOLD_TIMEOUT_SECONDS = _number(float, "HOLD_TIMEOUT_SECONDS", 60.0)
 if not HOLD_TIMEOUT_SECONDS > 0:
     raise ImproperlyConfigured(f"HOLD_TIMEOUT_SECONDS must be above 0, not {HOLD_TIMEOUT_SECONDS}")
 HOLD_TIMEOUT_ACTION = env.str("HOLD_TIMEOUT_ACTION", default="approve").strip().lower()
@@ -222,7 +239,7 @@ if HOLD_TIMEOUT_ACTION not in ("approve", "reject-400", "reject-500", "content-p
                                f"not {HOLD_TIMEOUT_ACTION!r}")
 
 # The proxy reads bodies itself (MAX_REQUEST_BODY_BYTES); this caps only form posts to the admin.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=10 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = _number(int, "DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024)
 # Request bodies above this size are received into a spool file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
@@ -236,7 +253,7 @@ SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # HTTPS hardening for the pages Django serves (the admin); see docs/security.md.
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_SECONDS = _number(int, "SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
@@ -251,8 +268,8 @@ if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
 # failures are rows in the database, so every worker and host sees the same count. The address
 # is REMOTE_ADDR, the one uvicorn reports: X-Forwarded-For counts only from the proxies uvicorn
 # is told to trust (--forwarded-allow-ips), as for requests.client_addr.
-ADMIN_LOGIN_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
-ADMIN_LOGIN_COOLOFF_MINUTES = env.int("ADMIN_LOGIN_COOLOFF_MINUTES", default=15)
+ADMIN_LOGIN_FAILURE_LIMIT = _number(int, "ADMIN_LOGIN_FAILURE_LIMIT", 5)
+ADMIN_LOGIN_COOLOFF_MINUTES = _number(int, "ADMIN_LOGIN_COOLOFF_MINUTES", 15)
 for _name, _value in (("ADMIN_LOGIN_FAILURE_LIMIT", ADMIN_LOGIN_FAILURE_LIMIT),
                       ("ADMIN_LOGIN_COOLOFF_MINUTES", ADMIN_LOGIN_COOLOFF_MINUTES)):
     if _value < 1:

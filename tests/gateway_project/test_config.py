@@ -22,6 +22,9 @@ from tests.procs import ROOT
     ("HOOKS_RESPONSE_MAX_BYTES", "0", "HOOKS_RESPONSE_MAX_BYTES must be at least 1, not 0"),
     ("MODEL_POLICY_MAX_TOKENS", "-1", "MODEL_POLICY_MAX_TOKENS must be at least 0, not -1"),
     ("HOLD_TIMEOUT_SECONDS", "0", "HOLD_TIMEOUT_SECONDS must be above 0, not 0.0"),
+    ("HOLD_TIMEOUT_SECONDS", "1e2x", "HOLD_TIMEOUT_SECONDS must be a number, not '1e2x'"),  # was read as 12.0
+    ("UPSTREAM_READ_TIMEOUT", "nan", "UPSTREAM_READ_TIMEOUT must be a number, not 'nan'"),
+    ("CACHE_MAX_BYTES", "1GB", "CACHE_MAX_BYTES must be an integer, not '1GB'"),  # was a bare ValueError
     ("FILE_STORAGE_URL", "bucket/prefix", "FILE_STORAGE_URL must look like s3://bucket/prefix, not 'bucket/prefix'"),
     ("HOLD_TIMEOUT_ACTION", "deny", "HOLD_TIMEOUT_ACTION must be approve, reject-400, reject-500 or content-policy, "
                                     "not 'deny'"),
