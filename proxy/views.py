@@ -23,8 +23,14 @@ def _db_ping() -> None:
         cursor.execute("SELECT 1")
 
 
+@csrf_exempt  # a probe with another method gets the 405 below, not the CSRF page
 async def health_view(request: HttpRequest) -> JsonResponse:
-    """200 when the log database answers, 503 with the reason when it does not."""
+    """200 when the log database answers, 503 with the reason when it does not (GET and HEAD only)."""
+    if request.method not in ("GET", "HEAD"):
+        response = JsonResponse({"status": "error", "detail": f"Method {request.method} is not allowed: use GET."},
+                                status=405)
+        response["Allow"] = "GET, HEAD"
+        return response
     pending = await sync_to_async(log_pending_count)()  # every worker's journal, not just ours
     try:
         await sync_to_async(_db_ping)()

@@ -177,6 +177,10 @@ def test_gzip_upstream_body_matches_headers_and_log_is_decoded(gateway, log_flus
 
 def test_health_and_json_404(gateway):
     assert httpx.get(f"{gateway.url}/health").json()["status"] == "ok"
+    assert httpx.head(f"{gateway.url}/health").status_code == 200
+    for method in ("POST", "DELETE"):  # JSON, not Django's CSRF page
+        r = httpx.request(method, f"{gateway.url}/health")
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD" and "use GET" in r.json()["detail"]
     r = httpx.get(f"{gateway.url}/nowhere")
     assert r.status_code == 404 and "/v1/" in r.json()["error"]["message"]
 
