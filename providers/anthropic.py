@@ -64,6 +64,13 @@ class Anthropic(Provider):
         return 400, "application/json", self.error_body("Output blocked by content filtering policy",
                                                         kind="invalid_request_error", status=400)
 
+    def batch_models(self, endpoint: str, payload: Payload) -> list[str | None] | None:
+        """POST /v1/messages/batches: each request's params name its model."""
+        if not endpoint.rstrip("/").endswith("/messages/batches") or not isinstance(payload, dict):
+            return None
+        requests = payload.get("requests")
+        return [str_of(sub(r, "params"), "model") for r in requests] if isinstance(requests, list) else [None]
+
     def request_tags(self, endpoint: str, payload: Payload) -> RequestTags:
         """Messages API: `metadata.user_id` names the end user (its only metadata field)."""
         return RequestTags(user=str_of(sub(payload, "metadata"), "user_id"))

@@ -209,6 +209,11 @@ class Provider:
         """The model a request asks for."""
         return str_of(payload, "model")
 
+    def batch_models(self, endpoint: str, payload: Payload) -> list[str | None] | None:
+        """The models a request creating a batch asks for (None for a model the gateway cannot read, [] when
+        they are all in an uploaded file); None when the request creates no batch."""
+        return None
+
     def stream_requested(self, endpoint: str, payload: Payload) -> bool:
         """Whether the request asks for an event stream."""
         return sub(payload, "stream") is True

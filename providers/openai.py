@@ -169,6 +169,12 @@ class OpenAI(Provider):
     upstream_default = "https://api.openai.com"
     prices_id = "openai"
 
+    def batch_models(self, endpoint: str, payload: Payload) -> list[str | None] | None:
+        """POST /v1/batches names a JSONL file of requests: their models are in it, not in the request."""
+        if endpoint.rstrip("/").endswith("/batches") and isinstance(payload, dict):
+            return []
+        return None
+
     def request_tags(self, endpoint: str, payload: Payload) -> RequestTags:
         """`user` (chat, Responses, embeddings...), `metadata` (string pairs) and `prompt_cache_key` (kept as metadata)."""
         metadata = strings_of(sub(payload, "metadata"))

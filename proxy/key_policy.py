@@ -64,22 +64,33 @@ def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
         return (f"Gateway key '{key.name}' may not call provider '{x.provider.name}' "
                 f"(allowed: {', '.join(key.allowed_providers)}).")
     if key.allowed_models:
-        model, unread = _model_asked(x)
-        if model is None and unread:
+        models, unread = _models_asked(x)
+        if unread:
             return f"Gateway key '{key.name}' is limited to some models, and {unread}."
-        if model is not None and model not in key.allowed_models:
-            return f"Gateway key '{key.name}' may not use model '{model}' (allowed: {', '.join(key.allowed_models)})."
+        refused = next((m for m in models if m not in key.allowed_models), None)
+        if refused is not None:
+            return f"Gateway key '{key.name}' may not use model '{refused}' (allowed: {', '.join(key.allowed_models)})."
     return ""
 
 
-def _model_asked(x: Exchange) -> tuple[str | None, str]:
-    """The model the request asks for, or None and why it cannot be read ("" when it names none)."""
+def _models_asked(x: Exchange) -> tuple[list[str], str]:
+    """The models the request asks for (a batch's every one), or why they cannot be read ("" when it names none)."""
     if x.websocket:  # Gemini Live names its model in the first message, after the handshake
         model = x.provider.realtime_model(x.route.upstream_path, x.query)
-        return model, "" if model else "this session's model is not named in its upgrade request"
+        return ([model], "") if model else ([], "this session's model is not named in its upgrade request")
     body = x.body.in_memory()
-    model = x.provider.request_model(x.route.upstream_path, body_payload(body, x.content_type))
-    return model, "this request's body is too large to read its model" if x.body.size and body is None else ""
+    if x.body.size and body is None:
+        return [], "this request's body is too large to read its model"
+    payload = body_payload(body, x.content_type)
+    batch = x.provider.batch_models(x.route.upstream_path, payload)
+    if batch is not None:
+        if not batch:
+            return [], "this batch's models are in its uploaded file, which the gateway does not read"
+        if None in batch:
+            return [], "a request of this batch names no model the gateway can read"
+        return batch, ""
+    model = x.provider.request_model(x.route.upstream_path, payload)
+    return ([model] if model else []), ""
 
 
 def _refuse(x: Exchange, status: int, message: str, *, kind: str, outcome: str) -> HttpResponse:

@@ -280,6 +280,29 @@ def test_a_key_limited_to_models_judges_a_form_upload_by_its_model_field(gateway
     assert len(upstream.received) == 1
 
 
+def test_a_key_limited_to_models_judges_each_request_of_a_batch(gateway, upstream, make_key):
+    _, secret = make_key("batcher", models=["claude-haiku-4-5", "gpt-4o-mini"])
+    headers = {"X-Gateway-Key": secret, "x-api-key": "sk-ant-" + "x" * 30, "anthropic-version": "2023-06-01"}
+
+    def batch(*models: str) -> httpx.Response:
+        requests = [{"custom_id": f"r{i}", "params": {"model": m, "max_tokens": 5,
+                                                        "messages": [{"role": "user", "content": "hi"}]}}
+                    for i, m in enumerate(models)]
+        return httpx.post(f"{gateway.url}/anthropic/v1/messages/batches", json={"requests": requests},
+                          headers=headers, timeout=10)
+
+    r = batch("claude-haiku-4-5", "claude-opus-4-1")
+    assert r.status_code == 403 and "may not use model 'claude-opus-4-1'" in r.json()["error"]["message"]
+    assert upstream.received == []
+    batch("claude-haiku-4-5")  # allowed: forwarded (the mock has no batches route)
+    assert upstream.received[-1].path == "/v1/messages/batches"
+    r = httpx.post(f"{gateway.url}/v1/batches", timeout=10, json={
+        "input_file_id": "file-1", "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        headers={"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}"})
+    assert r.status_code == 403 and "models are in its uploaded file" in r.json()["error"]["message"]
+    assert len(upstream.received) == 1
+
+
 def test_a_stored_credential_that_no_longer_decrypts(gateway, upstream, settings, make_key):
     _, secret = make_key("rotated", credential="sk-" + "old" + "0123456789abcdefghijkl")
     settings.SECRET_KEY = "rotated-secret-key"
