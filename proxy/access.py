@@ -24,7 +24,11 @@ ACCESS_HEADER = "x-gateway-key"
 
 
 class AccessDenied(Exception):
-    """The request presents no gateway key, or an unknown one."""
+    """The request presents no gateway key, or one that may not be used (grant: the key, when it is known)."""
+
+    def __init__(self, message: str, grant: "KeyGrant | None" = None) -> None:
+        super().__init__(message)
+        self.grant = grant
 
 
 @dataclass(frozen=True)
@@ -159,14 +163,15 @@ def _grant(key: GatewayKey | None, carrier: str) -> KeyGrant:
     if key is None:
         where = "X-Gateway-Key" if carrier == ACCESS_HEADER else f"the {carrier} header"
         raise AccessDenied(f"Invalid gateway key in {where}.")
+    grant = KeyGrant(key, carrier)  # named on a refusal too: the log shows which key was refused
     if not key.active:
-        raise AccessDenied(f"Gateway key '{key.name}' has been revoked.")
+        raise AccessDenied(f"Gateway key '{key.name}' has been revoked.", grant)
     if key.expires_at is not None and key.expires_at <= datetime.now(timezone.utc):
-        raise AccessDenied(f"Gateway key '{key.name}' expired at {key.expires_at:%Y-%m-%d %H:%M} UTC.")
+        raise AccessDenied(f"Gateway key '{key.name}' expired at {key.expires_at:%Y-%m-%d %H:%M} UTC.", grant)
     if carrier != ACCESS_HEADER and not key.provider_credential:
         raise AccessDenied(f"Gateway key '{key.name}' holds no provider credential: send it in X-Gateway-Key "
-                           "and the provider key where the provider key goes.")
-    return KeyGrant(key, carrier)
+                           "and the provider key where the provider key goes.", grant)
+    return grant
 
 
 async def access_identify(headers: list[tuple[str, str]], query: str,

@@ -24,6 +24,7 @@ async def refusal_find(x: Exchange) -> Refusal | None:
     try:
         x.gateway_key = await access_identify(x.headers, x.query, x.provider)
     except AccessDenied as exc:
+        x.gateway_key = exc.grant  # a known key refused (revoked, expired) is named on the log row
         refusal = Refusal(401, str(exc), kind="authentication_error")
     except asyncio.CancelledError:  # the client left while its key was looked up: still logged
         x.request_log(x.request_record())

@@ -75,9 +75,13 @@ def test_revoked_and_expired_keys_are_refused(gateway, upstream, log_flush, make
     assert _chat(gateway, secret).status_code == 200
     key_revoke(name="gone")
     caches_clear()  # what a second does on every worker (tests/e2e/test_gateway_keys_procs.py waits for it)
-    r = _chat(gateway, secret)
-    assert r.status_code == 401 and "'gone' has been revoked" in r.json()["error"]["message"]
+    gone = _chat(gateway, secret)
+    assert gone.status_code == 401 and "'gone' has been revoked" in gone.json()["error"]["message"]
     assert len(upstream.received) == 1
+    for answer, name in ((r, "old"), (gone, "gone")):  # the log names the key refused
+        req, resp = _logged(log_flush, answer)
+        assert req.gateway_key.startswith(f"{name} (fp ") and resp.status_code == 401
+        assert secret not in json.dumps(req.headers)
 
 
 def test_allow_unkeyed_keeps_unkeyed_traffic(gateway, upstream, settings, make_key):
