@@ -41,13 +41,18 @@ def _ceiling_apply(payload: dict, ceiling: int) -> dict[str, int]:
     lowered = {}
     for name in TOP_LEVEL_LIMITS:
         value = payload.get(name)
-        if isinstance(value, int) and value > ceiling:
+        if _number(value) and value > ceiling:
             lowered[name] = value
             payload[name] = ceiling
     config = payload.get("generationConfig")
     if isinstance(config, dict):
         value = config.get("maxOutputTokens")
-        if isinstance(value, int) and value > ceiling:
+        if _number(value) and value > ceiling:
             lowered["generationConfig.maxOutputTokens"] = value
             config["maxOutputTokens"] = ceiling
     return lowered
+
+
+def _number(value: object) -> bool:
+    """A token limit as JSON gives it: an integer, or a float such as 100000.0 (never a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

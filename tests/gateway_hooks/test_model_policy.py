@@ -58,6 +58,9 @@ def test_max_tokens_is_lowered_to_the_ceiling(policy, upstream, gateway, log_flu
     assert next(s for s in lowered.steps if s["decision"] == "metadata")["metadata"] == {
         "max_tokens_lowered": {"max_tokens": 4000}}
     assert Response.objects.get(request__model="gpt-4o-mini").forwarded is None
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                   json={"model": "gpt-4o-mini", "messages": [], "max_completion_tokens": 100000.0})
+    assert r.status_code == 200 and json.loads(upstream.received[-1].body)["max_completion_tokens"] == 100
 
 
 def test_gemini_output_limit(policy, settings, upstream, gateway):

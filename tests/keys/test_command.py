@@ -51,6 +51,7 @@ def test_create_can_hold_a_provider_credential_from_stdin():
     (["--budget-usd", "1e30"], "budget must be less than 10,000,000,000 USD"),
     (["--providers", "opnai"], "unknown provider opnai"),
     (["--expires", "next year"], "--expires must be a date"),
+    (["--expires", "2020-01-01"], "--expires is not in the future: 2020-01-01"),
 ])
 def test_bad_values_are_named(args, message):
     with pytest.raises(CommandError, match=message):

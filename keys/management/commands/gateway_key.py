@@ -28,7 +28,10 @@ def _expiry(text: str | None) -> datetime | None:
         raise CommandError(f"--expires must be a date such as 2027-01-01, not {text!r}") from None
     if len(text) == 10:
         value = datetime.combine(value.date(), time.min)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if value <= datetime.now(timezone.utc):  # a key refused from its first use is a typo, not a wish
+        raise CommandError(f"--expires is not in the future: {text}")
+    return value
 
 
 class Command(BaseCommand):
