@@ -77,9 +77,13 @@ class HeldRequestAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request):
             raise PermissionDenied
         on = request.POST.get("on") == "1"
-        state = switch_set(on=on, by=request.user.get_username(), provider=request.POST.get("provider", "").strip(),
-                           model=request.POST.get("model", "").strip(), gateway_key=request.POST.get("key", "").strip(),
-                           path=request.POST.get("path", "").strip())
+        try:
+            state = switch_set(on=on, by=request.user.get_username(),
+                               provider=request.POST.get("provider", "").strip(),
+                               model=request.POST.get("model", "").strip(),
+                               gateway_key=request.POST.get("key", "").strip(), path=request.POST.get("path", "").strip())
+        except HoldError as exc:
+            return JsonResponse({"error": str(exc)}, status=400)
         return JsonResponse({"on": state.on, "filters": state.filters()})
 
     def decide_view(self, request: HttpRequest) -> JsonResponse:

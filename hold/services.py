@@ -3,12 +3,14 @@
 import json
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from hold.models import Decision, HeldRequest, HoldSwitch
 from hold.selectors import held_waiting
 from hold.types import Decided, SwitchState
+from providers import registry
 
 DECIDED_KEEP = timedelta(days=7)  # decided rows older than this go when a new request is held
 
@@ -19,7 +21,10 @@ class HoldError(ValueError):
 
 def switch_set(*, on: bool, by: str, provider: str = "", model: str = "", gateway_key: str = "",
                path: str = "") -> SwitchState:
-    """Turn holding on (with its filters) or off; off approves every request still waiting."""
+    """Turn holding on (with its filters) or off; off approves every request still waiting. HoldError for a
+    filter that could never match."""
+    if on:
+        _filters_check(provider, path)
     with transaction.atomic():
         HoldSwitch.objects.update_or_create(pk=1, defaults={
             "on": on, "provider": provider if on else "", "model": model if on else "",
@@ -29,6 +34,15 @@ def switch_set(*, on: bool, by: str, provider: str = "", model: str = "", gatewa
             held_waiting().update(decision=Decision.APPROVE, decided_by=f"hold off ({by})"[:150],
                                   decided_at=timezone.now())
     return SwitchState(on, provider, model, gateway_key, path) if on else SwitchState()
+
+
+def _filters_check(provider: str, path: str) -> None:
+    known = [p.name for p in registry(settings.GATEWAY_PROVIDERS).providers]
+    if provider and provider not in known:
+        raise HoldError(f"unknown provider {provider!r} (known: {', '.join(known)})")
+    if path and not path.startswith("/"):
+        raise HoldError(f"the path filter is a prefix of the gateway path and starts with '/', such as /v1/chat/, "
+                        f"not {path!r}")
 
 
 def held_create(*, request_id: str, provider: str, method: str, path: str, model: str, gateway_key: str,

@@ -70,3 +70,11 @@ def test_staff_without_the_permission_see_nothing(client):
 def test_the_badge_and_switch_are_on_every_admin_page(admin_client):
     page = admin_client.get("/admin/logs/request/").content.decode()
     assert 'id="hold-badge"' in page and 'id="hold-switch"' in page
+
+
+def test_the_switch_refuses_filters_that_could_never_match(admin_client):
+    r = admin_client.post(SWITCH, {"on": "1", "provider": "opnai"})
+    assert r.status_code == 400 and "unknown provider 'opnai'" in r.json()["error"]
+    assert admin_client.get(STATE).json()["on"] is False
+    r = admin_client.post(SWITCH, {"on": "1", "provider": "anthropic", "path": "/v1/messages"})
+    assert r.status_code == 200 and r.json()["filters"] == {"provider": "anthropic", "path": "/v1/messages"}

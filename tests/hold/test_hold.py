@@ -211,6 +211,13 @@ def test_command(upstream, gateway, capsys, tmp_path):
         hold("decide", ids[1], "reject-500", "--body-file", str(edited))
     hold("off")
     assert capsys.readouterr().out.strip().endswith("hold: off")
+    # Filters that could never match are refused, and hold stays off.
+    with pytest.raises(CommandError, match="unknown provider 'opnai'"):
+        hold("on", "--provider", "opnai")
+    with pytest.raises(CommandError, match="starts with '/'"):
+        hold("on", "--path", "v1/chat/")
+    hold("status")
+    assert capsys.readouterr().out.strip().startswith("hold: off")
 
 
 def test_gemini_streamed_content_policy_is_its_blocked_event(upstream, gateway, log_flush):

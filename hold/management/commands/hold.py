@@ -41,8 +41,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, action: str, **options) -> None:
         if action == "on":
-            state = switch_set(on=True, by=_who(), provider=options["provider"], model=options["model"],
-                               gateway_key=options["key"], path=options["path"])
+            try:
+                state = switch_set(on=True, by=_who(), provider=options["provider"], model=options["model"],
+                                   gateway_key=options["key"], path=options["path"])
+            except HoldError as exc:
+                raise CommandError(str(exc)) from None
             self.stdout.write(self._status(state))
         elif action == "off":
             self.stdout.write(self._status(switch_set(on=False, by=_who())))

@@ -165,7 +165,8 @@
     on.addEventListener('click', async function () {
       const fields = {on: '1'};
       for (const name of ['provider', 'model', 'key', 'path']) fields[name] = form.elements[name].value.trim();
-      await window.holdPost(page.dataset.switchUrl, fields);
+      const res = await window.holdPost(page.dataset.switchUrl, fields);
+      if (!res.ok) alert(res.data.error || 'Hold was not turned on');
       await refresh();
     });
     form.querySelector('.turn-off').addEventListener('click', async function () {
