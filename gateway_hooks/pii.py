@@ -17,8 +17,12 @@ EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-
 # 13 to 19 digits, optionally in groups split by single spaces or dashes; must pass the Luhn check.
 CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
 # An optional +country code, then 9 to 15 digits in groups split by spaces, dots, dashes or parentheses.
-PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,4}(?![\w])")
+# After a country code the first group may be one digit (+33 6 12 34 56 78, +61 4 1234 5678).
+PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}|(?:\(\d{1,4}\)[ .-]?)?\d{2,4})"
+                   r"(?:[ .-]?\d{2,4}){2,4}(?![\w])")
 PHONE_DIGITS = (9, 15)
+# Digit runs shaped like a phone number that are not one: an ISO date (and its time), an IPv4 address.
+NOT_PHONE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2})?|\d{1,3}(?:\.\d{1,3}){3}")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -53,9 +57,12 @@ class Masker:
         return self._placeholder("CARD", match.group(0)) if luhn_ok(digits) else match.group(0)
 
     def _phone(self, match: re.Match) -> str:
-        digits = re.sub(r"\D", "", match.group(0))
+        value = match.group(0)
+        digits = re.sub(r"\D", "", value)
         low, high = PHONE_DIGITS
-        return self._placeholder("PHONE", match.group(0)) if low <= len(digits) <= high else match.group(0)
+        if not low <= len(digits) <= high or NOT_PHONE.fullmatch(value):
+            return value
+        return self._placeholder("PHONE", value)
 
     def text(self, text: str) -> str:
         """One text with its e-mail addresses, card numbers and phone numbers masked (in that order)."""

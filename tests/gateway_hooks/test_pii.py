@@ -20,6 +20,9 @@ PII = "gateway_hooks.pii.PiiMask"
     ("order 4111 1111 1111 1112 is not a card", "order 4111 1111 1111 1112 is not a card"),  # fails Luhn
     ("version 1.2.3 in 2024, id 12345", "version 1.2.3 in 2024, id 12345"),
     ("a@b.io and a@b.io again", "[EMAIL_1] and [EMAIL_1] again"),
+    ("+33 6 12 34 56 78, +61 4 1234 5678, +353 1 234 5678", "[PHONE_1], [PHONE_2], [PHONE_3]"),
+    ("+44 7 700 900 123", "[PHONE_1]"),
+    ("at 2024-11-30 12:00 from 192.168.100.200", "at 2024-11-30 12:00 from 192.168.100.200"),
 ])
 def test_masker_text(text, masked):
     assert Masker().text(text) == masked
