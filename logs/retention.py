@@ -13,10 +13,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, QuerySet, Sum
 
-from logs.models import BinaryFile, Frame, Request, Response
+from logs.models import BinaryFile, Frame, PendingRequest, Request, Response
 from logs.storage import payloads_delete
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# A request with no answer logged yet, started within this, may still be in flight (a long stream, a
+# realtime session, a held request): prune keeps it. Older, it is one whose answer was never logged.
+IN_FLIGHT_KEEP = timedelta(days=1)
 
 
 class PruneBusy(Exception):
@@ -39,7 +42,12 @@ def age_parse(text: str) -> timedelta:
     match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text or "")
     if not match:
         raise ValueError(f"not an age: {text!r} (use e.g. 30d, 12h, 2w)")
-    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        age = timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+        datetime.now(timezone.utc) - age  # a cutoff before year 1 is no age either
+    except OverflowError:
+        raise ValueError(f"not an age: {text!r} is too long ago") from None
+    return age
 
 
 def exchanges_delete(request_ids: list) -> tuple[int, int]:
@@ -120,11 +128,18 @@ def _database_lock() -> Iterator[None]:
             cur.execute("SELECT pg_advisory_unlock(%s)", [PRUNE_ADVISORY_LOCK])
 
 
-def prune_plan(cutoff: datetime) -> PruneResult:
+def _in_flight(now: datetime) -> QuerySet:
+    """Ids of the requests that may still be in flight: no answer logged yet, started within IN_FLIGHT_KEEP."""
+    return Request.objects.filter(created_at__gte=now - IN_FLIGHT_KEEP,
+                                  pk__in=PendingRequest.objects.values("request_id")).values("pk")
+
+
+def prune_plan(cutoff: datetime, now: datetime) -> PruneResult:
     """What a prune at this cutoff would delete: exchanges, files and their bytes."""
     result = PruneResult(cutoff=cutoff, dry_run=True)
-    result.exchanges = Request.objects.filter(created_at__lt=cutoff).count()
-    agg = BinaryFile.objects.filter(request__created_at__lt=cutoff).aggregate(n=Count("pk"), b=Sum("size"))
+    result.exchanges = Request.objects.filter(created_at__lt=cutoff).exclude(pk__in=_in_flight(now)).count()
+    agg = BinaryFile.objects.filter(request__created_at__lt=cutoff).exclude(
+        request_id__in=_in_flight(now)).aggregate(n=Count("pk"), b=Sum("size"))
     result.files, result.file_bytes = agg["n"], agg["b"] or 0
     return result
 
@@ -136,15 +151,17 @@ def prune(older_than: timedelta, *, dry_run: bool = False, batch: int = 1000, no
 
     announce hears what will be deleted before anything is (a dry run stops there).
     """
-    cutoff = (now or datetime.now(timezone.utc)) - older_than
+    now = now or datetime.now(timezone.utc)
+    cutoff = now - older_than
     with prune_lock():
-        plan = prune_plan(cutoff)
+        plan = prune_plan(cutoff, now)
         if announce:
             announce(plan)
         if dry_run:
             return plan
         result = PruneResult(cutoff=cutoff)
-        old = Request.objects.filter(created_at__lt=cutoff)
+        # An exchange still in flight is kept: its answer, logged when it ends, needs its request row.
+        old = Request.objects.filter(created_at__lt=cutoff).exclude(pk__in=_in_flight(now))
         while True:
             # Oldest first: a prune stopped half-way leaves a clean, shorter log.
             ids = list(old.order_by("created_at").values_list("pk", flat=True)[:batch])

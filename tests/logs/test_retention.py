@@ -74,10 +74,23 @@ def test_a_run_on_another_host_sharing_postgresql_waits_its_turn(aged, tmp_path,
 def test_age_parse_and_bad_age():
     assert age_parse("30d") == timedelta(days=30) and age_parse("12h") == timedelta(hours=12)
     assert age_parse("2w") == timedelta(weeks=2) and age_parse("90m") == timedelta(minutes=90)
-    with pytest.raises(CommandError, match="not an age"):
-        call_command("prune_logs", "--older-than", "thirty days")
+    for bad in ("thirty days", "999999999w", "3000000d"):  # the last two: before year 1 (a traceback before)
+        with pytest.raises(CommandError, match="not an age"):
+            call_command("prune_logs", "--older-than", bad)
 
 
 def test_exchanges_without_response_are_pruned():
     exchange_make(when=NOW - timedelta(days=50), response=False)
     assert prune(timedelta(days=30)).exchanges == 1 and not Request.objects.exists()
+
+
+def test_an_exchange_still_in_flight_is_kept(capsys):
+    """No answer yet and started within a day: its answer, logged when it ends, needs its request row."""
+    flying = exchange_make(when=NOW - timedelta(seconds=30), response=False)
+    done = exchange_make(when=NOW - timedelta(seconds=30))
+    dead = exchange_make(when=NOW - timedelta(days=2), response=False)  # its answer was never logged
+    call_command("prune_logs", "--older-than", "0s", "--dry-run")
+    assert "2 exchanges" in capsys.readouterr().out
+    assert prune(timedelta(seconds=0)).exchanges == 2
+    assert list(Request.objects.values_list("pk", flat=True)) == [flying.pk]
+    assert not Request.objects.filter(pk__in=[done.pk, dead.pk]).exists()
