@@ -116,11 +116,13 @@ def test_unmasked_header_in_an_old_row_is_masked_in_export(tmp_path):
 def test_key_fingerprint_gateway_key_and_usage_exported(tmp_path):
     from decimal import Decimal
 
-    exchange_make(key_fp="1a2b3c4d5e6f", gateway_key="team-a (fp 0123456789ab)", tokens=(100, 20),
-                  cached_tokens=64, reasoning_tokens=8, cost_usd=Decimal("0.0004"))
+    label = "team-a (fp 0123456789ab)"
+    exchange_make(key_fp="1a2b3c4d5e6f", gateway_key=label, tokens=(100, 20), cached_tokens=64, reasoning_tokens=8,
+                  cost_usd=Decimal("0.0004"), headers=[["x-gateway-key", label], ["accept", "*/*"]])
     rec = json.loads(_export(tmp_path, "--format", "jsonl"))
     assert rec["request"]["key_fingerprint"] == "1a2b3c4d5e6f"
-    assert rec["request"]["gateway_key"] == "team-a (fp 0123456789ab)"
+    assert rec["request"]["gateway_key"] == label
+    assert ["x-gateway-key", label] in rec["request"]["headers"]  # the label, as the exchange page shows it
     assert (rec["response"]["cached_tokens"], rec["response"]["reasoning_tokens"], rec["response"]["cost_usd"]) == (
         64, 8, "0.00040000")
     row = next(csv.DictReader(io.StringIO(_export(tmp_path, "--format", "csv").lstrip("\ufeff"), newline="")))
