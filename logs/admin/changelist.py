@@ -18,6 +18,9 @@ SORT_KNOWN_ONLY = {
 }
 
 
+OFFSET_MAX = 2**53  # rows: SQLite and PostgreSQL take a 64-bit OFFSET
+
+
 class NoCountPaginator(Paginator):
     """Pages without COUNT(*): it fetches one row beyond the page to know whether more exist."""
 
@@ -29,6 +32,8 @@ class NoCountPaginator(Paginator):
     def rows(self) -> list:
         """The current page's rows plus, when there is one, the first row of the next page."""
         offset = (self.page_number - 1) * self.per_page
+        if offset > OFFSET_MAX:  # past any log, and past what the database's OFFSET takes (an error, not a page)
+            return []
         return list(self.object_list[offset:offset + self.per_page + 1])
 
     @cached_property

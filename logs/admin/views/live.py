@@ -19,6 +19,7 @@ from logs.models import Request
 from logs.selectors import LIVE_FILTERS, live_exchanges
 
 WINDOW = timedelta(seconds=30)  # each poll re-reads this much before its cursor (late rows, finished ones)
+EARLIEST = datetime.min.replace(tzinfo=timezone.utc) + WINDOW  # a cursor before it would overflow the window
 # The list's parameters the feed applies: the LIVE_FILTERS and the time range (preset or custom).
 FEED_PARAMS = (*LIVE_FILTERS, TimeRangeFilter.parameter_name, RANGE_FROM, RANGE_TO)
 
@@ -72,7 +73,7 @@ def live_feed(model_admin, request: HttpRequest) -> JsonResponse:
     span = time_range_read(request.GET)  # as the list reads it
     if span.error:
         return JsonResponse({"error": span.error}, status=400)
-    since = min(cursor, now) - WINDOW
+    since = max(min(cursor, now), EARLIEST) - WINDOW
     pending = [p for p in request.GET.get("pending", "").split(",") if p]
     try:
         rows = live_exchanges(since=max(since, span.start) if span.start else since, until=span.end,

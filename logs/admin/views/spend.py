@@ -24,9 +24,9 @@ def spend_range(params, now: datetime) -> tuple[str, datetime, datetime, str]:
             last = date.fromisoformat(params.get("to") or now.date().isoformat())
         except ValueError:
             return _rolling("7d", now) + ("Dates are written YYYY-MM-DD: showing the last 7 days.",)
-        if last < first or (last - first).days >= CUSTOM_DAYS_MAX:
-            return _rolling("7d", now) + (f"A range is 1 to {CUSTOM_DAYS_MAX} days, the first day first: "
-                                          "showing the last 7 days.",)
+        if last < first or (last - first).days >= CUSTOM_DAYS_MAX or last == date.max:
+            return _rolling("7d", now) + (f"A range is 1 to {CUSTOM_DAYS_MAX} days, the first day first, "
+                                          "ending before 9999-12-31: showing the last 7 days.",)
         return ("custom", datetime.combine(first, time(), timezone.utc),
                 datetime.combine(last + timedelta(days=1), time(), timezone.utc), "")
     name = params.get("range", "7d")

@@ -52,6 +52,7 @@ def test_feed_applies_the_list_filters_and_the_cursor(admin_client):
     assert a.pk.hex in [r["id"] for r in _feed(admin_client, cursor=later)["rows"]]
     assert admin_client.get(FEED, {"status": "bogus"}).status_code == 400
     assert admin_client.get(FEED, {"cursor": "yesterday"}).status_code == 400
+    assert a.pk.hex in [r["id"] for r in _feed(admin_client, cursor="0001-01-01")["rows"]]  # a 500 before
 
 
 def test_page_carries_the_list_filters_and_needs_login(admin_client, client):
