@@ -61,14 +61,19 @@ def request_row(rec: RequestRecord, provider: Provider, files: list[BinaryFile])
         "content_type": rec.content_type[:255], "client_addr": rec.client[:64], "key_fingerprint": rec.key_fp,
         "gateway_key": rec.gateway_key[:160], "instance": rec.instance, "created_at": epoch_datetime(rec.created),
     })
+    text = req.body
     if rec.body_file is not None and multipart_boundary(rec.content_type):
-        req.body = multipart_store(rec, files)
+        req.body = text = multipart_store(rec, files)
     elif rec.body_file is not None:
+        ref = rec.body_file
+        if "json" in rec.content_type.lower() and ref.size <= JSON_PARSE_MAX_BYTES and not ref.error:
+            text = spooled_text(ref)  # a large JSON request names its model, stream and user like a small one
         missing = raw_store(rec, files)
         if missing:
             log.warning("request %s: %s", rec.id, missing)
-    payload = json_or_none(req.body) if req.body else None
-    if isinstance(payload, dict) and isinstance(payload.get("fields"), dict) and rec.body_file is not None:
+    payload = json_or_none(text) if text else None
+    if isinstance(payload, dict) and isinstance(payload.get("fields"), dict) and rec.body_file is not None \
+            and multipart_boundary(rec.content_type):
         payload = payload["fields"]  # a multipart form: its fields name the model
     path = unquote(rec.endpoint)  # stored as sent; read decoded (a client may encode the ":" of :generateContent)
     req.model = _untrusted(provider.request_model, path, payload)

@@ -58,6 +58,20 @@ def test_large_upload_streams_through_intact(gateway, upstream, log_flush, setti
     assert Request.objects.get(endpoint="/v1/files").body_size == len(body)
 
 
+def test_a_large_json_request_still_names_its_model_user_and_stream(gateway, upstream, log_flush, settings):
+    settings.LOG_BODY_INLINE_MAX_BYTES = 1024  # the body is kept as a file, not inline
+    body = {"model": "gpt-4o", "stream": True, "user": "carol-big", "metadata": {"feature": "big"},
+            "messages": [{"role": "user", "content": "word " * 1000}]}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=30,
+                      headers={"Authorization": "Bearer sk-x"}) as r:
+        r.read()
+    log_flush()
+    req = Request.objects.get(pk=r.headers["x-gateway-request-id"])
+    assert req.body is None and req.body_size > 1024  # in a file
+    assert (req.model, req.stream_requested, req.end_user) == ("gpt-4o", True, "carol-big")
+    assert req.metadata == {"feature": "big"}
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
