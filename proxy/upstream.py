@@ -15,10 +15,12 @@ from proxy.transport import AiohttpTransport
 
 log = logging.getLogger(__name__)
 
-# RFC 9110 §7.6.1 hop-by-hop headers, plus framing the gateway recomputes.
+# RFC 9110 §7.6.1 hop-by-hop headers, plus framing the gateway recomputes, plus Expect: the gateway
+# answered the client's 100-continue itself and holds the whole body (forwarded, the upstream call
+# waited for an upstream's 100 that most servers never send, until UPSTREAM_READ_TIMEOUT).
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length",
+    "transfer-encoding", "upgrade", "host", "content-length", "expect",
 })
 # Said to the gateway, never to the upstream: the access key, the response cache's directive.
 GATEWAY_HEADERS = frozenset({"x-gateway-key", "x-gateway-cache", "x-gateway-cache-pace"})

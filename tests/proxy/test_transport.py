@@ -72,6 +72,16 @@ def test_a_large_json_request_still_names_its_model_user_and_stream(gateway, ups
     assert req.metadata == {"feature": "big"}
 
 
+def test_expect_100_continue_is_answered_here_not_forwarded(gateway, upstream, settings):
+    """curl sends Expect: 100-continue with larger uploads: the gateway answers it and holds the body, so the
+    upstream is not asked (the call waited for an upstream's 100 that the mock, like most servers, never sends)."""
+    settings.UPSTREAM_READ_TIMEOUT = 3  # the failure's wait, kept short
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": []}, timeout=10,
+                   headers={"Authorization": "Bearer sk-x", "Expect": "100-continue"})
+    assert r.status_code == 200 and r.json()["choices"]
+    assert upstream.received[-1].header("expect") is None
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
