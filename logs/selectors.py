@@ -323,7 +323,7 @@ def exchanges_for_export(filters: ExportFilters, qs: QuerySet | None = None,
     if filters.until:
         qs = qs.filter(created_at__lt=filters.until)
     if filters.provider:
-        qs = qs.filter(provider=filters.provider)
+        qs = qs.filter(provider=filters.provider.strip().lower())  # provider names are lowercase
     if filters.endpoint:
         qs = qs.filter(endpoint__contains=filters.endpoint)
     if filters.model:

@@ -27,7 +27,7 @@ def tags_from_headers(headers: list) -> RequestTags:
     metadata: dict[str, str] = {}
     for name, value in headers:
         low = name.lower()
-        value = value.strip()[:VALUE_MAX]
+        value = _utf8(value).strip()[:VALUE_MAX]
         if not value:
             continue
         if low == USER_HEADER:
@@ -37,6 +37,15 @@ def tags_from_headers(headers: list) -> RequestTags:
         elif low.startswith(META_PREFIX) and len(low) > len(META_PREFIX) and len(metadata) < META_MAX:
             metadata[low[len(META_PREFIX):][:64]] = value
     return RequestTags(user=user, session=session, metadata=metadata)
+
+
+def _utf8(value: str) -> str:
+    """A header value as its sender wrote it: HTTP carries bytes, read as latin-1; a client sending a name
+    like "Jürgen" sends it as UTF-8 ("JÃ¼rgen" read so). Values that are not UTF-8 stay as read."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
 
 
 def tags_merge(headers: RequestTags, body: RequestTags | None) -> RequestTags:

@@ -76,6 +76,7 @@ def test_csv_parses_with_bodies_intact(tmp_path, log):
     (["--status", "200"], ["chat", "stream"]),
     (["--model", "gpt-4o"], ["limited"]),
     (["--provider", "openai"], ["chat", "stream", "limited"]),
+    (["--provider", "OpenAI"], ["chat", "stream", "limited"]),  # names are lowercase: matched so
 ])
 def test_filters(tmp_path, log, args, expected):
     lines = _export(tmp_path, *args).splitlines()

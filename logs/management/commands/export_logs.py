@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_date, parse_datetime
 
 from logs.export import FORMATS, export_write
-from logs.selectors import ExportFilters, exchanges_for_export, status_q
+from logs.selectors import STATUS_CLASSES, ExportFilters, exchanges_for_export, status_q
 
 
 def moment_parse(text: str) -> datetime:
@@ -35,7 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("--until", help="before this ISO date/datetime (exclusive)")
         parser.add_argument("--provider", help="provider name, e.g. openai")
         parser.add_argument("--endpoint", help="endpoint contains this text, e.g. /chat/completions")
-        parser.add_argument("--status", help="200, 4xx, 5xx, gateway_error, aborted, interrupted, error")
+        parser.add_argument("--status", help="a status code (200) or one of " + ", ".join(STATUS_CLASSES))
         parser.add_argument("--model", help="requested or answering model, exactly")
         parser.add_argument("--no-bodies", action="store_true", help="leave request/response bodies out")
 

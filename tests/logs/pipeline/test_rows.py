@@ -160,6 +160,15 @@ def test_upstream_error_message_is_kept_for_the_list(provider, body, said):
     assert resp.is_error and resp.error_message == said
 
 
+def test_tag_headers_sent_as_utf8_are_read_as_written():
+    """HTTP header bytes arrive read as latin-1: a UTF-8 name is read back as its sender wrote it."""
+    wire = "Jürgen".encode("utf-8").decode("latin-1")  # what the server hands over: "JÃ¼rgen"
+    odd = "caf\xe9"  # a latin-1 byte that is not UTF-8: kept as read
+    req = _req(headers=[["x-gateway-user", wire], ["x-gateway-session-id", odd], ["x-gateway-meta-team", "ops"]])
+    row = request_row(req, OPENAI, [])
+    assert (row.end_user, row.session_id, row.metadata) == ("Jürgen", "café", {"team": "ops"})
+
+
 def test_tags_from_headers_win_over_the_body_and_are_not_in_a_success():
     req = _req(headers=[["x-gateway-user", "carol"], ["X-Gateway-Meta-Env", "prod"]],
                body=json.dumps({"model": "m", "user": "bob", "metadata": {"env": "dev", "ticket": "T-1"}}))
