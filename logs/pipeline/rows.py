@@ -122,6 +122,18 @@ def _usage_set(resp: Response, provider: Provider, usage: Usage) -> None:
     resp.cost_usd, resp.price_source = price.cost, price.source
 
 
+def _model_as_requested(resp: Response, provider: Provider, batch: list[Request]) -> None:
+    """An answer that reports usage but names no model (OpenAI's images) is priced, and labelled, by the model
+    its request asked for: from this batch's request rows, else the database."""
+    if resp.model is not None or (resp.input_tokens is None and resp.output_tokens is None):
+        return
+    model = next((r.model for r in batch if str(r.id) == str(resp.request_id)), None)
+    if model is None:
+        model = Request.objects.filter(pk=resp.request_id).values_list("model", flat=True).first()
+    if model:
+        _usage_set(resp, provider, Usage(model, *(getattr(resp, name) for name in USAGE_FIELDS)))
+
+
 def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile]) -> Response:
     """The Response row (and its files) of a response record."""
     resp = row_new(Response, {
@@ -286,7 +298,9 @@ def records_write(records: list[Record]) -> None:
                 if isinstance(rec, RequestRecord):
                     requests.append(request_row(rec, provider, files))
                 elif isinstance(rec, ResponseRecord):
-                    responses.append(response_row(rec, provider, files))
+                    resp = response_row(rec, provider, files)
+                    _model_as_requested(resp, provider, requests)
+                    responses.append(resp)
                 elif isinstance(rec, FrameRecord):
                     frames.append(frame_row(rec))
                 else:

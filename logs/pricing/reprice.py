@@ -6,7 +6,7 @@ stored inline. Rows are read and written in batches by id, so it runs beside a l
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -62,7 +62,10 @@ def reprice(*, since: datetime | None = None, dry_run: bool = False, batch: int 
         changed = []
         for resp in page:
             provider = providers.get(resp.request.provider)
-            price = cost_compute(provider, _usage(resp, provider), at=resp.request.created_at)
+            usage = _usage(resp, provider)
+            if usage.model is None:  # the answer names none (OpenAI's images): the model the request asked for
+                usage = replace(usage, model=resp.model or resp.request.model)
+            price = cost_compute(provider, usage, at=resp.request.created_at)
             if (price.cost, price.source) != (resp.cost_usd, resp.price_source):
                 resp.cost_usd, resp.price_source = price.cost, price.source
                 changed.append(resp)

@@ -109,6 +109,9 @@ def test_image_generation_b64_goes_to_a_file(client, log_flush, payload_dir):
     stored = json.loads(resp.body)
     assert stored["data"][0]["b64_json"]["$gateway_file"] == f.file.name  # no base64 in the column
     assert base64.b64encode(PNG).decode() not in resp.body
+    # The answer reports usage but names no model (as OpenAI's does): priced by the model asked for.
+    assert (resp.model, resp.input_tokens, resp.output_tokens) == ("gpt-image-1", 5, 10)
+    assert resp.cost_usd > 0 and resp.price_source.startswith("genai-prices")
 
 
 def test_image_edit_upload_is_kept_as_file(client, upstream, log_flush, payload_dir):

@@ -176,3 +176,26 @@ def test_tags_from_headers_win_over_the_body_and_are_not_in_a_success():
     assert (row.end_user, row.session_id, row.metadata) == ("carol", None, {"env": "prod", "ticket": "T-1"})
     ok = response_row(_resp(req, body=json.dumps({"error": {"message": "not an error: status 200"}})), OPENAI, [])
     assert ok.error_message == ""
+
+
+def test_an_answer_naming_no_model_is_priced_by_the_model_asked_for():
+    """OpenAI's images answer with usage and no model: the request's model prices it, whether its row came in
+    an earlier batch (read from the database) or in the same one; reprice_logs does the same."""
+    from logs.models import Response
+    from logs.pricing.reprice import reprice
+
+    answer = json.dumps({"created": 1, "data": [], "usage": {"input_tokens": 5, "output_tokens": 10,
+                                                             "total_tokens": 15}})
+    body = json.dumps({"model": "gpt-image-1", "prompt": "a red square"})
+    first = _req(endpoint="/v1/images/generations", body=body, body_size=len(body))
+    records_write([first])  # the request's row, then its answer in a later batch
+    records_write([_resp(first, body=answer)])
+    second = _req(endpoint="/v1/images/generations", body=body, body_size=len(body))
+    records_write([second, _resp(second, body=answer)])
+    rows = Response.objects.order_by("created_at")
+    assert [(r.model, r.total_tokens) for r in rows] == [("gpt-image-1", 15)] * 2
+    assert all(r.cost_usd > 0 for r in rows)
+    priced = rows[0].cost_usd
+    Response.objects.update(cost_usd=None, price_source="")
+    reprice()
+    assert [r.cost_usd for r in Response.objects.order_by("created_at")] == [priced] * 2
