@@ -185,6 +185,11 @@ class Provider:
         """An error answer in this provider's own shape, so its SDK raises its usual exception."""
         return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
 
+    def stream_error_event(self, message: str) -> bytes:
+        """The last event of a stream the upstream broke off, in this provider's shape, so its SDK raises its
+        usual error: `event: error` with the error body (OpenAI's SDK and Anthropic's read it so)."""
+        return b"event: error\ndata: " + self.error_body(message, kind="upstream_error", status=502) + b"\n\n"
+
     def error_text(self, answer: Payload) -> str | None:
         """The message of an error answer ({"error": {"message": ...}}, or {"error": "..."}), for the log's lists."""
         error = sub(answer, "error")

@@ -82,6 +82,11 @@ class Gemini(Provider):
         return json.dumps({"error": {"code": status, "message": message,
                                      "status": GOOGLE_STATUS.get(status, "INTERNAL")}}).encode()
 
+    def stream_error_event(self, message: str) -> bytes:
+        """A data line holding Gemini's error body: google-genai raises APIError for a chunk that is one (it
+        cannot read an `event:` line)."""
+        return b"data: " + self.error_body(message, status=502) + b"\n\n"
+
     def content_policy_answer(self, endpoint: str, query: str, payload: Payload) -> tuple[int, str, bytes]:
         """A prompt Gemini's safety filter blocks: a 200 with no candidates and promptFeedback.blockReason.
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import functools
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -31,12 +30,6 @@ class UpstreamBroken(Exception):
     A body that simply ended would look complete to the client; the proxy's ASGI adapter catches
     this and returns without finishing the response, so the server drops the connection.
     """
-
-
-def sse_error_event(message: str) -> bytes:
-    """A final SSE event telling a streaming client that the upstream failed."""
-    data = json.dumps({"error": {"message": message, "type": "upstream_error"}})
-    return f"event: error\ndata: {data}\n\n".encode()
 
 
 def _error_tail_allowed(upstream: httpx.Response, is_sse: bool) -> bool:
@@ -169,7 +162,7 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
         await end(finished)
     if broken:
         if _error_tail_allowed(upstream, is_sse):
-            yield sse_error_event(exchange.error)
+            yield exchange.provider.stream_error_event(exchange.error)  # a final event: the upstream failed
         else:
             raise UpstreamBroken(exchange.error)
 

@@ -197,3 +197,27 @@ def test_unexpected_failure_while_forwarding_still_ends_the_log_entry(fast_gatew
     err = _assert_gateway_error(r, 500)
     assert "Input/output error" in err["message"]
     _assert_logged_error(log_flush, r, 500, "gateway_error", "Input/output error")
+
+
+def test_a_broken_stream_ends_with_each_providers_own_error(fast_gateway, upstream):
+    """The last event says the upstream failed in the provider's shape, so each SDK raises its usual error
+    (google-genai could not read an `event:` line, and raised a JSON error instead)."""
+    import anthropic
+    from google import genai
+    from google.genai import errors, types
+
+    slow = {"x-mock-delay-ms": "3000"}  # the idle timeout (0.6 s) cuts the stream after its first event
+    claude = anthropic.Anthropic(api_key="sk-ant-" + "f" * 30, base_url=f"{fast_gateway.url}/anthropic",
+                                 max_retries=0, default_headers=slow)
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=10,
+                                    messages=[{"role": "user", "content": "hi"}]) as stream:
+            for _ in stream:
+                pass
+    assert "STREAM_IDLE_TIMEOUT" in str(caught.value)
+    gemini = genai.Client(api_key="AIza" + "f" * 35, http_options=types.HttpOptions(
+        base_url=f"{fast_gateway.url}/gemini", headers=slow))
+    with pytest.raises(errors.APIError) as raised:
+        for _ in gemini.models.generate_content_stream(model="gemini-2.0-flash", contents="hi"):
+            pass
+    assert raised.value.code == 502 and "STREAM_IDLE_TIMEOUT" in str(raised.value)
