@@ -21,7 +21,6 @@ from wire.jsonutil import json_or_none
 from wire.multipart import multipart_boundary, multipart_fields
 
 CHUNK = 64 * 1024
-FORM_FIELD_MAX = 64 * 1024  # a multipart field read for what it names (the log keeps fields this small inline)
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ def body_payload(body: bytes | None, content_type: str) -> object:
         return None
     boundary = multipart_boundary(content_type)
     if boundary is not None:
-        return multipart_fields(body, boundary, settings.LOG_MULTIPART_MAX_PARTS, FORM_FIELD_MAX)
+        return multipart_fields(body, boundary, settings.LOG_MULTIPART_MAX_PARTS)
     return json_or_none(body)
 
 

@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+FIELD_MAX = 64 * 1024  # a text part (no filename) up to this is a form field, read as text; larger ones are files
 _PARAM = re.compile(r';\s*([\w*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 
 
@@ -53,7 +54,7 @@ def multipart_split(path: Path, boundary: str, max_parts: int = 0) -> tuple[list
         return _parts_locate(m, boundary, max_parts)
 
 
-def multipart_fields(body: bytes, boundary: str, max_parts: int, field_max: int) -> dict[str, str]:
+def multipart_fields(body: bytes, boundary: str, max_parts: int) -> dict[str, str]:
     """The small text fields of a multipart body held in memory (no file parts): what names its model."""
     try:
         parts, _ = _parts_locate(body, boundary, max_parts)
@@ -61,7 +62,7 @@ def multipart_fields(body: bytes, boundary: str, max_parts: int, field_max: int)
         return {}
     fields = {}
     for part in parts:
-        if part.filename is None and part.end - part.start <= field_max:
+        if part.filename is None and part.end - part.start <= FIELD_MAX:
             try:
                 fields.setdefault(part.name, body[part.start:part.end].decode("utf-8"))
             except UnicodeDecodeError:

@@ -22,9 +22,7 @@ from logs.pipeline.spool import spool_cut, spool_discard, spool_path
 from logs.records import FileRef, RequestRecord
 from logs.storage import payload_exists, payload_move_in, payload_name, payload_save_bytes
 from providers import EmbeddedFile
-from wire.multipart import TooManyParts, multipart_boundary, multipart_split, part_read
-
-FORM_FIELD_INLINE_MAX = 64 * 1024
+from wire.multipart import FIELD_MAX, TooManyParts, multipart_boundary, multipart_split, part_read
 
 _pending_unlinks = threading.local()
 # While the ingest waits for a payload store that failed (logs/pipeline/ingest.py): since when and why.
@@ -131,7 +129,7 @@ def multipart_store(rec: RequestRecord, files: list[BinaryFile]) -> str:
     described = []
     for idx, part in enumerate(parts):
         size = part.end - part.start
-        if part.filename is None and size <= FORM_FIELD_INLINE_MAX:
+        if part.filename is None and size <= FIELD_MAX:
             try:
                 fields[part.name] = part_read(source, part).decode("utf-8")
                 continue

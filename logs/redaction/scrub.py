@@ -22,13 +22,12 @@ from django.conf import settings
 
 from logs.redaction.redact import MASK, field_is_secret, token_mask, value_mask
 from wire.jsonutil import json_line, json_parse
-from wire.multipart import TooManyParts, multipart_boundary, multipart_split
+from wire.multipart import FIELD_MAX, TooManyParts, multipart_boundary, multipart_split
 
 CHUNK = 1 << 20
 # JSON files larger than this are searched for the request's own credentials only; their fields are
 # not parsed (reading them whole would cost the worker their size in memory).
 FIELD_SCAN_MAX_BYTES = 16 * 1024 * 1024
-FORM_FIELD_MAX = 64 * 1024  # multipart text fields above this are files, not fields
 # "name": "value" in JSON text (escapes included); names are short.
 _JSON_FIELD = re.compile(rb'"((?:[^"\\\r\n]|\\.){1,128})"(\s*:\s*)"((?:[^"\\]|\\.)*)"')
 
@@ -270,7 +269,7 @@ def _multipart_fields_mask(path: Path, boundary: str, answer: bool, masked: Mask
     except TooManyParts:
         masked.unchecked = f"fields not checked: more than {settings.LOG_MULTIPART_MAX_PARTS} parts"
         return
-    spans = [p for p in parts if p.filename is None and p.end - p.start <= FORM_FIELD_MAX
+    spans = [p for p in parts if p.filename is None and p.end - p.start <= FIELD_MAX
              and field_is_secret(p.name, answer=answer)]
     if not spans:
         return
