@@ -55,10 +55,6 @@ class Anthropic(Provider):
         """{"type": "error", "error": {type, message}}."""
         return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
 
-    def stream_error_event(self, message: str) -> bytes:
-        """Anthropic's own mid-stream error: `event: error`, {"type": "error", "error": {"type": "api_error", ...}}."""
-        return b"event: error\ndata: " + self.error_body(message, kind="api_error", status=502) + b"\n\n"
-
     def error_kind(self, status: int) -> str:
         """Anthropic calls its 500 api_error."""
         return "api_error" if status >= 500 else "invalid_request_error"

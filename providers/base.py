@@ -187,8 +187,8 @@ class Provider:
 
     def stream_error_event(self, message: str) -> bytes:
         """The last event of a stream the upstream broke off, in this provider's shape, so its SDK raises its
-        usual error: `event: error` with the error body (OpenAI's SDK and Anthropic's read it so)."""
-        return b"event: error\ndata: " + self.error_body(message, kind="upstream_error", status=502) + b"\n\n"
+        usual error: `event: error` with the error body of a 502 (OpenAI's SDK and Anthropic's read it so)."""
+        return b"event: error\ndata: " + self.error_body(message, kind=self.error_kind(502), status=502) + b"\n\n"
 
     def error_text(self, answer: Payload) -> str | None:
         """The message of an error answer ({"error": {"message": ...}}, or {"error": "..."}), for the log's lists."""
