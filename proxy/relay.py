@@ -38,6 +38,19 @@ def _error_tail_allowed(upstream: httpx.Response, is_sse: bool) -> bool:
     return is_sse and "content-length" not in upstream.headers and encoding in ("", "identity")
 
 
+# An event's start held back longer than this is sent as it is: a client reading lines, not events,
+# from a server that never ends its events must not wait for the whole answer.
+HELD_EVENT_MAX = 64 * 1024
+
+# How an SSE event ends (a blank line, in any of the three line endings).
+_EVENT_ENDS = (b"\n\n", b"\r\r", b"\n\r\n")
+
+
+def _event_end(data: bytes) -> int:
+    """Where the last whole event in data ends (0: none does)."""
+    return max(data.rfind(end) + len(end) if end in data else 0 for end in _EVENT_ENDS)
+
+
 class _IdleWatch:
     """STREAM_IDLE_TIMEOUT for one relay: the wait for each upstream chunk may last at most `idle` seconds.
 
@@ -130,6 +143,10 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
     chunks = upstream.aiter_raw()
     watch = _IdleWatch(idle_timeout)
     finished = broken = False
+    # Where an error event may end the stream, an event's start waits for its end: a break inside
+    # it would glue the error event to a torn line that no SDK can parse (the log keeps it all).
+    whole_events = _error_tail_allowed(upstream, is_sse)
+    held = b""
     try:
         while (chunk := await watch.chunk_next(chunks)) is not None:
             if exchange.ttfb_ms is None:
@@ -137,11 +154,18 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
             capture.feed(chunk)
             if chunk_filter is not None:
                 chunk = chunk_filter(chunk)
+            if whole_events and chunk and (held or not chunk.endswith(_EVENT_ENDS)):
+                chunk = held + chunk
+                cut = _event_end(chunk)
+                if len(chunk) - cut > HELD_EVENT_MAX:
+                    cut = len(chunk)
+                chunk, held = chunk[:cut], chunk[cut:]
             if chunk:
                 if exchange.cache_fill is not None:
                     exchange.cache_fill.feed(chunk)
                 yield chunk
-        if chunk_filter is not None and (rest := chunk_filter.rest()):
+        rest = held + chunk_filter.rest() if chunk_filter is not None else held
+        if rest:
             if exchange.cache_fill is not None:
                 exchange.cache_fill.feed(rest)
             yield rest
@@ -161,7 +185,7 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
         watch.close()
         await end(finished)
     if broken:
-        if _error_tail_allowed(upstream, is_sse):
+        if whole_events:
             yield exchange.provider.stream_error_event(exchange.error)  # a final event: the upstream failed
         else:
             raise UpstreamBroken(exchange.error)

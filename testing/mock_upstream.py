@@ -13,6 +13,7 @@ Used by the tests, the benchmark and seed data. Routes (OpenAI wire format):
   POST /v1/files              reads the body, answers a file object with its size (bytes) and sha256
 Request headers steer it: x-mock-status (error status), x-mock-events / x-mock-delay-ms (SSE),
 x-mock-gzip (gzip the JSON answer), x-mock-tool-call, x-mock-fault (close-mid-stream,
+close-mid-event: half an event of a stream, then the connection reset,
 stall, reset, bad-json, wrong-length, bad-sse: broken SSE framing, echo-auth: a 401 whose body
 and headers echo the request's credentials, stall-body: half the JSON body, then x-mock-stall-s
 of silence, then the rest), x-mock-content-type (label the answer with this content type
@@ -312,6 +313,12 @@ class MockUpstream:
                 writer.transport.abort()
                 return False
             data = ev.encode()
+            if fault == "close-mid-event" and i == len(events) // 2:
+                half = data[: len(data) // 2]
+                writer.write(f"{len(half):x}\r\n".encode() + half + b"\r\n")
+                await writer.drain()
+                writer.transport.abort()
+                return False
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             await writer.drain()
             if delay:

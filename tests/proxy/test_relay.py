@@ -197,6 +197,31 @@ def test_collected_small_body_breaks_off_where_the_upstream_did():
     assert asyncio.run(relay_collect(_relay(upstream, exchange, capture, ended))) == ([b'{"a": 1}'], None)
 
 
+def test_a_break_inside_an_event_sends_only_whole_events_then_the_error():
+    """An event's start waits for its end (any line ending); on a break it is dropped from what the
+    client gets, so the error event starts a line of its own; the log keeps every byte received."""
+    steps = (b"data: 1\n\nda", b"ta: 2\r\n", b"\r\nevent: x\r", b"\rdata: {\"half", httpx.RemoteProtocolError("gone"))
+    _, upstream, exchange, capture, ended = _setup(*steps)
+    out = asyncio.run(_drain(_relay(upstream, exchange, capture, ended)))
+    assert out[:-1] == [b"data: 1\n\n", b"data: 2\r\n\r\n", b"event: x\r\r"]
+    assert out[-1].startswith(b"event: error\ndata: {") and b"gone" in out[-1]
+    assert ended[0].body == b"".join(steps[:-1]).decode() and exchange.outcome == "upstream_error"
+
+
+def test_events_split_anywhere_reach_the_client_unchanged():
+    """Held back or not, the client gets every byte in order: an unfinished event at a clean end, and
+    an event longer than HELD_EVENT_MAX, which is sent as it comes instead of waiting for its end."""
+    from proxy.relay import HELD_EVENT_MAX
+    big = b"data: " + b"x" * (HELD_EVENT_MAX + 10) + b"\n\n"
+    steps = (b"data: 1\n", b"\n", big[:1000], big[1000:HELD_EVENT_MAX + 100], big[HELD_EVENT_MAX + 100:],
+             b"data: [DONE]")
+    _, upstream, exchange, capture, ended = _setup(*steps)
+    out = asyncio.run(_drain(_relay(upstream, exchange, capture, ended)))
+    assert b"".join(out) == b"".join(steps) and exchange.outcome == "completed"
+    assert out[:2] == [b"data: 1\n\n", big[:HELD_EVENT_MAX + 100]]  # the big event did not wait for its end
+    assert out[-1] == b"data: [DONE]"
+
+
 def test_compressed_stream_gets_no_plain_error_event():
     _, upstream, exchange, capture, ended = _setup(httpx.ReadError("reset"), headers={"content-encoding": "gzip"})
     with pytest.raises(UpstreamBroken):
