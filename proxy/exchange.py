@@ -62,7 +62,8 @@ class Exchange:
                  "content_type", "decisions", "ended_ms", "error", "forward_body", "forward_headers", "forwarded",
                  "forwarded_body_file", "gateway_key", "headers", "held_ms", "method", "notes", "outcome",
                  "provider", "query", "refusal", "request_changed", "request_id", "route", "scrubber",
-                 "shutting_down", "started", "started_wall", "task", "ttfb_ms", "usage_injected", "websocket")
+                 "shutting_down", "started", "started_wall", "task", "ttfb_ms", "usage_injected", "websocket",
+                 "echo_mask")
 
     def __init__(self, request: HttpRequest, route: Route) -> None:
         self.request_id = exchange_id_new()
@@ -98,6 +99,7 @@ class Exchange:
         self.cache_hit: bool | None = None
         self.cache_fill = None  # proxy/cache.CacheFill: a cache miss's answer, stored if it ends complete
         self.cache_source = ""
+        self.echo_mask = None  # proxy/key_policy.EchoMask: a stored provider credential, kept from the answer
         self.held_ms: float | None = None
         self.gateway_key = None  # proxy/access.AccessKey, once checked
         # Every record and body file of this exchange loses the request's credentials, wherever they echo.

@@ -7,6 +7,8 @@ and swaps the key's stored provider credential in upstream. Each refusal is an e
 log with no upstream call; a refusal by a limit has the outcome `rate_limited`.
 """
 
+import re
+
 from django.http import HttpResponse
 
 from keys.crypto import CredentialUnreadable, credential_decrypt
@@ -15,7 +17,7 @@ from keys.selectors import keys_exist_known
 from keys.store import StoreUnavailable
 from logs.outcomes import Outcome
 from logs.redaction.redact import headers_mask
-from logs.redaction.scrub import Scrubber
+from logs.redaction.scrub import Scrubber, byte_replacements
 from proxy.access import KeyGrant
 from proxy.exchange import Exchange, json_error
 from proxy.request_body import body_payload
@@ -103,6 +105,7 @@ def _credential_swap(x: Exchange, grant: KeyGrant, credential: str) -> None:
     """Send the key's stored provider credential upstream instead of whatever the client put there."""
     provider = x.provider
     x.scrubber = Scrubber([*x.scrubber.secrets, credential])  # an upstream echoing it must not put it in the log
+    x.echo_mask = EchoMask(x, credential)  # nor in the client's answer
     kept = [(k, v) for k, v in x.forward_headers if k.lower() not in provider.credential_headers]
     name, value = provider.credential_pair(credential)
     x.forward_headers = [*kept, (name, value)]
@@ -111,3 +114,42 @@ def _credential_swap(x: Exchange, grant: KeyGrant, credential: str) -> None:
     x.decisions.append({"step": STEP, "decision": "provider credential swapped in",
                         "changed": [f"{name}: the key's stored provider credential (the key came in {where})"]})
 
+
+class EchoMask:
+    """The answer's filter for a request sent with a key's stored provider credential: the credential,
+    wherever the upstream echoes it (an error quoting the key, a header), reaches the client masked.
+
+    The mask keeps each echo's length (asterisks, then its last 4 characters), so a Content-Length
+    stays true; an echo split across two reads is caught by holding back a possible start of one.
+    Event streams pass as they come (no provider echoes a key in one; their filter is another).
+    """
+
+    def __init__(self, x: Exchange, credential: str) -> None:
+        forms = sorted(byte_replacements([credential]), key=len, reverse=True)  # raw, JSON-escaped, URL-encoded
+        self.replacements = {form: b"*" * (len(form) - 4) + form[-4:] for form in forms}
+        self.pattern = re.compile(b"|".join(re.escape(form) for form in forms))
+        self.overlap = len(forms[0]) - 1
+        self.x, self.held, self.noted = x, b"", None
+
+    def _mask(self, data: bytes) -> bytes:
+        masked, n = self.pattern.subn(lambda m: self.replacements[m.group()], data)
+        if n:
+            if self.noted is None:  # in the log's steps as soon as it happens (a broken answer included)
+                self.noted = {"step": STEP, "decision": "stored provider credential masked in the answer",
+                              "echoes": 0}
+                self.x.decisions.append(self.noted)
+            self.noted["echoes"] += n
+        return masked
+
+    def headers(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(k, self._mask(v.encode("latin-1")).decode("latin-1")) for k, v in pairs]
+
+    def __call__(self, chunk: bytes) -> bytes:
+        data = self._mask(self.held + chunk)
+        cut = max(len(data) - self.overlap, 0)
+        data, self.held = data[:cut], data[cut:]
+        return data
+
+    def rest(self) -> bytes:
+        rest, self.held = self.held, b""
+        return rest

@@ -4,6 +4,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 import httpx
 from django.conf import settings
@@ -14,14 +15,25 @@ from logs.pipeline.capture import BodyCapture
 from proxy.exchange import REQUEST_ID_HEADER, Exchange
 from proxy.threads import off_loop
 from proxy.upstream import headers_forward
-from wire.sse import EventFilter
 
 logger = logging.getLogger(__name__)
 
 # Framed (Content-Length) answers up to this size are read whole, then sent in one piece.
 SMALL_BODY_MAX = 64 * 1024
 
-ChunkFilter = Callable[[bytes], bytes]
+
+class AnswerFilter(Protocol):
+    """A step's change to the answer on its way to the client (wire.sse.EventFilter, key_policy.EchoMask);
+    the log still gets the answer as the upstream sent it."""
+
+    def headers(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The answer's headers as the client gets them."""
+
+    def __call__(self, chunk: bytes) -> bytes:
+        """Bytes to send now."""
+
+    def rest(self) -> bytes:
+        """Whatever is left when the upstream ends."""
 
 
 class UpstreamBroken(Exception):
@@ -131,7 +143,7 @@ class RelayEnd:
 
 
 async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: BodyCapture, end: RelayEnd,
-                       *, is_sse: bool, chunk_filter: EventFilter | None = None,
+                       *, is_sse: bool, chunk_filter: AnswerFilter | None = None,
                        idle_timeout: float | None = None) -> AsyncIterator[bytes]:
     """Yield upstream bytes unchanged, teeing them into the capture; log however it ends.
 
@@ -234,12 +246,15 @@ async def chunks_replay(chunks: list[bytes], broken: UpstreamBroken) -> AsyncIte
 
 
 async def relay_response(x: Exchange, upstream: httpx.Response,
-                         filter_for: Callable[[bool], EventFilter | None]) -> HttpResponse | StreamingHttpResponse:
+                         filter_for: Callable[[bool], AnswerFilter | None]) -> HttpResponse | StreamingHttpResponse:
     """The client's answer: the upstream's status, headers and body as they come; logged when it ends."""
     headers = headers_forward([(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.headers.raw],
                               request=False)
     content_type = upstream.headers.get("content-type", "")
     is_sse = content_type.lower().startswith("text/event-stream")
+    chunk_filter = filter_for(is_sse)
+    if chunk_filter is not None:
+        headers = chunk_filter.headers(headers)
     capture = BodyCapture(spool_name=f"{x.request_id}.response", content_type=content_type,
                           content_encoding=upstream.headers.get("content-encoding", ""), stream=is_sse,
                           started=x.started)
@@ -265,7 +280,7 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
             x.response_log(record)
 
     end = RelayEnd(upstream, x, log)
-    relay = relay_stream(upstream, x, capture, end, is_sse=is_sse, chunk_filter=filter_for(is_sse),
+    relay = relay_stream(upstream, x, capture, end, is_sse=is_sse, chunk_filter=chunk_filter,
                          idle_timeout=settings.STREAM_IDLE_TIMEOUT)
     length = upstream.headers.get("content-length", "")
     if observer is not None and not is_sse and (not length.isdigit() or int(length) <= settings.HOOKS_RESPONSE_MAX_BYTES):

@@ -24,6 +24,7 @@ from proxy.exchange import Exchange, json_error
 from proxy.hold import hold_may_apply, hold_request
 from proxy.hooks import hooks_loaded, hooks_request
 from proxy.key_policy import key_request
+from proxy.relay import AnswerFilter
 from wire.sse import EventFilter
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class Step:
         """Look at (and maybe change) the request; a response answers it instead of the upstream."""
         return None
 
-    def relay_filter(self, x: Exchange, is_sse: bool) -> EventFilter | None:
+    def relay_filter(self, x: Exchange, is_sse: bool) -> AnswerFilter | None:
         """A filter for the answer's bytes on their way to the client, or None."""
         return None
 
@@ -59,6 +60,9 @@ class KeyStep(Step):
 
     async def request(self, x: Exchange) -> HttpResponseBase | None:
         return await key_request(x)
+
+    def relay_filter(self, x: Exchange, is_sse: bool) -> AnswerFilter | None:
+        return x.echo_mask if not is_sse else None
 
 
 class TagsStep(Step):
@@ -148,7 +152,7 @@ class StreamUsageStep(Step):
                             "changed": ["body: stream_options.include_usage = true", "Accept-Encoding: identity"]})
         return None
 
-    def relay_filter(self, x: Exchange, is_sse: bool) -> EventFilter | None:
+    def relay_filter(self, x: Exchange, is_sse: bool) -> AnswerFilter | None:
         return EventFilter(x.provider.injected_event) if x.usage_injected and is_sse else None
 
 
@@ -183,7 +187,7 @@ def _step_failed(x: Exchange, step: Step, exc: Exception) -> HttpResponseBase:
     return json_error(500, x.provider.error_body(message, kind=x.provider.error_kind(500), status=500))
 
 
-def relay_filter(x: Exchange, steps: list[Step], is_sse: bool) -> EventFilter | None:
+def relay_filter(x: Exchange, steps: list[Step], is_sse: bool) -> AnswerFilter | None:
     """The filter the steps put on the answer (at most one today)."""
     for step in steps:
         found = step.relay_filter(x, is_sse)

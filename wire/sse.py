@@ -138,6 +138,9 @@ class EventFilter:
         self._lf_owed = False
         return raw
 
+    def headers(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return pairs
+
     def __call__(self, chunk: bytes) -> bytes:
         """Bytes to send now."""
         kept = []

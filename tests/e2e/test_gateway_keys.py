@@ -228,9 +228,14 @@ def test_key_holding_the_provider_credential(gateway, upstream, log_flush, make_
     # An upstream that echoes the credential back does not put it in the log either.
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT,
                    headers={"Authorization": f"Bearer {secret}", "x-mock-fault": "echo-auth"})
-    assert r.status_code == 401 and stored in r.text  # the upstream's answer reaches the client as sent
+    # Nor in the client's: the stored credential never leaves the server (the rest comes as sent).
+    assert r.status_code == 401 and "Incorrect API key provided: Bearer " in r.json()["error"]["message"]
+    assert stored not in r.text and stored not in str(r.headers) and stored[-4:] in r.headers["x-echo-auth"]
+    assert int(r.headers["content-length"]) == len(r.content)
     _, resp = _logged(log_flush, r)
     assert stored not in json.dumps([resp.headers, resp.body]) and "Incorrect API key" in resp.body
+    assert resp.steps[-1] == {"step": "gateway_key", "decision": "stored provider credential masked in the answer",
+                              "echoes": 2}  # the body and the echo header (the cookie holds a part)
 
 
 def test_a_gateway_key_without_credential_in_the_provider_header(gateway, upstream, make_key):

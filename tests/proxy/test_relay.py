@@ -318,3 +318,18 @@ def test_cancel_while_closing_the_upstream_still_logs():
             await task
         return ended
     assert asyncio.run(run()) == [True]
+
+
+def test_a_stored_credential_echoed_in_the_answer_reaches_the_client_masked_whatever_the_reads():
+    from proxy.key_policy import EchoMask
+    secret = "sk-stored-0123456789abcdef"
+    x = _exchange()
+    mask = EchoMask(x, secret)
+    answer = ('{"error": "Incorrect key ' + secret + '", "url": "https://x/?k=' + secret + '"}').encode()
+    for at in (1, 20, 30, len(answer) - 2):  # an echo split across two reads
+        mask = EchoMask(x, secret)
+        out = mask(answer[:at]) + mask(answer[at:]) + mask.rest()
+        assert len(out) == len(answer) and secret.encode() not in out and b"Incorrect key ***" in out
+        assert out.count(b"cdef") == 2 and out.count(b"*" * 22) == 2
+    assert mask.headers([("x-echo", f"Bearer {secret}")]) == [("x-echo", "Bearer " + "*" * 22 + "cdef")]
+    assert x.decisions[-1]["decision"] == "stored provider credential masked in the answer"
