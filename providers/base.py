@@ -41,6 +41,7 @@ class Usage:
     price_context: tuple[tuple[str, str], ...] = ()
 
 
+SUBPROTOCOL_HEADER = "sec-websocket-protocol"
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")
 
 
@@ -148,6 +149,9 @@ class Provider:
     upstream_default: str = ""
     credential_headers: tuple[str, ...] = ("authorization",)  # lowercase
     credential_query: tuple[str, ...] = ()
+    # WebSocket subprotocols that carry a credential after this prefix (lowercase), where a browser,
+    # which cannot set headers on a WebSocket, puts its key.
+    credential_subprotocols: tuple[str, ...] = ()
     prices_id: str | None = None  # its provider id in the genai-prices library; None: not priced there
 
     def __repr__(self) -> str:
@@ -171,6 +175,13 @@ class Provider:
         for name, value in headers:
             if name.lower() in self.credential_headers:
                 return value.split(" ", 1)[-1].strip()
+        for name, value in headers:
+            if self.credential_subprotocols and name.lower() == SUBPROTOCOL_HEADER:
+                for entry in value.split(","):
+                    entry = entry.strip()
+                    for prefix in self.credential_subprotocols:
+                        if entry.lower().startswith(prefix) and len(entry) > len(prefix):
+                            return entry[len(prefix):]
         if self.credential_query and query:
             for name, value in parse_qsl(query):
                 if name in self.credential_query:

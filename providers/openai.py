@@ -168,6 +168,7 @@ class OpenAI(Provider):
     upstream_env = "OPENAI_UPSTREAM_URL"
     upstream_default = "https://api.openai.com"
     prices_id = "openai"
+    credential_subprotocols = ("openai-insecure-api-key.",)  # the Realtime API's key from a browser
 
     def batch_models(self, endpoint: str, payload: Payload) -> list[str | None] | None:
         """POST /v1/batches names a JSONL file of requests: their models are in it, not in the request."""

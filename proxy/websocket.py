@@ -45,7 +45,11 @@ SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012
 # Normal ends. A client that vanishes without a close frame is reported by the server as 1005 or
 # 1006: that is an abort, not a close.
 NORMAL_UPSTREAM = frozenset({1000, 1001, 1005})
-NORMAL_CLIENT = frozenset({1000, 1001})
+NORMAL_CLIENT = frozenset({1000, 1001, *range(3000, 5000)})  # the 3000s and 4000s: an application's own close
+# What uvicorn hands the application for every session when it shuts down (it closes them at once).
+SERVER_RESTART = 1012
+# Sent to the client when the upstream went away without a close frame (RFC 6455's "Bad Gateway").
+UPSTREAM_LOST = 1014
 
 
 def _sendable(code: int | None) -> int:
@@ -165,9 +169,11 @@ class Session:
                 except ConnectionClosed:
                     return  # the upstream is gone: the other direction tells how
             elif message["type"] == "websocket.disconnect":
-                self.ended_by = self.ended_by or "client"
-                self.code, self.reason = message.get("code", 1005), message.get("reason") or ""
-                await upstream.close(_sendable(self.code), self.reason)
+                if not self.ended_by:  # else the client's answer to the upstream's close, passed on
+                    code = message.get("code", 1005)
+                    self.ended_by = "server" if code == SERVER_RESTART else "client"
+                    self.code, self.reason = code, message.get("reason") or ""
+                await upstream.close(_sendable(message.get("code", 1005)), message.get("reason") or "")
                 return
 
     async def upstream_to_client(self, upstream: ClientConnection, send) -> None:
@@ -182,8 +188,12 @@ class Session:
         if not self.ended_by:
             self.ended_by = "upstream"
             close = upstream.protocol.close_rcvd  # what the upstream sent (None: it just went away)
-            self.code, self.reason = (close.code, close.reason) if close else (1006, "")
-            await send({"type": "websocket.close", "code": _sendable(self.code), "reason": self.reason})
+            if close is not None:
+                self.code, self.reason = close.code, close.reason
+                await send({"type": "websocket.close", "code": _sendable(self.code), "reason": self.reason})
+            else:  # never a normal close to the client: the session broke off
+                self.code, self.reason = 1006, "upstream connection lost without a close frame"
+                await send({"type": "websocket.close", "code": UPSTREAM_LOST, "reason": "upstream connection lost"})
 
     def end(self) -> None:
         """Decide the outcome from how the session ended; store its last files."""
@@ -192,7 +202,12 @@ class Session:
         except OSError as exc:
             self.x.notes.append(f"session files not saved: {exc}")
         desc = f"{self.ended_by} closed the session with code {self.code}" + (f": {self.reason}" if self.reason else "")
-        if self.ended_by == "upstream" and self.code not in NORMAL_UPSTREAM:
+        if self.ended_by == "client" and self.code in (1005, 1006):  # the server cannot tell an empty close frame
+            desc = f"client went away without a close code ({self.code})"  # from a vanished client
+        if self.ended_by == "server":
+            self.x.fail(Outcome.INTERRUPTED, f"gateway shut down during the session (the server closed it with code "
+                                             f"{self.code}, at once: uvicorn gives WebSockets no grace)")
+        elif self.ended_by == "upstream" and self.code not in NORMAL_UPSTREAM:
             self.x.fail(Outcome.UPSTREAM_ERROR, f"upstream closed the session with code {self.code}"
                         + (f": {self.reason}" if self.reason else ""))
         elif self.ended_by == "client" and self.code not in NORMAL_CLIENT:
@@ -211,7 +226,8 @@ async def _upstream_open(x: Exchange, scope: dict) -> ClientConnection | HttpRes
                              open_timeout=settings.UPSTREAM_CONNECT_TIMEOUT, max_size=None, compression=None)
     except InvalidStatus as exc:  # the upstream answered the upgrade with an HTTP error: pass it on
         answer = exc.response
-        response = HttpResponse(answer.body or b"", status=answer.status_code)
+        # bytes: websockets gives a bytearray, which Django would take for an iterable of ints.
+        response = HttpResponse(bytes(answer.body or b""), status=answer.status_code)
         del response["Content-Type"]
         for k, v in answer.headers.raw_items():
             if k.lower() not in ("content-length", "connection", "transfer-encoding"):

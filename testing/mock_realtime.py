@@ -5,7 +5,9 @@
                                 response.create -> response.created, text deltas, audio deltas
                                 (base64 PCM16), response.done with usage. A client event
                                 {"type": "mock.close", "code": 1011, "reason": "..."} makes the
-                                mock close the session with that code.
+                                mock close the session with that code; {"type": "mock.drop"}
+                                makes it drop the connection without a close frame.
+  a path with refuse-<status>   the upgrade answered with that HTTP status and a JSON error body.
   /ws/...BidiGenerateContent    Gemini Live: setup -> setupComplete; realtimeInput audio;
                                 clientContent turnComplete -> modelTurn audio + turnComplete, usage.
   /echo                         every message sent back as it came (text or binary).
@@ -15,10 +17,14 @@ Every connection's handshake headers and received messages are kept in `sessions
 import asyncio
 import base64
 import json
+import re
 import struct
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
 
 from testing.threads import ServerThread
 
@@ -45,12 +51,23 @@ class MockRealtime:
         self.audio_chunks = 3  # audio deltas per response
 
     async def start(self) -> None:
-        self.server = await serve(self._session, "127.0.0.1", 0, max_size=None, compression=None)
+        self.server = await serve(self._session, "127.0.0.1", 0, max_size=None, compression=None,
+                                  process_request=self._refusal)
         self.port = self.server.sockets[0].getsockname()[1]
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def _refusal(ws: ServerConnection, request: Request) -> Response | None:
+        match = re.search(r"refuse-(\d{3})", request.path)
+        if match is None:
+            return None
+        status = HTTPStatus(int(match.group(1)))
+        body = json.dumps({"error": {"message": f"refused: {status.phrase}", "type": "invalid_request_error"}}).encode()
+        return Response(status.value, status.phrase, Headers([("Content-Type", "application/json"),
+                                                              ("Content-Length", str(len(body)))]), body)
 
     async def _session(self, ws: ServerConnection) -> None:
         request = ws.request
@@ -84,6 +101,9 @@ class MockRealtime:
             kind = event.get("type")
             if kind == "mock.close":
                 await ws.close(event.get("code", 1011), event.get("reason", ""))
+                return
+            if kind == "mock.drop":
+                ws.transport.abort()
                 return
             if kind == "session.update":
                 await self._send(ws, {"type": "session.updated", "session": {**event.get("session", {}),

@@ -18,6 +18,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from providers import Registry, registry
+from providers.base import SUBPROTOCOL_HEADER
 
 SECRET_HEADERS = frozenset({
     "authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "cookie", "set-cookie",
@@ -109,6 +110,31 @@ def secret_headers() -> frozenset[str]:
     return found
 
 
+def secret_subprotocols() -> tuple[str, ...]:
+    """Prefixes of WebSocket subprotocols that carry a credential (each provider's own)."""
+    found = _memo.get("subprotocols")
+    if found is None:
+        found = _memo["subprotocols"] = tuple(sorted(_names(frozenset(), (), registry(settings.GATEWAY_PROVIDERS),
+                                                            "credential_subprotocols")))
+    return found
+
+
+def _subprotocol_entries(value: str) -> list[tuple[str, str, str]]:
+    """(entry as sent, prefix, credential) of each comma-separated subprotocol ("" where none is carried)."""
+    out = []
+    for entry in value.split(","):
+        stripped = entry.strip()
+        prefix = next((p for p in secret_subprotocols() if stripped.lower().startswith(p) and len(stripped) > len(p)), "")
+        out.append((entry, prefix, stripped[len(prefix):] if prefix else ""))
+    return out
+
+
+def subprotocols_mask(value: str) -> str:
+    """Sec-WebSocket-Protocol with the credentials some subprotocols carry masked; the others as sent."""
+    return ",".join(entry.replace(secret, token_mask(secret)) if secret and MASK not in secret else entry
+                    for entry, _, secret in _subprotocol_entries(value))
+
+
 def secret_params() -> frozenset[str]:
     """Query parameters always masked: the built-in set, LOG_REDACT_QUERY_PARAMS, each provider's own."""
     found = _memo.get("params")
@@ -125,7 +151,8 @@ def header_is_secret(name: str) -> bool:
         if len(_memo) > _MEMO_MAX:  # header names are few; a client sending many odd ones must not grow this
             _memo.clear()
         lname = name.lower()
-        found = _memo[("header", name)] = lname in secret_headers() or name_is_secret(lname)
+        found = _memo[("header", name)] = (lname in secret_headers() or name_is_secret(lname)
+                                           or lname == SUBPROTOCOL_HEADER)  # its credential entries only
     return found
 
 
@@ -180,6 +207,8 @@ def header_value_mask(name: str, value: str) -> str:
         return cookie_mask(value)
     if lname == "set-cookie":
         return cookie_mask(value, set_cookie=True)
+    if lname == SUBPROTOCOL_HEADER:
+        return subprotocols_mask(value)
     return value_mask(value)
 
 
@@ -214,7 +243,9 @@ def headers_safe(pairs: Any, labels: tuple[str, ...] = ()) -> list[tuple[str, st
         if not isinstance(item, (list, tuple)) or len(item) != 2:
             continue
         name, value = str(item[0]), str(item[1])
-        if header_is_secret(name) and MASK not in value and not (labels and value in labels):
+        if name.lower() == SUBPROTOCOL_HEADER:
+            value = subprotocols_mask(value)
+        elif header_is_secret(name) and MASK not in value and not (labels and value in labels):
             value = value_mask(value)
         out.append((name, value))
     return out
@@ -229,6 +260,8 @@ def credentials_collect(pairs: list[tuple[str, str]], query: str = "") -> list[s
             continue
         if lname in ("cookie", "set-cookie"):
             found.update(p.partition("=")[2].strip() for p in v.split(";"))
+        elif lname == SUBPROTOCOL_HEADER:
+            found.update(secret for _, _, secret in _subprotocol_entries(v) if secret)
         else:
             found.add(v.strip())
             found.add(scheme_split(v)[1])

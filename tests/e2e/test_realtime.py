@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import json
+import signal
 import wave
 from io import BytesIO
 
@@ -104,22 +105,65 @@ def test_openai_sdk_session_is_relayed_and_logged(rt, realtime_mock, log_flush):
     assert page.count("<audio") == 2  # both tracks playable on the exchange page
 
 
-async def _close_by_upstream(url: str) -> tuple[int, str]:
+async def _close_by_upstream(url: str, event: dict) -> tuple[int, str]:
     async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model=m",
                        additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
         await ws.recv()  # session.created
-        await ws.send(json.dumps({"type": "mock.close", "code": 1011, "reason": "upstream exploded"}))
+        await ws.send(json.dumps(event))
         with pytest.raises(ConnectionClosed):
             await ws.recv()
         return ws.close_code, ws.close_reason
 
 
 def test_upstream_close_code_reaches_the_client_and_the_log(rt, log_flush):
-    code, reason = asyncio.run(_close_by_upstream(rt.url))
+    code, reason = asyncio.run(_close_by_upstream(rt.url, {"type": "mock.close", "code": 1011,
+                                                           "reason": "upstream exploded"}))
     assert (code, reason) == (1011, "upstream exploded")
     log_flush()
     resp = Response.objects.get()
     assert resp.outcome == "upstream_error" and "1011" in resp.error_message and "upstream exploded" in resp.error_message
+
+
+def test_an_upstream_that_vanishes_is_no_normal_close(rt, log_flush):
+    # It sent no close frame: the client gets 1014 (bad gateway), not the 1000 of a finished session,
+    # and the client's answer to that close does not overwrite what the log says.
+    code, reason = asyncio.run(_close_by_upstream(rt.url, {"type": "mock.drop"}))
+    assert (code, reason) == (1014, "upstream connection lost")
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.outcome == "upstream_error" and "upstream closed the session with code 1006" in resp.error_message
+
+
+async def _client_closes(url: str, code: int) -> None:
+    async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model=m",
+                       additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+        await ws.recv()
+        await ws.close(code, "done here")
+
+
+@pytest.mark.parametrize("code", [1000, 4000])
+def test_a_client_that_closes_with_its_own_code_ended_the_session_normally(rt, realtime_mock, log_flush, code):
+    asyncio.run(_client_closes(rt.url, code))
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.outcome == "completed" and not resp.is_error
+    assert wait_until(lambda: realtime_mock.mock.sessions[-1].closed_code == code, 5)  # passed on upstream
+
+
+def test_an_upstream_refusal_reaches_the_client_as_sent(rt, log_flush):
+    refused = asyncio.run(_open_refused(f"{rt.url.replace('http', 'ws')}/v1/realtime/refuse-401?model=m"))
+    assert refused.response.status_code == 401
+    assert json.loads(refused.response.body)["error"]["message"] == "refused: Unauthorized"  # bytes, not digits
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.status_code == 401 and json.loads(resp.body)["error"]["message"] == "refused: Unauthorized"
+
+
+async def _open_refused(url: str) -> InvalidStatus:
+    with pytest.raises(InvalidStatus) as caught:
+        async with connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}):
+            pass
+    return caught.value
 
 
 async def _client_leaves(url: str) -> None:
@@ -133,9 +177,30 @@ def test_client_disconnect_is_logged_and_the_upstream_closed(rt, realtime_mock, 
     asyncio.run(_client_leaves(rt.url))
     log_flush()
     resp = Response.objects.get()
-    assert resp.outcome == "client_aborted" and "client closed the session with code 100" in resp.error_message
+    assert resp.outcome == "client_aborted" and "client went away without a close code (100" in resp.error_message
     # The gateway closed its upstream session; the mock, on its own thread, notes the close a moment later.
     assert wait_until(lambda: realtime_mock.mock.sessions[-1].closed_code is not None, 5)
+
+
+async def _browser_session(url: str) -> str:
+    """A browser cannot set headers on a WebSocket: its key comes in a subprotocol."""
+    async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
+                       subprotocols=["realtime", f"openai-insecure-api-key.{KEY}", "openai-beta.realtime-v1"]) as ws:
+        return json.loads(await ws.recv())["type"]
+
+
+def test_a_key_in_the_subprotocol_reaches_the_upstream_and_is_logged_masked(rt, realtime_mock, log_flush, capsys):
+    assert asyncio.run(_browser_session(rt.url)) == "session.created"
+    got = dict(realtime_mock.mock.sessions[-1].headers)
+    assert f"openai-insecure-api-key.{KEY}" in got["Sec-WebSocket-Protocol"]  # the client's key, as sent
+    log_flush()
+    req = Request.objects.get()
+    [protocols] = [v for k, v in req.headers if k.lower() == "sec-websocket-protocol"]
+    assert protocols.startswith("realtime, openai-insecure-api-key.sk-…") and protocols.endswith(", openai-beta.realtime-v1")
+    assert req.key_fingerprint  # the key is known, by its fingerprint
+    dumped = json.dumps([list(Request.objects.values()), list(Response.objects.values())], default=str)
+    assert "realtime, openai-insecure-api-key" in dumped and KEY not in dumped and KEY[-12:] not in dumped
+    assert KEY not in capsys.readouterr().err
 
 
 async def _refused(url: str, headers: dict | None = None, model: str = "m") -> InvalidStatus:
@@ -243,6 +308,32 @@ def test_a_crash_mid_session_keeps_every_frame_and_the_audio_so_far(tmp_path, tm
             assert w.getnframes() == 5 * len(PCM_CHUNK) // 2
     finally:
         again.stop()
+
+
+async def _session_until_shutdown(gw: GatewayProcess) -> int:
+    async with connect(f"{gw.url.replace('http', 'ws')}/v1/realtime?model=m",
+                       additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+        await ws.recv()  # session.created
+        gw.signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await ws.recv()
+        return ws.close_code
+
+
+def test_a_session_cut_by_the_gateways_shutdown_is_logged_interrupted(tmp_path, tmp_path_factory, realtime_mock):
+    # uvicorn closes every WebSocket at once with 1012 when it stops: the gateway's, not the client's doing.
+    data = tmp_path / "data"
+    db = migrated_copy(data, tmp_path_factory)
+    gw = GatewayProcess(data, realtime_mock.url)
+    try:
+        assert asyncio.run(_session_until_shutdown(gw)) == 1012
+        gw.wait(30)
+        [(outcome, error)] = db_rows(db, "SELECT outcome, error_message FROM responses")
+        assert outcome == "interrupted" and "gateway shut down during the session" in error
+    finally:
+        gw.kill()
+    assert wait_until(lambda: realtime_mock.mock.sessions[-1].closed_code == 1012, 5)
 
 
 async def _upgrade(url: str) -> str | InvalidStatus:
