@@ -47,7 +47,8 @@ def _usage(resp: Response, provider: Provider) -> Usage:
 
 def reprice(*, since: datetime | None = None, dry_run: bool = False, batch: int = 500,
             progress: Callable[[RepriceResult], None] | None = None) -> RepriceResult:
-    """Recompute cost_usd and price_source of every exchange with usage (since a date); what changed."""
+    """Recompute cost_usd (a cache hit's cost_saved_usd) and price_source of every exchange with usage
+    (since a date); what changed."""
     providers = registry(settings.GATEWAY_PROVIDERS)
     result = RepriceResult()
     rows = Response.objects.filter(input_tokens__isnull=False).select_related("request").order_by("id")
@@ -66,13 +67,17 @@ def reprice(*, since: datetime | None = None, dry_run: bool = False, batch: int 
             if usage.model is None:  # the answer names none (OpenAI's images): the model the request asked for
                 usage = replace(usage, model=resp.model or resp.request.model)
             price = cost_compute(provider, usage, at=resp.request.created_at)
-            if (price.cost, price.source) != (resp.cost_usd, resp.price_source):
+            if resp.cache_hit:  # a replay cost nothing (budgets count cost_usd): its price is what it saved
+                if (price.cost, price.source) != (resp.cost_saved_usd, resp.price_source):
+                    resp.cost_saved_usd, resp.price_source = price.cost, price.source
+                    changed.append(resp)
+            elif (price.cost, price.source) != (resp.cost_usd, resp.price_source):
                 resp.cost_usd, resp.price_source = price.cost, price.source
                 changed.append(resp)
         result.seen += len(page)
         result.changed += len(changed)
         if changed and not dry_run:
             with transaction.atomic():
-                Response.objects.bulk_update(changed, ["cost_usd", "price_source"])
+                Response.objects.bulk_update(changed, ["cost_usd", "cost_saved_usd", "price_source"])
         if progress is not None:
             progress(result)

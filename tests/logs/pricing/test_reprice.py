@@ -42,3 +42,15 @@ def test_reprice_reads_cache_writes_from_the_stored_answer():
                          resp_body=answer, input_tokens=1000, output_tokens=0).response
     call_command("reprice_logs", stdout=StringIO())
     assert Response.objects.get(id=resp.id).cost_usd == Decimal("0.00375")  # the write premium, not $3/M
+
+
+def test_reprice_leaves_a_cache_hit_free_and_prices_what_it_saved():
+    # Budgets and the spend pages count cost_usd: a replay repriced at full price would spend them.
+    answer = {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 1000, "completion_tokens": 1000}}
+    hit = exchange_make(resp_body=answer, input_tokens=1000, output_tokens=1000, cost_usd=Decimal(0),
+                        cost_saved_usd=Decimal("9"), cache_hit=True, price_source="old table").response
+    out = StringIO()
+    call_command("reprice_logs", stdout=out)
+    assert "changed the cost of 1" in out.getvalue()
+    fresh = Response.objects.get(id=hit.id)
+    assert fresh.cost_usd == 0 and fresh.cost_saved_usd == Decimal("0.00075") and fresh.price_source == LIBRARY_SOURCE
