@@ -92,6 +92,7 @@ class Anthropic(Provider):
         """A Message rebuilt from message_start / content_block_* / message_delta events."""
         message: dict[str, Any] | None = None
         blocks: dict[int, dict[str, Any]] = {}
+        counted = False  # a message_delta brought the output count
         for _, p in events:
             if not isinstance(p, dict):
                 continue
@@ -112,10 +113,13 @@ class Anthropic(Provider):
                 message.update({k: v for k, v in (sub(p, "delta") or {}).items() if v is not None})
                 # message_delta usage is cumulative: it replaces message_start's counts.
                 message["usage"].update({k: v for k, v in (sub(p, "usage") or {}).items() if v is not None})
+                counted = True
             elif kind == "error" and message is not None:
                 message["error"] = p.get("error")
         if message is None:
             return None
+        if not counted:  # message_start's output_tokens is a placeholder (1): a cut stream's count is unknown
+            message["usage"]["output_tokens"] = None
         message["content"] = [_block_finish(blocks[i]) for i in sorted(blocks)]
         return message
 

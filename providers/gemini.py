@@ -61,6 +61,10 @@ def _parts_merge(parts: list[dict[str, Any]], new: list[Any]) -> None:
             parts.append(dict(part))
 
 
+# usageMetadata's counts of the prompt side (promptTokenCount, cachedContentTokenCount, their details).
+PROMPT_USAGE = ("prompt", "cachedContent", "cacheTokens", "toolUsePrompt")
+
+
 class Gemini(Provider):
     name = "gemini"
     label = "Google Gemini"
@@ -158,6 +162,11 @@ class Gemini(Provider):
         if not candidates and not result:
             return None
         result["candidates"] = [candidates[i] for i in sorted(candidates)]
+        usage = result.get("usageMetadata")
+        if isinstance(usage, dict) and candidates and not any("finishReason" in c for c in result["candidates"]):
+            # A chunk's counts run as the answer grows: before the last (finishReason) only the
+            # prompt's are final, and a cut stream's output count is unknown.
+            result["usageMetadata"] = {k: v for k, v in usage.items() if k.startswith(PROMPT_USAGE)}
         return result
 
     def conversation(self, endpoint: str, request: Payload, answer: Payload) -> list[Turn]:

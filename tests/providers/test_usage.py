@@ -134,6 +134,28 @@ def test_anthropic_cut_stream_keeps_partial_tool_input():
     assert get("anthropic").usage(msg).output_tokens is None
 
 
+def test_a_cut_stream_has_its_prompt_counted_and_its_output_unknown():
+    # message_start's output_tokens (1) and a Gemini chunk's running counts are not the answer's:
+    # priced, they made a cut stream's cost up (docs/usage.md: NULL when the output is unknown).
+    start = {"type": "message_start", "message": {"model": "claude-sonnet-4-5", "usage": {"input_tokens": 30,
+                                                                                          "output_tokens": 1}}}
+    delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}
+    cut = get("anthropic").usage(get("anthropic").stream_reassemble(events_of(sse(("message_start", start),
+                                                                                  ("content_block_delta", delta)))))
+    assert (cut.input_tokens, cut.output_tokens) == (30, None)
+    ended = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}}
+    whole = get("anthropic").usage(get("anthropic").stream_reassemble(events_of(sse(
+        ("message_start", start), ("content_block_delta", delta), ("message_delta", ended)))))
+    assert (whole.input_tokens, whole.output_tokens) == (30, 1)  # the same 1, now the final count
+    running = {"modelVersion": "gemini-2.5-flash", "candidates": [{"content": {"parts": [{"text": "Hel"}]}}],
+               "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1, "totalTokenCount": 4}}
+    cut = get("gemini").usage(get("gemini").stream_reassemble(events_of(sse((None, running)))))
+    assert (cut.input_tokens, cut.output_tokens, cut.total_tokens) == (3, None, None)
+    blocked = {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3,
+                                                                              "totalTokenCount": 3}}
+    assert get("gemini").usage(get("gemini").stream_reassemble(events_of(sse((None, blocked))))).output_tokens == 0
+
+
 def test_gemini_stream_reassembled_with_function_call():
     chunk = {"modelVersion": "gemini-2.5-flash"}
     text = sse((None, {**chunk, "candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}}],
