@@ -3,8 +3,10 @@
 A model outside the list is refused with a 403 in the provider's own error shape, before
 anything goes upstream. A max_tokens above the ceiling is lowered to it (every provider's
 field for it: max_tokens, max_completion_tokens, max_output_tokens, Gemini's
-generationConfig.maxOutputTokens); a request naming no limit is left as it is (Anthropic's
-requires one; the others keep their own defaults).
+generationConfig.maxOutputTokens in either spelling, each request of an Anthropic batch); a
+request naming no limit is left as it is (Anthropic's requires one; the others keep their own
+defaults). A batch is refused when a model of it is not allowed, or cannot be read (OpenAI's
+name theirs in an uploaded file).
 """
 
 import fnmatch
@@ -13,6 +15,8 @@ from django.conf import settings
 from django.http import HttpResponse
 
 TOP_LEVEL_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# Gemini's REST API takes its config in either spelling.
+GEMINI_LIMITS = (("generationConfig", "maxOutputTokens"), ("generation_config", "max_output_tokens"))
 
 
 class ModelPolicy:
@@ -22,18 +26,36 @@ class ModelPolicy:
 
     def on_request(self, exchange) -> HttpResponse | None:
         allowed = settings.MODEL_POLICY_ALLOW
-        model = exchange.model
-        if allowed and model is not None and not any(fnmatch.fnmatchcase(model, pattern) for pattern in allowed):
-            return exchange.error_answer(403, f"Model {model!r} is not allowed by this gateway "
-                                              f"(allowed: {', '.join(allowed)})", kind="permission_error")
+        if allowed:
+            refusal = _refusal(exchange, allowed)
+            if refusal:
+                return exchange.error_answer(403, f"{refusal} (allowed: {', '.join(allowed)})", kind="permission_error")
         ceiling = settings.MODEL_POLICY_MAX_TOKENS
         payload = exchange.json
         if ceiling and isinstance(payload, dict):
             lowered = _ceiling_apply(payload, ceiling)
+            requests = payload.get("requests")  # a batch of Anthropic's: each request's params
+            for i, request in enumerate(requests if isinstance(requests, list) else []):
+                params = request.get("params") if isinstance(request, dict) else None
+                if isinstance(params, dict):
+                    lowered.update({f"requests[{i}].params.{k}": v for k, v in _ceiling_apply(params, ceiling).items()})
             if lowered:
                 exchange.json = payload
                 exchange.metadata["max_tokens_lowered"] = lowered
         return None
+
+
+def _refusal(exchange, allowed: list[str]) -> str:
+    """Why the request's model (a batch's each) is refused, or ""."""
+    batch = exchange.batch_models
+    if batch is not None:
+        if not batch:
+            return "This batch's models are in its uploaded file, which the gateway does not read, so it is refused"
+        if None in batch:
+            return "A request of this batch names no model the gateway can read, so it is refused"
+    models = batch if batch is not None else [exchange.model]
+    refused = next((m for m in models if m is not None and not any(fnmatch.fnmatchcase(m, p) for p in allowed)), None)
+    return f"Model {refused!r} is not allowed by this gateway" if refused is not None else ""
 
 
 def _ceiling_apply(payload: dict, ceiling: int) -> dict[str, int]:
@@ -44,12 +66,12 @@ def _ceiling_apply(payload: dict, ceiling: int) -> dict[str, int]:
         if _number(value) and value > ceiling:
             lowered[name] = value
             payload[name] = ceiling
-    config = payload.get("generationConfig")
-    if isinstance(config, dict):
-        value = config.get("maxOutputTokens")
+    for config_name, name in GEMINI_LIMITS:
+        config = payload.get(config_name)
+        value = config.get(name) if isinstance(config, dict) else None
         if _number(value) and value > ceiling:
-            lowered["generationConfig.maxOutputTokens"] = value
-            config["maxOutputTokens"] = ceiling
+            lowered[f"{config_name}.{name}"] = value
+            config[name] = ceiling
     return lowered
 
 

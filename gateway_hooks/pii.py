@@ -2,7 +2,8 @@
 
 Only the text a person wrote is searched: string values under the keys prompts use across the
 providers (messages' content, Gemini's parts' text, instructions, system, input, prompt), never
-ids, URLs or base64 data. Each distinct value becomes a placeholder such as [EMAIL_1]; the
+ids, URLs or base64 data; and every string of a tool call's arguments or a tool's result, which
+carry what the user wrote under names of their own. Each distinct value becomes a placeholder such as [EMAIL_1]; the
 placeholder-to-value mapping goes into the exchange's metadata, which only the log keeps
 (responses.steps). The answer keeps the placeholders: the model never saw the values, and the
 client reads them back from its own prompt.
@@ -13,6 +14,10 @@ from typing import Any
 
 TEXT_KEYS = frozenset({"content", "text", "prompt", "input", "system", "instructions", "system_prompt",
                        "negative_prompt", "query"})
+# A tool call's arguments and a tool's result, where what the user wrote comes back under any name:
+# OpenAI's function.arguments (a JSON string), Gemini's functionCall.args and functionResponse,
+# and (an object under "input") Anthropic's tool_use.input and Replicate's input.
+TOOL_KEYS = frozenset({"arguments", "args", "functionResponse", "function_response"})
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?![\w-])")
 # 13 to 19 digits, optionally in groups split by single spaces or dashes; must pass the Luhn check.
 CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
@@ -70,14 +75,16 @@ class Masker:
         text = CARD.sub(self._card, text)
         return PHONE.sub(self._phone, text)
 
-    def walk(self, value: Any, key: str | None = None) -> Any:
-        """The JSON value with the prompt texts in it masked."""
+    def walk(self, value: Any, key: str | None = None, tool: bool = False) -> Any:
+        """The JSON value with the prompt texts in it masked (every string of a tool call's arguments)."""
+        tool = tool or key in TOOL_KEYS
         if isinstance(value, str):
-            return self.text(value) if key in TEXT_KEYS else value
+            return self.text(value) if tool or key in TEXT_KEYS else value
+        tool = tool or key == "input" and isinstance(value, dict)
         if isinstance(value, list):
-            return [self.walk(item, key) for item in value]
+            return [self.walk(item, key, tool) for item in value]
         if isinstance(value, dict):
-            return {k: self.walk(v, k if isinstance(k, str) else None) for k, v in value.items()}
+            return {k: self.walk(v, k if isinstance(k, str) else None, tool) for k, v in value.items()}
         return value
 
 

@@ -82,14 +82,23 @@ class HookExchange:
         self.body = json.dumps(value, ensure_ascii=False).encode("utf-8")
         self._json = value
 
-    @property
-    def model(self) -> str | None:
-        """The model the request names (in its body or path, as the provider puts it; a form's model field)."""
+    def _payload(self) -> Any:
         payload = self.json
         if payload is None and self.body:
             content_type = next((v for k, v in self.headers if k.lower() == "content-type"), "")
             payload = body_payload(self.body, content_type)
-        return self._x.provider.request_model(unquote(self.path), payload)
+        return payload
+
+    @property
+    def model(self) -> str | None:
+        """The model the request names (in its body or path, as the provider puts it; a form's model field)."""
+        return self._x.provider.request_model(unquote(self.path), self._payload())
+
+    @property
+    def batch_models(self) -> list[str | None] | None:
+        """Every model a batch's requests name (None for one that names none; [] when they are in an
+        uploaded file, which the gateway does not read), or None when the request is no batch."""
+        return self._x.provider.batch_models(unquote(self.path), self._payload())
 
     def error_answer(self, status: int, message: str, *, kind: str = "invalid_request_error") -> HttpResponse:
         """An error answer in the provider's own shape (its SDK raises its usual error): return it from on_request."""

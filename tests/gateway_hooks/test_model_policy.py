@@ -70,3 +70,27 @@ def test_gemini_output_limit(policy, settings, upstream, gateway):
                    headers={"x-goog-api-key": "AIza" + "y" * 35})
     assert r.status_code == 200
     assert json.loads(upstream.received[-1].body)["generationConfig"]["maxOutputTokens"] == 100
+    body = {"contents": [{"parts": [{"text": "hi"}]}], "generation_config": {"max_output_tokens": 999}}
+    r = httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.0-flash:generateContent", json=body,
+                   headers={"x-goog-api-key": "AIza" + "y" * 35})  # the REST API's other spelling
+    assert json.loads(upstream.received[-1].body)["generation_config"]["max_output_tokens"] == 100
+
+
+def test_a_batch_is_judged_by_each_of_its_requests(policy, upstream, gateway, log_flush):
+    client = anthropic.Anthropic(api_key=KEY, base_url=f"{gateway.url}/anthropic", max_retries=0)
+    ask = {"max_tokens": 99999, "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(anthropic.PermissionDeniedError) as exc:
+        client.messages.batches.create(requests=[{"custom_id": "a", "params": {"model": "claude-3-5-haiku-latest", **ask}},
+                                                 {"custom_id": "b", "params": {"model": "claude-opus-4-1", **ask}}])
+    assert "'claude-opus-4-1' is not allowed" in str(exc.value) and upstream.received == []
+    try:
+        client.messages.batches.create(requests=[{"custom_id": "a", "params": {"model": "claude-3-5-haiku-latest",
+                                                                                 **ask}}])
+    except anthropic.NotFoundError:
+        pass  # the mock has no batches: what counts is what it was sent
+    sent = json.loads(upstream.received[-1].body)
+    assert sent["requests"][0]["params"]["max_tokens"] == 100
+    oa = openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError) as exc:  # its models are in a file the gateway never reads
+        oa.batches.create(input_file_id="file-1", endpoint="/v1/chat/completions", completion_window="24h")
+    assert "uploaded file" in str(exc.value) and len(upstream.received) == 1

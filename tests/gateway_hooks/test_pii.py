@@ -45,6 +45,23 @@ def test_only_prompt_text_is_searched():
     assert masker.mapping == {"[EMAIL_1]": "jane@example.com"}
 
 
+def test_a_tool_calls_arguments_are_searched_whatever_their_names():
+    card = "4111 1111 1111 1111"
+    anthropic_ = {"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "mail",
+                                                                  "input": {"to": "jane@example.com",
+                                                                            "body": {"card": card}}}]}]}
+    openai_ = {"messages": [{"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {
+        "name": "mail", "arguments": json.dumps({"to": "jane@example.com", "phone": "+1 415 555 0100"})}}]}]}
+    gemini = {"contents": [{"role": "model", "parts": [{"functionCall": {"name": "mail", "args": {"to": "jane@example.com"}}}]},
+                           {"role": "user", "parts": [{"functionResponse": {"name": "mail", "response": {
+                               "sent_to": "jane@example.com"}}}]}]}
+    for payload in (anthropic_, openai_, gemini):
+        masker = Masker()
+        out = json.dumps(masker.walk(payload))
+        assert "jane@example.com" not in out and "[EMAIL_1]" in out and "4111" not in out and "415 555" not in out
+        assert "toolu_1" in out or "call_1" in out or '"name": "mail"' in out  # ids and names stay
+
+
 @pytest.mark.django_db(transaction=True)
 def test_values_never_go_upstream_and_the_log_maps_them(settings, upstream, gateway, log_flush):
     settings.GATEWAY_HOOKS = [PII]
