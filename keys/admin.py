@@ -37,6 +37,11 @@ class GatewayKeyAdmin(admin.ModelAdmin):
         ("Provider credential", {"fields": ("new_provider_credential", "remove_provider_credential")}),
     )
 
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        # Only the list's own filters (a 400 for others): Django lets any lookup on a field through,
+        # and one it cannot turn into SQL (?created_at__year=99999) failed as a 500.
+        return lookup.split("__")[0] in self.list_filter and super().lookup_allowed(lookup, value, request)
+
     def get_readonly_fields(self, request, obj=None):
         # The log names a key by its name: renaming would split its history (and its spend).
         return ("name",) if obj is not None else ()

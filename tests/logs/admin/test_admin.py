@@ -101,6 +101,15 @@ def test_paging_without_count(admin_client, monkeypatch):
         assert far.status_code == 302 and far["Location"].endswith("?e=1")
 
 
+@pytest.mark.parametrize("query", ["model=%00", "provider=x%00y", "key=%00", "client_addr=%00", "q=a%00b"])
+def test_a_nul_in_a_filter_is_a_400_on_every_database(admin_client, query):
+    # PostgreSQL cannot hold a NUL in a text value: such a filter was a 500 there (SQLite found nothing).
+    exchange_make()
+    for url in (LIST, "/admin/logs/request/live/feed/"):
+        r = admin_client.get(f"{url}?{query}")
+        assert r.status_code == 400 and b"NUL" in r.content
+
+
 @pytest.mark.parametrize("query,expected", [
     ("status=2xx", {"ok", "gone", "claude", "stream"}), ("status=4xx", {"rate"}), ("status=5xx", {"boom"}),
     ("status=gateway_error", {"gw"}), ("status=aborted", {"gone"}),
