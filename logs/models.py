@@ -347,3 +347,20 @@ class Frame(models.Model):
 
     def __str__(self) -> str:
         return f"{self.direction} #{self.seq} of {self.request_id}"
+
+
+class PayloadOrphan(models.Model):
+    """A stored file of a deleted exchange that the store did not delete (unreachable, refusing).
+
+    The rows went (their delete had committed); the file's name waits here, and every
+    prune_logs tries again (logs/retention.py), so no file is left that nothing knows of.
+    """
+
+    name = models.CharField(max_length=512, primary_key=True)
+    since = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "payload_orphans"
+
+    def __str__(self) -> str:
+        return self.name

@@ -5,7 +5,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, QuerySet, Sum
 
-from logs.models import BinaryFile, Frame, PendingRequest, Request, Response
+from logs.models import BinaryFile, Frame, PayloadOrphan, PendingRequest, Request, Response
 from logs.storage import payloads_delete
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -35,6 +35,30 @@ class PruneResult:
     files: int = 0
     file_bytes: int = 0
     dry_run: bool = False
+    files_left: int = 0  # files the store did not delete: kept as PayloadOrphan rows for the next prune
+    orphans_deleted: int = 0  # files left by earlier deletes, deleted now
+
+
+@dataclass
+class Deleted:
+    """What deletes removed: exchanges, their files, and the files the store did not delete.
+
+    Files go when the delete commits, which inside an outer transaction (the admin's delete view)
+    is after the call returns: `files_left` counts them once they went.
+    """
+
+    exchanges: int = 0
+    files: int = 0
+    lefts: list[list[str]] = field(default_factory=list)  # each delete's list, filled as its files go
+
+    @property
+    def files_left(self) -> int:
+        return sum(len(left) for left in self.lefts)
+
+    def __iadd__(self, other: "Deleted") -> "Deleted":
+        self.exchanges, self.files = self.exchanges + other.exchanges, self.files + other.files
+        self.lefts += other.lefts
+        return self
 
 
 def age_parse(text: str) -> timedelta:
@@ -50,12 +74,14 @@ def age_parse(text: str) -> timedelta:
     return age
 
 
-def exchanges_delete(request_ids: list) -> tuple[int, int]:
+def exchanges_delete(request_ids: list) -> Deleted:
     """Delete exchanges by id in one transaction; their files go once it has committed.
 
     Files are removed only after the commit: a rolled back delete must not lose evidence, and a
-    crash between the two leaves orphan files (harmless) rather than rows pointing nowhere.
+    crash between the two leaves orphan files (harmless) rather than rows pointing nowhere. Files
+    the store does not delete then (unreachable, refusing) are noted for prune_logs to try again.
     """
+    left: list[str] = []
     with transaction.atomic():
         files = list(BinaryFile.objects.filter(request_id__in=request_ids).values_list("file", flat=True))
         # Children first, one DELETE per table: every child row names its request, so Django's
@@ -64,17 +90,37 @@ def exchanges_delete(request_ids: list) -> tuple[int, int]:
         for model in (BinaryFile, Frame, Response):
             model.objects.filter(request_id__in=request_ids)._raw_delete(model.objects.db)
         deleted = Request.objects.filter(pk__in=request_ids)._raw_delete(Request.objects.db)
-        transaction.on_commit(lambda: payloads_delete(files))
-    return deleted, len(files)
+        transaction.on_commit(lambda: left.extend(_files_delete(files)))
+    return Deleted(deleted, len(files), [left])
 
 
-def queryset_delete(qs: QuerySet, batch: int = 1000) -> tuple[int, int]:
+def _files_delete(names: list[str]) -> list[str]:
+    left = payloads_delete(names)
+    if left:
+        PayloadOrphan.objects.bulk_create([PayloadOrphan(name=n) for n in left], ignore_conflicts=True)
+    return left
+
+
+def orphans_delete(batch: int = 1000) -> tuple[int, int]:
+    """Try again to delete the files earlier deletes left in the store: (deleted now, still left)."""
+    deleted = 0
+    seen_last = ""
+    while names := list(PayloadOrphan.objects.filter(name__gt=seen_last).order_by("name")
+                        .values_list("name", flat=True)[:batch]):
+        seen_last = names[-1]
+        left = set(payloads_delete(names))
+        gone = [n for n in names if n not in left]
+        PayloadOrphan.objects.filter(name__in=gone).delete()
+        deleted += len(gone)
+    return deleted, PayloadOrphan.objects.count()
+
+
+def queryset_delete(qs: QuerySet, batch: int = 1000) -> Deleted:
     """Delete every exchange of a queryset (the admin's delete action), in batches."""
-    total = total_files = 0
+    total = Deleted()
     for ids in _id_batches(qs, batch):
-        n, f = exchanges_delete(ids)
-        total, total_files = total + n, total_files + f
-    return total, total_files
+        total += exchanges_delete(ids)
+    return total
 
 
 def _id_batches(qs: QuerySet, batch: int) -> Iterator[list]:
@@ -160,6 +206,7 @@ def prune(older_than: timedelta, *, dry_run: bool = False, batch: int = 1000, no
         if dry_run:
             return plan
         result = PruneResult(cutoff=cutoff)
+        result.orphans_deleted, _ = orphans_delete(batch)
         # An exchange still in flight is kept: its answer, logged when it ends, needs its request row.
         old = Request.objects.filter(created_at__lt=cutoff).exclude(pk__in=_in_flight(now))
         while True:
@@ -168,8 +215,9 @@ def prune(older_than: timedelta, *, dry_run: bool = False, batch: int = 1000, no
             if not ids:
                 break
             result.file_bytes += BinaryFile.objects.filter(request_id__in=ids).aggregate(b=Sum("size"))["b"] or 0
-            n, f = exchanges_delete(ids)
-            result.exchanges, result.files = result.exchanges + n, result.files + f
+            done = exchanges_delete(ids)
+            result.exchanges, result.files = result.exchanges + done.exchanges, result.files + done.files
+            result.files_left += done.files_left
             if progress:
                 progress(result)
     return result

@@ -15,6 +15,7 @@ outage: the records wait in the journal and the bytes in the spool folder until 
 again.
 """
 
+import logging
 import mimetypes
 import os
 import sys
@@ -37,6 +38,8 @@ EXTENSIONS = {
 }
 READ_CHUNK = 256 * 1024
 
+
+log = logging.getLogger(__name__)
 
 class PayloadStoreUnavailable(Exception):
     """The remote payload store refused or did not answer; nothing was lost, the caller retries."""
@@ -129,11 +132,22 @@ def payload_exists(name: str) -> bool:
 
 
 def payload_size(name: str) -> int | None:
-    """A stored file's size in bytes, None when the store does not have it."""
+    """A stored file's size in bytes, None when the store does not have it; PayloadStoreUnavailable
+    when a remote store cannot say (unreachable, or refusing: a file there is not a file gone)."""
     try:
         return payload_storage().size(name) if name else None
-    except (OSError, ValueError, SuspiciousFileOperation, *remote_errors()):  # gone, or a name outside the store
+    except (OSError, ValueError, SuspiciousFileOperation):  # gone, or a name outside the store
         return None
+    except remote_errors() as exc:
+        if _not_found(exc):
+            return None
+        raise PayloadStoreUnavailable(f"payload store unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+def _not_found(exc: BaseException) -> bool:
+    """A remote store's answer that the object does not exist (S3: 404, NoSuchKey)."""
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound")
 
 
 def payload_chunks(name: str, byte_range: tuple[int, int] | None = None) -> Iterator[bytes]:
@@ -161,15 +175,31 @@ def payload_chunks(name: str, byte_range: tuple[int, int] | None = None) -> Iter
             yield chunk
 
 
-def payloads_delete(names: list[str]) -> None:
-    """Delete stored files (already gone is fine)."""
+def payloads_delete(names: list[str]) -> list[str]:
+    """Delete stored files (already gone is fine); the names the store did not delete (it failed
+    or refused), which the caller keeps to try again."""
     storage = payload_storage()
     bucket = getattr(storage, "bucket", None)
     names = [name for name in names if name]
+    left: list[str] = []
     if bucket is not None:  # an S3 bucket: one request per 1000 objects, not one per file
         for i in range(0, len(names), 1000):
-            keys = [{"Key": _object_key(storage, n)} for n in names[i:i + 1000]]
-            bucket.delete_objects(Delete={"Objects": keys, "Quiet": True})
-        return
+            part = names[i:i + 1000]
+            try:
+                answer = bucket.delete_objects(Delete={"Objects": [{"Key": _object_key(storage, n)} for n in part],
+                                                       "Quiet": True})
+            except remote_errors() as exc:
+                log.warning("payload store: %d file(s) not deleted: %s: %s", len(part), type(exc).__name__, exc)
+                left += part
+                continue
+            # Quiet: the answer lists only the objects it could not delete (access denied, ...).
+            failed = {e.get("Key") for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"}
+            left += [n for n in part if _object_key(storage, n) in failed]
+        return left
     for name in names:
-        storage.delete(name)
+        try:
+            storage.delete(name)
+        except OSError as exc:
+            log.warning("payload store: %s not deleted: %s", name, exc)
+            left.append(name)
+    return left

@@ -2,8 +2,9 @@
 
 Pages beyond the list live in views/, one module each."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.db import transaction
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Substr
 from django.http import HttpRequest, HttpResponseRedirect
@@ -18,7 +19,7 @@ from logs.admin.filters import (AnswerModelFilter, CacheFilter, CostFilter, File
                                 KeyFilter, MetadataFilter, ModelFilter, ProviderFilter, SessionFilter,
                                 StatusFilter, StreamedFilter, TimeRangeFilter, UserFilter)
 from logs.models import BinaryFile, Request
-from logs.retention import queryset_delete
+from logs.retention import Deleted, queryset_delete
 from logs.admin.views import header_context
 from logs.admin.views.dashboard import dashboard_view
 from logs.admin.views.exchange import exchange_view
@@ -176,9 +177,16 @@ class RequestAdmin(ListColumns, admin.ModelAdmin):
 
     def delete_model(self, request: HttpRequest, obj: Request) -> None:
         """Delete one exchange and its files."""
-        queryset_delete(Request.objects.filter(pk=obj.pk))
+        self._files_left_say(request, queryset_delete(Request.objects.filter(pk=obj.pk)))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
         """Delete the selected exchanges and their files, in batches."""
-        queryset_delete(Request.objects.filter(pk__in=queryset.values("pk")))
+        self._files_left_say(request, queryset_delete(Request.objects.filter(pk__in=queryset.values("pk"))))
+
+    def _files_left_say(self, request: HttpRequest, deleted: Deleted) -> None:
+        def say() -> None:  # the delete view's transaction commits, then the files go, then this
+            if deleted.files_left:
+                self.message_user(request, f"{deleted.files_left} stored file(s) could not be deleted (the file "
+                                           "store failed); the next prune_logs deletes them.", messages.WARNING)
+        transaction.on_commit(say)
 

@@ -9,6 +9,7 @@ the ingest process after the rows are committed: never on the event loop, never 
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -22,7 +23,7 @@ from django.db import connections
 
 from logs.ids import derive
 from logs.pipeline.spool import SpoolWriter, spool_path
-from logs.storage import payload_move_in, payload_name
+from logs.storage import PayloadStoreUnavailable, payload_move_in, payload_name
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ OUTPUT_ROLE = "response_output"  # BinaryFile.Role.RESPONSE_OUTPUT: a file the a
 MEDIA_TYPES = ("image/", "audio/", "video/")
 # Output files get ids derived from their URL under this fixed owner: one row per URL, ever.
 OUTPUT_NAMESPACE = "00000000-0000-7000-8000-000000000000"
+# Seconds between tries to put a downloaded output into a remote store that failed (about six
+# minutes in all); the download itself is not repeated.
+STORE_WAITS = (1, 2, 5, 10, 20, 30, 60, 60, 60, 60, 60)
 
 _pool: ThreadPoolExecutor | None = None
 _pending: set[Future] = set()
@@ -87,7 +91,7 @@ def _download(url: str, provider: str, request_id: str, response_id: str) -> Non
             except BaseException:
                 spool.discard()
                 raise
-        name = payload_move_in(name, spool_path(ref.spool))
+        name = _move_in(name, ref)
         size, sha = ref.size, ref.sha256
         BinaryFile.objects.bulk_create([BinaryFile(
             id=fid, request_id=request_id, response_id=response_id, file=name, role=OUTPUT_ROLE,
@@ -95,12 +99,42 @@ def _download(url: str, provider: str, request_id: str, response_id: str) -> Non
             size=size, sha256=sha, created_at=now)], ignore_conflicts=True)
     except _TooLarge:
         log.warning("output file %s not saved: larger than REPLICATE_FILE_MAX_BYTES", url)
+    except PayloadStoreUnavailable as exc:  # downloaded, and the store never came back: said on the row
+        log.warning("output file %s not saved: %s", url, exc)
+        _note(response_id, f"output file {url} not saved: {exc}")
+        with _lock:
+            _seen.discard(url)  # a later poll may try again
     except Exception as exc:  # a failed copy must never disturb the exchange or the log
         log.warning("output file %s not saved: %s: %s", url, type(exc).__name__, exc)
         with _lock:
             _seen.discard(url)  # a later poll may try again
     finally:
         connections.close_all()  # this pool thread's own connection
+
+
+def _move_in(name: str, ref) -> str:
+    """The downloaded file into the store, waiting out an outage of a remote one (STORE_WAITS): the
+    copy may be the only one left once Replicate deletes its own. The spool goes either way."""
+    path = spool_path(ref.spool)
+    try:
+        for pause in (*STORE_WAITS, None):
+            try:
+                return payload_move_in(name, path)
+            except PayloadStoreUnavailable as exc:
+                if pause is None:
+                    raise
+                log.warning("output file %s waits for the payload store (%s): next try in %g s", name, exc, pause)
+                time.sleep(pause)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _note(response_id: str, note: str) -> None:
+    """Add a note to an answer's row (what the log could not keep)."""
+    from logs.models import Response
+
+    for said in Response.objects.filter(id=response_id).values_list("error_message", flat=True):
+        Response.objects.filter(id=response_id).update(error_message="; ".join(n for n in (said, note) if n))
 
 
 def output_files_schedule(responses: Iterable[Any]) -> int:

@@ -1,6 +1,7 @@
 """End to end: Replicate's HTTP API through a live gateway (httpx), outputs saved once."""
 
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -101,3 +102,33 @@ def test_audio_output_saved(replicate, log_flush, payload_dir):
     saved = BinaryFile.objects.get()
     assert saved.content_type == "audio/mpeg" and saved.file.name.endswith(".mp3")
     assert (payload_dir / saved.file.name).read_bytes()[:3] == b"ID3"
+
+
+@pytest.mark.parametrize("outage", [2, 99])
+def test_an_output_waits_out_a_store_outage_and_is_said_lost_when_it_lasts(replicate, log_flush, payload_dir, settings,
+                                                                          monkeypatch, outage):
+    # Replicate deletes its copy after an hour and a Prefer: wait call is never polled again: the
+    # download is kept and put into the store when it answers (it was dropped at once, its spool left).
+    import logs.pipeline.output_files as output_files
+    from logs.storage import PayloadStoreUnavailable
+
+    monkeypatch.setattr(output_files, "STORE_WAITS", (0.05,) * 3)
+    real, tries = output_files.payload_move_in, []
+
+    def flaky(name, path):
+        tries.append(name)
+        if len(tries) <= outage:
+            raise PayloadStoreUnavailable("payload store unavailable: EndpointConnectionError: down")
+        return real(name, path)
+
+    monkeypatch.setattr(output_files, "payload_move_in", flaky)
+    r = replicate.post("/models/black-forest-labs/flux-schnell/predictions", json={"input": {}},
+                       headers={"Prefer": "wait"})
+    _settle(log_flush)
+    assert not list(Path(settings.SPOOL_DIR).rglob("*.output"))  # no spool file left behind
+    if outage == 2:
+        assert len(tries) == 3 and (payload_dir / BinaryFile.objects.get().file.name).read_bytes() == PNG
+    else:
+        assert len(tries) == 4 and not BinaryFile.objects.exists()
+        resp = Response.objects.get(request_id=r.headers["x-gateway-request-id"])
+        assert "not saved: payload store unavailable" in resp.error_message and resp.outcome == "completed"

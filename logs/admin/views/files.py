@@ -14,7 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 
 from logs.admin.views import streaming
 from logs.selectors import binary_file_get
-from logs.storage import payload_chunks, payload_size
+from logs.storage import PayloadStoreUnavailable, payload_chunks, payload_size
 from wire.ranges import RangeNotSatisfiable, byte_range
 
 # Served inline (shown in <img>/<audio>/<video>); anything else is a download, so a stored
@@ -41,7 +41,10 @@ def file_view(model_admin, request: HttpRequest, file_id: str) -> HttpResponse:
     if row is None:
         raise Http404("No such file.")
     name = row.file.name
-    size = payload_size(name)
+    try:
+        size = payload_size(name)
+    except PayloadStoreUnavailable as exc:  # the file may well be there: not a 404
+        return HttpResponse(f"The file store cannot be reached now: {exc}", status=503, content_type="text/plain")
     if size is None:
         raise Http404("The file is missing from the file store.")
     ctype = row.content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"

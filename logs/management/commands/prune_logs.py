@@ -39,3 +39,8 @@ class Command(BaseCommand):
         if not dry_run:
             self.stdout.write(f"deleted {result.exchanges} exchanges and {result.files} files "
                               f"({result.file_bytes} bytes)")
+            if result.orphans_deleted:
+                self.stdout.write(f"deleted {result.orphans_deleted} files that earlier deletes had left in the store")
+            if result.files_left:
+                self.stderr.write(f"{result.files_left} files could not be deleted (the file store failed): they are "
+                                  "noted, and the next prune_logs deletes them")
