@@ -38,6 +38,14 @@ def _block_finish(block: dict[str, Any]) -> dict[str, Any]:
     return block
 
 
+# The error types Anthropic's API answers with (docs.anthropic.com, "Errors").
+ERROR_TYPES = frozenset({"invalid_request_error", "authentication_error", "permission_error", "not_found_error",
+                         "request_too_large", "rate_limit_error", "api_error", "overloaded_error"})
+ERROR_TYPE_OF_STATUS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                        404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                        529: "overloaded_error"}
+
+
 class Anthropic(Provider):
     name = "anthropic"
     label = "Anthropic"
@@ -52,12 +60,14 @@ class Anthropic(Provider):
         return "x-api-key", credential
 
     def error_body(self, message: str, *, kind: str = "gateway_error", status: int = 500) -> bytes:
-        """{"type": "error", "error": {type, message}}."""
+        """{"type": "error", "error": {type, message}}, the type one of Anthropic's own (the gateway's
+        own kinds become the one Anthropic gives that status)."""
+        kind = kind if kind in ERROR_TYPES else self.error_kind(status)
         return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
 
     def error_kind(self, status: int) -> str:
-        """Anthropic calls its 500 api_error."""
-        return "api_error" if status >= 500 else "invalid_request_error"
+        """The type Anthropic gives a status (its 500 and other server errors: api_error)."""
+        return ERROR_TYPE_OF_STATUS.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
 
     def content_policy_answer(self, endpoint: str, query: str, payload: Payload) -> tuple[int, str, bytes]:
         """Anthropic's refusal by its content filter: a 400 invalid_request_error (the SDK raises BadRequestError)."""

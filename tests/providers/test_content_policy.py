@@ -42,3 +42,12 @@ def test_replicate_answers_a_failed_prediction():
     assert status == 201 and prediction["status"] == "failed" and "(E005)" in prediction["error"]
     assert prediction["model"] == "black-forest-labs/flux-schnell" and prediction["input"] == {"prompt": "p"}
     assert prediction["output"] is None and prediction["urls"]["get"].endswith(prediction["id"])
+
+
+def test_the_gateways_own_anthropic_errors_carry_anthropics_types():
+    anthropic = registry().get("anthropic")
+    kinds = {status: json.loads(anthropic.error_body("x", kind="gateway_error", status=status))["error"]["type"]
+             for status in (401, 413, 502, 504, 500)}
+    assert kinds == {401: "authentication_error", 413: "request_too_large", 502: "api_error", 504: "api_error",
+                     500: "api_error"}
+    assert json.loads(anthropic.error_body("x", kind="rate_limit_error", status=429))["error"]["type"] == "rate_limit_error"
