@@ -86,6 +86,8 @@ def held_decide(request_id: str, decision: str, *, by: str, body: str | None = N
         if decision != Decision.APPROVE:
             raise HoldError("an edited body goes only with approve")
         body = edited_body_check(body)
+        if HeldRequest.objects.filter(pk=request_id, method="GET").exists():  # it would be dropped unsaid
+            raise HoldError("a GET (a WebSocket upgrade, a read) has no body to edit: approve it as it is")
     now = timezone.now()
     done = HeldRequest.objects.filter(pk=request_id, state=HeldRequest.State.WAITING, decision="").update(
         decision=decision, decided_by=by[:150], decided_at=now, edited_body=body)

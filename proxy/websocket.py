@@ -27,6 +27,7 @@ from logs.pipeline.tracks import Track
 from logs.records import FileRecord, FrameRecord
 from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error
 from proxy.forward import NO_PROVIDER, refuse, request_record, step_answered
+from proxy.forwarded import forwarded_note
 from proxy.paths import NoRoute, PathRefused, Route, route_find
 from proxy.refusals import refusal_find
 from proxy.request_body import BodySpool
@@ -333,6 +334,8 @@ async def websocket_app(scope: dict, receive, send) -> None:
     if answer is not None:
         await _deny(scope, send, step_answered(x, answer))
         return
+    if x.request_changed:  # a hook changed the upgrade (its path, query or headers): what went upstream
+        await forwarded_note(x)
     upstream = await _upstream_open(x, scope)
     if isinstance(upstream, HttpResponseBase):
         await _deny(scope, send, upstream)

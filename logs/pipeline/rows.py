@@ -77,6 +77,8 @@ def request_row(rec: RequestRecord, provider: Provider, files: list[BinaryFile])
         payload = payload["fields"]  # a multipart form: its fields name the model
     path = unquote(rec.endpoint)  # stored as sent; read decoded (a client may encode the ":" of :generateContent)
     req.model = _untrusted(provider.request_model, path, payload)
+    if req.model is None and any(str(k).lower() == "upgrade" and str(v).lower() == "websocket" for k, v in rec.headers):
+        req.model = _untrusted(provider.realtime_model, path, rec.query)  # a realtime session's, in its query
     req.stream_requested = bool(_untrusted(provider.stream_requested, path, payload))
     _tags_set(req, rec, _untrusted(provider.request_tags, path, payload))
     return req

@@ -73,6 +73,7 @@ def test_openai_sdk_session_is_relayed_and_logged(rt, realtime_mock, log_flush):
     req = Request.objects.get()
     resp = Response.objects.get(request=req)
     assert req.endpoint == "/v1/realtime" and req.query_string == "model=gpt-realtime"
+    assert req.model == "gpt-realtime"  # the upgrade's ?model=, on the request row too
     assert KEY not in json.dumps(req.headers)
     assert resp.status_code == 101 and resp.outcome == "completed" and "client closed" in resp.error_message
     # Usage from response.done, and its cost.
@@ -201,6 +202,20 @@ def test_a_key_in_the_subprotocol_reaches_the_upstream_and_is_logged_masked(rt, 
     dumped = json.dumps([list(Request.objects.values()), list(Response.objects.values())], default=str)
     assert "realtime, openai-insecure-api-key" in dumped and KEY not in dumped and KEY[-12:] not in dumped
     assert KEY not in capsys.readouterr().err
+
+
+def test_a_hook_that_changes_the_upgrade_is_logged_with_what_went_upstream(rt, realtime_mock, settings, log_flush):
+    from tests.proxy.sample_hooks import INJECTED
+
+    settings.GATEWAY_HOOKS = ["tests.proxy.sample_hooks.InjectKey"]
+    assert asyncio.run(_browser_session(rt.url)) == "session.created"
+    got = dict((k.lower(), v) for k, v in realtime_mock.mock.sessions[-1].headers)
+    assert got["authorization"] == f"Bearer {INJECTED}"
+    log_flush()
+    resp = Response.objects.get()
+    forwarded = dict((k.lower(), v) for k, v in resp.forwarded["headers"])
+    assert resp.forwarded["path"] == "/v1/realtime" and forwarded["authorization"].startswith("Bearer sk-")
+    assert INJECTED not in json.dumps(resp.forwarded) and resp.steps[0]["hook"] == "tests.proxy.sample_hooks.InjectKey"
 
 
 async def _refused(url: str, headers: dict | None = None, model: str = "m") -> InvalidStatus:
@@ -351,6 +366,8 @@ def test_the_hold_queue_applies_at_the_upgrade(rt, realtime_mock, log_flush):
     approved = Background(lambda: asyncio.run(_upgrade(rt.url)))
     [rid] = held_ids(rt)
     assert not approved.done and realtime_mock.mock.sessions == []  # no handshake either way while held
+    with pytest.raises(HoldError, match="has no body to edit"):  # it would be dropped without a word
+        decide(rid, "approve", by="alice", body='{"edited": true}')
     decide(rid, "approve", by="alice")
     assert approved.wait() == "session.created"
 
