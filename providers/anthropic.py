@@ -65,6 +65,10 @@ class Anthropic(Provider):
         kind = kind if kind in ERROR_TYPES else self.error_kind(status)
         return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
 
+    def stream_ended(self, tail: bytes) -> bool:
+        """Anthropic's stream ends with message_stop."""
+        return b"message_stop" in tail
+
     def error_kind(self, status: int) -> str:
         """The type Anthropic gives a status (its 500 and other server errors: api_error)."""
         return ERROR_TYPE_OF_STATUS.get(status) or ("api_error" if status >= 500 else "invalid_request_error")

@@ -196,6 +196,13 @@ class Provider:
         """An error answer in this provider's own shape, so its SDK raises its usual exception."""
         return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
 
+    def stream_ended(self, tail: bytes) -> bool:
+        """Whether a stream whose last bytes relayed were these had sent its final event (a client
+        may hang up on it before the upstream's end of body comes): OpenAI's `data: [DONE]`, the
+        Responses API's terminal events."""
+        return tail.rstrip().endswith(b"data: [DONE]") or any(
+            end in tail for end in (b"response.completed", b"response.failed", b"response.incomplete"))
+
     def stream_error_event(self, message: str) -> bytes:
         """The last event of a stream the upstream broke off, in this provider's shape, so its SDK raises its
         usual error: `event: error` with the error body of a 502 (OpenAI's SDK and Anthropic's read it so)."""

@@ -86,6 +86,10 @@ class Gemini(Provider):
         return json.dumps({"error": {"code": status, "message": message,
                                      "status": GOOGLE_STATUS.get(status, "INTERNAL")}}).encode()
 
+    def stream_ended(self, tail: bytes) -> bool:
+        """Gemini's last chunk is the one with a finishReason."""
+        return b'"finishReason"' in tail
+
     def stream_error_event(self, message: str) -> bytes:
         """A data line holding Gemini's error body: google-genai raises APIError for a chunk that is one (it
         cannot read an `event:` line)."""

@@ -18,6 +18,10 @@ class Replicate(Provider):
     upstream_env = "REPLICATE_UPSTREAM_URL"
     upstream_default = "https://api.replicate.com"
 
+    def stream_ended(self, tail: bytes) -> bool:
+        """A prediction's stream ends with its done event."""
+        return b"event: done" in tail
+
     def error_body(self, message: str, *, kind: str = "gateway_error", status: int = 500) -> bytes:
         """problem+json: {"title", "detail", "status"}."""
         return json.dumps({"title": kind, "detail": message, "status": status}).encode()

@@ -159,6 +159,7 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
     # it would glue the error event to a torn line that no SDK can parse (the log keeps it all).
     whole_events = _error_tail_allowed(upstream, is_sse)
     held = b""
+    sent = b""  # the last bytes the client took: whether one that hangs up had the stream's end
     try:
         while (chunk := await watch.chunk_next(chunks)) is not None:
             if exchange.ttfb_ms is None:
@@ -176,6 +177,7 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
                 if exchange.cache_fill is not None:
                     exchange.cache_fill.feed(chunk)
                 yield chunk
+                sent = chunk
         rest = held + chunk_filter.rest() if chunk_filter is not None else held
         if rest:
             if exchange.cache_fill is not None:
@@ -187,8 +189,15 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
         exchange.fail(Outcome.UPSTREAM_ERROR, f"upstream sent nothing for {idle_timeout:g} s (STREAM_IDLE_TIMEOUT)")
         finished = broken = True
     except asyncio.CancelledError:
-        # Django 5 cancels the response task when the client goes away.
-        exchange.cancelled_mark("before the response ended")
+        # Django 5 cancels the response task when the client goes away: an abort, unless it had
+        # the stream's final event and the upstream's end of body was still on its way.
+        if is_sse and exchange.provider.stream_ended(sent):
+            finished = True
+            if capture.event_offsets:  # it ended with that event, not when the client's leaving was seen
+                exchange.ended_ms = capture.event_offsets[-1]
+            exchange.clock_stop()
+        else:
+            exchange.cancelled_mark("before the response ended")
         raise
     except httpx.HTTPError as exc:
         exchange.fail(Outcome.UPSTREAM_ERROR, f"upstream failed mid-response: {type(exc).__name__}: {exc}".strip())

@@ -13,7 +13,8 @@ Used by the tests, the benchmark and seed data. Routes (OpenAI wire format):
   POST /v1/files              reads the body, answers a file object with its size (bytes) and sha256
 Request headers steer it: x-mock-status (error status), x-mock-events / x-mock-delay-ms (SSE),
 x-mock-gzip (gzip the JSON answer), x-mock-tool-call, x-mock-fault (close-mid-stream,
-close-mid-event: half an event of a stream, then the connection reset,
+close-mid-event: half an event of a stream, then the connection reset, linger-end: a stream's
+end of body x-mock-stall-s after its last event,
 stall, reset, bad-json, wrong-length, bad-sse: broken SSE framing, echo-auth: a 401 whose body
 and headers echo the request's credentials, stall-body: half the JSON body, then x-mock-stall-s
 of silence, then the rest), x-mock-content-type (label the answer with this content type
@@ -323,6 +324,8 @@ class MockUpstream:
             await writer.drain()
             if delay:
                 await self._pause(delay)
+        if fault == "linger-end":  # the last event sent, the end of body comes late
+            await self._pause(float(h.get("x-mock-stall-s", "1")))
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True

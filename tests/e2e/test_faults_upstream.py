@@ -190,6 +190,24 @@ def test_healthy_stream_still_completes(fast_gateway, log_flush):
     assert resp.outcome == "completed" and not resp.is_error
 
 
+def test_a_client_that_leaves_after_the_last_event_had_a_complete_stream(fast_gateway, upstream, log_flush):
+    # openai-python stops at data: [DONE] and closes; this upstream's end of body comes 2 s later.
+    # The client had the whole answer: completed (and cached), not client_aborted.
+    client = openai.OpenAI(api_key=KEY, base_url=f"{fast_gateway.url}/v1", max_retries=0,
+                           default_headers={"x-mock-fault": "linger-end", "x-mock-stall-s": "2",
+                                            "X-Gateway-Cache": "60"})
+    with client.chat.completions.with_streaming_response.create(**CHAT, stream=True) as answer:
+        rid = answer.headers["x-gateway-request-id"]
+        text = "".join(c.choices[0].delta.content or "" for c in answer.parse() if c.choices)
+    assert text
+    _, resp = exchange_get(log_flush, rid)
+    assert resp.outcome == "completed" and not resp.is_error and resp.cache_hit is False
+    assert resp.duration_ms < 1000  # ended with its last event, not when the client's leaving was seen
+    again = client.chat.completions.create(**CHAT, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in again if c.choices) == text
+    assert len(upstream.received) == 1  # the second call was a hit of the first
+
+
 def test_unexpected_failure_while_forwarding_still_ends_the_log_entry(fast_gateway, log_flush, monkeypatch):
     import proxy.upstream
 
