@@ -16,7 +16,6 @@ from keys.limits import Verdict, limits_apply, policies
 from keys.selectors import keys_exist_known
 from keys.store import StoreUnavailable
 from logs.outcomes import Outcome
-from logs.redaction.redact import headers_mask
 from logs.redaction.scrub import Scrubber, byte_replacements
 from proxy.access import KeyGrant
 from proxy.exchange import Exchange, json_error
@@ -109,7 +108,7 @@ def _credential_swap(x: Exchange, grant: KeyGrant, credential: str) -> None:
     kept = [(k, v) for k, v in x.forward_headers if k.lower() not in provider.credential_headers]
     name, value = provider.credential_pair(credential)
     x.forward_headers = [*kept, (name, value)]
-    x.forwarded = {**(x.forwarded or {}), "headers": headers_mask(x.forward_headers)}
+    x.request_changed = True  # what goes upstream is logged if it goes (forwarded_note), not before
     where = "X-Gateway-Key" if not grant.in_provider_header else grant.carrier
     x.decisions.append({"step": STEP, "decision": "provider credential swapped in",
                         "changed": [f"{name}: the key's stored provider credential (the key came in {where})"]})

@@ -225,6 +225,14 @@ def test_key_holding_the_provider_credential(gateway, upstream, log_flush, make_
         dumped = json.dumps([req.headers, req.body, resp.headers, resp.body, resp.steps, resp.forwarded])
         assert secret not in dumped and stored not in dumped
         assert resp.steps[-1]["decision"] == "provider credential swapped in"
+        sent = {k.lower(): v for k, v in resp.forwarded["headers"]}  # what went upstream, masked
+        assert (sent.get("authorization") or sent["x-api-key"]).endswith(stored[-4:])
+    # Nothing went upstream: nothing is logged as forwarded (a step answered after the swap).
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT,
+                   headers={"Authorization": f"Bearer {secret}", "X-Gateway-Cache": "banana"})
+    assert r.status_code == 400
+    _, resp = _logged(log_flush, r)
+    assert resp.forwarded is None
     # An upstream that echoes the credential back does not put it in the log either.
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT,
                    headers={"Authorization": f"Bearer {secret}", "x-mock-fault": "echo-auth"})
