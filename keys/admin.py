@@ -91,7 +91,7 @@ class GatewayKeyAdmin(admin.ModelAdmin):
     def last_used(self, key: GatewayKey):
         return self._use(key).last_used or "never"
 
-    @admin.action(description="Revoke the selected keys")
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request, queryset):
         count = queryset.filter(active=True).update(active=False, revoked_at=timezone.now(), updated_at=timezone.now())
         self.message_user(request, f"revoked {count} key(s): refused on every worker within a second")

@@ -58,6 +58,8 @@ def test_view_only_staff_may_look_but_not_decide_or_switch(client):
     assert staff.get("/admin/hold/heldrequest/").status_code == 200
     assert staff.post(DECIDE, {"id": "a" * 32, "decision": "approve"}).status_code == 403
     assert staff.post(SWITCH, {"on": "1"}).status_code == 403
+    page = staff.get("/admin/").content.decode()  # the switch's state, shown as text: no button that does nothing
+    assert '<span id="hold-switch" class="readonly"' in page and '<button type="button" id="hold-switch"' not in page
     assert HeldRequest.objects.get().decision == ""
 
 

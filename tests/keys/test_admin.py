@@ -69,3 +69,19 @@ def test_exchange_list_filters_by_the_rate_limited_outcome(admin_client):
 def test_an_impossible_date_in_the_keys_list_is_no_500(admin_client):
     assert admin_client.get(f"{LIST}?created_at__year=99999").status_code == 400
     assert admin_client.get(f"{LIST}?active__exact=1").status_code == 200  # the list's own filters work
+
+
+def test_a_user_who_may_only_view_keys_cannot_revoke_them(client, admin_client):
+    from django.contrib.auth.models import Permission, User
+
+    from keys.models import GatewayKey
+
+    admin_client.post(f"{LIST}add/", {"name": "team", "budget_period": "month", "active": "on"})
+    key = GatewayKey.objects.get(name="team")
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_gatewaykey"))
+    client.force_login(viewer)
+    assert "revoke" not in client.get(LIST).content.decode()  # the action is not offered
+    client.post(LIST, {"action": "revoke", "_selected_action": [key.pk]})
+    key.refresh_from_db()
+    assert key.active  # nor carried out

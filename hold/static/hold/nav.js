@@ -61,10 +61,12 @@
     setTimeout(poll, 1000);
   }
 
-  sw.addEventListener('click', async function () {
-    await window.holdPost(nav.dataset.switchUrl, {on: on ? '0' : '1'});
-    await refresh();
-  });
+  if (sw.tagName === 'BUTTON') {  // a span for users who may only look
+    sw.addEventListener('click', async function () {
+      await window.holdPost(nav.dataset.switchUrl, {on: on ? '0' : '1'});
+      await refresh();
+    });
+  }
   mute.addEventListener('click', function () {
     localStorage.setItem('holdMuted', muted() ? '0' : '1');
     muteShow();
