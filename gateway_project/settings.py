@@ -1,8 +1,10 @@
 """Django settings for the AI gateway: every knob is read from the environment here, once."""
 
+import logging
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -15,9 +17,10 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
-def _number(kind: type, name: str, default: float) -> float:
+def _number(kind: type, name: str, default: float, *, least: float = 0, above: bool = False) -> float:
     """A numeric setting, read strictly: django-environ's float() drops every character that is not a digit
-    ("1e2" read as 12.0), and its int() fails with a bare traceback."""
+    ("1e2" read as 12.0), and its int() fails with a bare traceback. None is negative; `least` is the
+    smallest value that works (`above`: the value must exceed it)."""
     raw = env.get_value(name, cast=str, default=default)  # the default as it is, the variable as text
     if not isinstance(raw, str):
         return raw
@@ -29,6 +32,29 @@ def _number(kind: type, name: str, default: float) -> float:
         value = None
     if value is None or value != value or value in (float("inf"), float("-inf")):
         raise ImproperlyConfigured(f"{name} must be {'an integer' if kind is int else 'a number'}, not {raw!r}")
+    if value < least or (above and value == least):
+        raise ImproperlyConfigured(f"{name} must be {'above' if above else 'at least'} {least:g}, not {raw.strip()}")
+    return value
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def _bool(name: str, default: bool) -> bool:
+    """A true/false setting, read strictly: django-environ reads any word it does not know (a typo,
+    "ture") as False, which for a security setting is the unsafe way to be wrong."""
+    raw = env.str(name, default="true" if default else "false").strip().lower()
+    if raw not in _TRUE + _FALSE:
+        raise ImproperlyConfigured(f"{name} must be true or false (1/0, yes/no, on/off), not {raw!r}")
+    return raw in _TRUE
+
+
+def _url(name: str, default: str) -> str:
+    """An upstream's base URL: http(s)://host[:port][/path]."""
+    value = env.str(name, default=default).strip() or default
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ImproperlyConfigured(f"{name} must be an http:// or https:// URL with a host, not {value!r}")
     return value
 
 DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
@@ -45,7 +71,7 @@ def _secret_key_load() -> str:
 
 
 SECRET_KEY = env.str("SECRET_KEY", default="") or _secret_key_load()
-DEBUG = env.bool("DEBUG", default=False)
+DEBUG = _bool("DEBUG", False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
 
 INSTALLED_APPS = [
@@ -98,7 +124,15 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------
 _default_sqlite = Path(env.str("DB_PATH", default=str(DATA_DIR / "gateway.db")))
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{_default_sqlite.resolve()}")}
+try:
+    DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{_default_sqlite.resolve()}")}
+except Exception as exc:  # django-environ raises ImproperlyConfigured, KeyError or ValueError on a bad URL
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL ({type(exc).__name__}: {exc}): "
+                               f"{env.str('DATABASE_URL', default='')!r}") from None
+_db_url = env.str("DATABASE_URL", default="")
+if not DATABASES["default"].get("ENGINE") or (_db_url and urlsplit(_db_url).scheme not in environ.Env.DB_SCHEMES):
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django knows (postgres://, sqlite:///...): "
+                               f"{_db_url!r}")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -152,7 +186,7 @@ STATIC_ROOT = DATA_DIR / "static"
 
 # --- Gateway --------------------------------------------------------------------------
 # Each built-in provider's upstream base URL, from the variable its module names (upstream_env).
-UPSTREAM_URLS = {p.name: env.str(p.upstream_env, default=p.upstream_default) for p in providers.builtin()}
+UPSTREAM_URLS = {p.name: _url(p.upstream_env, p.upstream_default) for p in providers.builtin()}
 # OpenAI-compatible servers mounted at /{name}/v1/*: "groq=https://api.groq.com/openai,ollama=http://127.0.0.1:11434"
 GATEWAY_PROVIDERS = env.list("GATEWAY_PROVIDERS", default=[])
 try:
@@ -168,14 +202,12 @@ PRICE_TABLE_PATH = env.str("PRICE_TABLE_PATH", default="")
 # Files that answers point to (Replicate outputs) are saved from these hosts only.
 REPLICATE_FILE_HOSTS = env.list("REPLICATE_FILE_HOSTS", default=["replicate.delivery", "pbxt.replicate.delivery"])
 REPLICATE_FILE_MAX_BYTES = _number(int, "REPLICATE_FILE_MAX_BYTES", 100 * 1024 * 1024)
-UPSTREAM_CONNECT_TIMEOUT = _number(float, "UPSTREAM_CONNECT_TIMEOUT", 10.0)
-UPSTREAM_READ_TIMEOUT = _number(float, "UPSTREAM_READ_TIMEOUT", 600.0)
+UPSTREAM_CONNECT_TIMEOUT = _number(float, "UPSTREAM_CONNECT_TIMEOUT", 10.0, above=True)
+UPSTREAM_READ_TIMEOUT = _number(float, "UPSTREAM_READ_TIMEOUT", 600.0, above=True)
 # Longest silence allowed between two chunks of an answer body once it started (0: no limit).
 STREAM_IDLE_TIMEOUT = _number(float, "STREAM_IDLE_TIMEOUT", 300.0)
 # Requests in flight to each provider, per worker (one provider's slow answers never hold up another's).
-UPSTREAM_MAX_CONNECTIONS = _number(int, "UPSTREAM_MAX_CONNECTIONS", 200)
-if UPSTREAM_MAX_CONNECTIONS < 1:
-    raise ImproperlyConfigured(f"UPSTREAM_MAX_CONNECTIONS must be at least 1, not {UPSTREAM_MAX_CONNECTIONS}")
+UPSTREAM_MAX_CONNECTIONS = _number(int, "UPSTREAM_MAX_CONNECTIONS", 200, least=1)
 # Longest wait for one of them when all are taken; then a 504 naming both settings.
 UPSTREAM_POOL_TIMEOUT = _number(float, "UPSTREAM_POOL_TIMEOUT", 10.0)
 MAX_REQUEST_BODY_BYTES = _number(int, "MAX_REQUEST_BODY_BYTES", 100 * 1024 * 1024)
@@ -184,13 +216,17 @@ LOG_BODY_INLINE_MAX_BYTES = _number(int, "LOG_BODY_INLINE_MAX_BYTES", 1024 * 102
 # A compressed answer that decodes to more than this is kept as received (a decompression bomb).
 LOG_DECODE_MAX_BYTES = _number(int, "LOG_DECODE_MAX_BYTES", 64 * 1024 * 1024)
 # A multipart body of more parts than this is kept whole, not split into a file per part.
-LOG_MULTIPART_MAX_PARTS = _number(int, "LOG_MULTIPART_MAX_PARTS", 1000)
+LOG_MULTIPART_MAX_PARTS = _number(int, "LOG_MULTIPART_MAX_PARTS", 1000, least=1)
 LOG_REDACT_HEADERS = env.list("LOG_REDACT_HEADERS", default=[])
 LOG_REDACT_QUERY_PARAMS = env.list("LOG_REDACT_QUERY_PARAMS", default=[])
 # Optional access keys for the proxy (`name:key` or `key`, comma-separated); empty = open.
 GATEWAY_API_KEYS = env.list("GATEWAY_API_KEYS", default=[])
+for _entry in GATEWAY_API_KEYS:  # an empty one is most often `name:$VAR` with VAR unset: keys meant, none set
+    if not _entry.strip() or (":" in _entry and not _entry.partition(":")[2].strip()):
+        raise ImproperlyConfigured(f"GATEWAY_API_KEYS has an entry without a key: {_entry.strip()!r} "
+                                   "(entries are name:key or key, comma-separated)")
 # With keys (GATEWAY_API_KEYS or any gateway key), also forward requests that present none (no limits apply).
-GATEWAY_ALLOW_UNKEYED = env.bool("GATEWAY_ALLOW_UNKEYED", default=False)
+GATEWAY_ALLOW_UNKEYED = _bool("GATEWAY_ALLOW_UNKEYED", False)
 # The shared store behind gateway keys' request limits: Redis for several hosts; empty: the database
 # (keys/store.py says why). Django's cache framework reads it: redis://127.0.0.1:6379/0.
 CACHE_URL = env.str("CACHE_URL", default="")
@@ -204,17 +240,15 @@ if CACHE_URL:
 CACHE_DEFAULT_TTL = _number(int, "CACHE_DEFAULT_TTL", 0)
 CACHE_MAX_BYTES = _number(int, "CACHE_MAX_BYTES", 1024 * 1024 * 1024)
 CACHE_MAX_ENTRY_BYTES = _number(int, "CACHE_MAX_ENTRY_BYTES", 16 * 1024 * 1024)
-MAX_REQUEST_HEADER_BYTES = _number(int, "MAX_REQUEST_HEADER_BYTES", 64 * 1024)
+MAX_REQUEST_HEADER_BYTES = _number(int, "MAX_REQUEST_HEADER_BYTES", 64 * 1024, least=1)
 # Longest silence allowed while a request body is being received (slow or lying clients).
-REQUEST_BODY_TIMEOUT = _number(float, "REQUEST_BODY_TIMEOUT", 60.0)
+REQUEST_BODY_TIMEOUT = _number(float, "REQUEST_BODY_TIMEOUT", 60.0, above=True)
 JOURNAL_DIR = DATA_DIR / "journal"
 # Bodies the log keeps as files wait here (local disk) until the ingest process stores them.
 SPOOL_DIR = DATA_DIR / "spool"
-JOURNAL_FSYNC = env.bool("JOURNAL_FSYNC", default=False)
+JOURNAL_FSYNC = _bool("JOURNAL_FSYNC", False)
 # An ingest process with nothing to write for this long exits; the next record starts another.
-LOG_INGEST_IDLE_SECONDS = _number(float, "LOG_INGEST_IDLE_SECONDS", 60.0)
-if not LOG_INGEST_IDLE_SECONDS > 0:
-    raise ImproperlyConfigured(f"LOG_INGEST_IDLE_SECONDS must be above 0, not {LOG_INGEST_IDLE_SECONDS}")
+LOG_INGEST_IDLE_SECONDS = _number(float, "LOG_INGEST_IDLE_SECONDS", 60.0, above=True)
 SHUTDOWN_GRACE_SECONDS = _number(float, "SHUTDOWN_GRACE_SECONDS", 10.0)
 
 # Request hooks (docs/hooks.md): dotted paths, run in order; loaded and checked at start (proxy/apps.py).
@@ -222,18 +256,12 @@ GATEWAY_HOOKS = env.list("GATEWAY_HOOKS", default=[])
 # Hooks (of GATEWAY_HOOKS) whose failure is logged and skipped instead of answering 500.
 GATEWAY_HOOKS_SKIP_ON_ERROR = env.list("GATEWAY_HOOKS_SKIP_ON_ERROR", default=[])
 # Answers up to this size are collected whole for on_response hooks (larger ones: observe only).
-HOOKS_RESPONSE_MAX_BYTES = _number(int, "HOOKS_RESPONSE_MAX_BYTES", 10 * 1024 * 1024)
-if HOOKS_RESPONSE_MAX_BYTES < 1:
-    raise ImproperlyConfigured(f"HOOKS_RESPONSE_MAX_BYTES must be at least 1, not {HOOKS_RESPONSE_MAX_BYTES}")
+HOOKS_RESPONSE_MAX_BYTES = _number(int, "HOOKS_RESPONSE_MAX_BYTES", 10 * 1024 * 1024, least=1)
 # The shipped gateway_hooks.model_policy.ModelPolicy hook: models allowed (empty: any), max_tokens ceiling (0: none).
 MODEL_POLICY_ALLOW = env.list("MODEL_POLICY_ALLOW", default=[])
 MODEL_POLICY_MAX_TOKENS = _number(int, "MODEL_POLICY_MAX_TOKENS", 0)
-if MODEL_POLICY_MAX_TOKENS < 0:
-    raise ImproperlyConfigured(f"MODEL_POLICY_MAX_TOKENS must be at least 0, not {MODEL_POLICY_MAX_TOKENS}")
 # The hold queue (docs/hold.md): how long a held request waits for a decision, and what then happens.
-HOLD_TIMEOUT_SECONDS = _number(float, "HOLD_TIMEOUT_SECONDS", 60.0)
-if not HOLD_TIMEOUT_SECONDS > 0:
-    raise ImproperlyConfigured(f"HOLD_TIMEOUT_SECONDS must be above 0, not {HOLD_TIMEOUT_SECONDS}")
+HOLD_TIMEOUT_SECONDS = _number(float, "HOLD_TIMEOUT_SECONDS", 60.0, above=True)
 HOLD_TIMEOUT_ACTION = env.str("HOLD_TIMEOUT_ACTION", default="approve").strip().lower()
 if HOLD_TIMEOUT_ACTION not in ("approve", "reject-400", "reject-500", "content-policy"):
     raise ImproperlyConfigured("HOLD_TIMEOUT_ACTION must be approve, reject-400, reject-500 or content-policy, "
@@ -245,7 +273,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = _number(int, "DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 # --- Security -------------------------------------------------------------------------
-SECURE_COOKIES = env.bool("SECURE_COOKIES", default=False)
+SECURE_COOKIES = _bool("SECURE_COOKIES", False)
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 SESSION_COOKIE_HTTPONLY = True
@@ -255,13 +283,13 @@ CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # HTTPS hardening for the pages Django serves (the admin); see docs/security.md.
 SECURE_HSTS_SECONDS = _number(int, "SECURE_HSTS_SECONDS", 0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
-SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", False)
 # Load balancers probe /health over plain HTTP inside the network: never redirect it.
 SECURE_REDIRECT_EXEMPT = [r"^health$"]
 # Behind a TLS-terminating reverse proxy that sets X-Forwarded-Proto (and strips the client's).
-if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+if _bool("TRUST_X_FORWARDED_PROTO", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Admin login throttling (django-axes): after ADMIN_LOGIN_FAILURE_LIMIT failures within the
@@ -269,12 +297,8 @@ if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
 # failures are rows in the database, so every worker and host sees the same count. The address
 # is REMOTE_ADDR, the one uvicorn reports: X-Forwarded-For counts only from the proxies uvicorn
 # is told to trust (--forwarded-allow-ips), as for requests.client_addr.
-ADMIN_LOGIN_FAILURE_LIMIT = _number(int, "ADMIN_LOGIN_FAILURE_LIMIT", 5)
-ADMIN_LOGIN_COOLOFF_MINUTES = _number(int, "ADMIN_LOGIN_COOLOFF_MINUTES", 15)
-for _name, _value in (("ADMIN_LOGIN_FAILURE_LIMIT", ADMIN_LOGIN_FAILURE_LIMIT),
-                      ("ADMIN_LOGIN_COOLOFF_MINUTES", ADMIN_LOGIN_COOLOFF_MINUTES)):
-    if _value < 1:
-        raise ImproperlyConfigured(f"{_name} must be at least 1, not {_value}")
+ADMIN_LOGIN_FAILURE_LIMIT = _number(int, "ADMIN_LOGIN_FAILURE_LIMIT", 5, least=1)
+ADMIN_LOGIN_COOLOFF_MINUTES = _number(int, "ADMIN_LOGIN_COOLOFF_MINUTES", 15, least=1)
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before any password check
     "django.contrib.auth.backends.ModelBackend",
@@ -291,9 +315,12 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 
+LOG_LEVEL = env.str("LOG_LEVEL", default="WARNING").strip().upper() or "WARNING"
+if not isinstance(logging.getLevelName(LOG_LEVEL), int):
+    raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }

@@ -14,14 +14,26 @@ from tests.procs import ROOT
 
 @pytest.mark.parametrize("name,value,message", [
     ("GATEWAY_PROVIDERS", "openai=https://x", "GATEWAY_PROVIDERS: the name 'openai' is already taken"),
-    ("LOG_INGEST_IDLE_SECONDS", "0", "LOG_INGEST_IDLE_SECONDS must be above 0, not 0.0"),
+    ("LOG_INGEST_IDLE_SECONDS", "0", "LOG_INGEST_IDLE_SECONDS must be above 0, not 0"),
     ("STREAM_USAGE", "always", "STREAM_USAGE must be 'off' or 'inject', not 'always'"),
     ("ADMIN_LOGIN_FAILURE_LIMIT", "0", "ADMIN_LOGIN_FAILURE_LIMIT must be at least 1, not 0"),
     ("ADMIN_LOGIN_COOLOFF_MINUTES", "0", "ADMIN_LOGIN_COOLOFF_MINUTES must be at least 1, not 0"),
     ("UPSTREAM_MAX_CONNECTIONS", "0", "UPSTREAM_MAX_CONNECTIONS must be at least 1, not 0"),
     ("HOOKS_RESPONSE_MAX_BYTES", "0", "HOOKS_RESPONSE_MAX_BYTES must be at least 1, not 0"),
     ("MODEL_POLICY_MAX_TOKENS", "-1", "MODEL_POLICY_MAX_TOKENS must be at least 0, not -1"),
-    ("HOLD_TIMEOUT_SECONDS", "0", "HOLD_TIMEOUT_SECONDS must be above 0, not 0.0"),
+    ("HOLD_TIMEOUT_SECONDS", "0", "HOLD_TIMEOUT_SECONDS must be above 0, not 0"),
+    # Values that parse but cannot work: each was taken, and broke every request or was ignored.
+    ("UPSTREAM_READ_TIMEOUT", "-1", "UPSTREAM_READ_TIMEOUT must be above 0, not -1"),
+    ("MAX_REQUEST_BODY_BYTES", "-5", "MAX_REQUEST_BODY_BYTES must be at least 0, not -5"),
+    ("CACHE_DEFAULT_TTL", "-5", "CACHE_DEFAULT_TTL must be at least 0, not -5"),
+    ("OPENAI_UPSTREAM_URL", "127.0.0.1:9501", "OPENAI_UPSTREAM_URL must be an http:// or https:// URL with a host, "
+                                              "not '127.0.0.1:9501'"),
+    ("GATEWAY_API_KEYS", "alice:", "GATEWAY_API_KEYS has an entry without a key: 'alice:'"),  # was an open gateway
+    ("DEBUG", "ture", "DEBUG must be true or false (1/0, yes/no, on/off), not 'ture'"),  # was read as False
+    ("TRUST_X_FORWARDED_PROTO", "treu", "TRUST_X_FORWARDED_PROTO must be true or false"),
+    ("LOG_LEVEL", "nonsense", "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not 'NONSENSE'"),
+    ("DATABASE_URL", "notaurl", "DATABASE_URL is not a database URL Django knows"),  # was KeyError: 'ENGINE'
+    ("DATABASE_URL", "foo://x", "DATABASE_URL is not a database URL Django knows"),
     ("HOLD_TIMEOUT_SECONDS", "1e2x", "HOLD_TIMEOUT_SECONDS must be a number, not '1e2x'"),  # was read as 12.0
     ("UPSTREAM_READ_TIMEOUT", "nan", "UPSTREAM_READ_TIMEOUT must be a number, not 'nan'"),
     ("CACHE_MAX_BYTES", "1GB", "CACHE_MAX_BYTES must be an integer, not '1GB'"),  # was a bare ValueError
