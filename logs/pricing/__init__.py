@@ -107,6 +107,19 @@ def price_table() -> PriceTable:
     return _user_table(path, mtime)
 
 
+def price_table_problem() -> str:
+    """Why PRICE_TABLE_PATH, when set, gives no price ("" when it is unset or usable): the gateway
+    goes on with genai-prices alone (and warns), reprice_logs must not (it would rewrite them)."""
+    path = str(settings.PRICE_TABLE_PATH or "")
+    if not path:
+        return ""
+    try:
+        raw = json.loads(Path(path).read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"PRICE_TABLE_PATH {path} could not be read: {exc}"
+    return "" if price_table_parse(raw, path) else f"PRICE_TABLE_PATH {path} holds no usable price"
+
+
 def price_find(provider: Provider, model: str | None) -> dict[str, Decimal] | None:
     """PRICE_TABLE_PATH's prices for a provider's model: the first of its price names there."""
     if not model:

@@ -6,6 +6,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from logs.models import Response
 from logs.pricing import LIBRARY_SOURCE, USER_SOURCE
@@ -54,3 +55,25 @@ def test_reprice_leaves_a_cache_hit_free_and_prices_what_it_saved():
     assert "changed the cost of 1" in out.getvalue()
     fresh = Response.objects.get(id=hit.id)
     assert fresh.cost_usd == 0 and fresh.cost_saved_usd == Decimal("0.00075") and fresh.price_source == LIBRARY_SOURCE
+
+
+def test_reprice_never_rewrites_a_price_tables_prices_without_the_table(tmp_path, settings):
+    # A typo'd or missing PRICE_TABLE_PATH (a shell without the service's environment) let it
+    # replace private prices with genai-prices' and exit 0, budgets following.
+    answer = {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 1000, "completion_tokens": 1000}}
+    resp = exchange_make(resp_body=answer, input_tokens=1000, output_tokens=1000, cost_usd=Decimal("2"),
+                         price_source=USER_SOURCE).response
+    settings.PRICE_TABLE_PATH = str(tmp_path / "prices.jsn")
+    with pytest.raises(CommandError, match="could not be read"):
+        call_command("reprice_logs", stdout=StringIO())
+    (tmp_path / "empty.json").write_text("{}")
+    settings.PRICE_TABLE_PATH = str(tmp_path / "empty.json")
+    with pytest.raises(CommandError, match="holds no usable price"):
+        call_command("reprice_logs", stdout=StringIO())
+    settings.PRICE_TABLE_PATH = ""
+    with pytest.raises(CommandError, match="PRICE_TABLE_PATH is not set here"):
+        call_command("reprice_logs", stdout=StringIO())
+    assert Response.objects.get(id=resp.id).cost_usd == Decimal("2")  # untouched
+    out = StringIO()
+    call_command("reprice_logs", "--without-price-table", stdout=out)
+    assert Response.objects.get(id=resp.id).price_source == LIBRARY_SOURCE and "and PRICE_TABLE_PATH" not in out.getvalue()
