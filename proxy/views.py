@@ -17,15 +17,28 @@ async def proxy_view(request: HttpRequest) -> HttpResponseBase:
     return await exchange_forward(request)
 
 
+_schema = {"current": False}  # every migration applied, once seen (they are never taken back by a running gateway)
+
+
 def _db_ping() -> None:
-    """Run a trivial query on the log database."""
+    """A trivial query on the log database, then, until it once finds them applied, whether every
+    migration is: an unmigrated database answers SELECT 1, and every proxied call with a 500."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
+    if not _schema["current"]:
+        from django.db.migrations.executor import MigrationExecutor  # loads the migration files: once
+
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if plan:
+            raise RuntimeError(f"the database is not migrated ({len(plan)} migrations to apply): "
+                               "run python manage.py migrate")
+        _schema["current"] = True
 
 
 @csrf_exempt  # a probe with another method gets the 405 below, not the CSRF page
 async def health_view(request: HttpRequest) -> JsonResponse:
-    """200 when the log database answers, 503 with the reason when it does not (GET and HEAD only)."""
+    """200 when the log database answers and is migrated, 503 with the reason when not (GET and HEAD only)."""
     if request.method not in ("GET", "HEAD"):
         response = JsonResponse({"status": "error", "detail": f"Method {request.method} is not allowed: use GET."},
                                 status=405)

@@ -202,3 +202,28 @@ def test_sse_events_arrive_before_the_stream_ends(gateway):
                 arrivals.append(time.monotonic() - start)
     # 6 events spaced 300 ms apart: the first must not wait for the last.
     assert arrivals[0] < arrivals[-1] - 0.9
+
+
+def test_health_says_an_unmigrated_database_is_not_ready(tmp_path):
+    # It answered ok while every proxied call failed with "no such table".
+    import subprocess
+    import sys
+    import time
+
+    from tests.procs import ROOT, free_port, proc_env
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--port", str(port),
+                             "--log-level", "warning"], cwd=ROOT, env=proc_env(tmp_path, "http://127.0.0.1:9"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, r = time.monotonic() + 30, None
+        while time.monotonic() < deadline and r is None:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert r.status_code == 503 and "not migrated" in r.json()["detail"] and "manage.py migrate" in r.json()["detail"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
