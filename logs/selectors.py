@@ -32,6 +32,7 @@ STATUS_CLASSES = {
     "4xx": "4xx client error",
     "5xx": "5xx upstream error",
     "gateway_error": "gateway error",
+    "upstream_error": "upstream failed mid-answer",
     "rate_limited": "rate limited (gateway key)",
     "aborted": "client aborted",
     "interrupted": "interrupted",

@@ -106,6 +106,10 @@ def test_stdout_and_bad_input(capsys, log):
         call_command("export_logs", "--status", "teapot")
     with pytest.raises(CommandError, match="not an ISO date"):
         call_command("export_logs", "--since", "yesterday")
+    with pytest.raises(CommandError, match="unknown status ''"):  # was no filter: everything exported
+        call_command("export_logs", "--status", "")
+    with pytest.raises(CommandError, match="cannot write /nonexistent/dir/x.jsonl: No such file"):  # a traceback before
+        call_command("export_logs", "-o", "/nonexistent/dir/x.jsonl")
 
 
 def test_unmasked_header_in_an_old_row_is_masked_in_export(tmp_path):

@@ -1,5 +1,6 @@
 """python manage.py export_logs: write exchanges as JSONL, JSON or CSV, streaming."""
 
+import os
 import sys
 from datetime import datetime, time, timezone
 
@@ -43,7 +44,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts) -> None:
         """Build the filters, stream the export, report the count on stderr."""
-        if opts["status"]:
+        if opts["status"] is not None:  # an empty one too: it is no filter, not "everything"
             try:
                 status_q(opts["status"])
             except ValueError as exc:
@@ -55,10 +56,17 @@ class Command(BaseCommand):
         bodies = not opts["no_bodies"]
         qs = exchanges_for_export(filters, bodies=bodies)
         if opts["output"] == "-":
-            count = export_write(qs, opts["format"], sys.stdout, bodies)
-            sys.stdout.flush()
+            try:
+                count = export_write(qs, opts["format"], sys.stdout, bodies)
+                sys.stdout.flush()
+            except BrokenPipeError:  # `export_logs | head`: the reader has what it wanted
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+                sys.exit(1)
         else:
             newline = "" if opts["format"] == "csv" else None  # csv writes its own CRLF
-            with open(opts["output"], "w", encoding="utf-8", newline=newline) as out:
-                count = export_write(qs, opts["format"], out, bodies)
+            try:
+                with open(opts["output"], "w", encoding="utf-8", newline=newline) as out:
+                    count = export_write(qs, opts["format"], out, bodies)
+            except OSError as exc:
+                raise CommandError(f"cannot write {opts['output']}: {exc.strerror or exc}") from None
         self.stderr.write(f"exported {count} exchanges")
