@@ -24,10 +24,6 @@ from proxy.views import proxy_view, server_error_json
 
 log = logging.getLogger("django.request")
 
-# How long an exchange may go on after its client hung up before it is cancelled (logged aborted):
-# long enough for an upstream's end of body that trails the last event, short against a real abort.
-DEPARTURE_GRACE = 0.1
-
 
 async def _response_send(response: HttpResponseBase, send) -> None:
     """Send a Django response over ASGI, streaming ones chunk by chunk as they come."""
@@ -78,10 +74,9 @@ async def _run_until_disconnect(request: ASGIRequest, receive, send) -> None:
         nonlocal left
         while (await receive())["type"] != "http.disconnect":  # the only message left after the body
             pass
-        # A client may hang up as soon as it has a stream's last event (openai-python closes at
-        # `data: [DONE]`), a moment before the upstream's end of body reaches the relay: that moment
-        # lets such an exchange end completed (and a cache miss be stored) instead of aborted.
-        await asyncio.sleep(DEPARTURE_GRACE)
+        # At once: the server drops what is sent to a client that left, so a relay let run on would
+        # log an answer the client never got as completed. One that hung up on a stream's final
+        # event (openai-python closes at `data: [DONE]`) is told apart by the relay (stream_ended).
         left = True
         task.cancel()
 
