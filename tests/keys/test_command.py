@@ -52,6 +52,7 @@ def test_create_can_hold_a_provider_credential_from_stdin():
     (["--providers", "opnai"], "unknown provider opnai"),
     (["--expires", "next year"], "--expires must be a date"),
     (["--expires", "2020-01-01"], "--expires is not in the future: 2020-01-01"),
+    (["--budget-period", "day"], "--budget-period goes with --budget-usd"),  # was a period limiting nothing
 ])
 def test_bad_values_are_named(args, message):
     with pytest.raises(CommandError, match=message):

@@ -45,7 +45,8 @@ class Command(BaseCommand):
         create.add_argument("--rpm", type=int, help="requests per minute")
         create.add_argument("--tpm", type=int, help="tokens per minute")
         create.add_argument("--budget-usd", help="spend limit in USD per budget period")
-        create.add_argument("--budget-period", choices=BudgetPeriod.values, default=BudgetPeriod.MONTH)
+        create.add_argument("--budget-period", choices=BudgetPeriod.values,
+                            help="the period --budget-usd is for (default: month)")
         create.add_argument("--providers", help="allowed providers, comma-separated (default: all)")
         create.add_argument("--models", help="allowed models, comma-separated (default: all)")
         create.add_argument("--expires", help="refused from this date (UTC), e.g. 2027-01-01")
@@ -62,6 +63,9 @@ class Command(BaseCommand):
 
     def _create(self, *, name: str, rpm, tpm, budget_usd, budget_period, providers, models, expires,
                 provider_credential_stdin: bool, **_) -> None:
+        if budget_period and not budget_usd:  # else a period that limits nothing, taken without a word
+            raise CommandError("--budget-period goes with --budget-usd")
+        budget_period = budget_period or BudgetPeriod.MONTH
         credential = sys.stdin.readline().strip() if provider_credential_stdin else ""
         if provider_credential_stdin and not credential:
             raise CommandError("--provider-credential-stdin: nothing was read from standard input")
