@@ -7,6 +7,7 @@ once the batch's rows are committed: a batch that is retried still finds them.
 
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,10 +32,11 @@ _store_wait: dict[str, Any] = {"since": None, "error": ""}
 
 
 def store_wait_begin(error: str) -> None:
-    """The payload store failed; the batch is retried (the first failure's time is kept)."""
+    """The payload store failed; the batch is retried (the first failure's time and cause are kept,
+    the spool file it names left out: it may be another exchange's than the row the note goes on)."""
     if _store_wait["since"] is None:
         _store_wait["since"] = datetime.now(timezone.utc)
-    _store_wait["error"] = error
+        _store_wait["error"] = re.sub(re.escape(str(settings.SPOOL_DIR)) + r"/\S+", "a spool file", error)
 
 
 def store_wait_end() -> None:

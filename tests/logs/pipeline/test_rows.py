@@ -199,3 +199,15 @@ def test_an_answer_naming_no_model_is_priced_by_the_model_asked_for():
     Response.objects.update(cost_usd=None, price_source="")
     reprice()
     assert [r.cost_usd for r in Response.objects.order_by("created_at")] == [priced] * 2
+
+
+def test_a_store_outage_note_keeps_its_first_cause_and_names_no_spool_file(settings):
+    # Every row the waiting batch wrote got it: a spool file named there was another exchange's.
+    from logs.pipeline.payloads import store_wait_begin, store_wait_end, store_wait_note
+
+    store_wait_begin(f"S3UploadFailedError: Failed to upload {settings.SPOOL_DIR}/0a1b.response to b/k: refused")
+    store_wait_begin("NoSuchBucket: the bucket is gone")
+    note = store_wait_note()
+    store_wait_end()
+    assert note.startswith("S3UploadFailedError: Failed to upload a spool file to b/k: refused (since ")
+    assert "0a1b" not in note and "NoSuchBucket" not in note and store_wait_note() == ""
