@@ -23,7 +23,7 @@ HOP_BY_HOP = frozenset({
     "transfer-encoding", "upgrade", "host", "content-length", "expect",
 })
 # Said to the gateway, never to the upstream: the access key, the response cache's directive.
-GATEWAY_HEADERS = frozenset({"x-gateway-key", "x-gateway-cache", "x-gateway-cache-pace"})
+GATEWAY_HEADERS = frozenset({"x-gateway-key", "x-gateway-cache", "x-gateway-cache-pace", "x-gateway-request-id"})
 
 _client: httpx.AsyncClient | None = None
 
@@ -117,13 +117,24 @@ def _connection_tokens(pairs: list[tuple[str, str]]) -> set[str]:
 
 
 def headers_forward(pairs: list[tuple[str, str]], *, request: bool) -> list[tuple[str, str]]:
-    """Headers to pass on: everything but hop-by-hop ones (and gateway-only ones on requests)."""
+    """Headers to pass on: everything but hop-by-hop ones, and gateway-only ones: on requests those
+    meant for the gateway, on answers any X-Gateway-* (the gateway's own, which an upstream could
+    forge: a request id, a cache HIT)."""
     drop = HOP_BY_HOP | _connection_tokens(pairs)
     if request:
         drop = drop | GATEWAY_HEADERS
-    else:
-        drop = drop - {"content-length"}
-    return [(k, v) for k, v in pairs if k.lower() not in drop]
+        return [(k, v) for k, v in pairs if k.lower() not in drop]
+    drop = drop - {"content-length"}
+    return [(k, v) for k, v in pairs if k.lower() not in drop and not k[:10].lower() == "x-gateway-"]
+
+
+def _header_bytes(pair: tuple[str, str]) -> tuple[bytes, bytes]:
+    """A header as it goes on the wire: latin-1, as it was read; UTF-8 for a value a hook set beyond it."""
+    name, value = pair
+    try:
+        return name.encode("latin-1"), value.encode("latin-1")
+    except UnicodeEncodeError:
+        return name.encode("utf-8"), value.encode("utf-8")
 
 
 def _body_framed(pairs: list[tuple[str, str]]) -> bool:
@@ -156,7 +167,10 @@ async def upstream_call(x: Exchange) -> httpx.Response:
     url = route.upstream_base + route.upstream_path + (f"?{x.query}" if x.query else "")
     client = client_get()
     # A bare httpx.Request: client.build_request would add httpx's own default headers.
-    request = httpx.Request(x.method, url_parse(url), headers=headers, content=content,
+    # As bytes, each value as it came (latin-1): httpx would encode str values as ASCII, and a
+    # header such as X-Title: Jürgen failed the exchange with a 500.
+    request = httpx.Request(x.method, url_parse(url), headers=[_header_bytes(pair) for pair in headers],
+                            content=content,
                             extensions={"timeout": client.timeout.as_dict(), "target": upstream_target(route, x.query)})
     try:
         give_back = await client.slots.take(x.provider.name)

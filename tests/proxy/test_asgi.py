@@ -89,6 +89,30 @@ def test_repeated_upstream_headers_reach_the_client_as_sent(scripted, gateway, l
     assert [(k, v) for k, v in got if k in ("set-cookie", "x-dup")] == headers[1:]  # both cookies, in order
 
 
+def test_a_header_value_beyond_ascii_goes_upstream_as_sent(scripted, gateway, log_flush):
+    # httpx encodes str header values as ASCII: X-Title: Jürgen was a 500 "Gateway failed to forward".
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Title: J\xc3\xbcrgen\r\n"
+                  b"X-Gateway-Request-Id: forged\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 200")
+    sent = scripted.requests[-1].headers.raw
+    assert (b"x-title", b"J\xc3\xbcrgen") in [(k.lower(), v) for k, v in sent] and not any(k.lower() == b"x-gateway-request-id" for k, _ in sent)
+
+
+def test_an_upstreams_gateway_headers_never_reach_the_client(scripted, gateway):
+    # They are the gateway's own: an upstream saying X-Gateway-Cache: HIT or another request id is forging them.
+    scripted.answer = lambda request: (200, [("content-type", "application/json"), ("X-Gateway-Cache", "HIT"),
+                                             ("X-Gateway-Request-Id", "e" * 32), ("x-gateway-cache-source", "f" * 32),
+                                             ("x-upstream-own", "kept")], b'{"ok": true}')
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={}, headers={"X-Gateway-Cache": "60"})
+    assert r.headers.get_list("x-gateway-cache") == ["MISS"] and "x-gateway-cache-source" not in r.headers
+    assert r.headers.get_list("x-gateway-request-id") != ["e" * 32] and len(r.headers.get_list("x-gateway-request-id")) == 1
+    assert r.headers["x-upstream-own"] == "kept"
+
+
 def test_client_gone_before_the_first_byte_still_ends_the_exchange(scripted, transactional_db, log_flush):
     """The answer's start is where the client's disconnect lands: the relay never starts, yet the
     upstream is closed and the exchange is logged as aborted."""
