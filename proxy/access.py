@@ -6,6 +6,7 @@ instead of its secret; its permissions and limits are applied by the first polic
 """
 
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -143,19 +144,31 @@ def _presented(headers: list[tuple[str, str]], query: str, provider: Provider) -
     key goes. A gk- secret never goes upstream: one in the query string, or one where the provider key goes
     beside a different one in X-Gateway-Key, is refused."""
     access = next((v.strip() for k, v in headers if k.lower() == ACCESS_HEADER and v.strip()), "")
+    presented = ("", "")
     for k, v in headers:
         name = k.lower()
         if name in provider.credential_headers:
             token = v.split(" ", 1)[-1].strip()
-            if secret_like(token):
+            if secret_like(token) and not presented[0]:
                 if access and access != token:
                     raise AccessDenied(f"Two different gateway keys: one in X-Gateway-Key, another in the {name} "
                                        "header. Send the provider key there, or the same gateway key.")
-                return token, name  # a key that holds no provider credential is refused for it (_grant)
+                presented = token, name  # a key that holds no provider credential is refused for it (_grant)
+        elif SECRET_PREFIX in v and name != ACCESS_HEADER and _secret_in(v):
+            # Any other header goes upstream as it is: a gateway secret there would too.
+            raise AccessDenied(f"Send the gateway key in X-Gateway-Key or where the provider key goes, not in the "
+                               f"{k} header.")
+    if presented[0]:
+        return presented
     if SECRET_PREFIX in query and any(secret_like(v) for _, v in parse_qsl(query, keep_blank_values=True)):
         raise AccessDenied("Send the gateway key in a header (X-Gateway-Key, or where the provider key goes), "
                            "not in the query string.")
     return (access, ACCESS_HEADER) if access else ("", "")
+
+
+def _secret_in(value: str) -> bool:
+    """Whether a header value holds a gk- secret among its words (a scheme, commas, cookies around it)."""
+    return any(secret_like(word) for word in re.split(r"[\s,;=:\"']+", value))
 
 
 def _grant(key: GatewayKey | None, carrier: str) -> KeyGrant:

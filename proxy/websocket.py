@@ -340,8 +340,10 @@ async def websocket_app(scope: dict, receive, send) -> None:
     if isinstance(upstream, HttpResponseBase):
         await _deny(scope, send, upstream)
         return
+    # The steps' answer headers too: a limited key's RateLimit fields are on every answer to it.
     await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol,
-                "headers": [(REQUEST_ID_HEADER.lower().encode(), x.request_id.encode())]})
+                "headers": [*((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in x.answer_headers),
+                            (REQUEST_ID_HEADER.lower().encode(), x.request_id.encode())]})
     session = Session(x)
     try:
         await _relay(x, session, upstream, receive, send)

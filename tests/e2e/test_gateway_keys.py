@@ -253,6 +253,20 @@ def test_a_gateway_key_without_credential_in_the_provider_header(gateway, upstre
     assert upstream.received == []
 
 
+@pytest.mark.parametrize("unkeyed", [False, True])
+def test_a_gateway_key_in_any_other_header_is_refused_not_forwarded(gateway, upstream, make_key, settings, unkeyed):
+    # Headers other than X-Gateway-Key and the provider's credential header go upstream as they are:
+    # x-api-key to OpenAI (beside the same key in X-Gateway-Key), or any header with unkeyed traffic allowed.
+    settings.GATEWAY_ALLOW_UNKEYED = unkeyed
+    _, secret = make_key("elsewhere")
+    for headers in ({"X-Gateway-Key": secret, "x-api-key": secret}, {"X-Custom-Token": f"Token {secret}"},
+                    {"Cookie": f"a=1; gk={secret}"}):
+        r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=headers)
+        assert r.status_code == 401 and "not in the" in r.json()["error"]["message"], headers
+        assert secret not in r.text
+    assert upstream.received == []
+
+
 def test_a_gateway_key_in_the_query_string_is_refused_not_forwarded(gateway, upstream, make_key):
     _, secret = make_key("query")
     r = httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:generateContent?key={secret}",

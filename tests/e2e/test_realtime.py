@@ -233,6 +233,8 @@ async def _open(url: str, headers: dict) -> None:
 async def _keyed_session(url: str, secret: str) -> str:
     async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
                        additional_headers={"Authorization": f"Bearer {KEY}", "X-Gateway-Key": secret}) as ws:
+        assert ws.response.headers["ratelimit-policy"] == '"requests";q=1;w=60'  # on the 101 of a limited key
+        assert ws.response.headers["ratelimit"].startswith('"requests";r=0;')
         return json.loads(await ws.recv())["type"]
 
 
