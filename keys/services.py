@@ -74,9 +74,12 @@ def key_create(*, name: str, limits: KeyLimits, provider_credential: str = "") -
     name = name.strip()
     if not name:
         raise ValidationError("a key needs a name")
+    if any(ch < " " or ch == "\x7f" for ch in name):  # a tab or newline breaks `gateway_key list` and the log's labels
+        raise ValidationError(f"a key's name may not hold control characters: {name!r}")
     limits_check(limits)
-    if GatewayKey.objects.filter(name=name).exists():
-        raise ValidationError(f"a key named {name!r} already exists")
+    if (same := GatewayKey.objects.filter(name=name).first()) is not None:
+        revoked = " (revoked: names stay with their history in the log)" if not same.active else ""
+        raise ValidationError(f"a key named {name!r} already exists{revoked}")
     key = GatewayKey(name=name, rpm=limits.rpm, tpm=limits.tpm,
                      budget_usd=limits.budget_usd, budget_period=limits.budget_period,
                      allowed_providers=limits.providers, allowed_models=limits.models, expires_at=limits.expires_at,

@@ -180,7 +180,7 @@ def _grant(key: GatewayKey | None, carrier: str) -> KeyGrant:
     if not key.active:
         raise AccessDenied(f"Gateway key '{key.name}' has been revoked.", grant)
     if key.expires_at is not None and key.expires_at <= datetime.now(timezone.utc):
-        raise AccessDenied(f"Gateway key '{key.name}' expired at {key.expires_at:%Y-%m-%d %H:%M} UTC.", grant)
+        raise AccessDenied(f"Gateway key '{key.name}' expired at {key.expires_at:%Y-%m-%d %H:%M:%S} UTC.", grant)
     if carrier != ACCESS_HEADER and not key.provider_credential:
         raise AccessDenied(f"Gateway key '{key.name}' holds no provider credential: send it in X-Gateway-Key "
                            "and the provider key where the provider key goes.", grant)

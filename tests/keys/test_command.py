@@ -71,3 +71,27 @@ def test_list_and_revoke():
         _run("revoke", "zz")
     with pytest.raises(CommandError, match="already exists"):
         _run("create", "a")
+
+
+def test_a_name_with_control_characters_is_refused():
+    with pytest.raises(CommandError, match="control characters"):  # a tab broke `list`'s columns
+        _run("create", "team\tb")
+
+
+def test_no_key_is_created_when_its_secret_cannot_be_written(tmp_path, tmp_path_factory):
+    # `create ... | head -1` closed the output before the secret's line: the key existed, its secret nowhere.
+    import os
+    import subprocess
+    import sys
+
+    from tests.procs import ROOT, db_rows, migrated_copy, proc_env
+
+    db = migrated_copy(tmp_path / "data", tmp_path_factory)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    done = subprocess.run([sys.executable, "manage.py", "gateway_key", "create", "lost"], cwd=ROOT,
+                          env=proc_env(tmp_path / "data", "http://127.0.0.1:9"), stdout=write, stderr=subprocess.PIPE,
+                          text=True, timeout=60)
+    os.close(write)
+    assert done.returncode != 0 and "no key was created" in done.stderr and "Traceback" not in done.stderr
+    assert db_rows(db, "SELECT count(*) FROM gateway_keys") == [(0,)]

@@ -3,11 +3,13 @@
 The last line `create` prints is the secret alone, so `secret=$(manage.py gateway_key create x | tail -n1)`.
 """
 
+import os
 import sys
 from datetime import datetime, time, timezone
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from keys.models import BudgetPeriod, GatewayKey
 from keys.selectors import key_activity
@@ -73,12 +75,19 @@ class Command(BaseCommand):
             limits = KeyLimits(rpm=rpm, tpm=tpm, budget_usd=budget_parse(budget_usd) if budget_usd else None,
                                budget_period=budget_period, providers=_names(providers), models=_names(models),
                                expires_at=_expiry(expires))
-            key, secret = key_create(name=name, limits=limits, provider_credential=credential)
+            # The key exists only if its secret was written: a closed output (`create ... | head -1`)
+            # would leave a key whose secret nobody has.
+            with transaction.atomic():
+                key, secret = key_create(name=name, limits=limits, provider_credential=credential)
+                self.stdout.write(f"created gateway key '{key.name}' ({_limits_text(key)}). "
+                                  "Its secret is on the next line; it is shown only now:")
+                self.stdout.write(secret)
+                self.stdout.flush()
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
-        self.stdout.write(f"created gateway key '{key.name}' ({_limits_text(key)}). "
-                          "Its secret is on the next line; it is shown only now:")
-        self.stdout.write(secret)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            raise CommandError("the output closed before the secret was written: no key was created") from None
 
     def _list(self, **_) -> None:
         keys = list(GatewayKey.objects.all())
