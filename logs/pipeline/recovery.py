@@ -53,12 +53,16 @@ def tracks_recover(session_id: str, provider: str, created: float, files: list[B
 
 def orphans_recover(directory: Path, batch: int = 500) -> int:
     """Replay the journals of dead processes into the database, then remove them."""
+    from logs.pipeline.ingest import batch_write  # here: the ingest process's module imports this one
+
     replayed = 0
     for instance, path, fd in journal_orphans(directory):
         try:
             records = [r for r in lines_parse(journal_lines(path)) if r is not None]
             for i in range(0, len(records), batch):
-                records_write(records[i:i + batch])
+                # A record the database rejects (an answer whose request line was torn) is skipped,
+                # as the live ingest skips it: retried, it held every other record back for good.
+                batch_write(records_write, records[i:i + batch])
             interrupted_mark(instance)
             replayed += len(records)
             path.unlink(missing_ok=True)

@@ -82,6 +82,22 @@ def test_dead_process_journal_replayed_and_unfinished_marked_interrupted(tmp_pat
     assert not journal.path.exists()
 
 
+def test_a_record_the_database_rejects_does_not_hold_back_a_dead_journals_others(tmp_path):
+    # An answer whose request line is gone (corrupted by hand, a disk error): its FOREIGN KEY failure
+    # was retried every 2 s for ever, none of the journal's other exchanges ever written.
+    journal = Journal(tmp_path, "deadproc")
+    good, lost = _req(instance="deadproc"), _req(instance="deadproc")
+    journal.append(record_line(good))
+    journal.append(b'\xff\xfe{garbage\n')  # lost's request line, as found
+    journal.append(record_line(_done(lost)))
+    journal.append(record_line(_done(good)))
+    journal.close(remove=False)
+
+    orphans_recover(tmp_path)
+    assert Response.objects.get(request_id=good.id).outcome == "completed"
+    assert not Request.objects.filter(id=lost.id).exists() and not journal.path.exists()
+
+
 def test_live_journal_is_not_taken_as_orphan(tmp_path):
     live = Journal(tmp_path, "alive")
     assert list(journal_orphans(tmp_path)) == []
