@@ -63,15 +63,14 @@ def batch_write(write: Callable[[list[Record]], None], records: list[Record]) ->
     fails to serialise) cost the whole batch. A record that fails alone is written with its plain
     fields only, so the exchange is never missing from the log.
     """
-    from django.db import DatabaseError, IntegrityError, connection
+    from django.db import DatabaseError, DataError, IntegrityError, connection
 
-    from logs.pipeline.rows import records_write_minimal
     from logs.storage import PayloadStoreUnavailable
 
     try:
         write(records)
         return
-    except IntegrityError:
+    except (IntegrityError, DataError):  # a value the database refuses (PostgreSQL: a NUL) is no outage
         connection.close()
     except (DatabaseError, PayloadStoreUnavailable):
         raise  # the database or the payload store is down or locked: retried by write_retry
@@ -82,11 +81,37 @@ def batch_write(write: Callable[[list[Record]], None], records: list[Record]) ->
             write([rec])
         except IntegrityError as exc:
             log.error("log record %s rejected by the database, skipped: %s", rec.id, exc)
-        except (DatabaseError, PayloadStoreUnavailable):
-            raise
+        except (DatabaseError, PayloadStoreUnavailable) as exc:
+            if not isinstance(exc, DataError):
+                raise
+            connection.close()
+            _record_write_cleaned(write, rec, exc)
         except Exception as exc:
-            log.exception("log record %s could not be written whole; kept without its body", rec.id)
-            records_write_minimal([rec], exc)
+            _record_write_cleaned(write, rec, exc)
+
+
+def _record_write_cleaned(write: Callable[[list[Record]], None], rec: Record, exc: Exception) -> None:
+    """A record whose row failed on a value: again with the values read from JSON made storable (a NUL,
+    a lone surrogate as U+FFFD), and if that fails too, with its plain fields only."""
+    from django.db import DatabaseError, DataError, connection
+
+    from logs.pipeline.rows import records_write_minimal, values_cleaned
+    from logs.storage import PayloadStoreUnavailable
+
+    try:
+        with values_cleaned():
+            write([rec])
+        log.warning("log record %s held a value no column takes (%s): written with U+FFFD in its place",
+                    rec.id, type(exc).__name__)
+        return
+    except DataError:
+        connection.close()
+    except (DatabaseError, PayloadStoreUnavailable):
+        raise
+    except Exception:
+        pass
+    log.exception("log record %s could not be written whole; kept without its body", rec.id, exc_info=exc)
+    records_write_minimal([rec], exc)
 
 
 def write_retry(work: Callable[[], None], on_error: Callable[[str], None],

@@ -227,3 +227,18 @@ def test_a_store_outage_note_keeps_its_first_cause_and_names_no_spool_file(setti
     store_wait_end()
     assert note.startswith("S3UploadFailedError: Failed to upload a spool file to b/k: refused (since ")
     assert "0a1b" not in note and "NoSuchBucket" not in note and store_wait_note() == ""
+
+
+def test_a_value_no_column_takes_is_replaced_not_the_body_dropped():
+    # "\ud800" is valid JSON: read as a model name it failed the row, and the exchange was kept
+    # without its body or model (on PostgreSQL a NUL did the same).
+    from logs.pipeline.ingest import batch_write
+
+    rec = _req(body='{"model": "gpt\\ud800", "messages": []}')
+    answer = _done(rec)
+    answer.body = '{"model": "\\u0000m\\ud800", "choices": []}'
+    batch_write(records_write, [rec, answer])
+    row = Request.objects.get(id=rec.id)
+    assert row.body == rec.body and row.model == "gpt\ufffd"
+    resp = Response.objects.get(request_id=rec.id)
+    assert resp.body == answer.body and resp.model == "\ufffdm\ufffd"
