@@ -78,6 +78,9 @@ class ResponseRecord:
     cache_source: str = ""  # the exchange a cache hit replays
     held_ms: float | None = None  # time spent in the hold queue
     usage: dict | None = None  # a realtime session: its responses' usage, summed ({"model", "input_tokens", ...})
+    # A stream's: [length, fingerprint] of each of the request's credentials (never the credential),
+    # so the ingest can find one that the answer spelled out across events (logs/redaction/echoes.py).
+    echo_prints: list | None = None
 
 
 @dataclass(slots=True)

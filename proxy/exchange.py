@@ -15,6 +15,7 @@ from logs.ids import exchange_id_new
 from logs.outcomes import Outcome
 from logs.pipeline.writer import writer_get
 from logs.records import FileRecord, FrameRecord, RequestRecord, ResponseRecord, record_line
+from logs.redaction.echoes import echo_prints
 from logs.redaction.redact import credentials_collect, headers_mask, key_fingerprint, query_mask
 from logs.redaction.scrub import Scrubber, text_scrub
 from proxy.paths import Route
@@ -179,7 +180,8 @@ class Exchange:
             duration_ms=self.elapsed_ms(), ttfb_ms=self.ttfb_ms, outcome=self.outcome, error=self.error,
             notes="; ".join(self.notes), created=self.started_wall, usage_injected=self.usage_injected,
             steps=self.decisions or None, forwarded=self.forwarded, cache_hit=self.cache_hit,
-            cache_source=self.cache_source, held_ms=self.held_ms, forwarded_body_file=self.forwarded_body_file)
+            cache_source=self.cache_source, held_ms=self.held_ms, forwarded_body_file=self.forwarded_body_file,
+            echo_prints=echo_prints(self.scrubber.secrets) if is_stream else None)
 
     def response_log(self, record: ResponseRecord) -> None:
         """Journal the response: the exchange is over as far as this process is concerned."""

@@ -27,6 +27,7 @@ from logs.pipeline.payloads import (embedded_store, epoch_datetime, file_row, mu
 from logs.pipeline.spool import spool_path
 from logs.pricing import cost_compute
 from logs.records import FileRecord, FileRef, FrameRecord, Record, RequestRecord, ResponseRecord
+from logs.redaction.echoes import echoes_mask
 from logs.storage import PayloadStoreUnavailable
 from logs.tags import tags_from_headers, tags_merge
 from providers import USAGE_FIELDS, Provider, Usage, registry
@@ -129,10 +130,13 @@ def _tags_set(req: Request, rec: RequestRecord, body_tags=None) -> None:
     req.end_user, req.session_id, req.metadata = tags.user, tags.session, tags.metadata or None
 
 
-def _stream_read(resp: Response, provider: Provider, text: str, offsets: list | None) -> Any:
-    """Reassemble a stream into resp.stream_result and time its first content event; the result."""
+def _stream_read(resp: Response, provider: Provider, text: str, offsets: list | None,
+                 prints: list | None = None) -> Any:
+    """Reassemble a stream into resp.stream_result and time its first content event; the result.
+
+    A credential the stream spelled out across its events is whole only here: masked (prints)."""
     events = [(e.name, json_or_none(e.data)) for e in sse_events(text)]
-    result = _untrusted(provider.stream_reassemble, events)
+    result = echoes_mask(_untrusted(provider.stream_reassemble, events), prints)
     if json_depth(result, JSON_STORE_DEPTH) > JSON_STORE_DEPTH:
         resp.stream_result = {"events": len(events), "result": None,
                               "note": f"the reassembled answer nests deeper than {JSON_STORE_DEPTH} levels: not stored "
@@ -193,7 +197,7 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
         text = spooled_text(ref)  # a big JSON answer (usually base64 images): read to cut the images out
     answer: Any = None
     if resp.is_stream and text is not None:
-        answer = _stream_read(resp, provider, text, rec.event_offsets_ms)
+        answer = _stream_read(resp, provider, text, rec.event_offsets_ms, rec.echo_prints)
     elif text is not None:
         answer = json_or_none(text)
         found = _untrusted(provider.embedded_files, answer) or []

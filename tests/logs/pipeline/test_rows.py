@@ -242,3 +242,22 @@ def test_a_value_no_column_takes_is_replaced_not_the_body_dropped():
     assert row.body == rec.body and row.model == "gpt\ufffd"
     resp = Response.objects.get(request_id=rec.id)
     assert resp.body == answer.body and resp.model == "\ufffdm\ufffd"
+
+
+def test_a_key_a_stream_spells_out_across_its_events_is_masked_in_the_reassembled_answer():
+    # The worker's scrub never saw it whole: only the ingest's reassembly does, which holds no secret.
+    from logs.redaction.echoes import echo_prints
+
+    key = "sk-proj-" + "SPLITkey0123456789abcdefXYZ"
+    rec = _req()
+    pieces = [key[i:i + 5] for i in range(0, len(key), 5)]
+    events = [{"object": "chat.completion.chunk", "model": "gpt-4o-mini",
+               "choices": [{"index": 0, "delta": {"content": p}}]} for p in ["your key: ", *pieces, " ok"]]
+    body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+    answer = ResponseRecord(id=exchange_id_new(), request_id=rec.id, provider="openai", status=200, body=body,
+                            content_type="text/event-stream", is_stream=True, created=time.time(),
+                            echo_prints=echo_prints([key, f"Bearer {key}"]))
+    assert key not in json.dumps(answer.echo_prints)  # the record carries no secret
+    records_write([rec, answer])
+    content = Response.objects.get(request_id=rec.id).stream_result["result"]["choices"][0]["message"]["content"]
+    assert key not in content and content.startswith("your key: sk-") and content.endswith("XYZ ok")
