@@ -148,35 +148,74 @@ def fields_mask(data: bytes, content_type: str, *, answer: bool, masked: Masked)
     if ct == "application/x-www-form-urlencoded":
         return _form_mask(data, answer, masked)
     if "json" in ct or data[:1] in (b"{", b"["):
-        if _json_secret_free(data, answer):
+        found = _json_secrets(data, answer)
+        if found == FREE:
             return data
-        return _JSON_FIELD.sub(lambda m: _field_mask(m, answer, masked), data)
+        data = _JSON_FIELD.sub(lambda m: _field_mask(m, answer, masked), data)
+        return _containers_mask(data, answer, masked) if found == IN_CONTAINERS else data
     return data
 
 
-def _json_secret_free(data: bytes, answer: bool) -> bool:
-    """Whether a JSON text parses and none of its string fields is named like a credential.
+def _containers_mask(data: bytes, answer: bool, masked: Masked) -> bytes:
+    """Every key-shaped string (CONTAINED_MIN characters or more, no whitespace) in a list or object
+    that a credential-named field holds ("credentials": ["sk-…"], "api_key": {"value": "sk-…"}), which
+    the field regex (a name and a string) does not reach; not the words of a tool's JSON schema for
+    such a field ("password": {"type": "string", "description": "…"}). The body is written anew
+    (compact JSON) only when one is found."""
+    doc = orjson.loads(data)
+    changed = False
+
+    def walk(node: Any, field: str | None) -> Any:  # field: the credential-named field it is in
+        nonlocal changed
+        if isinstance(node, str):
+            if field and len(node) >= CONTAINED_MIN and MASK not in node and not any(c.isspace() for c in node):
+                changed = True
+                masked.fields[field] = masked.fields.get(field, 0) + 1
+                return token_mask(node)
+            return node
+        if isinstance(node, list):
+            return [walk(v, field) for v in node]
+        if isinstance(node, dict):
+            return {key: walk(value, field or (key if isinstance(value, (dict, list))
+                                               and field_is_secret(key, answer=answer) else None))
+                    for key, value in node.items()}
+        return node
+
+    new = walk(doc, None)
+    return orjson.dumps(new) if changed else data
+
+
+FREE, IN_STRINGS, IN_CONTAINERS = 0, 1, 2
+CONTAINED_MIN = 12
+
+
+def _json_secrets(data: bytes, answer: bool) -> int:
+    """FREE when a JSON text parses and no field of it is named like a credential; IN_CONTAINERS when
+    such a field holds a list or an object; else IN_STRINGS (the field regex's work, as for text
+    the parser refuses: not JSON, nested too deep).
 
     Parsing (orjson, in C) and looking at the keys costs a fraction of running the field regex
-    over every string of the text, and nearly every body has no such field. Anything the parser
-    refuses (not JSON, nested too deep) goes through the regex.
+    over every string of the text, and nearly every body has no such field.
     """
     try:
         stack = [orjson.loads(data)]
     except orjson.JSONDecodeError:
-        return False
+        return IN_STRINGS
+    found = FREE
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():
                 if isinstance(value, str):
                     if field_is_secret(key, answer=answer):
-                        return False
+                        found = max(found, IN_STRINGS)
                 elif isinstance(value, (dict, list)):
+                    if field_is_secret(key, answer=answer):
+                        return IN_CONTAINERS
                     stack.append(value)
         else:
             stack.extend(v for v in node if isinstance(v, (dict, list)))
-    return True
+    return found
 
 
 @functools.lru_cache(maxsize=256)

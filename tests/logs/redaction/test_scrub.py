@@ -50,6 +50,18 @@ def test_json_fields_masked_in_place_everything_else_byte_for_byte():
     assert json.loads(out)["text"] == "the api_key is mine"
 
 
+def test_a_credential_field_holding_a_list_or_object_has_its_keys_masked_not_a_tool_schema():
+    text = json.dumps({"credentials": ["sk-live-abcdefghijklmnop"], "api_key": {"value": "sk-inner-abcdefghijklmnop"},
+                       "tools": [{"parameters": {"properties": {"password": {"type": "string",
+                                                                             "description": "the user's password"}}}}]})
+    masked = Masked()
+    out = Scrubber([]).text(text, "application/json", answer=False, masked=masked)
+    assert "abcdefghijklmnop" not in out and masked.fields == {"credentials": 1, "api_key": 1}
+    doc = json.loads(out)
+    assert doc["credentials"] == ["sk-…mnop"] and doc["api_key"] == {"value": "sk-…mnop"}
+    assert doc["tools"] == json.loads(text)["tools"]  # a schema's words are no credential
+
+
 @pytest.mark.parametrize("text, field", [
     ('[1, {"deep": [{"x": {"to_ken": "abcdefghijklmnop"}}]}]', "to_ken"),  # in a list, separators in the name
     ('{"\\u0061pi_key": "abcdefghijklmnop"}', "api_key"),  # a JSON-escaped name
