@@ -1,7 +1,6 @@
 """The answer's way back: relays upstream chunks to the client as they arrive, tees them into the log."""
 
 import asyncio
-import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
@@ -129,6 +128,12 @@ class RelayEnd:
     def __init__(self, upstream: httpx.Response, exchange: Exchange, log: Callable[[], Awaitable[None]]) -> None:
         self.upstream, self.exchange, self.log = upstream, exchange, log
         self.done = False
+        self.sent = False  # the relay gave the client a first chunk
+
+    async def abandon(self) -> None:
+        """The ASGI adapter's end of a response the client left: before its relay began, or during it
+        (the server may close the response before the relay's own end runs)."""
+        await self(False, "before the response ended" if self.sent else "before the response started")
 
     async def __call__(self, finished: bool, where: str = "before the response ended") -> None:
         if self.done:
@@ -177,6 +182,8 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
                 if exchange.cache_fill is not None:
                     exchange.cache_fill.feed(chunk)
                 yield chunk
+                if not sent:
+                    end.sent = True
                 sent = chunk
         rest = held + chunk_filter.rest() if chunk_filter is not None else held
         if rest:
@@ -302,9 +309,9 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
                     else StreamingHttpResponse(chunks_replay(chunks, broken), status=upstream.status_code))
     else:
         response = StreamingHttpResponse(relay, status=upstream.status_code)
-        # If the client leaves before the first byte is sent, the relay never starts: the ASGI
-        # adapter ends it this way instead, so the upstream closes and the exchange is logged.
-        response.gateway_abandon = functools.partial(end, False, "before the response started")
+        # If the client leaves before the relay ends its own way (before its first byte, or as the
+        # server closes the response), the ASGI adapter ends it: the upstream closes, the exchange is logged.
+        response.gateway_abandon = end.abandon
     # The upstream's headers exactly, repeats and order kept (Django's header dict would join
     # repeats and keep one Set-Cookie): the ASGI adapter sends these.
     if getattr(response, "gateway_headers", None) is None:
@@ -340,7 +347,7 @@ async def _relay_observed(x: Exchange, upstream: httpx.Response, relay: AsyncIte
     if not complete:
         observed.collecting = False
         response = StreamingHttpResponse(chunks_then(observed.chunks, relay), status=upstream.status_code)
-        response.gateway_abandon = functools.partial(end, False, "before the response started")
+        response.gateway_abandon = end.abandon
         return response
     if broken is not None:
         return StreamingHttpResponse(chunks_replay(observed.chunks, broken), status=upstream.status_code)

@@ -79,6 +79,15 @@ class _ResponseStream(AiohttpResponseStream):
         return chunk
 
 
+def _header_text(value: bytes) -> str:
+    """A header value as aiohttp's writer takes it (it encodes UTF-8): bytes that are no UTF-8 (a
+    latin-1 é) cannot go out as they came, and are sent as their latin-1 reading."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 class _ExactRequest(aiohttp.ClientRequest):
     """aiohttp's request, without the `Content-Length: 0` it gives a bodiless DELETE, POST, PUT or PATCH."""
 
@@ -124,7 +133,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         """Send one request; the body streams back through httpx's Response."""
         # Raw pairs keep the client's header names, order and repeats.
         # Names interned (the connection's request keeps them while the answer streams; see proxy/exchange.py).
-        headers = CIMultiDict((sys.intern(k.decode("latin-1")), v.decode("latin-1")) for k, v in request.headers.raw)
+        # aiohttp writes header values as UTF-8: a value read as UTF-8 goes out as the same bytes.
+        headers = CIMultiDict((sys.intern(k.decode("latin-1")), _header_text(v)) for k, v in request.headers.raw)
+        if request.extensions.get("unframed"):  # httpx gives a bodiless POST, PUT or PATCH a Content-Length: 0
+            headers.popall("Content-Length", None)
         try:
             data = request.content or None
         except httpx.RequestNotRead:  # a streamed body (large uploads)

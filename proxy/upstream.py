@@ -160,7 +160,8 @@ async def upstream_call(x: Exchange) -> httpx.Response:
     else:
         size = x.body.size
         content = (x.body.in_memory() if x.body.in_memory() is not None else x.body.chunks()) if size else b""
-    if size or x.forward_body is not None or _body_framed(x.headers):
+    framed = bool(size or x.forward_body is not None or _body_framed(x.headers))
+    if framed:
         # Framing only when there is a body to frame: a bodiless request gets no Content-Length.
         headers.append(("Content-Length", str(size)))
     route = x.route
@@ -171,7 +172,8 @@ async def upstream_call(x: Exchange) -> httpx.Response:
     # header such as X-Title: Jürgen failed the exchange with a 500.
     request = httpx.Request(x.method, url_parse(url), headers=[_header_bytes(pair) for pair in headers],
                             content=content,
-                            extensions={"timeout": client.timeout.as_dict(), "target": upstream_target(route, x.query)})
+                            extensions={"timeout": client.timeout.as_dict(), "target": upstream_target(route, x.query),
+                                        "unframed": not framed})
     try:
         give_back = await client.slots.take(x.provider.name)
         try:

@@ -227,3 +227,24 @@ def test_health_says_an_unmigrated_database_is_not_ready(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    return raw
+
+
+def test_header_bytes_and_a_bodiless_post_reach_the_upstream_as_sent(gateway, upstream):
+    # Through the real HTTP client: UTF-8 header bytes were a 500 (httpx encodes str as ASCII), and
+    # a bodiless POST got a Content-Length: 0 the client never sent (httpx adds one).
+    raw = _raw(gateway.port, b"POST /v1/models HTTP/1.1\r\nHost: x\r\nX-Title: J\xc3\xbcrgen\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 ")
+    head = upstream.received[-1].head
+    assert b"J\xc3\xbcrgen" in head and b"content-length" not in head.lower()
+
