@@ -136,12 +136,13 @@ def _stream_read(resp: Response, provider: Provider, text: str, offsets: list | 
 
     A credential the stream spelled out across its events is whole only here: masked (prints)."""
     events = [(e.name, json_or_none(e.data)) for e in sse_events(text)]
-    result = echoes_mask(_untrusted(provider.stream_reassemble, events), prints)
+    result = _untrusted(provider.stream_reassemble, events)
     if json_depth(result, JSON_STORE_DEPTH) > JSON_STORE_DEPTH:
         resp.stream_result = {"events": len(events), "result": None,
                               "note": f"the reassembled answer nests deeper than {JSON_STORE_DEPTH} levels: not stored "
                                       "(every event is in the body)"}
     else:
+        result = echoes_mask(result, prints)
         resp.stream_result = {"events": len(events), "result": result}
     for i, (name, payload) in enumerate(events[: len(offsets or [])]):
         if _untrusted(provider.event_has_content, name, payload):
