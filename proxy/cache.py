@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import orjson
 from django.conf import settings
@@ -25,7 +26,7 @@ from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
 from proxy.access import AccessKey, KeyGrant
-from proxy.cache_store import CacheEntry, EntryTooBig, cache_store
+from proxy.cache_store import CacheEntry, EntryRefused, EntryTooBig, cache_store
 from proxy.exchange import Exchange, json_error
 from proxy.threads import off_loop
 
@@ -77,7 +78,13 @@ def _scope(x: Exchange) -> str:
         who = f"static:{key.name}"
     else:
         who = ""
-    return f"{x.provider.credential(x.forward_headers, x.query)}\0{who}"
+    # Every credential that goes upstream, not the first: a client may send two (the Anthropic SDK
+    # with an api_key and an auth_token), and two callers sharing one would share answers.
+    provider = x.provider
+    creds = [v for k, v in x.forward_headers if k.lower() in provider.credential_headers]
+    if provider.credential_query and x.query:
+        creds += [v for k, v in parse_qsl(x.query, keep_blank_values=True) if k in provider.credential_query]
+    return "\0".join([*creds, who])
 
 
 # orjson reads an integer beyond 64 bits as a float: two that differ would make one key. Bodies with a
@@ -184,6 +191,9 @@ class CacheFill:
                            body=b"".join(self.chunks))
         try:
             await off_loop(cache_store().put, self.key, entry)
+        except EntryRefused as exc:
+            x.decisions.append({"step": "cache", "decision": f"not stored: {exc}"})
+            return
         except Exception as exc:  # a full disk or an unreachable Redis: the answer was served; say so
             x.notes.append(f"response cache: not stored: {type(exc).__name__}: {exc}")
             return
@@ -230,12 +240,14 @@ async def cache_request(x: Exchange) -> HttpResponseBase | None:
     key = cache_key(x, body)
     if directive.read:
         entry = await _entry_read(x, key, directive.ttl)
-        if entry is None and (filling := _FILLING.get(_filling_key(key))) is not None:
+        while entry is None and (filling := _FILLING.get(_filling_key(key))) is not None:
             # The same request is on its way upstream: its answer, once stored, serves this one too.
+            # Its exchange may end without one (an error): then one waiter goes upstream in its place
+            # (it registers before the next waiter looks) and the others wait for that one.
             try:
                 await asyncio.wait_for(filling.wait(), settings.UPSTREAM_READ_TIMEOUT)
             except TimeoutError:
-                pass
+                break
             entry = await _entry_read(x, key, directive.ttl)
         if entry is not None:
             return await _replay(x, entry)

@@ -84,6 +84,10 @@ class EntryTooBig(Exception):
     """An entry bigger than a read's size_max: read it in a thread instead."""
 
 
+class EntryRefused(Exception):
+    """A store's put that keeps nothing: the entry alone is bigger than the store's bound (CACHE_MAX_BYTES)."""
+
+
 class CacheStore:
     """The interface both backends offer."""
 
@@ -142,7 +146,7 @@ class FileStore(CacheStore):
     def put(self, key: str, entry: CacheEntry) -> None:
         data = entry.to_bytes()
         if len(data) > self.max_bytes:
-            return
+            raise EntryRefused(f"larger than CACHE_MAX_BYTES ({self.max_bytes})")
         # A name no other writer uses (process id, counter, and random bytes against a left-over of a
         # crashed process with the same id; tempfile's way costs more than the write), renamed over the
         # entry so that readers see the whole entry or none.
@@ -277,7 +281,7 @@ class DatabaseStore(CacheStore):
 
         data = entry.to_bytes()
         if len(data) > self.max_bytes:
-            return
+            raise EntryRefused(f"larger than CACHE_MAX_BYTES ({self.max_bytes})")
         try:
             CachedAnswer.objects.bulk_create(
                 [CachedAnswer(key=key, data=data, size=len(data), expires=entry.expires, used=time.time())],

@@ -178,6 +178,8 @@ def _model_as_requested(resp: Response, provider: Provider, batch: list[Request]
         model = Request.objects.filter(pk=resp.request_id).values_list("model", flat=True).first()
     if model:
         _usage_set(resp, provider, Usage(model, *(getattr(resp, name) for name in USAGE_FIELDS)))
+        if resp.cache_hit:  # a replay priced only now: that price is what it saved, it cost nothing
+            resp.cost_saved_usd, resp.cost_usd = resp.cost_usd, Decimal(0)
 
 
 def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile]) -> Response:

@@ -399,3 +399,44 @@ def test_a_hit_of_a_stream_whose_usage_was_injected_saves_the_originals_cost(cli
     original = _logged(log_flush, first_headers["x-gateway-request-id"])
     hit = _logged(log_flush, second_headers["x-gateway-request-id"])
     assert original.cost_usd > 0 and hit.cost_usd == 0 and hit.cost_saved_usd == original.cost_usd
+
+
+def test_every_credential_sent_scopes_the_cache(gateway, upstream):
+    # The Anthropic SDK with an api_key and an auth_token sends both headers: the scope took the first,
+    # and a caller with another x-api-key got the first caller's answer.
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": MESSAGES}
+    for key in ("sk-ant-" + "firstTENANTkey0123456789", "sk-ant-" + "secondTENANTkey0123456789"):
+        r = httpx.post(f"{gateway.url}/anthropic/v1/messages", json=body, timeout=10,
+                       headers={"Authorization": "Bearer shared-oauth-token", "x-api-key": key, "X-Gateway-Cache": "60"})
+        assert r.headers["x-gateway-cache"] == "MISS"
+    assert len(upstream.received) == 2
+
+
+def test_an_answer_over_the_stores_bound_is_logged_not_stored(gateway, upstream, settings, log_flush):
+    settings.CACHE_MAX_BYTES = 2000  # the entry alone is bigger: the store keeps nothing (it was logged "stored")
+    speech = [httpx.post(f"{gateway.url}/v1/audio/speech", timeout=10, json={"model": "tts-1", "input": "x", "voice": "a"},
+                         headers={"Authorization": f"Bearer {KEY}", "X-Gateway-Cache": "60", "x-mock-size": "5000"})
+              for _ in range(2)]
+    assert [r.headers["x-gateway-cache"] for r in speech] == ["MISS", "MISS"] and len(upstream.received) == 2
+    resp = _logged(log_flush, speech[0].headers["x-gateway-request-id"])
+    assert resp.cache_hit is None and {"step": "cache", "decision": "not stored: larger than CACHE_MAX_BYTES (2000)"} in resp.steps
+
+
+def test_waiters_for_a_first_call_that_fails_send_one_call_in_its_place(gateway, upstream):
+    # Every waiter went upstream at once when the first call's answer could not be stored.
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "herd"}], "stream": True}
+    auth = {"Authorization": f"Bearer {KEY}", "X-Gateway-Cache": "60", "x-mock-events": "6", "x-mock-delay-ms": "60"}
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=20) as http:
+            first = asyncio.ensure_future(http.post(f"{gateway.url}/v1/chat/completions", json=body,
+                                                    headers={**auth, "x-mock-fault": "close-mid-stream"}))
+            await asyncio.sleep(0.1)  # it is on its way: these wait for it
+            rest = await asyncio.gather(*[http.post(f"{gateway.url}/v1/chat/completions", json=body, headers=auth)
+                                          for _ in range(10)])
+            return [await first, *rest]
+
+    answers = asyncio.run(run())
+    assert all(r.status_code == 200 for r in answers)
+    assert [r.headers["x-gateway-cache"] for r in answers[1:]].count("HIT") == 9
+    assert len(upstream.received) == 2  # the failed first, and one in its place

@@ -215,6 +215,11 @@ def test_an_answer_naming_no_model_is_priced_by_the_model_asked_for():
     Response.objects.update(cost_usd=None, price_source="")
     reprice()
     assert [r.cost_usd for r in Response.objects.order_by("created_at")] == [priced] * 2
+    # A cache hit of it is priced the same way, as what it saved: it costs nothing (it was charged in full).
+    hit = _req(endpoint="/v1/images/generations", body=body, body_size=len(body))
+    records_write([hit, _resp(hit, body=answer, cache_hit=True, cache_source=first.id)])
+    row = Response.objects.get(request_id=hit.id)
+    assert (row.cost_usd, row.cost_saved_usd) == (0, priced)
 
 
 def test_a_store_outage_note_keeps_its_first_cause_and_names_no_spool_file(settings):
