@@ -27,7 +27,7 @@ from logs.pipeline.capture import content_type_is_text
 from logs.pipeline.writer import writer_get
 from logs.redaction.scrub import Masked
 from proxy.exchange import Exchange, json_error
-from proxy.request_body import body_payload
+from proxy.request_body import body_payload, body_read
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +152,16 @@ def _body_now(x: Exchange) -> bytes | None:
     return x.forward_body if x.forward_body is not None else x.body.in_memory()
 
 
-def _matches(switch: SwitchState, x: Exchange, model: str | None) -> bool:
-    """Whether a request is held under the switch's filters."""
+def _matches(switch: SwitchState, x: Exchange, model: str | None, unread: str | None = None) -> bool:
+    """Whether a request is held under the switch's filters (under a model filter, one whose model
+    cannot be read is)."""
     if switch.provider and switch.provider != x.provider.name:
         return False
     if switch.path and not x.route.path.startswith(switch.path):
         return False
     if switch.gateway_key and (x.gateway_key is None or switch.gateway_key != x.gateway_key.name):
         return False
-    return not switch.model or switch.model == model
+    return not switch.model or switch.model == model or (model is None and bool(unread))
 
 
 def _body_for_operator(x: Exchange, body: bytes | None) -> str | None:
@@ -181,9 +182,15 @@ async def hold_request(x: Exchange) -> HttpResponseBase | None:
     if not switch.on:
         return None
     body = _body_now(x)
-    model = (x.provider.request_model(unquote(x.route.path), body_payload(body, x.content_type))
-             if switch.model or body else None)
-    if not _matches(switch, x, model):
+    model = unread = None
+    if switch.model or body:
+        # The model that goes upstream, after the hooks: read from the upstream path (Gemini names it
+        # there), the body decoded. One that cannot be read is held under a model filter: the operator
+        # decides what nobody could read.
+        payload, unread = body_read(x.forward_headers, body, 0 if x.forward_body is not None else x.body.size,
+                                    x.content_type)
+        model = x.provider.request_model(unquote(x.route.upstream_path), payload)
+    if not _matches(switch, x, model, unread):
         return None
     held_from = time.monotonic()
     timeout = settings.HOLD_TIMEOUT_SECONDS

@@ -13,8 +13,7 @@ from django.conf import settings
 from django.http import HttpResponse
 
 from proxy.exchange import Exchange
-from proxy.request_body import body_payload
-from wire.encoding import DecodeError, decode_pieces, encoding_name
+from proxy.request_body import body_decoded, body_payload
 
 _UNSET = object()
 
@@ -125,22 +124,3 @@ class HookExchange:
         """Fill in the answer before on_response runs (body None: streamed, observe only)."""
         self.status, self.response_headers = status, list(headers)
         self.streamed, self._response_body = body is None, body
-
-
-def body_decoded(headers: list[tuple[str, str]], body: bytes, size_max: int) -> bytes | None:
-    """body with the headers' Content-Encoding undone (body itself when there is none); None when it cannot
-    be: corrupt, stacked encodings, or more than size_max bytes decoded."""
-    encoding = next((v for k, v in headers if k.lower() == "content-encoding"), "")
-    try:
-        name = encoding_name(encoding)
-        if not name:
-            return body
-        out, size = [], 0
-        for piece in decode_pieces(name, [body]):
-            size += len(piece)
-            if size > size_max:
-                return None
-            out.append(piece)
-        return b"".join(out)
-    except DecodeError:
-        return None

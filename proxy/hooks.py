@@ -28,9 +28,11 @@ from logs.outcomes import Outcome
 from logs.redaction.redact import credentials_collect
 from logs.redaction.scrub import Scrubber, text_scrub
 from proxy.exchange import Exchange, json_error
-from proxy.hook_exchange import HookExchange, body_decoded
+from proxy.hook_exchange import HookExchange
 from proxy.paths import PathRefused, path_check
+from proxy.request_body import body_decoded
 from proxy.threads import ParkedThreads
+from proxy.upstream import HOP_BY_HOP
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +173,9 @@ def _apply(x: Exchange, hx: HookExchange, changed: set[str]) -> None:
         pairs = [(str(k), str(v)) for k, v in hx.headers]
         if any("\n" in k + v or "\r" in k + v or not k for k, v in pairs):
             raise ValueError("header names must be non-empty and no name or value may hold CR or LF")
+        framing = sorted({k for k, _ in pairs if k.lower() in HOP_BY_HOP})
+        if framing:  # the gateway frames the body and names the host: one set here would contradict it
+            raise ValueError(f"headers may not include {', '.join(framing)}: the gateway sets them itself")
         x.forward_headers = pairs
     if "body" in changed:
         x.forward_body = hx.body

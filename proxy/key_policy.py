@@ -19,7 +19,7 @@ from logs.outcomes import Outcome
 from logs.redaction.scrub import Scrubber, byte_replacements
 from proxy.access import KeyGrant
 from proxy.exchange import Exchange, json_error
-from proxy.request_body import body_payload
+from proxy.request_body import body_read
 
 
 STEP = "gateway_key"
@@ -79,10 +79,9 @@ def _models_asked(x: Exchange) -> tuple[list[str], str]:
     if x.websocket:  # Gemini Live names its model in the first message, after the handshake
         model = x.provider.realtime_model(x.route.upstream_path, x.query)
         return ([model], "") if model else ([], "this session's model is not named in its upgrade request")
-    body = x.body.in_memory()
-    if x.body.size and body is None:
-        return [], "this request's body is too large to read its model"
-    payload = body_payload(body, x.content_type)
+    payload, unread = body_read(x.forward_headers, x.body.in_memory(), x.body.size, x.content_type)
+    if unread:
+        return [], unread
     batch = x.provider.batch_models(x.route.upstream_path, payload)
     if batch is not None:
         if not batch:

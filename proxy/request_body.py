@@ -17,6 +17,7 @@ from django.conf import settings
 from logs.pipeline.spool import spool_dir, spool_discard, spool_path
 from logs.records import FileRef
 from logs.redaction.scrub import Masked, Scrubber
+from wire.encoding import DecodeError, decode_pieces, encoding_name
 from wire.jsonutil import json_or_none
 from wire.multipart import multipart_boundary, multipart_fields
 
@@ -46,6 +47,39 @@ def body_payload(body: bytes | None, content_type: str) -> object:
     return json_or_none(body)
 
 
+def body_decoded(headers: list[tuple[str, str]], body: bytes, size_max: int) -> bytes | None:
+    """body with the headers' Content-Encoding undone (body itself when there is none); None when it cannot
+    be: corrupt, stacked encodings, or more than size_max bytes decoded."""
+    encoding = next((v for k, v in headers if k.lower() == "content-encoding"), "")
+    try:
+        name = encoding_name(encoding)
+        if not name:
+            return body
+        out, size = [], 0
+        for piece in decode_pieces(name, [body]):
+            size += len(piece)
+            if size > size_max:
+                return None
+            out.append(piece)
+        return b"".join(out)
+    except DecodeError:
+        return None
+
+
+def body_read(headers: list[tuple[str, str]], body: bytes | None, size: int, content_type: str) -> tuple[object, str]:
+    """(what the body says, "") as body_payload reads it, its Content-Encoding undone; or (None, why it
+    cannot be read): too large to be in memory, or compressed past decoding. The steps that judge a
+    request by its model (a key's model list, the hold queue's filter) read it so, as hooks see it."""
+    if size and body is None:
+        return None, "this request's body is too large to read its model"
+    if not body:
+        return None, ""
+    decoded = body_decoded(headers, body, settings.MAX_REQUEST_BODY_BYTES)
+    if decoded is None:
+        return None, "this request's compressed body cannot be decoded to read its model"
+    return body_payload(decoded, content_type), ""
+
+
 class BodySpool:
     """A body being received: bytes in memory, rolled over into a named spool file when large."""
 
@@ -58,6 +92,10 @@ class BodySpool:
         self._held: bytes | None = None
         self._file = None
         self.kept = False  # handed to the log: the ingest process owns the file now
+        # Opened when the file is handed to the log: the ingest moves it into the payload store as soon
+        # as it writes the request's row, which may come before the upstream reads it (a held request,
+        # a slow step), and an open handle still reads a moved or deleted file.
+        self._reader = None
         self.spool_error = ""  # why the body could not be spooled to disk (it stayed in memory)
 
     def write(self, data: bytes) -> None:
@@ -110,6 +148,7 @@ class BodySpool:
         if scrubber.masked_copy(source, copy, content_type, answer=False, masked=masked):
             name = copy.name
         else:
+            self._reader = open(source, "rb")  # before the ingest can see the record that hands it over
             name, self.kept = self.name, True
         digest, size = hashlib.sha256(), 0
         with open(spool_path(name), "rb") as f:
@@ -123,7 +162,10 @@ class BodySpool:
         data = self.in_memory()
         if data is not None:
             return data
-        if not self.kept:
+        if self._reader is not None:
+            self._reader.seek(0)
+            return self._reader.read()
+        if not self._file.closed:
             self._file.flush()
         return spool_path(self.name).read_bytes()
 
@@ -133,7 +175,12 @@ class BodySpool:
         if data is not None:
             yield data
             return
-        if not self.kept:
+        if self._reader is not None:
+            self._reader.seek(0)
+            while chunk := self._reader.read(CHUNK):
+                yield chunk
+            return
+        if not self._file.closed:
             self._file.flush()
         with open(spool_path(self.name), "rb") as f:
             while chunk := f.read(CHUNK):
@@ -142,6 +189,9 @@ class BodySpool:
     def close(self) -> None:
         """Release the body; its file goes unless the log kept it."""
         self._held = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._file is not None and not self._file.closed:
             self._file.close()
         if self._file is not None and not self.kept:

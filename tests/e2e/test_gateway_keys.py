@@ -340,3 +340,19 @@ def test_a_stored_credential_that_no_longer_decrypts(gateway, upstream, settings
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {secret}"})
     assert r.status_code == 500 and "SECRET_KEY changed" in r.json()["error"]["message"]
     assert upstream.received == []
+
+
+def test_a_compressed_body_is_judged_by_the_model_it_names(gateway, upstream, make_key):
+    # Read compressed, it named no model: a key limited to gpt-4o-mini let gpt-4o through.
+    import gzip
+
+    _, secret = make_key("mini", models=["gpt-4o-mini"])
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    headers = {"X-Gateway-Key": secret, "Authorization": "Bearer sk-client", "Content-Type": "application/json"}
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", content=gzip.compress(body),
+                   headers={**headers, "Content-Encoding": "gzip"})
+    assert r.status_code == 403 and "may not use model 'gpt-4o'" in r.json()["error"]["message"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", content=b"\x1f\x8bnot gzip",
+                   headers={**headers, "Content-Encoding": "gzip"})
+    assert r.status_code == 403 and "cannot be decoded" in r.json()["error"]["message"]
+    assert upstream.received == []

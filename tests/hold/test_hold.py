@@ -155,6 +155,31 @@ def test_filters_hold_only_matching_requests(upstream, gateway):
     assert HeldRequest.objects.get(pk=rid).decided_by == "hold off (test)"
 
 
+def test_the_model_filter_reads_the_model_that_goes_upstream(upstream, gateway, settings):
+    # A compressed body read as it came named no model, a large one was not read: neither was held.
+    # Gemini names its model in the path, which the filter read before a hook's change.
+    _switch(on=True, model="gpt-4o")
+    body = json.dumps({**CHAT, "model": "gpt-4o"}).encode()
+    zipped = Background(lambda: httpx.post(f"{gateway.url}/v1/chat/completions", content=gzip.compress(body),
+                                           headers={**AUTH, "Content-Type": "application/json",
+                                                    "Content-Encoding": "gzip"}, timeout=30))
+    big = _post(gateway, {**CHAT, "model": "gpt-4o-mini", "pad": "x" * (2 << 20)})  # past memory: held unread
+    ids = held_ids(gateway, 2)
+    assert {HeldRequest.objects.get(pk=i).model for i in ids} == {"gpt-4o", ""}
+    switch(on=False, by="test")
+    # The large body, spooled to disk, goes upstream once approved (the ingest had moved its file: a 502).
+    assert zipped.wait().status_code == 200 and big.wait().status_code == 200
+    settings.GATEWAY_HOOKS = ["tests.proxy.sample_hooks.GeminiModel"]
+    _switch(on=True, model="gemini-held")
+    call = Background(lambda: httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.0-flash:generateContent",
+                                         json={"contents": []}, headers={"x-goog-api-key": "AIza" + "k" * 35},
+                                         timeout=30))
+    [rid] = held_ids(gateway)
+    assert HeldRequest.objects.get(pk=rid).model == "gemini-held"
+    switch(on=False, by="test")
+    assert call.wait().status_code == 200
+
+
 def test_the_key_filter_matches_a_key_of_the_keys_app(upstream, gateway, make_key):
     _, secret = make_key("tester")
     _, other = make_key("other")

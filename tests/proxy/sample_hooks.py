@@ -114,6 +114,20 @@ class BadPath:
         exchange.path = "/v1/../admin/"
 
 
+class GeminiModel:
+    """Moves a Gemini call to another model: Gemini names it in the path."""
+
+    def on_request(self, exchange):
+        exchange.path = exchange.path.replace("gemini-2.0-flash", "gemini-held")
+
+
+class SetsLength:
+    """Sets a framing header: with the gateway's own Content-Length, the upstream read 5 bytes of the body."""
+
+    def on_request(self, exchange):
+        exchange.headers.append(("Content-Length", "5"))
+
+
 class BoomOnAnswer:
     """Fails on the answer (after the upstream answered)."""
 

@@ -92,6 +92,14 @@ def test_a_path_a_hook_sets_is_checked_like_a_clients(settings, upstream, gatewa
     assert upstream.received == []
 
 
+def test_a_framing_header_a_hook_sets_is_refused(settings, upstream, gateway):
+    # Beside the gateway's own Content-Length the upstream read 5 bytes; with Transfer-Encoding, a smuggling shape.
+    settings.GATEWAY_HOOKS = [H + "SetsLength"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 500 and "may not include Content-Length" in r.json()["error"]["message"]
+    assert upstream.received == []
+
+
 def test_a_hook_answers_itself_and_nothing_goes_upstream(settings, upstream, gateway, log_flush, make_key):
     settings.GATEWAY_HOOKS = [H + "Rewrite", "tests.proxy.sample_hooks"]
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": "canned"}, headers=AUTH)

@@ -65,6 +65,8 @@ class Command(BaseCommand):
 
     def _create(self, *, name: str, rpm, tpm, budget_usd, budget_period, providers, models, expires,
                 provider_credential_stdin: bool, **_) -> None:
+        if sys.stdout is None or sys.stdout.closed:  # `create ... >&-`: the secret could go nowhere
+            raise CommandError("standard output is closed: the secret could not be shown, so no key is created")
         if budget_period and not budget_usd:  # else a period that limits nothing, taken without a word
             raise CommandError("--budget-period goes with --budget-usd")
         budget_period = budget_period or BudgetPeriod.MONTH
