@@ -10,6 +10,7 @@ and logged once they have all run (see docs/hooks.md).
 """
 
 import dataclasses
+import importlib
 import inspect
 import json
 import logging
@@ -77,12 +78,23 @@ class HookFailed(Exception):
         self.hook, self.trace = hook, trace
 
 
+def _target_import(path: str) -> object:
+    """A module (`myhooks.audit`, imported by its own name), else an object of one (`myhooks.audit.Tagger`):
+    import_string alone looks up a module's submodule as an attribute, so it finds one only once imported."""
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError as exc:
+        if exc.name != path:  # the module exists and imports a missing one: that is the error
+            raise
+    return import_string(path)
+
+
 def hook_load(path: str, skip_on_error: bool = False) -> Hook:
     """Import one hook; ImproperlyConfigured naming it when it cannot be imported or has no hook method."""
     try:
-        target = import_string(path)
-    except ImportError as exc:
-        raise ImproperlyConfigured(f"GATEWAY_HOOKS: cannot import {path!r}: {exc}") from None
+        target = _target_import(path)
+    except Exception as exc:  # ImportError, and whatever the module raises as it is imported
+        raise ImproperlyConfigured(f"GATEWAY_HOOKS: cannot import {path!r}: {type(exc).__name__}: {exc}") from None
     if inspect.isclass(target):
         try:
             target = target()

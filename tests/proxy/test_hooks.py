@@ -284,3 +284,18 @@ def test_a_client_leaving_while_a_hook_runs_is_logged(settings, upstream, gatewa
     resp = Response.objects.get()
     assert resp.outcome == "client_aborted" and "during the policy steps" in resp.error_message
     assert upstream.received == []
+
+
+def test_a_module_is_a_hook_even_unimported_and_a_module_failing_to_import_is_named():
+    # import_string found a module only as an attribute of its imported package; a module raising
+    # anything but ImportError stopped the start with a bare traceback.
+    import sys
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    from proxy.hooks import hook_load
+
+    sys.modules.pop("tests.proxy.module_hook", None)
+    assert hook_load("tests.proxy.module_hook").on_request is not None
+    with pytest.raises(ImproperlyConfigured, match="cannot import 'tests.proxy.broken_hook': RuntimeError: this module"):
+        hook_load("tests.proxy.broken_hook")

@@ -1,0 +1,3 @@
+"""A hook module that fails as it is imported (tests/proxy/test_hooks.py)."""
+
+raise RuntimeError("this module is broken")
