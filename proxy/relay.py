@@ -62,6 +62,32 @@ def _event_end(data: bytes) -> int:
     return max(data.rfind(end) + len(end) if end in data else 0 for end in _EVENT_ENDS)
 
 
+class _WholeEvents:
+    """An event stream's bytes with each event's start held until its end arrives (or HELD_EVENT_MAX):
+    where an error event may end the stream, a break inside an event would glue it to a torn line
+    that no SDK can parse. The log's capture still gets every byte as it came."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = b""
+
+    def __call__(self, chunk: bytes) -> bytes:
+        """Bytes to send now."""
+        if not self.held and chunk.endswith(_EVENT_ENDS):  # nearly every chunk: whole events
+            return chunk
+        chunk = self.held + chunk
+        cut = _event_end(chunk)
+        if len(chunk) - cut > HELD_EVENT_MAX:
+            cut = len(chunk)
+        chunk, self.held = chunk[:cut], chunk[cut:]
+        return chunk
+
+    def rest(self) -> bytes:
+        """An unfinished event the stream ended on, as it came."""
+        return self.held
+
+
 class _IdleWatch:
     """STREAM_IDLE_TIMEOUT for one relay: the wait for each upstream chunk may last at most `idle` seconds.
 
@@ -147,6 +173,18 @@ class RelayEnd:
             await asyncio.shield(self.log())
 
 
+def _departure(exchange: Exchange, capture: BodyCapture, sent: bytes) -> bool:
+    """The client went away: an abort, unless it had the stream's final event (sent: the last bytes it
+    took) and only the upstream's end of body was still on its way; then the exchange is complete."""
+    if not exchange.provider.stream_ended(sent):
+        exchange.cancelled_mark("before the response ended")
+        return False
+    if capture.event_offsets:  # it ended with that event, not when the client's leaving was seen
+        exchange.ended_ms = capture.event_offsets[-1]
+    exchange.clock_stop()
+    return True
+
+
 async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: BodyCapture, end: RelayEnd,
                        *, is_sse: bool, chunk_filter: AnswerFilter | None = None,
                        idle_timeout: float | None = None) -> AsyncIterator[bytes]:
@@ -160,10 +198,7 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
     chunks = upstream.aiter_raw()
     watch = _IdleWatch(idle_timeout)
     finished = broken = False
-    # Where an error event may end the stream, an event's start waits for its end: a break inside
-    # it would glue the error event to a torn line that no SDK can parse (the log keeps it all).
-    whole_events = _error_tail_allowed(upstream, is_sse)
-    held = b""
+    whole_events = _WholeEvents() if _error_tail_allowed(upstream, is_sse) else None
     sent = b""  # the last bytes the client took: whether one that hangs up had the stream's end
     try:
         while (chunk := await watch.chunk_next(chunks)) is not None:
@@ -172,12 +207,8 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
             capture.feed(chunk)
             if chunk_filter is not None:
                 chunk = chunk_filter(chunk)
-            if whole_events and chunk and (held or not chunk.endswith(_EVENT_ENDS)):
-                chunk = held + chunk
-                cut = _event_end(chunk)
-                if len(chunk) - cut > HELD_EVENT_MAX:
-                    cut = len(chunk)
-                chunk, held = chunk[:cut], chunk[cut:]
+            if whole_events is not None and chunk:
+                chunk = whole_events(chunk)
             if chunk:
                 if exchange.cache_fill is not None:
                     exchange.cache_fill.feed(chunk)
@@ -185,7 +216,8 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
                 if not sent:
                     end.sent = True
                 sent = chunk
-        rest = held + chunk_filter.rest() if chunk_filter is not None else held
+        rest = (whole_events.rest() if whole_events is not None else b"") + (
+            chunk_filter.rest() if chunk_filter is not None else b"")
         if rest:
             if exchange.cache_fill is not None:
                 exchange.cache_fill.feed(rest)
@@ -195,16 +227,8 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
     except TimeoutError:
         exchange.fail(Outcome.UPSTREAM_ERROR, f"upstream sent nothing for {idle_timeout:g} s (STREAM_IDLE_TIMEOUT)")
         finished = broken = True
-    except asyncio.CancelledError:
-        # Django 5 cancels the response task when the client goes away: an abort, unless it had
-        # the stream's final event and the upstream's end of body was still on its way.
-        if is_sse and exchange.provider.stream_ended(sent):
-            finished = True
-            if capture.event_offsets:  # it ended with that event, not when the client's leaving was seen
-                exchange.ended_ms = capture.event_offsets[-1]
-            exchange.clock_stop()
-        else:
-            exchange.cancelled_mark("before the response ended")
+    except asyncio.CancelledError:  # Django 5 cancels the response task when the client goes away
+        finished = _departure(exchange, capture, sent if is_sse else b"")
         raise
     except httpx.HTTPError as exc:
         exchange.fail(Outcome.UPSTREAM_ERROR, f"upstream failed mid-response: {type(exc).__name__}: {exc}".strip())
@@ -213,7 +237,7 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
         watch.close()
         await end(finished)
     if broken:
-        if whole_events:
+        if whole_events is not None:
             yield exchange.provider.stream_error_event(exchange.error)  # a final event: the upstream failed
         else:
             raise UpstreamBroken(exchange.error)
