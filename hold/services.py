@@ -10,6 +10,8 @@ from django.utils import timezone
 from hold.models import Decision, HeldRequest, HoldSwitch
 from hold.selectors import held_waiting
 from hold.types import Decided, SwitchState
+from keys.models import GatewayKey
+from keys.static import access_keys
 from providers import registry
 
 DECIDED_KEEP = timedelta(days=7)  # decided rows older than this go when a new request is held
@@ -24,7 +26,7 @@ def switch_set(*, on: bool, by: str, provider: str = "", model: str = "", gatewa
     """Turn holding on (with its filters) or off; off approves every request still waiting. HoldError for a
     filter that could never match."""
     if on:
-        _filters_check(provider, path)
+        _filters_check(provider, gateway_key, path)
     with transaction.atomic():
         HoldSwitch.objects.update_or_create(pk=1, defaults={
             "on": on, "provider": provider if on else "", "model": model if on else "",
@@ -36,10 +38,14 @@ def switch_set(*, on: bool, by: str, provider: str = "", model: str = "", gatewa
     return SwitchState(on, provider, model, gateway_key, path) if on else SwitchState()
 
 
-def _filters_check(provider: str, path: str) -> None:
+def _filters_check(provider: str, gateway_key: str, path: str) -> None:
     known = [p.name for p in registry(settings.GATEWAY_PROVIDERS).providers]
     if provider and provider not in known:
         raise HoldError(f"unknown provider {provider!r} (known: {', '.join(known)})")
+    # A key's name as the log shows it: a gateway key of the keys app, or a GATEWAY_API_KEYS entry's name.
+    if gateway_key and not (GatewayKey.objects.filter(name=gateway_key).exists()
+                            or any(k.name == gateway_key for k in access_keys())):
+        raise HoldError(f"no gateway key is named {gateway_key!r} (python manage.py gateway_key list shows them)")
     if path and not path.startswith("/"):
         raise HoldError(f"the path filter is a prefix of the gateway path and starts with '/', such as /v1/chat/, "
                         f"not {path!r}")

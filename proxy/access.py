@@ -9,7 +9,6 @@ import hmac
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
 from urllib.parse import parse_qsl
 
 from django.conf import settings
@@ -17,11 +16,9 @@ from django.conf import settings
 from keys.models import GatewayKey
 from keys.refresh import refresh_start, refreshed
 from keys.selectors import key_cached, key_find, keys_exist, keys_exist_cached, keys_exist_seen
+from keys.static import ACCESS_HEADER, AccessKey, access_keys
 from keys.tokens import SECRET_PREFIX, secret_hash, secret_like
-from logs.redaction.redact import key_fingerprint
 from providers import Provider
-
-ACCESS_HEADER = "x-gateway-key"
 
 
 class AccessDenied(Exception):
@@ -30,43 +27,6 @@ class AccessDenied(Exception):
     def __init__(self, message: str, grant: "KeyGrant | None" = None) -> None:
         super().__init__(message)
         self.grant = grant
-
-
-@dataclass(frozen=True)
-class AccessKey:
-    """One configured gateway key and the name it is logged under."""
-
-    name: str
-    secret: str
-
-    @property
-    def label(self) -> str:
-        """What the log shows instead of the key: its name and fingerprint."""
-        return f"{self.name} (fp {key_fingerprint(self.secret)})"
-
-    def headers_label(self, masked: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The logged headers with this key shown by name and fingerprint."""
-        return [(k, self.label if k.lower() == ACCESS_HEADER else v) for k, v in masked]
-
-
-@lru_cache(maxsize=8)
-def _keys_parse(entries: tuple[str, ...], secret_key: str) -> tuple[AccessKey, ...]:
-    """Parse `name:key` or bare `key` entries; a bare key is named by its fingerprint."""
-    keys = []
-    for entry in entries:
-        entry = entry.strip()
-        name, sep, secret = entry.partition(":")
-        if not sep:
-            name, secret = "", entry
-        name, secret = name.strip(), secret.strip()
-        if secret:
-            keys.append(AccessKey(name or f"key-{key_fingerprint(secret)}", secret))
-    return tuple(keys)
-
-
-def access_keys() -> tuple[AccessKey, ...]:
-    """The configured gateway keys (empty when access keys are off)."""
-    return _keys_parse(tuple(settings.GATEWAY_API_KEYS), settings.SECRET_KEY)
 
 
 def access_check(pairs: list[tuple[str, str]]) -> AccessKey | None:

@@ -192,6 +192,16 @@ def test_the_key_filter_matches_a_key_of_the_keys_app(upstream, gateway, make_ke
     assert call.wait().status_code == 200
 
 
+def test_the_key_filter_takes_a_gateway_api_keys_name(upstream, gateway, settings):
+    settings.GATEWAY_API_KEYS = ["ci:gw-static-secret"]
+    _switch(on=True, gateway_key="ci")
+    call = _post(gateway, headers={**AUTH, "X-Gateway-Key": "gw-static-secret"})
+    [rid] = held_ids(gateway)
+    assert HeldRequest.objects.get(pk=rid).gateway_key == "ci"
+    decide(rid, "approve", by="test")
+    assert call.wait().status_code == 200
+
+
 def test_the_switch_takes_effect_within_a_second(upstream, gateway):
     assert _post(gateway).wait().status_code == 200  # the worker has read the switch: off
     switch(on=True, by="test")
@@ -241,6 +251,8 @@ def test_command(upstream, gateway, capsys, tmp_path):
         hold("on", "--provider", "opnai")
     with pytest.raises(CommandError, match="starts with '/'"):
         hold("on", "--path", "v1/chat/")
+    with pytest.raises(CommandError, match="no gateway key is named 'nobody'"):
+        hold("on", "--key", "nobody")
     hold("status")
     assert capsys.readouterr().out.strip().startswith("hold: off")
 
