@@ -308,8 +308,9 @@ def _multipart_fields_mask(path: Path, boundary: str, answer: bool, masked: Mask
     except TooManyParts:
         masked.unchecked = f"fields not checked: more than {settings.LOG_MULTIPART_MAX_PARTS} parts"
         return
-    spans = [p for p in parts if p.filename is None and p.end - p.start <= FIELD_MAX
-             and field_is_secret(p.name, answer=answer)]
+    # A part named like a credential is one whether or not the client gave it a filename (curl's
+    # `-F password=@file`); one too large to read as text is replaced whole.
+    spans = [p for p in parts if field_is_secret(p.name, answer=answer)]
     if not spans:
         return
     tmp = path.with_name(path.name + ".fields")
@@ -317,12 +318,18 @@ def _multipart_fields_mask(path: Path, boundary: str, answer: bool, masked: Mask
         pos = 0
         for part in spans:
             dst.write(src.read(part.start - pos))
-            value = src.read(part.end - part.start).decode("utf-8", "replace")
-            if MASK not in value:
-                masked.fields[part.name] = masked.fields.get(part.name, 0) + 1
-                value = token_mask(value)
-            dst.write(value.encode())
             pos = part.end
+            if part.end - part.start > FIELD_MAX:
+                src.seek(part.end)
+                value = MASK
+            else:
+                raw = src.read(part.end - part.start)
+                if MASK.encode() in raw:  # masked already, as an echo of a known key
+                    dst.write(raw)
+                    continue
+                value = token_mask(raw.decode("utf-8", "replace"))
+            masked.fields[part.name] = masked.fields.get(part.name, 0) + 1
+            dst.write(value.encode())
         while block := src.read(CHUNK):
             dst.write(block)
     os.replace(tmp, path)

@@ -108,6 +108,24 @@ def test_files_lose_echoes_in_every_encoding_and_credential_named_multipart_fiel
     assert out.count(value_mask(KEY).encode()) >= 2
 
 
+def test_credential_named_multipart_parts_are_masked_with_a_filename_and_when_large(tmp_path):
+    # curl -F password=@secret.txt sends the field with a filename; a large one cannot be read as text.
+    big = b"s3cr3t" * (scrub.FIELD_MAX // 6 + 10)
+    body = (b"--B\r\nContent-Disposition: form-data; name=\"password\"; filename=\"secret.txt\"\r\n"
+            b"Content-Type: text/plain\r\n\r\nhunter2-hunter2\r\n"
+            b"--B\r\nContent-Disposition: form-data; name=\"api_key\"; filename=\"k\"\r\n\r\n" + big +
+            b"\r\n--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nkept as sent"
+            b"\r\n--B--\r\n")
+    path = tmp_path / "body"
+    path.write_bytes(body)
+    masked = Masked()
+    assert Scrubber([]).file(path, "multipart/form-data; boundary=B", answer=False, masked=masked)
+    out = path.read_bytes()
+    assert b"hunter2-hunter2" not in out and b"s3cr3t" not in out and b"kept as sent" in out
+    assert masked.fields == {"password": 1, "api_key": 1}
+    assert out.count(b'filename="secret.txt"') == 1 and out.endswith(b"\r\n--B--\r\n")
+
+
 def test_a_clean_file_is_left_alone(tmp_path):
     path = tmp_path / "body"
     path.write_bytes(b"nothing to see" * 1000)
