@@ -128,8 +128,8 @@ def _filling_key(key: str) -> tuple[int, str]:
 class CacheFill:
     """A miss's answer, collected as the client gets it, stored when it ends complete and 2xx."""
 
-    def __init__(self, x: Exchange, key: str, ttl: int) -> None:
-        self.key, self.ttl = key, ttl
+    def __init__(self, x: Exchange, key: str, ttl: int, keep_until: float = 0.0) -> None:
+        self.key, self.ttl, self.keep_until = key, ttl, keep_until
         # The request as keyed: a later step that changes it (the hold queue's edit) makes the answer
         # another request's, which must not be stored under this key.
         self.keyed_body, self.keyed_changed = x.forward_body, x.request_changed
@@ -185,7 +185,7 @@ class CacheFill:
             x.decisions.append({"step": "cache", "decision": f"not stored: {why}"})
             return
         now = time.time()
-        entry = CacheEntry(source=x.request_id, created=now, expires=now + self.ttl, status=status,
+        entry = CacheEntry(source=x.request_id, created=now, expires=max(now + self.ttl, self.keep_until), status=status,
                            headers=headers, is_sse=is_sse, chunks=[len(c) for c in self.chunks],
                            offsets_ms=[round((t - self.times[0]) * 1000, 2) for t in self.times],
                            body=b"".join(self.chunks))
@@ -238,8 +238,10 @@ async def cache_request(x: Exchange) -> HttpResponseBase | None:
         x.decisions.append({"step": "cache", "decision": f"bypass: {why}"})
         return None
     key = cache_key(x, body)
+    stored = None  # the entry found, fresh enough for this request or not
     if directive.read:
-        entry = await _entry_read(x, key, directive.ttl)
+        stored = await _entry_read(x, key)
+        entry = _fresh(stored, directive.ttl)
         while entry is None and (filling := _FILLING.get(_filling_key(key))) is not None:
             # The same request is on its way upstream: its answer, once stored, serves this one too.
             # Its exchange may end without one (an error): then one waiter goes upstream in its place
@@ -248,13 +250,16 @@ async def cache_request(x: Exchange) -> HttpResponseBase | None:
                 await asyncio.wait_for(filling.wait(), settings.UPSTREAM_READ_TIMEOUT)
             except TimeoutError:
                 break
-            entry = await _entry_read(x, key, directive.ttl)
+            stored = await _entry_read(x, key)
+            entry = _fresh(stored, directive.ttl)
         if entry is not None:
             return await _replay(x, entry)
     x.answer_headers.append(("X-Gateway-Cache", "MISS"))
     x.decisions.append({"step": "cache", "decision": "miss" if directive.read else "refresh",
                         "ttl": directive.ttl})
-    x.cache_fill = CacheFill(x, key, directive.ttl)
+    # A shorter TTL than the stored entry's does not shorten what others may read: the newer answer
+    # is kept at least as long as the one it replaces would have been.
+    x.cache_fill = CacheFill(x, key, directive.ttl, keep_until=stored.expires if stored is not None else 0.0)
     return None
 
 
@@ -266,8 +271,13 @@ def _default_ttl(x: Exchange) -> int:
     return settings.CACHE_DEFAULT_TTL
 
 
-async def _entry_read(x: Exchange, key: str, ttl: int) -> CacheEntry | None:
-    """The stored answer for the key if it is at most ttl seconds old; a store that is away is a miss (noted)."""
+def _fresh(entry: CacheEntry | None, ttl: int) -> CacheEntry | None:
+    """The entry if it is at most ttl seconds old (what the request accepts)."""
+    return entry if entry is not None and time.time() - entry.created <= ttl else None
+
+
+async def _entry_read(x: Exchange, key: str) -> CacheEntry | None:
+    """The stored answer for the key, unless expired; a store that is away is a miss (noted)."""
     store = cache_store()
     try:
         if store.inline_max:  # a small file: read on the loop (a thread hop costs more than the read)
@@ -280,7 +290,7 @@ async def _entry_read(x: Exchange, key: str, ttl: int) -> CacheEntry | None:
     except Exception as exc:  # the store is away: forward, and say so
         x.notes.append(f"response cache: not read: {type(exc).__name__}: {exc}")
         return None
-    return entry if entry is not None and time.time() - entry.created <= ttl else None
+    return entry
 
 
 def _bypass_reason(x: Exchange, directive: Directive, body: bytes | None) -> str:

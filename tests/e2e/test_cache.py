@@ -199,6 +199,19 @@ def test_expired_entry_is_a_miss(client, upstream, cache_dir):
     assert len(upstream.received) == 2
 
 
+def test_a_shorter_ttl_does_not_shorten_a_stored_answers_life(client, upstream, cache_dir):
+    _chat(client, "3600")
+    assert _entries_age(cache_dir, 30) == 1
+    fresh = _chat(client, "10")  # the entry is too old for this request: a miss, whose answer replaces it
+    assert fresh.headers["x-gateway-cache"] == "MISS"
+    assert _entries_age(cache_dir, 60) == 1  # past the 10 s, well within the first request's hour
+    hit = _chat(client, "3600")
+    assert hit.headers["x-gateway-cache"] == "HIT"
+    assert hit.headers["x-gateway-cache-source"] == fresh.headers["x-gateway-request-id"]
+    assert _chat(client, "10").headers["x-gateway-cache"] == "MISS"  # each request's own TTL still holds
+    assert len(upstream.received) == 3
+
+
 def test_errors_are_not_cached(client, gateway, upstream, log_flush):
     with pytest.raises(openai.InternalServerError) as err:
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
