@@ -15,6 +15,7 @@ the whole process group cannot cut off the final flush.
 Run by the worker as: python -m logs.pipeline.ingest   (never by hand)
 """
 
+import contextlib
 import gc
 import logging
 import os
@@ -180,9 +181,23 @@ def ingest_run(fd_in: int, out: BinaryIO) -> None:
 
     from logs.pipeline.rows import records_write
 
+    acked = True
+
     def answer(line: str) -> None:
-        out.write(line.encode("utf-8", "replace") + b"\n")
-        out.flush()
+        nonlocal acked
+        if not acked:
+            return
+        try:
+            out.write(line.encode("utf-8", "replace") + b"\n")
+            out.flush()
+        except BrokenPipeError:
+            # The worker is gone (killed): nobody reads acks any more, but what it sent before
+            # is still written, until its end of the pipe is read to the end.
+            acked = False
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            with contextlib.suppress(OSError):
+                os.dup2(devnull, out.fileno())  # the ack still buffered goes there at exit
+            os.close(devnull)
 
     def report(message: str) -> None:
         answer("E " + " ".join(message.split())[:500])

@@ -53,6 +53,24 @@ def test_ingest_run_writes_every_line_and_acks_each_one_once():
     assert Request.objects.count() == 3 and Response.objects.count() == 3
 
 
+@sqlite_only
+def test_an_ingest_whose_worker_was_killed_writes_what_it_got_and_exits_quietly(tmp_path, tmp_path_factory):
+    """kill -9 of a worker closes the pipe its acks go to: no traceback, and the records it had sent
+    are still written (the journal would recover them, but need not)."""
+    db = migrated_copy(tmp_path / "data", tmp_path_factory)
+    proc = subprocess.Popen(COMMAND, cwd=ROOT, env=proc_env(tmp_path / "data", "http://127.0.0.1:9"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"R\n"
+    proc.stdout.close()  # the worker is gone: nobody reads the acks
+    proc.stdin.write(b"".join(line for n in range(3) for line in _pair(n)))
+    proc.stdin.close()
+    assert proc.wait(60) == 0
+    stderr = proc.stderr.read().decode()
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert db_rows(db, "SELECT count(*) FROM requests") == [(3,)]
+    assert db_rows(db, "SELECT count(*) FROM responses") == [(3,)]
+
+
 def test_the_start_up_imports_only_what_every_record_needs(tmp_path):
     """The first records after a quiet spell wait for this start-up: what only some records need
     (boto3 for an S3 store, httpx for Replicate's output files, other apps) waits for one."""
