@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from keys.forms import GatewayKeyForm
+from keys.limits import usd_text
 from keys.models import GatewayKey
 from keys.selectors import key_activity, key_history
 from keys.services import key_credential_set, secret_assign
@@ -79,13 +80,13 @@ class GatewayKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="spend this period")
     def spend_this_period(self, key: GatewayKey) -> str:
-        return f"${self._use(key).spend:.6f}"
+        return usd_text(self._use(key).spend)
 
     @admin.display(description="remaining budget")
     def remaining_budget(self, key: GatewayKey) -> str:
         if key.budget_usd is None:
             return "no budget"
-        return f"${max(key.budget_usd - self._use(key).spend, Decimal(0)):.6f}"
+        return usd_text(max(key.budget_usd - self._use(key).spend, Decimal(0)))
 
     @admin.display(description="last used")
     def last_used(self, key: GatewayKey):

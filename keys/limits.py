@@ -55,11 +55,12 @@ def _seconds(value: float) -> int:
     return max(math.ceil(value), 0)
 
 
-def _money(value: Decimal) -> str:
-    """USD for people: cents, or more places for small amounts (never loses what was set)."""
-    text = format(value.normalize(), "f")
+def usd_text(value: Decimal) -> str:
+    """A key's budget or spend as every place shows it (refusals, admin, command): at least 6 decimal
+    places, up to the 8 that budgets and costs are kept with, so no amount shows rounded."""
+    text = format(value.quantize(Decimal("0.00000001")), "f")
     whole, _, frac = text.partition(".")
-    return f"${whole}.{(frac + '00')[:max(2, len(frac))]}"
+    return f"${whole}.{frac.rstrip('0').ljust(6, '0')}"
 
 
 class _Plan:
@@ -112,12 +113,12 @@ def _budget_compute(key: GatewayKey, spend: Decimal, now: datetime) -> tuple[str
         state += f";t={_seconds((end - now).total_seconds())}"
     refusal, retry_after = "", None
     if spend >= budget:
-        spent = f"{_money(spend)} spent"
+        spent = f"{usd_text(spend)} spent"
         if end is None:
-            refusal = (f"Gateway key '{key.name}' has used its budget of {_money(budget)} in total ({spent}). "
+            refusal = (f"Gateway key '{key.name}' has used its budget of {usd_text(budget)} in total ({spent}). "
                        "A total budget does not reset: an administrator can raise it.")
         else:
-            refusal = (f"Gateway key '{key.name}' has used its budget of {_money(budget)} "
+            refusal = (f"Gateway key '{key.name}' has used its budget of {usd_text(budget)} "
                        f"{period_words(key.budget_period)} ({spent}). It resets at "
                        f"{end.strftime('%Y-%m-%d %H:%M')} UTC, in {_seconds((end - now).total_seconds())} s.")
             retry_after = _seconds((end - now).total_seconds())

@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 
 from keys.models import GatewayKey
 from keys.tokens import secret_hash
@@ -48,6 +49,16 @@ def test_list_and_page_show_this_period_use(admin_client, make_key):
     detail = admin_client.get(f"{LIST}{key.pk}/change/").content.decode()
     assert "2 requests" in detail and "Requests per day" in detail and "<svg" in detail
     assert Request.objects.filter(gateway_key=key.label).count() == 2
+
+
+def test_a_small_spend_shows_every_place_it_is_kept_with(admin_client, make_key, capsys):
+    # Costs and budgets keep 8 decimal places: a cheap key's spend is not shown as $0.000000.
+    key, _ = make_key("cheap", budget_usd=Decimal("0.00001"), budget_period="total")
+    exchange_make(gateway_key=key.label, tokens=(3, 1), cost_usd=Decimal("0.00000123"))
+    page = admin_client.get(LIST).content.decode()
+    assert "$0.00000123" in page and "$0.00000877" in page  # spent, remaining
+    call_command("gateway_key", "list")
+    assert "1 requests, $0.00000123 this total" in capsys.readouterr().out
 
 
 def test_revoke_action(admin_client, make_key):

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from keys.limits import usd_text
 from keys.models import BudgetPeriod, GatewayKey
 from keys.selectors import key_activity
 from keys.services import KeyLimits, budget_parse, key_create, key_revoke
@@ -99,10 +100,10 @@ class Command(BaseCommand):
         for key in keys:
             use = key_activity(key)
             state = _state(key)
-            spent = f"{use.spend:.6f}"
+            spent = usd_text(use.spend)
             last = use.last_used.strftime("%Y-%m-%d %H:%M") if use.last_used else "never"
             self.stdout.write(f"{key.name}\t{key.secret_hint}\t{state}\t{_limits_text(key)}\t"
-                              f"{use.requests} requests, ${spent} this {key.budget_period}\tlast used {last}")
+                              f"{use.requests} requests, {spent} this {key.budget_period}\tlast used {last}")
 
     def _revoke(self, *, name: str, **_) -> None:
         try:
