@@ -14,8 +14,9 @@ from providers.base import AudioChunk, EmbeddedFile, Payload, Provider, Realtime
 MAX_TOOL_CALLS = 256  # a tool-call index is untrusted input: never grow a list to its size
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 # Dated or versioned names price like their family: gpt-4o-mini-2024-07-18 -> gpt-4o-mini.
+# Ollama's ":latest" tag names the same model as no tag.
 VERSION_SUFFIXES = (re.compile(r"-\d{4}-\d{2}-\d{2}$"), re.compile(r"-latest$"),
-                    re.compile(r"-preview(-\d{2}-\d{2})?$"))
+                    re.compile(r"-preview(-\d{2}-\d{2})?$"), re.compile(r":latest$"))
 # Streams that report usage only when asked (stream_options.include_usage).
 USAGE_INJECT_ENDPOINTS = ("/chat/completions", "/completions")
 CONVERSATION_ENDPOINTS = ("/chat/completions", "/responses", "/completions")
@@ -26,8 +27,10 @@ REALTIME_OUTPUT_AUDIO = ("response.output_audio.delta", "response.audio.delta")
 
 
 def chat_chunks_reassemble(chunks: list[dict]) -> dict[str, Any]:
-    """Rebuild a chat completion (content, tool calls, finish reason, usage) from its chunks."""
-    result: dict[str, Any] = {"object": "chat.completion", "choices": []}
+    """Rebuild a chat completion (content, tool calls, finish reason, usage) from its chunks; a legacy
+    completion (text) from text_completion chunks."""
+    legacy = any(chunk.get("object") == "text_completion" for chunk in chunks)
+    result: dict[str, Any] = {"object": "text_completion" if legacy else "chat.completion", "choices": []}
     choices: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
         for key in ("id", "model", "created", "system_fingerprint"):
@@ -35,6 +38,10 @@ def chat_chunks_reassemble(chunks: list[dict]) -> dict[str, Any]:
                 result[key] = chunk[key]
         if chunk.get("usage"):
             result["usage"] = chunk["usage"]
+        elif isinstance(chunk.get("x_groq"), dict) and chunk["x_groq"].get("usage"):
+            result["usage"] = chunk["x_groq"]["usage"]  # Groq reports a stream's usage only there
+        if chunk.get("error"):  # an error in the stream itself (OpenRouter: a chunk with error and choices)
+            result["error"] = chunk["error"]
         choice_list = chunk.get("choices")
         for choice in choice_list if isinstance(choice_list, list) else []:
             if isinstance(choice, dict):  # broken upstreams: skip what is not a choice
@@ -47,19 +54,23 @@ def _choice_add(choices: dict[int, dict[str, Any]], choice: dict) -> None:
     """Fold one streamed choice delta into its accumulated choice."""
     idx = choice.get("index", 0)
     idx = idx if isinstance(idx, int) else 0
+    if "delta" not in choice and isinstance(choice.get("text"), str):  # legacy /v1/completions: text alone
+        acc = choices.setdefault(idx, {"index": idx, "text": "", "finish_reason": None})
+        acc["text"] = str(acc.get("text") or "") + choice["text"]
+        if choice.get("finish_reason"):
+            acc["finish_reason"] = choice["finish_reason"]
+        return
     acc = choices.setdefault(idx, {"index": idx, "message": {"role": "assistant", "content": None},
                                    "finish_reason": None})
     delta = choice.get("delta")
     delta = delta if isinstance(delta, dict) else {}
-    msg = acc["message"]
+    msg = acc.setdefault("message", {"role": "assistant", "content": None})
     if isinstance(delta.get("role"), str) and delta["role"]:
         msg["role"] = delta["role"]
     if isinstance(delta.get("content"), str):
         msg["content"] = (msg["content"] or "") + delta["content"]
     if isinstance(delta.get("refusal"), str):
         msg["refusal"] = (msg.get("refusal") or "") + delta["refusal"]
-    if isinstance(choice.get("text"), str):  # legacy /v1/completions
-        acc["text"] = acc.get("text", "") + choice["text"]
     tool_calls = delta.get("tool_calls")
     for call in tool_calls if isinstance(tool_calls, list) else []:
         if isinstance(call, dict):
@@ -183,6 +194,13 @@ class OpenAI(Provider):
             metadata.setdefault("prompt_cache_key", cache_key)
         return RequestTags(user=str_of(payload, "user"), metadata=metadata)
 
+    def error_text(self, answer: Payload) -> str | None:
+        """{"error": ...}, or the {"object": "error", "message": ...} of compatible servers (vLLM)."""
+        said = super().error_text(answer)
+        if not said and sub(answer, "object") == "error":
+            said = str_of(answer, "message")
+        return said
+
     def usage(self, answer: Payload) -> Usage:
         """Chat/completions naming (prompt/completion) and Responses API naming (input/output)."""
         u = sub(answer, "usage")
@@ -205,7 +223,8 @@ class OpenAI(Provider):
             if kind in ("response.completed", "response.failed", "response.incomplete") and isinstance(
                     payload.get("response"), dict):
                 final = payload["response"]
-            elif "choices" in payload or str(payload.get("object", "")).endswith("chunk"):
+            elif ("choices" in payload or str(payload.get("object", "")).endswith("chunk")
+                  or isinstance(payload.get("error"), dict)):
                 chunks.append(payload)
         if final is not None:
             return final

@@ -219,10 +219,12 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
         counts = {name: rec.usage.get(name) for name in USAGE_FIELDS}
         _usage_set(resp, provider, Usage(model[:255] if isinstance(model, str) else None,
                                          **{k: v if isinstance(v, int) else None for k, v in counts.items()}))
-    if isinstance(answer, dict) and (rec.status or 0) >= 400 and not rec.error:
-        # The upstream's own error message, so a list of failures says what failed without opening each.
+    if isinstance(answer, dict) and ((rec.status or 0) >= 400 or resp.is_stream) and not rec.error:
+        # The upstream's own error message, so a list of failures says what failed without opening each;
+        # a stream that began 200 and then sent an error event (OpenRouter, Anthropic) failed too.
         if said := _untrusted(provider.error_text, answer):
             resp.error_message = _notes_join(said, resp.error_message)
+            resp.is_error = True
     if isinstance(answer, dict):
         _usage_fill(resp, provider, answer)
         resp.output_urls = _untrusted(provider.output_urls, answer) or []

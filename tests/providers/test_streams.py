@@ -49,8 +49,37 @@ def test_chat_stream_reassembles_content_tools_finish_and_usage():
 
 def test_legacy_completions_text_is_joined():
     text = _sse({"object": "text_completion", "choices": [{"index": 0, "text": "a"}]},
-                {"object": "text_completion", "choices": [{"index": 0, "text": "b", "finish_reason": "stop"}]})
-    assert OPENAI.stream_reassemble(_events(text))["choices"][0]["text"] == "ab"
+                {"object": "text_completion", "choices": [{"index": 0, "text": "b", "finish_reason": "stop"}]},
+                {"object": "text_completion", "choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 2}})
+    result = OPENAI.stream_reassemble(_events(text))
+    # A text completion, as the same answer unstreamed: its conversation shows the text (no empty message).
+    assert result["object"] == "text_completion"
+    assert result["choices"] == [{"index": 0, "text": "ab", "finish_reason": "stop"}]
+    [turn] = OPENAI.conversation("/v1/completions", {"prompt": "hello"}, result)[-1:]
+    assert turn["role"] == "assistant" and turn["parts"][0]["text"] == "ab"
+    assert OPENAI.usage(result).output_tokens == 2
+
+
+def test_groq_reports_a_streams_usage_in_x_groq():
+    text = _sse({"object": "chat.completion.chunk", "model": "llama-3.1-8b-instant",
+                 "choices": [{"index": 0, "delta": {"content": "hi"}}]},
+                {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                 "x_groq": {"id": "req_1", "usage": {"queue_time": 0.01, "prompt_tokens": 11, "completion_tokens": 4,
+                                                     "total_tokens": 15}}})
+    usage = OPENAI.usage(OPENAI.stream_reassemble(_events(text)))
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (11, 4, 15)
+
+
+def test_an_error_inside_a_stream_is_kept_with_its_message():
+    # OpenRouter: a 200 stream whose provider failed midway; a server's 503 answered as one SSE error event.
+    midway = _sse({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "par"}}]},
+                  {"object": "chat.completion.chunk", "error": {"code": "server_error", "message": "Provider returned error"},
+                   "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]})
+    result = OPENAI.stream_reassemble(_events(midway))
+    assert OPENAI.error_text(result) == "Provider returned error"
+    assert result["choices"][0]["message"]["content"] == "par"
+    alone = OPENAI.stream_reassemble(_events(_sse({"error": {"message": "overloaded", "type": "server_error"}})))
+    assert OPENAI.error_text(alone) == "overloaded"
 
 
 def test_responses_stream_keeps_the_final_response_object():

@@ -169,11 +169,27 @@ def test_row_new_equals_keyword_construction():
     ("gemini", {"error": {"code": 400, "message": "API key not valid", "status": "INVALID_ARGUMENT"}}, "API key not valid"),
     ("replicate", {"title": "Invalid version", "detail": "The specified version does not exist", "status": 422},
      "The specified version does not exist"),
+    # vLLM's ErrorResponse (releases before {"error": ...}), through OPENAI_UPSTREAM_URL or as a compatible server
+    ("openai", {"object": "error", "message": "maximum context length is 2048 tokens", "type": "BadRequestError",
+                "code": 400}, "maximum context length is 2048 tokens"),
 ])
 def test_upstream_error_message_is_kept_for_the_list(provider, body, said):
     req = _req()
     resp = response_row(_resp(req, status=500, body=json.dumps(body)), registry().get(provider), [])
     assert resp.is_error and resp.error_message == said
+
+
+def test_a_stream_that_reports_an_error_after_its_200_is_an_error_with_the_message():
+    req = _req()
+    events = ('data: {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
+              'data: {"object": "chat.completion.chunk", "error": {"message": "Provider returned error"}, '
+              '"choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}\n\ndata: [DONE]\n\n')
+    sse = {"is_stream": True, "content_type": "text/event-stream", "headers": [["content-type", "text/event-stream"]]}
+    failed = response_row(_resp(req, body=events, **sse), OPENAI, [])
+    assert failed.outcome == "completed" and failed.is_error and failed.error_message == "Provider returned error"
+    fine = response_row(_resp(req, body=events.split("data: {\"object\": \"chat.completion.chunk\", \"error")[0], **sse),
+                        OPENAI, [])
+    assert not fine.is_error and fine.error_message == ""
 
 
 def test_tag_headers_sent_as_utf8_are_read_as_written():

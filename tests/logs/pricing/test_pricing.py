@@ -33,6 +33,12 @@ def test_price_names_are_the_name_then_its_family(provider, model, names):
     assert _p(provider).price_names(model) == names
 
 
+def test_ollamas_latest_tag_prices_as_the_untagged_name():
+    # Ollama's /v1/models lists "llama3.2:latest"; a price table names "llama3.2". Other tags stay apart.
+    assert OLLAMA.price_names("llama3.2:latest") == ["llama3.2:latest", "llama3.2"]
+    assert OLLAMA.price_names("llama3.2:3b") == ["llama3.2:3b"]
+
+
 def test_library_prices_with_cached_tokens():
     """gpt-4o-mini in genai-prices: $0.15 input, $0.075 cached input, $0.60 output per million."""
     price = cost_compute(OPENAI, Usage("gpt-4o-mini-2024-07-18", 1000, 200, 600))
