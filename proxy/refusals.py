@@ -2,6 +2,8 @@
 
 import asyncio
 
+from django.db import DatabaseError
+
 from proxy.access import AccessDenied, access_check, access_identify
 from proxy.exchange import Exchange
 from proxy.request_body import Refusal
@@ -26,6 +28,9 @@ async def refusal_find(x: Exchange) -> Refusal | None:
     except AccessDenied as exc:
         x.gateway_key = exc.grant  # a known key refused (revoked, expired) is named on the log row
         refusal = Refusal(401, str(exc), kind="authentication_error")
+    except DatabaseError as exc:  # the keys cannot be read: a database that is down, or never migrated
+        refusal = Refusal(503, f"The gateway cannot check gateway keys: its database failed ({type(exc).__name__}: "
+                               f"{exc}). Is it up, and migrated (python manage.py migrate)?", kind="gateway_error")
     except asyncio.CancelledError:  # the client left while its key was looked up: still logged
         x.request_log(x.request_record())
         x.cancelled_mark("while its gateway key was looked up")

@@ -78,3 +78,27 @@ def test_live_good_key_passes_and_is_stripped(gateway, upstream, log_flush, acce
     assert logged["x-gateway-key"] == f"team-a (fp {key_fingerprint(TEAM_KEY)})"
     assert req.key_fingerprint == key_fingerprint(PROVIDER_KEY)
     assert Response.objects.get(request=req).status_code == 200
+
+
+@pytestmark_live
+def test_a_database_that_cannot_be_read_is_a_clear_503_and_the_exchange_ends(gateway, upstream, log_flush,
+                                                                              monkeypatch):
+    # An unmigrated database (no gateway_keys table) or one that is down: not a bare 500 with a traceback.
+    from django.db import OperationalError
+
+    from proxy.exchange import exchanges_inflight
+
+    async def unreadable() -> bool:
+        raise OperationalError("no such table: gateway_keys")
+
+    monkeypatch.setattr("proxy.access._keys_exist", unreadable)
+    r = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {PROVIDER_KEY}"})
+    assert r.status_code == 503
+    err = r.json()["error"]
+    assert "no such table: gateway_keys" in err["message"] and "python manage.py migrate" in err["message"]
+    assert err["type"] == "gateway_error" and "code" in err and "param" in err
+    assert upstream.received == [] and exchanges_inflight() == 0  # ended: shutdown does not wait for it
+    monkeypatch.undo()
+    log_flush()
+    resp = Response.objects.get(request_id=r.headers["x-gateway-request-id"])
+    assert resp.status_code == 503 and resp.outcome == "gateway_error"
