@@ -78,7 +78,9 @@ def _example_lines() -> dict[str, tuple[str, bool]]:
     out = {}
     for line in (ROOT / ".env.example").read_text().splitlines():
         commented = line.startswith("#")
-        body = line.lstrip("# ").split("  #", 1)[0].strip()
+        # django-environ keeps what follows a value on its line, comment included: only a commented-out
+        # line may say more after its value.
+        body = line.lstrip("# ").split("  #", 1)[0].strip() if commented else line.strip()
         match = re.fullmatch(r"([A-Z][A-Z0-9_]+)=(.*)", body)
         if match:
             out[match.group(1)] = (match.group(2).strip(), commented)
