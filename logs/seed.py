@@ -1,5 +1,6 @@
 """Fills the log with realistic fake exchanges, fast, so the admin can be checked at scale."""
 
+import hashlib
 import json
 import random
 from collections.abc import Callable
@@ -168,7 +169,8 @@ class _Seeder:
         if self.files:
             name = payload_save_bytes(name, data)
             files.append(BinaryFile(id=fid, request_id=req.id, response_id=resp.id, file=name, role=role,
-                                    content_type=ctype, size=len(data), created_at=resp.created_at))
+                                    content_type=ctype, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                                    created_at=resp.created_at))
         return json.dumps({"data": [{"b64_json": {"$gateway_file": name, "binary_file_id": str(fid),
                                                   "bytes": len(data)}}]})
 

@@ -114,10 +114,11 @@ def price_table_problem() -> str:
     if not path:
         return ""
     try:
-        raw = json.loads(Path(path).read_text("utf-8"))
+        json.loads(Path(path).read_text("utf-8"))
     except (OSError, ValueError) as exc:
         return f"PRICE_TABLE_PATH {path} could not be read: {exc}"
-    return "" if price_table_parse(raw, path) else f"PRICE_TABLE_PATH {path} holds no usable price"
+    # The table in force (parsed once per change of the file): its skipped entries are warned about once.
+    return "" if price_table() else f"PRICE_TABLE_PATH {path} holds no usable price"
 
 
 def price_find(provider: Provider, model: str | None) -> dict[str, Decimal] | None:

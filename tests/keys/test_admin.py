@@ -58,7 +58,7 @@ def test_a_small_spend_shows_every_place_it_is_kept_with(admin_client, make_key,
     page = admin_client.get(LIST).content.decode()
     assert "$0.00000123" in page and "$0.00000877" in page  # spent, remaining
     call_command("gateway_key", "list")
-    assert "1 requests, $0.00000123 this total" in capsys.readouterr().out
+    assert "1 request, $0.00000123 this total" in capsys.readouterr().out
 
 
 def test_revoke_action(admin_client, make_key):

@@ -103,7 +103,7 @@ class Command(BaseCommand):
             spent = usd_text(use.spend)
             last = use.last_used.strftime("%Y-%m-%d %H:%M") if use.last_used else "never"
             self.stdout.write(f"{key.name}\t{key.secret_hint}\t{state}\t{_limits_text(key)}\t"
-                              f"{use.requests} requests, {spent} this {key.budget_period}\tlast used {last}")
+                              f"{_count(use.requests, 'request')}, {spent} this {key.budget_period}\tlast used {last}")
 
     def _revoke(self, *, name: str, **_) -> None:
         try:
@@ -121,12 +121,16 @@ def _state(key: GatewayKey) -> str:
     return f"active until {key.expires_at:%Y-%m-%d}" if key.expires_at else "active"
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _limits_text(key: GatewayKey) -> str:
     parts = []
     if key.rpm is not None:
-        parts.append(f"{key.rpm} requests/min")
+        parts.append(f"{_count(key.rpm, 'request')}/min")
     if key.tpm is not None:
-        parts.append(f"{key.tpm} tokens/min")
+        parts.append(f"{_count(key.tpm, 'token')}/min")
     if key.budget_usd is not None:
         parts.append(f"${key.budget_usd.normalize():f} per {key.budget_period}" if key.budget_period != "total"
                      else f"${key.budget_usd.normalize():f} in total")

@@ -77,3 +77,15 @@ def test_reprice_never_rewrites_a_price_tables_prices_without_the_table(tmp_path
     out = StringIO()
     call_command("reprice_logs", "--without-price-table", stdout=out)
     assert Response.objects.get(id=resp.id).price_source == LIBRARY_SOURCE and "and PRICE_TABLE_PATH" not in out.getvalue()
+
+
+def test_a_price_table_entry_without_numbers_is_warned_about_once(tmp_path, settings, caplog):
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"openai": {"gpt-4o-mini": {"input": 1, "output": 1}, "half": {"input": 1}}}))
+    settings.PRICE_TABLE_PATH = str(prices)
+    exchange_make(resp_body={"model": "gpt-4o-mini", "usage": {"prompt_tokens": 10, "completion_tokens": 10}},
+                  input_tokens=10, output_tokens=10)
+    with caplog.at_level("WARNING"):
+        call_command("reprice_logs", stdout=StringIO())
+    assert [r.getMessage() for r in caplog.records].count(
+        f"price table {prices}: openai/half needs numeric input and output; skipped") == 1

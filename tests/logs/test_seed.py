@@ -1,0 +1,23 @@
+"""seed_logs: fake exchanges as the log browser's benchmarks and demos use them."""
+
+import hashlib
+
+import pytest
+from django.core.files.storage import storages
+
+from logs.models import BinaryFile, Request
+from logs.seed import exchanges_seed
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seeded_files_carry_their_sha256_as_real_ones_do(settings, tmp_path):
+    # The file view answers with the sha256 as ETag (If-Range needs it): seeded files must have one too.
+    settings.DATA_DIR = tmp_path
+    assert exchanges_seed(300, seed=7) == 300 and Request.objects.count() == 300
+    files = list(BinaryFile.objects.all())
+    assert files, "300 seeded exchanges include some with files"
+    store = storages["payloads"]
+    for f in files:
+        with store.open(f.file.name, "rb") as fh:
+            assert f.sha256 == hashlib.sha256(fh.read()).hexdigest()
