@@ -19,6 +19,7 @@ from django.db.models.fields.files import FieldFile
 
 from logs.models import Request, Response
 from logs.redaction.redact import headers_safe
+from wire.jsonutil import text_valid
 
 FORMATS = ("jsonl", "json", "csv")
 CHUNK_ROWS = 500  # rows fetched (and files prefetched) per database round trip
@@ -123,17 +124,19 @@ def export_chunks(qs: QuerySet, fmt: str, bodies: bool = True, tally: list[int] 
     """The export as text pieces, one exchange (or header) at a time; tally[0] counts exchanges."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    # text_valid: a lone surrogate a row kept (SQLite keeps "\\ud800" in a JSON column as sent) would stop
+    # the export at that row, since no UTF-8 writer takes it; written as U+FFFD instead.
     records = _rows(qs, bodies, tally)
     if fmt == "jsonl":
         for rec in records:
-            yield json.dumps(rec, ensure_ascii=False) + "\n"
+            yield text_valid(json.dumps(rec, ensure_ascii=False) + "\n")
     elif fmt == "json":
         yield "["
         for i, rec in enumerate(records):
-            yield ("," if i else "") + "\n" + json.dumps(rec, ensure_ascii=False)
+            yield text_valid(("," if i else "") + "\n" + json.dumps(rec, ensure_ascii=False))
         yield "\n]\n"
     else:
-        yield from _csv_lines(records)
+        yield from map(text_valid, _csv_lines(records))
 
 
 def _csv_lines(records: Iterable[dict[str, Any]]) -> Iterator[str]:

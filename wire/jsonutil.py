@@ -7,7 +7,7 @@ import orjson
 
 
 def json_parse(data: bytes | str) -> Any:
-    """JSON text as Python; raises ValueError if it is not JSON (or nests too deep to read).
+    """JSON text as Python, exactly; raises ValueError if it is not JSON (or nests too deep to read).
 
     orjson first (a fifth of json.loads's time); json for what orjson refuses: NaN, integers
     over 64 bits, escaped lone surrogates, nesting over 1024 levels (json then may raise
@@ -16,20 +16,70 @@ def json_parse(data: bytes | str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        try:
-            return json.loads(data)
-        except RecursionError:
-            raise ValueError("JSON nested too deep to parse") from None
+        return _json_std(data)
+
+
+def _json_std(data: bytes | str) -> Any:
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deep to parse") from None
 
 
 def json_or_none(data: bytes | str | None) -> Any:
-    """Parse text as JSON; None when it is empty or not JSON (an SSE [DONE], plain text)."""
+    """A body or an event as JSON, to read and show; None when it is empty or not JSON (an SSE [DONE],
+    plain text). An escaped lone surrogate ("\\ud800", valid JSON, no character) reads as U+FFFD, as
+    the log's columns keep it and as pages and exports can write it (json_parse keeps it)."""
     if not data:
         return None
     try:
-        return json_parse(data)
+        return orjson.loads(data)  # refuses lone surrogates: what it reads has none
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        value = _json_std(data)
     except ValueError:
         return None
+    if (b"\\ud" if isinstance(data, bytes) else "\\ud") in data.lower():
+        if isinstance(value, str):
+            return text_valid(value)
+        _lone_surrogates_replace(value)
+    return value
+
+
+def text_valid(text: str) -> str:
+    """The text with each lone surrogate (which no UTF-8 writer takes) as U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _lone_surrogates_replace(value: Any) -> None:
+    """Every string of a parsed value through text_valid, keys included: in place, without recursion
+    (the value may nest as deep as json.loads reads)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            for i, v in enumerate(item):
+                if isinstance(v, str):
+                    item[i] = text_valid(v)
+                elif isinstance(v, (list, dict)):
+                    stack.append(v)
+        elif isinstance(item, dict):
+            for k in list(item):
+                v = item[k]
+                if isinstance(v, str):
+                    v = item[k] = text_valid(v)
+                elif isinstance(v, (list, dict)):
+                    stack.append(v)
+                if isinstance(k, str) and (fixed := text_valid(k)) is not k:
+                    del item[k]
+                    item[fixed] = v
 
 
 def json_line(obj: Any) -> bytes:

@@ -31,7 +31,7 @@ from logs.redaction.echoes import echoes_mask
 from logs.storage import PayloadStoreUnavailable
 from logs.tags import tags_from_headers, tags_merge
 from providers import USAGE_FIELDS, Provider, Usage, registry
-from wire.jsonutil import json_depth, json_or_none
+from wire.jsonutil import json_depth, json_or_none, text_valid
 from wire.multipart import multipart_boundary
 from wire.sse import sse_events
 
@@ -74,17 +74,15 @@ def _untrusted(parse: Callable, *args: Any) -> Any:
 def _storable(value: Any) -> Any:
     """A value read from parsed JSON with the characters no database column takes replaced (U+FFFD):
     a NUL, and a lone surrogate ("\\ud800" is valid JSON). Written as they were, they failed the
-    row, and the exchange was kept without its body."""
+    row, and the exchange was kept without its body. The short values (models, users, metadata, error
+    messages) always go through it: a NUL that SQLite would take made a model the admin's filters cannot
+    ask for (they refuse a NUL)."""
     if isinstance(value, str):
         if value.isascii() and "\x00" not in value:
             return value
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, list):
-        return [_storable(v) for v in value]
+        return text_valid(value).replace("\x00", "\ufffd")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_storable(v) for v in value)
     if isinstance(value, dict):
         return {_storable(k): _storable(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -116,9 +114,9 @@ def request_row(rec: RequestRecord, provider: Provider, files: list[BinaryFile])
             and multipart_boundary(rec.content_type):
         payload = payload["fields"]  # a multipart form: its fields name the model
     path = unquote(rec.endpoint)  # stored as sent; read decoded (a client may encode the ":" of :generateContent)
-    req.model = _untrusted(provider.request_model, path, payload)
+    req.model = _storable(_untrusted(provider.request_model, path, payload))
     if req.model is None and any(str(k).lower() == "upgrade" and str(v).lower() == "websocket" for k, v in rec.headers):
-        req.model = _untrusted(provider.realtime_model, path, rec.query)  # a realtime session's, in its query
+        req.model = _storable(_untrusted(provider.realtime_model, path, rec.query))  # a realtime session's
     req.stream_requested = bool(_untrusted(provider.stream_requested, path, payload))
     _tags_set(req, rec, _untrusted(provider.request_tags, path, payload))
     return req
@@ -127,7 +125,7 @@ def request_row(rec: RequestRecord, provider: Provider, files: list[BinaryFile])
 def _tags_set(req: Request, rec: RequestRecord, body_tags=None) -> None:
     """End user, session and metadata: the gateway's headers, completed by the provider's body fields."""
     tags = tags_merge(tags_from_headers(rec.headers), body_tags)
-    req.end_user, req.session_id, req.metadata = tags.user, tags.session, tags.metadata or None
+    req.end_user, req.session_id, req.metadata = _storable((tags.user, tags.session, tags.metadata or None))
 
 
 def _stream_read(resp: Response, provider: Provider, text: str, offsets: list | None,
@@ -161,7 +159,7 @@ def _usage_fill(resp: Response, provider: Provider, answer: Any) -> None:
 
 def _usage_set(resp: Response, provider: Provider, usage: Usage) -> None:
     """Model, token counts and cost (priced as of the exchange's start) on the row."""
-    resp.model = usage.model
+    resp.model = _storable(usage.model)
     for name in USAGE_FIELDS:
         setattr(resp, name, getattr(usage, name))
     price = cost_compute(provider, usage, at=resp.created_at)
@@ -222,7 +220,7 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
     if isinstance(answer, dict) and ((rec.status or 0) >= 400 or resp.is_stream) and not rec.error:
         # The upstream's own error message, so a list of failures says what failed without opening each;
         # a stream that began 200 and then sent an error event (OpenRouter, Anthropic) failed too.
-        if said := _untrusted(provider.error_text, answer):
+        if said := _storable(_untrusted(provider.error_text, answer)):
             resp.error_message = _notes_join(said, resp.error_message)
             resp.is_error = True
     if isinstance(answer, dict):

@@ -208,3 +208,12 @@ def test_csv_cells_that_spreadsheets_would_run_read_back_as_quoted_text(tmp_path
         assert (row["status_code"], row["request_body_size"]) == ("400", str(len(formula)))  # numbers stay numbers
     rec = json.loads(_export(tmp_path, "--format", "jsonl"))
     assert rec["request"]["body"] == rec["response"]["body"] == formula  # only CSV cells are touched
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv"])
+def test_a_row_that_kept_a_lone_surrogate_does_not_stop_the_export(tmp_path, fmt):
+    # SQLite keeps a JSON column's "\ud800" as sent: written as it is, it stopped the export at that row.
+    exchange_make(metadata={"k\ud800": "v\udc00"}, stream_result={"events": 1, "result": {"text": "u\udfff"}})
+    exchange_make(metadata={"after": "it"})
+    text = _export(tmp_path, "--format", fmt)
+    assert "k\ufffd" in text and "v\ufffd" in text and "u\ufffd" in text and "after" in text

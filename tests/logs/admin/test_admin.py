@@ -483,3 +483,12 @@ def test_date_hierarchy_of_a_search(admin_client, monkeypatch):
     r = admin_client.get(LIST, {"q": "zebra"})
     assert _ids(r) == [mar.pk.hex] and "created_at__month=1" in r.content.decode()
     assert "created_at__month=2" not in r.content.decode() and jan.pk.hex not in _ids(r)
+
+
+def test_an_exchange_with_escaped_lone_surrogates_renders(admin_client):
+    # "\ud800" is valid JSON that a client may send; read as it is, the page could not be written as UTF-8.
+    body = '{"model": "m", "user": "u\\ud800", "metadata": {"k\\udfff": "v"}, "messages": [{"role": "user", ' \
+           '"content": "lone \\ud800 surrogate"}]}'
+    req = exchange_make(body=body, resp_body='{"choices": [{"message": {"content": "back \\udc00"}}]}')
+    page = _detail(admin_client, req)
+    assert "lone \ufffd surrogate" in page and "back \ufffd" in page
