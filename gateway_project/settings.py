@@ -235,6 +235,13 @@ if CACHE_URL:
         CACHES = {"default": env.cache_url_config(CACHE_URL)}
     except Exception as exc:  # django-environ raises ImproperlyConfigured or KeyError on an unknown scheme
         raise ImproperlyConfigured(f"CACHE_URL is not a cache URL Django knows ({exc}): {CACHE_URL!r}") from None
+    if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+        # redis-py waits 5 s (a read) or forever (a connect) for a Redis that stopped answering, and every
+        # limited request waited with it; a second is far above any answer of a working Redis. The URL's
+        # own ?socket_timeout=…&socket_connect_timeout=… win.
+        _options = CACHES["default"].setdefault("OPTIONS", {})
+        _options.setdefault("socket_timeout", 1)
+        _options.setdefault("socket_connect_timeout", 1)
 # The response cache (docs/cache.md): the TTL for requests without X-Gateway-Cache (0: off unless
 # asked for), the bound of the file store under DATA_DIR/cache, the largest answer stored.
 CACHE_DEFAULT_TTL = _number(int, "CACHE_DEFAULT_TTL", 0)

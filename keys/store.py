@@ -32,10 +32,11 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import compress
 from pathlib import Path
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import caches
@@ -44,6 +45,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.dispatch import receiver
 
 REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,36 @@ class Take:
 
 
 class StoreUnavailable(Exception):
-    """The limit store could not be reached: requests of limited keys are refused (503)."""
+    """The limit store could not be reached: requests of limited keys are refused (503).
+
+    Its message is what the client is told; `detail` (the driver's error, which may name the store's
+    address) is for the log only."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+# After a Redis call fails, calls fail at once for this long instead of each waiting for its own
+# timeout: a Redis that stopped answering held every limited request for the socket timeout, and the
+# key reads queued behind them on the reader threads (keys/refresh.py); the response cache's reads
+# and writes waited too. The next call after it tries Redis again.
+REDIS_AWAY_SECONDS = 2.0
+_redis_away = {"until": 0.0, "detail": ""}
+
+
+def redis_guarded(call: Callable[[], T]) -> T:
+    """Run a call on the shared Redis; StoreUnavailable if it fails, or at once while it failed less than
+    REDIS_AWAY_SECONDS ago."""
+    if time.monotonic() < _redis_away["until"]:
+        raise StoreUnavailable("Redis is unavailable (failed less than "
+                               f"{REDIS_AWAY_SECONDS:g} s ago)", _redis_away["detail"])
+    try:
+        return call()
+    except Exception as exc:  # redis.exceptions.* (connection refused, timeout): the store is down
+        detail = f"{type(exc).__name__}: {exc}"
+        _redis_away.update(until=time.monotonic() + REDIS_AWAY_SECONDS, detail=detail)
+        raise StoreUnavailable(f"Redis is unavailable ({type(exc).__name__})", detail) from None
 
 
 _kind: list[str] = []  # read once per process: settings are read on every request otherwise
@@ -153,16 +184,17 @@ _script = None
 
 
 def _redis_take(bucket: str, limit: int, window: int) -> Take:
-    global _script
     cache = caches["default"]
     key = cache.make_and_validate_key(f"gateway-key-window:{bucket}")
-    try:
+
+    def take() -> list:
+        global _script
         client = cache._cache.get_client(key, write=True)  # Django's RedisCache: the redis-py client
         if _script is None:
             _script = client.register_script(_LUA)
-        allowed, used, reset = _script(keys=[key], args=[limit, window], client=client)
-    except Exception as exc:  # redis.exceptions.* (connection refused, timeout): the store is down
-        raise StoreUnavailable(f"Redis limit store unavailable: {type(exc).__name__}: {exc}") from None
+        return _script(keys=[key], args=[limit, window], client=client)
+
+    allowed, used, reset = redis_guarded(take)
     return Take(bool(allowed), int(used), float(max(int(reset), 0)))
 
 
@@ -196,7 +228,8 @@ def _database_take(bucket: str, limit: int, window: int) -> Take:
         try:
             return _database_take_once(bucket, limit, window)
         except (OperationalError, InterfaceError) as exc:
-            raise StoreUnavailable(f"database limit store unavailable: {exc}") from None
+            raise StoreUnavailable(f"the database limit store is unavailable ({type(exc).__name__})",
+                                   str(exc)) from None
 
 
 # --- a file of this machine
@@ -275,7 +308,7 @@ def _file_take(bucket: str, limit: int, window: int) -> Take:
             finally:
                 _locked(fd, fcntl.LOCK_UN)
     except OSError as exc:
-        raise StoreUnavailable(f"limit file under {settings.DATA_DIR}/limits unusable: {exc}") from None
+        raise StoreUnavailable("the limit file is unusable", f"{settings.DATA_DIR}/limits: {exc}") from None
 
 
 def _file_take_locked(buckets: mmap.mmap, layout: struct.Struct, limit: int, window: int, slots: int) -> Take:

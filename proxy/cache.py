@@ -23,6 +23,7 @@ import orjson
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 
+from keys.store import StoreUnavailable
 from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
 from proxy.access import AccessKey, KeyGrant
@@ -57,7 +58,7 @@ def directive_parse(value: str | None, default_ttl: int) -> Directive | None:
     """The request's directive; None when the cache is not asked for at all."""
     if value is None:
         return Directive(read=True, ttl=default_ttl) if default_ttl > 0 else None
-    value = value.strip().lower()
+    sent, value = value, value.strip().lower()
     if value == "no-store":
         return Directive(read=False, ttl=0)
     read = True
@@ -65,7 +66,7 @@ def directive_parse(value: str | None, default_ttl: int) -> Directive | None:
         read, value = False, value.removeprefix("refresh=").strip()
     if _SECONDS.fullmatch(value) is None:
         raise DirectiveError("X-Gateway-Cache must be a number of seconds, 'no-store' or 'refresh=<seconds>', "
-                             f"not {value!r}.")
+                             f"not {sent.strip()!r}.")
     return Directive(read=read, ttl=int(value))
 
 
@@ -194,7 +195,12 @@ class CacheFill:
         except EntryRefused as exc:
             x.decisions.append({"step": "cache", "decision": f"not stored: {exc}"})
             return
-        except Exception as exc:  # a full disk or an unreachable Redis: the answer was served; say so
+        except StoreUnavailable as exc:  # Redis away: the answer was served; say why it was not stored
+            x.decisions.append({"step": "cache", "decision": f"not stored: {exc}"})
+            x.notes.append(f"response cache: {exc.detail}")
+            return
+        except Exception as exc:  # a full disk: the answer was served; say so
+            x.decisions.append({"step": "cache", "decision": f"not stored: {type(exc).__name__}"})
             x.notes.append(f"response cache: not stored: {type(exc).__name__}: {exc}")
             return
         x.cache_hit = False
@@ -238,9 +244,9 @@ async def cache_request(x: Exchange) -> HttpResponseBase | None:
         x.decisions.append({"step": "cache", "decision": f"bypass: {why}"})
         return None
     key = cache_key(x, body)
-    stored = None  # the entry found, fresh enough for this request or not
+    stored, away = None, ""  # the entry found, fresh enough for this request or not; why the store was not read
     if directive.read:
-        stored = await _entry_read(x, key)
+        stored, away = await _entry_read(key)
         entry = _fresh(stored, directive.ttl)
         while entry is None and (filling := _FILLING.get(_filling_key(key))) is not None:
             # The same request is on its way upstream: its answer, once stored, serves this one too.
@@ -250,13 +256,14 @@ async def cache_request(x: Exchange) -> HttpResponseBase | None:
                 await asyncio.wait_for(filling.wait(), settings.UPSTREAM_READ_TIMEOUT)
             except TimeoutError:
                 break
-            stored = await _entry_read(x, key)
+            stored, away = await _entry_read(key)
             entry = _fresh(stored, directive.ttl)
         if entry is not None:
             return await _replay(x, entry)
     x.answer_headers.append(("X-Gateway-Cache", "MISS"))
-    x.decisions.append({"step": "cache", "decision": "miss" if directive.read else "refresh",
-                        "ttl": directive.ttl})
+    decision = "miss" if directive.read else "refresh"
+    x.decisions.append({"step": "cache", "decision": f"{decision}: the store was not read ({away})" if away
+                        else decision, "ttl": directive.ttl})
     # A shorter TTL than the stored entry's does not shorten what others may read: the newer answer
     # is kept at least as long as the one it replaces would have been.
     x.cache_fill = CacheFill(x, key, directive.ttl, keep_until=stored.expires if stored is not None else 0.0)
@@ -276,21 +283,20 @@ def _fresh(entry: CacheEntry | None, ttl: int) -> CacheEntry | None:
     return entry if entry is not None and time.time() - entry.created <= ttl else None
 
 
-async def _entry_read(x: Exchange, key: str) -> CacheEntry | None:
-    """The stored answer for the key, unless expired; a store that is away is a miss (noted)."""
+async def _entry_read(key: str) -> tuple[CacheEntry | None, str]:
+    """The stored answer for the key, unless expired; and, when the store is away, why (a miss)."""
     store = cache_store()
     try:
         if store.inline_max:  # a small file: read on the loop (a thread hop costs more than the read)
             try:
-                entry = store.get(key, size_max=store.inline_max)
+                return store.get(key, size_max=store.inline_max), ""
             except EntryTooBig:
-                entry = await off_loop(store.get, key)
-        else:
-            entry = await off_loop(store.get, key)
-    except Exception as exc:  # the store is away: forward, and say so
-        x.notes.append(f"response cache: not read: {type(exc).__name__}: {exc}")
-        return None
-    return entry
+                pass
+        return await off_loop(store.get, key), ""
+    except StoreUnavailable as exc:
+        return None, f"{exc}: {exc.detail}" if exc.detail else str(exc)
+    except Exception as exc:  # the store is away (a folder that cannot be read): forward, and say so
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def _bypass_reason(x: Exchange, directive: Directive, body: bytes | None) -> str:

@@ -34,7 +34,8 @@ from django.core.signals import setting_changed
 from django.db import close_old_connections
 from django.dispatch import receiver
 
-REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
+from keys.store import REDIS_BACKEND, redis_guarded
+
 _REDIS_PREFIX = "gateway-cache:"
 _SUFFIX = ".entry"
 # A hit marks its entry used (a file's mtime, a row's used_at) when the mark is older than this:
@@ -233,7 +234,7 @@ class RedisStore(CacheStore):
         self.cache = caches["default"]
 
     def get(self, key: str, size_max: int | None = None) -> CacheEntry | None:
-        data = self.cache.get(_REDIS_PREFIX + key)
+        data = redis_guarded(lambda: self.cache.get(_REDIS_PREFIX + key))
         if data is None:
             return None
         entry = CacheEntry.from_bytes(data)
@@ -241,7 +242,7 @@ class RedisStore(CacheStore):
 
     def put(self, key: str, entry: CacheEntry) -> None:
         timeout = max(1, int(entry.expires - time.time()) + 1)
-        self.cache.set(_REDIS_PREFIX + key, entry.to_bytes(), timeout=timeout)
+        redis_guarded(lambda: self.cache.set(_REDIS_PREFIX + key, entry.to_bytes(), timeout=timeout))
 
     def prune(self, *, everything: bool = False) -> tuple[int, int]:
         if not everything:

@@ -8,13 +8,14 @@ log with no upstream call; a refusal by a limit has the outcome `rate_limited`.
 """
 
 import re
+from math import ceil
 
 from django.http import HttpResponse
 
 from keys.crypto import CredentialUnreadable, credential_decrypt
 from keys.limits import Verdict, limits_apply, policies
 from keys.selectors import keys_exist_known
-from keys.store import StoreUnavailable
+from keys.store import REDIS_AWAY_SECONDS, StoreUnavailable
 from logs.outcomes import Outcome
 from logs.redaction.scrub import Scrubber, byte_replacements
 from proxy.access import KeyGrant
@@ -40,7 +41,10 @@ async def key_request(x: Exchange) -> HttpResponse | None:
         try:
             verdict: Verdict = await limits_apply(key)
         except StoreUnavailable as exc:
-            return _refuse(x, 503, f"Gateway key limits cannot be checked: {exc}", kind="api_error",
+            if exc.detail:
+                x.notes.append(f"limit store: {exc.detail}")
+            x.answer_headers.extend([*policies(key), ("Retry-After", str(ceil(REDIS_AWAY_SECONDS)))])
+            return _refuse(x, 503, f"Gateway key limits cannot be checked: {exc}. Retry shortly.", kind="api_error",
                            outcome=Outcome.GATEWAY_ERROR)
         x.answer_headers.extend(verdict.headers())
         if verdict.refusal:

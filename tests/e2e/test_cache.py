@@ -453,3 +453,19 @@ def test_waiters_for_a_first_call_that_fails_send_one_call_in_its_place(gateway,
     assert all(r.status_code == 200 for r in answers)
     assert [r.headers["x-gateway-cache"] for r in answers[1:]].count("HIT") == 9
     assert len(upstream.received) == 2  # the failed first, and one in its place
+
+
+def test_a_hung_redis_is_a_miss_that_says_so_and_waits_once(client, upstream, log_flush, settings, hung_redis,
+                                                             monkeypatch):
+    from keys import store
+
+    port, accepted = hung_redis
+    monkeypatch.setitem(store._redis_away, "until", 0.0)
+    settings.CACHES = {"default": {"BACKEND": store.REDIS_BACKEND, "LOCATION": f"redis://127.0.0.1:{port}/0",
+                                   "OPTIONS": {"socket_timeout": 0.3, "socket_connect_timeout": 0.3}}}
+    answers = [_chat(client) for _ in range(3)]
+    assert [a.headers["x-gateway-cache"] for a in answers] == ["MISS"] * 3 and len(upstream.received) == 3
+    assert len(accepted) == 1  # one read waited for the timeout; the rest did not try Redis again
+    steps = [s for s in _logged(log_flush, answers[0].headers["x-gateway-request-id"]).steps if s["step"] == "cache"]
+    assert steps[0]["decision"].startswith("miss: the store was not read (Redis is unavailable (TimeoutError)")
+    assert steps[1]["decision"].startswith("not stored: Redis is unavailable")

@@ -356,3 +356,25 @@ def test_a_compressed_body_is_judged_by_the_model_it_names(gateway, upstream, ma
                    headers={**headers, "Content-Encoding": "gzip"})
     assert r.status_code == 403 and "cannot be decoded" in r.json()["error"]["message"]
     assert upstream.received == []
+
+
+def test_a_hung_redis_refuses_limited_keys_at_once_after_one_timeout_and_leaves_others_alone(
+        gateway, upstream, log_flush, make_key, settings, hung_redis, monkeypatch):
+    from keys import store
+
+    port, accepted = hung_redis
+    monkeypatch.setitem(store._redis_away, "until", 0.0)
+    settings.CACHES = {"default": {"BACKEND": store.REDIS_BACKEND, "LOCATION": f"redis://127.0.0.1:{port}/0",
+                                   "OPTIONS": {"socket_timeout": 0.3, "socket_connect_timeout": 0.3}}}
+    _, limited = make_key("limited", rpm=1000)
+    _, free = make_key("free")
+    first = _chat(gateway, limited)
+    assert first.status_code == 503 and len(accepted) == 1
+    err = first.json()["error"]
+    assert err["message"] == "Gateway key limits cannot be checked: Redis is unavailable (TimeoutError). Retry shortly."
+    assert first.headers["retry-after"] == "2" and first.headers["ratelimit-policy"] == '"requests";q=1000;w=60'
+    # For the next REDIS_AWAY_SECONDS, no request waits on Redis: refused without connecting again.
+    assert [_chat(gateway, limited).status_code for _ in range(5)] == [503] * 5 and len(accepted) == 1
+    assert _chat(gateway, free).status_code == 200  # a key without limits never needs Redis
+    _, resp = _logged(log_flush, first)
+    assert resp.outcome == "gateway_error" and "limit store: TimeoutError: Timeout reading" in resp.error_message

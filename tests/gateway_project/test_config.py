@@ -114,3 +114,18 @@ def test_every_setting_is_documented_with_its_true_default(tmp_path):
     commented = sorted(name for name, (_, c) in example.items() if c)
     # Only variables whose default is computed at start are shown commented out.
     assert commented == ["DATABASE_URL", "DB_PATH", "FILE_STORAGE_PATH", "SECRET_KEY"]
+
+
+@pytest.mark.parametrize("url, timeouts", [
+    ("redis://127.0.0.1:6379/0", {"socket_timeout": 1, "socket_connect_timeout": 1}),
+    ("redis://127.0.0.1:6379/0?socket_timeout=3", {"socket_timeout": 3, "socket_connect_timeout": 1}),
+])
+def test_a_redis_cache_url_gets_timeouts_a_hung_redis_cannot_outwait(tmp_path, url, timeouts):
+    # redis-py's own: 5 s a read, no limit to connect; every limited request waited that long.
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "CACHE_URL": url}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run([sys.executable, "-c", "import json, gateway_project.settings as s; "
+                           "print(json.dumps(s.CACHES['default'].get('OPTIONS', {})))"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == timeouts

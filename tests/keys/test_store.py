@@ -111,10 +111,25 @@ def test_processes_sharing_the_file_get_exactly_the_limit(tmp_path, settings):
     assert sum(admitted) == 25
 
 
-def test_an_unreachable_redis_is_reported(settings):
+def test_an_unreachable_redis_is_reported_and_not_tried_again_for_a_moment(settings, monkeypatch):
+    monkeypatch.setitem(store._redis_away, "until", 0.0)
     settings.CACHES = {"default": {"BACKEND": store.REDIS_BACKEND, "LOCATION": "redis://127.0.0.1:9/0"}}
-    with pytest.raises(store.StoreUnavailable, match="Redis limit store unavailable"):
+    with pytest.raises(store.StoreUnavailable, match=r"^Redis is unavailable \(ConnectionError\)$") as failed:
         window_take("t:down", 1, 60)
+    assert "127.0.0.1:9" in failed.value.detail  # the address for the log, never in the client's message
+    # Within REDIS_AWAY_SECONDS no call goes to Redis, even one that would now answer: a hung Redis held
+    # every limited request for its timeout.
+    settings.CACHES = {"default": {"BACKEND": store.REDIS_BACKEND, "LOCATION": "redis://127.0.0.1:6379/12"}}
+    with pytest.raises(store.StoreUnavailable, match="failed less than 2 s ago") as again:
+        window_take("t:down", 1, 60)
+    assert "127.0.0.1:9" in again.value.detail
+    monkeypatch.setitem(store._redis_away, "until", 0.0)  # the moment over
+    try:
+        import redis
+        redis.Redis(host="127.0.0.1", port=6379, db=12, socket_connect_timeout=0.5).ping()
+    except Exception:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    assert window_take(f"t:{uuid.uuid4().hex}", 1, 60).allowed
 
 
 def test_a_short_limit_file_is_grown_and_its_buckets_kept(tmp_path, settings):
