@@ -4,6 +4,7 @@ import mmap
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 FIELD_MAX = 64 * 1024  # a text part (no filename) up to this is a form field, read as text; larger ones are files
 _PARAM = re.compile(r';\s*([\w*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
@@ -84,7 +85,7 @@ def _parts_locate(m, boundary: str, max_parts: int) -> tuple[list[Part], bool]:
         head_end = m.find(b"\r\n\r\n", pos)
         if head_end < 0:
             return parts, False
-        headers = m[pos:head_end].decode("latin-1").strip("\r\n").split("\r\n")
+        headers = _header_text(m[pos:head_end]).strip("\r\n").split("\r\n")
         start = head_end + 4
         nxt = m.find(b"\r\n" + delim, start)
         if nxt < 0:
@@ -97,10 +98,32 @@ def _parts_locate(m, boundary: str, max_parts: int) -> tuple[list[Part], bool]:
             elif key.strip().lower() == "content-type":
                 ctype = value.strip()
         params = header_params(disposition)
-        parts.append(Part(params.get("name", ""), params.get("filename"), ctype, start, nxt))
+        filename = _extended(params["filename*"]) if "filename*" in params else None
+        parts.append(Part(params.get("name", ""), filename or params.get("filename"), ctype, start, nxt))
         if max_parts and len(parts) > max_parts:
             raise TooManyParts(f"more than {max_parts} parts")
         pos = nxt + 2
+
+
+def _header_text(raw: bytes) -> str:
+    """A part's headers as text: browsers, curl and the SDKs send a name or filename of other letters
+    as raw UTF-8 (RFC 7578 4.2); read as latin-1 (HTTP's own headers) they were stored garbled."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _extended(value: str) -> str | None:
+    """An RFC 5987 parameter value (filename*=UTF-8''%D0%BF.png), decoded; None if it cannot be."""
+    charset, sep, rest = value.partition("'")
+    _lang, sep2, encoded = rest.partition("'")
+    if not (sep and sep2):
+        return None
+    try:
+        return unquote(encoded, encoding=charset or "utf-8", errors="strict")
+    except (LookupError, UnicodeDecodeError):
+        return None
 
 
 def part_read(path: Path, part: Part) -> bytes:

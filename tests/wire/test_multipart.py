@@ -35,3 +35,18 @@ def test_boundary_and_params_parsing():
     assert multipart_boundary('multipart/form-data; boundary="a;b"') == "a;b"
     assert multipart_boundary("application/json") is None
     assert header_params('form-data; name="f"; filename="q\\"x.png"') == {"name": "f", "filename": 'q"x.png'}
+
+
+def test_names_of_other_letters_read_as_sent(tmp_path):
+    # httpx, curl and browsers send them as raw UTF-8 (RFC 7578); some clients use RFC 5987's filename*.
+    path = tmp_path / "body"
+    path.write_bytes(
+        b"--B\r\nContent-Disposition: form-data; name=\"\xd0\xbf\xd0\xbe\xd0\xbb\xd0\xb5\"; "
+        b"filename=\"\xd0\xbf\xd0\xb8\xd0\xba\xf0\x9f\x98\x80.png\"\r\n\r\nX\r\n"
+        b"--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"fallback.png\"; "
+        b"filename*=UTF-8''%D0%BF%D0%B8%D0%BA.png\r\n\r\nY\r\n"
+        b"--B\r\nContent-Disposition: form-data; name=\"old\"; filename=\"caf\xe9.txt\"\r\n\r\nZ\r\n--B--\r\n")
+    parts, complete = multipart_split(path, "B")
+    assert complete
+    assert [(p.name, p.filename) for p in parts] == [
+        ("поле", "пик😀.png"), ("f", "пик.png"), ("old", "café.txt")]  # not UTF-8: read as latin-1
