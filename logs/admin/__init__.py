@@ -20,6 +20,7 @@ from logs.admin.filters import (AnswerModelFilter, CacheFilter, CostFilter, File
                                 StatusFilter, StreamedFilter, TimeRangeFilter, UserFilter)
 from logs.models import BinaryFile, Request
 from logs.retention import Deleted, queryset_delete
+from logs.textsearch import term_words
 from logs.admin.views import header_context
 from logs.admin.views.dashboard import dashboard_view
 from logs.admin.views.exchange import exchange_view
@@ -113,7 +114,10 @@ class RequestAdmin(ListColumns, admin.ModelAdmin):
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
         """An exact id when the term is one, else endpoint/model/body text; never duplicates."""
         terms = search_term.split()
-        for term in terms:
+        # A piece without a letter or digit (an emoji, "&", "-") separates words, as in the text the index
+        # read: it is dropped beside pieces that have words, not ANDed as a model name none has.
+        worded = [t for t in terms if term_words(t)]
+        for term in worded or terms:
             queryset = queryset.filter(search_q(term))
         return queryset, False
 

@@ -194,6 +194,15 @@ def test_search(admin_client, term_of):
     assert _ids(r) == [target.pk.hex]
 
 
+def test_a_search_piece_without_letters_or_digits_separates_words(admin_client):
+    # "😀" and "%" are no words (the index reads them as separators): they must not empty the search.
+    target = exchange_make(body={"input": "invoice for 😀 paris"})
+    exchange_make(model="mod%el_x")
+    for term in ("😀 invoice", "invoice paris %", "invoice - paris &"):
+        assert _ids(admin_client.get(LIST, {"q": term})) == [target.pk.hex], term
+    assert len(_ids(admin_client.get(LIST, {"q": "%"}))) == 1  # alone, it still finds the model that holds it
+
+
 def test_rows_are_read_only(viewer, admin_client):
     req = exchange_make()
     assert admin_client.get(f"{LIST}add/").status_code == 403
