@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from logs.pipeline.spool import spool_dir, spool_discard, spool_path
+from logs.pipeline.spool import spool_create, spool_discard, spool_path
 from logs.records import FileRef
 from logs.redaction.scrub import Masked, Scrubber
 from wire.encoding import DecodeError, decode_pieces, encoding_name
@@ -110,7 +110,7 @@ class BodySpool:
 
     def _rollover(self) -> None:
         try:
-            self._file = open(spool_dir() / self.name, "xb")  # noqa: SIM115 (closed by close/keep)
+            self._file = spool_create(self.name)  # closed by close/keep
             self._file.write(self._memory.getvalue())
         except OSError:
             self._discard_file()

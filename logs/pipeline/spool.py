@@ -9,6 +9,7 @@ files, and a slow or unreachable payload store costs nothing but a delay in the 
 import hashlib
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 
@@ -18,10 +19,17 @@ CUT_CHUNK = 1 << 20
 
 
 def spool_dir() -> Path:
-    """The spool folder (created on first use)."""
+    """The spool folder (created on first use, for the gateway's user only)."""
     path = Path(settings.SPOOL_DIR)
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def spool_create(name: str) -> BinaryIO:
+    """A new spool file, readable by the gateway's user only (as the journal's files): a request body
+    waits here as it was sent, credentials and all, while it goes upstream."""
+    fd = os.open(spool_dir() / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 def spool_path(name: str) -> Path:
@@ -45,7 +53,7 @@ class SpoolWriter:
         self.content_type = content_type
         self.size = 0
         self._sha = hashlib.sha256()
-        self._file = open(spool_dir() / name, "xb")  # noqa: SIM115 (closed by close/discard)
+        self._file = spool_create(name)  # closed by close/discard
 
     def write(self, data: bytes) -> None:
         """Append bytes (OSError on a full disk: the caller decides)."""

@@ -141,3 +141,19 @@ def test_a_spooled_answer_echoing_the_key_is_masked_in_the_stored_copy(settings)
     stored_copy = spool_path(record.body_file.spool).read_bytes()
     assert key.encode() not in stored_copy and "credentials" in record.notes
     assert record.body_file.sha256 == hashlib.sha256(stored_copy).hexdigest() and record.body_size == len(data)
+
+
+def test_spool_files_are_the_gateways_users_only(settings, tmp_path):
+    # A request body waits there as sent (a multipart form's password field too) while it goes upstream.
+    import os
+    import stat
+
+    from proxy.request_body import BodySpool
+
+    settings.SPOOL_DIR = tmp_path / "spool"
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 10
+    body = BodySpool(exchange_id_new() + ".request")
+    body.write(b"password=hunter2hunter2&x=" + b"1" * 100)
+    mode = stat.S_IMODE(os.stat(settings.SPOOL_DIR / body.name).st_mode)
+    assert mode == 0o600 and stat.S_IMODE(os.stat(settings.SPOOL_DIR).st_mode) == 0o700
+    body.close()
