@@ -236,6 +236,7 @@ async def cache_request(x: Exchange) -> HttpResponseBase | None:
         directive = directive_parse(value, default_ttl)
     except DirectiveError as exc:
         x.outcome, x.error = Outcome.GATEWAY_ERROR, str(exc)
+        x.answer_headers.append(("X-Gateway-Cache", "BYPASS"))  # every answer to a request that asked says
         return json_error(400, x.provider.error_body(str(exc), kind="invalid_request_error", status=400))
     body = x.forward_body if x.forward_body is not None else (x.body.in_memory() if x.body.size else b"")
     why = _bypass_reason(x, directive, body)

@@ -246,6 +246,9 @@ def test_bad_directive_is_a_clear_error(client, gateway, upstream, log_flush):
     with pytest.raises(openai.BadRequestError) as err:
         _chat(client, "forever")
     assert "X-Gateway-Cache must be a number of seconds" in err.value.message
+    assert "not 'forever'" in err.value.message and err.value.response.headers["x-gateway-cache"] == "BYPASS"
+    r = _raw(gateway, {"model": "gpt-4o-mini", "messages": MESSAGES}, **{"X-Gateway-Cache": "refresh="})
+    assert "not 'refresh='" in r.json()["error"]["message"]  # what was sent, not what was left of it
     # Digits that are not ASCII ("²" passes str.isdigit, not int), and more digits than int() reads.
     for value in (b"\xb2", b"refresh=\xb3", b"9" * 5000):
         r = _raw(gateway, {"model": "gpt-4o-mini", "messages": MESSAGES}, **{"X-Gateway-Cache": value})
