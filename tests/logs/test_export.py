@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from logs.models import BinaryFile, Request, Response
 from logs.outcomes import Outcome
@@ -213,6 +214,9 @@ def test_csv_cells_that_spreadsheets_would_run_read_back_as_quoted_text(tmp_path
 @pytest.mark.parametrize("fmt", ["jsonl", "json", "csv"])
 def test_a_row_that_kept_a_lone_surrogate_does_not_stop_the_export(tmp_path, fmt):
     # SQLite keeps a JSON column's "\ud800" as sent: written as it is, it stopped the export at that row.
+    # (PostgreSQL's jsonb refuses one: such a row cannot be there.)
+    if connection.vendor != "sqlite":
+        pytest.skip("only SQLite keeps a lone surrogate in a JSON column")
     exchange_make(metadata={"k\ud800": "v\udc00"}, stream_result={"events": 1, "result": {"text": "u\udfff"}})
     exchange_make(metadata={"after": "it"})
     text = _export(tmp_path, "--format", fmt)
