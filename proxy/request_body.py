@@ -97,6 +97,8 @@ class BodySpool:
         # a slow step), and an open handle still reads a moved or deleted file.
         self._reader = None
         self.spool_error = ""  # why the body could not be spooled to disk (it stayed in memory)
+        self._on_disk = 0  # bytes of the body in its file
+        self._unwritten = b""  # what a failed write left out of the file
 
     def write(self, data: bytes) -> None:
         """Append received bytes (rolling over to a file past the in-memory limit)."""
@@ -106,12 +108,39 @@ class BodySpool:
                 self._rollover()
             except OSError as exc:  # spool disk full: keep receiving in memory (bounded by MAX_REQUEST_BODY_BYTES)
                 self.spool_error = str(exc)
-        (self._memory if self._memory is not None else self._file).write(data)
+        if self._memory is not None:
+            self._memory.write(data)
+            return
+        try:
+            self._file_write(data)
+        except OSError as exc:  # the disk filled up meanwhile: what is on it, then the rest, in memory
+            self._to_memory(exc)
+
+    def _file_write(self, data: bytes) -> None:
+        """Write all of data to the (unbuffered) file, counting what reached it; OSError leaves the rest in
+        self._unwritten."""
+        view = memoryview(data)
+        try:
+            while view:
+                n = self._file.write(view)
+                self._on_disk += n
+                view = view[n:]
+        finally:
+            self._unwritten = bytes(view)
+
+    def _to_memory(self, exc: OSError) -> None:
+        with open(spool_path(self.name), "rb") as f:
+            self._memory = io.BytesIO(f.read(self._on_disk))
+        self._memory.seek(0, io.SEEK_END)
+        self._memory.write(self._unwritten)
+        self.spool_error, self._unwritten = str(exc), b""
+        self._discard_file()
 
     def _rollover(self) -> None:
         try:
-            self._file = spool_create(self.name)  # closed by close/keep
-            self._file.write(self._memory.getvalue())
+            self._file = spool_create(self.name, buffered=False)  # closed by close/keep
+            self._on_disk = 0
+            self._file_write(self._memory.getvalue())
         except OSError:
             self._discard_file()
             raise

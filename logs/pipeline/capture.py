@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
-from logs.pipeline.spool import SpoolWriter, spool_path
+from logs.pipeline.spool import SpoolWriter, spool_discard, spool_path
 from logs.records import FileRef, ResponseRecord
 from logs.redaction.scrub import Masked, Scrubber
 from wire.encoding import SUPPORTED, DecodeError, Decoder, decode_pieces, encoding_name
@@ -65,6 +65,7 @@ class BodyCapture:
         self.framing_decoded = 0
         self.event_offsets: list[float] = []
         self.discarded = False
+        self._spooled: list[str] = []  # spool files this body made, removed if it cannot be finished
         self._decoded: bytes | None = None  # a small answer, already decoded by blocking()
 
     # --- while relaying
@@ -151,11 +152,19 @@ class BodyCapture:
                 self._body_finish(record, scrubber)
             except OSError as exc:
                 self.notes.append(f"response body file not saved: {exc}")
+                # No file half-written stays in the spool folder (nothing sweeps it: a full disk stayed full).
+                if self.spool is not None:
+                    self.spool.discard()
+                    self.spool = None
+                for name in self._spooled:
+                    spool_discard(name)
+                record.body_file = None
         if self.notes:
             record.notes = "; ".join(filter(None, [record.notes, *self.notes]))
 
     def _body_finish(self, record: ResponseRecord, scrubber: Scrubber) -> None:
         if self.spool is not None:
+            self._spooled.append(self.spool.name)
             ref = self.spool.close()
             self.spool = None
         else:
@@ -219,6 +228,7 @@ class BodyCapture:
         if ref is not None:
             spool_path(ref.spool).unlink(missing_ok=True)  # the decoded copy replaces the encoded one
         if out is not None:
+            self._spooled.append(out.name)
             return b"", out.close(), total
         return b"".join(held), None, total
 
@@ -236,6 +246,7 @@ class BodyCapture:
     def _spool_bytes(self, data: bytes, content_type: str) -> FileRef:
         """Held bytes as a spool file."""
         spool = SpoolWriter(f"{self.spool_name}.body", content_type)
+        self._spooled.append(spool.name)
         try:
             spool.write(data)
         except OSError:

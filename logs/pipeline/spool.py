@@ -25,11 +25,12 @@ def spool_dir() -> Path:
     return path
 
 
-def spool_create(name: str) -> BinaryIO:
+def spool_create(name: str, *, buffered: bool = True) -> BinaryIO:
     """A new spool file, readable by the gateway's user only (as the journal's files): a request body
-    waits here as it was sent, credentials and all, while it goes upstream."""
+    waits here as it was sent, credentials and all, while it goes upstream. Unbuffered, every write
+    reaches the file or fails there (a full disk), never later in a flush."""
     fd = os.open(spool_dir() / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    return os.fdopen(fd, "wb")
+    return os.fdopen(fd, "wb", buffering=-1 if buffered else 0)
 
 
 def spool_path(name: str) -> Path:

@@ -271,7 +271,15 @@ class Scrubber:
             carry = data[max(pos, cut):]
 
     def masked_copy(self, src: Path, dst: Path, content_type: str, *, answer: bool, masked: Masked) -> bool:
-        """Write src to dst with credentials masked; True (dst kept) when anything was, else dst is removed."""
+        """Write src to dst with credentials masked; True (dst kept) when anything was, else dst is removed
+        (and on any error: a full disk left partial copies in the spool folder for good)."""
+        try:
+            return self._masked_copy(src, dst, content_type, answer=answer, masked=masked)
+        except BaseException:
+            dst.unlink(missing_ok=True)
+            raise
+
+    def _masked_copy(self, src: Path, dst: Path, content_type: str, *, answer: bool, masked: Masked) -> bool:
         size = src.stat().st_size
         with open(src, "rb") as fin, open(dst, "wb") as fout:
             if self._pattern is not None:
@@ -314,6 +322,15 @@ def _multipart_fields_mask(path: Path, boundary: str, answer: bool, masked: Mask
     if not spans:
         return
     tmp = path.with_name(path.name + ".fields")
+    try:
+        _fields_rewrite(path, tmp, spans, masked)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def _fields_rewrite(path: Path, tmp: Path, spans: list, masked: Masked) -> None:
     with open(path, "rb") as src, open(tmp, "wb") as dst:
         pos = 0
         for part in spans:
@@ -332,4 +349,3 @@ def _multipart_fields_mask(path: Path, boundary: str, answer: bool, masked: Mask
             dst.write(value.encode())
         while block := src.read(CHUNK):
             dst.write(block)
-    os.replace(tmp, path)

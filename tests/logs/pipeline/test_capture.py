@@ -4,8 +4,10 @@ import gzip
 import hashlib
 import time
 
+import pytest
+
 from logs.ids import exchange_id_new
-from logs.redaction.scrub import Scrubber
+from logs.redaction.scrub import Masked, Scrubber
 from logs.pipeline.capture import BodyCapture, content_type_is_text
 from logs.pipeline.payloads import spooled_store
 from logs.pipeline.spool import spool_path
@@ -157,3 +159,71 @@ def test_spool_files_are_the_gateways_users_only(settings, tmp_path):
     mode = stat.S_IMODE(os.stat(settings.SPOOL_DIR / body.name).st_mode)
     assert mode == 0o600 and stat.S_IMODE(os.stat(settings.SPOOL_DIR).st_mode) == 0o700
     body.close()
+
+
+class _FullAfter:
+    """A file that takes `room` more bytes, then fails as a full disk does (a short write, then ENOSPC)."""
+
+    def __init__(self, real, room: int) -> None:
+        self.real, self.room = real, room
+
+    def write(self, data) -> int:
+        import errno
+
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = self.real.write(bytes(data[:self.room]))
+        self.room -= n
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_a_request_body_whose_disk_fills_up_is_forwarded_whole_from_memory(settings, tmp_path):
+    # It was a bare 500 (the write past the rollover raised), and the exchange was never logged.
+    from proxy.request_body import BodySpool
+
+    settings.SPOOL_DIR = tmp_path / "spool"
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 100
+    body = BodySpool(exchange_id_new() + ".request")
+    pieces = [bytes([65 + i]) * 80 for i in range(6)]
+    body.write(pieces[0])
+    body.write(pieces[1])  # past 100 bytes: in a file now
+    assert body.in_memory() is None
+    body._file = _FullAfter(body._file, 50)  # room for 50 more bytes
+    for piece in pieces[2:]:
+        body.write(piece)
+    assert body.in_memory() == b"".join(pieces) and body.spool_error.startswith("[Errno 28]")
+    assert list((tmp_path / "spool").iterdir()) == []  # the partial file is gone
+    with pytest.raises(OSError, match="No space left"):  # the log notes it: "request body file not saved"
+        body.keep("application/octet-stream", Scrubber([]), Masked())
+    body.close()
+
+
+def test_a_response_body_that_cannot_be_finished_leaves_no_file(monkeypatch):
+    cap = _capture("audio/mpeg")
+    for i in range(5):
+        cap.feed(bytes([i]) * 1000)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Scrubber, "file", full)  # masking it in place fails for want of space
+    record = _finish(cap)
+    assert record.body_file is None and "response body file not saved: [Errno 28]" in record.notes
+    assert not spool_path(cap.spool_name).exists()
+
+
+def test_a_masked_copy_that_fails_leaves_no_partial_copy(tmp_path, monkeypatch):
+    src, dst = tmp_path / "body", tmp_path / "body.log"
+    src.write_bytes(b"x" * 5000 + b"sk-" + b"k" * 40)
+
+    def full(self, fin, fout, masked):
+        fout.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Scrubber, "_echoes_copy", full)
+    with pytest.raises(OSError):
+        Scrubber(["sk-" + "k" * 40]).masked_copy(src, dst, "application/octet-stream", answer=False, masked=Masked())
+    assert not dst.exists() and src.exists()
