@@ -171,13 +171,18 @@ def raw_store(rec: RequestRecord, files: list[BinaryFile], *, label: str = "body
 
 
 def embedded_store(found: list[EmbeddedFile], *, provider: str, owner: str, request_id: str, created: float,
-                   files: list[BinaryFile]) -> None:
-    """Store files embedded in a JSON answer, leaving a reference where each sat."""
+                   files: list[BinaryFile]) -> str:
+    """Store files embedded in a JSON answer, leaving a reference where each sat; "" or, when a local store
+    is full, why the answer must be kept as it came (its images in it)."""
     for item in found:
         file_id = derive(owner, item.label)
-        name = payload_save_bytes(payload_name(provider, created, file_id.hex, item.content_type), item.data)
+        try:
+            name = payload_save_bytes(payload_name(provider, created, file_id.hex, item.content_type), item.data)
+        except OSError as exc:  # a full disk: the row, its usage and cost are still written
+            return f"embedded files not stored ({exc}): the answer is kept with them in it"
         files.append(file_row(owner=owner, label=item.label, request_id=request_id, response_id=owner, name=name,
                               role=BinaryFile.Role.RESPONSE_IMAGE, content_type=item.content_type, size=len(item.data),
                               sha256=hashlib.sha256(item.data).hexdigest(), created=created))
         item.holder[item.key] = {"$gateway_file": name, "binary_file_id": str(file_id), "bytes": len(item.data)}
+    return ""
 

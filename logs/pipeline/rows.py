@@ -205,9 +205,10 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
         if found and json_depth(answer, JSON_STORE_DEPTH) > JSON_STORE_DEPTH:
             found = []  # rewriting it would mean recursing through it: the answer is stored as it came
             resp.error_message = _notes_join(resp.error_message, "embedded files left in place: answer nested too deep")
-        if found:
-            embedded_store(found, provider=rec.provider, owner=rec.id, request_id=rec.request_id,
-                           created=rec.created, files=files)
+        if found and (missing := embedded_store(found, provider=rec.provider, owner=rec.id,
+                                                request_id=rec.request_id, created=rec.created, files=files)):
+            resp.error_message = _notes_join(resp.error_message, missing)
+        elif found:
             resp.body = json.dumps(answer)
             if ref is not None:
                 unlink_after_commit(spool_path(ref.spool))

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from logs.ids import exchange_id_new
-from logs.models import Request, Response
+from logs.models import BinaryFile, Request, Response
 from logs.pipeline.bulk import chunk_sizes, row_new, row_values
 from logs.pipeline.journal import Journal, journal_orphans
 from logs.pipeline.recovery import orphans_recover
@@ -282,3 +282,25 @@ def test_a_key_a_stream_spells_out_across_its_events_is_masked_in_the_reassemble
     records_write([rec, answer])
     content = Response.objects.get(request_id=rec.id).stream_result["result"]["choices"][0]["message"]["content"]
     assert key not in content and content.startswith("your key: sk-") and content.endswith("XYZ ok")
+
+
+def test_an_image_answer_whose_store_is_full_keeps_its_usage_and_cost(monkeypatch):
+    # A full payload store made the whole record fail: the row lost its body, tokens and cost (a key's spend).
+    import base64
+
+    from tests.logs.factory import PNG
+
+    def full(name, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("logs.pipeline.payloads.payload_save_bytes", full)
+    rec = _req(endpoint="/v1/images/generations", body=json.dumps({"model": "gpt-image-1", "prompt": "a cat"}))
+    answer = _done(rec)
+    answer.body = json.dumps({"created": 1, "data": [{"b64_json": base64.b64encode(PNG).decode()}],
+                              "usage": {"input_tokens": 10, "output_tokens": 4160, "total_tokens": 4170}})
+    records_write([rec, answer])
+    resp = Response.objects.get(request_id=rec.id)
+    assert resp.body == answer.body and (resp.input_tokens, resp.output_tokens) == (10, 4160)
+    assert resp.cost_usd is not None and resp.cost_usd > 0
+    assert "embedded files not stored ([Errno 28] No space left on device)" in resp.error_message
+    assert not BinaryFile.objects.filter(request_id=rec.id).exists()
