@@ -244,14 +244,23 @@ class IngestPipe:
         self._closing = True
         with self._inflight_changed:
             self._inflight_changed.notify()
-        with self._pipe_lock:
+        # A send blocked on the full pipe of a process that cannot write (a database locked for
+        # minutes) holds the pipe lock: killing the process first makes that send fail and let go, or
+        # shutdown waited as long as the database stayed locked.
+        if abandon and (running := self._proc) is not None:
+            running.kill()
+        if not self._pipe_lock.acquire(timeout=timeout):
+            if (running := self._proc) is not None:
+                running.kill()
+            self._pipe_lock.acquire()
+        try:
             proc = self._proc
             if proc is None:
                 return
-            if abandon:
-                proc.kill()
-            else:
+            if not abandon:
                 self._exit_let(proc)
+        finally:
+            self._pipe_lock.release()
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:

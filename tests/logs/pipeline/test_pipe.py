@@ -148,3 +148,24 @@ def test_an_ingest_process_that_cannot_start_loses_nothing_once_one_can(tmp_path
     finally:
         pipe.close(abandon=False)
     assert notes.read_text().splitlines() == ["start", '{"n": 1}', '{"n": 2}', '{"n": 3}']
+
+
+# Stands in for an ingest process that cannot write (its database locked for minutes): it reads nothing,
+# so the pipe fills and a send blocks, holding the pipe's lock.
+STUCK_INGEST = "import time\ntime.sleep(600)\n"
+
+
+def test_shutdown_does_not_wait_for_a_send_blocked_on_a_stuck_ingest_process(tmp_path, monkeypatch):
+    import threading
+
+    pipe, _, _ = _pipe_started(monkeypatch, STUCK_INGEST, tmp_path / "notes")
+    line = b'{"n": "' + b"x" * 4000 + b'"}\n'
+    sender = threading.Thread(target=pipe.send, args=([(line, True)] * 100,), daemon=True)  # 400 KB: blocks
+    sender.start()
+    assert wait_until(lambda: pipe._pipe_lock.locked(), 10)
+    sender.join(0.5)
+    assert sender.is_alive()  # blocked on the full pipe, holding the lock
+    closing = threading.Thread(target=pipe.close, kwargs={"abandon": True}, daemon=True)
+    closing.start()
+    closing.join(15)  # it waited as long as the process stayed stuck
+    assert not closing.is_alive() and not sender.is_alive()
