@@ -10,6 +10,7 @@ import functools
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
+from logs.outcomes import Outcome
 from logs.pipeline.capture import content_type_is_text
 from logs.records import RequestRecord
 from logs.redaction.scrub import Masked
@@ -43,6 +44,10 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
         answer = await steps_run(x, steps)
     except asyncio.CancelledError:  # the client left while a step waited (a hook's thread, the hold queue)
         x.cancelled_mark("during the policy steps")  # unless the step said where first
+        if x.shutting_down:  # the grace ran out: the client is still there, and gets an answer it can retry
+            asyncio.current_task().uncancel()
+            return x.gateway_answer(503, "The gateway is shutting down and this request was not forwarded: "
+                                         "retry it.", outcome=Outcome.INTERRUPTED)
         x.response_log(x.response_record(status=None, headers=[], content_type=""))
         raise
     if answer is not None:

@@ -1,5 +1,6 @@
 """Process faults on a real uvicorn: SIGTERM (graceful, bounded by SHUTDOWN_GRACE_SECONDS) and SIGKILL."""
 
+import json
 import signal
 import threading
 import time
@@ -8,7 +9,7 @@ import httpx
 import pytest
 
 from tests.e2e.faults import AUTH, CHAT
-from tests.procs import GatewayProcess, exchanges_read, migrated_copy, sqlite_only
+from tests.procs import GatewayProcess, db_rows, exchanges_read, migrated_copy, sqlite_only
 from tests.e2e.faults import wait_until
 
 pytestmark = sqlite_only
@@ -85,6 +86,35 @@ def test_sigterm_lets_inflight_finish_within_grace(tmp_path, tmp_path_factory, m
     assert "SHUTDOWN_GRACE_SECONDS" in interrupted["error"] and 2500 < interrupted["duration_ms"] < 6000
     assert list((data / "journal").glob("*.jsonl")) == []  # nothing left waiting
     assert "Traceback" not in gw.stderr()
+
+
+def test_a_request_held_past_the_shutdown_grace_gets_a_503_it_can_retry(tmp_path, tmp_path_factory, mock_upstream):
+    # It got uvicorn's bare 500 ("ASGI callable returned without starting response"), without a request id.
+    import subprocess
+    import sys
+
+    from tests.procs import ROOT, proc_env
+
+    data = tmp_path / "data"
+    db = migrated_copy(data, tmp_path_factory)
+    gw = GatewayProcess(data, mock_upstream.url, SHUTDOWN_GRACE_SECONDS="1")
+    try:
+        subprocess.run([sys.executable, "manage.py", "hold", "on", "--path", "/v1/embeddings"], cwd=ROOT, check=True,
+                       env=proc_env(data, mock_upstream.url), capture_output=True, timeout=60)
+        time.sleep(1.0)  # every worker reads the switch at least twice a second
+        held = Call(f"{gw.url}/v1/embeddings", {}, {"model": "text-embedding-3-small", "input": "hi"})
+        assert wait_until(lambda: db_rows(db, "SELECT count(*) FROM hold_requests") == [(1,)], 10)
+        gw.signal(signal.SIGTERM)
+        code = gw.wait(timeout=20)
+    finally:
+        gw.stop()
+    held.join(10)
+    assert code in (0, -signal.SIGTERM), gw.stderr()
+    assert held.error is None and held.status == 503 and held.request_id
+    assert "shutting down" in json.loads(held.text)["error"]["message"]
+    row = exchanges_read(db)[held.request_id]["response"]
+    assert (row["status"], row["outcome"]) == (503, "interrupted")
+    assert "without starting response" not in gw.stderr()
 
 
 def test_sigkill_midflight_marked_interrupted_at_next_start(tmp_path, tmp_path_factory, mock_upstream):
