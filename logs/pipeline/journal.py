@@ -16,11 +16,27 @@ COMMITTED_SUFFIX = ".committed"
 _COUNT_WIDTH = 20  # fixed-width counter: rewritten in place with one pwrite, never torn
 
 
+_private: set[str] = set()  # folders already made private by this process
+
+
+def private_folder(path: Path) -> Path:
+    """The folder, made if need be, readable by the gateway's user only (0700): what waits there (journal
+    records, request bodies as sent) may hold prompts and credentials. One made by an older version with
+    the default mode is narrowed too, once per process."""
+    key = str(path)
+    if key not in _private:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+        _private.add(key)
+    return path
+
+
 class Journal:
     """One process's journal file; truncated whenever everything in it is in the database."""
 
     def __init__(self, directory: Path, instance: str, *, fsync: bool = False) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_folder(directory)
         self.path = directory / f"{instance}.jsonl"
         self.committed_path = directory / f"{instance}{COMMITTED_SUFFIX}"
         self.fsync = fsync

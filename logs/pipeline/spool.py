@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 from django.conf import settings
 
+from logs.pipeline.journal import private_folder
 from logs.records import FileRef
 
 CUT_CHUNK = 1 << 20
@@ -20,9 +21,7 @@ CUT_CHUNK = 1 << 20
 
 def spool_dir() -> Path:
     """The spool folder (created on first use, for the gateway's user only)."""
-    path = Path(settings.SPOOL_DIR)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
+    return private_folder(Path(settings.SPOOL_DIR))
 
 
 def spool_create(name: str, *, buffered: bool = True) -> BinaryIO:

@@ -152,8 +152,15 @@ def test_spool_files_are_the_gateways_users_only(settings, tmp_path):
 
     from proxy.request_body import BodySpool
 
+    from logs.pipeline.journal import Journal
+
     settings.SPOOL_DIR = tmp_path / "spool"
+    settings.SPOOL_DIR.mkdir(mode=0o755)  # as an older version left it: narrowed too
     settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 10
+    journals = tmp_path / "journal"
+    journals.mkdir(mode=0o755)
+    Journal(journals, "test").close(remove=True)
+    assert stat.S_IMODE(os.stat(journals).st_mode) == 0o700
     body = BodySpool(exchange_id_new() + ".request")
     body.write(b"password=hunter2hunter2&x=" + b"1" * 100)
     mode = stat.S_IMODE(os.stat(settings.SPOOL_DIR / body.name).st_mode)
