@@ -129,3 +129,18 @@ def test_a_redis_cache_url_gets_timeouts_a_hung_redis_cannot_outwait(tmp_path, u
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == timeouts
+
+
+def test_a_command_whose_reader_goes_away_ends_quietly(tmp_path):
+    # `export_logs | head`, `hold list | head -1`: a BrokenPipeError traceback otherwise.
+    env = {**os.environ, "DATA_DIR": str(tmp_path)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    for args in (["migrate", "-v", "0"], ["seed_logs", "300", "--no-files"]):
+        subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True,
+                       timeout=120)
+    export = subprocess.Popen([sys.executable, "manage.py", "export_logs"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert export.stdout.read(10) == b'{"request"'  # a reader that has what it wanted, and goes
+    export.stdout.close()
+    _, stderr = export.communicate(timeout=120)
+    assert export.returncode == 1 and b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr

@@ -1,6 +1,5 @@
 """python manage.py export_logs: write exchanges as JSONL, JSON or CSV, streaming."""
 
-import os
 import sys
 from datetime import datetime, time, timezone
 
@@ -55,13 +54,9 @@ class Command(BaseCommand):
             provider=opts["provider"], endpoint=opts["endpoint"], status=opts["status"], model=opts["model"])
         bodies = not opts["no_bodies"]
         qs = exchanges_for_export(filters, bodies=bodies)
-        if opts["output"] == "-":
-            try:
-                count = export_write(qs, opts["format"], sys.stdout, bodies)
-                sys.stdout.flush()
-            except BrokenPipeError:  # `export_logs | head`: the reader has what it wanted
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
-                sys.exit(1)
+        if opts["output"] == "-":  # `export_logs | head`: manage.py ends quietly when the reader goes
+            count = export_write(qs, opts["format"], sys.stdout, bodies)
+            sys.stdout.flush()
         else:
             newline = "" if opts["format"] == "csv" else None  # csv writes its own CRLF
             try:
