@@ -7,7 +7,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from logs.pipeline.writer import log_pending_count
+from logs.pipeline.writer import log_pending_count, log_write_error
 from proxy.forward import exchange_forward
 
 
@@ -50,7 +50,12 @@ async def health_view(request: HttpRequest) -> JsonResponse:
     except Exception as exc:
         return JsonResponse({"status": "error", "detail": str(exc), "pending_log_records": pending},
                             status=503)
-    return JsonResponse({"status": "ok", "pending_log_records": pending})
+    answer = {"status": "ok", "pending_log_records": pending}
+    # Still 200: the gateway answers its clients, and its records wait to be written (restarting it
+    # would not help). The field says why they wait, as this worker last saw it.
+    if failing := log_write_error():
+        answer["log_write_error"] = failing
+    return JsonResponse(answer)
 
 
 def not_found_json(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -7,6 +7,7 @@ comes from its module in `providers`; this module only applies it.
 import dataclasses
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -336,6 +337,19 @@ def _store_wait_noted(responses: list[Response], files: list[BinaryFile]) -> Non
                 resp.error_message = _notes_join(resp.error_message, note)
 
 
+_reported: OrderedDict[str, None] = OrderedDict()  # records whose failure the console has shown, newest last
+
+
+def _first_report(record_id: str) -> bool:
+    """Whether this is the first time this process reports the record's failure (the last 1,000 remembered)."""
+    if record_id in _reported:
+        return False
+    _reported[record_id] = None
+    if len(_reported) > 1000:
+        _reported.popitem(last=False)
+    return True
+
+
 def records_write(records: list[Record]) -> None:
     """Write a batch of journal records in one transaction; idempotent on replay."""
     requests, responses, files, frames = [], [], [], []
@@ -357,7 +371,8 @@ def records_write(records: list[Record]) -> None:
             except PayloadStoreUnavailable:
                 raise  # nothing is wrong with the record: the whole batch waits for the store (ingest.py)
             except Exception as exc:  # one bad record must not cost the batch (nor leave a gap)
-                log.exception("log record %s could not be processed; kept without its body", rec.id)
+                if _first_report(rec.id):  # a batch retried (the database locked, a full disk) reports it once
+                    log.exception("log record %s could not be processed; kept without its body", rec.id)
                 if isinstance(rec, (RequestRecord, ResponseRecord)):
                     (requests if isinstance(rec, RequestRecord) else responses).append(_row_minimal(rec, exc))
         _store_wait_noted(responses, files)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # holds every line. flush() cuts it short.
 BATCH_LINGER = 0.05
 BATCH_MAX = 500
+JOURNAL_WARN_EVERY = 60.0  # seconds between console warnings while the journal cannot be written
 
 _Item = tuple[bytes, bool]  # (line, journaled)
 
@@ -41,6 +42,7 @@ class LogWriter:
         self._count_lock = threading.Lock()
         self._unwritten = 0  # lines submitted and not yet in the database
         self.journal_errors = 0
+        self._journal_warned_at, self._journal_warned_count = -JOURNAL_WARN_EVERY, 0
         self.open_exchanges = 0  # requests logged whose response record has not come yet
         self.last_error = ""
         # At once only if a dead process left records to replay; otherwise with the first line.
@@ -60,7 +62,13 @@ class LogWriter:
             journaled = False
             self.journal_errors += 1
             self.last_error = f"journal write failed: {exc}"
-            log.warning("log journal write failed, record kept in memory only: %s", exc)
+            # Once, then once a minute with the count: one line per record flooded the console.
+            now = time.monotonic()
+            if now >= self._journal_warned_at + JOURNAL_WARN_EVERY:
+                since = self.journal_errors - self._journal_warned_count
+                log.warning("log journal write failed, record kept in memory only: %s%s", exc,
+                            f" ({since} records since the last warning)" if self._journal_warned_count else "")
+                self._journal_warned_at, self._journal_warned_count = now, self.journal_errors
         with self._count_lock:
             self._unwritten += 1
         if kind == "req":
@@ -172,6 +180,12 @@ def log_pending_count() -> int:
     """
     own = _writer.pending if _writer is not None else 0
     return max(own, journal_pending_total(settings.JOURNAL_DIR))
+
+
+def log_write_error() -> str:
+    """Why this process's log records are not being written or journaled now ("" when they are): the
+    database refusing writes (locked, full, down) or the journal's disk full."""
+    return _writer.last_error if _writer is not None else ""
 
 
 def writer_stop(timeout: float = 10.0) -> bool:

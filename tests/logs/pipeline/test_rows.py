@@ -304,3 +304,19 @@ def test_an_image_answer_whose_store_is_full_keeps_its_usage_and_cost(monkeypatc
     assert resp.cost_usd is not None and resp.cost_usd > 0
     assert "embedded files not stored ([Errno 28] No space left on device)" in resp.error_message
     assert not BinaryFile.objects.filter(request_id=rec.id).exists()
+
+
+def test_a_record_that_cannot_be_processed_is_kept_and_its_traceback_shown_once(monkeypatch, caplog):
+    # A batch retried every 2 s (a locked or full database) printed the same traceback at every try.
+    import logs.pipeline.rows as rows
+
+    def broken(rec, provider, files):
+        raise ValueError("a reader failed")
+
+    monkeypatch.setattr(rows, "request_row", broken)
+    rec = _req(body="{}")
+    with caplog.at_level("ERROR", logger="logs.pipeline.rows"):
+        for _ in range(3):  # the same batch, tried again
+            records_write([rec])
+    assert Request.objects.filter(id=rec.id).count() == 1  # kept with its plain fields
+    assert sum("could not be processed" in r.getMessage() for r in caplog.records) == 1

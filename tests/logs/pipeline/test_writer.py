@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from django.test import Client
 from django.db import OperationalError
 
 import logs.pipeline.pipe
@@ -64,25 +65,32 @@ def test_database_unavailable_then_back_writes_all_in_order_once(monkeypatch):
     assert wait_until(lambda: "database is locked" in writer.last_error, 10)
     assert Request.objects.count() == 0
     assert writer.pending == 10 and log_pending_count() == 10  # counted from the journal files too
+    health = Client().get("/health")  # still 200 (the gateway answers), saying why records wait
+    assert health.status_code == 200 and "database is locked" in health.json()["log_write_error"]
     state["down"] = False
     assert writer.flush(10)
+    assert "log_write_error" not in Client().get("/health").json()
     written = [i for batch in state["batches"] for i in batch]
     assert written == [r.id for r in records]  # in order, each once
     assert Request.objects.count() == 5 and Response.objects.count() == 5
     assert log_pending_count() == 0
 
 
-def test_journal_write_failure_does_not_lose_the_record(monkeypatch):
+def test_journal_write_failure_does_not_lose_the_record(monkeypatch, caplog):
     writer = writer_get()
 
     def disk_full(line):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(writer.journal, "append", disk_full)
-    _submit(writer, _pair(0))  # must not raise into the exchange
+    with caplog.at_level("WARNING", logger="logs.pipeline.writer"):
+        _submit(writer, [rec for n in range(20) for rec in _pair(n)])  # must not raise into the exchange
     assert writer.flush(10)
-    assert Response.objects.count() == 1 and writer.journal_errors == 2
+    assert Response.objects.count() == 20 and writer.journal_errors == 40
     assert writer.journal.pending == 0
+    # One warning, not one per record (a full disk printed thousands a minute).
+    assert [r.getMessage() for r in caplog.records if "journal write failed" in r.getMessage()] == [
+        "log journal write failed, record kept in memory only: [Errno 28] No space left on device"]
 
 
 class _Killed(BaseException):
