@@ -50,6 +50,9 @@ class Anthropic(Provider):
     name = "anthropic"
     label = "Anthropic"
     prefixes = ("/anthropic/v1/",)
+    # A Message Batch names where its results are; the SDK's batches.results() downloads from there.
+    link_fields = ("results_url",)
+    link_paths = ("/v1/messages/batches",)
     upstream_env = "ANTHROPIC_UPSTREAM_URL"
     upstream_default = "https://api.anthropic.com"
     prices_id = "anthropic"

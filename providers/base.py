@@ -153,6 +153,13 @@ class Provider:
     # which cannot set headers on a WebSocket, puts its key.
     credential_subprotocols: tuple[str, ...] = ()
     prices_id: str | None = None  # its provider id in the genai-prices library; None: not priced there
+    # Answer headers that hand the client a URL of the upstream to call next (lowercase): pointed at the
+    # gateway instead, so that call is proxied and logged too (Gemini's resumable upload).
+    link_headers: tuple[str, ...] = ()
+    # JSON fields of an answer (top level, or of the items of its `data` list) that do the same, in the
+    # answers to the upstream paths starting with link_paths (each such answer is relayed whole).
+    link_fields: tuple[str, ...] = ()
+    link_paths: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

@@ -76,6 +76,8 @@ class Gemini(Provider):
     prices_id = "google"
     credential_headers = ("x-goog-api-key", "authorization")
     credential_query = ("key",)
+    # files.upload: the start call answers with the URL the bytes go to (upload, finalize).
+    link_headers = ("x-goog-upload-url",)
 
     def credential_pair(self, credential: str) -> tuple[str, str]:
         """Its SDK's own header."""

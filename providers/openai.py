@@ -321,7 +321,10 @@ class OpenAI(Provider):
         if (options or {}).get("include_usage"):
             return None  # the client asked: it gets the usage chunk
         payload["stream_options"] = {**(options or {}), "include_usage": True}
-        return json.dumps(payload, ensure_ascii=False).encode()
+        try:
+            return json.dumps(payload, ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # an escaped lone surrogate, valid JSON: sent escaped, as it came
+            return json.dumps(payload).encode()
 
     def injected_event(self, payload: Payload) -> bool:
         """The usage-only chunk: no choices, a usage object."""

@@ -19,10 +19,15 @@ def args_text(value: Any) -> str:
     """Tool-call arguments as indented JSON when they parse, else as sent."""
     if isinstance(value, str):
         try:
-            return json.dumps(json.loads(value), indent=2, ensure_ascii=False)
+            value = json.loads(value)
         except ValueError:
             return value
-    return json.dumps(value, indent=2, ensure_ascii=False)
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # an escaped lone surrogate ("\ud800"): shown as its escape, as sent
+        text = json.dumps(value, indent=2)
+    return text
 
 
 def content_parts(content: Any) -> list[dict[str, Any]]:

@@ -63,8 +63,8 @@ class Exchange:
                  "content_type", "decisions", "ended_ms", "error", "forward_body", "forward_headers", "forwarded",
                  "forwarded_body_file", "gateway_key", "headers", "held_ms", "method", "notes", "outcome",
                  "provider", "query", "refusal", "request_changed", "request_id", "route", "scrubber",
-                 "shutting_down", "started", "started_wall", "task", "ttfb_ms", "usage_injected", "websocket",
-                 "echo_mask")
+                 "scheme", "shutting_down", "started", "started_wall", "task", "ttfb_ms", "usage_injected",
+                 "websocket", "echo_mask")
 
     def __init__(self, request: HttpRequest, route: Route) -> None:
         self.request_id = exchange_id_new()
@@ -73,6 +73,7 @@ class Exchange:
         self.route = route
         self.provider = route.provider
         self.method = request.method or ""
+        self.scheme = request.scope.get("scheme", "http")  # for links an answer points at the gateway
         self.query = request.META.get("QUERY_STRING", "")
         # The request headers exactly as received (order, case, repeats).
         # Names interned: every request repeats the same few, and a stream holds its headers while it lasts.

@@ -78,7 +78,10 @@ class HookExchange:
 
     @json.setter
     def json(self, value: Any) -> None:
-        self.body = json.dumps(value, ensure_ascii=False).encode("utf-8")
+        try:
+            self.body = json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # an escaped lone surrogate, valid JSON: sent escaped, as it came
+            self.body = json.dumps(value).encode()
         self._json = value
 
     def _payload(self) -> Any:

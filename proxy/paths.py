@@ -88,6 +88,16 @@ class Route:
     upstream_base: str  # the provider's upstream base URL, without a trailing slash
 
 
+def gateway_link(route: Route, url: str, origin: str) -> str | None:
+    """The gateway's URL (under `origin`, scheme://host) for a URL of the route's upstream, through the
+    prefix the client used; None for a URL elsewhere."""
+    head = route.upstream_base + route.provider.upstream_prefix
+    prefix = route.provider.prefix_of(route.path)
+    if prefix is None or not url.startswith(head):
+        return None
+    return origin + prefix + url[len(head):]
+
+
 def upstream_base(provider: Provider) -> str:
     """A provider's upstream base URL: its setting (UPSTREAM_URLS, from its upstream_env), else its own."""
     return (settings.UPSTREAM_URLS.get(provider.name) or provider.upstream_default).rstrip("/")

@@ -12,6 +12,7 @@ from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
 from proxy.exchange import REQUEST_ID_HEADER, Exchange
+from proxy.links import links_apply, links_in_body, links_in_body_possible, links_in_headers
 from proxy.threads import off_loop
 from proxy.upstream import headers_forward
 
@@ -290,6 +291,8 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     """The client's answer: the upstream's status, headers and body as they come; logged when it ends."""
     headers = headers_forward([(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.headers.raw],
                               request=False)
+    if x.provider.link_headers:
+        headers = links_in_headers(x, headers)
     content_type = upstream.headers.get("content-type", "")
     is_sse = content_type.lower().startswith("text/event-stream")
     chunk_filter = filter_for(is_sse)
@@ -301,9 +304,13 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
 
     observer = x.answer_observer
     observed = _Observed() if observer is not None else None
+    links = links_in_body_possible(x, upstream.status_code, is_sse)
+    found_links: list[tuple[str, str]] = []  # read as the answer is logged, so its steps say so
 
     async def log() -> None:
         """Finish the captured body (decoding and masking it off the event loop when it is big) and log."""
+        if links and capture.spool is None:
+            found_links.extend(links_in_body(x, b"".join(capture.parts), headers))
         if observer is not None:
             await observed.run(observer, x, upstream.status_code, headers)
         if x.cache_fill is not None:  # a cache miss: stored before the exchange ends, so readable at once
@@ -325,12 +332,18 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     length = upstream.headers.get("content-length", "")
     if observer is not None and not is_sse and (not length.isdigit() or int(length) <= settings.HOOKS_RESPONSE_MAX_BYTES):
         response = await _relay_observed(x, upstream, relay, end, observed, headers)
-    elif not is_sse and length.isdigit() and int(length) <= SMALL_BODY_MAX:
+    elif links or (not is_sse and length.isdigit() and int(length) <= SMALL_BODY_MAX):
         # A small framed answer goes out in one piece once it is all here (it came in one or two
-        # reads anyway): the per-chunk streaming machinery costs more (docs/benchmark.md).
+        # reads anyway): the per-chunk streaming machinery costs more (docs/benchmark.md). So does
+        # one whose links are pointed at the gateway (a batch's: bounded by the API's page size).
         chunks, broken = await relay_collect(relay)
         response = (HttpResponse(b"".join(chunks), status=upstream.status_code) if broken is None
                     else StreamingHttpResponse(chunks_replay(chunks, broken), status=upstream.status_code))
+        if broken is None and found_links:
+            # The client's copy only: the log (log() above) keeps the answer and its headers as they came.
+            body, sent = links_apply(response.content, headers, found_links)
+            response.content = body
+            response.gateway_headers = [*sent, *x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
     else:
         response = StreamingHttpResponse(relay, status=upstream.status_code)
         # If the client leaves before the relay ends its own way (before its first byte, or as the

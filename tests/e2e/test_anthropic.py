@@ -99,3 +99,45 @@ def test_unpriced_model_has_null_cost(client, log_flush):
     _, resp = _only_exchange(log_flush)
     assert resp.model == "claude-imaginary-9-20250514" and resp.input_tokens == 35
     assert resp.cost_usd is None
+
+
+def test_batch_results_are_downloaded_through_the_gateway(scripted, gateway, log_flush, settings):
+    """A batch names its results by an absolute URL of the upstream, which batches.results() downloads from:
+    around the gateway (never logged; a gateway key sent to Anthropic). Pointed at the gateway, the download is
+    proxied and logged. The answer came compressed: the client gets it decoded, the log keeps it as it came."""
+    import gzip
+
+    import httpx
+
+    upstream = settings.UPSTREAM_URLS["anthropic"].rstrip("/")
+    results_url = f"{upstream}/v1/messages/batches/msgbatch_1/results"
+    batch = {"id": "msgbatch_1", "type": "message_batch", "processing_status": "ended",
+             "request_counts": {"processing": 0, "succeeded": 1, "errored": 0, "canceled": 0, "expired": 0},
+             "created_at": "2026-12-01T00:00:00Z", "ended_at": "2026-12-01T00:01:00Z",
+             "expires_at": "2026-12-02T00:00:00Z", "archived_at": None, "cancel_initiated_at": None,
+             "results_url": results_url}
+    line = {"custom_id": "a", "result": {"type": "succeeded", "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514",
+        "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 3, "output_tokens": 1}}}}
+
+    def answer(request: httpx.Request):
+        if request.url.path.endswith("/results"):
+            return 200, [("content-type", "application/binary")], (json.dumps(line) + "\n").encode()
+        return 200, [("content-type", "application/json"), ("content-encoding", "gzip")], \
+            gzip.compress(json.dumps(batch).encode())
+
+    scripted.answer = answer
+    client = anthropic.Anthropic(api_key=KEY, base_url=f"{gateway.url}/anthropic", max_retries=0)
+    got = client.messages.batches.retrieve("msgbatch_1")
+    assert got.results_url == f"{gateway.url}/anthropic/v1/messages/batches/msgbatch_1/results"
+    results = list(client.messages.batches.results("msgbatch_1"))
+    assert results[0].custom_id == "a" and results[0].result.message.content[0].text == "hi"
+    # results() retrieves the batch again, then downloads from its results_url: through the gateway.
+    assert [r.url.path for r in scripted.requests] == ["/v1/messages/batches/msgbatch_1"] * 2 + [
+        "/v1/messages/batches/msgbatch_1/results"]
+    log_flush()
+    retrieve = Response.objects.filter(request__endpoint="/anthropic/v1/messages/batches/msgbatch_1").first()
+    assert json.loads(retrieve.body)["results_url"] == results_url  # the log: the answer as it came
+    assert {"step": "links", "decision": "results_url points at the gateway", "upstream": results_url} in retrieve.steps
+    assert Request.objects.filter(endpoint="/anthropic/v1/messages/batches/msgbatch_1/results").count() == 1

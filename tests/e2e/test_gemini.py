@@ -88,3 +88,38 @@ def test_gateway_error_uses_google_error_shape(gateway, settings):
     assert r.status_code == 502
     err = r.json()["error"]
     assert err["code"] == 502 and err["status"] == "UNAVAILABLE" and "unreachable" in err["message"]
+
+
+def test_a_file_upload_sends_its_bytes_through_the_gateway(scripted, gateway, log_flush, settings):
+    """files.upload is resumable: the start call answers with the URL the bytes go to. Pointing at the upstream,
+    it sent them around the gateway (never logged; with a gateway key holding the credential, the key went to
+    Google); pointed at the gateway, that call is proxied and logged like any other."""
+    import io
+    import json
+
+    upstream = settings.UPSTREAM_URLS["gemini"].rstrip("/")
+    marker = b"MARKER-of-the-uploaded-file"
+
+    def answer(request: httpx.Request):
+        if request.headers.get("x-goog-upload-command") == "start":
+            return 200, [("x-goog-upload-url", f"{upstream}/upload/v1beta/files?upload_id=U1&upload_protocol=resumable"),
+                         ("x-goog-upload-status", "active")], b""
+        file = {"name": "files/abc", "mimeType": "text/plain", "sizeBytes": str(len(request.content)), "state": "ACTIVE"}
+        return 200, [("content-type", "application/json"), ("x-goog-upload-status", "final")], \
+            json.dumps({"file": file}).encode()
+
+    scripted.answer = answer
+    client = genai.Client(api_key=KEY, http_options=types.HttpOptions(base_url=f"{gateway.url}/gemini"))
+    uploaded = client.files.upload(file=io.BytesIO(marker), config=types.UploadFileConfig(mime_type="text/plain"))
+    assert uploaded.name == "files/abc"
+    start, upload = scripted.requests
+    assert upload.url.path == "/upload/v1beta/files" and upload.url.params["upload_id"] == "U1"
+    assert upload.content == marker  # the bytes came through the gateway
+    log_flush()
+    rows = list(Request.objects.order_by("created_at"))
+    assert rows[0].endpoint.startswith("/gemini/upload/") and rows[1].endpoint == "/gemini/upload/v1beta/files"
+    first = Response.objects.get(request=rows[0])
+    assert {"step": "links", "decision": "x-goog-upload-url points at the gateway",
+            "upstream": f"{upstream}/upload/v1beta/files?upload_id=U1&upload_protocol=resumable"} in first.steps
+    assert dict(first.headers)["x-goog-upload-url"].startswith(f"{gateway.url}/gemini/upload/v1beta/files?upload_id=U1")
+    assert rows[1].body == marker.decode() and rows[1].query_string.startswith("upload_id=U1")

@@ -137,3 +137,22 @@ def test_tags_step_leaves_untagged_requests_alone():
     x = _exchange(b"{}", headers=[("authorization", "Bearer k")])
     assert asyncio.run(TagsStep().request(x)) is None
     assert not x.request_changed and x.decisions == []
+
+
+def test_a_body_with_an_escaped_lone_surrogate_still_gets_its_usage_option():
+    # Valid JSON the upstream takes; re-encoded as UTF-8 it raised, and the step answered 500.
+    body = b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "x \\ud800 y"}]}'
+    injected = OPENAI.usage_inject("POST", "/v1/chat/completions", body)
+    assert json.loads(injected)["stream_options"] == {"include_usage": True}
+    assert b"\\ud800" in injected  # escaped as it came
+
+
+def test_hook_and_page_handle_an_escaped_lone_surrogate():
+    from providers.turns import args_text
+    from proxy.hook_exchange import HookExchange
+
+    assert "\\ud800" in args_text('{"q": "\\ud800"}')  # shown as its escape; writable as UTF-8
+    args_text('{"q": "\\ud800"}').encode("utf-8")
+    hook = HookExchange.__new__(HookExchange)
+    hook.json = {"content": "mail \ud800"}  # what a hook assigns after reading such a body
+    assert json.loads(hook.body) == {"content": "mail \ud800"}

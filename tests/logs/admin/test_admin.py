@@ -501,3 +501,11 @@ def test_an_exchange_with_escaped_lone_surrogates_renders(admin_client):
     req = exchange_make(body=body, resp_body='{"choices": [{"message": {"content": "back \\udc00"}}]}')
     page = _detail(admin_client, req)
     assert "lone \ufffd surrogate" in page and "back \ufffd" in page
+
+
+def test_tool_call_arguments_with_an_escaped_lone_surrogate_render(admin_client):
+    # JSON inside JSON: the arguments string is parsed for the page on its own.
+    body = {"model": "m", "messages": [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"q": "\\ud800"}'}}]}]}
+    req = exchange_make(body=json.dumps(body))
+    assert "ud800" in _detail(admin_client, req)
