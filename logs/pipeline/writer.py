@@ -42,6 +42,7 @@ class LogWriter:
         self._count_lock = threading.Lock()
         self._unwritten = 0  # lines submitted and not yet in the database
         self.journal_errors = 0
+        self.journal_error = ""  # why the last record could not be journaled ("" once one could)
         self._journal_warned_at, self._journal_warned_count = -JOURNAL_WARN_EVERY, 0
         self.open_exchanges = 0  # requests logged whose response record has not come yet
         self.last_error = ""
@@ -56,12 +57,15 @@ class LogWriter:
         try:
             self.journal.append(line)
             journaled = True
+            self.journal_error = ""
         except OSError as exc:
             # A full disk must not fail the exchange: the line still goes to the database, it
             # just is not crash-proof meanwhile.
             journaled = False
             self.journal_errors += 1
-            self.last_error = f"journal write failed: {exc}"
+            # Kept apart from last_error, which the next write to the database clears: while the disk
+            # stays full, records stay out of the journal, however well the database takes them.
+            self.journal_error = f"journal write failed: {exc}"
             # Once, then once a minute with the count: one line per record flooded the console.
             now = time.monotonic()
             if now >= self._journal_warned_at + JOURNAL_WARN_EVERY:
@@ -185,7 +189,9 @@ def log_pending_count() -> int:
 def log_write_error() -> str:
     """Why this process's log records are not being written or journaled now ("" when they are): the
     database refusing writes (locked, full, down) or the journal's disk full."""
-    return _writer.last_error if _writer is not None else ""
+    if _writer is None:
+        return ""
+    return "; ".join(filter(None, [_writer.journal_error, _writer.last_error]))
 
 
 def writer_stop(timeout: float = 10.0) -> bool:

@@ -83,11 +83,14 @@ def test_journal_write_failure_does_not_lose_the_record(monkeypatch, caplog):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(writer.journal, "append", disk_full)
+    monkeypatch.setattr(writer, "journal_error", "")  # as it was again after the test: later tests share the writer
     with caplog.at_level("WARNING", logger="logs.pipeline.writer"):
         _submit(writer, [rec for n in range(20) for rec in _pair(n)])  # must not raise into the exchange
     assert writer.flush(10)
     assert Response.objects.count() == 20 and writer.journal_errors == 40
     assert writer.journal.pending == 0
+    # Written to the database, still not journaled: /health keeps saying so while the disk is full.
+    assert Client().get("/health").json()["log_write_error"] == "journal write failed: [Errno 28] No space left on device"
     # One warning, not one per record (a full disk printed thousands a minute).
     assert [r.getMessage() for r in caplog.records if "journal write failed" in r.getMessage()] == [
         "log journal write failed, record kept in memory only: [Errno 28] No space left on device"]
