@@ -29,8 +29,10 @@ async def refusal_find(x: Exchange) -> Refusal | None:
         x.gateway_key = exc.grant  # a known key refused (revoked, expired) is named on the log row
         refusal = Refusal(401, str(exc), kind="authentication_error")
     except DatabaseError as exc:  # the keys cannot be read: a database that is down, or never migrated
-        refusal = Refusal(503, f"The gateway cannot check gateway keys: its database failed ({type(exc).__name__}: "
-                               f"{exc}). Is it up, and migrated (python manage.py migrate)?", kind="gateway_error")
+        # The driver's message (it may name the database's host and port) goes to the log only.
+        x.notes.append(f"gateway keys not read: {type(exc).__name__}: {exc}")
+        refusal = Refusal(503, f"The gateway cannot check gateway keys: its database failed ({type(exc).__name__}). "
+                               "Is it up, and migrated (python manage.py migrate)?", kind="gateway_error")
     except asyncio.CancelledError:  # the client left while its key was looked up: still logged
         x.request_log(x.request_record())
         x.cancelled_mark("while its gateway key was looked up")
