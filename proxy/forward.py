@@ -44,10 +44,8 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
         answer = await steps_run(x, steps)
     except asyncio.CancelledError:  # the client left while a step waited (a hook's thread, the hold queue)
         x.cancelled_mark("during the policy steps")  # unless the step said where first
-        if x.shutting_down:  # the grace ran out: the client is still there, and gets an answer it can retry
-            asyncio.current_task().uncancel()
-            return x.gateway_answer(503, "The gateway is shutting down and this request was not forwarded: "
-                                         "retry it.", outcome=Outcome.INTERRUPTED)
+        if x.shutting_down:
+            return shutdown_answer(x, "The gateway is shutting down and this request was not forwarded: retry it.")
         x.response_log(x.response_record(status=None, headers=[], content_type=""))
         raise
     if answer is not None:
@@ -56,9 +54,21 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
         await forwarded_note(x)
     try:
         upstream = await upstream_call(x)
-    except Exception as exc:  # CancelledError is not an Exception: it was logged and goes on up
+    except asyncio.CancelledError:
+        if not x.shutting_down:  # the client left: logged, and goes on up
+            raise
+        return shutdown_answer(x, "The gateway shut down before the upstream answered; the upstream may have "
+                                  "received the request.")
+    except Exception as exc:
         return upstream_failure_answer(x, exc)
     return await relay_response(x, upstream, functools.partial(relay_filter, x, steps))
+
+
+def shutdown_answer(x: Exchange, message: str) -> HttpResponseBase:
+    """The shutdown grace ran out before anything was sent: the client, still there, gets a 503 in its
+    provider's shape (uvicorn's own answer would be a bare 500), logged as the exchange's end."""
+    asyncio.current_task().uncancel()
+    return x.gateway_answer(503, message, outcome=Outcome.INTERRUPTED)
 
 
 def route_or_answer(request: HttpRequest) -> Route | HttpResponseBase:

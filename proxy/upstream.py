@@ -184,9 +184,10 @@ async def upstream_call(x: Exchange) -> httpx.Response:
     except asyncio.CancelledError:
         # The client went away (or shutdown): the upstream socket is closed by httpx.
         x.cancelled_mark("while waiting for the upstream")
-        record = x.response_record(status=None, headers=[], content_type="")
-        record.duration_ms = x.elapsed_ms()
-        x.response_log(record)
+        if not x.shutting_down:  # at shutdown the client is still there: proxy/forward.py answers and logs
+            record = x.response_record(status=None, headers=[], content_type="")
+            record.duration_ms = x.elapsed_ms()
+            x.response_log(record)
         raise
     # The slot is held until the answer is closed: a streamed answer keeps its connection busy.
     response.stream = SlotReturningStream(response.stream, give_back)

@@ -88,7 +88,7 @@ def test_sigterm_lets_inflight_finish_within_grace(tmp_path, tmp_path_factory, m
     assert "Traceback" not in gw.stderr()
 
 
-def test_a_request_held_past_the_shutdown_grace_gets_a_503_it_can_retry(tmp_path, tmp_path_factory, mock_upstream):
+def test_requests_held_or_unanswered_past_the_shutdown_grace_get_a_503(tmp_path, tmp_path_factory, mock_upstream):
     # It got uvicorn's bare 500 ("ASGI callable returned without starting response"), without a request id.
     import subprocess
     import sys
@@ -103,17 +103,25 @@ def test_a_request_held_past_the_shutdown_grace_gets_a_503_it_can_retry(tmp_path
                        env=proc_env(data, mock_upstream.url), capture_output=True, timeout=60)
         time.sleep(1.0)  # every worker reads the switch at least twice a second
         held = Call(f"{gw.url}/v1/embeddings", {}, {"model": "text-embedding-3-small", "input": "hi"})
+        waiting = Call(f"{gw.url}/v1/chat/completions", {"x-mock-fault": "stall", "x-mock-stall-s": "20"}, CHAT)
         assert wait_until(lambda: db_rows(db, "SELECT count(*) FROM hold_requests") == [(1,)], 10)
+        assert wait_until(lambda: len(mock_upstream.mock.received) >= 1, 10)
         gw.signal(signal.SIGTERM)
         code = gw.wait(timeout=20)
     finally:
         gw.stop()
     held.join(10)
+    waiting.join(10)
     assert code in (0, -signal.SIGTERM), gw.stderr()
     assert held.error is None and held.status == 503 and held.request_id
     assert "shutting down" in json.loads(held.text)["error"]["message"]
-    row = exchanges_read(db)[held.request_id]["response"]
-    assert (row["status"], row["outcome"]) == (503, "interrupted")
+    # Forwarded, still waiting for the upstream's headers: a 503 too, saying the upstream may have it.
+    assert waiting.error is None and waiting.status == 503 and waiting.request_id
+    assert "may have received the request" in json.loads(waiting.text)["error"]["message"]
+    logged = exchanges_read(db)
+    for call in (held, waiting):
+        row = logged[call.request_id]["response"]
+        assert (row["status"], row["outcome"]) == (503, "interrupted")
     assert "without starting response" not in gw.stderr()
 
 
