@@ -187,6 +187,11 @@ class OpenAI(Provider):
             return []
         return None
 
+    def stream_requested(self, endpoint: str, payload: Payload) -> bool:
+        """`stream: true`, or a form's stream field (audio transcriptions are multipart uploads)."""
+        stream = sub(payload, "stream")
+        return stream is True or (isinstance(stream, str) and stream.strip().lower() == "true")
+
     def request_tags(self, endpoint: str, payload: Payload) -> RequestTags:
         """`user` (chat, Responses, embeddings...), `metadata` (string pairs) and `prompt_cache_key` (kept as metadata)."""
         metadata = strings_of(sub(payload, "metadata"))
@@ -223,6 +228,8 @@ class OpenAI(Provider):
             if kind in ("response.completed", "response.failed", "response.incomplete") and isinstance(
                     payload.get("response"), dict):
                 final = payload["response"]
+            elif kind == "transcript.text.done":  # a streamed transcription: its text and usage
+                final = payload
             elif ("choices" in payload or str(payload.get("object", "")).endswith("chunk")
                   or isinstance(payload.get("error"), dict)):
                 chunks.append(payload)

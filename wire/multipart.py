@@ -98,8 +98,10 @@ def _parts_locate(m, boundary: str, max_parts: int) -> tuple[list[Part], bool]:
             elif key.strip().lower() == "content-type":
                 ctype = value.strip()
         params = header_params(disposition)
-        filename = _extended(params["filename*"]) if "filename*" in params else None
-        parts.append(Part(params.get("name", ""), filename or params.get("filename"), ctype, start, nxt))
+        # A filename* that cannot be decoded (or is empty) still makes the part a file: named as sent.
+        extended = params.get("filename*")
+        filename = (_extended(extended) if extended else None) or params.get("filename") or extended
+        parts.append(Part(params.get("name", ""), filename, ctype, start, nxt))
         if max_parts and len(parts) > max_parts:
             raise TooManyParts(f"more than {max_parts} parts")
         pos = nxt + 2

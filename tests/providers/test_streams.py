@@ -106,3 +106,15 @@ def test_json_or_none_reads_what_python_json_reads():
     assert nan != nan
     assert json_or_none('"\\ud800"') == "\ufffd"  # a lone surrogate, which nothing could write, as U+FFFD
     assert json_or_none("[DONE]") is None and json_or_none("") is None and json_or_none("{") is None
+
+
+def test_a_streamed_transcription_keeps_its_text_and_usage():
+    text = _sse({"type": "transcript.text.delta", "delta": "hel"}, {"type": "transcript.text.delta", "delta": "lo"},
+                {"type": "transcript.text.done", "text": "hello",
+                 "usage": {"type": "tokens", "input_tokens": 14, "output_tokens": 4, "total_tokens": 18}})
+    result = OPENAI.stream_reassemble(_events(text))
+    assert result["text"] == "hello"
+    usage = OPENAI.usage(result)
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (14, 4, 18)
+    assert OPENAI.stream_requested("/v1/audio/transcriptions", {"model": "m", "stream": "true"})  # a form field
+    assert not OPENAI.stream_requested("/v1/audio/transcriptions", {"model": "m", "stream": "false"})

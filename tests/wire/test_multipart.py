@@ -45,8 +45,11 @@ def test_names_of_other_letters_read_as_sent(tmp_path):
         b"filename=\"\xd0\xbf\xd0\xb8\xd0\xba\xf0\x9f\x98\x80.png\"\r\n\r\nX\r\n"
         b"--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"fallback.png\"; "
         b"filename*=UTF-8''%D0%BF%D0%B8%D0%BA.png\r\n\r\nY\r\n"
-        b"--B\r\nContent-Disposition: form-data; name=\"old\"; filename=\"caf\xe9.txt\"\r\n\r\nZ\r\n--B--\r\n")
+        b"--B\r\nContent-Disposition: form-data; name=\"old\"; filename=\"caf\xe9.txt\"\r\n\r\nZ\r\n"
+        b"--B\r\nContent-Disposition: form-data; name=\"bad\"; filename*=UTF-8''%FF.bin\r\n\r\nW\r\n"
+        b"--B\r\nContent-Disposition: form-data; name=\"empty\"; filename*=\r\n\r\nV\r\n--B--\r\n")
     parts, complete = multipart_split(path, "B")
     assert complete
     assert [(p.name, p.filename) for p in parts] == [
-        ("поле", "пик😀.png"), ("f", "пик.png"), ("old", "café.txt")]  # not UTF-8: read as latin-1
+        ("поле", "пик😀.png"), ("f", "пик.png"), ("old", "café.txt"),  # not UTF-8: read as latin-1
+        ("bad", "UTF-8''%FF.bin"), ("empty", "")]  # still files: named as sent
