@@ -248,9 +248,11 @@ def _held_ms(since: float) -> float:
 
 
 async def _aborted(x: Exchange, held_ms: float) -> None:
-    """The client went away while held: marked client_aborted (never forwarded), the queue's row too."""
+    """The client went away while held, or the shutdown grace ran out: marked client_aborted or interrupted
+    (never forwarded), the queue's row too."""
     x.held_ms = held_ms
-    x.decisions.append({"step": STEP, "decision": "client disconnected while held", "held_ms": held_ms})
+    x.decisions.append({"step": STEP, "decision": "gateway shut down while held" if x.shutting_down
+                        else "client disconnected while held", "held_ms": held_ms})
     x.cancelled_mark("while held")  # proxy/forward.py logs the exchange
     try:
         await asyncio.shield(_db(held_end)(x.request_id, aborted=True, held_ms=held_ms))

@@ -122,6 +122,8 @@ def test_requests_held_or_unanswered_past_the_shutdown_grace_get_a_503(tmp_path,
     for call in (held, waiting):
         row = logged[call.request_id]["response"]
         assert (row["status"], row["outcome"]) == (503, "interrupted")
+    [(steps,)] = db_rows(db, "SELECT steps FROM responses WHERE request_id = ?", (held.request_id,))
+    assert "gateway shut down while held" in steps and "client disconnected" not in steps
     assert "without starting response" not in gw.stderr()
 
 
