@@ -17,9 +17,10 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, HttpResponseBase
 
 from logs.ids import exchange_id_new
-from proxy.exchange import SHUTDOWN_CANCEL
+from logs.outcomes import Outcome
+from proxy.exchange import RECEIVING, SHUTDOWN_CANCEL
 from proxy.relay import UpstreamBroken
-from proxy.request_body import BodySpool, body_receive, refusal_before_body
+from proxy.request_body import BodySpool, Refusal, body_receive, refusal_before_body
 from proxy.views import proxy_view, server_error_json
 
 log = logging.getLogger("django.request")
@@ -91,11 +92,29 @@ async def _run_until_disconnect(request: ASGIRequest, receive, send) -> None:
         watcher.cancel()
 
 
+async def _body_receive(scope: dict, receive, spool: BodySpool) -> Refusal | None:
+    """The body, or why the request is refused; one still arriving when the shutdown grace runs out is
+    refused with a 503 (logged interrupted), instead of keeping the server up until its client gives up."""
+    task = asyncio.current_task()
+    RECEIVING.add(task)
+    try:
+        return await body_receive(scope, receive, spool)
+    except asyncio.CancelledError as exc:
+        if SHUTDOWN_CANCEL not in exc.args:
+            raise
+        task.uncancel()
+        return Refusal(503, f"The gateway is shutting down: the request body was still arriving ({spool.size} bytes "
+                            "received), and was not forwarded: retry it.", kind="gateway_error",
+                       outcome=Outcome.INTERRUPTED, body_size=spool.size)
+    finally:
+        RECEIVING.discard(task)
+
+
 async def proxy_app(scope: dict, receive, send) -> None:
     """One proxied call: read the body under the limits, then run the exchange."""
     spool = BodySpool(f"{exchange_id_new()}.request")
     try:
-        refusal = refusal_before_body(scope) or await body_receive(scope, receive, spool)
+        refusal = refusal_before_body(scope) or await _body_receive(scope, receive, spool)
         try:
             # Django's own body stream stays empty: the body is the spool, read by the gateway only.
             request = ASGIRequest(scope, io.BytesIO())

@@ -35,6 +35,10 @@ def exchanges_inflight() -> int:
 SHUTDOWN_CANCEL = "gateway shutting down: grace period over"
 
 
+# Calls still receiving their request body (no exchange yet): cut at the grace's end too (proxy/asgi.py).
+RECEIVING: set[asyncio.Task] = set()
+
+
 def exchanges_interrupt() -> int:
     """Cancel every exchange still in flight (shutdown grace over); each logs itself interrupted."""
     count = 0
@@ -42,6 +46,10 @@ def exchanges_interrupt() -> int:
         exchange.shutting_down = True
         if exchange.task is not None and not exchange.task.done():
             exchange.task.cancel(SHUTDOWN_CANCEL)
+            count += 1
+    for task in list(RECEIVING):
+        if not task.done():
+            task.cancel(SHUTDOWN_CANCEL)
             count += 1
     return count
 

@@ -2,6 +2,7 @@
 
 import json
 import signal
+import socket
 import threading
 import time
 
@@ -103,6 +104,10 @@ def test_requests_held_or_unanswered_past_the_shutdown_grace_get_a_503(tmp_path,
                        env=proc_env(data, mock_upstream.url), capture_output=True, timeout=60)
         time.sleep(1.0)  # every worker reads the switch at least twice a second
         held = Call(f"{gw.url}/v1/embeddings", {}, {"model": "text-embedding-3-small", "input": "hi"})
+        # A body still arriving: 10 of its 69 bytes sent, then nothing (it kept the server up until it gave up).
+        uploading = socket.create_connection(("127.0.0.1", gw.port), timeout=20)
+        uploading.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-x\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: 69\r\n\r\n{\"model\": ")
         waiting = Call(f"{gw.url}/v1/chat/completions", {"x-mock-fault": "stall", "x-mock-stall-s": "20"}, CHAT)
         assert wait_until(lambda: db_rows(db, "SELECT count(*) FROM hold_requests") == [(1,)], 10)
         assert wait_until(lambda: len(mock_upstream.mock.received) >= 1, 10)
@@ -112,6 +117,11 @@ def test_requests_held_or_unanswered_past_the_shutdown_grace_get_a_503(tmp_path,
         gw.stop()
     held.join(10)
     waiting.join(10)
+    answer = b""
+    while chunk := uploading.recv(65536):
+        answer += chunk
+    uploading.close()
+    assert answer.startswith(b"HTTP/1.1 503") and b"request body was still arriving (10 bytes received)" in answer
     assert code in (0, -signal.SIGTERM), gw.stderr()
     assert held.error is None and held.status == 503 and held.request_id
     assert "shutting down" in json.loads(held.text)["error"]["message"]
