@@ -18,6 +18,8 @@ from proxy.paths import gateway_link
 from wire.encoding import decode_pieces, encoding_name
 from wire.jsonutil import json_parse
 
+DECODED_MAX = 16 * 1024 * 1024  # the most a compressed answer is decoded to, to point its links at the gateway
+
 
 def _origin(x: Exchange) -> str:
     """scheme://host the client reached the gateway at ("" without a Host header)."""
@@ -60,7 +62,15 @@ def _json_text(body: bytes, headers: list[tuple[str, str]]) -> bytes | None:
         return None
     try:
         encoding = encoding_name(fields.get("content-encoding", ""))
-        return b"".join(decode_pieces(encoding, [body])) if encoding else body
+        if not encoding:
+            return body
+        pieces, size = [], 0
+        for piece in decode_pieces(encoding, [body]):
+            size += len(piece)
+            if size > DECODED_MAX:  # a compression bomb: the answer goes as it came
+                return None
+            pieces.append(piece)
+        return b"".join(pieces)
     except ValueError:  # DecodeError: corrupt, cut short, or an encoding not decoded
         return None
 

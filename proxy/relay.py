@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 # Framed (Content-Length) answers up to this size are read whole, then sent in one piece.
 SMALL_BODY_MAX = 64 * 1024
+# The largest answer taken whole to point its links at the gateway (a page of a batch list is far smaller).
+LINKS_BODY_MAX = 4 * 1024 * 1024
 
 
 class AnswerFilter(Protocol):
@@ -286,6 +288,36 @@ async def chunks_replay(chunks: list[bytes], broken: UpstreamBroken) -> AsyncIte
     raise broken
 
 
+class _Links:
+    """An answer's links to point at the gateway: whether that may still happen, and those found."""
+
+    __slots__ = ("on", "found")
+
+    def __init__(self, on: bool) -> None:
+        self.on, self.found = on, []
+
+
+async def _relay_links(x: Exchange, status: int, relay: AsyncIterator[bytes], end: RelayEnd,
+                       headers: list[tuple[str, str]], links: _Links) -> HttpResponseBase:
+    """An answer that may hold links for the gateway (proxy/links.py): taken whole, up to LINKS_BODY_MAX, and
+    its links replaced in the client's copy (the log keeps it as it came); a larger one goes as it comes."""
+    chunks: list[bytes] = []
+    ended, broken = await relay_collect_upto(relay, chunks, LINKS_BODY_MAX)
+    if not ended:
+        links.on = False  # before the relay ends and logs: its steps must not say the links were changed
+        response = StreamingHttpResponse(chunks_then(chunks, relay), status=status)
+        response.gateway_abandon = end.abandon
+        return response
+    if broken is not None:
+        return StreamingHttpResponse(chunks_replay(chunks, broken), status=status)
+    response = HttpResponse(b"".join(chunks), status=status)
+    if links.found:
+        body, sent = links_apply(response.content, headers, links.found)
+        response.content = body
+        response.gateway_headers = [*sent, *x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
+    return response
+
+
 async def relay_response(x: Exchange, upstream: httpx.Response,
                          filter_for: Callable[[bool], AnswerFilter | None]) -> HttpResponse | StreamingHttpResponse:
     """The client's answer: the upstream's status, headers and body as they come; logged when it ends."""
@@ -304,13 +336,12 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
 
     observer = x.answer_observer
     observed = _Observed() if observer is not None else None
-    links = links_in_body_possible(x, upstream.status_code, is_sse)
-    found_links: list[tuple[str, str]] = []  # read as the answer is logged, so its steps say so
+    links = _Links(links_in_body_possible(x, upstream.status_code, is_sse))
 
     async def log() -> None:
         """Finish the captured body (decoding and masking it off the event loop when it is big) and log."""
-        if links and capture.spool is None:
-            found_links.extend(links_in_body(x, b"".join(capture.parts), headers))
+        if links.on and capture.spool is None:  # read as the answer is logged, so its steps say so
+            links.found.extend(links_in_body(x, b"".join(capture.parts), headers))
         if observer is not None:
             await observed.run(observer, x, upstream.status_code, headers)
         if x.cache_fill is not None:  # a cache miss: stored before the exchange ends, so readable at once
@@ -332,18 +363,14 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     length = upstream.headers.get("content-length", "")
     if observer is not None and not is_sse and (not length.isdigit() or int(length) <= settings.HOOKS_RESPONSE_MAX_BYTES):
         response = await _relay_observed(x, upstream, relay, end, observed, headers)
-    elif links or (not is_sse and length.isdigit() and int(length) <= SMALL_BODY_MAX):
+    elif links.on:
+        response = await _relay_links(x, upstream.status_code, relay, end, headers, links)
+    elif not is_sse and length.isdigit() and int(length) <= SMALL_BODY_MAX:
         # A small framed answer goes out in one piece once it is all here (it came in one or two
-        # reads anyway): the per-chunk streaming machinery costs more (docs/benchmark.md). So does
-        # one whose links are pointed at the gateway (a batch's: bounded by the API's page size).
+        # reads anyway): the per-chunk streaming machinery costs more (docs/benchmark.md).
         chunks, broken = await relay_collect(relay)
         response = (HttpResponse(b"".join(chunks), status=upstream.status_code) if broken is None
                     else StreamingHttpResponse(chunks_replay(chunks, broken), status=upstream.status_code))
-        if broken is None and found_links:
-            # The client's copy only: the log (log() above) keeps the answer and its headers as they came.
-            body, sent = links_apply(response.content, headers, found_links)
-            response.content = body
-            response.gateway_headers = [*sent, *x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
     else:
         response = StreamingHttpResponse(relay, status=upstream.status_code)
         # If the client leaves before the relay ends its own way (before its first byte, or as the

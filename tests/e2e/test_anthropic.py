@@ -141,3 +141,28 @@ def test_batch_results_are_downloaded_through_the_gateway(scripted, gateway, log
     assert json.loads(retrieve.body)["results_url"] == results_url  # the log: the answer as it came
     assert {"step": "links", "decision": "results_url points at the gateway", "upstream": results_url} in retrieve.steps
     assert Request.objects.filter(endpoint="/anthropic/v1/messages/batches/msgbatch_1/results").count() == 1
+
+
+def test_a_batch_answer_too_large_or_a_bomb_goes_as_it_came(scripted, gateway, log_flush, settings, monkeypatch):
+    import gzip
+
+    import httpx
+
+    import proxy.links
+    import proxy.relay
+
+    upstream = settings.UPSTREAM_URLS["anthropic"].rstrip("/")
+    results_url = f"{upstream}/v1/messages/batches/msgbatch_2/results"
+    big = json.dumps({"id": "msgbatch_2", "results_url": results_url, "pad": "x" * 5000}).encode()
+    bomb = gzip.compress(json.dumps({"id": "msgbatch_3", "results_url": results_url, "pad": " " * 200_000}).encode())
+    scripted.answer = lambda request: (200, [("content-type", "application/json")], big) \
+        if request.url.path.endswith("_2") else (200, [("content-type", "application/json"),
+                                                      ("content-encoding", "gzip")], bomb)
+    monkeypatch.setattr(proxy.relay, "LINKS_BODY_MAX", 1000)  # taken whole only up to this
+    monkeypatch.setattr(proxy.links, "DECODED_MAX", 100_000)  # decoded only up to this
+    for batch in ("msgbatch_2", "msgbatch_3"):
+        r = httpx.get(f"{gateway.url}/anthropic/v1/messages/batches/{batch}", headers={"x-api-key": KEY})
+        assert r.status_code == 200 and r.json()["results_url"] == results_url  # as it came
+        log_flush()
+        resp = Response.objects.get(request_id=r.headers["x-gateway-request-id"])
+        assert not any(s.get("step") == "links" for s in resp.steps or [])  # and the log does not say otherwise
