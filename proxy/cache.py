@@ -218,6 +218,8 @@ class CacheFill:
             return "a later step changed the request"
         if self.too_big:
             return f"larger than CACHE_MAX_ENTRY_BYTES ({settings.CACHE_MAX_ENTRY_BYTES})"
+        if any(d.get("step") == "links" for d in x.decisions):
+            return "its links were pointed at the gateway for this client's Host"
         body = b"".join(self.chunks)
         for secret in x.scrubber.secrets:  # never keep a credential in clear, even one an upstream echoed
             raw = secret.encode("utf-8", "ignore")

@@ -133,7 +133,8 @@ class EchoMask:
         self.overlap = len(forms[0]) - 1
         self.x, self.held, self.noted = x, b"", None
 
-    def _mask(self, data: bytes) -> bytes:
+    def mask(self, data: bytes) -> bytes:
+        """Every echo in a whole body masked (an answer decoded to point its links at the gateway)."""
         masked, n = self.pattern.subn(lambda m: self.replacements[m.group()], data)
         if n:
             if self.noted is None:  # in the log's steps as soon as it happens (a broken answer included)
@@ -144,10 +145,10 @@ class EchoMask:
         return masked
 
     def headers(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        return [(k, self._mask(v.encode("latin-1")).decode("latin-1")) for k, v in pairs]
+        return [(k, self.mask(v.encode("latin-1")).decode("latin-1")) for k, v in pairs]
 
     def __call__(self, chunk: bytes) -> bytes:
-        data = self._mask(self.held + chunk)
+        data = self.mask(self.held + chunk)
         cut = max(len(data) - self.overlap, 0)
         data, self.held = data[:cut], data[cut:]
         return data

@@ -5,13 +5,17 @@ A provider may answer with a URL of its own API for the client's next call: Gemi
 given, that call goes around the gateway: never logged, no limits, and a gateway key that stands for
 a stored provider credential sent to the provider. The provider module names such headers and fields
 (link_headers, link_fields); here they become the gateway's URL for the same upstream path
-(proxy/paths.gateway_link), each change noted in the log's steps. The log keeps the answer as the
-upstream sent it.
+(proxy/paths.gateway_link), each change noted in the log's steps. Only the client's copy changes: the
+log keeps the answer as the upstream sent it, and the response cache does not keep such an answer
+(the links name the host one client reached the gateway at).
 """
 
 import json
+import re
+from typing import Any
 
 from django.conf import settings
+from django.http.request import split_domain_port, validate_host
 
 from proxy.exchange import Exchange
 from proxy.paths import gateway_link
@@ -19,16 +23,23 @@ from wire.encoding import decode_pieces, encoding_name
 from wire.jsonutil import json_parse
 
 DECODED_MAX = 16 * 1024 * 1024  # the most a compressed answer is decoded to, to point its links at the gateway
+# A Host that is a host, with an optional port (a name, IPv4, or [IPv6]): anything else (userinfo, a path,
+# spaces) would put the client's words into the URL it is told to call.
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,253}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?")
 
 
 def _origin(x: Exchange) -> str:
-    """scheme://host the client reached the gateway at ("" without a Host header)."""
-    host = next((v for k, v in x.headers if k.lower() == "host"), "")
-    scheme = x.scheme
-    if getattr(settings, "SECURE_PROXY_SSL_HEADER", None) and any(  # TRUST_X_FORWARDED_PROTO, as Django reads it
-            k.lower() == "x-forwarded-proto" and v.strip() == "https" for k, v in x.headers):
-        scheme = "https"
-    return f"{scheme}://{host}" if host else ""
+    """scheme://host the client reached the gateway at; "" when the Host header cannot make a URL of ours
+    (absent, not a host, or not one of ALLOWED_HOSTS)."""
+    host = next((v for k, v in x.headers if k.lower() == "host"), "").strip()
+    if not _HOST.fullmatch(host) or not validate_host(split_domain_port(host)[0], settings.ALLOWED_HOSTS):
+        return ""
+    scheme = x.scheme  # uvicorn's, which reads X-Forwarded-Proto from FORWARDED_ALLOW_IPS
+    if getattr(settings, "SECURE_PROXY_SSL_HEADER", None):  # TRUST_X_FORWARDED_PROTO: as Django reads it
+        sent = next((v for k, v in x.headers if k.lower() == "x-forwarded-proto"), None)
+        if sent is not None:
+            scheme = "https" if sent.split(",", 1)[0].strip() == "https" else "http"
+    return f"{scheme}://{host}"
 
 
 def _link(x: Exchange, name: str, value: str, origin: str) -> str | None:
@@ -40,18 +51,18 @@ def _link(x: Exchange, name: str, value: str, origin: str) -> str | None:
 
 
 def links_in_headers(x: Exchange, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Point the answer's links to the upstream (the provider's link_headers) at the gateway: the client's
-    next call (an upload's bytes) is then proxied and logged, with the credential the gateway swaps in."""
+    """The client's copy of the answer's headers, its links to the upstream (the provider's link_headers)
+    pointed at the gateway: the client's next call (an upload's bytes) is then proxied and logged."""
     origin = _origin(x)
     return [(name, (_link(x, name, value, origin) or value) if name.lower() in x.provider.link_headers else value)
             for name, value in headers]
 
 
-def links_in_body_possible(x: Exchange, status: int, is_sse: bool) -> bool:
-    """Whether this answer may hold links to point at the gateway (the provider's link_fields, on its link_paths):
-    the relay then takes it whole."""
+def links_in_body_possible(x: Exchange, status: int, content_type: str, is_sse: bool) -> bool:
+    """Whether this answer may hold links to point at the gateway (a JSON answer on one of the provider's
+    link_paths, never a results file): the relay then takes it whole."""
     provider = x.provider
-    return bool(provider.link_fields) and not is_sse and 200 <= status < 300 \
+    return bool(provider.link_fields) and not is_sse and 200 <= status < 300 and "json" in content_type.lower() \
         and x.route.upstream_path.startswith(provider.link_paths)
 
 
@@ -75,30 +86,42 @@ def _json_text(body: bytes, headers: list[tuple[str, str]]) -> bytes | None:
         return None
 
 
-def links_in_body(x: Exchange, body: bytes, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The provider's link_fields in a JSON answer that point at its upstream: (upstream URL, gateway URL) each,
-    noted in the log's steps."""
+def _link_holders(answer: Any) -> list[dict]:
+    """The objects of an answer whose link_fields are read: the answer, and the items of its `data` list."""
+    if not isinstance(answer, dict):
+        return []
+    items = answer.get("data")
+    return [answer, *(i for i in items if isinstance(i, dict))] if isinstance(items, list) else [answer]
+
+
+def links_in_body(x: Exchange, body: bytes, headers: list[tuple[str, str]]) -> Any:
+    """The answer, parsed, with its link_fields that point at the upstream pointed at the gateway (each change
+    noted in the log's steps); None when there is none to change."""
     text, origin = _json_text(body, headers), _origin(x)
     if text is None or not origin:
-        return []
+        return None
     try:
         answer = json_parse(text)
     except ValueError:
-        return []
-    items = [answer, *(answer.get("data") if isinstance(answer, dict) and isinstance(answer.get("data"), list)
-                       else [])]
-    return [(value, link) for item in items if isinstance(item, dict) for field in x.provider.link_fields
-            if isinstance(value := item.get(field), str) and (link := _link(x, field, value, origin))]
+        return None
+    changed = False
+    for holder in _link_holders(answer):
+        for field in x.provider.link_fields:
+            if isinstance(value := holder.get(field), str) and (link := _link(x, field, value, origin)):
+                holder[field] = link
+                changed = True
+    return answer if changed else None
 
 
-def links_apply(body: bytes, headers: list[tuple[str, str]],
-                      links: list[tuple[str, str]]) -> tuple[bytes, list[tuple[str, str]]]:
-    """The client's copy of the answer with its links replaced where they stand (the rest keeps its bytes),
-    decoded when it came compressed (the client accepts that too); its headers to match."""
-    text = _json_text(body, headers)
-    if text is None:
-        return body, headers
-    for value, link in links:
-        text = text.replace(json.dumps(value)[1:-1].encode(), json.dumps(link)[1:-1].encode())
+def links_apply(answer: Any, headers: list[tuple[str, str]], mask=None) -> tuple[bytes, list[tuple[str, str]]]:
+    """The client's copy of an answer links_in_body changed: written again as JSON (one pass, whatever
+    escapes the upstream used), uncompressed (the client accepts that too), a stored provider credential
+    it echoes masked (mask: the exchange's EchoMask); its headers to match."""
+    try:
+        text = json.dumps(answer, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # an escaped lone surrogate: kept escaped
+        text = json.dumps(answer).encode()
+    if mask is not None:
+        text = mask.mask(text)
     kept = [(k, v) for k, v in headers if k.lower() not in ("content-encoding", "content-length")]
     return text, [*kept, ("Content-Length", str(len(text)))]

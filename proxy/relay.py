@@ -289,12 +289,12 @@ async def chunks_replay(chunks: list[bytes], broken: UpstreamBroken) -> AsyncIte
 
 
 class _Links:
-    """An answer's links to point at the gateway: whether that may still happen, and those found."""
+    """An answer's links to point at the gateway: whether that may still happen, and the answer changed."""
 
-    __slots__ = ("on", "found")
+    __slots__ = ("on", "answer")
 
     def __init__(self, on: bool) -> None:
-        self.on, self.found = on, []
+        self.on, self.answer = on, None
 
 
 async def _relay_links(x: Exchange, status: int, relay: AsyncIterator[bytes], end: RelayEnd,
@@ -311,8 +311,8 @@ async def _relay_links(x: Exchange, status: int, relay: AsyncIterator[bytes], en
     if broken is not None:
         return StreamingHttpResponse(chunks_replay(chunks, broken), status=status)
     response = HttpResponse(b"".join(chunks), status=status)
-    if links.found:
-        body, sent = links_apply(response.content, headers, links.found)
+    if links.answer is not None:
+        body, sent = links_apply(links.answer, headers, x.echo_mask)
         response.content = body
         response.gateway_headers = [*sent, *x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
     return response
@@ -323,25 +323,26 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     """The client's answer: the upstream's status, headers and body as they come; logged when it ends."""
     headers = headers_forward([(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.headers.raw],
                               request=False)
-    if x.provider.link_headers:
-        headers = links_in_headers(x, headers)
     content_type = upstream.headers.get("content-type", "")
     is_sse = content_type.lower().startswith("text/event-stream")
     chunk_filter = filter_for(is_sse)
     if chunk_filter is not None:
         headers = chunk_filter.headers(headers)
+    # What the client gets: the headers, their links to the upstream pointed at the gateway (proxy/links.py);
+    # the log and the cache keep the upstream's.
+    sent_headers = links_in_headers(x, headers) if x.provider.link_headers else headers
     capture = BodyCapture(spool_name=f"{x.request_id}.response", content_type=content_type,
                           content_encoding=upstream.headers.get("content-encoding", ""), stream=is_sse,
                           started=x.started)
 
     observer = x.answer_observer
     observed = _Observed() if observer is not None else None
-    links = _Links(links_in_body_possible(x, upstream.status_code, is_sse))
+    links = _Links(observer is None and links_in_body_possible(x, upstream.status_code, content_type, is_sse))
 
     async def log() -> None:
         """Finish the captured body (decoding and masking it off the event loop when it is big) and log."""
         if links.on and capture.spool is None:  # read as the answer is logged, so its steps say so
-            links.found.extend(links_in_body(x, b"".join(capture.parts), headers))
+            links.answer = links_in_body(x, b"".join(capture.parts), headers)
         if observer is not None:
             await observed.run(observer, x, upstream.status_code, headers)
         if x.cache_fill is not None:  # a cache miss: stored before the exchange ends, so readable at once
@@ -362,9 +363,9 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
                          idle_timeout=settings.STREAM_IDLE_TIMEOUT)
     length = upstream.headers.get("content-length", "")
     if observer is not None and not is_sse and (not length.isdigit() or int(length) <= settings.HOOKS_RESPONSE_MAX_BYTES):
-        response = await _relay_observed(x, upstream, relay, end, observed, headers)
+        response = await _relay_observed(x, upstream, relay, end, observed, sent_headers)
     elif links.on:
-        response = await _relay_links(x, upstream.status_code, relay, end, headers, links)
+        response = await _relay_links(x, upstream.status_code, relay, end, sent_headers, links)
     elif not is_sse and length.isdigit() and int(length) <= SMALL_BODY_MAX:
         # A small framed answer goes out in one piece once it is all here (it came in one or two
         # reads anyway): the per-chunk streaming machinery costs more (docs/benchmark.md).
@@ -379,7 +380,7 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     # The upstream's headers exactly, repeats and order kept (Django's header dict would join
     # repeats and keep one Set-Cookie): the ASGI adapter sends these.
     if getattr(response, "gateway_headers", None) is None:
-        response.gateway_headers = [*headers, *x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
+        response.gateway_headers = [*sent_headers, *x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
     return response
 
 

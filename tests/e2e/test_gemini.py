@@ -121,5 +121,17 @@ def test_a_file_upload_sends_its_bytes_through_the_gateway(scripted, gateway, lo
     first = Response.objects.get(request=rows[0])
     assert {"step": "links", "decision": "x-goog-upload-url points at the gateway",
             "upstream": f"{upstream}/upload/v1beta/files?upload_id=U1&upload_protocol=resumable"} in first.steps
-    assert dict(first.headers)["x-goog-upload-url"].startswith(f"{gateway.url}/gemini/upload/v1beta/files?upload_id=U1")
+    assert dict(first.headers)["x-goog-upload-url"].startswith(f"{upstream}/upload/")  # the log: as the upstream sent it
     assert rows[1].body == marker.decode() and rows[1].query_string.startswith("upload_id=U1")
+
+    # A Host that is no host of ours (userinfo, a path) is never written into the link; an answer whose
+    # link names this client's Host is not kept by the response cache (another client would get it).
+    bad = httpx.post(f"{gateway.url}/gemini/upload/v1beta/files", headers={
+        "x-goog-api-key": KEY, "x-goog-upload-command": "start", "Host": "gw.example@evil.example"})
+    assert bad.headers["x-goog-upload-url"].startswith(f"{upstream}/upload/")
+    cached = httpx.post(f"{gateway.url}/gemini/upload/v1beta/files", headers={
+        "x-goog-api-key": KEY, "x-goog-upload-command": "start", "X-Gateway-Cache": "60"})
+    assert cached.headers["x-goog-upload-url"].startswith(f"{gateway.url}/gemini/upload/")
+    again = httpx.post(f"{gateway.url}/gemini/upload/v1beta/files", headers={
+        "x-goog-api-key": KEY, "x-goog-upload-command": "start", "X-Gateway-Cache": "60"})
+    assert again.headers["x-gateway-cache"] == "MISS"
