@@ -47,6 +47,11 @@ class Verdict:
         out = [("RateLimit-Policy", ", ".join(self.policies)), ("RateLimit", ", ".join(self.states))]
         if self.retry_after is not None:
             out.append(("Retry-After", str(self.retry_after)))
+        if self.refusal and self.limit == "budget":
+            # A spent budget comes back at the period's end, hours or weeks away: the SDKs (openai-python and
+            # -node, anthropic) retry a 429 after Retry-After, however long (openai-node slept 21 hours, or,
+            # past its timer's 24.8 days, retried at once). They read this header and raise at once.
+            out.append(("X-Should-Retry", "false"))
         return out
 
 

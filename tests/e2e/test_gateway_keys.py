@@ -177,6 +177,16 @@ def test_budget_spent_by_a_streamed_exchange_refuses_the_next(gateway, upstream,
     assert '"budget";q=1;qu="usd-micros";w=86400' in headers["ratelimit-policy"]
     assert '"budget";r=0;t=' in headers["ratelimit"]
     assert 0 < int(headers["retry-after"]) <= 86400
+    # Hours away: the SDKs must not wait for it (openai-node slept the Retry-After out): told not to retry.
+    assert headers["x-should-retry"] == "false"
+    retrying = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=2,
+                             default_headers={"X-Gateway-Key": secret})
+    log_flush()
+    before = Request.objects.filter(gateway_key__startswith="tiny (").count()
+    with pytest.raises(openai.RateLimitError):
+        retrying.chat.completions.create(**CHAT)
+    log_flush()
+    assert Request.objects.filter(gateway_key__startswith="tiny (").count() == before + 1  # no retry
 
 
 def test_budget_spent_then_a_pause_refuses_the_next(gateway, upstream, log_flush, make_key):
