@@ -4,7 +4,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from keys.models import GatewayKey
-from keys.services import KeyLimits, limits_check
+from keys.services import KeyLimits, credential_provider_check, limits_check
 
 
 def _names(value) -> list[str]:
@@ -44,8 +44,11 @@ class GatewayKeyForm(forms.ModelForm):
         limits = KeyLimits(rpm=data.get("rpm"), tpm=data.get("tpm"), budget_usd=data.get("budget_usd"),
                            budget_period=data.get("budget_period") or "month",
                            providers=data.get("allowed_providers") or [], models=data.get("allowed_models") or [])
+        holds = bool(data.get("new_provider_credential")) or (
+            bool(self.instance.provider_credential) and not data.get("remove_provider_credential"))
         try:
             limits_check(limits)
+            credential_provider_check(limits.providers, holds)
         except ValidationError as exc:
             raise ValidationError(exc.messages) from None
         return data

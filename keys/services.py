@@ -69,6 +69,14 @@ def secret_assign(key: GatewayKey) -> str:
     return secret
 
 
+def credential_provider_check(providers: list[str], holds_credential: bool) -> None:
+    """A key that holds a provider credential names the one provider it is for: sent to any provider a
+    client points its SDK at, an OpenAI key went to Anthropic and Google. ValidationError if it does not."""
+    if holds_credential and len(providers) != 1:
+        raise ValidationError("a key that holds a provider credential must allow exactly one provider, the one the "
+                              "credential is for (--providers openai): it is sent nowhere else")
+
+
 def key_create(*, name: str, limits: KeyLimits, provider_credential: str = "") -> tuple[GatewayKey, str]:
     """A new key and its secret (the only time the secret exists outside the client)."""
     name = name.strip()
@@ -77,6 +85,7 @@ def key_create(*, name: str, limits: KeyLimits, provider_credential: str = "") -
     if any(ch < " " or ch == "\x7f" for ch in name):  # a tab or newline breaks `gateway_key list` and the log's labels
         raise ValidationError(f"a key's name may not hold control characters: {name!r}")
     limits_check(limits)
+    credential_provider_check(limits.providers, bool(provider_credential))
     if (same := GatewayKey.objects.filter(name=name).first()) is not None:
         revoked = " (revoked: names stay with their history in the log)" if not same.active else ""
         raise ValidationError(f"a key named {name!r} already exists{revoked}")

@@ -54,6 +54,10 @@ async def key_request(x: Exchange) -> HttpResponse | None:
                                 "key": key.name, "remaining": verdict.remaining})
             return _refuse(x, 429, verdict.refusal, kind="rate_limit_error", outcome=Outcome.RATE_LIMITED)
     if key.provider_credential:
+        if key.allowed_providers != [x.provider.name]:  # a key made before it had to name its one provider
+            return _refuse(x, 403, f"Gateway key '{key.name}' holds a provider credential but does not name the one "
+                                   "provider it is for: set its allowed providers to that one (admin, Gateway keys).",
+                           kind="permission_error", outcome=Outcome.GATEWAY_ERROR)
         try:
             _credential_swap(x, grant, credential_decrypt(key.provider_credential))
         except CredentialUnreadable as exc:

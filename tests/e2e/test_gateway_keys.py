@@ -10,6 +10,8 @@ import httpx
 import openai
 import pytest
 
+from keys.crypto import credential_encrypt
+from keys.models import GatewayKey
 from keys.selectors import caches_clear
 from keys.services import KeyLimits, key_create, key_revoke
 from logs.models import Request, Response
@@ -219,18 +221,28 @@ def test_tokens_per_minute(gateway, upstream, log_flush, make_key):
 def test_key_holding_the_provider_credential(gateway, upstream, log_flush, make_key):
     """The client sends the gateway key as its api_key; the provider key never leaves the server."""
     stored = "sk-" + "stored" + "abcdefghijklmnopqrstuv"
-    _, secret = make_key("wrapped", credential=stored)
+    _, secret = make_key("wrapped", credential=stored, providers=["openai"])
     client = openai.OpenAI(api_key=secret, base_url=f"{gateway.url}/v1", max_retries=0)
     assert client.chat.completions.create(**CHAT).choices
     got = upstream.received[-1]
     assert got.header("authorization") == f"Bearer {stored}"
     assert secret.encode() not in got.head
+    # The credential is OpenAI's: a client pointing another SDK at the gateway with this key never sends it
+    # there (an OpenAI key went to Anthropic and Google).
     claude = anthropic.Anthropic(api_key=secret, base_url=f"{gateway.url}/anthropic", max_retries=0)
-    claude.messages.create(model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
-    got = upstream.received[-1]
-    assert got.header("x-api-key") == stored and secret.encode() not in got.head
+    with pytest.raises(anthropic.PermissionDeniedError):
+        claude.messages.create(model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert len(upstream.received) == 1
+    # One made before a stored credential had to name its provider is refused everywhere until it does.
+    legacy, legacy_secret = make_key("legacy", providers=["openai"])
+    GatewayKey.objects.filter(pk=legacy.pk).update(allowed_providers=[],
+                                                   provider_credential=credential_encrypt(stored))
+    caches_clear()
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {legacy_secret}"})
+    assert r.status_code == 403 and "does not name the one provider" in r.json()["error"]["message"]
+    assert len(upstream.received) == 1
     log_flush()
-    for req in Request.objects.filter(gateway_key__startswith="wrapped ("):
+    for req in Request.objects.filter(gateway_key__startswith="wrapped (", response__status_code=200):
         resp = Response.objects.get(request=req)
         dumped = json.dumps([req.headers, req.body, resp.headers, resp.body, resp.steps, resp.forwarded])
         assert secret not in dumped and stored not in dumped
@@ -345,7 +357,7 @@ def test_a_key_limited_to_models_judges_each_request_of_a_batch(gateway, upstrea
 
 
 def test_a_stored_credential_that_no_longer_decrypts(gateway, upstream, settings, make_key):
-    _, secret = make_key("rotated", credential="sk-" + "old" + "0123456789abcdefghijkl")
+    _, secret = make_key("rotated", credential="sk-" + "old" + "0123456789abcdefghijkl", providers=["openai"])
     settings.SECRET_KEY = "rotated-secret-key"
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {secret}"})
     assert r.status_code == 500 and "SECRET_KEY changed" in r.json()["error"]["message"]

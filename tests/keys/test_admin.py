@@ -16,7 +16,7 @@ LIST = "/admin/keys/gatewaykey/"
 
 def test_create_in_the_admin_shows_the_secret_once(admin_client):
     r = admin_client.post(f"{LIST}add/", {
-        "name": "team-x", "active": "on", "allowed_providers": "openai, anthropic", "allowed_models": "",
+        "name": "team-x", "active": "on", "allowed_providers": "openai", "allowed_models": "",
         "rpm": "60", "tpm": "", "budget_usd": "12.345678", "budget_period": "week",
         "new_provider_credential": "sk-" + "admin" + "0123456789abcdefghijk"})
     assert r.status_code == 200 and "no-store" in r["Cache-Control"]
@@ -24,11 +24,20 @@ def test_create_in_the_admin_shows_the_secret_once(admin_client):
     secret = page.split('id="gateway-key-secret" type="text" readonly value="')[1].split('"')[0]
     assert secret.startswith("gk-") and len(secret) >= 3 + 22  # 128 bits in base64 at least
     key = GatewayKey.objects.get(name="team-x")
-    assert key.secret_hash == secret_hash(secret) and key.allowed_providers == ["openai", "anthropic"]
+    assert key.secret_hash == secret_hash(secret) and key.allowed_providers == ["openai"]
     assert key.budget_usd == Decimal("12.345678") and key.budget_period == "week" and key.rpm == 60
     assert key.provider_credential and "sk-admin" not in key.provider_credential  # encrypted
     follow = admin_client.get(f"{LIST}{key.pk}/change/").content.decode()
     assert secret not in follow and "sk-admin" not in follow and key.secret_hint in admin_client.get(LIST).content.decode()
+
+
+def test_a_stored_credential_needs_its_one_provider(admin_client):
+    # Sent to whichever provider a client pointed its SDK at, an OpenAI key went to Anthropic and Google.
+    for providers in ("", "openai, anthropic"):
+        r = admin_client.post(f"{LIST}add/", {"name": "cred", "active": "on", "allowed_providers": providers,
+                                              "budget_period": "month", "new_provider_credential": "sk-x0123456789"})
+        assert r.status_code == 200 and "must allow exactly one provider" in r.content.decode()
+    assert not GatewayKey.objects.filter(name="cred").exists()
 
 
 def test_bad_limits_are_refused_with_the_field_named(admin_client):

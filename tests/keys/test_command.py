@@ -38,7 +38,10 @@ def test_create_prints_the_secret_alone_on_the_last_line():
 
 
 def test_create_can_hold_a_provider_credential_from_stdin():
-    _run("create", "wrapped", "--provider-credential-stdin", stdin="sk-from-stdin-0123456789\n")
+    with pytest.raises(CommandError, match="must allow exactly one provider"):  # which one it is for
+        _run("create", "wrapped", "--provider-credential-stdin", stdin="sk-from-stdin-0123456789\n")
+    _run("create", "wrapped", "--providers", "openai", "--provider-credential-stdin",
+         stdin="sk-from-stdin-0123456789\n")
     key = GatewayKey.objects.get(name="wrapped")
     assert "sk-from-stdin" not in key.provider_credential
     assert credential_decrypt(key.provider_credential) == "sk-from-stdin-0123456789"
