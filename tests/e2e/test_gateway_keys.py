@@ -233,14 +233,6 @@ def test_key_holding_the_provider_credential(gateway, upstream, log_flush, make_
     with pytest.raises(anthropic.PermissionDeniedError):
         claude.messages.create(model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
     assert len(upstream.received) == 1
-    # One made before a stored credential had to name its provider is refused everywhere until it does.
-    legacy, legacy_secret = make_key("legacy", providers=["openai"])
-    GatewayKey.objects.filter(pk=legacy.pk).update(allowed_providers=[],
-                                                   provider_credential=credential_encrypt(stored))
-    caches_clear()
-    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {legacy_secret}"})
-    assert r.status_code == 403 and "does not name the one provider" in r.json()["error"]["message"]
-    assert len(upstream.received) == 1
     log_flush()
     for req in Request.objects.filter(gateway_key__startswith="wrapped (", response__status_code=200):
         resp = Response.objects.get(request=req)
@@ -266,6 +258,18 @@ def test_key_holding_the_provider_credential(gateway, upstream, log_flush, make_
     assert stored not in json.dumps([resp.headers, resp.body]) and "Incorrect API key" in resp.body
     assert resp.steps[-1] == {"step": "gateway_key", "decision": "stored provider credential masked in the answer",
                               "echoes": 2}  # the body and the echo header (the cookie holds a part)
+
+
+def test_a_key_made_before_its_credential_had_to_name_a_provider_is_refused(gateway, upstream, make_key):
+    # Keys made before then hold a credential and name no provider: refused everywhere until one is set.
+    # (The rows are written before any request: the in-process gateway's key reads would race the writes.)
+    legacy, secret = make_key("legacy", providers=["openai"])
+    GatewayKey.objects.filter(pk=legacy.pk).update(
+        allowed_providers=[], provider_credential=credential_encrypt("sk-" + "legacy" + "0123456789abcdefghijk"))
+    caches_clear()
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {secret}"})
+    assert r.status_code == 403 and "does not name the one provider" in r.json()["error"]["message"]
+    assert upstream.received == []
 
 
 def test_a_gateway_key_without_credential_in_the_provider_header(gateway, upstream, make_key):
