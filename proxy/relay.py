@@ -361,26 +361,33 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     end = RelayEnd(upstream, x, log)
     relay = relay_stream(upstream, x, capture, end, is_sse=is_sse, chunk_filter=chunk_filter,
                          idle_timeout=settings.STREAM_IDLE_TIMEOUT)
-    length = upstream.headers.get("content-length", "")
-    if observer is not None and not is_sse and (not length.isdigit() or int(length) <= settings.HOOKS_RESPONSE_MAX_BYTES):
-        response = await _relay_observed(x, upstream, relay, end, observed, sent_headers)
-    elif links.on:
-        response = await _relay_links(x, upstream.status_code, relay, end, sent_headers, links)
-    elif not is_sse and length.isdigit() and int(length) <= SMALL_BODY_MAX:
-        # A small framed answer goes out in one piece once it is all here (it came in one or two
-        # reads anyway): the per-chunk streaming machinery costs more (docs/benchmark.md).
-        chunks, broken = await relay_collect(relay)
-        response = (HttpResponse(b"".join(chunks), status=upstream.status_code) if broken is None
-                    else StreamingHttpResponse(chunks_replay(chunks, broken), status=upstream.status_code))
-    else:
-        response = StreamingHttpResponse(relay, status=upstream.status_code)
-        # If the client leaves before the relay ends its own way (before its first byte, or as the
-        # server closes the response), the ASGI adapter ends it: the upstream closes, the exchange is logged.
-        response.gateway_abandon = end.abandon
+    response = await _answer(x, upstream, relay, end, is_sse, observed, links, sent_headers)
     # The upstream's headers exactly, repeats and order kept (Django's header dict would join
     # repeats and keep one Set-Cookie): the ASGI adapter sends these.
     if getattr(response, "gateway_headers", None) is None:
         response.gateway_headers = [*sent_headers, *x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
+    return response
+
+
+async def _answer(x: Exchange, upstream: httpx.Response, relay: AsyncIterator[bytes], end: RelayEnd, is_sse: bool,
+                  observed: "_Observed | None", links: _Links,
+                  sent_headers: list[tuple[str, str]]) -> HttpResponse | StreamingHttpResponse:
+    """How the answer goes out: whole (for a hook, for its links, or small and framed) or streamed."""
+    length = upstream.headers.get("content-length", "")
+    if observed is not None and not is_sse and (not length.isdigit() or int(length) <= settings.HOOKS_RESPONSE_MAX_BYTES):
+        return await _relay_observed(x, upstream, relay, end, observed, sent_headers)
+    if links.on:
+        return await _relay_links(x, upstream.status_code, relay, end, sent_headers, links)
+    if not is_sse and length.isdigit() and int(length) <= SMALL_BODY_MAX:
+        # A small framed answer goes out in one piece once it is all here (it came in one or two
+        # reads anyway): the per-chunk streaming machinery costs more (docs/benchmark.md).
+        chunks, broken = await relay_collect(relay)
+        return (HttpResponse(b"".join(chunks), status=upstream.status_code) if broken is None
+                else StreamingHttpResponse(chunks_replay(chunks, broken), status=upstream.status_code))
+    response = StreamingHttpResponse(relay, status=upstream.status_code)
+    # If the client leaves before the relay ends its own way (before its first byte, or as the
+    # server closes the response), the ASGI adapter ends it: the upstream closes, the exchange is logged.
+    response.gateway_abandon = end.abandon
     return response
 
 
