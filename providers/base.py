@@ -300,6 +300,15 @@ class Provider:
         return False
 
 
+def json_bytes(value: Any) -> bytes:
+    """A body as JSON, UTF-8; a string holding an escaped lone surrogate (valid JSON, no character that
+    UTF-8 can hold) is written escaped, as it came."""
+    try:
+        return json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value).encode()
+
+
 def names_without(model: str, suffixes: tuple) -> list[str]:
     """A model name, then the names left by removing each matching version suffix (compiled regexes)."""
     names = [model]

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 
 from providers import turns
 from providers.base import AudioChunk, EmbeddedFile, Payload, Provider, RealtimeRead, RequestTags, StreamEvent, \
-    Turn, Usage, int_of, names_without, str_of, strings_of, sub, usage_make
+    Turn, Usage, int_of, json_bytes, names_without, str_of, strings_of, sub, usage_make
 
 MAX_TOOL_CALLS = 256  # a tool-call index is untrusted input: never grow a list to its size
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
@@ -328,10 +328,7 @@ class OpenAI(Provider):
         if (options or {}).get("include_usage"):
             return None  # the client asked: it gets the usage chunk
         payload["stream_options"] = {**(options or {}), "include_usage": True}
-        try:
-            return json.dumps(payload, ensure_ascii=False).encode()
-        except UnicodeEncodeError:  # an escaped lone surrogate, valid JSON: sent escaped, as it came
-            return json.dumps(payload).encode()
+        return json_bytes(payload)
 
     def injected_event(self, payload: Payload) -> bool:
         """The usage-only chunk: no choices, a usage object."""

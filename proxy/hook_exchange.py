@@ -12,6 +12,7 @@ from urllib.parse import unquote
 from django.conf import settings
 from django.http import HttpResponse
 
+from providers.base import json_bytes
 from proxy.exchange import Exchange
 from proxy.request_body import body_decoded, body_payload
 
@@ -78,10 +79,7 @@ class HookExchange:
 
     @json.setter
     def json(self, value: Any) -> None:
-        try:
-            self.body = json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:  # an escaped lone surrogate, valid JSON: sent escaped, as it came
-            self.body = json.dumps(value).encode()
+        self.body = json_bytes(value)
         self._json = value
 
     def _payload(self) -> Any:

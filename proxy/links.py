@@ -10,13 +10,13 @@ log keeps the answer as the upstream sent it, and the response cache does not ke
 (the links name the host one client reached the gateway at).
 """
 
-import json
 import re
 from typing import Any
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from providers.base import json_bytes
 from proxy.exchange import Exchange
 from proxy.paths import gateway_link
 from wire.encoding import decode_pieces, encoding_name
@@ -117,10 +117,7 @@ def links_apply(answer: Any, headers: list[tuple[str, str]], mask=None) -> tuple
     """The client's copy of an answer links_in_body changed: written again as JSON (one pass, whatever
     escapes the upstream used), uncompressed (the client accepts that too), a stored provider credential
     it echoes masked (mask: the exchange's EchoMask); its headers to match."""
-    try:
-        text = json.dumps(answer, ensure_ascii=False).encode()
-    except UnicodeEncodeError:  # an escaped lone surrogate: kept escaped
-        text = json.dumps(answer).encode()
+    text = json_bytes(answer)
     if mask is not None:
         text = mask.mask(text)
     kept = [(k, v) for k, v in headers if k.lower() not in ("content-encoding", "content-length")]
