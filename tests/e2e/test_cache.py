@@ -10,6 +10,7 @@ import pytest
 
 from logs.models import Request, Response
 from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
+from tests.sqlite_writes import locked_retry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -184,7 +185,7 @@ def _entries_age(cache_dir, seconds: float) -> int:
         for row in rows:
             row.data = aged(row.data)
             row.expires -= seconds
-            row.save()
+            locked_retry(row.save)
         return len(rows)
     paths = list(cache_dir.glob("*.entry"))
     for path in paths:
@@ -334,7 +335,7 @@ def test_a_gateway_keys_ttl_is_its_default(gateway, upstream, make_key):
 
     key, secret = make_key("cached-team")
     key.cache_ttl = 60
-    key.save()
+    locked_retry(key.save)  # the in-process gateway may be reading keys
     _, plain_secret = make_key("plain-team")
     caches_clear()
     body = {"model": "gpt-4o-mini", "messages": MESSAGES}

@@ -16,6 +16,7 @@ from keys.selectors import caches_clear
 from keys.services import KeyLimits, key_create, key_revoke
 from logs.models import Request, Response
 from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
+from tests.sqlite_writes import locked_retry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,7 +60,7 @@ def test_the_first_key_is_checked_before_the_gateway_rereads_whether_keys_exist(
     # since is still looked up when presented, its limits applied (CI once saw 21 of 30 admitted
     # under rpm=10 across two instances right after `gateway_key create`).
     assert _chat(gateway, None).status_code == 200
-    key, secret = key_create(name="first", limits=KeyLimits(rpm=1))  # no cache cleared: as another process
+    key, secret = locked_retry(key_create, name="first", limits=KeyLimits(rpm=1))  # no cache cleared: as another process
     first, second = _chat(gateway, secret), _chat(gateway, secret)
     assert first.status_code == 200 and first.headers["ratelimit"] == '"requests";r=0;t=61'
     assert second.status_code == 429 and "limit of 1 requests per minute" in second.json()["error"]["message"]
@@ -75,7 +76,7 @@ def test_revoked_and_expired_keys_are_refused(gateway, upstream, log_flush, make
     assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
     _, secret = make_key("gone")
     assert _chat(gateway, secret).status_code == 200
-    key_revoke(name="gone")
+    locked_retry(key_revoke, name="gone")  # the gateway may be reading keys: retried on "table is locked"
     caches_clear()  # what a second does on every worker (tests/e2e/test_gateway_keys_procs.py waits for it)
     gone = _chat(gateway, secret)
     assert gone.status_code == 401 and "'gone' has been revoked" in gone.json()["error"]["message"]

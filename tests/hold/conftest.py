@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import OperationalError
 
 import proxy.hold
 from hold.services import held_decide, switch_set
+from tests.sqlite_writes import locked_retry
 
 
 class Background:
@@ -63,24 +63,6 @@ def held_ids(gateway, n: int = 1) -> list[str]:
         waiting = list(watch.waiters) if ours else []
         return waiting if len(waiting) >= n else []
     return until(ids, what=f"{n} held request(s)")
-
-
-def locked_retry(write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """A write of the test thread, retried while the in-memory test database says "table is locked".
-
-    The in-process gateway reads the hold switch and the held rows every moment; on SQLite in
-    memory with a shared cache (the test database) a write racing such a read fails at once
-    instead of waiting, as it would on the gateway's real database (a file in WAL mode, with a
-    busy timeout).
-    """
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            return write(*args, **kwargs)
-        except OperationalError as exc:
-            if "table is locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
 
 
 def decide(request_id: str, decision: str, **kwargs) -> Any:

@@ -15,7 +15,8 @@ from django.core.management.base import CommandError
 from hold.models import HeldRequest
 from hold.services import HoldError
 from logs.models import Request, Response
-from tests.hold.conftest import Background, decide, held_ids, locked_retry, switch, until
+from tests.hold.conftest import Background, decide, held_ids, switch, until
+from tests.sqlite_writes import locked_retry
 from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -222,7 +223,7 @@ def test_the_switch_takes_effect_within_a_second(upstream, gateway):
 
 def test_command(upstream, gateway, capsys, tmp_path):
     # The command writes from the test thread while the in-process gateway reads and writes the same rows:
-    # retried on the in-memory test database's "table is locked" (tests/hold/conftest.locked_retry).
+    # retried on the in-memory test database's "table is locked" (tests/sqlite_writes.locked_retry).
     hold = functools.partial(locked_retry, call_command, "hold")
     hold("on", "--provider", "openai")
     assert capsys.readouterr().out.strip() == "hold: on (provider=openai); 0 waiting"
