@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -26,6 +26,7 @@ from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from keys.store import StoreUnavailable
 from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
+from logs.records import ResponseRecord
 from proxy.access import AccessKey, KeyGrant
 from proxy.cache_store import CacheEntry, EntryRefused, EntryTooBig, cache_store
 from proxy.exchange import Exchange, json_error
@@ -316,19 +317,59 @@ def _bypass_reason(x: Exchange, directive: Directive, body: bytes | None) -> str
 _sleep = asyncio.sleep  # tests count the pauses instead of waiting them
 
 
-async def _pieces(pieces: list[bytes], offsets_ms: list[float] | None) -> AsyncIterator[bytes]:
+class _PacedEnd:
+    """The end of a paced replay, done once: logged when its last chunk went out or the client left.
+
+    A paced replay lasts as long as the original did, so it is logged as it ends (its duration and
+    whether the client took it all), as a relay is, not as it starts.
+    """
+
+    def __init__(self, x: Exchange, capture: BodyCapture, record_new: Callable[[], ResponseRecord]) -> None:
+        self.x, self.capture, self.record_new = x, capture, record_new
+        self.done = False
+
+    async def abandon(self) -> None:
+        """The ASGI adapter's end of the response: the client left before the replay began, or during it."""
+        await self(False)
+
+    async def __call__(self, finished: bool) -> None:
+        if self.done:
+            return
+        self.done = True
+        if not finished:
+            self.x.cancelled_mark("before the response ended")
+        self.x.clock_stop()
+        record = self.record_new()
+        try:
+            if self.capture.blocking():
+                await asyncio.shield(off_loop(self.capture.finish, record, self.x.scrubber))
+            else:
+                self.capture.finish(record, self.x.scrubber)
+        finally:
+            self.x.response_log(record)
+
+
+async def _pieces(pieces: list[bytes], offsets_ms: list[float] | None = None,
+                  end: _PacedEnd | None = None) -> AsyncIterator[bytes]:
     """The stored chunks, at once or (offsets_ms) each as long after the first as it came originally."""
     started = time.monotonic()
-    for i, piece in enumerate(pieces):
-        if offsets_ms and i < len(offsets_ms):
-            wait = offsets_ms[i] / 1000 - (time.monotonic() - started)
-            if wait > 0:
-                await _sleep(wait)
-        yield piece
+    finished = False
+    try:
+        for i, piece in enumerate(pieces):
+            if offsets_ms and i < len(offsets_ms):
+                wait = offsets_ms[i] / 1000 - (time.monotonic() - started)
+                if wait > 0:
+                    await _sleep(wait)
+            yield piece
+        finished = True
+    finally:
+        if end is not None:
+            await end(finished)
 
 
 async def _replay(x: Exchange, entry: CacheEntry) -> HttpResponseBase:
-    """The stored answer as this exchange's own, logged with the replayed body (step_answered journals it)."""
+    """The stored answer as this exchange's own, logged with the replayed body: at once (step_answered
+    journals it), or, paced, when its last chunk went out or the client left."""
     headers = [(k, v) for k, v in entry.headers if k.lower() not in _NOT_REPLAYED]
     x.answer_headers += [("X-Gateway-Cache", "HIT"), ("Age", str(max(0, int(time.time() - entry.created)))),
                          (SOURCE_HEADER, entry.source)]
@@ -344,18 +385,26 @@ async def _replay(x: Exchange, entry: CacheEntry) -> HttpResponseBase:
     for piece in pieces:
         capture.feed(piece)
     x.ttfb_ms = x.elapsed_ms()
-    x.clock_stop()
-    record = x.response_record(status=entry.status, headers=headers, content_type=content_type,
-                               is_stream=entry.is_sse)
-    if capture.blocking():
-        await off_loop(capture.finish, record, x.scrubber)
-    else:
-        capture.finish(record, x.scrubber)
-    if entry.is_sse or len(pieces) > 1:
-        response: HttpResponseBase = StreamingHttpResponse(_pieces(pieces, entry.offsets_ms if paced else None),
+
+    def record_new() -> ResponseRecord:
+        return x.response_record(status=entry.status, headers=headers, content_type=content_type,
+                                 is_stream=entry.is_sse)
+
+    if paced and entry.offsets_ms and (entry.is_sse or len(pieces) > 1):
+        end = _PacedEnd(x, capture, record_new)
+        response: HttpResponseBase = StreamingHttpResponse(_pieces(pieces, entry.offsets_ms, end),
                                                            status=entry.status)
+        response.gateway_abandon = end.abandon
+        response.gateway_logs_itself = True
     else:
-        response = HttpResponse(entry.body, status=entry.status)
+        x.clock_stop()
+        record = record_new()
+        if capture.blocking():
+            await off_loop(capture.finish, record, x.scrubber)
+        else:
+            capture.finish(record, x.scrubber)
+        response = StreamingHttpResponse(_pieces(pieces), status=entry.status) if (
+            entry.is_sse or len(pieces) > 1) else HttpResponse(entry.body, status=entry.status)
+        response.gateway_record = record
     response.gateway_headers = headers
-    response.gateway_record = record
     return response

@@ -127,17 +127,19 @@ async def request_record(x: Exchange) -> None:
 def step_answered(x: Exchange, answer: HttpResponseBase) -> HttpResponseBase:
     """A policy step answered the request itself: logged as the exchange's response, no upstream call.
 
-    A step that replays a whole answer (a cache hit) brings its own record, with the replayed body.
+    A step that replays a whole answer (a cache hit) brings its own record, with the replayed body;
+    one that lasts (a paced replay) logs itself as it ends.
     """
-    x.clock_stop()
-    record = getattr(answer, "gateway_record", None)
-    if record is None:
-        record = x.response_record(status=answer.status_code, headers=list(answer.items()),
-                                   content_type=answer.get("Content-Type", ""))
-        if not answer.streaming:
-            record.body_size = len(answer.content)
-            record.body = answer.content.decode("utf-8", "replace")
-    x.response_log(record)
+    if not getattr(answer, "gateway_logs_itself", False):
+        x.clock_stop()
+        record = getattr(answer, "gateway_record", None)
+        if record is None:
+            record = x.response_record(status=answer.status_code, headers=list(answer.items()),
+                                       content_type=answer.get("Content-Type", ""))
+            if not answer.streaming:
+                record.body_size = len(answer.content)
+                record.body = answer.content.decode("utf-8", "replace")
+        x.response_log(record)
     added = [*x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
     pairs = getattr(answer, "gateway_headers", None)  # headers sent exactly as listed (proxy/asgi.py)
     if pairs is not None:

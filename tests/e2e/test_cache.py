@@ -10,6 +10,7 @@ import pytest
 
 from logs.models import Request, Response
 from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
+from tests.hold.conftest import until
 from tests.sqlite_writes import locked_retry
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -366,6 +367,29 @@ def test_paced_replay_waits_as_the_original_did(gateway, upstream, monkeypatch):
     # The miss went upstream without either directive.
     assert upstream.received[0].header("x-gateway-cache-pace") is None and len(upstream.received) == 1
     assert upstream.received[0].header("x-gateway-cache") is None and upstream.received[0].header("x-mock-delay-ms")
+
+
+def test_a_paced_replay_is_logged_as_it_ends(gateway, upstream, log_flush):
+    """Paced, a hit lasts as long as the original: its log says how long, and whether the client took it all."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "pace"}], "stream": True}
+    pace = {"X-Gateway-Cache": "60", "X-Gateway-Cache-Pace": "original"}
+    first = _raw(gateway, body, **pace, **{"x-mock-delay-ms": "40"})
+    whole = _raw(gateway, body, **pace)
+    assert whole.headers["x-gateway-cache"] == "HIT" and whole.content == first.content
+    hit = _logged(log_flush, whole.headers["x-gateway-request-id"])
+    assert hit.outcome == "completed" and hit.cache_hit
+    # Logged when its last event went out, not as it began: the original's five or more events came 40 ms apart.
+    assert hit.duration_ms >= 4 * 40
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=10,
+                      headers={"Authorization": f"Bearer {KEY}", **pace}) as left:
+        assert left.headers["x-gateway-cache"] == "HIT"
+        next(left.iter_raw())  # the first event, then the client hangs up
+    request_id = left.headers["x-gateway-request-id"]
+    log_flush()
+    until(lambda: Response.objects.filter(request_id=request_id).exists(), what="the abandoned replay logged")
+    abandoned = Response.objects.get(request_id=request_id)
+    assert abandoned.outcome == "client_aborted" and "before the response ended" in abandoned.error_message
+    assert len(upstream.received) == 1
 
 
 def test_anthropic_stream_replayed_with_its_cost_saved(gateway, upstream, log_flush):
