@@ -5,10 +5,15 @@ import re
 from typing import Any
 
 from providers import turns
-from providers.base import AudioChunk, Payload, Provider, RealtimeRead, StreamEvent, Turn, Usage, int_of, \
-    names_without, sub, usage_make
+from providers.base import AudioChunk, Payload, Provider, RealtimeRead, RequestTags, StreamEvent, Turn, Usage, \
+    int_of, names_without, str_of, sub, usage_make
+from providers.openai import OpenAI
 
 MODEL_IN_PATH = re.compile(r"/(?:models|tunedModels)/([^/:]+)")
+# Google's OpenAI-compatible endpoints (/v1beta/openai/chat/completions, ...) speak OpenAI's wire format:
+# their requests, answers and streams are read as OpenAI's are.
+OPENAI_COMPATIBLE = "/openai/"
+_OPENAI_WIRE = OpenAI()
 # gemini-2.0-flash-001 and gemini-2.5-pro-preview-05-06 price like gemini-2.0-flash / gemini-2.5-pro.
 VERSION_SUFFIXES = (re.compile(r"-\d{3}$"), re.compile(r"-preview(-\d{2}-\d{2})?$"), re.compile(r"-latest$"))
 RATE_IN_MIME = re.compile(r"rate=(\d+)")
@@ -89,8 +94,8 @@ class Gemini(Provider):
                                      "status": GOOGLE_STATUS.get(status, "INTERNAL")}}).encode()
 
     def stream_ended(self, tail: bytes) -> bool:
-        """Gemini's last chunk is the one with a finishReason."""
-        return b'"finishReason"' in tail
+        """Gemini's last chunk is the one with a finishReason (its OpenAI-compatible streams end as OpenAI's)."""
+        return b'"finishReason"' in tail or _OPENAI_WIRE.stream_ended(tail)
 
     def stream_error_event(self, message: str) -> bytes:
         """A data line holding Gemini's error body: google-genai raises APIError for a chunk that is one (it
@@ -119,16 +124,33 @@ class Gemini(Provider):
         return 200, "application/json; charset=UTF-8", json.dumps([answer]).encode()
 
     def request_model(self, endpoint: str, payload: Payload) -> str | None:
-        """Gemini names the model in the path: /v1beta/models/{model}:generateContent."""
+        """Gemini names the model in the path: /v1beta/models/{model}:generateContent; its OpenAI-compatible
+        endpoints in the body, as OpenAI's do ("gemini-2.5-flash" or "models/gemini-2.5-flash")."""
         found = MODEL_IN_PATH.search(endpoint)
-        return found.group(1)[:255] if found else None
+        if found:
+            return found.group(1)[:255]
+        if OPENAI_COMPATIBLE in endpoint:
+            model = str_of(payload, "model")
+            return model.removeprefix("models/")[:255] if model else None
+        return None
 
     def stream_requested(self, endpoint: str, payload: Payload) -> bool:
-        """Gemini streams by method name (:streamGenerateContent)."""
+        """Gemini streams by method name (:streamGenerateContent); its OpenAI-compatible endpoints by `stream`."""
+        if OPENAI_COMPATIBLE in endpoint:
+            return _OPENAI_WIRE.stream_requested(endpoint, payload)
         return ":streamGenerateContent" in endpoint
 
+    def request_tags(self, endpoint: str, payload: Payload) -> RequestTags:
+        """The OpenAI-compatible endpoints' `user` and `metadata`."""
+        if OPENAI_COMPATIBLE in endpoint:
+            return _OPENAI_WIRE.request_tags(endpoint, payload)
+        return super().request_tags(endpoint, payload)
+
     def usage(self, answer: Payload) -> Usage:
-        """usageMetadata: thoughts are billed as output; tool-use prompt tokens as input."""
+        """usageMetadata: thoughts are billed as output; tool-use prompt tokens as input. An OpenAI-compatible
+        endpoint's answer (`usage`, no usageMetadata) is read as OpenAI's."""
+        if isinstance(answer, dict) and "usageMetadata" not in answer and isinstance(answer.get("usage"), dict):
+            return _OPENAI_WIRE.usage(answer)
         m = sub(answer, "usageMetadata")
         prompt, tool = int_of(m, "promptTokenCount"), int_of(m, "toolUsePromptTokenCount")
         candidates, thoughts = int_of(m, "candidatesTokenCount"), int_of(m, "thoughtsTokenCount")
@@ -141,7 +163,10 @@ class Gemini(Provider):
                           total)
 
     def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
-        """A GenerateContentResponse rebuilt from streamed chunks (usageMetadata: the last one)."""
+        """A GenerateContentResponse rebuilt from streamed chunks (usageMetadata: the last one); an
+        OpenAI-compatible endpoint's chunks as OpenAI's."""
+        if any(isinstance(p, dict) and ("choices" in p or str(p.get("object", "")).endswith("chunk")) for _, p in events):
+            return _OPENAI_WIRE.stream_reassemble(events)
         result: dict[str, Any] = {}
         candidates: dict[int, dict[str, Any]] = {}
         for _, p in events:
@@ -176,7 +201,10 @@ class Gemini(Provider):
         return result
 
     def conversation(self, endpoint: str, request: Payload, answer: Payload) -> list[Turn]:
-        """generateContent / streamGenerateContent: systemInstruction, contents, and the first candidate's reply."""
+        """generateContent / streamGenerateContent: systemInstruction, contents, and the first candidate's reply;
+        the OpenAI-compatible chat as OpenAI's."""
+        if OPENAI_COMPATIBLE in endpoint:
+            return _OPENAI_WIRE.conversation(endpoint, request, answer)
         if ":generatecontent" not in endpoint.lower() and ":streamgeneratecontent" not in endpoint.lower():
             return []
         sent: list[Turn] = []
@@ -198,7 +226,10 @@ class Gemini(Provider):
         return turns.exchange_turns(sent, reply)
 
     def event_has_content(self, name: str | None, payload: Payload) -> bool:
-        """A chunk whose candidates hold a non-empty part (text or function call)."""
+        """A chunk whose candidates hold a non-empty part (text or function call), or an OpenAI-compatible
+        endpoint's chunk with content."""
+        if isinstance(payload, dict) and "choices" in payload:
+            return _OPENAI_WIRE.event_has_content(name, payload)
         cands = sub(payload, "candidates")
         for cand in cands if isinstance(cands, list) else []:
             parts = sub(sub(cand, "content"), "parts")

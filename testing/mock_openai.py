@@ -3,6 +3,13 @@
 import json
 import time
 
+
+def _answer_model(payload: dict) -> str:
+    """The model an answer names: OpenAI names its dated snapshot; Gemini's OpenAI-compatible endpoint the model asked."""
+    model = payload.get("model", "gpt-4o-mini")
+    return model if str(model).startswith("gemini-") else f"{model}-2024-07-18"
+
+
 def openai_chat(payload: dict, h: dict[str, str]) -> dict:
     """A chat completion (a tool call with x-mock-tool-call)."""
     msg: dict = {"role": "assistant", "content": "Hello! How can I help you today?", "refusal": None}
@@ -13,7 +20,7 @@ def openai_chat(payload: dict, h: dict[str, str]) -> dict:
             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}
         finish = "tool_calls"
     return {"id": "chatcmpl-mock", "object": "chat.completion", "created": int(time.time()),
-            "model": payload.get("model", "gpt-4o-mini") + "-2024-07-18",
+            "model": _answer_model(payload),
             "choices": [{"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}],
             "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21,
                       "prompt_tokens_details": {"cached_tokens": 0},
@@ -22,7 +29,7 @@ def openai_chat(payload: dict, h: dict[str, str]) -> dict:
 def openai_chat_events(payload: dict, h: dict[str, str]) -> list[str]:
     """SSE chat chunks (x-mock-events of them), with a usage chunk when include_usage is set."""
     n = int(h.get("x-mock-events", "5"))
-    model = payload.get("model", "gpt-4o-mini") + "-2024-07-18"
+    model = _answer_model(payload)
     base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
     if (payload.get("stream_options") or {}).get("include_usage"):
         base["usage"] = None  # as OpenAI does: every chunk carries usage: null, the last one the counts
@@ -50,7 +57,7 @@ def openai_chat_events(payload: dict, h: dict[str, str]) -> list[str]:
 def openai_response(payload: dict, text: str, status: str = "completed") -> dict:
     """A Responses API response object holding one output_text message."""
     return {"id": "resp_mock", "object": "response", "created_at": int(time.time()), "status": status,
-            "model": payload.get("model", "gpt-4o-mini") + "-2024-07-18",
+            "model": _answer_model(payload),
             "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
                         "content": [{"type": "output_text", "text": text, "annotations": []}]}],
             "usage": {"input_tokens": 8, "output_tokens": 4, "total_tokens": 12,

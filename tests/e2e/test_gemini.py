@@ -9,6 +9,7 @@ from google import genai
 from google.genai import types
 
 from logs.models import Request, Response
+from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -135,3 +136,28 @@ def test_a_file_upload_sends_its_bytes_through_the_gateway(scripted, gateway, lo
     again = httpx.post(f"{gateway.url}/gemini/upload/v1beta/files", headers={
         "x-goog-api-key": KEY, "x-goog-upload-command": "start", "X-Gateway-Cache": "60"})
     assert again.headers["x-gateway-cache"] == "MISS"
+
+
+def test_the_openai_compatible_endpoint_is_read_as_openai(gateway, upstream, log_flush, make_key):
+    """Google's OpenAI-compatible endpoints (/v1beta/openai/...) name the model in the body, as OpenAI's do:
+    logged, priced, and held to a key's model list like any other call."""
+    import openai
+
+    client = openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/gemini/v1beta/openai", max_retries=0)
+    answer = client.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}])
+    streamed = client.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}],
+                                              stream=True, stream_options={"include_usage": True})
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert upstream.received[-1].path == "/v1beta/openai/chat/completions" and text
+    log_flush()
+    for req in Request.objects.all():
+        resp = Response.objects.get(request=req)
+        assert req.provider == "gemini" and req.model == "gemini-2.5-flash"
+        assert resp.input_tokens and resp.output_tokens and resp.cost_usd > 0
+    assert Request.objects.filter(stream_requested=True).count() == 1 and answer.usage.total_tokens
+    _, secret = make_key("mini-only", models=["gpt-4o-mini"])
+    with pytest.raises(openai.PermissionDeniedError, match="gemini-2.5-flash"):
+        openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/gemini/v1beta/openai", max_retries=0,
+                      default_headers={"X-Gateway-Key": secret}).chat.completions.create(
+            model="gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}])
+    assert len(upstream.received) == 2
