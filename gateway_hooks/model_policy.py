@@ -6,7 +6,8 @@ field for it: max_tokens, max_completion_tokens, max_output_tokens, Gemini's
 generationConfig.maxOutputTokens in either spelling, each request of an Anthropic batch); a
 request naming no limit is left as it is (Anthropic's requires one; the others keep their own
 defaults). A batch is refused when a model of it is not allowed, or cannot be read (OpenAI's
-name theirs in an uploaded file).
+name theirs in an uploaded file); so is a realtime session whose model is not in its upgrade's
+query (Gemini Live names it in its first message).
 """
 
 import fnmatch
@@ -53,6 +54,9 @@ def _refusal(exchange, allowed: list[str]) -> str:
             return "This batch's models are in its uploaded file, which the gateway does not read, so it is refused"
         if None in batch:
             return "A request of this batch names no model the gateway can read, so it is refused"
+    if exchange.websocket and exchange.model is None:
+        return ("This realtime session names its model in its first message, after the hooks have run, "
+                "so it is refused")
     models = batch if batch is not None else [exchange.model]
     refused = next((m for m in models if m is not None and not any(fnmatch.fnmatchcase(m, p) for p in allowed)), None)
     return f"Model {refused!r} is not allowed by this gateway" if refused is not None else ""

@@ -33,9 +33,11 @@ class HookExchange:
         self.headers: list[tuple[str, str]] = list(x.forward_headers)
         key = x.gateway_key
         self.gateway_key: str | None = key.name if key is not None else None
+        self.websocket: bool = x.websocket  # a realtime session's upgrade: no body, its model in the query or later
         self.metadata: dict[str, Any] = {}
         self._body: Any = _UNSET
         self._json: Any = _UNSET
+        self.json_handed = False  # a hook asked for the parsed body (it may change it in place)
         self.body_changed = False
         self.body_was_decoded = False  # the body shown is the request's, its Content-Encoding undone
         # The answer (on_response only).
@@ -70,6 +72,10 @@ class HookExchange:
     @property
     def json(self) -> Any:
         """The body parsed as JSON, or None when it is not JSON; assigning replaces the body."""
+        self.json_handed = True  # a hook may change it in place: proxy/hooks.py compares it with the body after
+        return self._parsed()
+
+    def _parsed(self) -> Any:
         if self._json is _UNSET:
             try:
                 self._json = json.loads(self.body) if self.body else None
@@ -79,11 +85,29 @@ class HookExchange:
 
     @json.setter
     def json(self, value: Any) -> None:
+        try:
+            json.dumps(value, allow_nan=False)  # NaN and Infinity are no JSON: an upstream would refuse them
+        except ValueError as exc:
+            raise ValueError(f"json must be JSON: {exc}") from None
         self.body = json_bytes(value)
         self._json = value
 
+    def json_edits_take(self) -> None:
+        """The parsed body a hook changed in place (`exchange.json["model"] = ...`) becomes the body, as if assigned."""
+        if not self.json_handed:
+            return
+        self.json_handed = False
+        if self._json is _UNSET or self._json is None or self.body_changed:
+            return
+        try:
+            same = self._json == json.loads(self.body)
+        except (ValueError, RecursionError):
+            same = True
+        if not same:
+            self.json = self._json
+
     def _payload(self) -> Any:
-        payload = self.json
+        payload = self._parsed()
         if payload is None and self.body:
             content_type = next((v for k, v in self.headers if k.lower() == "content-type"), "")
             payload = body_payload(self.body, content_type)
@@ -91,7 +115,10 @@ class HookExchange:
 
     @property
     def model(self) -> str | None:
-        """The model the request names (in its body or path, as the provider puts it; a form's model field)."""
+        """The model the request names (in its body or path, as the provider puts it; a form's model field; a
+        realtime session's in its query, or None when it names it in its first message, as Gemini Live does)."""
+        if self.websocket:
+            return self._x.provider.realtime_model(unquote(self.path), self.query)
         return self._x.provider.request_model(unquote(self.path), self._payload())
 
     @property

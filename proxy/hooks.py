@@ -14,6 +14,7 @@ import importlib
 import inspect
 import json
 import logging
+import re
 import traceback
 from collections.abc import Callable
 from functools import lru_cache
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 STEP = "hooks"
 LOGGED_BODY_MAX = 64 * 1024  # a replaced answer body longer than this is logged by size and hash only
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110's token
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +131,16 @@ def hooks_loaded() -> tuple[Hook, ...]:
     return _hooks_load(tuple(paths), tuple(settings.GATEWAY_HOOKS_SKIP_ON_ERROR))
 
 
-def _failure(hook: Hook, what: str, exc: BaseException, secrets: list[str]) -> HookFailed:
-    """A hook's exception as HookFailed, its traceback scrubbed of the exchange's secrets."""
+def _failure(hook: Hook, what: str, exc: BaseException, x: Exchange, hx: HookExchange) -> HookFailed:
+    """A hook's exception as HookFailed, its traceback scrubbed of the exchange's secrets, and of any
+    credential the hook had put in before it failed (not yet applied, so not yet the exchange's)."""
+    secrets = list(x.scrubber.secrets)
+    try:
+        pairs = [(k, v) for k, v in hx.headers if isinstance(k, str) and isinstance(v, str)]
+        secrets += [c for c in credentials_collect(pairs, hx.query if isinstance(hx.query, str) else "")
+                    if c not in secrets]
+    except (TypeError, ValueError):  # headers the hook left malformed: what they hold is in the trace only
+        pass
     trace = text_scrub("".join(traceback.format_exception(exc)), secrets)
     message = text_scrub(f"Hook {hook.path} failed in {what}: {type(exc).__name__}: {exc}", secrets)
     return HookFailed(hook, message, trace)
@@ -166,7 +176,7 @@ def _changes(before: tuple, hx: HookExchange) -> list[str]:
 def _apply(x: Exchange, hx: HookExchange, changed: set[str]) -> None:
     """Make the request what the hooks left (checked: a bad value is the last hook's fault)."""
     if "method" in changed:
-        if not isinstance(hx.method, str) or not hx.method.isalpha():
+        if not isinstance(hx.method, str) or not (hx.method.isascii() and hx.method.isalpha()):
             raise ValueError(f"method must be a word like POST, not {hx.method!r}")
         x.method = hx.method.upper()
     if "path" in changed:
@@ -183,8 +193,11 @@ def _apply(x: Exchange, hx: HookExchange, changed: set[str]) -> None:
         x.query = hx.query
     if "headers" in changed:
         pairs = [(str(k), str(v)) for k, v in hx.headers]
-        if any("\n" in k + v or "\r" in k + v or not k for k, v in pairs):
-            raise ValueError("header names must be non-empty and no name or value may hold CR or LF")
+        bad = next((k for k, _ in pairs if not HEADER_NAME.fullmatch(k)), None)
+        if bad is not None:  # a space or colon in a name would end the header block early on a lenient server
+            raise ValueError(f"header name {bad!r} is not a token (letters, digits and !#$%&'*+-.^_`|~)")
+        if any(c in v for _, v in pairs for c in "\r\n\0"):
+            raise ValueError("no header value may hold CR, LF or NUL")
         framing = sorted({k for k, _ in pairs if k.lower() in HOP_BY_HOP})
         if framing:  # the gateway frames the body and names the host: one set here would contradict it
             raise ValueError(f"headers may not include {', '.join(framing)}: the gateway sets them itself")
@@ -229,10 +242,11 @@ async def hooks_request(x: Exchange, hooks: tuple[Hook, ...]) -> HttpResponseBas
             answer = await hook.call(hook.on_request, hx)
             if answer is not None and not isinstance(answer, HttpResponseBase):
                 raise TypeError(f"on_request returned {type(answer).__name__}; return None or an HttpResponse")
+            hx.json_edits_take()
             hook_changed = _changes(before, hx)
             _apply(x, hx, set(hook_changed))
         except Exception as exc:
-            failure = _failure(hook, "on_request", exc, x.scrubber.secrets)
+            failure = _failure(hook, "on_request", exc, x, hx)
             log.error("%s\n%s", failure, failure.trace)
             x.decisions.append(_failed_decision(failure, hook.skip_on_error))
             if hook.skip_on_error:
@@ -268,7 +282,7 @@ async def hooks_response(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...],
             try:
                 await hook.call(hook.on_response, hx)
             except Exception as exc:
-                failure = _failure(hook, "on_response", exc, x.scrubber.secrets)
+                failure = _failure(hook, "on_response", exc, x, hx)
                 log.error("%s\n%s", failure, failure.trace)
                 x.decisions.append(_failed_decision(failure, hook.skip_on_error))
                 if hook.skip_on_error or body is None:  # a streamed answer is already with the client

@@ -266,6 +266,29 @@ def test_gateway_key_limits_and_models_apply_at_the_upgrade(rt, realtime_mock, l
     assert Response.objects.get(status_code=429).outcome == "rate_limited"
 
 
+def test_the_model_policy_hook_judges_a_session_by_its_upgrade(rt, realtime_mock, settings, log_flush):
+    settings.GATEWAY_HOOKS = ["gateway_hooks.model_policy.ModelPolicy"]
+    settings.MODEL_POLICY_ALLOW = ["gpt-realtime"]
+    headers = {"Authorization": f"Bearer {KEY}"}
+    other_model = asyncio.run(_refused(rt.url, headers, model="gpt-4o-realtime-preview"))
+    assert other_model.response.status_code == 403 and b"'gpt-4o-realtime-preview' is not allowed" in (
+        other_model.response.body)
+    # Gemini Live names its model in its first message, after the hooks ran: refused, not waved through.
+    with pytest.raises(InvalidStatus) as gemini:
+        asyncio.run(_open(f"{rt.url.replace('http', 'ws')}/gemini/ws/google.ai.generativelanguage.v1beta."
+                          "GenerativeService.BidiGenerateContent", {}))
+    assert gemini.value.response.status_code == 403 and b"names its model in its first message" in (
+        gemini.value.response.body)
+    assert realtime_mock.mock.sessions == []
+
+    async def allowed() -> str:
+        async with connect(f"{rt.url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
+                           additional_headers=headers) as ws:
+            return json.loads(await ws.recv())["type"]
+
+    assert asyncio.run(allowed()) == "session.created" and len(realtime_mock.mock.sessions) == 1
+
+
 async def _gemini_live(url: str) -> list:
     async with connect(f"{url.replace('http', 'ws')}/gemini/ws/google.ai.generativelanguage.v1beta."
                        "GenerativeService.BidiGenerateContent?key=AIza" + "TESTgeminiKEY0123456789") as ws:

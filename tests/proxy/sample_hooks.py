@@ -144,3 +144,36 @@ class InjectKey:
     def on_request(self, exchange):
         exchange.headers = [(k, v) for k, v in exchange.headers if k.lower() != "authorization"]
         exchange.headers.append(("Authorization", f"Bearer {INJECTED}"))
+
+
+class InjectKeyThenFail(InjectKey):
+    """Puts the team's key in, then fails with it in the message (a failing hook's own credential)."""
+
+    def on_request(self, exchange):
+        super().on_request(exchange)
+        raise RuntimeError(f"the team key {INJECTED} was refused")
+
+
+class BadHeaderName:
+    """A header name with a space: on the wire it would end the header block of a lenient server."""
+
+    def on_request(self, exchange):
+        exchange.headers.append(("X Bad Name", "v"))
+
+
+class ModelInPlace:
+    """Changes the model in the parsed body without assigning it back."""
+
+    blocking = False
+
+    def on_request(self, exchange):
+        exchange.json["model"] = "gpt-4o-mini"
+
+
+class NotJson:
+    """Assigns a value JSON cannot hold."""
+
+    blocking = False
+
+    def on_request(self, exchange):
+        exchange.json = {**exchange.json, "temperature": float("nan")}

@@ -299,3 +299,34 @@ def test_a_module_is_a_hook_even_unimported_and_a_module_failing_to_import_is_na
     assert hook_load("tests.proxy.module_hook").on_request is not None
     with pytest.raises(ImproperlyConfigured, match="cannot import 'tests.proxy.broken_hook': RuntimeError: this module"):
         hook_load("tests.proxy.broken_hook")
+
+
+def test_a_credential_a_failing_hook_put_in_is_masked_in_its_error(settings, upstream, gateway, log_flush):
+    settings.GATEWAY_HOOKS = [H + "InjectKeyThenFail"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 500 and "RuntimeError: the team key" in r.text
+    assert sample_hooks.INJECTED not in r.text and sample_hooks.INJECTED[-4:] in r.text  # masked, not dropped
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert sample_hooks.INJECTED not in json.dumps(resp.steps) + resp.error_message
+    assert upstream.received == []
+
+
+@pytest.mark.parametrize(("hook", "message"), [
+    ("BadHeaderName", "header name 'X Bad Name' is not a token"),
+    ("NotJson", "json must be JSON: Out of range float values are not JSON compliant"),
+])
+def test_a_header_or_body_no_upstream_can_read_fails_the_hook(settings, upstream, gateway, hook, message):
+    settings.GATEWAY_HOOKS = [H + hook]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 500 and message in r.json()["error"]["message"] and H + hook in r.text
+    assert upstream.received == []
+
+
+def test_a_body_changed_in_place_goes_upstream_and_later_hooks_judge_it(settings, upstream, gateway, log_flush):
+    """exchange.json["model"] = ... works as an assignment: what the model policy after it sees goes upstream."""
+    settings.GATEWAY_HOOKS = [H + "ModelInPlace", "gateway_hooks.model_policy.ModelPolicy"]
+    settings.MODEL_POLICY_ALLOW = ["gpt-4o-mini"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": "gpt-4o"}, headers=AUTH)
+    assert r.status_code == 200 and json.loads(upstream.received[-1].body)["model"] == "gpt-4o-mini"
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert {"step": "hooks", "hook": H + "ModelInPlace", "decision": "changed", "changed": ["body"]} in resp.steps
