@@ -25,7 +25,7 @@ from hold.types import Decided, SwitchState
 from logs.outcomes import Outcome
 from logs.pipeline.capture import content_type_is_text
 from logs.pipeline.writer import writer_get
-from logs.redaction.scrub import Masked
+from logs.redaction.scrub import Masked, text_scrub
 from proxy.exchange import Exchange, json_error
 from proxy.request_body import body_payload, body_read
 
@@ -197,7 +197,8 @@ async def hold_request(x: Exchange) -> HttpResponseBase | None:
     try:
         try:
             await _db(held_create)(request_id=x.request_id, provider=x.provider.name, method=x.method,
-                                   path=x.route.path, model=model or "",
+                                   path=text_scrub(x.route.path, x.scrubber.secrets),  # masked as the log's
+                                   model=text_scrub(model or "", x.scrubber.secrets),
                                    gateway_key=x.gateway_key.name if x.gateway_key is not None else "",
                                    body=_body_for_operator(x, body),
                                    body_size=len(body) if body is not None else x.body.size,

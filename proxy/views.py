@@ -6,6 +6,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from django.views.defaults import server_error
 
 from logs.pipeline.writer import log_pending_count, log_write_error
 from proxy.forward import exchange_forward
@@ -65,6 +66,8 @@ def not_found_json(request: HttpRequest, exception: Exception | None = None) -> 
 
 
 def server_error_json(request: HttpRequest) -> HttpResponse:
-    """JSON 500 without a stack trace."""
+    """JSON 500 without a stack trace; the admin's pages get Django's HTML one (a person reads those)."""
+    if request.path.startswith("/admin/"):
+        return server_error(request)
     body = {"error": {"message": "Internal gateway error", "type": "gateway_error"}}
     return HttpResponse(json.dumps(body), status=500, content_type="application/json")

@@ -1,5 +1,6 @@
 """The exchange list's paging and sorting: no COUNT(*), index-friendly sorts, date range applied last."""
 
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import build_q_object_from_lookup_parameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
@@ -60,8 +61,13 @@ class ExchangeChangeList(ChangeList):
     date_range: dict = {}
 
     def get_filters(self, request: HttpRequest, *args, **kwargs):
-        """As Django's, with the date hierarchy's created_at range held back (applied last)."""
-        specs, has_filters, lookups, duplicates, active = super().get_filters(request, *args, **kwargs)
+        """As Django's, with the date hierarchy's created_at range held back (applied last). A drill-down
+        date at the calendar's end (year 9999, December 31) overflows the day after it: a bad lookup, as
+        Django's own bad values are (the list says so), not a 500."""
+        try:
+            specs, has_filters, lookups, duplicates, active = super().get_filters(request, *args, **kwargs)
+        except OverflowError as exc:
+            raise IncorrectLookupParameters(exc) from exc
         field = self.date_hierarchy
         keys = (f"{field}__gte", f"{field}__lt") if field else ()
         self.date_range = {k: lookups.pop(k) for k in keys if k in lookups}

@@ -13,7 +13,10 @@ from logs.redaction.redact import MASK, header_is_secret, param_is_secret, token
 _PARAM = re.compile(r"(?<=[?&])([\w%.~+-]{1,96})=([^&\s\"'#;,]+)")
 _PAIR = re.compile(r"(?<![\w%-])([A-Za-z][\w.-]{0,63})([\"']?\s*[:=]\s*[\"']?)([^\"'\r\n,}\]&]+)")
 _SCHEME = re.compile(r"(?i)\b((?:bearer|basic|token)\s+)([A-Za-z0-9._~+/=-]{8,})")
-_SHAPES = re.compile(r"(?<![\w-])(sk-[A-Za-z0-9_-]{12,}|AIza[0-9A-Za-z_-]{20,})")
+# Keys known by their shape wherever they stand (a path, a query value): OpenAI's and Anthropic's sk-,
+# the gateway's own gk-, Gemini's AIza, Replicate's r8_, Groq's gsk_, xAI's xai-, Hugging Face's hf_.
+_SHAPES = re.compile(r"(?<![\w-])((?:sk|gk)-[A-Za-z0-9_-]{12,}|AIza[0-9A-Za-z_-]{20,}|(?:r8|gsk|hf)_[A-Za-z0-9]{20,}"
+                     r"|xai-[A-Za-z0-9]{20,})")
 
 
 def _param(match: re.Match) -> str:

@@ -63,9 +63,10 @@ def name_is_secret(name: str) -> bool:
 SECRET_FIELDS = frozenset({
     "apikey", "xapikey", "apisecret", "accesskey", "secretkey", "secretaccesskey", "privatekey", "accesstoken",
     "refreshtoken", "idtoken", "authtoken", "sessiontoken", "bearertoken", "token", "secret", "clientsecret",
-    "password", "passwd", "credential", "credentials", "auth",
+    "password", "passwd", "credential", "credentials", "auth", "authorization",
 })
-SECRET_FIELD_ENDINGS = ("apikey", "secret", "password", "token")
+# ...Authorization: an MCP tool's `authorization` and its `headers.Authorization` (OpenAI's Responses API).
+SECRET_FIELD_ENDINGS = ("apikey", "secret", "password", "token", "authorization")
 
 
 @functools.lru_cache(maxsize=4096)

@@ -65,6 +65,18 @@ def test_approve_releases_the_request_with_its_held_id(upstream, gateway, log_fl
     assert f"Held {resp.held_ms} ms in the hold queue" in page and "hold: approve by alice" in page
 
 
+def test_a_credential_in_the_path_is_masked_on_the_held_row_as_in_the_log(upstream, gateway, log_flush):
+    switch(on=True, by="test")
+    call = Background(lambda: httpx.get(f"{gateway.url}/v1/models/{KEY}", headers=AUTH, timeout=30))
+    [rid] = held_ids(gateway)
+    row = HeldRequest.objects.get(pk=rid)
+    assert KEY not in row.path and row.path.startswith("/v1/models/sk-") and row.path.endswith(KEY[-4:])
+    decide(rid, "approve", by="alice")
+    assert call.wait().status_code in (200, 404)
+    log_flush()
+    assert Request.objects.get(pk=rid).endpoint == row.path
+
+
 def test_approve_with_an_edited_body(upstream, gateway, log_flush):
     switch(on=True, by="test")
     call = _post(gateway)

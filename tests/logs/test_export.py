@@ -107,6 +107,10 @@ def test_stdout_and_bad_input(capsys, log):
         call_command("export_logs", "--status", "teapot")
     with pytest.raises(CommandError, match="not an ISO date"):
         call_command("export_logs", "--since", "yesterday")
+    for option, moment in (("--until", "0001-01-01T00:00:00+14:00"), ("--since", "9999-12-31T23:59:59-05:00")):
+        with pytest.raises(CommandError, match="outside the dates the log can hold"):  # an OverflowError's traceback
+            call_command("export_logs", option, moment)
+    call_command("export_logs", "--since", "2020-01-01T02:00:00+02:00", "--until", "9999-12-31")  # in UTC: fine
     with pytest.raises(CommandError, match="unknown status ''"):  # was no filter: everything exported
         call_command("export_logs", "--status", "")
     with pytest.raises(CommandError, match="cannot write /nonexistent/dir/x.jsonl: No such file"):  # a traceback before

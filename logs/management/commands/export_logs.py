@@ -21,7 +21,10 @@ def moment_parse(text: str) -> datetime:
         value = None
     if value is None:
         raise CommandError(f"not an ISO date or datetime: {text!r} (e.g. 2025-01-31 or 2025-01-31T12:00:00Z)")
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    try:  # in UTC, as the database compares it: 0001-01-01T00:00+14:00 is before the calendar begins
+        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    except OverflowError:
+        raise CommandError(f"{text!r} is outside the dates the log can hold (years 1 to 9999, in UTC)") from None
 
 
 class Command(BaseCommand):

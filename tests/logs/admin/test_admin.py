@@ -101,6 +101,33 @@ def test_paging_without_count(admin_client, monkeypatch):
         assert far.status_code == 302 and far["Location"].endswith("?e=1")
 
 
+def test_the_calendars_last_day_in_the_drill_down_is_a_bad_lookup_not_a_500(admin_client):
+    """Django's date drill-down asks for the day after the one chosen: past year 9999 it overflows."""
+    far = admin_client.get(LIST + "?created_at__year=9999&created_at__month=12&created_at__day=31")
+    assert far.status_code == 302 and far["Location"].endswith("?e=1")
+
+
+def test_an_admin_page_that_fails_is_an_html_500_not_the_proxys_json(admin_user, monkeypatch):
+    from django.test import Client
+
+    from logs.admin import RequestAdmin
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(RequestAdmin, "changelist_view", fail)
+    client = Client(raise_request_exception=False)
+    client.force_login(admin_user)
+    r = client.get(LIST)
+    assert r.status_code == 500 and r["Content-Type"].startswith("text/html") and b"boom" not in r.content
+    from django.test import RequestFactory
+
+    from proxy.views import server_error_json
+
+    api = server_error_json(RequestFactory().post("/v1/chat/completions"))  # an SDK's 500 stays JSON
+    assert api.status_code == 500 and json.loads(api.content)["error"]["message"] == "Internal gateway error"
+
+
 @pytest.mark.parametrize("query", ["model=%00", "provider=x%00y", "key=%00", "client_addr=%00", "q=a%00b"])
 def test_a_nul_in_a_filter_is_a_400_on_every_database(admin_client, query):
     # PostgreSQL cannot hold a NUL in a text value: such a filter was a 500 there (SQLite found nothing).

@@ -128,6 +128,21 @@ def test_console_lines_are_scrubbed(line):
     assert KEY not in text_redact(line)
 
 
+@pytest.mark.parametrize("key", [
+    "gk-" + "ZHiiZ9y_n1-u1KRpkJf5h5JpGzHrO-N6VslCmN9j9WE",  # the gateway's own secret
+    "r8_" + "Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78",  # Replicate
+    "gsk_" + "Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78",  # Groq
+    "xai-" + "Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78",  # xAI
+    "hf_" + "Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78",  # Hugging Face
+])
+def test_keys_known_by_their_shape_are_scrubbed_in_a_path_or_a_query_value(key):
+    """uvicorn's access log prints the path and query: a key in either is masked by its shape alone."""
+    for line in (f'127.0.0.1:5000 - "GET /v1/models/{key} HTTP/1.1" 200',
+                 f'127.0.0.1:5000 - "POST /v1/chat/completions?x={key} HTTP/1.1" 401'):
+        scrubbed = text_redact(line)
+        assert key not in scrubbed and key[-4:] in scrubbed
+
+
 def test_console_records_keep_their_format_args():
     # uvicorn's access formatter unpacks record.args: they must stay a tuple of the same length.
     record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',

@@ -15,7 +15,8 @@ KEY = "sk-" + "scrubTEST0123456789abcdefXYZ"
 @pytest.mark.parametrize("name, secret", [
     ("api_key", True), ("apiKey", True), ("client_secret", True), ("accessToken", True), ("password", True),
     ("x-api-key", True), ("token", True), ("max_tokens", False), ("prompt_cache_key", False), ("model", False),
-    ("key", False), ("signature", False), ("monkey", False),
+    ("key", False), ("signature", False), ("monkey", False), ("authorization", True), ("Authorization", True),
+    ("proxy_authorization", True), ("author", False), ("authorized", False),
 ])
 def test_fields_named_like_credentials(name, secret):
     assert field_is_secret(name) is secret
@@ -146,3 +147,13 @@ def test_property_echoes_are_found_across_any_chunk_boundary(tmp_path_factory, b
     finally:
         scrub.CHUNK = real
     assert KEY.encode() not in path.read_bytes() and masked.echoes >= copies
+
+
+def test_an_mcp_tools_authorization_is_masked_in_a_request_body():
+    """OpenAI's Responses API carries an MCP server's token in the tool: `authorization` and its headers."""
+    token = "mcp-oauth-" + "TOKEN0123456789abcdefghijklmnopqrstuv"
+    body = json.dumps({"model": "gpt-4o-mini", "input": "hi", "tools": [{
+        "type": "mcp", "server_label": "x", "server_url": "https://mcp.example.com/sse", "authorization": token,
+        "headers": {"Authorization": f"Bearer {token}"}}]})
+    masked = Scrubber([]).text(body, "application/json", answer=False, masked=Masked())
+    assert token not in masked and masked.count(token[-4:]) == 2 and "https://mcp.example.com/sse" in masked
