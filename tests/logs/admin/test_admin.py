@@ -115,7 +115,7 @@ def test_an_admin_page_that_fails_is_an_html_500_not_the_proxys_json(admin_user,
     def fail(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(RequestAdmin, "changelist_view", fail)
+    monkeypatch.setattr(RequestAdmin, "get_queryset", fail)  # looked up per request (the view is bound once)
     client = Client(raise_request_exception=False)
     client.force_login(admin_user)
     r = client.get(LIST)
