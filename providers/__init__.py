@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from providers.anthropic import Anthropic
-from providers.base import USAGE_FIELDS, EmbeddedFile, Provider, RequestTags, StreamEvent, Turn, Usage
+from providers.base import COUNT_FIELDS, USAGE_FIELDS, EmbeddedFile, Provider, RequestTags, StreamEvent, Turn, Usage
 from providers.compatible import Compatible, compatible_parse
 from providers.gemini import Gemini
 from providers.openai import OpenAI
 from providers.replicate import Replicate
 
-__all__ = ["USAGE_FIELDS", "EmbeddedFile", "Provider", "Registry", "RequestTags", "StreamEvent", "Turn", "Usage", "builtin",
-           "register", "registry", "unregister"]
+__all__ = ["COUNT_FIELDS", "USAGE_FIELDS", "EmbeddedFile", "Provider", "Registry", "RequestTags", "StreamEvent", "Turn",
+           "Usage", "builtin", "register", "registry", "unregister"]
 
 _BUILTIN: list[Provider] = [OpenAI(), Anthropic(), Gemini(), Replicate()]
 # Path prefixes of the gateway's own pages: no provider may be named after them.

@@ -27,8 +27,10 @@ class Usage:
     billed); reasoning_tokens: the part spent thinking; total_tokens: as reported, else
     input + output. Anything the provider did not report is None, never 0.
     For pricing only (not columns of the log): cache_write_tokens, the part of the input written
-    to a prompt cache (billed at a premium), and price_context, what selects a price variant in
-    genai-prices (("service_tier", "flex"), ("processing", "batch")).
+    to a prompt cache (billed at a premium); input_audio_tokens, cached_audio_tokens and
+    output_audio_tokens, the parts of input, cached input and output that were audio (priced
+    apart, several times text: realtime sessions, audio chat); and price_context, what selects a
+    price variant in genai-prices (("service_tier", "flex"), ("processing", "batch")).
     """
 
     model: str | None = None
@@ -38,21 +40,35 @@ class Usage:
     reasoning_tokens: int | None = None
     total_tokens: int | None = None
     cache_write_tokens: int | None = None
+    input_audio_tokens: int | None = None
+    cached_audio_tokens: int | None = None
+    output_audio_tokens: int | None = None
     price_context: tuple[tuple[str, str], ...] = ()
 
 
 SUBPROTOCOL_HEADER = "sec-websocket-protocol"
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")
+# Every count a Usage has: the log's columns, then those only its price needs (a realtime session sums them all).
+COUNT_FIELDS = (*USAGE_FIELDS, "cache_write_tokens", "input_audio_tokens", "cached_audio_tokens", "output_audio_tokens")
 
 
 def usage_make(model: Any, inp: int | None, out: int | None, cached: int | None = None,
                reasoning: int | None = None, total: int | None = None, *, cache_write: int | None = None,
+               audio: tuple[int | None, int | None, int | None] = (None, None, None),
                price_context: tuple[tuple[str, str], ...] = ()) -> Usage:
-    """A Usage, with the total filled in when both parts are known."""
+    """A Usage, with the total filled in when both parts are known; audio: (input, cached input, output)."""
     if total is None and inp is not None and out is not None:
         total = inp + out
     name = model[:255] if isinstance(model, str) and model else None
-    return Usage(name, inp, out, cached, reasoning, total, cache_write, price_context)
+    return Usage(name, inp, out, cached, reasoning, total, cache_write_tokens=cache_write, input_audio_tokens=audio[0],
+                 cached_audio_tokens=audio[1], output_audio_tokens=audio[2], price_context=price_context)
+
+
+def usage_counts(model: Any, counts: dict) -> Usage:
+    """A Usage of stored counts (a realtime session's sums, COUNT_FIELDS); anything not a count is None."""
+    name = model[:255] if isinstance(model, str) and model else None
+    return Usage(name, **{k: v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+                          for k, v in ((f, counts.get(f)) for f in COUNT_FIELDS)})
 
 
 def int_of(obj: Any, *keys: str) -> int | None:

@@ -66,6 +66,20 @@ def _parts_merge(parts: list[dict[str, Any]], new: list[Any]) -> None:
             parts.append(dict(part))
 
 
+def _audio_counts(meta: Any) -> tuple[int | None, int | None, int | None]:
+    """usageMetadata's AUDIO tokens (input, cached input, output), from its per-modality details."""
+    def audio(*names: str) -> int | None:
+        for name in names:
+            details = sub(meta, name)
+            for d in details if isinstance(details, list) else []:
+                if isinstance(d, dict) and d.get("modality") == "AUDIO":
+                    return int_of(d, "tokenCount")
+        return None
+
+    return (audio("promptTokensDetails"), audio("cacheTokensDetails"),
+            audio("candidatesTokensDetails", "responseTokensDetails"))
+
+
 # usageMetadata's counts of the prompt side (promptTokenCount, cachedContentTokenCount, their details).
 PROMPT_USAGE = ("prompt", "cachedContent", "cacheTokens", "toolUsePrompt")
 
@@ -160,7 +174,7 @@ class Gemini(Provider):
         if out is None and total is not None and inp is not None:
             out = total - inp  # Gemini omits candidatesTokenCount when nothing was generated
         return usage_make(sub(answer, "modelVersion"), inp, out, int_of(m, "cachedContentTokenCount"), thoughts,
-                          total)
+                          total, audio=_audio_counts(m))
 
     def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
         """A GenerateContentResponse rebuilt from streamed chunks (usageMetadata: the last one); an
@@ -241,12 +255,13 @@ class Gemini(Provider):
     def realtime_read(self, direction: str, event: Payload) -> RealtimeRead:
         """The Live API (BidiGenerateContent): realtimeInput audio, modelTurn inlineData, turnComplete, usage."""
         read = RealtimeRead()
-        if direction == "client":
+        if direction == "client":  # google-genai writes its messages' fields in snake_case, the REST docs camelCase
             model = sub(sub(event, "setup"), "model")  # the session's first message names its model
             if isinstance(model, str):
                 read.model = model.removeprefix("models/")
-            realtime = sub(event, "realtimeInput")
-            blobs = [sub(realtime, "audio"), *(sub(realtime, "mediaChunks") or [])]
+            realtime = sub(event, "realtimeInput") or sub(event, "realtime_input")
+            chunks = sub(realtime, "mediaChunks") or sub(realtime, "media_chunks")
+            blobs = [sub(realtime, "audio"), *(chunks if isinstance(chunks, list) else [])]
             self._audio_blobs(read, "input", [b for b in blobs if isinstance(b, dict)])
             return read
         content = sub(event, "serverContent")
@@ -259,14 +274,14 @@ class Gemini(Provider):
         if isinstance(meta, dict):
             read.usage = usage_make(None, int_of(meta, "promptTokenCount"), int_of(meta, "responseTokenCount"),
                                     int_of(meta, "cachedContentTokenCount"), int_of(meta, "thoughtsTokenCount"),
-                                    int_of(meta, "totalTokenCount"))
+                                    int_of(meta, "totalTokenCount"), audio=_audio_counts(meta))
         return read
 
     @staticmethod
     def _audio_blobs(read: RealtimeRead, track: str, blobs: list[dict]) -> None:
         """Base64 PCM blobs ({"mimeType": "audio/pcm;rate=16000", "data": ...}) of one track."""
         for blob in blobs:
-            mime = str(blob.get("mimeType", ""))
+            mime = str(blob.get("mimeType") or blob.get("mime_type") or "")
             if mime.startswith("audio/pcm") and isinstance(blob.get("data"), str):
                 rate = RATE_IN_MIME.search(mime)
                 read.formats[track] = ("pcm16", int(rate.group(1)) if rate else 16000 if track == "input" else 24000)

@@ -215,6 +215,7 @@ class OpenAI(Provider):
         return usage_make(sub(answer, "model"), int_of(u, "prompt_tokens", "input_tokens"),
                           int_of(u, "completion_tokens", "output_tokens"), int_of(details_in, "cached_tokens"),
                           int_of(details_out, "reasoning_tokens"), int_of(u, "total_tokens"),
+                          audio=(int_of(details_in, "audio_tokens"), None, int_of(details_out, "audio_tokens")),
                           price_context=(("service_tier", tier),) if isinstance(tier, str) and tier else ())
 
     def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
@@ -303,10 +304,13 @@ class OpenAI(Provider):
             response = sub(event, "response")
             usage = sub(response, "usage")
             if isinstance(usage, dict):
+                details_in = sub(usage, "input_token_details")
                 read.usage = usage_make(None, int_of(usage, "input_tokens"), int_of(usage, "output_tokens"),
-                                        int_of(sub(usage, "input_token_details"), "cached_tokens"), None,
-                                        int_of(usage, "total_tokens"))
-        elif kind in ("session.created", "session.updated"):
+                                        int_of(details_in, "cached_tokens"), None, int_of(usage, "total_tokens"),
+                                        audio=(int_of(details_in, "audio_tokens"),
+                                               int_of(sub(details_in, "cached_tokens_details"), "audio_tokens"),
+                                               int_of(sub(usage, "output_token_details"), "audio_tokens")))
+        elif kind in ("session.created", "session.updated") and direction == "upstream":  # the server's word only
             session = sub(event, "session")
             read.model = sub(session, "model") if isinstance(sub(session, "model"), str) else None
             read.formats = _realtime_formats(session)

@@ -33,7 +33,7 @@ from proxy.refusals import refusal_find
 from proxy.request_body import BodySpool
 from proxy.steps import steps_active, steps_run
 from proxy.upstream import headers_forward
-from providers import USAGE_FIELDS
+from providers import COUNT_FIELDS
 from wire.jsonutil import json_line, json_or_none
 
 log = logging.getLogger(__name__)
@@ -117,15 +117,16 @@ class Session:
             return text
         self.formats.update(read.formats)
         self.model = read.model or self.model
-        if read.usage is not None:
-            for name in USAGE_FIELDS:
+        if read.usage is not None and direction == "upstream":  # what the client says it used is no bill
+            for name in COUNT_FIELDS:
                 value = getattr(read.usage, name)
-                if value is not None:
+                if value is not None and value >= 0:
                     self.usage[name] = self.usage.get(name, 0) + value
         for chunk in read.audio:
-            try:
-                audio = base64.b64decode(chunk.holder[chunk.key], validate=True)
-            except (binascii.Error, ValueError):
+            data = chunk.holder[chunk.key]
+            try:  # google-genai sends URL-safe base64
+                audio = base64.b64decode(data, altchars=b"-_" if "-" in data or "_" in data else None, validate=True)
+            except (binascii.Error, ValueError, TypeError):
                 continue
             track = self._audio_track(chunk.track)
             chunk.holder[chunk.key] = {"$gateway_audio": {"track": track.key, "offset": track.append(audio),

@@ -31,7 +31,8 @@ from logs.records import FileRecord, FileRef, FrameRecord, Record, RequestRecord
 from logs.redaction.echoes import echoes_mask
 from logs.storage import PayloadStoreUnavailable
 from logs.tags import tags_from_headers, tags_merge
-from providers import USAGE_FIELDS, Provider, Usage, registry
+from providers import COUNT_FIELDS, USAGE_FIELDS, Provider, Usage, registry
+from providers.base import usage_counts
 from wire.jsonutil import json_depth, json_or_none, text_valid
 from wire.multipart import multipart_boundary
 from wire.sse import sse_events
@@ -214,11 +215,10 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
             if ref is not None:
                 unlink_after_commit(spool_path(ref.spool))
                 ref = None
-    if rec.usage:  # a realtime session: its responses' usage, summed as they passed
-        model = rec.usage.get("model")
-        counts = {name: rec.usage.get(name) for name in USAGE_FIELDS}
-        _usage_set(resp, provider, Usage(model[:255] if isinstance(model, str) else None,
-                                         **{k: v if isinstance(v, int) else None for k, v in counts.items()}))
+    if rec.usage:  # a realtime session: its responses' usage, summed as they passed (kept whole: its audio
+        # tokens price it, and re-pricing needs them again)
+        _usage_set(resp, provider, usage_counts(rec.usage.get("model"), rec.usage))
+        resp.stream_result = {"session_usage": {k: v for k, v in rec.usage.items() if k in COUNT_FIELDS}}
     if isinstance(answer, dict) and ((rec.status or 0) >= 400 or resp.is_stream) and not rec.error:
         # The upstream's own error message, so a list of failures says what failed without opening each;
         # a stream that began 200 and then sent an error event (OpenRouter, Anthropic) failed too.

@@ -144,7 +144,8 @@ def _table_cost(prices: dict[str, Decimal], usage: Usage) -> Decimal:
 def _library_cost(provider: Provider, usage: Usage, at: datetime) -> Decimal | None:
     """genai-prices' price for the usage, trying the provider's price names in turn; None when unknown."""
     counts = (usage.input_tokens or 0, usage.output_tokens or 0, usage.cached_tokens or 0,
-              usage.cache_write_tokens or 0)
+              usage.cache_write_tokens or 0, usage.input_audio_tokens or 0, usage.cached_audio_tokens or 0,
+              usage.output_audio_tokens or 0)
     context = tuple(sorted(dict(usage.price_context).items()))
     snapshot = price_data.get_snapshot()
     for name in provider.price_names(usage.model):
@@ -158,7 +159,8 @@ def _library_cost(provider: Provider, usage: Usage, at: datetime) -> Decimal | N
             return memo[1]
         calc = genai_prices.calc_price(
             genai_prices.Usage(input_tokens=counts[0], output_tokens=counts[1], cache_read_tokens=counts[2],
-                               cache_write_tokens=counts[3]),
+                               cache_write_tokens=counts[3], input_audio_tokens=counts[4],
+                               cache_audio_read_tokens=counts[5], output_audio_tokens=counts[6]),
             name, provider_id=provider.prices_id, genai_request_timestamp=at, price_context=dict(context) or None)
         cost = calc.total_price.quantize(COST_PLACES)
         if len(_MEMO) >= MEMO_MAX:

@@ -16,6 +16,7 @@ from django.db import transaction
 from logs.models import Response
 from logs.pricing import cost_compute
 from providers import Provider, Usage, registry
+from providers.base import usage_counts
 from wire.jsonutil import json_or_none
 
 
@@ -32,7 +33,10 @@ def _stored_answer(resp: Response) -> Any:
 
 
 def _usage(resp: Response, provider: Provider) -> Usage:
-    """The usage the stored answer reports, or the one the columns kept."""
+    """The usage the stored answer reports (a realtime session's sums), or the one the columns kept."""
+    session = resp.stream_result.get("session_usage") if isinstance(resp.stream_result, dict) else None
+    if isinstance(session, dict):
+        return usage_counts(resp.model, session)
     answer = _stored_answer(resp)
     if isinstance(answer, dict):
         try:

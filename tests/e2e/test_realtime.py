@@ -16,6 +16,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from logs.models import BinaryFile, Frame, Request, Response
+from logs.pricing import cost_compute
+from providers import Usage, registry
 from testing.mock_realtime import PCM_CHUNK, MockRealtimeThread
 from hold.models import HeldRequest
 from hold.services import HoldError
@@ -80,6 +82,11 @@ def test_openai_sdk_session_is_relayed_and_logged(rt, realtime_mock, log_flush):
     assert (resp.input_tokens, resp.output_tokens, resp.cached_tokens, resp.total_tokens) == (12, 18, 4, 30)
     assert resp.model == "gpt-realtime"
     assert resp.cost_usd > 0 and resp.price_source.startswith("genai-prices")  # priced like any exchange
+    # Its audio tokens (4 in, 12 out) at audio prices, several times text's.
+    spoken = Usage("gpt-realtime", 12, 18, 4, input_audio_tokens=4, output_audio_tokens=12)
+    assert resp.cost_usd == cost_compute(registry().get("openai"), spoken, at=resp.created_at).cost
+    assert resp.cost_usd > cost_compute(registry().get("openai"), Usage("gpt-realtime", 12, 18, 4), at=resp.created_at).cost
+    assert resp.stream_result["session_usage"]["output_audio_tokens"] == 12  # kept for re-pricing
 
     frames = list(Frame.objects.filter(request=req).order_by("seq"))
     client_sent = [f for f in frames if f.direction == "client"]
@@ -104,6 +111,27 @@ def test_openai_sdk_session_is_relayed_and_logged(rt, realtime_mock, log_flush):
     page = admin.get(f"/admin/logs/request/{req.id.hex}/change/").content.decode()
     assert f"{len(frames)} frames" in page and "response.output_audio.delta" in page
     assert page.count("<audio") == 2  # both tracks playable on the exchange page
+
+
+def test_usage_and_model_come_from_the_upstream_never_the_client(rt, realtime_mock, log_flush):
+    """A client's own session.updated or response.done is relayed, never billed: a budget cannot be dodged so."""
+    async def session() -> None:
+        async with connect(f"{rt.url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
+                           additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+            await ws.recv()  # session.created
+            await ws.send(json.dumps({"type": "session.updated", "session": {"model": "my-free-model"}}))
+            await ws.send(json.dumps({"type": "response.done", "response": {"usage": {
+                "input_tokens": -1000, "output_tokens": 5, "total_tokens": -995}}}))
+            await ws.send(json.dumps({"type": "response.create"}))
+            while json.loads(await ws.recv())["type"] != "response.done":
+                pass
+
+    asyncio.run(session())
+    assert len(realtime_mock.mock.sessions[-1].received) == 3  # relayed as sent
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.model == "gpt-realtime" and (resp.input_tokens, resp.output_tokens) == (12, 18)  # the mock's one
+    assert resp.cost_usd > 0 and "could not be processed" not in resp.error_message
 
 
 async def _close_by_upstream(url: str, event: dict) -> tuple[int, str]:

@@ -57,7 +57,9 @@ def exchange_context(req: Request, request: HttpRequest) -> dict:
         "response_headers": headers_safe(resp.headers) if resp else [],
         "request_body": body_render(req.body, file_url),
         "response_body": body_render(resp.body, file_url) if resp else None,
-        "stream_result": json_pretty(stream_result.get("result")) if stream_result else None,
+        "stream_result": json_pretty(stream_result["result"]) if stream_result and "result" in stream_result else None,
+        "session_usage": json_pretty(stream_result["session_usage"]) if stream_result and "session_usage" in (
+            stream_result) else None,
         "events": events_shown(resp.body, resp.event_offsets_ms) if resp and resp.is_stream else [],
         "conversation": _conversation(provider, req, answer),
         "files": files,

@@ -149,3 +149,11 @@ def test_equal_counts_at_another_time_of_day_are_priced_for_that_time(hours):
         got.setdefault(hour, []).append(cost_compute(deepseek, usage, at=at).cost)
         assert got[hour][-1] == expected.quantize(Decimal("0.00000001"))
     assert got[3][0] != got[20][0]
+
+
+def test_audio_tokens_are_priced_as_audio():
+    """gpt-realtime: text $4 in / $16 out, audio $32 / $64 per million (genai-prices); the audio is part of the counts."""
+    text_only = cost_compute(OPENAI, Usage("gpt-realtime", 1000, 1000)).cost
+    spoken = cost_compute(OPENAI, Usage("gpt-realtime", 1000, 1000, input_audio_tokens=800, output_audio_tokens=900))
+    assert text_only == Decimal("0.02")
+    assert spoken.cost == (200 * 4 + 800 * 32 + 100 * 16 + 900 * 64) / M and spoken.source == LIBRARY_SOURCE

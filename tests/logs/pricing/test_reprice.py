@@ -45,6 +45,17 @@ def test_reprice_reads_cache_writes_from_the_stored_answer():
     assert Response.objects.get(id=resp.id).cost_usd == Decimal("0.00375")  # the write premium, not $3/M
 
 
+def test_reprice_prices_a_realtime_sessions_audio_from_its_summed_usage():
+    """A session has no answer body: its summed counts, audio included, are kept for this (gpt-realtime: audio
+    $32 / $64 per million, text $4 / $16)."""
+    counts = {"input_tokens": 1000, "output_tokens": 1000, "input_audio_tokens": 800, "output_audio_tokens": 900}
+    resp = exchange_make(endpoint="/v1/realtime", method="GET", status=101, model="gpt-realtime",
+                         input_tokens=1000, output_tokens=1000, cost_usd=Decimal("0.02"), price_source="text only",
+                         stream_result={"session_usage": counts}).response
+    call_command("reprice_logs", stdout=StringIO())
+    assert Response.objects.get(id=resp.id).cost_usd == Decimal("0.0856")
+
+
 def test_reprice_leaves_a_cache_hit_free_and_prices_what_it_saved():
     # Budgets and the spend pages count cost_usd: a replay repriced at full price would spend them.
     answer = {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 1000, "completion_tokens": 1000}}
