@@ -34,6 +34,7 @@ from proxy.request_body import BodySpool
 from proxy.steps import steps_active, steps_run
 from proxy.upstream import headers_forward
 from providers import COUNT_FIELDS
+from providers.base import SUBPROTOCOL_HEADER
 from wire.jsonutil import json_line, json_or_none
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,10 @@ class Session:
                 await send({"type": "websocket.send", key: data})
         except ConnectionClosed:
             pass
+        except OSError:  # the client vanished mid-answer (the server's ClientDisconnected): it ended the session
+            if not self.ended_by:
+                self.ended_by, self.code, self.reason = "client", 1006, ""
+            return
         if not self.ended_by:
             self.ended_by = "upstream"
             close = upstream.protocol.close_rcvd  # what the upstream sent (None: it just went away)
@@ -206,6 +211,9 @@ class Session:
         desc = f"{self.ended_by} closed the session with code {self.code}" + (f": {self.reason}" if self.reason else "")
         if self.ended_by == "client" and self.code in (1005, 1006):  # the server cannot tell an empty close frame
             desc = f"client went away without a close code ({self.code})"  # from a vanished client
+        elif self.ended_by == "client" and self.code == 1009:  # closed by the server this gateway runs in
+            desc = ("the gateway's server closed the session with code 1009: a client message over its size limit "
+                    "(uvicorn --ws-max-size, 16 MiB by default)")
         if self.ended_by == "server":
             self.x.fail(Outcome.INTERRUPTED, f"gateway shut down during the session (the server closed it with code "
                                              f"{self.code}, at once: uvicorn gives WebSockets no grace)")
@@ -222,9 +230,12 @@ class Session:
 async def _upstream_open(x: Exchange, scope: dict) -> ClientConnection | HttpResponseBase:
     """Connect to the provider's WebSocket; an HTTP answer instead when it refuses or cannot be reached."""
     headers = [(k, v) for k, v in x.forward_headers if k.lower() not in HANDSHAKE_HEADERS]
+    # The subprotocols as the steps left them (a hook may put a server-side key in place of a browser's).
+    subprotocols = [p.strip() for k, v in x.forward_headers if k.lower() == SUBPROTOCOL_HEADER
+                    for p in v.split(",") if p.strip()]
     try:
         return await connect(upstream_ws_url(x.route, x.query), additional_headers=headers,
-                             subprotocols=scope.get("subprotocols") or None, user_agent_header=None,
+                             subprotocols=subprotocols or None, user_agent_header=None,
                              open_timeout=settings.UPSTREAM_CONNECT_TIMEOUT, max_size=None, compression=None)
     except InvalidStatus as exc:  # the upstream answered the upgrade with an HTTP error: pass it on
         answer = exc.response
@@ -262,6 +273,8 @@ async def _relay(x: Exchange, session: Session, upstream: ClientConnection, rece
     finally:
         for task in tasks:
             task.cancel()
+        # The session ended now: closing the upstream may wait for its close frame behind queued messages.
+        x.clock_stop()
         await asyncio.shield(upstream.close())
 
 
@@ -328,7 +341,10 @@ async def websocket_app(scope: dict, receive, send) -> None:
         await _deny(scope, send, refuse(x, refusal))
         return
     await request_record(x)
-    x.forward_headers = headers_forward(x.headers, request=True)
+    # The client's handshake headers stay behind (the upstream connection makes its own), but its
+    # subprotocols go on, as the steps leave them.
+    x.forward_headers = [(k, v) for k, v in headers_forward(x.headers, request=True)
+                         if k.lower() not in HANDSHAKE_HEADERS or k.lower() == SUBPROTOCOL_HEADER]
     answer = await _steps_unless_gone(x, receive)
     if answer is _GONE:
         return
@@ -341,12 +357,17 @@ async def websocket_app(scope: dict, receive, send) -> None:
     if isinstance(upstream, HttpResponseBase):
         await _deny(scope, send, upstream)
         return
-    # The steps' answer headers too: a limited key's RateLimit fields are on every answer to it.
-    await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol,
-                "headers": [*((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in x.answer_headers),
-                            (REQUEST_ID_HEADER.lower().encode(), x.request_id.encode())]})
     session = Session(x)
     try:
+        try:  # the steps' answer headers too: a limited key's RateLimit fields are on every answer to it
+            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol,
+                        "headers": [*((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in x.answer_headers),
+                                    (REQUEST_ID_HEADER.lower().encode(), x.request_id.encode())]})
+        except OSError:  # the client left while the upstream's handshake ran (the server's ClientDisconnected)
+            x.fail(Outcome.CLIENT_ABORTED, "client disconnected before the session opened")
+            session.ended_by, session.code = "client", 1006
+            await asyncio.shield(upstream.close())
+            return
         await _relay(x, session, upstream, receive, send)
     finally:
         session.end()

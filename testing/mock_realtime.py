@@ -8,6 +8,7 @@
                                 mock close the session with that code; {"type": "mock.drop"}
                                 makes it drop the connection without a close frame.
   a path with refuse-<status>   the upgrade answered with that HTTP status and a JSON error body.
+  a path with slow-open-<ms>    the upgrade answered after that many milliseconds.
   /ws/...BidiGenerateContent    Gemini Live: setup -> setupComplete; realtimeInput audio;
                                 clientContent turnComplete -> modelTurn audio + turnComplete, usage.
   /echo                         every message sent back as it came (text or binary).
@@ -60,7 +61,10 @@ class MockRealtime:
         return f"http://127.0.0.1:{self.port}"
 
     @staticmethod
-    def _refusal(ws: ServerConnection, request: Request) -> Response | None:
+    async def _refusal(ws: ServerConnection, request: Request) -> Response | None:
+        slow = re.search(r"slow-open-(\d+)", request.path)
+        if slow is not None:  # a handshake that takes that many milliseconds
+            await asyncio.sleep(int(slow.group(1)) / 1000)
         match = re.search(r"refuse-(\d{3})", request.path)
         if match is None:
             return None

@@ -202,6 +202,37 @@ async def _client_leaves(url: str) -> None:
     ws.transport.abort()  # no close frame: the client just goes away
 
 
+def test_a_client_that_leaves_while_the_upstream_opens_is_logged_and_the_upstream_closed(rt, realtime_mock, log_flush):
+    async def impatient() -> None:
+        with pytest.raises(TimeoutError):
+            async with connect(f"{rt.url.replace('http', 'ws')}/v1/realtime/slow-open-600?model=m",
+                               additional_headers={"Authorization": f"Bearer {KEY}"}, open_timeout=0.2):
+                pass
+
+    asyncio.run(impatient())
+    assert wait_until(lambda: realtime_mock.mock.sessions and realtime_mock.mock.sessions[-1].closed_code is not None,
+               timeout=5)  # the gateway closed the upstream it opened for nobody (it stayed open before)
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.status_code == 101 and resp.outcome == "client_aborted"
+    assert "client disconnected before the session opened" in resp.error_message
+
+
+def test_a_client_message_over_the_servers_size_limit_is_named_as_such(rt, realtime_mock, log_flush):
+    async def oversized() -> int:
+        async with connect(f"{rt.url.replace('http', 'ws')}/v1/realtime/echo?model=m", max_size=None,
+                           additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+            await ws.send("x" * (16 * 1024 * 1024 + 1))  # uvicorn's --ws-max-size is 16 MiB by default
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code
+
+    assert asyncio.run(oversized()) == 1009
+    log_flush()
+    resp = Response.objects.get()
+    assert "a client message over its size limit (uvicorn --ws-max-size" in resp.error_message
+
+
 def test_client_disconnect_is_logged_and_the_upstream_closed(rt, realtime_mock, log_flush):
     asyncio.run(_client_leaves(rt.url))
     log_flush()
@@ -216,6 +247,19 @@ async def _browser_session(url: str) -> str:
     async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
                        subprotocols=["realtime", f"openai-insecure-api-key.{KEY}", "openai-beta.realtime-v1"]) as ws:
         return json.loads(await ws.recv())["type"]
+
+
+def test_a_subprotocol_a_hook_changes_is_what_goes_upstream(rt, realtime_mock, settings, log_flush):
+    from tests.proxy.sample_hooks import INJECTED
+
+    settings.GATEWAY_HOOKS = ["tests.proxy.sample_hooks.SubprotocolKey"]
+    assert asyncio.run(_browser_session(rt.url)) == "session.created"
+    sent = dict(realtime_mock.mock.sessions[-1].headers)["Sec-WebSocket-Protocol"]
+    assert f"openai-insecure-api-key.{INJECTED}" in sent and KEY not in sent and sent.startswith("realtime, ")
+    log_flush()
+    forwarded = dict((k.lower(), v) for k, v in Response.objects.get().forwarded["headers"])
+    assert "sec-websocket-key" not in forwarded  # the upstream connection makes its own: not what went
+    assert INJECTED[-4:] in forwarded["sec-websocket-protocol"] and INJECTED not in forwarded["sec-websocket-protocol"]
 
 
 def test_a_key_in_the_subprotocol_reaches_the_upstream_and_is_logged_masked(rt, realtime_mock, log_flush, capsys):

@@ -256,3 +256,11 @@ def test_unknown_provider_reads_as_openai():
         assert isinstance(provider, OpenAI)
         assert provider.usage({"usage": {"prompt_tokens": 1, "completion_tokens": 2}}).total_tokens == 3
     assert registry().get("").name == "unknown"
+
+
+def test_gemini_live_audio_in_google_genais_snake_case():
+    """google-genai writes realtime_input / mime_type; the REST docs realtimeInput / mimeType: both are read."""
+    for event in ({"realtime_input": {"audio": {"data": "AAA-", "mime_type": "audio/pcm;rate=16000"}}},
+                  {"realtimeInput": {"mediaChunks": [{"data": "AAAA", "mimeType": "audio/pcm;rate=16000"}]}}):
+        read = get("gemini").realtime_read("client", event)
+        assert [c.track for c in read.audio] == ["input"] and read.formats["input"] == ("pcm16", 16000)

@@ -177,3 +177,12 @@ class NotJson:
 
     def on_request(self, exchange):
         exchange.json = {**exchange.json, "temperature": float("nan")}
+
+
+class SubprotocolKey:
+    """A browser's realtime key (in a subprotocol) replaced by the team's, server side."""
+
+    def on_request(self, exchange):
+        exchange.headers = [(k, ", ".join(f"openai-insecure-api-key.{INJECTED}" if p.strip().startswith(
+            "openai-insecure-api-key.") else p.strip() for p in v.split(","))) if k.lower() == "sec-websocket-protocol"
+            else (k, v) for k, v in exchange.headers]
