@@ -28,6 +28,6 @@ VOLUME ["/data"]
 EXPOSE 8080
 
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ['UVICORN_PORT']; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=4).status != 200)"]
+    CMD ["python", "-m", "gateway_project.healthcheck"]
 
 CMD ["uvicorn", "gateway_project.asgi:application", "--workers", "2", "--no-access-log", "--no-server-header", "--no-date-header"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
+from gateway_project.healthcheck import probe_host
 
 ROOT = Path(__file__).resolve().parent.parent
 _DROP = ("DATABASE_URL", "DB_PATH", "FILE_STORAGE_PATH", "DJANGO_SETTINGS_MODULE", "PYTEST_CURRENT_TEST")
@@ -76,6 +77,7 @@ class GatewayProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stderr_path = data_dir / f"uvicorn-{self.port}.stderr"
+        self.host = probe_host(extra.get("ALLOWED_HOSTS", ""))  # a Host the gateway accepts (its own probe's)
         if command is not None:
             args = list(command)
             if "--port" in args:
@@ -99,7 +101,7 @@ class GatewayProcess:
                 raise RuntimeError(f"gateway exited at start:\n{self.stderr()}")
             try:
                 # /health answers once one worker is up; every worker opens its journal at startup.
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200 and (
+                if httpx.get(f"{self.url}/health", headers={"Host": self.host}, timeout=1).status_code == 200 and (
                         self.workers == 1 or len(list((self.data_dir / "journal").glob("*.jsonl"))) >= self.workers):
                     return
             except httpx.HTTPError:
