@@ -191,7 +191,10 @@ def log_write_error() -> str:
     database refusing writes (locked, full, down) or the journal's disk full."""
     if _writer is None:
         return ""
-    return "; ".join(filter(None, [_writer.journal_error, _writer.last_error]))
+    # The database's refusal counts while records wait: once every journal is written (this
+    # process's records, or a dead one's it replayed: no batch of its own says so), it is over.
+    refused = _writer.last_error if _writer.last_error and log_pending_count() else ""
+    return "; ".join(filter(None, [_writer.journal_error, refused]))
 
 
 def writer_stop(timeout: float = 10.0) -> bool:

@@ -76,6 +76,15 @@ def test_database_unavailable_then_back_writes_all_in_order_once(monkeypatch):
     assert log_pending_count() == 0
 
 
+def test_a_database_error_is_reported_only_while_records_wait(monkeypatch):
+    """A worker with nothing left to write (a dead worker's journal replayed since) reports no stale error."""
+    writer = writer_get()
+    monkeypatch.setattr(writer, "last_error", "connection failed: Connection refused")
+    assert log_pending_count() == 0 and "log_write_error" not in Client().get("/health").json()
+    monkeypatch.setattr(writer, "_unwritten", 3)  # records waiting: the refusal is the news
+    assert Client().get("/health").json()["log_write_error"] == "connection failed: Connection refused"
+
+
 def test_journal_write_failure_does_not_lose_the_record(monkeypatch, caplog):
     writer = writer_get()
 
