@@ -71,23 +71,38 @@ class StoreUnavailable(Exception):
 # After a Redis call fails, calls fail at once for this long instead of each waiting for its own
 # timeout: a Redis that stopped answering held every limited request for the socket timeout, and the
 # key reads queued behind them on the reader threads (keys/refresh.py); the response cache's reads
-# and writes waited too. The next call after it tries Redis again.
+# and writes waited too. Then one call tries Redis again while the others still fail at once, until
+# it answers (without that, every call of the moment after each window waited for its timeout).
 REDIS_AWAY_SECONDS = 2.0
-_redis_away = {"until": 0.0, "detail": ""}
+_redis_away = {"until": 0.0, "detail": "", "probing": False}  # detail: the last failure, "" once Redis answered
+_redis_away_lock = threading.Lock()
 
 
 def redis_guarded(call: Callable[[], T]) -> T:
     """Run a call on the shared Redis; StoreUnavailable if it fails, or at once while it failed less than
-    REDIS_AWAY_SECONDS ago."""
-    if time.monotonic() < _redis_away["until"]:
-        raise StoreUnavailable("Redis is unavailable (failed less than "
-                               f"{REDIS_AWAY_SECONDS:g} s ago)", _redis_away["detail"])
+    REDIS_AWAY_SECONDS ago, or while another call is trying it again."""
+    probe = False
+    if _redis_away["detail"]:  # failed last time: not known to be back (the healthy path takes no lock)
+        with _redis_away_lock:
+            if time.monotonic() < _redis_away["until"]:
+                raise StoreUnavailable("Redis is unavailable (failed less than "
+                                       f"{REDIS_AWAY_SECONDS:g} s ago)", _redis_away["detail"])
+            if _redis_away["probing"]:
+                raise StoreUnavailable("Redis is unavailable (being tried again)", _redis_away["detail"])
+            _redis_away["probing"] = probe = True
     try:
-        return call()
+        result = call()
     except Exception as exc:  # redis.exceptions.* (connection refused, timeout): the store is down
         detail = f"{type(exc).__name__}: {exc}"
-        _redis_away.update(until=time.monotonic() + REDIS_AWAY_SECONDS, detail=detail)
+        with _redis_away_lock:
+            _redis_away.update(until=time.monotonic() + REDIS_AWAY_SECONDS, detail=detail)
         raise StoreUnavailable(f"Redis is unavailable ({type(exc).__name__})", detail) from None
+    finally:
+        if probe:
+            _redis_away["probing"] = False
+    if probe:
+        _redis_away["detail"] = ""  # it answered: back to calling it freely
+    return result
 
 
 _kind: list[str] = []  # read once per process: settings are read on every request otherwise

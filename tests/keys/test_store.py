@@ -10,6 +10,7 @@ from django.db import connection
 
 from keys import store
 from keys.store import Take, _decide, window_clear, window_take
+from tests.e2e.faults import wait_until
 
 NOW = 1_800_000_000
 
@@ -130,6 +131,31 @@ def test_an_unreachable_redis_is_reported_and_not_tried_again_for_a_moment(setti
     except Exception:
         pytest.skip("no Redis on 127.0.0.1:6379")
     assert window_take(f"t:{uuid.uuid4().hex}", 1, 60).allowed
+
+
+def test_after_the_window_one_call_tries_redis_again_while_the_others_fail_at_once(monkeypatch):
+    """A Redis still hung after REDIS_AWAY_SECONDS costs one call its timeout, not every call of that moment."""
+    import threading
+
+    monkeypatch.setitem(store._redis_away, "until", 0.0)  # the window over...
+    monkeypatch.setitem(store._redis_away, "detail", "TimeoutError: Timeout reading")  # ...after a failure
+    release, ran = threading.Event(), []
+
+    def probe() -> str:
+        ran.append("probe")
+        release.wait(5)
+        return "answered"
+
+    results = []
+    prober = threading.Thread(target=lambda: results.append(store.redis_guarded(probe)))
+    prober.start()
+    assert wait_until(lambda: ran, 5)
+    with pytest.raises(store.StoreUnavailable, match=r"being tried again"):
+        store.redis_guarded(lambda: ran.append("second"))
+    release.set()
+    prober.join(5)
+    assert results == ["answered"] and ran == ["probe"]
+    assert store.redis_guarded(lambda: "free again") == "free again"  # it answered: calls go through
 
 
 def test_a_short_limit_file_is_grown_and_its_buckets_kept(tmp_path, settings):
