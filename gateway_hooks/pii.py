@@ -2,8 +2,8 @@
 
 Only the text a person wrote is searched: string values under the keys prompts use across the
 providers (messages' content, Gemini's parts' text, instructions, system, input, prompt), never
-ids, URLs or base64 data; and every string of a tool call's arguments or a tool's result, which
-carry what the user wrote under names of their own. Each distinct value becomes a placeholder such as [EMAIL_1]; the
+ids, URLs (in a text too) or base64 data; and every string of a tool call's arguments or a tool's
+result (but for ids and links), which carry what the user wrote under names of their own. Each distinct value becomes a placeholder such as [EMAIL_1]; the
 placeholder-to-value mapping goes into the exchange's metadata, which only the log keeps
 (responses.steps). The answer keeps the placeholders: the model never saw the values, and the
 client reads them back from its own prompt.
@@ -17,14 +17,21 @@ TEXT_KEYS = frozenset({"content", "text", "prompt", "input", "system", "instruct
 # A tool call's arguments and a tool's result, where what the user wrote comes back under any name:
 # OpenAI's function.arguments (a JSON string), Gemini's functionCall.args and functionResponse,
 # and (an object under "input") Anthropic's tool_use.input and Replicate's input.
-TOOL_KEYS = frozenset({"arguments", "args", "functionResponse", "function_response"})
-EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?![\w-])")
+TOOL_KEYS = frozenset({"arguments", "args", "functionResponse", "function_response", "output"})
+# E-mail addresses, non-ASCII ones too (josé@example.com, jürgen@müller.de): \w is Unicode.
+EMAIL = re.compile(r"(?<![\w.+-])[\w.%+-]{1,64}@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,24}(?![\w-])")
 # 13 to 19 digits, optionally in groups split by single spaces or dashes; must pass the Luhn check.
 CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
 # An optional +country code, then 9 to 15 digits in groups split by spaces, dots, dashes or parentheses.
-# After a country code the first group may be one digit (+33 6 12 34 56 78, +61 4 1234 5678).
-PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}|(?:\(\d{1,4}\)[ .-]?)?\d{2,4})"
-                   r"(?:[ .-]?\d{2,4}){2,4}(?![\w])")
+# After a country code the first group may be one digit (+33 6 12 34 56 78, +61 4 1234 5678). Not
+# the tail of something longer: a UUID's last group (-446655440000), a version (10.0.19045.2965),
+# a number grouped by spaces (8 000 000 000).
+PHONE = re.compile(r"(?<![\w+.\-/])(?<!\d[ ,])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}"
+                   r"|(?:\(\d{1,4}\)[ .-]?)?\d{2,4})(?:[ .-]?\d{2,4}){2,4}(?![\w])(?![.\-/]\w)")
+# A URL or data: URI in a text: never searched (its digits are paths and ids, not phone numbers).
+URL = re.compile(r"(?:https?://|data:)\S+")
+# Ids and links by their field's name, never searched even among a tool's arguments (call_id, image_url).
+NOT_TEXT_KEY = re.compile(r"(?:^|_)(?:id|url|uri)$|Id$|Url$|Uri$")
 PHONE_DIGITS = (9, 15)
 # Digit runs shaped like a phone number that are not one: an ISO date (and its time), an IPv4 address.
 NOT_PHONE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2})?|\d{1,3}(?:\.\d{1,3}){3}")
@@ -70,19 +77,31 @@ class Masker:
         return self._placeholder("PHONE", value)
 
     def text(self, text: str) -> str:
-        """One text with its e-mail addresses, card numbers and phone numbers masked (in that order)."""
+        """One text with its e-mail addresses, card numbers and phone numbers masked (in that order); the
+        URLs in it as they are."""
+        pieces = URL.split(text)
+        if len(pieces) > 1:  # masked between the URLs only
+            urls = URL.findall(text)
+            return "".join(self.text(piece) + (urls[i] if i < len(urls) else "") for i, piece in enumerate(pieces))
         text = EMAIL.sub(lambda m: self._placeholder("EMAIL", m.group(0)), text)
         text = CARD.sub(self._card, text)
         return PHONE.sub(self._phone, text)
 
-    def walk(self, value: Any, key: str | None = None, tool: bool = False) -> Any:
-        """The JSON value with the prompt texts in it masked (every string of a tool call's arguments)."""
+    def walk(self, value: Any, key: str | None = None, tool: bool = False, listed: bool = False) -> Any:
+        """The JSON value with the prompt texts in it masked (every string of a tool call's arguments, but
+        for ids and links).
+
+        An object under "input" is a tool's input (Anthropic's tool_use, Replicate's); a list under it is
+        the Responses API's conversation, whose items are read as messages.
+        """
+        if key is not None and NOT_TEXT_KEY.search(key):
+            return value
         tool = tool or key in TOOL_KEYS
         if isinstance(value, str):
             return self.text(value) if tool or key in TEXT_KEYS else value
-        tool = tool or key == "input" and isinstance(value, dict)
+        tool = tool or key == "input" and isinstance(value, dict) and not listed
         if isinstance(value, list):
-            return [self.walk(item, key, tool) for item in value]
+            return [self.walk(item, key, tool, listed=True) for item in value]
         if isinstance(value, dict):
             return {k: self.walk(v, k if isinstance(k, str) else None, tool) for k, v in value.items()}
         return value

@@ -23,6 +23,12 @@ PII = "gateway_hooks.pii.PiiMask"
     ("+33 6 12 34 56 78, +61 4 1234 5678, +353 1 234 5678", "[PHONE_1], [PHONE_2], [PHONE_3]"),
     ("+44 7 700 900 123", "[PHONE_1]"),
     ("at 2024-11-30 12:00 from 192.168.100.200", "at 2024-11-30 12:00 from 192.168.100.200"),
+    ("josé@example.com, jürgen@müller.de", "[EMAIL_1], [EMAIL_2]"),  # non-ASCII addresses were sent as they were
+    ("id 550e8400-e29b-41d4-a716-446655440000 on 10.0.19045.2965", "id 550e8400-e29b-41d4-a716-446655440000 on "
+                                                                   "10.0.19045.2965"),  # a UUID, a version
+    ("8 000 000 000 people", "8 000 000 000 people"),  # a number grouped by spaces
+    ("see https://cdn.example.com/u/4155550123/photo.png or call 415 555 0123",
+     "see https://cdn.example.com/u/4155550123/photo.png or call [PHONE_1]"),  # a URL as it is
 ])
 def test_masker_text(text, masked):
     assert Masker().text(text) == masked
@@ -101,3 +107,20 @@ def test_a_compressed_prompt_is_masked_too(settings, upstream, gateway):
     assert httpx.post(f"{gateway.url}/v1/chat/completions", content=plain, headers=headers).status_code == 200
     got = upstream.received[-1]
     assert got.header("content-encoding") == "gzip" and got.body == plain
+
+
+def test_the_responses_apis_input_list_is_read_as_messages_not_a_tools_input():
+    """Its items' ids and image URLs go as they are; its texts and a function's output are searched."""
+    payload = {"model": "gpt-4o", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "I am jane@example.com"},
+                                     {"type": "input_image", "image_url": "https://cdn.example.com/u/4155550123.png"}]},
+        {"type": "function_call", "call_id": "call-123456789", "name": "lookup", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call-123456789", "output": "phone +1 415 555 0100"}]}
+    masker = Masker()
+    out = masker.walk(payload)
+    assert out["input"][0]["content"][0]["text"] == "I am [EMAIL_1]"
+    assert out["input"][0]["content"][1] == payload["input"][0]["content"][1]
+    assert out["input"][1]["call_id"] == out["input"][2]["call_id"] == "call-123456789"
+    assert out["input"][2]["output"] == "phone [PHONE_1]"
+    replicate = masker.walk({"input": {"prompt": "mail jane@example.com", "image": "https://x.example/9876543210.png"}})
+    assert replicate == {"input": {"prompt": "mail [EMAIL_1]", "image": "https://x.example/9876543210.png"}}
