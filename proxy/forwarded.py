@@ -6,6 +6,7 @@ or not text, as a spool file the ingest stores as a FORWARDED_BODY file.
 """
 
 import hashlib
+from urllib.parse import unquote
 
 from django.conf import settings
 
@@ -15,6 +16,7 @@ from logs.records import FileRef
 from logs.redaction.redact import headers_mask, query_mask
 from logs.redaction.scrub import Masked
 from proxy.exchange import Exchange
+from proxy.request_body import body_payload
 from proxy.threads import off_loop
 
 
@@ -62,4 +64,8 @@ async def forwarded_note(x: Exchange) -> None:
                 x.forwarded_body_file = await off_loop(_spool_write, x, body, content_type)
             except OSError as exc:
                 x.notes.append(f"forwarded body file not saved: {exc}")
+    # The model that went upstream (a hook may have changed it): what prices an answer naming none.
+    payload = body_payload(body, content_type) if body is not None else None
+    if model := x.provider.request_model(unquote(x.route.upstream_path), payload):
+        note["model"] = model
     x.forwarded = note

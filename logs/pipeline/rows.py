@@ -170,10 +170,12 @@ def _usage_set(resp: Response, provider: Provider, usage: Usage) -> None:
 
 def _model_as_requested(resp: Response, provider: Provider, batch: list[Request]) -> None:
     """An answer that reports usage but names no model (OpenAI's images) is priced, and labelled, by the model
-    its request asked for: from this batch's request rows, else the database."""
+    its request asked for upstream: the forwarded one when a step changed it, else the request row's (from
+    this batch's rows, else the database)."""
     if resp.model is not None or (resp.input_tokens is None and resp.output_tokens is None):
         return
-    model = next((r.model for r in batch if str(r.id) == str(resp.request_id)), None)
+    model = resp.forwarded.get("model") if isinstance(resp.forwarded, dict) else None
+    model = model or next((r.model for r in batch if str(r.id) == str(resp.request_id)), None)
     if model is None:
         model = Request.objects.filter(pk=resp.request_id).values_list("model", flat=True).first()
     if model:

@@ -186,3 +186,13 @@ class SubprotocolKey:
         exchange.headers = [(k, ", ".join(f"openai-insecure-api-key.{INJECTED}" if p.strip().startswith(
             "openai-insecure-api-key.") else p.strip() for p in v.split(","))) if k.lower() == "sec-websocket-protocol"
             else (k, v) for k, v in exchange.headers]
+
+
+class CheaperImages:
+    """Sends image generations to the mini model."""
+
+    blocking = False
+
+    def on_request(self, exchange):
+        if exchange.path.endswith("/images/generations"):
+            exchange.json = {**exchange.json, "model": "gpt-image-1-mini"}

@@ -330,3 +330,17 @@ def test_a_body_changed_in_place_goes_upstream_and_later_hooks_judge_it(settings
     assert r.status_code == 200 and json.loads(upstream.received[-1].body)["model"] == "gpt-4o-mini"
     _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
     assert {"step": "hooks", "hook": H + "ModelInPlace", "decision": "changed", "changed": ["body"]} in resp.steps
+
+
+def test_an_answer_naming_no_model_is_priced_by_the_model_a_hook_sent(settings, upstream, gateway, log_flush):
+    """OpenAI's image answers report usage but no model: the forwarded model prices them, not the one asked."""
+    body = {"model": "gpt-image-1", "prompt": "a red square"}
+    direct = httpx.post(f"{gateway.url}/v1/images/generations", json={**body, "model": "gpt-image-1-mini"},
+                        headers=AUTH)
+    settings.GATEWAY_HOOKS = [H + "CheaperImages"]
+    hooked = httpx.post(f"{gateway.url}/v1/images/generations", json=body, headers=AUTH)
+    assert json.loads(upstream.received[-1].body)["model"] == "gpt-image-1-mini"
+    _, mini = _exchange(log_flush, direct.headers["x-gateway-request-id"])
+    req, resp = _exchange(log_flush, hooked.headers["x-gateway-request-id"])
+    assert req.model == "gpt-image-1" and resp.forwarded["model"] == "gpt-image-1-mini"
+    assert resp.model == "gpt-image-1-mini" and mini.cost_usd and resp.cost_usd == mini.cost_usd
