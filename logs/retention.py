@@ -1,8 +1,10 @@
 """Deleting exchanges with their files: the admin's delete and prune_logs, in batches, one at a time."""
 
 import fcntl
+import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -10,11 +12,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Count, QuerySet, Sum
 
 from logs.models import BinaryFile, Frame, PayloadOrphan, PendingRequest, Request, Response
 from logs.storage import payloads_delete
+
+log = logging.getLogger(__name__)
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 # A request with no answer logged yet, started within this, may still be in flight (a long stream, a
@@ -92,6 +96,24 @@ def exchanges_delete(request_ids: list) -> Deleted:
         deleted = Request.objects.filter(pk__in=request_ids)._raw_delete(Request.objects.db)
         transaction.on_commit(lambda: left.extend(_files_delete(files)))
     return Deleted(deleted, len(files), [left])
+
+
+DEADLOCK_RETRIES = 3
+
+
+def _deleted_retrying(ids: list) -> Deleted:
+    """exchanges_delete, tried again when PostgreSQL chose its transaction as a deadlock's victim: the
+    log's rollup triggers (written by the ingest as it goes) can meet a batch's in the other order."""
+    attempt = 0
+    while True:
+        try:
+            return exchanges_delete(ids)
+        except OperationalError as exc:
+            if "deadlock detected" not in str(exc) or attempt == DEADLOCK_RETRIES:
+                raise
+            attempt += 1
+            log.warning("prune_logs: a batch met the log's writes in a deadlock; trying it again")
+            time.sleep(0.1 * attempt)
 
 
 def _files_delete(names: list[str]) -> list[str]:
@@ -215,7 +237,7 @@ def prune(older_than: timedelta, *, dry_run: bool = False, batch: int = 1000, no
             if not ids:
                 break
             result.file_bytes += BinaryFile.objects.filter(request_id__in=ids).aggregate(b=Sum("size"))["b"] or 0
-            done = exchanges_delete(ids)
+            done = _deleted_retrying(ids)
             result.exchanges, result.files = result.exchanges + done.exchanges, result.files + done.files
             result.files_left += done.files_left
             if progress:

@@ -33,6 +33,28 @@ def test_prune_deletes_old_exchanges_and_files(aged, capsys):
     assert all(stored(name) is None for name in aged["old_files"]) and stored(aged["new_file"]) == PNG
 
 
+def test_a_batch_chosen_as_a_deadlocks_victim_is_tried_again(aged, capsys, monkeypatch):
+    """PostgreSQL cancels one transaction of a deadlock (the ingest's rollup triggers against a batch's):
+    the prune tries the batch again instead of stopping with a traceback."""
+    from django.db import OperationalError
+
+    from logs import retention
+
+    real, failed = retention.exchanges_delete, []
+
+    def once_deadlocked(ids):
+        if not failed:
+            failed.append(ids)
+            raise OperationalError("deadlock detected\nDETAIL: Process 1 waits for ShareLock on transaction 2")
+        return real(ids)
+
+    monkeypatch.setattr(retention, "exchanges_delete", once_deadlocked)
+    monkeypatch.setattr(retention.time, "sleep", lambda s: None)
+    call_command("prune_logs", "--older-than", "30d", "--batch", "2")
+    assert failed and "deleted 5 exchanges and 5 files" in capsys.readouterr().out
+    assert set(Request.objects.values_list("pk", flat=True)) == {r.pk for r in aged["new"]}
+
+
 def test_dry_run_deletes_nothing(aged, capsys):
     call_command("prune_logs", "--older-than", "30d", "--dry-run")
     out = capsys.readouterr().out
