@@ -78,12 +78,13 @@ def age_parse(text: str) -> timedelta:
     return age
 
 
-def exchanges_delete(request_ids: list) -> Deleted:
+def exchanges_delete(request_ids: list, *, store_away: bool = False) -> Deleted:
     """Delete exchanges by id in one transaction; their files go once it has committed.
 
     Files are removed only after the commit: a rolled back delete must not lose evidence, and a
     crash between the two leaves orphan files (harmless) rather than rows pointing nowhere. Files
-    the store does not delete then (unreachable, refusing) are noted for prune_logs to try again.
+    the store does not delete then (unreachable, refusing) are noted for prune_logs to try again;
+    store_away: the store failed a moment ago, so they are noted without asking it.
     """
     left: list[str] = []
     with transaction.atomic():
@@ -94,20 +95,20 @@ def exchanges_delete(request_ids: list) -> Deleted:
         for model in (BinaryFile, Frame, Response):
             model.objects.filter(request_id__in=request_ids)._raw_delete(model.objects.db)
         deleted = Request.objects.filter(pk__in=request_ids)._raw_delete(Request.objects.db)
-        transaction.on_commit(lambda: left.extend(_files_delete(files)))
+        transaction.on_commit(lambda: left.extend(_files_delete(files, store_away)))
     return Deleted(deleted, len(files), [left])
 
 
 DEADLOCK_RETRIES = 3
 
 
-def _deleted_retrying(ids: list) -> Deleted:
+def _deleted_retrying(ids: list, store_away: bool) -> Deleted:
     """exchanges_delete, tried again when PostgreSQL chose its transaction as a deadlock's victim: the
     log's rollup triggers (written by the ingest as it goes) can meet a batch's in the other order."""
     attempt = 0
     while True:
         try:
-            return exchanges_delete(ids)
+            return exchanges_delete(ids, store_away=store_away)
         except OperationalError as exc:
             if "deadlock detected" not in str(exc) or attempt == DEADLOCK_RETRIES:
                 raise
@@ -116,8 +117,8 @@ def _deleted_retrying(ids: list) -> Deleted:
             time.sleep(0.1 * attempt)
 
 
-def _files_delete(names: list[str]) -> list[str]:
-    left = payloads_delete(names)
+def _files_delete(names: list[str], store_away: bool = False) -> list[str]:
+    left = [n for n in names if n] if store_away else payloads_delete(names)
     if left:
         PayloadOrphan.objects.bulk_create([PayloadOrphan(name=n) for n in left], ignore_conflicts=True)
     return left
@@ -231,15 +232,22 @@ def prune(older_than: timedelta, *, dry_run: bool = False, batch: int = 1000, no
         result.orphans_deleted, _ = orphans_delete(batch)
         # An exchange still in flight is kept: its answer, logged when it ends, needs its request row.
         old = Request.objects.filter(created_at__lt=cutoff).exclude(pk__in=_in_flight(now))
+        store_away = False
         while True:
             # Oldest first: a prune stopped half-way leaves a clean, shorter log.
             ids = list(old.order_by("created_at").values_list("pk", flat=True)[:batch])
             if not ids:
                 break
             result.file_bytes += BinaryFile.objects.filter(request_id__in=ids).aggregate(b=Sum("size"))["b"] or 0
-            done = _deleted_retrying(ids)
+            done = _deleted_retrying(ids, store_away)
             result.exchanges, result.files = result.exchanges + done.exchanges, result.files + done.files
             result.files_left += done.files_left
+            if not store_away and done.files and done.files_left == done.files:
+                # The store deleted none of them: the rest of this run notes its files for the next prune
+                # instead of waiting on the store batch after batch (each attempt takes its timeouts).
+                store_away = True
+                log.warning("prune_logs: the payload store deleted none of a batch's files; the files of the "
+                            "batches after it are left for the next prune")
             if progress:
                 progress(result)
     return result

@@ -18,13 +18,24 @@ folder never imports boto3.
 """
 
 from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
 from django.core.files import File
 from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
 
 
+# botocore's own defaults (60 s connect and read timeouts, 5 attempts) held a prune batch for three minutes
+# against a store that stopped answering; the ingest waited as long before retrying. A call that fails
+# is tried again later anyway (the ingest's retry, prune_logs' orphan rows). OPTIONS' client_config wins.
+CLIENT_TIMEOUTS = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
+
+
 class PayloadS3Storage(S3Storage):
     """S3Storage whose uploads of local files stream from disk, one part at a time, on the caller's thread."""
+
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)
+        self.client_config = CLIENT_TIMEOUTS.merge(self.client_config)
 
     def get_default_settings(self) -> dict:
         # Multipart above 8 MiB; OPTIONS may still override it, the settings do not.

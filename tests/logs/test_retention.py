@@ -42,17 +42,35 @@ def test_a_batch_chosen_as_a_deadlocks_victim_is_tried_again(aged, capsys, monke
 
     real, failed = retention.exchanges_delete, []
 
-    def once_deadlocked(ids):
+    def once_deadlocked(ids, **kwargs):
         if not failed:
             failed.append(ids)
             raise OperationalError("deadlock detected\nDETAIL: Process 1 waits for ShareLock on transaction 2")
-        return real(ids)
+        return real(ids, **kwargs)
 
     monkeypatch.setattr(retention, "exchanges_delete", once_deadlocked)
     monkeypatch.setattr(retention.time, "sleep", lambda s: None)
     call_command("prune_logs", "--older-than", "30d", "--batch", "2")
     assert failed and "deleted 5 exchanges and 5 files" in capsys.readouterr().out
     assert set(Request.objects.values_list("pk", flat=True)) == {r.pk for r in aged["new"]}
+
+
+def test_once_the_store_deleted_none_of_a_batch_the_rest_are_left_without_asking_it(aged, capsys, monkeypatch):
+    """A store that does not answer costs one batch its timeouts, not every batch of the run."""
+    from logs import retention
+    from logs.models import PayloadOrphan
+
+    asked = []
+
+    def refusing(names):
+        asked.append(list(names))
+        return list(names)
+
+    monkeypatch.setattr(retention, "payloads_delete", refusing)
+    call_command("prune_logs", "--older-than", "30d", "--batch", "2")
+    assert len(asked) == 1 and len(asked[0]) == 2  # the first batch's two files; the store not asked again
+    assert set(PayloadOrphan.objects.values_list("name", flat=True)) == set(aged["old_files"])  # for the next prune
+    assert Request.objects.count() == 2  # the rows went all the same
 
 
 def test_dry_run_deletes_nothing(aged, capsys):

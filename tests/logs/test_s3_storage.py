@@ -85,3 +85,16 @@ def test_files_the_store_cannot_delete_are_noted_and_the_next_prune_deletes_them
     call_command("prune_logs", "--older-than", "30d", stdout=out, stderr=err)
     assert "deleted 1 files that earlier deletes had left in the store" in out.getvalue() and not err.getvalue()
     assert not payload_exists(gone.file.name) and not PayloadOrphan.objects.exists()
+
+
+def test_a_store_that_stops_answering_is_given_up_on_in_seconds_not_minutes():
+    """botocore's defaults (60 s timeouts, 5 attempts) held a prune batch three minutes on a hung store."""
+    from botocore.config import Config
+
+    from logs.s3_storage import PayloadS3Storage
+
+    config = PayloadS3Storage(bucket_name="b").client_config
+    assert (config.connect_timeout, config.read_timeout, config.retries["max_attempts"]) == (5, 30, 3)
+    assert config.s3 is not None  # django-storages' own settings kept (addressing style)
+    own = PayloadS3Storage(bucket_name="b", client_config=Config(read_timeout=120)).client_config
+    assert own.read_timeout == 120 and own.connect_timeout == 5  # an operator's OPTIONS win
