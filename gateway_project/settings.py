@@ -328,6 +328,11 @@ if not isinstance(logging.getLevelName(LOG_LEVEL), int):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"suspicious_brief": {"()": "gateway_project.log_filters.SuspiciousBrief"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # Django logs each on a logger of its own name (django.security.<exception>): a filter is not inherited.
+    "loggers": {f"django.security.{name}": {"filters": ["suspicious_brief"]} for name in (
+        "DisallowedHost", "DisallowedRedirect", "RequestDataTooBig", "TooManyFieldsSent", "TooManyFilesSent",
+        "SuspiciousMultipartForm")},
 }

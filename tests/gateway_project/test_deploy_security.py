@@ -72,3 +72,16 @@ def test_health_answers_plain_http_probes_when_the_admin_redirects_to_https(sett
     assert probe.get("/admin/login/").status_code == 301  # the admin goes to HTTPS...
     health = probe.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"  # ...a load balancer's probe does not
+
+
+@pytest.mark.django_db
+def test_a_host_outside_allowed_hosts_is_one_warning_line_not_a_traceback(settings, caplog):
+    """Every scanner naming the server's address got a 400 and printed twenty lines of traceback."""
+    from django.test import Client
+
+    settings.ALLOWED_HOSTS = ["gateway.example.com"]
+    with caplog.at_level("WARNING", logger="django.security"):
+        assert Client(HTTP_HOST="203.0.113.7").get("/health").status_code == 400
+    [record] = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert "Invalid HTTP_HOST header: '203.0.113.7'" in record.getMessage()
+    assert record.levelname == "WARNING" and record.exc_info is None and not record.exc_text
