@@ -102,8 +102,11 @@ class Anthropic(Provider):
         tier = sub(u, "service_tier")
         context = (("processing", "batch"),) if tier == "batch" else (
             (("service_tier", tier),) if isinstance(tier, str) and tier and tier != "standard" else ())
+        # The part of the cache write kept an hour (dearer than 5 minutes'), and server-side web searches.
+        priced = {"cache_write_1h_tokens": int_of(sub(u, "cache_creation"), "ephemeral_1h_input_tokens"),
+                  "web_searches": int_of(sub(u, "server_tool_use"), "web_search_requests")}
         return usage_make(sub(answer, "model"), inp, int_of(u, "output_tokens"), read, cache_write=written,
-                          price_context=context)
+                          priced=priced, price_context=context)
 
     def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
         """A Message rebuilt from message_start / content_block_* / message_delta events."""

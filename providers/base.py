@@ -27,10 +27,11 @@ class Usage:
     billed); reasoning_tokens: the part spent thinking; total_tokens: as reported, else
     input + output. Anything the provider did not report is None, never 0.
     For pricing only (not columns of the log): cache_write_tokens, the part of the input written
-    to a prompt cache (billed at a premium); input_audio_tokens, cached_audio_tokens and
-    output_audio_tokens, the parts of input, cached input and output that were audio (priced
-    apart, several times text: realtime sessions, audio chat); and price_context, what selects a
-    price variant in genai-prices (("service_tier", "flex"), ("processing", "batch")).
+    to a prompt cache (billed at a premium); price_counts, the counts genai-prices prices apart,
+    by its own usage keys (PRICE_COUNT_KEYS: audio and image tokens, which cost several times
+    text; 1-hour cache writes; web searches), each a part of a count above or a count of its own;
+    and price_context, what selects a price variant in genai-prices (("service_tier", "flex"),
+    ("processing", "batch")).
     """
 
     model: str | None = None
@@ -40,35 +41,50 @@ class Usage:
     reasoning_tokens: int | None = None
     total_tokens: int | None = None
     cache_write_tokens: int | None = None
-    input_audio_tokens: int | None = None
-    cached_audio_tokens: int | None = None
-    output_audio_tokens: int | None = None
+    price_counts: tuple[tuple[str, int], ...] = ()
     price_context: tuple[tuple[str, str], ...] = ()
 
 
 SUBPROTOCOL_HEADER = "sec-websocket-protocol"
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")
+# genai-prices' usage keys the providers report beside the columns (Usage.price_counts): the parts of the
+# input, cached input and output that were audio or images, the part of a cache write kept an hour, and
+# server-side web searches (counted apart from tokens).
+PRICE_COUNT_KEYS = ("input_audio_tokens", "cache_audio_read_tokens", "output_audio_tokens", "input_image_tokens",
+                    "output_image_tokens", "cache_write_1h_tokens", "web_searches")
 # Every count a Usage has: the log's columns, then those only its price needs (a realtime session sums them all).
-COUNT_FIELDS = (*USAGE_FIELDS, "cache_write_tokens", "input_audio_tokens", "cached_audio_tokens", "output_audio_tokens")
+COUNT_FIELDS = (*USAGE_FIELDS, "cache_write_tokens", *PRICE_COUNT_KEYS)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def usage_make(model: Any, inp: int | None, out: int | None, cached: int | None = None,
                reasoning: int | None = None, total: int | None = None, *, cache_write: int | None = None,
-               audio: tuple[int | None, int | None, int | None] = (None, None, None),
+               priced: dict[str, int | None] | None = None,
                price_context: tuple[tuple[str, str], ...] = ()) -> Usage:
-    """A Usage, with the total filled in when both parts are known; audio: (input, cached input, output)."""
+    """A Usage, with the total filled in when both parts are known; priced: PRICE_COUNT_KEYS' counts
+    (those reported; None and non-counts left out)."""
     if total is None and inp is not None and out is not None:
         total = inp + out
     name = model[:255] if isinstance(model, str) and model else None
-    return Usage(name, inp, out, cached, reasoning, total, cache_write_tokens=cache_write, input_audio_tokens=audio[0],
-                 cached_audio_tokens=audio[1], output_audio_tokens=audio[2], price_context=price_context)
+    counts = tuple((k, v) for k in PRICE_COUNT_KEYS if (v := _count((priced or {}).get(k))) is not None)
+    return Usage(name, inp, out, cached, reasoning, total, cache_write_tokens=cache_write, price_counts=counts,
+                 price_context=price_context)
 
 
 def usage_counts(model: Any, counts: dict) -> Usage:
     """A Usage of stored counts (a realtime session's sums, COUNT_FIELDS); anything not a count is None."""
-    name = model[:255] if isinstance(model, str) and model else None
-    return Usage(name, **{k: v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
-                          for k, v in ((f, counts.get(f)) for f in COUNT_FIELDS)})
+    return usage_make(model, *(_count(counts.get(f)) for f in USAGE_FIELDS[:2]), _count(counts.get("cached_tokens")),
+                      _count(counts.get("reasoning_tokens")), _count(counts.get("total_tokens")),
+                      cache_write=_count(counts.get("cache_write_tokens")), priced=counts)
+
+
+def usage_count_items(usage: Usage) -> dict[str, int]:
+    """Every count a Usage has, by COUNT_FIELDS' names (None left out): what a realtime session sums."""
+    items = {name: getattr(usage, name) for name in (*USAGE_FIELDS, "cache_write_tokens")}
+    return {**{k: v for k, v in items.items() if v is not None}, **dict(usage.price_counts)}
 
 
 def int_of(obj: Any, *keys: str) -> int | None:

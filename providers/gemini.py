@@ -66,18 +66,22 @@ def _parts_merge(parts: list[dict[str, Any]], new: list[Any]) -> None:
             parts.append(dict(part))
 
 
-def _audio_counts(meta: Any) -> tuple[int | None, int | None, int | None]:
-    """usageMetadata's AUDIO tokens (input, cached input, output), from its per-modality details."""
-    def audio(*names: str) -> int | None:
+def _modality_counts(meta: Any) -> dict[str, int | None]:
+    """usageMetadata's audio and image tokens (priced apart from text), from its per-modality details."""
+    def count(modality: str, *names: str) -> int | None:
         for name in names:
             details = sub(meta, name)
             for d in details if isinstance(details, list) else []:
-                if isinstance(d, dict) and d.get("modality") == "AUDIO":
+                if isinstance(d, dict) and d.get("modality") == modality:
                     return int_of(d, "tokenCount")
         return None
 
-    return (audio("promptTokensDetails"), audio("cacheTokensDetails"),
-            audio("candidatesTokensDetails", "responseTokensDetails"))
+    output = ("candidatesTokensDetails", "responseTokensDetails")  # generateContent's, the Live API's
+    return {"input_audio_tokens": count("AUDIO", "promptTokensDetails"),
+            "cache_audio_read_tokens": count("AUDIO", "cacheTokensDetails"),
+            "output_audio_tokens": count("AUDIO", *output),
+            "input_image_tokens": count("IMAGE", "promptTokensDetails"),
+            "output_image_tokens": count("IMAGE", *output)}
 
 
 # usageMetadata's counts of the prompt side (promptTokenCount, cachedContentTokenCount, their details).
@@ -174,7 +178,7 @@ class Gemini(Provider):
         if out is None and total is not None and inp is not None:
             out = total - inp  # Gemini omits candidatesTokenCount when nothing was generated
         return usage_make(sub(answer, "modelVersion"), inp, out, int_of(m, "cachedContentTokenCount"), thoughts,
-                          total, audio=_audio_counts(m))
+                          total, priced=_modality_counts(m))
 
     def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
         """A GenerateContentResponse rebuilt from streamed chunks (usageMetadata: the last one); an
@@ -274,7 +278,7 @@ class Gemini(Provider):
         if isinstance(meta, dict):
             read.usage = usage_make(None, int_of(meta, "promptTokenCount"), int_of(meta, "responseTokenCount"),
                                     int_of(meta, "cachedContentTokenCount"), int_of(meta, "thoughtsTokenCount"),
-                                    int_of(meta, "totalTokenCount"), audio=_audio_counts(meta))
+                                    int_of(meta, "totalTokenCount"), priced=_modality_counts(meta))
         return read
 
     @staticmethod

@@ -215,7 +215,10 @@ class OpenAI(Provider):
         return usage_make(sub(answer, "model"), int_of(u, "prompt_tokens", "input_tokens"),
                           int_of(u, "completion_tokens", "output_tokens"), int_of(details_in, "cached_tokens"),
                           int_of(details_out, "reasoning_tokens"), int_of(u, "total_tokens"),
-                          audio=(int_of(details_in, "audio_tokens"), None, int_of(details_out, "audio_tokens")),
+                          priced={"input_audio_tokens": int_of(details_in, "audio_tokens"),
+                                  "output_audio_tokens": int_of(details_out, "audio_tokens"),
+                                  "input_image_tokens": int_of(details_in, "image_tokens"),
+                                  "output_image_tokens": int_of(details_out, "image_tokens")},
                           price_context=(("service_tier", tier),) if isinstance(tier, str) and tier else ())
 
     def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
@@ -307,9 +310,11 @@ class OpenAI(Provider):
                 details_in = sub(usage, "input_token_details")
                 read.usage = usage_make(None, int_of(usage, "input_tokens"), int_of(usage, "output_tokens"),
                                         int_of(details_in, "cached_tokens"), None, int_of(usage, "total_tokens"),
-                                        audio=(int_of(details_in, "audio_tokens"),
-                                               int_of(sub(details_in, "cached_tokens_details"), "audio_tokens"),
-                                               int_of(sub(usage, "output_token_details"), "audio_tokens")))
+                                        priced={"input_audio_tokens": int_of(details_in, "audio_tokens"),
+                                                "cache_audio_read_tokens": int_of(
+                                                    sub(details_in, "cached_tokens_details"), "audio_tokens"),
+                                                "output_audio_tokens": int_of(sub(usage, "output_token_details"),
+                                                                              "audio_tokens")})
         elif kind in ("session.created", "session.updated") and direction == "upstream":  # the server's word only
             session = sub(event, "session")
             read.model = sub(session, "model") if isinstance(sub(session, "model"), str) else None

@@ -33,8 +33,7 @@ from proxy.refusals import refusal_find
 from proxy.request_body import BodySpool
 from proxy.steps import steps_active, steps_run
 from proxy.upstream import headers_forward
-from providers import COUNT_FIELDS
-from providers.base import SUBPROTOCOL_HEADER
+from providers.base import SUBPROTOCOL_HEADER, usage_count_items
 from wire.jsonutil import json_line, json_or_none
 
 log = logging.getLogger(__name__)
@@ -119,9 +118,8 @@ class Session:
         self.formats.update(read.formats)
         self.model = read.model or self.model
         if read.usage is not None and direction == "upstream":  # what the client says it used is no bill
-            for name in COUNT_FIELDS:
-                value = getattr(read.usage, name)
-                if value is not None and value >= 0:
+            for name, value in usage_count_items(read.usage).items():
+                if value >= 0:
                     self.usage[name] = self.usage.get(name, 0) + value
         for chunk in read.audio:
             data = chunk.holder[chunk.key]

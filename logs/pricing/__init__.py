@@ -144,8 +144,7 @@ def _table_cost(prices: dict[str, Decimal], usage: Usage) -> Decimal:
 def _library_cost(provider: Provider, usage: Usage, at: datetime) -> Decimal | None:
     """genai-prices' price for the usage, trying the provider's price names in turn; None when unknown."""
     counts = (usage.input_tokens or 0, usage.output_tokens or 0, usage.cached_tokens or 0,
-              usage.cache_write_tokens or 0, usage.input_audio_tokens or 0, usage.cached_audio_tokens or 0,
-              usage.output_audio_tokens or 0)
+              usage.cache_write_tokens or 0, usage.price_counts)
     context = tuple(sorted(dict(usage.price_context).items()))
     snapshot = price_data.get_snapshot()
     for name in provider.price_names(usage.model):
@@ -157,17 +156,43 @@ def _library_cost(provider: Provider, usage: Usage, at: datetime) -> Decimal | N
         memo = _MEMO.get(key)
         if memo is not None and memo[0] is model:
             return memo[1]
-        calc = genai_prices.calc_price(
-            genai_prices.Usage(input_tokens=counts[0], output_tokens=counts[1], cache_read_tokens=counts[2],
-                               cache_write_tokens=counts[3], input_audio_tokens=counts[4],
-                               cache_audio_read_tokens=counts[5], output_audio_tokens=counts[6]),
-            name, provider_id=provider.prices_id, genai_request_timestamp=at, price_context=dict(context) or None)
+        try:
+            calc = genai_prices.calc_price(_library_usage(counts), name, provider_id=provider.prices_id,
+                                           genai_request_timestamp=at, price_context=dict(context) or None)
+        except ValueError as exc:  # counts it cannot reconcile (a part larger than its whole): unpriced, said once
+            if _first_unpriceable(name, str(exc)):
+                log.warning("genai-prices could not price %s with %s: %s", name, counts, exc)
+            return None
         cost = calc.total_price.quantize(COST_PLACES)
         if len(_MEMO) >= MEMO_MAX:
             _MEMO.clear()
         _MEMO[key] = (model, cost)
         return cost
     return None
+
+
+def _library_usage(counts: tuple) -> genai_prices.Usage:
+    """genai-prices' Usage of the counts. Where a part of the input is audio or images and part of it was
+    read from a cache, genai-prices wants the cached part's share of them too: 0 unless reported."""
+    inp, out, cached, written, priced = counts
+    extra = dict(priced)
+    if cached:
+        for media in ("audio", "image"):
+            if f"input_{media}_tokens" in extra:
+                extra.setdefault(f"cache_{media}_read_tokens", 0)
+    return genai_prices.Usage(input_tokens=inp, output_tokens=out, cache_read_tokens=cached,
+                              cache_write_tokens=written, **extra)
+
+
+_UNPRICEABLE: set[tuple[str, str]] = set()
+
+
+def _first_unpriceable(name: str, reason: str) -> bool:
+    key = (name, reason)
+    if key in _UNPRICEABLE or len(_UNPRICEABLE) > 1000:
+        return False
+    _UNPRICEABLE.add(key)
+    return True
 
 
 # genai-prices' calc_price is generic (unit registry, validation, a PriceCalculation) and was a

@@ -83,7 +83,7 @@ def test_openai_sdk_session_is_relayed_and_logged(rt, realtime_mock, log_flush):
     assert resp.model == "gpt-realtime"
     assert resp.cost_usd > 0 and resp.price_source.startswith("genai-prices")  # priced like any exchange
     # Its audio tokens (4 in, 12 out) at audio prices, several times text's.
-    spoken = Usage("gpt-realtime", 12, 18, 4, input_audio_tokens=4, output_audio_tokens=12)
+    spoken = Usage("gpt-realtime", 12, 18, 4, price_counts=(("input_audio_tokens", 4), ("output_audio_tokens", 12)))
     assert resp.cost_usd == cost_compute(registry().get("openai"), spoken, at=resp.created_at).cost
     assert resp.cost_usd > cost_compute(registry().get("openai"), Usage("gpt-realtime", 12, 18, 4), at=resp.created_at).cost
     assert resp.stream_result["session_usage"]["output_audio_tokens"] == 12  # kept for re-pricing

@@ -37,8 +37,7 @@ def test_openai_chat_usage_with_details():
         "prompt_tokens_details": {"cached_tokens": 60}, "completion_tokens_details": {"reasoning_tokens": 20}}})
     assert asdict(usage) == {"model": "gpt-4o-2024-08-06", "input_tokens": 100, "output_tokens": 50,
                              "cached_tokens": 60, "reasoning_tokens": 20, "total_tokens": 150,
-                             "cache_write_tokens": None, "input_audio_tokens": None, "cached_audio_tokens": None,
-                             "output_audio_tokens": None, "price_context": ()}
+                             "cache_write_tokens": None, "price_counts": (), "price_context": ()}
 
 
 def test_audio_tokens_are_read_for_their_price():
@@ -46,16 +45,17 @@ def test_audio_tokens_are_read_for_their_price():
     chat = get("openai").usage({"model": "gpt-4o-audio-preview", "usage": {
         "prompt_tokens": 100, "completion_tokens": 50, "prompt_tokens_details": {"audio_tokens": 80},
         "completion_tokens_details": {"audio_tokens": 40}}})
-    assert (chat.input_audio_tokens, chat.output_audio_tokens) == (80, 40)
+    assert dict(chat.price_counts) == {"input_audio_tokens": 80, "output_audio_tokens": 40}
     done = get("openai").realtime_read("upstream", {"type": "response.done", "response": {"usage": {
         "input_tokens": 1000, "output_tokens": 1000, "total_tokens": 2000,
         "input_token_details": {"cached_tokens": 100, "audio_tokens": 800, "cached_tokens_details": {"audio_tokens": 50}},
         "output_token_details": {"text_tokens": 100, "audio_tokens": 900}}}}).usage
-    assert (done.input_audio_tokens, done.cached_audio_tokens, done.output_audio_tokens) == (800, 50, 900)
+    assert dict(done.price_counts) == {"input_audio_tokens": 800, "cache_audio_read_tokens": 50,
+                                       "output_audio_tokens": 900}
     gemini = get("gemini").usage({"modelVersion": "gemini-2.5-flash", "usageMetadata": {
         "promptTokenCount": 100, "candidatesTokenCount": 10, "totalTokenCount": 110,
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 30}, {"modality": "AUDIO", "tokenCount": 70}]}})
-    assert (gemini.input_audio_tokens, gemini.output_audio_tokens) == (70, None)
+    assert dict(gemini.price_counts) == {"input_audio_tokens": 70}
 
 
 def test_a_realtime_model_is_the_servers_word():

@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -154,6 +155,39 @@ def test_equal_counts_at_another_time_of_day_are_priced_for_that_time(hours):
 def test_audio_tokens_are_priced_as_audio():
     """gpt-realtime: text $4 in / $16 out, audio $32 / $64 per million (genai-prices); the audio is part of the counts."""
     text_only = cost_compute(OPENAI, Usage("gpt-realtime", 1000, 1000)).cost
-    spoken = cost_compute(OPENAI, Usage("gpt-realtime", 1000, 1000, input_audio_tokens=800, output_audio_tokens=900))
+    spoken = cost_compute(OPENAI, Usage("gpt-realtime", 1000, 1000, price_counts=(
+        ("input_audio_tokens", 800), ("output_audio_tokens", 900))))
     assert text_only == Decimal("0.02")
     assert spoken.cost == (200 * 4 + 800 * 32 + 100 * 16 + 900 * 64) / M and spoken.source == LIBRARY_SOURCE
+
+
+def _answer_cost(provider, answer) -> Decimal | None:
+    return cost_compute(provider, provider.usage(answer)).cost
+
+
+def test_what_the_answers_report_beside_tokens_is_priced():
+    """Prices genai-prices knows and the columns cannot carry: figures are genai-prices' own."""
+    # Anthropic: a cache write kept an hour ($6/M on claude-sonnet-4-5, not 5 minutes' $3.75/M).
+    one_hour = {"model": "claude-sonnet-4-5", "usage": {
+        "input_tokens": 50, "cache_creation_input_tokens": 100000, "cache_read_input_tokens": 0, "output_tokens": 100,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 100000}}}
+    assert _answer_cost(ANTHROPIC, one_hour) == Decimal("0.60165")
+    # Anthropic: server-side web searches, $10 per thousand.
+    searched = {"model": "claude-sonnet-4-5", "usage": {"input_tokens": 5000, "output_tokens": 500,
+                                                         "server_tool_use": {"web_search_requests": 3}}}
+    assert _answer_cost(ANTHROPIC, searched) == Decimal("0.0525")
+    # Gemini: image output ($30/M on gemini-2.5-flash-image against $2.50/M for text).
+    drawn = {"modelVersion": "gemini-2.5-flash-image", "usageMetadata": {
+        "promptTokenCount": 100, "candidatesTokenCount": 1290, "totalTokenCount": 1390,
+        "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1290}]}}
+    assert _answer_cost(GEMINI, drawn) == Decimal("0.03873")
+    # OpenAI images: image input ($10/M on gpt-image-1 against $5/M for text).
+    edited = {"usage": {"input_tokens": 1050, "output_tokens": 4160,
+                        "input_tokens_details": {"image_tokens": 1000, "text_tokens": 50}}}
+    assert cost_compute(OPENAI, replace(OPENAI.usage(edited), model="gpt-image-1")).cost == Decimal("0.17665")
+
+
+def test_counts_genai_prices_cannot_reconcile_are_unpriced_not_a_lost_record():
+    """A part larger than its whole (an upstream's odd report) made calc_price raise: the row's processing failed."""
+    odd = Usage("gpt-realtime", 10, 10, price_counts=(("input_audio_tokens", 50),))
+    assert cost_compute(OPENAI, odd) == Price()
