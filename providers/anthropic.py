@@ -23,8 +23,8 @@ def _block_delta(block: dict[str, Any], delta: dict[str, Any]) -> None:
         block["thinking"] = block.get("thinking", "") + (delta.get("thinking") or "")
     elif kind == "signature_delta":
         block["signature"] = delta.get("signature")
-    elif kind == "citations_delta":
-        block.setdefault("citations", []).append(delta.get("citation"))
+    elif kind == "citations_delta":  # a text block may start with "citations": null
+        block["citations"] = [*(block.get("citations") or []), delta.get("citation")]
 
 
 def _block_finish(block: dict[str, Any]) -> dict[str, Any]:

@@ -169,6 +169,7 @@ class Gemini(Provider):
         endpoint's answer (`usage`, no usageMetadata) is read as OpenAI's."""
         if isinstance(answer, dict) and "usageMetadata" not in answer and isinstance(answer.get("usage"), dict):
             return _OPENAI_WIRE.usage(answer)
+        answer = self._chunks_merged(answer)
         m = sub(answer, "usageMetadata")
         prompt, tool = int_of(m, "promptTokenCount"), int_of(m, "toolUsePromptTokenCount")
         candidates, thoughts = int_of(m, "candidatesTokenCount"), int_of(m, "thoughtsTokenCount")
@@ -179,6 +180,12 @@ class Gemini(Provider):
             out = total - inp  # Gemini omits candidatesTokenCount when nothing was generated
         return usage_make(sub(answer, "modelVersion"), inp, out, int_of(m, "cachedContentTokenCount"), thoughts,
                           total, priced=_modality_counts(m))
+
+    def _chunks_merged(self, answer: Payload) -> Payload:
+        """:streamGenerateContent without alt=sse answers one JSON array of its chunks: read as one answer."""
+        if isinstance(answer, list):
+            return self.stream_reassemble([(None, chunk) for chunk in answer])
+        return answer
 
     def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
         """A GenerateContentResponse rebuilt from streamed chunks (usageMetadata: the last one); an
@@ -225,6 +232,7 @@ class Gemini(Provider):
             return _OPENAI_WIRE.conversation(endpoint, request, answer)
         if ":generatecontent" not in endpoint.lower() and ":streamgeneratecontent" not in endpoint.lower():
             return []
+        answer = self._chunks_merged(answer)
         sent: list[Turn] = []
         if isinstance(request, dict):
             system = request.get("systemInstruction") or request.get("system_instruction")

@@ -20,6 +20,9 @@ VERSION_SUFFIXES = (re.compile(r"-\d{4}-\d{2}-\d{2}$"), re.compile(r"-latest$"),
 # Streams that report usage only when asked (stream_options.include_usage).
 USAGE_INJECT_ENDPOINTS = ("/chat/completions", "/completions")
 CONVERSATION_ENDPOINTS = ("/chat/completions", "/responses", "/completions")
+# Where OpenAI-compatible servers put a reasoning model's thinking in a chat message or delta: Groq and
+# OpenRouter `reasoning`, vLLM and DeepSeek `reasoning_content`. Thinking is content (time to first token).
+REASONING_FIELDS = ("reasoning", "reasoning_content")
 # Realtime API: audio formats by their session names (beta: "pcm16"; GA: {"type": "audio/pcm", "rate": 24000}).
 REALTIME_CODECS = {"pcm16": "pcm16", "audio/pcm": "pcm16", "g711_ulaw": "ulaw", "audio/pcmu": "ulaw",
                    "g711_alaw": "alaw", "audio/pcma": "alaw"}
@@ -33,7 +36,7 @@ def chat_chunks_reassemble(chunks: list[dict]) -> dict[str, Any]:
     result: dict[str, Any] = {"object": "text_completion" if legacy else "chat.completion", "choices": []}
     choices: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
-        for key in ("id", "model", "created", "system_fingerprint"):
+        for key in ("id", "model", "created", "system_fingerprint", "service_tier"):  # the tier prices it
             if chunk.get(key) is not None:
                 result[key] = chunk[key]
         if chunk.get("usage"):
@@ -71,6 +74,9 @@ def _choice_add(choices: dict[int, dict[str, Any]], choice: dict) -> None:
         msg["content"] = (msg["content"] or "") + delta["content"]
     if isinstance(delta.get("refusal"), str):
         msg["refusal"] = (msg.get("refusal") or "") + delta["refusal"]
+    for field in REASONING_FIELDS:  # compatible servers' thinking (Groq, vLLM, DeepSeek): kept as they name it
+        if isinstance(delta.get(field), str):
+            msg[field] = (msg.get(field) or "") + delta[field]
     tool_calls = delta.get("tool_calls")
     for call in tool_calls if isinstance(tool_calls, list) else []:
         if isinstance(call, dict):
@@ -254,7 +260,8 @@ class OpenAI(Provider):
                 continue
             delta = choice.get("delta")
             delta = delta if isinstance(delta, dict) else {}
-            if delta.get("content") or delta.get("refusal") or delta.get("tool_calls") or choice.get("text"):
+            if (delta.get("content") or delta.get("refusal") or delta.get("tool_calls") or choice.get("text")
+                    or any(delta.get(field) for field in REASONING_FIELDS)):
                 return True
         return False
 

@@ -65,11 +65,17 @@ def _block_part(block: dict) -> dict[str, Any]:
         return part("image", text=url[:200] or "(inline image)")
     if kind in ("input_audio", "audio"):
         return part("media", text="(audio input)")
-    if kind == "tool_use":  # Anthropic Messages
+    if kind in ("tool_use", "server_tool_use"):  # Anthropic Messages (server_tool_use: its own web search...)
         return part("tool_call", name=block.get("name", ""), call_id=block.get("id", ""),
                     text=args_text(block.get("input")))
-    if kind == "tool_result":
+    if kind == "tool_result" or kind.endswith("_tool_result"):  # web_search_tool_result, code_execution_...
         return part("tool_result", call_id=block.get("tool_use_id", ""), text=flatten(block.get("content")))
+    if kind == "web_search_result":  # its title and page (not its encrypted content)
+        return part("text", text=f"{block.get('title', '')} {block.get('url', '')}".strip())
+    if kind == "thinking":
+        return part("reasoning", text=str(block.get("thinking", "")))
+    if kind == "redacted_thinking":
+        return part("reasoning", text="(redacted thinking)")
     return part("json", text=args_text(block))
 
 
@@ -79,8 +85,11 @@ def flatten(content: Any) -> str:
 
 
 def chat_message(msg: dict) -> Turn:
-    """A chat.completions message (Anthropic's Messages share the shape)."""
-    parts = content_parts(msg.get("content"))
+    """A chat.completions message (Anthropic's Messages share the shape); a compatible server's thinking
+    (`reasoning`, `reasoning_content`) first."""
+    thinking = msg.get("reasoning_content") or msg.get("reasoning")
+    parts = [part("reasoning", text=thinking)] if isinstance(thinking, str) and thinking else []
+    parts += content_parts(msg.get("content"))
     for call in msg.get("tool_calls") or []:
         if not isinstance(call, dict):
             continue

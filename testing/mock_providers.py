@@ -5,7 +5,8 @@ Routes (answered before the OpenAI ones):
                                                      (message_start / content_block_* / message_delta usage);
                                                      a tool_use block when the request declares tools
   POST /v1beta/models/{model}:generateContent        Gemini JSON with usageMetadata
-  POST /v1beta/models/{model}:streamGenerateContent  Gemini SSE (?alt=sse), CRLF-framed like Google's
+  POST /v1beta/models/{model}:streamGenerateContent  Gemini SSE (?alt=sse), CRLF-framed like Google's; without
+                                                     alt=sse, one JSON array of the chunks
   POST /v1/models/{owner}/{name}/predictions         Replicate: create a prediction ("Prefer: wait": finished)
   POST /v1/predictions                               Replicate: create by version
   GET  /v1/predictions/{id}                          Replicate: "processing" on the first poll, then
@@ -45,6 +46,8 @@ async def provider_answer(mock: Any, req: Any, h: dict[str, str], payload: dict,
     found = GEMINI_RE.match(p)
     if found and req.method == "POST":
         model, method = found.groups()
+        if method == "streamGenerateContent" and "alt=sse" not in req.query:
+            return await mock._json(writer, _gemini_chunks(model), h, "")
         if method == "streamGenerateContent":
             return await mock._sse(writer, _gemini_events(model), h, "")
         return await mock._json(writer, _gemini_answer(model), h, "")
@@ -121,6 +124,11 @@ def _gemini_answer(model: str) -> dict:
 
 def _gemini_events(model: str) -> list[str]:
     """streamGenerateContent?alt=sse chunks; running usage on each, the full one on the last."""
+    return [f"data: {json.dumps(chunk)}\r\n\r\n" for chunk in _gemini_chunks(model)]
+
+
+def _gemini_chunks(model: str) -> list[dict]:
+    """The chunks of a streamGenerateContent answer (without alt=sse: one JSON array of them)."""
     pieces = ["Hello ", "from ", "Gemini!"]
     out = []
     for i, piece in enumerate(pieces):
@@ -129,9 +137,8 @@ def _gemini_events(model: str) -> list[str]:
         usage = GEMINI_USAGE if last else {"promptTokenCount": 8, "totalTokenCount": 8 + i + 1}
         if last:
             cand["finishReason"] = "STOP"
-        chunk = {"candidates": [cand], "usageMetadata": usage, "modelVersion": model,
-                 "responseId": "mock-gemini-1"}
-        out.append(f"data: {json.dumps(chunk)}\r\n\r\n")
+        out.append({"candidates": [cand], "usageMetadata": usage, "modelVersion": model,
+                    "responseId": "mock-gemini-1"})
     return out
 
 

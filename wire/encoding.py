@@ -74,20 +74,32 @@ class Decoder:
             if self._z is None:
                 return
         while data:
+            if self._z.eof:  # a gzip body may hold several members (RFC 1952): the next one starts here
+                if self.encoding == "deflate":
+                    return  # bytes after the end are not the body's
+                data, self._pending = self._pending + data, b""
+                if len(data) < 2:  # a member's first byte: its second comes with the next feed
+                    self._pending = data
+                    return
+                if not data.startswith(b"\x1f\x8b"):
+                    return
+                self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
             out = self._z.decompress(data, piece)
-            data = self._z.unconsumed_tail
+            data = self._z.unconsumed_tail or (self._z.unused_data if self._z.eof else b"")
             if out:
                 yield out
-            if self._z.eof:
-                return
 
     def _zstd_feed(self, data: bytes, piece: int) -> Iterator[bytes]:
         """zstandard's incremental object has no output bound per call: feed it slices, small
         (128 bytes can expand to a few MiB) and growing while the output stays small."""
         step, i = 128, 0
         while i < len(data):
+            if self._zstd.eof:  # a zstd body may hold several frames: the next one starts here
+                self._zstd = zstandard.ZstdDecompressor().decompressobj()
             out = self._zstd.decompress(data[i:i + step])
             i += step
+            if self._zstd.eof and self._zstd.unused_data:  # what the ended frame did not take: fed again
+                data, i = self._zstd.unused_data + data[i:], 0
             for j in range(0, len(out), piece):
                 yield out[j:j + piece]
             step = min(step * 2, 65536) if len(out) < piece // 8 else 128

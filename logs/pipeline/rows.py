@@ -227,8 +227,9 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
         if said := _storable(_untrusted(provider.error_text, answer)):
             resp.error_message = _notes_join(said, resp.error_message)
             resp.is_error = True
-    if isinstance(answer, dict):
+    if isinstance(answer, (dict, list)):  # a list: Gemini's stream without alt=sse, its chunks in one array
         _usage_fill(resp, provider, answer)
+    if isinstance(answer, dict):
         resp.output_urls = _untrusted(provider.output_urls, answer) or []
         resp.output_provider = rec.provider
     if rec.cache_hit:

@@ -38,7 +38,7 @@ def _usage(resp: Response, provider: Provider) -> Usage:
     if isinstance(session, dict):
         return usage_counts(resp.model, session)
     answer = _stored_answer(resp)
-    if isinstance(answer, dict):
+    if isinstance(answer, (dict, list)):
         try:
             found = provider.usage(answer)
         except (TypeError, AttributeError, ValueError, KeyError, IndexError):

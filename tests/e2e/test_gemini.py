@@ -71,6 +71,16 @@ def test_generate_content_streamed(client, upstream, log_flush):
     assert resp.ttft_ms is not None and resp.ttfb_ms <= resp.ttft_ms <= resp.duration_ms
 
 
+def test_a_stream_without_alt_sse_is_one_json_array_logged_with_its_usage(gateway, upstream, log_flush):
+    """REST callers (curl) that leave out alt=sse get the chunks as one JSON array: read like the SSE form."""
+    r = httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                   json={"contents": [{"parts": [{"text": "hi"}]}]}, headers={"x-goog-api-key": KEY})
+    assert r.status_code == 200 and [c["candidates"][0]["content"]["parts"][0]["text"] for c in r.json()] == [
+        "Hello ", "from ", "Gemini!"]
+    _, resp = _only_exchange(log_flush)
+    _assert_usage_logged(resp)
+
+
 def test_key_query_parameter_is_a_masked_credential(gateway, upstream, log_flush):
     url = f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:generateContent?key={KEY}"
     r = httpx.post(url, json={"contents": [{"parts": [{"text": "hi"}]}]})

@@ -264,3 +264,60 @@ def test_gemini_live_audio_in_google_genais_snake_case():
                   {"realtimeInput": {"mediaChunks": [{"data": "AAAA", "mimeType": "audio/pcm;rate=16000"}]}}):
         read = get("gemini").realtime_read("client", event)
         assert [c.track for c in read.audio] == ["input"] and read.formats["input"] == ("pcm16", 16000)
+
+
+def test_a_streamed_chat_keeps_its_service_tier_for_its_price():
+    chunks = [{"object": "chat.completion.chunk", "model": "gpt-4o", "service_tier": "flex",
+               "choices": [{"index": 0, "delta": {"content": "hi"}}]},
+              {"object": "chat.completion.chunk", "model": "gpt-4o", "service_tier": "flex", "choices": [],
+               "usage": {"prompt_tokens": 10, "completion_tokens": 2}}]
+    answer = get("openai").stream_reassemble([(None, c) for c in chunks])
+    assert get("openai").usage(answer).price_context == (("service_tier", "flex"),)
+
+
+def test_an_anthropic_text_block_starting_with_null_citations_takes_its_citations():
+    events = [{"type": "message_start", "message": {"type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                                                    "usage": {"input_tokens": 10, "output_tokens": 1}}},
+              {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": "", "citations": None}},
+              {"type": "content_block_delta", "index": 0, "delta": {"type": "citations_delta", "citation": {"n": 1}}},
+              {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "cited"}},
+              {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}}]
+    answer = get("anthropic").stream_reassemble([(None, e) for e in events])
+    assert answer["content"] == [{"type": "text", "text": "cited", "citations": [{"n": 1}]}]
+    assert get("anthropic").usage(answer).output_tokens == 5  # the whole answer read, not dropped
+
+
+def test_a_compatible_servers_reasoning_is_content_and_shown():
+    """Groq / OpenRouter `reasoning`, vLLM / DeepSeek `reasoning_content`: thinking counts for time to first token."""
+    think = {"choices": [{"index": 0, "delta": {"reasoning": "thinking..."}}]}
+    assert get("openai").event_has_content(None, think)
+    answer = get("openai").stream_reassemble([(None, think), (None, {"choices": [{"index": 0, "delta": {
+        "content": "42"}, "finish_reason": "stop"}]})])
+    assert answer["choices"][0]["message"]["reasoning"] == "thinking..."
+    turns = get("openai").conversation("/v1/chat/completions", {"messages": []}, answer)
+    assert [p["kind"] for p in turns[-1]["parts"]] == ["reasoning", "text"]
+
+
+def test_anthropic_thinking_and_server_tools_are_shown_as_such():
+    answer = {"type": "message", "role": "assistant", "content": [
+        {"type": "thinking", "thinking": "let me search", "signature": "x"}, {"type": "redacted_thinking", "data": "y"},
+        {"type": "server_tool_use", "id": "srv_1", "name": "web_search", "input": {"query": "weather"}},
+        {"type": "web_search_tool_result", "tool_use_id": "srv_1", "content": [
+            {"type": "web_search_result", "title": "Weather", "url": "https://w.example", "encrypted_content": "zz"}]},
+        {"type": "text", "text": "Sunny"}]}
+    turns = get("anthropic").conversation("/v1/messages", {"messages": []}, answer)
+    parts = turns[-1]["parts"]
+    assert [p["kind"] for p in parts] == ["reasoning", "reasoning", "tool_call", "tool_result", "text"]
+    assert parts[3]["text"] == "Weather https://w.example"
+
+
+def test_a_gemini_stream_without_alt_sse_is_one_json_array_read_as_one_answer():
+    chunks = [{"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}}], "modelVersion": "gemini-2.5-flash",
+               "usageMetadata": {"promptTokenCount": 8}},
+              {"candidates": [{"content": {"role": "model", "parts": [{"text": "lo"}]}, "finishReason": "STOP"}],
+               "modelVersion": "gemini-2.5-flash",
+               "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 2, "totalTokenCount": 10}}]
+    usage = get("gemini").usage(chunks)
+    assert (usage.model, usage.input_tokens, usage.output_tokens) == ("gemini-2.5-flash", 8, 2)
+    turns = get("gemini").conversation("/v1beta/models/gemini-2.5-flash:streamGenerateContent", {"contents": []}, chunks)
+    assert turns[-1]["parts"] == [{"kind": "text", "text": "Hello"}]

@@ -30,6 +30,19 @@ def test_each_encoding_decodes_in_any_chunking(encoding):
         assert b"".join(decode_pieces(encoding, chunks, piece=333)) == DATA
 
 
+@pytest.mark.parametrize("encoding, compress", [("gzip", gzip.compress),
+                                                ("zstd", zstandard.ZstdCompressor().compress)])
+def test_a_body_of_several_members_or_frames_decodes_whole(encoding, compress):
+    """RFC 1952 lets a gzip body hold several members, zstd several frames: the log kept only the first."""
+    second = b"second part " * 300
+    data = compress(DATA) + compress(second)
+    for size in (1, 7, 1000, len(data)):
+        chunks = [data[i:i + size] for i in range(0, len(data), size)]
+        assert b"".join(decode_pieces(encoding, chunks, piece=333)) == DATA + second
+    with pytest.raises(DecodeError, match="cut short"):  # the second one cut: cut short, as the first would be
+        b"".join(decode_pieces(encoding, [data[:-10]]))
+
+
 def test_raw_deflate_as_some_servers_send_it():
     assert b"".join(decode_pieces("deflate", [_raw_deflate(DATA)])) == DATA
 
