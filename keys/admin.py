@@ -70,7 +70,7 @@ class GatewayKeyAdmin(admin.ModelAdmin):
     @admin.display(description="limits")
     def limits(self, key: GatewayKey) -> str:
         parts = [f"{key.rpm} req/min" if key.rpm else "", f"{key.tpm} tok/min" if key.tpm else "",
-                 f"${key.budget_usd.normalize():f}/{key.budget_period}" if key.budget_usd is not None else ""]
+                 f"{usd_text(key.budget_usd)}/{key.budget_period}" if key.budget_usd is not None else ""]
         return ", ".join(p for p in parts if p) or "none"
 
     @admin.display(description="requests this period")

@@ -4,7 +4,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from keys.models import GatewayKey
-from keys.services import KeyLimits, credential_provider_check, limits_check
+from keys.services import KeyLimits, credential_provider_check, limits_check, name_check
 
 
 def _names(value) -> list[str]:
@@ -47,6 +47,8 @@ class GatewayKeyForm(forms.ModelForm):
         holds = bool(data.get("new_provider_credential")) or (
             bool(self.instance.provider_credential) and not data.get("remove_provider_credential"))
         try:
+            if data.get("name") is not None:
+                data["name"] = name_check(data["name"])
             limits_check(limits)
             credential_provider_check(limits.providers, holds)
         except ValidationError as exc:

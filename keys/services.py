@@ -29,22 +29,41 @@ class KeyLimits:
     expires_at: datetime | None = None
 
 
-BUDGET_MAX = 10**10
+# Under $10 million: with 8 decimal places that is 15 significant digits, what SQLite (which keeps a
+# decimal column as a double) gives back exactly; a budget of 9999999999.99999999 came back as 1e10 and
+# failed every read of the key.
+BUDGET_MAX = 10**7
 
 
 def budget_parse(text: str) -> Decimal:
-    """A budget in USD from text: non-negative, at most 8 decimal places."""
+    """A budget in USD from text (limits_check judges its value)."""
     try:
         value = Decimal(text)
     except InvalidOperation:
         raise ValidationError(f"budget must be a number of USD, not {text!r}") from None
-    if not value.is_finite() or value < 0:
-        raise ValidationError(f"budget must be 0 or more, not {text}")
-    if value >= BUDGET_MAX:  # the column's 10 digits before the point
-        raise ValidationError(f"budget must be less than {BUDGET_MAX:,} USD, not {text}")
-    if value != value.quantize(Decimal("0.00000001")):
-        raise ValidationError(f"budget has more than 8 decimal places: {text}")
+    if not value.is_finite():
+        raise ValidationError(f"budget must be a number of USD, not {text}")
     return value
+
+
+def budget_check(value: Decimal) -> None:
+    """A budget above 0, under BUDGET_MAX, with at most 8 decimal places (ValidationError otherwise)."""
+    if value <= 0:  # 0 admits nothing: that is a revoked key, not a budget
+        raise ValidationError(f"budget must be more than 0 USD, not {value}: to stop a key, revoke it")
+    if value >= BUDGET_MAX:
+        raise ValidationError(f"budget must be less than {BUDGET_MAX:,} USD, not {value}")
+    if value != value.quantize(Decimal("0.00000001")):
+        raise ValidationError(f"budget has more than 8 decimal places: {value}")
+
+
+def name_check(name: str) -> str:
+    """A key's name, stripped; ValidationError when empty or holding control characters."""
+    name = name.strip()
+    if not name:
+        raise ValidationError("a key needs a name")
+    if any(ch < " " or ch == "\x7f" for ch in name):  # a tab or newline breaks `gateway_key list` and the log's labels
+        raise ValidationError(f"a key's name may not hold control characters: {name!r}")
+    return name
 
 
 def limits_check(limits: KeyLimits) -> None:
@@ -53,6 +72,8 @@ def limits_check(limits: KeyLimits) -> None:
         value = getattr(limits, name)
         if value is not None and value < 1:
             raise ValidationError(f"{name} must be at least 1, not {value}")
+    if limits.budget_usd is not None:
+        budget_check(limits.budget_usd)
     if limits.budget_period not in BudgetPeriod.values:
         raise ValidationError(f"budget period must be one of {', '.join(BudgetPeriod.values)}, "
                               f"not {limits.budget_period!r}")
@@ -79,11 +100,7 @@ def credential_provider_check(providers: list[str], holds_credential: bool) -> N
 
 def key_create(*, name: str, limits: KeyLimits, provider_credential: str = "") -> tuple[GatewayKey, str]:
     """A new key and its secret (the only time the secret exists outside the client)."""
-    name = name.strip()
-    if not name:
-        raise ValidationError("a key needs a name")
-    if any(ch < " " or ch == "\x7f" for ch in name):  # a tab or newline breaks `gateway_key list` and the log's labels
-        raise ValidationError(f"a key's name may not hold control characters: {name!r}")
+    name = name_check(name)
     limits_check(limits)
     credential_provider_check(limits.providers, bool(provider_credential))
     if (same := GatewayKey.objects.filter(name=name).first()) is not None:
@@ -102,7 +119,7 @@ def key_create(*, name: str, limits: KeyLimits, provider_credential: str = "") -
 def key_revoke(*, name: str) -> GatewayKey:
     """Deactivate a key (kept, with its history); GatewayKey.DoesNotExist when there is none."""
     with transaction.atomic():
-        key = GatewayKey.objects.select_for_update().get(name=name)
+        key = GatewayKey.objects.select_for_update().get(name=name.strip())  # as key_create keeps it
         key.active = False
         key.revoked_at = key.revoked_at or timezone.now()
         key.save(update_fields=["active", "revoked_at", "updated_at"])

@@ -244,11 +244,18 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
 def _cache_saving(rec: ResponseRecord, resp: Response) -> None:
     """A replay from the response cache: nothing was paid for; what the original cost was saved."""
     resp.cost_saved_usd, resp.cost_usd = resp.cost_usd, Decimal(0)
-    if resp.cost_saved_usd is None and rec.cache_source:
-        # The replayed body carries no usage (a stream whose usage STREAM_USAGE=inject hid from
-        # the client): the original's row has it, once ingested (by now, unless in this batch).
-        resp.cost_saved_usd = (Response.objects.filter(request_id=rec.cache_source)
-                               .values_list("cost_usd", flat=True).first())
+    if resp.cost_saved_usd is None and resp.total_tokens is None and rec.cache_source:
+        # The replayed body carries no usage (a stream whose usage STREAM_USAGE=inject hid from the
+        # client): the original's row has it, once ingested (by now, unless in this batch). Its tokens
+        # too: a replay's count toward a key's tokens per minute (docs/cache.md).
+        original = (Response.objects.filter(request_id=rec.cache_source)
+                    .values("cost_usd", "model", *USAGE_FIELDS).first())
+        if original is not None:
+            resp.cost_saved_usd = original.pop("cost_usd")
+            resp.model = resp.model or original.pop("model")
+            for name, value in original.items():
+                if name in USAGE_FIELDS and getattr(resp, name) is None:
+                    setattr(resp, name, value)
 
 
 def _body_file_store(rec: ResponseRecord, resp: Response, ref: FileRef, files: list[BinaryFile]) -> None:

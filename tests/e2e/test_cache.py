@@ -440,6 +440,9 @@ def test_a_hit_of_a_stream_whose_usage_was_injected_saves_the_originals_cost(cli
     original = _logged(log_flush, first_headers["x-gateway-request-id"])
     hit = _logged(log_flush, second_headers["x-gateway-request-id"])
     assert original.cost_usd > 0 and hit.cost_usd == 0 and hit.cost_saved_usd == original.cost_usd
+    # Its tokens are the original's: a replay counts toward a key's tokens per minute (docs/cache.md).
+    assert (hit.input_tokens, hit.output_tokens, hit.total_tokens) == (
+        original.input_tokens, original.output_tokens, original.total_tokens) and hit.total_tokens
 
 
 def test_every_credential_sent_scopes_the_cache(gateway, upstream):

@@ -47,6 +47,16 @@ def test_bad_limits_are_refused_with_the_field_named(admin_client):
     assert not GatewayKey.objects.filter(name="bad").exists()
 
 
+@pytest.mark.parametrize("fields, message", [
+    ({"budget_usd": "-1"}, "budget must be more than 0 USD"),  # the command refused it; the admin took it
+    ({"name": "tab\there"}, "may not hold control characters"),
+])
+def test_the_admin_refuses_what_the_command_refuses(admin_client, fields, message):
+    r = admin_client.post(f"{LIST}add/", {"name": "bad", "active": "on", "budget_period": "month", **fields})
+    assert r.status_code == 200 and message in r.content.decode()
+    assert not GatewayKey.objects.exists()
+
+
 def test_list_and_page_show_this_period_use(admin_client, make_key):
     key, _ = make_key("spender", budget_usd=Decimal("1"), budget_period="total")
     for cost in ("0.25", "0.125"):

@@ -51,7 +51,11 @@ def test_create_can_hold_a_provider_credential_from_stdin():
     (["--rpm", "0"], "rpm must be at least 1, not 0"),
     (["--budget-usd", "ten"], "budget must be a number of USD"),
     (["--budget-usd", "0.000000001"], "more than 8 decimal places"),
-    (["--budget-usd", "1e30"], "budget must be less than 10,000,000,000 USD"),
+    (["--budget-usd", "1e30"], "budget must be less than 10,000,000 USD"),
+    # SQLite keeps a decimal as a double: 9999999999.99999999 came back as 1e10 and every read of the key failed.
+    (["--budget-usd", "9999999999.99999999"], "budget must be less than 10,000,000 USD"),
+    (["--budget-usd", "0"], "budget must be more than 0 USD, not 0: to stop a key, revoke it"),
+    (["--budget-usd", "-1"], "budget must be more than 0 USD"),
     (["--providers", "opnai"], "unknown provider opnai"),
     (["--expires", "next year"], "--expires must be a date"),
     (["--expires", "2020-01-01"], "--expires is not in the future: 2020-01-01"),
@@ -67,8 +71,8 @@ def test_list_and_revoke():
     _run("create", "a", "--budget-usd", "5", "--budget-period", "day")
     _run("create", "b")
     listed = _run("list")
-    assert "a\tgk-" in listed and "$5 per day" in listed and "0 requests, $0.000000 this day" in listed
-    assert "revoked gateway key 'b'" in _run("revoke", "b")
+    assert "a\tgk-" in listed and "$5.000000 per day" in listed and "0 requests, $0.000000 this day" in listed
+    assert "revoked gateway key 'b'" in _run("revoke", "  b ")  # trimmed, as create trims it
     assert "revoked" in _run("list").splitlines()[1]
     with pytest.raises(CommandError, match="no gateway key named 'zz'"):
         _run("revoke", "zz")
@@ -98,3 +102,9 @@ def test_no_key_is_created_when_its_secret_cannot_be_written(tmp_path, tmp_path_
     os.close(write)
     assert done.returncode != 0 and "no key was created" in done.stderr and "Traceback" not in done.stderr
     assert db_rows(db, "SELECT count(*) FROM gateway_keys") == [(0,)]
+
+
+def test_the_largest_budget_with_its_8_decimals_comes_back_exactly():
+    _run("create", "big", "--budget-usd", "9999999.99999999")
+    assert GatewayKey.objects.get(name="big").budget_usd == Decimal("9999999.99999999")
+    assert "$9999999.99999999 per month" in _run("list")

@@ -78,8 +78,9 @@ class Command(BaseCommand):
             limits = KeyLimits(rpm=rpm, tpm=tpm, budget_usd=budget_parse(budget_usd) if budget_usd else None,
                                budget_period=budget_period, providers=_names(providers), models=_names(models),
                                expires_at=_expiry(expires))
-            # The key exists only if its secret was written: a closed output (`create ... | head -1`)
-            # would leave a key whose secret nobody has.
+            # The key exists only if its secret could be written: an output already closed leaves no key.
+            # (A reader that takes the first line and leaves, `create ... | head -1`, cannot be told from
+            # one that read both: the secret went into the pipe. Read the last line: docs/keys.md.)
             with transaction.atomic():
                 key, secret = key_create(name=name, limits=limits, provider_credential=credential)
                 self.stdout.write(f"created gateway key '{key.name}' ({_limits_text(key)}). "
@@ -132,8 +133,8 @@ def _limits_text(key: GatewayKey) -> str:
     if key.tpm is not None:
         parts.append(f"{_count(key.tpm, 'token')}/min")
     if key.budget_usd is not None:
-        parts.append(f"${key.budget_usd.normalize():f} per {key.budget_period}" if key.budget_period != "total"
-                     else f"${key.budget_usd.normalize():f} in total")
+        parts.append(f"{usd_text(key.budget_usd)} per {key.budget_period}" if key.budget_period != "total"
+                     else f"{usd_text(key.budget_usd)} in total")
     if key.allowed_providers:
         parts.append("providers " + ",".join(key.allowed_providers))
     if key.allowed_models:
