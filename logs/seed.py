@@ -80,7 +80,7 @@ class _Seeder:
         ttfb = round(duration * rng.uniform(0.05, 0.6), 2)
         resp = Response(id=sid, request_id=rid, status_code=status, headers=[["content-type", "application/json"]],
                         outcome=outcome, duration_ms=duration, ttfb_ms=ttfb, model=model,
-                        content_type="application/json", created_at=when + timedelta(milliseconds=duration))
+                        content_type="application/json", created_at=when)  # as the gateway: the exchange's start
         resp.is_error = outcome != Outcome.COMPLETED or (status or 0) >= 400
         files: list[BinaryFile] = []
         if resp.is_error:

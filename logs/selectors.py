@@ -230,7 +230,8 @@ def live_exchanges(*, since: datetime, pending: list[str], filters: dict[str, st
     for name, value in filters.items():
         if name in LIVE_FILTERS and value:
             any_of = Q()
-            for one in [value] if name == "session" else [v for v in value.split(",") if v]:  # as the list's ?model=a,b
+            # As the list's ?model=a,b; one session or user (an id or a name may hold a comma: "Smith, John").
+            for one in [value] if name in ("session", "user") else [v for v in value.split(",") if v]:
                 any_of |= LIVE_FILTERS[name](one)  # status_q raises ValueError for an unknown status
             q &= any_of
     if until is not None:

@@ -133,16 +133,20 @@ class KeyFilter(_ChoiceFilter):
         return Q(key_fingerprint=value)
 
 
+NO_GATEWAY_KEY = "-"  # never a key's label (those read "name (fp 0123456789ab)")
+
+
 class GatewayKeyFilter(_ChoiceFilter):
     title, parameter_name = "gateway key", "gateway_key"
 
     def lookups(self, request, model_admin):
-        """Gateway access keys present in the log (hidden when access keys were never used)."""
-        return [(k, k) for k in distinct_values(Request.objects.all(), "gateway_key", after="")]
+        """Gateway access keys present in the log (hidden when access keys were never used), and "none"."""
+        keys = [(k, k) for k in distinct_values(Request.objects.all(), "gateway_key", after="")]
+        return [*keys, (NO_GATEWAY_KEY, "none")] if keys else []
 
     def q(self, value: str) -> Q:
-        """Requests that presented this gateway key."""
-        return Q(gateway_key=value)
+        """Requests that presented this gateway key (or none: the spend page's provider-key rows)."""
+        return Q(gateway_key="" if value == NO_GATEWAY_KEY else value)
 
 
 class StreamedFilter(_ChoiceFilter):
@@ -229,6 +233,9 @@ def time_range_read(params) -> TimeRange:
     return TimeRange(max(start, since) if start and since else start or since, end)
 
 
+DRILL_DOWN = ("created_at__year", "created_at__month", "created_at__day")  # the date hierarchy's parameters
+
+
 class TimeRangeFilter(admin.SimpleListFilter):
     """The presets up to now, or a custom from/to (created_at__gte / created_at__lt, UTC): one filter, so
     each replaces the other and "All" clears both. A refused custom range is not applied; the list says why."""
@@ -269,7 +276,8 @@ class TimeRangeFilter(admin.SimpleListFilter):
     def choices(self, changelist):
         """All, the presets (each dropping a custom range), then the custom form's values and the
         query it keeps (every other filter, the search and the sort)."""
-        custom = (RANGE_FROM, RANGE_TO)
+        # A range replaces the date drill-down's period, as the drill-down replaces a range (docs/log.md).
+        custom = (RANGE_FROM, RANGE_TO, *DRILL_DOWN)
         yield {"selected": not self.value() and not self.custom, "display": "All",
                "query_string": changelist.get_query_string(remove=[self.parameter_name, *custom])}
         for lookup, title in self.lookup_choices:
@@ -301,7 +309,24 @@ class _ValueFilter(_MultiFilter):
         return [(v, v) for v in values]
 
 
-class UserFilter(_ValueFilter):
+class _OneValueFilter(_ValueFilter):
+    """One value at a time: a free-form one (a user's name, a session's id) may hold a comma ("Smith, John")."""
+
+    def values(self) -> list[str]:
+        """The chosen value, whole."""
+        return [self.value()] if self.value() else []
+
+    def choices(self, changelist):
+        """All, then each value, choosing it alone."""
+        chosen = self.values()
+        yield {"selected": not chosen, "display": "All",
+               "query_string": changelist.get_query_string(remove=[self.parameter_name])}
+        for lookup, title in self.lookup_choices:
+            yield {"selected": str(lookup) in chosen, "display": title,
+                   "query_string": changelist.get_query_string({self.parameter_name: str(lookup)})}
+
+
+class UserFilter(_OneValueFilter):
     title, parameter_name, field, column = "user", "user", "end_user", "end_user"
 
     def q(self, value: str) -> Q:
@@ -309,12 +334,8 @@ class UserFilter(_ValueFilter):
         return user_q(value)
 
 
-class SessionFilter(_ValueFilter):
+class SessionFilter(_OneValueFilter):
     title, parameter_name, field = "session", "session", "session_id"
-
-    def values(self) -> list[str]:
-        """One session (an id may hold a comma)."""
-        return [self.value()] if self.value() else []
 
     def q(self, value: str) -> Q:
         """Requests of this session (X-Gateway-Session-Id)."""

@@ -32,8 +32,8 @@ def logs_date_hierarchy(cl) -> dict:
     except (TypeError, ValueError):
         return {"show": False}
 
-    def link(filters: dict) -> str:
-        return cl.get_query_string(filters, [f"{field}__"])
+    def link(filters: dict) -> str:  # a period replaces the time range, preset or custom (docs/log.md)
+        return cl.get_query_string(filters, [f"{field}__", "since"])
 
     ykey, mkey, dkey = f"{field}__year", f"{field}__month", f"{field}__day"
     qs = getattr(cl, "undated_queryset", cl.queryset).order_by()

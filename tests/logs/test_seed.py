@@ -21,3 +21,14 @@ def test_seeded_files_carry_their_sha256_as_real_ones_do(settings, tmp_path):
     for f in files:
         with store.open(f.file.name, "rb") as fh:
             assert f.sha256 == hashlib.sha256(fh.read()).hexdigest()
+
+
+def test_seeded_answers_are_timed_as_the_gateways_are(settings, tmp_path):
+    """The gateway dates an answer at its exchange's start (docs/log.md): seeded ones too, or the dashboard and
+    spend (by answer time) disagreed with the list (by request time) at hour and day edges."""
+    from logs.models import Response
+
+    settings.DATA_DIR = tmp_path
+    exchanges_seed(50, seed=3)
+    answers = list(Response.objects.select_related("request"))
+    assert answers and all(r.created_at == r.request.created_at for r in answers)

@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from logs.admin.filters import NO_GATEWAY_KEY
 from logs.admin.views import page_context
 from logs.stats import SpendRow, spend_build
 
@@ -53,8 +54,9 @@ def _rows(rows: list[SpendRow], link) -> list[dict]:
 
 
 def _key_filter(key: str) -> dict:
-    """A key group's filter: gateway key labels read "name (fp 0123456789ab)"; others are provider key fingerprints."""
-    return {"gateway_key": key} if " (fp " in key else {"key": key}
+    """A key group's filter: gateway key labels read "name (fp 0123456789ab)"; others are provider key
+    fingerprints, of the exchanges that presented no gateway key (those are grouped by theirs)."""
+    return {"gateway_key": key} if " (fp " in key else {"key": key, "gateway_key": NO_GATEWAY_KEY}
 
 
 def spend_view(model_admin, request: HttpRequest) -> TemplateResponse:

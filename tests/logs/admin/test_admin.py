@@ -241,6 +241,19 @@ def test_rows_are_read_only(viewer, admin_client):
     assert Request.objects.filter(pk=req.pk).exists()
 
 
+def test_deleting_every_matching_exchange_goes_past_a_thousand(admin_client):
+    """The confirmation page posts one field per exchange: past Django's 1,000 its "Yes" was a 400."""
+    from logs.models import Request
+
+    made = [exchange_make(end_user="burst") for _ in range(1_050)]
+    confirm = {"action": "delete_selected", "select_across": "1", "index": "0", "_selected_action": [made[0].pk.hex]}
+    page = admin_client.post(f"{LIST}?user=burst", confirm)
+    assert page.status_code == 200 and "1050" in page.content.decode().replace(",", "")
+    done = admin_client.post(f"{LIST}?user=burst", {**confirm, "post": "yes",
+                                                     "_selected_action": [m.pk.hex for m in made]})
+    assert done.status_code == 302 and not Request.objects.filter(end_user="burst").exists()
+
+
 def test_superuser_delete_removes_files(admin_client, django_capture_on_commit_callbacks):
     req = exchange_make()
     f = file_attach(req, PNG, "image/png", ".png")

@@ -3,6 +3,7 @@
 import json
 import re
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from html import unescape
 
 import pytest
@@ -55,6 +56,31 @@ def test_time_range_and_error_filters_combine(admin_client, made, query, expecte
     r = admin_client.get(f"{LIST}?{query}")
     assert r.status_code == 200
     assert set(_ids(r)) == _ids_of(made, *expected)
+
+
+def test_a_user_whose_name_holds_a_comma_is_one_user(admin_client):
+    """X-Gateway-User: Smith, John: its cell's link listed no exchange (the filter split it into two users)."""
+    mine = exchange_make(end_user="Smith, John")
+    exchange_make(end_user="Smith")
+    assert set(_ids(admin_client.get(LIST, {"user": "Smith, John"}))) == {mine.pk.hex}
+    page = admin_client.get(LIST, {"user": "Smith"}).content.decode()
+    assert "user=Smith%2C+John" in page  # the other user's choice chooses it alone, not "Smith,Smith, John"
+    live = admin_client.get(f"{LIST}live/feed/", {"user": "Smith, John"}).json()  # the Live switch's feed too
+    assert [r["id"] for r in live["rows"]] == [mine.pk.hex]
+
+
+def _hrefs(page) -> list[str]:
+    return [unescape(h) for h in re.findall(r'href="([^"]*)"', page.content.decode())]
+
+
+def test_the_date_drill_down_and_a_time_range_replace_each_other(admin_client, made):
+    """Clicking a month after "last 7 days" listed the month's last 7 days; a preset kept the drilled month."""
+    drills = [h for h in _hrefs(admin_client.get(LIST, {"since": "7d"})) if "created_at__" in h]
+    assert drills and not any("since=" in h for h in drills)
+    now = datetime.now(timezone.utc)
+    drilled = _hrefs(admin_client.get(LIST, {"created_at__year": now.year, "created_at__month": now.month}))
+    presets = [h for h in drilled if "since=24h" in h]
+    assert presets and not any("created_at__" in h for h in presets)
 
 
 def _at(when: datetime) -> str:
@@ -197,6 +223,20 @@ def test_select_all_exports_every_matching_exchange(admin_client, monkeypatch):
                                                  "_selected_action": [made[1].pk.hex]})
     lines = b"".join(r.streaming_content).decode().strip().splitlines()
     assert len(lines) == 3  # every 500 across the pages, not only the ticked row
+
+
+def test_every_matching_exchange_of_a_sorted_list_is_exported_the_unpriced_too(admin_client):
+    """Sorted by cost, the list shows the priced ones; "every exchange matching the filters" is all of them."""
+    from tests.logs.admin.test_admin import _sort_param
+
+    priced = [exchange_make(end_user="bob", cost_usd=Decimal(c)) for c in ("0.5", "0.25")]
+    unpriced = exchange_make(end_user="bob", status=500)
+    query = f"{LIST}?user=bob&o={_sort_param('cost', True)}"
+    assert set(_ids(admin_client.get(query))) == {p.pk.hex for p in priced}  # the page: known costs only
+    r = admin_client.post(query, {"action": "export_jsonl", "select_across": "1", "index": "0",
+                                  "_selected_action": [priced[0].pk.hex]})
+    ids = {json.loads(line)["request"]["id"] for line in b"".join(r.streaming_content).decode().splitlines()}
+    assert ids == {p.pk.hex for p in [*priced, unpriced]}
 
 
 def test_gateway_key_header_is_shown_once_masked_with_its_name(admin_client):

@@ -60,6 +60,16 @@ def test_rows_link_to_the_filtered_list(admin_client, spent):
     assert set(_ids(admin_client.get(_link(html, spent["day"])))) == {spent["a"].pk.hex}
 
 
+def test_a_provider_keys_row_links_to_its_exchanges_without_a_gateway_key(admin_client, spent):
+    """Spend groups an exchange by its gateway key first: the provider key's row counts those that had none, and
+    its link listed every exchange made with that provider key (169 shown, 460 listed)."""
+    through_gateway_key = exchange_make(when=spent["c"].created_at, model="o4-mini", key_fp="1a2b3c4d5e6f",
+                                        gateway_key="team-b (fp 999999999999)", cost_usd=Decimal("1"))
+    html = admin_client.get(SPEND, {"from": spent["day"], "to": spent["today"]}).content.decode()
+    assert set(_ids(admin_client.get(_link(html, "1a2b3c4d5e6f")))) == {spent["c"].pk.hex}
+    assert set(_ids(admin_client.get(_link(html, "team-b (fp 999999999999)")))) == {through_gateway_key.pk.hex}
+
+
 @pytest.mark.parametrize(("params", "expected"), [
     ({"range": "today"}, 3), ({"range": "30d"}, 4), ({}, 4), ({"from": "2026-13-01"}, 4),
 ])
