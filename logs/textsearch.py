@@ -2,7 +2,9 @@
 
 What matches: every word of the term, whole, anywhere in the text ("invoice paris" finds
 "... paris ... invoice ...", "invoice pari" does not); case does not matter; only the first TEXT_CHARS characters
-of a body are indexed. Words are runs of letters and digits; every other character
+of a body are indexed. A JSON body is read as its string and number values, decoded ("\nQuarterly" holds
+"quarterly", "K\u00fcndigung" "kündigung"), and an answer's reassembled stream beside its body, so a word
+cut between two chunks is found (migration 0014). Bodies kept as files are not indexed. Words are runs of letters and digits; every other character
 separates them ("gpt-4o" is the two words "gpt" "4o", so it also finds "gpt 4o"; "/v1/embeddings"
 holds "v1" and "embeddings"). SQLite (FTS5, unicode61 tokenizer) and PostgreSQL ('simple' text
 search configuration, after the SEPARATORS become spaces) split text the same way for ordinary
@@ -22,9 +24,11 @@ TEXT_CHARS = 200000
 # PostgreSQL's parser keeps paths, URLs, e-mail addresses, hosts and numbers as single words; these
 # characters become spaces first, so "/v1/embeddings" holds the word "embeddings" as with FTS5.
 SEPARATORS = "'/.@:-?=&+#~', '           '"
+# As in logs/migrations/0014_search_decoded_text.py: a JSON body's decoded values, an answer's stream_result too.
 _PG_REQUEST_TEXT = ("to_tsvector('simple'::regconfig, translate(left(coalesce(endpoint, '') || ' ' || "
-                    f"coalesce(body, ''), {TEXT_CHARS}), {SEPARATORS}))")
-_PG_RESPONSE_TEXT = f"to_tsvector('simple'::regconfig, translate(left(coalesce(body, ''), {TEXT_CHARS}), {SEPARATORS}))"
+                    f"log_search_text(body), {TEXT_CHARS}), {SEPARATORS}))")
+_PG_RESPONSE_TEXT = ("to_tsvector('simple'::regconfig, translate(left(log_search_text(body) || ' ' || "
+                     f"log_search_text(stream_result::text), {TEXT_CHARS}), {SEPARATORS}))")
 
 _WORD = re.compile(r"[^\W_]+")
 

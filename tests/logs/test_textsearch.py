@@ -103,3 +103,25 @@ def test_response_filters_find_the_same_rows_for_a_rare_or_a_common_value(admin_
     exchange_make()
     expected = {"answered_by=gpt-4o-2024-08-06": dated, "status=interrupted": cut, "status=5xx": failed}[value]
     assert _ids(admin_client.get(f"{LIST}?{value}")) == [expected.pk.hex]
+
+
+def test_a_json_bodys_escaped_words_are_found_decoded():
+    """Stored as JSON text, "\\nQuarterly" was the word "nquarterly" and "K\\u00fcndigung" (Python's json.dumps,
+    requests' json=) the word "u00fcndigung": neither was found."""
+    asked = exchange_make(body='{"messages": [{"role": "user", "content": '
+                               '"Line one\\nQuarterly report\\n\\tIndented item, K\\u00fcndigung f\\u00fcr Herrn"}]}')
+    answered = exchange_make(resp_body='{"choices": [{"message": {"content": "Z\\u00fcrich \\u6771\\u4eac"}}]}')
+    for word in ("quarterly", "indented", "kündigung", "Kündigung"):
+        assert _found(word) == {asked.pk}, word
+    assert _found("zürich") == {answered.pk} and _found("東京") == {answered.pk}
+    assert _found("nquarterly") == set() and _found("u00fcndigung") == set()
+
+
+def test_a_word_cut_between_a_streams_chunks_is_found():
+    """The words of a streamed answer are in its reassembled result, not whole in any one chunk."""
+    pieces = ["The inv", "oice num", "ber is 47", "11 for Z\\u00fcrich"]
+    raw = "".join(f'data: {{"choices": [{{"index": 0, "delta": {{"content": "{p}"}}}}]}}\n\n' for p in pieces)
+    result = {"choices": [{"index": 0, "message": {"role": "assistant",
+                                                   "content": "The invoice number is 4711 for Zürich"}}]}
+    streamed = exchange_make(stream=True, resp_body=raw, stream_result={"events": 4, "result": result})
+    assert _found("invoice 4711") == {streamed.pk} and _found("zürich") == {streamed.pk}
