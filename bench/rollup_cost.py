@@ -1,6 +1,10 @@
-"""What migration 0012's hour rollups cost the ingest: microseconds per exchange written, with and without their triggers.
+"""What a migration's triggers cost the ingest: microseconds per exchange written, with and without them.
 
-    python -m bench.rollup_cost [--db sqlite,postgresql] [--rounds 10] [--batches 10]
+    python -m bench.rollup_cost [--migration 0012|0014] [--db sqlite,postgresql] [--rounds 10] [--batches 10]
+
+0012 (the default): its hour rollups' triggers against none. 0014: the word index reading JSON
+bodies decoded and stream results (its triggers; on PostgreSQL its index expressions) against
+0008's raw-text ones.
 
 For each database a fresh one (a temporary SQLite file; PostgreSQL `rollup_cost`, dropped after),
 migrated to the latest migration. Then ROUNDS rounds, each writing BATCHES batches of 256
@@ -24,10 +28,25 @@ from pathlib import Path
 
 BATCH = 256
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
-MIGRATION = "logs.migrations.0012_hour_rollups"
+MIGRATIONS = {"0012": "logs.migrations.0012_hour_rollups", "0014": "logs.migrations.0014_search_decoded_text"}
 
 
-def child(rounds: int, batches: int) -> None:
+def _switches(name: str, vendor: str) -> tuple[list[str], list[str]]:
+    """The statements that put a migration's triggers in place, and those that take them out (no backfill)."""
+    migration = importlib.import_module(MIGRATIONS[name])
+    if name == "0012":
+        backfill = set(migration._backfill(vendor))
+        forward = {"sqlite": migration._sqlite_forward, "postgresql": migration._postgres_forward}[vendor]()
+        return ([s for s in forward if s not in backfill],
+                {"sqlite": migration.SQLITE_BACKWARD, "postgresql": migration.POSTGRES_BACKWARD}[vendor])
+    if vendor == "sqlite":  # the triggers each way, without rebuilding the index
+        def keep(statements: list[str]) -> list[str]:
+            return [s for s in statements if not s.lstrip().startswith(("DELETE FROM", "INSERT INTO"))]
+        return keep(migration.SQLITE_FORWARD), keep(migration.SQLITE_BACKWARD)
+    return migration.POSTGRES_FORWARD, [s for s in migration.POSTGRES_BACKWARD if "DROP FUNCTION" not in s]
+
+
+def child(name: str, rounds: int, batches: int) -> None:
     """Migrate, then write the rounds, printing each and the summary."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
     import django
@@ -45,11 +64,7 @@ def child(rounds: int, batches: int) -> None:
 
     call_command("migrate", verbosity=0)
     vendor = connection.vendor
-    migration = importlib.import_module(MIGRATION)
-    backfill = set(migration._backfill(vendor))
-    forward = {"sqlite": migration._sqlite_forward, "postgresql": migration._postgres_forward}[vendor]()
-    triggers_on = [s for s in forward if s not in backfill]
-    triggers_off = {"sqlite": migration.SQLITE_BACKWARD, "postgresql": migration.POSTGRES_BACKWARD}[vendor]
+    triggers_on, triggers_off = _switches(name, vendor)
 
     def execute(statements: list[str]) -> None:
         with connection.cursor() as cur:
@@ -81,7 +96,7 @@ def child(rounds: int, batches: int) -> None:
     if not on:
         execute(triggers_on)
     ratios = [w / o for w, o in zip(got["with"], got["without"])]
-    print(f"{vendor}: with 0012's triggers " + ", ".join(f"{v:.0f}" for v in got["with"])
+    print(f"{vendor}: with {name}'s triggers " + ", ".join(f"{v:.0f}" for v in got["with"])
           + f" (median {statistics.median(got['with']):.0f}); without " + ", ".join(f"{v:.0f}" for v in got["without"])
           + f" (median {statistics.median(got['without']):.0f}) µs per exchange; with/without per round "
           + ", ".join(f"{x:.2f}" for x in ratios) + f" (median {statistics.median(ratios):.2f})", flush=True)
@@ -89,13 +104,14 @@ def child(rounds: int, batches: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--migration", choices=sorted(MIGRATIONS), default="0012")
     parser.add_argument("--db", default="sqlite,postgresql")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.rounds, args.batches)
+        return child(args.migration, args.rounds, args.batches)
     import psycopg
 
     work = Path(tempfile.mkdtemp(prefix="rollup_cost_"))
@@ -108,8 +124,8 @@ def main() -> None:
                 conn.execute('CREATE DATABASE "rollup_cost"')
             url = "postgres://postgres@127.0.0.1:5432/rollup_cost"
         env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": str(work / "data")}
-        subprocess.run([sys.executable, "-m", "bench.rollup_cost", "--child", "--rounds", str(args.rounds),
-                        "--batches", str(args.batches)], env=env, check=True)
+        subprocess.run([sys.executable, "-m", "bench.rollup_cost", "--child", "--migration", args.migration,
+                        "--rounds", str(args.rounds), "--batches", str(args.batches)], env=env, check=True)
         if db != "sqlite":
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute('DROP DATABASE IF EXISTS "rollup_cost"')
