@@ -11,7 +11,8 @@ Used by the tests, the benchmark and seed data. Routes (OpenAI wire format):
   GET  /bin?size=N            N bytes of application/octet-stream, streamed
   POST /upload                reads the body, answers its size
   POST /v1/files              reads the body, answers a file object with its size (bytes) and sha256
-Request headers steer it: x-mock-status (error status), x-mock-events / x-mock-delay-ms (SSE),
+Request headers steer it: x-mock-status (error status; with x-mock-together: N, answered once N such
+requests are in flight, or after a second), x-mock-events / x-mock-delay-ms (SSE),
 x-mock-gzip (gzip the JSON answer), x-mock-tool-call, x-mock-fault (close-mid-stream,
 close-mid-event: half an event of a stream, then the connection reset, linger-end: a stream's
 end of body x-mock-stall-s after its last event,
@@ -100,6 +101,10 @@ class MockUpstream:
     port: int = 0
     received: list[Received] = field(default_factory=list)
     record: bool = True
+    # x-mock-together: N with x-mock-status: the error answer waits (at most a second) until N such requests
+    # are in flight at once; together_most is the most there were (tests see who waited for whom).
+    together: int = 0
+    together_most: int = 0
 
     async def start(self) -> None:
         """Listen (port 0 picks a free one)."""
@@ -207,7 +212,16 @@ class MockUpstream:
             status = int(h["x-mock-status"])
             body = json.dumps({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
                                          "param": None, "code": "invalid_api_key"}}).encode()
-            await self._send(writer, status, body)
+            wanted = int(h.get("x-mock-together", "0"))
+            self.together += 1
+            self.together_most = max(self.together_most, self.together)
+            try:
+                deadline = time.monotonic() + 1.0
+                while self.together < wanted and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                await self._send(writer, status, body)
+            finally:
+                self.together -= 1
             return True
         payload = {}
         if req.body and h.get("content-type", "").startswith("application/json"):

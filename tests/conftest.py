@@ -182,6 +182,7 @@ def mock_upstream():
 def upstream(mock_upstream, settings):
     """The mock upstream, configured as every provider's upstream, with its record cleared."""
     mock_upstream.mock.received.clear()
+    mock_upstream.mock.together_most = 0
     settings.UPSTREAM_URLS = {name: mock_upstream.url for name in settings.UPSTREAM_URLS}
     return mock_upstream.mock
 
