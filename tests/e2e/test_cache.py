@@ -331,9 +331,9 @@ def test_concurrent_identical_first_calls_share_one_upstream_call(gateway, upstr
     assert len(upstream.received) <= 3  # one per worker, give or take a request that came before the first
 
 
-def test_identical_calls_waiting_on_a_failing_one_go_upstream_together(gateway, upstream):
-    """The first of five identical calls fails: the other four go upstream at once, as they would without the
-    cache, not one after another (each waiting for the one before: errors after 2, 4, 6, 8, 10 s in an outage)."""
+def test_identical_calls_waiting_on_failing_ones_go_upstream_together(gateway, upstream):
+    """The first of six identical calls fails, and the one sent in its place: the other four go upstream at once,
+    as they would without the cache, not one after another (errors after 2, 4, 6, 8, 10 s in an outage)."""
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "outage"}]}
     # Each error waits (a second at most) until four are in flight: the mock counts how many ever were.
     headers = {"Authorization": f"Bearer {KEY}", "X-Gateway-Cache": "60", "x-mock-status": "503",
@@ -342,10 +342,10 @@ def test_identical_calls_waiting_on_a_failing_one_go_upstream_together(gateway, 
     async def run() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=20) as http:
             return await asyncio.gather(*[http.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers)
-                                          for _ in range(5)])
+                                          for _ in range(6)])
 
     answers = asyncio.run(run())
-    assert [r.status_code for r in answers] == [503] * 5 and len(upstream.received) == 5
+    assert [r.status_code for r in answers] == [503] * 6 and len(upstream.received) == 6
     assert upstream.together_most >= 4
 
 
