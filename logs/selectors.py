@@ -251,10 +251,8 @@ def live_exchanges(*, since: datetime, pending: list[str], filters: dict[str, st
     return recent + again
 
 
-def search_q(term: str) -> Q:
-    """What a search term matches: an exact request id or key fingerprint, a user:/session:/meta: tag, else a
-    model whose name contains it, or its words in an endpoint or a request or response body."""
-    term = term.strip()
+def _search_exact(term: str) -> Q | None:
+    """An exact request id, a user:/session:/meta: tag or a key fingerprint's condition; None for text."""
     try:
         return Q(pk=uuid.UUID(term))
     except ValueError:
@@ -265,6 +263,22 @@ def search_q(term: str) -> Q:
     fp = fingerprint_term(term)
     if fp is not None:  # exact, on the (key_fingerprint, created_at) index: no body scan
         return Q(key_fingerprint=fp)
+    return None
+
+
+def search_is_text(term: str) -> bool:
+    """Whether search_q answers the term through the text index (a set the database finds whole, not by seeks)."""
+    term = term.strip()
+    return bool(term) and _search_exact(term) is None
+
+
+def search_q(term: str) -> Q:
+    """What a search term matches: an exact request id or key fingerprint, a user:/session:/meta: tag, else a
+    model whose name contains it, or its words in an endpoint or a request or response body."""
+    term = term.strip()
+    exact = _search_exact(term)
+    if exact is not None:
+        return exact
     # One id set, the union of: models whose name contains the term (the few distinct names, by index
     # seeks, then equality on the model indexes) and the term's words in endpoints and bodies (the text
     # index, logs/textsearch.py). One IN (... UNION ...) rather than ORs: PostgreSQL turns an OR of
@@ -422,7 +436,7 @@ def _range_bounds(qs: QuerySet, field: str, lookup: type = GreaterThanOrEqual) -
 
 
 def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "callable",
-                 known: list[datetime] | None = None) -> list[datetime]:
+                 known: list[datetime] | None = None, grouped: str = "") -> list[datetime]:
     """The period starts that hold at least one row: a probe per period, or, with `known` (every matching row's
     value, see date_bounds), the periods those values fall in.
 
@@ -434,6 +448,13 @@ def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "calla
     far for a rare value."""
     if known is not None:
         return [s for s in starts if any(s <= v < width(s) for v in known)]
+    if grouped and starts:
+        # A word search (grouped: the periods' kind, "day"...): the text index finds the set whole, once per
+        # query, so an EXISTS per period re-ran it (31 for a month: 3.7 s at 49,000 exchanges); one query
+        # groups the set's rows by period instead.
+        within = qs.filter(**{f"{field}__gte": starts[0], f"{field}__lt": width(starts[-1])})
+        present = set(within.datetimes(field, grouped, tzinfo=starts[0].tzinfo))
+        return [s for s in starts if s in present]
     if _conditions(qs, field) != "range":
         return [s for s in starts if qs.filter(**{f"{field}__gte": s, f"{field}__lt": width(s)}).exists()]
     if not starts:

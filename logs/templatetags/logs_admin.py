@@ -12,7 +12,7 @@ from django.utils.text import capfirst
 from logs.admin.formats import count_format, ms_format, usd_format
 from logs.admin.filters import RANGE_FROM, RANGE_TO, TimeRangeFilter, time_range_read
 from logs.admin.views.live import FEED_PARAMS, feed_params
-from logs.selectors import date_bounds, date_choices, period_next
+from logs.selectors import date_bounds, date_choices, period_next, search_is_text
 
 register = template.Library()
 
@@ -37,6 +37,7 @@ def logs_date_hierarchy(cl) -> dict:
 
     ykey, mkey, dkey = f"{field}__year", f"{field}__month", f"{field}__day"
     qs = getattr(cl, "undated_queryset", cl.queryset).order_by()
+    grouped = search_is_text(cl.query or "")  # a word search: periods found by grouping, not a probe each
     # The list's own rows, when they are every match: of the undated set when no date range applies, and of
     # the drilled-down period, whose sub-periods are the choices, when one does.
     rows = getattr(cl, "rows_complete", None)
@@ -53,7 +54,7 @@ def logs_date_hierarchy(cl) -> dict:
         year = last.year
         if first.year != last.year:
             years = date_choices(qs, field, [_start(y) for y in range(first.year, last.year + 1)],
-                                 lambda s: period_next(s, "year"), known)
+                                 lambda s: period_next(s, "year"), known, "year" if grouped else "")
             if len(years) > 1:
                 return {"show": True, "choices": [{"link": link({ykey: s.year}), "title": str(s.year)}
                                                   for s in years]}
@@ -62,7 +63,7 @@ def logs_date_hierarchy(cl) -> dict:
             month = first.month
         else:
             months = date_choices(qs, field, [_start(year, m) for m in range(first.month, last.month + 1)],
-                                  lambda s: period_next(s, "month"), known)
+                                  lambda s: period_next(s, "month"), known, "month" if grouped else "")
             if len(months) > 1:
                 return _months_shown(link, ykey, mkey, year, months)
             month, first = last.month, max(first, _start(year, last.month))
@@ -75,11 +76,12 @@ def logs_date_hierarchy(cl) -> dict:
         span = (first.day, last.day) if first and (first.year, first.month) == (last.year, last.month) \
             else (1, calendar.monthrange(year, month)[1])
         days = date_choices(qs, field, [_start(year, month, d) for d in range(span[0], span[1] + 1)],
-                            lambda s: period_next(s, "day"), known)
+                            lambda s: period_next(s, "day"), known, "day" if grouped else "")
         return {"show": True, "back": {"link": link({ykey: year}), "title": str(year)},
                 "choices": [{"link": link({ykey: year, mkey: month, dkey: s.day}),
                              "title": capfirst(formats.date_format(s, "MONTH_DAY_FORMAT"))} for s in days]}
-    months = date_choices(qs, field, [_start(year, m) for m in range(1, 13)], lambda s: period_next(s, "month"), known)
+    months = date_choices(qs, field, [_start(year, m) for m in range(1, 13)], lambda s: period_next(s, "month"), known,
+                          "month" if grouped else "")
     return _months_shown(link, ykey, mkey, year, months)
 
 
