@@ -179,8 +179,8 @@ def metadata_q(pair: str) -> Q:
     A JSON lookup: not indexed, so it narrows what the other filters and the time range found.
     """
     name, sep, value = (part.strip() for part in pair.partition("="))
-    if not name:
-        return Q()
+    if not name:  # "meta:=x" names no metadata: nothing has it (an empty Q matched every exchange)
+        return Q(pk__in=[])
     # Expressions rather than metadata__<name>: a name may hold "__" or any character.
     return Q(Exact(KeyTextTransform(name, "metadata"), value)) if sep else Q(HasKey(F("metadata"), name))
 
@@ -211,9 +211,17 @@ def exchanges_totals(qs: QuerySet) -> dict:
         duration_ms=Sum("response__duration_ms"))
 
 
+NO_GATEWAY_KEY = "-"  # the gateway_key filter's "none": never a key's label (those read "name (fp 0123456789ab)")
+
+
+def gateway_key_q(label: str) -> Q:
+    """Exchanges that presented this gateway key, or (NO_GATEWAY_KEY) none."""
+    return Q(gateway_key="" if label == NO_GATEWAY_KEY else label)
+
+
 # The live tail's filters: URL parameter -> condition (the list's parameters, so a list's filters carry over).
 LIVE_FILTERS = {"model": lambda v: Q(model=v), "provider": lambda v: Q(provider=v), "user": user_q,
-                "session": session_q, "status": status_q, "gateway_key": lambda v: Q(gateway_key=v),
+                "session": session_q, "status": status_q, "gateway_key": gateway_key_q,
                 "key": lambda v: Q(key_fingerprint=v)}
 LIVE_ROWS_MAX = 200
 

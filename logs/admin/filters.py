@@ -9,8 +9,9 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from logs.models import Request, Response
-from logs.selectors import (STATUS_CLASSES, answer_model_q, any_of_q, cache_q, cost_known_q, distinct_values,
-                            has_files_annotate, metadata_q, session_q, status_q, streamed_q, user_q)
+from logs.selectors import (NO_GATEWAY_KEY, STATUS_CLASSES, answer_model_q, any_of_q, cache_q, cost_known_q,
+                            distinct_values, gateway_key_q, has_files_annotate, metadata_q, session_q, status_q,
+                            streamed_q, user_q)
 
 
 class _ChoiceFilter(admin.SimpleListFilter):
@@ -133,9 +134,6 @@ class KeyFilter(_ChoiceFilter):
         return Q(key_fingerprint=value)
 
 
-NO_GATEWAY_KEY = "-"  # never a key's label (those read "name (fp 0123456789ab)")
-
-
 class GatewayKeyFilter(_ChoiceFilter):
     title, parameter_name = "gateway key", "gateway_key"
 
@@ -146,7 +144,7 @@ class GatewayKeyFilter(_ChoiceFilter):
 
     def q(self, value: str) -> Q:
         """Requests that presented this gateway key (or none: the spend page's provider-key rows)."""
-        return Q(gateway_key="" if value == NO_GATEWAY_KEY else value)
+        return gateway_key_q(value)
 
 
 class StreamedFilter(_ChoiceFilter):

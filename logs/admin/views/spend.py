@@ -8,8 +8,8 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from logs.admin.filters import NO_GATEWAY_KEY
 from logs.admin.views import page_context
+from logs.selectors import NO_GATEWAY_KEY
 from logs.stats import SpendRow, spend_build
 
 RANGES = {"today": "today", "24h": "last 24 hours", "7d": "last 7 days", "30d": "last 30 days",

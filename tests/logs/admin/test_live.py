@@ -74,3 +74,10 @@ def test_feed_applies_the_lists_time_range(admin_client):
     assert ids(since="15m", model="gpt-4o") == [b.pk.hex, a.pk.hex]
     r = admin_client.get(FEED, {"created_at__gte": middle, "created_at__lt": "2001-01-01T00:00"})
     assert r.status_code == 400 and "not after" in r.json()["error"]
+
+
+def test_the_feed_takes_the_lists_gateway_key_none(admin_client):
+    """?gateway_key=- (the spend page's provider-key rows link there) is the exchanges that presented none."""
+    plain = exchange_make(key_fp="1a2b3c4d5e6f")
+    exchange_make(key_fp="1a2b3c4d5e6f", gateway_key="team (fp 999999999999)")
+    assert [r["id"] for r in _feed(admin_client, gateway_key="-")["rows"]] == [plain.pk.hex]

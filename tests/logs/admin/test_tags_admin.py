@@ -31,6 +31,7 @@ def tagged():
     ("user=alice", {"a1", "a2"}), ("session=s-2", {"b1"}), ("meta=team%3Dsearch", {"a1"}), ("meta=team", {"a1", "b1"}),
     ("user=alice&status=error", {"a2"}), ("q=user%3Abob", {"b1"}), ("q=session%3As-1", {"a1", "a2"}),
     ("q=meta%3Ateam%3Dads", {"b1"}),
+    ("q=meta%3A%3Dads", set()), ("meta=%3Dads", set()),  # no metadata name: nothing (it matched every exchange)
 ])
 def test_filters_and_search(admin_client, tagged, query, expected):
     r = admin_client.get(f"{LIST}?{query}")
