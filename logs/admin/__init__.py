@@ -2,6 +2,8 @@
 
 Pages beyond the list live in views/, one module each."""
 
+import uuid
+
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db import transaction
@@ -34,6 +36,15 @@ from logs.selectors import exchange_list, search_q
 
 
 COLUMNS_SESSION_KEY = "logs_list_columns"
+
+
+def _is_id(value: str) -> bool:
+    """Whether a selected row's value is an exchange id (a UUID, as the checkboxes send it)."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 @admin.register(Request)
@@ -133,6 +144,10 @@ class RequestAdmin(ListColumns, admin.ModelAdmin):
             query = request.GET.copy()
             query.pop("cols")
             return HttpResponseRedirect(f"{request.path}?{query.urlencode()}" if query else request.path)
+        if request.method == "POST" and not all(_is_id(v) for v in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)):
+            # An action on a selection that names no exchange (a hand-made POST): Django's filter raised, a 500.
+            self.message_user(request, "The selection names no exchange: nothing was done.", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
         chosen = request.session.get(COLUMNS_SESSION_KEY, [])
         chooser = [(name, label, name in chosen) for name, label in OPTIONAL_COLUMNS.items()]
         # No app sidebar on the list: its 276 px are what lets the eight columns and the filters fit 1440 px

@@ -107,6 +107,14 @@ def test_the_calendars_last_day_in_the_drill_down_is_a_bad_lookup_not_a_500(admi
     assert far.status_code == 302 and far["Location"].endswith("?e=1")
 
 
+def test_an_action_on_a_selection_naming_no_exchange_is_refused_not_a_500(admin_client):
+    exchange_make()
+    r = admin_client.post(LIST, {"action": "export_jsonl", "index": "0", "_selected_action": ["not-a-uuid"]})
+    assert r.status_code == 302
+    page = admin_client.get(r["Location"]).content.decode()
+    assert "The selection names no exchange: nothing was done." in page
+
+
 def test_an_admin_page_that_fails_is_an_html_500_not_the_proxys_json(admin_user, monkeypatch):
     from django.test import Client
 
