@@ -61,6 +61,10 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
                                   "received the request.")
     except Exception as exc:
         return upstream_failure_answer(x, exc)
+    if not 100 <= upstream.status_code <= 599:  # the HTTP client reads any three digits; no answer can carry them
+        await upstream.aclose()
+        return x.gateway_answer(502, f"Upstream answered with status {upstream.status_code}, which HTTP does not "
+                                     "have: not relayed", outcome=Outcome.UPSTREAM_ERROR)
     return await relay_response(x, upstream, functools.partial(relay_filter, x, steps))
 
 

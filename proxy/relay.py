@@ -14,7 +14,7 @@ from logs.pipeline.capture import BodyCapture
 from proxy.exchange import REQUEST_ID_HEADER, Exchange
 from proxy.links import links_apply, links_in_body, links_in_body_possible, links_in_headers
 from proxy.threads import off_loop
-from proxy.upstream import headers_forward
+from proxy.upstream import headers_forward, headers_sendable
 
 logger = logging.getLogger(__name__)
 
@@ -331,6 +331,7 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     # What the client gets: the headers, their links to the upstream pointed at the gateway (proxy/links.py);
     # the log and the cache keep the upstream's.
     sent_headers = links_in_headers(x, headers) if x.provider.link_headers else headers
+    sent_headers = headers_sendable(x, sent_headers)
     capture = BodyCapture(spool_name=f"{x.request_id}.response", content_type=content_type,
                           content_encoding=upstream.headers.get("content-encoding", ""), stream=is_sse,
                           started=x.started)

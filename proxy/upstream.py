@@ -3,6 +3,7 @@
 import asyncio
 import functools
 import logging
+import re
 
 import httpx
 from django.conf import settings
@@ -126,6 +127,22 @@ def headers_forward(pairs: list[tuple[str, str]], *, request: bool) -> list[tupl
         return [(k, v) for k, v in pairs if k.lower() not in drop]
     drop = drop - {"content-length"}
     return [(k, v) for k, v in pairs if k.lower() not in drop and not k[:10].lower() == "x-gateway-"]
+
+
+# What the server (uvicorn) refuses to send: a control character in a value (HTAB aside), a separator
+# or control character in a name. The HTTP client reads such headers from an upstream; sent on, the
+# server raised and the client got an empty reply.
+_UNSENDABLE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_UNSENDABLE_NAME = re.compile(r'[\x00-\x20\x7f()<>@,;:\[\]={}\\"/?]')
+
+
+def headers_sendable(x: Exchange, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The answer's headers the server can send; any other is left out and the log says so (it keeps them all)."""
+    bad = [k for k, v in pairs if _UNSENDABLE_NAME.search(k) or _UNSENDABLE_VALUE.search(v)]
+    if not bad:
+        return pairs
+    x.notes.append(f"upstream header(s) {', '.join(sorted(set(bad)))} not passed on: a character HTTP does not allow")
+    return [(k, v) for k, v in pairs if k not in bad]
 
 
 def _header_bytes(pair: tuple[str, str]) -> tuple[bytes, bytes]:

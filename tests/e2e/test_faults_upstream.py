@@ -244,3 +244,27 @@ def test_a_broken_stream_ends_with_each_providers_own_error(fast_gateway, upstre
         for _ in gemini.models.generate_content_stream(model="gemini-2.0-flash", contents="hi"):
             pass
     assert raised.value.code == 502 and "STREAM_IDLE_TIMEOUT" in str(raised.value)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_status_http_does_not_have_is_a_502_in_the_providers_shape(scripted, gateway, log_flush, stream):
+    """The HTTP client reads any three digits (999); answered on, the client got a bare 500 and a streamed
+    exchange was never logged."""
+    scripted.answer = lambda request: (999, [("content-type", "text/event-stream" if stream else "application/json")],
+                                       b'data: {"choices": []}\n\n' if stream else b'{"choices": []}')
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "stream": stream}, headers=AUTH)
+    assert r.status_code == 502 and "status 999, which HTTP does not have" in r.json()["error"]["message"]
+    _, resp = exchange_get(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.status_code == 502 and resp.outcome == "upstream_error"
+
+
+def test_an_upstream_header_the_server_cannot_send_is_left_out_and_said(scripted, gateway, log_flush):
+    """A control character in a value (aiohttp reads it): sent on, the server raised and the client got nothing."""
+    scripted.answer = lambda request: (200, [("content-type", "application/json"), ("x-ctl", "a\x01b"),
+                                             ("x-kept", "yes")], b'{"choices": []}')
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"choices": []}
+    assert "x-ctl" not in r.headers and r.headers["x-kept"] == "yes"
+    _, resp = exchange_get(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.outcome == "completed" and "upstream header(s) x-ctl not passed on" in resp.error_message
+    assert ["x-ctl", "a\x01b"] in resp.headers  # the log keeps what the upstream sent
