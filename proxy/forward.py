@@ -37,7 +37,14 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
     refusal = await refusal_find(x)
     if refusal is not None:
         return refuse(x, refusal)
-    await request_record(x)
+    try:
+        await request_record(x)
+    except asyncio.CancelledError:  # the client left (or the grace ran out) while its body was being kept
+        x.cancelled_mark("while its request body was being saved")
+        if x.shutting_down:
+            return shutdown_answer(x, "The gateway is shutting down and this request was not forwarded: retry it.")
+        x.response_log(x.response_record(status=None, headers=[], content_type=""))
+        raise
     steps = steps_active()
     x.forward_headers = headers_forward(x.headers, request=True)
     try:
@@ -118,14 +125,27 @@ async def request_record(x: Exchange) -> None:
             record.body = x.scrubber.text(data.decode("utf-8"), x.content_type, answer=False, masked=masked)
         except UnicodeDecodeError:  # raw bytes never go into a TEXT column
             pass
+    left: asyncio.CancelledError | None = None
     if x.body.size and record.body is None:
-        try:
-            record.body_file = await off_loop(x.body.keep, x.content_type, x.scrubber, masked)
-        except OSError as exc:  # spool folder full or unwritable: forward anyway, say so in the log
-            x.notes.append(f"request body file not saved: {exc}")
+        # Kept even if the client leaves meanwhile (the copy of a large body takes a while): the request is
+        # logged with its file, then the cancellation goes on (unlogged before, its copy left in the spool).
+        keep = asyncio.ensure_future(off_loop(x.body.keep, x.content_type, x.scrubber, masked))
+        while True:
+            try:
+                record.body_file = await asyncio.shield(keep)
+                break
+            except asyncio.CancelledError as exc:
+                if keep.cancelled():
+                    raise
+                left = exc
+            except OSError as exc:  # spool folder full or unwritable: forward anyway, say so in the log
+                x.notes.append(f"request body file not saved: {exc}")
+                break
     if note := masked.note("request body (stored copy; the upstream got it as sent)"):
         x.notes.append(note)
     x.request_log(record)
+    if left is not None:
+        raise left
 
 
 def step_answered(x: Exchange, answer: HttpResponseBase) -> HttpResponseBase:

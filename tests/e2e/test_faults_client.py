@@ -80,3 +80,37 @@ def test_client_leaves_mid_binary_download(fast_gateway, upstream, log_flush, pa
     assert got <= resp.body_size < size
     [f] = response_files(resp)  # what passed through is kept
     assert f.size == resp.body_size == (payload_dir / f.file.name).stat().st_size
+
+
+def test_client_leaves_while_its_large_body_is_kept(fast_gateway, upstream, log_flush, payload_dir, monkeypatch):
+    """Keeping a large body (its masked copy) takes a while: a client that hung up meanwhile went unlogged, its
+    copy left in the spool. Now the request is logged with its body and the exchange as client_aborted."""
+    import socket
+
+    from proxy.request_body import BodySpool
+
+    keep, started = BodySpool.keep, []
+
+    def slow_keep(self, *args, **kwargs):
+        started.append(time.monotonic())
+        time.sleep(0.5)  # the client is gone by the time the copy is made
+        return keep(self, *args, **kwargs)
+
+    monkeypatch.setattr(BodySpool, "keep", slow_keep)
+    body = b"\x00binary" * (256 << 10)  # not text: kept as a file
+    host, port = fast_gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: " + AUTH["authorization"].encode()
+                     + b"\r\nContent-Type: application/octet-stream\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        assert wait_until(lambda: started, 5)
+    req, resp = exchange_get(log_flush, wait_until(lambda: _request_id_logged(), 10))
+    assert resp.outcome == "client_aborted" and "while its request body was being saved" in resp.error_message
+    assert req.body_size == len(body) and upstream.received == []
+
+
+def _request_id_logged() -> str | None:
+    from logs.models import Request, Response
+
+    req = Request.objects.first()
+    return req.id.hex if req is not None and Response.objects.filter(request=req).exists() else None
