@@ -11,7 +11,7 @@ from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
-from proxy.exchange import REQUEST_ID_HEADER, Exchange
+from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error
 from proxy.links import links_apply, links_in_body, links_in_body_possible, links_in_headers
 from proxy.threads import off_loop
 from proxy.upstream import headers_forward, headers_sendable
@@ -340,8 +340,14 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     observed = _Observed() if observer is not None else None
     links = _Links(observer is None and links_in_body_possible(x, upstream.status_code, content_type, is_sse))
 
+    handed = False  # the answer went to the server: its status and headers are what the client got
+
     async def log() -> None:
         """Finish the captured body (decoding and masking it off the event loop when it is big) and log."""
+        cut = x.shutting_down and not handed  # collected whole, cut by the shutdown: the client gets the 503 below
+        if cut:
+            x.notes.append(f"the upstream's answer ({upstream.status_code}) was still arriving when the gateway shut "
+                           "down; the client got a 503")
         if links.on and capture.spool is None:  # read as the answer is logged, so its steps say so
             links.answer = links_in_body(x, b"".join(capture.parts), headers)
         if observer is not None:
@@ -349,8 +355,8 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
         if x.cache_fill is not None:  # a cache miss: stored before the exchange ends, so readable at once
             await x.cache_fill.finish(x, upstream.status_code, headers, is_sse=is_sse,
                                       replaced=observed is not None and observed.result is not None)
-        record = x.response_record(status=upstream.status_code, headers=headers, content_type=content_type,
-                                   is_stream=is_sse)
+        record = x.response_record(status=503 if cut else upstream.status_code, headers=headers,
+                                   content_type=content_type, is_stream=is_sse)
         try:
             if capture.blocking():
                 await off_loop(capture.finish, record, x.scrubber)
@@ -362,7 +368,18 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     end = RelayEnd(upstream, x, log)
     relay = relay_stream(upstream, x, capture, end, is_sse=is_sse, chunk_filter=chunk_filter,
                          idle_timeout=settings.STREAM_IDLE_TIMEOUT)
-    response = await _answer(x, upstream, relay, end, is_sse, observed, links, sent_headers)
+    try:
+        response = await _answer(x, upstream, relay, end, is_sse, observed, links, sent_headers)
+    except asyncio.CancelledError:
+        if not x.shutting_down:  # the client left: logged by the relay's end, and goes on up
+            raise
+        # The grace ran out while a small answer was collected whole: nothing was sent, so the client, still
+        # there, gets a 503 in its provider's shape (uvicorn's own would be a bare 500), as the log says.
+        await end(False)
+        asyncio.current_task().uncancel()
+        message = "The gateway shut down while the upstream's answer was arriving: retry the request."
+        return json_error(503, x.provider.error_body(message, status=503), x.request_id)
+    handed = True
     # The upstream's headers exactly, repeats and order kept (Django's header dict would join
     # repeats and keep one Set-Cookie): the ASGI adapter sends these.
     if getattr(response, "gateway_headers", None) is None:

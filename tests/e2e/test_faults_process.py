@@ -109,14 +109,18 @@ def test_requests_held_or_unanswered_past_the_shutdown_grace_get_a_503(tmp_path,
         uploading.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-x\r\n"
                           b"Content-Type: application/json\r\nContent-Length: 69\r\n\r\n{\"model\": ")
         waiting = Call(f"{gw.url}/v1/chat/completions", {"x-mock-fault": "stall", "x-mock-stall-s": "20"}, CHAT)
+        # A small answer half arrived (collected whole before anything is sent): a 503 too, not uvicorn's 500.
+        collecting = Call(f"{gw.url}/v1/chat/completions", {"x-mock-fault": "stall-body", "x-mock-stall-s": "20"},
+                          CHAT)
         assert wait_until(lambda: db_rows(db, "SELECT count(*) FROM hold_requests") == [(1,)], 10)
-        assert wait_until(lambda: len(mock_upstream.mock.received) >= 1, 10)
+        assert wait_until(lambda: len(mock_upstream.mock.received) >= 2, 10)
         gw.signal(signal.SIGTERM)
         code = gw.wait(timeout=20)
     finally:
         gw.stop()
     held.join(10)
     waiting.join(10)
+    collecting.join(10)
     answer = b""
     while chunk := uploading.recv(65536):
         answer += chunk
@@ -128,8 +132,10 @@ def test_requests_held_or_unanswered_past_the_shutdown_grace_get_a_503(tmp_path,
     # Forwarded, still waiting for the upstream's headers: a 503 too, saying the upstream may have it.
     assert waiting.error is None and waiting.status == 503 and waiting.request_id
     assert "may have received the request" in json.loads(waiting.text)["error"]["message"]
+    assert collecting.error is None and collecting.status == 503 and collecting.request_id
+    assert "shut down while the upstream's answer was arriving" in json.loads(collecting.text)["error"]["message"]
     logged = exchanges_read(db)
-    for call in (held, waiting):
+    for call in (held, waiting, collecting):
         row = logged[call.request_id]["response"]
         assert (row["status"], row["outcome"]) == (503, "interrupted")
     [(steps,)] = db_rows(db, "SELECT steps FROM responses WHERE request_id = ?", (held.request_id,))
