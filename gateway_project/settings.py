@@ -269,6 +269,8 @@ MODEL_POLICY_ALLOW = env.list("MODEL_POLICY_ALLOW", default=[])
 MODEL_POLICY_MAX_TOKENS = _number(int, "MODEL_POLICY_MAX_TOKENS", 0)
 # The hold queue (docs/hold.md): how long a held request waits for a decision, and what then happens.
 HOLD_TIMEOUT_SECONDS = _number(float, "HOLD_TIMEOUT_SECONDS", 60.0, above=True)
+if HOLD_TIMEOUT_SECONDS > 365 * 86400:  # a deadline past the calendar's end failed every held request (1e12)
+    raise ImproperlyConfigured(f"HOLD_TIMEOUT_SECONDS must be at most 31536000 (a year), not {HOLD_TIMEOUT_SECONDS:g}")
 HOLD_TIMEOUT_ACTION = env.str("HOLD_TIMEOUT_ACTION", default="approve").strip().lower()
 if HOLD_TIMEOUT_ACTION not in ("approve", "reject-400", "reject-500", "content-policy"):
     raise ImproperlyConfigured("HOLD_TIMEOUT_ACTION must be approve, reject-400, reject-500 or content-policy, "

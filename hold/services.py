@@ -95,15 +95,25 @@ def held_decide(request_id: str, decision: str, *, by: str, body: str | None = N
         if HeldRequest.objects.filter(pk=request_id, method="GET").exists():  # it would be dropped unsaid
             raise HoldError("a GET (a WebSocket upgrade, a read) has no body to edit: approve it as it is")
     now = timezone.now()
-    done = HeldRequest.objects.filter(pk=request_id, state=HeldRequest.State.WAITING, decision="").update(
-        decision=decision, decided_by=by[:150], decided_at=now, edited_body=body)
+    # Not a row whose worker died with it (past its deadline and the grace): no one would carry the decision out.
+    done = held_waiting().filter(pk=request_id).update(decision=decision, decided_by=by[:150], decided_at=now,
+                                                       edited_body=body)
     if not done:
         row = HeldRequest.objects.filter(pk=request_id).first()
         if row is None:
             raise HoldError(f"no held request {request_id}")
+        if row.state == HeldRequest.State.WAITING and not row.decision:  # its worker is gone
+            raise HoldError(f"request {request_id} is no longer waiting: its deadline passed with no worker holding it")
         raise HoldError(f"request {request_id} is no longer waiting: {row.decision or row.state}"
                         + (f" by {row.decided_by}" if row.decided_by else ""))
     return Decided(decision, by, now, body)
+
+
+def held_release(request_ids: list[str]) -> int:
+    """Approve these waiting requests: held by a worker whose switch was up to a second old when it was turned
+    off (after the off's own approval of the waiting ones), they would have waited for the timeout."""
+    return HeldRequest.objects.filter(pk__in=request_ids, state=HeldRequest.State.WAITING, decision="").update(
+        decision=Decision.APPROVE, decided_by="hold off (the switch was off)", decided_at=timezone.now())
 
 
 def held_timeout(request_id: str, action: str) -> Decided:

@@ -124,8 +124,11 @@ class Gemini(Provider):
         """A prompt Gemini's safety filter blocks: a 200 with no candidates and promptFeedback.blockReason.
 
         The SDK raises nothing: the answer's text is empty and prompt_feedback says why. Streamed
-        (:streamGenerateContent), it is the stream's only event (alt=sse) or a one-element array.
+        (:streamGenerateContent), it is the stream's only event (alt=sse) or a one-element array. The
+        OpenAI-compatible endpoints answer as OpenAI does (the OpenAI SDK raises its BadRequestError).
         """
+        if OPENAI_COMPATIBLE in endpoint:
+            return _OPENAI_WIRE.content_policy_answer(endpoint, query, payload)
         answer = {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": [
             {"category": "HARM_CATEGORY_SEXUALLY_EXPLICIT", "probability": "NEGLIGIBLE"},
             {"category": "HARM_CATEGORY_HATE_SPEECH", "probability": "HIGH", "blocked": True},

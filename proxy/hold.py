@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from hold.models import Decision
 from hold.selectors import held_decisions, switch_read
-from hold.services import held_create, held_end, held_timeout
+from hold.services import held_create, held_end, held_release, held_timeout
 from hold.types import Decided, SwitchState
 from logs.outcomes import Outcome
 from logs.pipeline.capture import content_type_is_text
@@ -89,6 +89,8 @@ class HoldWatch:
             try:
                 if time.monotonic() - self.switch_read_at >= SWITCH_REFRESH:
                     await self._switch_refresh()
+                if self.waiters and self.switch is not None and not self.switch.on:
+                    await _db(held_release)(list(self.waiters))  # held on a switch read before it went off
                 if self.waiters:
                     found = await _db(held_decisions)(list(self.waiters))
                     for rid, decided in found.items():
@@ -266,8 +268,12 @@ def _carry_out(x: Exchange, decided: Decided, body: bytes | None) -> HttpRespons
     if decided.decision == Decision.APPROVE:
         if decided.edited_body is not None:
             x.forward_body = decided.edited_body.encode("utf-8")
-            # The edit is plain JSON text: an encoding the client's body had no longer describes it.
-            x.forward_headers = [(k, v) for k, v in x.forward_headers if k.lower() != "content-encoding"]
+            # The edit is plain JSON text: an encoding the client's body had no longer describes it, nor a type
+            # other than JSON (an edited form upload went as JSON labelled multipart).
+            kept = [(k, v) for k, v in x.forward_headers if k.lower() not in ("content-encoding", "content-type")]
+            declared = next((v for k, v in x.forward_headers if k.lower() == "content-type"), "")
+            x.forward_headers = [*kept, ("Content-Type", declared if "json" in declared.lower()
+                                         else "application/json")]
             x.request_changed = True
         return None
     who = "the timeout (HOLD_TIMEOUT_ACTION)" if decided.by == "timeout" else decided.by

@@ -78,7 +78,7 @@ def test_switch_badge_page_and_decisions_by_click(server, page, mock_upstream):
     # The Held requests page lists it, with the time waited and the time left, and updates itself.
     page.click("#hold-badge")
     page.wait_for_selector("#held-list tbody tr")
-    second = _post(gw, {**CHAT, "messages": [{"role": "user", "content": "edit me"}]})
+    second = _post(gw, {**CHAT, "seed": 9007199254740993, "messages": [{"role": "user", "content": "edit me"}]})
     page.wait_for_function("document.querySelectorAll('#held-list tbody tr').length === 2", timeout=5000)
     row = page.locator("#held-list tbody tr").first
     waited, left = float(row.locator("td.waited").inner_text().split()[0]), float(
@@ -95,6 +95,8 @@ def test_switch_badge_page_and_decisions_by_click(server, page, mock_upstream):
 
     # Edit: invalid JSON is refused in the page; a valid body is forwarded instead.
     page.locator("#held-list tbody tr").first.locator("button[data-decision=edit]").click()
+    # Opened as it came when indenting would change a value (a double cannot hold this seed: it became ...992).
+    assert "9007199254740993" in page.input_value("#held-editor textarea")
     page.fill("#held-editor textarea", "{not json")
     page.click("#held-editor .send")
     assert "Not valid JSON" in page.inner_text("#held-editor .error")

@@ -312,3 +312,62 @@ def test_an_answer_to_an_edited_request_is_not_cached(upstream, gateway, log_flu
     again = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={**AUTH, "X-Gateway-Cache": "60"},
                        timeout=10)
     assert again.headers["x-gateway-cache"] == "MISS" and len(upstream.received) == 2
+
+
+def test_a_request_held_on_a_switch_read_before_it_went_off_is_released(upstream, gateway, settings, log_flush):
+    """A worker reads the switch twice a second: one held after `hold off` (whose approval covered only the rows
+    already there) waited the whole HOLD_TIMEOUT_SECONDS. The watch approves it once it reads the switch off."""
+    from hold.types import SwitchState
+
+    settings.HOLD_TIMEOUT_SECONDS = 30
+    assert _post(gateway).wait().status_code == 200  # the worker's watch runs, the switch read: off
+    watch = proxy.hold._watch
+    watch.switch, watch.switch_read_at = SwitchState(on=True), time.monotonic()  # a read from before the off
+    call = _post(gateway)
+    [rid] = held_ids(gateway)
+    r = call.wait(timeout=5)
+    assert r.status_code == 200 and r.headers["x-gateway-request-id"] == rid
+    assert HeldRequest.objects.get(pk=rid).decided_by == "hold off (the switch was off)"
+
+
+def test_a_request_whose_worker_is_gone_cannot_be_decided(db):
+    """Past its deadline and the grace, nobody holds it: the decision would be recorded and never carried out."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hold.services import held_decide
+
+    long_ago = timezone.now() - timedelta(minutes=5)
+    HeldRequest.objects.create(id="0" * 32, provider="openai", method="POST", path="/v1/chat/completions", model="m",
+                               body=None, body_size=0, instance="gone", held_at=long_ago, deadline=long_ago)
+    with pytest.raises(HoldError, match="its deadline passed with no worker holding it"):
+        held_decide("0" * 32, "reject-400", by="alice")
+    assert HeldRequest.objects.get(pk="0" * 32).decision == ""
+
+
+def test_an_edited_form_upload_goes_as_json(upstream, gateway):
+    """The edit is JSON: it went upstream labelled multipart/form-data with the form's boundary."""
+    switch(on=True, by="test")
+    call = Background(lambda: httpx.post(f"{gateway.url}/v1/audio/transcriptions", headers=AUTH, timeout=30,
+                                         data={"model": "whisper-1"}, files={"file": ("a.wav", b"RIFF0000", "audio/wav")}))
+    [rid] = held_ids(gateway)
+    decide(rid, "approve", by="alice", body='{"model": "whisper-1", "prompt": "edited"}')
+    call.wait()
+    sent = upstream.received[-1]
+    assert sent.header("content-type") == "application/json" and json.loads(sent.body)["prompt"] == "edited"
+
+
+def test_content_policy_on_geminis_openai_compatible_endpoint_is_openais(upstream, gateway):
+    """The OpenAI SDK got Gemini's native blocked answer (a 200 it cannot read: TypeError on choices)."""
+    import openai
+
+    client = openai.OpenAI(api_key="AIza" + "s" * 35, base_url=f"{gateway.url}/gemini/v1beta/openai", max_retries=0)
+    switch(on=True, by="test")
+    call = Background(lambda: client.chat.completions.create(model="gemini-2.5-flash",
+                                                             messages=[{"role": "user", "content": "hi"}]))
+    [rid] = held_ids(gateway)
+    decide(rid, "content-policy", by="dave")
+    call.wait()
+    assert isinstance(call.error, openai.BadRequestError) and call.error.code == "content_policy_violation"
+    assert upstream.received == []

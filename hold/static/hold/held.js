@@ -124,12 +124,24 @@
     return res.ok;
   }
 
+  // Indented for editing only when that changes nothing but layout: JSON.parse reads every number as a
+  // double, so 9007199254740993 came back as ...992 and 1.0 as 1, sent upstream unasked (the reviver's
+  // source, where the browser gives it, says whether a number survives; else the text is shown as it came).
+  function indented(text) {
+    let exact = true;
+    const value = JSON.parse(text, function (key, v, context) {
+      if (typeof v === 'number' && !(context && context.source === String(v))) exact = false;
+      return v;
+    });
+    return exact ? JSON.stringify(value, null, 2) : text;
+  }
+
   function editorOpen(id) {
     editing = id;
     editor.hidden = false;
     editor.querySelector('.rid').textContent = id;
     let text = bodies[id] || '';
-    try { text = JSON.stringify(JSON.parse(text), null, 2); } catch (e) { /* shown as it came */ }
+    try { text = indented(text); } catch (e) { /* shown as it came */ }
     editor.querySelector('textarea').value = text;
     editor.querySelector('.error').textContent = '';
   }
