@@ -71,7 +71,7 @@ class Exchange:
                  "content_type", "decisions", "ended_ms", "error", "forward_body", "forward_headers", "forwarded",
                  "forwarded_body_file", "gateway_key", "headers", "held_ms", "method", "notes", "outcome",
                  "provider", "query", "refusal", "request_changed", "request_id", "route", "scrubber",
-                 "scheme", "shutting_down", "started", "started_wall", "task", "ttfb_ms", "usage_injected",
+                 "scheme", "sent", "shutting_down", "started", "started_wall", "task", "ttfb_ms", "usage_injected",
                  "websocket", "echo_mask")
 
     def __init__(self, request: HttpRequest, route: Route) -> None:
@@ -120,6 +120,7 @@ class Exchange:
         self.error = ""
         self.notes: list[str] = []  # what the log could not keep (a file not saved)
         self.shutting_down = False
+        self.sent = False  # handed to an upstream connection (until then the upstream cannot have it)
         try:
             self.task: asyncio.Task | None = asyncio.current_task()
         except RuntimeError:

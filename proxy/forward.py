@@ -64,6 +64,8 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
     except asyncio.CancelledError:
         if not x.shutting_down:  # the client left: logged, and goes on up
             raise
+        if not x.sent:  # it waited for a free upstream connection (UPSTREAM_MAX_CONNECTIONS): never sent
+            return shutdown_answer(x, "The gateway is shutting down and this request was not forwarded: retry it.")
         return shutdown_answer(x, "The gateway shut down before the upstream answered; the upstream may have "
                                   "received the request.")
     except Exception as exc:

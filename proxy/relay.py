@@ -178,8 +178,9 @@ class RelayEnd:
 
 def _departure(exchange: Exchange, capture: BodyCapture, sent: bytes) -> bool:
     """The client went away: an abort, unless it had the stream's final event (sent: the last bytes it
-    took) and only the upstream's end of body was still on its way; then the exchange is complete."""
-    if not exchange.provider.stream_ended(sent):
+    took) and only the upstream's end of body was still on its way; then the exchange is complete. A
+    stream the shutdown cut is interrupted, its final event sent or not: the client's body was cut short."""
+    if exchange.shutting_down or not exchange.provider.stream_ended(sent):
         exchange.cancelled_mark("before the response ended")
         return False
     if capture.event_offsets:  # it ended with that event, not when the client's leaving was seen

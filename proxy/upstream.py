@@ -193,6 +193,7 @@ async def upstream_call(x: Exchange) -> httpx.Response:
                                         "unframed": not framed})
     try:
         give_back = await client.slots.take(x.provider.name)
+        x.sent = True
         try:
             response = await client.send(request, stream=True)
         except BaseException:
@@ -200,7 +201,7 @@ async def upstream_call(x: Exchange) -> httpx.Response:
             raise
     except asyncio.CancelledError:
         # The client went away (or shutdown): the upstream socket is closed by httpx.
-        x.cancelled_mark("while waiting for the upstream")
+        x.cancelled_mark("while waiting for the upstream" if x.sent else "while waiting for a free upstream connection")
         if not x.shutting_down:  # at shutdown the client is still there: proxy/forward.py answers and logs
             record = x.response_record(status=None, headers=[], content_type="")
             record.duration_ms = x.elapsed_ms()

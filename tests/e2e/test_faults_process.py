@@ -143,6 +143,35 @@ def test_requests_held_or_unanswered_past_the_shutdown_grace_get_a_503(tmp_path,
     assert "without starting response" not in gw.stderr()
 
 
+def test_a_request_still_waiting_for_an_upstream_connection_at_shutdown_was_never_sent(tmp_path, tmp_path_factory,
+                                                                                         mock_upstream):
+    """With every upstream connection busy, a request that waited for one when the grace ran out got "the upstream
+    may have received the request": it cannot have, and a client may not retry after that."""
+    data = tmp_path / "data"
+    db = migrated_copy(data, tmp_path_factory)
+    gw = GatewayProcess(data, mock_upstream.url, SHUTDOWN_GRACE_SECONDS="1", UPSTREAM_MAX_CONNECTIONS="1",
+                        UPSTREAM_POOL_TIMEOUT="30")
+    before = len(mock_upstream.mock.received)  # the mock serves the whole module
+    try:
+        sent = Call(f"{gw.url}/v1/chat/completions", {"x-mock-fault": "stall", "x-mock-stall-s": "20"}, CHAT)
+        assert wait_until(lambda: len(mock_upstream.mock.received) > before, 10)
+        queued = Call(f"{gw.url}/v1/chat/completions", {}, {**CHAT, "user": "queued"})
+        time.sleep(0.5)  # it waits for the one connection
+        gw.signal(signal.SIGTERM)
+        gw.wait(timeout=20)
+    finally:
+        gw.stop()
+    sent.join(10)
+    queued.join(10)
+    assert sent.status == 503 and "may have received the request" in json.loads(sent.text)["error"]["message"]
+    assert queued.status == 503 and queued.request_id
+    assert "was not forwarded: retry it" in json.loads(queued.text)["error"]["message"]
+    assert len(mock_upstream.mock.received) == before + 1
+    row = exchanges_read(db)[queued.request_id]["response"]
+    assert (row["status"], row["outcome"]) == (503, "interrupted")
+    assert "was not forwarded" in row["error"]
+
+
 def test_sigkill_midflight_marked_interrupted_at_next_start(tmp_path, tmp_path_factory, mock_upstream):
     data = tmp_path / "data"
     db = migrated_copy(data, tmp_path_factory)
