@@ -65,7 +65,11 @@ class HeldRequestAdmin(admin.ModelAdmin):
             raise PermissionDenied
         switch = switch_read()
         waiting = held_waiting()
-        state = {"on": switch.on, "filters": switch.filters(), "count": waiting.count()}
+        newest = waiting.order_by("-held_at").values_list("held_at", flat=True).first()
+        # The newest arrival's time: the badge beeps when it moves on (a count alone stays put when one
+        # request leaves as another comes).
+        state = {"on": switch.on, "filters": switch.filters(), "count": waiting.count(),
+                 "newest": newest.isoformat() if newest else None}
         if not request.GET.get("brief"):
             now = timezone.now()
             state["waiting"] = [_held_json(row, now) for row in waiting[:200]]

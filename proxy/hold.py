@@ -254,6 +254,7 @@ async def _aborted(x: Exchange, held_ms: float) -> None:
     """The client went away while held, or the shutdown grace ran out: marked client_aborted or interrupted
     (never forwarded), the queue's row too."""
     x.held_ms = held_ms
+    x.started += held_ms / 1000  # as for a decided request: the duration leaves the hold out
     x.decisions.append({"step": STEP, "decision": "gateway shut down while held" if x.shutting_down
                         else "client disconnected while held", "held_ms": held_ms})
     x.cancelled_mark("while held")  # proxy/forward.py logs the exchange

@@ -39,7 +39,20 @@ def test_state_lists_waiting_requests_with_time_waited_and_left(admin_client):
     [w] = state["waiting"]
     assert w["id"] == "a" * 32 and 2.5 <= w["waited_s"] <= 10 and 50 <= w["left_s"] <= 57.5
     assert [d["id"] for d in state["recent"]] == ["b" * 32]
-    assert admin_client.get(STATE + "?brief=1").json() == {"on": True, "filters": {"model": "m"}, "count": 1}
+    newest = HeldRequest.objects.get(pk="a" * 32).held_at.isoformat()
+    assert admin_client.get(STATE + "?brief=1").json() == {"on": True, "filters": {"model": "m"}, "count": 1,
+                                                           "newest": newest}
+
+
+def test_the_newest_arrival_moves_on_when_one_leaves_as_another_comes(admin_client):
+    """The badge beeps on a new arrival: by the count alone, one request leaving as another came went unheard."""
+    _held()
+    first = admin_client.get(STATE + "?brief=1").json()
+    HeldRequest.objects.filter(pk="a" * 32).update(decision="approve", decided_by="x", decided_at=timezone.now())
+    came = _held("c" * 32)
+    HeldRequest.objects.filter(pk=came.pk).update(held_at=timezone.now())
+    second = admin_client.get(STATE + "?brief=1").json()
+    assert first["count"] == second["count"] == 1 and second["newest"] > first["newest"]
 
 
 def test_decide_validates_the_edited_body(admin_client):

@@ -144,11 +144,13 @@ def test_a_client_that_leaves_while_held_is_logged_and_never_forwarded(upstream,
     sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     [rid] = held_ids(gateway)
+    time.sleep(0.3)  # held a measurable while
     sock.close()
     row = until(lambda: HeldRequest.objects.filter(pk=rid, state="aborted").first(), what="the abort")
     log_flush()
     resp = Response.objects.get(request_id=rid)
     assert resp.outcome == "client_aborted" and "while held" in resp.error_message and resp.status_code is None
+    assert resp.held_ms >= 300 and resp.duration_ms < resp.held_ms  # the hold is not counted in its duration
     assert resp.steps[-1]["decision"] == "client disconnected while held" and row.held_ms > 0
     with pytest.raises(HoldError, match="no longer waiting"):
         decide(rid, "approve", by="late")

@@ -8,6 +8,7 @@
   const sw = document.getElementById('hold-switch');
   const mute = document.getElementById('hold-mute');
   let last = null;
+  let newest = null;  // the newest held request's time, as last seen
   let on = false;
   const muted = () => localStorage.getItem('holdMuted') === '1';
 
@@ -36,8 +37,11 @@
   function update(state) {
     count.textContent = state.count;
     badge.classList.toggle('busy', state.count > 0);
-    if (last !== null && state.count > last) beep();
+    // A new arrival: the count went up, or the newest held request is newer than the last one seen (one
+    // left as another came between two polls).
+    if (last !== null && (state.count > last || (state.newest && (!newest || state.newest > newest)))) beep();
     last = state.count;
+    newest = state.newest;
     on = state.on;
     sw.querySelector('.state').textContent = on ? 'on' : 'off';
     sw.classList.toggle('on', on);
