@@ -95,6 +95,10 @@ def test_switch_badge_page_and_decisions_by_click(server, page, mock_upstream):
 
     # Edit: invalid JSON is refused in the page; a valid body is forwarded instead.
     page.locator("#held-list tbody tr").first.locator("button[data-decision=edit]").click()
+    assert page.evaluate("document.activeElement === document.querySelector('#held-editor textarea')")
+    page.keyboard.press("Escape")  # closes it; opened again below
+    assert page.evaluate("document.querySelector('#held-editor').hidden")
+    page.locator("#held-list tbody tr").first.locator("button[data-decision=edit]").click()
     # Opened as it came when indenting would change a value (a double cannot hold this seed: it became ...992).
     assert "9007199254740993" in page.input_value("#held-editor textarea")
     page.fill("#held-editor textarea", "{not json")
@@ -126,6 +130,21 @@ def test_switch_badge_page_and_decisions_by_click(server, page, mock_upstream):
     assert "admin" in page.inner_text("#held-recent")
     page.wait_for_function("document.querySelector('#hold-badge .count').textContent === '0'")
 
+    # Decided elsewhere while being edited: the editor keeps the text and says why it cannot be sent.
+    fourth = _post(gw)
+    page.wait_for_function("document.querySelectorAll('#held-list tbody tr').length === 1", timeout=5000)
+    edit = page.locator("#held-list tbody tr").first.locator("button[data-decision=edit]")
+    rid = edit.get_attribute("data-id")
+    edit.click()
+    page.fill("#held-editor textarea", '{"kept": "my edit"}')
+    subprocess.run([sys.executable, "manage.py", "hold", "decide", rid, "reject-400"], cwd=ROOT, check=True,
+                   env=proc_env(gw.data_dir, mock_upstream.url), capture_output=True, timeout=60)
+    page.wait_for_function("document.querySelector('#held-editor .error').textContent.includes('no longer waiting')",
+                           timeout=5000)
+    assert page.input_value("#held-editor textarea") == '{"kept": "my edit"}'
+    assert page.evaluate("document.querySelector('#held-editor .send').disabled")
+    assert fourth.wait().status_code == 400
+
     # Muting is remembered; turning hold off from the page.
     page.click("#hold-mute")
     assert page.evaluate("localStorage.getItem('holdMuted')") == "1"
@@ -133,5 +152,6 @@ def test_switch_badge_page_and_decisions_by_click(server, page, mock_upstream):
     page.wait_for_function("document.querySelector('#held-switch .state').textContent === 'off'")
     page.screenshot(path=str(ARTIFACTS / "hold-04-decided.png"), full_page=True)
     decided = db_rows(db, "SELECT decision, decided_by, edited_body IS NOT NULL FROM hold_requests ORDER BY held_at")
-    assert decided == [("approve", "admin", 0), ("approve", "admin", 1), ("content-policy", "admin", 0)]
-    until(lambda: len(db_rows(db, "SELECT id FROM responses")) == 3, what="three exchanges logged")
+    assert decided[:3] == [("approve", "admin", 0), ("approve", "admin", 1), ("content-policy", "admin", 0)]
+    assert decided[3][0] == "reject-400"
+    until(lambda: len(db_rows(db, "SELECT id FROM responses")) == 4, what="four exchanges logged")

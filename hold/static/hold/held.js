@@ -79,7 +79,7 @@
       tr.remove();
       delete bodies[id];
     }
-    if (editing && !state.waiting.some((h) => h.id === editing)) editorClose();
+    if (editing && !state.waiting.some((h) => h.id === editing)) editorGone();
     const seen = JSON.stringify(state.recent);  // rebuilt only when it changed, for the same reason
     if (seen === recentSeen) return;
     recentSeen = seen;
@@ -144,11 +144,24 @@
     try { text = indented(text); } catch (e) { /* shown as it came */ }
     editor.querySelector('textarea').value = text;
     editor.querySelector('.error').textContent = '';
+    editor.querySelector('.send').disabled = false;
+    // Below a long list it opened out of sight, the focus left on the button: it looked as if nothing happened.
+    editor.scrollIntoView({block: 'nearest'});
+    editor.querySelector('textarea').focus();
   }
 
   function editorClose() {
     editing = null;
     editor.hidden = true;
+  }
+
+  // The request was decided elsewhere or its time ran out while being edited: the text stays, to copy,
+  // and says why it can no longer be sent (it vanished with the operator's edit before).
+  function editorGone() {
+    editor.querySelector('.error').textContent = 'Request ' + editing + ' is no longer waiting (decided ' +
+      'elsewhere, or its time ran out): your text stays here to copy, it cannot be sent.';
+    editor.querySelector('.send').disabled = true;
+    editing = null;
   }
 
   list.addEventListener('click', function (e) {
@@ -169,6 +182,9 @@
     if (await decide(editing, 'approve', text)) editorClose();
   });
   editor.querySelector('.cancel').addEventListener('click', editorClose);
+  editor.addEventListener('keydown', function (e) {
+    if (e.key === 'Escape') editorClose();
+  });
   editor.querySelector('textarea').addEventListener('input', function () {
     editor.querySelector('.error').textContent = '';
   });
