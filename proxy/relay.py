@@ -319,20 +319,35 @@ async def _relay_links(x: Exchange, status: int, relay: AsyncIterator[bytes], en
     return response
 
 
+def _answer_headers(x: Exchange, upstream: httpx.Response,
+                    chunk_filter: AnswerFilter | None) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The answer's headers as the log and the cache keep them (the upstream's, a step's filter applied), and
+    as the client gets them: their links to the upstream pointed at the gateway (proxy/links.py), those the
+    server cannot send left out."""
+    headers = headers_forward([(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.headers.raw],
+                              request=False)
+    if chunk_filter is not None:
+        headers = chunk_filter.headers(headers)
+    sent = links_in_headers(x, headers) if x.provider.link_headers else headers
+    return headers, headers_sendable(x, sent)
+
+
+async def _shutdown_cut(x: Exchange, end: RelayEnd) -> HttpResponse:
+    """The grace ran out while a small answer was collected whole: nothing was sent, so the client, still
+    there, gets a 503 in its provider's shape (uvicorn's own would be a bare 500), as the log says."""
+    await end(False)
+    asyncio.current_task().uncancel()
+    message = "The gateway shut down while the upstream's answer was arriving: retry the request."
+    return json_error(503, x.provider.error_body(message, status=503), x.request_id)
+
+
 async def relay_response(x: Exchange, upstream: httpx.Response,
                          filter_for: Callable[[bool], AnswerFilter | None]) -> HttpResponse | StreamingHttpResponse:
     """The client's answer: the upstream's status, headers and body as they come; logged when it ends."""
-    headers = headers_forward([(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.headers.raw],
-                              request=False)
     content_type = upstream.headers.get("content-type", "")
     is_sse = content_type.lower().startswith("text/event-stream")
     chunk_filter = filter_for(is_sse)
-    if chunk_filter is not None:
-        headers = chunk_filter.headers(headers)
-    # What the client gets: the headers, their links to the upstream pointed at the gateway (proxy/links.py);
-    # the log and the cache keep the upstream's.
-    sent_headers = links_in_headers(x, headers) if x.provider.link_headers else headers
-    sent_headers = headers_sendable(x, sent_headers)
+    headers, sent_headers = _answer_headers(x, upstream, chunk_filter)
     capture = BodyCapture(spool_name=f"{x.request_id}.response", content_type=content_type,
                           content_encoding=upstream.headers.get("content-encoding", ""), stream=is_sse,
                           started=x.started)
@@ -374,12 +389,7 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     except asyncio.CancelledError:
         if not x.shutting_down:  # the client left: logged by the relay's end, and goes on up
             raise
-        # The grace ran out while a small answer was collected whole: nothing was sent, so the client, still
-        # there, gets a 503 in its provider's shape (uvicorn's own would be a bare 500), as the log says.
-        await end(False)
-        asyncio.current_task().uncancel()
-        message = "The gateway shut down while the upstream's answer was arriving: retry the request."
-        return json_error(503, x.provider.error_body(message, status=503), x.request_id)
+        return await _shutdown_cut(x, end)
     handed = True
     # The upstream's headers exactly, repeats and order kept (Django's header dict would join
     # repeats and keep one Set-Cookie): the ASGI adapter sends these.

@@ -129,16 +129,26 @@ def headers_forward(pairs: list[tuple[str, str]], *, request: bool) -> list[tupl
     return [(k, v) for k, v in pairs if k.lower() not in drop and not k[:10].lower() == "x-gateway-"]
 
 
-# What the server (uvicorn) refuses to send: a control character in a value (HTAB aside), a separator
-# or control character in a name. The HTTP client reads such headers from an upstream; sent on, the
-# server raised and the client got an empty reply.
-_UNSENDABLE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_UNSENDABLE_NAME = re.compile(r'[\x00-\x20\x7f()<>@,;:\[\]={}\\"/?]')
+# What HTTP allows, and servers and clients check: a name is a token (RFC 9110), a value holds no control
+# character but HTAB. The HTTP client reads other headers from an upstream (sent on, the server raised and
+# the client got an empty reply); a hook could write them (a space in a name ended a lenient upstream's
+# header block and broke the next request).
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_problem(name: str, value: str) -> str:
+    """Why a header cannot be sent ("" when it can)."""
+    if not HEADER_NAME.fullmatch(name):
+        return f"header name {name!r} is not a token (letters, digits and !#$%&'*+-.^_`|~)"
+    if _VALUE_FORBIDDEN.search(value):
+        return f"header {name}'s value holds a control character (CR, LF, NUL...)"
+    return ""
 
 
 def headers_sendable(x: Exchange, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The answer's headers the server can send; any other is left out and the log says so (it keeps them all)."""
-    bad = [k for k, v in pairs if _UNSENDABLE_NAME.search(k) or _UNSENDABLE_VALUE.search(v)]
+    bad = [k for k, v in pairs if header_problem(k, v)]
     if not bad:
         return pairs
     x.notes.append(f"upstream header(s) {', '.join(sorted(set(bad)))} not passed on: a character HTTP does not allow")
