@@ -42,7 +42,7 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
     except asyncio.CancelledError:  # the client left (or the grace ran out) while its body was being kept
         x.cancelled_mark("while its request body was being saved")
         if x.shutting_down:
-            return shutdown_answer(x, "The gateway is shutting down and this request was not forwarded: retry it.")
+            return shutdown_answer(x, NOT_FORWARDED)
         x.response_log(x.response_record(status=None, headers=[], content_type=""))
         raise
     steps = steps_active()
@@ -52,7 +52,7 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
     except asyncio.CancelledError:  # the client left while a step waited (a hook's thread, the hold queue)
         x.cancelled_mark("during the policy steps")  # unless the step said where first
         if x.shutting_down:
-            return shutdown_answer(x, "The gateway is shutting down and this request was not forwarded: retry it.")
+            return shutdown_answer(x, NOT_FORWARDED)
         x.response_log(x.response_record(status=None, headers=[], content_type=""))
         raise
     if answer is not None:
@@ -65,7 +65,7 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
         if not x.shutting_down:  # the client left: logged, and goes on up
             raise
         if not x.sent:  # it waited for a free upstream connection (UPSTREAM_MAX_CONNECTIONS): never sent
-            return shutdown_answer(x, "The gateway is shutting down and this request was not forwarded: retry it.")
+            return shutdown_answer(x, NOT_FORWARDED)
         return shutdown_answer(x, "The gateway shut down before the upstream answered; the upstream may have "
                                   "received the request.")
     except Exception as exc:
@@ -75,6 +75,9 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
         return x.gateway_answer(502, f"Upstream answered with status {upstream.status_code}, which HTTP does not "
                                      "have: not relayed", outcome=Outcome.UPSTREAM_ERROR)
     return await relay_response(x, upstream, functools.partial(relay_filter, x, steps))
+
+
+NOT_FORWARDED = "The gateway is shutting down and this request was not forwarded: retry it."
 
 
 def shutdown_answer(x: Exchange, message: str) -> HttpResponseBase:

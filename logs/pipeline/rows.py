@@ -251,11 +251,10 @@ def _cache_saving(rec: ResponseRecord, resp: Response) -> None:
         original = (Response.objects.filter(request_id=rec.cache_source)
                     .values("cost_usd", "model", *USAGE_FIELDS).first())
         if original is not None:
-            resp.cost_saved_usd = original.pop("cost_usd")
-            resp.model = resp.model or original.pop("model")
-            for name, value in original.items():
-                if name in USAGE_FIELDS and getattr(resp, name) is None:
-                    setattr(resp, name, value)
+            resp.cost_saved_usd, resp.model = original["cost_usd"], resp.model or original["model"]
+            for name in USAGE_FIELDS:
+                if getattr(resp, name) is None:
+                    setattr(resp, name, original[name])
 
 
 def _body_file_store(rec: ResponseRecord, resp: Response, ref: FileRef, files: list[BinaryFile]) -> None:
