@@ -181,6 +181,9 @@ class Provider:
     upstream_default: str = ""
     credential_headers: tuple[str, ...] = ("authorization",)  # lowercase
     credential_query: tuple[str, ...] = ()
+    # Request headers besides the body that change what the upstream answers or whose account answers
+    # (lowercase): the response cache keeps answers apart by them (proxy/cache.py).
+    answer_headers: tuple[str, ...] = ("openai-organization", "openai-project", "openai-beta")
     # WebSocket subprotocols that carry a credential after this prefix (lowercase), where a browser,
     # which cannot set headers on a WebSocket, puts its key.
     credential_subprotocols: tuple[str, ...] = ()

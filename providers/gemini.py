@@ -99,6 +99,7 @@ class Gemini(Provider):
     prices_id = "google"
     credential_headers = ("x-goog-api-key", "authorization")
     credential_query = ("key",)
+    answer_headers = ("x-goog-user-project",)  # the Cloud project billed and whose quota and settings apply
     # files.upload: the start call answers with the URL the bytes go to (upload, finalize).
     link_headers = ("x-goog-upload-url",)
 

@@ -17,6 +17,7 @@ class Replicate(Provider):
     prefixes = ("/replicate/v1/",)
     upstream_env = "REPLICATE_UPSTREAM_URL"
     upstream_default = "https://api.replicate.com"
+    answer_headers = ("prefer", "cancel-after")  # `Prefer: wait` answers a finished prediction, without it a started one
 
     def stream_ended(self, tail: bytes) -> bool:
         """A prediction's stream ends with its done event."""

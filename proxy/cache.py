@@ -4,7 +4,8 @@ Off unless asked for: `X-Gateway-Cache: <ttl seconds>` (or CACHE_DEFAULT_TTL) re
 most that old and stores a new one for that long; `no-store` neither reads nor writes;
 `refresh=<ttl>` skips the read and stores. Requests match on provider, method, upstream path,
 query, the body (JSON canonically, anything else byte for byte), Accept-Encoding (a stored body
-is replayed in its stored encoding) and the scope: the provider credential that goes upstream and
+is replayed in its stored encoding), the headers the provider says change an answer
+(`answer_headers`: anthropic-beta, OpenAI-Project...) and the scope: the provider credential that goes upstream and
 the gateway key. A hit is its own exchange of the log (cache_hit, cache_source), replaying the
 original's status, headers and body bytes, chunk by chunk; only complete 2xx answers are stored.
 The entries live in proxy/cache_store.py; docs/cache.md describes the whole contract.
@@ -89,6 +90,13 @@ def _scope(x: Exchange) -> str:
     return "\0".join([*creds, who])
 
 
+def _varying(x: Exchange) -> str:
+    """The provider's answer-changing headers as sent (anthropic-beta, OpenAI-Project...), by name."""
+    names = x.provider.answer_headers
+    sent = sorted((k.lower(), v.strip()) for k, v in x.forward_headers if k.lower() in names)
+    return "\0".join(f"{k}:{v}" for k, v in sent)
+
+
 # orjson reads an integer beyond 64 bits as a float: two that differ would make one key. Bodies with a
 # number of 19 digits or more (below -2**63 needs only 19) go through the standard library's json, which
 # keeps every digit.
@@ -111,7 +119,7 @@ def cache_key(x: Exchange, body: bytes) -> str:
     """The entry's name: a hash of everything that must match (the credential only ever in it hashed)."""
     encoding = ",".join(v.strip() for k, v in x.forward_headers if k.lower() == "accept-encoding")
     h = hashlib.sha256()
-    for part in (x.provider.name, x.method, x.route.upstream_path, x.query, encoding, _scope(x)):
+    for part in (x.provider.name, x.method, x.route.upstream_path, x.query, encoding, _scope(x), _varying(x)):
         h.update(part.encode("utf-8", "surrogateescape") + b"\0")
     h.update(_body_canonical(body, x.content_type))
     return h.hexdigest()

@@ -518,3 +518,23 @@ def test_a_hung_redis_is_a_miss_that_says_so_and_waits_once(client, upstream, lo
     steps = [s for s in _logged(log_flush, answers[0].headers["x-gateway-request-id"]).steps if s["step"] == "cache"]
     assert steps[0]["decision"].startswith("miss: the store was not read (Redis is unavailable (TimeoutError)")
     assert steps[1]["decision"].startswith("not stored: Redis is unavailable")
+
+
+def test_headers_that_change_the_answer_keep_answers_apart(gateway, upstream):
+    # An anthropic-beta turns on features (a longer context, tools): the same body without it is
+    # another request. OpenAI-Project is another account's settings and spend.
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": MESSAGES}
+    key = "sk-ant-" + "betaTENANTkey0123456789"
+
+    def anthropic(**headers):
+        return httpx.post(f"{gateway.url}/anthropic/v1/messages", json=body, timeout=10,
+                          headers={"x-api-key": key, "anthropic-version": "2023-06-01", "X-Gateway-Cache": "60",
+                                   **headers}).headers["x-gateway-cache"]
+
+    assert [anthropic(), anthropic(**{"anthropic-beta": "context-1m-2025-08-07"}),
+            anthropic(**{"anthropic-beta": "context-1m-2025-08-07"}), anthropic()] == ["MISS", "MISS", "HIT", "HIT"]
+    chat = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    statuses = [_raw(gateway, chat, **{"X-Gateway-Cache": "60", **extra}).headers["x-gateway-cache"]
+                for extra in ({"OpenAI-Project": "proj_a"}, {"OpenAI-Project": "proj_b"}, {"OpenAI-Project": "proj_a"})]
+    assert statuses == ["MISS", "MISS", "HIT"]
+    assert len(upstream.received) == 4
