@@ -176,17 +176,24 @@ class RelayEnd:
             await asyncio.shield(self.log())
 
 
-def _departure(exchange: Exchange, capture: BodyCapture, sent: bytes) -> bool:
-    """The client went away: an abort, unless it had the stream's final event (sent: the last bytes it
-    took) and only the upstream's end of body was still on its way; then the exchange is complete. A
-    stream the shutdown cut is interrupted, its final event sent or not: the client's body was cut short."""
+def _final_event_sent(exchange: Exchange, capture: BodyCapture, sent: bytes) -> bool:
+    """Whether the client had the stream's final event (sent: the last bytes it took), so that only the
+    upstream's end of body was still on its way: then the exchange is complete, ended with that event.
+    A stream the shutdown cut is not: the client's body was cut short, its final event sent or not."""
     if exchange.shutting_down or not exchange.provider.stream_ended(sent):
-        exchange.cancelled_mark("before the response ended")
         return False
-    if capture.event_offsets:  # it ended with that event, not when the client's leaving was seen
+    if capture.event_offsets:  # it ended with that event, not when the leaving or the silence was seen
         exchange.ended_ms = capture.event_offsets[-1]
     exchange.clock_stop()
     return True
+
+
+def _departure(exchange: Exchange, capture: BodyCapture, sent: bytes) -> bool:
+    """The client went away: an abort, unless it had the stream's final event."""
+    if _final_event_sent(exchange, capture, sent):
+        return True
+    exchange.cancelled_mark("before the response ended")
+    return False
 
 
 async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: BodyCapture, end: RelayEnd,
@@ -228,15 +235,18 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
             yield rest
         finished = True
         exchange.clock_stop()
-    except TimeoutError:
-        exchange.fail(Outcome.UPSTREAM_ERROR, f"upstream sent nothing for {idle_timeout:g} s (STREAM_IDLE_TIMEOUT)")
-        finished = broken = True
+    except (TimeoutError, httpx.HTTPError) as exc:
+        finished = True
+        # Silence or a reset after the final event (data: [DONE]) loses nothing: no error event after it.
+        if not _final_event_sent(exchange, capture, sent if is_sse else b""):
+            exchange.fail(Outcome.UPSTREAM_ERROR,
+                          f"upstream sent nothing for {idle_timeout:g} s (STREAM_IDLE_TIMEOUT)"
+                          if isinstance(exc, TimeoutError) else
+                          f"upstream failed mid-response: {type(exc).__name__}: {exc}".strip())
+            broken = True
     except asyncio.CancelledError:  # Django 5 cancels the response task when the client goes away
         finished = _departure(exchange, capture, sent if is_sse else b"")
         raise
-    except httpx.HTTPError as exc:
-        exchange.fail(Outcome.UPSTREAM_ERROR, f"upstream failed mid-response: {type(exc).__name__}: {exc}".strip())
-        finished = broken = True
     finally:
         watch.close()
         await end(finished)

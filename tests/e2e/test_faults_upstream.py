@@ -208,6 +208,20 @@ def test_a_client_that_leaves_after_the_last_event_had_a_complete_stream(fast_ga
     assert len(upstream.received) == 1  # the second call was a hit of the first
 
 
+def test_silence_after_the_streams_final_event_is_no_failure(fast_gateway, upstream, log_flush):
+    # The upstream sent data: [DONE], then held its connection open past STREAM_IDLE_TIMEOUT (or reset
+    # it). A client reading to the end had the whole answer: no error event after [DONE], and the log
+    # says completed, ending with the last event.
+    body = {**CHAT, "stream": True}
+    r, lines = _sse_read(f"{fast_gateway.url}/v1/chat/completions",
+                         {**AUTH, "x-mock-fault": "linger-end", "x-mock-stall-s": "2"}, body)
+    assert [line for line in lines if line][-1] == "data: [DONE]"
+    assert not any("error" in line for line in lines)
+    _, resp = exchange_get(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.outcome == "completed" and not resp.is_error and not resp.error_message
+    assert resp.duration_ms < 600  # ended with its last event, not when the idle timer fired
+
+
 def test_unexpected_failure_while_forwarding_still_ends_the_log_entry(fast_gateway, log_flush, monkeypatch):
     import proxy.upstream
 
