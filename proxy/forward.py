@@ -163,8 +163,10 @@ def step_answered(x: Exchange, answer: HttpResponseBase) -> HttpResponseBase:
         x.clock_stop()
         record = getattr(answer, "gateway_record", None)
         if record is None:
+            content_type = answer.get("Content-Type", "")
             record = x.response_record(status=answer.status_code, headers=list(answer.items()),
-                                       content_type=answer.get("Content-Type", ""))
+                                       content_type=content_type,  # an event stream's events are read
+                                       is_stream=content_type.lower().startswith("text/event-stream"))
             if not answer.streaming:
                 record.body_size = len(answer.content)
                 record.body = answer.content.decode("utf-8", "replace")

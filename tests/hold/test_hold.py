@@ -285,6 +285,9 @@ def test_gemini_streamed_content_policy_is_its_blocked_event(upstream, gateway, 
     assert call.error is None, call.error
     assert [c.prompt_feedback.block_reason for c in chunks] == [types.BlockedReason.SAFETY]
     assert chunks[0].text is None and upstream.received == []
+    log_flush()
+    resp = Response.objects.get(request_id=rid)  # logged as the stream it was, its one event read
+    assert resp.is_stream and resp.stream_result["result"]["promptFeedback"]["blockReason"] == "SAFETY"
 
 
 def test_a_cache_hit_is_never_held(upstream, gateway, log_flush, settings, tmp_path):
