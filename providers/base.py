@@ -218,17 +218,27 @@ class Provider:
             if name.lower() in self.credential_headers:
                 return value.split(" ", 1)[-1].strip()
         for name, value in headers:
-            if self.credential_subprotocols and name.lower() == SUBPROTOCOL_HEADER:
-                for entry in value.split(","):
-                    entry = entry.strip()
-                    for prefix in self.credential_subprotocols:
-                        if entry.lower().startswith(prefix) and len(entry) > len(prefix):
-                            return entry[len(prefix):]
+            if name.lower() == SUBPROTOCOL_HEADER and (found := self.subprotocol_credential(value)):
+                return found
         if self.credential_query and query:
             for name, value in parse_qsl(query):
                 if name in self.credential_query:
                     return value
         return ""
+
+    def subprotocol_credential(self, value: str) -> str:
+        """The credential a Sec-WebSocket-Protocol value carries (a browser's key), or ""."""
+        for entry in value.split(",") if self.credential_subprotocols else ():
+            entry = entry.strip()
+            for prefix in self.credential_subprotocols:
+                if entry.lower().startswith(prefix) and len(entry) > len(prefix):
+                    return entry[len(prefix):]
+        return ""
+
+    def subprotocols_without_credential(self, value: str) -> str:
+        """A Sec-WebSocket-Protocol value without its credential entries (another credential goes upstream)."""
+        return ", ".join(e.strip() for e in value.split(",")
+                         if not any(e.strip().lower().startswith(p) for p in self.credential_subprotocols))
 
     def credential_pair(self, credential: str) -> tuple[str, str]:
         """The header that carries a credential to this provider (a gateway key's stored one)."""

@@ -19,6 +19,7 @@ from keys.selectors import key_cached, key_find, keys_exist, keys_exist_cached, 
 from keys.static import ACCESS_HEADER, AccessKey, access_keys
 from keys.tokens import SECRET_PREFIX, secret_hash, secret_like
 from providers import Provider
+from providers.base import SUBPROTOCOL_HEADER
 
 
 class AccessDenied(Exception):
@@ -73,8 +74,14 @@ class KeyGrant:
         return self.carrier != ACCESS_HEADER
 
     def headers_label(self, masked: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The logged headers with the header that carried the secret showing the key's name and fingerprint."""
-        return [(k, self.label if k.lower() == self.carrier else v) for k, v in masked]
+        """The logged headers with the header that carried the secret showing the key's name and fingerprint
+        (in a WebSocket's subprotocols, the entry that carried it: the others stay as sent)."""
+        def labelled(value: str) -> str:
+            if self.carrier != SUBPROTOCOL_HEADER:
+                return self.label
+            return ", ".join(f"{e.strip().split('.', 1)[0]}.{self.label}" if SECRET_PREFIX in e else e.strip()
+                             for e in value.split(","))
+        return [(k, labelled(v) if k.lower() == self.carrier else v) for k, v in masked]
 
 
 async def _key_find(secret: str) -> GatewayKey | None:
@@ -107,8 +114,12 @@ def _presented(headers: list[tuple[str, str]], query: str, provider: Provider) -
     presented = ("", "")
     for k, v in headers:
         name = k.lower()
+        token = None
         if name in provider.credential_headers:
             token = v.split(" ", 1)[-1].strip()
+        elif name == SUBPROTOCOL_HEADER and provider.credential_subprotocols:
+            token = provider.subprotocol_credential(v)  # a browser's WebSocket, which can set no header
+        if token is not None:
             if secret_like(token) and not presented[0]:
                 if access and access != token:
                     raise AccessDenied(f"Two different gateway keys: one in X-Gateway-Key, another in the {name} "

@@ -18,6 +18,7 @@ from keys.selectors import keys_exist_known
 from keys.store import REDIS_AWAY_SECONDS, StoreUnavailable
 from logs.outcomes import Outcome
 from logs.redaction.scrub import Scrubber, byte_replacements
+from providers.base import SUBPROTOCOL_HEADER
 from proxy.access import KeyGrant
 from proxy.exchange import Exchange, json_error
 from proxy.request_body import body_read
@@ -113,6 +114,10 @@ def _credential_swap(x: Exchange, grant: KeyGrant, credential: str) -> None:
     x.scrubber = Scrubber([*x.scrubber.secrets, credential])  # an upstream echoing it must not put it in the log
     x.echo_mask = EchoMask(x, credential)  # nor in the client's answer
     kept = [(k, v) for k, v in x.forward_headers if k.lower() not in provider.credential_headers]
+    if provider.credential_subprotocols:  # a browser's key in a WebSocket subprotocol stays here too
+        kept = [(k, provider.subprotocols_without_credential(v) if k.lower() == SUBPROTOCOL_HEADER else v)
+                for k, v in kept]
+        kept = [(k, v) for k, v in kept if v or k.lower() != SUBPROTOCOL_HEADER]
     name, value = provider.credential_pair(credential)
     x.forward_headers = [*kept, (name, value)]
     x.request_changed = True  # what goes upstream is logged if it goes (forwarded_note), not before

@@ -276,6 +276,33 @@ def test_a_key_in_the_subprotocol_reaches_the_upstream_and_is_logged_masked(rt, 
     assert KEY not in capsys.readouterr().err
 
 
+def test_a_browser_presents_a_gateway_key_in_the_subprotocol(rt, realtime_mock, make_key, log_flush):
+    # A browser cannot send X-Gateway-Key on a WebSocket: it puts the gateway key where the provider key
+    # goes (the subprotocol), and a key holding the provider credential sends that upstream instead.
+    stored = "sk-" + "storedREALTIMEcredential0123456789"
+    _, secret = make_key("browser-app", credential=stored, providers=["openai"])
+    _, bare = make_key("no-credential")
+
+    async def session(key: str) -> str:
+        async with connect(f"{rt.url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
+                           subprotocols=["realtime", f"openai-insecure-api-key.{key}"]) as ws:
+            return json.loads(await ws.recv())["type"]
+
+    assert asyncio.run(session(secret)) == "session.created"
+    got = dict(realtime_mock.mock.sessions[-1].headers)
+    assert got["Authorization"] == f"Bearer {stored}" and got["Sec-WebSocket-Protocol"] == "realtime"
+    with pytest.raises(InvalidStatus) as refused:  # a key without a stored credential cannot be used so
+        asyncio.run(session(bare))
+    assert refused.value.response.status_code == 401 and len(realtime_mock.mock.sessions) == 1
+    log_flush()
+    req = Request.objects.get(response__status_code=101)
+    assert req.gateway_key.startswith("browser-app (")
+    [protocols] = [v for k, v in req.headers if k.lower() == "sec-websocket-protocol"]
+    assert protocols == f"realtime, openai-insecure-api-key.{req.gateway_key}"
+    dumped = json.dumps([list(Request.objects.values()), list(Response.objects.values())], default=str)
+    assert secret not in dumped and secret[-12:] not in dumped and stored not in dumped and bare not in dumped
+
+
 def test_a_hook_that_changes_the_upgrade_is_logged_with_what_went_upstream(rt, realtime_mock, settings, log_flush):
     from tests.proxy.sample_hooks import INJECTED
 
