@@ -26,7 +26,7 @@ def switch_set(*, on: bool, by: str, provider: str = "", model: str = "", gatewa
     """Turn holding on (with its filters) or off; off approves every request still waiting. HoldError for a
     filter that could never match."""
     if on:
-        _filters_check(provider, gateway_key, path)
+        _filters_check(provider, model, gateway_key, path)
     with transaction.atomic():
         HoldSwitch.objects.update_or_create(pk=1, defaults={
             "on": on, "provider": provider if on else "", "model": model if on else "",
@@ -38,7 +38,11 @@ def switch_set(*, on: bool, by: str, provider: str = "", model: str = "", gatewa
     return SwitchState(on, provider, model, gateway_key, path) if on else SwitchState()
 
 
-def _filters_check(provider: str, gateway_key: str, path: str) -> None:
+def _filters_check(provider: str, model: str, gateway_key: str, path: str) -> None:
+    for name, value in (("provider", provider), ("model", model), ("gateway_key", gateway_key), ("path", path)):
+        longest = HoldSwitch._meta.get_field(name).max_length
+        if len(value) > longest:  # PostgreSQL would refuse the row; no request's value is that long
+            raise HoldError(f"the {name.replace('_', ' ')} filter is longer than {longest} characters")
     known = [p.name for p in registry(settings.GATEWAY_PROVIDERS).providers]
     if provider and provider not in known:
         raise HoldError(f"unknown provider {provider!r} (known: {', '.join(known)})")

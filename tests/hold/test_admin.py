@@ -91,5 +91,9 @@ def test_the_switch_refuses_filters_that_could_never_match(admin_client):
     r = admin_client.post(SWITCH, {"on": "1", "provider": "opnai"})
     assert r.status_code == 400 and "unknown provider 'opnai'" in r.json()["error"]
     assert admin_client.get(STATE).json()["on"] is False
+    # Longer than the switch's columns: PostgreSQL refused the row with a 500, SQLite kept it whole.
+    for field, value in (("model", "m" * 256), ("path", "/" + "p" * 1024)):
+        r = admin_client.post(SWITCH, {"on": "1", field: value})
+        assert r.status_code == 400 and "longer than" in r.json()["error"], (field, r.content[:200])
     r = admin_client.post(SWITCH, {"on": "1", "provider": "anthropic", "path": "/v1/messages"})
     assert r.status_code == 200 and r.json()["filters"] == {"provider": "anthropic", "path": "/v1/messages"}
