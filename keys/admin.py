@@ -15,10 +15,15 @@ from django.utils.html import format_html
 
 from keys.forms import GatewayKeyForm
 from keys.limits import usd_text
-from keys.models import GatewayKey
+from keys.models import BudgetPeriod, GatewayKey
 from keys.selectors import key_activity, key_history
 from keys.services import key_credential_set, secret_assign
 from logs.admin.charts import bar_chart
+
+
+# What the key's page calls its budget period, before its use in it.
+PERIOD_LABELS = {BudgetPeriod.DAY: "Today (UTC)", BudgetPeriod.WEEK: "This week (from Monday, UTC)",
+                 BudgetPeriod.MONTH: "This month (UTC)", BudgetPeriod.TOTAL: "In total"}
 
 
 @admin.register(GatewayKey)
@@ -127,13 +132,17 @@ class GatewayKeyAdmin(admin.ModelAdmin):
             days = key_history(key)
             labels = [d["day"].strftime("%m-%d") for d in days]
             use = self._use(key)
+            remaining = None if key.budget_usd is None else max(key.budget_usd - use.spend, Decimal(0))
             extra.update({
-                "usage_days": days,
+                # Amounts as every other place shows them (usd_text): a 6-place rounding showed $0.00000123 as
+                # $0.000001 and a remaining $0.0099496 as $0.009950, beside the list's exact figures.
+                "usage_days": [{**d, "spend_text": usd_text(d["spend"])} for d in days],
                 "usage_charts": [bar_chart("Requests per day", labels, [d["requests"] for d in days]),
                                  bar_chart("Tokens per day", labels, [d["tokens"] for d in days]),
                                  bar_chart("Spend per day", labels, [float(d["spend"]) for d in days], " USD")],
-                "usage_now": use, "key_label": key.label,
+                "usage_now": use, "key_label": key.label, "spend_text": usd_text(use.spend),
+                "period_label": PERIOD_LABELS.get(key.budget_period, key.budget_period),
                 "exchanges_url": reverse("admin:logs_request_changelist") + "?" + urlencode({"gateway_key": key.label}),
-                "remaining": None if key.budget_usd is None else max(key.budget_usd - use.spend, Decimal(0)),
+                "remaining_text": None if remaining is None else usd_text(remaining),
             })
         return super().change_view(request, object_id, form_url, extra)

@@ -76,6 +76,10 @@ def test_a_small_spend_shows_every_place_it_is_kept_with(admin_client, make_key,
     exchange_make(gateway_key=key.label, tokens=(3, 1), cost_usd=Decimal("0.00000123"))
     page = admin_client.get(LIST).content.decode()
     assert "$0.00000123" in page and "$0.00000877" in page  # spent, remaining
+    # The key's page rounded to 6 places: "$0.000001 spent, $0.000009 of the budget left".
+    detail = admin_client.get(f"{LIST}{key.pk}/change/").content.decode()
+    assert "In total: 1 request,\n    $0.00000123 spent, $0.00000877 of the budget left." in detail
+    assert "<td>$0.00000123</td>" in detail  # the day's row
     call_command("gateway_key", "list")
     assert "1 request, $0.00000123 this total" in capsys.readouterr().out
 
