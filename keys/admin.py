@@ -19,6 +19,7 @@ from keys.models import BudgetPeriod, GatewayKey
 from keys.selectors import key_activity, key_history
 from keys.services import key_credential_set, secret_assign
 from logs.admin.charts import bar_chart
+from logs.admin.filters import RANGE_FROM
 
 
 # What the key's page calls its budget period, before its use in it.
@@ -80,8 +81,11 @@ class GatewayKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="requests this period")
     def requests_this_period(self, key: GatewayKey):
-        url = reverse("admin:logs_request_changelist") + "?" + urlencode({"gateway_key": key.label})
-        return format_html('<a href="{}">{}</a>', url, self._use(key).requests)
+        # The number links to the exchanges it counts: this period's, not the key's whole history.
+        use = self._use(key)
+        query = {"gateway_key": key.label, **({RANGE_FROM: use.since.isoformat()} if use.since else {})}
+        url = reverse("admin:logs_request_changelist") + "?" + urlencode(query)
+        return format_html('<a href="{}">{}</a>', url, use.requests)
 
     @admin.display(description="spend this period")
     def spend_this_period(self, key: GatewayKey) -> str:

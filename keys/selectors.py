@@ -221,6 +221,7 @@ class KeyActivity:
     requests: int
     spend: Decimal
     last_used: datetime | None
+    since: datetime | None = None  # the period's start (None: a total budget, the key's whole life)
 
 
 def key_activity(key: GatewayKey, now: datetime | None = None) -> KeyActivity:
@@ -231,7 +232,7 @@ def key_activity(key: GatewayKey, now: datetime | None = None) -> KeyActivity:
     last = requests.aggregate(m=Max("created_at"))["m"]
     if since is not None:
         requests = requests.filter(created_at__gte=since)
-    return KeyActivity(requests.aggregate(n=Count("id"))["n"], key_spend(key, since), last)
+    return KeyActivity(requests.aggregate(n=Count("id"))["n"], key_spend(key, since), last, since)
 
 
 def key_history(key: GatewayKey, days: int = 30, now: datetime | None = None) -> list[dict]:

@@ -1,5 +1,8 @@
 """The keys admin: a secret shown once and stored as a hash, the list with this period's use, a key's page."""
 
+import html
+import re
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -119,3 +122,17 @@ def test_a_user_who_may_only_view_keys_cannot_revoke_them(client, admin_client):
     client.post(LIST, {"action": "revoke", "_selected_action": [key.pk]})
     key.refresh_from_db()
     assert key.active  # nor carried out
+
+
+def test_the_requests_of_this_period_link_to_this_periods_exchanges(admin_client, make_key):
+    # The list counted this month's requests but linked to every exchange the key ever made.
+    key, _ = make_key("monthly", budget_usd=Decimal("10"), budget_period="month")
+    now = datetime.now(timezone.utc)
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    before = exchange_make(gateway_key=key.label, when=month - timedelta(minutes=1), cost_usd=Decimal("1"))
+    during = exchange_make(gateway_key=key.label, when=max(month, now - timedelta(minutes=1)), cost_usd=Decimal("2"))
+    page = admin_client.get(LIST).content.decode()
+    link = re.search(r'<td class="field-requests_this_period"><a href="([^"]+)">1</a>', page)
+    assert link, "this month's one request, linked"
+    listed = admin_client.get(html.unescape(link.group(1))).content.decode()
+    assert str(during.pk) in listed and str(before.pk) not in listed
