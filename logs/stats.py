@@ -181,6 +181,7 @@ class SpendRow:
     output_tokens: int = 0
     total_tokens: int = 0
     cost: object = None  # Decimal, None when no exchange of the group was priced
+    unpriced: int = 0  # exchanges without a known cost (not priced, no usage, errors and refusals): not in `cost`
 
 
 @dataclass
@@ -226,7 +227,7 @@ class _Sums:
     def row(self, key: str) -> SpendRow:
         return SpendRow(key=key, exchanges=self.exchanges, input_tokens=self.input_tokens,
                         output_tokens=self.output_tokens, total_tokens=self.total_tokens,
-                        cost=self.cost if self.priced else None)
+                        cost=self.cost if self.priced else None, unpriced=self.exchanges - self.priced)
 
 
 def _day_start(moment: datetime) -> datetime:

@@ -80,5 +80,6 @@ def spend_view(model_admin, request: HttpRequest) -> TemplateResponse:
     ]
     context = page_context(model_admin, request, "Spend", spend=spend, tables=tables, ranges=RANGES.items(),
                            range_name=name, error=error, all_url=_list_url(start, end),
+                           unpriced_url=_list_url(start, end, cost="unknown"),
                            first_day=start.date().isoformat(), last_day=(end - timedelta(seconds=1)).date().isoformat())
     return TemplateResponse(request, "admin/logs/request/spend.html", context)

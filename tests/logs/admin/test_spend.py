@@ -85,3 +85,21 @@ def test_bad_custom_range_is_explained(admin_client):
     assert "A range is 1 to 92 days" in r.content.decode()
     r = admin_client.get(SPEND, {"from": "9999-12-30", "to": "9999-12-31"})  # a 500 before
     assert r.status_code == 200 and "A range is 1 to 92 days" in r.content.decode()
+
+
+def test_exchanges_without_a_known_cost_are_counted_and_never_shown_as_0(admin_client, spent):
+    # A range whose exchanges were all unpriced read "$0 over 2 exchanges"; a partly priced one gave no sign
+    # that its sum left some out.
+    day = (datetime.now(timezone.utc) - timedelta(days=3)).replace(hour=12)
+    lost = [exchange_make(when=day, model="my-private-model", tokens=(10, 5)),
+            exchange_make(when=day + timedelta(minutes=1), model="gpt-4o", status=500)]
+    r = admin_client.get(SPEND, {"from": day.date().isoformat(), "to": day.date().isoformat()})
+    html = r.content.decode()
+    assert "<strong>no known cost</strong> over 2 exchanges" in html and "<strong>$0</strong>" not in html
+    assert ">2 of them have no known cost</a>" in html
+    assert set(_ids(admin_client.get(_link(html, "2 of them have no known cost")))) == {x.pk.hex for x in lost}
+    html = admin_client.get(SPEND, {"from": spent["day"], "to": spent["today"]}).content.decode()
+    assert "<strong>$2.00</strong> over 4 exchanges" in html and ">1 of them has no known cost</a>" in html
+    assert set(_ids(admin_client.get(_link(html, "1 of them has no known cost")))) == {spent["unpriced"].pk.hex}
+    models = html.split('class="spend-model"')[1].split("</table>")[0]
+    assert '>mystery</a></td>' in models and '<td class="num">–</td>\n            <td class="num">1</td>' in models
