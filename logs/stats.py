@@ -86,6 +86,12 @@ class Dashboard:
     cache_hits: int = 0
     cache_fills: int = 0
     cache_saved_usd: Decimal | None = None
+    # The window's whole figures: its cost (None when no exchange of it was priced), how many exchanges that
+    # cost leaves out (no price, no usage, errors, refusals), and the percentiles over all its answers.
+    cost_total: Decimal | None = None
+    unpriced: int = 0
+    latency_window: dict[str, float | None] = field(default_factory=dict)
+    ttfb_window: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def cache_hit_rate(self) -> float | None:
@@ -142,20 +148,29 @@ def dashboard_build(window: str, now: datetime | None = None) -> Dashboard:
     dash = Dashboard(window=window)
     dash.labels = [(start + width * i).strftime("%m-%d %H:00" if width < timedelta(days=1) else "%Y-%m-%d")
                    for i in range(n)]
-    counts, errors, cost_e8 = [0] * n, [0] * n, [0] * n
-    for idx, row in _by_bucket(AnswerHour.objects.all(), start, width, n, (), ("exchanges", "errors", "cost_e8")):
+    counts, errors, cost_e8, priced = [0] * n, [0] * n, [0] * n, 0
+    for idx, row in _by_bucket(AnswerHour.objects.all(), start, width, n, (),
+                               ("exchanges", "errors", "cost_e8", "priced")):
         counts[idx] += row["sum_exchanges"]
         errors[idx] += row["sum_errors"]
         cost_e8[idx] += row["sum_cost_e8"]
+        priced += row["sum_priced"]
     latency = _histograms(LatencyHour.DURATION, start, width, n)
     ttfb = _histograms(LatencyHour.TTFB, start, width, n)
     hours = width / timedelta(hours=1)
     dash.per_hour = [round(c / hours, 1) for c in counts]
     dash.error_rate = [round(100 * e / c, 2) if c else None for c, e in zip(counts, errors)]
     dash.total, dash.errors = sum(counts), sum(errors)
-    for hists, target in ((latency, dash.latency), (ttfb, dash.ttfb)):
-        target["p50"] = [percentile(h, 0.5) for h in hists]
-        target["p95"] = [percentile(h, 0.95) for h in hists]
+    for hists, target, whole in ((latency, dash.latency, dash.latency_window), (ttfb, dash.ttfb, dash.ttfb_window)):
+        merged: dict[int, int] = defaultdict(int)
+        for h in hists:
+            for index, answers in h.items():
+                merged[index] += answers
+        for name, q in (("p50", 0.5), ("p95", 0.95)):
+            target[name] = [percentile(h, q) for h in hists]
+            whole[name] = percentile(merged, q)
+    dash.cost_total = (Decimal(sum(cost_e8)) / E8).quantize(E8_PLACES) if priced else None
+    dash.unpriced = dash.total - priced
     dash.starts, dash.width = [start + width * i for i in range(n)], width
     dash.cost = [float(Decimal(c) / E8) for c in cost_e8]
     answers = AnswerHour.objects.filter(hour__gte=start)

@@ -40,6 +40,8 @@ def dashboard_view(model_admin, request: HttpRequest) -> TemplateResponse:
                           links=[_list_url(window_start, None, answered_by=m["model"]) if m["model"] and window_start
                                  else None for m in dash.models]),
     ]
+    window_end = dash.starts[-1] + dash.width if dash.starts else None
     context = page_context(model_admin, request, "Log dashboard", dash=dash, figures=figures,
-                           windows=list(WINDOWS), window=window)
+                           windows=list(WINDOWS), window=window, window_start=window_start, window_end=window_end,
+                           unpriced_url=_list_url(window_start, window_end, cost="unknown") if window_start else None)
     return TemplateResponse(request, "admin/logs/request/dashboard.html", context)

@@ -6,6 +6,7 @@ import json
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -375,10 +376,32 @@ def test_dashboard_charts_and_pending_count(admin_client):
         r = admin_client.get(f"{LIST}dashboard/", {"window": window})
         html = r.content.decode()
         assert r.status_code == 200 and html.count('<svg viewBox') == 6, window
-        assert "2 exchanges ended" in html and "1 with an error" in html
+        assert "2 exchanges started from" in html and "1 with an error" in html
         assert not re.search(r'(src|href)="https?://', html)  # nothing from outside hosts
         assert "log records waiting" in html or "log record waiting" in html
     assert "gpt-4o-mini" in html and "50.0%" in html  # tokens by model, error rate tooltip
+
+
+def test_dashboard_says_the_windows_cost_what_it_leaves_out_and_its_percentiles(admin_client):
+    # The dashboard drew a cost bar per bucket, unpriced exchanges silently 0, with no total, and percentiles
+    # only per bucket: "what did we spend, how slow were we" had no answer on the page.
+    now = datetime.now(timezone.utc)
+    html = admin_client.get(f"{LIST}dashboard/", {"window": "24h"}).content.decode()
+    assert "0 exchanges started" in html and "Cost $0." in html and "Latency p50" not in html
+    unpriced = [exchange_make(when=now - timedelta(minutes=9), model="my-own-model", tokens=(10, 5), duration_ms=100.0),
+                exchange_make(when=now - timedelta(minutes=8), status=429, outcome="rate_limited", duration_ms=1.0)]
+    html = admin_client.get(f"{LIST}dashboard/", {"window": "24h"}).content.decode()
+    assert "2 exchanges started" in html and "Cost unknown, leaving out" in html and "$0" not in html.split("Cost")[1][:20]
+    for ms in (200.0, 300.0, 5000.0):
+        exchange_make(when=now - timedelta(minutes=7), tokens=(10, 5), cost_usd=Decimal("0.0125"), duration_ms=ms)
+    r = admin_client.get(f"{LIST}dashboard/", {"window": "24h"})
+    html = r.content.decode()
+    assert "5 exchanges started" in html and "Cost $0.0375, leaving out <a href=" in html
+    link = unescape(html.split('">2 exchanges without a known cost</a>')[0].rsplit('href="', 1)[1])
+    assert set(_ids(admin_client.get(link))) == {x.pk.hex for x in unpriced}
+    dash = r.context["dash"]  # 1, 100, 200, 300, 5000 ms: the median is 200, the 95th percentile 5000 (within 5%)
+    assert abs(dash.latency_window["p50"] - 200) <= 10 and abs(dash.latency_window["p95"] - 5000) <= 250
+    assert f"Latency p50 {dash.latency_window['p50']:,.0f} ms, p95 {dash.latency_window['p95']:,.0f} ms" in html
 
 
 def test_dashboard_percentiles():
