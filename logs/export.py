@@ -69,8 +69,8 @@ def _value(obj: models.Model, field: models.Field) -> Any:
         return value.hex
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
+    if isinstance(value, Decimal):  # fixed-point: str() writes a cost under a millionth as "1.2E-7", and 0 as "0E-8"
+        return format(value, "f")
     if isinstance(value, FieldFile):
         return value.name
     return value

@@ -225,3 +225,18 @@ def test_a_row_that_kept_a_lone_surrogate_does_not_stop_the_export(tmp_path, fmt
     exchange_make(metadata={"after": "it"})
     text = _export(tmp_path, "--format", fmt)
     assert "k\ufffd" in text and "v\ufffd" in text and "u\ufffd" in text and "after" in text
+
+
+def test_small_and_zero_costs_are_exported_as_plain_decimals(tmp_path):
+    # Python writes a Decimal under a millionth in scientific notation: a cache hit's free answer read "0E-8" and a
+    # $0.00000012 embedding "1.2E-7" in every format, where the docs promise a decimal string.
+    from decimal import Decimal
+
+    exchange_make(when=datetime(2025, 5, 1, 12, tzinfo=timezone.utc), tokens=(6, 0), cost_usd=Decimal("0.00000012"))
+    exchange_make(when=datetime(2025, 5, 1, 13, tzinfo=timezone.utc), tokens=(6, 0), cost_usd=Decimal(0),
+                  cache_hit=True, cost_saved_usd=Decimal("0.00000012"))
+    records = [json.loads(x) for x in _export(tmp_path, "--format", "jsonl").splitlines()]
+    assert [(r["response"]["cost_usd"], r["response"]["cost_saved_usd"]) for r in records] == [
+        ("0.00000012", None), ("0.00000000", "0.00000012")]
+    rows = list(csv.DictReader(io.StringIO(_export(tmp_path, "--format", "csv").lstrip("\ufeff"), newline="")))
+    assert [(r["cost_usd"], r["cost_saved_usd"]) for r in rows] == [("0.00000012", ""), ("0.00000000", "0.00000012")]
