@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from logs.admin.formats import count_format, ms_format, usd_format
+from logs.admin.formats import count_format, ms_format, usd_exact, usd_format
 from logs.models import Request
 from logs.outcomes import Outcome
 
@@ -115,7 +115,7 @@ class ListColumns:
     def cost(self, obj: Request) -> SafeString:
         """Cost from the price table, readable (the stored value on hover); blank when unknown."""
         value = getattr(_resp(obj), "cost_usd", None)
-        return format_html("") if value is None else format_html('<span title="${}">{}</span>', f"{value.normalize():f}",
+        return format_html("") if value is None else format_html('<span title="{}">{}</span>', usd_exact(value),
                                                                  usd_format(value))
 
     @admin.display(description="key / user")

@@ -27,3 +27,8 @@ def usd_format(value: Decimal | float | None) -> str:
     digits = max(2, 3 - value.adjusted())  # four significant digits, never scientific notation
     text = f"{value:.{digits}f}".rstrip("0")
     return f"${text}" if len(text.split(".")[1]) >= 2 else f"${value:.2f}"
+
+
+def usd_exact(value: Decimal | None) -> str:
+    """Dollars as stored, for a hover ("$0.00000012", "$0"): never scientific notation, as str() writes below 1e-6."""
+    return "" if value is None else f"${Decimal(value).normalize():f}"

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.text import capfirst
 
-from logs.admin.formats import count_format, ms_format, usd_format
+from logs.admin.formats import count_format, ms_format, usd_exact, usd_format
 from logs.admin.filters import RANGE_FROM, RANGE_TO, TimeRangeFilter, time_range_read
 from logs.admin.views.live import FEED_PARAMS, feed_params
 from logs.selectors import date_bounds, date_choices, period_next, search_is_text
@@ -96,6 +96,12 @@ def _months_shown(link, ykey: str, mkey: str, year: int, months: list[datetime])
 def ms(value) -> str:
     """Milliseconds, readable (logs/admin/formats.py)."""
     return ms_format(value)
+
+
+@register.filter
+def usd_stored(value) -> str:
+    """Dollars as stored (a hover's exact value)."""
+    return usd_exact(value)
 
 
 @register.filter

@@ -22,3 +22,13 @@ def test_cache_filter_and_dashboard_savings(admin_client):
     assert plain.pk.hex in _ids(admin_client.get(LIST))
     html = admin_client.get(f"{LIST}dashboard/", {"window": "24h"}).content.decode()
     assert "Response cache: 3 hits, 1 answer stored, hit rate 75.0%, saved $0.00600000" in html
+
+
+def test_a_hits_page_says_it_was_served_from_the_cache_and_what_it_saved(admin_client):
+    # The page showed "· $0" and nothing else about the hit (the saving was only summed on the dashboard), and its
+    # hover read "$0E-8"; a cost under a millionth hovered "$1.2E-7".
+    hit = exchange_make(tokens=(6, 0), cost_usd=Decimal(0), cost_saved_usd=Decimal("0.00000012"), cache_hit=True)
+    html = admin_client.get(f"{LIST}{hit.pk.hex}/change/").content.decode()
+    assert ('<span title="$0">$0</span> · served from the response cache, saved '
+            '<span title="$0.00000012">$0.00000012</span>') in html
+    assert "E-" not in html.split("<th>Tokens</th>")[1].split("</tr>")[0]
