@@ -203,12 +203,14 @@ def session_exchanges(session: str) -> QuerySet:
 
 
 def exchanges_totals(qs: QuerySet) -> dict:
-    """Count, tokens, cost and latency summed over exchanges (one aggregate query)."""
-    return qs.order_by().aggregate(
+    """Count, tokens, cost and latency summed over exchanges (one aggregate query), and how many exchanges the cost
+    leaves out (unpriced: no known cost)."""
+    totals = qs.order_by().aggregate(
         exchanges=Count("pk"), errors=Count("pk", filter=Q(response__is_error=True)),
         input_tokens=Sum("response__input_tokens"), output_tokens=Sum("response__output_tokens"),
         total_tokens=Sum("response__total_tokens"), cost_usd=Sum("response__cost_usd"),
-        duration_ms=Sum("response__duration_ms"))
+        priced=Count("response__cost_usd"), duration_ms=Sum("response__duration_ms"))
+    return {**totals, "unpriced": totals["exchanges"] - totals["priced"]}
 
 
 NO_GATEWAY_KEY = "-"  # the gateway_key filter's "none": never a key's label (those read "name (fp 0123456789ab)")

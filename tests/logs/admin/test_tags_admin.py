@@ -64,3 +64,13 @@ def test_session_page_unknown_session(admin_client):
     r = admin_client.get(f"{LIST}session/?id=nope")
     assert r.status_code == 200 and "No exchange has this session id." in r.content.decode()
     assert Request.objects.count() == 0
+
+
+def test_session_cost_says_what_it_leaves_out(admin_client, tagged):
+    # The session's cost summed its priced exchanges with nothing saying that others had no known cost.
+    lost = exchange_make(end_user="alice", session_id="s-1", model="my-own-model", tokens=(30, 9))
+    html = admin_client.get(f"{LIST}session/?id=s-1").content.decode()
+    assert "$0.003, leaving out <a href=" in html and ">1 exchange without a known cost</a>" in html
+    link = html.split('">1 exchange without a known cost</a>')[0].rsplit('href="', 1)[1].replace("&amp;", "&")
+    assert set(_ids(admin_client.get(link))) == {lost.pk.hex}
+    assert "leaving out" not in admin_client.get(f"{LIST}session/?id=s-2").content.decode()  # none priced: "unknown"
