@@ -147,6 +147,8 @@ class GatewayKeyAdmin(admin.ModelAdmin):
                 "usage_now": use, "key_label": key.label, "spend_text": usd_text(use.spend),
                 "period_label": PERIOD_LABELS.get(key.budget_period, key.budget_period),
                 "exchanges_url": reverse("admin:logs_request_changelist") + "?" + urlencode({"gateway_key": key.label}),
+                "unpriced_url": reverse("admin:logs_request_changelist") + "?" + urlencode(
+                    {"gateway_key": key.label, "cost": "unknown", **({RANGE_FROM: use.since.isoformat()} if use.since else {})}),
                 "remaining_text": None if remaining is None else usd_text(remaining),
             })
         return super().change_view(request, object_id, form_url, extra)

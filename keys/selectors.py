@@ -222,6 +222,7 @@ class KeyActivity:
     spend: Decimal
     last_used: datetime | None
     since: datetime | None = None  # the period's start (None: a total budget, the key's whole life)
+    unpriced: int = 0  # this period's exchanges without a known cost: not in `spend`, nor against the budget
 
 
 def key_activity(key: GatewayKey, now: datetime | None = None) -> KeyActivity:
@@ -232,7 +233,8 @@ def key_activity(key: GatewayKey, now: datetime | None = None) -> KeyActivity:
     last = requests.aggregate(m=Max("created_at"))["m"]
     if since is not None:
         requests = requests.filter(created_at__gte=since)
-    return KeyActivity(requests.aggregate(n=Count("id"))["n"], key_spend(key, since), last, since)
+    counts = requests.aggregate(n=Count("id"), priced=Count("response__cost_usd"))
+    return KeyActivity(counts["n"], key_spend(key, since), last, since, counts["n"] - counts["priced"])
 
 
 def key_history(key: GatewayKey, days: int = 30, now: datetime | None = None) -> list[dict]:

@@ -136,3 +136,18 @@ def test_the_requests_of_this_period_link_to_this_periods_exchanges(admin_client
     assert link, "this month's one request, linked"
     listed = admin_client.get(html.unescape(link.group(1))).content.decode()
     assert str(during.pk) in listed and str(before.pk) not in listed
+
+
+def test_a_keys_page_says_how_many_exchanges_its_spend_leaves_out(admin_client, make_key):
+    # A key streaming without usage, or calling a model without a price, spent more than its page said, and nothing
+    # there said so: those exchanges count nothing against a budget (docs/keys.md).
+    key, _ = make_key("streamer", budget_usd=Decimal("1"), budget_period="total")
+    exchange_make(gateway_key=key.label, tokens=(10, 5), cost_usd=Decimal("0.25"))
+    lost = [exchange_make(gateway_key=key.label, stream=True), exchange_make(gateway_key=key.label, model="mine",
+                                                                            tokens=(3, 3))]
+    detail = admin_client.get(f"{LIST}{key.pk}/change/").content.decode()
+    assert "$0.250000 spent, $0.750000 of the budget left" in detail
+    found = re.search(r'\(not counting <a href="([^"]+)">2 exchanges without a known cost</a>', detail)
+    assert found
+    listed = admin_client.get(html.unescape(found.group(1))).content.decode()
+    assert all(str(x.pk) in listed for x in lost) and listed.count('name="_selected_action"') == 2
