@@ -140,7 +140,8 @@ class GatewayKeyAdmin(admin.ModelAdmin):
             extra.update({
                 # Amounts as every other place shows them (usd_text): a 6-place rounding showed $0.00000123 as
                 # $0.000001 and a remaining $0.0099496 as $0.009950, beside the list's exact figures.
-                "usage_days": [{**d, "spend_text": usd_text(d["spend"])} for d in days],
+                # A day none of whose exchanges was priced has no known spend: "–", not $0.000000.
+                "usage_days": [{**d, "spend_text": usd_text(d["spend"]) if d["priced"] else "–"} for d in days],
                 "usage_charts": [bar_chart("Requests per day", labels, [d["requests"] for d in days]),
                                  bar_chart("Tokens per day", labels, [d["tokens"] for d in days]),
                                  bar_chart("Spend per day", labels, [float(d["spend"]) for d in days], " USD")],

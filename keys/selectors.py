@@ -238,11 +238,12 @@ def key_activity(key: GatewayKey, now: datetime | None = None) -> KeyActivity:
 
 
 def key_history(key: GatewayKey, days: int = 30, now: datetime | None = None) -> list[dict]:
-    """Requests, tokens and spend per UTC day over the last `days` days, oldest first (days without use included)."""
+    """Requests, tokens, spend and the exchanges priced (the others are not in spend) per UTC day over the last `days`
+    days, oldest first (days without use included)."""
     now = now or datetime.now(timezone.utc)
     first = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     out = {(first + timedelta(days=i)).date(): {"day": (first + timedelta(days=i)).date(), "requests": 0,
-                                                "tokens": 0, "spend": Decimal(0)} for i in range(days)}
+                                                "tokens": 0, "spend": Decimal(0), "priced": 0} for i in range(days)}
     rows = (Request.objects.filter(gateway_key=key.label, created_at__gte=first)
             .values_list("created_at", "response__total_tokens", "response__cost_usd"))
     for created, tokens, cost in rows.iterator():
@@ -251,4 +252,5 @@ def key_history(key: GatewayKey, days: int = 30, now: datetime | None = None) ->
             day["requests"] += 1
             day["tokens"] += tokens or 0
             day["spend"] += cost or 0
+            day["priced"] += cost is not None
     return list(out.values())

@@ -151,3 +151,14 @@ def test_a_keys_page_says_how_many_exchanges_its_spend_leaves_out(admin_client, 
     assert found
     listed = admin_client.get(html.unescape(found.group(1))).content.decode()
     assert all(str(x.pk) in listed for x in lost) and listed.count('name="_selected_action"') == 2
+
+
+def test_a_day_without_a_priced_exchange_has_no_known_spend_on_the_keys_page(admin_client, make_key):
+    # A day of an unpriced model's calls read "0.000000" in the key's table of days, as if they had been free.
+    key, _ = make_key("private", budget_usd=Decimal("1"), budget_period="total")
+    yesterday = datetime.now(timezone.utc) - timedelta(days=1)
+    exchange_make(gateway_key=key.label, when=yesterday, model="mine", tokens=(3, 3))
+    exchange_make(gateway_key=key.label, tokens=(10, 5), cost_usd=Decimal("0.25"))
+    detail = admin_client.get(f"{LIST}{key.pk}/change/").content.decode()
+    assert f"<tr><td>{yesterday:%Y-%m-%d}</td><td>1</td><td>6</td><td>–</td></tr>" in detail
+    assert "<td>15</td><td>$0.250000</td></tr>" in detail
