@@ -18,7 +18,7 @@ from django.db.models import Count, Max, Sum
 from keys.models import GatewayKey
 from keys.periods import period_start
 from keys.tokens import secret_hash
-from logs.models import Request, Response, SpendDay, TokenSecond
+from logs.models import DeletedSpend, Request, Response, SpendDay, TokenSecond
 from logs.stats import E8
 
 # How long a process trusts what it read. Key lookups: a revoked or changed key is refused on
@@ -57,8 +57,10 @@ _usage: dict[int, tuple[float, KeyUsage]] = {}  # key's pk -> (monotonic time of
 _EXIST_SQL = f"SELECT 1 FROM {GatewayKey._meta.db_table} LIMIT 1"
 _TOKENS_SQL = f'SELECT SUM(tokens) FROM {TokenSecond._meta.db_table} WHERE "key" = %s AND second >= %s'
 # Spend is read from logs.SpendDay, the per-day sums the log's triggers keep as answers are
-# written: a few rows per period, where summing the exchanges themselves read every one of them.
-_SPEND_SQL = f'SELECT SUM(cost_e8) FROM {SpendDay._meta.db_table} WHERE "key" = %s'
+# written: a few rows per period, where summing the exchanges themselves read every one of them;
+# plus logs.DeletedSpend, what deleted (pruned) exchanges cost, which a budget keeps counting.
+_SPEND_SQL = (f'SELECT SUM(cost_e8) FROM (SELECT cost_e8 FROM {SpendDay._meta.db_table} WHERE "key" = %s AND day >= %s '
+              f'UNION ALL SELECT cost_e8 FROM {DeletedSpend._meta.db_table} WHERE "key" = %s AND day >= %s) AS spent')
 _by_hash: list[tuple[str, list[str], list[tuple[int, list, object]]]] = []  # (sql, attnames, converters)
 
 
@@ -161,11 +163,17 @@ def _token_seconds(key: GatewayKey, now: float):
 
 
 def key_spend(key: GatewayKey, since: datetime | None) -> Decimal:
-    """USD spent by a key's exchanges that started since `since` (ever when None)."""
+    """USD spent by a key's exchanges that started since `since` (ever when None), deleted ones included.
+
+    `since` is a period's start (a UTC midnight): deleted exchanges are kept per day.
+    """
     rows = Response.objects.filter(request__gateway_key=key.label, cost_usd__isnull=False)
+    deleted = DeletedSpend.objects.filter(key=key.label)
     if since is not None:
         rows = rows.filter(request__created_at__gte=since)
-    return rows.aggregate(s=Sum("cost_usd"))["s"] or Decimal(0)
+        deleted = deleted.filter(day__gte=since.astimezone(timezone.utc).date())
+    spent = rows.aggregate(s=Sum("cost_usd"))["s"] or Decimal(0)
+    return spent + Decimal(deleted.aggregate(s=Sum("cost_e8"))["s"] or 0) / E8
 
 
 def key_usage_cached(key: GatewayKey) -> tuple[KeyUsage | None, bool]:
@@ -194,10 +202,8 @@ def key_usage(key: GatewayKey) -> KeyUsage:
     spend = Decimal(0)
     if key.budget_usd is not None:  # since the period's start, a UTC midnight (ever for a total budget)
         since = period_start(key.budget_period, _dt(now))
-        if since is None:
-            spend = Decimal(_sum(_SPEND_SQL, [key.label])) / E8
-        else:
-            spend = Decimal(_sum(_SPEND_SQL + " AND day >= %s", [key.label, since.date().isoformat()])) / E8
+        first = since.date().isoformat() if since is not None else "0001-01-01"  # a total budget: every day
+        spend = Decimal(_sum(_SPEND_SQL, [key.label, first, key.label, first])) / E8
     usage = KeyUsage(int(tokens), spend)
     _usage[key.pk] = (at, usage)
     return usage

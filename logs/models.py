@@ -349,6 +349,27 @@ class Frame(models.Model):
         return f"{self.direction} #{self.seq} of {self.request_id}"
 
 
+class DeletedSpend(models.Model):
+    """What the deleted exchanges of one gateway key cost on one UTC day (their answers' created_at).
+
+    Deleting exchanges (prune_logs, the admin) removes their cost from spend_days, which follows the
+    log; the money was spent all the same, so a key's budget adds these rows: retention must not
+    hand a key its budget back (a total budget of $25 with a 30-day retention would be $25 a month).
+    Written by logs.retention.exchanges_delete in the delete's own transaction.
+    """
+
+    key = models.CharField(max_length=160)  # the gateway key's label, as requests.gateway_key holds it
+    day = models.DateField()
+    cost_e8 = models.BigIntegerField(default=0)  # units of 1e-8 dollars, as spend_days
+
+    class Meta:
+        db_table = "deleted_spend"
+        constraints = [models.UniqueConstraint(fields=["key", "day"], name="deleted_spend_key_day_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.day}: {self.cost_e8}e-8 USD"
+
+
 class PayloadOrphan(models.Model):
     """A stored file of a deleted exchange that the store did not delete (unreachable, refusing).
 

@@ -8,14 +8,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.models import Count, QuerySet, Sum
 
-from logs.models import BinaryFile, Frame, PayloadOrphan, PendingRequest, Request, Response
+from logs.stats import E8
+
+from logs.models import BinaryFile, DeletedSpend, Frame, PayloadOrphan, PendingRequest, Request, Response
 from logs.storage import payloads_delete
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ def exchanges_delete(request_ids: list, *, store_away: bool = False) -> Deleted:
     left: list[str] = []
     with transaction.atomic():
         files = list(BinaryFile.objects.filter(request_id__in=request_ids).values_list("file", flat=True))
+        _spend_keep(request_ids)
         # Children first, one DELETE per table: every child row names its request, so Django's
         # collector (a SELECT of each table's keys, then deletes 100 ids at a time) has nothing to
         # find, and on a big PostgreSQL log it doubled the time each batch holds its row locks.
@@ -97,6 +100,27 @@ def exchanges_delete(request_ids: list, *, store_away: bool = False) -> Deleted:
         deleted = Request.objects.filter(pk__in=request_ids)._raw_delete(Request.objects.db)
         transaction.on_commit(lambda: left.extend(_files_delete(files, store_away)))
     return Deleted(deleted, len(files), [left])
+
+
+# One upsert per (key, day): the sum grows in the database, so two deletes at once both count.
+_SPEND_KEEP_SQL = (f'INSERT INTO {DeletedSpend._meta.db_table} ("key", day, cost_e8) VALUES (%s, %s, %s) '
+                   f'ON CONFLICT ("key", day) DO UPDATE SET cost_e8 = {DeletedSpend._meta.db_table}.cost_e8 '
+                   "+ excluded.cost_e8")
+
+
+def _spend_keep(request_ids: list) -> None:
+    """Add what these exchanges cost to their gateway keys' DeletedSpend, before the rows (and with them
+    spend_days' sums) go: the money was spent, and a key's budget must keep counting it."""
+    sums: dict[tuple[str, date], int] = {}
+    rows = (Response.objects.filter(request_id__in=request_ids, cost_usd__isnull=False)
+            .exclude(request__gateway_key="").values_list("request__gateway_key", "created_at", "cost_usd"))
+    for key, created, cost in rows:
+        group = (key, created.astimezone(timezone.utc).date())
+        sums[group] = sums.get(group, 0) + int((cost * E8).to_integral_value())
+    params = [(key, connection.ops.adapt_datefield_value(day), e8) for (key, day), e8 in sums.items() if e8]
+    if params:
+        with connection.cursor() as cur:
+            cur.executemany(_SPEND_KEEP_SQL, params)
 
 
 DEADLOCK_RETRIES = 3

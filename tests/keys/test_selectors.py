@@ -7,9 +7,10 @@ import pytest
 from django.db.models import F
 
 from keys import selectors
-from keys.selectors import caches_clear, key_history, key_usage
+from keys.selectors import caches_clear, key_activity, key_history, key_usage
 from logs.ids import uuid7
 from logs.models import Request, Response, TokenSecond
+from logs.retention import exchanges_delete, prune
 
 pytestmark = pytest.mark.django_db
 
@@ -76,9 +77,43 @@ def test_spend_this_period_old_and_recent(make_key):
     _exchange(key, started=now - timedelta(hours=3), ended=now, cost="2")
     selectors._usage.clear()
     assert key_usage(key).spend == Decimal("3.250001")
-    Response.objects.filter(request__gateway_key=key.label, cost_usd=Decimal("2")).delete()  # pruned
+    Response.objects.filter(request__gateway_key=key.label, cost_usd=Decimal("2")).delete()  # a row gone by hand
     caches_clear()
     assert key_usage(key).spend == Decimal("1.250001")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pruned_and_deleted_exchanges_keep_counting_against_budgets(make_key):
+    """Retention deletes the log, not the money spent: a total budget of $10 stays spent after prune_logs
+    (else a 30-day retention would make it $10 a month), a monthly one counts the month's deleted days."""
+    total, _ = make_key("total", budget_usd=Decimal("10"), budget_period="total")
+    monthly, _ = make_key("monthly", budget_usd=Decimal("10"), budget_period="month")
+    other, _ = make_key("other", budget_usd=Decimal("10"), budget_period="total")
+    now = datetime.now(timezone.utc)
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    _exchange(total, started=now - timedelta(days=40), ended=now - timedelta(days=40), cost="9.5")
+    _exchange(total, started=now - timedelta(days=40), ended=now - timedelta(days=40), cost="0.25")
+    _exchange(total, started=now - timedelta(minutes=2), ended=now - timedelta(minutes=1), cost="0.125")
+    _exchange(monthly, started=month - timedelta(hours=1), ended=month - timedelta(hours=1), cost="5")  # last month
+    _exchange(monthly, started=month + timedelta(seconds=1), ended=month + timedelta(seconds=2), cost="3")
+    _exchange(other, started=now - timedelta(minutes=2), ended=now - timedelta(minutes=1), cost="7")
+    assert (key_usage(total).spend, key_usage(monthly).spend) == (Decimal("9.875"), Decimal("3"))
+
+    prune(timedelta(seconds=0), now=now + timedelta(seconds=1))  # every exchange goes
+    assert not Response.objects.exists()
+    caches_clear()
+    assert key_usage(total).spend == Decimal("9.875")
+    assert key_usage(monthly).spend == Decimal("3")  # last month's deleted $5 is not this month's
+    assert key_usage(other).spend == Decimal("7")
+    assert key_activity(total).spend == Decimal("9.875") and key_activity(monthly).spend == Decimal("3")
+
+    # A later exchange adds to what was deleted; deleting it (the admin's delete) keeps counting it too.
+    _exchange(total, started=now, ended=now, cost="0.5")
+    caches_clear()
+    assert key_usage(total).spend == Decimal("10.375")
+    exchanges_delete(list(Request.objects.values_list("pk", flat=True)))
+    caches_clear()
+    assert key_usage(total).spend == Decimal("10.375")
 
 
 def test_monthly_spend_starts_with_the_month(make_key):
