@@ -65,6 +65,8 @@ def _value(obj: models.Model, field: models.Field) -> Any:
     if field.column == "headers":  # rows written before a masking rule existed are masked on the way out
         key = getattr(obj, "gateway_key", "")  # the label that stands for a gateway key's secret is kept
         return headers_safe(value, labels=(key,) if key else ())
+    if field.column == "forwarded" and isinstance(value, dict) and "headers" in value:  # the same, as the admin
+        return {**value, "headers": headers_safe(value["headers"])}
     if isinstance(value, uuid.UUID):
         return value.hex
     if isinstance(value, datetime):
@@ -77,8 +79,12 @@ def _value(obj: models.Model, field: models.Field) -> Any:
 
 
 def _row(obj: models.Model, bodies: bool) -> dict[str, Any]:
-    """Every column of one row by column name; without bodies those columns are never read (they are deferred)."""
-    return {f.column: _value(obj, f) for f in obj._meta.concrete_fields if bodies or f.column not in BODY_COLUMNS}
+    """Every column of one row by column name; without bodies those columns are never read (they are deferred),
+    and the body a policy step forwarded upstream in place of the client's is left out of `forwarded`."""
+    row = {f.column: _value(obj, f) for f in obj._meta.concrete_fields if bodies or f.column not in BODY_COLUMNS}
+    if not bodies and isinstance(row.get("forwarded"), dict):
+        row["forwarded"] = {k: v for k, v in row["forwarded"].items() if k != "body"}
+    return row
 
 
 def exchange_record(req: Request, bodies: bool = True) -> dict[str, Any]:

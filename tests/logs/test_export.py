@@ -123,6 +123,22 @@ def test_unmasked_header_in_an_old_row_is_masked_in_export(tmp_path):
     assert "sk-proj-abcdefghijklmnop1234" not in text and "…1234" in text
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_forwarded_request_headers_are_masked_again_and_its_body_obeys_no_bodies(tmp_path, fmt):
+    """responses.forwarded holds the request as a step sent it upstream: its headers are masked on the way
+    out as the request's own are (the admin's page does), and --no-bodies leaves its body out."""
+    forwarded = {"method": "POST", "path": "/v1/chat/completions", "query": "", "model": "gpt-4o-mini",
+                 "headers": [["Authorization", "Bearer sk-proj-forwardedsecret9876"], ["X-Team", "blue"]],
+                 "body": '{"messages": [{"content": "the patient\'s diagnosis"}]}', "body_size": 48}
+    exchange_make(forwarded=forwarded)
+    text = _export(tmp_path, "--format", fmt)
+    assert "sk-proj-forwardedsecret9876" not in text and "…9876" in text and "blue" in text
+    assert "diagnosis" in text  # positive control: the body is exported without --no-bodies
+    lean = _export(tmp_path, "--format", fmt, "--no-bodies")
+    assert "diagnosis" not in lean and "sk-proj-forwardedsecret9876" not in lean
+    assert "/v1/chat/completions" in lean and "blue" in lean  # the rest of it stays
+
+
 def test_key_fingerprint_gateway_key_and_usage_exported(tmp_path):
     from decimal import Decimal
 
