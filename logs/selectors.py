@@ -338,6 +338,8 @@ class ExportFilters:
     endpoint: str | None = None
     status: str | None = None
     model: str | None = None
+    gateway_key: str | None = None  # a gateway key's name or label, or NO_GATEWAY_KEY
+    key: str | None = None  # a provider key's fingerprint
 
 
 def exchanges_for_export(filters: ExportFilters, qs: QuerySet | None = None,
@@ -356,6 +358,11 @@ def exchanges_for_export(filters: ExportFilters, qs: QuerySet | None = None,
         qs = qs.filter(Q(model=filters.model) | Q(response__model=filters.model))
     if filters.status:
         qs = qs.filter(status_q(filters.status))
+    if filters.gateway_key:  # the log holds a key's label, "name (fp 0123456789ab)": its name alone names it too
+        name = filters.gateway_key.strip()
+        qs = qs.filter(gateway_key_q(name) | Q(gateway_key__startswith=f"{name} (fp "))
+    if filters.key:
+        qs = qs.filter(key_fingerprint=filters.key.strip().lower())
     qs = qs.select_related("response").prefetch_related("files").order_by("created_at", "pk")
     return qs if bodies else qs.defer(*BODY_FIELDS)
 

@@ -84,6 +84,25 @@ def test_filters(tmp_path, log, args, expected):
     assert [json.loads(x)["request"]["id"] for x in lines] == [log[k].pk.hex for k in expected]
 
 
+def test_gateway_key_and_provider_key_filters(tmp_path):
+    """An auditor exports what one key did: by the gateway key's name or its logged label, by none (-),
+    or by a provider key's fingerprint; a key whose name starts the same is not taken along."""
+    day = datetime(2025, 5, 1, tzinfo=timezone.utc)
+    ci = exchange_make(when=day.replace(hour=1), gateway_key="ci (fp 0123456789ab)", key_fp="aaaaaaaaaaaa")
+    ci_bot = exchange_make(when=day.replace(hour=2), gateway_key="ci-bot (fp ba9876543210)", key_fp="aaaaaaaaaaaa")
+    bare = exchange_make(when=day.replace(hour=3), key_fp="bbbbbbbbbbbb")
+    for args, expected in [(["--gateway-key", "ci"], [ci]), (["--gateway-key", "ci (fp 0123456789ab)"], [ci]),
+                           (["--gateway-key", "ci-bot"], [ci_bot]), (["--gateway-key", "-"], [bare]),
+                           (["--gateway-key", "nobody"], []), (["--key", "aaaaaaaaaaaa"], [ci, ci_bot]),
+                           (["--key", "BBBBBBBBBBBB", "--format", "csv"], [bare])]:
+        text = _export(tmp_path, *args)
+        if "csv" in args:
+            ids = [row["request_id"] for row in csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))]
+        else:
+            ids = [json.loads(x)["request"]["id"] for x in text.splitlines()]
+        assert ids == [r.pk.hex for r in expected], args
+
+
 def test_no_bodies(tmp_path, log):
     rec = json.loads(_export(tmp_path, "--no-bodies").splitlines()[0])
     assert "body" not in rec["request"] and "body" not in rec["response"]

@@ -42,6 +42,9 @@ class Command(BaseCommand):
                             + " (a class such as 4xx holds the provider's own answers: the gateway's own "
                               "refusals and errors are gateway_error and rate_limited)")
         parser.add_argument("--model", help="requested or answering model, exactly")
+        parser.add_argument("--gateway-key", help="a gateway key's name (or its label as logged, "
+                                                  "'name (fp 0123456789ab)'); - for requests without one")
+        parser.add_argument("--key", help="a provider API key's fingerprint (12 hex digits, as logged)")
         parser.add_argument("--no-bodies", action="store_true", help="leave request/response bodies out")
 
     def handle(self, *args, **opts) -> None:
@@ -54,7 +57,8 @@ class Command(BaseCommand):
         filters = ExportFilters(
             since=moment_parse(opts["since"]) if opts["since"] else None,
             until=moment_parse(opts["until"]) if opts["until"] else None,
-            provider=opts["provider"], endpoint=opts["endpoint"], status=opts["status"], model=opts["model"])
+            provider=opts["provider"], endpoint=opts["endpoint"], status=opts["status"], model=opts["model"],
+            gateway_key=opts["gateway_key"], key=opts["key"])
         bodies = not opts["no_bodies"]
         qs = exchanges_for_export(filters, bodies=bodies)
         if opts["output"] == "-":  # `export_logs | head`: manage.py ends quietly when the reader goes
