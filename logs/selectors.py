@@ -353,7 +353,9 @@ def exchanges_for_export(filters: ExportFilters, qs: QuerySet | None = None,
     if filters.provider:
         qs = qs.filter(provider=filters.provider.strip().lower())  # provider names are lowercase
     if filters.endpoint:
-        qs = qs.filter(endpoint__contains=filters.endpoint)
+        # icontains: Django's contains ignores case on SQLite (LIKE) but not on PostgreSQL, so the same
+        # export selected Gemini's /…:generateContent for "generatecontent" on one database only.
+        qs = qs.filter(endpoint__icontains=filters.endpoint)
     if filters.model:
         qs = qs.filter(Q(model=filters.model) | Q(response__model=filters.model))
     if filters.status:

@@ -78,6 +78,7 @@ def test_csv_parses_with_bodies_intact(tmp_path, log):
     (["--model", "gpt-4o"], ["limited"]),
     (["--provider", "openai"], ["chat", "stream", "limited"]),
     (["--provider", "OpenAI"], ["chat", "stream", "limited"]),  # names are lowercase: matched so
+    (["--endpoint", "/RESPONSES"], ["limited"]),  # case ignored on every database (SQLite's LIKE ignores it)
 ])
 def test_filters(tmp_path, log, args, expected):
     lines = _export(tmp_path, *args).splitlines()

@@ -37,7 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--since", help="from this ISO date/datetime on (inclusive)")
         parser.add_argument("--until", help="before this ISO date/datetime (exclusive)")
         parser.add_argument("--provider", help="provider name, e.g. openai")
-        parser.add_argument("--endpoint", help="endpoint contains this text, e.g. /chat/completions")
+        parser.add_argument("--endpoint", help="endpoint contains this text (case ignored), e.g. /chat/completions")
         parser.add_argument("--status", help="a status code (200) or one of " + ", ".join(STATUS_CLASSES)
                             + " (a class such as 4xx holds the provider's own answers: the gateway's own "
                               "refusals and errors are gateway_error and rate_limited)")
