@@ -15,9 +15,8 @@ from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.models import Count, QuerySet, Sum
 
-from logs.stats import E8
-
 from logs.models import BinaryFile, DeletedSpend, Frame, PayloadOrphan, PendingRequest, Request, Response
+from logs.stats import E8
 from logs.storage import payloads_delete
 
 log = logging.getLogger(__name__)
