@@ -297,6 +297,14 @@ class Provider:
         """The end user, session and metadata the request body names in the provider's own fields."""
         return RequestTags()
 
+    def cache_refusal(self, method: str, endpoint: str, body: bytes) -> str:
+        """Why the response cache may neither answer this request from a stored answer nor store its answer
+        ("" when it may). Only POSTs: a GET reads an object that changes (a background response, a batch, a
+        prediction, a long-running operation polled until it ends), and a stored copy would answer every
+        later poll with the state of the first, so the client would poll forever; DELETE and PATCH change
+        what the upstream keeps."""
+        return "" if method == "POST" else f"a {method} reads or changes what the upstream keeps"
+
     # --- reading its answers
     def usage(self, answer: Payload) -> Usage:
         """Model and token counts of a JSON answer (or of a reassembled stream's result)."""

@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from providers.base import Payload, Provider, Usage, int_of, str_of, sub, usage_make
 
 MODEL_IN_PATH = re.compile(r"/(?:models|deployments)/([^/]+/[^/]+)/predictions")
+# Creating a prediction (by version, model or deployment): the one request whose answer may be replayed.
+PREDICTION_CREATE = re.compile(r"^/v1/(?:(?:models|deployments)/[^/]+/[^/]+/)?predictions/?$")
 URL_WALK_MAX = 1000  # outputs are lists of a few URLs; bound the walk of odd shapes
 
 
@@ -55,6 +57,22 @@ class Replicate(Provider):
         if version:
             return version.split(":", 1)[0][:255]
         return str_of(payload, "model")
+
+    def cache_refusal(self, method: str, endpoint: str, body: bytes) -> str:
+        """Only a prediction's creation: every other request reads or changes a prediction, a file, a training,
+        a deployment. A creation naming a webhook is not either: a replay would never call it."""
+        why = super().cache_refusal(method, endpoint, body)
+        if why:
+            return why
+        if not PREDICTION_CREATE.match(endpoint):
+            return "only creating a prediction is cached: this request changes what Replicate keeps"
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return ""
+        if sub(payload, "webhook"):
+            return "the prediction names a webhook, which a stored answer would never call"
+        return ""
 
     def usage(self, answer: Payload) -> Usage:
         """A prediction: language models report token counts in metrics."""

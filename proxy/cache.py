@@ -323,7 +323,7 @@ def _bypass_reason(x: Exchange, directive: Directive, body: bytes | None) -> str
         return "a WebSocket session is not cached"
     if body is None:
         return "request body too large to match (kept on disk)"
-    return ""
+    return x.provider.cache_refusal(x.method, x.route.upstream_path, body)
 
 
 _sleep = asyncio.sleep  # tests count the pauses instead of waiting them

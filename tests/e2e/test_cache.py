@@ -314,6 +314,16 @@ def test_binary_answer_replayed(gateway, upstream):
     assert len(upstream.received) == 1
 
 
+def test_only_posts_are_cached(gateway, upstream):
+    """A GET reads an object that may change (a background response or a batch polled until it ends): a stored
+    copy would answer every poll with the first state. A DELETE changes what the upstream keeps."""
+    headers = {"Authorization": f"Bearer {KEY}", "X-Gateway-Cache": "60"}
+    answers = [httpx.request(method, f"{gateway.url}/v1/models/gpt-4o-mini", headers=headers, timeout=10)
+               for method in ("GET", "GET", "DELETE", "DELETE")]
+    assert [r.status_code for r in answers] == [200] * 4
+    assert {r.headers["x-gateway-cache"] for r in answers} == {"BYPASS"} and len(upstream.received) == 4
+
+
 def test_concurrent_identical_first_calls_share_one_upstream_call(gateway, upstream):
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count"}], "stream": True}
     headers = {"X-Gateway-Cache": "60", "x-mock-delay-ms": "40"}  # the first answer takes a while

@@ -132,3 +132,27 @@ def test_an_output_waits_out_a_store_outage_and_is_said_lost_when_it_lasts(repli
         assert len(tries) == 4 and not BinaryFile.objects.exists()
         resp = Response.objects.get(request_id=r.headers["x-gateway-request-id"])
         assert "not saved: payload store unavailable" in resp.error_message and resp.outcome == "completed"
+
+
+def test_with_the_cache_on_polls_reach_replicate_and_only_creations_are_replayed(replicate, upstream, log_flush):
+    """A poll answered from the cache would say "processing" forever: the client would never see its result."""
+    cache = {"X-Gateway-Cache": "600"}
+    created = replicate.post("/models/meta/llama-3-8b/predictions", json={"input": {"prompt": "hi"}}, headers=cache)
+    pid = created.json()["id"]
+    polls = [replicate.get(f"/predictions/{pid}", headers=cache) for _ in range(3)]
+    assert [p.json()["status"] for p in polls] == ["processing", "succeeded", "succeeded"]
+    assert {p.headers["x-gateway-cache"] for p in polls} == {"BYPASS"}
+    canceled = [replicate.post(f"/predictions/{pid}/cancel", headers=cache) for _ in range(2)]
+    assert {c.headers["x-gateway-cache"] for c in canceled} == {"BYPASS"}
+    # The same creation again is the cache's to answer (no second prediction is run) ...
+    again = replicate.post("/models/meta/llama-3-8b/predictions", json={"input": {"prompt": "hi"}}, headers=cache)
+    assert (created.headers["x-gateway-cache"], again.headers["x-gateway-cache"]) == ("MISS", "HIT")
+    assert again.json()["id"] == pid
+    # ... unless it names a webhook: a replay would never call it.
+    hooked = {"input": {"prompt": "hi"}, "webhook": "https://example.com/hook"}
+    answers = [replicate.post("/models/meta/llama-3-8b/predictions", json=hooked, headers=cache) for _ in range(2)]
+    assert {a.headers["x-gateway-cache"] for a in answers} == {"BYPASS"}
+    assert answers[0].json()["id"] != answers[1].json()["id"]
+    log_flush()
+    poll = Response.objects.get(request_id=polls[0].headers["x-gateway-request-id"])
+    assert {"step": "cache", "decision": "bypass: a GET reads or changes what the upstream keeps"} in poll.steps
