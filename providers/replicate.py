@@ -4,10 +4,12 @@ import json
 import re
 import secrets
 from datetime import datetime, timezone
+from urllib.parse import unquote
 
 from providers.base import Payload, Provider, Usage, int_of, str_of, sub, usage_make
 
-MODEL_IN_PATH = re.compile(r"/(?:models|deployments)/([^/]+/[^/]+)/predictions")
+# A prediction of a model or deployment, or a training of one of the model's versions.
+MODEL_IN_PATH = re.compile(r"/(?:models|deployments)/([^/]+/[^/]+)/(?:predictions|versions/[^/]+/trainings)")
 # Creating a prediction (by version, model or deployment): the one request whose answer may be replayed.
 PREDICTION_CREATE = re.compile(r"^/v1/(?:(?:models|deployments)/[^/]+/[^/]+/)?predictions/?$")
 URL_WALK_MAX = 1000  # outputs are lists of a few URLs; bound the walk of odd shapes
@@ -49,8 +51,10 @@ class Replicate(Provider):
         return 201, "application/json", json.dumps(prediction).encode()
 
     def request_model(self, endpoint: str, payload: Payload) -> str | None:
-        """/v1/models/{owner}/{name}/predictions, else the body's version ("owner/name:hash" or a hash)."""
-        found = MODEL_IN_PATH.search(endpoint)
+        """/v1/models/{owner}/{name}/predictions (or .../versions/{id}/trainings), else the body's version
+        ("owner/name:hash" or a hash). The path is read decoded: a server that decodes `meta%2Fllama/predictions`
+        runs meta/llama, and read raw it named no model, which a key limited to models let through."""
+        found = MODEL_IN_PATH.search(unquote(endpoint))
         if found:
             return found.group(1)[:255]
         version = str_of(payload, "version")

@@ -405,3 +405,20 @@ def test_a_hung_redis_refuses_limited_keys_at_once_after_one_timeout_and_leaves_
     assert _chat(gateway, free).status_code == 200  # a key without limits never needs Redis
     _, resp = _logged(log_flush, first)
     assert resp.outcome == "gateway_error" and "limit store: TimeoutError: Timeout reading" in resp.error_message
+
+
+def test_a_key_limited_to_models_holds_replicate_trainings_and_encoded_paths_to_them(gateway, upstream, make_key):
+    """A training runs (and bills) a model named in the path; an encoded slash names the same model to a
+    server that decodes it. Neither named a model the key check could read, so both went through."""
+    _, secret = make_key("llama-only", models=["meta/llama-3-8b"])
+    headers = {"X-Gateway-Key": secret, "Authorization": "Bearer r8_" + "prov0123456789"}
+    refused = [httpx.post(f"{gateway.url}/replicate/v1{path}", json={"input": {"prompt": "x"}, "destination": "me/x"},
+                          headers=headers, timeout=10)
+               for path in ("/models/stability-ai/sdxl/versions/39ed52f2/trainings",
+                            "/models/stability-ai%2Fsdxl/predictions", "/models/stability-ai/sd%78l/predictions")]
+    assert [r.status_code for r in refused] == [403] * 3
+    assert all("may not use model 'stability-ai/sdxl'" in r.json()["detail"] for r in refused)
+    assert len(upstream.received) == 0
+    allowed = httpx.post(f"{gateway.url}/replicate/v1/models/meta/llama-3-8b/versions/39ed52f2/trainings",
+                         json={"input": {}, "destination": "me/x"}, headers=headers, timeout=10)
+    assert allowed.status_code != 403 and len(upstream.received) == 1
