@@ -218,9 +218,13 @@ class OpenAI(Provider):
         details_in = sub(u, "prompt_tokens_details") or sub(u, "input_tokens_details")
         details_out = sub(u, "completion_tokens_details") or sub(u, "output_tokens_details")
         tier = sub(answer, "service_tier")  # default, flex, priority, scale: each priced apart
-        return usage_make(sub(answer, "model"), int_of(u, "prompt_tokens", "input_tokens"),
-                          int_of(u, "completion_tokens", "output_tokens"), int_of(details_in, "cached_tokens"),
-                          int_of(details_out, "reasoning_tokens"), int_of(u, "total_tokens"),
+        inp, out = int_of(u, "prompt_tokens", "input_tokens"), int_of(u, "completion_tokens", "output_tokens")
+        reasoning, total = int_of(details_out, "reasoning_tokens"), int_of(u, "total_tokens")
+        if out is not None and reasoning and (reasoning > out or (inp is not None and total == inp + out + reasoning)):
+            # xAI's Grok (an OpenAI-compatible server) counts reasoning apart from completion_tokens (its total
+            # adds them up) and bills both as output: the log's output count holds every generated token.
+            out += reasoning
+        return usage_make(sub(answer, "model"), inp, out, int_of(details_in, "cached_tokens"), reasoning, total,
                           priced={"input_audio_tokens": int_of(details_in, "audio_tokens"),
                                   "output_audio_tokens": int_of(details_out, "audio_tokens"),
                                   "input_image_tokens": int_of(details_in, "image_tokens"),

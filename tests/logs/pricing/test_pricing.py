@@ -18,6 +18,7 @@ ANTHROPIC = registry().get("anthropic")
 GEMINI = registry().get("gemini")
 GROQ = registry(["groq=https://api.groq.com/openai"]).get("groq")
 OLLAMA = registry(["ollama=http://127.0.0.1:11434"]).get("ollama")
+XAI = registry(["x-ai=https://api.x.ai"]).get("x-ai")
 
 
 def _p(name: str):
@@ -185,6 +186,20 @@ def test_what_the_answers_report_beside_tokens_is_priced():
     edited = {"usage": {"input_tokens": 1050, "output_tokens": 4160,
                         "input_tokens_details": {"image_tokens": 1000, "text_tokens": 50}}}
     assert cost_compute(OPENAI, replace(OPENAI.usage(edited), model="gpt-image-1")).cost == Decimal("0.17665")
+
+
+def test_xais_reasoning_counted_apart_from_completion_tokens_is_output_too():
+    """Grok reports reasoning beside completion_tokens (its total adds them up) and bills both as output
+    (grok-3-mini: $0.30/M in, $0.50/M out); read as OpenAI's, the reasoning was neither counted nor paid."""
+    answer = {"model": "grok-3-mini", "usage": {"prompt_tokens": 32, "completion_tokens": 9, "total_tokens": 135,
+                                                "completion_tokens_details": {"reasoning_tokens": 94}}}
+    usage = XAI.usage(answer)
+    assert (usage.input_tokens, usage.output_tokens, usage.reasoning_tokens, usage.total_tokens) == (32, 103, 94, 135)
+    assert _answer_cost(XAI, answer) == (32 * Decimal("0.3") + 103 * Decimal("0.5")) / M
+    # OpenAI's completion_tokens already hold the reasoning: left as reported.
+    o1 = {"model": "o3-mini", "usage": {"prompt_tokens": 32, "completion_tokens": 103, "total_tokens": 135,
+                                        "completion_tokens_details": {"reasoning_tokens": 94}}}
+    assert OPENAI.usage(o1).output_tokens == 103
 
 
 def test_counts_genai_prices_cannot_reconcile_are_unpriced_not_a_lost_record():
