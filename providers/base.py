@@ -146,8 +146,8 @@ class EmbeddedFile:
     label: str  # stable within the answer ("image0"): names the stored file on a replay too
     content_type: str
     data: bytes
-    holder: dict
-    key: str
+    holder: dict | list
+    key: str | int  # an index when the holder is a list (a Replicate output's items)
 
 
 @dataclass

@@ -1,18 +1,21 @@
 """Replicate: predictions (create, poll), their problem+json errors and the output files they point to."""
 
+import base64
+import binascii
 import json
 import re
 import secrets
 from datetime import datetime, timezone
 from urllib.parse import unquote
 
-from providers.base import Payload, Provider, Usage, int_of, str_of, sub, usage_make
+from providers.base import EmbeddedFile, Payload, Provider, Usage, int_of, str_of, sub, usage_make
 
 # A prediction of a model or deployment, or a training of one of the model's versions.
 MODEL_IN_PATH = re.compile(r"/(?:models|deployments)/([^/]+/[^/]+)/(?:predictions|versions/[^/]+/trainings)")
 # Creating a prediction (by version, model or deployment): the one request whose answer may be replayed.
 PREDICTION_CREATE = re.compile(r"^/v1/(?:(?:models|deployments)/[^/]+/[^/]+/)?predictions/?$")
 URL_WALK_MAX = 1000  # outputs are lists of a few URLs; bound the walk of odd shapes
+DATA_IMAGE = re.compile(r"data:(image/[A-Za-z0-9.+-]+);base64,")
 
 
 class Replicate(Provider):
@@ -89,16 +92,41 @@ class Replicate(Provider):
         Replicate deletes outputs after an hour, so the log keeps a copy of each.
         """
         found: list[str] = []
-        stack = [sub(answer, "output")]
-        steps = 0
-        while stack and steps < URL_WALK_MAX:
-            steps += 1
-            item = stack.pop()
-            if isinstance(item, str):
-                if item.startswith(("http://", "https://")) and item not in found:
-                    found.append(item)
-            elif isinstance(item, list):
-                stack.extend(reversed(item))
-            elif isinstance(item, dict):
-                stack.extend(reversed(list(item.values())))
+        for _, _, item in _output_strings(answer):
+            if item.startswith(("http://", "https://")) and item not in found:
+                found.append(item)
         return found
+
+    def embedded_files(self, answer: Payload) -> list[EmbeddedFile]:
+        """Images a prediction's output holds inline as base64 data: URIs, which Replicate sends in place of
+        delivery URLs to a client that waited for the answer (Prefer: wait, what the official clients' run()
+        does); cut out into files as OpenAI's b64_json images are."""
+        found: list[EmbeddedFile] = []
+        for holder, key, item in _output_strings(answer):
+            head = DATA_IMAGE.match(item)
+            if head is None:
+                continue
+            try:
+                data = base64.b64decode(item[head.end():], validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            found.append(EmbeddedFile(f"output{len(found)}", head.group(1).lower(), data, holder, key))
+        return found
+
+
+def _output_strings(answer: Payload) -> list[tuple[dict | list, str | int, str]]:
+    """The strings of a prediction's output (a string, or lists and dicts of them), each with where it sits."""
+    found: list[tuple[dict | list, str | int, str]] = []
+    stack: list[tuple[dict | list, str | int]] = [(answer, "output")] if isinstance(answer, dict) else []
+    steps = 0
+    while stack and steps < URL_WALK_MAX:
+        steps += 1
+        holder, key = stack.pop()
+        item = holder[key]  # type: ignore[index]
+        if isinstance(item, str):
+            found.append((holder, key, item))
+        elif isinstance(item, list):
+            stack.extend((item, i) for i in reversed(range(len(item))))
+        elif isinstance(item, dict):
+            stack.extend((item, k) for k in reversed(list(item)))
+    return found

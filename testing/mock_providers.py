@@ -11,10 +11,13 @@ Routes (answered before the OpenAI ones):
   POST /v1/predictions                               Replicate: create by version
   GET  /v1/predictions/{id}                          Replicate: "processing" on the first poll, then
                                                      "succeeded" (image models: a PNG URL on this mock;
-                                                     llama models: text and token metrics)
+                                                     llama models: text and token metrics; models named
+                                                     "...inline...": the PNG as a data: URI, as Replicate
+                                                     answers some image models' Prefer: wait creations)
   GET  /replicate-files/{id}/{name}                  the delivery host: PNG or MP3 bytes
 """
 
+import base64
 import json
 import re
 import time
@@ -157,6 +160,9 @@ def _replicate_finish(mock: Any, pred: dict) -> None:
         pred["output"] = ["Hello", " from", " Llama"]
         pred["metrics"] = {"predict_time": 0.5, "input_token_count": 11, "output_token_count": 3,
                            "tokens_per_second": 6.0}
+    elif "inline" in pred["model"]:
+        pred["output"] = ["data:image/png;base64," + base64.b64encode(PNG).decode()]
+        pred["metrics"] = {"predict_time": 0.4}
     else:
         ext = "mp3" if "music" in pred["model"] else "png"
         pred["output"] = [f"{mock.url}/replicate-files/{pred['id']}/out-0.{ext}"]

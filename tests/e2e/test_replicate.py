@@ -1,5 +1,6 @@
 """End to end: Replicate's HTTP API through a live gateway (httpx), outputs saved once."""
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -156,3 +157,17 @@ def test_with_the_cache_on_polls_reach_replicate_and_only_creations_are_replayed
     log_flush()
     poll = Response.objects.get(request_id=polls[0].headers["x-gateway-request-id"])
     assert {"step": "cache", "decision": "bypass: a GET reads or changes what the upstream keeps"} in poll.steps
+
+
+def test_an_image_inlined_as_a_data_uri_is_stored_as_a_file(replicate, log_flush, payload_dir):
+    """Replicate answers some image models' Prefer: wait creations (the official clients' run()) with the image
+    inline, base64 in a data: URI: the log kept the base64 in the body and no file."""
+    r = replicate.post("/models/black-forest-labs/flux-inline/predictions", json={"input": {"prompt": "red"}},
+                       headers={"Prefer": "wait"})
+    assert r.json()["output"][0].startswith("data:image/png;base64,")  # the client gets it as it came
+    _settle(log_flush)
+    saved = BinaryFile.objects.get()
+    assert (saved.role, saved.content_type, saved.size) == ("response_image", "image/png", len(PNG))
+    assert (payload_dir / saved.file.name).read_bytes() == PNG
+    logged = Response.objects.get(request_id=r.headers["x-gateway-request-id"])
+    assert "base64" not in logged.body and json.loads(logged.body)["output"][0]["binary_file_id"] == str(saved.id)
