@@ -5,8 +5,8 @@ most that old and stores a new one for that long; `no-store` neither reads nor w
 `refresh=<ttl>` skips the read and stores. Requests match on provider, method, upstream path,
 query, the body (JSON canonically, anything else byte for byte), Accept-Encoding (a stored body
 is replayed in its stored encoding), the headers the provider says change an answer
-(`answer_headers`: anthropic-beta, OpenAI-Project...) and the scope: the provider credential that goes upstream and
-the gateway key. A hit is its own exchange of the log (cache_hit, cache_source), replaying the
+(`answer_headers`: anthropic-beta, OpenAI-Project...) and the scope: every credential that goes
+upstream (what the log masks) and the gateway key. A hit is its own exchange of the log (cache_hit, cache_source), replaying the
 original's status, headers and body bytes, chunk by chunk; only complete 2xx answers are stored.
 The entries live in proxy/cache_store.py; docs/cache.md describes the whole contract.
 """
@@ -28,6 +28,7 @@ from keys.store import StoreUnavailable
 from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
 from logs.records import ResponseRecord
+from logs.redaction.redact import header_is_secret, param_is_secret
 from proxy.access import AccessKey, KeyGrant
 from proxy.cache_store import CacheEntry, EntryRefused, EntryTooBig, cache_store
 from proxy.exchange import Exchange, json_error
@@ -73,7 +74,7 @@ def directive_parse(value: str | None, default_ttl: int) -> Directive | None:
 
 
 def _scope(x: Exchange) -> str:
-    """Who may share an answer: the provider credential that goes upstream, and the gateway key."""
+    """Who may share an answer: every credential that goes upstream, and the gateway key."""
     key = x.gateway_key
     if isinstance(key, KeyGrant):
         who = f"key:{key.key.pk}"
@@ -82,11 +83,12 @@ def _scope(x: Exchange) -> str:
     else:
         who = ""
     # Every credential that goes upstream, not the first: a client may send two (the Anthropic SDK
-    # with an api_key and an auth_token), and two callers sharing one would share answers.
-    provider = x.provider
-    creds = [v for k, v in x.forward_headers if k.lower() in provider.credential_headers]
-    if provider.credential_query and x.query:
-        creds += [v for k, v in parse_qsl(x.query, keep_blank_values=True) if k in provider.credential_query]
+    # with an api_key and an auth_token), and two callers sharing one would share answers. Every one
+    # the log masks, not only the provider's own: a compatible server may take another header (Azure's
+    # api-key), and two tenants told apart by it shared answers.
+    creds = [v for k, v in x.forward_headers if header_is_secret(k)]
+    if x.query:
+        creds += [v for k, v in parse_qsl(x.query, keep_blank_values=True) if param_is_secret(k)]
     return "\0".join([*creds, who])
 
 

@@ -484,6 +484,20 @@ def test_every_credential_sent_scopes_the_cache(gateway, upstream):
     assert len(upstream.received) == 2
 
 
+def test_a_credential_header_the_provider_does_not_name_scopes_the_cache(gateway, upstream, settings):
+    """An OpenAI-compatible server that takes its key in another header (Azure's api-key): two tenants told
+    apart only by it got each other's answers."""
+    settings.GATEWAY_PROVIDERS = ["azure=" + upstream.url]
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "what is my balance"}]}
+
+    def call(key: str) -> str:
+        return httpx.post(f"{gateway.url}/azure/v1/chat/completions", json=body, timeout=10,
+                          headers={"api-key": key, "X-Gateway-Cache": "60"}).headers["x-gateway-cache"]
+    key_a, key_b = "tenantA" + "0123456789abcdefXYZ", "tenantB" + "0123456789abcdefXYZ"
+    assert [call(key_a), call(key_a), call(key_b)] == ["MISS", "HIT", "MISS"]
+    assert len(upstream.received) == 2
+
+
 def test_an_answer_over_the_stores_bound_is_logged_not_stored(gateway, upstream, settings, log_flush):
     settings.CACHE_MAX_BYTES = 2000  # the entry alone is bigger: the store keeps nothing (it was logged "stored")
     speech = [httpx.post(f"{gateway.url}/v1/audio/speech", timeout=10, json={"model": "tts-1", "input": "x", "voice": "a"},
