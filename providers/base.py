@@ -265,6 +265,11 @@ class Provider:
         error = sub(answer, "error")
         return error[:500] if isinstance(error, str) and error else str_of(error, "message")
 
+    def failure_text(self, answer: Payload) -> str | None:
+        """What failed, when a successful (2xx) answer reports work that failed, for the log's lists; else None.
+        Most providers answer a failure with an error status: a 200 holding an `error` object is not one."""
+        return None
+
     def error_kind(self, status: int) -> str:
         """The error type this provider gives a status of its own (its SDK raises by status)."""
         return "server_error" if status >= 500 else "invalid_request_error"

@@ -38,6 +38,12 @@ class Replicate(Provider):
         """problem+json's detail (title when there is none)."""
         return str_of(answer, "detail") or str_of(answer, "title")
 
+    def failure_text(self, answer: Payload) -> str | None:
+        """A prediction that failed is answered 201 (created) or 200 (polled): its error says why."""
+        if sub(answer, "status") == "failed":
+            return str_of(answer, "error") or "the prediction failed"
+        return None
+
     def content_policy_answer(self, endpoint: str, query: str, payload: Payload) -> tuple[int, str, bytes]:
         """Replicate's safety checker: the prediction is created (201) and has failed, its error saying why."""
         now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -13,7 +13,8 @@ Routes (answered before the OpenAI ones):
                                                      "succeeded" (image models: a PNG URL on this mock;
                                                      llama models: text and token metrics; models named
                                                      "...inline...": the PNG as a data: URI, as Replicate
-                                                     answers some image models' Prefer: wait creations)
+                                                     answers some image models' Prefer: wait creations;
+                                                     "...broken...": status "failed", its error said)
   GET  /replicate-files/{id}/{name}                  the delivery host: PNG or MP3 bytes
 """
 
@@ -153,13 +154,15 @@ def _predictions(mock: Any) -> dict[str, dict]:
 
 
 def _replicate_finish(mock: Any, pred: dict) -> None:
-    """Mark a prediction succeeded with its output and metrics."""
+    """Mark a prediction finished (succeeded, or failed for a "broken" model) with its output and metrics."""
     pred["status"] = "succeeded"
     pred["completed_at"] = "2026-01-01T00:00:02Z"
     if "llama" in pred["model"]:
         pred["output"] = ["Hello", " from", " Llama"]
         pred["metrics"] = {"predict_time": 0.5, "input_token_count": 11, "output_token_count": 3,
                            "tokens_per_second": 6.0}
+    elif "broken" in pred["model"]:
+        pred.update(status="failed", error="CUDA out of memory", output=None, metrics={"predict_time": 0.1})
     elif "inline" in pred["model"]:
         pred["output"] = ["data:image/png;base64," + base64.b64encode(PNG).decode()]
         pred["metrics"] = {"predict_time": 0.4}

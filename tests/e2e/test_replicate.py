@@ -171,3 +171,16 @@ def test_an_image_inlined_as_a_data_uri_is_stored_as_a_file(replicate, log_flush
     assert (payload_dir / saved.file.name).read_bytes() == PNG
     logged = Response.objects.get(request_id=r.headers["x-gateway-request-id"])
     assert "base64" not in logged.body and json.loads(logged.body)["output"][0]["binary_file_id"] == str(saved.id)
+
+
+def test_a_failed_prediction_is_an_error_of_the_log_with_its_reason(replicate, log_flush):
+    """Replicate answers a prediction that failed with 200 (or 201): the log listed it as a success."""
+    created = replicate.post("/models/acme/broken-model/predictions", json={"input": {}})
+    pid = created.json()["id"]
+    polls = [replicate.get(f"/predictions/{pid}") for _ in range(2)]
+    assert [(p.status_code, p.json()["status"]) for p in polls] == [(200, "processing"), (200, "failed")]
+    log_flush()
+    running, failed = (Response.objects.get(request_id=p.headers["x-gateway-request-id"]) for p in polls)
+    assert (running.is_error, running.error_message) == (False, "")
+    assert (failed.is_error, failed.error_message, failed.outcome) == (True, "CUDA out of memory", "completed")
+    assert Response.objects.get(request_id=created.headers["x-gateway-request-id"]).is_error is False
