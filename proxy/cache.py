@@ -32,7 +32,9 @@ from logs.redaction.redact import header_is_secret, param_is_secret
 from proxy.access import AccessKey, KeyGrant
 from proxy.cache_store import CacheEntry, EntryRefused, EntryTooBig, cache_store
 from proxy.exchange import Exchange, json_error
+from proxy.request_body import body_decoded
 from proxy.threads import off_loop
+from wire.jsonutil import json_or_none
 
 CACHE_HEADER = "x-gateway-cache"
 PACE_HEADER = "x-gateway-cache-pace"  # "original": a hit is replayed with the original's timing between chunks
@@ -236,7 +238,23 @@ class CacheFill:
             raw = secret.encode("utf-8", "ignore")
             if raw and (raw in body or any(secret in v for _, v in headers)):
                 return "the answer echoes a credential"
+        if said := _failure_reported(x, headers, body):
+            return f"the answer reports a failure: {said}"
         return ""
+
+
+# A failure report is a small object: a larger answer is content, and is not read for one.
+FAILURE_READ_MAX = 1 << 20
+
+
+def _failure_reported(x: Exchange, headers: list[tuple[str, str]], body: bytes) -> str | None:
+    """What a 2xx answer reports failed (a Replicate prediction answered 201 with status failed): like an error
+    status, it is not stored, or a retry of a transient failure would be answered with it until it expired."""
+    content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
+    if "json" not in content_type.lower() or len(body) > FAILURE_READ_MAX:
+        return None
+    decoded = body_decoded(headers, body, FAILURE_READ_MAX)
+    return x.provider.failure_text(json_or_none(decoded)) if decoded else None
 
 
 async def cache_request(x: Exchange) -> HttpResponseBase | None:

@@ -184,3 +184,13 @@ def test_a_failed_prediction_is_an_error_of_the_log_with_its_reason(replicate, l
     assert (running.is_error, running.error_message) == (False, "")
     assert (failed.is_error, failed.error_message, failed.outcome) == (True, "CUDA out of memory", "completed")
     assert Response.objects.get(request_id=created.headers["x-gateway-request-id"]).is_error is False
+
+
+def test_a_failed_prediction_is_not_kept_by_the_cache(replicate, upstream):
+    """Its 201 was stored like a success: a retry was answered the same failure until the entry expired."""
+    headers = {"Prefer": "wait", "X-Gateway-Cache": "600"}
+    answers = [replicate.post("/models/acme/broken-model/predictions", json={"input": {}}, headers=headers)
+               for _ in range(2)]
+    assert [(a.status_code, a.json()["status"], a.headers["x-gateway-cache"]) for a in answers] == [
+        (201, "failed", "MISS")] * 2
+    assert answers[0].json()["id"] != answers[1].json()["id"]  # each try ran on Replicate
