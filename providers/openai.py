@@ -206,10 +206,21 @@ class OpenAI(Provider):
         return RequestTags(user=str_of(payload, "user"), metadata=metadata)
 
     def error_text(self, answer: Payload) -> str | None:
-        """{"error": ...}, or the {"object": "error", "message": ...} of compatible servers (vLLM)."""
+        """{"error": ...}, or the {"object": "error", "message": ...} of compatible servers (vLLM), or FastAPI's
+        {"detail": ...} that servers built on it answer for a path they do not serve (a base URL given with
+        its /v1) or a body that fails their validation: a string, or a list of {"loc", "msg"}."""
         said = super().error_text(answer)
         if not said and sub(answer, "object") == "error":
             said = str_of(answer, "message")
+        if not said:
+            detail = sub(answer, "detail")
+            first = detail[0] if isinstance(detail, list) and detail else None
+            if isinstance(detail, str) and detail:
+                said = detail[:500]
+            elif str_of(first, "msg"):
+                where = sub(first, "loc")
+                place = ".".join(str(p) for p in where) if isinstance(where, list) else ""
+                said = f"{place}: {first['msg']}"[:500] if place else str_of(first, "msg")
         return said
 
     def usage(self, answer: Payload) -> Usage:

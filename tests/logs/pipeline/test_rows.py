@@ -172,6 +172,10 @@ def test_row_new_equals_keyword_construction():
     # vLLM's ErrorResponse (releases before {"error": ...}), through OPENAI_UPSTREAM_URL or as a compatible server
     ("openai", {"object": "error", "message": "maximum context length is 2048 tokens", "type": "BadRequestError",
                 "code": 400}, "maximum context length is 2048 tokens"),
+    # Servers built on FastAPI (vLLM's routes, Infinity, many others) for a path they lack or a body they refuse
+    ("openai", {"detail": "Not Found"}, "Not Found"),
+    ("openai", {"detail": [{"type": "missing", "loc": ["body", "messages"], "msg": "Field required", "input": {}}]},
+     "body.messages: Field required"),
 ])
 def test_upstream_error_message_is_kept_for_the_list(provider, body, said):
     req = _req()
