@@ -69,6 +69,15 @@ def test_bad_configured_providers_are_refused(entries):
         registry(entries)
 
 
+@pytest.mark.parametrize("url", ["https://api.groq.com/openai/v1", "http://127.0.0.1:8000/v1/"])
+def test_a_base_url_given_with_its_v1_is_refused_saying_what_to_write(url):
+    """Servers document their base URL with /v1; the gateway adds it, so every call went to /v1/v1/ (a 404)."""
+    with pytest.raises(ValueError, match=r"leave /v1 out of the URL.*: local=(https://api\.groq\.com/openai|"
+                                         r"http://127\.0\.0\.1:8000)$"):
+        registry([f"local={url}"])
+    assert registry(["local=https://example.com/v1beta/openai"]).get("local").upstream_default.endswith("/openai")
+
+
 def test_registered_provider_is_routed_until_unregistered():
     class Plugin(Provider):
         name = "plugin-test"
