@@ -42,10 +42,13 @@ _lock = threading.Lock()
 
 
 def host_allowed(url: str) -> bool:
-    """Only http(s) URLs on an allow-listed delivery host (hostname, any port)."""
+    """Only http(s) URLs on an allow-listed delivery host or a subdomain of one (any port): Replicate's
+    delivery hosts vary (replicate.delivery, pbxt., pb., tjzk.replicate.delivery), all its own."""
     parts = urlsplit(url)
-    hosts = {h.strip().lower() for h in settings.REPLICATE_FILE_HOSTS if h.strip()}
-    return parts.scheme in ("http", "https") and (parts.hostname or "").lower() in hosts
+    hosts = {h.strip().lower().rstrip(".") for h in settings.REPLICATE_FILE_HOSTS if h.strip()}
+    host = (parts.hostname or "").lower().rstrip(".")
+    return parts.scheme in ("http", "https") and bool(host) and any(
+        host == h or host.endswith("." + h) for h in hosts)
 
 
 def output_file_id(url: str) -> uuid.UUID:
