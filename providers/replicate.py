@@ -10,8 +10,9 @@ from urllib.parse import unquote
 
 from providers.base import EmbeddedFile, Payload, Provider, Usage, int_of, str_of, sub, usage_make
 
-# A prediction of a model or deployment, or a training of one of the model's versions.
-MODEL_IN_PATH = re.compile(r"/(?:models|deployments)/([^/]+/[^/]+)/(?:predictions|versions/[^/]+/trainings)")
+# A prediction of a model or deployment, or a training of one of the model's versions (any version's work
+# names its model, so a key limited to models holds it whichever way the path names it).
+MODEL_IN_PATH = re.compile(r"/(?:models|deployments)/([^/]+/[^/]+)/(?:versions/[^/]+/)?(?:predictions|trainings)")
 # Creating a prediction (by version, model or deployment): the one request whose answer may be replayed.
 PREDICTION_CREATE = re.compile(r"^/v1/(?:(?:models|deployments)/[^/]+/[^/]+/)?predictions/?$")
 URL_WALK_MAX = 1000  # outputs are lists of a few URLs; bound the walk of odd shapes

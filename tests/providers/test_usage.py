@@ -110,6 +110,9 @@ def test_replicate_usage_from_metrics():
      "black-forest-labs/flux-schnell", False),
     ("replicate", "/replicate/v1/predictions", {"version": "meta/llama:5599ed", "stream": True}, "meta/llama", True),
     ("replicate", "/replicate/v1/predictions", {"version": "5599ed30"}, "5599ed30", False),
+    ("replicate", "/replicate/v1/models/a/b/versions/39ed52f2/trainings", {"destination": "me/x"}, "a/b", False),
+    ("replicate", "/replicate/v1/models/a/b/versions/39ed52f2/predictions", {"input": {}}, "a/b", False),
+    ("replicate", "/replicate/v1/models/a%2Fb/predictions", {"input": {}}, "a/b", False),
     ("openai", "/v1/models", None, None, False),
 ])
 def test_request_model_and_stream(name, endpoint, body, model, stream):
