@@ -57,6 +57,7 @@ class Anthropic(Provider):
     upstream_default = "https://api.anthropic.com"
     prices_id = "anthropic"
     credential_headers = ("x-api-key", "authorization")
+    stateful_posts = re.compile(r"^/v1/(?:messages/batches|files|skills|organizations)(?:/|$)|/cancel$")
     answer_headers = ("anthropic-version", "anthropic-beta")  # a beta turns on features (tools, caching, context)
 
     def credential_pair(self, credential: str) -> tuple[str, str]:

@@ -9,6 +9,7 @@ model names map onto price-table entries.
 """
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -195,6 +196,10 @@ class Provider:
     # answers to the upstream paths starting with link_paths (each such answer is relayed whole).
     link_fields: tuple[str, ...] = ()
     link_paths: tuple[str, ...] = ()
+    # POSTs (upstream paths) that create or change an object the upstream keeps: a replayed answer would
+    # name an object made for another call (a batch, an upload, a job, an expired session secret), or
+    # nothing would be cancelled. The response cache never answers or stores them.
+    stateful_posts: "re.Pattern[str] | None" = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -308,7 +313,11 @@ class Provider:
         prediction, a long-running operation polled until it ends), and a stored copy would answer every
         later poll with the state of the first, so the client would poll forever; DELETE and PATCH change
         what the upstream keeps."""
-        return "" if method == "POST" else f"a {method} reads or changes what the upstream keeps"
+        if method != "POST":
+            return f"a {method} reads or changes what the upstream keeps"
+        if self.stateful_posts is not None and self.stateful_posts.search(endpoint):
+            return "this request creates or changes an object the upstream keeps (a batch, a file, a job)"
+        return ""
 
     # --- reading its answers
     def usage(self, answer: Payload) -> Usage:

@@ -99,6 +99,9 @@ class Gemini(Provider):
     prices_id = "google"
     credential_headers = ("x-goog-api-key", "authorization")
     credential_query = ("key",)
+    stateful_posts = re.compile(r"^/(?:upload/)?v1(?:alpha|beta)?/(?:openai/)?(?:files|cachedContents|tunedModels|corpora|fileSearchStores"
+                                r"|batches|operations)(?:/|$)|:(?:batchGenerateContent|asyncBatchEmbedContent|cancel"
+                                r"|predictLongRunning)$")
     answer_headers = ("x-goog-user-project",)  # the Cloud project billed and whose quota and settings apply
     # files.upload: the start call answers with the URL the bytes go to (upload, finalize).
     link_headers = ("x-goog-upload-url",)

@@ -186,6 +186,8 @@ class OpenAI(Provider):
     upstream_default = "https://api.openai.com"
     prices_id = "openai"
     credential_subprotocols = ("openai-insecure-api-key.",)  # the Realtime API's key from a browser
+    stateful_posts = re.compile(r"^/v1/(?:batches|files|uploads|fine_tuning|vector_stores|assistants|threads|containers"
+                                r"|evals|conversations|realtime|organization|projects|videos|chatkit)(?:/|$)|/cancel$")
 
     def batch_models(self, endpoint: str, payload: Payload) -> list[str | None] | None:
         """POST /v1/batches names a JSONL file of requests: their models are in it, not in the request."""

@@ -324,6 +324,20 @@ def test_only_posts_are_cached(gateway, upstream):
     assert {r.headers["x-gateway-cache"] for r in answers} == {"BYPASS"} and len(upstream.received) == 4
 
 
+@pytest.mark.parametrize("path", [
+    "/v1/batches", "/v1/batches/batch_1/cancel", "/v1/realtime/client_secrets", "/v1/files",
+    "/anthropic/v1/messages/batches", "/gemini/v1beta/models/gemini-2.0-flash:batchGenerateContent",
+    "/gemini/v1beta/cachedContents", "/gemini/v1beta/openai/batches"])
+def test_posts_that_make_an_object_upstream_are_never_cached(gateway, upstream, path):
+    # A replayed batch, upload or session secret would name an object made for another call (a secret
+    # long expired), and a replayed cancel cancels nothing.
+    headers = {"Authorization": f"Bearer {KEY}", "x-api-key": KEY, "X-Gateway-Cache": "60"}
+    answers = [httpx.post(f"{gateway.url}{path}", json={"input_file_id": "file_1"}, headers=headers, timeout=10)
+               for _ in range(2)]
+    assert [r.headers["x-gateway-cache"] for r in answers] == ["BYPASS", "BYPASS"]
+    assert len(upstream.received) == 2
+
+
 def test_concurrent_identical_first_calls_share_one_upstream_call(gateway, upstream):
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count"}], "stream": True}
     headers = {"X-Gateway-Cache": "60", "x-mock-delay-ms": "40"}  # the first answer takes a while
