@@ -18,6 +18,7 @@ from logs.records import FileRecord, FrameRecord, RequestRecord, ResponseRecord,
 from logs.redaction.echoes import echo_prints
 from logs.redaction.redact import credentials_collect, headers_mask, key_fingerprint, query_mask
 from logs.redaction.scrub import Scrubber, text_scrub
+from keys.static import ACCESS_HEADER
 from proxy.paths import Route
 
 REQUEST_ID_HEADER = "X-Gateway-Request-Id"
@@ -126,6 +127,21 @@ class Exchange:
         except RuntimeError:
             self.task = None
         _INFLIGHT.add(self)
+
+    @property
+    def preflight(self) -> bool:
+        """A browser's CORS preflight: OPTIONS naming an Origin and the method it asks for, with no credential.
+
+        The Fetch standard has browsers send it before any call that carries an Authorization or
+        custom header, and never with credentials: a gateway key cannot be asked of it (the call
+        that follows is checked like any other), and nothing the steps decide by key, model or body
+        applies to it. One that carries a credential header is no browser's, and is treated as any request.
+        """
+        if self.method != "OPTIONS":
+            return False
+        names = {k.lower() for k, _ in self.headers}
+        credentials = {*self.provider.credential_headers, ACCESS_HEADER, "cookie"}
+        return {"origin", "access-control-request-method"} <= names and not names & credentials
 
     # --- the clock and the outcome
     def elapsed_ms(self) -> float:

@@ -45,7 +45,10 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
             return shutdown_answer(x, NOT_FORWARDED)
         x.response_log(x.response_record(status=None, headers=[], content_type=""))
         raise
-    steps = steps_active()
+    # A CORS preflight asks the upstream whether the browser may send its call: no key, body or model for
+    # a step to judge, and an answer that must not be held (the browser gives up) nor cached (it is
+    # the upstream's answer for one Origin and list of headers, which the cache does not match on).
+    steps = [] if x.preflight else steps_active()
     x.forward_headers = headers_forward(x.headers, request=True)
     try:
         answer = await steps_run(x, steps)

@@ -21,7 +21,8 @@ and headers echo the request's credentials, stall-body: half the JSON body, then
 of silence, then the rest), x-mock-content-type (label the answer with this content type
 instead of the right one). Stalls and SSE delays watch the socket: when the gateway closes the
 connection, `Received.peer_closed_at` is set (time.monotonic()) and the answer stops.
-Answers to HEAD have no body. Nothing received is decoded: `Received.head` is the request line
+Answers to HEAD have no body; a CORS preflight (OPTIONS with Access-Control-Request-Method) gets
+api.openai.com's answer: any origin, the headers asked for. Nothing received is decoded: `Received.head` is the request line
 and headers byte for byte, `target`, `path` and `query` are as they came on the wire.
 
 Run alone: python -m testing.mock_upstream --port 9100
@@ -208,6 +209,9 @@ class MockUpstream:
             await self._send(writer, 401, body, extra=[("x-echo-auth", auth),
                                                        ("set-cookie", f"sess={auth[-20:]}; Path=/; HttpOnly")])
             return True
+        if req.method == "OPTIONS" and "access-control-request-method" in h:
+            await self._preflight(writer, h)
+            return True
         if "x-mock-status" in h:
             status = int(h["x-mock-status"])
             body = json.dumps({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
@@ -233,6 +237,15 @@ class MockUpstream:
         if answered is not None:
             return answered
         return await self._openai_answer(req, h, payload, writer, fault)
+
+    async def _preflight(self, writer, h: dict[str, str]) -> None:
+        """A CORS preflight, answered as api.openai.com does: any origin, the headers asked for."""
+        head = ["HTTP/1.1 200 OK", "access-control-allow-origin: *",
+                "access-control-allow-methods: GET, POST, PUT, PATCH, DELETE, OPTIONS",
+                f"access-control-allow-headers: {h.get('access-control-request-headers', '')}",
+                "access-control-max-age: 7200", "content-length: 0"]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        await writer.drain()
 
     async def _openai_answer(self, req: Received, h: dict[str, str], payload: dict, writer, fault: str) -> bool:
         """OpenAI's routes, and the plain /bin and /upload ones."""

@@ -104,3 +104,51 @@ def test_a_database_that_cannot_be_read_is_a_clear_503_and_the_exchange_ends(gat
     resp = Response.objects.get(request_id=r.headers["x-gateway-request-id"])
     assert resp.status_code == 503 and resp.outcome == "gateway_error"
     assert "gateway keys not read: OperationalError: no such table: gateway_keys" in resp.error_message
+
+
+PREFLIGHT = {"Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST",
+             "Access-Control-Request-Headers": "authorization,content-type,x-gateway-key,x-stainless-os"}
+
+
+@pytestmark_live
+def test_live_a_browsers_preflight_needs_no_key_and_reaches_the_upstream(gateway, upstream, log_flush, access_keys):
+    # A browser app (openai JS with dangerouslyAllowBrowser, the Vercel AI SDK) first sends this OPTIONS,
+    # which browsers never give credentials: a 401 to it failed every call before the real one was sent.
+    r = httpx.options(f"{gateway.url}/v1/chat/completions", headers=PREFLIGHT)
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert "x-gateway-key" in r.headers["access-control-allow-headers"]
+    got = upstream.received[-1]
+    assert got.method == "OPTIONS" and got.header("origin") == "http://localhost:5173"
+    log_flush()
+    req = Request.objects.get(id=r.headers["x-gateway-request-id"])
+    assert req.method == "OPTIONS" and req.gateway_key == ""
+    assert Response.objects.get(request=req).outcome == "completed"
+    # The call that follows is checked as always: without a key it is refused...
+    call = {"Origin": "http://localhost:5173", "Authorization": f"Bearer {PROVIDER_KEY}"}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=call).status_code == 401
+    # ...with one it goes through.
+    ok = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers={**call, "X-Gateway-Key": TEAM_KEY})
+    assert ok.status_code == 200
+
+
+@pytestmark_live
+@pytest.mark.parametrize("extra", [{"Authorization": f"Bearer {PROVIDER_KEY}"}, {"Cookie": "s=1"}])
+def test_live_an_options_with_a_credential_is_no_preflight(gateway, upstream, access_keys, extra):
+    # No browser puts a credential on a preflight: such an OPTIONS is a request like any other, and needs a key.
+    r = httpx.options(f"{gateway.url}/v1/chat/completions", headers={**PREFLIGHT, **extra})
+    assert r.status_code == 401 and upstream.received == []
+
+
+@pytestmark_live
+def test_live_a_preflight_is_never_cached(gateway, upstream, settings):
+    # The upstream answers a preflight for one Origin and one list of headers; the cache matches on neither,
+    # so a replay would hand one page the answer meant for another's headers (and the browser refuses it).
+    settings.CACHE_DEFAULT_TTL = 60
+    first = httpx.options(f"{gateway.url}/v1/models", headers={**PREFLIGHT, "Access-Control-Request-Headers": "a"})
+    second = httpx.options(f"{gateway.url}/v1/models", headers={**PREFLIGHT, "Access-Control-Request-Headers": "b"})
+    assert first.headers["access-control-allow-headers"] == "a"
+    assert second.headers["access-control-allow-headers"] == "b"
+    assert "x-gateway-cache" not in second.headers
+    assert [r.method for r in upstream.received] == ["OPTIONS", "OPTIONS"]
