@@ -16,10 +16,12 @@ from logs.tags import META_PREFIX, tag_header
 from providers import Provider
 
 REPLAY_OF_HEADER = f"{META_PREFIX}replay-of"
-# Not resent: the connection's own headers (httpx sets them for the new request), the encoding
-# (the page shows the answer as text) and the gateway's own headers (replaced below).
+# Not resent: the connection's own headers (httpx sets them for the new request), the encodings
+# (the page shows the answer as text; the body sent is the logged text, a compressed one decoded)
+# and the gateway's own headers (replaced below).
 _NOT_RESENT = frozenset({"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "trailer",
-                         "upgrade", "proxy-connection", "accept-encoding", "x-gateway-key", "cookie"})
+                         "upgrade", "proxy-connection", "accept-encoding", "content-encoding", "x-gateway-key",
+                         "cookie"})
 REPLAY_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
 
 

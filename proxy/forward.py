@@ -19,7 +19,7 @@ from proxy.forwarded import forwarded_note
 from proxy.paths import NoRoute, PathRefused, Route, route_find
 from proxy.refusals import refusal_find
 from proxy.relay import relay_response
-from proxy.request_body import Refusal
+from proxy.request_body import Refusal, body_decoded
 from proxy.steps import relay_filter, steps_active, steps_run
 from proxy.threads import off_loop
 from proxy.upstream import headers_forward, upstream_call, upstream_failure_answer
@@ -120,6 +120,20 @@ def _body_as_file(x: Exchange) -> bool:
                                   or ct.startswith("multipart/"))
 
 
+def _body_text(x: Exchange, data: bytes) -> str | None:
+    """The body as the log's text column keeps it: its Content-Encoding undone, as answers are logged (a
+    gzip JSON body was a file nobody could read, its model unknown and its credential fields unmasked);
+    None when it is kept as a file: not UTF-8, or an encoding that cannot be undone within the inline limit."""
+    if any(k.lower() == "content-encoding" for k, _ in x.headers):
+        data = body_decoded(x.headers, data, settings.LOG_BODY_INLINE_MAX_BYTES)
+        if data is None:
+            return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:  # raw bytes never go into a TEXT column
+        return None
+
+
 async def request_record(x: Exchange) -> None:
     """Journal the request as received (credentials masked), before anything goes upstream.
 
@@ -129,10 +143,9 @@ async def request_record(x: Exchange) -> None:
     data = x.body.in_memory()
     masked = Masked()
     if data is not None and not _body_as_file(x):
-        try:
-            record.body = x.scrubber.text(data.decode("utf-8"), x.content_type, answer=False, masked=masked)
-        except UnicodeDecodeError:  # raw bytes never go into a TEXT column
-            pass
+        text = _body_text(x, data)
+        if text is not None:
+            record.body = x.scrubber.text(text, x.content_type, answer=False, masked=masked)
     left: asyncio.CancelledError | None = None
     if x.body.size and record.body is None:
         # Kept even if the client leaves meanwhile (the copy of a large body takes a while): the request is

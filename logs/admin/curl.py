@@ -47,6 +47,8 @@ def curl_command(req: Request, base_url: str) -> str:
     for name, value in headers_safe(req.headers):
         if name.lower() in SKIP_HEADERS or (multipart and name.lower() == "content-type"):
             continue
+        if name.lower() == "content-encoding" and req.body is not None:
+            continue  # the logged text is the body decoded
         if _TOKEN.fullmatch(name):
             lines.append(_header_arg(name, value))
     if multipart:

@@ -196,3 +196,41 @@ async def test_non_text_request_body_goes_to_a_file(up, log_flush, payload_dir):
     assert req.body is None and req.body_size == len(data)
     f = await req.files.aget()
     assert (payload_dir / f.file.name).read_bytes() == data and f.role == "request_body"
+
+
+@pytest.mark.parametrize("encoding,compress", [
+    ("gzip", gzip.compress),
+    ("br", lambda data: __import__("brotli").compress(data)),
+    ("zstd", lambda data: __import__("zstandard").ZstdCompressor().compress(data)),
+])
+async def test_compressed_request_forwarded_as_sent_logged_decoded_and_masked(up, log_flush, encoding, compress):
+    # Logged as answers are: the text decoded. It was a file of compressed bytes: no prompt to read or
+    # search, no model on the row, and a credential field stored in clear.
+    route = up.post("/v1/chat/completions").respond(200, json={"ok": True})
+    secret = "sk-" + "field" + "0123456789abcdefghij"
+    raw = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}],
+                      "api_key": secret}).encode()
+    wire = compress(raw)
+    resp = await _call("POST", "/v1/chat/completions", data=wire, content_type="application/json",
+                       headers={"Authorization": "Bearer sk-abc", "Content-Encoding": encoding})
+    assert resp.status_code == 200
+    sent = route.calls.last.request
+    assert sent.content == wire and sent.headers["content-encoding"] == encoding  # untouched upstream
+    await _flush(log_flush)
+    req = await Request.objects.aget(id=resp["X-Gateway-Request-Id"])
+    assert req.model == "gpt-4o-mini" and req.body_size == len(wire)
+    logged = json.loads(req.body)
+    assert logged["messages"][0]["content"] == "hello" and logged["api_key"] != secret
+    assert secret not in req.body and await req.files.acount() == 0
+
+
+async def test_a_compressed_request_that_does_not_decode_is_kept_as_received(up, log_flush, payload_dir):
+    up.post("/v1/chat/completions").respond(200, json={"ok": True})
+    wire = b'{"model": "m"}'  # says gzip, is not
+    resp = await _call("POST", "/v1/chat/completions", data=wire, content_type="application/json",
+                       headers={"Content-Encoding": "gzip"})
+    assert resp.status_code == 200
+    await _flush(log_flush)
+    req = await Request.objects.aget(id=resp["X-Gateway-Request-Id"])
+    assert req.body is None  # the text column never holds a body its Content-Encoding says is encoded
+    assert (payload_dir / (await req.files.aget()).file.name).read_bytes() == wire

@@ -112,3 +112,15 @@ def test_exchange_page_shows_the_gateway_key_placeholder(admin_client):
     curl = html.unescape(re.search(r'<pre id="curl-text">(.*?)</pre>', page, re.S).group(1))
     assert '-H "Authorization: Bearer $API_KEY"' in curl and '-H "X-Gateway-Key: $GATEWAY_KEY"' in curl
     assert "-H 'Content-Type: application/json'" in curl and "passwd" not in curl  # -H @file reads a file
+
+
+@needs_curl
+def test_a_request_logged_decoded_is_sent_without_its_content_encoding(tmp_path, server):
+    # A gzip request body is logged decoded: sent with its Content-Encoding the text would not decode upstream.
+    httpd, seen = server
+    req = exchange_make(headers=[AUTH, ["Content-Type", "application/json"], ["Content-Encoding", "gzip"]],
+                        body={"model": "gpt-4o-mini", "messages": []})
+    cmd = curl_command(req, f"http://127.0.0.1:{httpd.server_port}")
+    assert _run(cmd, tmp_path).returncode == 0
+    assert "Content-Encoding" not in seen[0]["headers"]
+    assert json.loads(seen[0]["body"]) == {"model": "gpt-4o-mini", "messages": []}
