@@ -47,6 +47,22 @@ async def _response_send(response: HttpResponseBase, send) -> None:
         await send({"type": "http.response.body", "body": response.content})
 
 
+# A browser reads an answer to another origin's page only when the answer allows it. The upstream
+# decides for its own answers (relayed as sent); the gateway's own answers (a refused key, a limit,
+# a body too large, an upstream away) allow any origin, as the providers' APIs do: without it a browser
+# app saw "Failed to fetch" instead of the error, and its SDK retried a 401 or a 429 as a lost connection.
+# No cookie is involved, so "*" suffices; "*" also exposes the headers (request id, Retry-After, RateLimit).
+_CORS_OPEN = (("Access-Control-Allow-Origin", "*"), ("Access-Control-Expose-Headers", "*"))
+
+
+def _cors_open(request: ASGIRequest, response: HttpResponseBase) -> None:
+    """Let the page that sent a cross-origin call read the gateway's own answer to it."""
+    if getattr(response, "gateway_headers", None) is None and "origin" in request.headers:
+        for name, value in _CORS_OPEN:
+            if not response.has_header(name):
+                response[name] = value
+
+
 async def _exchange_run(request: ASGIRequest, send) -> None:
     """Forward and answer; an unexpected error becomes the JSON 500, never a stack trace."""
     try:
@@ -54,6 +70,7 @@ async def _exchange_run(request: ASGIRequest, send) -> None:
     except Exception:
         log.exception("Internal error on %s", request.path)
         response = server_error_json(request)
+    _cors_open(request, response)
     try:
         await _response_send(response, send)
     finally:

@@ -152,3 +152,21 @@ def test_live_a_preflight_is_never_cached(gateway, upstream, settings):
     assert second.headers["access-control-allow-headers"] == "b"
     assert "x-gateway-cache" not in second.headers
     assert [r.method for r in upstream.received] == ["OPTIONS", "OPTIONS"]
+
+
+@pytestmark_live
+def test_live_a_browser_can_read_the_gateways_own_refusal(gateway, upstream, access_keys):
+    # Without Access-Control-Allow-Origin the browser hides the 401 behind "Failed to fetch", and the SDK
+    # retries it as a lost connection; the app never learns its key is wrong.
+    call = {"Origin": "http://localhost:5173", "Authorization": f"Bearer {PROVIDER_KEY}",
+            "X-Gateway-Key": "gk-wrong-0000000000000000"}
+    refused = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "m"}, headers=call)
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == "*"
+    assert refused.headers["access-control-expose-headers"] == "*"  # the request id, Retry-After, RateLimit
+    # Only for a cross-origin call, and never on the upstream's own answers: the upstream decides for those.
+    no_origin = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "m"},
+                           headers={k: v for k, v in call.items() if k != "Origin"})
+    assert "access-control-allow-origin" not in no_origin.headers
+    relayed = httpx.get(f"{gateway.url}/v1/models", headers={**call, "X-Gateway-Key": TEAM_KEY})
+    assert relayed.status_code == 200 and "access-control-allow-origin" not in relayed.headers
