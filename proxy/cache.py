@@ -3,10 +3,11 @@
 Off unless asked for: `X-Gateway-Cache: <ttl seconds>` (or CACHE_DEFAULT_TTL) reads an answer at
 most that old and stores a new one for that long; `no-store` neither reads nor writes;
 `refresh=<ttl>` skips the read and stores. Requests match on provider, method, upstream path,
-query, the body (JSON canonically, anything else byte for byte), Accept-Encoding (a stored body
-is replayed in its stored encoding), the headers the provider says change an answer
-(`answer_headers`: anthropic-beta, OpenAI-Project...) and the scope: every credential that goes
-upstream (what the log masks) and the gateway key. A hit is its own exchange of the log (cache_hit, cache_source), replaying the
+query, the body as the upstream reads it (decoded, then JSON canonically, anything else byte for
+byte), Accept-Encoding (a stored body is replayed in its stored encoding), the headers the provider
+says change an answer (`answer_headers`: anthropic-beta, OpenAI-Project...) and the scope: every
+credential that goes upstream (what the log masks) and the gateway key. A hit is its own exchange
+of the log (cache_hit, cache_source), replaying the
 original's status, headers and body bytes, chunk by chunk; only complete 2xx answers are stored.
 The entries live in proxy/cache_store.py; docs/cache.md describes the whole contract.
 """
@@ -125,7 +126,10 @@ def cache_key(x: Exchange, body: bytes) -> str:
     h = hashlib.sha256()
     for part in (x.provider.name, x.method, x.route.upstream_path, x.query, encoding, _scope(x), _varying(x)):
         h.update(part.encode("utf-8", "surrogateescape") + b"\0")
-    h.update(_body_canonical(body, x.content_type))
+    # Compared as the upstream reads it: a gzip body's bytes change with its timestamp, so the same JSON sent
+    # compressed never matched (nor matched itself sent plain). One that does not decode is compared as sent.
+    decoded = body_decoded(x.forward_headers, body, settings.MAX_REQUEST_BODY_BYTES) if body else body
+    h.update(_body_canonical(body if decoded is None else decoded, x.content_type))
     return h.hexdigest()
 
 

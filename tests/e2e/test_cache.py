@@ -1,6 +1,7 @@
 """The response cache end to end: the official openai SDK through a live gateway to the mock upstream."""
 
 import asyncio
+import gzip
 import json
 from decimal import Decimal
 
@@ -129,6 +130,19 @@ def test_json_body_matches_canonically_and_a_different_body_misses(gateway, upst
     again = _raw(gateway, b'{"seed": 123456789012345678902, "messages": [], "model": "gpt-4o-mini"}',
                  **{"X-Gateway-Cache": "60"})
     assert [r.headers["x-gateway-cache"] for r in (*seeds, again)] == ["MISS", "MISS", "HIT"]
+
+
+def test_a_compressed_body_matches_as_the_upstream_reads_it(gateway, upstream):
+    # gzip writes its time into the bytes: the same JSON compressed a second later never matched itself.
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "zipped"}]}'
+    ask = {"X-Gateway-Cache": "60"}
+    first = _raw(gateway, gzip.compress(body, mtime=1), **ask, **{"Content-Encoding": "gzip"})
+    later = _raw(gateway, gzip.compress(body, mtime=2), **ask, **{"Content-Encoding": "gzip"})
+    plain = _raw(gateway, body, **ask)
+    assert [r.headers["x-gateway-cache"] for r in (first, later, plain)] == ["MISS", "HIT", "HIT"]
+    assert upstream.received[0].body == gzip.compress(body, mtime=1)  # the miss went as sent
+    broken = _raw(gateway, b"\x1f\x8b not gzip", **ask, **{"Content-Encoding": "gzip"})  # compared as sent
+    assert broken.headers["x-gateway-cache"] == "MISS" and len(upstream.received) == 2
 
 
 def test_scope_two_credentials_never_share(gateway, upstream):
