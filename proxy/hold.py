@@ -27,7 +27,7 @@ from logs.pipeline.capture import content_type_is_text
 from logs.pipeline.writer import writer_get
 from logs.redaction.scrub import Masked, text_scrub
 from proxy.exchange import Exchange, json_error
-from proxy.request_body import body_payload, body_read
+from proxy.request_body import body_decoded, body_payload, body_read
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,8 @@ def _matches(switch: SwitchState, x: Exchange, model: str | None, unread: str | 
 def _body_for_operator(x: Exchange, body: bytes | None) -> str | None:
     """The body as the admin shows it (credentials masked); None when large or not text."""
     content_type = next((v for k, v in x.forward_headers if k.lower() == "content-type"), x.content_type)
+    if body is not None:  # a compressed one decoded, as the log shows it: the operator reads the prompt
+        body = body_decoded(x.forward_headers, body, settings.LOG_BODY_INLINE_MAX_BYTES)
     if body is None or len(body) > settings.LOG_BODY_INLINE_MAX_BYTES or not content_type_is_text(content_type):
         return None
     try:

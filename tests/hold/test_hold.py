@@ -106,6 +106,20 @@ def test_an_edited_body_replaces_a_compressed_one_without_its_encoding(upstream,
     assert got.header("content-encoding") is None and json.loads(got.body) == edited
 
 
+def test_the_operator_reads_a_compressed_body_decoded(upstream, gateway, log_flush):
+    # The operator decides on the prompt: a gzip body was shown as nothing at all, and could not be edited.
+    switch(on=True, by="test")
+    wire = gzip.compress(json.dumps(CHAT).encode())
+    call = Background(lambda: httpx.post(f"{gateway.url}/v1/chat/completions", content=wire, headers={
+        **AUTH, "Content-Type": "application/json", "Content-Encoding": "gzip"}, timeout=30))
+    [rid] = held_ids(gateway)
+    row = HeldRequest.objects.get(pk=rid)
+    assert json.loads(row.body) == CHAT and row.model == "gpt-4o-mini"
+    decide(rid, "approve", by="bob")
+    assert call.wait().status_code == 200
+    assert upstream.received[-1].body == wire  # approved: as sent
+
+
 @pytest.mark.parametrize("decision,status", [("reject-400", 400), ("reject-500", 500), ("content-policy", 400)])
 def test_rejections_answer_without_calling_upstream(upstream, gateway, log_flush, decision, status):
     switch(on=True, by="test")
