@@ -8,7 +8,7 @@ import asyncio
 import functools
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from logs.outcomes import Outcome
 from logs.pipeline.capture import content_type_is_text
@@ -107,6 +107,12 @@ def refuse(x: Exchange, refusal: Refusal) -> HttpResponseBase:
     if refusal.body_size is not None:
         record.body_size = refusal.body_size
     x.request_log(record)
+    if refusal.outcome == Outcome.CLIENT_ABORTED:
+        # Nobody is left to answer: logged without a status, as every other departure is (a 400 that
+        # no one received counted among the client errors, and the row said the gateway answered it).
+        x.fail(Outcome.CLIENT_ABORTED, refusal.message)
+        x.response_log(x.response_record(status=None, headers=[], content_type=""))
+        return HttpResponse(status=refusal.status)  # sent to no one: the server drops it
     response = x.gateway_answer(refusal.status, refusal.message, kind=refusal.kind, outcome=refusal.outcome)
     for name, value in refusal.headers:
         response[name] = value

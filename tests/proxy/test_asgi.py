@@ -9,6 +9,7 @@ import pytest
 from gateway_project.asgi import serves_django
 from logs.models import Request, Response
 from proxy import views
+from tests.hold.conftest import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -164,3 +165,20 @@ def test_client_gone_before_the_first_byte_still_ends_the_exchange(scripted, tra
     resp = Response.objects.get()
     assert resp.outcome == "client_aborted" and "before the response started" in resp.error_message
     assert closed == [True]
+
+
+def test_a_client_that_leaves_mid_upload_is_logged_without_a_status(gateway, upstream, log_flush):
+    # It never got an answer: its row said 400 (counted among client errors) where other departures say none.
+    head = (b"POST /v1/files?upload=left HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: 100000\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(head + b"x" * 40000)
+    log_flush()
+
+    def logged():
+        return Response.objects.filter(request__query_string="upload=left").select_related("request").first()
+
+    resp = until(logged, what="the abandoned upload's row")
+    assert resp.outcome == "client_aborted" and resp.status_code is None
+    assert "after 40000 of 100000 body bytes" in resp.error_message and resp.request.body_size == 40000
+    assert upstream.received == []
