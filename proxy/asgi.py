@@ -53,14 +53,26 @@ async def _response_send(response: HttpResponseBase, send) -> None:
 # app saw "Failed to fetch" instead of the error, and its SDK retried a 401 or a 429 as a lost connection.
 # No cookie is involved, so "*" suffices; "*" also exposes the headers (request id, Retry-After, RateLimit).
 _CORS_OPEN = (("Access-Control-Allow-Origin", "*"), ("Access-Control-Expose-Headers", "*"))
+# Headers the gateway adds to a relayed answer (an upstream's own X-Gateway-* never reach the client).
+_GATEWAY_ADDED = ("x-gateway-", "ratelimit")
 
 
 def _cors_open(request: ASGIRequest, response: HttpResponseBase) -> None:
-    """Let the page that sent a cross-origin call read the gateway's own answer to it."""
-    if getattr(response, "gateway_headers", None) is None and "origin" in request.headers:
+    """Let the page that sent a cross-origin call read the gateway's own answer to it, and, in an answer the
+    upstream opened to it, the headers the gateway added (the request id, the cache's HIT, a key's limits):
+    a browser hides any header the answer does not expose, and the upstream does not know the gateway's."""
+    if "origin" not in request.headers:
+        return
+    pairs = getattr(response, "gateway_headers", None)
+    if pairs is None:
         for name, value in _CORS_OPEN:
             if not response.has_header(name):
                 response[name] = value
+        return
+    if any(k.lower() == "access-control-allow-origin" for k, _ in pairs):
+        added = list(dict.fromkeys(k for k, _ in pairs if k.lower().startswith(_GATEWAY_ADDED)))
+        if added:  # a second field of the same name: browsers read the two lists as one
+            response.gateway_headers = [*pairs, ("Access-Control-Expose-Headers", ", ".join(added))]
 
 
 async def _exchange_run(request: ASGIRequest, send) -> None:

@@ -182,3 +182,23 @@ def test_a_client_that_leaves_mid_upload_is_logged_without_a_status(gateway, ups
     assert resp.outcome == "client_aborted" and resp.status_code is None
     assert "after 40000 of 100000 body bytes" in resp.error_message and resp.request.body_size == 40000
     assert upstream.received == []
+
+
+def test_a_page_the_upstream_answers_can_read_the_gateways_headers(scripted, gateway, tmp_path, settings):
+    # The upstream exposes its own headers, not the gateway's: a browser app could not read the request id
+    # the README points at, nor the cache's HIT/MISS.
+    settings.DATA_DIR = tmp_path
+    scripted.answer = lambda request: (200, [("content-type", "application/json"),
+                                             ("access-control-allow-origin", "*"),
+                                             ("access-control-expose-headers", "x-request-id")], b'{"ok": true}')
+    page = {"Origin": "http://localhost:5173", "X-Gateway-Cache": "60"}
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={}, headers=page)
+    exposed = [v for k, v in r.headers.multi_items() if k == "access-control-expose-headers"]
+    assert exposed[0] == "x-request-id"  # the upstream's, as sent
+    assert {n.strip().lower() for n in exposed[1].split(",")} == {"x-gateway-request-id", "x-gateway-cache"}
+    # Not for a call from no page, nor for an answer the upstream did not open to the page.
+    assert len(httpx.post(f"{gateway.url}/v1/chat/completions", json={"a": 1}).headers
+               .get_list("access-control-expose-headers")) == 1
+    scripted.answer = lambda request: (200, [("content-type", "application/json")], b'{"ok": true}')
+    assert "access-control-expose-headers" not in httpx.post(f"{gateway.url}/v1/chat/completions", json={"b": 1},
+                                                             headers=page).headers
