@@ -16,9 +16,8 @@ from logs.outcomes import Outcome
 from logs.pipeline.writer import writer_get
 from logs.records import FileRecord, FrameRecord, RequestRecord, ResponseRecord, record_line
 from logs.redaction.echoes import echo_prints
-from logs.redaction.redact import credentials_collect, headers_mask, key_fingerprint, query_mask
+from logs.redaction.redact import credentials_collect, header_is_secret, headers_mask, key_fingerprint, query_mask
 from logs.redaction.scrub import Scrubber, text_scrub
-from keys.static import ACCESS_HEADER
 from proxy.paths import Route
 
 REQUEST_ID_HEADER = "X-Gateway-Request-Id"
@@ -140,8 +139,8 @@ class Exchange:
         if self.method != "OPTIONS":
             return False
         names = {k.lower() for k, _ in self.headers}
-        credentials = {*self.provider.credential_headers, ACCESS_HEADER, "cookie"}
-        return {"origin", "access-control-request-method"} <= names and not names & credentials
+        # Any header the log masks: a provider's, the gateway key, a cookie.
+        return {"origin", "access-control-request-method"} <= names and not any(map(header_is_secret, names))
 
     # --- the clock and the outcome
     def elapsed_ms(self) -> float:
