@@ -120,6 +120,16 @@ def test_the_operator_reads_a_compressed_body_decoded(upstream, gateway, log_flu
     assert upstream.received[-1].body == wire  # approved: as sent
 
 
+def test_a_browsers_preflight_is_never_held(upstream, gateway):
+    # It only asks whether the call may follow (no body, no key): held, the browser gave up on the call.
+    switch(on=True, by="test")
+    r = httpx.options(f"{gateway.url}/v1/chat/completions", timeout=10, headers={
+        "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+    assert not HeldRequest.objects.exists() and upstream.received[-1].method == "OPTIONS"
+
+
 @pytest.mark.parametrize("decision,status", [("reject-400", 400), ("reject-500", 500), ("content-policy", 400)])
 def test_rejections_answer_without_calling_upstream(upstream, gateway, log_flush, decision, status):
     switch(on=True, by="test")
