@@ -131,10 +131,15 @@ def _presented(headers: list[tuple[str, str]], query: str, provider: Provider) -
                                f"{k} header.")
     if presented[0]:
         return presented
-    if SECRET_PREFIX in query and any(secret_like(v) for _, v in parse_qsl(query, keep_blank_values=True)):
+    if secret_in_query(query):
         raise AccessDenied("Send the gateway key in a header (X-Gateway-Key, or where the provider key goes), "
                            "not in the query string.")
     return (access, ACCESS_HEADER) if access else ("", "")
+
+
+def secret_in_query(query: str) -> bool:
+    """Whether a query string holds a gk- secret (always refused: it would go upstream)."""
+    return SECRET_PREFIX in query and any(secret_like(v) for _, v in parse_qsl(query, keep_blank_values=True))
 
 
 def _secret_in(value: str) -> bool:

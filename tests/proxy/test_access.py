@@ -9,6 +9,7 @@ import pytest
 from logs.models import Request, Response
 from logs.redaction.redact import key_fingerprint
 from proxy.access import AccessDenied, access_check
+from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
 
 TEAM_KEY = "gk-" + "team" + "0123456789abcdefghij"
 BARE_KEY = "gk-" + "bare" + "abcdefghij0123456789"
@@ -170,3 +171,14 @@ def test_live_a_browser_can_read_the_gateways_own_refusal(gateway, upstream, acc
     assert "access-control-allow-origin" not in no_origin.headers
     relayed = httpx.get(f"{gateway.url}/v1/models", headers={**call, "X-Gateway-Key": TEAM_KEY})
     assert relayed.status_code == 200 and "access-control-allow-origin" not in relayed.headers
+
+
+@pytestmark_live
+def test_live_a_preflight_never_carries_a_gateway_secret_upstream(gateway, upstream, make_key):
+    # A page that put its gateway key in Gemini's ?key= sends it in the preflight's URL too: refused as
+    # the call is, or the upstream read the secret.
+    _, secret = make_key(name="page")
+    r = httpx.options(f"{gateway.url}/gemini/v1beta/models/gemini-2.0-flash:generateContent?key={secret}",
+                      headers=PREFLIGHT)
+    assert r.status_code == 401 and "not in the query string" in r.json()["error"]["message"]
+    assert upstream.received == []
