@@ -142,6 +142,11 @@ def secret_in_query(query: str) -> bool:
     return SECRET_PREFIX in query and any(secret_like(v) for _, v in parse_qsl(query, keep_blank_values=True))
 
 
+def secret_carried(headers: list[tuple[str, str]], query: str) -> bool:
+    """Whether a request carries a gk- secret anywhere: a header or the query string."""
+    return secret_in_query(query) or any(SECRET_PREFIX in v and _secret_in(v) for _, v in headers)
+
+
 def _secret_in(value: str) -> bool:
     """Whether a header value holds a gk- secret among its words (a scheme, commas, cookies around it)."""
     return any(secret_like(word) for word in re.split(r"[\s,;=:\"']+", value))

@@ -4,7 +4,7 @@ import asyncio
 
 from django.db import DatabaseError
 
-from proxy.access import AccessDenied, access_check, access_identify, secret_in_query
+from proxy.access import AccessDenied, access_check, access_identify, secret_carried
 from proxy.exchange import Exchange
 from proxy.request_body import Refusal
 
@@ -23,10 +23,10 @@ async def refusal_find(x: Exchange) -> Refusal | None:
         except AccessDenied:
             pass
         return refusal
-    if x.preflight and not secret_in_query(x.query):
+    if x.preflight and not secret_carried(x.headers, x.query):
         # Browsers send it without any key: refusing it with a 401 failed every browser app before its
-        # real request, which is checked like any other. (A gk- secret in its URL is refused below, as
-        # for any request: it would go upstream.)
+        # real request, which is checked like any other. (A gk- secret in its URL or a header is refused
+        # below, as for any request: it would go upstream.)
         return None
     try:
         x.gateway_key = await access_identify(x.headers, x.query, x.provider)

@@ -181,4 +181,6 @@ def test_live_a_preflight_never_carries_a_gateway_secret_upstream(gateway, upstr
     r = httpx.options(f"{gateway.url}/gemini/v1beta/models/gemini-2.0-flash:generateContent?key={secret}",
                       headers=PREFLIGHT)
     assert r.status_code == 401 and "not in the query string" in r.json()["error"]["message"]
+    r = httpx.options(f"{gateway.url}/v1/chat/completions", headers={**PREFLIGHT, "X-Note": secret})
+    assert r.status_code == 401 and "not in the x-note header" in r.json()["error"]["message"].lower()
     assert upstream.received == []
