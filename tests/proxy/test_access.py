@@ -135,7 +135,8 @@ def test_live_a_browsers_preflight_needs_no_key_and_reaches_the_upstream(gateway
 
 
 @pytestmark_live
-@pytest.mark.parametrize("extra", [{"Authorization": f"Bearer {PROVIDER_KEY}"}, {"Cookie": "s=1"}, {"api-key": PROVIDER_KEY}])
+@pytest.mark.parametrize("extra", [{"Authorization": f"Bearer {PROVIDER_KEY}"}, {"Cookie": "s=1"},
+                                   {"api-key": PROVIDER_KEY}])
 def test_live_an_options_with_a_credential_is_no_preflight(gateway, upstream, access_keys, extra):
     # No browser puts a credential on a preflight: such an OPTIONS is a request like any other, and needs a key.
     r = httpx.options(f"{gateway.url}/v1/chat/completions", headers={**PREFLIGHT, **extra})
