@@ -7,8 +7,8 @@ query, the body as the upstream reads it (decoded, then JSON canonically, anythi
 byte), Accept-Encoding (a stored body is replayed in its stored encoding), the headers the provider
 says change an answer (`answer_headers`: anthropic-beta, OpenAI-Project...) and the scope: every
 credential that goes upstream (what the log masks) and the gateway key. A hit is its own exchange
-of the log (cache_hit, cache_source), replaying the
-original's status, headers and body bytes, chunk by chunk; only complete 2xx answers are stored.
+of the log (cache_hit, cache_source), replaying the original's status, headers and body bytes,
+chunk by chunk; only complete 2xx answers are stored.
 The entries live in proxy/cache_store.py; docs/cache.md describes the whole contract.
 """
 
