@@ -61,7 +61,7 @@ def _cors_open(request: ASGIRequest, response: HttpResponseBase) -> None:
     """Let the page that sent a cross-origin call read the gateway's own answer to it, and, in an answer the
     upstream opened to it, the headers the gateway added (the request id, the cache's HIT, a key's limits):
     a browser hides any header the answer does not expose, and the upstream does not know the gateway's."""
-    if "origin" not in request.headers:
+    if "HTTP_ORIGIN" not in request.META:  # (request.headers would build a dict of every header)
         return
     pairs = getattr(response, "gateway_headers", None)
     if pairs is None:
