@@ -25,6 +25,9 @@ from proxy.views import proxy_view, server_error_json
 
 log = logging.getLogger("django.request")
 
+# The longest an answer is read for its usage after its client left (a key counting tokens or spend).
+DRAIN_MAX_SECONDS = 600
+
 
 async def _response_send(response: HttpResponseBase, send) -> None:
     """Send a Django response over ASGI, streaming ones chunk by chunk as they come."""
@@ -99,15 +102,24 @@ async def _run_until_disconnect(request: ASGIRequest, receive, send) -> None:
     """
     task = asyncio.current_task()
     left = False
+    cap: asyncio.TimerHandle | None = None
 
     async def watch() -> None:
-        nonlocal left
+        nonlocal left, cap
         while (await receive())["type"] != "http.disconnect":  # the only message left after the body
             pass
+        left = True
+        x = getattr(request, "gateway_exchange", None)
+        if x is not None and x.usage_counted and x.sent and not x.shutting_down:
+            # A key that counts tokens or spend: a client hanging up once its answer was asked for (just
+            # before a stream's usage chunk, or before a long answer arrived) would have it for free. The
+            # exchange runs on (the server drops what is sent) and the relay reads its answer to the end.
+            x.client_gone = True
+            cap = asyncio.get_running_loop().call_later(DRAIN_MAX_SECONDS, task.cancel)
+            return
         # At once: the server drops what is sent to a client that left, so a relay let run on would
         # log an answer the client never got as completed. One that hung up on a stream's final
         # event (openai-python closes at `data: [DONE]`) is told apart by the relay (stream_ended).
-        left = True
         task.cancel()
 
     watcher = asyncio.ensure_future(watch())
@@ -119,6 +131,8 @@ async def _run_until_disconnect(request: ASGIRequest, receive, send) -> None:
         task.uncancel()
     finally:
         watcher.cancel()
+        if cap is not None:
+            cap.cancel()
 
 
 async def _body_receive(scope: dict, receive, spool: BodySpool) -> Refusal | None:

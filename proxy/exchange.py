@@ -72,7 +72,7 @@ class Exchange:
                  "forwarded_body_file", "gateway_key", "headers", "held_ms", "method", "notes", "outcome",
                  "provider", "query", "refusal", "request_changed", "request_id", "route", "scrubber",
                  "scheme", "sent", "shutting_down", "started", "started_wall", "task", "ttfb_ms", "usage_injected",
-                 "websocket", "echo_mask")
+                 "websocket", "echo_mask", "usage_counted", "client_gone")
 
     def __init__(self, request: HttpRequest, route: Route) -> None:
         self.request_id = exchange_id_new()
@@ -121,6 +121,10 @@ class Exchange:
         self.notes: list[str] = []  # what the log could not keep (a file not saved)
         self.shutting_down = False
         self.sent = False  # handed to an upstream connection (until then the upstream cannot have it)
+        # A gateway key counts this answer's tokens or spend (proxy/key_policy.py): once sent, a client that
+        # leaves does not end the exchange; its answer is read to the end for its usage (client_gone).
+        self.usage_counted = False
+        self.client_gone = False  # the client left while such an answer was on its way (proxy/asgi.py)
         try:
             self.task: asyncio.Task | None = asyncio.current_task()
         except RuntimeError:

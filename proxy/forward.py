@@ -34,6 +34,7 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
     if not isinstance(route, Route):
         return route
     x = Exchange(request, route)
+    request.gateway_exchange = x  # the ASGI adapter's disconnect watcher asks it (proxy/asgi.py)
     refusal = await refusal_find(x)
     if refusal is not None:
         return refuse(x, refusal)

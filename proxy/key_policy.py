@@ -48,6 +48,7 @@ async def key_request(x: Exchange) -> HttpResponse | None:
             return _refuse(x, 503, f"Gateway key limits cannot be checked: {exc}. Retry shortly.", kind="api_error",
                            outcome=Outcome.GATEWAY_ERROR)
         x.answer_headers.extend(verdict.headers())
+        x.usage_counted = key.tpm is not None or key.budget_usd is not None
         if verdict.refusal:
             # Admitted requests are not noted (one JSON value fewer to write per exchange): their
             # key is on the request row, and what it had left is in the answer's RateLimit field.

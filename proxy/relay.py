@@ -12,6 +12,7 @@ from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
 from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error
+from proxy.key_policy import STEP as KEY_STEP
 from proxy.links import links_apply, links_in_body, links_in_body_possible, links_in_headers
 from proxy.threads import off_loop
 from proxy.upstream import headers_forward, headers_sendable
@@ -188,6 +189,15 @@ def _final_event_sent(exchange: Exchange, capture: BodyCapture, sent: bytes) -> 
     return True
 
 
+def _read_on(exchange: Exchange, capture: BodyCapture, sent: bytes) -> bool:
+    """The client left an exchange whose key counts its usage: an abort as any other (unless it had the
+    stream's final event), whose answer the relay reads on to the end, so its tokens and cost are counted."""
+    if not _departure(exchange, capture, sent):
+        exchange.decisions.append({"step": KEY_STEP, "decision": "answer read to its end after the client left",
+                                   "why": "the key counts this answer's tokens or spend"})
+    return True
+
+
 def _departure(exchange: Exchange, capture: BodyCapture, sent: bytes) -> bool:
     """The client went away: an abort, unless it had the stream's final event."""
     if _final_event_sent(exchange, capture, sent):
@@ -211,11 +221,15 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
     finished = broken = False
     whole_events = _WholeEvents() if _error_tail_allowed(upstream, is_sse) else None
     sent = b""  # the last bytes the client took: whether one that hangs up had the stream's end
+    gone = False  # the client's departure is marked (a key counting usage: the answer is read on)
     try:
         while (chunk := await watch.chunk_next(chunks)) is not None:
             if exchange.ttfb_ms is None:
                 exchange.ttfb_ms = exchange.elapsed_ms()
             capture.feed(chunk)
+            if exchange.client_gone:  # read to the end for its usage, sent to no one
+                gone = gone or _read_on(exchange, capture, sent if is_sse else b"")
+                continue
             if chunk_filter is not None:
                 chunk = chunk_filter(chunk)
             if whole_events is not None and chunk:
@@ -227,9 +241,11 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
                 if not sent:
                     end.sent = True
                 sent = chunk
+        if exchange.client_gone and not gone:
+            _read_on(exchange, capture, sent if is_sse else b"")
         rest = (whole_events.rest() if whole_events is not None else b"") + (
             chunk_filter.rest() if chunk_filter is not None else b"")
-        if rest:
+        if rest and not exchange.client_gone:
             if exchange.cache_fill is not None:
                 exchange.cache_fill.feed(rest)
             yield rest

@@ -16,6 +16,7 @@ from keys.selectors import caches_clear
 from keys.services import KeyLimits, key_create, key_revoke
 from logs.models import Request, Response
 from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
+from tests.hold.conftest import until
 from tests.sqlite_writes import locked_retry
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -190,6 +191,57 @@ def test_budget_spent_by_a_streamed_exchange_refuses_the_next(gateway, upstream,
         retrying.chat.completions.create(**CHAT)
     log_flush()
     assert Request.objects.filter(gateway_key__startswith="tiny (").count() == before + 1  # no retry
+
+
+def test_a_client_that_leaves_before_the_usage_chunk_still_spends_the_budget(gateway, upstream, log_flush, make_key):
+    """Hanging up at the finish_reason chunk, before the usage chunk, left the exchange without tokens or cost:
+    a key's budget and tokens per minute never counted it. Its answer is now read to the end for its usage."""
+    _, secret = make_key("leaver", budget_usd=Decimal("0.000001"), budget_period="day")
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    headers = {"Authorization": f"Bearer {PROVIDER_KEY}", "X-Gateway-Key": secret, "x-mock-delay-ms": "150"}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, headers=headers, timeout=10) as r:
+        rid = r.headers["x-gateway-request-id"]
+        for line in r.iter_lines():
+            if '"finish_reason": "stop"' in line or '"finish_reason":"stop"' in line:
+                break  # the whole text is here; leave before the usage chunk
+    left = time.monotonic()
+
+    def logged():
+        log_flush()
+        return Response.objects.filter(request_id=rid).first()
+
+    resp = until(logged, 5)
+    assert resp.outcome == "client_aborted" and resp.total_tokens and resp.cost_usd > Decimal("0.000001")
+    assert {"step": "gateway_key", "decision": "answer read to its end after the client left",
+            "why": "the key counts this answer's tokens or spend"} in resp.steps
+    refused = None
+    while refused is None and time.monotonic() - left < 5:
+        answer = _chat(gateway, secret)
+        refused = answer if answer.status_code == 429 else None
+    assert refused is not None and "used its budget" in refused.json()["error"]["message"]
+
+
+def test_a_client_that_gives_up_waiting_for_an_answer_still_spends_the_budget(gateway, upstream, log_flush, make_key):
+    # The upstream answers after a second; the client gives up first. The provider bills the answer all the
+    # same: with a key that counts spend, the gateway waits for it and counts it (the upstream saw one call).
+    _, secret = make_key("impatient", budget_usd=Decimal("1"), budget_period="day")
+    def impatient_call(key: str) -> None:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=0.3, headers={
+                "Authorization": f"Bearer {PROVIDER_KEY}", "X-Gateway-Key": key, "x-mock-fault": "stall",
+                "x-mock-stall-s": "1"})
+
+    def logged(name):
+        log_flush()
+        return Response.objects.filter(request__gateway_key__startswith=f"{name} (").first()
+
+    impatient_call(secret)
+    resp = until(lambda: logged("impatient"), 5)
+    assert resp.outcome == "client_aborted" and resp.status_code == 200 and resp.cost_usd > 0
+    _, plain = make_key("unlimited")  # no budget, no tokens per minute: closed at once, as ever
+    impatient_call(plain)
+    resp = until(lambda: logged("unlimited"), 5)
+    assert resp.outcome == "client_aborted" and resp.status_code is None and resp.cost_usd is None
 
 
 def test_budget_spent_then_a_pause_refuses_the_next(gateway, upstream, log_flush, make_key):
