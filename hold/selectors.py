@@ -2,10 +2,13 @@
 
 from datetime import timedelta
 
+from django.db.models import Exists, OuterRef, UUIDField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from hold.models import HeldRequest, HoldSwitch
 from hold.types import Decided, SwitchState
+from logs.models import Response
 
 # A waiting row whose deadline passed this long ago has lost its worker (a crash): not listed.
 ORPHAN_GRACE = timedelta(seconds=10)
@@ -19,10 +22,19 @@ def switch_read() -> SwitchState:
     return SwitchState(row.on, row.provider, row.model, row.gateway_key, row.path)
 
 
+def held_exchange_ended():
+    """Whether the log already holds the answer of a held row's exchange. A row is waiting only while its
+    exchange is open: a worker killed while holding never ends its row, but the replay of its journal (at
+    the restart, or by another worker at once) logs the exchange `interrupted`; until then only the
+    deadline tells (a host that never comes back)."""
+    return Exists(Response.objects.filter(request_id=Cast(OuterRef("pk"), UUIDField())))
+
+
 def held_waiting():
     """Requests waiting for a decision, oldest first (rows orphaned by a crashed worker left out)."""
     return HeldRequest.objects.filter(state=HeldRequest.State.WAITING, decision="",
-                                      deadline__gt=timezone.now() - ORPHAN_GRACE).order_by("held_at")
+                                      deadline__gt=timezone.now() - ORPHAN_GRACE).exclude(
+        held_exchange_ended()).order_by("held_at")
 
 
 def held_count() -> int:

@@ -12,6 +12,7 @@ from hold.selectors import held_waiting
 from hold.types import Decided, SwitchState
 from keys.models import GatewayKey
 from keys.static import access_keys
+from logs.models import Response
 from providers import registry
 
 DECIDED_KEEP = timedelta(days=7)  # decided rows older than this go when a new request is held
@@ -107,6 +108,10 @@ def held_decide(request_id: str, decision: str, *, by: str, body: str | None = N
         if row is None:
             raise HoldError(f"no held request {request_id}")
         if row.state == HeldRequest.State.WAITING and not row.decision:  # its worker is gone
+            ended = Response.objects.filter(request_id=request_id).values_list("outcome", flat=True).first()
+            if ended:
+                raise HoldError(f"request {request_id} is no longer waiting: the gateway process holding it stopped "
+                                f"(its exchange is logged {ended})")
             raise HoldError(f"request {request_id} is no longer waiting: its deadline passed with no worker holding it")
         raise HoldError(f"request {request_id} is no longer waiting: {row.decision or row.state}"
                         + (f" by {row.decided_by}" if row.decided_by else ""))

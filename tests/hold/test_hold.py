@@ -400,3 +400,36 @@ def test_content_policy_on_geminis_openai_compatible_endpoint_is_openais(upstrea
     call.wait()
     assert isinstance(call.error, openai.BadRequestError) and call.error.code == "content_policy_violation"
     assert upstream.received == []
+
+
+def test_a_request_whose_worker_was_killed_leaves_the_queue_once_the_log_closes_it(db):
+    """A worker killed while holding requests never ends their rows. The replay of its journal (at the
+    restart, or by another worker) logs them `interrupted`, yet the queue went on listing them as waiting
+    until their deadline (an hour with HOLD_TIMEOUT_SECONDS=3600), `hold off` recorded approvals for them
+    and `hold decide` accepted decisions that nobody could carry out."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hold.selectors import held_count, held_waiting
+    from hold.services import held_decide, switch_set
+    from logs.pipeline.recovery import interrupted_mark
+
+    now = timezone.now()
+    for rid, instance in (("1" * 32, "killed-worker"), ("2" * 32, "live-worker")):
+        HeldRequest.objects.create(id=rid, provider="openai", method="POST", path="/v1/chat/completions", model="m",
+                                   body=None, body_size=0, instance=instance, held_at=now,
+                                   deadline=now + timedelta(hours=1))
+        Request.objects.create(id=rid, provider="openai", endpoint="/v1/chat/completions", method="POST",
+                               instance=instance, created_at=now)
+    assert held_count() == 2  # positive control: both wait while nothing is logged
+
+    assert interrupted_mark("killed-worker") == 1  # what the replay of the dead worker's journal does
+
+    assert [r.pk for r in held_waiting()] == ["2" * 32]
+    assert held_count() == 1
+    with pytest.raises(HoldError, match="the gateway process holding it stopped .its exchange is logged interrupted"):
+        held_decide("1" * 32, "approve", by="alice")
+    switch_set(on=False, by="alice")  # approves what is waiting: the live worker's request only
+    assert HeldRequest.objects.get(pk="1" * 32).decision == ""
+    assert HeldRequest.objects.get(pk="2" * 32).decision == "approve"
