@@ -192,10 +192,10 @@ async def limits_apply(key: GatewayKey) -> Verdict:
     if key.budget_usd is not None:
         _budget(key, plan, usage.spend, v)
     if key.tpm is not None:
-        free_in = None
-        if usage.tokens >= key.tpm and not v.refusal:
-            free_in = await in_thread(tokens_free_in, key, usage.tokens - key.tpm + 1)
-        _tokens(key, plan, usage.tokens, free_in, v)
+        used, free_in = usage.tokens, None
+        if used >= key.tpm and not v.refusal:  # over, as last read: the window itself decides, and says when
+            used, free_in = await in_thread(tokens_free_in, key, key.tpm)
+        _tokens(key, plan, used, free_in, v)
     if key.rpm is not None:
         v.policies.append(plan.requests_policy)
         if not v.refusal:  # refused already: this request takes no slot (and its state is not read)

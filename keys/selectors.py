@@ -209,15 +209,25 @@ def key_usage(key: GatewayKey) -> KeyUsage:
     return usage
 
 
-def tokens_free_in(key: GatewayKey, over_by: int) -> float:
-    """Seconds until enough of the last minute's tokens leave the window to bring the key under its limit."""
+def tokens_free_in(key: GatewayKey, limit: int) -> tuple[int, float | None]:
+    """The key's tokens in the last minute, read now, and the seconds until enough of them leave the window
+    to bring it under `limit` (None: it is under it now).
+
+    Read whole rather than trusting the caller's count: that one may be a second old, missing the answers
+    logged since (a Retry-After too short, the client refused again when it came back) or still counting
+    tokens that have left the window since (a refusal with nothing left in the window)."""
     now = time.time()
+    rows = list(_token_seconds(key, now).order_by("second").values_list("second", "tokens"))
+    used = sum(tokens for _, tokens in rows)
+    if used < limit:
+        return used, None
+    over_by = used - limit + 1  # tokens that must leave before the key is under its limit
     freed = 0
-    for second, tokens in _token_seconds(key, now).order_by("second").values_list("second", "tokens"):
+    for second, tokens in rows:
         freed += tokens
         if freed >= over_by:
-            return max(second + 1 + TOKENS_WINDOW - now, 0.0)
-    return TOKENS_WINDOW
+            return used, max(second + 1 + TOKENS_WINDOW - now, 0.0)
+    return used, TOKENS_WINDOW  # a limit of 0: never under it
 
 
 @dataclass(frozen=True, slots=True)
