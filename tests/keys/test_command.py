@@ -72,6 +72,8 @@ def test_list_and_revoke():
     _run("create", "b")
     listed = _run("list")
     assert "a\tgk-" in listed and "$5.000000 per day" in listed and "0 requests, $0.000000 this day" in listed
+    _run("create", "c", "--budget-usd", "7", "--budget-period", "total")
+    assert "$7.000000 in total\t0 requests, $0.000000 in total\t" in _run("list")  # it said "this total"
     assert "revoked gateway key 'b'" in _run("revoke", "  b ")  # trimmed, as create trims it
     assert "revoked" in _run("list").splitlines()[1]
     with pytest.raises(CommandError, match="no gateway key named 'zz'"):

@@ -13,6 +13,7 @@ from django.db import transaction
 
 from keys.limits import usd_text
 from keys.models import BudgetPeriod, GatewayKey
+from keys.periods import period_words
 from keys.selectors import key_activity
 from keys.services import KeyLimits, budget_parse, key_create, key_revoke
 
@@ -104,7 +105,7 @@ class Command(BaseCommand):
             spent = usd_text(use.spend)
             last = use.last_used.strftime("%Y-%m-%d %H:%M") if use.last_used else "never"
             self.stdout.write(f"{key.name}\t{key.secret_hint}\t{state}\t{_limits_text(key)}\t"
-                              f"{_count(use.requests, 'request')}, {spent} this {key.budget_period}\tlast used {last}")
+                              f"{_count(use.requests, 'request')}, {spent} {_period_text(key)}\tlast used {last}")
 
     def _revoke(self, *, name: str, **_) -> None:
         try:
@@ -126,6 +127,12 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _period_text(key: GatewayKey) -> str:
+    """When the listed requests and spend were counted: the budget period so far, or ever ("this total" read
+    as nonsense)."""
+    return "in total" if key.budget_period == BudgetPeriod.TOTAL else f"this {key.budget_period}"
+
+
 def _limits_text(key: GatewayKey) -> str:
     parts = []
     if key.rpm is not None:
@@ -133,8 +140,7 @@ def _limits_text(key: GatewayKey) -> str:
     if key.tpm is not None:
         parts.append(f"{_count(key.tpm, 'token')}/min")
     if key.budget_usd is not None:
-        parts.append(f"{usd_text(key.budget_usd)} per {key.budget_period}" if key.budget_period != "total"
-                     else f"{usd_text(key.budget_usd)} in total")
+        parts.append(f"{usd_text(key.budget_usd)} {period_words(key.budget_period)}")
     if key.allowed_providers:
         parts.append("providers " + ",".join(key.allowed_providers))
     if key.allowed_models:
