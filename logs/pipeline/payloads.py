@@ -26,9 +26,11 @@ from providers import EmbeddedFile
 from wire.multipart import FIELD_MAX, TooManyParts, multipart_boundary, multipart_split, part_read
 
 _pending_unlinks = threading.local()
-# While the ingest waits for a payload store that failed (logs/pipeline/ingest.py): since when and why.
-# The exchanges written by the batch that waited say so, though none of their files is missing.
-_store_wait: dict[str, Any] = {"since": None, "error": ""}
+# While the ingest waits for a payload store that failed (logs/pipeline/ingest.py): since when and why;
+# and the last such wait once over (since, why, until). The exchanges that ended before the store came
+# back say so when written, though none of their files is missing: the batch that was retried, and
+# those queued behind it, written in later batches.
+_store_wait: dict[str, Any] = {"since": None, "error": "", "last": None}
 
 
 def store_wait_begin(error: str) -> None:
@@ -41,15 +43,21 @@ def store_wait_begin(error: str) -> None:
 
 def store_wait_end() -> None:
     """A batch was written: the store answers again."""
+    if _store_wait["since"] is not None:
+        _store_wait["last"] = (_store_wait["since"], _store_wait["error"], datetime.now(timezone.utc))
     _store_wait["since"], _store_wait["error"] = None, ""
 
 
-def store_wait_note() -> str:
-    """The note for exchanges whose files were stored only after the store came back ("" if none)."""
-    if _store_wait["since"] is None:
+def store_wait_note(ended: datetime) -> str:
+    """The note for an exchange that ended at `ended` whose files are stored only now, after waiting for the
+    store ("" if they did not wait)."""
+    if _store_wait["since"] is not None:  # still waiting: this batch is being retried
+        since, error = _store_wait["since"], _store_wait["error"]
+    elif _store_wait["last"] is not None and ended < _store_wait["last"][2]:  # ended before the store came back
+        since, error, _ = _store_wait["last"]
+    else:
         return ""
-    since = _store_wait["since"].isoformat(timespec="seconds")
-    return f"{_store_wait['error']} (since {since}); files stored when it answered again"
+    return f"{error} (since {since.isoformat(timespec='seconds')}); files stored when it answered again"
 
 
 @contextmanager

@@ -10,6 +10,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
@@ -339,12 +340,12 @@ def session_file_row(rec: FileRecord, files: list[BinaryFile]) -> None:
 
 
 def _store_wait_noted(responses: list[Response], files: list[BinaryFile]) -> None:
-    """Exchanges with files in a batch that waited for the payload store say so in error_message."""
-    note = store_wait_note()
-    if note:
-        with_files = {UUID(str(f.request_id)) for f in files}
-        for resp in responses:
-            if UUID(str(resp.request_id)) in with_files:
+    """Exchanges with files that waited for the payload store say so in error_message."""
+    with_files = {UUID(str(f.request_id)) for f in files}
+    for resp in responses:
+        if UUID(str(resp.request_id)) in with_files:
+            note = store_wait_note(resp.created_at + timedelta(milliseconds=resp.duration_ms or 0))
+            if note:
                 resp.error_message = _notes_join(resp.error_message, note)
 
 
