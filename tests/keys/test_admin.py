@@ -84,7 +84,7 @@ def test_a_small_spend_shows_every_place_it_is_kept_with(admin_client, make_key,
     assert "In total: 1 request,\n    $0.00000123 spent, $0.00000877 of the budget left." in detail
     assert "<td>$0.00000123</td>" in detail  # the day's row
     call_command("gateway_key", "list")
-    assert "1 request, $0.00000123 this total" in capsys.readouterr().out
+    assert "1 request, $0.00000123 in total" in capsys.readouterr().out
 
 
 def test_revoke_action(admin_client, make_key):
