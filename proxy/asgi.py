@@ -20,7 +20,8 @@ from logs.ids import exchange_id_new
 from logs.outcomes import Outcome
 from proxy.exchange import RECEIVING, SHUTDOWN_CANCEL
 from proxy.relay import UpstreamBroken
-from proxy.request_body import BodySpool, Refusal, body_receive, refusal_before_body
+from proxy.refusals import refusal_before_upload
+from proxy.request_body import BodySpool, Refusal, body_is_large, body_receive, refusal_before_body
 from proxy.views import proxy_view, server_error_json
 
 log = logging.getLogger("django.request")
@@ -157,7 +158,10 @@ async def proxy_app(scope: dict, receive, send) -> None:
     """One proxied call: read the body under the limits, then run the exchange."""
     spool = BodySpool(f"{exchange_id_new()}.request")
     try:
-        refusal = refusal_before_body(scope) or await _body_receive(scope, receive, spool)
+        refusal = refusal_before_body(scope)
+        if refusal is None and body_is_large(scope):
+            refusal = await refusal_before_upload(scope)
+        refusal = refusal or await _body_receive(scope, receive, spool)
         try:
             # Django's own body stream stays empty: the body is the spool, read by the gateway only.
             request = ASGIRequest(scope, io.BytesIO())

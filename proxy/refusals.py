@@ -6,7 +6,8 @@ from django.db import DatabaseError
 
 from proxy.access import AccessDenied, access_check, access_identify, secret_carried
 from proxy.exchange import Exchange
-from proxy.request_body import Refusal
+from proxy.paths import NoRoute, PathRefused, route_find
+from proxy.request_body import Refusal, declared_length
 
 # TRACE would echo credentials back, CONNECT would open a tunnel: neither is an API call.
 PROXY_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -47,3 +48,23 @@ async def refusal_find(x: Exchange) -> Refusal | None:
         refusal = Refusal(405, f"Method {x.method} is not supported by the gateway.",
                           headers=(("Allow", ", ".join(sorted(PROXY_METHODS))),))
     return refusal
+
+
+async def refusal_before_upload(scope: dict) -> Refusal | None:
+    """A large upload that presents no usable gateway key, refused before its body is read: else anyone
+    could make the gateway spool MAX_REQUEST_BODY_BYTES to disk before hearing 401. (A path nobody serves,
+    a database that cannot be read: decided after the body, as for any request.)"""
+    try:
+        route = route_find(scope.get("raw_path", b"").decode("latin-1") or scope.get("path", ""))
+    except (NoRoute, PathRefused):
+        return None
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+    try:
+        await access_identify(headers, scope.get("query_string", b"").decode("latin-1"), route.provider)
+    except AccessDenied as exc:
+        # Connection: close, so the server drops the connection instead of reading the unwanted body on.
+        return Refusal(401, f"{exc} (refused before the request body was read)", kind="authentication_error",
+                       body_size=declared_length(scope) or 0, headers=(("Connection", "close"),))
+    except DatabaseError:
+        return None
+    return None

@@ -235,7 +235,19 @@ def _header(scope: dict, name: bytes) -> bytes | None:
     return None
 
 
-def _declared_length(scope: dict) -> int | None:
+def body_is_large(scope: dict) -> bool:
+    """A body declared over 1 MiB, or chunked (of a size not known): worth refusing before it is read."""
+    declared = declared_length(scope)
+    if declared is not None:
+        return declared > LARGE_BODY_BYTES
+    return b"chunked" in (_header(scope, b"transfer-encoding") or b"").lower()
+
+
+LARGE_BODY_BYTES = 1024 * 1024
+
+
+def declared_length(scope: dict) -> int | None:
+    """The body's Content-Length, when it declares one that reads as a number."""
     value = _header(scope, b"content-length")
     try:
         return int(value) if value is not None else None
@@ -256,7 +268,7 @@ def refusal_before_body(scope: dict) -> Refusal | None:
     if header_bytes > settings.MAX_REQUEST_HEADER_BYTES:
         return Refusal(431, f"Request headers of {header_bytes} bytes exceed MAX_REQUEST_HEADER_BYTES "
                             f"({settings.MAX_REQUEST_HEADER_BYTES}).", body_size=0)
-    declared = _declared_length(scope)
+    declared = declared_length(scope)
     if declared is not None and declared > settings.MAX_REQUEST_BODY_BYTES:
         return _too_large(declared)
     return None
@@ -267,7 +279,7 @@ async def body_receive(scope: dict, receive, spool: BodySpool) -> Refusal | None
 
     Returns why the request must be refused (too large, too slow, client gone), or None.
     """
-    declared = _declared_length(scope)
+    declared = declared_length(scope)
     chunked = b"chunked" in (_header(scope, b"transfer-encoding") or b"").lower()
     expected = declared if declared is not None else "an unknown number of"
     while True:

@@ -9,6 +9,7 @@ import pytest
 
 from testing.mock_upstream import BROKEN_SSE
 from logs.models import BinaryFile, Request, Response
+from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -116,6 +117,26 @@ def test_huge_declared_length_is_refused_before_the_body(gateway, upstream, log_
     status, body = status_and_json(raw)
     assert status == 413 and "10000000000" in body["error"]["message"]
     assert upstream.received == []
+
+
+def test_a_large_upload_without_a_key_is_refused_before_its_body(gateway, upstream, log_flush, no_orphans,
+                                                               make_key):
+    # Keys are required: 50 MB announced, 10 bytes sent, no key. The 401 comes at once (the body is never
+    # read, so an unauthenticated client cannot make the gateway spool it); a keyed one is read as ever.
+    _, secret = make_key("uploader")
+    head = (b"POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: 50000000\r\n")
+    status, body = status_and_json(raw_http(gateway, head + b"\r\n0123456789", wait=5))
+    assert status == 401 and "requires an access key" in body["error"]["message"]
+    assert "before the request body was read" in body["error"]["message"]
+    status, body = status_and_json(raw_http(gateway, head + b"X-Gateway-Key: gk-" + b"n" * 43 + b"\r\n\r\n0", wait=5))
+    assert status == 401 and "Invalid gateway key" in body["error"]["message"]
+    ok = httpx.post(f"{gateway.url}/v1/files", content=b"x" * 2_000_000, timeout=10,
+                    headers={**AUTH, "X-Gateway-Key": secret, "Content-Type": "application/octet-stream"})
+    assert ok.status_code == 200 and len(upstream.received) == 1
+    log_flush()
+    refused = Response.objects.filter(status_code=401).select_related("request")
+    assert sorted(r.request.body_size for r in refused) == [50000000, 50000000]
 
 
 def test_oversized_headers_are_a_431(gateway, upstream, log_flush, no_orphans, settings):
