@@ -296,6 +296,10 @@ async def cache_request(x: Exchange) -> HttpResponseBase | None:
                 await asyncio.wait_for(filling.wait(), settings.UPSTREAM_READ_TIMEOUT)
             except TimeoutError:
                 break
+            except asyncio.CancelledError:  # the client left, or the shutdown's grace ran out: its answer and
+                x.answer_headers.append(("X-Gateway-Cache", "MISS"))  # log still say what the cache did
+                x.decisions.append({"step": "cache", "decision": "miss: waited for an identical request's answer"})
+                raise
             stored, away = await _entry_read(key)
             entry = _fresh(stored, directive.ttl)
         if entry is not None:

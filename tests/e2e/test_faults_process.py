@@ -24,6 +24,7 @@ class Call(threading.Thread):
         self.url, self.headers, self.body = url, headers, body
         self.status: int | None = None
         self.request_id = ""
+        self.cache: str | None = None  # its X-Gateway-Cache
         self.text = ""
         self.error: Exception | None = None
         self.start()
@@ -32,6 +33,7 @@ class Call(threading.Thread):
         try:
             with httpx.stream("POST", self.url, json=self.body, headers={**AUTH, **self.headers}, timeout=30) as r:
                 self.status, self.request_id = r.status_code, r.headers["x-gateway-request-id"]
+                self.cache = r.headers.get("x-gateway-cache")
                 for text in r.iter_text():
                     self.text += text
         except httpx.HTTPError as exc:
@@ -108,18 +110,23 @@ def test_requests_held_or_unanswered_past_the_shutdown_grace_get_a_503(tmp_path,
         uploading = socket.create_connection(("127.0.0.1", gw.port), timeout=20)
         uploading.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-x\r\n"
                           b"Content-Type: application/json\r\nContent-Length: 69\r\n\r\n{\"model\": ")
-        waiting = Call(f"{gw.url}/v1/chat/completions", {"x-mock-fault": "stall", "x-mock-stall-s": "20"}, CHAT)
+        stalled = {"x-mock-fault": "stall", "x-mock-stall-s": "20", "X-Gateway-Cache": "60"}
+        waiting = Call(f"{gw.url}/v1/chat/completions", stalled, CHAT)
         # A small answer half arrived (collected whole before anything is sent): a 503 too, not uvicorn's 500.
         collecting = Call(f"{gw.url}/v1/chat/completions", {"x-mock-fault": "stall-body", "x-mock-stall-s": "20"},
                           CHAT)
         assert wait_until(lambda: db_rows(db, "SELECT count(*) FROM hold_requests") == [(1,)], 10)
         assert wait_until(lambda: len(mock_upstream.mock.received) >= 2, 10)
+        # The same request again: it waits for the first one's answer to be stored, never forwarded.
+        waiter = Call(f"{gw.url}/v1/chat/completions", stalled, CHAT)
+        time.sleep(0.5)
         gw.signal(signal.SIGTERM)
         code = gw.wait(timeout=20)
     finally:
         gw.stop()
     held.join(10)
     waiting.join(10)
+    waiter.join(10)
     collecting.join(10)
     answer = b""
     while chunk := uploading.recv(65536):
@@ -132,14 +139,18 @@ def test_requests_held_or_unanswered_past_the_shutdown_grace_get_a_503(tmp_path,
     # Forwarded, still waiting for the upstream's headers: a 503 too, saying the upstream may have it.
     assert waiting.error is None and waiting.status == 503 and waiting.request_id
     assert "may have received the request" in json.loads(waiting.text)["error"]["message"]
+    assert waiter.error is None and (waiter.status, waiter.cache) == (503, "MISS"), (waiter.status, waiter.cache)
+    assert "was not forwarded" in json.loads(waiter.text)["error"]["message"]
     assert collecting.error is None and collecting.status == 503 and collecting.request_id
     assert "shut down while the upstream's answer was arriving" in json.loads(collecting.text)["error"]["message"]
     logged = exchanges_read(db)
-    for call in (held, waiting, collecting):
+    for call in (held, waiting, waiter, collecting):
         row = logged[call.request_id]["response"]
         assert (row["status"], row["outcome"]) == (503, "interrupted")
     [(steps,)] = db_rows(db, "SELECT steps FROM responses WHERE request_id = ?", (held.request_id,))
     assert "gateway shut down while held" in steps and "client disconnected" not in steps
+    [(steps,)] = db_rows(db, "SELECT steps FROM responses WHERE request_id = ?", (waiter.request_id,))
+    assert "waited for an identical request" in steps
     assert "without starting response" not in gw.stderr()
 
 
