@@ -7,7 +7,7 @@ from django.db import DatabaseError
 from proxy.access import AccessDenied, access_check, access_identify, secret_carried
 from proxy.exchange import Exchange
 from proxy.paths import NoRoute, PathRefused, route_find
-from proxy.request_body import Refusal, declared_length
+from proxy.request_body import CONNECTION_CLOSE, Refusal, declared_length
 
 # TRACE would echo credentials back, CONNECT would open a tunnel: neither is an API call.
 PROXY_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -62,9 +62,8 @@ async def refusal_before_upload(scope: dict) -> Refusal | None:
     try:
         await access_identify(headers, scope.get("query_string", b"").decode("latin-1"), route.provider)
     except AccessDenied as exc:
-        # Connection: close, so the server drops the connection instead of reading the unwanted body on.
         return Refusal(401, f"{exc} (refused before the request body was read)", kind="authentication_error",
-                       body_size=declared_length(scope) or 0, headers=(("Connection", "close"),))
+                       body_size=declared_length(scope) or 0, headers=CONNECTION_CLOSE)
     except DatabaseError:
         return None
     return None

@@ -255,11 +255,16 @@ def declared_length(scope: dict) -> int | None:
         return None
 
 
+# On a refusal that leaves the body unread: the server drops the connection instead of reading the
+# rest of an unwanted body (or waiting for one that stalled) before the next request on it.
+CONNECTION_CLOSE = (("Connection", "close"),)
+
+
 def _too_large(size: int, counted: bool = False) -> Refusal:
     limit = settings.MAX_REQUEST_BODY_BYTES
     tail = " (counted while reading)" if counted else ""
     return Refusal(413, f"Request body of {size} bytes exceeds MAX_REQUEST_BODY_BYTES ({limit}).{tail}",
-                   body_size=size)
+                   body_size=size, headers=CONNECTION_CLOSE)
 
 
 def refusal_before_body(scope: dict) -> Refusal | None:
@@ -289,7 +294,7 @@ async def body_receive(scope: dict, receive, spool: BodySpool) -> Refusal | None
         except TimeoutError:
             return Refusal(408, f"Request body incomplete: got {spool.size} of {expected} bytes, then nothing "
                                 f"for {settings.REQUEST_BODY_TIMEOUT:g} s (REQUEST_BODY_TIMEOUT).",
-                           body_size=spool.size)
+                           body_size=spool.size, headers=CONNECTION_CLOSE)
         if message["type"] == "http.disconnect":
             if not declared and not chunked:
                 return None  # nothing was expected: a client that left is noticed later

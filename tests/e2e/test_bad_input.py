@@ -116,6 +116,7 @@ def test_huge_declared_length_is_refused_before_the_body(gateway, upstream, log_
                             b"Content-Length: 10000000000\r\n\r\n0123456789", wait=5)
     status, body = status_and_json(raw)
     assert status == 413 and "10000000000" in body["error"]["message"]
+    assert b"\r\nconnection: close\r\n" in raw.partition(b"\r\n\r\n")[0].lower()
     assert upstream.received == []
 
 
@@ -183,6 +184,7 @@ def test_content_length_larger_than_body_times_out_as_408(gateway, upstream, log
                             b"Content-Length: 100\r\n\r\n{\"a\": 1}", wait=5)
     status, body = status_and_json(raw)
     assert status == 408 and "got 8 of 100 bytes" in body["error"]["message"]
+    assert b"\r\nconnection: close\r\n" in raw.partition(b"\r\n\r\n")[0].lower()  # not left open for the rest
     assert upstream.received == []
 
 
