@@ -136,7 +136,8 @@ def dashboard_build(window: str, now: datetime | None = None) -> Dashboard:
 
     The window is whole UTC hours (the last one still being written), so every figure comes from the
     hour rollups the log's triggers keep (answer_hours, latency_hours; migration 0012), never from the
-    log itself. Answers timed after the window's end (a clock ahead) count in the totals, not the buckets.
+    log itself. Answers timed after the window's end (a clock ahead) count in the cache figures and the
+    tokens by model, not in the buckets nor in the totals summed from them.
     """
     span, width = WINDOWS[window]
     now = now or datetime.now(timezone.utc)
