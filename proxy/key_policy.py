@@ -63,6 +63,9 @@ async def key_request(x: Exchange) -> HttpResponse | None:
         try:
             _credential_swap(x, grant, credential_decrypt(key.provider_credential))
         except CredentialUnreadable as exc:
+            # It stays unreadable until an administrator sets it again: without this the SDKs (openai-python
+            # and -node, anthropic, each retrying a 500 twice by default) sent every call three times.
+            x.answer_headers.append(("X-Should-Retry", "false"))
             return _refuse(x, 500, f"Gateway key '{key.name}': {exc}", kind="api_error",
                            outcome=Outcome.GATEWAY_ERROR)
     return None

@@ -419,6 +419,15 @@ def test_a_stored_credential_that_no_longer_decrypts(gateway, upstream, settings
     r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {secret}"})
     assert r.status_code == 500 and "SECRET_KEY changed" in r.json()["error"]["message"]
     assert upstream.received == []
+    # Retrying cannot help until an administrator sets the credential again: the SDKs, which retry a 500
+    # twice by default, raise at the first answer (they sent every call three times).
+    sent = []
+    client = openai.OpenAI(api_key=secret, base_url=f"{gateway.url}/v1",
+                           http_client=httpx.Client(event_hooks={"request": [sent.append]}))
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(**CHAT)
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert len(sent) == 1 and upstream.received == []
 
 
 def test_a_compressed_body_is_judged_by_the_model_it_names(gateway, upstream, make_key):
