@@ -282,7 +282,11 @@ async def hooks_response(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...],
                 x.decisions.append(_failed_decision(failure, hook.skip_on_error))
                 if hook.skip_on_error or body is None:  # a streamed answer is already with the client
                     continue
-                return _failed_answer(x, failure)
+                answer = _failed_answer(x, failure)
+                # The upstream answered, and billed it: an SDK retrying this 500 (openai-python and -node,
+                # anthropic, twice by default) paid for the same answer three times, to fail the same way.
+                answer["X-Should-Retry"] = "false"
+                return answer
             if hx.response_body_changed:
                 hx.response_body_changed = False
                 new = hx.response_body

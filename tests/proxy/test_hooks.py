@@ -141,6 +141,18 @@ def test_a_hook_failing_on_the_answer_gives_its_500_whole(settings, upstream, ga
     assert resp.steps[-1]["decision"] == "error" and resp.error_message.startswith(f"Hook {H}BoomOnAnswer failed")
 
 
+def test_a_hook_failing_on_the_answer_is_not_retried_by_the_sdks(settings, upstream, gateway):
+    """The upstream answered (and billed) before the hook failed: an SDK retrying the 500 paid three times."""
+    import openai
+
+    settings.GATEWAY_HOOKS = [H + "BoomOnAnswer"]
+    client = openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1")  # the SDK's default: 2 retries
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(**CHAT)
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert len(upstream.received) == 1
+
+
 def test_a_credential_a_hook_puts_in_is_masked_in_the_log(settings, upstream, gateway, log_flush):
     settings.GATEWAY_HOOKS = [H + "InjectKey"]
     r = httpx.get(f"{gateway.url}/v1/models", headers={**AUTH, "x-mock-fault": "echo-auth"})
