@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from email.utils import formatdate
 from urllib.parse import parse_qsl
 
 import orjson
@@ -411,8 +412,11 @@ async def _replay(x: Exchange, entry: CacheEntry) -> HttpResponseBase:
     """The stored answer as this exchange's own, logged with the replayed body: at once (step_answered
     journals it), or, paced, when its last chunk went out or the client left."""
     headers = [(k, v) for k, v in entry.headers if k.lower() not in _NOT_REPLAYED]
-    x.answer_headers += [("X-Gateway-Cache", "HIT"), ("Age", str(max(0, int(time.time() - entry.created)))),
-                         (SOURCE_HEADER, entry.source)]
+    # The stored Date was the original's: this answer is made now. Run as documented (uvicorn
+    # --no-date-header, so relayed answers carry the upstream's Date alone), nobody else sets it.
+    now = time.time()
+    x.answer_headers += [("Date", formatdate(now, usegmt=True)), ("X-Gateway-Cache", "HIT"),
+                         ("Age", str(max(0, int(now - entry.created)))), (SOURCE_HEADER, entry.source)]
     paced = next((v for k, v in x.headers if k.lower() == PACE_HEADER), "").strip().lower() == "original"
     x.decisions.append({"step": "cache", "decision": "hit", "source": entry.source,
                         **({"pace": "original"} if paced else {})})

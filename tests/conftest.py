@@ -200,8 +200,9 @@ class LiveGateway:
         from gateway_project.asgi import application
 
         self.port = _free_port()
+        # As the gateway is run (README, Dockerfile): uvicorn adds no Date or Server of its own.
         config = uvicorn.Config(application, host="127.0.0.1", port=self.port, lifespan="on",
-                                log_level="warning", loop="asyncio")
+                                log_level="warning", loop="asyncio", date_header=False, server_header=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

@@ -4,6 +4,7 @@ import asyncio
 import gzip
 import json
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 
 import httpx
 import openai
@@ -58,6 +59,10 @@ def test_second_identical_call_is_a_hit_with_the_same_bytes(client, gateway, ups
     assert second.headers["x-gateway-cache"] == "HIT"
     assert second.headers["x-gateway-cache-source"] == first.headers["x-gateway-request-id"]
     assert int(second.headers["age"]) >= 0
+    # A hit is made now: it has a Date of its own (the original's is not replayed; run with uvicorn's
+    # --no-date-header, as documented, the hit had an Age and no Date).
+    (date,) = second.headers.get_list("date")
+    assert parsedate_to_datetime(date).tzinfo is not None
     assert second.http_response.content == first.http_response.content
     assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
     assert second.headers["x-request-id"] == first.headers["x-request-id"]  # the upstream's headers replayed
