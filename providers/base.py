@@ -358,6 +358,10 @@ class Provider:
         return RealtimeRead()
 
     # --- changing what goes upstream (STREAM_USAGE=inject)
+    def usage_injectable(self, method: str, upstream_path: str) -> bool:
+        """Whether requests to this endpoint can be asked for their stream's usage (usage_inject may change them)."""
+        return False
+
     def usage_inject(self, method: str, upstream_path: str, body: bytes) -> bytes | None:
         """The body asking the stream to report usage, or None when nothing needs to change."""
         return None

@@ -345,15 +345,20 @@ class OpenAI(Provider):
             read.formats = _realtime_formats(session)
         return read
 
+    def usage_injectable(self, method: str, upstream_path: str) -> bool:
+        """Chat completions and completions: their streams report usage only when asked."""
+        return method == "POST" and upstream_path.rstrip("/").endswith(USAGE_INJECT_ENDPOINTS)
+
     def usage_inject(self, method: str, upstream_path: str, body: bytes) -> bytes | None:
         """A streamed chat/completions body with stream_options.include_usage set, when it was not."""
-        if method != "POST" or not upstream_path.rstrip("/").endswith(USAGE_INJECT_ENDPOINTS):
+        if not self.usage_injectable(method, upstream_path):
             return None
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
             return None
-        if not isinstance(payload, dict) or payload.get("stream") is not True:
+        # As the gateway reads a stream request (a compatible server such as vLLM takes "stream": "true" too).
+        if not isinstance(payload, dict) or not self.stream_requested(upstream_path, payload):
             return None
         options = payload.get("stream_options")
         if options is not None and not isinstance(options, dict):

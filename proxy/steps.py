@@ -25,6 +25,8 @@ from proxy.hold import hold_may_apply, hold_request
 from proxy.hooks import hooks_loaded, hooks_request
 from proxy.key_policy import key_request
 from proxy.relay import AnswerFilter
+from proxy.request_body import body_decoded
+from proxy.threads import off_loop
 from wire.sse import EventFilter
 
 log = logging.getLogger(__name__)
@@ -126,30 +128,46 @@ class HoldStep(Step):
 
 
 class StreamUsageStep(Step):
-    """STREAM_USAGE=inject: ask streams for usage the client did not ask for, and hide it from that client.
+    """Ask streams for usage the client did not ask for, and hide it from that client: with STREAM_USAGE=inject for
+    every stream, and always for a gateway key that counts tokens or spend.
 
     OpenAI reports a stream's usage only in a final chunk the client must ask for
     (stream_options.include_usage). The provider module rewrites the body; this step forwards it
     with an uncompressed stream (its usage event is cut out of the plain text), and drops that
     one event on its way to the client. The log keeps the body the client sent and every byte
-    the upstream answered; `usage_injected` says the body was changed.
+    the upstream answered; `usage_injected` says the body was changed. A key with a budget or a token
+    limit counts what the log knows of each answer: a stream without its usage counted nothing, so its
+    client could leave include_usage out and never spend. The body rewritten is the one that would go
+    upstream (a hook's or the hold queue's change kept), decoded when it came compressed.
     """
 
     name = "stream_usage"
 
     def enabled(self) -> bool:
-        return settings.STREAM_USAGE == "inject"
+        return settings.STREAM_USAGE == "inject" or keys_exist_known()
 
     async def request(self, x: Exchange) -> None:
-        body = x.body.in_memory()
-        injected = x.provider.usage_inject(x.method, x.route.upstream_path, body) if body else None
+        if not (settings.STREAM_USAGE == "inject" or x.usage_counted):
+            return None
+        if not x.provider.usage_injectable(x.method, x.route.upstream_path):
+            return None
+        body = x.forward_body
+        if body is None and x.body.size:  # a large one is in its spool file (1 MiB of blanks is no tokens)
+            body = x.body.in_memory()
+            if body is None:
+                body = await off_loop(x.body.read_all)
+        decoded = body_decoded(x.forward_headers, body, settings.MAX_REQUEST_BODY_BYTES) if body else None
+        injected = x.provider.usage_inject(x.method, x.route.upstream_path, decoded) if decoded else None
         if injected is None:
             return None
+        dropped = {"accept-encoding"} | ({"content-encoding"} if decoded is not body else set())
         x.forward_body, x.usage_injected = injected, True
-        x.forward_headers = [(k, v) for k, v in x.forward_headers if k.lower() != "accept-encoding"]
+        x.forward_headers = [(k, v) for k, v in x.forward_headers if k.lower() not in dropped]
         x.forward_headers.append(("Accept-Encoding", "identity"))
-        x.decisions.append({"step": self.name, "decision": "asked the stream for usage",
-                            "changed": ["body: stream_options.include_usage = true", "Accept-Encoding: identity"]})
+        changed = ["body: stream_options.include_usage = true", "Accept-Encoding: identity"]
+        if decoded is not body:
+            changed.append("body: sent uncompressed (Content-Encoding removed)")
+        x.decisions.append({"step": self.name, "decision": "asked the stream for usage", "changed": changed})
         return None
 
     def relay_filter(self, x: Exchange, is_sse: bool) -> AnswerFilter | None:

@@ -1,6 +1,7 @@
 """STREAM_USAGE=inject: the request rewrite (provider.usage_inject, StreamUsageStep) and the usage-event filter."""
 
 import asyncio
+import gzip
 import json
 from types import SimpleNamespace
 
@@ -93,6 +94,42 @@ def test_step_leaves_other_requests_alone(settings, body, path):
     assert asyncio.run(steps_run(x, steps_active())) is None
     assert not x.usage_injected and x.forward_body is None and x.forward_headers == [("accept-encoding", "gzip")]
     assert relay_filter(x, steps_active(), True) is None
+
+
+def test_the_usage_option_goes_into_the_body_a_hook_or_the_operator_changed(settings):
+    # A hook (the PII mask, the model policy's max_tokens ceiling) or the hold queue's edit set the body
+    # that goes upstream; the step rewrote the client's own body instead, and sent that: a streamed
+    # request went upstream unmasked, over the ceiling, or without the operator's edit.
+    settings.STREAM_USAGE = "inject"
+    x = _exchange(b'{"model": "m", "stream": true, "max_tokens": 5000, "messages": "mail a@b.example"}')
+    x.forward_body = b'{"model": "m", "stream": true, "max_tokens": 50, "messages": "mail [EMAIL_1]"}'
+    assert asyncio.run(steps_run(x, steps_active())) is None
+    sent = json.loads(x.forward_body)
+    assert sent == {"model": "m", "stream": True, "max_tokens": 50, "messages": "mail [EMAIL_1]",
+                    "stream_options": {"include_usage": True}}
+
+
+def test_a_compressed_streamed_body_is_asked_for_its_usage_and_sent_plain(settings):
+    settings.STREAM_USAGE = "inject"
+    body = gzip.compress(b'{"model": "m", "stream": true}')
+    x = _exchange(body, headers=[("Content-Encoding", "gzip"), ("Accept-Encoding", "gzip")])
+    assert asyncio.run(steps_run(x, steps_active())) is None
+    assert x.usage_injected and json.loads(x.forward_body)["stream_options"] == {"include_usage": True}
+    assert x.forward_headers == [("Accept-Encoding", "identity")]  # the body is no longer gzip
+    assert x.body.in_memory() == body  # the log keeps what the client sent
+
+
+def test_a_key_that_counts_usage_asks_every_stream_for_it(settings, monkeypatch):
+    # With STREAM_USAGE off, a key with a budget or a token limit counts a stream only if the stream reports
+    # its usage: a client leaving include_usage out spent nothing.
+    monkeypatch.setattr("proxy.steps.keys_exist_known", lambda: True)
+    x = _exchange(b'{"model": "m", "stream": true}')
+    assert StreamUsageStep().enabled()
+    asyncio.run(StreamUsageStep().request(x))
+    assert not x.usage_injected and x.forward_body is None  # a key that counts nothing: as sent
+    x.usage_counted = True
+    asyncio.run(StreamUsageStep().request(x))
+    assert x.usage_injected and json.loads(x.forward_body)["stream_options"] == {"include_usage": True}
 
 
 def _run(pieces: list[bytes]) -> bytes:
