@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 Payload = Any  # parsed JSON: dict, list, str, number, bool or None
 StreamEvent = tuple[str | None, Payload]  # (SSE event name, its data parsed as JSON, None when not JSON)
@@ -200,6 +200,10 @@ class Provider:
     # name an object made for another call (a batch, an upload, a job, an expired session secret), or
     # nothing would be cancelled. The response cache never answers or stores them.
     stateful_posts: "re.Pattern[str] | None" = None
+    # POSTs (upstream paths, percent-decoded) that run a model the request may leave unnamed, the upstream
+    # then choosing one (OpenAI's images default to a model of their own, a thread's run takes its
+    # assistant's): a key limited to models refuses such a request when it names none.
+    model_posts: "re.Pattern[str] | None" = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -293,6 +297,10 @@ class Provider:
     def request_model(self, endpoint: str, payload: Payload) -> str | None:
         """The model a request asks for."""
         return str_of(payload, "model")
+
+    def model_runs(self, method: str, endpoint: str) -> bool:
+        """Whether the request runs a model (model_posts), named in it or not."""
+        return method == "POST" and self.model_posts is not None and bool(self.model_posts.search(unquote(endpoint)))
 
     def batch_models(self, endpoint: str, payload: Payload) -> list[str | None] | None:
         """The models a request creating a batch asks for (None for a model the gateway cannot read, [] when

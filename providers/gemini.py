@@ -102,6 +102,9 @@ class Gemini(Provider):
     stateful_posts = re.compile(r"^/(?:upload/)?v1(?:alpha|beta)?/(?:openai/)?(?:files|cachedContents|tunedModels|corpora|fileSearchStores"
                                 r"|batches|operations)(?:/|$)|:(?:batchGenerateContent|asyncBatchEmbedContent|cancel"
                                 r"|predictLongRunning)$")
+    # The Interactions API runs the model (or the agent) its body names; the OpenAI-compatible endpoints, theirs.
+    model_posts = re.compile(r"^/v1(?:alpha|beta)?/(?:interactions|openai/(?:chat/completions|completions|embeddings"
+                             r"|images/generations|audio/speech))/?$")
     answer_headers = ("x-goog-user-project",)  # the Cloud project billed and whose quota and settings apply
     # files.upload: the start call answers with the URL the bytes go to (upload, finalize).
     link_headers = ("x-goog-upload-url",)
@@ -150,14 +153,13 @@ class Gemini(Provider):
 
     def request_model(self, endpoint: str, payload: Payload) -> str | None:
         """Gemini names the model in the path: /v1beta/models/{model}:generateContent; its OpenAI-compatible
-        endpoints in the body, as OpenAI's do ("gemini-2.5-flash" or "models/gemini-2.5-flash")."""
+        endpoints, the Interactions API and a cached content's creation in the body ("gemini-2.5-flash" or
+        "models/gemini-2.5-flash")."""
         found = MODEL_IN_PATH.search(endpoint)
         if found:
             return found.group(1)[:255]
-        if OPENAI_COMPATIBLE in endpoint:
-            model = str_of(payload, "model")
-            return model.removeprefix("models/")[:255] if model else None
-        return None
+        model = str_of(payload, "model")
+        return model.removeprefix("models/")[:255] if model else None
 
     def stream_requested(self, endpoint: str, payload: Payload) -> bool:
         """Gemini streams by method name (:streamGenerateContent); its OpenAI-compatible endpoints by `stream`."""

@@ -188,6 +188,17 @@ class OpenAI(Provider):
     credential_subprotocols = ("openai-insecure-api-key.",)  # the Realtime API's key from a browser
     stateful_posts = re.compile(r"^/v1/(?:batches|files|uploads|fine_tuning|vector_stores|assistants|threads|containers"
                                 r"|evals|conversations|realtime|organization|projects|videos|chatkit)(?:/|$)|/cancel$")
+    # Those that run a model: the generating endpoints (images and moderations have a default model, a
+    # compatible server such as vLLM its served one), a thread's run (its assistant's), realtime session
+    # secrets (the session's), videos, fine-tuning jobs.
+    model_posts = re.compile(r"^/v1/(?:chat/completions|completions|responses|embeddings|moderations"
+                             r"|images/(?:generations|edits|variations)|audio/(?:speech|transcriptions|translations)"
+                             r"|realtime/(?:sessions|client_secrets|transcription_sessions)|threads(?:/[^/]+)?/runs"
+                             r"|videos(?:/[^/]+/remix)?|fine_tuning/jobs)/?$")
+
+    def request_model(self, endpoint: str, payload: Payload) -> str | None:
+        """The body's model; a realtime session secret names it in its session (/v1/realtime/client_secrets)."""
+        return str_of(payload, "model") or str_of(sub(payload, "session"), "model")
 
     def batch_models(self, endpoint: str, payload: Payload) -> list[str | None] | None:
         """POST /v1/batches names a JSONL file of requests: their models are in it, not in the request."""

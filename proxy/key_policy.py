@@ -81,6 +81,9 @@ def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
         models, unread = _models_asked(x)
         if unread:
             return f"Gateway key '{key.name}' is limited to some models, and {unread}."
+        if not models and x.provider.model_runs(x.method, x.route.upstream_path):
+            return (f"Gateway key '{key.name}' is limited to some models ({', '.join(key.allowed_models)}), and this "
+                    "request names none (the upstream would choose one): name the model.")
         refused = next((m for m in models if m not in key.allowed_models), None)
         if refused is not None:
             return f"Gateway key '{key.name}' may not use model '{refused}' (allowed: {', '.join(key.allowed_models)})."
@@ -95,6 +98,9 @@ def _models_asked(x: Exchange) -> tuple[list[str], str]:
     payload, unread = body_read(x.forward_headers, x.body.in_memory(), x.body.size, x.content_type)
     if unread:
         return [], unread
+    if isinstance(payload, dict) and any(k != "model" and k.lower() == "model" for k in payload):
+        # Go's JSON (Ollama, many compatible servers) matches field names in any case, the last one winning.
+        return [], "this request names its model in more than one field ('model' in another case)"
     batch = x.provider.batch_models(x.route.upstream_path, payload)
     if batch is not None:
         if not batch:

@@ -410,6 +410,34 @@ def test_a_key_limited_to_models_judges_a_form_upload_by_its_model_field(gateway
     assert len(upstream.received) == 1
 
 
+def test_a_key_limited_to_models_refuses_a_request_that_leaves_the_model_to_the_upstream(gateway, upstream, make_key):
+    # An image request naming no model ran OpenAI's default image model, a thread's run its assistant's, a realtime
+    # session secret the model of its session: a key limited to gpt-4o-mini let them all through, unpriced.
+    _, secret = make_key("mini-only", models=["gpt-4o-mini", "gemini-2.0-flash"])
+    client = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                           default_headers={"X-Gateway-Key": secret})
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        client.images.generate(prompt="a cat")
+    assert "names none (the upstream would choose one)" in str(exc.value)
+    headers = {"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}"}
+    refused = [
+        ("/v1/images/generation%73", {"prompt": "a cat"}),  # the upstream decodes it: images/generations
+        ("/openai/v1/threads/thread_1/runs", {"assistant_id": "asst_1"}),
+        ("/v1/realtime/client_secrets", {"session": {"type": "realtime", "model": "gpt-realtime"}}),
+        ("/v1/chat/completions", {**CHAT, "MODEL": "gpt-4o"}),  # Go's JSON (Ollama) reads it as the model
+        ("/gemini/v1beta/interactions", {"model": "gemini-2.5-pro", "input": "hi"}),
+    ]
+    for path, body in refused:
+        r = httpx.post(f"{gateway.url}{path}", json=body, headers=headers)
+        assert r.status_code == 403, (path, r.text)
+    assert upstream.received == []
+    # What runs no model, or names an allowed one, goes as before.
+    assert httpx.get(f"{gateway.url}/v1/models", headers=headers).status_code == 200
+    assert client.files.create(file=("a.jsonl", b"{}", "application/jsonl"), purpose="batch").id
+    assert client.chat.completions.create(**CHAT).choices
+    assert len(upstream.received) == 3
+
+
 def test_a_key_limited_to_models_judges_each_request_of_a_batch(gateway, upstream, make_key):
     _, secret = make_key("batcher", models=["claude-haiku-4-5", "gpt-4o-mini"])
     headers = {"X-Gateway-Key": secret, "x-api-key": "sk-ant-" + "x" * 30, "anthropic-version": "2023-06-01"}
