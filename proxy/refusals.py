@@ -8,6 +8,7 @@ from proxy.access import AccessDenied, access_check, access_identify, secret_car
 from proxy.exchange import Exchange
 from proxy.paths import NoRoute, PathRefused, route_find
 from proxy.request_body import CONNECTION_CLOSE, Refusal, declared_length
+from proxy.upstream import header_problem
 
 # TRACE would echo credentials back, CONNECT would open a tunnel: neither is an API call.
 PROXY_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -47,6 +48,12 @@ async def refusal_find(x: Exchange) -> Refusal | None:
     if refusal is None and x.method not in PROXY_METHODS:
         refusal = Refusal(405, f"Method {x.method} is not supported by the gateway.",
                           headers=(("Allow", ", ".join(sorted(PROXY_METHODS))),))
+    if refusal is None:
+        # A server that reads HTTP leniently (uvicorn --http h11) passes a control character in a header value
+        # (\x01, DEL): the upstream client refuses to write it, which was a 500 with a traceback per request.
+        problem = next((p for k, v in x.headers if (p := header_problem(k, v))), "")
+        if problem:
+            refusal = Refusal(400, f"Request refused: {problem}.")
     return refusal
 
 

@@ -196,13 +196,14 @@ def _free_port() -> int:
 class LiveGateway:
     """The real ASGI app under uvicorn in a thread of this process (same settings, same DB)."""
 
-    def __init__(self) -> None:
+    def __init__(self, http: str = "auto") -> None:
         from gateway_project.asgi import application
 
         self.port = _free_port()
         # As the gateway is run (README, Dockerfile): uvicorn adds no Date or Server of its own.
         config = uvicorn.Config(application, host="127.0.0.1", port=self.port, lifespan="on",
-                                log_level="warning", loop="asyncio", date_header=False, server_header=False)
+                                log_level="warning", loop="asyncio", date_header=False, server_header=False,
+                                http=http)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

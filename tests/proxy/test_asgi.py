@@ -202,3 +202,28 @@ def test_a_page_the_upstream_answers_can_read_the_gateways_headers(scripted, gat
     scripted.answer = lambda request: (200, [("content-type", "application/json")], b'{"ok": true}')
     assert "access-control-expose-headers" not in httpx.post(f"{gateway.url}/v1/chat/completions", json={"b": 1},
                                                              headers=page).headers
+
+
+def test_a_control_character_in_a_header_value_is_a_400_under_h11(upstream, transactional_db, log_flush):
+    # uvicorn --http h11 passes \x01 or DEL in a header value, which the upstream client refuses to write:
+    # every such request was a 500 and a traceback on the console. Now the client's mistake: a 400, logged.
+    from tests.conftest import LiveGateway
+
+    live = LiveGateway(http="h11")
+    try:
+        with socket.create_connection(("127.0.0.1", live.port)) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"X-Title: a\x01b\x7f\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+    finally:
+        log_flush()
+        live.stop()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b'"type": "invalid_request_error"' in body and b"control character" in body
+    assert upstream.received == []
+    rid = re.search(rb"(?i)x-gateway-request-id: (\w+)", head).group(1).decode()
+    resp = until(lambda: (log_flush(), Response.objects.filter(request_id=rid).first())[1], 5)
+    assert resp.status_code == 400 and "x-title" in resp.error_message.lower()
