@@ -34,7 +34,7 @@ from logs.redaction.redact import header_is_secret, param_is_secret
 from proxy.access import AccessKey, KeyGrant
 from proxy.cache_store import CacheEntry, EntryRefused, EntryTooBig, cache_store
 from proxy.exchange import Exchange, json_error
-from proxy.request_body import body_decoded
+from proxy.request_body import READ_DECODED_MAX, body_decoded
 from proxy.threads import off_loop
 from wire.jsonutil import json_or_none
 
@@ -129,7 +129,8 @@ def cache_key(x: Exchange, body: bytes) -> str:
         h.update(part.encode("utf-8", "surrogateescape") + b"\0")
     # Compared as the upstream reads it: a gzip body's bytes change with its timestamp, so the same JSON sent
     # compressed never matched (nor matched itself sent plain). One that does not decode is compared as sent.
-    decoded = body_decoded(x.forward_headers, body, settings.MAX_REQUEST_BODY_BYTES) if body else body
+    # Past READ_DECODED_MAX it is compared as sent too (decoding it whole stalled the worker).
+    decoded = body_decoded(x.forward_headers, body, READ_DECODED_MAX) if body else body
     h.update(_body_canonical(body if decoded is None else decoded, x.content_type))
     return h.hexdigest()
 

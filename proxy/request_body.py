@@ -22,6 +22,11 @@ from wire.jsonutil import json_or_none
 from wire.multipart import multipart_boundary, multipart_fields
 
 CHUNK = 64 * 1024
+# The most a compressed body is decoded to, on the event loop, to be read (its model for a key's model list and
+# the hold queue's filter, its cache key): a few kilobytes of zstd decode to the whole MAX_REQUEST_BODY_BYTES,
+# and decoding, parsing and hashing that stalled every exchange of the worker for a second or more per request.
+# A body in memory is at most 1 MiB as sent; JSON rarely compresses more than tenfold.
+READ_DECODED_MAX = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,9 +79,10 @@ def body_read(headers: list[tuple[str, str]], body: bytes | None, size: int, con
         return None, "this request's body is too large to read its model"
     if not body:
         return None, ""
-    decoded = body_decoded(headers, body, settings.MAX_REQUEST_BODY_BYTES)
+    decoded = body_decoded(headers, body, READ_DECODED_MAX)
     if decoded is None:
-        return None, "this request's compressed body cannot be decoded to read its model"
+        return None, (f"this request's compressed body cannot be decoded to read its model (corrupt, or more than "
+                      f"{READ_DECODED_MAX // (1024 * 1024)} MiB decoded)")
     return body_payload(decoded, content_type), ""
 
 

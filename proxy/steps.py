@@ -156,8 +156,14 @@ class StreamUsageStep(Step):
             body = x.body.in_memory()
             if body is None:
                 body = await off_loop(x.body.read_all)
-        decoded = body_decoded(x.forward_headers, body, settings.MAX_REQUEST_BODY_BYTES) if body else None
-        injected = x.provider.usage_inject(x.method, x.route.upstream_path, decoded) if decoded else None
+        if not body:
+            return None
+        if any(k.lower() == "content-encoding" for k, _ in x.forward_headers):
+            # Decoded whole (a key counting usage must not escape it by compressing), off the event loop:
+            # a few kilobytes of zstd can decode to MAX_REQUEST_BODY_BYTES.
+            decoded, injected = await off_loop(self._inject_decoded, x, body)
+        else:
+            decoded, injected = body, x.provider.usage_inject(x.method, x.route.upstream_path, body)
         if injected is None:
             return None
         dropped = {"accept-encoding"} | ({"content-encoding"} if decoded is not body else set())
@@ -169,6 +175,11 @@ class StreamUsageStep(Step):
             changed.append("body: sent uncompressed (Content-Encoding removed)")
         x.decisions.append({"step": self.name, "decision": "asked the stream for usage", "changed": changed})
         return None
+
+    @staticmethod
+    def _inject_decoded(x: Exchange, body: bytes) -> tuple[bytes | None, bytes | None]:
+        decoded = body_decoded(x.forward_headers, body, settings.MAX_REQUEST_BODY_BYTES)
+        return decoded, x.provider.usage_inject(x.method, x.route.upstream_path, decoded) if decoded else None
 
     def relay_filter(self, x: Exchange, is_sse: bool) -> AnswerFilter | None:
         return EventFilter(x.provider.injected_event) if x.usage_injected and is_sse else None

@@ -150,6 +150,17 @@ def test_a_compressed_body_matches_as_the_upstream_reads_it(gateway, upstream):
     assert broken.headers["x-gateway-cache"] == "MISS" and len(upstream.received) == 2
 
 
+def test_a_compressed_body_past_the_decode_bound_is_compared_as_sent(gateway, upstream):
+    # Decoded whole to be keyed, 20 KB of gzip naming 20 MiB stalled the worker: past 16 MiB it is compared as
+    # sent, so the same JSON compressed twice no longer matches (under the bound it does, test above).
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "' + b"a" * (20 << 20) + b'"}]}'
+    ask = {"X-Gateway-Cache": "60", "Content-Encoding": "gzip"}
+    first = _raw(gateway, gzip.compress(body, mtime=1), **ask)
+    later = _raw(gateway, gzip.compress(body, mtime=2), **ask)
+    again = _raw(gateway, gzip.compress(body, mtime=1), **ask)
+    assert [r.headers["x-gateway-cache"] for r in (first, later, again)] == ["MISS", "MISS", "HIT"]
+
+
 def test_scope_two_credentials_never_share(gateway, upstream):
     assert _raw(gateway, {"model": "m", "messages": MESSAGES}, **{"X-Gateway-Cache": "60"}).status_code == 200
     other = _raw(gateway, {"model": "m", "messages": MESSAGES}, key=OTHER_KEY, **{"X-Gateway-Cache": "60"})

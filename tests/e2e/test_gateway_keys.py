@@ -494,6 +494,20 @@ def test_a_compressed_body_is_judged_by_the_model_it_names(gateway, upstream, ma
     assert upstream.received == []
 
 
+def test_a_compressed_body_is_not_decoded_past_its_bound_to_read_its_model(gateway, upstream, make_key):
+    # 20 KB of gzip naming 20 MiB of JSON was decoded and parsed whole on the event loop to read its model
+    # (a 3 KB zstd body, 100 MB): a few such requests froze every exchange of the worker for seconds.
+    import gzip
+
+    _, secret = make_key("mini", models=["gpt-4o-mini"])
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "' + b"a" * (20 << 20) + b'"}]}'
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", content=gzip.compress(body), timeout=30, headers={
+        "X-Gateway-Key": secret, "Authorization": "Bearer sk-client", "Content-Type": "application/json",
+        "Content-Encoding": "gzip"})
+    assert r.status_code == 403 and "more than 16 MiB decoded" in r.json()["error"]["message"]
+    assert upstream.received == []
+
+
 def test_a_hung_redis_refuses_limited_keys_at_once_after_one_timeout_and_leaves_others_alone(
         gateway, upstream, log_flush, make_key, settings, hung_redis, monkeypatch):
     from keys import store
