@@ -159,11 +159,22 @@ def _matches(switch: SwitchState, x: Exchange, model: str | None, unread: str | 
     cannot be read is)."""
     if switch.provider and switch.provider != x.provider.name:
         return False
-    if switch.path and not x.route.path.startswith(switch.path):
+    if switch.path and not _path_matches(switch.path, x):
         return False
     if switch.gateway_key and (x.gateway_key is None or switch.gateway_key != x.gateway_key.name):
         return False
     return not switch.model or switch.model == model or (model is None and bool(unread))
+
+
+def _path_matches(prefix: str, x: Exchange) -> bool:
+    """Whether the path filter matches the path as sent, or as the upstream reads it: percent-decoded and under any
+    of the provider's prefixes (/v1/%63hat/completions and /openai/v1/chat/completions are OpenAI's chat
+    completions, which a filter /v1/chat/ let pass unheld)."""
+    path = x.route.path
+    if path.startswith(prefix):
+        return True
+    rest = unquote(path[len(x.provider.prefix_of(path) or ""):])
+    return any((p + rest).startswith(prefix) for p in x.provider.prefixes)
 
 
 def _body_for_operator(x: Exchange, body: bytes | None) -> str | None:

@@ -194,6 +194,18 @@ def test_filters_hold_only_matching_requests(upstream, gateway):
     assert HeldRequest.objects.get(pk=rid).decided_by == "hold off (test)"
 
 
+def test_the_path_filter_holds_the_path_as_the_upstream_reads_it(upstream, gateway):
+    # Under --path /v1/chat/, OpenAI's chat completions asked for through its other prefix or with a letter
+    # percent-encoded (the upstream decodes it) went upstream unheld.
+    _switch(on=True, path="/v1/chat/")
+    calls = [_post(gateway, path=p) for p in ("/openai/v1/chat/completions", "/v1/%63hat/completions")]
+    ids = held_ids(gateway, 2)
+    assert upstream.received == []
+    assert _post(gateway, {"model": "text-embedding-3-small", "input": "x"}, path="/v1/embeddings").wait().status_code == 200
+    switch(on=False, by="test")
+    assert all(c.wait().status_code in (200, 404) for c in calls) and len(ids) == 2
+
+
 def test_the_model_filter_reads_the_model_that_goes_upstream(upstream, gateway, settings):
     # A compressed body read as it came named no model, a large one was not read: neither was held.
     # Gemini names its model in the path, which the filter read before a hook's change.
