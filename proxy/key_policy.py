@@ -129,11 +129,17 @@ def _credential_swap(x: Exchange, grant: KeyGrant, credential: str) -> None:
                 for k, v in kept]
         kept = [(k, v) for k, v in kept if v or k.lower() != SUBPROTOCOL_HEADER]
     name, value = provider.credential_pair(credential)
+    changed = [f"{name}: the key's stored provider credential (the key came in {where})"
+               for where in ["X-Gateway-Key" if not grant.in_provider_header else grant.carrier]]
+    if not x.websocket:
+        # The answer comes uncompressed: the mask reads its bytes as they come, and an echo inside a gzip body
+        # reached the client whole (its HTTP client decodes it), handing the key's holder the credential.
+        kept = [(k, v) for k, v in kept if k.lower() != "accept-encoding"]
+        kept.append(("Accept-Encoding", "identity"))
+        changed.append("Accept-Encoding: identity (an echo of the credential is masked in the plain answer)")
     x.forward_headers = [*kept, (name, value)]
     x.request_changed = True  # what goes upstream is logged if it goes (forwarded_note), not before
-    where = "X-Gateway-Key" if not grant.in_provider_header else grant.carrier
-    x.decisions.append({"step": STEP, "decision": "provider credential swapped in",
-                        "changed": [f"{name}: the key's stored provider credential (the key came in {where})"]})
+    x.decisions.append({"step": STEP, "decision": "provider credential swapped in", "changed": changed})
 
 
 class EchoMask:

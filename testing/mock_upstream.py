@@ -206,8 +206,11 @@ class MockUpstream:
             auth = h.get("authorization", "") or h.get("x-api-key", "")
             body = json.dumps({"error": {"message": f"Incorrect API key provided: {auth}",
                                          "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
-            await self._send(writer, 401, body, extra=[("x-echo-auth", auth),
-                                                       ("set-cookie", f"sess={auth[-20:]}; Path=/; HttpOnly")])
+            extra = [("x-echo-auth", auth), ("set-cookie", f"sess={auth[-20:]}; Path=/; HttpOnly")]
+            if h.get("x-mock-gzip") and "gzip" in h.get("accept-encoding", ""):  # the echo inside gzip
+                body = gzip.compress(body)
+                extra.append(("content-encoding", "gzip"))
+            await self._send(writer, 401, body, extra=extra)
             return True
         if req.method == "OPTIONS" and "access-control-request-method" in h:
             await self._preflight(writer, h)

@@ -331,6 +331,13 @@ def test_key_holding_the_provider_credential(gateway, upstream, log_flush, make_
     assert stored not in json.dumps([resp.headers, resp.body]) and "Incorrect API key" in resp.body
     assert resp.steps[-1] == {"step": "gateway_key", "decision": "stored provider credential masked in the answer",
                               "echoes": 2}  # the body and the echo header (the cookie holds a part)
+    # A client asking for a compressed answer got the echo inside gzip, which the mask cannot read and the
+    # client's HTTP client decodes: the credential, whole. The upstream is asked for a plain answer.
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={
+        "Authorization": f"Bearer {secret}", "x-mock-fault": "echo-auth", "x-mock-gzip": "1",
+        "Accept-Encoding": "gzip"})
+    assert r.status_code == 401 and "Incorrect API key provided: Bearer " in r.json()["error"]["message"]
+    assert stored not in r.text and upstream.received[-1].header("accept-encoding") == "identity"
 
 
 def test_a_key_made_before_its_credential_had_to_name_a_provider_is_refused(gateway, upstream, make_key):
