@@ -138,9 +138,11 @@ class Exchange:
         The Fetch standard has browsers send it before any call that carries an Authorization or
         custom header, and never with credentials: a gateway key cannot be asked of it (the call
         that follows is checked like any other), and nothing the steps decide by key, model or body
-        applies to it. One that carries a credential header is no browser's, and is treated as any request.
+        applies to it. One that carries a credential header, or a body (browsers send none), is no browser's,
+        and is treated as any request: else anyone could have the gateway forward and log, without a key, a
+        body of 1 KiB of gzip that the log keeps as 1 MiB of text.
         """
-        if self.method != "OPTIONS":
+        if self.method != "OPTIONS" or self.body.size:
             return False
         names = {k.lower() for k, _ in self.headers}
         # Any header the log masks: a provider's, the gateway key, a cookie.
