@@ -323,9 +323,10 @@ class OpenAI(Provider):
         return names_without(model, VERSION_SUFFIXES)
 
     def realtime_model(self, endpoint: str, query: str) -> str | None:
-        """The Realtime API names the model in the upgrade's query: /v1/realtime?model=..."""
+        """The Realtime API names the model in the upgrade's query: /v1/realtime?model=... (None when it names two:
+        servers differ on which of them they take, so a key limited to models saw one and the upstream ran another)."""
         found = parse_qs(query).get("model")
-        return found[0][:255] if found else None
+        return found[0][:255] if found and len(set(found)) == 1 else None
 
     def realtime_read(self, direction: str, event: Payload) -> RealtimeRead:
         """The Realtime API: audio appends and deltas, turn ends, session formats, response.done usage."""

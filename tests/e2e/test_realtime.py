@@ -354,6 +354,9 @@ def test_gateway_key_limits_and_models_apply_at_the_upgrade(rt, realtime_mock, l
     assert b"rate_limit_error" in limited.response.body
     other_model = asyncio.run(_refused(rt.url, headers, model="gpt-4o-realtime-preview"))
     assert other_model.response.status_code == 403 and b"may not use model" in other_model.response.body
+    # Two models in the query: the key read the first, a server taking the last ran the other.
+    twice = asyncio.run(_refused(rt.url, headers, model="gpt-realtime&model=gpt-4o-realtime-preview"))
+    assert twice.response.status_code == 403 and b"not named in its upgrade request" in twice.response.body
     # Gemini Live names its model only in the session's first message: a model-limited key is refused.
     with pytest.raises(InvalidStatus) as gemini:
         asyncio.run(_open(f"{rt.url.replace('http', 'ws')}/gemini/ws/google.ai.generativelanguage.v1beta."
@@ -361,7 +364,7 @@ def test_gateway_key_limits_and_models_apply_at_the_upgrade(rt, realtime_mock, l
     assert gemini.value.response.status_code == 403 and b"not named in its upgrade request" in gemini.value.response.body
     assert len(realtime_mock.mock.sessions) == 1  # no refusal reached the upstream
     log_flush()
-    assert sorted(r.status_code for r in Response.objects.all()) == [101, 403, 403, 429]
+    assert sorted(r.status_code for r in Response.objects.all()) == [101, 403, 403, 403, 429]
     assert Response.objects.get(status_code=429).outcome == "rate_limited"
 
 
