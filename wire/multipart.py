@@ -56,19 +56,30 @@ def multipart_split(path: Path, boundary: str, max_parts: int = 0) -> tuple[list
 
 
 def multipart_fields(body: bytes, boundary: str, max_parts: int) -> dict[str, str]:
-    """The small text fields of a multipart body held in memory (no file parts): what names its model."""
+    """The small text fields of a multipart body held in memory (no file parts): what names its model.
+
+    A name sent twice with two values (model=whisper-1, then model=gpt-4o-transcribe) is left out: servers
+    differ on which one they take (Starlette's form, and so FastAPI servers such as vLLM, the last), and the
+    gateway judging the first let a key limited to models run the other.
+    """
     try:
         parts, _ = _parts_locate(body, boundary, max_parts)
     except TooManyParts:
         return {}
-    fields = {}
+    fields: dict[str, str] = {}
+    repeated: set[str] = set()
     for part in parts:
         if part.filename is None and part.end - part.start <= FIELD_MAX:
             try:
-                fields.setdefault(part.name, body[part.start:part.end].decode("utf-8"))
+                value = body[part.start:part.end].decode("utf-8")
             except UnicodeDecodeError:
-                pass
-    return fields
+                repeated.add(part.name)  # a value nobody can read here may be the one the server takes
+                continue
+            if fields.setdefault(part.name, value) != value:
+                repeated.add(part.name)
+        else:
+            repeated.add(part.name)  # a file part, or one too large to read, under a field's name
+    return {k: v for k, v in fields.items() if k not in repeated}
 
 
 def _parts_locate(m, boundary: str, max_parts: int) -> tuple[list[Part], bool]:

@@ -445,6 +445,19 @@ def test_a_key_limited_to_models_refuses_a_request_that_leaves_the_model_to_the_
     assert len(upstream.received) == 3
 
 
+def test_a_form_upload_naming_its_model_twice_is_refused(gateway, upstream, make_key):
+    # The gateway read the first model field, FastAPI servers (vLLM) and Starlette take the last.
+    _, secret = make_key("ears", models=["whisper-1"])
+    headers = {"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}"}
+    audio = {"file": ("a.wav", b"RIFF0000WAVE", "audio/wav")}
+    r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", files=audio,
+                   data={"model": ["whisper-1", "gpt-4o-transcribe"]}, headers=headers)
+    assert r.status_code == 403 and "names none" in r.json()["error"]["message"]
+    assert upstream.received == []
+    r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", files=audio, data={"model": "whisper-1"}, headers=headers)
+    assert r.status_code != 403 and len(upstream.received) == 1
+
+
 def test_a_key_limited_to_models_judges_each_request_of_a_batch(gateway, upstream, make_key):
     _, secret = make_key("batcher", models=["claude-haiku-4-5", "gpt-4o-mini"])
     headers = {"X-Gateway-Key": secret, "x-api-key": "sk-ant-" + "x" * 30, "anthropic-version": "2023-06-01"}
