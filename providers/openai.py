@@ -5,7 +5,7 @@ import binascii
 import json
 import re
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from providers import turns
 from providers.base import AudioChunk, EmbeddedFile, Payload, Provider, RealtimeRead, RequestTags, StreamEvent, \
@@ -358,8 +358,9 @@ class OpenAI(Provider):
         return read
 
     def usage_injectable(self, method: str, upstream_path: str) -> bool:
-        """Chat completions and completions: their streams report usage only when asked."""
-        return method == "POST" and upstream_path.rstrip("/").endswith(USAGE_INJECT_ENDPOINTS)
+        """Chat completions and completions: their streams report usage only when asked. Read percent-decoded, as
+        the upstream routes it (/v1/chat/completion%73 is chat completions, and escaped the option)."""
+        return method == "POST" and unquote(upstream_path).rstrip("/").endswith(USAGE_INJECT_ENDPOINTS)
 
     def usage_inject(self, method: str, upstream_path: str, body: bytes) -> bytes | None:
         """A streamed chat/completions body with stream_options.include_usage set, when it was not."""

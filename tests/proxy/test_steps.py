@@ -130,6 +130,11 @@ def test_a_key_that_counts_usage_asks_every_stream_for_it(settings, monkeypatch)
     x.usage_counted = True
     asyncio.run(StreamUsageStep().request(x))
     assert x.usage_injected and json.loads(x.forward_body)["stream_options"] == {"include_usage": True}
+    # The path as the upstream routes it: a letter percent-encoded is still chat completions.
+    x = _exchange(b'{"model": "m", "stream": true}', path="/v1/chat/completion%73")
+    x.usage_counted = True
+    asyncio.run(StreamUsageStep().request(x))
+    assert x.usage_injected
 
 
 def _run(pieces: list[bytes]) -> bytes:
