@@ -9,6 +9,7 @@ log with no upstream call; a refusal by a limit has the outcome `rate_limited`.
 
 import re
 from math import ceil
+from urllib.parse import unquote
 
 from django.http import HttpResponse
 
@@ -101,14 +102,16 @@ def _models_asked(x: Exchange) -> tuple[list[str], str]:
     if isinstance(payload, dict) and any(k != "model" and k.lower() == "model" for k in payload):
         # Go's JSON (Ollama, many compatible servers) matches field names in any case, the last one winning.
         return [], "this request names its model in more than one field ('model' in another case)"
-    batch = x.provider.batch_models(x.route.upstream_path, payload)
+    # The path as the upstream routes it: /v1/messages/batche%73 creates a batch, whose requests name models.
+    endpoint = unquote(x.route.upstream_path)
+    batch = x.provider.batch_models(endpoint, payload)
     if batch is not None:
         if not batch:
             return [], "this batch's models are in its uploaded file, which the gateway does not read"
         if None in batch:
             return [], "a request of this batch names no model the gateway can read"
         return batch, ""
-    model = x.provider.request_model(x.route.upstream_path, payload)
+    model = x.provider.request_model(endpoint, payload)
     return ([model] if model else []), ""
 
 

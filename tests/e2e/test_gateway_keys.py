@@ -462,15 +462,21 @@ def test_a_key_limited_to_models_judges_each_request_of_a_batch(gateway, upstrea
     _, secret = make_key("batcher", models=["claude-haiku-4-5", "gpt-4o-mini"])
     headers = {"X-Gateway-Key": secret, "x-api-key": "sk-ant-" + "x" * 30, "anthropic-version": "2023-06-01"}
 
-    def batch(*models: str) -> httpx.Response:
+    def batch(*models: str, path: str = "/anthropic/v1/messages/batches") -> httpx.Response:
         requests = [{"custom_id": f"r{i}", "params": {"model": m, "max_tokens": 5,
                                                         "messages": [{"role": "user", "content": "hi"}]}}
                     for i, m in enumerate(models)]
-        return httpx.post(f"{gateway.url}/anthropic/v1/messages/batches", json={"requests": requests},
-                          headers=headers, timeout=10)
+        return httpx.post(f"{gateway.url}{path}", json={"requests": requests}, headers=headers, timeout=10)
 
     r = batch("claude-haiku-4-5", "claude-opus-4-1")
     assert r.status_code == 403 and "may not use model 'claude-opus-4-1'" in r.json()["error"]["message"]
+    # The path as the upstream routes it: a letter percent-encoded named no batch, and its models went unread.
+    r = batch("claude-opus-4-1", path="/anthropic/v1/messages/batche%73")
+    assert r.status_code == 403 and "may not use model 'claude-opus-4-1'" in r.json()["error"]["message"]
+    r = httpx.post(f"{gateway.url}/v1/batche%73", timeout=10, json={
+        "input_file_id": "file-1", "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        headers={"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}"})
+    assert r.status_code == 403 and "models are in its uploaded file" in r.json()["error"]["message"]
     assert upstream.received == []
     batch("claude-haiku-4-5")  # allowed: forwarded (the mock has no batches route)
     assert upstream.received[-1].path == "/v1/messages/batches"
