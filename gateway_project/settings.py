@@ -1,6 +1,7 @@
 """Django settings for the AI gateway: every knob is read from the environment here, once."""
 
 import logging
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -57,8 +58,21 @@ def _url(name: str, default: str) -> str:
         raise ImproperlyConfigured(f"{name} must be an http:// or https:// URL with a host, not {value!r}")
     return value
 
-DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+def _folder(name: str, path: Path) -> Path:
+    """A folder the gateway writes to, made when missing: one it cannot make or write stops the start naming
+    its setting (it was a bare OSError traceback naming no setting: "Read-only file system: '.../secret_key'")."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{name}: cannot make the folder {str(path)!r}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ImproperlyConfigured(f"{name}: the folder {str(path)!r} is not writable by this user (or its disk "
+                                   "is read-only)")
+    return path
+
+
+DATA_DIR = _folder("DATA_DIR", Path(env.str("DATA_DIR", default=str(BASE_DIR / "data"))).resolve())
 
 
 def _secret_key_load() -> str:
@@ -134,7 +148,7 @@ if not DATABASES["default"].get("ENGINE") or (_db_url and urlsplit(_db_url).sche
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django knows (postgres://, sqlite:///...): "
                                f"{_db_url!r}")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    _folder("DB_PATH" if not _db_url else "DATABASE_URL", Path(DATABASES["default"]["NAME"]).parent)
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             # WAL lets readers (admin) run beside the log writer; IMMEDIATE takes the write
@@ -148,8 +162,8 @@ DATABASES["default"]["CONN_MAX_AGE"] = _number(int, "CONN_MAX_AGE", 0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Files ----------------------------------------------------------------------------
-FILE_STORAGE_PATH = Path(env.str("FILE_STORAGE_PATH", default=str(DATA_DIR / "files"))).resolve()
-FILE_STORAGE_PATH.mkdir(parents=True, exist_ok=True)
+FILE_STORAGE_PATH = _folder("FILE_STORAGE_PATH",
+                            Path(env.str("FILE_STORAGE_PATH", default=str(DATA_DIR / "files"))).resolve())
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -187,6 +201,11 @@ STATIC_ROOT = DATA_DIR / "static"
 # --- Gateway --------------------------------------------------------------------------
 # Each built-in provider's upstream base URL, from the variable its module names (upstream_env).
 UPSTREAM_URLS = {p.name: _url(p.upstream_env, p.upstream_default) for p in providers.builtin()}
+for _provider in providers.builtin():  # SDKs' base URLs end in /v1, and so did a copied one: every call 404'd
+    if _version := _provider.base_url_version(UPSTREAM_URLS[_provider.name]):
+        _given = UPSTREAM_URLS[_provider.name].rstrip("/")
+        raise ImproperlyConfigured(f"{_provider.upstream_env} must not end in {_version}: every client path already "
+                                   f"starts with it (write {_given[:-len(_version)]})")
 # OpenAI-compatible servers mounted at /{name}/v1/*: "groq=https://api.groq.com/openai,ollama=http://127.0.0.1:11434"
 GATEWAY_PROVIDERS = env.list("GATEWAY_PROVIDERS", default=[])
 try:

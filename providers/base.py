@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 Payload = Any  # parsed JSON: dict, list, str, number, bool or None
 StreamEvent = tuple[str | None, Payload]  # (SSE event name, its data parsed as JSON, None when not JSON)
@@ -180,6 +180,9 @@ class Provider:
     upstream_prefix: str = "/v1/"  # what replaces the matched prefix upstream
     upstream_env: str = ""  # the environment variable holding its upstream base URL
     upstream_default: str = ""
+    # API versions its clients put at the start of every path: an upstream base URL that ends in one sent
+    # every call to .../v1/v1/... (a 404 from the upstream that said nothing of why).
+    path_versions: tuple[str, ...] = ("v1",)
     credential_headers: tuple[str, ...] = ("authorization",)  # lowercase
     credential_query: tuple[str, ...] = ()
     # Request headers besides the body that change what the upstream answers or whose account answers
@@ -220,6 +223,11 @@ class Provider:
         """The upstream path for a gateway path, or None when no prefix of this provider claims it."""
         prefix = self.prefix_of(path)
         return None if prefix is None else self.upstream_prefix + path[len(prefix):]
+
+    def base_url_version(self, url: str) -> str | None:
+        """The API version an upstream base URL wrongly ends with ("/v1"), or None when it is usable."""
+        last = urlsplit(url).path.rstrip("/").rpartition("/")[2]
+        return f"/{last}" if last in self.path_versions else None
 
     def credential(self, headers: list[tuple[str, str]], query: str = "") -> str:
         """The client's credential (the token, without its scheme), or ""."""

@@ -34,12 +34,12 @@ def compatible_parse(entries: tuple[str, ...], taken: frozenset[str]) -> tuple[C
                              "(name: lowercase letters, digits, - or _)")
         if name in taken or any(p.name == name for p in out):
             raise ValueError(f"GATEWAY_PROVIDERS: the name {name!r} is already taken")
-        parts = urlsplit(url)
-        if parts.path.rstrip("/").endswith("/v1"):
-            # Every server's documentation gives its base URL with /v1; the gateway adds it, and every call
-            # went to .../v1/v1/... (a 404 that said nothing of why).
+        provider = Compatible(name, url)
+        if provider.base_url_version(url):
+            # Every server's documentation gives its base URL with /v1; the gateway adds it.
+            parts = urlsplit(url)
             base = parts._replace(path=parts.path.rstrip("/")[:-3]).geturl()
             raise ValueError(f"GATEWAY_PROVIDERS entry {entry.strip()!r}: leave /v1 out of the URL, the gateway "
                              f"adds it (/{name}/v1/... goes to {base}/v1/...): {name}={base}")
-        out.append(Compatible(name, url))
+        out.append(provider)
     return tuple(out)

@@ -94,6 +94,7 @@ class Gemini(Provider):
     # The google-genai SDK adds the API version itself (/v1beta/models/...), so the prefix is bare.
     prefixes = ("/gemini/",)
     upstream_prefix = "/"
+    path_versions = ("v1", "v1beta", "v1alpha")
     upstream_env = "GEMINI_UPSTREAM_URL"
     upstream_default = "https://generativelanguage.googleapis.com"
     prices_id = "google"

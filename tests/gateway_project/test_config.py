@@ -28,6 +28,12 @@ from tests.procs import ROOT
     ("CACHE_DEFAULT_TTL", "-5", "CACHE_DEFAULT_TTL must be at least 0, not -5"),
     ("OPENAI_UPSTREAM_URL", "127.0.0.1:9501", "OPENAI_UPSTREAM_URL must be an http:// or https:// URL with a host, "
                                               "not '127.0.0.1:9501'"),
+    # The SDKs' base URL (with its /v1) copied into the setting sent every call to /v1/v1/... (the upstream's 404).
+    ("OPENAI_UPSTREAM_URL", "https://api.openai.com/v1", "OPENAI_UPSTREAM_URL must not end in /v1: every client "
+                                                        "path already starts with it (write https://api.openai.com)"),
+    ("ANTHROPIC_UPSTREAM_URL", "http://127.0.0.1:9501/v1/", "ANTHROPIC_UPSTREAM_URL must not end in /v1"),
+    ("GEMINI_UPSTREAM_URL", "https://generativelanguage.googleapis.com/v1beta",
+     "GEMINI_UPSTREAM_URL must not end in /v1beta"),
     ("GATEWAY_API_KEYS", "alice:", "GATEWAY_API_KEYS has an entry without a key: 'alice:'"),  # was an open gateway
     ("DEBUG", "ture", "DEBUG must be true or false (1/0, yes/no, on/off), not 'ture'"),  # was read as False
     ("TRUST_X_FORWARDED_PROTO", "treu", "TRUST_X_FORWARDED_PROTO must be true or false"),
@@ -50,6 +56,29 @@ def test_bad_setting_is_refused_by_name(tmp_path, name, value, message):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert f"ImproperlyConfigured: {message}" in done.stderr
+
+
+def test_an_upstream_url_with_a_path_of_its_own_is_taken(tmp_path):
+    """A base path that is not an API version (a corporate proxy's /openai) is still a usable upstream."""
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "OPENAI_UPSTREAM_URL": "https://proxy.example/openai/v1x"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run([sys.executable, "-c", "import gateway_project.settings as s; print(s.UPSTREAM_URLS['openai'])"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "https://proxy.example/openai/v1x", done.stderr
+
+
+@pytest.mark.parametrize("name", ["DATA_DIR", "FILE_STORAGE_PATH", "DB_PATH"])
+def test_a_folder_that_cannot_be_made_is_refused_by_name(tmp_path, name):
+    """A data folder under a file (or on a missing or read-only disk) stopped the start with an OSError naming
+    no setting; it names the setting and the folder."""
+    (tmp_path / "a-file").write_text("")
+    bad = tmp_path / "a-file" / "sub"
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), name: str(bad / "x.db" if name == "DB_PATH" else bad)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run([sys.executable, "-c", "import gateway_project.settings"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"ImproperlyConfigured: {name}: cannot make the folder {str(bad)!r}: Not a directory" in done.stderr
 
 
 RECORDER = """
