@@ -50,6 +50,10 @@ def test_compose_nginx_has_the_guides_streaming_settings():
     conf = (ROOT / "deploy" / "nginx.conf").read_text()
     used = {line.split("#")[0].strip() for line in conf.splitlines()}
     assert directives <= used
+    # The Host with the port the client used (compose publishes 8080): nginx's $host drops it, and the admin's login
+    # failed Django's CSRF Origin check (403) and Gemini upload URLs pointed at port 80.
+    for text in (example, conf):
+        assert re.search(r"^\s*proxy_set_header Host \$http_host;", text, re.M)
     servers = re.findall(r"server (gateway-[ab]):8080", conf)
     assert sorted(servers) == sorted(s for s in _compose()["services"] if s.startswith("gateway-"))
 
