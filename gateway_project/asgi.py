@@ -17,14 +17,25 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 
 from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
-django_app = get_asgi_application()
+# uvicorn's exit code for a worker that failed before serving: its --workers supervisor then stops, where any
+# other code makes it start a new worker, which fails the same way, forever (uvicorn/config.py STARTUP_FAILURE).
+STARTUP_FAILURE = 3
+
+try:
+    django_app = get_asgi_application()
+except ImproperlyConfigured as exc:
+    # A setting that cannot be used, named by settings.py: that line, not a 60-line import traceback.
+    sys.stderr.write(f"ImproperlyConfigured: {exc}\n")
+    sys.exit(STARTUP_FAILURE)
 
 from logs.pipeline.writer import writer_get, writer_stop  # noqa: E402
 from proxy.asgi import proxy_app  # noqa: E402

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,25 @@ def test_a_folder_that_cannot_be_made_is_refused_by_name(tmp_path, name):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert f"ImproperlyConfigured: {name}: cannot make the folder {str(bad)!r}: Not a directory" in done.stderr
+
+
+def test_a_bad_setting_stops_uvicorn_with_workers_in_one_line(tmp_path):
+    """With --workers (the Dockerfile's command), a worker that died of a bad setting was replaced by another
+    that died the same way, each printing a 60-line traceback, forever: the gateway never started nor stopped.
+    Now uvicorn stops, and the console says what is wrong in one line per worker."""
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "STREAM_USAGE": "always"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--port", "0",
+                             "--workers", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"uvicorn kept restarting its workers:\n{output[-2000:]}")
+    assert "ImproperlyConfigured: STREAM_USAGE must be 'off' or 'inject', not 'always'" in output
+    assert "Traceback" not in output
 
 
 RECORDER = """
