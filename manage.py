@@ -8,9 +8,16 @@ import sys
 def main() -> None:
     """Run a management command."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    try:
+        execute_from_command_line(sys.argv)
+    except ImproperlyConfigured as exc:
+        # A setting that cannot be used, named by settings.py (`migrate` with a typo in .env): that line, as the
+        # server prints it (gateway_project/asgi.py), not the traceback of Django's import of the settings.
+        sys.stderr.write(f"ImproperlyConfigured: {exc}\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,17 @@ def test_a_bad_setting_stops_uvicorn_with_workers_in_one_line(tmp_path):
     assert "Traceback" not in output
 
 
+def test_a_bad_setting_stops_a_command_in_one_line(tmp_path):
+    """`manage.py migrate` (run before every start and upgrade) with a bad setting printed Django's traceback."""
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "HOLD_TIMEOUT_ACTION": "deny"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run([sys.executable, "manage.py", "migrate"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == ("ImproperlyConfigured: HOLD_TIMEOUT_ACTION must be approve, reject-400, reject-500 or "
+                           "content-policy, not 'deny'\n")
+
+
 RECORDER = """
 import json, sys
 import environ
