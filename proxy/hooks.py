@@ -123,10 +123,10 @@ def _hooks_load(paths: tuple[str, ...], skip: tuple[str, ...]) -> tuple[Hook, ..
 
 def hooks_loaded() -> tuple[Hook, ...]:
     """The configured hooks, in order (loaded once per setting value)."""
-    paths = settings.GATEWAY_HOOKS
-    if not paths:
+    paths, skip = settings.GATEWAY_HOOKS, settings.GATEWAY_HOOKS_SKIP_ON_ERROR
+    if not paths and not skip:  # a skip list without hooks is a mistake too (GATEWAY_HOOKS misspelled): say so
         return ()
-    return _hooks_load(tuple(paths), tuple(settings.GATEWAY_HOOKS_SKIP_ON_ERROR))
+    return _hooks_load(tuple(paths), tuple(skip))
 
 
 def _failure(hook: Hook, what: str, exc: BaseException, x: Exchange, hx: HookExchange) -> HookFailed:

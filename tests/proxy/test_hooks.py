@@ -261,6 +261,8 @@ def test_without_hooks_nothing_is_marked_changed(settings, upstream, gateway, lo
     (["no_such_package.hooks.Hook"], [], "GATEWAY_HOOKS: cannot import 'no_such_package.hooks.Hook'"),
     ([H + "NoMethods"], [], f"GATEWAY_HOOKS: '{H}NoMethods' (NoMethods) has neither on_request nor on_response"),
     ([H + "Noop"], [H + "Boom"], f"GATEWAY_HOOKS_SKIP_ON_ERROR names hooks not in GATEWAY_HOOKS: {H}Boom"),
+    # GATEWAY_HOOKS unset (misspelled): the skip list was ignored and the hooks meant were never run.
+    ([], [H + "Boom"], f"GATEWAY_HOOKS_SKIP_ON_ERROR names hooks not in GATEWAY_HOOKS: {H}Boom"),
     ([H + "BadBlocking"], [], f"GATEWAY_HOOKS: '{H}BadBlocking' has blocking = 'no'; it must be True or False"),
 ])
 def test_bad_hooks_are_refused_by_name(settings, paths, skip, message):
