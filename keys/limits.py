@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_FLOOR, Decimal
 
+from django.db import DatabaseError
+
 from keys.models import GatewayKey
 from keys.periods import period_end, period_start, period_words
 from keys.refresh import in_thread, refresh_start, refreshed
 from keys.selectors import TOKENS_WINDOW, KeyUsage, key_usage, key_usage_cached, tokens_free_in
-from keys.store import Take, store_blocks, window_take
+from keys.store import StoreUnavailable, Take, store_blocks, window_take
 
 REQUESTS_WINDOW = 60
 MICROS = Decimal(1_000_000)
@@ -172,6 +174,17 @@ def policies(key: GatewayKey) -> list[tuple[str, str]]:
     return [("RateLimit-Policy", ", ".join(items))]
 
 
+def _read(read, *args):
+    """A read of the key's usage from the log's tables (tokens, spend). A database that is down or not migrated
+    (a table a new version adds) refuses the limited key as an unreachable limit store does (a 503), instead
+    of failing the step with a 500 that told the client the driver's message (the database's host, port)."""
+    try:
+        return read(*args)
+    except DatabaseError as exc:
+        raise StoreUnavailable(f"the database cannot be read ({type(exc).__name__}; is it up, and migrated?)",
+                               f"{type(exc).__name__}: {exc}") from None
+
+
 async def limits_apply(key: GatewayKey) -> Verdict:
     """Check the key's limits and, when it is admitted, take one request from its per-minute window.
 
@@ -186,15 +199,15 @@ async def limits_apply(key: GatewayKey) -> Verdict:
             # One read per key at a time; meanwhile the others go on with the last value while it is
             # less than USAGE_TTL old, and wait for the read when it is older or there is none.
             if usage is None:
-                usage = await refreshed(("usage", key.pk), key_usage, key)
+                usage = await refreshed(("usage", key.pk), _read, key_usage, key)
             else:
-                refresh_start(("usage", key.pk), key_usage, key)
+                refresh_start(("usage", key.pk), _read, key_usage, key)
     if key.budget_usd is not None:
         _budget(key, plan, usage.spend, v)
     if key.tpm is not None:
         used, free_in = usage.tokens, None
         if used >= key.tpm and not v.refusal:  # over, as last read: the window itself decides, and says when
-            used, free_in = await in_thread(tokens_free_in, key, key.tpm)
+            used, free_in = await in_thread(_read, tokens_free_in, key, key.tpm)
         _tokens(key, plan, used, free_in, v)
     if key.rpm is not None:
         v.policies.append(plan.requests_policy)

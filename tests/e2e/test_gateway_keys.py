@@ -571,3 +571,26 @@ def test_a_key_limited_to_models_holds_replicate_trainings_and_encoded_paths_to_
     allowed = httpx.post(f"{gateway.url}/replicate/v1/models/meta/llama-3-8b/versions/39ed52f2/trainings",
                          json={"input": {}, "destination": "me/x"}, headers=headers, timeout=10)
     assert allowed.status_code != 403 and len(upstream.received) == 1
+
+
+def test_a_budget_key_whose_usage_cannot_be_read_is_refused_503_without_the_drivers_words(
+        gateway, upstream, log_flush, make_key, monkeypatch):
+    """The key's spend is read from the log's tables: a database that went down after the key was found, or one
+    not yet migrated by an upgrade (no deleted_spend table), failed the step with a 500 that handed the client
+    the driver's message (a PostgreSQL host and port)."""
+    from django.db import OperationalError
+
+    from keys import limits
+
+    def down(key):
+        raise OperationalError('connection to server at "10.9.8.7", port 5432 failed: Connection refused')
+
+    monkeypatch.setattr(limits, "key_usage", down)
+    _, secret = make_key("budgeted", budget_usd=Decimal("5"), budget_period="total")
+    r = _chat(gateway, secret)
+    assert r.status_code == 503
+    assert r.json()["error"]["message"] == ("Gateway key limits cannot be checked: the database cannot be read "
+                                            "(OperationalError; is it up, and migrated?). Retry shortly.")
+    assert r.headers["retry-after"] and upstream.received == []
+    _, resp = _logged(log_flush, r)
+    assert resp.outcome == "gateway_error" and "10.9.8.7" in resp.error_message  # the reason is in the log
