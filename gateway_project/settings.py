@@ -18,10 +18,14 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
-def _number(kind: type, name: str, default: float, *, least: float = 0, above: bool = False) -> float:
+YEAR = 365 * 86400
+
+
+def _number(kind: type, name: str, default: float, *, least: float = 0, above: bool = False,
+            most: float | None = None) -> float:
     """A numeric setting, read strictly: django-environ's float() drops every character that is not a digit
     ("1e2" read as 12.0), and its int() fails with a bare traceback. None is negative; `least` is the
-    smallest value that works (`above`: the value must exceed it)."""
+    smallest value that works (`above`: the value must exceed it), `most` the largest."""
     raw = env.get_value(name, cast=str, default=default)  # the default as it is, the variable as text
     if not isinstance(raw, str):
         return raw
@@ -35,6 +39,9 @@ def _number(kind: type, name: str, default: float, *, least: float = 0, above: b
         raise ImproperlyConfigured(f"{name} must be {'an integer' if kind is int else 'a number'}, not {raw!r}")
     if value < least or (above and value == least):
         raise ImproperlyConfigured(f"{name} must be {'above' if above else 'at least'} {least:g}, not {raw.strip()}")
+    if most is not None and value > most:
+        raise ImproperlyConfigured(f"{name} must be at most {most:.0f}{' (a year)' if most == YEAR else ''}, "
+                                   f"not {value:g}")
     return value
 
 
@@ -274,7 +281,9 @@ JOURNAL_DIR = DATA_DIR / "journal"
 SPOOL_DIR = DATA_DIR / "spool"
 JOURNAL_FSYNC = _bool("JOURNAL_FSYNC", False)
 # An ingest process with nothing to write for this long exits; the next record starts another.
-LOG_INGEST_IDLE_SECONDS = _number(float, "LOG_INGEST_IDLE_SECONDS", 60.0, above=True)
+# At most a year: a wait past threading.TIMEOUT_MAX (about 292 years) killed the log writer thread with an
+# OverflowError, and nothing more reached the log, nor could the server stop.
+LOG_INGEST_IDLE_SECONDS = _number(float, "LOG_INGEST_IDLE_SECONDS", 60.0, above=True, most=YEAR)
 SHUTDOWN_GRACE_SECONDS = _number(float, "SHUTDOWN_GRACE_SECONDS", 10.0)
 
 # Request hooks (docs/hooks.md): dotted paths, run in order; loaded and checked at start (proxy/apps.py).
@@ -287,9 +296,8 @@ HOOKS_RESPONSE_MAX_BYTES = _number(int, "HOOKS_RESPONSE_MAX_BYTES", 10 * 1024 * 
 MODEL_POLICY_ALLOW = env.list("MODEL_POLICY_ALLOW", default=[])
 MODEL_POLICY_MAX_TOKENS = _number(int, "MODEL_POLICY_MAX_TOKENS", 0)
 # The hold queue (docs/hold.md): how long a held request waits for a decision, and what then happens.
-HOLD_TIMEOUT_SECONDS = _number(float, "HOLD_TIMEOUT_SECONDS", 60.0, above=True)
-if HOLD_TIMEOUT_SECONDS > 365 * 86400:  # a deadline past the calendar's end failed every held request (1e12)
-    raise ImproperlyConfigured(f"HOLD_TIMEOUT_SECONDS must be at most 31536000 (a year), not {HOLD_TIMEOUT_SECONDS:g}")
+# At most a year: a deadline past the calendar's end failed every held request (1e12).
+HOLD_TIMEOUT_SECONDS = _number(float, "HOLD_TIMEOUT_SECONDS", 60.0, above=True, most=YEAR)
 HOLD_TIMEOUT_ACTION = env.str("HOLD_TIMEOUT_ACTION", default="approve").strip().lower()
 if HOLD_TIMEOUT_ACTION not in ("approve", "reject-400", "reject-500", "content-policy"):
     raise ImproperlyConfigured("HOLD_TIMEOUT_ACTION must be approve, reject-400, reject-500 or content-policy, "

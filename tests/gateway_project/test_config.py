@@ -44,6 +44,8 @@ from tests.procs import ROOT
     ("HOLD_TIMEOUT_SECONDS", "1e2x", "HOLD_TIMEOUT_SECONDS must be a number, not '1e2x'"),  # was read as 12.0
     # "never time out": its deadline past the calendar's end failed every held request with a 500.
     ("HOLD_TIMEOUT_SECONDS", "1e12", "HOLD_TIMEOUT_SECONDS must be at most 31536000 (a year), not 1e+12"),
+    # Past threading.TIMEOUT_MAX: the log writer thread died of an OverflowError; nothing was logged, no stop ended.
+    ("LOG_INGEST_IDLE_SECONDS", "1e20", "LOG_INGEST_IDLE_SECONDS must be at most 31536000 (a year), not 1e+20"),
     ("UPSTREAM_READ_TIMEOUT", "nan", "UPSTREAM_READ_TIMEOUT must be a number, not 'nan'"),
     ("CACHE_MAX_BYTES", "1GB", "CACHE_MAX_BYTES must be an integer, not '1GB'"),  # was a bare ValueError
     ("FILE_STORAGE_URL", "bucket/prefix", "FILE_STORAGE_URL must look like s3://bucket/prefix, not 'bucket/prefix'"),
