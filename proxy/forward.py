@@ -127,12 +127,22 @@ def _body_as_file(x: Exchange) -> bool:
                                   or ct.startswith("multipart/"))
 
 
+# A compressed request body is logged decoded up to this many times its size (JSON prompts compress
+# 3-10x), or up to DECODED_ALWAYS_BYTES whatever its ratio; past that it is kept as the bytes received.
+DECODED_RATIO_MAX = 20
+DECODED_ALWAYS_BYTES = 64 * 1024
+
+
 def _body_text(x: Exchange, data: bytes) -> str | None:
     """The body as the log's text column keeps it: its Content-Encoding undone, as answers are logged (a
     gzip JSON body was a file nobody could read, its model unknown and its credential fields unmasked);
-    None when it is kept as a file: not UTF-8, or an encoding that cannot be undone within the inline limit."""
+    None when it is kept as a file: not UTF-8, an encoding that cannot be undone within the inline limit,
+    or one that grows it past DECODED_RATIO_MAX times (a few KB of gzip from anyone, a refused key's
+    too, would write a MiB of text to the log each: that body is kept as it came)."""
     if any(k.lower() == "content-encoding" for k, _ in x.headers):
-        data = body_decoded(x.headers, data, settings.LOG_BODY_INLINE_MAX_BYTES)
+        size = len(data)
+        data = body_decoded(x.headers, data, min(settings.LOG_BODY_INLINE_MAX_BYTES,
+                                                 max(DECODED_RATIO_MAX * size, DECODED_ALWAYS_BYTES)))
         if data is None:
             return None
     try:

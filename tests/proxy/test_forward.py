@@ -224,6 +224,22 @@ async def test_compressed_request_forwarded_as_sent_logged_decoded_and_masked(up
     assert secret not in req.body and await req.files.acount() == 0
 
 
+async def test_a_compressed_request_that_grows_a_thousandfold_is_kept_as_received(up, log_flush, payload_dir):
+    # 1 MiB of JSON in ~1 KB of gzip: logged decoded, any client (a refused key's too) could write a MiB of
+    # text to the log per KB sent. Kept as the bytes received instead; it still goes upstream as sent.
+    import gzip
+
+    up.post("/v1/chat/completions").respond(200, json={"ok": True})
+    wire = gzip.compress(b'{"model": "m", "pad": "' + b"a" * (1024 * 1024 - 40) + b'"}')
+    resp = await _call("POST", "/v1/chat/completions", data=wire, content_type="application/json",
+                       headers={"Content-Encoding": "gzip"})
+    assert resp.status_code == 200 and up.calls[-1].request.content == wire and len(wire) < 5000
+    await _flush(log_flush)
+    req = await Request.objects.aget(id=resp["X-Gateway-Request-Id"])
+    assert req.body is None and req.body_size == len(wire)
+    assert (payload_dir / (await req.files.aget()).file.name).read_bytes() == wire
+
+
 async def test_a_compressed_request_that_does_not_decode_is_kept_as_received(up, log_flush, payload_dir):
     up.post("/v1/chat/completions").respond(200, json={"ok": True})
     wire = b'{"model": "m"}'  # says gzip, is not
