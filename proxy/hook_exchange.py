@@ -9,12 +9,11 @@ import json
 from typing import Any
 from urllib.parse import unquote
 
-from django.conf import settings
 from django.http import HttpResponse
 
 from providers.base import json_bytes
 from proxy.exchange import Exchange
-from proxy.request_body import body_decoded, body_payload
+from proxy.request_body import READ_DECODED_MAX, body_decoded, body_payload
 
 _UNSET = object()
 
@@ -55,8 +54,8 @@ class HookExchange:
             x = self._x
             raw = x.forward_body if x.forward_body is not None else (x.body.read_all() if x.body.size else b"")
             # A compressed body is shown decoded (a hook masking a prompt must see the prompt); one that cannot
-            # be decoded is shown as it is.
-            decoded = body_decoded(self.headers, raw, settings.MAX_REQUEST_BODY_BYTES) if raw else raw
+            # be decoded, or decodes past READ_DECODED_MAX (a few KB of zstd from anyone), is shown as it is.
+            decoded = body_decoded(self.headers, raw, READ_DECODED_MAX) if raw else raw
             self._body = decoded if decoded is not None else raw
             self.body_was_decoded = decoded is not None and decoded is not raw
         return self._body

@@ -196,3 +196,12 @@ class CheaperImages:
     def on_request(self, exchange):
         if exchange.path.endswith("/images/generations"):
             exchange.json = {**exchange.json, "model": "gpt-image-1-mini"}
+
+
+class BodySize:
+    """Notes the size of the body it is shown."""
+
+    blocking = False
+
+    def on_request(self, exchange):
+        seen.append({"body_size": len(exchange.body)})

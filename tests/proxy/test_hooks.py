@@ -227,6 +227,19 @@ def test_on_response_replaces_a_whole_answer_and_observes_a_stream(settings, ups
     assert sample_hooks.seen[-1] == {"status": 200, "streamed": True}
 
 
+def test_a_hook_sees_a_compressed_body_decoded_up_to_a_bound(settings, upstream, gateway):
+    # 32 MiB of JSON in ~32 KB of gzip was decoded whole for the hook (a few KB of zstd from anyone stalled the
+    # worker). Past 16 MiB decoded, the hook is shown the body as sent; a small one is shown decoded.
+    settings.GATEWAY_HOOKS = [H + "BodySize"]
+    small = json.dumps(CHAT).encode()
+    bomb = gzip.compress(b'{"model": "m", "pad": "' + b"a" * (32 * 1024 * 1024) + b'"}')
+    for body in (gzip.compress(small), bomb):
+        r = httpx.post(f"{gateway.url}/v1/chat/completions", content=body, timeout=30,
+                       headers={**AUTH, "Content-Type": "application/json", "Content-Encoding": "gzip"})
+        assert r.status_code == 200
+    assert sample_hooks.seen == [{"body_size": len(small)}, {"body_size": len(bomb)}]
+
+
 def test_on_response_sees_a_compressed_answer_decoded_and_replacing_it_drops_the_encoding(
         settings, scripted, upstream, gateway):
     answer = {"choices": [{"message": {"content": "Hello! there"}}]}
