@@ -331,7 +331,7 @@ class Provider:
         what the upstream keeps."""
         if method != "POST":
             return f"a {method} reads or changes what the upstream keeps"
-        if self.stateful_posts is not None and self.stateful_posts.search(endpoint):
+        if self.stateful_posts is not None and self.stateful_posts.search(unquote(endpoint)):  # as upstreams route
             return "this request creates or changes an object the upstream keeps (a batch, a file, a job)"
         return ""
 

@@ -357,7 +357,7 @@ def test_only_posts_are_cached(gateway, upstream):
 @pytest.mark.parametrize("path", [
     "/v1/batches", "/v1/batches/batch_1/cancel", "/v1/realtime/client_secrets", "/v1/files",
     "/anthropic/v1/messages/batches", "/gemini/v1beta/models/gemini-2.0-flash:batchGenerateContent",
-    "/gemini/v1beta/cachedContents", "/gemini/v1beta/openai/batches"])
+    "/gemini/v1beta/cachedContents", "/gemini/v1beta/openai/batches", "/v1/batche%73"])
 def test_posts_that_make_an_object_upstream_are_never_cached(gateway, upstream, path):
     # A replayed batch, upload or session secret would name an object made for another call (a secret
     # long expired), and a replayed cancel cancels nothing.
