@@ -189,13 +189,12 @@ def _final_event_sent(exchange: Exchange, capture: BodyCapture, sent: bytes) -> 
     return True
 
 
-def _read_on(exchange: Exchange, capture: BodyCapture, sent: bytes) -> bool:
+def _read_on(exchange: Exchange, capture: BodyCapture, sent: bytes) -> None:
     """The client left an exchange whose key counts its usage: an abort as any other (unless it had the
     stream's final event), whose answer the relay reads on to the end, so its tokens and cost are counted."""
     if not _departure(exchange, capture, sent):
         exchange.decisions.append({"step": KEY_STEP, "decision": "answer read to its end after the client left",
                                    "why": "the key counts this answer's tokens or spend"})
-    return True
 
 
 def _departure(exchange: Exchange, capture: BodyCapture, sent: bytes) -> bool:
@@ -204,6 +203,18 @@ def _departure(exchange: Exchange, capture: BodyCapture, sent: bytes) -> bool:
         return True
     exchange.cancelled_mark("before the response ended")
     return False
+
+
+def _upstream_broke(exchange: Exchange, capture: BodyCapture, sent: bytes, exc: Exception,
+                    idle_timeout: float | None) -> bool:
+    """The upstream went silent or failed mid-answer: whether the answer broke off. Silence or a reset after
+    the stream's final event (data: [DONE]) loses nothing: no error event after it, the exchange complete."""
+    if _final_event_sent(exchange, capture, sent):
+        return False
+    exchange.fail(Outcome.UPSTREAM_ERROR, f"upstream sent nothing for {idle_timeout:g} s (STREAM_IDLE_TIMEOUT)"
+                  if isinstance(exc, TimeoutError) else
+                  f"upstream failed mid-response: {type(exc).__name__}: {exc}".strip())
+    return True
 
 
 async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: BodyCapture, end: RelayEnd,
@@ -228,7 +239,9 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
                 exchange.ttfb_ms = exchange.elapsed_ms()
             capture.feed(chunk)
             if exchange.client_gone:  # read to the end for its usage, sent to no one
-                gone = gone or _read_on(exchange, capture, sent if is_sse else b"")
+                if not gone:
+                    gone = True
+                    _read_on(exchange, capture, sent if is_sse else b"")
                 continue
             if chunk_filter is not None:
                 chunk = chunk_filter(chunk)
@@ -253,13 +266,7 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
         exchange.clock_stop()
     except (TimeoutError, httpx.HTTPError) as exc:
         finished = True
-        # Silence or a reset after the final event (data: [DONE]) loses nothing: no error event after it.
-        if not _final_event_sent(exchange, capture, sent if is_sse else b""):
-            exchange.fail(Outcome.UPSTREAM_ERROR,
-                          f"upstream sent nothing for {idle_timeout:g} s (STREAM_IDLE_TIMEOUT)"
-                          if isinstance(exc, TimeoutError) else
-                          f"upstream failed mid-response: {type(exc).__name__}: {exc}".strip())
-            broken = True
+        broken = _upstream_broke(exchange, capture, sent if is_sse else b"", exc, idle_timeout)
     except asyncio.CancelledError:  # Django 5 cancels the response task when the client goes away
         finished = _departure(exchange, capture, sent if is_sse else b"")
         raise
