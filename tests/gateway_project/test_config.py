@@ -13,6 +13,13 @@ import pytest
 from tests.procs import ROOT
 
 
+def _settings_run(tmp_path, code: str = "import gateway_project.settings", **variables: str):
+    """Run `code` in a fresh Python that reads the settings with these variables (DATA_DIR: tmp_path unless given)."""
+    env = {**os.environ, "DATA_DIR": str(tmp_path), **variables}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
 @pytest.mark.parametrize("name,value,message", [
     ("GATEWAY_PROVIDERS", "openai=https://x", "GATEWAY_PROVIDERS: the name 'openai' is already taken"),
     ("LOG_INGEST_IDLE_SECONDS", "0", "LOG_INGEST_IDLE_SECONDS must be above 0, not 0"),
@@ -53,20 +60,15 @@ from tests.procs import ROOT
                                     "not 'deny'"),
 ])
 def test_bad_setting_is_refused_by_name(tmp_path, name, value, message):
-    env = {**os.environ, "DATA_DIR": str(tmp_path), name: value}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    done = subprocess.run([sys.executable, "-c", "import gateway_project.settings"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = _settings_run(tmp_path, **{name: value})
     assert done.returncode != 0
     assert f"ImproperlyConfigured: {message}" in done.stderr
 
 
 def test_an_upstream_url_with_a_path_of_its_own_is_taken(tmp_path):
     """A base path that is not an API version (a corporate proxy's /openai) is still a usable upstream."""
-    env = {**os.environ, "DATA_DIR": str(tmp_path), "OPENAI_UPSTREAM_URL": "https://proxy.example/openai/v1x"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    done = subprocess.run([sys.executable, "-c", "import gateway_project.settings as s; print(s.UPSTREAM_URLS['openai'])"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = _settings_run(tmp_path, "import gateway_project.settings as s; print(s.UPSTREAM_URLS['openai'])",
+                         OPENAI_UPSTREAM_URL="https://proxy.example/openai/v1x")
     assert done.stdout.strip() == "https://proxy.example/openai/v1x", done.stderr
 
 
@@ -76,10 +78,8 @@ def test_a_folder_that_cannot_be_made_is_refused_by_name(tmp_path, name):
     no setting; it names the setting and the folder."""
     (tmp_path / "a-file").write_text("")
     bad = tmp_path / "a-file" / "sub"
-    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), name: str(bad / "x.db" if name == "DB_PATH" else bad)}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    done = subprocess.run([sys.executable, "-c", "import gateway_project.settings"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = _settings_run(tmp_path, **{"DATA_DIR": str(tmp_path / "data"),
+                                      name: str(bad / "x.db" if name == "DB_PATH" else bad)})
     assert done.returncode != 0
     assert f"ImproperlyConfigured: {name}: cannot make the folder {str(bad)!r}: Not a directory" in done.stderr
 
@@ -186,11 +186,8 @@ def test_every_setting_is_documented_with_its_true_default(tmp_path):
 ])
 def test_a_redis_cache_url_gets_timeouts_a_hung_redis_cannot_outwait(tmp_path, url, timeouts):
     # redis-py's own: 5 s a read, no limit to connect; every limited request waited that long.
-    env = {**os.environ, "DATA_DIR": str(tmp_path), "CACHE_URL": url}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    done = subprocess.run([sys.executable, "-c", "import json, gateway_project.settings as s; "
-                           "print(json.dumps(s.CACHES['default'].get('OPTIONS', {})))"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = _settings_run(tmp_path, "import json, gateway_project.settings as s; "
+                                   "print(json.dumps(s.CACHES['default'].get('OPTIONS', {})))", CACHE_URL=url)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == timeouts
 
