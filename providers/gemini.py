@@ -106,7 +106,10 @@ class Gemini(Provider):
     # The Interactions API runs the model (or the agent) its body names; the OpenAI-compatible endpoints, theirs.
     model_posts = re.compile(r"^/v1(?:alpha|beta)?/(?:interactions|openai/(?:chat/completions|completions|embeddings"
                              r"|images/generations|audio/speech))/?$")
-    answer_headers = ("x-goog-user-project",)  # the Cloud project billed and whose quota and settings apply
+    # Google's system parameters sent as headers that change the answer (cloud.google.com/apis/docs/system-parameters):
+    # the Cloud project billed and whose quota and settings apply; the fields kept in the answer (a field mask's
+    # answer lacks the others); the method the request is read as.
+    answer_headers = ("x-goog-user-project", "x-goog-fieldmask", "x-http-method-override")
     # files.upload: the start call answers with the URL the bytes go to (upload, finalize).
     link_headers = ("x-goog-upload-url",)
 

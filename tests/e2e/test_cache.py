@@ -606,3 +606,18 @@ def test_headers_that_change_the_answer_keep_answers_apart(gateway, upstream):
                 for extra in ({"OpenAI-Project": "proj_a"}, {"OpenAI-Project": "proj_b"}, {"OpenAI-Project": "proj_a"})]
     assert statuses == ["MISS", "MISS", "HIT"]
     assert len(upstream.received) == 4
+
+
+def test_a_gemini_field_mask_keeps_answers_apart(gateway, upstream):
+    # X-Goog-FieldMask (a Google system parameter) filters the answer's fields: a client asking for the usage
+    # alone must not be served a full answer, nor a client asking for everything the usage alone.
+    url = f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:generateContent"
+    key = "AIza" + "fieldMASK0123456789abcdefghijklmn"
+
+    def call(**headers) -> str:
+        return httpx.post(url, json={"contents": [{"parts": [{"text": "hi"}]}]}, timeout=10,
+                          headers={"x-goog-api-key": key, "X-Gateway-Cache": "60", **headers}).headers["x-gateway-cache"]
+
+    mask = {"X-Goog-FieldMask": "usageMetadata"}
+    assert [call(), call(**mask), call(**mask), call()] == ["MISS", "MISS", "HIT", "HIT"]
+    assert len(upstream.received) == 2
