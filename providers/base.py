@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 Payload = Any  # parsed JSON: dict, list, str, number, bool or None
 StreamEvent = tuple[str | None, Payload]  # (SSE event name, its data parsed as JSON, None when not JSON)
@@ -256,6 +256,13 @@ class Provider:
         """A Sec-WebSocket-Protocol value without its credential entries (another credential goes upstream)."""
         return ", ".join(e.strip() for e in value.split(",")
                          if not any(e.strip().lower().startswith(p) for p in self.credential_subprotocols))
+
+    def query_without_credential(self, query: str) -> str:
+        """A query string without the client's credential parameters (another credential goes upstream), the
+        rest as sent."""
+        if not self.credential_query or not query:
+            return query
+        return "&".join(p for p in query.split("&") if unquote_plus(p.partition("=")[0]) not in self.credential_query)
 
     def credential_pair(self, credential: str) -> tuple[str, str]:
         """The header that carries a credential to this provider (a gateway key's stored one)."""

@@ -134,6 +134,10 @@ def _credential_swap(x: Exchange, grant: KeyGrant, credential: str) -> None:
     name, value = provider.credential_pair(credential)
     changed = [f"{name}: the key's stored provider credential (the key came in {where})"
                for where in ["X-Gateway-Key" if not grant.in_provider_header else grant.carrier]]
+    query = provider.query_without_credential(x.query)
+    if query != x.query:  # the client's own key in the query (Gemini's ?key=) would go upstream beside the stored one
+        x.query = query
+        changed.append(f"query: the client's {', '.join(provider.credential_query)} parameter removed")
     if not x.websocket:
         # The answer comes uncompressed: the mask reads its bytes as they come, and an echo inside a gzip body
         # reached the client whole (its HTTP client decodes it), handing the key's holder the credential.

@@ -340,6 +340,22 @@ def test_key_holding_the_provider_credential(gateway, upstream, log_flush, make_
     assert stored not in r.text and upstream.received[-1].header("accept-encoding") == "identity"
 
 
+def test_a_stored_gemini_credential_replaces_the_clients_key_in_the_query(gateway, upstream, log_flush, make_key):
+    """Gemini also takes its key as ?key=: a client that sends the gateway key in X-Gateway-Key and its own
+    Google key in the query had its own key sent to Google beside the stored one (whose account answered?)."""
+    stored, own = "AIza" + "stored" + "0123456789abcdefghijklmnopq", "AIza" + "client" + "0123456789abcdefghijklmnopq"
+    _, secret = make_key("gem", credential=stored, providers=["gemini"])
+    r = httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:generateContent?alt=json&key={own}&$fields=x",
+                   json={"contents": [{"parts": [{"text": "hi"}]}]}, headers={"X-Gateway-Key": secret}, timeout=10)
+    assert r.status_code == 200
+    got = upstream.received[-1]
+    assert got.header("x-goog-api-key") == stored and got.query == "alt=json&$fields=x"
+    assert own.encode() not in got.head and secret.encode() not in got.head
+    _, resp = _logged(log_flush, r)
+    assert resp.forwarded["query"] == "alt=json&$fields=x"
+    assert "query: the client's key parameter removed" in resp.steps[-1]["changed"]
+
+
 def test_a_key_made_before_its_credential_had_to_name_a_provider_is_refused(gateway, upstream, make_key):
     # Keys made before then hold a credential and name no provider: refused everywhere until one is set.
     # (The rows are written before any request: the in-process gateway's key reads would race the writes.)

@@ -140,3 +140,11 @@ def test_unknown_prefix_names_the_known_ones(gateway, settings):
     message = r.json()["error"]["message"]
     for prefix in ("/v1/", "/anthropic/v1/", "/gemini/", "/replicate/v1/", "/groq/v1/"):
         assert prefix in message
+
+
+def test_a_query_without_its_credential_keeps_the_rest_as_sent():
+    # Gemini's ?key=, its name percent-encoded too (as servers decode it); other parameters byte for byte.
+    gemini = registry().get("gemini")
+    assert gemini.query_without_credential("alt=sse&key=AIzaX&%6Bey=AIzaY&$fields=a%2Cb&keys=1") == \
+        "alt=sse&$fields=a%2Cb&keys=1"
+    assert gemini.query_without_credential("") == "" and registry().get("openai").query_without_credential("key=1") == "key=1"
