@@ -1,8 +1,8 @@
 """Masks e-mail addresses, phone numbers and card numbers in prompts before they go upstream.
 
 Only the text a person wrote is searched: string values under the keys prompts use across the
-providers (messages' content, Gemini's parts' text, instructions, system, input, prompt), never
-ids, URLs (in a text too) or base64 data; and every string of a tool call's arguments or a tool's
+providers (messages' content, Gemini's parts' text, instructions, system, input, prompt, Anthropic's
+plain-text documents), never ids, URLs (in a text too) or base64 data; and every string of a tool call's arguments or a tool's
 result (but for ids and links), which carry what the user wrote under names of their own. Each distinct value becomes a placeholder such as [EMAIL_1]; the
 placeholder-to-value mapping goes into the exchange's metadata, which only the log keeps
 (responses.steps). The answer keeps the placeholders: the model never saw the values, and the
@@ -13,7 +13,13 @@ import re
 from typing import Any
 
 TEXT_KEYS = frozenset({"content", "text", "prompt", "input", "system", "instructions", "system_prompt",
-                       "negative_prompt", "query"})
+                       "negative_prompt", "query",
+                       # Anthropic: a document's context, and a citation's quote of a document and its title,
+                       # which an assistant turn sent back carries.
+                       "context", "cited_text", "document_title"})
+# Blocks whose title is the user's text (Anthropic's document and search result blocks), unlike a JSON
+# schema's title in a tool's declaration.
+TITLED_TYPES = frozenset({"document", "search_result"})
 # A tool call's arguments and a tool's result, where what the user wrote comes back under any name:
 # OpenAI's function.arguments (a JSON string), Gemini's functionCall.args and functionResponse,
 # and (an object under "input") Anthropic's tool_use.input and Replicate's input.
@@ -103,7 +109,12 @@ class Masker:
         if isinstance(value, list):
             return [self.walk(item, key, tool, listed=True) for item in value]
         if isinstance(value, dict):
-            return {k: self.walk(v, k if isinstance(k, str) else None, tool) for k, v in value.items()}
+            kind = value.get("type")
+            # Anthropic's plain-text document source ({"type": "text", "media_type": "text/plain", "data": ...})
+            # holds the document's text under "data", which elsewhere is base64; its title, the user's text too.
+            texts = {"data"} if kind == "text" else {"title"} if kind in TITLED_TYPES else set()
+            return {k: self.text(v) if k in texts and isinstance(v, str)
+                    else self.walk(v, k if isinstance(k, str) else None, tool) for k, v in value.items()}
         return value
 
 

@@ -3,6 +3,7 @@
 import gzip
 import json
 
+import anthropic
 import httpx
 import pytest
 
@@ -68,6 +69,36 @@ def test_a_tool_calls_arguments_are_searched_whatever_their_names():
         assert "toolu_1" in out or "call_1" in out or '"name": "mail"' in out  # ids and names stay
 
 
+def test_anthropics_documents_and_citations_are_searched():
+    """A plain-text document's text is its source's data (elsewhere base64, never searched), and its title and
+    context are the user's; an assistant turn sent back quotes the document in its citations."""
+    doc = "Contract of jane@example.com, card 4111 1111 1111 1111"
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x4155550123"}}
+    payload = {"model": "claude-sonnet-4-5", "max_tokens": 100, "tools": [{"name": "t", "input_schema": {
+        "type": "object", "title": "mail jane@example.com", "properties": {}}}], "messages": [
+        {"role": "user", "content": [
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": doc},
+             "title": "jane@example.com's contract", "context": "from +1 415 555 0100", "citations": {"enabled": True}},
+            {"type": "search_result", "source": "https://example.com/4155550123", "title": "about jane@example.com",
+             "content": [{"type": "text", "text": "jane@example.com"}]},
+            pdf, {"type": "text", "text": "Summarise"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "It names a card.", "citations": [
+            {"type": "char_location", "cited_text": "card 4111 1111 1111 1111", "document_index": 0,
+             "document_title": "jane@example.com's contract", "start_char_index": 30, "end_char_index": 54}]}]},
+        {"role": "user", "content": "Which?"}]}
+    masker = Masker()
+    out = masker.walk(payload)
+    dumped = json.dumps(out["messages"])
+    assert "jane@example.com" not in dumped and "4111" not in dumped and "415 555" not in dumped
+    document = out["messages"][0]["content"][0]
+    assert document["source"]["data"] == "Contract of [EMAIL_1], card [CARD_1]"
+    assert (document["title"], document["context"]) == ("[EMAIL_1]'s contract", "from [PHONE_1]")
+    assert out["messages"][0]["content"][1]["source"] == "https://example.com/4155550123"
+    assert out["messages"][0]["content"][2] == pdf  # base64 as it is
+    assert out["messages"][1]["content"][0]["citations"][0]["cited_text"] == "card [CARD_1]"
+    assert out["tools"] == payload["tools"]  # a schema's title is no prompt
+
+
 @pytest.mark.django_db(transaction=True)
 def test_values_never_go_upstream_and_the_log_maps_them(settings, upstream, gateway, log_flush):
     settings.GATEWAY_HOOKS = [PII]
@@ -88,6 +119,26 @@ def test_values_never_go_upstream_and_the_log_maps_them(settings, upstream, gate
     assert meta["pii_masked"] == {"[EMAIL_1]": "jane@example.com", "[CARD_1]": "4111 1111 1111 1111",
                                   "[PHONE_1]": "+1 415 555 0100"}
     assert "jane@example.com" not in json.dumps(resp.forwarded)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_anthropic_sdk_streams_document_goes_masked(settings, upstream, gateway, log_flush):
+    settings.GATEWAY_HOOKS = [PII]
+    client = anthropic.Anthropic(api_key="sk-ant-" + "x" * 30, base_url=f"{gateway.url}/anthropic", max_retries=0)
+    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                               "data": "Invoice for jane@example.com"}, "title": "Call +1 415 555 0100"}
+    system = [{"type": "text", "text": "Hi 4111 1111 1111 1111"}]
+    messages = [{"role": "user", "content": [document, {"type": "text", "text": "Sum up"}]}]
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=50, system=system, messages=messages) as stream:
+        assert stream.get_final_message().content[0].text == "Hello from Claude!"
+    sent = json.loads(upstream.received[-1].body)
+    assert sent["messages"][0]["content"][0]["source"]["data"] == "Invoice for [EMAIL_1]"
+    assert sent["messages"][0]["content"][0]["title"] == "Call [PHONE_1]" and sent["system"][0]["text"] == "Hi [CARD_1]"
+    log_flush()
+    resp = Response.objects.get(request_id=stream.response.headers["x-gateway-request-id"])
+    meta = next(s for s in resp.steps if s["decision"] == "metadata")["metadata"]
+    assert meta["pii_masked"] == {"[EMAIL_1]": "jane@example.com", "[CARD_1]": "4111 1111 1111 1111",
+                                  "[PHONE_1]": "+1 415 555 0100"}
 
 
 def test_a_compressed_prompt_is_masked_too(settings, upstream, gateway):
