@@ -3,8 +3,8 @@
 A model outside the list is refused with a 403 in the provider's own error shape, before
 anything goes upstream. A max_tokens above the ceiling is lowered to it (every provider's
 field for it: max_tokens, max_completion_tokens, max_output_tokens, Gemini's
-generationConfig.maxOutputTokens in either spelling, each request of an Anthropic batch); a
-request naming no limit is left as it is (Anthropic's requires one; the others keep their own
+generationConfig.maxOutputTokens in either spelling, each request of an Anthropic batch), and an
+Anthropic thinking budget with it, which must stay below max_tokens; a request naming no limit is left as it is (Anthropic's requires one; the others keep their own
 defaults). A batch is refused when a model of it is not allowed, or cannot be read (OpenAI's
 name theirs in an uploaded file); so is a realtime session whose model is not in its upgrade's
 query (Gemini Live names it in its first message).
@@ -16,6 +16,8 @@ from django.conf import settings
 from django.http import HttpResponse
 
 TOP_LEVEL_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# Anthropic's extended thinking: its budget_tokens must stay below max_tokens (else a 400) and at least this.
+THINKING_BUDGET_MIN = 1024
 # Gemini's REST API takes its config in either spelling.
 GEMINI_LIMITS = (("generationConfig", "maxOutputTokens"), ("generation_config", "max_output_tokens"))
 
@@ -70,6 +72,15 @@ def _ceiling_apply(payload: dict, ceiling: int) -> dict[str, int]:
         if _number(value) and value > ceiling:
             lowered[name] = value
             payload[name] = ceiling
+    budget = payload.get("thinking")
+    value = budget.get("budget_tokens") if isinstance(budget, dict) else None
+    max_tokens = payload.get("max_tokens")
+    if "max_tokens" in lowered and _number(value) and value >= max_tokens >= THINKING_BUDGET_MIN + 1:
+        # The thinking comes out of max_tokens: a budget left above the lowered limit made Anthropic refuse the
+        # request (400). Below the minimum budget there is no room to lower it to; the upstream judges (with
+        # interleaved thinking the budget may exceed max_tokens).
+        lowered["thinking.budget_tokens"] = value
+        budget["budget_tokens"] = max_tokens - 1
     for config_name, name in GEMINI_LIMITS:
         config = payload.get(config_name)
         value = config.get(name) if isinstance(config, dict) else None

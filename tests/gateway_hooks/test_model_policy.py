@@ -63,6 +63,30 @@ def test_max_tokens_is_lowered_to_the_ceiling(policy, upstream, gateway, log_flu
     assert r.status_code == 200 and json.loads(upstream.received[-1].body)["max_completion_tokens"] == 100
 
 
+def test_an_anthropic_thinking_budget_is_kept_below_the_lowered_limit(policy, settings, upstream, gateway, log_flush):
+    """Extended thinking's budget_tokens must stay below max_tokens: a request lowered to the ceiling with its
+    budget left above it was refused by Anthropic (400), though the client had sent a valid one."""
+    settings.MODEL_POLICY_MAX_TOKENS = 4096
+    client = anthropic.Anthropic(api_key=KEY, base_url=f"{gateway.url}/anthropic", max_retries=0)
+    with client.messages.stream(model="claude-3-5-haiku-latest", max_tokens=16000,
+                                thinking={"type": "enabled", "budget_tokens": 10000},
+                                messages=[{"role": "user", "content": "hi"}]) as stream:
+        stream.get_final_message()
+    sent = json.loads(upstream.received[-1].body)
+    assert sent["max_tokens"] == 4096 and sent["thinking"] == {"type": "enabled", "budget_tokens": 4095}
+    log_flush()
+    resp = Response.objects.get(request_id=stream.response.headers["x-gateway-request-id"])
+    assert next(s for s in resp.steps if s["decision"] == "metadata")["metadata"] == {
+        "max_tokens_lowered": {"max_tokens": 16000, "thinking.budget_tokens": 10000}}
+    thinking, messages = {"type": "enabled", "budget_tokens": 2000}, [{"role": "user", "content": "hi"}]
+    client.messages.create(model="claude-3-5-haiku-latest", max_tokens=8000, thinking=thinking, messages=messages)
+    assert json.loads(upstream.received[-1].body)["thinking"]["budget_tokens"] == 2000  # below it already
+    settings.MODEL_POLICY_MAX_TOKENS = 1000  # no budget fits below it (1024 at least): the upstream judges
+    client.messages.create(model="claude-3-5-haiku-latest", max_tokens=8000, thinking=thinking, messages=messages)
+    sent = json.loads(upstream.received[-1].body)
+    assert sent["max_tokens"] == 1000 and sent["thinking"]["budget_tokens"] == 2000
+
+
 def test_gemini_output_limit(policy, settings, upstream, gateway):
     settings.MODEL_POLICY_ALLOW = []
     body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 999}}
