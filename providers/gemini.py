@@ -194,6 +194,11 @@ class Gemini(Provider):
         return usage_make(sub(answer, "modelVersion"), inp, out, int_of(m, "cachedContentTokenCount"), thoughts,
                           total, priced=_modality_counts(m))
 
+    def failure_text(self, answer: Payload) -> str | None:
+        """:streamGenerateContent without alt=sse answers 200 with one JSON array: a chunk of it that is an error
+        (the model overloaded mid-answer) says the answer failed."""
+        return self.error_text(self._chunks_merged(answer)) if isinstance(answer, list) else None
+
     def _chunks_merged(self, answer: Payload) -> Payload:
         """:streamGenerateContent without alt=sse answers one JSON array of its chunks: read as one answer."""
         if isinstance(answer, list):
@@ -201,8 +206,8 @@ class Gemini(Provider):
         return answer
 
     def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
-        """A GenerateContentResponse rebuilt from streamed chunks (usageMetadata: the last one); an
-        OpenAI-compatible endpoint's chunks as OpenAI's."""
+        """A GenerateContentResponse rebuilt from streamed chunks (usageMetadata: the last one; an error a chunk
+        reported mid-stream, as its `error`); an OpenAI-compatible endpoint's chunks as OpenAI's."""
         if any(isinstance(p, dict) and ("choices" in p or str(p.get("object", "")).endswith("chunk")) for _, p in events):
             return _OPENAI_WIRE.stream_reassemble(events)
         result: dict[str, Any] = {}
@@ -210,7 +215,7 @@ class Gemini(Provider):
         for _, p in events:
             if not isinstance(p, dict):
                 continue
-            for key in ("usageMetadata", "modelVersion", "responseId", "promptFeedback"):
+            for key in ("usageMetadata", "modelVersion", "responseId", "promptFeedback", "error"):
                 if p.get(key) is not None:
                     result[key] = p[key]
             cands = p.get("candidates")

@@ -37,6 +37,7 @@ from proxy.exchange import Exchange, json_error
 from proxy.request_body import READ_DECODED_MAX, body_decoded
 from proxy.threads import off_loop
 from wire.jsonutil import json_or_none
+from wire.sse import sse_events
 
 CACHE_HEADER = "x-gateway-cache"
 PACE_HEADER = "x-gateway-cache-pace"  # "original": a hit is replayed with the original's timing between chunks
@@ -200,7 +201,7 @@ class CacheFill:
     async def finish(self, x: Exchange, status: int, headers: list[tuple[str, str]], *, is_sse: bool,
                      replaced: bool) -> None:
         """Store the answer if it may be stored; x.cache_hit = False says it was (the log shows it)."""
-        why = self._refusal(x, status, replaced, headers)
+        why = self._refusal(x, status, replaced, headers, is_sse)
         if why:
             x.decisions.append({"step": "cache", "decision": f"not stored: {why}"})
             return
@@ -224,7 +225,7 @@ class CacheFill:
             return
         x.cache_hit = False
 
-    def _refusal(self, x: Exchange, status: int, replaced: bool, headers: list[tuple[str, str]]) -> str:
+    def _refusal(self, x: Exchange, status: int, replaced: bool, headers: list[tuple[str, str]], is_sse: bool) -> str:
         """Why this answer is not stored, or ""."""
         if x.outcome != Outcome.COMPLETED or x.error:
             return "the exchange did not complete"
@@ -244,23 +245,39 @@ class CacheFill:
             raw = secret.encode("utf-8", "ignore")
             if raw and (raw in body or any(secret in v for _, v in headers)):
                 return "the answer echoes a credential"
-        if said := _failure_reported(x, headers, body):
+        if said := _failure_reported(x, headers, body, is_sse):
             return f"the answer reports a failure: {said}"
         return ""
 
 
 # A failure report is a small object: a larger answer is content, and is not read for one.
 FAILURE_READ_MAX = 1 << 20
+STREAM_TAIL_BYTES = 64 << 10  # a stream's last events, where an error event is
 
 
-def _failure_reported(x: Exchange, headers: list[tuple[str, str]], body: bytes) -> str | None:
-    """What a 2xx answer reports failed (a Replicate prediction answered 201 with status failed): like an error
-    status, it is not stored, or a retry of a transient failure would be answered with it until it expired."""
+def _failure_reported(x: Exchange, headers: list[tuple[str, str]], body: bytes, is_sse: bool) -> str | None:
+    """What a 2xx answer reports failed (a Replicate prediction answered 201 with status failed; a stream that
+    began 200 and then sent an error event, as Anthropic's and Gemini's do when the model is overloaded
+    mid-answer): like an error status, it is not stored, or a retry of a transient failure would be answered
+    with it until it expired."""
+    if is_sse:
+        return _stream_failure(x, headers, body)
     content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
     if "json" not in content_type.lower() or len(body) > FAILURE_READ_MAX:
         return None
     decoded = body_decoded(headers, body, FAILURE_READ_MAX)
     return x.provider.failure_text(json_or_none(decoded)) if decoded else None
+
+
+def _stream_failure(x: Exchange, headers: list[tuple[str, str]], body: bytes) -> str | None:
+    """The error a stream's last events report (an error ends a stream): each event's data read as the
+    provider's error body. A compressed stream is decoded first (its tail alone cannot be)."""
+    decoded = body_decoded(headers, body, settings.CACHE_MAX_ENTRY_BYTES)
+    # The last events (an error may come before a final `data: [DONE]`); the tail's first may be cut.
+    for event in sse_events(decoded[-STREAM_TAIL_BYTES:])[-3:] if decoded else ():
+        if said := x.provider.error_text(json_or_none(event.data or "")):
+            return said
+    return None
 
 
 async def cache_request(x: Exchange) -> HttpResponseBase | None:

@@ -222,10 +222,10 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
         # tokens price it, and re-pricing needs them again)
         _usage_set(resp, provider, usage_counts(rec.usage.get("model"), rec.usage))
         resp.stream_result = {"session_usage": {k: v for k, v in rec.usage.items() if k in COUNT_FIELDS}}
-    if isinstance(answer, dict) and not rec.error:
+    if isinstance(answer, (dict, list)) and not rec.error:
         # The upstream's own error message, so a list of failures says what failed without opening each;
-        # a stream that began 200 and then sent an error event (OpenRouter, Anthropic) failed too, and so
-        # did work a 2xx answer reports failed (a Replicate prediction).
+        # a stream that began 200 and then sent an error event (OpenRouter, Anthropic, Gemini's, also as one
+        # JSON array) failed too, and so did work a 2xx answer reports failed (a Replicate prediction).
         read = provider.error_text if (rec.status or 0) >= 400 or resp.is_stream else provider.failure_text
         if said := _storable(_untrusted(read, answer)):
             resp.error_message = _notes_join(said, resp.error_message)

@@ -621,3 +621,60 @@ def test_a_gemini_field_mask_keeps_answers_apart(gateway, upstream):
     mask = {"X-Goog-FieldMask": "usageMetadata"}
     assert [call(), call(**mask), call(**mask), call()] == ["MISS", "MISS", "HIT", "HIT"]
     assert len(upstream.received) == 2
+
+
+OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+GEMINI_OVERLOADED = {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}
+
+
+def _stream_failing_midway(request: httpx.Request):
+    """200, then an error once the answer has begun: Anthropic's event stream, Gemini's (SSE or one JSON array)."""
+    if request.url.path == "/v1/messages":
+        start = {"type": "message_start", "message": {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": [],
+            "stop_reason": None, "usage": {"input_tokens": 3, "output_tokens": 1}}}
+        events = [("message_start", start), ("content_block_start", {
+            "type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ("error", OVERLOADED)]
+        return 200, [("content-type", "text/event-stream")], [
+            f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
+    chunk = {"candidates": [{"content": {"parts": [{"text": "Hel"}], "role": "model"}, "index": 0}]}
+    if "alt=sse" in str(request.url.query):
+        return 200, [("content-type", "text/event-stream")], [
+            f"data: {json.dumps(data)}\r\n\r\n".encode() for data in (chunk, GEMINI_OVERLOADED)]
+    return 200, [("content-type", "application/json; charset=UTF-8")], json.dumps([chunk, GEMINI_OVERLOADED]).encode()
+
+
+def test_a_stream_that_reports_a_failure_midway_is_not_stored(scripted, gateway, log_flush):
+    """Anthropic and Gemini answer 200 and then report an overloaded model in the stream: stored, the failure
+    was replayed to every retry until its TTL ran out, though the next call upstream would have answered."""
+    import anthropic
+    from google import genai
+    from google.genai import errors, types
+
+    scripted.answer = _stream_failing_midway
+    claude = anthropic.Anthropic(api_key="sk-ant-" + "cacheTESTkey0123456789abcdef", max_retries=0,
+                                 base_url=f"{gateway.url}/anthropic", default_headers={"X-Gateway-Cache": "60"})
+    gemini = genai.Client(api_key="AIza" + "cacheTESTkey0123456789abcdefghijk", http_options=types.HttpOptions(
+        base_url=f"{gateway.url}/gemini", headers={"X-Gateway-Cache": "60"}))
+    seen = []
+    for _ in range(2):
+        with pytest.raises(anthropic.APIStatusError, match="Overloaded"):
+            with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=50,
+                                        messages=[{"role": "user", "content": "hi"}]) as stream:
+                seen.append(stream.response.headers["x-gateway-cache"])
+                stream.get_final_message()
+        with pytest.raises(errors.ServerError, match="overloaded"):
+            list(gemini.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"))
+        array = httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                           json={"contents": [{"parts": [{"text": "hi"}]}]}, timeout=10,
+                           headers={"x-goog-api-key": "AIza" + "cacheTESTkey0123456789abcdefghijk",
+                                    "X-Gateway-Cache": "60"})
+        seen.append(array.headers["x-gateway-cache"])
+    assert seen == ["MISS"] * 4 and len(scripted.requests) == 6
+    log_flush()
+    failed = Response.objects.filter(request__provider__in=["anthropic", "gemini"])
+    assert len(failed) == 6 and all(r.is_error for r in failed)
+    assert {r.error_message for r in failed} == {"Overloaded", "The model is overloaded."}
+    assert all(any(s["decision"].startswith("not stored: the answer reports a failure") for s in r.steps)
+               for r in failed)
