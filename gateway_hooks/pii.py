@@ -2,10 +2,11 @@
 
 Only the text a person wrote is searched: string values under the keys prompts use across the
 providers (messages' content, Gemini's parts' text, instructions, system, input, prompt, Anthropic's
-plain-text documents), never ids, URLs (in a text too) or base64 data; and every string of a tool call's arguments or a tool's
-result (but for ids and links), which carry what the user wrote under names of their own. Each distinct value becomes a placeholder such as [EMAIL_1]; the
-placeholder-to-value mapping goes into the exchange's metadata, which only the log keeps
-(responses.steps). The answer keeps the placeholders: the model never saw the values, and the
+plain-text documents), never ids, URLs (in a text too) or base64 data; and every string of a tool
+call's arguments or a tool's result (but for ids and links), which carry what the user wrote under
+names of their own. Each distinct value becomes a placeholder such as [EMAIL_1], numbered in the
+order the model reads the prompt (its system prompt first); the placeholder-to-value mapping goes
+into the exchange's metadata, which only the log keeps (responses.steps). The answer keeps the placeholders: the model never saw the values, and the
 client reads them back from its own prompt.
 """
 
@@ -17,6 +18,10 @@ TEXT_KEYS = frozenset({"content", "text", "prompt", "input", "system", "instruct
                        # Anthropic: a document's context, and a citation's quote of a document and its title,
                        # which an assistant turn sent back carries.
                        "context", "cited_text", "document_title"})
+# The prompt's preamble, which the model reads before the conversation (Anthropic's system, Gemini's
+# systemInstruction, the Responses API's instructions): masked first, so its placeholders are the same on every
+# turn. The SDKs write it after the messages, whose values grow turn by turn.
+PREAMBLE_KEYS = ("system", "systemInstruction", "system_instruction", "instructions")
 # Blocks whose title is the user's text (Anthropic's document and search result blocks), unlike a JSON
 # schema's title in a tool's declaration.
 TITLED_TYPES = frozenset({"document", "search_result"})
@@ -93,6 +98,14 @@ class Masker:
         text = CARD.sub(self._card, text)
         return PHONE.sub(self._phone, text)
 
+    def prompt(self, payload: Any) -> Any:
+        """A request body with its prompt texts masked (walk), its preamble first, its keys in their order."""
+        if not isinstance(payload, dict):
+            return self.walk(payload)
+        first = {k: self.walk(payload[k], k) for k in PREAMBLE_KEYS if k in payload}
+        return {k: first[k] if k in first else self.walk(v, k if isinstance(k, str) else None)
+                for k, v in payload.items()}
+
     def walk(self, value: Any, key: str | None = None, tool: bool = False, listed: bool = False) -> Any:
         """The JSON value with the prompt texts in it masked (every string of a tool call's arguments, but
         for ids and links).
@@ -128,7 +141,7 @@ class PiiMask:
         if payload is None:
             return
         masker = Masker()
-        masked = masker.walk(payload)
+        masked = masker.prompt(payload)
         if masker.mapping:
             exchange.json = masked
             exchange.metadata["pii_masked"] = masker.mapping

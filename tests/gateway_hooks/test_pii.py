@@ -6,6 +6,8 @@ import json
 import anthropic
 import httpx
 import pytest
+from google import genai
+from google.genai import types
 
 from gateway_hooks.pii import Masker, luhn_ok
 from logs.models import Request, Response
@@ -139,6 +141,29 @@ def test_an_anthropic_sdk_streams_document_goes_masked(settings, upstream, gatew
     meta = next(s for s in resp.steps if s["decision"] == "metadata")["metadata"]
     assert meta["pii_masked"] == {"[EMAIL_1]": "jane@example.com", "[CARD_1]": "4111 1111 1111 1111",
                                   "[PHONE_1]": "+1 415 555 0100"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_system_prompts_placeholders_stay_the_same_turn_after_turn(settings, upstream, gateway):
+    """The SDKs write the system prompt after the messages: numbered in that order, its placeholder changed
+    as the conversation grew, so an earlier answer's [EMAIL_2] (the support address) meant the user's new
+    address on the next turn, and the system prompt Anthropic and Gemini cache as a prefix changed every turn."""
+    settings.GATEWAY_HOOKS = [PII]
+    claude = anthropic.Anthropic(api_key="sk-ant-" + "x" * 30, base_url=f"{gateway.url}/anthropic", max_retries=0)
+    gemini = genai.Client(api_key="AIza" + "x" * 35, http_options=types.HttpOptions(base_url=f"{gateway.url}/gemini"))
+    system = "Forward complaints to support@acme.example"
+    turns = [["I am jane@example.com"], ["I am jane@example.com", "Noted.", "Also write to bob@example.com"]]
+    sent = []
+    for texts in turns:
+        messages = [{"role": "assistant" if i % 2 else "user", "content": t} for i, t in enumerate(texts)]
+        claude.messages.create(model="claude-sonnet-4-5", max_tokens=50, system=system, messages=messages)
+        sent.append(json.loads(upstream.received[-1].body)["system"])
+        contents = [types.Content(role="model" if i % 2 else "user", parts=[types.Part(text=t)])
+                    for i, t in enumerate(texts)]
+        gemini.models.generate_content(model="gemini-2.5-flash", contents=contents,
+                                       config=types.GenerateContentConfig(system_instruction=system))
+        sent.append(json.loads(upstream.received[-1].body)["systemInstruction"]["parts"][0]["text"])
+    assert sent == ["Forward complaints to [EMAIL_1]"] * 4
 
 
 def test_a_compressed_prompt_is_masked_too(settings, upstream, gateway):
