@@ -342,6 +342,42 @@ class ExportFilters:
     key: str | None = None  # a provider key's fingerprint
 
 
+def export_filters_check(filters: ExportFilters) -> None:
+    """Raise ValueError naming a filter that selects nothing in the whole log, whatever the other filters say.
+
+    An empty value (`--gateway-key "$KEY"` with KEY unset) was no filter at all: everything was exported. A
+    gateway key, provider, model or provider key that no exchange ever carried is most often a typo, and an
+    empty export with success told the operator there were no such exchanges. A range that ends where or
+    before it begins is the same mistake. Each check is one index seek.
+    """
+    named = {"provider": filters.provider, "model": filters.model, "gateway key": filters.gateway_key,
+             "provider key": filters.key, "endpoint": filters.endpoint}
+    for what, value in named.items():
+        if value is not None and not value.strip():
+            raise ValueError(f"the {what} filter is empty (an unset variable?): it would select every exchange")
+    if filters.since and filters.until and filters.since >= filters.until:
+        raise ValueError(f"the range is empty: since {filters.since.isoformat()} is not before until "
+                         f"{filters.until.isoformat()}")
+    logged = Request.objects.all()
+    if filters.provider and not logged.filter(provider=filters.provider.strip().lower()).exists():
+        seen = ", ".join(distinct_values(logged, "provider", limit=50)) or "none yet"
+        raise ValueError(f"no exchange in the log is from provider {filters.provider.strip()!r} "
+                         f"(providers in the log: {seen})")
+    if filters.model and not (logged.filter(model=filters.model).exists()
+                              or Response.objects.filter(model=filters.model).exists()):
+        raise ValueError(f"no exchange in the log names model {filters.model!r} (requested or answering)")
+    name = (filters.gateway_key or "").strip()
+    if name and name != NO_GATEWAY_KEY and not logged.filter(
+            gateway_key_q(name) | Q(gateway_key__startswith=f"{name} (fp ")).exists():
+        raise ValueError(f"no exchange in the log presented a gateway key named {name!r} "
+                         "(`manage.py gateway_key list` names the keys)")
+    fingerprint = (filters.key or "").strip().lower()
+    if fingerprint and not re.fullmatch(r"[0-9a-f]{12}", fingerprint):
+        raise ValueError(f"a provider key is named by its fingerprint as logged, 12 hex digits, not {filters.key!r}")
+    if fingerprint and not logged.filter(key_fingerprint=fingerprint).exists():
+        raise ValueError(f"no exchange in the log used the provider key with fingerprint {fingerprint!r}")
+
+
 def exchanges_for_export(filters: ExportFilters, qs: QuerySet | None = None,
                          bodies: bool = True) -> QuerySet:
     """Exchanges matching export filters, oldest first, with response and files prefetched."""

@@ -54,7 +54,7 @@ def test_jsonl_round_trip(tmp_path, log):
 def test_json_is_one_array(tmp_path, log):
     data = json.loads(_export(tmp_path, "--format", "json"))
     assert isinstance(data, list) and len(data) == 3
-    assert json.loads(_export(tmp_path, "--format", "json", "--provider", "nobody")) == []
+    assert json.loads(_export(tmp_path, "--format", "json", "--since", "2026-01-01")) == []
 
 
 def test_csv_parses_with_bodies_intact(tmp_path, log):
@@ -94,7 +94,8 @@ def test_gateway_key_and_provider_key_filters(tmp_path):
     bare = exchange_make(when=day.replace(hour=3), key_fp="bbbbbbbbbbbb")
     for args, expected in [(["--gateway-key", "ci"], [ci]), (["--gateway-key", "ci (fp 0123456789ab)"], [ci]),
                            (["--gateway-key", "ci-bot"], [ci_bot]), (["--gateway-key", "-"], [bare]),
-                           (["--gateway-key", "nobody"], []), (["--key", "aaaaaaaaaaaa"], [ci, ci_bot]),
+                           (["--gateway-key", "ci", "--key", "bbbbbbbbbbbb"], []),
+                           (["--key", "aaaaaaaaaaaa"], [ci, ci_bot]),
                            (["--key", "BBBBBBBBBBBB", "--format", "csv"], [bare])]:
         text = _export(tmp_path, *args)
         if "csv" in args:
@@ -102,6 +103,26 @@ def test_gateway_key_and_provider_key_filters(tmp_path):
         else:
             ids = [json.loads(x)["request"]["id"] for x in text.splitlines()]
         assert ids == [r.pk.hex for r in expected], args
+
+
+@pytest.mark.parametrize("args,error", [
+    (["--gateway-key", "cii"], "no exchange in the log presented a gateway key named 'cii'"),
+    (["--provider", "opnai"], r"no exchange in the log is from provider 'opnai' \(providers in the log: openai\)"),
+    (["--model", "gpt-4"], "no exchange in the log names model 'gpt-4'"),
+    (["--key", "cccccccccccc"], "no exchange in the log used the provider key with fingerprint 'cccccccccccc'"),
+    (["--key", "sk-proj-abc"], "12 hex digits, not 'sk-proj-abc'"),
+    (["--gateway-key", ""], "the gateway key filter is empty"),  # `--gateway-key "$KEY"`, KEY unset: was everything
+    (["--provider", " "], "the provider filter is empty"),
+    (["--model", ""], "the model filter is empty"),
+    (["--since", "2025-05-03", "--until", "2025-05-01"], "the range is empty: since 2025-05-03"),
+])
+def test_a_filter_that_selects_nothing_in_the_whole_log_is_an_error(tmp_path, args, error):
+    """A mistyped key, provider or model exported nothing and exited 0: the operator read "there were none"."""
+    exchange_make(when=datetime(2025, 5, 1, 1, tzinfo=timezone.utc), gateway_key="ci (fp 0123456789ab)",
+                  key_fp="aaaaaaaaaaaa", model="gpt-4o")
+    with pytest.raises(CommandError, match=error):
+        _export(tmp_path, *args)
+    assert not (tmp_path / "out").exists()  # nothing half-written either
 
 
 def test_no_bodies(tmp_path, log):

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_date, parse_datetime
 
 from logs.export import FORMATS, export_write
-from logs.selectors import STATUS_CLASSES, ExportFilters, exchanges_for_export, status_q
+from logs.selectors import STATUS_CLASSES, ExportFilters, export_filters_check, exchanges_for_export, status_q
 
 
 def moment_parse(text: str) -> datetime:
@@ -59,6 +59,10 @@ class Command(BaseCommand):
             until=moment_parse(opts["until"]) if opts["until"] else None,
             provider=opts["provider"], endpoint=opts["endpoint"], status=opts["status"], model=opts["model"],
             gateway_key=opts["gateway_key"], key=opts["key"])
+        try:
+            export_filters_check(filters)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         bodies = not opts["no_bodies"]
         qs = exchanges_for_export(filters, bodies=bodies)
         if opts["output"] == "-":  # `export_logs | head`: manage.py ends quietly when the reader goes
