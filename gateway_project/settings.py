@@ -57,6 +57,13 @@ def _bool(name: str, default: bool) -> bool:
     return raw in _TRUE
 
 
+def _list(name: str, default: list[str]) -> list[str]:
+    """A comma-separated setting, each item stripped, empty items dropped: django-environ keeps the space after a
+    comma, so `ALLOWED_HOSTS=gw.example.com, localhost` refused localhost and `MODEL_POLICY_ALLOW=gpt-4o, gpt-4o-mini`
+    refused gpt-4o-mini (' gpt-4o-mini' was the name allowed)."""
+    return [item.strip() for item in env.list(name, default=default) if item.strip()]
+
+
 def _url(name: str, default: str) -> str:
     """An upstream's base URL: http(s)://host[:port][/path]."""
     value = env.str(name, default=default).strip() or default
@@ -93,7 +100,10 @@ def _secret_key_load() -> str:
 
 SECRET_KEY = env.str("SECRET_KEY", default="") or _secret_key_load()
 DEBUG = _bool("DEBUG", False)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
+ALLOWED_HOSTS = _list("ALLOWED_HOSTS", ["*"])
+if not ALLOWED_HOSTS:  # set to nothing (`ALLOWED_HOSTS=$HOST`, HOST unset): Django then refuses every Host
+    raise ImproperlyConfigured("ALLOWED_HOSTS is set but names no host: the admin and /health would answer 400 to "
+                               "every request (name the hosts, comma-separated, or leave it unset for any host)")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -214,7 +224,7 @@ for _provider in providers.builtin():  # SDKs' base URLs end in /v1, and so did 
         raise ImproperlyConfigured(f"{_provider.upstream_env} must not end in {_version}: every client path already "
                                    f"starts with it (write {_given[:-len(_version)]})")
 # OpenAI-compatible servers mounted at /{name}/v1/*: "groq=https://api.groq.com/openai,ollama=http://127.0.0.1:11434"
-GATEWAY_PROVIDERS = env.list("GATEWAY_PROVIDERS", default=[])
+GATEWAY_PROVIDERS = _list("GATEWAY_PROVIDERS", [])
 try:
     providers.registry(GATEWAY_PROVIDERS)
 except ValueError as exc:
@@ -226,7 +236,7 @@ if STREAM_USAGE not in ("off", "inject"):
 # A JSON file of private or negotiated prices, over genai-prices entry by entry (logs/pricing); empty: genai-prices only.
 PRICE_TABLE_PATH = env.str("PRICE_TABLE_PATH", default="")
 # Files that answers point to (Replicate outputs) are saved from these hosts only.
-REPLICATE_FILE_HOSTS = env.list("REPLICATE_FILE_HOSTS", default=["replicate.delivery", "pbxt.replicate.delivery"])
+REPLICATE_FILE_HOSTS = _list("REPLICATE_FILE_HOSTS", ["replicate.delivery", "pbxt.replicate.delivery"])
 REPLICATE_FILE_MAX_BYTES = _number(int, "REPLICATE_FILE_MAX_BYTES", 100 * 1024 * 1024)
 UPSTREAM_CONNECT_TIMEOUT = _number(float, "UPSTREAM_CONNECT_TIMEOUT", 10.0, above=True)
 UPSTREAM_READ_TIMEOUT = _number(float, "UPSTREAM_READ_TIMEOUT", 600.0, above=True)
@@ -243,8 +253,8 @@ LOG_BODY_INLINE_MAX_BYTES = _number(int, "LOG_BODY_INLINE_MAX_BYTES", 1024 * 102
 LOG_DECODE_MAX_BYTES = _number(int, "LOG_DECODE_MAX_BYTES", 64 * 1024 * 1024)
 # A multipart body of more parts than this is kept whole, not split into a file per part.
 LOG_MULTIPART_MAX_PARTS = _number(int, "LOG_MULTIPART_MAX_PARTS", 1000, least=1)
-LOG_REDACT_HEADERS = env.list("LOG_REDACT_HEADERS", default=[])
-LOG_REDACT_QUERY_PARAMS = env.list("LOG_REDACT_QUERY_PARAMS", default=[])
+LOG_REDACT_HEADERS = _list("LOG_REDACT_HEADERS", [])
+LOG_REDACT_QUERY_PARAMS = _list("LOG_REDACT_QUERY_PARAMS", [])
 # Optional access keys for the proxy (`name:key` or `key`, comma-separated); empty = open.
 GATEWAY_API_KEYS = env.list("GATEWAY_API_KEYS", default=[])
 for _entry in GATEWAY_API_KEYS:  # an empty one is most often `name:$VAR` with VAR unset: keys meant, none set
@@ -287,13 +297,13 @@ LOG_INGEST_IDLE_SECONDS = _number(float, "LOG_INGEST_IDLE_SECONDS", 60.0, above=
 SHUTDOWN_GRACE_SECONDS = _number(float, "SHUTDOWN_GRACE_SECONDS", 10.0)
 
 # Request hooks (docs/hooks.md): dotted paths, run in order; loaded and checked at start (proxy/apps.py).
-GATEWAY_HOOKS = env.list("GATEWAY_HOOKS", default=[])
+GATEWAY_HOOKS = _list("GATEWAY_HOOKS", [])
 # Hooks (of GATEWAY_HOOKS) whose failure is logged and skipped instead of answering 500.
-GATEWAY_HOOKS_SKIP_ON_ERROR = env.list("GATEWAY_HOOKS_SKIP_ON_ERROR", default=[])
+GATEWAY_HOOKS_SKIP_ON_ERROR = _list("GATEWAY_HOOKS_SKIP_ON_ERROR", [])
 # Answers up to this size are collected whole for on_response hooks (larger ones: observe only).
 HOOKS_RESPONSE_MAX_BYTES = _number(int, "HOOKS_RESPONSE_MAX_BYTES", 10 * 1024 * 1024, least=1)
 # The shipped gateway_hooks.model_policy.ModelPolicy hook: models allowed (empty: any), max_tokens ceiling (0: none).
-MODEL_POLICY_ALLOW = env.list("MODEL_POLICY_ALLOW", default=[])
+MODEL_POLICY_ALLOW = _list("MODEL_POLICY_ALLOW", [])
 MODEL_POLICY_MAX_TOKENS = _number(int, "MODEL_POLICY_MAX_TOKENS", 0)
 # The hold queue (docs/hold.md): how long a held request waits for a decision, and what then happens.
 # At most a year: a deadline past the calendar's end failed every held request (1e12).
@@ -319,7 +329,7 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+CSRF_TRUSTED_ORIGINS = _list("CSRF_TRUSTED_ORIGINS", [])
 # HTTPS hardening for the pages Django serves (the admin); see docs/security.md.
 SECURE_HSTS_SECONDS = _number(int, "SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)

@@ -58,11 +58,25 @@ def _settings_run(tmp_path, code: str = "import gateway_project.settings", **var
     ("FILE_STORAGE_URL", "bucket/prefix", "FILE_STORAGE_URL must look like s3://bucket/prefix, not 'bucket/prefix'"),
     ("HOLD_TIMEOUT_ACTION", "deny", "HOLD_TIMEOUT_ACTION must be approve, reject-400, reject-500 or content-policy, "
                                     "not 'deny'"),
+    # `ALLOWED_HOSTS=$HOST` with HOST unset: taken, and the admin and /health answered 400 to every request.
+    ("ALLOWED_HOSTS", "", "ALLOWED_HOSTS is set but names no host"),
+    ("ALLOWED_HOSTS", " , ", "ALLOWED_HOSTS is set but names no host"),
 ])
 def test_bad_setting_is_refused_by_name(tmp_path, name, value, message):
     done = _settings_run(tmp_path, **{name: value})
     assert done.returncode != 0
     assert f"ImproperlyConfigured: {message}" in done.stderr
+
+
+def test_list_settings_are_read_without_the_spaces_after_their_commas(tmp_path):
+    """`ALLOWED_HOSTS=gw.example.com, localhost` refused localhost (' localhost' was the host allowed), and
+    `MODEL_POLICY_ALLOW=gpt-4o, gpt-4o-mini` refused gpt-4o-mini."""
+    names = ("ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "MODEL_POLICY_ALLOW", "GATEWAY_HOOKS_SKIP_ON_ERROR",
+             "LOG_REDACT_HEADERS", "LOG_REDACT_QUERY_PARAMS", "REPLICATE_FILE_HOSTS")
+    done = _settings_run(tmp_path, f"import json, gateway_project.settings as s; print(json.dumps([getattr(s, n) "
+                                   f"for n in {names!r}]))", **{n: " a.example, b.example ,, " for n in names})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [["a.example", "b.example"]] * len(names)
 
 
 def test_an_upstream_url_with_a_path_of_its_own_is_taken(tmp_path):
