@@ -37,6 +37,7 @@ except ImproperlyConfigured as exc:
     sys.stderr.write(f"ImproperlyConfigured: {exc}\n")
     sys.exit(STARTUP_FAILURE)
 
+from keys.store import store_probe  # noqa: E402
 from logs.pipeline.writer import writer_get, writer_stop  # noqa: E402
 from proxy.asgi import proxy_app  # noqa: E402
 from proxy.websocket import websocket_app  # noqa: E402
@@ -98,6 +99,7 @@ async def lifespan_run(receive, send) -> None:
         if message["type"] == "lifespan.startup":
             client_get()
             writer_get()
+            await asyncio.to_thread(store_probe)
             shutdown_signals_watch(asyncio.get_running_loop())
             # Everything loaded so far lives for the whole process: keep it out of the cyclic
             # GC's full collections, which otherwise stall requests (docs/benchmark.md).

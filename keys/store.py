@@ -27,6 +27,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import logging
 import mmap
 import os
 import struct
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from itertools import compress
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.cache import caches
@@ -46,6 +48,7 @@ from django.dispatch import receiver
 
 REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,10 @@ def redis_guarded(call: Callable[[], T]) -> T:
     except Exception as exc:  # redis.exceptions.* (connection refused, timeout): the store is down
         detail = f"{type(exc).__name__}: {exc}"
         with _redis_away_lock:
+            if not _redis_away["detail"]:  # once an outage, on the console: it was only in the log's rows
+                log.warning("Redis (CACHE_URL %s) cannot be reached (%s): requests of gateway keys with limits "
+                            "are refused with 503 and the response cache is skipped until it answers",
+                            redis_url_shown(), detail)
             _redis_away.update(until=time.monotonic() + REDIS_AWAY_SECONDS, detail=detail)
         raise StoreUnavailable(f"Redis is unavailable ({type(exc).__name__})", detail) from None
     finally:
@@ -102,7 +109,25 @@ def redis_guarded(call: Callable[[], T]) -> T:
             _redis_away["probing"] = False
     if probe:
         _redis_away["detail"] = ""  # it answered: back to calling it freely
+        log.warning("Redis (CACHE_URL %s) answers again", redis_url_shown())
     return result
+
+
+def redis_url_shown() -> str:
+    """The Redis URL as the console shows it: scheme, host, port and database, without user and password."""
+    location = settings.CACHES["default"]["LOCATION"]
+    parts = urlsplit((location if isinstance(location, str) else location[0]).split(",")[0])
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def store_probe() -> None:
+    """At start: ask Redis once, so that one that cannot be reached is said on the console now (redis_guarded),
+    not first learnt from requests refused with 503."""
+    if store_kind() == "redis":
+        try:
+            redis_guarded(lambda: caches["default"].has_key("gateway:start-probe"))
+        except StoreUnavailable:
+            pass  # said by redis_guarded; requests get their 503 in their provider's shape
 
 
 _kind: list[str] = []  # read once per process: settings are read on every request otherwise

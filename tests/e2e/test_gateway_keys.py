@@ -572,6 +572,39 @@ def test_a_hung_redis_refuses_limited_keys_at_once_after_one_timeout_and_leaves_
     assert resp.outcome == "gateway_error" and "limit store: TimeoutError: Timeout reading" in resp.error_message
 
 
+def test_a_redis_that_cannot_be_reached_is_said_on_the_console_at_start_without_its_password(
+        upstream, transactional_db, log_flush, make_key, settings, caplog, monkeypatch):
+    """A dead CACHE_URL was silent at start: the operator learnt of it from clients' 503s. It is one warning
+    line at start (and not one per failing request), without the URL's password; requests still get their 503
+    in their provider's own error shape."""
+    from keys import store
+    from tests.conftest import LiveGateway, _free_port
+
+    monkeypatch.setitem(store._redis_away, "until", 0.0)
+    monkeypatch.setitem(store._redis_away, "detail", "")
+    port = _free_port()  # nothing listens there
+    settings.CACHES = {"default": {"BACKEND": store.REDIS_BACKEND, "LOCATION": f"redis://ops:s3cretpw@127.0.0.1:{port}/13"}}
+    _, limited = make_key("limited", rpm=1000)
+    caplog.set_level("WARNING")
+    live = LiveGateway()
+    try:
+        said = [r.getMessage() for r in caplog.records if r.name == "keys.store"]
+        assert len(said) == 1 and said[0].startswith(f"Redis (CACHE_URL redis://127.0.0.1:{port}/13) cannot be reached "
+                                                     "(ConnectionError"), said
+        assert "requests of gateway keys with limits are refused with 503" in said[0]
+        monkeypatch.setitem(store._redis_away, "until", 0.0)  # past the pause: the request tries Redis itself
+        r = httpx.post(f"{live.url}/anthropic/v1/messages", timeout=10, headers={
+            "X-Gateway-Key": limited, "x-api-key": "sk-ant-x", "anthropic-version": "2023-06-01"},
+            json={"model": "claude-3-5-haiku-latest", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 503 and r.json()["type"] == "error"
+        assert r.json()["error"]["type"] == "api_error" and "Redis is unavailable" in r.json()["error"]["message"]
+        assert len([r for r in caplog.records if r.name == "keys.store"]) == 1  # the same outage: said once
+        assert "s3cretpw" not in caplog.text
+    finally:
+        log_flush()
+        live.stop()
+
+
 def test_a_key_limited_to_models_holds_replicate_trainings_and_encoded_paths_to_them(gateway, upstream, make_key):
     """A training runs (and bills) a model named in the path; an encoded slash names the same model to a
     server that decodes it. Neither named a model the key check could read, so both went through."""

@@ -133,8 +133,10 @@ def test_an_unreachable_redis_is_reported_and_not_tried_again_for_a_moment(setti
     assert window_take(f"t:{uuid.uuid4().hex}", 1, 60).allowed
 
 
-def test_after_the_window_one_call_tries_redis_again_while_the_others_fail_at_once(monkeypatch):
-    """A Redis still hung after REDIS_AWAY_SECONDS costs one call its timeout, not every call of that moment."""
+def test_after_the_window_one_call_tries_redis_again_while_the_others_fail_at_once(monkeypatch, caplog, settings):
+    """A Redis still hung after REDIS_AWAY_SECONDS costs one call its timeout, not every call of that moment;
+    the console says when it answers again (its outage was said there too)."""
+    settings.CACHES = {"default": {"BACKEND": store.REDIS_BACKEND, "LOCATION": "redis://:pw@10.0.0.5:6379/2"}}
     import threading
 
     monkeypatch.setitem(store._redis_away, "until", 0.0)  # the window over...
@@ -155,6 +157,7 @@ def test_after_the_window_one_call_tries_redis_again_while_the_others_fail_at_on
     release.set()
     prober.join(5)
     assert results == ["answered"] and ran == ["probe"]
+    assert [r.getMessage() for r in caplog.records] == ["Redis (CACHE_URL redis://10.0.0.5:6379/2) answers again"]
     assert store.redis_guarded(lambda: "free again") == "free again"  # it answered: calls go through
 
 
