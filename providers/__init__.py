@@ -58,6 +58,15 @@ class Registry:
                 return provider, upstream
         return None
 
+    def owner(self, path: str) -> Provider | None:
+        """The provider whose prefix begins with the path's first segment (`/replicate/v2/x`: Replicate), for the
+        error shape of a path under it that it does not serve; None when no prefix begins so."""
+        head = path.lstrip("/").split("/", 1)[0]
+        for provider in self.providers:
+            if any(prefix.lstrip("/").split("/", 1)[0] == head for prefix in provider.prefixes):
+                return provider
+        return None
+
     def get(self, name: str) -> Provider:
         """A provider by name; one no longer configured reads as an OpenAI-compatible server."""
         for provider in self.providers:

@@ -16,16 +16,13 @@ from logs.records import RequestRecord
 from logs.redaction.scrub import Masked
 from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error
 from proxy.forwarded import forwarded_note
-from proxy.paths import NoRoute, PathRefused, Route, route_find
+from proxy.paths import NoRoute, PathRefused, Route, path_owner, route_find
 from proxy.refusals import refusal_find
 from proxy.relay import relay_response
 from proxy.request_body import Refusal, body_decoded
 from proxy.steps import relay_filter, steps_active, steps_run
 from proxy.threads import off_loop
 from proxy.upstream import headers_forward, upstream_call, upstream_failure_answer
-from providers import Provider
-
-NO_PROVIDER = Provider()  # error shape for paths no provider claims (the common OpenAI shape)
 
 
 async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
@@ -97,9 +94,10 @@ def route_or_answer(request: HttpRequest) -> Route | HttpResponseBase:
     try:
         return route_find(raw_path)
     except PathRefused as exc:
-        return json_error(400, NO_PROVIDER.error_body(f"Refused path: {exc}", kind="invalid_request_error", status=400))
+        return json_error(400, path_owner(raw_path).error_body(f"Refused path: {exc}", kind="invalid_request_error",
+                                                              status=400))
     except NoRoute as exc:
-        return json_error(404, NO_PROVIDER.error_body(str(exc), kind="not_found", status=404))
+        return json_error(404, path_owner(raw_path).error_body(str(exc), kind="not_found", status=404))
 
 
 def refuse(x: Exchange, refusal: Refusal) -> HttpResponseBase:

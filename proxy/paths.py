@@ -18,6 +18,8 @@ from django.dispatch import receiver
 
 from providers import Provider, registry
 
+NO_PROVIDER = Provider()  # the error shape of paths no provider claims (the common OpenAI shape)
+
 
 class PathRefused(ValueError):
     """The path tries to leave the provider prefix or hides its structure."""
@@ -113,6 +115,12 @@ _ROUTES_MAX = 1024
 def _settings_changed(*, setting: str, **kwargs) -> None:
     if setting in ("GATEWAY_PROVIDERS", "UPSTREAM_URLS"):
         _routes.clear()
+
+
+def path_owner(raw_path: str) -> Provider:
+    """Whose error shape answers a path that is refused or served by nobody: the provider its first segment
+    names (`/replicate/v2/x` gets Replicate's problem+json, which its SDK reads), else the common shape."""
+    return registry(settings.GATEWAY_PROVIDERS).owner(raw_path) or NO_PROVIDER
 
 
 def route_find(raw_path: str) -> Route:

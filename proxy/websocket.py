@@ -26,9 +26,9 @@ from logs.outcomes import Outcome
 from logs.pipeline.tracks import Track
 from logs.records import FileRecord, FrameRecord
 from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error
-from proxy.forward import NO_PROVIDER, refuse, request_record, step_answered
+from proxy.forward import refuse, request_record, step_answered
 from proxy.forwarded import forwarded_note
-from proxy.paths import NoRoute, PathRefused, Route, route_find
+from proxy.paths import NoRoute, PathRefused, Route, path_owner, route_find
 from proxy.refusals import refusal_find
 from proxy.request_body import BodySpool
 from proxy.steps import steps_active, steps_run
@@ -329,10 +329,11 @@ async def websocket_app(scope: dict, receive, send) -> None:
     try:
         route = route_find(raw_path)
     except PathRefused as exc:
-        await _deny(scope, send, json_error(400, NO_PROVIDER.error_body(f"Refused path: {exc}", status=400)))
+        await _deny(scope, send, json_error(400, path_owner(raw_path).error_body(
+            f"Refused path: {exc}", kind="invalid_request_error", status=400)))
         return
     except NoRoute as exc:
-        await _deny(scope, send, json_error(404, NO_PROVIDER.error_body(str(exc), kind="not_found", status=404)))
+        await _deny(scope, send, json_error(404, path_owner(raw_path).error_body(str(exc), kind="not_found", status=404)))
         return
     x = _exchange(scope, route)
     if (refusal := await refusal_find(x)) is not None:

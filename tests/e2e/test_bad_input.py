@@ -265,6 +265,34 @@ def test_path_escapes_are_a_json_400(gateway, upstream, no_orphans, target):
     assert upstream.received == []
 
 
+@pytest.mark.parametrize("target,status,shape", [
+    (b"/replicate/v2/predictions", 404, "replicate"), (b"/replicate", 404, "replicate"),
+    (b"/replicate/v1//predictions", 400, "replicate"), (b"/anthropic/messages", 404, "anthropic"),
+    (b"/anthropic/v1/../admin/", 400, "anthropic"), (b"/gemini", 404, "gemini"), (b"/groq/chat", 404, "openai"),
+    (b"/openai/models", 404, "openai"), (b"/v2/models", 404, "openai"), (b"/nobody/v1/x", 404, "openai"),
+])
+def test_a_path_under_a_providers_prefix_that_it_does_not_serve_is_answered_in_its_shape(
+        gateway, upstream, no_orphans, settings, target, status, shape):
+    """`/replicate/v2/...` got OpenAI's {"error": {...}}: Replicate's client read no detail from it, nor did
+    Anthropic's SDK its error type. The first segment names whose shape answers."""
+    settings.GATEWAY_PROVIDERS = ["groq=http://127.0.0.1:9"]
+    raw = raw_http(gateway, b"POST " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                                                b"Connection: close\r\n\r\n{}")
+    got, body = status_and_json(raw)
+    assert got == status
+    message = "Refused path" if status == 400 else "No provider serves"
+    if shape == "replicate":
+        assert body["status"] == status and body["detail"].startswith(message)
+    elif shape == "anthropic":
+        assert body["type"] == "error" and body["error"]["message"].startswith(message)
+        assert body["error"]["type"] == ("not_found_error" if status == 404 else "invalid_request_error")
+    elif shape == "gemini":
+        assert body["error"]["code"] == status and body["error"]["status"] == "NOT_FOUND"
+    else:
+        assert body["error"]["message"].startswith(message) and "param" in body["error"]
+    assert upstream.received == []
+
+
 def test_client_cannot_pick_the_upstream_host(gateway, upstream, log_flush, no_orphans):
     # Absolute-form target, Host and X-Forwarded-Host naming another server: all ignored.
     raw = raw_http(gateway, b"GET http://169.254.169.254/v1/models HTTP/1.1\r\nHost: 169.254.169.254\r\n"
