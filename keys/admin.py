@@ -16,6 +16,7 @@ from django.utils.html import format_html
 from keys.forms import GatewayKeyForm
 from keys.limits import usd_text
 from keys.models import BudgetPeriod, GatewayKey
+from keys.present import last_used_text, pruned_note
 from keys.selectors import key_activity, key_history
 from keys.services import key_credential_set, secret_assign
 from logs.admin.charts import bar_chart
@@ -89,7 +90,8 @@ class GatewayKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="spend this period")
     def spend_this_period(self, key: GatewayKey) -> str:
-        return usd_text(self._use(key).spend)
+        use = self._use(key)
+        return f"{usd_text(use.spend)} ({note})" if (note := pruned_note(use)) else usd_text(use.spend)
 
     @admin.display(description="remaining budget")
     def remaining_budget(self, key: GatewayKey) -> str:
@@ -98,8 +100,8 @@ class GatewayKeyAdmin(admin.ModelAdmin):
         return usd_text(max(key.budget_usd - self._use(key).spend, Decimal(0)))
 
     @admin.display(description="last used")
-    def last_used(self, key: GatewayKey):
-        return self._use(key).last_used or "never"
+    def last_used(self, key: GatewayKey) -> str:
+        return last_used_text(self._use(key))
 
     @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request, queryset):
@@ -146,6 +148,7 @@ class GatewayKeyAdmin(admin.ModelAdmin):
                                  bar_chart("Tokens per day", labels, [d["tokens"] for d in days]),
                                  bar_chart("Spend per day", labels, [float(d["spend"]) for d in days], " USD")],
                 "usage_now": use, "key_label": key.label, "spend_text": usd_text(use.spend),
+                "pruned_note": pruned_note(use), "last_used_text": last_used_text(use),
                 "period_label": PERIOD_LABELS.get(key.budget_period, key.budget_period),
                 "exchanges_url": reverse("admin:logs_request_changelist") + "?" + urlencode({"gateway_key": key.label}),
                 "unpriced_url": reverse("admin:logs_request_changelist") + "?" + urlencode(

@@ -9,7 +9,7 @@ traffic. Each process keeps what it read for USAGE_TTL seconds.
 import functools
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 from django.db import connection
@@ -162,8 +162,9 @@ def _token_seconds(key: GatewayKey, now: float):
     return TokenSecond.objects.filter(key=key.label, second__gte=int(now - TOKENS_WINDOW))
 
 
-def key_spend(key: GatewayKey, since: datetime | None) -> Decimal:
-    """USD spent by a key's exchanges that started since `since` (ever when None), deleted ones included.
+def key_spend(key: GatewayKey, since: datetime | None) -> tuple[Decimal, Decimal]:
+    """USD spent by a key's exchanges that started since `since` (ever when None): (by those in the log, by those
+    deleted from it). A budget counts both.
 
     `since` is a period's start (a UTC midnight): deleted exchanges are kept per day.
     """
@@ -173,7 +174,7 @@ def key_spend(key: GatewayKey, since: datetime | None) -> Decimal:
         rows = rows.filter(request__created_at__gte=since)
         deleted = deleted.filter(day__gte=since.astimezone(timezone.utc).date())
     spent = rows.aggregate(s=Sum("cost_usd"))["s"] or Decimal(0)
-    return spent + Decimal(deleted.aggregate(s=Sum("cost_e8"))["s"] or 0) / E8
+    return spent, Decimal(deleted.aggregate(s=Sum("cost_e8"))["s"] or 0) / E8
 
 
 def key_usage_cached(key: GatewayKey) -> tuple[KeyUsage | None, bool]:
@@ -234,15 +235,21 @@ def tokens_free_in(key: GatewayKey, limit: int) -> tuple[int, float | None]:
 class KeyActivity:
     """A key's activity for the admin: this period's requests and spend, last use."""
 
-    requests: int
-    spend: Decimal
-    last_used: datetime | None
+    requests: int  # this period's exchanges in the log (deleted ones are gone: only their spend is kept)
+    spend: Decimal  # this period's, deleted exchanges' included (what the budget counts)
+    last_used: datetime | None  # the newest exchange in the log
     since: datetime | None = None  # the period's start (None: a total budget, the key's whole life)
     unpriced: int = 0  # this period's exchanges without a known cost: not in `spend`, nor against the budget
+    pruned_spend: Decimal = Decimal(0)  # of `spend`, what exchanges deleted from the log (prune_logs) cost
+    pruned_last_day: date | None = None  # the last day a deleted exchange of the key cost something
 
 
 def key_activity(key: GatewayKey, now: datetime | None = None) -> KeyActivity:
-    """Requests and spend in the key's current budget period, and when it was last used."""
+    """Requests and spend in the key's current budget period, and when it was last used.
+
+    After prune_logs the period's exchanges may be gone from the log while their spend still counts: the
+    list read "0 requests, $9.50 this month, last used never". `pruned_spend` and `pruned_last_day` say so.
+    """
     now = now or datetime.now(timezone.utc)
     since = period_start(key.budget_period, now)
     requests = Request.objects.filter(gateway_key=key.label)
@@ -250,7 +257,10 @@ def key_activity(key: GatewayKey, now: datetime | None = None) -> KeyActivity:
     if since is not None:
         requests = requests.filter(created_at__gte=since)
     counts = requests.aggregate(n=Count("id"), priced=Count("response__cost_usd"))
-    return KeyActivity(counts["n"], key_spend(key, since), last, since, counts["n"] - counts["priced"])
+    logged, pruned = key_spend(key, since)
+    pruned_last_day = DeletedSpend.objects.filter(key=key.label).aggregate(d=Max("day"))["d"]
+    return KeyActivity(counts["n"], logged + pruned, last, since, counts["n"] - counts["priced"], pruned,
+                       pruned_last_day)
 
 
 def key_history(key: GatewayKey, days: int = 30, now: datetime | None = None) -> list[dict]:

@@ -162,3 +162,19 @@ def test_a_day_without_a_priced_exchange_has_no_known_spend_on_the_keys_page(adm
     detail = admin_client.get(f"{LIST}{key.pk}/change/").content.decode()
     assert f"<tr><td>{yesterday:%Y-%m-%d}</td><td>1</td><td>6</td><td>–</td></tr>" in detail
     assert "<td>15</td><td>$0.250000</td></tr>" in detail
+
+
+def test_the_keys_list_and_page_say_the_spend_of_exchanges_pruned_from_the_log(admin_client, make_key):
+    """After prune_logs the budget still counts the deleted exchanges' spend: the list and the page showed
+    "0 requests", "$3 spent" and "last used: never" side by side, with nothing saying why."""
+    key, _ = make_key("pruned", budget_usd=Decimal("10"), budget_period="total")
+    then = datetime.now(timezone.utc) - timedelta(days=3)
+    for _ in range(2):
+        exchange_make(gateway_key=key.label, when=then, cost_usd=Decimal("1.5"))
+    call_command("prune_logs", "--older-than", "1d", stdout=__import__("io").StringIO())
+    note = "$3.000000 of it by exchanges deleted from the log (prune_logs), not among the requests"
+    page = admin_client.get(LIST).content.decode()
+    assert f"$3.000000 ({note})" in page and f"{then:%Y-%m-%d} (its exchanges since deleted from the log)" in page
+    detail = admin_client.get(f"{LIST}{key.pk}/change/").content.decode()
+    assert f"In total: 0 requests,\n    $3.000000 spent ({note}), $7.000000 of the budget left" in detail
+    assert f"Last used: {then:%Y-%m-%d} (its exchanges since deleted from the log)." in detail

@@ -82,6 +82,25 @@ def test_list_and_revoke():
         _run("create", "a")
 
 
+def test_list_after_prune_logs_says_the_spend_of_deleted_exchanges_and_when_they_were():
+    """prune_logs keeps a key's spend for its budget but deletes its rows: the list read "0 requests, $3 in total,
+    last used never", a key that had spent $3 without ever being used."""
+    from datetime import timedelta
+
+    from tests.logs.factory import exchange_make
+
+    call_command("gateway_key", "create", "ci", "--budget-usd", "10", "--budget-period", "total", stdout=io.StringIO())
+    key = GatewayKey.objects.get(name="ci")
+    then = datetime.now(timezone.utc) - timedelta(days=3)
+    for _ in range(2):
+        exchange_make(when=then, gateway_key=key.label, cost_usd=Decimal("1.5"))
+    assert "2 requests, $3.000000 in total\tlast used " + then.strftime("%Y-%m-%d %H:%M") in _run("list")
+    call_command("prune_logs", "--older-than", "1d", stdout=io.StringIO())
+    listed = _run("list")
+    assert ("0 requests, $3.000000 in total ($3.000000 of it by exchanges deleted from the log (prune_logs), not "
+            f"among the requests)\tlast used {then:%Y-%m-%d} (its exchanges since deleted from the log)") in listed
+
+
 def test_a_name_with_control_characters_is_refused():
     with pytest.raises(CommandError, match="control characters"):  # a tab broke `list`'s columns
         _run("create", "team\tb")

@@ -14,6 +14,7 @@ from django.db import transaction
 from keys.limits import usd_text
 from keys.models import BudgetPeriod, GatewayKey
 from keys.periods import period_words
+from keys.present import last_used_text, pruned_note
 from keys.selectors import key_activity
 from keys.services import KeyLimits, budget_parse, key_create, key_revoke
 
@@ -103,9 +104,10 @@ class Command(BaseCommand):
             use = key_activity(key)
             state = _state(key)
             spent = usd_text(use.spend)
-            last = use.last_used.strftime("%Y-%m-%d %H:%M") if use.last_used else "never"
+            pruned = f" ({note})" if (note := pruned_note(use)) else ""
             self.stdout.write(f"{key.name}\t{key.secret_hint}\t{state}\t{_limits_text(key)}\t"
-                              f"{_count(use.requests, 'request')}, {spent} {_period_text(key)}\tlast used {last}")
+                              f"{_count(use.requests, 'request')}, {spent} {_period_text(key)}{pruned}\t"
+                              f"last used {last_used_text(use)}")
 
     def _revoke(self, *, name: str, **_) -> None:
         try:
