@@ -57,6 +57,8 @@ def test_create_can_hold_a_provider_credential_from_stdin():
     (["--budget-usd", "0"], "budget must be more than 0 USD, not 0: to stop a key, revoke it"),
     (["--budget-usd", "-1"], "budget must be more than 0 USD"),
     (["--providers", "opnai"], "unknown provider opnai"),
+    # `--models "$MODELS"` with MODELS unset made a key for every model, the opposite of what was meant.
+    (["--models", ""], "--models names nothing"), (["--providers", " , "], "--providers names nothing"),
     (["--expires", "next year"], "--expires must be a date"),
     (["--expires", "2020-01-01"], "--expires is not in the future: 2020-01-01"),
     (["--budget-period", "day"], "--budget-period goes with --budget-usd"),  # was a period limiting nothing

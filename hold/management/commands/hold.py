@@ -27,8 +27,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
         on = sub.add_parser("on", help="hold every request, or only those matching the filters")
-        on.add_argument("--provider", default="")
-        on.add_argument("--model", default="")
+        on.add_argument("--provider", default="", help="a provider's name, e.g. openai")
+        on.add_argument("--model", default="", help="the requested model, exactly")
         on.add_argument("--key", default="", help="a gateway key's name")
         on.add_argument("--path", default="", help="a gateway path prefix, e.g. /v1/chat/")
         sub.add_parser("off", help="stop holding; requests still waiting are approved")

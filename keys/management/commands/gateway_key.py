@@ -72,6 +72,9 @@ class Command(BaseCommand):
             raise CommandError("standard output is closed: the secret could not be shown, so no key is created")
         if budget_period and not budget_usd:  # else a period that limits nothing, taken without a word
             raise CommandError("--budget-period goes with --budget-usd")
+        for option, given in (("--providers", providers), ("--models", models)):
+            if given is not None and not _names(given):  # `--models "$MODELS"`, MODELS unset: a key for every model
+                raise CommandError(f"{option} names nothing (an unset variable?): leave it out to allow all")
         budget_period = budget_period or BudgetPeriod.MONTH
         credential = sys.stdin.readline().strip() if provider_credential_stdin else ""
         if provider_credential_stdin and not credential:
