@@ -247,12 +247,14 @@ class RedisStore(CacheStore):
     def prune(self, *, everything: bool = False) -> tuple[int, int]:
         if not everything:
             return 0, 0  # Redis expires entries itself
-        client = self.cache._cache.get_client(write=True)  # Django's RedisCache: the redis-py client
-        pattern = self.cache.make_key(_REDIS_PREFIX + "*")
-        names = list(client.scan_iter(match=pattern, count=500))
-        for start in range(0, len(names), 500):
-            client.delete(*names[start:start + 500])
-        return len(names), 0
+        def empty() -> int:
+            client = self.cache._cache.get_client(write=True)  # Django's RedisCache: the redis-py client
+            names = list(client.scan_iter(match=self.cache.make_key(_REDIS_PREFIX + "*"), count=500))
+            for start in range(0, len(names), 500):
+                client.delete(*names[start:start + 500])
+            return len(names)
+
+        return redis_guarded(empty), 0  # a Redis away: StoreUnavailable (it was redis-py's traceback)
 
 
 class DatabaseStore(CacheStore):

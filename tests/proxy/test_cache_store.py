@@ -4,7 +4,7 @@ import os
 import time
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from proxy.cache_store import CacheEntry, DatabaseStore, EntryTooBig, FileStore, RedisStore, cache_store
 
@@ -77,6 +77,17 @@ def test_prune_cache_command(settings, tmp_path, capsys, transactional_db):  # f
     call_command("prune_cache", "--all")
     assert "deleted 1 cache entries" in capsys.readouterr().out
     assert cache_store().get("one") is None
+
+
+def test_prune_cache_all_with_redis_away_is_one_line_not_a_traceback(settings, monkeypatch):
+    from keys import store
+
+    monkeypatch.setitem(store._redis_away, "until", 0.0)
+    monkeypatch.setitem(store._redis_away, "detail", "")
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:9/12", "OPTIONS": {"socket_connect_timeout": 1}}}
+    with pytest.raises(CommandError, match=r"^Redis is unavailable \(ConnectionError\): .*127\.0\.0\.1:9"):
+        call_command("prune_cache", "--all")
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """python manage.py prune_cache [--all]: delete expired response cache entries (or all of them)."""
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from keys.store import StoreUnavailable
 from proxy.cache_store import cache_store
 
 
@@ -15,5 +16,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, all: bool, **options) -> None:
         """Prune, report."""
-        entries, size = cache_store().prune(everything=all)
+        try:
+            entries, size = cache_store().prune(everything=all)
+        except StoreUnavailable as exc:
+            raise CommandError(f"{exc}: {exc.detail}") from None
         self.stdout.write(f"deleted {entries} cache entries ({size} bytes)")
