@@ -39,6 +39,7 @@ except ImproperlyConfigured as exc:
 
 from keys.store import store_probe  # noqa: E402
 from logs.pipeline.writer import writer_get, writer_stop  # noqa: E402
+from logs.pricing import price_table  # noqa: E402
 from proxy.asgi import proxy_app  # noqa: E402
 from proxy.websocket import websocket_app  # noqa: E402
 from proxy.exchange import exchanges_inflight, exchanges_interrupt  # noqa: E402
@@ -99,7 +100,9 @@ async def lifespan_run(receive, send) -> None:
         if message["type"] == "lifespan.startup":
             client_get()
             writer_get()
+            # Said on the console now, not first when an answer is priced or a limited key is refused.
             await asyncio.to_thread(store_probe)
+            await asyncio.to_thread(price_table)
             shutdown_signals_watch(asyncio.get_running_loop())
             # Everything loaded so far lives for the whole process: keep it out of the cyclic
             # GC's full collections, which otherwise stall requests (docs/benchmark.md).

@@ -94,6 +94,9 @@ def _user_table(path: str, mtime: int) -> PriceTable:
         return {}
 
 
+_missing = {"path": ""}  # the PRICE_TABLE_PATH last found missing: said once, not on every exchange priced
+
+
 def price_table() -> PriceTable:
     """The PRICE_TABLE_PATH table in force now (empty when unset)."""
     path = str(settings.PRICE_TABLE_PATH or "")
@@ -102,8 +105,11 @@ def price_table() -> PriceTable:
     try:
         mtime = Path(path).stat().st_mtime_ns
     except OSError:
-        log.warning("PRICE_TABLE_PATH %s does not exist; genai-prices only", path)
+        if _missing["path"] != path:  # was one console line per exchange priced, for as long as it was missing
+            _missing["path"] = path
+            log.warning("PRICE_TABLE_PATH %s does not exist; genai-prices only until it does", path)
         return {}
+    _missing["path"] = ""  # found: a later removal is said again
     return _user_table(path, mtime)
 
 

@@ -90,3 +90,24 @@ def test_readme_server_adds_only_the_request_id(tmp_path, tmp_path_factory, mock
     added = _header_list(proxied) - _header_list(direct)
     assert _header_list(direct) - _header_list(proxied) == Counter()  # nothing the upstream sent is lost
     assert list(added) == [("x-gateway-request-id", proxied.headers["x-gateway-request-id"])] and added.total() == 1
+
+
+def test_start_says_on_the_console_what_will_not_work(tmp_path, tmp_path_factory, mock_upstream):
+    """A Redis (CACHE_URL) nobody listens on and a PRICE_TABLE_PATH that does not exist were silent at start:
+    the first was learnt from clients' 503s, the second printed a line per exchange priced. Each is one line at
+    start, the Redis URL without its password."""
+    from tests.procs import free_port
+
+    data = tmp_path / "data"
+    migrated_copy(data, tmp_path_factory)
+    port, prices = free_port(), tmp_path / "prices.json"  # nothing listens there; no such file
+    gw = GatewayProcess(data, mock_upstream.url, CACHE_URL=f"redis://ops:s3cretpw@127.0.0.1:{port}/13",
+                        PRICE_TABLE_PATH=str(prices))
+    try:
+        assert wait_until(lambda: "PRICE_TABLE_PATH" in gw.stderr() and "Redis" in gw.stderr(), 10), gw.stderr()
+        said = gw.stderr()
+        assert f"Redis (CACHE_URL redis://127.0.0.1:{port}/13) cannot be reached (ConnectionError" in said
+        assert f"PRICE_TABLE_PATH {prices} does not exist; genai-prices only until it does" in said
+        assert "s3cretpw" not in said and "Traceback" not in said
+    finally:
+        gw.stop()

@@ -133,7 +133,11 @@ def test_bad_user_table_falls_back_to_the_library(tmp_path, settings, caplog):
     os.utime(user, ns=(user.stat().st_atime_ns, user.stat().st_mtime_ns + 2_000_000_000))
     assert price_find(OPENAI, "gpt-4o") is None and price_find(OPENAI, "x") is None
     settings.PRICE_TABLE_PATH = str(tmp_path / "missing.json")
-    assert price_find(OPENAI, "gpt-4o") is None
+    caplog.clear()
+    assert [price_find(OPENAI, "gpt-4o") for _ in range(3)] == [None] * 3
+    # Said once, not once per exchange priced (the console filled with one line per request).
+    assert [r.getMessage() for r in caplog.records] == [
+        f"PRICE_TABLE_PATH {tmp_path / 'missing.json'} does not exist; genai-prices only until it does"]
 
 
 @pytest.mark.parametrize("hours", [(3, 20), (20, 3)])
