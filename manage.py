@@ -10,6 +10,7 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
+    from django.db import DatabaseError
 
     try:
         execute_from_command_line(sys.argv)
@@ -17,6 +18,15 @@ def main() -> None:
         # A setting that cannot be used, named by settings.py (`migrate` with a typo in .env): that line, as the
         # server prints it (gateway_project/asgi.py), not the traceback of Django's import of the settings.
         sys.stderr.write(f"ImproperlyConfigured: {exc}\n")
+        sys.exit(1)
+    except DatabaseError as exc:
+        if "--traceback" in sys.argv:
+            raise
+        # `gateway_key list` before `migrate` on a new machine, or with the database down: the driver's words and
+        # what to check, not 40 lines of Django's traceback ending in "no such table: gateway_keys".
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no reason given"
+        sys.stderr.write(f"{type(exc).__name__}: {reason} (is the database up, and migrated? "
+                         "python manage.py migrate)\n")
         sys.exit(1)
 
 

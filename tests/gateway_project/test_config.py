@@ -128,6 +128,20 @@ def test_a_bad_setting_stops_a_command_in_one_line(tmp_path):
                            "content-policy, not 'deny'\n")
 
 
+def test_a_command_on_a_database_not_migrated_says_so_in_one_line(tmp_path):
+    """`gateway_key list` (or export_logs, hold status...) before `migrate` on a new machine printed Django's
+    40-line traceback ending in "no such table"."""
+    env = {**os.environ, "DATA_DIR": str(tmp_path)}
+    for name in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "DB_PATH"):
+        env.pop(name, None)
+    for args in (["gateway_key", "list"], ["hold", "status"]):
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("OperationalError: no such table: ")
+        assert done.stderr.endswith("(is the database up, and migrated? python manage.py migrate)\n")
+
+
 RECORDER = """
 import json, sys
 import environ
