@@ -90,12 +90,21 @@ DATA_DIR = _folder("DATA_DIR", Path(env.str("DATA_DIR", default=str(BASE_DIR / "
 
 
 def _secret_key_load() -> str:
-    """Read SECRET_KEY, generating one under the data folder on first start when unset."""
+    """Read SECRET_KEY, generating one under the data folder on first start when unset. One that cannot be read
+    (a folder in its place, a file of another user's) stops the start naming it: it was an OSError traceback."""
     key_file = DATA_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
-    return key_file.read_text().strip()
+    try:
+        if not key_file.exists():
+            key_file.write_text(secrets.token_urlsafe(50))
+            key_file.chmod(0o600)
+        key = key_file.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImproperlyConfigured(f"SECRET_KEY is unset and {str(key_file)!r} cannot be read: "
+                                   f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not key:  # Django's own words would be "The SECRET_KEY setting must not be empty", naming no file
+        raise ImproperlyConfigured(f"SECRET_KEY is unset and {str(key_file)!r} is empty (it keys the credential "
+                                   "fingerprints in the log: restore it from a backup, or delete it to start anew)")
+    return key
 
 
 SECRET_KEY = env.str("SECRET_KEY", default="") or _secret_key_load()

@@ -86,6 +86,16 @@ def test_an_upstream_url_with_a_path_of_its_own_is_taken(tmp_path):
     assert done.stdout.strip() == "https://proxy.example/openai/v1x", done.stderr
 
 
+@pytest.mark.parametrize("kind,message", [("folder", "cannot be read: Is a directory"), ("empty", "is empty")])
+def test_a_secret_key_file_that_cannot_be_used_is_refused_by_name(tmp_path, kind, message):
+    """A folder (or an unreadable file) where DATA_DIR/secret_key goes stopped the start with an OSError traceback."""
+    key_file = tmp_path / "secret_key"
+    key_file.mkdir() if kind == "folder" else key_file.write_text("\n")
+    done = _settings_run(tmp_path, SECRET_KEY="")
+    assert done.returncode != 0
+    assert f"ImproperlyConfigured: SECRET_KEY is unset and {str(key_file)!r} {message}" in done.stderr
+
+
 @pytest.mark.parametrize("name", ["DATA_DIR", "FILE_STORAGE_PATH", "DB_PATH"])
 def test_a_folder_that_cannot_be_made_is_refused_by_name(tmp_path, name):
     """A data folder under a file (or on a missing or read-only disk) stopped the start with an OSError naming
