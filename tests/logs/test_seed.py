@@ -32,3 +32,21 @@ def test_seeded_answers_are_timed_as_the_gateways_are(settings, tmp_path):
     exchanges_seed(50, seed=3)
     answers = list(Response.objects.select_related("request"))
     assert answers and all(r.created_at == r.request.created_at for r in answers)
+
+
+def test_seed_logs_refuses_a_log_that_holds_exchanges_unless_told_to_add(settings, tmp_path):
+    """Run in the gateway's own folder, seed_logs mixed fake exchanges into the audit log, with nothing to tell
+    them apart after."""
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from tests.logs.factory import exchange_make
+
+    settings.DATA_DIR = tmp_path
+    real = exchange_make()
+    with pytest.raises(CommandError, match="the log already holds exchanges"):
+        call_command("seed_logs", "20", "--no-files", stdout=StringIO())
+    assert list(Request.objects.all()) == [real]
+    call_command("seed_logs", "20", "--no-files", "--add", stdout=StringIO())  # a scratch log seeded before
+    assert Request.objects.count() == 21

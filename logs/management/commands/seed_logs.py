@@ -2,8 +2,9 @@
 
 import time
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from logs.models import Request
 from logs.seed import exchanges_seed
 
 
@@ -17,13 +18,19 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=5000, help="rows per transaction (5000)")
         parser.add_argument("--no-files", action="store_true", help="no image/audio files or file rows")
         parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable data")
+        parser.add_argument("--add", action="store_true",
+                            help="add to a log that already holds exchanges (one seeded before: never a real one)")
 
-    def handle(self, *args, count: int, days: float, batch: int, no_files: bool, seed: int | None,
+    def handle(self, *args, count: int, days: float, batch: int, no_files: bool, seed: int | None, add: bool,
                **options) -> None:
         """Seed and report progress."""
         if count < 1 or batch < 1 or days <= 0:
             self.stderr.write("count, --batch and --days must be positive")
             raise SystemExit(2)
+        # Seeded rows carry no mark: run in the gateway's own folder, it mixed fakes into the audit log for good.
+        if not add and Request.objects.exists():
+            raise CommandError("the log already holds exchanges, and fake ones could not be told from them after: "
+                               "seed a scratch DATA_DIR (docs/log.md#seed-data), or --add to a log seeded before")
         started = time.monotonic()
         step = max(count // 10, batch)
 
