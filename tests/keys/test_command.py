@@ -103,6 +103,15 @@ def test_list_after_prune_logs_says_the_spend_of_deleted_exchanges_and_when_they
             f"among the requests)\tlast used {then:%Y-%m-%d} (its exchanges since deleted from the log)") in listed
 
 
+def test_revoking_a_revoked_key_says_when_it_was_revoked():
+    """A second revoke (a script run twice) said "revoked ...: refused within a second" again; it still succeeds."""
+    _run("create", "twice")
+    assert "revoked gateway key 'twice'" in _run("revoke", "twice")
+    revoked_at = GatewayKey.objects.get(name="twice").revoked_at
+    assert _run("revoke", "twice") == f"gateway key 'twice' was already revoked, on {revoked_at:%Y-%m-%d %H:%M} UTC\n"
+    assert GatewayKey.objects.get(name="twice").revoked_at == revoked_at
+
+
 def test_a_name_with_control_characters_is_refused():
     with pytest.raises(CommandError, match="control characters"):  # a tab broke `list`'s columns
         _run("create", "team\tb")
