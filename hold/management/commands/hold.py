@@ -35,7 +35,7 @@ class Command(BaseCommand):
         sub.add_parser("status", help="on or off, the filters, how many wait")
         sub.add_parser("list", help="the waiting requests' ids, one a line, oldest first")
         decide = sub.add_parser("decide", help="decide a waiting request")
-        decide.add_argument("request_id")
+        decide.add_argument("request_id", help="a waiting request's id, as `list` prints it")
         decide.add_argument("decision", choices=Decision.values)
         decide.add_argument("--body-file", type=Path, help="with approve: forward this JSON body instead")
 

@@ -46,7 +46,7 @@ class Command(BaseCommand):
         """Subcommands and their options."""
         sub = parser.add_subparsers(dest="action", required=True)
         create = sub.add_parser("create", help="create a key; its secret is printed once, on the last line")
-        create.add_argument("name")
+        create.add_argument("name", help="the key's name, as the log and the admin show it (unique)")
         create.add_argument("--rpm", type=int, help="requests per minute")
         create.add_argument("--tpm", type=int, help="tokens per minute")
         create.add_argument("--budget-usd", help="spend limit in USD per budget period")
@@ -60,7 +60,7 @@ class Command(BaseCommand):
                                  "clients then send the gateway key where the provider key goes")
         sub.add_parser("list", help="every key, its limits and this period's use")
         revoke = sub.add_parser("revoke", help="revoke a key (refused within a second, history kept)")
-        revoke.add_argument("name")
+        revoke.add_argument("name", help="the key's name, as `list` shows it")
 
     def handle(self, *args, action: str, **options) -> None:
         """Delegate to the action."""
