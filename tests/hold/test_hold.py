@@ -304,6 +304,10 @@ def test_command(upstream, gateway, capsys, tmp_path):
         hold("on", "--path", "v1/chat/")
     with pytest.raises(CommandError, match="no gateway key is named 'nobody'"):
         hold("on", "--key", "nobody")
+    # `hold on --model "$MODEL"` with MODEL unset held every request of every client.
+    for option in ("--model", "--provider", "--key", "--path"):
+        with pytest.raises(CommandError, match=f"{option} is empty"):
+            hold("on", option, " ")
     hold("status")
     assert capsys.readouterr().out.strip().startswith("hold: off")
 

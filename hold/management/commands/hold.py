@@ -27,10 +27,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
         on = sub.add_parser("on", help="hold every request, or only those matching the filters")
-        on.add_argument("--provider", default="", help="a provider's name, e.g. openai")
-        on.add_argument("--model", default="", help="the requested model, exactly")
-        on.add_argument("--key", default="", help="a gateway key's name")
-        on.add_argument("--path", default="", help="a gateway path prefix, e.g. /v1/chat/")
+        on.add_argument("--provider", help="a provider's name, e.g. openai")
+        on.add_argument("--model", help="the requested model, exactly")
+        on.add_argument("--key", help="a gateway key's name")
+        on.add_argument("--path", help="a gateway path prefix, e.g. /v1/chat/")
         sub.add_parser("off", help="stop holding; requests still waiting are approved")
         sub.add_parser("status", help="on or off, the filters, how many wait")
         sub.add_parser("list", help="the waiting requests' ids, one a line, oldest first")
@@ -41,9 +41,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, action: str, **options) -> None:
         if action == "on":
+            filters = {name: options[name] for name in ("provider", "model", "key", "path")}
+            for name, value in filters.items():
+                # `hold on --model "$MODEL"`, MODEL unset: every request of every client held, not that model's
+                if value is not None and not value.strip():
+                    raise CommandError(f"--{name} is empty (an unset variable?): leave it out to hold every request")
+            filters = {name: (value or "").strip() for name, value in filters.items()}
             try:
-                state = switch_set(on=True, by=_who(), provider=options["provider"], model=options["model"],
-                                   gateway_key=options["key"], path=options["path"])
+                state = switch_set(on=True, by=_who(), provider=filters["provider"], model=filters["model"],
+                                   gateway_key=filters["key"], path=filters["path"])
             except HoldError as exc:
                 raise CommandError(str(exc)) from None
             self.stdout.write(self._status(state))
