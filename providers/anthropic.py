@@ -58,6 +58,8 @@ class Anthropic(Provider):
     prices_id = "anthropic"
     credential_headers = ("x-api-key", "authorization")
     stateful_posts = re.compile(r"^/v1/(?:messages/batches|files|skills|organizations)(?:/|$)|/cancel$")
+    # Those that run a model: a message (the legacy text completion too), named in the body.
+    model_posts = re.compile(r"^/v1/(?:messages|complete)/?$")
     answer_headers = ("anthropic-version", "anthropic-beta")  # a beta turns on features (tools, caching, context)
 
     def credential_pair(self, credential: str) -> tuple[str, str]:

@@ -25,6 +25,10 @@ class Replicate(Provider):
     prefixes = ("/replicate/v1/",)
     upstream_env = "REPLICATE_UPSTREAM_URL"
     upstream_default = "https://api.replicate.com"
+    # Those that run a model: a prediction (of a version named in the body, of a model or a deployment named in the
+    # path) and a training.
+    model_posts = re.compile(r"^/v1/(?:(?:models|deployments)/[^/]+/[^/]+/(?:versions/[^/]+/)?)?(?:predictions"
+                             r"|trainings)/?$")
     answer_headers = ("prefer", "cancel-after")  # `Prefer: wait` answers a finished prediction, without it a started one
 
     def stream_ended(self, tail: bytes) -> bool:

@@ -7,6 +7,7 @@ and swaps the key's stored provider credential in upstream. Each refusal is an e
 log with no upstream call; a refusal by a limit has the outcome `rate_limited`.
 """
 
+import json
 import re
 from math import ceil
 from urllib.parse import unquote
@@ -18,11 +19,13 @@ from keys.limits import Verdict, limits_apply, policies
 from keys.selectors import keys_exist_known
 from keys.store import REDIS_AWAY_SECONDS, StoreUnavailable
 from logs.outcomes import Outcome
+from logs.pricing import price_known
 from logs.redaction.scrub import Scrubber, byte_replacements
 from providers.base import SUBPROTOCOL_HEADER
 from proxy.access import KeyGrant
 from proxy.exchange import Exchange, json_error
 from proxy.request_body import body_read
+from proxy.threads import off_loop
 
 
 STEP = "gateway_key"
@@ -34,7 +37,7 @@ async def key_request(x: Exchange) -> HttpResponse | None:
     if not isinstance(grant, KeyGrant):
         return None  # unkeyed (GATEWAY_ALLOW_UNKEYED) or a GATEWAY_API_KEYS key: no limits
     key = grant.key
-    refused = _permission_refusal(x, grant)
+    refused = await _permission_refusal(x, grant)
     if refused:
         if key.limited:  # every answer to a limited key says its limits (this one took nothing from them)
             x.answer_headers.extend(policies(key))
@@ -72,38 +75,72 @@ async def key_request(x: Exchange) -> HttpResponse | None:
     return None
 
 
-def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
-    """Why the key may not make this request (provider or model not allowed), or ""."""
+async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
+    """Why the key may not make this request (provider or model not allowed, a model without a price for a
+    key with a budget), or ""."""
     key = grant.key
     if key.allowed_providers and x.provider.name not in key.allowed_providers:
         return (f"Gateway key '{key.name}' may not call provider '{x.provider.name}' "
                 f"(allowed: {', '.join(key.allowed_providers)}).")
+    if not key.allowed_models and key.budget_usd is None:
+        return ""
+    models, unread = await _models_asked(x)
+    runs = x.provider.model_runs(x.method, x.route.upstream_path)
     if key.allowed_models:
-        models, unread = _models_asked(x)
         if unread:
             return f"Gateway key '{key.name}' is limited to some models, and {unread}."
-        if not models and x.provider.model_runs(x.method, x.route.upstream_path):
+        if not models and runs:
             return (f"Gateway key '{key.name}' is limited to some models ({', '.join(key.allowed_models)}), and this "
                     "request names none (the upstream would choose one): name the model.")
         refused = next((m for m in models if m not in key.allowed_models), None)
         if refused is not None:
             return f"Gateway key '{key.name}' may not use model '{refused}' (allowed: {', '.join(key.allowed_models)})."
+    if key.budget_usd is not None:
+        return _unpriced_refusal(x, key.name, models, unread, runs)
     return ""
 
 
-def _models_asked(x: Exchange) -> tuple[list[str], str]:
+def _unpriced_refusal(x: Exchange, name: str, models: list[str], unread: str, runs: bool) -> str:
+    """Why a key with a budget may not make this request, or "": an answer the gateway cannot price costs
+    nothing against the budget while the provider bills it, so a model without a price is refused (fail closed),
+    and so is a request that runs a model it does not name or whose model cannot be read."""
+    if x.method != "POST" and not x.websocket:
+        return ""
+    if unread and runs:
+        return f"Gateway key '{name}' has a budget, and {unread}, so its price cannot be known."
+    if not models and runs:
+        return (f"Gateway key '{name}' has a budget, and this request names no model (the upstream would choose "
+                "one, whose price the gateway cannot know): name the model.")
+    unpriced = next((m for m in models if not price_known(x.provider, m)), None)
+    if unpriced is None:
+        return ""
+    entry = json.dumps({x.provider.name: {unpriced: {"input": 0, "output": 0}}})
+    return (f"Gateway key '{name}' has a budget, and model '{unpriced}' has no price for provider "
+            f"'{x.provider.name}' (genai-prices does not know it): its answers would cost nothing against the "
+            f"budget. An administrator can allow it by giving it a price, in USD per million tokens, in the "
+            f"PRICE_TABLE_PATH file (a price of 0 is allowed): {entry}.")
+
+
+async def _models_asked(x: Exchange) -> tuple[list[str], str]:
     """The models the request asks for (a batch's every one), or why they cannot be read ("" when it names none)."""
     if x.websocket:  # Gemini Live names its model in the first message, after the handshake
         model = x.provider.realtime_model(x.route.upstream_path, x.query)
         return ([model], "") if model else ([], "this session's model is not named in its upgrade request")
-    payload, unread = body_read(x.forward_headers, x.body.in_memory(), x.body.size, x.content_type)
+    # The path as the upstream routes it: /v1/messages/batche%73 creates a batch, whose requests name models.
+    endpoint = unquote(x.route.upstream_path)
+    in_path = x.provider.request_model(endpoint, None)  # Gemini's and Replicate's paths name it: the body has no say
+    if in_path:
+        return [in_path], ""
+    body = x.body.in_memory()
+    if body is None and x.body.size and x.provider.model_runs(x.method, x.route.upstream_path):
+        # A generating request's model is read however large its body (a long prompt, an image): off the loop.
+        body = await off_loop(x.body.read_all)
+    payload, unread = body_read(x.forward_headers, body, x.body.size, x.content_type)
     if unread:
         return [], unread
     if isinstance(payload, dict) and any(k != "model" and k.lower() == "model" for k in payload):
         # Go's JSON (Ollama, many compatible servers) matches field names in any case, the last one winning.
         return [], "this request names its model in more than one field ('model' in another case)"
-    # The path as the upstream routes it: /v1/messages/batche%73 creates a batch, whose requests name models.
-    endpoint = unquote(x.route.upstream_path)
     batch = x.provider.batch_models(endpoint, payload)
     if batch is not None:
         if not batch:

@@ -241,3 +241,27 @@ def _output_free(provider: Provider, usage: Usage, at: datetime | None) -> bool:
     """Whether the model's output costs nothing (embeddings): then a missing output count is no obstacle."""
     probe = Usage(usage.model, 0, 1_000_000, price_context=usage.price_context)
     return _library_cost(provider, probe, at or datetime.now(timezone.utc)) == 0
+
+
+# Whether a provider's model has a price in genai-prices today, by (prices id, model, day): asked for every request
+# of a key with a budget (proxy/key_policy.py), so read once a day per model and process, not per request.
+_KNOWN: dict[tuple[str, str, str], bool] = {}
+
+
+def price_known(provider: Provider, model: str) -> bool:
+    """Whether an answer of this provider's model would be priced now, by the sources the ingest prices it with
+    (PRICE_TABLE_PATH's entry, a price of 0 included, else genai-prices): a key with a budget runs no other."""
+    if price_find(provider, model) is not None:
+        return True
+    if provider.prices_id is None:
+        return False
+    now = datetime.now(timezone.utc)
+    key = (provider.prices_id, model, now.date().isoformat())
+    known = _KNOWN.get(key)
+    if known is None:
+        # Priced as the ingest prices an answer: a probe usage of both input and output, as of now.
+        known = _library_cost(provider, Usage(model, 1000, 1000), now) is not None
+        if len(_KNOWN) >= MEMO_MAX:  # the model is the client's word: the memo stays bounded
+            _KNOWN.clear()
+        _KNOWN[key] = known
+    return known

@@ -643,3 +643,50 @@ def test_a_budget_key_whose_usage_cannot_be_read_is_refused_503_without_the_driv
     assert r.headers["retry-after"] and upstream.received == []
     _, resp = _logged(log_flush, r)
     assert resp.outcome == "gateway_error" and "10.9.8.7" in resp.error_message  # the reason is in the log
+
+
+def test_a_key_with_a_budget_is_refused_a_model_without_a_price(gateway, upstream, log_flush, make_key, settings,
+                                                                 tmp_path):
+    # A model genai-prices does not know (a compatible server's local model, DALL-E, Imagen, a Replicate model)
+    # was answered unpriced: its cost was nothing against the budget while the provider billed it, so a key with a
+    # $0.000001 budget spent without limit. Now refused before going upstream, naming the way to allow it.
+    _, secret = make_key("budgeted", budget_usd=Decimal("0.000001"), budget_period="day")
+    client = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                           default_headers={"X-Gateway-Key": secret})
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        client.chat.completions.create(model="my-local-llama", messages=CHAT["messages"])
+    message = str(exc.value)
+    assert "model 'my-local-llama' has no price" in message and "PRICE_TABLE_PATH" in message
+    assert "a price of 0 is allowed" in message
+    assert exc.value.response.headers["ratelimit-policy"].startswith('"budget"')
+    _, resp = _logged(log_flush, exc.value.response)
+    assert resp.status_code == 403 and resp.outcome == "gateway_error" and "has no price" in resp.error_message
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        client.images.generate(model="dall-e-2", prompt="a cat")
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        client.images.generate(prompt="a cat")  # the upstream's default model: its price unknown
+    assert "names no model" in str(exc.value)
+    headers = {"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}"}
+    refused = [
+        ("/gemini/v1beta/models/imagen-4.0-generate-001:predict", {"instances": [{"prompt": "a cat"}]}),
+        ("/replicate/v1/models/black-forest-labs/flux-schnell/predictions", {"input": {"prompt": "a cat"}}),
+        ("/replicate/v1/predictions", {"input": {"prompt": "a cat"}}),  # no version: nothing to price
+        ("/anthropic/v1/messages", {"model": "claude-unknown-9", "max_tokens": 5, "messages": CHAT["messages"]}),
+    ]
+    for path, body in refused:
+        r = httpx.post(f"{gateway.url}{path}", json=body, headers=headers, timeout=10)
+        assert r.status_code == 403, (path, r.text)
+    assert upstream.received == []
+    # Priced models, alias included (gpt-4o-2024-08-06 prices as gpt-4o), and what runs no model go as before.
+    assert client.chat.completions.create(model="gpt-4o-2024-08-06", messages=CHAT["messages"]).choices
+    assert client.files.create(file=("a.jsonl", b"{}", "application/jsonl"), purpose="batch").id
+    assert len(upstream.received) == 2
+    # A price in PRICE_TABLE_PATH, 0 included, allows the model; a key without a budget never needed one.
+    table = tmp_path / "prices.json"
+    table.write_text(json.dumps({"openai": {"my-local-llama": {"input": 0, "output": 0}}}))
+    settings.PRICE_TABLE_PATH = str(table)
+    assert client.chat.completions.create(model="my-local-llama", messages=CHAT["messages"]).choices
+    _, free = make_key("free-spender")
+    r = httpx.post(f"{gateway.url}/v1/images/generations", json={"model": "dall-e-2", "prompt": "a cat"},
+                   headers={"X-Gateway-Key": free, "Authorization": f"Bearer {PROVIDER_KEY}"}, timeout=10)
+    assert r.status_code == 200 and len(upstream.received) == 4

@@ -32,3 +32,11 @@ def test_a_hits_page_says_it_was_served_from_the_cache_and_what_it_saved(admin_c
     assert ('<span title="$0">$0</span> · served from the response cache, saved '
             '<span title="$0.00000012">$0.00000012</span>') in html
     assert "E-" not in html.split("<th>Tokens</th>")[1].split("</tr>")[0]
+
+
+def test_an_unpriced_answer_says_so_and_that_a_keys_budget_did_not_count_it(admin_client):
+    # The page showed the tokens and no cost at all: nothing said the answer had cost nothing against the key's budget.
+    unpriced = exchange_make(tokens=(6, 4), model="llama-local", gateway_key="ci (fp abc)")
+    html = admin_client.get(f"{LIST}{unpriced.pk.hex}/change/").content.decode()
+    assert ("· cost unknown (no price for llama-local): not counted against the gateway key's budget"
+            in html.split("<th>Tokens</th>")[1].split("</tr>")[0])
