@@ -3,6 +3,7 @@
 import json
 import re
 from typing import Any
+from urllib.parse import unquote
 
 from providers import turns
 from providers.base import AudioChunk, Payload, Provider, RealtimeRead, RequestTags, StreamEvent, Turn, Usage, \
@@ -320,3 +321,17 @@ class Gemini(Provider):
     def price_names(self, model: str) -> list[str]:
         """The name without "models/", then its family without a version or preview suffix."""
         return names_without(model.removeprefix("models/"), VERSION_SUFFIXES)
+
+    def usage_injectable(self, method: str, upstream_path: str) -> bool:
+        """Its OpenAI-compatible chat and completions streams, which report usage only when asked, as OpenAI's (a
+        key counting tokens or spend counted none of them); generateContent's streams always report it."""
+        return OPENAI_COMPATIBLE in unquote(upstream_path) and _OPENAI_WIRE.usage_injectable(method, upstream_path)
+
+    def usage_inject(self, method: str, upstream_path: str, body: bytes) -> bytes | None:
+        """As OpenAI's, on the OpenAI-compatible endpoints."""
+        return _OPENAI_WIRE.usage_inject(method, upstream_path, body) if self.usage_injectable(method, upstream_path) \
+            else None
+
+    def injected_event(self, payload: Payload) -> bool:
+        """As OpenAI's: the usage-only chunk."""
+        return _OPENAI_WIRE.injected_event(payload)

@@ -193,13 +193,18 @@ def test_budget_spent_by_a_streamed_exchange_refuses_the_next(gateway, upstream,
     assert Request.objects.filter(gateway_key__startswith="tiny (").count() == before + 1  # no retry
 
 
-def test_a_stream_that_does_not_ask_for_its_usage_still_spends_the_budget(gateway, upstream, log_flush, make_key):
+@pytest.mark.parametrize("base, model", [("/v1", "gpt-4o-mini"), ("/gemini/v1beta/openai", "gemini-2.0-flash"),
+                                         ("/groq/v1", "llama-3.1-8b-instant")])
+def test_a_stream_that_does_not_ask_for_its_usage_still_spends_the_budget(gateway, upstream, log_flush, make_key,
+                                                                          settings, base, model):
     """A stream reports its usage only when the client asks (include_usage): left out, the exchange had no tokens
-    and no cost, so a key's budget never counted any stream. Its usage is now asked for and hidden from the client."""
+    and no cost, so a key's budget never counted any stream. Its usage is now asked for and hidden from the client:
+    on Gemini's OpenAI-compatible endpoint too (it was not asked there) and on an OpenAI-compatible server."""
+    settings.GATEWAY_PROVIDERS = ["groq=" + upstream.url]
     _, secret = make_key("streamer", budget_usd=Decimal("0.000001"), budget_period="day")
-    client = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+    client = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}{base}", max_retries=0,
                            default_headers={"X-Gateway-Key": secret})
-    chunks = list(client.chat.completions.create(**CHAT, stream=True))
+    chunks = list(client.chat.completions.create(model=model, messages=CHAT["messages"], stream=True))
     ended = time.monotonic()
     assert chunks and all(c.usage is None for c in chunks)  # the client gets the stream it asked for
     assert json.loads(upstream.received[-1].body)["stream_options"] == {"include_usage": True}
@@ -210,7 +215,7 @@ def test_a_stream_that_does_not_ask_for_its_usage_still_spends_the_budget(gatewa
     assert refused is not None and "used its budget" in refused.json()["error"]["message"]
     log_flush()
     first = Response.objects.filter(request__gateway_key__startswith="streamer (").order_by("created_at").first()
-    assert first.is_stream and first.usage_injected and first.cost_usd > Decimal("0.000001")
+    assert first.is_stream and first.usage_injected and first.cost_usd >= Decimal("0.000001")
 
 
 def test_a_client_that_leaves_before_the_usage_chunk_still_spends_the_budget(gateway, upstream, log_flush, make_key):
