@@ -58,8 +58,12 @@ class Anthropic(Provider):
     prices_id = "anthropic"
     credential_headers = ("x-api-key", "authorization")
     stateful_posts = re.compile(r"^/v1/(?:messages/batches|files|skills|organizations)(?:/|$)|/cancel$")
-    # Those that run a model: a message (the legacy text completion too), named in the body.
-    model_posts = re.compile(r"^/v1/(?:messages|complete)/?$")
+    # Those that run a model: a message (the legacy text completion too) or a batch of them, named in the body.
+    model_posts = re.compile(r"^/v1/(?:messages|complete|messages/batches)/?$")
+    # Those that run none (token counts, files, skills, cancels, the administration API). Agents, sessions and
+    # deployments' runs run models the gateway cannot read: not here.
+    free_posts = re.compile(r"^/v1/(?:messages/count_tokens|files|skills(?:/[^/]+/versions)?|organizations/.+"
+                            r"|vaults(?:/.+)?|memory_stores(?:/.+)?)/?$|/(?:cancel|archive)/?$")
     answer_headers = ("anthropic-version", "anthropic-beta")  # a beta turns on features (tools, caching, context)
 
     def credential_pair(self, credential: str) -> tuple[str, str]:

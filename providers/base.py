@@ -207,6 +207,11 @@ class Provider:
     # then choosing one (OpenAI's images default to a model of their own, a thread's run takes its
     # assistant's): a key limited to models refuses such a request when it names none.
     model_posts: "re.Pattern[str] | None" = None
+    # POSTs (upstream paths, percent-decoded) known to run no model: uploads, cancels, objects kept upstream, the
+    # administration API. With model_posts and a model named in the path, these are the POSTs the gateway knows the
+    # model of; any other (an endpoint the upstream added since) may run any model, at any price, and is refused to
+    # a key limited to models or with a budget (fail closed).
+    free_posts: "re.Pattern[str] | None" = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -316,6 +321,13 @@ class Provider:
     def model_runs(self, method: str, endpoint: str) -> bool:
         """Whether the request runs a model (model_posts), named in it or not."""
         return method == "POST" and self.model_posts is not None and bool(self.model_posts.search(unquote(endpoint)))
+
+    def post_known(self, endpoint: str) -> bool:
+        """Whether the gateway knows which model a POST runs: none (free_posts), the one its body names
+        (model_posts), the one its path names, or a batch's (batch_models)."""
+        path = unquote(endpoint)
+        return (any(p is not None and p.search(path) for p in (self.model_posts, self.free_posts))
+                or bool(self.request_model(path, None)) or self.batch_models(path, {}) is not None)
 
     def batch_models(self, endpoint: str, payload: Payload) -> list[str | None] | None:
         """The models a request creating a batch asks for (None for a model the gateway cannot read, [] when

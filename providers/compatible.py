@@ -12,6 +12,8 @@ class Compatible(OpenAI):
     """An OpenAI-compatible server mounted at /{name}/v1/*; its base URL comes from configuration."""
 
     upstream_env = ""
+    # OpenAI's, and the rerank and score endpoints of vLLM, Together, Jina..., named in the body.
+    model_posts = re.compile(r"^/v1/(?:rerank|score)/?$|" + OpenAI.model_posts.pattern)
 
     def __init__(self, name: str, base_url: str) -> None:
         self.name = self.label = name

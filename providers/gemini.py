@@ -105,8 +105,13 @@ class Gemini(Provider):
                                 r"|batches|operations)(?:/|$)|:(?:batchGenerateContent|asyncBatchEmbedContent|cancel"
                                 r"|predictLongRunning)$")
     # The Interactions API runs the model (or the agent) its body names; the OpenAI-compatible endpoints, theirs.
-    model_posts = re.compile(r"^/v1(?:alpha|beta)?/(?:interactions|openai/(?:chat/completions|completions|embeddings"
-                             r"|images/generations|audio/speech))/?$")
+    model_posts = re.compile(r"^/v1(?:alpha|beta)?/(?:interactions|cachedContents|openai/(?:chat/completions"
+                             r"|completions|embeddings|images/generations|audio/speech))/?$")
+    # Those that run none: a file's upload (its start and its bytes, /upload/v1beta/files), a file registered, a
+    # file store made, cancels. Every generating method names its model in the path (models/{model}:...); file
+    # stores' imports (an embedding model), tuning and ephemeral Live tokens (authTokens) are not here.
+    free_posts = re.compile(r"^/(?:upload/)?v1(?:alpha|beta)?/(?:files(?::register)?|openai/files|fileSearchStores)/?$"
+                            r"|:cancel$")
     # Google's system parameters sent as headers that change the answer (cloud.google.com/apis/docs/system-parameters):
     # the Cloud project billed and whose quota and settings apply; the fields kept in the answer (a field mask's
     # answer lacks the others); the method the request is read as.

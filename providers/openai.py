@@ -191,10 +191,21 @@ class OpenAI(Provider):
     # Those that run a model: the generating endpoints (images and moderations have a default model, a
     # compatible server such as vLLM its served one), a thread's run (its assistant's), realtime session
     # secrets (the session's), videos, fine-tuning jobs.
-    model_posts = re.compile(r"^/v1/(?:chat/completions|completions|responses|embeddings|moderations"
+    model_posts = re.compile(r"^/v1/(?:chat/completions|completions|responses(?:/compact)?|embeddings|moderations"
                              r"|images/(?:generations|edits|variations)|audio/(?:speech|transcriptions|translations)"
-                             r"|realtime/(?:sessions|client_secrets|transcription_sessions)|threads(?:/[^/]+)?/runs"
-                             r"|videos(?:/[^/]+/remix)?|fine_tuning/jobs)/?$")
+                             r"|realtime/(?:sessions|client_secrets|transcription_sessions|calls/[^/]+/accept)"
+                             r"|threads(?:/[^/]+)?/runs|videos(?:/[^/]+/remix|/edits|/extensions)?|fine_tuning/jobs)/?$")
+    # Those that run none (what the SDKs send: files, uploads, vector stores, assistants and threads kept upstream,
+    # a stored completion's metadata, token counts, cancels, the administration API). Agents, evals' runs, graders'
+    # runs and ChatKit sessions run models the gateway cannot read: not here.
+    free_posts = re.compile(r"^/v1/(?:files|uploads(?:/[^/]+/(?:parts|complete))?"
+                            r"|vector_stores(?:/[^/]+(?:/files(?:/[^/]+)?|/file_batches)?)?|assistants(?:/[^/]+)?"
+                            r"|threads(?:/[^/]+(?:/messages(?:/[^/]+)?|/runs/[^/]+(?:/submit_tool_outputs)?)?)?"
+                            r"|chat/completions/[^/]+|responses/input_tokens|conversations(?:/[^/]+(?:/items)?)?"
+                            r"|containers(?:/[^/]+/files)?|skills(?:/[^/]+(?:/versions)?)?|evals(?:/[^/]+)?"
+                            r"|fine_tuning/jobs/[^/]+/(?:pause|resume)|fine_tuning/alpha/graders/validate"
+                            r"|audio/(?:voices|voice_consents(?:/[^/]+)?)|realtime/calls/[^/]+/(?:hangup|refer|reject)"
+                            r"|organization/.+|projects/.+|vaults(?:/.+)?|webhook_endpoints(?:/.+)?)/?$|/cancel/?$")
 
     def request_model(self, endpoint: str, payload: Payload) -> str | None:
         """The body's model; a realtime session secret names it in its session (/v1/realtime/client_secrets)."""

@@ -84,6 +84,11 @@ async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
                 f"(allowed: {', '.join(key.allowed_providers)}).")
     if not key.allowed_models and key.budget_usd is None:
         return ""
+    if x.method == "POST" and not x.provider.post_known(x.route.upstream_path):
+        limits = "is limited to some models" if key.allowed_models else "has a budget"
+        return (f"Gateway key '{key.name}' {limits}, and {x.provider.label} endpoint "
+                f"'{unquote(x.route.upstream_path)}' is not one whose model the gateway knows (it may run any "
+                "model): a key without a model list or a budget may call it.")
     models, unread = await _models_asked(x)
     runs = x.provider.model_runs(x.method, x.route.upstream_path)
     if key.allowed_models:

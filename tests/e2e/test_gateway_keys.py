@@ -695,3 +695,64 @@ def test_a_key_with_a_budget_is_refused_a_model_without_a_price(gateway, upstrea
     r = httpx.post(f"{gateway.url}/v1/images/generations", json={"model": "dall-e-2", "prompt": "a cat"},
                    headers={"X-Gateway-Key": free, "Authorization": f"Bearer {PROVIDER_KEY}"}, timeout=10)
     assert r.status_code == 200 and len(upstream.received) == 4
+
+
+@pytest.mark.parametrize("limit", ["models", "budget"])
+def test_a_limited_key_may_post_only_where_the_gateway_knows_the_model(gateway, upstream, make_key, limit):
+    # A POST to an endpoint the provider module did not list (one the upstream added since: agents, eval runs,
+    # Gemini's ephemeral Live tokens) went through unchecked for a key limited to models or with a budget: it may
+    # run any model, at any price. Refused now; what the official SDKs send that runs no model goes as before.
+    limits = ({"models": ["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.0-flash"]} if limit == "models"
+              else {"budget_usd": Decimal("5")})
+    _, secret = make_key(f"posts-{limit}", **limits)
+    oa = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                       default_headers={"X-Gateway-Key": secret})
+    an = anthropic.Anthropic(api_key="sk-ant-" + "x" * 30, base_url=f"{gateway.url}/anthropic", max_retries=0,
+                             default_headers={"X-Gateway-Key": secret})
+    headers = {"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}", "x-goog-api-key": "AIza" + "x" * 35}
+    refused = [
+        ("/v1/agents/sessions", {"agent_id": "agent_1"}),
+        ("/v1/evals/eval_1/runs", {"data_source": {"type": "completions", "model": "gpt-4o"}}),
+        ("/v1/brand_new_endpoint", {"model": "gpt-4o-mini"}),  # a model named does not make it known
+        ("/v1/chatkit/sessions", {"workflow": {"id": "wf_1"}}),
+        ("/anthropic/v1/sessions", {"agent": "agent_1"}),
+        ("/anthropic/v1/deployments/dep_1/run", {}),
+        ("/gemini/v1beta/authTokens", {"uses": 1}),
+        ("/gemini/v1beta/tunedModels", {"baseModel": "models/gemini-1.5-flash-001-tuning"}),
+        ("/replicate/v1/brand_new_endpoint", {"input": {}}),
+    ]
+    for path, body in refused:
+        r = httpx.post(f"{gateway.url}{path}", json=body, headers=headers, timeout=10)
+        assert r.status_code == 403 and "is not one whose model the gateway knows" in r.text, (path, r.text)
+    assert upstream.received == []
+
+    def reaches(call) -> None:
+        sent = len(upstream.received)
+        try:
+            call()
+        except (openai.NotFoundError, anthropic.NotFoundError):  # the mock serves few routes: it was forwarded
+            pass
+        assert len(upstream.received) == sent + 1
+
+    reaches(lambda: oa.files.create(file=("a.jsonl", b"{}", "application/jsonl"), purpose="batch"))
+    reaches(lambda: oa.uploads.create(bytes=1, filename="a.txt", mime_type="text/plain", purpose="assistants"))
+    reaches(lambda: oa.uploads.parts.create("upload_1", data=b"x"))
+    reaches(lambda: oa.uploads.complete("upload_1", part_ids=["part_1"]))
+    reaches(lambda: oa.vector_stores.create(name="docs"))
+    reaches(lambda: oa.vector_stores.files.create(vector_store_id="vs_1", file_id="file-1"))
+    reaches(lambda: oa.vector_stores.file_batches.create(vector_store_id="vs_1", file_ids=["file-1"]))
+    reaches(lambda: oa.vector_stores.file_batches.cancel("vsfb_1", vector_store_id="vs_1"))
+    reaches(lambda: oa.batches.cancel("batch_1"))
+    reaches(lambda: oa.fine_tuning.jobs.cancel("ftjob-1"))
+    reaches(lambda: oa.responses.cancel("resp_1"))
+    reaches(lambda: oa.beta.assistants.create(model="gpt-4o-mini"))
+    reaches(lambda: oa.beta.threads.create())
+    reaches(lambda: oa.beta.threads.messages.create("thread_1", role="user", content="hi"))
+    reaches(lambda: oa.conversations.create())
+    reaches(lambda: oa.chat.completions.update("chatcmpl-1", metadata={"team": "a"}))
+    reaches(lambda: an.messages.count_tokens(model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}]))
+    reaches(lambda: an.messages.batches.cancel("msgbatch_1"))
+    reaches(lambda: an.beta.files.upload(file=("a.txt", b"x", "text/plain")))
+    for path in ("/gemini/upload/v1beta/files", "/gemini/v1beta/batches/b1:cancel", "/replicate/v1/files",
+                 "/replicate/v1/predictions/p1/cancel"):
+        reaches(lambda: httpx.post(f"{gateway.url}{path}", json={}, headers=headers, timeout=10))
