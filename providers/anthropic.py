@@ -60,6 +60,8 @@ class Anthropic(Provider):
     stateful_posts = re.compile(r"^/v1/(?:messages/batches|files|skills|organizations)(?:/|$)|/cancel$")
     # Those that run a model: a message (the legacy text completion too) or a batch of them, named in the body.
     model_posts = re.compile(r"^/v1/(?:messages|complete|messages/batches)/?$")
+    # Those whose use the log never sees: a batch (its results file is logged, not priced).
+    unmetered_posts = re.compile(r"^/v1/messages/batches/?$")
     # Those that run none (token counts, files, skills, cancels, the administration API). Agents, sessions and
     # deployments' runs run models the gateway cannot read: not here.
     free_posts = re.compile(r"^/v1/(?:messages/count_tokens|files|skills(?:/[^/]+/versions)?|organizations/.+"

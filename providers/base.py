@@ -212,6 +212,10 @@ class Provider:
     # model of; any other (an endpoint the upstream added since) may run any model, at any price, and is refused to
     # a key limited to models or with a budget (fail closed).
     free_posts: "re.Pattern[str] | None" = None
+    # POSTs (upstream paths, percent-decoded) whose model use never comes in an answer the gateway logs: batches
+    # (their results come later, as a file), fine-tuning jobs (training is billed apart), ephemeral client
+    # secrets (their holder calls the upstream directly). A key counting spend or tokens is refused them.
+    unmetered_posts: "re.Pattern[str] | None" = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -328,6 +332,11 @@ class Provider:
         path = unquote(endpoint)
         return (any(p is not None and p.search(path) for p in (self.model_posts, self.free_posts))
                 or bool(self.request_model(path, None)) or self.batch_models(path, {}) is not None)
+
+    def post_unmetered(self, method: str, endpoint: str) -> bool:
+        """Whether the request runs models whose use no answer the gateway logs reports (unmetered_posts)."""
+        return (method == "POST" and self.unmetered_posts is not None
+                and bool(self.unmetered_posts.search(unquote(endpoint))))
 
     def batch_models(self, endpoint: str, payload: Payload) -> list[str | None] | None:
         """The models a request creating a batch asks for (None for a model the gateway cannot read, [] when

@@ -29,6 +29,8 @@ class Replicate(Provider):
     # path) and a training.
     model_posts = re.compile(r"^/v1/(?:(?:models|deployments)/[^/]+/[^/]+/(?:versions/[^/]+/)?)?(?:predictions"
                              r"|trainings)/?$")
+    # Those whose use the log never sees: a training (billed by the time it runs).
+    unmetered_posts = re.compile(r"/trainings/?$")
     # Those that run none: a file's upload, a model or a deployment created (its model, named, is checked), cancels.
     free_posts = re.compile(r"^/v1/(?:files|models|deployments)/?$|/cancel/?$")
     answer_headers = ("prefer", "cancel-after")  # `Prefer: wait` answers a finished prediction, without it a started one

@@ -82,6 +82,12 @@ async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
     if key.allowed_providers and x.provider.name not in key.allowed_providers:
         return (f"Gateway key '{key.name}' may not call provider '{x.provider.name}' "
                 f"(allowed: {', '.join(key.allowed_providers)}).")
+    if (key.budget_usd is not None or key.tpm is not None) and x.provider.post_unmetered(x.method,
+                                                                                       x.route.upstream_path):
+        return (f"Gateway key '{key.name}' counts its spend or tokens, and what "
+                f"'{unquote(x.route.upstream_path)}' uses never comes in an answer the gateway logs (a batch's "
+                "results come later as a file, a fine-tuning job is billed apart, a client secret's holder calls the "
+                "upstream directly): it would count nothing. A key without a budget or a token limit may call it.")
     if not key.allowed_models and key.budget_usd is None:
         return ""
     if x.method == "POST" and not x.provider.post_known(x.route.upstream_path):

@@ -756,3 +756,32 @@ def test_a_limited_key_may_post_only_where_the_gateway_knows_the_model(gateway, 
     for path in ("/gemini/upload/v1beta/files", "/gemini/v1beta/batches/b1:cancel", "/replicate/v1/files",
                  "/replicate/v1/predictions/p1/cancel"):
         reaches(lambda: httpx.post(f"{gateway.url}{path}", json={}, headers=headers, timeout=10))
+
+
+@pytest.mark.parametrize("limit", [{"budget_usd": Decimal("5")}, {"tpm": 100000}])
+def test_a_key_counting_spend_or_tokens_is_refused_what_the_log_never_counts(gateway, upstream, make_key, limit):
+    # A batch's results come later as a file the log does not price, a fine-tuning job is billed apart, and a
+    # realtime client secret lets a browser talk to OpenAI directly: a key with a budget of $5 ran any number of
+    # them with priced models, each counting nothing against its budget or its tokens.
+    _, secret = make_key("counted", **limit)
+    oa = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                       default_headers={"X-Gateway-Key": secret})
+    an = anthropic.Anthropic(api_key="sk-ant-" + "x" * 30, base_url=f"{gateway.url}/anthropic", max_retries=0,
+                             default_headers={"X-Gateway-Key": secret})
+    calls = [
+        lambda: oa.batches.create(input_file_id="file-1", endpoint="/v1/chat/completions", completion_window="24h"),
+        lambda: oa.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file="file-1"),
+        lambda: oa.realtime.client_secrets.create(session={"type": "realtime", "model": "gpt-realtime"}),
+        lambda: an.messages.batches.create(requests=[{"custom_id": "r0", "params": {
+            "model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}}]),
+    ]
+    for call in calls:
+        with pytest.raises((openai.PermissionDeniedError, anthropic.PermissionDeniedError)) as exc:
+            call()
+        assert "it would count nothing" in str(exc.value)
+    headers = {"X-Gateway-Key": secret, "x-goog-api-key": "AIza" + "x" * 35}
+    for path in ("/gemini/v1beta/models/gemini-2.0-flash:batchGenerateContent", "/gemini/v1alpha/authTokens"):
+        r = httpx.post(f"{gateway.url}{path}", json={}, headers=headers, timeout=10)
+        assert r.status_code == 403 and "it would count nothing" in r.text, (path, r.text)
+    assert upstream.received == []
+    assert oa.chat.completions.create(**CHAT).choices  # what it counts goes as before
