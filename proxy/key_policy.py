@@ -143,7 +143,9 @@ async def _models_asked(x: Exchange) -> tuple[list[str], str]:
     if in_path:
         return [in_path], ""
     body = x.body.in_memory()
-    if body is None and x.body.size and x.provider.model_runs(x.method, x.route.upstream_path):
+    if body is None and x.body.size:
+        if not x.provider.model_runs(x.method, x.route.upstream_path):
+            return [], ""  # a large upload that runs no model (a file, known by free_posts): nothing to hold
         # A generating request's model is read however large its body (a long prompt, an image): off the loop.
         body = await off_loop(x.body.read_all)
     payload, unread = body_read(x.forward_headers, body, x.body.size, x.content_type)

@@ -785,3 +785,27 @@ def test_a_key_counting_spend_or_tokens_is_refused_what_the_log_never_counts(gat
         assert r.status_code == 403 and "it would count nothing" in r.text, (path, r.text)
     assert upstream.received == []
     assert oa.chat.completions.create(**CHAT).choices  # what it counts goes as before
+
+
+def test_a_large_body_is_judged_by_its_model_and_a_large_upload_passes(gateway, upstream, make_key):
+    # Over 1 MiB a body was "too large to read its model": a key limited to models was refused a long prompt or a
+    # file upload of 2 MiB, and a key with a budget let a long prompt to a model without a price through unread.
+    _, limited = make_key("big-models", models=["gpt-4o-mini"])
+    _, budget = make_key("big-budget", budget_usd=Decimal("5"))
+    long_text = "word " * 450_000  # over 2 MiB of JSON
+
+    def chat(secret: str, model: str) -> httpx.Response:
+        body = {"model": model, "messages": [{"role": "user", "content": long_text}]}
+        return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30,
+                          headers={"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}"})
+
+    assert chat(limited, "gpt-4o-mini").status_code == 200
+    r = chat(limited, "gpt-4o")
+    assert r.status_code == 403 and "may not use model 'gpt-4o'" in r.text
+    r = chat(budget, "my-local-llama")
+    assert r.status_code == 403 and "model 'my-local-llama' has no price" in r.text
+    assert len(upstream.received) == 1
+    client = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                           default_headers={"X-Gateway-Key": limited})
+    assert client.files.create(file=("a.jsonl", b"{}\n" * 800_000, "application/jsonl"), purpose="batch").id
+    assert len(upstream.received) == 2
