@@ -259,9 +259,25 @@ def price_known(provider: Provider, model: str) -> bool:
     key = (provider.prices_id, model, now.date().isoformat())
     known = _KNOWN.get(key)
     if known is None:
-        # Priced as the ingest prices an answer: a probe usage of both input and output, as of now.
-        known = _library_cost(provider, Usage(model, 1000, 1000), now) is not None
+        # Priced as the ingest prices an answer: a probe usage of both input and output, as of now. A cost of 0 is
+        # a price only for a model that has none at all (moderation is free); whisper-1 (by the hour of audio) and
+        # tts-1 (by the character) cost 0 by their tokens, and the log never counts their hours or characters.
+        cost = _library_cost(provider, Usage(model, 1000, 1000), now)
+        known = cost is not None and (cost > 0 or _library_free(provider, model))
         if len(_KNOWN) >= MEMO_MAX:  # the model is the client's word: the memo stays bounded
             _KNOWN.clear()
         _KNOWN[key] = known
     return known
+
+
+def _library_free(provider: Provider, model: str) -> bool:
+    """Whether genai-prices gives the model no price in any unit (it costs nothing)."""
+    snapshot = price_data.get_snapshot()
+    for name in provider.price_names(model):
+        try:
+            _, found = snapshot.find_provider_model(name, None, provider.prices_id, None)
+        except LookupError:
+            continue
+        prices = [found.prices] if isinstance(found.prices, price_types.ModelPrice) else [c.prices for c in found.prices]
+        return not any(value for price in prices for value in vars(price).values())
+    return False

@@ -671,6 +671,9 @@ def test_a_key_with_a_budget_is_refused_a_model_without_a_price(gateway, upstrea
     with pytest.raises(openai.PermissionDeniedError) as exc:
         client.images.generate(prompt="a cat")  # the upstream's default model: its price unknown
     assert "names no model" in str(exc.value)
+    with pytest.raises(openai.PermissionDeniedError) as exc:  # priced by the hour of audio, which the log never counts
+        client.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"RIFF0000WAVE", "audio/wav"))
+    assert "model 'whisper-1' has no price" in str(exc.value)
     headers = {"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}"}
     refused = [
         ("/gemini/v1beta/models/imagen-4.0-generate-001:predict", {"instances": [{"prompt": "a cat"}]}),
@@ -772,6 +775,7 @@ def test_a_key_counting_spend_or_tokens_is_refused_what_the_log_never_counts(gat
         lambda: oa.batches.create(input_file_id="file-1", endpoint="/v1/chat/completions", completion_window="24h"),
         lambda: oa.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file="file-1"),
         lambda: oa.realtime.client_secrets.create(session={"type": "realtime", "model": "gpt-realtime"}),
+        lambda: oa.audio.speech.create(model="gpt-4o-mini-tts", voice="alloy", input="hi"),  # audio, no usage
         lambda: an.messages.batches.create(requests=[{"custom_id": "r0", "params": {
             "model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}}]),
     ]

@@ -9,7 +9,7 @@ from decimal import Decimal
 import genai_prices
 import pytest
 
-from logs.pricing import LIBRARY_SOURCE, USER_SOURCE, Price, cost_compute, price_find
+from logs.pricing import LIBRARY_SOURCE, USER_SOURCE, Price, cost_compute, price_find, price_known
 from providers import Usage, registry
 
 M = Decimal(1_000_000)
@@ -210,3 +210,24 @@ def test_counts_genai_prices_cannot_reconcile_are_unpriced_not_a_lost_record():
     """A part larger than its whole (an upstream's odd report) made calc_price raise: the row's processing failed."""
     odd = Usage("gpt-realtime", 10, 10, price_counts=(("input_audio_tokens", 50),))
     assert cost_compute(OPENAI, odd) == Price()
+
+
+@pytest.mark.parametrize("provider, model, known", [
+    (OPENAI, "gpt-4o-2024-08-06", True),  # a dated name prices as its family
+    (OPENAI, "omni-moderation-latest", True),  # no price in any unit: free
+    (OPENAI, "whisper-1", False),  # by the hour of audio: its answers have no count the log prices
+    (OPENAI, "tts-1", False),  # by the character
+    (OPENAI, "dall-e-2", False),
+    (GEMINI, "models/gemini-2.0-flash-001", True),
+    (GROQ, "llama-3.1-8b-instant", True),
+    (OLLAMA, "llama3", False),  # not a genai-prices provider
+])
+def test_price_known_says_whether_an_answer_of_the_model_would_be_priced(provider, model, known):
+    assert price_known(provider, model) is known
+
+
+def test_price_known_takes_a_price_table_entry_of_zero(settings, tmp_path):
+    table = tmp_path / "prices.json"
+    table.write_text(json.dumps({"ollama": {"llama3": {"input": 0, "output": 0}}}))
+    settings.PRICE_TABLE_PATH = str(table)
+    assert price_known(OLLAMA, "llama3:latest") and not price_known(OLLAMA, "llama3.2")
