@@ -82,19 +82,20 @@ async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
     if key.allowed_providers and x.provider.name not in key.allowed_providers:
         return (f"Gateway key '{key.name}' may not call provider '{x.provider.name}' "
                 f"(allowed: {', '.join(key.allowed_providers)}).")
-    if (key.budget_usd is not None or key.tpm is not None) and x.provider.post_unmetered(x.method,
-                                                                                       x.route.upstream_path):
+    counted = key.budget_usd is not None or key.tpm is not None
+    if counted and x.provider.post_unmetered(x.method, x.route.upstream_path):
         return (f"Gateway key '{key.name}' counts its spend or tokens, and what "
                 f"'{unquote(x.route.upstream_path)}' uses never comes in an answer the gateway logs (a batch's "
                 "results come later as a file, a fine-tuning job is billed apart, a client secret's holder calls the "
                 "upstream directly): it would count nothing. A key without a budget or a token limit may call it.")
-    if not key.allowed_models and key.budget_usd is None:
-        return ""
-    if x.method == "POST" and not x.provider.post_known(x.route.upstream_path):
-        limits = "is limited to some models" if key.allowed_models else "has a budget"
+    if (counted or key.allowed_models) and x.method == "POST" and not x.provider.post_known(x.route.upstream_path):
+        limits = "is limited to some models" if key.allowed_models else "counts its spend or tokens"
         return (f"Gateway key '{key.name}' {limits}, and {x.provider.label} endpoint "
                 f"'{unquote(x.route.upstream_path)}' is not one whose model the gateway knows (it may run any "
-                "model): a key without a model list or a budget may call it.")
+                "model, and its use may not come in an answer the gateway reads): a key without a model list, a "
+                "budget or a token limit may call it.")
+    if not key.allowed_models and key.budget_usd is None:
+        return ""
     models, unread = await _models_asked(x)
     runs = x.provider.model_runs(x.method, x.route.upstream_path)
     if key.allowed_models:

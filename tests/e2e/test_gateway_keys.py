@@ -700,13 +700,14 @@ def test_a_key_with_a_budget_is_refused_a_model_without_a_price(gateway, upstrea
     assert r.status_code == 200 and len(upstream.received) == 4
 
 
-@pytest.mark.parametrize("limit", ["models", "budget"])
+@pytest.mark.parametrize("limit", ["models", "budget", "tpm"])
 def test_a_limited_key_may_post_only_where_the_gateway_knows_the_model(gateway, upstream, make_key, limit):
     # A POST to an endpoint the provider module did not list (one the upstream added since: agents, eval runs,
-    # Gemini's ephemeral Live tokens) went through unchecked for a key limited to models or with a budget: it may
-    # run any model, at any price. Refused now; what the official SDKs send that runs no model goes as before.
-    limits = ({"models": ["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.0-flash"]} if limit == "models"
-              else {"budget_usd": Decimal("5")})
+    # Gemini's ephemeral Live tokens) went through unchecked for a key limited to models, with a budget or a token
+    # limit: it may run any model, at any price. Refused now; what the official SDKs send that runs no model goes as
+    # before.
+    limits = {"models": {"models": ["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.0-flash"]},
+              "budget": {"budget_usd": Decimal("5")}, "tpm": {"tpm": 100000}}[limit]
     _, secret = make_key(f"posts-{limit}", **limits)
     oa = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
                        default_headers={"X-Gateway-Key": secret})
