@@ -150,9 +150,13 @@ def _failed_decision(failure: HookFailed, skipped: bool) -> dict:
 
 
 def _failed_answer(x: Exchange, failure: HookFailed) -> HttpResponseBase:
-    """The 500 naming the hook, in the provider's error shape (logged by the caller as the step's answer)."""
+    """The 500 naming the hook, in the provider's error shape, that the SDKs are told not to retry: a hook
+    that raised raises again on the same request, and openai-python and -node and anthropic retry a 500 twice
+    by default (three calls and log rows for one bug; on the answer, three upstream bills)."""
     x.outcome, x.error = Outcome.GATEWAY_ERROR, str(failure)
-    return json_error(500, x.provider.error_body(str(failure), kind="hook_error", status=500), x.request_id)
+    answer = json_error(500, x.provider.error_body(str(failure), kind="hook_error", status=500), x.request_id)
+    answer["X-Should-Retry"] = "false"
+    return answer
 
 
 def _snapshot(hx: HookExchange) -> tuple:
@@ -279,13 +283,16 @@ async def hooks_response(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...],
             except Exception as exc:
                 failure = _failure(hook, "on_response", exc, x, hx)
                 log.error("%s\n%s", failure, failure.trace)
-                x.decisions.append(_failed_decision(failure, hook.skip_on_error))
+                decision = _failed_decision(failure, hook.skip_on_error)
+                x.decisions.append(decision)
                 if hook.skip_on_error or body is None:  # a streamed answer is already with the client
                     continue
                 answer = _failed_answer(x, failure)
-                # The upstream answered, and billed it: an SDK retrying this 500 (openai-python and -node,
-                # anthropic, twice by default) paid for the same answer three times, to fail the same way.
-                answer["X-Should-Retry"] = "false"
+                # The log keeps the upstream's answer (received, and billed: its usage and cost count); what the
+                # client got instead is this step's to say, as for a replaced body.
+                decision.update(status=answer.status_code, response_body=answer.content.decode())
+                x.notes.append(f"the client got the hook's {answer.status_code} instead of the upstream's answer "
+                               "logged here")
                 return answer
             if hx.response_body_changed:
                 hx.response_body_changed = False

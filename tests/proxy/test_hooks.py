@@ -141,16 +141,37 @@ def test_a_hook_failing_on_the_answer_gives_its_500_whole(settings, upstream, ga
     assert resp.steps[-1]["decision"] == "error" and resp.error_message.startswith(f"Hook {H}BoomOnAnswer failed")
 
 
-def test_a_hook_failing_on_the_answer_is_not_retried_by_the_sdks(settings, upstream, gateway):
-    """The upstream answered (and billed) before the hook failed: an SDK retrying the 500 paid three times."""
+def test_a_hook_failing_on_the_answer_is_logged_as_received_and_as_the_client_got_it(settings, upstream, gateway,
+                                                                                     log_flush):
+    """The row keeps the upstream's answer (it was paid for: usage and cost count); the step says what the
+    client got instead: the 500, its body, the hook and its traceback."""
+    settings.GATEWAY_HOOKS = [H + "BoomOnAnswer"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 500
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.status_code == 200 and json.loads(resp.body)["object"] == "chat.completion"  # as received
+    assert (resp.input_tokens, resp.output_tokens) == (12, 9) and resp.cost_usd > 0
+    assert resp.outcome == "gateway_error" and resp.is_error
+    assert "the client got the hook's 500 instead of the upstream's answer" in resp.error_message
+    step = resp.steps[-1]
+    assert (step["hook"], step["decision"], step["status"]) == (H + "BoomOnAnswer", "error", 500)
+    assert json.loads(step["response_body"]) == r.json() and "raise RuntimeError" in step["traceback"]
+
+
+@pytest.mark.parametrize("hook", ["Boom", "BoomOnAnswer"])
+def test_a_failing_hook_is_not_retried_by_the_sdks(settings, upstream, gateway, log_flush, hook):
+    """A hook that raised raises again on the same request: an SDK retrying its 500 (twice by default) made three
+    calls and three log rows for one bug, and on the answer paid the upstream three times."""
     import openai
 
-    settings.GATEWAY_HOOKS = [H + "BoomOnAnswer"]
+    settings.GATEWAY_HOOKS = [H + hook]
     client = openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1")  # the SDK's default: 2 retries
     with pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(**CHAT)
     assert caught.value.response.headers["x-should-retry"] == "false"
-    assert len(upstream.received) == 1
+    assert len(upstream.received) == (1 if hook == "BoomOnAnswer" else 0)
+    log_flush()
+    assert Request.objects.count() == 1
 
 
 def test_a_credential_a_hook_puts_in_is_masked_in_the_log(settings, upstream, gateway, log_flush):
