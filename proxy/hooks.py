@@ -27,7 +27,7 @@ from django.utils.module_loading import import_string
 
 from logs.outcomes import Outcome
 from logs.redaction.redact import credentials_collect
-from logs.redaction.scrub import Scrubber, text_scrub
+from logs.redaction.scrub import Scrubber, error_scrub
 from proxy.exchange import Exchange, json_error
 from proxy.hook_exchange import HookExchange
 from proxy.paths import PathRefused, path_check
@@ -139,8 +139,8 @@ def _failure(hook: Hook, what: str, exc: BaseException, x: Exchange, hx: HookExc
                     if c not in secrets]
     except (TypeError, ValueError):  # headers the hook left malformed: what they hold is in the trace only
         pass
-    trace = text_scrub("".join(traceback.format_exception(exc)), secrets)
-    message = text_scrub(f"Hook {hook.path} failed in {what}: {type(exc).__name__}: {exc}", secrets)
+    trace = error_scrub("".join(traceback.format_exception(exc)), secrets)
+    message = error_scrub(f"Hook {hook.path} failed in {what}: {type(exc).__name__}: {exc}", secrets)
     return HookFailed(hook, message, trace)
 
 

@@ -17,7 +17,7 @@ from django.http import HttpResponseBase
 
 from keys.selectors import keys_exist_known
 from logs.outcomes import Outcome
-from logs.redaction.scrub import text_scrub
+from logs.redaction.scrub import error_scrub
 from logs.tags import tag_header
 from proxy.cache import cache_request
 from proxy.exchange import Exchange, json_error
@@ -208,8 +208,8 @@ async def steps_run(x: Exchange, steps: list[Step]) -> HttpResponseBase | None:
 def _step_failed(x: Exchange, step: Step, exc: Exception) -> HttpResponseBase:
     """A step that raised (a gateway bug, its store away): a 500 in the provider's shape naming the step,
     logged as the step's answer with its traceback (secrets scrubbed), never forwarded."""
-    message = text_scrub(f"The gateway's {step.name} step failed: {type(exc).__name__}: {exc}", x.scrubber.secrets)
-    trace = text_scrub("".join(traceback.format_exception(exc)), x.scrubber.secrets)
+    message = error_scrub(f"The gateway's {step.name} step failed: {type(exc).__name__}: {exc}", x.scrubber.secrets)
+    trace = error_scrub("".join(traceback.format_exception(exc)), x.scrubber.secrets)
     log.error("exchange %s: %s\n%s", x.request_id, message, trace)
     x.decisions.append({"step": step.name, "decision": "error", "error": message, "traceback": trace})
     x.outcome, x.error = Outcome.GATEWAY_ERROR, message

@@ -26,9 +26,15 @@ def _param(match: re.Match) -> str:
     return f"{name}={token_mask(unquote_plus(value))}"
 
 
+# An exception's class before its message ("KeyError: 'messages'", "TokenError: ...") names no credential:
+# its message is what an operator reads to find the bug.
+_EXCEPTION_NAME = re.compile(r"[A-Za-z]\w*(?:Error|Exception|Warning)")
+
+
 def _pair(match: re.Match) -> str:
     name = match.group(1)
-    if MASK in match.group(3) or (not header_is_secret(name) and not param_is_secret(name)):
+    if MASK in match.group(3) or _EXCEPTION_NAME.fullmatch(name) or (not header_is_secret(name)
+                                                                     and not param_is_secret(name)):
         return match.group(0)
     return match.group(1) + match.group(2) + value_mask(match.group(3))
 

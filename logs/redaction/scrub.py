@@ -20,6 +20,7 @@ from urllib.parse import quote, quote_plus, unquote_plus
 import orjson
 from django.conf import settings
 
+from logs.redaction.console import text_redact
 from logs.redaction.redact import MASK, field_is_secret, token_mask, value_mask
 from wire.jsonutil import json_line, json_parse
 from wire.multipart import FIELD_MAX, TooManyParts, multipart_boundary, multipart_split
@@ -38,6 +39,14 @@ def text_scrub(text: str, secrets: list[str]) -> str:
         if secret in text:
             text = text.replace(secret, value_mask(secret))
     return text
+
+
+def error_scrub(text: str, secrets: list[str]) -> str:
+    """An exception's text (a policy step's, a request hook's, or their traceback) as the client's answer, the
+    log and the console get it: the exchange's credentials masked, and what looks like one as the console
+    masks it (a key by its shape, a value named like a credential), since an exception may quote what is no
+    credential of the request: the body's `'api_key': ...`, a team key the hook holds."""
+    return text_redact(text_scrub(text, secrets))
 
 
 def record_scrub(obj: Any, secrets: list[str]) -> Any:

@@ -317,19 +317,23 @@ def test_a_small_form_upload_is_cached(gateway, upstream):
 
 def test_a_step_that_fails_is_answered_and_logged(gateway, upstream, log_flush, monkeypatch):
     """Any step's own failure: a 500 in the provider's shape naming the step, the exchange logged, nothing
-    forwarded, the credential scrubbed from what is said about it."""
+    forwarded, the credential scrubbed from what is said about it (and what looks like one: a field named so)."""
+    password = "hunter2" + "PASSWORDxyz"
+
     def broken(x):
-        raise RuntimeError(f"store broke near {KEY}")
+        raise RuntimeError(f"store broke near {KEY} on {{'password': '{password}'}}")
 
     monkeypatch.setattr("proxy.steps.cache_request", broken)
     r = _raw(gateway, {"model": "gpt-4o-mini", "messages": MESSAGES}, **{"X-Gateway-Cache": "60"})
     assert r.status_code == 500
     message = r.json()["error"]["message"]
     assert message.startswith("The gateway's cache step failed: RuntimeError: store broke near") and KEY not in message
+    assert "'password': '…Dxyz'" in message
     logged = _logged(log_flush, r.headers["x-gateway-request-id"])
     assert logged.status_code == 500 and logged.outcome == "gateway_error"
     step = next(s for s in logged.steps if s["step"] == "cache")
     assert step["decision"] == "error" and "RuntimeError" in step["traceback"] and KEY not in json.dumps(logged.steps)
+    assert password not in json.dumps(logged.steps) + logged.error_message + logged.body
     assert len(upstream.received) == 0
 
 

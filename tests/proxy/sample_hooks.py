@@ -205,3 +205,16 @@ class BodySize:
 
     def on_request(self, exchange):
         seen.append({"body_size": len(exchange.body)})
+
+
+TEAM_KEY = "sk-" + "proj-HOOKteamKEY0123456789abcdef"
+
+
+class QuotesSecrets:
+    """Fails quoting what is no credential of the request: the body (with a field named like one) and the
+    team key it holds, not yet put in; and a KeyError, whose key name must stay readable."""
+
+    def on_request(self, exchange):
+        if exchange.model == "missing":
+            return exchange.json["messages_missing"]
+        raise ValueError(f"cannot use {TEAM_KEY} for {exchange.json}")

@@ -185,6 +185,26 @@ def test_a_credential_a_hook_puts_in_is_masked_in_the_log(settings, upstream, ga
         assert sample_hooks.INJECTED not in text
 
 
+def test_secrets_a_failing_hook_quotes_are_masked_in_the_answer_the_log_and_the_console(
+        settings, upstream, gateway, log_flush, caplog):
+    """An exception may quote what is no credential of the request: a body field named like one, a key the hook
+    holds. The client, the log and the console get them masked; a KeyError's key name stays readable."""
+    settings.GATEWAY_HOOKS = [H + "QuotesSecrets"]
+    field = "fieldSECRET0123456789abc"
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "api_key": field}, headers=AUTH)
+    assert r.status_code == 500
+    message = r.json()["error"]["message"]
+    assert "'api_key': '…9abc'" in message and "sk-…cdef" in message and "'model': 'gpt-4o-mini'" in message
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    for text in (r.text, json.dumps(resp.steps), resp.error_message, resp.body, caplog.text):
+        assert field not in text and sample_hooks.TEAM_KEY not in text
+    assert "sk-…cdef" in resp.steps[0]["traceback"]  # masked, not dropped
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": "missing"}, headers=AUTH)
+    assert r.json()["error"]["message"].endswith("KeyError: 'messages_missing'")
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.steps[0]["traceback"].endswith("\nKeyError: 'messages_missing'\n")
+
+
 def test_a_failing_hook_set_to_skip_is_logged_and_skipped(settings, upstream, gateway, log_flush):
     settings.GATEWAY_HOOKS = [H + "Boom", H + "AsyncTag"]
     settings.GATEWAY_HOOKS_SKIP_ON_ERROR = [H + "Boom"]

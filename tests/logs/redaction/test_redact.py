@@ -143,6 +143,13 @@ def test_keys_known_by_their_shape_are_scrubbed_in_a_path_or_a_query_value(key):
         assert key not in scrubbed and key[-4:] in scrubbed
 
 
+def test_an_exceptions_class_is_not_taken_for_a_credentials_name():
+    """`KeyError: 'messages'` (a hook's failure, a traceback's last line) names the missing key: kept."""
+    assert text_redact("KeyError: 'messages'") == "KeyError: 'messages'"
+    assert text_redact("TokenError: 'unterminated string'") == "TokenError: 'unterminated string'"
+    assert text_redact(f"api_key: '{KEY}'") == "api_key: 'sk-…9f2c'"  # a name that is one still is
+
+
 def test_console_records_keep_their_format_args():
     # uvicorn's access formatter unpacks record.args: they must stay a tuple of the same length.
     record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
