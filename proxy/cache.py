@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from urllib.parse import parse_qsl
@@ -35,6 +35,7 @@ from proxy.access import AccessKey, KeyGrant
 from proxy.cache_store import CacheEntry, EntryRefused, EntryTooBig, cache_store
 from proxy.exchange import Exchange, json_error
 from proxy.request_body import READ_DECODED_MAX, body_decoded
+from proxy.step_answer import AnswerEnd
 from proxy.threads import off_loop
 from wire.jsonutil import json_or_none
 from wire.sse import sse_events
@@ -376,40 +377,8 @@ def _bypass_reason(x: Exchange, directive: Directive, body: bytes | None) -> str
 _sleep = asyncio.sleep  # tests count the pauses instead of waiting them
 
 
-class _PacedEnd:
-    """The end of a paced replay, done once: logged when its last chunk went out or the client left.
-
-    A paced replay lasts as long as the original did, so it is logged as it ends (its duration and
-    whether the client took it all), as a relay is, not as it starts.
-    """
-
-    def __init__(self, x: Exchange, capture: BodyCapture, record_new: Callable[[], ResponseRecord]) -> None:
-        self.x, self.capture, self.record_new = x, capture, record_new
-        self.done = False
-
-    async def abandon(self) -> None:
-        """The ASGI adapter's end of the response: the client left before the replay began, or during it."""
-        await self(False)
-
-    async def __call__(self, finished: bool) -> None:
-        if self.done:
-            return
-        self.done = True
-        if not finished:
-            self.x.cancelled_mark("before the response ended")
-        self.x.clock_stop()
-        record = self.record_new()
-        try:
-            if self.capture.blocking():
-                await asyncio.shield(off_loop(self.capture.finish, record, self.x.scrubber))
-            else:
-                self.capture.finish(record, self.x.scrubber)
-        finally:
-            self.x.response_log(record)
-
-
 async def _pieces(pieces: list[bytes], offsets_ms: list[float] | None = None,
-                  end: _PacedEnd | None = None) -> AsyncIterator[bytes]:
+                  end: AnswerEnd | None = None) -> AsyncIterator[bytes]:
     """The stored chunks, at once or (offsets_ms) each as long after the first as it came originally."""
     started = time.monotonic()
     finished = False
@@ -427,8 +396,8 @@ async def _pieces(pieces: list[bytes], offsets_ms: list[float] | None = None,
 
 
 async def _replay(x: Exchange, entry: CacheEntry) -> HttpResponseBase:
-    """The stored answer as this exchange's own, logged with the replayed body: at once (step_answered
-    journals it), or, paced, when its last chunk went out or the client left."""
+    """The stored answer as this exchange's own, logged with the replayed body: at once, or, paced, when its last
+    chunk went out or the client left."""
     headers = [(k, v) for k, v in entry.headers if k.lower() not in _NOT_REPLAYED]
     # The stored Date was the original's: this answer is made now. Run as documented (uvicorn
     # --no-date-header, so relayed answers carry the upstream's Date alone), nobody else sets it.
@@ -452,21 +421,15 @@ async def _replay(x: Exchange, entry: CacheEntry) -> HttpResponseBase:
         return x.response_record(status=entry.status, headers=headers, content_type=content_type,
                                  is_stream=entry.is_sse)
 
+    end = AnswerEnd(x, capture, record_new)
     if paced and entry.offsets_ms and (entry.is_sse or len(pieces) > 1):
-        end = _PacedEnd(x, capture, record_new)
         response: HttpResponseBase = StreamingHttpResponse(_pieces(pieces, entry.offsets_ms, end),
                                                            status=entry.status)
         response.gateway_abandon = end.abandon
-        response.gateway_logs_itself = True
     else:
-        x.clock_stop()
-        record = record_new()
-        if capture.blocking():
-            await off_loop(capture.finish, record, x.scrubber)
-        else:
-            capture.finish(record, x.scrubber)
+        await end(True)
         response = StreamingHttpResponse(_pieces(pieces), status=entry.status) if (
             entry.is_sse or len(pieces) > 1) else HttpResponse(entry.body, status=entry.status)
-        response.gateway_record = record
+    response.gateway_logs_itself = True
     response.gateway_headers = headers
     return response

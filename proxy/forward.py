@@ -20,6 +20,7 @@ from proxy.paths import NoRoute, PathRefused, Route, path_owner, route_find
 from proxy.refusals import refusal_find
 from proxy.relay import relay_response
 from proxy.request_body import Refusal, body_decoded
+from proxy.step_answer import step_answer_log
 from proxy.steps import relay_filter, steps_active, steps_run
 from proxy.threads import off_loop
 from proxy.upstream import headers_forward, upstream_call, upstream_failure_answer
@@ -57,7 +58,7 @@ async def exchange_forward(request: HttpRequest) -> HttpResponseBase:
         x.response_log(x.response_record(status=None, headers=[], content_type=""))
         raise
     if answer is not None:
-        return step_answered(x, answer)
+        return await step_answered(x, answer)
     if x.request_changed:
         await forwarded_note(x)
     try:
@@ -184,24 +185,14 @@ async def request_record(x: Exchange) -> None:
         raise left
 
 
-def step_answered(x: Exchange, answer: HttpResponseBase) -> HttpResponseBase:
+async def step_answered(x: Exchange, answer: HttpResponseBase) -> HttpResponseBase:
     """A policy step answered the request itself: logged as the exchange's response, no upstream call.
 
-    A step that replays a whole answer (a cache hit) brings its own record, with the replayed body;
-    one that lasts (a paced replay) logs itself as it ends.
+    It is logged as the client gets it (proxy/step_answer.py), a streamed one as it ends; a cache hit logs
+    itself (its record keeps the stored answer's headers).
     """
     if not getattr(answer, "gateway_logs_itself", False):
-        x.clock_stop()
-        record = getattr(answer, "gateway_record", None)
-        if record is None:
-            content_type = answer.get("Content-Type", "")
-            record = x.response_record(status=answer.status_code, headers=list(answer.items()),
-                                       content_type=content_type,  # an event stream's events are read
-                                       is_stream=content_type.lower().startswith("text/event-stream"))
-            if not answer.streaming:
-                record.body_size = len(answer.content)
-                record.body = answer.content.decode("utf-8", "replace")
-        x.response_log(record)
+        await step_answer_log(x, answer)
     added = [*x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
     pairs = getattr(answer, "gateway_headers", None)  # headers sent exactly as listed (proxy/asgi.py)
     if pairs is not None:

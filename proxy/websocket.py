@@ -64,7 +64,9 @@ async def _deny(scope: dict, send, response: HttpResponseBase) -> None:
         return
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
     await send({"type": "websocket.http.response.start", "status": response.status_code, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": response.content if not response.streaming else b""})
+    # A streamed answer (a hook's) is read whole: the denial is one body, and the log keeps it as it ends.
+    body = b"".join([chunk async for chunk in response]) if response.streaming else response.content
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 def upstream_ws_url(route: Route, query: str) -> str:
@@ -243,7 +245,7 @@ async def _upstream_open(x: Exchange, scope: dict) -> ClientConnection | HttpRes
         for k, v in answer.headers.raw_items():
             if k.lower() not in ("content-length", "connection", "transfer-encoding"):
                 response[k] = v
-        return step_answered(x, response)
+        return await step_answered(x, response)
     except (TimeoutError, asyncio.TimeoutError):
         return x.gateway_answer(504, f"Upstream WebSocket did not open within {settings.UPSTREAM_CONNECT_TIMEOUT:g} s "
                                      "(UPSTREAM_CONNECT_TIMEOUT)")
@@ -348,7 +350,7 @@ async def websocket_app(scope: dict, receive, send) -> None:
     if answer is _GONE:
         return
     if answer is not None:
-        await _deny(scope, send, step_answered(x, answer))
+        await _deny(scope, send, await step_answered(x, answer))
         return
     if x.request_changed:  # a hook changed the upgrade (its path, query or headers): what went upstream
         await forwarded_note(x)

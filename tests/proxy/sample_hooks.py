@@ -218,3 +218,31 @@ class QuotesSecrets:
         if exchange.model == "missing":
             return exchange.json["messages_missing"]
         raise ValueError(f"cannot use {TEAM_KEY} for {exchange.json}")
+
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 10
+
+
+async def _events():
+    yield b'data: {"choices": [{"delta": {"content": "canned"}}]}\n\n'
+    await asyncio.sleep(0)
+    yield b"data: [DONE]\n\n"
+
+
+class AnswersOwnWay:
+    """Answers with what a hook may return besides JSON: by the model asked for."""
+
+    def on_request(self, exchange):
+        import gzip
+
+        from django.http import HttpResponse, StreamingHttpResponse
+
+        if exchange.model == "binary":
+            return HttpResponse(PNG, content_type="image/png")
+        if exchange.model == "gzip":
+            answer = HttpResponse(gzip.compress(b'{"canned": true}'), content_type="application/json")
+            answer["Content-Encoding"] = "gzip"
+            return answer
+        if exchange.model == "stream":
+            return StreamingHttpResponse(_events(), content_type="text/event-stream")
+        return StreamingHttpResponse(iter([b"sync ", "stream"]), content_type="text/plain")  # a sync iterator

@@ -1,6 +1,7 @@
 """Request hooks through a live gateway: what they change goes upstream and into the log; their answers and failures."""
 
 import gzip
+import hashlib
 import json
 import os
 import socket
@@ -112,6 +113,28 @@ def test_a_hook_answers_itself_and_nothing_goes_upstream(settings, upstream, gat
                    headers={**AUTH, "X-Gateway-Key": secret})
     assert r.json()["key"] == "hooked"
     assert {"step": "hooks", "hook": "tests.proxy.sample_hooks", "decision": "answered", "status": 200} in resp.steps
+
+
+@pytest.mark.parametrize("model", ["binary", "gzip", "stream", "sync"])
+def test_a_hooks_own_answer_is_logged_as_the_client_got_it(settings, upstream, gateway, log_flush, model):
+    """A binary answer kept as a file (it was text with U+FFFD for its bytes), a compressed one decoded (it was
+    its gzip bytes as text), a streamed one with its body (it was logged empty; a sync iterator broke it)."""
+    settings.GATEWAY_HOOKS = [H + "AnswersOwnWay"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": model}, headers=AUTH)
+    assert r.status_code == 200 and upstream.received == []
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.outcome == "completed"
+    if model == "binary":
+        assert r.content == sample_hooks.PNG and resp.body is None
+        stored = BinaryFile.objects.get(response=resp, role="response_body")
+        assert stored.size == len(sample_hooks.PNG) and stored.sha256 == hashlib.sha256(sample_hooks.PNG).hexdigest()
+    elif model == "gzip":
+        assert r.json() == {"canned": True} and json.loads(resp.body) == {"canned": True}
+    elif model == "stream":
+        assert resp.is_stream and resp.body == r.text and r.text.endswith("data: [DONE]\n\n")
+        assert len(resp.event_offsets_ms) == 2
+    else:
+        assert r.text == resp.body == "sync stream" and resp.body_size == len(r.content)
 
 
 def test_a_failing_hook_gives_a_500_naming_it_with_its_traceback_logged_without_secrets(
