@@ -90,7 +90,9 @@ def edited_body_check(text: str) -> str:
 
 
 def held_decide(request_id: str, decision: str, *, by: str, body: str | None = None) -> Decided:
-    """Decide a waiting request (the worker holding it carries it out within a second)."""
+    """Decide a waiting request (the worker holding it carries it out within a second). Its id as
+    X-Gateway-Request-Id and `hold list` give it, or with dashes, as PostgreSQL's uuid column shows it."""
+    request_id = request_id.strip().replace("-", "").lower()
     if decision not in Decision.values:
         raise HoldError(f"unknown decision {decision!r}: use one of {', '.join(Decision.values)}")
     if body is not None:

@@ -392,6 +392,25 @@ def test_a_request_whose_worker_is_gone_cannot_be_decided(db):
     assert HeldRequest.objects.get(pk="0" * 32).decision == ""
 
 
+def test_a_request_is_decided_by_its_id_with_dashes_too(db):
+    """The log's id as PostgreSQL shows it (a uuid, with dashes) names the same held request: it was "no held
+    request" for an operator who found it by SQL."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hold.services import held_decide
+
+    rid = "01a2311c220577a1923e5a06930fc8ea"
+    HeldRequest.objects.create(id=rid, provider="openai", method="POST", path="/v1/chat/completions", model="m",
+                               body=None, body_size=0, instance="here", held_at=timezone.now(),
+                               deadline=timezone.now() + timedelta(minutes=1))
+    held_decide(" 01A2311C-2205-77A1-923E-5A06930FC8EA", "reject-400", by="alice")
+    assert HeldRequest.objects.get(pk=rid).decision == "reject-400"
+    with pytest.raises(HoldError, match=f"request {rid} is no longer waiting: reject-400 by alice"):
+        held_decide("01a2311c-2205-77a1-923e-5a06930fc8ea", "approve", by="bob")
+
+
 def test_an_edited_form_upload_goes_as_json(upstream, gateway):
     """The edit is JSON: it went upstream labelled multipart/form-data with the form's boundary."""
     switch(on=True, by="test")
