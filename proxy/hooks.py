@@ -38,6 +38,9 @@ from proxy.upstream import HOP_BY_HOP, header_problem
 log = logging.getLogger(__name__)
 
 STEP = "hooks"
+# What a hook's call may raise and still be its failure: a hook (or a library it calls) that calls sys.exit()
+# ended the exchange with uvicorn's bare 500, unlogged. A CancelledError (the client left) goes on up.
+HOOK_FAILURES = (Exception, SystemExit)
 LOGGED_BODY_MAX = 64 * 1024  # a replaced answer body longer than this is logged by size and hash only
 
 
@@ -244,7 +247,7 @@ async def hooks_request(x: Exchange, hooks: tuple[Hook, ...]) -> HttpResponseBas
             hx.json_edits_take()
             hook_changed = _changes(before, hx)
             _apply(x, hx, set(hook_changed))
-        except Exception as exc:
+        except HOOK_FAILURES as exc:
             failure = _failure(hook, "on_request", exc, x, hx)
             log.error("%s\n%s", failure, failure.trace)
             x.decisions.append(_failed_decision(failure, hook.skip_on_error))
@@ -280,7 +283,7 @@ async def hooks_response(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...],
                 continue
             try:
                 await hook.call(hook.on_response, hx)
-            except Exception as exc:
+            except HOOK_FAILURES as exc:
                 failure = _failure(hook, "on_response", exc, x, hx)
                 log.error("%s\n%s", failure, failure.trace)
                 decision = _failed_decision(failure, hook.skip_on_error)

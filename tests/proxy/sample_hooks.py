@@ -246,3 +246,19 @@ class AnswersOwnWay:
         if exchange.model == "stream":
             return StreamingHttpResponse(_events(), content_type="text/event-stream")
         return StreamingHttpResponse(iter([b"sync ", "stream"]), content_type="text/plain")  # a sync iterator
+
+
+class Exits:
+    """Calls sys.exit(), as a library giving up may (sync: in a thread)."""
+
+    def on_request(self, exchange):
+        import sys
+
+        sys.exit(3)
+
+
+class ExitsOnAnswer:
+    """Raises SystemExit on the answer, on the event loop."""
+
+    async def on_response(self, exchange):
+        raise SystemExit(4)

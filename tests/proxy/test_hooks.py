@@ -208,6 +208,19 @@ def test_a_credential_a_hook_puts_in_is_masked_in_the_log(settings, upstream, ga
         assert sample_hooks.INJECTED not in text
 
 
+def test_a_hook_calling_sys_exit_is_a_hook_failure(settings, upstream, gateway, log_flush):
+    """It was uvicorn's bare text 500, the exchange never logged."""
+    settings.GATEWAY_HOOKS = [H + "Exits"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 500 and r.headers["x-should-retry"] == "false"
+    assert r.json()["error"]["message"] == f"Hook {H}Exits failed in on_request: SystemExit: 3"
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.outcome == "gateway_error" and resp.steps[0]["decision"] == "error" and upstream.received == []
+    settings.GATEWAY_HOOKS = [H + "ExitsOnAnswer"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 500 and "failed in on_response: SystemExit: 4" in r.json()["error"]["message"]
+
+
 def test_secrets_a_failing_hook_quotes_are_masked_in_the_answer_the_log_and_the_console(
         settings, upstream, gateway, log_flush, caplog):
     """An exception may quote what is no credential of the request: a body field named like one, a key the hook
