@@ -165,7 +165,7 @@ def test_a_hook_failing_on_the_answer_gives_its_500_whole(settings, upstream, ga
 
 
 def test_a_hook_failing_on_the_answer_is_logged_as_received_and_as_the_client_got_it(settings, upstream, gateway,
-                                                                                     log_flush):
+                                                                                     log_flush, admin_client):
     """The row keeps the upstream's answer (it was paid for: usage and cost count); the step says what the
     client got instead: the 500, its body, the hook and its traceback."""
     settings.GATEWAY_HOOKS = [H + "BoomOnAnswer"]
@@ -179,6 +179,8 @@ def test_a_hook_failing_on_the_answer_is_logged_as_received_and_as_the_client_go
     step = resp.steps[-1]
     assert (step["hook"], step["decision"], step["status"]) == (H + "BoomOnAnswer", "error", 500)
     assert json.loads(step["response_body"]) == r.json() and "raise RuntimeError" in step["traceback"]
+    page = admin_client.get(f"/admin/logs/request/{resp.request_id.hex}/change/").content.decode()
+    assert f"<code>{H}BoomOnAnswer</code>: error, the client got 500</summary>" in page
 
 
 @pytest.mark.parametrize("hook", ["Boom", "BoomOnAnswer"])
