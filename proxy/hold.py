@@ -27,7 +27,7 @@ from logs.pipeline.capture import content_type_is_text
 from logs.pipeline.writer import writer_get
 from logs.redaction.scrub import Masked, text_scrub
 from proxy.exchange import Exchange, json_error
-from proxy.request_body import body_decoded, body_payload, body_read
+from proxy.request_body import body_decoded, body_payload, body_read, headers_for_json
 
 log = logging.getLogger(__name__)
 
@@ -283,11 +283,9 @@ def _carry_out(x: Exchange, decided: Decided, body: bytes | None) -> HttpRespons
         if decided.edited_body is not None:
             x.forward_body = decided.edited_body.encode("utf-8")
             # The edit is plain JSON text: an encoding the client's body had no longer describes it, nor a type
-            # other than JSON (an edited form upload went as JSON labelled multipart).
-            kept = [(k, v) for k, v in x.forward_headers if k.lower() not in ("content-encoding", "content-type")]
-            declared = next((v for k, v in x.forward_headers if k.lower() == "content-type"), "")
-            x.forward_headers = [*kept, ("Content-Type", declared if "json" in declared.lower()
-                                         else "application/json")]
+            # other than JSON.
+            x.forward_headers = headers_for_json([(k, v) for k, v in x.forward_headers
+                                                  if k.lower() != "content-encoding"])
             x.request_changed = True
         return None
     who = "the timeout (HOLD_TIMEOUT_ACTION)" if decided.by == "timeout" else decided.by

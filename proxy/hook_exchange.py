@@ -13,7 +13,7 @@ from django.http import HttpResponse
 
 from providers.base import json_bytes
 from proxy.exchange import Exchange
-from proxy.request_body import READ_DECODED_MAX, body_decoded, body_payload
+from proxy.request_body import READ_DECODED_MAX, body_decoded, body_payload, headers_for_json
 
 _UNSET = object()
 
@@ -90,6 +90,16 @@ class HookExchange:
             raise ValueError(f"json must be JSON: {exc}") from None
         self.body = json_bytes(value)
         self._json = value
+        try:  # a form's type would tell the upstream to read a form
+            fixed = headers_for_json(self.headers)
+        except (TypeError, ValueError):  # headers the hook left malformed: proxy/hooks.py says what is wrong
+            return
+        if fixed == list(self.headers):
+            return
+        if isinstance(self.headers, list):
+            self.headers[:] = fixed  # in place: a hook may hold the list it appends to
+        else:
+            self.headers = fixed
 
     def json_edits_take(self) -> None:
         """The parsed body a hook changed in place (`exchange.json["model"] = ...`) becomes the body, as if assigned."""

@@ -52,6 +52,16 @@ def body_payload(body: bytes | None, content_type: str) -> object:
     return json_or_none(body)
 
 
+def headers_for_json(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers for a body replaced by JSON text (an operator's edit, a hook's `json`): a JSON type declared
+    is kept, any other replaced by application/json (a form upload's went as JSON labelled multipart/form-data
+    with the form's boundary, which the upstream read as a broken form)."""
+    declared = next((v for k, v in headers if k.lower() == "content-type"), "")
+    if "json" in declared.lower():
+        return list(headers)
+    return [*((k, v) for k, v in headers if k.lower() != "content-type"), ("Content-Type", "application/json")]
+
+
 def body_decoded(headers: list[tuple[str, str]], body: bytes, size_max: int) -> bytes | None:
     """body with the headers' Content-Encoding undone (body itself when there is none); None when it cannot
     be: corrupt, stacked encodings, or more than size_max bytes decoded."""

@@ -262,3 +262,13 @@ class ExitsOnAnswer:
 
     async def on_response(self, exchange):
         raise SystemExit(4)
+
+
+class FormToJson:
+    """Sends a form upload's fields as JSON (a body the gateway reads as no JSON: exchange.json is None)."""
+
+    blocking = False
+
+    def on_request(self, exchange):
+        if exchange.json is None:
+            exchange.json = {"model": "whisper-1", "prompt": "from a hook"}

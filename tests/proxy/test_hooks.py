@@ -93,6 +93,18 @@ def test_a_path_a_hook_sets_is_checked_like_a_clients(settings, upstream, gatewa
     assert upstream.received == []
 
 
+def test_json_a_hook_assigns_to_a_form_upload_goes_labelled_json(settings, upstream, gateway, log_flush):
+    """It went labelled multipart/form-data with the form's boundary: the upstream read a broken form."""
+    settings.GATEWAY_HOOKS = [H + "FormToJson"]
+    r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", headers=AUTH, data={"model": "whisper-1"},
+                   files={"file": ("a.wav", b"RIFF0000", "audio/wav")})
+    sent = upstream.received[-1]
+    assert sent.header("content-type") == "application/json" and json.loads(sent.body)["prompt"] == "from a hook"
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert ["Content-Type", "application/json"] in resp.forwarded["headers"]
+    assert resp.steps[0]["changed"] == ["headers", "body"]
+
+
 def test_a_framing_header_a_hook_sets_is_refused(settings, upstream, gateway):
     # Beside the gateway's own Content-Length the upstream read 5 bytes; with Transfer-Encoding, a smuggling shape.
     settings.GATEWAY_HOOKS = [H + "SetsLength"]
