@@ -7,14 +7,19 @@ replay) is captured as it goes out and logged when it ends or its client leaves,
 """
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 
 from django.http import HttpResponseBase
 
+from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
 from logs.records import ResponseRecord
+from logs.redaction.scrub import error_scrub
 from proxy.exchange import Exchange
 from proxy.threads import off_loop
+
+log = logging.getLogger(__name__)
 
 
 class AnswerEnd:
@@ -59,13 +64,21 @@ async def _chunks(content, is_async: bool) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _captured(chunks: AsyncIterator[bytes], capture: BodyCapture, end: AnswerEnd) -> AsyncIterator[bytes]:
+async def _captured(x: Exchange, chunks: AsyncIterator[bytes], capture: BodyCapture,
+                    end: AnswerEnd) -> AsyncIterator[bytes]:
     finished = False
     try:
         async for chunk in chunks:
             capture.feed(chunk)
             yield chunk
         finished = True
+    except Exception as exc:
+        # The answer's own iterator broke (a hook's generator): the client's read ends short, as it does when an
+        # upstream breaks off, and the log says why (it said the client had left).
+        message = error_scrub(f"the step's streamed answer failed: {type(exc).__name__}: {exc}", x.scrubber.secrets)
+        log.error("exchange %s: %s", x.request_id, message)
+        x.fail(Outcome.GATEWAY_ERROR, message)
+        raise
     finally:
         await end(finished)
 
@@ -85,7 +98,7 @@ async def step_answer_log(x: Exchange, answer: HttpResponseBase) -> None:
 
     if answer.streaming:
         end = AnswerEnd(x, capture, record_new)
-        answer.streaming_content = _captured(_chunks(answer.streaming_content, answer.is_async), capture, end)
+        answer.streaming_content = _captured(x, _chunks(answer.streaming_content, answer.is_async), capture, end)
         answer.gateway_abandon = end.abandon
         return
     capture.feed(answer.content)

@@ -272,3 +272,17 @@ class FormToJson:
     def on_request(self, exchange):
         if exchange.json is None:
             exchange.json = {"model": "whisper-1", "prompt": "from a hook"}
+
+
+async def _breaks():
+    yield b"data: {}\n\n"
+    raise RuntimeError("the hook's generator broke")
+
+
+class StreamBreaks:
+    """Answers with a stream whose generator raises after its first event."""
+
+    def on_request(self, exchange):
+        from django.http import StreamingHttpResponse
+
+        return StreamingHttpResponse(_breaks(), content_type="text/event-stream")

@@ -149,6 +149,18 @@ def test_a_hooks_own_answer_is_logged_as_the_client_got_it(settings, upstream, g
         assert r.text == resp.body == "sync stream" and resp.body_size == len(r.content)
 
 
+def test_a_hooks_stream_that_breaks_is_logged_as_the_gateways_failure(settings, upstream, gateway, log_flush):
+    """The client's read ends short; the log said the client had left (client_aborted)."""
+    settings.GATEWAY_HOOKS = [H + "StreamBreaks"]
+    with pytest.raises(httpx.RemoteProtocolError):
+        with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH) as r:
+            rid = r.headers["x-gateway-request-id"]
+            r.read()
+    _, resp = _exchange(log_flush, rid)
+    assert resp.outcome == "gateway_error" and resp.body == "data: {}\n\n"
+    assert resp.error_message == "the step's streamed answer failed: RuntimeError: the hook's generator broke"
+
+
 def test_a_failing_hook_gives_a_500_naming_it_with_its_traceback_logged_without_secrets(
         settings, upstream, gateway, log_flush):
     settings.GATEWAY_HOOKS = [H + "Boom"]
