@@ -8,8 +8,10 @@ every POLL_SECONDS, in one query. With the switch off, HoldStep.enabled() is an 
 """
 
 import asyncio
+import json
 import logging
 import time
+from typing import Any
 from urllib.parse import unquote
 
 from asgiref.sync import sync_to_async
@@ -25,9 +27,11 @@ from hold.types import Decided, SwitchState
 from logs.outcomes import Outcome
 from logs.pipeline.capture import content_type_is_text
 from logs.pipeline.writer import writer_get
+from logs.redaction.redact import MASK
 from logs.redaction.scrub import Masked, text_scrub
 from proxy.exchange import Exchange, json_error
 from proxy.request_body import body_decoded, body_payload, body_read, headers_for_json
+from wire.jsonutil import json_or_none
 
 log = logging.getLogger(__name__)
 
@@ -277,11 +281,44 @@ async def _aborted(x: Exchange, held_ms: float) -> None:
         pass
 
 
+def _masks_restored(x: Exchange, body: bytes | None, edited: str) -> str:
+    """The operator's edit of the body as the page showed it, each credential it still shows masked ("…abcd", a
+    field named like one) put back as the client sent it: the mask went upstream in its place (an MCP tool's
+    `authorization` became "…abcd"). Each mask is matched to its value by walking the body shown beside the
+    body received; one shown alike for two values stays as shown, and the exchange's notes say so."""
+    shown = _body_for_operator(x, body)
+    if shown is None or MASK not in shown:
+        return edited
+    values: dict[str, str | None] = {}
+
+    def pair(seen: Any, sent: Any) -> None:
+        if isinstance(seen, str) and isinstance(sent, str) and seen != sent:
+            values[seen] = sent if values.get(seen, sent) == sent else None
+        elif isinstance(seen, list) and isinstance(sent, list) and len(seen) == len(sent):
+            for a, b in zip(seen, sent):
+                pair(a, b)
+        elif isinstance(seen, dict) and isinstance(sent, dict):
+            for key in seen.keys() & sent.keys():
+                pair(seen[key], sent[key])
+
+    sent = body_decoded(x.forward_headers, body, settings.LOG_BODY_INLINE_MAX_BYTES) if body is not None else None
+    pair(json_or_none(shown), json_or_none(sent))
+    for masked, value in values.items():
+        forms = {json.dumps(masked), json.dumps(masked, ensure_ascii=False)}
+        if value is None:
+            if any(form in edited for form in forms):
+                x.notes.append(f"the edited body went with {masked} as shown: two masked values look alike")
+            continue
+        for form in forms:
+            edited = edited.replace(form, json.dumps(value, ensure_ascii=False))
+    return edited
+
+
 def _carry_out(x: Exchange, decided: Decided, body: bytes | None) -> HttpResponseBase | None:
     """Approve (maybe with the edited body), or answer with the chosen rejection in the provider's shape."""
     if decided.decision == Decision.APPROVE:
         if decided.edited_body is not None:
-            x.forward_body = decided.edited_body.encode("utf-8")
+            x.forward_body = _masks_restored(x, body, decided.edited_body).encode("utf-8")
             # The edit is plain JSON text: an encoding the client's body had no longer describes it, nor a type
             # other than JSON.
             x.forward_headers = headers_for_json([(k, v) for k, v in x.forward_headers

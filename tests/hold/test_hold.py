@@ -411,6 +411,26 @@ def test_a_request_is_decided_by_its_id_with_dashes_too(db):
         held_decide("01a2311c-2205-77a1-923e-5a06930fc8ea", "approve", by="bob")
 
 
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_a_credential_shown_masked_and_kept_in_an_edit_goes_as_the_client_sent_it(upstream, gateway, log_flush,
+                                                                                  ascii_only):
+    """The page shows an MCP tool's authorization as "…abcd"; an edit that keeps it sent the mask upstream."""
+    token = "mcpTOKEN" + "0123456789abcd"
+    switch(on=True, by="test")
+    body = {"model": "gpt-4o", "input": "hi", "tools": [{"type": "mcp", "server_label": "docs", "authorization": token,
+                                                          "server_url": "https://mcp.example.com"}]}
+    call = _post(gateway, body=body, path="/v1/responses")
+    [rid] = held_ids(gateway)
+    shown = json.loads(HeldRequest.objects.get(pk=rid).body)
+    assert shown["tools"][0]["authorization"] == "…abcd"
+    decide(rid, "approve", by="alice", body=json.dumps({**shown, "input": "edited"}, ensure_ascii=ascii_only))
+    assert call.wait().status_code == 200
+    sent = json.loads(upstream.received[-1].body)
+    assert sent["input"] == "edited" and sent["tools"][0]["authorization"] == token
+    logged = _logged(log_flush, rid)
+    assert token not in json.dumps(logged.forwarded) and "edited" in logged.forwarded["body"]
+
+
 def test_an_edited_form_upload_goes_as_json(upstream, gateway):
     """The edit is JSON: it went upstream labelled multipart/form-data with the form's boundary."""
     switch(on=True, by="test")
