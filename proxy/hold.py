@@ -182,16 +182,18 @@ def _path_matches(prefix: str, x: Exchange) -> bool:
 
 
 def _body_for_operator(x: Exchange, body: bytes | None) -> str | None:
-    """The body as the admin shows it (credentials masked); None when large or not text."""
+    """The body as the admin shows it and the held row keeps it (credential-named fields masked, and the
+    request's own credentials wherever the body echoes them, as the log's copy); None when large or not text."""
     content_type = next((v for k, v in x.forward_headers if k.lower() == "content-type"), x.content_type)
     if body is not None:  # a compressed one decoded, as the log shows it: the operator reads the prompt
         body = body_decoded(x.forward_headers, body, settings.LOG_BODY_INLINE_MAX_BYTES)
     if body is None or len(body) > settings.LOG_BODY_INLINE_MAX_BYTES or not content_type_is_text(content_type):
         return None
     try:
-        return x.scrubber.text(body.decode("utf-8"), content_type, answer=False, masked=Masked())
+        text = x.scrubber.text(body.decode("utf-8"), content_type, answer=False, masked=Masked())
     except UnicodeDecodeError:
         return None
+    return text_scrub(text, x.scrubber.secrets)
 
 
 async def hold_request(x: Exchange) -> HttpResponseBase | None:

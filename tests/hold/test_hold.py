@@ -431,6 +431,21 @@ def test_a_credential_shown_masked_and_kept_in_an_edit_goes_as_the_client_sent_i
     assert token not in json.dumps(logged.forwarded) and "edited" in logged.forwarded["body"]
 
 
+def test_the_requests_own_key_echoed_in_its_body_is_masked_in_the_held_row(upstream, gateway, log_flush):
+    """The hold_requests table and the page kept the client's key in clear where the prompt quoted it (the log's
+    copy masks it); an edit that keeps the prompt sends it as the client wrote it."""
+    switch(on=True, by="test")
+    prompt = f"why is {KEY} refused?"
+    call = _post(gateway, body={**CHAT, "messages": [{"role": "user", "content": prompt}]})
+    [rid] = held_ids(gateway)
+    shown = HeldRequest.objects.get(pk=rid).body
+    assert KEY not in shown and f"why is {KEY[:3]}…{KEY[-4:]} refused?" in shown
+    decide(rid, "approve", by="alice", body=json.dumps({**json.loads(shown), "max_tokens": 5}))
+    assert call.wait().status_code == 200
+    sent = json.loads(upstream.received[-1].body)
+    assert sent["messages"][0]["content"] == prompt and sent["max_tokens"] == 5
+
+
 def test_an_edited_form_upload_goes_as_json(upstream, gateway):
     """The edit is JSON: it went upstream labelled multipart/form-data with the form's boundary."""
     switch(on=True, by="test")
