@@ -185,6 +185,40 @@ def _read(read, *args):
                                f"{type(exc).__name__}: {exc}") from None
 
 
+async def _usage(key: GatewayKey) -> KeyUsage | None:
+    """The key's tokens and spend as the log shows them, less than USAGE_TTL old (None: it has no such limit)."""
+    if key.tpm is None and key.budget_usd is None:
+        return None
+    usage, due = key_usage_cached(key)
+    if due:
+        # One read per key at a time; meanwhile the others go on with the last value while it is
+        # less than USAGE_TTL old, and wait for the read when it is older or there is none.
+        if usage is None:
+            usage = await refreshed(("usage", key.pk), _read, key_usage, key)
+        else:
+            refresh_start(("usage", key.pk), _read, key_usage, key)
+    return usage
+
+
+async def limits_recheck(key: GatewayKey, *, spend: Decimal, tokens: int) -> Verdict:
+    """The key's budget and tokens per minute during a realtime session (proxy/key_policy.py SessionLimits),
+    with `spend` and `tokens` added: what its sessions open in this process used that the log does not show
+    yet (a session is logged when it ends). Takes no request: requests per minute count sessions, at the upgrade.
+
+    Raises store.StoreUnavailable when the log's database cannot be read.
+    """
+    v = Verdict()
+    plan = _plan(key)
+    usage = await _usage(key)
+    if key.budget_usd is not None:
+        _budget(key, plan, usage.spend + spend, v)
+    if key.tpm is not None:
+        used = usage.tokens + tokens
+        # Over: the session's tokens leave the window within a minute of its response, the log's as they do.
+        _tokens(key, plan, used, TOKENS_WINDOW if used >= key.tpm and not v.refusal else None, v)
+    return v
+
+
 async def limits_apply(key: GatewayKey) -> Verdict:
     """Check the key's limits and, when it is admitted, take one request from its per-minute window.
 
@@ -192,16 +226,7 @@ async def limits_apply(key: GatewayKey) -> Verdict:
     """
     v = Verdict()
     plan = _plan(key)
-    usage: KeyUsage | None = None
-    if key.tpm is not None or key.budget_usd is not None:
-        usage, due = key_usage_cached(key)
-        if due:
-            # One read per key at a time; meanwhile the others go on with the last value while it is
-            # less than USAGE_TTL old, and wait for the read when it is older or there is none.
-            if usage is None:
-                usage = await refreshed(("usage", key.pk), _read, key_usage, key)
-            else:
-                refresh_start(("usage", key.pk), _read, key_usage, key)
+    usage = await _usage(key)
     if key.budget_usd is not None:
         _budget(key, plan, usage.spend, v)
     if key.tpm is not None:

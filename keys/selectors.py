@@ -114,15 +114,15 @@ def keys_exist_known() -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _digest(secret: str) -> str:
+def secret_digest(secret: str) -> str:
     """secret_hash(secret), once per secret a process sees: every request of a key looks it up."""
     return secret_hash(secret)
 
 
-def key_cached(secret: str) -> tuple[bool, GatewayKey | None, bool]:
-    """(True, key or None, whether a re-read is due) when this process read the secret's key less than KEY_TTL
-    ago, else (False, None, True). No database."""
-    hit = _keys.get(_digest(secret))
+def key_cached(digest: str) -> tuple[bool, GatewayKey | None, bool]:
+    """(True, key or None, whether a re-read is due) when this process read the key of the secret with this
+    hash (secret_digest) less than KEY_TTL ago, else (False, None, True). No database."""
+    hit = _keys.get(digest)
     if hit is not None:
         age = time.monotonic() - hit[0]
         if age < KEY_TTL:
@@ -130,9 +130,9 @@ def key_cached(secret: str) -> tuple[bool, GatewayKey | None, bool]:
     return False, None, True
 
 
-def key_find(secret: str) -> GatewayKey | None:
-    """The key with this secret, active or not, read now (key_cached says when it is due)."""
-    digest = _digest(secret)
+def key_find(digest: str) -> GatewayKey | None:
+    """The key of the secret with this hash (secret_digest), active or not, read now (key_cached says when it
+    is due). By the hash: a realtime session re-reads its key as it runs, and keeps no secret."""
     at = time.monotonic()
     key = _key_by_hash(digest)
     if len(_keys) > 10_000:  # unknown secrets are cached too: do not let a flood of them grow this

@@ -169,6 +169,7 @@ class RealtimeRead:
     formats: dict[str, tuple[str, int]] = field(default_factory=dict)  # track -> (codec, sample rate)
     usage: "Usage | None" = None  # a completed response's usage
     model: str | None = None
+    asks_model: str | None = None  # a client's event asking for a model (session.update): a model-limited key checks it
 
 
 class Provider:
@@ -400,6 +401,11 @@ class Provider:
     def realtime_read(self, direction: str, event: Payload) -> RealtimeRead:
         """Audio, turn ends, formats and usage in one event of a realtime session ("client"/"upstream")."""
         return RealtimeRead()
+
+    def realtime_error(self, message: str, *, kind: str, code: str, event_id: str | None = None) -> str | None:
+        """The gateway's own error event in this provider's realtime protocol (event_id: the client event it
+        answers), or None when the protocol has none (the close frame's reason then says it)."""
+        return None
 
     # --- changing what goes upstream (STREAM_USAGE=inject)
     def usage_injectable(self, method: str, upstream_path: str) -> bool:

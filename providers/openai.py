@@ -4,6 +4,7 @@ import base64
 import binascii
 import json
 import re
+import uuid
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -366,11 +367,19 @@ class OpenAI(Provider):
                                                     sub(details_in, "cached_tokens_details"), "audio_tokens"),
                                                 "output_audio_tokens": int_of(sub(usage, "output_token_details"),
                                                                               "audio_tokens")})
+        elif kind == "session.update" and direction == "client":
+            model = sub(sub(event, "session"), "model")
+            read.asks_model = model if isinstance(model, str) else None
         elif kind in ("session.created", "session.updated") and direction == "upstream":  # the server's word only
             session = sub(event, "session")
             read.model = sub(session, "model") if isinstance(sub(session, "model"), str) else None
             read.formats = _realtime_formats(session)
         return read
+
+    def realtime_error(self, message: str, *, kind: str, code: str, event_id: str | None = None) -> str | None:
+        """The Realtime API's `error` server event: the SDKs yield it as an ErrorEvent (they raise nothing)."""
+        return json.dumps({"type": "error", "event_id": f"event_gateway_{uuid.uuid4().hex[:20]}", "error": {
+            "type": kind, "code": code, "message": message, "param": None, "event_id": event_id}})
 
     def usage_injectable(self, method: str, upstream_path: str) -> bool:
         """Chat completions and completions: their streams report usage only when asked. Read percent-decoded, as

@@ -15,9 +15,9 @@ from django.conf import settings
 
 from keys.models import GatewayKey
 from keys.refresh import refresh_start, refreshed
-from keys.selectors import key_cached, key_find, keys_exist, keys_exist_cached, keys_exist_seen
+from keys.selectors import key_cached, key_find, keys_exist, keys_exist_cached, keys_exist_seen, secret_digest
 from keys.static import ACCESS_HEADER, AccessKey, access_keys
-from keys.tokens import SECRET_PREFIX, secret_hash, secret_like
+from keys.tokens import SECRET_PREFIX, secret_like
 from providers import Provider
 from providers.base import SUBPROTOCOL_HEADER
 
@@ -84,15 +84,31 @@ class KeyGrant:
         return [(k, labelled(v) if k.lower() == self.carrier else v) for k, v in masked]
 
 
-async def _key_find(secret: str) -> GatewayKey | None:
-    """The key from this process's cache, or from the database in a thread (see _keys_exist for when)."""
-    found, key, due = key_cached(secret)
+async def key_current(digest: str) -> GatewayKey | None:
+    """The key of the secret with this hash, from this process's cache or from the database in a thread (see
+    _keys_exist for when): a request's key, and a realtime session's as it runs (revoked within a second)."""
+    found, key, due = key_cached(digest)
     if found and not due:
         return key
     if found:  # re-read in the background; this request goes on with a read less than KEY_TTL old
-        refresh_start(("key", secret_hash(secret)), key_find, secret)
+        refresh_start(("key", digest), key_find, digest)
         return key
-    return await refreshed(("key", secret_hash(secret)), key_find, secret)
+    return await refreshed(("key", digest), key_find, digest)
+
+
+def key_refusal(key: GatewayKey | None) -> str:
+    """Why a key that exists may not be used now (revoked, expired), or ""."""
+    if key is None:
+        return "Gateway key has been deleted."
+    if not key.active:
+        return f"Gateway key '{key.name}' has been revoked."
+    if key.expires_at is not None and key.expires_at <= datetime.now(timezone.utc):
+        return f"Gateway key '{key.name}' expired at {key.expires_at:%Y-%m-%d %H:%M:%S} UTC."
+    return ""
+
+
+async def _key_find(secret: str) -> GatewayKey | None:
+    return await key_current(secret_digest(secret))
 
 
 async def _keys_exist() -> bool:
@@ -158,10 +174,8 @@ def _grant(key: GatewayKey | None, carrier: str) -> KeyGrant:
         where = "X-Gateway-Key" if carrier == ACCESS_HEADER else f"the {carrier} header"
         raise AccessDenied(f"Invalid gateway key in {where}.")
     grant = KeyGrant(key, carrier)  # named on a refusal too: the log shows which key was refused
-    if not key.active:
-        raise AccessDenied(f"Gateway key '{key.name}' has been revoked.", grant)
-    if key.expires_at is not None and key.expires_at <= datetime.now(timezone.utc):
-        raise AccessDenied(f"Gateway key '{key.name}' expired at {key.expires_at:%Y-%m-%d %H:%M:%S} UTC.", grant)
+    if refusal := key_refusal(key):
+        raise AccessDenied(refusal, grant)
     if carrier != ACCESS_HEADER and not key.provider_credential:
         raise AccessDenied(f"Gateway key '{key.name}' holds no provider credential: send it in X-Gateway-Key "
                            "and the provider key where the provider key goes.", grant)

@@ -4,25 +4,33 @@ The key was identified before the request was logged (proxy/access.py). This ste
 provider or model the key does not allow (403), applies its limits (budget, tokens and requests
 per minute; 429 with Retry-After), puts the RateLimit fields on every answer to a limited key,
 and swaps the key's stored provider credential in upstream. Each refusal is an exchange of the
-log with no upstream call; a refusal by a limit has the outcome `rate_limited`.
+log with no upstream call; a refusal by a limit has the outcome `rate_limited`. A realtime session,
+admitted at its upgrade, is then held to its key as it runs (SessionLimits): stopped when the key
+is revoked or goes over its budget or tokens per minute, and refused a model the key does not allow.
 """
 
 import json
 import re
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
 from math import ceil
 from urllib.parse import unquote
 
+from django.db import DatabaseError
 from django.http import HttpResponse
 
 from keys.crypto import CredentialUnreadable, credential_decrypt
-from keys.limits import Verdict, limits_apply, policies
-from keys.selectors import keys_exist_known
+from keys.limits import Verdict, limits_apply, limits_recheck, policies
+from keys.selectors import TOKENS_WINDOW, keys_exist_known
 from keys.store import REDIS_AWAY_SECONDS, StoreUnavailable
 from logs.outcomes import Outcome
 from logs.pricing import price_known
 from logs.redaction.scrub import Scrubber, byte_replacements
-from providers.base import SUBPROTOCOL_HEADER
-from proxy.access import KeyGrant
+from providers.base import SUBPROTOCOL_HEADER, usage_counts
+from proxy.access import KeyGrant, key_current, key_refusal
 from proxy.exchange import Exchange, json_error
 from proxy.request_body import body_read
 from proxy.threads import off_loop
@@ -239,3 +247,120 @@ class EchoMask:
     def rest(self) -> bytes:
         rest, self.held = self.held, b""
         return rest
+
+
+@dataclass
+class SessionStop:
+    """Why the gateway ends a realtime session: for the client's error event and close frame, and the log."""
+
+    message: str  # the whole reason, as an HTTP refusal would say it (the error event's message)
+    reason: str  # the close frame's reason (at most 123 bytes)
+    kind: str  # the provider's error type, as the HTTP refusal's
+    code: str  # the error event's code: gateway_key_budget, gateway_key_tokens, gateway_key_revoked...
+    close_code: int  # 1008 (policy violation: the SDKs do not reconnect) or 1013 (try again later)
+
+
+# Every realtime session of a limited key open in this process, by the key's secret hash: their usage is summed,
+# as the log shows a session's only once it ends.
+_open: dict[str, set["SessionLimits"]] = {}
+
+
+class SessionLimits:
+    """A realtime session's gateway key, held to its limits as the session runs (proxy/websocket.py).
+
+    The upgrade was admitted by key_request; a session then runs for as long as its client keeps it
+    open, and the log counts its usage only when it ends. So the session counts its own usage as each
+    response's usage passes (the upstream's response.done), prices it as the log will, and checks
+    the key as the log shows it (re-read every second) plus what this process's open sessions of the
+    key used: at once when a response's usage arrives, and every CHECK_EVERY seconds (a revoked key,
+    usage logged by other requests). A session found over is stopped (SessionStop). Rpm is not
+    checked here: it counts sessions, at the upgrade.
+    """
+
+    CHECK_EVERY = 0.25
+
+    def __init__(self, x: Exchange) -> None:
+        grant = x.gateway_key
+        self.x = x
+        self.key = grant.key if isinstance(grant, KeyGrant) else None
+        self.spend = Decimal(0)
+        self.tokens: deque[tuple[float, int]] = deque()  # (monotonic time, tokens) of each response
+        self.stop: SessionStop | None = None
+        if self.key is not None:
+            _open.setdefault(self.key.secret_hash, set()).add(self)
+
+    def close(self) -> None:
+        """The session ended: from now on the log counts its usage (once the ingest process has written it)."""
+        if self.key is not None:
+            sessions = _open.get(self.key.secret_hash, set())
+            sessions.discard(self)
+            if not sessions:
+                _open.pop(self.key.secret_hash, None)
+
+    def model_refusal(self, model: str) -> str:
+        """Why a client's event may not ask for this model (a key limited to others), or ""."""
+        key = self.key
+        if key is None or not key.allowed_models or model in key.allowed_models:
+            return ""
+        return f"Gateway key '{key.name}' may not use model '{model}' (allowed: {', '.join(key.allowed_models)})."
+
+    def used(self, response_tokens: int, session_usage: dict[str, int], model: str | None) -> None:
+        """A response's usage passed: the session's cost so far, priced as the log will price it at its end."""
+        if self.key is None:
+            return
+        # Here, not at the top: genai-prices takes half a second to import and memory in every worker, and
+        # only a worker relaying a session of a limited key prices anything (the ingest process prices the log).
+        from logs.pricing import cost_compute
+
+        if response_tokens > 0:
+            self.tokens.append((time.monotonic(), response_tokens))
+        price = cost_compute(self.x.provider, usage_counts(model, session_usage),
+                             at=datetime.fromtimestamp(self.x.started_wall, timezone.utc))
+        self.spend = price.cost or Decimal(0)  # unpriced counts nothing, as in the log
+
+    def _tokens_recent(self, now: float) -> int:
+        while self.tokens and self.tokens[0][0] < now - TOKENS_WINDOW - 1:  # the log's window: 60 to 61 s
+            self.tokens.popleft()
+        return sum(n for _, n in self.tokens)
+
+    async def check(self) -> SessionStop | None:
+        """The stop, when the key is revoked, expired or deleted, or over its budget or tokens per minute now."""
+        if self.key is None or self.stop is not None:
+            return self.stop
+        try:
+            key = await key_current(self.key.secret_hash)
+            refusal = key_refusal(key)
+            if refusal:
+                return self._stopped(SessionStop(refusal, "gateway key revoked or expired", "authentication_error",
+                                                 "gateway_key_revoked", 1008), Outcome.GATEWAY_ERROR, "")
+            if key.tpm is None and key.budget_usd is None:
+                return None
+            now = time.monotonic()
+            sessions = _open.get(key.secret_hash, ())
+            verdict = await limits_recheck(key, spend=sum((s.spend for s in sessions), Decimal(0)),
+                                           tokens=sum(s._tokens_recent(now) for s in sessions))
+        except (StoreUnavailable, DatabaseError) as exc:  # a budget that cannot be checked is not waived (an
+            # upgrade gets a 503): 1013, "try again later", which the SDKs retry (and the upgrade answers then)
+            self.x.notes.append(f"limit store: {getattr(exc, 'detail', '') or f'{type(exc).__name__}: {exc}'}")
+            return self._stopped(SessionStop("Gateway key limits cannot be checked (the database or the limit store "
+                                             "is unreachable). Retry shortly.", "gateway key limits cannot be checked",
+                                             "api_error", "gateway_key_limits_unavailable", 1013),
+                                 Outcome.GATEWAY_ERROR, "store")
+        if not verdict.refusal:
+            return None
+        words = {"budget": "its budget", "tokens": "its tokens per minute"}.get(verdict.limit, verdict.limit)
+        return self._stopped(SessionStop(verdict.refusal, f"gateway key over {words}", "rate_limit_error",
+                                         f"gateway_key_{verdict.limit}", 1008), Outcome.RATE_LIMITED,
+                             verdict.limit, verdict.remaining)
+
+    def _stopped(self, stop: SessionStop, outcome: str, limit: str, remaining: dict | None = None) -> SessionStop:
+        """Note the stop in the exchange's steps and outcome (the session's row says the key's step ended it)."""
+        self.stop = stop
+        decision = {"step": STEP, "decision": "session stopped", "key": self.key.name, "reason": stop.message}
+        if limit:
+            decision["limit"] = limit
+        if remaining:
+            decision["remaining"] = remaining
+        self.x.decisions.append(decision)
+        self.x.fail(outcome, stop.message)
+        return stop

@@ -28,12 +28,13 @@ from logs.records import FileRecord, FrameRecord
 from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error
 from proxy.forward import refuse, request_record, step_answered
 from proxy.forwarded import forwarded_note
+from proxy.key_policy import STEP as KEY_STEP, SessionLimits, SessionStop
 from proxy.paths import NoRoute, PathRefused, Route, path_owner, route_find
 from proxy.refusals import refusal_find
 from proxy.request_body import BodySpool
 from proxy.steps import steps_active, steps_run
 from proxy.upstream import headers_forward
-from providers.base import SUBPROTOCOL_HEADER, usage_count_items
+from providers.base import SUBPROTOCOL_HEADER, RealtimeRead, usage_count_items
 from wire.jsonutil import json_line, json_or_none
 
 log = logging.getLogger(__name__)
@@ -90,33 +91,38 @@ class Session:
         self.formats: dict[str, tuple[str, int]] = {}
         self.usage: dict[str, int] = {}
         self.model: str | None = None
+        self.limits = SessionLimits(x)
+        self.sending = asyncio.Lock()  # the relay and the gateway's own error events both send to the client
 
-    def frame(self, direction: str, data: str | bytes) -> None:
-        """Journal one frame as it passes: text with its audio moved to the session's tracks, binary to a file."""
+    def frame(self, direction: str, data: str | bytes) -> RealtimeRead | None:
+        """Journal one frame as it passes: text with its audio moved to the session's tracks, binary to a file.
+        What the provider read in it (None: not an event)."""
         self.seq += 1
         at = self.x.elapsed_ms()
         if direction == "upstream" and self.x.ttfb_ms is None:
             self.x.ttfb_ms = at
         record = FrameRecord(id=self.x.request_id, seq=self.seq, direction=direction, at_ms=at,
                              provider=self.x.provider.name, created=self.x.started_wall)
+        read = None
         if isinstance(data, str):
             record.size = len(data.encode("utf-8", "surrogatepass"))
-            record.text = self._event_read(direction, data)
+            record.text, read = self._event_read(direction, data)
         else:
             record.size = len(data)
             key = f"binary-{direction}"
             record.file_key, record.file_offset = key, self._track(key).append(data)
         self.x.frame_log(record)
+        return read
 
-    def _event_read(self, direction: str, text: str) -> str:
-        """What a text frame means for the log; its text with base64 audio replaced by a reference."""
+    def _event_read(self, direction: str, text: str) -> tuple[str, RealtimeRead | None]:
+        """What a text frame means for the log (its text with base64 audio replaced by a reference), and the read."""
         event = json_or_none(text) if text[:1] == "{" else None
         if not isinstance(event, dict):
-            return text
+            return text, None
         try:
             read = self.x.provider.realtime_read(direction, event)
         except (TypeError, ValueError, KeyError, AttributeError):
-            return text
+            return text, None
         self.formats.update(read.formats)
         self.model = read.model or self.model
         if read.usage is not None and direction == "upstream":  # what the client says it used is no bill
@@ -134,7 +140,7 @@ class Session:
                                                           "bytes": len(audio)}}
         for name in read.ends:
             self._track_end(name)
-        return json_line(event).decode().rstrip("\n") if read.audio else text
+        return (json_line(event).decode().rstrip("\n") if read.audio else text), read
 
     def _audio_track(self, track: str) -> Track:
         if track not in self.tracks:
@@ -159,14 +165,18 @@ class Session:
         for name in list(self.tracks):
             self._track_end(name)
 
-    async def client_to_upstream(self, receive, upstream: ClientConnection) -> None:
-        """Client messages to the upstream, until the client closes."""
+    async def client_to_upstream(self, receive, upstream: ClientConnection, send) -> None:
+        """Client messages to the upstream, until the client closes (or the gateway stops the session)."""
         while True:
             message = await receive()
             if message["type"] == "websocket.receive":
                 data = message.get("text")
                 data = data if data is not None else message.get("bytes") or b""
-                self.frame("client", data)
+                read = self.frame("client", data)
+                if self.limits.stop is not None:
+                    return  # stopped while this message came: it does not go upstream
+                if read is not None and read.asks_model and await self._model_refused(read.asks_model, data, send):
+                    continue
                 try:
                     await upstream.send(data)
                 except ConnectionClosed:
@@ -179,13 +189,36 @@ class Session:
                 await upstream.close(_sendable(message.get("code", 1005)), message.get("reason") or "")
                 return
 
+    async def _model_refused(self, model: str, data: str, send) -> bool:
+        """A client's event asking for a model its key may not use: answered with an error event, not forwarded.
+        The session goes on, as after any event the upstream refuses."""
+        refusal = self.limits.model_refusal(model)
+        if not refusal:
+            return False
+        event = json_or_none(data)
+        event_id = event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None
+        self.x.decisions.append({"step": KEY_STEP, "decision": "client event refused", "seq": self.seq,
+                                 "event": event.get("type") if isinstance(event, dict) else None, "reason": refusal})
+        answer = self.x.provider.realtime_error(refusal, kind="permission_error", code="gateway_key_model",
+                                                event_id=event_id)
+        if answer is not None:
+            async with self.sending:
+                await send({"type": "websocket.send", "text": answer})
+        return True
+
     async def upstream_to_client(self, upstream: ClientConnection, send) -> None:
-        """Upstream messages to the client, until the upstream closes; its close code passes on."""
+        """Upstream messages to the client, until the upstream closes (or the gateway stops the session); its
+        close code passes on."""
         try:
             async for data in upstream:
-                self.frame("upstream", data)
+                read = self.frame("upstream", data)
                 key = "text" if isinstance(data, str) else "bytes"
-                await send({"type": "websocket.send", key: data})
+                async with self.sending:
+                    await send({"type": "websocket.send", key: data})
+                if read is not None and read.usage is not None:  # a response's usage: the key's limits, now
+                    self.limits.used(usage_count_items(read.usage).get("total_tokens", 0), self.usage, self.model)
+                    if await self.limits.check() is not None:
+                        return
         except ConnectionClosed:
             pass
         except OSError:  # the client vanished mid-answer (the server's ClientDisconnected): it ended the session
@@ -201,6 +234,28 @@ class Session:
             else:  # never a normal close to the client: the session broke off
                 self.code, self.reason = 1006, "upstream connection lost without a close frame"
                 await send({"type": "websocket.close", "code": UPSTREAM_LOST, "reason": "upstream connection lost"})
+
+    async def watch(self) -> None:
+        """Check the session's key every CHECK_EVERY seconds (revoked, usage logged meanwhile); return to stop it."""
+        while True:
+            await asyncio.sleep(SessionLimits.CHECK_EVERY)
+            try:
+                if await self.limits.check() is not None:
+                    return
+            except Exception:  # a failed read is tried again at the next check; it never ends the relay
+                log.exception("realtime session %s: its gateway key could not be checked", self.x.request_id)
+
+    async def stop_send(self, stop: SessionStop, send) -> None:
+        """The gateway ends the session: the provider's error event saying why, then a close frame saying it too."""
+        self.ended_by, self.code, self.reason = "gateway", stop.close_code, stop.reason
+        event = self.x.provider.realtime_error(stop.message, kind=stop.kind, code=stop.code)
+        try:
+            if event is not None:
+                await send({"type": "websocket.send", "text": event})
+            await send({"type": "websocket.close", "code": stop.close_code,
+                        "reason": stop.reason.encode()[:123].decode(errors="ignore")})
+        except OSError:  # the client left meanwhile
+            pass
 
     def end(self) -> None:
         """Decide the outcome from how the session ended; store its last files."""
@@ -255,11 +310,18 @@ async def _upstream_open(x: Exchange, scope: dict) -> ClientConnection | HttpRes
 
 async def _relay(x: Exchange, session: Session, upstream: ClientConnection, receive, send) -> None:
     """Both directions at once; when one ends, the other is finished off."""
-    tasks = [asyncio.ensure_future(session.client_to_upstream(receive, upstream)),
+    tasks = [asyncio.ensure_future(session.client_to_upstream(receive, upstream, send)),
              asyncio.ensure_future(session.upstream_to_client(upstream, send))]
+    if session.limits.key is not None:
+        tasks.append(asyncio.ensure_future(session.watch()))
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if tasks[0] in done:  # the client left: the upstream's own close ends the other direction
+        if session.limits.stop is not None:  # the key's step stopped it: nothing more passes either way
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+            await session.stop_send(session.limits.stop, send)
+        elif tasks[0] in done:  # the client left: the upstream's own close ends the other direction
             await asyncio.wait_for(asyncio.shield(tasks[1]), timeout=5)
     except asyncio.CancelledError:
         if x.shutting_down:
@@ -371,6 +433,7 @@ async def websocket_app(scope: dict, receive, send) -> None:
             return
         await _relay(x, session, upstream, receive, send)
     finally:
+        session.limits.close()
         session.end()
         record = x.response_record(status=101, headers=[(k, v) for k, v in upstream.response.headers.raw_items()],
                                    content_type="")

@@ -4,7 +4,9 @@ import asyncio
 import base64
 import json
 import signal
+import time
 import wave
+from decimal import Decimal
 from io import BytesIO
 
 import openai
@@ -21,10 +23,12 @@ from providers import Usage, registry
 from testing.mock_realtime import PCM_CHUNK, MockRealtimeThread
 from hold.models import HeldRequest
 from hold.services import HoldError
+from keys.services import key_revoke
 from tests.e2e.faults import wait_until
 from tests.hold.conftest import Background, decide, held_ids, switch
 from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
 from tests.procs import GatewayProcess, db_rows, migrated_copy, sqlite_only
+from tests.sqlite_writes import locked_retry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,17 +52,22 @@ def rt(realtime_mock, gateway, settings):
 
 async def _openai_session(url: str) -> list:
     client = openai.AsyncOpenAI(api_key=KEY, base_url=f"{url}/v1", max_retries=0)
-    events = []
     async with client.realtime.connect(model="gpt-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "instructions": "be brief"})
         for _ in range(4):
             await conn.input_audio_buffer.append(audio=base64.b64encode(PCM_CHUNK).decode())
         await conn.input_audio_buffer.commit()
-        await conn.response.create()
-        async for event in conn:
-            events.append(event)
-            if event.type == "response.done":
-                break
+        return await _one_response(conn)
+
+
+async def _one_response(conn) -> list:
+    """response.create, then every event up to its response.done."""
+    await conn.response.create()
+    events = []
+    async for event in conn:
+        events.append(event)
+        if event.type == "response.done":
+            break
     return events
 
 
@@ -366,6 +375,130 @@ def test_gateway_key_limits_and_models_apply_at_the_upgrade(rt, realtime_mock, l
     log_flush()
     assert sorted(r.status_code for r in Response.objects.all()) == [101, 403, 403, 403, 429]
     assert Response.objects.get(status_code=429).outcome == "rate_limited"
+
+
+ONE_RESPONSE = Usage("gpt-realtime", 12, 18, 4, price_counts=(("input_audio_tokens", 4), ("output_audio_tokens", 12)))
+
+
+def _keyed_client(url: str, secret: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(api_key=KEY, base_url=f"{url}/v1", max_retries=0, default_headers={"X-Gateway-Key": secret})
+
+
+async def _responses_until_stopped(url: str, secret: str, most: int = 5) -> tuple[list, Exception]:
+    """A session asking for one response after another, with the official SDK, until the gateway ends it."""
+    client = _keyed_client(url, secret)
+    events: list = []
+    try:
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            await conn.response.create()
+            async for event in conn:  # read to the end: the gateway's error event comes before its close
+                events.append(event)
+                if event.type == "response.done" and len(events) < 100:
+                    try:
+                        await conn.response.create()
+                    except ConnectionClosed:
+                        pass  # closed meanwhile: the loop reads why
+            return events, AssertionError("the session was never stopped")
+    except Exception as exc:  # websockets' ConnectionClosedError, or the SDK's error holding it
+        return events, exc
+
+
+def _close_of(exc: Exception):
+    closed = exc if isinstance(exc, ConnectionClosed) else exc.__cause__
+    assert isinstance(closed, ConnectionClosed), repr(exc)
+    return closed.rcvd
+
+
+@pytest.mark.parametrize("limit", ["budget", "tokens"])
+def test_a_session_is_stopped_once_its_key_is_over_its_limit(rt, realtime_mock, log_flush, make_key, limit):
+    """Usage counts as each response.done passes: a key cannot run one session past its budget or its tokens."""
+    one = cost_compute(registry().get("openai"), ONE_RESPONSE).cost
+    if limit == "budget":  # room for one response and a half: the second goes over
+        _, secret = make_key("voice", budget_usd=(one * 3 / 2).quantize(Decimal("0.00000001")), budget_period="total")
+    else:
+        _, secret = make_key("voice", tpm=50)  # 30 tokens a response
+    events, exc = asyncio.run(asyncio.wait_for(_responses_until_stopped(rt.url, secret), 20))
+    kinds = [e.type for e in events]
+    assert kinds.count("response.done") == 2 and kinds[-1] == "error"
+    error = events[-1].error  # the Realtime API's error event, as the SDK parses it
+    assert error.type == "rate_limit_error" and error.code == f"gateway_key_{limit}" and "voice" in error.message
+    close = _close_of(exc)
+    assert close.code == 1008 and close.reason == f"gateway key over its {'budget' if limit == 'budget' else 'tokens per minute'}"
+    received = [json.loads(m)["type"] for m in realtime_mock.mock.sessions[-1].received]
+    assert received.count("response.create") == 2  # none after the stop reached the upstream
+
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.outcome == "rate_limited" and resp.status_code == 101 and resp.total_tokens == 60
+    stop = next(s for s in resp.steps if s["decision"] == "session stopped")
+    assert stop["step"] == "gateway_key" and stop["limit"] == limit and stop["key"] == "voice"
+    assert "used its budget" in resp.error_message if limit == "budget" else "tokens per minute" in resp.error_message
+    assert "gateway closed the session with code 1008" in resp.error_message
+    # The next session of the key is refused at its upgrade once the log shows the session (within 2 s).
+    assert wait_until(lambda: asyncio.run(_upgrade_status(rt.url, secret)) == 429, timeout=3, step=0.1)
+
+
+async def _upgrade_status(url: str, secret: str) -> int:
+    try:
+        async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
+                           additional_headers={"Authorization": f"Bearer {KEY}", "X-Gateway-Key": secret}):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+async def _revoked_mid_session(url: str, secret: str) -> tuple[float, Exception]:
+    client = _keyed_client(url, secret)
+    try:
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            await _one_response(conn)
+            await asyncio.to_thread(locked_retry, key_revoke, name="voice")
+            revoked = time.monotonic()
+            async for event in conn:  # an idle session: only the gateway can end it
+                pass
+            return time.monotonic() - revoked, AssertionError("the session ended normally")
+    except Exception as exc:
+        return time.monotonic() - revoked, exc
+
+
+def test_a_session_of_a_key_revoked_meanwhile_is_cut_within_a_second_or_so(rt, realtime_mock, log_flush, make_key):
+    _, secret = make_key("voice")
+    took, exc = asyncio.run(asyncio.wait_for(_revoked_mid_session(rt.url, secret), 10))
+    close = _close_of(exc)
+    assert close.code == 1008 and "revoked" in close.reason
+    assert took < 2.0  # the key is re-read every second (KEY_TTL), the session checks it every quarter
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.outcome == "gateway_error" and "has been revoked" in resp.error_message
+    assert any(s["decision"] == "session stopped" for s in resp.steps)
+
+
+async def _session_updates(url: str, secret: str) -> list:
+    events = []
+    async with _keyed_client(url, secret).realtime.connect(model="gpt-realtime") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.send({"type": "session.update", "event_id": "ev_other",
+                         "session": {"type": "realtime", "model": "gpt-4o-realtime-preview"}})
+        events.append(await conn.recv())
+        await conn.session.update(session={"type": "realtime", "instructions": "be brief"})
+        return events + await _one_response(conn)
+
+
+def test_a_model_limited_key_cannot_switch_models_with_session_update(rt, realtime_mock, log_flush, make_key):
+    _, secret = make_key("voice", models=["gpt-realtime"])
+    events = asyncio.run(_session_updates(rt.url, secret))
+    first = events[0]
+    assert first.type == "error" and first.error.type == "permission_error" and first.error.event_id == "ev_other"
+    assert "may not use model 'gpt-4o-realtime-preview'" in first.error.message
+    assert events[-1].type == "response.done"  # the session goes on
+    received = [json.loads(m) for m in realtime_mock.mock.sessions[-1].received]
+    assert [e["type"] for e in received] == ["session.update", "response.create"]  # the allowed update, then
+    assert "model" not in received[0]["session"]  # the refused update never went upstream
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.outcome == "completed"
+    refused = next(s for s in resp.steps if s["decision"] == "client event refused")
+    assert refused["event"] == "session.update" and "gpt-4o-realtime-preview" in refused["reason"]
 
 
 def test_the_model_policy_hook_judges_a_session_by_its_upgrade(rt, realtime_mock, settings, log_flush):
