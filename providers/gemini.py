@@ -108,9 +108,10 @@ class Gemini(Provider):
     model_posts = re.compile(r"^/v1(?:alpha|beta)?/(?:interactions|cachedContents|openai/(?:chat/completions"
                              r"|completions|embeddings|images/generations|audio/speech))/?$")
     # Those whose use the log never sees: batches (their results come in an operation, later) and ephemeral Live
-    # tokens (their holder talks to Google directly), the OpenAI-compatible speech (its answer is audio).
+    # tokens (their holder talks to Google directly; google-genai posts to auth_tokens), the OpenAI-compatible
+    # speech (its answer is audio).
     unmetered_posts = re.compile(r":(?:batchGenerateContent|asyncBatchEmbedContent)$"
-                                 r"|^/v1(?:alpha|beta)?/(?:authTokens|openai/audio/speech)/?$")
+                                 r"|^/v1(?:alpha|beta)?/(?:authTokens|auth_tokens|openai/audio/speech)/?$")
     # Those that run none: a file's upload (its start and its bytes, /upload/v1beta/files), a file registered, a
     # file store made, cancels. Every generating method names its model in the path (models/{model}:...); file
     # stores' imports (an embedding model), tuning and ephemeral Live tokens (authTokens) are not here.

@@ -197,9 +197,10 @@ class OpenAI(Provider):
                              r"|realtime/(?:sessions|client_secrets|transcription_sessions|calls/[^/]+/accept)"
                              r"|threads(?:/[^/]+)?/runs|videos(?:/[^/]+/remix|/edits|/extensions)?|fine_tuning/jobs)/?$")
     # Those whose use the log never sees: batches, fine-tuning jobs, the Realtime API's client secrets (a browser
-    # then talks to OpenAI directly), speech (its answer is audio, or events the log does not add up).
+    # then talks to OpenAI directly) and WebRTC or SIP calls (their media goes to OpenAI, not through the gateway),
+    # speech (its answer is audio, or events the log does not add up).
     unmetered_posts = re.compile(r"^/v1/(?:batches|fine_tuning/jobs|realtime/(?:client_secrets|sessions"
-                                 r"|transcription_sessions)|audio/speech)/?$")
+                                 r"|transcription_sessions|calls(?:/[^/]+/accept)?)|audio/speech)/?$")
     # Those that run none (what the SDKs send: files, uploads, vector stores, assistants and threads kept upstream,
     # a stored completion's metadata, token counts, cancels, the administration API). Agents, evals' runs, graders'
     # runs and ChatKit sessions run models the gateway cannot read: not here.

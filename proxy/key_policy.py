@@ -94,8 +94,9 @@ async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
     if counted and x.provider.post_unmetered(x.method, x.route.upstream_path):
         return (f"Gateway key '{key.name}' counts its spend or tokens, and what "
                 f"'{unquote(x.route.upstream_path)}' uses never comes in an answer the gateway logs (a batch's "
-                "results come later as a file, a fine-tuning job is billed apart, a client secret's holder calls the "
-                "upstream directly): it would count nothing. A key without a budget or a token limit may call it.")
+                "results come later as a file, a fine-tuning job is billed apart, a client secret's holder and a WebRTC "
+                "call talk to the upstream directly: open a realtime session through the gateway's WebSocket "
+                "instead): it would count nothing. A key without a budget or a token limit may call it.")
     if (counted or key.allowed_models) and x.method == "POST" and not x.provider.post_known(x.route.upstream_path):
         limits = "is limited to some models" if key.allowed_models else "counts its spend or tokens"
         return (f"Gateway key '{key.name}' {limits}, and {x.provider.label} endpoint "
@@ -333,6 +334,7 @@ class SessionLimits:
             if refusal:
                 return self._stopped(SessionStop(refusal, "gateway key revoked or expired", "authentication_error",
                                                  "gateway_key_revoked", 1008), Outcome.GATEWAY_ERROR, "")
+            self.key = key  # as it is now: a model it no longer allows is refused from here on
             if key.tpm is None and key.budget_usd is None:
                 return None
             now = time.monotonic()

@@ -466,6 +466,30 @@ def test_a_key_limited_to_models_refuses_a_request_that_leaves_the_model_to_the_
     assert len(upstream.received) == 3
 
 
+def test_a_budgeted_key_cannot_mint_keys_that_spend_out_of_the_gateways_sight(gateway, upstream, make_key, log_flush):
+    # A realtime session secret (ephemeral key) or a WebRTC call is used from the browser straight at the provider:
+    # a key with a budget that could mint them spent without limit, none of it in the log.
+    _, budgeted = make_key("budgeted", budget_usd=Decimal("5"), tpm=100000)
+    _, free = make_key("free")
+    client = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                           default_headers={"X-Gateway-Key": budgeted})
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        client.realtime.client_secrets.create(session={"type": "realtime", "model": "gpt-realtime"})
+    assert "talk to the upstream directly" in str(exc.value)
+    headers = {"X-Gateway-Key": budgeted, "Authorization": f"Bearer {PROVIDER_KEY}"}
+    for path in ("/v1/realtime/client_secret%73", "/v1/realtime/sessions", "/v1/realtime/calls",
+                 "/gemini/v1alpha/auth_tokens"):
+        r = httpx.post(f"{gateway.url}{path}", content=b"{}", headers=headers)
+        assert r.status_code == 403, (path, r.text)
+    assert upstream.received == []
+    # A key without a budget or a token limit mints them as before.
+    r = httpx.post(f"{gateway.url}/v1/realtime/client_secrets", json={"session": {"type": "realtime"}},
+                   headers={"X-Gateway-Key": free, "Authorization": f"Bearer {PROVIDER_KEY}"})
+    assert r.status_code != 403 and len(upstream.received) == 1
+    log_flush()
+    assert Response.objects.filter(status_code=403, outcome="gateway_error").count() == 5
+
+
 def test_a_form_upload_naming_its_model_twice_is_refused(gateway, upstream, make_key):
     # The gateway read the first model field, FastAPI servers (vLLM) and Starlette take the last.
     _, secret = make_key("ears", models=["whisper-1"])
