@@ -357,6 +357,8 @@ class SessionLimits:
 
     def _stopped(self, stop: SessionStop, outcome: str, limit: str, remaining: dict | None = None) -> SessionStop:
         """Note the stop in the exchange's steps and outcome (the session's row says the key's step ended it)."""
+        if self.stop is not None:  # the periodic check and a response's found it at once: one stop
+            return self.stop
         self.stop = stop
         decision = {"step": STEP, "decision": "session stopped", "key": self.key.name, "reason": stop.message}
         if limit:
