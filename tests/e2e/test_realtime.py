@@ -447,6 +447,39 @@ async def _upgrade_status(url: str, secret: str) -> int:
         return exc.response.status_code
 
 
+async def _idle_until_closed(url: str, secret: str, opened: asyncio.Event) -> tuple[float, object]:
+    """A session that sends nothing: only the gateway can end it. (monotonic time of the close, its frame)."""
+    async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
+                       additional_headers={"Authorization": f"Bearer {KEY}", "X-Gateway-Key": secret}) as ws:
+        await ws.recv()  # session.created
+        opened.set()
+        try:
+            while True:
+                await ws.recv()
+        except ConnectionClosed as exc:
+            return time.monotonic(), exc.rcvd
+
+
+def test_an_idle_session_is_stopped_by_what_the_keys_other_sessions_used(rt, realtime_mock, log_flush, make_key):
+    """What the key used elsewhere reaches an open session that asks for nothing: counted in this worker while the
+    other session runs, and from the log once it has ended (within 2 s)."""
+    _, secret = make_key("voice", tpm=50)
+
+    async def both():
+        opened = asyncio.Event()
+        idle = asyncio.ensure_future(_idle_until_closed(rt.url, secret, opened))
+        await opened.wait()
+        _, exc = await asyncio.wait_for(_responses_until_stopped(rt.url, secret), 20)
+        stopped = time.monotonic()
+        closed_at, close = await asyncio.wait_for(idle, 10)
+        return closed_at - stopped, close, exc
+
+    took, close, exc = asyncio.run(both())
+    assert _close_of(exc).code == 1008  # the session that spent it
+    assert close.code == 1008 and close.reason == "gateway key over its tokens per minute"
+    assert took < 3.0
+
+
 async def _revoked_mid_session(url: str, secret: str) -> tuple[float, Exception]:
     client = _keyed_client(url, secret)
     try:
