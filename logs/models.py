@@ -291,7 +291,8 @@ class BinaryFile(models.Model):
         RESPONSE_OUTPUT = "response_output"  # a file the answer pointed to (Replicate outputs), saved by the gateway
         FORWARDED_BODY = "forwarded_body"  # the body a policy step sent upstream instead of the client's
         SESSION_AUDIO = "session_audio"  # a realtime session's audio, one file per track and turn
-        SESSION_FRAMES = "session_frames"  # a realtime session's binary frames, one file per direction
+        SESSION_FRAMES = "session_frames"  # a realtime session's binary frames (and text ones too large for their
+        # rows), one file per direction and kind
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     request = models.ForeignKey(
@@ -335,8 +336,9 @@ class Frame(models.Model):
     event_type = models.CharField(max_length=128, blank=True, default="")  # a JSON event's "type"
     size = models.IntegerField()  # bytes on the wire
     # The text as sent, base64 audio replaced by {"$gateway_audio": {"track", "offset", "bytes"}}
-    # (the track is the BinaryFile of this request with that field_name); a binary frame's bytes
-    # are in the file named by file_key, from file_offset on (`size` bytes).
+    # (the track is the BinaryFile of this request with that field_name); a binary frame's bytes,
+    # and a text frame's over LOG_BODY_INLINE_MAX_BYTES (text None), are in the file named by
+    # file_key, from file_offset on (`size` bytes).
     text = models.TextField(null=True, blank=True)
     file_key = models.CharField(max_length=64, blank=True, default="")
     file_offset = models.BigIntegerField(null=True, blank=True)

@@ -93,8 +93,9 @@ class FrameRecord:
     direction: str = ""  # "client" (towards the upstream) or "upstream" (towards the client)
     at_ms: float = 0.0  # ms since the session's request arrived
     text: str | None = None  # a text frame, base64 audio replaced by {"$gateway_audio": {track, offset, bytes}}
-    file_key: str = ""  # a binary frame: the session file its bytes were appended to...
-    file_offset: int | None = None  # ...and where they start in it
+    file_key: str = ""  # a binary frame (or a text one too large for its row, "text-..."): the session file its
+    file_offset: int | None = None  # bytes were appended to, and where they start in it
+    event_type: str = ""  # a text frame kept in a file: its event's "type" (else read from `text`)
     size: int = 0  # bytes on the wire
     provider: str = ""
     created: float = 0.0  # the session's start (epoch seconds)

@@ -70,6 +70,12 @@ async def _deny(scope: dict, send, response: HttpResponseBase) -> None:
     await send({"type": "websocket.http.response.body", "body": body})
 
 
+def _event_type(text: str) -> str:
+    event = json_or_none(text) if text[:1] == "{" else None
+    kind = event.get("type") if isinstance(event, dict) else None
+    return kind[:128] if isinstance(kind, str) else ""
+
+
 def upstream_ws_url(route: Route, query: str) -> str:
     """ws(s):// of the provider's upstream base, then the path and query as the client sent them."""
     base = route.upstream_base
@@ -105,8 +111,15 @@ class Session:
                              provider=self.x.provider.name, created=self.x.started_wall)
         read = None
         if isinstance(data, str):
-            record.size = len(data.encode("utf-8", "surrogatepass"))
+            raw = data.encode("utf-8", "surrogatepass")
+            record.size = len(raw)
             record.text, read = self._event_read(direction, data)
+            if record.size > settings.LOG_BODY_INLINE_MAX_BYTES and not (read and read.audio):
+                # Too large for the row, as a request body would be (an image sent inline, a long instruction):
+                # in the session's file of such frames, as a binary frame's bytes are; the row keeps its type.
+                key = f"text-{direction}"
+                record.event_type = _event_type(record.text)
+                record.text, record.file_key, record.file_offset = None, key, self._track(key).append(raw)
         else:
             record.size = len(data)
             key = f"binary-{direction}"

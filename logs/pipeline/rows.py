@@ -317,10 +317,11 @@ def records_write_minimal(records: list[Record], exc: Exception) -> None:
 def frame_row(rec: FrameRecord) -> Frame:
     """The row of one realtime frame (its audio and binary bytes are in the session's files)."""
     event = json_or_none(rec.text) if rec.text and rec.text[:1] == "{" else None
-    kind = event.get("type") if isinstance(event, dict) else None
+    kind = event.get("type") if isinstance(event, dict) else rec.event_type
+    text = rec.text is not None or rec.file_key.startswith("text-")  # a text frame too large for its row: in a file
     return row_new(Frame, {
         "request_id": rec.id, "seq": rec.seq, "direction": rec.direction[:8], "offset_ms": rec.at_ms,
-        "kind": "text" if rec.text is not None else "binary", "event_type": kind[:128] if isinstance(kind, str) else "",
+        "kind": "text" if text else "binary", "event_type": kind[:128] if isinstance(kind, str) else "",
         "size": rec.size, "text": rec.text, "file_key": rec.file_key[:64], "file_offset": rec.file_offset,
     })
 
@@ -333,7 +334,8 @@ def session_file_row(rec: FileRecord, files: list[BinaryFile]) -> None:
     if not name:
         log.warning("session %s: %s", rec.id, missing)
         return
-    role = BinaryFile.Role.SESSION_FRAMES if rec.key.startswith("binary-") else BinaryFile.Role.SESSION_AUDIO
+    role = (BinaryFile.Role.SESSION_FRAMES if rec.key.startswith(("binary-", "text-"))
+            else BinaryFile.Role.SESSION_AUDIO)
     files.append(file_row(owner=rec.id, label=rec.key, request_id=rec.id, response_id=None, name=name, role=role,
                           content_type=ref.content_type, size=ref.size, sha256=ref.sha256, created=rec.created,
                           field_name=rec.key, filename=f"{rec.key}.wav" if ref.content_type == "audio/wav" else ""))

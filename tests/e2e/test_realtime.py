@@ -242,6 +242,35 @@ def test_a_client_message_over_the_servers_size_limit_is_named_as_such(rt, realt
     assert "a client message over its size limit (uvicorn --ws-max-size" in resp.error_message
 
 
+def test_a_text_frame_too_large_for_its_row_is_kept_in_a_file(rt, realtime_mock, log_flush, settings):
+    """As a request body over LOG_BODY_INLINE_MAX_BYTES is: an image sent inline was kept whole in the frames table,
+    once per direction."""
+    settings.LOG_BODY_INLINE_MAX_BYTES = 4096
+    image = {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+        {"type": "input_image", "image_url": "data:image/png;base64," + "A" * 10_000}]}}
+    small = {"type": "response.create"}
+
+    async def echo() -> None:
+        async with connect(f"{rt.url.replace('http', 'ws')}/v1/realtime/echo?model=m",
+                           additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+            for event in (image, small):
+                await ws.send(json.dumps(event))
+                assert json.loads(await ws.recv()) == event  # relayed as sent
+
+    asyncio.run(echo())
+    log_flush()
+    req = Request.objects.get()
+    frames = list(Frame.objects.filter(request=req).order_by("seq"))
+    big = [f for f in frames if f.event_type == "conversation.item.create"]
+    assert [(f.direction, f.kind, f.text) for f in big] == [("client", "text", None), ("upstream", "text", None)]
+    for f in big:
+        stored = BinaryFile.objects.get(request=req, field_name=f.file_key, role="session_frames")
+        with storages["payloads"].open(stored.file.name, "rb") as fh:
+            fh.seek(f.file_offset)
+            assert json.loads(fh.read(f.size)) == image  # every byte, as it passed
+    assert [json.loads(f.text) for f in frames if f.event_type == "response.create"] == [small, small]
+
+
 def test_client_disconnect_is_logged_and_the_upstream_closed(rt, realtime_mock, log_flush):
     asyncio.run(_client_leaves(rt.url))
     log_flush()
