@@ -84,6 +84,20 @@ class ResponseRecord:
 
 
 @dataclass(slots=True)
+class PartRecord:
+    """The events a streamed answer relayed since the last such line (logs/pipeline/progress.py).
+
+    Never in the journal: in the answer's own progress file, after its head (a ResponseRecord).
+    """
+
+    kind: ClassVar[str] = "part"
+    id: str  # the exchange's request id
+    body: str = ""  # whole events, masked as the final record's body is
+    body_size: int = 0  # bytes of the answer received so far
+    event_offsets_ms: list | None = None  # these events' arrival, ms since the request arrived
+
+
+@dataclass(slots=True)
 class FrameRecord:
     """One WebSocket message of a realtime session, as it passed (the session's request id is `id`)."""
 
@@ -114,10 +128,11 @@ class FileRecord:
 
 
 Record = RequestRecord | ResponseRecord | FrameRecord | FileRecord
-KINDS: dict[str, type] = {"req": RequestRecord, "resp": ResponseRecord, "frame": FrameRecord, "file": FileRecord}
+KINDS: dict[str, type] = {"req": RequestRecord, "resp": ResponseRecord, "frame": FrameRecord, "file": FileRecord,
+                          "part": PartRecord}
 _FILE_FIELDS = ("body_file", "forwarded_body_file", "file")  # FileRef fields, as nested objects in a line
 _FIELDS = {cls: frozenset(f.name for f in dataclasses.fields(cls))
-           for cls in (RequestRecord, ResponseRecord, FrameRecord, FileRecord, FileRef)}
+           for cls in (RequestRecord, ResponseRecord, FrameRecord, FileRecord, PartRecord, FileRef)}
 
 
 def record_line(record: Record) -> bytes:

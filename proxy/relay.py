@@ -11,11 +11,14 @@ from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
+from logs.pipeline.progress import AnswerProgress
+from logs.pipeline.writer import writer_get
 from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error
 from proxy.key_policy import STEP as KEY_STEP
 from proxy.links import links_apply, links_in_body, links_in_body_possible, links_in_headers
 from proxy.threads import off_loop
 from proxy.upstream import headers_forward, headers_sendable
+from wire.sse import EVENT_ENDS, event_end
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +60,6 @@ def _error_tail_allowed(upstream: httpx.Response, is_sse: bool) -> bool:
 # from a server that never ends its events must not wait for the whole answer.
 HELD_EVENT_MAX = 64 * 1024
 
-# How an SSE event ends (a blank line, in any of the three line endings).
-_EVENT_ENDS = (b"\n\n", b"\r\r", b"\n\r\n")
-
-
-def _event_end(data: bytes) -> int:
-    """Where the last whole event in data ends (0: none does)."""
-    return max(data.rfind(end) + len(end) if end in data else 0 for end in _EVENT_ENDS)
-
-
 class _WholeEvents:
     """An event stream's bytes with each event's start held until its end arrives (or HELD_EVENT_MAX):
     where an error event may end the stream, a break inside an event would glue it to a torn line
@@ -78,10 +72,10 @@ class _WholeEvents:
 
     def __call__(self, chunk: bytes) -> bytes:
         """Bytes to send now."""
-        if not self.held and chunk.endswith(_EVENT_ENDS):  # nearly every chunk: whole events
+        if not self.held and chunk.endswith(EVENT_ENDS):  # nearly every chunk: whole events
             return chunk
         chunk = self.held + chunk
-        cut = _event_end(chunk)
+        cut = event_end(chunk)
         if len(chunk) - cut > HELD_EVENT_MAX:
             cut = len(chunk)
         chunk, self.held = chunk[:cut], chunk[cut:]
@@ -219,13 +213,14 @@ def _upstream_broke(exchange: Exchange, capture: BodyCapture, sent: bytes, exc: 
 
 async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: BodyCapture, end: RelayEnd,
                        *, is_sse: bool, chunk_filter: AnswerFilter | None = None,
-                       idle_timeout: float | None = None) -> AsyncIterator[bytes]:
+                       idle_timeout: float | None = None, progress: AnswerProgress | None = None) -> AsyncIterator[bytes]:
     """Yield upstream bytes unchanged, teeing them into the capture; log however it ends.
 
     Ends: completed; upstream error (reset, early close, read or idle timeout: SSE clients get a
     final `event: error`, other bodies have their connection cut via UpstreamBroken); client gone
     (CancelledError in the iterator, or the iterator closed unfinished). A chunk_filter (a step's)
-    changes what the client gets; the capture still sees every upstream byte.
+    changes what the client gets; the capture still sees every upstream byte. A progress (a streamed
+    answer's) hears of each chunk the client took, so that a crash leaves what it had.
     """
     chunks = upstream.aiter_raw()
     watch = _IdleWatch(idle_timeout)
@@ -254,6 +249,8 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
                 if not sent:
                     end.sent = True
                 sent = chunk
+                if progress is not None:
+                    progress.tick()
         if exchange.client_gone and not gone:
             _read_on(exchange, capture, sent if is_sse else b"")
         rest = (whole_events.rest() if whole_events is not None else b"") + (
@@ -388,6 +385,7 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     observer = x.answer_observer
     observed = _Observed() if observer is not None else None
     links = _Links(observer is None and links_in_body_possible(x, upstream.status_code, content_type, is_sse))
+    progress = AnswerProgress(capture, x.scrubber)
 
     handed = False  # the answer went to the server: its status and headers are what the client got
 
@@ -412,11 +410,14 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
             else:
                 capture.finish(record, x.scrubber)
         finally:
-            x.response_log(record)
+            try:
+                x.response_log(record)
+            finally:
+                progress.close()
 
     end = RelayEnd(upstream, x, log)
     relay = relay_stream(upstream, x, capture, end, is_sse=is_sse, chunk_filter=chunk_filter,
-                         idle_timeout=settings.STREAM_IDLE_TIMEOUT)
+                         idle_timeout=settings.STREAM_IDLE_TIMEOUT, progress=progress)
     try:
         response = await _answer(x, upstream, relay, end, is_sse, observed, links, sent_headers)
     except asyncio.CancelledError:
@@ -424,6 +425,10 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
             raise
         return await _shutdown_cut(x, end)
     handed = True
+    if isinstance(response, StreamingHttpResponse) and not end.done:
+        # Streamed on from here: what the client gets must outlive this process (logs/pipeline/progress.py).
+        progress.start(x.response_record(status=upstream.status_code, headers=headers, content_type=content_type,
+                                         is_stream=is_sse), directory=settings.JOURNAL_DIR, instance=writer_get().instance)
     # The upstream's headers exactly, repeats and order kept (Django's header dict would join
     # repeats and keep one Set-Cookie): the ASGI adapter sends these.
     if getattr(response, "gateway_headers", None) is None:

@@ -84,6 +84,15 @@ class SSESplitter:
         return rest
 
 
+# How an event ends (a blank line, in any of the three line endings).
+EVENT_ENDS = (b"\n\n", b"\r\r", b"\n\r\n")
+
+
+def event_end(data: bytes) -> int:
+    """Where the last whole event in data ends (0: none does)."""
+    return max(data.rfind(end) + len(end) if end in data else 0 for end in EVENT_ENDS)
+
+
 def sse_blocks(data: bytes) -> list[bytes]:
     """A whole stream's events as raw byte blocks; an unterminated last event (a cut stream) is kept."""
     splitter = SSESplitter()

@@ -8,11 +8,13 @@ any process can count what is still waiting (`journal_pending_total`).
 
 import fcntl
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 COMMITTED_SUFFIX = ".committed"
+PARTS_SUFFIX = ".parts"  # a folder of the answers a process is streaming (logs/pipeline/progress.py)
 _COUNT_WIDTH = 20  # fixed-width counter: rewritten in place with one pwrite, never torn
 
 
@@ -158,10 +160,14 @@ def journal_pending_total(directory: Path) -> int:
 
 
 def journal_counters_prune(directory: Path) -> int:
-    """Remove committed-counters whose journal is gone (replayed); returns how many."""
+    """Remove committed-counters and progress folders whose journal is gone (replayed); returns how many."""
     removed = 0
     for counter in directory.glob(f"*{COMMITTED_SUFFIX}"):
         if not counter.with_suffix(".jsonl").exists():
             counter.unlink(missing_ok=True)
+            removed += 1
+    for parts in directory.glob(f"*{PARTS_SUFFIX}"):
+        if not parts.with_suffix(".jsonl").exists():
+            shutil.rmtree(parts, ignore_errors=True)
             removed += 1
     return removed

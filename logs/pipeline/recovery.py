@@ -10,30 +10,62 @@ from django.db import transaction
 from logs.models import BinaryFile, Request, Response
 from logs.outcomes import Outcome
 from logs.pipeline.journal import journal_lines, journal_orphans
+from logs.pipeline.progress import PROGRESS_EVERY, parts_remove, progress_files, progress_read
 from logs.pipeline.rows import records_write, session_file_row
 from logs.pipeline.tracks import unfinished_tracks, wav_sizes_fix
-from logs.records import FileRecord, FileRef, lines_parse
+from logs.records import FileRecord, FileRef, ResponseRecord, lines_parse
+
+STOPPED = "the gateway process stopped before this exchange ended"
 
 
-def interrupted_mark(instance: str) -> int:
+def interrupted_mark(instance: str, directory: Path | None = None) -> int:
     """Give every request of a dead gateway process that has no response an 'interrupted' one.
 
-    A realtime session it was relaying also gets the files it had not finished (the audio of the
-    turn under way), as far as they were written.
+    An answer it was streaming gets what its progress file kept (status, headers, the events
+    relayed); a realtime session it was relaying gets the files it had not finished (the audio of
+    the turn under way), as far as they were written.
     """
+    from logs.pipeline.ingest import batch_write  # here: the ingest process's module imports this one
+
     now = datetime.now(timezone.utc)
     orphans = list(Request.objects.filter(instance=instance, response__isnull=True).values_list("id", "provider",
                                                                                                "created_at"))
-    rows = [Response(request_id=rid, outcome=Outcome.INTERRUPTED, is_error=True,
-                     error_message="the gateway process stopped before this exchange ended",
-                     created_at=now) for rid, _, _ in orphans]
+    answers = dict(progress_files(directory, instance)) if directory is not None else {}
+    partial = [rec for rid, _, _ in orphans if rid.hex in answers
+               and (rec := answer_interrupted(answers[rid.hex])) is not None]
+    if partial:
+        batch_write(records_write, partial)
+    done = {rec.request_id for rec in partial}
+    rows = [Response(request_id=rid, outcome=Outcome.INTERRUPTED, is_error=True, error_message=STOPPED,
+                     created_at=now) for rid, _, _ in orphans if rid.hex not in done]
     files: list[BinaryFile] = []
     for rid, provider, created in orphans:
         tracks_recover(rid.hex, provider, created.timestamp(), files)
     with transaction.atomic():
         Response.objects.bulk_create(rows, ignore_conflicts=True)
         BinaryFile.objects.bulk_create(files, ignore_conflicts=True)
-    return len(rows)
+    return len(orphans)
+
+
+def answer_interrupted(path: Path) -> ResponseRecord | None:
+    """The response record of an answer a dead process was streaming, from its progress file."""
+    progress = progress_read(path)
+    if progress is None:
+        return None
+    rec = progress.head
+    rec.body, rec.body_size = progress.body, max(progress.body_size, len(progress.body.encode("utf-8", "replace")))
+    if rec.is_stream:
+        rec.event_offsets_ms = progress.event_offsets_ms
+    if progress.event_offsets_ms:
+        rec.duration_ms = progress.event_offsets_ms[-1]
+    rec.outcome = Outcome.INTERRUPTED
+    if progress.body and progress.event_offsets_ms:
+        kept = (f"the status, the headers and the {len(progress.event_offsets_ms)} events relayed up to "
+                f"{progress.event_offsets_ms[-1]:g} ms are kept (those of its last {PROGRESS_EVERY:g} s may be missing)")
+    else:
+        kept = "the status and the headers it had are kept, not the body relayed"
+    rec.error = f"the gateway process stopped mid-answer: {kept}"
+    return rec
 
 
 def tracks_recover(session_id: str, provider: str, created: float, files: list[BinaryFile]) -> None:
@@ -63,9 +95,10 @@ def orphans_recover(directory: Path, batch: int = 500) -> int:
                 # A record the database rejects (an answer whose request line was torn) is skipped,
                 # as the live ingest skips it: retried, it held every other record back for good.
                 batch_write(records_write, records[i:i + batch])
-            interrupted_mark(instance)
+            interrupted_mark(instance, directory)
             replayed += len(records)
             path.unlink(missing_ok=True)
+            parts_remove(directory, instance)
         finally:
             os.close(fd)
     return replayed

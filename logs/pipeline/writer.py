@@ -16,6 +16,7 @@ from django.conf import settings
 
 from logs.pipeline.journal import Journal, journal_orphans_exist, journal_pending_total
 from logs.pipeline.pipe import IngestPipe
+from logs.pipeline.progress import parts_remove
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ class LogWriter:
         self._thread.join(timeout=2.0)
         self.pipe.close(abandon=not drained)
         self.journal.close(remove=drained)
+        if drained:  # every exchange ended and is written: no answer is in progress
+            parts_remove(settings.JOURNAL_DIR, self.instance)
         return drained
 
     def _batch_done(self, journaled: list[bool]) -> None:

@@ -215,12 +215,54 @@ def test_sigkill_midflight_marked_interrupted_at_next_start(tmp_path, tmp_path_f
         assert after, "unfinished requests were not marked at the next start"
         outcomes = sorted(row["response"]["outcome"] for row in after.values())
         assert outcomes == ["completed", "interrupted", "interrupted"]
-        for row in after.values():
-            if row["response"]["outcome"] == "interrupted":
-                assert row["response"]["is_error"] and "stopped before this exchange ended" in row["response"]["error"]
+        # The stalled one never had an answer (nor its id): the one neither done nor streaming.
+        [stalled_row] = [row for rid, row in after.items() if rid not in (done.request_id, streaming.request_id)]
+        assert stalled_row["response"]["is_error"] and stalled_row["response"]["status"] is None
+        assert "stopped before this exchange ended" in stalled_row["response"]["error"]
+        # The stream had begun: its status is kept (the next test checks its body).
+        assert after[streaming.request_id]["response"]["status"] == 200
+        assert "stopped mid-answer" in after[streaming.request_id]["response"]["error"]
         assert len(after) == 3  # the replayed journal made no duplicates
         # The dead process's journal is gone; only the new process's own remains.
         assert wait_until(lambda: len(list((data / "journal").glob("*.jsonl"))) == 1, 5)
         assert httpx.post(url.replace(gw.url, again.url), json=CHAT, headers=AUTH, timeout=10).status_code == 200
     finally:
         again.stop()
+
+
+def test_sigkill_mid_stream_keeps_the_status_headers_and_events_the_client_had(tmp_path, tmp_path_factory,
+                                                                                mock_upstream):
+    data = tmp_path / "data"
+    db = migrated_copy(data, tmp_path_factory)
+    gw = GatewayProcess(data, mock_upstream.url)
+    url = f"{gw.url}/v1/chat/completions"
+    try:
+        streaming = Call(url, {"x-mock-events": "200", "x-mock-delay-ms": "50"}, {**CHAT, "stream": True})
+        assert wait_until(lambda: streaming.text.count("data: ") >= 20, 10)
+        had = streaming.text
+        time.sleep(1.0)  # more than PROGRESS_EVERY (0.5 s): what the client had then is on disk
+    finally:
+        gw.kill()
+    streaming.join(10)
+    assert streaming.status == 200 and streaming.error is not None  # its connection died mid-answer
+    assert list((data / "journal").glob("*.parts/*.jsonl"))  # the answer's progress, left by the dead worker
+
+    again = GatewayProcess(data, mock_upstream.url)
+    try:
+        assert wait_until(lambda: (exchanges_read(db).get(streaming.request_id) or {}).get("response"), 15)
+        row = exchanges_read(db)[streaming.request_id]["response"]
+        body, headers, offsets, result = db_rows(db, "SELECT body, headers, event_offsets_ms, stream_result "
+                                                     "FROM responses WHERE request_id = ?",
+                                                 (streaming.request_id,))[0]
+        assert wait_until(lambda: not list((data / "journal").glob("*.parts/*.jsonl")), 5)  # removed once logged
+    finally:
+        again.stop()
+    assert (row["status"], row["outcome"], row["is_error"]) == (200, "interrupted", True)
+    assert "stopped mid-answer" in row["error"]
+    assert ["content-type", "text/event-stream"] in [[k.lower(), v.split(";")[0]] for k, v in json.loads(headers)]
+    # Every event the client had a second before the kill is in the log, as it was relayed, and no more
+    # than the client could have had: the log's body is a prefix of the stream.
+    assert body.startswith(had[:had.rfind("\n\n") + 2]) and streaming.text.startswith(body)
+    assert len(json.loads(offsets)) == body.count("\n\n") >= 20
+    assert json.loads(result)["events"] >= 20  # reassembled like any stream
+    assert len(exchanges_read(db)) == 1

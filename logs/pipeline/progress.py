@@ -1,0 +1,179 @@
+"""A streamed answer's progress on disk, so a worker killed mid-answer still leaves what the client had.
+
+The journal gets an exchange's response record only when the answer ends. A worker killed (SIGKILL,
+OOM) mid-stream never writes it: the client had the status, the headers and some events, and the log
+would have none of them. So from the moment a streamed answer's head goes to the client, its
+progress is written to a file of its own, `JOURNAL_DIR/<instance>.parts/<request id>.jsonl`: first
+the response record as it stands (status, headers, outcome `interrupted`), then, at most every
+PROGRESS_EVERY seconds while events keep coming, one line with the event stream's whole events
+since the last one (masked as the final record's body is). Each is one write(), never an fsync:
+the journal's own line per record is fsynced only with JOURNAL_FSYNC, and a killed process's
+writes are in the page cache all the same. The file goes when the exchange's own response record
+is journaled; recovery (logs/pipeline/recovery.py) turns what a dead worker left into the
+interrupted exchange's response. What can be lost: the events of the last PROGRESS_EVERY seconds
+before the kill (and the bytes of an event not yet ended); bodies that are not an uncompressed
+event stream keep their head and size only, and a stream's text past LOG_BODY_INLINE_MAX_BYTES is
+not added.
+"""
+
+import asyncio
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from logs.pipeline.capture import BodyCapture
+from logs.pipeline.journal import PARTS_SUFFIX, private_folder
+from logs.records import PartRecord, ResponseRecord, record_line, record_parse
+from logs.redaction.scrub import Masked, Scrubber
+from wire.sse import event_end
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 0.5  # seconds: at most this much of a stream's events is lost with its worker
+
+
+def parts_folder(directory: Path, instance: str) -> Path:
+    """Where one process's answers in progress are written."""
+    return directory / f"{instance}{PARTS_SUFFIX}"
+
+
+class AnswerProgress:
+    """One streamed answer's progress file, written while it is relayed (on the event loop: a few writes)."""
+
+    __slots__ = ("path", "capture", "scrubber", "fd", "done", "events", "carry", "handle", "content_type", "body")
+
+    def __init__(self, capture: BodyCapture, scrubber: Scrubber) -> None:
+        self.capture, self.scrubber = capture, scrubber
+        self.fd: int | None = None
+        self.path: Path | None = None
+        self.done = 0  # of the capture's parts, how many are written (or left out)
+        self.events = 0  # of its event offsets, how many are written
+        self.carry = b""  # the start of an event not ended yet
+        self.handle: asyncio.TimerHandle | None = None
+        self.content_type = capture.content_type
+        # Only an uncompressed event stream's text is written: its events end on ASCII, so a cut
+        # at an event's end is a cut between whole characters, and each piece masks alone.
+        self.body = capture.framer is not None and not capture.encoding
+
+    def start(self, head: ResponseRecord, *, directory: Path, instance: str) -> None:
+        """The head is going to the client: write it (the record a crash leaves: interrupted)."""
+        try:
+            folder = private_folder(parts_folder(directory, instance))
+            self.path = folder / f"{head.request_id}.jsonl"
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._write(head)
+        self.tick()  # what was read before the head went (an answer collected, then streamed on)
+
+    def tick(self) -> None:
+        """A chunk went to the client: have its events written within PROGRESS_EVERY seconds."""
+        if self.fd is None or self.handle is not None or not self.body:
+            return
+        if len(self.capture.parts) > self.done:
+            self.handle = asyncio.get_running_loop().call_later(PROGRESS_EVERY, self.flush)
+
+    def flush(self) -> None:
+        """Write the whole events the capture got since the last flush."""
+        self.handle = None
+        if self.fd is None:
+            return
+        parts = self.capture.parts
+        if self.capture.spool is not None or self.capture.discarded:  # past the inline limit: the head only
+            self.body = False
+            return
+        new, self.done = parts[self.done:], len(parts)
+        data = self.carry + b"".join(new)
+        cut = event_end(data)
+        if not cut:
+            self.carry = data
+            return
+        self.carry = data[cut:]
+        try:
+            text = data[:cut].decode("utf-8")
+        except UnicodeDecodeError:  # the final record keeps such a body as a file: the head only here
+            self.body = False
+            return
+        text = self.scrubber.text(text, self.content_type, answer=True, masked=Masked())
+        offsets, self.events = self.capture.event_offsets[self.events:], len(self.capture.event_offsets)
+        self._write(PartRecord(id=self.path.stem, body=text, body_size=self.capture.size, event_offsets_ms=offsets))
+
+    def _write(self, record: ResponseRecord | PartRecord) -> None:
+        line = self.scrubber.line(record_line(record))
+        try:
+            if os.write(self.fd, line) != len(line):  # a full disk: the file ends on a torn line, left out
+                raise OSError(28, "short write (disk full?)")
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        """The file cannot be written (disk full, folder gone): the answer goes on, kept only at its end."""
+        log.warning("progress of a streamed answer not written (kept only when it ends): %s", exc)
+        self.close()
+
+    def close(self) -> None:
+        """The exchange's own record is journaled: this one is no longer needed."""
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
+
+
+@dataclass(slots=True)
+class Progress:
+    """What a dead process's progress file holds for one exchange."""
+
+    head: ResponseRecord
+    body: str
+    body_size: int
+    event_offsets_ms: list
+
+
+def progress_read(path: Path) -> Progress | None:
+    """A progress file back: its head and the events written (a torn last line left out); None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            lines = [line for line in f if line.endswith(b"\n")]
+        head = record_parse(lines[0]) if lines else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(head, ResponseRecord):
+        return None
+    progress = Progress(head=head, body="", body_size=0, event_offsets_ms=[])
+    pieces = []
+    for line in lines[1:]:
+        try:
+            part = record_parse(line)
+        except ValueError:
+            break
+        if not isinstance(part, PartRecord):
+            break
+        pieces.append(part.body)
+        progress.body_size = part.body_size
+        progress.event_offsets_ms.extend(part.event_offsets_ms or [])
+    progress.body = "".join(pieces)
+    return progress
+
+
+def progress_files(directory: Path, instance: str) -> Iterator[tuple[str, Path]]:
+    """(request id, path) of each answer a process had in progress."""
+    folder = parts_folder(directory, instance)
+    if folder.is_dir():
+        for path in folder.glob("*.jsonl"):
+            yield path.stem, path
+
+
+def parts_remove(directory: Path, instance: str) -> None:
+    """Forget a process's answers in progress (its exchanges are all logged)."""
+    shutil.rmtree(parts_folder(directory, instance), ignore_errors=True)
