@@ -185,6 +185,26 @@ class SpendDay(SpendSums):
         return f"{self.day} {self.model} {self.key} {self.end_user}"
 
 
+class Landing(models.Model):
+    """When an exchange's request or response row reached the database: what the live tail follows.
+
+    created_at is when an exchange started: a stream that ran for minutes, or the rows a restart
+    replays from a dead worker's journal, reach the database long after it. Kept by database
+    triggers (migration 0016), one row per request and response row inserted, whatever writes them;
+    rows older than ten minutes are dropped as requests are written (the tail reads the last seconds).
+    """
+
+    request_id = models.UUIDField()
+    at = models.DateTimeField()
+
+    class Meta:
+        db_table = "landings"
+        indexes = [models.Index(fields=["at"], name="landings_at")]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} at {self.at}"
+
+
 class TokenSecond(models.Model):
     """Tokens of one second's answers for one gateway key: what its tokens-per-minute limit adds up.
 

@@ -12,7 +12,7 @@ from django.db.models.fields.json import HasKey, KeyTextTransform
 from django.db.models.functions import Coalesce, Substr
 from django.db.models.lookups import Exact, GreaterThanOrEqual, In, LessThan
 
-from logs.models import BinaryFile, PendingRequest, Request, Response
+from logs.models import BinaryFile, Landing, PendingRequest, Request, Response
 from logs.outcomes import Outcome
 from logs.textsearch import text_match_sql
 
@@ -228,13 +228,17 @@ LIVE_FILTERS = {"model": lambda v: Q(model=v), "provider": lambda v: Q(provider=
 LIVE_ROWS_MAX = 200
 
 
-def live_exchanges(*, since: datetime, pending: list[str], filters: dict[str, str],
-                   until: datetime | None = None) -> list[Request]:
-    """Exchanges started since `since` (and before `until`; newest first, at most LIVE_ROWS_MAX), plus the
-    `pending` ones asked again.
+def live_exchanges(*, after: int | None, landed: datetime, pending: list[str], filters: dict[str, str],
+                   start: datetime | None = None, until: datetime | None = None) -> tuple[list[Request], int | None]:
+    """Exchanges whose request or response row reached the database after landing `after` (the first
+    LIVE_ROWS_MAX of them, in landing order: the next call goes on from the last one returned, also given
+    back), or since `landed` (the newest LIVE_ROWS_MAX) when there is no `after` yet; started between `start`
+    and `until` when given; plus the `pending` ones asked again. Newest start first.
 
-    The live tail asks for a window rather than "after the last id": with several workers a row
-    can reach the database after a newer one, and an open exchange changes when it ends.
+    By landing (logs.models.Landing), not by start: a stream that began minutes ago, or the rows a
+    restart replayed from a dead worker's journal, land now with an old start. Landings up to `after`
+    since `landed` are read again: on PostgreSQL two ingest processes can commit their batches out of
+    the order of their ids (the page draws each exchange once, by id).
     """
     q = Q()
     for name, value in filters.items():
@@ -246,9 +250,21 @@ def live_exchanges(*, since: datetime, pending: list[str], filters: dict[str, st
             q &= any_of
     if until is not None:
         q &= Q(created_at__lt=until)
-    recent = list(exchange_list(Request.objects.filter(q, created_at__gte=since))
+    if start is not None:
+        q &= Q(created_at__gte=start)
+    pairs = Landing.objects.values_list("id", "request_id")
+    if after is None:
+        new = list(pairs.filter(at__gte=landed).order_by("-id")[:LIVE_ROWS_MAX])
+        # From here on, in landing order: the next call misses nothing that lands meanwhile.
+        last = max((i for i, _ in new), default=None) or pairs.order_by("-id").values_list("id", flat=True).first() or 0
+    else:
+        new = list(pairs.filter(id__gt=after).order_by("id")[:LIVE_ROWS_MAX])
+        last = new[-1][0] if new else after
+        new += pairs.filter(id__lte=after, at__gte=landed).order_by("-id")[:LIVE_ROWS_MAX]
+    landed_ids = {rid for _, rid in new}
+    recent = list(exchange_list(Request.objects.filter(q, pk__in=landed_ids))
                   .annotate(error_short=Substr("response__error_message", 1, 200))
-                  .order_by("-created_at")[:LIVE_ROWS_MAX])
+                  .order_by("-created_at")) if landed_ids else []
     ids = []
     for value in pending[:LIVE_ROWS_MAX]:
         try:
@@ -258,7 +274,7 @@ def live_exchanges(*, since: datetime, pending: list[str], filters: dict[str, st
     seen = {r.pk for r in recent}
     again = [r for r in exchange_list(Request.objects.filter(pk__in=ids))
              .annotate(error_short=Substr("response__error_message", 1, 200)) if r.pk not in seen] if ids else []
-    return recent + again
+    return recent + again, last
 
 
 def _search_exact(term: str) -> Q | None:

@@ -18,7 +18,9 @@ from logs.admin.views import page_context
 from logs.models import Request
 from logs.selectors import LIVE_FILTERS, live_exchanges
 
-WINDOW = timedelta(seconds=30)  # each poll re-reads this much before its cursor (late rows, finished ones)
+# Each poll re-reads this much of landing time before its cursor (logs.models.Landing): a batch commits a
+# little after the time it notes. The page draws each exchange once, by id.
+WINDOW = timedelta(seconds=30)
 EARLIEST = datetime.min.replace(tzinfo=timezone.utc) + WINDOW  # a cursor before it would overflow the window
 # The list's parameters the feed applies: the LIVE_FILTERS and the time range (preset or custom).
 FEED_PARAMS = (*LIVE_FILTERS, TimeRangeFilter.parameter_name, RANGE_FROM, RANGE_TO)
@@ -58,15 +60,17 @@ def _row(req: Request) -> dict:
 
 
 def live_feed(model_admin, request: HttpRequest) -> JsonResponse:
-    """{"rows": [...newest first], "cursor": ISO time}: exchanges since ?cursor= (less a window) within the
-    list's filters and time range, and ?pending= again."""
+    """{"rows": [...newest first], "cursor": "<ISO time>~<landing>"}: exchanges whose rows landed after
+    ?cursor=, however long ago they started, within the list's filters and time range, and ?pending= again."""
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     now = datetime.now(timezone.utc)
+    when, _, landing = request.GET.get("cursor", "").partition("~")
     try:
-        cursor = datetime.fromisoformat(request.GET["cursor"]) if request.GET.get("cursor") else now - WINDOW
+        cursor = datetime.fromisoformat(when) if when else now - WINDOW
+        after = int(landing) if landing else None
     except ValueError:
-        return JsonResponse({"error": "cursor is an ISO 8601 time"}, status=400)
+        return JsonResponse({"error": "cursor is an ISO 8601 time, then ~ and a landing number"}, status=400)
     if cursor.tzinfo is None:
         cursor = cursor.replace(tzinfo=timezone.utc)
     filters = {k: v for k, v in request.GET.items() if k in LIVE_FILTERS and v}
@@ -76,8 +80,9 @@ def live_feed(model_admin, request: HttpRequest) -> JsonResponse:
     since = max(min(cursor, now), EARLIEST) - WINDOW
     pending = [p for p in request.GET.get("pending", "").split(",") if p]
     try:
-        rows = live_exchanges(since=max(since, span.start) if span.start else since, until=span.end,
-                              pending=pending, filters=filters)
+        rows, last = live_exchanges(after=after, landed=since, start=span.start, until=span.end, pending=pending,
+                                    filters=filters)
     except ValueError as exc:  # an unknown status
         return JsonResponse({"error": str(exc)}, status=400)
-    return JsonResponse({"rows": [_row(r) for r in rows], "cursor": now.isoformat()})
+    return JsonResponse({"rows": [_row(r) for r in rows],
+                         "cursor": now.isoformat() + ("" if last is None else f"~{last}")})
