@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ from wire.sse import event_end
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 0.5  # seconds: at most this much of a stream's events is lost with its worker
+WARN_EVERY = 60.0  # seconds between console warnings while progress files cannot be written
+_warned = {"at": -WARN_EVERY, "since": 0}  # a full disk fails every stream's file: one line a minute, not one each
 
 
 def parts_folder(directory: Path, instance: str) -> Path:
@@ -114,7 +117,12 @@ class AnswerProgress:
 
     def _fail(self, exc: OSError) -> None:
         """The file cannot be written (disk full, folder gone): the answer goes on, kept only at its end."""
-        log.warning("progress of a streamed answer not written (kept only when it ends): %s", exc)
+        _warned["since"] += 1
+        now = time.monotonic()
+        if now >= _warned["at"] + WARN_EVERY:
+            log.warning("progress of streamed answers not written (kept only when they end): %s (%d since the last "
+                        "warning)", exc, _warned["since"])
+            _warned.update(at=now, since=0)
         self.close()
 
     def close(self) -> None:

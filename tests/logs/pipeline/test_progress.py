@@ -1,0 +1,54 @@
+"""A streamed answer's progress file (logs/pipeline/progress.py): written as it passes, read back after a crash."""
+
+import asyncio
+import logging
+
+import logs.pipeline.progress
+from logs.pipeline.capture import BodyCapture
+from logs.pipeline.progress import AnswerProgress, progress_files, progress_read
+from logs.records import ResponseRecord
+from logs.redaction.scrub import Scrubber
+
+EVENT = b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n'
+
+
+def _progress(directory, secret="sk-secret-0123456789abcdef"):
+    capture = BodyCapture(spool_name="x.response", content_type="text/event-stream", stream=True)
+    return capture, AnswerProgress(capture, Scrubber([secret]))
+
+
+def test_events_are_written_whole_and_masked_and_read_back(tmp_path):
+    async def run():
+        capture, progress = _progress(tmp_path)
+        progress.start(ResponseRecord(id="r1", request_id="abc", status=200, is_stream=True,
+                                      headers=[["content-type", "text/event-stream"]]),
+                       directory=tmp_path, instance="w1")
+        capture.feed(EVENT + b'data: {"echo": "sk-secret-0123456789abcdef"}\n\n' + b"data: {\"half")
+        progress.flush()
+        return progress
+
+    progress = asyncio.run(run())
+    [(rid, path)] = list(progress_files(tmp_path, "w1"))
+    got = progress_read(path)
+    assert rid == "abc" and got.head.status == 200
+    assert got.body.startswith(EVENT.decode()) and got.body.endswith("\n\n")  # the unfinished event waits
+    assert "sk-secret-0123456789abcdef" not in path.read_text()  # masked before it is written
+    assert len(got.event_offsets_ms) == 2
+    progress.close()
+    assert not path.exists()
+
+
+def test_a_folder_that_cannot_be_written_warns_once_a_minute_not_per_stream(tmp_path, caplog, monkeypatch):
+    monkeypatch.setitem(logs.pipeline.progress._warned, "at", -1e9)  # no warning of an earlier test pending
+    blocker = tmp_path / "journal"
+    blocker.write_text("a file where the folder should be")
+
+    async def run():
+        for _ in range(5):
+            capture, progress = _progress(blocker)
+            progress.start(ResponseRecord(id="r", request_id="abc", status=200), directory=blocker, instance="w1")
+
+    with caplog.at_level(logging.WARNING, logger="logs.pipeline.progress"):
+        asyncio.run(run())
+    warned = [r.getMessage() for r in caplog.records if r.name == "logs.pipeline.progress"]
+    assert len(warned) == 1 and "not written" in warned[0]  # the first failure says so, the next four wait
