@@ -7,11 +7,14 @@ any process can count what is still waiting (`journal_pending_total`).
 """
 
 import fcntl
+import logging
 import os
 import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 COMMITTED_SUFFIX = ".committed"
 PARTS_SUFFIX = ".parts"  # a folder of the answers a process is streaming (logs/pipeline/progress.py)
@@ -121,9 +124,15 @@ def journal_orphans_exist(directory: Path) -> bool:
 
 
 def journal_lines(path: Path) -> list[bytes]:
-    """A journal's complete lines; a torn last line (crash mid-write) is left out."""
+    """A journal's complete lines; a torn last line (crash mid-write) is left out, with a warning."""
     with open(path, "rb") as f:
-        return [line for line in f if line.endswith(b"\n")]
+        lines = list(f)
+    if lines and not lines[-1].endswith(b"\n"):
+        # Only a power loss (or a disk error) leaves one: a record is one write(), whole or not at all
+        # when a process dies. The exchange it began is still closed as interrupted from its request row.
+        log.warning("log journal %s ends on an unfinished record (%d bytes, cut off by a crash): left out",
+                    path.name, len(lines.pop()))
+    return lines
 
 
 def _lines_count(path: Path) -> int:

@@ -62,10 +62,13 @@ def test_orphans_are_only_journals_without_a_live_owner(jdir):
     live.close(remove=True)
 
 
-def test_torn_last_line_is_skipped(jdir):
+def test_torn_last_line_is_skipped_and_the_console_says_so(jdir, caplog):
     path = jdir / "x.jsonl"
     path.write_bytes(b'{"n": 1}\n{"n": 2}\n{"n": 3, "par')  # killed mid-write
-    assert journal_lines(path) == [b'{"n": 1}\n', b'{"n": 2}\n']
+    with caplog.at_level("WARNING", logger="logs.pipeline.journal"):
+        assert journal_lines(path) == [b'{"n": 1}\n', b'{"n": 2}\n']
+    assert [r.getMessage() for r in caplog.records] == [
+        "log journal x.jsonl ends on an unfinished record (13 bytes, cut off by a crash): left out"]
 
 
 def test_counters_of_replayed_journals_are_pruned(jdir):
