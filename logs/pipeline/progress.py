@@ -116,14 +116,20 @@ class AnswerProgress:
             self._fail(exc)
 
     def _fail(self, exc: OSError) -> None:
-        """The file cannot be written (disk full, folder gone): the answer goes on, kept only at its end."""
+        """The file cannot be written (disk full, folder gone): the answer goes on, kept only at its end. What
+        the file holds stays until then (a crash meanwhile still leaves it; a torn last line is left out)."""
         _warned["since"] += 1
         now = time.monotonic()
         if now >= _warned["at"] + WARN_EVERY:
             log.warning("progress of streamed answers not written (kept only when they end): %s (%d since the last "
                         "warning)", exc, _warned["since"])
             _warned.update(at=now, since=0)
-        self.close()
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def close(self) -> None:
         """The exchange's own record is journaled: this one is no longer needed."""

@@ -52,3 +52,26 @@ def test_a_folder_that_cannot_be_written_warns_once_a_minute_not_per_stream(tmp_
         asyncio.run(run())
     warned = [r.getMessage() for r in caplog.records if r.name == "logs.pipeline.progress"]
     assert len(warned) == 1 and "not written" in warned[0]  # the first failure says so, the next four wait
+
+
+def test_a_full_disk_mid_stream_keeps_what_was_written_until_the_answer_ends(tmp_path, monkeypatch):
+    import os as os_module
+
+    async def run():
+        capture, progress = _progress(tmp_path)
+        progress.start(ResponseRecord(id="r1", request_id="abc", status=200, is_stream=True),
+                       directory=tmp_path, instance="w1")
+        capture.feed(EVENT)
+        progress.flush()
+        monkeypatch.setattr(os_module, "write", lambda fd, data: len(data) // 2)  # ENOSPC after half
+        capture.feed(EVENT)
+        progress.flush()
+        monkeypatch.undo()
+        return progress
+
+    progress = asyncio.run(run())
+    [(_, path)] = list(progress_files(tmp_path, "w1"))
+    got = progress_read(path)  # what a crash now would leave: the head and the first event
+    assert got.head.status == 200 and got.body == EVENT.decode()
+    progress.close()
+    assert not path.exists()
