@@ -427,8 +427,9 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     handed = True
     if isinstance(response, StreamingHttpResponse) and not end.done:
         # Streamed on from here: what the client gets must outlive this process (logs/pipeline/progress.py).
-        progress.start(x.response_record(status=upstream.status_code, headers=headers, content_type=content_type,
-                                         is_stream=is_sse), directory=settings.JOURNAL_DIR, instance=writer_get().instance)
+        progress.start(lambda: x.response_record(status=upstream.status_code, headers=headers,
+                                                 content_type=content_type, is_stream=is_sse),
+                       directory=settings.JOURNAL_DIR, instance=writer_get().instance)
     # The upstream's headers exactly, repeats and order kept (Django's header dict would join
     # repeats and keep one Set-Cookie): the ASGI adapter sends these.
     if getattr(response, "gateway_headers", None) is None:

@@ -2,16 +2,20 @@
 
 The journal gets an exchange's response record only when the answer ends. A worker killed (SIGKILL,
 OOM) mid-stream never writes it: the client had the status, the headers and some events, and the log
-would have none of them. So from the moment a streamed answer's head goes to the client, its
-progress is written to a file of its own, `JOURNAL_DIR/<instance>.parts/<request id>.jsonl`: first
-the response record as it stands (status, headers, outcome `interrupted`), then, at most every
-PROGRESS_EVERY seconds while events keep coming, one line with the event stream's whole events
-since the last one (masked as the final record's body is). Each is one write(), never an fsync:
+would have none of them. So once a streamed answer has been going to the client for
+PROGRESS_EVERY seconds, its progress is written to a file of its own,
+`JOURNAL_DIR/<instance>.parts/<request id>.jsonl`: first the response record as it stands (status,
+headers, outcome `interrupted`) with the events so far, then, at most every PROGRESS_EVERY seconds
+while events keep coming, one line with the event stream's whole events since the last one (masked
+as the final record's body is). Not at once: most streams end within the first PROGRESS_EVERY
+seconds, and for them the file (its record built, opened, written, removed) cost a fifth more of
+the worker's CPU per stream (docs/benchmark.md); what they cost now is one timer. Each is one write(), never an fsync:
 the journal's own line per record is fsynced only with JOURNAL_FSYNC, and a killed process's
 writes are in the page cache all the same. The file goes when the exchange's own response record
 is journaled; recovery (logs/pipeline/recovery.py) turns what a dead worker left into the
 interrupted exchange's response. What can be lost: the events of the last PROGRESS_EVERY seconds
-before the kill (and the bytes of an event not yet ended); bodies that are not an uncompressed
+before the kill (and the bytes of an event not yet ended), so a stream killed within its first
+PROGRESS_EVERY seconds leaves the bare interrupted row; bodies that are not an uncompressed
 event stream keep their head and size only, and a stream's text past LOG_BODY_INLINE_MAX_BYTES is
 not added.
 """
@@ -21,7 +25,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +52,8 @@ def parts_folder(directory: Path, instance: str) -> Path:
 class AnswerProgress:
     """One streamed answer's progress file, written while it is relayed (on the event loop: a few writes)."""
 
-    __slots__ = ("path", "capture", "scrubber", "fd", "done", "events", "carry", "handle", "content_type", "body")
+    __slots__ = ("path", "capture", "scrubber", "fd", "done", "events", "carry", "handle", "content_type", "body",
+                 "head", "place")
 
     def __init__(self, capture: BodyCapture, scrubber: Scrubber) -> None:
         self.capture, self.scrubber = capture, scrubber
@@ -58,22 +63,18 @@ class AnswerProgress:
         self.events = 0  # of its event offsets, how many are written
         self.carry = b""  # the start of an event not ended yet
         self.handle: asyncio.TimerHandle | None = None
+        self.head: Callable[[], ResponseRecord] | None = None  # the record the file starts with, once it is written
+        self.place: tuple[Path, str] | None = None  # (journal directory, instance)
         self.content_type = capture.content_type
         # Only an uncompressed event stream's text is written: its events end on ASCII, so a cut
         # at an event's end is a cut between whole characters, and each piece masks alone.
         self.body = capture.framer is not None and not capture.encoding
 
-    def start(self, head: ResponseRecord, *, directory: Path, instance: str) -> None:
-        """The head is going to the client: write it (the record a crash leaves: interrupted)."""
-        try:
-            folder = private_folder(parts_folder(directory, instance))
-            self.path = folder / f"{head.request_id}.jsonl"
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
-        except OSError as exc:
-            self._fail(exc)
-            return
-        self._write(head)
-        self.tick()  # what was read before the head went (an answer collected, then streamed on)
+    def start(self, head: Callable[[], ResponseRecord], *, directory: Path, instance: str) -> None:
+        """The head is going to the client: its record (head(), the one a crash leaves: interrupted) is
+        written with the events so far if the answer is still going PROGRESS_EVERY seconds from now."""
+        self.head, self.place = head, (directory, instance)
+        self.handle = asyncio.get_running_loop().call_later(PROGRESS_EVERY, self.flush)
 
     def tick(self) -> None:
         """A chunk went to the client: have its events written within PROGRESS_EVERY seconds."""
@@ -83,8 +84,10 @@ class AnswerProgress:
             self.handle = asyncio.get_running_loop().call_later(PROGRESS_EVERY, self.flush)
 
     def flush(self) -> None:
-        """Write the whole events the capture got since the last flush."""
+        """Write the whole events the capture got since the last flush (the file and its head first)."""
         self.handle = None
+        if self.head is not None:
+            self._open()
         if self.fd is None:
             return
         parts = self.capture.parts
@@ -106,6 +109,19 @@ class AnswerProgress:
         text = self.scrubber.text(text, self.content_type, answer=True, masked=Masked())
         offsets, self.events = self.capture.event_offsets[self.events:], len(self.capture.event_offsets)
         self._write(PartRecord(id=self.path.stem, body=text, body_size=self.capture.size, event_offsets_ms=offsets))
+
+    def _open(self) -> None:
+        """The file, begun with the head's record."""
+        head, self.head = self.head(), None
+        directory, instance = self.place
+        try:
+            folder = private_folder(parts_folder(directory, instance))
+            self.path = folder / f"{head.request_id}.jsonl"
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._write(head)
 
     def _write(self, record: ResponseRecord | PartRecord) -> None:
         line = self.scrubber.line(record_line(record))
@@ -133,6 +149,7 @@ class AnswerProgress:
 
     def close(self) -> None:
         """The exchange's own record is journaled: this one is no longer needed."""
+        self.head = None
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
