@@ -15,6 +15,7 @@ It is re-read when it changes, so prices can be fixed without a restart.
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -243,31 +244,38 @@ def _output_free(provider: Provider, usage: Usage, at: datetime | None) -> bool:
     return _library_cost(provider, probe, at or datetime.now(timezone.utc)) == 0
 
 
-# Whether a provider's model has a price in genai-prices today, by (prices id, model, day): asked for every request
-# of a key with a budget (proxy/key_policy.py), so read once a day per model and process, not per request.
-_KNOWN: dict[tuple[str, str, str], bool] = {}
+# Whether a provider's model is priced, by (provider, model): (UTC day, the PRICE_TABLE_PATH table it was read
+# with, the answer). Asked for every request of a key with a budget (proxy/key_policy.py): the answer is worked out
+# once a day per model and table, and a request pays a dictionary read (the day's work was 7 us a request).
+_KNOWN: dict[tuple[str, str], tuple[int, PriceTable | None, bool]] = {}
+_DAY = 86400
 
 
 def price_known(provider: Provider, model: str) -> bool:
     """Whether an answer of this provider's model would be priced now, by the sources the ingest prices it with
     (PRICE_TABLE_PATH's entry, a price of 0 included, else genai-prices): a key with a budget runs no other."""
+    table = price_table() or None  # the same object until the file changes (an empty table: None)
+    day = int(time.time() // _DAY)
+    memo = _KNOWN.get((provider.name, model))
+    if memo is not None and memo[0] == day and memo[1] is table:
+        return memo[2]
+    known = _price_known(provider, model)
+    if len(_KNOWN) >= MEMO_MAX:  # the model is the client's word: the memo stays bounded
+        _KNOWN.clear()
+    _KNOWN[(provider.name, model)] = (day, table, known)
+    return known
+
+
+def _price_known(provider: Provider, model: str) -> bool:
     if price_find(provider, model) is not None:
         return True
     if provider.prices_id is None:
         return False
-    now = datetime.now(timezone.utc)
-    key = (provider.prices_id, model, now.date().isoformat())
-    known = _KNOWN.get(key)
-    if known is None:
-        # Priced as the ingest prices an answer: a probe usage of both input and output, as of now. A cost of 0 is
-        # a price only for a model that has none at all (moderation is free); whisper-1 (by the hour of audio) and
-        # tts-1 (by the character) cost 0 by their tokens, and the log never counts their hours or characters.
-        cost = _library_cost(provider, Usage(model, 1000, 1000), now)
-        known = cost is not None and (cost > 0 or _library_free(provider, model))
-        if len(_KNOWN) >= MEMO_MAX:  # the model is the client's word: the memo stays bounded
-            _KNOWN.clear()
-        _KNOWN[key] = known
-    return known
+    # Priced as the ingest prices an answer: a probe usage of both input and output, as of now. A cost of 0 is
+    # a price only for a model that has none at all (moderation is free); whisper-1 (by the hour of audio) and
+    # tts-1 (by the character) cost 0 by their tokens, and the log never counts their hours or characters.
+    cost = _library_cost(provider, Usage(model, 1000, 1000), datetime.now(timezone.utc))
+    return cost is not None and (cost > 0 or _library_free(provider, model))
 
 
 def _library_free(provider: Provider, model: str) -> bool:
