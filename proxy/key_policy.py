@@ -14,6 +14,7 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from decimal import Decimal
 from math import ceil
@@ -29,6 +30,7 @@ from keys.store import REDIS_AWAY_SECONDS, StoreUnavailable
 from logs.outcomes import Outcome
 from logs.pricing import price_known
 from logs.redaction.scrub import Scrubber, byte_replacements
+from providers import Provider
 from providers.base import SUBPROTOCOL_HEADER, usage_counts
 from proxy.access import KeyGrant, key_current, key_refusal
 from proxy.exchange import Exchange, json_error
@@ -91,13 +93,15 @@ async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
         return (f"Gateway key '{key.name}' may not call provider '{x.provider.name}' "
                 f"(allowed: {', '.join(key.allowed_providers)}).")
     counted = key.budget_usd is not None or key.tpm is not None
-    if counted and x.provider.post_unmetered(x.method, x.route.upstream_path):
+    post = x.method == "POST"
+    unmetered, known, runs = _post_facts(x.provider, x.route.upstream_path) if post else (False, True, False)
+    if counted and unmetered:
         return (f"Gateway key '{key.name}' counts its spend or tokens, and what "
                 f"'{unquote(x.route.upstream_path)}' uses never comes in an answer the gateway logs (a batch's "
                 "results come later as a file, a fine-tuning job is billed apart, a client secret's holder and a WebRTC "
                 "call talk to the upstream directly: open a realtime session through the gateway's WebSocket "
                 "instead): it would count nothing. A key without a budget or a token limit may call it.")
-    if (counted or key.allowed_models) and x.method == "POST" and not x.provider.post_known(x.route.upstream_path):
+    if (counted or key.allowed_models) and not known:
         limits = "is limited to some models" if key.allowed_models else "counts its spend or tokens"
         return (f"Gateway key '{key.name}' {limits}, and {x.provider.label} endpoint "
                 f"'{unquote(x.route.upstream_path)}' is not one whose model the gateway knows (it may run any "
@@ -105,8 +109,7 @@ async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
                 "budget or a token limit may call it.")
     if not key.allowed_models and key.budget_usd is None:
         return ""
-    models, unread = await _models_asked(x)
-    runs = x.provider.model_runs(x.method, x.route.upstream_path)
+    models, unread = await _models_asked(x, runs)
     if key.allowed_models:
         if unread:
             return f"Gateway key '{key.name}' is limited to some models, and {unread}."
@@ -142,7 +145,16 @@ def _unpriced_refusal(x: Exchange, name: str, models: list[str], unread: str, ru
             f"PRICE_TABLE_PATH file (a price of 0 is allowed): {entry}.")
 
 
-async def _models_asked(x: Exchange) -> tuple[list[str], str]:
+@lru_cache(maxsize=4096)
+def _post_facts(provider: Provider, upstream_path: str) -> tuple[bool, bool, bool]:
+    """(unmetered, known, runs a model) of a POST to this upstream path, as the provider module's lists say: a
+    handful of regexes over the percent-decoded path, read once per path and process rather than on each request
+    of a limited key (they were 15 us of one; the paths are the client's word, so the memo is bounded)."""
+    return (provider.post_unmetered("POST", upstream_path), provider.post_known(upstream_path),
+            provider.model_runs("POST", upstream_path))
+
+
+async def _models_asked(x: Exchange, runs: bool) -> tuple[list[str], str]:
     """The models the request asks for (a batch's every one), or why they cannot be read ("" when it names none)."""
     if x.websocket:  # Gemini Live names its model in the first message, after the handshake
         model = x.provider.realtime_model(x.route.upstream_path, x.query)
@@ -154,7 +166,7 @@ async def _models_asked(x: Exchange) -> tuple[list[str], str]:
         return [in_path], ""
     body = x.body.in_memory()
     if body is None and x.body.size:
-        if not x.provider.model_runs(x.method, x.route.upstream_path):
+        if not runs:
             return [], ""  # a large upload that runs no model (a file, known by free_posts): nothing to hold
         # A generating request's model is read however large its body (a long prompt, an image): off the loop.
         body = await off_loop(x.body.read_all)
