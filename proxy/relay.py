@@ -385,7 +385,8 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     observer = x.answer_observer
     observed = _Observed() if observer is not None else None
     links = _Links(observer is None and links_in_body_possible(x, upstream.status_code, content_type, is_sse))
-    progress = AnswerProgress(capture, x.scrubber)
+    progress = AnswerProgress(capture, x.scrubber, lambda: x.response_record(
+        status=upstream.status_code, headers=headers, content_type=content_type, is_stream=is_sse))
 
     handed = False  # the answer went to the server: its status and headers are what the client got
 
@@ -410,10 +411,8 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
             else:
                 capture.finish(record, x.scrubber)
         finally:
-            try:
-                x.response_log(record)
-            finally:
-                progress.close()
+            x.response_log(record)
+            progress.close()  # not when the record could not be journaled: the file is then the log's one trace
 
     end = RelayEnd(upstream, x, log)
     relay = relay_stream(upstream, x, capture, end, is_sse=is_sse, chunk_filter=chunk_filter,
@@ -427,9 +426,7 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     handed = True
     if isinstance(response, StreamingHttpResponse) and not end.done:
         # Streamed on from here: what the client gets must outlive this process (logs/pipeline/progress.py).
-        progress.start(lambda: x.response_record(status=upstream.status_code, headers=headers,
-                                                 content_type=content_type, is_stream=is_sse),
-                       directory=settings.JOURNAL_DIR, instance=writer_get().instance)
+        progress.start(directory=settings.JOURNAL_DIR, instance=writer_get().instance)
     # The upstream's headers exactly, repeats and order kept (Django's header dict would join
     # repeats and keep one Set-Cookie): the ASGI adapter sends these.
     if getattr(response, "gateway_headers", None) is None:

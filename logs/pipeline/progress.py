@@ -53,9 +53,10 @@ class AnswerProgress:
     """One streamed answer's progress file, written while it is relayed (on the event loop: a few writes)."""
 
     __slots__ = ("path", "capture", "scrubber", "fd", "done", "events", "carry", "handle", "content_type", "body",
-                 "head", "place")
+                 "head", "_head", "place")
 
-    def __init__(self, capture: BodyCapture, scrubber: Scrubber) -> None:
+    def __init__(self, capture: BodyCapture, scrubber: Scrubber, head: Callable[[], ResponseRecord]) -> None:
+        """head(): the response record as it stands, which the file starts with (the one a crash leaves)."""
         self.capture, self.scrubber = capture, scrubber
         self.fd: int | None = None
         self.path: Path | None = None
@@ -63,17 +64,18 @@ class AnswerProgress:
         self.events = 0  # of its event offsets, how many are written
         self.carry = b""  # the start of an event not ended yet
         self.handle: asyncio.TimerHandle | None = None
-        self.head: Callable[[], ResponseRecord] | None = None  # the record the file starts with, once it is written
+        self.head: Callable[[], ResponseRecord] | None = None  # set by start(), until the file is begun with it
+        self._head = head
         self.place: tuple[Path, str] | None = None  # (journal directory, instance)
         self.content_type = capture.content_type
         # Only an uncompressed event stream's text is written: its events end on ASCII, so a cut
         # at an event's end is a cut between whole characters, and each piece masks alone.
         self.body = capture.framer is not None and not capture.encoding
 
-    def start(self, head: Callable[[], ResponseRecord], *, directory: Path, instance: str) -> None:
-        """The head is going to the client: its record (head(), the one a crash leaves: interrupted) is
-        written with the events so far if the answer is still going PROGRESS_EVERY seconds from now."""
-        self.head, self.place = head, (directory, instance)
+    def start(self, *, directory: Path, instance: str) -> None:
+        """The head is going to the client: its record (the one a crash leaves: interrupted) is written with the
+        events so far if the answer is still going PROGRESS_EVERY seconds from now."""
+        self.head, self.place = self._head, (directory, instance)
         self.handle = asyncio.get_running_loop().call_later(PROGRESS_EVERY, self.flush)
 
     def tick(self) -> None:
@@ -140,6 +142,11 @@ class AnswerProgress:
             log.warning("progress of streamed answers not written (kept only when they end): %s (%d since the last "
                         "warning)", exc, _warned["since"])
             _warned.update(at=now, since=0)
+        self._stop()
+
+    def _stop(self) -> None:
+        """Write no more: the timer cancelled, the file closed (and kept)."""
+        self.head = None
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
@@ -149,13 +156,7 @@ class AnswerProgress:
 
     def close(self) -> None:
         """The exchange's own record is journaled: this one is no longer needed."""
-        self.head = None
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        self._stop()
         if self.path is not None:
             self.path.unlink(missing_ok=True)
             self.path = None

@@ -12,17 +12,17 @@ from logs.redaction.scrub import Scrubber
 EVENT = b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n'
 
 
-def _progress(directory, secret="sk-secret-0123456789abcdef"):
+def _progress(directory, head=None, secret="sk-secret-0123456789abcdef"):
     capture = BodyCapture(spool_name="x.response", content_type="text/event-stream", stream=True)
-    return capture, AnswerProgress(capture, Scrubber([secret]))
+    head = head or (lambda: ResponseRecord(id="r1", request_id="abc", status=200, is_stream=True,
+                                           headers=[["content-type", "text/event-stream"]]))
+    return capture, AnswerProgress(capture, Scrubber([secret]), head)
 
 
 def test_events_are_written_whole_and_masked_and_read_back(tmp_path):
     async def run():
         capture, progress = _progress(tmp_path)
-        progress.start(lambda: ResponseRecord(id="r1", request_id="abc", status=200, is_stream=True,
-                                              headers=[["content-type", "text/event-stream"]]),
-                       directory=tmp_path, instance="w1")
+        progress.start(directory=tmp_path, instance="w1")
         capture.feed(EVENT + b'data: {"echo": "sk-secret-0123456789abcdef"}\n\n' + b"data: {\"half")
         progress.flush()
         return progress
@@ -46,8 +46,7 @@ def test_a_folder_that_cannot_be_written_warns_once_a_minute_not_per_stream(tmp_
     async def run():
         for _ in range(5):
             capture, progress = _progress(blocker)
-            progress.start(lambda: ResponseRecord(id="r", request_id="abc", status=200), directory=blocker,
-                           instance="w1")
+            progress.start(directory=blocker, instance="w1")
             progress.flush()  # the stream went on past PROGRESS_EVERY: its file is due
 
     with caplog.at_level(logging.WARNING, logger="logs.pipeline.progress"):
@@ -61,8 +60,7 @@ def test_a_full_disk_mid_stream_keeps_what_was_written_until_the_answer_ends(tmp
 
     async def run():
         capture, progress = _progress(tmp_path)
-        progress.start(lambda: ResponseRecord(id="r1", request_id="abc", status=200, is_stream=True),
-                       directory=tmp_path, instance="w1")
+        progress.start(directory=tmp_path, instance="w1")
         capture.feed(EVENT)
         progress.flush()
         monkeypatch.setattr(os_module, "write", lambda fd, data: len(data) // 2)  # ENOSPC after half
@@ -85,9 +83,10 @@ def test_a_stream_that_ends_within_the_first_interval_writes_no_file(tmp_path):
     built = []
 
     async def run():
-        capture, progress = _progress(tmp_path)
-        progress.start(lambda: built.append(1) or ResponseRecord(id="r1", request_id="abc", status=200),
-                       directory=tmp_path, instance="w1")
+        capture, progress = _progress(tmp_path, head=lambda: built.append(1) or ResponseRecord(id="r1",
+                                                                                                request_id="abc",
+                                                                                                status=200))
+        progress.start(directory=tmp_path, instance="w1")
         capture.feed(EVENT)
         progress.tick()
         progress.close()  # the answer ended and its own record is journaled
