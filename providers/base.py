@@ -412,8 +412,9 @@ class Provider:
         """Whether requests to this endpoint can be asked for their stream's usage (usage_inject may change them)."""
         return False
 
-    def usage_inject(self, method: str, upstream_path: str, body: bytes) -> bytes | None:
-        """The body asking the stream to report usage, or None when nothing needs to change."""
+    def usage_inject(self, method: str, upstream_path: str, payload: Payload) -> Payload | None:
+        """The request's JSON asking the stream to report usage (a new value: payload is left as it is), or None
+        when nothing needs to change."""
         return None
 
     def injected_event(self, payload: Payload) -> bool:

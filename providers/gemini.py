@@ -337,10 +337,10 @@ class Gemini(Provider):
         key counting tokens or spend counted none of them); generateContent's streams always report it."""
         return OPENAI_COMPATIBLE in unquote(upstream_path) and _OPENAI_WIRE.usage_injectable(method, upstream_path)
 
-    def usage_inject(self, method: str, upstream_path: str, body: bytes) -> bytes | None:
+    def usage_inject(self, method: str, upstream_path: str, payload: Payload) -> Payload | None:
         """As OpenAI's, on the OpenAI-compatible endpoints."""
-        return _OPENAI_WIRE.usage_inject(method, upstream_path, body) if self.usage_injectable(method, upstream_path) \
-            else None
+        return _OPENAI_WIRE.usage_inject(method, upstream_path, payload) \
+            if self.usage_injectable(method, upstream_path) else None
 
     def injected_event(self, payload: Payload) -> bool:
         """As OpenAI's: the usage-only chunk."""

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, unquote
 
 from providers import turns
 from providers.base import AudioChunk, EmbeddedFile, Payload, Provider, RealtimeRead, RequestTags, StreamEvent, \
-    Turn, Usage, int_of, json_bytes, names_without, str_of, strings_of, sub, usage_make
+    Turn, Usage, int_of, names_without, str_of, strings_of, sub, usage_make
 
 MAX_TOOL_CALLS = 256  # a tool-call index is untrusted input: never grow a list to its size
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
@@ -387,13 +387,9 @@ class OpenAI(Provider):
         the upstream routes it (/v1/chat/completion%73 is chat completions, and escaped the option)."""
         return method == "POST" and unquote(upstream_path).rstrip("/").endswith(USAGE_INJECT_ENDPOINTS)
 
-    def usage_inject(self, method: str, upstream_path: str, body: bytes) -> bytes | None:
+    def usage_inject(self, method: str, upstream_path: str, payload: Payload) -> Payload | None:
         """A streamed chat/completions body with stream_options.include_usage set, when it was not."""
         if not self.usage_injectable(method, upstream_path):
-            return None
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
             return None
         # As the gateway reads a stream request (a compatible server such as vLLM takes "stream": "true" too).
         if not isinstance(payload, dict) or not self.stream_requested(upstream_path, payload):
@@ -403,8 +399,7 @@ class OpenAI(Provider):
             return None  # malformed: let the upstream answer it unchanged
         if (options or {}).get("include_usage"):
             return None  # the client asked: it gets the usage chunk
-        payload["stream_options"] = {**(options or {}), "include_usage": True}
-        return json_bytes(payload)
+        return {**payload, "stream_options": {**(options or {}), "include_usage": True}}
 
     def injected_event(self, payload: Payload) -> bool:
         """The usage-only chunk: no choices, a usage object."""

@@ -19,6 +19,8 @@ from keys.selectors import keys_exist_known
 from logs.outcomes import Outcome
 from logs.redaction.scrub import error_scrub
 from logs.tags import tag_header
+from providers import Provider
+from providers.base import json_bytes
 from proxy.cache import cache_request
 from proxy.exchange import Exchange, json_error
 from proxy.hold import hold_may_apply, hold_request
@@ -27,6 +29,7 @@ from proxy.key_policy import key_request
 from proxy.relay import AnswerFilter
 from proxy.request_body import body_decoded
 from proxy.threads import off_loop
+from wire.jsonutil import json_parse
 from wire.sse import EventFilter
 
 log = logging.getLogger(__name__)
@@ -163,7 +166,7 @@ class StreamUsageStep(Step):
             # a few kilobytes of zstd can decode to MAX_REQUEST_BODY_BYTES.
             decoded, injected = await off_loop(self._inject_decoded, x, body)
         else:
-            decoded, injected = body, x.provider.usage_inject(x.method, x.route.upstream_path, body)
+            decoded, injected = body, usage_body(x.provider, x.method, x.route.upstream_path, body)
         if injected is None:
             return None
         dropped = {"accept-encoding"} | ({"content-encoding"} if decoded is not body else set())
@@ -179,10 +182,20 @@ class StreamUsageStep(Step):
     @staticmethod
     def _inject_decoded(x: Exchange, body: bytes) -> tuple[bytes | None, bytes | None]:
         decoded = body_decoded(x.forward_headers, body, settings.MAX_REQUEST_BODY_BYTES)
-        return decoded, x.provider.usage_inject(x.method, x.route.upstream_path, decoded) if decoded else None
+        return decoded, usage_body(x.provider, x.method, x.route.upstream_path, decoded) if decoded else None
 
     def relay_filter(self, x: Exchange, is_sse: bool) -> AnswerFilter | None:
         return EventFilter(x.provider.injected_event) if x.usage_injected and is_sse else None
+
+
+def usage_body(provider: Provider, method: str, upstream_path: str, body: bytes) -> bytes | None:
+    """The body with the provider's ask for its stream's usage, or None when it needs none (or is not JSON)."""
+    try:
+        payload = json_parse(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    injected = provider.usage_inject(method, upstream_path, payload)
+    return None if injected is None else json_bytes(injected)
 
 
 STEPS: list[Step] = [KeyStep(), TagsStep(), HooksStep(), CacheStep(), HoldStep(), StreamUsageStep()]

@@ -12,7 +12,7 @@ from providers import registry
 from proxy.exchange import Exchange
 from proxy.paths import Route
 from proxy.request_body import BodySpool
-from proxy.steps import StreamUsageStep, TagsStep, relay_filter, steps_active, steps_run
+from proxy.steps import StreamUsageStep, TagsStep, relay_filter, steps_active, steps_run, usage_body
 from wire.sse import EventFilter
 
 CHUNK = 'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'
@@ -50,10 +50,10 @@ def test_wanted_only_when_on_and_for_chunked_endpoints(settings):
     assert not StreamUsageStep().enabled() and [s.name for s in steps_active()] == ["tags", "cache"]
     settings.STREAM_USAGE = "inject"
     assert StreamUsageStep().enabled() and [s.name for s in steps_active()] == ["tags", "cache", "stream_usage"]
-    assert OPENAI.usage_inject("POST", "/v1/chat/completions", body) is not None
-    assert OPENAI.usage_inject("POST", "/v1/completions", body) is not None
-    assert OPENAI.usage_inject("POST", "/v1/responses", body) is None
-    assert OPENAI.usage_inject("GET", "/v1/chat/completions", body) is None
+    assert usage_body(OPENAI, "POST", "/v1/chat/completions", body) is not None
+    assert usage_body(OPENAI, "POST", "/v1/completions", body) is not None
+    assert usage_body(OPENAI, "POST", "/v1/responses", body) is None
+    assert usage_body(OPENAI, "GET", "/v1/chat/completions", body) is None
 
 
 @pytest.mark.parametrize("body, expected", [
@@ -62,14 +62,14 @@ def test_wanted_only_when_on_and_for_chunked_endpoints(settings):
     ({"model": "m", "stream": True, "stream_options": {"include_usage": False}}, {"include_usage": True}),
 ])
 def test_body_rewritten(body, expected):
-    out = json.loads(OPENAI.usage_inject("POST", "/v1/chat/completions", json.dumps(body).encode()))
+    out = json.loads(usage_body(OPENAI, "POST", "/v1/chat/completions", json.dumps(body).encode()))
     assert out["stream_options"] == expected and out["model"] == "m"
 
 
 @pytest.mark.parametrize("body", [b'{"model": "m"}', b'{"stream": true, "stream_options": {"include_usage": true}}',
                                   b"not json", b"[1]", b'{"stream": true, "stream_options": "x"}'])
 def test_body_left_alone(body):
-    assert OPENAI.usage_inject("POST", "/v1/chat/completions", body) is None
+    assert usage_body(OPENAI, "POST", "/v1/chat/completions", body) is None
 
 
 def test_step_forwards_the_rewritten_body_uncompressed_and_filters_the_stream(settings):
@@ -184,7 +184,7 @@ def test_tags_step_leaves_untagged_requests_alone():
 def test_a_body_with_an_escaped_lone_surrogate_still_gets_its_usage_option():
     # Valid JSON the upstream takes; re-encoded as UTF-8 it raised, and the step answered 500.
     body = b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "x \\ud800 y"}]}'
-    injected = OPENAI.usage_inject("POST", "/v1/chat/completions", body)
+    injected = usage_body(OPENAI, "POST", "/v1/chat/completions", body)
     assert json.loads(injected)["stream_options"] == {"include_usage": True}
     assert b"\\ud800" in injected  # escaped as it came
 
