@@ -226,15 +226,19 @@ class EchoMask:
     wherever the upstream echoes it (an error quoting the key, a header), reaches the client masked.
 
     The mask keeps each echo's length (asterisks, then its last 4 characters), so a Content-Length
-    stays true; an echo split across two reads is caught by holding back a possible start of one.
-    Event streams pass as they come (no provider echoes a key in one; their filter is another).
+    stays true; an echo split across two reads is caught by holding back what may start one: only
+    an end of the read that an echo begins with, so a streamed answer (Gemini's JSON array without
+    alt=sse) is not held a read behind. Event streams pass as they come (no provider echoes a key in
+    one; their filter is another).
     """
 
     def __init__(self, x: Exchange, credential: str) -> None:
         forms = sorted(byte_replacements([credential]), key=len, reverse=True)  # raw, JSON-escaped, URL-encoded
+        self.forms = forms
         self.replacements = {form: b"*" * (len(form) - 4) + form[-4:] for form in forms}
         self.pattern = re.compile(b"|".join(re.escape(form) for form in forms))
         self.overlap = len(forms[0]) - 1
+        self.starts = {form[:1] for form in forms}
         self.x, self.held, self.noted = x, b"", None
 
     def mask(self, data: bytes) -> bytes:
@@ -253,13 +257,30 @@ class EchoMask:
 
     def __call__(self, chunk: bytes) -> bytes:
         data = self.mask(self.held + chunk)
-        cut = max(len(data) - self.overlap, 0)
+        cut = self._echo_start(data)
         data, self.held = data[:cut], data[cut:]
         return data
+
+    def _echo_start(self, data: bytes) -> int:
+        """Where the end of data that an echo may begin with starts (len(data) when none may)."""
+        first = max(len(data) - self.overlap, 0)
+        for at in sorted(i for start in self.starts for i in _found(data, start, first)):
+            tail = data[at:]
+            if any(form.startswith(tail) for form in self.forms):
+                return at
+        return len(data)
 
     def rest(self) -> bytes:
         rest, self.held = self.held, b""
         return rest
+
+
+def _found(data: bytes, sub: bytes, start: int):
+    """Each position of sub in data from start on."""
+    at = data.find(sub, start)
+    while at >= 0:
+        yield at
+        at = data.find(sub, at + 1)
 
 
 @dataclass

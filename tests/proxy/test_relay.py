@@ -333,3 +333,17 @@ def test_a_stored_credential_echoed_in_the_answer_reaches_the_client_masked_what
         assert out.count(b"cdef") == 2 and out.count(b"*" * 22) == 2
     assert mask.headers([("x-echo", f"Bearer {secret}")]) == [("x-echo", "Bearer " + "*" * 22 + "cdef")]
     assert x.decisions[-1]["decision"] == "stored provider credential masked in the answer"
+
+
+def test_a_streamed_answer_sent_with_a_stored_credential_is_not_held_a_read_behind():
+    # Gemini's streamGenerateContent without alt=sse is one JSON array written piece by piece: each piece
+    # must reach the client as it comes, not when the next one arrives (only what may start an echo waits).
+    from proxy.key_policy import EchoMask
+    secret = "sk-stored-0123456789abcdef"
+    mask = EchoMask(_exchange(), secret)
+    pieces = [b'[{"candidates": [{"content": {"parts": [{"text": "Hello"}]}}]}', b',\r\n{"candidates": [{"content": '
+              b'{"parts": [{"text": " there"}]}}]}', b"]"]
+    assert [mask(piece) for piece in pieces] == pieces and mask.rest() == b""
+    # A read ending with what may start the credential keeps just that back, and masks it once it is whole.
+    assert mask(b'{"echo": "sk-st') == b'{"echo": "'
+    assert mask(b"ored-0123456789abcdef") == b"*" * 22 + b"cdef" and mask(b'"}') == b'"}' and mask.rest() == b""
