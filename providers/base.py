@@ -217,6 +217,9 @@ class Provider:
     # (their results come later, as a file), fine-tuning jobs (training is billed apart), ephemeral client
     # secrets (their holder calls the upstream directly). A key counting spend or tokens is refused them.
     unmetered_posts: "re.Pattern[str] | None" = None
+    # POSTs whose answer reports its usage in some formats only (a transcription asked for plain text reports
+    # none): usage_withheld reads the request to say whether this one's will.
+    usage_format_posts: "re.Pattern[str] | None" = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -338,6 +341,10 @@ class Provider:
         """Whether the request runs models whose use no answer the gateway logs reports (unmetered_posts)."""
         return (method == "POST" and self.unmetered_posts is not None
                 and bool(self.unmetered_posts.search(unquote(endpoint))))
+
+    def usage_withheld(self, endpoint: str, payload: Payload) -> str:
+        """Why the answer to this request (a usage_format_posts one) will report no usage, or "" when it will."""
+        return ""
 
     def batch_models(self, endpoint: str, payload: Payload) -> list[str | None] | None:
         """The models a request creating a batch asks for (None for a model the gateway cannot read, [] when

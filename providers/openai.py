@@ -20,6 +20,7 @@ VERSION_SUFFIXES = (re.compile(r"-\d{4}-\d{2}-\d{2}$"), re.compile(r"-latest$"),
                     re.compile(r"-preview(-\d{2}-\d{2})?$"), re.compile(r":latest$"))
 # Streams that report usage only when asked (stream_options.include_usage).
 USAGE_INJECT_ENDPOINTS = ("/chat/completions", "/completions")
+USAGE_FORMATS = ("json", "verbose_json", "diarized_json")  # a transcription's answers that report usage
 CONVERSATION_ENDPOINTS = ("/chat/completions", "/responses", "/completions")
 # Where OpenAI-compatible servers put a reasoning model's thinking in a chat message or delta: Groq and
 # OpenRouter `reasoning`, vLLM and DeepSeek `reasoning_content`. Thinking is content (time to first token).
@@ -201,6 +202,8 @@ class OpenAI(Provider):
     # speech (its answer is audio, or events the log does not add up).
     unmetered_posts = re.compile(r"^/v1/(?:batches|fine_tuning/jobs|realtime/(?:client_secrets|sessions"
                                  r"|transcription_sessions|calls(?:/[^/]+/accept)?)|audio/speech)/?$")
+    # Transcriptions and translations report their usage in JSON (or a stream) only: as text, SRT or VTT, none.
+    usage_format_posts = re.compile(r"^/v1/audio/(?:transcriptions|translations)/?$")
     # Those that run none (what the SDKs send: files, uploads, vector stores, assistants and threads kept upstream,
     # a stored completion's metadata, token counts, cancels, the administration API). Agents, evals' runs, graders'
     # runs and ChatKit sessions run models the gateway cannot read: not here.
@@ -222,6 +225,15 @@ class OpenAI(Provider):
         if endpoint.rstrip("/").endswith("/batches") and isinstance(payload, dict):
             return []
         return None
+
+    def usage_withheld(self, endpoint: str, payload: Payload) -> str:
+        """A transcription or translation asked for text, SRT or VTT (its usage is in JSON answers and streams)."""
+        if not self.usage_format_posts.search(endpoint) or self.stream_requested(endpoint, payload):
+            return ""
+        form = sub(payload, "response_format")
+        if form is None or (isinstance(form, str) and form.strip().lower() in USAGE_FORMATS):
+            return ""
+        return f"its answer in response_format {json.dumps(form)} reports no usage (json does)"
 
     def stream_requested(self, endpoint: str, payload: Payload) -> bool:
         """`stream: true`, or a form's stream field (audio transcriptions are multipart uploads)."""
@@ -256,7 +268,8 @@ class OpenAI(Provider):
     def usage(self, answer: Payload) -> Usage:
         """Chat/completions naming (prompt/completion) and Responses API naming (input/output)."""
         u = sub(answer, "usage")
-        details_in = sub(u, "prompt_tokens_details") or sub(u, "input_tokens_details")
+        # Transcriptions name it input_token_details: their audio tokens are priced apart.
+        details_in = sub(u, "prompt_tokens_details") or sub(u, "input_tokens_details") or sub(u, "input_token_details")
         details_out = sub(u, "completion_tokens_details") or sub(u, "output_tokens_details")
         tier = sub(answer, "service_tier")  # default, flex, priority, scale: each priced apart
         inp, out = int_of(u, "prompt_tokens", "input_tokens"), int_of(u, "completion_tokens", "output_tokens")

@@ -94,7 +94,8 @@ async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
                 f"(allowed: {', '.join(key.allowed_providers)}).")
     counted = key.budget_usd is not None or key.tpm is not None
     post = x.method == "POST"
-    unmetered, known, runs = _post_facts(x.provider, x.route.upstream_path) if post else (False, True, False)
+    unmetered, known, runs, formats = _post_facts(x.provider, x.route.upstream_path) if post \
+        else (False, True, False, False)
     if counted and unmetered:
         return (f"Gateway key '{key.name}' counts its spend or tokens, and what "
                 f"'{unquote(x.route.upstream_path)}' uses never comes in an answer the gateway logs (a batch's "
@@ -107,9 +108,17 @@ async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
                 f"'{unquote(x.route.upstream_path)}' is not one whose model the gateway knows (it may run any "
                 "model, and its use may not come in an answer the gateway reads): a key without a model list, a "
                 "budget or a token limit may call it.")
-    if not key.allowed_models and key.budget_usd is None:
+    formats = formats and counted
+    if not key.allowed_models and key.budget_usd is None and not formats:
         return ""
-    models, unread = await _models_asked(x, runs)
+    models, unread, payload = await _models_asked(x, runs)
+    if formats:
+        if unread:
+            return (f"Gateway key '{key.name}' counts its spend or tokens, and {unread}, so whether its answer "
+                    "reports its usage cannot be known.")
+        if withheld := x.provider.usage_withheld(unquote(x.route.upstream_path), payload):
+            return (f"Gateway key '{key.name}' counts its spend or tokens, and {withheld}: it would count nothing. "
+                    "Ask for a format that reports it, or use a key without a budget or a token limit.")
     if key.allowed_models:
         if unread:
             return f"Gateway key '{key.name}' is limited to some models, and {unread}."
@@ -146,45 +155,49 @@ def _unpriced_refusal(x: Exchange, name: str, models: list[str], unread: str, ru
 
 
 @lru_cache(maxsize=4096)
-def _post_facts(provider: Provider, upstream_path: str) -> tuple[bool, bool, bool]:
-    """(unmetered, known, runs a model) of a POST to this upstream path, as the provider module's lists say: a
-    handful of regexes over the percent-decoded path, read once per path and process rather than on each request
-    of a limited key (they were 15 us of one; the paths are the client's word, so the memo is bounded)."""
+def _post_facts(provider: Provider, upstream_path: str) -> tuple[bool, bool, bool, bool]:
+    """(unmetered, known, runs a model, reports usage in some formats only) of a POST to this upstream path, as
+    the provider module's lists say: a handful of regexes over the percent-decoded path, read once per path and
+    process rather than on each request of a limited key (they were 15 us of one; the paths are the client's
+    word, so the memo is bounded)."""
+    formats = provider.usage_format_posts
     return (provider.post_unmetered("POST", upstream_path), provider.post_known(upstream_path),
-            provider.model_runs("POST", upstream_path))
+            provider.model_runs("POST", upstream_path),
+            formats is not None and bool(formats.search(unquote(upstream_path))))
 
 
-async def _models_asked(x: Exchange, runs: bool) -> tuple[list[str], str]:
-    """The models the request asks for (a batch's every one), or why they cannot be read ("" when it names none)."""
+async def _models_asked(x: Exchange, runs: bool) -> tuple[list[str], str, object]:
+    """The models the request asks for (a batch's every one), or why they cannot be read ("" when it names none);
+    and what its body says, when it was read."""
     if x.websocket:  # Gemini Live names its model in the first message, after the handshake
         model = x.provider.realtime_model(x.route.upstream_path, x.query)
-        return ([model], "") if model else ([], "this session's model is not named in its upgrade request")
+        return ([model], "", None) if model else ([], "this session's model is not named in its upgrade request", None)
     # The path as the upstream routes it: /v1/messages/batche%73 creates a batch, whose requests name models.
     endpoint = unquote(x.route.upstream_path)
     in_path = x.provider.request_model(endpoint, None)  # Gemini's and Replicate's paths name it: the body has no say
     if in_path:
-        return [in_path], ""
+        return [in_path], "", None
     body = x.body.in_memory()
     if body is None and x.body.size:
         if not runs:
-            return [], ""  # a large upload that runs no model (a file, known by free_posts): nothing to hold
+            return [], "", None  # a large upload that runs no model (a file, known by free_posts): nothing to hold
         # A generating request's model is read however large its body (a long prompt, an image): off the loop.
         body = await off_loop(x.body.read_all)
     payload, unread = body_read(x.forward_headers, body, x.body.size, x.content_type)
     if unread:
-        return [], unread
+        return [], unread, None
     if isinstance(payload, dict) and any(k != "model" and k.lower() == "model" for k in payload):
         # Go's JSON (Ollama, many compatible servers) matches field names in any case, the last one winning.
-        return [], "this request names its model in more than one field ('model' in another case)"
+        return [], "this request names its model in more than one field ('model' in another case)", payload
     batch = x.provider.batch_models(endpoint, payload)
     if batch is not None:
         if not batch:
-            return [], "this batch's models are in its uploaded file, which the gateway does not read"
+            return [], "this batch's models are in its uploaded file, which the gateway does not read", payload
         if None in batch:
-            return [], "a request of this batch names no model the gateway can read"
-        return batch, ""
+            return [], "a request of this batch names no model the gateway can read", payload
+        return batch, "", payload
     model = x.provider.request_model(endpoint, payload)
-    return ([model] if model else []), ""
+    return ([model] if model else []), "", payload
 
 
 def _refuse(x: Exchange, status: int, message: str, *, kind: str, outcome: str) -> HttpResponse:

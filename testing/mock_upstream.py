@@ -7,6 +7,7 @@ Used by the tests, the benchmark and seed data. Routes (OpenAI wire format):
   GET, DELETE /v1/models/{id}  a model object, a deletion (the id percent-decoded once, as servers do)
   POST /v1/images/generations and /v1/images/edits   b64_json PNG
   POST /v1/audio/speech       audio/mpeg bytes (x-mock-size)
+  POST /v1/audio/transcriptions  JSON: a text and gpt-4o-transcribe's usage (audio input tokens)
   Anthropic, Gemini and Replicate routes: see testing/mock_providers.py; OpenAI bodies: testing/mock_openai.py
   GET  /bin?size=N            N bytes of application/octet-stream, streamed
   POST /upload                reads the body, answers its size
@@ -281,6 +282,10 @@ class MockUpstream:
             return await self._json(writer, {"created": int(time.time()), "data": data,
                                              "usage": {"input_tokens": 5, "output_tokens": 10,
                                                        "total_tokens": 15}}, h, fault)
+        if p.endswith("/audio/transcriptions"):
+            return await self._json(writer, {"text": "Hello there.", "usage": {
+                "type": "tokens", "input_tokens": 14, "input_token_details": {"text_tokens": 0, "audio_tokens": 14},
+                "output_tokens": 45, "total_tokens": 59}}, h, fault)
         if p.endswith("/audio/speech"):
             size = int(h.get("x-mock-size", "4096"))
             return await self._binary(writer, size, h.get("x-mock-content-type", "audio/mpeg"), fault)

@@ -162,6 +162,7 @@ def _usage_fill(resp: Response, provider: Provider, answer: Any) -> None:
 
 def _usage_set(resp: Response, provider: Provider, usage: Usage) -> None:
     """Model, token counts and cost (priced as of the exchange's start) on the row."""
+    resp.answer_usage = usage  # not a column: _model_as_requested prices it again, its audio or image tokens too
     resp.model = _storable(usage.model)
     for name in USAGE_FIELDS:
         setattr(resp, name, getattr(usage, name))
@@ -180,7 +181,9 @@ def _model_as_requested(resp: Response, provider: Provider, batch: list[Request]
     if model is None:
         model = Request.objects.filter(pk=resp.request_id).values_list("model", flat=True).first()
     if model:
-        _usage_set(resp, provider, Usage(model, *(getattr(resp, name) for name in USAGE_FIELDS)))
+        # The answer's usage whole: its counts priced apart (a transcription's audio tokens, an image's image
+        # tokens, several times text) and its service tier, as reprice_logs prices it.
+        _usage_set(resp, provider, dataclasses.replace(resp.answer_usage, model=model))
         if resp.cache_hit:  # a replay priced only now: that price is what it saved, it cost nothing
             resp.cost_saved_usd, resp.cost_usd = resp.cost_usd, Decimal(0)
 

@@ -818,6 +818,35 @@ def test_a_key_counting_spend_or_tokens_is_refused_what_the_log_never_counts(gat
     assert oa.chat.completions.create(**CHAT).choices  # what it counts goes as before
 
 
+@pytest.mark.parametrize("limit", [{"budget_usd": Decimal("5")}, {"tpm": 100000}])
+def test_a_key_counting_spend_or_tokens_is_refused_a_transcription_whose_answer_reports_no_usage(
+        gateway, upstream, make_key, log_flush, limit):
+    # Asked for text, SRT or VTT, a transcription's answer carries no usage: a key with a budget or a token limit
+    # transcribed any amount of audio with gpt-4o-transcribe, counting nothing.
+    _, secret = make_key("counted", **limit)
+    oa = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                       default_headers={"X-Gateway-Key": secret})
+    audio = ("a.mp3", b"ID3" + bytes(64), "audio/mpeg")
+    for form in ("text", "srt", "vtt"):
+        with pytest.raises(openai.PermissionDeniedError) as exc:
+            oa.audio.transcriptions.create(model="gpt-4o-transcribe", file=audio, response_format=form)
+        assert f'response_format "{form}" reports no usage' in str(exc.value)
+    assert upstream.received == []
+    answer = oa.audio.transcriptions.with_raw_response.create(model="gpt-4o-transcribe", file=audio)  # JSON
+    assert answer.parse().text == "Hello there." and len(upstream.received) == 1
+    _, resp = _logged(log_flush, answer.http_response)
+    assert (resp.input_tokens, resp.output_tokens) == (14, 45)
+    # Its 14 input tokens are audio, priced as audio ($6 per million against $2.50 for text, genai-prices).
+    from logs.pricing import cost_compute
+    from providers.base import usage_make
+    from providers import registry
+    openai_provider = registry().match("/v1/audio/transcriptions")[0]
+    as_audio = cost_compute(openai_provider, usage_make("gpt-4o-transcribe", 14, 45,
+                                                        priced={"input_audio_tokens": 14})).cost
+    as_text = cost_compute(openai_provider, usage_make("gpt-4o-transcribe", 14, 45)).cost
+    assert resp.cost_usd == as_audio and as_audio > as_text
+
+
 def test_a_large_body_is_judged_by_its_model_and_a_large_upload_passes(gateway, upstream, make_key):
     # Over 1 MiB a body was "too large to read its model": a key limited to models was refused a long prompt or a
     # file upload of 2 MiB, and a key with a budget let a long prompt to a model without a price through unread.

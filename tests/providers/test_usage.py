@@ -56,6 +56,11 @@ def test_audio_tokens_are_read_for_their_price():
         "promptTokenCount": 100, "candidatesTokenCount": 10, "totalTokenCount": 110,
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 30}, {"modality": "AUDIO", "tokenCount": 70}]}})
     assert dict(gemini.price_counts) == {"input_audio_tokens": 70}
+    # A transcription's answer (gpt-4o-transcribe) names its details input_token_details, as realtime does.
+    heard = get("openai").usage({"text": "Hello.", "usage": {"type": "tokens", "input_tokens": 14, "output_tokens": 45,
+                                                          "input_token_details": {"text_tokens": 0, "audio_tokens": 14},
+                                                          "total_tokens": 59}})
+    assert (heard.input_tokens, dict(heard.price_counts)) == (14, {"input_audio_tokens": 14})
 
 
 def test_a_realtime_model_is_the_servers_word():
