@@ -205,6 +205,14 @@ class Gemini(Provider):
         return usage_make(sub(answer, "modelVersion"), inp, out, int_of(m, "cachedContentTokenCount"), thoughts,
                           total, priced=_modality_counts(m))
 
+    def error_text(self, answer: Payload) -> str | None:
+        """{"error": {...}}; :streamGenerateContent without alt=sse answers an error too as one JSON array, [{"error":
+        {...}}]: its message is the array's first error's."""
+        read = super().error_text
+        if isinstance(answer, list):
+            return next((said for chunk in answer if (said := read(chunk))), None)
+        return read(answer)
+
     def failure_text(self, answer: Payload) -> str | None:
         """:streamGenerateContent without alt=sse answers 200 with one JSON array: a chunk of it that is an error
         (the model overloaded mid-answer) says the answer failed."""

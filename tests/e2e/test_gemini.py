@@ -1,5 +1,6 @@
 """End to end: the official google-genai SDK through a live gateway to a mock Gemini upstream."""
 
+import json
 import re
 from decimal import Decimal
 
@@ -79,6 +80,19 @@ def test_a_stream_without_alt_sse_is_one_json_array_logged_with_its_usage(gatewa
         "Hello ", "from ", "Gemini!"]
     _, resp = _only_exchange(log_flush)
     _assert_usage_logged(resp)
+
+
+def test_an_error_as_one_json_array_is_logged_with_its_message(scripted, gateway, log_flush):
+    """Without alt=sse, Gemini answers an error of :streamGenerateContent inside the JSON array too: the log's list
+    showed such an exchange's status with no message."""
+    error = {"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).",
+                       "status": "RESOURCE_EXHAUSTED"}}
+    scripted.answer = lambda request: (429, [("content-type", "application/json")], json.dumps([error]).encode())
+    r = httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                   json={"contents": [{"parts": [{"text": "hi"}]}]}, headers={"x-goog-api-key": KEY})
+    assert r.status_code == 429 and r.json() == [error]  # the client gets it as it came
+    _, resp = _only_exchange(log_flush)
+    assert resp.is_error and resp.error_message == "Resource has been exhausted (e.g. check quota)."
 
 
 def test_key_query_parameter_is_a_masked_credential(gateway, upstream, log_flush):
