@@ -94,8 +94,10 @@ async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
                 f"(allowed: {', '.join(key.allowed_providers)}).")
     counted = key.budget_usd is not None or key.tpm is not None
     post = x.method == "POST"
+    # A realtime session runs a model: one its upgrade does not name is the upstream's choice (OpenAI's without
+    # ?model=).
     unmetered, known, runs, formats = _post_facts(x.provider, x.route.upstream_path) if post \
-        else (False, True, False, False)
+        else (False, True, x.websocket, False)
     if counted and unmetered:
         return (f"Gateway key '{key.name}' counts its spend or tokens, and what "
                 f"'{unquote(x.route.upstream_path)}' uses never comes in an answer the gateway logs (a batch's "

@@ -563,6 +563,20 @@ def test_a_model_limited_key_cannot_switch_models_with_session_update(rt, realti
     assert refused["event"] == "session.update" and "gpt-4o-realtime-preview" in refused["reason"]
 
 
+def test_a_budget_key_is_refused_a_session_whose_upgrade_names_no_model(rt, realtime_mock, log_flush, make_key):
+    """The upstream would choose the model, whose price the gateway cannot know (a key with only a budget was let
+    through: fail open)."""
+    _, secret = make_key("voice", budget_usd=Decimal("5"), budget_period="total")
+    headers = {"Authorization": f"Bearer {KEY}", "X-Gateway-Key": secret}
+    for query in ("", "?model=gpt-realtime&model=my-unpriced-realtime"):
+        with pytest.raises(InvalidStatus) as refused:
+            asyncio.run(_open(f"{rt.url.replace('http', 'ws')}/v1/realtime{query}", headers))
+        assert refused.value.response.status_code == 403 and b"'voice' has a budget" in refused.value.response.body
+    assert realtime_mock.mock.sessions == []
+    log_flush()
+    assert [r.outcome for r in Response.objects.all()] == ["gateway_error", "gateway_error"]
+
+
 def test_the_model_policy_hook_judges_a_session_by_its_upgrade(rt, realtime_mock, settings, log_flush):
     settings.GATEWAY_HOOKS = ["gateway_hooks.model_policy.ModelPolicy"]
     settings.MODEL_POLICY_ALLOW = ["gpt-realtime"]
