@@ -6,7 +6,8 @@ per minute; 429 with Retry-After), puts the RateLimit fields on every answer to 
 and swaps the key's stored provider credential in upstream. Each refusal is an exchange of the
 log with no upstream call; a refusal by a limit has the outcome `rate_limited`. A realtime session,
 admitted at its upgrade, is then held to its key as it runs (SessionLimits): stopped when the key
-is revoked or goes over its budget or tokens per minute, and refused a model the key does not allow.
+is revoked or goes over its budget or tokens per minute, and refused a model the key does not allow
+or, for a key with a budget, one without a price.
 """
 
 import json
@@ -147,11 +148,14 @@ def _unpriced_refusal(x: Exchange, name: str, models: list[str], unread: str, ru
         return (f"Gateway key '{name}' has a budget, and this request names no model (the upstream would choose "
                 "one, whose price the gateway cannot know): name the model.")
     unpriced = next((m for m in models if not price_known(x.provider, m)), None)
-    if unpriced is None:
-        return ""
-    entry = json.dumps({x.provider.name: {unpriced: {"input": 0, "output": 0}}})
-    return (f"Gateway key '{name}' has a budget, and model '{unpriced}' has no price for provider "
-            f"'{x.provider.name}' (genai-prices does not know it): its answers would cost nothing against the "
+    return "" if unpriced is None else _unpriced_message(x.provider, name, unpriced)
+
+
+def _unpriced_message(provider: Provider, name: str, model: str) -> str:
+    """The refusal of a model without a price to a key with a budget, naming the entry that would allow it."""
+    entry = json.dumps({provider.name: {model: {"input": 0, "output": 0}}})
+    return (f"Gateway key '{name}' has a budget, and model '{model}' has no price for provider "
+            f"'{provider.name}' (genai-prices does not know it): its answers would cost nothing against the "
             f"budget. An administrator can allow it by giving it a price, in USD per million tokens, in the "
             f"PRICE_TABLE_PATH file (a price of 0 is allowed): {entry}.")
 
@@ -347,11 +351,17 @@ class SessionLimits:
                 _open.pop(self.key.secret_hash, None)
 
     def model_refusal(self, model: str) -> str:
-        """Why a client's event may not ask for this model (a key limited to others), or ""."""
+        """Why a client's event may not ask for this model, or "": a key limited to other models, or a key with a
+        budget and a model without a price (its use would count nothing: refused as a request naming it is,
+        _unpriced_refusal)."""
         key = self.key
-        if key is None or not key.allowed_models or model in key.allowed_models:
+        if key is None:
             return ""
-        return f"Gateway key '{key.name}' may not use model '{model}' (allowed: {', '.join(key.allowed_models)})."
+        if key.allowed_models and model not in key.allowed_models:
+            return f"Gateway key '{key.name}' may not use model '{model}' (allowed: {', '.join(key.allowed_models)})."
+        if key.budget_usd is not None and not price_known(self.x.provider, model):
+            return _unpriced_message(self.x.provider, key.name, model)
+        return ""
 
     def used(self, response_tokens: int, session_usage: dict[str, int], model: str | None) -> None:
         """A response's usage passed: the session's cost so far, priced as the log will price it at its end."""

@@ -563,6 +563,32 @@ def test_a_model_limited_key_cannot_switch_models_with_session_update(rt, realti
     assert refused["event"] == "session.update" and "gpt-4o-realtime-preview" in refused["reason"]
 
 
+def test_a_budget_key_cannot_switch_a_session_to_a_model_without_a_price(rt, realtime_mock, log_flush, make_key):
+    """Its usage would count nothing against the budget: refused as a request naming that model is."""
+    _, secret = make_key("voice", budget_usd=Decimal("5"), budget_period="total")
+
+    async def switch() -> list:
+        async with _keyed_client(rt.url, secret).realtime.connect(model="gpt-realtime") as conn:
+            assert (await conn.recv()).type == "session.created"
+            await conn.send({"type": "session.update", "event_id": "ev_free",
+                             "session": {"type": "realtime", "model": "my-unpriced-realtime"}})
+            return [await conn.recv(), *await _one_response(conn)]
+
+    events = asyncio.run(switch())
+    error = events[0].error
+    assert events[0].type == "error" and error.type == "permission_error" and error.code == "gateway_key_model"
+    assert error.event_id == "ev_free" and "'voice' has a budget" in error.message
+    assert "'my-unpriced-realtime' has no price" in error.message and "PRICE_TABLE_PATH" in error.message
+    assert events[-1].type == "response.done"  # the session goes on, on its priced model
+    received = [json.loads(m)["type"] for m in realtime_mock.mock.sessions[-1].received]
+    assert received == ["response.create"]  # the update never went upstream
+    log_flush()
+    resp = Response.objects.get()
+    refused = next(s for s in resp.steps if s["decision"] == "client event refused")
+    assert refused["event"] == "session.update" and "my-unpriced-realtime" in refused["reason"]
+    assert resp.cost_usd > 0
+
+
 def test_a_budget_key_is_refused_a_session_whose_upgrade_names_no_model(rt, realtime_mock, log_flush, make_key):
     """The upstream would choose the model, whose price the gateway cannot know (a key with only a budget was let
     through: fail open)."""
