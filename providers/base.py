@@ -169,7 +169,9 @@ class RealtimeRead:
     formats: dict[str, tuple[str, int]] = field(default_factory=dict)  # track -> (codec, sample rate)
     usage: "Usage | None" = None  # a completed response's usage
     model: str | None = None
-    asks_model: str | None = None  # a client's event asking for a model (session.update): a model-limited key checks it
+    # A client's event asking for a model (OpenAI's session.update, Gemini Live's setup): a key limited to models or
+    # with a budget checks it before it goes upstream.
+    asks_model: str | None = None
 
 
 class Provider:
@@ -404,6 +406,12 @@ class Provider:
     def realtime_model(self, endpoint: str, query: str) -> str | None:
         """The model a WebSocket upgrade asks for, or None when only the session's messages name it."""
         return None
+
+    def realtime_model_in_first_message(self, endpoint: str) -> bool:
+        """Whether a session on this WebSocket endpoint names its model only in its first client message (read by
+        realtime_read as asks_model), its upgrade never: a key limited to models or with a budget is then held to
+        that message, checked before it goes upstream, instead of to the upgrade."""
+        return False
 
     def realtime_read(self, direction: str, event: Payload) -> RealtimeRead:
         """Audio, turn ends, formats and usage in one event of a realtime session ("client"/"upstream")."""

@@ -301,13 +301,18 @@ class Gemini(Provider):
                     return True
         return False
 
+    def realtime_model_in_first_message(self, endpoint: str) -> bool:
+        """A Live API session (BidiGenerateContent, its Constrained form for ephemeral tokens) names its model only in
+        its first message, {"setup": {"model": "models/..."}}; any other WebSocket of Google's is held to the same."""
+        return True
+
     def realtime_read(self, direction: str, event: Payload) -> RealtimeRead:
         """The Live API (BidiGenerateContent): realtimeInput audio, modelTurn inlineData, turnComplete, usage."""
         read = RealtimeRead()
         if direction == "client":  # google-genai writes its messages' fields in snake_case, the REST docs camelCase
             model = sub(sub(event, "setup"), "model")  # the session's first message names its model
-            if isinstance(model, str):
-                read.model = model.removeprefix("models/")
+            if isinstance(model, str):  # as a path's models/{model} is read: a key's model list names it bare
+                read.model = read.asks_model = model.removeprefix("models/")
             realtime = sub(event, "realtimeInput") or sub(event, "realtime_input")
             chunks = sub(realtime, "mediaChunks") or sub(realtime, "media_chunks")
             blobs = [sub(realtime, "audio"), *(chunks if isinstance(chunks, list) else [])]

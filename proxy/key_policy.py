@@ -7,7 +7,8 @@ and swaps the key's stored provider credential in upstream. Each refusal is an e
 log with no upstream call; a refusal by a limit has the outcome `rate_limited`. A realtime session,
 admitted at its upgrade, is then held to its key as it runs (SessionLimits): stopped when the key
 is revoked or goes over its budget or tokens per minute, and refused a model the key does not allow
-or, for a key with a budget, one without a price.
+or, for a key with a budget, one without a price (a Gemini Live session, whose model only its first
+message names, is refused by that message, before it goes upstream).
 """
 
 import json
@@ -96,7 +97,7 @@ async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
     counted = key.budget_usd is not None or key.tpm is not None
     post = x.method == "POST"
     # A realtime session runs a model: one its upgrade does not name is the upstream's choice (OpenAI's without
-    # ?model=).
+    # ?model=), unless its provider names it in the session's first message, which the session checks.
     unmetered, known, runs, formats = _post_facts(x.provider, x.route.upstream_path) if post \
         else (False, True, x.websocket, False)
     if counted and unmetered:
@@ -114,6 +115,8 @@ async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
     formats = formats and counted
     if not key.allowed_models and key.budget_usd is None and not formats:
         return ""
+    if _model_in_first_message(x):
+        return ""  # SessionLimits.first_message_refusal checks it, before that message goes upstream
     models, unread, payload = await _models_asked(x, runs)
     if formats:
         if unread:
@@ -160,6 +163,11 @@ def _unpriced_message(provider: Provider, name: str, model: str) -> str:
             f"PRICE_TABLE_PATH file (a price of 0 is allowed): {entry}.")
 
 
+def _model_in_first_message(x: Exchange) -> bool:
+    """A realtime session whose model only its first message names (Gemini Live's setup), not its upgrade."""
+    return x.websocket and x.provider.realtime_model_in_first_message(unquote(x.route.upstream_path))
+
+
 @lru_cache(maxsize=4096)
 def _post_facts(provider: Provider, upstream_path: str) -> tuple[bool, bool, bool, bool]:
     """(unmetered, known, runs a model, reports usage in some formats only) of a POST to this upstream path, as
@@ -175,7 +183,7 @@ def _post_facts(provider: Provider, upstream_path: str) -> tuple[bool, bool, boo
 async def _models_asked(x: Exchange, runs: bool) -> tuple[list[str], str, object]:
     """The models the request asks for (a batch's every one), or why they cannot be read ("" when it names none);
     and what its body says, when it was read."""
-    if x.websocket:  # Gemini Live names its model in the first message, after the handshake
+    if x.websocket:  # OpenAI's Realtime names it in the upgrade's query (Gemini Live's first message: not here)
         model = x.provider.realtime_model(x.route.upstream_path, x.query)
         return ([model], "", None) if model else ([], "this session's model is not named in its upgrade request", None)
     # The path as the upstream routes it: /v1/messages/batche%73 creates a batch, whose requests name models.
@@ -339,6 +347,10 @@ class SessionLimits:
         self.spend = Decimal(0)
         self.tokens: deque[tuple[float, int]] = deque()  # (monotonic time, tokens) of each response
         self.stop: SessionStop | None = None
+        # Its upgrade was admitted without a model (key_request): the first client message must name one the key
+        # allows, checked before it goes upstream. Only for a key limited to models or with a budget, as there.
+        self.first_unchecked = self.key is not None and (bool(self.key.allowed_models) or self.key.budget_usd
+                                                         is not None) and _model_in_first_message(x)
         if self.key is not None:
             _open.setdefault(self.key.secret_hash, set()).add(self)
 
@@ -350,18 +362,45 @@ class SessionLimits:
             if not sessions:
                 _open.pop(self.key.secret_hash, None)
 
-    def model_refusal(self, model: str) -> str:
-        """Why a client's event may not ask for this model, or "": a key limited to other models, or a key with a
-        budget and a model without a price (its use would count nothing: refused as a request naming it is,
-        _unpriced_refusal)."""
+    def model_refusal(self, model: str) -> tuple[str, str]:
+        """Why a client's event may not ask for this model, and the close frame's short reason, or ("", ""): a key
+        limited to other models, or a key with a budget and a model without a price (its use would count nothing:
+        refused as a request naming it is, _unpriced_refusal)."""
         key = self.key
         if key is None:
-            return ""
+            return "", ""
         if key.allowed_models and model not in key.allowed_models:
-            return f"Gateway key '{key.name}' may not use model '{model}' (allowed: {', '.join(key.allowed_models)})."
+            return (f"Gateway key '{key.name}' may not use model '{model}' (allowed: {', '.join(key.allowed_models)}).",
+                    f"gateway key '{key.name}' may not use model '{model}'")
         if key.budget_usd is not None and not price_known(self.x.provider, model):
-            return _unpriced_message(self.x.provider, key.name, model)
-        return ""
+            return (_unpriced_message(self.x.provider, key.name, model),
+                    f"gateway key '{key.name}' has a budget and model '{model}' has no price")
+        return "", ""
+
+    def first_message_refusal(self, model: str | None, seq: int) -> SessionStop | None:
+        """The stop of a session whose first message (Gemini Live's setup) names a model its key may not use, or
+        names none (the key cannot be held to what it does not see: refused, fail closed); None lets it go on."""
+        self.first_unchecked = False
+        key = self.key
+        if not key.allowed_models and key.budget_usd is None:  # changed since the upgrade: nothing to hold it to
+            return None
+        if model:
+            message, reason = self.model_refusal(model)
+            if not message:
+                return None
+        else:
+            limits = "is limited to some models" if key.allowed_models else "has a budget"
+            message = (f"Gateway key '{key.name}' {limits}, and this session's first message names no model: a "
+                       f"{self.x.provider.label} realtime session must open with its setup message naming the model "
+                       "(as the SDKs' do).")
+            reason = f"gateway key '{key.name}': the first message names no model"
+        return self.model_stop(message, reason, model, seq)
+
+    def model_stop(self, message: str, reason: str, model: str | None, seq: int) -> SessionStop:
+        """End the session over a model its key may not use (the protocol has no error event to refuse one event
+        with, or the model was the session's own): logged as the key's refusal."""
+        return self._stopped(SessionStop(message, reason, "permission_error", "gateway_key_model", 1008),
+                             Outcome.GATEWAY_ERROR, "", decision="session refused", model=model, seq=seq)
 
     def used(self, response_tokens: int, session_usage: dict[str, int], model: str | None) -> None:
         """A response's usage passed: the session's cost so far, priced as the log will price it at its end."""
@@ -413,16 +452,19 @@ class SessionLimits:
                                          f"gateway_key_{verdict.limit}", 1008), Outcome.RATE_LIMITED,
                              verdict.limit, verdict.remaining)
 
-    def _stopped(self, stop: SessionStop, outcome: str, limit: str, remaining: dict | None = None) -> SessionStop:
+    def _stopped(self, stop: SessionStop, outcome: str, limit: str, remaining: dict | None = None, *,
+                 decision: str = "session stopped", model: str | None = None, seq: int | None = None) -> SessionStop:
         """Note the stop in the exchange's steps and outcome (the session's row says the key's step ended it)."""
         if self.stop is not None:  # the periodic check and a response's found it at once: one stop
             return self.stop
         self.stop = stop
-        decision = {"step": STEP, "decision": "session stopped", "key": self.key.name, "reason": stop.message}
+        noted = {"step": STEP, "decision": decision, "key": self.key.name, "reason": stop.message}
         if limit:
-            decision["limit"] = limit
+            noted["limit"] = limit
         if remaining:
-            decision["remaining"] = remaining
-        self.x.decisions.append(decision)
+            noted["remaining"] = remaining
+        if seq is not None:  # the client message it refused (its frame in the log), and the model it named
+            noted.update(seq=seq, model=model)
+        self.x.decisions.append(noted)
         self.x.fail(outcome, stop.message)
         return stop

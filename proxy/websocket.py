@@ -188,7 +188,12 @@ class Session:
                 read = self.frame("client", data)
                 if self.limits.stop is not None:
                     return  # stopped while this message came: it does not go upstream
+                if self.limits.first_unchecked and self.limits.first_message_refusal(
+                        read.asks_model if read is not None else None, self.seq) is not None:
+                    return  # a session whose first message names its model (Gemini Live): refused, not forwarded
                 if read is not None and read.asks_model and await self._model_refused(read.asks_model, data, send):
+                    if self.limits.stop is not None:
+                        return
                     continue
                 try:
                     await upstream.send(data)
@@ -204,19 +209,22 @@ class Session:
 
     async def _model_refused(self, model: str, data: str, send) -> bool:
         """A client's event asking for a model its key may not use: answered with an error event, not forwarded.
-        The session goes on, as after any event the upstream refuses."""
-        refusal = self.limits.model_refusal(model)
+        The session goes on, as after any event the upstream refuses; in a protocol without error events (Gemini
+        Live) the session is stopped instead, its close frame saying why."""
+        refusal, reason = self.limits.model_refusal(model)
         if not refusal:
             return False
         event = json_or_none(data)
         event_id = event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None
-        self.x.decisions.append({"step": KEY_STEP, "decision": "client event refused", "seq": self.seq,
-                                 "event": event.get("type") if isinstance(event, dict) else None, "reason": refusal})
         answer = self.x.provider.realtime_error(refusal, kind="permission_error", code="gateway_key_model",
                                                 event_id=event_id)
-        if answer is not None:
-            async with self.sending:
-                await send({"type": "websocket.send", "text": answer})
+        if answer is None:
+            self.limits.model_stop(refusal, reason, model, self.seq)
+            return True
+        self.x.decisions.append({"step": KEY_STEP, "decision": "client event refused", "seq": self.seq,
+                                 "event": event.get("type") if isinstance(event, dict) else None, "reason": refusal})
+        async with self.sending:
+            await send({"type": "websocket.send", "text": answer})
         return True
 
     async def upstream_to_client(self, upstream: ClientConnection, send) -> None:

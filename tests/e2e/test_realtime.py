@@ -395,14 +395,9 @@ def test_gateway_key_limits_and_models_apply_at_the_upgrade(rt, realtime_mock, l
     # Two models in the query: the key read the first, a server taking the last ran the other.
     twice = asyncio.run(_refused(rt.url, headers, model="gpt-realtime&model=gpt-4o-realtime-preview"))
     assert twice.response.status_code == 403 and b"not named in its upgrade request" in twice.response.body
-    # Gemini Live names its model only in the session's first message: a model-limited key is refused.
-    with pytest.raises(InvalidStatus) as gemini:
-        asyncio.run(_open(f"{rt.url.replace('http', 'ws')}/gemini/ws/google.ai.generativelanguage.v1beta."
-                          "GenerativeService.BidiGenerateContent", {"X-Gateway-Key": secret}))
-    assert gemini.value.response.status_code == 403 and b"not named in its upgrade request" in gemini.value.response.body
     assert len(realtime_mock.mock.sessions) == 1  # no refusal reached the upstream
     log_flush()
-    assert sorted(r.status_code for r in Response.objects.all()) == [101, 403, 403, 403, 429]
+    assert sorted(r.status_code for r in Response.objects.all()) == [101, 403, 403, 429]
     assert Response.objects.get(status_code=429).outcome == "rate_limited"
 
 
@@ -601,6 +596,69 @@ def test_a_budget_key_is_refused_a_session_whose_upgrade_names_no_model(rt, real
     assert realtime_mock.mock.sessions == []
     log_flush()
     assert [r.outcome for r in Response.objects.all()] == ["gateway_error", "gateway_error"]
+
+
+GEMINI_LIVE = "/gemini/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+
+
+async def _gemini_keyed(url: str, secret: str, first: dict) -> tuple[list, int | None, str]:
+    """A Gemini Live session of a gateway key: its first message, then a turn; (what came, close code, reason)."""
+    got: list = []
+    async with connect(f"{url.replace('http', 'ws')}{GEMINI_LIVE}?key=AIza" + "TESTgeminiKEY0123456789",
+                       additional_headers={"X-Gateway-Key": secret}) as ws:
+        try:
+            await ws.send(json.dumps(first))
+            got.append(json.loads(await ws.recv()))
+            await ws.send(json.dumps({"clientContent": {"turnComplete": True}}))
+            got += [json.loads(await ws.recv()), json.loads(await ws.recv())]
+        except ConnectionClosed:
+            pass
+    return got, ws.close_code, ws.close_reason
+
+
+@pytest.mark.parametrize("limit", ["models", "budget"])
+def test_a_gemini_live_session_is_held_to_the_model_its_setup_names(rt, realtime_mock, log_flush, make_key, limit):
+    """Gemini Live names its model only in its first message: the session is admitted, and that message checked
+    before it goes upstream (such keys could not use Gemini Live at all, and one with a budget ran any model)."""
+    if limit == "models":
+        _, secret = make_key("live", models=["gemini-live-2.5-flash"])
+        refused_model, why = "gemini-2.5-pro", "may not use model 'gemini-2.5-pro'"
+        closed = "gateway key 'live' may not use model 'gemini-2.5-pro'"
+    else:
+        _, secret = make_key("live", budget_usd=Decimal("5"), budget_period="total")
+        refused_model, why = "my-unpriced-live", "model 'my-unpriced-live' has no price"
+        closed = "gateway key 'live' has a budget and model 'my-unpriced-live' has no price"
+    got, code, _ = asyncio.run(_gemini_keyed(rt.url, secret, {"setup": {"model": "models/gemini-live-2.5-flash"}}))
+    assert "setupComplete" in got[0] and got[-1]["serverContent"]["turnComplete"] is True and code == 1000
+    assert len(realtime_mock.mock.sessions[-1].received) == 2
+    unnamed = "gateway key 'live': the first message names no model"
+    for first, reason in (({"setup": {"model": f"models/{refused_model}"}}, closed),
+                          ({"clientContent": {"turnComplete": True}}, unnamed),  # fail closed: no setup first
+                          ({"setup": {"generationConfig": {}}}, unnamed)):
+        got, code, close_reason = asyncio.run(_gemini_keyed(rt.url, secret, first))
+        assert (got, code, close_reason) == ([], 1008, reason)
+        assert realtime_mock.mock.sessions[-1].received == []  # the refused message never went upstream
+    if limit == "models":  # a later setup naming another model: Gemini Live has no error event, so the session ends
+        async def resetup() -> tuple[int, str]:
+            async with connect(f"{rt.url.replace('http', 'ws')}{GEMINI_LIVE}?key=AIza" + "TESTgeminiKEY0123456789",
+                               additional_headers={"X-Gateway-Key": secret}) as ws:
+                await ws.send(json.dumps({"setup": {"model": "models/gemini-live-2.5-flash"}}))
+                await ws.recv()
+                await ws.send(json.dumps({"setup": {"model": f"models/{refused_model}"}}))
+                with pytest.raises(ConnectionClosed):
+                    await ws.recv()
+            return ws.close_code, ws.close_reason
+
+        assert asyncio.run(resetup()) == (1008, closed)
+        assert len(realtime_mock.mock.sessions[-1].received) == 1  # the first setup only
+    log_flush()
+    rows = list(Response.objects.order_by("created_at"))[:4]
+    assert rows[0].outcome == "completed" and rows[0].model == "gemini-live-2.5-flash" and rows[0].cost_usd > 0
+    assert [r.outcome for r in rows[1:]] == ["gateway_error"] * 3 and all(r.status_code == 101 for r in rows)
+    assert why in rows[1].error_message and "names no model" in rows[2].error_message
+    refusal = next(s for s in rows[1].steps if s["decision"] == "session refused")
+    assert refusal == {**refusal, "step": "gateway_key", "key": "live", "model": refused_model, "seq": 1}
+    assert "gateway closed the session with code 1008" in rows[1].error_message
 
 
 def test_the_model_policy_hook_judges_a_session_by_its_upgrade(rt, realtime_mock, settings, log_flush):

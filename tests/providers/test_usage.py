@@ -274,6 +274,19 @@ def test_gemini_live_audio_in_google_genais_snake_case():
         assert [c.track for c in read.audio] == ["input"] and read.formats["input"] == ("pcm16", 16000)
 
 
+def test_gemini_live_names_its_model_in_its_setup_message_only():
+    """Its upgrade names none: the setup's model is what a gateway key is held to (read as a path's, without models/)."""
+    gemini = get("gemini")
+    assert gemini.realtime_model_in_first_message("/ws/google.ai.generativelanguage.v1beta.GenerativeService."
+                                                  "BidiGenerateContent")
+    assert not get("openai").realtime_model_in_first_message("/v1/realtime")
+    assert gemini.realtime_read("client", {"setup": {"model": "models/gemini-live-2.5-flash"}}).asks_model == (
+        "gemini-live-2.5-flash")
+    for event in ({"setup": {"generation_config": {}}}, {"realtimeInput": {"audioStreamEnd": True}}):
+        assert gemini.realtime_read("client", event).asks_model is None
+    assert gemini.realtime_read("upstream", {"setup": {"model": "models/x"}}).asks_model is None
+
+
 def test_a_streamed_chat_keeps_its_service_tier_for_its_price():
     chunks = [{"object": "chat.completion.chunk", "model": "gpt-4o", "service_tier": "flex",
                "choices": [{"index": 0, "delta": {"content": "hi"}}]},
