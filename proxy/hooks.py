@@ -147,6 +147,12 @@ def _failure(hook: Hook, what: str, exc: BaseException, x: Exchange, hx: HookExc
     return HookFailed(hook, message, trace)
 
 
+def _skipped_note(x: Exchange, failure: HookFailed) -> None:
+    """A skipped failure is said in the response row's error_message too, where a list of exchanges shows it
+    (the exchange itself went on, so its outcome stays as it ends)."""
+    x.notes.append(f"{failure} (skipped: GATEWAY_HOOKS_SKIP_ON_ERROR)")
+
+
 def _failed_decision(failure: HookFailed, skipped: bool) -> dict:
     return {"step": STEP, "hook": failure.hook.path, "decision": "skipped after an error" if skipped else "error",
             "error": str(failure), "traceback": failure.trace}
@@ -252,6 +258,7 @@ async def hooks_request(x: Exchange, hooks: tuple[Hook, ...]) -> HttpResponseBas
             log.error("%s\n%s", failure, failure.trace)
             x.decisions.append(_failed_decision(failure, hook.skip_on_error))
             if hook.skip_on_error:
+                _skipped_note(x, failure)
                 answer = None
                 continue
             answer = _failed_answer(x, failure)
@@ -288,7 +295,13 @@ async def hooks_response(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...],
                 log.error("%s\n%s", failure, failure.trace)
                 decision = _failed_decision(failure, hook.skip_on_error)
                 x.decisions.append(decision)
-                if hook.skip_on_error or body is None:  # a streamed answer is already with the client
+                if hook.skip_on_error:
+                    _skipped_note(x, failure)
+                    continue
+                if body is None:  # a streamed answer (or one over the cap) is already with the client
+                    if x.outcome == Outcome.COMPLETED:  # a broken stream keeps its own cause
+                        x.outcome = Outcome.GATEWAY_ERROR
+                        x.error = f"{failure}; the client had the upstream's answer already (streamed)"
                     continue
                 answer = _failed_answer(x, failure)
                 # The log keeps the upstream's answer (received, and billed: its usage and cost count); what the

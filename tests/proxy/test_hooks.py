@@ -474,3 +474,35 @@ def test_an_answer_naming_no_model_is_priced_by_the_model_a_hook_sent(settings, 
     req, resp = _exchange(log_flush, hooked.headers["x-gateway-request-id"])
     assert req.model == "gpt-image-1" and resp.forwarded["model"] == "gpt-image-1-mini"
     assert resp.model == "gpt-image-1-mini" and mini.cost_usd and resp.cost_usd == mini.cost_usd
+
+
+def test_a_hook_failing_on_a_streamed_answer_is_found_among_the_errors(settings, upstream, gateway, log_flush):
+    """The client had the stream already, so it gets no 500; the row said `completed` with no error, so the
+    failure was found only by opening each exchange's steps."""
+    settings.GATEWAY_HOOKS = [H + "BoomOnAnswer"]
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json={**CHAT, "stream": True},
+                      headers=AUTH) as s:
+        assert s.status_code == 200 and b"data: [DONE]" in s.read()
+        rid = s.headers["x-gateway-request-id"]
+    _, resp = _exchange(log_flush, rid)
+    assert resp.status_code == 200 and "data: [DONE]" in resp.body  # what the upstream said, as the client got it
+    assert resp.outcome == "gateway_error" and resp.is_error
+    assert resp.error_message.startswith(f"Hook {H}BoomOnAnswer failed in on_response: RuntimeError")
+    assert "the client had the upstream's answer already" in resp.error_message
+    assert Response.objects.filter(outcome="gateway_error", error_message__contains=H + "BoomOnAnswer").count() == 1
+
+
+@pytest.mark.parametrize("hook", ["Boom", "BoomOnAnswer"])
+def test_a_skipped_failure_is_said_in_the_rows_error_message(settings, upstream, gateway, log_flush, hook):
+    """The exchange goes on (its outcome is how it ended); the row's message says which hook failed and that
+    it was skipped (it was in the steps only)."""
+    settings.GATEWAY_HOOKS = [H + hook]
+    settings.GATEWAY_HOOKS_SKIP_ON_ERROR = [H + hook]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion"
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.outcome == "completed" and resp.steps[0]["decision"] == "skipped after an error"
+    what = "on_request" if hook == "Boom" else "on_response"
+    assert resp.error_message.startswith(f"Hook {H}{hook} failed in {what}: RuntimeError")
+    assert resp.error_message.endswith("(skipped: GATEWAY_HOOKS_SKIP_ON_ERROR)") and KEY not in resp.error_message
+
