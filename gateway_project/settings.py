@@ -311,6 +311,8 @@ GATEWAY_HOOKS = _list("GATEWAY_HOOKS", [])
 GATEWAY_HOOKS_SKIP_ON_ERROR = _list("GATEWAY_HOOKS_SKIP_ON_ERROR", [])
 # Answers up to this size are collected whole for on_response hooks (larger ones: observe only).
 HOOKS_RESPONSE_MAX_BYTES = _number(int, "HOOKS_RESPONSE_MAX_BYTES", 10 * 1024 * 1024, least=1)
+# How long one hook call (on_request or on_response) may take before it counts as failed (docs/hooks.md).
+HOOK_TIMEOUT_SECONDS = _number(float, "HOOK_TIMEOUT_SECONDS", 30.0, above=True, most=YEAR)
 # The shipped gateway_hooks.model_policy.ModelPolicy hook: models allowed (empty: any), max_tokens ceiling (0: none).
 MODEL_POLICY_ALLOW = _list("MODEL_POLICY_ALLOW", [])
 MODEL_POLICY_MAX_TOKENS = _number(int, "MODEL_POLICY_MAX_TOKENS", 0)

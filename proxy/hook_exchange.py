@@ -157,6 +157,16 @@ class HookExchange:
             raise TypeError(f"response_body must be bytes, not {type(value).__name__}")
         self._response_body, self.response_body_changed = bytes(value), True
 
+    def detached(self, response_body: bytes | None = None) -> "HookExchange":
+        """A fresh copy for the hooks after one that failed: the request as the Exchange holds it (what the hooks
+        before it changed is applied there), the metadata so far, the answer with `response_body`. A hook that
+        timed out may still be running in its thread and writing here: nothing reads this object any more."""
+        fresh = HookExchange(self._x)
+        fresh.metadata = dict(self.metadata)  # one C call: a late write lands in the old dict or not at all
+        if self.status is not None:
+            fresh.answer_set(self.status, self.response_headers, None if self.streamed else response_body)
+        return fresh
+
     def answer_set(self, status: int, headers: list[tuple[str, str]], body: bytes | None) -> None:
         """Fill in the answer before on_response runs (body None: streamed, observe only)."""
         self.status, self.response_headers = status, list(headers)

@@ -9,6 +9,7 @@ proxy/hook_exchange.HookExchange per request; what they changed is applied to th
 and logged once they have all run (see docs/hooks.md).
 """
 
+import asyncio
 import dataclasses
 import importlib
 import inspect
@@ -56,12 +57,25 @@ class Hook:
 
     async def call(self, method: Callable, hx: HookExchange) -> Any:
         """Run one of its methods: a coroutine function awaited; a plain one in a thread, unless it
-        declared itself non-blocking (the thread hop is most of a no-op hook's cost, docs/benchmark.md)."""
-        if _is_async(method):
-            return await method(hx)
-        if not self.blocking:
+        declared itself non-blocking (the thread hop is most of a no-op hook's cost, docs/benchmark.md).
+
+        At most HOOK_TIMEOUT_SECONDS, else HookTimedOut: a coroutine is cancelled; a thread cannot be, so
+        the gateway stops waiting and its result is dropped (proxy/threads.py). A method run on the loop
+        holds the loop while it runs: nothing can interrupt it, so it has no limit.
+        """
+        if not self.blocking and not _is_async(method):
             return method(hx)
-        return await _THREADS.run(method, hx)
+        limit = settings.HOOK_TIMEOUT_SECONDS
+        try:
+            async with asyncio.timeout(limit) as deadline:  # a timer on the loop, no task of its own
+                result = await (method(hx) if _is_async(method) else _THREADS.run(method, hx))
+        except TimeoutError:
+            if deadline.expired():
+                raise HookTimedOut(limit) from None
+            raise  # the hook's own TimeoutError (its HTTP call's): a failure like any other
+        if deadline.expired():  # a coroutine that swallowed its cancellation and came back late
+            raise HookTimedOut(limit)
+        return result
 
 
 _THREADS = ParkedThreads("hook")  # its own threads: a slow hook never delays the gateway's own file work
@@ -71,6 +85,13 @@ _THREADS = ParkedThreads("hook")  # its own threads: a slow hook never delays th
 def _is_async(method: Callable) -> bool:
     """Whether a hook method is a coroutine function (asked once per method: inspect's answer is slow)."""
     return inspect.iscoroutinefunction(method)
+
+
+class HookTimedOut(Exception):
+    """A hook call ran past HOOK_TIMEOUT_SECONDS: the gateway stopped waiting for it."""
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(f"no answer within HOOK_TIMEOUT_SECONDS ({limit:g} s)")
 
 
 class HookFailed(Exception):
@@ -142,6 +163,10 @@ def _failure(hook: Hook, what: str, exc: BaseException, x: Exchange, hx: HookExc
                     if c not in secrets]
     except (TypeError, ValueError):  # headers the hook left malformed: what they hold is in the trace only
         pass
+    if isinstance(exc, HookTimedOut):  # its traceback would be the gateway's, not the hook's
+        message = f"Hook {hook.path} timed out in {what}: {exc}"
+        trace = f"{message}; it may still be running: what it returns or changes from now on is ignored"
+        return HookFailed(hook, message, trace)
     trace = error_scrub("".join(traceback.format_exception(exc)), secrets)
     message = error_scrub(f"Hook {hook.path} failed in {what}: {type(exc).__name__}: {exc}", secrets)
     return HookFailed(hook, message, trace)
@@ -257,6 +282,9 @@ async def hooks_request(x: Exchange, hooks: tuple[Hook, ...]) -> HttpResponseBas
             failure = _failure(hook, "on_request", exc, x, hx)
             log.error("%s\n%s", failure, failure.trace)
             x.decisions.append(_failed_decision(failure, hook.skip_on_error))
+            # What it changed before it failed is dropped: the next hooks start from what the hooks before it
+            # left (applied to the Exchange); one that timed out keeps the old copy to itself.
+            hx = hx.detached()
             if hook.skip_on_error:
                 _skipped_note(x, failure)
                 answer = None
@@ -288,6 +316,7 @@ async def hooks_response(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...],
         for hook in hooks:
             if hook.on_response is None:
                 continue
+            kept = hx.response_body  # the answer as the hooks before it left it
             try:
                 await hook.call(hook.on_response, hx)
             except HOOK_FAILURES as exc:
@@ -295,6 +324,7 @@ async def hooks_response(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...],
                 log.error("%s\n%s", failure, failure.trace)
                 decision = _failed_decision(failure, hook.skip_on_error)
                 x.decisions.append(decision)
+                hx = hx.detached(kept)  # its change is dropped; one that timed out keeps the old copy to itself
                 if hook.skip_on_error:
                     _skipped_note(x, failure)
                     continue

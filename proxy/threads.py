@@ -46,10 +46,13 @@ class ParkedThreads:
     def _work(self) -> None:
         while True:
             loop, done, ctx, fn, args = self._jobs.get()
-            try:
-                result, error = ctx.run(fn, *args), None
-            except BaseException as exc:  # noqa: BLE001  (given back to the awaiting caller)
-                result, error = None, exc
+            if done.cancelled():  # its caller stopped waiting (a hook's timeout) before a thread was free: not run
+                result, error = None, None
+            else:
+                try:
+                    result, error = ctx.run(fn, *args), None
+                except BaseException as exc:  # noqa: BLE001  (given back to the awaiting caller)
+                    result, error = None, exc
             with self._lock:
                 self._idle += 1
             try:

@@ -286,3 +286,74 @@ class StreamBreaks:
         from django.http import StreamingHttpResponse
 
         return StreamingHttpResponse(_breaks(), content_type="text/event-stream")
+
+
+# --- hooks that take too long (HOOK_TIMEOUT_SECONDS), and write to their exchange after the gateway gave up
+release = threading.Event()  # lets a hung sync hook go on (the test sets it; it waits at most 10 s)
+late_written = threading.Event()  # a hung hook made its late writes
+release_answer, late_written_answer = threading.Event(), threading.Event()  # the same for on_response
+
+
+class Hangs:
+    """A sync hook stuck in its thread (on a lock, a call with no timeout) until the test lets it go."""
+
+    def on_request(self, exchange):
+        release.wait(10)
+
+
+class HangsOnAnswer:
+    def on_response(self, exchange):
+        release.wait(10)
+
+
+class HangsAsync:
+    async def on_request(self, exchange):
+        await asyncio.sleep(30)
+
+
+class HangsAsyncOnAnswer:
+    async def on_response(self, exchange):
+        await asyncio.sleep(30)
+
+
+class HangsThenWrites:
+    """Hangs past the timeout, then changes everything it may: too late, none of it may count."""
+
+    def on_request(self, exchange):
+        exchange.metadata["before the hang"] = True
+        release.wait(10)
+        exchange.headers.append(("X-Late", "1"))
+        exchange.body = b'{"late": true}'
+        exchange.metadata["late"] = True
+        late_written.set()
+
+    def on_response(self, exchange):
+        release_answer.wait(10)
+        if exchange.response_body is not None:
+            exchange.response_body = b"late"
+        exchange.metadata["late answer"] = True
+        late_written_answer.set()
+
+
+class AfterTheHung:
+    """Runs after HangsThenWrites timed out: lets it make its late writes, waits for them, then changes a header
+    (so the hooks' headers are applied) and, on the answer, its body (so it is sent)."""
+
+    async def on_request(self, exchange):
+        release.set()
+        await _until(late_written)
+        exchange.headers.append(("X-After", "1"))
+
+    async def on_response(self, exchange):
+        release_answer.set()
+        await _until(late_written_answer)
+        if exchange.response_body is not None:
+            exchange.response_body = exchange.response_body.replace(b"Hello!", b"after")
+
+
+async def _until(event: threading.Event) -> None:
+    for _ in range(500):
+        if event.is_set():
+            return
+        await asyncio.sleep(0.01)
+

@@ -32,6 +32,13 @@ H = "tests.proxy.sample_hooks."
 def _clear():
     sample_hooks.calls.clear()
     sample_hooks.seen.clear()
+    sample_hooks.release.clear()
+    sample_hooks.late_written.clear()
+    sample_hooks.release_answer.clear()
+    sample_hooks.late_written_answer.clear()
+    yield
+    sample_hooks.release.set()  # a hung hook's thread goes on and ends
+    sample_hooks.release_answer.set()
 
 
 def _exchange(log_flush, rid: str) -> tuple[Request, Response]:
@@ -505,4 +512,49 @@ def test_a_skipped_failure_is_said_in_the_rows_error_message(settings, upstream,
     what = "on_request" if hook == "Boom" else "on_response"
     assert resp.error_message.startswith(f"Hook {H}{hook} failed in {what}: RuntimeError")
     assert resp.error_message.endswith("(skipped: GATEWAY_HOOKS_SKIP_ON_ERROR)") and KEY not in resp.error_message
+
+
+@pytest.mark.parametrize("hook", ["Hangs", "HangsAsync", "HangsOnAnswer", "HangsAsyncOnAnswer"])
+def test_a_hook_past_its_time_limit_is_a_failure_naming_it(settings, upstream, gateway, log_flush, hook):
+    """It held the client's request for as long as it hung (forever, for a hook stuck on a lock)."""
+    settings.GATEWAY_HOOKS = [H + hook]
+    settings.HOOK_TIMEOUT_SECONDS = 0.3
+    started = time.monotonic()
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH, timeout=8)
+    assert time.monotonic() - started < 5
+    assert r.status_code == 500 and r.headers["x-should-retry"] == "false"
+    side = "on_response" if hook.endswith("OnAnswer") else "on_request"
+    message = f"Hook {H}{hook} timed out in {side}: no answer within HOOK_TIMEOUT_SECONDS (0.3 s)"
+    assert r.json()["error"]["message"] == message
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.outcome == "gateway_error" and resp.error_message.startswith(message)
+    assert resp.steps[-1]["decision"] == "error" and resp.steps[-1]["hook"] == H + hook
+    assert len(upstream.received) == (1 if side == "on_response" else 0)
+    if side == "on_response":  # the upstream's answer stays logged as it came
+        assert resp.status_code == 200 and json.loads(resp.body)["object"] == "chat.completion"
+
+
+def test_a_skipped_hook_past_its_time_limit_changes_nothing_afterwards(settings, upstream, gateway, log_flush):
+    """A sync hook cannot be stopped: it wakes after the gateway gave up on it and writes to its exchange. Those
+    writes went upstream, to the client and into the log with the next hook's changes."""
+    settings.GATEWAY_HOOKS = [H + "HangsThenWrites", H + "AfterTheHung"]
+    settings.GATEWAY_HOOKS_SKIP_ON_ERROR = [H + "HangsThenWrites"]
+    settings.HOOK_TIMEOUT_SECONDS = 0.3
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH, timeout=8)
+    assert r.status_code == 200  # it did write, late:
+    assert sample_hooks.late_written.is_set() and sample_hooks.late_written_answer.is_set()
+    got = upstream.received[-1]
+    assert got.header("x-after") == "1" and got.header("x-late") is None and json.loads(got.body) == CHAT
+    assert r.json()["choices"][0]["message"]["content"].startswith("after")  # the next hook's change only
+    assert "late" not in r.text
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert ["X-After", "1"] in resp.forwarded["headers"]
+    assert resp.forwarded["body_unchanged"] is True and "x-late" not in json.dumps(resp.forwarded).lower()
+    metadata = next(s["metadata"] for s in resp.steps if s.get("decision") == "metadata")
+    assert metadata == {"before the hang": True}
+    skipped = [(s["hook"], s["error"]) for s in resp.steps if s.get("decision") == "skipped after an error"]
+    timed_out = f"Hook {H}HangsThenWrites timed out in %s: no answer within HOOK_TIMEOUT_SECONDS (0.3 s)"
+    assert skipped == [(H + "HangsThenWrites", timed_out % "on_request"),
+                       (H + "HangsThenWrites", timed_out % "on_response")]
+    assert resp.outcome == "completed" and (timed_out % "on_request") in resp.error_message
 
