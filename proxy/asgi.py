@@ -18,7 +18,7 @@ from django.http import HttpResponse, HttpResponseBase
 
 from logs.ids import exchange_id_new
 from logs.outcomes import Outcome
-from proxy.exchange import RECEIVING, SHUTDOWN_CANCEL
+from proxy.exchange import RECEIVING, SHUTDOWN_CANCEL, response_header_pairs
 from proxy.relay import UpstreamBroken
 from proxy.refusals import refusal_before_upload
 from proxy.request_body import BodySpool, Refusal, body_is_large, body_receive, refusal_before_body
@@ -34,8 +34,7 @@ async def _response_send(response: HttpResponseBase, send) -> None:
     """Send a Django response over ASGI, streaming ones chunk by chunk as they come."""
     pairs = getattr(response, "gateway_headers", None)  # a relayed answer: the upstream's headers exactly
     if pairs is None:  # the gateway's own answer
-        pairs = list(response.items()) + [("Set-Cookie", c.output(header="").strip())
-                                          for c in response.cookies.values()]
+        pairs = response_header_pairs(response)
         if not response.streaming and not response.has_header("Content-Length"):
             pairs.append(("Content-Length", str(len(response.content))))  # else the server sends it chunked
     # Built in the call: a local would hold the encoded headers for as long as a stream lasts.

@@ -9,7 +9,7 @@ import asyncio
 import sys
 import time
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from logs.ids import exchange_id_new
 from logs.outcomes import Outcome
@@ -60,6 +60,12 @@ def json_error(status: int, body: bytes, request_id: str | None = None) -> HttpR
     if request_id:
         resp[REQUEST_ID_HEADER] = request_id
     return resp
+
+
+def response_header_pairs(response: HttpResponseBase) -> list[tuple[str, str]]:
+    """The headers a Django response of the gateway's own goes out with: its own, then one Set-Cookie per cookie
+    (Django keeps cookies apart from its headers: they are sent, and logged, from here)."""
+    return [*response.items(), *(("Set-Cookie", c.output(header="").strip()) for c in response.cookies.values())]
 
 
 class Exchange:

@@ -193,6 +193,16 @@ def _failed_answer(x: Exchange, failure: HookFailed) -> HttpResponseBase:
     return answer
 
 
+def _answer_check(answer: object) -> None:
+    """What on_request may answer with: an HttpResponse whose status an HTTP server can send (a Django response
+    takes `status_code = 0` as it is, and the server then broke the connection)."""
+    if not isinstance(answer, HttpResponseBase):
+        raise TypeError(f"on_request returned {type(answer).__name__}; return None or an HttpResponse")
+    status = answer.status_code
+    if type(status) is not int or not 200 <= status <= 599:
+        raise ValueError(f"on_request answered with status {status!r}; an answer's status is 200 to 599")
+
+
 def _snapshot(hx: HookExchange) -> tuple:
     return hx.method, hx.path, hx.query, list(hx.headers)
 
@@ -273,8 +283,8 @@ async def hooks_request(x: Exchange, hooks: tuple[Hook, ...]) -> HttpResponseBas
         before = _snapshot(hx)
         try:
             answer = await hook.call(hook.on_request, hx)
-            if answer is not None and not isinstance(answer, HttpResponseBase):
-                raise TypeError(f"on_request returned {type(answer).__name__}; return None or an HttpResponse")
+            if answer is not None:
+                _answer_check(answer)
             hx.json_edits_take()
             hook_changed = _changes(before, hx)
             _apply(x, hx, set(hook_changed))

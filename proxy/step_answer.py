@@ -16,7 +16,7 @@ from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
 from logs.records import ResponseRecord
 from logs.redaction.scrub import error_scrub
-from proxy.exchange import Exchange
+from proxy.exchange import Exchange, response_header_pairs
 from proxy.threads import off_loop
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ async def step_answer_log(x: Exchange, answer: HttpResponseBase) -> None:
     is_sse = content_type.lower().startswith("text/event-stream")
     capture = BodyCapture(spool_name=f"{x.request_id}.response", content_type=content_type,
                           content_encoding=answer.get("Content-Encoding", ""), stream=is_sse, started=x.started)
-    headers = list(answer.items())
+    headers = response_header_pairs(answer)  # its cookies too: the log shows what the client got
 
     def record_new() -> ResponseRecord:
         return x.response_record(status=answer.status_code, headers=headers, content_type=content_type,

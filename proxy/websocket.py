@@ -25,7 +25,7 @@ from logs.ids import exchange_id_new
 from logs.outcomes import Outcome
 from logs.pipeline.tracks import Track
 from logs.records import FileRecord, FrameRecord
-from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error
+from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error, response_header_pairs
 from proxy.forward import refuse, request_record, step_answered
 from proxy.forwarded import forwarded_note
 from proxy.key_policy import STEP as KEY_STEP, SessionLimits, SessionStop
@@ -63,7 +63,7 @@ async def _deny(scope: dict, send, response: HttpResponseBase) -> None:
     if "websocket.http.response" not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": 1008})
         return
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response_header_pairs(response)]
     await send({"type": "websocket.http.response.start", "status": response.status_code, "headers": headers})
     # A streamed answer (a hook's) is read whole: the denial is one body, and the log keeps it as it ends.
     body = b"".join([chunk async for chunk in response]) if response.streaming else response.content

@@ -355,6 +355,18 @@ def test_a_hook_that_changes_the_upgrade_is_logged_with_what_went_upstream(rt, r
     assert INJECTED not in json.dumps(resp.forwarded) and resp.steps[0]["hook"] == "tests.proxy.sample_hooks.InjectKey"
 
 
+def test_a_hooks_refusal_of_an_upgrade_sends_and_logs_its_cookies(rt, realtime_mock, settings, log_flush):
+    """The denial was sent without the Set-Cookie of the hook's answer, which the log's headers list."""
+    settings.GATEWAY_HOOKS = ["tests.proxy.sample_hooks.SetsCookies"]
+    refused = asyncio.run(_refused(rt.url, {"Authorization": f"Bearer {KEY}"}))
+    assert refused.response.status_code == 200 and realtime_mock.mock.sessions == []
+    sent = refused.response.headers.get_all("Set-Cookie")
+    assert len(sent) == 2 and sent[0].startswith("session=s3cr3t-session-value;") and sent[1].startswith("theme=")
+    log_flush()
+    logged = [v for k, v in Response.objects.get().headers if k.lower() == "set-cookie"]
+    assert len(logged) == 2 and logged[1].startswith("theme=")
+
+
 async def _refused(url: str, headers: dict | None = None, model: str = "m") -> InvalidStatus:
     with pytest.raises(InvalidStatus) as caught:
         async with connect(f"{url.replace('http', 'ws')}/v1/realtime?model={model}", additional_headers=headers):

@@ -357,3 +357,25 @@ async def _until(event: threading.Event) -> None:
             return
         await asyncio.sleep(0.01)
 
+
+class SetsCookies:
+    """Answers itself with cookies (Django keeps them apart from the headers)."""
+
+    def on_request(self, exchange):
+        from django.http import HttpResponse
+
+        answer = HttpResponse(b"{}", content_type="application/json")
+        answer.set_cookie("session", "s3cr3t-session-value", httponly=True)
+        answer.set_cookie("theme", "dark")
+        return answer
+
+
+class BadStatus:
+    """Answers with a status no server can send (Django takes one set after the response is built), by model."""
+
+    def on_request(self, exchange):
+        from django.http import HttpResponse
+
+        answer = HttpResponse(b"{}", content_type="application/json")
+        answer.status_code = {"zero": 0, "big": 1000, "text": "200", "informational": 100}[exchange.model]
+        return answer

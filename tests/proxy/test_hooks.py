@@ -558,3 +558,29 @@ def test_a_skipped_hook_past_its_time_limit_changes_nothing_afterwards(settings,
                        (H + "HangsThenWrites", timed_out % "on_response")]
     assert resp.outcome == "completed" and (timed_out % "on_request") in resp.error_message
 
+
+def test_a_hooks_answer_with_cookies_reaches_the_client_and_the_log_with_them(settings, upstream, gateway, log_flush):
+    """Django keeps cookies apart from the headers: the log's headers had no Set-Cookie the client got."""
+    settings.GATEWAY_HOOKS = [H + "SetsCookies"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 200 and upstream.received == []
+    cookies = r.headers.get_list("set-cookie")
+    assert len(cookies) == 2 and r.cookies["session"] == "s3cr3t-session-value" and r.cookies["theme"] == "dark"
+    assert "HttpOnly" in cookies[0]
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    logged = [v for k, v in resp.headers if k.lower() == "set-cookie"]
+    assert len(logged) == 2 and logged[1].startswith("theme=") and "HttpOnly" in logged[0]
+    assert "s3cr3t-session-value" not in json.dumps(resp.headers)  # a cookie's value is masked, as a request's
+
+
+@pytest.mark.parametrize("model", ["zero", "big", "text", "informational"])
+def test_a_hooks_answer_with_a_status_no_server_sends_is_a_failure_naming_it(settings, upstream, gateway, log_flush,
+                                                                            model):
+    settings.GATEWAY_HOOKS = [H + "BadStatus"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": model}, headers=AUTH)
+    assert r.status_code == 500 and upstream.received == []
+    assert r.json()["error"]["message"].startswith(f"Hook {H}BadStatus failed in on_request: ValueError: on_request "
+                                                   "answered with status")
+    assert "Traceback" not in r.text
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.outcome == "gateway_error" and resp.status_code == 500
