@@ -255,8 +255,7 @@ class EchoMask:
     The mask keeps each echo's length (asterisks, then its last 4 characters), so a Content-Length
     stays true; an echo split across two reads is caught by holding back what may start one: only
     an end of the read that an echo begins with, so a streamed answer (Gemini's JSON array without
-    alt=sse) is not held a read behind. Event streams pass as they come (no provider echoes a key in
-    one; their filter is another).
+    alt=sse) is not held a read behind. Event streams too: an error event may quote the key.
     """
 
     def __init__(self, x: Exchange, credential: str) -> None:

@@ -42,6 +42,29 @@ class AnswerFilter(Protocol):
         """Whatever is left when the upstream ends."""
 
 
+class AnswerFilters:
+    """Several steps' filters as one, each taking what the one before it let through."""
+
+    def __init__(self, filters: list[AnswerFilter]) -> None:
+        self.filters = filters
+
+    def headers(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        for f in self.filters:
+            pairs = f.headers(pairs)
+        return pairs
+
+    def __call__(self, chunk: bytes) -> bytes:
+        for f in self.filters:
+            chunk = f(chunk)
+        return chunk
+
+    def rest(self) -> bytes:
+        out = b""
+        for f in self.filters:  # what each held back, through the filters after it
+            out = f(out) + f.rest() if out else f.rest()
+        return out
+
+
 class UpstreamBroken(Exception):
     """Raised (after logging) when an upstream body broke off: the client connection must be cut.
 

@@ -26,7 +26,7 @@ from proxy.exchange import Exchange, json_error
 from proxy.hold import hold_may_apply, hold_request
 from proxy.hooks import hooks_loaded, hooks_request
 from proxy.key_policy import key_request
-from proxy.relay import AnswerFilter
+from proxy.relay import AnswerFilter, AnswerFilters
 from proxy.request_body import body_decoded
 from proxy.threads import off_loop
 from wire.jsonutil import json_parse
@@ -67,7 +67,7 @@ class KeyStep(Step):
         return await key_request(x)
 
     def relay_filter(self, x: Exchange, is_sse: bool) -> AnswerFilter | None:
-        return x.echo_mask if not is_sse else None
+        return x.echo_mask  # event streams too: an error event may quote the key it was sent with
 
 
 class TagsStep(Step):
@@ -230,9 +230,8 @@ def _step_failed(x: Exchange, step: Step, exc: Exception) -> HttpResponseBase:
 
 
 def relay_filter(x: Exchange, steps: list[Step], is_sse: bool) -> AnswerFilter | None:
-    """The filter the steps put on the answer (at most one today)."""
-    for step in steps:
-        found = step.relay_filter(x, is_sse)
-        if found is not None:
-            return found
-    return None
+    """The filter the steps put on the answer, in their order (one, most often, or none)."""
+    found = [f for step in steps if (f := step.relay_filter(x, is_sse)) is not None]
+    if len(found) > 1:
+        return AnswerFilters(found)
+    return found[0] if found else None

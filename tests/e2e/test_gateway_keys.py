@@ -345,6 +345,33 @@ def test_key_holding_the_provider_credential(gateway, upstream, log_flush, make_
     assert stored not in r.text and upstream.received[-1].header("accept-encoding") == "identity"
 
 
+def test_a_stored_credential_echoed_in_an_event_stream_reaches_the_client_masked(scripted, gateway, log_flush,
+                                                                                   make_key, settings):
+    """An error event quoting the key the stream was sent with (a compatible server's, whole) handed the gateway
+    key's holder the stored provider credential: event streams passed unmasked. The stream's usage chunk, asked
+    for by the gateway for a key with a budget, is still hidden from a client that did not ask for it."""
+    stored = "sk-" + "stored" + "abcdefghijklmnopqrstuv"
+    _, secret = make_key("wrapped-sse", credential=stored, providers=["openai"], budget_usd=Decimal("5"))
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+             "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
+    usage = {**chunk, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}
+    error = {"error": {"message": f"Invalid key {stored} for this request", "type": "invalid_request_error"}}
+    stream = "".join(f"data: {json.dumps(e)}\n\n" for e in (chunk, error, usage)) + "data: [DONE]\n\n"
+    at = stream.index(stored) + 7  # the echo split across two reads
+    scripted.answer = lambda request: (200, [("content-type", "text/event-stream")],
+                                       [stream[:at].encode(), stream[at:].encode()])
+    client = openai.OpenAI(api_key=secret, base_url=f"{gateway.url}/v1", max_retries=0)
+    with client.chat.completions.with_streaming_response.create(**CHAT, stream=True) as answer:
+        got = answer.read().decode()
+    assert stored not in got and f"Invalid key {'*' * (len(stored) - 4)}{stored[-4:]} for this request" in got
+    assert '"usage"' not in got and got.count("data: ") == 3 and got.endswith("data: [DONE]\n\n")
+    assert json.loads(scripted.requests[0].content)["stream_options"] == {"include_usage": True}
+    _, resp = _logged(log_flush, answer.http_response)
+    assert stored not in resp.body and {"step": "gateway_key", "decision": "stored provider credential masked in the "
+                                        "answer", "echoes": 1} in resp.steps
+    assert resp.input_tokens == 5  # its usage counted against the budget
+
+
 def test_a_stored_gemini_credential_replaces_the_clients_key_in_the_query(gateway, upstream, log_flush, make_key):
     """Gemini also takes its key as ?key=: a client that sends the gateway key in X-Gateway-Key and its own
     Google key in the query had its own key sent to Google beside the stored one (whose account answered?)."""
