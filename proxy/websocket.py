@@ -231,9 +231,12 @@ class Session:
         """Upstream messages to the client, until the upstream closes (or the gateway stops the session); its
         close code passes on."""
         try:
+            mask = self.x.echo_mask  # a key's stored credential: quoted back (an error event), it reaches the client masked
             async for data in upstream:
                 read = self.frame("upstream", data)
                 key = "text" if isinstance(data, str) else "bytes"
+                if mask is not None:
+                    data = mask.mask(data.encode()).decode() if key == "text" else mask.mask(data)
                 async with self.sending:
                     await send({"type": "websocket.send", key: data})
                 if read is not None and read.usage is not None:  # a response's usage: the key's limits, now
@@ -251,7 +254,8 @@ class Session:
             close = upstream.protocol.close_rcvd  # what the upstream sent (None: it just went away)
             if close is not None:
                 self.code, self.reason = close.code, close.reason
-                await send({"type": "websocket.close", "code": _sendable(self.code), "reason": self.reason})
+                reason = self.reason if mask is None else mask.mask(self.reason.encode()).decode()
+                await send({"type": "websocket.close", "code": _sendable(self.code), "reason": reason})
             else:  # never a normal close to the client: the session broke off
                 self.code, self.reason = 1006, "upstream connection lost without a close frame"
                 await send({"type": "websocket.close", "code": UPSTREAM_LOST, "reason": "upstream connection lost"})

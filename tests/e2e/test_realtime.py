@@ -341,6 +341,32 @@ def test_a_browser_presents_a_gateway_key_in_the_subprotocol(rt, realtime_mock, 
     assert secret not in dumped and secret[-12:] not in dumped and stored not in dumped and bare not in dumped
 
 
+def test_a_stored_credential_quoted_back_by_the_upstream_reaches_the_client_masked(rt, realtime_mock, make_key,
+                                                                                      log_flush):
+    # An upstream error event quoting the key the session was opened with handed the gateway key's holder the
+    # stored provider credential, which never leaves the server. (The echo route plays that upstream.)
+    stored = "sk-" + "storedREALTIMEcredential0123456789"
+    _, secret = make_key("browser-app", credential=stored, providers=["openai"])
+    event = {"type": "error", "error": {"message": f"Incorrect API key provided: {stored}."}}
+
+    async def echoed() -> tuple[str, bytes]:
+        async with connect(f"{rt.url.replace('http', 'ws')}/v1/realtime/echo?model=m",
+                           additional_headers={"X-Gateway-Key": secret}) as ws:
+            await ws.send(json.dumps(event))
+            text = await ws.recv()
+            await ws.send(f"bin {stored}".encode())
+            return text, await ws.recv()
+
+    text, data = asyncio.run(echoed())
+    masked = "*" * (len(stored) - 4) + stored[-4:]
+    assert stored not in text and json.loads(text)["error"]["message"] == f"Incorrect API key provided: {masked}."
+    assert data == f"bin {masked}".encode()
+    log_flush()
+    dumped = json.dumps([list(Request.objects.values()), list(Response.objects.values()),
+                         list(Frame.objects.values())], default=str)
+    assert stored not in dumped and secret not in dumped and "Incorrect API key provided: " in dumped  # frames read
+
+
 def test_a_hook_that_changes_the_upgrade_is_logged_with_what_went_upstream(rt, realtime_mock, settings, log_flush):
     from tests.proxy.sample_hooks import INJECTED
 
