@@ -211,20 +211,37 @@ def _json_secrets(data: bytes, answer: bool) -> int:
     except orjson.JSONDecodeError:
         return IN_STRINGS
     found = FREE
+    # A plain dict per side: field_is_secret's lru_cache, called with a keyword, cost more than the walk itself.
+    secret = _SECRET_IN_ANSWERS if answer else _SECRET_IN_REQUESTS
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():
+                named = secret.get(key)
+                if named is None:
+                    named = _secret_named(secret, key, answer)
                 if isinstance(value, str):
-                    if field_is_secret(key, answer=answer):
-                        found = max(found, IN_STRINGS)
+                    if named:
+                        found = IN_STRINGS
                 elif isinstance(value, (dict, list)):
-                    if field_is_secret(key, answer=answer):
+                    if named:
                         return IN_CONTAINERS
                     stack.append(value)
         else:
             stack.extend(v for v in node if isinstance(v, (dict, list)))
     return found
+
+
+_SECRET_IN_REQUESTS: dict[str, bool] = {}
+_SECRET_IN_ANSWERS: dict[str, bool] = {}
+_SECRET_NAMES_MAX = 4096  # field names are the client's and the upstream's word: the memo stays bounded
+
+
+def _secret_named(memo: dict[str, bool], name: str, answer: bool) -> bool:
+    if len(memo) >= _SECRET_NAMES_MAX:
+        memo.clear()
+    memo[name] = named = field_is_secret(name, answer=answer)
+    return named
 
 
 @functools.lru_cache(maxsize=256)
