@@ -382,7 +382,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"suspicious_brief": {"()": "gateway_project.log_filters.SuspiciousBrief"}},
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # uvicorn's own lines keep uvicorn's format and handlers (its --log-level, --no-access-log): they do not
+    # reach the root logger. Secrets are masked when a record is made (logs.redaction.console), before any format.
+    "formatters": {"console": {"()": "gateway_project.log_format.ConsoleFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "console"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # Django logs each on a logger of its own name (django.security.<exception>): a filter is not inherited.
     "loggers": {f"django.security.{name}": {"filters": ["suspicious_brief"]} for name in (

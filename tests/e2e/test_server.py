@@ -111,3 +111,32 @@ def test_start_says_on_the_console_what_will_not_work(tmp_path, tmp_path_factory
         assert "s3cretpw" not in said and "Traceback" not in said
     finally:
         gw.stop()
+
+
+def test_console_lines_carry_time_level_and_logger_and_uvicorns_stay_its_own(tmp_path, tmp_path_factory,
+                                                                              mock_upstream):
+    """The gateway's warnings came bare ("PRICE_TABLE_PATH ... does not exist"): in a server log they could not be
+    told from other output, nor dated. Each now starts with its UTC time, level and logger; uvicorn's own lines
+    keep uvicorn's format, and a credential in a line is still masked."""
+    from tests.procs import free_port
+
+    data = tmp_path / "data"
+    migrated_copy(data, tmp_path_factory)
+    key = "sk-" + "consoleformat" * 3
+    gw = GatewayProcess(data, mock_upstream.url, command=readme_server_command(), ALLOWED_HOSTS="gateway.example",
+                        CACHE_URL=f"redis://127.0.0.1:{free_port()}/13", PRICE_TABLE_PATH=str(tmp_path / "none.json"))
+    try:
+        httpx.get(f"{gw.url}/health", headers={"Host": key}, timeout=10)  # a Host outside ALLOWED_HOSTS
+        assert wait_until(lambda: "Invalid HTTP_HOST header" in gw.stderr(), 10), gw.stderr()
+    finally:
+        gw.stop()
+    lines = gw.stderr().splitlines()
+    ours = [line for line in lines if not line.startswith("INFO:     ")]
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    for logger, text in (("keys.store", "Redis (CACHE_URL"), ("logs.pricing", "PRICE_TABLE_PATH"),
+                         ("django.security.DisallowedHost", "Invalid HTTP_HOST header")):
+        assert [line for line in ours if re.fullmatch(rf"{stamp} WARNING {re.escape(logger)}: {re.escape(text)}.*",
+                                                      line)], ours
+    assert all(re.match(rf"{stamp} [A-Z]+ [\w.]+: ", line) for line in ours), ours
+    assert key not in gw.stderr() and "sk-…" in gw.stderr()  # masked, and the line that held it was read
+    assert any(line.startswith("INFO:     Uvicorn running on http://") for line in lines), lines
