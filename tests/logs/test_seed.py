@@ -50,3 +50,28 @@ def test_seed_logs_refuses_a_log_that_holds_exchanges_unless_told_to_add(setting
     assert list(Request.objects.all()) == [real]
     call_command("seed_logs", "20", "--no-files", "--add", stdout=StringIO())  # a scratch log seeded before
     assert Request.objects.count() == 21
+
+
+@pytest.mark.parametrize("args, message", [
+    (["0"], "count, --batch and --days must be positive"),
+    (["-5"], "count, --batch and --days must be positive"),
+    # Each below was a traceback (ValueError, OverflowError, a UUID out of range) or, for the count, ran until the
+    # disk was full.
+    (["5", "--days", "nan"], "count, --batch and --days must be positive"),
+    (["5", "--days", "inf"], "--days inf is too long: the exchanges would start before 1970"),
+    (["5", "--days", "1e300"], "--days 1e+300 is too long: the exchanges would start before 1970"),
+    (["5", "--days", "700000"], "--days 700000 is too long: the exchanges would start before 1970"),
+    (["99999999999999999999999"], "count must be at most 100,000,000, not 99,999,999,999,999,999,999,999"),
+])
+def test_seed_logs_refuses_bad_arguments_in_one_line(settings, tmp_path, args, message):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.DATA_DIR = tmp_path
+    err = StringIO()
+    with pytest.raises(SystemExit) as stopped:
+        call_command("seed_logs", *args, "--no-files", stdout=StringIO(), stderr=err)
+    assert stopped.value.code == 2 and err.getvalue() == message + "\n"
+    assert not Request.objects.exists()
+

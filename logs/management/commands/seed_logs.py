@@ -1,11 +1,30 @@
 """python manage.py seed_logs N: fill the log with N realistic fake exchanges."""
 
 import time
+from datetime import datetime, timedelta, timezone
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from logs.models import Request
 from logs.seed import exchanges_seed
+
+# Ten times the largest log the benchmarks seeded: about 2 GB and four minutes a million, so already
+# hours and disks' worth; a count past it (a typo, 10**23) ran until the disk was full.
+MAX_COUNT = 100_000_000
+
+
+def _args_problem(count: int, days: float, batch: int) -> str:
+    """Why the arguments cannot seed ("" when they can)."""
+    if count < 1 or batch < 1 or not days > 0:
+        return "count, --batch and --days must be positive"
+    if count > MAX_COUNT:
+        return f"count must be at most {MAX_COUNT:,}, not {count:,}"
+    # inf, or a start before 1970 (the ids, UUIDv7, count milliseconds since then), was a traceback in the seeding.
+    try:
+        too_long = datetime.now(timezone.utc) - timedelta(days=days) < datetime(1970, 1, 1, tzinfo=timezone.utc)
+    except (OverflowError, ValueError):
+        too_long = True
+    return f"--days {days:g} is too long: the exchanges would start before 1970" if too_long else ""
 
 
 class Command(BaseCommand):
@@ -24,8 +43,8 @@ class Command(BaseCommand):
     def handle(self, *args, count: int, days: float, batch: int, no_files: bool, seed: int | None, add: bool,
                **options) -> None:
         """Seed and report progress."""
-        if count < 1 or batch < 1 or days <= 0:
-            self.stderr.write("count, --batch and --days must be positive")
+        if problem := _args_problem(count, days, batch):
+            self.stderr.write(problem)
             raise SystemExit(2)
         # Seeded rows carry no mark: run in the gateway's own folder, it mixed fakes into the audit log for good.
         if not add and Request.objects.exists():
