@@ -134,3 +134,12 @@ def test_an_exchange_still_in_flight_is_kept(capsys):
     assert prune(timedelta(seconds=0)).exchanges == 2
     assert list(Request.objects.values_list("pk", flat=True)) == [flying.pk]
     assert not Request.objects.filter(pk__in=[done.pk, dead.pk]).exists()
+
+
+@pytest.mark.parametrize("batch", ["0", "10001", "99999999999999999999"])
+def test_a_batch_it_cannot_use_is_one_line_and_deletes_nothing(aged, batch):
+    # Past 2**63 the database refused the LIMIT half-way ("IntegrityError: datatype mismatch (is the database
+    # up, and migrated?)" on SQLite, "DataError: bigint out of range" on PostgreSQL), after "deleting 5 exchanges".
+    with pytest.raises(CommandError, match=r"^--batch must be from 1 to 10,000, not [\d,-]+$"):
+        call_command("prune_logs", "--older-than", "30d", "--batch", batch)
+    assert Request.objects.count() == 7

@@ -4,6 +4,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from logs.retention import PruneBusy, PruneResult, age_parse, prune
 
+# A batch is one transaction holding its rows' locks and one statement with its ids as parameters
+# (SQLite builds take as few as 32,766); past 2**63 the database refused the LIMIT mid-run, with a
+# message that sent the operator to check the database.
+MAX_BATCH = 10_000
+
 
 class Command(BaseCommand):
     help = "Delete exchanges older than an age (with their stored files), in batches."
@@ -12,7 +17,7 @@ class Command(BaseCommand):
         """Options."""
         parser.add_argument("--older-than", required=True, help="age such as 30d, 12h, 2w, 90m")
         parser.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
-        parser.add_argument("--batch", type=int, default=1000, help="exchanges per transaction (1000)")
+        parser.add_argument("--batch", type=int, default=1000, help=f"exchanges per transaction (1000, at most {MAX_BATCH:,})")
 
     def handle(self, *args, older_than: str, dry_run: bool, batch: int, **options) -> None:
         """Parse, prune, report."""
@@ -20,8 +25,8 @@ class Command(BaseCommand):
             age = age_parse(older_than)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        if batch < 1:
-            raise CommandError("--batch must be positive")
+        if not 1 <= batch <= MAX_BATCH:
+            raise CommandError(f"--batch must be from 1 to {MAX_BATCH:,}, not {batch:,}")
 
         def announce(plan: PruneResult) -> None:
             verb = "would delete" if dry_run else "deleting"
