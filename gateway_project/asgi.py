@@ -26,6 +26,8 @@ from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
+from gateway_project.log_format import ConsoleFormatter  # noqa: E402
+
 # uvicorn's exit code for a worker that failed before serving: its --workers supervisor then stops, where any
 # other code makes it start a new worker, which fails the same way, forever (uvicorn/config.py STARTUP_FAILURE).
 STARTUP_FAILURE = 3
@@ -33,8 +35,11 @@ STARTUP_FAILURE = 3
 try:
     django_app = get_asgi_application()
 except ImproperlyConfigured as exc:
-    # A setting that cannot be used, named by settings.py: that line, not a 60-line import traceback.
-    sys.stderr.write(f"ImproperlyConfigured: {exc}\n")
+    # A setting that cannot be used, named by settings.py: that line, not a 60-line import traceback. The settings
+    # never loaded, so neither did LOGGING: the line is dated and levelled as the console's others are.
+    sys.stderr.write(ConsoleFormatter().format(logging.makeLogRecord({
+        "name": __name__, "levelno": logging.CRITICAL, "levelname": "CRITICAL",
+        "msg": "ImproperlyConfigured: %s", "args": (exc,)})) + "\n")
     sys.exit(STARTUP_FAILURE)
 
 from keys.store import store_probe  # noqa: E402

@@ -123,7 +123,9 @@ def test_a_bad_setting_stops_uvicorn_with_workers_in_one_line(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
         pytest.fail(f"uvicorn kept restarting its workers:\n{output[-2000:]}")
-    assert "ImproperlyConfigured: STREAM_USAGE must be 'off' or 'inject', not 'always'" in output
+    # Dated and levelled as every console line of the gateway, for a server log that a supervisor keeps.
+    assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z CRITICAL gateway_project\.asgi: ImproperlyConfigured: "
+                     r"STREAM_USAGE must be 'off' or 'inject', not 'always'$", output, re.M), output
     assert "Traceback" not in output
 
 
