@@ -197,7 +197,9 @@ def test_sigkill_midflight_marked_interrupted_at_next_start(tmp_path, tmp_path_f
         assert wait_until(lambda: len(mock_upstream.mock.received) == 3, 10)
         # Both requests are durable before the upstream answers (here: already rows).
         assert wait_until(lambda: len(exchanges_read(db)) == 3, 10)
-        time.sleep(0.3)
+        # More than PROGRESS_EVERY (0.5 s) into the stream: its progress file, with its status, is on disk (a
+        # stream killed sooner keeps only its request row: 0.3 s here failed whenever the rows came at once).
+        time.sleep(1.0)
     finally:
         gw.kill()
     stalled.join(10)
