@@ -87,6 +87,21 @@ async def key_request(x: Exchange) -> HttpResponse | None:
     return None
 
 
+async def key_rejudge(x: Exchange) -> HttpResponse | None:
+    """Judge a request that waited (the hold queue) again, as it goes upstream now: its key as it is now (revoked,
+    expired or deleted meanwhile: 401, as at arrival). Its limits are not taken again: the request counted when it
+    arrived."""
+    grant = x.gateway_key
+    if not isinstance(grant, KeyGrant):
+        return None
+    refused = key_refusal(await key_current(grant.key.secret_hash))
+    if not refused:
+        return None
+    x.decisions.append({"step": STEP, "decision": "refused after the hold, not forwarded", "key": grant.name,
+                        "reason": refused})
+    return _refuse(x, 401, refused, kind="authentication_error", outcome=Outcome.GATEWAY_ERROR)
+
+
 async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
     """Why the key may not make this request (provider or model not allowed, a model without a price for a
     key with a budget), or ""."""

@@ -25,7 +25,7 @@ from proxy.cache import cache_request
 from proxy.exchange import Exchange, json_error
 from proxy.hold import hold_may_apply, hold_request
 from proxy.hooks import hooks_loaded, hooks_request
-from proxy.key_policy import key_request
+from proxy.key_policy import key_rejudge, key_request
 from proxy.relay import AnswerFilter, AnswerFilters
 from proxy.request_body import body_decoded
 from proxy.threads import off_loop
@@ -119,6 +119,8 @@ class HoldStep(Step):
     """The hold queue (proxy/hold.py): a matching request waits for an operator's decision.
 
     Off (an attribute read) while the switch, read from the database at most a second ago, is off.
+    An approved request is judged again by its gateway key (key_rejudge): the key may have been revoked
+    while it waited.
     """
 
     name = "hold"
@@ -127,7 +129,10 @@ class HoldStep(Step):
         return hold_may_apply()
 
     async def request(self, x: Exchange) -> HttpResponseBase | None:
-        return await hold_request(x)
+        answer = await hold_request(x)
+        if answer is not None or x.held_ms is None:  # rejected, or not held
+            return answer
+        return await key_rejudge(x)
 
 
 class StreamUsageStep(Step):

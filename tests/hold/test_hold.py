@@ -5,15 +5,20 @@ import gzip
 import json
 import socket
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
 import proxy.hold
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from hold.models import HeldRequest
 from hold.services import HoldError
+from keys.models import GatewayKey
+from keys.selectors import caches_clear
+from keys.services import key_revoke
 from logs.models import Request, Response
 from tests.hold.conftest import Background, decide, held_ids, switch, until
 from tests.sqlite_writes import locked_retry
@@ -505,3 +510,42 @@ def test_a_request_whose_worker_was_killed_leaves_the_queue_once_the_log_closes_
     switch_set(on=False, by="alice")  # approves what is waiting: the live worker's request only
     assert HeldRequest.objects.get(pk="1" * 32).decision == ""
     assert HeldRequest.objects.get(pk="2" * 32).decision == "approve"
+
+
+def _key_changed(how: str, name: str) -> None:
+    """Revoke, expire or delete a gateway key, and let the in-process gateway see it at once (in production: within
+    a second)."""
+    if how == "revoked":
+        locked_retry(key_revoke, name=name)
+    elif how == "expired":
+        locked_retry(lambda: GatewayKey.objects.filter(name=name).update(expires_at=timezone.now() - timedelta(1)))
+    else:
+        locked_retry(lambda: GatewayKey.objects.filter(name=name).delete())
+    caches_clear()
+
+
+@pytest.mark.parametrize("how,by", [("revoked", "operator"), ("expired", "operator"), ("deleted", "timeout")])
+def test_a_key_revoked_while_its_request_is_held_is_refused_when_approved(upstream, gateway, log_flush, make_key,
+                                                                         settings, how, by):
+    # Its key was checked when it arrived; approved a minute later, it went upstream on a key revoked since.
+    settings.HOLD_TIMEOUT_SECONDS = 2 if by == "timeout" else 60
+    _, secret = make_key("tester")
+    switch(on=True, by="test")
+    call = _post(gateway, headers={**AUTH, "X-Gateway-Key": secret})
+    [rid] = held_ids(gateway)
+    _key_changed(how, "tester")
+    if by == "operator":
+        decide(rid, "approve", by="alice")
+    r = call.wait()
+    assert r.status_code == 401 and r.headers["x-gateway-request-id"] == rid
+    error = r.json()["error"]
+    assert error["type"] == "authentication_error" and how in error["message"]
+    assert upstream.received == []  # never forwarded
+    resp = _logged(log_flush, rid)
+    assert resp.status_code == 401 and resp.outcome == "gateway_error" and how in resp.error_message
+    hold, key = resp.steps[-2:]
+    assert hold["step"] == "hold" and hold["decision"] == "approve" and hold["by"] == ("alice" if by == "operator"
+                                                                                      else "timeout")
+    assert key["step"] == "gateway_key" and key["decision"].startswith("refused after the hold") and key["key"] == "tester"
+    assert HeldRequest.objects.get(pk=rid).state == "released"
+
