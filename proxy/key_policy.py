@@ -27,6 +27,7 @@ from django.http import HttpResponse
 
 from keys.crypto import CredentialUnreadable, credential_decrypt
 from keys.limits import Verdict, limits_apply, limits_recheck, policies
+from keys.models import GatewayKey
 from keys.selectors import TOKENS_WINDOW, keys_exist_known
 from keys.store import REDIS_AWAY_SECONDS, StoreUnavailable
 from logs.outcomes import Outcome
@@ -49,7 +50,7 @@ async def key_request(x: Exchange) -> HttpResponse | None:
     if not isinstance(grant, KeyGrant):
         return None  # unkeyed (GATEWAY_ALLOW_UNKEYED) or a GATEWAY_API_KEYS key: no limits
     key = grant.key
-    refused = await _permission_refusal(x, grant)
+    refused = await _permission_refusal(x, key)
     if refused:
         if key.limited:  # every answer to a limited key says its limits (this one took nothing from them)
             x.answer_headers.extend(policies(key))
@@ -89,23 +90,26 @@ async def key_request(x: Exchange) -> HttpResponse | None:
 
 async def key_rejudge(x: Exchange) -> HttpResponse | None:
     """Judge a request that waited (the hold queue) again, as it goes upstream now: its key as it is now (revoked,
-    expired or deleted meanwhile: 401, as at arrival). Its limits are not taken again: the request counted when it
-    arrived."""
+    expired or deleted meanwhile: 401, as at arrival) and what that key may do with the body that goes upstream (an
+    operator's edit may name another model: 403, as key_request refuses it). Its limits are not taken again: the
+    request counted when it arrived."""
     grant = x.gateway_key
     if not isinstance(grant, KeyGrant):
         return None
-    refused = key_refusal(await key_current(grant.key.secret_hash))
+    key = await key_current(grant.key.secret_hash)
+    status, kind, refused = 401, "authentication_error", key_refusal(key)
+    if not refused:
+        status, kind, refused = 403, "permission_error", await _permission_refusal(x, key)
     if not refused:
         return None
     x.decisions.append({"step": STEP, "decision": "refused after the hold, not forwarded", "key": grant.name,
                         "reason": refused})
-    return _refuse(x, 401, refused, kind="authentication_error", outcome=Outcome.GATEWAY_ERROR)
+    return _refuse(x, status, refused, kind=kind, outcome=Outcome.GATEWAY_ERROR)
 
 
-async def _permission_refusal(x: Exchange, grant: KeyGrant) -> str:
-    """Why the key may not make this request (provider or model not allowed, a model without a price for a
-    key with a budget), or ""."""
-    key = grant.key
+async def _permission_refusal(x: Exchange, key: GatewayKey) -> str:
+    """Why the key may not make this request as it would go upstream (provider or model not allowed, a model without
+    a price for a key with a budget), or ""."""
     if key.allowed_providers and x.provider.name not in key.allowed_providers:
         return (f"Gateway key '{key.name}' may not call provider '{x.provider.name}' "
                 f"(allowed: {', '.join(key.allowed_providers)}).")
@@ -206,13 +210,17 @@ async def _models_asked(x: Exchange, runs: bool) -> tuple[list[str], str, object
     in_path = x.provider.request_model(endpoint, None)  # Gemini's and Replicate's paths name it: the body has no say
     if in_path:
         return [in_path], "", None
-    body = x.body.in_memory()
+    # What goes upstream: the body received, or a step's replacement (an operator's edit in the hold queue).
+    edited = x.forward_body is not None
+    body = x.forward_body if edited else x.body.in_memory()
     if body is None and x.body.size:
         if not runs:
             return [], "", None  # a large upload that runs no model (a file, known by free_posts): nothing to hold
         # A generating request's model is read however large its body (a long prompt, an image): off the loop.
         body = await off_loop(x.body.read_all)
-    payload, unread = body_read(x.forward_headers, body, x.body.size, x.content_type)
+    content_type = next((v for k, v in x.forward_headers if k.lower() == "content-type"), x.content_type) if edited \
+        else x.content_type
+    payload, unread = body_read(x.forward_headers, body, x.body.size, content_type)
     if unread:
         return [], unread, None
     if isinstance(payload, dict) and any(k != "model" and k.lower() == "model" for k in payload):

@@ -23,6 +23,7 @@ from providers import Provider
 from providers.base import json_bytes
 from proxy.cache import cache_request
 from proxy.exchange import Exchange, json_error
+from proxy.forwarded import forwarded_note
 from proxy.hold import hold_may_apply, hold_request
 from proxy.hooks import hooks_loaded, hooks_request
 from proxy.key_policy import key_rejudge, key_request
@@ -120,7 +121,7 @@ class HoldStep(Step):
 
     Off (an attribute read) while the switch, read from the database at most a second ago, is off.
     An approved request is judged again by its gateway key (key_rejudge): the key may have been revoked
-    while it waited.
+    while it waited, and an operator's edit may name a model the key may not use.
     """
 
     name = "hold"
@@ -132,7 +133,10 @@ class HoldStep(Step):
         answer = await hold_request(x)
         if answer is not None or x.held_ms is None:  # rejected, or not held
             return answer
-        return await key_rejudge(x)
+        answer = await key_rejudge(x)
+        if answer is not None and x.request_changed:
+            await forwarded_note(x)  # the log keeps the operator's edit beside its refusal (never sent)
+        return answer
 
 
 class StreamUsageStep(Step):

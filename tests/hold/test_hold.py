@@ -6,6 +6,7 @@ import json
 import socket
 import time
 from datetime import timedelta
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -549,3 +550,43 @@ def test_a_key_revoked_while_its_request_is_held_is_refused_when_approved(upstre
     assert key["step"] == "gateway_key" and key["decision"].startswith("refused after the hold") and key["key"] == "tester"
     assert HeldRequest.objects.get(pk=rid).state == "released"
 
+
+@pytest.mark.parametrize("limits,model,refusal", [
+    ({"models": ["gpt-4o-mini"]}, "gpt-4o", "may not use model 'gpt-4o'"),
+    ({"budget_usd": Decimal("1")}, "no-such-model-for-a-price", "has no price"),
+    ({"models": ["gpt-4o-mini", "gpt-4o"]}, "gpt-4o", None),  # control: an edit the key allows goes upstream
+])
+def test_an_edit_naming_a_model_its_key_may_not_use_is_refused(upstream, gateway, log_flush, make_key, limits, model,
+                                                              refusal):
+    _, secret = make_key("tester", **limits)
+    switch(on=True, by="test")
+    call = _post(gateway, headers={**AUTH, "X-Gateway-Key": secret})
+    [rid] = held_ids(gateway)
+    edited = {**CHAT, "model": model}
+    decide(rid, "approve", by="bob", body=json.dumps(edited))
+    r = call.wait()
+    resp = _logged(log_flush, rid)
+    assert json.loads(resp.forwarded["body"]) == edited  # the operator's edit is in the log, forwarded or not
+    if refusal is None:
+        assert r.status_code == 200 and json.loads(upstream.received[-1].body)["model"] == model
+        return
+    assert r.status_code == 403 and refusal in r.json()["error"]["message"]
+    assert r.json()["error"]["type"] == "permission_error"
+    assert upstream.received == []
+    assert resp.status_code == 403 and resp.outcome == "gateway_error" and refusal in resp.error_message
+    hold, key = resp.steps[-2:]
+    assert hold["decision"] == "approve" and hold["by"] == "bob" and hold["edited_body"] is True
+    assert key["step"] == "gateway_key" and refusal in key["reason"]
+
+
+def test_a_request_whose_key_lost_its_model_while_held_is_refused(upstream, gateway, log_flush, make_key):
+    _, secret = make_key("tester", models=["gpt-4o-mini"])
+    switch(on=True, by="test")
+    call = _post(gateway, headers={**AUTH, "X-Gateway-Key": secret})
+    [rid] = held_ids(gateway)
+    locked_retry(lambda: GatewayKey.objects.filter(name="tester").update(allowed_models=["gpt-4o"]))
+    caches_clear()
+    decide(rid, "approve", by="bob")
+    r = call.wait()
+    assert r.status_code == 403 and "may not use model 'gpt-4o-mini'" in r.json()["error"]["message"]
+    assert upstream.received == []
