@@ -88,11 +88,12 @@ async def key_request(x: Exchange) -> HttpResponse | None:
     return None
 
 
-async def key_rejudge(x: Exchange) -> HttpResponse | None:
-    """Judge a request that waited (the hold queue) again, as it goes upstream now: its key as it is now (revoked,
-    expired or deleted meanwhile: 401, as at arrival) and what that key may do with the body that goes upstream (an
-    operator's edit may name another model: 403, as key_request refuses it). Its limits are not taken again: the
-    request counted when it arrived."""
+async def key_rejudge(x: Exchange, after: str) -> HttpResponse | None:
+    """Judge a request again, as it goes upstream now, after a step that changed it or made it wait (`after`: the
+    hooks, the hold): its key as it is now (revoked, expired or deleted meanwhile: 401, as at arrival) and what
+    that key may do with the method, path and body that go upstream (a hook's or an operator's edit may name
+    another model or endpoint: 403, as key_request refuses it). Its limits are not taken again: the request
+    counted when it arrived."""
     grant = x.gateway_key
     if not isinstance(grant, KeyGrant):
         return None
@@ -102,7 +103,7 @@ async def key_rejudge(x: Exchange) -> HttpResponse | None:
         status, kind, refused = 403, "permission_error", await _permission_refusal(x, key)
     if not refused:
         return None
-    x.decisions.append({"step": STEP, "decision": "refused after the hold, not forwarded", "key": grant.name,
+    x.decisions.append({"step": STEP, "decision": f"refused after the {after}, not forwarded", "key": grant.name,
                         "reason": refused})
     return _refuse(x, status, refused, kind=kind, outcome=Outcome.GATEWAY_ERROR)
 

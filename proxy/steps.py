@@ -100,7 +100,17 @@ class HooksStep(Step):
         return bool(settings.GATEWAY_HOOKS)
 
     async def request(self, x: Exchange) -> HttpResponseBase | None:
-        return await hooks_request(x, hooks_loaded())
+        before = (x.method, x.route.upstream_path, x.forward_body)
+        answer = await hooks_request(x, hooks_loaded())
+        unchanged = (x.method, x.route.upstream_path) == before[:2] and x.forward_body is before[2]
+        if answer is not None or unchanged:
+            return answer
+        # A hook sent it elsewhere or changed its body: its gateway key is held to what goes upstream (a model
+        # it may not use, or one without a price for a key with a budget, counts as at arrival).
+        answer = await key_rejudge(x, "hooks")
+        if answer is not None:
+            await forwarded_note(x)  # the log keeps what the hooks made of it beside its refusal (never sent)
+        return answer
 
 
 class CacheStep(Step):
@@ -133,7 +143,7 @@ class HoldStep(Step):
         answer = await hold_request(x)
         if answer is not None or x.held_ms is None:  # rejected, or not held
             return answer
-        answer = await key_rejudge(x)
+        answer = await key_rejudge(x, "hold")
         if answer is not None and x.request_changed:
             await forwarded_note(x)  # the log keeps the operator's edit beside its refusal (never sent)
         return answer

@@ -188,6 +188,16 @@ class SubprotocolKey:
             else (k, v) for k, v in exchange.headers]
 
 
+class BiggerModel:
+    """Sends every chat to gpt-4o."""
+
+    blocking = False
+
+    def on_request(self, exchange):
+        if exchange.path.endswith("/chat/completions"):
+            exchange.json = {**exchange.json, "model": "gpt-4o"}
+
+
 class CheaperImages:
     """Sends image generations to the mini model."""
 

@@ -483,6 +483,28 @@ def test_an_answer_naming_no_model_is_priced_by_the_model_a_hook_sent(settings, 
     assert resp.model == "gpt-image-1-mini" and mini.cost_usd and resp.cost_usd == mini.cost_usd
 
 
+@pytest.mark.parametrize("limits,refusal", [
+    ({"models": ["gpt-4o-mini"]}, "may not use model 'gpt-4o'"),
+    ({"models": ["gpt-4o-mini", "gpt-4o"]}, None),  # a key that allows what the hook sends: forwarded
+])
+def test_a_hooks_change_is_held_to_the_requests_gateway_key(settings, upstream, gateway, log_flush, make_key, limits,
+                                                              refusal):
+    """The key was judged on the request as it came: a hook that sent it to another model ran that model on a
+    key limited to others (or, for a key with a budget, a model without a price, counting nothing)."""
+    _, secret = make_key("mini-only", **limits)
+    settings.GATEWAY_HOOKS = [H + "BiggerModel"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={**AUTH, "X-Gateway-Key": secret})
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.forwarded["model"] == "gpt-4o"  # what the hooks made of it is in the log, forwarded or not
+    if refusal is None:
+        assert r.status_code == 200 and json.loads(upstream.received[-1].body)["model"] == "gpt-4o"
+        return
+    assert r.status_code == 403 and refusal in r.json()["error"]["message"] and upstream.received == []
+    assert resp.status_code == 403 and resp.outcome == "gateway_error" and refusal in resp.error_message
+    assert resp.steps[-1] == {"step": "gateway_key", "decision": "refused after the hooks, not forwarded",
+                              "key": "mini-only", "reason": r.json()["error"]["message"]}
+
+
 def test_a_hook_failing_on_a_streamed_answer_is_found_among_the_errors(settings, upstream, gateway, log_flush):
     """The client had the stream already, so it gets no 500; the row said `completed` with no error, so the
     failure was found only by opening each exchange's steps."""
