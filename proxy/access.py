@@ -84,6 +84,13 @@ class KeyGrant:
         return [(k, labelled(v) if k.lower() == self.carrier else v) for k, v in masked]
 
 
+def keys_unreadable(exc: Exception) -> str:
+    """What a client is told when the gateway keys cannot be read (the driver's words, which may name the
+    database's host and port, go to the log only)."""
+    return (f"The gateway cannot check gateway keys: its database failed ({type(exc).__name__}). "
+            "Is it up, and migrated (python manage.py migrate)?")
+
+
 async def key_current(digest: str) -> GatewayKey | None:
     """The key of the secret with this hash, from this process's cache or from the database in a thread (see
     _keys_exist for when): a request's key, and a realtime session's as it runs (revoked within a second)."""

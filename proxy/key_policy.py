@@ -35,7 +35,7 @@ from logs.pricing import price_known
 from logs.redaction.scrub import Scrubber, byte_replacements
 from providers import Provider
 from providers.base import SUBPROTOCOL_HEADER, usage_counts
-from proxy.access import KeyGrant, key_current, key_refusal
+from proxy.access import KeyGrant, key_current, key_refusal, keys_unreadable
 from proxy.exchange import Exchange, json_error
 from proxy.request_body import body_read
 from proxy.threads import off_loop
@@ -97,7 +97,11 @@ async def key_rejudge(x: Exchange, after: str) -> HttpResponse | None:
     grant = x.gateway_key
     if not isinstance(grant, KeyGrant):
         return None
-    key = await key_current(grant.key.secret_hash)
+    try:
+        key = await key_current(grant.key.secret_hash)
+    except DatabaseError as exc:  # as at arrival (proxy/refusals.py): a 503 the client may retry, not a 500
+        x.notes.append(f"gateway keys not read: {type(exc).__name__}: {exc}")
+        return _refuse(x, 503, keys_unreadable(exc), kind="gateway_error", outcome=Outcome.GATEWAY_ERROR)
     status, kind, refused = 401, "authentication_error", key_refusal(key)
     if not refused:
         status, kind, refused = 403, "permission_error", await _permission_refusal(x, key)

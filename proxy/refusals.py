@@ -4,7 +4,7 @@ import asyncio
 
 from django.db import DatabaseError
 
-from proxy.access import AccessDenied, access_check, access_identify, secret_carried
+from proxy.access import AccessDenied, access_check, access_identify, keys_unreadable, secret_carried
 from proxy.exchange import Exchange
 from proxy.paths import NoRoute, PathRefused, route_find
 from proxy.request_body import CONNECTION_CLOSE, Refusal, declared_length
@@ -38,8 +38,7 @@ async def refusal_find(x: Exchange) -> Refusal | None:
     except DatabaseError as exc:  # the keys cannot be read: a database that is down, or never migrated
         # The driver's message (it may name the database's host and port) goes to the log only.
         x.notes.append(f"gateway keys not read: {type(exc).__name__}: {exc}")
-        refusal = Refusal(503, f"The gateway cannot check gateway keys: its database failed ({type(exc).__name__}). "
-                               "Is it up, and migrated (python manage.py migrate)?", kind="gateway_error")
+        refusal = Refusal(503, keys_unreadable(exc), kind="gateway_error")
     except asyncio.CancelledError:  # the client left while its key was looked up: still logged
         x.request_log(x.request_record())
         x.cancelled_mark("while its gateway key was looked up")

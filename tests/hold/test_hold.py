@@ -551,6 +551,32 @@ def test_a_key_revoked_while_its_request_is_held_is_refused_when_approved(upstre
     assert HeldRequest.objects.get(pk=rid).state == "released"
 
 
+def test_a_held_request_whose_key_cannot_be_read_at_release_is_a_503_not_forwarded(upstream, gateway, log_flush,
+                                                                                    make_key, monkeypatch):
+    # The database went away while it was held: the release's key read failed the hold step with a 500 and a
+    # traceback, where a request arriving then gets the key check's 503 (which the SDKs retry).
+    import proxy.access
+    from django.db import OperationalError
+
+    _, secret = make_key("tester")
+    switch(on=True, by="test")
+    call = _post(gateway, headers={**AUTH, "X-Gateway-Key": secret})
+    [rid] = held_ids(gateway)
+
+    def down(digest):
+        raise OperationalError("could not connect to server at db.internal:5432")
+
+    monkeypatch.setattr(proxy.access, "key_find", down)
+    caches_clear()
+    decide(rid, "approve", by="alice")
+    r = call.wait()
+    assert r.status_code == 503 and "cannot check gateway keys" in r.json()["error"]["message"]
+    assert "db.internal" not in r.text and upstream.received == []
+    monkeypatch.undo()
+    resp = _logged(log_flush, rid)
+    assert resp.status_code == 503 and resp.outcome == "gateway_error" and "db.internal" in resp.error_message
+
+
 @pytest.mark.parametrize("limits,model,refusal", [
     ({"models": ["gpt-4o-mini"]}, "gpt-4o", "may not use model 'gpt-4o'"),
     ({"budget_usd": Decimal("1")}, "no-such-model-for-a-price", "has no price"),
