@@ -107,10 +107,7 @@ class HooksStep(Step):
             return answer
         # A hook sent it elsewhere or changed its body: its gateway key is held to what goes upstream (a model
         # it may not use, or one without a price for a key with a budget, counts as at arrival).
-        answer = await key_rejudge(x, "hooks")
-        if answer is not None:
-            await forwarded_note(x)  # the log keeps what the hooks made of it beside its refusal (never sent)
-        return answer
+        return await _key_rejudged(x, "hooks")
 
 
 class CacheStep(Step):
@@ -143,10 +140,16 @@ class HoldStep(Step):
         answer = await hold_request(x)
         if answer is not None or x.held_ms is None:  # rejected, or not held
             return answer
-        answer = await key_rejudge(x, "hold")
-        if answer is not None and x.request_changed:
-            await forwarded_note(x)  # the log keeps the operator's edit beside its refusal (never sent)
-        return answer
+        return await _key_rejudged(x, "hold")
+
+
+async def _key_rejudged(x: Exchange, after: str) -> HttpResponseBase | None:
+    """The gateway key's refusal of the request as a step left it (key_rejudge), or None; a changed request's
+    log keeps what it was made into (a hook's or an operator's edit) beside the refusal, though never sent."""
+    answer = await key_rejudge(x, after)
+    if answer is not None and x.request_changed:
+        await forwarded_note(x)
+    return answer
 
 
 class StreamUsageStep(Step):
