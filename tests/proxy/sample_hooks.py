@@ -311,6 +311,14 @@ class Hangs:
         release.wait(10)
 
 
+class HangsOnModel:
+    """Hangs on requests for the model "hang" until the test lets it go; answers others at once."""
+
+    def on_request(self, exchange):
+        if exchange.model == "hang":
+            release.wait(10)
+
+
 class HangsOnAnswer:
     def on_response(self, exchange):
         release.wait(10)

@@ -15,6 +15,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from logs.models import BinaryFile, Request, Response
+from proxy import hooks
 from proxy.hooks import hooks_loaded
 from tests.procs import ROOT
 from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
@@ -554,6 +555,19 @@ def test_a_hook_past_its_time_limit_is_a_failure_naming_it(settings, upstream, g
     assert len(upstream.received) == (1 if side == "on_response" else 0)
     if side == "on_response":  # the upstream's answer stays logged as it came
         assert resp.status_code == 200 and json.loads(resp.body)["object"] == "chat.completion"
+
+
+def test_hung_sync_hook_calls_do_not_starve_the_hooks_threads(settings, upstream, gateway, log_flush, monkeypatch):
+    """A hung call kept its thread, and the pool starts at most THREADS_MAX: once that many had hung, every later
+    sync hook call waited in the queue and timed out, even for a request the hook answers at once."""
+    monkeypatch.setattr(hooks._THREADS, "THREADS_MAX", 2)
+    settings.GATEWAY_HOOKS = [H + "HangsOnModel"]
+    settings.HOOK_TIMEOUT_SECONDS = 0.3
+    for _ in range(2):
+        r = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": "hang"}, headers=AUTH, timeout=8)
+        assert r.status_code == 500 and "timed out in on_request" in r.json()["error"]["message"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH, timeout=8)
+    assert r.status_code == 200, r.text
 
 
 def test_a_skipped_hook_past_its_time_limit_changes_nothing_afterwards(settings, upstream, gateway, log_flush):
