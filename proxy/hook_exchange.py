@@ -18,6 +18,32 @@ from proxy.request_body import READ_DECODED_MAX, body_decoded, body_payload, hea
 _UNSET = object()
 
 
+def metadata_copy(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata with every dict and list in it copied, all the way down (anything else, shared: what the log
+    keeps of it is its text). Each is copied in one C call, so a hook still writing into it from its thread
+    cannot break the copy: its write lands in the copy or not at all. Without recursion: a hook may keep a
+    request's JSON there, as deep as json.loads reads; a container held twice (or holding itself) is copied once."""
+    copies: dict[int, tuple[Any, Any]] = {}  # id of an original -> (it, kept alive so its id stays its own; its copy)
+    pending: list[Any] = []
+
+    def copied(value: Any) -> Any:
+        kind = type(value)
+        if kind is not dict and kind is not list:
+            return value
+        if id(value) not in copies:
+            copy = kind(value)
+            copies[id(value)] = (value, copy)
+            pending.append(copy)
+        return copies[id(value)][1]
+
+    top = copied(metadata)
+    while pending:
+        copy = pending.pop()
+        for k, v in (copy.items() if type(copy) is dict else enumerate(copy)):
+            copy[k] = copied(v)  # a key's value replaced, none added: iterating on is safe
+    return top
+
+
 class HookExchange:
     """One exchange as hooks see it; every request field is assignable, the answer's body too."""
 
@@ -160,9 +186,10 @@ class HookExchange:
     def detached(self, response_body: bytes | None = None) -> "HookExchange":
         """A fresh copy for the hooks after one that failed: the request as the Exchange holds it (what the hooks
         before it changed is applied there), the metadata so far, the answer with `response_body`. A hook that
-        timed out may still be running in its thread and writing here: nothing reads this object any more."""
+        timed out may still be running in its thread and writing here, into the metadata's lists and dicts too:
+        nothing reads this object, or any of them, any more."""
         fresh = HookExchange(self._x)
-        fresh.metadata = dict(self.metadata)  # one C call: a late write lands in the old dict or not at all
+        fresh.metadata = metadata_copy(self.metadata)
         if self.status is not None:
             fresh.answer_set(self.status, self.response_headers, None if self.streamed else response_body)
         return fresh

@@ -339,10 +339,12 @@ class HangsThenWrites:
 
     def on_request(self, exchange):
         exchange.metadata["before the hang"] = True
+        exchange.metadata["tags"] = ["before the hang"]
         release.wait(10)
         exchange.headers.append(("X-Late", "1"))
         exchange.body = b'{"late": true}'
         exchange.metadata["late"] = True
+        exchange.metadata["tags"].append("late")  # into a value the metadata holds, not the metadata itself
         late_written.set()
 
     def on_response(self, exchange):
@@ -350,6 +352,7 @@ class HangsThenWrites:
         if exchange.response_body is not None:
             exchange.response_body = b"late"
         exchange.metadata["late answer"] = True
+        exchange.metadata["tags"].append("late answer")
         late_written_answer.set()
 
 
