@@ -187,6 +187,10 @@ def _unpriced_message(provider: Provider, name: str, model: str) -> str:
             f"PRICE_TABLE_PATH file (a price of 0 is allowed): {entry}.")
 
 
+def _holds(key: GatewayKey) -> str:
+    return "is limited to some models" if key.allowed_models else "has a budget"
+
+
 def _model_in_first_message(x: Exchange) -> bool:
     """A realtime session whose model only its first message names (Gemini Live's setup), not its upgrade."""
     return x.websocket and x.provider.realtime_model_in_first_message(unquote(x.route.upstream_path))
@@ -376,8 +380,7 @@ class SessionLimits:
         self.stop: SessionStop | None = None
         # Its upgrade was admitted without a model (key_request): the first client message must name one the key
         # allows, checked before it goes upstream. Only for a key limited to models or with a budget, as there.
-        self.first_unchecked = self.key is not None and (bool(self.key.allowed_models) or self.key.budget_usd
-                                                         is not None) and _model_in_first_message(x)
+        self.first_unchecked = self.holds_models and _model_in_first_message(x)
         if self.key is not None:
             _open.setdefault(self.key.secret_hash, set()).add(self)
 
@@ -389,12 +392,25 @@ class SessionLimits:
             if not sessions:
                 _open.pop(self.key.secret_hash, None)
 
-    def model_refusal(self, model: str) -> tuple[str, str]:
+    @property
+    def holds_models(self) -> bool:
+        """Whether the session's key judges the models it asks for: limited to some, or with a budget."""
+        return self.key is not None and (bool(self.key.allowed_models) or self.key.budget_usd is not None)
+
+    def model_refusal(self, model: str | None, ambiguity: str = "") -> tuple[str, str]:
         """Why a client's event may not ask for this model, and the close frame's short reason, or ("", ""): a key
         limited to other models, or a key with a budget and a model without a price (its use would count nothing:
-        refused as a request naming it is, _unpriced_refusal)."""
+        refused as a request naming it is, _unpriced_refusal). An event whose JSON the provider may read otherwise
+        than the gateway (`ambiguity`, wire.jsonutil.json_ambiguity: a key repeated, nesting too deep) is refused
+        whatever model it seems to name: it may ask for another, or be another type of event."""
         key = self.key
         if key is None:
+            return "", ""
+        if ambiguity and self.holds_models:
+            return (f"Gateway key '{key.name}' {_holds(key)}, and this message {ambiguity} (JSON): what "
+                    f"{self.x.provider.label} reads in it cannot be known, so it is refused (the SDKs never send "
+                    "one).", f"gateway key '{key.name}': a message {ambiguity}")
+        if not model:
             return "", ""
         if key.allowed_models and model not in key.allowed_models:
             return (f"Gateway key '{key.name}' may not use model '{model}' (allowed: {', '.join(key.allowed_models)}).",
@@ -404,24 +420,24 @@ class SessionLimits:
                     f"gateway key '{key.name}' has a budget and model '{model}' has no price")
         return "", ""
 
-    def first_message_refusal(self, model: str | None, seq: int) -> SessionStop | None:
+    def first_message_refusal(self, model: str | None, seq: int, ambiguity: str = "") -> SessionStop | None:
         """The stop of a session whose first message (Gemini Live's setup) names a model its key may not use, or
-        names none (the key cannot be held to what it does not see: refused, fail closed); None lets it go on."""
+        names none (the key cannot be held to what it does not see: refused, fail closed), or may read otherwise
+        upstream (model_refusal); None lets it go on."""
         self.first_unchecked = False
         key = self.key
-        if not key.allowed_models and key.budget_usd is None:  # changed since the upgrade: nothing to hold it to
+        if not self.holds_models:  # changed since the upgrade: nothing to hold it to
             return None
-        if model:
-            message, reason = self.model_refusal(model)
+        if model or ambiguity:
+            message, reason = self.model_refusal(model, ambiguity)
             if not message:
                 return None
         else:
-            limits = "is limited to some models" if key.allowed_models else "has a budget"
-            message = (f"Gateway key '{key.name}' {limits}, and this session's first message names no model: a "
+            message = (f"Gateway key '{key.name}' {_holds(key)}, and this session's first message names no model: a "
                        f"{self.x.provider.label} realtime session must open with its setup message naming the model "
                        "(as the SDKs' do).")
             reason = f"gateway key '{key.name}': the first message names no model"
-        return self.model_stop(message, reason, model, seq)
+        return self.model_stop(message, reason, None if ambiguity else model, seq)
 
     def model_stop(self, message: str, reason: str, model: str | None, seq: int) -> SessionStop:
         """End the session over a model its key may not use (the protocol has no error event to refuse one event

@@ -35,7 +35,7 @@ from proxy.request_body import BodySpool
 from proxy.steps import steps_active, steps_run
 from proxy.upstream import headers_forward
 from providers.base import SUBPROTOCOL_HEADER, RealtimeRead, usage_count_items
-from wire.jsonutil import json_line, json_or_none
+from wire.jsonutil import json_ambiguity, json_line, json_or_none
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +188,14 @@ class Session:
                 read = self.frame("client", data)
                 if self.limits.stop is not None:
                     return  # stopped while this message came: it does not go upstream
-                if self.limits.first_unchecked and self.limits.first_message_refusal(
-                        read.asks_model if read is not None else None, self.seq) is not None:
+                asks = read.asks_model if read is not None else None
+                # JSON the provider may read otherwise than the gateway did (a key repeated: which value?), for a key
+                # held to what the session's messages ask for.
+                ambiguity = json_ambiguity(data) if self.limits.holds_models and isinstance(data, str) else ""
+                if self.limits.first_unchecked and self.limits.first_message_refusal(asks, self.seq,
+                                                                                     ambiguity) is not None:
                     return  # a session whose first message names its model (Gemini Live): refused, not forwarded
-                if read is not None and read.asks_model and await self._model_refused(read.asks_model, data, send):
+                if (asks or ambiguity) and await self._model_refused(asks, data, send, ambiguity):
                     if self.limits.stop is not None:
                         return
                     continue
@@ -207,11 +211,11 @@ class Session:
                 await upstream.close(_sendable(message.get("code", 1005)), message.get("reason") or "")
                 return
 
-    async def _model_refused(self, model: str, data: str, send) -> bool:
-        """A client's event asking for a model its key may not use: answered with an error event, not forwarded.
-        The session goes on, as after any event the upstream refuses; in a protocol without error events (Gemini
-        Live) the session is stopped instead, its close frame saying why."""
-        refusal, reason = self.limits.model_refusal(model)
+    async def _model_refused(self, model: str | None, data: str, send, ambiguity: str) -> bool:
+        """A client's event asking for a model its key may not use (or read otherwise upstream: model_refusal):
+        answered with an error event, not forwarded. The session goes on, as after any event the upstream refuses;
+        in a protocol without error events (Gemini Live) the session is stopped instead, its close frame saying why."""
+        refusal, reason = self.limits.model_refusal(model, ambiguity)
         if not refusal:
             return False
         event = json_or_none(data)
@@ -219,7 +223,7 @@ class Session:
         answer = self.x.provider.realtime_error(refusal, kind="permission_error", code="gateway_key_model",
                                                 event_id=event_id)
         if answer is None:
-            self.limits.model_stop(refusal, reason, model, self.seq)
+            self.limits.model_stop(refusal, reason, None if ambiguity else model, self.seq)
             return True
         self.x.decisions.append({"step": KEY_STEP, "decision": "client event refused", "seq": self.seq,
                                  "event": event.get("type") if isinstance(event, dict) else None, "reason": refusal})

@@ -47,6 +47,32 @@ def json_or_none(data: bytes | str | None) -> Any:
     return value
 
 
+class _KeyRepeated(Exception):
+    pass
+
+
+def _keys_once(pairs: list[tuple[str, Any]]) -> None:
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise _KeyRepeated
+
+
+def json_ambiguity(data: bytes | str) -> str:
+    """Why a JSON text may not read the same to every parser, or "" (also for what is no JSON): it repeats a key
+    within one of its objects (`{"model": "a", "model": "b"}`, escapes undone: `"mod\\u0065l"` is `"model"`),
+    where parsers differ on which value counts (Python's json and orjson keep the last, others the first, or
+    refuse it); or it nests deeper than Python's json reads, where a parser with a deeper limit still reads it.
+    What the gateway judged may then not be what an upstream reads."""
+    try:
+        json.loads(data, object_pairs_hook=_keys_once)
+    except _KeyRepeated:
+        return "repeats a key"
+    except RecursionError:
+        return "nests too deep to read"
+    except ValueError:
+        return ""
+    return ""
+
+
 def text_valid(text: str) -> str:
     """The text with each lone surrogate (which no UTF-8 writer takes) as U+FFFD."""
     if text.isascii():

@@ -639,13 +639,14 @@ def test_a_budget_key_is_refused_a_session_whose_upgrade_names_no_model(rt, real
 GEMINI_LIVE = "/gemini/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 
 
-async def _gemini_keyed(url: str, secret: str, first: dict) -> tuple[list, int | None, str]:
-    """A Gemini Live session of a gateway key: its first message, then a turn; (what came, close code, reason)."""
+async def _gemini_keyed(url: str, secret: str, first: dict | str) -> tuple[list, int | None, str]:
+    """A Gemini Live session of a gateway key: its first message (a dict, or its JSON text as sent), then a turn;
+    (what came, close code, reason)."""
     got: list = []
     async with connect(f"{url.replace('http', 'ws')}{GEMINI_LIVE}?key=AIza" + "TESTgeminiKEY0123456789",
                        additional_headers={"X-Gateway-Key": secret}) as ws:
         try:
-            await ws.send(json.dumps(first))
+            await ws.send(first if isinstance(first, str) else json.dumps(first))
             got.append(json.loads(await ws.recv()))
             await ws.send(json.dumps({"clientContent": {"turnComplete": True}}))
             got += [json.loads(await ws.recv()), json.loads(await ws.recv())]
@@ -697,6 +698,59 @@ def test_a_gemini_live_session_is_held_to_the_model_its_setup_names(rt, realtime
     refusal = next(s for s in rows[1].steps if s["decision"] == "session refused")
     assert refusal == {**refusal, "step": "gateway_key", "key": "live", "model": refused_model, "seq": 1}
     assert "gateway closed the session with code 1008" in rows[1].error_message
+
+
+@pytest.mark.parametrize("first", [
+    '{"setup": {"model": "models/gemini-2.5-pro", "model": "models/gemini-live-2.5-flash"}}',
+    '{"setup": {"model": "models/gemini-2.5-pro"}, "setup": {"model": "models/gemini-live-2.5-flash"}}',
+])
+def test_a_gemini_live_setup_naming_its_model_twice_is_refused(rt, realtime_mock, log_flush, make_key, first):
+    """Python's json keeps a repeated key's last value: the key was held to the allowed model named last, and an
+    upstream reading the first ran the other."""
+    _, secret = make_key("live", models=["gemini-live-2.5-flash"])
+    got, code, reason = asyncio.run(_gemini_keyed(rt.url, secret, first))
+    assert (got, code) == ([], 1008) and reason == "gateway key 'live': a message repeats a key"
+    assert realtime_mock.mock.sessions[-1].received == []  # never went upstream
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.outcome == "gateway_error" and "repeats a key" in resp.error_message
+    refusal = next(s for s in resp.steps if s["decision"] == "session refused")
+    assert refusal["seq"] == 1 and "repeats a key" in refusal["reason"]
+
+
+UPDATE = '{"type": "session.update", "event_id": "ev_dup", "session": {"type": "realtime", '
+
+
+@pytest.mark.parametrize("update, why, event_id", [
+    (UPDATE + '"model": "gpt-4o-realtime-preview", "model": "gpt-realtime"}}', "repeats a key", "ev_dup"),
+    # read as a response.create, its last type: the key checked no model, an upstream reading the first ran one
+    (UPDATE + '"model": "gpt-4o-realtime-preview"}, "type": "response.create"}', "repeats a key", "ev_dup"),
+    # too deep for the gateway to read (no event: forwarded unchecked); a parser with a deeper limit reads it
+    (UPDATE + '"model": "gpt-4o-realtime-preview"}, "pad": ' + "[" * 1100 + "]" * 1100 + "}",
+     "nests too deep to read", None),
+])
+def test_an_openai_realtime_event_the_upstream_may_read_otherwise_is_refused_for_a_model_limited_key(
+        rt, realtime_mock, log_flush, make_key, update, why, event_id):
+    _, secret = make_key("voice", models=["gpt-realtime"])
+
+    async def session() -> list:
+        async with connect(f"{rt.url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
+                           additional_headers={"Authorization": f"Bearer {KEY}", "X-Gateway-Key": secret}) as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            await ws.send(update)
+            refused = json.loads(await ws.recv())
+            await ws.send(json.dumps({"type": "response.create"}))  # the session goes on
+            return [refused, json.loads(await ws.recv())]
+
+    refused, after = asyncio.run(session())
+    assert refused["type"] == "error" and refused["error"]["event_id"] == event_id
+    assert refused["error"]["code"] == "gateway_key_model"
+    assert f"this message {why} (JSON): what OpenAI reads in it cannot be known" in refused["error"]["message"]
+    assert after["type"] == "response.created"
+    assert [json.loads(m)["type"] for m in realtime_mock.mock.sessions[-1].received] == ["response.create"]
+    log_flush()
+    refused_step = next(s for s in Response.objects.get().steps if s["decision"] == "client event refused")
+    assert refused_step["seq"] == 2 and why in refused_step["reason"]
 
 
 def test_the_model_policy_hook_judges_a_session_by_its_upgrade(rt, realtime_mock, settings, log_flush):

@@ -2,7 +2,7 @@
 
 import json
 
-from wire.jsonutil import json_or_none, json_parse, text_valid
+from wire.jsonutil import json_ambiguity, json_or_none, json_parse, text_valid
 
 
 def test_escaped_lone_surrogates_read_as_replacement_characters_anywhere():
@@ -20,3 +20,12 @@ def test_text_valid_leaves_valid_text_alone():
     plain, emoji = "abc", "h\u00e9 \U0001f600"
     assert text_valid(plain) is plain and text_valid(emoji) is emoji
     assert text_valid("a\ud800b") == "a\ufffdb"
+
+
+def test_json_read_otherwise_by_other_parsers_is_named():
+    assert json_ambiguity('{"setup": {"model": "a", "model": "b"}}') == "repeats a key"
+    assert json_ambiguity(b'{"model": "a", "mod\\u0065l": "b"}') == "repeats a key"  # the same key, escaped
+    assert json_ambiguity('{"a": ' + "[" * 5000 + "]" * 5000 + "}") == "nests too deep to read"
+    # Positive controls: the same key in two objects, and what is no JSON, read alike everywhere (or nowhere).
+    assert json_ambiguity('{"items": [{"model": "a"}, {"model": "b"}], "model": "c"}') == ""
+    assert json_ambiguity("not json") == "" and json_ambiguity('{"a": 1,}') == ""
