@@ -189,9 +189,9 @@ class Session:
                 if self.limits.stop is not None:
                     return  # stopped while this message came: it does not go upstream
                 asks = read.asks_model if read is not None else None
-                # JSON the provider may read otherwise than the gateway did (a key repeated: which value?), for a key
-                # held to what the session's messages ask for.
-                ambiguity = json_ambiguity(data) if self.limits.holds_models and isinstance(data, str) else ""
+                ambiguity = ""
+                if self.limits.holds_models:  # a key held to what the session's messages ask for
+                    asks, ambiguity = self._judged(data, asks)
                 if self.limits.first_unchecked and self.limits.first_message_refusal(asks, self.seq,
                                                                                      ambiguity) is not None:
                     return  # a session whose first message names its model (Gemini Live): refused, not forwarded
@@ -211,7 +211,25 @@ class Session:
                 await upstream.close(_sendable(message.get("code", 1005)), message.get("reason") or "")
                 return
 
-    async def _model_refused(self, model: str | None, data: str, send, ambiguity: str) -> bool:
+    def _judged(self, data: str | bytes, asks: str | None) -> tuple[str | None, str]:
+        """What a client message asks for as a key holding models judges it: the model it asks for, and whether its
+        JSON may read otherwise upstream (a key repeated: which value? json_ambiguity). A binary frame is read as its
+        text when it is UTF-8 JSON: the log keeps it as bytes, but a provider may read it as an event (the
+        SDKs send text), and a session.update or setup sent so went upstream unchecked."""
+        if isinstance(data, (bytes, bytearray)):
+            try:
+                data = bytes(data).decode("utf-8")
+            except UnicodeDecodeError:
+                return asks, ""  # no JSON text: nothing a provider reads as an event
+            event = json_or_none(data)
+            if isinstance(event, dict):
+                try:
+                    asks = self.x.provider.realtime_read("client", event).asks_model
+                except (TypeError, ValueError, KeyError, AttributeError):
+                    pass
+        return asks, json_ambiguity(data)
+
+    async def _model_refused(self, model: str | None, data: str | bytes, send, ambiguity: str) -> bool:
         """A client's event asking for a model its key may not use (or read otherwise upstream: model_refusal):
         answered with an error event, not forwarded. The session goes on, as after any event the upstream refuses;
         in a protocol without error events (Gemini Live) the session is stopped instead, its close frame saying why."""

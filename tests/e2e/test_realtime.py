@@ -753,6 +753,52 @@ def test_an_openai_realtime_event_the_upstream_may_read_otherwise_is_refused_for
     assert refused_step["seq"] == 2 and why in refused_step["reason"]
 
 
+def test_a_model_limited_key_judges_json_sent_in_a_binary_frame(rt, realtime_mock, log_flush, make_key):
+    """The SDKs send events as text, and the log keeps a binary frame as bytes; but a provider may read JSON in
+    one as an event: a session.update sent so went upstream unchecked."""
+    _, secret = make_key("voice", models=["gpt-realtime"])
+    update = {"type": "session.update", "event_id": "ev_bin",
+              "session": {"type": "realtime", "model": "gpt-4o-realtime-preview"}}
+
+    async def session() -> list:
+        async with connect(f"{rt.url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
+                           additional_headers={"Authorization": f"Bearer {KEY}", "X-Gateway-Key": secret}) as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            await ws.send(json.dumps(update).encode())
+            refused = json.loads(await ws.recv())
+            await ws.send(json.dumps({"type": "response.create"}).encode())  # allowed, binary or not
+            return [refused, json.loads(await ws.recv())]
+
+    refused, after = asyncio.run(session())
+    assert refused["type"] == "error" and refused["error"]["event_id"] == "ev_bin"
+    assert "may not use model 'gpt-4o-realtime-preview'" in refused["error"]["message"]
+    assert after["type"] == "response.created"
+    assert [json.loads(m)["type"] for m in realtime_mock.mock.sessions[-1].received] == ["response.create"]
+    log_flush()
+    refused_step = next(s for s in Response.objects.get().steps if s["decision"] == "client event refused")
+    assert refused_step["seq"] == 2 and refused_step["event"] == "session.update"
+
+
+def test_a_gemini_live_setup_in_a_binary_frame_is_held_to_its_model(rt, realtime_mock, log_flush, make_key):
+    _, secret = make_key("live", models=["gemini-live-2.5-flash"])
+    allowed = json.dumps({"setup": {"model": "models/gemini-live-2.5-flash"}}).encode()
+    got, code, _ = asyncio.run(_gemini_keyed(rt.url, secret, allowed.decode()))
+    assert "setupComplete" in got[0] and code == 1000
+
+    async def resetup() -> tuple[int, str]:
+        async with connect(f"{rt.url.replace('http', 'ws')}{GEMINI_LIVE}?key=AIza" + "TESTgeminiKEY0123456789",
+                           additional_headers={"X-Gateway-Key": secret}) as ws:
+            await ws.send(allowed)  # binary: judged by the model it names, as text is
+            assert "setupComplete" in json.loads(await ws.recv())
+            await ws.send(json.dumps({"setup": {"model": "models/gemini-2.5-pro"}}).encode())
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+        return ws.close_code, ws.close_reason
+
+    assert asyncio.run(resetup()) == (1008, "gateway key 'live' may not use model 'gemini-2.5-pro'")
+    assert len(realtime_mock.mock.sessions[-1].received) == 1  # the allowed setup only
+
+
 def test_the_model_policy_hook_judges_a_session_by_its_upgrade(rt, realtime_mock, settings, log_flush):
     settings.GATEWAY_HOOKS = ["gateway_hooks.model_policy.ModelPolicy"]
     settings.MODEL_POLICY_ALLOW = ["gpt-realtime"]
