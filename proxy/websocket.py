@@ -342,9 +342,12 @@ async def _upstream_open(x: Exchange, scope: dict) -> ClientConnection | HttpRes
     except InvalidStatus as exc:  # the upstream answered the upgrade with an HTTP error: pass it on
         answer = exc.response
         # bytes: websockets gives a bytearray, which Django would take for an iterable of ints.
-        response = HttpResponse(bytes(answer.body or b""), status=answer.status_code)
+        body, headers = bytes(answer.body or b""), list(answer.headers.raw_items())
+        if x.echo_mask is not None:  # a key's stored credential quoted back (a 401's message): masked, as in an answer
+            body, headers = x.echo_mask.mask(body), x.echo_mask.headers(headers)
+        response = HttpResponse(body, status=answer.status_code)
         del response["Content-Type"]
-        for k, v in answer.headers.raw_items():
+        for k, v in headers:
             if k.lower() not in ("content-length", "connection", "transfer-encoding"):
                 response[k] = v
         return await step_answered(x, response)

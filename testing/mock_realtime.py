@@ -7,7 +7,8 @@
                                 {"type": "mock.close", "code": 1011, "reason": "..."} makes the
                                 mock close the session with that code; {"type": "mock.drop"}
                                 makes it drop the connection without a close frame.
-  a path with refuse-<status>   the upgrade answered with that HTTP status and a JSON error body.
+  a path with refuse-<status>   the upgrade answered with that HTTP status and a JSON error body (with echo
+                                in the path too, its message and an X-Echo header quote the Authorization).
   a path with slow-open-<ms>    the upgrade answered after that many milliseconds.
   /ws/...BidiGenerateContent    Gemini Live: setup -> setupComplete; realtimeInput audio;
                                 clientContent turnComplete -> modelTurn audio + turnComplete, usage.
@@ -69,9 +70,14 @@ class MockRealtime:
         if match is None:
             return None
         status = HTTPStatus(int(match.group(1)))
-        body = json.dumps({"error": {"message": f"refused: {status.phrase}", "type": "invalid_request_error"}}).encode()
+        message = f"refused: {status.phrase}"
+        extra = []
+        if "echo" in request.path:  # an upstream quoting the key it was sent, as an error may
+            sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            message, extra = f"Incorrect API key provided: {sent}", [("X-Echo", sent)]
+        body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode()
         return Response(status.value, status.phrase, Headers([("Content-Type", "application/json"),
-                                                              ("Content-Length", str(len(body)))]), body)
+                                                              ("Content-Length", str(len(body))), *extra]), body)
 
     async def _session(self, ws: ServerConnection) -> None:
         request = ws.request

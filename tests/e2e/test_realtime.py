@@ -197,6 +197,29 @@ def test_an_upstream_refusal_reaches_the_client_as_sent(rt, log_flush):
     assert resp.status_code == 401 and json.loads(resp.body)["error"]["message"] == "refused: Unauthorized"
 
 
+def test_a_stored_credential_quoted_in_the_upstreams_refusal_of_the_upgrade_reaches_the_client_masked(
+        rt, make_key, log_flush):
+    # The upstream's HTTP answer to the upgrade (a 401 quoting the key it was sent) went to the client as it came,
+    # handing the gateway key's holder the stored provider credential its answers and frames are masked of.
+    stored = "sk-" + "storedUPGRADEcredential0123456789"
+    _, secret = make_key("browser-app", credential=stored, providers=["openai"])
+
+    async def refused() -> InvalidStatus:
+        with pytest.raises(InvalidStatus) as caught:
+            async with connect(f"{rt.url.replace('http', 'ws')}/v1/realtime/refuse-401-echo?model=m",
+                               additional_headers={"X-Gateway-Key": secret}):
+                pass
+        return caught.value
+
+    answer = asyncio.run(refused()).response
+    masked = "*" * (len(stored) - 4) + stored[-4:]
+    assert answer.status_code == 401 and stored.encode() not in answer.body
+    assert json.loads(answer.body)["error"]["message"] == f"Incorrect API key provided: {masked}"
+    assert answer.headers["X-Echo"] == masked
+    log_flush()
+    assert stored not in json.dumps(list(Response.objects.values()), default=str)
+
+
 async def _open_refused(url: str) -> InvalidStatus:
     with pytest.raises(InvalidStatus) as caught:
         async with connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}):
