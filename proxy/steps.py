@@ -100,13 +100,14 @@ class HooksStep(Step):
         return bool(settings.GATEWAY_HOOKS)
 
     async def request(self, x: Exchange) -> HttpResponseBase | None:
-        before = (x.method, x.route.upstream_path, x.forward_body)
+        before = (x.method, x.route.upstream_path, x.query, x.forward_body)
         answer = await hooks_request(x, hooks_loaded())
-        unchanged = (x.method, x.route.upstream_path) == before[:2] and x.forward_body is before[2]
+        unchanged = (x.method, x.route.upstream_path, x.query) == before[:3] and x.forward_body is before[3]
         if answer is not None or unchanged:
             return answer
-        # A hook sent it elsewhere or changed its body: its gateway key is held to what goes upstream (a model
-        # it may not use, or one without a price for a key with a budget, counts as at arrival).
+        # A hook sent it elsewhere or changed its query (a realtime upgrade's model) or body: its gateway key is
+        # held to what goes upstream (a model it may not use, or one without a price for a key with a budget,
+        # counts as at arrival).
         return await _key_rejudged(x, "hooks")
 
 

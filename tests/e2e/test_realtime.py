@@ -404,6 +404,21 @@ def test_a_hook_that_changes_the_upgrade_is_logged_with_what_went_upstream(rt, r
     assert INJECTED not in json.dumps(resp.forwarded) and resp.steps[0]["hook"] == "tests.proxy.sample_hooks.InjectKey"
 
 
+def test_a_hooks_change_of_the_upgrades_model_is_held_to_the_gateway_key(rt, realtime_mock, settings, make_key,
+                                                                          log_flush):
+    # A hook's change of the method, path or body is judged again by the request's gateway key; its change of the
+    # query was not, and OpenAI's Realtime names its model there: a key limited to a model opened a session on
+    # another.
+    settings.GATEWAY_HOOKS = ["tests.proxy.sample_hooks.BiggerRealtimeModel"]
+    _, secret = make_key("mini-only", models=["gpt-realtime-mini"])
+    refused = asyncio.run(_refused(rt.url, {"Authorization": f"Bearer {KEY}", "X-Gateway-Key": secret},
+                                   model="gpt-realtime-mini"))
+    assert refused.response.status_code == 403 and realtime_mock.mock.sessions == []
+    assert b"may not use model 'gpt-realtime'" in refused.response.body
+    log_flush()
+    assert Response.objects.get().steps[-1]["decision"] == "refused after the hooks, not forwarded"
+
+
 def test_a_hooks_refusal_of_an_upgrade_sends_and_logs_its_cookies(rt, realtime_mock, settings, log_flush):
     """The denial was sent without the Set-Cookie of the hook's answer, which the log's headers list."""
     settings.GATEWAY_HOOKS = ["tests.proxy.sample_hooks.SetsCookies"]

@@ -198,6 +198,16 @@ class BiggerModel:
             exchange.json = {**exchange.json, "model": "gpt-4o"}
 
 
+class BiggerRealtimeModel:
+    """Opens every realtime session on gpt-realtime (OpenAI names it in the upgrade's query)."""
+
+    blocking = False
+
+    def on_request(self, exchange):
+        if exchange.websocket:
+            exchange.query = "model=gpt-realtime"
+
+
 class CheaperImages:
     """Sends image generations to the mini model."""
 
