@@ -231,6 +231,9 @@ class OpenAI(Provider):
         if not self.usage_format_posts.search(endpoint) or self.stream_requested(endpoint, payload):
             return ""
         form = sub(payload, "response_format")
+        if form is None and isinstance(payload, dict) and "response_format" in payload:  # a form's, unread
+            return ("its response_format cannot be read (sent twice, or not as UTF-8 text): it may ask for text, SRT "
+                    "or VTT, whose answers report no usage")
         if form is None or (isinstance(form, str) and form.strip().lower() in USAGE_FORMATS):
             return ""
         return f"its answer in response_format {json.dumps(form)} reports no usage (json does)"

@@ -55,12 +55,13 @@ def multipart_split(path: Path, boundary: str, max_parts: int = 0) -> tuple[list
         return _parts_locate(m, boundary, max_parts)
 
 
-def multipart_fields(body: bytes, boundary: str, max_parts: int) -> dict[str, str]:
+def multipart_fields(body: bytes, boundary: str, max_parts: int) -> dict[str, str | None]:
     """The small text fields of a multipart body held in memory (no file parts): what names its model.
 
-    A name sent twice with two values (model=whisper-1, then model=gpt-4o-transcribe) is left out: servers
+    A name sent twice with two values (model=whisper-1, then model=gpt-4o-transcribe) is None: servers
     differ on which one they take (Starlette's form, and so FastAPI servers such as vLLM, the last), and the
-    gateway judging the first let a key limited to models run the other.
+    gateway judging the first let a key limited to models run the other. So is one whose value cannot be read
+    here: sent, unlike a name left out (a transcription's response_format says whether its answer reports usage).
     """
     try:
         parts, _ = _parts_locate(body, boundary, max_parts)
@@ -79,7 +80,7 @@ def multipart_fields(body: bytes, boundary: str, max_parts: int) -> dict[str, st
                 repeated.add(part.name)
         else:
             repeated.add(part.name)  # a file part, or one too large to read, under a field's name
-    return {k: v for k, v in fields.items() if k not in repeated}
+    return {**fields, **dict.fromkeys(repeated)}
 
 
 def _parts_locate(m, boundary: str, max_parts: int) -> tuple[list[Part], bool]:

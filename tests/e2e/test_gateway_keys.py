@@ -874,6 +874,23 @@ def test_a_key_counting_spend_or_tokens_is_refused_a_transcription_whose_answer_
     assert resp.cost_usd == as_audio and as_audio > as_text
 
 
+@pytest.mark.parametrize("fields", [
+    {"response_format": ["json", "text"]},  # sent twice: Starlette's form (FastAPI servers) takes the last
+    {"response_format": "t\xe9xt".encode("latin-1")},  # a value that is not UTF-8, read by no one here
+])
+def test_a_transcription_whose_response_format_cannot_be_read_is_refused_to_a_key_counting_tokens(
+        gateway, upstream, make_key, fields):
+    # The gateway left a form field it could not read out of the form, as if it had not been sent: the format
+    # read as the default (JSON, which reports usage) and the upstream's text answer counted nothing.
+    _, secret = make_key("counted", tpm=100000)
+    headers = {"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}"}
+    audio = {"file": ("a.mp3", b"ID3" + bytes(64), "audio/mpeg")}
+    r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", files=audio,
+                   data={"model": "gpt-4o-transcribe", **fields}, headers=headers)
+    assert r.status_code == 403 and "response_format" in r.json()["error"]["message"], r.text
+    assert upstream.received == []
+
+
 def test_a_large_body_is_judged_by_its_model_and_a_large_upload_passes(gateway, upstream, make_key):
     # Over 1 MiB a body was "too large to read its model": a key limited to models was refused a long prompt or a
     # file upload of 2 MiB, and a key with a budget let a long prompt to a model without a price through unread.
