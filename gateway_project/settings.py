@@ -64,6 +64,15 @@ def _list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in env.list(name, default=default) if item.strip()]
 
 
+def _password_hidden(text: str, url: str) -> str:
+    """A refusal quoting a URL setting, the URL's user:password@ (a database's, Redis's) shown as user:***@: the line
+    goes to the console, the server's journal, a CI log."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    _, colon, password = userinfo.partition(":")
+    secret = password if colon else userinfo  # redis://token@host: a user part alone may be the credential
+    return text.replace(secret, "***") if secret else text
+
+
 def _url(name: str, default: str) -> str:
     """An upstream's base URL: http(s)://host[:port][/path]."""
     value = env.str(name, default=default).strip() or default
@@ -164,15 +173,15 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------
 _default_sqlite = Path(env.str("DB_PATH", default=str(DATA_DIR / "gateway.db")))
+_db_url = env.str("DATABASE_URL", default="")
 try:
     DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{_default_sqlite.resolve()}")}
 except Exception as exc:  # django-environ raises ImproperlyConfigured, KeyError or ValueError on a bad URL
-    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL ({type(exc).__name__}: {exc}): "
-                               f"{env.str('DATABASE_URL', default='')!r}") from None
-_db_url = env.str("DATABASE_URL", default="")
+    raise ImproperlyConfigured(_password_hidden(f"DATABASE_URL is not a database URL ({type(exc).__name__}: {exc}): "
+                                                f"{_db_url!r}", _db_url)) from None
 if not DATABASES["default"].get("ENGINE") or (_db_url and urlsplit(_db_url).scheme not in environ.Env.DB_SCHEMES):
-    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django knows (postgres://, sqlite:///...): "
-                               f"{_db_url!r}")
+    raise ImproperlyConfigured(_password_hidden(f"DATABASE_URL is not a database URL Django knows (postgres://, "
+                                                f"sqlite:///...): {_db_url!r}", _db_url))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _folder("DB_PATH" if not _db_url else "DATABASE_URL", Path(DATABASES["default"]["NAME"]).parent)
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -279,7 +288,8 @@ if CACHE_URL:
     try:
         CACHES = {"default": env.cache_url_config(CACHE_URL)}
     except Exception as exc:  # django-environ raises ImproperlyConfigured or KeyError on an unknown scheme
-        raise ImproperlyConfigured(f"CACHE_URL is not a cache URL Django knows ({exc}): {CACHE_URL!r}") from None
+        raise ImproperlyConfigured(_password_hidden(f"CACHE_URL is not a cache URL Django knows ({exc}): "
+                                                    f"{CACHE_URL!r}", CACHE_URL)) from None
     if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
         # redis-py waits 5 s (a read) or forever (a connect) for a Redis that stopped answering, and every
         # limited request waited with it; a second is far above any answer of a working Redis. The URL's

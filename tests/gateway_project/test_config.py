@@ -68,6 +68,20 @@ def test_bad_setting_is_refused_by_name(tmp_path, name, value, message):
     assert f"ImproperlyConfigured: {message}" in done.stderr
 
 
+@pytest.mark.parametrize("name,value,message", [
+    ("DATABASE_URL", "postgresql+psycopg://gw:S3cretPw0rd@db:5432/gw",  # SQLAlchemy's spelling
+     "DATABASE_URL is not a database URL Django knows (postgres://, sqlite:///...): 'postgresql+psycopg://gw:***@db"),
+    ("DATABASE_URL", "postgres://gw:S3cretPw0rd@db:notaport/gw", "DATABASE_URL is not a database URL (ValueError"),
+    ("CACHE_URL", "rediss+x://:S3cretPw0rd@cache:6379/0", "CACHE_URL is not a cache URL Django knows"),
+])
+def test_a_refused_url_setting_is_named_without_its_password(tmp_path, name, value, message):
+    # The refusal quoted the URL whole: the database's or Redis's password went to the console, the server's
+    # journal, a CI log.
+    done = _settings_run(tmp_path, **{name: value})
+    assert done.returncode != 0 and f"ImproperlyConfigured: {message}" in done.stderr
+    assert "S3cretPw0rd" not in done.stderr and "***@" in done.stderr
+
+
 def test_list_settings_are_read_without_the_spaces_after_their_commas(tmp_path):
     """`ALLOWED_HOSTS=gw.example.com, localhost` refused localhost (' localhost' was the host allowed), and
     `MODEL_POLICY_ALLOW=gpt-4o, gpt-4o-mini` refused gpt-4o-mini."""
