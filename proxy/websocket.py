@@ -124,6 +124,11 @@ class Session:
             record.size = len(data)
             key = f"binary-{direction}"
             record.file_key, record.file_offset = key, self._track(key).append(data)
+            if data[:1] == b"{":  # Google's Live API sends its JSON messages (their usage) in binary frames
+                try:
+                    _, read = self._event_read(direction, data.decode("utf-8"))
+                except UnicodeDecodeError:
+                    pass
         self.x.frame_log(record)
         return read
 

@@ -11,7 +11,8 @@
                                 in the path too, its message and an X-Echo header quote the Authorization).
   a path with slow-open-<ms>    the upgrade answered after that many milliseconds.
   /ws/...BidiGenerateContent    Gemini Live: setup -> setupComplete; realtimeInput audio;
-                                clientContent turnComplete -> modelTurn audio + turnComplete, usage.
+                                clientContent turnComplete -> modelTurn audio + turnComplete, usage
+                                (with binary in the query, each message in a binary frame, as Google's).
   /echo                         every message sent back as it came (text or binary).
 Every connection's handshake headers and received messages are kept in `sessions`.
 """
@@ -138,19 +139,23 @@ class MockRealtime:
                       "output_token_details": {"text_tokens": 6, "audio_tokens": 12}}}})
 
     async def _gemini(self, ws: ServerConnection, session: MockSession) -> None:
+        binary = "binary" in ws.request.path.partition("?")[2]
+
+        async def send(event: dict) -> None:
+            await ws.send(json.dumps(event).encode() if binary else json.dumps(event))
+
         async for message in ws:
             session.received.append(message)
             event = json.loads(message)
             if "setup" in event:
-                await self._send(ws, {"setupComplete": {}})
+                await send({"setupComplete": {}})
             elif (event.get("clientContent") or {}).get("turnComplete") or "realtimeInput" in event and (
                     event["realtimeInput"].get("audioStreamEnd")):
                 parts = [{"inlineData": {"mimeType": "audio/pcm;rate=24000",
                                          "data": base64.b64encode(PCM_CHUNK).decode()}}]
-                await self._send(ws, {"serverContent": {"modelTurn": {"parts": parts}}})
-                await self._send(ws, {"serverContent": {"turnComplete": True},
-                                      "usageMetadata": {"promptTokenCount": 9, "responseTokenCount": 11,
-                                                        "totalTokenCount": 20}})
+                await send({"serverContent": {"modelTurn": {"parts": parts}}})
+                await send({"serverContent": {"turnComplete": True},
+                            "usageMetadata": {"promptTokenCount": 9, "responseTokenCount": 11, "totalTokenCount": 20}})
 
 
 class MockRealtimeThread(ServerThread):

@@ -860,9 +860,9 @@ def test_the_model_policy_hook_judges_a_session_by_its_upgrade(rt, realtime_mock
     assert asyncio.run(allowed()) == "session.created" and len(realtime_mock.mock.sessions) == 1
 
 
-async def _gemini_live(url: str) -> list:
+async def _gemini_live(url: str, query: str = "") -> list:
     async with connect(f"{url.replace('http', 'ws')}/gemini/ws/google.ai.generativelanguage.v1beta."
-                       "GenerativeService.BidiGenerateContent?key=AIza" + "TESTgeminiKEY0123456789") as ws:
+                       "GenerativeService.BidiGenerateContent?key=AIza" + "TESTgeminiKEY0123456789" + query) as ws:
         await ws.send(json.dumps({"setup": {"model": "models/gemini-live-2.5-flash"}}))
         got = [json.loads(await ws.recv())]
         await ws.send(json.dumps({"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000",
@@ -872,8 +872,11 @@ async def _gemini_live(url: str) -> list:
         return got
 
 
-def test_gemini_live_session_over_a_raw_websocket(rt, log_flush):
-    got = asyncio.run(_gemini_live(rt.url))
+@pytest.mark.parametrize("query", ["", "&binary"])  # Google's Live API sends its JSON messages in binary frames
+def test_gemini_live_session_over_a_raw_websocket(rt, log_flush, query):
+    """A session's messages from Google come in binary frames: their usage went unread, the session cost nothing in
+    the log and against a gateway key's budget or tokens per minute."""
+    got = asyncio.run(_gemini_live(rt.url, query))
     assert "setupComplete" in got[0] and got[-1]["serverContent"]["turnComplete"] is True
     log_flush()
     req = Request.objects.get()
