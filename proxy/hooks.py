@@ -199,7 +199,7 @@ def _answer_check(answer: object) -> None:
     if not isinstance(answer, HttpResponseBase):
         raise TypeError(f"on_request returned {type(answer).__name__}; return None or an HttpResponse")
     status = answer.status_code
-    if type(status) is not int or not 200 <= status <= 599:
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:  # HTTPStatus is an int
         raise ValueError(f"on_request answered with status {status!r}; an answer's status is 200 to 599")
 
 

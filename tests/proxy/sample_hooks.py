@@ -410,3 +410,16 @@ class BadStatus:
         answer = HttpResponse(b"{}", content_type="application/json")
         answer.status_code = {"zero": 0, "big": 1000, "text": "200", "informational": 100}[exchange.model]
         return answer
+
+
+class EnumStatus:
+    """Refuses with http.HTTPStatus.FORBIDDEN set after the response is built (an IntEnum, an int)."""
+
+    def on_request(self, exchange):
+        from http import HTTPStatus
+
+        from django.http import HttpResponse
+
+        answer = HttpResponse(b'{"error": "no"}', content_type="application/json")
+        answer.status_code = HTTPStatus.FORBIDDEN
+        return answer

@@ -609,6 +609,16 @@ def test_a_hooks_answer_with_cookies_reaches_the_client_and_the_log_with_them(se
     assert "s3cr3t-session-value" not in json.dumps(resp.headers)  # a cookie's value is masked, as a request's
 
 
+def test_a_hooks_answer_with_an_httpstatus_is_sent(settings, upstream, gateway, log_flush):
+    # HTTPStatus.FORBIDDEN is an int (an IntEnum) that any server sends: the check of the answer's status took it
+    # for no int, and the hook's refusal became the gateway's 500 naming the hook.
+    settings.GATEWAY_HOOKS = [H + "EnumStatus"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 403 and r.json() == {"error": "no"} and upstream.received == []
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.status_code == 403
+
+
 @pytest.mark.parametrize("model", ["zero", "big", "text", "informational"])
 def test_a_hooks_answer_with_a_status_no_server_sends_is_a_failure_naming_it(settings, upstream, gateway, log_flush,
                                                                             model):
