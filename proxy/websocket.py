@@ -48,6 +48,8 @@ SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012
 # 1006: that is an abort, not a close.
 NORMAL_UPSTREAM = frozenset({1000, 1001, 1005})
 NORMAL_CLIENT = frozenset({1000, 1001, *range(3000, 5000)})  # the 3000s and 4000s: an application's own close
+JSON_SPACE_TEXT = " \t\r\n"  # what JSON allows before a value
+JSON_SPACE = JSON_SPACE_TEXT.encode()
 # What uvicorn hands the application for every session when it shuts down (it closes them at once).
 SERVER_RESTART = 1012
 # Sent to the client when the upstream went away without a close frame (RFC 6455's "Bad Gateway").
@@ -124,7 +126,7 @@ class Session:
             record.size = len(data)
             key = f"binary-{direction}"
             record.file_key, record.file_offset = key, self._track(key).append(data)
-            if data[:1] == b"{":  # Google's Live API sends its JSON messages (their usage) in binary frames
+            if data.lstrip(JSON_SPACE)[:1] == b"{":  # Google's Live API sends its JSON messages (usage) in binary frames
                 try:
                     _, read = self._event_read(direction, data.decode("utf-8"))
                 except UnicodeDecodeError:
@@ -134,7 +136,8 @@ class Session:
 
     def _event_read(self, direction: str, text: str) -> tuple[str, RealtimeRead | None]:
         """What a text frame means for the log (its text with base64 audio replaced by a reference), and the read."""
-        event = json_or_none(text) if text[:1] == "{" else None
+        # JSON may begin with white space: an event so sent went upstream unread (a session.update unchecked).
+        event = json_or_none(text) if text.lstrip(JSON_SPACE_TEXT)[:1] == "{" else None
         if not isinstance(event, dict):
             return text, None
         try:
@@ -194,9 +197,8 @@ class Session:
                 if self.limits.stop is not None:
                     return  # stopped while this message came: it does not go upstream
                 asks = read.asks_model if read is not None else None
-                ambiguity = ""
-                if self.limits.holds_models:  # a key held to what the session's messages ask for
-                    asks, ambiguity = self._judged(data, asks)
+                # For a key held to what the session's messages ask for.
+                ambiguity = self._ambiguity(data) if self.limits.holds_models else ""
                 if self.limits.first_unchecked and self.limits.first_message_refusal(asks, self.seq,
                                                                                      ambiguity) is not None:
                     return  # a session whose first message names its model (Gemini Live): refused, not forwarded
@@ -216,23 +218,16 @@ class Session:
                 await upstream.close(_sendable(message.get("code", 1005)), message.get("reason") or "")
                 return
 
-    def _judged(self, data: str | bytes, asks: str | None) -> tuple[str | None, str]:
-        """What a client message asks for as a key holding models judges it: the model it asks for, and whether its
-        JSON may read otherwise upstream (a key repeated: which value? json_ambiguity). A binary frame is read as its
-        text when it is UTF-8 JSON: the log keeps it as bytes, but a provider may read it as an event (the
-        SDKs send text), and a session.update or setup sent so went upstream unchecked."""
+    @staticmethod
+    def _ambiguity(data: str | bytes) -> str:
+        """Whether a client message's JSON may read otherwise upstream (a key repeated: which value?
+        json_ambiguity); a binary frame's too, as its UTF-8 text (frame() reads one as an event)."""
         if isinstance(data, (bytes, bytearray)):
             try:
                 data = bytes(data).decode("utf-8")
             except UnicodeDecodeError:
-                return asks, ""  # no JSON text: nothing a provider reads as an event
-            event = json_or_none(data)
-            if isinstance(event, dict):
-                try:
-                    asks = self.x.provider.realtime_read("client", event).asks_model
-                except (TypeError, ValueError, KeyError, AttributeError):
-                    pass
-        return asks, json_ambiguity(data)
+                return ""  # no JSON text: nothing a provider reads as an event
+        return json_ambiguity(data)
 
     async def _model_refused(self, model: str | None, data: str | bytes, send, ambiguity: str) -> bool:
         """A client's event asking for a model its key may not use (or read otherwise upstream: model_refusal):

@@ -791,9 +791,13 @@ def test_an_openai_realtime_event_the_upstream_may_read_otherwise_is_refused_for
     assert refused_step["seq"] == 2 and why in refused_step["reason"]
 
 
-def test_a_model_limited_key_judges_json_sent_in_a_binary_frame(rt, realtime_mock, log_flush, make_key):
-    """The SDKs send events as text, and the log keeps a binary frame as bytes; but a provider may read JSON in
-    one as an event: a session.update sent so went upstream unchecked."""
+@pytest.mark.parametrize("framed", [
+    lambda text: text.encode(),  # a binary frame: the log keeps it as bytes, a provider may read it as an event
+    lambda text: "\n  " + text,  # JSON may begin with white space: the gateway read no event in it
+    lambda text: b"\t" + text.encode(),
+], ids=["binary", "text after white space", "binary after white space"])
+def test_a_model_limited_key_judges_every_json_event_of_the_client(rt, realtime_mock, log_flush, make_key, framed):
+    """The SDKs send events as compact text; a session.update sent otherwise went upstream unchecked."""
     _, secret = make_key("voice", models=["gpt-realtime"])
     update = {"type": "session.update", "event_id": "ev_bin",
               "session": {"type": "realtime", "model": "gpt-4o-realtime-preview"}}
@@ -802,7 +806,7 @@ def test_a_model_limited_key_judges_json_sent_in_a_binary_frame(rt, realtime_moc
         async with connect(f"{rt.url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
                            additional_headers={"Authorization": f"Bearer {KEY}", "X-Gateway-Key": secret}) as ws:
             assert json.loads(await ws.recv())["type"] == "session.created"
-            await ws.send(json.dumps(update).encode())
+            await ws.send(framed(json.dumps(update)))
             refused = json.loads(await ws.recv())
             await ws.send(json.dumps({"type": "response.create"}).encode())  # allowed, binary or not
             return [refused, json.loads(await ws.recv())]
