@@ -37,7 +37,7 @@ from proxy.exchange import Exchange, json_error
 from proxy.request_body import READ_DECODED_MAX, body_decoded
 from proxy.step_answer import AnswerEnd
 from proxy.threads import off_loop
-from wire.jsonutil import json_or_none
+from wire.jsonutil import json_long_number, json_or_none
 from wire.sse import sse_events
 
 CACHE_HEADER = "x-gateway-cache"
@@ -105,17 +105,12 @@ def _varying(x: Exchange) -> str:
     return "\0".join(f"{k}:{v}" for k, v in sent)
 
 
-# orjson reads an integer beyond 64 bits as a float: two that differ would make one key. Bodies with a
-# number of 19 digits or more (below -2**63 needs only 19) go through the standard library's json, which
-# keeps every digit.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
-
-
 def _body_canonical(body: bytes, content_type: str) -> bytes:
     """JSON bodies with sorted keys and no spaces (key order and whitespace do not matter); others as sent."""
     if body and "json" in content_type.lower():
         try:
-            if _LONG_DIGITS.search(body) is None:
+            # orjson reads an integer past 64 bits as a float: two that differ would make one key.
+            if not json_long_number(body):
                 return orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS)
             return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         except (ValueError, TypeError, RecursionError):  # not JSON, or too deep (orjson's errors are both)

@@ -66,6 +66,14 @@ def test_body_rewritten(body, expected):
     assert out["stream_options"] == expected and out["model"] == "m"
 
 
+def test_body_rewritten_keeps_every_digit_of_its_numbers():
+    """orjson reads an integer past 64 bits as a float: a seed of 2**64 went upstream as 1.8446744073709552e+19."""
+    body = b'{"model": "m", "stream": true, "seed": 18446744073709551616, "n": -9223372036854775809, "t": 0.25}'
+    out = usage_body(OPENAI, "POST", "/v1/chat/completions", body)
+    assert b'"seed": 18446744073709551616' in out and b'"n": -9223372036854775809' in out
+    assert json.loads(out)["stream_options"] == {"include_usage": True} and json.loads(out)["t"] == 0.25
+
+
 @pytest.mark.parametrize("body", [b'{"model": "m"}', b'{"stream": true, "stream_options": {"include_usage": true}}',
                                   b"not json", b"[1]", b'{"stream": true, "stream_options": "x"}'])
 def test_body_left_alone(body):

@@ -2,7 +2,9 @@
 
 import json
 
-from wire.jsonutil import json_ambiguity, json_or_none, json_parse, text_valid
+import pytest
+
+from wire.jsonutil import json_ambiguity, json_long_number, json_or_none, json_parse, text_valid
 
 
 def test_escaped_lone_surrogates_read_as_replacement_characters_anywhere():
@@ -29,3 +31,19 @@ def test_json_read_otherwise_by_other_parsers_is_named():
     # Positive controls: the same key in two objects, and what is no JSON, read alike everywhere (or nowhere).
     assert json_ambiguity('{"items": [{"model": "a"}, {"model": "b"}], "model": "c"}') == ""
     assert json_ambiguity("not json") == "" and json_ambiguity('{"a": 1,}') == ""
+
+
+@pytest.mark.parametrize("text, value", [
+    ("18446744073709551616", 2**64), ("-9223372036854775809", -2**63 - 1), ("[123456789012345678901234567890]",
+                                                                           [123456789012345678901234567890]),
+    ("18446744073709551615", 2**64 - 1), ('{"a": 1.5, "b": "1234567890123456789012"}', {"a": 1.5, "b": "1234567890123456789012"}),
+])
+def test_json_parse_keeps_every_digit(text, value):
+    for data in (text, text.encode()):
+        parsed = json_parse(data)
+        assert parsed == value and type(parsed) is type(value)
+    assert json_long_number(text)
+
+
+def test_json_long_number_is_false_for_short_numbers():
+    assert not json_long_number(b'{"a": 123456789012345678, "b": "x" }') and not json_long_number("")
