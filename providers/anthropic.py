@@ -73,9 +73,10 @@ class Anthropic(Provider):
         return "x-api-key", credential
 
     def error_body(self, message: str, *, kind: str = "gateway_error", status: int = 500) -> bytes:
-        """{"type": "error", "error": {type, message}}, the type one of Anthropic's own (the gateway's
-        own kinds become the one Anthropic gives that status)."""
-        kind = kind if kind in ERROR_TYPES else self.error_kind(status)
+        """{"type": "error", "error": {type, message}}, the type one of Anthropic's own: the one Anthropic gives
+        the status when it has one (a refusal's generic invalid_request_error on a 413 is request_too_large),
+        else the kind when it is Anthropic's, else the one for the status class."""
+        kind = ERROR_TYPE_OF_STATUS.get(status) or (kind if kind in ERROR_TYPES else self.error_kind(status))
         return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
 
     def stream_ended(self, tail: bytes) -> bool:

@@ -51,3 +51,13 @@ def test_the_gateways_own_anthropic_errors_carry_anthropics_types():
     assert kinds == {401: "authentication_error", 413: "request_too_large", 502: "api_error", 504: "api_error",
                      500: "api_error"}
     assert json.loads(anthropic.error_body("x", kind="rate_limit_error", status=429))["error"]["type"] == "rate_limit_error"
+
+
+def test_an_anthropic_status_with_a_type_of_its_own_keeps_it_whatever_kind_is_passed():
+    # The gateway's refusals default to invalid_request_error (OpenAI's word for a 4xx): a body over
+    # MAX_REQUEST_BODY_BYTES answered Anthropic's clients a 413 typed invalid_request_error, not request_too_large.
+    anthropic = registry().get("anthropic")
+    kinds = {status: json.loads(anthropic.error_body("x", kind="invalid_request_error", status=status))["error"]["type"]
+             for status in (400, 403, 413, 429, 431)}
+    assert kinds == {400: "invalid_request_error", 403: "permission_error", 413: "request_too_large",
+                     429: "rate_limit_error", 431: "invalid_request_error"}
