@@ -41,7 +41,7 @@ def _number(kind: type, name: str, default: float, *, least: float = 0, above: b
         raise ImproperlyConfigured(f"{name} must be {'above' if above else 'at least'} {least:g}, not {raw.strip()}")
     if most is not None and value > most:
         raise ImproperlyConfigured(f"{name} must be at most {most:.0f}{' (a year)' if most == YEAR else ''}, "
-                                   f"not {value:g}")
+                                   f"not {raw.strip()}")
     return value
 
 

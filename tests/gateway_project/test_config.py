@@ -50,9 +50,11 @@ def _settings_run(tmp_path, code: str = "import gateway_project.settings", **var
     ("DATABASE_URL", "foo://x", "DATABASE_URL is not a database URL Django knows"),
     ("HOLD_TIMEOUT_SECONDS", "1e2x", "HOLD_TIMEOUT_SECONDS must be a number, not '1e2x'"),  # was read as 12.0
     # "never time out": its deadline past the calendar's end failed every held request with a 500.
-    ("HOLD_TIMEOUT_SECONDS", "1e12", "HOLD_TIMEOUT_SECONDS must be at most 31536000 (a year), not 1e+12"),
+    ("HOLD_TIMEOUT_SECONDS", "1e12", "HOLD_TIMEOUT_SECONDS must be at most 31536000 (a year), not 1e12"),
+    # The value as written: `{value:g}` showed 31536001 as 3.1536e+07, which reads as the limit itself.
+    ("HOOK_TIMEOUT_SECONDS", "31536001", "HOOK_TIMEOUT_SECONDS must be at most 31536000 (a year), not 31536001\n"),
     # Past threading.TIMEOUT_MAX: the log writer thread died of an OverflowError; nothing was logged, no stop ended.
-    ("LOG_INGEST_IDLE_SECONDS", "1e20", "LOG_INGEST_IDLE_SECONDS must be at most 31536000 (a year), not 1e+20"),
+    ("LOG_INGEST_IDLE_SECONDS", "1e20", "LOG_INGEST_IDLE_SECONDS must be at most 31536000 (a year), not 1e20"),
     ("UPSTREAM_READ_TIMEOUT", "nan", "UPSTREAM_READ_TIMEOUT must be a number, not 'nan'"),
     ("CACHE_MAX_BYTES", "1GB", "CACHE_MAX_BYTES must be an integer, not '1GB'"),  # was a bare ValueError
     ("FILE_STORAGE_URL", "bucket/prefix", "FILE_STORAGE_URL must look like s3://bucket/prefix, not 'bucket/prefix'"),
