@@ -33,7 +33,7 @@ def compatible_parse(entries: tuple[str, ...], taken: frozenset[str]) -> tuple[C
         name, url = name.strip().lower(), url.strip()
         if not sep or not NAME_RE.match(name) or not url.startswith(("http://", "https://")):
             raise ValueError(f"GATEWAY_PROVIDERS entry {entry!r} must look like name=https://host/base "
-                             "(name: lowercase letters, digits, - or _)")
+                             "(name: letters (read as lowercase), digits, - or _)")
         if name in taken or any(p.name == name for p in out):
             raise ValueError(f"GATEWAY_PROVIDERS: the name {name!r} is already taken")
         provider = Compatible(name, url)

@@ -69,6 +69,14 @@ def test_bad_configured_providers_are_refused(entries):
         registry(entries)
 
 
+def test_a_bad_name_is_refused_with_the_rule_the_parser_applies():
+    """The message said "lowercase letters" while `Groq=...` is taken (read as groq): a user with an upper-case
+    name would look for the wrong mistake."""
+    assert registry(["Groq=https://x"]).get("groq") is not None
+    with pytest.raises(ValueError, match=r"\(name: letters \(read as lowercase\), digits, - or _\)$"):
+        registry(["my.srv=https://x"])
+
+
 @pytest.mark.parametrize("url", ["https://api.groq.com/openai/v1", "http://127.0.0.1:8000/v1/"])
 def test_a_base_url_given_with_its_v1_is_refused_saying_what_to_write(url):
     """Servers document their base URL with /v1; the gateway adds it, so every call went to /v1/v1/ (a 404)."""
