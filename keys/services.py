@@ -81,6 +81,11 @@ def limits_check(limits: KeyLimits) -> None:
     unknown = [p for p in limits.providers if p not in known]
     if unknown:
         raise ValidationError(f"unknown provider {', '.join(unknown)} (known: {', '.join(known)})")
+    # A request's model is compared with these names as they are: a '*' (MODEL_POLICY_ALLOW's wildcard) was
+    # taken as a name no model has, and the key refused every request.
+    if wild := next((m for m in limits.models if "*" in m), None):
+        raise ValidationError(f"{wild!r} has a *: a key's models are exact names (gpt-4o-mini, gpt-4o-2024-08-06), "
+                              "without wildcards")
 
 
 def secret_assign(key: GatewayKey) -> str:

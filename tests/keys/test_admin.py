@@ -53,6 +53,7 @@ def test_bad_limits_are_refused_with_the_field_named(admin_client):
 @pytest.mark.parametrize("fields, message", [
     ({"budget_usd": "-1"}, "budget must be more than 0 USD"),  # the command refused it; the admin took it
     ({"name": "tab\there"}, "may not hold control characters"),
+    ({"allowed_models": "claude-*"}, "a key&#x27;s models are exact names"),
 ])
 def test_the_admin_refuses_what_the_command_refuses(admin_client, fields, message):
     r = admin_client.post(f"{LIST}add/", {"name": "bad", "active": "on", "budget_period": "month", **fields})

@@ -62,6 +62,8 @@ def test_create_can_hold_a_provider_credential_from_stdin():
     (["--expires", "next year"], "--expires must be a date"),
     (["--expires", "2020-01-01"], "--expires is not in the future: 2020-01-01"),
     (["--budget-period", "day"], "--budget-period goes with --budget-usd"),  # was a period limiting nothing
+    # Taken, as a name no model has: MODEL_POLICY_ALLOW's wildcard made a key that refused every request.
+    (["--models", "gpt-4o-mini,gpt-4o*"], "'gpt-4o\\*' has a \\*: a key's models are exact names"),
 ])
 def test_bad_values_are_named(args, message):
     with pytest.raises(CommandError, match=message):
