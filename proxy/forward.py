@@ -178,7 +178,7 @@ async def request_record(x: Exchange) -> None:
             except OSError as exc:  # spool folder full or unwritable: forward anyway, say so in the log
                 x.notes.append(f"request body file not saved: {exc}")
                 break
-    if note := masked.note("request body (stored copy; the upstream got it as sent)"):
+    if note := masked.note("request body (the log's copy only; anything forwarded went as received)"):
         x.notes.append(note)
     x.request_log(record)
     if left is not None:
