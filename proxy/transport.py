@@ -33,8 +33,8 @@ def _error_mapped(exc: BaseException) -> Exception | None:
         return httpx.ConnectTimeout(str(exc) or "connect timed out")
     if isinstance(exc, (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
         return httpx.ReadTimeout(str(exc) or "read timed out")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(str(exc))
+    if isinstance(exc, aiohttp.ClientConnectorError):  # its text says "ssl:default" of a plain http:// upstream too
+        return httpx.ConnectError(str(exc).replace(" ssl:default", ""))
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
         return httpx.RemoteProtocolError(str(exc) or type(exc).__name__)
     if isinstance(exc, aiohttp.ClientResponseError):  # malformed answer (bad status line, headers)

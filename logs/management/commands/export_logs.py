@@ -75,4 +75,4 @@ class Command(BaseCommand):
                     count = export_write(qs, opts["format"], out, bodies)
             except OSError as exc:
                 raise CommandError(f"cannot write {opts['output']}: {exc.strerror or exc}") from None
-        self.stderr.write(f"exported {count} exchanges")
+        self.stderr.write(f"exported {count} exchange{'' if count == 1 else 's'}")
