@@ -174,6 +174,11 @@ class RealtimeRead:
     asks_model: str | None = None
 
 
+class UsageUnknowable(ValueError):
+    """usage_inject cannot tell whether a request streams, so whether its answer will report usage: the message
+    says why (a key counting spend or tokens is refused it, proxy/steps.py)."""
+
+
 class Provider:
     """One provider. Subclasses override what differs; everything here is OpenAI-like."""
 
@@ -429,7 +434,7 @@ class Provider:
 
     def usage_inject(self, method: str, upstream_path: str, payload: Payload) -> Payload | None:
         """The request's JSON asking the stream to report usage (a new value: payload is left as it is), or None
-        when nothing needs to change."""
+        when nothing needs to change; UsageUnknowable when whether it streams cannot be read for sure."""
         return None
 
     def injected_event(self, payload: Payload) -> bool:

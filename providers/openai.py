@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, unquote
 
 from providers import turns
 from providers.base import AudioChunk, EmbeddedFile, Payload, Provider, RealtimeRead, RequestTags, StreamEvent, \
-    Turn, Usage, int_of, names_without, str_of, strings_of, sub, usage_make
+    Turn, Usage, UsageUnknowable, int_of, names_without, str_of, strings_of, sub, usage_make
 
 MAX_TOOL_CALLS = 256  # a tool-call index is untrusted input: never grow a list to its size
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
@@ -20,6 +20,7 @@ VERSION_SUFFIXES = (re.compile(r"-\d{4}-\d{2}-\d{2}$"), re.compile(r"-latest$"),
                     re.compile(r"-preview(-\d{2}-\d{2})?$"), re.compile(r":latest$"))
 # Streams that report usage only when asked (stream_options.include_usage).
 USAGE_INJECT_ENDPOINTS = ("/chat/completions", "/completions")
+STREAM_FIELDS = ("stream", "stream_options")  # what usage_inject reads and writes
 USAGE_FORMATS = ("json", "verbose_json", "diarized_json")  # a transcription's answers that report usage
 CONVERSATION_ENDPOINTS = ("/chat/completions", "/responses", "/completions")
 # Where OpenAI-compatible servers put a reasoning model's thinking in a chat message or delta: Groq and
@@ -407,6 +408,12 @@ class OpenAI(Provider):
         """A streamed chat/completions body with stream_options.include_usage set, when it was not."""
         if not self.usage_injectable(method, upstream_path):
             return None
+        if isinstance(payload, dict) and (other := next((k for k in payload if k.lower() in STREAM_FIELDS
+                                                           and k not in STREAM_FIELDS), None)):
+            # Go's JSON (Ollama, many compatible servers) matches field names in any case: "Stream": true streams
+            # there, and the gateway, reading "stream", would not ask it for its usage.
+            raise UsageUnknowable(f"this request names '{other}' (a server matching field names in any case may read "
+                                  "it as 'stream' or 'stream_options', and stream without its usage)")
         # As the gateway reads a stream request (a compatible server such as vLLM takes "stream": "true" too).
         if not isinstance(payload, dict) or not self.stream_requested(upstream_path, payload):
             return None

@@ -20,7 +20,7 @@ from logs.outcomes import Outcome
 from logs.redaction.scrub import error_scrub
 from logs.tags import tag_header
 from providers import Provider
-from providers.base import json_bytes
+from providers.base import UsageUnknowable, json_bytes
 from proxy.cache import cache_request
 from proxy.exchange import Exchange, json_error
 from proxy.forwarded import forwarded_note
@@ -172,7 +172,7 @@ class StreamUsageStep(Step):
     def enabled(self) -> bool:
         return settings.STREAM_USAGE == "inject" or keys_exist_known()
 
-    async def request(self, x: Exchange) -> None:
+    async def request(self, x: Exchange) -> HttpResponseBase | None:
         if not (settings.STREAM_USAGE == "inject" or x.usage_counted):
             return None
         if not x.provider.usage_injectable(x.method, x.route.upstream_path):
@@ -184,12 +184,15 @@ class StreamUsageStep(Step):
                 body = await off_loop(x.body.read_all)
         if not body:
             return None
-        if any(k.lower() == "content-encoding" for k, _ in x.forward_headers):
-            # Decoded whole (a key counting usage must not escape it by compressing), off the event loop:
-            # a few kilobytes of zstd can decode to MAX_REQUEST_BODY_BYTES.
-            decoded, injected = await off_loop(self._inject_decoded, x, body)
-        else:
-            decoded, injected = body, usage_body(x.provider, x.method, x.route.upstream_path, body)
+        try:
+            if any(k.lower() == "content-encoding" for k, _ in x.forward_headers):
+                # Decoded whole (a key counting usage must not escape it by compressing), off the event loop:
+                # a few kilobytes of zstd can decode to MAX_REQUEST_BODY_BYTES.
+                decoded, injected = await off_loop(self._inject_decoded, x, body)
+            else:
+                decoded, injected = body, usage_body(x.provider, x.method, x.route.upstream_path, body)
+        except UsageUnknowable as exc:
+            return self._unknowable(x, str(exc))
         if injected is None:
             return None
         dropped = {"accept-encoding"} | ({"content-encoding"} if decoded is not body else set())
@@ -201,6 +204,18 @@ class StreamUsageStep(Step):
             changed.append("body: sent uncompressed (Content-Encoding removed)")
         x.decisions.append({"step": self.name, "decision": "asked the stream for usage", "changed": changed})
         return None
+
+    def _unknowable(self, x: Exchange, why: str) -> HttpResponseBase | None:
+        """A request whose stream the provider module cannot read for sure: refused to a key counting spend or
+        tokens (its answer might count nothing: fail closed), forwarded as it came otherwise (STREAM_USAGE=inject)."""
+        if not x.usage_counted:
+            x.decisions.append({"step": self.name, "decision": f"not asked for usage: {why}"})
+            return None
+        message = (f"Gateway key '{x.gateway_key.name}' counts its spend or tokens, and {why}: name the field in "
+                   "lower case, as the SDKs do.")
+        x.decisions.append({"step": self.name, "decision": "refused", "reason": message})
+        x.outcome, x.error = Outcome.GATEWAY_ERROR, message
+        return json_error(403, x.provider.error_body(message, kind="permission_error", status=403))
 
     @staticmethod
     def _inject_decoded(x: Exchange, body: bytes) -> tuple[bytes | None, bytes | None]:

@@ -218,6 +218,27 @@ def test_a_stream_that_does_not_ask_for_its_usage_still_spends_the_budget(gatewa
     assert first.is_stream and first.usage_injected and first.cost_usd >= Decimal("0.000001")
 
 
+@pytest.mark.parametrize("field", ["Stream", "STREAM_OPTIONS"])
+def test_a_counting_key_is_refused_a_stream_field_in_another_case(gateway, upstream, log_flush, make_key, field):
+    """Go's JSON (Ollama, many compatible servers) matches field names in any case: "Stream": true streamed there
+    while the gateway, reading "stream", did not ask it for its usage, and a key counting tokens counted nothing."""
+    _, secret = make_key("tokens", tpm=100000)
+    body = {**CHAT, field: True if field == "Stream" else {"include_usage": False}, "stream": False}
+    if field == "Stream":
+        del body["stream"]
+    headers = {"Authorization": f"Bearer {PROVIDER_KEY}", "X-Gateway-Key": secret}
+    sent = len(upstream.received)
+    answer = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers, timeout=10)
+    assert answer.status_code == 403 and answer.json()["error"]["type"] == "permission_error"
+    message = answer.json()["error"]["message"]
+    assert f"'tokens' counts its spend or tokens, and this request names '{field}'" in message
+    assert len(upstream.received) == sent  # never forwarded
+    _, resp = _logged(log_flush, answer)
+    assert resp.outcome == "gateway_error" and {"step": "stream_usage", "decision": "refused",
+                                                 "reason": message} in resp.steps
+    assert _chat(gateway, secret).status_code == 200  # the lower-case fields, as the SDKs send them
+
+
 def test_a_client_that_leaves_before_the_usage_chunk_still_spends_the_budget(gateway, upstream, log_flush, make_key):
     """Hanging up at the finish_reason chunk, before the usage chunk, left the exchange without tokens or cost:
     a key's budget and tokens per minute never counted it. Its answer is now read to the end for its usage."""

@@ -92,6 +92,19 @@ def test_step_forwards_the_rewritten_body_uncompressed_and_filters_the_stream(se
     assert relay_filter(x, steps_active(), False) is None  # only event streams are filtered
 
 
+def test_a_stream_field_in_another_case_is_forwarded_as_it_came_without_a_counting_key(settings):
+    """STREAM_USAGE=inject alone: the provider module cannot tell whether it streams; nothing is refused, the log
+    says why the usage was not asked for (a key counting spend or tokens is refused it: test_gateway_keys)."""
+    settings.STREAM_USAGE = "inject"
+    x = _exchange(b'{"model": "m", "Stream": true}', headers=[("accept-encoding", "gzip")])
+    assert asyncio.run(steps_run(x, steps_active())) is None
+    assert not x.usage_injected and x.forward_body is None
+    assert x.decisions == [{"step": "stream_usage", "decision": "not asked for usage: this request names 'Stream' (a "
+                                                                 "server matching field names in any case may read it "
+                                                                 "as 'stream' or 'stream_options', and stream without "
+                                                                 "its usage)"}]
+
+
 @pytest.mark.parametrize("body, path", [
     (b'{"model": "m", "stream": true, "stream_options": {"include_usage": true}}', "/v1/chat/completions"),
     (b'{"model": "m", "stream": true}', "/v1/responses"),
