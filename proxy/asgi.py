@@ -78,14 +78,39 @@ def _cors_open(request: ASGIRequest, response: HttpResponseBase) -> None:
             response.gateway_headers = [*pairs, ("Access-Control-Expose-Headers", ", ".join(added))]
 
 
-async def _exchange_run(request: ASGIRequest, send) -> None:
+class _Call:
+    """One proxied call as its disconnect watcher sees it: the request until the view has answered, then only the
+    exchange the view made of it (proxy/forward.py sets it on the request). The request (Django's object, its
+    META) is let go once the answer's head is built: a stream held it for as long as it lasted."""
+
+    __slots__ = ("request", "exchange")
+
+    def __init__(self, request: ASGIRequest) -> None:
+        self.request: ASGIRequest | None = request
+        self.exchange = None
+
+    def exchange_get(self):
+        """The call's exchange (proxy/exchange.Exchange), None before the view made one."""
+        if self.request is not None:
+            return getattr(self.request, "gateway_exchange", None)
+        return self.exchange
+
+    def answered(self) -> None:
+        """The view answered: the request is no longer needed."""
+        self.exchange, self.request = self.exchange_get(), None
+
+
+async def _exchange_run(call: _Call, send) -> None:
     """Forward and answer; an unexpected error becomes the JSON 500, never a stack trace."""
+    request = call.request
     try:
         response = await proxy_view(request)
     except Exception:
         log.exception("Internal error on %s", request.path)
         response = server_error_json(request)
     _cors_open(request, response)
+    call.answered()
+    del request  # not held while the answer streams
     try:
         await _response_send(response, send)
     finally:
@@ -94,7 +119,7 @@ async def _exchange_run(request: ASGIRequest, send) -> None:
             await abandon()  # nothing to do unless the client left before the relay started
 
 
-async def _run_until_disconnect(request: ASGIRequest, receive, send) -> None:
+async def _run_until_disconnect(call: _Call, receive, send) -> None:
     """Run the exchange in this task; a watcher task cancels it if the client goes away first (the relay logs the abort).
 
     One extra task per exchange, not two and an asyncio.wait: the exchange's own task is the one
@@ -109,7 +134,7 @@ async def _run_until_disconnect(request: ASGIRequest, receive, send) -> None:
         while (await receive())["type"] != "http.disconnect":  # the only message left after the body
             pass
         left = True
-        x = getattr(request, "gateway_exchange", None)
+        x = call.exchange_get()
         if x is not None and x.usage_counted and x.sent and not x.shutting_down:
             # A key that counts tokens or spend: a client hanging up once its answer was asked for (just
             # before a stream's usage chunk, or before a long answer arrived) would have it for free. The
@@ -124,7 +149,7 @@ async def _run_until_disconnect(request: ASGIRequest, receive, send) -> None:
 
     watcher = asyncio.ensure_future(watch())
     try:
-        await _exchange_run(request, send)
+        await _exchange_run(call, send)
     except asyncio.CancelledError as exc:
         if not (left or SHUTDOWN_CANCEL in exc.args):  # not the client's departure nor the grace's end: pass it on
             raise
@@ -170,7 +195,9 @@ async def proxy_app(scope: dict, receive, send) -> None:
                                               content_type="application/json"), send)
             return
         request.gateway_body, request.gateway_refusal = spool, refusal
-        await _run_until_disconnect(request, receive, send)
+        call = _Call(request)
+        del request  # the call lets it go once the view has answered
+        await _run_until_disconnect(call, receive, send)
     except UpstreamBroken:
         # Already logged. Returning with the response unfinished makes the server drop the
         # connection, so the client sees a broken body instead of a truncated "complete" one.

@@ -219,6 +219,8 @@ async def upstream_call(x: Exchange) -> httpx.Response:
         raise
     # The slot is held until the answer is closed: a streamed answer keeps its connection busy.
     response.stream = SlotReturningStream(response.stream, give_back)
+    # Sent: httpx's copy of the request (its headers as bytes, its body) is not held while the answer streams.
+    response.request = None
     return response
 
 

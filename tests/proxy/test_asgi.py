@@ -1,7 +1,9 @@
 """The proxy's ASGI entry (gateway_project/asgi.py -> proxy/asgi.py): routing, answers and log, aborts, errors."""
 
+import gc
 import re
 import socket
+import uuid
 
 import httpx
 import pytest
@@ -34,11 +36,14 @@ def test_answer_and_log(gateway, upstream, log_flush):
     assert Response.objects.get(request=req).outcome == "completed"
 
 
-def _stream_read_until(gateway, mark: bytes, events: int, delay_ms: int) -> tuple[bytes, str]:
-    """A streamed chat on a raw socket, read until `mark`, then the connection closed: (what came, request id)."""
+def _stream_read_until(gateway, mark: bytes, events: int, delay_ms: int, query: str = "",
+                       then=None) -> tuple[bytes, str]:
+    """A streamed chat on a raw socket, read until `mark` (then `then()`, the stream still open), then the
+    connection closed: (what came, request id)."""
     body = b'{"model": "m", "stream": true, "messages": []}'
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"x-mock-events: {events}\r\nx-mock-delay-ms: {delay_ms}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    head = (f"POST /v1/chat/completions{'?' + query if query else ''} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nx-mock-events: {events}\r\nx-mock-delay-ms: {delay_ms}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
         s.sendall(head + body)
         got = b""
@@ -46,6 +51,8 @@ def _stream_read_until(gateway, mark: bytes, events: int, delay_ms: int) -> tupl
             chunk = s.recv(65536)
             assert chunk, f"connection closed before {mark!r}: {got!r}"  # else this loop would spin
             got += chunk
+        if then is not None:
+            then()
     # This exchange's row, by its id: a record another test left in flight must not be taken for it.
     return got, re.search(rb"x-gateway-request-id: (\w+)", got, re.IGNORECASE).group(1).decode()
 
@@ -227,3 +234,21 @@ def test_a_control_character_in_a_header_value_is_a_400_under_h11(upstream, tran
     rid = re.search(rb"(?i)x-gateway-request-id: (\w+)", head).group(1).decode()
     resp = until(lambda: (log_flush(), Response.objects.filter(request_id=rid).first())[1], 5)
     assert resp.status_code == 400 and "x-title" in resp.error_message.lower()
+
+
+def test_a_stream_in_flight_holds_neither_request_object(gateway, log_flush):
+    """Once the answer streams, the call's Django request and httpx's copy of the upstream request are let go: every
+    stream in flight held both for as long as it lasted (docs/benchmark.md, "slow streams' memory")."""
+    from django.core.handlers.asgi import ASGIRequest
+
+    from proxy.exchange import _INFLIGHT
+
+    query = f"m={uuid.uuid4().hex}"
+
+    def check() -> None:
+        gc.collect()
+        assert any(x.query == query for x in list(_INFLIGHT))  # the stream is still going
+        held = [o for o in gc.get_objects() if (isinstance(o, ASGIRequest) and o.META.get("QUERY_STRING") == query)
+                or (isinstance(o, httpx.Request) and query in str(o.url))]
+        assert held == []
+    _stream_read_until(gateway, b"data: ", events=100, delay_ms=50, query=query, then=check)
