@@ -245,7 +245,9 @@ async def relay_stream(upstream: httpx.Response, exchange: Exchange, capture: Bo
     changes what the client gets; the capture still sees every upstream byte. A progress (a streamed
     answer's) hears of each chunk the client took, so that a crash leaves what it had.
     """
-    chunks = upstream.aiter_raw()
+    # The answer's byte stream itself, not httpx's aiter_raw: its generator, request context and chunker were
+    # held by every stream in flight and passed every chunk on unchanged (RelayEnd closes the answer).
+    chunks = aiter(upstream.stream)
     watch = _IdleWatch(idle_timeout)
     finished = broken = False
     whole_events = _WholeEvents() if _error_tail_allowed(upstream, is_sse) else None
