@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import time
+from array import array
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -151,7 +152,7 @@ class CacheFill:
         # another request's, which must not be stored under this key.
         self.keyed_body, self.keyed_changed = x.forward_body, x.request_changed
         self.chunks: list[bytes] = []
-        self.times: list[float] = []
+        self.times = array("d")  # machine floats: one for each chunk of a stream in flight (8 bytes, not 32)
         self.size = 0
         self.too_big = False
         # Identical requests waiting for this one's end; made when the first comes (an asyncio.Event

@@ -10,6 +10,7 @@ a spool file. Whatever cannot be decoded is kept as received, with a note saying
 
 import hashlib
 import time
+from array import array
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -63,7 +64,8 @@ class BodyCapture:
         # An encoded stream is decoded as it passes only to find its events (the bytes are dropped).
         self.framing_decoder = Decoder(self.encoding) if stream and self.encoding and self.decodable else None
         self.framing_decoded = 0
-        self.event_offsets: list[float] = []
+        # Machine floats, not float objects: a stream in flight holds one for every event so far (8 bytes each, not 32).
+        self.event_offsets = array("d")
         self.discarded = False
         self._spooled: list[str] = []  # spool files this body made, removed if it cannot be finished
         self._decoded: bytes | None = None  # a small answer, already decoded by blocking()
@@ -145,7 +147,7 @@ class BodyCapture:
     def finish(self, record: ResponseRecord, scrubber: Scrubber) -> None:
         """Decode, mask and describe the captured body in the response record."""
         if self.framer is not None:
-            record.event_offsets_ms = self.event_offsets
+            record.event_offsets_ms = self.event_offsets.tolist()
         record.body_size = self.size
         if not self.discarded:
             try:
