@@ -59,7 +59,7 @@ class AnswerProgress:
         """head(): the response record as it stands, which the file starts with (the one a crash leaves)."""
         self.capture, self.scrubber = capture, scrubber
         self.fd: int | None = None
-        self.path: Path | None = None
+        self.path: str | None = None  # a str, not a Path: every stream past PROGRESS_EVERY holds it (a Path is 0.4 KiB)
         self.done = 0  # of the capture's parts, how many are written (or left out)
         self.events = 0  # of its event offsets, how many are written
         self.carry = b""  # the start of an event not ended yet
@@ -109,8 +109,8 @@ class AnswerProgress:
             self.body = False
             return
         text = self.scrubber.text(text, self.content_type, answer=True, masked=Masked())
-        offsets, self.events = self.capture.event_offsets[self.events:], len(self.capture.event_offsets)
-        self._write(PartRecord(id=self.path.stem, body=text, body_size=self.capture.size, event_offsets_ms=offsets))
+        offsets, self.events = self.capture.event_offsets[self.events:].tolist(), len(self.capture.event_offsets)
+        self._write(PartRecord(id=os.path.basename(self.path).removesuffix(".jsonl"), body=text, body_size=self.capture.size, event_offsets_ms=offsets))
 
     def _open(self) -> None:
         """The file, begun with the head's record."""
@@ -118,7 +118,7 @@ class AnswerProgress:
         directory, instance = self.place
         try:
             folder = private_folder(parts_folder(directory, instance))
-            self.path = folder / f"{head.request_id}.jsonl"
+            self.path = str(folder / f"{head.request_id}.jsonl")
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         except OSError as exc:
             self._fail(exc)
@@ -158,7 +158,7 @@ class AnswerProgress:
         """The exchange's own record is journaled: this one is no longer needed."""
         self._stop()
         if self.path is not None:
-            self.path.unlink(missing_ok=True)
+            Path(self.path).unlink(missing_ok=True)
             self.path = None
 
 
