@@ -42,7 +42,8 @@ async def _response_send(response: HttpResponseBase, send) -> None:
                 "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]})
     del pairs
     if response.streaming:
-        async with aclosing(aiter(response)) as content:
+        # Its streaming_content, not aiter(response): that is one more generator around it, held by every stream.
+        async with aclosing(response.streaming_content) as content:
             async for chunk in content:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body"})
