@@ -13,6 +13,7 @@ from logs.outcomes import Outcome
 from logs.pipeline.capture import BodyCapture
 from logs.pipeline.progress import AnswerProgress
 from logs.pipeline.writer import writer_get
+from logs.records import ResponseRecord
 from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error
 from proxy.key_policy import STEP as KEY_STEP
 from proxy.links import links_apply, links_in_body, links_in_body_possible, links_in_headers
@@ -172,6 +173,8 @@ class RelayEnd:
     """The end of one relay, done once however the relay ends (or if it never starts):
     the upstream is closed at once (no more tokens spent), then the exchange is logged."""
 
+    __slots__ = ("upstream", "exchange", "log", "done", "sent")
+
     def __init__(self, upstream: httpx.Response, exchange: Exchange, log: Callable[[], Awaitable[None]]) -> None:
         self.upstream, self.exchange, self.log = upstream, exchange, log
         self.done = False
@@ -192,6 +195,54 @@ class RelayEnd:
             await asyncio.shield(self.upstream.aclose())
         finally:  # logged even if a second cancellation lands while the upstream closes
             await asyncio.shield(self.log())
+
+
+class _AnswerLog:
+    """How a relayed answer is logged when it ends (its RelayEnd calls it): the captured body finished, decoded and
+    masked off the event loop when it is big, and the response journaled. An object with slots, not a closure in
+    relay_response: every stream in flight holds it, and the closure held a cell for each of these."""
+
+    __slots__ = ("x", "upstream", "headers", "content_type", "is_sse", "capture", "links", "observer", "observed",
+                 "progress", "handed")
+
+    def __init__(self, x: Exchange, upstream: httpx.Response, headers: list[tuple[str, str]], content_type: str,
+                 is_sse: bool, capture: BodyCapture, links: "_Links") -> None:
+        self.x, self.upstream, self.headers, self.content_type, self.is_sse = x, upstream, headers, content_type, is_sse
+        self.capture, self.links = capture, links
+        self.observer = x.answer_observer
+        self.observed = _Observed() if self.observer is not None else None
+        self.progress = AnswerProgress(capture, x.scrubber, self.head)
+        self.handed = False  # the answer went to the server: its status and headers are what the client got
+
+    def head(self) -> ResponseRecord:
+        """The response record as the answer stands (a progress file starts with it)."""
+        return self.x.response_record(status=self.upstream.status_code, headers=self.headers,
+                                      content_type=self.content_type, is_stream=self.is_sse)
+
+    async def __call__(self) -> None:
+        x, upstream, headers, capture = self.x, self.upstream, self.headers, self.capture
+        cut = x.shutting_down and not self.handed  # collected whole, cut by the shutdown: the client gets the 503
+        if cut:
+            x.notes.append(f"the upstream's answer ({upstream.status_code}) was still arriving when the gateway shut "
+                           "down; the client got a 503")
+        if self.links.on and capture.spool is None:  # read as the answer is logged, so its steps say so
+            self.links.answer = links_in_body(x, b"".join(capture.parts), headers)
+        if self.observer is not None:
+            await self.observed.run(self.observer, x, upstream.status_code, headers)
+        if x.cache_fill is not None:  # a cache miss: stored before the exchange ends, so readable at once
+            await x.cache_fill.finish(x, upstream.status_code, headers, is_sse=self.is_sse,
+                                      replaced=self.observed is not None and self.observed.result is not None)
+        record = self.head()
+        if cut:
+            record.status = 503
+        try:
+            if capture.blocking():
+                await off_loop(capture.finish, record, x.scrubber)
+            else:
+                capture.finish(record, x.scrubber)
+        finally:
+            x.response_log(record)
+            self.progress.close()  # not when the record could not be journaled: the file is then the log's one trace
 
 
 def _final_event_sent(exchange: Exchange, capture: BodyCapture, sent: bytes) -> bool:
@@ -407,51 +458,21 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
                           content_encoding=upstream.headers.get("content-encoding", ""), stream=is_sse,
                           started=x.started)
 
-    observer = x.answer_observer
-    observed = _Observed() if observer is not None else None
-    links = _Links(observer is None and links_in_body_possible(x, upstream.status_code, content_type, is_sse))
-    progress = AnswerProgress(capture, x.scrubber, lambda: x.response_record(
-        status=upstream.status_code, headers=headers, content_type=content_type, is_stream=is_sse))
-
-    handed = False  # the answer went to the server: its status and headers are what the client got
-
-    async def log() -> None:
-        """Finish the captured body (decoding and masking it off the event loop when it is big) and log."""
-        cut = x.shutting_down and not handed  # collected whole, cut by the shutdown: the client gets the 503 below
-        if cut:
-            x.notes.append(f"the upstream's answer ({upstream.status_code}) was still arriving when the gateway shut "
-                           "down; the client got a 503")
-        if links.on and capture.spool is None:  # read as the answer is logged, so its steps say so
-            links.answer = links_in_body(x, b"".join(capture.parts), headers)
-        if observer is not None:
-            await observed.run(observer, x, upstream.status_code, headers)
-        if x.cache_fill is not None:  # a cache miss: stored before the exchange ends, so readable at once
-            await x.cache_fill.finish(x, upstream.status_code, headers, is_sse=is_sse,
-                                      replaced=observed is not None and observed.result is not None)
-        record = x.response_record(status=503 if cut else upstream.status_code, headers=headers,
-                                   content_type=content_type, is_stream=is_sse)
-        try:
-            if capture.blocking():
-                await off_loop(capture.finish, record, x.scrubber)
-            else:
-                capture.finish(record, x.scrubber)
-        finally:
-            x.response_log(record)
-            progress.close()  # not when the record could not be journaled: the file is then the log's one trace
-
+    links = _Links(x.answer_observer is None and links_in_body_possible(x, upstream.status_code, content_type, is_sse))
+    log = _AnswerLog(x, upstream, headers, content_type, is_sse, capture, links)
     end = RelayEnd(upstream, x, log)
     relay = relay_stream(upstream, x, capture, end, is_sse=is_sse, chunk_filter=chunk_filter,
-                         idle_timeout=settings.STREAM_IDLE_TIMEOUT, progress=progress)
+                         idle_timeout=settings.STREAM_IDLE_TIMEOUT, progress=log.progress)
     try:
-        response = await _answer(x, upstream, relay, end, is_sse, observed, links, sent_headers)
+        response = await _answer(x, upstream, relay, end, is_sse, log.observed, links, sent_headers)
     except asyncio.CancelledError:
         if not x.shutting_down:  # the client left: logged by the relay's end, and goes on up
             raise
         return await _shutdown_cut(x, end)
-    handed = True
+    log.handed = True
     if isinstance(response, StreamingHttpResponse) and not end.done:
         # Streamed on from here: what the client gets must outlive this process (logs/pipeline/progress.py).
-        progress.start(directory=settings.JOURNAL_DIR, instance=writer_get().instance)
+        log.progress.start(directory=settings.JOURNAL_DIR, instance=writer_get().instance)
     # The upstream's headers exactly, repeats and order kept (Django's header dict would join
     # repeats and keep one Set-Cookie): the ASGI adapter sends these.
     if getattr(response, "gateway_headers", None) is None:

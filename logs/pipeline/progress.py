@@ -146,7 +146,7 @@ class AnswerProgress:
 
     def _stop(self) -> None:
         """Write no more: the timer cancelled, the file closed (and kept)."""
-        self.head = None
+        self.head = self._head = None  # (the head's maker may hold what holds this: no cycle left behind)
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
