@@ -37,6 +37,8 @@ async def _response_send(response: HttpResponseBase, send) -> None:
         pairs = response_header_pairs(response)
         if not response.streaming and not response.has_header("Content-Length"):
             pairs.append(("Content-Length", str(len(response.content))))  # else the server sends it chunked
+    else:
+        response.gateway_headers = None  # sent below: not held for as long as a stream lasts
     # Built in the call: a local would hold the encoded headers for as long as a stream lasts.
     await send({"type": "http.response.start", "status": response.status_code,
                 "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]})

@@ -477,6 +477,7 @@ async def relay_response(x: Exchange, upstream: httpx.Response,
     # repeats and keep one Set-Cookie): the ASGI adapter sends these.
     if getattr(response, "gateway_headers", None) is None:
         response.gateway_headers = [*sent_headers, *x.answer_headers, (REQUEST_ID_HEADER, x.request_id)]
+    x.answer_headers = []  # in the answer's headers now, which the ASGI adapter lets go once sent
     return response
 
 
