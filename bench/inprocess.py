@@ -9,7 +9,9 @@ threads; the ingest process is not counted) and the paired differences:
 - `key`: requests presenting a key with all three limits (as bench/keys.py) against unkeyed ones,
   one worker serving both (GATEWAY_ALLOW_UNKEYED=true);
 - `hook`: no hook, the no-op sync hook (bench.noop_hook.Noop, run in a thread) and the same hook
-  declared non-blocking (NoopInline, on the event loop), GATEWAY_HOOKS switched between rounds.
+  declared non-blocking (NoopInline, on the event loop), GATEWAY_HOOKS switched between rounds;
+- `cache`: the pass-through (no X-Gateway-Cache) against cache hits (X-Gateway-Cache: 3600, the
+  answer stored by the warm-up), as bench/cache.py drives them.
 
 With no wrk and no uvicorn in the figures, the differences keep still on a machine whose speed
 drifts, where bench/keys.py's and bench/compare.py's throughput ratios move by 10% between runs.
@@ -33,12 +35,14 @@ from bench.rounds import medians_print  # noqa: E402
 NOOP = "bench.noop_hook.Noop"
 
 
-def _scope(body: bytes, secret: str | None) -> dict:
+def _scope(body: bytes, secret: str | None, cache: str | None = None) -> dict:
     name, value = AUTH.split(": ", 1)
     headers = [(b"host", b"127.0.0.1:8080"), (b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode()), (name.lower().encode(), value.encode())]
     if secret:
         headers.append((b"x-gateway-key", secret.encode()))
+    if cache:
+        headers.append((b"x-gateway-cache", cache.encode()))
     return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
             "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"",
             "root_path": "", "headers": headers, "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 8080)}
@@ -101,7 +105,7 @@ async def _run(app, variants: dict, body: bytes, rounds: int, requests: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("control", choices=("key", "hook"))
+    parser.add_argument("control", choices=("key", "hook", "cache"))
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--requests", type=int, default=400, help="requests per round and kind")
     args = parser.parse_args()
@@ -119,6 +123,8 @@ def main() -> None:
             env["GATEWAY_ALLOW_UNKEYED"] = "true"
             secret = key_create(env)
             variants = {"unkeyed": (_scope(body, None), []), "keyed": (_scope(body, secret), [])}
+        elif args.control == "cache":
+            variants = {"pass-through": (_scope(body, None), []), "hit": (_scope(body, None, "3600"), [])}
         else:
             variants = {"no hook": (_scope(body, None), []), "sync hook": (_scope(body, None), [NOOP]),
                         "inline hook": (_scope(body, None), [NOOP + "Inline"])}
