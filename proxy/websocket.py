@@ -126,7 +126,8 @@ class Session:
             record.size = len(data)
             key = f"binary-{direction}"
             record.file_key, record.file_offset = key, self._track(key).append(data)
-            if data.lstrip(JSON_SPACE)[:1] == b"{":  # Google's Live API sends its JSON messages (usage) in binary frames
+            # Google's Live API sends its JSON messages (their usage) in binary frames.
+            if data.lstrip(JSON_SPACE)[:1] == b"{":
                 try:
                     _, read = self._event_read(direction, data.decode("utf-8"))
                 except UnicodeDecodeError:

@@ -110,7 +110,8 @@ class AnswerProgress:
             return
         text = self.scrubber.text(text, self.content_type, answer=True, masked=Masked())
         offsets, self.events = self.capture.event_offsets[self.events:].tolist(), len(self.capture.event_offsets)
-        self._write(PartRecord(id=os.path.basename(self.path).removesuffix(".jsonl"), body=text, body_size=self.capture.size, event_offsets_ms=offsets))
+        self._write(PartRecord(id=os.path.basename(self.path).removesuffix(".jsonl"), body=text,
+                               body_size=self.capture.size, event_offsets_ms=offsets))
 
     def _open(self) -> None:
         """The file, begun with the head's record."""

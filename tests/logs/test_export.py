@@ -143,7 +143,8 @@ def test_status_outcomes_and_pending(tmp_path):
 def test_stdout_and_bad_input(capsys, log):
     call_command("export_logs", "--format", "jsonl", "--model", "gpt-4o")
     out = capsys.readouterr()
-    assert json.loads(out.out)["request"]["id"] == log["limited"].pk.hex and out.err.strip().endswith("exported 1 exchange")
+    assert json.loads(out.out)["request"]["id"] == log["limited"].pk.hex
+    assert out.err.strip().endswith("exported 1 exchange")
     with pytest.raises(CommandError, match="unknown status"):
         call_command("export_logs", "--status", "teapot")
     with pytest.raises(CommandError, match="not an ISO date"):
