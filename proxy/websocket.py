@@ -198,8 +198,8 @@ class Session:
                 if self.limits.stop is not None:
                     return  # stopped while this message came: it does not go upstream
                 asks = read.asks_model if read is not None else None
-                # For a key held to what the session's messages ask for.
-                ambiguity = self._ambiguity(data) if self.limits.holds_models else ""
+                # For a key held to what the session's messages ask for (a binary frame's JSON too: json reads bytes).
+                ambiguity = json_ambiguity(data) if self.limits.holds_models else ""
                 if self.limits.first_unchecked and self.limits.first_message_refusal(asks, self.seq,
                                                                                      ambiguity) is not None:
                     return  # a session whose first message names its model (Gemini Live): refused, not forwarded
@@ -218,17 +218,6 @@ class Session:
                     self.code, self.reason = code, message.get("reason") or ""
                 await upstream.close(_sendable(message.get("code", 1005)), message.get("reason") or "")
                 return
-
-    @staticmethod
-    def _ambiguity(data: str | bytes) -> str:
-        """Whether a client message's JSON may read otherwise upstream (a key repeated: which value?
-        json_ambiguity); a binary frame's too, as its UTF-8 text (frame() reads one as an event)."""
-        if isinstance(data, (bytes, bytearray)):
-            try:
-                data = bytes(data).decode("utf-8")
-            except UnicodeDecodeError:
-                return ""  # no JSON text: nothing a provider reads as an event
-        return json_ambiguity(data)
 
     async def _model_refused(self, model: str | None, data: str | bytes, send, ambiguity: str) -> bool:
         """A client's event asking for a model its key may not use (or read otherwise upstream: model_refusal):
