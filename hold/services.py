@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from hold.models import Decision, HeldRequest, HoldSwitch
@@ -15,7 +16,7 @@ from keys.static import access_keys
 from logs.models import Response
 from providers import registry
 
-DECIDED_KEEP = timedelta(days=7)  # decided rows older than this go when a new request is held
+DECIDED_KEEP = timedelta(days=7)  # ended rows older than this go when a new request is held
 
 
 class HoldError(ValueError):
@@ -65,7 +66,10 @@ def held_create(*, request_id: str, provider: str, method: str, path: str, model
                                model=(model or "")[:255], gateway_key=(gateway_key or "")[:160], body=body,
                                body_size=body_size, instance=instance[:64], held_at=now, deadline=deadline)
     try:  # pruning is housekeeping: a failure must not make the caller create the row again
-        HeldRequest.objects.filter(decided_at__lt=now - DECIDED_KEEP).delete()
+        # Not only decided rows: one whose client left undecided, or whose worker died holding it, has no
+        # decided_at, and kept its prompt in this table for good.
+        cut = now - DECIDED_KEEP
+        HeldRequest.objects.filter(Q(decided_at__lt=cut) | Q(released_at__lt=cut) | Q(deadline__lt=cut)).delete()
     except DatabaseError:
         pass
     return deadline

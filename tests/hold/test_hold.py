@@ -399,6 +399,27 @@ def test_a_request_whose_worker_is_gone_cannot_be_decided(db):
     assert HeldRequest.objects.get(pk="0" * 32).decision == ""
 
 
+def test_rows_that_ended_undecided_are_pruned_after_a_week_too(db):
+    """A row whose client left before any decision, or whose worker died holding it, has no decided_at: it kept
+    its prompt in hold_requests for good, while decided rows went after a week."""
+    from hold.services import held_create
+
+    now, old = timezone.now(), timezone.now() - timedelta(days=8)
+    row = functools.partial(HeldRequest.objects.create, provider="openai", method="POST", path="/v1/chat/completions",
+                            model="m", body='{"secret prompt": 1}', body_size=20, instance="w")
+    row(id="a" * 32, held_at=old, deadline=old + timedelta(minutes=1), state=HeldRequest.State.ABORTED,
+        released_at=old + timedelta(seconds=5))  # its client left, undecided
+    row(id="b" * 32, held_at=old, deadline=old + timedelta(minutes=1))  # its worker died
+    row(id="c" * 32, held_at=old, deadline=old + timedelta(minutes=1), decision="approve", decided_at=old,
+        state=HeldRequest.State.RELEASED, released_at=old)
+    row(id="d" * 32, held_at=now - timedelta(days=1), deadline=now - timedelta(days=1), state=HeldRequest.State.ABORTED,
+        released_at=now - timedelta(days=1))  # recent: kept
+    row(id="e" * 32, held_at=old, deadline=now + timedelta(days=30))  # HOLD_TIMEOUT_SECONDS of weeks: still waiting
+    held_create(request_id="f" * 32, provider="openai", method="POST", path="/v1/chat/completions", model="m",
+                gateway_key="", body=None, body_size=0, instance="w", timeout=60)
+    assert sorted(HeldRequest.objects.values_list("id", flat=True)) == ["d" * 32, "e" * 32, "f" * 32]
+
+
 def test_a_request_is_decided_by_its_id_with_dashes_too(db):
     """The log's id as PostgreSQL shows it (a uuid, with dashes) names the same held request: it was "no held
     request" for an operator who found it by SQL."""
