@@ -287,33 +287,72 @@ def _masks_restored(x: Exchange, body: bytes | None, edited: str) -> str:
     """The operator's edit of the body as the page showed it, each credential it still shows masked ("…abcd", a
     field named like one) put back as the client sent it: the mask went upstream in its place (an MCP tool's
     `authorization` became "…abcd"). Each mask is matched to its value by walking the body shown beside the
-    body received; one shown alike for two values stays as shown, and the exchange's notes say so."""
+    body received; one shown alike for two values stays as shown, and the exchange's notes say so.
+
+    Put back only where it was shown, and only when the edit sends nothing to a new address: the operator never
+    sees the credential, and must not hand it to a party of their choosing (an MCP tool's server_url pointed at
+    their own server, a Replicate webhook, the mask moved into the prompt for the model to repeat)."""
     shown = _body_for_operator(x, body)
     if shown is None or MASK not in shown:
         return edited
     values: dict[str, str | None] = {}
+    places: dict[str, set[tuple]] = {}
 
-    def pair(seen: Any, sent: Any) -> None:
+    def pair(seen: Any, sent: Any, path: tuple) -> None:
         if isinstance(seen, str) and isinstance(sent, str) and seen != sent:
             values[seen] = sent if values.get(seen, sent) == sent else None
+            places.setdefault(seen, set()).add(path)
         elif isinstance(seen, list) and isinstance(sent, list) and len(seen) == len(sent):
-            for a, b in zip(seen, sent):
-                pair(a, b)
+            for i, (a, b) in enumerate(zip(seen, sent)):
+                pair(a, b, (*path, i))
         elif isinstance(seen, dict) and isinstance(sent, dict):
             for key in seen.keys() & sent.keys():
-                pair(seen[key], sent[key])
+                pair(seen[key], sent[key], (*path, key))
 
+    shown_value = json_or_none(shown)
     sent = body_decoded(x.forward_headers, body, settings.LOG_BODY_INLINE_MAX_BYTES) if body is not None else None
-    pair(json_or_none(shown), json_or_none(sent))
+    pair(shown_value, json_or_none(sent), ())
+    edited_value = json_or_none(edited)
+    found: dict[str, list[tuple]] = {}
+    _strings(edited_value, (), found)
+    redirected = _addresses(found) - _addresses(_strings(shown_value, (), {}))
     for masked, value in values.items():
         forms = {json.dumps(masked), json.dumps(masked, ensure_ascii=False)}
+        written = sum(edited.count(form) for form in forms)
+        if not written:
+            continue
         if value is None:
-            if any(form in edited for form in forms):
-                x.notes.append(f"the edited body went with {masked} as shown: two masked values look alike")
+            x.notes.append(f"the edited body went with {masked} as shown: two masked values look alike")
+            continue
+        # Every place the edit writes it (a key's name counts too) is where it was shown.
+        if len(found.get(masked, ())) != written or not set(found[masked]) <= places[masked]:
+            x.notes.append(f"the edited body went with {masked} as shown: moved from where the client sent it")
+            continue
+        if redirected:
+            x.notes.append(f"the edited body went with {masked} as shown: the edit sends to an address the client "
+                           f"did not ({sorted(redirected)[0]})")
             continue
         for form in forms:
             edited = edited.replace(form, json.dumps(value, ensure_ascii=False))
     return edited
+
+
+def _strings(value: Any, path: tuple, found: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+    """Each string value of a JSON value with the paths where it is."""
+    if isinstance(value, str):
+        found.setdefault(value, []).append(path)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _strings(item, (*path, i), found)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _strings(item, (*path, key), found)
+    return found
+
+
+def _addresses(strings: dict[str, list[tuple]]) -> set[str]:
+    """The strings that name where a provider sends something (a URL)."""
+    return {s for s in strings if "://" in s}
 
 
 def _carry_out(x: Exchange, decided: Decided, body: bytes | None) -> HttpResponseBase | None:

@@ -439,17 +439,26 @@ def test_a_request_is_decided_by_its_id_with_dashes_too(db):
         held_decide("01a2311c-2205-77a1-923e-5a06930fc8ea", "approve", by="bob")
 
 
+MCP_TOKEN = "mcpTOKEN" + "0123456789abcd"
+
+
+def _mcp_held(gateway) -> tuple[Background, str, dict]:
+    """A Responses call with an MCP tool's token, held: the call, its id, its body as the page shows it."""
+    switch(on=True, by="test")
+    body = {"model": "gpt-4o", "input": "hi", "tools": [{"type": "mcp", "server_label": "docs",
+                                                          "authorization": MCP_TOKEN,
+                                                          "server_url": "https://mcp.example.com"}]}
+    call = _post(gateway, body=body, path="/v1/responses")
+    [rid] = held_ids(gateway)
+    return call, rid, json.loads(HeldRequest.objects.get(pk=rid).body)
+
+
 @pytest.mark.parametrize("ascii_only", [True, False])
 def test_a_credential_shown_masked_and_kept_in_an_edit_goes_as_the_client_sent_it(upstream, gateway, log_flush,
                                                                                   ascii_only):
     """The page shows an MCP tool's authorization as "…abcd"; an edit that keeps it sent the mask upstream."""
-    token = "mcpTOKEN" + "0123456789abcd"
-    switch(on=True, by="test")
-    body = {"model": "gpt-4o", "input": "hi", "tools": [{"type": "mcp", "server_label": "docs", "authorization": token,
-                                                          "server_url": "https://mcp.example.com"}]}
-    call = _post(gateway, body=body, path="/v1/responses")
-    [rid] = held_ids(gateway)
-    shown = json.loads(HeldRequest.objects.get(pk=rid).body)
+    token = MCP_TOKEN
+    call, rid, shown = _mcp_held(gateway)
     assert shown["tools"][0]["authorization"] == "…abcd"
     decide(rid, "approve", by="alice", body=json.dumps({**shown, "input": "edited"}, ensure_ascii=ascii_only))
     assert call.wait().status_code == 200
@@ -457,6 +466,27 @@ def test_a_credential_shown_masked_and_kept_in_an_edit_goes_as_the_client_sent_i
     assert sent["input"] == "edited" and sent["tools"][0]["authorization"] == token
     logged = _logged(log_flush, rid)
     assert token not in json.dumps(logged.forwarded) and "edited" in logged.forwarded["body"]
+
+
+@pytest.mark.parametrize("edit, why", [
+    (lambda b: {**b, "tools": [{**b["tools"][0], "server_url": "https://mcp.attacker.example"}]},
+     "sends to an address the client did not (https://mcp.attacker.example)"),
+    (lambda b: {**b, "input": b["tools"][0]["authorization"]}, "moved from where the client sent it"),
+    (lambda b: {**b, "tools": [{**b["tools"][0], "headers": {b["tools"][0]["authorization"]: "x"}}]},
+     "moved from where the client sent it"),
+])
+def test_a_masked_credential_is_not_put_back_where_the_operator_sends_it_elsewhere(upstream, gateway, log_flush,
+                                                                                   edit, why):
+    """The operator never sees an MCP tool's token; an edit pointing the tool at their own server (or moving the
+    mask into the prompt, for the model to repeat) while keeping "…abcd" had the gateway hand them the token."""
+    token = MCP_TOKEN
+    call, rid, shown = _mcp_held(gateway)
+    decide(rid, "approve", by="mallory", body=json.dumps(edit(shown)))
+    assert call.wait().status_code == 200
+    sent = json.dumps(json.loads(upstream.received[-1].body), ensure_ascii=False)
+    assert token not in sent and "…abcd" in sent
+    logged = _logged(log_flush, rid)
+    assert why in logged.error_message and logged.outcome == "completed"
 
 
 def test_the_requests_own_key_echoed_in_its_body_is_masked_in_the_held_row(upstream, gateway, log_flush):
