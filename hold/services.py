@@ -81,7 +81,11 @@ def _not_json(name: str) -> None:
 
 
 def edited_body_check(text: str) -> str:
-    """An edited body must be JSON (an object or an array); HoldError saying where it is not."""
+    """An edited body must be JSON (an object or an array), no larger than a client may send; HoldError saying
+    where it is not."""
+    if len(text) > settings.MAX_REQUEST_BODY_BYTES or len(text.encode("utf-8")) > settings.MAX_REQUEST_BODY_BYTES:
+        raise HoldError(f"the edited body is larger than MAX_REQUEST_BODY_BYTES ({settings.MAX_REQUEST_BODY_BYTES} "
+                        "bytes), which a client's request may not exceed either")
     try:
         value = json.loads(text, parse_constant=_not_json)
     except RecursionError:

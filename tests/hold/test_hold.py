@@ -399,6 +399,26 @@ def test_a_request_whose_worker_is_gone_cannot_be_decided(db):
     assert HeldRequest.objects.get(pk="0" * 32).decision == ""
 
 
+def test_an_edited_body_larger_than_a_client_may_send_is_refused(db, settings, tmp_path):
+    """A 120 MB --body-file went upstream past MAX_REQUEST_BODY_BYTES, which answers any client's 413."""
+    from hold.services import held_decide
+
+    settings.MAX_REQUEST_BODY_BYTES = 100
+    rid = "ab" * 16
+    HeldRequest.objects.create(id=rid, provider="openai", method="POST", path="/v1/chat/completions", model="m",
+                               body=None, body_size=0, instance="here", held_at=timezone.now(),
+                               deadline=timezone.now() + timedelta(minutes=1))
+    big = json.dumps({**CHAT, "messages": [{"role": "user", "content": "é" * 40}]})  # 87 characters, 127 bytes
+    with pytest.raises(HoldError, match=r"larger than MAX_REQUEST_BODY_BYTES \(100 bytes\)"):
+        held_decide(rid, "approve", by="alice", body=big)
+    (tmp_path / "big.json").write_text(big)
+    with pytest.raises(CommandError, match=r"big.json is larger than MAX_REQUEST_BODY_BYTES \(100 bytes\)"):
+        call_command("hold", "decide", rid, "approve", "--body-file", str(tmp_path / "big.json"))
+    assert HeldRequest.objects.get(pk=rid).decision == ""
+    held_decide(rid, "approve", by="alice", body=json.dumps(CHAT))
+    assert HeldRequest.objects.get(pk=rid).edited_body == json.dumps(CHAT)
+
+
 def test_rows_that_ended_undecided_are_pruned_after_a_week_too(db):
     """A row whose client left before any decision, or whose worker died holding it, has no decided_at: it kept
     its prompt in hold_requests for good, while decided rows went after a week."""

@@ -5,6 +5,7 @@ import getpass
 import socket
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hold.models import Decision
@@ -64,6 +65,10 @@ class Command(BaseCommand):
             body = None
             if options["body_file"] is not None:
                 try:
+                    # Not read whole when it could never go (a file of gigabytes held in memory first).
+                    if options["body_file"].stat().st_size > settings.MAX_REQUEST_BODY_BYTES:
+                        raise CommandError(f"{options['body_file']} is larger than MAX_REQUEST_BODY_BYTES "
+                                           f"({settings.MAX_REQUEST_BODY_BYTES} bytes)")
                     body = options["body_file"].read_text(encoding="utf-8")
                 except (OSError, UnicodeDecodeError) as exc:
                     raise CommandError(f"cannot read {options['body_file']}: {exc}") from None
