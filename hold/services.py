@@ -52,6 +52,10 @@ def _filters_check(provider: str, model: str, gateway_key: str, path: str) -> No
     if gateway_key and not (GatewayKey.objects.filter(name=gateway_key).exists()
                             or any(k.name == gateway_key for k in access_keys())):
         raise HoldError(f"no gateway key is named {gateway_key!r} (python manage.py gateway_key list shows them)")
+    for name, value in (("model", model), ("path", path)):
+        if "*" in value:  # `--model 'gpt-4o*'` read as a glob held nothing, silently
+            raise HoldError(f"the {name} filter is {'exact' if name == 'model' else 'a prefix'}, not a pattern: "
+                            f"{value!r} has a '*' no {name} has")
     if path and not path.startswith("/"):
         raise HoldError(f"the path filter is a prefix of the gateway path and starts with '/', such as /v1/chat/, "
                         f"not {path!r}")

@@ -95,5 +95,9 @@ def test_the_switch_refuses_filters_that_could_never_match(admin_client):
     for field, value in (("model", "m" * 256), ("path", "/" + "p" * 1024)):
         r = admin_client.post(SWITCH, {"on": "1", field: value})
         assert r.status_code == 400 and "longer than" in r.json()["error"], (field, r.content[:200])
+    # Read as globs they held nothing, and said nothing.
+    for field, value in (("model", "gpt-4o*"), ("path", "/v1/*/completions")):
+        r = admin_client.post(SWITCH, {"on": "1", field: value})
+        assert r.status_code == 400 and "not a pattern" in r.json()["error"], (field, r.content[:200])
     r = admin_client.post(SWITCH, {"on": "1", "provider": "anthropic", "path": "/v1/messages"})
     assert r.status_code == 200 and r.json()["filters"] == {"provider": "anthropic", "path": "/v1/messages"}
