@@ -204,7 +204,12 @@ async def hold_request(x: Exchange) -> HttpResponseBase | None:
         return None
     body = _body_now(x)
     model = unread = None
-    if switch.model or body:
+    if x.websocket:
+        # A realtime session names its model in the upgrade's query (OpenAI), or only in its first message (Gemini
+        # Live): the body's reading found none, and `--model gpt-realtime` let every session through unheld.
+        model = x.provider.realtime_model(x.route.upstream_path, x.query)
+        unread = "" if model else "this session's model is not named in its upgrade request"
+    elif switch.model or body:
         # The model that goes upstream, after the hooks: read from the upstream path (Gemini names it
         # there), the body decoded. One that cannot be read is held under a model filter: the operator
         # decides what nobody could read.

@@ -25,7 +25,7 @@ from hold.models import HeldRequest
 from hold.services import HoldError
 from keys.services import key_revoke
 from tests.e2e.faults import wait_until
-from tests.hold.conftest import Background, decide, held_ids, switch
+from tests.hold.conftest import Background, decide, held_ids, switch, switch_seen
 from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
 from tests.procs import GatewayProcess, db_rows, migrated_copy, sqlite_only
 from tests.sqlite_writes import locked_retry
@@ -985,6 +985,24 @@ def test_the_hold_queue_applies_at_the_upgrade(rt, realtime_mock, log_flush):
     first, second = Response.objects.get(request_id=rid), Response.objects.get(request_id=rid2)
     assert first.status_code == 101 and first.steps[-1]["decision"] == "approve" and first.held_ms > 0
     assert second.status_code == 400 and second.steps[-1] == {**second.steps[-1], "step": "hold", "by": "bob"}
+
+
+def test_the_hold_queues_model_filter_reads_the_upgrades_model(rt, realtime_mock):
+    """`hold on --model gpt-realtime` let every session through: the model is in the upgrade's query, not a body.
+    A Gemini Live session names its model only in its first message: held, as a request whose model cannot be read."""
+    switch_seen(on=True, model="gpt-4o")
+    assert asyncio.run(_upgrade(rt.url)) == "session.created"
+    switch_seen(on=True, model="gpt-realtime")
+    held = Background(lambda: asyncio.run(_upgrade(rt.url)))
+    [rid] = held_ids(rt)
+    decide(rid, "reject-400", by="alice")
+    assert isinstance(held.wait(), InvalidStatus) and held.result.response.status_code == 400
+    live = Background(lambda: asyncio.run(_gemini_live(rt.url)))
+    [rid] = held_ids(rt)
+    assert HeldRequest.objects.get(pk=rid).provider == "gemini"
+    decide(rid, "approve", by="alice")
+    assert "setupComplete" in live.wait()[0]
+    switch(on=False, by="test")
 
 
 async def _leave_while_held(url: str, gateway) -> str:

@@ -75,6 +75,13 @@ def switch(**kwargs) -> Any:
     return locked_retry(switch_set, **kwargs)
 
 
+def switch_seen(**kwargs) -> None:
+    """Set the switch and wait until the in-process gateway's worker has read it (bounded: within a second)."""
+    state = switch(by="test", **kwargs)
+    watch = proxy.hold._watch  # a watch of an earlier test's loop is replaced on the first request
+    until(lambda: watch is None or watch.loop.is_closed() or watch.switch == state, timeout=3, what="the switch read")
+
+
 @pytest.fixture
 def background():
     return Background

@@ -21,7 +21,7 @@ from keys.models import GatewayKey
 from keys.selectors import caches_clear
 from keys.services import key_revoke
 from logs.models import Request, Response
-from tests.hold.conftest import Background, decide, held_ids, switch, until
+from tests.hold.conftest import Background, decide, held_ids, switch, switch_seen as _switch, until
 from tests.sqlite_writes import locked_retry
 from tests.keys.conftest import key_caches, make_key  # noqa: F401  (fixtures)
 
@@ -30,13 +30,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 KEY = "sk-" + "holdTESTkey0123456789abcdefXYZ"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def _switch(**kwargs) -> None:
-    """Set the switch and wait until the in-process gateway's worker has read it (bounded: see the test below)."""
-    state = switch(by="test", **kwargs)
-    watch = proxy.hold._watch  # a watch of an earlier test's loop is replaced on the first request
-    until(lambda: watch is None or watch.loop.is_closed() or watch.switch == state, timeout=3, what="the switch read")
 
 
 def _post(gateway, body=CHAT, path="/v1/chat/completions", headers=AUTH) -> Background:
