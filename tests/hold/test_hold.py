@@ -283,7 +283,7 @@ def test_command(upstream, gateway, capsys, tmp_path):
     hold("status")
     assert capsys.readouterr().out.strip() == "hold: on (provider=openai); 2 waiting"
     edited = tmp_path / "body.json"
-    edited.write_text(json.dumps({**CHAT, "max_tokens": 5}))
+    edited.write_bytes(b"\xef\xbb\xbf" + json.dumps({**CHAT, "max_tokens": 5}).encode())  # Notepad's BOM first
     hold("decide", ids[0], "approve", "--body-file", str(edited))
     hold("decide", ids[1], "reject-400")
     by_id = {first.wait().headers["x-gateway-request-id"]: first.result.status_code,

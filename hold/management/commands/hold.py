@@ -69,7 +69,8 @@ class Command(BaseCommand):
                     if options["body_file"].stat().st_size > settings.MAX_REQUEST_BODY_BYTES:
                         raise CommandError(f"{options['body_file']} is larger than MAX_REQUEST_BODY_BYTES "
                                            f"({settings.MAX_REQUEST_BODY_BYTES} bytes)")
-                    body = options["body_file"].read_text(encoding="utf-8")
+                    # utf-8-sig: a file saved by Windows' Notepad starts with a BOM, which JSON refuses.
+                    body = options["body_file"].read_text(encoding="utf-8-sig")
                 except (OSError, UnicodeDecodeError) as exc:
                     raise CommandError(f"cannot read {options['body_file']}: {exc}") from None
             try:
