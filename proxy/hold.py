@@ -10,6 +10,7 @@ every POLL_SECONDS, in one query. With the switch off, HoldStep.enabled() is an 
 import asyncio
 import json
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import unquote
@@ -355,9 +356,13 @@ def _strings(value: Any, path: tuple, found: dict[str, list[tuple]]) -> dict[str
     return found
 
 
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+
+
 def _addresses(strings: dict[str, list[tuple]]) -> set[str]:
-    """The strings that name where a provider sends something (a URL)."""
-    return {s for s in strings if "://" in s}
+    """The URLs the strings hold: where a provider may send something (a prompt that quotes one, edited
+    elsewhere, still quotes the same)."""
+    return {url for s in strings if "://" in s for url in URL.findall(s)}
 
 
 def _carry_out(x: Exchange, decided: Decided, body: bytes | None) -> HttpResponseBase | None:

@@ -458,9 +458,8 @@ MCP_TOKEN = "mcpTOKEN" + "0123456789abcd"
 def _mcp_held(gateway) -> tuple[Background, str, dict]:
     """A Responses call with an MCP tool's token, held: the call, its id, its body as the page shows it."""
     switch(on=True, by="test")
-    body = {"model": "gpt-4o", "input": "hi", "tools": [{"type": "mcp", "server_label": "docs",
-                                                          "authorization": MCP_TOKEN,
-                                                          "server_url": "https://mcp.example.com"}]}
+    tool = {"type": "mcp", "server_label": "docs", "authorization": MCP_TOKEN, "server_url": "https://mcp.example.com"}
+    body = {"model": "gpt-4o", "input": "read https://docs.example.com", "tools": [tool]}
     call = _post(gateway, body=body, path="/v1/responses")
     [rid] = held_ids(gateway)
     return call, rid, json.loads(HeldRequest.objects.get(pk=rid).body)
@@ -473,10 +472,12 @@ def test_a_credential_shown_masked_and_kept_in_an_edit_goes_as_the_client_sent_i
     token = MCP_TOKEN
     call, rid, shown = _mcp_held(gateway)
     assert shown["tools"][0]["authorization"] == "…abcd"
-    decide(rid, "approve", by="alice", body=json.dumps({**shown, "input": "edited"}, ensure_ascii=ascii_only))
+    # The prompt edited around the URL it quotes: no new address.
+    edit = {**shown, "input": "edited: read https://docs.example.com twice"}
+    decide(rid, "approve", by="alice", body=json.dumps(edit, ensure_ascii=ascii_only))
     assert call.wait().status_code == 200
     sent = json.loads(upstream.received[-1].body)
-    assert sent["input"] == "edited" and sent["tools"][0]["authorization"] == token
+    assert sent["input"] == edit["input"] and sent["tools"][0]["authorization"] == token
     logged = _logged(log_flush, rid)
     assert token not in json.dumps(logged.forwarded) and "edited" in logged.forwarded["body"]
 
