@@ -336,7 +336,7 @@ def _masks_restored(x: Exchange, body: bytes | None, edited: str) -> str:
             continue
         if redirected:
             x.notes.append(f"the edited body went with {masked} as shown: the edit sends to an address the client "
-                           f"did not ({sorted(redirected)[0]})")
+                           f"did not ({min(url for _, url in redirected)})")
             continue
         for form in forms:
             edited = edited.replace(form, json.dumps(value, ensure_ascii=False))
@@ -359,10 +359,10 @@ def _strings(value: Any, path: tuple, found: dict[str, list[tuple]]) -> dict[str
 URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
 
 
-def _addresses(strings: dict[str, list[tuple]]) -> set[str]:
-    """The URLs the strings hold: where a provider may send something (a prompt that quotes one, edited
-    elsewhere, still quotes the same)."""
-    return {url for s in strings if "://" in s for url in URL.findall(s)}
+def _addresses(strings: dict[str, list[tuple]]) -> set[tuple[tuple, str]]:
+    """The URLs the strings hold, each with where it is: where a provider may send something (a prompt that quotes
+    one, edited elsewhere, still quotes the same; one the prompt quoted, copied into a tool's server_url, is new)."""
+    return {(path, url) for s, paths in strings.items() if "://" in s for url in URL.findall(s) for path in paths}
 
 
 def _carry_out(x: Exchange, decided: Decided, body: bytes | None) -> HttpResponseBase | None:

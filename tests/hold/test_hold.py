@@ -485,6 +485,8 @@ def test_a_credential_shown_masked_and_kept_in_an_edit_goes_as_the_client_sent_i
 @pytest.mark.parametrize("edit, why", [
     (lambda b: {**b, "tools": [{**b["tools"][0], "server_url": "https://mcp.attacker.example"}]},
      "sends to an address the client did not (https://mcp.attacker.example)"),
+    (lambda b: {**b, "tools": [{**b["tools"][0], "server_url": "https://docs.example.com"}]},  # the prompt's
+     "sends to an address the client did not (https://docs.example.com)"),
     (lambda b: {**b, "input": b["tools"][0]["authorization"]}, "moved from where the client sent it"),
     (lambda b: {**b, "tools": [{**b["tools"][0], "headers": {b["tools"][0]["authorization"]: "x"}}]},
      "moved from where the client sent it"),
