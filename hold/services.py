@@ -1,6 +1,7 @@
 """Writes of the hold queue: the switch, a held request, a decision (by an operator or the timeout), its end."""
 
 import json
+import re
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -16,6 +17,7 @@ from keys.static import access_keys
 from logs.models import Response
 from providers import registry
 
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 DECIDED_KEEP = timedelta(days=7)  # ended rows older than this go when a new request is held
 
 
@@ -104,7 +106,9 @@ def edited_body_check(text: str) -> str:
 def held_decide(request_id: str, decision: str, *, by: str, body: str | None = None) -> Decided:
     """Decide a waiting request (the worker holding it carries it out within a second). Its id as
     X-Gateway-Request-Id and `hold list` give it, or with dashes, as PostgreSQL's uuid column shows it."""
-    request_id = request_id.strip().replace("-", "").lower()
+    request_id, given = request_id.strip().replace("-", "").lower(), request_id
+    if not REQUEST_ID.fullmatch(request_id):  # PostgreSQL refused a NUL in it with a 500
+        raise HoldError(f"{given!r} is not a request id: 32 hex digits, as X-Gateway-Request-Id and `hold list` give it")
     if decision not in Decision.values:
         raise HoldError(f"unknown decision {decision!r}: use one of {', '.join(Decision.values)}")
     if body is not None:

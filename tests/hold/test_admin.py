@@ -64,6 +64,13 @@ def test_decide_validates_the_edited_body(admin_client):
     assert admin_client.post(DECIDE, {"id": "a" * 32, "decision": "reject-400"}).status_code == 400
 
 
+@pytest.mark.parametrize("rid", ["", "nothex", "a" * 31 + "\x00", "a" * 33])
+def test_decide_says_what_a_request_id_is(admin_client, rid):
+    """A NUL in the id was a 500 on PostgreSQL (its text refuses NUL); any other malformed one "no held request"."""
+    r = admin_client.post(DECIDE, {"id": rid, "decision": "approve"})
+    assert r.status_code == 400 and "is not a request id: 32 hex digits" in r.json()["error"]
+
+
 def test_view_only_staff_may_look_but_not_decide_or_switch(client):
     _held()
     staff = _staff(client, "view_heldrequest")
