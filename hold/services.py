@@ -47,6 +47,8 @@ def _filters_check(provider: str, model: str, gateway_key: str, path: str) -> No
         longest = HoldSwitch._meta.get_field(name).max_length
         if len(value) > longest:  # PostgreSQL would refuse the row; no request's value is that long
             raise HoldError(f"the {name.replace('_', ' ')} filter is longer than {longest} characters")
+        if "\x00" in value:  # likewise (a 500 from the admin's switch)
+            raise HoldError(f"the {name.replace('_', ' ')} filter has a NUL character, which no request's has")
     known = [p.name for p in registry(settings.GATEWAY_PROVIDERS).providers]
     if provider and provider not in known:
         raise HoldError(f"unknown provider {provider!r} (known: {', '.join(known)})")

@@ -102,6 +102,9 @@ def test_the_switch_refuses_filters_that_could_never_match(admin_client):
     for field, value in (("model", "m" * 256), ("path", "/" + "p" * 1024)):
         r = admin_client.post(SWITCH, {"on": "1", field: value})
         assert r.status_code == 400 and "longer than" in r.json()["error"], (field, r.content[:200])
+    for field in ("provider", "model", "key", "path"):  # PostgreSQL's text refuses a NUL: a 500
+        r = admin_client.post(SWITCH, {"on": "1", field: "/a\x00b"})
+        assert r.status_code == 400 and "NUL character" in r.json()["error"], (field, r.content[:200])
     # Read as globs they held nothing, and said nothing.
     for field, value in (("model", "gpt-4o*"), ("path", "/v1/*/completions")):
         r = admin_client.post(SWITCH, {"on": "1", field: value})
