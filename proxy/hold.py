@@ -387,4 +387,10 @@ def _carry_out(x: Exchange, decided: Decided, body: bytes | None) -> HttpRespons
     status, content_type, answer = x.provider.content_policy_answer(unquote(x.route.upstream_path), x.query,
                                                                     body_payload(body, x.content_type))
     x.error = f"held request answered with the provider's content-policy refusal by {who}"
+    if x.websocket and status < 400:
+        # A refusal that is a success (Gemini's blocked prompt is a 200) answers no handshake: a Live session's
+        # client read "HTTP 200" as a refusal it could not explain, the log a success status.
+        status, content_type = 400, "application/json"
+        answer = x.provider.error_body(f"Request refused under the content policy by the gateway's hold queue ({who})",
+                                       kind=x.provider.error_kind(400), status=400)
     return HttpResponse(answer, status=status, content_type=content_type)

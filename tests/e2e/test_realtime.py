@@ -989,7 +989,8 @@ def test_the_hold_queue_applies_at_the_upgrade(rt, realtime_mock, log_flush):
 
 def test_the_hold_queues_model_filter_reads_the_upgrades_model(rt, realtime_mock):
     """`hold on --model gpt-realtime` let every session through: the model is in the upgrade's query, not a body.
-    A Gemini Live session names its model only in its first message: held, as a request whose model cannot be read."""
+    A Gemini Live session names its model only in its first message: held, as a request whose model cannot be read;
+    refused under the content policy, it gets a 400, not Gemini's blocked-prompt 200."""
     switch_seen(on=True, model="gpt-4o")
     assert asyncio.run(_upgrade(rt.url)) == "session.created"
     switch_seen(on=True, model="gpt-realtime")
@@ -1002,6 +1003,14 @@ def test_the_hold_queues_model_filter_reads_the_upgrades_model(rt, realtime_mock
     assert HeldRequest.objects.get(pk=rid).provider == "gemini"
     decide(rid, "approve", by="alice")
     assert "setupComplete" in live.wait()[0]
+    # Gemini's content-policy answer is a 200 with promptFeedback: no answer to a handshake.
+    refused = Background(lambda: asyncio.run(_gemini_live(rt.url)))
+    [rid] = held_ids(rt)
+    decide(rid, "content-policy", by="alice")
+    refused.wait()
+    assert isinstance(refused.error, InvalidStatus) and refused.error.response.status_code == 400
+    assert json.loads(refused.error.response.body)["error"]["status"] == "INVALID_ARGUMENT"
+    assert b"content policy" in refused.error.response.body
     switch(on=False, by="test")
 
 
