@@ -36,6 +36,9 @@ from logs.selectors import exchange_list, search_q
 
 
 COLUMNS_SESSION_KEY = "logs_list_columns"
+# Each search term is its own index lookup and model-name scan, ANDed: a pasted paragraph of a few hundred
+# words kept PostgreSQL busy for minutes, and a thousand made SQLite refuse the query (a 500).
+SEARCH_TERMS_MAX = 32
 
 
 def _is_id(value: str) -> bool:
@@ -127,8 +130,13 @@ class RequestAdmin(ListColumns, admin.ModelAdmin):
         terms = search_term.split()
         # A piece without a letter or digit (an emoji, "&", "-") separates words, as in the text the index
         # read: it is dropped beside pieces that have words, not ANDed as a model name none has.
-        worded = [t for t in terms if term_words(t)]
-        for term in worded or terms:
+        worded = [t for t in terms if term_words(t)] or terms
+        if len(worded) > SEARCH_TERMS_MAX:
+            self.message_user(request, f"The search has {len(worded)} terms; it takes at most {SEARCH_TERMS_MAX} "
+                                       "(a few distinctive words find an exchange): nothing was searched.",
+                              messages.ERROR)
+            return queryset.none(), False
+        for term in worded:
             queryset = queryset.filter(search_q(term))
         return queryset, False
 

@@ -239,6 +239,17 @@ def test_a_search_piece_without_letters_or_digits_separates_words(admin_client):
     assert len(_ids(admin_client.get(LIST, {"q": "%"}))) == 1  # alone, it still finds the model that holds it
 
 
+def test_a_pasted_paragraph_is_refused_with_a_message_not_a_500(admin_client):
+    # Each term is ANDed as its own lookup: a thousand made SQLite refuse the query ("Expression tree is too
+    # large", a 500) and a few hundred kept PostgreSQL busy for minutes.
+    words = [f"word{i}" for i in range(1000)]
+    target = exchange_make(body={"input": " ".join(words[:32])})
+    assert _ids(admin_client.get(LIST, {"q": " ".join(words[:32])})) == [target.pk.hex]  # the most it takes
+    r = admin_client.get(LIST, {"q": " ".join(words)})
+    assert r.status_code == 200 and _ids(r) == []
+    assert r.content.decode().count("The search has 1000 terms; it takes at most 32") == 1
+
+
 def test_rows_are_read_only(viewer, admin_client):
     req = exchange_make()
     assert admin_client.get(f"{LIST}add/").status_code == 403
