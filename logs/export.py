@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 from django.db.models.fields.files import FieldFile
 
 from logs.models import Request, Response
-from logs.redaction.redact import headers_safe
+from logs.redaction.redact import headers_safe, query_mask
 from wire.jsonutil import text_valid
 
 FORMATS = ("jsonl", "json", "csv")
@@ -65,6 +65,8 @@ def _value(obj: models.Model, field: models.Field) -> Any:
     if field.column == "headers":  # rows written before a masking rule existed are masked on the way out
         key = getattr(obj, "gateway_key", "")  # the label that stands for a gateway key's secret is kept
         return headers_safe(value, labels=(key,) if key else ())
+    if field.column == "query_string":  # the same, for a parameter listed after the row was written
+        return query_mask(value, logged=True)
     if field.column == "forwarded" and isinstance(value, dict) and "headers" in value:  # the same, as the admin
         return {**value, "headers": headers_safe(value["headers"])}
     if isinstance(value, uuid.UUID):

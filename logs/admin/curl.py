@@ -12,7 +12,7 @@ import shlex
 from pathlib import PureWindowsPath
 
 from logs.models import Request
-from logs.redaction.redact import AUTH_SCHEMES, headers_safe, secret_headers
+from logs.redaction.redact import AUTH_SCHEMES, headers_safe, query_mask, secret_headers
 
 # Headers curl computes itself, or that only described the original connection.
 SKIP_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding", "accept-encoding",
@@ -40,7 +40,8 @@ def _header_arg(name: str, value: str) -> str:
 
 def curl_command(req: Request, base_url: str) -> str:
     """The request as a curl command against the gateway at base_url."""
-    url = base_url.rstrip("/") + req.endpoint + (f"?{req.query_string}" if req.query_string else "")
+    query = query_mask(req.query_string, logged=True)
+    url = base_url.rstrip("/") + req.endpoint + (f"?{query}" if query else "")
     # --globoff: curl would expand [1-100] or {a,b} in a logged path into many requests.
     lines = [f"curl -X {shlex.quote(req.method)} --globoff {shlex.quote(url)}"]
     multipart = req.content_type.lower().startswith("multipart/")

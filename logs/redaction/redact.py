@@ -218,14 +218,18 @@ def headers_mask(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, header_value_mask(k, v) if header_is_secret(k) else v) for k, v in pairs]
 
 
-def query_mask(query: str) -> str:
-    """Mask credential parameters such as key= in a query string; everything else stays as sent."""
+def query_mask(query: str, *, logged: bool = False) -> str:
+    """Mask credential parameters such as key= in a query string; everything else stays as sent.
+
+    logged: the query as the log holds it, for display or export: a value masked already stays as it is,
+    one a row kept in clear (logged before its name was listed, e.g. in LOG_REDACT_QUERY_PARAMS) is masked.
+    """
     if not query:
         return ""
     out = []
     for piece in query.split("&"):
         name, eq, val = piece.partition("=")
-        if eq and param_is_secret(name):
+        if eq and param_is_secret(name) and not (logged and MASK in unquote_plus(val)):
             piece = f"{name}={token_mask(unquote_plus(val))}"
         out.append(piece)
     return "&".join(out)

@@ -10,7 +10,7 @@ from logs.admin.curl import curl_command
 from logs.admin.present import TREE_MAX_DEPTH, body_render, events_shown, json_pretty
 from logs.admin.views import page_context
 from logs.models import BinaryFile, Request
-from logs.redaction.redact import headers_safe
+from logs.redaction.redact import headers_safe, query_mask
 from logs.selectors import exchange_detail
 from providers import registry
 from wire.jsonutil import json_depth, json_or_none
@@ -52,7 +52,7 @@ def exchange_context(req: Request, request: HttpRequest) -> dict:
     return {
         "req": req,
         "resp": resp,
-        "url": req.endpoint + (f"?{req.query_string}" if req.query_string else ""),
+        "url": req.endpoint + (f"?{query_mask(req.query_string, logged=True)}" if req.query_string else ""),
         "request_headers": headers_safe(req.headers, labels=(req.gateway_key,) if req.gateway_key else ()),
         "response_headers": headers_safe(resp.headers) if resp else [],
         "request_body": body_render(req.body, file_url),

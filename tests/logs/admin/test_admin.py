@@ -366,6 +366,16 @@ def test_copy_as_curl_masks_secrets(admin_client):
     assert "hello there" in curl
 
 
+def test_a_query_parameter_listed_after_the_row_was_written_is_masked_on_the_page(admin_client, settings):
+    # Logged before the operator listed "tenant_code": the row holds it in clear; the page and its curl must not.
+    req = exchange_make(endpoint="/v1/models")
+    Request.objects.filter(pk=req.pk).update(query_string="limit=5&tenant_code=s3cr3t-signature-7788")
+    settings.LOG_REDACT_QUERY_PARAMS = ["tenant_code"]
+    html = _detail(admin_client, req)
+    assert "/v1/models?limit=5&amp;tenant_code=…7788" in html  # the URL line and the curl command
+    assert "s3cr3t-signature" not in html
+
+
 def test_export_action_jsonl_and_csv(admin_client):
     a = exchange_make(resp_body={"text": 'has "quotes", commas\nand newlines'})
     exchange_make()
