@@ -67,8 +67,11 @@ def _value(obj: models.Model, field: models.Field) -> Any:
         return headers_safe(value, labels=(key,) if key else ())
     if field.column == "query_string":  # the same, for a parameter listed after the row was written
         return query_mask(value, logged=True)
-    if field.column == "forwarded" and isinstance(value, dict) and "headers" in value:  # the same, as the admin
-        return {**value, "headers": headers_safe(value["headers"])}
+    if field.column == "forwarded" and isinstance(value, dict):  # the same, as the admin
+        masked = {"headers": headers_safe(value["headers"])} if "headers" in value else {}
+        if value.get("query"):
+            masked["query"] = query_mask(str(value["query"]), logged=True)
+        return {**value, **masked}
     if isinstance(value, uuid.UUID):
         return value.hex
     if isinstance(value, datetime):

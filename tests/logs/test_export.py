@@ -170,10 +170,13 @@ def test_a_query_parameter_listed_after_the_row_was_written_is_masked_in_export(
     # Logged before the operator listed "tenant_code": the row holds it in clear; the export must not.
     req = exchange_make(endpoint="/v1/models")
     Request.objects.filter(pk=req.pk).update(query_string="limit=5&tenant_code=s3cr3t-signature-7788&key=AIza…wxyz")
+    Response.objects.filter(request_id=req.pk).update(forwarded={  # as a policy step sent it upstream
+        "method": "GET", "path": "/v1/models", "query": "limit=6&tenant_code=f0rw4rded-signature-5566", "headers": []})
     settings.LOG_REDACT_QUERY_PARAMS = ["tenant_code"]
     text = _export(tmp_path, "--format", fmt)
-    assert "limit=5" in text and "/v1/models" in text  # the row was read
+    assert "limit=5" in text and "limit=6" in text and "/v1/models" in text  # the rows were read
     assert "s3cr3t-signature-7788" not in text and "tenant_code=…7788" in text
+    assert "f0rw4rded-signature" not in text and "tenant_code=…5566" in text
     assert "key=AIza…wxyz" in text  # a value masked when written stays as it was
 
 

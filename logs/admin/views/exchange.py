@@ -77,7 +77,7 @@ def _forwarded(forwarded: dict, files: list) -> dict:
     body = forwarded.get("body")
     kept = next((f for f in files if f["row"].role == BinaryFile.Role.FORWARDED_BODY), None)
     return {"line": f"{forwarded.get('method', '')} {forwarded.get('path', '')}"
-                    + (f"?{forwarded['query']}" if forwarded.get("query") else ""),
+                    + (f"?{query_mask(str(forwarded['query']), logged=True)}" if forwarded.get("query") else ""),
             "headers": headers_safe(forwarded.get("headers")),
             "body": json_pretty(json_or_none(body)) if isinstance(body, str) and json_or_none(body) is not None else body,
             "unchanged": bool(forwarded.get("body_unchanged")), "file": kept}

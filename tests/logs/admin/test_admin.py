@@ -370,10 +370,13 @@ def test_a_query_parameter_listed_after_the_row_was_written_is_masked_on_the_pag
     # Logged before the operator listed "tenant_code": the row holds it in clear; the page and its curl must not.
     req = exchange_make(endpoint="/v1/models")
     Request.objects.filter(pk=req.pk).update(query_string="limit=5&tenant_code=s3cr3t-signature-7788")
+    Response.objects.filter(request_id=req.pk).update(forwarded={  # as a policy step sent it upstream
+        "method": "GET", "path": "/v1/models", "query": "limit=6&tenant_code=f0rw4rded-signature-5566", "headers": []})
     settings.LOG_REDACT_QUERY_PARAMS = ["tenant_code"]
     html = _detail(admin_client, req)
     assert "/v1/models?limit=5&amp;tenant_code=…7788" in html  # the URL line and the curl command
-    assert "s3cr3t-signature" not in html
+    assert "/v1/models?limit=6&amp;tenant_code=…5566" in html  # as forwarded
+    assert "s3cr3t-signature" not in html and "f0rw4rded-signature" not in html
 
 
 def test_export_action_jsonl_and_csv(admin_client):
