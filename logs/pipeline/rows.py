@@ -19,7 +19,7 @@ from uuid import UUID
 from django.conf import settings
 from django.db import transaction
 
-from logs.models import BinaryFile, Frame, Request, Response
+from logs.models import BinaryFile, Frame, PayloadOrphan, Request, Response
 from logs.outcomes import Outcome
 from logs.pipeline.bulk import row_new, rows_insert
 from logs.pipeline.output_files import output_files_schedule
@@ -30,7 +30,7 @@ from logs.pipeline.spool import spool_path
 from logs.pricing import cost_compute
 from logs.records import FileRecord, FileRef, FrameRecord, Record, RequestRecord, ResponseRecord
 from logs.redaction.echoes import echoes_mask
-from logs.storage import PayloadStoreUnavailable
+from logs.storage import PayloadStoreUnavailable, payloads_delete
 from logs.tags import tags_from_headers, tags_merge
 from providers import COUNT_FIELDS, USAGE_FIELDS, Provider, Usage, registry
 from providers.base import usage_counts
@@ -367,6 +367,40 @@ def _first_report(record_id: str) -> bool:
     return True
 
 
+def _uuid(value: Any) -> UUID | None:
+    """A row's id as a UUID; None for one that is not (its row fails on its own, as before)."""
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _deleted_in_flight_dropped(requests: list[Request], responses: list[Response], files: list[BinaryFile],
+                               frames: list[Frame]) -> tuple[list[Response], list[BinaryFile], list[Frame]]:
+    """The rows of the batch without those of exchanges deleted while in flight (the admin deletes any
+    exchange), and those exchanges' files, already stored, deleted from the store.
+
+    Their rows would fail the foreign key on the missing request and be skipped (ingest.batch_write),
+    leaving the answer's files in the store with no row naming them, which no prune ever finds.
+    """
+    here = {_uuid(r.id) for r in requests}
+    asked = {_uuid(r.request_id) for r in (*responses, *files, *frames)} - here - {None}
+    if not asked:
+        return responses, files, frames
+    gone = asked - set(Request.objects.filter(pk__in=asked).values_list("pk", flat=True))
+    if not gone:
+        return responses, files, frames
+
+    def kept(rows: list) -> list:
+        return [r for r in rows if _uuid(r.request_id) not in gone]
+    names = [f.file.name for f in files if _uuid(f.request_id) in gone and f.file.name]
+    log.warning("log records of %d exchange(s) deleted while in flight were dropped, with %d stored file(s)",
+                len(gone), len(names))
+    if left := payloads_delete(names):  # the store failed: prune_logs tries again
+        PayloadOrphan.objects.bulk_create([PayloadOrphan(name=n) for n in left], ignore_conflicts=True)
+    return kept(responses), kept(files), kept(frames)
+
+
 def records_write(records: list[Record]) -> None:
     """Write a batch of journal records in one transaction; idempotent on replay."""
     requests, responses, files, frames = [], [], [], []
@@ -392,6 +426,7 @@ def records_write(records: list[Record]) -> None:
                     log.exception("log record %s could not be processed; kept without its body", rec.id)
                 if isinstance(rec, (RequestRecord, ResponseRecord)):
                     (requests if isinstance(rec, RequestRecord) else responses).append(_row_minimal(rec, exc))
+        responses, files, frames = _deleted_in_flight_dropped(requests, responses, files, frames)
         _store_wait_noted(responses, files)
         with transaction.atomic():
             rows_insert(Request, requests)

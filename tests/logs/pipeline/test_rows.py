@@ -368,3 +368,25 @@ def test_a_record_that_cannot_be_processed_is_kept_and_its_traceback_shown_once(
             records_write([rec])
     assert Request.objects.filter(id=rec.id).count() == 1  # kept with its plain fields
     assert sum("could not be processed" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_answer_of_an_exchange_deleted_in_flight_leaves_no_file_in_the_store(payload_dir):
+    # The admin deletes any exchange, one still waiting for its answer too: the answer's row fails its foreign
+    # key and is skipped, and the image it carried, stored before the rows, stayed in the store with no row.
+    import base64
+    from logs.pipeline.ingest import batch_write
+    from logs.retention import queryset_delete
+    from tests.logs.factory import PNG
+
+    def image_exchange():
+        rec = _req(endpoint="/v1/images/generations", body=json.dumps({"model": "gpt-image-1", "prompt": "a cat"}))
+        records_write([rec])
+        return rec, _resp(rec, body=json.dumps({"created": 1, "data": [{"b64_json": base64.b64encode(PNG).decode()}]}))
+
+    (deleted, lost), (kept, answer) = image_exchange(), image_exchange()
+    queryset_delete(Request.objects.filter(pk=deleted.id))
+    batch_write(records_write, [lost, answer])
+    stored = [p for p in payload_dir.rglob("*") if p.is_file()]
+    assert BinaryFile.objects.get(request_id=kept.id).file.name in {str(p.relative_to(payload_dir)) for p in stored}
+    assert len(stored) == 1  # the kept exchange's image alone (the positive control above)
+    assert list(Response.objects.values_list("request_id", flat=True)) == [uuid.UUID(kept.id)]
