@@ -97,7 +97,7 @@ def exchanges_delete(request_ids: list, *, store_away: bool = False) -> Deleted:
         for model in (BinaryFile, Frame, Response):
             model.objects.filter(request_id__in=request_ids)._raw_delete(model.objects.db)
         deleted = Request.objects.filter(pk__in=request_ids)._raw_delete(Request.objects.db)
-        transaction.on_commit(lambda: left.extend(_files_delete(files, store_away)))
+        transaction.on_commit(lambda: left.extend(files_delete(files, store_away)))
     return Deleted(deleted, len(files), [left])
 
 
@@ -140,7 +140,8 @@ def _deleted_retrying(ids: list, store_away: bool) -> Deleted:
             time.sleep(0.1 * attempt)
 
 
-def _files_delete(names: list[str], store_away: bool = False) -> list[str]:
+def files_delete(names: list[str], store_away: bool = False) -> list[str]:
+    """Delete stored files whose rows are gone; those the store does not delete now are noted for prune_logs."""
     left = [n for n in names if n] if store_away else payloads_delete(names)
     if left:
         PayloadOrphan.objects.bulk_create([PayloadOrphan(name=n) for n in left], ignore_conflicts=True)

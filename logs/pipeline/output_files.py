@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import connections
+from django.db import IntegrityError, connections
 
 from logs.ids import derive
 from logs.pipeline.spool import SpoolWriter, spool_path
@@ -96,10 +96,15 @@ def _download(url: str, provider: str, request_id: str, response_id: str) -> Non
                 raise
         name = _move_in(name, ref)
         size, sha = ref.size, ref.sha256
-        BinaryFile.objects.bulk_create([BinaryFile(
-            id=fid, request_id=request_id, response_id=response_id, file=name, role=OUTPUT_ROLE,
-            field_name="output", filename=PurePosixPath(urlsplit(url).path).name[:255], content_type=ctype,
-            size=size, sha256=sha, created_at=now)], ignore_conflicts=True)
+        try:
+            BinaryFile.objects.bulk_create([BinaryFile(
+                id=fid, request_id=request_id, response_id=response_id, file=name, role=OUTPUT_ROLE,
+                field_name="output", filename=PurePosixPath(urlsplit(url).path).name[:255], content_type=ctype,
+                size=size, sha256=sha, created_at=now)], ignore_conflicts=True)
+        except IntegrityError:  # the exchange was deleted (the admin, prune_logs) while its output downloaded
+            from logs.retention import files_delete
+            files_delete([name])  # else it stays in the store with no row naming it
+            log.info("output file %s not saved: its exchange was deleted meanwhile", url)
     except _TooLarge:
         log.warning("output file %s not saved: larger than REPLICATE_FILE_MAX_BYTES", url)
     except PayloadStoreUnavailable as exc:  # downloaded, and the store never came back: said on the row

@@ -19,7 +19,7 @@ from uuid import UUID
 from django.conf import settings
 from django.db import transaction
 
-from logs.models import BinaryFile, Frame, PayloadOrphan, Request, Response
+from logs.models import BinaryFile, Frame, Request, Response
 from logs.outcomes import Outcome
 from logs.pipeline.bulk import row_new, rows_insert
 from logs.pipeline.output_files import output_files_schedule
@@ -30,7 +30,8 @@ from logs.pipeline.spool import spool_path
 from logs.pricing import cost_compute
 from logs.records import FileRecord, FileRef, FrameRecord, Record, RequestRecord, ResponseRecord
 from logs.redaction.echoes import echoes_mask
-from logs.storage import PayloadStoreUnavailable, payloads_delete
+from logs.retention import files_delete
+from logs.storage import PayloadStoreUnavailable
 from logs.tags import tags_from_headers, tags_merge
 from providers import COUNT_FIELDS, USAGE_FIELDS, Provider, Usage, registry
 from providers.base import usage_counts
@@ -396,8 +397,7 @@ def _deleted_in_flight_dropped(requests: list[Request], responses: list[Response
     names = [f.file.name for f in files if _uuid(f.request_id) in gone and f.file.name]
     log.warning("log records of %d exchange(s) deleted while in flight were dropped, with %d stored file(s)",
                 len(gone), len(names))
-    if left := payloads_delete(names):  # the store failed: prune_logs tries again
-        PayloadOrphan.objects.bulk_create([PayloadOrphan(name=n) for n in left], ignore_conflicts=True)
+    files_delete(names)
     return kept(responses), kept(files), kept(frames)
 
 
