@@ -19,7 +19,7 @@ from logs.records import FileRef
 from logs.redaction.scrub import Masked, Scrubber
 from wire.encoding import DecodeError, decode_pieces, encoding_name
 from wire.jsonutil import json_or_none
-from wire.multipart import multipart_boundary, multipart_fields
+from wire.multipart import TooManyParts, multipart_boundary, multipart_fields
 
 CHUNK = 64 * 1024
 # The most a compressed body is decoded to, on the event loop, to be read (its model for a key's model list and
@@ -43,7 +43,15 @@ class Refusal:
 
 def body_payload(body: bytes | None, content_type: str) -> object:
     """What a request body says, for the policy steps (its model above all), as the log reads it: JSON parsed,
-    or a multipart form's text fields; None for anything else."""
+    or a multipart form's text fields ({} past LOG_MULTIPART_MAX_PARTS); None for anything else."""
+    try:
+        return _payload(body, content_type)
+    except TooManyParts:
+        return {}
+
+
+def _payload(body: bytes | None, content_type: str) -> object:
+    """body_payload's reading; TooManyParts for a form of more parts than the gateway reads."""
     if not body:
         return None
     boundary = multipart_boundary(content_type)
@@ -93,7 +101,13 @@ def body_read(headers: list[tuple[str, str]], body: bytes | None, size: int, con
     if decoded is None:
         return None, (f"this request's compressed body cannot be decoded to read its model (corrupt, or more than "
                       f"{READ_DECODED_MAX // (1024 * 1024)} MiB decoded)")
-    return body_payload(decoded, content_type), ""
+    try:
+        return _payload(decoded, content_type), ""
+    except TooManyParts:
+        # Read as empty, such a form looked like one that sends no model and no response_format: a key's
+        # checks of them were skipped while the upstream read every field.
+        return None, (f"this request's form has more than {settings.LOG_MULTIPART_MAX_PARTS} parts, more than the "
+                      "gateway reads (LOG_MULTIPART_MAX_PARTS)")
 
 
 class BodySpool:

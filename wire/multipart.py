@@ -62,11 +62,9 @@ def multipart_fields(body: bytes, boundary: str, max_parts: int) -> dict[str, st
     differ on which one they take (Starlette's form, and so FastAPI servers such as vLLM, the last), and the
     gateway judging the first let a key limited to models run the other. So is one whose value cannot be read
     here: sent, unlike a name left out (a transcription's response_format says whether its answer reports usage).
+    A body of more than max_parts parts raises TooManyParts: none of its fields is read.
     """
-    try:
-        parts, _ = _parts_locate(body, boundary, max_parts)
-    except TooManyParts:
-        return {}
+    parts, _ = _parts_locate(body, boundary, max_parts)
     fields: dict[str, str] = {}
     repeated: set[str] = set()
     for part in parts:

@@ -912,6 +912,24 @@ def test_a_transcription_whose_response_format_cannot_be_read_is_refused_to_a_ke
     assert upstream.received == []
 
 
+@pytest.mark.parametrize("limit", [{"tpm": 100000}, {"budget_usd": Decimal("5")}, {"models": ["gpt-4o-transcribe"]}])
+def test_a_form_of_more_parts_than_the_gateway_reads_is_refused_to_a_limited_key(
+        gateway, upstream, make_key, settings, limit):
+    # Past LOG_MULTIPART_MAX_PARTS the form read as empty, as if none of its fields were sent: a key counting
+    # tokens let a transcription padded with a thousand empty fields ask for text, whose answer reports no usage.
+    settings.LOG_MULTIPART_MAX_PARTS = 20
+    _, secret = make_key("counted", **limit)
+    headers = {"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}"}
+    audio = {"file": ("a.mp3", b"ID3" + bytes(64), "audio/mpeg")}
+    fields = {"model": "gpt-4o-transcribe", "response_format": "json"}
+    padded = {**fields, "response_format": "text", **{f"pad{i}": "" for i in range(21)}}
+    r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", files=audio, data=padded, headers=headers)
+    assert r.status_code == 403 and "more than 20 parts" in r.json()["error"]["message"], r.text
+    assert upstream.received == []
+    r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", files=audio, data=fields, headers=headers)
+    assert r.status_code == 200 and len(upstream.received) == 1  # a form of fewer parts is read as before
+
+
 def test_a_large_body_is_judged_by_its_model_and_a_large_upload_passes(gateway, upstream, make_key):
     # Over 1 MiB a body was "too large to read its model": a key limited to models was refused a long prompt or a
     # file upload of 2 MiB, and a key with a budget let a long prompt to a model without a price through unread.
