@@ -62,6 +62,8 @@ def test_seed_logs_refuses_a_log_that_holds_exchanges_unless_told_to_add(setting
     (["5", "--days", "1e300"], "--days 1e+300 is too long: the exchanges would start before 1970"),
     (["5", "--days", "700000"], "--days 700000 is too long: the exchanges would start before 1970"),
     (["99999999999999999999999"], "count must be at most 100,000,000, not 99,999,999,999,999,999,999,999"),
+    # A batch's rows are held in memory until its transaction: one of the whole count grew until killed.
+    (["5", "--batch", "100000000"], "--batch must be at most 50,000 rows, not 100,000,000"),
 ])
 def test_seed_logs_refuses_bad_arguments_in_one_line(settings, tmp_path, args, message):
     from io import StringIO

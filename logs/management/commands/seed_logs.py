@@ -11,6 +11,9 @@ from logs.seed import exchanges_seed
 # Ten times the largest log the benchmarks seeded: about 2 GB and four minutes a million, so already
 # hours and disks' worth; a count past it (a typo, 10**23) ran until the disk was full.
 MAX_COUNT = 100_000_000
+# A batch's rows are all built in memory before its transaction: a batch of the count (--batch 100000000) held
+# the whole seeding in memory and in one transaction until the process was killed.
+MAX_BATCH = 50_000
 
 
 def _args_problem(count: int, days: float, batch: int) -> str:
@@ -19,6 +22,8 @@ def _args_problem(count: int, days: float, batch: int) -> str:
         return "count, --batch and --days must be positive"
     if count > MAX_COUNT:
         return f"count must be at most {MAX_COUNT:,}, not {count:,}"
+    if batch > MAX_BATCH:
+        return f"--batch must be at most {MAX_BATCH:,} rows, not {batch:,}"
     # inf, or a start before 1970 (the ids, UUIDv7, count milliseconds since then), was a traceback in the seeding.
     try:
         too_long = datetime.now(timezone.utc) - timedelta(days=days) < datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -34,7 +39,7 @@ class Command(BaseCommand):
         """Options."""
         parser.add_argument("count", type=int, help="how many exchanges")
         parser.add_argument("--days", type=float, default=30.0, help="spread over the last N days (30)")
-        parser.add_argument("--batch", type=int, default=5000, help="rows per transaction (5000)")
+        parser.add_argument("--batch", type=int, default=5000, help=f"rows per transaction (5000, at most {MAX_BATCH:,})")
         parser.add_argument("--no-files", action="store_true", help="no image/audio files or file rows")
         parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable data")
         parser.add_argument("--add", action="store_true",
