@@ -78,7 +78,8 @@ def _url(name: str, default: str) -> str:
     value = env.str(name, default=default).strip() or default
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ImproperlyConfigured(f"{name} must be an http:// or https:// URL with a host, not {value!r}")
+        raise ImproperlyConfigured(_password_hidden(f"{name} must be an http:// or https:// URL with a host, not "
+                                                    f"{value!r}", value))
     return value
 
 
@@ -217,7 +218,8 @@ if FILE_STORAGE_URL:
 
     _s3 = urlsplit(FILE_STORAGE_URL)
     if _s3.scheme != "s3" or not _s3.netloc:
-        raise ImproperlyConfigured(f"FILE_STORAGE_URL must look like s3://bucket/prefix, not {FILE_STORAGE_URL!r}")
+        raise ImproperlyConfigured(_password_hidden(f"FILE_STORAGE_URL must look like s3://bucket/prefix, not "
+                                                    f"{FILE_STORAGE_URL!r}", FILE_STORAGE_URL))
     STORAGES["payloads"] = {
         "BACKEND": "logs.s3_storage.PayloadS3Storage",
         "OPTIONS": {
@@ -239,14 +241,18 @@ UPSTREAM_URLS = {p.name: _url(p.upstream_env, p.upstream_default) for p in provi
 for _provider in providers.builtin():  # SDKs' base URLs end in /v1, and so did a copied one: every call 404'd
     if _version := _provider.base_url_version(UPSTREAM_URLS[_provider.name]):
         _given = UPSTREAM_URLS[_provider.name].rstrip("/")
-        raise ImproperlyConfigured(f"{_provider.upstream_env} must not end in {_version}: every client path already "
-                                   f"starts with it (write {_given[:-len(_version)]})")
+        raise ImproperlyConfigured(_password_hidden(f"{_provider.upstream_env} must not end in {_version}: every client "
+                                                    f"path already starts with it (write {_given[:-len(_version)]})",
+                                                    _given))
 # OpenAI-compatible servers mounted at /{name}/v1/*: "groq=https://api.groq.com/openai,ollama=http://127.0.0.1:11434"
 GATEWAY_PROVIDERS = _list("GATEWAY_PROVIDERS", [])
 try:
     providers.registry(GATEWAY_PROVIDERS)
 except ValueError as exc:
-    raise ImproperlyConfigured(str(exc)) from None
+    _refusal = str(exc)
+    for _entry in GATEWAY_PROVIDERS:  # the entry it quotes may hold a password (a server behind basic auth)
+        _refusal = _password_hidden(_refusal, _entry)
+    raise ImproperlyConfigured(_refusal) from None
 # "inject": ask OpenAI streams for usage even when the client did not, and hide it from that client.
 STREAM_USAGE = env.str("STREAM_USAGE", default="off").strip().lower()
 if STREAM_USAGE not in ("off", "inject"):

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, HttpResponseBase
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from logs.ids import exchange_id_new
 from logs.outcomes import Outcome
@@ -346,6 +346,13 @@ async def _upstream_open(x: Exchange, scope: dict) -> ClientConnection | HttpRes
                                      "(UPSTREAM_CONNECT_TIMEOUT)")
     except (OSError, InvalidHandshake) as exc:
         return x.gateway_answer(502, f"Upstream WebSocket unreachable: {type(exc).__name__}: {exc}")
+    except (InvalidURI, UnicodeDecodeError) as exc:
+        # A base URL plain HTTP takes (a user without a password, a fragment, a password not in UTF-8) that the
+        # WebSocket client refuses: its own words quote the URL, with the password, and were a traceback on the
+        # console and a bare 500 whose exchange was never logged.
+        why = exc.msg if isinstance(exc, InvalidURI) else "its user or password is not UTF-8 once percent-decoded"
+        setting = x.provider.upstream_env or "GATEWAY_PROVIDERS"
+        return x.gateway_answer(502, f"Upstream WebSocket URL cannot be used ({setting}): {why}")
 
 
 async def _relay(x: Exchange, session: Session, upstream: ClientConnection, receive, send) -> None:

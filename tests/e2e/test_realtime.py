@@ -197,6 +197,22 @@ def test_an_upstream_refusal_reaches_the_client_as_sent(rt, log_flush):
     assert resp.status_code == 401 and json.loads(resp.body)["error"]["message"] == "refused: Unauthorized"
 
 
+@pytest.mark.parametrize("userinfo, tail", [("t0kenS3cret@", ""), ("gw:S3cret@", "#x"), ("gw:%ffS3cret@", "")])
+def test_an_upstream_url_the_websocket_client_refuses_is_a_logged_502_that_quotes_no_password(
+        rt, realtime_mock, settings, log_flush, capfd, userinfo, tail):
+    # HTTP takes a base URL of a user alone (a token), a fragment or a password not in UTF-8; the WebSocket client
+    # refused it in words that quote the URL: a traceback with the password on the console, a bare 500, no log row.
+    host = realtime_mock.url.split("://", 1)[1]
+    settings.UPSTREAM_URLS = {**settings.UPSTREAM_URLS, "openai": f"http://{userinfo}{host}{tail}"}
+    refused = asyncio.run(_open_refused(f"{rt.url.replace('http', 'ws')}/v1/realtime?model=m"))
+    message = json.loads(refused.response.body)["error"]["message"]
+    assert refused.response.status_code == 502 and "OPENAI_UPSTREAM_URL" in message, message
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.status_code == 502 and resp.error_message == message
+    assert "S3cret" not in message and "S3cret" not in "".join(capfd.readouterr())
+
+
 def test_a_stored_credential_quoted_in_the_upstreams_refusal_of_the_upgrade_reaches_the_client_masked(
         rt, make_key, log_flush):
     # The upstream's HTTP answer to the upgrade (a 401 quoting the key it was sent) went to the client as it came,

@@ -75,6 +75,12 @@ def test_bad_setting_is_refused_by_name(tmp_path, name, value, message):
      "DATABASE_URL is not a database URL Django knows (postgres://, sqlite:///...): 'postgresql+psycopg://gw:***@db"),
     ("DATABASE_URL", "postgres://gw:S3cretPw0rd@db:notaport/gw", "DATABASE_URL is not a database URL (ValueError"),
     ("CACHE_URL", "rediss+x://:S3cretPw0rd@cache:6379/0", "CACHE_URL is not a cache URL Django knows"),
+    # An upstream behind a proxy that wants basic auth (Ollama behind nginx) is given its password in its URL.
+    ("OPENAI_UPSTREAM_URL", "htps://gw:S3cretPw0rd@llm.internal", "OPENAI_UPSTREAM_URL must be an http:// or https://"),
+    ("OPENAI_UPSTREAM_URL", "https://gw:S3cretPw0rd@llm.internal/v1", "OPENAI_UPSTREAM_URL must not end in /v1"),
+    ("GATEWAY_PROVIDERS", "ollama=http://gw:S3cretPw0rd@llm.internal/v1", "GATEWAY_PROVIDERS entry 'ollama=http://gw:***@"),
+    ("GATEWAY_PROVIDERS", "ollama=htp://gw:S3cretPw0rd@llm.internal", "GATEWAY_PROVIDERS entry 'ollama=htp://gw:***@"),
+    ("FILE_STORAGE_URL", "s4://AKIAKEY:S3cretPw0rd@bucket/prefix", "FILE_STORAGE_URL must look like s3://bucket/prefix"),
 ])
 def test_a_refused_url_setting_is_named_without_its_password(tmp_path, name, value, message):
     # The refusal quoted the URL whole: the database's or Redis's password went to the console, the server's
