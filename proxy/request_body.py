@@ -9,6 +9,7 @@ the payload store while the upstream is still reading.
 import asyncio
 import hashlib
 import io
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from logs.pipeline.spool import spool_create, spool_discard, spool_path
 from logs.records import FileRef
 from logs.redaction.scrub import Masked, Scrubber
 from wire.encoding import DecodeError, decode_pieces, encoding_name
-from wire.jsonutil import json_or_none
+from wire.jsonutil import json_ambiguity, json_or_none
 from wire.multipart import TooManyParts, multipart_boundary, multipart_fields
 
 CHUNK = 64 * 1024
@@ -27,6 +28,7 @@ CHUNK = 64 * 1024
 # and decoding, parsing and hashing that stalled every exchange of the worker for a second or more per request.
 # A body in memory is at most 1 MiB as sent; JSON rarely compresses more than tenfold.
 READ_DECODED_MAX = 16 * 1024 * 1024
+_JSON_START = re.compile(rb"[ \t\r\n]*[{\[]")  # JSON's own whitespace, then an object or array
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ def body_decoded(headers: list[tuple[str, str]], body: bytes, size_max: int) -> 
 
 def body_read(headers: list[tuple[str, str]], body: bytes | None, size: int, content_type: str) -> tuple[object, str]:
     """(what the body says, "") as body_payload reads it, its Content-Encoding undone; or (None, why it
-    cannot be read): too large to be in memory, or compressed past decoding. The steps that judge a
+    cannot be read): too large to be in memory, compressed past decoding, a form of too many parts, JSON
+    that repeats a key or nests too deep to read. The steps that judge a
     request by its model (a key's model list, the hold queue's filter) read it so, as hooks see it."""
     if size and body is None:
         return None, "this request's body is too large to read its model"
@@ -102,12 +105,19 @@ def body_read(headers: list[tuple[str, str]], body: bytes | None, size: int, con
         return None, (f"this request's compressed body cannot be decoded to read its model (corrupt, or more than "
                       f"{READ_DECODED_MAX // (1024 * 1024)} MiB decoded)")
     try:
-        return _payload(decoded, content_type), ""
+        payload = _payload(decoded, content_type)
     except TooManyParts:
         # Read as empty, such a form looked like one that sends no model and no response_format: a key's
         # checks of them were skipped while the upstream read every field.
         return None, (f"this request's form has more than {settings.LOG_MULTIPART_MAX_PARTS} parts, more than the "
                       "gateway reads (LOG_MULTIPART_MAX_PARTS)")
+    # JSON as read here (a BOM, UTF-16 too), or JSON too deep to read.
+    json_like = isinstance(payload, (dict, list)) or (payload is None and _JSON_START.match(decoded))
+    if json_like and multipart_boundary(content_type) is None and (why := json_ambiguity(decoded)):
+        # Python's json and orjson keep a repeated key's last value, other parsers the first: the model judged
+        # here was not always the one the upstream ran (realtime messages are judged so too).
+        return None, f"this request's JSON {why} (parsers differ on which value counts)"
+    return payload, ""
 
 
 class BodySpool:

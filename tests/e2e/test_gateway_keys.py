@@ -551,6 +551,27 @@ def test_a_form_upload_naming_its_model_twice_is_refused(gateway, upstream, make
     assert r.status_code != 403 and len(upstream.received) == 1
 
 
+@pytest.mark.parametrize("body", [
+    b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": []}',
+    b'{"model": "gpt-4o", "mod\\u0065l": "gpt-4o-mini", "messages": []}',  # the same key, escaped
+    b' \n{"session": {"model": "gpt-4o"}, "session": {"model": "gpt-4o-mini"}}',
+    '\ufeff{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": []}'.encode("utf-8"),  # a BOM, which json reads
+    '{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": []}'.encode("utf-16"),  # and UTF-16
+])
+def test_a_json_body_naming_its_model_twice_is_refused(gateway, upstream, make_key, body):
+    # The gateway read the last value (Python's json, orjson); a server whose parser keeps the first (RapidJSON,
+    # as realtime messages were already judged) ran the model the key may not use.
+    _, secret = make_key("mini-only", models=["gpt-4o-mini"])
+    headers = {"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}", "Content-Type": "application/json"}
+    path = "/v1/realtime/client_secrets" if b"session" in body else "/v1/chat/completions"
+    r = httpx.post(f"{gateway.url}{path}", content=body, headers=headers)
+    assert r.status_code == 403 and "repeats a key" in r.json()["error"]["message"], r.text
+    assert upstream.received == []
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", headers=headers,
+                   content=b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "model"}]}')
+    assert r.status_code == 200 and len(upstream.received) == 1
+
+
 def test_a_key_limited_to_models_judges_each_request_of_a_batch(gateway, upstream, make_key):
     _, secret = make_key("batcher", models=["claude-haiku-4-5", "gpt-4o-mini"])
     headers = {"X-Gateway-Key": secret, "x-api-key": "sk-ant-" + "x" * 30, "anthropic-version": "2023-06-01"}
