@@ -19,6 +19,9 @@ class Part:
     content_type: str
     start: int
     end: int
+    # The names a server may read it under besides `name`, when it has a name* parameter (RFC 2231/5987):
+    # Werkzeug and python-multipart take it, or the plain name, whichever comes last.
+    other_names: tuple[str, ...] = ()
 
 
 def header_params(value: str) -> dict[str, str]:
@@ -68,7 +71,9 @@ def multipart_fields(body: bytes, boundary: str, max_parts: int) -> dict[str, st
     fields: dict[str, str] = {}
     repeated: set[str] = set()
     for part in parts:
-        if part.filename is None and part.end - part.start <= FIELD_MAX:
+        if part.other_names:  # named twice (name and name*): servers differ on which name they give it
+            repeated.update((part.name, *part.other_names))
+        elif part.filename is None and part.end - part.start <= FIELD_MAX:
             try:
                 value = body[part.start:part.end].decode("utf-8")
             except UnicodeDecodeError:
@@ -111,7 +116,9 @@ def _parts_locate(m, boundary: str, max_parts: int) -> tuple[list[Part], bool]:
         # A filename* that cannot be decoded (or is empty) still makes the part a file: named as sent.
         extended = params.get("filename*")
         filename = (_extended(extended) if extended else None) or params.get("filename") or extended
-        parts.append(Part(params.get("name", ""), filename, ctype, start, nxt))
+        extended_name = params.get("name*")
+        other_names = _readings(extended_name) if extended_name is not None else ()
+        parts.append(Part(params.get("name", ""), filename, ctype, start, nxt, other_names))
         if max_parts and len(parts) > max_parts:
             raise TooManyParts(f"more than {max_parts} parts")
         pos = nxt + 2
@@ -136,6 +143,14 @@ def _extended(value: str) -> str | None:
         return unquote(encoded, encoding=charset or "utf-8", errors="strict")
     except (LookupError, UnicodeDecodeError):
         return None
+
+
+def _readings(value: str) -> tuple[str, ...]:
+    """What an RFC 5987 parameter value may be read as: as sent, decoded, or (a charset Python's email package
+    does not know, which it then skips) percent-decoded as UTF-8."""
+    _charset, _, rest = value.partition("'")
+    encoded = rest.partition("'")[2] or value
+    return tuple({value, _extended(value) or value, unquote(encoded, errors="replace")})
 
 
 def part_read(path: Path, part: Part) -> bytes:

@@ -1,6 +1,6 @@
 """Splitting multipart bodies kept in files."""
 
-from wire.multipart import header_params, multipart_boundary, multipart_split, part_read
+from wire.multipart import header_params, multipart_boundary, multipart_fields, multipart_split, part_read
 
 
 def _body(boundary: str, parts: list[tuple[str, str | None, str, bytes]], close: bool = True) -> bytes:
@@ -53,3 +53,16 @@ def test_names_of_other_letters_read_as_sent(tmp_path):
     assert [(p.name, p.filename) for p in parts] == [
         ("поле", "пик😀.png"), ("f", "пик.png"), ("old", "café.txt"),  # not UTF-8: read as latin-1
         ("bad", "UTF-8''%FF.bin"), ("empty", "")]  # still files: named as sent
+
+
+def test_a_field_named_in_rfc_2231_form_is_read_as_no_name_a_server_may_give_it():
+    # Werkzeug (Flask) and python-multipart (Starlette, FastAPI: vLLM) read name*=UTF-8''model as the name
+    # "model", each taking the last of name and name*: the gateway read the part under its plain name, so a
+    # form's second model field, which such a server took, went unjudged.
+    body = (b"--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
+            b"--B\r\nContent-Disposition: form-data; name=\"pad\"; name*=UTF-8''model\r\n\r\ngpt-4o\r\n"
+            b"--B\r\nContent-Disposition: form-data; name*=bogus''respon%73e_format\r\n\r\ntext\r\n"
+            b"--B\r\nContent-Disposition: form-data; name=\"language\"\r\n\r\nen\r\n--B--\r\n")
+    fields = multipart_fields(body, "B", 100)
+    assert fields["model"] is None and fields["response_format"] is None and fields["pad"] is None
+    assert fields["language"] == "en"  # a field named once, plainly, is read as before
