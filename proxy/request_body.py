@@ -20,7 +20,7 @@ from logs.records import FileRef
 from logs.redaction.scrub import Masked, Scrubber
 from wire.encoding import DecodeError, decode_pieces, encoding_name
 from wire.jsonutil import json_ambiguity, json_or_none
-from wire.multipart import TooManyParts, multipart_boundary, multipart_fields
+from wire.multipart import BoundaryInside, TooManyParts, multipart_boundary, multipart_fields
 
 CHUNK = 64 * 1024
 # The most a compressed body is decoded to, on the event loop, to be read (its model for a key's model list and
@@ -48,12 +48,13 @@ def body_payload(body: bytes | None, content_type: str) -> object:
     or a multipart form's text fields ({} past LOG_MULTIPART_MAX_PARTS); None for anything else."""
     try:
         return _payload(body, content_type)
-    except TooManyParts:
+    except (TooManyParts, BoundaryInside):
         return {}
 
 
 def _payload(body: bytes | None, content_type: str) -> object:
-    """body_payload's reading; TooManyParts for a form of more parts than the gateway reads."""
+    """body_payload's reading; TooManyParts for a form of more parts than the gateway reads, BoundaryInside for
+    one that lenient servers split into other parts."""
     if not body:
         return None
     boundary = multipart_boundary(content_type)
@@ -93,7 +94,7 @@ def body_decoded(headers: list[tuple[str, str]], body: bytes, size_max: int) -> 
 
 def body_read(headers: list[tuple[str, str]], body: bytes | None, size: int, content_type: str) -> tuple[object, str]:
     """(what the body says, "") as body_payload reads it, its Content-Encoding undone; or (None, why it
-    cannot be read): too large to be in memory, compressed past decoding, a form of too many parts, JSON
+    cannot be read): too large to be in memory, compressed past decoding, a form of too many parts or holding its boundary in a part, JSON
     that repeats a key or nests too deep to read. The steps that judge a
     request by its model (a key's model list, the hold queue's filter) read it so, as hooks see it."""
     if size and body is None:
@@ -111,6 +112,9 @@ def body_read(headers: list[tuple[str, str]], body: bytes | None, size: int, con
         # checks of them were skipped while the upstream read every field.
         return None, (f"this request's form has more than {settings.LOG_MULTIPART_MAX_PARTS} parts, more than the "
                       "gateway reads (LOG_MULTIPART_MAX_PARTS)")
+    except BoundaryInside:
+        return None, ("a part of this request's form holds the form's boundary, where servers that take a bare line "
+                      "break before it (Werkzeug) see more fields")
     # JSON as read here (a BOM, UTF-16 too), or JSON too deep to read.
     json_like = isinstance(payload, (dict, list)) or (payload is None and _JSON_START.match(decoded))
     if json_like and multipart_boundary(content_type) is None and (why := json_ambiguity(decoded)):

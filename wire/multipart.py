@@ -46,6 +46,11 @@ class TooManyParts(ValueError):
     """The body has more parts than the caller will handle."""
 
 
+class BoundaryInside(ValueError):
+    """A part holds the form's boundary: servers that take a bare line break before it (Werkzeug) split the part
+    there, into parts this reader does not see."""
+
+
 def multipart_split(path: Path, boundary: str, max_parts: int = 0) -> tuple[list[Part], bool]:
     """Locate the parts of a multipart body without loading it; (parts, complete).
 
@@ -65,9 +70,12 @@ def multipart_fields(body: bytes, boundary: str, max_parts: int) -> dict[str, st
     differ on which one they take (Starlette's form, and so FastAPI servers such as vLLM, the last), and the
     gateway judging the first let a key limited to models run the other. So is one whose value cannot be read
     here: sent, unlike a name left out (a transcription's response_format says whether its answer reports usage).
-    A body of more than max_parts parts raises TooManyParts: none of its fields is read.
+    A body of more than max_parts parts raises TooManyParts, one whose parts hold its boundary BoundaryInside: none
+    of its fields is read.
     """
     parts, _ = _parts_locate(body, boundary, max_parts)
+    if parts and body.count(b"--" + boundary.encode("latin-1"), 0, parts[-1].end) > len(parts):
+        raise BoundaryInside("a part holds the form's boundary")
     fields: dict[str, str] = {}
     repeated: set[str] = set()
     for part in parts:

@@ -1,6 +1,8 @@
 """Splitting multipart bodies kept in files."""
 
-from wire.multipart import header_params, multipart_boundary, multipart_fields, multipart_split, part_read
+import pytest
+
+from wire.multipart import BoundaryInside, header_params, multipart_boundary, multipart_fields, multipart_split, part_read
 
 
 def _body(boundary: str, parts: list[tuple[str, str | None, str, bytes]], close: bool = True) -> bytes:
@@ -66,3 +68,15 @@ def test_a_field_named_in_rfc_2231_form_is_read_as_no_name_a_server_may_give_it(
     fields = multipart_fields(body, "B", 100)
     assert fields["model"] is None and fields["response_format"] is None and fields["pad"] is None
     assert fields["language"] == "en"  # a field named once, plainly, is read as before
+
+
+def test_a_form_whose_part_holds_its_boundary_is_not_read():
+    # Werkzeug takes a bare \n before the boundary: there the pad field's value held a second model field, which
+    # it read first; the gateway read one part, pad, and the model field after it.
+    body = (b"--B\r\nContent-Disposition: form-data; name=\"pad\"\r\n\r\nx\n"
+            b"--B\nContent-Disposition: form-data; name=\"model\"\n\ngpt-4o\r\n"
+            b"--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--B--\r\n")
+    with pytest.raises(BoundaryInside):
+        multipart_fields(body, "B", 100)
+    plain = body.replace(b"x\n--B\nContent-Disposition: form-data; name=\"model\"\n\ngpt-4o", b"x")
+    assert multipart_fields(plain, "B", 100) == {"pad": "x", "model": "whisper-1"}
