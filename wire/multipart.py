@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 FIELD_MAX = 64 * 1024  # a text part (no filename) up to this is a form field, read as text; larger ones are files
+_LINES = re.compile(r"\r\n|\n|\r")
 _PARAM = re.compile(r';\s*([\w*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 
 
@@ -108,25 +109,24 @@ def _parts_locate(m, boundary: str, max_parts: int) -> tuple[list[Part], bool]:
         head_end = m.find(b"\r\n\r\n", pos)
         if head_end < 0:
             return parts, False
-        headers = _header_text(m[pos:head_end]).strip("\r\n").split("\r\n")
+        # Split at bare line breaks too, as Werkzeug does: a header hidden after one is a header to it.
+        headers = _LINES.split(_header_text(m[pos:head_end]).strip("\r\n"))
         start = head_end + 4
         nxt = m.find(b"\r\n" + delim, start)
         if nxt < 0:
             return parts, False
-        disposition, ctype = "", "text/plain"
+        dispositions, ctype = [""], "text/plain"
         for h in headers:
             key, _, value = h.partition(":")
             if key.strip().lower() == "content-disposition":
-                disposition = value
+                dispositions.append(value)
             elif key.strip().lower() == "content-type":
                 ctype = value.strip()
-        params = header_params(disposition)
+        params = header_params(dispositions[-1])
         # A filename* that cannot be decoded (or is empty) still makes the part a file: named as sent.
         extended = params.get("filename*")
         filename = (_extended(extended) if extended else None) or params.get("filename") or extended
-        extended_name = params.get("name*")
-        other_names = _readings(extended_name) if extended_name is not None else ()
-        parts.append(Part(params.get("name", ""), filename, ctype, start, nxt, other_names))
+        parts.append(Part(params.get("name", ""), filename, ctype, start, nxt, _other_names(dispositions[1:])))
         if max_parts and len(parts) > max_parts:
             raise TooManyParts(f"more than {max_parts} parts")
         pos = nxt + 2
@@ -151,6 +151,19 @@ def _extended(value: str) -> str | None:
         return unquote(encoded, encoding=charset or "utf-8", errors="strict")
     except (LookupError, UnicodeDecodeError):
         return None
+
+
+def _other_names(dispositions: list[str]) -> tuple[str, ...]:
+    """The names a part may be given besides its last Content-Disposition's name: a name* parameter's (which
+    Werkzeug and python-multipart take when it comes last), and an earlier Content-Disposition's (Werkzeug takes
+    the first, python-multipart the last)."""
+    names: set[str] = set()
+    for disposition in dispositions:
+        params = header_params(disposition)
+        names.add(params.get("name", ""))
+        if (extended := params.get("name*")) is not None:
+            names.update(_readings(extended))
+    return tuple(names) if len(names) > 1 else ()
 
 
 def _readings(value: str) -> tuple[str, ...]:

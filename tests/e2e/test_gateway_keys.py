@@ -558,6 +558,9 @@ HIDDEN_MODEL = [
     # and takes that first one.
     (b"name=\"x\"\r\n\r\nx\n--B\nContent-Disposition: form-data; name=\"model\"\n\ngpt-4o-transcribe",
      "holds the form's boundary"),
+    # Two Content-Disposition headers (the second after a bare line break, or not): Werkzeug takes the first.
+    (b"name=\"model\"\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\ngpt-4o-transcribe", "names none"),
+    (b"name=\"model\"\nContent-Disposition: form-data; name=\"x\"\r\n\r\ngpt-4o-transcribe", "names none"),
 ]
 
 
