@@ -359,8 +359,8 @@ class OpenAI(Provider):
     def realtime_model(self, endpoint: str, query: str) -> str | None:
         """The Realtime API names the model in the upgrade's query: /v1/realtime?model=... (None when it names two:
         servers differ on which of them they take, so a key limited to models saw one and the upstream ran another)."""
-        found = parse_qs(query).get("model")
-        return found[0][:255] if found and len(set(found)) == 1 else None
+        found = parse_qs(query, keep_blank_values=True).get("model")  # an empty one too: a server may take it
+        return found[0][:255] if found and found[0] and len(set(found)) == 1 else None
 
     def realtime_read(self, direction: str, event: Payload) -> RealtimeRead:
         """The Realtime API: audio appends and deltas, turn ends, session formats, response.done usage."""

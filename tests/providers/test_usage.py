@@ -342,3 +342,13 @@ def test_a_gemini_stream_without_alt_sse_is_one_json_array_read_as_one_answer():
     assert (usage.model, usage.input_tokens, usage.output_tokens) == ("gemini-2.5-flash", 8, 2)
     turns = get("gemini").conversation("/v1beta/models/gemini-2.5-flash:streamGenerateContent", {"contents": []}, chunks)
     assert turns[-1]["parts"] == [{"kind": "text", "text": "Hello"}]
+
+
+def test_an_openai_realtime_upgrade_naming_its_model_twice_names_none():
+    """Servers differ on which of two model parameters they take: an empty second one was dropped here, and a
+    server taking the last did not run the model the gateway key was held to."""
+    openai_ = get("openai")
+    assert openai_.realtime_model("/v1/realtime", "model=gpt-realtime") == "gpt-realtime"
+    for query in ("model=gpt-realtime&model=gpt-4o-realtime-preview", "model=gpt-realtime&model=",
+                  "model=&model=gpt-realtime", "model=gpt-realtime&mod%65l=x"):
+        assert openai_.realtime_model("/v1/realtime", query) is None, query
