@@ -212,6 +212,10 @@ STORAGES = {
 # Credentials, region and endpoint come from the standard AWS_* variables (boto3 reads them itself).
 FILE_STORAGE_URL = env.str("FILE_STORAGE_URL", default="")
 AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")  # MinIO, R2, Ceph...; empty: AWS
+if "@" in urlsplit(AWS_S3_ENDPOINT_URL).netloc:  # boto3 never sends it, and quotes the URL in each error it raises
+    raise ImproperlyConfigured(_password_hidden(
+        f"AWS_S3_ENDPOINT_URL must not hold a user or password (requests are signed with AWS_ACCESS_KEY_ID and "
+        f"AWS_SECRET_ACCESS_KEY): {AWS_S3_ENDPOINT_URL!r}", AWS_S3_ENDPOINT_URL))
 AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="")
 if FILE_STORAGE_URL:
     from urllib.parse import urlsplit

@@ -81,6 +81,9 @@ def test_bad_setting_is_refused_by_name(tmp_path, name, value, message):
     ("GATEWAY_PROVIDERS", "ollama=http://gw:S3cretPw0rd@llm.internal/v1", "GATEWAY_PROVIDERS entry 'ollama=http://gw:***@"),
     ("GATEWAY_PROVIDERS", "ollama=htp://gw:S3cretPw0rd@llm.internal", "GATEWAY_PROVIDERS entry 'ollama=htp://gw:***@"),
     ("FILE_STORAGE_URL", "s4://AKIAKEY:S3cretPw0rd@bucket/prefix", "FILE_STORAGE_URL must look like s3://bucket/prefix"),
+    # Never used by boto3 (it signs with AWS keys), and quoted whole in every storage error it raised.
+    ("AWS_S3_ENDPOINT_URL", "https://minio:S3cretPw0rd@s3.internal", "AWS_S3_ENDPOINT_URL must not hold a user or "
+                                                                     "password"),
 ])
 def test_a_refused_url_setting_is_named_without_its_password(tmp_path, name, value, message):
     # The refusal quoted the URL whole: the database's or Redis's password went to the console, the server's
