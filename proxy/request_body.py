@@ -117,10 +117,14 @@ def body_read(headers: list[tuple[str, str]], body: bytes | None, size: int, con
                       "break before it (Werkzeug) see more fields")
     # JSON as read here (a BOM, UTF-16 too), or JSON too deep to read.
     json_like = isinstance(payload, (dict, list)) or (payload is None and _JSON_START.match(decoded))
-    if json_like and multipart_boundary(content_type) is None and (why := json_ambiguity(decoded)):
-        # Python's json and orjson keep a repeated key's last value, other parsers the first: the model judged
-        # here was not always the one the upstream ran (realtime messages are judged so too).
-        return None, f"this request's JSON {why} (parsers differ on which value counts)"
+    if json_like and multipart_boundary(content_type) is None:
+        if why := json_ambiguity(decoded):
+            # Python's json and orjson keep a repeated key's last value, other parsers the first: the model judged
+            # here was not always the one the upstream ran (realtime messages are judged so too).
+            return None, f"this request's JSON {why} (parsers differ on which value counts)"
+        if payload is None:
+            # Go's JSON (Ollama) reads bytes that are not UTF-8 as U+FFFD, and the model beside them.
+            return None, "this request's body starts as JSON but cannot be read as JSON (not UTF-8, or malformed)"
     return payload, ""
 
 

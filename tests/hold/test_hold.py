@@ -230,6 +230,25 @@ def test_the_model_filter_reads_the_model_that_goes_upstream(upstream, gateway, 
     assert call.wait().status_code == 200
 
 
+def test_the_model_filter_holds_a_body_whose_model_servers_read_otherwise(upstream, gateway, settings):
+    # Each named gpt-4o-mini to the gateway, or none, and went upstream unheld: a server reading the first of two
+    # model keys, Go's JSON past a byte that is not UTF-8, a form of more parts than the gateway reads.
+    settings.LOG_MULTIPART_MAX_PARTS = 5
+    _switch(on=True, model="gpt-4o")
+    json_headers = {**AUTH, "Content-Type": "application/json"}
+    form = {"model": "gpt-4o", **{f"pad{i}": "" for i in range(6)}}
+    calls = [Background(lambda content=content: httpx.post(f"{gateway.url}/v1/chat/completions", content=content,
+                                                           headers=json_headers, timeout=30))
+             for content in (b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": []}',
+                             b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "\xff"}]}')]
+    calls.append(Background(lambda: httpx.post(f"{gateway.url}/v1/audio/transcriptions", data=form, headers=AUTH,
+                                               files={"file": ("a.wav", b"RIFF", "audio/wav")}, timeout=30)))
+    ids = held_ids(gateway, 3)
+    assert upstream.received == [] and {HeldRequest.objects.get(pk=i).model for i in ids} == {""}
+    switch(on=False, by="test")
+    assert all(c.wait().status_code for c in calls) and len(upstream.received) == 3  # approved: forwarded
+
+
 def test_the_key_filter_matches_a_key_of_the_keys_app(upstream, gateway, make_key):
     _, secret = make_key("tester")
     _, other = make_key("other")
