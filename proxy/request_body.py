@@ -76,7 +76,9 @@ def headers_for_json(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def body_decoded(headers: list[tuple[str, str]], body: bytes, size_max: int) -> bytes | None:
     """body with the headers' Content-Encoding undone (body itself when there is none); None when it cannot
     be: corrupt, stacked encodings, or more than size_max bytes decoded."""
-    encoding = next((v for k, v in headers if k.lower() == "content-encoding"), "")
+    # Every Content-Encoding line, as one list (RFC 9110): the first alone (identity) left a gzip body sent with a
+    # second line unread, which the upstream decodes.
+    encoding = ", ".join(v for k, v in headers if k.lower() == "content-encoding")
     try:
         name = encoding_name(encoding)
         if not name:
@@ -94,11 +96,16 @@ def body_decoded(headers: list[tuple[str, str]], body: bytes, size_max: int) -> 
 
 def body_read(headers: list[tuple[str, str]], body: bytes | None, size: int, content_type: str) -> tuple[object, str]:
     """(what the body says, "") as body_payload reads it, its Content-Encoding undone; or (None, why it
-    cannot be read): too large to be in memory, compressed past decoding, a form of too many parts or holding its boundary in a part, JSON
-    that repeats a key or nests too deep to read. The steps that judge a
-    request by its model (a key's model list, the hold queue's filter) read it so, as hooks see it."""
+    cannot be read): too large to be in memory, of two Content-Types, compressed past decoding, a form of too
+    many parts or holding its boundary in a part, JSON that repeats a key, nests too deep or does not parse.
+    The steps that judge a request by its model (a key's model list, the hold queue's filter) read it so, as
+    hooks see it."""
     if size and body is None:
         return None, "this request's body is too large to read its model"
+    if sum(k.lower() == "content-type" for k, _ in headers) > 1:
+        # Django joins them, reading the last one's boundary; Starlette takes the first: a form in the body's
+        # preamble, under the first boundary, was the one the upstream read.
+        return None, "this request has more than one Content-Type header (servers differ on which they take)"
     if not body:
         return None, ""
     decoded = body_decoded(headers, body, READ_DECODED_MAX)

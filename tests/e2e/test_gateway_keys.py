@@ -581,6 +581,21 @@ def test_a_form_that_lenient_servers_read_another_model_from_is_refused(gateway,
     assert r.status_code != 403 and len(upstream.received) == 1
 
 
+def test_a_form_under_two_content_types_is_refused(gateway, upstream, make_key):
+    # The gateway read the last one's boundary (Django joins the two), Starlette (vLLM) takes the first: the
+    # form in the other's preamble, naming another model, was the one the upstream ran.
+    _, secret = make_key("ears", models=["whisper-1"])
+    form = (b"--X\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-4o-transcribe\r\n--X--\r\n"
+            b"--Y\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--Y--\r\n")
+    headers = [("X-Gateway-Key", secret), ("Authorization", f"Bearer {PROVIDER_KEY}"),
+               ("Content-Type", "multipart/form-data; boundary=X"), ("Content-Type", "multipart/form-data; boundary=Y")]
+    r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", content=form, headers=headers)
+    assert r.status_code == 403 and "more than one Content-Type" in r.json()["error"]["message"], r.text
+    assert upstream.received == []
+    r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", content=form, headers=headers[:2] + headers[3:])
+    assert r.status_code != 403 and len(upstream.received) == 1
+
+
 @pytest.mark.parametrize("body", [
     b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": []}',
     b'{"model": "gpt-4o", "mod\\u0065l": "gpt-4o-mini", "messages": []}',  # the same key, escaped

@@ -232,7 +232,8 @@ def test_the_model_filter_reads_the_model_that_goes_upstream(upstream, gateway, 
 
 def test_the_model_filter_holds_a_body_whose_model_servers_read_otherwise(upstream, gateway, settings):
     # Each named gpt-4o-mini to the gateway, or none, and went upstream unheld: a server reading the first of two
-    # model keys, Go's JSON past a byte that is not UTF-8, a form of more parts than the gateway reads.
+    # model keys, Go's JSON past a byte that is not UTF-8, a form of more parts than the gateway reads, a form
+    # under two Content-Types, a gzip body under two Content-Encoding lines.
     settings.LOG_MULTIPART_MAX_PARTS = 5
     _switch(on=True, model="gpt-4o")
     json_headers = {**AUTH, "Content-Type": "application/json"}
@@ -243,10 +244,25 @@ def test_the_model_filter_holds_a_body_whose_model_servers_read_otherwise(upstre
                              b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "\xff"}]}')]
     calls.append(Background(lambda: httpx.post(f"{gateway.url}/v1/audio/transcriptions", data=form, headers=AUTH,
                                                files={"file": ("a.wav", b"RIFF", "audio/wav")}, timeout=30)))
-    ids = held_ids(gateway, 3)
+    # Two Content-Types: Starlette reads the form of the first boundary (here in the other's preamble), the
+    # gateway the last.
+    two_forms = (b"--X\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-4o\r\n--X--\r\n"
+                 b"--Y\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-4o-mini\r\n--Y--\r\n")
+    calls.append(Background(lambda: httpx.post(
+        f"{gateway.url}/v1/audio/transcriptions", content=two_forms, timeout=30,
+        headers=[*AUTH.items(), ("Content-Type", "multipart/form-data; boundary=X"),
+                 ("Content-Type", "multipart/form-data; boundary=Y")])))
+    ids = held_ids(gateway, 4)
     assert upstream.received == [] and {HeldRequest.objects.get(pk=i).model for i in ids} == {""}
+    # A gzip body whose encoding comes in a second Content-Encoding line, after identity: read decoded.
+    zipped = gzip.compress(json.dumps({**CHAT, "model": "gpt-4o"}).encode())
+    calls.append(Background(lambda: httpx.post(
+        f"{gateway.url}/v1/chat/completions", content=zipped, timeout=30,
+        headers=[*json_headers.items(), ("Content-Encoding", "identity"), ("Content-Encoding", "gzip")])))
+    ids = held_ids(gateway, 5)
+    assert upstream.received == [] and HeldRequest.objects.get(pk=ids[-1]).model == "gpt-4o"
     switch(on=False, by="test")
-    assert all(c.wait().status_code for c in calls) and len(upstream.received) == 3  # approved: forwarded
+    assert all(c.wait().status_code for c in calls) and len(upstream.received) == 5  # approved: forwarded
 
 
 def test_the_key_filter_matches_a_key_of_the_keys_app(upstream, gateway, make_key):
