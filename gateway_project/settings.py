@@ -77,9 +77,13 @@ def _url(name: str, default: str) -> str:
     """An upstream's base URL: http(s)://host[:port][/path]."""
     value = env.str(name, default=default).strip() or default
     parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018  (a port out of range or not a number: every request was a 500 with a traceback)
+    except ValueError:
+        parts = parts._replace(scheme="")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ImproperlyConfigured(_password_hidden(f"{name} must be an http:// or https:// URL with a host, not "
-                                                    f"{value!r}", value))
+        raise ImproperlyConfigured(_password_hidden(f"{name} must be an http:// or https:// URL with a host (and "
+                                                    f"a port that is a number to 65535), not {value!r}", value))
     return value
 
 

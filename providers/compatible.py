@@ -23,6 +23,15 @@ class Compatible(OpenAI):
         self.upstream_default = base_url
 
 
+def _port_valid(url: str) -> bool:
+    """Whether the URL's port, if it has one, is a number up to 65535 (else every request was a 500)."""
+    try:
+        urlsplit(url).port
+    except ValueError:
+        return False
+    return True
+
+
 def compatible_parse(entries: tuple[str, ...], taken: frozenset[str]) -> tuple[Compatible, ...]:
     """Providers from "name=https://host/base" entries; ValueError naming the bad entry."""
     out: list[Compatible] = []
@@ -31,9 +40,9 @@ def compatible_parse(entries: tuple[str, ...], taken: frozenset[str]) -> tuple[C
             continue
         name, sep, url = entry.strip().partition("=")
         name, url = name.strip().lower(), url.strip()
-        if not sep or not NAME_RE.match(name) or not url.startswith(("http://", "https://")):
+        if not sep or not NAME_RE.match(name) or not url.startswith(("http://", "https://")) or not _port_valid(url):
             raise ValueError(f"GATEWAY_PROVIDERS entry {entry!r} must look like name=https://host/base "
-                             "(name: letters (read as lowercase), digits, - or _)")
+                             "(name: letters (read as lowercase), digits, - or _; a port, if any, a number to 65535)")
         if name in taken or any(p.name == name for p in out):
             raise ValueError(f"GATEWAY_PROVIDERS: the name {name!r} is already taken")
         provider = Compatible(name, url)

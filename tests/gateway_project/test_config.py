@@ -34,8 +34,11 @@ def _settings_run(tmp_path, code: str = "import gateway_project.settings", **var
     ("UPSTREAM_READ_TIMEOUT", "-1", "UPSTREAM_READ_TIMEOUT must be above 0, not -1"),
     ("MAX_REQUEST_BODY_BYTES", "-5", "MAX_REQUEST_BODY_BYTES must be at least 0, not -5"),
     ("CACHE_DEFAULT_TTL", "-5", "CACHE_DEFAULT_TTL must be at least 0, not -5"),
-    ("OPENAI_UPSTREAM_URL", "127.0.0.1:9501", "OPENAI_UPSTREAM_URL must be an http:// or https:// URL with a host, "
-                                              "not '127.0.0.1:9501'"),
+    ("OPENAI_UPSTREAM_URL", "127.0.0.1:9501", "OPENAI_UPSTREAM_URL must be an http:// or https:// URL with a host "
+                                              "(and a port that is a number to 65535), not '127.0.0.1:9501'"),
+    # A port that is no port: every request was a 500 with a traceback.
+    ("OPENAI_UPSTREAM_URL", "http://127.0.0.1:95010", "OPENAI_UPSTREAM_URL must be an http:// or https:// URL"),
+    ("GATEWAY_PROVIDERS", "ollama=http://127.0.0.1:11434x", "GATEWAY_PROVIDERS entry 'ollama=http://127.0.0.1:11434x'"),
     # The SDKs' base URL (with its /v1) copied into the setting sent every call to /v1/v1/... (the upstream's 404).
     ("OPENAI_UPSTREAM_URL", "https://api.openai.com/v1", "OPENAI_UPSTREAM_URL must not end in /v1: every client "
                                                         "path already starts with it (write https://api.openai.com)"),
