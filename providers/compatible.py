@@ -41,8 +41,8 @@ def compatible_parse(entries: tuple[str, ...], taken: frozenset[str]) -> tuple[C
         name, sep, url = entry.strip().partition("=")
         name, url = name.strip().lower(), url.strip()
         if not sep or not NAME_RE.match(name) or not url.startswith(("http://", "https://")) or not _port_valid(url):
-            raise ValueError(f"GATEWAY_PROVIDERS entry {entry!r} must look like name=https://host/base "
-                             "(name: letters (read as lowercase), digits, - or _; a port, if any, a number to 65535)")
+            raise ValueError(f"GATEWAY_PROVIDERS entry {entry!r} must look like name=https://host/base, a port if "
+                             "any a number to 65535 (name: letters (read as lowercase), digits, - or _)")
         if name in taken or any(p.name == name for p in out):
             raise ValueError(f"GATEWAY_PROVIDERS: the name {name!r} is already taken")
         provider = Compatible(name, url)
