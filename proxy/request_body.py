@@ -45,7 +45,7 @@ class Refusal:
 
 def body_payload(body: bytes | None, content_type: str) -> object:
     """What a request body says, for the policy steps (its model above all), as the log reads it: JSON parsed,
-    or a multipart form's text fields ({} past LOG_MULTIPART_MAX_PARTS); None for anything else."""
+    or a multipart form's text fields ({} for one body_read cannot read); None for anything else."""
     try:
         return _payload(body, content_type)
     except (TooManyParts, BoundaryInside):
@@ -102,12 +102,12 @@ def body_read(headers: list[tuple[str, str]], body: bytes | None, size: int, con
     hooks see it."""
     if size and body is None:
         return None, "this request's body is too large to read its model"
+    if not body:
+        return None, ""
     if sum(k.lower() == "content-type" for k, _ in headers) > 1:
         # Django joins them, reading the last one's boundary; Starlette takes the first: a form in the body's
         # preamble, under the first boundary, was the one the upstream read.
         return None, "this request has more than one Content-Type header (servers differ on which they take)"
-    if not body:
-        return None, ""
     decoded = body_decoded(headers, body, READ_DECODED_MAX)
     if decoded is None:
         return None, (f"this request's compressed body cannot be decoded to read its model (corrupt, or more than "

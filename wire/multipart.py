@@ -20,8 +20,8 @@ class Part:
     content_type: str
     start: int
     end: int
-    # The names a server may read it under besides `name`, when it has a name* parameter (RFC 2231/5987):
-    # Werkzeug and python-multipart take it, or the plain name, whichever comes last.
+    # The names a server may read it under besides `name` (see _other_names): a name* parameter's, an earlier
+    # Content-Disposition's.
     other_names: tuple[str, ...] = ()
 
 
@@ -80,7 +80,7 @@ def multipart_fields(body: bytes, boundary: str, max_parts: int) -> dict[str, st
     fields: dict[str, str] = {}
     repeated: set[str] = set()
     for part in parts:
-        if part.other_names:  # named twice (name and name*): servers differ on which name they give it
+        if part.other_names:  # named twice (name*, two Content-Dispositions): servers differ on which counts
             repeated.update((part.name, *part.other_names))
         elif part.filename is None and part.end - part.start <= FIELD_MAX:
             try:
