@@ -30,7 +30,7 @@ from proxy.key_policy import key_rejudge, key_request
 from proxy.relay import AnswerFilter, AnswerFilters
 from proxy.request_body import body_decoded
 from proxy.threads import off_loop
-from wire.jsonutil import json_parse
+from wire.jsonutil import json_ambiguity, json_parse
 from wire.sse import EventFilter
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,12 @@ class StreamUsageStep(Step):
             else:
                 decoded, injected = body, usage_body(x.provider, x.method, x.route.upstream_path, body)
         except UsageUnknowable as exc:
-            return self._unknowable(x, str(exc))
+            return self._unknowable(x, str(exc), "name the field in lower case, as the SDKs do")
+        if x.usage_counted and decoded and (why := json_ambiguity(decoded)):
+            # {"stream": true, "stream": false} read here as no stream, by a server taking the first as one
+            # without its usage: the key counted nothing.
+            return self._unknowable(x, f"this request's JSON {why} (parsers differ on which value counts, and one "
+                                       "may stream without its usage)", "send each field once")
         if injected is None:
             return None
         dropped = {"accept-encoding"} | ({"content-encoding"} if decoded is not body else set())
@@ -205,14 +210,13 @@ class StreamUsageStep(Step):
         x.decisions.append({"step": self.name, "decision": "asked the stream for usage", "changed": changed})
         return None
 
-    def _unknowable(self, x: Exchange, why: str) -> HttpResponseBase | None:
+    def _unknowable(self, x: Exchange, why: str, advice: str) -> HttpResponseBase | None:
         """A request whose stream the provider module cannot read for sure: refused to a key counting spend or
         tokens (its answer might count nothing: fail closed), forwarded as it came otherwise (STREAM_USAGE=inject)."""
         if not x.usage_counted:
             x.decisions.append({"step": self.name, "decision": f"not asked for usage: {why}"})
             return None
-        message = (f"Gateway key '{x.gateway_key.name}' counts its spend or tokens, and {why}: name the field in "
-                   "lower case, as the SDKs do.")
+        message = f"Gateway key '{x.gateway_key.name}' counts its spend or tokens, and {why}: {advice}."
         x.decisions.append({"step": self.name, "decision": "refused", "reason": message})
         x.outcome, x.error = Outcome.GATEWAY_ERROR, message
         return json_error(403, x.provider.error_body(message, kind="permission_error", status=403))

@@ -239,6 +239,18 @@ def test_a_counting_key_is_refused_a_stream_field_in_another_case(gateway, upstr
     assert _chat(gateway, secret).status_code == 200  # the lower-case fields, as the SDKs send them
 
 
+def test_a_counting_key_is_refused_a_stream_field_sent_twice(gateway, upstream, log_flush, make_key):
+    """{"stream": true, "stream": false} read as no stream here (Python's json keeps the last) streamed without
+    its usage on a server taking the first, and a key counting tokens counted nothing."""
+    _, secret = make_key("tokens", tpm=100000)
+    headers = {"Authorization": f"Bearer {PROVIDER_KEY}", "X-Gateway-Key": secret, "Content-Type": "application/json"}
+    body = json.dumps(CHAT)[:-1].encode() + b', "stream": true, "stream": false}'
+    answer = httpx.post(f"{gateway.url}/v1/chat/completions", content=body, headers=headers, timeout=10)
+    assert answer.status_code == 403 and "JSON repeats a key" in answer.json()["error"]["message"], answer.text
+    assert upstream.received == []
+    assert _chat(gateway, secret).status_code == 200  # each field once, as the SDKs send them
+
+
 def test_a_client_that_leaves_before_the_usage_chunk_still_spends_the_budget(gateway, upstream, log_flush, make_key):
     """Hanging up at the finish_reason chunk, before the usage chunk, left the exchange without tokens or cost:
     a key's budget and tokens per minute never counted it. Its answer is now read to the end for its usage."""
