@@ -177,25 +177,24 @@ class StreamUsageStep(Step):
             return None
         if not x.provider.usage_injectable(x.method, x.route.upstream_path):
             return None
-        body = x.forward_body
+        body, large = x.forward_body, False
         if body is None and x.body.size:  # a large one is in its spool file (1 MiB of blanks is no tokens)
             body = x.body.in_memory()
             if body is None:
-                body = await off_loop(x.body.read_all)
+                body, large = await off_loop(x.body.read_all), True
         if not body:
             return None
+        encoded = any(k.lower() == "content-encoding" for k, _ in x.forward_headers)
         try:
-            if any(k.lower() == "content-encoding" for k, _ in x.forward_headers):
-                # Decoded whole (a key counting usage must not escape it by compressing), off the event loop:
-                # a few kilobytes of zstd can decode to MAX_REQUEST_BODY_BYTES.
-                decoded, injected = await off_loop(self._inject_decoded, x, body)
+            if encoded or large:
+                # Off the event loop: a few kilobytes of zstd can decode to MAX_REQUEST_BODY_BYTES (a key counting
+                # usage must not escape it by compressing), and a spooled body is as large.
+                decoded, injected, why = await off_loop(self._read, x, body, encoded)
             else:
-                decoded, injected = body, usage_body(x.provider, x.method, x.route.upstream_path, body)
+                decoded, injected, why = self._read(x, body, False)
         except UsageUnknowable as exc:
             return self._unknowable(x, str(exc), "name the field in lower case, as the SDKs do")
-        if x.usage_counted and decoded and (why := json_ambiguity(decoded)):
-            # {"stream": true, "stream": false} read here as no stream, by a server taking the first as one
-            # without its usage: the key counted nothing.
+        if why:
             return self._unknowable(x, f"this request's JSON {why} (parsers differ on which value counts, and one "
                                        "may stream without its usage)", "send each field once")
         if injected is None:
@@ -222,9 +221,16 @@ class StreamUsageStep(Step):
         return json_error(403, x.provider.error_body(message, kind="permission_error", status=403))
 
     @staticmethod
-    def _inject_decoded(x: Exchange, body: bytes) -> tuple[bytes | None, bytes | None]:
-        decoded = body_decoded(x.forward_headers, body, settings.MAX_REQUEST_BODY_BYTES)
-        return decoded, usage_body(x.provider, x.method, x.route.upstream_path, decoded) if decoded else None
+    def _read(x: Exchange, body: bytes, encoded: bool) -> tuple[bytes | None, bytes | None, str]:
+        """(the body decoded, it asking for the stream's usage or None, why parsers may read it otherwise or "")."""
+        decoded = body_decoded(x.forward_headers, body, settings.MAX_REQUEST_BODY_BYTES) if encoded else body
+        if not decoded:
+            return decoded, None, ""
+        injected = usage_body(x.provider, x.method, x.route.upstream_path, decoded)
+        # A body that goes as sent ({"stream": true, "stream": false}, read here as no stream) may stream without its
+        # usage on a server taking the first: the key counted nothing. One asking for usage goes as read here.
+        why = json_ambiguity(decoded) if injected is None and x.usage_counted else ""
+        return decoded, injected, why
 
     def relay_filter(self, x: Exchange, is_sse: bool) -> AnswerFilter | None:
         return EventFilter(x.provider.injected_event) if x.usage_injected and is_sse else None

@@ -69,8 +69,12 @@ class _KeyRepeated(Exception):
 
 
 def _keys_once(pairs: list[tuple[str, Any]]) -> None:
-    if len({k for k, _ in pairs}) != len(pairs):
+    if len(dict(pairs)) != len(pairs):
         raise _KeyRepeated
+
+
+# Built once: json.loads(data, object_pairs_hook=...) builds a decoder a call, half of a small body's check.
+_PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=_keys_once)
 
 
 def json_ambiguity(data: bytes | str) -> str:
@@ -80,7 +84,13 @@ def json_ambiguity(data: bytes | str) -> str:
     refuse it); or it nests deeper than Python's json reads, where a parser with a deeper limit still reads it.
     What the gateway judged may then not be what an upstream reads."""
     try:
-        json.loads(data, object_pairs_hook=_keys_once)
+        if isinstance(data, str):
+            if data.startswith("\ufeff"):
+                return ""  # json.loads refuses it: no JSON
+            text = data
+        else:  # as json.loads reads bytes: UTF-8, -16 or -32, a BOM allowed
+            text = data.decode(json.detect_encoding(data), "surrogatepass")
+        _PAIRS_DECODER.decode(text)
     except _KeyRepeated:
         return "repeats a key"
     except RecursionError:
