@@ -60,6 +60,9 @@ class Directive:
 _SECONDS = re.compile(r"[0-9]{1,12}")
 
 
+_QUOTED_MAX = 64  # characters of a refused X-Gateway-Cache value quoted in the error
+
+
 class DirectiveError(ValueError):
     """An X-Gateway-Cache value the gateway does not understand."""
 
@@ -75,8 +78,11 @@ def directive_parse(value: str | None, default_ttl: int) -> Directive | None:
     if value.startswith("refresh="):
         read, value = False, value.removeprefix("refresh=").strip()
     if _SECONDS.fullmatch(value) is None:
+        sent = sent.strip()
+        if len(sent) > _QUOTED_MAX:  # a header may be 64 KiB: the answer and the log quote its start
+            sent = f"{sent[:_QUOTED_MAX]}... ({len(sent)} characters)"
         raise DirectiveError("X-Gateway-Cache must be a number of seconds, 'no-store' or 'refresh=<seconds>', "
-                             f"not {sent.strip()!r}.")
+                             f"not {sent!r}.")
     return Directive(read=read, ttl=int(value))
 
 
