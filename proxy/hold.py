@@ -197,6 +197,22 @@ def _body_for_operator(x: Exchange, body: bytes | None) -> str | None:
     return text_scrub(text, x.scrubber.secrets)
 
 
+def _model_read(x: Exchange, switch: SwitchState, body: bytes | None) -> tuple[str | None, str | None]:
+    """(the model the switch is matched against, why it cannot be read or ""); (None, None) when nothing asks."""
+    if x.websocket:
+        # A realtime session names its model in the upgrade's query (OpenAI), or only in its first message (Gemini
+        # Live): the body's reading found none, and `--model gpt-realtime` let every session through unheld.
+        model = x.provider.realtime_model(x.route.upstream_path, x.query)
+        return model, "" if model else "this session's model is not named in its upgrade request"
+    if not (switch.model or body):
+        return None, None
+    # The model that goes upstream, after the hooks: read from the upstream path (Gemini names it there), the body
+    # decoded. One that cannot be read is held under a model filter: the operator decides what nobody could read.
+    payload, unread = body_read(x.forward_headers, body, 0 if x.forward_body is not None else x.body.size,
+                                x.content_type)
+    return x.provider.request_model(unquote(x.route.upstream_path), payload), unread
+
+
 async def hold_request(x: Exchange) -> HttpResponseBase | None:
     """Hold a matching request until it is decided (or times out); carry the decision out."""
     watch = watch_get()
@@ -204,19 +220,7 @@ async def hold_request(x: Exchange) -> HttpResponseBase | None:
     if not switch.on:
         return None
     body = _body_now(x)
-    model = unread = None
-    if x.websocket:
-        # A realtime session names its model in the upgrade's query (OpenAI), or only in its first message (Gemini
-        # Live): the body's reading found none, and `--model gpt-realtime` let every session through unheld.
-        model = x.provider.realtime_model(x.route.upstream_path, x.query)
-        unread = "" if model else "this session's model is not named in its upgrade request"
-    elif switch.model or body:
-        # The model that goes upstream, after the hooks: read from the upstream path (Gemini names it
-        # there), the body decoded. One that cannot be read is held under a model filter: the operator
-        # decides what nobody could read.
-        payload, unread = body_read(x.forward_headers, body, 0 if x.forward_body is not None else x.body.size,
-                                    x.content_type)
-        model = x.provider.request_model(unquote(x.route.upstream_path), payload)
+    model, unread = _model_read(x, switch, body)
     if not _matches(switch, x, model, unread):
         return None
     held_from = time.monotonic()
