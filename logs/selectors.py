@@ -518,39 +518,53 @@ def date_choices(qs: QuerySet, field: str, starts: list[datetime], width: "calla
     per period: the database picks the filter's index, and an ordered seek would walk created_at until a match,
     far for a rare value."""
     if known is not None:
-        return [s for s in starts if any(s <= v < width(s) for v in known)]
+        return [s for s in starts if any(s <= v and _before(v, width(s)) for v in known)]
     if grouped and starts:
         # A word search (grouped: the periods' kind, "day"...): the text index finds the set whole, once per
         # query, so an EXISTS per period re-ran it (31 for a month: 3.7 s at 49,000 exchanges); one query
         # groups the set's rows by period instead.
-        within = qs.filter(**{f"{field}__gte": starts[0], f"{field}__lt": width(starts[-1])})
+        within = qs.filter(**period_q(field, starts[0], width(starts[-1])))
         present = set(within.datetimes(field, grouped, tzinfo=starts[0].tzinfo))
         return [s for s in starts if s in present]
     if _conditions(qs, field) != "range":
-        return [s for s in starts if qs.filter(**{f"{field}__gte": s, f"{field}__lt": width(s)}).exists()]
+        return [s for s in starts if qs.filter(**period_q(field, s, width(s))).exists()]
     if not starts:
         return []
     # The range's bounds and the period's as one pair: given two lower bounds on one column, SQLite seeks to
     # one and reads on from there (see distinct_values).
     lower, upper = _range_bounds(qs, field), _range_bounds(qs, field, LessThan)
     values = qs.model._default_manager.order_by(field).values_list(field, flat=True)
-    end = min([width(starts[-1]), *upper])
+    end = min([e for e in (width(starts[-1]), *upper) if e is not None], default=None)
     found, i = [], 0
     while i < len(starts):
-        value = values.filter(**{f"{field}__gte": max([starts[i], *lower]), f"{field}__lt": end}).first()
+        value = values.filter(**period_q(field, max([starts[i], *lower]), end)).first()
         if value is None:
             break
-        while width(starts[i]) <= value:  # periods before the value's hold nothing
+        while not _before(value, width(starts[i])):  # periods before the value's hold nothing
             i += 1
         found.append(starts[i])
         i += 1
     return found
 
 
-def period_next(start: datetime, level: str) -> datetime:
-    """Start of the following year, month or day."""
-    if level == "year":
-        return start.replace(year=start.year + 1)
-    if level == "month":
-        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-    return start + timedelta(days=1)
+def period_next(start: datetime, level: str) -> datetime | None:
+    """Start of the following year, month or day; None after the calendar's last (year 9999), whose period has
+    no end a datetime can hold: it runs on to the end of time."""
+    try:
+        if level == "year":
+            return start.replace(year=start.year + 1)
+        if level == "month":
+            return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+        return start + timedelta(days=1)
+    except (OverflowError, ValueError):  # year 10000: replace says ValueError, adding says OverflowError
+        return None
+
+
+def period_q(field: str, start: datetime, end: datetime | None) -> dict:
+    """The lookups of field's values from start up to end (None: no end, see period_next)."""
+    return {f"{field}__gte": start, **({f"{field}__lt": end} if end is not None else {})}
+
+
+def _before(value: datetime, end: datetime | None) -> bool:
+    """True when value lies before end (None: no end, see period_next)."""
+    return end is None or value < end

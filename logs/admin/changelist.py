@@ -1,12 +1,18 @@
 """The exchange list's paging and sorting: no COUNT(*), index-friendly sorts, date range applied last."""
 
+from datetime import datetime
+
+from django.conf import settings
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import build_q_object_from_lookup_parameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.functional import cached_property
+
+from logs.selectors import period_next, period_q
 
 # Sortable columns whose value can be unknown: sorting by one lists the exchanges where it is
 # known, so the database walks that column's index (both directions, SQLite and PostgreSQL)
@@ -55,22 +61,36 @@ class NoCountPaginator(Paginator):
         return super().page(number)
 
 
+def drill_down_range(field: str, year: str, month: str | None, day: str | None) -> dict:
+    """The lookups of field (in Django's list form) of the drill-down's year, month or day."""
+    try:
+        start = datetime(int(year), int(month or 1), int(day or 1))
+    except (TypeError, ValueError) as exc:  # as Django's own bad values: the list says so
+        raise IncorrectLookupParameters(exc) from exc
+    start = timezone.make_aware(start) if settings.USE_TZ else start
+    level = "day" if day else "month" if month else "year"
+    return {k: [v] for k, v in period_q(field, start, period_next(start, level)).items()}
+
+
 class ExchangeChangeList(ChangeList):
     """ChangeList that reuses the paginator's rows and keeps the date range apart for probes."""
 
     date_range: dict = {}
 
     def get_filters(self, request: HttpRequest, *args, **kwargs):
-        """As Django's, with the date hierarchy's created_at range held back (applied last). A drill-down
-        date at the calendar's end (year 9999, December 31) overflows the day after it: a bad lookup, as
-        Django's own bad values are (the list says so), not a 500."""
+        """As Django's, with the date drill-down's period held back as a created_at range (applied last).
+
+        The period is ours, not Django's: Django ends a period at the next one's start, which past the
+        calendar's last (year 9999, its December, its 31st) overflows, so the list of a row dated then could
+        not be opened. Hidden from Django's code, the drill-down's parameters stay plain lookups, taken out here."""
+        field, self.date_hierarchy = self.date_hierarchy, None
         try:
             specs, has_filters, lookups, duplicates, active = super().get_filters(request, *args, **kwargs)
-        except OverflowError as exc:
-            raise IncorrectLookupParameters(exc) from exc
-        field = self.date_hierarchy
-        keys = (f"{field}__gte", f"{field}__lt") if field else ()
-        self.date_range = {k: lookups.pop(k) for k in keys if k in lookups}
+        finally:
+            self.date_hierarchy = field
+        if field and f"{field}__year" in lookups:  # a month or day without a year stays a plain lookup, as in Django
+            drill = [lookups.pop(f"{field}__{k}", [None])[-1] for k in ("year", "month", "day")]
+            self.date_range = drill_down_range(field, *drill)
         return specs, has_filters, lookups, duplicates, active
 
     def get_ordering(self, request: HttpRequest, queryset: QuerySet) -> list:
