@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from hold.models import Decision, HeldRequest
 from hold.selectors import held_recent, held_waiting, switch_read
-from hold.services import HoldError, held_decide, switch_set
+from hold.services import HoldError, edited_body_size_check, held_decide, switch_set
 
 BODY_PREVIEW_MAX = 256 * 1024  # larger bodies are not sent to the page (nor editable there)
 
@@ -30,6 +30,20 @@ def _decided_json(row: HeldRequest) -> dict:
             "edited": row.edited_body is not None, "by": row.decided_by,
             "at": row.decided_at.isoformat() if row.decided_at else None, "state": row.state,
             "held_ms": row.held_ms, "log_url": reverse("admin:logs_request_change", args=[row.id])}
+
+
+def _edited_body(request: HttpRequest) -> str | None:
+    """The edited body of a decision: the page sends it as a file, so that only MAX_REQUEST_BODY_BYTES (the
+    CLI's limit too) bounds it; as a form field, DATA_UPLOAD_MAX_MEMORY_SIZE refused a larger one with Django's
+    bare 400 before this view ran. A field is still read (a script's post)."""
+    upload = request.FILES.get("body")
+    if upload is None:
+        return request.POST.get("body")
+    edited_body_size_check(upload.size)  # before reading it whole
+    try:
+        return upload.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HoldError(f"the edited body is not UTF-8 text: {exc}") from None
 
 
 @admin.register(HeldRequest)
@@ -94,8 +108,8 @@ class HeldRequestAdmin(admin.ModelAdmin):
         """Decide one waiting request; 400 with the reason when it cannot be."""
         if not self.has_change_permission(request):
             raise PermissionDenied
-        body = request.POST.get("body")
         try:
+            body = _edited_body(request)
             decided = held_decide(request.POST.get("id", ""), request.POST.get("decision", ""),
                                   by=request.user.get_username(), body=body if body not in (None, "") else None)
         except HoldError as exc:

@@ -88,12 +88,21 @@ def _not_json(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def edited_body_size_check(size: int) -> None:
+    """An edited body (size: its bytes, or a bound on them) may be as large as a client's request, no larger:
+    HoldError naming the limit and its setting when it is. The one limit of the admin's editor and the CLI."""
+    if size > settings.MAX_REQUEST_BODY_BYTES:
+        raise HoldError(f"the edited body ({size} bytes) is larger than MAX_REQUEST_BODY_BYTES "
+                        f"({settings.MAX_REQUEST_BODY_BYTES} bytes), which a client's request may not exceed either: "
+                        "raise MAX_REQUEST_BODY_BYTES in the gateway's environment to send a larger one")
+
+
 def edited_body_check(text: str) -> str:
     """An edited body must be JSON (an object or an array), no larger than a client may send; HoldError saying
     where it is not."""
-    if len(text) > settings.MAX_REQUEST_BODY_BYTES or len(text.encode("utf-8")) > settings.MAX_REQUEST_BODY_BYTES:
-        raise HoldError(f"the edited body is larger than MAX_REQUEST_BODY_BYTES ({settings.MAX_REQUEST_BODY_BYTES} "
-                        "bytes), which a client's request may not exceed either")
+    if len(text) > settings.MAX_REQUEST_BODY_BYTES:  # no copy encoded when the characters alone are too many
+        edited_body_size_check(len(text))
+    edited_body_size_check(len(text.encode("utf-8")))
     try:
         value = json.loads(text, parse_constant=_not_json)
     except RecursionError:

@@ -29,13 +29,14 @@ AUTH = {"Authorization": "Bearer sk-" + "browserHOLDkey0123456789abc"}
 
 
 @pytest.fixture
-def server(tmp_path, tmp_path_factory, mock_upstream):
+def server(request, tmp_path, tmp_path_factory, mock_upstream):
+    """A two-worker gateway with an admin user; parametrized indirectly, request.param is more environment."""
     data = tmp_path / "data"
     db = migrated_copy(data, tmp_path_factory)
     env = {**proc_env(data, mock_upstream.url), "DJANGO_SUPERUSER_PASSWORD": PASSWORD}
     subprocess.run([sys.executable, "manage.py", "createsuperuser", "--noinput", "--username", "admin",
                     "--email", "admin@example.com"], cwd=ROOT, env=env, check=True, timeout=60, capture_output=True)
-    gw = GatewayProcess(data, mock_upstream.url, workers=2)
+    gw = GatewayProcess(data, mock_upstream.url, workers=2, **getattr(request, "param", {}))
     mock_upstream.mock.received.clear()
     yield gw, db
     gw.stop()
@@ -53,14 +54,19 @@ def _post(gw, body=CHAT) -> Background:
     return Background(lambda: httpx.post(f"{gw.url}/v1/chat/completions", json=body, headers=AUTH, timeout=30))
 
 
-def test_switch_badge_page_and_decisions_by_click(server, page, mock_upstream):
-    gw, db = server
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.goto(f"{gw.url}/admin/logs/request/")
+def _login(page, gw, path: str) -> None:
+    """Sign in as the admin through the login form, landing on path."""
+    page.goto(f"{gw.url}{path}")
     page.fill("#id_username", "admin")
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
-    page.wait_for_url("**/admin/logs/request/")
+    page.wait_for_url(f"**{path}")
+
+
+def test_switch_badge_page_and_decisions_by_click(server, page, mock_upstream):
+    gw, db = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    _login(page, gw, "/admin/logs/request/")
 
     # The switch on the exchange list (it is on every admin page).
     page.wait_for_function("document.querySelector('#hold-switch .state').textContent === 'off'")
@@ -155,3 +161,37 @@ def test_switch_badge_page_and_decisions_by_click(server, page, mock_upstream):
     assert decided[:3] == [("approve", "admin", 0), ("approve", "admin", 1), ("content-policy", "admin", 0)]
     assert decided[3][0] == "reject-400"
     until(lambda: len(db_rows(db, "SELECT id FROM responses")) == 4, what="four exchanges logged")
+
+
+@pytest.mark.parametrize("server", [{"DATA_UPLOAD_MAX_MEMORY_SIZE": "1000", "MAX_REQUEST_BODY_BYTES": "5000"}],
+                         indirect=True)
+def test_an_edited_body_too_large_is_refused_on_the_page_and_one_past_the_form_cap_goes(server, page, mock_upstream):
+    """Sent as a form field, an edited body over DATA_UPLOAD_MAX_MEMORY_SIZE got Django's bare HTML 400: the page
+    said "HTTP 400". Now only MAX_REQUEST_BODY_BYTES bounds it, as it does the CLI's --body-file and a client."""
+    gw, db = server
+    _login(page, gw, "/admin/hold/heldrequest/")
+    page.click("#held-switch .turn-on")
+    page.wait_for_function("document.querySelector('#held-switch .state').textContent === 'on'")
+    held = _post(gw)
+    page.wait_for_selector("#held-list tbody tr button[data-decision=edit]", timeout=5000)
+    page.click("#held-list tbody tr button[data-decision=edit]")
+    alerts = []
+    page.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
+    too_large = json.dumps({**CHAT, "pad": "x" * 6000})
+    page.fill("#held-editor textarea", too_large)
+    with page.expect_response("**/decide/") as answer:
+        page.click("#held-editor .send")
+    assert answer.value.status == 400 and answer.value.headers["content-type"] == "application/json"
+    page.wait_for_function("document.querySelector('#held-editor .error').textContent !== ''", timeout=5000)
+    assert not alerts and page.inner_text("#held-editor .error") == (
+        f"the edited body ({len(too_large)} bytes) is larger than MAX_REQUEST_BODY_BYTES (5000 bytes), which a "
+        "client's request may not exceed either: raise MAX_REQUEST_BODY_BYTES in the gateway's environment to send "
+        "a larger one")
+    assert not page.evaluate("document.querySelector('#held-editor').hidden")  # the text stays, to shorten
+    assert db_rows(db, "SELECT decision FROM hold_requests") == [("",)] and not held.done
+    edited = {**CHAT, "pad": "é" * 1500}  # 3,000 bytes: past the admin's form cap, within a client's limit
+    page.fill("#held-editor textarea", json.dumps(edited, ensure_ascii=False))
+    page.click("#held-editor .send")
+    assert held.wait().status_code == 200
+    assert json.loads(mock_upstream.mock.received[-1].body) == edited
+    assert db_rows(db, "SELECT decision, edited_body IS NOT NULL FROM hold_requests") == [("approve", 1)]

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from hold.models import HeldRequest
@@ -62,6 +63,25 @@ def test_decide_validates_the_edited_body(admin_client):
     r = admin_client.post(DECIDE, {"id": "a" * 32, "decision": "approve", "body": json.dumps({"model": "x"})})
     assert r.status_code == 200 and r.json() == {"decision": "approve", "by": "admin", "edited": True}
     assert admin_client.post(DECIDE, {"id": "a" * 32, "decision": "reject-400"}).status_code == 400
+
+
+def test_an_edited_body_past_the_admins_form_cap_goes_and_one_past_a_clients_limit_is_refused(admin_client, settings):
+    """The page sends the edited body as a file, as the CLI reads one: MAX_REQUEST_BODY_BYTES alone bounds it. As a
+    form field, a body over DATA_UPLOAD_MAX_MEMORY_SIZE got Django's bare HTML 400 and the page said "HTTP 400"."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE, settings.MAX_REQUEST_BODY_BYTES = 1000, 5000
+    _held()
+    big = json.dumps({"model": "m", "pad": "x" * 6000})
+    r = admin_client.post(DECIDE, {"id": "a" * 32, "decision": "approve", "body": SimpleUploadedFile("body.json",
+                                                                                                      big.encode())})
+    assert r.status_code == 400 and r.json()["error"] == (
+        f"the edited body ({len(big)} bytes) is larger than MAX_REQUEST_BODY_BYTES (5000 bytes), which a client's "
+        "request may not exceed either: raise MAX_REQUEST_BODY_BYTES in the gateway's environment to send a larger one")
+    assert HeldRequest.objects.get(pk="a" * 32).decision == ""  # still waiting, to decide again
+    edited = json.dumps({"model": "m", "pad": "é" * 1000}, ensure_ascii=False)  # past the form cap, within the limit
+    r = admin_client.post(DECIDE, {"id": "a" * 32, "decision": "approve",
+                                   "body": SimpleUploadedFile("body.json", edited.encode())})
+    assert r.status_code == 200 and r.json()["edited"] is True
+    assert HeldRequest.objects.get(pk="a" * 32).edited_body == edited
 
 
 @pytest.mark.parametrize("rid", ["", "nothex", "a" * 31 + "\x00", "a" * 33])

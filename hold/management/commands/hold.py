@@ -5,12 +5,11 @@ import getpass
 import socket
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hold.models import Decision
 from hold.selectors import held_waiting, switch_read
-from hold.services import HoldError, held_decide, switch_set
+from hold.services import HoldError, edited_body_size_check, held_decide, switch_set
 
 
 def _who() -> str:
@@ -66,13 +65,13 @@ class Command(BaseCommand):
             if options["body_file"] is not None:
                 try:
                     # Not read whole when it could never go (a file of gigabytes held in memory first).
-                    if options["body_file"].stat().st_size > settings.MAX_REQUEST_BODY_BYTES:
-                        raise CommandError(f"{options['body_file']} is larger than MAX_REQUEST_BODY_BYTES "
-                                           f"({settings.MAX_REQUEST_BODY_BYTES} bytes)")
+                    edited_body_size_check(options["body_file"].stat().st_size)
                     # utf-8-sig: a file saved by Windows' Notepad starts with a BOM, which JSON refuses.
                     body = options["body_file"].read_text(encoding="utf-8-sig")
                 except (OSError, UnicodeDecodeError) as exc:
                     raise CommandError(f"cannot read {options['body_file']}: {exc}") from None
+                except HoldError as exc:
+                    raise CommandError(f"{options['body_file']}: {exc}") from None
             try:
                 held_decide(options["request_id"], options["decision"], by=_who(), body=body)
             except HoldError as exc:

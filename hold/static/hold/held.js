@@ -115,13 +115,18 @@
     setTimeout(poll, 1000);
   }
 
+  // The answer ({ok, data}); an edited body goes as a file, bounded only by MAX_REQUEST_BODY_BYTES as a client's
+  // request is (as a form field, one over DATA_UPLOAD_MAX_MEMORY_SIZE got Django's bare 400: "HTTP 400").
   async function decide(id, decision, body) {
     const fields = {id: id, decision: decision};
-    if (body !== undefined) fields.body = body;
+    if (body !== undefined) fields.body = new Blob([body], {type: 'application/json'});
     const res = await window.holdPost(page.dataset.decideUrl, fields);
-    if (!res.ok) alert(res.data.error || 'The decision was not taken');
     await refresh();
-    return res.ok;
+    return res;
+  }
+
+  function refused(res) {
+    return res.data.error || 'The decision was not taken';
   }
 
   // Indented for editing only when that changes nothing but layout: JSON.parse reads every number as a
@@ -168,7 +173,7 @@
     const b = e.target.closest('button.decide');
     if (!b) return;
     if (b.dataset.decision === 'edit') editorOpen(b.dataset.id);
-    else decide(b.dataset.id, b.dataset.decision);
+    else decide(b.dataset.id, b.dataset.decision).then(function (res) { if (!res.ok) alert(refused(res)); });
   });
   editor.querySelector('.send').addEventListener('click', async function () {
     const text = editor.querySelector('textarea').value;
@@ -179,7 +184,10 @@
       editor.querySelector('.error').textContent = 'Not valid JSON: ' + err.message;
       return;
     }
-    if (await decide(editing, 'approve', text)) editorClose();
+    const id = editing;
+    const res = await decide(id, 'approve', text);
+    if (res.ok) editorClose();
+    else if (editing === id) editor.querySelector('.error').textContent = refused(res);  // on the page, by the text
   });
   editor.querySelector('.cancel').addEventListener('click', editorClose);
   editor.addEventListener('keydown', function (e) {
