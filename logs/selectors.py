@@ -228,7 +228,7 @@ LIVE_FILTERS = {"model": lambda v: Q(model=v), "provider": lambda v: Q(provider=
 LIVE_ROWS_MAX = 200
 
 
-def live_exchanges(*, after: int | None, landed: datetime, pending: list[str], filters: dict[str, str],
+def live_exchanges(*, after: int | None, landed: datetime, pending: list[str], filters: dict[str, list[str]],
                    start: datetime | None = None, until: datetime | None = None) -> tuple[list[Request], int | None]:
     """Exchanges whose request or response row reached the database after landing `after` (the first
     LIVE_ROWS_MAX of them, in landing order: the next call goes on from the last one returned, also given
@@ -241,11 +241,10 @@ def live_exchanges(*, after: int | None, landed: datetime, pending: list[str], f
     the order of their ids (the page draws each exchange once, by id).
     """
     q = Q()
-    for name, value in filters.items():
-        if name in LIVE_FILTERS and value:
+    for name, values in filters.items():
+        if name in LIVE_FILTERS and values:
             any_of = Q()
-            # As the list's ?model=a,b; one session or user (an id or a name may hold a comma: "Smith, John").
-            for one in [value] if name in ("session", "user") else [v for v in value.split(",") if v]:
+            for one in values:  # any of them, as the list's ?model=a,b
                 any_of |= LIVE_FILTERS[name](one)  # status_q raises ValueError for an unknown status
             q &= any_of
     if until is not None:

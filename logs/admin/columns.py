@@ -12,6 +12,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
+from logs.admin.filters import filter_value
 from logs.admin.formats import count_format, ms_format, usd_exact, usd_format
 from logs.models import Request
 from logs.outcomes import Outcome
@@ -48,7 +49,7 @@ def filter_link(obj: Request, param: str, value: str, text: str, title: str = ""
     cl = getattr(obj, "list_view", None)
     if cl is None or not value:
         return format_html("{}", text)
-    url = cl.get_query_string({param: value})  # the page number is never carried over
+    url = cl.get_query_string({param: filter_value(param, value)})  # the page number is never carried over
     return format_html('<a class="cell-filter" href="{}" title="{}">{}</a>', url, title or f"only {param} = {value}",
                        text)
 

@@ -8,6 +8,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from logs.admin import charts
+from logs.admin.filters import filter_value
 from logs.admin.views import page_context
 from logs.stats import WINDOWS, dashboard_build
 
@@ -37,7 +38,8 @@ def dashboard_view(model_admin, request: HttpRequest) -> TemplateResponse:
         charts.line_chart("Time to first byte", dash.labels, dash.ttfb, " ms", links=buckets),
         charts.hbar_chart("Tokens by model", [(m["model"] or "(unknown)", [m["input"] or 0, m["output"] or 0])
                                               for m in dash.models], ["input", "output"],
-                          links=[_list_url(window_start, None, answered_by=m["model"]) if m["model"] and window_start
+                          links=[_list_url(window_start, None, answered_by=filter_value("answered_by", m["model"]))
+                                 if m["model"] and window_start
                                  else None for m in dash.models]),
     ]
     window_end = dash.starts[-1] + dash.width if dash.starts else None

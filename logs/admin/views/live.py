@@ -12,7 +12,8 @@ from django.http import HttpRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from logs.admin.filters import RANGE_FROM, RANGE_TO, TimeRangeFilter, time_range_read
+from logs.admin.filters import (MULTI_VALUE_PARAMS, RANGE_FROM, RANGE_TO, TimeRangeFilter, time_range_read,
+                                values_read)
 from logs.admin.formats import count_format, ms_format, usd_format
 from logs.admin.views import page_context
 from logs.models import Request
@@ -73,7 +74,9 @@ def live_feed(model_admin, request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "cursor is an ISO 8601 time, then ~ and a landing number"}, status=400)
     if cursor.tzinfo is None:
         cursor = cursor.replace(tzinfo=timezone.utc)
-    filters = {k: v for k, v in request.GET.items() if k in LIVE_FILTERS and v}
+    # As the list reads them: several values (?model=a,b) where its filter takes several, else one, whole.
+    filters = {k: values_read(v) if k in MULTI_VALUE_PARAMS else [v]
+               for k, v in request.GET.items() if k in LIVE_FILTERS and v}
     span = time_range_read(request.GET)  # as the list reads it
     if span.error:
         return JsonResponse({"error": span.error}, status=400)

@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from logs.admin.filters import filter_value
 from logs.admin.views import page_context
 from logs.selectors import NO_GATEWAY_KEY
 from logs.stats import SpendRow, spend_build
@@ -72,7 +73,7 @@ def spend_view(model_admin, request: HttpRequest) -> TemplateResponse:
 
     tables = [
         ("Per day (UTC)", "day", _rows(spend.days, day_link)),
-        ("Per model (requested)", "model", _rows(spend.models, lambda r: _list_url(start, end, model=r.key)
+        ("Per model (requested)", "model", _rows(spend.models, lambda r: _list_url(start, end, model=filter_value("model", r.key))
                                                   if r.key else None)),
         ("Per key", "key", _rows(spend.keys, lambda r: _list_url(start, end, **_key_filter(r.key))
                                  if r.key else None)),

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from html import unescape
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -283,6 +284,65 @@ def test_a_filter_naming_a_thousand_values_applies_the_first_fifty_with_a_messag
     assert "The answering model filter takes at most 50 values: the first 50 of the 1000 given" in r.content.decode()
     r = admin_client.get(LIST, {"status": ",".join(["2xx", "4xx", "pending", "aborted"] * 500)})  # 4 values
     assert r.status_code == 200 and len(_ids(r)) == 2 and "takes at most" not in r.content.decode()
+
+
+COMMA_MODEL = "org/model,v2"
+
+
+def _links(html: str, param: str, *fragments: str) -> list[str]:
+    """The page's links whose query gives `param` a value holding each fragment (by default, COMMA_MODEL's two
+    parts, however it is written)."""
+    hrefs = [unescape(h) for h in re.findall(r'href="([^"]*)"', html)]
+    return [h for h in hrefs if any(k == param and all(f in v for f in fragments or ("org/model", "v2"))
+                                    for k, v in parse_qsl(urlsplit(h).query))]
+
+
+@pytest.fixture
+def comma_models():
+    """A model whose name holds a comma, and the two models a comma-split of it would name."""
+    return {m: exchange_make(model=m, tokens=(1, 1)).pk.hex for m in (COMMA_MODEL, "org/model", "v2", "gpt-4o")}
+
+
+def test_a_model_with_a_comma_is_chosen_by_its_links_and_by_a_written_url(admin_client, comma_models):
+    """The list's filters read ?model=a,b as two models: "org/model,v2"'s own links listed "org/model" and "v2"."""
+    html = admin_client.get(LIST).content.decode()
+    links = _links(html, "model")
+    assert len(links) == 2  # the list cell's and the filter's (a positive control for the loop below)
+    for link in links:
+        assert _ids(admin_client.get(LIST + link)) == [comma_models[COMMA_MODEL]], link
+    # Added to a chosen model by the filter's link.
+    html = admin_client.get(LIST, {"model": "gpt-4o"}).content.decode()
+    [added] = _links(html, "model", "org/model", "v2", "gpt-4o")
+    assert set(_ids(admin_client.get(LIST + added))) == {comma_models[COMMA_MODEL], comma_models["gpt-4o"]}
+    assert "✓ org/model,v2" in admin_client.get(LIST + added).content.decode()  # ticked, to take out
+    # By hand: a value's comma as \, (and its backslash as \\); a URL without either reads as it always did.
+    assert _ids(admin_client.get(LIST, {"model": "org/model\\,v2"})) == [comma_models[COMMA_MODEL]]
+    assert _ids(admin_client.get(LIST, {"answered_by": "org/model\\,v2,gpt-4o"})) == [
+        comma_models["gpt-4o"], comma_models[COMMA_MODEL]]
+    assert set(_ids(admin_client.get(LIST, {"model": "org/model,v2"}))) == {comma_models["org/model"],
+                                                                           comma_models["v2"]}
+
+
+def test_the_dashboard_spend_page_and_live_tail_name_a_model_with_a_comma_as_the_list_reads_it(admin_client,
+                                                                                                 comma_models):
+    cache.clear()
+    html = admin_client.get(f"{LIST}dashboard/", {"window": "24h"}).content.decode()
+    spend = admin_client.get(f"{LIST}spend/", {"range": "24h"}).content.decode()
+    links = _links(html, "answered_by") + _links(spend, "model")
+    assert len(links) == 2
+    for link in links:
+        assert _ids(admin_client.get(link)) == [comma_models[COMMA_MODEL]], link
+    feed = admin_client.get(f"{LIST}live/feed/", {"model": "org/model\\,v2"}).json()
+    assert [r["id"] for r in feed["rows"]] == [comma_models[COMMA_MODEL]]
+
+
+def test_the_live_tail_takes_a_gateway_key_whole_as_the_list_does(admin_client):
+    """The list's gateway key and key filters take one value, whole; the live tail split them on commas."""
+    named = exchange_make(gateway_key="Smith, team (fp 0123456789ab)")
+    exchange_make(gateway_key="Smith")
+    assert _ids(admin_client.get(LIST, {"gateway_key": named.gateway_key})) == [named.pk.hex]
+    feed = admin_client.get(f"{LIST}live/feed/", {"gateway_key": named.gateway_key}).json()
+    assert [r["id"] for r in feed["rows"]] == [named.pk.hex]
 
 
 def test_rows_are_read_only(viewer, admin_client):
