@@ -45,8 +45,9 @@ def file_view(model_admin, request: HttpRequest, file_id: str) -> HttpResponse:
         size = payload_size(name)
     except PayloadStoreUnavailable as exc:  # the file may well be there: not a 404
         return HttpResponse(f"The file store cannot be reached now: {exc}", status=503, content_type="text/plain")
-    if size is None:
-        raise Http404("The file is missing from the file store.")
+    if size is None:  # said in words: raised as Http404, the operator read only the gateway's JSON "Not found"
+        return HttpResponse(f"The file {name} is missing from the file store (deleted outside the gateway, or the "
+                            "store moved): its exchange is logged without it.", status=404, content_type="text/plain")
     ctype = row.content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
     inline = ctype.lower().startswith(INLINE_TYPES) and "download" not in request.GET
     etag = f'"{row.sha256}"' if row.sha256 else ""  # stored files never change: their hash is their version

@@ -149,3 +149,14 @@ def test_head_of_a_range_answers_as_a_get_would(admin_user, audio_url, store_rea
     assert store_calls == ([] if store_reads is None else ["HeadObject"])
     get, _ = _served(admin_user, "GET", audio_url, Range=spec)
     assert _headers(head) == _headers(get)
+
+
+def test_a_file_missing_from_the_store_says_so(admin_client, store_reads):
+    """Raised as Http404, the answer was the gateway's JSON "Not found: /admin/logs/request/file/…/"."""
+    row = file_attach(exchange_make(), b"\x89PNG gone", "image/png", ".png")
+    payload_storage().delete(row.file.name)
+    r, body = _get(admin_client, f"{LIST}file/{row.pk.hex}/")
+    assert r.status_code == 404 and r["Content-Type"] == "text/plain"
+    assert body.decode() == (f"The file {row.file.name} is missing from the file store (deleted outside the gateway, "
+                             "or the store moved): its exchange is logged without it.")
+
