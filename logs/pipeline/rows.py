@@ -10,7 +10,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
@@ -288,6 +288,15 @@ def _forwarded_store(rec: ResponseRecord, resp: Response, files: list[BinaryFile
     resp.error_message = _notes_join(resp.error_message, ref.error, missing)
 
 
+def _started(created: float) -> datetime:
+    """A record's start; the time of writing when no datetime holds it (a journal line gone wrong: NaN, year
+    10000), so the exchange is still logged. Raised here, the batch's remaining records went unwritten too."""
+    try:
+        return epoch_datetime(created)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return datetime.now(timezone.utc)
+
+
 def _row_minimal(rec: Record, exc: Exception) -> Request | Response:
     """A row with only the plain fields of a record whose body could not be processed.
 
@@ -299,7 +308,7 @@ def _row_minimal(rec: Record, exc: Exception) -> Request | Response:
         req = Request(id=rec.id, provider=rec.provider, endpoint=rec.endpoint[:1024], method=rec.method[:16],
                       query_string=rec.query, headers=rec.headers, body_size=rec.body_size,
                       key_fingerprint=rec.key_fp, instance=rec.instance, gateway_key=rec.gateway_key[:160],
-                      content_type=rec.content_type[:255], created_at=epoch_datetime(rec.created))
+                      content_type=rec.content_type[:255], created_at=_started(rec.created))
         try:
             _tags_set(req, rec)
         except (TypeError, ValueError, AttributeError):  # headers as odd as the body: leave the tags empty
@@ -307,7 +316,7 @@ def _row_minimal(rec: Record, exc: Exception) -> Request | Response:
         return req
     return Response(id=rec.id, request_id=rec.request_id, status_code=rec.status, headers=rec.headers,
                     outcome=rec.outcome, is_error=True, duration_ms=rec.duration_ms, body_size=rec.body_size,
-                    error_message=_notes_join(rec.error, rec.notes, note), created_at=epoch_datetime(rec.created))
+                    error_message=_notes_join(rec.error, rec.notes, note), created_at=_started(rec.created))
 
 
 def records_write_minimal(records: list[Record], exc: Exception) -> None:

@@ -3,6 +3,7 @@
 import json
 import time
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 
@@ -368,6 +369,24 @@ def test_a_record_that_cannot_be_processed_is_kept_and_its_traceback_shown_once(
             records_write([rec])
     assert Request.objects.filter(id=rec.id).count() == 1  # kept with its plain fields
     assert sum("could not be processed" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("created", [253402300800.0, -1e18, float("nan"), float("inf"), "yesterday"])
+def test_a_start_no_datetime_holds_is_logged_at_the_time_of_writing_with_the_rest_of_its_batch(created):
+    """A journal line gone wrong (year 10000, NaN): its row, plain or full, raised, and the ingest's one-by-one
+    retry stopped there, so the exchange and every later record of its batch were missing from the log."""
+    from logs.pipeline.ingest import batch_write
+
+    before = datetime.now(timezone.utc)
+    bad, good = _req(body="{}", created=created), _req(body="{}", created=1_700_000_000.0)
+    answers = [_done(bad), _done(good)]
+    answers[0].created = created
+    batch_write(records_write, [bad, answers[0], good, answers[1]])
+    assert Response.objects.filter(request_id__in=[bad.id, good.id]).count() == 2
+    assert Request.objects.get(id=good.id).created_at == datetime.fromtimestamp(1_700_000_000, timezone.utc)
+    assert Request.objects.get(id=bad.id).created_at >= before and Response.objects.get(
+        request_id=bad.id).created_at >= before
+    assert "log record could not be processed" in Response.objects.get(request_id=bad.id).error_message
 
 
 def test_the_answer_of_an_exchange_deleted_in_flight_leaves_no_file_in_the_store(payload_dir):
