@@ -5,20 +5,22 @@ from django.core.exceptions import ValidationError
 
 from keys.models import GatewayKey
 from keys.services import KeyLimits, credential_provider_check, limits_check, name_check
+from wire.commalist import commalist_read, commalist_write
 
 
 def _names(value) -> list[str]:
-    """A list of names from the admin's text box: JSON list or comma-separated."""
+    """A list of names from the admin's text box: JSON list or comma-separated (a name's own comma as "\\,")."""
     if isinstance(value, list):
         return [str(v).strip() for v in value if str(v).strip()]
-    return [v.strip() for v in str(value or "").split(",") if v.strip()]
+    return [v.strip() for v in commalist_read(str(value or "")) if v.strip()]
 
 
 class NamesField(forms.CharField):
-    """Comma-separated names shown and entered as text, kept as a JSON list."""
+    """Comma-separated names shown and entered as text, kept as a JSON list. Shown as they are read back: a model
+    named "org/model,v2", shown bare, was saved again as two models."""
 
     def prepare_value(self, value):
-        return ", ".join(value) if isinstance(value, list) else value
+        return commalist_write(value, ", ") if isinstance(value, list) else value
 
     def to_python(self, value):
         return _names(value)
@@ -26,7 +28,8 @@ class NamesField(forms.CharField):
 
 class GatewayKeyForm(forms.ModelForm):
     allowed_providers = NamesField(required=False, help_text="Comma-separated, e.g. openai, anthropic. Empty: all.")
-    allowed_models = NamesField(required=False, help_text="Comma-separated, e.g. gpt-4o-mini. Empty: all.")
+    allowed_models = NamesField(required=False, help_text="Comma-separated, e.g. gpt-4o-mini (a name's own comma as "
+                                                          "\\,). Empty: all.")
     new_provider_credential = forms.CharField(
         required=False, strip=True, widget=forms.PasswordInput(render_value=False),
         label="Provider credential",

@@ -1,6 +1,5 @@
 """List filters of the exchange list: each maps a value to an index-friendly condition."""
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
 
@@ -13,6 +12,7 @@ from logs.models import Request, Response
 from logs.selectors import (NO_GATEWAY_KEY, STATUS_CLASSES, answer_model_q, any_of_q, cache_q, cost_known_q,
                             distinct_values, gateway_key_q, has_files_annotate, metadata_q, session_q, status_q,
                             streamed_q, user_q)
+from wire.commalist import commalist_read, commalist_write
 
 
 class _ChoiceFilter(admin.SimpleListFilter):
@@ -32,38 +32,15 @@ class _ChoiceFilter(admin.SimpleListFilter):
 # query ("Expression tree is too large", a 500). The choices offered are far fewer.
 MULTI_VALUES_MAX = 50
 
-# A filter of several values (?model=a,b) reads a comma as a separator, so a value's own comma is written "\,"
-# and its backslash "\\" (a model named "org/model,v2" could not be chosen: it read as "org/model" or "v2"). A
-# backslash before anything else is itself; a URL whose values hold no comma or backslash reads as it always did.
-_VALUES_TOKEN = re.compile(r"\\[\\,]|,|[^\\,]+|\\")
-
-
-def values_read(text: str) -> list[str]:
-    """The values a multi-value filter's parameter names, in order, each once (empty ones dropped)."""
-    values, part = [], []
-    for token in _VALUES_TOKEN.findall(text):
-        if token == ",":
-            values.append("".join(part))
-            part = []
-        else:
-            part.append(token[1] if token in ("\\,", "\\\\") else token)
-    values.append("".join(part))
-    return list(dict.fromkeys(v for v in values if v))
-
-
-def values_write(values: list[str]) -> str:
-    """The parameter that names these values (read back by values_read)."""
-    return ",".join(v.replace("\\", "\\\\").replace(",", "\\,") for v in values)
-
 
 class _MultiFilter(_ChoiceFilter):
-    """Several values at once (?model=a,b: any of them; a value's own comma as "\\,", see values_read). Clicking a
+    """Several values at once (?model=a,b: any of them; a value's own comma as "\\,", see wire.commalist). Clicking a
     choice adds it to the selection, or takes it out when it is in; "All" clears it. A list cell's link still
     chooses one value."""
 
     def _given(self) -> list[str]:
         """The values the URL names, each once."""
-        return values_read(self.value() or "")
+        return commalist_read(self.value() or "")
 
     def values(self) -> list[str]:
         """The chosen values (at most MULTI_VALUES_MAX)."""
@@ -93,7 +70,7 @@ class _MultiFilter(_ChoiceFilter):
             lookup = str(lookup)
             on = lookup in chosen
             rest = [v for v in chosen if v != lookup] if on else [*chosen, lookup]
-            query = (changelist.get_query_string({self.parameter_name: values_write(rest)}) if rest
+            query = (changelist.get_query_string({self.parameter_name: commalist_write(rest)}) if rest
                      else changelist.get_query_string(remove=[self.parameter_name]))
             yield {"selected": on, "query_string": query, "display": f"✓ {title}" if on else title}
 
@@ -147,13 +124,13 @@ class AnswerModelFilter(_MultiFilter):
         return answer_model_q(value)
 
 
-# The parameters that name several values (values_read), and those that name one, whole.
+# The parameters that name several values (wire.commalist); the others name one, whole.
 MULTI_VALUE_PARAMS = frozenset(f.parameter_name for f in (ProviderFilter, StatusFilter, ModelFilter, AnswerModelFilter))
 
 
 def filter_value(param: str, value: str) -> str:
     """How the list's URL names one value of the filter `param`: escaped when the filter takes several."""
-    return values_write([value]) if param in MULTI_VALUE_PARAMS else value
+    return commalist_write([value]) if param in MULTI_VALUE_PARAMS else value
 
 
 class CostFilter(_ChoiceFilter):

@@ -1,6 +1,7 @@
 """The keys admin: a secret shown once and stored as a hash, the list with this period's use, a key's page."""
 
 import html
+import io
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -48,6 +49,28 @@ def test_bad_limits_are_refused_with_the_field_named(admin_client):
                                           "budget_period": "month"})
     assert r.status_code == 200 and "unknown provider openia" in r.content.decode()
     assert not GatewayKey.objects.filter(name="bad").exists()
+
+
+def test_a_model_with_a_comma_is_allowed_by_the_form_and_the_command_and_kept_when_saved_again(admin_client):
+    """The form and the command split the models on commas, and the form showed the list bare: "org/model,v2" could
+    not be allowed, and a key holding it, saved again unchanged, allowed "org/model" and "v2" instead."""
+    r = admin_client.post(f"{LIST}add/", {"name": "commas", "active": "on", "budget_period": "month",
+                                          "allowed_models": "org/model\\,v2, gpt-4o"})
+    assert r.status_code == 200
+    key = GatewayKey.objects.get(name="commas")
+    assert key.allowed_models == ["org/model,v2", "gpt-4o"]
+    page = admin_client.get(f"{LIST}{key.pk}/change/").content.decode()
+    shown = html.unescape(re.search(r'name="allowed_models" value="([^"]*)"', page).group(1))
+    assert shown == "org/model\\,v2, gpt-4o"
+    r = admin_client.post(f"{LIST}{key.pk}/change/", {"name": "commas", "active": "on", "budget_period": "month",
+                                                       "allowed_models": shown})
+    assert r.status_code == 302
+    key.refresh_from_db()
+    assert key.allowed_models == ["org/model,v2", "gpt-4o"]
+    out = io.StringIO()
+    call_command("gateway_key", "create", "cli-commas", "--models", "org/model\\,v2,o4-mini", stdout=out)
+    assert GatewayKey.objects.get(name="cli-commas").allowed_models == ["org/model,v2", "o4-mini"]
+    assert "models org/model\\,v2,o4-mini" in out.getvalue()
 
 
 @pytest.mark.parametrize("fields, message", [

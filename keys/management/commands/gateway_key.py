@@ -17,10 +17,11 @@ from keys.periods import period_words
 from keys.present import last_used_text, pruned_note
 from keys.selectors import key_activity
 from keys.services import KeyLimits, budget_parse, key_create, key_revoke
+from wire.commalist import commalist_read, commalist_write
 
 
 def _names(text: str | None) -> list[str]:
-    return [n.strip() for n in (text or "").split(",") if n.strip()]
+    return [n.strip() for n in commalist_read(text or "") if n.strip()]  # a name's own comma as "\\,"
 
 
 def _expiry(text: str | None) -> datetime | None:
@@ -53,7 +54,8 @@ class Command(BaseCommand):
         create.add_argument("--budget-period", choices=BudgetPeriod.values,
                             help="the period --budget-usd is for (default: month)")
         create.add_argument("--providers", help="allowed providers, comma-separated (default: all)")
-        create.add_argument("--models", help="allowed models, comma-separated (default: all)")
+        create.add_argument("--models", help="allowed models, comma-separated, a name's own comma as \\, "
+                                              "(default: all)")
         create.add_argument("--expires", help="refused from this date (UTC), e.g. 2027-01-01")
         create.add_argument("--provider-credential-stdin", action="store_true",
                             help="read a provider key from standard input and keep it in the key (encrypted); "
@@ -151,9 +153,9 @@ def _limits_text(key: GatewayKey) -> str:
     if key.budget_usd is not None:
         parts.append(f"{usd_text(key.budget_usd)} {period_words(key.budget_period)}")
     if key.allowed_providers:
-        parts.append("providers " + ",".join(key.allowed_providers))
+        parts.append("providers " + commalist_write(key.allowed_providers))
     if key.allowed_models:
-        parts.append("models " + ",".join(key.allowed_models))
+        parts.append("models " + commalist_write(key.allowed_models))
     if key.provider_credential:
         parts.append("holds a provider credential")
     return "; ".join(parts) or "no limits"

@@ -12,12 +12,12 @@ from django.http import HttpRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from logs.admin.filters import (MULTI_VALUE_PARAMS, RANGE_FROM, RANGE_TO, TimeRangeFilter, time_range_read,
-                                values_read)
+from logs.admin.filters import MULTI_VALUE_PARAMS, RANGE_FROM, RANGE_TO, TimeRangeFilter, time_range_read
 from logs.admin.formats import count_format, ms_format, usd_format
 from logs.admin.views import page_context
 from logs.models import Request
 from logs.selectors import LIVE_FILTERS, live_exchanges
+from wire.commalist import commalist_read
 
 # Each poll re-reads this much of landing time before its cursor (logs.models.Landing): a batch commits a
 # little after the time it notes. The page draws each exchange once, by id.
@@ -75,7 +75,7 @@ def live_feed(model_admin, request: HttpRequest) -> JsonResponse:
     if cursor.tzinfo is None:
         cursor = cursor.replace(tzinfo=timezone.utc)
     # As the list reads them: several values (?model=a,b) where its filter takes several, else one, whole.
-    filters = {k: values_read(v) if k in MULTI_VALUE_PARAMS else [v]
+    filters = {k: commalist_read(v) if k in MULTI_VALUE_PARAMS else [v]
                for k, v in request.GET.items() if k in LIVE_FILTERS and v}
     span = time_range_read(request.GET)  # as the list reads it
     if span.error:
