@@ -19,6 +19,8 @@ from logs.redaction.echoes import echo_prints
 from logs.redaction.redact import credentials_collect, header_is_secret, headers_mask, key_fingerprint, query_mask
 from logs.redaction.scrub import Scrubber, text_scrub
 from proxy.paths import Route
+from proxy.request_body import BodyReading, body_reading
+from proxy.threads import off_loop
 
 REQUEST_ID_HEADER = "X-Gateway-Request-Id"
 
@@ -78,7 +80,7 @@ class Exchange:
                  "forwarded_body_file", "gateway_key", "headers", "held_ms", "method", "notes", "outcome",
                  "provider", "query", "refusal", "request_changed", "request_id", "route", "scrubber",
                  "scheme", "sent", "shutting_down", "started", "started_wall", "task", "ttfb_ms", "usage_injected",
-                 "websocket", "echo_mask", "usage_counted", "client_gone")
+                 "websocket", "echo_mask", "usage_counted", "client_gone", "_reading")
 
     def __init__(self, request: HttpRequest, route: Route) -> None:
         self.request_id = exchange_id_new()
@@ -131,6 +133,7 @@ class Exchange:
         # leaves does not end the exchange; its answer is read to the end for its usage (client_gone).
         self.usage_counted = False
         self.client_gone = False  # the client left while such an answer was on its way (proxy/asgi.py)
+        self._reading: tuple | None = None  # body_reading's last: (body, Content-Encoding, Content-Type, reading)
         try:
             self.task: asyncio.Task | None = asyncio.current_task()
         except RuntimeError:
@@ -153,6 +156,39 @@ class Exchange:
         names = {k.lower() for k, _ in self.headers}
         # Any header the log masks: a provider's, the gateway key, a cookie.
         return {"origin", "access-control-request-method"} <= names and not any(map(header_is_secret, names))
+
+    # --- the body as the steps read it
+    async def body_reading(self) -> BodyReading:
+        """The body that goes upstream now, read (proxy/request_body.body_reading) once for every step that asks:
+        again only after a step replaced it or its encoding (a hook, an operator's edit in the hold queue). A body
+        spooled to disk or compressed is read off the event loop."""
+        edited = self.forward_body is not None
+        encoding = ",".join(v for k, v in self.forward_headers if k.lower() == "content-encoding")
+        content_type = next((v for k, v in self.forward_headers if k.lower() == "content-type"),
+                            self.content_type) if edited else self.content_type
+        memo = self._reading
+        if memo is not None and memo[0] is self.forward_body and memo[1:3] == (encoding, content_type):
+            return memo[3]
+        body = self.forward_body if edited else self.body.in_memory()
+        if body is None and self.body.size or encoding:
+            reading = await off_loop(self._body_read, body, content_type)
+        else:
+            reading = body_reading(self.forward_headers, body, content_type)
+        self._reading = (self.forward_body, encoding, content_type, reading)
+        return reading
+
+    def _body_read(self, body: bytes | None, content_type: str) -> BodyReading:
+        return body_reading(self.forward_headers, self.body.read_all() if body is None else body, content_type)
+
+    def body_refusal(self, step: str, why: str, needs: str) -> HttpResponse:
+        """The answer to a request whose body a step must read and cannot read for sure (body_reading's `unread`):
+        bad input, a 400 in the provider's error shape naming the problem, logged as that step's decision, never
+        forwarded. Every step refuses such a body here (it was a 403 from the key step, the same body's 400 from
+        the upstream without a key). `needs`: what the step reads it for."""
+        message = f"Request refused: {why}, and the gateway must read it for {needs}."
+        self.decisions.append({"step": step, "decision": "refused: the body cannot be read", "reason": message})
+        self.outcome, self.error = Outcome.GATEWAY_ERROR, message
+        return json_error(400, self.provider.error_body(message, kind="invalid_request_error", status=400))
 
     # --- the clock and the outcome
     def elapsed_ms(self) -> float:

@@ -31,8 +31,8 @@ from logs.pipeline.writer import writer_get
 from logs.redaction.redact import MASK
 from logs.redaction.scrub import Masked, text_scrub
 from proxy.exchange import Exchange, json_error
-from proxy.request_body import body_decoded, body_payload, body_read, headers_for_json
-from wire.jsonutil import json_or_none
+from proxy.request_body import body_decoded, body_payload, headers_for_json
+from wire.jsonutil import json_or_none, text_valid
 
 log = logging.getLogger(__name__)
 
@@ -159,16 +159,14 @@ def _body_now(x: Exchange) -> bytes | None:
     return x.forward_body if x.forward_body is not None else x.body.in_memory()
 
 
-def _matches(switch: SwitchState, x: Exchange, model: str | None, unread: str | None = None) -> bool:
-    """Whether a request is held under the switch's filters (under a model filter, one whose model
-    cannot be read is)."""
+def _matches(switch: SwitchState, x: Exchange) -> bool:
+    """Whether a request is held under the switch's filters of provider, path and key (its model is matched
+    after: only a request these let through has its body read)."""
     if switch.provider and switch.provider != x.provider.name:
         return False
     if switch.path and not _path_matches(switch.path, x):
         return False
-    if switch.gateway_key and (x.gateway_key is None or switch.gateway_key != x.gateway_key.name):
-        return False
-    return not switch.model or switch.model == model or (model is None and bool(unread))
+    return not switch.gateway_key or (x.gateway_key is not None and switch.gateway_key == x.gateway_key.name)
 
 
 def _path_matches(prefix: str, x: Exchange) -> bool:
@@ -197,20 +195,31 @@ def _body_for_operator(x: Exchange, body: bytes | None) -> str | None:
     return text_scrub(text, x.scrubber.secrets)
 
 
-def _model_read(x: Exchange, switch: SwitchState, body: bytes | None) -> tuple[str | None, str | None]:
-    """(the model the switch is matched against, why it cannot be read or ""); (None, None) when nothing asks."""
+async def _model_read(x: Exchange, filtered: bool) -> tuple[str | None, str]:
+    """(the model that goes upstream, for the switch's model filter and the held row; why the body it is read from
+    cannot be read, or "")."""
     if x.websocket:
         # A realtime session names its model in the upgrade's query (OpenAI), or only in its first message (Gemini
         # Live): the body's reading found none, and `--model gpt-realtime` let every session through unheld.
-        model = x.provider.realtime_model(x.route.upstream_path, x.query)
-        return model, "" if model else "this session's model is not named in its upgrade request"
-    if not (switch.model or body):
-        return None, None
-    # The model that goes upstream, after the hooks: read from the upstream path (Gemini names it there), the body
-    # decoded. One that cannot be read is held under a model filter: the operator decides what nobody could read.
-    payload, unread = body_read(x.forward_headers, body, 0 if x.forward_body is not None else x.body.size,
-                                x.content_type)
-    return x.provider.request_model(unquote(x.route.upstream_path), payload), unread
+        return x.provider.realtime_model(x.route.upstream_path, x.query), ""
+    # After the hooks: read from the upstream path (Gemini names it there), or the body as the steps read it
+    # (decoded; shared with the key step, Exchange.body_reading).
+    endpoint = unquote(x.route.upstream_path)
+    if in_path := x.provider.request_model(endpoint, None):
+        return in_path, ""
+    if not filtered and x.forward_body is None and x.body.in_memory() is None:
+        return None, ""  # a large body, read for the held row alone: not read
+    reading = await x.body_reading()
+    if reading.unread:
+        return None, reading.unread
+    model = x.provider.request_model(endpoint, reading.payload)
+    return (text_valid(model) if model else None), ""
+
+
+def _model_matches(switch: SwitchState, x: Exchange, model: str | None) -> bool:
+    """Whether the model filter lets the request be held: its model, or a realtime session whose upgrade names none
+    (the operator decides what nobody could read)."""
+    return not switch.model or switch.model == model or (x.websocket and model is None)
 
 
 async def hold_request(x: Exchange) -> HttpResponseBase | None:
@@ -219,10 +228,14 @@ async def hold_request(x: Exchange) -> HttpResponseBase | None:
     switch = await watch.switch_current()
     if not switch.on:
         return None
-    body = _body_now(x)
-    model, unread = _model_read(x, switch, body)
-    if not _matches(switch, x, model, unread):
+    if not _matches(switch, x):
         return None
+    model, unread = await _model_read(x, bool(switch.model))
+    if unread and switch.model:  # what the filter cannot read is bad input, refused: not held, not forwarded
+        return x.body_refusal("hold", unread, f"the hold queue's model filter ('{switch.model}')")
+    if not _model_matches(switch, x, model):
+        return None
+    body = _body_now(x)
     held_from = time.monotonic()
     timeout = settings.HOLD_TIMEOUT_SECONDS
     try:

@@ -1,7 +1,8 @@
 """The gateway-key step's work (KeyStep in proxy/steps.py): what a key of the keys app may do, and its limits.
 
 The key was identified before the request was logged (proxy/access.py). This step refuses a
-provider or model the key does not allow (403), applies its limits (budget, tokens and requests
+provider or model the key does not allow (403), a body it must read and cannot read for sure (400: bad
+input, Exchange.body_refusal), applies its limits (budget, tokens and requests
 per minute; 429 with Retry-After), puts the RateLimit fields on every answer to a limited key,
 and swaps the key's stored provider credential in upstream. Each refusal is an exchange of the
 log with no upstream call; a refusal by a limit has the outcome `rate_limited`. A realtime session,
@@ -37,8 +38,7 @@ from providers import Provider
 from providers.base import SUBPROTOCOL_HEADER, usage_counts
 from proxy.access import KeyGrant, key_current, key_refusal, keys_unreadable
 from proxy.exchange import Exchange, json_error
-from proxy.request_body import body_read
-from proxy.threads import off_loop
+from wire.jsonutil import text_valid
 
 
 STEP = "gateway_key"
@@ -50,11 +50,16 @@ async def key_request(x: Exchange) -> HttpResponse | None:
     if not isinstance(grant, KeyGrant):
         return None  # unkeyed (GATEWAY_ALLOW_UNKEYED) or a GATEWAY_API_KEYS key: no limits
     key = grant.key
-    refused = await _permission_refusal(x, key)
-    if refused:
+    try:
+        refused = await _permission_refusal(x, key)
+    except BodyUnread as exc:
+        answer = x.body_refusal(STEP, str(exc), _reads_for(key))
+    else:
+        answer = _refuse(x, 403, refused, kind="permission_error", outcome=Outcome.GATEWAY_ERROR) if refused else None
+    if answer is not None:
         if key.limited:  # every answer to a limited key says its limits (this one took nothing from them)
             x.answer_headers.extend(policies(key))
-        return _refuse(x, 403, refused, kind="permission_error", outcome=Outcome.GATEWAY_ERROR)
+        return answer
     if key.limited:
         try:
             verdict: Verdict = await limits_apply(key)
@@ -103,8 +108,13 @@ async def key_rejudge(x: Exchange, after: str) -> HttpResponse | None:
         x.notes.append(f"gateway keys not read: {type(exc).__name__}: {exc}")
         return _refuse(x, 503, keys_unreadable(exc), kind="gateway_error", outcome=Outcome.GATEWAY_ERROR)
     status, kind, refused = 401, "authentication_error", key_refusal(key)
-    if not refused:
-        status, kind, refused = 403, "permission_error", await _permission_refusal(x, key)
+    try:
+        if not refused:
+            status, kind, refused = 403, "permission_error", await _permission_refusal(x, key)
+    except BodyUnread as exc:
+        x.decisions.append({"step": STEP, "decision": f"refused after the {after}, not forwarded", "key": grant.name,
+                            "reason": str(exc)})
+        return x.body_refusal(STEP, str(exc), _reads_for(key))
     if not refused:
         return None
     x.decisions.append({"step": STEP, "decision": f"refused after the {after}, not forwarded", "key": grant.name,
@@ -141,7 +151,12 @@ async def _permission_refusal(x: Exchange, key: GatewayKey) -> str:
         return ""
     if _model_in_first_message(x):
         return ""  # SessionLimits.first_message_refusal checks it, before that message goes upstream
-    models, unread, payload = await _models_asked(x, runs)
+    try:
+        models, unread, payload = await _models_asked(x, runs)
+    except BodyUnread:
+        if key.allowed_models or formats or runs:
+            raise
+        models, unread, payload = [], "", None  # a key with a budget alone judges the model of what runs one
     if formats:
         if unread:
             return (f"Gateway key '{key.name}' counts its spend or tokens, and {unread}, so whether its answer "
@@ -187,6 +202,18 @@ def _unpriced_message(provider: Provider, name: str, model: str) -> str:
             f"PRICE_TABLE_PATH file (a price of 0 is allowed): {entry}.")
 
 
+class BodyUnread(Exception):
+    """The key must read the request's body and cannot read it for sure (its message says why): bad input,
+    answered 400 (Exchange.body_refusal), not a permission refused."""
+
+
+def _reads_for(key: GatewayKey) -> str:
+    """What the key reads a body for, as a refusal names it."""
+    what = "is limited to some models" if key.allowed_models else (
+        "has a budget" if key.budget_usd is not None else "counts its tokens")
+    return f"gateway key '{key.name}', which {what}"
+
+
 def _holds(key: GatewayKey) -> str:
     return "is limited to some models" if key.allowed_models else "has a budget"
 
@@ -209,8 +236,8 @@ def _post_facts(provider: Provider, upstream_path: str) -> tuple[bool, bool, boo
 
 
 async def _models_asked(x: Exchange, runs: bool) -> tuple[list[str], str, object]:
-    """The models the request asks for (a batch's every one), or why they cannot be read ("" when it names none);
-    and what its body says, when it was read."""
+    """The models the request asks for (a batch's every one), or why they cannot be known ("" when it names none);
+    and what its body says, when it was read. BodyUnread when the body itself cannot be read for sure."""
     if x.websocket:  # OpenAI's Realtime names it in the upgrade's query (Gemini Live's first message: not here)
         model = x.provider.realtime_model(x.route.upstream_path, x.query)
         return ([model], "", None) if model else ([], "this session's model is not named in its upgrade request", None)
@@ -220,30 +247,26 @@ async def _models_asked(x: Exchange, runs: bool) -> tuple[list[str], str, object
     if in_path:
         return [in_path], "", None
     # What goes upstream: the body received, or a step's replacement (an operator's edit in the hold queue).
-    edited = x.forward_body is not None
-    body = x.forward_body if edited else x.body.in_memory()
-    if body is None and x.body.size:
-        if not runs:
-            return [], "", None  # a large upload that runs no model (a file, known by free_posts): nothing to hold
-        # A generating request's model is read however large its body (a long prompt, an image): off the loop.
-        body = await off_loop(x.body.read_all)
-    content_type = next((v for k, v in x.forward_headers if k.lower() == "content-type"), x.content_type) if edited \
-        else x.content_type
-    payload, unread = body_read(x.forward_headers, body, x.body.size, content_type)
-    if unread:
-        return [], unread, None
+    if x.forward_body is None and x.body.size and not runs and x.body.in_memory() is None:
+        return [], "", None  # a large upload that runs no model (a file, known by free_posts): nothing to hold
+    # A generating request's model is read however large its body (a long prompt, an image): off the loop.
+    reading = await x.body_reading()
+    payload = reading.payload
+    if reading.unread:
+        raise BodyUnread(reading.unread)
     if isinstance(payload, dict) and any(k != "model" and k.lower() == "model" for k in payload):
         # Go's JSON (Ollama, many compatible servers) matches field names in any case, the last one winning.
-        return [], "this request names its model in more than one field ('model' in another case)", payload
+        raise BodyUnread("this request names its model in more than one field ('model' in another case)")
     batch = x.provider.batch_models(endpoint, payload)
     if batch is not None:
         if not batch:
             return [], "this batch's models are in its uploaded file, which the gateway does not read", payload
         if None in batch:
             return [], "a request of this batch names no model the gateway can read", payload
-        return batch, "", payload
+        return [text_valid(m) for m in batch], "", payload
     model = x.provider.request_model(endpoint, payload)
-    return ([model] if model else []), "", payload
+    # The body is read exactly (the stream usage step writes it back): a lone surrogate is no character to name.
+    return ([text_valid(model)] if model else []), "", payload
 
 
 def _refuse(x: Exchange, status: int, message: str, *, kind: str, outcome: str) -> HttpResponse:

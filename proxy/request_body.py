@@ -19,7 +19,7 @@ from logs.pipeline.spool import spool_create, spool_discard, spool_path
 from logs.records import FileRef
 from logs.redaction.scrub import Masked, Scrubber
 from wire.encoding import DecodeError, decode_pieces, encoding_name
-from wire.jsonutil import json_ambiguity, json_or_none
+from wire.jsonutil import json_ambiguity, json_or_none, json_parse
 from wire.multipart import BoundaryInside, TooManyParts, multipart_boundary, multipart_fields
 
 CHUNK = 64 * 1024
@@ -45,7 +45,7 @@ class Refusal:
 
 def body_payload(body: bytes | None, content_type: str) -> object:
     """What a request body says, for the policy steps (its model above all), as the log reads it: JSON parsed,
-    or a multipart form's text fields ({} for one body_read cannot read); None for anything else."""
+    or a multipart form's text fields ({} for one body_reading cannot read); None for anything else."""
     try:
         return _payload(body, content_type)
     except (TooManyParts, BoundaryInside):
@@ -94,45 +94,82 @@ def body_decoded(headers: list[tuple[str, str]], body: bytes, size_max: int) -> 
         return None
 
 
-def body_read(headers: list[tuple[str, str]], body: bytes | None, size: int, content_type: str) -> tuple[object, str]:
-    """(what the body says, "") as body_payload reads it, its Content-Encoding undone; or (None, why it
-    cannot be read): too large to be in memory, of two Content-Types, compressed past decoding, a form of too
-    many parts or holding its boundary in a part, JSON that repeats a key, nests too deep or does not parse.
-    The steps that judge a request by its model (a key's model list, the hold queue's filter) read it so, as
-    hooks see it."""
-    if size and body is None:
-        return None, "this request's body is too large to read its model"
+@dataclass(frozen=True, slots=True)
+class BodyReading:
+    """The body that goes upstream as the policy steps read it, read once for all of them (Exchange.body_reading):
+    the key step's model list, budget and token count, the cache's key, the hold queue's model filter and the
+    stream usage step each ask this, not the bytes (each parsing and checking them cost a keyed request twice).
+
+    `unread` says why the gateway cannot read the body for sure: it does not parse, repeats a key, nests too
+    deep, has two Content-Types, does not decode... A step that must read it refuses it as bad input
+    (Exchange.body_refusal, 400). `payload` is what it says (JSON parsed exactly, a repeated key's last value
+    kept; a form's text fields), None when nothing could be read."""
+
+    payload: object = None
+    unread: str = ""
+    ambiguity: str = ""  # wire.jsonutil.json_ambiguity's verdict ("" when none), also in `unread`
+    decoded: bytes | None = None  # the body with its Content-Encoding undone (None: empty, or cannot be decoded)
+    is_json: bool = False  # payload is the body's JSON (not a form's fields)
+
+
+def body_reading(headers: list[tuple[str, str]], body: bytes | None, content_type: str) -> BodyReading:
+    """The body read as body_payload reads it, its Content-Encoding undone; with why it cannot be read for sure:
+    of two Content-Types, compressed past decoding, a form of too many parts or holding its boundary in a part,
+    JSON that repeats a key, nests too deep or does not parse. Blocking for a large or compressed body (run it
+    off the event loop)."""
     if not body:
-        return None, ""
+        return BodyReading()
     if sum(k.lower() == "content-type" for k, _ in headers) > 1:
         # Django joins them, reading the last one's boundary; Starlette takes the first: a form in the body's
         # preamble, under the first boundary, was the one the upstream read.
-        return None, "this request has more than one Content-Type header (servers differ on which they take)"
+        return BodyReading(unread="this request has more than one Content-Type header (servers differ on which "
+                                  "they take)")
     decoded = body_decoded(headers, body, READ_DECODED_MAX)
     if decoded is None:
-        return None, (f"this request's compressed body cannot be decoded to read its model (corrupt, or more than "
-                      f"{READ_DECODED_MAX // (1024 * 1024)} MiB decoded)")
+        return BodyReading(unread=f"this request's compressed body cannot be decoded to be read (corrupt, or more "
+                                  f"than {READ_DECODED_MAX // (1024 * 1024)} MiB decoded)")
+    if multipart_boundary(content_type) is not None:
+        return _form_reading(decoded, content_type)
+    return _json_reading(decoded)
+
+
+def _form_reading(decoded: bytes, content_type: str) -> BodyReading:
     try:
-        payload = _payload(decoded, content_type)
+        return BodyReading(payload=_payload(decoded, content_type), decoded=decoded)
     except TooManyParts:
         # Read as empty, such a form looked like one that sends no model and no response_format: a key's
         # checks of them were skipped while the upstream read every field.
-        return None, (f"this request's form has more than {settings.LOG_MULTIPART_MAX_PARTS} parts, more than the "
-                      "gateway reads (LOG_MULTIPART_MAX_PARTS)")
+        return BodyReading(decoded=decoded, unread=f"this request's form has more than "
+                           f"{settings.LOG_MULTIPART_MAX_PARTS} parts, more than the gateway reads "
+                           "(LOG_MULTIPART_MAX_PARTS)")
     except BoundaryInside:
-        return None, ("a part of this request's form holds the form's boundary, where servers that take a bare line "
-                      "break before it (Werkzeug) see more fields")
-    # JSON as read here (a BOM, UTF-16 too), or JSON too deep to read.
-    json_like = isinstance(payload, (dict, list)) or (payload is None and _JSON_START.match(decoded))
-    if json_like and multipart_boundary(content_type) is None:
-        if why := json_ambiguity(decoded):
-            # Python's json and orjson keep a repeated key's last value, other parsers the first: the model judged
-            # here was not always the one the upstream ran (realtime messages are judged so too).
-            return None, f"this request's JSON {why} (parsers differ on which value counts)"
-        if payload is None:
-            # Go's JSON (Ollama) reads bytes that are not UTF-8 as U+FFFD, and the model beside them.
-            return None, "this request's body starts as JSON but cannot be read as JSON (not UTF-8, or malformed)"
-    return payload, ""
+        return BodyReading(decoded=decoded, unread="a part of this request's form holds the form's boundary, where "
+                           "servers that take a bare line break before it (Werkzeug) see more fields")
+
+
+def _json_reading(decoded: bytes) -> BodyReading:
+    """JSON as read here (a BOM, UTF-16 too), exactly (json_parse: the stream usage step writes it back); or why
+    it cannot be read for sure."""
+    try:
+        payload = json_parse(decoded)
+    except (ValueError, UnicodeDecodeError):
+        if not _JSON_START.match(decoded):
+            return BodyReading(decoded=decoded)  # not JSON: nothing to read (a binary upload, plain text)
+        if why := json_ambiguity(decoded):  # too deep for Python's json: a parser with a deeper limit reads it
+            return _ambiguous(None, decoded, why)
+        # Go's JSON (Ollama) reads bytes that are not UTF-8 as U+FFFD, and the model beside them.
+        return BodyReading(decoded=decoded, unread="this request's body starts as JSON but cannot be read as JSON "
+                                                   "(not UTF-8, or malformed)")
+    if isinstance(payload, (dict, list)) and (why := json_ambiguity(decoded)):
+        return _ambiguous(payload, decoded, why)
+    return BodyReading(payload=payload, decoded=decoded, is_json=True)
+
+
+def _ambiguous(payload: object, decoded: bytes, why: str) -> BodyReading:
+    # Python's json and orjson keep a repeated key's last value, other parsers the first: the model judged here
+    # was not always the one the upstream ran (realtime messages are judged so too).
+    return BodyReading(payload=payload, decoded=decoded, is_json=payload is not None, ambiguity=why,
+                       unread=f"this request's JSON {why} (parsers differ on which value counts)")
 
 
 class BodySpool:

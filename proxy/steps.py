@@ -28,9 +28,7 @@ from proxy.hold import hold_may_apply, hold_request
 from proxy.hooks import hooks_loaded, hooks_request
 from proxy.key_policy import key_rejudge, key_request
 from proxy.relay import AnswerFilter, AnswerFilters
-from proxy.request_body import body_decoded
-from proxy.threads import off_loop
-from wire.jsonutil import json_ambiguity, json_parse
+from proxy.request_body import BodyReading
 from wire.sse import EventFilter
 
 log = logging.getLogger(__name__)
@@ -177,72 +175,50 @@ class StreamUsageStep(Step):
             return None
         if not x.provider.usage_injectable(x.method, x.route.upstream_path):
             return None
-        body, large = x.forward_body, False
-        if body is None and x.body.size:  # a large one is in its spool file (1 MiB of blanks is no tokens)
-            body = x.body.in_memory()
-            if body is None:
-                body, large = await off_loop(x.body.read_all), True
-        if not body:
+        if x.forward_body is None and not x.body.size:
             return None
-        encoded = any(k.lower() == "content-encoding" for k, _ in x.forward_headers)
+        # The key step's reading when it read the body (one parse and one ambiguity check a request), decoded when
+        # it came compressed: a few kilobytes of zstd decode to MAX_REQUEST_BODY_BYTES (a key counting usage must
+        # not escape it by compressing) and a spooled body is as large, so those are read off the event loop.
+        reading = await x.body_reading()
+        if reading.unread and x.usage_counted:
+            # A body that may read otherwise upstream ({"stream": true, "stream": false}, read here as no stream)
+            # may stream without its usage: the key counted nothing.
+            return x.body_refusal(self.name, reading.unread, self._reads_for(x))
         try:
-            if encoded or large:
-                # Off the event loop: a few kilobytes of zstd can decode to MAX_REQUEST_BODY_BYTES (a key counting
-                # usage must not escape it by compressing), and a spooled body is as large.
-                decoded, injected, why = await off_loop(self._read, x, body, encoded)
-            else:
-                decoded, injected, why = self._read(x, body, False)
+            injected = usage_body(x.provider, x.method, x.route.upstream_path, reading)
         except UsageUnknowable as exc:
-            return self._unknowable(x, str(exc), "name the field in lower case, as the SDKs do")
-        if why:
-            return self._unknowable(x, f"this request's JSON {why} (parsers differ on which value counts, and one "
-                                       "may stream without its usage)", "send each field once")
+            if x.usage_counted:  # its answer might count nothing: fail closed
+                return x.body_refusal(self.name, f"{exc}: name the field in lower case, as the SDKs do",
+                                      self._reads_for(x))
+            x.decisions.append({"step": self.name, "decision": f"not asked for usage: {exc}"})
+            return None  # STREAM_USAGE=inject alone: forwarded as it came
         if injected is None:
             return None
-        dropped = {"accept-encoding"} | ({"content-encoding"} if decoded is not body else set())
+        encoded = any(k.lower() == "content-encoding" for k, _ in x.forward_headers)
+        dropped = {"accept-encoding", "content-encoding"}
         x.forward_body, x.usage_injected = injected, True
         x.forward_headers = [(k, v) for k, v in x.forward_headers if k.lower() not in dropped]
         x.forward_headers.append(("Accept-Encoding", "identity"))
         changed = ["body: stream_options.include_usage = true", "Accept-Encoding: identity"]
-        if decoded is not body:
+        if encoded:
             changed.append("body: sent uncompressed (Content-Encoding removed)")
         x.decisions.append({"step": self.name, "decision": "asked the stream for usage", "changed": changed})
         return None
 
-    def _unknowable(self, x: Exchange, why: str, advice: str) -> HttpResponseBase | None:
-        """A request whose stream the provider module cannot read for sure: refused to a key counting spend or
-        tokens (its answer might count nothing: fail closed), forwarded as it came otherwise (STREAM_USAGE=inject)."""
-        if not x.usage_counted:
-            x.decisions.append({"step": self.name, "decision": f"not asked for usage: {why}"})
-            return None
-        message = f"Gateway key '{x.gateway_key.name}' counts its spend or tokens, and {why}: {advice}."
-        x.decisions.append({"step": self.name, "decision": "refused", "reason": message})
-        x.outcome, x.error = Outcome.GATEWAY_ERROR, message
-        return json_error(403, x.provider.error_body(message, kind="permission_error", status=403))
-
     @staticmethod
-    def _read(x: Exchange, body: bytes, encoded: bool) -> tuple[bytes | None, bytes | None, str]:
-        """(the body decoded, it asking for the stream's usage or None, why parsers may read it otherwise or "")."""
-        decoded = body_decoded(x.forward_headers, body, settings.MAX_REQUEST_BODY_BYTES) if encoded else body
-        if not decoded:
-            return decoded, None, ""
-        injected = usage_body(x.provider, x.method, x.route.upstream_path, decoded)
-        # A body that goes as sent ({"stream": true, "stream": false}, read here as no stream) may stream without its
-        # usage on a server taking the first: the key counted nothing. One asking for usage goes as read here.
-        why = json_ambiguity(decoded) if injected is None and x.usage_counted else ""
-        return decoded, injected, why
+    def _reads_for(x: Exchange) -> str:
+        return f"gateway key '{x.gateway_key.name}', which counts its spend or tokens (whether its answer streams)"
 
     def relay_filter(self, x: Exchange, is_sse: bool) -> AnswerFilter | None:
         return EventFilter(x.provider.injected_event) if x.usage_injected and is_sse else None
 
 
-def usage_body(provider: Provider, method: str, upstream_path: str, body: bytes) -> bytes | None:
+def usage_body(provider: Provider, method: str, upstream_path: str, reading: BodyReading) -> bytes | None:
     """The body with the provider's ask for its stream's usage, or None when it needs none (or is not JSON)."""
-    try:
-        payload = json_parse(body)
-    except (ValueError, UnicodeDecodeError):
+    if not reading.is_json:
         return None
-    injected = provider.usage_inject(method, upstream_path, payload)
+    injected = provider.usage_inject(method, upstream_path, reading.payload)
     return None if injected is None else json_bytes(injected)
 
 

@@ -229,12 +229,13 @@ def test_a_counting_key_is_refused_a_stream_field_in_another_case(gateway, upstr
     headers = {"Authorization": f"Bearer {PROVIDER_KEY}", "X-Gateway-Key": secret}
     sent = len(upstream.received)
     answer = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers, timeout=10)
-    assert answer.status_code == 403 and answer.json()["error"]["type"] == "permission_error"
+    assert answer.status_code == 400 and answer.json()["error"]["type"] == "invalid_request_error"
     message = answer.json()["error"]["message"]
-    assert f"'tokens' counts its spend or tokens, and this request names '{field}'" in message
+    assert f"this request names '{field}'" in message and "name the field in lower case" in message
+    assert "gateway key 'tokens', which counts its spend or tokens" in message
     assert len(upstream.received) == sent  # never forwarded
     _, resp = _logged(log_flush, answer)
-    assert resp.outcome == "gateway_error" and {"step": "stream_usage", "decision": "refused",
+    assert resp.outcome == "gateway_error" and {"step": "stream_usage", "decision": "refused: the body cannot be read",
                                                  "reason": message} in resp.steps
     assert _chat(gateway, secret).status_code == 200  # the lower-case fields, as the SDKs send them
 
@@ -246,7 +247,7 @@ def test_a_counting_key_is_refused_a_stream_field_sent_twice(gateway, upstream, 
     headers = {"Authorization": f"Bearer {PROVIDER_KEY}", "X-Gateway-Key": secret, "Content-Type": "application/json"}
     body = json.dumps(CHAT)[:-1].encode() + b', "stream": true, "stream": false}'
     answer = httpx.post(f"{gateway.url}/v1/chat/completions", content=body, headers=headers, timeout=10)
-    assert answer.status_code == 403 and "JSON repeats a key" in answer.json()["error"]["message"], answer.text
+    assert answer.status_code == 400 and "JSON repeats a key" in answer.json()["error"]["message"], answer.text
     assert upstream.received == []
     assert _chat(gateway, secret).status_code == 200  # each field once, as the SDKs send them
 
@@ -517,7 +518,7 @@ def test_a_key_limited_to_models_refuses_a_request_that_leaves_the_model_to_the_
     ]
     for path, body in refused:
         r = httpx.post(f"{gateway.url}{path}", json=body, headers=headers)
-        assert r.status_code == 403, (path, r.text)
+        assert r.status_code == (400 if "MODEL" in body else 403), (path, r.text)  # two model fields: bad input
     assert upstream.received == []
     # What runs no model, or names an allowed one, goes as before.
     assert httpx.get(f"{gateway.url}/v1/models", headers=headers).status_code == 200
@@ -586,7 +587,8 @@ def test_a_form_that_lenient_servers_read_another_model_from_is_refused(gateway,
             b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF0000WAVE\r\n"
             b"--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--B--\r\n")
     r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", content=form % hidden, headers=headers)
-    assert r.status_code == 403 and refusal in r.json()["error"]["message"], r.text
+    # A part holding the boundary is bad input (400); a form whose model field hides names none (403).
+    assert r.status_code == (403 if refusal == "names none" else 400) and refusal in r.json()["error"]["message"]
     assert upstream.received == []
     plain = form % b"name=\"language\"\r\n\r\nen"
     r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", content=plain, headers=headers)
@@ -602,7 +604,7 @@ def test_a_form_under_two_content_types_is_refused(gateway, upstream, make_key):
     headers = [("X-Gateway-Key", secret), ("Authorization", f"Bearer {PROVIDER_KEY}"),
                ("Content-Type", "multipart/form-data; boundary=X"), ("Content-Type", "multipart/form-data; boundary=Y")]
     r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", content=form, headers=headers)
-    assert r.status_code == 403 and "more than one Content-Type" in r.json()["error"]["message"], r.text
+    assert r.status_code == 400 and "more than one Content-Type" in r.json()["error"]["message"], r.text
     assert upstream.received == []
     r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", content=form, headers=headers[:2] + headers[3:])
     assert r.status_code != 403 and len(upstream.received) == 1
@@ -622,11 +624,46 @@ def test_a_json_body_naming_its_model_twice_is_refused(gateway, upstream, make_k
     headers = {"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}", "Content-Type": "application/json"}
     path = "/v1/realtime/client_secrets" if b"session" in body else "/v1/chat/completions"
     r = httpx.post(f"{gateway.url}{path}", content=body, headers=headers)
-    assert r.status_code == 403 and "repeats a key" in r.json()["error"]["message"], r.text
+    assert r.status_code == 400 and "repeats a key" in r.json()["error"]["message"], r.text
     assert upstream.received == []
     r = httpx.post(f"{gateway.url}/v1/chat/completions", headers=headers,
                    content=b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "model"}]}')
     assert r.status_code == 200 and len(upstream.received) == 1
+
+
+_OPENAI_SHAPE = ("/v1/chat/completions", lambda j: j["error"]["type"] == "invalid_request_error")
+_ANTHROPIC_SHAPE = ("/anthropic/v1/messages", lambda j: j["type"] == "error" and j["error"]["type"] == "invalid_request_error")
+_GEMINI_SHAPE = ("/gemini/v1beta/openai/chat/completions", lambda j: j["error"]["status"] == "INVALID_ARGUMENT")
+
+
+# A key counting tokens reads the body where a stream reports its usage only when asked (OpenAI's wire): an
+# Anthropic stream always reports it, so that body is not its to read.
+@pytest.mark.parametrize("path, shape, limits, step", [
+    (*_OPENAI_SHAPE, {"models": ["gpt-4o-mini"]}, "gateway_key"),
+    (*_ANTHROPIC_SHAPE, {"models": ["gpt-4o-mini"]}, "gateway_key"),
+    (*_GEMINI_SHAPE, {"models": ["gpt-4o-mini"]}, "gateway_key"),
+    (*_OPENAI_SHAPE, {"tpm": 100000}, "stream_usage"),
+    (*_GEMINI_SHAPE, {"tpm": 100000}, "stream_usage"),
+])
+@pytest.mark.parametrize("body, problem", [
+    (b'{"model": "gpt-4o-mini", "messages": [', "cannot be read as JSON"),
+    (b'{"model": "gpt-4o-mini", "model": "gpt-4o", "stream": true, "messages": []}', "repeats a key"),
+])
+def test_a_body_a_key_must_read_and_cannot_is_bad_input(gateway, upstream, log_flush, make_key, path, shape, limits,
+                                                      step, body, problem):
+    """A malformed body, or one repeating a key, was refused 403 (permission) to a key limited to models, while the
+    same body without the key got the upstream's 400 (and a key counting tokens forwarded a malformed one, which a
+    lenient server may stream without its usage): a 400 in the provider's shape, naming the problem and the step."""
+    _, secret = make_key("reader", **limits)
+    headers = {"X-Gateway-Key": secret, "Authorization": f"Bearer {PROVIDER_KEY}", "x-api-key": PROVIDER_KEY,
+               "Content-Type": "application/json"}
+    r = httpx.post(f"{gateway.url}{path}", content=body, headers=headers)
+    assert r.status_code == 400 and shape(r.json()), r.text
+    assert problem in r.text and "gateway key 'reader'" in r.text
+    assert upstream.received == []
+    _, resp = _logged(log_flush, r)
+    assert resp.outcome == "gateway_error" and resp.steps[-1]["step"] == step
+    assert resp.steps[-1]["decision"] == "refused: the body cannot be read"
 
 
 def test_a_key_limited_to_models_judges_each_request_of_a_batch(gateway, upstream, make_key):
@@ -687,7 +724,7 @@ def test_a_compressed_body_is_judged_by_the_model_it_names(gateway, upstream, ma
     assert r.status_code == 403 and "may not use model 'gpt-4o'" in r.json()["error"]["message"]
     r = httpx.post(f"{gateway.url}/v1/chat/completions", content=b"\x1f\x8bnot gzip",
                    headers={**headers, "Content-Encoding": "gzip"})
-    assert r.status_code == 403 and "cannot be decoded" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "cannot be decoded" in r.json()["error"]["message"]
     assert upstream.received == []
 
 
@@ -701,7 +738,7 @@ def test_a_compressed_body_is_not_decoded_past_its_bound_to_read_its_model(gatew
     r = httpx.post(f"{gateway.url}/v1/chat/completions", content=gzip.compress(body), timeout=30, headers={
         "X-Gateway-Key": secret, "Authorization": "Bearer sk-client", "Content-Type": "application/json",
         "Content-Encoding": "gzip"})
-    assert r.status_code == 403 and "more than 16 MiB decoded" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "more than 16 MiB decoded" in r.json()["error"]["message"]
     assert upstream.received == []
 
 
@@ -1002,7 +1039,7 @@ def test_a_form_of_more_parts_than_the_gateway_reads_is_refused_to_a_limited_key
     fields = {"model": "gpt-4o-transcribe", "response_format": "json"}
     padded = {**fields, "response_format": "text", **{f"pad{i}": "" for i in range(21)}}
     r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", files=audio, data=padded, headers=headers)
-    assert r.status_code == 403 and "more than 20 parts" in r.json()["error"]["message"], r.text
+    assert r.status_code == 400 and "more than 20 parts" in r.json()["error"]["message"], r.text
     assert upstream.received == []
     r = httpx.post(f"{gateway.url}/v1/audio/transcriptions", files=audio, data=fields, headers=headers)
     assert r.status_code == 200 and len(upstream.received) == 1  # a form of fewer parts is read as before

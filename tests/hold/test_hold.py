@@ -213,9 +213,9 @@ def test_the_model_filter_reads_the_model_that_goes_upstream(upstream, gateway, 
     zipped = Background(lambda: httpx.post(f"{gateway.url}/v1/chat/completions", content=gzip.compress(body),
                                            headers={**AUTH, "Content-Type": "application/json",
                                                     "Content-Encoding": "gzip"}, timeout=30))
-    big = _post(gateway, {**CHAT, "model": "gpt-4o-mini", "pad": "x" * (2 << 20)})  # past memory: held unread
+    big = _post(gateway, {**CHAT, "model": "gpt-4o", "pad": "x" * (2 << 20)})  # past memory: read off the loop
     ids = held_ids(gateway, 2)
-    assert {HeldRequest.objects.get(pk=i).model for i in ids} == {"gpt-4o", ""}
+    assert [HeldRequest.objects.get(pk=i).model for i in ids] == ["gpt-4o", "gpt-4o"]
     switch(on=False, by="test")
     # The large body, spooled to disk, goes upstream once approved (the ingest had moved its file: a 502).
     assert zipped.wait().status_code == 200 and big.wait().status_code == 200
@@ -230,39 +230,50 @@ def test_the_model_filter_reads_the_model_that_goes_upstream(upstream, gateway, 
     assert call.wait().status_code == 200
 
 
-def test_the_model_filter_holds_a_body_whose_model_servers_read_otherwise(upstream, gateway, settings):
-    # Each named gpt-4o-mini to the gateway, or none, and went upstream unheld: a server reading the first of two
-    # model keys, Go's JSON past a byte that is not UTF-8, a form of more parts than the gateway reads, a form
-    # under two Content-Types, a gzip body under two Content-Encoding lines.
+def test_the_model_filter_refuses_a_body_whose_model_servers_read_otherwise(upstream, gateway, settings, log_flush):
+    # Each named gpt-4o-mini to the gateway, or none: a server reading the first of two model keys, Go's JSON past
+    # a byte that is not UTF-8, a form of more parts than the gateway reads, a form under two Content-Types. They
+    # were held for the operator to decide what nobody could read (and a key limited to models answered the same
+    # body 403): bad input, a 400 naming the problem in the provider's shape, never held nor forwarded.
     settings.LOG_MULTIPART_MAX_PARTS = 5
     _switch(on=True, model="gpt-4o")
     json_headers = {**AUTH, "Content-Type": "application/json"}
+    chat = f"{gateway.url}/v1/chat/completions"
     form = {"model": "gpt-4o", **{f"pad{i}": "" for i in range(6)}}
-    calls = [Background(lambda content=content: httpx.post(f"{gateway.url}/v1/chat/completions", content=content,
-                                                           headers=json_headers, timeout=30))
-             for content in (b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": []}',
-                             b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "\xff"}]}')]
-    calls.append(Background(lambda: httpx.post(f"{gateway.url}/v1/audio/transcriptions", data=form, headers=AUTH,
-                                               files={"file": ("a.wav", b"RIFF", "audio/wav")}, timeout=30)))
     # Two Content-Types: Starlette reads the form of the first boundary (here in the other's preamble), the
     # gateway the last.
     two_forms = (b"--X\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-4o\r\n--X--\r\n"
                  b"--Y\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-4o-mini\r\n--Y--\r\n")
-    calls.append(Background(lambda: httpx.post(
-        f"{gateway.url}/v1/audio/transcriptions", content=two_forms, timeout=30,
-        headers=[*AUTH.items(), ("Content-Type", "multipart/form-data; boundary=X"),
-                 ("Content-Type", "multipart/form-data; boundary=Y")])))
-    ids = held_ids(gateway, 4)
-    assert upstream.received == [] and {HeldRequest.objects.get(pk=i).model for i in ids} == {""}
-    # A gzip body whose encoding comes in a second Content-Encoding line, after identity: read decoded.
+    answers = {
+        "repeats a key": httpx.post(chat, content=b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": []}',
+                                    headers=json_headers, timeout=30),
+        "cannot be read as JSON": httpx.post(chat, headers=json_headers, timeout=30,
+                                             content=b'{"model": "gpt-4o", "messages": [{"content": "\xff"}]}'),
+        "more than 5 parts": httpx.post(f"{gateway.url}/v1/audio/transcriptions", data=form, headers=AUTH,
+                                        files={"file": ("a.wav", b"RIFF", "audio/wav")}, timeout=30),
+        "more than one Content-Type": httpx.post(
+            f"{gateway.url}/v1/audio/transcriptions", content=two_forms, timeout=30,
+            headers=[*AUTH.items(), ("Content-Type", "multipart/form-data; boundary=X"),
+                     ("Content-Type", "multipart/form-data; boundary=Y")]),
+    }
+    for problem, r in answers.items():
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["type"] == "invalid_request_error", r.text
+        assert problem in error["message"] and "the hold queue's model filter ('gpt-4o')" in error["message"]
+    assert upstream.received == [] and not HeldRequest.objects.exists()
+    logged = _logged(log_flush, answers["repeats a key"].headers["x-gateway-request-id"])
+    assert logged.status_code == 400 and logged.outcome == "gateway_error"
+    assert logged.steps == [{"step": "hold", "decision": "refused: the body cannot be read",
+                             "reason": answers["repeats a key"].json()["error"]["message"]}]
+    # A gzip body whose encoding comes in a second Content-Encoding line, after identity: read decoded, held.
     zipped = gzip.compress(json.dumps({**CHAT, "model": "gpt-4o"}).encode())
-    calls.append(Background(lambda: httpx.post(
-        f"{gateway.url}/v1/chat/completions", content=zipped, timeout=30,
-        headers=[*json_headers.items(), ("Content-Encoding", "identity"), ("Content-Encoding", "gzip")])))
-    ids = held_ids(gateway, 5)
-    assert upstream.received == [] and HeldRequest.objects.get(pk=ids[-1]).model == "gpt-4o"
+    call = Background(lambda: httpx.post(
+        chat, content=zipped, timeout=30,
+        headers=[*json_headers.items(), ("Content-Encoding", "identity"), ("Content-Encoding", "gzip")]))
+    [rid] = held_ids(gateway)
+    assert upstream.received == [] and HeldRequest.objects.get(pk=rid).model == "gpt-4o"
     switch(on=False, by="test")
-    assert all(c.wait().status_code for c in calls) and len(upstream.received) == 5  # approved: forwarded
+    assert call.wait().status_code == 200 and len(upstream.received) == 1  # approved: forwarded
 
 
 def test_the_key_filter_matches_a_key_of_the_keys_app(upstream, gateway, make_key):

@@ -11,8 +11,8 @@ import proxy.exchange
 from providers import registry
 from proxy.exchange import Exchange
 from proxy.paths import Route
-from proxy.request_body import BodySpool
-from proxy.steps import StreamUsageStep, TagsStep, relay_filter, steps_active, steps_run, usage_body
+from proxy.request_body import BodySpool, body_reading
+from proxy.steps import StreamUsageStep, TagsStep, relay_filter, steps_active, steps_run, usage_body as _usage_body
 from wire.sse import EventFilter
 
 CHUNK = 'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'
@@ -41,6 +41,11 @@ def _exchange(body: bytes, *, method: str = "POST", path: str = "/v1/chat/comple
     x = Exchange(request, Route(provider, path, upstream_path, "http://upstream.test"))
     x.forward_headers = list(headers or [])
     return x
+
+
+def usage_body(provider, method: str, path: str, body: bytes) -> bytes | None:
+    """The step's rewrite of a body, read as the steps read it (Exchange.body_reading)."""
+    return _usage_body(provider, method, path, body_reading([], body, "application/json"))
 
 
 def test_wanted_only_when_on_and_for_chunked_endpoints(settings):
