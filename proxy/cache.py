@@ -296,7 +296,7 @@ async def cache_request(x: Exchange) -> HttpResponseBase | None:
         x.answer_headers.append(("X-Gateway-Cache", "BYPASS"))  # every answer to a request that asked says
         return json_error(400, x.provider.error_body(str(exc), kind="invalid_request_error", status=400))
     body = x.forward_body if x.forward_body is not None else (x.body.in_memory() if x.body.size else b"")
-    why = _bypass_reason(x, directive, body)
+    why = _bypass_reason(x, directive, body) or await _ambiguity(x, body)
     if why:
         x.answer_headers.append(("X-Gateway-Cache", "BYPASS"))
         x.decisions.append({"step": "cache", "decision": f"bypass: {why}"})
@@ -374,6 +374,17 @@ def _bypass_reason(x: Exchange, directive: Directive, body: bytes | None) -> str
     if body is None:
         return "request body too large to match (kept on disk)"
     return x.provider.cache_refusal(x.method, x.route.upstream_path, body)
+
+
+async def _ambiguity(x: Exchange, body: bytes) -> str:
+    """Why the body may read otherwise to the provider than to the cache key, or "": its JSON repeats a key
+    (the key reads it canonically, the last value winning; a provider may take the first) or nests too deep to
+    read, so two different requests could share an entry. Asked of the exchange's reading (shared with the key
+    step), for a body the key is made of."""
+    if not body:
+        return ""
+    reading = await x.body_reading()
+    return f"the request's JSON {reading.ambiguity} (providers may read it otherwise)" if reading.ambiguity else ""
 
 
 _sleep = asyncio.sleep  # tests count the pauses instead of waiting them

@@ -137,6 +137,24 @@ def test_json_body_matches_canonically_and_a_different_body_misses(gateway, upst
     assert [r.headers["x-gateway-cache"] for r in (*seeds, again)] == ["MISS", "MISS", "HIT"]
 
 
+@pytest.mark.parametrize("twice", [b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": []}',
+                                   b'{"model": "gpt-4o", "mod\\u0065l": "gpt-4o-mini", "messages": []}'])
+def test_a_body_repeating_a_key_is_neither_read_from_nor_written_to_the_cache(gateway, upstream, log_flush, twice):
+    """The key reads JSON canonically, a repeated key's last value winning: this body shared the entry of the one
+    naming gpt-4o-mini alone, though a provider taking the first value runs gpt-4o."""
+    cache = {"X-Gateway-Cache": "60"}
+    plain = _raw(gateway, b'{"model": "gpt-4o-mini", "messages": []}', **cache)
+    answers = [_raw(gateway, twice, **cache) for _ in range(2)]
+    assert [r.headers["x-gateway-cache"] for r in (plain, *answers)] == ["MISS", "BYPASS", "BYPASS"]
+    assert all(r.status_code == 200 for r in answers) and len(upstream.received) == 3
+    logged = _logged(log_flush, answers[0].headers["x-gateway-request-id"])
+    assert logged.cache_hit is None and logged.steps == [
+        {"step": "cache", "decision": "bypass: the request's JSON repeats a key (providers may read it otherwise)"}]
+    # Nothing was stored from it either: the body naming the first value alone is a miss.
+    first = _raw(gateway, b'{"model": "gpt-4o", "messages": []}', **cache)
+    assert first.headers["x-gateway-cache"] == "MISS" and len(upstream.received) == 4
+
+
 def test_a_compressed_body_matches_as_the_upstream_reads_it(gateway, upstream):
     # gzip writes its time into the bytes: the same JSON compressed a second later never matched itself.
     body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "zipped"}]}'
