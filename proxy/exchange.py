@@ -177,6 +177,11 @@ class Exchange:
         self._reading = (self.forward_body, encoding, content_type, reading)
         return reading
 
+    def body_reading_drop(self) -> None:
+        """The steps are done with it: a stream's exchange lives as long as the stream, and the reading (a parsed
+        body, decoded up to 16 MiB) is not kept that long."""
+        self._reading = None
+
     def _body_read(self, body: bytes | None, content_type: str) -> BodyReading:
         return body_reading(self.forward_headers, self.body.read_all() if body is None else body, content_type)
 

@@ -232,14 +232,17 @@ def steps_active() -> list[Step]:
 
 async def steps_run(x: Exchange, steps: list[Step]) -> HttpResponseBase | None:
     """Run the request side of each step in order; the first answer ends the exchange."""
-    for step in steps:
-        try:
-            answer = await step.request(x)
-        except Exception as exc:  # noqa: BLE001  (CancelledError is not an Exception: it goes on up)
-            return _step_failed(x, step, exc)
-        if answer is not None:
-            return answer
-    return None
+    try:
+        for step in steps:
+            try:
+                answer = await step.request(x)
+            except Exception as exc:  # noqa: BLE001  (CancelledError is not an Exception: it goes on up)
+                return _step_failed(x, step, exc)
+            if answer is not None:
+                return answer
+        return None
+    finally:
+        x.body_reading_drop()
 
 
 def _step_failed(x: Exchange, step: Step, exc: Exception) -> HttpResponseBase:

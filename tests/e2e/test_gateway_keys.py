@@ -666,6 +666,20 @@ def test_a_body_a_key_must_read_and_cannot_is_bad_input(gateway, upstream, log_f
     assert resp.steps[-1]["decision"] == "refused: the body cannot be read"
 
 
+def test_a_keyed_request_has_its_body_read_once_by_every_step(gateway, upstream, make_key, monkeypatch):
+    """The key step and the stream usage step each parsed the body and checked it for repeated keys (the costly
+    half, a pure-Python parse); the cache, asked, now checks it too: all three ask the exchange's one reading."""
+    from wire import jsonutil
+
+    checks = []
+    check = jsonutil._PAIRS_DECODER.decode
+    monkeypatch.setattr(jsonutil._PAIRS_DECODER, "decode", lambda text: checks.append(text) or check(text))
+    _, secret = make_key("both", models=["gpt-4o-mini"], tpm=100000)
+    r = _chat(gateway, secret, **{"X-Gateway-Cache": "60"})
+    assert r.status_code == 200 and r.headers["x-gateway-cache"] == "MISS"
+    assert len(checks) == 1 and '"gpt-4o-mini"' in checks[0]  # positive control: it read this body
+
+
 def test_a_key_limited_to_models_judges_each_request_of_a_batch(gateway, upstream, make_key):
     _, secret = make_key("batcher", models=["claude-haiku-4-5", "gpt-4o-mini"])
     headers = {"X-Gateway-Key": secret, "x-api-key": "sk-ant-" + "x" * 30, "anthropic-version": "2023-06-01"}
