@@ -178,8 +178,8 @@ class StreamUsageStep(Step):
         if x.forward_body is None and not x.body.size:
             return None
         # The key step's reading when it read the body (one parse and one ambiguity check a request), decoded when
-        # it came compressed: a few kilobytes of zstd decode to MAX_REQUEST_BODY_BYTES (a key counting usage must
-        # not escape it by compressing) and a spooled body is as large, so those are read off the event loop.
+        # it came compressed (off the event loop, as a spooled body). One that decodes past READ_DECODED_MAX cannot
+        # be read: a key counting usage is refused it (it went upstream unasked, its usage uncounted).
         reading = await x.body_reading()
         if reading.unread and x.usage_counted:
             # A body that may read otherwise upstream ({"stream": true, "stream": false}, read here as no stream)
