@@ -3,27 +3,15 @@
 import logging
 import re
 from typing import Any
-from urllib.parse import unquote_plus
 
-from logs.redaction.redact import MASK, header_is_secret, param_is_secret, token_mask, value_mask
+from logs.redaction.redact import MASK, header_is_secret, param_is_secret, query_piece_mask, shapes_mask, token_mask, value_mask
 
-# A query parameter (its name possibly percent-encoded: api%5Fkey), and a "name: value" or
-# "name=value" pair as headers and dicts print; each counts when its name says it is a secret
-# (the same rules as the log's: built-in names, LOG_REDACT_*, providers' own, secret-like words).
-_PARAM = re.compile(r"(?<=[?&])([\w%.~+-]{1,96})=([^&\s\"'#;,]+)")
+# A query's piece (name=value or a bare name, percent-encoded or not: api%5Fkey=, note=sk%2D...), masked
+# as the log's query is; and a "name: value" or "name=value" pair as headers and dicts print, which counts
+# when its name says it is a secret (built-in names, LOG_REDACT_*, providers' own, secret-like words).
+_PARAM = re.compile(r"(?<=[?&])[^&\s\"'#;,]+")
 _PAIR = re.compile(r"(?<![\w%-])([A-Za-z][\w.-]{0,63})([\"']?\s*[:=]\s*[\"']?)([^\"'\r\n,}\]&]+)")
 _SCHEME = re.compile(r"(?i)\b((?:bearer|basic|token)\s+)([A-Za-z0-9._~+/=-]{8,})")
-# Keys known by their shape wherever they stand (a path, a query value): OpenAI's and Anthropic's sk-,
-# the gateway's own gk-, Gemini's AIza, Replicate's r8_, Groq's gsk_, xAI's xai-, Hugging Face's hf_.
-_SHAPES = re.compile(r"(?<![\w-])((?:sk|gk)-[A-Za-z0-9_-]{12,}|AIza[0-9A-Za-z_-]{20,}|(?:r8|gsk|hf)_[A-Za-z0-9]{20,}"
-                     r"|xai-[A-Za-z0-9]{20,})")
-
-
-def _param(match: re.Match) -> str:
-    name, value = match.group(1), match.group(2)
-    if MASK in value or not param_is_secret(name):
-        return match.group(0)
-    return f"{name}={token_mask(unquote_plus(value))}"
 
 
 # An exception's class before its message ("KeyError: 'messages'", "TokenError: ...") names no credential:
@@ -41,10 +29,10 @@ def _pair(match: re.Match) -> str:
 
 def text_redact(text: str) -> str:
     """Mask anything that looks like a credential in a free-text line."""
-    text = _PARAM.sub(_param, text)
+    text = _PARAM.sub(lambda m: query_piece_mask(m.group(0), logged=True), text)
     text = _PAIR.sub(_pair, text)
     text = _SCHEME.sub(lambda m: m.group(1) + token_mask(m.group(2)), text)
-    return _SHAPES.sub(lambda m: token_mask(m.group(1)), text)
+    return shapes_mask(text)
 
 
 def _arg_redact(arg: Any) -> Any:

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import re
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -47,6 +47,12 @@ SCRUB_MIN_LEN = 8  # shorter values are too likely to match ordinary text
 _PREFIX = re.compile(r"^[A-Za-z]{1,3}[-_]")  # sk-, gsk_, xai-: tells the key's kind, not the key
 _WORD_SPLIT = re.compile(r"[-_.\s]+|(?<=[a-z0-9])(?=[A-Z])")
 _SCHEME = re.compile(r"^\s*(\S+)\s+(\S.*?)\s*$", re.S)  # "Bearer<TAB>key", "Bearer  key"
+# Keys known by their shape wherever they stand (a path, any query value): OpenAI's and Anthropic's sk-,
+# the gateway's own gk-, Gemini's AIza, Replicate's r8_, Groq's gsk_, xAI's xai-, Hugging Face's hf_.
+KEY_SHAPES = re.compile(r"(?<![\w-])((?:sk|gk)-[A-Za-z0-9_-]{12,}|AIza[0-9A-Za-z_-]{20,}|(?:r8|gsk|hf)_[A-Za-z0-9]{20,}"
+                        r"|xai-[A-Za-z0-9]{20,})")
+# A client may encode a query value twice (sk%252D...): still a key to whoever reads the log.
+_DECODE_ROUNDS = 3
 
 
 @functools.lru_cache(maxsize=4096)
@@ -218,21 +224,58 @@ def headers_mask(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, header_value_mask(k, v) if header_is_secret(k) else v) for k, v in pairs]
 
 
-def query_mask(query: str, *, logged: bool = False) -> str:
-    """Mask credential parameters such as key= in a query string; everything else stays as sent.
+def shapes_mask(text: str) -> str:
+    """Mask every key known by its shape in a text; the rest stays as it is."""
+    return KEY_SHAPES.sub(lambda m: token_mask(m.group(1)), text)
 
+
+def _decoded(raw: str) -> str:
+    """A query name or value percent-decoded until it stops changing (at most _DECODE_ROUNDS times)."""
+    for _ in range(_DECODE_ROUNDS):
+        text = unquote_plus(raw)
+        if text == raw:
+            break
+        raw = text
+    return raw
+
+
+def _shaped_mask(raw: str) -> str:
+    """A raw (percent-encoded) query name or value with the keys it holds by their shape masked.
+
+    Shapes are matched on the decoded text: gk%2D... or r8%5F... is a key once decoded. Only a part that
+    holds one is rewritten (decoded, the key masked, the rest encoded again); any other stays as sent.
+    """
+    text = _decoded(raw)
+    if not KEY_SHAPES.search(text):
+        return raw
+    parts = KEY_SHAPES.split(text)  # text, key, text, key, ..., text
+    return "".join(token_mask(p) if i % 2 else quote_plus(p, errors="surrogatepass") for i, p in enumerate(parts))
+
+
+def query_piece_mask(piece: str, *, logged: bool = False) -> str:
+    """One raw piece (name=value, or a bare name) of a query, masked: a credential's name masks its whole
+    value, a key's shape masks the key wherever it stands (any name or value); anything else stays as sent."""
+    name, eq, value = piece.partition("=")
+    if not eq:
+        return _shaped_mask(piece)
+    if param_is_secret(name):
+        if logged and MASK in unquote_plus(value):
+            return piece
+        return f"{name}={token_mask(unquote_plus(value))}"
+    return f"{_shaped_mask(name)}={_shaped_mask(value)}"
+
+
+def query_mask(query: str, *, logged: bool = False) -> str:
+    """Mask credentials in a query string (key=..., a key by its shape in any value); the rest stays as sent.
+
+    The one place a query is masked: the log row, the forwarded note, the admin's pages, curl, exports and
+    the console's lines all go through it (query_piece_mask).
     logged: the query as the log holds it, for display or export: a value masked already stays as it is,
     one a row kept in clear (logged before its name was listed, e.g. in LOG_REDACT_QUERY_PARAMS) is masked.
     """
     if not query:
         return ""
-    out = []
-    for piece in query.split("&"):
-        name, eq, val = piece.partition("=")
-        if eq and param_is_secret(name) and not (logged and MASK in unquote_plus(val)):
-            piece = f"{name}={token_mask(unquote_plus(val))}"
-        out.append(piece)
-    return "&".join(out)
+    return "&".join(query_piece_mask(piece, logged=logged) for piece in query.split("&"))
 
 
 def headers_safe(pairs: Any, labels: tuple[str, ...] = ()) -> list[tuple[str, str]]:
@@ -275,6 +318,7 @@ def credentials_collect(pairs: list[tuple[str, str]], query: str = "") -> list[s
         name, eq, val = piece.partition("=")
         if eq and param_is_secret(name):
             found.update((val, unquote_plus(val)))
+        found.update(KEY_SHAPES.findall(_decoded(piece)))  # echoed in an answer, it is masked there too
     # Longest first, so a full "Bearer x" is replaced before its token "x".
     return sorted((s for s in found if len(s) >= SCRUB_MIN_LEN), key=len, reverse=True)
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # Built at runtime so no key-like literal is committed; hex keeps it identical in every encoding.
 KEY = "sk-" + "scan" + secrets.token_hex(15)
 # Credentials that are not the request's own key: found by the name of what holds them.
-OTHER = {kind: "sk-" + kind + secrets.token_hex(12) for kind in ("header", "field", "nested", "form", "param")}
+OTHER = {kind: "sk-" + kind + secrets.token_hex(12) for kind in ("header", "field", "nested", "form", "param", "shape")}
 # What masking must hide of each: everything but the kind prefix and the last 4 characters.
 NEEDLES = tuple(n for s in (KEY, *OTHER.values()) for n in (s.encode(), s[3:-4].encode()))
 
@@ -132,6 +132,8 @@ def _traffic_bodies(gw: LiveGateway, settings, auth: dict) -> None:
     httpx.get(f"{base}/models?api%5Fkey={KEY}", headers=auth)
     settings.LOG_REDACT_QUERY_PARAMS = ["session_ref"]
     httpx.get(f"{base}/models?session_ref={OTHER['param']}", headers=auth)
+    # A key known by its shape under a parameter whose name says nothing, percent-encoded.
+    httpx.get(f"{base}/models?note={OTHER['shape'].replace('-', '%2D')}", headers=auth)
 
 
 def _db_bytes() -> bytes:
@@ -223,3 +225,34 @@ def test_key_is_nowhere_in_clear(verbose_gateway, upstream, log_flush, payload_d
         assert masked.encode() in data, name
     assert len(json.loads(exports["export_logs --format json"])) == n
     assert len(exports["admin action export_jsonl"].splitlines()) == n
+
+
+def test_a_key_known_by_its_shape_in_an_ordinary_query_parameter_is_nowhere_in_clear(
+        verbose_gateway, upstream, log_flush, capfd, caplog, tmp_path):
+    """?note=gk%2D...: the upstream gets the query as sent; the log row, the exchange page and its curl,
+    export_logs and the console show the key masked, and the rest of the query as sent."""
+    gk = "gk-" + secrets.token_hex(20)
+    query = f"note={gk.replace('-', '%2D')}&stream=false&x=%20y"
+    r = httpx.post(f"{verbose_gateway.url}/v1/chat/completions?{query}", headers={"Authorization": f"Bearer {KEY}"},
+                   json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200 and upstream.received[-1].query == query
+    log_flush()
+    verbose_gateway.stop()
+    masked = f"note=gk-…{gk[-4:]}&stream=false&x=%20y"
+    assert Request.objects.get().query_string == masked
+
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.test import Client
+    client = Client()
+    client.force_login(User.objects.create_superuser("scan-admin", "scan@example.invalid", "pw"))
+    page = client.get(f"/admin/logs/request/{Request.objects.get().pk.hex}/change/").content.decode()
+    assert page.count(masked.replace("&", "&amp;")) >= 2  # the URL line and the curl command
+    call_command("export_logs", "--format", "jsonl", "--output", str(tmp_path / "out.jsonl"))
+    export = (tmp_path / "out.jsonl").read_text()
+    assert masked in export
+    out, err = capfd.readouterr()
+    console = out + err + caplog.text
+    assert f'"POST /v1/chat/completions?{masked} HTTP/1.1" 200' in console  # uvicorn's access log, masked
+    for name, text in {"page": page, "export": export, "console": console}.items():
+        assert gk[3:-4] not in text, name

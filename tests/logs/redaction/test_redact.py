@@ -3,6 +3,7 @@
 import dataclasses
 import logging
 import string
+from urllib.parse import unquote
 
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
@@ -56,9 +57,9 @@ def test_log_redact_headers_extends_the_set(settings):
 def test_query_mask_touches_only_credentials(settings):
     q = f"a=1&key={KEY}&b=%20x+y&api_key={KEY}&empty="
     assert query_mask(q) == "a=1&key=sk-…9f2c&b=%20x+y&api_key=sk-…9f2c&empty="
-    assert query_mask(f"tenant_ref={KEY}") == f"tenant_ref={KEY}"
+    assert query_mask("tenant_ref=opaque-signature-9f2c") == "tenant_ref=opaque-signature-9f2c"
     settings.LOG_REDACT_QUERY_PARAMS = ["tenant_ref"]
-    assert query_mask(f"tenant_ref={KEY}") == "tenant_ref=sk-…9f2c"
+    assert query_mask("tenant_ref=opaque-signature-9f2c") == "tenant_ref=…9f2c"
     settings.LOG_REDACT_QUERY_PARAMS = ["session"]
     assert query_mask(f"session={KEY}") == "session=sk-…9f2c"
     assert query_mask("") == "" and query_mask("novalue&&x") == "novalue&&x"
@@ -67,6 +68,50 @@ def test_query_mask_touches_only_credentials(settings):
 def test_query_mask_sees_through_percent_encoding():
     masked = query_mask("k%65y=" + KEY.replace("-", "%2D"))
     assert KEY not in masked and "2D" not in masked
+
+
+SHAPED = {  # keys known by their shape, each as a client may percent-encode it in an ordinary parameter
+    "gk-" + "ZHiiZ9y_n1-u1KRpkJf5h5JpGzHrO-N6VslCmN9j9WE": ("gk%2D", 3),
+    KEY: ("sk%2d", 3),
+    "r8_" + "Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78": ("r8%5F", 3),
+    "gsk_" + "Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78": ("gsk%5F", 4),
+    "AIza" + "Sy_Ab12Cd34Ef56Gh78Ij90Kl12Mn34": ("AIza", 4),
+}
+
+
+@pytest.mark.parametrize("key", list(SHAPED))
+@pytest.mark.parametrize("encode", [
+    lambda k: k,  # as is
+    lambda k: SHAPED[k][0] + k[SHAPED[k][1]:],  # its separator encoded: gk%2D..., r8%5F...
+    lambda k: "".join(f"%{ord(c):02X}" for c in k),  # every character encoded
+    lambda k: SHAPED[k][0].replace("%", "%25") + k[SHAPED[k][1]:],  # encoded twice: sk%252D...
+    lambda k: "my+key+is+" + k.replace("_", "%5F").replace("-", "%2D") + "%21",  # inside a sentence
+], ids=["plain", "separator", "every-char", "twice", "in-text"])
+def test_a_key_known_by_its_shape_in_any_query_parameter_is_masked(key, encode):
+    """?note=gk%2D...: no parameter name says "secret", but the value is a key once decoded. The log row, the
+    forwarded note, the pages and exports (logged=True) and the console all mask it; the rest stays as sent."""
+    value = encode(key)
+    query = f"a=1&note={value}&b=%20x+y"
+    secret = key[4:-4]  # all but a kind prefix and the last 4
+    for masked in (query_mask(query), query_mask(query, logged=True), text_redact(f'"GET /v1/x?{query} HTTP/1.1"')):
+        assert secret not in unquote(masked) and secret not in masked, masked
+        assert masked.count(key[-4:]) == 1 and masked.count("…") == 1, masked
+        assert "a=1&note=" in masked and masked.endswith(("&b=%20x+y", '&b=%20x+y HTTP/1.1"')), masked
+    assert query_mask(query_mask(query), logged=True) == query_mask(query)  # the logged form stays as it is
+    assert key in credentials_collect([], query)  # an upstream echoing it gets it masked too
+
+
+def test_a_key_known_by_its_shape_as_a_bare_query_piece_or_name_is_masked():
+    key = "gk-" + "ZHiiZ9y_n1-u1KRpkJf5h5JpGzHrO-N6VslCmN9j9WE"
+    for query in (key.replace("-", "%2D"), f"{key.replace('-', '%2D')}=1", f"x&{key}"):
+        for masked in (query_mask(query), text_redact(f"GET /v1/models?{query} HTTP/1.1")):
+            assert "n1-u1KRpkJf5h5JpGzHrO" not in masked and "N6VslCmN9j9WE"[-4:] in masked, masked
+
+
+def test_an_ordinary_query_is_kept_byte_for_byte():
+    """Values that only look a little like keys (too short, part of a word) and odd encodings stay as sent."""
+    query = "note=sk%2Dshort&task=ask-me-anything-today-please&x=%E2%82%AC&y=a+b%2Bc&flag&=v&z=%zz"
+    assert query_mask(query) == query and query_mask(query, logged=True) == query
 
 
 def test_echoed_credentials_are_scrubbed_from_any_text():
