@@ -3,13 +3,13 @@
 import json
 
 from asgiref.sync import sync_to_async
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.defaults import server_error
 
 from logs.pipeline.writer import log_pending_count, log_write_error
 from proxy.forward import exchange_forward
+from proxy.health import db_problem
 
 
 @csrf_exempt
@@ -18,39 +18,17 @@ async def proxy_view(request: HttpRequest) -> HttpResponseBase:
     return await exchange_forward(request)
 
 
-_schema = {"current": False}  # every migration applied, once seen (they are never taken back by a running gateway)
-
-
-def _db_ping() -> None:
-    """A trivial query on the log database, then, until it once finds them applied, whether every
-    migration is: an unmigrated database answers SELECT 1, and every proxied call with a 500."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    if not _schema["current"]:
-        from django.db.migrations.executor import MigrationExecutor  # loads the migration files: once
-
-        executor = MigrationExecutor(connection)
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-        if plan:
-            raise RuntimeError(f"the database is not migrated ({len(plan)} migrations to apply): "
-                               "run python manage.py migrate")
-        _schema["current"] = True
-
-
 @csrf_exempt  # a probe with another method gets the 405 below, not the CSRF page
 async def health_view(request: HttpRequest) -> JsonResponse:
-    """200 when the log database answers and is migrated, 503 with the reason when not (GET and HEAD only)."""
+    """200 when the log database answers and is migrated, 503 with a fixed reason when not (GET and HEAD only)."""
     if request.method not in ("GET", "HEAD"):
         response = JsonResponse({"status": "error", "detail": f"Method {request.method} is not allowed: use GET."},
                                 status=405)
         response["Allow"] = "GET, HEAD"
         return response
     pending = await sync_to_async(log_pending_count)()  # every worker's journal, not just ours
-    try:
-        await sync_to_async(_db_ping)()
-    except Exception as exc:
-        return JsonResponse({"status": "error", "detail": str(exc), "pending_log_records": pending},
-                            status=503)
+    if problem := await sync_to_async(db_problem)():
+        return JsonResponse({"status": "error", "detail": problem, "pending_log_records": pending}, status=503)
     answer = {"status": "ok", "pending_log_records": pending}
     # Still 200: the gateway answers its clients, and its records wait to be written (restarting it
     # would not help). The field says why they wait, as this worker last saw it.
