@@ -402,7 +402,8 @@ class SessionLimits:
         self.tokens: deque[tuple[float, int]] = deque()  # (monotonic time, tokens) of each response
         self.stop: SessionStop | None = None
         # Its upgrade was admitted without a model (key_request): the first client message must name one the key
-        # allows, checked before it goes upstream. Only for a key limited to models or with a budget, as there.
+        # allows, checked before the upstream is even opened (proxy/websocket.py). Only for a key limited to
+        # models or with a budget, as there.
         self.first_unchecked = self.holds_models and _model_in_first_message(x)
         if self.key is not None:
             _open.setdefault(self.key.secret_hash, set()).add(self)

@@ -2,7 +2,9 @@
 
 The upgrade goes through the same stages as any request (route, refuse, record, policy steps), so
 gateway keys, limits and the hold queue apply before the handshake; a refused upgrade gets an HTTP
-answer in the provider's error shape. Then the session is relayed both ways as messages come (each
+answer in the provider's error shape. A session whose model only its first message names (Gemini Live), of a
+key held to models, is accepted first and that message checked before the upstream is opened: a refused
+session never reaches the provider. Then the session is relayed both ways as messages come (each
 side's send waits for the other side to take it: back-pressure), close codes pass through, and
 every frame is journaled as it passes (logs/records.py FrameRecord), so a session of any length is
 never held in memory and a crash keeps what was received. The session is one exchange: the upgrade
@@ -24,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from logs.ids import exchange_id_new
 from logs.outcomes import Outcome
 from logs.pipeline.tracks import Track
-from logs.records import FileRecord, FrameRecord
+from logs.records import FileRecord, FrameRecord, ResponseRecord
 from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error, response_header_pairs
 from proxy.forward import refuse, request_record, step_answered
 from proxy.forwarded import forwarded_note
@@ -101,6 +103,8 @@ class Session:
         self.model: str | None = None
         self.limits = SessionLimits(x)
         self.sending = asyncio.Lock()  # the relay and the gateway's own error events both send to the client
+        self.upstream: ClientConnection | None = None
+        self.answered = False  # the exchange was answered (and logged) as an HTTP refusal or failure: no session
 
     def frame(self, direction: str, data: str | bytes) -> RealtimeRead | None:
         """Journal one frame as it passes: text with its audio moved to the session's tracks, binary to a file.
@@ -200,9 +204,6 @@ class Session:
                 asks = read.asks_model if read is not None else None
                 # For a key held to what the session's messages ask for (a binary frame's JSON too: json reads bytes).
                 ambiguity = json_ambiguity(data) if self.limits.holds_models else ""
-                if self.limits.first_unchecked and self.limits.first_message_refusal(asks, self.seq,
-                                                                                     ambiguity) is not None:
-                    return  # a session whose first message names its model (Gemini Live): refused, not forwarded
                 if (asks or ambiguity) and await self._model_refused(asks, data, send, ambiguity):
                     if self.limits.stop is not None:
                         return
@@ -317,6 +318,13 @@ class Session:
         else:
             self.x.notes.append(desc)
         self.x.clock_stop()
+
+    def record(self) -> ResponseRecord:
+        """The session's response for the log: status 101, the upstream's handshake headers (none if never opened)."""
+        headers = list(self.upstream.response.headers.raw_items()) if self.upstream is not None else []
+        record = self.x.response_record(status=101, headers=headers, content_type="")
+        record.usage = {**self.usage, "model": self.model} if self.usage or self.model else None
+        return record
 
 
 async def _upstream_open(x: Exchange, scope: dict) -> ClientConnection | HttpResponseBase:
@@ -463,26 +471,115 @@ async def websocket_app(scope: dict, receive, send) -> None:
         return
     if x.request_changed:  # a hook changed the upgrade (its path, query or headers): what went upstream
         await forwarded_note(x)
-    upstream = await _upstream_open(x, scope)
-    if isinstance(upstream, HttpResponseBase):
-        await _deny(scope, send, upstream)
-        return
     session = Session(x)
     try:
-        try:  # the steps' answer headers too: a limited key's RateLimit fields are on every answer to it
-            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol,
-                        "headers": [*((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in x.answer_headers),
-                                    (REQUEST_ID_HEADER.lower().encode(), x.request_id.encode())]})
-        except OSError:  # the client left while the upstream's handshake ran (the server's ClientDisconnected)
-            x.fail(Outcome.CLIENT_ABORTED, "client disconnected before the session opened")
-            session.ended_by, session.code = "client", 1006
-            await asyncio.shield(upstream.close())
-            return
-        await _relay(x, session, upstream, receive, send)
+        try:
+            if session.limits.first_unchecked:
+                opened = await _open_after_first_message(x, session, scope, receive, send)
+            else:
+                opened = await _open_then_accept(x, session, scope, send)
+        except asyncio.CancelledError:  # the gateway is shutting down
+            x.cancelled_mark("before the session opened")
+            raise
+        if opened:
+            await _relay(x, session, session.upstream, receive, send)
     finally:
         session.limits.close()
-        session.end()
-        record = x.response_record(status=101, headers=[(k, v) for k, v in upstream.response.headers.raw_items()],
-                                   content_type="")
-        record.usage = {**session.usage, "model": session.model} if session.usage or session.model else None
-        x.response_log(record)
+        if not session.answered:
+            session.end()
+            x.response_log(session.record())
+
+
+async def _accept(x: Exchange, session: Session, send, subprotocol: str | None) -> bool:
+    """Accept the client's WebSocket; False when it left meanwhile (its exchange says so)."""
+    try:  # the steps' answer headers too: a limited key's RateLimit fields are on every answer to it
+        await send({"type": "websocket.accept", "subprotocol": subprotocol,
+                    "headers": [*((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in x.answer_headers),
+                                (REQUEST_ID_HEADER.lower().encode(), x.request_id.encode())]})
+    except OSError:  # the client left while the upstream's handshake ran (the server's ClientDisconnected)
+        x.fail(Outcome.CLIENT_ABORTED, "client disconnected before the session opened")
+        session.ended_by, session.code = "client", 1006
+        return False
+    return True
+
+
+async def _open_then_accept(x: Exchange, session: Session, scope: dict, send) -> bool:
+    """Open the upstream, then accept the client with the subprotocol the upstream chose: an upstream that refuses
+    is the HTTP answer to the client's handshake. False when there is no session to relay."""
+    upstream = await _upstream_open(x, scope)
+    if isinstance(upstream, HttpResponseBase):
+        session.answered = True
+        await _deny(scope, send, upstream)
+        return False
+    session.upstream = upstream
+    if not await _accept(x, session, send, upstream.subprotocol):
+        await asyncio.shield(upstream.close())
+        return False
+    return True
+
+
+async def _open_after_first_message(x: Exchange, session: Session, scope: dict, receive, send) -> bool:
+    """A session whose model only its first message names (Gemini Live's setup), of a key held to models: accept
+    the client, read and check that message, and only then open the upstream (with the provider's credential) and
+    send it that message first, as it came (text or binary): a refused session never reaches the provider.
+
+    The client is accepted without a subprotocol (the upstream's choice is not known yet; Gemini Live uses none),
+    and an upstream that then refuses or cannot be reached is logged as its HTTP answer would be, the client
+    getting close code 1014 (bad gateway) with that status."""
+    if not await _accept(x, session, send, None):
+        return False
+    first = await _first_message(x, session, receive, send)
+    if first is None:
+        return False
+    upstream = await _upstream_open(x, scope)
+    if isinstance(upstream, HttpResponseBase):
+        session.answered = True
+        try:
+            session.tracks_end()  # a first message kept in a file
+        except OSError as exc:
+            log.warning("realtime session %s: its files were not saved: %s", x.request_id, exc)
+        await _close(send, UPSTREAM_LOST, f"upstream did not open the session (HTTP {upstream.status_code})")
+        return False
+    session.upstream = upstream
+    try:
+        await upstream.send(first)
+    except ConnectionClosed:
+        pass  # the upstream is gone already: the relay tells how
+    return True
+
+
+async def _first_message(x: Exchange, session: Session, receive, send) -> str | bytes | None:
+    """The client's first message, journaled, once its key allows the model it names; None when the session ended
+    instead: refused (close 1008, as key_policy.first_message_refusal says), the client gone, or nothing sent
+    within REQUEST_BODY_TIMEOUT (close 1008: a client that never sends its setup is not held open)."""
+    try:
+        async with asyncio.timeout(settings.REQUEST_BODY_TIMEOUT):
+            message = await receive()
+    except TimeoutError:
+        why = f"no first message within {settings.REQUEST_BODY_TIMEOUT:g} s (REQUEST_BODY_TIMEOUT)"
+        x.fail(Outcome.GATEWAY_ERROR, f"The client sent {why}: the session was closed before it reached the upstream.")
+        session.ended_by, session.code, session.reason = "gateway", 1008, why
+        await _close(send, 1008, why)
+        return None
+    if message["type"] != "websocket.receive":  # the client left (or the server is stopping)
+        code = message.get("code", 1005)
+        session.ended_by = "server" if code == SERVER_RESTART else "client"
+        session.code, session.reason = code, message.get("reason") or ""
+        return None
+    data = message.get("text")
+    data = data if data is not None else message.get("bytes") or b""
+    read = session.frame("client", data)
+    asks = read.asks_model if read is not None else None
+    stop = session.limits.first_message_refusal(asks, session.seq, json_ambiguity(data))
+    if stop is not None:
+        await session.stop_send(stop, send)
+        return None
+    return data
+
+
+async def _close(send, code: int, reason: str) -> None:
+    """Close the client's WebSocket (a client that left meanwhile needs nothing)."""
+    try:
+        await send({"type": "websocket.close", "code": code, "reason": reason.encode()[:123].decode(errors="ignore")})
+    except OSError:
+        pass

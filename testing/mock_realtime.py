@@ -14,7 +14,8 @@
                                 clientContent turnComplete -> modelTurn audio + turnComplete, usage
                                 (with binary in the query, each message in a binary frame, as Google's).
   /echo                         every message sent back as it came (text or binary).
-Every connection's handshake headers and received messages are kept in `sessions`.
+Every connection's handshake headers and received messages are kept in `sessions`; `handshakes` counts every
+upgrade asked for, refused ones too.
 """
 
 import asyncio
@@ -50,6 +51,7 @@ class MockRealtime:
 
     def __init__(self) -> None:
         self.sessions: list[MockSession] = []
+        self.handshakes = 0  # upgrades asked for, whatever their answer
         self.port = 0
         self.audio_chunks = 3  # audio deltas per response
 
@@ -62,8 +64,8 @@ class MockRealtime:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @staticmethod
-    async def _refusal(ws: ServerConnection, request: Request) -> Response | None:
+    async def _refusal(self, ws: ServerConnection, request: Request) -> Response | None:
+        self.handshakes += 1
         slow = re.search(r"slow-open-(\d+)", request.path)
         if slow is not None:  # a handshake that takes that many milliseconds
             await asyncio.sleep(int(slow.group(1)) / 1000)

@@ -46,6 +46,7 @@ def realtime_mock():
 def rt(realtime_mock, gateway, settings):
     """A live gateway whose OpenAI and Gemini upstreams are the realtime mock."""
     realtime_mock.mock.sessions.clear()
+    realtime_mock.mock.handshakes = 0
     settings.UPSTREAM_URLS = {**settings.UPSTREAM_URLS, "openai": realtime_mock.url, "gemini": realtime_mock.url}
     return gateway
 
@@ -723,14 +724,15 @@ def test_a_gemini_live_session_is_held_to_the_model_its_setup_names(rt, realtime
         closed = "gateway key 'live' has a budget and model 'my-unpriced-live' has no price"
     got, code, _ = asyncio.run(_gemini_keyed(rt.url, secret, {"setup": {"model": "models/gemini-live-2.5-flash"}}))
     assert "setupComplete" in got[0] and got[-1]["serverContent"]["turnComplete"] is True and code == 1000
-    assert len(realtime_mock.mock.sessions[-1].received) == 2
+    assert len(realtime_mock.mock.sessions[-1].received) == 2 and realtime_mock.mock.handshakes == 1
     unnamed = "gateway key 'live': the first message names no model"
     for first, reason in (({"setup": {"model": f"models/{refused_model}"}}, closed),
                           ({"clientContent": {"turnComplete": True}}, unnamed),  # fail closed: no setup first
                           ({"setup": {"generationConfig": {}}}, unnamed)):
         got, code, close_reason = asyncio.run(_gemini_keyed(rt.url, secret, first))
         assert (got, code, close_reason) == ([], 1008, reason)
-        assert realtime_mock.mock.sessions[-1].received == []  # the refused message never went upstream
+        # The refused session never reached the provider: not its message, not even a connection with its key.
+        assert realtime_mock.mock.handshakes == 1 and len(realtime_mock.mock.sessions) == 1
     if limit == "models":  # a later setup naming another model: Gemini Live has no error event, so the session ends
         async def resetup() -> tuple[int, str]:
             async with connect(f"{rt.url.replace('http', 'ws')}{GEMINI_LIVE}?key=AIza" + "TESTgeminiKEY0123456789",
@@ -744,6 +746,7 @@ def test_a_gemini_live_session_is_held_to_the_model_its_setup_names(rt, realtime
 
         assert asyncio.run(resetup()) == (1008, closed)
         assert len(realtime_mock.mock.sessions[-1].received) == 1  # the first setup only
+        assert realtime_mock.mock.handshakes == 2
     log_flush()
     rows = list(Response.objects.order_by("created_at"))[:4]
     assert rows[0].outcome == "completed" and rows[0].model == "gemini-live-2.5-flash" and rows[0].cost_usd > 0
@@ -764,7 +767,7 @@ def test_a_gemini_live_setup_naming_its_model_twice_is_refused(rt, realtime_mock
     _, secret = make_key("live", models=["gemini-live-2.5-flash"])
     got, code, reason = asyncio.run(_gemini_keyed(rt.url, secret, first))
     assert (got, code) == ([], 1008) and reason == "gateway key 'live': a message repeats a key"
-    assert realtime_mock.mock.sessions[-1].received == []  # never went upstream
+    assert realtime_mock.mock.handshakes == 0 and realtime_mock.mock.sessions == []  # never reached the provider
     log_flush()
     resp = Response.objects.get()
     assert resp.outcome == "gateway_error" and "repeats a key" in resp.error_message
@@ -854,7 +857,98 @@ def test_a_gemini_live_setup_in_a_binary_frame_is_held_to_its_model(rt, realtime
         return ws.close_code, ws.close_reason
 
     assert asyncio.run(resetup()) == (1008, "gateway key 'live' may not use model 'gemini-2.5-pro'")
-    assert len(realtime_mock.mock.sessions[-1].received) == 1  # the allowed setup only
+    assert realtime_mock.mock.sessions[-1].received == [allowed]  # the allowed setup only, a binary frame as sent
+
+
+async def _gemini_first(url: str, secret: str, first: str | bytes | None, path: str = GEMINI_LIVE,
+                        close_after: bool = False) -> tuple[list, int | None, str]:
+    """A Gemini Live client of a gateway key that sends `first` (None: nothing) then waits for what comes, up to the
+    close; close_after: it closes (1000) instead of waiting. (what came, close code, reason)."""
+    got: list = []
+    async with connect(f"{url.replace('http', 'ws')}{path}?key=AIza" + "TESTgeminiKEY0123456789",
+                       additional_headers={"X-Gateway-Key": secret}) as ws:
+        if first is not None:
+            await ws.send(first)
+        if not close_after:
+            try:
+                while True:
+                    got.append(await ws.recv())
+            except ConnectionClosed:
+                pass
+    return got, ws.close_code, ws.close_reason
+
+
+@pytest.mark.parametrize("first", [
+    '  {"setup":{"model":"models/gemini-live-2.5-flash",  "generationConfig": {}}}\n',  # text, spaced oddly
+    b'{"setup": {"model": "models/gemini-live-2.5-flash"}}',  # binary
+], ids=["text", "binary"])
+def test_a_checked_first_message_is_the_first_thing_the_upstream_gets_as_sent(rt, realtime_mock, log_flush, make_key,
+                                                                              first):
+    """The gateway reads the setup before it opens the upstream: it then sends it first, byte for byte, in a frame
+    of the same type, and the session is relayed and logged as before."""
+    _, secret = make_key("live", models=["gemini-live-2.5-flash"])
+
+    async def session() -> list:
+        async with connect(f"{rt.url.replace('http', 'ws')}{GEMINI_LIVE}?key=AIza" + "TESTgeminiKEY0123456789",
+                           additional_headers={"X-Gateway-Key": secret}) as ws:
+            await ws.send(first)
+            got = [json.loads(await ws.recv())]
+            await ws.send(json.dumps({"clientContent": {"turnComplete": True}}))
+            return got + [json.loads(await ws.recv()), json.loads(await ws.recv())]
+
+    got = asyncio.run(session())
+    assert "setupComplete" in got[0] and got[-1]["serverContent"]["turnComplete"] is True
+    assert realtime_mock.mock.handshakes == 1
+    assert realtime_mock.mock.sessions[0].received == [first, '{"clientContent": {"turnComplete": true}}']
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.status_code == 101 and resp.outcome == "completed" and resp.model == "gemini-live-2.5-flash"
+    assert resp.cost_usd > 0
+    frames = list(Frame.objects.filter(request=resp.request).order_by("seq").values_list("seq", "direction", "kind"))
+    assert frames[:2] == [(1, "client", "text" if isinstance(first, str) else "binary"), (2, "upstream", "text")]
+
+
+def test_a_client_that_never_sends_its_first_message_is_closed_and_logged(rt, realtime_mock, log_flush, make_key,
+                                                                          settings):
+    """Nothing to check, nothing to open: after REQUEST_BODY_TIMEOUT of silence the session is closed (it was held
+    open with the provider's connection until the provider gave up)."""
+    _, secret = make_key("live", models=["gemini-live-2.5-flash"])
+    settings.REQUEST_BODY_TIMEOUT = 0.3
+    # Bounded here only so that a gateway holding it open fails the test instead of hanging it.
+    got, code, reason = asyncio.run(asyncio.wait_for(_gemini_first(rt.url, secret, None), 30))
+    assert (got, code, reason) == ([], 1008, "no first message within 0.3 s (REQUEST_BODY_TIMEOUT)")
+    assert realtime_mock.mock.handshakes == 0
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.status_code == 101 and resp.outcome == "gateway_error"
+    assert resp.error_message.startswith("The client sent no first message within 0.3 s (REQUEST_BODY_TIMEOUT)")
+    assert "gateway closed the session with code 1008" in resp.error_message
+
+
+def test_a_client_that_leaves_before_its_first_message_opens_nothing(rt, realtime_mock, log_flush, make_key):
+    _, secret = make_key("live", models=["gemini-live-2.5-flash"])
+    _, code, _ = asyncio.run(_gemini_first(rt.url, secret, None, close_after=True))
+    assert code == 1000 and realtime_mock.mock.handshakes == 0
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.status_code == 101 and resp.outcome == "completed"
+    assert "client closed the session with code 1000" in resp.error_message
+
+
+def test_an_upstream_that_refuses_after_the_checked_setup_closes_the_accepted_client(rt, realtime_mock, log_flush,
+                                                                                     make_key):
+    """The client was accepted before the upstream was asked: the upstream's HTTP refusal reaches it as a close
+    frame (1014, bad gateway) naming the status; the log keeps the upstream's answer, as for any upgrade."""
+    _, secret = make_key("live", models=["gemini-live-2.5-flash"])
+    got, code, reason = asyncio.run(_gemini_first(
+        rt.url, secret, json.dumps({"setup": {"model": "models/gemini-live-2.5-flash"}}),
+        path=GEMINI_LIVE.replace("/ws/", "/ws/refuse-401/")))
+    assert (got, code, reason) == ([], 1014, "upstream did not open the session (HTTP 401)")
+    assert realtime_mock.mock.handshakes == 1 and realtime_mock.mock.sessions == []
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.status_code == 401 and json.loads(resp.body)["error"]["message"] == "refused: Unauthorized"
+    assert Frame.objects.filter(request=resp.request, direction="client").count() == 1  # the setup it read
 
 
 def test_the_model_policy_hook_judges_a_session_by_its_upgrade(rt, realtime_mock, settings, log_flush):
