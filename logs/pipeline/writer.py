@@ -66,7 +66,7 @@ class LogWriter:
             self.journal_errors += 1
             # Kept apart from last_error, which the next write to the database clears: while the disk
             # stays full, records stay out of the journal, however well the database takes them.
-            self.journal_error = f"journal write failed: {exc}"
+            self.journal_error = f"journal write failed: {_errno_text(exc)}"
             # Once, then once a minute with the count: one line per record flooded the console.
             now = time.monotonic()
             if now >= self._journal_warned_at + JOURNAL_WARN_EVERY:
@@ -189,15 +189,25 @@ def log_pending_count() -> int:
     return max(own, journal_pending_total(settings.JOURNAL_DIR))
 
 
+# What GET /health, asked without a credential, says while the database (or the payload store) refuses the
+# ingest's writes: their errors can name hosts, users, buckets and paths. The console has them whole.
+WRITES_REFUSED = "log records cannot be written now (the console says why)"
+
+
 def log_write_error() -> str:
-    """Why this process's log records are not being written or journaled now ("" when they are): the
-    database refusing writes (locked, full, down) or the journal's disk full."""
+    """Why this process's log records are not being written or journaled now ("" when they are), in words safe
+    to show anyone: the database refusing writes (locked, full, down) or the journal's disk full."""
     if _writer is None:
         return ""
     # The database's refusal counts while records wait: once every journal is written (this
     # process's records, or a dead one's it replayed: no batch of its own says so), it is over.
-    refused = _writer.last_error if _writer.last_error and log_pending_count() else ""
+    refused = WRITES_REFUSED if _writer.last_error and log_pending_count() else ""
     return "; ".join(filter(None, [_writer.journal_error, refused]))
+
+
+def _errno_text(exc: OSError) -> str:
+    """An OSError's reason without the path it names: "[Errno 28] No space left on device"."""
+    return f"[Errno {exc.errno}] {exc.strerror}" if exc.errno is not None and exc.strerror else type(exc).__name__
 
 
 def writer_stop(timeout: float = 10.0) -> bool:
