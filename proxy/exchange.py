@@ -16,7 +16,8 @@ from logs.outcomes import Outcome
 from logs.pipeline.writer import writer_get
 from logs.records import FileRecord, FrameRecord, RequestRecord, ResponseRecord, record_line
 from logs.redaction.echoes import echo_prints
-from logs.redaction.redact import credentials_collect, header_is_secret, headers_mask, key_fingerprint, query_mask
+from logs.redaction.redact import (credentials_collect, header_is_secret, headers_mask, key_fingerprint, path_mask,
+                                    query_mask)
 from logs.redaction.scrub import Scrubber, text_scrub
 from proxy.paths import Route
 from proxy.request_body import BodyReading, body_reading
@@ -121,7 +122,7 @@ class Exchange:
         self.held_ms: float | None = None
         self.gateway_key = None  # proxy/access.AccessKey, once checked
         # Every record and body file of this exchange loses the request's credentials, wherever they echo.
-        self.scrubber = Scrubber(credentials_collect(self.headers, self.query))
+        self.scrubber = Scrubber(credentials_collect(self.headers, self.query, self.route.path))
         self.ttfb_ms: float | None = None
         self.ended_ms: float | None = None
         self.outcome = Outcome.COMPLETED
@@ -239,7 +240,7 @@ class Exchange:
         if self.gateway_key is not None:
             headers = self.gateway_key.headers_label(headers)
         return RequestRecord(
-            id=self.request_id, provider=self.provider.name, endpoint=self.route.path, method=self.method,
+            id=self.request_id, provider=self.provider.name, endpoint=path_mask(self.route.path), method=self.method,
             query=query_mask(self.query), headers=headers, body_size=self.body.size, content_type=self.content_type,
             client=self.client, created=self.started_wall, instance=writer_get().instance,
             key_fp=key_fingerprint(self.provider.credential(self.headers, self.query)),

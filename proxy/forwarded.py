@@ -13,7 +13,7 @@ from django.conf import settings
 from logs.pipeline.capture import content_type_is_text
 from logs.pipeline.spool import SpoolWriter, spool_path
 from logs.records import FileRef
-from logs.redaction.redact import headers_mask, query_mask
+from logs.redaction.redact import headers_mask, path_mask, query_mask
 from logs.redaction.scrub import Masked
 from proxy.exchange import Exchange
 from proxy.request_body import body_payload
@@ -44,7 +44,7 @@ async def forwarded_note(x: Exchange) -> None:
     """Record in x.forwarded what goes upstream now (call it once the request's last change is made)."""
     content_type = _content_type(x.forward_headers)
     body = x.forward_body
-    note: dict = {"method": x.method, "path": x.route.upstream_path, "query": query_mask(x.query),
+    note: dict = {"method": x.method, "path": path_mask(x.route.upstream_path), "query": query_mask(x.query),
                   "headers": [list(p) for p in headers_mask(x.forward_headers)]}
     if body is None:
         note["body"] = None

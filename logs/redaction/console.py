@@ -4,13 +4,16 @@ import logging
 import re
 from typing import Any
 
-from logs.redaction.redact import MASK, header_is_secret, param_is_secret, query_piece_mask, shapes_mask, token_mask, value_mask
+from logs.redaction.redact import (MASK, header_is_secret, param_is_secret, path_mask, query_piece_mask, shapes_mask,
+                                   token_mask, value_mask)
 
 # A query's piece (name=value or a bare name, percent-encoded or not: api%5Fkey=, note=sk%2D...), masked
 # as the log's query is; and a "name: value" or "name=value" pair as headers and dicts print, which counts
 # when its name says it is a secret (built-in names, LOG_REDACT_*, providers' own, secret-like words).
 _PARAM = re.compile(r"(?<=[?&])[^&\s\"'#;,]+")
 _PAIR = re.compile(r"(?<![\w%-])([A-Za-z][\w.-]{0,63})([\"']?\s*[:=]\s*[\"']?)([^\"'\r\n,}\]&]+)")
+# A percent-encoded run outside a query (a URL's path: /v1/models/sk%2D...), decoded to find a key's shape.
+_ENCODED = re.compile(r"[\w.~+-]*(?:%[0-9A-Fa-f]{2}[\w.~+-]*)+")
 _SCHEME = re.compile(r"(?i)\b((?:bearer|basic|token)\s+)([A-Za-z0-9._~+/=-]{8,})")
 
 
@@ -30,6 +33,8 @@ def _pair(match: re.Match) -> str:
 def text_redact(text: str) -> str:
     """Mask anything that looks like a credential in a free-text line."""
     text = _PARAM.sub(lambda m: query_piece_mask(m.group(0), logged=True), text)
+    if "%" in text:
+        text = _ENCODED.sub(lambda m: path_mask(m.group(0)), text)
     text = _PAIR.sub(_pair, text)
     text = _SCHEME.sub(lambda m: m.group(1) + token_mask(m.group(2)), text)
     return shapes_mask(text)

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import re
 from typing import Any
-from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -229,10 +229,11 @@ def shapes_mask(text: str) -> str:
     return KEY_SHAPES.sub(lambda m: token_mask(m.group(1)), text)
 
 
-def _decoded(raw: str) -> str:
-    """A query name or value percent-decoded until it stops changing (at most _DECODE_ROUNDS times)."""
+def _decoded(raw: str, *, path: bool = False) -> str:
+    """A query name or value (or a path: "+" is itself there) percent-decoded until it stops changing (at most
+    _DECODE_ROUNDS times)."""
     for _ in range(_DECODE_ROUNDS):
-        text = unquote_plus(raw)
+        text = unquote(raw, errors="surrogateescape") if path else unquote_plus(raw)
         if text == raw:
             break
         raw = text
@@ -250,6 +251,24 @@ def _shaped_mask(raw: str) -> str:
         return raw
     parts = KEY_SHAPES.split(text)  # text, key, text, key, ..., text
     return "".join(token_mask(p) if i % 2 else quote_plus(p, errors="surrogatepass") for i, p in enumerate(parts))
+
+
+def path_mask(path: str) -> str:
+    """A raw (percent-encoded) URL path with the keys it holds by their shape masked: /v1/models/sk-... names a
+    key that is not the request's credential, which the scrubber masks only when it is. A segment that holds none
+    stays as sent; one that does is decoded, the key masked and the rest encoded again ("+" is itself in a path)."""
+    if "%" not in path and not KEY_SHAPES.search(path):
+        return path  # most paths: one search, no segment walk
+    return "/".join(_segment_mask(seg) for seg in path.split("/"))
+
+
+def _segment_mask(raw: str) -> str:
+    text = _decoded(raw, path=True)
+    if not KEY_SHAPES.search(text):
+        return raw
+    parts = KEY_SHAPES.split(text)  # text, key, text, key, ..., text
+    return "".join(token_mask(p) if i % 2 else quote(p, safe=":@!$&'()*+,;=~", errors="surrogateescape")
+                   for i, p in enumerate(parts))
 
 
 def query_piece_mask(piece: str, *, logged: bool = False) -> str:
@@ -299,8 +318,9 @@ def headers_safe(pairs: Any, labels: tuple[str, ...] = ()) -> list[tuple[str, st
     return out
 
 
-def credentials_collect(pairs: list[tuple[str, str]], query: str = "") -> list[str]:
-    """Every credential value a request carries (headers and query), to scrub them anywhere else."""
+def credentials_collect(pairs: list[tuple[str, str]], query: str = "", path: str = "") -> list[str]:
+    """Every credential value a request carries (headers, query, a key by its shape in the path), to scrub them
+    anywhere else."""
     found = set()
     for k, v in pairs:
         lname = k.lower()
@@ -319,6 +339,8 @@ def credentials_collect(pairs: list[tuple[str, str]], query: str = "") -> list[s
         if eq and param_is_secret(name):
             found.update((val, unquote_plus(val)))
         found.update(KEY_SHAPES.findall(_decoded(piece)))  # echoed in an answer, it is masked there too
+    if path:  # /v1/models/sk-...: an answer naming that id echoes it
+        found.update(KEY_SHAPES.findall(_decoded(path, path=True)))
     # Longest first, so a full "Bearer x" is replaced before its token "x".
     return sorted((s for s in found if len(s) >= SCRUB_MIN_LEN), key=len, reverse=True)
 

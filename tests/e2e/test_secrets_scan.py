@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # Built at runtime so no key-like literal is committed; hex keeps it identical in every encoding.
 KEY = "sk-" + "scan" + secrets.token_hex(15)
 # Credentials that are not the request's own key: found by the name of what holds them.
-OTHER = {kind: "sk-" + kind + secrets.token_hex(12) for kind in ("header", "field", "nested", "form", "param", "shape")}
+OTHER = {kind: "sk-" + kind + secrets.token_hex(12) for kind in ("header", "field", "nested", "form", "param", "shape", "path")}
 # What masking must hide of each: everything but the kind prefix and the last 4 characters.
 NEEDLES = tuple(n for s in (KEY, *OTHER.values()) for n in (s.encode(), s[3:-4].encode()))
 
@@ -134,6 +134,8 @@ def _traffic_bodies(gw: LiveGateway, settings, auth: dict) -> None:
     httpx.get(f"{base}/models?session_ref={OTHER['param']}", headers=auth)
     # A key known by its shape under a parameter whose name says nothing, percent-encoded.
     httpx.get(f"{base}/models?note={OTHER['shape'].replace('-', '%2D')}", headers=auth)
+    # One in the URL's path (a model or file id, say), percent-encoded: not the request's credential either.
+    httpx.get(f"{base}/models/{OTHER['path'].replace('-', '%2D')}", headers=auth)
 
 
 def _db_bytes() -> bytes:

@@ -10,7 +10,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from logs.records import RequestRecord, ResponseRecord, record_line, record_parse
 from logs.redaction.console import record_redact, text_redact
-from logs.redaction.redact import SECRET_HEADERS, credentials_collect, header_is_secret, headers_mask, key_fingerprint, query_mask, value_mask
+from logs.redaction.redact import SECRET_HEADERS, credentials_collect, header_is_secret, headers_mask, key_fingerprint, path_mask, query_mask, value_mask
 from logs.redaction.scrub import line_scrub, record_scrub, secret_needles, text_scrub
 
 KEY = "sk-" + "proj" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4" + "9f2c"
@@ -99,6 +99,30 @@ def test_a_key_known_by_its_shape_in_any_query_parameter_is_masked(key, encode):
         assert "a=1&note=" in masked and masked.endswith(("&b=%20x+y", '&b=%20x+y HTTP/1.1"')), masked
     assert query_mask(query_mask(query), logged=True) == query_mask(query)  # the logged form stays as it is
     assert key in credentials_collect([], query)  # an upstream echoing it gets it masked too
+
+
+@pytest.mark.parametrize("key", list(SHAPED))
+@pytest.mark.parametrize("encode", [
+    lambda k: k,
+    lambda k: SHAPED[k][0] + k[SHAPED[k][1]:],  # its separator encoded: /models/gk%2D...
+    lambda k: "".join(f"%{ord(c):02X}" for c in k),
+], ids=["plain", "separator", "every-char"])
+def test_a_key_known_by_its_shape_in_the_path_is_masked(key, encode):
+    """/v1/models/sk-...: a key in the path that is not the request's credential; the log's endpoint and the
+    forwarded note mask it, the other segments stay as sent, and an answer echoing it gets it masked too."""
+    path = f"/v1/a%20b/models/{encode(key)}:x+y/gemini-2.0-flash"
+    masked = path_mask(path)
+    assert key[4:-4] not in unquote(masked) and masked.count("…") == 1 and key[-4:] in masked, masked
+    assert masked.startswith("/v1/a%20b/models/") and masked.endswith(":x+y/gemini-2.0-flash"), masked
+    assert key in credentials_collect([], "", path)
+    line = text_redact(f'"GET {path} HTTP/1.1" 200')  # uvicorn's access line, httpx's request line
+    assert key[4:-4] not in unquote(line) and line.endswith(':x+y/gemini-2.0-flash HTTP/1.1" 200'), line
+
+
+def test_a_path_without_a_key_is_kept_byte_for_byte():
+    for path in ("/v1/chat/completions", "/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+                 "/v1/files/file-abc123/content", "/v1/a%2Fb/%E2%82%AC+x", "/v1/predictions/r8_short"):
+        assert path_mask(path) == path
 
 
 def test_a_key_known_by_its_shape_as_a_bare_query_piece_or_name_is_masked():
