@@ -27,11 +27,14 @@ async def _stream_once(client: httpx.AsyncClient, url: str, events: int, delay_m
     """One streamed chat: (ms to first event, ms gaps between following events)."""
     headers = {**HEADERS, **extra, "x-mock-events": str(events), "x-mock-delay-ms": str(delay_ms)}
     start = time.perf_counter()
-    arrivals = []
+    arrivals, head = [], b""
     async with client.stream("POST", url + "/v1/chat/completions", content=_body(unique), headers=headers) as r:
         async for chunk in r.aiter_raw():
             now = time.perf_counter()
             arrivals.extend([now] * chunk.count(b"\n\n"))
+            head = head or chunk
+    if not arrivals:  # an error answer, not a stream: say which, not an IndexError
+        raise RuntimeError(f"stream probe: no event from {url}: HTTP {r.status_code} {head[:300]!r}")
     gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
     return (arrivals[0] - start) * 1000, gaps
 
