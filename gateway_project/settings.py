@@ -405,7 +405,8 @@ if not isinstance(logging.getLevelName(LOG_LEVEL), int):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"suspicious_brief": {"()": "gateway_project.log_filters.SuspiciousBrief"}},
+    "filters": {"suspicious_brief": {"()": "gateway_project.log_filters.SuspiciousBrief"},
+                "health_quiet": {"()": "gateway_project.log_filters.HealthProbeQuiet"}},
     # uvicorn's own lines keep uvicorn's format and handlers (its --log-level, --no-access-log): they do not
     # reach the root logger. Secrets are masked when a record is made (logs.redaction.console), before any format.
     "formatters": {"console": {"()": "gateway_project.log_format.ConsoleFormatter"}},
@@ -414,5 +415,5 @@ LOGGING = {
     # Django logs each on a logger of its own name (django.security.<exception>): a filter is not inherited.
     "loggers": {f"django.security.{name}": {"filters": ["suspicious_brief"]} for name in (
         "DisallowedHost", "DisallowedRedirect", "RequestDataTooBig", "TooManyFieldsSent", "TooManyFilesSent",
-        "SuspiciousMultipartForm")},
+        "SuspiciousMultipartForm")} | {"django.request": {"filters": ["health_quiet"]}},
 }

@@ -45,6 +45,7 @@ def _health_lines(caplog) -> list[str]:
 
 def test_a_database_error_is_not_told_to_the_prober_but_logged_once_per_change(fresh, db_down, caplog):
     caplog.set_level(logging.WARNING, logger="proxy.health")
+    caplog.set_level(logging.WARNING, logger="django.request")
     for _ in range(3):  # a probe every few seconds
         r = Client().get("/health")
         assert r.status_code == 503
@@ -52,6 +53,8 @@ def test_a_database_error_is_not_told_to_the_prober_but_logged_once_per_change(f
         assert not [leak for leak in LEAKS if leak in r.content.decode()]
     lines = _health_lines(caplog)
     assert len(lines) == 1  # once, not once per probe
+    # Nor Django's own "Service Unavailable: /health" line per probe (the reason is in the one above).
+    assert [r.getMessage() for r in caplog.records if r.name == "django.request"] == []
     # The operator's console has the driver's words (the host, the user), its configured password masked.
     assert "the log database does not answer (OperationalError: connection to server at" in lines[0]
     assert "db-7.internal.example" in lines[0] and "gw_owner" in lines[0]
