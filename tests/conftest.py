@@ -199,7 +199,11 @@ class LiveGateway:
     def __init__(self, http: str = "auto") -> None:
         from gateway_project.asgi import application
 
-        self.port = _free_port()
+        # Bound here and handed to uvicorn: a port only picked here was now and then taken (by another
+        # worker's outgoing connection) before uvicorn bound it, and the test failed on "address already in use".
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
         # As the gateway is run (README, Dockerfile): uvicorn adds no Date or Server of its own.
         config = uvicorn.Config(application, host="127.0.0.1", port=self.port, lifespan="on",
                                 log_level="warning", loop="asyncio", date_header=False, server_header=False,
@@ -212,7 +216,7 @@ class LiveGateway:
             time.sleep(0.02)
 
     def _run(self) -> None:
-        asyncio.run(self.server.serve())
+        asyncio.run(self.server.serve(sockets=[self.socket]))
 
     @property
     def url(self) -> str:
@@ -223,6 +227,7 @@ class LiveGateway:
         """Shut down uvicorn (runs the lifespan shutdown: client closed, log flushed)."""
         self.server.should_exit = True
         self.thread.join(15)
+        self.socket.close()
 
 
 @pytest.fixture
