@@ -246,9 +246,8 @@ def _scaling(upstream: str, duration: float, one_rps: float, data_dirs: list, da
     data_dirs.append((data_dir, env))
     gw2 = servers.gateway_start(env, workers=2, cpus=cpus)
     try:
-        time.sleep(1.0)  # both workers up
         c64 = next(s for s in SCENARIOS if s.name == "chat c64")
-        wrk_run(gw2.url, c64, 1.0)
+        servers.workers_serving(gw2, 2, lambda: wrk_run(gw2.url, c64, 1.0))
         two = wrk_run(gw2.url, c64, duration)
     finally:
         gw2.stop()

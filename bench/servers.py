@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,6 +188,27 @@ def gateway_start(env: dict[str, str], workers: int = 1, root: Path = ROOT, cpus
     port = port_free()
     return _spawn(f"gateway x{workers}", _uvicorn("gateway_project.asgi:application", port, workers), env, port,
                   cwd=root, cpus=cpus)
+
+
+def workers_serving(server: Server, workers: int, load: Callable[[], object], timeout: float = 60.0) -> None:
+    """Run `load` until each of a multi-worker gateway's `workers` worker processes has served a call.
+
+    The port answers as soon as the first worker listens; on a loaded machine the second can still
+    be starting a round later, and a round measured then counts one worker (or none: run 1 of the
+    sixteenth session, docs/benchmark.md). A worker starts its ingest process with its first
+    logged exchange, so a worker with an ingest child has served one.
+    """
+    deadline = time.monotonic() + timeout
+    supervisor = psutil.Process(server.pid)
+    while True:
+        load()
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with status {server.proc.returncode}")
+        serving = [w for w in supervisor.children() if "spawn_main" in " ".join(w.cmdline()) and w.children()]
+        if len(serving) >= workers:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{server.name}: {len(serving)} of {workers} workers served a call in {timeout}s")
 
 
 def cores_split() -> tuple[set[int], set[int]] | None:
