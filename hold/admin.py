@@ -1,12 +1,15 @@
 """The "Held requests" page, its JSON state (polled every second by the page and by every admin page's badge),
 the switch, and the decision buttons. Thin views: parse, call hold/services.py, answer."""
 
+from django.conf import settings
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from hold.models import Decision, HeldRequest
@@ -32,14 +35,29 @@ def _decided_json(row: HeldRequest) -> dict:
             "held_ms": row.held_ms, "log_url": reverse("admin:logs_request_change", args=[row.id])}
 
 
+class EditedBodyLimit(FileUploadHandler):
+    """First of the decide view's upload handlers: an uploaded file's bytes past MAX_REQUEST_BODY_BYTES are counted
+    and not passed on to Django's own handlers (which spool a file over FILE_UPLOAD_MAX_MEMORY_SIZE to disk): an
+    oversized edit was written whole to a temporary file before its size was checked. Its whole size is recorded on
+    the request, for the view to refuse it with."""
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes | None:
+        return None if start + len(raw_data) > settings.MAX_REQUEST_BODY_BYTES else raw_data
+
+    def file_complete(self, file_size: int) -> None:
+        if file_size > settings.MAX_REQUEST_BODY_BYTES:
+            self.request.edited_body_size = file_size
+        return None  # the next handler holds the data (all of it, or the limit's worth of a refused one)
+
+
 def _edited_body(request: HttpRequest) -> str | None:
     """The edited body of a decision: the page sends it as a file, so that only MAX_REQUEST_BODY_BYTES (the
-    CLI's limit too) bounds it; as a form field, DATA_UPLOAD_MAX_MEMORY_SIZE refused a larger one with Django's
-    bare 400 before this view ran. A field is still read (a script's post)."""
+    CLI's limit too, kept by EditedBodyLimit as it arrives) bounds it; a form field (a script's post) is bounded by
+    DATA_UPLOAD_MAX_MEMORY_SIZE."""
+    edited_body_size_check(getattr(request, "edited_body_size", 0))  # an upload past the limit, not kept whole
     upload = request.FILES.get("body")
     if upload is None:
         return request.POST.get("body")
-    edited_body_size_check(upload.size)  # before reading it whole
     try:
         return upload.read().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -61,7 +79,9 @@ class HeldRequestAdmin(admin.ModelAdmin):
         return [
             path("state.json", wrap(self.state_view), name="hold_heldrequest_state"),
             path("switch/", wrap(require_POST(self.switch_view)), name="hold_heldrequest_switch"),
-            path("decide/", wrap(require_POST(self.decide_view)), name="hold_heldrequest_decide"),
+            # CSRF is checked in the view, after it parsed the post with its own upload handlers (Django's way to
+            # change them: the CSRF middleware would read the post first).
+            path("decide/", wrap(csrf_exempt(require_POST(self.decide_view))), name="hold_heldrequest_decide"),
             path("", wrap(self.changelist_view), name="hold_heldrequest_changelist"),
         ]
 
@@ -105,9 +125,23 @@ class HeldRequestAdmin(admin.ModelAdmin):
         return JsonResponse({"on": state.on, "filters": state.filters()})
 
     def decide_view(self, request: HttpRequest) -> JsonResponse:
-        """Decide one waiting request; 400 with the reason when it cannot be."""
+        """Parse the post with the edited body's limit, then decide (CSRF checked)."""
         if not self.has_change_permission(request):
             raise PermissionDenied
+        request.upload_handlers.insert(0, EditedBodyLimit(request))
+        try:
+            request.POST  # noqa: B018 (parsed here: a post too large is answered as the view's other refusals)
+        except RequestDataTooBig:
+            # A script's edited body posted as a form field over DATA_UPLOAD_MAX_MEMORY_SIZE: Django's bare HTML
+            # 400 page, from the CSRF middleware, said nothing of why. The request still waits.
+            return JsonResponse({"error": "the post is larger than DATA_UPLOAD_MAX_MEMORY_SIZE "
+                                 f"({settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes), the limit of a form field: send "
+                                 "the edited body as a file (a multipart upload named body, as the page does), "
+                                 "which MAX_REQUEST_BODY_BYTES bounds"}, status=413)
+        return csrf_protect(self._decide)(request)
+
+    def _decide(self, request: HttpRequest) -> JsonResponse:
+        """Decide one waiting request; 400 with the reason when it cannot be."""
         try:
             body = _edited_body(request)
             decided = held_decide(request.POST.get("id", ""), request.POST.get("decision", ""),

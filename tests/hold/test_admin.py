@@ -131,3 +131,56 @@ def test_the_switch_refuses_filters_that_could_never_match(admin_client):
         assert r.status_code == 400 and "not a pattern" in r.json()["error"], (field, r.content[:200])
     r = admin_client.post(SWITCH, {"on": "1", "provider": "anthropic", "path": "/v1/messages"})
     assert r.status_code == 200 and r.json()["filters"] == {"provider": "anthropic", "path": "/v1/messages"}
+
+
+def _csrf_client(client):
+    """A logged-in admin whose posts pass CSRF as the page's do (the test client skips the check by default, and
+    with it the CSRF middleware's read of the post before the view)."""
+    client.handler.enforce_csrf_checks = True
+    client.force_login(User.objects.create_superuser("boss", password="pw"))
+    page = client.get("/admin/hold/heldrequest/").content.decode()
+    return page.split('name="csrfmiddlewaretoken" value="', 1)[1].split('"', 1)[0]
+
+
+def test_an_edited_body_posted_as_a_field_past_the_form_cap_is_refused_with_a_reason_and_the_request_waits(
+        client, settings):
+    """A script's edited body as a plain form field over DATA_UPLOAD_MAX_MEMORY_SIZE got Django's HTML "Bad
+    Request" page (RequestDataTooBig, raised in the CSRF middleware before the view ran)."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    token = _csrf_client(client)
+    _held()
+    big = json.dumps({"model": "m", "pad": "x" * 2000})
+    r = client.post(DECIDE, {"id": "a" * 32, "decision": "approve", "body": big}, headers={"X-CSRFToken": token})
+    assert r.status_code == 413 and r.json()["error"].startswith(
+        "the post is larger than DATA_UPLOAD_MAX_MEMORY_SIZE (1000 bytes), the limit of a form field: send the "
+        "edited body as a file")
+    assert HeldRequest.objects.get(pk="a" * 32).decision == ""  # still waiting
+    small = json.dumps({"model": "x"})
+    assert client.post(DECIDE, {"id": "a" * 32, "decision": "approve", "body": small}).status_code == 403  # CSRF
+    r = client.post(DECIDE, {"id": "a" * 32, "decision": "approve", "body": small}, headers={"X-CSRFToken": token})
+    assert r.status_code == 200 and HeldRequest.objects.get(pk="a" * 32).edited_body == small
+
+
+def test_an_uploaded_edit_past_the_limit_is_refused_before_more_than_the_limit_is_spooled(
+        client, settings, monkeypatch):
+    """The whole upload went to a temporary file (past FILE_UPLOAD_MAX_MEMORY_SIZE) before its size was checked."""
+    from django.core.files.uploadhandler import TemporaryFileUploadHandler
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE, settings.MAX_REQUEST_BODY_BYTES = 1000, 300_000
+    spooled = []
+    real = TemporaryFileUploadHandler.receive_data_chunk
+    monkeypatch.setattr(TemporaryFileUploadHandler, "receive_data_chunk",
+                        lambda self, data, start: spooled.append(len(data)) or real(self, data, start))
+    token = _csrf_client(client)
+    _held()
+    big = json.dumps({"model": "m", "pad": "x" * 2_000_000}).encode()
+    r = client.post(DECIDE, {"id": "a" * 32, "decision": "approve", "body": SimpleUploadedFile("body.json", big)},
+                    headers={"X-CSRFToken": token})
+    assert 0 < sum(spooled) <= 300_000  # what reached the disk spool: no more than the limit
+    assert r.status_code == 400 and r.json()["error"] == (
+        f"the edited body ({len(big)} bytes) is larger than MAX_REQUEST_BODY_BYTES (300000 bytes), which a client's request may not "
+        "exceed either: raise MAX_REQUEST_BODY_BYTES in the gateway's environment to send a larger one")
+    assert HeldRequest.objects.get(pk="a" * 32).decision == ""
+    within = json.dumps({"model": "m", "pad": "y" * 200_000})  # spooled to disk too, and taken whole
+    r = client.post(DECIDE, {"id": "a" * 32, "decision": "approve",
+                             "body": SimpleUploadedFile("body.json", within.encode())}, headers={"X-CSRFToken": token})
+    assert r.status_code == 200 and HeldRequest.objects.get(pk="a" * 32).edited_body == within
