@@ -12,6 +12,7 @@ from logs.admin.views import page_context
 from logs.models import BinaryFile, Request
 from logs.redaction.redact import headers_safe, query_mask
 from logs.selectors import exchange_detail
+from logs.storage import PayloadStoreUnavailable, payload_size
 from providers import registry
 from wire.jsonutil import json_depth, json_or_none
 
@@ -33,6 +34,19 @@ def _file_kind(content_type: str) -> str:
     return ct.split("/")[0] if ct.startswith(("audio/", "video/")) else "download"
 
 
+def _file_shown(row: BinaryFile) -> dict:
+    """A stored file as the page lists it. One shown inline (image, audio, video) is looked up in the store first:
+    a file gone from it was a broken image or a silent player with no word why (its download link says it)."""
+    kind, missing = _file_kind(row.content_type), ""
+    if kind != "download":
+        try:
+            if payload_size(row.file.name) is None:
+                missing = "missing from the file store (deleted outside the gateway, or the store moved)"
+        except PayloadStoreUnavailable as exc:
+            missing = f"not shown: the file store cannot be reached now ({exc})"
+    return {"row": row, "url": file_url(row.id.hex), "kind": kind, "missing": missing}
+
+
 def _conversation(provider, req: Request, answer) -> list:
     """The provider's conversation view; none for payloads too deep to walk."""
     sent = json_or_none(req.body)
@@ -46,8 +60,7 @@ def exchange_context(req: Request, request: HttpRequest) -> dict:
     resp = getattr(req, "response", None) if hasattr(req, "response") else None
     stream_result = resp.stream_result if resp and isinstance(resp.stream_result, dict) else None
     answer = stream_result.get("result") if stream_result else (json_or_none(resp.body) if resp else None)
-    files = [{"row": f, "url": file_url(f.id.hex), "kind": _file_kind(f.content_type)}
-             for f in sorted(req.files.all(), key=lambda f: (f.role, f.created_at))]
+    files = [_file_shown(f) for f in sorted(req.files.all(), key=lambda f: (f.role, f.created_at))]
     provider = registry(settings.GATEWAY_PROVIDERS).get(req.provider)
     return {
         "req": req,

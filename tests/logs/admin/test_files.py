@@ -160,3 +160,18 @@ def test_a_file_missing_from_the_store_says_so(admin_client, store_reads):
     assert body.decode() == (f"The file {row.file.name} is missing from the file store (deleted outside the gateway, "
                              "or the store moved): its exchange is logged without it.")
 
+
+def test_the_exchange_page_says_a_previewed_file_is_missing_instead_of_a_broken_image(admin_client, store_reads):
+    """The page showed an <img> of the gone file (a broken image) with no word; the download link said why."""
+    from tests.logs.factory import PNG, WAV
+    req = exchange_make()
+    gone = file_attach(req, PNG, "image/png", ".png")
+    kept = file_attach(req, WAV, "audio/wav", ".wav")
+    payload_storage().delete(gone.file.name)
+    html = admin_client.get(f"{LIST}{req.pk.hex}/change/").content.decode()
+    row = html.split(f'id="file-{gone.pk.hex}"', 1)[1].split("</tr>", 1)[0]
+    assert "<img" not in row and "The stored file is missing from the file store" in row
+    assert f'href="{LIST}file/{gone.pk.hex}/?download=1"' in row  # the link that answers why, in full
+    row = html.split(f'id="file-{kept.pk.hex}"', 1)[1].split("</tr>", 1)[0]
+    assert f'<audio controls preload="none" src="{LIST}file/{kept.pk.hex}/">' in row and "missing" not in row
+
