@@ -124,7 +124,7 @@ class ListColumns:
         """The gateway key's name (else the provider key's fingerprint) and the end user, each a filter link."""
         if obj.gateway_key:
             name = obj.gateway_key.rsplit(" (fp ", 1)[0]
-            key = filter_link(obj, "gateway_key", obj.gateway_key, name, obj.gateway_key)
+            key = filter_link(obj, "gateway_key", obj.gateway_key, Truncator(name).chars(28), obj.gateway_key)
         elif obj.key_fingerprint:
             key = filter_link(obj, "key", obj.key_fingerprint, format_html("<code>{}</code>", obj.key_fingerprint),
                               "provider key fingerprint")
@@ -157,10 +157,11 @@ class ListColumns:
         return format_html('<span title="{}">{}</span>', obj.endpoint, Truncator(obj.endpoint).chars(48))
 
     @admin.display(description="answered by", ordering="response__model")
-    def answer_model(self, obj: Request) -> str:
-        """The model the provider reported (often a dated version of the requested one)."""
-        resp = _resp(obj)
-        return (resp.model if resp else "") or ""
+    def answer_model(self, obj: Request) -> SafeString:
+        """The model the provider reported (often a dated version of the requested one), shortened as the
+        requested one is."""
+        answered = (getattr(_resp(obj), "model", "") or "")
+        return format_html('<span title="{}">{}</span>', answered, Truncator(answered).chars(32))
 
     @admin.display(description="TTFB", ordering="response__ttfb_ms")
     def ttfb(self, obj: Request) -> str:
@@ -209,4 +210,5 @@ class ListColumns:
         """Provider key fingerprint, and the gateway access key's name when one was presented."""
         name = obj.gateway_key.rsplit(" (fp ", 1)[0] if obj.gateway_key else ""
         return format_html('<code title="provider key fingerprint">{}</code>{}', obj.key_fingerprint or "",
-                           format_html('<br><small title="{}">{}</small>', obj.gateway_key, name) if name else "")
+                           format_html('<br><small title="{}">{}</small>', obj.gateway_key, Truncator(name).chars(28))
+                           if name else "")

@@ -7,12 +7,26 @@ from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
 
 from logs.models import Request, Response
 from logs.selectors import (NO_GATEWAY_KEY, STATUS_CLASSES, answer_model_q, any_of_q, cache_q, cost_known_q,
                             distinct_values, gateway_key_q, has_files_annotate, metadata_q, session_q, status_q,
                             streamed_q, user_q)
 from wire.commalist import commalist_read, commalist_write
+
+
+CHOICE_SHOWN = 48  # characters of a value the sidebar shows
+
+
+def choice_display(value: str, mark: str = "") -> str | SafeString:
+    """A value as a sidebar choice: a long one (a model, user or session may be 255 characters, metadata more)
+    shortened, whole on hover; 200 such models made the sidebar a wall of text eight lines a choice."""
+    if len(value) <= CHOICE_SHOWN:
+        return mark + value
+    return format_html('{}<span title="{}">{}</span>', mark, value, Truncator(value).chars(CHOICE_SHOWN))
 
 
 class _ChoiceFilter(admin.SimpleListFilter):
@@ -72,7 +86,7 @@ class _MultiFilter(_ChoiceFilter):
             rest = [v for v in chosen if v != lookup] if on else [*chosen, lookup]
             query = (changelist.get_query_string({self.parameter_name: commalist_write(rest)}) if rest
                      else changelist.get_query_string(remove=[self.parameter_name]))
-            yield {"selected": on, "query_string": query, "display": f"✓ {title}" if on else title}
+            yield {"selected": on, "query_string": query, "display": choice_display(str(title), "✓ " if on else "")}
 
 
 class ProviderFilter(_MultiFilter):
@@ -162,7 +176,7 @@ class GatewayKeyFilter(_ChoiceFilter):
 
     def lookups(self, request, model_admin):
         """Gateway access keys present in the log (hidden when access keys were never used), and "none"."""
-        keys = [(k, k) for k in distinct_values(Request.objects.all(), "gateway_key", after="")]
+        keys = [(k, choice_display(k)) for k in distinct_values(Request.objects.all(), "gateway_key", after="")]
         return [*keys, (NO_GATEWAY_KEY, "none")] if keys else []
 
     def q(self, value: str) -> Q:
@@ -343,7 +357,7 @@ class _OneValueFilter(_ValueFilter):
         yield {"selected": not chosen, "display": "All",
                "query_string": changelist.get_query_string(remove=[self.parameter_name])}
         for lookup, title in self.lookup_choices:
-            yield {"selected": str(lookup) in chosen, "display": title,
+            yield {"selected": str(lookup) in chosen, "display": choice_display(str(title)),
                    "query_string": changelist.get_query_string({self.parameter_name: str(lookup)})}
 
 
@@ -369,7 +383,7 @@ class MetadataFilter(_ChoiceFilter):
     def lookups(self, request, model_admin):
         """Only the chosen name=value (set from an exchange's page, a link or the search box's meta:)."""
         value = self.value()
-        return [(value, value)] if value else []
+        return [(value, choice_display(value))] if value else []
 
     def q(self, value: str) -> Q:
         """Metadata name=value, or the name alone."""

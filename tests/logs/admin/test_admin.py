@@ -200,6 +200,23 @@ def test_filter_choices_come_from_the_log(admin_client):
     assert "?model=claude-3-5-haiku" in html and "?model=gpt-4.1" in html
 
 
+def test_long_values_in_the_sidebar_are_shortened_whole_on_hover_and_their_links_still_filter(admin_client):
+    """Models, users, sessions and metadata may be 255 characters: the sidebar showed each whole, a 200-model
+    sidebar a wall of eight-line choices."""
+    model, user, session = "m-" + "é" * 253, "u" * 255, "s" * 255
+    target = exchange_make(model=model, end_user=user, session_id=session, gateway_key="k" * 160)
+    exchange_make(model="gpt-4o")
+    meta = "n=" + "v" * 250
+    sidebar = admin_client.get(LIST, {"meta": meta}).content.decode().split('id="changelist-filter"', 1)[1]
+    sidebar += admin_client.get(LIST, {"user": user, "session": session}).content.decode().split(
+        'id="changelist-filter"', 1)[1]
+    for value in (model, user, session, meta, "k" * 160):
+        assert f'<span title="{value}">{value[:47]}…</span>' in sidebar  # shortened, whole on hover
+        assert f">{value}<" not in sidebar  # never shown whole
+    link = re.findall(r'<a href="(\?[^"]*)"><span title="m-é', sidebar)[-1]  # from the page of user and session
+    assert _ids(admin_client.get(LIST + unescape(link))) == [target.pk.hex]
+
+
 def test_date_hierarchy(admin_client):
     jan = exchange_make(when=datetime(2025, 1, 15, 10, tzinfo=timezone.utc))
     mar = exchange_make(when=datetime(2025, 3, 2, 10, tzinfo=timezone.utc))
@@ -552,6 +569,20 @@ def _all_columns(client) -> None:
     from logs.admin.columns import OPTIONAL_COLUMNS
 
     assert client.get(LIST, {"cols": list(OPTIONAL_COLUMNS)}).status_code == 302
+
+
+def test_every_column_shortens_a_long_value_and_keeps_it_whole_on_hover(admin_client):
+    """A gateway key's name (160 characters) and the answering model (255) were shown whole, widening their columns
+    past the screen; the other cells were shortened already."""
+    key, answered = "k" * 150 + " (fp 1234)", "a" * 255
+    target = exchange_make(gateway_key=key, model="gpt-4o")
+    Response.objects.filter(request=target).update(model=answered)
+    _all_columns(admin_client)
+    html = admin_client.get(LIST).content.decode()
+    row = html.split(f"/admin/logs/request/{target.pk}/change/", 1)[1].split("</tr>", 1)[0]
+    assert "k" * 150 + "<" not in row and "a" * 255 + "<" not in row  # never a cell's text whole
+    assert f'title="{key}">{"k" * 27}…<' in row and f'title="{answered}">{"a" * 31}…<' in row
+    assert ">" + "k" * 27 + "…</small>" in row  # the provider key column's name too
 
 
 def _sort_param(column: str, descending: bool) -> str:
