@@ -1,6 +1,8 @@
 """Gateway keys and the shared sliding-window log behind their request limits."""
 
 from django.db import models
+from django.db.models import Value
+from django.db.models.functions import Concat
 
 
 class BudgetPeriod(models.TextChoices):
@@ -51,6 +53,11 @@ class GatewayKey(models.Model):
     def label(self) -> str:
         """What the log shows instead of the key (requests.gateway_key), as for GATEWAY_API_KEYS."""
         return f"{self.name} (fp {self.fingerprint})"
+
+    @staticmethod
+    def label_sql() -> Concat:
+        """`label` as an SQL expression, for a query that matches each key to its log rows."""
+        return Concat("name", Value(" (fp "), "fingerprint", Value(")"), output_field=models.CharField())
 
     @property
     def limited(self) -> bool:

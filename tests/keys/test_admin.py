@@ -202,3 +202,31 @@ def test_the_keys_list_and_page_say_the_spend_of_exchanges_pruned_from_the_log(a
     detail = admin_client.get(f"{LIST}{key.pk}/change/").content.decode()
     assert f"In total: 0 requests,\n    $3.000000 spent ({note}), $7.000000 of the budget left" in detail
     assert f"Last used: {then:%Y-%m-%d} (its exchanges since deleted from the log)." in detail
+
+
+def test_the_keys_list_reads_each_keys_use_in_queries_that_do_not_grow_with_the_keys(admin_client, make_key):
+    """Each row read its key's use alone, five queries a key: a page of 50 keys ran 250. Each row's figures stay its
+    own, whatever its budget period."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def page_queries() -> tuple[int, str]:
+        with CaptureQueriesContext(connection) as ctx:
+            page = admin_client.get(LIST).content.decode()
+        return len(ctx), page
+
+    periods = ["day", "week", "month", "total"]
+    for i in range(4):
+        key, _ = make_key(f"k{i}", budget_period=periods[i])
+        exchange_make(gateway_key=key.label, cost_usd=Decimal("0.5") * (i + 1))
+    few, _ = page_queries()
+    for i in range(4, 24):
+        key, _ = make_key(f"k{i}", budget_period=periods[i % 4])
+        for _ in range(i % 3):
+            exchange_make(gateway_key=key.label, cost_usd=Decimal("0.25"))
+    many, page = page_queries()
+    assert many == few
+    rows = {m[0]: m[1] for m in re.findall(r'<th class="field-name"><a [^>]*>(k\d+)</a></th>(.*?)</tr>', page, re.S)}
+    assert len(rows) == 24
+    assert ">2</a>" in rows["k5"] and "$0.500000" in rows["k5"] and ">0</a>" in rows["k6"] and "never" in rows["k6"]
+    assert ">1</a>" in rows["k3"] and "$2.000000" in rows["k3"]

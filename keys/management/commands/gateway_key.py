@@ -15,7 +15,7 @@ from keys.limits import usd_text
 from keys.models import BudgetPeriod, GatewayKey
 from keys.periods import period_words
 from keys.present import last_used_text, pruned_note
-from keys.selectors import key_activity
+from keys.selectors import keys_activity
 from keys.services import KeyLimits, budget_parse, key_create, key_revoke
 from wire.commalist import commalist_read, commalist_write
 
@@ -105,8 +105,9 @@ class Command(BaseCommand):
         if not keys:
             self.stdout.write("no gateway keys")
             return
+        uses = keys_activity(keys)
         for key in keys:
-            use = key_activity(key)
+            use = uses[key.pk]
             state = _state(key)
             spent = usd_text(use.spend)
             pruned = f" ({note})" if (note := pruned_note(use)) else ""
