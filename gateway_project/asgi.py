@@ -3,7 +3,8 @@
   lifespan                   -> lifespan_run (shared upstream client, log writer, shutdown grace)
   websocket on a proxy path  -> proxy/websocket.py: the session relayed to the provider and logged
   websocket elsewhere        -> websocket_refuse: the handshake answered 403
-  /admin, /static, /health   -> Django's ASGI handler, with the stock middleware in MIDDLEWARE
+  /admin, /static, /health   -> Django's ASGI handler, with the stock middleware in MIDDLEWARE (a post declared
+                                larger than any admin page sends: 413, unread)
   everything else            -> the proxy's ASGI adapter (proxy/asgi.py), which calls the Django
                                 async view proxy_view and sends its StreamingHttpResponse
 
@@ -14,6 +15,7 @@ cancelled and logged `interrupted`; then the lifespan shutdown flushes every pen
 
 import asyncio
 import gc
+import json
 import logging
 import os
 import signal
@@ -131,6 +133,29 @@ async def websocket_refuse(receive, send) -> None:
         await send({"type": "websocket.close", "code": 1008, "reason": "WebSocket is not supported"})
 
 
+# Room for a multipart post's framing and small fields beside its file.
+ADMIN_POST_FRAMING = 64 * 1024
+
+
+async def django_serve(scope, receive, send) -> None:
+    """Django's pages; a post declared larger than any admin page sends is answered 413 unread. Django's ASGI
+    handler spools a whole body to a temporary file before any view or upload handler sees it: a script's 1 GB
+    post to the hold queue's decide/ was written to disk whole, to be refused after. The largest a page sends is a
+    held request's edited body (MAX_REQUEST_BODY_BYTES, as a file) beside form fields (DATA_UPLOAD_MAX_MEMORY_SIZE)."""
+    largest = settings.MAX_REQUEST_BODY_BYTES + settings.DATA_UPLOAD_MAX_MEMORY_SIZE + ADMIN_POST_FRAMING
+    declared = next((v for k, v in scope.get("headers", ()) if k.lower() == b"content-length"), b"")
+    if declared.isdigit() and int(declared) > largest:
+        body = json.dumps({"error": f"the post ({int(declared)} bytes) is larger than any admin page sends "
+                                    f"({largest} bytes: MAX_REQUEST_BODY_BYTES for a held request's edited body, "
+                                    "DATA_UPLOAD_MAX_MEMORY_SIZE for form fields)"}).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    await django_app(scope, receive, send)
+
+
 async def application(scope, receive, send) -> None:
     """Route by scope: lifespan, WebSocket upgrades, Django's own pages, or the proxy."""
     if scope["type"] == "lifespan":
@@ -141,6 +166,6 @@ async def application(scope, receive, send) -> None:
         else:
             await websocket_app(scope, receive, send)
     elif serves_django(scope["path"]):
-        await django_app(scope, receive, send)
+        await django_serve(scope, receive, send)
     else:
         await proxy_app(scope, receive, send)
