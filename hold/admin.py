@@ -13,16 +13,17 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from hold.models import Decision, HeldRequest
-from hold.selectors import held_recent, held_waiting, switch_read
-from hold.services import HoldError, edited_body_size_check, held_decide, switch_set
+from hold.selectors import held_body, held_listed, held_recent, held_waiting, switch_read
+from hold.services import REQUEST_ID, HoldError, edited_body_size_check, held_decide, switch_set
 
 BODY_PREVIEW_MAX = 256 * 1024  # larger bodies are not sent to the page (nor editable there)
 
 
 def _held_json(row: HeldRequest, now) -> dict:
+    """A waiting request for the page; its body is fetched when the editor opens (body.json)."""
     return {"id": row.id, "provider": row.provider, "method": row.method, "path": row.path, "model": row.model,
-            "key": row.gateway_key, "body": row.body if row.body is not None and len(row.body) <= BODY_PREVIEW_MAX
-            else None, "body_size": row.body_size, "held_at": row.held_at.isoformat(),
+            "key": row.gateway_key, "editable": row.body_chars is not None and row.body_chars <= BODY_PREVIEW_MAX,
+            "body_size": row.body_size, "held_at": row.held_at.isoformat(),
             "waited_s": round((now - row.held_at).total_seconds(), 1),
             "left_s": max(0.0, round((row.deadline - now).total_seconds(), 1)),
             "log_url": reverse("admin:logs_request_change", args=[row.id])}
@@ -30,7 +31,7 @@ def _held_json(row: HeldRequest, now) -> dict:
 
 def _decided_json(row: HeldRequest) -> dict:
     return {"id": row.id, "method": row.method, "path": row.path, "model": row.model, "decision": row.decision,
-            "edited": row.edited_body is not None, "by": row.decided_by,
+            "edited": row.edited, "by": row.decided_by,
             "at": row.decided_at.isoformat() if row.decided_at else None, "state": row.state,
             "held_ms": row.held_ms, "log_url": reverse("admin:logs_request_change", args=[row.id])}
 
@@ -78,6 +79,7 @@ class HeldRequestAdmin(admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("state.json", wrap(self.state_view), name="hold_heldrequest_state"),
+            path("body.json", wrap(self.body_view), name="hold_heldrequest_body"),
             path("switch/", wrap(require_POST(self.switch_view)), name="hold_heldrequest_switch"),
             # CSRF is checked in the view, after it parsed the post with its own upload handlers (Django's way to
             # change them: the CSRF middleware would read the post first).
@@ -106,9 +108,20 @@ class HeldRequestAdmin(admin.ModelAdmin):
                  "newest": newest.isoformat() if newest else None}
         if not request.GET.get("brief"):
             now = timezone.now()
-            state["waiting"] = [_held_json(row, now) for row in waiting[:200]]
+            state["waiting"] = [_held_json(row, now) for row in held_listed()]
             state["recent"] = [_decided_json(row) for row in held_recent()]
         return JsonResponse(state)
+
+    def body_view(self, request: HttpRequest) -> JsonResponse:
+        """The body of a waiting request (?id=), for the editor; 404 with the reason when there is none to edit."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        request_id = request.GET.get("id", "")
+        body = held_body(request_id) if REQUEST_ID.fullmatch(request_id) else None  # a NUL: PostgreSQL's 500
+        if body is None or len(body) > BODY_PREVIEW_MAX:
+            return JsonResponse({"error": f"request {request_id!r} is no longer waiting, or has no body to edit here"},
+                                status=404)
+        return JsonResponse({"body": body})
 
     def switch_view(self, request: HttpRequest) -> JsonResponse:
         """Turn holding on (with the posted filters) or off."""

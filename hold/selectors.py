@@ -2,8 +2,8 @@
 
 from datetime import timedelta
 
-from django.db.models import Exists, OuterRef, UUIDField
-from django.db.models.functions import Cast
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, UUIDField
+from django.db.models.functions import Cast, Length
 from django.utils import timezone
 
 from hold.models import HeldRequest, HoldSwitch
@@ -37,14 +37,27 @@ def held_waiting():
         held_exchange_ended()).order_by("held_at")
 
 
+def held_listed(limit: int = 200):
+    """The waiting requests the page lists, their bodies left out (the page is polled every second: 200 bodies of up
+    to 256 KiB went with each poll): body_chars, the length of each, says whether it can be edited there."""
+    return held_waiting().defer("body").annotate(body_chars=Length("body"))[:limit]
+
+
+def held_body(request_id: str) -> str | None:
+    """A waiting request's body as the page shows it (credentials masked); None when it has none or waits no more."""
+    return held_waiting().filter(pk=request_id).values_list("body", flat=True).first()
+
+
 def held_count() -> int:
     """How many requests wait for a decision."""
     return held_waiting().count()
 
 
 def held_recent(limit: int = 20):
-    """The latest decided requests, newest first."""
-    return HeldRequest.objects.exclude(decision="").order_by("-decided_at")[:limit]
+    """The latest decided requests, newest first (their bodies left out)."""
+    return HeldRequest.objects.exclude(decision="").defer("body", "edited_body").annotate(
+        edited=ExpressionWrapper(Q(edited_body__isnull=False), output_field=BooleanField())).order_by(
+        "-decided_at")[:limit]
 
 
 def held_decisions(ids: list[str]) -> dict[str, Decided]:

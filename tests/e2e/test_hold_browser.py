@@ -105,6 +105,8 @@ def test_switch_badge_page_and_decisions_by_click(server, page, mock_upstream):
     page.keyboard.press("Escape")  # closes it; opened again below
     assert page.evaluate("document.querySelector('#held-editor').hidden")
     page.locator("#held-list tbody tr").first.locator("button[data-decision=edit]").click()
+    # The body is read when the editor opens (the polled state leaves bodies out).
+    page.wait_for_function("document.querySelector('#held-editor textarea').value !== ''", timeout=5000)
     # Opened as it came when indenting would change a value (a double cannot hold this seed: it became ...992).
     assert "9007199254740993" in page.input_value("#held-editor textarea")
     page.fill("#held-editor textarea", "{not json")

@@ -184,3 +184,23 @@ def test_an_uploaded_edit_past_the_limit_is_refused_before_more_than_the_limit_i
     r = client.post(DECIDE, {"id": "a" * 32, "decision": "approve",
                              "body": SimpleUploadedFile("body.json", within.encode())}, headers={"X-CSRFToken": token})
     assert r.status_code == 200 and HeldRequest.objects.get(pk="a" * 32).edited_body == within
+
+
+def test_the_polled_state_leaves_the_bodies_out_and_the_editor_reads_one_when_it_opens(client):
+    """state.json, polled every second by the page, carried every waiting body (up to 200 of up to 256 KiB): 51 MB
+    a second for a full queue."""
+    _staff(client, "view_heldrequest")
+    for i in range(5):
+        _held(f"{i:032x}", body=json.dumps({"model": "m", "pad": "x" * 200_000}))
+    _held("f" * 32, body="x" * (300 * 1024))  # past what the page edits
+    state = client.get(STATE)
+    assert len(state.content) < 5000 and len(state.json()["waiting"]) == 6
+    assert [w["editable"] for w in state.json()["waiting"]] == [True] * 5 + [False]
+    r = client.get("/admin/hold/heldrequest/body.json", {"id": f"{3:032x}"})
+    assert r.status_code == 200 and r.json() == {"body": json.dumps({"model": "m", "pad": "x" * 200_000})}
+    for rid in ("f" * 32, "e" * 32, "zz"):  # too large to edit here, none such, not an id
+        r = client.get("/admin/hold/heldrequest/body.json", {"id": rid})
+        assert r.status_code == 404 and "no longer waiting, or has no body to edit here" in r.json()["error"]
+    HeldRequest.objects.filter(pk=f"{3:032x}").update(decision="approve", decided_by="x", decided_at=timezone.now())
+    assert client.get("/admin/hold/heldrequest/body.json", {"id": f"{3:032x}"}).status_code == 404
+    assert len(client.get(STATE).content) < 5000  # a decided one's body is not sent either

@@ -7,7 +7,6 @@
   const editor = document.getElementById('held-editor');
   const form = document.getElementById('held-switch');
   const canDecide = page.dataset.canDecide === '1';
-  const bodies = {};
   let editing = null;
   let recentSeen = null;
 
@@ -49,7 +48,7 @@
     const td = cell(tr, '');
     if (canDecide) {
       button(td, 'Approve', 'approve', h.id, 'approve');
-      if (h.body !== null) button(td, 'Edit…', 'edit', h.id);
+      if (h.editable) button(td, 'Edit…', 'edit', h.id);
       button(td, 'Reject 400', 'reject-400', h.id);
       button(td, 'Reject 500', 'reject-500', h.id);
       button(td, 'Content policy', 'content-policy', h.id);
@@ -68,7 +67,6 @@
     // its release would swallow the click (the browser fires none when the pressed element has gone).
     const rows = new Map(Array.from(list.children, (tr) => [tr.dataset.id, tr]));
     state.waiting.forEach((h, i) => {
-      bodies[h.id] = h.body;
       const tr = rows.get(h.id) || row(h);
       rows.delete(h.id);
       tr.querySelector('td.waited').textContent = h.waited_s.toFixed(1) + ' s';
@@ -77,7 +75,6 @@
     });
     for (const [id, tr] of rows) {
       tr.remove();
-      delete bodies[id];
     }
     if (editing && !state.waiting.some((h) => h.id === editing)) editorGone();
     const seen = JSON.stringify(state.recent);  // rebuilt only when it changed, for the same reason
@@ -141,18 +138,34 @@
     return exact ? JSON.stringify(value, null, 2) : text;
   }
 
-  function editorOpen(id) {
+  // The body is fetched when the editor opens: the state, polled every second, leaves the bodies out.
+  async function editorOpen(id) {
     editing = id;
     editor.hidden = false;
     editor.querySelector('.rid').textContent = id;
-    let text = bodies[id] || '';
-    try { text = indented(text); } catch (e) { /* shown as it came */ }
-    editor.querySelector('textarea').value = text;
+    const area = editor.querySelector('textarea');
+    area.value = '';
+    area.readOnly = true;  // until the body is in
     editor.querySelector('.error').textContent = '';
-    editor.querySelector('.send').disabled = false;
+    editor.querySelector('.send').disabled = true;
     // Below a long list it opened out of sight, the focus left on the button: it looked as if nothing happened.
     editor.scrollIntoView({block: 'nearest'});
-    editor.querySelector('textarea').focus();
+    area.focus();
+    let data = {};
+    try {
+      const r = await fetch(page.dataset.bodyUrl + '?id=' + encodeURIComponent(id), {credentials: 'same-origin'});
+      data = await r.json();
+    } catch (e) { data = {error: 'The body could not be read: ' + e.message}; }
+    if (editing !== id) return;  // closed, or another opened, meanwhile
+    if (data.body === undefined) {
+      editor.querySelector('.error').textContent = data.error || 'The body could not be read';
+      return;
+    }
+    let text = data.body;
+    try { text = indented(text); } catch (e) { /* shown as it came */ }
+    area.value = text;
+    area.readOnly = false;
+    editor.querySelector('.send').disabled = false;
   }
 
   function editorClose() {
