@@ -63,6 +63,7 @@ def test_exchange_page_links_user_session_and_metadata(admin_client, tagged):
 def test_session_page_unknown_session(admin_client):
     r = admin_client.get(f"{LIST}session/?id=nope")
     assert r.status_code == 200 and "No exchange has this session id." in r.content.decode()
+    assert "<th>cost</th><td>$0</td>" in r.content.decode()  # nothing spent: "unknown" said it might be anything
     assert Request.objects.count() == 0
 
 
