@@ -86,13 +86,17 @@ def json_pretty(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False)
 
 
-def events_shown(body: str | None, offsets: list | None) -> list[dict[str, Any]]:
-    """The raw events of a stream, each with its arrival offset (ms) when it was recorded."""
+def events_shown(body: str | None, offsets: list | None, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The first `limit` raw events of a stream, each with its arrival offset (ms) when it was recorded, and how many
+    it has in all."""
     if not body:
-        return []
+        return [], 0
     offsets = offsets if isinstance(offsets, list) else []
     out = []
+    idx = -1
     for idx, event in enumerate(sse_events(body)):
+        if idx >= limit:
+            continue  # counted only
         data = event.data or ""
         parsed = json_or_none(data)
         out.append({
@@ -102,4 +106,4 @@ def events_shown(body: str | None, offsets: list | None) -> list[dict[str, Any]]
             "data": data if parsed is None or json_depth(parsed, TREE_MAX_DEPTH) > TREE_MAX_DEPTH
             else json.dumps(parsed, ensure_ascii=False),
         })
-    return out
+    return out, idx + 1

@@ -17,6 +17,8 @@ from providers import registry
 from wire.jsonutil import json_depth, json_or_none
 
 FRAMES_SHOWN = 1000  # a realtime session's first frames on the page (all are in the frames table)
+# A stream's first events in the page's table (all are in its raw body): a 50,000-event answer made a 13 MB page.
+EVENTS_SHOWN = 2000
 # Shown in <img>/<audio>/<video> on the page; see files.INLINE_TYPES for what the file view serves inline.
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
@@ -60,6 +62,8 @@ def exchange_context(req: Request, request: HttpRequest) -> dict:
     resp = getattr(req, "response", None) if hasattr(req, "response") else None
     stream_result = resp.stream_result if resp and isinstance(resp.stream_result, dict) else None
     answer = stream_result.get("result") if stream_result else (json_or_none(resp.body) if resp else None)
+    events, events_total = events_shown(resp.body, resp.event_offsets_ms, EVENTS_SHOWN) if resp and resp.is_stream \
+        else ([], 0)
     files = [_file_shown(f) for f in sorted(req.files.all(), key=lambda f: (f.role, f.created_at))]
     provider = registry(settings.GATEWAY_PROVIDERS).get(req.provider)
     return {
@@ -73,7 +77,8 @@ def exchange_context(req: Request, request: HttpRequest) -> dict:
         "stream_result": json_pretty(stream_result["result"]) if stream_result and "result" in stream_result else None,
         "session_usage": json_pretty(stream_result["session_usage"]) if stream_result and "session_usage" in (
             stream_result) else None,
-        "events": events_shown(resp.body, resp.event_offsets_ms) if resp and resp.is_stream else [],
+        "events": events,
+        "events_total": events_total,
         "conversation": _conversation(provider, req, answer),
         "files": files,
         "output_files": [f for f in files if f["row"].role == BinaryFile.Role.RESPONSE_OUTPUT],

@@ -436,6 +436,19 @@ def test_detail_streamed_with_tool_call_and_events(admin_client):
     assert "[DONE]" in html
 
 
+def test_a_long_streams_page_lists_its_first_events_and_says_how_many_it_has(admin_client):
+    """Every event was a table row: a 50,000-event answer made a 13 MB page that took seconds to build."""
+    raw = "".join(f'data: {{"choices": [{{"delta": {{"content": "t{i}"}}}}]}}\n\n' for i in range(2500))
+    req = exchange_make(stream=True, resp_body=raw, offsets=[float(i) for i in range(2500)],
+                        stream_result={"events": 2500, "result": {"choices": [{"message": {"content": "t"}}]}})
+    html = _detail(admin_client, req)
+    assert "yes, 2500 events" in html
+    assert "Stream events (2500, the first 2000 shown: the response body holds them all)" in html
+    events = html.split('<table class="events">', 1)[1].split("</table>", 1)[0]
+    assert events.count("<tr>") == 2001 and "t1999" in events and "t2000" not in events  # a header, 2000 events
+    assert "1999.0 ms" in events
+
+
 def test_detail_image_and_audio_files(admin_client):
     req = exchange_make(endpoint="/v1/images/generations", model="gpt-image-1")
     img = file_attach(req, PNG, "image/png", ".png")
