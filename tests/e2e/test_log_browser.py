@@ -241,6 +241,26 @@ def test_live_tail_shows_a_call_made_while_it_is_open(server, visit):
     visit.shot("05-live-tail")
 
 
+def test_live_rows_shorten_a_long_user_as_the_servers_cells_do(server, visit):
+    """Drawn whole by the script, a 255-character user widened the column past the screen (the server's cells
+    shorten it, whole on hover)."""
+    gw, _ = server
+    user = "lena-" + "x" * 250
+    for path, rows, cell in (("/admin/logs/request/live/", "#live-rows tr", "td[data-label=user]"),
+                             ("/admin/logs/request/", "#result_list tbody tr", "td.field-who")):
+        visit.go(f"{path}?user={user}")
+        if path == "/admin/logs/request/":
+            visit.page.locator("#list-live").check()
+        visit.page.wait_for_function("(document.getElementById('live-state') || document.getElementById("
+                                     "'list-live-state')).textContent.startsWith('updated')")
+        rid = _sdk(gw, {"X-Gateway-User": user}).chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "long name"}]).headers["x-gateway-request-id"]
+        row = visit.page.locator(f"{rows}[data-id='{rid}']")
+        row.wait_for(timeout=10000)
+        shown = row.locator(cell)
+        assert shown.inner_text() == user[:27] + "…" and shown.get_attribute("title") == user, path
+
+
 def _input_time(when) -> str:
     """A time as typed in a date-time input (UTC, to the second)."""
     return when.strftime("%Y-%m-%dT%H:%M:%S")

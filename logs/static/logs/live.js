@@ -14,6 +14,19 @@
     return td;
   }
 
+  // A long value as the server's cells show it (Truncator: n characters, the last an ellipsis), whole on hover:
+  // drawn whole, a 255-character model or user widened its column past the screen.
+  function short(text, n) {
+    var chars = Array.from(text == null ? "" : String(text));
+    return chars.length > n ? chars.slice(0, n - 1).join("") + "…" : chars.join("");
+  }
+
+  function shorten(td, text, n) {
+    td.textContent = short(text, n);
+    if (td.textContent !== (text == null ? "" : String(text))) td.title = text;
+    return td;
+  }
+
   function quiet(td, text) {  // a second line in small grey type, as the list's cells have
     if (!text) return;
     td.appendChild(document.createElement("br"));
@@ -104,13 +117,13 @@
         var a = document.createElement("a");
         a.href = row.url; a.textContent = row.time;
         cell(tr, "").appendChild(a);
-        cell(tr, row.model, "", row.endpoint);
+        shorten(cell(tr, "", "", row.endpoint), row.model, 32);
         status(cell(tr, ""), row);
         cell(tr, row.pending ? "" : row.latency + (row.ttft ? " (TTFT " + row.ttft + ")" : ""), "num", "", "latency");
         cell(tr, row.pending ? "" : row.tokens, "num", "", "tokens");
         cell(tr, row.pending ? "" : row.cost, "num", "", "cost");
-        cell(tr, row.user, "", "", "user");
-        cell(tr, row.session, "", "", "session");
+        shorten(cell(tr, "", "", "", "user"), row.user, 28);
+        shorten(cell(tr, "", "", "", "session"), row.session, 20);
         return tr;
       }
     });
@@ -122,18 +135,18 @@
   var LIST_CELLS = {
     time: function (td, row) {
       var a = document.createElement("a"); a.href = row.url; a.textContent = row.when; td.appendChild(a);
-      quiet(td, row.provider + " " + row.endpoint);
+      quiet(td, row.provider + " " + short(row.endpoint, 28));
     },
-    model_name: function (td, row) { td.textContent = row.model; },
+    model_name: function (td, row) { shorten(td, row.model, 32); },
     status: status,
     latency: function (td, row) { if (!row.pending) { td.textContent = row.latency; quiet(td, row.ttft ? "TTFT " + row.ttft : ""); } },
     tokens: function (td, row) { if (!row.pending) td.textContent = row.tokens; },
     total_tokens: function (td, row) { if (!row.pending) td.textContent = row.tokens; },
     cost: function (td, row) { if (!row.pending) td.textContent = row.cost; },
-    who: function (td, row) { td.textContent = row.user; },
-    session: function (td, row) { td.textContent = row.session; },
+    who: function (td, row) { shorten(td, row.user, 28); },
+    session: function (td, row) { shorten(td, row.session, 20); },
     provider: function (td, row) { td.textContent = row.provider; },
-    endpoint_short: function (td, row) { td.textContent = row.endpoint; }
+    endpoint_short: function (td, row) { shorten(td, row.endpoint, 48); }
   };
 
   function listSwitch() {
