@@ -211,6 +211,8 @@ class Spend:
     models: list[SpendRow] = field(default_factory=list)
     keys: list[SpendRow] = field(default_factory=list)
     users: list[SpendRow] = field(default_factory=list)
+    # How many groups each way has (days, models, keys, users): a table shows at most SPEND_GROUPS_MAX of them.
+    counts: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 SPEND_GROUPS_MAX = 100  # rows per table (the biggest spenders first)
@@ -334,5 +336,6 @@ def spend_build(start: datetime, end: datetime) -> Spend:
         return rows[:SPEND_GROUPS_MAX]
 
     days, models, keys, users = (top(w) for w in ways)
+    counts = tuple(sum(1 for sums in way.values() if sums.exchanges) for way in ways)
     return Spend(start=start, end=end, total=total.row(""), days=sorted(days, key=lambda r: r.key),
-                 models=models, keys=keys, users=users)
+                 models=models, keys=keys, users=users, counts=counts)

@@ -71,14 +71,14 @@ def spend_view(model_admin, request: HttpRequest) -> TemplateResponse:
         day = datetime.fromisoformat(r.key).replace(tzinfo=timezone.utc)
         return _list_url(max(day, start), min(day + timedelta(days=1), end))
 
-    tables = [
+    tables = [(*table, count) for table, count in zip([
         ("Per day (UTC)", "day", _rows(spend.days, day_link)),
         ("Per model (requested)", "model", _rows(spend.models, lambda r: _list_url(start, end, model=filter_value("model", r.key))
                                                   if r.key else None)),
         ("Per key", "key", _rows(spend.keys, lambda r: _list_url(start, end, **_key_filter(r.key))
                                  if r.key else None)),
         ("Per user", "user", _rows(spend.users, lambda r: _list_url(start, end, user=r.key) if r.key else None)),
-    ]
+    ], spend.counts)]
     context = page_context(model_admin, request, "Spend", spend=spend, tables=tables, ranges=RANGES.items(),
                            range_name=name, error=error, all_url=_list_url(start, end),
                            unpriced_url=_list_url(start, end, cost="unknown"),

@@ -103,3 +103,18 @@ def test_exchanges_without_a_known_cost_are_counted_and_never_shown_as_0(admin_c
     assert set(_ids(admin_client.get(_link(html, "1 of them has no known cost")))) == {spent["unpriced"].pk.hex}
     models = html.split('class="spend-model"')[1].split("</table>")[0]
     assert '>mystery</a></td>' in models and '<td class="num">–</td>\n            <td class="num">1</td>' in models
+
+
+def test_a_table_cut_to_its_biggest_rows_says_so(admin_client):
+    """A table shows at most 100 rows: 103 users' table showed 100 under a total of all 103, nothing saying why the
+    rows did not add up to it."""
+    now = datetime.now(timezone.utc)
+    for i in range(103):
+        exchange_make(when=now - timedelta(minutes=5), end_user=f"user-{i:03}", tokens=(1, 1),
+                      cost_usd=Decimal(i + 1) / 1000)
+    html = admin_client.get(SPEND, {"range": "24h"}).content.decode()
+    users = html.split('class="spend-user"', 1)[1].split("</section>", 1)[0]
+    assert ('<p class="help">The 100 with the highest cost (then tokens) of 103 users: the total counts them all.</p>'
+            in users)
+    assert "user-102" in users and "user-002" not in users  # the cheapest three left out
+    assert "the highest cost" not in html.split('class="spend-user"', 1)[0]  # the other tables are whole
