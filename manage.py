@@ -38,3 +38,15 @@ if __name__ == "__main__":
         # Python's own advice: point stdout at /dev/null so the exit's flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    except KeyboardInterrupt:
+        if "--traceback" in sys.argv:
+            raise
+        # Ctrl-C (a long export_logs, prune_logs): the user knows why it stopped; 60 lines of whatever frame it hit
+        # said nothing more. The exit status a shell gives a command SIGINT ended. Stdout may be a pipe nobody reads.
+        # What the interrupted frames still hold is cleaned up at exit, after Django's command closed the database
+        # connections: an export's cursor then printed sqlite3's "Cannot operate on a closed database", a traceback
+        # about nothing the user can act on.
+        sys.unraisablehook = lambda unraisable: None
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
