@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import DatabaseError, connection
 
+from logs import export
 from logs.models import BinaryFile, Request, Response
 from logs.outcomes import Outcome
 from tests.logs.factory import PNG, exchange_make, file_attach, streamed_chat
@@ -157,6 +158,32 @@ def test_stdout_and_bad_input(capsys, log):
         call_command("export_logs", "--status", "")
     with pytest.raises(CommandError, match="cannot write /nonexistent/dir/x.jsonl: No such file"):  # a traceback before
         call_command("export_logs", "-o", "/nonexistent/dir/x.jsonl")
+
+
+def test_an_export_that_fails_half_way_leaves_the_previous_export_and_no_partial_file(tmp_path, log, monkeypatch):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    target = folder / "log.jsonl"
+    call_command("export_logs", "--output", str(target))
+    target.chmod(0o640)
+    before = target.read_bytes()
+    real, calls = export.exchange_record, []
+
+    def second_fails(*args, **kwargs):  # the database goes away after one row
+        calls.append(1)
+        if len(calls) == 2:
+            raise DatabaseError("disk I/O error")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export, "exchange_record", second_fails)
+    with pytest.raises(DatabaseError):
+        call_command("export_logs", "--output", str(target), "--model", "gpt-4o-mini")
+    assert target.read_bytes() == before  # was truncated at the start, then held one row
+    assert [p.name for p in folder.iterdir()] == ["log.jsonl"]  # nothing half-written left beside it
+    monkeypatch.undo()
+    call_command("export_logs", "--output", str(target), "--model", "gpt-4o-mini")  # replaced once complete...
+    assert len(target.read_text().splitlines()) == 2 and target.stat().st_mode & 0o777 == 0o640  # ...mode kept
+    assert [p.name for p in folder.iterdir()] == ["log.jsonl"]
 
 
 def test_unmasked_header_in_an_old_row_is_masked_in_export(tmp_path):

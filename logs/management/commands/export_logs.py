@@ -1,6 +1,9 @@
 """python manage.py export_logs: write exchanges as JSONL, JSON or CSV, streaming."""
 
+import os
+import stat
 import sys
+import tempfile
 from datetime import datetime, time, timezone
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -69,10 +72,45 @@ class Command(BaseCommand):
             count = export_write(qs, opts["format"], sys.stdout, bodies)
             sys.stdout.flush()
         else:
-            newline = "" if opts["format"] == "csv" else None  # csv writes its own CRLF
             try:
-                with open(opts["output"], "w", encoding="utf-8", newline=newline) as out:
-                    count = export_write(qs, opts["format"], out, bodies)
+                count = _export_to_path(qs, opts["format"], opts["output"], bodies)
             except OSError as exc:
                 raise CommandError(f"cannot write {opts['output']}: {exc.strerror or exc}") from None
         self.stderr.write(f"exported {count} exchange{'' if count == 1 else 's'}")
+
+
+def _export_to_path(qs, fmt: str, target: str, bodies: bool) -> int:
+    """Write the export to a file that appears, or replaces the file there, only once it is complete.
+
+    Written in place, an export stopped half-way (Ctrl-C, a full disk, the database gone) left a file of
+    whole JSONL lines that read as a complete export, over the previous export it had already erased.
+    A FIFO or a device (-o /dev/stdout) is written to as it is: there is nothing to replace.
+    """
+    newline = "" if fmt == "csv" else None  # csv writes its own CRLF
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):  # open() names a folder's error itself
+        with open(target, "w", encoding="utf-8", newline=newline) as out:
+            return export_write(qs, fmt, out, bodies)
+    path = os.path.realpath(target)  # a symlink's target is what gets replaced, not the link
+    folder, name = os.path.split(path)
+    fd, partial = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".partial")
+    try:
+        with open(fd, "w", encoding="utf-8", newline=newline) as out:
+            count = export_write(qs, fmt, out, bodies)
+        # mkstemp's file is its owner's only: keep the mode of the export replaced, or the one a plain open gives.
+        os.chmod(partial, stat.S_IMODE(mode) if mode is not None else 0o666 & ~_umask())
+        os.replace(partial, path)
+    except BaseException:
+        os.unlink(partial)
+        raise
+    return count
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
