@@ -220,8 +220,9 @@ def header_value_mask(name: str, value: str) -> str:
 
 
 def headers_mask(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Mask the values of credential headers in a list of (name, value) pairs."""
-    return [(k, header_value_mask(k, v) if header_is_secret(k) else v) for k, v in pairs]
+    """Mask the values of credential headers in a list of (name, value) pairs, and keys known by their shape in
+    any other header's value (X-Gateway-Meta-Note: sk-ant-...), as in any query parameter's."""
+    return [(k, header_value_mask(k, v) if header_is_secret(k) else shapes_mask(v)) for k, v in pairs]
 
 
 def shapes_mask(text: str) -> str:
@@ -312,7 +313,9 @@ def headers_safe(pairs: Any, labels: tuple[str, ...] = ()) -> list[tuple[str, st
         name, value = str(item[0]), str(item[1])
         if name.lower() == SUBPROTOCOL_HEADER:
             value = subprotocols_mask(value)
-        elif header_is_secret(name) and MASK not in value and not (labels and value in labels):
+        elif not header_is_secret(name):
+            value = shapes_mask(value)  # a row logged before headers_mask masked keys by their shape
+        elif MASK not in value and not (labels and value in labels):
             value = value_mask(value)
         out.append((name, value))
     return out
@@ -325,6 +328,9 @@ def credentials_collect(pairs: list[tuple[str, str]], query: str = "", path: str
     for k, v in pairs:
         lname = k.lower()
         if not header_is_secret(lname):
+            # A key by its shape under a name that says nothing: what the header's value becomes in the tags
+            # (X-Gateway-Meta-*, X-Gateway-User) and an echo of it are masked too, as for a query parameter.
+            found.update(KEY_SHAPES.findall(v))
             continue
         if lname in ("cookie", "set-cookie"):
             found.update(p.partition("=")[2].strip() for p in v.split(";"))

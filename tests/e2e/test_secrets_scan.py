@@ -11,11 +11,13 @@ import openai
 import pytest
 import uvicorn
 from django.conf import settings as dj_settings
+from django.core.management import call_command
 from django.db import connection
 
 from testing.media import PNG
 from logs.pipeline.journal import Journal
 from logs.models import Request, Response
+from logs.redaction.redact import token_mask
 from tests.conftest import LiveGateway
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -227,6 +229,30 @@ def test_key_is_nowhere_in_clear(verbose_gateway, upstream, log_flush, payload_d
         assert masked.encode() in data, name
     assert len(json.loads(exports["export_logs --format json"])) == n
     assert len(exports["admin action export_jsonl"].splitlines()) == n
+
+
+def test_a_key_known_by_its_shape_in_a_header_whose_name_says_nothing_is_nowhere_in_clear(gateway, upstream, log_flush,
+                                                                                       tmp_path):
+    """X-Gateway-Meta-Note: sk-ant-..., X-Gateway-User: r8_..., X-Upstream-Cred: AIza...: masked by their shape
+    as in a query parameter, in the headers, the tags made of them, an answer echoing one, and export_logs;
+    the upstream gets the headers it is sent as sent. Before, all of them were logged and exported in clear."""
+    keys = {"X-Gateway-Meta-Note": "sk-ant-api03-" + secrets.token_hex(16), "X-Gateway-User": "r8_" + secrets.token_hex(16),
+            "X-Upstream-Cred": "AIza" + "Sy" + secrets.token_hex(16)}
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}", **keys},
+                   json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+    assert upstream.received[-1].header("x-upstream-cred") == keys["X-Upstream-Cred"]
+    log_flush()
+    req = Request.objects.get()
+    logged = dict(req.headers)
+    for name, key in keys.items():
+        assert logged[name.lower()] == token_mask(key), name
+    assert req.metadata == {"note": logged["x-gateway-meta-note"]} and req.end_user == logged["x-gateway-user"]
+    call_command("export_logs", "--output", str(tmp_path / "out.jsonl"))
+    export = (tmp_path / "out.jsonl").read_text()
+    assert logged["x-gateway-user"] in export  # positive control: the export holds the exchange, masked
+    for key in keys.values():
+        assert key[4:-4] not in export
 
 
 def test_a_key_known_by_its_shape_in_an_ordinary_query_parameter_is_nowhere_in_clear(

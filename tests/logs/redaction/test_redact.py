@@ -10,7 +10,8 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from logs.records import RequestRecord, ResponseRecord, record_line, record_parse
 from logs.redaction.console import record_redact, text_redact
-from logs.redaction.redact import SECRET_HEADERS, credentials_collect, header_is_secret, headers_mask, key_fingerprint, path_mask, query_mask, value_mask
+from logs.redaction.redact import (SECRET_HEADERS, credentials_collect, header_is_secret, headers_mask, headers_safe,
+                                   key_fingerprint, path_mask, query_mask, shapes_mask, token_mask, value_mask)
 from logs.redaction.scrub import line_scrub, record_scrub, secret_needles, text_scrub
 
 KEY = "sk-" + "proj" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4" + "9f2c"
@@ -46,12 +47,13 @@ def test_cookies_keep_names_and_attributes(settings):
 
 
 def test_log_redact_headers_extends_the_set(settings):
-    assert dict(headers_mask([("x-tenant-ref", KEY)]))["x-tenant-ref"] == KEY  # asked (and kept) before...
+    opaque = "tenant" + "A1b2C3d4E5f6G7h8" + "9f2c"  # no key's shape: only its header's name can say it is secret
+    assert dict(headers_mask([("x-tenant-ref", opaque)]))["x-tenant-ref"] == opaque  # asked (and kept) before...
     settings.LOG_REDACT_HEADERS = ["X-Tenant-Ref"]  # ...the setting changes: answered anew
-    assert dict(headers_mask([("x-tenant-ref", KEY)]))["x-tenant-ref"] == "sk-…9f2c"
+    assert dict(headers_mask([("x-tenant-ref", opaque)]))["x-tenant-ref"] == "…9f2c"
     settings.LOG_REDACT_HEADERS = ["X-Tenant-Secret"]
-    masked = dict(headers_mask([("x-tenant-secret", KEY), ("x-other", KEY)]))
-    assert masked["x-tenant-secret"] == "sk-…9f2c" and masked["x-other"] == KEY
+    masked = dict(headers_mask([("x-tenant-secret", opaque), ("x-other", opaque)]))
+    assert masked["x-tenant-secret"] == "…9f2c" and masked["x-other"] == opaque
 
 
 def test_query_mask_touches_only_credentials(settings):
@@ -99,6 +101,18 @@ def test_a_key_known_by_its_shape_in_any_query_parameter_is_masked(key, encode):
         assert "a=1&note=" in masked and masked.endswith(("&b=%20x+y", '&b=%20x+y HTTP/1.1"')), masked
     assert query_mask(query_mask(query), logged=True) == query_mask(query)  # the logged form stays as it is
     assert key in credentials_collect([], query)  # an upstream echoing it gets it masked too
+
+
+@pytest.mark.parametrize("key", list(SHAPED))
+@pytest.mark.parametrize("name", ["X-Gateway-Meta-Note", "X-Gateway-User", "X-Upstream-Cred"])
+def test_a_key_known_by_its_shape_in_any_header_is_masked(key, name):
+    """A header whose name says nothing (a metadata tag, the end user, a custom one) holding a key: masked by its
+    shape as in a query parameter, in the row, on pages and exports of rows logged before, and wherever the
+    request's tags or an answer repeat it."""
+    value = f"mine is {key}, thanks"
+    for pairs in (headers_mask([(name, value)]), headers_safe([[name, value]])):
+        assert pairs == [(name, f"mine is {token_mask(key)}, thanks")] and key[4:-4] not in token_mask(key)
+    assert key in credentials_collect([(name, value)])
 
 
 @pytest.mark.parametrize("key", list(SHAPED))
@@ -271,7 +285,7 @@ def test_property_no_credential_survives_header_masking(name, scheme, token, upp
 def test_property_masking_never_raises_on_any_input(pairs, query):
     masked = headers_mask(pairs)
     assert [k for k, _ in masked] == [k for k, _ in pairs]
-    assert all(v == pv for (k, v), (_, pv) in zip(masked, pairs) if not header_is_secret(k))
+    assert all(v == shapes_mask(pv) for (k, v), (_, pv) in zip(masked, pairs) if not header_is_secret(k))
     query_mask(query)
     text_redact(query)
     secrets = credentials_collect(pairs, query)
