@@ -10,7 +10,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from logs.records import RequestRecord, ResponseRecord, record_line, record_parse
 from logs.redaction.console import record_redact, text_redact
-from logs.redaction.redact import (SECRET_HEADERS, credentials_collect, header_is_secret, headers_mask, headers_safe,
+from logs.redaction.redact import (KEY_SHAPES, SECRET_HEADERS, SHAPE_MARKS, credentials_collect, header_is_secret, headers_mask, headers_safe,
                                    key_fingerprint, path_mask, query_mask, shapes_mask, token_mask, value_mask)
 from logs.redaction.scrub import line_scrub, record_scrub, secret_needles, text_scrub
 
@@ -101,6 +101,11 @@ def test_a_key_known_by_its_shape_in_any_query_parameter_is_masked(key, encode):
         assert "a=1&note=" in masked and masked.endswith(("&b=%20x+y", '&b=%20x+y HTTP/1.1"')), masked
     assert query_mask(query_mask(query), logged=True) == query_mask(query)  # the logged form stays as it is
     assert key in credentials_collect([], query)  # an upstream echoing it gets it masked too
+
+
+def test_every_key_shape_has_the_mark_that_finds_it_fast():
+    for key in [*SHAPED, "hf_" + "Ab12Cd34Ef56Gh78Ij90Kl12", "xai-" + "Ab12Cd34Ef56Gh78Ij90Kl12"]:
+        assert KEY_SHAPES.fullmatch(key) and sum(mark in key for mark in SHAPE_MARKS) >= 1, key
 
 
 @pytest.mark.parametrize("key", list(SHAPED))
