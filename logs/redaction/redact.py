@@ -225,19 +225,26 @@ def header_value_mask(name: str, value: str) -> str:
 def headers_mask(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Mask the values of credential headers in a list of (name, value) pairs, and keys known by their shape in
     any other header's value (X-Gateway-Meta-Note: sk-ant-...), as in any query parameter's."""
-    secret = [header_is_secret(k) for k, _ in pairs]
-    shaped = _shapes_held("\n".join(v for (_, v), s in zip(pairs, secret) if not s))  # one look for them all
-    return [(k, header_value_mask(k, v) if s else shapes_mask(v) if shaped else v) for (k, v), s in zip(pairs, secret)]
+    out, plain = [], []
+    for k, v in pairs:
+        if header_is_secret(k):
+            out.append((k, header_value_mask(k, v)))
+        else:
+            out.append((k, v))
+            plain.append(v)
+    if _marked("\n".join(plain)):  # one look for them all: most requests hold no key outside credential headers
+        return [(k, v if header_is_secret(k) else shapes_mask(v)) for k, v in out]
+    return out
 
 
-def _shapes_held(text: str) -> bool:
-    """Whether a text holds a key known by its shape."""
-    return any(mark in text for mark in SHAPE_MARKS) and KEY_SHAPES.search(text) is not None
+def _marked(text: str) -> bool:
+    """Whether a text may hold a key known by its shape (it holds one of their marks)."""
+    return any(mark in text for mark in SHAPE_MARKS)
 
 
 def shapes_mask(text: str) -> str:
     """Mask every key known by its shape in a text; the rest stays as it is."""
-    return KEY_SHAPES.sub(lambda m: token_mask(m.group(1)), text)
+    return KEY_SHAPES.sub(lambda m: token_mask(m.group(1)), text) if _marked(text) else text
 
 
 def _decoded(raw: str, *, path: bool = False) -> str:
@@ -350,7 +357,7 @@ def credentials_collect(pairs: list[tuple[str, str]], query: str = "", path: str
             found.update(v.split())  # every whitespace-separated piece of an unknown scheme
     # A key by its shape under a header name that says nothing: what the header's value becomes in the tags
     # (X-Gateway-Meta-*, X-Gateway-User) and an echo of it are masked too, as for a query parameter (one search).
-    if _shapes_held(plain_text := "\n".join(plain)):
+    if _marked(plain_text := "\n".join(plain)):
         found.update(KEY_SHAPES.findall(plain_text))
     for piece in query.split("&") if query else []:
         name, eq, val = piece.partition("=")
