@@ -96,7 +96,11 @@ def _export_to_path(qs, fmt: str, target: str, bodies: bool) -> int:
             return export_write(qs, fmt, out, bodies)
     path = os.path.realpath(target)  # a symlink's target is what gets replaced, not the link
     folder, name = os.path.split(path)
-    fd, partial = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".partial")
+    try:
+        fd, partial = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".partial")
+    except PermissionError as exc:  # a file one may write in a folder one may not: say why it is the folder
+        raise PermissionError(exc.errno, f"{exc.strerror} to create a file in {folder} (the export is written "
+                                         "there first, then takes the file's place)") from None
     try:
         with open(fd, "w", encoding="utf-8", newline=newline) as out:
             count = export_write(qs, fmt, out, bodies)
