@@ -186,6 +186,18 @@ def test_an_export_that_fails_half_way_leaves_the_previous_export_and_no_partial
     assert [p.name for p in folder.iterdir()] == ["log.jsonl"]
 
 
+@pytest.mark.parametrize("where", ["JOURNAL_DIR", "SPOOL_DIR", "FILE_STORAGE_PATH"])
+def test_an_export_into_the_gateways_own_folders_is_refused(tmp_path, log, settings, where):
+    # Into the journal folder, log.jsonl was taken for a dead process's journal at the next start: every line
+    # skipped as unreadable, then the file deleted.
+    folder = tmp_path / where.lower()
+    folder.mkdir()
+    setattr(settings, where, folder)
+    with pytest.raises(CommandError, match=r"log.jsonl is in the gateway's \w+( store)? folder: write the export"):
+        call_command("export_logs", "--output", str(folder / "log.jsonl"))
+    assert list(folder.iterdir()) == []
+
+
 def test_unmasked_header_in_an_old_row_is_masked_in_export(tmp_path):
     exchange_make(headers=[["Authorization", "Bearer sk-proj-abcdefghijklmnop1234"]])
     text = _export(tmp_path)

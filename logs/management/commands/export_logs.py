@@ -5,7 +5,9 @@ import stat
 import sys
 import tempfile
 from datetime import datetime, time, timezone
+from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -72,11 +74,30 @@ class Command(BaseCommand):
             count = export_write(qs, opts["format"], sys.stdout, bodies)
             sys.stdout.flush()
         else:
+            if own := _gateway_own(opts["output"]):
+                raise CommandError(f"{opts['output']} is {own}: write the export anywhere else")
             try:
                 count = _export_to_path(qs, opts["format"], opts["output"], bodies)
             except OSError as exc:
                 raise CommandError(f"cannot write {opts['output']}: {exc.strerror or exc}") from None
         self.stderr.write(f"exported {count} exchange{'' if count == 1 else 's'}")
+
+
+def _gateway_own(target: str) -> str:
+    """What of the gateway's own data a path is ("" if none): an export written there replaced the SQLite
+    database it was read from, or landed in the journal folder, where the ingest took it for a dead process's
+    journal, skipped every line as unreadable and deleted it."""
+    path = Path(os.path.realpath(target))
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3") and str(db["NAME"]) != ":memory:":
+        name = Path(os.path.realpath(db["NAME"]))
+        if path in (name, name.with_name(f"{name.name}-wal"), name.with_name(f"{name.name}-shm")):
+            return "the log's database"
+    for folder, what in ((settings.JOURNAL_DIR, "journal"), (settings.SPOOL_DIR, "spool"),
+                         (settings.FILE_STORAGE_PATH, "payload store")):
+        if path.is_relative_to(os.path.realpath(folder)):
+            return f"in the gateway's {what} folder"
+    return ""
 
 
 def _export_to_path(qs, fmt: str, target: str, bodies: bool) -> int:
