@@ -6,8 +6,9 @@ field for it: max_tokens, max_completion_tokens, max_output_tokens, Gemini's
 generationConfig.maxOutputTokens in either spelling, each request of an Anthropic batch), and an
 Anthropic thinking budget with it, which must stay below max_tokens; a request naming no limit is left as it is (Anthropic's requires one; the others keep their own
 defaults). A batch is refused when a model of it is not allowed, or cannot be read (OpenAI's
-name theirs in an uploaded file); so is a realtime session whose model is not in its upgrade's
-query (Gemini Live names it in its first message).
+name theirs in an uploaded file); so is a realtime session that names no model (the upstream would
+choose one). Gemini Live names its model in its first message: on_session_model judges it there,
+before the gateway opens the upstream.
 """
 
 import fnmatch
@@ -47,6 +48,16 @@ class ModelPolicy:
                 exchange.metadata["max_tokens_lowered"] = lowered
         return None
 
+    def on_session_model(self, exchange) -> str | None:
+        """A realtime session whose first message names its model (Gemini Live's setup): refused as a request is."""
+        allowed = settings.MODEL_POLICY_ALLOW
+        if not allowed:
+            return None
+        if exchange.model is None:  # names none, or not for sure (a key repeated): the upstream's choice
+            return "This realtime session's first message names no model the gateway can read, so it is refused"
+        refusal = _refusal(exchange, allowed)
+        return f"{refusal} (allowed: {', '.join(allowed)})" if refusal else None
+
 
 def _refusal(exchange, allowed: list[str]) -> str:
     """Why the request's model (a batch's each) is refused, or ""."""
@@ -56,9 +67,8 @@ def _refusal(exchange, allowed: list[str]) -> str:
             return "This batch's models are in its uploaded file, which the gateway does not read, so it is refused"
         if None in batch:
             return "A request of this batch names no model the gateway can read, so it is refused"
-    if exchange.websocket and exchange.model is None:
-        return ("This realtime session names its model in its first message, after the hooks have run, "
-                "so it is refused")
+    if exchange.websocket and exchange.model is None and not exchange.model_in_first_message:
+        return "This realtime session names no model in its upgrade (the upstream would choose one), so it is refused"
     models = batch if batch is not None else [exchange.model]
     refused = next((m for m in models if m is not None and not any(fnmatch.fnmatchcase(m, p) for p in allowed)), None)
     return f"Model {refused!r} is not allowed by this gateway" if refused is not None else ""

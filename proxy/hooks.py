@@ -1,7 +1,8 @@
 """Request hooks (GATEWAY_HOOKS): the user's code, run on every request before it goes upstream and on its answer.
 
 Each entry is a dotted path to an object (an instance, a class built with no arguments, or a
-module) with `on_request(exchange)` and/or `on_response(exchange)`, sync or async. They are
+module) with `on_request(exchange)`, `on_response(exchange)` and/or `on_session_model(exchange)` (a
+realtime session's model named in its first message: proxy/session_policy.py), sync or async. They are
 loaded once, at start (a bad one stops the start with ImproperlyConfigured naming it). Sync
 hooks run in a worker thread (proxy/threads.py), so a slow one never blocks the event loop; one that says it never
 waits on I/O (`blocking = False`) runs on the loop and saves the thread hop. The hooks share one
@@ -33,6 +34,7 @@ from proxy.exchange import Exchange, json_error
 from proxy.hook_exchange import HookExchange
 from proxy.paths import PathRefused, path_check
 from proxy.request_body import body_decoded
+from proxy.session_policy import SessionStop, first_message_judge_add, model_in_first_message
 from proxy.threads import ParkedThreads
 from proxy.upstream import HOP_BY_HOP, header_problem
 
@@ -54,6 +56,7 @@ class Hook:
     on_response: Callable | None
     skip_on_error: bool  # GATEWAY_HOOKS_SKIP_ON_ERROR: a failure is logged and the hook skipped
     blocking: bool = True  # False: its sync methods never wait on I/O, so they run on the event loop
+    on_session_model: Callable | None = None  # judges a realtime session by the model its first message names
 
     async def call(self, method: Callable, hx: HookExchange) -> Any:
         """Run one of its methods: a coroutine function awaited; a plain one in a thread, unless it
@@ -127,14 +130,16 @@ def hook_load(path: str, skip_on_error: bool = False) -> Hook:
                                        f"{type(exc).__name__}: {exc}") from None
     on_request = getattr(target, "on_request", None)
     on_response = getattr(target, "on_response", None)
-    if not callable(on_request) and not callable(on_response):
+    on_session_model = getattr(target, "on_session_model", None)
+    if not any(map(callable, (on_request, on_response, on_session_model))):
         kind = "module" if isinstance(target, ModuleType) else type(target).__name__
-        raise ImproperlyConfigured(f"GATEWAY_HOOKS: {path!r} ({kind}) has neither on_request nor on_response")
+        raise ImproperlyConfigured(f"GATEWAY_HOOKS: {path!r} ({kind}) has none of on_request, on_response and "
+                                   "on_session_model")
     blocking = getattr(target, "blocking", True)
     if not isinstance(blocking, bool):
         raise ImproperlyConfigured(f"GATEWAY_HOOKS: {path!r} has blocking = {blocking!r}; it must be True or False")
     return Hook(path, on_request if callable(on_request) else None, on_response if callable(on_response) else None,
-                skip_on_error, blocking)
+                skip_on_error, blocking, on_session_model if callable(on_session_model) else None)
 
 
 @lru_cache(maxsize=8)
@@ -181,6 +186,21 @@ def _skipped_note(x: Exchange, failure: HookFailed) -> None:
 def _failed_decision(failure: HookFailed, skipped: bool) -> dict:
     return {"step": STEP, "hook": failure.hook.path, "decision": "skipped after an error" if skipped else "error",
             "error": str(failure), "traceback": failure.trace}
+
+
+def _failure_noted(hook: Hook, what: str, exc: BaseException, x: Exchange, hx: HookExchange,
+                   kept: bytes | None = None) -> tuple[HookFailed, dict, HookExchange]:
+    """A hook's failure on the console and in the exchange's steps (and its note, when it is skipped); with the
+    HookExchange the hooks after it see. What it changed before it failed is dropped: they start from what the hooks
+    before it left (applied to the Exchange; the answer's body `kept`), and one that timed out keeps the old copy to
+    itself."""
+    failure = _failure(hook, what, exc, x, hx)
+    log.error("%s\n%s", failure, failure.trace)
+    decision = _failed_decision(failure, hook.skip_on_error)
+    x.decisions.append(decision)
+    if hook.skip_on_error:
+        _skipped_note(x, failure)
+    return failure, decision, hx.detached(kept)
 
 
 def _failed_answer(x: Exchange, failure: HookFailed) -> HttpResponseBase:
@@ -289,14 +309,8 @@ async def hooks_request(x: Exchange, hooks: tuple[Hook, ...]) -> HttpResponseBas
             hook_changed = _changes(before, hx)
             _apply(x, hx, set(hook_changed))
         except HOOK_FAILURES as exc:
-            failure = _failure(hook, "on_request", exc, x, hx)
-            log.error("%s\n%s", failure, failure.trace)
-            x.decisions.append(_failed_decision(failure, hook.skip_on_error))
-            # What it changed before it failed is dropped: the next hooks start from what the hooks before it
-            # left (applied to the Exchange); one that timed out keeps the old copy to itself.
-            hx = hx.detached()
+            failure, _, hx = _failure_noted(hook, "on_request", exc, x, hx)
             if hook.skip_on_error:
-                _skipped_note(x, failure)
                 answer = None
                 continue
             answer = _failed_answer(x, failure)
@@ -314,7 +328,43 @@ async def hooks_request(x: Exchange, hooks: tuple[Hook, ...]) -> HttpResponseBas
         x.request_changed = True  # proxy/forward.py logs what goes upstream once every step has run
     if answer is None and any(h.on_response is not None for h in hooks):
         x.answer_observer = lambda status, headers, body: hooks_response(x, hx, hooks, status, headers, body)
+    if answer is None and model_in_first_message(x) and any(h.on_session_model is not None for h in hooks):
+        # Its model is not known yet: the hooks judge it once the first message names it, as the key does. A message
+        # the provider may read otherwise than the gateway (a key repeated) names no model for sure: None.
+        first_message_judge_add(x, lambda model, ambiguity, seq: hooks_session_model(
+            x, hx, hooks, None if ambiguity else model, seq))
     return answer
+
+
+async def hooks_session_model(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...], model: str | None,
+                              seq: int) -> SessionStop | None:
+    """Run each hook's on_session_model on a realtime session's first message (frame `seq`), before the upstream is
+    opened: a str it returns refuses the session (close 1008 with it); a failure ends it (close 1011), unless the
+    hook is skipped on error. Changes to the request are not applied (the upgrade's were, after on_request)."""
+    hx.first_message_model_set(model)
+    try:
+        for hook in hooks:
+            if hook.on_session_model is None:
+                continue
+            try:
+                refusal = await hook.call(hook.on_session_model, hx)
+                if refusal is not None and not isinstance(refusal, str):
+                    raise TypeError(f"on_session_model returned {type(refusal).__name__}; return None or a str "
+                                    "(why the session is refused)")
+            except HOOK_FAILURES as exc:
+                failure, _, hx = _failure_noted(hook, "on_session_model", exc, x, hx)
+                if hook.skip_on_error:
+                    continue
+                x.fail(Outcome.GATEWAY_ERROR, str(failure))
+                return SessionStop(str(failure), str(failure), "api_error", "gateway_hook_error", 1011)
+            if refusal:
+                x.decisions.append({"step": STEP, "hook": hook.path, "decision": "session refused", "reason": refusal,
+                                    "seq": seq, "model": model})
+                x.fail(Outcome.GATEWAY_ERROR, f"Hook {hook.path} refused the session: {refusal}")
+                return SessionStop(refusal, refusal, "permission_error", "gateway_hook_refused", 1008)
+    finally:
+        _metadata_note(x, hx)
+    return None
 
 
 async def hooks_response(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...], status: int,
@@ -330,13 +380,8 @@ async def hooks_response(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...],
             try:
                 await hook.call(hook.on_response, hx)
             except HOOK_FAILURES as exc:
-                failure = _failure(hook, "on_response", exc, x, hx)
-                log.error("%s\n%s", failure, failure.trace)
-                decision = _failed_decision(failure, hook.skip_on_error)
-                x.decisions.append(decision)
-                hx = hx.detached(kept)  # its change is dropped; one that timed out keeps the old copy to itself
+                failure, decision, hx = _failure_noted(hook, "on_response", exc, x, hx, kept)
                 if hook.skip_on_error:
-                    _skipped_note(x, failure)
                     continue
                 if body is None:  # a streamed answer (or one over the cap) is already with the client
                     if x.outcome == Outcome.COMPLETED:  # a broken stream keeps its own cause

@@ -16,7 +16,6 @@ import json
 import re
 import time
 from collections import deque
-from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -38,6 +37,7 @@ from providers import Provider
 from providers.base import SUBPROTOCOL_HEADER, usage_counts
 from proxy.access import KeyGrant, key_current, key_refusal, keys_unreadable
 from proxy.exchange import Exchange, json_error
+from proxy.session_policy import SessionStop, first_message_judge_add, model_in_first_message
 from wire.jsonutil import text_valid
 
 
@@ -60,6 +60,8 @@ async def key_request(x: Exchange) -> HttpResponse | None:
         if key.limited:  # every answer to a limited key says its limits (this one took nothing from them)
             x.answer_headers.extend(policies(key))
         return answer
+    if _holds_models(key) and model_in_first_message(x):  # admitted without a model: its first message names it
+        first_message_judge_add(x, lambda model, ambiguity, seq: _first_message_judge(x, key, model, ambiguity, seq))
     if key.limited:
         try:
             verdict: Verdict = await limits_apply(key)
@@ -149,8 +151,8 @@ async def _permission_refusal(x: Exchange, key: GatewayKey) -> str:
     formats = formats and counted
     if not key.allowed_models and key.budget_usd is None and not formats:
         return ""
-    if _model_in_first_message(x):
-        return ""  # SessionLimits.first_message_refusal checks it, before that message goes upstream
+    if model_in_first_message(x):
+        return ""  # the judge key_request leaves on the exchange checks it, before that message goes upstream
     try:
         models, unread, payload = await _models_asked(x, runs)
     except BodyUnread:
@@ -218,9 +220,69 @@ def _holds(key: GatewayKey) -> str:
     return "is limited to some models" if key.allowed_models else "has a budget"
 
 
-def _model_in_first_message(x: Exchange) -> bool:
-    """A realtime session whose model only its first message names (Gemini Live's setup), not its upgrade."""
-    return x.websocket and x.provider.realtime_model_in_first_message(unquote(x.route.upstream_path))
+def _holds_models(key: GatewayKey | None) -> bool:
+    """Whether the key judges the models a session asks for: limited to some, or with a budget."""
+    return key is not None and (bool(key.allowed_models) or key.budget_usd is not None)
+
+
+def _model_refusal(x: Exchange, key: GatewayKey, model: str | None, ambiguity: str) -> tuple[str, str]:
+    """Why a client's event may not ask for this model, and the close frame's short reason, or ("", ""): a key
+    limited to other models, or a key with a budget and a model without a price (its use would count nothing:
+    refused as a request naming it is, _unpriced_refusal). An event whose JSON the provider may read otherwise
+    than the gateway (`ambiguity`, wire.jsonutil.json_ambiguity: a key repeated, nesting too deep) is refused
+    whatever model it seems to name: it may ask for another, or be another type of event."""
+    if ambiguity and _holds_models(key):
+        return (f"Gateway key '{key.name}' {_holds(key)}, and this message {ambiguity} (JSON): what "
+                f"{x.provider.label} reads in it cannot be known, so it is refused (the SDKs never send "
+                "one).", f"gateway key '{key.name}': a message {ambiguity}")
+    if not model:
+        return "", ""
+    if key.allowed_models and model not in key.allowed_models:
+        return (f"Gateway key '{key.name}' may not use model '{model}' (allowed: {', '.join(key.allowed_models)}).",
+                f"gateway key '{key.name}' may not use model '{model}'")
+    if key.budget_usd is not None and not price_known(x.provider, model):
+        return (_unpriced_message(x.provider, key.name, model),
+                f"gateway key '{key.name}' has a budget and model '{model}' has no price")
+    return "", ""
+
+
+async def _first_message_judge(x: Exchange, key: GatewayKey, model: str | None, ambiguity: str,
+                               seq: int) -> SessionStop | None:
+    """The key's judge of a session's first message (Gemini Live's setup), left by key_request: the stop of one
+    that names a model the key may not use, or names none (the key cannot be held to what it does not see:
+    refused, fail closed), or may read otherwise upstream (_model_refusal); None lets it go on."""
+    if model or ambiguity:
+        message, reason = _model_refusal(x, key, model, ambiguity)
+        if not message:
+            return None
+    else:
+        message = (f"Gateway key '{key.name}' {_holds(key)}, and this session's first message names no model: a "
+                   f"{x.provider.label} realtime session must open with its setup message naming the model "
+                   "(as the SDKs' do).")
+        reason = f"gateway key '{key.name}': the first message names no model"
+    stop = _model_stop(message, reason)
+    _stop_note(x, key, stop, Outcome.GATEWAY_ERROR, "", decision="session refused",
+               model=None if ambiguity else model, seq=seq)
+    return stop
+
+
+def _model_stop(message: str, reason: str) -> SessionStop:
+    return SessionStop(message, reason, "permission_error", "gateway_key_model", 1008)
+
+
+def _stop_note(x: Exchange, key: GatewayKey, stop: SessionStop, outcome: str, limit: str,
+               remaining: dict | None = None, *, decision: str = "session stopped", model: str | None = None,
+               seq: int | None = None) -> None:
+    """Note a session's stop in the exchange's steps and outcome (the session's row says the key's step ended it)."""
+    noted = {"step": STEP, "decision": decision, "key": key.name, "reason": stop.message}
+    if limit:
+        noted["limit"] = limit
+    if remaining:
+        noted["remaining"] = remaining
+    if seq is not None:  # the client message it refused (its frame in the log), and the model it named
+        noted.update(seq=seq, model=model)
+    x.decisions.append(noted)
+    x.fail(outcome, stop.message)
 
 
 @lru_cache(maxsize=4096)
@@ -364,17 +426,6 @@ def _found(data: bytes, sub: bytes, start: int):
         at = data.find(sub, at + 1)
 
 
-@dataclass
-class SessionStop:
-    """Why the gateway ends a realtime session: for the client's error event and close frame, and the log."""
-
-    message: str  # the whole reason, as an HTTP refusal would say it (the error event's message)
-    reason: str  # the close frame's reason (at most 123 bytes)
-    kind: str  # the provider's error type, as the HTTP refusal's
-    code: str  # the error event's code: gateway_key_budget, gateway_key_tokens, gateway_key_revoked...
-    close_code: int  # 1008 (policy violation: the SDKs do not reconnect) or 1013 (try again later)
-
-
 # Every realtime session of a limited key open in this process, by the key's secret hash: their usage is summed,
 # as the log shows a session's only once it ends.
 _open: dict[str, set["SessionLimits"]] = {}
@@ -401,10 +452,6 @@ class SessionLimits:
         self.spend = Decimal(0)
         self.tokens: deque[tuple[float, int]] = deque()  # (monotonic time, tokens) of each response
         self.stop: SessionStop | None = None
-        # Its upgrade was admitted without a model (key_request): the first client message must name one the key
-        # allows, checked before the upstream is even opened (proxy/websocket.py). Only for a key limited to
-        # models or with a budget, as there.
-        self.first_unchecked = self.holds_models and _model_in_first_message(x)
         if self.key is not None:
             _open.setdefault(self.key.secret_hash, set()).add(self)
 
@@ -419,55 +466,18 @@ class SessionLimits:
     @property
     def holds_models(self) -> bool:
         """Whether the session's key judges the models it asks for: limited to some, or with a budget."""
-        return self.key is not None and (bool(self.key.allowed_models) or self.key.budget_usd is not None)
+        return _holds_models(self.key)
 
     def model_refusal(self, model: str | None, ambiguity: str = "") -> tuple[str, str]:
-        """Why a client's event may not ask for this model, and the close frame's short reason, or ("", ""): a key
-        limited to other models, or a key with a budget and a model without a price (its use would count nothing:
-        refused as a request naming it is, _unpriced_refusal). An event whose JSON the provider may read otherwise
-        than the gateway (`ambiguity`, wire.jsonutil.json_ambiguity: a key repeated, nesting too deep) is refused
-        whatever model it seems to name: it may ask for another, or be another type of event."""
-        key = self.key
-        if key is None:
-            return "", ""
-        if ambiguity and self.holds_models:
-            return (f"Gateway key '{key.name}' {_holds(key)}, and this message {ambiguity} (JSON): what "
-                    f"{self.x.provider.label} reads in it cannot be known, so it is refused (the SDKs never send "
-                    "one).", f"gateway key '{key.name}': a message {ambiguity}")
-        if not model:
-            return "", ""
-        if key.allowed_models and model not in key.allowed_models:
-            return (f"Gateway key '{key.name}' may not use model '{model}' (allowed: {', '.join(key.allowed_models)}).",
-                    f"gateway key '{key.name}' may not use model '{model}'")
-        if key.budget_usd is not None and not price_known(self.x.provider, model):
-            return (_unpriced_message(self.x.provider, key.name, model),
-                    f"gateway key '{key.name}' has a budget and model '{model}' has no price")
-        return "", ""
-
-    def first_message_refusal(self, model: str | None, seq: int, ambiguity: str = "") -> SessionStop | None:
-        """The stop of a session whose first message (Gemini Live's setup) names a model its key may not use, or
-        names none (the key cannot be held to what it does not see: refused, fail closed), or may read otherwise
-        upstream (model_refusal); None lets it go on."""
-        self.first_unchecked = False
-        key = self.key
-        if not self.holds_models:  # changed since the upgrade: nothing to hold it to
-            return None
-        if model or ambiguity:
-            message, reason = self.model_refusal(model, ambiguity)
-            if not message:
-                return None
-        else:
-            message = (f"Gateway key '{key.name}' {_holds(key)}, and this session's first message names no model: a "
-                       f"{self.x.provider.label} realtime session must open with its setup message naming the model "
-                       "(as the SDKs' do).")
-            reason = f"gateway key '{key.name}': the first message names no model"
-        return self.model_stop(message, reason, None if ambiguity else model, seq)
+        """Why a client's event may not ask for this model, and the close frame's short reason, or ("", "")
+        (_model_refusal)."""
+        return _model_refusal(self.x, self.key, model, ambiguity) if self.key is not None else ("", "")
 
     def model_stop(self, message: str, reason: str, model: str | None, seq: int) -> SessionStop:
         """End the session over a model its key may not use (the protocol has no error event to refuse one event
-        with, or the model was the session's own): logged as the key's refusal."""
-        return self._stopped(SessionStop(message, reason, "permission_error", "gateway_key_model", 1008),
-                             Outcome.GATEWAY_ERROR, "", decision="session refused", model=model, seq=seq)
+        with): logged as the key's refusal."""
+        return self._stopped(_model_stop(message, reason), Outcome.GATEWAY_ERROR, "", decision="session refused",
+                             model=model, seq=seq)
 
     def used(self, response_tokens: int, session_usage: dict[str, int], model: str | None) -> None:
         """A response's usage passed: the session's cost so far, priced as the log will price it at its end."""
@@ -525,13 +535,5 @@ class SessionLimits:
         if self.stop is not None:  # the periodic check and a response's found it at once: one stop
             return self.stop
         self.stop = stop
-        noted = {"step": STEP, "decision": decision, "key": self.key.name, "reason": stop.message}
-        if limit:
-            noted["limit"] = limit
-        if remaining:
-            noted["remaining"] = remaining
-        if seq is not None:  # the client message it refused (its frame in the log), and the model it named
-            noted.update(seq=seq, model=model)
-        self.x.decisions.append(noted)
-        self.x.fail(outcome, stop.message)
+        _stop_note(self.x, self.key, stop, outcome, limit, remaining, decision=decision, model=model, seq=seq)
         return stop

@@ -2,9 +2,9 @@
 
 The upgrade goes through the same stages as any request (route, refuse, record, policy steps), so
 gateway keys, limits and the hold queue apply before the handshake; a refused upgrade gets an HTTP
-answer in the provider's error shape. A session whose model only its first message names (Gemini Live), of a
-key held to models, is accepted first and that message checked before the upstream is opened: a refused
-session never reaches the provider. Then the session is relayed both ways as messages come (each
+answer in the provider's error shape. A session whose model only its first message names (Gemini Live), that a
+step judges by its model (a key held to models, a hook's on_session_model: proxy/session_policy.py), is accepted
+first and that message judged before the upstream is opened: a refused session never reaches the provider. Then the session is relayed both ways as messages come (each
 side's send waits for the other side to take it: back-pressure), close codes pass through, and
 every frame is journaled as it passes (logs/records.py FrameRecord), so a session of any length is
 never held in memory and a crash keeps what was received. The session is one exchange: the upgrade
@@ -30,10 +30,11 @@ from logs.records import FileRecord, FrameRecord, ResponseRecord
 from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error, response_header_pairs
 from proxy.forward import refuse, request_record, step_answered
 from proxy.forwarded import forwarded_note
-from proxy.key_policy import STEP as KEY_STEP, SessionLimits, SessionStop
+from proxy.key_policy import STEP as KEY_STEP, SessionLimits
 from proxy.paths import NoRoute, PathRefused, Route, path_owner, route_find
 from proxy.refusals import refusal_find
 from proxy.request_body import BodySpool
+from proxy.session_policy import SessionStop, first_message_judged
 from proxy.steps import steps_active, steps_run
 from proxy.upstream import headers_forward
 from providers.base import SUBPROTOCOL_HEADER, RealtimeRead, usage_count_items
@@ -474,7 +475,7 @@ async def websocket_app(scope: dict, receive, send) -> None:
     session = Session(x)
     try:
         try:
-            if session.limits.first_unchecked:
+            if x.first_message_judges:
                 opened = await _open_after_first_message(x, session, scope, receive, send)
             else:
                 opened = await _open_then_accept(x, session, scope, send)
@@ -519,8 +520,8 @@ async def _open_then_accept(x: Exchange, session: Session, scope: dict, send) ->
 
 
 async def _open_after_first_message(x: Exchange, session: Session, scope: dict, receive, send) -> bool:
-    """A session whose model only its first message names (Gemini Live's setup), of a key held to models: accept
-    the client, read and check that message, and only then open the upstream (with the provider's credential) and
+    """A session whose model only its first message names (Gemini Live's setup), that a step judges by its model:
+    accept the client, read and judge that message, and only then open the upstream (with the provider's credential) and
     send it that message first, as it came (text or binary): a refused session never reaches the provider.
 
     The client is accepted without a subprotocol (the upstream's choice is not known yet; Gemini Live uses none),
@@ -549,9 +550,10 @@ async def _open_after_first_message(x: Exchange, session: Session, scope: dict, 
 
 
 async def _first_message(x: Exchange, session: Session, receive, send) -> str | bytes | None:
-    """The client's first message, journaled, once its key allows the model it names; None when the session ended
-    instead: refused (close 1008, as key_policy.first_message_refusal says), the client gone, or nothing sent
-    within REQUEST_BODY_TIMEOUT (close 1008: a client that never sends its setup is not held open)."""
+    """The client's first message, journaled, once every step's judge allows the model it names; None when the
+    session ended instead: refused (closed as the judge that refused says: session_policy.first_message_judged),
+    the client gone, or nothing sent within REQUEST_BODY_TIMEOUT (close 1008: a client that never sends its setup
+    is not held open)."""
     try:
         async with asyncio.timeout(settings.REQUEST_BODY_TIMEOUT):
             message = await receive()
@@ -570,7 +572,7 @@ async def _first_message(x: Exchange, session: Session, receive, send) -> str | 
     data = data if data is not None else message.get("bytes") or b""
     read = session.frame("client", data)
     asks = read.asks_model if read is not None else None
-    stop = session.limits.first_message_refusal(asks, session.seq, json_ambiguity(data))
+    stop = await first_message_judged(x, asks, json_ambiguity(data), session.seq)
     if stop is not None:
         await session.stop_send(stop, send)
         return None

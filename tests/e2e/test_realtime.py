@@ -860,13 +860,14 @@ def test_a_gemini_live_setup_in_a_binary_frame_is_held_to_its_model(rt, realtime
     assert realtime_mock.mock.sessions[-1].received == [allowed]  # the allowed setup only, a binary frame as sent
 
 
-async def _gemini_first(url: str, secret: str, first: str | bytes | None, path: str = GEMINI_LIVE,
+async def _gemini_first(url: str, secret: str | None, first: str | bytes | None, path: str = GEMINI_LIVE,
                         close_after: bool = False) -> tuple[list, int | None, str]:
-    """A Gemini Live client of a gateway key that sends `first` (None: nothing) then waits for what comes, up to the
-    close; close_after: it closes (1000) instead of waiting. (what came, close code, reason)."""
+    """A Gemini Live client (of a gateway key, unless secret is None) that sends `first` (None: nothing) then waits
+    for what comes, up to the close; close_after: it closes (1000) instead of waiting. (what came, close code,
+    reason)."""
     got: list = []
     async with connect(f"{url.replace('http', 'ws')}{path}?key=AIza" + "TESTgeminiKEY0123456789",
-                       additional_headers={"X-Gateway-Key": secret}) as ws:
+                       additional_headers={"X-Gateway-Key": secret} if secret else {}) as ws:
         if first is not None:
             await ws.send(first)
         if not close_after:
@@ -958,12 +959,11 @@ def test_the_model_policy_hook_judges_a_session_by_its_upgrade(rt, realtime_mock
     other_model = asyncio.run(_refused(rt.url, headers, model="gpt-4o-realtime-preview"))
     assert other_model.response.status_code == 403 and b"'gpt-4o-realtime-preview' is not allowed" in (
         other_model.response.body)
-    # Gemini Live names its model in its first message, after the hooks ran: refused, not waved through.
-    with pytest.raises(InvalidStatus) as gemini:
-        asyncio.run(_open(f"{rt.url.replace('http', 'ws')}/gemini/ws/google.ai.generativelanguage.v1beta."
-                          "GenerativeService.BidiGenerateContent", {}))
-    assert gemini.value.response.status_code == 403 and b"names its model in its first message" in (
-        gemini.value.response.body)
+    # An upgrade naming no model leaves it to the upstream: refused, not waved through.
+    with pytest.raises(InvalidStatus) as unnamed:
+        asyncio.run(_open(f"{rt.url.replace('http', 'ws')}/v1/realtime", headers))
+    assert unnamed.value.response.status_code == 403 and b"names no model in its upgrade" in (
+        unnamed.value.response.body)
     assert realtime_mock.mock.sessions == []
 
     async def allowed() -> str:
@@ -1148,3 +1148,73 @@ def test_a_client_that_leaves_while_its_upgrade_is_held_is_logged_and_never_forw
     with pytest.raises(HoldError, match="no longer waiting"):  # no decision can open a session now
         decide(rid, "approve", by="alice")
     assert realtime_mock.mock.sessions == []
+
+
+POLICY = "gateway_hooks.model_policy.ModelPolicy"
+SETUP_FLASH = json.dumps({"setup": {"model": "models/gemini-live-2.5-flash"}})
+
+
+def test_the_model_policy_hook_judges_a_gemini_live_session_by_its_setup(rt, realtime_mock, settings, log_flush):
+    """Gemini Live names its model only in its first message, after the hooks ran on the upgrade: under an allow-list
+    every Gemini Live session was refused. The hook now judges that message, before the upstream is opened."""
+    settings.GATEWAY_HOOKS = [POLICY]
+    settings.MODEL_POLICY_ALLOW = ["gemini-live-*"]
+    got = asyncio.run(_gemini_live(rt.url))  # an allowed model: opened and relayed
+    assert "setupComplete" in got[0] and got[-1]["serverContent"]["turnComplete"] is True
+    assert realtime_mock.mock.handshakes == 1
+    assert json.loads(realtime_mock.mock.sessions[0].received[0]) == {"setup": {"model": "models/gemini-live-2.5-flash"}}
+    refused = "Model 'gemini-2.5-pro' is not allowed by this gateway (allowed: gemini-live-*)"
+    unread = "This realtime session's first message names no model the gateway can read, so it is refused"
+    for first, reason in ((json.dumps({"setup": {"model": "models/gemini-2.5-pro"}}), refused),
+                          (json.dumps({"setup": {"generationConfig": {}}}), unread),
+                          # Python's json reads the last, an upstream may read the first: no model for sure
+                          ('{"setup": {"model": "models/gemini-2.5-pro", "model": "models/gemini-live-2.5-flash"}}',
+                           unread)):
+        assert asyncio.run(_gemini_first(rt.url, None, first)) == ([], 1008, reason)
+        # Closed before the upstream was opened: no connection, not even a handshake.
+        assert realtime_mock.mock.handshakes == 1 and len(realtime_mock.mock.sessions) == 1
+    log_flush()
+    rows = list(Response.objects.order_by("created_at"))
+    assert rows[0].outcome == "completed" and rows[0].model == "gemini-live-2.5-flash"
+    assert [r.outcome for r in rows[1:]] == ["gateway_error"] * 3 and all(r.status_code == 101 for r in rows)
+    decided = [s for s in rows[1].steps if s["decision"] == "session refused"]
+    assert decided == [{"step": "hooks", "hook": POLICY, "decision": "session refused", "reason": refused, "seq": 1,
+                        "model": "gemini-2.5-pro"}]
+    assert rows[1].error_message.startswith(f"Hook {POLICY} refused the session: {refused}")
+    assert [s["model"] for r in rows[2:] for s in r.steps if s["decision"] == "session refused"] == [None, None]
+
+
+def test_a_gemini_live_setup_is_judged_by_the_key_then_the_hooks_on_one_read(rt, realtime_mock, settings, make_key,
+                                                                            log_flush):
+    """The key and the hooks judge the same first message, in the steps' order: the first refusal closes the session
+    and is the only decision logged."""
+    settings.GATEWAY_HOOKS = [POLICY]
+    settings.MODEL_POLICY_ALLOW = ["gemini-live-*"]
+    _, secret = make_key("live", models=["gemini-live-2.5-flash", "gemini-2.5-pro"])
+    by_hook = asyncio.run(_gemini_first(rt.url, secret, json.dumps({"setup": {"model": "models/gemini-2.5-pro"}})))
+    by_key = asyncio.run(_gemini_first(rt.url, secret, json.dumps({"setup": {"model": "models/gemini-live-2.0"}})))
+    assert by_hook == ([], 1008, "Model 'gemini-2.5-pro' is not allowed by this gateway (allowed: gemini-live-*)")
+    assert by_key == ([], 1008, "gateway key 'live' may not use model 'gemini-live-2.0'")
+    assert realtime_mock.mock.handshakes == 0
+    log_flush()
+    first, second = ([s for s in r.steps if s["decision"] == "session refused"]
+                     for r in Response.objects.order_by("created_at"))
+    assert [(s["step"], s.get("hook")) for s in first] == [("hooks", POLICY)]
+    assert [(s["step"], s.get("key")) for s in second] == [("gateway_key", "live")]
+
+
+def test_a_hook_that_fails_on_a_sessions_model_closes_it_before_the_upstream(rt, realtime_mock, settings, log_flush):
+    settings.GATEWAY_HOOKS = ["tests.proxy.sample_hooks.SessionModelBoom", "tests.proxy.sample_hooks.SessionModelSeen"]
+    got, code, reason = asyncio.run(_gemini_first(rt.url, None, SETUP_FLASH))
+    assert (got, code) == ([], 1011) and reason.startswith(
+        "Hook tests.proxy.sample_hooks.SessionModelBoom failed in on_session_model: ")
+    assert realtime_mock.mock.handshakes == 0
+    settings.GATEWAY_HOOKS_SKIP_ON_ERROR = ["tests.proxy.sample_hooks.SessionModelBoom"]
+    got = asyncio.run(_gemini_live(rt.url))  # skipped: the next hook saw it, the session opened and was relayed
+    assert "setupComplete" in got[0] and realtime_mock.mock.handshakes == 1
+    log_flush()
+    failed, skipped = Response.objects.order_by("created_at")
+    assert failed.outcome == "gateway_error" and "failed in on_session_model" in failed.error_message
+    assert [s["decision"] for s in failed.steps] == ["error"]
+    assert [s["decision"] for s in skipped.steps] == ["skipped after an error", "metadata"]
+    assert skipped.steps[-1]["metadata"] == {"session_model": "gemini-live-2.5-flash"}

@@ -423,3 +423,19 @@ class EnumStatus:
         answer = HttpResponse(b'{"error": "no"}', content_type="application/json")
         answer.status_code = HTTPStatus.FORBIDDEN
         return answer
+
+
+class SessionModelBoom:
+    """Fails on a realtime session's first message (its model), as a hook with a bug would."""
+
+    def on_session_model(self, exchange):
+        raise KeyError(exchange.model)
+
+
+class SessionModelSeen:
+    """Notes the model a session's first message named, and lets it open."""
+
+    blocking = False
+
+    def on_session_model(self, exchange):
+        exchange.metadata["session_model"] = exchange.model

@@ -383,7 +383,8 @@ def test_without_hooks_nothing_is_marked_changed(settings, upstream, gateway, lo
 @pytest.mark.parametrize("paths,skip,message", [
     (["tests.proxy.sample_hooks.Missing"], [], "GATEWAY_HOOKS: cannot import 'tests.proxy.sample_hooks.Missing'"),
     (["no_such_package.hooks.Hook"], [], "GATEWAY_HOOKS: cannot import 'no_such_package.hooks.Hook'"),
-    ([H + "NoMethods"], [], f"GATEWAY_HOOKS: '{H}NoMethods' (NoMethods) has neither on_request nor on_response"),
+    ([H + "NoMethods"], [], f"GATEWAY_HOOKS: '{H}NoMethods' (NoMethods) has none of on_request, on_response and "
+     "on_session_model"),
     ([H + "Noop"], [H + "Boom"], f"GATEWAY_HOOKS_SKIP_ON_ERROR names hooks not in GATEWAY_HOOKS: {H}Boom"),
     # GATEWAY_HOOKS unset (misspelled): the skip list was ignored and the hooks meant were never run.
     ([], [H + "Boom"], f"GATEWAY_HOOKS_SKIP_ON_ERROR names hooks not in GATEWAY_HOOKS: {H}Boom"),
