@@ -188,13 +188,14 @@ class Exchange:
     def _body_read(self, body: bytes | None, content_type: str) -> BodyReading:
         return body_reading(self.forward_headers, self.body.read_all() if body is None else body, content_type)
 
-    def body_refusal(self, step: str, why: str, needs: str) -> HttpResponse:
+    def body_refusal(self, step: str, why: str, needs: str, **noted: str) -> HttpResponse:
         """The answer to a request whose body a step must read and cannot read for sure (body_reading's `unread`):
-        bad input, a 400 in the provider's error shape naming the problem, logged as that step's decision, never
-        forwarded. Every step refuses such a body here (it was a 403 from the key step, the same body's 400 from
-        the upstream without a key). `needs`: what the step reads it for."""
+        bad input, a 400 in the provider's error shape naming the problem, logged as that step's decision (one: a
+        step may say more of it in `noted`, its own "decision" too), never forwarded. Every step refuses such a
+        body here (it was a 403 from the key step, the same body's 400 from the upstream without a key). `needs`:
+        what the step reads it for."""
         message = f"Request refused: {why}, and the gateway must read it for {needs}."
-        self.decisions.append({"step": step, "decision": "refused: the body cannot be read", "reason": message})
+        self.decisions.append({"step": step, "decision": "refused: the body cannot be read", **noted, "reason": message})
         self.outcome, self.error = Outcome.GATEWAY_ERROR, message
         return json_error(400, self.provider.error_body(message, kind="invalid_request_error", status=400))
 

@@ -113,15 +113,16 @@ async def key_rejudge(x: Exchange, after: str) -> HttpResponse | None:
     try:
         if not refused:
             status, kind, refused = 403, "permission_error", await _permission_refusal(x, key)
-    except BodyUnread as exc:
-        x.decisions.append({"step": STEP, "decision": f"refused after the {after}, not forwarded", "key": grant.name,
-                            "reason": str(exc)})
-        return x.body_refusal(STEP, str(exc), _reads_for(key))
+    except BodyUnread as exc:  # one decision for the one refusal: the body_refusal's, saying when
+        return x.body_refusal(STEP, str(exc), _reads_for(key), decision=_rejudge_decision(after), key=grant.name)
     if not refused:
         return None
-    x.decisions.append({"step": STEP, "decision": f"refused after the {after}, not forwarded", "key": grant.name,
-                        "reason": refused})
+    x.decisions.append({"step": STEP, "decision": _rejudge_decision(after), "key": grant.name, "reason": refused})
     return _refuse(x, status, refused, kind=kind, outcome=Outcome.GATEWAY_ERROR)
+
+
+def _rejudge_decision(after: str) -> str:
+    return f"refused after the {after}, not forwarded"
 
 
 async def _permission_refusal(x: Exchange, key: GatewayKey) -> str:

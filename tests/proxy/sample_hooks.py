@@ -439,3 +439,12 @@ class SessionModelSeen:
 
     def on_session_model(self, exchange):
         exchange.metadata["session_model"] = exchange.model
+
+
+class RepeatsModel:
+    """Sends a body naming its model twice: which one an upstream reads cannot be known."""
+
+    blocking = False
+
+    def on_request(self, exchange):
+        exchange.body = b'{"model": "gpt-4o-mini", "model": "gpt-4o", "messages": []}'

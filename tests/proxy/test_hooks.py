@@ -507,6 +507,22 @@ def test_a_hooks_change_is_held_to_the_requests_gateway_key(settings, upstream, 
                               "key": "mini-only", "reason": r.json()["error"]["message"]}
 
 
+def test_a_body_a_hook_made_unreadable_is_one_refusal_of_the_key_in_the_log(settings, upstream, gateway, log_flush,
+                                                                            make_key):
+    """The key judged the hooks' body again and could not read it for sure: the log said two decisions ("refused after
+    the hooks" and "the body cannot be read") for the one 400 the client got."""
+    _, secret = make_key("mini-only", models=["gpt-4o-mini"])
+    settings.GATEWAY_HOOKS = [H + "RepeatsModel"]
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={**AUTH, "X-Gateway-Key": secret})
+    message = r.json()["error"]["message"]
+    assert r.status_code == 400 and "repeats a key" in message and upstream.received == []
+    _, resp = _exchange(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.status_code == 400 and resp.error_message == message
+    assert [s for s in resp.steps if s["step"] == "gateway_key"] == [
+        {"step": "gateway_key", "decision": "refused after the hooks, not forwarded", "key": "mini-only",
+         "reason": message}]
+
+
 def test_a_hook_failing_on_a_streamed_answer_is_found_among_the_errors(settings, upstream, gateway, log_flush):
     """The client had the stream already, so it gets no 500; the row said `completed` with no error, so the
     failure was found only by opening each exchange's steps."""
