@@ -35,7 +35,7 @@ from logs.redaction.redact import header_is_secret, param_is_secret
 from proxy.access import AccessKey, KeyGrant
 from proxy.cache_store import CacheEntry, EntryRefused, EntryTooBig, cache_store
 from proxy.exchange import Exchange, json_error
-from proxy.request_body import READ_DECODED_MAX, body_decoded
+from proxy.request_body import READ_DECODED_MAX, BodyReading, body_decoded
 from proxy.step_answer import AnswerEnd
 from proxy.threads import off_loop
 from wire.jsonutil import json_long_number, json_or_none
@@ -112,30 +112,39 @@ def _varying(x: Exchange) -> str:
     return "\0".join(f"{k}:{v}" for k, v in sent)
 
 
-def _body_canonical(body: bytes, content_type: str) -> bytes:
-    """JSON bodies with sorted keys and no spaces (key order and whitespace do not matter); others as sent."""
-    if body and "json" in content_type.lower():
+def _body_canonical(x: Exchange, body: bytes, reading: BodyReading) -> bytes:
+    """A JSON body with sorted keys and no spaces (key order and whitespace do not matter); another as sent, decoded.
+
+    Made of the exchange's reading of the body (Exchange.body_reading: the key step's and the ambiguity check's
+    parse), not parsed again. Compared as the upstream reads it: a gzip body's bytes change with its timestamp, so
+    the same JSON sent compressed never matched (nor matched itself sent plain). One that does not decode (past
+    READ_DECODED_MAX too: decoding it whole stalled the worker) is compared as sent."""
+    decoded = reading.decoded
+    if decoded is None:  # not decoded by the reading (two Content-Types: read no further), nor maybe at all
+        decoded = body_decoded(x.forward_headers, body, READ_DECODED_MAX) if body else body
+        return body if decoded is None else decoded
+    if reading.is_json and "json" in x.content_type.lower():
         try:
-            # orjson reads an integer past 64 bits as a float: two that differ would make one key.
-            if not json_long_number(body):
-                return orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS)
-            return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        except (ValueError, TypeError, RecursionError):  # not JSON, or too deep (orjson's errors are both)
+            if reading.by_orjson:
+                return orjson.dumps(reading.payload, option=orjson.OPT_SORT_KEYS)
+            # orjson reads an integer past 64 bits as a float: two that differ would make one key. What orjson
+            # refused (NaN, which it would write as null; a BOM) stays as sent.
+            if json_long_number(decoded):
+                return json.dumps(reading.payload, sort_keys=True, separators=(",", ":"),
+                                  ensure_ascii=False).encode()
+        except (ValueError, TypeError, RecursionError):  # a lone surrogate cannot be written as UTF-8: as sent
             pass
-    return body
+    return decoded
 
 
-def cache_key(x: Exchange, body: bytes) -> str:
-    """The entry's name: a hash of everything that must match (the credential only ever in it hashed)."""
+def cache_key(x: Exchange, body: bytes, reading: BodyReading) -> str:
+    """The entry's name: a hash of everything that must match (the credential only ever in it hashed); `reading`:
+    the exchange's reading of `body`."""
     encoding = ",".join(v.strip() for k, v in x.forward_headers if k.lower() == "accept-encoding")
     h = hashlib.sha256()
     for part in (x.provider.name, x.method, x.route.upstream_path, x.query, encoding, _scope(x), _varying(x)):
         h.update(part.encode("utf-8", "surrogateescape") + b"\0")
-    # Compared as the upstream reads it: a gzip body's bytes change with its timestamp, so the same JSON sent
-    # compressed never matched (nor matched itself sent plain). One that does not decode is compared as sent.
-    # Past READ_DECODED_MAX it is compared as sent too (decoding it whole stalled the worker).
-    decoded = body_decoded(x.forward_headers, body, READ_DECODED_MAX) if body else body
-    h.update(_body_canonical(body if decoded is None else decoded, x.content_type))
+    h.update(_body_canonical(x, body, reading))
     return h.hexdigest()
 
 
@@ -296,12 +305,17 @@ async def cache_request(x: Exchange) -> HttpResponseBase | None:
         x.answer_headers.append(("X-Gateway-Cache", "BYPASS"))  # every answer to a request that asked says
         return json_error(400, x.provider.error_body(str(exc), kind="invalid_request_error", status=400))
     body = x.forward_body if x.forward_body is not None else (x.body.in_memory() if x.body.size else b"")
-    why = _bypass_reason(x, directive, body) or await _ambiguity(x, body)
+    why = _bypass_reason(x, directive, body)
+    reading = None if why or not body else await x.body_reading()
+    if not why and reading is not None and reading.ambiguity:
+        # Its JSON repeats a key (the key reads it canonically, the last value winning; a provider may take the
+        # first) or nests too deep to read: two different requests could share an entry.
+        why = f"the request's JSON {reading.ambiguity} (providers may read it otherwise)"
     if why:
         x.answer_headers.append(("X-Gateway-Cache", "BYPASS"))
         x.decisions.append({"step": "cache", "decision": f"bypass: {why}"})
         return None
-    key = cache_key(x, body)
+    key = cache_key(x, body, reading or BodyReading())
     stored, away = None, ""  # the entry found, fresh enough for this request or not; why the store was not read
     if directive.read:
         stored, away = await _entry_read(key)
@@ -374,17 +388,6 @@ def _bypass_reason(x: Exchange, directive: Directive, body: bytes | None) -> str
     if body is None:
         return "request body too large to match (kept on disk)"
     return x.provider.cache_refusal(x.method, x.route.upstream_path, body)
-
-
-async def _ambiguity(x: Exchange, body: bytes) -> str:
-    """Why the body may read otherwise to the provider than to the cache key, or "": its JSON repeats a key
-    (the key reads it canonically, the last value winning; a provider may take the first) or nests too deep to
-    read, so two different requests could share an entry. Asked of the exchange's reading (shared with the key
-    step), for a body the key is made of."""
-    if not body:
-        return ""
-    reading = await x.body_reading()
-    return f"the request's JSON {reading.ambiguity} (providers may read it otherwise)" if reading.ambiguity else ""
 
 
 _sleep = asyncio.sleep  # tests count the pauses instead of waiting them

@@ -19,7 +19,7 @@ from logs.pipeline.spool import spool_create, spool_discard, spool_path
 from logs.records import FileRef
 from logs.redaction.scrub import Masked, Scrubber
 from wire.encoding import DecodeError, decode_pieces, encoding_name
-from wire.jsonutil import json_ambiguity, json_or_none, json_parse
+from wire.jsonutil import json_ambiguity, json_or_none, json_parse_by
 from wire.multipart import BoundaryInside, TooManyParts, multipart_boundary, multipart_fields
 
 CHUNK = 64 * 1024
@@ -110,6 +110,7 @@ class BodyReading:
     ambiguity: str = ""  # wire.jsonutil.json_ambiguity's verdict ("" when none), also in `unread`
     decoded: bytes | None = None  # the body with its Content-Encoding undone (None: empty, or cannot be decoded)
     is_json: bool = False  # payload is the body's JSON (not a form's fields)
+    by_orjson: bool = False  # orjson read that JSON (wire.jsonutil.json_parse_by): it may write it back exactly
 
 
 def body_reading(headers: list[tuple[str, str]], body: bytes | None, content_type: str) -> BodyReading:
@@ -151,7 +152,7 @@ def _json_reading(decoded: bytes) -> BodyReading:
     """JSON as read here (a BOM, UTF-16 too), exactly (json_parse: the stream usage step writes it back); or why
     it cannot be read for sure."""
     try:
-        payload = json_parse(decoded)
+        payload, by_orjson = json_parse_by(decoded)
     except (ValueError, UnicodeDecodeError):
         if not _JSON_START.match(decoded):
             return BodyReading(decoded=decoded)  # not JSON: nothing to read (a binary upload, plain text)
@@ -162,7 +163,7 @@ def _json_reading(decoded: bytes) -> BodyReading:
                                                    "(not UTF-8, or malformed)")
     if isinstance(payload, (dict, list)) and (why := json_ambiguity(decoded)):
         return _ambiguous(payload, decoded, why)
-    return BodyReading(payload=payload, decoded=decoded, is_json=True)
+    return BodyReading(payload=payload, decoded=decoded, is_json=True, by_orjson=by_orjson)
 
 
 def _ambiguous(payload: object, decoded: bytes, why: str) -> BodyReading:

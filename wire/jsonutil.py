@@ -28,12 +28,18 @@ def json_parse(data: bytes | str) -> Any:
     the ValueError callers expect) and for what it reads inexactly (integers past 64 bits,
     json_long_number): a body written back (a stream's usage asked for) kept a seed of 2**64 as a float.
     """
+    return json_parse_by(data)[0]
+
+
+def json_parse_by(data: bytes | str) -> tuple[Any, bool]:
+    """json_parse's value, and whether orjson read it (else the standard library did: orjson refused it, or would
+    have read it inexactly). orjson may then write it back as read; not what it refused (it writes NaN as null)."""
     if not json_long_number(data):
         try:
-            return orjson.loads(data)
+            return orjson.loads(data), True
         except orjson.JSONDecodeError:
             pass
-    return _json_std(data)
+    return _json_std(data), False
 
 
 def _json_std(data: bytes | str) -> Any:

@@ -137,6 +137,39 @@ def test_json_body_matches_canonically_and_a_different_body_misses(gateway, upst
     assert [r.headers["x-gateway-cache"] for r in (*seeds, again)] == ["MISS", "MISS", "HIT"]
 
 
+def test_the_key_is_made_of_the_exchanges_one_reading_of_the_body(gateway, upstream, monkeypatch):
+    """The cache parsed the body a second time (orjson) to build its key, after the exchange's shared reading had
+    parsed it for the repeated-key check: the policy steps parse a cached request once now, and the key still
+    matches canonically (test above)."""
+    import sys
+
+    import orjson
+
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "read once"}]}'
+    parsers = []  # the module of each call that parsed this body
+    loads = orjson.loads
+
+    def counted(data):
+        if data == body:
+            parsers.append(sys._getframe(1).f_globals["__name__"])
+        return loads(data)
+
+    monkeypatch.setattr(orjson, "loads", counted)
+    r = _raw(gateway, body, **{"X-Gateway-Cache": "60"})
+    assert r.status_code == 200 and r.headers["x-gateway-cache"] == "MISS"
+    # The log's masking of the request record reads it too, before the steps (logs/redaction/scrub.py).
+    assert [m for m in parsers if not m.startswith("logs.")] == ["wire.jsonutil"]  # the shared reading's, alone
+
+
+def test_a_body_orjson_refuses_is_matched_as_sent(gateway, upstream):
+    """NaN is no JSON to orjson (the standard library reads it): written back by orjson it would be null, and a body
+    saying NaN would share the entry of one saying null."""
+    ask = {"X-Gateway-Cache": "60"}
+    answers = [_raw(gateway, b'{"model": "gpt-4o-mini", "messages": [], "temperature": %s}' % value, **ask)
+               for value in (b"null", b"NaN", b"NaN")]
+    assert [r.headers["x-gateway-cache"] for r in answers] == ["MISS", "MISS", "HIT"]
+
+
 @pytest.mark.parametrize("twice", [b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": []}',
                                    b'{"model": "gpt-4o", "mod\\u0065l": "gpt-4o-mini", "messages": []}'])
 def test_a_body_repeating_a_key_is_neither_read_from_nor_written_to_the_cache(gateway, upstream, log_flush, twice):
