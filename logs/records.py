@@ -174,6 +174,6 @@ def lines_parse(lines: list[bytes]) -> list[Record | None]:
         try:
             out.append(record_parse(line))
         except ValueError:
-            log.error("unreadable log line skipped (%d bytes)", len(line))
+            log.error("unreadable log line (%d bytes): kept aside", len(line))
             out.append(None)
     return out

@@ -56,8 +56,9 @@ def cpu_priority_set(pid: int, *, idle: bool) -> bool:
         return False
 
 
-def batch_write(write: Callable[[list[Record]], None], records: list[Record]) -> None:
+def batch_write(write: Callable[[list[Record]], None], records: list[Record]) -> list[Record]:
     """Write a batch; if the database or a value rejects one record, write the others one by one.
+    Returns the records the database refused (the caller keeps their lines aside).
 
     A constraint violation or a value that cannot be stored never goes away by retrying: without
     this, one bad record would hold every later record in the journal forever, or (a value that
@@ -68,9 +69,10 @@ def batch_write(write: Callable[[list[Record]], None], records: list[Record]) ->
 
     from logs.storage import PayloadStoreUnavailable
 
+    rejected: list[Record] = []
     try:
         write(records)
-        return
+        return rejected
     except (IntegrityError, DataError):  # a value the database refuses (PostgreSQL: a NUL) is no outage
         connection.close()
     except (DatabaseError, PayloadStoreUnavailable):
@@ -81,7 +83,8 @@ def batch_write(write: Callable[[list[Record]], None], records: list[Record]) ->
         try:
             write([rec])
         except IntegrityError as exc:
-            log.error("log record %s rejected by the database, skipped: %s", rec.id, exc)
+            log.error("log record %s rejected by the database: %s", rec.id, exc)
+            rejected.append(rec)
         except (DatabaseError, PayloadStoreUnavailable) as exc:
             if not isinstance(exc, DataError):
                 raise
@@ -89,6 +92,7 @@ def batch_write(write: Callable[[list[Record]], None], records: list[Record]) ->
             _record_write_cleaned(write, rec, exc)
         except Exception as exc:
             _record_write_cleaned(write, rec, exc)
+    return rejected
 
 
 def _record_write_cleaned(write: Callable[[list[Record]], None], rec: Record, exc: Exception) -> None:
@@ -177,10 +181,13 @@ def _lines_read(fd: int, pending: bytes) -> tuple[list[bytes], bytes, bool]:
 
 def ingest_run(fd_in: int, out: BinaryIO) -> None:
     """Recover dead journals, then write what arrives on fd_in until it closes."""
+    from django.conf import settings
     from django.db import connection
 
+    from logs.pipeline.journal import unwritten_keep
     from logs.pipeline.rows import records_write
 
+    kept_name = f"worker-{os.getppid()}"  # lines its worker sent that the database could not take
     acked = True
 
     def answer(line: str) -> None:
@@ -211,8 +218,11 @@ def ingest_run(fd_in: int, out: BinaryIO) -> None:
         for i in range(0, len(entries), BATCH_MAX):
             chunk = entries[i:i + BATCH_MAX]
             records = [rec for rec in chunk if rec is not None]
+            refused: list[Record] = []
             if records:
-                write_retry(lambda: batch_write(records_write, records), report)
+                write_retry(lambda: refused.extend(batch_write(records_write, records)), report)
+            # Before the ack: once acknowledged, the worker's journal lets these lines go.
+            unwritten_keep(settings.JOURNAL_DIR, kept_name, lines[i:i + BATCH_MAX], chunk, refused)
             answer(f"A {len(chunk)}")
     connection.close()
 

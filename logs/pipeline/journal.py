@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 COMMITTED_SUFFIX = ".committed"
 PARTS_SUFFIX = ".parts"  # a folder of the answers a process is streaming (logs/pipeline/progress.py)
+UNREADABLE_FOLDER = "unreadable"  # journal lines the database could not take, kept for the operator
 _COUNT_WIDTH = 20  # fixed-width counter: rewritten in place with one pwrite, never torn
 
 
@@ -133,6 +134,42 @@ def journal_lines(path: Path) -> list[bytes]:
         log.warning("log journal %s ends on an unfinished record (%d bytes, cut off by a crash): left out",
                     path.name, len(lines.pop()))
     return lines
+
+
+def lines_keep_aside(directory: Path, instance: str, lines: list[bytes]) -> Path:
+    """Append journal lines that cannot be written to the database (unparsable, refused) to
+    `unreadable/<instance>.jsonl` beside the journals, byte for byte, and return that file.
+
+    What was logged is never dropped: a line written by a newer version (after a downgrade), a
+    corrupted disk block or a record the database refuses waits there for the operator, who can
+    read it and, once the cause is fixed, move the file back into the journal folder to replay it.
+    The lines were masked before they were journaled; the folder stays private all the same.
+    Appended (a replay run twice after a crash may keep a line twice: a replay writes nothing twice).
+    """
+    path = private_folder(directory / UNREADABLE_FOLDER) / f"{instance}.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        data = b"".join(lines)
+        while data:  # a short write (a signal, a full disk) goes on where it stopped, or raises
+            data = data[os.write(fd, data):]
+        os.fsync(fd)  # the journal holding them is removed next
+    finally:
+        os.close(fd)
+    return path
+
+
+def unwritten_keep(directory: Path, instance: str, lines: list[bytes], entries: list, refused: list) -> int:
+    """Keep aside the lines whose entry is None (unparsable) or a record in `refused` (the database
+    refused it), saying where on the console; returns how many. `entries` parallels `lines`."""
+    refused_ids = {id(rec) for rec in refused}
+    kept = [line if line.endswith(b"\n") else line + b"\n"  # the ingest's piped lines come without theirs
+            for line, rec in zip(lines, entries, strict=True) if rec is None or id(rec) in refused_ids]
+    if not kept:
+        return 0
+    path = lines_keep_aside(directory, instance, kept)
+    log.warning("%d log journal line(s) could not be written to the database (unreadable or refused): "
+                "kept in %s (docs/operations.md)", len(kept), path)
+    return len(kept)
 
 
 def _lines_count(path: Path) -> int:

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from logs.models import BinaryFile, Request, Response
 from logs.outcomes import Outcome
-from logs.pipeline.journal import journal_lines, journal_orphans
+from logs.pipeline.journal import journal_lines, journal_orphans, unwritten_keep
 from logs.pipeline.progress import PROGRESS_EVERY, parts_remove, progress_files, progress_read
 from logs.pipeline.rows import records_write, session_file_row
 from logs.pipeline.tracks import unfinished_tracks, wav_sizes_fix
@@ -90,12 +90,17 @@ def orphans_recover(directory: Path, batch: int = 500) -> int:
     replayed = 0
     for instance, path, fd in journal_orphans(directory):
         try:
-            records = [r for r in lines_parse(journal_lines(path)) if r is not None]
+            lines = journal_lines(path)
+            entries = lines_parse(lines)
+            records = [r for r in entries if r is not None]
+            refused = []
             for i in range(0, len(records), batch):
-                # A record the database rejects (an answer whose request line was torn) is skipped,
-                # as the live ingest skips it: retried, it held every other record back for good.
-                batch_write(records_write, records[i:i + batch])
+                # A record the database rejects (an answer whose request line was torn) is kept aside,
+                # as the live ingest does: retried, it held every other record back for good.
+                refused += batch_write(records_write, records[i:i + batch])
             interrupted_mark(instance, directory)
+            # Last, once the rest is written: a retry (the database down) starts this journal over.
+            unwritten_keep(directory, instance, lines, entries, refused)
             replayed += len(records)
             path.unlink(missing_ok=True)
             parts_remove(directory, instance)

@@ -33,14 +33,15 @@ def _pair(n: int) -> list[bytes]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_ingest_run_writes_every_line_and_acks_each_one_once():
+def test_ingest_run_writes_every_line_and_acks_each_one_once(settings):
     read_fd, write_fd = os.pipe()
     acks = io.BytesIO()
     worker = threading.Thread(target=ingest_run, args=(read_fd, acks))
     worker.start()
     lines = [line for n in range(3) for line in _pair(n)]
+    refused = _pair(3)[1]  # an answer whose request the database never got
     os.write(write_fd, b"".join(lines[:4]))
-    os.write(write_fd, b"not a record\n" + lines[4][:-1])  # the last line comes in two writes
+    os.write(write_fd, b"not a record\n" + refused + lines[4][:-1])  # the last line comes in two writes
     time.sleep(0.1)
     os.write(write_fd, b"\n" + lines[5])
     os.close(write_fd)  # the worker closed its end: write everything, then return
@@ -49,8 +50,11 @@ def test_ingest_run_writes_every_line_and_acks_each_one_once():
     assert not worker.is_alive()
     answers = acks.getvalue().decode().splitlines()
     assert answers[0] == "R"
-    assert sum(int(a[2:]) for a in answers if a.startswith("A ")) == 7  # 6 records + the unreadable line
+    assert sum(int(a[2:]) for a in answers if a.startswith("A ")) == 8  # 6 records + the two kept aside
     assert Request.objects.count() == 3 and Response.objects.count() == 3
+    # Acknowledged, so gone from the worker's journal: the lines the database could not take are kept.
+    (kept,) = (settings.JOURNAL_DIR / "unreadable").iterdir()
+    assert kept.read_bytes() == b"not a record\n" + refused
 
 
 @sqlite_only

@@ -53,3 +53,29 @@ def test_a_dead_instances_journal_is_written_once(tmp_path, capsys):
 def test_a_folder_without_a_journal_is_refused(tmp_path):
     with pytest.raises(CommandError, match="no journal folder"):
         call_command("replay_journal", str(tmp_path))
+
+
+def test_lines_that_cannot_be_written_are_kept_aside_byte_for_byte(tmp_path, caplog):
+    # A good record, a line this version cannot read (a newer version's, a corrupted block) and an
+    # answer the database refuses (its request is in no journal): the good one is written, the other
+    # two wait in journal/unreadable/ exactly as they were journaled, and the console says where.
+    journal = tmp_path / "host-b" / "journal"
+    journal.mkdir(parents=True)
+    (tmp_path / "host-b" / "spool").mkdir()
+    good = exchange_id_new()
+    now = time.time()
+    corrupt = b'{"t": "req", "id": "\xff\xfe torn by a bad disk block\n'
+    refused = record_line(ResponseRecord(id=exchange_id_new(), request_id=exchange_id_new(), provider="openai",
+                                         status=200, created=now))
+    j = Journal(journal, "gone-host-2")
+    for line in (record_line(RequestRecord(id=good, provider="openai", endpoint="/v1/chat/completions",
+                                           method="POST", body="{}", created=now, instance="gone-host-2")),
+                 corrupt, refused):
+        j.append(line)
+    j.close(remove=False)
+    call_command("replay_journal", str(tmp_path / "host-b"))
+    assert Request.objects.filter(id=good).exists()
+    kept = journal / "unreadable" / "gone-host-2.jsonl"
+    assert kept.read_bytes() == corrupt + refused
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert any(str(kept) in r.getMessage() and "2 log journal line(s)" in r.getMessage() for r in caplog.records)
