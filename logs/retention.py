@@ -82,14 +82,16 @@ def age_parse(text: str) -> timedelta:
 def exchanges_delete(request_ids: list, *, store_away: bool = False) -> Deleted:
     """Delete exchanges by id in one transaction; their files go once it has committed.
 
-    Files are removed only after the commit: a rolled back delete must not lose evidence, and a
-    crash between the two leaves orphan files (harmless) rather than rows pointing nowhere. Files
-    the store does not delete then (unreachable, refusing) are noted for prune_logs to try again;
-    store_away: the store failed a moment ago, so they are noted without asking it.
+    Files are removed only after the commit: a rolled back delete must not lose evidence. Their
+    names are noted as PayloadOrphan rows in the delete's own transaction, and each note goes with
+    its file: a run stopped in between (Ctrl-C, a crash) leaves the files noted, not unknown, and the
+    next prune_logs deletes them. Files the store does not delete (unreachable, refusing) stay noted
+    the same way; store_away: the store failed a moment ago, so they are left without asking it.
     """
     left: list[str] = []
     with transaction.atomic():
         files = list(BinaryFile.objects.filter(request_id__in=request_ids).values_list("file", flat=True))
+        PayloadOrphan.objects.bulk_create([PayloadOrphan(name=n) for n in files if n], ignore_conflicts=True)
         _spend_keep(request_ids)
         # Children first, one DELETE per table: every child row names its request, so Django's
         # collector (a SELECT of each table's keys, then deletes 100 ids at a time) has nothing to
@@ -141,10 +143,16 @@ def _deleted_retrying(ids: list, store_away: bool) -> Deleted:
 
 
 def files_delete(names: list[str], store_away: bool = False) -> list[str]:
-    """Delete stored files whose rows are gone; those the store does not delete now are noted for prune_logs."""
-    left = [n for n in names if n] if store_away else payloads_delete(names)
+    """Delete stored files whose rows are gone; those the store does not delete now are noted for prune_logs,
+    and the notes of those it deleted (exchanges_delete notes them all first) go."""
+    names = [n for n in names if n]
+    left = names if store_away else payloads_delete(names)
     if left:
         PayloadOrphan.objects.bulk_create([PayloadOrphan(name=n) for n in left], ignore_conflicts=True)
+    kept = set(left)
+    gone = [n for n in names if n not in kept]
+    for i in range(0, len(gone), 1000):  # a statement's parameters are bounded (SQLite)
+        PayloadOrphan.objects.filter(name__in=gone[i:i + 1000]).delete()
     return left
 
 

@@ -73,6 +73,29 @@ def test_once_the_store_deleted_none_of_a_batch_the_rest_are_left_without_asking
     assert Request.objects.count() == 2  # the rows went all the same
 
 
+def test_a_prune_stopped_between_a_batchs_commit_and_its_file_deletes_is_finished_by_the_next(
+        aged, capsys, monkeypatch):
+    """Ctrl-C (or a crash) after a batch's rows went but before its files did: the files are not left in
+    the store for good with nothing naming them; the next prune deletes them."""
+    from logs import retention
+    from logs.models import PayloadOrphan
+
+    def stopped(names, store_away=False):
+        raise KeyboardInterrupt  # after the commit: files_delete runs in on_commit
+
+    with monkeypatch.context() as m:
+        m.setattr(retention, "files_delete", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            call_command("prune_logs", "--older-than", "30d", "--batch", "2")
+    assert Request.objects.count() == 5  # the first batch's rows went (committed)...
+    assert all(stored(name) == PNG for name in aged["old_files"])  # ...but none of its files
+    call_command("prune_logs", "--older-than", "30d", "--batch", "2")
+    out = capsys.readouterr().out
+    assert "deleted 2 files that earlier deletes had left in the store" in out
+    assert all(stored(name) is None for name in aged["old_files"]) and stored(aged["new_file"]) == PNG
+    assert not PayloadOrphan.objects.exists()  # a note goes with its file
+
+
 def test_dry_run_deletes_nothing(aged, capsys):
     call_command("prune_logs", "--older-than", "30d", "--dry-run")
     out = capsys.readouterr().out
