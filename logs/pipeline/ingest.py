@@ -37,6 +37,9 @@ READ_SIZE = 1 << 20
 DB_NAME_ENV = "GATEWAY_INGEST_DB_NAME"
 INGEST_APPS = ("logs",)
 CPU_IDLE_SUPPORTED = hasattr(os, "SCHED_IDLE")  # Linux
+# While the log store stays unavailable with the same error (a wrong bucket, wrong credentials), the
+# console hears it again this often, not at each retry (every 2 s).
+STORE_REMIND_SECONDS = 300.0
 
 
 def cpu_priority_set(pid: int, *, idle: bool) -> bool:
@@ -132,18 +135,33 @@ def write_retry(work: Callable[[], None], on_error: Callable[[str], None],
     from logs.storage import PayloadStoreUnavailable
 
     delay = 0.05
+    said, said_at, since = "", 0.0, 0.0  # the error the console heard last, when, and when the outage began
     while True:
         if abandoned():
             return False
         try:
             work()
             store_wait_end()
+            if said:
+                log.warning("log store answers again after %.0fs: the records that waited are written",
+                            time.monotonic() - since)
             return True
         except (DatabaseError, PayloadStoreUnavailable) as exc:
             if isinstance(exc, PayloadStoreUnavailable):
                 store_wait_begin(str(exc))
             on_error(str(exc))
-            log.warning("log store unavailable, retrying in %.2fs: %s", delay, exc)
+            now, error = time.monotonic(), str(exc)
+            if not said:
+                since = now
+            # Once per change of the error, and a reminder now and then: at every retry, a store that
+            # stays wrong printed the same line every 2 s for as long as nobody fixed it.
+            if error != said:
+                log.warning("log store unavailable, retrying until it answers (said again if the error changes, "
+                            "else every %.0f min): %s", STORE_REMIND_SECONDS / 60, error)
+                said, said_at = error, now
+            elif now - said_at >= STORE_REMIND_SECONDS:
+                log.warning("log store still unavailable after %.0fs, retrying: %s", now - since, error)
+                said_at = now
             connection.close()
             time.sleep(delay)
             delay = min(delay * 2, 2.0)

@@ -30,7 +30,7 @@ class Command(BaseCommand):
             raise CommandError(f"no journal folder in {data_dir}")
         settings.SPOOL_DIR = Path(data_dir) / "spool"  # the bodies its records name wait there
         replayed = []
-        write_retry(lambda: replayed.append(orphans_recover(journal)),
-                    lambda message: self.stderr.write(f"retrying: {message}"))
+        # write_retry says on the console why it waits, once per error (not at each retry, every 2 s).
+        write_retry(lambda: replayed.append(orphans_recover(journal)), lambda message: None)
         journal_counters_prune(journal)
         self.stdout.write(f"replayed {sum(replayed)} records from {journal}")

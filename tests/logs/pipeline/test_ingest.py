@@ -216,3 +216,42 @@ def test_a_reader_without_busy_timeout_is_never_locked_out_while_the_gateway_wri
         gw.stop()
     assert errors == []  # never "database is locked"
     assert len(set(ids)) == 200 and max(counts) > min(counts)  # it read while the rows were being written
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_store_that_stays_wrong_is_reported_once_per_error_and_reminded_every_few_minutes(monkeypatch, caplog):
+    # A wrong bucket: the same error at each retry (every 2 s) for 6 minutes, then wrong credentials
+    # for a few retries, then the store answers. The console hears each error once, the first one again
+    # after 5 minutes, and that the store answers again; not a line per retry.
+    from logs.pipeline import ingest
+    from logs.storage import PayloadStoreUnavailable
+
+    clock = [1000.0]
+
+    class Clock:
+        @staticmethod
+        def monotonic() -> float:
+            return clock[0]
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            clock[0] += seconds
+
+    monkeypatch.setattr(ingest, "time", Clock)
+    bucket = "payload store unavailable: ClientError: An error occurred (NoSuchBucket) when calling the PutObject"
+    creds = "payload store unavailable: ClientError: An error occurred (InvalidAccessKeyId) when calling the PutObject"
+    errors = [bucket] * 200 + [creds] * 3
+    calls = []
+
+    def work() -> None:
+        calls.append(clock[0])
+        if errors:
+            raise PayloadStoreUnavailable(errors.pop(0))
+
+    assert ingest.write_retry(work, lambda message: None)
+    assert len(calls) == 204 and 300 < clock[0] - calls[0] < 600  # it did retry every 2 s for over 5 minutes
+    said = [r.getMessage() for r in caplog.records if r.name == "logs.ingest"]
+    assert len(said) == 4, said[:5]  # not one a retry
+    first = "log store unavailable, retrying until it answers (said again if the error changes, else every 5 min): "
+    assert said == [first + bucket, f"log store still unavailable after 301s, retrying: {bucket}", first + creds,
+                    "log store answers again after 397s: the records that waited are written"]
