@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.views.decorators.csrf import csrf_exempt
 from django.views.defaults import server_error
 
-from logs.pipeline.writer import log_pending_count, log_write_error
+from logs.pipeline.writer import log_kept_aside_count, log_pending_count, log_write_error
 from proxy.forward import exchange_forward
 from proxy.health import db_problem
 
@@ -26,15 +26,23 @@ async def health_view(request: HttpRequest) -> JsonResponse:
                                 status=405)
         response["Allow"] = "GET, HEAD"
         return response
-    pending = await sync_to_async(log_pending_count)()  # every worker's journal, not just ours
+    pending, kept = await sync_to_async(_journal_counts)()
+    # Lines kept aside are named only when there are some: what an operator must look at.
+    extra = {"log_lines_kept_aside": kept} if kept else {}
     if problem := await sync_to_async(db_problem)():
-        return JsonResponse({"status": "error", "detail": problem, "pending_log_records": pending}, status=503)
-    answer = {"status": "ok", "pending_log_records": pending}
+        return JsonResponse({"status": "error", "detail": problem, "pending_log_records": pending, **extra},
+                            status=503)
+    answer = {"status": "ok", "pending_log_records": pending, **extra}
     # Still 200: the gateway answers its clients, and its records wait to be written (restarting it
     # would not help). The field says why they wait, as this worker last saw it.
     if failing := log_write_error():
         answer["log_write_error"] = failing
     return JsonResponse(answer)
+
+
+def _journal_counts() -> tuple[int, int]:
+    """Every worker's journal, not just ours: records waiting, and lines kept aside."""
+    return log_pending_count(), log_kept_aside_count()
 
 
 def not_found_json(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

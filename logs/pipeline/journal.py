@@ -205,6 +205,14 @@ def journal_pending_total(directory: Path) -> int:
     return total
 
 
+def journal_kept_aside_total(directory: Path) -> int:
+    """Journal lines kept in `unreadable/` (lines_keep_aside) for the operator: one stat when there are none."""
+    kept = directory / UNREADABLE_FOLDER
+    if not kept.is_dir():
+        return 0
+    return sum(_lines_count(path) for path in kept.glob("*.jsonl"))
+
+
 def journal_counters_prune(directory: Path) -> int:
     """Remove committed-counters and progress folders whose journal is gone (replayed); returns how many."""
     removed = 0

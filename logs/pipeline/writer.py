@@ -14,7 +14,7 @@ import uuid
 
 from django.conf import settings
 
-from logs.pipeline.journal import Journal, journal_orphans_exist, journal_pending_total
+from logs.pipeline.journal import Journal, journal_kept_aside_total, journal_orphans_exist, journal_pending_total
 from logs.pipeline.pipe import IngestPipe
 from logs.pipeline.progress import parts_remove
 
@@ -187,6 +187,12 @@ def log_pending_count() -> int:
     """
     own = _writer.pending if _writer is not None else 0
     return max(own, journal_pending_total(settings.JOURNAL_DIR))
+
+
+def log_kept_aside_count() -> int:
+    """Journal lines the database could not take, kept in DATA_DIR/journal/unreadable/ for the operator
+    (`/health`'s `log_lines_kept_aside`)."""
+    return journal_kept_aside_total(settings.JOURNAL_DIR)
 
 
 # What GET /health, asked without a credential, says while the database (or the payload store) refuses the

@@ -80,3 +80,13 @@ def test_a_database_not_migrated_keeps_its_instruction(fresh, monkeypatch, caplo
         assert r.json()["detail"] == "the database is not migrated (2 migrations to apply): run python manage.py migrate"
     assert _health_lines(caplog) == [
         "health: the database is not migrated (2 migrations to apply): run python manage.py migrate"]
+
+
+def test_journal_lines_kept_aside_are_counted_only_when_there_are_some(settings):
+    from logs.pipeline.journal import lines_keep_aside
+
+    assert "log_lines_kept_aside" not in Client().get("/health").json()
+    lines_keep_aside(settings.JOURNAL_DIR, "gone-host", [b"not a record\n", b'{"t": "future"}\n'])
+    lines_keep_aside(settings.JOURNAL_DIR, "worker-7", [b"not a record either\n"])
+    answer = Client().get("/health")
+    assert answer.status_code == 200 and answer.json()["log_lines_kept_aside"] == 3
