@@ -240,7 +240,10 @@ def ingest_run(fd_in: int, out: BinaryIO) -> None:
             if records:
                 write_retry(lambda: refused.extend(batch_write(records_write, records)), report)
             # Before the ack: once acknowledged, the worker's journal lets these lines go.
-            unwritten_keep(settings.JOURNAL_DIR, kept_name, lines[i:i + BATCH_MAX], chunk, refused)
+            try:
+                unwritten_keep(settings.JOURNAL_DIR, kept_name, lines[i:i + BATCH_MAX], chunk, refused)
+            except OSError as exc:  # DATA_DIR full or unwritable: dying here would only start over, for ever
+                log.error("log journal lines the database could not take were not kept aside (%s): lost", exc)
             answer(f"A {len(chunk)}")
     connection.close()
 

@@ -255,3 +255,24 @@ def test_a_store_that_stays_wrong_is_reported_once_per_error_and_reminded_every_
     first = "log store unavailable, retrying until it answers (said again if the error changes, else every 5 min): "
     assert said == [first + bucket, f"log store still unavailable after 301s, retrying: {bucket}", first + creds,
                     "log store answers again after 397s: the records that waited are written"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_ingest_that_cannot_keep_a_line_aside_goes_on_writing_the_rest(monkeypatch, caplog):
+    # DATA_DIR full: the line is lost (said on the console), but the ingest neither dies nor stops acking,
+    # which would only have it started again on the same line, for ever.
+    from logs.pipeline import journal
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal, "lines_keep_aside", full)
+    read_fd, write_fd = os.pipe()
+    acks = io.BytesIO()
+    os.write(write_fd, b"not a record\n" + b"".join(_pair(0)))
+    os.close(write_fd)
+    ingest_run(read_fd, acks)
+    os.close(read_fd)
+    assert sum(int(a[2:]) for a in acks.getvalue().decode().splitlines() if a.startswith("A ")) == 3
+    assert Request.objects.count() == 1 and Response.objects.count() == 1
+    assert any("not kept aside" in r.getMessage() for r in caplog.records)
