@@ -68,13 +68,19 @@ def price_table_parse(raw: Any, source: str) -> PriceTable:
         log.warning("price table %s is not a JSON object; ignored", source)
         return table
     for provider, models in raw.items():
-        if provider.startswith("_") or not isinstance(models, dict):
+        if provider.startswith("_"):
+            continue
+        if not isinstance(models, dict):
+            log.warning("price table %s: %s needs an object of models; skipped", source, provider)
             continue
         for model, entry in models.items():
             if model.startswith("_"):
                 continue
-            inp, out = _price((entry or {}).get("input")), _price((entry or {}).get("output"))
-            if not isinstance(entry, dict) or inp is None or out is None:
+            # An entry that is not an object (a bare price, "gpt-4o": 2.5) is skipped like one without numbers:
+            # read with .get(), it raised in the pricing of every exchange and in every budgeted key's check.
+            fields = entry if isinstance(entry, dict) else {}
+            inp, out = _price(fields.get("input")), _price(fields.get("output"))
+            if inp is None or out is None:
                 log.warning("price table %s: %s/%s needs numeric input and output; skipped",
                             source, provider, model)
                 continue

@@ -140,6 +140,23 @@ def test_bad_user_table_falls_back_to_the_library(tmp_path, settings, caplog):
         f"PRICE_TABLE_PATH {tmp_path / 'missing.json'} does not exist; genai-prices only until it does"]
 
 
+def test_a_price_table_entry_that_is_not_an_object_is_skipped_with_a_warning(tmp_path, settings, caplog):
+    # docs/usage.md: an entry without numeric input and output is skipped with a warning. A bare price
+    # ("gpt-4o": 2.5) raised instead: each exchange was logged without its body, usage or cost, and each
+    # request of a key with a budget got a 500.
+    user = tmp_path / "prices.json"
+    user.write_text(json.dumps({"openai": {"gpt-4o": 2.5, "o3": [1, 2], "gpt-4.1": {"input": 1, "output": 2}},
+                                "ollama": 0.5}))
+    settings.PRICE_TABLE_PATH = str(user)
+    assert cost_compute(OPENAI, Usage("gpt-4.1", 100, 100)) == Price(300 / M, USER_SOURCE)
+    assert cost_compute(OPENAI, Usage("gpt-4o", 100, 100)).source == LIBRARY_SOURCE
+    assert price_known(OPENAI, "gpt-4o") and not price_known(OLLAMA, "llama3")
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        f"price table {user}: ollama needs an object of models; skipped",
+        f"price table {user}: openai/gpt-4o needs numeric input and output; skipped",
+        f"price table {user}: openai/o3 needs numeric input and output; skipped"]
+
+
 @pytest.mark.parametrize("hours", [(3, 20), (20, 3)])
 def test_equal_counts_at_another_time_of_day_are_priced_for_that_time(hours):
     """deepseek-chat is cheaper from 16:30 to 00:30 UTC: a price computed once for some counts (the ingest
