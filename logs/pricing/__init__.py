@@ -58,7 +58,7 @@ def _price(value: Any) -> Decimal | None:
         price = Decimal(str(value))
     except InvalidOperation:
         return None
-    return price if price >= 0 and price.is_finite() else None
+    return price if price.is_finite() and price >= 0 else None  # finite first: NaN raises when compared
 
 
 def price_table_parse(raw: Any, source: str) -> PriceTable:

@@ -140,13 +140,14 @@ def test_bad_user_table_falls_back_to_the_library(tmp_path, settings, caplog):
         f"PRICE_TABLE_PATH {tmp_path / 'missing.json'} does not exist; genai-prices only until it does"]
 
 
-def test_a_price_table_entry_that_is_not_an_object_is_skipped_with_a_warning(tmp_path, settings, caplog):
+def test_a_price_table_entry_that_is_not_an_object_or_not_a_number_is_skipped_with_a_warning(tmp_path, settings, caplog):
     # docs/usage.md: an entry without numeric input and output is skipped with a warning. A bare price
     # ("gpt-4o": 2.5) raised instead: each exchange was logged without its body, usage or cost, and each
     # request of a key with a budget got a 500.
     user = tmp_path / "prices.json"
-    user.write_text(json.dumps({"openai": {"gpt-4o": 2.5, "o3": [1, 2], "gpt-4.1": {"input": 1, "output": 2}},
-                                "ollama": 0.5}))
+    # json reads NaN bare or quoted, and Decimal("NaN") raises when compared.
+    user.write_text('{"openai": {"gpt-4o": 2.5, "o3": [1, 2], "gpt-4.1": {"input": 1, "output": 2},'
+                    ' "o1": {"input": NaN, "output": 1}, "o4-mini": {"input": "nan", "output": 1}}, "ollama": 0.5}')
     settings.PRICE_TABLE_PATH = str(user)
     assert cost_compute(OPENAI, Usage("gpt-4.1", 100, 100)) == Price(300 / M, USER_SOURCE)
     assert cost_compute(OPENAI, Usage("gpt-4o", 100, 100)).source == LIBRARY_SOURCE
@@ -154,7 +155,9 @@ def test_a_price_table_entry_that_is_not_an_object_is_skipped_with_a_warning(tmp
     assert sorted(r.getMessage() for r in caplog.records) == [
         f"price table {user}: ollama needs an object of models; skipped",
         f"price table {user}: openai/gpt-4o needs numeric input and output; skipped",
-        f"price table {user}: openai/o3 needs numeric input and output; skipped"]
+        f"price table {user}: openai/o1 needs numeric input and output; skipped",
+        f"price table {user}: openai/o3 needs numeric input and output; skipped",
+        f"price table {user}: openai/o4-mini needs numeric input and output; skipped"]
 
 
 @pytest.mark.parametrize("hours", [(3, 20), (20, 3)])
