@@ -22,7 +22,7 @@ async def proxy_view(request: HttpRequest) -> HttpResponseBase:
 async def health_view(request: HttpRequest) -> JsonResponse:
     """200 when the log database answers and is migrated, 503 with a fixed reason when not (GET and HEAD only)."""
     if request.method not in ("GET", "HEAD"):
-        response = JsonResponse({"status": "error", "detail": f"Method {request.method} is not allowed: use GET."},
+        response = JsonResponse({"status": "error", "detail": f"Method {request.method} is not allowed: use GET or HEAD."},
                                 status=405)
         response["Allow"] = "GET, HEAD"
         return response
