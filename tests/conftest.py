@@ -116,6 +116,47 @@ def key_readers_closed_at_end(request):
         request.getfixturevalue("key_readers")
 
 
+def shared_sync_thread_connections() -> list[str]:
+    """The database connections left open in asgiref's shared sync thread (the aliases).
+
+    sync_to_async outside a request (the hold queue's watch, the async ORM called from a test) runs
+    in that one thread of the process, which lives as long as the process: a connection opened
+    there stays open until that thread closes it. The gateway's lifespan shutdown does so
+    (proxy/hold.py watch_stop); a test that runs the app without the lifespan, or calls the async
+    ORM itself, must do it too.
+    """
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    def opened() -> list[str]:
+        # Django keeps an in-memory SQLite test database open through close() (it would vanish): only a
+        # connection to a database server counts.
+        return [c.alias for c in connections.all(initialized_only=True)
+                if c.connection is not None and not getattr(c, "is_in_memory_db", lambda: False)()]
+
+    return SyncToAsync.single_thread_executor.submit(opened).result(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def shared_sync_thread_closed(request):
+    """A database test leaves no connection open in asgiref's shared sync thread.
+
+    Such a connection outlives the test: on PostgreSQL it kept the session's test database from
+    being dropped ("database ... is being accessed by other users"), a warning at the end of the
+    run that named whatever test ran last, not the one that opened it. This names that one.
+    """
+    yield
+    if not request.node.get_closest_marker("database"):
+        return
+    if left := shared_sync_thread_connections():
+        from asgiref.sync import SyncToAsync
+        from django.db import connections
+
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+        pytest.fail(f"database connection(s) {left} left open in asgiref's shared sync thread "
+                    "(sync_to_async outside a request: close it there, as the lifespan's shutdown does)")
+
+
 @pytest.fixture(autouse=True)
 def payload_dir(tmp_path, settings):
     """Every test gets its own payload store and journal folder."""

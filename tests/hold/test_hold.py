@@ -734,3 +734,27 @@ def test_a_request_whose_key_lost_its_model_while_held_is_refused(upstream, gate
     r = call.wait()
     assert r.status_code == 403 and "may not use model 'gpt-4o-mini'" in r.json()["error"]["message"]
     assert upstream.received == []
+
+
+def test_the_lifespans_shutdown_closes_the_connection_the_watch_read_with():
+    """The watch reads the switch in asgiref's shared sync thread, which outlives the event loop: its connection
+    stays open until watch_stop (the lifespan's shutdown) closes it. Open, it kept PostgreSQL from dropping the
+    test database; this is also the positive control of the guard that every database test runs
+    (tests/conftest.py shared_sync_thread_closed)."""
+    import asyncio
+
+    from django.db import connection
+
+    from tests.conftest import shared_sync_thread_connections
+
+    if connection.vendor == "sqlite":
+        pytest.skip("Django's in-memory SQLite test database is never closed (run with DATABASE_URL=postgres://...)")
+
+    async def run() -> tuple[list[str], list[str]]:
+        await proxy.hold.watch_get().switch_current()
+        read_with = shared_sync_thread_connections()
+        await proxy.hold.watch_stop()
+        return read_with, shared_sync_thread_connections()
+
+    read_with, after_stop = asyncio.run(run())
+    assert read_with == ["default"] and after_stop == []

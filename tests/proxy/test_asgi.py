@@ -127,6 +127,7 @@ def test_client_gone_before_the_first_byte_still_ends_the_exchange(scripted, tra
     import asyncio
 
     from gateway_project.asgi import application
+    from proxy.hold import watch_stop
     from proxy.upstream import client_close
 
     closed = []
@@ -166,7 +167,10 @@ def test_client_gone_before_the_first_byte_still_ends_the_exchange(scripted, tra
             await application(scope, receive, send)
         except asyncio.CancelledError:
             pass
+        # What the lifespan's shutdown does, which this call without a server skips: the upstream client
+        # closed, and the hold queue's watch (started by the request) stopped with its database connection.
         await client_close()
+        await watch_stop()
     asyncio.run(run())
     log_flush()
     resp = Response.objects.get()
