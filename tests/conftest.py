@@ -6,11 +6,13 @@ import socket
 import subprocess
 import threading
 import time
+import weakref
 
 import pytest
 import uvicorn
 from hypothesis import settings as hypothesis_settings
 from django.conf import settings
+from django.db.backends.signals import connection_created
 
 import logs.pipeline.pipe
 import proxy.upstream
@@ -116,6 +118,12 @@ def key_readers_closed_at_end(request):
         request.getfixturevalue("key_readers")
 
 
+def _server_connection(c) -> bool:
+    """Open, and to a database server: Django keeps an in-memory SQLite test database open through close() (it
+    would vanish), so on the SQLite pass nothing counts."""
+    return c.connection is not None and not getattr(c, "is_in_memory_db", lambda: False)()
+
+
 def shared_sync_thread_connections() -> list[str]:
     """The database connections left open in asgiref's shared sync thread (the aliases).
 
@@ -129,17 +137,34 @@ def shared_sync_thread_connections() -> list[str]:
     from django.db import connections
 
     def opened() -> list[str]:
-        # Django keeps an in-memory SQLite test database open through close() (it would vanish): only a
-        # connection to a database server counts.
-        return [c.alias for c in connections.all(initialized_only=True)
-                if c.connection is not None and not getattr(c, "is_in_memory_db", lambda: False)()]
+        return [c.alias for c in connections.all(initialized_only=True) if _server_connection(c)]
 
     return SyncToAsync.single_thread_executor.submit(opened).result(timeout=10)
 
 
+# Every connection this process opens, with its thread. One still open when its thread has ended (a thread of
+# asyncio's executor after its loop closed) is closed only when the garbage collector frees it, and never once
+# a later in-process gateway's start has frozen it (gateway_project/asgi.py calls gc.freeze()).
+_opened: list[tuple[weakref.ref, threading.Thread]] = []
+
+
+def _opened_note(sender, connection, **kwargs) -> None:
+    _opened.append((weakref.ref(connection), threading.current_thread()))
+
+
+connection_created.connect(_opened_note, weak=False)
+
+
+def orphaned_connections() -> list:
+    """The connections still open whose thread has ended."""
+    _opened[:] = [(ref, thread) for ref, thread in _opened if ref() is not None]
+    return [(c, thread.name) for ref, thread in _opened
+            if (c := ref()) is not None and not thread.is_alive() and _server_connection(c)]
+
+
 @pytest.fixture(autouse=True)
-def shared_sync_thread_closed(request):
-    """A database test leaves no connection open in asgiref's shared sync thread.
+def connections_closed(request):
+    """A database test leaves no connection open in asgiref's shared sync thread, nor in a thread that ended.
 
     Such a connection outlives the test: on PostgreSQL it kept the session's test database from
     being dropped ("database ... is being accessed by other users"), a warning at the end of the
@@ -148,13 +173,22 @@ def shared_sync_thread_closed(request):
     yield
     if not request.node.get_closest_marker("database"):
         return
+    problems = []
     if left := shared_sync_thread_connections():
         from asgiref.sync import SyncToAsync
         from django.db import connections
 
         SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
-        pytest.fail(f"database connection(s) {left} left open in asgiref's shared sync thread "
-                    "(sync_to_async outside a request: close it there, as the lifespan's shutdown does)")
+        problems.append(f"{left} in asgiref's shared sync thread (sync_to_async outside a request: close it "
+                        "there, as the lifespan's shutdown does)")
+    if orphans := orphaned_connections():
+        for c, _ in orphans:
+            c.inc_thread_sharing()  # its thread is gone: closed from this one
+            c.close()
+        problems.append(f"{[f'{c.alias} of thread {name}' for c, name in orphans]} whose thread ended without "
+                        "closing it (close it in that thread before it ends)")
+    if problems:
+        pytest.fail("database connection(s) left open: " + "; ".join(problems))
 
 
 @pytest.fixture(autouse=True)

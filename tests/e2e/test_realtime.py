@@ -597,12 +597,24 @@ def test_an_idle_session_is_stopped_by_what_the_keys_other_sessions_used(rt, rea
     assert took < 3.0
 
 
+def _key_revoke_closed(name: str) -> None:
+    """Revoke a key from a thread of asyncio's executor, closing that thread's connection: the thread ends with the
+    loop, and its connection only when the garbage collector frees it (never, once a later gateway's start has
+    frozen it with gc.freeze()): PostgreSQL then cannot drop the test database."""
+    from django.db import connection
+
+    try:
+        locked_retry(key_revoke, name=name)
+    finally:
+        connection.close()
+
+
 async def _revoked_mid_session(url: str, secret: str) -> tuple[float, Exception]:
     client = _keyed_client(url, secret)
     try:
         async with client.realtime.connect(model="gpt-realtime") as conn:
             await _one_response(conn)
-            await asyncio.to_thread(locked_retry, key_revoke, name="voice")
+            await asyncio.to_thread(_key_revoke_closed, "voice")
             revoked = time.monotonic()
             async for event in conn:  # an idle session: only the gateway can end it
                 pass

@@ -740,7 +740,7 @@ def test_the_lifespans_shutdown_closes_the_connection_the_watch_read_with():
     """The watch reads the switch in asgiref's shared sync thread, which outlives the event loop: its connection
     stays open until watch_stop (the lifespan's shutdown) closes it. Open, it kept PostgreSQL from dropping the
     test database; this is also the positive control of the guard that every database test runs
-    (tests/conftest.py shared_sync_thread_closed)."""
+    (tests/conftest.py connections_closed)."""
     import asyncio
 
     from django.db import connection
