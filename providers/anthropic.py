@@ -117,7 +117,9 @@ class Anthropic(Provider):
         priced = {"cache_write_1h_tokens": int_of(sub(u, "cache_creation"), "ephemeral_1h_input_tokens"),
                   "web_searches": int_of(sub(u, "server_tool_use"), "web_search_requests")}
         return usage_make(sub(answer, "model"), inp, int_of(u, "output_tokens"), read, cache_write=written,
-                          priced=priced, price_context=context)
+                          priced=priced, price_context=context,
+                          parts={"input_tokens": {"input_tokens": base, "cache_read_input_tokens": read,
+                                                  "cache_creation_input_tokens": written}})
 
     def stream_reassemble(self, events: list[StreamEvent]) -> Payload:
         """A Message rebuilt from message_start / content_block_* / message_delta events."""

@@ -33,6 +33,8 @@ class Usage:
     text; 1-hour cache writes; web searches), each a part of a count above or a count of its own;
     and price_context, what selects a price variant in genai-prices (("service_tier", "flex"),
     ("processing", "batch")).
+    refused: the counts the provider reported that are not token counts (negative, or past MAX_COUNT), as
+    "name (why)": each is None here, and the exchange's cost is unknown (logs/pricing says why on its row).
     """
 
     model: str | None = None
@@ -44,6 +46,7 @@ class Usage:
     cache_write_tokens: int | None = None
     price_counts: tuple[tuple[str, int], ...] = ()
     price_context: tuple[tuple[str, str], ...] = ()
+    refused: tuple[str, ...] = ()
 
 
 SUBPROTOCOL_HEADER = "sec-websocket-protocol"
@@ -57,22 +60,49 @@ PRICE_COUNT_KEYS = ("input_audio_tokens", "cache_audio_read_tokens", "output_aud
 COUNT_FIELDS = (*USAGE_FIELDS, "cache_write_tokens", *PRICE_COUNT_KEYS)
 
 
+# The most tokens one count may hold: a billion is far past any model's context or output, and keeps input + output
+# within the log's token columns (32-bit integers on PostgreSQL, which refuses a larger one, and the row with it).
+MAX_COUNT = 10**9
+
+
 def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT else None
+
+
+def _refusal(name: str, value: Any) -> str | None:
+    """Why a reported integer is not a token count ("input_tokens (negative)"), None when it is one or is no
+    integer (a count the provider did not report, or reported as another type, is unknown without a note)."""
+    if not isinstance(value, int) or isinstance(value, bool) or _count(value) is not None:
+        return None
+    return f"{name} ({'negative' if value < 0 else f'over {MAX_COUNT:,}'})"
 
 
 def usage_make(model: Any, inp: int | None, out: int | None, cached: int | None = None,
                reasoning: int | None = None, total: int | None = None, *, cache_write: int | None = None,
                priced: dict[str, int | None] | None = None,
-               price_context: tuple[tuple[str, str], ...] = ()) -> Usage:
+               price_context: tuple[tuple[str, str], ...] = (),
+               parts: dict[str, dict[str, int | None]] | None = None) -> Usage:
     """A Usage, with the total filled in when both parts are known; priced: PRICE_COUNT_KEYS' counts
-    (those reported; None and non-counts left out)."""
-    if total is None and inp is not None and out is not None:
+    (those reported; None and non-counts left out). A count that is negative or past MAX_COUNT is None and
+    named in `refused`: stored, it would make a negative or absurd cost, or a row the database refuses. parts:
+    the figures, by the provider's names, that a count adds up, by the count's name ({"input_tokens": {...}}): a
+    refused one makes its count unknown (a negative one could hide in the sum)."""
+    reported = {"input_tokens": inp, "output_tokens": out, "cached_tokens": cached, "reasoning_tokens": reasoning,
+                "total_tokens": total, "cache_write_tokens": cache_write, **(priced or {})}
+    refused: tuple[str, ...] = ()
+    for count, figures in (parts or {}).items():
+        wrong = tuple(why for k, v in figures.items() if (why := _refusal(k, v)) is not None)
+        if wrong:
+            refused, reported[count] = refused + wrong, None
+    refused += tuple(why for k, v in reported.items() if (why := _refusal(k, v)) is not None)
+    inp, out, cached, reasoning, total, cache_write = (_count(reported[k]) for k in (*USAGE_FIELDS,
+                                                                                     "cache_write_tokens"))
+    if reported["total_tokens"] is None and inp is not None and out is not None:  # a refused total stays unknown
         total = inp + out
     name = model[:255] if isinstance(model, str) and model else None
     counts = tuple((k, v) for k in PRICE_COUNT_KEYS if (v := _count((priced or {}).get(k))) is not None)
     return Usage(name, inp, out, cached, reasoning, total, cache_write_tokens=cache_write, price_counts=counts,
-                 price_context=price_context)
+                 price_context=price_context, refused=refused)
 
 
 def usage_counts(model: Any, counts: dict) -> Usage:

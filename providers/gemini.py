@@ -203,7 +203,10 @@ class Gemini(Provider):
         if out is None and total is not None and inp is not None:
             out = total - inp  # Gemini omits candidatesTokenCount when nothing was generated
         return usage_make(sub(answer, "modelVersion"), inp, out, int_of(m, "cachedContentTokenCount"), thoughts,
-                          total, priced=_modality_counts(m))
+                          total, priced=_modality_counts(m),
+                          parts={"input_tokens": {"promptTokenCount": prompt, "toolUsePromptTokenCount": tool},
+                                 "output_tokens": {"candidatesTokenCount": candidates,
+                                                   "thoughtsTokenCount": thoughts}})
 
     def error_text(self, answer: Payload) -> str | None:
         """{"error": {...}}; :streamGenerateContent without alt=sse answers an error too as one JSON array, [{"error":

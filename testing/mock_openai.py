@@ -10,8 +10,14 @@ def _answer_model(payload: dict) -> str:
     return model if str(model).startswith("gemini-") else f"{model}-2024-07-18"
 
 
+def _usage_override(h: dict[str, str]) -> dict:
+    """x-mock-usage: a JSON object whose fields replace the answer's usage counts (an upstream reporting absurd
+    usage: negative, huge, floats, strings)."""
+    return json.loads(h["x-mock-usage"]) if h.get("x-mock-usage") else {}
+
+
 def openai_chat(payload: dict, h: dict[str, str]) -> dict:
-    """A chat completion (a tool call with x-mock-tool-call)."""
+    """A chat completion (a tool call with x-mock-tool-call; usage fields from x-mock-usage)."""
     msg: dict = {"role": "assistant", "content": "Hello! How can I help you today?", "refusal": None}
     finish = "stop"
     if h.get("x-mock-tool-call"):
@@ -24,7 +30,7 @@ def openai_chat(payload: dict, h: dict[str, str]) -> dict:
             "choices": [{"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}],
             "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21,
                       "prompt_tokens_details": {"cached_tokens": 0},
-                      "completion_tokens_details": {"reasoning_tokens": 0}}}
+                      "completion_tokens_details": {"reasoning_tokens": 0}, **_usage_override(h)}}
 
 def openai_chat_events(payload: dict, h: dict[str, str]) -> list[str]:
     """SSE chat chunks (x-mock-events of them), with a usage chunk when include_usage is set."""
@@ -51,7 +57,7 @@ def openai_chat_events(payload: dict, h: dict[str, str]) -> list[str]:
     events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
     if (payload.get("stream_options") or {}).get("include_usage"):
         events.append({**base, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": n,
-                                                        "total_tokens": 12 + n}})
+                                                        "total_tokens": 12 + n, **_usage_override(h)}})
     return [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]
 
 def openai_response(payload: dict, text: str, status: str = "completed") -> dict:

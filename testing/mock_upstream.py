@@ -14,7 +14,8 @@ Used by the tests, the benchmark and seed data. Routes (OpenAI wire format):
   POST /v1/files              reads the body, answers a file object with its size (bytes) and sha256
 Request headers steer it: x-mock-status (error status; with x-mock-together: N, answered once N such
 requests are in flight, or after a second), x-mock-events / x-mock-delay-ms (SSE),
-x-mock-gzip (gzip the JSON answer), x-mock-tool-call, x-mock-fault (close-mid-stream,
+x-mock-gzip (gzip the JSON answer), x-mock-tool-call, x-mock-usage (a JSON object of chat usage fields),
+x-mock-fault (close-mid-stream,
 close-mid-event: half an event of a stream, then the connection reset, linger-end: a stream's
 end of body x-mock-stall-s after its last event,
 stall, reset, bad-json, wrong-length, bad-sse: broken SSE framing, echo-auth: a 401 whose body

@@ -169,6 +169,8 @@ def _usage_set(resp: Response, provider: Provider, usage: Usage) -> None:
         setattr(resp, name, getattr(usage, name))
     price = cost_compute(provider, usage, at=resp.created_at)
     resp.cost_usd, resp.price_source = price.cost, price.source
+    if price.note not in resp.error_message:  # once: an answer naming no model is priced again (_model_as_requested)
+        resp.error_message = _notes_join(resp.error_message, price.note)
 
 
 def _model_as_requested(resp: Response, provider: Provider, batch: list[Request]) -> None:

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 MILLION = Decimal(1_000_000)
 COST_PLACES = Decimal("0.00000001")  # Response.cost_usd has 8 decimal places
+COST_LIMIT = Decimal(10) ** 6  # ... of its 14 digits: a cost must stay under $1,000,000, else the row is refused
+# The dearest price a PRICE_TABLE_PATH entry may give, USD per million tokens (the dearest models cost hundreds):
+# past it the entry is a typo, and an absurd one (1e30) cannot even be computed with (Decimal raises).
+PRICE_LIMIT = Decimal(100_000)
 LIBRARY_SOURCE = f"genai-prices {genai_prices.__version__}"
 USER_SOURCE = "PRICE_TABLE_PATH"
 PriceTable = dict[str, dict[str, dict[str, Decimal]]]
@@ -41,10 +45,12 @@ PriceTable = dict[str, dict[str, dict[str, Decimal]]]
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """An exchange's cost and what priced it; both None when it could not be priced."""
+    """An exchange's cost and what priced it; both None when it could not be priced, and note then says why
+    when the answer's usage is at fault (the exchange's row keeps it)."""
 
     cost: Decimal | None = None
     source: str | None = None
+    note: str = ""
 
 
 UNPRICED = Price()
@@ -85,6 +91,10 @@ def price_table_parse(raw: Any, source: str) -> PriceTable:
                             source, provider, model)
                 continue
             cached, written = _price(entry.get("cached_input")), _price(entry.get("cache_write_input"))
+            if any(p is not None and p > PRICE_LIMIT for p in (inp, out, cached, written)):
+                log.warning("price table %s: %s/%s has a price over $%s per million tokens; skipped",
+                            source, provider, model, f"{PRICE_LIMIT:,}")
+                continue
             table.setdefault(provider, {})[model] = {"input": inp, "output": out,
                                                      "cached_input": inp if cached is None else cached,
                                                      "cache_write_input": inp if written is None else written}
@@ -229,19 +239,32 @@ def cost_compute(provider: Provider, usage: Usage, *, at: datetime | None = None
     """USD cost of one exchange as of `at` (its start; now when None), and what priced it.
 
     Unpriced when the model is unknown to both sources or the counts are: an answer without its
-    output count (a cut stream) has no knowable cost.
+    output count (a cut stream) has no knowable cost, nor one reporting counts that are not token counts,
+    nor one whose cost would not fit the log's column (noted, with the row stored).
     """
+    if usage.refused:
+        return Price(note=f"cost unknown: the answer's usage has counts that are not token counts: "
+                          f"{', '.join(usage.refused)}")
     if not usage.model or usage.input_tokens is None:
         return UNPRICED
     prices = price_find(provider, usage.model)
     if prices is not None:
         if usage.output_tokens is None and prices["output"] != 0:
             return UNPRICED
-        return Price(_table_cost(prices, usage), USER_SOURCE)
+        return _fitting(Price(_table_cost(prices, usage), USER_SOURCE))
     if provider.prices_id is None or usage.output_tokens is None and not _output_free(provider, usage, at):
         return UNPRICED
     cost = _library_cost(provider, usage, at or datetime.now(timezone.utc))
-    return UNPRICED if cost is None else Price(cost, LIBRARY_SOURCE)
+    return UNPRICED if cost is None else _fitting(Price(cost, LIBRARY_SOURCE))
+
+
+def _fitting(price: Price) -> Price:
+    """The price, or unpriced with a note when its cost does not fit the log's column (the database would refuse
+    the row: the exchange kept aside, missing from the log)."""
+    if price.cost is not None and price.cost >= COST_LIMIT:
+        return Price(note=f"cost unknown: {price.cost:,.2f} USD by {price.source} is past what the log "
+                          f"stores (under {COST_LIMIT:,} USD)")
+    return price
 
 
 def _output_free(provider: Provider, usage: Usage, at: datetime | None) -> bool:

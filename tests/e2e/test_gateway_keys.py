@@ -154,6 +154,17 @@ def test_rpm_refusal_with_the_sdks(gateway, upstream, log_flush, make_key):
     assert caught.value.response.headers["retry-after"] and caught.value.response.headers["ratelimit"]
 
 
+def _refusal_awaited(client: openai.OpenAI, ended: float) -> openai.RateLimitError | None:
+    """The refusal of a chat request sent again and again for 5 s after `ended` (time.monotonic()), once the
+    key's spend is re-read; None if none came."""
+    while time.monotonic() - ended < 5:
+        try:
+            client.chat.completions.create(**CHAT)
+        except openai.RateLimitError as exc:
+            return exc
+    return None
+
+
 def test_budget_spent_by_a_streamed_exchange_refuses_the_next(gateway, upstream, log_flush, make_key):
     """Within 2 s of the stream's end (its usage logged, the key's cached spend re-read), the next call is refused."""
     _, secret = make_key("tiny", budget_usd=Decimal("0.000001"), budget_period="day")
@@ -163,12 +174,7 @@ def test_budget_spent_by_a_streamed_exchange_refuses_the_next(gateway, upstream,
     chunks = list(stream)
     ended = time.monotonic()
     assert chunks[-1].usage.total_tokens > 0
-    caught = None
-    while caught is None and time.monotonic() - ended < 5:
-        try:
-            client.chat.completions.create(**CHAT)
-        except openai.RateLimitError as exc:
-            caught = exc
+    caught = _refusal_awaited(client, ended)
     assert caught is not None and time.monotonic() - ended < 2.0
     log_flush()
     first = Response.objects.filter(request__gateway_key__startswith="tiny (").order_by("created_at").first()
@@ -1081,3 +1087,24 @@ def test_a_large_body_is_judged_by_its_model_and_a_large_upload_passes(gateway, 
                            default_headers={"X-Gateway-Key": limited})
     assert client.files.create(file=("a.jsonl", b"{}\n" * 800_000, "application/jsonl"), purpose="batch").id
     assert len(upstream.received) == 2
+
+
+def test_an_answer_reporting_negative_usage_gives_no_budget_back(gateway, upstream, log_flush, make_key, tmp_path,
+                                                                settings):
+    """docs/keys.md: an exchange whose usage is unknown counts nothing. An upstream reporting prompt_tokens
+    -1,000,000 cost -$0.15 in the log (priced by PRICE_TABLE_PATH), which the key's spend added up: its budget grew
+    by 15 cents."""
+    table = tmp_path / "prices.json"
+    table.write_text(json.dumps({"openai": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}}))
+    settings.PRICE_TABLE_PATH = str(table)
+    _, secret = make_key("negative", budget_usd=Decimal("0.000001"), budget_period="day")
+    client = openai.OpenAI(api_key=PROVIDER_KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                           default_headers={"X-Gateway-Key": secret})
+    client.chat.completions.create(**CHAT, extra_headers={"x-mock-usage": json.dumps({"prompt_tokens": -1_000_000})})
+    client.chat.completions.create(**CHAT)  # $0.0000072: past the budget
+    ended = time.monotonic()
+    caught = _refusal_awaited(client, ended)
+    assert caught is not None and "used its budget of $0.000001 per day" in caught.message
+    log_flush()
+    first = Response.objects.filter(request__gateway_key__startswith="negative (").order_by("created_at").first()
+    assert first.cost_usd is None and "input_tokens (negative)" in first.error_message

@@ -108,3 +108,60 @@ def test_responses_api_cost(client, log_flush):
     _, resp = _only_exchange(log_flush)
     assert (resp.input_tokens, resp.output_tokens, resp.cached_tokens, resp.reasoning_tokens) == (8, 4, 0, 0)
     assert resp.cost_usd == _cost(8, 4)
+
+
+# Usage an upstream should never report: a count that is negative, or past any context window (and past the log's
+# 32-bit token columns on PostgreSQL). It made a negative or absurd cost, or a row the database refused.
+ABSURD = [({"prompt_tokens": 10**15}, "input_tokens (over 1,000,000,000)"),
+          ({"prompt_tokens": -5}, "input_tokens (negative)"),
+          ({"completion_tokens": -1}, "output_tokens (negative)")]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("usage, said", ABSURD)
+def test_absurd_usage_is_unknown_and_the_exchange_logged_whole(gateway, log_flush, usage, said, stream):
+    client = openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                           default_headers={"x-mock-usage": json.dumps(usage)})
+    if stream:
+        list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                            stream_options={"include_usage": True}))
+    else:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    _, resp = _only_exchange(log_flush)
+    assert resp.body and "chatcmpl-mock" in resp.body and resp.model == "gpt-4o-mini-2024-07-18"
+    refused = "input_tokens" if "prompt_tokens" in usage else "output_tokens"
+    assert getattr(resp, refused) is None  # the other counts stay as reported
+    assert resp.cost_usd is None and resp.price_source is None
+    assert f"cost unknown: the answer's usage has counts that are not token counts: {said}" in resp.error_message
+
+
+def test_a_cost_past_the_log_column_is_unknown_with_a_note(gateway, log_flush, tmp_path, settings, admin_client):
+    """cost_usd holds under $1,000,000: a dearer exchange (an operator's $2,000 per million tokens, 900 million
+    tokens) was refused by PostgreSQL (numeric field overflow), so it was missing from the log."""
+    table = tmp_path / "prices.json"
+    table.write_text(json.dumps({"openai": {"gpt-4o-mini": {"input": 2000, "output": 1}}}))
+    settings.PRICE_TABLE_PATH = str(table)
+    client = openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0,
+                           default_headers={"x-mock-usage": json.dumps({"prompt_tokens": 900_000_000})})
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    req, resp = _only_exchange(log_flush)
+    assert resp.body and (resp.input_tokens, resp.output_tokens) == (900_000_000, 9)
+    assert resp.cost_usd is None and resp.price_source is None
+    said = "cost unknown: 1,800,000.00 USD by PRICE_TABLE_PATH is past what the log stores (under 1,000,000 USD)"
+    assert said in resp.error_message
+    # The exchange's page says why, not that the model has no price.
+    html = admin_client.get(f"/admin/logs/request/{req.pk.hex}/change/").content.decode()
+    assert said in html and "· cost unknown (see its status)" in html.split("<th>Tokens</th>")[1].split("</tr>")[0]
+
+
+def test_an_absurd_price_in_the_table_is_skipped_and_the_library_prices(gateway, client, log_flush, tmp_path,
+                                                                          settings):
+    """A price of 1e30 made pricing raise (Decimal's InvalidOperation): each exchange of the provider was logged
+    without its body, usage or cost."""
+    table = tmp_path / "prices.json"
+    table.write_text('{"openai": {"gpt-4o-mini": {"input": 1e30, "output": 1}}}')
+    settings.PRICE_TABLE_PATH = str(table)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    _, resp = _only_exchange(log_flush)
+    assert resp.body and (resp.input_tokens, resp.output_tokens) == (12, 9)
+    assert resp.cost_usd == _cost(12, 9) and resp.price_source.startswith("genai-prices")

@@ -37,7 +37,7 @@ def test_openai_chat_usage_with_details():
         "prompt_tokens_details": {"cached_tokens": 60}, "completion_tokens_details": {"reasoning_tokens": 20}}})
     assert asdict(usage) == {"model": "gpt-4o-2024-08-06", "input_tokens": 100, "output_tokens": 50,
                              "cached_tokens": 60, "reasoning_tokens": 20, "total_tokens": 150,
-                             "cache_write_tokens": None, "price_counts": (), "price_context": ()}
+                             "cache_write_tokens": None, "price_counts": (), "price_context": (), "refused": ()}
 
 
 def test_audio_tokens_are_read_for_their_price():
@@ -352,3 +352,16 @@ def test_an_openai_realtime_upgrade_naming_its_model_twice_names_none():
     for query in ("model=gpt-realtime&model=gpt-4o-realtime-preview", "model=gpt-realtime&model=",
                   "model=&model=gpt-realtime", "model=gpt-realtime&mod%65l=x"):
         assert openai_.realtime_model("/v1/realtime", query) is None, query
+
+
+def test_a_negative_figure_hidden_in_a_sum_is_refused():
+    """Anthropic's input and Gemini's output add figures up: a negative one made a plausible count (-100 + 200 cache
+    reads: 100 input tokens), so the exchange was priced from usage the upstream got wrong."""
+    claude = get("anthropic").usage({"model": "claude-sonnet-4-5", "usage": {
+        "input_tokens": -100, "cache_read_input_tokens": 200, "output_tokens": 5}})
+    assert claude.input_tokens is None and claude.output_tokens == 5
+    assert claude.refused == ("input_tokens (negative)",)
+    gemini = get("gemini").usage({"modelVersion": "gemini-2.0-flash", "usageMetadata": {
+        "promptTokenCount": 10, "candidatesTokenCount": 20, "thoughtsTokenCount": -5}})
+    assert gemini.output_tokens is None and gemini.refused == ("thoughtsTokenCount (negative)",
+                                                                "reasoning_tokens (negative)")

@@ -251,3 +251,17 @@ def test_price_known_takes_a_price_table_entry_of_zero(settings, tmp_path):
     table.write_text(json.dumps({"ollama": {"llama3": {"input": 0, "output": 0}}}))
     settings.PRICE_TABLE_PATH = str(table)
     assert price_known(OLLAMA, "llama3:latest") and not price_known(OLLAMA, "llama3.2")
+
+
+def test_a_price_past_any_sane_price_is_skipped_with_a_warning(tmp_path, settings, caplog):
+    # 1e30 made Decimal raise in every pricing of the provider's exchanges; 200,000 USD per million tokens is a typo.
+    user = tmp_path / "prices.json"
+    user.write_text('{"openai": {"gpt-4o": {"input": 1e30, "output": 1}, "o3": {"input": 1, "output": 2,'
+                    ' "cached_input": 200000}, "gpt-4.1": {"input": 100000, "output": 2}}}')
+    settings.PRICE_TABLE_PATH = str(user)
+    assert cost_compute(OPENAI, Usage("gpt-4o", 100, 100)).source == LIBRARY_SOURCE
+    assert cost_compute(OPENAI, Usage("o3", 100, 100)).source == LIBRARY_SOURCE
+    assert cost_compute(OPENAI, Usage("gpt-4.1", 100, 100)) == Price(Decimal("10.0002"), USER_SOURCE)
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        f"price table {user}: openai/gpt-4o has a price over $100,000 per million tokens; skipped",
+        f"price table {user}: openai/o3 has a price over $100,000 per million tokens; skipped"]
