@@ -8,7 +8,8 @@ Anthropic thinking budget with it, which must stay below max_tokens; a request n
 defaults). A batch is refused when a model of it is not allowed, or cannot be read (OpenAI's
 name theirs in an uploaded file); so is a realtime session that names no model (the upstream would
 choose one). Gemini Live names its model in its first message: on_session_model judges it there,
-before the gateway opens the upstream.
+before the gateway opens the upstream; it judges as well every later client message asking for a model (OpenAI
+Realtime's session.update, a second setup), which is refused before it goes upstream.
 """
 
 import fnmatch
@@ -49,12 +50,13 @@ class ModelPolicy:
         return None
 
     def on_session_model(self, exchange) -> str | None:
-        """A realtime session whose first message names its model (Gemini Live's setup): refused as a request is."""
+        """A realtime session's client message asking for a model (Gemini Live's setup, OpenAI Realtime's
+        session.update): refused as a request naming it is."""
         allowed = settings.MODEL_POLICY_ALLOW
         if not allowed:
             return None
         if exchange.model is None:  # names none, or not for sure (a key repeated): the upstream's choice
-            return "This realtime session's first message names no model the gateway can read, so it is refused"
+            return "This realtime session's message names no model the gateway can read, so it is refused"
         refusal = _refusal(exchange, allowed)
         return f"{refusal} (allowed: {', '.join(allowed)})" if refusal else None
 

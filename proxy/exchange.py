@@ -81,7 +81,7 @@ class Exchange:
                  "forwarded_body_file", "gateway_key", "headers", "held_ms", "method", "notes", "outcome",
                  "provider", "query", "refusal", "request_changed", "request_id", "route", "scrubber",
                  "scheme", "sent", "shutting_down", "started", "started_wall", "task", "ttfb_ms", "usage_injected",
-                 "websocket", "echo_mask", "usage_counted", "client_gone", "first_message_judges", "_reading")
+                 "websocket", "echo_mask", "usage_counted", "client_gone", "session_model_judges", "_reading")
 
     def __init__(self, request: HttpRequest, route: Route) -> None:
         self.request_id = exchange_id_new()
@@ -101,7 +101,7 @@ class Exchange:
         self.body = request.gateway_body  # proxy/request_body.BodySpool
         self.websocket = False  # a WebSocket upgrade (proxy/websocket.py): a realtime session, no body
         # Steps that judge a realtime session by the model its first message names (proxy/session_policy.py).
-        self.first_message_judges: tuple = ()
+        self.session_model_judges: tuple = ()
         self.refusal = request.gateway_refusal
         # What goes upstream; the steps may change it (the log keeps what was received).
         self.forward_headers: list[tuple[str, str]] = []

@@ -62,7 +62,7 @@ class HookExchange:
         self.websocket: bool = x.websocket  # a realtime session's upgrade: no body, its model in the query or later
         # Its model comes in its first message (Gemini Live): None in on_request, on_session_model sees it.
         self.model_in_first_message: bool = model_in_first_message(x)
-        self._first_message_model: Any = _UNSET  # what that message names (on_session_model)
+        self._session_model: Any = _UNSET  # what the message judged asks for (on_session_model)
         self.metadata: dict[str, Any] = {}
         self._body: Any = _UNSET
         self._json: Any = _UNSET
@@ -156,9 +156,9 @@ class HookExchange:
     def model(self) -> str | None:
         """The model the request names (in its body or path, as the provider puts it; a form's model field; a
         realtime session's in its query, or, for one that names it in its first message as Gemini Live does, None
-        in on_request and that message's in on_session_model)."""
-        if self._first_message_model is not _UNSET:
-            return self._first_message_model
+        in on_request; in on_session_model, the model the message judged asks for)."""
+        if self._session_model is not _UNSET:
+            return self._session_model
         if self.websocket:
             return self._x.provider.realtime_model(unquote(self.path), self.query)
         return self._x.provider.request_model(unquote(self.path), self._payload())
@@ -169,9 +169,10 @@ class HookExchange:
         uploaded file, which the gateway does not read), or None when the request is no batch."""
         return self._x.provider.batch_models(unquote(self.path), self._payload())
 
-    def first_message_model_set(self, model: str | None) -> None:
-        """The model a realtime session's first message names (None: none, or not for sure), for on_session_model."""
-        self._first_message_model = model
+    def session_model_set(self, model: str | None) -> None:
+        """The model a realtime session's client message asks for (None: none, or not for sure), for
+        on_session_model."""
+        self._session_model = model
 
     def error_answer(self, status: int, message: str, *, kind: str = "invalid_request_error") -> HttpResponse:
         """An error answer in the provider's own shape (its SDK raises its usual error): return it from on_request."""
@@ -201,7 +202,7 @@ class HookExchange:
         nothing reads this object, or any of them, any more."""
         fresh = HookExchange(self._x)
         fresh.metadata = metadata_copy(self.metadata)
-        fresh._first_message_model = self._first_message_model
+        fresh._session_model = self._session_model
         if self.status is not None:
             fresh.answer_set(self.status, self.response_headers, None if self.streamed else response_body)
         return fresh

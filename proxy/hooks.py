@@ -2,7 +2,7 @@
 
 Each entry is a dotted path to an object (an instance, a class built with no arguments, or a
 module) with `on_request(exchange)`, `on_response(exchange)` and/or `on_session_model(exchange)` (a
-realtime session's model named in its first message: proxy/session_policy.py), sync or async. They are
+model a realtime session's client message asks for: proxy/session_policy.py), sync or async. They are
 loaded once, at start (a bad one stops the start with ImproperlyConfigured naming it). Sync
 hooks run in a worker thread (proxy/threads.py), so a slow one never blocks the event loop; one that says it never
 waits on I/O (`blocking = False`) runs on the loop and saves the thread hop. The hooks share one
@@ -34,7 +34,7 @@ from proxy.exchange import Exchange, json_error
 from proxy.hook_exchange import HookExchange
 from proxy.paths import PathRefused, path_check
 from proxy.request_body import body_decoded
-from proxy.session_policy import SessionStop, first_message_judge_add, model_in_first_message
+from proxy.session_policy import ModelAsked, SessionStop, session_model_judge_add
 from proxy.threads import ParkedThreads
 from proxy.upstream import HOP_BY_HOP, header_problem
 
@@ -56,7 +56,7 @@ class Hook:
     on_response: Callable | None
     skip_on_error: bool  # GATEWAY_HOOKS_SKIP_ON_ERROR: a failure is logged and the hook skipped
     blocking: bool = True  # False: its sync methods never wait on I/O, so they run on the event loop
-    on_session_model: Callable | None = None  # judges a realtime session by the model its first message names
+    on_session_model: Callable | None = None  # judges the models a realtime session's client messages ask for
 
     async def call(self, method: Callable, hx: HookExchange) -> Any:
         """Run one of its methods: a coroutine function awaited; a plain one in a thread, unless it
@@ -328,20 +328,23 @@ async def hooks_request(x: Exchange, hooks: tuple[Hook, ...]) -> HttpResponseBas
         x.request_changed = True  # proxy/forward.py logs what goes upstream once every step has run
     if answer is None and any(h.on_response is not None for h in hooks):
         x.answer_observer = lambda status, headers, body: hooks_response(x, hx, hooks, status, headers, body)
-    if answer is None and model_in_first_message(x) and any(h.on_session_model is not None for h in hooks):
-        # Its model is not known yet: the hooks judge it once the first message names it, as the key does. A message
-        # the provider may read otherwise than the gateway (a key repeated) names no model for sure: None.
-        first_message_judge_add(x, lambda model, ambiguity, seq: hooks_session_model(
-            x, hx, hooks, None if ambiguity else model, seq))
+    if answer is None and x.websocket and any(h.on_session_model is not None for h in hooks):
+        # A session's messages may ask for a model (Gemini Live's setup, a session.update): the hooks judge each, as
+        # the key does, on the same path (proxy/session_policy.py).
+        session_model_judge_add(x, lambda asked: hooks_session_model(x, hx, hooks, asked))
     return answer
 
 
-async def hooks_session_model(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...], model: str | None,
-                              seq: int) -> SessionStop | None:
-    """Run each hook's on_session_model on a realtime session's first message (frame `seq`), before the upstream is
-    opened: a str it returns refuses the session (close 1008 with it); a failure ends it (close 1011), unless the
-    hook is skipped on error. Changes to the request are not applied (the upgrade's were, after on_request)."""
-    hx.first_message_model_set(model)
+async def hooks_session_model(x: Exchange, hx: HookExchange, hooks: tuple[Hook, ...],
+                              asked: ModelAsked) -> SessionStop | None:
+    """Run each hook's on_session_model on a realtime session's client message asking for a model, before it goes
+    upstream (a first message: before the upstream is opened). A message the provider may read otherwise than the
+    gateway (a key repeated) names no model for sure: the hooks see None. A str a hook returns refuses the message,
+    a failure refuses it too (unless the hook is skipped on error): the stop ends the session when `asked.ends`
+    (close 1008 with the str, 1011 for a failure), else it is the error event the client gets instead of the
+    message going upstream. Changes to the request are not applied (the upgrade's were, after on_request)."""
+    model = None if asked.ambiguity else asked.model
+    hx.session_model_set(model)
     try:
         for hook in hooks:
             if hook.on_session_model is None:
@@ -355,12 +358,17 @@ async def hooks_session_model(x: Exchange, hx: HookExchange, hooks: tuple[Hook, 
                 failure, _, hx = _failure_noted(hook, "on_session_model", exc, x, hx)
                 if hook.skip_on_error:
                     continue
-                x.fail(Outcome.GATEWAY_ERROR, str(failure))
+                if asked.ends:
+                    x.fail(Outcome.GATEWAY_ERROR, str(failure))
                 return SessionStop(str(failure), str(failure), "api_error", "gateway_hook_error", 1011)
             if refusal:
-                x.decisions.append({"step": STEP, "hook": hook.path, "decision": "session refused", "reason": refusal,
-                                    "seq": seq, "model": model})
-                x.fail(Outcome.GATEWAY_ERROR, f"Hook {hook.path} refused the session: {refusal}")
+                if asked.ends:
+                    x.decisions.append({"step": STEP, "hook": hook.path, "decision": "session refused",
+                                        "reason": refusal, "seq": asked.seq, "model": model})
+                    x.fail(Outcome.GATEWAY_ERROR, f"Hook {hook.path} refused the session: {refusal}")
+                else:
+                    x.decisions.append({"step": STEP, "hook": hook.path, "decision": "client event refused",
+                                        "reason": refusal, "seq": asked.seq, "event": asked.event, "model": model})
                 return SessionStop(refusal, refusal, "permission_error", "gateway_hook_refused", 1008)
     finally:
         _metadata_note(x, hx)

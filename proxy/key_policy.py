@@ -12,6 +12,7 @@ or, for a key with a budget, one without a price (a Gemini Live session, whose m
 message names, is refused by that message, before it goes upstream).
 """
 
+import dataclasses
 import json
 import re
 import time
@@ -37,7 +38,7 @@ from providers import Provider
 from providers.base import SUBPROTOCOL_HEADER, usage_counts
 from proxy.access import KeyGrant, key_current, key_refusal, keys_unreadable
 from proxy.exchange import Exchange, json_error
-from proxy.session_policy import SessionStop, first_message_judge_add, model_in_first_message
+from proxy.session_policy import ModelAsked, SessionStop, model_in_first_message, session_model_judge_add
 from wire.jsonutil import text_valid
 
 
@@ -60,8 +61,8 @@ async def key_request(x: Exchange) -> HttpResponse | None:
         if key.limited:  # every answer to a limited key says its limits (this one took nothing from them)
             x.answer_headers.extend(policies(key))
         return answer
-    if _holds_models(key) and model_in_first_message(x):  # admitted without a model: its first message names it
-        first_message_judge_add(x, lambda model, ambiguity, seq: _first_message_judge(x, key, model, ambiguity, seq))
+    if _holds_models(key) and x.websocket:  # what its messages ask for: Gemini Live's setup, a session.update
+        session_model_judge_add(x, lambda asked: _session_model_judge(x, asked))
     if key.limited:
         try:
             verdict: Verdict = await limits_apply(key)
@@ -247,13 +248,14 @@ def _model_refusal(x: Exchange, key: GatewayKey, model: str | None, ambiguity: s
     return "", ""
 
 
-async def _first_message_judge(x: Exchange, key: GatewayKey, model: str | None, ambiguity: str,
-                               seq: int) -> SessionStop | None:
-    """The key's judge of a session's first message (Gemini Live's setup), left by key_request: the stop of one
-    that names a model the key may not use, or names none (the key cannot be held to what it does not see:
-    refused, fail closed), or may read otherwise upstream (_model_refusal); None lets it go on."""
-    if model or ambiguity:
-        message, reason = _model_refusal(x, key, model, ambiguity)
+async def _session_model_judge(x: Exchange, asked: ModelAsked) -> SessionStop | None:
+    """The key's judge of a session's message asking for a model, left by key_request: the stop of one that names a
+    model the key may not use, or may read otherwise upstream (_model_refusal), or of a first message that names
+    none (the key cannot be held to what it does not see: refused, fail closed); None lets it go on. The key as it
+    is now (SessionLimits.check reads it again): a model it no longer allows is refused from then on."""
+    key = x.gateway_key.key
+    if asked.model or asked.ambiguity:
+        message, reason = _model_refusal(x, key, asked.model, asked.ambiguity)
         if not message:
             return None
     else:
@@ -261,14 +263,14 @@ async def _first_message_judge(x: Exchange, key: GatewayKey, model: str | None, 
                    f"{x.provider.label} realtime session must open with its setup message naming the model "
                    "(as the SDKs' do).")
         reason = f"gateway key '{key.name}': the first message names no model"
-    stop = _model_stop(message, reason)
-    _stop_note(x, key, stop, Outcome.GATEWAY_ERROR, "", decision="session refused",
-               model=None if ambiguity else model, seq=seq)
+    stop = SessionStop(message, reason, "permission_error", "gateway_key_model", 1008)
+    if asked.ends:
+        _stop_note(x, key, stop, Outcome.GATEWAY_ERROR, "", decision="session refused",
+                   model=None if asked.ambiguity else asked.model, seq=asked.seq)
+    else:
+        x.decisions.append({"step": STEP, "decision": "client event refused", "seq": asked.seq, "event": asked.event,
+                            "reason": message})
     return stop
-
-
-def _model_stop(message: str, reason: str) -> SessionStop:
-    return SessionStop(message, reason, "permission_error", "gateway_key_model", 1008)
 
 
 def _stop_note(x: Exchange, key: GatewayKey, stop: SessionStop, outcome: str, limit: str,
@@ -447,9 +449,7 @@ class SessionLimits:
     CHECK_EVERY = 0.25
 
     def __init__(self, x: Exchange) -> None:
-        grant = x.gateway_key
         self.x = x
-        self.key = grant.key if isinstance(grant, KeyGrant) else None
         self.spend = Decimal(0)
         self.tokens: deque[tuple[float, int]] = deque()  # (monotonic time, tokens) of each response
         self.stop: SessionStop | None = None
@@ -465,20 +465,10 @@ class SessionLimits:
                 _open.pop(self.key.secret_hash, None)
 
     @property
-    def holds_models(self) -> bool:
-        """Whether the session's key judges the models it asks for: limited to some, or with a budget."""
-        return _holds_models(self.key)
-
-    def model_refusal(self, model: str | None, ambiguity: str = "") -> tuple[str, str]:
-        """Why a client's event may not ask for this model, and the close frame's short reason, or ("", "")
-        (_model_refusal)."""
-        return _model_refusal(self.x, self.key, model, ambiguity) if self.key is not None else ("", "")
-
-    def model_stop(self, message: str, reason: str, model: str | None, seq: int) -> SessionStop:
-        """End the session over a model its key may not use (the protocol has no error event to refuse one event
-        with): logged as the key's refusal."""
-        return self._stopped(_model_stop(message, reason), Outcome.GATEWAY_ERROR, "", decision="session refused",
-                             model=model, seq=seq)
+    def key(self) -> GatewayKey | None:
+        """The session's key as last read (check), on the exchange: its judge of the models asked for reads it there."""
+        grant = self.x.gateway_key
+        return grant.key if isinstance(grant, KeyGrant) else None
 
     def used(self, response_tokens: int, session_usage: dict[str, int], model: str | None) -> None:
         """A response's usage passed: the session's cost so far, priced as the log will price it at its end."""
@@ -509,7 +499,8 @@ class SessionLimits:
             if refusal:
                 return self._stopped(SessionStop(refusal, "gateway key revoked or expired", "authentication_error",
                                                  "gateway_key_revoked", 1008), Outcome.GATEWAY_ERROR, "")
-            self.key = key  # as it is now: a model it no longer allows is refused from here on
+            # As it is now: a model it no longer allows is refused from here on (_session_model_judge).
+            self.x.gateway_key = dataclasses.replace(self.x.gateway_key, key=key)
             if key.tpm is None and key.budget_usd is None:
                 return None
             now = time.monotonic()

@@ -4,7 +4,8 @@ The upgrade goes through the same stages as any request (route, refuse, record, 
 gateway keys, limits and the hold queue apply before the handshake; a refused upgrade gets an HTTP
 answer in the provider's error shape. A session whose model only its first message names (Gemini Live), that a
 step judges by its model (a key held to models, a hook's on_session_model: proxy/session_policy.py), is accepted
-first and that message judged before the upstream is opened: a refused session never reaches the provider. Then the session is relayed both ways as messages come (each
+first and that message judged before the upstream is opened: a refused session never reaches the provider. Then the
+session is relayed both ways as messages come, each client message asking for a model judged the same way first (each
 side's send waits for the other side to take it: back-pressure), close codes pass through, and
 every frame is journaled as it passes (logs/records.py FrameRecord), so a session of any length is
 never held in memory and a crash keeps what was received. The session is one exchange: the upgrade
@@ -30,11 +31,11 @@ from logs.records import FileRecord, FrameRecord, ResponseRecord
 from proxy.exchange import REQUEST_ID_HEADER, Exchange, json_error, response_header_pairs
 from proxy.forward import refuse, request_record, step_answered
 from proxy.forwarded import forwarded_note
-from proxy.key_policy import STEP as KEY_STEP, SessionLimits
+from proxy.key_policy import SessionLimits
 from proxy.paths import NoRoute, PathRefused, Route, path_owner, route_find
 from proxy.refusals import refusal_find
 from proxy.request_body import BodySpool
-from proxy.session_policy import SessionStop, first_message_judged
+from proxy.session_policy import ModelAsked, SessionStop, model_in_first_message, session_model_judged
 from proxy.steps import steps_active, steps_run
 from proxy.upstream import headers_forward
 from providers.base import SUBPROTOCOL_HEADER, RealtimeRead, usage_count_items
@@ -103,9 +104,32 @@ class Session:
         self.usage: dict[str, int] = {}
         self.model: str | None = None
         self.limits = SessionLimits(x)
+        self.judged_stop: SessionStop | None = None  # a step's judge refused a message: the session ends
+        # Whether the protocol has error events (OpenAI's; Gemini Live has none): a refused message is answered with
+        # one and the session goes on, else the refusal ends the session.
+        self.error_events = x.provider.realtime_error("", kind="", code="") is not None
         self.sending = asyncio.Lock()  # the relay and the gateway's own error events both send to the client
         self.upstream: ClientConnection | None = None
         self.answered = False  # the exchange was answered (and logged) as an HTTP refusal or failure: no session
+
+    @property
+    def stop(self) -> SessionStop | None:
+        """Why the gateway ends the session: a judge refused a message, or the key's limits (None: it goes on)."""
+        return self.judged_stop or self.limits.stop
+
+    def asked(self, data: str | bytes, read: RealtimeRead | None, first: bool) -> ModelAsked | None:
+        """The client message as the steps' judges see it, when it asks for a model or may (its JSON read otherwise
+        upstream; for the first message of a session naming its model there, always); None: nothing to judge."""
+        if not self.x.session_model_judges:
+            return None
+        model = read.asks_model if read is not None else None
+        ambiguity = json_ambiguity(data)  # a binary frame's JSON too: json reads bytes
+        if not (first or model or ambiguity):
+            return None
+        event = json_or_none(data)
+        kind = event.get("type") if isinstance(event, dict) else None
+        return ModelAsked(model, ambiguity, self.seq, kind if isinstance(kind, str) else None, first,
+                          ends=first or not self.error_events)
 
     def frame(self, direction: str, data: str | bytes) -> RealtimeRead | None:
         """Journal one frame as it passes: text with its audio moved to the session's tracks, binary to a file.
@@ -200,13 +224,11 @@ class Session:
                 data = message.get("text")
                 data = data if data is not None else message.get("bytes") or b""
                 read = self.frame("client", data)
-                if self.limits.stop is not None:
+                if self.stop is not None:
                     return  # stopped while this message came: it does not go upstream
-                asks = read.asks_model if read is not None else None
-                # For a key held to what the session's messages ask for (a binary frame's JSON too: json reads bytes).
-                ambiguity = json_ambiguity(data) if self.limits.holds_models else ""
-                if (asks or ambiguity) and await self._model_refused(asks, data, send, ambiguity):
-                    if self.limits.stop is not None:
+                asked = self.asked(data, read, first=False)
+                if asked is not None and await self._model_refused(asked, data, send):
+                    if self.stop is not None:
                         return
                     continue
                 try:
@@ -221,22 +243,19 @@ class Session:
                 await upstream.close(_sendable(message.get("code", 1005)), message.get("reason") or "")
                 return
 
-    async def _model_refused(self, model: str | None, data: str | bytes, send, ambiguity: str) -> bool:
-        """A client's event asking for a model its key may not use (or read otherwise upstream: model_refusal):
-        answered with an error event, not forwarded. The session goes on, as after any event the upstream refuses;
-        in a protocol without error events (Gemini Live) the session is stopped instead, its close frame saying why."""
-        refusal, reason = self.limits.model_refusal(model, ambiguity)
-        if not refusal:
+    async def _model_refused(self, asked: ModelAsked, data: str | bytes, send) -> bool:
+        """A client's event asking for a model a step's judge refuses (a key's list, a hook: session_policy): answered
+        with an error event, not forwarded. The session goes on, as after any event the upstream refuses; in a
+        protocol without error events (Gemini Live) the session is stopped instead, its close frame saying why."""
+        stop = await session_model_judged(self.x, asked)
+        if stop is None:
             return False
+        if asked.ends:
+            self.judged_stop = stop
+            return True
         event = json_or_none(data)
         event_id = event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None
-        answer = self.x.provider.realtime_error(refusal, kind="permission_error", code="gateway_key_model",
-                                                event_id=event_id)
-        if answer is None:
-            self.limits.model_stop(refusal, reason, None if ambiguity else model, self.seq)
-            return True
-        self.x.decisions.append({"step": KEY_STEP, "decision": "client event refused", "seq": self.seq,
-                                 "event": event.get("type") if isinstance(event, dict) else None, "reason": refusal})
+        answer = self.x.provider.realtime_error(stop.message, kind=stop.kind, code=stop.code, event_id=event_id)
         async with self.sending:
             await send({"type": "websocket.send", "text": answer})
         return True
@@ -372,11 +391,11 @@ async def _relay(x: Exchange, session: Session, upstream: ClientConnection, rece
         tasks.append(asyncio.ensure_future(session.watch()))
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if session.limits.stop is not None:  # the key's step stopped it: nothing more passes either way
+        if session.stop is not None:  # a step stopped it: nothing more passes either way
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
-            await session.stop_send(session.limits.stop, send)
+            await session.stop_send(session.stop, send)
         elif tasks[0] in done:  # the client left: the upstream's own close ends the other direction
             await asyncio.wait_for(asyncio.shield(tasks[1]), timeout=5)
     except asyncio.CancelledError:
@@ -475,7 +494,7 @@ async def websocket_app(scope: dict, receive, send) -> None:
     session = Session(x)
     try:
         try:
-            if x.first_message_judges:
+            if x.session_model_judges and model_in_first_message(x):
                 opened = await _open_after_first_message(x, session, scope, receive, send)
             else:
                 opened = await _open_then_accept(x, session, scope, send)
@@ -551,7 +570,7 @@ async def _open_after_first_message(x: Exchange, session: Session, scope: dict, 
 
 async def _first_message(x: Exchange, session: Session, receive, send) -> str | bytes | None:
     """The client's first message, journaled, once every step's judge allows the model it names; None when the
-    session ended instead: refused (closed as the judge that refused says: session_policy.first_message_judged),
+    session ended instead: refused (closed as the judge that refused says: session_policy.session_model_judged),
     the client gone, or nothing sent within REQUEST_BODY_TIMEOUT (close 1008: a client that never sends its setup
     is not held open)."""
     try:
@@ -571,8 +590,7 @@ async def _first_message(x: Exchange, session: Session, receive, send) -> str | 
     data = message.get("text")
     data = data if data is not None else message.get("bytes") or b""
     read = session.frame("client", data)
-    asks = read.asks_model if read is not None else None
-    stop = await first_message_judged(x, asks, json_ambiguity(data), session.seq)
+    stop = await session_model_judged(x, session.asked(data, read, first=True))
     if stop is not None:
         await session.stop_send(stop, send)
         return None

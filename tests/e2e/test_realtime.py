@@ -1176,7 +1176,7 @@ def test_the_model_policy_hook_judges_a_gemini_live_session_by_its_setup(rt, rea
     assert realtime_mock.mock.handshakes == 1
     assert json.loads(realtime_mock.mock.sessions[0].received[0]) == {"setup": {"model": "models/gemini-live-2.5-flash"}}
     refused = "Model 'gemini-2.5-pro' is not allowed by this gateway (allowed: gemini-live-*)"
-    unread = "This realtime session's first message names no model the gateway can read, so it is refused"
+    unread = "This realtime session's message names no model the gateway can read, so it is refused"
     for first, reason in ((json.dumps({"setup": {"model": "models/gemini-2.5-pro"}}), refused),
                           (json.dumps({"setup": {"generationConfig": {}}}), unread),
                           # Python's json reads the last, an upstream may read the first: no model for sure
@@ -1230,3 +1230,72 @@ def test_a_hook_that_fails_on_a_sessions_model_closes_it_before_the_upstream(rt,
     assert [s["decision"] for s in failed.steps] == ["error"]
     assert [s["decision"] for s in skipped.steps] == ["skipped after an error", "metadata"]
     assert skipped.steps[-1]["metadata"] == {"session_model": "gemini-live-2.5-flash"}
+
+
+def test_the_model_policy_hook_judges_a_later_session_update_asking_for_another_model(rt, realtime_mock, settings,
+                                                                                    log_flush):
+    """The hooks judged only a session's upgrade (and Gemini Live's first message): an OpenAI session opened with an
+    allowed model switched to any model with session.update. Each client message asking for a model is judged now,
+    as a gateway key's list judges it: refused with an error event, never forwarded, and the session goes on."""
+    settings.GATEWAY_HOOKS = [POLICY]
+    settings.MODEL_POLICY_ALLOW = ["gpt-realtime"]
+
+    async def switch() -> list:
+        client = openai.AsyncOpenAI(api_key=KEY, base_url=f"{rt.url}/v1", max_retries=0)
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            assert (await conn.recv()).type == "session.created"
+            await conn.send({"type": "session.update", "event_id": "ev_other",
+                             "session": {"type": "realtime", "model": "gpt-4o-realtime-preview"}})
+            events = [await conn.recv()]
+            # Which model an upstream reads in a key named twice cannot be known: no model for sure, refused.
+            await conn.send_raw(UPDATE + '"model": "gpt-4o-realtime-preview", "model": "gpt-realtime"}}')
+            events.append(await conn.recv())
+            await conn.session.update(session={"type": "realtime", "model": "gpt-realtime"})  # allowed: it passes
+            return events + await _one_response(conn)
+
+    events = asyncio.run(switch())
+    refused = "Model 'gpt-4o-realtime-preview' is not allowed by this gateway (allowed: gpt-realtime)"
+    unread = "This realtime session's message names no model the gateway can read, so it is refused"
+    assert [(e.type, e.error.type, e.error.code, e.error.event_id, e.error.message) for e in events[:2]] == [
+        ("error", "permission_error", "gateway_hook_refused", "ev_other", refused),
+        ("error", "permission_error", "gateway_hook_refused", "ev_dup", unread)]
+    assert events[-1].type == "response.done"  # the session went on
+    received = [json.loads(m) for m in realtime_mock.mock.sessions[-1].received]
+    assert [e["type"] for e in received] == ["session.update", "response.create"]  # the allowed update only
+    assert received[0]["session"]["model"] == "gpt-realtime"
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.outcome == "completed"
+    assert [s for s in resp.steps if s["decision"] == "client event refused"] == [
+        {"step": "hooks", "hook": POLICY, "decision": "client event refused", "reason": refused, "seq": 2,
+         "event": "session.update", "model": "gpt-4o-realtime-preview"},
+        {"step": "hooks", "hook": POLICY, "decision": "client event refused", "reason": unread, "seq": 3,
+         "event": "session.update", "model": None}]
+
+
+def test_the_model_policy_hook_stops_a_gemini_live_session_whose_second_setup_names_another_model(
+        rt, realtime_mock, settings, log_flush):
+    """Gemini Live has no error event: a later setup naming a model the hook refuses ends the session, as a gateway
+    key's refusal does, and never reaches the upstream."""
+    settings.GATEWAY_HOOKS = [POLICY]
+    settings.MODEL_POLICY_ALLOW = ["gemini-live-*"]
+
+    async def resetup() -> tuple[dict, int, str]:
+        async with connect(f"{rt.url.replace('http', 'ws')}{GEMINI_LIVE}?key=AIza" + "TESTgeminiKEY0123456789") as ws:
+            await ws.send(SETUP_FLASH)
+            opened = json.loads(await ws.recv())
+            await ws.send(json.dumps({"setup": {"model": "models/gemini-2.5-pro"}}))
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+        return opened, ws.close_code, ws.close_reason
+
+    refused = "Model 'gemini-2.5-pro' is not allowed by this gateway (allowed: gemini-live-*)"
+    opened, code, reason = asyncio.run(resetup())
+    assert "setupComplete" in opened and (code, reason) == (1008, refused)
+    assert realtime_mock.mock.sessions[-1].received == [SETUP_FLASH]  # the first setup only
+    log_flush()
+    resp = Response.objects.get()
+    assert resp.outcome == "gateway_error" and f"Hook {POLICY} refused the session: {refused}" in resp.error_message
+    assert [s for s in resp.steps if s["decision"] == "session refused"] == [
+        {"step": "hooks", "hook": POLICY, "decision": "session refused", "reason": refused, "seq": 3,
+         "model": "gemini-2.5-pro"}]
