@@ -1299,3 +1299,26 @@ def test_the_model_policy_hook_stops_a_gemini_live_session_whose_second_setup_na
     assert [s for s in resp.steps if s["decision"] == "session refused"] == [
         {"step": "hooks", "hook": POLICY, "decision": "session refused", "reason": refused, "seq": 3,
          "model": "gemini-2.5-pro"}]
+
+
+def test_a_hook_that_fails_on_a_later_session_update_refuses_that_event(rt, realtime_mock, settings, log_flush):
+    """A failed judge fails closed: the event is refused (an error event naming the hook), never forwarded."""
+    settings.GATEWAY_HOOKS = ["tests.proxy.sample_hooks.SessionModelBoom"]
+
+    async def switch() -> list:
+        client = openai.AsyncOpenAI(api_key=KEY, base_url=f"{rt.url}/v1", max_retries=0)
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            assert (await conn.recv()).type == "session.created"
+            await conn.send({"type": "session.update", "event_id": "ev_other",
+                             "session": {"type": "realtime", "model": "gpt-4o-realtime-preview"}})
+            return [await conn.recv(), *await _one_response(conn)]
+
+    events = asyncio.run(switch())
+    error = events[0].error
+    assert events[0].type == "error" and (error.type, error.code, error.event_id) == (
+        "api_error", "gateway_hook_error", "ev_other")
+    assert error.message.startswith("Hook tests.proxy.sample_hooks.SessionModelBoom failed in on_session_model: ")
+    assert events[-1].type == "response.done"  # the session went on
+    assert [json.loads(m)["type"] for m in realtime_mock.mock.sessions[-1].received] == ["response.create"]
+    log_flush()
+    assert [s["decision"] for s in Response.objects.get().steps] == ["error"]
