@@ -1232,6 +1232,25 @@ def test_a_hook_that_fails_on_a_sessions_model_closes_it_before_the_upstream(rt,
     assert skipped.steps[-1]["metadata"] == {"session_model": "gemini-live-2.5-flash"}
 
 
+OTHER_MODEL = json.dumps({"type": "session.update", "event_id": "ev_other",
+                          "session": {"type": "realtime", "model": "gpt-4o-realtime-preview"}})
+
+
+async def _refused_then_a_response(url: str, refused: list[str], allowed_update: bool = False) -> list:
+    """An OpenAI Realtime session of no gateway key sending each of `refused` (its JSON as sent) and reading what
+    answers it, then (allowed_update) a session.update to its own model, then a response: every event received."""
+    client = openai.AsyncOpenAI(api_key=KEY, base_url=f"{url}/v1", max_retries=0)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        assert (await conn.recv()).type == "session.created"
+        events = []
+        for event in refused:
+            await conn.send_raw(event)
+            events.append(await conn.recv())
+        if allowed_update:
+            await conn.session.update(session={"type": "realtime", "model": "gpt-realtime"})
+        return events + await _one_response(conn)
+
+
 def test_the_model_policy_hook_judges_a_later_session_update_asking_for_another_model(rt, realtime_mock, settings,
                                                                                     log_flush):
     """The hooks judged only a session's upgrade (and Gemini Live's first message): an OpenAI session opened with an
@@ -1240,20 +1259,9 @@ def test_the_model_policy_hook_judges_a_later_session_update_asking_for_another_
     settings.GATEWAY_HOOKS = [POLICY]
     settings.MODEL_POLICY_ALLOW = ["gpt-realtime"]
 
-    async def switch() -> list:
-        client = openai.AsyncOpenAI(api_key=KEY, base_url=f"{rt.url}/v1", max_retries=0)
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            assert (await conn.recv()).type == "session.created"
-            await conn.send({"type": "session.update", "event_id": "ev_other",
-                             "session": {"type": "realtime", "model": "gpt-4o-realtime-preview"}})
-            events = [await conn.recv()]
-            # Which model an upstream reads in a key named twice cannot be known: no model for sure, refused.
-            await conn.send_raw(UPDATE + '"model": "gpt-4o-realtime-preview", "model": "gpt-realtime"}}')
-            events.append(await conn.recv())
-            await conn.session.update(session={"type": "realtime", "model": "gpt-realtime"})  # allowed: it passes
-            return events + await _one_response(conn)
-
-    events = asyncio.run(switch())
+    # Which model an upstream reads in a key named twice cannot be known: no model for sure, refused.
+    events = asyncio.run(_refused_then_a_response(rt.url, [
+        OTHER_MODEL, UPDATE + '"model": "gpt-4o-realtime-preview", "model": "gpt-realtime"}}'], allowed_update=True))
     refused = "Model 'gpt-4o-realtime-preview' is not allowed by this gateway (allowed: gpt-realtime)"
     unread = "This realtime session's message names no model the gateway can read, so it is refused"
     assert [(e.type, e.error.type, e.error.code, e.error.event_id, e.error.message) for e in events[:2]] == [
@@ -1305,15 +1313,7 @@ def test_a_hook_that_fails_on_a_later_session_update_refuses_that_event(rt, real
     """A failed judge fails closed: the event is refused (an error event naming the hook), never forwarded."""
     settings.GATEWAY_HOOKS = ["tests.proxy.sample_hooks.SessionModelBoom"]
 
-    async def switch() -> list:
-        client = openai.AsyncOpenAI(api_key=KEY, base_url=f"{rt.url}/v1", max_retries=0)
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            assert (await conn.recv()).type == "session.created"
-            await conn.send({"type": "session.update", "event_id": "ev_other",
-                             "session": {"type": "realtime", "model": "gpt-4o-realtime-preview"}})
-            return [await conn.recv(), *await _one_response(conn)]
-
-    events = asyncio.run(switch())
+    events = asyncio.run(_refused_then_a_response(rt.url, [OTHER_MODEL]))
     error = events[0].error
     assert events[0].type == "error" and (error.type, error.code, error.event_id) == (
         "api_error", "gateway_hook_error", "ev_other")
