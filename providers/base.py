@@ -452,6 +452,10 @@ class Provider:
         """Audio, turn ends, formats and usage in one event of a realtime session ("client"/"upstream")."""
         return RealtimeRead()
 
+    # Whether its realtime protocol has error events (realtime_error gives one): a refused client message is then
+    # answered with one and the session goes on; else the refusal ends the session, its close frame saying why.
+    realtime_error_events = False
+
     def realtime_error(self, message: str, *, kind: str, code: str, event_id: str | None = None) -> str | None:
         """The gateway's own error event in this provider's realtime protocol (event_id: the client event it
         answers), or None when the protocol has none (the close frame's reason then says it)."""

@@ -394,6 +394,8 @@ class OpenAI(Provider):
             read.formats = _realtime_formats(session)
         return read
 
+    realtime_error_events = True
+
     def realtime_error(self, message: str, *, kind: str, code: str, event_id: str | None = None) -> str | None:
         """The Realtime API's `error` server event: the SDKs yield it as an ErrorEvent (they raise nothing)."""
         return json.dumps({"type": "error", "event_id": f"event_gateway_{uuid.uuid4().hex[:20]}", "error": {

@@ -105,9 +105,6 @@ class Session:
         self.model: str | None = None
         self.limits = SessionLimits(x)
         self.judged_stop: SessionStop | None = None  # a step's judge refused a message: the session ends
-        # Whether the protocol has error events (OpenAI's; Gemini Live has none): a refused message is answered with
-        # one and the session goes on, else the refusal ends the session.
-        self.error_events = x.provider.realtime_error("", kind="", code="") is not None
         self.sending = asyncio.Lock()  # the relay and the gateway's own error events both send to the client
         self.upstream: ClientConnection | None = None
         self.answered = False  # the exchange was answered (and logged) as an HTTP refusal or failure: no session
@@ -129,7 +126,7 @@ class Session:
         event = json_or_none(data)
         kind = event.get("type") if isinstance(event, dict) else None
         return ModelAsked(model, ambiguity, self.seq, kind if isinstance(kind, str) else None, first,
-                          ends=first or not self.error_events)
+                          ends=first or not self.x.provider.realtime_error_events)
 
     def frame(self, direction: str, data: str | bytes) -> RealtimeRead | None:
         """Journal one frame as it passes: text with its audio moved to the session's tracks, binary to a file.
