@@ -11,6 +11,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 import providers
+from providers.base import base_url_tail
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -84,6 +85,10 @@ def _url(name: str, default: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ImproperlyConfigured(_password_hidden(f"{name} must be an http:// or https:// URL with a host (and "
                                                     f"a port that is a number to 65535), not {value!r}", value))
+    if tail := base_url_tail(value):
+        raise ImproperlyConfigured(_password_hidden(f"{name} cannot hold {tail[0]} (it would sit inside every "
+                                                    "request's path; the client's own query string is forwarded "
+                                                    f"as sent): write {value[:-len(tail)]}", value))
     return value
 
 

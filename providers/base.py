@@ -493,3 +493,11 @@ def names_without(model: str, suffixes: tuple) -> list[str]:
         if base != model and base not in names:
             names.append(base)
     return names
+
+
+def base_url_tail(url: str) -> str:
+    """The query string or fragment of an upstream base URL ("?api-version=1"), "" when it has none. The gateway
+    puts the client's path after the base URL, so such a tail ended up inside the path (every request 404'd, the
+    query lost): the start refuses it."""
+    parts = urlsplit(url)
+    return (f"?{parts.query}" if parts.query else "") + (f"#{parts.fragment}" if parts.fragment else "")

@@ -3,6 +3,7 @@
 import re
 from urllib.parse import urlsplit
 
+from providers.base import base_url_tail
 from providers.openai import OpenAI
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -45,6 +46,9 @@ def compatible_parse(entries: tuple[str, ...], taken: frozenset[str]) -> tuple[C
                              "any a number to 65535 (name: letters (read as lowercase), digits, - or _)")
         if name in taken or any(p.name == name for p in out):
             raise ValueError(f"GATEWAY_PROVIDERS: the name {name!r} is already taken")
+        if tail := base_url_tail(url):
+            raise ValueError(f"GATEWAY_PROVIDERS entry {entry.strip()!r}: a base URL cannot hold {tail[0]} (it would "
+                             "sit inside every request's path; the client's own query string is forwarded as sent)")
         provider = Compatible(name, url)
         if provider.base_url_version(url):
             # Every server's documentation gives its base URL with /v1; the gateway adds it.

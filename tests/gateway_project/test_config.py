@@ -45,6 +45,13 @@ def _settings_run(tmp_path, code: str = "import gateway_project.settings", **var
     ("ANTHROPIC_UPSTREAM_URL", "http://127.0.0.1:9501/v1/", "ANTHROPIC_UPSTREAM_URL must not end in /v1"),
     ("GEMINI_UPSTREAM_URL", "https://generativelanguage.googleapis.com/v1beta",
      "GEMINI_UPSTREAM_URL must not end in /v1beta"),
+    # A query string (Azure's api-version) landed inside every request's path: each one a 404, the query lost.
+    ("GATEWAY_PROVIDERS", "azure=https://x.openai.azure.com/openai?api-version=2024-10-21",
+     "GATEWAY_PROVIDERS entry 'azure=https://x.openai.azure.com/openai?api-version=2024-10-21': a base URL cannot "
+     "hold ?"),
+    ("OPENAI_UPSTREAM_URL", "https://proxy.example/openai?team=a", "OPENAI_UPSTREAM_URL cannot hold ? (it would sit "
+                                                                   "inside every request's path"),
+    ("OPENAI_UPSTREAM_URL", "https://proxy.example/#x", "OPENAI_UPSTREAM_URL cannot hold # (it would sit"),
     ("GATEWAY_API_KEYS", "alice:", "GATEWAY_API_KEYS has an entry without a key: 'alice:'"),  # was an open gateway
     ("DEBUG", "ture", "DEBUG must be true or false (1/0, yes/no, on/off), not 'ture'"),  # was read as False
     ("TRUST_X_FORWARDED_PROTO", "treu", "TRUST_X_FORWARDED_PROTO must be true or false"),
@@ -83,6 +90,8 @@ def test_bad_setting_is_refused_by_name(tmp_path, name, value, message):
     ("OPENAI_UPSTREAM_URL", "https://gw:S3cretPw0rd@llm.internal/v1", "OPENAI_UPSTREAM_URL must not end in /v1"),
     ("GATEWAY_PROVIDERS", "ollama=http://gw:S3cretPw0rd@llm.internal/v1", "GATEWAY_PROVIDERS entry 'ollama=http://gw:***@"),
     ("GATEWAY_PROVIDERS", "ollama=htp://gw:S3cretPw0rd@llm.internal", "GATEWAY_PROVIDERS entry 'ollama=htp://gw:***@"),
+    ("GATEWAY_PROVIDERS", "ollama=http://gw:S3cretPw0rd@llm.internal?a=1", "GATEWAY_PROVIDERS entry 'ollama=http://gw:***@"),
+    ("OPENAI_UPSTREAM_URL", "https://gw:S3cretPw0rd@llm.internal?a=1", "OPENAI_UPSTREAM_URL cannot hold ?"),
     ("FILE_STORAGE_URL", "s4://AKIAKEY:S3cretPw0rd@bucket/prefix", "FILE_STORAGE_URL must look like s3://bucket/prefix"),
     # Never used by boto3 (it signs with AWS keys), and quoted whole in every storage error it raised.
     ("AWS_S3_ENDPOINT_URL", "https://minio:S3cretPw0rd@s3.internal", "AWS_S3_ENDPOINT_URL must not hold a user or "
