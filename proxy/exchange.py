@@ -17,7 +17,7 @@ from logs.pipeline.writer import writer_get
 from logs.records import FileRecord, FrameRecord, RequestRecord, ResponseRecord, record_line
 from logs.redaction.echoes import echo_prints
 from logs.redaction.redact import (credentials_collect, header_is_secret, headers_mask, key_fingerprint, path_mask,
-                                    query_mask)
+                                    query_mask, url_credentials)
 from logs.redaction.scrub import Scrubber, text_scrub
 from proxy.paths import Route
 from proxy.request_body import BodyReading, body_reading
@@ -123,8 +123,10 @@ class Exchange:
         self.echo_mask = None  # proxy/key_policy.EchoMask: a stored provider credential, kept from the answer
         self.held_ms: float | None = None
         self.gateway_key = None  # proxy/access.AccessKey, once checked
-        # Every record and body file of this exchange loses the request's credentials, wherever they echo.
-        self.scrubber = Scrubber(credentials_collect(self.headers, self.query, self.route.path))
+        # Every record and body file of this exchange loses the request's credentials, wherever they echo, and
+        # the one the upstream's URL holds (httpx sends it as basic auth).
+        self.scrubber = Scrubber(credentials_collect(self.headers, self.query, self.route.path)
+                                 + url_credentials(self.route.upstream_base))
         self.ttfb_ms: float | None = None
         self.ended_ms: float | None = None
         self.outcome = Outcome.COMPLETED

@@ -6,12 +6,13 @@ LOG_REDACT_QUERY_PARAMS), or made of words that say so (X-Custom-Api-Key, client
 accessToken, session-token) — but not words that only look alike (x-ratelimit-remaining-tokens).
 """
 
+import base64
 import functools
 import hashlib
 import hmac
 import re
 from typing import Any
-from urllib.parse import quote, quote_plus, unquote, unquote_plus
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -367,6 +368,20 @@ def credentials_collect(pairs: list[tuple[str, str]], query: str = "", path: str
     if path:  # /v1/models/sk-...: an answer naming that id echoes it
         found.update(KEY_SHAPES.findall(_decoded(path, path=True)))
     # Longest first, so a full "Bearer x" is replaced before its token "x".
+    return sorted((s for s in found if len(s) >= SCRUB_MIN_LEN), key=len, reverse=True)
+
+
+def url_credentials(url: str) -> list[str]:
+    """The credential an upstream base URL carries (`http://user:password@host`, a server behind basic auth), in
+    every form an upstream may echo it: the password, user:password and the Basic header httpx sends from it.
+    The gateway adds it to each request, so the client's headers never hold it: without this, a 401 quoting
+    the Authorization it got ("Incorrect API key provided: Basic ...") kept it in the log in clear."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return []
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    token = base64.b64encode(pair.encode()).decode("ascii")
+    found = {pair, token, f"Basic {token}", unquote(parts.password or "") or unquote(parts.username)}
     return sorted((s for s in found if len(s) >= SCRUB_MIN_LEN), key=len, reverse=True)
 
 

@@ -1,5 +1,6 @@
 """A distinctive key sent through every path and feature must not be stored anywhere in clear."""
 
+import base64
 import json
 import logging
 import secrets
@@ -284,3 +285,19 @@ def test_a_key_known_by_its_shape_in_an_ordinary_query_parameter_is_nowhere_in_c
     assert f'"POST /v1/chat/completions?{masked} HTTP/1.1" 200' in console  # uvicorn's access log, masked
     for name, text in {"page": page, "export": export, "console": console}.items():
         assert gk[3:-4] not in text, name
+
+
+def test_the_password_of_a_compatible_servers_url_is_not_kept_when_the_server_echoes_it(gateway, upstream, log_flush,
+                                                                                      settings):
+    """ollama=http://gw:password@host (a server behind basic auth): httpx sends that as Basic, and an upstream's 401
+    quoting the Authorization it got was logged in clear: the client's headers never hold it, so nothing masked it."""
+    password = "pw" + secrets.token_hex(12)
+    settings.GATEWAY_PROVIDERS = [f"ollama=http://gw:{password}@{upstream.url.partition('://')[2]}"]
+    r = httpx.get(f"{gateway.url}/ollama/v1/models", headers={"x-mock-fault": "echo-auth"})
+    basic = base64.b64encode(f"gw:{password}".encode()).decode()
+    assert r.status_code == 401 and basic in r.text  # positive control: the upstream got it and quoted it
+    log_flush()
+    resp = Response.objects.get()
+    assert "Incorrect API key provided: Basic " in resp.body  # the answer is logged...
+    blob = _db_bytes()
+    assert basic.encode() not in blob and basic[:-6].encode() not in blob and password.encode() not in blob  # ...masked
