@@ -15,6 +15,10 @@ _PAIR = re.compile(r"(?<![\w%-])([A-Za-z][\w.-]{0,63})([\"']?\s*[:=]\s*[\"']?)([
 # A percent-encoded run outside a query (a URL's path: /v1/models/sk%2D...), decoded to find a key's shape.
 _ENCODED = re.compile(r"[\w.~+-]*(?:%[0-9A-Fa-f]{2}[\w.~+-]*)+")
 _SCHEME = re.compile(r"(?i)\b((?:bearer|basic|token)\s+)([A-Za-z0-9._~+/=-]{8,})")
+# A URL's user:password@ (an upstream behind basic auth, given in GATEWAY_PROVIDERS): httpx's request log prints
+# the URL whole. Shown as user:***@, as the settings' refusals show it; a user part alone (redis://token@) may be
+# the credential itself.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s@:?#]*)(:[^/\s@?#]*)?@")
 
 
 # An exception's class before its message ("KeyError: 'messages'", "TokenError: ...") names no credential:
@@ -37,6 +41,8 @@ def text_redact(text: str) -> str:
         text = _ENCODED.sub(lambda m: path_mask(m.group(0)), text)
     text = _PAIR.sub(_pair, text)
     text = _SCHEME.sub(lambda m: m.group(1) + token_mask(m.group(2)), text)
+    if "@" in text:
+        text = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@" if m.group(3) else f"{m.group(1)}***@", text)
     return shapes_mask(text)
 
 

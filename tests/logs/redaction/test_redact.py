@@ -231,6 +231,18 @@ def test_keys_known_by_their_shape_are_scrubbed_in_a_path_or_a_query_value(key):
         assert key not in scrubbed and key[-4:] in scrubbed
 
 
+@pytest.mark.parametrize("line,shown", [
+    ('HTTP Request: GET http://gw:s3cret-pw@127.0.0.1:11434/v1/models "HTTP/1.1 200 OK"', "http://gw:***@127.0.0.1"),
+    ("connecting to redis://s3cret-pw@cache:6379/0", "redis://***@cache"),
+    ("HTTP Request: GET https://:s3cret-pw@llm.internal/v1/models", "https://:***@llm.internal"),
+])
+def test_a_urls_password_is_scrubbed_from_console_lines(line, shown):
+    """GATEWAY_PROVIDERS=ollama=http://gw:password@host (a server behind basic auth): httpx's request log printed
+    the upstream URL, password and all, on every request at LOG_LEVEL=DEBUG."""
+    scrubbed = text_redact(line)
+    assert "s3cret-pw" not in scrubbed and shown in scrubbed
+
+
 def test_an_exceptions_class_is_not_taken_for_a_credentials_name():
     """`KeyError: 'messages'` (a hook's failure, a traceback's last line) names the missing key: kept."""
     assert text_redact("KeyError: 'messages'") == "KeyError: 'messages'"
