@@ -5,8 +5,10 @@ comes from its module in `providers`; this module only applies it.
 """
 
 import dataclasses
+import html
 import json
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +47,11 @@ JSON_PARSE_MAX_BYTES = 64 * 1024 * 1024  # a larger JSON answer is stored as a f
 # Parsed values nested deeper than this are not stored as JSON (the stream result, a rewritten
 # answer): every reader would have to recurse through them. The text they came from is kept.
 JSON_STORE_DEPTH = 64
+# What a text error page says, for the list: its title (or first heading), else its first words.
+_PAGE_TITLE = re.compile(r"<title[^>]*>(.*?)</title>|<h1[^>]*>(.*?)</h1>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+TEXT_ERROR_SCAN = 4096  # a page's title is near its top
+TEXT_ERROR_CHARS = 200
 
 
 def _notes_join(*notes: str) -> str:
@@ -154,6 +161,14 @@ def _stream_read(resp: Response, provider: Provider, text: str, offsets: list | 
     return result
 
 
+def _text_error(text: str) -> str:
+    """What a non-JSON error answer says, in one line: an HTML page's title or first heading, else its text."""
+    head = text[:TEXT_ERROR_SCAN]
+    found = _PAGE_TITLE.search(head)
+    said = (found.group(1) or found.group(2)) if found else head
+    return " ".join(html.unescape(_TAG.sub(" ", said)).split())[:TEXT_ERROR_CHARS]
+
+
 def _usage_fill(resp: Response, provider: Provider, answer: Any) -> None:
     """The answering model, token counts and cost (priced as of the exchange's start), from a parsed answer."""
     usage = _untrusted(provider.usage, answer)
@@ -236,6 +251,11 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
         if said := _storable(_untrusted(read, answer)):
             resp.error_message = _notes_join(said, resp.error_message)
             resp.is_error = True
+    elif answer is None and text and (rec.status or 0) >= 400 and not rec.error and not resp.is_stream:
+        # A proxy in front of the server (nginx's 502 page before Ollama or vLLM, a balancer's 503) answers in
+        # HTML or plain text, which no provider's error shape reads: the list showed the failure with no words.
+        if said := _storable(_text_error(text)):
+            resp.error_message = _notes_join(said, resp.error_message)
     if isinstance(answer, (dict, list)):  # a list: Gemini's stream without alt=sse, its chunks in one array
         _usage_fill(resp, provider, answer)
     if isinstance(answer, dict):

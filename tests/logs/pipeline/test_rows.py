@@ -184,6 +184,21 @@ def test_upstream_error_message_is_kept_for_the_list(provider, body, said):
     assert resp.is_error and resp.error_message == said
 
 
+@pytest.mark.parametrize(("content_type", "body", "said"), [
+    ("text/html", "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center>"
+                  "<hr><center>nginx</center></body></html>", "502 Bad Gateway"),
+    ("text/html", "<html><body><h1>Service &amp; API Unavailable</h1></body></html>", "Service & API Unavailable"),
+    ("text/plain", "upstream connect error or disconnect/reset before headers.\nreset reason: overflow",
+     "upstream connect error or disconnect/reset before headers. reset reason: overflow"),
+])
+def test_a_text_error_page_says_what_failed_in_the_list(content_type, body, said):
+    """A proxy before an OpenAI-compatible server (nginx before Ollama, a balancer) answers its failures in HTML or
+    plain text: the exchange was an error with an empty message, its reason only inside the body."""
+    resp = response_row(_resp(_req(), status=502, body=body, content_type=content_type,
+                              headers=[["content-type", content_type]]), registry().get("openai"), [])
+    assert resp.is_error and resp.error_message == said
+
+
 def test_a_stream_that_reports_an_error_after_its_200_is_an_error_with_the_message():
     req = _req()
     events = ('data: {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
