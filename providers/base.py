@@ -499,5 +499,6 @@ def base_url_tail(url: str) -> str:
     """The query string or fragment of an upstream base URL ("?api-version=1"), "" when it has none. The gateway
     puts the client's path after the base URL, so such a tail ended up inside the path (every request 404'd, the
     query lost): the start refuses it."""
-    parts = urlsplit(url)
-    return (f"?{parts.query}" if parts.query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    # Found by its delimiter, not by urlsplit's parts: a bare "?" or "#" has an empty part and broke the path too.
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=-1)
+    return url[cut:] if cut >= 0 else ""

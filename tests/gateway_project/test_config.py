@@ -52,6 +52,7 @@ def _settings_run(tmp_path, code: str = "import gateway_project.settings", **var
     ("OPENAI_UPSTREAM_URL", "https://proxy.example/openai?team=a", "OPENAI_UPSTREAM_URL cannot hold ? (it would sit "
                                                                    "inside every request's path"),
     ("OPENAI_UPSTREAM_URL", "https://proxy.example/#x", "OPENAI_UPSTREAM_URL cannot hold # (it would sit"),
+    ("GATEWAY_PROVIDERS", "groq=https://api.groq.com/openai?", "GATEWAY_PROVIDERS entry 'groq=https://api.groq.com/openai?'"),
     ("GATEWAY_API_KEYS", "alice:", "GATEWAY_API_KEYS has an entry without a key: 'alice:'"),  # was an open gateway
     ("DEBUG", "ture", "DEBUG must be true or false (1/0, yes/no, on/off), not 'ture'"),  # was read as False
     ("TRUST_X_FORWARDED_PROTO", "treu", "TRUST_X_FORWARDED_PROTO must be true or false"),
