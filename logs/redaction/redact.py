@@ -376,6 +376,8 @@ def url_credentials(url: str) -> list[str]:
     every form an upstream may echo it: the password, user:password and the Basic header httpx sends from it.
     The gateway adds it to each request, so the client's headers never hold it: without this, a 401 quoting
     the Authorization it got ("Incorrect API key provided: Basic ...") kept it in the log in clear."""
+    if "@" not in url:  # most URLs, on every request: no parse
+        return []
     parts = urlsplit(url)
     if parts.username is None:
         return []
