@@ -100,7 +100,7 @@ class Exchange:
         self.client = request.META.get("REMOTE_ADDR", "")
         self.body = request.gateway_body  # proxy/request_body.BodySpool
         self.websocket = False  # a WebSocket upgrade (proxy/websocket.py): a realtime session, no body
-        # Steps that judge a realtime session by the model its first message names (proxy/session_policy.py).
+        # Steps that judge a realtime session by the model its messages ask for (proxy/session_policy.py).
         self.session_model_judges: tuple = ()
         self.refusal = request.gateway_refusal
         # What goes upstream; the steps may change it (the log keeps what was received).
