@@ -83,6 +83,10 @@ class Anthropic(Provider):
         """Anthropic's stream ends with message_stop."""
         return b"message_stop" in tail
 
+    def stream_cut(self, tail: bytes, result: Payload) -> bool:
+        """A Messages stream that ended before message_stop (one that reported its own error is not judged)."""
+        return isinstance(result, dict) and not result.get("error") and not self.stream_ended(tail)
+
     def error_kind(self, status: int) -> str:
         """The type Anthropic gives a status (its 500 and other server errors: api_error)."""
         return ERROR_TYPE_OF_STATUS.get(status) or ("api_error" if status >= 500 else "invalid_request_error")

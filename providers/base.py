@@ -329,6 +329,12 @@ class Provider:
         return tail.rstrip().endswith(b"data: [DONE]") or any(
             end in tail for end in (b"response.completed", b"response.failed", b"response.incomplete"))
 
+    def stream_cut(self, tail: bytes, result: Payload) -> bool:
+        """Whether a stream the upstream ended cleanly (its end of body came, no error) still lacks what ends
+        its answer, so the answer may be incomplete (tail: its last bytes; result: stream_reassemble's). Only
+        a provider that can tell says so: by default nothing is claimed."""
+        return False
+
     def stream_error_event(self, message: str) -> bytes:
         """The last event of a stream the upstream broke off, in this provider's shape, so its SDK raises its
         usual error: `event: error` with the error body of a 502 (OpenAI's SDK and Anthropic's read it so)."""

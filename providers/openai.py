@@ -309,6 +309,16 @@ class OpenAI(Provider):
             return final
         return chat_chunks_reassemble(chunks) if chunks else None
 
+    def stream_cut(self, tail: bytes, result: Payload) -> bool:
+        """A chat/completions stream that ended before `data: [DONE]` with no finish_reason in any choice.
+        Some compatible servers omit [DONE]: a finish_reason ends the answer too. Other streams (Responses
+        API, transcriptions) and a stream that reported its own error are not judged here."""
+        if self.stream_ended(tail) or not isinstance(result, dict) or result.get("error") \
+                or result.get("object") not in ("chat.completion", "text_completion"):
+            return False
+        choices = result.get("choices")
+        return isinstance(choices, list) and not any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
+
     def event_has_content(self, name: str | None, payload: Payload) -> bool:
         """A chat/completions delta with text, refusal or a tool call; Responses API *.delta events."""
         if not isinstance(payload, dict):

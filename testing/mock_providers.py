@@ -114,7 +114,7 @@ async def _anthropic(mock: Any, payload: dict, h: dict[str, str], writer) -> boo
     ev("message_delta", delta={"stop_reason": stop, "stop_sequence": None},
        usage={"output_tokens": ANTHROPIC_USAGE["output_tokens"]})
     ev("message_stop")
-    return await mock._sse(writer, events, h, "")
+    return await mock._sse(writer, events, h, h.get("x-mock-fault", ""))
 
 
 # --- Gemini -------------------------------------------------------------------------------

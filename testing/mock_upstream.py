@@ -16,7 +16,8 @@ Request headers steer it: x-mock-status (error status; with x-mock-together: N, 
 requests are in flight, or after a second), x-mock-events / x-mock-delay-ms (SSE),
 x-mock-gzip (gzip the JSON answer), x-mock-tool-call, x-mock-usage (a JSON object of chat usage fields),
 x-mock-fault (close-mid-stream,
-close-mid-event: half an event of a stream, then the connection reset, linger-end: a stream's
+close-mid-event: half an event of a stream, then the connection reset, end-early: half a stream's
+events, then its end of body, no-done: a stream without its final [DONE], linger-end: a stream's
 end of body x-mock-stall-s after its last event,
 stall, reset, bad-json, wrong-length, bad-sse: broken SSE framing, echo-auth: a 401 whose body
 and headers echo the request's credentials, stall-body: half the JSON body, then x-mock-stall-s
@@ -341,6 +342,10 @@ class MockUpstream:
         delay = float(h.get("x-mock-delay-ms", "0")) / 1000
         if fault == "bad-sse":
             events = BROKEN_SSE
+        elif fault == "end-early":  # the body ends cleanly halfway: no finish_reason, no [DONE]
+            events = events[: len(events) // 2]
+        elif fault == "no-done":  # every event but the final [DONE], as some compatible servers send
+            events = [e for e in events if e != "data: [DONE]\n\n"]
         ctype = h.get("x-mock-content-type", "text/event-stream").encode("latin-1")
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: " + ctype + b"\r\ntransfer-encoding: chunked\r\n"
                      b"cache-control: no-cache\r\n\r\n")

@@ -52,6 +52,8 @@ _PAGE_TITLE = re.compile(r"<title[^>]*>(.*?)</title>|<h1[^>]*>(.*?)</h1>", re.IG
 _TAG = re.compile(r"<[^>]*>")
 TEXT_ERROR_SCAN = 4096  # a page's title is near its top
 TEXT_ERROR_CHARS = 200
+STREAM_TAIL_CHARS = 4096  # a stream's final event is in its last bytes
+STREAM_CUT_NOTE = "upstream ended the stream before its final event: the answer may be incomplete"
 
 
 def _notes_join(*notes: str) -> str:
@@ -225,6 +227,12 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
     answer: Any = None
     if resp.is_stream and text is not None:
         answer = _stream_read(resp, provider, text, rec.event_offsets_ms, rec.echo_prints)
+        if rec.outcome == Outcome.COMPLETED and not rec.cache_hit and (rec.status or 0) < 400 \
+                and _untrusted(provider.stream_cut, text[-STREAM_TAIL_CHARS:].encode(), answer):
+            # The upstream closed its body cleanly but mid-answer: the relay saw no fault, the client got every
+            # byte sent; logged as a stream it broke off, not as a whole answer.
+            resp.outcome, resp.is_error = Outcome.UPSTREAM_ERROR, True
+            resp.error_message = _notes_join(resp.error_message, STREAM_CUT_NOTE)
     elif text is not None:
         answer = json_or_none(text)
         found = _untrusted(provider.embedded_files, answer) or []

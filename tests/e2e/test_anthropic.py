@@ -4,6 +4,7 @@ import json
 from decimal import Decimal
 
 import anthropic
+import httpx
 import pytest
 
 from logs.models import Request, Response
@@ -70,6 +71,21 @@ def test_message_streamed(client, log_flush):
     assert result["content"] == [{"type": "text", "text": text}] and result["stop_reason"] == "end_turn"
     _assert_usage_logged(resp)
     assert resp.ttft_ms is not None and resp.ttfb_ms <= resp.ttft_ms <= resp.duration_ms
+
+
+def test_stream_ended_before_message_stop_is_logged_cut(gateway, log_flush):
+    # The upstream closes its body cleanly halfway, before message_delta and message_stop: the client gets
+    # what was sent as it was; the log says the answer may be incomplete instead of calling it whole.
+    with httpx.stream("POST", f"{gateway.url}/anthropic/v1/messages", timeout=10,
+                      json={"model": "claude-sonnet-4", "max_tokens": 100, "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]},
+                      headers={"x-api-key": KEY, "anthropic-version": "2023-06-01", "x-mock-fault": "end-early"}) as r:
+        got = b"".join(r.iter_raw())
+    assert r.status_code == 200 and b"message_start" in got and b"message_stop" not in got
+    _, resp = _only_exchange(log_flush)
+    assert resp.body.encode() == got  # relayed unchanged: no error event added
+    assert resp.outcome == "upstream_error" and resp.is_error
+    assert "ended the stream before its final event" in resp.error_message
 
 
 def test_tool_use_streamed(client, log_flush):

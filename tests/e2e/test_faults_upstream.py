@@ -150,6 +150,34 @@ def test_upstream_closes_mid_stream_sdk_sees_error(fast_gateway, log_flush, faul
     assert resp.stream_result["result"]["choices"][0]["message"]["content"] == "tok0 tok1 tok2 "
 
 
+def _raw_stream(url: str, fault: str) -> tuple[httpx.Response, bytes]:
+    """A chat stream's bytes as the client got them, with a mock fault."""
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json={**CHAT, "stream": True}, timeout=10,
+                      headers={**AUTH, "x-mock-fault": fault, "x-mock-events": "6"}) as r:
+        return r, b"".join(r.iter_raw())
+
+
+def test_stream_ended_cleanly_mid_answer_is_logged_cut(fast_gateway, log_flush):
+    # The upstream closes its body properly, but before any finish_reason and before `data: [DONE]`: no fault
+    # the relay can see. The client gets exactly what was sent; the log must not call it a whole answer.
+    r, got = _raw_stream(fast_gateway.url, "end-early")
+    assert r.status_code == 200 and got.count(b"data: ") == 4 and b"[DONE]" not in got
+    _, resp = exchange_get(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.body.encode() == got  # relayed unchanged: no error event added
+    assert resp.outcome == "upstream_error" and resp.is_error and resp.status_code == 200
+    assert "ended the stream before its final event" in resp.error_message
+    assert resp.stream_result["result"]["choices"][0]["finish_reason"] is None
+
+
+def test_stream_with_finish_reason_but_no_done_is_completed(fast_gateway, log_flush):
+    # Some OpenAI-compatible servers never send [DONE]: a finish_reason ended the answer.
+    r, got = _raw_stream(fast_gateway.url, "no-done")
+    assert r.status_code == 200 and b"[DONE]" not in got and b'"finish_reason": "stop"' in got
+    _, resp = exchange_get(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.body.encode() == got
+    assert resp.outcome == "completed" and not resp.is_error and resp.error_message == ""
+
+
 def test_upstream_closes_mid_binary_body_cuts_the_client(fast_gateway, log_flush, payload_dir):
     size = 1 << 20
     got = bytearray()

@@ -207,8 +207,8 @@ def test_a_stream_that_reports_an_error_after_its_200_is_an_error_with_the_messa
     sse = {"is_stream": True, "content_type": "text/event-stream", "headers": [["content-type", "text/event-stream"]]}
     failed = response_row(_resp(req, body=events, **sse), OPENAI, [])
     assert failed.outcome == "completed" and failed.is_error and failed.error_message == "Provider returned error"
-    fine = response_row(_resp(req, body=events.split("data: {\"object\": \"chat.completion.chunk\", \"error")[0], **sse),
-                        OPENAI, [])
+    whole = events.split("data: {\"object\": \"chat.completion.chunk\", \"error")[0] + "data: [DONE]\n\n"
+    fine = response_row(_resp(req, body=whole, **sse), OPENAI, [])
     assert not fine.is_error and fine.error_message == ""
 
 
