@@ -53,6 +53,7 @@ _TAG = re.compile(r"<[^>]*>")
 TEXT_ERROR_SCAN = 4096  # a page's title is near its top
 TEXT_ERROR_CHARS = 200
 STREAM_TAIL_CHARS = 4096  # a stream's final event is in its last bytes
+NOT_JSON_NOTE = "the answer is labelled JSON but is not valid JSON (kept as received)"
 STREAM_CUT_NOTE = "upstream ended the stream before its final event: the answer may be incomplete"
 
 
@@ -163,6 +164,12 @@ def _stream_read(resp: Response, provider: Provider, text: str, offsets: list | 
     return result
 
 
+def _json_labelled(content_type: str) -> bool:
+    """Whether a content type says the body is one JSON document (not NDJSON, whose lines each are)."""
+    mime = content_type.partition(";")[0].strip().lower()
+    return mime.endswith("/json") or mime.endswith("+json")
+
+
 def _text_error(text: str) -> str:
     """What a non-JSON error answer says, in one line: an HTML page's title or first heading, else its text."""
     head = text[:TEXT_ERROR_SCAN]
@@ -235,6 +242,10 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
             resp.error_message = _notes_join(resp.error_message, STREAM_CUT_NOTE)
     elif text is not None:
         answer = json_or_none(text)
+        if answer is None and (rec.status or 0) < 400 and not rec.error and _json_labelled(resp.content_type) \
+                and text.strip() not in ("", "null"):
+            # A proxy's truncated body, an HTML page sent as JSON: relayed as it came, but not a success to read.
+            resp.error_message = _notes_join(resp.error_message, NOT_JSON_NOTE)
         found = _untrusted(provider.embedded_files, answer) or []
         if found and json_depth(answer, JSON_STORE_DEPTH) > JSON_STORE_DEPTH:
             found = []  # rewriting it would mean recursing through it: the answer is stored as it came

@@ -224,6 +224,17 @@ def test_upstream_invalid_json_is_relayed_and_stored_as_is(gateway, upstream, lo
         r.json()
     _, resp = _logged(log_flush, r.headers["x-gateway-request-id"])
     assert resp.body == r.text and resp.outcome == "completed" and resp.input_tokens is None
+    assert "not valid JSON" in resp.error_message  # the row says what the body is, not a plain success
+
+
+def test_upstream_html_page_labelled_json_is_noted(scripted, gateway, log_flush, no_orphans):
+    page = b"<html><head><title>Just a moment...</title></head><body>checking your browser</body></html>"
+    scripted.answer = lambda request: (200, [("content-type", "application/json")], page)
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "m"}, headers=AUTH)
+    assert r.status_code == 200 and r.content == page  # the client gets the page as it came
+    _, resp = _logged(log_flush, r.headers["x-gateway-request-id"])
+    assert resp.body == page.decode() and resp.outcome == "completed"
+    assert "not valid JSON" in resp.error_message
 
 
 def test_upstream_broken_sse_is_relayed_byte_for_byte(gateway, upstream, log_flush, no_orphans):
