@@ -15,7 +15,8 @@ Routes (answered before the OpenAI ones):
                                                      "...inline...": the PNG as a data: URI, as Replicate
                                                      answers some image models' Prefer: wait creations;
                                                      "...broken...": status "failed", its error said)
-  GET  /replicate-files/{id}/{name}                  the delivery host: PNG or MP3 bytes
+  GET  /replicate-files/{id}/{name}                  the delivery host: PNG or MP3 bytes (a 404 for the
+                                                     outputs of models named "...expired...": deleted)
 """
 
 import base64
@@ -63,6 +64,9 @@ async def provider_answer(mock: Any, req: Any, h: dict[str, str], payload: dict,
     if found and req.method == "GET":
         return await _replicate_get(mock, found.group(1), writer)
     if p.startswith("/replicate-files/") and req.method == "GET":
+        if "/expired-" in p:  # an output Replicate already deleted (outputs last an hour)
+            await mock._send(writer, 404, b'{"detail": "Not found."}')
+            return True
         body, ctype = (MP3, "audio/mpeg") if p.endswith(".mp3") else (PNG, "image/png")
         await mock._send(writer, 200, body, ctype)
         return True
@@ -168,7 +172,8 @@ def _replicate_finish(mock: Any, pred: dict) -> None:
         pred["metrics"] = {"predict_time": 0.4}
     else:
         ext = "mp3" if "music" in pred["model"] else "png"
-        pred["output"] = [f"{mock.url}/replicate-files/{pred['id']}/out-0.{ext}"]
+        name = "expired-0" if "expired" in pred["model"] else "out-0"
+        pred["output"] = [f"{mock.url}/replicate-files/{pred['id']}/{name}.{ext}"]
         pred["metrics"] = {"predict_time": 1.2}
 
 

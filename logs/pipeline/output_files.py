@@ -77,10 +77,11 @@ def _download(url: str, provider: str, request_id: str, response_id: str) -> Non
                 client.stream("GET", url) as answer:
             ctype = answer.headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if answer.status_code != 200 or not ctype.startswith(MEDIA_TYPES):
-                log.warning("output file %s not saved: status %s, type %r", url, answer.status_code, ctype)
+                # Usually a 403 or 404: Replicate deleted it (outputs last an hour). Not tried again.
+                _unsaved(response_id, url, f"status {answer.status_code}, type {ctype!r}")
                 return
             if int(answer.headers.get("content-length") or 0) > cap:
-                log.warning("output file %s not saved: larger than REPLICATE_FILE_MAX_BYTES", url)
+                _unsaved(response_id, url, "larger than REPLICATE_FILE_MAX_BYTES")
                 return
             now = datetime.now(timezone.utc)
             name = payload_name(provider, now.timestamp(), fid.hex, ctype)
@@ -106,10 +107,9 @@ def _download(url: str, provider: str, request_id: str, response_id: str) -> Non
             files_delete([name])  # else it stays in the store with no row naming it
             log.info("output file %s not saved: its exchange was deleted meanwhile", url)
     except _TooLarge:
-        log.warning("output file %s not saved: larger than REPLICATE_FILE_MAX_BYTES", url)
-    except PayloadStoreUnavailable as exc:  # downloaded, and the store never came back: said on the row
-        log.warning("output file %s not saved: %s", url, exc)
-        _note(response_id, f"output file {url} not saved: {exc}")
+        _unsaved(response_id, url, "larger than REPLICATE_FILE_MAX_BYTES")
+    except PayloadStoreUnavailable as exc:  # downloaded, and the store never came back
+        _unsaved(response_id, url, str(exc))
         with _lock:
             _seen.discard(url)  # a later poll may try again
     except Exception as exc:  # a failed copy must never disturb the exchange or the log
@@ -135,6 +135,13 @@ def _move_in(name: str, ref) -> str:
                 time.sleep(pause)
     finally:
         path.unlink(missing_ok=True)
+
+
+def _unsaved(response_id: str, url: str, why: str) -> None:
+    """An output the log does not keep: said on the console and on the row of the answer that named it (the
+    row alone is what a reader of the log sees)."""
+    log.warning("output file %s not saved: %s", url, why)
+    _note(response_id, f"output file {url} not saved: {why}")
 
 
 def _note(response_id: str, note: str) -> None:

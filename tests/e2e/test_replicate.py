@@ -90,11 +90,25 @@ def test_output_on_a_host_not_allowed_is_not_fetched(replicate, upstream, settin
 
 def test_output_over_the_size_cap_is_not_kept(replicate, settings, log_flush, payload_dir):
     settings.REPLICATE_FILE_MAX_BYTES = 10
-    replicate.post("/models/black-forest-labs/flux-schnell/predictions", json={"input": {}},
-                   headers={"Prefer": "wait"})
+    r = replicate.post("/models/black-forest-labs/flux-schnell/predictions", json={"input": {}},
+                       headers={"Prefer": "wait"})
     _settle(log_flush)
     assert not BinaryFile.objects.exists()
     assert not list(payload_dir.rglob("*.png"))  # the partial download was removed
+    resp = Response.objects.get(request_id=r.headers["x-gateway-request-id"])
+    assert "not saved: larger than REPLICATE_FILE_MAX_BYTES" in resp.error_message
+
+
+def test_an_expired_output_is_said_on_the_row(replicate, upstream, log_flush):
+    # Replicate deletes outputs after an hour: the delivery host answers 404. The row of the answer that named
+    # the file says it was not kept, and why (a console warning alone reached nobody reading the log).
+    r = replicate.post("/models/acme/expired-image/predictions", json={"input": {}}, headers={"Prefer": "wait"})
+    url = r.json()["output"][0]
+    _settle(log_flush)
+    assert any(x.path.startswith("/replicate-files/") for x in upstream.received)  # it was tried
+    assert not BinaryFile.objects.exists()
+    resp = Response.objects.get(request_id=r.headers["x-gateway-request-id"])
+    assert f"output file {url} not saved: status 404" in resp.error_message and resp.outcome == "completed"
 
 
 def test_audio_output_saved(replicate, log_flush, payload_dir):
