@@ -137,6 +137,17 @@ class Gemini(Provider):
         """Gemini's last chunk is the one with a finishReason (its OpenAI-compatible streams end as OpenAI's)."""
         return b'"finishReason"' in tail or _OPENAI_WIRE.stream_ended(tail)
 
+    def stream_cut(self, tail: bytes, result: Payload) -> bool:
+        """A stream whose candidates never got a finishReason (a blocked prompt, an error chunk are not judged);
+        an OpenAI-compatible endpoint's stream as OpenAI's."""
+        if isinstance(result, dict) and "choices" in result:
+            return _OPENAI_WIRE.stream_cut(tail, result)
+        if not isinstance(result, dict) or result.get("error") or sub(result.get("promptFeedback"), "blockReason"):
+            return False
+        cands = result.get("candidates")
+        return isinstance(cands, list) and bool(cands) and not any(
+            isinstance(c, dict) and c.get("finishReason") for c in cands)
+
     def stream_error_event(self, message: str) -> bytes:
         """A data line holding Gemini's error body: google-genai raises APIError for a chunk that is one (it
         cannot read an `event:` line)."""

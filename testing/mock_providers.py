@@ -54,7 +54,7 @@ async def provider_answer(mock: Any, req: Any, h: dict[str, str], payload: dict,
         if method == "streamGenerateContent" and "alt=sse" not in req.query:
             return await mock._json(writer, _gemini_chunks(model), h, "")
         if method == "streamGenerateContent":
-            return await mock._sse(writer, _gemini_events(model), h, "")
+            return await mock._sse(writer, _gemini_events(model), h, h.get("x-mock-fault", ""))
         return await mock._json(writer, _gemini_answer(model), h, "")
     found = REPLICATE_CREATE_RE.match(p)
     if (found or p == "/v1/predictions") and req.method == "POST":

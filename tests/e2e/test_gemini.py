@@ -72,6 +72,20 @@ def test_generate_content_streamed(client, upstream, log_flush):
     assert resp.ttft_ms is not None and resp.ttfb_ms <= resp.ttft_ms <= resp.duration_ms
 
 
+def test_a_stream_ended_before_any_finish_reason_is_logged_cut(gateway, log_flush):
+    # The upstream closes its body cleanly after the first chunk: no finishReason came. Relayed as sent; the
+    # log says the answer may be incomplete instead of calling it whole.
+    with httpx.stream("POST", f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+                      json={"contents": [{"parts": [{"text": "hi"}]}]}, timeout=10,
+                      headers={"x-goog-api-key": KEY, "x-mock-fault": "end-early"}) as r:
+        got = b"".join(r.iter_raw())
+    assert r.status_code == 200 and b"Hello" in got and b"finishReason" not in got
+    _, resp = _only_exchange(log_flush)
+    assert resp.body.encode() == got
+    assert resp.outcome == "upstream_error" and resp.is_error
+    assert "ended the stream before its final event" in resp.error_message
+
+
 def test_a_stream_without_alt_sse_is_one_json_array_logged_with_its_usage(gateway, upstream, log_flush):
     """REST callers (curl) that leave out alt=sse get the chunks as one JSON array: read like the SSE form."""
     r = httpx.post(f"{gateway.url}/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent",
