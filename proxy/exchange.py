@@ -100,8 +100,7 @@ class Exchange:
         self.client = request.META.get("REMOTE_ADDR", "")
         self.body = request.gateway_body  # proxy/request_body.BodySpool
         self.websocket = False  # a WebSocket upgrade (proxy/websocket.py): a realtime session, no body
-        # Steps that judge a realtime session by the model its messages ask for (proxy/session_policy.py).
-        self.session_model_judges: tuple = ()
+        self.session_model_judges: tuple = ()  # judges of the models a realtime session asks for (session_policy)
         self.refusal = request.gateway_refusal
         # What goes upstream; the steps may change it (the log keeps what was received).
         self.forward_headers: list[tuple[str, str]] = []

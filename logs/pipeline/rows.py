@@ -234,30 +234,14 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
     answer: Any = None
     if resp.is_stream and text is not None:
         answer = _stream_read(resp, provider, text, rec.event_offsets_ms, rec.echo_prints)
-        if rec.outcome == Outcome.COMPLETED and not rec.cache_hit and (rec.status or 0) < 400 \
-                and _untrusted(provider.stream_cut, text[-STREAM_TAIL_CHARS:].encode(), answer):
-            # The upstream closed its body cleanly but mid-answer: the relay saw no fault, the client got every
-            # byte sent; logged as a stream it broke off, not as a whole answer.
-            resp.outcome, resp.is_error = Outcome.UPSTREAM_ERROR, True
-            resp.error_message = _notes_join(resp.error_message, STREAM_CUT_NOTE)
+        _stream_cut_note(rec, resp, provider, text, answer)
     elif text is not None:
         answer = json_or_none(text)
-        if answer is None and (rec.status or 0) < 400 and not rec.error and _json_labelled(resp.content_type) \
-                and text.strip() not in ("", "null"):
-            # A proxy's truncated body, an HTML page sent as JSON: relayed as it came, but not a success to read.
-            resp.error_message = _notes_join(resp.error_message, NOT_JSON_NOTE)
-        found = _untrusted(provider.embedded_files, answer) or []
-        if found and json_depth(answer, JSON_STORE_DEPTH) > JSON_STORE_DEPTH:
-            found = []  # rewriting it would mean recursing through it: the answer is stored as it came
-            resp.error_message = _notes_join(resp.error_message, "embedded files left in place: answer nested too deep")
-        if found and (missing := embedded_store(found, provider=rec.provider, owner=rec.id,
-                                                request_id=rec.request_id, created=rec.created, files=files)):
-            resp.error_message = _notes_join(resp.error_message, missing)
-        elif found:
-            resp.body = json.dumps(answer)
-            if ref is not None:
-                unlink_after_commit(spool_path(ref.spool))
-                ref = None
+        if answer is None:
+            _not_json_note(rec, resp, text)
+        if _embedded_files_take(rec, resp, provider, answer, files) and ref is not None:
+            unlink_after_commit(spool_path(ref.spool))  # the body is the rewritten answer now
+            ref = None
     if rec.usage:  # a realtime session: its responses' usage, summed as they passed (kept whole: its audio
         # tokens price it, and re-pricing needs them again)
         _usage_set(resp, provider, usage_counts(rec.usage.get("model"), rec.usage))
@@ -287,6 +271,41 @@ def response_row(rec: ResponseRecord, provider: Provider, files: list[BinaryFile
     if rec.forwarded_body_file is not None:
         _forwarded_store(rec, resp, files)
     return resp
+
+
+def _stream_cut_note(rec: ResponseRecord, resp: Response, provider: Provider, text: str, answer: Any) -> None:
+    """A stream the upstream closed cleanly but mid-answer (provider.stream_cut): the relay saw no fault and the
+    client got every byte sent; logged as a stream it broke off, not as a whole answer."""
+    if rec.outcome == Outcome.COMPLETED and not rec.cache_hit and (rec.status or 0) < 400 \
+            and _untrusted(provider.stream_cut, text[-STREAM_TAIL_CHARS:].encode(), answer):
+        resp.outcome, resp.is_error = Outcome.UPSTREAM_ERROR, True
+        resp.error_message = _notes_join(resp.error_message, STREAM_CUT_NOTE)
+
+
+def _not_json_note(rec: ResponseRecord, resp: Response, text: str) -> None:
+    """A success labelled JSON that does not parse (a proxy's truncated body, an HTML page sent as JSON): relayed
+    as it came, but not a success to read."""
+    if (rec.status or 0) < 400 and not rec.error and _json_labelled(resp.content_type) \
+            and text.strip() not in ("", "null"):
+        resp.error_message = _notes_join(resp.error_message, NOT_JSON_NOTE)
+
+
+def _embedded_files_take(rec: ResponseRecord, resp: Response, provider: Provider, answer: Any,
+                         files: list[BinaryFile]) -> bool:
+    """Move the files an answer embeds (base64 images) to the store, the row's body becoming the answer without
+    them; True when it did (the body file, if any, is then not the body)."""
+    found = _untrusted(provider.embedded_files, answer) or []
+    if found and json_depth(answer, JSON_STORE_DEPTH) > JSON_STORE_DEPTH:
+        found = []  # rewriting it would mean recursing through it: the answer is stored as it came
+        resp.error_message = _notes_join(resp.error_message, "embedded files left in place: answer nested too deep")
+    if found and (missing := embedded_store(found, provider=rec.provider, owner=rec.id,
+                                            request_id=rec.request_id, created=rec.created, files=files)):
+        resp.error_message = _notes_join(resp.error_message, missing)
+        return False
+    if found:
+        resp.body = json.dumps(answer)
+        return True
+    return False
 
 
 def _cache_saving(rec: ResponseRecord, resp: Response) -> None:
